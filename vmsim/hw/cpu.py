@@ -1,0 +1,827 @@
+"""The guest CPU: 32-bit protected mode at CPL 0 (an IA-32 subset), and its run loop.
+
+Instructions are decoded once per linear address with iced-x86 into handlers (closures
+built by the factories in `vmsim.hw.insn`) and kept in `icache` until the bytes behind
+them are written (self-modifying code) or the translation that fetched them changes (CR3
+load, INVLPG, paging switched). The loop is: look the handler up, call it, take the next
+EIP it returns. Rare instructions that need the loop's state (I/O, HLT, CPUID, control
+registers, INT n ...) raise `SlowPath`, and run with `cpu.eip` and `cpu.icount` exact.
+
+Seam for VMX (issue 3): before an interceptable instruction or event takes effect the CPU
+calls `self.intercept(Intercept(...))`; if that returns True the CPU stops with
+StopReason.INTERCEPT and the instruction has not executed (EIP still points at it).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import iced_x86
+
+from vmsim.events import EventStream
+from vmsim.hw import exceptions as X
+from vmsim.hw.exceptions import CpuException, Unsupported
+from vmsim.hw.flags import ARITH_MASK, EXPLICIT, materialize, set_explicit
+from vmsim.hw.memory import CODE, OTHER, PAGE_SHIFT, RAM, PhysicalMemory
+from vmsim.hw.mmu import CR0_PG, CR0_WP, CR4_PAE, CR4_PGE, CR4_PSE, FETCH, READ, WRITE, Mmu
+
+GPR_NAMES = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
+SEG_NAMES = ("es", "cs", "ss", "ds", "fs", "gs")  # iced-x86 / SDM sreg encoding order
+ES, CS, SS, DS, FS, GS = range(6)
+
+CR0_PE, CR0_MP, CR0_EM, CR0_TS, CR0_ET, CR0_NE = 1, 2, 4, 8, 0x10, 0x20
+CR0_AM, CR0_NW, CR0_CD = 1 << 18, 1 << 29, 1 << 30
+CR0_VALID = CR0_PE | CR0_MP | CR0_EM | CR0_TS | CR0_ET | CR0_NE | CR0_WP | CR0_AM | CR0_NW \
+    | CR0_CD | CR0_PG
+# CR4 bits this CPU accepts (VME..OSXMMEXCPT); PAE is accepted but not modelled with paging.
+CR4_VALID = 0x7FF
+
+EFLAGS_FIXED = 0x2  # bit 1 reads as 1
+# EFLAGS bits POPFD may change at CPL 0 (no VM86, no VIF/VIP; RF is cleared).
+EFLAGS_WRITABLE = 0x3F7FD5 & ~0x30000 | 0x4000
+
+MSR_TSC = 0x10
+MSR_APIC_BASE = 0x1B
+MSR_SYSENTER_CS, MSR_SYSENTER_ESP, MSR_SYSENTER_EIP = 0x174, 0x175, 0x176
+MSR_MISC_ENABLE = 0x1A0
+MSR_PAT = 0x277
+
+
+class StopReason(enum.Enum):
+    LIMIT = "instruction budget used"
+    HLT = "halted"
+    SHUTDOWN = "shutdown (triple fault)"
+    INTERCEPT = "intercepted"
+    UNSUPPORTED = "unsupported"
+
+
+class IoBus(Protocol):
+    def read(self, port: int, size: int) -> int: ...
+
+    def write(self, port: int, size: int, value: int) -> None: ...
+
+
+class UnclaimedIo:
+    """A port bus with nothing on it: reads give all ones, writes are dropped."""
+
+    def read(self, port: int, size: int) -> int:
+        return (1 << (8 * size)) - 1
+
+    def write(self, port: int, size: int, value: int) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A segment register: the visible selector and its descriptor cache."""
+
+    selector: int
+    base: int = 0
+    limit: int = 0xFFFFFFFF
+    access: int = 0  # descriptor bits 15:8 of the high dword (P DPL S type)
+    flags: int = 0xC  # descriptor bits 23:20 of the high dword (G D/B L AVL)
+
+    @classmethod
+    def flat_code(cls, selector: int = 0x08) -> Segment:
+        return cls(selector, 0, 0xFFFFFFFF, 0x9B, 0xC)
+
+    @classmethod
+    def flat_data(cls, selector: int = 0x10) -> Segment:
+        return cls(selector, 0, 0xFFFFFFFF, 0x93, 0xC)
+
+
+@dataclass
+class Intercept:
+    """What the CPU knows about an instruction or event a hypervisor may intercept.
+
+    These are the ingredients of a VM exit (SDM Vol. 3C 28.2): the kind, the instruction
+    length, and the fields of its exit qualification.
+    """
+
+    kind: str  # io hlt cpuid cr_read cr_write invlpg rdmsr wrmsr rdtsc vmcall exception triple_fault
+    eip: int
+    insn_len: int = 0
+    port: int = 0
+    size: int = 0
+    is_in: bool = False
+    string: bool = False
+    rep: bool = False
+    cr: int = 0
+    gpr: int = 0
+    linear: int = 0
+    vector: int = 0
+    error_code: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class SlowPath(Exception):
+    """Raised by a handler that must run with the loop's state made exact."""
+
+    def __init__(self, run: Callable[[], StopReason | None]):
+        self.run = run
+
+
+class MemFns:
+    """Linear-address memory accessors for the current paging mode."""
+
+    __slots__ = ("rd8", "rd16", "rd32", "wr8", "wr16", "wr32")
+
+
+def _build_memfns(cpu: Cpu) -> MemFns:
+    mem = cpu.mem
+    ram, u16, u32, kind = mem.ram, mem.u16, mem.u32, mem.kind
+    slow_read, slow_write = mem.read, mem.write
+    frm = int.from_bytes
+    fns = MemFns()
+
+    if not cpu.mmu.paging:
+        def rd8(a: int) -> int:
+            if kind[a >> 12] != OTHER:
+                return ram[a]
+            return slow_read(a, 1)
+
+        def rd16(a: int) -> int:
+            if kind[a >> 12] != OTHER and a & 0xFFF != 0xFFF:
+                if not a & 1:
+                    return u16[a >> 1]
+                return ram[a] | ram[a + 1] << 8
+            return slow_read(a, 2)
+
+        def rd32(a: int) -> int:
+            if kind[a >> 12] != OTHER and a & 0xFFF <= 0xFFC:
+                if not a & 3:
+                    return u32[a >> 2]
+                return frm(ram[a:a + 4], "little")
+            return slow_read(a, 4)
+
+        def wr8(a: int, v: int) -> None:
+            if kind[a >> 12] == RAM:
+                ram[a] = v
+            else:
+                slow_write(a, 1, v)
+
+        def wr16(a: int, v: int) -> None:
+            if kind[a >> 12] == RAM and a & 0xFFF != 0xFFF:
+                if not a & 1:
+                    u16[a >> 1] = v
+                else:
+                    ram[a] = v & 0xFF
+                    ram[a + 1] = v >> 8
+            else:
+                slow_write(a, 2, v)
+
+        def wr32(a: int, v: int) -> None:
+            if kind[a >> 12] == RAM and a & 0xFFF <= 0xFFC:
+                if not a & 3:
+                    u32[a >> 2] = v
+                else:
+                    ram[a:a + 4] = v.to_bytes(4, "little")
+            else:
+                slow_write(a, 4, v)
+    else:
+        tlb_get, tlbw_get = cpu.mmu.tlb.get, cpu.mmu.tlb_w.get
+        translate = cpu.mmu.translate
+
+        def cross_read(la: int, size: int) -> int:
+            pa0 = (tlb_get(la >> 12) or translate(la, READ)) | (la & 0xFFF)
+            la1 = (la + size - 1) & 0xFFFFFFFF
+            pa1 = tlb_get(la1 >> 12)
+            if pa1 is None:
+                pa1 = translate(la1, READ)
+            n0 = 0x1000 - (la & 0xFFF)
+            lo = slow_read(pa0, n0)
+            return lo | slow_read(pa1, size - n0) << (8 * n0)
+
+        def cross_write(la: int, size: int, v: int) -> None:
+            # Both pages are checked before anything is written (no partial stores).
+            pb0 = tlbw_get(la >> 12)
+            if pb0 is None:
+                pb0 = translate(la, WRITE)
+            la1 = (la + size - 1) & 0xFFFFFFFF
+            pa1 = tlbw_get(la1 >> 12)
+            if pa1 is None:
+                pa1 = translate(la1, WRITE)
+            n0 = 0x1000 - (la & 0xFFF)
+            slow_write(pb0 | (la & 0xFFF), n0, v & ((1 << (8 * n0)) - 1))
+            slow_write(pa1, size - n0, v >> (8 * n0))
+
+        def rd8(la: int) -> int:
+            pb = tlb_get(la >> 12)
+            if pb is None:
+                pb = translate(la, READ)
+            a = pb | (la & 0xFFF)
+            if kind[pb >> 12] != OTHER:
+                return ram[a]
+            return slow_read(a, 1)
+
+        def rd16(la: int) -> int:
+            if la & 0xFFF == 0xFFF:
+                return cross_read(la, 2)
+            pb = tlb_get(la >> 12)
+            if pb is None:
+                pb = translate(la, READ)
+            a = pb | (la & 0xFFF)
+            if kind[pb >> 12] != OTHER:
+                if not a & 1:
+                    return u16[a >> 1]
+                return ram[a] | ram[a + 1] << 8
+            return slow_read(a, 2)
+
+        def rd32(la: int) -> int:
+            if la & 0xFFF > 0xFFC:
+                return cross_read(la, 4)
+            pb = tlb_get(la >> 12)
+            if pb is None:
+                pb = translate(la, READ)
+            a = pb | (la & 0xFFF)
+            if kind[pb >> 12] != OTHER:
+                if not a & 3:
+                    return u32[a >> 2]
+                return frm(ram[a:a + 4], "little")
+            return slow_read(a, 4)
+
+        def wr8(la: int, v: int) -> None:
+            pb = tlbw_get(la >> 12)
+            if pb is None:
+                pb = translate(la, WRITE)
+            a = pb | (la & 0xFFF)
+            if kind[pb >> 12] == RAM:
+                ram[a] = v
+            else:
+                slow_write(a, 1, v)
+
+        def wr16(la: int, v: int) -> None:
+            if la & 0xFFF == 0xFFF:
+                return cross_write(la, 2, v)
+            pb = tlbw_get(la >> 12)
+            if pb is None:
+                pb = translate(la, WRITE)
+            a = pb | (la & 0xFFF)
+            if kind[pb >> 12] == RAM:
+                if not a & 1:
+                    u16[a >> 1] = v
+                else:
+                    ram[a] = v & 0xFF
+                    ram[a + 1] = v >> 8
+            else:
+                slow_write(a, 2, v)
+
+        def wr32(la: int, v: int) -> None:
+            if la & 0xFFF > 0xFFC:
+                return cross_write(la, 4, v)
+            pb = tlbw_get(la >> 12)
+            if pb is None:
+                pb = translate(la, WRITE)
+            a = pb | (la & 0xFFF)
+            if kind[pb >> 12] == RAM:
+                if not a & 3:
+                    u32[a >> 2] = v
+                else:
+                    ram[a:a + 4] = v.to_bytes(4, "little")
+            else:
+                slow_write(a, 4, v)
+
+    fns.rd8, fns.rd16, fns.rd32, fns.wr8, fns.wr16, fns.wr32 = rd8, rd16, rd32, wr8, wr16, wr32
+    if cpu.mmu.paging and cpu.events is not None and cpu.events.wants("tlb_hit"):
+        _trace_tlb_hits(cpu, fns)
+    return fns
+
+
+def _trace_tlb_hits(cpu: Cpu, fns: MemFns) -> None:
+    """Wrap the accessors to report TLB hits: only built when someone listens."""
+    tlb, tlb_w, emit, src = cpu.mmu.tlb, cpu.mmu.tlb_w, cpu.events.emit, cpu.name
+
+    def wrap(fn: Callable, table: dict, access: str, is_write: bool) -> Callable:
+        def traced(la: int, *v: int):
+            pb = table.get(la >> 12)
+            if pb is not None:
+                emit("tlb_hit", src, linear=la, physical=pb | (la & 0xFFF), access=access)
+            return fn(la, *v)
+        return traced
+
+    fns.rd8, fns.rd16, fns.rd32 = (wrap(f, tlb, "read", False) for f in (fns.rd8, fns.rd16, fns.rd32))
+    fns.wr8, fns.wr16, fns.wr32 = (wrap(f, tlb_w, "write", True) for f in (fns.wr8, fns.wr16, fns.wr32))
+
+
+class Cpu:
+    """One logical processor with its MMU, attached to guest-physical memory and a port bus."""
+
+    def __init__(self, mem: PhysicalMemory, io: IoBus | None = None,
+                 events: EventStream | None = None, name: str = "cpu0"):
+        self.mem = mem
+        self.io: IoBus = io or UnclaimedIo()
+        self.events = events
+        self.name = name
+        self.r = [0] * 8
+        self.eip = 0
+        self.lf = [EXPLICIT, 0, 0, 0]  # lazy arithmetic flags, see vmsim.hw.flags
+        self.sysflags = EFLAGS_FIXED  # EFLAGS without CF PF AF ZF SF OF
+        self.mmu = Mmu(mem, events, name)
+        self.cr2 = 0
+        self.seg = [Segment.flat_data(0)] * 6
+        self.gdtr = (0, 0xFFFF)  # (base, limit)
+        self.idtr = (0, 0x3FF)
+        self.msr: dict[int, int] = {MSR_APIC_BASE: 0xFEE00900, MSR_PAT: 0x0007040600070406}
+        self.icount = 0  # instructions retired
+        self.tsc_offset = 0
+        self.halted = False
+        self.shut_down = False
+        self.stop_message = ""
+        self.intercept: Callable[[Intercept], bool] | None = None
+        self.last_intercept: Intercept | None = None
+        self.cpuid_table: dict[tuple[int, int], tuple[int, int, int, int]] = default_cpuid()
+        self.icache: dict[int, Callable[[], int]] = {}
+        self._code_frames: dict[int, set[int]] = {}
+        mem.code_write_hook = self._code_written
+        if events is not None:
+            events.on_change.append(self._events_changed)
+            self.mmu.trace = events.wants("walk_step") or events.wants("tlb_miss")
+        self.memfns = _build_memfns(self)
+        self._ctx = None
+
+    # -- architectural state -------------------------------------------------------------
+    @property
+    def eflags(self) -> int:
+        return self.sysflags | materialize(self.lf)
+
+    @eflags.setter
+    def eflags(self, value: int) -> None:
+        self.sysflags = (value & ~ARITH_MASK) | EFLAGS_FIXED
+        set_explicit(self.lf, value)
+
+    @property
+    def cr0(self) -> int:
+        return self.mmu.cr0
+
+    @property
+    def cr3(self) -> int:
+        return self.mmu.cr3
+
+    @property
+    def cr4(self) -> int:
+        return self.mmu.cr4
+
+    def reg(self, name: str) -> int:
+        return self.r[GPR_NAMES.index(name)]
+
+    def set_reg(self, name: str, value: int) -> None:
+        self.r[GPR_NAMES.index(name)] = value & 0xFFFFFFFF
+
+    def reset_flat(self, entry: int, esp: int) -> None:
+        """vmsim's machine entry state: protected mode, paging off, flat CS=0x08 DS..SS=0x10."""
+        self.r[:] = [0] * 8
+        self.r[4] = esp
+        self.eip = entry
+        self.eflags = EFLAGS_FIXED
+        self.set_control(0, 0x11, check=False)
+        self.set_control(3, 0, check=False)
+        self.set_control(4, 0, check=False)
+        self.seg = [Segment.flat_data(0x10)] * 6
+        self.seg[CS] = Segment.flat_code(0x08)
+        self.gdtr = (0, 0)
+        self.idtr = (0, 0)
+        self.halted = self.shut_down = False
+
+    # -- control registers ------------------------------------------------------------------
+    def set_control(self, n: int, value: int, check: bool = True) -> None:
+        """MOV to CRn (SDM Vol. 3A 2.5): reserved bits #GP(0), TLB and decode-cache effects."""
+        value &= 0xFFFFFFFF
+        mmu = self.mmu
+        if n == 0:
+            if check and (value & ~CR0_VALID or (value & CR0_PG and not value & CR0_PE)
+                          or (value & CR0_NW and not value & CR0_CD)):
+                raise X.gp(0)
+            value |= CR0_ET  # hardwired on every CPU since the 486
+            old = mmu.cr0
+            mmu.cr0 = value
+            if (old ^ value) & (CR0_PG | CR0_WP | CR0_PE):
+                self._paging_changed()
+        elif n == 2:
+            self.cr2 = value
+        elif n == 3:
+            mmu.cr3 = value
+            mmu.flush(keep_global=True, scope="cr3 load")
+            if mmu.paging:
+                self._drop_decoded()
+        elif n == 4:
+            if check and value & ~CR4_VALID:
+                raise X.gp(0)
+            old = mmu.cr4
+            mmu.cr4 = value
+            if (old ^ value) & (CR4_PSE | CR4_PAE | CR4_PGE):
+                self._paging_changed()
+        else:
+            raise X.ud()
+        if mmu.paging and mmu.cr4 & CR4_PAE:
+            raise Unsupported("PAE paging is outside vmsim's subset (32-bit paging only)")
+
+    def get_control(self, n: int) -> int:
+        return {0: self.mmu.cr0, 2: self.cr2, 3: self.mmu.cr3, 4: self.mmu.cr4}[n]
+
+    def invlpg(self, la: int) -> None:
+        self.mmu.invlpg(la)
+        if self.mmu.paging:
+            lpn = la >> 12
+            for eip in [e for e in self.icache if e >> 12 == lpn or (e + 15) >> 12 == lpn]:
+                del self.icache[eip]
+
+    def _paging_changed(self) -> None:
+        self.mmu.flush(scope="paging mode")
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        self.memfns = _build_memfns(self)
+        self._ctx = None
+        self._drop_decoded()
+
+    def _events_changed(self) -> None:
+        ev = self.events
+        self.mmu.trace = ev.wants("walk_step") or ev.wants("tlb_miss")
+        self._rebuild()
+
+    # -- decoded-instruction cache ----------------------------------------------------------
+    def _drop_decoded(self) -> None:
+        self.icache.clear()
+        kind = self.mem.kind
+        for frame in self._code_frames:
+            if kind[frame] == CODE:
+                kind[frame] = RAM
+        self._code_frames.clear()
+
+    def _code_written(self, frame: int) -> None:
+        eips = self._code_frames.pop(frame, ())
+        for eip in eips:
+            self.icache.pop(eip, None)
+        if self.mem.kind[frame] == CODE:
+            self.mem.kind[frame] = RAM
+        if self.events is not None and self.events.wants("smc"):
+            self.events.emit("smc", self.name, frame=frame << PAGE_SHIFT)
+
+    def fetch_bytes(self, eip: int, count: int = 15) -> tuple[bytes, list[int]]:
+        """Instruction bytes at `eip` (a fetch: may walk and #PF) and the frames they sit in.
+
+        Bytes past the first page are only fetched if the first page ends within `count`
+        and the second page translates; a decoder that runs short raises the #PF then.
+        """
+        mmu = self.mmu
+        la = eip & 0xFFFFFFFF
+        if mmu.paging:
+            pb = mmu.tlb.get(la >> 12)
+            if pb is None:
+                pb = mmu.translate(la, FETCH)
+        else:
+            pb = la & 0xFFFFF000
+        n0 = min(count, 0x1000 - (la & 0xFFF))
+        pa = pb | (la & 0xFFF)
+        data = self._read_phys_code(pa, n0)
+        frames = [pa >> PAGE_SHIFT]
+        return data, frames
+
+    def fetch_more(self, eip: int, have: int, count: int = 15) -> tuple[bytes, int]:
+        la = (eip + have) & 0xFFFFFFFF
+        if self.mmu.paging:
+            pb = self.mmu.tlb.get(la >> 12)
+            if pb is None:
+                pb = self.mmu.translate(la, FETCH)
+        else:
+            pb = la & 0xFFFFF000
+        return self._read_phys_code(pb, count - have), pb >> PAGE_SHIFT
+
+    def _read_phys_code(self, pa: int, n: int) -> bytes:
+        mem = self.mem
+        if mem.kind[pa >> PAGE_SHIFT] != OTHER and pa + n <= mem.size:
+            return bytes(mem.ram[pa:pa + n])
+        return bytes(mem.read(pa + i, 1) for i in range(n))
+
+    def note_code(self, eip: int, frames: list[int], handler: Callable[[], int]) -> None:
+        kind = self.mem.kind
+        for f in frames:
+            if kind[f] == OTHER:
+                return  # executing from MMIO: never cached
+        self.icache[eip] = handler
+        for f in frames:
+            kind[f] = CODE
+            self._code_frames.setdefault(f, set()).add(eip)
+
+    @property
+    def ctx(self):
+        if self._ctx is None:
+            from vmsim.hw.insn.ctx import Ctx
+            self._ctx = Ctx(self)
+        return self._ctx
+
+    # -- running ------------------------------------------------------------------------------
+    def step(self) -> StopReason:
+        """Execute one instruction (or deliver one exception)."""
+        return self.run(1)
+
+    def run(self, max_insns: int) -> StopReason:
+        """Run until `max_insns` instructions have retired or something stops the CPU."""
+        from vmsim.hw.decode import decode_at
+
+        if self.shut_down:
+            return StopReason.SHUTDOWN
+        if self.halted:
+            return StopReason.HLT
+        icache = self.icache
+        get = icache.get
+        budget = max_insns
+        while budget > 0:
+            eip = self.eip
+            n = 0
+            try:
+                while n < budget:
+                    f = get(eip)
+                    if f is None:
+                        f = decode_at(self, eip)
+                    eip = f()
+                    n += 1
+            except SlowPath as s:
+                self.eip = eip
+                self.icount += n
+                budget -= n
+                stop = self._slow(s.run)
+                budget -= 1
+                if stop is not None:
+                    return stop
+                continue
+            except CpuException as e:
+                self.eip = eip
+                self.icount += n
+                budget -= n + 1
+                stop = self.exception(e.vector, e.error_code, e.cr2)
+                if stop is not None:
+                    return stop
+                continue
+            except Unsupported as u:
+                self.eip = eip
+                self.icount += n
+                return self._unsupported(str(u))
+            self.eip = eip & 0xFFFFFFFF
+            self.icount += n
+            budget -= n
+        return StopReason.LIMIT
+
+    def _slow(self, run: Callable[[], StopReason | None]) -> StopReason | None:
+        try:
+            return run()
+        except CpuException as e:
+            return self.exception(e.vector, e.error_code, e.cr2)
+        except Unsupported as u:
+            return self._unsupported(str(u))
+
+    def _unsupported(self, what: str) -> StopReason:
+        self.stop_message = what
+        if self.events is not None:
+            self.events.emit("unsupported", self.name, eip=self.eip, what=what)
+        return StopReason.UNSUPPORTED
+
+    def retire(self, next_eip: int) -> None:
+        """End of a slow-path instruction."""
+        self.eip = next_eip & 0xFFFFFFFF
+        self.icount += 1
+
+    def intercepted(self, info: Intercept) -> bool:
+        if self.intercept is not None and self.intercept(info):
+            self.last_intercept = info
+            return True
+        return False
+
+    # -- exceptions and interrupts (SDM Vol. 3A 6.12-6.15) ---------------------------------
+    def exception(self, vector: int, error_code: int | None = None,
+                  cr2: int | None = None) -> StopReason | None:
+        """Deliver a fault raised by the instruction at self.eip, with the double-fault rules."""
+        if self.intercepted(Intercept("exception", self.eip, vector=vector,
+                                      error_code=error_code, linear=cr2 or 0)):
+            return StopReason.INTERCEPT
+        return self._deliver_with_rules(vector, error_code, cr2, self.eip, soft=False)
+
+    def _deliver_with_rules(self, vector: int, error_code: int | None, cr2: int | None,
+                            return_eip: int, soft: bool) -> StopReason | None:
+        first = None
+        while True:
+            if self.events is not None and self.events.wants("exception"):
+                self.events.emit("exception", self.name, vector=vector, name=X.name(vector),
+                                 error_code=error_code, eip=self.eip)
+            if vector == X.PF and cr2 is not None:
+                self.cr2 = cr2 & 0xFFFFFFFF
+            try:
+                self._deliver(vector, error_code, return_eip, soft)
+                return None
+            except CpuException as e:
+                if vector == X.DF:
+                    return self._triple_fault()
+                first = vector
+                soft = False
+                return_eip = self.eip  # a fault during delivery returns to the instruction
+                if _is_double(first, e.vector):
+                    vector, error_code, cr2 = X.DF, 0, None
+                else:
+                    vector, error_code, cr2 = e.vector, e.error_code, e.cr2
+                if self.intercepted(Intercept("exception", self.eip, vector=vector,
+                                              error_code=error_code, linear=cr2 or 0)):
+                    return StopReason.INTERCEPT
+
+    def _triple_fault(self) -> StopReason:
+        if self.intercepted(Intercept("triple_fault", self.eip)):
+            return StopReason.INTERCEPT
+        self.shut_down = True
+        if self.events is not None:
+            self.events.emit("triple_fault", self.name, eip=self.eip)
+        return StopReason.SHUTDOWN
+
+    def software_interrupt(self, vector: int, next_eip: int) -> StopReason | None:
+        """INT n / INT3 / INTO: a trap, returning to the next instruction."""
+        return self._deliver_with_rules(vector, None, None, next_eip, soft=True)
+
+    def _deliver(self, vector: int, error_code: int | None, return_eip: int, soft: bool) -> None:
+        ext = 0 if soft else 1
+        base, limit = self.idtr
+        if vector * 8 + 7 > limit:
+            raise X.gp(vector * 8 + 2 + ext)
+        lo = self.memfns.rd32((base + vector * 8) & 0xFFFFFFFF)
+        hi = self.memfns.rd32((base + vector * 8 + 4) & 0xFFFFFFFF)
+        gate_type = (hi >> 8) & 0x1F
+        if gate_type not in (0x0E, 0x0F):
+            if gate_type in (0x05, 0x06, 0x07):
+                raise Unsupported(f"IDT vector {vector}: task and 16-bit gates are not modelled")
+            raise X.gp(vector * 8 + 2 + ext)
+        if not hi & 0x8000:
+            raise CpuException(X.NP, vector * 8 + 2 + ext)
+        selector = lo >> 16
+        offset = (hi & 0xFFFF0000) | (lo & 0xFFFF)
+        cs = self.load_code_descriptor(selector, ext=ext)
+        eflags = self.eflags
+        if error_code is not None and not soft:
+            frame = [eflags, self.seg[CS].selector, return_eip, error_code or 0]
+        else:
+            frame = [eflags, self.seg[CS].selector, return_eip]
+        esp = self.r[4]
+        wr32 = self.memfns.wr32
+        for v in frame:
+            esp = (esp - 4) & 0xFFFFFFFF
+            wr32(esp, v)
+        self.r[4] = esp
+        self.seg[CS] = cs
+        # Both gate kinds clear TF, NT, RF and VM; an interrupt gate also clears IF.
+        clear = 0x100 | 0x4000 | 0x10000 | 0x20000 | (0x200 if gate_type == 0x0E else 0)
+        self.sysflags &= ~clear
+        self.eip = offset
+        self.halted = False
+
+    def iret(self) -> None:
+        """IRETD to the same privilege level (SDM Vol. 2A IRET, protected-mode return)."""
+        rd32 = self.memfns.rd32
+        esp = self.r[4]
+        eip = rd32(esp)
+        cs_sel = rd32((esp + 4) & 0xFFFFFFFF) & 0xFFFF
+        flags = rd32((esp + 8) & 0xFFFFFFFF)
+        if cs_sel & 3:
+            raise Unsupported("IRET to another privilege level (vmsim runs at CPL 0 only)")
+        if flags & 0x4000:
+            raise Unsupported("IRET with NT set (task return)")
+        cs = self.load_code_descriptor(cs_sel)
+        self.r[4] = (esp + 12) & 0xFFFFFFFF
+        self.seg[CS] = cs
+        self.eflags = (flags & EFLAGS_WRITABLE) | (self.sysflags & ~EFLAGS_WRITABLE)
+        self.eip = eip
+
+    # -- descriptors (SDM Vol. 3A 3.4-3.5) ----------------------------------------------------
+    def read_descriptor(self, selector: int, ext: int = 0) -> tuple[int, int]:
+        if selector & 4:  # TI=1: vmsim has no LDT, so LDTR is null
+            raise X.gp((selector & 0xFFFC) | ext)
+        base, limit = self.gdtr
+        index = selector & 0xFFF8
+        if index + 7 > limit:
+            raise X.gp((selector & 0xFFFC) | ext)
+        rd32 = self.memfns.rd32
+        lo = rd32((base + index) & 0xFFFFFFFF)
+        hi = rd32((base + index + 4) & 0xFFFFFFFF)
+        return lo, hi
+
+    def _mark_accessed(self, selector: int, hi: int) -> None:
+        if not hi & 0x100:
+            self.memfns.wr32((self.gdtr[0] + (selector & 0xFFF8) + 4) & 0xFFFFFFFF, hi | 0x100)
+
+    @staticmethod
+    def _segment_from(selector: int, lo: int, hi: int) -> Segment:
+        limit = (lo & 0xFFFF) | (hi & 0xF0000)
+        flags = (hi >> 20) & 0xF
+        if flags & 8:
+            limit = (limit << 12) | 0xFFF
+        base = (lo >> 16) | ((hi & 0xFF) << 16) | (hi & 0xFF000000)
+        return Segment(selector, base, limit, ((hi >> 8) & 0xFF) | 1, flags)
+
+    def load_code_descriptor(self, selector: int, ext: int = 0) -> Segment:
+        if selector & 0xFFFC == 0:
+            raise X.gp(ext)
+        lo, hi = self.read_descriptor(selector, ext)
+        access = (hi >> 8) & 0xFF
+        if not access & 0x10 or not access & 0x08:  # must be a code segment
+            raise X.gp((selector & 0xFFFC) | ext)
+        if not access & 0x80:
+            raise CpuException(X.NP, (selector & 0xFFFC) | ext)
+        seg = self._segment_from(selector, lo, hi)
+        if seg.base != 0 or seg.limit != 0xFFFFFFFF or not seg.flags & 4:
+            raise Unsupported(f"code segment {selector:#x} is not flat 32-bit (base {seg.base:#x}, "
+                              f"limit {seg.limit:#x})")
+        self._mark_accessed(selector, hi)
+        return seg
+
+    def load_segment(self, sreg: int, selector: int) -> None:
+        """MOV/POP to DS ES FS GS SS (SDM Vol. 2B MOV, protected-mode checks at CPL 0)."""
+        selector &= 0xFFFF
+        if sreg == CS:
+            raise X.ud()
+        if selector & 0xFFFC == 0:
+            if sreg == SS:
+                raise X.gp(0)
+            self.seg[sreg] = Segment(selector, 0, 0, 0, 0)
+            return
+        lo, hi = self.read_descriptor(selector)
+        access = (hi >> 8) & 0xFF
+        code, writable_or_readable = access & 0x08, access & 0x02
+        if not access & 0x10:
+            raise X.gp(selector & 0xFFFC)
+        if sreg == SS and (code or not writable_or_readable or (selector & 3) != 0
+                           or (access >> 5) & 3 != 0):
+            raise X.gp(selector & 0xFFFC)
+        if sreg != SS and code and not writable_or_readable:
+            raise X.gp(selector & 0xFFFC)
+        if not access & 0x80:
+            raise CpuException(X.SS if sreg == SS else X.NP, selector & 0xFFFC)
+        seg = self._segment_from(selector, lo, hi)
+        if seg.base != 0 or seg.limit != 0xFFFFFFFF:
+            raise Unsupported(f"segment {selector:#x} is not flat (base {seg.base:#x}, "
+                              f"limit {seg.limit:#x})")
+        self._mark_accessed(selector, hi)
+        self.seg[sreg] = seg
+
+    # -- MSRs and CPUID -----------------------------------------------------------------------
+    def read_msr(self, index: int) -> int:
+        if index == MSR_TSC:
+            return self.tsc()
+        if index in self.msr or index in (MSR_SYSENTER_CS, MSR_SYSENTER_ESP, MSR_SYSENTER_EIP,
+                                          MSR_MISC_ENABLE):
+            return self.msr.get(index, 0)
+        raise X.gp(0)
+
+    def write_msr(self, index: int, value: int) -> None:
+        if index == MSR_TSC:
+            self.tsc_offset = value - self.icount
+        elif index in (MSR_SYSENTER_CS, MSR_SYSENTER_ESP, MSR_SYSENTER_EIP, MSR_MISC_ENABLE,
+                       MSR_APIC_BASE, MSR_PAT):
+            self.msr[index] = value
+        else:
+            raise X.gp(0)
+
+    def tsc(self) -> int:
+        # One tick per retired instruction until the virtual clock (issue 3) drives it.
+        return (self.icount + self.tsc_offset) & 0xFFFFFFFFFFFFFFFF
+
+    def cpuid(self, leaf: int, subleaf: int) -> tuple[int, int, int, int]:
+        t = self.cpuid_table
+        if (leaf, subleaf) in t:
+            return t[(leaf, subleaf)]
+        if (leaf, 0) in t:
+            return t[(leaf, 0)]
+        # Out-of-range leaves return the highest basic leaf's values (SDM CPUID).
+        top = t.get((0, 0), (0, 0, 0, 0))[0]
+        if leaf < 0x80000000 and leaf > top:
+            return t.get((top, 0), (0, 0, 0, 0))
+        return (0, 0, 0, 0)
+
+    # -- views --------------------------------------------------------------------------------
+    def disassemble(self, eip: int | None = None) -> str:
+        eip = self.eip if eip is None else eip
+        la = self.mmu.probe(eip)
+        if la is None:
+            return "(not mapped)"
+        data = self.mem.read_bytes(la, 15)
+        ins = iced_x86.Decoder(32, data, ip=eip).decode()
+        return iced_x86.Formatter(iced_x86.FormatterSyntax.NASM).format(ins)
+
+
+def _is_double(first: int, second: int) -> bool:
+    """SDM Vol. 3A Table 6-5: which second exception turns into #DF."""
+    if first in X.CONTRIBUTORY:
+        return second in X.CONTRIBUTORY
+    if first == X.PF:
+        return second in X.CONTRIBUTORY or second == X.PF
+    return False
+
+
+def default_cpuid() -> dict[tuple[int, int], tuple[int, int, int, int]]:
+    """A plain 32-bit CPU: "GenuineIntel", family 6, FPU-less subset features."""
+    vendor = b"GenuineIntel"
+    ebx, edx, ecx = (int.from_bytes(vendor[i:i + 4], "little") for i in (0, 4, 8))
+    # Leaf 1 EDX: PSE(3) TSC(4) MSR(5) CX8(8) SEP(11) PGE(13) CMOV(15).
+    features = (1 << 3) | (1 << 4) | (1 << 5) | (1 << 13) | (1 << 15)
+    return {
+        (0, 0): (1, ebx, ecx, edx),
+        (1, 0): (0x00000663, 0, 0, features),
+        (0x80000000, 0): (0x80000000, 0, 0, 0),
+    }

@@ -1,0 +1,233 @@
+"""Control transfer (SDM Vol. 1 6.3-6.5, 7.3.8; Vol. 2 JMP, Jcc, CALL, RET, LOOP, INT, IRET)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import iced_x86
+from iced_x86 import OpKind
+
+from vmsim.hw import exceptions as X
+from vmsim.hw.cpu import CS, SlowPath
+from vmsim.hw.flags import OF, condition, get_zf, materialize
+from vmsim.hw.insn.ctx import Ctx
+from vmsim.hw.insn.data import popper, pusher
+from vmsim.hw.insn.table import NotInSubset, handles
+
+M32 = 0xFFFFFFFF
+_NEAR = (OpKind.NEAR_BRANCH32, OpKind.NEAR_BRANCH16)
+
+
+def _far_pointer(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], tuple[int, int]]:
+    """(selector, offset) of a far operand: ptr16:32 immediate or m16:32 in memory."""
+    if ins.op0_kind in (OpKind.FAR_BRANCH32, OpKind.FAR_BRANCH16):
+        sel, off = ins.far_branch_selector, ins.far_branch32 if (
+            ins.op0_kind == OpKind.FAR_BRANCH32) else ins.far_branch16
+        return lambda: (sel, off)
+    ea, rd = c.ea(ins), c.rd
+    osize = 2 if iced_x86.MemorySizeExt.size(ins.memory_size) == 4 else 4
+
+    def read() -> tuple[int, int]:
+        a = ea()
+        return rd[2]((a + osize) & M32), rd[osize](a)
+    return read
+
+
+@handles("jmp")
+def jmp(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    if ins.op0_kind in _NEAR:
+        target = ins.near_branch_target
+        return lambda: target
+    if ins.is_jmp_far or ins.is_jmp_far_indirect:
+        cpu, ptr = c.cpu, _far_pointer(ins, c)
+
+        def run():
+            sel, off = ptr()
+            cpu.seg[CS] = cpu.load_code_descriptor(sel)
+            cpu.retire(off)
+            return None
+
+        def jmp_far() -> int:
+            raise SlowPath(run)
+        return jmp_far
+    size = c.opsize(ins, 0)
+    src = c.reader(ins, 0, size)
+    return src  # JMP r/m: the operand is the next EIP
+
+
+@handles(*[n for n in dir(iced_x86.Mnemonic) if n.startswith("J") and n not in (
+    "JMP", "JMPE", "JRCXZ", "JCXZ", "JECXZ", "JKNZD", "JKZD") and not n.startswith("JK")])
+def jcc(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    if not ins.condition_code:
+        raise NotInSubset("jcc")
+    target, nxt, lf = ins.near_branch_target, ins.next_ip32, c.lf
+    cc = ins.condition_code
+    if cc in (iced_x86.ConditionCode.E, iced_x86.ConditionCode.NE):
+        if cc == iced_x86.ConditionCode.E:
+            return lambda: target if get_zf(lf) else nxt
+        return lambda: nxt if get_zf(lf) else target
+    cond = condition(cc)
+
+    def jcc_() -> int:
+        return target if cond(lf) else nxt
+    return jcc_
+
+
+@handles("jcxz", "jecxz")
+def jecxz(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    target, nxt, r = ins.near_branch_target, ins.next_ip32, c.r
+    mask = 0xFFFF if ins.mnemonic == iced_x86.Mnemonic.JCXZ else M32
+    return lambda: nxt if r[1] & mask else target
+
+
+@handles("loop", "loope", "loopne")
+def loop(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    target, nxt, r, lf = ins.near_branch_target, ins.next_ip32, c.r, c.lf
+    m = ins.mnemonic
+    if ins.code in (iced_x86.Code.LOOP_REL8_16_CX, iced_x86.Code.LOOPE_REL8_16_CX,
+                    iced_x86.Code.LOOPNE_REL8_16_CX):
+        raise NotInSubset("loop with CX (address-size prefix)")
+    if m == iced_x86.Mnemonic.LOOP:
+        def loop_() -> int:
+            ecx = (r[1] - 1) & M32
+            r[1] = ecx
+            return target if ecx else nxt
+        return loop_
+    want = m == iced_x86.Mnemonic.LOOPE
+
+    def loopcc() -> int:
+        ecx = (r[1] - 1) & M32
+        r[1] = ecx
+        return target if ecx and get_zf(lf) == want else nxt
+    return loopcc
+
+
+@handles("call")
+def call(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    nxt, r = ins.next_ip32, c.r
+    if ins.op0_kind in _NEAR:
+        target = ins.near_branch_target
+        size = 4 if ins.op0_kind == OpKind.NEAR_BRANCH32 else 2
+        wr = c.wr[size]
+
+        def call_rel() -> int:
+            esp = (r[4] - size) & M32
+            wr(esp, nxt)
+            r[4] = esp
+            return target
+        return call_rel
+    if ins.is_call_far or ins.is_call_far_indirect:
+        cpu, ptr, push = c.cpu, _far_pointer(ins, c), pusher(c, 4)
+
+        def run():
+            sel, off = ptr()
+            cs = cpu.load_code_descriptor(sel)
+            esp = r[4]
+            try:
+                push(cpu.seg[CS].selector)
+                push(nxt)
+            except X.CpuException:
+                r[4] = esp
+                raise
+            cpu.seg[CS] = cs
+            cpu.retire(off)
+            return None
+
+        def call_far() -> int:
+            raise SlowPath(run)
+        return call_far
+    size = c.opsize(ins, 0)
+    src, wr = c.reader(ins, 0, size), c.wr[size]
+
+    def call_rm() -> int:
+        target = src()  # read before the push: CALL [ESP] uses the old ESP
+        esp = (r[4] - size) & M32
+        wr(esp, nxt)
+        r[4] = esp
+        return target
+    return call_rm
+
+
+@handles("ret")
+def ret(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    r = c.r
+    size = 2 if ins.code in (iced_x86.Code.RETNW, iced_x86.Code.RETNW_IMM16) else 4
+    rd = c.rd[size]
+    extra = ins.immediate16 if ins.op_count else 0
+
+    def ret_() -> int:
+        esp = r[4]
+        target = rd(esp)
+        r[4] = (esp + size + extra) & M32
+        return target
+    return ret_
+
+
+@handles("retf")
+def retf(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    cpu, r = c.cpu, c.r
+    if ins.code in (iced_x86.Code.RETFW, iced_x86.Code.RETFW_IMM16):
+        raise NotInSubset("16-bit retf")
+    extra = ins.immediate16 if ins.op_count else 0
+    pop = popper(c, 4)
+
+    def run():
+        esp = r[4]
+        try:
+            off = pop()
+            sel = pop() & 0xFFFF
+            if sel & 3:
+                raise X.Unsupported("RETF to another privilege level")
+            cs = cpu.load_code_descriptor(sel)
+        except X.CpuException:
+            r[4] = esp
+            raise
+        r[4] = (r[4] + extra) & M32
+        cpu.seg[CS] = cs
+        cpu.retire(off)
+        return None
+
+    def retf_() -> int:
+        raise SlowPath(run)
+    return retf_
+
+
+@handles("int", "int3", "into", "int1")
+def int_n(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    cpu, nxt, lf = c.cpu, ins.next_ip32, c.lf
+    m = ins.mnemonic
+    if m == iced_x86.Mnemonic.INT:
+        vector = ins.immediate8
+    elif m == iced_x86.Mnemonic.INT3:
+        vector = X.BP
+    elif m == iced_x86.Mnemonic.INT1:
+        vector = X.DB
+    else:
+        vector = X.OF
+
+    def run():
+        if m == iced_x86.Mnemonic.INTO and not materialize(lf) & OF:
+            cpu.retire(nxt)
+            return None
+        cpu.icount += 1  # INT n retires; the handler starts at the gate's offset
+        return cpu.software_interrupt(vector, nxt)
+
+    def int_() -> int:
+        raise SlowPath(run)
+    return int_
+
+
+@handles("iret", "iretd")
+def iretd(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    if ins.mnemonic == iced_x86.Mnemonic.IRET:
+        raise NotInSubset("16-bit iret")
+    cpu = c.cpu
+
+    def run():
+        cpu.iret()
+        cpu.icount += 1
+        return None
+
+    def iret_() -> int:
+        raise SlowPath(run)
+    return iret_

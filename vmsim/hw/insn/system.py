@@ -1,0 +1,216 @@
+"""Flag control and system instructions (SDM Vol. 1 7.3.13; Vol. 2 CLC ... WRMSR; Vol. 3A 2.8).
+
+Everything a hypervisor may intercept (HLT, IN/OUT, CPUID, RDMSR/WRMSR, RDTSC, INVLPG,
+VMCALL) runs on the slow path and asks `cpu.intercepted(...)` first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import iced_x86
+
+from vmsim.hw import exceptions as X
+from vmsim.hw.cpu import Intercept, SlowPath, StopReason
+from vmsim.hw.flags import CF, DF, IF, materialize, set_explicit
+from vmsim.hw.insn.ctx import Ctx
+from vmsim.hw.insn.table import INTERCEPTABLE, NotInSubset, handles
+
+M32 = 0xFFFFFFFF
+Mn = iced_x86.Mnemonic
+
+
+@handles("clc", "stc", "cmc")
+def carry(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    lf, nxt, m = c.lf, ins.next_ip32, ins.mnemonic
+
+    def carry_() -> int:
+        f = materialize(lf)
+        if m == Mn.CLC:
+            f &= ~CF
+        elif m == Mn.STC:
+            f |= CF
+        else:
+            f ^= CF
+        set_explicit(lf, f)
+        return nxt
+    return carry_
+
+
+@handles("cld", "std", "cli", "sti")
+def sysflag(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    cpu, nxt, m = c.cpu, ins.next_ip32, ins.mnemonic
+    bit = DF if m in (Mn.CLD, Mn.STD) else IF
+    setting = m in (Mn.STD, Mn.STI)
+
+    def flag() -> int:
+        if setting:
+            cpu.sysflags |= bit
+        else:
+            cpu.sysflags &= ~bit
+        return nxt
+    return flag
+
+
+@handles("nop", "pause")
+def nop(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    nxt = ins.next_ip32
+    return lambda: nxt
+
+
+@handles("ud2", "ud0", "ud1")
+def ud2(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    def ud() -> int:
+        raise X.ud()
+    return ud
+
+
+def _slow(run: Callable[[], StopReason | None]) -> Callable[[], int]:
+    def slow() -> int:
+        raise SlowPath(run)
+    return slow
+
+
+def _intercepted(c: Ctx, ins: iced_x86.Instruction, kind: str, **fields) -> bool:
+    return c.cpu.intercepted(Intercept(kind, ins.ip32, ins.len, **fields))
+
+
+@handles("hlt")
+def hlt(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    cpu, nxt = c.cpu, ins.next_ip32
+
+    def run():
+        if _intercepted(c, ins, "hlt"):
+            return StopReason.INTERCEPT
+        cpu.retire(nxt)
+        cpu.halted = True
+        return StopReason.HLT
+    return _slow(run)
+
+
+@handles("in", "out")
+def in_out(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    """IN/OUT with an imm8 or DX port (SDM Vol. 2A IN, Vol. 2B OUT)."""
+    cpu, r, nxt = c.cpu, c.r, ins.next_ip32
+    is_in = ins.mnemonic == Mn.IN
+    acc_i, port_i = (0, 1) if is_in else (1, 0)
+    size = c.opsize(ins, acc_i)
+    if c.is_reg(ins, port_i):
+        port_of = lambda: r[2] & 0xFFFF  # noqa: E731
+    else:
+        imm = ins.immediate(port_i) & 0xFF
+        port_of = lambda: imm  # noqa: E731
+    get, put = c.reg_reader(ins.op_register(acc_i)), c.reg_writer(ins.op_register(acc_i))
+    mask = (1 << (8 * size)) - 1
+
+    def run():
+        port = port_of()
+        if _intercepted(c, ins, "io", port=port, size=size, is_in=is_in):
+            return StopReason.INTERCEPT
+        if is_in:
+            put(cpu.io.read(port, size) & mask)
+        else:
+            cpu.io.write(port, size, get())
+        cpu.retire(nxt)
+        return None
+    return _slow(run)
+
+
+@handles("lgdt", "lidt", "sgdt", "sidt")
+def descriptor_table(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    cpu, nxt, m = c.cpu, ins.next_ip32, ins.mnemonic
+    ea, rd, wr = c.ea(ins), c.rd, c.wr
+    if ins.op_kind(0) != iced_x86.OpKind.MEMORY:
+        raise NotInSubset("descriptor table register operand")
+    osize16 = ins.code in (iced_x86.Code.LGDT_M1632_16, iced_x86.Code.LIDT_M1632_16)
+
+    def run():
+        a = ea()
+        if m in (Mn.LGDT, Mn.LIDT):
+            limit = rd[2](a)
+            base = rd[4]((a + 2) & M32)
+            if osize16:
+                base &= 0xFFFFFF  # 16-bit operand size loads a 24-bit base
+            if m == Mn.LGDT:
+                cpu.gdtr = (base, limit)
+            else:
+                cpu.idtr = (base, limit)
+        else:
+            base, limit = cpu.gdtr if m == Mn.SGDT else cpu.idtr
+            wr[2](a, limit)
+            wr[4]((a + 2) & M32, base)
+        cpu.retire(nxt)
+        return None
+    return _slow(run)
+
+
+@handles("invlpg")
+def invlpg(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    cpu, nxt, ea = c.cpu, ins.next_ip32, c.ea(ins)
+
+    def run():
+        la = ea()
+        if _intercepted(c, ins, "invlpg", linear=la):
+            return StopReason.INTERCEPT
+        cpu.invlpg(la)
+        cpu.retire(nxt)
+        return None
+    return _slow(run)
+
+
+@handles("cpuid")
+def cpuid(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    cpu, r, nxt = c.cpu, c.r, ins.next_ip32
+
+    def run():
+        if _intercepted(c, ins, "cpuid"):
+            return StopReason.INTERCEPT
+        r[0], r[3], r[1], r[2] = (v & M32 for v in cpu.cpuid(r[0], r[1]))
+        cpu.retire(nxt)
+        return None
+    return _slow(run)
+
+
+@handles("rdmsr", "wrmsr")
+def msr(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    cpu, r, nxt = c.cpu, c.r, ins.next_ip32
+    write = ins.mnemonic == Mn.WRMSR
+
+    def run():
+        if _intercepted(c, ins, "wrmsr" if write else "rdmsr", extra={"msr": r[1]}):
+            return StopReason.INTERCEPT
+        if write:
+            cpu.write_msr(r[1], (r[2] << 32) | r[0])
+        else:
+            v = cpu.read_msr(r[1])
+            r[0], r[2] = v & M32, (v >> 32) & M32
+        cpu.retire(nxt)
+        return None
+    return _slow(run)
+
+
+@handles("rdtsc")
+def rdtsc(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    cpu, r, nxt = c.cpu, c.r, ins.next_ip32
+
+    def run():
+        if _intercepted(c, ins, "rdtsc"):
+            return StopReason.INTERCEPT
+        t = cpu.tsc()
+        r[0], r[2] = t & M32, (t >> 32) & M32
+        cpu.retire(nxt)
+        return None
+    return _slow(run)
+
+
+@handles("vmcall")
+def vmcall(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    def run():
+        if _intercepted(c, ins, "vmcall"):
+            return StopReason.INTERCEPT
+        raise X.ud()  # outside VMX non-root operation VMCALL is #UD
+    return _slow(run)
+
+
+INTERCEPTABLE.update({"hlt", "in", "out", "cpuid", "rdmsr", "wrmsr", "rdtsc", "invlpg",
+                      "vmcall"})

@@ -1,0 +1,134 @@
+"""Guest-physical memory: RAM with holes, and an MMIO bus for the holes.
+
+The fast paths of the interpreter read `ram`, `u16`, `u32` and `kind` directly; anything
+that is not plain RAM (an MMIO page, a page holding decoded instructions, nothing at all)
+goes through `read()` / `write()` here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+NUM_FRAMES = 1 << (32 - PAGE_SHIFT)
+
+# Per-4KiB-frame kinds, kept in one bytearray so the hot path tests a frame with one index.
+RAM = 0  # plain RAM
+CODE = 1  # RAM with decoded instructions cached: a write must drop them (self-modifying code)
+OTHER = 2  # MMIO or nothing: every access takes the slow path
+
+
+class Device(Protocol):
+    """What the bus needs of a device: accesses at an offset from its own base."""
+
+    def read(self, offset: int, size: int) -> int: ...
+
+    def write(self, offset: int, size: int, value: int) -> None: ...
+
+
+@dataclass
+class MmioRegion:
+    base: int
+    length: int
+    device: Device
+    name: str
+
+
+class PhysicalMemory:
+    """RAM from physical 0 up to `size`, minus `holes` (PC's 0xA0000-0xBFFFF by default)."""
+
+    def __init__(self, size: int, holes: tuple[tuple[int, int], ...] = ((0xA0000, 0xC0000),)):
+        if size <= 0 or size % PAGE_SIZE or size > 0xFFFFF000:
+            raise ValueError(f"memory size must be a positive multiple of 4 KiB below 4 GiB: {size}")
+        self.size = size
+        self.ram = bytearray(size)
+        self.u16 = memoryview(self.ram).cast("H")
+        self.u32 = memoryview(self.ram).cast("I")
+        self.kind = bytearray([OTHER]) * NUM_FRAMES
+        self.kind[: size >> PAGE_SHIFT] = bytes(size >> PAGE_SHIFT)
+        self.holes = holes
+        for start, end in holes:
+            self.kind[start >> PAGE_SHIFT : end >> PAGE_SHIFT] = bytes([OTHER]) * (
+                (end - start) >> PAGE_SHIFT
+            )
+        self.mmio: list[MmioRegion] = []
+        # Set by the CPU: called with a frame number when a write hits a CODE frame.
+        self.code_write_hook: Callable[[int], None] | None = None
+        # Called on accesses nobody claims (reads give all ones, writes are dropped).
+        self.unclaimed_hook: Callable[[int, int, bool], None] | None = None
+
+    # -- layout ---------------------------------------------------------------------
+    def is_ram(self, pa: int) -> bool:
+        return pa < self.size and not any(s <= pa < e for s, e in self.holes)
+
+    def add_mmio(self, base: int, length: int, device: Device, name: str = "") -> None:
+        if base % PAGE_SIZE or length % PAGE_SIZE:
+            raise ValueError("MMIO regions are page aligned")
+        self.mmio.append(MmioRegion(base, length, device, name or type(device).__name__))
+        self.kind[base >> PAGE_SHIFT : (base + length) >> PAGE_SHIFT] = bytes([OTHER]) * (
+            length >> PAGE_SHIFT
+        )
+
+    def _region(self, pa: int) -> MmioRegion | None:
+        for r in self.mmio:
+            if r.base <= pa < r.base + r.length:
+                return r
+        return None
+
+    # -- slow paths (any address, any alignment) ---------------------------------------
+    def read(self, pa: int, size: int) -> int:
+        if pa + size <= self.size and self.kind[pa >> PAGE_SHIFT] != OTHER and (
+            self.kind[(pa + size - 1) >> PAGE_SHIFT] != OTHER
+        ):
+            return int.from_bytes(self.ram[pa : pa + size], "little")
+        region = self._region(pa)
+        if region is not None and pa + size <= region.base + region.length:
+            return region.device.read(pa - region.base, size) & ((1 << (8 * size)) - 1)
+        if region is None and self.kind[pa >> PAGE_SHIFT] == OTHER:
+            if self.unclaimed_hook:
+                self.unclaimed_hook(pa, size, False)
+            return (1 << (8 * size)) - 1
+        # Straddles RAM and something else: byte by byte.
+        return sum(self.read(pa + i, 1) << (8 * i) for i in range(size))
+
+    def write(self, pa: int, size: int, value: int) -> None:
+        first, last = pa >> PAGE_SHIFT, (pa + size - 1) >> PAGE_SHIFT
+        kf, kl = self.kind[first], self.kind[last & (NUM_FRAMES - 1)]
+        if kf != OTHER and kl != OTHER and pa + size <= self.size:
+            self.ram[pa : pa + size] = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+            if (kf == CODE or kl == CODE) and self.code_write_hook:
+                self.code_write_hook(first)
+                if last != first:
+                    self.code_write_hook(last)
+            return
+        region = self._region(pa)
+        if region is not None and pa + size <= region.base + region.length:
+            region.device.write(pa - region.base, size, value & ((1 << (8 * size)) - 1))
+            return
+        if region is None and kf == OTHER and first == last:
+            if self.unclaimed_hook:
+                self.unclaimed_hook(pa, size, True)
+            return
+        for i in range(size):
+            self.write((pa + i) & 0xFFFFFFFF, 1, (value >> (8 * i)) & 0xFF)
+
+    def load(self, pa: int, data: bytes) -> None:
+        """Put bytes into RAM (a loader or DMA): decoded code there is dropped too."""
+        if pa < 0 or pa + len(data) > self.size:
+            raise ValueError(f"{len(data)} bytes at {pa:#x} do not fit in {self.size:#x} of RAM")
+        self.ram[pa : pa + len(data)] = data
+        if self.code_write_hook:
+            for frame in range(pa >> PAGE_SHIFT, (pa + len(data) - 1 >> PAGE_SHIFT) + 1):
+                if self.kind[frame] == CODE:
+                    self.code_write_hook(frame)
+
+    def read_bytes(self, pa: int, length: int) -> bytes:
+        """Bytes for a viewer or decoder; non-RAM reads as all ones without side effects."""
+        out = bytearray()
+        for a in range(pa, pa + length):
+            a &= 0xFFFFFFFF
+            out.append(self.ram[a] if a < self.size and self.kind[a >> PAGE_SHIFT] != OTHER else 0xFF)
+        return bytes(out)

@@ -1,0 +1,202 @@
+"""32-bit paging (SDM Vol. 3A 4.3) with a TLB.
+
+`translate()` is the TLB miss path: it walks the guest's page directory and page table,
+sets accessed and dirty bits as the hardware does, raises #PF with the SDM error code,
+and fills the TLB. The interpreter's fast paths look the TLB dicts up themselves.
+
+Seams for memory virtualization (issue 4): every paging-structure reference goes through
+`read_pte` / `write_pte`, so a second stage (EPT) can translate it, and `root()` gives the
+table the hardware walks, which shadow paging replaces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vmsim.events import EventStream
+from vmsim.hw.exceptions import PF, CpuException
+from vmsim.hw.memory import PhysicalMemory
+
+P, RW, US, PWT, PCD, A, D, PS, G = 1, 2, 4, 8, 16, 32, 64, 128, 256
+PFEC_P, PFEC_W, PFEC_U, PFEC_RSVD, PFEC_I = 1, 2, 4, 8, 16
+
+READ, WRITE, FETCH = 0, 1, 2
+ACCESS_NAMES = ("read", "write", "fetch")
+
+CR0_WP = 1 << 16
+CR0_PG = 1 << 31
+CR4_PSE = 1 << 4
+CR4_PAE = 1 << 5
+CR4_PGE = 1 << 7
+
+
+@dataclass(frozen=True)
+class WalkStep:
+    level: str  # "PDE" or "PTE"
+    table: int  # physical address of the table
+    index: int
+    entry_address: int
+    entry: int  # value after any A/D update
+    outcome: str  # "table", "4K page", "4M page", "not present", "write protected", "reserved bit"
+
+
+class Mmu:
+    def __init__(self, mem: PhysicalMemory, events: EventStream | None = None, source: str = "cpu0"):
+        self.mem = mem
+        self.events = events
+        self.source = source
+        self.cr0 = 0
+        self.cr3 = 0
+        self.cr4 = 0
+        # TLB: linear page number -> physical page base. `tlb` serves reads and fetches;
+        # `tlb_w` only holds pages whose walk allowed a write and set the dirty bit.
+        self.tlb: dict[int, int] = {}
+        self.tlb_w: dict[int, int] = {}
+        self.global_pages: set[int] = set()
+        self.last_walk: list[WalkStep] = []
+        self.walks = 0  # statistics: TLB misses that walked
+        self.trace = False  # emit walk_step / tlb_miss events
+
+    # -- control ------------------------------------------------------------------------
+    @property
+    def paging(self) -> bool:
+        return bool(self.cr0 & CR0_PG)
+
+    def root(self) -> int:
+        return self.cr3 & 0xFFFFF000
+
+    def flush(self, keep_global: bool = False, scope: str = "all") -> None:
+        if keep_global and self.global_pages and self.cr4 & CR4_PGE:
+            keep = {k: v for k, v in self.tlb.items() if k in self.global_pages}
+            keep_w = {k: v for k, v in self.tlb_w.items() if k in self.global_pages}
+            self.tlb.clear()
+            self.tlb.update(keep)
+            self.tlb_w.clear()
+            self.tlb_w.update(keep_w)
+        else:
+            self.tlb.clear()
+            self.tlb_w.clear()
+            self.global_pages.clear()
+        if self.events and self.trace:
+            self.events.emit("tlb_flush", self.source, scope=scope, linear=0)
+
+    def invlpg(self, la: int) -> None:
+        lpn = la >> 12
+        self.tlb.pop(lpn, None)
+        self.tlb_w.pop(lpn, None)
+        self.global_pages.discard(lpn)
+        if self.events and self.trace:
+            self.events.emit("tlb_flush", self.source, scope="page", linear=la & 0xFFFFF000)
+
+    # -- paging-structure references (the EPT seam) ------------------------------------
+    def read_pte(self, pa: int) -> int:
+        return self.mem.read(pa, 4)
+
+    def write_pte(self, pa: int, value: int) -> None:
+        self.mem.write(pa, 4, value)
+
+    # -- the walk -------------------------------------------------------------------------
+    def translate(self, la: int, access: int) -> int:
+        """Physical page base for linear address `la`, filling the TLB; raises #PF."""
+        steps: list[WalkStep] | None = [] if self.trace else None
+        if steps is not None and self.events:
+            self.events.emit("tlb_miss", self.source, linear=la, access=ACCESS_NAMES[access])
+        self.walks += 1
+        try:
+            return self._walk(la, access, steps)
+        finally:
+            if steps is not None:
+                self.last_walk = steps
+                if self.events:
+                    for s in steps:
+                        self.events.emit("walk_step", self.source, linear=la, level=s.level,
+                                         table=s.table, index=s.index,
+                                         entry_address=s.entry_address, entry=s.entry,
+                                         outcome=s.outcome)
+
+    def _fault(self, la: int, access: int, protection: bool, rsvd: bool = False) -> CpuException:
+        code = (PFEC_P if protection or rsvd else 0) | (PFEC_W if access == WRITE else 0)
+        if rsvd:
+            code |= PFEC_RSVD
+        # CPL is always 0 here (U/S = 0); I/D is only reported with PAE+NX or SMEP.
+        return CpuException(PF, code, cr2=la)
+
+    def _walk(self, la: int, access: int, steps: list[WalkStep] | None) -> int:
+        write = access == WRITE
+        pd = self.root()
+        pde_index = la >> 22
+        pde_addr = pd | (pde_index << 2)
+        pde = self.read_pte(pde_addr)
+        if not pde & P:
+            if steps is not None:
+                steps.append(WalkStep("PDE", pd, pde_index, pde_addr, pde, "not present"))
+            raise self._fault(la, access, False)
+        if pde & PS and self.cr4 & CR4_PSE:
+            if pde & (1 << 21):  # reserved in every 32-bit-paging 4-MiB PDE
+                if steps is not None:
+                    steps.append(WalkStep("PDE", pd, pde_index, pde_addr, pde, "reserved bit"))
+                raise self._fault(la, access, True, rsvd=True)
+            if write and not pde & RW and self.cr0 & CR0_WP:
+                if steps is not None:
+                    steps.append(WalkStep("PDE", pd, pde_index, pde_addr, pde, "write protected"))
+                raise self._fault(la, access, True)
+            new = pde | A | (D if write else 0)
+            if new != pde:
+                self.write_pte(pde_addr, new)
+            if steps is not None:
+                steps.append(WalkStep("PDE", pd, pde_index, pde_addr, new, "4M page"))
+            base = (pde & 0xFFC00000) | (la & 0x003FF000)
+            self._fill(la, base, write, new & RW, new & G)
+            return base
+        # PDE -> page table. The CPU sets A on a PDE it uses, before looking at the PTE.
+        if not pde & A:
+            pde |= A
+            self.write_pte(pde_addr, pde)
+        pt = pde & 0xFFFFF000
+        if steps is not None:
+            steps.append(WalkStep("PDE", pd, pde_index, pde_addr, pde, "table"))
+        pte_index = (la >> 12) & 0x3FF
+        pte_addr = pt | (pte_index << 2)
+        pte = self.read_pte(pte_addr)
+        if not pte & P:
+            if steps is not None:
+                steps.append(WalkStep("PTE", pt, pte_index, pte_addr, pte, "not present"))
+            raise self._fault(la, access, False)
+        writable = pde & pte & RW
+        if write and not writable and self.cr0 & CR0_WP:
+            if steps is not None:
+                steps.append(WalkStep("PTE", pt, pte_index, pte_addr, pte, "write protected"))
+            raise self._fault(la, access, True)
+        new = pte | A | (D if write else 0)
+        if new != pte:
+            self.write_pte(pte_addr, new)
+        if steps is not None:
+            steps.append(WalkStep("PTE", pt, pte_index, pte_addr, new, "4K page"))
+        base = pte & 0xFFFFF000
+        self._fill(la, base, write, writable, new & G)
+        return base
+
+    def _fill(self, la: int, base: int, write: bool, writable: int, is_global: int) -> None:
+        lpn = la >> 12
+        self.tlb[lpn] = base
+        # A later write may use this entry only once D is set and the write is allowed.
+        if write and (writable or not self.cr0 & CR0_WP):
+            self.tlb_w[lpn] = base
+        else:
+            self.tlb_w.pop(lpn, None)
+        if is_global and self.cr4 & CR4_PGE:
+            self.global_pages.add(lpn)
+
+    def probe(self, la: int) -> int | None:
+        """Translate for a viewer: no A/D updates, no TLB fill, no fault. None if unmapped."""
+        if not self.paging:
+            return la
+        pde = self.mem.read(self.root() | ((la >> 22) << 2), 4)
+        if not pde & P:
+            return None
+        if pde & PS and self.cr4 & CR4_PSE:
+            return (pde & 0xFFC00000) | (la & 0x3FFFFF)
+        pte = self.mem.read((pde & 0xFFFFF000) | (((la >> 12) & 0x3FF) << 2), 4)
+        if not pte & P:
+            return None
+        return (pte & 0xFFFFF000) | (la & 0xFFF)
