@@ -1,13 +1,9 @@
 ; Bitwise CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320) over 64 KiB: a
-; compute-bound guest for the interpreter benchmark. With PAGING set it first builds
-; a page directory identity-mapping the low 8 MiB with 4 KiB pages and turns paging on.
-; The CRC ends in EAX, then the guest halts.
+; compute-bound guest for the interpreter benchmark. If EBX is non-zero at entry it
+; first builds a page directory identity-mapping the low 8 MiB with 4 KiB pages and
+; turns paging on. The CRC ends in EAX, then the guest halts.
 bits 32
 org 0x100000
-
-%ifndef PAGING
-%define PAGING 0
-%endif
 
 BUF     equ 0x200000            ; the 64 KiB buffer being checksummed
 LEN     equ 0x10000
@@ -16,7 +12,8 @@ PT      equ 0x301000            ; two page tables follow it
 
 start:
         mov esp, 0x100000
-%if PAGING
+        test ebx, ebx
+        jz .paging_done
         ; PT entries: identity map 0..8 MiB, present + writable
         mov edi, PT
         mov eax, 0x003
@@ -32,7 +29,7 @@ start:
         mov eax, cr0
         or eax, 0x80000000
         mov cr0, eax
-%endif
+.paging_done:
         ; fill the buffer with a pattern: byte i = i * 7 + 3
         mov edi, BUF
         xor ecx, ecx

@@ -56,6 +56,7 @@ class StopReason(enum.Enum):
     SHUTDOWN = "shutdown (triple fault)"
     INTERCEPT = "intercepted"
     UNSUPPORTED = "unsupported"
+    REQUESTED = "stop requested"  # by a device (e.g. isa-debug-exit) or a front end
 
 
 class IoBus(Protocol):
@@ -330,6 +331,7 @@ class Cpu:
         self.halted = False
         self.shut_down = False
         self.stop_message = ""
+        self.stop_requested = False  # set by a device during an I/O access; checked after it
         self.intercept: Callable[[Intercept], bool] | None = None
         self.last_intercept: Intercept | None = None
         self.cpuid_table: dict[tuple[int, int], tuple[int, int, int, int]] = default_cpuid()
@@ -547,6 +549,9 @@ class Cpu:
                 budget -= 1
                 if stop is not None:
                     return stop
+                if self.stop_requested:
+                    self.stop_requested = False
+                    return StopReason.REQUESTED
                 continue
             except CpuException as e:
                 self.eip = eip

@@ -1,0 +1,74 @@
+"""Style checks run as tests: ruff over the whole tree, and the layering of DESIGN.md."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# DESIGN.md: imports point downwards only. A package may import those listed for it.
+ALLOWED = {
+    "vmsim.events": set(),
+    "vmsim.hw": {"vmsim.events"},
+    "vmsim.asm": set(),
+    "vmsim.vmm": {"vmsim.events", "vmsim.hw", "vmsim.asm"},
+    "vmsim.bare": {"vmsim.events", "vmsim.hw", "vmsim.vmm", "vmsim.asm"},
+}
+
+
+def _ruff() -> list[str] | None:
+    exe = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
+    return [exe] if Path(exe).exists() else None
+
+
+def test_ruff_clean() -> None:
+    ruff = _ruff()
+    if ruff is None:
+        pytest.skip("ruff is not installed (pip install -e '.[test]')")
+    proc = subprocess.run([*ruff, "check", "--quiet", str(ROOT)], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _package_of(module: str) -> str | None:
+    for pkg in sorted(ALLOWED, key=len, reverse=True):
+        if module == pkg or module.startswith(pkg + "."):
+            return pkg
+    return None
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def test_core_never_imports_qt() -> None:
+    for path in (ROOT / "vmsim").rglob("*.py"):
+        for mod in _imports(path):
+            assert not mod.startswith(("PySide6", "PyQt", "ui")), f"{path} imports {mod}"
+
+
+def test_imports_point_down() -> None:
+    for path in (ROOT / "vmsim").rglob("*.py"):
+        rel = path.relative_to(ROOT).with_suffix("")
+        module = ".".join(rel.parts).removesuffix(".__init__")
+        pkg = _package_of(module)
+        if pkg is None:
+            continue
+        for imported in _imports(path):
+            target = _package_of(imported)
+            if target is None or target == pkg:
+                continue
+            assert target in ALLOWED[pkg], f"{module} imports {imported}: {pkg} may not use {target}"

@@ -1,0 +1,5 @@
+import sys
+
+from vmsim.cli import main
+
+sys.exit(main())

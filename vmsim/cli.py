@@ -1,0 +1,114 @@
+"""The `vmsim` command. Subcommands only call into the library; none simulates anything.
+
+Exit status of `vmsim run`: the isa-debug-exit status ((v << 1) | 1, always odd) when the
+guest wrote one; otherwise 0 when the guest halted, 2 for bad input, 4 for a triple-fault
+shutdown, 6 when the guest did something vmsim does not model, 8 when --max-instructions
+ran out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_SHUTDOWN, EXIT_UNSUPPORTED, EXIT_LIMIT = 0, 2, 4, 6, 8
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from vmsim.asm import AsmError
+    from vmsim.bare import BareMetal
+    from vmsim.hw.cpu import StopReason
+    from vmsim.vmm.machine import GuestLoadError, Machine, MachineConfig, load_guest_file
+
+    try:
+        image = load_guest_file(args.guest)
+        serial_in = b""
+        if args.serial_in:
+            with open(args.serial_in, "rb") as f:
+                serial_in = f.read()
+        out = sys.stdout.buffer
+
+        def write_serial(data: bytes) -> None:
+            out.write(data)
+            out.flush()
+
+        machine = Machine(MachineConfig(args.memory, serial_in), serial_out=write_serial)
+        machine.load_image(image)
+    except (AsmError, GuestLoadError, ValueError) as e:
+        print(f"vmsim: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as e:
+        print(f"vmsim: {e.filename}: {e.strerror}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    bare = BareMetal(machine)
+    result = bare.run(args.max_instructions)
+    cpu = bare.cpu
+    if result.exit_status is not None:
+        return result.exit_status
+    if result.reason is StopReason.HLT:
+        return EXIT_OK
+    if result.reason is StopReason.SHUTDOWN:
+        print(f"vmsim: triple fault at eip {cpu.eip:#010x}: guest shut down", file=sys.stderr)
+        return EXIT_SHUTDOWN
+    if result.reason is StopReason.UNSUPPORTED:
+        print(f"vmsim: stopped at eip {cpu.eip:#010x}: {result.message}", file=sys.stderr)
+        return EXIT_UNSUPPORTED
+    print(f"vmsim: stopped after {result.instructions} instructions (--max-instructions)",
+          file=sys.stderr)
+    return EXIT_LIMIT
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vmsim",
+        description="Educational simulator of hardware-assisted virtualization (KVM + QEMU on VMX).")
+    from vmsim import __version__
+
+    parser.add_argument("--version", action="version", version=f"vmsim {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    run = sub.add_parser("run", help="run a guest (.asm or flat binary) and show its serial output",
+                         description="Load GUEST at 0x100000 and run it; what it writes to COM1 "
+                                     "goes to stdout.")
+    run.add_argument("guest", metavar="GUEST", help=".asm source or flat binary")
+    run.add_argument("--memory", type=int, default=16, metavar="MIB", help="RAM size (default 16)")
+    run.add_argument("--serial-in", metavar="FILE", help="bytes the guest receives on COM1")
+    run.add_argument("--max-instructions", type=_positive, default=1 << 62, metavar="N",
+                     help="stop after N guest instructions")
+    run.set_defaults(func=_cmd_run)
+
+    try:
+        from vmsim.asm.cli import register
+    except ImportError:  # the assembler's CLI is optional while it is being built
+        pass
+    else:
+        register(sub)
+    return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return v
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("vmsim: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The QEMU side: the machine, its buses and device models (DESIGN.md `vmsim.vmm`)."""
