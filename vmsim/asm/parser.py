@@ -1,0 +1,274 @@
+"""Source text -> statements. Parsing happens once; expressions are evaluated per pass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vmsim.asm.errors import AsmError, LineError
+from vmsim.asm.expr import ExprParser, Node, parse_expr
+from vmsim.asm.forms import FORMS, PREFIXES
+from vmsim.asm.lexer import Token, tokenize
+from vmsim.asm.operands import OperandSyntax, parse_operand
+from vmsim.asm.registers import SEG_PREFIX
+
+DATA_UNITS = {"db": 1, "dw": 2, "dd": 4, "dq": 8}
+RES_UNITS = {"resb": 1, "resw": 2, "resd": 4, "resq": 8}
+IGNORED = {"global", "extern", "cpu", "default", "common", "static"}
+DIRECTIVES = (set(DATA_UNITS) | set(RES_UNITS) | IGNORED
+              | {"times", "align", "alignb", "bits", "use32", "use16", "org", "section",
+                 "segment", "equ", "incbin"})
+
+
+@dataclass(slots=True)
+class DataItem:
+    col: int
+    text: bytes | None = None  # a string item
+    expr: Node | None = None
+
+
+@dataclass(slots=True)
+class Stmt:
+    """One source line. `kind` selects which of the other fields are meaningful."""
+
+    line: int
+    text: str
+    scope: str  # last non-local label, for `.local` names
+    kind: str = "none"  # none insn data res align equ org bits section
+    col: int = 1
+    label: str | None = None
+    label_col: int = 1
+    mnemonic: str = ""
+    prefixes: list[int] = field(default_factory=list)
+    operands: list[OperandSyntax] = field(default_factory=list)
+    unit: int = 1
+    items: list[DataItem] = field(default_factory=list)
+    expr: Node | None = None  # res/align/equ/org count or value
+    times: Node | None = None
+    times_col: int = 1
+    fill: Stmt | None = None  # align's filler (`align 4, db 0xcc`)
+    name: str = ""  # section name
+
+
+def qualify(name: str, scope: str) -> str:
+    """`.loop` after `main:` is `main.loop` (NASM local labels; `..@x` is not local)."""
+    if name.startswith(".") and not name.startswith(".."):
+        return scope + name
+    return name
+
+
+def parse_source(source: str, filename: str) -> list[Stmt]:
+    stmts: list[Stmt] = []
+    scope = ""
+    defines: dict[str, list[Token]] = {}
+    for lineno, text in enumerate(source.splitlines(), start=1):
+        try:
+            toks = tokenize(text)
+            toks = _preprocess(toks, defines)
+            st = Stmt(lineno, text, scope)
+            if toks:
+                _parse_line(st, toks, len(text) + 1)
+            if st.label and not st.label.startswith("."):
+                scope = st.label
+            if st.label:
+                st.label = qualify(st.label, st.scope)
+            stmts.append(st)
+        except LineError as e:
+            raise AsmError(e.message, filename, lineno, e.col) from None
+    return stmts
+
+
+def _preprocess(toks: list[Token], defines: dict[str, list[Token]]) -> list[Token]:
+    """Single-line `%define NAME value` / `%undef NAME`; other % directives are errors."""
+    if toks and toks[0].is_op("%"):
+        if len(toks) < 2 or toks[1].kind != "id":
+            raise LineError("preprocessor directive expected after '%'", toks[0].col)
+        word = toks[1].low
+        if word in ("define", "idefine", "undef"):
+            if len(toks) < 3 or toks[2].kind != "id":
+                raise LineError(f"%{word} needs a macro name", toks[1].col)
+            if len(toks) > 3 and toks[3].is_op("(") and toks[3].col == toks[2].col + len(
+                    toks[2].text):
+                raise LineError("macros with parameters are not supported", toks[3].col)
+            if word == "undef":
+                defines.pop(toks[2].text, None)
+            else:
+                defines[toks[2].text] = _preprocess(toks[3:], defines)
+            return []
+        raise LineError(f"preprocessor directive '%{toks[1].text}' is not supported",
+                        toks[0].col)
+    if not defines:
+        return toks
+    out: list[Token] = []
+    for t in toks:
+        if t.kind == "id" and t.text in defines:
+            out += [Token(d.kind, d.text, t.col, d.value) for d in defines[t.text]]
+        else:
+            out.append(t)
+    return out
+
+
+def _is_keyword(t: Token) -> bool:
+    low = t.low
+    return (t.kind == "id" and not t.value
+            and (low in FORMS or low in PREFIXES or low in DIRECTIVES))
+
+
+def _parse_line(st: Stmt, toks: list[Token], end_col: int) -> None:
+    if toks[0].is_op("["):
+        # [bits 32], [org 0x7c00], [section .text]: NASM's primitive directive form.
+        if not toks[-1].is_op("]") or len(toks) < 3:
+            raise LineError("expected ']' after directive", toks[-1].col)
+        inner = toks[1:-1]
+        if inner[0].low not in ("bits", "org", "section", "segment", "global", "extern",
+                                "cpu", "default"):
+            raise LineError(f"unknown directive '{inner[0].text}'", inner[0].col)
+        _parse_statement(st, inner, toks[-1].col)
+        return
+    first = toks[0]
+    if first.kind == "id" and (first.value or not _is_keyword(first)):
+        if len(toks) > 1 and toks[1].is_op(":"):
+            st.label, st.label_col = first.text, first.col
+            toks = toks[2:]
+        elif len(toks) > 1 and toks[1].kind == "id" and toks[1].low == "equ":
+            st.label, st.label_col = first.text, first.col
+            toks = toks[1:]
+        elif len(toks) > 1 and _is_keyword(toks[1]):
+            st.label, st.label_col = first.text, first.col  # NASM: label without colon
+            toks = toks[1:]
+        elif first.low in ("bits", "org"):
+            pass
+        elif len(toks) == 1:
+            raise LineError(f"unknown mnemonic '{first.text}' (a label alone on a line "
+                            "needs a colon)", first.col)
+        else:
+            raise LineError(f"unknown mnemonic '{first.text}'", first.col)
+        if st.label is not None:
+            _check_label_name(st.label, st.label_col)
+    if toks:
+        _parse_statement(st, toks, end_col)
+
+
+def _check_label_name(name: str, col: int) -> None:
+    from vmsim.asm.registers import REGISTERS
+
+    if name.lower() in REGISTERS:
+        raise LineError(f"'{name}' is a register and cannot be a label", col)
+    if name.lower() in FORMS or name.lower() in PREFIXES:
+        raise LineError(f"'{name}' is an instruction and cannot be a label", col)
+
+
+def _split_commas(toks: list[Token]) -> list[list[Token]]:
+    parts: list[list[Token]] = [[]]
+    depth = 0
+    for t in toks:
+        if t.is_op("(") or t.is_op("["):
+            depth += 1
+        elif t.is_op(")") or t.is_op("]"):
+            depth -= 1
+        if t.is_op(",") and depth == 0:
+            parts.append([])
+        else:
+            parts[-1].append(t)
+    return parts
+
+
+def _parse_statement(st: Stmt, toks: list[Token], end_col: int) -> None:
+    head = toks[0]
+    if head.kind != "id":
+        raise LineError(f"instruction or directive expected, found '{head.text}'", head.col)
+    word = head.low
+    rest = toks[1:]
+    st.col = head.col
+    if word == "times":
+        p = ExprParser(rest, 0, end_col)
+        st.times = p.parse()
+        st.times_col = head.col
+        body = rest[p.pos:]
+        if not body:
+            raise LineError("TIMES needs an instruction or data after the count", end_col)
+        _parse_statement(st, body, end_col)
+        if st.kind not in ("insn", "data"):
+            raise LineError("TIMES can only repeat an instruction or data", body[0].col)
+        return
+    if word == "equ":
+        if st.label is None:
+            raise LineError("EQU needs a label before it", head.col)
+        st.kind, st.expr = "equ", parse_expr(rest, end_col)
+        return
+    if word in DATA_UNITS:
+        st.kind, st.unit = "data", DATA_UNITS[word]
+        if not rest:
+            raise LineError(f"'{word}' needs at least one value", end_col)
+        for part in _split_commas(rest):
+            col = part[0].col if part else end_col
+            if len(part) == 1 and part[0].kind == "str":
+                st.items.append(DataItem(col, text=part[0].text.encode("latin-1")))
+            else:
+                st.items.append(DataItem(col, expr=parse_expr(part, end_col)))
+        return
+    if word in RES_UNITS:
+        st.kind, st.unit, st.expr = "res", RES_UNITS[word], parse_expr(rest, end_col)
+        return
+    if word in ("align", "alignb"):
+        parts = _split_commas(rest)
+        st.kind, st.expr = "align", parse_expr(parts[0], end_col)
+        st.name = word
+        if len(parts) > 2:
+            raise LineError("too many arguments to ALIGN", parts[2][0].col if parts[2] else 1)
+        if len(parts) == 2:
+            if word == "alignb" or not parts[1]:
+                raise LineError("bad ALIGN filler", parts[1][0].col if parts[1] else end_col)
+            fill = Stmt(st.line, st.text, st.scope)
+            _parse_statement(fill, parts[1], end_col)
+            if fill.kind not in ("insn", "data"):
+                raise LineError("ALIGN filler must be an instruction or data", parts[1][0].col)
+            st.fill = fill
+        return
+    if word in ("bits", "use32", "use16"):
+        if word == "bits":
+            if len(rest) != 1 or rest[0].kind != "num":
+                raise LineError("BITS needs 16, 32 or 64", rest[0].col if rest else end_col)
+            bits = rest[0].value
+        else:
+            bits = 32 if word == "use32" else 16
+        if bits != 32:
+            raise LineError(f"only 32-bit code is supported (bits {bits})",
+                            rest[0].col if rest else head.col)
+        st.kind = "bits"
+        return
+    if word == "org":
+        st.kind, st.expr = "org", parse_expr(rest, end_col)
+        return
+    if word in ("section", "segment"):
+        if not rest or rest[0].kind != "id":
+            raise LineError("section name expected", rest[0].col if rest else end_col)
+        st.kind, st.name = "section", rest[0].text
+        for t in rest[1:]:
+            if t.kind == "id" and t.low.startswith("align"):
+                continue
+            if t.kind == "id" and t.low in ("progbits", "nobits", "exec", "noexec", "write",
+                                              "nowrite", "alloc", "noalloc"):
+                continue
+            if t.is_op("=") or t.kind == "num":
+                continue
+            raise LineError(f"unsupported section attribute '{t.text}'", t.col)
+        return
+    if word in IGNORED:
+        return
+    if word == "incbin":
+        raise LineError("INCBIN is not supported", head.col)
+    # An instruction, possibly behind prefixes.
+    while rest and (word in PREFIXES or (word in SEG_PREFIX and rest)):
+        st.prefixes.append(PREFIXES.get(word) or SEG_PREFIX[word])
+        head, rest = rest[0], rest[1:]
+        if head.kind != "id":
+            raise LineError(f"instruction expected, found '{head.text}'", head.col)
+        word = head.low
+    if word in PREFIXES:
+        raise LineError(f"prefix '{head.text}' needs an instruction after it", head.col)
+    if word not in FORMS:
+        raise LineError(f"unknown mnemonic '{head.text}'", head.col)
+    st.kind, st.mnemonic, st.col = "insn", word, head.col
+    if rest:
+        for part in _split_commas(rest):
+            st.operands.append(parse_operand(part, end_col if not part else part[-1].col + 1))
