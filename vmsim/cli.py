@@ -1,9 +1,9 @@
 """The `vmsim` command. Subcommands only call into the library; none simulates anything.
 
 Exit status of `vmsim run`: the isa-debug-exit status ((v << 1) | 1, always odd) when the
-guest wrote one; otherwise 0 when the guest halted, 2 for bad input, 4 for a triple-fault
-shutdown, 6 when the guest did something vmsim does not model, 8 when --max-instructions
-ran out.
+guest wrote one; otherwise 0 when the guest halted or shut down (the reason on stderr), 1
+when the guest does not assemble, 2 for bad usage or unreadable input, 70 when the guest
+did something vmsim does not model, 124 when --max-instructions ran out.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_SHUTDOWN, EXIT_UNSUPPORTED, EXIT_LIMIT = 0, 2, 4, 6, 8
+EXIT_OK, EXIT_ASM, EXIT_BAD_INPUT, EXIT_UNSUPPORTED, EXIT_LIMIT = 0, 1, 2, 70, 124
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -35,7 +35,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         machine = Machine(MachineConfig(args.memory, serial_in), serial_out=write_serial)
         machine.load_image(image)
-    except (AsmError, GuestLoadError, ValueError) as e:
+    except AsmError as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_ASM
+    except (GuestLoadError, ValueError) as e:
         print(f"vmsim: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as e:
@@ -50,7 +53,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return EXIT_OK
     if result.reason is StopReason.SHUTDOWN:
         print(f"vmsim: triple fault at eip {cpu.eip:#010x}: guest shut down", file=sys.stderr)
-        return EXIT_SHUTDOWN
+        return EXIT_OK
     if result.reason is StopReason.UNSUPPORTED:
         print(f"vmsim: stopped at eip {cpu.eip:#010x}: {result.message}", file=sys.stderr)
         return EXIT_UNSUPPORTED
