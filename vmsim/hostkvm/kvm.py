@@ -1,0 +1,150 @@
+"""ioctls on /dev/kvm, a VM fd and vCPU fds (values from LNX include/uapi/linux/kvm.h)."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import mmap
+import os
+import struct
+
+from vmsim.kvm.api import KVM_API_VERSION, KvmRegs, KvmRun, KvmSregs
+
+KVM_GET_API_VERSION = 0xAE00
+KVM_CREATE_VM = 0xAE01
+KVM_CHECK_EXTENSION = 0xAE03
+KVM_GET_VCPU_MMAP_SIZE = 0xAE04
+KVM_SET_USER_MEMORY_REGION = 0x4020AE46
+KVM_SET_TSS_ADDR = 0xAE47
+KVM_CREATE_VCPU = 0xAE41
+KVM_RUN = 0xAE80
+KVM_GET_REGS, KVM_SET_REGS = 0x8090AE81, 0x4090AE82
+KVM_GET_SREGS, KVM_SET_SREGS = 0x8138AE83, 0x4138AE84
+KVM_SET_CPUID2 = 0x4008AE90
+
+# api.rst: on Intel hosts KVM needs three pages below 4 GiB for its real-mode TSS.
+TSS_ADDR = 0xFFFBD000
+
+
+class HostKvmError(Exception):
+    """/dev/kvm is missing or refused a call; str() is one line."""
+
+
+def _ioctl(fd: int, request: int, arg: int | bytes | bytearray = 0, what: str = "") -> int:
+    try:
+        return fcntl.ioctl(fd, request, arg)
+    except OSError as e:
+        raise HostKvmError(f"/dev/kvm: {what or hex(request)} failed: "
+                           f"{e.strerror or errno.errorcode.get(e.errno, e.errno)}") from None
+
+
+def _int_arg(value: int) -> int:
+    """fcntl.ioctl passes an int as a C int: wrap values above 2**31 like the kernel sees them."""
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+class HostVcpu:
+    def __init__(self, kvm_fd: int, fd: int):
+        self.fd = fd
+        size = _ioctl(kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0, "KVM_GET_VCPU_MMAP_SIZE")
+        self._map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self.kvm_run = KvmRun(self._map)
+
+    def get_regs(self) -> KvmRegs:
+        buf = bytearray(KvmRegs.FORMAT.size)
+        _ioctl(self.fd, KVM_GET_REGS, buf, "KVM_GET_REGS")
+        return KvmRegs.unpack(bytes(buf))
+
+    def set_regs(self, regs: KvmRegs) -> None:
+        _ioctl(self.fd, KVM_SET_REGS, regs.pack(), "KVM_SET_REGS")
+
+    def get_sregs(self) -> KvmSregs:
+        buf = bytearray(KvmSregs.SIZE)
+        _ioctl(self.fd, KVM_GET_SREGS, buf, "KVM_GET_SREGS")
+        return KvmSregs.unpack(bytes(buf))
+
+    def set_sregs(self, sregs: KvmSregs) -> None:
+        _ioctl(self.fd, KVM_SET_SREGS, sregs.pack(), "KVM_SET_SREGS")
+
+    def set_cpuid2(self, entries: list[tuple[int, int, int, int, int, int]]) -> None:
+        """entries: (function, index, eax, ebx, ecx, edx); struct kvm_cpuid_entry2 is 40 bytes."""
+        buf = struct.pack("<II", len(entries), 0)
+        for fn, idx, a, b, c, d in entries:
+            flags = 1 if idx else 0  # KVM_CPUID_FLAG_SIGNIFCANT_INDEX
+            buf += struct.pack("<IIIIIIII3I", fn, idx, flags, a, b, c, d, 0, 0, 0, 0)[:40]
+        _ioctl(self.fd, KVM_SET_CPUID2, buf, "KVM_SET_CPUID2")
+
+    def run(self) -> int:
+        """KVM_RUN: 0 with kvm_run.exit_reason set; -EINTR when a signal interrupted it."""
+        try:
+            return fcntl.ioctl(self.fd, KVM_RUN, 0)
+        except InterruptedError:
+            return -errno.EINTR
+        except OSError as e:
+            raise HostKvmError(f"/dev/kvm: KVM_RUN failed: {e.strerror}") from None
+
+    def close(self) -> None:
+        self._map.close()
+        os.close(self.fd)
+
+
+class HostVm:
+    def __init__(self, kvm_fd: int, fd: int):
+        self.kvm_fd = kvm_fd
+        self.fd = fd
+        self._regions: dict[int, memoryview] = {}  # keep the backing memory alive
+
+    def set_user_memory_region(self, slot: int, flags: int, guest_phys_addr: int,
+                               memory_size: int, userspace: memoryview) -> None:
+        """Map `userspace` (a writable buffer, e.g. from mmap) at `guest_phys_addr`."""
+        if len(userspace) < memory_size:
+            raise ValueError("backing buffer is smaller than the region")
+        addr = ctypes.addressof(ctypes.c_char.from_buffer(userspace))
+        region = struct.pack("<IIQQQ", slot, flags, guest_phys_addr, memory_size, addr)
+        _ioctl(self.fd, KVM_SET_USER_MEMORY_REGION, region, "KVM_SET_USER_MEMORY_REGION")
+        self._regions[slot] = userspace
+
+    def set_tss_addr(self, addr: int = TSS_ADDR) -> None:
+        _ioctl(self.fd, KVM_SET_TSS_ADDR, _int_arg(addr), "KVM_SET_TSS_ADDR")
+
+    def create_vcpu(self, vcpu_id: int) -> HostVcpu:
+        fd = _ioctl(self.fd, KVM_CREATE_VCPU, vcpu_id, "KVM_CREATE_VCPU")
+        return HostVcpu(self.kvm_fd, fd)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class HostKvm:
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def get_api_version(self) -> int:
+        return _ioctl(self.fd, KVM_GET_API_VERSION, 0, "KVM_GET_API_VERSION")
+
+    def check_extension(self, cap: int) -> int:
+        return _ioctl(self.fd, KVM_CHECK_EXTENSION, cap, "KVM_CHECK_EXTENSION")
+
+    def create_vm(self, machine_type: int = 0) -> HostVm:
+        return HostVm(self.fd, _ioctl(self.fd, KVM_CREATE_VM, machine_type, "KVM_CREATE_VM"))
+
+    def get_vcpu_mmap_size(self) -> int:
+        return _ioctl(self.fd, KVM_GET_VCPU_MMAP_SIZE, 0, "KVM_GET_VCPU_MMAP_SIZE")
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def open_kvm(path: str = "/dev/kvm") -> HostKvm:
+    """Open the host's KVM and check its API version; HostKvmError (one line) if unusable."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError as e:
+        raise HostKvmError(f"{path}: {e.strerror} (the kvm backend needs the host's KVM)") from None
+    kvm = HostKvm(fd)
+    version = kvm.get_api_version()
+    if version != KVM_API_VERSION:
+        kvm.close()
+        raise HostKvmError(f"{path}: KVM API version {version}, expected {KVM_API_VERSION}")
+    return kvm

@@ -1,0 +1,275 @@
+"""The KVM userspace API as vmsim's VMM sees it (Linux include/uapi/linux/kvm.h).
+
+One protocol, named after the ioctls, that two backends implement: `vmsim.kvm` (the
+simulated kvm.ko) and `vmsim.hostkvm` (the host's real /dev/kvm). The register structs
+are plain dataclasses with the kernel's field names; `struct kvm_run` is read and written
+in place, with the kernel's layout, through `KvmRun`, over the vCPU's mmap'd pages.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field, fields
+from typing import Protocol
+
+KVM_API_VERSION = 12
+
+# kvm_run.exit_reason (LNX include/uapi/linux/kvm.h)
+KVM_EXIT_UNKNOWN = 0
+KVM_EXIT_EXCEPTION = 1
+KVM_EXIT_IO = 2
+KVM_EXIT_HYPERCALL = 3
+KVM_EXIT_DEBUG = 4
+KVM_EXIT_HLT = 5
+KVM_EXIT_MMIO = 6
+KVM_EXIT_IRQ_WINDOW_OPEN = 7
+KVM_EXIT_SHUTDOWN = 8
+KVM_EXIT_FAIL_ENTRY = 9
+KVM_EXIT_INTR = 10
+KVM_EXIT_INTERNAL_ERROR = 17
+KVM_EXIT_SYSTEM_EVENT = 24
+KVM_EXIT_NAMES = {v: k for k, v in dict(globals()).items()
+                  if k.startswith("KVM_EXIT_") and isinstance(v, int)}
+KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT = 0, 1
+KVM_INTERNAL_ERROR_EMULATION = 1
+KVM_PIO_PAGE_OFFSET = 1  # the I/O data page follows kvm_run in the vCPU mapping
+PAGE_SIZE = 4096
+KVM_RUN_SIZE = 2352  # sizeof(struct kvm_run) on x86-64
+VCPU_MMAP_SIZE = 3 * PAGE_SIZE  # kvm_run, PIO data page, coalesced-MMIO ring
+
+
+@dataclass
+class KvmRegs:
+    """struct kvm_regs: u64 each, in this order."""
+
+    rax: int = 0
+    rbx: int = 0
+    rcx: int = 0
+    rdx: int = 0
+    rsi: int = 0
+    rdi: int = 0
+    rsp: int = 0
+    rbp: int = 0
+    r8: int = 0
+    r9: int = 0
+    r10: int = 0
+    r11: int = 0
+    r12: int = 0
+    r13: int = 0
+    r14: int = 0
+    r15: int = 0
+    rip: int = 0
+    rflags: int = 0x2
+
+    FORMAT = struct.Struct("<18Q")
+
+    def pack(self) -> bytes:
+        return self.FORMAT.pack(*(getattr(self, f.name) for f in fields(self)))
+
+    @classmethod
+    def unpack(cls, data: bytes) -> KvmRegs:
+        return cls(*cls.FORMAT.unpack(data))
+
+
+@dataclass
+class KvmSegment:
+    """struct kvm_segment (24 bytes)."""
+
+    base: int = 0
+    limit: int = 0
+    selector: int = 0
+    type: int = 0
+    present: int = 0
+    dpl: int = 0
+    db: int = 0
+    s: int = 0
+    l: int = 0
+    g: int = 0
+    avl: int = 0
+    unusable: int = 0
+
+    FORMAT = struct.Struct("<QIHBBBBBBBBBx")
+
+    def pack(self) -> bytes:
+        return self.FORMAT.pack(*(getattr(self, f.name) for f in fields(self)))
+
+    @classmethod
+    def unpack(cls, data: bytes) -> KvmSegment:
+        return cls(*cls.FORMAT.unpack(data))
+
+    @classmethod
+    def flat(cls, selector: int, code: bool) -> KvmSegment:
+        """A flat 32-bit segment as kvm-hello-world sets it up (base 0, 4 GiB, G, D/B)."""
+        return cls(0, 0xFFFFFFFF, selector, 11 if code else 3, 1, 0, 1, 1, 0, 1, 0, 0)
+
+
+@dataclass
+class KvmDtable:
+    base: int = 0
+    limit: int = 0
+
+    FORMAT = struct.Struct("<QH6x")
+
+
+SEGMENT_NAMES = ("cs", "ds", "es", "fs", "gs", "ss", "tr", "ldt")
+
+
+@dataclass
+class KvmSregs:
+    """struct kvm_sregs (312 bytes)."""
+
+    cs: KvmSegment = field(default_factory=KvmSegment)
+    ds: KvmSegment = field(default_factory=KvmSegment)
+    es: KvmSegment = field(default_factory=KvmSegment)
+    fs: KvmSegment = field(default_factory=KvmSegment)
+    gs: KvmSegment = field(default_factory=KvmSegment)
+    ss: KvmSegment = field(default_factory=KvmSegment)
+    tr: KvmSegment = field(default_factory=KvmSegment)
+    ldt: KvmSegment = field(default_factory=KvmSegment)
+    gdt: KvmDtable = field(default_factory=KvmDtable)
+    idt: KvmDtable = field(default_factory=KvmDtable)
+    cr0: int = 0
+    cr2: int = 0
+    cr3: int = 0
+    cr4: int = 0
+    cr8: int = 0
+    efer: int = 0
+    apic_base: int = 0
+    interrupt_bitmap: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+    SIZE = 312
+
+    def pack(self) -> bytes:
+        out = bytearray()
+        for name in SEGMENT_NAMES:
+            out += getattr(self, name).pack()
+        for t in (self.gdt, self.idt):
+            out += KvmDtable.FORMAT.pack(t.base, t.limit)
+        out += struct.pack("<7Q4Q", self.cr0, self.cr2, self.cr3, self.cr4, self.cr8, self.efer,
+                           self.apic_base, *self.interrupt_bitmap)
+        assert len(out) == self.SIZE
+        return bytes(out)
+
+    @classmethod
+    def unpack(cls, data: bytes) -> KvmSregs:
+        segs = [KvmSegment.unpack(data[i * 24:(i + 1) * 24]) for i in range(8)]
+        gdt = KvmDtable(*KvmDtable.FORMAT.unpack_from(data, 192))
+        idt = KvmDtable(*KvmDtable.FORMAT.unpack_from(data, 208))
+        v = struct.unpack_from("<7Q4Q", data, 224)
+        return cls(*segs, gdt, idt, *v[:7], tuple(v[7:]))
+
+
+class KvmRun:
+    """`struct kvm_run` in place (offsets from the x86-64 layout), over the vCPU mapping."""
+
+    def __init__(self, buf) -> None:
+        self.buf = buf  # a writable buffer of VCPU_MMAP_SIZE bytes (mmap or bytearray)
+
+    def _u8(self, off: int) -> int:
+        return self.buf[off]
+
+    @property
+    def request_interrupt_window(self) -> int:
+        return self.buf[0]
+
+    @request_interrupt_window.setter
+    def request_interrupt_window(self, v: int) -> None:
+        self.buf[0] = v
+
+    @property
+    def immediate_exit(self) -> int:
+        return self.buf[1]
+
+    @immediate_exit.setter
+    def immediate_exit(self, v: int) -> None:
+        self.buf[1] = v
+
+    @property
+    def exit_reason(self) -> int:
+        return struct.unpack_from("<I", self.buf, 8)[0]
+
+    @exit_reason.setter
+    def exit_reason(self, v: int) -> None:
+        struct.pack_into("<I", self.buf, 8, v)
+
+    @property
+    def ready_for_interrupt_injection(self) -> int:
+        return self.buf[12]
+
+    @property
+    def if_flag(self) -> int:
+        return self.buf[13]
+
+    def set_flags_out(self, ready: int, if_flag: int) -> None:
+        self.buf[12] = ready
+        self.buf[13] = if_flag
+
+    # union at offset 32
+    def io(self) -> tuple[int, int, int, int, int]:
+        """(direction, size, port, count, data_offset)"""
+        return struct.unpack_from("<BBHIQ", self.buf, 32)
+
+    def set_io(self, direction: int, size: int, port: int, count: int,
+               data_offset: int = KVM_PIO_PAGE_OFFSET * PAGE_SIZE) -> None:
+        struct.pack_into("<BBHIQ", self.buf, 32, direction, size, port, count, data_offset)
+
+    def mmio(self) -> tuple[int, bytes, int, int]:
+        """(phys_addr, data[8], len, is_write)"""
+        addr, data, length, is_write = struct.unpack_from("<Q8sIB", self.buf, 32)
+        return addr, data, length, is_write
+
+    def set_mmio(self, phys_addr: int, data: bytes, length: int, is_write: int) -> None:
+        struct.pack_into("<Q8sIB", self.buf, 32, phys_addr, data.ljust(8, b"\0"), length, is_write)
+
+    def set_mmio_data(self, data: bytes) -> None:
+        self.buf[40:48] = data.ljust(8, b"\0")
+
+    def fail_entry(self) -> tuple[int, int]:
+        return struct.unpack_from("<QI", self.buf, 32)
+
+    def set_fail_entry(self, reason: int, cpu: int) -> None:
+        struct.pack_into("<QI", self.buf, 32, reason, cpu)
+
+    def internal(self) -> tuple[int, list[int]]:
+        suberror, ndata = struct.unpack_from("<II", self.buf, 32)
+        return suberror, list(struct.unpack_from(f"<{min(ndata, 16)}Q", self.buf, 40))
+
+    def set_internal(self, suberror: int, data: list[int]) -> None:
+        struct.pack_into("<II", self.buf, 32, suberror, len(data))
+        if data:
+            struct.pack_into(f"<{len(data)}Q", self.buf, 40, *data)
+
+
+class KvmVcpu(Protocol):
+    kvm_run: KvmRun
+
+    def get_regs(self) -> KvmRegs: ...
+
+    def set_regs(self, regs: KvmRegs) -> None: ...
+
+    def get_sregs(self) -> KvmSregs: ...
+
+    def set_sregs(self, sregs: KvmSregs) -> None: ...
+
+    def set_cpuid2(self, entries: list[tuple[int, int, int, int, int, int]]) -> None: ...
+
+    def run(self) -> int: ...
+
+
+class KvmVm(Protocol):
+    def set_user_memory_region(self, slot: int, flags: int, guest_phys_addr: int,
+                               memory_size: int, userspace: memoryview) -> None: ...
+
+    def set_tss_addr(self, addr: int) -> None: ...
+
+    def create_vcpu(self, vcpu_id: int) -> KvmVcpu: ...
+
+
+class Kvm(Protocol):
+    """What opening /dev/kvm gives."""
+
+    def get_api_version(self) -> int: ...
+
+    def create_vm(self, machine_type: int = 0) -> KvmVm: ...
+
+    def get_vcpu_mmap_size(self) -> int: ...
