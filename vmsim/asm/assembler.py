@@ -43,7 +43,8 @@ class Section:
 @dataclass
 class _Pass:
     final: bool
-    symbols: dict[str, Value]
+    symbols: dict[str, Value]  # EQU values
+    labels: dict[str, tuple[str, int]]  # label -> (section, offset): bases may still move
     defined: set[str] = field(default_factory=set)
     saw_unknown: bool = False
 
@@ -53,6 +54,7 @@ class Assembler:
         self.filename = filename
         self.stmts = parse_source(source, filename)
         self.symbols: dict[str, Value] = {}
+        self.labels: dict[str, tuple[str, int]] = {}
         self.sections: dict[str, Section] = {}
         self.origin = 0
         self.placed: list[Placed] = []
@@ -62,6 +64,9 @@ class Assembler:
     def _ctx(self, p: _Pass, st: Stmt, here: int, sect: Section) -> EvalContext:
         def lookup(name: str, col: int) -> Value:
             full = qualify(name, st.scope)
+            if full in p.labels:
+                sname, off = p.labels[full]
+                return Value(self.sections[sname].base + off, 1, section=sname)
             v = p.symbols.get(full)
             if v is None or (p.final and not v.known):
                 if p.final:
@@ -88,7 +93,7 @@ class Assembler:
     def run(self) -> GuestImage:
         prev: tuple[object, ...] | None = None
         for _ in range(MAX_PASSES):
-            p = _Pass(False, self.symbols)
+            p = _Pass(False, self.symbols, self.labels)
             self._pass(p)
             state = self._state()
             if state == prev and not p.saw_unknown:
@@ -97,13 +102,14 @@ class Assembler:
         else:
             raise AsmError("instruction sizes did not converge (jumps keep changing size)",
                            self.filename, 1, 1)
-        self._pass(_Pass(True, self.symbols))
+        self._pass(_Pass(True, self.symbols, self.labels))
         if self._state() != prev:
             raise AsmError("internal error: final pass moved labels", self.filename, 1, 1)
         return self._image()
 
     def _state(self) -> tuple[object, ...]:
         syms = tuple(sorted((k, v.n, v.reloc, v.known) for k, v in self.symbols.items()))
+        syms += tuple(sorted(self.labels.items()))
         secs = tuple((s.name, s.base, s.size) for s in self.sections.values())
         return syms, secs, self.origin
 
@@ -139,7 +145,7 @@ class Assembler:
                 assert st.expr is not None
                 p.symbols[st.label] = evaluate(st.expr, ctx)
             else:
-                p.symbols[st.label] = Value(here, 1, section=cur.name)
+                p.labels[st.label] = (cur.name, cur.size)
         data = self._emit(p, st, cur, ctx)
         if cur.nobits and data.strip(b"\0") and st.kind != "res":
             raise LineError(f"section {cur.name} can only reserve space (resb...)", st.col)
@@ -159,6 +165,7 @@ class Assembler:
             if not 0 <= n < 1 << 32:
                 raise LineError(f"ORG {n} is not a 32-bit address", st.col)
             self.origin = n
+            self.sections[".text"].base = n
             return b""
         if kind in ("insn", "data"):
             count = 1
@@ -252,6 +259,8 @@ class Assembler:
         ]
         lines.sort(key=lambda ln: (ln.address, ln.line))
         symbols = {k: v.n for k, v in self.symbols.items()}
+        for k, (sname, off) in self.labels.items():
+            symbols[k] = self.sections[sname].base + off
         return GuestImage(bytes(out), self.origin, symbols, lines, self.filename)
 
 

@@ -162,7 +162,8 @@ def _emit(form: Form, ops: list[Operand], prefixes: list[int], site: Site) -> by
     body = bytearray()
     pre_seg: int | None = None
     o16 = False
-    imms = iter(o for o in ops if isinstance(o, Imm) and o.jump is None)
+    imms = iter((o, s) for o, s in zip(ops, form.specs, strict=True)
+                if isinstance(o, Imm) and s not in ("short", "j8", "rel", "jr8", "one"))
     rel: tuple[int, Imm] | None = None  # (width, target)
     specs = form.specs
     for o in ops:
@@ -174,9 +175,10 @@ def _emit(form: Form, ops: list[Operand], prefixes: list[int], site: Site) -> by
         elif tok.startswith("/"):
             body += _modrm(tok, specs, ops)
         elif tok in ("ib", "iw", "id"):
-            imm = next(imms)
+            imm, spec = next(imms)
             nbytes = {"ib": 1, "iw": 2, "id": 4}[tok]
-            _check_range(imm.value, nbytes, imm.col, site)
+            if spec[0] != "s":  # sign-extended byte forms were chosen because the value fits
+                _check_range(imm.value, nbytes, imm.col, site)
             body += _le(imm.value.n, nbytes)
         elif tok in ("rel8", "rel32"):
             target = ops[0]

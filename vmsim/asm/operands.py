@@ -205,6 +205,7 @@ def _effective_address(v: Value, col: int) -> tuple[int | None, int | None, int]
 def modrm_bytes(mem: Mem, reg_field: int) -> bytes:
     """ModRM [+SIB] [+disp] for a memory operand (32-bit addressing, NASM's choices)."""
     d = mem.disp
+    n = (d.n + (1 << 31)) % (1 << 32) - (1 << 31)  # NASM keeps a 32-bit signed offset
     simple = d.known and d.reloc == 0
     base, index = mem.base, mem.index
     if base is None and index is None:
@@ -213,9 +214,9 @@ def modrm_bytes(mem: Mem, reg_field: int) -> bytes:
         mod, base_field, nbytes = 0, 5, 4
     else:
         base_field = base
-        if d.n == 0 and simple and base != EBP and mem.disp_size is None:
+        if n == 0 and simple and base != EBP and mem.disp_size is None:
             mod, nbytes = 0, 0
-        elif mem.disp_size == 8 or (mem.disp_size is None and simple and -128 <= d.n <= 127):
+        elif mem.disp_size == 8 or (mem.disp_size is None and simple and -128 <= n <= 127):
             mod, nbytes = 1, 1
         else:
             mod, nbytes = 2, 4

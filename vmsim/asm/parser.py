@@ -125,7 +125,8 @@ def _parse_line(st: Stmt, toks: list[Token], end_col: int) -> None:
         _parse_statement(st, inner, toks[-1].col)
         return
     first = toks[0]
-    if first.kind == "id" and (first.value or not _is_keyword(first)):
+    seg_prefix = first.low in SEG_PREFIX and len(toks) > 1 and not toks[1].is_op(":")
+    if first.kind == "id" and not seg_prefix and (first.value or not _is_keyword(first)):
         if len(toks) > 1 and toks[1].is_op(":"):
             st.label, st.label_col = first.text, first.col
             toks = toks[2:]
