@@ -40,11 +40,13 @@ class MmioRegion:
 class PhysicalMemory:
     """RAM from physical 0 up to `size`, minus `holes` (PC's 0xA0000-0xBFFFF by default)."""
 
-    def __init__(self, size: int, holes: tuple[tuple[int, int], ...] = ((0xA0000, 0xC0000),)):
+    def __init__(self, size: int, holes: tuple[tuple[int, int], ...] = ((0xA0000, 0xC0000),),
+                 buffer: bytearray | memoryview | None = None):
+        """`buffer`, if given, backs the RAM (e.g. an mmap the VMM also hands to KVM)."""
         if size <= 0 or size % PAGE_SIZE or size > 0xFFFFF000:
             raise ValueError(f"memory size must be a positive multiple of 4 KiB below 4 GiB: {size}")
         self.size = size
-        self.ram = bytearray(size)
+        self.ram = bytearray(size) if buffer is None else buffer
         self.u16 = memoryview(self.ram).cast("H")
         self.u32 = memoryview(self.ram).cast("I")
         self.kind = bytearray([OTHER]) * NUM_FRAMES
