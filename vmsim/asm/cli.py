@@ -1,0 +1,69 @@
+"""`vmsim asm FILE.asm -o FILE.bin [-l LIST | --listing]`: the assembler on the command line.
+
+The main `vmsim` CLI calls `register(subparsers)` and then `args.func(args)`, exiting with
+the returned status. Errors are one line on stderr (`file:line:col: message`), status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from vmsim.asm.errors import AsmError
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the `asm` subcommand."""
+    p = subparsers.add_parser(
+        "asm",
+        help="assemble NASM-syntax 32-bit x86 into a flat binary",
+        description="Assemble a NASM-syntax 32-bit x86 source file into a flat binary, "
+                    "byte-identical to `nasm -f bin`. Errors are reported as "
+                    "file:line:col: message (exit status 1).",
+    )
+    p.add_argument("file", help="source file (.asm)")
+    p.add_argument("-o", "--output", metavar="OUT",
+                   help="output binary (default: FILE with the extension .bin)")
+    p.add_argument("-l", dest="listing_file", metavar="LISTFILE",
+                   help="write a listing (line, address, bytes, source) to LISTFILE")
+    p.add_argument("--listing", action="store_true",
+                   help="print the listing to stdout instead")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handler for `vmsim asm`; returns the exit status."""
+    from vmsim.asm.assembler import Assembler
+    from vmsim.asm.listing import format_listing
+
+    src_path = Path(args.file)
+    try:
+        source = src_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        print(f"{args.file}:1:1: cannot read source file: {reason}", file=sys.stderr)
+        return 1
+    try:
+        asm = Assembler(source, args.file)
+        image = asm.run()
+    except AsmError as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    except RecursionError:
+        print(f"{args.file}:1:1: expression nested too deeply", file=sys.stderr)
+        return 1
+    out = Path(args.output) if args.output else src_path.with_suffix(".bin")
+    try:
+        out.write_bytes(image.data)
+        if args.listing or args.listing_file:
+            bases = {name: s.base for name, s in asm.sections.items()}
+            text = format_listing(asm.placed, bases)
+            if args.listing:
+                sys.stdout.write(text)
+            if args.listing_file:
+                Path(args.listing_file).write_text(text, encoding="utf-8")
+    except OSError as e:
+        print(f"{e.filename or out}:1:1: cannot write output: {e.strerror}", file=sys.stderr)
+        return 1
+    return 0
