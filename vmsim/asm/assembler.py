@@ -14,7 +14,7 @@ from vmsim.asm.encoder import Site, encode
 from vmsim.asm.errors import AsmError, LineError
 from vmsim.asm.expr import EvalContext, Node, Value, evaluate
 from vmsim.asm.image import GuestImage, SourceLine
-from vmsim.asm.operands import resolve
+from vmsim.asm.operands import check_address, resolve
 from vmsim.asm.parser import Stmt, parse_source, qualify
 
 MAX_PASSES = 64
@@ -70,7 +70,8 @@ class Assembler:
             v = p.symbols.get(full)
             if v is None or (p.final and not v.known):
                 if p.final:
-                    raise LineError(f"symbol '{full}' is not defined", col)
+                    why = "" if v is None else " (its EQU value uses an undefined symbol)"
+                    raise LineError(f"symbol '{full}' is not defined{why}", col)
                 p.saw_unknown = True
                 return Value(0, 0, False)
             if not v.known:
@@ -96,7 +97,8 @@ class Assembler:
             p = _Pass(False, self.symbols, self.labels)
             self._pass(p)
             state = self._state()
-            if state == prev and not p.saw_unknown:
+            # Stable: done. An unknown symbol that stays unknown is reported by the final pass.
+            if state == prev:
                 break
             prev = state
         else:
@@ -224,6 +226,7 @@ class Assembler:
                 continue
             assert item.expr is not None
             v = evaluate(item.expr, ctx)
+            check_address(v, item.col)
             if p.final and unit < 8 and not -(1 << (8 * unit)) <= v.n < (1 << (8 * unit)):
                 kind = {1: "byte", 2: "word", 4: "dword"}[unit]
                 raise LineError(f"value {v.n} does not fit in a {kind}", item.col)

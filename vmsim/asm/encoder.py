@@ -118,14 +118,18 @@ def encode(mnemonic: str, mcol: int, ops: list[Operand], prefixes: list[int], si
             ops = list(ops)
             ops[mem_i[0]] = replace(mem, size=other.size)
     sizes: set[int] = set()
+    unguessable = False  # movzx [mem]: NASM will not guess the source size
     for form in forms:
         m = _try(form, ops)
         if m is True:
             out = _emit(form, ops, prefixes, site)
             if out is not None:
                 return out
-        elif m is not False and not form.nofuzzy:
-            sizes.add(m)
+        elif m is not False:
+            if form.nofuzzy:
+                unguessable = True
+            else:
+                sizes.add(m)
     if len(sizes) == 1 and mem_i:
         ops = list(ops)
         ops[mem_i[0]] = replace(ops[mem_i[0]], size=sizes.pop())  # type: ignore[type-var]
@@ -134,7 +138,7 @@ def encode(mnemonic: str, mcol: int, ops: list[Operand], prefixes: list[int], si
                 out = _emit(form, ops, prefixes, site)
                 if out is not None:
                     return out
-    if sizes and mem_i:
+    if (sizes or unguessable) and mem_i:
         raise LineError("operation size not specified", ops[mem_i[0]].col)
     regs = [o for o in ops if isinstance(o, Reg) and o.info.kind == "gpr"]
     if len(regs) >= 2 and len({r.info.size for r in regs}) > 1:

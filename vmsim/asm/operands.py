@@ -131,6 +131,13 @@ def parse_operand(toks: list[Token], end_col: int) -> OperandSyntax:
     return OperandSyntax("imm", col, size, strict, jump, expr=parse_expr(rest, end_col))
 
 
+def check_address(v: Value, col: int) -> None:
+    """A flat binary can hold numbers and single addresses, not `2*label` or `-label`."""
+    if v.known and v.reloc not in (0, 1):
+        raise LineError("invalid use of an address (only label + constant or label - label "
+                        "make sense)", col)
+
+
 def resolve(op: OperandSyntax, ctx: EvalContext) -> Operand:
     """Evaluate an operand's expressions with this pass's symbol values."""
     if op.kind == "reg":
@@ -139,14 +146,20 @@ def resolve(op: OperandSyntax, ctx: EvalContext) -> Operand:
     assert op.expr is not None
     if op.kind == "far":
         assert op.seg_expr is not None
-        return Far(evaluate(op.seg_expr, ctx), evaluate(op.expr, ctx), op.col)
+        seg, off = evaluate(op.seg_expr, ctx), evaluate(op.expr, ctx)
+        check_address(seg, op.col)
+        check_address(off, op.col)
+        return Far(seg, off, op.col)
     if op.kind == "imm":
-        return Imm(evaluate(op.expr, ctx), op.size, op.strict, op.jump, op.col)
+        v = evaluate(op.expr, ctx)
+        check_address(v, op.col)
+        return Imm(v, op.size, op.strict, op.jump, op.col)
     ctx.allow_regs = True
     try:
         v = evaluate(op.expr, ctx)
     finally:
         ctx.allow_regs = False
+    check_address(v, op.col)
     base, index, scale = _effective_address(v, op.col)
     disp = Value(v.n, v.reloc, v.known, section=v.section)
     return Mem(op.size, op.seg, base, index, scale, disp, op.disp_size, op.jump, op.col)

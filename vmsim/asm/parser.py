@@ -125,6 +125,8 @@ def _parse_line(st: Stmt, toks: list[Token], end_col: int) -> None:
         _parse_statement(st, inner, toks[-1].col)
         return
     first = toks[0]
+    if first.kind == "id" and _is_keyword(first) and len(toks) > 1 and toks[1].is_op(":"):
+        _check_label_name(first.text, first.col)
     seg_prefix = first.low in SEG_PREFIX and len(toks) > 1 and not toks[1].is_op(":")
     if first.kind == "id" and not seg_prefix and (first.value or not _is_keyword(first)):
         if len(toks) > 1 and toks[1].is_op(":"):
@@ -154,7 +156,7 @@ def _check_label_name(name: str, col: int) -> None:
 
     if name.lower() in REGISTERS:
         raise LineError(f"'{name}' is a register and cannot be a label", col)
-    if name.lower() in FORMS or name.lower() in PREFIXES:
+    if name.lower() in FORMS or name.lower() in PREFIXES or name.lower() in DIRECTIVES:
         raise LineError(f"'{name}' is an instruction and cannot be a label", col)
 
 
