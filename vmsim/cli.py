@@ -17,8 +17,8 @@ EXIT_OK, EXIT_ASM, EXIT_BAD_INPUT, EXIT_UNSUPPORTED, EXIT_LIMIT = 0, 1, 2, 70, 1
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from vmsim.asm import AsmError
-    from vmsim.bare import BareMetal
-    from vmsim.hw.cpu import StopReason
+    from vmsim.events import EventStream
+    from vmsim.trace import TraceWriter
     from vmsim.vmm.machine import GuestLoadError, Machine, MachineConfig, load_guest_file
 
     try:
@@ -33,8 +33,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
             out.write(data)
             out.flush()
 
-        machine = Machine(MachineConfig(args.memory, serial_in), serial_out=write_serial)
+        events = EventStream()
+        machine = Machine(MachineConfig(args.memory, serial_in), events=events,
+                          serial_out=write_serial)
         machine.load_image(image)
+        trace_file = open(args.trace, "w", encoding="utf-8") if args.trace else None
     except AsmError as e:
         print(str(e), file=sys.stderr)
         return EXIT_ASM
@@ -44,7 +47,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except OSError as e:
         print(f"vmsim: {e.filename}: {e.strerror}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    bare = BareMetal(machine)
+    trace = TraceWriter(events, trace_file) if trace_file else None
+    try:
+        if args.backend == "kvm":
+            return _run_kvm(machine, args)
+        return _run_bare(machine, args, events)
+    finally:
+        if trace is not None:
+            trace.close()
+            trace_file.close()
+
+
+def _run_bare(machine, args: argparse.Namespace, events) -> int:
+    from vmsim.bare import BareMetal
+    from vmsim.hw.cpu import StopReason
+
+    bare = BareMetal(machine, events)
     result = bare.run(args.max_instructions)
     cpu = bare.cpu
     if result.exit_status is not None:
@@ -60,6 +78,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"vmsim: stopped after {result.instructions} instructions (--max-instructions)",
           file=sys.stderr)
     return EXIT_LIMIT
+
+
+def _run_kvm(machine, args: argparse.Namespace) -> int:
+    from vmsim.hostkvm import HostKvmError, open_kvm
+    from vmsim.vmm.vm import VirtualMachine
+
+    try:
+        vm = VirtualMachine(machine, open_kvm())
+        result = vm.run()
+    except HostKvmError as e:
+        print(f"vmsim: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if result.exit_status is not None:
+        return result.exit_status
+    if result.halted:
+        return EXIT_OK
+    print(f"vmsim: {result.stop_reason}", file=sys.stderr)
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,7 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--memory", type=int, default=16, metavar="MIB", help="RAM size (default 16)")
     run.add_argument("--serial-in", metavar="FILE", help="bytes the guest receives on COM1")
     run.add_argument("--max-instructions", type=_positive, default=1 << 62, metavar="N",
-                     help="stop after N guest instructions")
+                     help="stop after N guest instructions (bare backend)")
+    run.add_argument("--backend", choices=("bare", "kvm"), default="bare",
+                     help="bare: vmsim's CPU with no hypervisor (default); kvm: the host's "
+                          "/dev/kvm under vmsim's QEMU-side VMM")
+    run.add_argument("--trace", metavar="FILE", help="write every event as JSON Lines to FILE")
     run.set_defaults(func=_cmd_run)
 
     try:

@@ -44,6 +44,7 @@ class Scheduler:
     threads: list[SimThread] = field(default_factory=list)
     current: SimThread | None = None
     last_time: int = 0  # where the last thread to run had got to
+    on_resume: Callable[[SimThread], None] | None = None  # e.g. to stamp events with its time
 
     def spawn(self, name: str, body: ThreadBody, time: int = 0) -> SimThread:
         t = SimThread(name, body, len(self.threads), time)
@@ -83,6 +84,8 @@ class Scheduler:
         if t is None:
             return None
         self.current = t
+        if self.on_resume is not None:
+            self.on_resume(t)
         try:
             value = next(t.body)
         except StopIteration as stop:

@@ -47,6 +47,14 @@ _declare("smc", "hw", "frame", "self-modifying code: decoded instructions in fra
 _declare("io_unclaimed", "hw", "space address size is_write",
          "unclaimed {space} {address:#x} size {size} {is_write}")
 
+# The VMM (QEMU side).
+_declare("ioctl", "vmm", "name detail result", "ioctl {name} {detail} -> {result}")
+_declare("kvm_exit", "vmm", "reason", "KVM_RUN returned {reason}")
+_declare("bql", "vmm", "action", "BQL {action}")
+_declare("device_access", "vmm", "space address size is_write value",
+         "{space} {address:#x} size {size} is_write={is_write} value {value:#x}")
+_declare("thread", "vmm", "state detail", "{state} {detail}")
+
 
 @dataclass(frozen=True)
 class Event:

@@ -7,12 +7,16 @@ VGA text buffer at 0xB8000 (MMIO).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import mmap
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from vmsim.asm.image import GuestImage
+from vmsim.clock import Mutex
 from vmsim.events import EventStream
+from vmsim.hw.cpu import default_cpuid
 from vmsim.hw.memory import PhysicalMemory
 from vmsim.vmm.bus import IoBus
 from vmsim.vmm.devices.debug_exit import DebugExit
@@ -25,6 +29,8 @@ LOAD_ADDRESS = 0x100000
 ENTRY_ESP = 0x100000
 COM1 = 0x3F8
 DEBUG_EXIT_PORT = 0x501
+VGA_HOLE = (0xA0000, 0xC0000)  # legacy VGA window: not RAM
+KVM_CPUID_SIGNATURE = 0x40000000
 
 
 class GuestLoadError(Exception):
@@ -44,7 +50,17 @@ class Machine:
         if not 2 <= self.config.memory_mib <= 3072:
             raise ValueError("memory must be between 2 and 3072 MiB")
         self.events = events
-        self.mem = PhysicalMemory(self.config.memory_mib << 20)
+        size = self.config.memory_mib << 20
+        # Guest RAM is one anonymous mapping, as QEMU allocates it: KVM maps it into the
+        # guest in two slots around the VGA hole; the bare CPU uses it directly.
+        self.ram = mmap.mmap(-1, size)
+        self.ram_view = memoryview(self.ram)
+        self.mem = PhysicalMemory(size, (VGA_HOLE,), buffer=self.ram)
+        self.entry_point = LOAD_ADDRESS
+        self.entry_esp = ENTRY_ESP
+        self.bql = Mutex("BQL", self._bql_changed)
+        self.stop_requested = False
+        self.stop_reason = ""
         self.io = IoBus(events)
         self.serial = Serial16550(serial_out, self.config.serial_in)
         self.io.attach(COM1, 8, self.serial, "serial0", sizes=(1,))
@@ -58,8 +74,69 @@ class Machine:
 
     def _debug_exit(self, status: int) -> None:
         self.exit_status = status
+        self.shutdown_request(f"isa-debug-exit: status {status}")
         for fn in self.exit_listeners:
             fn(status)
+
+    # -- what the KVM accelerator needs -------------------------------------------------
+    def ram_slots(self) -> list[tuple[int, int, int]]:
+        """(guest-physical address, size, offset in the RAM mapping) per memory slot."""
+        size = self.mem.size
+        lo, hi = VGA_HOLE
+        return [(0, lo, 0), (hi, size - hi, hi)]
+
+    def cpuid_entries(self) -> list[tuple[int, int, int, int, int, int]]:
+        """CPUID as the guest sees it (KVM_SET_CPUID2): the CPU model plus KVM's leaves."""
+        entries = [(leaf, sub, *regs) for (leaf, sub), regs in sorted(default_cpuid().items())
+                   if leaf < 0x80000000]
+        sig = b"KVMKVMKVM\0\0\0"
+        ebx, ecx, edx = (int.from_bytes(sig[i:i + 4], "little") for i in (0, 4, 8))
+        entries.append((KVM_CPUID_SIGNATURE, 0, KVM_CPUID_SIGNATURE + 1, ebx, ecx, edx))
+        entries.append((KVM_CPUID_SIGNATURE + 1, 0, 0, 0, 0, 0))
+        return entries
+
+    def shutdown_request(self, reason: str) -> None:
+        """qemu_system_shutdown_request: every thread stops at its next chance."""
+        if not self.stop_requested:
+            self.stop_requested = True
+            self.stop_reason = reason
+
+    # -- the big QEMU lock ------------------------------------------------------------------
+    def bql_lock(self, who: str) -> Generator[Any, None, None]:
+        yield from self.bql.lock(who)
+
+    def bql_unlock(self, who: str) -> None:
+        self.bql.unlock(who)
+
+    def _bql_changed(self, action: str, who: str) -> None:
+        if self.events is not None and self.events.wants("bql"):
+            self.events.emit("bql", who, action=action)
+
+    # -- address spaces (QEMU's address_space_io / address_space_memory) ----------------------
+    def address_space_io_read(self, port: int, size: int) -> int:
+        value = self.io.read(port, size)
+        self._emit_access("port", port, size, False, value)
+        return value
+
+    def address_space_io_write(self, port: int, size: int, value: int) -> None:
+        self._emit_access("port", port, size, True, value)
+        self.io.write(port, size, value)
+
+    def address_space_memory_read(self, addr: int, size: int) -> int:
+        value = self.mem.read(addr, size)
+        self._emit_access("mmio", addr, size, False, value)
+        return value
+
+    def address_space_memory_write(self, addr: int, size: int, value: int) -> None:
+        self._emit_access("mmio", addr, size, True, value)
+        self.mem.write(addr, size, value)
+
+    def _emit_access(self, space: str, addr: int, size: int, is_write: bool, value: int) -> None:
+        ev = self.events
+        if ev is not None and ev.wants("device_access"):
+            dev = self.io.find(addr) if space == "port" else self.mem._region(addr)
+            ev.emit("device_access", dev.name if dev else "unclaimed", space=space,
+                    address=addr, size=size, is_write=is_write, value=value)
 
     def load_image(self, image: GuestImage) -> None:
         if LOAD_ADDRESS + len(image.data) > self.mem.size:

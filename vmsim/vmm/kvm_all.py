@@ -1,0 +1,216 @@
+"""QEMU's KVM accelerator (accel/kvm/kvm-all.c): the VM, its vCPUs and `kvm_cpu_exec`.
+
+Everything here talks to KVM only through the KVM API protocol (vmsim.kvm.api), so the
+same code runs on the simulated kvm.ko and on the host's /dev/kvm.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from vmsim.kvm.api import (
+    KVM_EXIT_FAIL_ENTRY,
+    KVM_EXIT_HLT,
+    KVM_EXIT_INTERNAL_ERROR,
+    KVM_EXIT_INTR,
+    KVM_EXIT_IO,
+    KVM_EXIT_IO_OUT,
+    KVM_EXIT_MMIO,
+    KVM_EXIT_NAMES,
+    KVM_EXIT_SHUTDOWN,
+    KVM_EXIT_SYSTEM_EVENT,
+    Kvm,
+    KvmRegs,
+    KvmSegment,
+    KvmVcpu,
+)
+
+if TYPE_CHECKING:
+    from vmsim.vmm.machine import Machine
+
+# Results of kvm_cpu_exec (QEMU's EXCP_* values for the cases it returns).
+EXCP_INTERRUPT = 0x10000
+EXCP_HLT = 0x10001
+EXCP_SHUTDOWN = -2  # vmsim: the VM is to stop (triple fault, internal error, failed entry)
+
+# Virtual cycles the VMM spends, per step (vmsim's cost model; see docs/trace-format.md).
+COST_IOCTL = 500
+COST_DEVICE_ACCESS = 300
+
+
+@dataclass
+class CPUState:
+    """QEMU's CPUState for one vCPU, as far as the KVM accelerator needs it."""
+
+    index: int
+    vcpu: KvmVcpu
+    thread: str
+    halted: bool = False
+    stop: bool = False
+    exit_request: bool = False
+    vcpu_dirty: bool = False
+    last_exit: str = ""
+
+
+class KvmState:
+    """The accelerator: one VM on one KVM (QEMU's KVMState)."""
+
+    def __init__(self, kvm: Kvm, machine: Machine):
+        self.kvm = kvm
+        self.machine = machine
+        self.events = machine.events
+        self.ioctl("KVM_GET_API_VERSION", kvm.get_api_version)
+        self.vm = self.ioctl("KVM_CREATE_VM", kvm.create_vm)
+        if hasattr(self.vm, "set_tss_addr"):
+            self.ioctl("KVM_SET_TSS_ADDR", self.vm.set_tss_addr)
+        for slot, (gpa, size, offset) in enumerate(machine.ram_slots()):
+            self.ioctl("KVM_SET_USER_MEMORY_REGION", self.vm.set_user_memory_region,
+                       slot, 0, gpa, size, machine.ram_view[offset:offset + size],
+                       detail=f"slot {slot}: {gpa:#x}+{size:#x}")
+
+    def ioctl(self, name: str, fn, *args: Any, detail: str = "", vcpu: str = "vm") -> Any:
+        result = fn(*args)
+        ev = self.events
+        if ev is not None and ev.wants("ioctl"):
+            ev.emit("ioctl", vcpu, name=name, detail=detail,
+                    result=result if isinstance(result, int) else 0)
+        return result
+
+    def init_vcpu(self, index: int) -> CPUState:
+        """kvm_init_vcpu + the machine's reset state (vmsim's entry-state contract)."""
+        name = f"vcpu{index}"
+        vcpu = self.ioctl("KVM_CREATE_VCPU", self.vm.create_vcpu, index, vcpu=name)
+        cpu = CPUState(index, vcpu, name)
+        entries = self.machine.cpuid_entries()
+        if entries:
+            self.ioctl("KVM_SET_CPUID2", vcpu.set_cpuid2, entries, vcpu=name)
+        kvm_arch_put_registers(self, cpu)
+        return cpu
+
+
+def kvm_arch_put_registers(s: KvmState, cpu: CPUState) -> None:
+    """The entry state: 32-bit protected mode, paging off, flat CS=0x08, data 0x10."""
+    m = s.machine
+    sregs = s.ioctl("KVM_GET_SREGS", cpu.vcpu.get_sregs, vcpu=cpu.thread)
+    sregs.cs = KvmSegment.flat(0x08, code=True)
+    for name in ("ds", "es", "fs", "gs", "ss"):
+        setattr(sregs, name, KvmSegment.flat(0x10, code=False))
+    sregs.gdt.base, sregs.gdt.limit = 0, 0
+    sregs.idt.base, sregs.idt.limit = 0, 0
+    sregs.cr0, sregs.cr3, sregs.cr4 = 0x11, 0, 0
+    s.ioctl("KVM_SET_SREGS", cpu.vcpu.set_sregs, sregs, vcpu=cpu.thread)
+    s.ioctl("KVM_SET_REGS", cpu.vcpu.set_regs,
+            KvmRegs(rip=m.entry_point, rsp=m.entry_esp, rflags=0x2), vcpu=cpu.thread)
+
+
+def kvm_cpu_exec(s: KvmState, cpu: CPUState) -> Generator[Any, None, int]:
+    """One visit to KVM_RUN and back, until something needs the rest of QEMU.
+
+    The BQL is released around KVM_RUN and taken again for device dispatch, as QEMU does.
+    """
+    m = s.machine
+    ev = s.events
+    if cpu.halted:
+        return EXCP_HLT
+    m.bql_unlock(cpu.thread)
+    ret = 0
+    while ret == 0:
+        run = cpu.vcpu.kvm_run
+        run.immediate_exit = 1 if cpu.exit_request else 0
+        steps = getattr(cpu.vcpu, "run_steps", None)
+        if steps is not None:
+            r = yield from steps()  # the simulated kvm.ko yields as it goes
+        else:
+            r = cpu.vcpu.run()
+        if ev is not None and ev.wants("ioctl"):
+            ev.emit("ioctl", cpu.thread, name="KVM_RUN", detail="", result=r)
+        yield COST_IOCTL
+        if r == -errno.EINTR or run.exit_reason == KVM_EXIT_INTR:
+            cpu.exit_request = False
+            ret = EXCP_INTERRUPT
+            _emit_exit(ev, cpu, {"reason": "KVM_EXIT_INTR"})
+            break
+        reason = run.exit_reason
+        cpu.last_exit = KVM_EXIT_NAMES.get(reason, str(reason))
+        if reason == KVM_EXIT_IO:
+            yield from m.bql_lock(cpu.thread)
+            fields = kvm_handle_io(m, cpu)
+            m.bql_unlock(cpu.thread)
+            _emit_exit(ev, cpu, fields)
+            yield COST_DEVICE_ACCESS
+            ret = 0
+        elif reason == KVM_EXIT_MMIO:
+            yield from m.bql_lock(cpu.thread)
+            fields = kvm_handle_mmio(m, cpu)
+            m.bql_unlock(cpu.thread)
+            _emit_exit(ev, cpu, fields)
+            yield COST_DEVICE_ACCESS
+            ret = 0
+        elif reason == KVM_EXIT_HLT:
+            _emit_exit(ev, cpu, {"reason": "KVM_EXIT_HLT"})
+            cpu.halted = True  # kvm_handle_halt: no interrupt can be pending yet
+            ret = EXCP_HLT
+        elif reason in (KVM_EXIT_SHUTDOWN, KVM_EXIT_SYSTEM_EVENT):
+            _emit_exit(ev, cpu, {"reason": KVM_EXIT_NAMES[reason]})
+            m.shutdown_request("triple fault" if reason == KVM_EXIT_SHUTDOWN else "system event")
+            ret = EXCP_SHUTDOWN
+        elif reason == KVM_EXIT_FAIL_ENTRY:
+            hw, _ = run.fail_entry()
+            _emit_exit(ev, cpu, {"reason": "KVM_EXIT_FAIL_ENTRY",
+                                 "hardware_entry_failure_reason": hw})
+            m.shutdown_request(f"KVM_EXIT_FAIL_ENTRY: hardware entry failure reason {hw:#x}"
+                               + (f" ({cpu.vcpu.fail_entry_detail})"
+                                  if getattr(cpu.vcpu, "fail_entry_detail", "") else ""))
+            ret = EXCP_SHUTDOWN
+        elif reason == KVM_EXIT_INTERNAL_ERROR:
+            sub, data = run.internal()
+            _emit_exit(ev, cpu, {"reason": "KVM_EXIT_INTERNAL_ERROR", "suberror": sub,
+                                 "data": [f"{d:#x}" for d in data]})
+            m.shutdown_request(f"KVM_EXIT_INTERNAL_ERROR, suberror {sub}")
+            ret = EXCP_SHUTDOWN
+        else:
+            _emit_exit(ev, cpu, {"reason": KVM_EXIT_NAMES.get(reason, str(reason))})
+            m.shutdown_request(f"unexpected exit reason {reason}")
+            ret = EXCP_SHUTDOWN
+        if m.stop_requested:
+            ret = EXCP_INTERRUPT if ret == 0 else ret
+    yield from m.bql_lock(cpu.thread)
+    return ret
+
+
+def _emit_exit(ev, cpu: CPUState, fields: dict) -> None:
+    if ev is not None and ev.wants("kvm_exit"):
+        ev.emit("kvm_exit", cpu.thread, **fields)
+
+
+def kvm_handle_io(m: Machine, cpu: CPUState) -> dict:
+    """KVM_EXIT_IO: `count` accesses of `size` bytes to the I/O address space."""
+    run = cpu.vcpu.kvm_run
+    direction, size, port, count, offset = run.io()
+    buf = run.buf
+    for i in range(count):
+        at = offset + i * size
+        if direction == KVM_EXIT_IO_OUT:
+            m.address_space_io_write(port, size, int.from_bytes(buf[at:at + size], "little"))
+        else:
+            buf[at:at + size] = m.address_space_io_read(port, size).to_bytes(size, "little")
+    return {"reason": "KVM_EXIT_IO", "direction": "out" if direction == KVM_EXIT_IO_OUT else "in",
+            "size": size, "port": port, "count": count,
+            "data": bytes(buf[offset:offset + size * count]).hex()}
+
+
+def kvm_handle_mmio(m: Machine, cpu: CPUState) -> dict:
+    """KVM_EXIT_MMIO: one access to the memory address space."""
+    run = cpu.vcpu.kvm_run
+    addr, data, length, is_write = run.mmio()
+    if is_write:
+        m.address_space_memory_write(addr, length, int.from_bytes(data[:length], "little"))
+        out = data[:length]
+    else:
+        out = m.address_space_memory_read(addr, length).to_bytes(length, "little")
+        run.set_mmio_data(out)
+    return {"reason": "KVM_EXIT_MMIO", "phys_addr": addr, "len": length,
+            "is_write": bool(is_write), "data": out.hex()}
