@@ -118,6 +118,15 @@ class Intercept:
     extra: dict = field(default_factory=dict)
 
 
+class InterceptExit(Exception):
+    """Raised mid-instruction (e.g. by a guest-physical access the hypervisor traps, an EPT
+    violation) to stop the CPU before the instruction takes effect: StopReason.INTERCEPT."""
+
+    def __init__(self, info: Intercept):
+        super().__init__(info.kind)
+        self.info = info
+
+
 class SlowPath(Exception):
     """Raised by a handler that must run with the loop's state made exact."""
 
@@ -565,6 +574,11 @@ class Cpu:
                 self.eip = eip
                 self.icount += n
                 return self._unsupported(str(u))
+            except InterceptExit as x:
+                self.eip = eip
+                self.icount += n
+                self.last_intercept = x.info
+                return StopReason.INTERCEPT
             self.eip = eip & 0xFFFFFFFF
             self.icount += n
             budget -= n
@@ -577,6 +591,9 @@ class Cpu:
             return self.exception(e.vector, e.error_code, e.cr2)
         except Unsupported as u:
             return self._unsupported(str(u))
+        except InterceptExit as x:
+            self.last_intercept = x.info
+            return StopReason.INTERCEPT
 
     def _unsupported(self, what: str) -> StopReason:
         self.stop_message = what
