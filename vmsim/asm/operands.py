@@ -97,7 +97,7 @@ def parse_operand(toks: list[Token], end_col: int) -> OperandSyntax:
     first = rest[0]
     if first.is_op("["):
         if not rest[-1].is_op("]"):
-            raise LineError("expected ']' at end of memory operand", rest[-1].col)
+            raise LineError("missing ']' to close this memory operand", first.col)
         inner = rest[1:-1]
         for t in inner:
             if t.is_op("[") or t.is_op("]"):
