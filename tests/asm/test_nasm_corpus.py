@@ -12,7 +12,8 @@ from vmsim.asm.assembler import Assembler
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = sorted((ROOT / "tests" / "data" / "asm").glob("*.asm"))
 # Guests written by other engineers: compared at test time, whatever is there.
-GUEST_DIRS = [ROOT / "sample_guests", ROOT / "tests" / "data" / "guests"]
+GUEST_DIRS = [ROOT / "sample_guests", ROOT / "tests" / "data" / "guests",
+              ROOT / "benchmarks" / "guests"]
 
 
 def _guest_files() -> list[Path]:

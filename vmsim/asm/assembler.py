@@ -134,11 +134,11 @@ class Assembler:
         self._layout()
 
     def _statement(self, p: _Pass, st: Stmt, cur: Section) -> Section:
-        here = cur.base + cur.size
-        ctx = self._ctx(p, st, here, cur)
         if st.kind == "section":
             cur = self._section(st.name)
-            here = cur.base + cur.size
+            cur.align = max(cur.align, st.sect_align)
+        here = cur.base + cur.size
+        ctx = self._ctx(p, st, here, cur)
         if st.label is not None:
             if st.label in p.defined:
                 raise LineError(f"label '{st.label}' is already defined", st.label_col)
@@ -148,14 +148,14 @@ class Assembler:
                 p.symbols[st.label] = evaluate(st.expr, ctx)
             else:
                 p.labels[st.label] = (cur.name, cur.size)
-        data = self._emit(p, st, cur, ctx)
+        data = self._emit(p, st, cur, ctx, here)
         if cur.nobits and data.strip(b"\0") and st.kind != "res":
             raise LineError(f"section {cur.name} can only reserve space (resb...)", st.col)
         self.placed.append(Placed(st, cur.name, cur.size, data))
         cur.size += len(data)
         return cur
 
-    def _emit(self, p: _Pass, st: Stmt, cur: Section, ctx: EvalContext) -> bytes:
+    def _emit(self, p: _Pass, st: Stmt, cur: Section, ctx: EvalContext, here: int) -> bytes:
         kind = st.kind
         if kind == "org":
             assert st.expr is not None
@@ -180,8 +180,18 @@ class Assembler:
                         raise LineError(f"TIMES count is negative ({c})", st.times_col)
                     return b""
                 count = c
-            one = self._one(p, st, cur, ctx)
-            return one * count
+            one = self._one(p, st, cur, ctx, here)
+            if count < 2 or st.kind == "data":
+                return one * count
+            # `$` stays at the line start, but each copy is assembled at its own address
+            # (so `times 3 jmp short $` gives EB FE EB FC EB FA, as in NASM).
+            second = self._one(p, st, cur, ctx, here + len(one))
+            if second == one:
+                return one * count
+            out = bytearray(one + second)
+            for _ in range(count - 2):
+                out += self._one(p, st, cur, ctx, here + len(out))
+            return bytes(out)
         if kind == "res":
             assert st.expr is not None
             n = self._const(st.expr, ctx, p, "RESB count")
@@ -203,17 +213,17 @@ class Assembler:
                 return bytes(pad)
             if st.fill is None:
                 return b"\x90" * pad
-            unit = self._one(p, st.fill, cur, ctx)
+            unit = self._one(p, st.fill, cur, ctx, ctx.here)
             if not unit:
                 return b""
             return (unit * pad)[:pad] if len(unit) == 1 else unit * (pad // len(unit))
         return b""
 
-    def _one(self, p: _Pass, st: Stmt, cur: Section, ctx: EvalContext) -> bytes:
+    def _one(self, p: _Pass, st: Stmt, cur: Section, ctx: EvalContext, at: int) -> bytes:
         if st.kind == "data":
             return self._data(p, st, ctx)
         ops = [resolve(o, ctx) for o in st.operands]
-        site = Site(ctx.here, cur.name, p.final)
+        site = Site(at, cur.name, p.final)
         return encode(st.mnemonic, st.col, ops, st.prefixes, site)
 
     def _data(self, p: _Pass, st: Stmt, ctx: EvalContext) -> bytes:

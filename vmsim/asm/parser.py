@@ -47,6 +47,7 @@ class Stmt:
     times_col: int = 1
     fill: Stmt | None = None  # align's filler (`align 4, db 0xcc`)
     name: str = ""  # section name
+    sect_align: int = 0  # section ... align=N
 
 
 def qualify(name: str, scope: str) -> str:
@@ -145,7 +146,7 @@ def _parse_line(st: Stmt, toks: list[Token], end_col: int) -> None:
                             "needs a colon)", first.col)
         else:
             raise LineError(f"unknown mnemonic '{first.text}'", first.col)
-        if st.label is not None:
+        if st.label is not None and not first.value:
             _check_label_name(st.label, st.label_col)
     if toks:
         _parse_statement(st, toks, end_col)
@@ -246,8 +247,12 @@ def _parse_statement(st: Stmt, toks: list[Token], end_col: int) -> None:
         if not rest or rest[0].kind != "id":
             raise LineError("section name expected", rest[0].col if rest else end_col)
         st.kind, st.name = "section", rest[0].text
-        for t in rest[1:]:
-            if t.kind == "id" and t.low.startswith("align"):
+        attrs = rest[1:]
+        for k, t in enumerate(attrs):
+            if t.kind == "id" and t.low == "align":
+                if k + 2 >= len(attrs) or not attrs[k + 1].is_op("=") or attrs[k + 2].kind != "num":
+                    raise LineError("expected align=N", t.col)
+                st.sect_align = attrs[k + 2].value
                 continue
             if t.kind == "id" and t.low in ("progbits", "nobits", "exec", "noexec", "write",
                                               "nowrite", "alloc", "noalloc"):
