@@ -292,10 +292,16 @@ sgdt m 0f 01 /0
 sidt m 0f 01 /1
 lldt rm16 0f 00 /2
 ltr rm16 0f 00 /3
-sldt rm16 0f 00 /0
-str rm16 0f 00 /1
+sldt r16 o16 0f 00 /0
+sldt r32 0f 00 /0
+sldt mw 0f 00 /0
+str r16 o16 0f 00 /1
+str r32 0f 00 /1
+str mw 0f 00 /1
 lmsw rm16 0f 01 /6
-smsw rm16 0f 01 /4
+smsw r16 o16 0f 01 /4
+smsw r32 0f 01 /4
+smsw mw 0f 01 /4
 invlpg m 0f 01 /7
 cpuid 0f a2
 rdmsr 0f 32
@@ -310,6 +316,41 @@ ud2 0f 0b
 clts 0f 06
 invd 0f 08
 wbinvd 0f 09
+jcxz jr8 67 e3 rel8
+xlat d7
+sysenter 0f 34
+sysexit 0f 35
+rdtscp 0f 01 f9
+rsm 0f aa
+cmpxchg8b m 0f c7 /1
+nop rm16 o16 0f 1f /0
+nop rm32 0f 1f /0
+aaa 37
+aas 3f
+daa 27
+das 2f
+aam d4 0a
+aam i8 d4 ib
+aad d5 0a
+aad i8 d5 ib
+les r16,m o16 c4 /r
+les r32,m c4 /r
+lds r16,m o16 c5 /r
+lds r32,m c5 /r
+lss r16,m o16 0f b2 /r
+lss r32,m 0f b2 /r
+lfs r16,m o16 0f b4 /r
+lfs r32,m 0f b4 /r
+lgs r16,m o16 0f b5 /r
+lgs r32,m 0f b5 /r
+lar r16,rm16 o16 0f 02 /r
+lar r32,rm32 0f 02 /r
+lar r32,m 0f 02 /r
+lsl r16,rm16 o16 0f 03 /r
+lsl r32,rm32 0f 03 /r
+lsl r32,m 0f 03 /r
+verr rm16 0f 00 /4
+verw rm16 0f 00 /5
 """
 
 _ALU = ("add", "or", "adc", "sbb", "and", "sub", "xor", "cmp")
