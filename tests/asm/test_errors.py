@@ -94,9 +94,12 @@ def _cli(argv: list[str]) -> int:
     return args.func(args)
 
 
-@pytest.mark.parametrize(("source", "line", "col", "words"), CASES[:12], ids=[c[0] for c in CASES[:12]])
-def test_cli_reports_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], source: str,
-                              line: int, col: int, words: str) -> None:
+@pytest.mark.parametrize(
+    ("source", "line", "col", "words"), CASES[:12], ids=[c[0] for c in CASES[:12]]
+)
+def test_cli_reports_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], source: str, line: int, col: int, words: str
+) -> None:
     src = tmp_path / "bad.asm"
     src.write_text(source + "\n")
     status = _cli(["asm", str(src), "-o", str(tmp_path / "bad.bin")])

@@ -21,8 +21,27 @@ R = {
 SIZE_WORD = {8: "byte", 16: "word", 32: "dword"}
 ALU = "add or adc sbb and sub xor cmp".split()
 SHIFTS = "rol ror rcl rcr shl sal shr sar".split()
-BOUNDARY = [0, 1, -1, 2, 127, 128, -128, -129, 255, 256, 0x7FFF, 0x8000, -0x8000, 0xFFFF,
-            0x7FFFFFFF, -0x80000000, 0xFFFFFFFF, 0xFFFFFF80, 0xFF80]
+BOUNDARY = [
+    0,
+    1,
+    -1,
+    2,
+    127,
+    128,
+    -128,
+    -129,
+    255,
+    256,
+    0x7FFF,
+    0x8000,
+    -0x8000,
+    0xFFFF,
+    0x7FFFFFFF,
+    -0x80000000,
+    0xFFFFFFFF,
+    0xFFFFFF80,
+    0xFF80,
+]
 
 
 def imm(bits: int) -> st.SearchStrategy[int]:
@@ -36,8 +55,12 @@ def mem(draw: st.DrawFn, size: int | None = None) -> str:
     base = draw(st.one_of(st.none(), st.sampled_from(R[32])))
     index = draw(st.one_of(st.none(), st.sampled_from([r for r in R[32] if r != "esp"])))
     scale = draw(st.sampled_from([1, 2, 4, 8]))
-    disp = draw(st.one_of(st.sampled_from([0, 1, -1, 127, 128, -128, -129, 0x1000]),
-                          st.integers(-(1 << 31), (1 << 31) - 1)))
+    disp = draw(
+        st.one_of(
+            st.sampled_from([0, 1, -1, 127, 128, -128, -129, 0x1000]),
+            st.integers(-(1 << 31), (1 << 31) - 1),
+        )
+    )
     terms = []
     if base:
         terms.append(base)
@@ -127,25 +150,66 @@ def instruction(draw: st.DrawFn) -> str:
         rep = draw(st.sampled_from(["", "rep ", "repe ", "repne "]))
         return f"{rep}{op}{draw(st.sampled_from('bwd'))}"
     if kind == 14:
-        return draw(st.sampled_from([f"ret {draw(st.integers(0, 65535))}",
-                                     f"int {draw(st.integers(0, 255))}",
-                                     f"enter {draw(st.integers(0, 65535))}, "
-                                     f"{draw(st.integers(0, 31))}"]))
+        return draw(
+            st.sampled_from(
+                [
+                    f"ret {draw(st.integers(0, 65535))}",
+                    f"int {draw(st.integers(0, 255))}",
+                    f"enter {draw(st.integers(0, 65535))}, {draw(st.integers(0, 31))}",
+                ]
+            )
+        )
     if kind == 15:
         cr = draw(st.sampled_from(["cr0", "cr2", "cr3", "cr4"]))
-        return f"mov {cr}, {R[32][0]}" if draw(st.booleans()) else f"mov {w1 if wide == 32 else 'esi'}, {cr}"
+        return (
+            f"mov {cr}, {R[32][0]}"
+            if draw(st.booleans())
+            else f"mov {w1 if wide == 32 else 'esi'}, {cr}"
+        )
     if kind == 16:
         m = draw(st.sampled_from(["jmp", "call"]))
         return f"{m} {draw(st.one_of(st.sampled_from(R[32]), mem()))}"
-    return draw(st.sampled_from(["nop", "hlt", "cli", "sti", "clc", "stc", "cmc", "cld", "std",
-                                 "cpuid", "rdtsc", "rdmsr", "wrmsr", "vmcall", "ud2", "pushad",
-                                 "popad", "pushfd", "popfd", "cbw", "cwde", "cwd", "cdq", "leave",
-                                 "int3", "iret", "pause"]))
+    return draw(
+        st.sampled_from(
+            [
+                "nop",
+                "hlt",
+                "cli",
+                "sti",
+                "clc",
+                "stc",
+                "cmc",
+                "cld",
+                "std",
+                "cpuid",
+                "rdtsc",
+                "rdmsr",
+                "wrmsr",
+                "vmcall",
+                "ud2",
+                "pushad",
+                "popad",
+                "pushfd",
+                "popfd",
+                "cbw",
+                "cwde",
+                "cwd",
+                "cdq",
+                "leave",
+                "int3",
+                "iret",
+                "pause",
+            ]
+        )
+    )
 
 
 @pytest.mark.usefixtures("nasm")
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(st.lists(instruction(), min_size=1, max_size=25))
 def test_random_instructions_match_nasm(lines: list[str]) -> None:
     source = "bits 32\n" + "\n".join(lines) + "\n"
