@@ -342,6 +342,8 @@ class Cpu:
         self.stop_message = ""
         self.stop_requested = False  # set by a device during an I/O access; checked after it
         self.intercept: Callable[[Intercept], bool] | None = None
+        # VMX non-root operation: CR0/CR4 guest/host mask and read shadow, {n: (mask, shadow)}.
+        self.cr_shadow: dict[int, tuple[int, int]] = {}
         self.last_intercept: Intercept | None = None
         self.cpuid_table: dict[tuple[int, int], tuple[int, int, int, int]] = default_cpuid()
         self.icache: dict[int, Callable[[], int]] = {}
@@ -430,7 +432,12 @@ class Cpu:
             raise Unsupported("PAE paging is outside vmsim's subset (32-bit paging only)")
 
     def get_control(self, n: int) -> int:
-        return {0: self.mmu.cr0, 2: self.cr2, 3: self.mmu.cr3, 4: self.mmu.cr4}[n]
+        """MOV from CRn: bits a hypervisor owns (guest/host mask) read from its shadow."""
+        value = {0: self.mmu.cr0, 2: self.cr2, 3: self.mmu.cr3, 4: self.mmu.cr4}[n]
+        if n in self.cr_shadow:
+            mask, shadow = self.cr_shadow[n]
+            value = (value & ~mask) | (shadow & mask)
+        return value
 
     def invlpg(self, la: int) -> None:
         self.mmu.invlpg(la)
