@@ -100,12 +100,14 @@ def in_out(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     else:
         imm = ins.immediate(port_i) & 0xFF
         port_of = lambda: imm  # noqa: E731
+    port_is_imm = not c.is_reg(ins, port_i)  # the exit qualification's operand-encoding bit
     get, put = c.reg_reader(ins.op_register(acc_i)), c.reg_writer(ins.op_register(acc_i))
     mask = (1 << (8 * size)) - 1
 
     def run():
         port = port_of()
-        if _intercepted(c, ins, "io", port=port, size=size, is_in=is_in):
+        if _intercepted(c, ins, "io", port=port, size=size, is_in=is_in,
+                        extra={"imm": port_is_imm}):
             return StopReason.INTERCEPT
         if is_in:
             put(cpu.io.read(port, size) & mask)
