@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 EXIT_OK, EXIT_ASM, EXIT_BAD_INPUT, EXIT_UNSUPPORTED, EXIT_LIMIT = 0, 1, 2, 70, 124
+NO_LIMIT = 1 << 62
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -49,9 +50,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     trace = TraceWriter(events, trace_file) if trace_file else None
     try:
-        if args.backend == "kvm":
-            return _run_kvm(machine, args)
-        return _run_bare(machine, args, events)
+        if args.backend == "bare":
+            return _run_bare(machine, args, events)
+        return _run_vm(machine, args, events)
     finally:
         if trace is not None:
             trace.close()
@@ -80,18 +81,33 @@ def _run_bare(machine, args: argparse.Namespace, events) -> int:
     return EXIT_LIMIT
 
 
-def _run_kvm(machine, args: argparse.Namespace) -> int:
+def _run_vm(machine, args: argparse.Namespace, events) -> int:
+    """The guest under a hypervisor: vmsim's QEMU-side VMM over the simulated kvm.ko or
+    the host's /dev/kvm."""
     from vmsim.hostkvm import HostKvmError, open_kvm
+    from vmsim.hw.exceptions import Unsupported
+    from vmsim.kvm.kvm_main import SimKvm
     from vmsim.vmm.vm import VirtualMachine
 
+    limit = args.max_instructions if args.max_instructions != NO_LIMIT else None
     try:
-        vm = VirtualMachine(machine, open_kvm())
+        kvm = SimKvm(events) if args.backend == "sim" else open_kvm()
+        vm = VirtualMachine(machine, kvm, max_instructions=limit)
         result = vm.run()
     except HostKvmError as e:
         print(f"vmsim: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except ValueError as e:
+        print(f"vmsim: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Unsupported as e:
+        print(f"vmsim: stopped: {e}", file=sys.stderr)
+        return EXIT_UNSUPPORTED
     if result.exit_status is not None:
         return result.exit_status
+    if result.limit_reached:
+        print(f"vmsim: stopped after {limit} instructions (--max-instructions)", file=sys.stderr)
+        return EXIT_LIMIT
     if result.halted:
         return EXIT_OK
     print(f"vmsim: {result.stop_reason}", file=sys.stderr)
@@ -114,11 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("guest", metavar="GUEST", help=".asm source or flat binary")
     run.add_argument("--memory", type=int, default=16, metavar="MIB", help="RAM size (default 16)")
     run.add_argument("--serial-in", metavar="FILE", help="bytes the guest receives on COM1")
-    run.add_argument("--max-instructions", type=_positive, default=1 << 62, metavar="N",
-                     help="stop after N guest instructions (bare backend)")
-    run.add_argument("--backend", choices=("bare", "kvm"), default="bare",
-                     help="bare: vmsim's CPU with no hypervisor (default); kvm: the host's "
-                          "/dev/kvm under vmsim's QEMU-side VMM")
+    run.add_argument("--max-instructions", type=_positive, default=NO_LIMIT, metavar="N",
+                     help="stop after N guest instructions (sim and bare backends)")
+    run.add_argument("--backend", choices=("sim", "kvm", "bare"), default="sim",
+                     help="sim: vmsim's VMM on the simulated kvm.ko and VMX CPU (default); "
+                          "kvm: the same VMM on the host's /dev/kvm; bare: vmsim's CPU with "
+                          "no hypervisor")
     run.add_argument("--trace", metavar="FILE", help="write every event as JSON Lines to FILE")
     run.set_defaults(func=_cmd_run)
 

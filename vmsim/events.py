@@ -46,6 +46,17 @@ _declare("tlb_flush", "hw", "scope linear", "TLB flush ({scope})")
 _declare("smc", "hw", "frame", "self-modifying code: decoded instructions in frame {frame:#x} dropped")
 _declare("io_unclaimed", "hw", "space address size is_write",
          "unclaimed {space} {address:#x} size {size} {is_write}")
+_declare("vmentry", "hw", "rip launch", "VM entry at {rip:#x} (launch={launch})")
+_declare("vmentry_failed", "hw", "reason check", "VM entry failed ({reason:#x}): {check}")
+_declare("vmexit", "hw", "reason reason_number qualification instruction_len "
+         "guest_linear_address guest_physical_address intr_info rip",
+         "VM exit {reason} ({reason_number}) at {rip:#x}, qualification {qualification:#x}")
+_declare("event_injection", "hw", "vector type error_code", "inject vector {vector} type {type}")
+
+# kvm.ko
+_declare("kvm_handler", "kvm", "handler outcome", "{handler}: {outcome}")
+_declare("emulate", "kvm", "instruction outcome", "emulate {instruction}: {outcome}")
+_declare("hypercall", "kvm", "nr args ret", "hypercall {nr} -> {ret}")
 
 # The VMM (QEMU side).
 _declare("ioctl", "vmm", "name detail result", "ioctl {name} {detail} -> {result}")

@@ -431,6 +431,10 @@ class Cpu:
         if mmu.paging and mmu.cr4 & CR4_PAE:
             raise Unsupported("PAE paging is outside vmsim's subset (32-bit paging only)")
 
+    def get_raw_control(self, n: int) -> int:
+        """CRn as the hardware holds it (no read shadow)."""
+        return {0: self.mmu.cr0, 2: self.cr2, 3: self.mmu.cr3, 4: self.mmu.cr4}[n]
+
     def get_control(self, n: int) -> int:
         """MOV from CRn: bits a hypervisor owns (guest/host mask) read from its shadow."""
         value = {0: self.mmu.cr0, 2: self.cr2, 3: self.mmu.cr3, 4: self.mmu.cr4}[n]
@@ -661,6 +665,12 @@ class Cpu:
         if self.events is not None:
             self.events.emit("triple_fault", self.name, eip=self.eip)
         return StopReason.SHUTDOWN
+
+    def inject(self, vector: int, error_code: int | None, return_eip: int,
+               soft: bool) -> StopReason | None:
+        """Deliver an event a hypervisor injects on VM entry (SDM 27.6.1)."""
+        self.halted = False
+        return self._deliver_with_rules(vector, error_code, None, return_eip, soft)
 
     def software_interrupt(self, vector: int, next_eip: int) -> StopReason | None:
         """INT n / INT3 / INTO: a trap, returning to the next instruction."""

@@ -11,6 +11,7 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from vmsim.costs import COSTS
 from vmsim.kvm.api import (
     KVM_EXIT_FAIL_ENTRY,
     KVM_EXIT_HLT,
@@ -36,9 +37,8 @@ EXCP_INTERRUPT = 0x10000
 EXCP_HLT = 0x10001
 EXCP_SHUTDOWN = -2  # vmsim: the VM is to stop (triple fault, internal error, failed entry)
 
-# Virtual cycles the VMM spends, per step (vmsim's cost model; see docs/trace-format.md).
-COST_IOCTL = 500
-COST_DEVICE_ACCESS = 300
+COST_IOCTL = COSTS["ioctl"]
+COST_DEVICE_ACCESS = COSTS["device_access"]
 
 
 @dataclass

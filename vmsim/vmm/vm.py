@@ -24,6 +24,7 @@ class VmResult:
     stop_reason: str  # why the VM stopped, if it did ("" when halted)
     exit_status: int | None  # isa-debug-exit
     virtual_time: int
+    limit_reached: bool = False  # --max-instructions ran out (simulated backend)
 
 
 def kvm_vcpu_thread_fn(s: KvmState, cpu: CPUState) -> Generator[Any, None, None]:
@@ -54,7 +55,8 @@ def main_loop_wait(m: Machine) -> Generator[Any, None, None]:
 
 
 class VirtualMachine:
-    def __init__(self, machine: Machine, kvm: Kvm, vcpus: int = 1):
+    def __init__(self, machine: Machine, kvm: Kvm, vcpus: int = 1,
+                 max_instructions: int | None = None):
         self.machine = machine
         self.sched = Scheduler()
         if machine.events is not None:
@@ -62,6 +64,12 @@ class VirtualMachine:
             self.sched.on_resume = lambda t: setattr(ev, "time", t.time)
         self.kvm = KvmState(kvm, machine)
         self.cpus = [self.kvm.init_vcpu(i) for i in range(vcpus)]
+        if max_instructions is not None:
+            for cpu in self.cpus:
+                limit = getattr(cpu.vcpu, "set_instruction_limit", None)
+                if limit is None:
+                    raise ValueError("--max-instructions needs the simulated backend")
+                limit(max_instructions)
         self.sched.spawn("main-loop", main_loop_wait(machine))
         for cpu in self.cpus:
             self.sched.spawn(cpu.thread, kvm_vcpu_thread_fn(self.kvm, cpu))
@@ -70,10 +78,14 @@ class VirtualMachine:
         """Advance one simulated thread by one yield; False when nothing can run."""
         return self.sched.step() is not None
 
+    def limit_reached(self) -> bool:
+        return any(getattr(c.vcpu, "limit_reached", False) for c in self.cpus)
+
     def run(self) -> VmResult:
         m = self.machine
-        while not m.stop_requested:
+        while not m.stop_requested and not self.limit_reached():
             if self.sched.step() is None:
                 break
-        halted = not m.stop_requested
-        return VmResult(halted, m.stop_reason, m.exit_status, self.sched.now)
+        limit = self.limit_reached()
+        halted = not m.stop_requested and not limit
+        return VmResult(halted, m.stop_reason, m.exit_status, self.sched.now, limit)

@@ -1,0 +1,265 @@
+"""The VMCS: fields by their real encodings and Linux's names (SDM Vol. 3C 25.x, App. B;
+LNX arch/x86/include/asm/vmx.h `enum vmcs_field`), and Intel's basic exit reasons.
+
+A field encoding says its width, type (control, exit information, guest, host) and
+index; `field_info` decodes it the way the SDM's "Field Encoding" table describes.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+
+
+class F(enum.IntEnum):
+    """VMCS field encodings (the subset vmsim uses)."""
+
+    # 16-bit control / guest / host
+    VIRTUAL_PROCESSOR_ID = 0x0000
+    GUEST_ES_SELECTOR = 0x0800
+    GUEST_CS_SELECTOR = 0x0802
+    GUEST_SS_SELECTOR = 0x0804
+    GUEST_DS_SELECTOR = 0x0806
+    GUEST_FS_SELECTOR = 0x0808
+    GUEST_GS_SELECTOR = 0x080A
+    GUEST_LDTR_SELECTOR = 0x080C
+    GUEST_TR_SELECTOR = 0x080E
+    HOST_ES_SELECTOR = 0x0C00
+    HOST_CS_SELECTOR = 0x0C02
+    HOST_SS_SELECTOR = 0x0C04
+    HOST_DS_SELECTOR = 0x0C06
+    HOST_FS_SELECTOR = 0x0C08
+    HOST_GS_SELECTOR = 0x0C0A
+    HOST_TR_SELECTOR = 0x0C0C
+    # 64-bit control
+    IO_BITMAP_A = 0x2000
+    IO_BITMAP_B = 0x2002
+    MSR_BITMAP = 0x2004
+    TSC_OFFSET = 0x2010
+    EPT_POINTER = 0x201A
+    # 64-bit exit information / guest / host
+    GUEST_PHYSICAL_ADDRESS = 0x2400
+    VMCS_LINK_POINTER = 0x2800
+    GUEST_IA32_DEBUGCTL = 0x2802
+    GUEST_IA32_PAT = 0x2804
+    GUEST_IA32_EFER = 0x2806
+    HOST_IA32_PAT = 0x2C00
+    HOST_IA32_EFER = 0x2C02
+    # 32-bit control
+    PIN_BASED_VM_EXEC_CONTROL = 0x4000
+    CPU_BASED_VM_EXEC_CONTROL = 0x4002
+    EXCEPTION_BITMAP = 0x4004
+    PAGE_FAULT_ERROR_CODE_MASK = 0x4006
+    PAGE_FAULT_ERROR_CODE_MATCH = 0x4008
+    CR3_TARGET_COUNT = 0x400A
+    VM_EXIT_CONTROLS = 0x400C
+    VM_EXIT_MSR_STORE_COUNT = 0x400E
+    VM_EXIT_MSR_LOAD_COUNT = 0x4010
+    VM_ENTRY_CONTROLS = 0x4012
+    VM_ENTRY_MSR_LOAD_COUNT = 0x4014
+    VM_ENTRY_INTR_INFO_FIELD = 0x4016
+    VM_ENTRY_EXCEPTION_ERROR_CODE = 0x4018
+    VM_ENTRY_INSTRUCTION_LEN = 0x401A
+    TPR_THRESHOLD = 0x401C
+    SECONDARY_VM_EXEC_CONTROL = 0x401E
+    # 32-bit exit information
+    VM_INSTRUCTION_ERROR = 0x4400
+    VM_EXIT_REASON = 0x4402
+    VM_EXIT_INTR_INFO = 0x4404
+    VM_EXIT_INTR_ERROR_CODE = 0x4406
+    IDT_VECTORING_INFO_FIELD = 0x4408
+    IDT_VECTORING_ERROR_CODE = 0x440A
+    VM_EXIT_INSTRUCTION_LEN = 0x440C
+    VMX_INSTRUCTION_INFO = 0x440E
+    # 32-bit guest
+    GUEST_ES_LIMIT = 0x4800
+    GUEST_CS_LIMIT = 0x4802
+    GUEST_SS_LIMIT = 0x4804
+    GUEST_DS_LIMIT = 0x4806
+    GUEST_FS_LIMIT = 0x4808
+    GUEST_GS_LIMIT = 0x480A
+    GUEST_LDTR_LIMIT = 0x480C
+    GUEST_TR_LIMIT = 0x480E
+    GUEST_GDTR_LIMIT = 0x4810
+    GUEST_IDTR_LIMIT = 0x4812
+    GUEST_ES_AR_BYTES = 0x4814
+    GUEST_CS_AR_BYTES = 0x4816
+    GUEST_SS_AR_BYTES = 0x4818
+    GUEST_DS_AR_BYTES = 0x481A
+    GUEST_FS_AR_BYTES = 0x481C
+    GUEST_GS_AR_BYTES = 0x481E
+    GUEST_LDTR_AR_BYTES = 0x4820
+    GUEST_TR_AR_BYTES = 0x4822
+    GUEST_INTERRUPTIBILITY_INFO = 0x4824
+    GUEST_ACTIVITY_STATE = 0x4826
+    GUEST_SYSENTER_CS = 0x482A
+    HOST_IA32_SYSENTER_CS = 0x4C00
+    # natural-width control
+    CR0_GUEST_HOST_MASK = 0x6000
+    CR4_GUEST_HOST_MASK = 0x6002
+    CR0_READ_SHADOW = 0x6004
+    CR4_READ_SHADOW = 0x6006
+    CR3_TARGET_VALUE0 = 0x6008
+    CR3_TARGET_VALUE1 = 0x600A
+    CR3_TARGET_VALUE2 = 0x600C
+    CR3_TARGET_VALUE3 = 0x600E
+    # natural-width exit information
+    EXIT_QUALIFICATION = 0x6400
+    GUEST_LINEAR_ADDRESS = 0x640A
+    # natural-width guest
+    GUEST_CR0 = 0x6800
+    GUEST_CR3 = 0x6802
+    GUEST_CR4 = 0x6804
+    GUEST_ES_BASE = 0x6806
+    GUEST_CS_BASE = 0x6808
+    GUEST_SS_BASE = 0x680A
+    GUEST_DS_BASE = 0x680C
+    GUEST_FS_BASE = 0x680E
+    GUEST_GS_BASE = 0x6810
+    GUEST_LDTR_BASE = 0x6812
+    GUEST_TR_BASE = 0x6814
+    GUEST_GDTR_BASE = 0x6816
+    GUEST_IDTR_BASE = 0x6818
+    GUEST_DR7 = 0x681A
+    GUEST_RSP = 0x681C
+    GUEST_RIP = 0x681E
+    GUEST_RFLAGS = 0x6820
+    GUEST_PENDING_DBG_EXCEPTIONS = 0x6822
+    GUEST_SYSENTER_ESP = 0x6824
+    GUEST_SYSENTER_EIP = 0x6826
+    # natural-width host
+    HOST_CR0 = 0x6C00
+    HOST_CR3 = 0x6C02
+    HOST_CR4 = 0x6C04
+    HOST_FS_BASE = 0x6C06
+    HOST_GS_BASE = 0x6C08
+    HOST_TR_BASE = 0x6C0A
+    HOST_GDTR_BASE = 0x6C0C
+    HOST_IDTR_BASE = 0x6C0E
+    HOST_IA32_SYSENTER_ESP = 0x6C10
+    HOST_IA32_SYSENTER_EIP = 0x6C12
+    HOST_RSP = 0x6C14
+    HOST_RIP = 0x6C16
+
+
+class ExitReason(enum.IntEnum):
+    """Basic exit reasons (SDM App. C; LNX `EXIT_REASON_*`)."""
+
+    EXCEPTION_NMI = 0
+    EXTERNAL_INTERRUPT = 1
+    TRIPLE_FAULT = 2
+    INIT_SIGNAL = 3
+    SIPI_SIGNAL = 4
+    INTERRUPT_WINDOW = 7
+    NMI_WINDOW = 8
+    TASK_SWITCH = 9
+    CPUID = 10
+    HLT = 12
+    INVD = 13
+    INVLPG = 14
+    RDPMC = 15
+    RDTSC = 16
+    VMCALL = 18
+    CR_ACCESS = 28
+    DR_ACCESS = 29
+    IO_INSTRUCTION = 30
+    MSR_READ = 31
+    MSR_WRITE = 32
+    INVALID_STATE = 33
+    MSR_LOAD_FAIL = 34
+    MWAIT_INSTRUCTION = 36
+    MONITOR_TRAP_FLAG = 37
+    MONITOR_INSTRUCTION = 39
+    PAUSE_INSTRUCTION = 40
+    MCE_DURING_VMENTRY = 41
+    EPT_VIOLATION = 48
+    EPT_MISCONFIG = 49
+
+
+VMX_EXIT_REASONS_FAILED_VMENTRY = 0x80000000
+
+# Primary processor-based controls (SDM 25.6.2; LNX vmxfeatures.h).
+CPU_BASED_INTR_WINDOW_EXITING = 1 << 2
+CPU_BASED_USE_TSC_OFFSETTING = 1 << 3
+CPU_BASED_HLT_EXITING = 1 << 7
+CPU_BASED_INVLPG_EXITING = 1 << 9
+CPU_BASED_RDTSC_EXITING = 1 << 12
+CPU_BASED_CR3_LOAD_EXITING = 1 << 15
+CPU_BASED_CR3_STORE_EXITING = 1 << 16
+CPU_BASED_UNCOND_IO_EXITING = 1 << 24
+CPU_BASED_USE_IO_BITMAPS = 1 << 25
+CPU_BASED_USE_MSR_BITMAPS = 1 << 28
+CPU_BASED_ACTIVATE_SECONDARY_CONTROLS = 1 << 31
+SECONDARY_EXEC_ENABLE_EPT = 1 << 1
+SECONDARY_EXEC_UNRESTRICTED_GUEST = 1 << 7
+
+# Interruption-information format (SDM 25.8.3).
+INTR_INFO_VALID_MASK = 1 << 31
+INTR_INFO_DELIVER_CODE_MASK = 1 << 11
+INTR_TYPE_EXT_INTR = 0 << 8
+INTR_TYPE_NMI_INTR = 2 << 8
+INTR_TYPE_HARD_EXCEPTION = 3 << 8
+INTR_TYPE_SOFT_INTR = 4 << 8
+INTR_TYPE_SOFT_EXCEPTION = 6 << 8
+
+GUEST_ACTIVITY_ACTIVE, GUEST_ACTIVITY_HLT, GUEST_ACTIVITY_SHUTDOWN = 0, 1, 2
+
+# What this simulated processor reports in its VMX capability MSRs for CR0/CR4 (SDM App.
+# A.7-A.8): bits that must be 1 (FIXED0) and may be 1 (FIXED1) in VMX operation.
+VMX_CR0_FIXED0 = 0x80000021  # PG NE PE (PG and PE relaxed for an unrestricted guest)
+VMX_CR0_FIXED1 = 0xFFFFFFFF
+VMX_CR4_FIXED0 = 0x00002000  # VMXE
+VMX_CR4_FIXED1 = 0x000027FF  # VME..OSXMMEXCPT and VMXE
+
+_TYPES = ("control", "exit information", "guest state", "host state")
+_WIDTHS = ("16-bit", "64-bit", "32-bit", "natural-width")
+
+
+def field_info(encoding: int) -> tuple[str, str, int]:
+    """(width, type, index) of a field encoding, per the SDM's encoding format."""
+    return _WIDTHS[(encoding >> 13) & 3], _TYPES[(encoding >> 10) & 3], (encoding >> 1) & 0x1FF
+
+
+def field_mask(encoding: int) -> int:
+    width = (encoding >> 13) & 3
+    return (0xFFFF, 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF)[width]  # natural = 32-bit here
+
+
+class Vmcs:
+    """One VMCS: a revision id, a launch state, and fields read and written by encoding."""
+
+    REVISION_ID = 0x1  # what this simulated processor reports in IA32_VMX_BASIC[30:0]
+
+    def __init__(self) -> None:
+        self.fields: dict[int, int] = {}
+        self.launched = False
+        # The I/O and MSR bitmaps live in memory the VMCS points to (IO_BITMAP_A/B,
+        # MSR_BITMAP); vmsim does not model host memory, so they are kept here: the ports
+        # whose accesses exit, and the (msr, is_write) pairs that exit.
+        self.io_bitmap: set[int] = set()
+        self.msr_bitmap: set[tuple[int, bool]] | None = None
+
+    def read(self, encoding: int) -> int:
+        """VMREAD. Unknown fields read as 0 (a real CPU fails VMfailValid 12)."""
+        return self.fields.get(encoding, 0)
+
+    def write(self, encoding: int, value: int) -> None:
+        """VMWRITE, truncated to the field's width."""
+        self.fields[encoding] = value & field_mask(encoding)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter(sorted(self.fields.items()))
+
+    def dump(self) -> str:
+        """The VMCS grouped by area, like Linux's dump_vmcs()."""
+        lines = []
+        for area in ("guest state", "host state", "control", "exit information"):
+            lines.append(f"*** {area.capitalize()} ***")
+            for enc, value in self:
+                width, kind, _ = field_info(enc)
+                if kind != area:
+                    continue
+                name = F(enc).name if enc in F._value2member_map_ else f"field {enc:#06x}"
+                digits = 4 if width == "16-bit" else 16 if width == "64-bit" else 8
+                lines.append(f"  {name:<32} {enc:#06x} = {value:#0{digits + 2}x}")
+        return "\n".join(lines)

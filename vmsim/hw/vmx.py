@@ -1,0 +1,441 @@
+"""VMX non-root operation: VM entry, the exit decisions, and VM exit (SDM Vol. 3C ch. 26-28).
+
+`Vmx` wraps the CPU the way the hardware's VMX support wraps a core. `vm_entry()` checks
+the guest-state area and loads it; `run()` executes the guest until something exits;
+the CPU asks `exit_decision()` at every interceptable instruction or event, which reads
+the VM-execution controls; `vm_exit()` stores the guest state and the exit information
+(reason, qualification, instruction length, guest-linear and guest-physical address).
+
+The "host" side of the transition is Python (vmsim.kvm), so host-state fields are kept
+only for display; the simplifications are stated where they are made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vmsim.events import EventStream
+from vmsim.hw import exceptions as X
+from vmsim.hw.cpu import Cpu, Intercept, Segment, StopReason
+from vmsim.hw.exceptions import Unsupported
+from vmsim.hw.vmcs import (
+    CPU_BASED_ACTIVATE_SECONDARY_CONTROLS,
+    CPU_BASED_CR3_LOAD_EXITING,
+    CPU_BASED_CR3_STORE_EXITING,
+    CPU_BASED_HLT_EXITING,
+    CPU_BASED_INVLPG_EXITING,
+    CPU_BASED_RDTSC_EXITING,
+    CPU_BASED_UNCOND_IO_EXITING,
+    CPU_BASED_USE_IO_BITMAPS,
+    CPU_BASED_USE_MSR_BITMAPS,
+    CPU_BASED_USE_TSC_OFFSETTING,
+    GUEST_ACTIVITY_ACTIVE,
+    GUEST_ACTIVITY_HLT,
+    INTR_INFO_DELIVER_CODE_MASK,
+    INTR_INFO_VALID_MASK,
+    INTR_TYPE_HARD_EXCEPTION,
+    INTR_TYPE_SOFT_EXCEPTION,
+    INTR_TYPE_SOFT_INTR,
+    SECONDARY_EXEC_UNRESTRICTED_GUEST,
+    VMX_CR0_FIXED0,
+    VMX_CR0_FIXED1,
+    VMX_CR4_FIXED0,
+    VMX_CR4_FIXED1,
+    VMX_EXIT_REASONS_FAILED_VMENTRY,
+    ExitReason,
+    F,
+    Vmcs,
+)
+
+# Segment registers in VMCS order with their field encodings (selector, base, limit, AR).
+SEGMENTS = {
+    "es": (F.GUEST_ES_SELECTOR, F.GUEST_ES_BASE, F.GUEST_ES_LIMIT, F.GUEST_ES_AR_BYTES),
+    "cs": (F.GUEST_CS_SELECTOR, F.GUEST_CS_BASE, F.GUEST_CS_LIMIT, F.GUEST_CS_AR_BYTES),
+    "ss": (F.GUEST_SS_SELECTOR, F.GUEST_SS_BASE, F.GUEST_SS_LIMIT, F.GUEST_SS_AR_BYTES),
+    "ds": (F.GUEST_DS_SELECTOR, F.GUEST_DS_BASE, F.GUEST_DS_LIMIT, F.GUEST_DS_AR_BYTES),
+    "fs": (F.GUEST_FS_SELECTOR, F.GUEST_FS_BASE, F.GUEST_FS_LIMIT, F.GUEST_FS_AR_BYTES),
+    "gs": (F.GUEST_GS_SELECTOR, F.GUEST_GS_BASE, F.GUEST_GS_LIMIT, F.GUEST_GS_AR_BYTES),
+    "ldtr": (F.GUEST_LDTR_SELECTOR, F.GUEST_LDTR_BASE, F.GUEST_LDTR_LIMIT,
+             F.GUEST_LDTR_AR_BYTES),
+    "tr": (F.GUEST_TR_SELECTOR, F.GUEST_TR_BASE, F.GUEST_TR_LIMIT, F.GUEST_TR_AR_BYTES),
+}
+CPU_SEGMENTS = ("es", "cs", "ss", "ds", "fs", "gs")  # the order of Cpu.seg
+AR_UNUSABLE = 1 << 16
+
+MSR_IA32_SYSENTER_CS, MSR_IA32_SYSENTER_ESP, MSR_IA32_SYSENTER_EIP = 0x174, 0x175, 0x176
+MSR_IA32_PAT = 0x277
+
+
+@dataclass
+class ExitInfo:
+    """What a VM exit recorded (also in the VMCS): for events and the GUI."""
+
+    reason: int
+    qualification: int = 0
+    instruction_len: int = 0
+    guest_linear_address: int | None = None
+    guest_physical_address: int | None = None
+    intr_info: int = 0
+    intr_error_code: int | None = None
+    detail: str = ""
+
+    @property
+    def basic_reason(self) -> int:
+        return self.reason & 0xFFFF
+
+    @property
+    def name(self) -> str:
+        try:
+            return ExitReason(self.basic_reason).name
+        except ValueError:
+            return f"EXIT_REASON_{self.basic_reason}"
+
+
+def ar_from_segment(seg: Segment) -> int:
+    """VMCS access-rights format: type S DPL P (7:0), AVL L D/B G (15:12), unusable (16)."""
+    if seg.access == 0:
+        return AR_UNUSABLE
+    return (seg.access & 0xFF) | ((seg.flags & 0xF) << 12)
+
+
+def segment_from_vmcs(vmcs: Vmcs, name: str) -> Segment:
+    sel, base, limit, ar = (vmcs.read(f) for f in SEGMENTS[name])
+    if ar & AR_UNUSABLE:
+        return Segment(sel, 0, 0, 0, 0)
+    return Segment(sel, base, limit, ar & 0xFF, (ar >> 12) & 0xF)
+
+
+class Vmx:
+    """A processor's VMX non-root operation on behalf of one VMCS at a time."""
+
+    def __init__(self, cpu: Cpu, events: EventStream | None = None, source: str = "vcpu0"):
+        self.cpu = cpu
+        self.events = events
+        self.source = source
+        self.vmcs: Vmcs | None = None
+        self.last_exit: ExitInfo | None = None
+        self.entry_failure = ""  # which guest-state check failed, in words
+        self.guest_mode = False
+
+    # -- VM entry (SDM 27.3: checks on the guest-state area, then loading it) ----------------
+    def check_guest_state(self, vmcs: Vmcs) -> str:
+        """The first failed guest-state check, in words; "" when all pass."""
+        r = vmcs.read
+        unrestricted = bool(r(F.CPU_BASED_VM_EXEC_CONTROL) & CPU_BASED_ACTIVATE_SECONDARY_CONTROLS
+                            and r(F.SECONDARY_VM_EXEC_CONTROL) & SECONDARY_EXEC_UNRESTRICTED_GUEST)
+        cr0, cr4 = r(F.GUEST_CR0), r(F.GUEST_CR4)
+        fixed0 = VMX_CR0_FIXED0 & ~(0x80000001 if unrestricted else 0)
+        if cr0 & fixed0 != fixed0:
+            return (f"GUEST_CR0 {cr0:#x} lacks bits {fixed0 & ~cr0:#x} that IA32_VMX_CR0_FIXED0 "
+                    "requires (CR0.NE must be 1 in VMX operation)")
+        if cr0 & ~VMX_CR0_FIXED1:
+            return f"GUEST_CR0 {cr0:#x} sets bits IA32_VMX_CR0_FIXED1 forbids"
+        if cr0 & 0x80000000 and not cr0 & 1:
+            return f"GUEST_CR0 {cr0:#x}: PG set without PE"
+        if cr4 & VMX_CR4_FIXED0 != VMX_CR4_FIXED0:
+            return f"GUEST_CR4 {cr4:#x} lacks CR4.VMXE, which IA32_VMX_CR4_FIXED0 requires"
+        if cr4 & ~VMX_CR4_FIXED1:
+            return f"GUEST_CR4 {cr4:#x} sets bits {cr4 & ~VMX_CR4_FIXED1:#x} IA32_VMX_CR4_FIXED1 forbids"
+        rflags = r(F.GUEST_RFLAGS)
+        if not rflags & 2 or rflags & (0x8 | 0x20 | 0x8000 | 0xFFC00000):
+            return f"GUEST_RFLAGS {rflags:#x}: bit 1 must be 1 and bits 3, 5, 15, 22-31 must be 0"
+        if rflags & 0x20000:
+            return f"GUEST_RFLAGS {rflags:#x}: virtual-8086 mode is not supported"
+        if r(F.VMCS_LINK_POINTER) != 0xFFFFFFFFFFFFFFFF:
+            return "VMCS_LINK_POINTER must be all ones"
+        for name in ("cs", "ss", "ds", "es", "fs", "gs", "tr", "ldtr"):
+            msg = self._check_segment(vmcs, name, unrestricted)
+            if msg:
+                return msg
+        cs_ar, ss_ar = r(F.GUEST_CS_AR_BYTES), r(F.GUEST_SS_AR_BYTES)
+        if not unrestricted and cs_ar & 0xF in (9, 11) and (cs_ar >> 5) & 3 != (ss_ar >> 5) & 3:
+            return "GUEST_CS_AR_BYTES DPL must equal GUEST_SS_AR_BYTES DPL"
+        for enc in (F.GUEST_GDTR_LIMIT, F.GUEST_IDTR_LIMIT):
+            if r(enc) > 0xFFFF:
+                return f"{F(enc).name} {r(enc):#x}: bits 31:16 must be 0"
+        act = r(F.GUEST_ACTIVITY_STATE)
+        if act > 3:
+            return f"GUEST_ACTIVITY_STATE {act} is not a valid activity state"
+        if act == GUEST_ACTIVITY_HLT and (ss_ar >> 5) & 3 != 0:
+            return "GUEST_ACTIVITY_STATE HLT requires SS.DPL 0"
+        return ""
+
+    def _check_segment(self, vmcs: Vmcs, name: str, unrestricted: bool) -> str:
+        sel_f, _base_f, limit_f, ar_f = SEGMENTS[name]
+        ar, limit = vmcs.read(ar_f), vmcs.read(limit_f)
+        label = f"GUEST_{name.upper()}_AR_BYTES {ar:#x}"
+        if ar & AR_UNUSABLE:
+            if name in ("cs", "tr"):
+                return f"{label}: {name.upper()} must be usable"
+            return ""
+        typ, s, present = ar & 0xF, (ar >> 4) & 1, (ar >> 7) & 1
+        if ar & 0xF00 or ar & 0xFFFE0000:
+            return f"{label}: reserved bits 11:8 and 31:17 must be 0"
+        if not present:
+            return f"{label}: P must be 1 for a usable segment"
+        if name == "tr":
+            if typ not in (3, 11) or s:
+                return f"{label}: TR must be a busy TSS (type 3 or 11, S=0)"
+        elif name == "ldtr":
+            if typ != 2 or s:
+                return f"{label}: LDTR must be an LDT (type 2, S=0)"
+        else:
+            if not s:
+                return f"{label}: S must be 1 (code or data segment)"
+            if name == "cs":
+                allowed = (9, 11, 13, 15) + ((3,) if unrestricted else ())
+                if typ not in allowed:
+                    return f"{label}: CS type {typ} must be an accessed code segment (9, 11, 13, 15)"
+            elif name == "ss":
+                if typ not in (3, 7):
+                    return f"{label}: SS type {typ} must be a read/write accessed data segment (3 or 7)"
+            else:
+                if not typ & 1:
+                    return f"{label}: the accessed bit (type bit 0) must be 1"
+                if typ & 8 and not typ & 2:
+                    return f"{label}: a code segment in {name.upper()} must be readable"
+        g = (ar >> 15) & 1
+        if limit & 0xFFF != 0xFFF and g:
+            return f"{label}: G must be 0 when limit {limit:#x} bits 11:0 are not all ones"
+        if limit & 0xFFF00000 and not g:
+            return f"{label}: G must be 1 when limit {limit:#x} exceeds 1 MiB"
+        del sel_f
+        return ""
+
+    def vm_entry(self, vmcs: Vmcs, launch: bool) -> bool:
+        """VMLAUNCH / VMRESUME. False (with the exit fields set) when the entry fails."""
+        self.vmcs = vmcs
+        if launch == vmcs.launched:
+            # VMfailValid: 4 VMLAUNCH with non-clear VMCS, 5 VMRESUME with non-launched VMCS.
+            vmcs.write(F.VM_INSTRUCTION_ERROR, 4 if launch else 5)
+            self.entry_failure = "VMLAUNCH needs a clear VMCS" if launch else \
+                "VMRESUME needs a launched VMCS"
+            return False
+        failure = self.check_guest_state(vmcs)
+        if failure:
+            self.entry_failure = failure
+            vmcs.write(F.VM_EXIT_REASON, VMX_EXIT_REASONS_FAILED_VMENTRY | ExitReason.INVALID_STATE)
+            vmcs.write(F.EXIT_QUALIFICATION, 0)
+            self.last_exit = ExitInfo(VMX_EXIT_REASONS_FAILED_VMENTRY | ExitReason.INVALID_STATE,
+                                      detail=failure)
+            return False
+        vmcs.launched = True
+        self.entry_failure = ""
+        self.load_guest_state(vmcs)
+        self.guest_mode = True
+        self._inject_event(vmcs)
+        return True
+
+    def load_guest_state(self, vmcs: Vmcs) -> None:
+        cpu, r = self.cpu, vmcs.read
+        # CR0/CR4 first (they may switch the paging mode), then CR3. A write that changes
+        # nothing is skipped: a real CPU's translations are tagged and need no flush here.
+        for n, enc in ((0, F.GUEST_CR0), (4, F.GUEST_CR4), (3, F.GUEST_CR3)):
+            if cpu.get_raw_control(n) != r(enc):
+                cpu.set_control(n, r(enc), check=False)
+        cpu.cr_shadow = {0: (r(F.CR0_GUEST_HOST_MASK), r(F.CR0_READ_SHADOW)),
+                         4: (r(F.CR4_GUEST_HOST_MASK), r(F.CR4_READ_SHADOW))}
+        cpu.seg = [segment_from_vmcs(vmcs, n) for n in CPU_SEGMENTS]
+        cpu.gdtr = (r(F.GUEST_GDTR_BASE), r(F.GUEST_GDTR_LIMIT))
+        cpu.idtr = (r(F.GUEST_IDTR_BASE), r(F.GUEST_IDTR_LIMIT))
+        cpu.r[4] = r(F.GUEST_RSP) & 0xFFFFFFFF
+        cpu.eip = r(F.GUEST_RIP) & 0xFFFFFFFF
+        cpu.eflags = r(F.GUEST_RFLAGS)
+        cpu.halted = r(F.GUEST_ACTIVITY_STATE) == GUEST_ACTIVITY_HLT
+        cpu.shut_down = False
+        for msr, enc in ((MSR_IA32_SYSENTER_CS, F.GUEST_SYSENTER_CS),
+                         (MSR_IA32_SYSENTER_ESP, F.GUEST_SYSENTER_ESP),
+                         (MSR_IA32_SYSENTER_EIP, F.GUEST_SYSENTER_EIP)):
+            cpu.msr[msr] = r(enc)
+        if r(F.CPU_BASED_VM_EXEC_CONTROL) & CPU_BASED_USE_TSC_OFFSETTING:
+            cpu.tsc_offset = r(F.TSC_OFFSET)
+
+    def _inject_event(self, vmcs: Vmcs) -> None:
+        """Event injection (SDM 27.6): deliver the event in VM_ENTRY_INTR_INFO_FIELD."""
+        info = vmcs.read(F.VM_ENTRY_INTR_INFO_FIELD)
+        if not info & INTR_INFO_VALID_MASK:
+            return
+        vmcs.write(F.VM_ENTRY_INTR_INFO_FIELD, info & ~INTR_INFO_VALID_MASK)
+        vector, kind = info & 0xFF, info & 0x700
+        code = vmcs.read(F.VM_ENTRY_EXCEPTION_ERROR_CODE) if info & INTR_INFO_DELIVER_CODE_MASK \
+            else None
+        cpu = self.cpu
+        soft = kind in (INTR_TYPE_SOFT_INTR, INTR_TYPE_SOFT_EXCEPTION)
+        ret = cpu.eip + (vmcs.read(F.VM_ENTRY_INSTRUCTION_LEN) if soft else 0)
+        if self.events is not None and self.events.wants("event_injection"):
+            self.events.emit("event_injection", self.source, vector=vector, type=kind >> 8,
+                             error_code=code)
+        cpu.inject(vector, code, ret & 0xFFFFFFFF, soft)
+
+    # -- running the guest -------------------------------------------------------------------
+    def run(self, budget: int) -> ExitInfo | None:
+        """Execute guest instructions until a VM exit (returned) or `budget` runs out (None).
+
+        A halted guest (activity state HLT, HLT exiting off) just stays halted: None.
+        """
+        cpu = self.cpu
+        cpu.intercept = self.exit_decision
+        stop = cpu.run(budget)
+        if stop is StopReason.INTERCEPT:
+            return self.vm_exit(cpu.last_intercept)
+        if stop is StopReason.SHUTDOWN:  # cannot happen: triple fault always exits
+            return self.vm_exit(Intercept("triple_fault", cpu.eip))
+        if stop is StopReason.UNSUPPORTED:
+            raise Unsupported(cpu.stop_message)
+        return None
+
+    def exit_decision(self, info: Intercept) -> bool:
+        """Does this instruction or event cause a VM exit? (SDM 26.1-26.2)"""
+        vmcs = self.vmcs
+        ctl = vmcs.read(F.CPU_BASED_VM_EXEC_CONTROL)
+        k = info.kind
+        if k in ("cpuid", "vmcall", "triple_fault"):
+            return True  # unconditionally
+        if k == "io":
+            return self._io_exits(vmcs, ctl, info)
+        if k == "hlt":
+            return bool(ctl & CPU_BASED_HLT_EXITING)
+        if k == "invlpg":
+            return bool(ctl & CPU_BASED_INVLPG_EXITING)
+        if k == "rdtsc":
+            return bool(ctl & CPU_BASED_RDTSC_EXITING)
+        if k in ("rdmsr", "wrmsr"):
+            return self._msr_exits(vmcs, ctl, info.extra.get("msr", 0), k == "wrmsr")
+        if k == "cr_read":
+            return info.cr == 3 and bool(ctl & CPU_BASED_CR3_STORE_EXITING)
+        if k == "cr_write":
+            return self._cr_write_exits(vmcs, ctl, info)
+        if k == "exception":
+            bitmap = vmcs.read(F.EXCEPTION_BITMAP)
+            if not bitmap >> info.vector & 1:
+                return False
+            if info.vector == X.PF:
+                mask, match = vmcs.read(F.PAGE_FAULT_ERROR_CODE_MASK), \
+                    vmcs.read(F.PAGE_FAULT_ERROR_CODE_MATCH)
+                return ((info.error_code or 0) & mask) == match
+            return True
+        return False
+
+    @staticmethod
+    def _io_exits(vmcs: Vmcs, ctl: int, info: Intercept) -> bool:
+        if not ctl & CPU_BASED_USE_IO_BITMAPS:
+            return bool(ctl & CPU_BASED_UNCOND_IO_EXITING)
+        # A 2- or 4-byte access exits if any byte-port it touches has its bit set.
+        return any(((info.port + i) & 0xFFFF) in vmcs.io_bitmap for i in range(info.size))
+
+    @staticmethod
+    def _msr_exits(vmcs: Vmcs, ctl: int, msr: int, write: bool) -> bool:
+        if not ctl & CPU_BASED_USE_MSR_BITMAPS:
+            return True
+        bitmap = vmcs.msr_bitmap
+        if bitmap is None:
+            return True
+        if not (msr <= 0x1FFF or 0xC0000000 <= msr <= 0xC0001FFF):
+            return True  # outside both ranges always exits
+        return (msr, write) in bitmap
+
+    def _cr_write_exits(self, vmcs: Vmcs, ctl: int, info: Intercept) -> bool:
+        value = self.cpu.r[info.gpr]
+        if info.cr == 3:
+            if not ctl & CPU_BASED_CR3_LOAD_EXITING:
+                return False
+            targets = [vmcs.read(F.CR3_TARGET_VALUE0 + 2 * i)
+                       for i in range(min(vmcs.read(F.CR3_TARGET_COUNT), 4))]
+            return value not in targets
+        if info.cr in (0, 4):
+            mask_f, shadow_f = ((F.CR0_GUEST_HOST_MASK, F.CR0_READ_SHADOW) if info.cr == 0
+                                else (F.CR4_GUEST_HOST_MASK, F.CR4_READ_SHADOW))
+            mask = vmcs.read(mask_f)
+            return bool((value ^ vmcs.read(shadow_f)) & mask)
+        return False
+
+    # -- VM exit (SDM 28.2: recording the exit information, 28.3: saving guest state) ------------
+    def vm_exit(self, info: Intercept | None) -> ExitInfo:
+        vmcs, cpu = self.vmcs, self.cpu
+        exit_info = self._exit_info(info) if info is not None else ExitInfo(
+            ExitReason.EXTERNAL_INTERRUPT)
+        w = vmcs.write
+        w(F.VM_EXIT_REASON, exit_info.reason)
+        w(F.EXIT_QUALIFICATION, exit_info.qualification)
+        w(F.VM_EXIT_INSTRUCTION_LEN, exit_info.instruction_len)
+        w(F.VM_EXIT_INTR_INFO, exit_info.intr_info)
+        if exit_info.intr_error_code is not None:
+            w(F.VM_EXIT_INTR_ERROR_CODE, exit_info.intr_error_code)
+        if exit_info.guest_linear_address is not None:
+            w(F.GUEST_LINEAR_ADDRESS, exit_info.guest_linear_address)
+        if exit_info.guest_physical_address is not None:
+            w(F.GUEST_PHYSICAL_ADDRESS, exit_info.guest_physical_address)
+        self.save_guest_state(vmcs)
+        cpu.intercept = None
+        cpu.cr_shadow = {}
+        self.guest_mode = False
+        self.last_exit = exit_info
+        return exit_info
+
+    def save_guest_state(self, vmcs: Vmcs) -> None:
+        cpu, w = self.cpu, vmcs.write
+        w(F.GUEST_CR0, cpu.get_raw_control(0))
+        w(F.GUEST_CR3, cpu.get_raw_control(3))
+        w(F.GUEST_CR4, cpu.get_raw_control(4))
+        for name, seg in zip(CPU_SEGMENTS, cpu.seg, strict=True):
+            sel_f, base_f, limit_f, ar_f = SEGMENTS[name]
+            w(sel_f, seg.selector)
+            w(base_f, seg.base)
+            w(limit_f, seg.limit)
+            w(ar_f, ar_from_segment(seg))
+        w(F.GUEST_GDTR_BASE, cpu.gdtr[0])
+        w(F.GUEST_GDTR_LIMIT, cpu.gdtr[1])
+        w(F.GUEST_IDTR_BASE, cpu.idtr[0])
+        w(F.GUEST_IDTR_LIMIT, cpu.idtr[1])
+        w(F.GUEST_RSP, cpu.r[4])
+        w(F.GUEST_RIP, cpu.eip)
+        w(F.GUEST_RFLAGS, cpu.eflags)
+        w(F.GUEST_ACTIVITY_STATE, GUEST_ACTIVITY_HLT if cpu.halted else GUEST_ACTIVITY_ACTIVE)
+        w(F.GUEST_SYSENTER_CS, cpu.msr.get(MSR_IA32_SYSENTER_CS, 0))
+        w(F.GUEST_SYSENTER_ESP, cpu.msr.get(MSR_IA32_SYSENTER_ESP, 0))
+        w(F.GUEST_SYSENTER_EIP, cpu.msr.get(MSR_IA32_SYSENTER_EIP, 0))
+
+    def _exit_info(self, info: Intercept) -> ExitInfo:
+        k = info.kind
+        if k == "io":
+            # SDM "Exit Qualification for I/O Instructions": size-1, IN, string, REP, imm, port.
+            q = ((info.size - 1) | (8 if info.is_in else 0) | (16 if info.string else 0)
+                 | (32 if info.rep else 0) | (64 if info.extra.get("imm") else 0)
+                 | (info.port << 16))
+            return ExitInfo(ExitReason.IO_INSTRUCTION, q, info.insn_len,
+                            guest_linear_address=info.linear if info.string else None)
+        if k == "hlt":
+            return ExitInfo(ExitReason.HLT, 0, info.insn_len)
+        if k == "cpuid":
+            return ExitInfo(ExitReason.CPUID, 0, info.insn_len)
+        if k == "vmcall":
+            return ExitInfo(ExitReason.VMCALL, 0, info.insn_len)
+        if k == "rdtsc":
+            return ExitInfo(ExitReason.RDTSC, 0, info.insn_len)
+        if k == "rdmsr":
+            return ExitInfo(ExitReason.MSR_READ, 0, info.insn_len)
+        if k == "wrmsr":
+            return ExitInfo(ExitReason.MSR_WRITE, 0, info.insn_len)
+        if k == "invlpg":
+            return ExitInfo(ExitReason.INVLPG, info.linear, info.insn_len)
+        if k in ("cr_read", "cr_write"):
+            # SDM "Exit Qualification for Control-Register Accesses".
+            q = info.cr | ((0 if k == "cr_write" else 1) << 4) | (info.gpr << 8)
+            return ExitInfo(ExitReason.CR_ACCESS, q, info.insn_len)
+        if k == "exception":
+            soft = info.vector in (X.BP, X.OF) and info.extra.get("soft")
+            intr = (info.vector | (INTR_TYPE_SOFT_EXCEPTION if soft else INTR_TYPE_HARD_EXCEPTION)
+                    | INTR_INFO_VALID_MASK
+                    | (INTR_INFO_DELIVER_CODE_MASK if info.error_code is not None else 0))
+            q = info.linear if info.vector == X.PF else 0  # #PF: the faulting linear address
+            return ExitInfo(ExitReason.EXCEPTION_NMI, q, info.insn_len, intr_info=intr,
+                            intr_error_code=info.error_code)
+        if k == "triple_fault":
+            return ExitInfo(ExitReason.TRIPLE_FAULT)
+        if k == "ept_violation":
+            # SDM "Exit Qualification for EPT Violations": data read (0) / write (1); bits 5:3
+            # zero: not present. The guest-linear address is not known at the bus: bit 7 = 0.
+            write = info.extra.get("write", False)
+            return ExitInfo(ExitReason.EPT_VIOLATION, 2 if write else 1, 0,
+                            guest_physical_address=info.extra["gpa"])
+        raise ValueError(f"no VM exit for {k}")

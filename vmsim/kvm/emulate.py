@@ -1,0 +1,247 @@
+"""kvm.ko's instruction emulator for MMIO and string I/O (LNX arch/x86/kvm/emulate.c and
+x86.c: x86_emulate_instruction, emulator_pio_in_out, emulator_read/write_emulated).
+
+vmsim does not decode twice: the emulator replays the exiting instruction on the vCPU's
+own interpreter with the guest-physical trap and the port bus pointed at itself, so an
+MMIO or port access is served from what userspace already answered, or recorded for
+userspace. What userspace sees follows Linux:
+
+- an MMIO read exits (KVM_EXIT_MMIO, is_write 0); on the next KVM_RUN the instruction is
+  replayed with the answer from the read cache;
+- an MMIO write completes the instruction, then exits with the data;
+- a REP string instruction is emulated one iteration at a time; each MMIO access and each
+  OUTS element is its own exit (count 1), while INS reads ahead: one exit for
+  min(ECX, the rest of the page, 1024 bytes) elements, consumed without further exits.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import iced_x86
+
+from vmsim.hw.cpu import Intercept, InterceptExit, StopReason
+from vmsim.hw.decode import decode_instruction, format_instruction
+from vmsim.hw.exceptions import CpuException
+from vmsim.hw.flags import DF, get_zf
+from vmsim.hw.memory import PAGE_SIZE
+from vmsim.kvm.api import (
+    KVM_EXIT_INTERNAL_ERROR,
+    KVM_EXIT_IO,
+    KVM_EXIT_IO_IN,
+    KVM_EXIT_IO_OUT,
+    KVM_EXIT_MMIO,
+    KVM_INTERNAL_ERROR_EMULATION,
+    KVM_PIO_PAGE_OFFSET,
+)
+
+if TYPE_CHECKING:
+    from vmsim.kvm.kvm_main import SimVcpu
+
+IO_READ_CACHE_BYTES = 1024  # sizeof(struct read_cache.data) in the emulator
+
+
+class Emulation:
+    """One instruction being emulated (struct x86_emulate_ctxt), kept across exits."""
+
+    def __init__(self, v: SimVcpu, eip: int):
+        self.v = v
+        self.eip = eip
+        self.mem_read: list[int] = []  # answers to MMIO reads, in access order
+        self.mem_pos = 0
+        self.io_read: list[int] = []  # read-ahead PIO IN elements
+        self.io_pos = 0
+        self.pending_read: tuple | None = None
+        self.pio_out: tuple[int, int, int] | None = None
+        self.text = ""
+
+    # -- served to the interpreter while it replays the instruction ---------------------
+    def mmio_read(self, gpa: int, size: int) -> int:
+        if self.mem_pos < len(self.mem_read):
+            v = self.mem_read[self.mem_pos]
+            self.mem_pos += 1
+            return v
+        self.pending_read = ("mmio", gpa, size)
+        raise InterceptExit(Intercept("emulator_needs_data", self.eip))
+
+    def mmio_write(self, gpa: int, size: int, value: int) -> None:
+        self.v.mmio_fragments.append((gpa, size, value.to_bytes(size, "little")))
+
+    def read(self, port: int, size: int) -> int:  # the port bus: IN/INS
+        if self.io_pos < len(self.io_read):
+            v = self.io_read[self.io_pos]
+            self.io_pos += 1
+            return v
+        cpu = self.v.cpu
+        count = 1
+        if self.rep and not cpu.sysflags & DF:
+            # pio_in_emulated's read-ahead: as many elements as fit, up to RCX.
+            in_page = (PAGE_SIZE - (cpu.r[7] & (PAGE_SIZE - 1))) // size
+            count = max(1, min(self.ecx, in_page, IO_READ_CACHE_BYTES // size))
+        self.pending_read = ("pio", port, size, count)
+        raise InterceptExit(Intercept("emulator_needs_data", self.eip))
+
+    def write(self, port: int, size: int, value: int) -> None:  # OUT/OUTS
+        self.pio_out = (port, size, value)
+
+    # -- one iteration -------------------------------------------------------------------------
+    rep = False
+    ecx = 0
+
+    def step(self) -> str:
+        """Replay one iteration: "done", "restart" (REP continues), "read" (needs userspace)."""
+        v, cpu = self.v, self.v.cpu
+        ins, _ = decode_instruction(cpu, self.eip)
+        self.text = format_instruction(ins)
+        self.rep = ins.is_string_instruction and (ins.has_rep_prefix or ins.has_repne_prefix)
+        self.ecx = cpu.r[1]
+        if self.rep and self.ecx == 0:
+            cpu.eip = ins.next_ip32
+            return "done"
+        if self.rep:
+            cpu.r[1] = 1
+        trap, ports = v.vm.trap, cpu.io
+        trap.emulator, cpu.io, cpu.intercept = self, self, None
+        try:
+            stop = cpu.run(1)
+        finally:
+            trap.emulator, cpu.io = None, ports
+        if stop is StopReason.INTERCEPT:  # the replay needs an answer from userspace
+            if self.rep:
+                cpu.r[1] = self.ecx
+            return "read"
+        if stop is StopReason.UNSUPPORTED:
+            return "failed"
+        if not self.rep or cpu.eip != ins.next_ip32:
+            return "done"  # not REP, or the iteration faulted into the guest's handler
+        left = (self.ecx - 1) & 0xFFFFFFFF
+        cpu.r[1] = left
+        terminated = (ins.has_repe_prefix and not get_zf(cpu.lf)) or (
+            ins.has_repne_prefix and get_zf(cpu.lf) and ins.mnemonic in _CMPS_SCAS)
+        if left and not terminated:
+            cpu.eip = self.eip  # the instruction restarts
+            return "restart"
+        return "done"
+
+
+_CMPS_SCAS = {getattr(iced_x86.Mnemonic, m) for m in
+              ("CMPSB", "CMPSW", "CMPSD", "SCASB", "SCASW", "SCASD")}
+
+
+def x86_emulate_instruction(v: SimVcpu, trap_ud: bool = False) -> int:
+    """Emulate the instruction at the guest's RIP. 1: resume the guest; 0: kvm_run filled."""
+    vmx, cpu, run = v.vmx, v.cpu, v.kvm_run
+    vmx.load_guest_state(v.vmcs)
+    if trap_ud:
+        # handle_ud: an instruction this CPU raised #UD for is one the emulator lacks too.
+        from vmsim.hw import exceptions as X
+        from vmsim.kvm.vmx import kvm_queue_exception
+
+        vmx.save_guest_state(v.vmcs)
+        kvm_queue_exception(v, X.UD)
+        return 1
+    v.stat["insn_emulation"] += 1
+    gpa = cpu.mmu.probe(cpu.eip)
+    if gpa is None or not v.vm.mem.is_ram(gpa):
+        return _emulation_failed(v, "instruction fetch from MMIO")
+    emu = v.emulator
+    if emu is None or emu.eip != cpu.eip:
+        emu = v.emulator = Emulation(v, cpu.eip)
+    while True:
+        try:
+            outcome = emu.step()
+        except CpuException as e:  # the fetch itself faulted: the guest gets the fault
+            cpu.exception(e.vector, e.error_code, e.cr2)
+            outcome = "done"
+        ev = v.events
+        if ev is not None and ev.wants("emulate"):
+            ev.emit("emulate", v.name, instruction=emu.text, outcome=outcome)
+        if outcome == "failed":
+            v.emulator = None
+            vmx.save_guest_state(v.vmcs)
+            return _emulation_failed(v, emu.text)
+        if outcome == "read":
+            vmx.save_guest_state(v.vmcs)
+            return _exit_for_read(v, emu)
+        if v.mmio_fragments or emu.pio_out is not None:
+            # Writes leave when the iteration has completed (vcpu->mmio_needed / pio.count).
+            v.emulator = None
+            vmx.save_guest_state(v.vmcs)
+            if emu.pio_out is not None:
+                port, size, value = emu.pio_out
+                run.set_io(KVM_EXIT_IO_OUT, size, port, 1)
+                base = KVM_PIO_PAGE_OFFSET * PAGE_SIZE
+                run.buf[base:base + size] = value.to_bytes(size, "little")
+                run.exit_reason = KVM_EXIT_IO
+                return 0
+            return _exit_for_write_fragment(v)
+        if outcome == "restart":
+            left_in_cache = emu.io_pos < len(emu.io_read)
+            used_cache = len(emu.io_read) > 0
+            if (used_cache or cpu.r[1] & 0x3FF) and (not used_cache or left_in_cache):
+                emu.mem_read, emu.mem_pos = [], 0
+                continue  # EMULATION_RESTART: the next iteration, still in the kernel
+        v.emulator = None
+        vmx.save_guest_state(v.vmcs)
+        return 1
+
+
+def _exit_for_read(v: SimVcpu, emu: Emulation) -> int:
+    run = v.kvm_run
+    kind = emu.pending_read[0]
+    if kind == "mmio":
+        _, gpa, size = emu.pending_read
+        run.set_mmio(gpa, b"", size, 0)
+        run.exit_reason = KVM_EXIT_MMIO
+        v.stat["mmio_exits"] += 1
+        v.complete_userspace_io = complete_emulated_mmio_read
+    else:
+        _, port, size, count = emu.pending_read
+        run.set_io(KVM_EXIT_IO_IN, size, port, count)
+        run.exit_reason = KVM_EXIT_IO
+        v.complete_userspace_io = complete_emulated_pio_in
+    return 0
+
+
+def _exit_for_write_fragment(v: SimVcpu) -> int:
+    gpa, size, data = v.mmio_fragments.pop(0)
+    run = v.kvm_run
+    run.set_mmio(gpa, data, size, 1)
+    run.exit_reason = KVM_EXIT_MMIO
+    v.stat["mmio_exits"] += 1
+    v.complete_userspace_io = complete_emulated_mmio_write
+    return 0
+
+
+def complete_emulated_mmio_read(v: SimVcpu) -> int:
+    _, data, size, _ = v.kvm_run.mmio()
+    emu = v.emulator
+    emu.mem_read.append(int.from_bytes(data[:size], "little"))
+    emu.pending_read = None
+    return x86_emulate_instruction(v)  # EMULTYPE_NO_DECODE: replay with the answer
+
+
+def complete_emulated_mmio_write(v: SimVcpu) -> int:
+    if v.mmio_fragments:
+        return _exit_for_write_fragment(v)
+    return 1
+
+
+def complete_emulated_pio_in(v: SimVcpu) -> int:
+    run = v.kvm_run
+    _, size, _, count, offset = run.io()
+    emu = v.emulator
+    emu.io_read = [int.from_bytes(run.buf[offset + i * size:offset + (i + 1) * size], "little")
+                   for i in range(count)]
+    emu.io_pos = 0
+    emu.pending_read = None
+    return x86_emulate_instruction(v)
+
+
+def _emulation_failed(v: SimVcpu, what: str) -> int:
+    """KVM_EXIT_INTERNAL_ERROR, suberror KVM_INTERNAL_ERROR_EMULATION."""
+    v.emulator = None
+    v.fail_entry_detail = f"emulation failed: {what}"
+    v.kvm_run.set_internal(KVM_INTERNAL_ERROR_EMULATION, [])
+    v.kvm_run.exit_reason = KVM_EXIT_INTERNAL_ERROR
+    return 0

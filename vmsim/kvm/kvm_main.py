@@ -1,0 +1,229 @@
+"""The simulated kvm.ko's ioctl surface (LNX virt/kvm/kvm_main.c): /dev/kvm, VM and vCPU.
+
+`SimKvm`, `SimVm` and `SimVcpu` implement the same protocol as the host backend
+(vmsim.kvm.api). Behind them: `vmsim.kvm.x86` (the run loop), `vmsim.kvm.vmx` (VMCS
+setup and the exit-handler table) and `vmsim.kvm.emulate` (the instruction emulator).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+from collections.abc import Callable, Generator
+from typing import Any
+
+from vmsim.events import EventStream
+from vmsim.hw.cpu import Cpu, Intercept, InterceptExit
+from vmsim.hw.memory import PAGE_SIZE, PhysicalMemory
+from vmsim.hw.vmcs import Vmcs
+from vmsim.hw.vmx import Vmx
+from vmsim.kvm.api import KVM_API_VERSION, VCPU_MMAP_SIZE, KvmRegs, KvmRun, KvmSregs
+
+
+class KvmError(OSError):
+    """An ioctl failed: errno and a one-line reason, as the host's KVM would say."""
+
+
+class GuestMemoryTrap:
+    """Guest-physical space that no memory slot backs (MMIO, or nothing at all).
+
+    With EPT the CPU finds no mapping there and exits (EPT violation); while kvm.ko's
+    emulator replays an instruction it instead serves the access (vmsim.kvm.emulate).
+    """
+
+    def __init__(self) -> None:
+        self.emulator: Any = None  # set while an instruction is being emulated
+
+    def read(self, gpa: int, size: int) -> int:
+        if self.emulator is not None:
+            return self.emulator.mmio_read(gpa, size)
+        raise InterceptExit(Intercept("ept_violation", 0, extra={"gpa": gpa, "write": False,
+                                                                 "size": size}))
+
+    def write(self, gpa: int, size: int, value: int) -> None:
+        if self.emulator is not None:
+            self.emulator.mmio_write(gpa, size, value)
+            return
+        raise InterceptExit(Intercept("ept_violation", 0, extra={"gpa": gpa, "write": True,
+                                                                 "size": size}))
+
+
+class SimVm:
+    def __init__(self, kvm: SimKvm):
+        self.kvm = kvm
+        self.events = kvm.events
+        self.slots: dict[int, tuple[int, int, memoryview, int]] = {}  # slot: (gpa, size, mv, hva)
+        self.mem: PhysicalMemory | None = None
+        self.trap = GuestMemoryTrap()
+        self.vcpus: list[SimVcpu] = []
+        self.tss_addr = 0
+
+    def set_user_memory_region(self, slot: int, flags: int, guest_phys_addr: int,
+                               memory_size: int, userspace: memoryview) -> None:
+        if guest_phys_addr % PAGE_SIZE or memory_size % PAGE_SIZE:
+            raise KvmError(errno.EINVAL, "KVM_SET_USER_MEMORY_REGION: unaligned region")
+        if self.vcpus:
+            raise KvmError(errno.EBUSY, "vmsim: memory slots must be set before KVM_CREATE_VCPU")
+        hva = ctypes.addressof(ctypes.c_char.from_buffer(userspace))
+        self.slots[slot] = (guest_phys_addr, memory_size, userspace, hva)
+        self._build_guest_memory()
+
+    def _build_guest_memory(self) -> None:
+        """Guest-physical memory from the slots: RAM where a slot is, the trap elsewhere.
+
+        vmsim simplification: the slots must come from one host mapping laid out as the
+        guest sees it (hva - gpa the same for all), which is how QEMU maps its RAM.
+        """
+        slots = sorted(self.slots.values())
+        offsets = {hva - gpa for gpa, _, _, hva in slots}
+        if len(offsets) != 1:
+            raise KvmError(errno.EINVAL, "vmsim: memory slots must share one host mapping")
+        base = slots[0]
+        end = max(gpa + size for gpa, size, _, _ in slots)
+        holes = []
+        at = 0
+        for gpa, size, _, _ in slots:
+            if gpa > at:
+                holes.append((at, gpa))
+            at = gpa + size
+        backing = base[2].obj if base[0] == 0 else None
+        if backing is None:
+            raise KvmError(errno.EINVAL, "vmsim: a memory slot must start at guest-physical 0")
+        self.mem = PhysicalMemory(end, tuple(holes), buffer=backing)
+        for start, stop in holes:
+            self.mem.add_mmio(start, stop - start, _Offset(self.trap, start), "unbacked")
+        self.mem.unclaimed_hook = self._unbacked
+
+    def _unbacked(self, gpa: int, size: int, is_write: bool) -> None:
+        # Above the last slot: as in a hole, the access leaves the guest.
+        raise InterceptExit(Intercept("ept_violation", 0, extra={"gpa": gpa, "write": is_write,
+                                                                 "size": size}))
+
+    def set_tss_addr(self, addr: int = 0xFFFBD000) -> None:
+        self.tss_addr = addr  # unused by an unrestricted guest; accepted as on Intel hosts
+
+    def create_vcpu(self, vcpu_id: int) -> SimVcpu:
+        if self.mem is None:
+            raise KvmError(errno.EINVAL, "vmsim: set a memory region before KVM_CREATE_VCPU")
+        v = SimVcpu(self, vcpu_id)
+        self.vcpus.append(v)
+        return v
+
+
+class _Offset:
+    """Give the trap absolute guest-physical addresses (the bus passes offsets)."""
+
+    def __init__(self, trap: GuestMemoryTrap, base: int):
+        self.trap, self.base = trap, base
+
+    def read(self, offset: int, size: int) -> int:
+        return self.trap.read(self.base + offset, size)
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        self.trap.write(self.base + offset, size, value)
+
+
+class SimVcpu:
+    """struct kvm_vcpu with its VMX part (struct vcpu_vmx): a CPU, a VMCS, kvm_run."""
+
+    BATCH = 20_000  # guest instructions between yields to the scheduler
+
+    def __init__(self, vm: SimVm, vcpu_id: int):
+        from vmsim.kvm import vmx as kvm_vmx
+
+        self.vm = vm
+        self.vcpu_id = vcpu_id
+        self.name = f"vcpu{vcpu_id}"
+        self.events: EventStream | None = vm.events
+        self.cpu = Cpu(vm.mem, _NoPorts(), vm.events, self.name)
+        self.vmx = Vmx(self.cpu, vm.events, self.name)
+        self.vmcs = Vmcs()
+        self.kvm_run = KvmRun(bytearray(VCPU_MMAP_SIZE))
+        self.cpuid_entries: dict[tuple[int, int], tuple[int, int, int, int]] = {}
+        self.complete_userspace_io: Callable[[SimVcpu], int] | None = None
+        self.requests: set[str] = set()
+        self.mmio_fragments: list[tuple[int, int, bytes]] = []
+        self.emulator: Any = None
+        self.fail_entry_detail = ""
+        self.instruction_limit: int | None = None
+        self.limit_reached = False
+        self.stat = {"exits": 0, "halt_exits": 0, "io_exits": 0, "mmio_exits": 0,
+                     "signal_exits": 0, "insn_emulation": 0}
+        self.exit_counts: dict[str, int] = {}
+        self.exit_cycles: dict[str, int] = {}
+        kvm_vmx.vmx_vcpu_setup(self)
+
+    # -- register ioctls (LNX arch/x86/kvm/x86.c kvm_arch_vcpu_ioctl_{get,set}_{regs,sregs}) --
+    def get_regs(self) -> KvmRegs:
+        from vmsim.kvm import vmx as kvm_vmx
+
+        return kvm_vmx.get_regs(self)
+
+    def set_regs(self, regs: KvmRegs) -> None:
+        from vmsim.kvm import vmx as kvm_vmx
+
+        kvm_vmx.set_regs(self, regs)
+
+    def get_sregs(self) -> KvmSregs:
+        from vmsim.kvm import vmx as kvm_vmx
+
+        return kvm_vmx.get_sregs(self)
+
+    def set_sregs(self, sregs: KvmSregs) -> None:
+        from vmsim.kvm import vmx as kvm_vmx
+
+        kvm_vmx.set_sregs(self, sregs)
+
+    def set_cpuid2(self, entries: list[tuple[int, int, int, int, int, int]]) -> None:
+        self.cpuid_entries = {(fn, idx): (a, b, c, d) for fn, idx, a, b, c, d in entries}
+
+    def set_instruction_limit(self, n: int | None) -> None:
+        """vmsim's own control: KVM_RUN returns -EINTR (as if signalled) after n instructions."""
+        self.instruction_limit = n
+
+    # -- KVM_RUN -----------------------------------------------------------------------------
+    def run_steps(self) -> Generator[int, None, int]:
+        """KVM_RUN as a generator that yields virtual cycles as the guest runs."""
+        from vmsim.kvm import x86
+
+        return (yield from x86.kvm_arch_vcpu_ioctl_run(self))
+
+    def run(self) -> int:
+        gen = self.run_steps()
+        while True:
+            try:
+                next(gen)
+            except StopIteration as stop:
+                return stop.value
+
+
+class _NoPorts:
+    """The port bus a guest sees in VMX non-root mode: every access exits first
+    (unconditional I/O exiting); only the emulator reaches this, and it swaps it."""
+
+    def read(self, port: int, size: int) -> int:
+        return (1 << (8 * size)) - 1
+
+    def write(self, port: int, size: int, value: int) -> None:
+        pass
+
+
+class SimKvm:
+    """/dev/kvm of the simulated kvm.ko."""
+
+    def __init__(self, events: EventStream | None = None):
+        self.events = events
+
+    def get_api_version(self) -> int:
+        return KVM_API_VERSION
+
+    def check_extension(self, cap: int) -> int:
+        return 0
+
+    def create_vm(self, machine_type: int = 0) -> SimVm:
+        if machine_type != 0:
+            raise KvmError(errno.EINVAL, "KVM_CREATE_VM: unknown machine type")
+        return SimVm(self)
+
+    def get_vcpu_mmap_size(self) -> int:
+        return VCPU_MMAP_SIZE

@@ -1,0 +1,289 @@
+"""kvm.ko's x86 run loop and in-kernel emulation of simple exits (LNX arch/x86/kvm/x86.c:
+kvm_arch_vcpu_ioctl_run, vcpu_run, vcpu_enter_guest, kvm_fast_pio, kvm_emulate_cpuid,
+kvm_emulate_halt, kvm_emulate_hypercall, kvm_emulate_rdmsr/wrmsr, kvm_set_cr0/3/4).
+
+KVM_RUN is a generator here: it yields virtual cycles while the guest runs, so the
+simulated vCPU thread can be paused anywhere (DESIGN.md "Simulated threads and time").
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Generator
+from typing import TYPE_CHECKING
+
+from vmsim.costs import COSTS
+from vmsim.hw import exceptions as X
+from vmsim.hw.exceptions import CpuException
+from vmsim.hw.vmcs import VMX_EXIT_REASONS_FAILED_VMENTRY, ExitReason, F
+from vmsim.kvm.api import (
+    KVM_EXIT_FAIL_ENTRY,
+    KVM_EXIT_HLT,
+    KVM_EXIT_INTERNAL_ERROR,
+    KVM_EXIT_INTR,
+    KVM_EXIT_IO,
+    KVM_EXIT_IO_IN,
+    KVM_EXIT_IO_OUT,
+    KVM_PIO_PAGE_OFFSET,
+    PAGE_SIZE,
+)
+from vmsim.kvm.vmx import (
+    KVM_VMX_EXIT_HANDLERS,
+    kvm_queue_exception,
+    kvm_read_cr0,
+    kvm_read_cr4,
+    kvm_skip_emulated_instruction,
+    vmx_set_cr0,
+    vmx_set_cr4,
+)
+
+if TYPE_CHECKING:
+    from vmsim.kvm.kvm_main import SimVcpu
+
+KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON = 4
+KVM_ENOSYS = 1000
+KVM_HC_VAPIC_POLL_IRQ = 1
+
+
+def kvm_arch_vcpu_ioctl_run(v: SimVcpu) -> Generator[int, None, int]:
+    run = v.kvm_run
+    if v.complete_userspace_io is not None:
+        # Finish what the last exit started (IN data into RAX, an MMIO read ...).
+        cui, v.complete_userspace_io = v.complete_userspace_io, None
+        _stage(v, "complete_userspace_io", cui.__name__)
+        if cui(v) <= 0:
+            _post_kvm_run_save(v)
+            return 0
+    if run.immediate_exit:
+        run.exit_reason = KVM_EXIT_INTR
+        v.stat["signal_exits"] += 1
+        return -errno.EINTR
+    r = yield from vcpu_run(v)
+    _post_kvm_run_save(v)
+    return r
+
+
+def vcpu_run(v: SimVcpu) -> Generator[int, None, int]:
+    while True:
+        r = yield from vcpu_enter_guest(v)
+        if r <= 0:
+            return r
+        if v.limit_reached:
+            # What a signal does: the vCPU thread was kicked, KVM_RUN returns -EINTR.
+            v.kvm_run.exit_reason = KVM_EXIT_INTR
+            v.stat["signal_exits"] += 1
+            return -errno.EINTR
+
+
+def vcpu_enter_guest(v: SimVcpu) -> Generator[int, None, int]:
+    run, vmx, cpu = v.kvm_run, v.vmx, v.cpu
+    ev = v.events
+    launch = not v.vmcs.launched
+    if ev is not None and ev.wants("vmentry"):
+        ev.emit("vmentry", v.name, rip=v.vmcs.read(F.GUEST_RIP), launch=launch)
+    if not vmx.vm_entry(v.vmcs, launch):
+        reason = v.vmcs.read(F.VM_EXIT_REASON)
+        v.fail_entry_detail = vmx.entry_failure
+        if ev is not None and ev.wants("vmentry_failed"):
+            ev.emit("vmentry_failed", v.name, reason=reason, check=vmx.entry_failure)
+        run.set_fail_entry(reason, v.vcpu_id)
+        run.exit_reason = KVM_EXIT_FAIL_ENTRY
+        return 0
+    yield COSTS["vmentry"]
+    while True:
+        budget = _budget(v)
+        before = cpu.icount
+        exit_info = vmx.run(budget)
+        ran = cpu.icount - before
+        if v.instruction_limit is not None:
+            v.instruction_limit -= ran
+            if v.instruction_limit <= 0 and exit_info is None:
+                v.limit_reached = True
+                exit_info = vmx.vm_exit(None)  # the kick: an external interrupt exits
+        if ran:
+            yield ran * COSTS["guest_instruction"]
+        if exit_info is not None:
+            break
+    v.stat["exits"] += 1
+    name = exit_info.name
+    if ev is not None and ev.wants("vmexit"):
+        ev.emit("vmexit", v.name, reason=name, reason_number=exit_info.basic_reason,
+                qualification=exit_info.qualification,
+                instruction_len=exit_info.instruction_len,
+                guest_linear_address=exit_info.guest_linear_address,
+                guest_physical_address=exit_info.guest_physical_address,
+                intr_info=exit_info.intr_info, rip=v.vmcs.read(F.GUEST_RIP))
+    yield COSTS["vmexit"]
+    r = vmx_handle_exit(v)
+    cost = COSTS["exit_handler"]
+    v.exit_counts[name] = v.exit_counts.get(name, 0) + 1
+    v.exit_cycles[name] = v.exit_cycles.get(name, 0) + cost + COSTS["vmexit"] + COSTS["vmentry"]
+    yield cost
+    return r
+
+
+def _budget(v: SimVcpu) -> int:
+    """Guest instructions until the next yield (and no further than the instruction limit)."""
+    if v.instruction_limit is None:
+        return v.BATCH
+    return max(0, min(v.BATCH, v.instruction_limit))
+
+
+def vmx_handle_exit(v: SimVcpu) -> int:
+    reason = v.vmcs.read(F.VM_EXIT_REASON)
+    basic = reason & 0xFFFF
+    handler = KVM_VMX_EXIT_HANDLERS.get(basic)
+    if reason & VMX_EXIT_REASONS_FAILED_VMENTRY or handler is None:
+        # An exit reason kvm-intel has no handler for (LNX __vmx_handle_exit).
+        v.kvm_run.set_internal(KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON, [reason])
+        v.kvm_run.exit_reason = KVM_EXIT_INTERNAL_ERROR
+        return 0
+    r = handler(v)
+    _stage(v, handler.__name__, "resume" if r > 0 else "to userspace")
+    return r
+
+
+def _stage(v: SimVcpu, name: str, outcome: str) -> None:
+    ev = v.events
+    if ev is not None and ev.wants("kvm_handler"):
+        ev.emit("kvm_handler", v.name, handler=name, outcome=outcome)
+
+
+def _post_kvm_run_save(v: SimVcpu) -> None:
+    if_flag = 1 if v.vmcs.read(F.GUEST_RFLAGS) & 0x200 else 0
+    v.kvm_run.set_flags_out(if_flag, if_flag)
+
+
+# -- port I/O that needs no emulator (LNX kvm_fast_pio) ----------------------------------------
+
+def kvm_fast_pio(v: SimVcpu, size: int, port: int, is_in: bool) -> int:
+    run = v.kvm_run
+    data_at = KVM_PIO_PAGE_OFFSET * PAGE_SIZE
+    if is_in:
+        run.set_io(KVM_EXIT_IO_IN, size, port, 1)
+        run.exit_reason = KVM_EXIT_IO
+        v.complete_userspace_io = complete_fast_pio_in
+        return 0
+    value = v.cpu.r[0] & ((1 << (8 * size)) - 1)
+    run.buf[data_at:data_at + size] = value.to_bytes(size, "little")
+    run.set_io(KVM_EXIT_IO_OUT, size, port, 1)
+    run.exit_reason = KVM_EXIT_IO
+    kvm_skip_emulated_instruction(v)  # OUT is complete once userspace has the data
+    return 0
+
+
+def complete_fast_pio_in(v: SimVcpu) -> int:
+    run = v.kvm_run
+    _, size, _, _, offset = run.io()
+    value = int.from_bytes(run.buf[offset:offset + size], "little")
+    mask = (1 << (8 * size)) - 1
+    v.cpu.r[0] = (v.cpu.r[0] & ~mask & 0xFFFFFFFF) | value
+    return kvm_skip_emulated_instruction(v)
+
+
+# -- CPUID, HLT, VMCALL, MSRs, control registers ---------------------------------------------------
+
+def kvm_cpuid(v: SimVcpu, function: int, index: int) -> tuple[int, int, int, int]:
+    """The table userspace set with KVM_SET_CPUID2. A basic leaf past the highest one
+    answers with the highest basic leaf, as Intel CPUs do (get_out_of_range_cpuid_entry)."""
+    t = v.cpuid_entries
+    for key in ((function, index), (function, 0)):
+        if key in t:
+            return t[key]
+    top = t.get((0, 0), (0, 0, 0, 0))[0]
+    if function < 0x40000000 and function > top:
+        return t.get((top, 0), (0, 0, 0, 0))
+    return (0, 0, 0, 0)
+
+
+def kvm_emulate_cpuid(v: SimVcpu) -> int:
+    r = v.cpu.r
+    a, b, c, d = kvm_cpuid(v, r[0], r[1])
+    r[0], r[3], r[1], r[2] = a, b, c, d
+    return kvm_skip_emulated_instruction(v)
+
+
+def kvm_emulate_halt(v: SimVcpu) -> int:
+    """No in-kernel local APIC: userspace decides what a halted vCPU does (KVM_EXIT_HLT)."""
+    v.stat["halt_exits"] += 1
+    kvm_skip_emulated_instruction(v)
+    v.kvm_run.exit_reason = KVM_EXIT_HLT
+    return 0
+
+
+def kvm_emulate_hypercall(v: SimVcpu) -> int:
+    """KVM's hypercall ABI: nr in EAX, arguments in EBX ECX EDX ESI, result in EAX.
+
+    Without paravirtual features in CPUID 0x40000001, only KVM_HC_VAPIC_POLL_IRQ is
+    answered (with 0); every other number gets -KVM_ENOSYS.
+    """
+    r = v.cpu.r
+    nr = r[0]
+    ret = 0 if nr == KVM_HC_VAPIC_POLL_IRQ else -KVM_ENOSYS
+    ev = v.events
+    if ev is not None and ev.wants("hypercall"):
+        ev.emit("hypercall", v.name, nr=nr, args=[r[3], r[1], r[2], r[6]], ret=ret)
+    r[0] = ret & 0xFFFFFFFF  # a 32-bit guest sees the low half
+    return kvm_skip_emulated_instruction(v)
+
+
+def kvm_emulate_rdmsr(v: SimVcpu) -> int:
+    r = v.cpu.r
+    try:
+        value = v.cpu.read_msr(r[1])
+    except CpuException:
+        kvm_queue_exception(v, X.GP, 0)
+        return 1
+    r[0], r[2] = value & 0xFFFFFFFF, (value >> 32) & 0xFFFFFFFF
+    return kvm_skip_emulated_instruction(v)
+
+
+def kvm_emulate_wrmsr(v: SimVcpu) -> int:
+    r = v.cpu.r
+    try:
+        v.cpu.write_msr(r[1], (r[2] << 32) | r[0])
+    except CpuException:
+        kvm_queue_exception(v, X.GP, 0)
+        return 1
+    return kvm_skip_emulated_instruction(v)
+
+
+CR0_RESERVED = ~0xE005003F & 0xFFFFFFFF
+CR4_RESERVED = ~0x7FF & 0xFFFFFFFF
+
+
+def kvm_set_cr(v: SimVcpu, cr: int, value: int) -> int:
+    """1 when the write is invalid (the caller injects #GP)."""
+    if cr == 0:
+        if value & CR0_RESERVED or (value & 0x80000000 and not value & 1) or (
+                value & 0x20000000 and not value & 0x40000000):
+            return 1
+        vmx_set_cr0(v, value)
+        return 0
+    if cr == 3:
+        v.vmcs.write(F.GUEST_CR3, value)
+        return 0
+    if cr == 4:
+        if value & CR4_RESERVED:
+            return 1
+        vmx_set_cr4(v, value)
+        return 0
+    return 1
+
+
+def kvm_get_cr(v: SimVcpu, cr: int) -> int:
+    if cr == 0:
+        return kvm_read_cr0(v)
+    if cr == 2:
+        return v.cpu.cr2
+    if cr == 3:
+        return v.vmcs.read(F.GUEST_CR3)
+    return kvm_read_cr4(v)
+
+
+def _external_interrupt(v: SimVcpu) -> int:
+    """handle_external_interrupt: the host took its interrupt; back into the guest."""
+    return 1
+
+
+KVM_VMX_EXIT_HANDLERS[ExitReason.EXTERNAL_INTERRUPT] = _external_interrupt
