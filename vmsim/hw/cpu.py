@@ -347,6 +347,8 @@ class Cpu:
         self.last_intercept: Intercept | None = None
         self.cpuid_table: dict[tuple[int, int], tuple[int, int, int, int]] = default_cpuid()
         self.icache: dict[int, Callable[[], int]] = {}
+        # Instruction-level recording: an array('I') the loop appends each EIP to, or None.
+        self.recorder = None
         self._code_frames: dict[int, set[int]] = {}
         mem.code_write_hook = self._code_written
         if events is not None:
@@ -551,16 +553,27 @@ class Cpu:
         icache = self.icache
         get = icache.get
         budget = max_insns
+        record = self.recorder.append if self.recorder is not None else None
         while budget > 0:
             eip = self.eip
             n = 0
             try:
-                while n < budget:
-                    f = get(eip)
-                    if f is None:
-                        f = decode_at(self, eip)
-                    eip = f()
-                    n += 1
+                if record is None:
+                    while n < budget:
+                        f = get(eip)
+                        if f is None:
+                            f = decode_at(self, eip)
+                        eip = f()
+                        n += 1
+                else:
+                    # The same loop, recording each instruction's EIP in a compact column.
+                    while n < budget:
+                        f = get(eip)
+                        if f is None:
+                            f = decode_at(self, eip)
+                        record(eip)
+                        eip = f()
+                        n += 1
             except SlowPath as s:
                 self.eip = eip
                 self.icount += n
