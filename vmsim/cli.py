@@ -16,18 +16,26 @@ EXIT_OK, EXIT_ASM, EXIT_BAD_INPUT, EXIT_UNSUPPORTED, EXIT_LIMIT = 0, 1, 2, 70, 1
 NO_LIMIT = 1 << 62
 
 
+def _serial_input(text: str) -> bytes:
+    """--serial-in TEXT: the bytes of TEXT with backslash escapes (\\n, \\x41 ...), or
+    the contents of a file given as @FILE."""
+    if text.startswith("@"):
+        with open(text[1:], "rb") as f:
+            return f.read()
+    return text.encode("utf-8").decode("unicode_escape").encode("latin-1")
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from vmsim.asm import AsmError
     from vmsim.events import EventStream
+    from vmsim.stats import ExitStats
     from vmsim.trace import TraceWriter
     from vmsim.vmm.machine import GuestLoadError, Machine, MachineConfig, load_guest_file
 
+    trace_file = None
     try:
         image = load_guest_file(args.guest)
-        serial_in = b""
-        if args.serial_in:
-            with open(args.serial_in, "rb") as f:
-                serial_in = f.read()
+        serial_in = _serial_input(args.serial_in) if args.serial_in else b""
         out = sys.stdout.buffer
 
         def write_serial(data: bytes) -> None:
@@ -38,33 +46,79 @@ def _cmd_run(args: argparse.Namespace) -> int:
         machine = Machine(MachineConfig(args.memory, serial_in), events=events,
                           serial_out=write_serial)
         machine.load_image(image)
-        trace_file = open(args.trace, "w", encoding="utf-8") if args.trace else None
+        if args.trace:
+            trace_file = open(args.trace, "w", encoding="utf-8")  # noqa: SIM115 (closed below)
     except AsmError as e:
         print(str(e), file=sys.stderr)
         return EXIT_ASM
-    except (GuestLoadError, ValueError) as e:
+    except (GuestLoadError, ValueError, UnicodeDecodeError) as e:
         print(f"vmsim: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as e:
         print(f"vmsim: {e.filename}: {e.strerror}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    trace = TraceWriter(events, trace_file) if trace_file else None
+    stats = ExitStats() if (args.stats or args.stats_json) else None
+    if stats is not None:
+        stats.attach(events)
+    run = Run(args, machine, events, stats, trace_file)
     try:
-        if args.backend == "bare":
-            return _run_bare(machine, args, events)
-        return _run_vm(machine, args, events)
+        status = _run_bare(run) if args.backend == "bare" else _run_vm(run)
     finally:
-        if trace is not None:
-            trace.close()
+        if run.trace is not None:
+            run.trace.close()
+        if trace_file is not None:
             trace_file.close()
+    if stats is not None:
+        stats.finish(run.instructions(), run.virtual_time)
+        if args.stats:
+            stats.report(sys.stderr)
+        if args.stats_json:
+            try:
+                with open(args.stats_json, "w", encoding="utf-8") as f:
+                    stats.write_json(f)
+            except OSError as e:
+                print(f"vmsim: {args.stats_json}: {e.strerror}", file=sys.stderr)
+                return EXIT_BAD_INPUT
+    return status
 
 
-def _run_bare(machine, args: argparse.Namespace, events) -> int:
+class Run:
+    """What one `vmsim run` holds on to while the guest runs."""
+
+    def __init__(self, args, machine, events, stats, trace_file):
+        self.args, self.machine, self.events, self.stats = args, machine, events, stats
+        self.trace_file = trace_file
+        self.trace = None
+        self.cpus: list = []
+        self.virtual_time = 0
+
+    def start_trace(self, cpus: list) -> None:
+        """Open the trace once the CPUs exist (instruction columns attach to them)."""
+        from vmsim.trace import InstructionColumn, TraceWriter
+
+        self.cpus = cpus
+        if self.trace_file is None:
+            return
+        columns = []
+        if self.args.trace_level in ("insn", "all"):
+            for cpu in cpus:
+                col = InstructionColumn(cpu.name)
+                cpu.recorder = col.eips
+                columns.append(col)
+        self.trace = TraceWriter(self.events, self.trace_file, self.args.trace_level, columns)
+
+    def instructions(self) -> int:
+        return sum(c.icount for c in self.cpus)
+
+
+def _run_bare(run: Run) -> int:
     from vmsim.bare import BareMetal
     from vmsim.hw.cpu import StopReason
 
-    bare = BareMetal(machine, events)
-    result = bare.run(args.max_instructions)
+    bare = BareMetal(run.machine, run.events)
+    run.start_trace([bare.cpu])
+    result = bare.run(run.args.max_instructions)
+    run.virtual_time = result.instructions
     cpu = bare.cpu
     if result.exit_status is not None:
         return result.exit_status
@@ -81,7 +135,7 @@ def _run_bare(machine, args: argparse.Namespace, events) -> int:
     return EXIT_LIMIT
 
 
-def _run_vm(machine, args: argparse.Namespace, events) -> int:
+def _run_vm(run: Run) -> int:
     """The guest under a hypervisor: vmsim's QEMU-side VMM over the simulated kvm.ko or
     the host's /dev/kvm."""
     from vmsim.hostkvm import HostKvmError, open_kvm
@@ -89,20 +143,20 @@ def _run_vm(machine, args: argparse.Namespace, events) -> int:
     from vmsim.kvm.kvm_main import SimKvm
     from vmsim.vmm.vm import VirtualMachine
 
+    args = run.args
     limit = args.max_instructions if args.max_instructions != NO_LIMIT else None
     try:
-        kvm = SimKvm(events) if args.backend == "sim" else open_kvm()
-        vm = VirtualMachine(machine, kvm, max_instructions=limit)
+        kvm = SimKvm(run.events) if args.backend == "sim" else open_kvm()
+        vm = VirtualMachine(run.machine, kvm, max_instructions=limit)
+        run.start_trace([c.vcpu.cpu for c in vm.cpus if hasattr(c.vcpu, "cpu")])
         result = vm.run()
-    except HostKvmError as e:
-        print(f"vmsim: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except ValueError as e:
+    except (HostKvmError, ValueError) as e:
         print(f"vmsim: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Unsupported as e:
         print(f"vmsim: stopped: {e}", file=sys.stderr)
         return EXIT_UNSUPPORTED
+    run.virtual_time = result.virtual_time
     if result.exit_status is not None:
         return result.exit_status
     if result.limit_reached:
@@ -129,14 +183,23 @@ def build_parser() -> argparse.ArgumentParser:
                                      "goes to stdout.")
     run.add_argument("guest", metavar="GUEST", help=".asm source or flat binary")
     run.add_argument("--memory", type=int, default=16, metavar="MIB", help="RAM size (default 16)")
-    run.add_argument("--serial-in", metavar="FILE", help="bytes the guest receives on COM1")
+    run.add_argument("--serial-in", metavar="TEXT",
+                     help="what the guest receives on COM1 (backslash escapes allowed; "
+                          "@FILE for a file's bytes)")
     run.add_argument("--max-instructions", type=_positive, default=NO_LIMIT, metavar="N",
                      help="stop after N guest instructions (sim and bare backends)")
     run.add_argument("--backend", choices=("sim", "kvm", "bare"), default="sim",
                      help="sim: vmsim's VMM on the simulated kvm.ko and VMX CPU (default); "
                           "kvm: the same VMM on the host's /dev/kvm; bare: vmsim's CPU with "
                           "no hypervisor")
-    run.add_argument("--trace", metavar="FILE", help="write every event as JSON Lines to FILE")
+    run.add_argument("--trace", metavar="FILE", help="write events as JSON Lines to FILE "
+                                                     "(docs/trace-format.md)")
+    run.add_argument("--trace-level", choices=("vm", "insn", "all"), default="vm",
+                     help="vm: every event but per-access MMU ones (default); insn: also "
+                          "each instruction executed; all: also TLB and page-walk steps")
+    run.add_argument("--stats", action="store_true",
+                     help="print exit statistics to stderr at the end (like perf kvm stat)")
+    run.add_argument("--stats-json", metavar="FILE", help="write the statistics as JSON")
     run.set_defaults(func=_cmd_run)
 
     try:

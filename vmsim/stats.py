@@ -1,0 +1,107 @@
+"""Exit statistics in the spirit of `perf kvm stat report` (`vmsim run --stats`).
+
+Built only from events, so it works the same on every backend (the host's KVM shows no
+VM exits, only userspace exits). The time of a VM exit is the virtual time from the exit
+to the next VM entry of that vCPU: handling in kvm.ko plus any trip to userspace.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from vmsim.events import Event, EventStream
+
+
+@dataclass
+class _Bucket:
+    count: int = 0
+    timed: int = 0  # exits whose vCPU went back into the guest (so their time is known)
+    time: int = 0
+    min_time: int | None = None
+    max_time: int = 0
+
+    def add(self, t: int | None) -> None:
+        self.count += 1
+        if t is not None:
+            self.timed += 1
+            self.time += t
+            self.min_time = t if self.min_time is None else min(self.min_time, t)
+            self.max_time = max(self.max_time, t)
+
+
+@dataclass
+class ExitStats:
+    vmexits: dict[str, _Bucket] = field(default_factory=dict)
+    reason_numbers: dict[str, int] = field(default_factory=dict)
+    userspace: dict[str, _Bucket] = field(default_factory=dict)
+    vmentries: int = 0
+    instructions: int = 0
+    virtual_time: int = 0
+    _open: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+    KINDS = ("vmexit", "vmentry", "kvm_exit")
+
+    def attach(self, events: EventStream) -> None:
+        events.subscribe(self._on_event, self.KINDS)
+
+    def _on_event(self, ev: Event) -> None:
+        if ev.kind == "vmexit":
+            reason = ev["reason"]
+            self.reason_numbers[reason] = ev["reason_number"]
+            self._open[ev.source] = (reason, ev.time)
+        elif ev.kind == "vmentry":
+            self.vmentries += 1
+            pending = self._open.pop(ev.source, None)
+            if pending is not None:
+                reason, start = pending
+                self.vmexits.setdefault(reason, _Bucket()).add(ev.time - start)
+        else:
+            self.userspace.setdefault(ev["reason"], _Bucket()).add(None)
+
+    def finish(self, instructions: int, virtual_time: int) -> None:
+        for reason, _start in self._open.values():  # exits that never re-entered the guest
+            self.vmexits.setdefault(reason, _Bucket()).add(None)
+        self._open.clear()
+        self.instructions = instructions
+        self.virtual_time = virtual_time
+
+    def as_dict(self) -> dict[str, Any]:
+        total = sum(b.count for b in self.vmexits.values())
+        total_time = sum(b.time for b in self.vmexits.values())
+        return {
+            "vm_exits": [
+                {"reason": r, "reason_number": self.reason_numbers.get(r), "count": b.count,
+                 "share": b.count / total if total else 0.0, "time": b.time,
+                 "time_share": b.time / total_time if total_time else 0.0,
+                 "min_time": b.min_time, "max_time": b.max_time,
+                 "avg_time": b.time / b.timed if b.timed else 0.0}
+                for r, b in sorted(self.vmexits.items(), key=lambda kv: (-kv[1].count, kv[0]))],
+            "userspace_exits": {r: b.count for r, b in sorted(self.userspace.items())},
+            "vm_exits_total": total,
+            "vm_entries": self.vmentries,
+            "guest_instructions": self.instructions,
+            "virtual_time": self.virtual_time,
+        }
+
+    def report(self, out: IO[str]) -> None:
+        d = self.as_dict()
+        out.write("\nAnalyze events for all VMs, all VCPUs (virtual cycles):\n\n")
+        out.write(f"{'VM-EXIT':>22} {'Samples':>9} {'Samples%':>9} {'Time%':>8} "
+                  f"{'Min Time':>10} {'Max Time':>10} {'Avg time':>10}\n")
+        for row in d["vm_exits"]:
+            out.write(f"{row['reason']:>22} {row['count']:>9} {100 * row['share']:>8.2f}% "
+                      f"{100 * row['time_share']:>7.2f}% {row['min_time'] or 0:>10} "
+                      f"{row['max_time']:>10} {row['avg_time']:>10.1f}\n")
+        out.write(f"\nTotal Samples:{d['vm_exits_total']}, VM entries: {d['vm_entries']}\n")
+        if d["userspace_exits"]:
+            out.write("\nExits to userspace (KVM_RUN returns):\n")
+            for reason, n in d["userspace_exits"].items():
+                out.write(f"{reason:>26} {n:>9}\n")
+        out.write(f"\nGuest instructions: {d['guest_instructions']}\n")
+        out.write(f"Virtual time: {d['virtual_time']} cycles\n")
+
+    def write_json(self, out: IO[str]) -> None:
+        json.dump(self.as_dict(), out, indent=2)
+        out.write("\n")
