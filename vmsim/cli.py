@@ -29,7 +29,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from vmsim.asm import AsmError
     from vmsim.events import EventStream
     from vmsim.stats import ExitStats
-    from vmsim.trace import TraceWriter
     from vmsim.vmm.machine import GuestLoadError, Machine, MachineConfig, load_guest_file
 
     trace_file = None
@@ -47,7 +46,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                           serial_out=write_serial)
         machine.load_image(image)
         if args.trace:
-            trace_file = open(args.trace, "w", encoding="utf-8")  # noqa: SIM115 (closed below)
+            trace_file = open(args.trace, "w", encoding="utf-8")
     except AsmError as e:
         print(str(e), file=sys.stderr)
         return EXIT_ASM
