@@ -44,7 +44,7 @@ _declare("walk_step", "hw", "linear level table index entry_address entry outcom
          "{level}[{index}] @ {entry_address:#x} = {entry:#010x}: {outcome}")
 _declare("tlb_flush", "hw", "scope linear", "TLB flush ({scope})")
 _declare("smc", "hw", "frame", "self-modifying code: decoded instructions in frame {frame:#x} dropped")
-_declare("io_unclaimed", "hw", "space address size is_write",
+_declare("io_unclaimed", "vmm", "space address size is_write",
          "unclaimed {space} {address:#x} size {size} {is_write}")
 _declare("vmentry", "hw", "rip launch", "VM entry at {rip:#x} (launch={launch})")
 _declare("vmentry_failed", "hw", "reason check", "VM entry failed ({reason:#x}): {check}")

@@ -29,6 +29,7 @@ class VmResult:
 
 def kvm_vcpu_thread_fn(s: KvmState, cpu: CPUState) -> Generator[Any, None, None]:
     m = s.machine
+    _thread_state(m, cpu.thread, "started", "kvm_vcpu_thread_fn")
     yield from m.bql_lock(cpu.thread)
     while not m.stop_requested:
         if not cpu.halted:
@@ -37,12 +38,19 @@ def kvm_vcpu_thread_fn(s: KvmState, cpu: CPUState) -> Generator[Any, None, None]
                 break
         yield from qemu_wait_io_event(s, cpu)
     m.bql_unlock(cpu.thread)
+    _thread_state(m, cpu.thread, "stopped", m.stop_reason)
+
+
+def _thread_state(m: Machine, thread: str, state: str, detail: str) -> None:
+    if m.events is not None and m.events.wants("thread"):
+        m.events.emit("thread", thread, state=state, detail=detail)
 
 
 def qemu_wait_io_event(s: KvmState, cpu: CPUState) -> Generator[Any, None, None]:
     """Sleep while the vCPU is halted; the wait releases the BQL (qemu_cond_wait)."""
     m = s.machine
     if cpu.halted and not m.stop_requested:
+        _thread_state(m, cpu.thread, "halted", "qemu_wait_io_event: waiting for an interrupt")
         m.bql_unlock(cpu.thread)
         yield Block("halted", lambda: not cpu.halted or m.stop_requested)
         yield from m.bql_lock(cpu.thread)
@@ -86,6 +94,11 @@ class VirtualMachine:
         while not m.stop_requested and not self.limit_reached():
             if self.sched.step() is None:
                 break
+        if m.stop_requested:
+            # Let the threads see the request and end, as QEMU's do on shutdown.
+            for _ in range(10_000):
+                if self.sched.step() is None:
+                    break
         limit = self.limit_reached()
         halted = not m.stop_requested and not limit
         return VmResult(halted, m.stop_reason, m.exit_status, self.sched.now, limit)
