@@ -27,30 +27,31 @@ def _serial_input(text: str) -> bytes:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from vmsim.asm import AsmError
-    from vmsim.events import EventStream
+    from vmsim.hostkvm import HostKvmError
+    from vmsim.hw.exceptions import Unsupported
+    from vmsim.session import Session
     from vmsim.stats import ExitStats
-    from vmsim.vmm.machine import GuestLoadError, Machine, MachineConfig, load_guest_file
+    from vmsim.trace import InstructionColumn, TraceWriter
+    from vmsim.vmm.machine import GuestLoadError, MachineConfig
 
+    out = sys.stdout.buffer
+
+    def write_serial(data: bytes) -> None:
+        out.write(data)
+        out.flush()
+
+    limit = args.max_instructions if args.max_instructions != NO_LIMIT else None
     trace_file = None
     try:
-        image = load_guest_file(args.guest)
         serial_in = _serial_input(args.serial_in) if args.serial_in else b""
-        out = sys.stdout.buffer
-
-        def write_serial(data: bytes) -> None:
-            out.write(data)
-            out.flush()
-
-        events = EventStream()
-        machine = Machine(MachineConfig(args.memory, serial_in), events=events,
-                          serial_out=write_serial)
-        machine.load_image(image)
+        session = Session(args.guest, args.backend, MachineConfig(args.memory, serial_in),
+                          serial_out=write_serial, max_instructions=limit)
         if args.trace:
             trace_file = open(args.trace, "w", encoding="utf-8")
     except AsmError as e:
         print(str(e), file=sys.stderr)
         return EXIT_ASM
-    except (GuestLoadError, ValueError, UnicodeDecodeError) as e:
+    except (GuestLoadError, HostKvmError, ValueError, UnicodeDecodeError) as e:
         print(f"vmsim: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as e:
@@ -58,17 +59,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     stats = ExitStats() if (args.stats or args.stats_json) else None
     if stats is not None:
-        stats.attach(events)
-    run = Run(args, machine, events, stats, trace_file)
+        stats.attach(session.events)
+    trace = None
+    if trace_file is not None:
+        columns = []
+        if args.trace_level in ("insn", "all"):
+            for cpu in session.cpus:
+                col = InstructionColumn(cpu.name)
+                cpu.recorder = col.eips
+                columns.append(col)
+        trace = TraceWriter(session.events, trace_file, args.trace_level, columns)
     try:
-        status = _run_bare(run) if args.backend == "bare" else _run_vm(run)
+        outcome = session.run()
+    except Unsupported as e:
+        print(f"vmsim: stopped: {e}", file=sys.stderr)
+        return EXIT_UNSUPPORTED
     finally:
-        if run.trace is not None:
-            run.trace.close()
+        if trace is not None:
+            trace.close()
         if trace_file is not None:
             trace_file.close()
     if stats is not None:
-        stats.finish(run.instructions(), run.virtual_time)
+        stats.finish(session.instructions, session.virtual_time)
         if args.stats:
             stats.report(sys.stderr)
         if args.stats_json:
@@ -78,92 +90,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
             except OSError as e:
                 print(f"vmsim: {args.stats_json}: {e.strerror}", file=sys.stderr)
                 return EXIT_BAD_INPUT
-    return status
+    return _status(session, outcome, limit)
 
 
-class Run:
-    """What one `vmsim run` holds on to while the guest runs."""
-
-    def __init__(self, args, machine, events, stats, trace_file):
-        self.args, self.machine, self.events, self.stats = args, machine, events, stats
-        self.trace_file = trace_file
-        self.trace = None
-        self.cpus: list = []
-        self.virtual_time = 0
-
-    def start_trace(self, cpus: list) -> None:
-        """Open the trace once the CPUs exist (instruction columns attach to them)."""
-        from vmsim.trace import InstructionColumn, TraceWriter
-
-        self.cpus = cpus
-        if self.trace_file is None:
-            return
-        columns = []
-        if self.args.trace_level in ("insn", "all"):
-            for cpu in cpus:
-                col = InstructionColumn(cpu.name)
-                cpu.recorder = col.eips
-                columns.append(col)
-        self.trace = TraceWriter(self.events, self.trace_file, self.args.trace_level, columns)
-
-    def instructions(self) -> int:
-        return sum(c.icount for c in self.cpus)
-
-
-def _run_bare(run: Run) -> int:
-    from vmsim.bare import BareMetal
-    from vmsim.hw.cpu import StopReason
-
-    bare = BareMetal(run.machine, run.events)
-    run.start_trace([bare.cpu])
-    result = bare.run(run.args.max_instructions)
-    run.virtual_time = result.instructions
-    cpu = bare.cpu
-    if result.exit_status is not None:
-        return result.exit_status
-    if result.reason is StopReason.HLT:
-        return EXIT_OK
-    if result.reason is StopReason.SHUTDOWN:
-        print(f"vmsim: triple fault at eip {cpu.eip:#010x}: guest shut down", file=sys.stderr)
-        return EXIT_OK
-    if result.reason is StopReason.UNSUPPORTED:
-        print(f"vmsim: stopped at eip {cpu.eip:#010x}: {result.message}", file=sys.stderr)
-        return EXIT_UNSUPPORTED
-    print(f"vmsim: stopped after {result.instructions} instructions (--max-instructions)",
-          file=sys.stderr)
-    return EXIT_LIMIT
-
-
-def _run_vm(run: Run) -> int:
-    """The guest under a hypervisor: vmsim's QEMU-side VMM over the simulated kvm.ko or
-    the host's /dev/kvm."""
-    from vmsim.hostkvm import HostKvmError, open_kvm
-    from vmsim.hw.exceptions import Unsupported
-    from vmsim.kvm.kvm_main import SimKvm
-    from vmsim.vmm.vm import VirtualMachine
-
-    args = run.args
-    limit = args.max_instructions if args.max_instructions != NO_LIMIT else None
-    try:
-        kvm = SimKvm(run.events) if args.backend == "sim" else open_kvm()
-        vm = VirtualMachine(run.machine, kvm, max_instructions=limit)
-        run.start_trace([c.vcpu.cpu for c in vm.cpus if hasattr(c.vcpu, "cpu")])
-        result = vm.run()
-    except (HostKvmError, ValueError) as e:
-        print(f"vmsim: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except Unsupported as e:
-        print(f"vmsim: stopped: {e}", file=sys.stderr)
-        return EXIT_UNSUPPORTED
-    run.virtual_time = result.virtual_time
-    if result.exit_status is not None:
-        return result.exit_status
-    if result.limit_reached:
+def _status(session, outcome, limit: int | None) -> int:
+    if outcome.exit_status is not None:
+        return outcome.exit_status
+    if outcome.limit_reached:
         print(f"vmsim: stopped after {limit} instructions (--max-instructions)", file=sys.stderr)
         return EXIT_LIMIT
-    if result.halted:
+    if outcome.halted:
         return EXIT_OK
-    print(f"vmsim: {result.stop_reason}", file=sys.stderr)
+    cpus = session.cpus
+    where = f" at eip {cpus[0].eip:#010x}" if cpus else ""
+    if cpus and cpus[0].stop_message:
+        print(f"vmsim: stopped{where}: {cpus[0].stop_message}", file=sys.stderr)
+        return EXIT_UNSUPPORTED
+    reason = outcome.reason
+    if reason in ("shutdown (triple fault)", "triple fault"):
+        reason = "triple fault: guest shut down"
+    print(f"vmsim: {reason}{where}", file=sys.stderr)
     return EXIT_OK
 
 

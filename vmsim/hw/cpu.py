@@ -351,9 +351,12 @@ class Cpu:
         self.recorder = None
         self._code_frames: dict[int, set[int]] = {}
         mem.code_write_hook = self._code_written
+        self._trace_state = (False, False)
         if events is not None:
             events.on_change.append(self._events_changed)
-            self.mmu.trace = events.wants("walk_step") or events.wants("tlb_miss")
+            self._trace_state = (events.wants("walk_step") or events.wants("tlb_miss"),
+                                 events.wants("tlb_hit"))
+            self.mmu.trace = self._trace_state[0]
         self.memfns = _build_memfns(self)
         self._ctx = None
 
@@ -462,9 +465,13 @@ class Cpu:
         self._drop_decoded()
 
     def _events_changed(self) -> None:
+        # Only a change in MMU-level listening changes the accessors (and costs a flush).
         ev = self.events
-        self.mmu.trace = ev.wants("walk_step") or ev.wants("tlb_miss")
-        self._rebuild()
+        state = (ev.wants("walk_step") or ev.wants("tlb_miss"), ev.wants("tlb_hit"))
+        if state != self._trace_state:
+            self._trace_state = state
+            self.mmu.trace = state[0]
+            self._rebuild()
 
     # -- decoded-instruction cache ----------------------------------------------------------
     def _drop_decoded(self) -> None:
