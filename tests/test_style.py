@@ -30,8 +30,12 @@ ALLOWED = {
 
 
 def _ruff() -> list[str] | None:
-    exe = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
-    return [exe] if Path(exe).exists() else None
+    """The ruff installed beside this Python (the project's pinned one), else any on PATH."""
+    local = Path(sys.executable).parent / "ruff"
+    if local.exists():
+        return [str(local)]
+    exe = shutil.which("ruff")
+    return [exe] if exe else None
 
 
 def test_ruff_clean() -> None:

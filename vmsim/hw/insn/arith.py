@@ -110,7 +110,7 @@ def _generate() -> dict[tuple[int, str], Callable]:
                 store_put="put(res & mask)" if store else "",
             )
             ns: dict = {"get_cf": get_cf}
-            exec(compile(src, f"<alu {form}>", "exec"), ns)  # noqa: S102  (fixed templates)
+            exec(compile(src, f"<alu {form}>", "exec"), ns)  # fixed templates, not user input
             makers[(mnem, form)] = ns["make"]
     return makers
 
@@ -127,7 +127,7 @@ def alu_Ev_Gv(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     nxt = ins.next_ip32
     r, lf = c.r, c.lf
     if c.is_reg(ins, 0):
-        d, _, shift = reg_info(ins.op0_register)
+        d = reg_info(ins.op0_register)[0]
         if size == 4:
             if c.is_reg(ins, 1):
                 s = reg_info(ins.op1_register)[0]

@@ -33,7 +33,7 @@ def _is_cr(reg: int) -> bool:
 def mov(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     r, nxt = c.r, ins.next_ip32
     k0, k1 = c.is_reg(ins, 0), c.is_reg(ins, 1)
-    if k0 and _is_cr(ins.op0_register) or k1 and _is_cr(ins.op1_register):
+    if (k0 and _is_cr(ins.op0_register)) or (k1 and _is_cr(ins.op1_register)):
         return _mov_cr(ins, c)
     if k0 and _is_sreg(ins.op0_register):
         return _mov_to_sreg(ins, c)
