@@ -247,8 +247,10 @@ class Vmx:
                          (MSR_IA32_SYSENTER_ESP, F.GUEST_SYSENTER_ESP),
                          (MSR_IA32_SYSENTER_EIP, F.GUEST_SYSENTER_EIP)):
             cpu.msr[msr] = r(enc)
-        if r(F.CPU_BASED_VM_EXEC_CONTROL) & CPU_BASED_USE_TSC_OFFSETTING:
-            cpu.tsc_offset = r(F.TSC_OFFSET)
+        # The CPU's TSC is icount + tsc_offset; vmsim's physical TSC is icount, so in
+        # non-root operation tsc_offset is the VMCS TSC offset, or 0 without offsetting.
+        offsetting = r(F.CPU_BASED_VM_EXEC_CONTROL) & CPU_BASED_USE_TSC_OFFSETTING
+        cpu.tsc_offset = r(F.TSC_OFFSET) if offsetting else 0
 
     def _inject_event(self, vmcs: Vmcs) -> None:
         """Event injection (SDM 27.6): deliver the event in VM_ENTRY_INTR_INFO_FIELD."""
