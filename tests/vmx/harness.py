@@ -172,3 +172,19 @@ class Bench:
 
     def read(self, field: int) -> int:
         return self.vmcs.read(field)
+
+
+PAGE_DIR, PAGE_TABLE = 0x20000, 0x21000
+
+
+def identity_paging(b: Bench, not_present: tuple[int, ...] = (), read_only: tuple[int, ...] = ()
+                    ) -> None:
+    """Guest 32-bit paging: the first 4 MiB identity-mapped with 4-KiB pages, except the
+    pages listed (not present, or present but read-only). CR0.PG=1, CR0.WP=1."""
+    b.mem.write(PAGE_DIR, 4, PAGE_TABLE | 3)
+    for i in range(1024):
+        la = i << 12
+        pte = 0 if la in not_present else la | (1 if la in read_only else 3)
+        b.mem.write(PAGE_TABLE + 4 * i, 4, pte)
+    b.vmcs.write(F.GUEST_CR3, PAGE_DIR)
+    b.vmcs.write(F.GUEST_CR0, 0x80010031)

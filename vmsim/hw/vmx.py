@@ -77,6 +77,8 @@ class ExitInfo:
     guest_physical_address: int | None = None
     intr_info: int = 0
     intr_error_code: int | None = None
+    idt_vectoring_info: int = 0  # the event being delivered when the exit happened
+    idt_vectoring_error_code: int | None = None
     detail: str = ""
 
     @property
@@ -308,14 +310,14 @@ class Vmx:
         if k == "cr_write":
             return self._cr_write_exits(vmcs, ctl, info)
         if k == "exception":
-            bitmap = vmcs.read(F.EXCEPTION_BITMAP)
-            if not bitmap >> info.vector & 1:
-                return False
+            in_bitmap = bool(vmcs.read(F.EXCEPTION_BITMAP) >> info.vector & 1)
             if info.vector == X.PF:
+                # SDM "Exceptions" (26.2 in newer editions): with bitmap bit 14 set a #PF
+                # exits iff (PFEC & MASK) == MATCH; with it clear, iff they differ.
                 mask, match = vmcs.read(F.PAGE_FAULT_ERROR_CODE_MASK), \
                     vmcs.read(F.PAGE_FAULT_ERROR_CODE_MATCH)
-                return ((info.error_code or 0) & mask) == match
-            return True
+                return (((info.error_code or 0) & mask) == match) == in_bitmap
+            return in_bitmap
         return False
 
     @staticmethod
@@ -363,6 +365,11 @@ class Vmx:
         w(F.VM_EXIT_INTR_INFO, exit_info.intr_info)
         if exit_info.intr_error_code is not None:
             w(F.VM_EXIT_INTR_ERROR_CODE, exit_info.intr_error_code)
+        # Written on every exit (SDM "Information for VM Exits During Event Delivery"):
+        # valid only when the exit interrupted the delivery of an event.
+        w(F.IDT_VECTORING_INFO_FIELD, exit_info.idt_vectoring_info)
+        if exit_info.idt_vectoring_error_code is not None:
+            w(F.IDT_VECTORING_ERROR_CODE, exit_info.idt_vectoring_error_code)
         if exit_info.guest_linear_address is not None:
             w(F.GUEST_LINEAR_ADDRESS, exit_info.guest_linear_address)
         if exit_info.guest_physical_address is not None:
@@ -398,6 +405,17 @@ class Vmx:
         w(F.GUEST_SYSENTER_EIP, cpu.msr.get(MSR_IA32_SYSENTER_EIP, 0))
 
     def _exit_info(self, info: Intercept) -> ExitInfo:
+        exit_info = self._exit_info_for(info)
+        # An exit during event delivery: the CPU names the event it was delivering as
+        # extra["vectoring"] = (vector, error code or None, soft).
+        vectoring = info.extra.get("vectoring")
+        if vectoring is not None:
+            vector, code, soft = vectoring
+            exit_info.idt_vectoring_info = _intr_info(vector, code, soft)
+            exit_info.idt_vectoring_error_code = code
+        return exit_info
+
+    def _exit_info_for(self, info: Intercept) -> ExitInfo:
         k = info.kind
         if k == "io":
             # SDM "Exit Qualification for I/O Instructions": size-1, IN, string, REP, imm, port.
@@ -425,10 +443,7 @@ class Vmx:
             q = info.cr | ((0 if k == "cr_write" else 1) << 4) | (info.gpr << 8)
             return ExitInfo(ExitReason.CR_ACCESS, q, info.insn_len)
         if k == "exception":
-            soft = info.vector in (X.BP, X.OF) and info.extra.get("soft")
-            intr = (info.vector | (INTR_TYPE_SOFT_EXCEPTION if soft else INTR_TYPE_HARD_EXCEPTION)
-                    | INTR_INFO_VALID_MASK
-                    | (INTR_INFO_DELIVER_CODE_MASK if info.error_code is not None else 0))
+            intr = _intr_info(info.vector, info.error_code, bool(info.extra.get("soft")))
             q = info.linear if info.vector == X.PF else 0  # #PF: the faulting linear address
             return ExitInfo(ExitReason.EXCEPTION_NMI, q, info.insn_len, intr_info=intr,
                             intr_error_code=info.error_code)
@@ -441,3 +456,11 @@ class Vmx:
             return ExitInfo(ExitReason.EPT_VIOLATION, 2 if write else 1, 0,
                             guest_physical_address=info.extra["gpa"])
         raise ValueError(f"no VM exit for {k}")
+
+
+def _intr_info(vector: int, error_code: int | None, soft: bool) -> int:
+    """Interruption information for an exception (SDM "Format of the VM-Exit Interruption-
+    Information Field"): INT3/INTO are software exceptions (6), the rest hardware (3)."""
+    kind = INTR_TYPE_SOFT_EXCEPTION if soft and vector in (X.BP, X.OF) else INTR_TYPE_HARD_EXCEPTION
+    return (vector | kind | INTR_INFO_VALID_MASK
+            | (INTR_INFO_DELIVER_CODE_MASK if error_code is not None else 0))
