@@ -109,7 +109,7 @@ class Emulation:
         if stop is StopReason.INTERCEPT:  # the replay needs an answer from userspace
             if self.rep:
                 cpu.r[1] = self.ecx
-            return "read"
+            return "read" if self.pending_read is not None else "failed"
         if stop is StopReason.UNSUPPORTED:
             return "failed"
         if not self.rep or cpu.eip != ins.next_ip32:
