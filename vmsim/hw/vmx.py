@@ -36,6 +36,7 @@ from vmsim.hw.vmcs import (
     INTR_TYPE_HARD_EXCEPTION,
     INTR_TYPE_SOFT_EXCEPTION,
     INTR_TYPE_SOFT_INTR,
+    SECONDARY_EXEC_ENABLE_EPT,
     SECONDARY_EXEC_UNRESTRICTED_GUEST,
     VMX_CR0_FIXED0,
     VMX_CR0_FIXED1,
@@ -119,17 +120,59 @@ class Vmx:
         self.entry_failure = ""  # which guest-state check failed, in words
         self.guest_mode = False
 
-    # -- VM entry (SDM 27.3: checks on the guest-state area, then loading it) ----------------
+    # -- VM entry (SDM 27.2: checks on the controls; 27.3: on the guest-state area) -----------
+    @staticmethod
+    def _unrestricted(vmcs: Vmcs) -> bool:
+        r = vmcs.read
+        return bool(r(F.CPU_BASED_VM_EXEC_CONTROL) & CPU_BASED_ACTIVATE_SECONDARY_CONTROLS
+                    and r(F.SECONDARY_VM_EXEC_CONTROL) & SECONDARY_EXEC_UNRESTRICTED_GUEST)
+
+    def check_controls(self, vmcs: Vmcs) -> str:
+        """The first failed check on the VM-execution and VM-entry control fields that vmsim
+        models (SDM "Checks on VM-Execution Control Fields", "Checks on VM-Entry Control
+        Fields"); "" when all pass. A failure is VMfailValid with VM-instruction error 7."""
+        r = vmcs.read
+        ctl = r(F.CPU_BASED_VM_EXEC_CONTROL)
+        secondary = r(F.SECONDARY_VM_EXEC_CONTROL) if ctl & CPU_BASED_ACTIVATE_SECONDARY_CONTROLS \
+            else 0
+        if secondary & SECONDARY_EXEC_UNRESTRICTED_GUEST and not secondary & SECONDARY_EXEC_ENABLE_EPT:
+            return "unrestricted guest requires enable EPT"
+        if r(F.CR3_TARGET_COUNT) > 4:
+            return f"CR3_TARGET_COUNT {r(F.CR3_TARGET_COUNT)} exceeds 4 (IA32_VMX_MISC)"
+        info = r(F.VM_ENTRY_INTR_INFO_FIELD)
+        if not info & INTR_INFO_VALID_MASK:
+            return ""
+        vector, kind = info & 0xFF, (info >> 8) & 7
+        label = f"VM_ENTRY_INTR_INFO_FIELD {info:#x}"
+        if kind in (1, 7):
+            return f"{label}: interruption type {kind} is reserved or not supported"
+        if kind == 2 and vector != 2:
+            return f"{label}: an NMI must have vector 2"
+        if kind == 3 and vector > 31:
+            return f"{label}: a hardware exception must have a vector 0-31"
+        protected = bool(r(F.GUEST_CR0) & 1) or not self._unrestricted(vmcs)
+        wants_code = protected and kind == 3 and vector in X.HAS_ERROR_CODE
+        if bool(info & INTR_INFO_DELIVER_CODE_MASK) != wants_code:
+            return (f"{label}: deliver-error-code must be {int(wants_code)} for type {kind} "
+                    f"vector {vector}{'' if protected else ' in real mode'}")
+        if info & 0x7FFFF000:
+            return f"{label}: reserved bits 30:12 must be 0"
+        if info & INTR_INFO_DELIVER_CODE_MASK and r(F.VM_ENTRY_EXCEPTION_ERROR_CODE) & 0xFFFF8000:
+            return "VM_ENTRY_EXCEPTION_ERROR_CODE bits 31:15 must be 0"
+        if kind in (4, 5, 6) and not 1 <= r(F.VM_ENTRY_INSTRUCTION_LEN) <= 15:
+            return (f"VM_ENTRY_INSTRUCTION_LEN {r(F.VM_ENTRY_INSTRUCTION_LEN)} must be 1-15 "
+                    "for a software interrupt or exception")
+        return ""
+
     def check_guest_state(self, vmcs: Vmcs) -> str:
         """The first failed guest-state check, in words; "" when all pass."""
         r = vmcs.read
-        unrestricted = bool(r(F.CPU_BASED_VM_EXEC_CONTROL) & CPU_BASED_ACTIVATE_SECONDARY_CONTROLS
-                            and r(F.SECONDARY_VM_EXEC_CONTROL) & SECONDARY_EXEC_UNRESTRICTED_GUEST)
+        unrestricted = self._unrestricted(vmcs)
         cr0, cr4 = r(F.GUEST_CR0), r(F.GUEST_CR4)
         fixed0 = VMX_CR0_FIXED0 & ~(0x80000001 if unrestricted else 0)
         if cr0 & fixed0 != fixed0:
             return (f"GUEST_CR0 {cr0:#x} lacks bits {fixed0 & ~cr0:#x} that IA32_VMX_CR0_FIXED0 "
-                    "requires (CR0.NE must be 1 in VMX operation)")
+                    "requires (NE always; PE and PG unless the guest is unrestricted)")
         if cr0 & ~VMX_CR0_FIXED1:
             return f"GUEST_CR0 {cr0:#x} sets bits IA32_VMX_CR0_FIXED1 forbids"
         if cr0 & 0x80000000 and not cr0 & 1:
@@ -143,30 +186,111 @@ class Vmx:
             return f"GUEST_RFLAGS {rflags:#x}: bit 1 must be 1 and bits 3, 5, 15, 22-31 must be 0"
         if rflags & 0x20000:
             return f"GUEST_RFLAGS {rflags:#x}: virtual-8086 mode is not supported"
+        entry_info = r(F.VM_ENTRY_INTR_INFO_FIELD)
+        injecting = entry_info & INTR_INFO_VALID_MASK
+        inject_kind = (entry_info >> 8) & 7 if injecting else None
+        if inject_kind == 0 and not rflags & 0x200:
+            return (f"GUEST_RFLAGS {rflags:#x}: IF must be 1 to inject an external interrupt "
+                    f"({entry_info:#x})")
         if r(F.VMCS_LINK_POINTER) != 0xFFFFFFFFFFFFFFFF:
             return "VMCS_LINK_POINTER must be all ones"
+        msg = self._check_selectors(vmcs, unrestricted)
+        if msg:
+            return msg
         for name in ("cs", "ss", "ds", "es", "fs", "gs", "tr", "ldtr"):
             msg = self._check_segment(vmcs, name, unrestricted)
             if msg:
                 return msg
-        cs_ar, ss_ar = r(F.GUEST_CS_AR_BYTES), r(F.GUEST_SS_AR_BYTES)
-        if not unrestricted and cs_ar & 0xF in (9, 11) and (cs_ar >> 5) & 3 != (ss_ar >> 5) & 3:
-            return "GUEST_CS_AR_BYTES DPL must equal GUEST_SS_AR_BYTES DPL"
+        msg = self._check_dpl(vmcs, unrestricted)
+        if msg:
+            return msg
         for enc in (F.GUEST_GDTR_LIMIT, F.GUEST_IDTR_LIMIT):
             if r(enc) > 0xFFFF:
                 return f"{F(enc).name} {r(enc):#x}: bits 31:16 must be 0"
-        act = r(F.GUEST_ACTIVITY_STATE)
+        return self._check_non_register_state(vmcs, rflags, entry_info)
+
+    @staticmethod
+    def _check_selectors(vmcs: Vmcs, unrestricted: bool) -> str:
+        r = vmcs.read
+        if r(F.GUEST_TR_SELECTOR) & 4:
+            return f"GUEST_TR_SELECTOR {r(F.GUEST_TR_SELECTOR):#x}: TI must be 0"
+        if not r(F.GUEST_LDTR_AR_BYTES) & AR_UNUSABLE and r(F.GUEST_LDTR_SELECTOR) & 4:
+            return f"GUEST_LDTR_SELECTOR {r(F.GUEST_LDTR_SELECTOR):#x}: TI must be 0"
+        ss, cs = r(F.GUEST_SS_SELECTOR), r(F.GUEST_CS_SELECTOR)
+        if not unrestricted and ss & 3 != cs & 3:
+            return f"GUEST_SS_SELECTOR {ss:#x}: RPL must equal CS's ({cs:#x})"
+        return ""
+
+    @staticmethod
+    def _check_dpl(vmcs: Vmcs, unrestricted: bool) -> str:
+        """The DPL checks on CS, SS, DS..GS (SDM "Checks on Guest Segment Registers")."""
+        r = vmcs.read
+        cs_ar, ss_ar = r(F.GUEST_CS_AR_BYTES), r(F.GUEST_SS_AR_BYTES)
+        cs_type, cs_dpl, ss_dpl = cs_ar & 0xF, (cs_ar >> 5) & 3, (ss_ar >> 5) & 3
+        if cs_type == 3 and cs_dpl != 0:
+            return f"GUEST_CS_AR_BYTES {cs_ar:#x}: a type-3 CS must have DPL 0"
+        if cs_type in (9, 11) and cs_dpl != ss_dpl:
+            return (f"GUEST_CS_AR_BYTES {cs_ar:#x}: a non-conforming CS's DPL {cs_dpl} must equal "
+                    f"SS's DPL {ss_dpl}")
+        if cs_type in (13, 15) and cs_dpl > ss_dpl:
+            return (f"GUEST_CS_AR_BYTES {cs_ar:#x}: a conforming CS's DPL {cs_dpl} must not "
+                    f"exceed SS's DPL {ss_dpl}")
+        ss_rpl = r(F.GUEST_SS_SELECTOR) & 3
+        if not unrestricted and ss_dpl != ss_rpl:
+            return f"GUEST_SS_AR_BYTES {ss_ar:#x}: DPL {ss_dpl} must equal SS's RPL {ss_rpl}"
+        if ss_dpl != 0 and (cs_type == 3 or not r(F.GUEST_CR0) & 1):
+            return (f"GUEST_SS_AR_BYTES {ss_ar:#x}: DPL must be 0 with a type-3 CS or CR0.PE=0")
+        if not unrestricted:
+            for name in ("ds", "es", "fs", "gs"):
+                sel_f, _, _, ar_f = SEGMENTS[name]
+                ar, rpl = r(ar_f), r(sel_f) & 3
+                if not ar & AR_UNUSABLE and ar & 0xF <= 11 and (ar >> 5) & 3 < rpl:
+                    return (f"GUEST_{name.upper()}_AR_BYTES {ar:#x}: DPL {(ar >> 5) & 3} must not "
+                            f"be less than the selector's RPL {rpl}")
+        return ""
+
+    @staticmethod
+    def _check_non_register_state(vmcs: Vmcs, rflags: int, entry_info: int) -> str:
+        """SDM "Checks on Guest Non-Register State" (activity and interruptibility state)."""
+        r = vmcs.read
+        act, intr = r(F.GUEST_ACTIVITY_STATE), r(F.GUEST_INTERRUPTIBILITY_INFO)
         if act > 3:
             return f"GUEST_ACTIVITY_STATE {act} is not a valid activity state"
-        if act == GUEST_ACTIVITY_HLT and (ss_ar >> 5) & 3 != 0:
+        if act not in (GUEST_ACTIVITY_ACTIVE, GUEST_ACTIVITY_HLT):
+            # This processor's IA32_VMX_MISC reports only HLT (bit 6) among the inactive states.
+            return f"GUEST_ACTIVITY_STATE {act}: this processor supports only active and HLT"
+        if act == GUEST_ACTIVITY_HLT and (r(F.GUEST_SS_AR_BYTES) >> 5) & 3 != 0:
             return "GUEST_ACTIVITY_STATE HLT requires SS.DPL 0"
+        if act != GUEST_ACTIVITY_ACTIVE and intr & 3:
+            return (f"GUEST_ACTIVITY_STATE {act} must be active with blocking by STI or MOV SS "
+                    f"(GUEST_INTERRUPTIBILITY_INFO {intr:#x})")
+        injecting = entry_info & INTR_INFO_VALID_MASK
+        kind, vector = (entry_info >> 8) & 7, entry_info & 0xFF
+        if injecting and act == GUEST_ACTIVITY_HLT and not (
+                kind in (0, 2) or (kind == 3 and vector in (X.DB, X.MC)) or (kind == 7 and vector == 0)):
+            return (f"VM_ENTRY_INTR_INFO_FIELD {entry_info:#x}: this event cannot be injected "
+                    "into the HLT activity state (only interrupts, NMI, #DB, #MC)")
+        label = f"GUEST_INTERRUPTIBILITY_INFO {intr:#x}"
+        if intr & 0xFFFFFFF0:
+            return f"{label}: reserved bits 31:4 must be 0"
+        if intr & 3 == 3:
+            return f"{label}: blocking by STI and by MOV SS cannot both be set"
+        if intr & 1 and not rflags & 0x200:
+            return f"{label}: blocking by STI needs RFLAGS.IF=1"
+        if injecting and kind == 0 and intr & 3:
+            return f"{label}: an external interrupt cannot be injected under STI/MOV SS blocking"
+        if injecting and kind == 2 and intr & 2:
+            return f"{label}: an NMI cannot be injected under MOV SS blocking"
+        if intr & 4:
+            return f"{label}: blocking by SMI needs the processor to be in SMM"
         return ""
 
     def _check_segment(self, vmcs: Vmcs, name: str, unrestricted: bool) -> str:
-        sel_f, _base_f, limit_f, ar_f = SEGMENTS[name]
+        _sel_f, _base_f, limit_f, ar_f = SEGMENTS[name]
         ar, limit = vmcs.read(ar_f), vmcs.read(limit_f)
         label = f"GUEST_{name.upper()}_AR_BYTES {ar:#x}"
         if ar & AR_UNUSABLE:
+            # The SDM checks CS as if usable; vmsim's CPU cannot run without a CS cache.
             if name in ("cs", "tr"):
                 return f"{label}: {name.upper()} must be usable"
             return ""
@@ -201,7 +325,6 @@ class Vmx:
             return f"{label}: G must be 0 when limit {limit:#x} bits 11:0 are not all ones"
         if limit & 0xFFF00000 and not g:
             return f"{label}: G must be 1 when limit {limit:#x} exceeds 1 MiB"
-        del sel_f
         return ""
 
     def vm_entry(self, vmcs: Vmcs, launch: bool) -> bool:
@@ -212,6 +335,12 @@ class Vmx:
             vmcs.write(F.VM_INSTRUCTION_ERROR, 4 if launch else 5)
             self.entry_failure = "VMLAUNCH needs a clear VMCS" if launch else \
                 "VMRESUME needs a launched VMCS"
+            return False
+        failure = self.check_controls(vmcs)
+        if failure:
+            # VMfailValid: 7 VM entry with invalid control field(s). No exit, no exit reason.
+            vmcs.write(F.VM_INSTRUCTION_ERROR, 7)
+            self.entry_failure = failure
             return False
         failure = self.check_guest_state(vmcs)
         if failure:
