@@ -529,6 +529,8 @@ class Vmx:
         w(F.GUEST_RIP, cpu.eip)
         w(F.GUEST_RFLAGS, cpu.eflags)
         w(F.GUEST_ACTIVITY_STATE, GUEST_ACTIVITY_HLT if cpu.halted else GUEST_ACTIVITY_ACTIVE)
+        # vmsim's CPU models no blocking by STI or MOV SS, so none is in effect at an exit.
+        w(F.GUEST_INTERRUPTIBILITY_INFO, 0)
         w(F.GUEST_SYSENTER_CS, cpu.msr.get(MSR_IA32_SYSENTER_CS, 0))
         w(F.GUEST_SYSENTER_ESP, cpu.msr.get(MSR_IA32_SYSENTER_ESP, 0))
         w(F.GUEST_SYSENTER_EIP, cpu.msr.get(MSR_IA32_SYSENTER_EIP, 0))
