@@ -256,3 +256,31 @@ def test_inject_pf_writes_no_cr2() -> None:
     b.vmx.run(100)
     assert b.vector_log == X.PF
     assert b.mem.read(STACK - 16, 4) == 0x2
+
+
+def test_fault_while_delivering_an_injected_event_exits() -> None:
+    # Inject #UD; the IDT ends before vector 6, so delivery raises #GP, which the bitmap
+    # intercepts: the entry succeeds and the first thing that happens is the #GP exit,
+    # with IDT-vectoring info naming the injected #UD for the VMM to re-inject.
+    b = _injection_bench(0x80000306)
+    b.vmcs.write(F.GUEST_IDTR_LIMIT, 6 * 8 - 1)
+    _bitmap(b, X.GP)
+    assert b.enter(), b.vmx.entry_failure
+    e = b.vmx.run(100)
+    assert e.reason == ExitReason.EXCEPTION_NMI
+    assert b.read(F.VM_EXIT_INTR_INFO) == 0x80000B0D
+    assert b.read(F.VM_EXIT_INTR_ERROR_CODE) == 6 * 8 + 2 + 1
+    assert b.read(F.IDT_VECTORING_INFO_FIELD) == 0x80000306
+    assert b.read(F.GUEST_RIP) == CODE
+    assert b.read(F.GUEST_RSP) == STACK
+    assert b.cpu.icount == 0  # no guest instruction ran
+
+
+def test_triple_fault_while_delivering_an_injected_event() -> None:
+    b = _injection_bench(0x80000B0D, 0)
+    b.vmcs.write(F.GUEST_IDTR_LIMIT, 0)
+    assert b.enter(), b.vmx.entry_failure
+    e = b.vmx.run(100)
+    assert e.reason == ExitReason.TRIPLE_FAULT
+    assert b.read(F.GUEST_RIP) == CODE
+    assert not b.cpu.shut_down

@@ -118,6 +118,9 @@ class Vmx:
         self.vmcs: Vmcs | None = None
         self.last_exit: ExitInfo | None = None
         self.entry_failure = ""  # which guest-state check failed, in words
+        # An exit that happened while delivering the event injected on entry (a fault the
+        # exception bitmap intercepts, or a triple fault): run() reports it first.
+        self._entry_exit: Intercept | None = None
         self.guest_mode = False
 
     # -- VM entry (SDM 27.2: checks on the controls; 27.3: on the guest-state area) -----------
@@ -354,6 +357,8 @@ class Vmx:
         self.entry_failure = ""
         self.load_guest_state(vmcs)
         self.guest_mode = True
+        self.cpu.intercept = self.exit_decision  # event delivery below may already exit
+        self._entry_exit = None
         self._inject_event(vmcs)
         return True
 
@@ -398,7 +403,12 @@ class Vmx:
         if self.events is not None and self.events.wants("event_injection"):
             self.events.emit("event_injection", self.source, vector=vector, type=kind >> 8,
                              error_code=code)
-        cpu.inject(vector, code, ret & 0xFFFFFFFF, soft)
+        if cpu.inject(vector, code, ret & 0xFFFFFFFF, soft) is StopReason.INTERCEPT:
+            # SDM "VM Exits During Event Injection": IDT-vectoring info names the injected event.
+            exit_cause = cpu.last_intercept
+            if exit_cause.kind == "exception" and "vectoring" not in exit_cause.extra:
+                exit_cause.extra["idt_vectoring"] = (info, code)
+            self._entry_exit = exit_cause
 
     # -- running the guest -------------------------------------------------------------------
     def run(self, budget: int) -> ExitInfo | None:
@@ -407,6 +417,9 @@ class Vmx:
         A halted guest (activity state HLT, HLT exiting off) just stays halted: None.
         """
         cpu = self.cpu
+        if self._entry_exit is not None:
+            info, self._entry_exit = self._entry_exit, None
+            return self.vm_exit(info)
         cpu.intercept = self.exit_decision
         stop = cpu.run(budget)
         if stop is StopReason.INTERCEPT:
@@ -539,11 +552,16 @@ class Vmx:
         exit_info = self._exit_info_for(info)
         # An exit during event delivery: the CPU names the event it was delivering as
         # extra["vectoring"] = (vector, error code or None, soft).
+        # (Vmx itself gives extra["idt_vectoring"] = (interruption info, error code) for a
+        # fault while delivering an injected event.)
         vectoring = info.extra.get("vectoring")
         if vectoring is not None:
             vector, code, soft = vectoring
             exit_info.idt_vectoring_info = _intr_info(vector, code, soft)
             exit_info.idt_vectoring_error_code = code
+        elif "idt_vectoring" in info.extra:
+            exit_info.idt_vectoring_info, exit_info.idt_vectoring_error_code = \
+                info.extra["idt_vectoring"]
         return exit_info
 
     def _exit_info_for(self, info: Intercept) -> ExitInfo:
