@@ -131,6 +131,7 @@ def test_guest_state_check(breaks: Callable[[Bench], None], words: str) -> None:
     rip = b.read(F.GUEST_RIP)
     assert b.enter() is False
     assert b.read(F.VM_EXIT_REASON) == 0x80000021  # bit 31 + 33 (invalid guest state)
+    assert not b.vmx.entry_fail_valid
     assert b.vmx.last_exit.reason == 0x80000021
     assert words in b.vmx.entry_failure, b.vmx.entry_failure
     assert b.read(F.EXIT_QUALIFICATION) == 0
@@ -201,6 +202,7 @@ def test_control_check_is_vmfailvalid_7(breaks: Callable[[Bench], None], words: 
     assert b.enter() is False
     assert b.read(F.VM_INSTRUCTION_ERROR) == 7
     assert b.read(F.VM_EXIT_REASON) == 12  # VMfailValid is not a VM exit
+    assert b.vmx.entry_fail_valid
     assert words in b.vmx.entry_failure, b.vmx.entry_failure
     assert not b.vmcs.launched
 
@@ -222,6 +224,7 @@ def test_vmresume_needs_a_launched_vmcs() -> None:
     b = Bench("hlt")
     assert b.enter(launch=False) is False
     assert b.read(F.VM_INSTRUCTION_ERROR) == 5
+    assert b.vmx.entry_fail_valid
     assert "VMRESUME" in b.vmx.entry_failure
     assert not b.vmcs.launched
 

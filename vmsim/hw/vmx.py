@@ -118,6 +118,9 @@ class Vmx:
         self.vmcs: Vmcs | None = None
         self.last_exit: ExitInfo | None = None
         self.entry_failure = ""  # which guest-state check failed, in words
+        # The last failed entry was VMfailValid (VM_INSTRUCTION_ERROR says why, the exit
+        # reason is untouched) rather than a failed-entry exit (reason 33 | bit 31).
+        self.entry_fail_valid = False
         # An exit that happened while delivering the event injected on entry (a fault the
         # exception bitmap intercepts, or a triple fault): run() reports it first.
         self._entry_exit: Intercept | None = None
@@ -333,17 +336,20 @@ class Vmx:
     def vm_entry(self, vmcs: Vmcs, launch: bool) -> bool:
         """VMLAUNCH / VMRESUME. False (with the exit fields set) when the entry fails."""
         self.vmcs = vmcs
+        self.entry_fail_valid = False
         if launch == vmcs.launched:
             # VMfailValid: 4 VMLAUNCH with non-clear VMCS, 5 VMRESUME with non-launched VMCS.
             vmcs.write(F.VM_INSTRUCTION_ERROR, 4 if launch else 5)
             self.entry_failure = "VMLAUNCH needs a clear VMCS" if launch else \
                 "VMRESUME needs a launched VMCS"
+            self.entry_fail_valid = True
             return False
         failure = self.check_controls(vmcs)
         if failure:
             # VMfailValid: 7 VM entry with invalid control field(s). No exit, no exit reason.
             vmcs.write(F.VM_INSTRUCTION_ERROR, 7)
             self.entry_failure = failure
+            self.entry_fail_valid = True
             return False
         failure = self.check_guest_state(vmcs)
         if failure:
