@@ -31,6 +31,7 @@ from vmsim.kvm.api import (
     KVM_EXIT_IO_IN,
     KVM_EXIT_IO_OUT,
     KVM_EXIT_MMIO,
+    KVM_EXIT_SHUTDOWN,
     KVM_INTERNAL_ERROR_EMULATION,
     KVM_PIO_PAGE_OFFSET,
 )
@@ -112,6 +113,8 @@ class Emulation:
             return "read" if self.pending_read is not None else "failed"
         if stop is StopReason.UNSUPPORTED:
             return "failed"
+        if stop is StopReason.SHUTDOWN:
+            return "shutdown"  # the fault the replay raised could not be delivered
         if not self.rep or cpu.eip != ins.next_ip32:
             return "done"  # not REP, or the iteration faulted into the guest's handler
         left = (self.ecx - 1) & 0xFFFFFFFF
@@ -156,6 +159,13 @@ def x86_emulate_instruction(v: SimVcpu, trap_ud: bool = False) -> int:
         ev = v.events
         if ev is not None and ev.wants("emulate"):
             ev.emit("emulate", v.name, instruction=emu.text, outcome=outcome)
+        if outcome == "shutdown":
+            # A triple fault while emulating: KVM_REQ_TRIPLE_FAULT -> KVM_EXIT_SHUTDOWN.
+            v.emulator = None
+            cpu.shut_down = False
+            vmx.save_guest_state(v.vmcs)
+            run.exit_reason = KVM_EXIT_SHUTDOWN
+            return 0
         if outcome == "failed":
             v.emulator = None
             vmx.save_guest_state(v.vmcs)

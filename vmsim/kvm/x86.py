@@ -68,6 +68,8 @@ def vcpu_run(v: SimVcpu) -> Generator[int, None, int]:
         r = yield from vcpu_enter_guest(v)
         if r <= 0:
             return r
+        if v.instruction_limit is not None and v.instruction_limit <= 0:
+            v.limit_reached = True
         if v.limit_reached:
             # What a signal does: the vCPU thread was kicked, KVM_RUN returns -EINTR.
             v.kvm_run.exit_reason = KVM_EXIT_INTR
@@ -96,7 +98,9 @@ def vcpu_enter_guest(v: SimVcpu) -> Generator[int, None, int]:
         exit_info = vmx.run(budget)
         ran = cpu.icount - before
         if v.instruction_limit is not None:
-            v.instruction_limit -= ran
+            # An instruction that exits counts too: kvm.ko completes it (or it is retried),
+            # so a guest stuck exiting still reaches its limit.
+            v.instruction_limit -= ran + (1 if exit_info is not None else 0)
             if v.instruction_limit <= 0 and exit_info is None:
                 v.limit_reached = True
                 exit_info = vmx.vm_exit(None)  # the kick: an external interrupt exits

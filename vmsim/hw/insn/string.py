@@ -1,8 +1,8 @@
 """String instructions and REP prefixes (SDM Vol. 1 7.3.9; Vol. 2 MOVS ... OUTS, REP).
 
-A REP-prefixed instruction runs all its iterations in one handler call. Registers are
-updated after every element, so a fault part-way leaves ESI/EDI/ECX at the element that
-faulted and EIP at the instruction, which restarts it: what the hardware does.
+A REP-prefixed instruction runs its iterations in the handler, up to REP_CHUNK per call.
+Registers are updated after every element, so a fault part-way leaves ESI/EDI/ECX at the
+element that faulted and EIP at the instruction, which restarts it: what the hardware does.
 """
 
 from __future__ import annotations
@@ -18,6 +18,10 @@ from vmsim.hw.insn.table import INTERCEPTABLE, NotInSubset, handles
 
 M32 = 0xFFFFFFFF
 Mn = iced_x86.Mnemonic
+# A REP instruction may be interrupted between iterations (SDM Vol. 1 7.3.9.3): vmsim
+# stops after this many and restarts the instruction, so one with ECX = 2**32 - 1 cannot
+# hold the CPU (or a single step) for hours. Each restart counts as an instruction.
+REP_CHUNK = 4096
 _SIZE = {"B": 1, "W": 2, "D": 4}
 
 
@@ -70,12 +74,16 @@ def movs(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
             return nxt
         return once
 
+    here = ins.ip32
+
     def repeated() -> int:
         step = -size if cpu.sysflags & DF else size
-        while r[1]:
+        n = REP_CHUNK
+        while r[1] and n:
             element(step)
             r[1] = (r[1] - 1) & M32
-        return nxt
+            n -= 1
+        return here if r[1] else nxt
     return repeated
 
 
@@ -105,14 +113,18 @@ def cmps(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
         return once
     while_equal = ins.has_repe_prefix
 
+    here = ins.ip32
+
     def repeated() -> int:
         step = -size if cpu.sysflags & DF else size
-        while r[1]:
+        n = REP_CHUNK
+        while r[1] and n:
             element(step)
             r[1] = (r[1] - 1) & M32
+            n -= 1
             if get_zf(lf) != while_equal:
-                break
-        return nxt
+                return nxt
+        return here if r[1] else nxt
     return repeated
 
 
@@ -148,10 +160,12 @@ def ins_outs(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
         if not rep:
             element(step)
         else:
-            while r[1]:
+            n = REP_CHUNK
+            while r[1] and n:
                 element(step)
                 r[1] = (r[1] - 1) & M32
-        cpu.retire(nxt)
+                n -= 1
+        cpu.retire(nxt if not r[1] or not rep else eip)
         return None
 
     def io_string() -> int:
