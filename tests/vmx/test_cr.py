@@ -95,8 +95,6 @@ def test_mov_cr0_no_exit_when_only_guest_owned_bits_change() -> None:
     assert b.read(F.CR0_READ_SHADOW) == 0x11  # the shadow is the VMM's, never the CPU's
 
 
-@pytest.mark.xfail(strict=True, reason="vmsim/hw/cpu.py set_control loads host-owned bits: "
-                   "SDM 26.3 says MOV to CR0 leaves bits set in the guest/host mask unmodified")
 def test_mov_cr0_leaves_host_owned_bits_unmodified() -> None:
     # kvm.ko's situation: the guest believes NE=0 (shadow 0x11), the hardware keeps NE=1.
     # If the guest's write loaded NE=0, the next VM entry would fail its CR0 check.
@@ -130,8 +128,6 @@ def test_mov_cr4_exits_on_a_masked_bit() -> None:
     assert b.read(F.GUEST_RIP) == b.sym("start")
 
 
-@pytest.mark.xfail(strict=True, reason="vmsim/hw/cpu.py CR4_VALID lacks VMXE (bit 13): in VMX "
-                   "operation a MOV to CR4 keeping VMXE=1 must not #GP")
 def test_mov_cr4_guest_owned_bits_only() -> None:
     b = Bench("mov eax, 0x2080\nmov cr4, eax\nhlt")  # PGE (guest-owned), VMXE as it is
     b.vmcs.write(F.CR4_GUEST_HOST_MASK, 0x10)

@@ -137,8 +137,6 @@ def test_pf_error_code_mask_and_match(bit: int, mask: int, match: int, exiting: 
         assert b.mem.read(STACK - 16, 4) == code
 
 
-@pytest.mark.xfail(strict=True, reason="vmsim/hw/cpu.py software_interrupt() never asks "
-                   "cpu.intercepted(): INT3/INTO in the exception bitmap must exit (type 6)")
 def test_int3_in_bitmap_exits_as_a_software_exception() -> None:
     b = Bench("nop\nstart: int3\nhlt")
     _bitmap(b, X.BP)
@@ -161,8 +159,6 @@ def test_fault_during_delivery_exits_for_the_second_exception() -> None:
     assert b.read(F.GUEST_RIP) == b.sym("start")
 
 
-@pytest.mark.xfail(strict=True, reason="vmsim/hw/cpu.py does not say which event was being "
-                   "delivered when a second exception exits (Intercept.extra['vectoring'])")
 def test_fault_during_delivery_records_idt_vectoring_info() -> None:
     b = Bench("nop\nud2\nhlt")
     _bitmap(b, X.GP)

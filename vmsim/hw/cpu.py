@@ -38,6 +38,7 @@ CR0_VALID = CR0_PE | CR0_MP | CR0_EM | CR0_TS | CR0_ET | CR0_NE | CR0_WP | CR0_A
     | CR0_CD | CR0_PG
 # CR4 bits this CPU accepts (VME..OSXMMEXCPT); PAE is accepted but not modelled with paging.
 CR4_VALID = 0x7FF
+CR4_VMXE = 1 << 13
 
 EFLAGS_FIXED = 0x2  # bit 1 reads as 1
 # EFLAGS bits POPFD may change at CPL 0 (no VM86, no VIF/VIP; RF is cleared).
@@ -408,6 +409,11 @@ class Cpu:
         """MOV to CRn (SDM Vol. 3A 2.5): reserved bits #GP(0), TLB and decode-cache effects."""
         value &= 0xFFFFFFFF
         mmu = self.mmu
+        if check and n in self.cr_shadow:
+            # VMX non-root: bits the hypervisor owns (guest/host mask) keep their value
+            # (SDM "Changes to Instruction Behavior in VMX Non-Root Operation", MOV to CR0/4).
+            mask = self.cr_shadow[n][0]
+            value = (value & ~mask) | (self.get_raw_control(n) & mask)
         if n == 0:
             if check and (value & ~CR0_VALID or (value & CR0_PG and not value & CR0_PE)
                           or (value & CR0_NW and not value & CR0_CD)):
@@ -425,7 +431,9 @@ class Cpu:
             if mmu.paging:
                 self._drop_decoded()
         elif n == 4:
-            if check and value & ~CR4_VALID:
+            # CR4.VMXE is set only in VMX operation, where it must stay set.
+            valid = CR4_VALID | (CR4_VMXE if self.cr_shadow else 0)
+            if check and value & ~valid:
                 raise X.gp(0)
             old = mmu.cr4
             mmu.cr4 = value
@@ -654,7 +662,6 @@ class Cpu:
 
     def _deliver_with_rules(self, vector: int, error_code: int | None, cr2: int | None,
                             return_eip: int, soft: bool) -> StopReason | None:
-        first = None
         while True:
             if self.events is not None and self.events.wants("exception"):
                 self.events.emit("exception", self.name, vector=vector, name=X.name(vector),
@@ -667,15 +674,16 @@ class Cpu:
             except CpuException as e:
                 if vector == X.DF:
                     return self._triple_fault()
-                first = vector
+                first = (vector, error_code, soft)  # what was being delivered
                 soft = False
                 return_eip = self.eip  # a fault during delivery returns to the instruction
-                if _is_double(first, e.vector):
+                if _is_double(first[0], e.vector):
                     vector, error_code, cr2 = X.DF, 0, None
                 else:
                     vector, error_code, cr2 = e.vector, e.error_code, e.cr2
                 if self.intercepted(Intercept("exception", self.eip, vector=vector,
-                                              error_code=error_code, linear=cr2 or 0)):
+                                              error_code=error_code, linear=cr2 or 0,
+                                              extra={"vectoring": first})):
                     return StopReason.INTERCEPT
 
     def _triple_fault(self) -> StopReason:
@@ -694,6 +702,10 @@ class Cpu:
 
     def software_interrupt(self, vector: int, next_eip: int) -> StopReason | None:
         """INT n / INT3 / INTO: a trap, returning to the next instruction."""
+        if vector in (X.BP, X.OF) and self.intercepted(Intercept(
+                "exception", self.eip, (next_eip - self.eip) & 0xFFFFFFFF, vector=vector,
+                extra={"soft": True})):
+            return StopReason.INTERCEPT  # INT3/INTO are exceptions for the exception bitmap
         return self._deliver_with_rules(vector, None, None, next_eip, soft=True)
 
     def _deliver(self, vector: int, error_code: int | None, return_eip: int, soft: bool) -> None:
