@@ -84,7 +84,10 @@ def vcpu_enter_guest(v: SimVcpu) -> Generator[int, None, int]:
     if ev is not None and ev.wants("vmentry"):
         ev.emit("vmentry", v.name, rip=v.vmcs.read(F.GUEST_RIP), launch=launch)
     if not vmx.vm_entry(v.vmcs, launch):
-        reason = v.vmcs.read(F.VM_EXIT_REASON)
+        # VMfailValid (a bad control field, a VMCS in the wrong launch state): the
+        # VM-instruction error; invalid guest state: the exit reason with bit 31 set.
+        reason = v.vmcs.read(F.VM_INSTRUCTION_ERROR if vmx.entry_fail_valid
+                             else F.VM_EXIT_REASON)
         v.fail_entry_detail = vmx.entry_failure
         if ev is not None and ev.wants("vmentry_failed"):
             ev.emit("vmentry_failed", v.name, reason=reason, check=vmx.entry_failure)
