@@ -146,3 +146,14 @@ def test_ldtr_and_tr_fields_are_left_alone() -> None:
     before = {f: b.read(f) for name in ("ldtr", "tr") for f in SEGMENTS[name]}
     b.run()
     assert {f: b.read(f) for f in before} == before
+
+
+def test_a_based_segment_stops_the_run_with_a_reason() -> None:
+    # Legal for VM entry, but vmsim's CPU has flat segments only: never run it wrongly.
+    from vmsim.hw.exceptions import Unsupported
+
+    b = Bench("hlt")
+    b.vmcs.write(F.GUEST_DS_BASE, 0x10000)
+    assert b.enter()
+    with pytest.raises(Unsupported, match="DS base 0x10000"):
+        b.vmx.run(100)

@@ -426,6 +426,7 @@ class Vmx:
         if self._entry_exit is not None:
             info, self._entry_exit = self._entry_exit, None
             return self.vm_exit(info)
+        self._check_runnable()
         cpu.intercept = self.exit_decision
         stop = cpu.run(budget)
         if stop is StopReason.INTERCEPT:
@@ -435,6 +436,18 @@ class Vmx:
         if stop is StopReason.UNSUPPORTED:
             raise Unsupported(cpu.stop_message)
         return None
+
+    def _check_runnable(self) -> None:
+        """A guest state VM entry accepts but vmsim's CPU cannot execute (real mode, based
+        segments) stops the run with a reason rather than running wrongly."""
+        cpu = self.cpu
+        if not cpu.get_raw_control(0) & 1:
+            raise Unsupported("the guest is in real mode (CR0.PE=0): vmsim's CPU runs "
+                              "32-bit protected mode only")
+        for name, seg in zip(CPU_SEGMENTS, cpu.seg, strict=True):
+            if seg.access and seg.base:
+                raise Unsupported(f"guest {name.upper()} base {seg.base:#x}: vmsim's CPU "
+                                  "models flat segments only (base 0)")
 
     def exit_decision(self, info: Intercept) -> bool:
         """Does this instruction or event cause a VM exit? (SDM 26.1-26.2)"""
