@@ -30,6 +30,15 @@ def kvm():
     k.close()
 
 
+def _flat_protected_mode(vcpu) -> None:
+    s = vcpu.get_sregs()
+    s.cs = KvmSegment.flat(0x08, code=True)
+    for name in ("ds", "es", "fs", "gs", "ss"):
+        setattr(s, name, KvmSegment.flat(0x10, code=False))
+    s.cr0 = 0x11
+    vcpu.set_sregs(s)
+
+
 def test_missing_device_is_a_one_line_error(tmp_path) -> None:
     with pytest.raises(HostKvmError) as info:
         open_kvm(str(tmp_path / "kvm"))
@@ -39,12 +48,7 @@ def test_missing_device_is_a_one_line_error(tmp_path) -> None:
 def test_sregs_round_trip_through_the_kernel(kvm) -> None:
     vm = kvm.create_vm()
     vcpu = vm.create_vcpu(0)
-    s = vcpu.get_sregs()
-    s.cs = KvmSegment.flat(0x08, code=True)
-    for name in ("ds", "es", "fs", "gs", "ss"):
-        setattr(s, name, KvmSegment.flat(0x10, code=False))
-    s.cr0 = 0x11
-    vcpu.set_sregs(s)
+    _flat_protected_mode(vcpu)
     back = vcpu.get_sregs()
     assert back.cs.selector == 0x08 and back.cs.db == 1 and back.cs.limit == 0xFFFFFFFF
     assert back.ss.selector == 0x10 and back.cr0 & 1
@@ -60,12 +64,7 @@ def test_out_and_hlt_reach_userspace(kvm) -> None:
     vm.set_user_memory_region(0, 0, 0, 2 << 20, memoryview(mem))
     vm.set_tss_addr()
     vcpu = vm.create_vcpu(0)
-    s = vcpu.get_sregs()
-    s.cs = KvmSegment.flat(0x08, code=True)
-    for name in ("ds", "es", "fs", "gs", "ss"):
-        setattr(s, name, KvmSegment.flat(0x10, code=False))
-    s.cr0 = 0x11
-    vcpu.set_sregs(s)
+    _flat_protected_mode(vcpu)
     vcpu.set_regs(KvmRegs(rip=0x100000, rsp=0x100000, rflags=0x2))
     assert vcpu.run() == 0
     run = vcpu.kvm_run

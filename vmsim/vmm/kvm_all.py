@@ -135,16 +135,10 @@ def kvm_cpu_exec(s: KvmState, cpu: CPUState) -> Generator[Any, None, int]:
             break
         reason = run.exit_reason
         cpu.last_exit = KVM_EXIT_NAMES.get(reason, str(reason))
-        if reason == KVM_EXIT_IO:
+        if reason in (KVM_EXIT_IO, KVM_EXIT_MMIO):
+            # Device models run under the BQL (prepare_mmio_access takes it for them).
             yield from m.bql_lock(cpu.thread)
-            fields = kvm_handle_io(m, cpu)
-            m.bql_unlock(cpu.thread)
-            _emit_exit(ev, cpu, fields)
-            yield COST_DEVICE_ACCESS
-            ret = 0
-        elif reason == KVM_EXIT_MMIO:
-            yield from m.bql_lock(cpu.thread)
-            fields = kvm_handle_mmio(m, cpu)
+            fields = (kvm_handle_io if reason == KVM_EXIT_IO else kvm_handle_mmio)(m, cpu)
             m.bql_unlock(cpu.thread)
             _emit_exit(ev, cpu, fields)
             yield COST_DEVICE_ACCESS
