@@ -72,7 +72,7 @@ class HostVcpu:
         buf = struct.pack("<II", len(entries), 0)
         for fn, idx, a, b, c, d in entries:
             flags = 1 if idx else 0  # KVM_CPUID_FLAG_SIGNIFCANT_INDEX
-            buf += struct.pack("<IIIIIIII3I", fn, idx, flags, a, b, c, d, 0, 0, 0, 0)[:40]
+            buf += struct.pack("<7I12x", fn, idx, flags, a, b, c, d)  # + u32 padding[3]
         _ioctl(self.fd, KVM_SET_CPUID2, buf, "KVM_SET_CPUID2")
 
     def run(self) -> int:
