@@ -82,40 +82,40 @@ class PhysicalMemory:
 
     # -- slow paths (any address, any alignment) ---------------------------------------
     def read(self, pa: int, size: int) -> int:
-        if pa + size <= self.size and self.kind[pa >> PAGE_SHIFT] != OTHER and (
-            self.kind[(pa + size - 1) >> PAGE_SHIFT] != OTHER
-        ):
+        n0 = PAGE_SIZE - (pa & (PAGE_SIZE - 1))
+        if size > n0:
+            # Crosses a page: each page on its own (as KVM splits MMIO into fragments);
+            # physical addresses wrap at 4 GiB.
+            lo = self.read(pa, n0)
+            return lo | self.read((pa + n0) & 0xFFFFFFFF, size - n0) << (8 * n0)
+        if self.kind[pa >> PAGE_SHIFT] != OTHER and pa + size <= self.size:
             return int.from_bytes(self.ram[pa : pa + size], "little")
         region = self._region(pa)
-        if region is not None and pa + size <= region.base + region.length:
+        if region is not None:
             return region.device.read(pa - region.base, size) & ((1 << (8 * size)) - 1)
-        if region is None and self.kind[pa >> PAGE_SHIFT] == OTHER:
-            if self.unclaimed_hook:
-                self.unclaimed_hook(pa, size, False)
-            return (1 << (8 * size)) - 1
-        # Straddles RAM and something else: byte by byte.
-        return sum(self.read(pa + i, 1) << (8 * i) for i in range(size))
+        if self.unclaimed_hook:
+            self.unclaimed_hook(pa, size, False)
+        return (1 << (8 * size)) - 1
 
     def write(self, pa: int, size: int, value: int) -> None:
-        first, last = pa >> PAGE_SHIFT, (pa + size - 1) >> PAGE_SHIFT
-        kf, kl = self.kind[first], self.kind[last & (NUM_FRAMES - 1)]
-        if kf != OTHER and kl != OTHER and pa + size <= self.size:
+        n0 = PAGE_SIZE - (pa & (PAGE_SIZE - 1))
+        if size > n0:
+            self.write(pa, n0, value & ((1 << (8 * n0)) - 1))
+            self.write((pa + n0) & 0xFFFFFFFF, size - n0, value >> (8 * n0))
+            return
+        frame = pa >> PAGE_SHIFT
+        k = self.kind[frame]
+        if k != OTHER and pa + size <= self.size:
             self.ram[pa : pa + size] = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
-            if (kf == CODE or kl == CODE) and self.code_write_hook:
-                self.code_write_hook(first)
-                if last != first:
-                    self.code_write_hook(last)
+            if k == CODE and self.code_write_hook:
+                self.code_write_hook(frame)
             return
         region = self._region(pa)
-        if region is not None and pa + size <= region.base + region.length:
+        if region is not None:
             region.device.write(pa - region.base, size, value & ((1 << (8 * size)) - 1))
             return
-        if region is None and kf == OTHER and first == last:
-            if self.unclaimed_hook:
-                self.unclaimed_hook(pa, size, True)
-            return
-        for i in range(size):
-            self.write((pa + i) & 0xFFFFFFFF, 1, (value >> (8 * i)) & 0xFF)
+        if self.unclaimed_hook:
+            self.unclaimed_hook(pa, size, True)
 
     def load(self, pa: int, data: bytes) -> None:
         """Put bytes into RAM (a loader or DMA): decoded code there is dropped too."""

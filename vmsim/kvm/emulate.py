@@ -101,6 +101,7 @@ class Emulation:
             return "done"
         if self.rep:
             cpu.r[1] = 1
+        self.mem_pos = 0  # each replay consumes the MMIO answers from the first
         trap, ports = v.vm.trap, cpu.io
         trap.emulator, cpu.io, cpu.intercept = self, self, None
         try:
