@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import iced_x86
@@ -25,6 +25,7 @@ from vmsim.events import EventStream
 from vmsim.hw import exceptions as X
 from vmsim.hw.exceptions import CpuException, Unsupported
 from vmsim.hw.flags import ARITH_MASK, EXPLICIT, materialize, set_explicit
+from vmsim.hw.intercept import Intercept, InterceptExit
 from vmsim.hw.memory import CODE, OTHER, PAGE_SHIFT, RAM, PhysicalMemory
 from vmsim.hw.mmu import CR0_PG, CR0_WP, CR4_PAE, CR4_PGE, CR4_PSE, FETCH, READ, WRITE, Mmu
 
@@ -93,39 +94,6 @@ class Segment:
     @classmethod
     def flat_data(cls, selector: int = 0x10) -> Segment:
         return cls(selector, 0, 0xFFFFFFFF, 0x93, 0xC)
-
-
-@dataclass
-class Intercept:
-    """What the CPU knows about an instruction or event a hypervisor may intercept.
-
-    These are the ingredients of a VM exit (SDM Vol. 3C 28.2): the kind, the instruction
-    length, and the fields of its exit qualification.
-    """
-
-    kind: str  # io hlt cpuid cr_read cr_write invlpg rdmsr wrmsr rdtsc vmcall exception triple_fault
-    eip: int
-    insn_len: int = 0
-    port: int = 0
-    size: int = 0
-    is_in: bool = False
-    string: bool = False
-    rep: bool = False
-    cr: int = 0
-    gpr: int = 0
-    linear: int = 0
-    vector: int = 0
-    error_code: int | None = None
-    extra: dict = field(default_factory=dict)
-
-
-class InterceptExit(Exception):
-    """Raised mid-instruction (e.g. by a guest-physical access the hypervisor traps, an EPT
-    violation) to stop the CPU before the instruction takes effect: StopReason.INTERCEPT."""
-
-    def __init__(self, info: Intercept):
-        super().__init__(info.kind)
-        self.info = info
 
 
 class SlowPath(Exception):
