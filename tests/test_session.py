@@ -28,8 +28,14 @@ def test_step_to_next_vmexit_then_userspace_exit() -> None:
     out = s.step_vmexit()
     last = out.events[-1]
     assert last.kind == "vmexit"
-    # The first exit is putc's IN from LSR (0x3FD): qualification 0x03FD0008 (SDM: IN, DX).
-    assert (last["reason"], last["qualification"]) == ("IO_INSTRUCTION", 0x03FD0008)
+    # The very first fetch finds no EPT mapping: an EPT violation for the entry point's
+    # page, qualification fetch (bit 2) | guest-linear valid (7) | final translation (8).
+    assert (last["reason"], last["qualification"]) == ("EPT_VIOLATION", 0x184)
+    assert last["guest_physical_address"] == 0x100000
+    while last["reason"] != "IO_INSTRUCTION":
+        last = s.step_vmexit().events[-1]
+    # putc's IN from LSR (0x3FD): qualification 0x03FD0008 (SDM: IN, port in DX).
+    assert last["qualification"] == 0x03FD0008
     out = s.step_userspace_exit()
     last = out.events[-1]
     assert last.kind == "kvm_exit" and last["reason"] == "KVM_EXIT_IO"

@@ -42,6 +42,8 @@ _declare("tlb_hit", "hw", "linear physical access", "TLB hit {linear:#x} -> {phy
 _declare("tlb_miss", "hw", "linear access", "TLB miss {linear:#x} ({access})")
 _declare("walk_step", "hw", "linear level table index entry_address entry outcome",
          "{level}[{index}] @ {entry_address:#x} = {entry:#010x}: {outcome}")
+_declare("ept_step", "hw", "linear gpa level table index entry_address entry outcome",
+         "EPT {level}[{index}] for {gpa:#x} @ {entry_address:#x} = {entry:#018x}: {outcome}")
 _declare("tlb_flush", "hw", "scope linear", "TLB flush ({scope})")
 _declare("smc", "hw", "frame", "self-modifying code: decoded instructions in frame {frame:#x} dropped")
 _declare("io_unclaimed", "vmm", "space address size is_write",
@@ -57,6 +59,8 @@ _declare("event_injection", "hw", "vector type error_code", "inject vector {vect
 _declare("kvm_handler", "kvm", "handler outcome", "{handler}: {outcome}")
 _declare("emulate", "kvm", "instruction outcome", "emulate {instruction}: {outcome}")
 _declare("hypercall", "kvm", "nr args ret", "hypercall {nr} -> {ret}")
+_declare("tdp_map", "kvm", "gfn hpa new_tables mmio",
+         "EPT: gfn {gfn:#x} -> {hpa:#x} ({new_tables} new tables, mmio={mmio})")
 
 # The VMM (QEMU side).
 _declare("ioctl", "vmm", "name detail result", "ioctl {name} {detail} -> {result}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from vmsim.asm import assemble
 from vmsim.hw.cpu import Cpu
+from vmsim.hw.ept import build_identity_ept
 from vmsim.hw.memory import PhysicalMemory
 from vmsim.hw.vmcs import (
     CPU_BASED_ACTIVATE_SECONDARY_CONTROLS,
@@ -71,6 +72,7 @@ class Bench:
         # unrestricted guest, which lets CR0.PG be 0 (the entry state has paging off).
         self.vmcs.write(F.SECONDARY_VM_EXEC_CONTROL,
                         SECONDARY_EXEC_ENABLE_EPT | SECONDARY_EXEC_UNRESTRICTED_GUEST)
+        self.vmcs.write(F.EPT_POINTER, build_identity_ept(self.vmx.host, MEM_SIZE))
         self.image = None
         if program:
             self.load(program)

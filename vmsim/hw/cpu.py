@@ -116,7 +116,7 @@ def _build_memfns(cpu: Cpu) -> MemFns:
     frm = int.from_bytes
     fns = MemFns()
 
-    if not cpu.mmu.paging:
+    if not cpu.mmu.translating:
         def rd8(a: int) -> int:
             if kind[a >> 12] != OTHER:
                 return ram[a]
@@ -264,7 +264,7 @@ def _build_memfns(cpu: Cpu) -> MemFns:
                 slow_write(a, 4, v)
 
     fns.rd8, fns.rd16, fns.rd32, fns.wr8, fns.wr16, fns.wr32 = rd8, rd16, rd32, wr8, wr16, wr32
-    if cpu.mmu.paging and cpu.events is not None and cpu.events.wants("tlb_hit"):
+    if cpu.mmu.translating and cpu.events is not None and cpu.events.wants("tlb_hit"):
         _trace_tlb_hits(cpu, fns)
     return fns
 
@@ -431,6 +431,18 @@ class Cpu:
             for eip in [e for e in self.icache if e >> 12 == lpn or (e + 15) >> 12 == lpn]:
                 del self.icache[eip]
 
+    def set_second_stage(self, ept) -> None:
+        """EPT on (VM entry with EPT enabled) or off. Guest RAM is host RAM 1:1, so the
+        decoded instructions stay right; only the accessors may need the TLB now."""
+        mmu = self.mmu
+        if mmu.ept is ept:
+            return
+        was = mmu.translating
+        mmu.ept = ept
+        mmu.flush(scope="ept")
+        if mmu.translating != was:
+            self._rebuild()
+
     def _paging_changed(self) -> None:
         self.mmu.flush(scope="paging mode")
         self._rebuild()
@@ -475,7 +487,7 @@ class Cpu:
         """
         mmu = self.mmu
         la = eip & 0xFFFFFFFF
-        if mmu.paging:
+        if mmu.translating:
             pb = mmu.tlb.get(la >> 12)
             if pb is None:
                 pb = mmu.translate(la, FETCH)
@@ -489,7 +501,7 @@ class Cpu:
 
     def fetch_more(self, eip: int, have: int, count: int = 15) -> tuple[bytes, int]:
         la = (eip + have) & 0xFFFFFFFF
-        if self.mmu.paging:
+        if self.mmu.translating:
             pb = self.mmu.tlb.get(la >> 12)
             if pb is None:
                 pb = self.mmu.translate(la, FETCH)

@@ -12,8 +12,10 @@ table the hardware walks, which shadow paging replaces.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from vmsim.events import EventStream
+from vmsim.hw.ept import Ept, EptStep
 from vmsim.hw.exceptions import PF, CpuException
 from vmsim.hw.memory import PhysicalMemory
 
@@ -40,9 +42,22 @@ class WalkStep:
     outcome: str  # "table", "4K page", "4M page", "not present", "write protected", "reserved bit"
 
 
+class TableMemory(Protocol):
+    """Where the paging structures the hardware walks live."""
+
+    def read(self, addr: int, size: int) -> int: ...
+
+    def write(self, addr: int, size: int, value: int) -> None: ...
+
+
 class Mmu:
     def __init__(self, mem: PhysicalMemory, events: EventStream | None = None, source: str = "cpu0"):
         self.mem = mem
+        # The paging structures: normally in (guest-)physical memory; under shadow paging
+        # the hardware walks kvm.ko's shadow tables in host memory instead.
+        self.tables: TableMemory = mem
+        # A second stage (EPT), while the CPU runs a guest with EPT enabled.
+        self.ept: Ept | None = None
         self.events = events
         self.source = source
         self.cr0 = 0
@@ -55,12 +70,19 @@ class Mmu:
         self.global_pages: set[int] = set()
         self.last_walk: list[WalkStep] = []
         self.walks = 0  # statistics: TLB misses that walked
+        self.refs = 0  # statistics: guest paging-structure references (EPT's are in ept.refs)
         self.trace = False  # emit walk_step / tlb_miss events
+        self._la = 0  # the linear address being translated (for EPT's exit qualification)
 
     # -- control ------------------------------------------------------------------------
     @property
     def paging(self) -> bool:
         return bool(self.cr0 & CR0_PG)
+
+    @property
+    def translating(self) -> bool:
+        """Does a linear address need the TLB (paging, or EPT, or both)?"""
+        return bool(self.cr0 & CR0_PG) or self.ept is not None
 
     def root(self) -> int:
         return self.cr3 & 0xFFFFF000
@@ -88,12 +110,25 @@ class Mmu:
         if self.events and self.trace:
             self.events.emit("tlb_flush", self.source, scope="page", linear=la & 0xFFFFF000)
 
-    # -- paging-structure references (the EPT seam) ------------------------------------
+    # -- paging-structure references -------------------------------------------------------
+    def entry_address(self, addr: int, steps: list | None) -> int:
+        """Where a guest paging-structure entry really is: through EPT when it is on."""
+        self.refs += 1
+        if self.ept is None:
+            return addr
+        ept_steps = [] if steps is not None else None
+        try:
+            frame = self.ept.translate(addr, READ, self._la, False, ept_steps)
+        finally:
+            if ept_steps:
+                steps.extend(ept_steps)
+        return frame | (addr & 0xFFF)
+
     def read_pte(self, pa: int) -> int:
-        return self.mem.read(pa, 4)
+        return self.tables.read(pa, 4)
 
     def write_pte(self, pa: int, value: int) -> None:
-        self.mem.write(pa, 4, value)
+        self.tables.write(pa, 4, value)
 
     # -- the walk -------------------------------------------------------------------------
     def translate(self, la: int, access: int) -> int:
@@ -109,6 +144,12 @@ class Mmu:
                 self.last_walk = steps
                 if self.events:
                     for s in steps:
+                        if isinstance(s, EptStep):
+                            self.events.emit("ept_step", self.source, linear=la, gpa=s.gpa,
+                                             level=s.level, table=s.table, index=s.index,
+                                             entry_address=s.entry_address, entry=s.entry,
+                                             outcome=s.outcome)
+                            continue
                         self.events.emit("walk_step", self.source, linear=la, level=s.level,
                                          table=s.table, index=s.index,
                                          entry_address=s.entry_address, entry=s.entry,
@@ -121,12 +162,29 @@ class Mmu:
         # CPL is always 0 here (U/S = 0); I/D is only reported with PAE+NX or SMEP.
         return CpuException(PF, code, cr2=la)
 
-    def _walk(self, la: int, access: int, steps: list[WalkStep] | None) -> int:
+    def _final(self, gpa_base: int, la: int, access: int, steps: list | None) -> int:
+        """The data access's own second-stage translation (guest-physical -> host)."""
+        if self.ept is None:
+            return gpa_base
+        ept_steps = [] if steps is not None else None
+        try:
+            return self.ept.translate(gpa_base | (la & 0xFFF), access, la, True, ept_steps)
+        finally:
+            if ept_steps:
+                steps.extend(ept_steps)
+
+    def _walk(self, la: int, access: int, steps: list | None) -> int:
         write = access == WRITE
+        self._la = la
+        if not self.paging:  # EPT alone: linear = guest-physical
+            base = self._final(la & 0xFFFFF000, la, access, steps)
+            self._fill(la, base, write, 1, 0)
+            return base
         pd = self.root()
         pde_index = la >> 22
         pde_addr = pd | (pde_index << 2)
-        pde = self.read_pte(pde_addr)
+        pde_at = self.entry_address(pde_addr, steps)
+        pde = self.read_pte(pde_at)
         if not pde & P:
             if steps is not None:
                 steps.append(WalkStep("PDE", pd, pde_index, pde_addr, pde, "not present"))
@@ -141,23 +199,24 @@ class Mmu:
                     steps.append(WalkStep("PDE", pd, pde_index, pde_addr, pde, "write protected"))
                 raise self._fault(la, access, True)
             new = pde | A | (D if write else 0)
-            if new != pde:
-                self.write_pte(pde_addr, new)
             if steps is not None:
                 steps.append(WalkStep("PDE", pd, pde_index, pde_addr, new, "4M page"))
-            base = (pde & 0xFFC00000) | (la & 0x003FF000)
+            base = self._final((pde & 0xFFC00000) | (la & 0x003FF000), la, access, steps)
+            if new != pde:
+                self.write_pte(pde_at, new)
             self._fill(la, base, write, new & RW, new & G)
             return base
         # PDE -> page table. The CPU sets A on a PDE it uses, before looking at the PTE.
         if not pde & A:
             pde |= A
-            self.write_pte(pde_addr, pde)
+            self.write_pte(pde_at, pde)
         pt = pde & 0xFFFFF000
         if steps is not None:
             steps.append(WalkStep("PDE", pd, pde_index, pde_addr, pde, "table"))
         pte_index = (la >> 12) & 0x3FF
         pte_addr = pt | (pte_index << 2)
-        pte = self.read_pte(pte_addr)
+        pte_at = self.entry_address(pte_addr, steps)
+        pte = self.read_pte(pte_at)
         if not pte & P:
             if steps is not None:
                 steps.append(WalkStep("PTE", pt, pte_index, pte_addr, pte, "not present"))
@@ -168,11 +227,12 @@ class Mmu:
                 steps.append(WalkStep("PTE", pt, pte_index, pte_addr, pte, "write protected"))
             raise self._fault(la, access, True)
         new = pte | A | (D if write else 0)
-        if new != pte:
-            self.write_pte(pte_addr, new)
         if steps is not None:
             steps.append(WalkStep("PTE", pt, pte_index, pte_addr, new, "4K page"))
-        base = pte & 0xFFFFF000
+        base = self._final(pte & 0xFFFFF000, la, access, steps)
+        # A and D are set once the whole translation (second stage included) succeeds.
+        if new != pte:
+            self.write_pte(pte_at, new)
         self._fill(la, base, write, writable, new & G)
         return base
 

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from vmsim.events import EventStream
 from vmsim.hw import exceptions as X
 from vmsim.hw.cpu import Cpu, Intercept, Segment, StopReason
+from vmsim.hw.ept import EPT_VIOLATION_GVA_IS_VALID, Ept
 from vmsim.hw.exceptions import Unsupported
+from vmsim.hw.hostmem import HostPages
 from vmsim.hw.vmcs import (
     CPU_BASED_ACTIVATE_SECONDARY_CONTROLS,
     CPU_BASED_CR3_LOAD_EXITING,
@@ -111,8 +113,11 @@ def segment_from_vmcs(vmcs: Vmcs, name: str) -> Segment:
 class Vmx:
     """A processor's VMX non-root operation on behalf of one VMCS at a time."""
 
-    def __init__(self, cpu: Cpu, events: EventStream | None = None, source: str = "vcpu0"):
+    def __init__(self, cpu: Cpu, events: EventStream | None = None, source: str = "vcpu0",
+                 host: HostPages | None = None):
         self.cpu = cpu
+        self.host = host or HostPages()  # host memory, where the EPT tables live
+        self._ept: Ept | None = None
         self.events = events
         self.source = source
         self.vmcs: Vmcs | None = None
@@ -393,6 +398,17 @@ class Vmx:
         # non-root operation tsc_offset is the VMCS TSC offset, or 0 without offsetting.
         offsetting = r(F.CPU_BASED_VM_EXEC_CONTROL) & CPU_BASED_USE_TSC_OFFSETTING
         cpu.tsc_offset = r(F.TSC_OFFSET) if offsetting else 0
+        cpu.set_second_stage(self.ept_in_use(vmcs))
+
+    def ept_in_use(self, vmcs: Vmcs) -> Ept | None:
+        """The EPT walker for this VMCS's EPTP, when "enable EPT" is set."""
+        if not (vmcs.read(F.CPU_BASED_VM_EXEC_CONTROL) & CPU_BASED_ACTIVATE_SECONDARY_CONTROLS
+                and vmcs.read(F.SECONDARY_VM_EXEC_CONTROL) & SECONDARY_EXEC_ENABLE_EPT):
+            return None
+        eptp = vmcs.read(F.EPT_POINTER)
+        if self._ept is None or self._ept.eptp != eptp:
+            self._ept = Ept(self.host, eptp)
+        return self._ept
 
     def _inject_event(self, vmcs: Vmcs) -> None:
         """Event injection (SDM 27.6): deliver the event in VM_ENTRY_INTR_INFO_FIELD."""
@@ -618,10 +634,14 @@ class Vmx:
         if k == "triple_fault":
             return ExitInfo(ExitReason.TRIPLE_FAULT)
         if k == "ept_violation":
-            # SDM "Exit Qualification for EPT Violations": data read (0) / write (1); bits 5:3
-            # zero: not present. The guest-linear address is not known at the bus: bit 7 = 0.
-            write = info.extra.get("write", False)
-            return ExitInfo(ExitReason.EPT_VIOLATION, 2 if write else 1, 0,
+            # SDM "Exit Qualification for EPT Violations" (built by the EPT walker; an access
+            # that met no memory at all, with EPT off, reports a plain read or write).
+            q = info.extra.get("qualification", 2 if info.extra.get("write") else 1)
+            gla = info.linear if q & EPT_VIOLATION_GVA_IS_VALID else None
+            return ExitInfo(ExitReason.EPT_VIOLATION, q, 0, guest_linear_address=gla,
+                            guest_physical_address=info.extra["gpa"])
+        if k == "ept_misconfig":
+            return ExitInfo(ExitReason.EPT_MISCONFIG, 0, 0,
                             guest_physical_address=info.extra["gpa"])
         raise ValueError(f"no VM exit for {k}")
 

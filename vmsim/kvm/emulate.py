@@ -104,10 +104,19 @@ class Emulation:
         self.mem_pos = 0  # each replay consumes the MMIO answers from the first
         trap, ports = v.vm.trap, cpu.io
         trap.emulator, cpu.io, cpu.intercept = self, self, None
+        ept = cpu.mmu.ept
+        if ept is not None:
+            # The emulator reaches guest memory as kvm.ko does, by guest-physical address
+            # (gpa -> memslot), not through EPT; its translations must not outlive it.
+            ept.software = True
+            cpu.mmu.flush(scope="emulation")
         try:
             stop = cpu.run(1)
         finally:
             trap.emulator, cpu.io = None, ports
+            if ept is not None:
+                ept.software = False
+                cpu.mmu.flush(scope="emulation")
         if stop is StopReason.INTERCEPT:  # the replay needs an answer from userspace
             if self.rep:
                 cpu.r[1] = self.ecx

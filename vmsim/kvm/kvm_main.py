@@ -14,6 +14,7 @@ from typing import Any
 
 from vmsim.events import EventStream
 from vmsim.hw.cpu import Cpu, Intercept, InterceptExit
+from vmsim.hw.hostmem import HostPages
 from vmsim.hw.memory import PAGE_SIZE, PhysicalMemory
 from vmsim.hw.vmcs import Vmcs
 from vmsim.hw.vmx import Vmx
@@ -57,6 +58,9 @@ class SimVm:
         self.trap = GuestMemoryTrap()
         self.vcpus: list[SimVcpu] = []
         self.tss_addr = 0
+        self.host = HostPages()  # host memory kvm.ko allocates its tables from
+        self.paging = kvm.paging  # "ept" (the TDP MMU) or "shadow" (the shadow MMU)
+        self.tdp = None
 
     def set_user_memory_region(self, slot: int, flags: int, guest_phys_addr: int,
                                memory_size: int, userspace: memoryview) -> None:
@@ -103,6 +107,10 @@ class SimVm:
     def create_vcpu(self, vcpu_id: int) -> SimVcpu:
         if self.mem is None:
             raise KvmError(errno.EINVAL, "vmsim: set a memory region before KVM_CREATE_VCPU")
+        if self.paging == "ept" and self.tdp is None:
+            from vmsim.kvm.tdp_mmu import TdpMmu
+
+            self.tdp = TdpMmu(self)
         v = SimVcpu(self, vcpu_id)
         self.vcpus.append(v)
         return v
@@ -134,7 +142,7 @@ class SimVcpu:
         self.name = f"vcpu{vcpu_id}"
         self.events: EventStream | None = vm.events
         self.cpu = Cpu(vm.mem, _NoPorts(), vm.events, self.name)
-        self.vmx = Vmx(self.cpu, vm.events, self.name)
+        self.vmx = Vmx(self.cpu, vm.events, self.name, host=vm.host)
         self.vmcs = Vmcs()
         self.kvm_run = KvmRun(bytearray(VCPU_MMAP_SIZE))
         self.cpuid_entries: dict[tuple[int, int], tuple[int, int, int, int]] = {}
@@ -207,10 +215,14 @@ class _NoPorts:
 
 
 class SimKvm:
-    """/dev/kvm of the simulated kvm.ko."""
+    """/dev/kvm of the simulated kvm.ko. `paging` is the module parameter: "ept" (kvm_intel
+    ept=1, the default) or "shadow" (ept=0: shadow page tables)."""
 
-    def __init__(self, events: EventStream | None = None):
+    def __init__(self, events: EventStream | None = None, paging: str = "ept"):
+        if paging not in ("ept", "shadow"):
+            raise ValueError(f"paging must be ept or shadow, not {paging!r}")
         self.events = events
+        self.paging = paging
 
     def get_api_version(self) -> int:
         return KVM_API_VERSION

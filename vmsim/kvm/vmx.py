@@ -56,6 +56,8 @@ def vmx_vcpu_setup(v: SimVcpu) -> None:
       CPU_BASED_HLT_EXITING | CPU_BASED_UNCOND_IO_EXITING | CPU_BASED_USE_MSR_BITMAPS
       | CPU_BASED_USE_TSC_OFFSETTING | CPU_BASED_ACTIVATE_SECONDARY_CONTROLS | 0x0401E172)
     w(F.SECONDARY_VM_EXEC_CONTROL, SECONDARY_EXEC_ENABLE_EPT | SECONDARY_EXEC_UNRESTRICTED_GUEST)
+    if v.vm.tdp is not None:
+        v.vm.tdp.load(v)
     w(F.EXCEPTION_BITMAP, KVM_EXCEPTION_BITMAP)
     w(F.PAGE_FAULT_ERROR_CODE_MASK, 0)
     w(F.PAGE_FAULT_ERROR_CODE_MATCH, 0)
@@ -66,7 +68,6 @@ def vmx_vcpu_setup(v: SimVcpu) -> None:
     w(F.CR4_GUEST_HOST_MASK, ~KVM_CR4_GUEST_OWNED & 0xFFFFFFFF)
     w(F.TSC_OFFSET, 0)
     w(F.VMCS_LINK_POINTER, 0xFFFFFFFFFFFFFFFF)
-    w(F.EPT_POINTER, 0)  # the EPT tables come with the memory-virtualization work
     vmcs.msr_bitmap = {(msr, wr) for msr in MSR_RANGE for wr in (False, True)} - PASSTHROUGH_MSRS
     # Host state: where a VM exit lands in kvm.ko (symbolic: the host is Python here).
     w(F.HOST_CR0, 0x80050033)
@@ -292,8 +293,18 @@ def handle_invlpg(v: SimVcpu) -> int:
 
 
 def handle_ept_violation(v: SimVcpu) -> int:
-    """No slot backs the GPA: it is MMIO. KVM's MMU sends it to the emulator
+    """The TDP page-fault path: map guest RAM on first touch; MMIO goes to the emulator
     (kvm_mmu_page_fault -> x86_emulate_instruction), which exits as KVM_EXIT_MMIO."""
+    from vmsim.kvm import emulate
+    from vmsim.kvm.tdp_mmu import kvm_tdp_page_fault
+
+    if v.vm.tdp is None:  # no EPT: an access that met no memory slot at all
+        return emulate.x86_emulate_instruction(v)
+    return kvm_tdp_page_fault(v, v.vmcs.read(F.GUEST_PHYSICAL_ADDRESS))
+
+
+def handle_ept_misconfig(v: SimVcpu) -> int:
+    """KVM's fast MMIO path: the misconfigured leaf marks MMIO; emulate the access."""
     from vmsim.kvm import emulate
 
     return emulate.x86_emulate_instruction(v)
@@ -311,5 +322,6 @@ KVM_VMX_EXIT_HANDLERS: dict[int, Callable[[SimVcpu], int]] = {
     ExitReason.CR_ACCESS: handle_cr,
     ExitReason.INVLPG: handle_invlpg,
     ExitReason.EPT_VIOLATION: handle_ept_violation,
+    ExitReason.EPT_MISCONFIG: handle_ept_misconfig,
 }
 # No RDTSC handler, as in Linux: kvm-intel never sets RDTSC exiting (it offsets the TSC).

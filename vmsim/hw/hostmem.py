@@ -1,0 +1,52 @@
+"""Host-physical pages that kvm.ko allocates for its own tables (EPT, shadow page tables).
+
+Guest RAM is the VMM's mapping; vmsim gives it host-physical addresses equal to its
+guest-physical ones (a simplification: Linux would scatter it). kvm.ko's pages come
+from a separate pool above any guest RAM, so a table entry's address says which it is.
+The hardware reads these pages when it walks EPT or a shadow root.
+"""
+
+from __future__ import annotations
+
+POOL_BASE = 0xE0000000  # above the largest guest RAM vmsim allows (3 GiB)
+PAGE = 4096
+
+
+class HostPages:
+    def __init__(self) -> None:
+        self.pages: dict[int, bytearray] = {}
+        self._next = POOL_BASE
+        self._free: list[int] = []
+
+    def alloc(self) -> int:
+        """A zeroed page; returns its host-physical address."""
+        if self._free:
+            hpa = self._free.pop()
+        else:
+            hpa = self._next
+            self._next += PAGE
+            if self._next > 0xFFFFF000:
+                raise MemoryError("kvm.ko's page pool is exhausted")
+        self.pages[hpa] = bytearray(PAGE)
+        return hpa
+
+    def free(self, hpa: int) -> None:
+        del self.pages[hpa]
+        self._free.append(hpa)
+
+    def owns(self, hpa: int) -> bool:
+        return (hpa & ~(PAGE - 1)) in self.pages
+
+    def read(self, addr: int, size: int) -> int:
+        page = self.pages[addr & ~(PAGE - 1)]
+        off = addr & (PAGE - 1)
+        return int.from_bytes(page[off:off + size], "little")
+
+    def write(self, addr: int, size: int, value: int) -> None:
+        page = self.pages[addr & ~(PAGE - 1)]
+        off = addr & (PAGE - 1)
+        page[off:off + size] = value.to_bytes(size, "little")
+
+    @property
+    def used(self) -> int:
+        return len(self.pages)
