@@ -91,6 +91,20 @@ class Emulation:
 
     def step(self) -> str:
         """Replay one iteration: "done", "restart" (REP continues), "read" (needs userspace)."""
+        ept = self.v.cpu.mmu.ept
+        if ept is None:
+            return self._step()
+        # The emulator reaches guest memory as kvm.ko does, by guest-physical address
+        # (gpa -> memslot), not through EPT; its translations must not outlive it.
+        ept.software = True
+        self.v.cpu.mmu.flush(scope="emulation")
+        try:
+            return self._step()
+        finally:
+            ept.software = False
+            self.v.cpu.mmu.flush(scope="emulation")
+
+    def _step(self) -> str:
         v, cpu = self.v, self.v.cpu
         ins, _ = decode_instruction(cpu, self.eip)
         self.text = format_instruction(ins)
@@ -104,19 +118,10 @@ class Emulation:
         self.mem_pos = 0  # each replay consumes the MMIO answers from the first
         trap, ports = v.vm.trap, cpu.io
         trap.emulator, cpu.io, cpu.intercept = self, self, None
-        ept = cpu.mmu.ept
-        if ept is not None:
-            # The emulator reaches guest memory as kvm.ko does, by guest-physical address
-            # (gpa -> memslot), not through EPT; its translations must not outlive it.
-            ept.software = True
-            cpu.mmu.flush(scope="emulation")
         try:
             stop = cpu.run(1)
         finally:
             trap.emulator, cpu.io = None, ports
-            if ept is not None:
-                ept.software = False
-                cpu.mmu.flush(scope="emulation")
         if stop is StopReason.INTERCEPT:  # the replay needs an answer from userspace
             if self.rep:
                 cpu.r[1] = self.ecx
