@@ -55,8 +55,10 @@ def build(name: str) -> Path:
     if exe is None:
         raise FileNotFoundError("nasm")
     out = _BUILD / f"{name}.bin"
-    subprocess.run([exe, "-f", "bin", "-I", f"{GUESTS}/", "-o", str(out),
-                    str(GUESTS / f"{name}.asm")], check=True, capture_output=True, timeout=60)
+    p = subprocess.run([exe, "-f", "bin", "-I", f"{GUESTS}/", "-o", str(out),
+                        str(GUESTS / f"{name}.asm")], capture_output=True, timeout=60)
+    if p.returncode:
+        raise RuntimeError(f"nasm failed on {name}.asm:\n{p.stderr.decode()}")
     return out
 
 

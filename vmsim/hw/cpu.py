@@ -165,12 +165,17 @@ def _build_memfns(cpu: Cpu) -> MemFns:
         translate = cpu.mmu.translate
 
         def cross_read(la: int, size: int) -> int:
-            pa0 = (tlb_get(la >> 12) or translate(la, READ)) | (la & 0xFFF)
-            la1 = (la + size - 1) & 0xFFFFFFFF
+            pb0 = tlb_get(la >> 12)
+            if pb0 is None:
+                pb0 = translate(la, READ)
+            pa0 = pb0 | (la & 0xFFF)
+            # The second part starts at its page's first byte: that is the address a
+            # #PF on it reports in CR2 (as Bochs and QEMU do), not the access's last byte.
+            n0 = 0x1000 - (la & 0xFFF)
+            la1 = (la + n0) & 0xFFFFFFFF
             pa1 = tlb_get(la1 >> 12)
             if pa1 is None:
                 pa1 = translate(la1, READ)
-            n0 = 0x1000 - (la & 0xFFF)
             lo = slow_read(pa0, n0)
             return lo | slow_read(pa1, size - n0) << (8 * n0)
 
@@ -179,11 +184,11 @@ def _build_memfns(cpu: Cpu) -> MemFns:
             pb0 = tlbw_get(la >> 12)
             if pb0 is None:
                 pb0 = translate(la, WRITE)
-            la1 = (la + size - 1) & 0xFFFFFFFF
+            n0 = 0x1000 - (la & 0xFFF)
+            la1 = (la + n0) & 0xFFFFFFFF  # CR2 of a #PF on the second page: its first byte
             pa1 = tlbw_get(la1 >> 12)
             if pa1 is None:
                 pa1 = translate(la1, WRITE)
-            n0 = 0x1000 - (la & 0xFFF)
             slow_write(pb0 | (la & 0xFFF), n0, v & ((1 << (8 * n0)) - 1))
             slow_write(pa1, size - n0, v >> (8 * n0))
 
@@ -658,6 +663,10 @@ class Cpu:
                 soft = False
                 return_eip = self.eip  # a fault during delivery returns to the instruction
                 if _is_double(first[0], e.vector):
+                    # A #PF detected during delivery loads CR2 even when it becomes #DF
+                    # (as Bochs and QEMU do: CR2 is written when the #PF is recognized).
+                    if e.vector == X.PF and e.cr2 is not None:
+                        self.cr2 = e.cr2 & 0xFFFFFFFF
                     vector, error_code, cr2 = X.DF, 0, None
                 else:
                     vector, error_code, cr2 = e.vector, e.error_code, e.cr2
