@@ -45,7 +45,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         serial_in = _serial_input(args.serial_in) if args.serial_in else b""
         session = Session(args.guest, args.backend, MachineConfig(args.memory, serial_in),
-                          serial_out=write_serial, max_instructions=limit)
+                          serial_out=write_serial, max_instructions=limit, paging=args.paging)
         if args.trace:
             trace_file = open(args.trace, "w", encoding="utf-8")
     except AsmError as e:
@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="sim: vmsim's VMM on the simulated kvm.ko and VMX CPU (default); "
                           "kvm: the same VMM on the host's /dev/kvm; bare: vmsim's CPU with "
                           "no hypervisor")
+    run.add_argument("--paging", choices=("ept", "shadow"), default="ept",
+                     help="how the simulated kvm.ko virtualizes memory: EPT (default) or "
+                          "shadow page tables (kvm_intel ept=0)")
     run.add_argument("--trace", metavar="FILE", help="write events as JSON Lines to FILE "
                                                      "(docs/trace-format.md)")
     run.add_argument("--trace-level", choices=("vm", "insn", "all"), default="vm",

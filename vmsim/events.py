@@ -59,6 +59,10 @@ _declare("event_injection", "hw", "vector type error_code", "inject vector {vect
 _declare("kvm_handler", "kvm", "handler outcome", "{handler}: {outcome}")
 _declare("emulate", "kvm", "instruction outcome", "emulate {instruction}: {outcome}")
 _declare("hypercall", "kvm", "nr args ret", "hypercall {nr} -> {ret}")
+_declare("shadow_page", "kvm", "action gfn level direct spt",
+         "shadow page {action}: gfn {gfn:#x} level {level} direct={direct} at {spt:#x}")
+_declare("mmu_fault", "kvm", "gva gpa action", "shadow MMU fault at {gva:#x}: {action}")
+_declare("pte_write", "kvm", "gpa gfn index", "guest page-table write at {gpa:#x}: shadow zapped")
 _declare("tdp_map", "kvm", "gfn hpa new_tables mmio",
          "EPT: gfn {gfn:#x} -> {hpa:#x} ({new_tables} new tables, mmio={mmio})")
 

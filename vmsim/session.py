@@ -37,9 +37,13 @@ class Session:
     def __init__(self, guest: str | GuestImage, backend: str = "sim",
                  config: MachineConfig | None = None,
                  serial_out: Callable[[bytes], None] | None = None,
-                 max_instructions: int | None = None, events: EventStream | None = None):
+                 max_instructions: int | None = None, events: EventStream | None = None,
+                 paging: str = "ept"):
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+        if paging not in ("ept", "shadow"):
+            raise ValueError(f"unknown paging mode {paging!r}: choose ept or shadow")
+        self.paging = paging
         self.backend = backend
         self.events = events or EventStream()
         self.image = guest if isinstance(guest, GuestImage) else load_guest_file(guest)
@@ -65,10 +69,13 @@ class Session:
             if backend == "sim":
                 from vmsim.kvm.kvm_main import SimKvm
 
-                kvm = SimKvm(self.events)
+                kvm = SimKvm(self.events, paging)
             else:
                 from vmsim.hostkvm import open_kvm
 
+                if paging != "ept":
+                    raise ValueError("--paging applies to the simulated kvm.ko; the host's KVM "
+                                     "uses whatever its kvm_intel ept= parameter says")
                 kvm = open_kvm()
             self.vm = VirtualMachine(self.machine, kvm, max_instructions=max_instructions)
         self.outcome: Outcome | None = None

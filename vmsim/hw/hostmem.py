@@ -50,3 +50,24 @@ class HostPages:
     @property
     def used(self) -> int:
         return len(self.pages)
+
+
+class HostPhysical:
+    """Host-physical memory as the hardware sees it: guest RAM (host-physical = guest-
+    physical) and kvm.ko's pool. The page walker reads shadow roots and EPT-translated
+    guest tables through this."""
+
+    def __init__(self, ram, pool: HostPages):
+        self.ram = ram
+        self.pool = pool
+
+    def read(self, addr: int, size: int) -> int:
+        if self.pool.owns(addr):
+            return self.pool.read(addr, size)
+        return self.ram.read(addr, size)
+
+    def write(self, addr: int, size: int, value: int) -> None:
+        if self.pool.owns(addr):
+            self.pool.write(addr, size, value)
+        else:
+            self.ram.write(addr, size, value)

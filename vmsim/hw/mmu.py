@@ -17,6 +17,7 @@ from typing import Protocol
 from vmsim.events import EventStream
 from vmsim.hw.ept import Ept, EptStep
 from vmsim.hw.exceptions import PF, CpuException
+from vmsim.hw.intercept import InterceptExit
 from vmsim.hw.memory import PhysicalMemory
 
 P, RW, US, PWT, PCD, A, D, PS, G = 1, 2, 4, 8, 16, 32, 64, 128, 256
@@ -73,6 +74,9 @@ class Mmu:
         self.refs = 0  # statistics: guest paging-structure references (EPT's are in ept.refs)
         self.trace = False  # emit walk_step / tlb_miss events
         self._la = 0  # the linear address being translated (for EPT's exit qualification)
+        # What the last successful walk found: (writable, dirty, 4-MiB page). kvm.ko's
+        # shadow MMU walks the guest's tables with an Mmu of its own and reads this.
+        self.last_leaf = (False, False, False)
 
     # -- control ------------------------------------------------------------------------
     @property
@@ -178,6 +182,7 @@ class Mmu:
         self._la = la
         if not self.paging:  # EPT alone: linear = guest-physical
             base = self._final(la & 0xFFFFF000, la, access, steps)
+            self.last_leaf = (True, True, False)
             self._fill(la, base, write, 1, 0)
             return base
         pd = self.root()
@@ -204,6 +209,7 @@ class Mmu:
             base = self._final((pde & 0xFFC00000) | (la & 0x003FF000), la, access, steps)
             if new != pde:
                 self.write_pte(pde_at, new)
+            self.last_leaf = (bool(new & RW), bool(new & D), True)
             self._fill(la, base, write, new & RW, new & G)
             return base
         # PDE -> page table. The CPU sets A on a PDE it uses, before looking at the PTE.
@@ -233,6 +239,7 @@ class Mmu:
         # A and D are set once the whole translation (second stage included) succeeds.
         if new != pte:
             self.write_pte(pte_at, new)
+        self.last_leaf = (bool(writable), bool(new & D), False)
         self._fill(la, base, write, writable, new & G)
         return base
 
@@ -248,15 +255,20 @@ class Mmu:
             self.global_pages.add(lpn)
 
     def probe(self, la: int) -> int | None:
-        """Translate for a viewer: no A/D updates, no TLB fill, no fault. None if unmapped."""
+        """Translate for a viewer: no A/D updates, no TLB fill, no fault, no exit. The
+        result is the address as the paging structures in use give it (guest-physical
+        under EPT, whose second stage is not applied). None if unmapped."""
         if not self.paging:
             return la
-        pde = self.mem.read(self.root() | ((la >> 22) << 2), 4)
-        if not pde & P:
+        try:
+            pde = self.tables.read(self.root() | ((la >> 22) << 2), 4)
+            if not pde & P:
+                return None
+            if pde & PS and self.cr4 & CR4_PSE:
+                return (pde & 0xFFC00000) | (la & 0x3FFFFF)
+            pte = self.tables.read((pde & 0xFFFFF000) | (((la >> 12) & 0x3FF) << 2), 4)
+        except InterceptExit:  # a table in unbacked guest-physical space
             return None
-        if pde & PS and self.cr4 & CR4_PSE:
-            return (pde & 0xFFC00000) | (la & 0x3FFFFF)
-        pte = self.mem.read((pde & 0xFFFFF000) | (((la >> 12) & 0x3FF) << 2), 4)
         if not pte & P:
             return None
         return (pte & 0xFFFFF000) | (la & 0xFFF)

@@ -19,7 +19,7 @@ from vmsim.hw import exceptions as X
 from vmsim.hw.cpu import Cpu, Intercept, Segment, StopReason
 from vmsim.hw.ept import EPT_VIOLATION_GVA_IS_VALID, Ept
 from vmsim.hw.exceptions import Unsupported
-from vmsim.hw.hostmem import HostPages
+from vmsim.hw.hostmem import HostPages, HostPhysical
 from vmsim.hw.vmcs import (
     CPU_BASED_ACTIVATE_SECONDARY_CONTROLS,
     CPU_BASED_CR3_LOAD_EXITING,
@@ -118,6 +118,9 @@ class Vmx:
         self.cpu = cpu
         self.host = host or HostPages()  # host memory, where the EPT tables live
         self._ept: Ept | None = None
+        # The page walker reads host-physical memory: guest RAM and the VMM's own pages
+        # (a shadow root, say), not just guest RAM.
+        cpu.mmu.tables = HostPhysical(cpu.mem, self.host)
         self.events = events
         self.source = source
         self.vmcs: Vmcs | None = None

@@ -91,7 +91,20 @@ class Emulation:
 
     def step(self) -> str:
         """Replay one iteration: "done", "restart" (REP continues), "read" (needs userspace)."""
-        ept = self.v.cpu.mmu.ept
+        v, mmu = self.v, self.v.cpu.mmu
+        if v.vm.shadow is not None:
+            # The emulator walks the guest's own tables (vcpu->arch.walk_mmu), not the
+            # write-protected shadows: run the replay with the guest's CR0/CR3/CR4.
+            saved = (mmu.cr0, mmu.cr3, mmu.cr4, mmu.tables)
+            mmu.cr0, mmu.cr3, mmu.cr4 = v.guest_cr0, v.guest_cr3, v.guest_cr4
+            mmu.tables = v.vm.mem
+            mmu.flush(scope="emulation")
+            try:
+                return self._step()
+            finally:
+                mmu.cr0, mmu.cr3, mmu.cr4, mmu.tables = saved
+                mmu.flush(scope="emulation")
+        ept = mmu.ept
         if ept is None:
             return self._step()
         # The emulator reaches guest memory as kvm.ko does, by guest-physical address
@@ -106,6 +119,9 @@ class Emulation:
 
     def _step(self) -> str:
         v, cpu = self.v, self.v.cpu
+        gpa = cpu.mmu.probe(self.eip)
+        if gpa is None or not v.vm.mem.is_ram(gpa):
+            return "fetch-mmio"
         ins, _ = decode_instruction(cpu, self.eip)
         self.text = format_instruction(ins)
         self.rep = ins.is_string_instruction and (ins.has_rep_prefix or ins.has_repne_prefix)
@@ -159,9 +175,6 @@ def x86_emulate_instruction(v: SimVcpu, trap_ud: bool = False) -> int:
         kvm_queue_exception(v, X.UD)
         return 1
     v.stat["insn_emulation"] += 1
-    gpa = cpu.mmu.probe(cpu.eip)
-    if gpa is None or not v.vm.mem.is_ram(gpa):
-        return _emulation_failed(v, "instruction fetch from MMIO")
     emu = v.emulator
     if emu is None or emu.eip != cpu.eip:
         emu = v.emulator = Emulation(v, cpu.eip)
@@ -181,6 +194,9 @@ def x86_emulate_instruction(v: SimVcpu, trap_ud: bool = False) -> int:
             vmx.save_guest_state(v.vmcs)
             run.exit_reason = KVM_EXIT_SHUTDOWN
             return 0
+        if outcome == "fetch-mmio":
+            vmx.save_guest_state(v.vmcs)
+            return _emulation_failed(v, "instruction fetch from MMIO")
         if outcome == "failed":
             v.emulator = None
             vmx.save_guest_state(v.vmcs)

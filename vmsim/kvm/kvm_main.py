@@ -16,7 +16,7 @@ from vmsim.events import EventStream
 from vmsim.hw.cpu import Cpu, Intercept, InterceptExit
 from vmsim.hw.hostmem import HostPages
 from vmsim.hw.memory import PAGE_SIZE, PhysicalMemory
-from vmsim.hw.vmcs import Vmcs
+from vmsim.hw.vmcs import F, Vmcs
 from vmsim.hw.vmx import Vmx
 from vmsim.kvm.api import KVM_API_VERSION, VCPU_MMAP_SIZE, KvmRegs, KvmRun, KvmSregs
 
@@ -61,6 +61,7 @@ class SimVm:
         self.host = HostPages()  # host memory kvm.ko allocates its tables from
         self.paging = kvm.paging  # "ept" (the TDP MMU) or "shadow" (the shadow MMU)
         self.tdp = None
+        self.shadow = None
 
     def set_user_memory_region(self, slot: int, flags: int, guest_phys_addr: int,
                                memory_size: int, userspace: memoryview) -> None:
@@ -111,6 +112,10 @@ class SimVm:
             from vmsim.kvm.tdp_mmu import TdpMmu
 
             self.tdp = TdpMmu(self)
+        if self.paging == "shadow" and self.shadow is None:
+            from vmsim.kvm.shadow_mmu import ShadowMmu
+
+            self.shadow = ShadowMmu(self)
         v = SimVcpu(self, vcpu_id)
         self.vcpus.append(v)
         return v
@@ -157,7 +162,32 @@ class SimVcpu:
                      "signal_exits": 0, "insn_emulation": 0}
         self.exit_counts: dict[str, int] = {}
         self.exit_cycles: dict[str, int] = {}
+        # CR0/CR4 bits the guest owns (no exit on writes; read from the hardware register).
+        self.cr0_guest_owned = kvm_vmx.KVM_CR0_GUEST_OWNED
+        self.cr4_guest_owned = kvm_vmx.KVM_CR4_GUEST_OWNED
+        self.arch_cr3 = 0  # the guest's own CR3 under shadow paging (vcpu->arch.cr3)
         kvm_vmx.vmx_vcpu_setup(self)
+
+    # -- the guest's view of its control registers (what kvm_read_cr* return) ------------------
+    @property
+    def guest_cr0(self) -> int:
+        from vmsim.kvm import vmx as kvm_vmx
+
+        return kvm_vmx.kvm_read_cr0(self)
+
+    @property
+    def guest_cr4(self) -> int:
+        from vmsim.kvm import vmx as kvm_vmx
+
+        return kvm_vmx.kvm_read_cr4(self)
+
+    @property
+    def guest_cr3(self) -> int:
+        return self.vmcs.read(F.GUEST_CR3) if self.vm.shadow is None else self.arch_cr3
+
+    @guest_cr3.setter
+    def guest_cr3(self, value: int) -> None:
+        self.arch_cr3 = value & 0xFFFFFFFF
 
     # -- register ioctls (LNX arch/x86/kvm/x86.c kvm_arch_vcpu_ioctl_{get,set}_{regs,sregs}) --
     def get_regs(self) -> KvmRegs:

@@ -14,7 +14,10 @@ from typing import TYPE_CHECKING
 from vmsim.hw import exceptions as X
 from vmsim.hw.vmcs import (
     CPU_BASED_ACTIVATE_SECONDARY_CONTROLS,
+    CPU_BASED_CR3_LOAD_EXITING,
+    CPU_BASED_CR3_STORE_EXITING,
     CPU_BASED_HLT_EXITING,
+    CPU_BASED_INVLPG_EXITING,
     CPU_BASED_UNCOND_IO_EXITING,
     CPU_BASED_USE_MSR_BITMAPS,
     CPU_BASED_USE_TSC_OFFSETTING,
@@ -56,16 +59,25 @@ def vmx_vcpu_setup(v: SimVcpu) -> None:
       CPU_BASED_HLT_EXITING | CPU_BASED_UNCOND_IO_EXITING | CPU_BASED_USE_MSR_BITMAPS
       | CPU_BASED_USE_TSC_OFFSETTING | CPU_BASED_ACTIVATE_SECONDARY_CONTROLS | 0x0401E172)
     w(F.SECONDARY_VM_EXEC_CONTROL, SECONDARY_EXEC_ENABLE_EPT | SECONDARY_EXEC_UNRESTRICTED_GUEST)
+    w(F.EXCEPTION_BITMAP, KVM_EXCEPTION_BITMAP)
     if v.vm.tdp is not None:
         v.vm.tdp.load(v)
-    w(F.EXCEPTION_BITMAP, KVM_EXCEPTION_BITMAP)
+    else:
+        # ept=0 (setup_vmcs_config, update_exception_bitmap): the shadow MMU must see CR3
+        # loads and stores, INVLPG and every #PF; no EPT means no unrestricted guest either.
+        w(F.CPU_BASED_VM_EXEC_CONTROL, vmcs.read(F.CPU_BASED_VM_EXEC_CONTROL)
+          | CPU_BASED_CR3_LOAD_EXITING | CPU_BASED_CR3_STORE_EXITING | CPU_BASED_INVLPG_EXITING)
+        w(F.SECONDARY_VM_EXEC_CONTROL, 0)
+        w(F.EXCEPTION_BITMAP, KVM_EXCEPTION_BITMAP | (1 << X.PF))
+        v.cr0_guest_owned = 0x8  # TS; WP is KVM's now (it write-protects guest tables)
+        v.cr4_guest_owned = 0
     w(F.PAGE_FAULT_ERROR_CODE_MASK, 0)
     w(F.PAGE_FAULT_ERROR_CODE_MATCH, 0)
     w(F.CR3_TARGET_COUNT, 0)
     w(F.VM_EXIT_CONTROLS, 0x00036DFF)
     w(F.VM_ENTRY_CONTROLS, 0x000011FF)
-    w(F.CR0_GUEST_HOST_MASK, ~KVM_CR0_GUEST_OWNED & 0xFFFFFFFF)
-    w(F.CR4_GUEST_HOST_MASK, ~KVM_CR4_GUEST_OWNED & 0xFFFFFFFF)
+    w(F.CR0_GUEST_HOST_MASK, ~v.cr0_guest_owned & 0xFFFFFFFF)
+    w(F.CR4_GUEST_HOST_MASK, ~v.cr4_guest_owned & 0xFFFFFFFF)
     w(F.TSC_OFFSET, 0)
     w(F.VMCS_LINK_POINTER, 0xFFFFFFFFFFFFFFFF)
     vmcs.msr_bitmap = {(msr, wr) for msr in MSR_RANGE for wr in (False, True)} - PASSTHROUGH_MSRS
@@ -149,7 +161,7 @@ def get_sregs(v: SimVcpu) -> KvmSregs:
     s.idt = KvmDtable(r(F.GUEST_IDTR_BASE), r(F.GUEST_IDTR_LIMIT))
     s.cr0 = kvm_read_cr0(v)
     s.cr2 = v.cpu.cr2
-    s.cr3 = r(F.GUEST_CR3)
+    s.cr3 = v.guest_cr3
     s.cr4 = kvm_read_cr4(v)
     s.apic_base = 0xFEE00900
     return s
@@ -166,29 +178,59 @@ def set_sregs(v: SimVcpu, s: KvmSregs) -> None:
     w(F.GUEST_IDTR_LIMIT, s.idt.limit)
     vmx_set_cr0(v, s.cr0)
     vmx_set_cr4(v, s.cr4)
-    w(F.GUEST_CR3, s.cr3)
     v.cpu.cr2 = s.cr2 & 0xFFFFFFFF
+    kvm_set_cr3(v, s.cr3)
+
+
+def kvm_set_cr3(v: SimVcpu, cr3: int) -> None:
+    """With EPT the guest's CR3 is the hardware's; with shadow paging the hardware's is the
+    shadow root for it (vmx_load_mmu_pgd)."""
+    if v.vm.shadow is None:
+        v.vmcs.write(F.GUEST_CR3, cr3)
+    else:
+        v.vm.shadow.new_pgd(v, cr3)
 
 
 def kvm_read_cr0(v: SimVcpu) -> int:
-    return v.vmcs.read(F.CR0_READ_SHADOW) & ~KVM_CR0_GUEST_OWNED | (
-        v.vmcs.read(F.GUEST_CR0) & KVM_CR0_GUEST_OWNED)
+    owned = v.cr0_guest_owned
+    return v.vmcs.read(F.CR0_READ_SHADOW) & ~owned | (v.vmcs.read(F.GUEST_CR0) & owned)
 
 
 def kvm_read_cr4(v: SimVcpu) -> int:
-    return v.vmcs.read(F.CR4_READ_SHADOW) & ~KVM_CR4_GUEST_OWNED | (
-        v.vmcs.read(F.GUEST_CR4) & KVM_CR4_GUEST_OWNED)
+    owned = v.cr4_guest_owned
+    return v.vmcs.read(F.CR4_READ_SHADOW) & ~owned | (v.vmcs.read(F.GUEST_CR4) & owned)
+
+
+# Without EPT the hardware always pages (it walks the shadow tables) and write-protects
+# for kvm.ko even at CPL 0: KVM_VM_CR0_ALWAYS_ON = NE | PG | PE, and WP.
+SHADOW_CR0_ALWAYS_ON = 0x20 | 0x80000000 | 0x1 | 0x10000
+# The shadow tables use 4 KiB pages only and no global bit: the hardware CR4 keeps VMXE.
+SHADOW_CR4_HW_MASK = ~(0x10 | 0x20 | 0x80) & 0xFFFFFFFF
 
 
 def vmx_set_cr0(v: SimVcpu, cr0: int) -> None:
     """The guest's CR0 in the read shadow; the hardware's with KVM's always-on bits."""
+    old = v.vmcs.read(F.CR0_READ_SHADOW)
     v.vmcs.write(F.CR0_READ_SHADOW, cr0)
-    v.vmcs.write(F.GUEST_CR0, cr0 | KVM_VM_CR0_ALWAYS_ON)
+    if v.vm.shadow is None:
+        v.vmcs.write(F.GUEST_CR0, cr0 | KVM_VM_CR0_ALWAYS_ON)
+        return
+    v.vmcs.write(F.GUEST_CR0, cr0 | SHADOW_CR0_ALWAYS_ON)
+    if (old ^ cr0) & (0x80000000 | 0x10000):  # PG or WP: the MMU's mode changed
+        v.vm.shadow.reset(v)
+        v.vm.shadow.load(v)
 
 
 def vmx_set_cr4(v: SimVcpu, cr4: int) -> None:
+    old = v.vmcs.read(F.CR4_READ_SHADOW)
     v.vmcs.write(F.CR4_READ_SHADOW, cr4)
-    v.vmcs.write(F.GUEST_CR4, cr4 | KVM_VM_CR4_ALWAYS_ON)
+    if v.vm.shadow is None:
+        v.vmcs.write(F.GUEST_CR4, cr4 | KVM_VM_CR4_ALWAYS_ON)
+        return
+    v.vmcs.write(F.GUEST_CR4, (cr4 & SHADOW_CR4_HW_MASK) | KVM_VM_CR4_ALWAYS_ON)
+    if (old ^ cr4) & (0x10 | 0x20 | 0x80):  # PSE PAE PGE
+        v.vm.shadow.reset(v)
+        v.vm.shadow.load(v)
 
 
 # -- the exit-handler table --------------------------------------------------------------------
@@ -217,6 +259,9 @@ def handle_exception_nmi(v: SimVcpu) -> int:
     if vector == X.UD:
         # handle_ud: try the emulator (it knows instructions a CPU may lack); else #UD.
         return emulate.x86_emulate_instruction(v, trap_ud=True)
+    if vector == X.PF and v.vm.shadow is not None:
+        # Shadow paging: every guest #PF comes here first (kvm_mmu_page_fault).
+        return v.vm.shadow.page_fault(v, v.vmcs.read(F.EXIT_QUALIFICATION), code or 0)
     # #DB #AC #MC and anything else intercepted: reflect it into the guest.
     kvm_queue_exception(v, vector, code)
     return 1
@@ -288,7 +333,11 @@ def handle_cr(v: SimVcpu) -> int:
 
 
 def handle_invlpg(v: SimVcpu) -> int:
-    v.cpu.invlpg(v.vmcs.read(F.EXIT_QUALIFICATION))
+    gva = v.vmcs.read(F.EXIT_QUALIFICATION)
+    if v.vm.shadow is not None:
+        v.vm.shadow.invlpg(v, gva)  # kvm_mmu_invlpg: drop the shadow entry
+    else:
+        v.cpu.invlpg(gva)
     return kvm_skip_emulated_instruction(v)
 
 

@@ -32,6 +32,7 @@ from vmsim.kvm.vmx import (
     kvm_queue_exception,
     kvm_read_cr0,
     kvm_read_cr4,
+    kvm_set_cr3,
     kvm_skip_emulated_instruction,
     vmx_set_cr0,
     vmx_set_cr4,
@@ -268,7 +269,7 @@ def kvm_set_cr(v: SimVcpu, cr: int, value: int) -> int:
         vmx_set_cr0(v, value)
         return 0
     if cr == 3:
-        v.vmcs.write(F.GUEST_CR3, value)
+        kvm_set_cr3(v, value)
         return 0
     if cr == 4:
         if value & CR4_RESERVED:
@@ -284,7 +285,7 @@ def kvm_get_cr(v: SimVcpu, cr: int) -> int:
     if cr == 2:
         return v.cpu.cr2
     if cr == 3:
-        return v.vmcs.read(F.GUEST_CR3)
+        return v.guest_cr3
     return kvm_read_cr4(v)
 
 
