@@ -782,6 +782,11 @@ class Cpu:
         access = (hi >> 8) & 0xFF
         if not access & 0x10 or not access & 0x08:  # must be a code segment
             raise X.gp((selector & 0xFFFC) | ext)
+        # At CPL 0 only a DPL-0 code segment is a legal target (SDM Vol. 2A JMP/CALL/IRET:
+        # nonconforming needs DPL = CPL, conforming DPL <= CPL; interrupt delivery: DPL >
+        # CPL is #GP), checked before P.
+        if access & 0x60:
+            raise X.gp((selector & 0xFFFC) | ext)
         if not access & 0x80:
             raise CpuException(X.NP, (selector & 0xFFFC) | ext)
         seg = self._segment_from(selector, lo, hi)
@@ -810,6 +815,9 @@ class Cpu:
                            or (access >> 5) & 3 != 0):
             raise X.gp(selector & 0xFFFC)
         if sreg != SS and code and not writable_or_readable:
+            raise X.gp(selector & 0xFFFC)
+        # Data and nonconforming code: RPL > DPL is #GP(selector) (SDM Vol. 2B MOV; CPL=0).
+        if sreg != SS and not (code and access & 0x04) and (selector & 3) > (access >> 5) & 3:
             raise X.gp(selector & 0xFFFC)
         if not access & 0x80:
             raise CpuException(X.SS if sreg == SS else X.NP, selector & 0xFFFC)

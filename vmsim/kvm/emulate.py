@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import iced_x86
 
+from vmsim.costs import COSTS
 from vmsim.hw.cpu import Intercept, InterceptExit, StopReason
 from vmsim.hw.decode import decode_instruction, format_instruction
 from vmsim.hw.exceptions import CpuException
@@ -175,6 +176,7 @@ def x86_emulate_instruction(v: SimVcpu, trap_ud: bool = False) -> int:
         kvm_queue_exception(v, X.UD)
         return 1
     v.stat["insn_emulation"] += 1
+    v.handler_cost += COSTS["emulate"]
     emu = v.emulator
     if emu is None or emu.eip != cpu.eip:
         emu = v.emulator = Emulation(v, cpu.eip)

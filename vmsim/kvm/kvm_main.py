@@ -166,6 +166,7 @@ class SimVcpu:
         self.cr0_guest_owned = kvm_vmx.KVM_CR0_GUEST_OWNED
         self.cr4_guest_owned = kvm_vmx.KVM_CR4_GUEST_OWNED
         self.arch_cr3 = 0  # the guest's own CR3 under shadow paging (vcpu->arch.cr3)
+        self.handler_cost = 0  # virtual cycles the current exit's handling adds
         kvm_vmx.vmx_vcpu_setup(self)
 
     # -- the guest's view of its control registers (what kvm_read_cr* return) ------------------

@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from vmsim.costs import COSTS
 from vmsim.hw import exceptions as X
 from vmsim.hw.exceptions import CpuException
 from vmsim.hw.memory import PhysicalMemory
@@ -170,6 +171,7 @@ class ShadowMmu:
         from vmsim.kvm.vmx import kvm_queue_exception
 
         self.stats["faults"] += 1
+        v.handler_cost += COSTS["shadow_fault"]
         write = bool(error_code & PFERR_WRITE)
         walker = self.guest_walker(v)
         try:

@@ -55,9 +55,13 @@ def vmx_vcpu_setup(v: SimVcpu) -> None:
     """init_vmcs + vmx_vcpu_reset: execution controls, then the reset guest state."""
     vmcs, w = v.vmcs, v.vmcs.write
     w(F.PIN_BASED_VM_EXEC_CONTROL, 0x16 | 0x1 | 0x8)  # external-interrupt and NMI exiting
+    # The "default1" bits include CR3-load/store exiting (bits 15-16) and INVLPG exiting;
+    # through the TRUE capability MSRs KVM clears them when EPT makes them unnecessary.
+    default1 = 0x0401E172 & ~(CPU_BASED_CR3_LOAD_EXITING | CPU_BASED_CR3_STORE_EXITING
+                              | CPU_BASED_INVLPG_EXITING)
     w(F.CPU_BASED_VM_EXEC_CONTROL,
       CPU_BASED_HLT_EXITING | CPU_BASED_UNCOND_IO_EXITING | CPU_BASED_USE_MSR_BITMAPS
-      | CPU_BASED_USE_TSC_OFFSETTING | CPU_BASED_ACTIVATE_SECONDARY_CONTROLS | 0x0401E172)
+      | CPU_BASED_USE_TSC_OFFSETTING | CPU_BASED_ACTIVATE_SECONDARY_CONTROLS | default1)
     w(F.SECONDARY_VM_EXEC_CONTROL, SECONDARY_EXEC_ENABLE_EPT | SECONDARY_EXEC_UNRESTRICTED_GUEST)
     w(F.EXCEPTION_BITMAP, KVM_EXCEPTION_BITMAP)
     if v.vm.tdp is not None:

@@ -96,11 +96,15 @@ def vcpu_enter_guest(v: SimVcpu) -> Generator[int, None, int]:
         run.exit_reason = KVM_EXIT_FAIL_ENTRY
         return 0
     yield COSTS["vmentry"]
+    mmu = cpu.mmu
     while True:
         budget = _budget(v)
         before = cpu.icount
+        refs = mmu.refs + (mmu.ept.refs if mmu.ept is not None else 0)
         exit_info = vmx.run(budget)
         ran = cpu.icount - before
+        # What the hardware's page walks cost (two-dimensional under EPT).
+        walked = mmu.refs + (mmu.ept.refs if mmu.ept is not None else 0) - refs
         if v.instruction_limit is not None:
             # An instruction that exits counts too: kvm.ko completes it (or it is retried),
             # so a guest stuck exiting still reaches its limit.
@@ -108,8 +112,8 @@ def vcpu_enter_guest(v: SimVcpu) -> Generator[int, None, int]:
             if v.instruction_limit <= 0 and exit_info is None:
                 v.limit_reached = True
                 exit_info = vmx.vm_exit(None)  # the kick: an external interrupt exits
-        if ran:
-            yield ran * COSTS["guest_instruction"]
+        if ran or walked:
+            yield ran * COSTS["guest_instruction"] + walked * COSTS["walk_ref"]
         if exit_info is not None:
             break
     v.stat["exits"] += 1
@@ -122,8 +126,9 @@ def vcpu_enter_guest(v: SimVcpu) -> Generator[int, None, int]:
                 guest_physical_address=exit_info.guest_physical_address,
                 intr_info=exit_info.intr_info, rip=v.vmcs.read(F.GUEST_RIP))
     yield COSTS["vmexit"]
+    v.handler_cost = 0
     r = vmx_handle_exit(v)
-    cost = COSTS["exit_handler"]
+    cost = COSTS["exit_handler"] + v.handler_cost
     v.exit_counts[name] = v.exit_counts.get(name, 0) + 1
     v.exit_cycles[name] = v.exit_cycles.get(name, 0) + cost + COSTS["vmexit"] + COSTS["vmentry"]
     yield cost
