@@ -31,7 +31,8 @@ EXPECTED: dict[str, str] = {
     # GDT limit, a data segment as JMP target, null SS, execute-only code into DS: #GP(sel
     # or 0); not present: #NP(sel), #SS(sel) for SS. INT n: gate not present #NP(n*8+2);
     # gate's CS beyond the limit or not code #GP(sel); not an interrupt/trap gate or
-    # beyond the IDT limit #GP(n*8+2). IRETD reloads EFLAGS from the frame.
+    # beyond the IDT limit #GP(n*8+2). At CPL 0 a DPL-3 code segment is no target for JMP
+    # or a gate (#GP(sel)); a data selector needs RPL <= DPL. IRETD reloads EFLAGS.
     "exceptions": """\
 div0 v=00 ec=none rel=00000000 if=0/0
 ud2 v=06 ec=none rel=00000000 if=0/0
@@ -43,17 +44,21 @@ into v=04 ec=none rel=00000001 if=0/0
 into with OF=0: no trap
 intgate v=42 ec=none rel=00000002 if=1/0
 trapgate v=43 ec=none rel=00000002 if=1/1
-mov ds,0x33 v=0D ec=00000030 rel=00000000 if=0/0
-jmp 0x40:x v=0D ec=00000040 rel=00000000 if=0/0
+mov ds,0x43 v=0D ec=00000040 rel=00000000 if=0/0
+jmp 0x50:x v=0D ec=00000050 rel=00000000 if=0/0
 jmp 0x10:x v=0D ec=00000010 rel=00000000 if=0/0
 mov ss,0 v=0D ec=00000000 rel=00000000 if=0/0
 mov ds,0x28 v=0D ec=00000028 rel=00000000 if=0/0
+jmp 0x30:x v=0D ec=00000030 rel=00000000 if=0/0
+mov ds,0x13 v=0D ec=00000010 rel=00000000 if=0/0
+dpl 3 data with rpl 3 loaded
+int48 v=0D ec=00000030 rel=00000000 if=0/0
 null fs loaded
 mov ds,0x18 v=0B ec=00000018 rel=00000000 if=0/0
 mov ss,0x18 v=0C ec=00000018 rel=00000000 if=0/0
 jmp 0x20:x v=0B ec=00000020 rel=00000000 if=0/0
 int41 v=0B ec=0000020A rel=00000000 if=0/0
-int44 v=0D ec=00000038 rel=00000000 if=0/0
+int44 v=0D ec=00000048 rel=00000000 if=0/0
 int45 v=0D ec=00000010 rel=00000000 if=0/0
 int46 v=0D ec=00000232 rel=00000000 if=0/0
 int60 v=0D ec=00000302 rel=00000000 if=0/0

@@ -67,7 +67,7 @@ df2_back:
 
         ; #GP whose gate is beyond the IDT limit... the limit check gives #GP again: #DF
         lidt [idt_limit_13]             ; vectors 0-12 only: 13 (#GP) is outside, 8 inside
-        mov ax, 0x38
+        mov ax, 0x48
         TRY "gp+gp", df3, df3_back
 df3:    mov es, ax
 df3_back:
@@ -81,7 +81,7 @@ df4_back:
         GATE_PRESENT 14, 1
 
         ; #PF whose gate's code selector is beyond the GDT limit (#GP): #DF
-        mov word [idt + 14*8 + 2], 0x40
+        mov word [idt + 14*8 + 2], 0x48
         TRY "pf+gp", df5, df5_back
 df5:    mov dword [0x00C00888], eax
 df5_back:
@@ -107,7 +107,7 @@ sr1_back:
         ; contributory (#GP) + #PF (reading its gate, on a not-present page): handled
         ; serially, the #PF is reported and returns to the instruction that raised the #GP
         lidt [idt_gp_unmapped]
-        mov ax, 0x38
+        mov ax, 0x48
         TRY "gp+pf", sr2, sr2_back
 sr2:    mov ds, ax
 sr2_back:

@@ -19,8 +19,8 @@ main:
         mov ebx, stub_65
         mov ecx, 0x0E
         call set_gate
-        ; 0x44: gate whose code selector (0x38) is beyond the GDT limit
-        mov word [idt + 0x44*8 + 2], 0x38
+        ; 0x44: gate whose code selector (0x48) is beyond the GDT limit
+        mov word [idt + 0x44*8 + 2], 0x48
         ; 0x45: gate whose code selector is a data segment
         mov word [idt + 0x45*8 + 2], 0x10
         ; 0x46: not a gate (type 0x0C: call gate, S=0): #GP
@@ -80,8 +80,8 @@ tg_insn:
         cli
 
         ; #GP(selector) for a selector beyond the GDT limit, RPL bits cleared
-        mov ax, 0x33
-        TRY "mov ds,0x33", gp1_insn, gp1_back
+        mov ax, 0x43
+        TRY "mov ds,0x43", gp1_insn, gp1_back
 gp1_insn:
         mov ds, ax
 gp1_back:
@@ -89,9 +89,9 @@ gp1_back:
         ; (TI=1 selectors are left out: QEMU enters with the LDTR from reset, limit
         ; 0xFFFF, where vmsim's has none; LLDT is outside vmsim's subset.)
         ; far jmp beyond the GDT limit
-        TRY "jmp 0x40:x", gp3_insn, gp3_back
+        TRY "jmp 0x50:x", gp3_insn, gp3_back
 gp3_insn:
-        jmp 0x40:gp3_back
+        jmp 0x50:gp3_back
 gp3_back:
         ; far jmp to a data segment: #GP(selector)
         TRY "jmp 0x10:x", gp4_insn, gp4_back
@@ -110,6 +110,28 @@ gp5_back:
 gp6_insn:
         mov ds, ax
 gp6_back:
+        ; far jmp to a DPL-3 code segment at CPL 0: #GP(selector)
+        TRY "jmp 0x30:x", gp11_insn, gp11_back
+gp11_insn:
+        jmp 0x30:gp11_back
+gp11_back:
+        ; a data selector with RPL 3 > DPL 0: #GP(selector); RPL 3 = DPL 3 is fine
+        mov ax, 0x13
+        TRY "mov ds,0x13", gp12_insn, gp12_back
+gp12_insn:
+        mov ds, ax
+gp12_back:
+        mov ax, 0x3B
+        mov gs, ax
+        mov ax, 0x10
+        mov gs, ax
+        PRINT_LINE "dpl 3 data with rpl 3 loaded"
+        ; a gate to a DPL-3 code segment: #GP(selector)
+        mov word [idt + 0x48*8 + 2], 0x30
+        TRY "int48", gp13_insn, gp13_back
+gp13_insn:
+        int 0x48
+gp13_back:
         ; a null selector in DS is fine (until used)
         xor eax, eax
         mov fs, ax
