@@ -175,7 +175,7 @@ def qemu_outcomes() -> dict[str, Outcome]:
     if qemu_path() is None:
         pytest.skip("qemu-system-i386 is not installed (Debian package qemu-system-x86)")
     with ThreadPoolExecutor(max_workers=4) as pool:
-        return dict(zip(GUESTS, pool.map(run_qemu, GUESTS)))
+        return dict(zip(GUESTS, pool.map(run_qemu, GUESTS), strict=True))
 
 
 @pytest.mark.parametrize("name", GUESTS)
