@@ -656,24 +656,36 @@ class Cpu:
             try:
                 self._deliver(vector, error_code, return_eip, soft)
                 return None
+            except InterceptExit as x:
+                # A VM exit during delivery (EPT violation on the stack, say): the exit
+                # names the event it interrupted, which the hypervisor then re-injects.
+                x.info.extra.setdefault("vectoring", (vector, error_code, soft))
+                self.last_intercept = x.info
+                return StopReason.INTERCEPT
             except CpuException as e:
                 if vector == X.DF:
                     return self._triple_fault()
                 first = (vector, error_code, soft)  # what was being delivered
                 soft = False
                 return_eip = self.eip  # a fault during delivery returns to the instruction
+                # A hypervisor sees the new exception itself before any double-fault
+                # conversion (how shadow paging catches a #PF on a not-yet-shadowed stack
+                # while a guest exception is delivered).
+                if self.intercepted(Intercept("exception", self.eip, vector=e.vector,
+                                              error_code=e.error_code, linear=e.cr2 or 0,
+                                              extra={"vectoring": first})):
+                    return StopReason.INTERCEPT
                 if _is_double(first[0], e.vector):
                     # A #PF detected during delivery loads CR2 even when it becomes #DF
                     # (as Bochs and QEMU do: CR2 is written when the #PF is recognized).
                     if e.vector == X.PF and e.cr2 is not None:
                         self.cr2 = e.cr2 & 0xFFFFFFFF
                     vector, error_code, cr2 = X.DF, 0, None
+                    if self.intercepted(Intercept("exception", self.eip, vector=X.DF,
+                                                  error_code=0, extra={"vectoring": first})):
+                        return StopReason.INTERCEPT
                 else:
                     vector, error_code, cr2 = e.vector, e.error_code, e.cr2
-                if self.intercepted(Intercept("exception", self.eip, vector=vector,
-                                              error_code=error_code, linear=cr2 or 0,
-                                              extra={"vectoring": first})):
-                    return StopReason.INTERCEPT
 
     def _triple_fault(self) -> StopReason:
         if self.intercepted(Intercept("triple_fault", self.eip)):

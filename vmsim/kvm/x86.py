@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING
 from vmsim.costs import COSTS
 from vmsim.hw import exceptions as X
 from vmsim.hw.exceptions import CpuException
-from vmsim.hw.vmcs import VMX_EXIT_REASONS_FAILED_VMENTRY, ExitReason, F
+from vmsim.hw.vmcs import (
+    INTR_INFO_DELIVER_CODE_MASK,
+    INTR_INFO_VALID_MASK,
+    VMX_EXIT_REASONS_FAILED_VMENTRY,
+    ExitReason,
+    F,
+)
 from vmsim.kvm.api import (
     KVM_EXIT_FAIL_ENTRY,
     KVM_EXIT_HLT,
@@ -126,6 +132,7 @@ def vcpu_enter_guest(v: SimVcpu) -> Generator[int, None, int]:
                 guest_physical_address=exit_info.guest_physical_address,
                 intr_info=exit_info.intr_info, rip=v.vmcs.read(F.GUEST_RIP))
     yield COSTS["vmexit"]
+    vmx_complete_interrupts(v)
     v.handler_cost = 0
     r = vmx_handle_exit(v)
     cost = COSTS["exit_handler"] + v.handler_cost
@@ -140,6 +147,18 @@ def _budget(v: SimVcpu) -> int:
     if v.instruction_limit is None:
         return v.BATCH
     return max(0, min(v.BATCH, v.instruction_limit))
+
+
+def vmx_complete_interrupts(v: SimVcpu) -> None:
+    """__vmx_complete_interrupts: an event whose delivery the exit interrupted is queued
+    again, so the next VM entry injects it (IDT-vectoring info -> VM-entry fields)."""
+    info = v.vmcs.read(F.IDT_VECTORING_INFO_FIELD)
+    if not info & INTR_INFO_VALID_MASK:
+        return
+    v.vmcs.write(F.VM_ENTRY_INTR_INFO_FIELD, info & ~0x1000)  # bit 12 is exit-only
+    if info & INTR_INFO_DELIVER_CODE_MASK:
+        v.vmcs.write(F.VM_ENTRY_EXCEPTION_ERROR_CODE, v.vmcs.read(F.IDT_VECTORING_ERROR_CODE))
+    v.vmcs.write(F.VM_ENTRY_INSTRUCTION_LEN, v.vmcs.read(F.VM_EXIT_INSTRUCTION_LEN))
 
 
 def vmx_handle_exit(v: SimVcpu) -> int:
