@@ -207,7 +207,7 @@ done:
 # -- shadow paging ----------------------------------------------------------------------------
 
 def test_shadow_cr3_switches_exit_and_roots_are_per_address_space() -> None:
-    s, _, events = run(str(AS), "shadow", kinds=("vmexit", "shadow_page"))
+    _, _, events = run(str(AS), "shadow", kinds=("vmexit", "shadow_page"))
     cr3_loads = [e for e in events if e.kind == "vmexit" and e["reason"] == "CR_ACCESS"
                  and e["qualification"] & 0xF == 3 and (e["qualification"] >> 4) & 3 == 0]
     # address_spaces.asm loads CR3: once to start, 3 per round x 16 rounds, once for the
