@@ -663,18 +663,18 @@ class Cpu:
                 self.last_intercept = x.info
                 return StopReason.INTERCEPT
             except CpuException as e:
-                if vector == X.DF:
-                    return self._triple_fault()
                 first = (vector, error_code, soft)  # what was being delivered
-                soft = False
-                return_eip = self.eip  # a fault during delivery returns to the instruction
-                # A hypervisor sees the new exception itself before any double-fault
-                # conversion (how shadow paging catches a #PF on a not-yet-shadowed stack
-                # while a guest exception is delivered).
+                # A hypervisor sees the new exception itself before any double- or
+                # triple-fault conversion (how shadow paging catches a #PF on a stack not
+                # yet shadowed while a guest exception is delivered).
                 if self.intercepted(Intercept("exception", self.eip, vector=e.vector,
                                               error_code=e.error_code, linear=e.cr2 or 0,
                                               extra={"vectoring": first})):
                     return StopReason.INTERCEPT
+                if vector == X.DF:
+                    return self._triple_fault()
+                soft = False
+                return_eip = self.eip  # a fault during delivery returns to the instruction
                 if _is_double(first[0], e.vector):
                     # A #PF detected during delivery loads CR2 even when it becomes #DF
                     # (as Bochs and QEMU do: CR2 is written when the #PF is recognized).

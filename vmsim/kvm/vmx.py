@@ -245,8 +245,26 @@ def kvm_skip_emulated_instruction(v: SimVcpu) -> int:
     return 1
 
 
+_CONTRIBUTORY = {X.DE, X.TS, X.NP, X.SS, X.GP}
+
+
 def kvm_queue_exception(v: SimVcpu, vector: int, error_code: int | None = None) -> None:
-    """Inject on the next VM entry (VM_ENTRY_INTR_INFO_FIELD, SDM 25.8.3)."""
+    """Inject on the next VM entry (VM_ENTRY_INTR_INFO_FIELD, SDM 25.8.3).
+
+    kvm_multiple_exception: with an exception already pending (one whose delivery an exit
+    interrupted), the SDM's double-fault rules apply: a pending #DF becomes a triple
+    fault, a contributory/page-fault pair becomes #DF, otherwise the new one replaces it
+    (re-executing the instruction will raise the old one again)."""
+    pending = v.vmcs.read(F.VM_ENTRY_INTR_INFO_FIELD)
+    if pending & INTR_INFO_VALID_MASK and (pending >> 8) & 7 == 3:
+        prev = pending & 0xFF
+        if prev == X.DF:
+            v.vmcs.write(F.VM_ENTRY_INTR_INFO_FIELD, 0)
+            v.requests.add("triple_fault")
+            return
+        if (prev in _CONTRIBUTORY and vector in _CONTRIBUTORY) or (
+                prev == X.PF and (vector in _CONTRIBUTORY or vector == X.PF)):
+            vector, error_code = X.DF, 0
     info = vector | INTR_TYPE_HARD_EXCEPTION | INTR_INFO_VALID_MASK
     if error_code is not None:
         info |= INTR_INFO_DELIVER_CODE_MASK

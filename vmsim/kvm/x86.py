@@ -30,6 +30,7 @@ from vmsim.kvm.api import (
     KVM_EXIT_IO,
     KVM_EXIT_IO_IN,
     KVM_EXIT_IO_OUT,
+    KVM_EXIT_SHUTDOWN,
     KVM_PIO_PAGE_OFFSET,
     PAGE_SIZE,
 )
@@ -87,6 +88,10 @@ def vcpu_run(v: SimVcpu) -> Generator[int, None, int]:
 def vcpu_enter_guest(v: SimVcpu) -> Generator[int, None, int]:
     run, vmx, cpu = v.kvm_run, v.vmx, v.cpu
     ev = v.events
+    if "triple_fault" in v.requests:  # KVM_REQ_TRIPLE_FAULT
+        v.requests.discard("triple_fault")
+        run.exit_reason = KVM_EXIT_SHUTDOWN
+        return 0
     launch = not v.vmcs.launched
     if ev is not None and ev.wants("vmentry"):
         ev.emit("vmentry", v.name, rip=v.vmcs.read(F.GUEST_RIP), launch=launch)
