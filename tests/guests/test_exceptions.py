@@ -197,6 +197,16 @@ def test_benign_then_contributory_is_serial():
     assert b.stack(1) == [X.UD * 8 + 3]
 
 
+@pytest.mark.parametrize("vector", [X.GP, X.DF, X.PF])
+def test_int_n_is_not_an_exception_for_the_double_fault_rules(vector: int):
+    """INT 13 / INT 8 / INT 14 through a not-present gate: a plain #NP(n*8 + IDT)."""
+    b = Bench(b"\xCD" + bytes([vector]), kinds=("exception", "triple_fault"))
+    b.all_gates()
+    b.gate(vector, kind=0x0E)
+    assert b.run() is StopReason.HLT and delivered(b, X.NP)
+    assert b.stack(2) == [vector * 8 + 2, CODE]
+
+
 def test_no_idt_is_a_triple_fault():
     b = Bench(b"\x0F\x0B", kinds=("exception", "triple_fault"))
     b.cpu.idtr = (0, 0)

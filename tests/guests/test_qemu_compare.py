@@ -111,6 +111,8 @@ done
     # vmsim (like QEMU) pushes the instruction that raised the first fault (rel=0).
     # A #PF found while delivering loads CR2 (pf+pf: the unmapped IDT entry, 0x400000).
     # ud+np: #NP(6*8 + IDT + EXT) - EXT=1, the #NP arose delivering an earlier exception.
+    # INT n is not an exception of Table 6-5 (nor is INT 8 a #DF): its #NP is delivered
+    # (EXT=0), as Bochs and QEMU do.
     "double_fault": """\
 np+np v=08 ec=00000000 rel=00000000 if=0/0 cr2=00000000
 de+gp v=08 ec=00000000 rel=00000000 if=0/0 cr2=00000000
@@ -120,6 +122,8 @@ pf+gp v=08 ec=00000000 rel=00000000 if=0/0 cr2=00C00888
 pf+pf v=08 ec=00000000 rel=00000000 if=0/0 cr2=00400000
 ud+np v=0B ec=00000033 rel=00000000 if=0/0
 gp+pf v=0E ec=00000000 rel=00000000 if=0/0 cr2=003FEFF8
+int 0x0d+np v=0B ec=0000006A rel=00000000 if=0/0
+int 8+np v=0B ec=00000042 rel=00000000 if=0/0
 done
 """,
     # SDM Vol. 3A 11.6: a write to a code byte not yet executed is seen when it executes

@@ -671,11 +671,13 @@ class Cpu:
                                               error_code=e.error_code, linear=e.cr2 or 0,
                                               extra={"vectoring": first})):
                     return StopReason.INTERCEPT
-                if vector == X.DF:
+                # INT n / INT3 / INTO are not exceptions for Table 6-5 (as Bochs and QEMU
+                # class them): a fault delivering INT 13 or INT 8 is handled serially.
+                if vector == X.DF and not soft:
                     return self._triple_fault()
                 soft = False
                 return_eip = self.eip  # a fault during delivery returns to the instruction
-                if _is_double(first[0], e.vector):
+                if not first[2] and _is_double(first[0], e.vector):
                     # A #PF detected during delivery loads CR2 even when it becomes #DF
                     # (as Bochs and QEMU do: CR2 is written when the #PF is recognized).
                     if e.vector == X.PF and e.cr2 is not None:

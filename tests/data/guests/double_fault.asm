@@ -113,6 +113,19 @@ sr2:    mov ds, ax
 sr2_back:
         lidt [idt_descriptor]
 
+        ; INT n is no exception for Table 6-5: INT 0x0D through a not-present gate is a
+        ; plain #NP (0x0D*8 + IDT, EXT=0), and so is INT 8 (not a #DF: no shutdown)
+        GATE_PRESENT 13, 0
+        TRY "int 0x0d+np", sw1, sw1_back
+sw1:    int 0x0D
+sw1_back:
+        GATE_PRESENT 13, 1
+        GATE_PRESENT 8, 0
+        TRY "int 8+np", sw2, sw2_back
+sw2:    int 8
+sw2_back:
+        GATE_PRESENT 8, 1
+
         ; #DF itself with its gate not present: triple fault; the last test (see
         ; triple_*.asm for that)
         jmp finish
