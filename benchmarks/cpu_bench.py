@@ -99,7 +99,7 @@ def main() -> None:
         return rate
 
     bare_off = row("bare CPU, paging off", *best(run_bare, args.repeat, image, False))
-    bare_on = row("bare CPU, paging on", *best(run_bare, args.repeat, image, True))
+    row("bare CPU, paging on", *best(run_bare, args.repeat, image, True))
     stack_off = row("whole stack EPT, paging off", *best(run_stack, args.repeat, image, False),
                     ref=bare_off)
     row("whole stack EPT, paging on", *best(run_stack, args.repeat, image, True), ref=stack_off)
