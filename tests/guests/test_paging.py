@@ -205,6 +205,20 @@ def test_invlpg_drops_one_entry():
     assert 0x401 not in tlb and {0x400, 0x402} <= tlb.keys()
 
 
+def test_invlpg_drops_a_whole_4m_page():
+    b = Bench(mib=8)
+    b.paging(pse=True)
+    b.w32(PD + 4 * 2, 0x00000083)  # linear 0x800000: 4 MiB -> physical 0
+    b.w32(0x5000, 0x1111)
+    b.w32(0x405000, 0x2222)
+    assert b.cpu.memfns.rd32(0x805000) == 0x1111
+    assert b.cpu.memfns.rd32(0x806000) == 0
+    b.w32(PD + 4 * 2, 0x00400083)
+    b.cpu.invlpg(0x806000)  # another 4 KiB of the same 4-MiB page
+    assert b.cpu.memfns.rd32(0x805000) == 0x2222
+    assert not any(k >> 10 == 2 and k != 0x805 for k in b.cpu.mmu.tlb)
+
+
 def test_cr3_load_flushes_non_global_keeps_global_with_pge():
     b = tlb_bench(pge=True)
     b.cpu.set_control(3, PD)

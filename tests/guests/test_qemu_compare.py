@@ -72,7 +72,8 @@ done
     # a fetch the instruction's (or, running into the next page, that page's first byte);
     # a faulting access writes nothing. 4.6: CR0.WP=0 lets supervisor writes through a
     # read-only PTE or PDE (R/W of both levels ANDed). 4.10.4: INVLPG and a CR3 load
-    # make a changed entry visible. 11.6: SMC through another linear alias is seen.
+    # make a changed entry visible; INVLPG of one address drops a whole 4-MiB page.
+    # 11.6: SMC through another linear alias is seen.
     "paging": """\
 paging on
 before:     pde=003 pte=003
@@ -99,7 +100,7 @@ read rsvd v=0E ec=00000009 rel=00000000 if=0/0 cr2=01000010
 write rsvd v=0E ec=0000000B rel=00000000 if=0/0 cr2=01000020
 rsvd pde untouched: 00200083
 swap: 11111111 after invlpg: 22222222 after cr3 load: 33333333
-4M remapped: 44444444
+4M remapped: 44444444 55555555
 unmapped v=0E ec=00000000 rel=00000000 if=0/0 cr2=00404000
 smc via alias: 77
 paging off: 11111111

@@ -430,10 +430,9 @@ class Cpu:
         return value
 
     def invlpg(self, la: int) -> None:
-        self.mmu.invlpg(la)
+        lpns = self.mmu.invlpg(la)  # one 4-KiB page, or all of a 4-MiB one
         if self.mmu.paging:
-            lpn = la >> 12
-            for eip in [e for e in self.icache if e >> 12 == lpn or (e + 15) >> 12 == lpn]:
+            for eip in [e for e in self.icache if e >> 12 in lpns or (e + 15) >> 12 in lpns]:
                 del self.icache[eip]
 
     def set_second_stage(self, ept) -> None:

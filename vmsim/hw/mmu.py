@@ -69,6 +69,9 @@ class Mmu:
         self.tlb: dict[int, int] = {}
         self.tlb_w: dict[int, int] = {}
         self.global_pages: set[int] = set()
+        # 4-MiB regions (la >> 22) with TLB entries made from a 4-MiB page: the TLB holds
+        # them as 4-KiB entries, but INVLPG must drop the whole page (SDM 4.10.4.1).
+        self.large_regions: set[int] = set()
         self.last_walk: list[WalkStep] = []
         self.walks = 0  # statistics: TLB misses that walked
         self.refs = 0  # statistics: guest paging-structure references (EPT's are in ept.refs)
@@ -103,16 +106,30 @@ class Mmu:
             self.tlb.clear()
             self.tlb_w.clear()
             self.global_pages.clear()
+            self.large_regions.clear()
         if self.events and self.trace:
             self.events.emit("tlb_flush", self.source, scope=scope, linear=0)
 
-    def invlpg(self, la: int) -> None:
+    def invlpg(self, la: int) -> range:
+        """Drop the translation of the page holding `la`; gives the linear page numbers
+        dropped (all 1024 of a 4-MiB page, whose entries the TLB keeps per 4 KiB)."""
         lpn = la >> 12
+        region = la >> 22
+        if region in self.large_regions:
+            self.large_regions.discard(region)
+            lpns = range(region << 10, (region + 1) << 10)
+            for k in [k for k in self.tlb if k >> 10 == region]:
+                del self.tlb[k]
+                self.tlb_w.pop(k, None)
+                self.global_pages.discard(k)
+        else:
+            lpns = range(lpn, lpn + 1)
         self.tlb.pop(lpn, None)
         self.tlb_w.pop(lpn, None)
         self.global_pages.discard(lpn)
         if self.events and self.trace:
             self.events.emit("tlb_flush", self.source, scope="page", linear=la & 0xFFFFF000)
+        return lpns
 
     # -- paging-structure references -------------------------------------------------------
     def entry_address(self, addr: int, steps: list | None) -> int:
@@ -211,6 +228,7 @@ class Mmu:
                 self.write_pte(pde_at, new)
             self.last_leaf = (bool(new & RW), bool(new & D), True)
             self._fill(la, base, write, new & RW, new & G)
+            self.large_regions.add(pde_index)
             return base
         # PDE -> page table. The CPU sets A on a PDE it uses, before looking at the PTE.
         if not pde & A:

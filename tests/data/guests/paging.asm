@@ -26,6 +26,7 @@ main:
         mov dword [0x305000], 0x22222222
         mov dword [0x306000], 0x33333333
         mov dword [0x700000], 0x44444444
+        mov dword [0x701000], 0x55555555
         mov dword [0x300010], 0xA5A5A5A5
         ; code for the instruction-fetch test: "mov eax, 0x44332211" across a page end
         mov edi, 0x307FFE
@@ -201,11 +202,15 @@ rs2_back:
         PRINT " after cr3 load: "
         HEX [L_SWAP], 8
         PRINT {10}
-        ; the same for a 4-MiB page
+        ; the same for a 4-MiB page: INVLPG of any address in it drops the whole page
+        mov eax, [L_BIG + 0x300000]
+        mov eax, [L_BIG + 0x301000]
         mov dword [PD + 2*4], 0x00400083
         invlpg [L_BIG + 0x300000]
         PRINT "4M remapped: "
         HEX [L_BIG + 0x300000], 8
+        PRINT " "
+        HEX [L_BIG + 0x301000], 8
         PRINT {10}
         mov dword [PD + 2*4], 0x00000083
         invlpg [L_BIG + 0x300000]
