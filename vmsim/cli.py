@@ -150,13 +150,31 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stats-json", metavar="FILE", help="write the statistics as JSON")
     run.set_defaults(func=_cmd_run)
 
-    try:
-        from vmsim.asm.cli import register
-    except ImportError:  # the assembler's CLI is optional while it is being built
-        pass
-    else:
-        register(sub)
+    from vmsim.asm.cli import register
+
+    register(sub)
+    _register_plugins(sub)
     return parser
+
+
+def _register_plugins(sub) -> None:
+    """Subcommands that packages above the core provide (the GUI's `gui`), found through
+    the `vmsim.commands` entry points so that the core never imports them."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="vmsim.commands"):
+        try:
+            register = ep.load()
+        except ImportError as e:  # e.g. Qt missing: the other commands still work
+            missing = sub.add_parser(ep.name, help=f"(unavailable: {e})")
+            missing.set_defaults(func=lambda args, e=e, name=ep.name: _unavailable(name, e))
+            continue
+        register(sub)
+
+
+def _unavailable(name: str, error: Exception) -> int:
+    print(f"vmsim: '{name}' is unavailable: {error}", file=sys.stderr)
+    return EXIT_BAD_INPUT
 
 
 def _positive(text: str) -> int:

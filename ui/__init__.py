@@ -1,0 +1,1 @@
+"""vmsim's PySide6 GUI: a view of a vmsim.session.Session (DESIGN.md "GUI")."""
