@@ -7,6 +7,7 @@ Both runners give the same record, so a test can compare them field by field.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -26,6 +27,7 @@ QEMU_TIMEOUT = 20.0  # seconds; a guest needs well under one
 VMSIM_BUDGET = 20_000_000  # instructions; a guest needs well under one million
 
 _BUILD = Path(tempfile.mkdtemp(prefix="vmsim-guests-"))
+atexit.register(shutil.rmtree, _BUILD, ignore_errors=True)
 
 
 @dataclass(frozen=True)
