@@ -63,6 +63,8 @@ class KvmState:
         self.machine = machine
         self.events = machine.events
         self.ioctl("KVM_GET_API_VERSION", kvm.get_api_version)
+        # The size of the vCPU mapping: kvm_run, the PIO data page, the coalesced-MMIO ring.
+        self.vcpu_mmap_size = self.ioctl("KVM_GET_VCPU_MMAP_SIZE", kvm.get_vcpu_mmap_size)
         self.vm = self.ioctl("KVM_CREATE_VM", kvm.create_vm)
         if hasattr(self.vm, "set_tss_addr"):
             self.ioctl("KVM_SET_TSS_ADDR", self.vm.set_tss_addr)
