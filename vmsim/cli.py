@@ -27,6 +27,7 @@ def _serial_input(text: str) -> bytes:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from vmsim.asm import AsmError
+    from vmsim.events import EventStream
     from vmsim.hostkvm import HostKvmError
     from vmsim.hw.exceptions import Unsupported
     from vmsim.session import Session
@@ -41,34 +42,35 @@ def _cmd_run(args: argparse.Namespace) -> int:
         out.flush()
 
     limit = args.max_instructions if args.max_instructions != NO_LIMIT else None
-    trace_file = None
-    try:
-        serial_in = _serial_input(args.serial_in) if args.serial_in else b""
-        session = Session(args.guest, args.backend, MachineConfig(args.memory, serial_in),
-                          serial_out=write_serial, max_instructions=limit, paging=args.paging)
-        if args.trace:
-            trace_file = open(args.trace, "w", encoding="utf-8")
-    except AsmError as e:
-        print(str(e), file=sys.stderr)
-        return EXIT_ASM
-    except (GuestLoadError, HostKvmError, ValueError, UnicodeDecodeError) as e:
-        print(f"vmsim: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except OSError as e:
-        print(f"vmsim: {e.filename}: {e.strerror}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    events = EventStream()
+    trace_file = trace = None
+    # Statistics and the trace listen before the VM exists: its creation (every KVM
+    # ioctl) is part of the record.
     stats = ExitStats() if (args.stats or args.stats_json) else None
     if stats is not None:
-        stats.attach(session.events)
-    trace = None
-    if trace_file is not None:
-        columns = []
-        if args.trace_level in ("insn", "all"):
-            for cpu in session.cpus:
-                col = InstructionColumn(cpu.name)
-                cpu.recorder = col.eips
-                columns.append(col)
-        trace = TraceWriter(session.events, trace_file, args.trace_level, columns)
+        stats.attach(events)
+    try:
+        serial_in = _serial_input(args.serial_in) if args.serial_in else b""
+        if args.trace:
+            trace_file = open(args.trace, "w", encoding="utf-8")
+            trace = TraceWriter(events, trace_file, args.trace_level)
+        session = Session(args.guest, args.backend, MachineConfig(args.memory, serial_in),
+                          serial_out=write_serial, max_instructions=limit, paging=args.paging,
+                          events=events)
+    except AsmError as e:
+        print(str(e), file=sys.stderr)
+        return _close(trace, trace_file, EXIT_ASM)
+    except (GuestLoadError, HostKvmError, ValueError, UnicodeDecodeError) as e:
+        print(f"vmsim: {e}", file=sys.stderr)
+        return _close(trace, trace_file, EXIT_BAD_INPUT)
+    except OSError as e:
+        print(f"vmsim: {e.filename}: {e.strerror}", file=sys.stderr)
+        return _close(trace, trace_file, EXIT_BAD_INPUT)
+    if trace is not None and args.trace_level in ("insn", "all"):
+        for cpu in session.cpus:
+            col = InstructionColumn(cpu.name)
+            cpu.recorder = col.eips
+            trace.columns.append(col)
     try:
         outcome = session.run()
     except Unsupported as e:
@@ -91,6 +93,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 print(f"vmsim: {args.stats_json}: {e.strerror}", file=sys.stderr)
                 return EXIT_BAD_INPUT
     return _status(session, outcome, limit)
+
+
+def _close(trace, trace_file, status: int) -> int:
+    if trace is not None:
+        trace.close()
+    if trace_file is not None:
+        trace_file.close()
+    return status
 
 
 def _status(session, outcome, limit: int | None) -> int:
