@@ -31,6 +31,7 @@ class Outcome:
     limit_reached: bool = False
     reason: str = ""  # why it finished, in words
     events: list[Event] = field(default_factory=list)  # what a step emitted
+    breakpoint: str = ""  # run_for: the breakpoint that stopped it ("address 0x100010" ...)
 
 
 class Session:
@@ -79,6 +80,7 @@ class Session:
                 kvm = open_kvm()
             self.vm = VirtualMachine(self.machine, kvm, max_instructions=max_instructions)
         self.outcome: Outcome | None = None
+        self.breakpoints = Breakpoints()
 
     # -- views ------------------------------------------------------------------------------
     @property
@@ -178,3 +180,290 @@ class Session:
 
     def step_userspace_exit(self) -> Outcome:
         return self.step_until(lambda ev: ev.kind == "kvm_exit")
+
+    # -- breakpoints and time-boxed running (front ends that must stay responsive) ----------
+    def run_for(self, seconds: float | None = 0.015, instructions: int | None = None) -> Outcome:
+        """Advance for at most `seconds` of wall time and/or `instructions` guest
+        instructions, stopping early at a breakpoint (`self.breakpoints`) or when the VM
+        finishes. A GUI calls this from a timer so it can repaint and pause between
+        batches; the simulation itself stays deterministic (only where batches end
+        depends on the clock). `Outcome.finished` is false when the VM can go on;
+        `Outcome.breakpoint` names the breakpoint that stopped it."""
+        import time
+
+        if self.outcome is not None:
+            return self.outcome
+        if self.vm is None:
+            return self._run_for_bare(seconds, instructions)
+        bp = self.breakpoints
+        vcpus = [c.vcpu for c in self.vm.cpus if hasattr(c.vcpu, "BATCH")]
+        # Small batches keep the wall-time bound; one instruction per batch when an address
+        # breakpoint must be caught exactly.
+        batch = 1 if bp.addresses else self.RUN_BATCH
+        if instructions is not None:
+            batch = max(1, min(batch, instructions))
+        for v in vcpus:
+            v.BATCH = batch
+        hit: list[str] = []
+
+        def on_exit(ev: Event) -> None:
+            why = bp.matches_exit(ev)
+            if why:
+                hit.append(why)
+
+        unsubscribe = (self.events.subscribe(on_exit, ["vmexit"])
+                       if (bp.exit_reasons or bp.ports) else None)
+        cpu = self.cpus[0] if self.cpus else None
+        origin = (cpu.eip, cpu.icount) if cpu is not None else None
+        start = self.instructions
+        deadline = None if seconds is None else time.perf_counter() + seconds
+        m = self.machine
+        try:
+            steps = 0
+            while True:
+                if m.stop_requested or self.vm.limit_reached():
+                    return self._finish_vm()
+                if self.vm.sched.step() is None:
+                    return self._finish_vm()
+                if hit:
+                    return Outcome(False, breakpoint=hit[0], reason="breakpoint")
+                if bp.addresses and cpu is not None and cpu.eip in bp.addresses \
+                        and (cpu.eip, cpu.icount) != origin:
+                    return Outcome(False, breakpoint=f"address {cpu.eip:#x}", reason="breakpoint")
+                if instructions is not None and self.instructions - start >= instructions:
+                    return Outcome(False, reason="instructions")
+                steps += 1
+                if deadline is not None and (steps & 7 == 0 or batch > 1) \
+                        and time.perf_counter() >= deadline:
+                    return Outcome(False, reason="time")
+        finally:
+            if unsubscribe is not None:
+                unsubscribe()
+            for v in vcpus:
+                del v.BATCH
+
+    RUN_BATCH = 4_000  # guest instructions per scheduler step in run_for
+
+    def _finish_vm(self) -> Outcome:
+        r = self.vm.run()  # the VM has stopped: let its threads end and collect the result
+        self.outcome = Outcome(True, r.exit_status, r.halted, r.limit_reached,
+                               "instruction limit" if r.limit_reached else
+                               ("halted" if r.halted else r.stop_reason))
+        return self.outcome
+
+    def _run_for_bare(self, seconds: float | None, instructions: int | None) -> Outcome:
+        import time
+
+        from vmsim.hw.cpu import StopReason
+
+        cpu = self.bare.cpu
+        deadline = None if seconds is None else time.perf_counter() + seconds
+        start = cpu.icount
+        origin = (cpu.eip, cpu.icount)
+        addrs = self.breakpoints.addresses
+        while True:
+            n = 1 if addrs else self.RUN_BATCH
+            if instructions is not None:
+                n = max(1, min(n, instructions - (cpu.icount - start)))
+            r = cpu.run(n)
+            if r is not StopReason.LIMIT:
+                return self._finish_bare(type("R", (), {"reason": r, "exit_status":
+                                                       self.machine.exit_status,
+                                                       "message": cpu.stop_message})())
+            if addrs and cpu.eip in addrs and (cpu.eip, cpu.icount) != origin:
+                return Outcome(False, breakpoint=f"address {cpu.eip:#x}", reason="breakpoint")
+            if instructions is not None and cpu.icount - start >= instructions:
+                return Outcome(False, reason="instructions")
+            if deadline is not None and time.perf_counter() >= deadline:
+                return Outcome(False, reason="time")
+
+    # -- read-only views as plain data (shared by the GUI, the CLI and tests) ----------------
+    def registers(self, cpu: int = 0) -> dict[str, int]:
+        """The guest's registers as the vCPU holds them: GPRs, EIP, EFLAGS, CR0/2/3/4
+        (as the guest reads them: bits kvm.ko owns come from the read shadows)."""
+        c = self.cpus[cpu]
+        out = {name: c.r[i] for i, name in enumerate(GPR_NAMES)}
+        out["EIP"] = c.eip
+        out["EFLAGS"] = c.eflags
+        for n in (0, 2, 3, 4):
+            out[f"CR{n}"] = c.get_control(n)
+        out["CR3"] = self._guest_cr3(cpu)
+        return out
+
+    def _guest_cr3(self, cpu: int) -> int:
+        """CR3 as the guest set it: under shadow paging the hardware's CR3 is kvm.ko's
+        shadow root and the guest's value is kept by kvm.ko (vcpu->arch.cr3)."""
+        if self.vm is not None:
+            vcpu = self.vm.cpus[cpu].vcpu
+            if hasattr(vcpu, "guest_cr3"):
+                return vcpu.guest_cr3
+        return self.cpus[cpu].get_control(3)
+
+    def segments(self, cpu: int = 0) -> dict[str, tuple[int, int, int]]:
+        """Segment registers: selector, base, limit; GDTR and IDTR: base, limit."""
+        c = self.cpus[cpu]
+        out = {name: (s.selector, s.base, s.limit) for name, s in zip(SEG_NAMES, c.seg, strict=False)}
+        out["GDTR"] = (0, *c.gdtr)
+        out["IDTR"] = (0, *c.idtr)
+        return out
+
+    def disassembly(self, before: int = 6, after: int = 12, cpu: int = 0) -> list[tuple[int, str, str]]:
+        """(address, hex bytes, NASM text) around EIP: earlier instructions from the guest
+        image's address map (x86 cannot be decoded backwards), later ones decoded forward."""
+        import iced_x86
+
+        c = self.cpus[cpu]
+        eip = c.eip
+        starts = sorted({sl.address for sl in self.image.lines if sl.size and sl.address < eip})
+        addrs = starts[-before:] if before else []
+        out = []
+        fmt = iced_x86.Formatter(iced_x86.FormatterSyntax.NASM)
+        at = addrs[0] if addrs else eip
+        limit = len(addrs) + after
+        while len(out) < limit:
+            data = self.read_linear(at, 15, cpu)
+            if data is None:
+                out.append((at, "", "(not mapped)"))
+                break
+            ins = iced_x86.Decoder(32, data, ip=at).decode()
+            n = max(ins.len, 1)
+            out.append((at, data[:n].hex(" "), fmt.format(ins)))
+            if at < eip < at + n:  # the image's map was off the instruction stream: resync
+                at = eip
+                continue
+            at += n
+        return out
+
+    def read_linear(self, la: int, length: int, cpu: int = 0) -> bytes | None:
+        """Guest memory by linear address (through the guest's page tables, without
+        touching the TLB or A/D bits); None where nothing is mapped."""
+        out = bytearray()
+        while len(out) < length:
+            pa = self.guest_translate(la + len(out), cpu)
+            if pa is None:
+                return None if not out else bytes(out)
+            chunk = min(length - len(out), 0x1000 - (pa & 0xFFF))
+            out += self.machine.mem.read_bytes(pa, chunk)
+        return bytes(out)
+
+    def guest_translate(self, la: int, cpu: int = 0) -> int | None:
+        """Linear -> guest-physical through the guest's own page tables (its CR3, as the
+        guest reads it, whatever kvm.ko's MMU does underneath); None if not present."""
+        c = self.cpus[cpu]
+        la &= 0xFFFFFFFF
+        if not c.get_control(0) & 0x80000000:
+            return la
+        mem = self.machine.mem
+        pde = mem.read((self._guest_cr3(cpu) & 0xFFFFF000) | (la >> 22) << 2, 4)
+        if not pde & 1:
+            return None
+        if pde & 0x80 and c.get_control(4) & 0x10:
+            return (pde & 0xFFC00000) | (la & 0x3FFFFF)
+        pte = mem.read((pde & 0xFFFFF000) | ((la >> 12) & 0x3FF) << 2, 4)
+        return (pte & 0xFFFFF000) | (la & 0xFFF) if pte & 1 else None
+
+    def vmcs_fields(self, cpu: int = 0) -> list[tuple[str, str, int, int]]:
+        """(area, field name, encoding, value) of the vCPU's VMCS, by area as dump_vmcs()."""
+        from vmsim.hw.vmcs import F, field_info
+
+        vmcs = self.vm.cpus[cpu].vcpu.vmcs
+        out = []
+        for area in ("guest state", "host state", "control", "exit information"):
+            for enc, value in vmcs:
+                if field_info(enc)[1] != area:
+                    continue
+                name = F(enc).name if enc in F._value2member_map_ else f"field {enc:#06x}"
+                out.append((area, name, enc, value))
+        return out
+
+    def guest_page_tables(self, cpu: int = 0, limit: int = 64
+                          ) -> list[tuple[int, int, list[tuple[int, int]]]]:
+        """The guest's 32-bit paging structures from its CR3: (PDE index, PDE, [(PTE
+        index, PTE)]) for present entries (at most `limit` of each); [] with paging off."""
+        c = self.cpus[cpu]
+        if not c.get_control(0) & 0x80000000:
+            return []
+        mem = self.machine.mem
+        cr3 = self._guest_cr3(cpu) & 0xFFFFF000
+        out = []
+        for i in range(1024):
+            pde = mem.read(cr3 + 4 * i, 4)
+            if not pde & 1:
+                continue
+            ptes: list[tuple[int, int]] = []
+            if not pde & 0x80:  # not a 4 MiB page: its page table
+                pt = pde & 0xFFFFF000
+                for j in range(1024):
+                    pte = mem.read(pt + 4 * j, 4)
+                    if pte & 1:
+                        ptes.append((j, pte))
+                        if len(ptes) >= limit:
+                            break
+            out.append((i, pde, ptes))
+            if len(out) >= limit:
+                break
+        return out
+
+    def ept_entries(self) -> list[tuple[int, int]]:
+        """(gfn, EPT leaf) for each guest page kvm.ko's TDP MMU has mapped (EPT mode)."""
+        vm = getattr(self.vm.kvm, "vm", None) if self.vm is not None else None
+        tdp = getattr(vm, "tdp", None)
+        return tdp.entries() if tdp is not None else []
+
+    def shadow_pages(self) -> list[tuple[int, int, bool, int, list[tuple[int, int]]]]:
+        """(gfn, level, direct, spt, [(index, spte)]) of each shadow page (shadow mode)."""
+        vm = getattr(self.vm.kvm, "vm", None) if self.vm is not None else None
+        sh = getattr(vm, "shadow", None)
+        if sh is None:
+            return []
+        out = []
+        for (gfn, level, direct), sp in sorted(sh.pages.items()):
+            entries = [(i, e) for i in range(1024) if (e := sh.host.read(sp.spt + 4 * i, 4)) & 1]
+            out.append((gfn, level, direct, sp.spt, entries))
+        return out
+
+    def tlb(self, cpu: int = 0) -> list[tuple[int, int, bool]]:
+        """(linear page, physical page, writable) for each TLB entry."""
+        mmu = self.cpus[cpu].mmu
+        return [(lp << 12, pa, lp in mmu.tlb_w) for lp, pa in sorted(mmu.tlb.items())]
+
+    def last_exit(self, cpu: int = 0) -> dict[str, object] | None:
+        """The last VM exit's information (reason, qualification ...), or None."""
+        import dataclasses
+
+        info = self.vm.cpus[cpu].vcpu.vmx.last_exit if self.vm is not None else None
+        if info is None:
+            return None
+        d = dataclasses.asdict(info)
+        d["reason"] = getattr(info.reason, "name", str(info.reason))
+        return d
+
+
+GPR_NAMES = ("EAX", "ECX", "EDX", "EBX", "ESP", "EBP", "ESI", "EDI")
+SEG_NAMES = ("ES", "CS", "SS", "DS", "FS", "GS")
+# EFLAGS bits worth naming (SDM Vol. 1 3.4.3).
+EFLAGS_BITS = (("CF", 0), ("PF", 2), ("AF", 4), ("ZF", 6), ("SF", 7), ("TF", 8), ("IF", 9),
+               ("DF", 10), ("OF", 11), ("NT", 14), ("RF", 16), ("VM", 17), ("AC", 18), ("ID", 21))
+
+
+def eflags_decoded(value: int) -> list[tuple[str, bool]]:
+    return [(name, bool(value >> bit & 1)) for name, bit in EFLAGS_BITS]
+
+
+@dataclass
+class Breakpoints:
+    """Where run_for stops: guest addresses (EIP), VM exit reasons (Intel's names, e.g.
+    "IO_INSTRUCTION"), and I/O ports (at the IO_INSTRUCTION exit that accesses them)."""
+
+    addresses: set[int] = field(default_factory=set)
+    exit_reasons: set[str] = field(default_factory=set)
+    ports: set[int] = field(default_factory=set)
+
+    def matches_exit(self, ev: Event) -> str:
+        if ev["reason"] in self.exit_reasons:
+            return f"exit {ev['reason']}"
+        if ev["reason"] == "IO_INSTRUCTION" and self.ports:
+            port = ev["qualification"] >> 16 & 0xFFFF
+            if port in self.ports:
+                return f"port {port:#x}"
+        return ""
