@@ -1,0 +1,284 @@
+"""SessionBridge: the one QObject between a vmsim Session and the widgets.
+
+User actions call its methods, which call the session; what the session reports comes
+back as Qt signals. Two modes, as in Ripes:
+
+- stepping: the bridge subscribes to every event kind (page walks included), so each
+  step's events reach the diagram, the event log and the page-table panel;
+- running: fine-grained subscriptions are dropped; a QTimer advances the session in
+  time-boxed batches (`Session.run_for`) and the views repaint from state at a bounded
+  rate. Only coarse events (VM exits and entries, exits to userspace, device accesses),
+  a few per exit, are still collected for statistics and logs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from vmsim.asm.image import GuestImage
+from vmsim.events import CATALOGUE, Event, EventStream
+from vmsim.session import Outcome, Session
+from vmsim.stats import ExitStats
+from vmsim.vmm.machine import MachineConfig
+
+FINE_KINDS = list(CATALOGUE)  # stepping: everything, walks and TLB included
+COARSE_KINDS = ["vmexit", "vmentry", "kvm_exit", "device_access", "io_unclaimed", "exception",
+                "triple_fault", "unsupported", "not_in_subset", "vmentry_failed", "thread"]
+FRAME_MS = 33  # repaint at most ~30 times a second while running
+BATCH_S = 0.015  # wall time the simulation may take per timer tick at full speed
+# Speed slider 0..SPEED_MAX: below FULL_SPEED, one event per tick at a slowing interval
+# (slow motion: the diagram animates each one); FULL_SPEED: time-boxed batches.
+SPEED_MAX = 10
+EVENT_INTERVALS_MS = [900, 600, 400, 250, 150, 90, 50, 25, 10, 0]
+# Scheduler steps a single step may take looking for its event (each runs up to
+# SimVcpu.BATCH guest instructions): a guest looping with no exit must not hang the window.
+STEP_LIMIT = 60
+
+
+class SessionBridge(QObject):
+    stateChanged = Signal()  # repaint views from session state
+    eventsArrived = Signal(list)  # events since the last delivery (list[Event])
+    serialOutput = Signal(bytes)
+    runningChanged = Signal(bool)
+    stopped = Signal(str)  # why a run or a step stopped (breakpoint, finished ...)
+    sessionReset = Signal()  # a new Session (reset, re-assembled, opened)
+
+    def __init__(self, guest: str | GuestImage, backend: str = "sim", paging: str = "ept",
+                 parent: QObject | None = None):
+        super().__init__(parent)
+        self.guest = guest
+        self.backend = backend
+        self.paging = paging
+        self.line_breakpoints: set[int] = set()  # source lines (1-based)
+        self.address_breakpoints: set[int] = set()
+        self.exit_breakpoints: set[str] = set()
+        self.port_breakpoints: set[int] = set()
+        self.speed = SPEED_MAX
+        self.running = False
+        self.serial_input = b""
+        self._pending: list[Event] = []
+        self._serial: bytearray = bytearray()
+        self._unsubscribe: Callable[[], None] | None = None
+        self._last_paint = 0.0
+        self.frames = 0  # repaints while running (tests measure the frame rate with it)
+        self.history: deque[Event] = deque(maxlen=5000)  # what the event log may show
+        self._timer = QTimer(self)
+        self._timer.timeout.connect(self._tick)
+        self.session: Session
+        self.stats: ExitStats
+        self.outcome: Outcome | None = None
+        self._build()
+
+    # -- the session -------------------------------------------------------------------------
+    def _build(self) -> None:
+        events = EventStream()
+        self.stats = ExitStats()
+        self.stats.attach(events)  # before the VM exists, as `vmsim run --stats`
+        self._serial.clear()
+        self.session = Session(self.guest, self.backend, MachineConfig(serial_in=self.serial_input),
+                               serial_out=self._on_serial, events=events, paging=self.paging)
+        if isinstance(self.guest, str):
+            self.guest = self.session.image
+        self.outcome = None
+        self.in_guest = False  # VMX non-root: the last VM transition was an entry
+        self.history.clear()
+        self._pending.clear()
+        self._unsubscribe = None
+        self._subscribe(FINE_KINDS)
+        self._apply_breakpoints()
+
+    def reset(self, image: GuestImage | None = None) -> None:
+        """Start again from the entry state (with a new image if given)."""
+        self.pause()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        if image is not None:
+            self.guest = image
+        self._build()
+        self.sessionReset.emit()
+        self._deliver(force=True)
+
+    def open(self, path: str) -> None:
+        """Load another guest (raises AsmError / GuestLoadError, leaving the old one)."""
+        from vmsim.vmm.machine import load_guest_file
+
+        image = load_guest_file(path)
+        self.line_breakpoints.clear()
+        self.reset(image)
+
+    def _subscribe(self, kinds: list[str]) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        self._unsubscribe = self.session.events.subscribe(self._on_event, kinds)
+
+    def _on_event(self, ev: Event) -> None:
+        if ev.kind == "vmentry":
+            self.in_guest = True
+        elif ev.kind == "vmexit":
+            self.in_guest = False
+        self._pending.append(ev)
+        self.history.append(ev)
+        if len(self._pending) > 20000:  # nobody is draining (a long run with no repaint)
+            del self._pending[:10000]
+
+    def _on_serial(self, data: bytes) -> None:
+        self._serial.extend(data)
+
+    def feed_serial(self, data: bytes) -> None:
+        """Bytes typed into the console go to the UART's receive FIFO."""
+        self.session.machine.serial.feed(data)
+
+    # -- breakpoints ---------------------------------------------------------------------------
+    def _apply_breakpoints(self) -> None:
+        bp = self.session.breakpoints
+        bp.addresses = set(self.address_breakpoints)
+        for line in self.line_breakpoints:
+            addr = self.address_of_line(line)
+            if addr is not None:
+                bp.addresses.add(addr)
+        bp.exit_reasons = set(self.exit_breakpoints)
+        bp.ports = set(self.port_breakpoints)
+
+    def address_of_line(self, line: int) -> int | None:
+        img = self.session.image
+        for sl in img.lines:
+            if sl.line == line and sl.size:
+                return sl.address
+        return None
+
+    def toggle_line_breakpoint(self, line: int) -> bool:
+        """Set or clear a breakpoint on a source line; False if the line has no code."""
+        if line in self.line_breakpoints:
+            self.line_breakpoints.discard(line)
+        elif self.address_of_line(line) is None:
+            return False
+        else:
+            self.line_breakpoints.add(line)
+        self._apply_breakpoints()
+        return True
+
+    def set_breakpoints(self, addresses: set[int] | None = None, exits: set[str] | None = None,
+                        ports: set[int] | None = None) -> None:
+        if addresses is not None:
+            self.address_breakpoints = set(addresses)
+        if exits is not None:
+            self.exit_breakpoints = set(exits)
+        if ports is not None:
+            self.port_breakpoints = set(ports)
+        self._apply_breakpoints()
+
+    # -- stepping (driven by events) -------------------------------------------------------------
+    def _step(self, fn: Callable[[], Outcome]) -> Outcome | None:
+        if self.outcome is not None and self.outcome.finished:
+            self.stopped.emit(self.outcome.reason)
+            return self.outcome
+        self.pause()
+        out = fn()
+        if out.reason == "max steps":
+            self.stopped.emit("no such event yet: the guest runs on without one (run, or pause later)")
+        if out.finished:
+            self.outcome = self.session.run() if self.session.vm is not None else out
+            self.stopped.emit(self.outcome.reason or "finished")
+        self._deliver(force=True)
+        return out
+
+    def step_instruction(self) -> Outcome | None:
+        return self._step(self.session.step_instruction)
+
+    def step_event(self) -> Outcome | None:
+        return self._step(lambda: self.session.step_event(STEP_LIMIT))
+
+    def step_vmexit(self) -> Outcome | None:
+        return self._step(lambda: self.session.step_vmexit(STEP_LIMIT))
+
+    def step_userspace_exit(self) -> Outcome | None:
+        return self._step(lambda: self.session.step_userspace_exit(STEP_LIMIT))
+
+    # -- running (time-boxed batches, repaint from state) -----------------------------------------
+    def set_speed(self, speed: int) -> None:
+        self.speed = max(0, min(SPEED_MAX, speed))
+        if self.running:
+            self._configure_run()
+
+    def _configure_run(self) -> None:
+        full = self.speed >= SPEED_MAX
+        self._subscribe(COARSE_KINDS if full else FINE_KINDS)
+        self._timer.setInterval(0 if full else EVENT_INTERVALS_MS[self.speed])
+
+    def run(self) -> None:
+        if self.running or (self.outcome is not None and self.outcome.finished):
+            return
+        self.running = True
+        self._configure_run()
+        self._last_paint = 0.0
+        self._timer.start()
+        self.runningChanged.emit(True)
+
+    def pause(self) -> None:
+        if not self.running:
+            return
+        self._timer.stop()
+        self.running = False
+        self._subscribe(FINE_KINDS)
+        self.runningChanged.emit(False)
+        self._deliver(force=True)
+
+    def toggle_run(self) -> None:
+        if self.running:
+            self.pause()
+        else:
+            self.run()
+
+    def _tick(self) -> None:
+        if self.speed >= SPEED_MAX:
+            out = self.session.run_for(BATCH_S)
+        else:
+            out = self.session.step_event(1)
+            if not out.finished and self.session.breakpoints.addresses \
+                    and self.session.cpus and self.session.cpus[0].eip in self.session.breakpoints.addresses:
+                out = Outcome(False, breakpoint=f"address {self.session.cpus[0].eip:#x}")
+            if out.finished:
+                out = self.session.run()
+        if out.finished:
+            self.outcome = out
+            self.pause()
+            self.stopped.emit(out.reason or "finished")
+        elif out.breakpoint:
+            self.pause()
+            self.stopped.emit(f"breakpoint: {out.breakpoint}")
+        else:
+            self._deliver(force=self.speed < SPEED_MAX)
+
+    def _deliver(self, force: bool = False) -> None:
+        """Hand pending events and output to the views, at most every FRAME_MS when running."""
+        now = time.perf_counter()
+        if not force and now - self._last_paint < FRAME_MS / 1000:
+            return
+        self._last_paint = now
+        if self.running:
+            self.frames += 1
+        if self._serial:
+            data = bytes(self._serial)
+            self._serial.clear()
+            self.serialOutput.emit(data)
+        if self._pending:
+            evs = self._pending
+            self._pending = []
+            self.eventsArrived.emit(evs)
+        self.stateChanged.emit()
+
+    # -- views --------------------------------------------------------------------------------
+    def current_line(self) -> int | None:
+        cpus = self.session.cpus
+        if not cpus:
+            return None
+        sl = self.session.image.line_at(cpus[0].eip)
+        return sl.line if sl is not None else None
+
+    @property
+    def finished(self) -> bool:
+        return self.outcome is not None and self.outcome.finished

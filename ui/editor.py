@@ -1,0 +1,226 @@
+"""The guest source panel: NASM highlighting (pygments), the current line, breakpoints in
+the gutter, edit and re-assemble in place with the error shown at its line."""
+
+from __future__ import annotations
+
+from pygments.lexers.asm import NasmLexer
+from pygments.token import Comment, Keyword, Name, Number, Operator, String, Token
+from PySide6.QtCore import QRect, QSize, Qt, Signal
+from PySide6.QtGui import (
+    QColor,
+    QFont,
+    QPainter,
+    QSyntaxHighlighter,
+    QTextCharFormat,
+    QTextCursor,
+    QTextFormat,
+)
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QTextEdit,
+    QVBoxLayout,
+    QWidget,
+)
+
+STYLES = {
+    "light": {Comment: "#6a737d", Keyword: "#0033b3", Name.Builtin: "#871094", Name.Label: "#00627a",
+              Name.Function: "#00627a", Number: "#1750eb", String: "#067d17", Operator: "#444444",
+              Name.Variable: "#871094", Keyword.Type: "#0033b3", Comment.Preproc: "#9e880d"},
+    "dark": {Comment: "#7f8c98", Keyword: "#cc7832", Name.Builtin: "#9876aa", Name.Label: "#ffc66d",
+             Name.Function: "#ffc66d", Number: "#6897bb", String: "#6a8759", Operator: "#a9b7c6",
+             Name.Variable: "#9876aa", Keyword.Type: "#cc7832", Comment.Preproc: "#bbb529"},
+}
+
+
+class NasmHighlighter(QSyntaxHighlighter):
+    """Highlights line by line with pygments' NASM lexer (a NASM line stands alone)."""
+
+    def __init__(self, document, theme: str = "light"):
+        super().__init__(document)
+        self.lexer = NasmLexer(stripnl=False, ensurenl=False)
+        self.set_theme(theme)
+
+    def set_theme(self, theme: str) -> None:
+        self.formats: dict = {}
+        for tok, color in STYLES[theme].items():
+            f = QTextCharFormat()
+            f.setForeground(QColor(color))
+            if tok in (Keyword, Name.Label, Name.Function):
+                f.setFontWeight(QFont.Weight.Bold)
+            self.formats[tok] = f
+        self.rehighlight()
+
+    def _format(self, tok) -> QTextCharFormat | None:
+        while tok is not Token and tok not in self.formats:
+            tok = tok.parent
+        return self.formats.get(tok)
+
+    def highlightBlock(self, text: str) -> None:
+        pos = 0
+        for tok, value in self.lexer.get_tokens(text):
+            f = self._format(tok)
+            if f is not None:
+                self.setFormat(pos, len(value), f)
+            pos += len(value)
+
+
+class _Gutter(QWidget):
+    def __init__(self, editor: SourceEditor):
+        super().__init__(editor)
+        self.editor = editor
+
+    def sizeHint(self) -> QSize:
+        return QSize(self.editor.gutter_width(), 0)
+
+    def paintEvent(self, event) -> None:
+        self.editor.paint_gutter(event)
+
+    def mousePressEvent(self, event) -> None:
+        block = self.editor.cursorForPosition(event.position().toPoint()).block()
+        self.editor.gutterClicked.emit(block.blockNumber() + 1)
+
+
+class SourceEditor(QPlainTextEdit):
+    """A code editor: line numbers and breakpoint dots in the gutter (click to toggle)."""
+
+    gutterClicked = Signal(int)  # 1-based line
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.breakpoints: set[int] = set()
+        self.current_line: int | None = None
+        self.error_line: int | None = None
+        self.theme = "light"
+        f = QFont("monospace")
+        f.setStyleHint(QFont.StyleHint.Monospace)
+        self.setFont(f)
+        self.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.gutter = _Gutter(self)
+        self.highlighter = NasmHighlighter(self.document())
+        self.blockCountChanged.connect(self._update_width)
+        self.updateRequest.connect(self._update_gutter)
+        self._update_width()
+
+    def gutter_width(self) -> int:
+        digits = len(str(max(1, self.blockCount())))
+        return 22 + self.fontMetrics().horizontalAdvance("9") * max(3, digits)
+
+    def _update_width(self, *_args) -> None:
+        self.setViewportMargins(self.gutter_width(), 0, 0, 0)
+
+    def _update_gutter(self, rect, dy) -> None:
+        if dy:
+            self.gutter.scroll(0, dy)
+        else:
+            self.gutter.update(0, rect.y(), self.gutter.width(), rect.height())
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        cr = self.contentsRect()
+        self.gutter.setGeometry(QRect(cr.left(), cr.top(), self.gutter_width(), cr.height()))
+
+    def paint_gutter(self, event) -> None:
+        p = QPainter(self.gutter)
+        dark = self.theme == "dark"
+        p.fillRect(event.rect(), QColor("#20262b" if dark else "#eeeeee"))
+        block = self.firstVisibleBlock()
+        top = round(self.blockBoundingGeometry(block).translated(self.contentOffset()).top())
+        h = self.fontMetrics().height()
+        while block.isValid() and top <= event.rect().bottom():
+            n = block.blockNumber() + 1
+            if block.isVisible():
+                if n in self.breakpoints:
+                    p.setBrush(QColor("#d32f2f"))
+                    p.setPen(Qt.PenStyle.NoPen)
+                    p.drawEllipse(4, top + (h - 11) // 2, 11, 11)
+                if n == self.current_line:
+                    p.setPen(QColor("#f9a825"))
+                    p.drawText(2, top, 16, h, Qt.AlignmentFlag.AlignCenter, "\u25b6")
+                p.setPen(QColor("#c62828") if n == self.error_line else
+                         QColor("#8a9199" if dark else "#777777"))
+                p.drawText(0, top, self.gutter.width() - 4, h, Qt.AlignmentFlag.AlignRight, str(n))
+            block = block.next()
+            top += round(self.blockBoundingRect(block).height()) if block.isValid() else h
+
+    def set_theme(self, theme: str) -> None:
+        self.theme = theme
+        self.highlighter.set_theme(theme)
+        self._selections()
+
+    def set_current_line(self, line: int | None, scroll: bool = True) -> None:
+        self.current_line = line
+        self._selections()
+        if line is not None and scroll:
+            block = self.document().findBlockByNumber(line - 1)
+            if block.isValid():
+                c = QTextCursor(block)
+                self.setTextCursor(c)
+                self.centerCursor() if not self._visible(block) else None
+        self.gutter.update()
+
+    def _visible(self, block) -> bool:
+        geo = self.blockBoundingGeometry(block).translated(self.contentOffset())
+        return 0 <= geo.top() and geo.bottom() <= self.viewport().height()
+
+    def set_error_line(self, line: int | None) -> None:
+        self.error_line = line
+        self._selections()
+        self.gutter.update()
+
+    def _selections(self) -> None:
+        sels = []
+        dark = self.theme == "dark"
+        for line, color in ((self.current_line, "#5d4a00" if dark else "#fff3b0"),
+                            (self.error_line, "#5c1a1a" if dark else "#ffcdd2")):
+            if line is None:
+                continue
+            block = self.document().findBlockByNumber(line - 1)
+            if not block.isValid():
+                continue
+            s = QTextEdit.ExtraSelection()
+            s.format.setBackground(QColor(color))
+            s.format.setProperty(QTextFormat.Property.FullWidthSelection, True)
+            s.cursor = QTextCursor(block)
+            sels.append(s)
+        self.setExtraSelections(sels)
+
+
+class SourcePanel(QWidget):
+    """The editor with an Assemble button and an error line under it."""
+
+    assembleRequested = Signal(str)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.editor = SourceEditor(self)
+        self.file_label = QLabel("")
+        self.assemble_button = QPushButton("Assemble && reset")
+        self.assemble_button.setToolTip("Assemble the edited source and start the guest again (Ctrl+B)")
+        self.assemble_button.clicked.connect(lambda: self.assembleRequested.emit(self.editor.toPlainText()))
+        self.error_label = QLabel("")
+        self.error_label.setWordWrap(True)
+        self.error_label.setStyleSheet("color: #c62828; font-weight: bold")
+        top = QHBoxLayout()
+        top.addWidget(self.file_label, 1)
+        top.addWidget(self.assemble_button)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(2, 2, 2, 2)
+        lay.addLayout(top)
+        lay.addWidget(self.editor, 1)
+        lay.addWidget(self.error_label)
+
+    def show_error(self, line: int | None, message: str) -> None:
+        self.error_label.setText(message)
+        self.editor.set_error_line(line)
+        if line:
+            block = self.editor.document().findBlockByNumber(line - 1)
+            if block.isValid():
+                self.editor.setTextCursor(QTextCursor(block))
+                self.editor.centerCursor()
+
+    def clear_error(self) -> None:
+        self.error_label.setText("")
+        self.editor.set_error_line(None)

@@ -1,0 +1,460 @@
+"""The main window: the diagram in the centre, dock panels around it, the controls."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QByteArray, QSettings, Qt
+from PySide6.QtGui import QAction, QColor, QFont, QKeySequence, QPalette
+from PySide6.QtWidgets import (
+    QApplication,
+    QDockWidget,
+    QFileDialog,
+    QInputDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QSlider,
+    QToolBar,
+    QWidget,
+)
+
+from ui.bridge import SPEED_MAX, SessionBridge
+from ui.diagram import DiagramView
+from ui.editor import SourcePanel
+from ui.panels import (
+    DevicesPanel,
+    DisasmPanel,
+    EventLogPanel,
+    PageTablesPanel,
+    RegistersPanel,
+    StatsPanel,
+    VmcsPanel,
+)
+from vmsim.asm import AsmError, assemble
+from vmsim.vmm.machine import GuestLoadError
+
+DEFAULT_GUEST = Path(__file__).resolve().parents[1] / "sample_guests" / "hello.asm"
+SETTINGS_VERSION = 1
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, guest: str | None = None, paging: str = "ept", backend: str = "sim",
+                 settings: QSettings | None = None, theme: str = "light", presentation: bool = False):
+        super().__init__()
+        self.guest_path = str(guest or DEFAULT_GUEST)
+        self.settings = settings
+        self.bridge = SessionBridge(self.guest_path, backend, paging, self)
+        self.theme = theme
+        self.presentation = False
+        self._base_font = QApplication.font()
+        self.setWindowTitle(f"vmsim: {Path(self.guest_path).name} ({backend}, {paging})")
+
+        self.diagram = DiagramView()
+        self.setCentralWidget(self.diagram)
+        self.source = SourcePanel()
+        self.registers = RegistersPanel()
+        self.disasm = DisasmPanel()
+        self.vmcs = VmcsPanel()
+        self.pagetables = PageTablesPanel()
+        self.devices = DevicesPanel()
+        self.events = EventLogPanel()
+        self.stats = StatsPanel()
+        self.docks: dict[str, QDockWidget] = {}
+        L, R, B = (Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea,
+                   Qt.DockWidgetArea.BottomDockWidgetArea)
+        for name, title, widget, area in (
+                ("source", "Guest source", self.source, L),
+                ("disasm", "Disassembly / memory", self.disasm, L),
+                ("registers", "Registers", self.registers, R),
+                ("vmcs", "VMCS", self.vmcs, R),
+                ("pagetables", "Page tables / TLB", self.pagetables, R),
+                ("devices", "Devices: serial, VGA", self.devices, B),
+                ("events", "Event log", self.events, B),
+                ("stats", "Exit statistics", self.stats, B)):
+            dock = QDockWidget(title, self)
+            dock.setObjectName(f"dock-{name}")
+            dock.setWidget(widget)
+            self.addDockWidget(area, dock)
+            self.docks[name] = dock
+        self.tabifyDockWidget(self.docks["source"], self.docks["disasm"])
+        self.tabifyDockWidget(self.docks["registers"], self.docks["vmcs"])
+        self.tabifyDockWidget(self.docks["vmcs"], self.docks["pagetables"])
+        self.tabifyDockWidget(self.docks["devices"], self.docks["events"])
+        self.docks["source"].raise_()
+        self.docks["registers"].raise_()
+        self.docks["devices"].raise_()
+        self.resizeDocks([self.docks["source"], self.docks["registers"]], [440, 470],
+                         Qt.Orientation.Horizontal)
+        self.resizeDocks([self.docks["devices"], self.docks["stats"]], [1000, 600],
+                         Qt.Orientation.Horizontal)
+        self.resizeDocks([self.docks["devices"]], [300], Qt.Orientation.Vertical)
+
+        self._make_actions()
+        self.status = QLabel("")
+        self.statusBar().addWidget(self.status, 1)
+
+        b = self.bridge
+        b.stateChanged.connect(self.refresh)
+        b.eventsArrived.connect(self.on_events)
+        b.serialOutput.connect(self.devices.append_serial)
+        b.runningChanged.connect(self._running_changed)
+        b.stopped.connect(self._stopped)
+        b.sessionReset.connect(self._session_reset)
+        self.devices.serialInput.connect(b.feed_serial)
+        self.diagram.boxClicked.connect(self.raise_panel)
+        self.source.editor.gutterClicked.connect(self.toggle_breakpoint)
+        self.source.assembleRequested.connect(self.reassemble)
+
+        self._load_source_text()
+        self.resize(1600, 1000)
+        self.restore_layout()
+        self.apply_theme(theme)
+        if presentation:
+            self.set_presentation(True)
+        self.on_events(list(b._pending))
+        b._pending.clear()
+        self.refresh()
+
+    # -- actions ---------------------------------------------------------------------------------
+    def _make_actions(self) -> None:
+        b = self.bridge
+        tb = QToolBar("Controls")
+        tb.setObjectName("toolbar-controls")
+        tb.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        self.addToolBar(tb)
+        self.toolbar = tb
+        mb = self.menuBar()
+        m_file = mb.addMenu("&File")
+        m_run = mb.addMenu("&Run")
+        m_bp = mb.addMenu("&Breakpoints")
+        m_view = mb.addMenu("&View")
+
+        def act(text, slot, keys=None, menu=None, toolbar=True, tip=""):
+            a = QAction(text, self)
+            if keys:
+                a.setShortcut(QKeySequence(keys))
+            a.setToolTip(f"{tip or text} ({keys})" if keys else (tip or text))
+            a.triggered.connect(slot)
+            if menu is not None:
+                menu.addAction(a)
+            if toolbar:
+                tb.addAction(a)
+            return a
+
+        self.a_open = act("Open…", self.open_guest, "Ctrl+O", m_file,
+                          tip="open a guest (.asm or flat binary)")
+        act("Assemble && reset", lambda: self.reassemble(self.source.editor.toPlainText()), "Ctrl+B", m_file,
+            toolbar=False)
+        m_file.addSeparator()
+        act("Screenshot…", self._screenshot_dialog, None, m_file, toolbar=False)
+        act("Quit", self.close, "Ctrl+Q", m_file, toolbar=False)
+        tb.addSeparator()
+        self.a_run = act("Run", b.toggle_run, "F5", m_run, tip="run / pause")
+        self.a_step_insn = act("Step instruction", self._before_step(b.step_instruction), "F11", m_run)
+        self.a_step_event = act("Step event", self._before_step(b.step_event), "F10", m_run)
+        self.a_step_exit = act("To VM exit", self._before_step(b.step_vmexit), "F8", m_run,
+                               tip="run to the next VM exit")
+        self.a_step_user = act("To userspace exit", self._before_step(b.step_userspace_exit), "Shift+F8",
+                               m_run, tip="run to the next exit to userspace (KVM_RUN returns)")
+        self.a_reset = act("Reset", lambda: b.reset(), "Ctrl+R", m_run, tip="start the guest again")
+        tb.addSeparator()
+        tb.addWidget(QLabel(" speed: slow "))
+        self.speed = QSlider(Qt.Orientation.Horizontal)
+        self.speed.setRange(0, SPEED_MAX)
+        self.speed.setValue(SPEED_MAX)
+        self.speed.setFixedWidth(160)
+        self.speed.setToolTip("slow motion (one event at a time, animated) ... full speed (batches)")
+        self.speed.valueChanged.connect(b.set_speed)
+        tb.addWidget(self.speed)
+        tb.addWidget(QLabel(" full "))
+
+        act("Toggle breakpoint at cursor line", self._toggle_cursor_bp, "F9", m_bp, toolbar=False)
+        act("Break on address…", self._bp_address, None, m_bp, toolbar=False)
+        act("Break on VM exit reason…", self._bp_exit, None, m_bp, toolbar=False)
+        act("Break on I/O port…", self._bp_port, None, m_bp, toolbar=False)
+        act("Clear all breakpoints", self._bp_clear, None, m_bp, toolbar=False)
+
+        self.a_dark = QAction("Dark theme", self, checkable=True)
+        self.a_dark.setShortcut(QKeySequence("Ctrl+Shift+D"))
+        self.a_dark.toggled.connect(lambda on: self.apply_theme("dark" if on else "light"))
+        m_view.addAction(self.a_dark)
+        self.a_present = QAction("Presentation mode (large fonts)", self, checkable=True)
+        self.a_present.setShortcut(QKeySequence("Ctrl+Shift+P"))
+        self.a_present.toggled.connect(self.set_presentation)
+        m_view.addAction(self.a_present)
+        self.a_animate = QAction("Animate event paths", self, checkable=True)
+        self.a_animate.setChecked(True)
+        self.a_animate.toggled.connect(lambda on: setattr(self.diagram, "animate", on))
+        m_view.addAction(self.a_animate)
+        m_view.addSeparator()
+        for name, dock in self.docks.items():
+            del name
+            m_view.addAction(dock.toggleViewAction())
+
+    def _before_step(self, fn):
+        def go():
+            self.registers.mark_step()
+            fn()
+        return go
+
+    # -- breakpoints -----------------------------------------------------------------------------------
+    def toggle_breakpoint(self, line: int) -> None:
+        if not self.bridge.toggle_line_breakpoint(line):
+            self.status.setText(f"line {line} has no code: no breakpoint there")
+        self.source.editor.breakpoints = set(self.bridge.line_breakpoints)
+        self.source.editor.gutter.update()
+
+    def _toggle_cursor_bp(self) -> None:
+        self.toggle_breakpoint(self.source.editor.textCursor().blockNumber() + 1)
+
+    def _bp_address(self) -> None:
+        text, ok = QInputDialog.getText(self, "Break on address", "guest address (hex) or symbol:")
+        if ok and text.strip():
+            sym = self.bridge.session.image.symbols.get(text.strip())
+            try:
+                addr = sym if sym is not None else int(text.strip(), 16)
+            except ValueError:
+                self.status.setText(f"not an address: {text}")
+                return
+            self.bridge.set_breakpoints(addresses=self.bridge.address_breakpoints | {addr})
+            self.status.setText(f"breakpoint at {addr:#x}")
+
+    def _bp_exit(self) -> None:
+        from vmsim.hw.vmx import ExitReason
+
+        names = [r.name for r in ExitReason]
+        name, ok = QInputDialog.getItem(self, "Break on VM exit", "exit reason:", names, 0, False)
+        if ok:
+            self.bridge.set_breakpoints(exits=self.bridge.exit_breakpoints | {name})
+            self.status.setText(f"breakpoint on VM exit {name}")
+
+    def _bp_port(self) -> None:
+        text, ok = QInputDialog.getText(self, "Break on port", "I/O port (hex):")
+        if ok and text.strip():
+            try:
+                port = int(text.strip(), 16)
+            except ValueError:
+                return
+            self.bridge.set_breakpoints(ports=self.bridge.port_breakpoints | {port})
+            self.status.setText(f"breakpoint on port {port:#x}")
+
+    def _bp_clear(self) -> None:
+        self.bridge.line_breakpoints.clear()
+        self.bridge.set_breakpoints(set(), set(), set())
+        self.source.editor.breakpoints = set()
+        self.source.editor.gutter.update()
+
+    # -- guest source -----------------------------------------------------------------------------------
+    def _load_source_text(self) -> None:
+        img = self.bridge.session.image
+        path = Path(img.source_file or self.guest_path)
+        text = ""
+        if path.suffix.lower() in (".asm", ".s", ".nasm") and path.exists():
+            text = path.read_text(encoding="utf-8")
+        self.source.editor.setPlainText(text or "; (a flat binary: no source)")
+        self.source.file_label.setText(str(path))
+        self.source.clear_error()
+
+    def reassemble(self, text: str) -> bool:
+        """Assemble the edited text in place; on error, show it at its line, keep the text."""
+        try:
+            image = assemble(text, self.bridge.session.image.source_file or "<edited>")
+        except AsmError as e:
+            self.source.show_error(e.line or None, str(e))
+            self.raise_panel("", "source")
+            self.status.setText(f"assembly failed: {e}")
+            return False
+        self.source.clear_error()
+        self.bridge.reset(image)
+        self.status.setText("assembled; the guest starts again")
+        return True
+
+    def open_guest(self, path: str | None = None) -> None:
+        if not path:
+            path, _ = QFileDialog.getOpenFileName(self, "Open guest", str(DEFAULT_GUEST.parent),
+                                                  "Guests (*.asm *.bin);;All files (*)")
+        if not path:
+            return
+        try:
+            self.bridge.open(path)
+        except (AsmError, GuestLoadError, OSError, ValueError) as e:
+            QMessageBox.warning(self, "vmsim", f"cannot open {path}:\n{e}")
+            return
+        self.guest_path = path
+        self.setWindowTitle(f"vmsim: {Path(path).name}")
+        self._load_source_text()
+        self.source.editor.breakpoints = set()
+
+    # -- repainting ---------------------------------------------------------------------------------------
+    def on_events(self, events: list) -> None:
+        self.events.add_events(events)
+        self.devices.add_events(events)
+        self.pagetables.add_events(events)
+        if not events:
+            return
+        if self.bridge.running and self.bridge.speed >= SPEED_MAX:
+            return  # free running: the diagram repaints from state
+        ev = events[-1]
+        # Light the most telling event of the step: the last one the diagram has a place for.
+        for e in reversed(events):
+            if self.diagram.layout_data.route(e.kind, e.source, e.fields) is not None:
+                ev = e
+                break
+        try:
+            caption = ev.describe()
+        except (KeyError, ValueError, TypeError):
+            caption = ev.kind
+        self.diagram.show_event(ev.kind, ev.source, ev.fields, caption)
+
+    def refresh(self) -> None:
+        b = self.bridge
+        s = b.session
+        line = b.current_line()
+        self.source.editor.set_current_line(line, scroll=not b.running)
+        self.source.editor.breakpoints = set(b.line_breakpoints)
+        visible = {n for n, d in self.docks.items() if not d.visibleRegion().isEmpty()} \
+            if not b.running else None
+
+        def shown(name: str) -> bool:
+            return visible is None or name in visible or not self.isVisible()
+
+        self.registers.refresh(b)
+        if shown("disasm"):
+            self.disasm.refresh(b)
+        if shown("vmcs"):
+            self.vmcs.refresh(b)
+        if shown("pagetables"):
+            self.pagetables.refresh(b)
+        self.devices.refresh(b)
+        self.stats.refresh(b)
+        self._diagram_details()
+        if b.running and b.speed >= SPEED_MAX:
+            self.diagram.highlight("guest.vcpu0" if b.in_guest else "kvm.run_loop", (),
+                                   "running: repainting from state")
+        eip = s.cpus[0].eip if s.cpus else 0
+        state = ("running" if b.running else
+                 "finished: " + (b.outcome.reason or "") if b.finished else "paused")
+        self.status.setText(f"{state} | EIP {eip:#010x} line {line or '-'} | {s.instructions} instructions"
+                            f" | virtual time {s.virtual_time} cycles | paging {s.paging}")
+
+    def _diagram_details(self) -> None:
+        b = self.bridge
+        s = b.session
+        d: dict[str, str] = {}
+        if s.cpus:
+            c = s.cpus[0]
+            d["guest.vcpu0"] = f"EIP {c.eip:#010x}  EAX {c.r[0]:#x}  ESP {c.r[4]:#x}  {s.instructions} insns"
+            mode = "VMX non-root: running the guest" if b.in_guest else "VMX root: host (kvm.ko / QEMU)"
+            d["hw.cpu"] = f"{mode}; CR0 {c.get_control(0):#x}"
+            d["hw.mmu"] = f"paging {'on' if c.get_control(0) >> 31 else 'off'}, {len(c.mmu.tlb)} TLB entries"
+        m = s.machine
+        d["qemu.bql"] = f"held by {m.bql.owner or 'nobody'}"
+        d["hw.memory"] = f"{m.config.memory_mib if hasattr(m.config, 'memory_mib') else ''} MiB RAM"
+        if s.vm is not None and hasattr(s.vm.cpus[0].vcpu, "vmcs"):
+            ex = s.last_exit()
+            d["kvm.run_loop"] = ("KVM_RUN > vcpu_enter_guest > VM entry ... " +
+                                 (f"last exit {ex['reason']}" if ex else "no exit yet"))
+            d["kvm.mmu"] = ("EPT (TDP MMU): " + f"{len(s.ept_entries())} gfns mapped" if s.paging == "ept"
+                            else f"shadow paging: {len(s.shadow_pages())} shadow pages")
+            d["hw.vmcs"] = "launched" if s.vm.cpus[0].vcpu.vmcs.launched else "not launched"
+            counts = b.stats.as_dict()["vm_exits"]
+            d["kvm.exit_handlers"] = "kvm_vmx_exit_handlers[]: " + (
+                ", ".join(f"{r['reason']} {r['count']}" for r in counts[:3]) or "none yet")
+        d["qemu.serial"] = f"port 0x3F8; {len(s.serial)} bytes sent"
+        self.diagram.set_details(d)
+
+    def _running_changed(self, running: bool) -> None:
+        self.a_run.setText("Pause" if running else "Run")
+        for a in (self.a_step_insn, self.a_step_event, self.a_step_exit, self.a_step_user):
+            a.setEnabled(True)
+
+    def _stopped(self, why: str) -> None:
+        self.status.setText(why)
+        self.statusBar().showMessage(why, 5000)
+
+    def _session_reset(self) -> None:
+        self.devices.reset()
+        self.events.clear()
+        self.vmcs.reset()
+        self.pagetables.last_walk = []
+        self.pagetables._key = None
+        self.registers.previous = {}
+        self.diagram.highlight(None)
+
+    def raise_panel(self, _box: str, panel: str) -> None:
+        dock = self.docks.get(panel)
+        if dock is not None:
+            dock.show()
+            dock.raise_()
+
+    # -- look ---------------------------------------------------------------------------------------------
+    def apply_theme(self, theme: str) -> None:
+        self.theme = theme
+        app = QApplication.instance()
+        app.setStyle("Fusion")
+        pal = QPalette()
+        if theme == "dark":
+            R = QPalette.ColorRole
+            for role, color in ((R.Window, "#1e2327"), (R.WindowText, "#eceff1"), (R.Base, "#14181b"),
+                                (R.AlternateBase, "#22282c"), (R.Text, "#eceff1"), (R.Button, "#2a3136"),
+                                (R.ButtonText, "#eceff1"), (R.Highlight, "#3d6fa5"),
+                                (R.HighlightedText, "#ffffff"), (R.ToolTipBase, "#2a3136"),
+                                (R.ToolTipText, "#eceff1"), (R.PlaceholderText, "#8a9199")):
+                pal.setColor(role, QColor(color))
+        else:
+            pal = app.style().standardPalette()
+        app.setPalette(pal)
+        self.diagram.apply_theme(theme)
+        self.source.editor.set_theme(theme)
+        self.registers.theme = theme
+        self.events.theme = theme
+        self.pagetables.theme = theme
+        self.stats.set_theme(theme)
+        if self.a_dark.isChecked() != (theme == "dark"):
+            self.a_dark.setChecked(theme == "dark")
+
+    def set_presentation(self, on: bool) -> None:
+        self.presentation = on
+        f = QFont(self._base_font)
+        if on:
+            f.setPointSizeF(max(self._base_font.pointSizeF(), 9) * 1.6)
+        QApplication.instance().setFont(f)
+        for w in self.findChildren(QWidget):
+            wf = w.font()
+            wf.setPointSizeF(f.pointSizeF())
+            w.setFont(wf)
+        if self.a_present.isChecked() != on:
+            self.a_present.setChecked(on)
+
+    # -- layout memory ---------------------------------------------------------------------------------------
+    def restore_layout(self) -> None:
+        s = self.settings
+        if s is None:
+            return
+        if s.value("version") == SETTINGS_VERSION:
+            geo = s.value("geometry")
+            state = s.value("state")
+            if isinstance(geo, QByteArray):
+                self.restoreGeometry(geo)
+            if isinstance(state, QByteArray):
+                self.restoreState(state, SETTINGS_VERSION)
+
+    def save_layout(self) -> None:
+        s = self.settings
+        if s is None:
+            return
+        s.setValue("version", SETTINGS_VERSION)
+        s.setValue("geometry", self.saveGeometry())
+        s.setValue("state", self.saveState(SETTINGS_VERSION))
+        s.setValue("theme", self.theme)
+
+    def closeEvent(self, event) -> None:
+        self.bridge.pause()
+        self.save_layout()
+        super().closeEvent(event)
+
+    def _screenshot_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save screenshot", "vmsim.png", "PNG (*.png)")
+        if path:
+            self.grab().save(path)

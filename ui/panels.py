@@ -1,0 +1,699 @@
+"""The dock panels. Each one repaints from the session's plain-data views
+(`refresh(bridge)`); the event-fed ones also take the events of a step (`add_events`)."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QRectF, Qt, Signal
+from PySide6.QtGui import QBrush, QColor, QFont, QFontDatabase, QPainter
+from PySide6.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from vmsim.events import CATALOGUE, LAYERS
+from vmsim.session import eflags_decoded
+
+
+def mono() -> QFont:
+    return QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
+
+
+LAYER_COLORS = {  # kept equal to diagram.json's "colors" (the layers' colours everywhere)
+    "light": {"guest": "#2e7d32", "vmm": "#1565c0", "kvm": "#e65100", "hw": "#6a1b9a"},
+    "dark": {"guest": "#66bb6a", "vmm": "#64b5f6", "kvm": "#ffa726", "hw": "#ce93d8"},
+}
+CHANGED = {"light": "#ffe082", "dark": "#7a5c00"}
+
+
+def _item(text: str) -> QTableWidgetItem:
+    it = QTableWidgetItem(text)
+    it.setFlags(it.flags() & ~Qt.ItemFlag.ItemIsEditable)
+    return it
+
+
+# -- registers -------------------------------------------------------------------------------
+class RegistersPanel(QWidget):
+    """GPRs, EIP, EFLAGS decoded, control registers, segments; what the last step changed
+    is marked."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.table = QTableWidget(0, 3)
+        self.table.setHorizontalHeaderLabels(["register", "value", ""])
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
+        self.table.setFont(mono())
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(2, 2, 2, 2)
+        lay.addWidget(self.table)
+        self.previous: dict[str, int] = {}
+        self.values: dict[str, int] = {}
+        self.changed: set[str] = set()
+        self.theme = "light"
+
+    def mark_step(self) -> None:
+        """Called before a step: what differs afterwards is 'changed'."""
+        self.previous = dict(self.values)
+
+    def refresh(self, bridge) -> None:
+        s = bridge.session
+        if not s.cpus:
+            return
+        regs = s.registers()
+        segs = s.segments()
+        self.values = regs
+        self.changed = {k for k, v in regs.items() if k in self.previous and self.previous[k] != v}
+        rows: list[tuple[str, str, str]] = []
+        for name, v in regs.items():
+            note = ""
+            if name == "EFLAGS":
+                note = " ".join(n if on else n.lower() for n, on in eflags_decoded(v)[:9])
+            elif name == "CR0":
+                note = " ".join(n for n, b in (("PE", 0), ("MP", 1), ("ET", 4), ("NE", 5), ("WP", 16),
+                                                ("PG", 31)) if v >> b & 1)
+            elif name == "CR4":
+                note = " ".join(n for n, b in (("PSE", 4), ("PGE", 7), ("VMXE", 13)) if v >> b & 1)
+            elif name == "EIP":
+                sl = s.image.line_at(v)
+                note = f"line {sl.line}" if sl is not None else ""
+            rows.append((name, f"{v:08X}", note))
+        for name, (sel, base, limit) in segs.items():
+            if name in ("GDTR", "IDTR"):
+                rows.append((name, f"{base:08X}", f"limit {limit:#x}"))
+            else:
+                rows.append((name, f"{sel:04X}", f"base {base:#x} limit {limit:#x}"))
+        vcpu = bridge.session.vm.cpus[0].vcpu if bridge.session.vm is not None else None
+        mode = "VMX non-root (guest)" if getattr(vcpu, "vmx", None) and _in_guest(bridge) else "VMX root"
+        rows.append(("mode", "", mode if vcpu is not None else "bare metal"))
+        rows.append(("icount", str(s.instructions), "guest instructions retired"))
+        rows.append(("time", str(s.virtual_time), "virtual cycles"))
+        t = self.table
+        t.setUpdatesEnabled(False)
+        t.setRowCount(len(rows))
+        hl = QBrush(QColor(CHANGED[self.theme]))
+        for i, (name, value, note) in enumerate(rows):
+            for j, text in enumerate((name, value, note)):
+                cell = t.item(i, j)
+                if cell is None:
+                    cell = _item(text)
+                    t.setItem(i, j, cell)
+                elif cell.text() != text:
+                    cell.setText(text)
+                cell.setBackground(hl if name in self.changed else QBrush())
+                f = cell.font()
+                f.setBold(name in self.changed)
+                cell.setFont(f)
+        t.resizeColumnsToContents()
+        t.setUpdatesEnabled(True)
+
+    def value_text(self, name: str) -> str:
+        for i in range(self.table.rowCount()):
+            if self.table.item(i, 0).text() == name:
+                return self.table.item(i, 1).text()
+        raise KeyError(name)
+
+
+def _in_guest(bridge) -> bool:
+    """The vCPU is in VMX non-root mode: the last VM transition was an entry."""
+    return bridge.in_guest
+
+
+# -- disassembly and memory ------------------------------------------------------------------
+class DisasmPanel(QWidget):
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.disasm = QPlainTextEdit()
+        self.disasm.setReadOnly(True)
+        self.disasm.setFont(mono())
+        self.disasm.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.addr = QLineEdit()
+        self.addr.setPlaceholderText("address (hex, or a symbol); empty: follow ESP")
+        self.addr.returnPressed.connect(self._changed)
+        self.memory = QPlainTextEdit()
+        self.memory.setReadOnly(True)
+        self.memory.setFont(mono())
+        self.memory.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        mem = QWidget()
+        ml = QVBoxLayout(mem)
+        ml.setContentsMargins(0, 0, 0, 0)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("memory at"))
+        row.addWidget(self.addr, 1)
+        ml.addLayout(row)
+        ml.addWidget(self.memory, 1)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self.disasm)
+        split.addWidget(mem)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(2, 2, 2, 2)
+        lay.addWidget(split)
+        self._bridge = None
+
+    def _changed(self) -> None:
+        if self._bridge is not None:
+            self.refresh(self._bridge)
+
+    def refresh(self, bridge) -> None:
+        self._bridge = bridge
+        s = bridge.session
+        if not s.cpus:
+            return
+        eip = s.cpus[0].eip
+        lines = []
+        symbols = {v: k for k, v in s.image.symbols.items()} if s.image.symbols else {}
+        for addr, raw, text in s.disassembly(6, 14):
+            label = symbols.get(addr)
+            if label:
+                lines.append(f"{'':12}<{label}>:")
+            mark = "=>" if addr == eip else "  "
+            lines.append(f"{mark} {addr:08X}  {raw:<20} {text}")
+        self.disasm.setPlainText("\n".join(lines))
+        want = self.addr.text().strip()
+        base = None
+        if want:
+            base = s.image.symbols.get(want)
+            if base is None:
+                try:
+                    base = int(want, 16)
+                except ValueError:
+                    base = None
+        if base is None:
+            base = s.cpus[0].r[4] & ~0xF  # ESP
+        base &= ~0xF
+        data = s.read_linear(base, 256) or b""
+        rows = []
+        for off in range(0, 256, 16):
+            chunk = data[off:off + 16]
+            if not chunk:
+                rows.append(f"{base + off:08X}  (not mapped)")
+                break
+            asc = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
+            rows.append(f"{base + off:08X}  {chunk.hex(' '):<48}  {asc}")
+        self.memory.setPlainText("\n".join(rows))
+
+
+# -- VMCS ---------------------------------------------------------------------------------------
+class VmcsPanel(QWidget):
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.exit_label = QLabel("no VM exit yet")
+        self.exit_label.setWordWrap(True)
+        self.exit_label.setFont(mono())
+        self.tree = QTreeWidget()
+        self.tree.setHeaderLabels(["field", "encoding", "value"])
+        self.tree.setFont(mono())
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(2, 2, 2, 2)
+        lay.addWidget(self.exit_label)
+        lay.addWidget(self.tree, 1)
+        self.areas: dict[str, QTreeWidgetItem] = {}
+        self.items: dict[int, QTreeWidgetItem] = {}
+
+    def refresh(self, bridge) -> None:
+        s = bridge.session
+        if s.vm is None or not hasattr(s.vm.cpus[0].vcpu, "vmcs"):
+            self.exit_label.setText("no VMCS on this backend")
+            return
+        ex = s.last_exit()
+        if ex is not None:
+            parts = [f"last exit: {ex['reason']}", f"qualification {ex['qualification']:#x}",
+                     f"instruction length {ex['instruction_len']}"]
+            if ex.get("guest_physical_address") is not None:
+                parts.append(f"GPA {ex['guest_physical_address']:#x}")
+            if ex.get("guest_linear_address") is not None:
+                parts.append(f"GLA {ex['guest_linear_address']:#x}")
+            if ex.get("intr_info"):
+                parts.append(f"interruption info {ex['intr_info']:#x}")
+            self.exit_label.setText(", ".join(parts))
+        self.tree.setUpdatesEnabled(False)
+        for area, name, enc, value in s.vmcs_fields():
+            top = self.areas.get(area)
+            if top is None:
+                top = QTreeWidgetItem([area.capitalize(), "", ""])
+                f = top.font(0)
+                f.setBold(True)
+                top.setFont(0, f)
+                self.tree.addTopLevelItem(top)
+                top.setExpanded(area in ("exit information", "guest state"))
+                self.areas[area] = top
+            it = self.items.get(enc)
+            text = f"{value:#x}"
+            if it is None:
+                it = QTreeWidgetItem([name, f"{enc:#06x}", text])
+                top.addChild(it)
+                self.items[enc] = it
+            elif it.text(2) != text:
+                it.setText(2, text)
+                it.setBackground(2, QBrush(QColor("#ffe082")))
+            else:
+                it.setBackground(2, QBrush())
+        self.tree.resizeColumnToContents(0)
+        self.tree.setUpdatesEnabled(True)
+
+    def reset(self) -> None:
+        self.tree.clear()
+        self.areas.clear()
+        self.items.clear()
+        self.exit_label.setText("no VM exit yet")
+
+
+# -- page tables ---------------------------------------------------------------------------------
+class PageTablesPanel(QWidget):
+    """Guest tables as a tree, kvm.ko's EPT or shadow tables beside them, the last walk
+    level by level, and the TLB."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.guest = QTreeWidget()
+        self.guest.setHeaderLabels(["guest tables (from its CR3)", "entry", "maps"])
+        self.host = QTreeWidget()
+        self.host.setHeaderLabels(["EPT / shadow (kvm.ko)", "entry", ""])
+        self.walk = QTreeWidget()
+        self.walk.setHeaderLabels(["last walk: step", "table", "index", "entry", "outcome"])
+        self.tlb = QTableWidget(0, 3)
+        self.tlb.setHorizontalHeaderLabels(["linear page", "physical page", "writable"])
+        self.tlb.verticalHeader().setVisible(False)
+        for w in (self.guest, self.host, self.walk, self.tlb):
+            w.setFont(mono())
+        top = QSplitter(Qt.Orientation.Horizontal)
+        top.addWidget(self.guest)
+        top.addWidget(self.host)
+        bottom = QSplitter(Qt.Orientation.Horizontal)
+        bottom.addWidget(self.walk)
+        bottom.addWidget(self.tlb)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(top)
+        split.addWidget(bottom)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(2, 2, 2, 2)
+        lay.addWidget(split)
+        self.last_walk: list = []  # walk_step / ept_step events of the latest walk
+        self._key = None
+        self.theme = "light"
+
+    def add_events(self, events) -> None:
+        current: list = []
+        for ev in events:
+            if ev.kind == "tlb_miss":
+                current = []
+            elif ev.kind in ("walk_step", "ept_step"):
+                current.append(ev)
+        if current:
+            self.last_walk = current
+
+    def refresh(self, bridge) -> None:
+        s = bridge.session
+        if not s.cpus:
+            return
+        pts = s.guest_page_tables()
+        ept = s.ept_entries()
+        shadows = s.shadow_pages()
+        tlb = s.tlb()
+        key = (str(pts), str(ept), str([x[:4] for x in shadows]), len(str(shadows)))
+        if key != self._key:
+            self._key = key
+            self._fill_guest(pts)
+            self._fill_host(ept, shadows, s.paging)
+        walked = {(ev["entry_address"]) for ev in self.last_walk}
+        self._mark(self.guest, walked)
+        self.walk.clear()
+        for ev in self.last_walk:
+            ept_step = ev.kind == "ept_step"
+            label = f"{'EPT ' if ept_step else ''}{ev['level']}"
+            if ept_step:
+                label += f" (gpa {ev['gpa']:#x})"
+            it = QTreeWidgetItem([label, f"{ev['table']:#x}", str(ev["index"]), f"{ev['entry']:#x}",
+                                  ev["outcome"]])
+            if not ept_step:
+                for c in range(5):
+                    it.setBackground(c, QBrush(QColor("#fff59d" if self.theme == "light" else "#5d4a00")))
+            self.walk.addTopLevelItem(it)
+        if self.last_walk:
+            self.walk.setHeaderLabels([f"last walk of {self.last_walk[0]['linear']:#x}", "table", "index",
+                                       "entry", "outcome"])
+        self.tlb.setRowCount(len(tlb))
+        for i, (lin, phys, w) in enumerate(tlb):
+            for j, text in enumerate((f"{lin:08X}", f"{phys:08X}", "yes" if w else "")):
+                self.tlb.setItem(i, j, _item(text))
+
+    def _fill_guest(self, pts) -> None:
+        self.guest.clear()
+        if not pts:
+            self.guest.addTopLevelItem(QTreeWidgetItem(["paging is off (CR0.PG=0)", "",
+                                                        "linear = physical"]))
+            return
+        for i, pde, ptes in pts:
+            big = pde & 0x80
+            top = QTreeWidgetItem([f"PDE[{i}]", f"{pde:08X}",
+                                   f"{i << 22:#x}: 4M page {pde & 0xFFC00000:#x}" if big
+                                   else f"{i << 22:#x}: table {pde & 0xFFFFF000:#x}"])
+            top.setData(0, Qt.ItemDataRole.UserRole, pde)
+            for j, pte in ptes:
+                c = QTreeWidgetItem([f"PTE[{j}]", f"{pte:08X}",
+                                     f"{(i << 22) | (j << 12):#x} -> {pte & 0xFFFFF000:#x} {_flags(pte)}"])
+                top.addChild(c)
+            self.guest.addTopLevelItem(top)
+        self.guest.resizeColumnToContents(0)
+
+    def _fill_host(self, ept, shadows, paging) -> None:
+        self.host.clear()
+        if paging == "ept":
+            self.host.setHeaderLabels(["EPT leaves (kvm.ko TDP MMU)", "entry", "host frame"])
+            for gfn, leaf in ept:
+                mis = (leaf & 7) == 6
+                self.host.addTopLevelItem(QTreeWidgetItem(
+                    [f"gfn {gfn:#x}", f"{leaf:016X}", "MMIO (misconfigured)" if mis
+                     else f"{leaf & 0xFFFFFFFFFF000:#x}"]))
+        else:
+            self.host.setHeaderLabels(["shadow pages (kvm_mmu_page)", "spte", "maps"])
+            for gfn, level, direct, spt, entries in shadows:
+                name = f"{'PD' if level == 2 else 'PT'} gfn {gfn:#x}{' direct' if direct else ''}"
+                top = QTreeWidgetItem([name, f"spt {spt:#x}", f"{len(entries)} present"])
+                for idx, e in entries[:64]:
+                    top.addChild(QTreeWidgetItem([f"[{idx}]", f"{e:08X}", _flags(e)]))
+                self.host.addTopLevelItem(top)
+        self.host.resizeColumnToContents(0)
+
+    def _mark(self, tree: QTreeWidget, walked: set[int]) -> None:
+        del walked  # entries are matched by level in the walk list; the tree is kept plain
+
+
+def _flags(e: int) -> str:
+    return "".join(c if e >> b & 1 else "-" for c, b in (("P", 0), ("W", 1), ("U", 2), ("A", 5), ("D", 6)))
+
+
+# -- devices --------------------------------------------------------------------------------------
+VGA_COLORS = ["#000000", "#0000aa", "#00aa00", "#00aaaa", "#aa0000", "#aa00aa", "#aa5500", "#aaaaaa",
+              "#555555", "#5555ff", "#55ff55", "#55ffff", "#ff5555", "#ff55ff", "#ffff55", "#ffffff"]
+
+
+class VgaScreen(QWidget):
+    """The 80x25 text buffer in its 16 colours (code page 437 approximated by latin-1)."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.buffer = bytes(80 * 25 * 2)
+        f = mono()
+        f.setPointSizeF(9)
+        self.setFont(f)
+        self.setMinimumSize(320, 150)
+
+    def set_buffer(self, data: bytes) -> None:
+        if data != self.buffer:
+            self.buffer = bytes(data)
+            self.update()
+
+    def text(self) -> str:
+        rows = (bytes(self.buffer[2 * (r * 80 + c)] or 32 for c in range(80)).decode("cp437").rstrip()
+                for r in range(25))
+        return "\n".join(rows).rstrip("\n")
+
+    def paintEvent(self, event) -> None:
+        p = QPainter(self)
+        p.fillRect(self.rect(), QColor("#000000"))
+        # Cells of 9x16 as on a real VGA text mode: keep the 720x400 aspect, centred.
+        scale = min(self.width() / 720, self.height() / 400)
+        cw, ch = 9 * scale, 16 * scale
+        p.translate((self.width() - 80 * cw) / 2, (self.height() - 25 * ch) / 2)
+        f = self.font()
+        f.setPixelSize(max(6, int(ch * 0.85)))
+        p.setFont(f)
+        buf = self.buffer
+        for r in range(25):
+            for c in range(80):
+                i = 2 * (r * 80 + c)
+                char, attr = buf[i], buf[i + 1]
+                if attr >> 4 & 7:
+                    p.fillRect(QRectF(c * cw, r * ch, cw + 0.5, ch + 0.5), QColor(VGA_COLORS[attr >> 4 & 7]))
+                if char not in (0, 32):
+                    p.setPen(QColor(VGA_COLORS[attr & 15]))
+                    p.drawText(QRectF(c * cw, r * ch, cw, ch), Qt.AlignmentFlag.AlignCenter,
+                               bytes([char]).decode("cp437"))
+
+
+class DevicesPanel(QWidget):
+    serialInput = Signal(bytes)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.console = QPlainTextEdit()
+        self.console.setReadOnly(True)
+        self.console.setFont(mono())
+        self.console.setMaximumBlockCount(5000)
+        self.input = QLineEdit()
+        self.input.setPlaceholderText("type here: sent to COM1's receive FIFO on Enter (\\n appended)")
+        self.input.returnPressed.connect(self._send)
+        self.vga = VgaScreen()
+        self.log = QPlainTextEdit()
+        self.log.setReadOnly(True)
+        self.log.setFont(mono())
+        self.log.setMaximumBlockCount(2000)
+        serial = QWidget()
+        sl = QVBoxLayout(serial)
+        sl.setContentsMargins(0, 0, 0, 0)
+        sl.addWidget(QLabel("COM1 (16550 at 0x3F8)"))
+        sl.addWidget(self.console, 1)
+        sl.addWidget(self.input)
+        vga = QWidget()
+        vl = QVBoxLayout(vga)
+        vl.setContentsMargins(0, 0, 0, 0)
+        vl.addWidget(QLabel("VGA text (0xB8000)"))
+        vl.addWidget(self.vga, 1)
+        self.tabs = QTabWidget()
+        top = QSplitter(Qt.Orientation.Horizontal)
+        top.addWidget(serial)
+        top.addWidget(vga)
+        self.tabs.addTab(top, "serial + VGA")
+        self.tabs.addTab(self.log, "port / MMIO accesses")
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(2, 2, 2, 2)
+        lay.addWidget(self.tabs)
+
+    def _send(self) -> None:
+        text = self.input.text()
+        self.input.clear()
+        self.serialInput.emit((text + "\n").encode("latin-1", "replace"))
+
+    def append_serial(self, data: bytes) -> None:
+        cur = self.console.textCursor()
+        cur.movePosition(cur.MoveOperation.End)
+        cur.insertText(data.decode("latin-1"))
+        self.console.setTextCursor(cur)
+
+    def add_events(self, events) -> None:
+        lines = []
+        for ev in events:
+            if ev.kind == "device_access":
+                d = "write" if ev["is_write"] else "read "
+                lines.append(f"{ev.seq:>7} {ev.source:<15} {ev['space']:<4} {d} {ev['address']:#07x} "
+                             f"size {ev['size']} value {ev['value']:#x}")
+            elif ev.kind == "io_unclaimed":
+                lines.append(f"{ev.seq:>7} {'(unclaimed)':<15} {ev['space']:<4} "
+                             f"{'write' if ev['is_write'] else 'read '} {ev['address']:#07x}")
+        if lines:
+            self.log.appendPlainText("\n".join(lines[-2000:]))
+
+    def refresh(self, bridge) -> None:
+        self.vga.set_buffer(bytes(bridge.session.machine.vga.buffer))
+
+    def reset(self) -> None:
+        self.console.clear()
+        self.log.clear()
+
+
+# -- event log ----------------------------------------------------------------------------------------
+class EventLogPanel(QWidget):
+    MAX_ROWS = 3000
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.layer = QComboBox()
+        self.layer.addItems(["all layers", *LAYERS])
+        self.kind = QComboBox()
+        self.kind.addItems(["all kinds", *sorted(CATALOGUE)])
+        self.layer.currentIndexChanged.connect(self._refilter)
+        self.kind.currentIndexChanged.connect(self._refilter)
+        self.table = QTableWidget(0, 5)
+        self.table.setHorizontalHeaderLabels(["seq", "time", "layer", "kind", "what"])
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
+        self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        self.table.setFont(mono())
+        self.table.currentCellChanged.connect(self._show)
+        self.details = QPlainTextEdit()
+        self.details.setReadOnly(True)
+        self.details.setFont(mono())
+        self.details.setMaximumHeight(120)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("filter:"))
+        row.addWidget(self.layer)
+        row.addWidget(self.kind)
+        clear = QPushButton("clear")
+        clear.clicked.connect(self.clear)
+        row.addWidget(clear)
+        row.addStretch(1)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(2, 2, 2, 2)
+        lay.addLayout(row)
+        lay.addWidget(self.table, 1)
+        lay.addWidget(self.details)
+        self.events: list = []
+        self.shown: list = []
+        self.theme = "light"
+
+    def _accept(self, ev) -> bool:
+        layer = self.layer.currentText()
+        kind = self.kind.currentText()
+        return (layer == "all layers" or ev.layer == layer) and (kind == "all kinds" or ev.kind == kind)
+
+    def add_events(self, events) -> None:
+        self.events.extend(events)
+        if len(self.events) > 4 * self.MAX_ROWS:
+            del self.events[:-self.MAX_ROWS]
+        self._append([ev for ev in events if self._accept(ev)])
+
+    def _append(self, evs) -> None:
+        evs = evs[-self.MAX_ROWS:]
+        t = self.table
+        t.setUpdatesEnabled(False)
+        overflow = len(self.shown) + len(evs) - self.MAX_ROWS
+        if overflow > 0:
+            for _ in range(min(overflow, t.rowCount())):
+                t.removeRow(0)
+            del self.shown[:overflow]
+        colors = LAYER_COLORS[self.theme]
+        for ev in evs:
+            r = t.rowCount()
+            t.insertRow(r)
+            try:
+                what = ev.describe()
+            except (KeyError, ValueError, TypeError):
+                what = str(dict(ev.fields))
+            for j, text in enumerate((str(ev.seq), str(ev.time), ev.layer, ev.kind, f"{ev.source}: {what}")):
+                it = _item(text)
+                if j == 2:
+                    it.setForeground(QBrush(QColor(colors.get(ev.layer, "#888888"))))
+                    f = it.font()
+                    f.setBold(True)
+                    it.setFont(f)
+                t.setItem(r, j, it)
+            self.shown.append(ev)
+        t.setUpdatesEnabled(True)
+        if evs:
+            t.scrollToBottom()
+
+    def _refilter(self) -> None:
+        self.table.setRowCount(0)
+        self.shown = []
+        self._append([ev for ev in self.events if self._accept(ev)])
+
+    def _show(self, row: int, *_args) -> None:
+        if 0 <= row < len(self.shown):
+            ev = self.shown[row]
+            d = ev.to_dict()
+            self.details.setPlainText("\n".join(f"{k:>24}: {v:#x}" if isinstance(v, int) and
+                                                not isinstance(v, bool) and k not in ("seq", "time")
+                                                else f"{k:>24}: {v}" for k, v in d.items()))
+
+    def clear(self) -> None:
+        self.events = []
+        self.shown = []
+        self.table.setRowCount(0)
+        self.details.clear()
+
+
+# -- exit statistics --------------------------------------------------------------------------------
+class BarChart(QWidget):
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.rows: list[tuple[str, int]] = []
+        self.setMinimumHeight(120)
+        self.color = QColor(LAYER_COLORS["light"]["kvm"])
+        self.text = QColor("#1a1a1a")
+
+    def set_rows(self, rows) -> None:
+        if rows != self.rows:
+            self.rows = rows
+            self.update()
+
+    def paintEvent(self, event) -> None:
+        p = QPainter(self)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        if not self.rows:
+            p.setPen(self.text)
+            p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "no VM exits yet")
+            return
+        n = len(self.rows)
+        h = self.height() - 8
+        bar_h = min(26, h / n)
+        label_w = min(190, self.width() // 3)
+        top = max(c for _, c in self.rows) or 1
+        fm = p.fontMetrics()
+        for i, (name, count) in enumerate(self.rows):
+            y = 4 + i * bar_h
+            p.setPen(self.text)
+            right = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
+            p.drawText(QRectF(0, y, label_w - 6, bar_h), right,
+                       fm.elidedText(name, Qt.TextElideMode.ElideRight, label_w - 6))
+            w = (self.width() - label_w - 60) * count / top
+            p.fillRect(QRectF(label_w, y + 2, max(w, 1), bar_h - 4), self.color)
+            p.drawText(QRectF(label_w + w + 4, y, 56, bar_h), Qt.AlignmentFlag.AlignVCenter, str(count))
+
+
+class StatsPanel(QWidget):
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.chart = BarChart()
+        self.table = QTableWidget(0, 6)
+        self.table.setHorizontalHeaderLabels(["VM exit", "#", "count", "share", "avg time", "time share"])
+        self.table.verticalHeader().setVisible(False)
+        self.table.setFont(mono())
+        self.summary = QLabel("")
+        self.summary.setWordWrap(True)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self.chart)
+        split.addWidget(self.table)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(2, 2, 2, 2)
+        lay.addWidget(split, 1)
+        lay.addWidget(self.summary)
+
+    def refresh(self, bridge) -> None:
+        st = bridge.stats
+        d = st.as_dict()
+        rows = d["vm_exits"]
+        self.chart.set_rows([(r["reason"], r["count"]) for r in rows])
+        t = self.table
+        t.setRowCount(len(rows))
+        for i, r in enumerate(rows):
+            vals = (r["reason"], str(r["reason_number"]), str(r["count"]), f"{100 * r['share']:.1f}%",
+                    f"{r['avg_time']:.0f}", f"{100 * r['time_share']:.1f}%")
+            for j, text in enumerate(vals):
+                cell = t.item(i, j)
+                if cell is None:
+                    t.setItem(i, j, _item(text))
+                elif cell.text() != text:
+                    cell.setText(text)
+        t.resizeColumnsToContents()
+        us = ", ".join(f"{k} {v}" for k, v in d["userspace_exits"].items()) or "none"
+        self.summary.setText(f"VM exits {d['vm_exits_total']}, VM entries {d['vm_entries']}; "
+                             f"exits to userspace: {us}; guest instructions {bridge.session.instructions}; "
+                             f"virtual time {bridge.session.virtual_time} cycles")
+
+    def set_theme(self, theme: str) -> None:
+        self.chart.color = QColor(LAYER_COLORS[theme]["kvm"])
+        self.chart.text = QColor("#1a1a1a" if theme == "light" else "#eceff1")
+        self.chart.update()
