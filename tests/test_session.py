@@ -63,3 +63,83 @@ def test_run_to_the_end_and_views() -> None:
 def test_unknown_backend_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown backend"):
         Session(HELLO, backend="xen")
+
+
+# -- run_for, breakpoints and views (front ends) ------------------------------------------------
+def _line(needle: str) -> int:
+    for n, text in enumerate(Path(HELLO).read_text().splitlines(), 1):
+        if needle in text:
+            return n
+    raise AssertionError(needle)
+
+
+def test_run_for_stops_at_an_address_breakpoint_and_resumes_past_it() -> None:
+    s = Session(HELLO)
+    addr = s.image.address_of_line(_line("mov dx, DEBUG_EXIT"))
+    s.breakpoints.addresses.add(addr)
+    out = s.run_for(None)
+    assert not out.finished and out.breakpoint == f"address {addr:#x}"
+    assert s.cpus[0].eip == addr
+    out = s.run_for(None)  # not stuck on the breakpoint it stopped at
+    assert out.finished and out.exit_status == 1
+    assert bytes(s.serial) == b"Hello from a vmsim guest!\n"
+
+
+def test_run_for_exit_reason_and_port_breakpoints() -> None:
+    s = Session(HELLO)
+    s.breakpoints.exit_reasons.add("EPT_MISCONFIG")
+    out = s.run_for(None)
+    assert out.breakpoint == "exit EPT_MISCONFIG" and s.last_exit()["reason"] == "EPT_MISCONFIG"
+    s.breakpoints.exit_reasons.clear()
+    s.breakpoints.ports.add(0x501)
+    out = s.run_for(None)
+    assert out.breakpoint == "port 0x501" and not out.finished
+
+
+def test_run_for_is_time_boxed_in_an_endless_loop() -> None:
+    import time
+
+    from vmsim.asm import assemble
+
+    s = Session(assemble("bits 32\norg 0x100000\njmp $\n", "loop.asm"))
+    t = time.perf_counter()
+    out = s.run_for(0.02)
+    assert time.perf_counter() - t < 0.2
+    assert not out.finished and out.reason == "time" and s.instructions > 0
+    out = s.run_for(None, instructions=1000)
+    assert out.reason == "instructions"
+    # A step looking for an event that never comes gives up without finishing.
+    out = s.step_vmexit(max_steps=3)
+    assert not out.finished and out.reason == "max steps"
+
+
+def test_views_are_plain_data() -> None:
+    from vmsim.session import eflags_decoded
+
+    s = Session(HELLO)
+    s.step_vmexit()
+    regs = s.registers()
+    assert regs["EIP"] == s.cpus[0].eip and regs["ESP"] == s.cpus[0].r[4]
+    assert dict(eflags_decoded(0x46))["ZF"]
+    dis = s.disassembly(2, 3)
+    assert any(addr == s.cpus[0].eip for addr, _, _ in dis)
+    areas = {a for a, *_ in s.vmcs_fields()}
+    assert areas == {"guest state", "host state", "control", "exit information"}
+    assert s.last_exit()["reason"] == "EPT_VIOLATION"
+    assert s.guest_page_tables() == []  # paging off
+    assert s.read_linear(s.image.origin, 2) == bytes(s.image.data[:2])
+    s.run()
+    assert s.ept_entries() and s.shadow_pages() == []
+
+
+def test_shadow_views_show_the_guest_cr3_and_shadow_pages() -> None:
+    from pathlib import Path as P
+
+    guest = str(P(HELLO).with_name("address_spaces.asm"))
+    s = Session(guest, paging="shadow")
+    s.run()
+    assert s.shadow_pages()
+    e = Session(guest)
+    e.run()
+    assert s.registers()["CR3"] == e.registers()["CR3"]  # the guest's value, not the shadow root
+    assert s.guest_page_tables() == e.guest_page_tables()

@@ -136,16 +136,21 @@ class Session:
                 hit[0] = True
 
         unsubscribe = self.events.subscribe(listen, STEP_KINDS)
+        ended = False
         try:
             for _ in range(max_steps):
-                if hit[0] or self.machine.stop_requested or self.vm.limit_reached():
+                if hit[0]:
                     break
-                if not self.vm.step():
+                if self.machine.stop_requested or self.vm.limit_reached() or not self.vm.step():
+                    ended = True
                     break
         finally:
             unsubscribe()
-        done = not hit[0]
-        return Outcome(done, self.machine.exit_status, reason="" if hit[0] else "stopped",
+        if hit[0]:
+            return Outcome(False, self.machine.exit_status, events=seen)
+        # Not found: either the VM stopped, or max_steps ran out (a guest in a loop that
+        # emits nothing); only the first is finished.
+        return Outcome(ended, self.machine.exit_status, reason="stopped" if ended else "max steps",
                        events=seen)
 
     def step_instruction(self) -> Outcome:
@@ -172,14 +177,14 @@ class Session:
                 del v.BATCH  # back to the class default
         return Outcome(self.instructions == start, self.machine.exit_status)
 
-    def step_event(self) -> Outcome:
-        return self.step_until(lambda ev: True)
+    def step_event(self, max_steps: int = 1_000_000) -> Outcome:
+        return self.step_until(lambda ev: True, max_steps)
 
-    def step_vmexit(self) -> Outcome:
-        return self.step_until(lambda ev: ev.kind == "vmexit")
+    def step_vmexit(self, max_steps: int = 1_000_000) -> Outcome:
+        return self.step_until(lambda ev: ev.kind == "vmexit", max_steps)
 
-    def step_userspace_exit(self) -> Outcome:
-        return self.step_until(lambda ev: ev.kind == "kvm_exit")
+    def step_userspace_exit(self, max_steps: int = 1_000_000) -> Outcome:
+        return self.step_until(lambda ev: ev.kind == "kvm_exit", max_steps)
 
     # -- breakpoints and time-boxed running (front ends that must stay responsive) ----------
     def run_for(self, seconds: float | None = 0.015, instructions: int | None = None) -> Outcome:

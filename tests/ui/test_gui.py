@@ -1,0 +1,220 @@
+"""The GUI over a real session: what the panels and the diagram show is what the session
+reports (Qt imports stay inside the tests so collection works without PySide6)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tests.ui.conftest import HELLO
+
+HELLO_TEXT = "Hello from a vmsim guest!"
+
+
+def _line_of(path: Path, needle: str) -> int:
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if needle in line:
+            return n
+    raise AssertionError(needle)
+
+
+def test_stepping_updates_registers_panel(window) -> None:
+    b = window.bridge
+    for _ in range(6):
+        window.a_step_insn.trigger()
+        regs = b.session.registers()
+        for name in ("EAX", "ESP", "ESI", "EDI", "EIP", "EFLAGS", "CR0"):
+            assert window.registers.value_text(name) == f"{regs[name]:08X}", name
+    assert b.session.instructions == 6
+    # hello.asm's second instruction sets ESP: marked as changed by that step.
+    window.registers.mark_step()
+    window.a_step_insn.trigger()
+    assert "EIP" in window.registers.changed
+    line = b.current_line()
+    assert window.source.editor.current_line == line
+
+
+def test_diagram_lights_the_box_of_the_current_event(window) -> None:
+    window.a_step_exit.trigger()  # to the next VM exit
+    assert window.diagram.active_box == "kvm.run_loop"
+    assert window.diagram.last_path[0] == "guest.vcpu0"
+    window.a_step_user.trigger()  # KVM_RUN returns to the VMM
+    assert window.diagram.active_box in ("qemu.vcpu_thread", "qemu.bql", "qemu.serial")
+    seen = set()
+    for _ in range(40):
+        window.a_step_event.trigger()
+        seen.add(window.diagram.active_box)
+        if window.diagram.active_box == "guest.vcpu0":
+            break
+    assert "guest.vcpu0" in seen  # a VM entry lit the guest's vCPU
+    assert "VM entry" in window.diagram.caption.text()
+
+
+def test_clicking_a_box_raises_its_panel(window, qtbot) -> None:
+    from PySide6.QtCore import Qt
+
+    item = window.diagram.boxes["hw.vmcs"]
+    pos = window.diagram.mapFromScene(item.sceneBoundingRect().center())
+    with qtbot.waitSignal(window.diagram.boxClicked, timeout=2000) as sig:
+        qtbot.mouseClick(window.diagram.viewport(), Qt.MouseButton.LeftButton, pos=pos)
+    assert sig.args == ["hw.vmcs", "vmcs"]
+
+
+def test_line_breakpoint_stops_there(window, qtbot) -> None:
+    b = window.bridge
+    line = _line_of(HELLO, "mov dx, DEBUG_EXIT")
+    window.toggle_breakpoint(line)
+    assert line in window.source.editor.breakpoints
+    b.run()
+    qtbot.waitUntil(lambda: not b.running, timeout=10000)
+    assert b.session.cpus[0].eip == b.address_of_line(line)
+    assert b.current_line() == line
+    assert window.source.editor.current_line == line
+    # Running again goes past it to the end.
+    b.run()
+    qtbot.waitUntil(lambda: b.finished, timeout=10000)
+    assert b.outcome.exit_status == 1
+
+
+def test_exit_reason_and_port_breakpoints(window, qtbot) -> None:
+    b = window.bridge
+    b.set_breakpoints(exits={"EPT_MISCONFIG"})
+    b.run()
+    qtbot.waitUntil(lambda: not b.running, timeout=10000)
+    assert b.session.last_exit()["reason"] == "EPT_MISCONFIG"
+    b.set_breakpoints(exits=set(), ports={0x501})
+    b.run()
+    qtbot.waitUntil(lambda: not b.running, timeout=10000)
+    ex = b.session.last_exit()
+    assert ex["reason"] == "IO_INSTRUCTION" and ex["qualification"] >> 16 == 0x501
+    assert not b.finished
+
+
+def test_serial_console_and_vga_show_the_output(window, qtbot) -> None:
+    b = window.bridge
+    b.run()
+    qtbot.waitUntil(lambda: b.finished, timeout=10000)
+    assert HELLO_TEXT in window.devices.console.toPlainText()
+    assert window.devices.vga.text().startswith(HELLO_TEXT)
+    assert window.devices.vga.buffer[1] == 0x1F  # white on blue, as the guest wrote it
+    assert "serial0" in window.devices.log.toPlainText()
+    assert window.stats.table.rowCount() >= 1
+    assert window.stats.table.item(0, 0).text() == "IO_INSTRUCTION"
+
+
+def test_pause_is_prompt_in_an_endless_loop(make_window, qtbot, tmp_path) -> None:
+    from PySide6.QtCore import QTimer
+
+    guest = tmp_path / "loop.asm"
+    guest.write_text("bits 32\norg 0x100000\nstart: jmp start\n")
+    win = make_window(guest)
+    b = win.bridge
+    b.run()
+    fired = []
+    t0 = time.perf_counter()
+    QTimer.singleShot(500, lambda: (fired.append(time.perf_counter() - t0), b.pause()))
+    qtbot.waitUntil(lambda: bool(fired), timeout=5000)
+    assert not b.running
+    # The pause request waited at most one time-boxed batch plus a repaint.
+    assert fired[0] - 0.5 < 0.1, fired
+    assert b.session.instructions > 10_000  # it did run
+    assert b.frames >= 0.5 * 20, b.frames  # repainted all along (>= 20/s even on a slow CI)
+    ran = b.session.instructions
+    qtbot.wait(100)
+    assert b.session.instructions == ran  # paused means paused
+
+
+def test_bad_edit_shows_error_at_its_line_and_keeps_the_text(window) -> None:
+    text = HELLO.read_text().splitlines()
+    text[40] = "        movx eax, 1   ; a typo"
+    bad = "\n".join(text) + "\n"
+    window.source.editor.setPlainText(bad)
+    assert not window.reassemble(bad)
+    assert window.source.editor.toPlainText() == bad
+    assert window.source.editor.error_line == 41
+    assert ":41:" in window.source.error_label.text()
+    # Fixing it assembles, resets the guest and clears the error.
+    text[40] = "        mov eax, 1"
+    good = "\n".join(text) + "\n"
+    window.source.editor.setPlainText(good)
+    assert window.reassemble(good)
+    assert window.source.editor.error_line is None
+    assert window.bridge.session.instructions == 0
+
+
+def test_event_log_filters_and_shows_fields(window) -> None:
+    window.a_step_exit.trigger()
+    log = window.events
+    assert log.table.rowCount() > 0
+    log.kind.setCurrentText("vmexit")
+    assert log.table.rowCount() == 1
+    log.table.setCurrentCell(0, 0)
+    assert "reason_number" in log.details.toPlainText()
+    log.kind.setCurrentText("all kinds")
+    log.layer.setCurrentText("vmm")
+    assert all(ev.layer == "vmm" for ev in log.shown)
+
+
+def test_page_tables_and_vmcs_panels_under_shadow_paging(make_window, qtbot) -> None:
+    from tests.ui.conftest import ROOT
+
+    win = make_window(ROOT / "sample_guests" / "address_spaces.asm", paging="shadow")
+    b = win.bridge
+    b.set_breakpoints(exits={"CR_ACCESS"})
+    b.run()
+    qtbot.waitUntil(lambda: not b.running, timeout=10000)
+    for _ in range(30):
+        win.a_step_event.trigger()
+    win.pagetables.refresh(b)
+    win.vmcs.refresh(b)
+    assert win.pagetables.guest.topLevelItemCount() >= 1
+    assert "shadow" in win.pagetables.host.headerItem().text(0)
+    assert "CR_ACCESS" in win.vmcs.exit_label.text() or "last exit" in win.vmcs.exit_label.text()
+    assert win.vmcs.tree.topLevelItemCount() == 4
+
+
+def test_themes_and_presentation_mode(window) -> None:
+    window.apply_theme("dark")
+    assert window.diagram.theme == "dark"
+    size = window.font().pointSizeF()
+    window.set_presentation(True)
+    assert window.registers.table.font().pointSizeF() > size
+    window.set_presentation(False)
+    window.apply_theme("light")
+
+
+def test_many_void_qt_calls_do_not_abort(qtbot) -> None:
+    """PySide6 6.12.0 aborted ("none_dealloc") after a few thousand void calls; 6.11 does not."""
+    from PySide6.QtWidgets import QLabel
+
+    label = QLabel()
+    qtbot.addWidget(label)
+    for i in range(40_000):
+        label.setText(str(i))
+        label.update()
+    assert label.text() == "39999"
+
+
+def test_screenshot_writes_a_png(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "shot.png"
+    r = subprocess.run([sys.executable, "-c", "import sys; from vmsim.cli import main; sys.exit(main())",
+                        "gui", str(HELLO), "--screenshot", str(out), "--steps", "40", "--size", "1200x800"],
+                       capture_output=True, timeout=60, env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert r.returncode == 0, r.stderr.decode()
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+
+
+def test_layout_rules_name_known_event_kinds() -> None:
+    from ui.layout import load_layout
+    from vmsim.events import CATALOGUE
+
+    layout = load_layout()
+    for rule in layout.rules:
+        assert rule.kind in CATALOGUE or rule.kind == "instruction", rule.kind
+    for kind in ("vmexit", "vmentry", "kvm_exit", "ioctl"):
+        assert layout.route(kind, "vcpu0", {"name": "KVM_RUN"}) is not None
