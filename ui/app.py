@@ -68,6 +68,7 @@ def screenshot(win, path: str, steps: int, size: str = "1600x1000") -> int:
     win.diagram.animate = False
     win.show()
     QApplication.processEvents()
+    _settle(0.1)
     for _ in range(steps):
         win.registers.mark_step()
         out = win.bridge.step_event()
@@ -75,10 +76,21 @@ def screenshot(win, path: str, steps: int, size: str = "1600x1000") -> int:
             break
     QApplication.processEvents()
     win.refresh()
-    QApplication.processEvents()
+    _settle(0.2)  # docks re-lay their tab bars from posted events
     ok = win.grab().save(path, "PNG")
     win.close()
     if not ok:
         print(f"vmsim gui: cannot write {path}", file=sys.stderr)
         return 2
     return 0
+
+
+def _settle(seconds: float) -> None:
+    import time
+
+    from PySide6.QtWidgets import QApplication
+
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        QApplication.processEvents()
+        time.sleep(0.01)

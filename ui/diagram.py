@@ -8,6 +8,8 @@ holds the BQL, EPT or shadow) from the session. Clicking a box asks for its pane
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from PySide6.QtCore import QPointF, QRectF, Qt, QVariantAnimation, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import (
@@ -188,7 +190,7 @@ class DiagramView(QGraphicsView):
         return rule.box
 
     def _draw_path(self, path: tuple[str, ...]) -> None:
-        pts = [self.boxes[b].sceneBoundingRect().center() for b in path if b in self.boxes]
+        pts = self._route([self.boxes[b].sceneBoundingRect() for b in path if b in self.boxes])
         self._points = pts
         p = QPainterPath()
         if len(pts) >= 2:
@@ -196,8 +198,18 @@ class DiagramView(QGraphicsView):
             for q in pts[1:]:
                 p.lineTo(q)
         c = self.colors()
-        self.path_item.setPen(QPen(QColor(c["active"]).darker(115), 4, Qt.PenStyle.DashLine,
-                                   Qt.PenCapStyle.RoundCap))
+        pen_color = QColor(c["active"]).darker(115)
+        self.path_item.setPen(QPen(pen_color, 4, Qt.PenStyle.SolidLine, Qt.PenCapStyle.RoundCap,
+                                   Qt.PenJoinStyle.RoundJoin))
+        if len(pts) >= 2:  # an arrowhead at the end
+            a, b = pts[-2], pts[-1]
+            d = b - a
+            n = max((d.x() ** 2 + d.y() ** 2) ** 0.5, 1e-6)
+            ux, uy = d.x() / n, d.y() / n
+            p.moveTo(b)
+            p.lineTo(QPointF(b.x() - 14 * ux + 8 * uy, b.y() - 14 * uy - 8 * ux))
+            p.moveTo(b)
+            p.lineTo(QPointF(b.x() - 14 * ux - 8 * uy, b.y() - 14 * uy + 8 * ux))
         self.path_item.setPath(p)
         if len(pts) >= 2 and self.animate:
             self.token.setVisible(True)
@@ -205,6 +217,29 @@ class DiagramView(QGraphicsView):
             self.anim.start()
         else:
             self.token.setVisible(False)
+
+    @staticmethod
+    def _route(rects: list[QRectF]) -> list[QPointF]:
+        """Orthogonal route through the boxes: leave a box by its top or bottom edge, run
+        along the gap between the layers, enter the next box by its facing edge (boxes in
+        one layer: side to side)."""
+        if len(rects) < 2:
+            return [r.center() for r in rects]
+        pts: list[QPointF] = []
+        for a, b in pairwise(rects):
+            if b.bottom() <= a.top():  # upwards
+                start, end = QPointF(a.center().x(), a.top()), QPointF(b.center().x(), b.bottom())
+            elif b.top() >= a.bottom():  # downwards
+                start, end = QPointF(a.center().x(), a.bottom()), QPointF(b.center().x(), b.top())
+            else:  # same layer
+                left = b.center().x() < a.center().x()
+                y = min(a.bottom(), b.bottom()) - 16
+                pts += [QPointF(a.left() if left else a.right(), y),
+                        QPointF(b.right() if left else b.left(), y)]
+                continue
+            mid = (start.y() + end.y()) / 2
+            pts += [start, QPointF(start.x(), mid), QPointF(end.x(), mid), end]
+        return pts
 
     def _move_token(self, t: float) -> None:
         pts = self._points

@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QSlider,
+    QTableWidget,
     QToolBar,
     QWidget,
 )
@@ -30,6 +31,7 @@ from ui.panels import (
     RegistersPanel,
     StatsPanel,
     VmcsPanel,
+    compact,
 )
 from vmsim.asm import AsmError, assemble
 from vmsim.vmm.machine import GuestLoadError
@@ -65,11 +67,11 @@ class MainWindow(QMainWindow):
                    Qt.DockWidgetArea.BottomDockWidgetArea)
         for name, title, widget, area in (
                 ("source", "Guest source", self.source, L),
-                ("disasm", "Disassembly / memory", self.disasm, L),
+                ("disasm", "Disassembly, memory", self.disasm, L),
                 ("registers", "Registers", self.registers, R),
                 ("vmcs", "VMCS", self.vmcs, R),
-                ("pagetables", "Page tables / TLB", self.pagetables, R),
-                ("devices", "Devices: serial, VGA", self.devices, B),
+                ("pagetables", "Page tables", self.pagetables, R),
+                ("devices", "Devices", self.devices, B),
                 ("events", "Event log", self.events, B),
                 ("stats", "Exit statistics", self.stats, B)):
             dock = QDockWidget(title, self)
@@ -84,11 +86,6 @@ class MainWindow(QMainWindow):
         self.docks["source"].raise_()
         self.docks["registers"].raise_()
         self.docks["devices"].raise_()
-        self.resizeDocks([self.docks["source"], self.docks["registers"]], [440, 470],
-                         Qt.Orientation.Horizontal)
-        self.resizeDocks([self.docks["devices"], self.docks["stats"]], [1000, 600],
-                         Qt.Orientation.Horizontal)
-        self.resizeDocks([self.docks["devices"]], [300], Qt.Orientation.Vertical)
 
         self._make_actions()
         self.status = QLabel("")
@@ -108,6 +105,7 @@ class MainWindow(QMainWindow):
 
         self._load_source_text()
         self.resize(1600, 1000)
+        self.default_dock_sizes()
         self.restore_layout()
         self.apply_theme(theme)
         if presentation:
@@ -115,6 +113,13 @@ class MainWindow(QMainWindow):
         self.on_events(list(b._pending))
         b._pending.clear()
         self.refresh()
+
+    def default_dock_sizes(self) -> None:
+        w = max(self.width(), 1200)
+        self.resizeDocks([self.docks["source"], self.docks["registers"]], [w * 22 // 100, w * 24 // 100],
+                         Qt.Orientation.Horizontal)
+        self.resizeDocks([self.docks["devices"], self.docks["stats"]], [w * 62 // 100, w * 38 // 100],
+                         Qt.Orientation.Horizontal)
 
     # -- actions ---------------------------------------------------------------------------------
     def _make_actions(self) -> None:
@@ -424,6 +429,8 @@ class MainWindow(QMainWindow):
             wf = w.font()
             wf.setPointSizeF(f.pointSizeF())
             w.setFont(wf)
+        for t in self.findChildren(QTableWidget):
+            compact(t)
         if self.a_present.isChecked() != on:
             self.a_present.setChecked(on)
 

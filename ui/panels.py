@@ -38,6 +38,12 @@ LAYER_COLORS = {  # kept equal to diagram.json's "colors" (the layers' colours e
 CHANGED = {"light": "#ffe082", "dark": "#7a5c00"}
 
 
+def compact(table: QTableWidget) -> None:
+    """Rows as high as the text, not Qt's roomy default."""
+    table.verticalHeader().setDefaultSectionSize(table.fontMetrics().height() + 6)
+    table.verticalHeader().setVisible(False)
+
+
 def _item(text: str) -> QTableWidgetItem:
     it = QTableWidgetItem(text)
     it.setFlags(it.flags() & ~Qt.ItemFlag.ItemIsEditable)
@@ -53,7 +59,7 @@ class RegistersPanel(QWidget):
         super().__init__(parent)
         self.table = QTableWidget(0, 3)
         self.table.setHorizontalHeaderLabels(["register", "value", ""])
-        self.table.verticalHeader().setVisible(False)
+        compact(self.table)
         self.table.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
         self.table.setFont(mono())
         lay = QVBoxLayout(self)
@@ -179,7 +185,8 @@ class DisasmPanel(QWidget):
             if label:
                 lines.append(f"{'':12}<{label}>:")
             mark = "=>" if addr == eip else "  "
-            lines.append(f"{mark} {addr:08X}  {raw:<20} {text}")
+            raw = raw if len(raw) <= 15 else raw[:13] + ".."
+            lines.append(f"{mark} {addr:08X}  {raw:<15} {text}")
         self.disasm.setPlainText("\n".join(lines))
         want = self.addr.text().strip()
         base = None
@@ -285,18 +292,12 @@ class PageTablesPanel(QWidget):
         self.walk.setHeaderLabels(["last walk: step", "table", "index", "entry", "outcome"])
         self.tlb = QTableWidget(0, 3)
         self.tlb.setHorizontalHeaderLabels(["linear page", "physical page", "writable"])
-        self.tlb.verticalHeader().setVisible(False)
+        compact(self.tlb)
         for w in (self.guest, self.host, self.walk, self.tlb):
             w.setFont(mono())
-        top = QSplitter(Qt.Orientation.Horizontal)
-        top.addWidget(self.guest)
-        top.addWidget(self.host)
-        bottom = QSplitter(Qt.Orientation.Horizontal)
-        bottom.addWidget(self.walk)
-        bottom.addWidget(self.tlb)
         split = QSplitter(Qt.Orientation.Vertical)
-        split.addWidget(top)
-        split.addWidget(bottom)
+        for w in (self.guest, self.host, self.walk, self.tlb):
+            split.addWidget(w)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
         lay.addWidget(split)
@@ -476,6 +477,7 @@ class DevicesPanel(QWidget):
         top = QSplitter(Qt.Orientation.Horizontal)
         top.addWidget(serial)
         top.addWidget(vga)
+        top.setSizes([350, 650])
         self.tabs.addTab(top, "serial + VGA")
         self.tabs.addTab(self.log, "port / MMIO accesses")
         lay = QVBoxLayout(self)
@@ -528,7 +530,7 @@ class EventLogPanel(QWidget):
         self.kind.currentIndexChanged.connect(self._refilter)
         self.table = QTableWidget(0, 5)
         self.table.setHorizontalHeaderLabels(["seq", "time", "layer", "kind", "what"])
-        self.table.verticalHeader().setVisible(False)
+        compact(self.table)
         self.table.horizontalHeader().setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.table.setFont(mono())
@@ -659,7 +661,7 @@ class StatsPanel(QWidget):
         self.chart = BarChart()
         self.table = QTableWidget(0, 6)
         self.table.setHorizontalHeaderLabels(["VM exit", "#", "count", "share", "avg time", "time share"])
-        self.table.verticalHeader().setVisible(False)
+        compact(self.table)
         self.table.setFont(mono())
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
