@@ -355,13 +355,19 @@ def pushfd(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     return lambda: (p(cpu.eflags & 0xFCFFFF & mask), nxt)[1]
 
 
+_VIF_VIP = 0x180000
+
+
 @handles("popfd", "popf")
 def popfd(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     from vmsim.hw.cpu import EFLAGS_WRITABLE
 
     size = 4 if ins.mnemonic == iced_x86.Mnemonic.POPFD else 2
     cpu, pop_, nxt = c.cpu, popper(c, size), ins.next_ip32
-    keep = ~EFLAGS_WRITABLE | (0 if size == 4 else 0xFFFF0000)
+    # SDM POPF at CPL 0: "All non-reserved flags except RF, VIP, VIF, and VM can be
+    # modified; VIP, VIF, VM, and all reserved bits are unaffected" (IRET, unlike POPF,
+    # does load VIF and VIP, hence they are in EFLAGS_WRITABLE).
+    keep = ~EFLAGS_WRITABLE | _VIF_VIP | (0 if size == 4 else 0xFFFF0000)
 
     def popfd_() -> int:
         v = pop_()
@@ -403,7 +409,9 @@ def leave(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     rd = c.rd[size]
 
     def leave_() -> int:
-        ebp = r[5] if size == 4 else (r[4] & 0xFFFF0000) | (r[5] & 0xFFFF)
+        # SDM LEAVE: the stack-address size (32 here) says ESP <- EBP, whole; the operand
+        # size only says how much is popped into (E)BP.
+        ebp = r[5]
         v = rd(ebp)
         r[4] = (ebp + size) & M32
         r[5] = v if size == 4 else (r[5] & 0xFFFF0000) | v
