@@ -52,12 +52,16 @@ def test_corpus_matches_nasm(nasm: str, path: Path) -> None:
     _compare(path)
 
 
-def test_guest_sources_match_nasm(nasm: str) -> None:
-    files = _guest_files()
-    if not files:
-        pytest.skip("no sample_guests/ or tests/data/guests/ sources yet")
-    for path in files:
-        _compare(path)
+_PREPROCESSOR = ("%include", "%macro", "%if", "%rep", "%assign")
+
+
+@pytest.mark.parametrize("path", _guest_files(), ids=lambda p: p.name)
+def test_guest_sources_match_nasm(nasm: str, path: Path) -> None:
+    lines = [ln.strip().lower() for ln in path.read_text().splitlines()]
+    if any(ln.startswith(_PREPROCESSOR) for ln in lines):
+        pytest.skip(f"{path.name} uses NASM's macro preprocessor, which vmsim's assembler "
+                    "does not have (tests/guests builds it with nasm)")
+    _compare(path)
 
 
 def test_corpus_is_present() -> None:
