@@ -25,7 +25,16 @@ from hypothesis import strategies as st
 from iced_x86 import Code, Instruction, MemoryOperand, Register
 from iced_x86 import OpCodeOperandKind as K
 
-from tests.diff.harness import CODE, DATA, DATA_SIZE, STACK_SIZE, STACK_TOP, Start, fmt
+from tests.diff.harness import (
+    CODE,
+    DATA,
+    DATA_SIZE,
+    LOW_SIZE,
+    STACK_SIZE,
+    STACK_TOP,
+    Start,
+    fmt,
+)
 
 Mn = iced_x86.Mnemonic
 GPR32 = [Register.EAX, Register.ECX, Register.EDX, Register.EBX, Register.ESP, Register.EBP,
@@ -167,7 +176,7 @@ def memory_operand(draw, setup: list[Item], avoid: tuple[Register, ...] = (),
                    margin: int = 0x1000, no_stack: bool = False) -> MemoryOperand:
     """A ModRM/SIB operand whose address is in the data (or, via ESP, the stack) window."""
     forms = ["base", "base_d8", "base_d32", "sib", "sib_d8", "sib_d32", "index_d32", "abs",
-             "wrap"]
+             "wrap", "addr16"]
     if not no_stack:  # a subroutine's body must not write over its return address
         forms += ["esp", "esp_sib"]
     form = draw(st.sampled_from(forms))
@@ -179,6 +188,21 @@ def memory_operand(draw, setup: list[Item], avoid: tuple[Register, ...] = (),
         iv = draw(st.integers(-8, 8))
         setup.append(mov_imm(index, iv))
         return MemoryOperand(Register.ESP, index, 1, disp, 1)
+    if form == "addr16":
+        # 0x67: [bx|bp + si|di + disp8/16], wrapping at 64 KiB into the low window; the
+        # registers' upper halves must not matter.
+        pair = draw(st.sampled_from(_ADDR16))
+        pair = tuple(r for r in pair if _full(r) not in avoid)
+        disp, size = draw(st.sampled_from(((0, 0), (1, 1), (-1, 1), (0x7FFF, 2), (0xFFFF, 2),
+                                           (0x1234, 2))))
+        for r in pair:
+            setup.append(mov_imm(_full(r), draw(u32())))
+        if not pair:
+            return MemoryOperand(displ=draw(st.integers(0, 0xFFFC)), displ_size=2)
+        if size == 0 and pair == (Register.BP,):
+            size = 1
+        return MemoryOperand(pair[0], pair[1] if len(pair) > 1 else Register.NONE,
+                             displ=_sext(disp, 16) if size == 2 else disp, displ_size=size)
     target = DATA + draw(st.integers(margin, DATA_SIZE - margin))
     if form == "abs":
         return MemoryOperand(displ=target, displ_size=4)
@@ -205,6 +229,9 @@ def memory_operand(draw, setup: list[Item], avoid: tuple[Register, ...] = (),
     return MemoryOperand(base, displ=disp, displ_size=size)
 
 
+_ADDR16 = ((Register.BX, Register.SI), (Register.BX, Register.DI), (Register.BP, Register.SI),
+           (Register.BP, Register.DI), (Register.SI,), (Register.DI,), (Register.BP,),
+           (Register.BX,))
 _REG_LISTS = {K.R8_REG: GPR8, K.R8_OPCODE: GPR8, K.R8_OR_MEM: GPR8,
               K.R16_REG: GPR16, K.R16_OPCODE: GPR16, K.R16_OR_MEM: GPR16,
               K.R32_REG: GPR32, K.R32_OPCODE: GPR32, K.R32_OR_MEM: GPR32}
@@ -482,5 +509,6 @@ def programs(draw, max_units: int = 30) -> Program:
     regs = [draw(u32()) for _ in range(8)]
     regs[4] = STACK_TOP
     flags = 0x2 | (draw(st.integers(0, 0xFFF)) & 0x8D5) | (0x400 if draw(st.booleans()) else 0)
-    start = Start(regs, flags, rnd.randbytes(DATA_SIZE), rnd.randbytes(STACK_SIZE), seed)
+    start = Start(regs, flags, data=rnd.randbytes(DATA_SIZE), stack=rnd.randbytes(STACK_SIZE),
+                  low=rnd.randbytes(LOW_SIZE), seed=seed)
     return Program(code, start)

@@ -30,7 +30,11 @@ from vmsim.hw import Cpu, PhysicalMemory, StopReason  # noqa: E402
 CODE, CODE_SIZE = 0x100000, 0x10000
 DATA, DATA_SIZE = 0x200000, 0x10000
 STACK, STACK_SIZE = 0x2F8000, 0x10000
+SCRATCH = 0x500000  # unicorn only: see Pair._uc_step_elsewhere
+LOW, LOW_SIZE = 0x0, 0x11000  # 16-bit addressing (0x67) lands here; an access at FFFF runs on
 STACK_TOP = 0x300000  # mid-window, on a 64 KiB boundary (16-bit SP and 32-bit ESP differ)
+
+WINDOWS = ((DATA, DATA_SIZE), (STACK, STACK_SIZE), (LOW, LOW_SIZE))  # compared after each step
 
 GPR_NAMES = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
 UC_GPRS = (U.UC_X86_REG_EAX, U.UC_X86_REG_ECX, U.UC_X86_REG_EDX, U.UC_X86_REG_EBX,
@@ -74,6 +78,7 @@ class Start:
     eflags: int = 0x2
     data: bytes = field(default=bytes(DATA_SIZE), repr=False)
     stack: bytes = field(default=bytes(STACK_SIZE), repr=False)
+    low: bytes = field(default=bytes(LOW_SIZE), repr=False)
     seed: int | None = None  # what the windows' random contents came from
 
 
@@ -111,6 +116,7 @@ class Pair:
         mem.load(CODE, self.code)
         mem.load(DATA, s.data)
         mem.load(STACK, s.stack)
+        mem.load(LOW, s.low)
         cpu = Cpu(mem)
         cpu.reset_flat(entry=CODE, esp=s.regs[4])
         cpu.r[:] = [v & 0xFFFFFFFF for v in s.regs]
@@ -120,7 +126,7 @@ class Pair:
 
         uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_32)
         for base, size, content in ((CODE, CODE_SIZE, self.code), (DATA, DATA_SIZE, s.data),
-                                    (STACK, STACK_SIZE, s.stack)):
+                                    (STACK, STACK_SIZE, s.stack), (LOW, LOW_SIZE, s.low)):
             uc.mem_map(base, size)
             uc.mem_write(base, bytes(content))
         for reg, v in zip(UC_GPRS, cpu.r, strict=True):
@@ -134,6 +140,7 @@ class Pair:
             uc_.emu_stop()
         uc.hook_add(unicorn.UC_HOOK_INTR, on_interrupt)
         self.uc = uc
+        self._scratch_mapped = False
         self.steps = 0
 
     # -- state -------------------------------------------------------------------------
@@ -185,6 +192,25 @@ class Pair:
             cpu.eflags = (vf & ~undefined) | (uf & undefined)
         return cpu.eip != self.end
 
+    def run_to(self, addr: int, limit: int = 10_000) -> None:
+        """Run both sides freely (not in lock-step) until EIP is `addr`, then compare them.
+
+        For set-up code that is not itself under test: one unicorn call instead of one per
+        instruction. The set-up must leave no flag undefined."""
+        cpu, uc = self.cpu, self.uc
+        before = self.vm_state()
+        for _ in range(limit):
+            if cpu.eip == addr:
+                break
+            stop = cpu.step()
+            if stop != StopReason.LIMIT:
+                raise Divergence(self._report(f"set-up before {addr:08x}", before,
+                                              f"vmsim stopped: {stop}"))
+        else:
+            raise Divergence(f"vmsim did not reach {addr:08x}")
+        uc.emu_start(uc.reg_read(U.UC_X86_REG_EIP), addr)
+        self.compare(f"(set-up, up to {addr:08x})", before)
+
     def _uc_step(self, eip: int, ins: iced_x86.Instruction) -> int | str | None:
         uc = self.uc
         rep = ins.is_string_instruction and (ins.has_rep_prefix or ins.has_repne_prefix)
@@ -200,6 +226,35 @@ class Pair:
                 return self._intno[0]
             if uc.reg_read(U.UC_X86_REG_EIP) != eip:
                 break
+        else:
+            if not rep and ins.flow_control == iced_x86.FlowControl.NEXT:
+                return self._uc_step_elsewhere(ins)
+        return None
+
+    def _uc_step_elsewhere(self, ins: iced_x86.Instruction) -> int | str | None:
+        """Unicorn quirk: a store into the translation block being executed (the next
+        instruction, say) makes QEMU's precise-SMC path abandon the instruction before the
+        store; with `count=1` the step then ends with nothing done and EIP unchanged, every
+        time. Such an instruction is run from a copy in a scratch page instead (a
+        straight-line 32-bit instruction does not depend on where it sits), which leaves
+        the written code page's translations to be invalidated the ordinary way."""
+        uc, eip = self.uc, ins.ip32
+        raw = bytes(uc.mem_read(eip, ins.len))
+        if not self._scratch_mapped:
+            uc.mem_map(SCRATCH, 0x1000)
+            self._scratch_mapped = True
+        uc.mem_write(SCRATCH, raw)
+        self._intno.clear()
+        try:
+            uc.emu_start(SCRATCH, 0xFFFFFFFF, count=1)
+        except unicorn.UcError as e:
+            uc.reg_write(U.UC_X86_REG_EIP, eip)
+            return 6 if e.errno == unicorn.UC_ERR_INSN_INVALID else f"unicorn error {e}"
+        if self._intno:
+            uc.reg_write(U.UC_X86_REG_EIP, eip)
+            return self._intno[0]
+        assert uc.reg_read(U.UC_X86_REG_EIP) == SCRATCH + ins.len
+        uc.reg_write(U.UC_X86_REG_EIP, ins.next_ip32)
         return None
 
     def compare(self, text: str, before: Snapshot, undefined: int = 0) -> None:
@@ -216,7 +271,7 @@ class Pair:
             diffs.append(f"eflags: vmsim {vm.eflags:08x} unicorn {ucs.eflags:08x} "
                          f"differ in {d:08x} ({flag_text(d)}); undefined {undefined:08x}")
         ram = self.cpu.mem.ram
-        for base, size in ((DATA, DATA_SIZE), (STACK, STACK_SIZE)):
+        for base, size in (*WINDOWS, (CODE, len(self.code))):
             a, b = bytes(ram[base:base + size]), bytes(self.uc.mem_read(base, size))
             if a != b:
                 i = next(i for i in range(size) if a[i] != b[i])

@@ -12,7 +12,7 @@ from tests.diff.conftest import SOAK
 from tests.diff.gen import programs
 from tests.diff.harness import Pair
 
-EXAMPLES = SOAK or 400
+EXAMPLES = SOAK or 1500
 
 
 @settings(settings.get_profile("vmsim-diff"), max_examples=EXAMPLES)
