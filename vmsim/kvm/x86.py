@@ -50,7 +50,13 @@ if TYPE_CHECKING:
 
 KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON = 4
 KVM_ENOSYS = 1000
+KVM_EOPNOTSUPP = 95
 KVM_HC_VAPIC_POLL_IRQ = 1
+KVM_HC_KICK_CPU = 5
+KVM_HC_SEND_IPI = 10
+KVM_HC_SCHED_YIELD = 11
+_HYPERCALL_RESULTS = {KVM_HC_VAPIC_POLL_IRQ: 0, KVM_HC_KICK_CPU: 0, KVM_HC_SCHED_YIELD: 0,
+                      KVM_HC_SEND_IPI: -KVM_EOPNOTSUPP}
 
 
 def kvm_arch_vcpu_ioctl_run(v: SimVcpu) -> Generator[int, None, int]:
@@ -251,12 +257,15 @@ def kvm_emulate_halt(v: SimVcpu) -> int:
 def kvm_emulate_hypercall(v: SimVcpu) -> int:
     """KVM's hypercall ABI: nr in EAX, arguments in EBX ECX EDX ESI, result in EAX.
 
-    Without paravirtual features in CPUID 0x40000001, only KVM_HC_VAPIC_POLL_IRQ is
-    answered (with 0); every other number gets -KVM_ENOSYS.
+    As LNX __kvm_emulate_hypercall answers a CPL-0 guest with no in-kernel APIC:
+    KVM_HC_VAPIC_POLL_IRQ 0; KVM_HC_KICK_CPU and KVM_HC_SCHED_YIELD 0 (guest_pv_has() is
+    true while userspace has not enabled KVM_CAP_ENFORCE_PV_FEATURE_CPUID, and with no
+    APIC map there is nobody to kick or yield to); KVM_HC_SEND_IPI -KVM_EOPNOTSUPP
+    (kvm_pv_send_ipi finds no APIC map); every other number -KVM_ENOSYS.
     """
     r = v.cpu.r
     nr = r[0]
-    ret = 0 if nr == KVM_HC_VAPIC_POLL_IRQ else -KVM_ENOSYS
+    ret = _HYPERCALL_RESULTS.get(nr, -KVM_ENOSYS)
     ev = v.events
     if ev is not None and ev.wants("hypercall"):
         ev.emit("hypercall", v.name, nr=nr, args=[r[3], r[1], r[2], r[6]], ret=ret)
