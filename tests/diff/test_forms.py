@@ -427,3 +427,30 @@ def test_form(raw: str, asm: str, kind: str):
         if not pair.step():
             if pair.cpu.eip != pair.end:
                 raise Divergence(f"{asm}: an exception nobody expected at {addr:08x}")
+
+
+# Faults: both sides must raise the same exception at the same instruction, state untouched.
+FAULTS = [
+    # raw bytes               assembly                         vector
+    ("f7 f3",                 "div ebx",                       0),   # EBX = 0: #DE
+    ("f6 fb",                 "idiv bl",                       0),   # AX = 8000h / -1: #DE
+    ("66 f7 f3",              "div bx",                        0),   # quotient > FFFFh
+    ("0f 0b",                 "ud2",                           6),
+    ("f0 01 d8",              "(bad)",                         6),   # lock add eax,ebx: LOCK wants memory
+    ("8d c3",                 "(bad)",                         6),   # lea eax,ebx: LEA needs memory
+    ("ff f8",                 "(bad)",                         6),   # group 5 /7
+    ("fe f0",                 "(bad)",                         6),   # group 4 /6
+]
+
+
+@pytest.mark.parametrize(("raw", "asm", "vector"), FAULTS, ids=[f"{f[1]}:{f[0]}" for f in FAULTS])
+def test_fault(raw: str, asm: str, vector: int):
+    code = bytes.fromhex(raw)
+    assert fmt(disassemble(code, CODE)) == asm
+    regs = [0x8000, 0, 0x12345, 0xFF, STACK_TOP, 0, DATA + 0x100, DATA + 0x200]  # BL = -1
+    if "ebx" in asm and "div" in asm:
+        regs[3] = 0
+    pair = Pair(code, Start(regs, 0x8D7))
+    assert pair.step() is False
+    assert pair.cpu.last_intercept.vector == vector
+    assert pair.cpu.eip == CODE
