@@ -151,8 +151,11 @@ class Emulation:
             return "done"  # not REP, or the iteration faulted into the guest's handler
         left = (self.ecx - 1) & 0xFFFFFFFF
         cpu.r[1] = left
-        terminated = (ins.has_repe_prefix and not get_zf(cpu.lf)) or (
-            ins.has_repne_prefix and get_zf(cpu.lf) and ins.mnemonic in _CMPS_SCAS)
+        # Only CMPS and SCAS end on ZF (SDM Vol. 2 REP/REPE/REPNE; LNX string_insn_completed):
+        # F3 before INS/OUTS/MOVS/STOS/LODS is a plain REP, whatever ZF holds.
+        terminated = ins.mnemonic in _CMPS_SCAS and (
+            (ins.has_repe_prefix and not get_zf(cpu.lf))
+            or (ins.has_repne_prefix and get_zf(cpu.lf)))
         if left and not terminated:
             cpu.eip = self.eip  # the instruction restarts
             return "restart"
