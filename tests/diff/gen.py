@@ -203,7 +203,11 @@ def memory_operand(draw, setup: list[Item], avoid: tuple[Register, ...] = (),
             size = 1
         return MemoryOperand(pair[0], pair[1] if len(pair) > 1 else Register.NONE,
                              displ=_sext(disp, 16) if size == 2 else disp, displ_size=size)
-    target = DATA + draw(st.integers(margin, DATA_SIZE - margin))
+    if draw(st.integers(0, 3)):
+        target = DATA + draw(st.integers(margin, DATA_SIZE - margin))
+    else:  # an access that may straddle a page (vmsim splits those at the page)
+        page = draw(st.integers(margin // 0x1000 + 1, (DATA_SIZE - margin) // 0x1000))
+        target = DATA + page * 0x1000 - draw(st.integers(1, 3))
     if form == "abs":
         return MemoryOperand(displ=target, displ_size=4)
     regs = [r for r in NO_ESP32 if r not in avoid]
@@ -365,11 +369,18 @@ def call_unit(draw) -> list[Item]:
         items += setup
         items.append(Ref(Instruction.create_mem_u32(Code.MOV_RM32_IMM32, mem, 0), sub, "mem_imm"))
         items.append(Instruction.create_mem(Code.CALL_RM32, mem))
-    jmp = draw(st.sampled_from(("rel8", "rel32", "reg")))
+    jmp = draw(st.sampled_from(("rel8", "rel32", "reg", "mem")))
     if jmp == "reg":
         r = draw(st.sampled_from(NO_ESP32))
         items.append(Ref(mov_imm(r, 0), over, "imm"))
         items.append(Instruction.create_reg(Code.JMP_RM32, r))
+    elif jmp == "mem":
+        setup = []
+        mem = draw(memory_operand(setup, margin=0x100, no_stack=True))
+        items += setup
+        items.append(Ref(Instruction.create_mem_u32(Code.MOV_RM32_IMM32, mem, 0), over,
+                         "mem_imm"))
+        items.append(Instruction.create_mem(Code.JMP_RM32, mem))
     else:
         code = Code.JMP_REL8_32 if jmp == "rel8" else Code.JMP_REL32_32
         items.append(Ref(Instruction.create_branch(code, CODE), over, "branch"))
@@ -385,6 +396,24 @@ def call_unit(draw) -> list[Item]:
         items.append(Instruction.create_i32(Code.RETND_IMM16, draw(st.sampled_from((0, 2, 4, 8,
                                                                                    0x10)))))
     items.append(Label(over))
+    return items
+
+
+@st.composite
+def loop_unit(draw) -> list[Item]:
+    """A backward LOOP whose count lives in memory, so the body may do what it likes to
+    ECX: mov [K], n / top: body / mov ecx, [K] / dec dword [K] / loop top"""
+    top = next(_LABELS)
+    k = MemoryOperand(displ=DATA, displ_size=4)  # below every generated operand's margin
+    items: list[Item] = [Instruction.create_mem_u32(Code.MOV_RM32_IMM32, k, draw(st.integers(1, 4))),
+                         Label(top)]
+    for _ in range(draw(st.integers(1, 3))):
+        items += draw(plain())
+    if len(assemble(items[1:])) > 100:
+        items = items[:3]
+    items += [Instruction.create_reg_mem(Code.MOV_R32_RM32, Register.ECX, k),
+              Instruction.create_mem(Code.DEC_RM32, k),
+              Ref(Instruction.create_branch(Code.LOOP_REL8_32_ECX, CODE), top, "branch")]
     return items
 
 
@@ -461,7 +490,7 @@ def leave_unit(draw) -> list[Item]:
 def unit(draw) -> list[Item]:
     kind = draw(st.sampled_from(("plain",) * 12 + ("branch", "branch", "call", "string",
                                                     "string", "div", "popf", "leave",
-                                                    "ud")))
+                                                    "loop", "ud")))
     if kind == "plain":
         return draw(plain())
     if kind == "branch":
@@ -476,6 +505,8 @@ def unit(draw) -> list[Item]:
         return draw(popf_unit())
     if kind == "leave":
         return draw(leave_unit())
+    if kind == "loop":
+        return draw(loop_unit())
     if draw(st.integers(0, 7)):
         return draw(plain())
     return [Instruction.create(Code.UD2)]  # an exception ends the program
