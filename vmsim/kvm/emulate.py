@@ -76,9 +76,12 @@ class Emulation:
             return v
         cpu = self.v.cpu
         count = 1
-        if self.rep and not cpu.sysflags & DF:
-            # pio_in_emulated's read-ahead: as many elements as fit, up to RCX.
-            in_page = (PAGE_SIZE - (cpu.r[7] & (PAGE_SIZE - 1))) // size
+        if self.rep:
+            # pio_in_emulated's read-ahead: min(RCX, in_page, 1024 / size) elements, at least
+            # one. Linux counts in_page in bytes, not elements, and with DF set it is the
+            # offset of RDI in its page (the room below it): the host's KVM agrees.
+            offset = cpu.r[7] & (PAGE_SIZE - 1)
+            in_page = offset if cpu.sysflags & DF else PAGE_SIZE - offset
             count = max(1, min(self.ecx, in_page, IO_READ_CACHE_BYTES // size))
         self.pending_read = ("pio", port, size, count)
         raise InterceptExit(Intercept("emulator_needs_data", self.eip))
@@ -209,8 +212,16 @@ def x86_emulate_instruction(v: SimVcpu, trap_ud: bool = False) -> int:
         if outcome == "read":
             vmx.save_guest_state(v.vmcs)
             return _exit_for_read(v, emu)
+        mem_str = bool(emu.io_read) and emu.rep and not cpu.sysflags & DF
+        if v.mmio_fragments and mem_str and outcome == "restart" and emu.io_pos < len(emu.io_read):
+            # REP INS forwards: Linux stores the whole read-ahead batch as one memory
+            # operand (OP_MEM_STR), so its MMIO write leaves only once the batch is in.
+            emu.mem_read, emu.mem_pos = [], 0
+            continue
         if v.mmio_fragments or emu.pio_out is not None:
             # Writes leave when the iteration has completed (vcpu->mmio_needed / pio.count).
+            if mem_str:
+                v.mmio_fragments = _mem_str_fragments(v.mmio_fragments)
             v.emulator = None
             vmx.save_guest_state(v.vmcs)
             if emu.pio_out is not None:
@@ -230,6 +241,25 @@ def x86_emulate_instruction(v: SimVcpu, trap_ud: bool = False) -> int:
         v.emulator = None
         vmx.save_guest_state(v.vmcs)
         return 1
+
+
+def _mem_str_fragments(frags: list[tuple[int, int, bytes]]) -> list[tuple[int, int, bytes]]:
+    """One write of the elements' bytes, cut as emulator_read_write cuts it: at page
+    boundaries, then into the 8-byte pieces userspace gets (complete_emulated_mmio)."""
+    runs: list[tuple[int, bytearray]] = []
+    for gpa, _, data in frags:
+        if runs and runs[-1][0] + len(runs[-1][1]) == gpa:
+            runs[-1][1].extend(data)
+        else:
+            runs.append((gpa, bytearray(data)))
+    out = []
+    for gpa, data in runs:
+        at = 0
+        while at < len(data):
+            n = min(8, len(data) - at, PAGE_SIZE - ((gpa + at) & (PAGE_SIZE - 1)))
+            out.append((gpa + at, n, bytes(data[at:at + n])))
+            at += n
+    return out
 
 
 def _exit_for_read(v: SimVcpu, emu: Emulation) -> int:

@@ -1,0 +1,133 @@
+"""Run a guest through the whole stack (vmsim's VMM over a KVM) and keep what userspace saw.
+
+A run gives the COM1 output, the isa-debug-exit status and the `kvm_exit` trace events
+(struct kvm_run's fields for each exit to userspace). The simulated kvm.ko runs in this
+process; the host's /dev/kvm runs through the `vmsim` command in a subprocess, with a
+timeout, because a KVM_RUN that never returns (seen on the host's software KVM for VMCALL)
+cannot be interrupted from Python.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = ROOT / "sample_guests"
+KVM_TIMEOUT = 30.0  # seconds; every guest here needs well under one
+SIM_LIMIT = 5_000_000  # instructions; every guest here needs well under one million
+# Fields that depend on the backend's clock or on unrelated events, not on the exit itself.
+VOLATILE = ("seq", "time")
+
+
+@dataclass
+class StackRun:
+    serial: bytes
+    status: int | None  # the isa-debug-exit status, (v << 1) | 1
+    exits: list[dict]  # the kvm_exit events, in order, without seq/time
+    detail: str = ""  # why the run ended, when it did not end with a debug exit
+
+
+def sample_guests() -> list[Path]:
+    return sorted(SAMPLES.glob("*.asm"))
+
+
+def kvm_exits(trace_lines: list[str]) -> list[dict]:
+    out = []
+    for line in trace_lines:
+        ev = json.loads(line)
+        if ev.get("kind") == "kvm_exit":
+            for k in VOLATILE:
+                ev.pop(k, None)
+            out.append(ev)
+    return out
+
+
+def run_sim(guest: str | Path, paging: str = "ept") -> StackRun:
+    """vmsim's VMM on the simulated kvm.ko, in process, traced as `vmsim run --trace` does."""
+    from vmsim.events import EventStream
+    from vmsim.session import Session
+    from vmsim.trace import TraceWriter
+
+    events = EventStream()
+    buf = io.StringIO()
+    trace = TraceWriter(events, buf, "vm")
+    s = Session(str(guest), "sim", paging=paging, max_instructions=SIM_LIMIT, events=events)
+    outcome = s.run()
+    trace.close()
+    return StackRun(bytes(s.serial), outcome.exit_status,
+                    kvm_exits(buf.getvalue().splitlines()), outcome.reason)
+
+
+def run_cli(args: list[str], timeout: float = KVM_TIMEOUT) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "vmsim", *args], capture_output=True,
+                          timeout=timeout, env=env, cwd=ROOT, stdin=subprocess.DEVNULL)
+
+
+def run_kvm(guest: str | Path, tmp: Path) -> StackRun:
+    """The same VMM on the host's /dev/kvm (`vmsim run --backend kvm --trace`)."""
+    trace = tmp / (Path(guest).stem + ".kvm.jsonl")
+    p = run_cli(["run", "--backend", "kvm", "--trace", str(trace), str(guest)])
+    status = p.returncode if p.returncode & 1 else None
+    lines = trace.read_text().splitlines() if trace.exists() else []
+    return StackRun(p.stdout, status, kvm_exits(lines), p.stderr.decode(errors="replace").strip())
+
+
+@cache
+def host_kvm_problem() -> str | None:
+    """None when the host's /dev/kvm can run a VM, else why not (the reason to skip)."""
+    if not os.path.exists("/dev/kvm"):
+        return "no /dev/kvm on this host"
+    from vmsim.hostkvm import HostKvmError, open_kvm
+
+    try:
+        k = open_kvm()
+    except (HostKvmError, OSError) as e:
+        return f"/dev/kvm cannot be used: {e}"
+    k.close()
+    return None
+
+
+def serial_of(exits: list[dict], port: int = 0x3F8) -> bytes:
+    """What the guest wrote to a port, as the exits to userspace carried it."""
+    out = bytearray()
+    for e in exits:
+        if e.get("reason") == "KVM_EXIT_IO" and e["direction"] == "out" and e["port"] == port:
+            out += bytes.fromhex(e["data"])
+    return bytes(out)
+
+
+def cut_after_line(exits: list[dict], line_start: bytes) -> list[dict]:
+    """The exits up to the one that wrote the newline ending the COM1 line that starts with
+    `line_start` (everything the guest did before a point the host KVM cannot pass)."""
+    out = bytearray()
+    for i, e in enumerate(exits):
+        if e.get("reason") == "KVM_EXIT_IO" and e["direction"] == "out" and e["port"] == 0x3F8:
+            out += bytes.fromhex(e["data"])
+            lines = bytes(out).split(b"\n")
+            if any(ln.startswith(line_start) for ln in lines[:-1]):
+                return exits[:i + 1]
+    raise AssertionError(f"the guest never finished a line starting {line_start!r}")
+
+
+def first_difference(a: list[dict], b: list[dict], names: tuple[str, str] = ("sim", "kvm")) -> str:
+    """'' when equal, else a report of the first exit that differs, with the one before it."""
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            before = f"\n  previous exit: {a[i - 1]}" if i else ""
+            fields = sorted(k for k in set(x) | set(y) if x.get(k) != y.get(k))
+            return (f"exit #{i} differs in {', '.join(fields)}:{before}\n"
+                    f"  {names[0]}: {x}\n  {names[1]}: {y}")
+    if len(a) != len(b):
+        short, n = (names[0], len(a)) if len(a) < len(b) else (names[1], len(b))
+        longer = b if len(a) < len(b) else a
+        return (f"{short} stops after {n} exits ({len(a)} vs {len(b)}); the next one: "
+                f"{longer[n]}")
+    return ""
