@@ -325,7 +325,8 @@ class Vmx:
             if name == "cs":
                 allowed = (9, 11, 13, 15) + ((3,) if unrestricted else ())
                 if typ not in allowed:
-                    return f"{label}: CS type {typ} must be an accessed code segment (9, 11, 13, 15)"
+                    return (f"{label}: CS type {typ} must be an accessed code segment "
+                            f"({', '.join(map(str, allowed))})")
             elif name == "ss":
                 if typ not in (3, 7):
                     return f"{label}: SS type {typ} must be a read/write accessed data segment (3 or 7)"

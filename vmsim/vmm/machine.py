@@ -89,6 +89,10 @@ class Machine:
         """CPUID as the guest sees it (KVM_SET_CPUID2): the CPU model plus KVM's leaves."""
         entries = [(leaf, sub, *regs) for (leaf, sub), regs in sorted(default_cpuid().items())
                    if leaf < 0x80000000]
+        # Leaf 1 ECX bit 31: "hypervisor present", which QEMU sets for its guests and which
+        # guests test before looking at the 0x40000000 leaves.
+        entries = [(lf, sub, a, b, c | (1 << 31) if lf == 1 else c, d)
+                   for lf, sub, a, b, c, d in entries]
         sig = b"KVMKVMKVM\0\0\0"
         ebx, ecx, edx = (int.from_bytes(sig[i:i + 4], "little") for i in (0, 4, 8))
         entries.append((KVM_CPUID_SIGNATURE, 0, KVM_CPUID_SIGNATURE + 1, ebx, ecx, edx))
@@ -156,6 +160,8 @@ def load_guest_file(path: str | Path) -> GuestImage:
         raw = p.read_bytes()
     except OSError as e:
         raise GuestLoadError(f"{path}: {e.strerror or e}") from None
+    if not raw:
+        raise GuestLoadError(f"{path}: the file is empty")
     if p.suffix.lower() in (".asm", ".s", ".nasm"):
         from vmsim.asm import assemble
 
