@@ -293,6 +293,10 @@ class Session:
         for n in (0, 2, 3, 4):
             out[f"CR{n}"] = c.get_control(n)
         out["CR3"] = self._guest_cr3(cpu)
+        if self.vm is not None:
+            vcpu = self.vm.cpus[cpu].vcpu
+            if hasattr(vcpu, "guest_cr0"):  # kvm.ko keeps the guest's view between runs
+                out["CR0"], out["CR4"] = vcpu.guest_cr0, vcpu.guest_cr4
         return out
 
     def _guest_cr3(self, cpu: int) -> int:
