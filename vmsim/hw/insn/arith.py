@@ -490,6 +490,12 @@ def rotate_Ev(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
 
 # -- bit test (SDM Vol. 2A BT/BTS/BTR/BTC) -------------------------------------------------
 
+def _addr16(ins: iced_x86.Instruction) -> bool:
+    regs = [r for r in (ins.memory_base, ins.memory_index) if r]
+    if regs:
+        return any(r < iced_x86.Register.EAX for r in regs)
+    return ins.memory_displ_size == 2
+
 @handles("bt", "bts", "btr", "btc")
 def bt_Ev_Gv(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     size = c.opsize(ins, 0)
@@ -517,10 +523,14 @@ def bt_Ev_Gv(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     # Register bit offset into memory: a bit string, the offset is signed and unbounded.
     ea, rd, wr = c.ea(ins), c.rd[size], c.wr[size]
     off = c.reg_reader(ins.op1_register)
+    # The bit offset's displacement is part of the address computation, so with a 0x67
+    # prefix it wraps at 64 KiB like the rest of the effective address (SDM Vol. 1 3.7.5;
+    # Bochs masks with the address-size mask, QEMU computes it as an a16 address).
+    amask = 0xFFFF if _addr16(ins) else M32
 
     def bt_mem() -> int:
         o = _signed(off(), size)
-        addr = (ea() + (o // bits) * size) & M32
+        addr = (ea() + (o // bits) * size) & amask
         v = rd(addr)
         b = 1 << (o % bits)
         if modify is not None:
