@@ -42,7 +42,8 @@ CR4_VALID = 0x7FF
 CR4_VMXE = 1 << 13
 
 EFLAGS_FIXED = 0x2  # bit 1 reads as 1
-# EFLAGS bits POPFD may change at CPL 0 (no VM86, no VIF/VIP; RF is cleared).
+# EFLAGS bits IRETD may change at CPL 0 (VIF and VIP included; no VM: no VM86; RF is
+# cleared). POPF leaves VIF and VIP as they are (insn/data.py masks them).
 EFLAGS_WRITABLE = 0x3F7FD5 & ~0x30000 | 0x4000
 
 MSR_TSC = 0x10
