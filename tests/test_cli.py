@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 HELLO = ROOT / "sample_guests" / "hello.asm"
 
@@ -66,3 +68,13 @@ def test_instruction_budget(tmp_path: Path) -> None:
     p = vmsim("run", "--max-instructions", "1000", str(src))
     assert p.returncode == 124
     assert "1000 instructions" in _one_line_error(p)
+
+
+@pytest.mark.parametrize("backend", ["sim", "bare"])
+def test_halt_reports_where_on_stderr(tmp_path: Path, backend: str) -> None:
+    src = tmp_path / "h.asm"
+    src.write_text("bits 32\norg 0x100000\n nop\n hlt\n")
+    p = vmsim("run", "--backend", backend, str(src))
+    assert (p.returncode, p.stdout) == (0, "")
+    # HLT is at 0x100001; a halted CPU's EIP is past it (HLT has retired).
+    assert _one_line_error(p) == "vmsim: the guest halted at eip 0x00100002"

@@ -109,10 +109,15 @@ def _status(session, outcome, limit: int | None) -> int:
     if outcome.limit_reached:
         print(f"vmsim: stopped after {limit} instructions (--max-instructions)", file=sys.stderr)
         return EXIT_LIMIT
-    if outcome.halted:
-        return EXIT_OK
     cpus = session.cpus
-    where = f" at eip {cpus[0].eip:#010x}" if cpus else ""
+    regs = session.registers() if cpus else {}
+    where = f" at eip {regs['EIP']:#010x}" if cpus else ""
+    if outcome.halted:
+        if_flag = bool(cpus and regs["EFLAGS"] & 0x200)
+        print(f"vmsim: the guest halted{where}"
+              + (" (interrupts on, but nothing can interrupt it yet)" if if_flag else ""),
+              file=sys.stderr)
+        return EXIT_OK
     if cpus and cpus[0].stop_message:
         print(f"vmsim: stopped{where}: {cpus[0].stop_message}", file=sys.stderr)
         return EXIT_UNSUPPORTED

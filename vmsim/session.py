@@ -297,6 +297,14 @@ class Session:
             vcpu = self.vm.cpus[cpu].vcpu
             if hasattr(vcpu, "guest_cr0"):  # kvm.ko keeps the guest's view between runs
                 out["CR0"], out["CR4"] = vcpu.guest_cr0, vcpu.guest_cr4
+                if not vcpu.vmx.guest_mode:
+                    # Outside the guest its RIP/RSP/RFLAGS live in the VMCS, where kvm.ko
+                    # may have changed them (skipping an emulated instruction, say).
+                    from vmsim.hw.vmcs import F
+
+                    out["EIP"] = vcpu.vmcs.read(F.GUEST_RIP)
+                    out["ESP"] = vcpu.vmcs.read(F.GUEST_RSP)
+                    out["EFLAGS"] = vcpu.vmcs.read(F.GUEST_RFLAGS)
         return out
 
     def _guest_cr3(self, cpu: int) -> int:
