@@ -160,8 +160,6 @@ class SimVcpu:
         self.limit_reached = False
         self.stat = {"exits": 0, "halt_exits": 0, "io_exits": 0, "mmio_exits": 0,
                      "signal_exits": 0, "insn_emulation": 0}
-        self.exit_counts: dict[str, int] = {}
-        self.exit_cycles: dict[str, int] = {}
         # CR0/CR4 bits the guest owns (no exit on writes; read from the hardware register).
         self.cr0_guest_owned = kvm_vmx.KVM_CR0_GUEST_OWNED
         self.cr4_guest_owned = kvm_vmx.KVM_CR4_GUEST_OWNED

@@ -147,8 +147,6 @@ def vcpu_enter_guest(v: SimVcpu) -> Generator[int, None, int]:
     v.handler_cost = 0
     r = vmx_handle_exit(v)
     cost = COSTS["exit_handler"] + v.handler_cost
-    v.exit_counts[name] = v.exit_counts.get(name, 0) + 1
-    v.exit_cycles[name] = v.exit_cycles.get(name, 0) + cost + COSTS["vmexit"] + COSTS["vmentry"]
     yield cost
     return r
 

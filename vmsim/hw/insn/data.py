@@ -195,11 +195,10 @@ def xchg(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
             p1(a)
             return nxt
         return xchg_rr
-    mem_i, reg_i = (0, 1) if not c.is_reg(ins, 0) else (1, 0)
+    reg_i = 1 if not c.is_reg(ins, 0) else 0
     reg = ins.op_register(reg_i)
     g, p = c.reg_reader(reg), c.reg_writer(reg)
     ea, rd, wr = c.ea(ins), c.rd[size], c.wr[size]
-    del mem_i
 
     def xchg_mr() -> int:
         addr = ea()
