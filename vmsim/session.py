@@ -284,8 +284,20 @@ class Session:
 
     # -- read-only views as plain data (shared by the GUI, the CLI and tests) ----------------
     def registers(self, cpu: int = 0) -> dict[str, int]:
-        """The guest's registers as the vCPU holds them: GPRs, EIP, EFLAGS, CR0/2/3/4
-        (as the guest reads them: bits kvm.ko owns come from the read shadows)."""
+        """The guest's registers: GPRs, EIP, EFLAGS, CR0/2/3/4 (as the guest reads them:
+        bits kvm.ko owns come from the read shadows, CR3 is the guest's own)."""
+        vcpu = self._vcpu_outside_guest(cpu)
+        if vcpu is not None:
+            # Outside KVM_RUN the state is kvm.ko's to give (KVM_GET_REGS/SREGS, as QEMU's
+            # kvm_arch_get_registers): RIP/RSP/RFLAGS from the VMCS, where kvm.ko may have
+            # changed them (skipping an emulated instruction, say). Any backend's KVM.
+            regs, sregs = vcpu.get_regs(), vcpu.get_sregs()
+            out = {name: getattr(regs, "r" + name[1:].lower()) & 0xFFFFFFFF
+                   for name in GPR_NAMES}
+            out["EIP"], out["EFLAGS"] = regs.rip & 0xFFFFFFFF, regs.rflags & 0xFFFFFFFF
+            for n in (0, 2, 3, 4):
+                out[f"CR{n}"] = getattr(sregs, f"cr{n}") & 0xFFFFFFFF
+            return out
         c = self.cpus[cpu]
         out = {name: c.r[i] for i, name in enumerate(GPR_NAMES)}
         out["EIP"] = c.eip
@@ -294,18 +306,19 @@ class Session:
             out[f"CR{n}"] = c.get_control(n)
         out["CR3"] = self._guest_cr3(cpu)
         if self.vm is not None:
-            vcpu = self.vm.cpus[cpu].vcpu
-            if hasattr(vcpu, "guest_cr0"):  # kvm.ko keeps the guest's view between runs
-                out["CR0"], out["CR4"] = vcpu.guest_cr0, vcpu.guest_cr4
-                if not vcpu.vmx.guest_mode:
-                    # Outside the guest its RIP/RSP/RFLAGS live in the VMCS, where kvm.ko
-                    # may have changed them (skipping an emulated instruction, say).
-                    from vmsim.hw.vmcs import F
-
-                    out["EIP"] = vcpu.vmcs.read(F.GUEST_RIP)
-                    out["ESP"] = vcpu.vmcs.read(F.GUEST_RSP)
-                    out["EFLAGS"] = vcpu.vmcs.read(F.GUEST_RFLAGS)
+            vcpu = self.vm.cpus[cpu].vcpu  # in non-root mode: kvm.ko keeps the guest's view
+            out["CR0"], out["CR4"] = vcpu.guest_cr0, vcpu.guest_cr4
         return out
+
+    def _vcpu_outside_guest(self, cpu: int):
+        """The KVM vCPU when kvm.ko holds the guest's state (between KVM_RUNs, or before
+        the first); None when the CPU does (bare metal, or a simulated vCPU paused inside
+        the guest between two batches of instructions)."""
+        if self.vm is None:
+            return None
+        vcpu = self.vm.cpus[cpu].vcpu
+        vmx = getattr(vcpu, "vmx", None)
+        return None if vmx is not None and vmx.guest_mode else vcpu
 
     def _guest_cr3(self, cpu: int) -> int:
         """CR3 as the guest set it: under shadow paging the hardware's CR3 is kvm.ko's
@@ -318,6 +331,16 @@ class Session:
 
     def segments(self, cpu: int = 0) -> dict[str, tuple[int, int, int]]:
         """Segment registers: selector, base, limit; GDTR and IDTR: base, limit."""
+        vcpu = self._vcpu_outside_guest(cpu)
+        if vcpu is not None:
+            sregs = vcpu.get_sregs()
+            out = {}
+            for name in SEG_NAMES:
+                seg = getattr(sregs, name.lower())
+                out[name] = (seg.selector, seg.base & 0xFFFFFFFF, seg.limit & 0xFFFFFFFF)
+            out["GDTR"] = (0, sregs.gdt.base & 0xFFFFFFFF, sregs.gdt.limit)
+            out["IDTR"] = (0, sregs.idt.base & 0xFFFFFFFF, sregs.idt.limit)
+            return out
         c = self.cpus[cpu]
         out = {name: (s.selector, s.base, s.limit) for name, s in zip(SEG_NAMES, c.seg, strict=False)}
         out["GDTR"] = (0, *c.gdtr)

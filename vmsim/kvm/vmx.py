@@ -122,6 +122,9 @@ def get_regs(v: SimVcpu) -> KvmRegs:
 def set_regs(v: SimVcpu, regs: KvmRegs) -> None:
     for i, name in enumerate(_GPR_ORDER):
         v.cpu.r[i] = getattr(regs, name) & 0xFFFFFFFF
+    # RSP lives in the VMCS, like RIP and RFLAGS: VM entry loads it from GUEST_RSP
+    # (vmx_vcpu_run writes it there when kvm.ko's copy is dirty).
+    v.vmcs.write(F.GUEST_RSP, regs.rsp & 0xFFFFFFFF)
     v.vmcs.write(F.GUEST_RIP, regs.rip)
     v.vmcs.write(F.GUEST_RFLAGS, regs.rflags | 0x2)
 
