@@ -748,6 +748,11 @@ class Cpu:
 
     def iret(self) -> None:
         """IRETD to the same privilege level (SDM Vol. 2A IRET, protected-mode return)."""
+        # The CURRENT EFLAGS.NT says "task return", before anything is popped (SDM Vol. 2A
+        # IRET: "ELSE IF EFLAGS.NT = 1 THEN GOTO TASK-RETURN"); the image's NT is just
+        # loaded into EFLAGS by a normal return.
+        if self.sysflags & 0x4000:
+            raise Unsupported("IRET with EFLAGS.NT set (task return: vmsim models no tasks)")
         rd32 = self.memfns.rd32
         esp = self.r[4]
         eip = rd32(esp)
@@ -755,8 +760,6 @@ class Cpu:
         flags = rd32((esp + 8) & 0xFFFFFFFF)
         if cs_sel & 3:
             raise Unsupported("IRET to another privilege level (vmsim runs at CPL 0 only)")
-        if flags & 0x4000:
-            raise Unsupported("IRET with NT set (task return)")
         cs = self.load_code_descriptor(cs_sel)
         self.r[4] = (esp + 12) & 0xFFFFFFFF
         self.seg[CS] = cs
@@ -789,7 +792,13 @@ class Cpu:
         base = (lo >> 16) | ((hi & 0xFF) << 16) | (hi & 0xFF000000)
         return Segment(selector, base, limit, ((hi >> 8) & 0xFF) | 1, flags)
 
-    def load_code_descriptor(self, selector: int, ext: int = 0) -> Segment:
+    def load_code_descriptor(self, selector: int, ext: int = 0, far: bool = False) -> Segment:
+        """The code segment a far JMP/CALL (`far`), a gate or a return loads into CS.
+
+        The loaded selector's RPL is the CPL (0): SDM Vol. 2A JMP/CALL "CS(RPL) <- CPL" for
+        both kinds of code segment, and Vol. 3A 6.12.1 / INT n "INTRA-PRIVILEGE-LEVEL-
+        INTERRUPT": CS(RPL) <- CPL, whatever RPL the gate's selector carries.
+        """
         if selector & 0xFFFC == 0:
             raise X.gp(ext)
         lo, hi = self.read_descriptor(selector, ext)
@@ -798,12 +807,14 @@ class Cpu:
             raise X.gp((selector & 0xFFFC) | ext)
         # At CPL 0 only a DPL-0 code segment is a legal target (SDM Vol. 2A JMP/CALL/IRET:
         # nonconforming needs DPL = CPL, conforming DPL <= CPL; interrupt delivery: DPL >
-        # CPL is #GP), checked before P.
-        if access & 0x60:
+        # CPL is #GP), checked before P. A far JMP/CALL to a nonconforming segment also
+        # needs RPL <= CPL (Vol. 2A JMP/CALL NONCONFORMING-CODE-SEGMENT); a gate's RPL is
+        # not checked.
+        if access & 0x60 or (far and not access & 0x04 and selector & 3):
             raise X.gp((selector & 0xFFFC) | ext)
         if not access & 0x80:
             raise CpuException(X.NP, (selector & 0xFFFC) | ext)
-        seg = self._segment_from(selector, lo, hi)
+        seg = self._segment_from(selector & 0xFFFC, lo, hi)
         if seg.base != 0 or seg.limit != 0xFFFFFFFF or not seg.flags & 4:
             raise Unsupported(f"code segment {selector:#x} is not flat 32-bit (base {seg.base:#x}, "
                               f"limit {seg.limit:#x})")

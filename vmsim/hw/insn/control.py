@@ -43,7 +43,7 @@ def jmp(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
 
         def run():
             sel, off = ptr()
-            cpu.seg[CS] = cpu.load_code_descriptor(sel)
+            cpu.seg[CS] = cpu.load_code_descriptor(sel, far=True)
             cpu.retire(off)
             return None
 
@@ -121,7 +121,7 @@ def call(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
 
         def run():
             sel, off = ptr()
-            cs = cpu.load_code_descriptor(sel)
+            cs = cpu.load_code_descriptor(sel, far=True)
             esp = r[4]
             try:
                 push(cpu.seg[CS].selector)

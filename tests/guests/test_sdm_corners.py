@@ -1,0 +1,134 @@
+"""Corners of the SDM where vmsim was found to depart from it (issue 8), on a bare Cpu.
+
+Each test names the SDM text it checks. The bench (tests/guests/cpubench.py) puts code at
+CODE, an IDT whose handlers are all `hlt`, and a GDT with flat code 0x08 and data 0x10;
+tests add descriptors of their own at 0x18 and up.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from tests.guests.cpubench import CODE, GDT, STACK, Bench
+from vmsim.asm import assemble
+from vmsim.hw import exceptions as X
+from vmsim.hw.cpu import CS, StopReason
+
+CONFORMING_CODE = 0x00CF9E000000FFFF  # flat 32-bit code, type 0xE: conforming, readable
+NT = 0x4000
+
+
+def asm(body: str) -> bytes:
+    return assemble(f"bits 32\norg {CODE:#x}\n{body}\n", "<sdm corner>").data
+
+
+def bench(body: str, *descriptors: int) -> Bench:
+    """A bench running `body`, with `descriptors` at GDT selectors 0x18, 0x20, ..."""
+    b = Bench(asm(body))
+    b.all_gates()
+    for i, d in enumerate(descriptors):
+        b.mem.load(GDT + 0x18 + 8 * i, struct.pack("<Q", d))
+    b.cpu.gdtr = (GDT, 0x18 + 8 * len(descriptors) - 1)
+    return b
+
+
+def handled(b: Bench, vector: int) -> bool:
+    return b.cpu.halted and b.cpu.eip == b.handler(vector) + 1
+
+
+# -- far JMP/CALL: RPL of a nonconforming target ---------------------------------------------
+
+def test_far_jmp_to_nonconforming_with_rpl_above_cpl_is_gp():
+    """SDM Vol. 2A JMP, protected mode, NONCONFORMING-CODE-SEGMENT: "IF (RPL > CPL) OR
+    (DPL != CPL) THEN #GP(code segment selector)": at CPL 0, `jmp 0x0B:x` (the flat code
+    segment 0x08 with RPL 3) faults with error code 0x08, EIP at the jmp."""
+    b = bench("jmp 0x0B:target\ntarget: hlt")
+    assert b.run() is StopReason.HLT and handled(b, X.GP)
+    assert b.stack(3) == [0x08, CODE, 0x08]
+    assert b.cpu.seg[CS].selector == 0x08
+
+
+def test_far_call_to_nonconforming_with_rpl_above_cpl_is_gp():
+    """SDM Vol. 2A CALL, NONCONFORMING-CODE-SEGMENT: "IF (RPL > CPL) OR (DPL != CPL) THEN
+    #GP(code segment selector)", raised before anything is pushed."""
+    b = bench("call 0x09:target\ntarget: hlt")
+    assert b.run() is StopReason.HLT and handled(b, X.GP)
+    assert b.cpu.r[4] == STACK - 16  # only the #GP frame: CALL pushed nothing
+    assert b.stack(3) == [0x08, CODE, 0x08]
+
+
+# -- CS.RPL <- CPL -------------------------------------------------------------------------------
+
+def test_far_jmp_to_conforming_segment_loads_rpl_cpl():
+    """SDM Vol. 2A JMP, CONFORMING-CODE-SEGMENT: RPL is not checked, and "CS(RPL) <- CPL":
+    `jmp 0x1B:x` to a conforming DPL-0 segment runs on with CS = 0x18."""
+    b = bench("jmp 0x1B:target\ntarget: mov eax, cs\nhlt", CONFORMING_CODE)
+    assert b.run() is StopReason.HLT and not handled(b, X.GP)
+    assert b.cpu.seg[CS].selector == 0x18
+    assert b.cpu.r[0] & 0xFFFF == 0x18
+
+
+def test_far_call_to_conforming_segment_loads_rpl_cpl():
+    """SDM Vol. 2A CALL, CONFORMING-CODE-SEGMENT: "CS(RPL) <- CPL"; the pushed return CS
+    is the caller's (0x08)."""
+    b = bench("call 0x1B:target\ntarget: mov eax, cs\nhlt", CONFORMING_CODE)
+    assert b.run() is StopReason.HLT and not handled(b, X.GP)
+    assert b.cpu.seg[CS].selector == 0x18 and b.cpu.r[0] & 0xFFFF == 0x18
+    assert b.stack(2) == [CODE + 7, 0x08]
+
+
+def test_interrupt_gate_selector_rpl_is_replaced_by_cpl():
+    """SDM Vol. 2A INT n, INTRA-PRIVILEGE-LEVEL-INTERRUPT: "CS(RPL) <- CPL" (the gate's
+    selector RPL is neither checked nor kept): a gate naming 0x0B runs its handler with
+    CS = 0x08, and IRETD back to the pushed CS 0x08 works."""
+    b = bench("int 0x40\nhlt")
+    b.gate(0x40, selector=0x0B)
+    assert b.run() is StopReason.HLT and handled(b, 0x40)
+    assert b.cpu.seg[CS].selector == 0x08
+
+
+def test_exception_gate_selector_rpl_is_replaced_by_cpl():
+    """SDM Vol. 3A 6.12.1 (same privilege level: "CS(RPL) <- CPL" in INT n's operation,
+    which exception delivery follows): #UD through a gate whose selector is 0x0A."""
+    b = bench("ud2")
+    b.gate(X.UD, selector=0x0A)
+    assert b.run() is StopReason.HLT and handled(b, X.UD)
+    assert b.cpu.seg[CS].selector == 0x08
+    assert b.stack(2) == [CODE, 0x08]
+
+
+# -- IRET: task return from the current NT ----------------------------------------------------
+
+def test_iret_with_nt_only_in_the_image_returns_and_loads_nt():
+    """SDM Vol. 2A IRET: "ELSE IF EFLAGS.NT = 1 THEN GOTO TASK-RETURN" reads the CURRENT
+    EFLAGS, before the pop; with NT=0 now, an image with NT=1 is a normal return that
+    loads NT=1 into EFLAGS."""
+    b = bench("""
+        push dword 0x4002       ; EFLAGS image: NT
+        push dword 0x08
+        push dword back
+        iretd
+    back:
+        pushfd
+        pop eax
+        hlt""")
+    assert b.run() is StopReason.HLT, b.cpu.stop_message
+    assert b.cpu.r[0] & NT and b.cpu.eflags & NT
+    assert b.cpu.r[4] == STACK
+
+
+def test_iret_with_current_nt_is_a_task_return():
+    """SDM Vol. 2A IRET: with EFLAGS.NT = 1 the IRET is a task return, whatever the stack
+    holds; vmsim models no tasks and stops with a reason (never returns through the stack)."""
+    b = bench("""
+        pushfd
+        or dword [esp], 0x4000
+        popfd
+        push dword 0x0002       ; an image without NT
+        push dword 0x08
+        push dword back
+        iretd
+    back:
+        hlt""")
+    assert b.run() is StopReason.UNSUPPORTED
+    assert "task return" in b.cpu.stop_message
