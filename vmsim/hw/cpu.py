@@ -294,6 +294,10 @@ def _trace_tlb_hits(cpu: Cpu, fns: MemFns) -> None:
 class Cpu:
     """One logical processor with its MMU, attached to guest-physical memory and a port bus."""
 
+    # Decoded instructions kept at most (about 1.3 KB each: some 43 MB). Past it the
+    # frames decoded least recently are dropped whole (`_evict_cold_frames`).
+    ICACHE_LIMIT = 1 << 15
+
     def __init__(self, mem: PhysicalMemory, io: IoBus | None = None,
                  events: EventStream | None = None, name: str = "cpu0"):
         self.mem = mem
@@ -525,10 +529,34 @@ class Cpu:
         for f in frames:
             if kind[f] == OTHER:
                 return  # executing from MMIO: never cached
+        if len(self.icache) >= self.ICACHE_LIMIT:
+            self._evict_cold_frames()
         self.icache[eip] = handler
+        code_frames = self._code_frames
         for f in frames:
             kind[f] = CODE
-            self._code_frames.setdefault(f, set()).add(eip)
+            # A frame that gets a new decoded instruction moves to the young end.
+            eips = code_frames.pop(f, None)
+            if eips is None:
+                eips = set()
+            eips.add(eip)
+            code_frames[f] = eips
+
+    def _evict_cold_frames(self) -> None:
+        """Drop whole frames' decoded instructions, the least recently decoded first, until
+        a quarter of the cache is free (a guest running through fresh memory, a `db 0`
+        sled, must not grow it without bound). Runs on the decode path only."""
+        target = self.ICACHE_LIMIT * 3 // 4
+        icache, kind, code_frames = self.icache, self.mem.kind, self._code_frames
+        for f in list(code_frames):
+            if len(icache) <= target:
+                break
+            for e in code_frames.pop(f):
+                icache.pop(e, None)
+            if kind[f] == CODE:
+                kind[f] = RAM  # writes to it need no SMC check any more
+        if len(icache) > target:  # entries no frame owns (cannot happen; stay bounded)
+            self._drop_decoded()
 
     @property
     def ctx(self):
