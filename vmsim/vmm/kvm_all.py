@@ -134,6 +134,10 @@ def kvm_cpu_exec(s: KvmState, cpu: CPUState) -> Generator[Any, None, int]:
             cpu.exit_request = False
             ret = EXCP_INTERRUPT
             _emit_exit(ev, cpu, {"reason": "KVM_EXIT_INTR"})
+            stuck = _explain_stop(cpu, KVM_EXIT_INTR)  # the host KVM's watchdog ran out
+            if stuck:
+                m.shutdown_request(stuck)
+                ret = EXCP_SHUTDOWN
             break
         reason = run.exit_reason
         cpu.last_exit = KVM_EXIT_NAMES.get(reason, str(reason))
@@ -151,7 +155,8 @@ def kvm_cpu_exec(s: KvmState, cpu: CPUState) -> Generator[Any, None, int]:
             ret = EXCP_HLT
         elif reason in (KVM_EXIT_SHUTDOWN, KVM_EXIT_SYSTEM_EVENT):
             _emit_exit(ev, cpu, {"reason": KVM_EXIT_NAMES[reason]})
-            m.shutdown_request("triple fault" if reason == KVM_EXIT_SHUTDOWN else "system event")
+            m.shutdown_request(_explain_stop(cpu, reason) or
+                               ("triple fault" if reason == KVM_EXIT_SHUTDOWN else "system event"))
             ret = EXCP_SHUTDOWN
         elif reason == KVM_EXIT_FAIL_ENTRY:
             hw, _ = run.fail_entry()
@@ -165,7 +170,8 @@ def kvm_cpu_exec(s: KvmState, cpu: CPUState) -> Generator[Any, None, int]:
             sub, data = run.internal()
             _emit_exit(ev, cpu, {"reason": "KVM_EXIT_INTERNAL_ERROR", "suberror": sub,
                                  "data": [f"{d:#x}" for d in data]})
-            m.shutdown_request(f"KVM_EXIT_INTERNAL_ERROR, suberror {sub}")
+            m.shutdown_request(_explain_stop(cpu, reason) or
+                               f"KVM_EXIT_INTERNAL_ERROR, suberror {sub}")
             ret = EXCP_SHUTDOWN
         else:
             _emit_exit(ev, cpu, {"reason": KVM_EXIT_NAMES.get(reason, str(reason))})
@@ -175,6 +181,13 @@ def kvm_cpu_exec(s: KvmState, cpu: CPUState) -> Generator[Any, None, int]:
             ret = EXCP_INTERRUPT if ret == 0 else ret
     yield from m.bql_lock(cpu.thread)
     return ret
+
+
+def _explain_stop(cpu: CPUState, reason: int) -> str | None:
+    """The backend's own account of an exit that ends the VM, if it has one: the host's
+    KVM names the guest instruction it stopped on (vmsim.hostkvm.explain)."""
+    explain = getattr(cpu.vcpu, "explain_stop", None)
+    return explain(reason) if explain is not None else None
 
 
 def _emit_exit(ev, cpu: CPUState, fields: dict) -> None:
