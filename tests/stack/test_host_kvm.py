@@ -5,19 +5,25 @@ identical: the serial output and every field of every `kvm_exit` (struct kvm_run
 is the oracle only where it works (tests/../oracles.md): its software KVM (kvm_pvm) cannot
 emulate IRET, injects #GP when a 32-bit guest sets CR0.PG, fails on INT n past the IDT
 limit, and never returns from KVM_RUN on VMCALL. Guests that reach one of those are
-compared up to the line they print just before it.
+compared up to that point, and there `vmsim run --backend kvm` must say which guest
+instruction the host's KVM refused, that it is the host's limit, and exit with 70 (never
+hang: a watchdog kicks a KVM_RUN that does not return).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from tests.stack.stackrun import (
+    StackRun,
     cut_after_line,
     first_difference,
     host_kvm_problem,
+    kvm_exits,
+    run_cli,
     run_kvm,
     run_sim,
     sample_guests,
@@ -28,11 +34,23 @@ HOST_KVM_STOPS = {
     "exceptions": (b"rdmsr 0x802", "the host's KVM fails to emulate INT n past the IDT limit "
                                    "(KVM_EXIT_INTERNAL_ERROR) and cannot enable paging"),
 }
-HOST_KVM_CANNOT = {
-    "hypercall": "the host's KVM (kvm_pvm) never returns from KVM_RUN on VMCALL",
-    "paging": "the host's KVM (kvm_pvm) injects #GP when a 32-bit guest sets CR0.PG",
-    "address_spaces": "the host's KVM (kvm_pvm) injects #GP when a 32-bit guest sets CR0.PG",
+# Guest -> what `vmsim run --backend kvm` must name where the host's KVM refuses it.
+HOST_KVM_REFUSES = {
+    "exceptions": "the host's KVM could not run the guest instruction `int 40h` at eip "
+                  "0x001001b0 (KVM_EXIT_INTERNAL_ERROR, suberror 1: emulation failure); "
+                  "vector 64 is past the IDT limit 0xff, where a CPU raises #GP",
+    "hypercall": "the host's KVM did not return from KVM_RUN for 2 s at eip 0x0010009d "
+                 "(`vmcall`): the host's KVM does not return to userspace from a guest's VMCALL",
+    "paging": "triple fault: guest shut down at eip 0x001000cd (`mov cr0,eax` enables paging, "
+              "as a CPU would; the host's KVM injected #GP instead",
+    "address_spaces": "triple fault: guest shut down at eip 0x001000af (`mov cr0,eax` enables "
+                      "paging, as a CPU would; the host's KVM injected #GP instead",
 }
+HOST_KVM_CANNOT = {"hypercall", "paging", "address_spaces"}  # compared up to the refusal only
+WATCHDOG = "2"  # seconds: VMSIM_KVM_WATCHDOG for guests that may stay in KVM_RUN
+NOT_VMSIM = re.compile(r"; this is a limit of the host's KVM( \(\w+\))?, not of vmsim: "
+                       r"try --backend sim$")
+HOST_LIMIT = 70  # README: something the backend does not model
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +76,47 @@ def _compare(guest: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("guest", sample_guests(), ids=lambda p: p.stem)
-def test_sample_guest_sim_equals_host_kvm(guest: Path, tmp_path: Path, host_kvm) -> None:
-    if guest.stem in HOST_KVM_CANNOT:
-        pytest.skip(HOST_KVM_CANNOT[guest.stem])
-    _compare(guest, tmp_path)
+def test_sample_guest_sim_equals_host_kvm(guest: Path, tmp_path: Path, host_kvm,
+                                          monkeypatch) -> None:
+    if guest.stem not in HOST_KVM_CANNOT:
+        _compare(guest, tmp_path)
+        return
+    # The host's KVM stops part-way: up to there it must agree with sim exit for exit, and
+    # there it must say what it refused.
+    monkeypatch.setenv("VMSIM_KVM_WATCHDOG", WATCHDOG)
+    kvm, status = _run_kvm(guest, tmp_path)
+    if status != HOST_LIMIT:
+        pytest.skip(f"this host's KVM runs {guest.name} (status {status}): {kvm.detail}")
+    _assert_refused(kvm.detail, HOST_KVM_REFUSES[guest.stem])
+    sim = run_sim(guest)
+    before = kvm.exits[:-1]  # the last is the one that ended it (INTR, SHUTDOWN ...)
+    diff = first_difference(sim.exits[:len(before)], before)
+    assert not diff, f"{guest.name}: userspace exits differ before the host's KVM stopped\n{diff}"
+    assert sim.serial.startswith(kvm.serial)
+
+
+def test_sample_guest_the_host_kvm_refuses_says_so(host_kvm, tmp_path: Path) -> None:
+    # exceptions.asm is compared up to its INT 40h above; past it the host's KVM fails.
+    kvm, status = _run_kvm(next(p for p in sample_guests() if p.stem == "exceptions"), tmp_path)
+    if status != HOST_LIMIT:
+        pytest.skip(f"this host's KVM runs exceptions.asm (status {status})")
+    _assert_refused(kvm.detail, HOST_KVM_REFUSES["exceptions"])
+
+
+def _run_kvm(guest: Path, tmp: Path) -> tuple[StackRun, int]:
+    """run_kvm, keeping the exit status whatever it is."""
+    trace = tmp / (guest.stem + ".kvm.jsonl")
+    p = run_cli(["run", "--backend", "kvm", "--trace", str(trace), str(guest)])
+    lines = trace.read_text().splitlines() if trace.exists() else []
+    return (StackRun(p.stdout, None, kvm_exits(lines), p.stderr.decode(errors="replace").strip()),
+            p.returncode)
+
+
+def _assert_refused(stderr: str, expected: str) -> None:
+    """One line: what was refused, where, and that it is the host's KVM and not vmsim."""
+    line = stderr.splitlines()[-1] if stderr else ""
+    assert line.startswith(f"vmsim: {expected}"), stderr
+    assert NOT_VMSIM.search(line), line
 
 
 # -- small guests, one behaviour each ------------------------------------------------------------
@@ -320,3 +375,160 @@ def test_small_guest_sim_equals_host_kvm(name: str, tmp_path: Path, host_kvm) ->
     guest = tmp_path / f"{name}.asm"
     guest.write_text(SMALL_GUESTS[name])
     _compare(guest, tmp_path)
+
+
+# -- where the host's KVM refuses a guest instruction: a clear message, never a hang ------------
+# Each guest runs on sim and on kvm. A host KVM that runs it must end it as sim does; one
+# that refuses it (this host's kvm_pvm, oracles.md) must say which instruction, where, that
+# it is the host's limit, and exit with 70.
+
+FLAT_GDT = """
+        lgdt [gdtr]
+        jmp 0x08:.cs
+.cs:    mov ax, 0x10
+        mov ds, ax
+        mov ss, ax
+"""
+GDT = """
+        align 8
+gdt:    dq 0
+        dq 0x00CF9A000000FFFF
+        dq 0x00CF92000000FFFF
+gdtr:   dw 23
+        dd gdt
+"""
+REFUSED = {
+    # IRET to the next instruction, with a GDT so that CS reloads: a CPU runs it.
+    "iret": (f"""bits 32
+org 0x100000
+        mov esp, 0x90000
+{FLAT_GDT}
+        pushfd
+        push dword 0x08
+        push dword after
+        iretd
+after:  hlt
+{GDT}""", "the host's KVM could not run the guest instruction `iret` at eip 0x00100023 "
+          "(KVM_EXIT_INTERNAL_ERROR, suberror 1: emulation failure); this"),
+    # INT n past the IDT limit (0 at entry): a CPU raises #GP, then #DF, then shuts down.
+    "int_past_idt_limit": ("""bits 32
+org 0x100000
+        mov esp, 0x90000
+        int 0x80
+        hlt
+""", "the host's KVM could not run the guest instruction `int 80h` at eip 0x00100005 "
+     "(KVM_EXIT_INTERNAL_ERROR, suberror 1: emulation failure); vector 128 is past the IDT "
+     "limit 0x0, where a CPU raises #GP; this"),
+    # FE /7 is an invalid opcode: a CPU raises #UD (and, with no IDT, shuts down).
+    "opcode_fe_7": ("""bits 32
+org 0x100000
+        mov esp, 0x90000
+        nop
+        db 0xFE, 0xF8
+        hlt
+""", "the host's KVM could not run the guest instruction `db 0xfe, 0xf8` at eip 0x00100006 "
+     "(KVM_EXIT_INTERNAL_ERROR, suberror 1: emulation failure); it is an invalid opcode, "
+     "where a CPU raises #UD; this"),
+    # 32-bit paging with one 4 MiB identity page: a CPU enables it and halts.
+    "enable_paging": ("""bits 32
+org 0x100000
+        mov esp, 0x90000
+        mov edi, 0x200000
+        mov dword [edi], 0x00000083
+        mov eax, cr4
+        or eax, 0x10
+        mov cr4, eax
+        mov cr3, edi
+        mov eax, cr0
+        or eax, 0x80000000
+        mov cr0, eax
+        hlt
+""", "triple fault: guest shut down at eip 0x00100024 (`mov cr0,eax` enables paging, as a CPU "
+     "would; the host's KVM injected #GP instead, and the #GP ended in a triple fault); this"),
+    # KVM_HC_VAPIC_POLL_IRQ: kvm.ko answers it in the kernel and the guest halts.
+    "vmcall": ("""bits 32
+org 0x100000
+        mov esp, 0x90000
+        mov eax, 1
+        vmcall
+        hlt
+""", "the host's KVM did not return from KVM_RUN for 2 s at eip 0x0010000a (`vmcall`): the "
+     "host's KVM does not return to userspace from a guest's VMCALL; this"),
+}
+
+
+def _last_line(p) -> str:
+    err = p.stderr.decode(errors="replace").strip()
+    return err.splitlines()[-1] if err else ""
+
+
+def _ending(line: str) -> str:
+    """A halt is reported with EIP on sim only (the kvm backend shows no registers)."""
+    return "vmsim: the guest halted" if line.startswith("vmsim: the guest halted") else line
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_host_kvm_refusal_names_the_instruction(name: str, tmp_path: Path, host_kvm,
+                                                monkeypatch) -> None:
+    source, expected = REFUSED[name]
+    guest = tmp_path / f"{name}.asm"
+    guest.write_text(source)
+    monkeypatch.setenv("VMSIM_KVM_WATCHDOG", WATCHDOG)
+    sim = run_cli(["run", "--max-instructions", "100000", str(guest)])
+    kvm = run_cli(["run", "--backend", "kvm", str(guest)])
+    if kvm.returncode != HOST_LIMIT:
+        # This host's KVM runs it: then it ends as a CPU would, as on sim.
+        assert (kvm.returncode, _ending(_last_line(kvm))) == (sim.returncode,
+                                                              _ending(_last_line(sim)))
+        return
+    line = _last_line(kvm)
+    assert line.startswith(f"vmsim: {expected.removesuffix('; this')}"), line
+    assert NOT_VMSIM.search(line), line
+    assert "Traceback" not in kvm.stderr.decode(errors="replace")
+
+
+def test_triple_fault_reads_as_on_sim(tmp_path: Path, host_kvm) -> None:
+    # UD2 with no IDT: #UD, #DF, shutdown, on any CPU. Same words, same EIP, status 0.
+    guest = tmp_path / "ud2.asm"
+    guest.write_text("bits 32\norg 0x100000\n        mov esp, 0x90000\n        ud2\n")
+    sim = run_cli(["run", str(guest)])
+    kvm = run_cli(["run", "--backend", "kvm", str(guest)])
+    assert _last_line(sim) == "vmsim: triple fault: guest shut down at eip 0x00100005"
+    assert (kvm.returncode, _last_line(kvm)) == (sim.returncode, _last_line(sim)) == (
+        0, "vmsim: triple fault: guest shut down at eip 0x00100005")
+
+
+def test_a_guest_that_never_exits_is_stopped_by_the_watchdog(tmp_path: Path, host_kvm,
+                                                            monkeypatch) -> None:
+    # jmp $: no exit to userspace ever, and KVM counts no instructions for
+    # --max-instructions: the watchdog ends it, says how to change it, status 124.
+    guest = tmp_path / "spin.asm"
+    guest.write_text("bits 32\norg 0x100000\nspin:   jmp spin\n")
+    monkeypatch.setenv("VMSIM_KVM_WATCHDOG", "0.5")
+    kvm = run_cli(["run", "--backend", "kvm", str(guest)])
+    assert kvm.returncode == 124, kvm.stderr
+    assert _last_line(kvm) == (
+        "vmsim: the host's KVM did not return from KVM_RUN for 0.5 s at eip 0x00100000 "
+        "(`jmp short 00100000h`): the guest ran that long without an exit to vmsim; "
+        "VMSIM_KVM_WATCHDOG=SECONDS sets how long one KVM_RUN may take (0: no limit); "
+        "--max-instructions does not apply on --backend kvm")
+
+
+def test_max_instructions_on_kvm_says_why_not(tmp_path: Path, host_kvm) -> None:
+    guest = tmp_path / "halt.asm"
+    guest.write_text("bits 32\norg 0x100000\n        hlt\n")
+    kvm = run_cli(["run", "--backend", "kvm", "--max-instructions", "10", str(guest)])
+    assert kvm.returncode == 2
+    assert _last_line(kvm).startswith("vmsim: --max-instructions does not apply on --backend "
+                                      "kvm: the host's KVM counts no guest instructions; there "
+                                      "each KVM_RUN is bounded by a watchdog instead "
+                                      "(VMSIM_KVM_WATCHDOG=SECONDS, default 5; 0 for none)")
+
+
+def test_watchdog_setting_is_checked(tmp_path: Path, host_kvm, monkeypatch) -> None:
+    guest = tmp_path / "halt.asm"
+    guest.write_text("bits 32\norg 0x100000\n        hlt\n")
+    monkeypatch.setenv("VMSIM_KVM_WATCHDOG", "-1")
+    kvm = run_cli(["run", "--backend", "kvm", str(guest)])
+    assert (kvm.returncode, _last_line(kvm)) == (
+        2, "vmsim: VMSIM_KVM_WATCHDOG=-1: expected a number of seconds (0 turns the watchdog off)")
