@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from vmsim.cli import main
+from vmsim.cli import EXIT_LIMIT, main
 from vmsim.events import CATALOGUE
+from vmsim.trace import FLUSH_AT, InstructionColumn, TraceWriter, unfold
 
 ROOT = Path(__file__).resolve().parents[1]
 HELLO = str(ROOT / "sample_guests" / "hello.asm")
@@ -48,11 +49,111 @@ def test_serial_bytes_appear_as_out_exits(tmp_path: Path) -> None:
                and ev["qualification"] == 0x03F80000 for ev in vmexits)
 
 
+def _instructions(lines: list[dict]) -> dict[str, list[int]]:
+    """Each source's EIPs, decoded from its insn_run lines (checking n and count)."""
+    out: dict[str, list[int]] = {}
+    for ev in lines:
+        if ev["kind"] == "insn_run":
+            eips = out.setdefault(ev["source"], [])
+            assert ev["n"] == len(eips) + 1
+            decoded = unfold(ev)
+            assert len(decoded) == ev["count"]
+            eips += decoded
+    return out
+
+
 def test_instruction_level_records(tmp_path: Path) -> None:
     lines = _trace(tmp_path, "--trace-level", "insn")
-    insns = [ev for ev in lines if ev["kind"] == "insn"]
-    assert insns[0]["eip"] == 0x100000  # the entry point
-    assert [ev["n"] for ev in insns] == list(range(1, len(insns) + 1))
+    eips = _instructions(lines)["vcpu0"]
+    assert eips[0] == 0x100000  # the entry point
+    # Interleaved in order: every IN/OUT exit comes right after the instruction that
+    # exited (the last one written before the vmexit line).
+    last = None
+    for ev in lines:
+        if ev["kind"] == "insn_run":
+            last = unfold(ev)[-1]
+        elif ev["kind"] == "vmexit" and ev["reason"] == "IO_INSTRUCTION":
+            assert ev["rip"] == last
+
+
+def _recorded(guest: str, **kw) -> list[int]:
+    """Every EIP the vCPU began, recorded in memory with no trace writer (the oracle for
+    what the streamed, folded trace must decode to)."""
+    from array import array
+
+    from vmsim.session import Session
+
+    session = Session(guest, **kw)
+    col = array("I")
+    session.cpus[0].recorder = col
+    session.run()
+    return list(col)
+
+
+def test_insn_runs_decode_to_every_instruction(tmp_path: Path) -> None:
+    src = tmp_path / "loops.asm"
+    # Nested loops (folded), data-dependent branches (not folded) and exits in between.
+    src.write_text("bits 32\norg 0x100000\n mov ecx, 300\nouter: mov edx, 7\n"
+                   "inner: dec edx\n jnz inner\n test ecx, 1\n jz even\n nop\neven: mov dx, 0x80\n"
+                   " out dx, al\n loop outer\n mov dx, 0x501\n mov al, 0\n out dx, al\n")
+    out = tmp_path / "t.jsonl"
+    assert main(["run", "--trace", str(out), "--trace-level", "insn", str(src)]) == 1
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert _instructions(lines)["vcpu0"] == _recorded(str(src))
+    assert any(isinstance(item, list) for ev in lines if ev["kind"] == "insn_run"
+               for item in ev["d"]), "the inner loop was not folded"
+
+
+def test_insn_trace_is_compact(tmp_path: Path) -> None:
+    # A loop that does not exit: ~2 bytes an instruction at most (one JSON line of 59
+    # bytes per instruction before), a tight loop almost nothing.
+    src = tmp_path / "count.asm"
+    src.write_text("bits 32\norg 0x100000\n xor eax, eax\n mov ecx, 50000\n"
+                   "again: add eax, ecx\n test eax, 4\n jz skip\n inc ebx\nskip: loop again\n"
+                   "spin: jmp spin\n")
+    out = tmp_path / "t.jsonl"
+    assert main(["run", "--max-instructions", "400000", "--trace", str(out), "--trace-level",
+                 "insn", str(src)]) == EXIT_LIMIT
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    n = len(_instructions(lines)["vcpu0"])
+    assert n >= 399_000
+    assert out.stat().st_size < 3 * 250000 + 20000  # the counting loop, then spinning
+
+
+def test_instructions_are_written_as_the_run_goes(tmp_path: Path) -> None:
+    """The trace is not held until the end: each batch of instructions reaches the file
+    while the guest runs on (bounded memory, and a killed run keeps its trace)."""
+    from vmsim.events import EventStream
+    from vmsim.session import Session
+
+    src = tmp_path / "spin.asm"
+    src.write_text("bits 32\norg 0x100000\nspin: jmp spin\n")
+
+    class Sink:
+        def __init__(self) -> None:
+            self.waiting: list[int] = []  # instructions run but not yet written, per write
+
+        def write(self, text: str) -> None:
+            if '"insn_run"' in text:
+                self.waiting.append(session.instructions - col.count)
+
+        def flush(self) -> None:
+            pass
+
+    for backend in ("sim", "bare"):
+        events = EventStream()
+        sink = Sink()
+        writer = TraceWriter(events, sink, "insn")
+        session = Session(str(src), backend, max_instructions=3_000_000, events=events)
+        col = InstructionColumn(session.cpus[0].name)
+        writer.add_column(col)
+        session.cpus[0].recorder = col
+        session.run()
+        writer.close()
+        assert len(sink.waiting) > 2, backend
+        # At most FLUSH_AT plus one CPU batch (20 000 under kvm.ko, 1 Mi on bare) wait.
+        assert max(sink.waiting) <= FLUSH_AT + (1 << 20), backend
+        assert col.count == session.instructions, backend
 
 
 def test_stats_json(tmp_path: Path) -> None:

@@ -18,13 +18,47 @@ def register(subparsers) -> None:
     p.add_argument("--presentation", action="store_true", help="large fonts, for a projector")
     p.add_argument("--screenshot", metavar="FILE.png",
                    help="render the window offscreen after --steps steps, save it, and exit")
-    p.add_argument("--steps", type=int, default=0, metavar="N",
-                   help="with --screenshot: step N events first")
-    p.add_argument("--size", default="1600x1000", metavar="WxH", help="with --screenshot: window size")
+    p.add_argument("--steps", type=_count, default=0, metavar="N",
+                   help="with --screenshot: step N events first (instructions with --backend bare)")
+    p.add_argument("--size", type=_size, default=(1600, 1000), metavar="WxH",
+                   help=f"with --screenshot: window size ({SIZE_RANGE[0]} to {SIZE_RANGE[1]} "
+                        "pixels each way; default 1600x1000)")
     p.set_defaults(func=main)
 
 
+SIZE_RANGE = (200, 8192)  # a window Qt can lay out, an image that fits in memory
+
+
+def _count(text: str) -> int:
+    try:
+        v = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{v}: must be 0 or more")
+    return v
+
+
+def _size(text: str) -> tuple[int, int]:
+    w, sep, h = text.lower().partition("x")
+    try:
+        size = (int(w), int(h)) if sep else None
+    except ValueError:
+        size = None
+    if size is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected WIDTHxHEIGHT, e.g. 1600x1000")
+    lo, hi = SIZE_RANGE
+    if not all(lo <= v <= hi for v in size):
+        raise argparse.ArgumentTypeError(f"{text}: each side must be {lo} to {hi} pixels")
+    return size
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.screenshot:
+        problem = _screenshot_path_problem(args.screenshot, args.guest)
+        if problem:
+            print(f"vmsim gui: {problem}", file=sys.stderr)
+            return 2
     if args.screenshot and not os.environ.get("QT_QPA_PLATFORM"):
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
     try:
@@ -38,6 +72,8 @@ def main(args: argparse.Namespace) -> int:
     from vmsim.asm import AsmError
     from vmsim.vmm.machine import GuestLoadError
 
+    if args.screenshot:
+        _quiet_offscreen_warnings()
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setOrganizationName("vmsim")
     app.setApplicationName("vmsim-gui")
@@ -59,30 +95,79 @@ def main(args: argparse.Namespace) -> int:
     return app.exec()
 
 
-def screenshot(win, path: str, steps: int, size: str = "1600x1000") -> int:
-    """Step `steps` events, render the window, save it as PNG."""
+def _quiet_offscreen_warnings() -> None:
+    """The offscreen platform warns that it cannot propagate size hints each time a dock
+    is laid out: noise, not a problem of the screenshot. Other messages go through."""
+    from PySide6.QtCore import qInstallMessageHandler
+
+    def handler(mode, context, message: str) -> None:
+        if "does not support propagateSizeHints" not in message:
+            print(message, file=sys.stderr)
+
+    qInstallMessageHandler(handler)
+
+
+def _screenshot_path_problem(path: str, guest: str | None) -> str | None:
+    """Why --screenshot PATH cannot be written, found before any stepping."""
+    from vmsim.files import refuse_overwrite
+
+    refusal = refuse_overwrite([("--screenshot", path)], [("guest file", guest)])
+    if refusal:
+        return refusal
+    if os.path.isdir(path):
+        return f"{path}: is a directory"
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        return f"{path}: cannot write: no directory {parent}"
+    return None
+
+
+def screenshot(win, path: str, steps: int, size: tuple[int, int] = (1600, 1000)) -> int:
+    """Step `steps` events (instructions on the bare backend, which has no VM events),
+    render the window, save it as PNG. A guest that does something vmsim does not model
+    stops the stepping with the one line and the status (70) `vmsim run` gives it; the
+    picture of where it stopped is still saved."""
+    from PySide6.QtCore import QBuffer, QIODevice
     from PySide6.QtWidgets import QApplication
 
-    w, _, h = size.partition("x")
-    win.resize(int(w), int(h))
+    from vmsim.hw.exceptions import Unsupported
+
+    win.resize(*size)
     win.diagram.animate = False
     win.show()
     QApplication.processEvents()
     _settle(0.1)
-    for _ in range(steps):
-        win.registers.mark_step()
-        out = win.bridge.step_event()
-        if out is None or out.finished:
-            break
+    status = 0
+    bridge = win.bridge
+    step = bridge.step_instruction if bridge.session.vm is None else bridge.step_event
+    try:
+        for _ in range(steps):
+            win.registers.mark_step()
+            out = step()
+            if out is None or out.finished:
+                break
+    except Unsupported as e:
+        cpus = bridge.session.cpus
+        where = f" at eip {cpus[0].eip:#010x}" if cpus else ""
+        print(f"vmsim gui: stopped{where}: {e}", file=sys.stderr)
+        status = 70  # as vmsim.cli.EXIT_UNSUPPORTED
     QApplication.processEvents()
     win.refresh()
     _settle(0.2)  # docks re-lay their tab bars from posted events
-    ok = win.grab().save(path, "PNG")
+    buf = QBuffer()
+    buf.open(QIODevice.OpenModeFlag.WriteOnly)
+    ok = win.grab().save(buf, "PNG")
     win.close()
     if not ok:
-        print(f"vmsim gui: cannot write {path}", file=sys.stderr)
+        print(f"vmsim gui: {path}: cannot render the window as PNG", file=sys.stderr)
         return 2
-    return 0
+    try:
+        with open(path, "wb") as f:
+            f.write(bytes(buf.data()))
+    except OSError as e:
+        print(f"vmsim gui: {path}: cannot write: {e.strerror}", file=sys.stderr)
+        return 74  # as vmsim.cli.EXIT_IO
+    return status
 
 
 def _settle(seconds: float) -> None:

@@ -2,104 +2,254 @@
 
 Exit status of `vmsim run`: the isa-debug-exit status ((v << 1) | 1, always odd) when the
 guest wrote one; otherwise 0 when the guest halted or shut down (the reason on stderr), 1
-when the guest does not assemble, 2 for bad usage or unreadable input, 70 when the guest
-did something vmsim does not model, 124 when --max-instructions ran out.
+when the guest does not assemble, 2 for bad usage or unreadable input (found before the
+guest runs), 70 when the guest did something vmsim does not model, 74 when an output
+(the trace, stdout, --stats-json) could not be written (EX_IOERR: disk full, ...), 124
+when --max-instructions ran out, 128 + the signal's number for SIGINT (130) and SIGTERM
+(143), after the trace so far is written out. A reader of stdout that goes away (`| head`)
+does not stop the guest: its output is dropped and the status is the guest's.
+Every error is one line on stderr, naming the file.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
-EXIT_OK, EXIT_ASM, EXIT_BAD_INPUT, EXIT_UNSUPPORTED, EXIT_LIMIT = 0, 1, 2, 70, 124
+EXIT_OK, EXIT_ASM, EXIT_BAD_INPUT, EXIT_UNSUPPORTED, EXIT_IO, EXIT_LIMIT = 0, 1, 2, 70, 74, 124
 NO_LIMIT = 1 << 62
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT (Ctrl-C) or SIGTERM during a run: it ends, what was traced is kept."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
 
 
 def _serial_input(text: str) -> bytes:
     """--serial-in TEXT: the bytes of TEXT with backslash escapes (\\n, \\x41 ...), or
-    the contents of a file given as @FILE."""
+    the contents of a file given as @FILE (a regular file of at most SERIAL_IN_LIMIT)."""
+    from vmsim.files import SERIAL_IN_LIMIT, read_input_file
+
     if text.startswith("@"):
-        with open(text[1:], "rb") as f:
-            return f.read()
-    return text.encode("utf-8").decode("unicode_escape").encode("latin-1")
+        return read_input_file(text[1:], SERIAL_IN_LIMIT, "the --serial-in limit")
+    try:
+        return text.encode("utf-8").decode("unicode_escape").encode("latin-1")
+    except UnicodeError as e:
+        raise ValueError(f"--serial-in: {e.reason} in {text!r} (escapes are \\n, \\xHH ...; "
+                         "characters above \\xff are not bytes)") from None
+
+
+def _stdout_name() -> str:
+    """What stdout is, for a message: the file it was redirected to, when there is one."""
+    try:
+        target = os.readlink(f"/proc/self/fd/{sys.stdout.fileno()}")
+    except (OSError, ValueError, AttributeError):
+        return "stdout"
+    return f"stdout ({target})" if target.startswith("/") else "stdout"
+
+
+def _drop_stdout() -> None:
+    """After a failed write, point stdout at /dev/null so that nothing more (not even the
+    interpreter's flush at exit) fails on it, as the Python docs advise for SIGPIPE."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+class _SerialOut:
+    """COM1's output on stdout, written as the guest sends it.
+
+    A reader that goes away (`vmsim run g.asm | head -c 3`) is not the guest's problem:
+    like a QEMU chardev whose peer disconnected, further output is dropped and the guest
+    runs on to its own end, whose status `vmsim run` still returns. Any other failed
+    write (a full disk) ends the run with OutputError naming the file.
+    """
+
+    def __init__(self) -> None:
+        self.out = sys.stdout.buffer
+        self.dropped = False
+
+    def __call__(self, data: bytes) -> None:
+        from vmsim.files import OutputError, is_broken_pipe
+
+        if self.dropped:
+            return
+        try:
+            self.out.write(data)
+            self.out.flush()
+        except OSError as e:
+            self.dropped = True
+            name = _stdout_name()
+            _drop_stdout()
+            if not is_broken_pipe(e):
+                raise OutputError(name, e) from None
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from vmsim.asm import AsmError
     from vmsim.events import EventStream
+    from vmsim.files import InputError, OutputError, refuse_overwrite
     from vmsim.hostkvm import HostKvmError
     from vmsim.hw.exceptions import Unsupported
     from vmsim.session import Session
     from vmsim.stats import ExitStats
     from vmsim.trace import InstructionColumn, TraceWriter
-    from vmsim.vmm.machine import GuestLoadError, MachineConfig
-
-    out = sys.stdout.buffer
-
-    def write_serial(data: bytes) -> None:
-        out.write(data)
-        out.flush()
+    from vmsim.vmm.machine import LOAD_ADDRESS, GuestLoadError, MachineConfig, load_guest_file
 
     limit = args.max_instructions if args.max_instructions != NO_LIMIT else None
+    serial_file = args.serial_in[1:] if args.serial_in and args.serial_in.startswith("@") else None
+    refusal = refuse_overwrite([("--trace", args.trace), ("--stats-json", args.stats_json)],
+                               [("guest file", args.guest), ("--serial-in file", serial_file)])
+    if refusal:
+        print(f"vmsim: {refusal}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        serial_in = _serial_input(args.serial_in) if args.serial_in else b""
+        image = load_guest_file(args.guest, (args.memory << 20) - LOAD_ADDRESS)
+    except AsmError as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_ASM
+    except (GuestLoadError, InputError, ValueError) as e:
+        print(f"vmsim: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
     events = EventStream()
-    trace_file = trace = None
+    files: list = []
+    trace = stats_file = None
     # Statistics and the trace listen before the VM exists: its creation (every KVM
     # ioctl) is part of the record.
     stats = ExitStats() if (args.stats or args.stats_json) else None
     if stats is not None:
         stats.attach(events)
+    serial_out = _SerialOut()
     try:
-        serial_in = _serial_input(args.serial_in) if args.serial_in else b""
+        if args.stats_json:
+            stats_file = open(args.stats_json, "w", encoding="utf-8")
+            files.append(stats_file)
         if args.trace:
             trace_file = open(args.trace, "w", encoding="utf-8")
-            trace = TraceWriter(events, trace_file, args.trace_level)
-        session = Session(args.guest, args.backend, MachineConfig(args.memory, serial_in),
-                          serial_out=write_serial, max_instructions=limit, paging=args.paging,
+            files.append(trace_file)
+            trace = TraceWriter(events, trace_file, args.trace_level, path=args.trace)
+        session = Session(image, args.backend, MachineConfig(args.memory, serial_in),
+                          serial_out=serial_out, max_instructions=limit, paging=args.paging,
                           events=events)
-    except AsmError as e:
-        print(str(e), file=sys.stderr)
-        return _close(trace, trace_file, EXIT_ASM)
-    except (GuestLoadError, HostKvmError, ValueError, UnicodeDecodeError) as e:
+    except (HostKvmError, ValueError) as e:
         print(f"vmsim: {e}", file=sys.stderr)
-        return _close(trace, trace_file, EXIT_BAD_INPUT)
+        return _close(trace, files, EXIT_BAD_INPUT)
+    except OutputError as e:  # the trace of the VM's creation could not be written
+        print(f"vmsim: {e}", file=sys.stderr)
+        return _close(trace, files, EXIT_IO)
     except OSError as e:
         print(f"vmsim: {e.filename}: {e.strerror}", file=sys.stderr)
-        return _close(trace, trace_file, EXIT_BAD_INPUT)
-    if trace is not None and args.trace_level in ("insn", "all"):
+        return _close(trace, files, EXIT_BAD_INPUT)
+    if trace is not None:
         for cpu in session.cpus:
             col = InstructionColumn(cpu.name)
-            cpu.recorder = col.eips
-            trace.columns.append(col)
-    try:
-        outcome = session.run()
-    except Unsupported as e:
-        print(f"vmsim: stopped: {e}", file=sys.stderr)
-        return EXIT_UNSUPPORTED
-    finally:
-        if trace is not None:
-            trace.close()
-        if trace_file is not None:
-            trace_file.close()
+            trace.add_column(col)
+            if col.on_full is not None:
+                cpu.recorder = col
+
+    status: int | None = None
+    with _signals_end_the_run(trace) as closing:
+        try:
+            outcome = session.run()
+        except Unsupported as e:
+            print(f"vmsim: stopped: {e}", file=sys.stderr)
+            status = EXIT_UNSUPPORTED
+        except OutputError as e:
+            print(f"vmsim: {e}", file=sys.stderr)
+            status = EXIT_IO
+        except Interrupted as e:
+            name = signal.Signals(e.signum).name
+            kept = f"; the trace so far is in {args.trace}" if args.trace else ""
+            print(f"vmsim: {name}: stopped after {session.instructions} instructions{kept}",
+                  file=sys.stderr)
+            status = 128 + e.signum
+        finally:
+            closing()
+            if trace is not None:
+                try:
+                    trace.close()
+                except OutputError as e:
+                    if status is None:
+                        print(f"vmsim: {e}", file=sys.stderr)
+                        status = EXIT_IO
+    if status is not None:
+        return _close(None, files, status)
     if stats is not None:
         stats.finish(session.instructions, session.virtual_time)
         if args.stats:
             stats.report(sys.stderr)
-        if args.stats_json:
+        if stats_file is not None:
             try:
-                with open(args.stats_json, "w", encoding="utf-8") as f:
-                    stats.write_json(f)
+                stats.write_json(stats_file)
+                stats_file.flush()
             except OSError as e:
-                print(f"vmsim: {args.stats_json}: {e.strerror}", file=sys.stderr)
-                return EXIT_BAD_INPUT
-    return _status(session, outcome, limit)
+                print(f"vmsim: {OutputError(args.stats_json, e)}", file=sys.stderr)
+                return _close(None, files, EXIT_IO)
+    status = _status(session, outcome, limit)
+    return _close(None, files, status)
 
 
-def _close(trace, trace_file, status: int) -> int:
+@contextlib.contextmanager
+def _signals_end_the_run(trace):
+    """SIGINT and SIGTERM raise Interrupted in the run, so that the `finally` that closes
+    the trace runs; never in the middle of a trace record (TraceWriter.deferred), and not
+    again once the run is being wound up (the context's value marks that point)."""
+    state = {"closing": False}
+
+    def handler(signum: int, frame) -> None:
+        if state["closing"]:
+            return
+        exc = Interrupted(signum)
+        if trace is not None and trace.busy:
+            trace.deferred = exc
+            return
+        raise exc
+
+    saved = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            saved[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread (an embedding program): keep its handlers
+            pass
+    try:
+        yield lambda: state.update(closing=True)
+    finally:
+        for sig, old in saved.items():
+            signal.signal(sig, old)
+
+
+def _close(trace, files: list, status: int) -> int:
+    """Close the outputs after a run that ended (or did not start) with `status`. An error
+    here is reported only if nothing was wrong before (then the status becomes EXIT_IO)."""
+    from vmsim.files import OutputError
+
+    ok = status not in (EXIT_BAD_INPUT, EXIT_IO)
     if trace is not None:
-        trace.close()
-    if trace_file is not None:
-        trace_file.close()
+        try:
+            trace.close()
+        except OutputError as e:
+            if ok:
+                print(f"vmsim: {e}", file=sys.stderr)
+                status, ok = EXIT_IO, False
+    for f in files:
+        try:
+            f.close()
+        except OSError as e:
+            if ok:
+                print(f"vmsim: {OutputError(f.name, e)}", file=sys.stderr)
+                status, ok = EXIT_IO, False
     return status
 
 
@@ -128,8 +278,15 @@ def _status(session, outcome, limit: int | None) -> int:
     return EXIT_OK
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (status 2) rather than the usage text."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="vmsim",
         description="Educational simulator of hardware-assisted virtualization (KVM + QEMU on VMX).")
     from vmsim import __version__
@@ -142,10 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Load GUEST at 0x100000 and run it; what it writes to COM1 "
                                      "goes to stdout.")
     run.add_argument("guest", metavar="GUEST", help=".asm source or flat binary")
-    run.add_argument("--memory", type=int, default=16, metavar="MIB", help="RAM size (default 16)")
+    run.add_argument("--memory", type=_memory_mib, default=16, metavar="MIB",
+                     help=f"RAM size, {MEMORY_MIB[0]} to {MEMORY_MIB[1]} (default 16)")
     run.add_argument("--serial-in", metavar="TEXT",
                      help="what the guest receives on COM1 (backslash escapes allowed; "
-                          "@FILE for a file's bytes)")
+                          "@FILE for a file's bytes, at most 1 MiB)")
     run.add_argument("--max-instructions", type=_positive, default=NO_LIMIT, metavar="N",
                      help="stop after N guest instructions (sim and bare backends)")
     run.add_argument("--backend", choices=("sim", "kvm", "bare"), default="sim",
@@ -155,11 +313,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--paging", choices=("ept", "shadow"), default="ept",
                      help="how the simulated kvm.ko virtualizes memory: EPT (default) or "
                           "shadow page tables (kvm_intel ept=0)")
-    run.add_argument("--trace", metavar="FILE", help="write events as JSON Lines to FILE "
-                                                     "(docs/trace-format.md)")
+    run.add_argument("--trace", metavar="FILE", help="write events as JSON Lines to FILE, "
+                                                     "as they happen (docs/trace-format.md)")
     run.add_argument("--trace-level", choices=("vm", "insn", "all"), default="vm",
                      help="vm: every event but per-access MMU ones (default); insn: also "
-                          "each instruction executed; all: also TLB and page-walk steps")
+                          "each instruction executed, as compact runs: about 2 bytes per "
+                          "instruction in code that computes, more where it exits often "
+                          "(docs/trace-format.md); "
+                          "all: also TLB and page-walk steps")
     run.add_argument("--stats", action="store_true",
                      help="print exit statistics to stderr at the end (like perf kvm stat)")
     run.add_argument("--stats-json", metavar="FILE", help="write the statistics as JSON")
@@ -192,6 +353,20 @@ def _unavailable(name: str, error: Exception) -> int:
     return EXIT_BAD_INPUT
 
 
+MEMORY_MIB = (2, 3072)  # the RAM sizes vmsim.vmm.machine.Machine accepts
+
+
+def _memory_mib(text: str) -> int:
+    try:
+        v = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of MiB: {text!r}") from None
+    lo, hi = MEMORY_MIB
+    if not lo <= v <= hi:
+        raise argparse.ArgumentTypeError(f"{v} MiB: RAM must be {lo} to {hi} MiB")
+    return v
+
+
 def _positive(text: str) -> int:
     try:
         v = int(text, 0)
@@ -204,13 +379,14 @@ def _positive(text: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
         return args.func(args)
     except KeyboardInterrupt:
         print("vmsim: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
+    except BrokenPipeError:  # e.g. `vmsim asm --listing x.asm | head`: the reader is done
+        _drop_stdout()
         return 0
 
 

@@ -36,13 +36,30 @@ def run(args: argparse.Namespace) -> int:
     """Handler for `vmsim asm`; returns the exit status."""
     from vmsim.asm.assembler import Assembler
     from vmsim.asm.listing import format_listing
+    from vmsim.files import SOURCE_LIMIT, InputError, read_input_file, refuse_overwrite
 
     src_path = Path(args.file)
+    out = Path(args.output) if args.output else src_path.with_suffix(".bin")
+    # Checked before anything is read or written: an output onto the source (`-o x.asm`,
+    # `-l x.asm`, or `vmsim asm x.bin` whose default output is itself) would destroy it.
+    refusal = refuse_overwrite([("-o" if args.output else "the output", str(out)),
+                                ("-l", args.listing_file)], [("source file", args.file)])
+    if refusal:
+        hint = "" if args.output else " (name another with -o)"
+        print(f"{args.file}:1:1: {refusal}{hint}", file=sys.stderr)
+        return 1
     try:
-        source = src_path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raw = read_input_file(src_path, SOURCE_LIMIT, "the source file limit")
+        source = raw.decode("utf-8")
+    except InputError as e:
+        reason = str(e).removeprefix(f"{args.file}: ")
         print(f"{args.file}:1:1: cannot read source file: {reason}", file=sys.stderr)
+        return 1
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        print(f"{args.file}:{line}:{col}: cannot read source file: not UTF-8 text "
+              f"({e.reason})", file=sys.stderr)
         return 1
     try:
         asm = Assembler(source, args.file)
@@ -53,16 +70,18 @@ def run(args: argparse.Namespace) -> int:
     except RecursionError:
         print(f"{args.file}:1:1: expression nested too deeply", file=sys.stderr)
         return 1
-    out = Path(args.output) if args.output else src_path.with_suffix(".bin")
     try:
         out.write_bytes(image.data)
         if args.listing or args.listing_file:
             bases = {name: s.base for name, s in asm.sections.items()}
             text = format_listing(asm.placed, bases)
-            if args.listing:
-                sys.stdout.write(text)
             if args.listing_file:
                 Path(args.listing_file).write_text(text, encoding="utf-8")
+            if args.listing:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+    except BrokenPipeError:
+        raise  # `--listing | head`: the reader has what it wanted (vmsim.cli.main)
     except OSError as e:
         print(f"{e.filename or out}:1:1: cannot write output: {e.strerror}", file=sys.stderr)
         return 1

@@ -150,19 +150,28 @@ class Machine:
         self.image = image
 
 
-def load_guest_file(path: str | Path) -> GuestImage:
+def load_guest_file(path: str | Path, max_bytes: int | None = None) -> GuestImage:
     """A `.asm` file (assembled by vmsim) or a flat binary, as a GuestImage.
 
-    Raises GuestLoadError (missing file) or vmsim.asm.AsmError (bad source).
+    Only a regular file is read (vmsim.files.read_input_file), and only up to its limit:
+    a source up to SOURCE_LIMIT, a binary up to `max_bytes` (what RAM holds above the
+    load address; by default the largest RAM). Raises GuestLoadError (missing, special or
+    too large file) or vmsim.asm.AsmError (bad source).
     """
+    from vmsim.files import SOURCE_LIMIT, InputError, read_input_file
+
     p = Path(path)
+    is_source = p.suffix.lower() in (".asm", ".s", ".nasm")
+    if max_bytes is None:
+        max_bytes = (3072 << 20) - LOAD_ADDRESS
     try:
-        raw = p.read_bytes()
-    except OSError as e:
-        raise GuestLoadError(f"{path}: {e.strerror or e}") from None
+        raw = (read_input_file(p, SOURCE_LIMIT, "the source file limit") if is_source else
+               read_input_file(p, max_bytes, f"guest RAM holds above {LOAD_ADDRESS:#x}"))
+    except InputError as e:
+        raise GuestLoadError(str(e)) from None
     if not raw:
         raise GuestLoadError(f"{path}: the file is empty")
-    if p.suffix.lower() in (".asm", ".s", ".nasm"):
+    if is_source:
         from vmsim.asm import assemble
 
         try:

@@ -1,0 +1,131 @@
+"""Files the command line reads and writes, guarded the way a user needs them guarded.
+
+- `read_input_file`: only a regular file, only up to a size limit, checked before reading
+  (a FIFO would block forever, `/dev/zero` never ends, a directory is not a guest).
+- `refuse_overwrite`: an output path that is one of the inputs (same file, whatever path
+  or symlink leads to it) is refused before anything is written, as nasm refuses
+  ("will not overwrite input file").
+- `OutputError`: a write that failed (disk full, broken pipe) while a run was going on,
+  carried out of the simulation as one exception naming the file.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterable
+
+# `vmsim asm` and `.asm` guests: far beyond any hand-written source (vmsim's own samples
+# are under 20 KiB); the image it makes is limited separately by guest RAM.
+SOURCE_LIMIT = 16 << 20
+# `--serial-in @FILE`: every byte the guest reads costs it an IN from the UART (a VM exit
+# and a trip to userspace), so 1 MiB is already minutes of guest time.
+SERIAL_IN_LIMIT = 1 << 20
+
+
+class InputError(ValueError):
+    """An input file that cannot be used; str() is one line naming the file."""
+
+
+class OutputError(Exception):
+    """Writing an output file failed; str() is one line naming the file and the error."""
+
+    def __init__(self, path: str, error: OSError):
+        self.path = path
+        self.error = error
+        reason = error.strerror or str(error)
+        super().__init__(f"{path}: cannot write: {reason}")
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def read_input_file(path: str | os.PathLike[str], limit: int, what: str = "the limit") -> bytes:
+    """The bytes of `path`, a regular file of at most `limit` bytes.
+
+    Raises InputError (one line naming the file) for a missing or unreadable file, for
+    anything but a regular file, and for a file larger than `limit` (`what` says where
+    the limit comes from). The file is opened non-blocking, so a FIFO is refused rather
+    than waited on, and read to at most `limit` + 1 bytes, so a file that grows while it
+    is read (or a /proc file that reports size 0) cannot make the read unbounded.
+    """
+    name = os.fspath(path)
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise InputError(f"{name}: {e.strerror or e}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"{name}: {_kind(st.st_mode)}, not a regular file")
+        if st.st_size > limit:
+            raise InputError(f"{name}: {st.st_size} bytes, more than {what} ({limit} bytes)")
+        os.set_blocking(fd, True)
+        chunks = []
+        left = limit + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+    except OSError as e:
+        raise InputError(f"{name}: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise InputError(f"{name}: more than {what} ({limit} bytes)")
+    return data
+
+
+def _identity(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether two paths lead to one existing file (os.path.samefile without raising)."""
+    ia = _identity(a)
+    return ia is not None and ia == _identity(b)
+
+
+def refuse_overwrite(outputs: Iterable[tuple[str, str | None]],
+                     inputs: Iterable[tuple[str, str | None]]) -> str | None:
+    """A one-line refusal when an output would overwrite an input or another output.
+
+    `outputs` are (option, path) pairs, e.g. ("--trace", "g.asm"), `inputs` (what it
+    is, path) pairs, e.g. ("guest file", "g.asm"); None paths are skipped. Returns None
+    when every output is safe to open.
+    """
+    ins = [(what, p) for what, p in inputs if p]
+    outs = [(opt, p) for opt, p in outputs if p]
+    for i, (opt, p) in enumerate(outs):
+        for what, q in ins:
+            if same_file(p, q):
+                return f"{opt} {p}: will not overwrite the {what}"
+        for other_opt, q in outs[:i]:
+            # Two outputs into one regular file would interleave; /dev/null is fine.
+            if (same_file(p, q) and os.path.isfile(p)) or \
+                    (not os.path.exists(p) and os.path.abspath(p) == os.path.abspath(q)):
+                return f"{opt} {p}: the same file as {other_opt}"
+    return None
+
+
+def is_broken_pipe(e: OSError) -> bool:
+    return isinstance(e, BrokenPipeError) or e.errno == errno.EPIPE
