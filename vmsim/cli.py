@@ -275,7 +275,8 @@ def _status(session, outcome, limit: int | None) -> int:
     if reason in ("shutdown (triple fault)", "triple fault"):
         reason = "triple fault: guest shut down"
     print(f"vmsim: {reason}{where}", file=sys.stderr)
-    return EXIT_OK
+    # The host's KVM gives its stop reasons their status (vmsim.hostkvm.explain.HostKvmStop).
+    return getattr(reason, "exit_status", EXIT_OK)
 
 
 class _Parser(argparse.ArgumentParser):
