@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -78,3 +79,163 @@ def test_halt_reports_where_on_stderr(tmp_path: Path, backend: str) -> None:
     assert (p.returncode, p.stdout) == (0, "")
     # HLT is at 0x100001; a halted CPU's EIP is past it (HLT has retired).
     assert _one_line_error(p) == "vmsim: the guest halted at eip 0x00100002"
+
+
+# -- outputs that fail, inputs that would be lost --------------------------------------------
+
+def vmsim_raw(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vmsim", *args], capture_output=True,
+                          cwd=ROOT, timeout=120, **kw)
+
+
+def _one_line_bytes(p: subprocess.CompletedProcess) -> str:
+    err = p.stderr.decode(errors="replace")
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this system")
+def test_trace_to_a_full_disk_is_one_line_and_status_74() -> None:
+    p = vmsim("run", "--trace", "/dev/full", str(HELLO))
+    assert p.returncode == 74
+    assert _one_line_error(p) == "vmsim: /dev/full: cannot write: No space left on device"
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this system")
+def test_serial_output_to_a_full_disk_is_one_line_and_status_74() -> None:
+    with open("/dev/full", "wb") as full:
+        p = subprocess.run([sys.executable, "-m", "vmsim", "run", str(HELLO)], stdout=full,
+                           stderr=subprocess.PIPE, cwd=ROOT, timeout=120)
+    assert p.returncode == 74
+    line = _one_line_bytes(p)
+    assert line.startswith("vmsim: stdout") and "/dev/full" in line
+    assert line.endswith("No space left on device")
+
+
+def _limit_file_size(limit: int):
+    def preexec() -> None:
+        import resource
+
+        # Python ignores SIGXFSZ, so a write past the limit fails with EFBIG.
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return preexec
+
+
+def test_a_trace_cut_short_keeps_what_was_written(tmp_path: Path) -> None:
+    """A file that cannot grow (here RLIMIT_FSIZE: "File too large") ends the run with
+    one line naming it; the lines written before are kept and each is whole JSON."""
+    trace = tmp_path / "t.jsonl"
+    p = vmsim_raw("run", "--trace", str(trace), "--trace-level", "insn", str(HELLO),
+                  preexec_fn=_limit_file_size(64 << 10))
+    assert p.returncode == 74
+    assert _one_line_bytes(p) == f"vmsim: {trace}: cannot write: File too large"
+    lines = trace.read_bytes().split(b"\n")
+    assert len(lines) > 100 and trace.stat().st_size <= 64 << 10
+    import json
+
+    for line in lines[:-1]:  # the last one may be cut where the limit fell
+        json.loads(line)
+
+
+def _chatty_guest(tmp_path: Path, nbytes: int, status: int) -> Path:
+    src = tmp_path / "chatty.asm"
+    src.write_text(f"bits 32\norg 0x100000\n mov ecx, {nbytes}\n mov dx, 0x3f8\n mov al, 'x'\n"
+                   f"again: out dx, al\n loop again\n mov dx, 0x501\n mov al, {status}\n"
+                   " out dx, al\n")
+    return src
+
+
+def test_broken_pipe_keeps_the_guest_running_and_its_status(tmp_path: Path) -> None:
+    # `vmsim run chatty.asm | head -c 3`: more output than a pipe holds, so the writes
+    # after the reader has gone fail with EPIPE.
+    src = _chatty_guest(tmp_path, 200_000, 3)
+    with subprocess.Popen([sys.executable, "-m", "vmsim", "run", "--backend", "bare", str(src)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT) as p:
+        assert p.stdout.read(3) == b"xxx"
+        p.stdout.close()
+        err = p.stderr.read().decode()
+        assert p.wait(timeout=120) == (3 << 1) | 1  # the guest's own status
+    assert err == ""  # no traceback, no "Exception ignored" at exit
+
+
+@pytest.mark.parametrize("option", ["--trace", "--stats-json"])
+@pytest.mark.parametrize("via", ["same path", "symlink", "other path"])
+def test_run_will_not_overwrite_its_guest(tmp_path: Path, option: str, via: str) -> None:
+    guest = tmp_path / "g.asm"
+    text = HELLO.read_text()
+    guest.write_text(text)
+    target = {"same path": guest, "symlink": tmp_path / "link.asm",
+              "other path": tmp_path / "." / "sub" / ".." / "g.asm"}[via]
+    (tmp_path / "sub").mkdir()
+    if via == "symlink":
+        target.symlink_to(guest)
+    p = vmsim("run", option, str(target), str(guest))
+    assert p.returncode == 2
+    assert "will not overwrite the guest file" in _one_line_error(p)
+    assert guest.read_text() == text and p.stdout == ""
+
+
+def test_run_will_not_write_trace_and_stats_into_one_file(tmp_path: Path) -> None:
+    out = tmp_path / "both.json"
+    p = vmsim("run", "--trace", str(out), "--stats-json", str(out), str(HELLO))
+    assert p.returncode == 2
+    assert "the same file" in _one_line_error(p)
+
+
+@pytest.mark.parametrize("case", ["-o src", "-l src", "-o symlink", "default output"])
+def test_asm_will_not_overwrite_its_source(tmp_path: Path, case: str) -> None:
+    src = tmp_path / ("foo.bin" if case == "default output" else "foo.asm")
+    src.write_text("bits 32\nnop\n")
+    link = tmp_path / "link.asm"
+    link.symlink_to(src)
+    extra = {"-o src": ["-o", str(src)], "-l src": ["-l", str(src)],
+             "-o symlink": ["-o", str(link)], "default output": []}[case]
+    p = vmsim("asm", str(src), *extra)
+    assert p.returncode == 1
+    line = _one_line_error(p)
+    assert line.startswith(f"{src}:1:1: ") and "will not overwrite the source file" in line
+    assert src.read_text() == "bits 32\nnop\n"
+
+
+def test_asm_output_to_a_full_disk(tmp_path: Path) -> None:
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full on this system")
+    src = tmp_path / "ok.asm"
+    src.write_text("nop\n")
+    p = vmsim("asm", str(src), "-o", "/dev/full")
+    assert p.returncode == 1
+    assert _one_line_error(p) == "/dev/full:1:1: cannot write output: No space left on device"
+
+
+# -- ending a run early ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_ends_the_run_with_the_trace_written(tmp_path: Path, sig: str) -> None:
+    import json
+    import signal
+
+    src = tmp_path / "ready.asm"
+    # Say "ready", then compute forever (no exits: instructions pile up in the trace).
+    src.write_text("bits 32\norg 0x100000\n mov dx, 0x3f8\n mov al, 'r'\n out dx, al\n"
+                   " mov al, 10\n out dx, al\nspin: inc eax\n jmp spin\n")
+    trace = tmp_path / "t.jsonl"
+    with subprocess.Popen([sys.executable, "-m", "vmsim", "run", "--trace", str(trace),
+                           "--trace-level", "insn", str(src)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT) as p:
+        try:
+            assert p.stdout.readline() == b"r\n"  # the guest runs: its trace is being written
+            p.send_signal(getattr(signal, sig))
+            status = p.wait(timeout=60)
+        finally:
+            p.kill()
+        err = p.stderr.read().decode()
+    assert status == 128 + getattr(signal, sig)
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"vmsim: {sig}: stopped after ")
+    lines = [json.loads(line) for line in trace.read_text().splitlines()]  # all whole
+    runs = [ev for ev in lines if ev["kind"] == "insn_run"]
+    assert runs and runs[0]["n"] == 1
+    for a, b in itertools.pairwise(runs):
+        assert b["n"] == a["n"] + a["count"]  # nothing lost or written twice
