@@ -39,8 +39,8 @@ def _compare(path: Path) -> None:
     bases = {n: s.base - asm.origin for n, s in asm.sections.items()}
     for pl in asm.placed:
         start = bases[pl.section] + pl.offset
-        if start <= at < start + max(len(pl.data), 1):
-            where = f"line {pl.stmt.line}: {pl.stmt.text.strip()!r} -> {pl.data.hex()}"
+        if start <= at < start + max(pl.size, 1):
+            where = f"line {pl.stmt.line}: {pl.stmt.text.strip()!r} -> {pl.head(32).hex()}"
             break
     pytest.fail(f"{path.name}: first difference at byte {at:#x} ({where}); "
                 f"nasm has {expected[at:at + 8].hex()}, vmsim {got[at:at + 8].hex()}; "

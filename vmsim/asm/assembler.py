@@ -4,31 +4,83 @@ Like NASM, pass 1 is optimistic about forward references (short jumps, sign-exte
 immediates) and conservative about displacements (disp32); later passes use the label
 values of the pass before, until nothing moves. A final pass then emits bytes with every
 symbol known and every range checked.
+
+Two things keep assembly time linear in the source:
+- A forward reference is read as its value in the pass before *plus how far this pass has
+  already moved the line that reads it* (everything in between assumed unchanged). NASM
+  uses the bare old value, so in a large file a wave of jumps that grew early in a pass
+  makes later forward jumps look out of range, and the wave needs one pass per few dozen
+  jumps: NASM takes 23 passes for 100 KB of jump-dense code, 3 minutes for 2 MB. The pass
+  loop ends, here as in NASM, only when a pass leaves every line's size and every label as
+  the pass before did, and from that state a NASM pass and a vmsim pass are the same.
+- An instruction is encoded again only when its operands (or, for relative jumps, its
+  address) differ from the last pass.
+
+Output is never larger than a guest can hold: MAX_IMAGE_SIZE bounds the bytes from ORG to
+the end of the last section (.bss included), checked line by line before anything is
+allocated; `times`, `resb` and `align` keep one copy and a count until the image is built.
 """
 
 from __future__ import annotations
 
+import io
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from vmsim.asm.encoder import Site, encode
+from vmsim.asm.encoder import REL_MNEMONICS, Site, encode
 from vmsim.asm.errors import AsmError, LineError
-from vmsim.asm.expr import EvalContext, Node, Value, evaluate
+from vmsim.asm.expr import EvalContext, Node, Value, evaluate, is_static
 from vmsim.asm.image import GuestImage, SourceLine
-from vmsim.asm.operands import check_address, resolve
+from vmsim.asm.operands import Imm, check_address, resolve
 from vmsim.asm.parser import Stmt, parse_source, qualify
 
 MAX_PASSES = 64
 DEFAULT_SECTION_ALIGN = 4  # NASM's bin format aligns every section after the first to 4
+# The largest image a vmsim guest can hold: `vmsim run --memory` allows at most 3072 MiB
+# (vmsim/vmm/machine.py) and the image is loaded at 0x100000, above the first MiB.
+MAX_GUEST_RAM = 3072 << 20
+GUEST_LOAD_ADDRESS = 0x100000
+MAX_IMAGE_SIZE = MAX_GUEST_RAM - GUEST_LOAD_ADDRESS
+# `times N insn` whose copies differ (each relative jump has its own displacement) is
+# encoded copy by copy; beyond this many copies it would take minutes, so it is refused.
+MAX_VARYING_COPIES = 1 << 16
+_CHUNK = 1 << 20  # repeated output is written in pieces of this size
 
 
 @dataclass
 class Placed:
-    """What one statement produced in the last pass."""
+    """What one statement produced in the last pass: `data` repeated `count` times."""
 
     stmt: Stmt
     section: str
     offset: int  # within the section
-    data: bytes
+    data: bytes  # one copy (the whole output when count == 1)
+    count: int = 1
+
+    @property
+    def size(self) -> int:
+        return len(self.data) * self.count
+
+    def head(self, n: int) -> bytes:
+        """The first `n` bytes of the output, without building the rest."""
+        if not self.data:
+            return b""
+        return (self.data * min(self.count, -(-n // len(self.data))))[:n]
+
+    def chunks(self) -> Iterator[bytes]:
+        """The whole output in pieces of at most about _CHUNK bytes."""
+        if self.count == 1 or not self.data:
+            if self.count:
+                yield self.data
+            return
+        per = max(1, _CHUNK // len(self.data))
+        piece = self.data * min(per, self.count)
+        left = self.count
+        while left >= per:
+            yield piece
+            left -= per
+        if left:
+            yield self.data * left
 
 
 @dataclass
@@ -38,6 +90,8 @@ class Section:
     align: int = DEFAULT_SECTION_ALIGN
     size: int = 0
     base: int = 0
+    line: int = 1  # where it is first named (for an error about its placement)
+    col: int = 1
 
 
 @dataclass
@@ -45,19 +99,26 @@ class _Pass:
     final: bool
     symbols: dict[str, Value]  # EQU values
     labels: dict[str, tuple[str, int]]  # label -> (section, offset): bases may still move
+    prev_offsets: list[int]  # each statement's offset in its section in the pass before
     defined: set[str] = field(default_factory=set)
     saw_unknown: bool = False
+    total: int = 0  # bytes emitted so far, all sections (gaps between them: _layout)
+    shift: int = 0  # how far the current statement moved since the pass before
+    section: str = ".text"  # the current statement's section
 
 
 class Assembler:
     def __init__(self, source: str, filename: str) -> None:
         self.filename = filename
         self.stmts = parse_source(source, filename)
+        for st in self.stmts:
+            st.static = _is_static(st)
         self.symbols: dict[str, Value] = {}
         self.labels: dict[str, tuple[str, int]] = {}
         self.sections: dict[str, Section] = {}
         self.origin = 0
         self.placed: list[Placed] = []
+        self.passes = 0  # passes run, the final one included
 
     # -- evaluation helpers ------------------------------------------------------------
 
@@ -66,6 +127,8 @@ class Assembler:
             full = qualify(name, st.scope)
             if full in p.labels:
                 sname, off = p.labels[full]
+                if sname == p.section and full not in p.defined:
+                    off += p.shift  # forward: assume nothing in between changed size
                 return Value(self.sections[sname].base + off, 1, section=sname)
             v = p.symbols.get(full)
             if v is None or (p.final and not v.known):
@@ -89,22 +152,36 @@ class Assembler:
             raise LineError(f"{what} must be a constant, not an address", _col(node))
         return v.n
 
+    def _reserve(self, p: _Pass, cur: Section, size: int, col: int) -> None:
+        """Refuse output beyond what a guest can hold, before it is built."""
+        total = p.total + size
+        if total > MAX_IMAGE_SIZE:
+            raise LineError(
+                f"image too large: this line takes it to {total:,} bytes, and a guest holds "
+                f"at most {MAX_IMAGE_SIZE:,} ({MAX_GUEST_RAM >> 20} MiB of RAM above the "
+                f"load address {GUEST_LOAD_ADDRESS:#x})", col)
+
     # -- passes ------------------------------------------------------------------------
 
     def run(self) -> GuestImage:
         prev: tuple[object, ...] | None = None
+        prev_offsets: list[int] = []
+        history: list[tuple[list[int], dict[str, object]]] = []
         for _ in range(MAX_PASSES):
-            p = _Pass(False, self.symbols, self.labels)
+            p = _Pass(False, self.symbols, self.labels, prev_offsets)
             self._pass(p)
             state = self._state()
+            prev_offsets = [pl.offset for pl in self.placed]
+            history = [*history[-1:], ([pl.size for pl in self.placed], self._values())]
             # Stable: done. An unknown symbol that stays unknown is reported by the final pass.
             if state == prev:
                 break
             prev = state
         else:
-            raise AsmError("instruction sizes did not converge (jumps keep changing size)",
-                           self.filename, 1, 1)
-        self._pass(_Pass(True, self.symbols, self.labels))
+            line, col = self._unstable(history)
+            raise AsmError(f"instruction sizes did not converge after {MAX_PASSES} passes "
+                           "(this line's size or value kept changing)", self.filename, line, col)
+        self._pass(_Pass(True, self.symbols, self.labels, prev_offsets))
         if self._state() != prev:
             raise AsmError("internal error: final pass moved labels", self.filename, 1, 1)
         return self._image()
@@ -113,11 +190,31 @@ class Assembler:
         syms = tuple(sorted((k, v.n, v.reloc, v.known) for k, v in self.symbols.items()))
         syms += tuple(sorted(self.labels.items()))
         secs = tuple((s.name, s.base, s.size) for s in self.sections.values())
-        return syms, secs, self.origin
+        sizes = tuple(pl.size for pl in self.placed)
+        return syms, secs, self.origin, sizes
 
-    def _section(self, name: str) -> Section:
+    def _values(self) -> dict[str, object]:
+        vals: dict[str, object] = {k: (v.n, v.known) for k, v in self.symbols.items()}
+        vals.update(self.labels)
+        return vals
+
+    def _unstable(self, history: list[tuple[list[int], dict[str, object]]]) -> tuple[int, int]:
+        """Line and column of the first statement still changing between the last two passes:
+        one whose size changed, else a label or EQU whose value did."""
+        (sizes_a, vals_a), (sizes_b, vals_b) = history
+        for st, a, b in zip(self.stmts, sizes_a, sizes_b, strict=True):
+            if a != b:
+                return st.line, st.times_col if st.times is not None else st.col
+        for st in self.stmts:
+            if st.label is not None and vals_a.get(st.label) != vals_b.get(st.label):
+                return st.line, st.label_col
+        return 1, 1
+
+    def _section(self, name: str, st: Stmt | None = None) -> Section:
         if name not in self.sections:
             self.sections[name] = Section(name, nobits=name.lower() in (".bss", "bss"))
+            if st is not None:
+                self.sections[name].line, self.sections[name].col = st.line, st.col
         return self.sections[name]
 
     def _pass(self, p: _Pass) -> None:
@@ -126,18 +223,25 @@ class Assembler:
             s.size = 0
         cur = self.sections[".text"]
         self.placed = []
-        for st in self.stmts:
+        prev = p.prev_offsets
+        for i, st in enumerate(self.stmts):
             try:
-                cur = self._statement(p, st, cur)
+                cur = self._statement(p, st, cur, prev[i] if prev else None)
             except LineError as e:
                 raise AsmError(e.message, self.filename, st.line, e.col) from None
+            except RecursionError:
+                raise AsmError("expression nested too deeply", self.filename, st.line,
+                               st.col) from None
+        self.passes += 1
         self._layout()
 
-    def _statement(self, p: _Pass, st: Stmt, cur: Section) -> Section:
+    def _statement(self, p: _Pass, st: Stmt, cur: Section, prev_offset: int | None) -> Section:
         if st.kind == "section":
-            cur = self._section(st.name)
+            cur = self._section(st.name, st)
             cur.align = max(cur.align, st.sect_align)
         here = cur.base + cur.size
+        p.section = cur.name
+        p.shift = 0 if prev_offset is None else cur.size - prev_offset
         ctx = self._ctx(p, st, here, cur)
         if st.label is not None:
             if st.label in p.defined:
@@ -148,85 +252,145 @@ class Assembler:
                 p.symbols[st.label] = evaluate(st.expr, ctx)
             else:
                 p.labels[st.label] = (cur.name, cur.size)
-        data = self._emit(p, st, cur, ctx, here)
-        if cur.nobits and data.strip(b"\0") and st.kind != "res":
+        data, count = self._emit(p, st, cur, ctx, here)
+        if cur.nobits and count and data.strip(b"\0") and st.kind != "res":
             raise LineError(f"section {cur.name} can only reserve space (resb...)", st.col)
-        self.placed.append(Placed(st, cur.name, cur.size, data))
-        cur.size += len(data)
+        pl = Placed(st, cur.name, cur.size, data, count)
+        self.placed.append(pl)
+        cur.size += pl.size
+        p.total += pl.size
         return cur
 
-    def _emit(self, p: _Pass, st: Stmt, cur: Section, ctx: EvalContext, here: int) -> bytes:
+    def _emit(self, p: _Pass, st: Stmt, cur: Section, ctx: EvalContext,
+              here: int) -> tuple[bytes, int]:
+        """One copy of the statement's output and how many times it repeats."""
         kind = st.kind
         if kind == "org":
             assert st.expr is not None
             n = self._const(st.expr, ctx, p, "ORG")
             if n is None:
                 raise LineError("ORG must not use symbols defined later", st.col)
-            if any(pl.data for pl in self.placed) and n != self.origin:
+            if any(pl.size for pl in self.placed) and n != self.origin:
                 raise LineError("ORG must come before any code or data", st.col)
             if not 0 <= n < 1 << 32:
                 raise LineError(f"ORG {n} is not a 32-bit address", st.col)
             self.origin = n
             self.sections[".text"].base = n
-            return b""
+            return b"", 1
         if kind in ("insn", "data"):
             count = 1
             if st.times is not None:
                 c = self._const(st.times, ctx, p, "TIMES count")
                 if c is None:
-                    return b""
+                    return b"", 1
                 if c < 0:
                     if p.final:
                         raise LineError(f"TIMES count is negative ({c})", st.times_col)
-                    return b""
+                    return b"", 1
                 count = c
+            if count == 0:
+                return b"", 1
             one = self._one(p, st, cur, ctx, here)
-            if count < 2 or st.kind == "data":
-                return one * count
+            col = st.times_col if st.times is not None else st.col
+            self._reserve(p, cur, len(one) * count, col)
+            if count == 1 or st.kind == "data":
+                return one, count
             # `$` stays at the line start, but each copy is assembled at its own address
             # (so `times 3 jmp short $` gives EB FE EB FC EB FA, as in NASM).
             second = self._one(p, st, cur, ctx, here + len(one))
             if second == one:
-                return one * count
+                return one, count
+            if count > MAX_VARYING_COPIES:
+                raise LineError(f"TIMES {count} copies of an instruction whose encoding changes "
+                                f"with its address (at most {MAX_VARYING_COPIES})", st.times_col)
             out = bytearray(one + second)
             for _ in range(count - 2):
                 out += self._one(p, st, cur, ctx, here + len(out))
-            return bytes(out)
+            self._reserve(p, cur, len(out), st.times_col)
+            return bytes(out), 1
         if kind == "res":
             assert st.expr is not None
             n = self._const(st.expr, ctx, p, "RESB count")
             if n is None:
-                return b""
+                return b"", 1
             if n < 0:
                 raise LineError(f"reserve count is negative ({n})", st.col)
-            return bytes(n * st.unit)
+            self._reserve(p, cur, n * st.unit, st.col)
+            return b"\0" * st.unit, n
         if kind == "align":
             assert st.expr is not None
             n = self._const(st.expr, ctx, p, "ALIGN")
             if n is None:
-                return b""
+                return b"", 1
             if n <= 0 or n & (n - 1):
                 raise LineError(f"ALIGN value {n} is not a power of two", st.col)
+            if n > MAX_IMAGE_SIZE:
+                raise LineError(f"ALIGN value {n:#x} is larger than a guest can hold "
+                                f"({MAX_IMAGE_SIZE:#x} bytes)", st.col)
             cur.align = max(cur.align, n)  # NASM's align also raises the section alignment
             pad = (n - (cur.size % n)) % n
+            self._reserve(p, cur, pad, st.col)
             if st.name == "alignb":
-                return bytes(pad)
+                return b"\0", pad
             if st.fill is None:
-                return b"\x90" * pad
+                return b"\x90", pad
             unit = self._one(p, st.fill, cur, ctx, ctx.here)
             if not unit:
-                return b""
-            return (unit * pad)[:pad] if len(unit) == 1 else unit * (pad // len(unit))
-        return b""
+                return b"", 1
+            if len(unit) == 1:
+                return unit, pad
+            return unit, pad // len(unit)
+        return b"", 1
 
     def _one(self, p: _Pass, st: Stmt, cur: Section, ctx: EvalContext, at: int) -> bytes:
+        """One copy of an instruction's or data line's bytes, from the cache when possible."""
+        if st.static:
+            # Nothing in it depends on symbols or addresses: encode once, ranges checked.
+            if st.enc_out is not None:
+                return st.enc_out
+            try:
+                out = self._encode(st, cur, ctx, at, True)
+            except LineError:
+                if p.final:
+                    raise
+                return self._encode(st, cur, ctx, at, False)  # the final pass reports it
+            st.enc_out = out
+            return out
         if st.kind == "data":
-            return self._data(p, st, ctx)
-        ops = [resolve(o, ctx) for o in st.operands]
-        site = Site(at, cur.name, p.final)
-        return encode(st.mnemonic, st.col, ops, st.prefixes, site)
+            return self._data(st, ctx, p.final)
+        ops = tuple(resolve(o, ctx) for o in st.operands)
+        # Encoding is the slow part; most lines encode the same way in every pass. A
+        # relative jump's bytes depend on its target only through the displacement.
+        key: tuple[object, ...]
+        if st.mnemonic in REL_MNEMONICS:
+            key = tuple((o.value.n - at, o.value.known, o.value.reloc,
+                         o.value.section == cur.name, o.size, o.strict, o.jump)
+                        if isinstance(o, Imm) else o for o in ops)
+        else:
+            key = ops
+        if st.enc_key == key and (st.enc_checked or not p.final):
+            assert st.enc_out is not None
+            return st.enc_out
+        # Encoded as in the final pass (ranges checked) when that succeeds, so that the
+        # final pass can take it from the cache; else as in an early pass, not to be reused.
+        try:
+            out = encode(st.mnemonic, st.col, list(ops), st.prefixes, Site(at, cur.name, True))
+            st.enc_checked = True
+        except LineError:
+            if p.final:
+                raise
+            out = encode(st.mnemonic, st.col, list(ops), st.prefixes, Site(at, cur.name, False))
+            st.enc_checked = False
+        st.enc_key, st.enc_out = key, out
+        return out
 
-    def _data(self, p: _Pass, st: Stmt, ctx: EvalContext) -> bytes:
+    def _encode(self, st: Stmt, cur: Section, ctx: EvalContext, at: int, final: bool) -> bytes:
+        if st.kind == "data":
+            return self._data(st, ctx, final)
+        ops = [resolve(o, ctx) for o in st.operands]
+        return encode(st.mnemonic, st.col, ops, st.prefixes, Site(at, cur.name, final))
+
+    def _data(self, st: Stmt, ctx: EvalContext, final: bool) -> bytes:
         out = bytearray()
         unit = st.unit
         for item in st.items:
@@ -237,7 +401,7 @@ class Assembler:
             assert item.expr is not None
             v = evaluate(item.expr, ctx)
             check_address(v, item.col)
-            if p.final and unit < 8 and not -(1 << (8 * unit)) <= v.n < (1 << (8 * unit)):
+            if final and unit < 8 and not -(1 << (8 * unit)) <= v.n < (1 << (8 * unit)):
                 kind = {1: "byte", 2: "word", 4: "dword"}[unit]
                 raise LineError(f"value {v.n} does not fit in a {kind}", item.col)
             out += (v.n & ((1 << (8 * unit)) - 1)).to_bytes(unit, "little")
@@ -253,20 +417,31 @@ class Assembler:
                 addr = (addr + s.align - 1) // s.align * s.align
             s.base = addr
             addr += s.size
+            if addr - self.origin > MAX_IMAGE_SIZE:
+                raise AsmError(f"image too large: section {s.name} ends {addr - self.origin:,} "
+                               f"bytes after ORG, and a guest holds at most {MAX_IMAGE_SIZE:,}",
+                               self.filename, s.line, s.col)
 
     def _image(self) -> GuestImage:
-        out = bytearray()
+        by_section: dict[str, list[Placed]] = {}
+        for pl in self.placed:
+            by_section.setdefault(pl.section, []).append(pl)
+        out = io.BytesIO()
         for s in self.sections.values():
             if s.nobits:
                 continue
-            chunks = [pl.data for pl in self.placed if pl.section == s.name]
-            if not any(chunks):
+            placed = by_section.get(s.name, [])
+            if not any(pl.size for pl in placed):
                 continue
-            out += bytes(s.base - self.origin - len(out))
-            for c in chunks:
-                out += c
+            gap = s.base - self.origin - out.tell()
+            while gap > 0:
+                out.write(bytes(min(gap, _CHUNK)))
+                gap -= _CHUNK
+            for pl in placed:
+                for chunk in pl.chunks():
+                    out.write(chunk)
         lines = [
-            SourceLine(self.sections[pl.section].base + pl.offset, len(pl.data), self.filename,
+            SourceLine(self.sections[pl.section].base + pl.offset, pl.size, self.filename,
                        pl.stmt.line)
             for pl in self.placed
         ]
@@ -274,7 +449,18 @@ class Assembler:
         symbols = {k: v.n for k, v in self.symbols.items()}
         for k, (sname, off) in self.labels.items():
             symbols[k] = self.sections[sname].base + off
-        return GuestImage(bytes(out), self.origin, symbols, lines, self.filename)
+        data = out.getvalue()  # shares BytesIO's buffer: no second copy of a large image
+        return GuestImage(data, self.origin, symbols, lines, self.filename)
+
+
+def _is_static(st: Stmt) -> bool:
+    """True if the line's bytes cannot change between passes (no symbol, `$` or jump)."""
+    if st.kind == "data":
+        return all(it.expr is None or is_static(it.expr) for it in st.items)
+    if st.kind != "insn" or st.mnemonic in REL_MNEMONICS:
+        return False
+    return all((o.expr is None or is_static(o.expr))
+               and (o.seg_expr is None or is_static(o.seg_expr)) for o in st.operands)
 
 
 def _col(node: Node) -> int:

@@ -14,6 +14,9 @@ _SIZED = {"8": 8, "16": 16, "32": 32}
 # Instructions whose explicitly sized immediate gives the size of a sizeless memory operand
 # (`add [eax], byte 5` is a byte add, as in NASM).
 _SIZE_FROM_IMM = {"mov", "add", "or", "adc", "sbb", "and", "sub", "xor", "cmp", "test"}
+# Mnemonics with a relative-jump form: their bytes depend on where they are assembled.
+REL_MNEMONICS = frozenset(m for m, forms in FORMS.items()
+                          if any(t in ("rel8", "rel32") for f in forms for t in f.enc))
 _FIXED_REGS = {"al", "ax", "eax", "cl", "dx", "es", "cs", "ss", "ds", "fs", "gs"}
 
 

@@ -100,6 +100,11 @@ def char_const(text: str) -> int:
     return int.from_bytes(data, "little")
 
 
+# Parentheses and unary operators nested deeper than this are refused (each level costs
+# the recursive-descent parser about ten Python frames; NASM's own parser recurses too).
+MAX_NESTING = 64
+
+
 class ExprParser:
     """Recursive descent over a token list; `pos` is left after the expression."""
 
@@ -107,6 +112,13 @@ class ExprParser:
         self.toks = toks
         self.pos = pos
         self.end_col = end_col
+        self.depth = 0
+
+    def _deeper(self, t: Token) -> None:
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise LineError(f"expression nested too deeply (more than {MAX_NESTING} levels of "
+                            "parentheses and unary operators)", t.col)
 
     def peek(self) -> Token | None:
         return self.toks[self.pos] if self.pos < len(self.toks) else None
@@ -130,7 +142,10 @@ class ExprParser:
             raise LineError("expression expected", self.end_col)
         if t.kind == "op" and t.text in ("-", "+", "~", "!"):
             self.pos += 1
-            return Unary(t.text, self._unary(), t.col)
+            self._deeper(t)
+            node = Unary(t.text, self._unary(), t.col)
+            self.depth -= 1
+            return node
         return self._atom()
 
     def _atom(self) -> Node:
@@ -151,7 +166,9 @@ class ExprParser:
         if t.is_op("$") or t.is_op("$$"):
             return Here(t.text == "$$", t.col)
         if t.is_op("("):
+            self._deeper(t)
             inner = self._level(0)
+            self.depth -= 1
             close = self.peek()
             if close is None or not close.is_op(")"):
                 raise LineError("expected ')'", close.col if close else self.end_col)
@@ -178,6 +195,20 @@ def first_col(node: Node) -> int:
     return node.col
 
 
+def is_static(node: Node) -> bool:
+    """True if the value cannot change between passes: no symbol and no `$`/`$$`."""
+    todo = [node]
+    while todo:
+        n = todo.pop()
+        if isinstance(n, (Sym, Here)):
+            return False
+        if isinstance(n, Unary):
+            todo.append(n.arg)
+        elif isinstance(n, Binary):
+            todo += (n.left, n.right)
+    return True
+
+
 # --- evaluation -------------------------------------------------------------------------
 
 Lookup = Callable[[str, int], Value]
@@ -193,6 +224,17 @@ class EvalContext:
 
 
 def evaluate(node: Node, ctx: EvalContext) -> Value:
+    if isinstance(node, Binary) and isinstance(node.left, Binary):
+        # `1+2+3+...` is a left-leaning chain as deep as it is long: walk it, don't recurse.
+        spine: list[Binary] = []
+        n: Node = node
+        while isinstance(n, Binary):
+            spine.append(n)
+            n = n.left
+        v = evaluate(n, ctx)
+        for b in reversed(spine):
+            v = _binary(b, v, evaluate(b.right, ctx))
+        return v
     if isinstance(node, Num):
         return Value(wrap64(node.value))
     if isinstance(node, Sym):

@@ -17,18 +17,19 @@ def format_listing(placed: list[Placed], bases: dict[str, int]) -> str:
     for pl in placed:
         st = pl.stmt
         addr = bases[pl.section] + pl.offset
-        data = pl.data
-        if not data:
+        size = pl.size
+        if not size:
             rows.append(f"{st.line:6d} {'':33}{st.text}".rstrip())
             continue
-        chunks = [data[i:i + BYTES_PER_ROW] for i in range(0, len(data), BYTES_PER_ROW)]
-        shown = chunks[:MAX_ROWS]
+        data = pl.head(MAX_ROWS * BYTES_PER_ROW)  # `resb 1 << 30` is not built for this
+        nrows = -(-size // BYTES_PER_ROW)
+        shown = [data[i:i + BYTES_PER_ROW] for i in range(0, len(data), BYTES_PER_ROW)]
         for k, chunk in enumerate(shown):
-            hexs = chunk.hex().upper() + ("-" if k + 1 < len(chunks) else "")
+            hexs = chunk.hex().upper() + ("-" if k + 1 < nrows else "")
             text = st.text if k == 0 else ""
             rows.append(f"{st.line:6d} {addr + k * BYTES_PER_ROW:08X} {hexs:<24}{text}".rstrip())
-        if len(chunks) > MAX_ROWS:
-            rest = len(data) - MAX_ROWS * BYTES_PER_ROW
+        if nrows > MAX_ROWS:
+            rest = size - MAX_ROWS * BYTES_PER_ROW
             rows.append(f"{st.line:6d} {addr + MAX_ROWS * BYTES_PER_ROW:08X} "
                         f"<{rest} more bytes>")
     return "\n".join(rows) + "\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from vmsim.asm.errors import AsmError, LineError
@@ -48,6 +49,10 @@ class Stmt:
     fill: Stmt | None = None  # align's filler (`align 4, db 0xcc`)
     name: str = ""  # section name
     sect_align: int = 0  # section ... align=N
+    static: bool = False  # set by the assembler: bytes independent of symbols and address
+    enc_key: object = None  # the assembler's cache: operands and site of the last encoding
+    enc_out: bytes | None = None
+    enc_checked: bool = False  # enc_out was encoded with ranges checked, as the final pass does
 
 
 def qualify(name: str, scope: str) -> str:
@@ -57,11 +62,19 @@ def qualify(name: str, scope: str) -> str:
     return name
 
 
+# NASM ends a line at LF, CR LF or a lone CR, and nowhere else (str.splitlines() would also
+# split at VT, FF, U+0085, U+2028..., which NASM keeps inside the line or string).
+_EOL = re.compile(r"\r\n|\r|\n")
+
+
 def parse_source(source: str, filename: str) -> list[Stmt]:
     stmts: list[Stmt] = []
     scope = ""
     defines: dict[str, list[Token]] = {}
-    for lineno, text in enumerate(source.splitlines(), start=1):
+    lines = _EOL.split(source)
+    if lines and lines[-1] == "":
+        lines.pop()
+    for lineno, text in enumerate(lines, start=1):
         try:
             toks = tokenize(text)
             toks = _preprocess(toks, defines)
@@ -75,6 +88,8 @@ def parse_source(source: str, filename: str) -> list[Stmt]:
             stmts.append(st)
         except LineError as e:
             raise AsmError(e.message, filename, lineno, e.col) from None
+        except RecursionError:
+            raise AsmError("expression nested too deeply", filename, lineno, 1) from None
     return stmts
 
 
@@ -184,12 +199,19 @@ def _parse_statement(st: Stmt, toks: list[Token], end_col: int) -> None:
     rest = toks[1:]
     st.col = head.col
     if word == "times":
-        p = ExprParser(rest, 0, end_col)
-        st.times = p.parse()
-        st.times_col = head.col
-        body = rest[p.pos:]
-        if not body:
-            raise LineError("TIMES needs an instruction or data after the count", end_col)
+        # A loop, not recursion: `times 2 times 3 nop` is 3 NOPs in NASM (the last count wins).
+        while word == "times":
+            p = ExprParser(rest, 0, end_col)
+            st.times = p.parse()
+            st.times_col = head.col
+            rest = rest[p.pos:]
+            if not rest:
+                raise LineError("TIMES needs an instruction or data after the count", end_col)
+            head = rest[0]
+            word = head.low if head.kind == "id" else ""
+            if word == "times":
+                rest = rest[1:]
+        body = rest
         _parse_statement(st, body, end_col)
         if st.kind not in ("insn", "data"):
             raise LineError("TIMES can only repeat an instruction or data", body[0].col)
