@@ -424,6 +424,13 @@ org 0x100000
 """, "the host's KVM could not run the guest instruction `int 80h` at eip 0x00100005 "
      "(KVM_EXIT_INTERNAL_ERROR, suberror 1: emulation failure); vector 128 is past the IDT "
      "limit 0x0, where a CPU raises #GP; this"),
+    # INT3 with no IDT: the same for the one-byte breakpoint.
+    "int3": ("""bits 32
+org 0x100000
+        int3
+""", "the host's KVM could not run the guest instruction `int3` at eip 0x00100000 "
+     "(KVM_EXIT_INTERNAL_ERROR, suberror 1: emulation failure); vector 3 is past the IDT "
+     "limit 0x0, where a CPU raises #GP; this"),
     # FE /7 is an invalid opcode: a CPU raises #UD (and, with no IDT, shuts down).
     "opcode_fe_7": ("""bits 32
 org 0x100000
@@ -537,3 +544,17 @@ def test_watchdog_setting_is_checked(tmp_path: Path, host_kvm, monkeypatch) -> N
     kvm = run_cli(["run", "--backend", "kvm", str(guest)])
     assert (kvm.returncode, _last_line(kvm)) == (
         2, "vmsim: VMSIM_KVM_WATCHDOG=-1: expected a number of seconds (0 turns the watchdog off)")
+
+
+def test_code_outside_ram_is_kvms_limit_on_any_host(tmp_path: Path, host_kvm) -> None:
+    # A jump where no RAM is: KVM (upstream, this host's, and vmsim's kvm.ko alike) fails
+    # to emulate a fetch from MMIO. Not a limit of this host to tell apart from vmsim's.
+    guest = tmp_path / "jump_out.asm"
+    guest.write_text("bits 32\norg 0x100000\n        mov eax, 0x40000000\n        jmp eax\n")
+    sim = run_cli(["run", "--max-instructions", "1000", str(guest)])
+    assert "KVM_EXIT_INTERNAL_ERROR" in _last_line(sim) and "0x40000000" in _last_line(sim)
+    kvm = run_cli(["run", "--backend", "kvm", str(guest)])
+    assert (kvm.returncode, _last_line(kvm)) == (
+        HOST_LIMIT, "vmsim: the host's KVM could not fetch a guest instruction at eip 0x40000000: "
+                    "no RAM is there (KVM_EXIT_INTERNAL_ERROR, suberror 1: emulation failure); "
+                    "KVM runs guest code from RAM only")

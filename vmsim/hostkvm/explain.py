@@ -78,6 +78,7 @@ class GuestInsn:
     sregs: KvmSregs
     ins: iced_x86.Instruction | None  # None when its bytes could not be read
     raw: bytes = b""  # its bytes
+    in_ram: bool = True  # False: no guest RAM at CS:EIP (the bytes, if any, are KVM's)
 
     @property
     def text(self) -> str:
@@ -98,12 +99,13 @@ def guest_insn(vcpu: HostVcpu, fetched: bytes = b"") -> GuestInsn:
     bits = 64 if sregs.cs.l else 32 if sregs.cs.db else 16
     eip = regs.rip & (0xFFFFFFFF if bits == 32 else 0xFFFF if bits == 16 else (1 << 64) - 1)
     data = vcpu.read_guest_linear(sregs.cs.base + eip, 15, paging=bool(sregs.cr0 & CR0_PG))
+    in_ram = bool(data)
     data = data or fetched
     ins = None
     if data:
         ins = iced_x86.Decoder(bits, data, ip=eip).decode()
         data = data[:ins.len]
-    return GuestInsn(eip, regs, sregs, ins, data)
+    return GuestInsn(eip, regs, sregs, ins, data, in_ram)
 
 
 def _fetched_bytes(data: list[int]) -> bytes:
@@ -118,12 +120,20 @@ def explain_internal_error(vcpu: HostVcpu, suberror: int, data: list[int]) -> Ho
     insn = guest_insn(vcpu, _fetched_bytes(data))
     name = SUBERRORS.get(suberror, "unknown suberror")
     what = f"KVM_EXIT_INTERNAL_ERROR, suberror {suberror}: {name}"
+    if suberror == KVM_INTERNAL_ERROR_EMULATION and not insn.in_ram:
+        # Upstream KVM too (and vmsim's kvm.ko): code runs from RAM only, never from MMIO.
+        return HostKvmStop(f"the host's KVM could not fetch a guest instruction {insn.where()}: "
+                           f"no RAM is there ({what}); KVM runs guest code from RAM only",
+                           EXIT_HOST_LIMIT)
     if suberror == KVM_INTERNAL_ERROR_EMULATION:
         text = (f"the host's KVM could not run the guest instruction `{insn.text}` "
                 f"{insn.where()} ({what}){_architectural_hint(insn)}")
     else:
         text = f"the host's KVM stopped the guest {insn.where()} (`{insn.text}`) with {what}"
     return HostKvmStop(f"{text}; {_not_vmsim()}", EXIT_HOST_LIMIT)
+
+
+_SOFTWARE_INTERRUPTS = {iced_x86.Mnemonic.INT1: 1, iced_x86.Mnemonic.INT3: 3}
 
 
 def _architectural_hint(insn: GuestInsn) -> str:
@@ -133,8 +143,10 @@ def _architectural_hint(insn: GuestInsn) -> str:
         return ""
     if ins.code == iced_x86.Code.INVALID:
         return "; it is an invalid opcode, where a CPU raises #UD"
+    vector = _SOFTWARE_INTERRUPTS.get(ins.mnemonic)
     if ins.mnemonic == iced_x86.Mnemonic.INT and ins.op0_kind == iced_x86.OpKind.IMMEDIATE8:
         vector = ins.immediate8
+    if vector is not None:
         if vector * 8 + 7 > insn.sregs.idt.limit:
             return (f"; vector {vector} is past the IDT limit {insn.sregs.idt.limit:#x}, "
                     "where a CPU raises #GP")
