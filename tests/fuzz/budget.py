@@ -1,0 +1,124 @@
+"""How much the fuzz tests run, and the guards that keep one input from taking the machine.
+
+CI (no variable set): a fixed seed and a small count per test, so every run is the same
+and the whole directory stays well under two minutes on two cores. On demand:
+
+    VMSIM_FUZZ=N            N inputs per test instead of the CI count (fresh seed)
+    VMSIM_FUZZ_SECONDS=T    keep generating for T seconds per test (fresh seed)
+    VMSIM_FUZZ_SEED=S       the seed (default: fixed in CI, random in a soak; printed)
+
+`Budget.inputs()` yields input numbers until the count or the time runs out. Every input
+is bounded twice: a watchdog on CPU time and wall-clock time (`watchdog`, SIGPROF and
+SIGALRM, raises `Hang`) and an address-space cap (`memory_cap`, RLIMIT_AS, turns a
+runaway allocation into MemoryError instead of the host's OOM killer).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import resource
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+CI_SEED = 20261128
+
+
+def _env_int(name: str) -> int:
+    text = os.environ.get(name, "").strip()
+    return int(text, 0) if text else 0
+
+
+@dataclass
+class Budget:
+    """The number of inputs (or seconds) one fuzz test gets, and its seed."""
+
+    count: int
+    seconds: float
+    seed: int
+    soak: bool
+
+    @classmethod
+    def from_env(cls, ci_count: int) -> Budget:
+        n, secs = _env_int("VMSIM_FUZZ"), _env_int("VMSIM_FUZZ_SECONDS")
+        soak = bool(n or secs)
+        seed = _env_int("VMSIM_FUZZ_SEED") or (random.SystemRandom().randrange(1, 1 << 31)
+                                                if soak else CI_SEED)
+        if secs and not n:
+            n = 1 << 62  # time-bounded only
+        return cls(n or ci_count, float(secs), seed, soak)
+
+    def inputs(self) -> Iterator[int]:
+        end = time.monotonic() + self.seconds if self.seconds else None
+        for i in range(self.count):
+            if end is not None and time.monotonic() > end:
+                return
+            yield i
+
+    def rng(self, salt: str) -> random.Random:
+        """A generator of its own for each test, so adding a test changes no other."""
+        return random.Random(f"{self.seed}:{salt}")
+
+
+class Hang(BaseException):
+    """The watchdog fired: the input ran past its wall-clock bound. A BaseException so that
+    no `except Exception` in the code under test swallows it."""
+
+
+@contextlib.contextmanager
+def watchdog(seconds: float, wall_factor: float = 4.0) -> Iterator[None]:
+    """Raise Hang in this (main) thread once the body has used `seconds` of CPU time
+    (ITIMER_PROF: the machine's load does not make a slow input look hung), or
+    `seconds * wall_factor` of wall-clock time (a body blocked in a system call)."""
+
+    def fire(signum, frame):
+        what = "CPU" if signum == signal.SIGPROF else "wall-clock"
+        limit = seconds if signum == signal.SIGPROF else seconds * wall_factor
+        raise Hang(f"still running after {limit:g} s of {what} time")
+
+    old = {sig: signal.signal(sig, fire) for sig in (signal.SIGPROF, signal.SIGALRM)}
+    signal.setitimer(signal.ITIMER_PROF, seconds)
+    signal.setitimer(signal.ITIMER_REAL, seconds * wall_factor)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for sig, handler in old.items():
+            # None: a handler not set from Python (libFuzzer's, under atheris)
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+def _vm_size() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+MEMORY_HEADROOM = 1 << 30  # what one input may allocate beyond what the process has
+
+
+@contextlib.contextmanager
+def memory_cap(headroom: int = MEMORY_HEADROOM) -> Iterator[None]:
+    """Cap the address space at its current size plus `headroom`; a bigger allocation
+    raises MemoryError (a finding) instead of swapping the machine. The soft limit goes
+    back afterwards (an unprivileged process may raise it again up to the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = _vm_size() + headroom
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def limit_child_memory(limit: int = 4 << 30) -> None:
+    """preexec_fn for a subprocess: the same cap for a child (`vmsim` on the command line)."""
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))

@@ -1,0 +1,62 @@
+"""The files vmsim reads besides guests and sources, for the mutated-file fuzz test.
+
+One `FileKind` per format: how to make valid files of it (the seeds the mutators start
+from), and the reader vmsim offers for it. The test (test_formats.py) mutates the valid
+files and hands them to the reader, which must either load them or refuse them with its
+documented error (one line naming the file); never another exception, a hang or
+gigabytes of memory.
+
+A kind whose reader does not exist yet has `reader=None`: its test is skipped, saying
+so. When a reader lands (`vmsim stats TRACEFILE`, snapshots, lessons), fill it in here;
+see docs/fuzzing.md.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.fuzz.harness import SAMPLES
+
+
+@dataclass(frozen=True)
+class FileKind:
+    name: str
+    suffix: str
+    make_valid: Callable[[], list[bytes]] | None  # a few valid files, as bytes
+    # Reads the file at the path; returns normally or raises one of `errors`.
+    reader: Callable[[Path], object] | None
+    errors: tuple[type[BaseException], ...] = ()
+    binary: bool = False  # mutate bytes, not lines
+    todo: str = ""  # what is missing while reader is None
+
+
+def valid_traces() -> list[bytes]:
+    """JSON Lines traces of two sample guests, as `vmsim run --trace` writes them."""
+    from vmsim.events import EventStream
+    from vmsim.session import Session
+    from vmsim.trace import TraceWriter
+
+    out = []
+    for name, level in (("hello.asm", "vm"), ("ports.asm", "insn")):
+        events = EventStream()
+        buf = io.StringIO()
+        trace = TraceWriter(events, buf, level)
+        s = Session(str(SAMPLES / name), "sim", events=events, max_instructions=200_000)
+        s.run()
+        trace.close()
+        out.append(buf.getvalue().encode())
+    return out
+
+
+FILE_KINDS: tuple[FileKind, ...] = (
+    FileKind("trace", ".jsonl", valid_traces, reader=None,
+             todo="no trace reader in vmsim yet: `vmsim stats TRACEFILE` (a later issue) "
+                  "is the reader to plug in here"),
+    FileKind("snapshot", ".vmsnap", None, reader=None, binary=True,
+             todo="snapshots do not exist yet (DESIGN.md 'State that can be saved')"),
+    FileKind("lesson", ".lesson", None, reader=None,
+             todo="lessons do not exist yet (lessons/, DESIGN.md 'Lessons')"),
+)

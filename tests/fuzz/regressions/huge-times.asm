@@ -1,0 +1,1 @@
+times 0xffffffff db 0

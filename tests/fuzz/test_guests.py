@@ -1,0 +1,113 @@
+"""Random and mutated guest binaries on every backend and paging mode: each run ends
+within its instruction budget (or, on the host's KVM, its watchdog), with an exit status
+the README documents and no traceback.
+
+In process (fast, through the session API): sim+ept, sim+shadow and bare, with RAM of 2,
+4 or 16 MiB (small RAM puts page tables and CR3 outside it). Through the real `vmsim run`
+in a subprocess (a hang of the whole command is seen by its timeout): a few on each of
+those, and on `--backend kvm` where /dev/kvm exists.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from tests.fuzz.budget import Budget
+from tests.fuzz.harness import (
+    INPROCESS_CONFIGS,
+    KVM_PRESENT,
+    RUN_STATUSES,
+    Config,
+    check_cli,
+    run_cli,
+    run_guest,
+    sample_images,
+)
+from tests.fuzz.known import Tally
+from tests.fuzz.mutate import mutate_bytes, random_bytes
+
+MAX_INSTRUCTIONS = 10_000  # in process; enough for the sample guests to finish
+CLI_MAX_INSTRUCTIONS = 50_000
+CLI_TIMEOUT = 60.0  # seconds: interpreter start-up plus a 50 000-instruction run, generous
+
+
+def guest_input(rng: random.Random) -> bytes:
+    """Mostly mutated sample guests (they get far: past their GDT, IDT and paging set-up),
+    some plain random bytes."""
+    if rng.random() < 0.75:
+        return mutate_bytes(rng, sample_images())
+    return random_bytes(rng)
+
+
+def _keep(findings_dir: Path, name: str, data: bytes) -> Path:
+    p = findings_dir / name
+    p.write_bytes(data)
+    return p
+
+
+@pytest.mark.parametrize("cfg", INPROCESS_CONFIGS, ids=lambda c: c.name)
+def test_guests_in_process(cfg: Config, findings_dir: Path) -> None:
+    budget = Budget.from_env(ci_count=40)
+    rng = budget.rng(f"guests:{cfg.name}")
+    tally = Tally("guest")
+    for i in budget.inputs():
+        data = guest_input(rng)
+        c = Config(cfg.backend, cfg.paging, rng.choice((2, 4, 16)))
+        r = run_guest(data, c, MAX_INSTRUCTIONS)
+        tally.inputs += 1
+        if r.finding is not None:
+            p = _keep(findings_dir, f"guest-{c.name}-{c.memory}m-{budget.seed}-{i}.bin", data)
+            tally.add(r.finding, f"{c.name} --memory {c.memory}",
+                      f"python -m tests.fuzz.minimize guest {p} --backend {c.backend} "
+                      f"--paging {c.paging} --memory {c.memory} "
+                      f"--max-instructions {MAX_INSTRUCTIONS}")
+    tally.finish()
+
+
+def ending_input(rng: random.Random) -> bytes:
+    """An input that ends by itself (halt, shutdown, debug exit, not-modelled stop) within
+    the in-process budget on sim+ept. On the host's KVM nothing counts instructions, so a
+    guest in an endless loop of exits would run until the test's timeout, legitimately."""
+    for _ in range(50):
+        data = guest_input(rng)
+        r = run_guest(data, Config("sim", "ept"), MAX_INSTRUCTIONS)
+        if r.finding is None and r.status not in (None, 124):
+            return data
+    return b"\xf4"  # hlt
+
+
+def _cli_case(rng: random.Random, cfg: Config, tmp: Path, i: int) -> tuple[list[str], Path]:
+    guest = tmp / f"guest{i}.bin"
+    guest.write_bytes(ending_input(rng) if cfg.backend == "kvm" else guest_input(rng))
+    args = ["run", *cfg.cli_args()]
+    if cfg.backend != "kvm":  # the host's KVM counts no instructions: its watchdog bounds it
+        args += ["--max-instructions", str(CLI_MAX_INSTRUCTIONS)]
+    if rng.random() < 0.3:
+        args += ["--trace", str(tmp / f"trace{i}.jsonl"), "--trace-level",
+                 rng.choice(("vm", "insn", "all"))]
+    return [*args, str(guest)], guest
+
+
+CLI_CONFIGS = [*INPROCESS_CONFIGS, Config("kvm")]
+
+
+@pytest.mark.parametrize("cfg", CLI_CONFIGS, ids=lambda c: c.name)
+def test_guests_through_the_command(cfg: Config, tmp_path: Path, findings_dir: Path) -> None:
+    if cfg.backend == "kvm" and not KVM_PRESENT:
+        pytest.skip("no usable /dev/kvm on this host")
+    budget = Budget.from_env(ci_count=3)
+    rng = budget.rng(f"cli-guests:{cfg.name}")
+    tally = Tally("guest")
+    for i in budget.inputs():
+        args, guest = _cli_case(rng, cfg, tmp_path, i)
+        res = run_cli(args, CLI_TIMEOUT)
+        tally.inputs += 1
+        f = check_cli(res, RUN_STATUSES, CLI_TIMEOUT)
+        if f is not None:
+            p = _keep(findings_dir, f"cli-{cfg.name}-{budget.seed}-{i}.bin", guest.read_bytes())
+            args[-1] = str(p)
+            tally.add(f, f"{cfg.name} (command)", "vmsim " + " ".join(args))
+    tally.finish()
