@@ -3,13 +3,16 @@ on stderr, and the exit status the vmsim.cli docstring documents."""
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
 import pytest
 
-from tests.stack.stackrun import run_cli
+from tests.stack.stackrun import ROOT, run_cli
 from vmsim.cli import EXIT_ASM, EXIT_BAD_INPUT, EXIT_LIMIT, EXIT_OK, EXIT_UNSUPPORTED
+
+HELLO = ROOT / "sample_guests" / "hello.asm"
 
 
 def _run(*args: str) -> tuple[int, str]:
@@ -82,3 +85,110 @@ def test_not_utf8_source(tmp_path: Path) -> None:
     status, err = _run(str(src))
     assert status == EXIT_BAD_INPUT
     assert "bad.asm" in _one_line(err)
+
+
+# -- inputs that are not files, or never end (read without limit before) ----------------------
+
+def _cmd(*args: str, timeout: float = 60) -> tuple[int, str]:
+    p = run_cli(list(args), timeout=timeout)
+    err = p.stderr.decode(errors="replace")
+    assert "Traceback" not in err, err
+    return p.returncode, err
+
+
+@pytest.fixture
+def fifo(tmp_path: Path) -> Path:
+    path = tmp_path / "pipe.asm"
+    os.mkfifo(path)  # nobody ever writes: reading it would block forever
+    return path
+
+
+@pytest.mark.parametrize("what", ["/dev/zero", "fifo", "directory"])
+def test_guest_that_is_not_a_regular_file(what: str, fifo: Path, tmp_path: Path) -> None:
+    path = {"/dev/zero": "/dev/zero", "fifo": str(fifo), "directory": str(tmp_path)}[what]
+    status, err = _cmd("run", path, timeout=30)
+    assert status == EXIT_BAD_INPUT
+    line = _one_line(err)
+    assert line.startswith(f"vmsim: {path}: ") and "not a regular file" in line
+
+
+@pytest.mark.parametrize("what", ["/dev/zero", "fifo"])
+def test_asm_source_that_is_not_a_regular_file(what: str, fifo: Path, tmp_path: Path) -> None:
+    path = "/dev/zero" if what == "/dev/zero" else str(fifo)
+    status, err = _cmd("asm", path, "-o", str(tmp_path / "out.bin"), timeout=30)
+    assert status == EXIT_ASM  # vmsim asm: every error is status 1, as nasm's
+    assert _one_line(err).startswith(f"{path}:1:1: cannot read source file: ")
+    assert "not a regular file" in err
+
+
+@pytest.mark.parametrize("what", ["/dev/zero", "fifo", "too large"])
+def test_serial_input_file_is_bounded(what: str, fifo: Path, tmp_path: Path) -> None:
+    from vmsim.files import SERIAL_IN_LIMIT
+
+    big = tmp_path / "big.txt"
+    with big.open("wb") as f:
+        f.truncate(SERIAL_IN_LIMIT + 1)  # sparse: nothing is read to refuse it
+    path = {"/dev/zero": "/dev/zero", "fifo": str(fifo), "too large": str(big)}[what]
+    status, err = _cmd("run", "--serial-in", f"@{path}", str(HELLO), timeout=30)
+    assert status == EXIT_BAD_INPUT
+    assert _one_line(err).startswith(f"vmsim: {path}: ")
+
+
+def test_sources_and_binaries_are_refused_by_size_before_reading(tmp_path: Path) -> None:
+    from vmsim.files import SOURCE_LIMIT
+
+    src = tmp_path / "huge.asm"
+    binary = tmp_path / "huge.bin"
+    for path, size in ((src, SOURCE_LIMIT + 1), (binary, 8 << 30)):
+        with path.open("wb") as f:
+            f.truncate(size)  # sparse files: a read would take the size in memory
+    status, err = _cmd("run", str(src))
+    assert status == EXIT_BAD_INPUT and "source file limit" in _one_line(err)
+    status, err = _cmd("asm", str(src))
+    assert status == EXIT_ASM and "source file limit" in _one_line(err)
+    status, err = _cmd("run", "--memory", "4", str(binary))
+    assert status == EXIT_BAD_INPUT
+    assert "huge.bin" in _one_line(err) and "fits in RAM" in err
+
+
+# -- hostile options: one line, status 2 (1 for vmsim asm, as nasm) ---------------------------
+
+HOSTILE_RUN = [
+    ["--memory", "-1"], ["--memory", "0"], ["--memory", "1"], ["--memory", "99999999999"],
+    ["--memory", "lots"], ["--max-instructions", "0"], ["--max-instructions", "-5"],
+    ["--max-instructions", "1e9"], ["--backend", "qemu"], ["--paging", "nested"],
+    ["--trace-level", "everything"], ["--serial-in", "\\x4"], ["--serial-in", "\\u1234"],
+    ["--serial-in", "@/nonexistent/file"], ["--trace", "/nonexistent/dir/t.jsonl"],
+    ["--stats-json", "/nonexistent/dir/s.json"], ["--trace", "/"], ["--no-such-option"],
+]
+
+
+@pytest.mark.parametrize("args", HOSTILE_RUN, ids=[" ".join(a) for a in HOSTILE_RUN])
+def test_hostile_run_options(args: list[str]) -> None:
+    status, err = _cmd("run", *args, str(HELLO))
+    assert status == EXIT_BAD_INPUT
+    _one_line(err)
+
+
+def test_huge_instruction_budget_is_no_budget() -> None:
+    status, err = _cmd("run", "--max-instructions", str(10**30), str(HELLO))
+    assert status == 1 and err == ""  # hello's own debug-exit status
+
+
+HOSTILE_ASM = [[], ["-o"], ["--no-such-option", "x.asm"], ["/nonexistent/x.asm"], ["/"],
+               [str(HELLO), "-o", "/nonexistent/dir/x.bin"], [str(HELLO), "-o", "/"]]
+
+
+@pytest.mark.parametrize("args", HOSTILE_ASM, ids=[" ".join(a) or "none" for a in HOSTILE_ASM])
+def test_hostile_asm_arguments(args: list[str]) -> None:
+    status, err = _cmd("asm", *args)
+    assert status in (EXIT_ASM, EXIT_BAD_INPUT)  # 2: a usage error argparse finds
+    _one_line(err)
+
+
+def test_asm_not_utf8_names_line_and_column(tmp_path: Path) -> None:
+    src = tmp_path / "bad.asm"
+    src.write_bytes(b"bits 32\n nop ; caf\xe9\n")
+    status, err = _cmd("asm", str(src), "-o", str(tmp_path / "bad.bin"))
+    assert status == EXIT_ASM
+    assert _one_line(err).startswith(f"{src}:2:11: cannot read source file: not UTF-8")

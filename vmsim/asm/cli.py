@@ -39,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
     from vmsim.files import SOURCE_LIMIT, InputError, read_input_file, refuse_overwrite
 
     src_path = Path(args.file)
+    if not args.output and not src_path.name:
+        print(f"{args.file}:1:1: cannot read source file: not a file name", file=sys.stderr)
+        return 1
     out = Path(args.output) if args.output else src_path.with_suffix(".bin")
     # Checked before anything is read or written: an output onto the source (`-o x.asm`,
     # `-l x.asm`, or `vmsim asm x.bin` whose default output is itself) would destroy it.

@@ -166,7 +166,7 @@ def load_guest_file(path: str | Path, max_bytes: int | None = None) -> GuestImag
         max_bytes = (3072 << 20) - LOAD_ADDRESS
     try:
         raw = (read_input_file(p, SOURCE_LIMIT, "the source file limit") if is_source else
-               read_input_file(p, max_bytes, f"guest RAM holds above {LOAD_ADDRESS:#x}"))
+               read_input_file(p, max_bytes, f"what fits in RAM above {LOAD_ADDRESS:#x}"))
     except InputError as e:
         raise GuestLoadError(str(e)) from None
     if not raw:
