@@ -1,5 +1,6 @@
 """A bare VMX test bench: a Cpu on PhysicalMemory, a Vmcs holding vmsim's entry state, and
-small guest programs. No kvm.ko, no VMM: the tests drive `Vmx` the way kvm.ko would.
+small guest programs. No kvm.ko run loop, no VMM: the tests drive `Vmx` the way kvm.ko
+would (the host-state area is filled by kvm-intel's own functions).
 
 Guest memory map (physical = linear unless a test turns paging on):
   0x1000  GDT (null, flat code 0x08, flat data 0x10, TSS 0x18)
@@ -27,6 +28,14 @@ from vmsim.hw.vmcs import (
     Vmcs,
 )
 from vmsim.hw.vmx import ExitInfo, Vmx
+from vmsim.kvm.vmx import (
+    LINUX_HOST,
+    vmx_prepare_switch_to_guest,
+    vmx_set_constant_host_state,
+    vmx_update_host_rsp,
+    vmx_vcpu_load_vmcs,
+    vmx_vmexit_ctrl,
+)
 
 MEM_SIZE = 0x100000
 GDT, IDT, STUBS, CODE, DATA, STACK = 0x1000, 0x2000, 0x3000, 0x8000, 0x9000, 0xF000
@@ -143,8 +152,13 @@ class Bench:
         w(F.GUEST_INTERRUPTIBILITY_INFO, 0)
         w(F.VMCS_LINK_POINTER, 0xFFFFFFFFFFFFFFFF)
         w(F.PIN_BASED_VM_EXEC_CONTROL, 0x16)
-        w(F.VM_EXIT_CONTROLS, 0x00036DFF)
+        w(F.VM_EXIT_CONTROLS, vmx_vmexit_ctrl())  # a 64-bit host: host address-space size
         w(F.VM_ENTRY_CONTROLS, 0x000011FF)
+        # The host-state area as kvm-intel fills it (the bench's host is vmsim's Linux).
+        vmx_set_constant_host_state(self.vmcs)
+        vmx_vcpu_load_vmcs(self.vmcs, 0)
+        vmx_prepare_switch_to_guest(self.vmcs)
+        vmx_update_host_rsp(self.vmcs, LINUX_HOST.vcpu_thread_kernel_rsp)
         # No bits owned by the host: MOV to CR0/CR4 never exits unless a test says so.
         w(F.CR0_GUEST_HOST_MASK, 0)
         w(F.CR4_GUEST_HOST_MASK, 0)

@@ -136,6 +136,6 @@ def test_dump_lines_carry_encoding_and_width_sized_value() -> None:
     lines = {ln.split()[0]: ln for ln in _dump().splitlines() if not ln.startswith("***")}
     assert re.search(r"GUEST_CS_SELECTOR\s+0x0802 = 0xf000$", lines["GUEST_CS_SELECTOR"])
     assert lines["VMCS_LINK_POINTER"].endswith("0x2800 = 0xffffffffffffffff")
-    assert lines["GUEST_RIP"].endswith("0x681e = 0x0000fff0")
+    assert lines["GUEST_RIP"].endswith("0x681e = 0x000000000000fff0")  # natural width: 64-bit
     assert lines["VM_EXIT_REASON"].endswith("0x4402 = 0x0000001e")
     assert "field 0x6c1e" in lines["field"]

@@ -3,6 +3,10 @@ LNX arch/x86/include/asm/vmx.h `enum vmcs_field`), and Intel's basic exit reason
 
 A field encoding says its width, type (control, exit information, guest, host) and
 index; `field_info` decodes it the way the SDM's "Field Encoding" table describes.
+
+The simulated processor supports Intel 64 (its host is a 64-bit Linux), so natural-width
+fields hold 64 bits: the host-state area holds kernel addresses such as 0xffffffff...;
+the guest's natural-width fields hold its 32-bit values.
 """
 
 from __future__ import annotations
@@ -204,12 +208,33 @@ INTR_TYPE_SOFT_EXCEPTION = 6 << 8
 
 GUEST_ACTIVITY_ACTIVE, GUEST_ACTIVITY_HLT, GUEST_ACTIVITY_SHUTDOWN = 0, 1, 2
 
+# VM-exit controls (SDM "VM-Exit Controls"; LNX vmx.h VM_EXIT_*).
+VM_EXIT_SAVE_DEBUG_CONTROLS = 1 << 2
+VM_EXIT_HOST_ADDR_SPACE_SIZE = 1 << 9  # the host runs in 64-bit mode after the exit
+VM_EXIT_ACK_INTR_ON_EXIT = 1 << 15
+VM_EXIT_SAVE_IA32_PAT = 1 << 18
+VM_EXIT_LOAD_IA32_PAT = 1 << 19
+VM_EXIT_SAVE_IA32_EFER = 1 << 20
+VM_EXIT_LOAD_IA32_EFER = 1 << 21
+# VM-entry controls (SDM "VM-Entry Controls"; LNX vmx.h VM_ENTRY_*).
+VM_ENTRY_IA32E_MODE = 1 << 9
+VM_ENTRY_LOAD_IA32_PAT = 1 << 14
+VM_ENTRY_LOAD_IA32_EFER = 1 << 15
+
 # What this simulated processor reports in its VMX capability MSRs for CR0/CR4 (SDM App.
 # A.7-A.8): bits that must be 1 (FIXED0) and may be 1 (FIXED1) in VMX operation.
 VMX_CR0_FIXED0 = 0x80000021  # PG NE PE (PG and PE relaxed for an unrestricted guest)
 VMX_CR0_FIXED1 = 0xFFFFFFFF
 VMX_CR4_FIXED0 = 0x00002000  # VMXE
-VMX_CR4_FIXED1 = 0x000027FF  # VME..OSXMMEXCPT and VMXE
+# VME..OSXMMEXCPT, VMXE, FSGSBASE, PCIDE, OSXSAVE, SMEP, SMAP: the bits a Broadwell-class
+# core supports, which its host Linux sets (HOST_CR4). kvm.ko still refuses the guest any
+# CR4 bit its CPUID does not offer (kvm_set_cr4), so the guest never sees these.
+VMX_CR4_FIXED1 = 0x003727FF
+# Physical-address width of the simulated processor (CPUID.80000008H:EAX[7:0]), as the
+# Xeon cores of that era report it: HOST_CR3 may not set bits above it.
+PHYS_ADDR_BITS = 46
+# Linear addresses are 48 bits (4-level paging): a canonical address has bits 63:47 equal.
+LINEAR_ADDR_BITS = 48
 
 _TYPES = ("control", "exit information", "guest state", "host state")
 _WIDTHS = ("16-bit", "64-bit", "32-bit", "natural-width")
@@ -222,7 +247,7 @@ def field_info(encoding: int) -> tuple[str, str, int]:
 
 def field_mask(encoding: int) -> int:
     width = (encoding >> 13) & 3
-    return (0xFFFF, 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF)[width]  # natural = 32-bit here
+    return (0xFFFF, 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF)[width]
 
 
 def _is_high(encoding: int) -> bool:
@@ -274,6 +299,6 @@ class Vmcs:
                 if kind != area:
                     continue
                 name = F(enc).name if enc in F._value2member_map_ else f"field {enc:#06x}"
-                digits = 4 if width == "16-bit" else 16 if width == "64-bit" else 8
+                digits = {"16-bit": 4, "32-bit": 8}.get(width, 16)  # as dump_vmcs prints them
                 lines.append(f"  {name:<32} {enc:#06x} = {value:#0{digits + 2}x}")
         return "\n".join(lines)

@@ -6,12 +6,18 @@ the CPU asks `exit_decision()` at every interceptable instruction or event, whic
 the VM-execution controls; `vm_exit()` stores the guest state and the exit information
 (reason, qualification, instruction length, guest-linear and guest-physical address).
 
-The "host" side of the transition is Python (vmsim.kvm), so host-state fields are kept
-only for display; the simplifications are stated where they are made.
+VM entry also checks the host-state area (SDM "Checks on Host Control Registers, MSRs,
+and SSP", "Checks on Host Segment and Descriptor-Table Registers", "Checks Related to
+Address-Space Size"), and every VM exit loads it (SDM "Loading Host State") into
+`Vmx.host_cpu`, the registers of the physical CPU in VMX root operation: where the CPU
+goes back to (HOST_RIP = kvm-intel's vmx_vmexit), on which stack, with which CR3. The
+host code itself is Python (vmsim.kvm), so nothing executes at HOST_RIP: `host_cpu` is
+the state a real exit would leave, for students and tests to look at.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from vmsim.events import EventStream
@@ -35,11 +41,23 @@ from vmsim.hw.vmcs import (
     GUEST_ACTIVITY_HLT,
     INTR_INFO_DELIVER_CODE_MASK,
     INTR_INFO_VALID_MASK,
+    INTR_TYPE_EXT_INTR,
     INTR_TYPE_HARD_EXCEPTION,
     INTR_TYPE_SOFT_EXCEPTION,
     INTR_TYPE_SOFT_INTR,
+    LINEAR_ADDR_BITS,
+    PHYS_ADDR_BITS,
     SECONDARY_EXEC_ENABLE_EPT,
     SECONDARY_EXEC_UNRESTRICTED_GUEST,
+    VM_ENTRY_IA32E_MODE,
+    VM_ENTRY_LOAD_IA32_EFER,
+    VM_ENTRY_LOAD_IA32_PAT,
+    VM_EXIT_ACK_INTR_ON_EXIT,
+    VM_EXIT_HOST_ADDR_SPACE_SIZE,
+    VM_EXIT_LOAD_IA32_EFER,
+    VM_EXIT_LOAD_IA32_PAT,
+    VM_EXIT_SAVE_IA32_EFER,
+    VM_EXIT_SAVE_IA32_PAT,
     VMX_CR0_FIXED0,
     VMX_CR0_FIXED1,
     VMX_CR4_FIXED0,
@@ -67,6 +85,76 @@ AR_UNUSABLE = 1 << 16
 
 MSR_IA32_SYSENTER_CS, MSR_IA32_SYSENTER_ESP, MSR_IA32_SYSENTER_EIP = 0x174, 0x175, 0x176
 MSR_IA32_PAT = 0x277
+MSR_EFER = 0xC0000080
+EFER_SCE, EFER_LME, EFER_LMA, EFER_NX = 1 << 0, 1 << 8, 1 << 10, 1 << 11
+EFER_VALID = EFER_SCE | EFER_LME | EFER_LMA | EFER_NX  # the EFER bits an Intel CPU has
+PAT_MEMORY_TYPES = (0, 1, 4, 5, 6, 7)  # UC WC WT WP WB UC-: 2 and 3 are reserved
+# The simulated processor runs a 64-bit host kernel: it is in IA-32e mode whenever it
+# executes VMLAUNCH/VMRESUME (SDM "Checks Related to Address-Space Size").
+HOST_IN_IA32E_MODE = True
+# Host selectors in VMCS order (HOST_ES_SELECTOR 0x0C00 ... HOST_TR_SELECTOR 0x0C0C).
+HOST_SELECTORS = {"es": F.HOST_ES_SELECTOR, "cs": F.HOST_CS_SELECTOR, "ss": F.HOST_SS_SELECTOR,
+                  "ds": F.HOST_DS_SELECTOR, "fs": F.HOST_FS_SELECTOR, "gs": F.HOST_GS_SELECTOR,
+                  "tr": F.HOST_TR_SELECTOR}
+# The external interrupt that kicks a vCPU out of the guest: Linux's reschedule IPI
+# (kvm_vcpu_kick -> smp_send_reschedule; RESCHEDULE_VECTOR, arch/x86/include/asm/irq_vectors.h).
+RESCHEDULE_VECTOR = 0xFD
+
+
+def canonical(addr: int) -> bool:
+    """Bits 63:47 all equal (48-bit linear addresses)."""
+    top = addr >> (LINEAR_ADDR_BITS - 1)
+    return top in (0, (1 << (65 - LINEAR_ADDR_BITS)) - 1)
+
+
+@dataclass(frozen=True)
+class HostSegment:
+    """A host segment register after a VM exit, in the VMCS access-rights format."""
+
+    selector: int
+    base: int
+    limit: int
+    ar: int  # AR_UNUSABLE for a null data selector
+
+
+@dataclass(frozen=True)
+class HostCpuState:
+    """The physical CPU's registers in VMX root operation, as the last VM exit loaded them
+    from the VMCS host-state area (SDM "Loading Host State")."""
+
+    rip: int
+    rsp: int
+    rflags: int
+    cr0: int
+    cr3: int
+    cr4: int
+    dr7: int
+    segments: dict[str, HostSegment]  # es cs ss ds fs gs tr ldtr
+    gdtr: tuple[int, int]  # (base, limit)
+    idtr: tuple[int, int]
+    sysenter_cs: int
+    sysenter_esp: int
+    sysenter_eip: int
+    efer: int
+    pat: int
+    long_mode: bool  # "host address-space size": 64-bit code after the exit
+
+    def dump(self) -> str:
+        """One line per register group, in the spirit of dump_vmcs's host section."""
+        seg = self.segments
+        return "\n".join([
+            f"RIP={self.rip:#018x} RSP={self.rsp:#018x} RFLAGS={self.rflags:#x} "
+            f"({'64-bit' if self.long_mode else '32-bit'} mode)",
+            " ".join(f"{n.upper()}={seg[n].selector:04x}" for n in ("cs", "ss", "ds", "es", "fs",
+                                                                     "gs", "tr")),
+            f"FSBase={seg['fs'].base:016x} GSBase={seg['gs'].base:016x} "
+            f"TRBase={seg['tr'].base:016x}",
+            f"GDTBase={self.gdtr[0]:016x} IDTBase={self.idtr[0]:016x}",
+            f"CR0={self.cr0:016x} CR3={self.cr3:016x} CR4={self.cr4:016x}",
+            f"Sysenter RSP={self.sysenter_esp:016x} CS:RIP={self.sysenter_cs:04x}:"
+            f"{self.sysenter_eip:016x}",
+            f"EFER={self.efer:#018x} PAT={self.pat:#018x}",
+        ])
 
 
 @dataclass
@@ -133,6 +221,19 @@ class Vmx:
         # exception bitmap intercepts, or a triple fault): run() reports it first.
         self._entry_exit: Intercept | None = None
         self.guest_mode = False
+        # What the last VM exit loaded into the CPU's root-mode registers (see host_cpu).
+        self._host_loaded: tuple[dict[int, int], int] | None = None
+        self._host_cpu: HostCpuState | None = None
+
+    @property
+    def host_cpu(self) -> HostCpuState | None:
+        """The CPU's root-mode registers as the last VM exit loaded them from the host-state
+        area (None before the first exit: until then the host ran code vmsim does not
+        model). The exit records the fields; the registers are built when looked at."""
+        if self._host_cpu is None and self._host_loaded is not None:
+            values, guest_pat = self._host_loaded
+            self._host_cpu = _host_cpu_state(values.__getitem__, 0, guest_pat)
+        return self._host_cpu
 
     # -- VM entry (SDM 27.2: checks on the controls; 27.3: on the guest-state area) -----------
     @staticmethod
@@ -178,6 +279,80 @@ class Vmx:
                     "for a software interrupt or exception")
         return ""
 
+    @staticmethod
+    def check_host_state(vmcs: Vmcs) -> str:
+        """The first failed check on the host-state area (SDM 26.2.2-26.2.4 in older
+        editions: "Checks on Host Control Registers, MSRs, and SSP", "Checks on Host Segment
+        and Descriptor-Table Registers", "Checks Related to Address-Space Size"); "" when all
+        pass. A failure is VMfailValid with VM-instruction error 8."""
+        r = vmcs.read
+        exit_ctl, entry_ctl = r(F.VM_EXIT_CONTROLS), r(F.VM_ENTRY_CONTROLS)
+        host64 = bool(exit_ctl & VM_EXIT_HOST_ADDR_SPACE_SIZE)
+        cr0, cr3, cr4 = r(F.HOST_CR0), r(F.HOST_CR3), r(F.HOST_CR4)
+        # Control registers: the fixed bits of VMX operation (no unrestricted-guest
+        # relaxation for the host: PE, NE and PG are required).
+        if cr0 & VMX_CR0_FIXED0 != VMX_CR0_FIXED0:
+            return (f"HOST_CR0 {cr0:#x} lacks bits {VMX_CR0_FIXED0 & ~cr0:#x} that "
+                    "IA32_VMX_CR0_FIXED0 requires (PE NE PG)")
+        if cr0 & ~VMX_CR0_FIXED1:
+            return f"HOST_CR0 {cr0:#x} sets bits IA32_VMX_CR0_FIXED1 forbids"
+        if cr4 & VMX_CR4_FIXED0 != VMX_CR4_FIXED0:
+            return f"HOST_CR4 {cr4:#x} lacks CR4.VMXE, which IA32_VMX_CR4_FIXED0 requires"
+        if cr4 & ~VMX_CR4_FIXED1:
+            return (f"HOST_CR4 {cr4:#x} sets bits {cr4 & ~VMX_CR4_FIXED1:#x} "
+                    "IA32_VMX_CR4_FIXED1 forbids")
+        if cr3 >> PHYS_ADDR_BITS:
+            return (f"HOST_CR3 {cr3:#x} sets bits beyond the processor's {PHYS_ADDR_BITS}-bit "
+                    "physical-address width")
+        for enc in (F.HOST_IA32_SYSENTER_ESP, F.HOST_IA32_SYSENTER_EIP):
+            if not canonical(r(enc)):
+                return f"{F(enc).name} {r(enc):#x} is not a canonical address"
+        if exit_ctl & VM_EXIT_LOAD_IA32_PAT:
+            pat = r(F.HOST_IA32_PAT)
+            bad = [i for i in range(8) if (pat >> 8 * i) & 0xFF not in PAT_MEMORY_TYPES]
+            if bad:
+                return (f"HOST_IA32_PAT {pat:#018x}: entry {bad[0]} is not a valid memory type "
+                        "(0 1 4 5 6 7)")
+        if exit_ctl & VM_EXIT_LOAD_IA32_EFER:
+            efer = r(F.HOST_IA32_EFER)
+            if efer & ~EFER_VALID:
+                return f"HOST_IA32_EFER {efer:#x} sets reserved bits {efer & ~EFER_VALID:#x}"
+            if bool(efer & EFER_LMA) != host64 or bool(efer & EFER_LME) != host64:
+                return (f"HOST_IA32_EFER {efer:#x}: LMA and LME must equal the \"host "
+                        f"address-space size\" exit control ({int(host64)})")
+        # Segment and descriptor-table registers.
+        for enc in HOST_SELECTORS.values():
+            if r(enc) & 7:
+                return f"{F(enc).name} {r(enc):#x}: RPL and TI must be 0"
+        if r(F.HOST_CS_SELECTOR) == 0:
+            return "HOST_CS_SELECTOR must not be 0"
+        if r(F.HOST_TR_SELECTOR) == 0:
+            return "HOST_TR_SELECTOR must not be 0"
+        if r(F.HOST_SS_SELECTOR) == 0 and not host64:
+            return "HOST_SS_SELECTOR must not be 0 for a 32-bit host"
+        for enc in (F.HOST_FS_BASE, F.HOST_GS_BASE, F.HOST_GDTR_BASE, F.HOST_IDTR_BASE,
+                    F.HOST_TR_BASE):
+            if not canonical(r(enc)):
+                return f"{F(enc).name} {r(enc):#x} is not a canonical address"
+        # Address-space size.
+        rip = r(F.HOST_RIP)
+        if HOST_IN_IA32E_MODE and not host64:
+            return ("VM_EXIT_CONTROLS: \"host address-space size\" must be 1 on a processor in "
+                    "IA-32e mode (a 64-bit host)")
+        if not HOST_IN_IA32E_MODE and (host64 or entry_ctl & VM_ENTRY_IA32E_MODE):
+            return "VM_EXIT_CONTROLS: \"host address-space size\" must be 0 outside IA-32e mode"
+        if host64:
+            if not cr4 & 0x20:
+                return f"HOST_CR4 {cr4:#x}: PAE must be 1 for a 64-bit host"
+            if not canonical(rip):
+                return f"HOST_RIP {rip:#x} is not a canonical address"
+        else:
+            if cr4 & 0x20000:
+                return f"HOST_CR4 {cr4:#x}: PCIDE must be 0 for a 32-bit host"
+            if rip >> 32:
+                return f"HOST_RIP {rip:#x}: bits 63:32 must be 0 for a 32-bit host"
+        return ""
+
     def check_guest_state(self, vmcs: Vmcs) -> str:
         """The first failed guest-state check, in words; "" when all pass."""
         r = vmcs.read
@@ -196,8 +371,8 @@ class Vmx:
         if cr4 & ~VMX_CR4_FIXED1:
             return f"GUEST_CR4 {cr4:#x} sets bits {cr4 & ~VMX_CR4_FIXED1:#x} IA32_VMX_CR4_FIXED1 forbids"
         rflags = r(F.GUEST_RFLAGS)
-        if not rflags & 2 or rflags & (0x8 | 0x20 | 0x8000 | 0xFFC00000):
-            return f"GUEST_RFLAGS {rflags:#x}: bit 1 must be 1 and bits 3, 5, 15, 22-31 must be 0"
+        if not rflags & 2 or rflags & (0x8 | 0x20 | 0x8000) or rflags >> 22:
+            return f"GUEST_RFLAGS {rflags:#x}: bit 1 must be 1 and bits 3, 5, 15, 22-63 must be 0"
         if rflags & 0x20000:
             return f"GUEST_RFLAGS {rflags:#x}: virtual-8086 mode is not supported"
         entry_info = r(F.VM_ENTRY_INTR_INFO_FIELD)
@@ -206,6 +381,9 @@ class Vmx:
         if inject_kind == 0 and not rflags & 0x200:
             return (f"GUEST_RFLAGS {rflags:#x}: IF must be 1 to inject an external interrupt "
                     f"({entry_info:#x})")
+        msg = self._check_guest_msrs(vmcs)
+        if msg:
+            return msg
         if r(F.VMCS_LINK_POINTER) != 0xFFFFFFFFFFFFFFFF:
             return "VMCS_LINK_POINTER must be all ones"
         msg = self._check_selectors(vmcs, unrestricted)
@@ -222,6 +400,29 @@ class Vmx:
             if r(enc) > 0xFFFF:
                 return f"{F(enc).name} {r(enc):#x}: bits 31:16 must be 0"
         return self._check_non_register_state(vmcs, rflags, entry_info)
+
+    @staticmethod
+    def _check_guest_msrs(vmcs: Vmcs) -> str:
+        """IA32_PAT and IA32_EFER when VM entry loads them (SDM "Checks on Guest Control
+        Registers, Debug Registers, and MSRs")."""
+        r = vmcs.read
+        entry_ctl = r(F.VM_ENTRY_CONTROLS)
+        if entry_ctl & VM_ENTRY_LOAD_IA32_PAT:
+            pat = r(F.GUEST_IA32_PAT)
+            bad = [i for i in range(8) if (pat >> 8 * i) & 0xFF not in PAT_MEMORY_TYPES]
+            if bad:
+                return (f"GUEST_IA32_PAT {pat:#018x}: entry {bad[0]} is not a valid memory "
+                        "type (0 1 4 5 6 7)")
+        if entry_ctl & VM_ENTRY_LOAD_IA32_EFER:
+            efer, ia32e = r(F.GUEST_IA32_EFER), bool(entry_ctl & VM_ENTRY_IA32E_MODE)
+            if efer & ~EFER_VALID:
+                return f"GUEST_IA32_EFER {efer:#x} sets reserved bits {efer & ~EFER_VALID:#x}"
+            if bool(efer & EFER_LMA) != ia32e:
+                return (f"GUEST_IA32_EFER {efer:#x}: LMA must equal the \"IA-32e mode guest\" "
+                        f"entry control ({int(ia32e)})")
+            if r(F.GUEST_CR0) & 0x80000000 and bool(efer & EFER_LME) != ia32e:
+                return f"GUEST_IA32_EFER {efer:#x}: with CR0.PG, LME must equal LMA"
+        return ""
 
     @staticmethod
     def _check_selectors(vmcs: Vmcs, unrestricted: bool) -> str:
@@ -360,6 +561,13 @@ class Vmx:
             self.entry_failure = failure
             self.entry_fail_valid = True
             return False
+        failure = self.check_host_state(vmcs)
+        if failure:
+            # VMfailValid: 8 VM entry with invalid host-state field(s).
+            vmcs.write(F.VM_INSTRUCTION_ERROR, 8)
+            self.entry_failure = failure
+            self.entry_fail_valid = True
+            return False
         failure = self.check_guest_state(vmcs)
         if failure:
             self.entry_failure = failure
@@ -394,6 +602,10 @@ class Vmx:
         cpu.eflags = r(F.GUEST_RFLAGS)
         cpu.halted = r(F.GUEST_ACTIVITY_STATE) == GUEST_ACTIVITY_HLT
         cpu.shut_down = False
+        if r(F.VM_ENTRY_CONTROLS) & VM_ENTRY_LOAD_IA32_PAT:
+            cpu.msr[MSR_IA32_PAT] = r(F.GUEST_IA32_PAT)
+        # "load IA32_EFER" loads nothing here: vmsim's 32-bit CPU has no EFER (no long mode,
+        # no NX); the entry checks above still apply to GUEST_IA32_EFER.
         for msr, enc in ((MSR_IA32_SYSENTER_CS, F.GUEST_SYSENTER_CS),
                          (MSR_IA32_SYSENTER_ESP, F.GUEST_SYSENTER_ESP),
                          (MSR_IA32_SYSENTER_EIP, F.GUEST_SYSENTER_EIP)):
@@ -537,8 +749,14 @@ class Vmx:
     # -- VM exit (SDM 28.2: recording the exit information, 28.3: saving guest state) ------------
     def vm_exit(self, info: Intercept | None) -> ExitInfo:
         vmcs, cpu = self.vmcs, self.cpu
-        exit_info = self._exit_info(info) if info is not None else ExitInfo(
-            ExitReason.EXTERNAL_INTERRUPT)
+        if info is not None:
+            exit_info = self._exit_info(info)
+        else:
+            # An external interrupt (the host kicked the vCPU); with "acknowledge interrupt
+            # on exit" the CPU takes the vector from the interrupt controller and stores it.
+            ack = vmcs.read(F.VM_EXIT_CONTROLS) & VM_EXIT_ACK_INTR_ON_EXIT
+            exit_info = ExitInfo(ExitReason.EXTERNAL_INTERRUPT, intr_info=(
+                INTR_INFO_VALID_MASK | INTR_TYPE_EXT_INTR | RESCHEDULE_VECTOR) if ack else 0)
         w = vmcs.write
         w(F.VM_EXIT_REASON, exit_info.reason)
         w(F.EXIT_QUALIFICATION, exit_info.qualification)
@@ -559,6 +777,10 @@ class Vmx:
         cpu.intercept = None
         cpu.cr_shadow = {}
         self.guest_mode = False
+        fields = vmcs.fields
+        self._host_loaded = ({enc: fields.get(enc, 0) for enc in _HOST_LOAD_FIELDS},
+                             cpu.msr.get(MSR_IA32_PAT, 0))
+        self._host_cpu = None
         self.last_exit = exit_info
         return exit_info
 
@@ -586,6 +808,11 @@ class Vmx:
         w(F.GUEST_SYSENTER_CS, cpu.msr.get(MSR_IA32_SYSENTER_CS, 0))
         w(F.GUEST_SYSENTER_ESP, cpu.msr.get(MSR_IA32_SYSENTER_ESP, 0))
         w(F.GUEST_SYSENTER_EIP, cpu.msr.get(MSR_IA32_SYSENTER_EIP, 0))
+        exit_ctl = vmcs.read(F.VM_EXIT_CONTROLS)
+        if exit_ctl & VM_EXIT_SAVE_IA32_PAT:
+            w(F.GUEST_IA32_PAT, cpu.msr.get(MSR_IA32_PAT, 0))
+        if exit_ctl & VM_EXIT_SAVE_IA32_EFER:
+            w(F.GUEST_IA32_EFER, 0)  # vmsim's CPU has no EFER: it reads as 0
 
     def _exit_info(self, info: Intercept) -> ExitInfo:
         exit_info = self._exit_info_for(info)
@@ -648,6 +875,47 @@ class Vmx:
             return ExitInfo(ExitReason.EPT_MISCONFIG, 0, 0,
                             guest_physical_address=info.extra["gpa"])
         raise ValueError(f"no VM exit for {k}")
+
+
+# What loading the host state reads: the host-state area and the VM-exit controls.
+_HOST_LOAD_FIELDS = (*(f.value for f in F if f.name.startswith("HOST_")),
+                     F.VM_EXIT_CONTROLS.value)
+
+
+def load_host_state(vmcs: Vmcs, prev_efer: int = 0, prev_pat: int = 0) -> HostCpuState:
+    """SDM "Loading Host State" (27.5 in older editions): what a VM exit puts in the
+    processor's root-mode registers, from the host-state area and the VM-exit controls.
+    `prev_efer` and `prev_pat` are the MSRs as the guest left them: without "load
+    IA32_EFER"/"load IA32_PAT" the host gets those (bar EFER.LMA/LME)."""
+    return _host_cpu_state(vmcs.read, prev_efer, prev_pat)
+
+
+def _host_cpu_state(r: Callable[[int], int], prev_efer: int, prev_pat: int) -> HostCpuState:
+    exit_ctl = r(F.VM_EXIT_CONTROLS)
+    host64 = bool(exit_ctl & VM_EXIT_HOST_ADDR_SPACE_SIZE)
+    cr4 = r(F.HOST_CR4) | (0x20 if host64 else 0)  # a 64-bit host always has PAE
+    if exit_ctl & VM_EXIT_LOAD_IA32_EFER:
+        efer = r(F.HOST_IA32_EFER)
+    else:  # only LMA and LME change: the rest stays what the guest left (why KVM loads it)
+        efer = prev_efer & ~(EFER_LMA | EFER_LME) | ((EFER_LMA | EFER_LME) if host64 else 0)
+    # CS: flat code, 64-bit if the host is; SS/DS/ES/FS/GS: flat data, unusable when null
+    # (FS and GS keep the base fields); TR: a busy TSS of limit 0x67; LDTR: unusable.
+    cs_ar = 0x9B | (0x2000 if host64 else 0x4000) | 0x8000
+    segments = {"cs": HostSegment(r(F.HOST_CS_SELECTOR), 0, 0xFFFFFFFF, cs_ar)}
+    for name in ("ss", "ds", "es", "fs", "gs"):
+        sel = r(HOST_SELECTORS[name])
+        base = r(F.HOST_FS_BASE) if name == "fs" else r(F.HOST_GS_BASE) if name == "gs" else 0
+        segments[name] = HostSegment(sel, base, 0xFFFFFFFF, 0xC093 if sel else AR_UNUSABLE)
+    segments["tr"] = HostSegment(r(F.HOST_TR_SELECTOR), r(F.HOST_TR_BASE), 0x67, 0x8B)
+    segments["ldtr"] = HostSegment(0, 0, 0, AR_UNUSABLE)
+    return HostCpuState(
+        rip=r(F.HOST_RIP), rsp=r(F.HOST_RSP), rflags=0x2,
+        cr0=r(F.HOST_CR0), cr3=r(F.HOST_CR3), cr4=cr4, dr7=0x400,
+        segments=segments, gdtr=(r(F.HOST_GDTR_BASE), 0xFFFF), idtr=(r(F.HOST_IDTR_BASE), 0xFFFF),
+        sysenter_cs=r(F.HOST_IA32_SYSENTER_CS), sysenter_esp=r(F.HOST_IA32_SYSENTER_ESP),
+        sysenter_eip=r(F.HOST_IA32_SYSENTER_EIP), efer=efer,
+        pat=r(F.HOST_IA32_PAT) if exit_ctl & VM_EXIT_LOAD_IA32_PAT else prev_pat,
+        long_mode=host64)
 
 
 def _intr_info(vector: int, error_code: int | None, soft: bool) -> int:

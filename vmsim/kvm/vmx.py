@@ -9,6 +9,7 @@ filled and KVM_RUN goes back to userspace.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vmsim.hw import exceptions as X
@@ -26,8 +27,14 @@ from vmsim.hw.vmcs import (
     INTR_TYPE_HARD_EXCEPTION,
     SECONDARY_EXEC_ENABLE_EPT,
     SECONDARY_EXEC_UNRESTRICTED_GUEST,
+    VM_ENTRY_LOAD_IA32_EFER,
+    VM_EXIT_ACK_INTR_ON_EXIT,
+    VM_EXIT_HOST_ADDR_SPACE_SIZE,
+    VM_EXIT_LOAD_IA32_EFER,
+    VM_EXIT_LOAD_IA32_PAT,
     ExitReason,
     F,
+    Vmcs,
 )
 from vmsim.hw.vmx import SEGMENTS
 from vmsim.kvm.api import KVM_EXIT_SHUTDOWN, KvmDtable, KvmRegs, KvmSegment, KvmSregs
@@ -49,6 +56,135 @@ KVM_EXCEPTION_BITMAP = (1 << X.UD) | (1 << X.MC) | (1 << X.DB) | (1 << X.AC)
 PASSTHROUGH_MSRS = {(0x174, False), (0x174, True), (0x175, False), (0x175, True),
                     (0x176, False), (0x176, True), (0x10, False)}
 MSR_RANGE = range(0x0, 0x2000)
+
+
+# -- the host: what kvm-intel writes into the VMCS host-state area ------------------------------
+# The simulated host is x86-64 Linux on CPU 0. Values the kernel fixes are Linux's; values
+# that depend on the build, KASLR or the running process (symbol addresses, stacks, page
+# tables) are examples in the right region of the x86-64 memory map
+# (LNX Documentation/arch/x86/x86_64/mm.rst), marked "example".
+KERNEL_CS = 2 * 8  # __KERNEL_CS: GDT_ENTRY_KERNEL_CS * 8 (arch/x86/include/asm/segment.h)
+KERNEL_DS = 3 * 8  # __KERNEL_DS: GDT_ENTRY_KERNEL_DS * 8
+GDT_ENTRY_TSS = 8  # the TSS descriptor's GDT index: TR = 0x40
+
+
+@dataclass(frozen=True)
+class LinuxHost:
+    """What the running host kernel gives kvm-intel for the host-state area."""
+
+    # read_cr0(): CR0_STATE = PE MP ET NE WP AM PG (arch/x86/include/asm/processor-flags.h).
+    cr0: int = 0x80050033
+    # __read_cr3(): the QEMU process's page-table root | its PCID (kern_pcid(asid 0) = 1),
+    # example physical address.
+    cr3: int = 0x000000010B8CA000 | 1
+    # cr4_read_shadow(): PAE MCE PGE OSFXSR OSXMMEXCPT VMXE (set by kvm's hardware_enable)
+    # FSGSBASE PCIDE OSXSAVE SMEP SMAP, what Linux turns on on a Broadwell-class core.
+    cr4: int = 0x003726E0
+    # The read-only IDT alias, CPU_ENTRY_AREA_RO_IDT (store_idt in hardware_setup).
+    idt_base: int = 0xFFFFFE0000000000
+    # CPU 0's struct cpu_entry_area follows it (arch/x86/include/asm/cpu_entry_area.h):
+    # gdt page, entry_stack_page, then tss (without the per-CPU area randomization of 6.2+).
+    gdt_base: int = 0xFFFFFE0000001000  # get_current_gdt_ro()
+    tr_base: int = 0xFFFFFE0000003000  # &get_cpu_entry_area(cpu)->tss.x86_tss
+    sysenter_esp: int = 0xFFFFFE0000003000  # cpu_entry_stack(cpu) + 1: the entry stack's top
+    sysenter_cs: int = KERNEL_CS  # syscall_init: wrmsr(MSR_IA32_SYSENTER_CS, __KERNEL_CS)
+    sysenter_eip: int = 0xFFFFFFFF81A01B40  # entry_SYSENTER_compat, example kernel-text address
+    # kvm-intel's VM-exit entry point, vmx_vmexit (arch/x86/kvm/vmx/vmenter.S): example
+    # address in the module mapping space (ffffffffa0000000-).
+    vmx_vmexit: int = 0xFFFFFFFFA04C2E20
+    # __vmx_vcpu_run's stack pointer, in the vCPU thread's kernel stack (vmalloc area,
+    # ffffc90000000000-): example.
+    vcpu_thread_kernel_rsp: int = 0xFFFFC90000A3BD68
+    # rdmsrl(MSR_EFER) at kvm_x86_vendor_init (host_efer): SCE LME LMA NXE.
+    efer: int = 0x0D01
+    # MSR_IA32_CR_PAT as pat_bp_init programs it: WB WC UC- UC WB WP UC- WT.
+    pat: int = 0x0407050600070106
+    # vmx_prepare_switch_to_guest: a 64-bit process's FS/GS selectors are 0; FS base is
+    # the QEMU vCPU thread's TLS (current->thread.fsbase, example user address), GS base
+    # the kernel's per-CPU base (cpu_kernelmode_gs_base(cpu), example direct-map address).
+    fs_sel: int = 0
+    gs_sel: int = 0
+    fs_base: int = 0x00007F2B8CDFF6C0
+    gs_base: int = 0xFFFF88803EC00000
+
+
+LINUX_HOST = LinuxHost()
+# Names for the host addresses above, for views that show where an exit goes.
+HOST_SYMBOLS = {LINUX_HOST.vmx_vmexit: "vmx_vmexit",
+                LINUX_HOST.sysenter_eip: "entry_SYSENTER_compat",
+                LINUX_HOST.idt_base: "CPU_ENTRY_AREA_RO_IDT"}
+
+# VM-exit controls kvm-intel asks for (setup_vmcs_config: SAVE_DEBUG_CONTROLS, ACK_INTR_ON_EXIT
+# and, on x86-64, HOST_ADDR_SPACE_SIZE required; LOAD_IA32_PAT optional) over the
+# processor's default1 bits (IA32_VMX_EXIT_CTLS, SDM App. A.4).
+VM_EXIT_DEFAULT1 = 0x00036DFF
+VM_ENTRY_DEFAULT1 = 0x000011FF
+
+
+def vmx_vmexit_ctrl() -> int:
+    """vmx_vmexit_ctrl: vmcs_config.vmexit_ctrl less what is switched per guest (EFER).
+    vmsim's kvm.ko keeps the guest's PAT in the vCPU's MSRs, so it does not ask the CPU to
+    save it (Linux also sets VM_EXIT_SAVE_IA32_PAT and VM_ENTRY_LOAD_IA32_PAT)."""
+    return (VM_EXIT_DEFAULT1 | VM_EXIT_HOST_ADDR_SPACE_SIZE | VM_EXIT_ACK_INTR_ON_EXIT
+            | VM_EXIT_LOAD_IA32_PAT)
+
+
+def vmx_set_constant_host_state(vmcs: Vmcs) -> None:
+    """vmx_set_constant_host_state: the host fields that stay for the vCPU's lifetime."""
+    w, h = vmcs.write, LINUX_HOST
+    w(F.HOST_CR0, h.cr0)  # read_cr0()
+    w(F.HOST_CR3, h.cr3)  # __read_cr3(); vmx_vcpu_run refreshes it if the task's CR3 changes
+    w(F.HOST_CR4, h.cr4)  # cr4_read_shadow()
+    w(F.HOST_CS_SELECTOR, KERNEL_CS)  # __KERNEL_CS
+    w(F.HOST_DS_SELECTOR, 0)  # x86-64: null, so switching back need not reload DS/ES
+    w(F.HOST_ES_SELECTOR, 0)
+    w(F.HOST_SS_SELECTOR, KERNEL_DS)  # __KERNEL_DS
+    w(F.HOST_TR_SELECTOR, GDT_ENTRY_TSS * 8)
+    w(F.HOST_IDTR_BASE, h.idt_base)  # host_idt_base
+    w(F.HOST_RIP, h.vmx_vmexit)  # every VM exit continues at vmx_vmexit
+    w(F.HOST_IA32_SYSENTER_CS, h.sysenter_cs)  # rdmsr(MSR_IA32_SYSENTER_CS)
+    w(F.HOST_IA32_SYSENTER_EIP, h.sysenter_eip)  # rdmsrl(MSR_IA32_SYSENTER_EIP)
+    if vmx_vmexit_ctrl() & VM_EXIT_LOAD_IA32_PAT:
+        w(F.HOST_IA32_PAT, h.pat)  # rdmsr(MSR_IA32_CR_PAT)
+    w(F.HOST_IA32_EFER, h.efer)  # cpu_has_load_ia32_efer(): host_efer
+
+
+def vmx_vcpu_load_vmcs(vmcs: Vmcs, cpu: int) -> None:
+    """vmx_vcpu_load_vmcs, on a CPU the vCPU was not loaded on: the per-CPU TSS, GDT and
+    SYSENTER stack ("Linux uses per-cpu TSS and GDT"). vmsim's host has CPU 0 only."""
+    w, h = vmcs.write, LINUX_HOST
+    w(F.HOST_TR_BASE, h.tr_base)
+    w(F.HOST_GDTR_BASE, h.gdt_base)
+    w(F.HOST_IA32_SYSENTER_ESP, h.sysenter_esp)
+
+
+def vmx_prepare_switch_to_guest(vmcs: Vmcs) -> None:
+    """vmx_prepare_switch_to_guest -> vmx_set_host_fs_gs: the host's FS and GS (a selector
+    with RPL or TI set would fail the entry checks, so it is written as 0)."""
+    w, h = vmcs.write, LINUX_HOST
+    w(F.HOST_FS_SELECTOR, h.fs_sel if not h.fs_sel & 7 else 0)
+    w(F.HOST_GS_SELECTOR, h.gs_sel if not h.gs_sel & 7 else 0)
+    w(F.HOST_FS_BASE, h.fs_base)
+    w(F.HOST_GS_BASE, h.gs_base)
+
+
+def vmx_update_host_rsp(vmcs: Vmcs, host_rsp: int) -> None:
+    """vmx_update_host_rsp, called from __vmx_vcpu_run with its own stack pointer: the
+    stack the exit returns on."""
+    vmcs.write(F.HOST_RSP, host_rsp)
+
+
+def update_transition_efer(v: SimVcpu) -> None:
+    """update_transition_efer with "load IA32_EFER": the guest's EFER (no LME without
+    LMA; NX forced on for shadow paging) and the host's are switched by the CPU at entry
+    and exit when they differ (add_atomic_switch_msr_special)."""
+    guest_efer = 0 if v.vm.shadow is None else 1 << 11  # vmsim's guests never set EFER
+    vmcs = v.vmcs
+    if guest_efer != LINUX_HOST.efer:
+        vmcs.write(F.GUEST_IA32_EFER, guest_efer)
+        vmcs.write(F.HOST_IA32_EFER, LINUX_HOST.efer)
+        vmcs.write(F.VM_ENTRY_CONTROLS, vmcs.read(F.VM_ENTRY_CONTROLS) | VM_ENTRY_LOAD_IA32_EFER)
+        vmcs.write(F.VM_EXIT_CONTROLS, vmcs.read(F.VM_EXIT_CONTROLS) | VM_EXIT_LOAD_IA32_EFER)
 
 
 def vmx_vcpu_setup(v: SimVcpu) -> None:
@@ -78,19 +214,26 @@ def vmx_vcpu_setup(v: SimVcpu) -> None:
     w(F.PAGE_FAULT_ERROR_CODE_MASK, 0)
     w(F.PAGE_FAULT_ERROR_CODE_MATCH, 0)
     w(F.CR3_TARGET_COUNT, 0)
-    w(F.VM_EXIT_CONTROLS, 0x00036DFF)
-    w(F.VM_ENTRY_CONTROLS, 0x000011FF)
+    w(F.VM_EXIT_CONTROLS, vmx_vmexit_ctrl())
+    w(F.VM_ENTRY_CONTROLS, VM_ENTRY_DEFAULT1)
     w(F.CR0_GUEST_HOST_MASK, ~v.cr0_guest_owned & 0xFFFFFFFF)
     w(F.CR4_GUEST_HOST_MASK, ~v.cr4_guest_owned & 0xFFFFFFFF)
     w(F.TSC_OFFSET, 0)
     w(F.VMCS_LINK_POINTER, 0xFFFFFFFFFFFFFFFF)
     vmcs.msr_bitmap = {(msr, wr) for msr in MSR_RANGE for wr in (False, True)} - PASSTHROUGH_MSRS
-    # Host state: where a VM exit lands in kvm.ko (symbolic: the host is Python here).
-    w(F.HOST_CR0, 0x80050033)
-    w(F.HOST_CR4, 0x003726E0)
-    w(F.HOST_CS_SELECTOR, 0x10)
-    w(F.HOST_SS_SELECTOR, 0x18)
-    w(F.HOST_TR_SELECTOR, 0x40)
+    # Host state (init_vmcs): where every VM exit lands. FS/GS are 0 until the first
+    # entry's vmx_prepare_switch_to_guest; the per-CPU fields come with vmx_vcpu_load_vmcs,
+    # done here too because kvm_arch_vcpu_create loads the new vCPU on its CPU.
+    w(F.HOST_FS_SELECTOR, 0)
+    w(F.HOST_GS_SELECTOR, 0)
+    vmx_set_constant_host_state(vmcs)
+    w(F.HOST_FS_BASE, 0)
+    w(F.HOST_GS_BASE, 0)
+    vmx_vcpu_load_vmcs(vmcs, 0)
+    # vmsim's host thread and its stack never change, so what Linux writes before each
+    # entry (and then only when it changed) is written once, here.
+    vmx_prepare_switch_to_guest(vmcs)
+    vmx_update_host_rsp(vmcs, LINUX_HOST.vcpu_thread_kernel_rsp)
     # vmx_vcpu_reset: the architectural reset state, with TR a busy 32-bit TSS.
     sregs = KvmSregs()
     sregs.cs = KvmSegment(0xFFFF0000, 0xFFFF, 0xF000, 11, 1, 0, 0, 1, 0, 0, 0, 0)
@@ -105,6 +248,7 @@ def vmx_vcpu_setup(v: SimVcpu) -> None:
     set_regs(v, KvmRegs(rip=0xFFF0, rflags=0x2))
     w(F.GUEST_ACTIVITY_STATE, 0)
     w(F.GUEST_INTERRUPTIBILITY_INFO, 0)
+    update_transition_efer(v)  # vmx_vcpu_reset -> vmx_set_efer(vcpu, 0) -> setup_msrs
 
 
 # -- register ioctls ------------------------------------------------------------------------
