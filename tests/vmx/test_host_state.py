@@ -341,3 +341,15 @@ def test_vmcs_fields_natural_width_is_64_bit() -> None:
     v.write(F.HOST_RIP, 0xFFFFFFFFA04C2E20)
     v.write(F.GUEST_RIP, (1 << 64) | 0x100000)
     assert (v.read(F.HOST_RIP), v.read(F.GUEST_RIP)) == (0xFFFFFFFFA04C2E20, 0x100000)
+
+
+def test_a_host_field_broken_after_a_good_entry_fails_the_next_one() -> None:
+    # The checks run at every VMLAUNCH/VMRESUME, not once.
+    b = Bench("hlt")
+    assert b.enter(launch=True)
+    b.vmx.run(10)
+    b.vmcs.write(F.HOST_RIP, NONCANONICAL)
+    assert not b.enter(launch=False)
+    assert b.read(F.VM_INSTRUCTION_ERROR) == 8 and "HOST_RIP" in b.vmx.entry_failure
+    b.vmcs.write(F.HOST_RIP, LINUX_HOST.vmx_vmexit)
+    assert b.enter(launch=False), b.vmx.entry_failure

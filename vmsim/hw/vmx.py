@@ -224,6 +224,7 @@ class Vmx:
         # What the last VM exit loaded into the CPU's root-mode registers (see host_cpu).
         self._host_loaded: tuple[dict[int, int], int] | None = None
         self._host_cpu: HostCpuState | None = None
+        self._host_checked: tuple[int | None, ...] | None = None  # fields that passed
 
     @property
     def host_cpu(self) -> HostCpuState | None:
@@ -561,13 +562,18 @@ class Vmx:
             self.entry_failure = failure
             self.entry_fail_valid = True
             return False
-        failure = self.check_host_state(vmcs)
-        if failure:
-            # VMfailValid: 8 VM entry with invalid host-state field(s).
-            vmcs.write(F.VM_INSTRUCTION_ERROR, 8)
-            self.entry_failure = failure
-            self.entry_fail_valid = True
-            return False
+        # The host checks depend on these fields only: the result of the last check holds
+        # while none changed (a real CPU checks every time and finds the same).
+        host_key = tuple(map(vmcs.fields.get, _HOST_CHECK_FIELDS))
+        if host_key != self._host_checked:
+            failure = self.check_host_state(vmcs)
+            if failure:
+                # VMfailValid: 8 VM entry with invalid host-state field(s).
+                vmcs.write(F.VM_INSTRUCTION_ERROR, 8)
+                self.entry_failure = failure
+                self.entry_fail_valid = True
+                return False
+            self._host_checked = host_key
         failure = self.check_guest_state(vmcs)
         if failure:
             self.entry_failure = failure
@@ -880,6 +886,8 @@ class Vmx:
 # What loading the host state reads: the host-state area and the VM-exit controls.
 _HOST_LOAD_FIELDS = (*(f.value for f in F if f.name.startswith("HOST_")),
                      F.VM_EXIT_CONTROLS.value)
+# What the host-state checks read: that, and the VM-entry controls.
+_HOST_CHECK_FIELDS = (*_HOST_LOAD_FIELDS, F.VM_ENTRY_CONTROLS.value)
 
 
 def load_host_state(vmcs: Vmcs, prev_efer: int = 0, prev_pat: int = 0) -> HostCpuState:
