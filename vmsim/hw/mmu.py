@@ -77,6 +77,7 @@ class Mmu:
         self.refs = 0  # statistics: guest paging-structure references (EPT's are in ept.refs)
         self.trace = False  # emit walk_step / tlb_miss events
         self._la = 0  # the linear address being translated (for EPT's exit qualification)
+        self._access = READ  # and how (for a table reader that must fail the walk: kvm.ko's)
         # What the last successful walk found: (writable, dirty, 4-MiB page). kvm.ko's
         # shadow MMU walks the guest's tables with an Mmu of its own and reads this.
         self.last_leaf = (False, False, False)
@@ -196,7 +197,7 @@ class Mmu:
 
     def _walk(self, la: int, access: int, steps: list | None) -> int:
         write = access == WRITE
-        self._la = la
+        self._la, self._access = la, access
         if not self.paging:  # EPT alone: linear = guest-physical
             base = self._final(la & 0xFFFFF000, la, access, steps)
             self.last_leaf = (True, True, False)

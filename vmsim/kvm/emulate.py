@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING
 import iced_x86
 
 from vmsim.costs import COSTS
+from vmsim.hw import exceptions as X
 from vmsim.hw.cpu import Intercept, InterceptExit, StopReason
 from vmsim.hw.decode import decode_instruction, format_instruction
 from vmsim.hw.exceptions import CpuException
-from vmsim.hw.flags import DF, get_zf
+from vmsim.hw.flags import DF, TF, get_zf
 from vmsim.hw.memory import PAGE_SIZE
 from vmsim.kvm.api import (
     KVM_EXIT_INTERNAL_ERROR,
@@ -95,35 +96,57 @@ class Emulation:
 
     def step(self) -> str:
         """Replay one iteration: "done", "restart" (REP continues), "read" (needs userspace)."""
+        from vmsim.kvm.kvm_main import GuestTables
+
         v, mmu = self.v, self.v.cpu.mmu
-        if v.vm.shadow is not None:
-            # The emulator walks the guest's own tables (vcpu->arch.walk_mmu), not the
-            # write-protected shadows: run the replay with the guest's CR0/CR3/CR4.
-            saved = (mmu.cr0, mmu.cr3, mmu.cr4, mmu.tables)
-            mmu.cr0, mmu.cr3, mmu.cr4 = v.guest_cr0, v.guest_cr3, v.guest_cr4
-            mmu.tables = v.vm.mem
+        # The emulator walks the guest's tables in software, reading them by gfn through
+        # the memory slots (a table outside them fails the walk with #PF, never an MMIO
+        # access), and addresses guest memory by guest-physical address, not through EPT.
+        saved_tables = mmu.tables
+        mmu.tables = GuestTables(v.vm.mem, mmu)
+        try:
+            if v.vm.shadow is not None:
+                # vcpu->arch.walk_mmu: the guest's own tables, not the write-protected
+                # shadows: run the replay with the guest's CR0/CR3/CR4.
+                saved = (mmu.cr0, mmu.cr3, mmu.cr4)
+                mmu.cr0, mmu.cr3, mmu.cr4 = v.guest_cr0, v.guest_cr3, v.guest_cr4
+                mmu.flush(scope="emulation")
+                try:
+                    return self._step_or_fault()
+                finally:
+                    mmu.cr0, mmu.cr3, mmu.cr4 = saved
+                    mmu.flush(scope="emulation")
+            ept = mmu.ept
+            if ept is None:
+                return self._step_or_fault()
+            # Its translations must not outlive it.
+            ept.software = True
             mmu.flush(scope="emulation")
             try:
-                return self._step()
+                return self._step_or_fault()
             finally:
-                mmu.cr0, mmu.cr3, mmu.cr4, mmu.tables = saved
+                ept.software = False
                 mmu.flush(scope="emulation")
-        ept = mmu.ept
-        if ept is None:
-            return self._step()
-        # The emulator reaches guest memory as kvm.ko does, by guest-physical address
-        # (gpa -> memslot), not through EPT; its translations must not outlive it.
-        ept.software = True
-        self.v.cpu.mmu.flush(scope="emulation")
+        finally:
+            mmu.tables = saved_tables
+
+    def _step_or_fault(self) -> str:
         try:
             return self._step()
-        finally:
-            ept.software = False
-            self.v.cpu.mmu.flush(scope="emulation")
+        except CpuException as e:
+            # The fetch faulted (its walk met a table outside the memory slots): the
+            # guest gets the fault, delivered with the emulator's view of memory.
+            stop = self.v.cpu.exception(e.vector, e.error_code, e.cr2)
+            if stop is StopReason.SHUTDOWN:
+                return "shutdown"  # and delivering it faulted twice more
+            return "failed" if stop is StopReason.INTERCEPT else "done"
 
     def _step(self) -> str:
         v, cpu = self.v, self.v.cpu
-        gpa = cpu.mmu.probe(self.eip)
+        try:
+            gpa = cpu.mmu.probe(self.eip)
+        except CpuException:  # the fetch's walk met a table outside the memory slots
+            raise CpuException(X.PF, 0, cr2=self.eip) from None
         if gpa is None or not v.vm.mem.is_ram(gpa):
             return "fetch-mmio"
         ins, _ = decode_instruction(cpu, self.eip)
@@ -138,10 +161,16 @@ class Emulation:
         self.mem_pos = 0  # each replay consumes the MMIO answers from the first
         trap, ports = v.vm.trap, cpu.io
         trap.emulator, cpu.io, cpu.intercept = self, self, None
+        # The replay is kvm.ko's emulator, not the CPU: no single-step trap inside it
+        # (x86_emulate_instruction traces the instruction itself, ctxt->tf).
+        tf, deliveries = cpu.sysflags & TF, cpu.deliveries
+        cpu.sysflags &= ~TF
         try:
             stop = cpu.run(1)
         finally:
             trap.emulator, cpu.io = None, ports
+            if cpu.deliveries == deliveries:  # an exception delivered cleared TF itself
+                cpu.sysflags |= tf
         if stop is StopReason.INTERCEPT:  # the replay needs an answer from userspace
             if self.rep:
                 cpu.r[1] = self.ecx
@@ -175,7 +204,6 @@ def x86_emulate_instruction(v: SimVcpu, trap_ud: bool = False) -> int:
     vmx.load_guest_state(v.vmcs)
     if trap_ud:
         # handle_ud: an instruction this CPU raised #UD for is one the emulator lacks too.
-        from vmsim.hw import exceptions as X
         from vmsim.kvm.vmx import kvm_queue_exception
 
         vmx.save_guest_state(v.vmcs)
@@ -186,10 +214,11 @@ def x86_emulate_instruction(v: SimVcpu, trap_ud: bool = False) -> int:
     emu = v.emulator
     if emu is None or emu.eip != cpu.eip:
         emu = v.emulator = Emulation(v, cpu.eip)
+    tf, deliveries = cpu.sysflags & TF, cpu.deliveries  # ctxt->tf
     while True:
         try:
             outcome = emu.step()
-        except CpuException as e:  # the fetch itself faulted: the guest gets the fault
+        except CpuException as e:  # (raised before the emulator could deliver it)
             cpu.exception(e.vector, e.error_code, e.cr2)
             outcome = "done"
         ev = v.events
@@ -240,6 +269,13 @@ def x86_emulate_instruction(v: SimVcpu, trap_ud: bool = False) -> int:
                 continue  # EMULATION_RESTART: the next iteration, still in the kernel
         v.emulator = None
         vmx.save_guest_state(v.vmcs)
+        if tf and cpu.deliveries == deliveries:
+            # r == 1 and ctxt->tf: kvm_vcpu_do_singlestep. Only on this path: an emulated
+            # MMIO write or OUTS exits to userspace (r = 0) and its trap is lost, as in Linux
+            # ("FIXME: return into emulator if single-stepping").
+            from vmsim.kvm.vmx import kvm_vcpu_do_singlestep
+
+            kvm_vcpu_do_singlestep(v)
         return 1
 
 

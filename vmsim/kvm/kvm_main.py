@@ -13,9 +13,12 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 from vmsim.events import EventStream
+from vmsim.hw import exceptions as X
 from vmsim.hw.cpu import Cpu, Intercept, InterceptExit
+from vmsim.hw.exceptions import CpuException
 from vmsim.hw.hostmem import HostPages
 from vmsim.hw.memory import PAGE_SIZE, PhysicalMemory
+from vmsim.hw.mmu import PFEC_W, WRITE
 from vmsim.hw.vmcs import F, Vmcs
 from vmsim.hw.vmx import Vmx
 from vmsim.kvm.api import KVM_API_VERSION, VCPU_MMAP_SIZE, KvmRegs, KvmRun, KvmSregs
@@ -47,6 +50,36 @@ class GuestMemoryTrap:
             return
         raise InterceptExit(Intercept("ept_violation", 0, extra={"gpa": gpa, "write": True,
                                                                  "size": size}))
+
+
+class GuestTables:
+    """The guest's paging structures as kvm.ko's software walker reads them: by gfn,
+    through the memory slots (kvm_vcpu_gfn_to_hva_prot), never through a device.
+
+    A table in a gfn no slot backs (the VGA hole, above RAM) cannot be read, and the walk
+    fails as if the entry were not present: LNX arch/x86/kvm/mmu/paging_tmpl.h
+    FNAME(walk_addr_generic) `if (unlikely(kvm_is_error_hva(host_addr))) goto error;`,
+    where the fault is a #PF whose error code has only the access bits (W, U; I/D with NX
+    or SMEP, which vmsim lacks) and whose address is the linear one being translated.
+    `walker` is the Mmu whose walk reads through this (it knows that address and access).
+    """
+
+    def __init__(self, mem: PhysicalMemory, walker: Any):
+        self.mem = mem
+        self.walker = walker
+
+    def _check(self, gpa: int) -> None:
+        if not self.mem.is_ram(gpa):
+            w = self.walker
+            raise CpuException(X.PF, PFEC_W if w._access == WRITE else 0, cr2=w._la)
+
+    def read(self, gpa: int, size: int) -> int:
+        self._check(gpa)
+        return self.mem.read(gpa, size)
+
+    def write(self, gpa: int, size: int, value: int) -> None:
+        self._check(gpa)
+        self.mem.write(gpa, size, value)
 
 
 class SimVm:

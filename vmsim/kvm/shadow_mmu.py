@@ -160,8 +160,11 @@ class ShadowMmu:
     def guest_walker(self, v: SimVcpu) -> Mmu:
         """FNAME(walk_addr): the guest's own tables, walked by kvm.ko in software; it sets
         the guest's accessed and dirty bits as the hardware would."""
+        from vmsim.kvm.kvm_main import GuestTables
+
         mem: PhysicalMemory = self.vm.mem
         w = Mmu(mem)
+        w.tables = GuestTables(mem, w)  # a table outside the memslots fails the walk
         w.cr0, w.cr3, w.cr4 = v.guest_cr0, v.guest_cr3, v.guest_cr4
         return w
 
