@@ -478,6 +478,22 @@ class Session:
         d["reason"] = getattr(info.reason, "name", str(info.reason))
         return d
 
+    def host_cpu(self, cpu: int = 0) -> dict[str, object] | None:
+        """The physical CPU's root-mode registers as the last VM exit loaded them from the
+        VMCS host-state area (where the exit went: "rip_symbol" names HOST_RIP), or None
+        before the first exit and on backends without a simulated VMCS."""
+        import dataclasses
+
+        from vmsim.kvm.vmx import HOST_SYMBOLS
+
+        vmx = getattr(self.vm.cpus[cpu].vcpu, "vmx", None) if self.vm is not None else None
+        host = vmx.host_cpu if vmx is not None else None
+        if host is None:
+            return None
+        d = dataclasses.asdict(host)
+        d["rip_symbol"] = HOST_SYMBOLS.get(host.rip, "")
+        return d
+
 
 GPR_NAMES = ("EAX", "ECX", "EDX", "EBX", "ESP", "EBP", "ESI", "EDI")
 SEG_NAMES = ("ES", "CS", "SS", "DS", "FS", "GS")

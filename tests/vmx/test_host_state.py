@@ -353,3 +353,18 @@ def test_a_host_field_broken_after_a_good_entry_fails_the_next_one() -> None:
     assert b.read(F.VM_INSTRUCTION_ERROR) == 8 and "HOST_RIP" in b.vmx.entry_failure
     b.vmcs.write(F.HOST_RIP, LINUX_HOST.vmx_vmexit)
     assert b.enter(launch=False), b.vmx.entry_failure
+
+
+def test_the_session_shows_where_the_last_exit_went() -> None:
+    from pathlib import Path
+
+    from vmsim.session import Session
+
+    s = Session(str(Path(__file__).resolve().parents[2] / "sample_guests" / "hello.asm"), "sim")
+    assert s.host_cpu() is None  # no VM exit yet
+    s.step_vmexit()
+    h = s.host_cpu()
+    assert h is not None and h["rip_symbol"] == "vmx_vmexit"
+    assert (h["rip"], h["rsp"], h["cr3"]) == (LINUX_HOST.vmx_vmexit,
+                                             LINUX_HOST.vcpu_thread_kernel_rsp, LINUX_HOST.cr3)
+    assert h["segments"]["cs"]["selector"] == 0x10 and h["long_mode"]
