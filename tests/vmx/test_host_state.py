@@ -368,3 +368,16 @@ def test_the_session_shows_where_the_last_exit_went() -> None:
     assert (h["rip"], h["rsp"], h["cr3"]) == (LINUX_HOST.vmx_vmexit,
                                              LINUX_HOST.vcpu_thread_kernel_rsp, LINUX_HOST.cr3)
     assert h["segments"]["cs"]["selector"] == 0x10 and h["long_mode"]
+
+
+def test_bad_host_state_through_the_vmm_stops_the_vm_naming_the_check() -> None:
+    from vmsim.vmm.machine import Machine
+    from vmsim.vmm.vm import VirtualMachine
+
+    m = Machine()
+    vm = VirtualMachine(m, SimKvm(m.events))
+    vm.cpus[0].vcpu.vmcs.write(F.HOST_CS_SELECTOR, 0)
+    result = vm.run()
+    assert not result.halted and result.exit_status is None
+    assert result.stop_reason == ("KVM_EXIT_FAIL_ENTRY: hardware entry failure reason 0x8 "
+                                  "(HOST_CS_SELECTOR must not be 0)")
