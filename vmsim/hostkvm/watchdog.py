@@ -63,26 +63,32 @@ def install_sig_ipi() -> bool:
 
 
 class Watchdog:
-    """One vCPU's KVM_RUN budget. `arm` before KVM_RUN and `disarm` after it; a thread
-    waits for the deadline and calls `kick` if the vCPU is still inside."""
+    """One vCPU's KVM_RUN budget. `arm` before KVM_RUN and `disarm` after it (a lock and a
+    clock read each: KVM_RUN's own round trip is far longer); a thread waits for the
+    deadline and kicks the vCPU if it is still inside."""
 
     def __init__(self, seconds: float, set_immediate_exit: Callable[[], None]):
         self.seconds = seconds
         self._set_immediate_exit = set_immediate_exit
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
         self._deadline: float | None = None
         self._target = 0  # the thread inside KVM_RUN
         self._fired = False
+        self._busy = False  # armed since the thread last looked
         self._thread: threading.Thread | None = None
-        self._closed = False
+        self._can_kick: bool | None = None
 
     def arm(self) -> bool:
         """Start this KVM_RUN's budget; False when the watchdog cannot kick (see
         install_sig_ipi), so the run is unbounded."""
-        if not install_sig_ipi():
+        if self._can_kick is None:
+            self._can_kick = install_sig_ipi()
+        if not self._can_kick:
             return False
-        with self._cond:
+        with self._lock:
             self._fired = False
+            self._busy = True
             self._target = threading.get_ident()
             self._deadline = time.monotonic() + self.seconds
             if self._thread is None:
@@ -93,32 +99,32 @@ class Watchdog:
 
     def disarm(self) -> bool:
         """End this KVM_RUN's budget; True if the watchdog kicked the vCPU during it."""
-        with self._cond:
+        with self._lock:
             self._deadline = None
             return self._fired
 
     def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
+        self._closing.set()
 
     def _wait(self) -> None:
-        # No notify on arm: a new deadline is always later than the time this thread
-        # wakes up at, so it finds the deadline then. Idle for a whole period, it ends.
-        with self._cond:
-            while not self._closed:
-                if self._deadline is None:
-                    self._cond.wait(self.seconds)
-                    if self._deadline is None:
-                        break
-                    continue
-                left = self._deadline - time.monotonic()
-                if left > 0:
-                    self._cond.wait(left)
-                    continue
-                # Still inside KVM_RUN (disarm takes this lock): qemu_cpu_kick.
-                self._deadline = None
-                self._fired = True
-                self._set_immediate_exit()
-                signal.pthread_kill(self._target, SIG_IPI)
-            self._thread = None
+        # A new deadline is always later than the time this thread next wakes up at, so
+        # arm need not wake it. A whole period with no KVM_RUN at all, and it ends.
+        while True:
+            with self._lock:
+                deadline = self._deadline
+                if deadline is None:
+                    if not self._busy or self._closing.is_set():
+                        self._thread = None
+                        return
+                    self._busy = False
+                    timeout = self.seconds
+                else:
+                    timeout = deadline - time.monotonic()
+                    if timeout <= 0:
+                        # Still inside KVM_RUN (disarm takes this lock): qemu_cpu_kick.
+                        self._deadline = None
+                        self._fired = True
+                        self._set_immediate_exit()
+                        signal.pthread_kill(self._target, SIG_IPI)
+                        continue
+            self._closing.wait(timeout)
