@@ -3,10 +3,15 @@ reports (Qt imports stay inside the tests so collection works without PySide6)."
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-from tests.ui.conftest import HELLO
+import pytest
+
+from tests.ui.conftest import HELLO, ROOT
 
 HELLO_TEXT = "Hello from a vmsim guest!"
 
@@ -218,3 +223,65 @@ def test_layout_rules_name_known_event_kinds() -> None:
         assert rule.kind in CATALOGUE or rule.kind == "instruction", rule.kind
     for kind in ("vmexit", "vmentry", "kvm_exit", "ioctl"):
         assert layout.route(kind, "vcpu0", {"name": "KVM_RUN"}) is not None
+
+
+def _gui_screenshot(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vmsim", "gui", *args], capture_output=True,
+                          timeout=120, cwd=ROOT, env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+
+
+def _one_line(p: subprocess.CompletedProcess) -> str:
+    err = p.stderr.decode(errors="replace")
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("args", [["--size", "abc"], ["--size", "0x0"], ["--size", "99999x99999"],
+                                  ["--steps", "-3"], ["--steps", "many"], ["--backend", "kvm"]])
+def test_screenshot_bad_options_are_one_line_status_2(tmp_path, args) -> None:
+    out = tmp_path / "shot.png"
+    p = _gui_screenshot(str(HELLO), "--screenshot", str(out), *args)
+    assert p.returncode == 2
+    assert _one_line(p).startswith("vmsim gui: ")
+    assert not out.exists()
+
+
+def test_screenshot_steps_instructions_on_the_bare_backend(tmp_path) -> None:
+    out = tmp_path / "shot.png"
+    p = _gui_screenshot(str(HELLO), "--backend", "bare", "--steps", "5", "--screenshot", str(out))
+    assert p.returncode == 0, p.stderr.decode()
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_screenshot_of_a_guest_vmsim_does_not_model(tmp_path) -> None:
+    # Clearing CR0.PE: real mode, which vmsim's CPU does not run. `vmsim run` stops with
+    # one line and status 70; so does the screenshot path (and still saves the picture).
+    src = tmp_path / "real.asm"
+    src.write_text("bits 32\norg 0x100000\n mov eax, cr0\n and eax, 0xfffffffe\n mov cr0, eax\n hlt\n")
+    run = subprocess.run([sys.executable, "-m", "vmsim", "run", str(src)], capture_output=True,
+                         timeout=120, cwd=ROOT)
+    out = tmp_path / "shot.png"
+    p = _gui_screenshot(str(src), "--steps", "200", "--screenshot", str(out))
+    assert p.returncode == run.returncode == 70
+    assert "real mode" in _one_line(p) and "real mode" in run.stderr.decode()
+    assert out.exists()
+
+
+def test_screenshot_errors_on_the_output_file(tmp_path) -> None:
+    p = _gui_screenshot(str(HELLO), "--screenshot", str(HELLO))
+    assert p.returncode == 2 and "will not overwrite the guest file" in _one_line(p)
+    p = _gui_screenshot(str(HELLO), "--screenshot", str(tmp_path / "no" / "dir" / "x.png"))
+    assert p.returncode == 2 and "no directory" in _one_line(p)
+    if os.path.exists("/dev/full"):
+        p = _gui_screenshot(str(HELLO), "--screenshot", "/dev/full")
+        assert p.returncode == 74
+        assert _one_line(p) == "vmsim gui: /dev/full: cannot write: No space left on device"
+
+
+def test_screenshot_of_a_fifo_guest_is_refused(tmp_path) -> None:
+    fifo = tmp_path / "g.asm"
+    os.mkfifo(fifo)
+    p = _gui_screenshot(str(fifo), "--screenshot", str(tmp_path / "x.png"))
+    assert p.returncode == 2 and "not a regular file" in _one_line(p)
