@@ -42,15 +42,31 @@ CR4_VALID = 0x7FF
 CR4_VMXE = 1 << 13
 
 EFLAGS_FIXED = 0x2  # bit 1 reads as 1
-# EFLAGS bits IRETD may change at CPL 0 (VIF and VIP included; no VM: no VM86; RF is
-# cleared). POPF leaves VIF and VIP as they are (insn/data.py masks them).
+# EFLAGS bits POPF may change at CPL 0 (no VM: no VM86; no RF). POPF also leaves VIF and
+# VIP as they are (insn/data.py masks them); IRETD loads them, and RF (IRET_WRITABLE).
 EFLAGS_WRITABLE = 0x3F7FD5 & ~0x30000 | 0x4000
+IRET_WRITABLE = EFLAGS_WRITABLE | 0x10000
+
+EFLAGS_TF, EFLAGS_NT, EFLAGS_RF = 0x100, 0x4000, 0x10000
+
+# Debug registers (SDM Vol. 3A 17.2). DR6 bits 4-11 and 16-31 read as 1 (no RTM, no bus-lock
+# detection), bit 12 as 0; DR7 bit 10 reads as 1, bits 11, 12, 14 and 15 as 0.
+DR6_FIXED_1, DR6_VOLATILE = 0xFFFF0FF0, 0x0000E00F
+DR6_BS = 1 << 14  # single step
+DR7_FIXED_1, DR7_VOLATILE = 0x400, 0xFFFF23FF
+DR7_ENABLES = 0xFF  # L0-L3, G0-G3
 
 MSR_TSC = 0x10
 MSR_APIC_BASE = 0x1B
 MSR_SYSENTER_CS, MSR_SYSENTER_ESP, MSR_SYSENTER_EIP = 0x174, 0x175, 0x176
 MSR_MISC_ENABLE = 0x1A0
 MSR_PAT = 0x277
+
+
+# A REP instruction may be interrupted between iterations (SDM Vol. 1 7.3.9.3): vmsim
+# stops after this many and restarts the instruction, so one with ECX = 2**32 - 1 cannot
+# hold the CPU (or a single step) for hours. Each restart counts as an instruction.
+REP_CHUNK = 4096
 
 
 class StopReason(enum.Enum):
@@ -315,6 +331,16 @@ class Cpu:
         self.idtr = (0, 0x3FF)
         self.msr: dict[int, int] = {MSR_APIC_BASE: 0xFEE00900, MSR_PAT: 0x0007040600070406}
         self.icount = 0  # instructions retired
+        self.dr = [0, 0, 0, 0]  # DR0-DR3: kept, but breakpoints are not modelled
+        self.dr6 = DR6_FIXED_1
+        self.dr7 = DR7_FIXED_1
+        # Events delivered through the IDT: an instruction during which this changed was
+        # interrupted (a fault, INT n), and its single-step trap is dropped.
+        self.deliveries = 0
+        # Iterations a REP string instruction runs per execution: 1 while single-stepping,
+        # when the instruction says whether iterations remain in rep_unfinished.
+        self.rep_chunk = REP_CHUNK
+        self.rep_unfinished = False
         self.tsc_offset = 0
         self.halted = False
         self.shut_down = False
@@ -583,6 +609,18 @@ class Cpu:
         budget = max_insns
         record = self.recorder.append if self.recorder is not None else None
         while budget > 0:
+            if self.sysflags & (EFLAGS_TF | EFLAGS_RF):
+                # Single-stepping (or RF to clear): one instruction at a time, off the hot
+                # loop. TF is only set on a slow path (POPF setting it, IRET, VM entry),
+                # each of which comes back here.
+                stop = self._step_traced()
+                budget -= 1
+                if stop is not None:
+                    return stop
+                if self.stop_requested:
+                    self.stop_requested = False
+                    return StopReason.REQUESTED
+                continue
             eip = self.eip
             n = 0
             try:
@@ -636,6 +674,102 @@ class Cpu:
             budget -= n
         return StopReason.LIMIT
 
+    def _step_traced(self) -> StopReason | None:
+        """One instruction with EFLAGS.TF or RF set, then its single-step trap.
+
+        SDM Vol. 3A 17.3.1.4: a #DB trap follows each instruction that BEGAN with TF=1 (so
+        none after the POPF or IRET that sets TF, one after the POPF that clears it), with
+        DR6.BS set. An instruction that faults, or INT n / INT3 / INTO / INT1 (whose
+        delivery clears TF, 6.12.1.3), is not traced: no trap while delivering, none in
+        the handler. MOV SS / POP SS hold the trap back to the next instruction (the
+        "interrupt shadow": Vol. 3A 6.8.3). A REP string instruction is traced per
+        iteration, EIP left at the instruction while iterations remain. RF is cleared as
+        each instruction starts (17.3.1.1).
+        """
+        from vmsim.hw.decode import decode_at
+
+        flags = self.sysflags
+        self.sysflags = flags & ~EFLAGS_RF
+        eip = self.eip
+        icount, deliveries, ss = self.icount, self.deliveries, self.seg[SS]
+        if self.recorder is not None:
+            self.recorder.append(eip)
+        self.rep_chunk = 1
+        self.rep_unfinished = False
+        stop = None
+        try:
+            f = self.icache.get(eip)
+            if f is None:
+                f = decode_at(self, eip)
+            nxt = f()
+        except SlowPath as s:
+            stop = self._slow(s.run)
+        except CpuException as e:
+            stop = self.exception(e.vector, e.error_code, e.cr2)
+        except Unsupported as u:
+            return self._unsupported(str(u))
+        except InterceptExit as x:
+            self.last_intercept = x.info
+            return StopReason.INTERCEPT
+        else:
+            self.eip = nxt & 0xFFFFFFFF
+            self.icount += 1
+        finally:
+            self.rep_chunk = REP_CHUNK
+        if (not flags & EFLAGS_TF or self.icount == icount or self.deliveries != deliveries
+                or self.seg[SS] is not ss or stop not in (None, StopReason.HLT)):
+            return stop
+        # A trap after a REP iteration that is not the last pushes RF=1 (17.3.1.1).
+        return self.single_step_trap(EFLAGS_RF if self.rep_unfinished else None)
+
+    def single_step_trap(self, rf: int | None = None) -> StopReason | None:
+        """Deliver the single-step #DB trap (vector 1) for the instruction just retired:
+        DR6.BS set, saved EIP the next instruction's. A VM exit for it (#DB in the
+        exception bitmap) leaves DR6 alone and reports BS in the exit qualification
+        (SDM Vol. 3C "Exit Qualification for Debug Exceptions"), and saves the RF the
+        frame would have had."""
+        if rf is not None:
+            self.sysflags |= rf
+        if self.intercepted(Intercept("exception", self.eip, vector=X.DB,
+                                      extra={"dr6": DR6_BS})):
+            return StopReason.INTERCEPT
+        self.dr6 |= DR6_BS
+        self.halted = False  # a trap after HLT: the handler runs, then the next instruction
+        return self._deliver_with_rules(X.DB, None, None, self.eip, soft=False, rf=rf)
+
+    # -- debug registers (SDM Vol. 3A 17.2; Vol. 2B MOV-Move to/from Debug Registers) -----
+    def get_debug(self, n: int) -> int:
+        if n in (4, 5):
+            if self.mmu.cr4 & 0x8:  # CR4.DE: DR4/DR5 are reserved
+                raise X.ud()
+            n += 2  # aliases of DR6/DR7
+        self._general_detect()
+        return self.dr[n] if n < 4 else self.dr6 if n == 6 else self.dr7
+
+    def set_debug(self, n: int, value: int) -> None:
+        if n in (4, 5):
+            if self.mmu.cr4 & 0x8:
+                raise X.ud()
+            n += 2
+        self._general_detect()
+        value &= 0xFFFFFFFF
+        if n < 4:
+            self.dr[n] = value
+        elif n == 6:
+            self.dr6 = (value & DR6_VOLATILE) | DR6_FIXED_1
+        else:
+            if value & DR7_ENABLES:
+                raise Unsupported(f"DR7 {value:#x} enables a hardware breakpoint: vmsim "
+                                  "does not model DR0-DR3 breakpoints")
+            self.dr7 = (value & DR7_VOLATILE) | DR7_FIXED_1
+
+    def _general_detect(self) -> None:
+        # DR7.GD: any MOV DR is a #DB fault with DR6.BD, and GD is cleared for the handler.
+        if self.dr7 & 0x2000:
+            self.dr6 |= 0x2000
+            self.dr7 &= ~0x2000
+            raise CpuException(X.DB)
+
     def _slow(self, run: Callable[[], StopReason | None]) -> StopReason | None:
         try:
             return run()
@@ -668,13 +802,20 @@ class Cpu:
     def exception(self, vector: int, error_code: int | None = None,
                   cr2: int | None = None) -> StopReason | None:
         """Deliver a fault raised by the instruction at self.eip, with the double-fault rules."""
+        rf = _fault_rf(vector)
+        if rf is not None:
+            # A VM exit for it saves the RF the frame would have had (SDM Vol. 3C "Saving
+            # RIP, RSP, RFLAGS, and SSP"), so the hypervisor's re-injection pushes it too.
+            self.sysflags |= rf
         if self.intercepted(Intercept("exception", self.eip, vector=vector,
                                       error_code=error_code, linear=cr2 or 0)):
             return StopReason.INTERCEPT
-        return self._deliver_with_rules(vector, error_code, cr2, self.eip, soft=False)
+        return self._deliver_with_rules(vector, error_code, cr2, self.eip, soft=False, rf=rf)
 
     def _deliver_with_rules(self, vector: int, error_code: int | None, cr2: int | None,
-                            return_eip: int, soft: bool) -> StopReason | None:
+                            return_eip: int, soft: bool, rf: int | None = None) -> StopReason | None:
+        """Deliver an event; `rf` is the RF to push (None: EFLAGS.RF as it is)."""
+        self.deliveries += 1
         while True:
             if self.events is not None and self.events.wants("exception"):
                 self.events.emit("exception", self.name, vector=vector, name=X.name(vector),
@@ -682,7 +823,7 @@ class Cpu:
             if vector == X.PF and cr2 is not None:
                 self.cr2 = cr2 & 0xFFFFFFFF
             try:
-                self._deliver(vector, error_code, return_eip, soft)
+                self._deliver(vector, error_code, return_eip, soft, rf)
                 return None
             except InterceptExit as x:
                 # A VM exit during delivery (EPT violation on the stack, say): the exit
@@ -710,12 +851,13 @@ class Cpu:
                     # (as Bochs and QEMU do: CR2 is written when the #PF is recognized).
                     if e.vector == X.PF and e.cr2 is not None:
                         self.cr2 = e.cr2 & 0xFFFFFFFF
-                    vector, error_code, cr2 = X.DF, 0, None
+                    vector, error_code, cr2, rf = X.DF, 0, None, None
                     if self.intercepted(Intercept("exception", self.eip, vector=X.DF,
                                                   error_code=0, extra={"vectoring": first})):
                         return StopReason.INTERCEPT
                 else:
                     vector, error_code, cr2 = e.vector, e.error_code, e.cr2
+                    rf = _fault_rf(vector)
 
     def _triple_fault(self) -> StopReason:
         if self.intercepted(Intercept("triple_fault", self.eip)):
@@ -739,7 +881,8 @@ class Cpu:
             return StopReason.INTERCEPT  # INT3/INTO are exceptions for the exception bitmap
         return self._deliver_with_rules(vector, None, None, next_eip, soft=True)
 
-    def _deliver(self, vector: int, error_code: int | None, return_eip: int, soft: bool) -> None:
+    def _deliver(self, vector: int, error_code: int | None, return_eip: int, soft: bool,
+                 rf: int | None = None) -> None:
         ext = 0 if soft else 1
         base, limit = self.idtr
         if vector * 8 + 7 > limit:
@@ -757,6 +900,12 @@ class Cpu:
         offset = (hi & 0xFFFF0000) | (lo & 0xFFFF)
         cs = self.load_code_descriptor(selector, ext=ext)
         eflags = self.eflags
+        # The RF pushed (SDM Vol. 3A 17.3.1.1): 1 for a fault, 0 for INT n (RF is cleared
+        # as it starts), else EFLAGS.RF as it is (traps, injected events).
+        if soft:
+            eflags &= ~EFLAGS_RF
+        elif rf is not None:
+            eflags = (eflags & ~EFLAGS_RF) | rf
         if error_code is not None and not soft:
             frame = [eflags, self.seg[CS].selector, return_eip, error_code or 0]
         else:
@@ -791,7 +940,7 @@ class Cpu:
         cs = self.load_code_descriptor(cs_sel)
         self.r[4] = (esp + 12) & 0xFFFFFFFF
         self.seg[CS] = cs
-        self.eflags = (flags & EFLAGS_WRITABLE) | (self.sysflags & ~EFLAGS_WRITABLE)
+        self.eflags = (flags & IRET_WRITABLE) | (self.sysflags & ~IRET_WRITABLE)
         self.eip = eip
 
     # -- descriptors (SDM Vol. 3A 3.4-3.5) ----------------------------------------------------
@@ -924,6 +1073,15 @@ class Cpu:
         data = self.mem.read_bytes(la, 15)
         ins = iced_x86.Decoder(32, data, ip=eip).decode()
         return iced_x86.Formatter(iced_x86.FormatterSyntax.NASM).format(ins)
+
+
+def _fault_rf(vector: int) -> int | None:
+    """RF pushed for an exception the CPU raised: 1 for a fault (SDM Vol. 3A 17.3.1.1 "For
+    any fault-class exception except a debug exception generated in response to an
+    instruction breakpoint, the value pushed for RF is 1"; vmsim has no instruction
+    breakpoints: the #DB raised here is MOV DR's general detect, a fault); as it is for
+    #DF and #MC (aborts)."""
+    return None if vector in (X.DF, X.MC) else EFLAGS_RF
 
 
 def _is_double(first: int, second: int) -> bool:

@@ -865,7 +865,10 @@ class Vmx:
             return ExitInfo(ExitReason.CR_ACCESS, q, info.insn_len)
         if k == "exception":
             intr = _intr_info(info.vector, info.error_code, bool(info.extra.get("soft")))
-            q = info.linear if info.vector == X.PF else 0  # #PF: the faulting linear address
+            # #PF: the faulting linear address; #DB: DR6's B0-B3, BD, BS bits (SDM "Exit
+            # Qualification for Debug Exceptions"; DR6 itself is left alone).
+            q = info.linear if info.vector == X.PF else \
+                info.extra.get("dr6", 0) if info.vector == X.DB else 0
             return ExitInfo(ExitReason.EXCEPTION_NMI, q, info.insn_len, intr_info=intr,
                             intr_error_code=info.error_code)
         if k == "triple_fault":

@@ -52,6 +52,8 @@ KVM_CR0_GUEST_OWNED = 0x8 | 0x10000
 KVM_CR4_GUEST_OWNED = 0x2 | 0x8 | 0x80 | 0x100 | 0x200 | 0x400  # PVI DE PGE PCE OSFXSR OSXMMEXCPT
 # update_exception_bitmap with EPT: #UD #MC #DB #AC are intercepted, #PF is not.
 KVM_EXCEPTION_BITMAP = (1 << X.UD) | (1 << X.MC) | (1 << X.DB) | (1 << X.AC)
+X86_EFLAGS_TF = 0x100
+DR6_BS = 1 << 14
 # MSRs kvm-intel lets the guest touch without exits (vmx_disable_intercept_for_msr).
 PASSTHROUGH_MSRS = {(0x174, False), (0x174, True), (0x175, False), (0x175, True),
                     (0x176, False), (0x176, True), (0x10, False)}
@@ -387,16 +389,29 @@ def vmx_set_cr4(v: SimVcpu, cr4: int) -> None:
 # -- the exit-handler table --------------------------------------------------------------------
 
 def kvm_skip_emulated_instruction(v: SimVcpu) -> int:
+    rflags = v.vmcs.read(F.GUEST_RFLAGS)  # the old value: not traced after setting TF
     rip = v.vmcs.read(F.GUEST_RIP) + v.vmcs.read(F.VM_EXIT_INSTRUCTION_LEN)
     v.vmcs.write(F.GUEST_RIP, rip & 0xFFFFFFFF)
+    if rflags & X86_EFLAGS_TF:
+        kvm_vcpu_do_singlestep(v)
     return 1
+
+
+def kvm_vcpu_do_singlestep(v: SimVcpu) -> None:
+    """The single-step #DB trap of an instruction kvm.ko completed for the guest (the CPU
+    never retired it): queued with DR6.BS as payload (kvm_queue_exception_p)."""
+    kvm_queue_exception(v, X.DB, dr6_payload=DR6_BS)
 
 
 _CONTRIBUTORY = {X.DE, X.TS, X.NP, X.SS, X.GP}
 
 
-def kvm_queue_exception(v: SimVcpu, vector: int, error_code: int | None = None) -> None:
+def kvm_queue_exception(v: SimVcpu, vector: int, error_code: int | None = None,
+                        dr6_payload: int | None = None) -> None:
     """Inject on the next VM entry (VM_ENTRY_INTR_INFO_FIELD, SDM 25.8.3).
+
+    A #DB's payload goes to the guest's DR6 as kvm_deliver_exception_payload does (B0-B3
+    replaced, the rest ORed in); vmsim writes it at once, not as the event is injected.
 
     kvm_multiple_exception: with an exception already pending (one whose delivery an exit
     interrupted), the SDM's double-fault rules apply: a pending #DF becomes a triple
@@ -412,6 +427,8 @@ def kvm_queue_exception(v: SimVcpu, vector: int, error_code: int | None = None) 
         if (prev in _CONTRIBUTORY and vector in _CONTRIBUTORY) or (
                 prev == X.PF and (vector in _CONTRIBUTORY or vector == X.PF)):
             vector, error_code = X.DF, 0
+    if dr6_payload is not None:
+        v.cpu.dr6 = (v.cpu.dr6 & ~0xF) | dr6_payload
     info = vector | INTR_TYPE_HARD_EXCEPTION | INTR_INFO_VALID_MASK
     if error_code is not None:
         info |= INTR_INFO_DELIVER_CODE_MASK
@@ -431,7 +448,12 @@ def handle_exception_nmi(v: SimVcpu) -> int:
     if vector == X.PF and v.vm.shadow is not None:
         # Shadow paging: every guest #PF comes here first (kvm_mmu_page_fault).
         return v.vm.shadow.page_fault(v, v.vmcs.read(F.EXIT_QUALIFICATION), code or 0)
-    # #DB #AC #MC and anything else intercepted: reflect it into the guest.
+    if vector == X.DB:
+        # The exit qualification holds what the CPU did not write to DR6 (B0-B3, BD, BS):
+        # the payload kvm.ko gives the guest's DR6 as it reflects the #DB.
+        kvm_queue_exception(v, vector, dr6_payload=v.vmcs.read(F.EXIT_QUALIFICATION))
+        return 1
+    # #AC #MC and anything else intercepted: reflect it into the guest.
     kvm_queue_exception(v, vector, code)
     return 1
 

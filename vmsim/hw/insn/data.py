@@ -8,7 +8,7 @@ import iced_x86
 from iced_x86 import Register
 
 from vmsim.hw.cpu import SEG_NAMES, Intercept, SlowPath
-from vmsim.hw.flags import ARITH_MASK, condition, materialize, set_explicit
+from vmsim.hw.flags import ARITH_MASK, TF, condition, materialize, set_explicit
 from vmsim.hw.insn.ctx import Ctx, reg_info
 from vmsim.hw.insn.table import INTERCEPTABLE, NotInSubset, handles
 
@@ -29,12 +29,18 @@ def _is_cr(reg: int) -> bool:
     return Register.CR0 <= reg <= Register.CR15
 
 
+def _is_dr(reg: int) -> bool:
+    return Register.DR0 <= reg <= Register.DR15
+
+
 @handles("mov")
 def mov(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     r, nxt = c.r, ins.next_ip32
     k0, k1 = c.is_reg(ins, 0), c.is_reg(ins, 1)
     if (k0 and _is_cr(ins.op0_register)) or (k1 and _is_cr(ins.op1_register)):
         return _mov_cr(ins, c)
+    if (k0 and _is_dr(ins.op0_register)) or (k1 and _is_dr(ins.op1_register)):
+        return _mov_dr(ins, c)
     if k0 and _is_sreg(ins.op0_register):
         return _mov_to_sreg(ins, c)
     if k1 and _is_sreg(ins.op1_register):
@@ -120,6 +126,32 @@ def _mov_cr(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
 
 
 INTERCEPTABLE.update({"mov cr"})
+
+
+def _mov_dr(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    """MOV to/from DR0-DR7 (SDM Vol. 2B MOV-Move to/from Debug Registers: 0F 21 /r, 0F 23
+    /r). DR6 and DR7 keep their fixed bits; DR0-DR3 are stored but no breakpoint fires.
+    Simplified: no MOV-DR exiting under VMX (kvm.ko's lazy DR switching is not modelled)."""
+    cpu, nxt = c.cpu, ins.next_ip32
+    to_dr = _is_dr(ins.op0_register)
+    dr_reg, gpr_reg = (ins.op0_register, ins.op1_register) if to_dr else (ins.op1_register,
+                                                                          ins.op0_register)
+    n = dr_reg - Register.DR0
+    if n > 7:
+        raise NotInSubset(f"DR{n}")  # #UD on hardware too
+    g = reg_info(gpr_reg)[0]
+
+    def run():
+        if to_dr:
+            cpu.set_debug(n, cpu.r[g])
+        else:
+            cpu.r[g] = cpu.get_debug(n)
+        cpu.retire(nxt)
+        return None
+
+    def mov_dr() -> int:
+        raise SlowPath(run)
+    return mov_dr
 
 
 def _stop():
@@ -368,10 +400,17 @@ def popfd(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     # does load VIF and VIP, hence they are in EFLAGS_WRITABLE).
     keep = ~EFLAGS_WRITABLE | _VIF_VIP | (0 if size == 4 else 0xFFFF0000)
 
+    def retire() -> None:
+        cpu.retire(nxt)
+
     def popfd_() -> int:
         v = pop_()
         new = (v & EFLAGS_WRITABLE & ~keep) | (cpu.eflags & keep)
         cpu.eflags = new
+        if new & TF:
+            # POPF done; the run loop must leave its fast lane for the single-step one
+            # (the first trap comes after the NEXT instruction, SDM Vol. 3A 17.3.1.4).
+            raise SlowPath(retire)
         return nxt
     return popfd_
 

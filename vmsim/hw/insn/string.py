@@ -1,6 +1,6 @@
 """String instructions and REP prefixes (SDM Vol. 1 7.3.9; Vol. 2 MOVS ... OUTS, REP).
 
-A REP-prefixed instruction runs its iterations in the handler, up to REP_CHUNK per call.
+A REP-prefixed instruction runs its iterations in the handler, up to cpu.rep_chunk per call.
 Registers are updated after every element, so a fault part-way leaves ESI/EDI/ECX at the
 element that faulted and EIP at the instruction, which restarts it: what the hardware does.
 """
@@ -19,9 +19,8 @@ from vmsim.hw.insn.table import INTERCEPTABLE, NotInSubset, handles
 M32 = 0xFFFFFFFF
 Mn = iced_x86.Mnemonic
 # A REP instruction may be interrupted between iterations (SDM Vol. 1 7.3.9.3): vmsim
-# stops after this many and restarts the instruction, so one with ECX = 2**32 - 1 cannot
-# hold the CPU (or a single step) for hours. Each restart counts as an instruction.
-REP_CHUNK = 4096
+# stops after cpu.rep_chunk of them (REP_CHUNK, or 1 while single-stepping) and restarts
+# the instruction. Each restart counts as an instruction.
 _SIZE = {"B": 1, "W": 2, "D": 4}
 
 
@@ -78,12 +77,15 @@ def movs(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
 
     def repeated() -> int:
         step = -size if cpu.sysflags & DF else size
-        n = REP_CHUNK
+        n = cpu.rep_chunk
         while r[1] and n:
             element(step)
             r[1] = (r[1] - 1) & M32
             n -= 1
-        return here if r[1] else nxt
+        if r[1]:
+            cpu.rep_unfinished = True
+            return here
+        return nxt
     return repeated
 
 
@@ -117,14 +119,17 @@ def cmps(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
 
     def repeated() -> int:
         step = -size if cpu.sysflags & DF else size
-        n = REP_CHUNK
+        n = cpu.rep_chunk
         while r[1] and n:
             element(step)
             r[1] = (r[1] - 1) & M32
             n -= 1
             if get_zf(lf) != while_equal:
                 return nxt
-        return here if r[1] else nxt
+        if r[1]:
+            cpu.rep_unfinished = True
+            return here
+        return nxt
     return repeated
 
 
@@ -160,11 +165,12 @@ def ins_outs(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
         if not rep:
             element(step)
         else:
-            n = REP_CHUNK
+            n = cpu.rep_chunk
             while r[1] and n:
                 element(step)
                 r[1] = (r[1] - 1) & M32
                 n -= 1
+            cpu.rep_unfinished = bool(r[1])
         cpu.retire(nxt if not r[1] or not rep else eip)
         return None
 
