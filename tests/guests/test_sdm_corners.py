@@ -132,3 +132,75 @@ def test_iret_with_current_nt_is_a_task_return():
         hlt""")
     assert b.run() is StopReason.UNSUPPORTED
     assert "task return" in b.cpu.stop_message
+
+
+# -- where vmsim follows the SDM and QEMU 7.2 TCG does not (docs/qemu-departures.md) --------
+
+def test_int1_icebp_is_a_debug_trap():
+    """SDM Vol. 2A INT n/INTO/INT3/INT1: "The INT1 instruction also uses a one-byte opcode
+    (F1) and generates a call to the debug exception handler" (vector 1), a trap: the saved
+    EIP is the next instruction. QEMU 7.2 TCG raises #UD for F1."""
+    b = bench("nop\nint1\nhlt")
+    assert b.run() is StopReason.HLT and handled(b, X.DB)
+    assert b.stack(3)[:2] == [CODE + 2, 0x08]
+    assert b.cpu.r[4] == STACK - 12  # no error code
+
+
+def test_ext_bit_in_a_fault_while_delivering_an_exception():
+    """SDM Vol. 3A 6.13 Error Code: "EXT External event (bit 0) - When set, indicates that
+    the exception occurred during delivery of an event external to the program, such as
+    an interrupt or an earlier exception." #UD through a not-present gate: #NP(6*8 + 2 +
+    1). QEMU 7.2 TCG leaves EXT clear (0x32)."""
+    b = bench("ud2")
+    b.gate(X.UD, kind=0x0E)  # P=0
+    assert b.run() is StopReason.HLT and handled(b, X.NP)
+    assert b.stack(2) == [X.UD * 8 + 2 + 1, CODE]
+
+
+def test_far_jmp_sets_the_code_descriptor_accessed_bit():
+    """SDM Vol. 3A 3.4.5.1: the accessed bit: "The processor sets this bit whenever it loads
+    a segment selector for the segment into a segment register, assuming that the type of
+    memory that contains the segment descriptor supports processor writes." CS included:
+    a far JMP to a code descriptor with A=0 (type 0xA) leaves it A=1 (0xB). QEMU 7.2 TCG
+    leaves it clear."""
+    b = bench("jmp 0x18:target\ntarget: hlt", 0x00CF9A000000FFFF)
+    assert b.run() is StopReason.HLT and not handled(b, X.GP)
+    assert b.r32(GDT + 0x18 + 4) >> 8 & 0xFF == 0x9B
+
+
+def test_reserved_bit_in_a_present_4mib_pde_reports_p1():
+    """SDM Vol. 3A 4.7 Page-Fault Exceptions: P "is 0 if there is no translation for the
+    linear address because the P flag was 0 in one of the paging-structure entries", and
+    RSVD is 1 "because a reserved bit was set": a present 4-MiB PDE with bit 21 set (a
+    reserved bit of a 32-bit-paging 4-MiB PDE, 4.3) gives error code P|RSVD = 0x9 for a
+    read, 0xB for a write, CR2 the address. QEMU 7.2 TCG reports 0x8 / 0xA."""
+    for insn, code in (("mov eax, [0x00400010]", 0x9), ("mov [0x00400020], eax", 0xB)):
+        b = bench(insn)
+        b.paging(pse=True)
+        b.w32(0x100000 + 4, 0x00600000 | 0x80 | 0x3)  # PDE 1: 4 MiB at 6 MiB, bit 21 set
+        assert b.run() is StopReason.HLT and handled(b, X.PF)
+        assert b.stack(2) == [code, CODE]
+        assert b.cpu.cr2 == (0x00400010 if code == 0x9 else 0x00400020)
+
+
+def test_iretd_loads_vif_and_vip_at_cpl0_and_popfd_does_not():
+    """SDM Vol. 2A IRET, RETURN-TO-SAME-PRIVILEGE-LEVEL: "IF CPL = 0 THEN ... IF OperandSize
+    = 32 THEN EFLAGS(VIF, VIP) <- tempEFLAGS"; POPF: "VIP, VIF, VM, and all reserved bits
+    are unaffected". QEMU 7.2 TCG's IRETD does not load VIF and VIP."""
+    vif_vip = 0x180000
+    b = bench("""
+        push dword 0x180002
+        popfd
+        pushfd
+        pop ebx                 ; POPF: VIF and VIP stay clear
+        push dword 0x180002
+        push dword 0x08
+        push dword back
+        iretd
+    back:
+        pushfd
+        pop eax
+        hlt""")
+    assert b.run() is StopReason.HLT
+    assert not b.cpu.r[3] & vif_vip
+    assert b.cpu.r[0] & vif_vip == vif_vip
