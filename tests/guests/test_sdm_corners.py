@@ -204,3 +204,13 @@ def test_iretd_loads_vif_and_vip_at_cpl0_and_popfd_does_not():
     assert b.run() is StopReason.HLT
     assert not b.cpu.r[3] & vif_vip
     assert b.cpu.r[0] & vif_vip == vif_vip
+
+
+def test_reserved_cr4_bit_is_gp():
+    """SDM Vol. 2B MOV (control registers), Protected Mode Exceptions: "#GP(0) ... If an
+    attempt is made to write a 1 to any reserved bit in CR4"; bit 12 is reserved on a CPU
+    without LA57 (Vol. 3A 2.5). QEMU 7.2 TCG was seen ignoring a reserved CR4 bit."""
+    b = bench("mov eax, 1 << 12\nmov cr4, eax\nhlt")
+    assert b.run() is StopReason.HLT and handled(b, X.GP)
+    assert b.stack(2) == [0, CODE + 5]
+    assert b.cpu.cr4 == 0
