@@ -387,3 +387,36 @@ idtr:   dw 15
         counts[backend] = s.run().exit_status >> 1
     # bare: after the write, the read, the nop, pushfd, and, popfd
     assert counts == {"bare": 6, "sim": 5}
+
+
+# -- VMX non-root: the exception bitmap decides who sees the trap -------------------------------
+
+def test_vmx_single_step_db_not_in_the_bitmap_goes_to_the_guest():
+    """SDM Vol. 3C "Exceptions" (VM exits): an exception whose bitmap bit is 0 is
+    delivered through the guest's IDT as usual: the #DB trap, DR6.BS set."""
+    from tests.vmx.harness import Bench as VmxBench
+    from vmsim.hw.vmcs import ExitReason, F
+
+    b = VmxBench("pushfd\nor dword [esp], 0x100\npopfd\nstart: nop\nnext: hlt")
+    b.vmcs.write(F.EXCEPTION_BITMAP, 0)
+    e = b.run()
+    assert e.reason == ExitReason.HLT  # the guest's #DB stub ran and halted
+    assert b.vector_log == X.DB
+    assert b.cpu.dr6 & DR6_BS
+
+
+def test_vmx_single_step_db_in_the_bitmap_exits_with_bs_in_the_qualification():
+    """SDM Vol. 3C "Exit Qualification for Debug Exceptions": bit 14 BS; a #DB VM exit
+    leaves DR6 alone; the trap's exit saves RIP of the next instruction."""
+    from tests.vmx.harness import Bench as VmxBench
+    from vmsim.hw.vmcs import ExitReason, F
+
+    b = VmxBench("pushfd\nor dword [esp], 0x100\npopfd\nstart: nop\nnext: hlt")
+    b.vmcs.write(F.EXCEPTION_BITMAP, 1 << X.DB)
+    e = b.run()
+    assert e.reason == ExitReason.EXCEPTION_NMI
+    assert b.read(F.VM_EXIT_INTR_INFO) == 0x80000301  # vector 1, hardware exception
+    assert b.read(F.EXIT_QUALIFICATION) == DR6_BS
+    assert b.read(F.GUEST_RIP) == b.sym("next")
+    assert b.cpu.dr6 == DR6_INIT
+    assert b.vector_log is None

@@ -928,7 +928,7 @@ class Cpu:
         # The CURRENT EFLAGS.NT says "task return", before anything is popped (SDM Vol. 2A
         # IRET: "ELSE IF EFLAGS.NT = 1 THEN GOTO TASK-RETURN"); the image's NT is just
         # loaded into EFLAGS by a normal return.
-        if self.sysflags & 0x4000:
+        if self.sysflags & EFLAGS_NT:
             raise Unsupported("IRET with EFLAGS.NT set (task return: vmsim models no tasks)")
         rd32 = self.memfns.rd32
         esp = self.r[4]
