@@ -212,6 +212,9 @@ def _emit(form: Form, ops: list[Operand], prefixes: list[int], site: Site) -> by
     head = bytearray(p for p in prefixes if p in (0xF2, 0xF3))
     head += bytes(p for p in prefixes if p == 0xF0)
     segs = [p for p in prefixes if p in SEG_PREFIX.values()]
+    if pre_seg is not None and segs:  # NASM refuses `es mov eax, [es:ebx]` too
+        mem = next(o for o in ops if isinstance(o, Mem) and o.seg)
+        raise LineError("instruction has conflicting segment overrides", mem.col)
     if pre_seg is not None:
         head.append(pre_seg)
     elif segs:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from vmsim.asm.errors import LineError
 
+DIGITS = set("0123456789")  # ASCII only: str.isdigit() also takes '٣' and '²'
 ID_START = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_.?@")
 ID_CHARS = ID_START | set("0123456789$#~")
 NUM_CHARS = set("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
@@ -39,6 +40,9 @@ def parse_number(text: str, col: int) -> int:
     if len(s) > 1 and s[-1] in radixes:
         candidates.append((s[:-1], radixes[s[-1]]))
     candidates.append((s, 10))
+    if len(s) > 4000:
+        # Python refuses longer decimal conversions; NASM keeps the low 64 bits of any.
+        raise LineError(f"number too long ({len(s)} digits)", col)
     for digits, radix in candidates:
         try:
             return int(digits, radix)
@@ -84,7 +88,7 @@ def _unescape_backquote(body: str, col: int) -> bytes:
             hexd = body[i + 1:i + 1 + n]
             if len(hexd) != n or any(ch not in "0123456789abcdefABCDEF" for ch in hexd):
                 raise LineError(f"\\{c} escape needs {n} hex digits", col)
-            out += chr(int(hexd, 16)).encode("utf-8")
+            out += emit_utf8(int(hexd, 16))
             i += 1 + n
         elif c in _ESCAPES:
             out.append(_ESCAPES[c])
@@ -93,6 +97,24 @@ def _unescape_backquote(body: str, col: int) -> bytes:
             out += ("\\" + c).encode("utf-8")
             i += 1
     return bytes(out)
+
+
+def emit_utf8(v: int) -> bytes:
+    """NASM's `\\u`/`\\U` encoding (string.c emit_utf8): UTF-8 extended to any 32-bit value,
+    surrogates and values past U+10FFFF included, in up to six bytes."""
+    if v < 0x80:
+        return bytes([v])
+    nbytes = 2
+    while nbytes < 6 and v >> (6 * (nbytes - 1)) >= 0x40 >> (nbytes - 1):
+        nbytes += 1
+    lead = (0xFF00 >> nbytes) & 0xFF  # C0 E0 F0 F8 FC
+    tail = [0x80 | ((v >> (6 * k)) & 0x3F) for k in range(nbytes - 2, -1, -1)]
+    return bytes([(lead + (v >> (6 * (nbytes - 1)))) & 0xFF, *tail])
+
+
+def _shown(c: str) -> str:
+    """A character for an error message: invisible ones (NUL, BOM, controls) escaped."""
+    return f"'{c}'" if c.isprintable() and c != "\ufeff" else repr(c).replace('"', "'")
 
 
 def tokenize(line: str) -> list[Token]:
@@ -120,7 +142,7 @@ def tokenize(line: str) -> list[Token]:
             data = _unescape_backquote(body, col) if c == "`" else body.encode("utf-8")
             toks.append(Token("str", data.decode("latin-1"), col))
             i = j + 1
-        elif c.isdigit() or (c == "$" and i + 1 < n and line[i + 1].isdigit()):
+        elif c in DIGITS or (c == "$" and i + 1 < n and line[i + 1] in DIGITS):
             j = i + 1
             while j < n and line[j] in NUM_CHARS:
                 j += 1
@@ -134,18 +156,19 @@ def tokenize(line: str) -> list[Token]:
             if line.startswith("$$", i):
                 toks.append(Token("op", "$$", col))
                 i += 2
-            elif i + 1 < n and line[i + 1] in ID_START:
+            elif i + 1 < n and (line[i + 1] in ID_START or line[i + 1] >= "\x80"):
                 j = i + 1  # '$name' is the identifier 'name' even if it is a keyword
-                while j < n and line[j] in ID_CHARS:
+                while j < n and (line[j] in ID_CHARS or line[j] >= "\x80"):
                     j += 1
                 toks.append(Token("id", line[i + 1:j], col, 1))
                 i = j
             else:
                 toks.append(Token("op", "$", col))
                 i += 1
-        elif c in ID_START:
+        elif c in ID_START or (c >= "\x80" and c != "\ufeff"):
+            # NASM takes any byte >= 0x80 as part of a name (so UTF-8 names work).
             j = i + 1
-            while j < n and line[j] in ID_CHARS:
+            while j < n and (line[j] in ID_CHARS or line[j] >= "\x80"):
                 j += 1
             toks.append(Token("id", line[i:j], col))
             i = j
@@ -156,5 +179,5 @@ def tokenize(line: str) -> list[Token]:
                     i += len(op)
                     break
             else:
-                raise LineError(f"unexpected character '{c}'", col)
+                raise LineError(f"unexpected character {_shown(c)}", col)
     return toks

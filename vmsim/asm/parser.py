@@ -55,6 +55,10 @@ class Stmt:
     enc_checked: bool = False  # enc_out was encoded with ranges checked, as the final pass does
 
 
+# A line's tokens after %define expansion: each %define may double the one before it.
+MAX_EXPANSION = 100_000
+
+
 def qualify(name: str, scope: str) -> str:
     """`.loop` after `main:` is `main.loop` (NASM local labels; `..@x` is not local)."""
     if name.startswith(".") and not name.startswith(".."):
@@ -118,9 +122,26 @@ def _preprocess(toks: list[Token], defines: dict[str, list[Token]]) -> list[Toke
     for t in toks:
         if t.kind == "id" and t.text in defines:
             out += [Token(d.kind, d.text, t.col, d.value) for d in defines[t.text]]
+            if len(out) > MAX_EXPANSION:
+                raise LineError(f"macro expansion too long (more than {MAX_EXPANSION} tokens)",
+                                t.col)
         else:
             out.append(t)
     return out
+
+
+_PREFIX_GROUP = {0xF2: "rep", 0xF3: "rep", 0xF0: "lock", **{v: "seg" for v in SEG_PREFIX.values()}}
+
+
+def _add_prefix(prefixes: list[int], byte: int, col: int) -> None:
+    """NASM keeps one prefix per group: a repeat is dropped (its 'redundant prefixes'
+    warning), two different ones are an error."""
+    for have in prefixes:
+        if _PREFIX_GROUP[have] == _PREFIX_GROUP[byte]:
+            if have != byte:
+                raise LineError("instruction has conflicting prefixes", col)
+            return
+    prefixes.append(byte)
 
 
 def _is_keyword(t: Token) -> bool:
@@ -275,6 +296,9 @@ def _parse_statement(st: Stmt, toks: list[Token], end_col: int) -> None:
                 if k + 2 >= len(attrs) or not attrs[k + 1].is_op("=") or attrs[k + 2].kind != "num":
                     raise LineError("expected align=N", t.col)
                 st.sect_align = attrs[k + 2].value
+                if st.sect_align <= 0 or st.sect_align & (st.sect_align - 1):
+                    raise LineError(f"section alignment {st.sect_align} is not a power of two",
+                                    attrs[k + 2].col)
                 continue
             if t.kind == "id" and t.low in ("progbits", "nobits", "exec", "noexec", "write",
                                               "nowrite", "alloc", "noalloc"):
@@ -289,7 +313,7 @@ def _parse_statement(st: Stmt, toks: list[Token], end_col: int) -> None:
         raise LineError("INCBIN is not supported", head.col)
     # An instruction, possibly behind prefixes.
     while rest and (word in PREFIXES or (word in SEG_PREFIX and rest)):
-        st.prefixes.append(PREFIXES.get(word) or SEG_PREFIX[word])
+        _add_prefix(st.prefixes, PREFIXES.get(word) or SEG_PREFIX[word], head.col)
         head, rest = rest[0], rest[1:]
         if head.kind != "id":
             raise LineError(f"instruction expected, found '{head.text}'", head.col)
