@@ -119,6 +119,12 @@ def memory_cap(headroom: int = MEMORY_HEADROOM) -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
-def limit_child_memory(limit: int = 4 << 30) -> None:
-    """preexec_fn for a subprocess: the same cap for a child (`vmsim` on the command line)."""
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+CHILD_CPU_SECONDS = 30  # a `vmsim` subprocess: far more than 50 000 MMIO-bound instructions
+
+
+def limit_child(memory: int = 4 << 30, cpu: int = CHILD_CPU_SECONDS) -> None:
+    """preexec_fn for a subprocess (`vmsim` on the command line): the same memory cap, and
+    RLIMIT_CPU, whose SIGXCPU ends a child that spins (a hang measured in CPU time, so a
+    loaded machine does not fake one; a child blocked in a read meets the wall timeout)."""
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))

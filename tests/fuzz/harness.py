@@ -15,6 +15,7 @@ InterceptExit", "traceback MemoryError", "status 3" ...).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import traceback
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from tests.fuzz.budget import Hang, limit_child_memory, memory_cap, watchdog
+from tests.fuzz.budget import CHILD_CPU_SECONDS, Hang, limit_child, memory_cap, watchdog
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "sample_guests"
@@ -170,12 +171,13 @@ class Cli:
 
 def run_cli(args: list[str], timeout: float, stdin: bytes | None = None,
             cwd: Path | None = None, close_stdout: bool = False) -> Cli:
-    """`python -m vmsim ARGS` with a hard timeout and a memory cap. `close_stdout`: the
+    """`python -m vmsim ARGS` with a hard timeout, a CPU-time limit and a memory cap
+    (budget.limit_child). `close_stdout`: the
     reader of stdout goes away at once (`vmsim run G | head -c 0`)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     p = subprocess.Popen([sys.executable, "-m", "vmsim", *args], stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                         cwd=cwd or ROOT, preexec_fn=limit_child_memory)
+                         cwd=cwd or ROOT, preexec_fn=limit_child)
     if close_stdout:
         p.stdout.close()
         p.stdout = None
@@ -202,6 +204,8 @@ def check_cli(res: Cli, statuses: frozenset[int], timeout: float,
     if "Traceback" in err:
         last = err.strip().splitlines()[-1] if err.strip() else ""
         return Finding(f"traceback {last.split(':')[0][:60]}", last[:300])
+    if res.status == -signal.SIGXCPU:
+        return Finding("hang", f"used {CHILD_CPU_SECONDS} s of CPU; stderr: {err[-300:]!r}")
     if res.status < 0:
         return Finding(f"signal {-res.status}", err[-300:])
     odd_ok = statuses is RUN_STATUSES

@@ -5,6 +5,7 @@ undocumented status), and the minimizer must shrink to a 1-minimal input."""
 from __future__ import annotations
 
 import json
+import signal
 
 import pytest
 
@@ -66,6 +67,7 @@ def test_an_error_on_a_blank_line_is_a_finding(monkeypatch: pytest.MonkeyPatch) 
 
 @pytest.mark.parametrize(("cli", "statuses", "symptom"), [
     (Cli(None, b"", ""), RUN_STATUSES, "hang"),
+    (Cli(-signal.SIGXCPU, b"", ""), RUN_STATUSES, "hang"),  # RLIMIT_CPU
     (Cli(1, b"", "Traceback (most recent call last):\n  ...\nOSError: [Errno 28]\n"),
      RUN_STATUSES, "traceback OSError"),
     (Cli(2, b"", "vmsim: one\nvmsim: two\n"), RUN_STATUSES, "stderr not one line"),
