@@ -221,8 +221,9 @@ def test_a_signal_ends_the_run_with_the_trace_written(tmp_path: Path, sig: str) 
     src.write_text("bits 32\norg 0x100000\n mov dx, 0x3f8\n mov al, 'r'\n out dx, al\n"
                    " mov al, 10\n out dx, al\nspin: inc eax\n jmp spin\n")
     trace = tmp_path / "t.jsonl"
+    stats = tmp_path / "stats.json"
     with subprocess.Popen([sys.executable, "-m", "vmsim", "run", "--trace", str(trace),
-                           "--trace-level", "insn", str(src)],
+                           "--trace-level", "insn", "--stats-json", str(stats), str(src)],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT) as p:
         try:
             assert p.stdout.readline() == b"r\n"  # the guest runs: its trace is being written
@@ -239,3 +240,5 @@ def test_a_signal_ends_the_run_with_the_trace_written(tmp_path: Path, sig: str) 
     assert runs and runs[0]["n"] == 1
     for a, b in itertools.pairwise(runs):
         assert b["n"] == a["n"] + a["count"]  # nothing lost or written twice
+    # What the statistics counted up to the signal is written too (as perf stat does).
+    assert json.loads(stats.read_text())["userspace_exits"]["KVM_EXIT_IO"] >= 1

@@ -5,7 +5,8 @@ guest wrote one; otherwise 0 when the guest halted or shut down (the reason on s
 when the guest does not assemble, 2 for bad usage or unreadable input (found before the
 guest runs), 70 when the guest did something vmsim does not model, 74 when an output
 (the trace, stdout, --stats-json) could not be written (EX_IOERR: disk full, ...), 124
-when --max-instructions ran out, 128 + the signal's number for SIGINT (130) and SIGTERM
+when --max-instructions ran out or the guest made no progress (vmsim.clock: VM exits and
+exception deliveries without an instruction retired), 128 + the signal's number for SIGINT (130) and SIGTERM
 (143), after the trace so far is written out. A reader of stdout that goes away (`| head`)
 does not stop the guest: its output is dropped and the status is the guest's.
 Every error is one line on stderr, naming the file.
@@ -134,7 +135,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     serial_out = _SerialOut()
     try:
         if args.stats_json:
-            stats_file = open(args.stats_json, "w", encoding="utf-8")
+            # Opened now, so that a path that cannot be written is found before the run;
+            # in append mode, so that a run that fails keeps the old statistics.
+            stats_file = open(args.stats_json, "a", encoding="utf-8")
             files.append(stats_file)
         if args.trace:
             trace_file = open(args.trace, "w", encoding="utf-8")
@@ -184,19 +187,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     if status is None:
                         print(f"vmsim: {e}", file=sys.stderr)
                         status = EXIT_IO
-    if status is not None:
+    interrupted = status is not None and status > 128
+    if status is not None and not interrupted:
         return _close(None, files, status)
-    if stats is not None:
+    if stats is not None:  # also after Ctrl-C, as perf stat reports what it counted
         stats.finish(session.instructions, session.virtual_time)
         if args.stats:
             stats.report(sys.stderr)
         if stats_file is not None:
             try:
+                if stats_file.seekable():
+                    stats_file.seek(0)
+                    stats_file.truncate()
                 stats.write_json(stats_file)
                 stats_file.flush()
             except OSError as e:
                 print(f"vmsim: {OutputError(args.stats_json, e)}", file=sys.stderr)
                 return _close(None, files, EXIT_IO)
+    if interrupted:
+        return _close(None, files, status)
     status = _status(session, outcome, limit)
     return _close(None, files, status)
 
@@ -256,6 +265,9 @@ def _close(trace, files: list, status: int) -> int:
 def _status(session, outcome, limit: int | None) -> int:
     if outcome.exit_status is not None:
         return outcome.exit_status
+    if getattr(outcome, "stuck", ""):  # vmsim's no-progress watchdog: a budget too
+        print(f"vmsim: stopped: {outcome.stuck}", file=sys.stderr)
+        return EXIT_LIMIT
     if outcome.limit_reached:
         print(f"vmsim: stopped after {limit} instructions (--max-instructions)", file=sys.stderr)
         return EXIT_LIMIT
@@ -268,8 +280,9 @@ def _status(session, outcome, limit: int | None) -> int:
               + (" (interrupts on, but nothing can interrupt it yet)" if if_flag else ""),
               file=sys.stderr)
         return EXIT_OK
-    if cpus and cpus[0].stop_message:
-        print(f"vmsim: stopped{where}: {cpus[0].stop_message}", file=sys.stderr)
+    unsupported = getattr(outcome, "unsupported", "") or (cpus[0].stop_message if cpus else "")
+    if unsupported:
+        print(f"vmsim: stopped{where}: {unsupported}", file=sys.stderr)
         return EXIT_UNSUPPORTED
     reason = outcome.reason
     if reason in ("shutdown (triple fault)", "triple fault"):
