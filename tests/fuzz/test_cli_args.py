@@ -23,7 +23,7 @@ from tests.fuzz.harness import (
 from tests.fuzz.known import Tally
 
 CLI_TIMEOUT = 90.0  # wall seconds; a spinning child meets its CPU limit first
-BUDGET_INSTRUCTIONS = "50000"  # given first: a hostile --max-instructions later overrides it
+BUDGET_INSTRUCTIONS = "20000"  # given first: a hostile --max-instructions later overrides it
 
 
 class Files:
