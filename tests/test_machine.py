@@ -121,3 +121,20 @@ def test_entry_state_matches_the_contract() -> None:
     assert cpu.r == [0, 0, 0, 0, 0x100000, 0, 0, 0]
     assert [s.selector for s in cpu.seg] == [0x10, 0x08, 0x10, 0x10, 0x10, 0x10]
     assert (cpu.gdtr, cpu.idtr) == ((0, 0), (0, 0))
+
+
+def test_a_dword_write_to_a_one_port_debug_exit_passes_its_low_byte(nasm) -> None:
+    # isa-debug-exit is attached with iosize=1 (as in the QEMU oracle command): QEMU's
+    # memory API cuts the access at the region's end, so the device sees the low byte
+    # (status (4 << 1) | 1 = 9, what qemu-system-i386 exits with) and 0x502-0x504 are nobody's.
+    ev = EventStream()
+    seen = []
+    ev.subscribe(seen.append, ["io_unclaimed"])
+    m, _, _, _ = run(nasm, """
+        mov dx, 0x501
+        mov eax, 0x01020304
+        out dx, eax
+        hlt
+    """, events=ev)
+    assert m.exit_status == 9
+    assert [(e["address"], e["size"], e["is_write"]) for e in seen] == [(0x502, 3, True)]
