@@ -184,6 +184,15 @@ def test_run_will_not_write_trace_and_stats_into_one_file(tmp_path: Path) -> Non
     assert "the same file" in _one_line_error(p)
 
 
+def test_run_will_not_trace_into_the_file_stdout_goes_to(tmp_path: Path) -> None:
+    out = tmp_path / "out.txt"
+    with out.open("wb") as f:  # `vmsim run hello.asm --trace out.txt > out.txt`
+        p = subprocess.run([sys.executable, "-m", "vmsim", "run", "--trace", str(out), str(HELLO)],
+                           stdout=f, stderr=subprocess.PIPE, cwd=ROOT, timeout=120)
+    assert p.returncode == 2
+    assert _one_line_bytes(p) == f"vmsim: --trace {out}: the same file as stdout"
+
+
 @pytest.mark.parametrize("case", ["-o src", "-l src", "-o symlink", "default output"])
 def test_asm_will_not_overwrite_its_source(tmp_path: Path, case: str) -> None:
     src = tmp_path / ("foo.bin" if case == "default output" else "foo.asm")

@@ -109,7 +109,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     limit = args.max_instructions if args.max_instructions != NO_LIMIT else None
     serial_file = args.serial_in[1:] if args.serial_in and args.serial_in.startswith("@") else None
-    refusal = refuse_overwrite([("--trace", args.trace), ("--stats-json", args.stats_json)],
+    # stdout first: a trace into the file stdout already goes to would interleave with
+    # the guest's output (`vmsim run g.asm --trace out > out`).
+    refusal = refuse_overwrite([("stdout", "/dev/stdout"), ("--trace", args.trace),
+                                ("--stats-json", args.stats_json)],
                                [("guest file", args.guest), ("--serial-in file", serial_file)])
     if refusal:
         print(f"vmsim: {refusal}", file=sys.stderr)
