@@ -27,6 +27,7 @@ def register(subparsers) -> None:
 
 
 SIZE_RANGE = (200, 8192)  # a window Qt can lay out, an image that fits in memory
+MAX_STEPS = 100_000  # each is a step of the GUI (events delivered to every view)
 
 
 def _count(text: str) -> int:
@@ -34,8 +35,8 @@ def _count(text: str) -> int:
         v = int(text, 0)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{v}: must be 0 or more")
+    if not 0 <= v <= MAX_STEPS:
+        raise argparse.ArgumentTypeError(f"{v}: must be 0 to {MAX_STEPS}")
     return v
 
 
@@ -131,6 +132,7 @@ def screenshot(win, path: str, steps: int, size: tuple[int, int] = (1600, 1000))
     from PySide6.QtWidgets import QApplication
 
     from vmsim.hw.exceptions import Unsupported
+    from vmsim.session import Outcome
 
     win.resize(*size)
     win.diagram.animate = False
@@ -146,10 +148,18 @@ def screenshot(win, path: str, steps: int, size: tuple[int, int] = (1600, 1000))
             out = step()
             if out is None or out.finished:
                 break
-    except Unsupported as e:
-        cpus = bridge.session.cpus
-        where = f" at eip {cpus[0].eip:#010x}" if cpus else ""
-        print(f"vmsim gui: stopped{where}: {e}", file=sys.stderr)
+    except Unsupported as e:  # a session that raises it rather than ending with it
+        unsupported = str(e)
+    else:
+        outcome = bridge.outcome or Outcome(False)
+        unsupported = getattr(outcome, "unsupported", "")
+        if getattr(outcome, "stuck", ""):  # vmsim's no-progress watchdog, as `vmsim run`
+            print(f"vmsim gui: stopped: {outcome.stuck}", file=sys.stderr)
+            status = 124  # as vmsim.cli.EXIT_LIMIT
+    if unsupported:
+        # Where, as `vmsim run` says it (the register view: the VMCS's RIP outside the guest).
+        where = f" at eip {bridge.session.registers()['EIP']:#010x}" if bridge.session.cpus else ""
+        print(f"vmsim gui: stopped{where}: {unsupported}", file=sys.stderr)
         status = 70  # as vmsim.cli.EXIT_UNSUPPORTED
     QApplication.processEvents()
     win.refresh()
