@@ -17,6 +17,10 @@ _SIZE_FROM_IMM = {"mov", "add", "or", "adc", "sbb", "and", "sub", "xor", "cmp", 
 # Mnemonics with a relative-jump form: their bytes depend on where they are assembled.
 REL_MNEMONICS = frozenset(m for m, forms in FORMS.items()
                           if any(t in ("rel8", "rel32") for f in forms for t in f.enc))
+_FORMS_BY_COUNT: dict[tuple[str, int], list[Form]] = {}
+for _m, _forms in FORMS.items():
+    for _f in _forms:
+        _FORMS_BY_COUNT.setdefault((_m, len(_f.specs)), []).append(_f)
 _FIXED_REGS = {"al", "ax", "eax", "cl", "dx", "es", "cs", "ss", "ds", "fs", "gs"}
 
 
@@ -105,7 +109,7 @@ def _try(form: Form, ops: list[Operand]) -> bool | int:
 
 def encode(mnemonic: str, mcol: int, ops: list[Operand], prefixes: list[int], site: Site) -> bytes:
     """Bytes for one instruction. Raises LineError for impossible operand combinations."""
-    forms = [f for f in FORMS[mnemonic] if len(f.specs) == len(ops)]
+    forms = _FORMS_BY_COUNT.get((mnemonic, len(ops)), [])
     if not forms:
         counts = sorted({len(f.specs) for f in FORMS[mnemonic]})
         want = " or ".join(str(c) for c in counts)

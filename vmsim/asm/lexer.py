@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from vmsim.asm.errors import LineError
@@ -117,16 +118,30 @@ def _shown(c: str) -> str:
     return f"'{c}'" if c.isprintable() and c != "\ufeff" else repr(c).replace('"', "'")
 
 
+# Whitespace, or a name: NASM takes any byte >= 0x80 as part of a name (so UTF-8 names
+# work), but a BOM does not start one.
+_NAME_OR_SPACE = re.compile(r"(?P<ws>[ \t\r\f\v]+)"
+                            r"|(?P<id>(?!\ufeff)[A-Za-z_.?@\x80-\U0010ffff]"
+                            r"[A-Za-z0-9_.?@$#~\x80-\U0010ffff]*)")
+
+
+_OPERATOR = re.compile("|".join(re.escape(op) for op in OPERATORS))  # longest first
+
+
 def tokenize(line: str) -> list[Token]:
     """Split one source line (comments dropped). Raises LineError for bad characters."""
     toks: list[Token] = []
     i, n = 0, len(line)
     while i < n:
+        m = _NAME_OR_SPACE.match(line, i)  # most of a line: one regex step, not a char loop
+        if m is not None:
+            if m.lastgroup == "id":
+                toks.append(Token("id", m.group(), i + 1))
+            i = m.end()
+            continue
         c = line[i]
         col = i + 1
-        if c in " \t\r\f\v":
-            i += 1
-        elif c == ";":
+        if c == ";":
             break
         elif c in "'\"`":
             j = i + 1
@@ -165,19 +180,10 @@ def tokenize(line: str) -> list[Token]:
             else:
                 toks.append(Token("op", "$", col))
                 i += 1
-        elif c in ID_START or (c >= "\x80" and c != "\ufeff"):
-            # NASM takes any byte >= 0x80 as part of a name (so UTF-8 names work).
-            j = i + 1
-            while j < n and (line[j] in ID_CHARS or line[j] >= "\x80"):
-                j += 1
-            toks.append(Token("id", line[i:j], col))
-            i = j
         else:
-            for op in OPERATORS:
-                if line.startswith(op, i):
-                    toks.append(Token("op", op, col))
-                    i += len(op)
-                    break
-            else:
+            m = _OPERATOR.match(line, i)
+            if m is None:
                 raise LineError(f"unexpected character {_shown(c)}", col)
+            toks.append(Token("op", m.group(), col))
+            i = m.end()
     return toks

@@ -50,6 +50,7 @@ class Stmt:
     name: str = ""  # section name
     sect_align: int = 0  # section ... align=N
     static: bool = False  # set by the assembler: bytes independent of symbols and address
+    fixed: bool = False  # static, and no label or TIMES: the pass only places its bytes
     enc_key: object = None  # the assembler's cache: operands and site of the last encoding
     enc_out: bytes | None = None
     enc_checked: bool = False  # enc_out was encoded with ranges checked, as the final pass does
