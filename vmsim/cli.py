@@ -315,7 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a guest (.asm or flat binary) and show its serial output",
                          description="Load GUEST at 0x100000 and run it; what it writes to COM1 "
                                      "goes to stdout.")
-    run.add_argument("guest", metavar="GUEST", help=".asm source or flat binary")
+    run.add_argument("guest", metavar="GUEST",
+                     help=".asm source (at most 16 MiB) or flat binary (at most what fits in "
+                          "RAM above 0x100000); a regular file, not a pipe or device")
     run.add_argument("--memory", type=_memory_mib, default=16, metavar="MIB",
                      help=f"RAM size, {MEMORY_MIB[0]} to {MEMORY_MIB[1]} (default 16)")
     run.add_argument("--serial-in", metavar="TEXT",

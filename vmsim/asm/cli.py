@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                     "byte-identical to `nasm -f bin`. Errors are reported as "
                     "file:line:col: message (exit status 1).",
     )
-    p.add_argument("file", help="source file (.asm)")
+    p.add_argument("file", help="source file (.asm; a regular file of at most 16 MiB)")
     p.add_argument("-o", "--output", metavar="OUT",
                    help="output binary (default: FILE with the extension .bin)")
     p.add_argument("-l", dest="listing_file", metavar="LISTFILE",
