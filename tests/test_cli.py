@@ -251,3 +251,17 @@ def test_a_signal_ends_the_run_with_the_trace_written(tmp_path: Path, sig: str) 
         assert b["n"] == a["n"] + a["count"]  # nothing lost or written twice
     # What the statistics counted up to the signal is written too (as perf stat does).
     assert json.loads(stats.read_text())["userspace_exits"]["KVM_EXIT_IO"] >= 1
+
+
+def test_closed_stdout(tmp_path: Path) -> None:
+    """`vmsim run g.asm >&-`: nobody reads the output; the guest runs to its own end.
+    `vmsim asm --listing x.asm >&-`: the listing cannot go anywhere: one line, status 1."""
+    import os
+
+    p = vmsim_raw("run", str(HELLO), stdout=None, preexec_fn=lambda: os.close(1))
+    assert (p.returncode, p.stderr) == (1, b"")
+    src = tmp_path / "ok.asm"
+    src.write_text("nop\n")
+    p = vmsim_raw("asm", "--listing", str(src), stdout=None, preexec_fn=lambda: os.close(1))
+    assert p.returncode == 1
+    assert _one_line_bytes(p) == "<stdout>:1:1: cannot write output: stdout is closed"

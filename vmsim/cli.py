@@ -77,8 +77,9 @@ class _SerialOut:
     """
 
     def __init__(self) -> None:
-        self.out = sys.stdout.buffer
-        self.dropped = False
+        # None when the shell closed stdout (`>&-`): nobody to read it, as after EPIPE.
+        self.out = getattr(sys.stdout, "buffer", None)
+        self.dropped = self.out is None
 
     def __call__(self, data: bytes) -> None:
         from vmsim.files import OutputError, is_broken_pipe

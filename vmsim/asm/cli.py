@@ -7,6 +7,7 @@ the returned status. Errors are one line on stderr (`file:line:col: message`), s
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
@@ -81,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
             if args.listing_file:
                 Path(args.listing_file).write_text(text, encoding="utf-8")
             if args.listing:
+                if sys.stdout is None:  # closed by the shell (`>&-`)
+                    raise OSError(errno.EBADF, "stdout is closed", "<stdout>")
                 sys.stdout.write(text)
                 sys.stdout.flush()
     except BrokenPipeError:
