@@ -172,3 +172,34 @@ def test_stats_json(tmp_path: Path) -> None:
     assert stats["userspace_exits"] == {"KVM_EXIT_IO": 53, "KVM_EXIT_MMIO": 26}
     assert stats["vm_exits_total"] == 81
     assert stats["guest_instructions"] > 0
+
+
+def test_a_signal_during_a_record_waits_for_the_record() -> None:
+    """What the SIGINT/SIGTERM handler of `vmsim run` relies on: while `busy`, it sets
+    `deferred`, and the writer raises it once the record is whole and accounted for (so
+    no instruction is written twice, or lost, by the close that follows)."""
+    import io
+
+    import pytest
+
+    from vmsim.events import EventStream
+
+    events = EventStream()
+
+    class Out(io.StringIO):
+        def write(self, text: str) -> int:
+            assert writer.busy
+            writer.deferred = KeyboardInterrupt()  # "the signal arrived here"
+            return super().write(text)
+
+    out = Out()
+    writer = TraceWriter(events, out, "insn")
+    col = InstructionColumn("vcpu0")
+    writer.add_column(col)
+    col.eips.extend([0x100000, 0x100002, 0x100004])
+    with pytest.raises(KeyboardInterrupt):
+        writer.flush_instructions()
+    assert not writer.busy and writer.deferred is None
+    assert (col.count, len(col.eips)) == (3, 0)
+    writer.close()  # nothing left: the instructions are not written again
+    assert [json.loads(line)["count"] for line in out.getvalue().splitlines()] == [3]
