@@ -6,15 +6,19 @@ values of the pass before, until nothing moves. A final pass then emits bytes wi
 symbol known and every range checked.
 
 Two things keep assembly time linear in the source:
-- A forward reference is read as its value in the pass before *plus how far this pass has
-  already moved the line that reads it* (everything in between assumed unchanged). NASM
-  uses the bare old value, so in a large file a wave of jumps that grew early in a pass
-  makes later forward jumps look out of range, and the wave needs one pass per few dozen
-  jumps: NASM takes 23 passes for 100 KB of jump-dense code, 3 minutes for 2 MB. The pass
-  loop ends, here as in NASM, only when a pass leaves every line's size and every label as
-  the pass before did, and from that state a NASM pass and a vmsim pass are the same.
-- An instruction is encoded again only when its operands (or, for relative jumps, its
-  address) differ from the last pass.
+- The number of passes is bounded. NASM reads a forward reference at its value of the
+  pass before, so in a large file a wave of jumps that grew early in a pass makes later
+  forward jumps look out of range, and the wave needs one pass per few dozen jumps: NASM
+  takes 23 passes for 100 KB of jump-dense code, 3 minutes for 2 MB. vmsim runs NASM's
+  passes first (NASM_PASSES of them: every guest NASM settles in that many gets NASM's
+  bytes exactly); after that it reads a forward reference as its old value *plus how far
+  this pass has already moved the line that reads it* (everything in between assumed
+  unchanged), which settles in a few passes. Jump sizes have more than one stable
+  answer: a jump NASM made near in a transient stays near if its target is then 128-131
+  bytes away. So past NASM_PASSES, vmsim's bytes are a valid assembly of the source that
+  may have a few short jumps where NASM's has near ones.
+- An instruction is encoded again only when its operands (or, for a relative jump, its
+  displacement) differ from the last pass; a line with fixed bytes is only placed.
 
 Output is never larger than a guest can hold: MAX_IMAGE_SIZE bounds the bytes from ORG to
 the end of the last section (.bss included), checked line by line before anything is
@@ -37,6 +41,7 @@ from vmsim.asm.operands import Imm, check_address, resolve
 from vmsim.asm.parser import Stmt, parse_source, qualify
 
 MAX_PASSES = 64
+NASM_PASSES = 8  # passes run exactly as NASM runs them (see the module's docstring)
 DEFAULT_SECTION_ALIGN = 4  # NASM's bin format aligns every section after the first to 4
 # The largest image a vmsim guest can hold: `vmsim run --memory` allows at most 3072 MiB
 # (vmsim/vmm/machine.py) and the image is loaded at 0x100000, above the first MiB.
@@ -175,8 +180,11 @@ class Assembler:
         prev: tuple[object, ...] | None = None
         prev_offsets: list[int] = []
         history: list[tuple[list[int], dict[str, object]]] = []
-        for _ in range(MAX_PASSES):
-            p = _Pass(False, self.symbols, self.labels, prev_offsets)
+        for n in range(MAX_PASSES):
+            # NASM's own passes first (forward references at their old values): its result
+            # whenever NASM settles within NASM_PASSES; then passes that read forward
+            # references with this pass's shift, which settle in a few more.
+            p = _Pass(False, self.symbols, self.labels, prev_offsets if n >= NASM_PASSES else [])
             self._pass(p)
             state = self._state()
             prev_offsets = [pl.offset for pl in self.placed]
@@ -189,7 +197,7 @@ class Assembler:
             line, col = self._unstable(history)
             raise AsmError(f"instruction sizes did not converge after {MAX_PASSES} passes "
                            "(this line's size or value kept changing)", self.filename, line, col)
-        self._pass(_Pass(True, self.symbols, self.labels, prev_offsets))
+        self._pass(_Pass(True, self.symbols, self.labels, []))
         if self._state() != prev:
             raise AsmError("internal error: final pass moved labels", self.filename, 1, 1)
         return self._image()
