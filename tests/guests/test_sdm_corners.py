@@ -18,13 +18,12 @@ CONFORMING_CODE = 0x00CF9E000000FFFF  # flat 32-bit code, type 0xE: conforming, 
 NT = 0x4000
 
 
-def asm(body: str) -> bytes:
-    return assemble(f"bits 32\norg {CODE:#x}\n{body}\n", "<sdm corner>").data
-
-
 def bench(body: str, *descriptors: int) -> Bench:
-    """A bench running `body`, with `descriptors` at GDT selectors 0x18, 0x20, ..."""
-    b = Bench(asm(body))
+    """A bench running `body`, with `descriptors` at GDT selectors 0x18, 0x20, ...; its
+    labels in b.sym."""
+    image = assemble(f"bits 32\norg {CODE:#x}\n{body}\n", "<sdm corner>")
+    b = Bench(image.data)
+    b.sym = image.symbols
     b.all_gates()
     for i, d in enumerate(descriptors):
         b.mem.load(GDT + 0x18 + 8 * i, struct.pack("<Q", d))
@@ -214,3 +213,72 @@ def test_reserved_cr4_bit_is_gp():
     assert b.run() is StopReason.HLT and handled(b, X.GP)
     assert b.stack(2) == [0, CODE + 5]
     assert b.cpu.cr4 == 0
+
+
+# -- segment usability: null and read-only data segments -----------------------------------
+RO_DATA = 0x00CF90000000FFFF  # flat data, type 0: read-only
+
+
+def test_memory_access_through_a_null_segment_is_gp0():
+    """SDM Vol. 2B MOV, Protected Mode Exceptions: "#GP(0) If the DS, ES, FS, or GS register
+    is used to access memory and it contains a NULL segment selector" (Vol. 3A 3.4.2: a
+    null selector may be loaded, not used). The access faults; EIP at the instruction."""
+    b = bench("xor eax, eax\nmov ds, ax\nlea ecx, [ebx + 8]\nfault: mov eax, [ebx]\nhlt")
+    assert b.run() is StopReason.HLT and handled(b, X.GP)
+    assert b.stack(2)[0] == 0 and b.cpu.r[1] == 8  # LEA accesses no memory: no fault
+    # ES null: STOSB faults, but REP STOSB with ECX = 0 accesses nothing and runs on.
+    b = bench("xor eax, eax\nmov es, ax\nxor ecx, ecx\nrep stosb\nmov ecx, 1\nstosb\nhlt")
+    assert b.run() is StopReason.HLT and handled(b, X.GP)
+    assert b.stack(2)[1] == CODE + 2 + 2 + 2 + 2 + 5
+
+
+def test_write_through_a_read_only_segment_is_gp0():
+    """SDM Vol. 3A 5.4.1: a write through a read-only data segment is #GP(0) (Vol. 2B MOV:
+    "If the destination operand is located in a non-writable segment"); reads are fine,
+    and a read-modify-write faults before it reads."""
+    b = bench("mov ax, 0x18\nmov ds, ax\nmov eax, [0x5000]\nmov dword [0x5000], 7\nhlt",
+              RO_DATA)
+    assert b.run() is StopReason.HLT and handled(b, X.GP)
+    assert b.stack(2) == [0, CODE + 4 + 2 + 5]
+    b = bench("mov ax, 0x18\nmov ds, ax\nadd dword [0x5000], 1\nhlt", RO_DATA)
+    assert b.run() is StopReason.HLT and handled(b, X.GP)
+    assert b.r32(0x5000) == 0
+
+
+def test_write_with_a_cs_override_is_gp0():
+    """A code segment is never writable (Vol. 3A 3.4.5.1, 5.4.1): `mov [cs:eax], ...` is
+    #GP(0) whatever the other segments hold."""
+    b = bench("mov eax, 0x5000\nmov ecx, [cs:eax]\nmov dword [cs:eax], 1\nhlt")
+    assert b.run() is StopReason.HLT and handled(b, X.GP)
+    assert b.stack(2) == [0, CODE + 5 + 3]  # mov eax, imm32; mov ecx, [cs:eax]
+
+
+def test_reloading_the_segment_lets_the_same_instruction_run():
+    """The fault depends on the segment when the instruction runs, not when it was first
+    decoded: a #GP handler that reloads DS and returns to the faulting instruction sees it
+    complete."""
+    b = bench("""
+        xor eax, eax
+        mov ds, ax
+        mov ebx, 0x5000
+    again:
+        mov eax, [ebx]          ; faults once, then reads 0x11223344
+        hlt
+    gp:
+        mov cx, 0x10
+        mov ds, cx
+        add esp, 4              ; the error code
+        iretd""")
+    b.w32(0x5000, 0x11223344)
+    b.gate(X.GP, handler=b.sym["gp"])
+    assert b.run() is StopReason.HLT
+    assert b.cpu.r[0] == 0x11223344 and b.cpu.eip == b.sym["gp"]
+
+
+def test_read_through_an_execute_only_cs_is_gp0():
+    """Vol. 3A 5.4.1: an execute-only code segment cannot be read: with CS execute-only
+    (after a far JMP to one), `mov eax, [cs:x]` is #GP(0); a DS read still works."""
+    b = bench("jmp 0x18:x\nx: mov eax, [0x5000]\ny: mov eax, [cs:0x5000]\nhlt",
+              0x00CF98000000FFFF)
+    assert b.run() is StopReason.HLT and handled(b, X.GP)
+    assert b.stack(3) == [0, b.sym["y"], 0x18]

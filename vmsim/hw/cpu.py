@@ -326,7 +326,10 @@ class Cpu:
         self.sysflags = EFLAGS_FIXED  # EFLAGS without CF PF AF ZF SF OF
         self.mmu = Mmu(mem, events, name)
         self.cr2 = 0
-        self.seg = [Segment.flat_data(0)] * 6
+        self._seg = [Segment.flat_data(0)] * 6
+        # Per segment register, SEG_* (below); None while CS is readable and every data
+        # segment usable and writable, when decoded instructions carry no segment check.
+        self.seg_classes: tuple[int, ...] | None = None
         self.gdtr = (0, 0xFFFF)  # (base, limit)
         self.idtr = (0, 0x3FF)
         self.msr: dict[int, int] = {MSR_APIC_BASE: 0xFEE00900, MSR_PAT: 0x0007040600070406}
@@ -402,8 +405,9 @@ class Cpu:
         self.set_control(0, 0x11, check=False)
         self.set_control(3, 0, check=False)
         self.set_control(4, 0, check=False)
-        self.seg = [Segment.flat_data(0x10)] * 6
-        self.seg[CS] = Segment.flat_code(0x08)
+        seg = [Segment.flat_data(0x10)] * 6
+        seg[CS] = Segment.flat_code(0x08)
+        self.seg = seg
         self.gdtr = (0, 0)
         self.idtr = (0, 0)
         self.halted = self.shut_down = False
@@ -916,7 +920,7 @@ class Cpu:
             esp = (esp - 4) & 0xFFFFFFFF
             wr32(esp, v)
         self.r[4] = esp
-        self.seg[CS] = cs
+        self.set_cs(cs)
         # Both gate kinds clear TF, NT, RF and VM; an interrupt gate also clears IF.
         clear = 0x100 | 0x4000 | 0x10000 | 0x20000 | (0x200 if gate_type == 0x0E else 0)
         self.sysflags &= ~clear
@@ -939,7 +943,7 @@ class Cpu:
             raise Unsupported("IRET to another privilege level (vmsim runs at CPL 0 only)")
         cs = self.load_code_descriptor(cs_sel)
         self.r[4] = (esp + 12) & 0xFFFFFFFF
-        self.seg[CS] = cs
+        self.set_cs(cs)
         self.eflags = (flags & IRET_WRITABLE) | (self.sysflags & ~IRET_WRITABLE)
         self.eip = eip
 
@@ -1006,7 +1010,8 @@ class Cpu:
         if selector & 0xFFFC == 0:
             if sreg == SS:
                 raise X.gp(0)
-            self.seg[sreg] = Segment(selector, 0, 0, 0, 0)
+            self._seg[sreg] = Segment(selector, 0, 0, 0, 0)
+            self._segments_changed()
             return
         lo, hi = self.read_descriptor(selector)
         access = (hi >> 8) & 0xFF
@@ -1028,7 +1033,36 @@ class Cpu:
             raise Unsupported(f"segment {selector:#x} is not flat (base {seg.base:#x}, "
                               f"limit {seg.limit:#x})")
         self._mark_accessed(selector, hi)
-        self.seg[sreg] = seg
+        self._seg[sreg] = seg
+        self._segments_changed()
+
+    # -- segment usability (SDM Vol. 3A 3.4.2, 5.4.1) ------------------------------------
+    @property
+    def seg(self) -> list[Segment]:
+        """ES CS SS DS FS GS. Assigning the list (VM entry, reset) rechecks their classes."""
+        return self._seg
+
+    @seg.setter
+    def seg(self, value: list[Segment]) -> None:
+        self._seg = value
+        self._segments_changed()
+
+    def set_cs(self, cs: Segment) -> None:
+        """Load CS (far JMP/CALL/RET, IRET, a gate); an execute-only CS changes the class."""
+        old = self._seg[CS]
+        self._seg[CS] = cs
+        if (old.access ^ cs.access) & 0x02:
+            self._segments_changed()
+
+    def _segments_changed(self) -> None:
+        """Decoded instructions check their segments only while one is unusual (a null or
+        read-only data segment, an execute-only CS): when that changes, decode again."""
+        classes = tuple(_seg_class(x) for x in self._seg)
+        if classes == _PLAIN_CLASSES:
+            classes = None
+        if classes != self.seg_classes:
+            self.seg_classes = classes
+            self._drop_decoded()
 
     # -- MSRs and CPUID -----------------------------------------------------------------------
     def read_msr(self, index: int) -> int:
@@ -1073,6 +1107,20 @@ class Cpu:
         data = self.mem.read_bytes(la, 15)
         ins = iced_x86.Decoder(32, data, ip=eip).decode()
         return iced_x86.Formatter(iced_x86.FormatterSyntax.NASM).format(ins)
+
+
+SEG_OK, SEG_READ_ONLY, SEG_EXECUTE_ONLY, SEG_UNUSABLE = range(4)
+_PLAIN_CLASSES = (SEG_OK, SEG_READ_ONLY, SEG_OK, SEG_OK, SEG_OK, SEG_OK)  # CS: readable code
+
+
+def _seg_class(s: Segment) -> int:
+    """How a segment register may be used for data (its descriptor cache)."""
+    a = s.access
+    if not a & 0x80:
+        return SEG_UNUSABLE  # null selector (or VMX "unusable")
+    if a & 0x08:
+        return SEG_READ_ONLY if a & 0x02 else SEG_EXECUTE_ONLY  # code: never writable
+    return SEG_OK if a & 0x02 else SEG_READ_ONLY
 
 
 def _fault_rf(vector: int) -> int | None:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import iced_x86
+from iced_x86 import Register
 
 from vmsim.hw import exceptions as X
 from vmsim.hw.insn import TABLE, NotInSubset
@@ -50,9 +51,48 @@ def compile_instruction(cpu: Cpu, ins: iced_x86.Instruction) -> Callable[[], int
     try:
         if factory is None:
             raise NotInSubset
-        return factory(ins, cpu.ctx)
+        handler = factory(ins, cpu.ctx)
     except NotInSubset:
         return _not_in_subset(cpu, ins)
+    if cpu.seg_classes is not None or ins.segment_prefix == Register.CS:
+        return _segment_checked(cpu, ins, handler)
+    return handler
+
+
+_INFO = iced_x86.InstructionInfoFactory()
+_WRITES = {iced_x86.OpAccess.WRITE, iced_x86.OpAccess.COND_WRITE,
+           iced_x86.OpAccess.READ_WRITE, iced_x86.OpAccess.READ_COND_WRITE}
+
+
+def _segment_checked(cpu: Cpu, ins: iced_x86.Instruction,
+                     handler: Callable[[], int]) -> Callable[[], int]:
+    """The instruction, or the fault its segment use raises first (SDM Vol. 2, each
+    instruction's Protected Mode Exceptions: "#GP(0) If the DS, ES, FS, or GS register is
+    used to access memory and it contains a NULL segment selector", "If the destination
+    operand is located in a non-writable segment"; #SS(0) for SS). Decided at decode time:
+    the CPU decodes again whenever a segment's class changes (Cpu._segments_changed)."""
+    from vmsim.hw.cpu import SEG_EXECUTE_ONLY, SEG_OK, SEG_READ_ONLY, SEG_UNUSABLE, SS
+
+    classes = cpu.seg_classes
+    for m in _INFO.info(ins).used_memory():
+        if m.access == iced_x86.OpAccess.NO_MEM_ACCESS:
+            continue
+        sreg = m.segment - Register.ES
+        cls = classes[sreg] if classes is not None else (SEG_READ_ONLY if sreg == 1 else SEG_OK)
+        write = m.access in _WRITES
+        if cls in (SEG_UNUSABLE, SEG_EXECUTE_ONLY) or (write and cls == SEG_READ_ONLY):
+            vector = X.SS if sreg == SS else X.GP
+            break
+    else:
+        return handler
+    r = cpu.r
+    counted = ins.is_string_instruction and (ins.has_rep_prefix or ins.has_repne_prefix)
+
+    def segment_fault() -> int:
+        if counted and not r[1]:
+            return handler()  # REP with ECX = 0 accesses no memory
+        raise X.CpuException(vector, 0)
+    return segment_fault
 
 
 def _raise_ud() -> int:

@@ -43,7 +43,7 @@ def jmp(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
 
         def run():
             sel, off = ptr()
-            cpu.seg[CS] = cpu.load_code_descriptor(sel, far=True)
+            cpu.set_cs(cpu.load_code_descriptor(sel, far=True))
             cpu.retire(off)
             return None
 
@@ -129,7 +129,7 @@ def call(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
             except X.CpuException:
                 r[4] = esp
                 raise
-            cpu.seg[CS] = cs
+            cpu.set_cs(cs)
             cpu.retire(off)
             return None
 
@@ -183,7 +183,7 @@ def retf(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
             r[4] = esp
             raise
         r[4] = (r[4] + extra) & M32
-        cpu.seg[CS] = cs
+        cpu.set_cs(cs)
         cpu.retire(off)
         return None
 
