@@ -128,3 +128,20 @@ class Mutex:
         self.owner = None
         if self.on_change:
             self.on_change("unlock", who)
+
+
+# -- budgets that bound every run, counted in work, never in wall time ----------------------------
+# A guest can loop without retiring an instruction: a handler that faults at once (each
+# delivery faults again), a VM exit that kvm.ko resumes without completing the instruction
+# (a fault loop through EPT or the shadow MMU, a re-injected event). vmsim's watchdog (not
+# something KVM or QEMU has: they would spin) stops a run after this many VM exits and
+# exception deliveries in a row with no instruction retired.
+NO_PROGRESS_LIMIT = 100_000
+
+
+def no_progress_message(exits: int, deliveries: int, eip: int) -> str:
+    """The one-line reason a run stopped for making no progress."""
+    what = " and ".join(f"{n} {word}" for n, word in ((exits, "VM exits"),
+                                                     (deliveries, "exception deliveries"))
+                        if n) or "no work"
+    return f"the guest made {what} without retiring an instruction at eip {eip:#010x}"

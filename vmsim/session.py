@@ -32,6 +32,8 @@ class Outcome:
     reason: str = ""  # why it finished, in words
     events: list[Event] = field(default_factory=list)  # what a step emitted
     breakpoint: str = ""  # run_for: the breakpoint that stopped it ("address 0x100010" ...)
+    stuck: str = ""  # vmsim's watchdog stopped a guest that made no progress: why
+    unsupported: str = ""  # the guest did something vmsim does not model: what
 
 
 class Session:
@@ -94,6 +96,11 @@ class Session:
     def instructions(self) -> int:
         return sum(c.icount for c in self.cpus)
 
+    def _work(self) -> int:
+        """What bounds a batch: instructions retired and exceptions delivered (a guest can
+        fault forever without retiring anything)."""
+        return sum(c.icount + c.deliveries for c in self.cpus)
+
     @property
     def virtual_time(self) -> int:
         if self.bare is not None:
@@ -107,20 +114,19 @@ class Session:
             return self.outcome
         if self.bare is not None:
             return self._finish_bare(self.bare.run(self._limit or (1 << 62)))
-        r = self.vm.run()
-        self.outcome = Outcome(True, r.exit_status, r.halted, r.limit_reached,
-                               "instruction limit" if r.limit_reached else
-                               ("halted" if r.halted else r.stop_reason))
-        return self.outcome
+        return self._finish_vm()
 
     def _finish_bare(self, result) -> Outcome:
         from vmsim.hw.cpu import StopReason
 
-        finished = result.reason is not StopReason.LIMIT or self._limit is not None
+        stuck = getattr(result, "stuck", "")
+        finished = result.reason is not StopReason.LIMIT or self._limit is not None or bool(stuck)
         self.outcome = Outcome(finished, result.exit_status,
                                result.reason is StopReason.HLT,
-                               result.reason is StopReason.LIMIT,
-                               result.message or result.reason.value)
+                               result.reason is StopReason.LIMIT and not stuck,
+                               result.message or result.reason.value, stuck=stuck,
+                               unsupported=result.message
+                               if result.reason is StopReason.UNSUPPORTED else "")
         return self.outcome
 
     def step_until(self, want: Callable[[Event], bool], max_steps: int = 1_000_000) -> Outcome:
@@ -141,7 +147,7 @@ class Session:
             for _ in range(max_steps):
                 if hit[0]:
                     break
-                if self.machine.stop_requested or self.vm.limit_reached() or not self.vm.step():
+                if self.machine.stop_requested or self.vm.budget_ended() or not self.vm.step():
                     ended = True
                     break
         finally:
@@ -220,13 +226,13 @@ class Session:
                        if (bp.exit_reasons or bp.ports) else None)
         cpu = self.cpus[0] if self.cpus else None
         origin = (cpu.eip, cpu.icount) if cpu is not None else None
-        start = self.instructions
+        start = self._work()
         deadline = None if seconds is None else time.perf_counter() + seconds
         m = self.machine
         try:
             steps = 0
             while True:
-                if m.stop_requested or self.vm.limit_reached():
+                if m.stop_requested or self.vm.budget_ended():
                     return self._finish_vm()
                 if self.vm.sched.step() is None:
                     return self._finish_vm()
@@ -235,7 +241,7 @@ class Session:
                 if bp.addresses and cpu is not None and cpu.eip in bp.addresses \
                         and (cpu.eip, cpu.icount) != origin:
                     return Outcome(False, breakpoint=f"address {cpu.eip:#x}", reason="breakpoint")
-                if instructions is not None and self.instructions - start >= instructions:
+                if instructions is not None and self._work() - start >= instructions:
                     return Outcome(False, reason="instructions")
                 steps += 1
                 if deadline is not None and (steps & 7 == 0 or batch > 1) \
@@ -250,34 +256,37 @@ class Session:
     RUN_BATCH = 4_000  # guest instructions per scheduler step in run_for
 
     def _finish_vm(self) -> Outcome:
-        r = self.vm.run()  # the VM has stopped: let its threads end and collect the result
+        r = self.vm.run()  # until it stops, or (stopped) let its threads end
         self.outcome = Outcome(True, r.exit_status, r.halted, r.limit_reached,
-                               "instruction limit" if r.limit_reached else
-                               ("halted" if r.halted else r.stop_reason))
+                               r.stuck or ("instruction limit" if r.limit_reached else
+                                           ("halted" if r.halted else r.stop_reason)),
+                               stuck=r.stuck, unsupported=r.unsupported)
         return self.outcome
 
     def _run_for_bare(self, seconds: float | None, instructions: int | None) -> Outcome:
         import time
 
+        from vmsim.bare import RunResult
         from vmsim.hw.cpu import StopReason
 
         cpu = self.bare.cpu
         deadline = None if seconds is None else time.perf_counter() + seconds
-        start = cpu.icount
+        done = 0  # work: instructions retired and exceptions delivered
         origin = (cpu.eip, cpu.icount)
         addrs = self.breakpoints.addresses
         while True:
             n = 1 if addrs else self.RUN_BATCH
             if instructions is not None:
-                n = max(1, min(n, instructions - (cpu.icount - start)))
-            r = cpu.run(n)
-            if r is not StopReason.LIMIT:
-                return self._finish_bare(type("R", (), {"reason": r, "exit_status":
-                                                       self.machine.exit_status,
-                                                       "message": cpu.stop_message})())
+                n = max(1, min(n, instructions - done))
+            r, work = self.bare.run_batch(n)
+            done += max(work, 1)
+            if r is not StopReason.LIMIT or self.bare.stuck:
+                return self._finish_bare(RunResult(r, cpu.icount, self.machine.exit_status,
+                                                   self.bare.stuck or cpu.stop_message,
+                                                   self.bare.stuck))
             if addrs and cpu.eip in addrs and (cpu.eip, cpu.icount) != origin:
                 return Outcome(False, breakpoint=f"address {cpu.eip:#x}", reason="breakpoint")
-            if instructions is not None and cpu.icount - start >= instructions:
+            if instructions is not None and done >= instructions:
                 return Outcome(False, reason="instructions")
             if deadline is not None and time.perf_counter() >= deadline:
                 return Outcome(False, reason="time")

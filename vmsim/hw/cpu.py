@@ -37,6 +37,9 @@ CR0_PE, CR0_MP, CR0_EM, CR0_TS, CR0_ET, CR0_NE = 1, 2, 4, 8, 0x10, 0x20
 CR0_AM, CR0_NW, CR0_CD = 1 << 18, 1 << 29, 1 << 30
 CR0_VALID = CR0_PE | CR0_MP | CR0_EM | CR0_TS | CR0_ET | CR0_NE | CR0_WP | CR0_AM | CR0_NW \
     | CR0_CD | CR0_PG
+REAL_MODE_UNSUPPORTED = ("the guest is in real mode (CR0.PE=0): vmsim's CPU runs 32-bit "
+                         "protected mode only")
+PAE_UNSUPPORTED = "PAE paging is outside vmsim's subset (32-bit paging only)"
 # CR4 bits this CPU accepts (VME..OSXMMEXCPT); PAE is accepted but not modelled with paging.
 CR4_VALID = 0x7FF
 CR4_VMXE = 1 << 13
@@ -426,6 +429,8 @@ class Cpu:
             if check and (value & ~CR0_VALID or (value & CR0_PG and not value & CR0_PE)
                           or (value & CR0_NW and not value & CR0_CD)):
                 raise X.gp(0)
+            if check and not value & CR0_PE:  # stop before the switch, as every backend does
+                raise Unsupported(REAL_MODE_UNSUPPORTED)
             value |= CR0_ET  # hardwired on every CPU since the 486
             old = mmu.cr0
             mmu.cr0 = value
@@ -450,7 +455,7 @@ class Cpu:
         else:
             raise X.ud()
         if mmu.paging and mmu.cr4 & CR4_PAE:
-            raise Unsupported("PAE paging is outside vmsim's subset (32-bit paging only)")
+            raise Unsupported(PAE_UNSUPPORTED)
 
     def get_raw_control(self, n: int) -> int:
         """CRn as the hardware holds it (no read shadow)."""
@@ -833,16 +838,19 @@ class Cpu:
                 # A VM exit during delivery (EPT violation on the stack, say): the exit
                 # names the event it interrupted, which the hypervisor then re-injects.
                 x.info.extra.setdefault("vectoring", (vector, error_code, soft))
+                if soft:  # INT n / INT3 / INTO: the exit reports the instruction's length
+                    x.info.extra.setdefault("vectoring_len", (return_eip - self.eip) & 0xFFFFFFFF)
                 self.last_intercept = x.info
                 return StopReason.INTERCEPT
             except CpuException as e:
                 first = (vector, error_code, soft)  # what was being delivered
+                vlen = {"vectoring_len": (return_eip - self.eip) & 0xFFFFFFFF} if soft else {}
                 # A hypervisor sees the new exception itself before any double- or
                 # triple-fault conversion (how shadow paging catches a #PF on a stack not
                 # yet shadowed while a guest exception is delivered).
                 if self.intercepted(Intercept("exception", self.eip, vector=e.vector,
                                               error_code=e.error_code, linear=e.cr2 or 0,
-                                              extra={"vectoring": first})):
+                                              extra={"vectoring": first, **vlen})):
                     return StopReason.INTERCEPT
                 # INT n / INT3 / INTO are not exceptions for Table 6-5 (as Bochs and QEMU
                 # class them): a fault delivering INT 13 or INT 8 is handled serially.

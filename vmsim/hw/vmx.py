@@ -831,6 +831,10 @@ class Vmx:
             vector, code, soft = vectoring
             exit_info.idt_vectoring_info = _intr_info(vector, code, soft)
             exit_info.idt_vectoring_error_code = code
+            if soft:
+                # SDM "VM-Exit Instruction-Length Field": an exit during the delivery of a
+                # software interrupt or exception gives that instruction's length.
+                exit_info.instruction_len = info.extra.get("vectoring_len", 0)
         elif "idt_vectoring" in info.extra:
             exit_info.idt_vectoring_info, exit_info.idt_vectoring_error_code = \
                 info.extra["idt_vectoring"]
@@ -931,7 +935,11 @@ def _host_cpu_state(r: Callable[[int], int], prev_efer: int, prev_pat: int) -> H
 
 def _intr_info(vector: int, error_code: int | None, soft: bool) -> int:
     """Interruption information for an exception (SDM "Format of the VM-Exit Interruption-
-    Information Field"): INT3/INTO are software exceptions (6), the rest hardware (3)."""
-    kind = INTR_TYPE_SOFT_EXCEPTION if soft and vector in (X.BP, X.OF) else INTR_TYPE_HARD_EXCEPTION
+    Information Field"): INT3/INTO are software exceptions (6), INT n a software
+    interrupt (4), the rest hardware exceptions (3)."""
+    if soft:
+        kind = INTR_TYPE_SOFT_EXCEPTION if vector in (X.BP, X.OF) else INTR_TYPE_SOFT_INTR
+    else:
+        kind = INTR_TYPE_HARD_EXCEPTION
     return (vector | kind | INTR_INFO_VALID_MASK
             | (INTR_INFO_DELIVER_CODE_MASK if error_code is not None else 0))

@@ -214,6 +214,7 @@ def x86_emulate_instruction(v: SimVcpu, trap_ud: bool = False) -> int:
     emu = v.emulator
     if emu is None or emu.eip != cpu.eip:
         emu = v.emulator = Emulation(v, cpu.eip)
+        _drop_requeued_event(v)
     tf, deliveries = cpu.sysflags & TF, cpu.deliveries  # ctxt->tf
     while True:
         try:
@@ -277,6 +278,19 @@ def x86_emulate_instruction(v: SimVcpu, trap_ud: bool = False) -> int:
 
             kvm_vcpu_do_singlestep(v)
         return 1
+
+
+def _drop_requeued_event(v: SimVcpu) -> None:
+    """An exit during the delivery of an exception or software interrupt re-queued it
+    (vmx_complete_interrupts). The replay re-executes the instruction that raised it and
+    delivers it itself (through MMIO where the stack or IDT is), so the queued copy is
+    dropped, or the guest would get it twice (as kvm.ko's emulator, which performs an
+    INT n itself, does not also re-inject it)."""
+    from vmsim.hw.vmcs import INTR_INFO_VALID_MASK, F
+
+    info = v.vmcs.read(F.VM_ENTRY_INTR_INFO_FIELD)
+    if info & INTR_INFO_VALID_MASK and (info >> 8) & 7 in (3, 4, 5, 6):
+        v.vmcs.write(F.VM_ENTRY_INTR_INFO_FIELD, info & ~INTR_INFO_VALID_MASK)
 
 
 def _mem_str_fragments(frags: list[tuple[int, int, bytes]]) -> list[tuple[int, int, bytes]]:

@@ -191,6 +191,10 @@ class SimVcpu:
         self.fail_entry_detail = ""
         self.instruction_limit: int | None = None
         self.limit_reached = False
+        # vmsim's no-progress watchdog (x86.kvm_watch_progress): why it stopped the vCPU.
+        self.stuck = ""
+        self.progress_icount = 0
+        self.idle_exits = self.idle_deliveries = 0
         self.stat = {"exits": 0, "halt_exits": 0, "io_exits": 0, "mmio_exits": 0,
                      "signal_exits": 0, "insn_emulation": 0}
         # CR0/CR4 bits the guest owns (no exit on writes; read from the hardware register).

@@ -12,9 +12,11 @@ import errno
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
+from vmsim.clock import NO_PROGRESS_LIMIT, no_progress_message
 from vmsim.costs import COSTS
 from vmsim.hw import exceptions as X
-from vmsim.hw.exceptions import CpuException
+from vmsim.hw.cpu import PAE_UNSUPPORTED, REAL_MODE_UNSUPPORTED
+from vmsim.hw.exceptions import CpuException, Unsupported
 from vmsim.hw.vmcs import (
     INTR_INFO_DELIVER_CODE_MASK,
     INTR_INFO_VALID_MASK,
@@ -65,7 +67,11 @@ def kvm_arch_vcpu_ioctl_run(v: SimVcpu) -> Generator[int, None, int]:
         # Finish what the last exit started (IN data into RAX, an MMIO read ...).
         cui, v.complete_userspace_io = v.complete_userspace_io, None
         _stage(v, "complete_userspace_io", cui.__name__)
-        if cui(v) <= 0:
+        icount = v.cpu.icount
+        r = cui(v)
+        _charge(v, v.cpu.icount - icount)  # what the emulator's replay retired
+        if r <= 0:
+            _charge(v, 1)  # this exit to userspace
             _post_kvm_run_save(v)
             return 0
     if run.immediate_exit:
@@ -73,8 +79,16 @@ def kvm_arch_vcpu_ioctl_run(v: SimVcpu) -> Generator[int, None, int]:
         v.stat["signal_exits"] += 1
         return -errno.EINTR
     r = yield from vcpu_run(v)
+    if r == 0:
+        _charge(v, 1)  # an exit to userspace is work too (MMIO: two per instruction)
     _post_kvm_run_save(v)
     return r
+
+
+def _charge(v: SimVcpu, work: int) -> None:
+    """Count work against --max-instructions (vmsim's budget, kept by the vCPU)."""
+    if v.instruction_limit is not None:
+        v.instruction_limit -= work
 
 
 def vcpu_run(v: SimVcpu) -> Generator[int, None, int]:
@@ -84,7 +98,7 @@ def vcpu_run(v: SimVcpu) -> Generator[int, None, int]:
             return r
         if v.instruction_limit is not None and v.instruction_limit <= 0:
             v.limit_reached = True
-        if v.limit_reached:
+        if v.limit_reached or v.stuck:
             # What a signal does: the vCPU thread was kicked, KVM_RUN returns -EINTR.
             v.kvm_run.exit_reason = KVM_EXIT_INTR
             v.stat["signal_exits"] += 1
@@ -116,21 +130,26 @@ def vcpu_enter_guest(v: SimVcpu) -> Generator[int, None, int]:
     mmu = cpu.mmu
     while True:
         budget = _budget(v)
-        before = cpu.icount
+        before, delivered = cpu.icount, cpu.deliveries
         refs = mmu.refs + (mmu.ept.refs if mmu.ept is not None else 0)
         exit_info = vmx.run(budget)
         ran = cpu.icount - before
+        faults = cpu.deliveries - delivered
         # What the hardware's page walks cost (two-dimensional under EPT).
         walked = mmu.refs + (mmu.ept.refs if mmu.ept is not None else 0) - refs
         if v.instruction_limit is not None:
-            # An instruction that exits counts too: kvm.ko completes it (or it is retried),
-            # so a guest stuck exiting still reaches its limit.
-            v.instruction_limit -= ran + (1 if exit_info is not None else 0)
+            # The budget counts work, not only retired instructions: an exception
+            # delivered (a handler may fault at once and retire nothing) and an
+            # instruction that exits (kvm.ko completes it, or it is retried) count too.
+            v.instruction_limit -= ran + faults + (1 if exit_info is not None else 0)
             if v.instruction_limit <= 0 and exit_info is None:
                 v.limit_reached = True
-                exit_info = vmx.vm_exit(None)  # the kick: an external interrupt exits
-        if ran or walked:
-            yield ran * COSTS["guest_instruction"] + walked * COSTS["walk_ref"]
+        stuck = kvm_watch_progress(v, 0, faults)
+        if exit_info is None and (v.limit_reached or stuck):
+            exit_info = vmx.vm_exit(None)  # the kick: an external interrupt exits
+        # Yield after every batch, even one that retired nothing, so that the session
+        # (a GUI's pause, run_for) gets control back.
+        yield ran * COSTS["guest_instruction"] + walked * COSTS["walk_ref"]
         if exit_info is not None:
             break
     v.stat["exits"] += 1
@@ -145,10 +164,31 @@ def vcpu_enter_guest(v: SimVcpu) -> Generator[int, None, int]:
     yield COSTS["vmexit"]
     vmx_complete_interrupts(v)
     v.handler_cost = 0
+    rip, icount = v.vmcs.read(F.GUEST_RIP), cpu.icount
     r = vmx_handle_exit(v)
+    _charge(v, cpu.icount - icount)  # instructions the emulator completed
+    # An exit whose handler moved RIP completed an instruction (CPUID, OUT, an emulated
+    # MMIO access ...): progress. One that resumes at the same RIP may loop.
+    kvm_watch_progress(v, 0 if v.vmcs.read(F.GUEST_RIP) != rip else 1, 0,
+                       progress=v.vmcs.read(F.GUEST_RIP) != rip)
     cost = COSTS["exit_handler"] + v.handler_cost
     yield cost
     return r
+
+
+def kvm_watch_progress(v: SimVcpu, exits: int, deliveries: int, progress: bool = False) -> bool:
+    """vmsim's no-progress watchdog (vmsim.clock.NO_PROGRESS_LIMIT): count VM exits and
+    exception deliveries since the guest last retired an instruction; True (and
+    `v.stuck` says why) once there were too many."""
+    cpu = v.cpu
+    if progress or cpu.icount != v.progress_icount:
+        v.progress_icount = cpu.icount
+        v.idle_exits = v.idle_deliveries = 0
+    v.idle_exits += exits
+    v.idle_deliveries += deliveries
+    if not v.stuck and v.idle_exits + v.idle_deliveries >= NO_PROGRESS_LIMIT:
+        v.stuck = no_progress_message(v.idle_exits, v.idle_deliveries, cpu.eip)
+    return bool(v.stuck)
 
 
 def _budget(v: SimVcpu) -> int:
@@ -297,11 +337,19 @@ CR4_RESERVED = ~0x7FF & 0xFFFFFFFF
 
 
 def kvm_set_cr(v: SimVcpu, cr: int, value: int) -> int:
-    """1 when the write is invalid (the caller injects #GP)."""
+    """1 when the write is invalid (the caller injects #GP).
+
+    A write that enters a mode vmsim's CPU does not model (real mode, PAE paging) stops
+    the run here, before it takes effect, with the message the bare CPU gives at the same
+    instruction (raised out of KVM_RUN; the VMM reports it): every backend agrees."""
     if cr == 0:
         if value & CR0_RESERVED or (value & 0x80000000 and not value & 1) or (
                 value & 0x20000000 and not value & 0x40000000):
             return 1
+        if not value & 1:
+            raise Unsupported(REAL_MODE_UNSUPPORTED)
+        if value & 0x80000000 and kvm_read_cr4(v) & 0x20:
+            raise Unsupported(PAE_UNSUPPORTED)
         vmx_set_cr0(v, value)
         return 0
     if cr == 3:
@@ -310,6 +358,8 @@ def kvm_set_cr(v: SimVcpu, cr: int, value: int) -> int:
     if cr == 4:
         if value & CR4_RESERVED:
             return 1
+        if value & 0x20 and kvm_read_cr0(v) & 0x80000000:
+            raise Unsupported(PAE_UNSUPPORTED)
         vmx_set_cr4(v, value)
         return 0
     return 1

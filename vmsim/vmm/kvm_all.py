@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vmsim.costs import COSTS
+from vmsim.hw.exceptions import Unsupported
 from vmsim.kvm.api import (
     KVM_EXIT_FAIL_ENTRY,
     KVM_EXIT_HLT,
@@ -53,6 +54,7 @@ class CPUState:
     exit_request: bool = False
     vcpu_dirty: bool = False
     last_exit: str = ""
+    unsupported: str = ""  # why the simulated vCPU stopped on guest behaviour vmsim lacks
 
 
 class KvmState:
@@ -123,10 +125,18 @@ def kvm_cpu_exec(s: KvmState, cpu: CPUState) -> Generator[Any, None, int]:
         run = cpu.vcpu.kvm_run
         run.immediate_exit = 1 if cpu.exit_request else 0
         steps = getattr(cpu.vcpu, "run_steps", None)
-        if steps is not None:
-            r = yield from steps()  # the simulated kvm.ko yields as it goes
-        else:
-            r = cpu.vcpu.run()
+        try:
+            if steps is not None:
+                r = yield from steps()  # the simulated kvm.ko yields as it goes
+            else:
+                r = cpu.vcpu.run()
+        except Unsupported as e:
+            # vmsim's own stop (not a KVM exit): the guest did what the simulated CPU does
+            # not model (real mode, PAE paging ...). The VM stops, the reason kept.
+            cpu.unsupported = str(e)
+            m.shutdown_request(str(e))
+            ret = EXCP_SHUTDOWN
+            break
         if ev is not None and ev.wants("ioctl"):
             ev.emit("ioctl", cpu.thread, name="KVM_RUN", detail="", result=r)
         yield COST_IOCTL

@@ -73,6 +73,10 @@ class Machine:
         self.exit_listeners: list[Callable[[int], None]] = []
 
     def _debug_exit(self, status: int) -> None:
+        # QEMU's isa-debug-exit calls exit() at the first write: the first status is the
+        # one (a `rep outsb` to the port ends with its first byte on every backend).
+        if self.exit_status is not None:
+            return
         self.exit_status = status
         self.shutdown_request(f"isa-debug-exit: status {status}")
         for fn in self.exit_listeners:

@@ -25,6 +25,8 @@ class VmResult:
     exit_status: int | None  # isa-debug-exit
     virtual_time: int
     limit_reached: bool = False  # --max-instructions ran out (simulated backend)
+    stuck: str = ""  # vmsim's watchdog stopped a vCPU that made no progress: why
+    unsupported: str = ""  # the guest did something vmsim does not model: what
 
 
 def kvm_vcpu_thread_fn(s: KvmState, cpu: CPUState) -> Generator[Any, None, None]:
@@ -89,9 +91,17 @@ class VirtualMachine:
     def limit_reached(self) -> bool:
         return any(getattr(c.vcpu, "limit_reached", False) for c in self.cpus)
 
+    def stuck(self) -> str:
+        """Why vmsim's no-progress watchdog stopped a vCPU ("" if it did not)."""
+        return next((c.vcpu.stuck for c in self.cpus if getattr(c.vcpu, "stuck", "")), "")
+
+    def budget_ended(self) -> bool:
+        """The run's budget is spent: the instruction limit, or no progress."""
+        return self.limit_reached() or bool(self.stuck())
+
     def run(self) -> VmResult:
         m = self.machine
-        while not m.stop_requested and not self.limit_reached():
+        while not m.stop_requested and not self.budget_ended():
             if self.sched.step() is None:
                 break
         if m.stop_requested:
@@ -99,6 +109,8 @@ class VirtualMachine:
             for _ in range(10_000):
                 if self.sched.step() is None:
                     break
-        limit = self.limit_reached()
-        halted = not m.stop_requested and not limit
-        return VmResult(halted, m.stop_reason, m.exit_status, self.sched.now, limit)
+        limit, stuck = self.limit_reached(), self.stuck()
+        halted = not m.stop_requested and not limit and not stuck
+        unsupported = next((c.unsupported for c in self.cpus if c.unsupported), "")
+        return VmResult(halted, m.stop_reason, m.exit_status, self.sched.now, limit, stuck,
+                        unsupported)
