@@ -91,3 +91,21 @@ def test_cli_listing_file_and_default_output(tmp_path: Path) -> None:
     rows = (tmp_path / "g.lst").read_text().splitlines()
     assert rows[1].split()[:3] == ["2", "00000000", "010203040506070809-"]
     assert rows[2].split() == ["2", "00000009", "0A0B"]
+
+
+def test_line_at_does_not_rescan_every_line_per_call() -> None:
+    """The GUI asks at every step; with 100k lines each call used to rebuild the index."""
+
+    class CountingList(list):  # type: ignore[type-arg]
+        scans = 0
+
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            CountingList.scans += 1
+            return super().__iter__()
+
+    img = assemble("bits 32\norg 0x100000\n" + "nop\nmov eax, 1\n" * 1000)
+    img.lines = CountingList(img.lines)
+    hits = [img.line_at(0x100000 + a) for a in range(0, 6000, 7)]
+    assert all(h is not None for h in hits)
+    assert hits[1] is not None and hits[1].line == 6  # 0x100007: the second `mov eax, 1`
+    assert CountingList.scans <= 1

@@ -30,11 +30,17 @@ class GuestImage:
     symbols: dict[str, int] = field(default_factory=dict)
     lines: list[SourceLine] = field(default_factory=list)
     source_file: str = "<input>"
+    # line_at's index (lines that own bytes, and their addresses), built on first use: the
+    # GUI asks at every step, and rebuilding it each time cost O(lines) per call.
+    _owners: tuple[list[SourceLine], list[int], int] | None = field(
+        default=None, init=False, repr=False, compare=False)
 
     def line_at(self, address: int) -> SourceLine | None:
         """The source line whose bytes contain `address`, or None."""
-        owners = [ln for ln in self.lines if ln.size > 0]
-        starts = [ln.address for ln in owners]
+        if self._owners is None or self._owners[2] != len(self.lines):
+            owned = [ln for ln in self.lines if ln.size > 0]
+            self._owners = (owned, [ln.address for ln in owned], len(self.lines))
+        owners, starts, _ = self._owners
         i = bisect.bisect_right(starts, address) - 1
         if i >= 0 and address < owners[i].address + owners[i].size:
             return owners[i]
