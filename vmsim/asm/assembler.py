@@ -54,7 +54,7 @@ MAX_VARYING_COPIES = 1 << 16
 _CHUNK = 1 << 20  # repeated output is written in pieces of this size
 
 
-@dataclass
+@dataclass(slots=True)
 class Placed:
     """What one statement produced in the last pass: `data` repeated `count` times."""
 
@@ -178,8 +178,8 @@ class Assembler:
 
     def _run(self) -> GuestImage:
         prev: tuple[object, ...] | None = None
+        before: tuple[object, ...] | None = None
         prev_offsets: list[int] = []
-        history: list[tuple[list[int], dict[str, object]]] = []
         for n in range(MAX_PASSES):
             # NASM's own passes first (forward references at their old values): its result
             # whenever NASM settles within NASM_PASSES; then passes that read forward
@@ -188,13 +188,13 @@ class Assembler:
             self._pass(p)
             state = self._state()
             prev_offsets = [pl.offset for pl in self.placed]
-            history = [*history[-1:], ([pl.size for pl in self.placed], self._values())]
             # Stable: done. An unknown symbol that stays unknown is reported by the final pass.
             if state == prev:
                 break
-            prev = state
+            before, prev = prev, state
         else:
-            line, col = self._unstable(history)
+            assert before is not None
+            line, col = self._unstable(before, state)
             raise AsmError(f"instruction sizes did not converge after {MAX_PASSES} passes "
                            "(this line's size or value kept changing)", self.filename, line, col)
         self._pass(_Pass(True, self.symbols, self.labels, []))
@@ -202,24 +202,22 @@ class Assembler:
             raise AsmError("internal error: final pass moved labels", self.filename, 1, 1)
         return self._image()
 
-    def _state(self) -> tuple[object, ...]:
-        syms = tuple(sorted((k, v.n, v.reloc, v.known) for k, v in self.symbols.items()))
-        syms += tuple(sorted(self.labels.items()))
+    def _state(self) -> tuple[dict[str, object], tuple[object, ...], int, list[int]]:
+        """Everything a pass decides: symbol and label values, section places, line sizes."""
+        values: dict[str, object] = {k: (v.n, v.reloc, v.known) for k, v in self.symbols.items()}
+        values.update(self.labels)
         secs = tuple((s.name, s.base, s.size) for s in self.sections.values())
-        sizes = tuple(pl.size for pl in self.placed)
-        return syms, secs, self.origin, sizes
+        return values, secs, self.origin, [pl.size for pl in self.placed]
 
-    def _values(self) -> dict[str, object]:
-        vals: dict[str, object] = {k: (v.n, v.known) for k, v in self.symbols.items()}
-        vals.update(self.labels)
-        return vals
-
-    def _unstable(self, history: list[tuple[list[int], dict[str, object]]]) -> tuple[int, int]:
+    def _unstable(self, a: tuple[object, ...], b: tuple[object, ...]) -> tuple[int, int]:
         """Line and column of the first statement still changing between the last two passes:
         one whose size changed, else a label or EQU whose value did."""
-        (sizes_a, vals_a), (sizes_b, vals_b) = history
-        for st, a, b in zip(self.stmts, sizes_a, sizes_b, strict=True):
-            if a != b:
+        vals_a, _, _, sizes_a = a
+        vals_b, _, _, sizes_b = b
+        assert isinstance(vals_a, dict) and isinstance(vals_b, dict)
+        assert isinstance(sizes_a, list) and isinstance(sizes_b, list)
+        for st, x, y in zip(self.stmts, sizes_a, sizes_b, strict=True):
+            if x != y:
                 return st.line, st.times_col if st.times is not None else st.col
         for st in self.stmts:
             if st.label is not None and vals_a.get(st.label) != vals_b.get(st.label):
