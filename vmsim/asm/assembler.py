@@ -63,10 +63,11 @@ class Placed:
     offset: int  # within the section
     data: bytes  # one copy (the whole output when count == 1)
     count: int = 1
+    size: int = -1  # len(data) * count, given by the assembler (read a lot, so not computed)
 
-    @property
-    def size(self) -> int:
-        return len(self.data) * self.count
+    def __post_init__(self) -> None:
+        if self.size < 0:
+            self.size = len(self.data) * self.count
 
     def head(self, n: int) -> bytes:
         """The first `n` bytes of the output, without building the rest."""
@@ -128,6 +129,8 @@ class Assembler:
         self.origin = 0
         self.placed: list[Placed] = []
         self.passes = 0  # passes run, the final one included
+        # Relative jumps by (mnemonic, prefixes, displacement...): bytes and ranges-checked.
+        self._rel_cache: dict[tuple[object, ...], tuple[bytes, bool]] = {}
 
     # -- evaluation helpers ------------------------------------------------------------
 
@@ -253,10 +256,12 @@ class Assembler:
         out = st.enc_out
         if st.fixed and out is not None:
             # Most lines: no label, no TIMES, bytes already known (ranges checked).
-            self._reserve(p, cur, len(out), st.col)
-            self.placed.append(Placed(st, cur.name, cur.size, out))
-            cur.size += len(out)
-            p.total += len(out)
+            n = len(out)
+            if p.total + n > MAX_IMAGE_SIZE:
+                self._reserve(p, cur, n, st.col)
+            self.placed.append(Placed(st, cur.name, cur.size, out, 1, n))
+            cur.size += n
+            p.total += n
             return cur
         if st.kind == "section":
             cur = self._section(st.name, st)
@@ -277,10 +282,10 @@ class Assembler:
         data, count = self._emit(p, st, cur, ctx, here)
         if cur.nobits and count and data.strip(b"\0") and st.kind != "res":
             raise LineError(f"section {cur.name} can only reserve space (resb...)", st.col)
-        pl = Placed(st, cur.name, cur.size, data, count)
-        self.placed.append(pl)
-        cur.size += pl.size
-        p.total += pl.size
+        size = len(data) * count
+        self.placed.append(Placed(st, cur.name, cur.size, data, count, size))
+        cur.size += size
+        p.total += size
         return cur
 
     def _emit(self, p: _Pass, st: Stmt, cur: Section, ctx: EvalContext,
@@ -384,10 +389,15 @@ class Assembler:
         # Encoding is the slow part; most lines encode the same way in every pass. A
         # relative jump's bytes depend on its target only through the displacement.
         key: tuple[object, ...]
-        if st.mnemonic in REL_MNEMONICS:
-            key = tuple((o.value.n - at, o.value.known, o.value.reloc,
-                         o.value.section == cur.name, o.size, o.strict, o.jump)
-                        if isinstance(o, Imm) else o for o in ops)
+        shared: tuple[object, ...] | None = None
+        if st.mnemonic in REL_MNEMONICS and len(ops) == 1 and isinstance(ops[0], Imm):
+            v, o = ops[0].value, ops[0]
+            key = (v.n - at, v.known, v.reloc, v.section == cur.name, o.size, o.strict, o.jump)
+            # `jne .loop` 20 bytes back is the same bytes on every line: shared by all.
+            shared = (st.mnemonic, *st.prefixes, *key)
+            hit = self._rel_cache.get(shared)
+            if hit is not None and (hit[1] or not p.final):
+                return hit[0]
         else:
             key = ops
         if st.enc_key == key and (st.enc_checked or not p.final):
@@ -404,6 +414,8 @@ class Assembler:
             out = encode(st.mnemonic, st.col, list(ops), st.prefixes, Site(at, cur.name, False))
             st.enc_checked = False
         st.enc_key, st.enc_out = key, out
+        if shared is not None:
+            self._rel_cache[shared] = (out, st.enc_checked)
         return out
 
     def _encode(self, st: Stmt, cur: Section, ctx: EvalContext, at: int, final: bool) -> bytes:

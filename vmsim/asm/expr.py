@@ -92,6 +92,9 @@ _LEVELS: tuple[tuple[str, ...], ...] = (
 )
 
 
+_PREC = {op: i for i, level in enumerate(_LEVELS) for op in level}
+
+
 def char_const(text: str) -> int:
     """'ab' is 0x6261: characters are stored little-endian, as NASM does."""
     data = text.encode("latin-1")
@@ -124,16 +127,19 @@ class ExprParser:
         return self.toks[self.pos] if self.pos < len(self.toks) else None
 
     def parse(self) -> Node:
-        return self._level(0)
+        return self._binary(0)
 
-    def _level(self, i: int) -> Node:
-        if i == len(_LEVELS):
-            return self._unary()
-        left = self._level(i + 1)
-        while (t := self.peek()) is not None and t.kind == "op" and t.text in _LEVELS[i]:
+    def _binary(self, min_prec: int) -> Node:
+        """Precedence climbing over _LEVELS; operators of one level associate to the left."""
+        left = self._unary()
+        toks = self.toks
+        while self.pos < len(toks):
+            t = toks[self.pos]
+            prec = _PREC.get(t.text) if t.kind == "op" else None
+            if prec is None or prec < min_prec:
+                break
             self.pos += 1
-            right = self._level(i + 1)
-            left = Binary(t.text, left, right, t.col)
+            left = Binary(t.text, left, self._binary(prec + 1), t.col)
         return left
 
     def _unary(self) -> Node:
@@ -167,7 +173,7 @@ class ExprParser:
             return Here(t.text == "$$", t.col)
         if t.is_op("("):
             self._deeper(t)
-            inner = self._level(0)
+            inner = self._binary(0)
             self.depth -= 1
             close = self.peek()
             if close is None or not close.is_op(")"):
