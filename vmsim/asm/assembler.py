@@ -263,6 +263,14 @@ class Assembler:
             cur.size += n
             p.total += n
             return cur
+        if st.kind == "none":  # a label alone, a comment, a directive with no output
+            if st.label is not None:
+                if st.label in p.defined:
+                    raise LineError(f"label '{st.label}' is already defined", st.label_col)
+                p.defined.add(st.label)
+                p.labels[st.label] = (cur.name, cur.size)
+            self.placed.append(Placed(st, cur.name, cur.size, b"", 1, 0))
+            return cur
         if st.kind == "section":
             cur = self._section(st.name, st)
             cur.align = max(cur.align, st.sect_align)
