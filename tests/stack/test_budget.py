@@ -138,3 +138,20 @@ def test_random_binaries_end_within_their_budget(seed: int, backend: str, paging
     err = capsys.readouterr().err
     assert status in (0, 70, 124) or status & 1, err
     assert err.count("\n") <= 1 and "Traceback" not in err, err
+
+
+def test_a_rep_string_instruction_moving_on_is_progress() -> None:
+    """A `rep stosd` over a large buffer takes an exit for each page it touches first
+    (more than NO_PROGRESS_LIMIT of them with a few hundred MiB) before it retires: ECX
+    moving on counts as progress; the same exit with nothing changed does not."""
+    from vmsim.kvm.x86 import kvm_watch_progress
+
+    s = Session(assemble(FAULT_LOOP, "fault_loop.asm"), "sim")
+    v = s.vm.cpus[0].vcpu
+    for i in range(NO_PROGRESS_LIMIT + 10):
+        v.cpu.r[1] = 0x1000000 - i * 1024  # each exit: ECX has moved on by a page
+        assert not kvm_watch_progress(v, 1, 0)
+    for _ in range(NO_PROGRESS_LIMIT - 2):  # the last exit above already counts one
+        assert not kvm_watch_progress(v, 1, 0)
+    assert kvm_watch_progress(v, 1, 0)
+    assert v.stuck.startswith(f"the guest made {NO_PROGRESS_LIMIT} VM exits without")

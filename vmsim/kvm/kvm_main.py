@@ -193,7 +193,7 @@ class SimVcpu:
         self.limit_reached = False
         # vmsim's no-progress watchdog (x86.kvm_watch_progress): why it stopped the vCPU.
         self.stuck = ""
-        self.progress_icount = 0
+        self.progress_mark = (0, 0)  # (instructions retired, ECX) when it last moved
         self.idle_exits = self.idle_deliveries = 0
         self.stat = {"exits": 0, "halt_exits": 0, "io_exits": 0, "mmio_exits": 0,
                      "signal_exits": 0, "insn_emulation": 0}

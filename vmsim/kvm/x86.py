@@ -181,8 +181,11 @@ def kvm_watch_progress(v: SimVcpu, exits: int, deliveries: int, progress: bool =
     exception deliveries since the guest last retired an instruction; True (and
     `v.stuck` says why) once there were too many."""
     cpu = v.cpu
-    if progress or cpu.icount != v.progress_icount:
-        v.progress_icount = cpu.icount
+    # Progress: an instruction retired, or a REP string instruction moved on (ECX changed:
+    # one that sweeps a large buffer takes an exit per new page before it retires).
+    mark = (cpu.icount, cpu.r[1])
+    if progress or mark != v.progress_mark:
+        v.progress_mark = mark
         v.idle_exits = v.idle_deliveries = 0
     v.idle_exits += exits
     v.idle_deliveries += deliveries
