@@ -305,7 +305,7 @@ class Assembler:
             n = self._const(st.expr, ctx, p, "ORG")
             if n is None:
                 raise LineError("ORG must not use symbols defined later", st.col)
-            if any(pl.size for pl in self.placed) and n != self.origin:
+            if p.total and n != self.origin:  # bytes already placed (this pass)
                 raise LineError("ORG must come before any code or data", st.col)
             if not 0 <= n < 1 << 32:
                 raise LineError(f"ORG {n} is not a 32-bit address", st.col)
