@@ -11,6 +11,8 @@ every operator and depth, huge counts, and garbage.
 
 from __future__ import annotations
 
+import re
+
 from hypothesis import strategies as st
 
 from tests.asm.test_random_vs_nasm import instruction
@@ -128,6 +130,11 @@ def line(draw: st.DrawFn) -> str:
 SOURCES = st.lists(line(), min_size=1, max_size=40).map(lambda ls: "\n".join(ls) + "\n")
 
 
+# Where lines end, for the line numbers of errors: LF, CR LF and a lone CR, as NASM counts
+# them (`nop\rfoo` is two lines to both).
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
 def _has_code(text: str) -> bool:
     return bool(text.split(";", 1)[0].strip())
 
@@ -136,7 +143,7 @@ def check_source(source: str, seconds: float = ASM_SECONDS) -> Finding | None:
     """None if vmsim's assembler handled `source` the documented way; else what went wrong."""
     from vmsim.asm import AsmError, GuestImage, assemble
 
-    lines = source.split("\n")
+    lines = LINE_BREAK.split(source)
     try:
         with memory_cap(), watchdog(seconds):
             image = assemble(source, FILENAME)

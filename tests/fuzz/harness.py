@@ -117,17 +117,23 @@ def run_guest(data: bytes, cfg: Config, max_instructions: int = 20_000,
               seconds: float | None = None) -> Result:
     """Run a flat binary in process through the session API, as `vmsim run` would."""
     from vmsim.asm.image import GuestImage
+    from vmsim.events import EventStream
     from vmsim.hw.exceptions import Unsupported
     from vmsim.session import Session
     from vmsim.vmm.machine import LOAD_ADDRESS, GuestLoadError, MachineConfig
 
     seconds = seconds if seconds is not None else cpu_bound(max_instructions)
     image = GuestImage(data=data, origin=LOAD_ADDRESS, source_file="fuzz.bin")
+    # Instructions vmsim runs as #UD because they are outside its subset (SALC, x87 ...):
+    # where they were met, the host's KVM runs the guest on differently.
+    outside: list[str] = []
+    events = EventStream()
+    events.subscribe(lambda ev: outside.append(ev.fields.get("text", "")), ["not_in_subset"])
     try:
         with memory_cap(), watchdog(seconds):
             try:
                 s = Session(image, cfg.backend, MachineConfig(cfg.memory), paging=cfg.paging,
-                            max_instructions=max_instructions)
+                            max_instructions=max_instructions, events=events)
             except (GuestLoadError, ValueError) as e:
                 return Result(f"bad input: {e}", status=2)
             try:
@@ -159,7 +165,7 @@ def run_guest(data: bytes, cfg: Config, max_instructions: int = 20_000,
         return Result("unfinished", Finding("run returned unfinished", o.reason))
     if s.cpus and s.cpus[0].stop_message:
         return Result(f"not modelled: {s.cpus[0].stop_message}", status=70)
-    return Result(o.reason or "ended", status=0)
+    return Result(o.reason or "ended", status=0, extra={"outside_subset": outside})
 
 
 @dataclass
