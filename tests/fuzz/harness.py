@@ -155,7 +155,8 @@ def run_guest(data: bytes, cfg: Config, max_instructions: int = 20_000,
     if o.exit_status is not None:
         if not (o.exit_status & 1):
             return Result("exit", Finding("even debug-exit status", str(o.exit_status)))
-        return Result(f"debug exit {o.exit_status}", status=o.exit_status)
+        return Result(f"debug exit {o.exit_status}", status=o.exit_status,
+                      extra={"outside_subset": outside, "serial": bytes(s.serial)})
     if o.limit_reached:
         # Instructions are counted in batches; a run may overshoot by one batch at most.
         if ran > max_instructions + 20_000:
@@ -165,7 +166,8 @@ def run_guest(data: bytes, cfg: Config, max_instructions: int = 20_000,
         return Result("unfinished", Finding("run returned unfinished", o.reason))
     if s.cpus and s.cpus[0].stop_message:
         return Result(f"not modelled: {s.cpus[0].stop_message}", status=70)
-    return Result(o.reason or "ended", status=0, extra={"outside_subset": outside})
+    return Result(o.reason or "ended", status=0,
+                  extra={"outside_subset": outside, "serial": bytes(s.serial)})
 
 
 @dataclass

@@ -21,6 +21,7 @@ from tests.fuzz.harness import (
     KVM_PRESENT,
     RUN_STATUSES,
     Config,
+    Finding,
     check_cli,
     run_cli,
     run_guest,
@@ -64,6 +65,30 @@ def test_guests_in_process(cfg: Config, findings_dir: Path) -> None:
                       f"python -m tests.fuzz.minimize guest {p} --backend {c.backend} "
                       f"--paging {c.paging} --memory {c.memory} "
                       f"--max-instructions {MAX_INSTRUCTIONS}")
+    tally.finish()
+
+
+def test_ept_and_shadow_agree(findings_dir: Path) -> None:
+    """How kvm.ko virtualizes memory is invisible to the guest: a guest that ends by
+    itself under EPT ends the same way under shadow paging (status, reason, serial
+    output). Register state at a triple fault and instruction counts are not compared:
+    the soak found them apart (issue 8's list has the EIP at triple faults)."""
+    budget = Budget.from_env(ci_count=20)
+    rng = budget.rng("ept-vs-shadow")
+    tally = Tally("guest")
+    for i in budget.inputs():
+        data, memory = guest_input(rng), rng.choice((2, 4, 16))
+        ept = run_guest(data, Config("sim", "ept", memory), MAX_INSTRUCTIONS)
+        shadow = run_guest(data, Config("sim", "shadow", memory), MAX_INSTRUCTIONS)
+        tally.inputs += 1
+        if 124 in (ept.status, shadow.status) or ept.finding or shadow.finding:
+            continue  # the limit, or a finding the other tests report
+        a = (ept.status, ept.outcome, ept.extra.get("serial"))
+        b = (shadow.status, shadow.outcome, shadow.extra.get("serial"))
+        if a != b:
+            p = _keep(findings_dir, f"ept-shadow-{memory}m-{budget.seed}-{i}.bin", data)
+            tally.add(Finding("ept and shadow disagree", f"EPT {a!r:.200} / shadow {b!r:.200}"),
+                      f"sim --memory {memory}", f"vmsim run --paging ept|shadow --memory {memory} {p}")
     tally.finish()
 
 
