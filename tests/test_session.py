@@ -96,18 +96,29 @@ def test_run_for_exit_reason_and_port_breakpoints() -> None:
     assert out.breakpoint == "port 0x501" and not out.finished
 
 
-def test_run_for_is_time_boxed_in_an_endless_loop() -> None:
+def test_run_for_is_time_boxed_in_an_endless_loop(monkeypatch) -> None:
+    """run_for looks at the clock between batches and stops once the box is used up. The
+    clock is a fake one that advances 1 ms per reading, so the bound is checked exactly,
+    not against a busy machine's wall time."""
     import time
 
     from vmsim.asm import assemble
 
     s = Session(assemble("bits 32\norg 0x100000\njmp $\n", "loop.asm"))
-    t = time.perf_counter()
+    s.run_for(None, instructions=10)  # one-off work (first decode, first VM entry) done
+    readings = []
+
+    def fake_clock() -> float:
+        readings.append(None)
+        return len(readings) * 0.001
+
+    monkeypatch.setattr(time, "perf_counter", fake_clock)
+    before = s.instructions
     out = s.run_for(0.02)
-    # Loose: the first batch includes one-off work (the decoder's first use, the first
-    # VM entry's checks) that takes longer than the box on a loaded machine.
-    assert time.perf_counter() - t < 2.0
+    monkeypatch.undo()
     assert not out.finished and out.reason == "time"
+    assert s.instructions > before
+    assert len(readings) <= 21 + 1  # the deadline, then one reading per batch up to it
     out = s.run_for(None, instructions=1000)
     assert out.reason == "instructions" and s.instructions > 0
     # A step looking for an event that never comes gives up without finishing.
