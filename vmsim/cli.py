@@ -179,8 +179,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         except Interrupted as e:
             name = signal.Signals(e.signum).name
             kept = f"; the trace so far is in {args.trace}" if args.trace else ""
-            print(f"vmsim: {name}: stopped after {session.instructions} instructions{kept}",
-                  file=sys.stderr)
+            print(f"vmsim: {name}: stopped {_progress(session)}{kept}", file=sys.stderr)
             status = 128 + e.signum
         finally:
             closing()
@@ -266,6 +265,24 @@ def _close(trace, files: list, status: int) -> int:
     return status
 
 
+def _registers(session) -> dict[str, int]:
+    """The vCPU's registers where the backend can give them (the host's KVM too, through
+    KVM_GET_REGS); empty before a VM exists."""
+    try:
+        return session.registers() if (session.cpus or session.vm is not None) else {}
+    except (IndexError, OSError):
+        return {}
+
+
+def _progress(session) -> str:
+    """How far a stopped run got: instructions where vmsim counts them, else the EIP (the
+    host's KVM counts none)."""
+    if session.cpus:
+        return f"after {session.instructions} instructions"
+    regs = _registers(session)
+    return f"at eip {regs['EIP']:#010x}" if regs else "before the guest ran"
+
+
 def _status(session, outcome, limit: int | None) -> int:
     if outcome.exit_status is not None:
         return outcome.exit_status
@@ -276,10 +293,10 @@ def _status(session, outcome, limit: int | None) -> int:
         print(f"vmsim: stopped after {limit} instructions (--max-instructions)", file=sys.stderr)
         return EXIT_LIMIT
     cpus = session.cpus
-    regs = session.registers() if cpus else {}
-    where = f" at eip {regs['EIP']:#010x}" if cpus else ""
+    regs = _registers(session)
+    where = f" at eip {regs['EIP']:#010x}" if regs else ""
     if outcome.halted:
-        if_flag = bool(cpus and regs["EFLAGS"] & 0x200)
+        if_flag = bool(regs and regs["EFLAGS"] & 0x200)
         print(f"vmsim: the guest halted{where}"
               + (" (interrupts on, but nothing can interrupt it yet)" if if_flag else ""),
               file=sys.stderr)
@@ -291,7 +308,8 @@ def _status(session, outcome, limit: int | None) -> int:
     reason = outcome.reason
     if reason in ("shutdown (triple fault)", "triple fault"):
         reason = "triple fault: guest shut down"
-    print(f"vmsim: {reason}{where}", file=sys.stderr)
+    # The host's KVM explains its stops with the EIP already in the words.
+    print(f"vmsim: {reason}{'' if ' at eip ' in reason else where}", file=sys.stderr)
     # The host's KVM gives its stop reasons their status (vmsim.hostkvm.explain.HostKvmStop).
     return getattr(reason, "exit_status", EXIT_OK)
 
