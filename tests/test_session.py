@@ -156,3 +156,26 @@ def test_shadow_views_show_the_guest_cr3_and_shadow_pages() -> None:
     e.run()
     assert s.registers()["CR3"] == e.registers()["CR3"]  # the guest's value, not the shadow root
     assert s.guest_page_tables() == e.guest_page_tables()
+
+
+def test_serial_output_kept_is_bounded(monkeypatch) -> None:
+    """A guest that writes without end must not grow the session's memory without end:
+    the session keeps the newest bytes (at least SERIAL_KEEP) and counts them all."""
+    from vmsim.asm import assemble
+
+    monkeypatch.setattr(Session, "SERIAL_KEEP", 64)
+    src = """bits 32
+org 0x100000
+        mov dx, 0x3f8
+        mov ecx, 1000
+        xor eax, eax
+again:  out dx, al
+        inc eax
+        loop again
+        hlt
+"""
+    s = Session(assemble(src, "chatty.asm"))
+    assert s.run().halted
+    assert s.serial_total == 1000
+    assert 64 <= len(s.serial) <= 128
+    assert bytes(s.serial) == bytes(i & 0xFF for i in range(1000))[-len(s.serial):]

@@ -366,7 +366,7 @@ class MainWindow(QMainWindow):
             counts = b.stats.as_dict()["vm_exits"]
             d["kvm.exit_handlers"] = "kvm_vmx_exit_handlers[]: " + (
                 ", ".join(f"{r['reason']} {r['count']}" for r in counts[:3]) or "none yet")
-        d["qemu.serial"] = f"port 0x3F8; {len(s.serial)} bytes sent"
+        d["qemu.serial"] = f"port 0x3F8; {s.serial_total} bytes sent"
         self.diagram.set_details(d)
 
     def _running_changed(self, running: bool) -> None:

@@ -37,6 +37,7 @@ class Outcome:
 
 
 class Session:
+    SERIAL_KEEP = 1 << 20
     def __init__(self, guest: str | GuestImage, backend: str = "sim",
                  config: MachineConfig | None = None,
                  serial_out: Callable[[bytes], None] | None = None,
@@ -50,10 +51,16 @@ class Session:
         self.backend = backend
         self.events = events or EventStream()
         self.image = guest if isinstance(guest, GuestImage) else load_guest_file(guest)
+        # What COM1 sent: the last SERIAL_KEEP bytes or more (a chatty guest must not grow
+        # memory without end), and how many in all.
         self.serial = bytearray()
+        self.serial_total = 0
 
         def out(data: bytes) -> None:
             self.serial.extend(data)
+            self.serial_total += len(data)
+            if len(self.serial) > 2 * self.SERIAL_KEEP:
+                del self.serial[:-self.SERIAL_KEEP]
             if serial_out is not None:
                 serial_out(data)
 
