@@ -107,8 +107,11 @@ class _Pass:
     final: bool
     symbols: dict[str, Value]  # EQU values
     labels: dict[str, tuple[str, int]]  # label -> (section, offset): bases may still move
-    prev_offsets: list[int]  # each statement's offset in its section in the pass before
+    shifted: bool  # forward references read with the shift since the pass before
     defined: set[str] = field(default_factory=set)
+    # Where this pass first differed from the one before: a line's size, a label's value.
+    size_change: tuple[int, int] | None = None
+    value_change: tuple[int, int] | None = None
     saw_unknown: bool = False
     total: int = 0  # bytes emitted so far, all sections (gaps between them: _layout)
     shift: int = 0  # how far the current statement moved since the pass before
@@ -180,52 +183,32 @@ class Assembler:
             return self._run()
 
     def _run(self) -> GuestImage:
-        prev: tuple[object, ...] | None = None
-        before: tuple[object, ...] | None = None
-        prev_offsets: list[int] = []
+        p: _Pass | None = None
         for n in range(MAX_PASSES):
             # NASM's own passes first (forward references at their old values): its result
             # whenever NASM settles within NASM_PASSES; then passes that read forward
             # references with this pass's shift, which settle in a few more.
-            p = _Pass(False, self.symbols, self.labels, prev_offsets if n >= NASM_PASSES else [])
+            before = self._places()
+            p = _Pass(False, self.symbols, self.labels, n >= NASM_PASSES)
             self._pass(p)
-            state = self._state()
-            prev_offsets = [pl.offset for pl in self.placed]
             # Stable: done. An unknown symbol that stays unknown is reported by the final pass.
-            if state == prev:
+            if p.size_change is None and p.value_change is None and self._places() == before:
                 break
-            before, prev = prev, state
         else:
-            assert before is not None
-            line, col = self._unstable(before, state)
+            assert p is not None
+            line, col = p.size_change or p.value_change or (1, 1)
             raise AsmError(f"instruction sizes did not converge after {MAX_PASSES} passes "
                            "(this line's size or value kept changing)", self.filename, line, col)
-        self._pass(_Pass(True, self.symbols, self.labels, []))
-        if self._state() != prev:
-            raise AsmError("internal error: final pass moved labels", self.filename, 1, 1)
+        before = self._places()
+        p = _Pass(True, self.symbols, self.labels, False)
+        self._pass(p)
+        if p.size_change or p.value_change or self._places() != before:
+            line, col = p.size_change or p.value_change or (1, 1)
+            raise AsmError("internal error: final pass moved labels", self.filename, line, col)
         return self._image()
 
-    def _state(self) -> tuple[dict[str, object], tuple[object, ...], int, list[int]]:
-        """Everything a pass decides: symbol and label values, section places, line sizes."""
-        values: dict[str, object] = {k: (v.n, v.reloc, v.known) for k, v in self.symbols.items()}
-        values.update(self.labels)
-        secs = tuple((s.name, s.base, s.size) for s in self.sections.values())
-        return values, secs, self.origin, [pl.size for pl in self.placed]
-
-    def _unstable(self, a: tuple[object, ...], b: tuple[object, ...]) -> tuple[int, int]:
-        """Line and column of the first statement still changing between the last two passes:
-        one whose size changed, else a label or EQU whose value did."""
-        vals_a, _, _, sizes_a = a
-        vals_b, _, _, sizes_b = b
-        assert isinstance(vals_a, dict) and isinstance(vals_b, dict)
-        assert isinstance(sizes_a, list) and isinstance(sizes_b, list)
-        for st, x, y in zip(self.stmts, sizes_a, sizes_b, strict=True):
-            if x != y:
-                return st.line, st.times_col if st.times is not None else st.col
-        for st in self.stmts:
-            if st.label is not None and vals_a.get(st.label) != vals_b.get(st.label):
-                return st.line, st.label_col
-        return 1, 1
+    def _places(self) -> tuple[object, ...]:
+        return self.origin, tuple((s.name, s.base, s.size) for s in self.sections.values())
 
     def _section(self, name: str, st: Stmt | None = None) -> Section:
         if name not in self.sections:
@@ -240,10 +223,9 @@ class Assembler:
             s.size = 0
         cur = self.sections[".text"]
         self.placed = []
-        prev = p.prev_offsets
-        for i, st in enumerate(self.stmts):
+        for st in self.stmts:
             try:
-                cur = self._statement(p, st, cur, prev[i] if prev else None)
+                cur = self._statement(p, st, cur)
             except LineError as e:
                 raise AsmError(e.message, self.filename, st.line, e.col) from None
             except RecursionError:
@@ -252,7 +234,7 @@ class Assembler:
         self.passes += 1
         self._layout()
 
-    def _statement(self, p: _Pass, st: Stmt, cur: Section, prev_offset: int | None) -> Section:
+    def _statement(self, p: _Pass, st: Stmt, cur: Section) -> Section:
         out = st.enc_out
         if st.fixed and out is not None:
             # Most lines: no label, no TIMES, bytes already known (ranges checked).
@@ -260,15 +242,14 @@ class Assembler:
             if p.total + n > MAX_IMAGE_SIZE:
                 self._reserve(p, cur, n, st.col)
             self.placed.append(Placed(st, cur.name, cur.size, out, 1, n))
+            if n != st.last_size:
+                self._size_changed(p, st, n)
             cur.size += n
             p.total += n
             return cur
         if st.kind == "none":  # a label alone, a comment, a directive with no output
             if st.label is not None:
-                if st.label in p.defined:
-                    raise LineError(f"label '{st.label}' is already defined", st.label_col)
-                p.defined.add(st.label)
-                p.labels[st.label] = (cur.name, cur.size)
+                self._define_label(p, st, cur)
             self.placed.append(Placed(st, cur.name, cur.size, b"", 1, 0))
             return cur
         if st.kind == "section":
@@ -276,25 +257,48 @@ class Assembler:
             cur.align = max(cur.align, st.sect_align)
         here = cur.base + cur.size
         p.section = cur.name
-        p.shift = 0 if prev_offset is None else cur.size - prev_offset
+        p.shift = cur.size - st.last_offset if p.shifted and st.last_offset >= 0 else 0
+        st.last_offset = cur.size
         ctx = self._ctx(p, st, here, cur)
         if st.label is not None:
-            if st.label in p.defined:
-                raise LineError(f"label '{st.label}' is already defined", st.label_col)
-            p.defined.add(st.label)
             if st.kind == "equ":
+                if st.label in p.defined:
+                    raise LineError(f"label '{st.label}' is already defined", st.label_col)
+                p.defined.add(st.label)
                 assert st.expr is not None
-                p.symbols[st.label] = evaluate(st.expr, ctx)
+                v = evaluate(st.expr, ctx)
+                old = p.symbols.get(st.label)
+                if old is None or (old.n, old.reloc, old.known) != (v.n, v.reloc, v.known):
+                    p.value_change = p.value_change or (st.line, st.label_col)
+                p.symbols[st.label] = v
             else:
-                p.labels[st.label] = (cur.name, cur.size)
+                self._define_label(p, st, cur)
         data, count = self._emit(p, st, cur, ctx, here)
         if cur.nobits and count and data.strip(b"\0") and st.kind != "res":
             raise LineError(f"section {cur.name} can only reserve space (resb...)", st.col)
         size = len(data) * count
         self.placed.append(Placed(st, cur.name, cur.size, data, count, size))
+        if size != st.last_size:
+            self._size_changed(p, st, size)
         cur.size += size
         p.total += size
         return cur
+
+    def _define_label(self, p: _Pass, st: Stmt, cur: Section) -> None:
+        assert st.label is not None
+        if st.label in p.defined:
+            raise LineError(f"label '{st.label}' is already defined", st.label_col)
+        p.defined.add(st.label)
+        where = (cur.name, cur.size)
+        if p.labels.get(st.label) != where:
+            p.value_change = p.value_change or (st.line, st.label_col)
+            p.labels[st.label] = where
+
+    @staticmethod
+    def _size_changed(p: _Pass, st: Stmt, size: int) -> None:
+        if p.size_change is None:
+            p.size_change = (st.line, st.times_col if st.times is not None else st.col)
+        st.last_size = size
 
     def _emit(self, p: _Pass, st: Stmt, cur: Section, ctx: EvalContext,
               here: int) -> tuple[bytes, int]:

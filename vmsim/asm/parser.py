@@ -54,6 +54,8 @@ class Stmt:
     enc_key: object = None  # the assembler's cache: operands and site of the last encoding
     enc_out: bytes | None = None
     enc_checked: bool = False  # enc_out was encoded with ranges checked, as the final pass does
+    last_size: int = -1  # the assembler's: bytes, and offset in its section, in the last pass
+    last_offset: int = -1
 
 
 # A line's tokens after %define expansion: each %define may double the one before it.
