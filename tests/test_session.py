@@ -179,3 +179,17 @@ again:  out dx, al
     assert s.serial_total == 1000
     assert 64 <= len(s.serial) <= 128
     assert bytes(s.serial) == bytes(i & 0xFF for i in range(1000))[-len(s.serial):]
+
+
+@pytest.mark.parametrize("backend", ["sim", "bare"])
+def test_stepping_into_an_unmodelled_mode_says_why(backend: str) -> None:
+    """Single-stepping ends as run() does: clearing CR0.PE names real mode (the GUI shows
+    this), on the simulated stack and on the bare CPU alike."""
+    from vmsim.asm import assemble
+
+    src = "bits 32\norg 0x100000\n mov eax, cr0\n and eax, 0xfffffffe\n mov cr0, eax\n hlt\n"
+    s = Session(assemble(src, "pe.asm"), backend)
+    steps = [s.step_instruction() for _ in range(4)]
+    assert [o.finished for o in steps] == [False, False, True, True]
+    assert "real mode" in steps[2].unsupported and steps[3] is steps[2]
+    assert s.registers()["EIP"] == 0x100006  # at the MOV to CR0, which did not complete

@@ -34,6 +34,7 @@ from ui.panels import (
     compact,
 )
 from vmsim.asm import AsmError, assemble
+from vmsim.files import SOURCE_LIMIT, read_input_file
 from vmsim.vmm.machine import GuestLoadError
 
 DEFAULT_GUEST = Path(__file__).resolve().parents[1] / "sample_guests" / "hello.asm"
@@ -256,7 +257,10 @@ class MainWindow(QMainWindow):
         path = Path(img.source_file or self.guest_path)
         text = ""
         if path.suffix.lower() in (".asm", ".s", ".nasm") and path.exists():
-            text = path.read_text(encoding="utf-8")
+            try:  # a regular file of bounded size only (a FIFO would block the GUI)
+                text = read_input_file(path, SOURCE_LIMIT, "a source's limit").decode("utf-8")
+            except (OSError, ValueError) as e:
+                text = f"; cannot show {path}: {e}"
         self.source.editor.setPlainText(text or "; (a flat binary: no source)")
         self.source.file_label.setText(str(path))
         self.source.clear_error()

@@ -168,11 +168,19 @@ class Session:
 
     def step_instruction(self) -> Outcome:
         """One guest instruction (simulated backends): the vCPUs yield after each one."""
+        if self.outcome is not None:
+            return self.outcome
         if self.bare is not None:
+            from vmsim.bare import RunResult
             from vmsim.hw.cpu import StopReason
 
-            r = self.bare.cpu.step()
-            return Outcome(r is not StopReason.LIMIT, self.machine.exit_status, reason=r.value)
+            cpu = self.bare.cpu
+            r = cpu.step()
+            if r is StopReason.LIMIT:
+                return Outcome(False, self.machine.exit_status, reason=r.value)
+            # The end says why, as run() does (an unmodelled mode names itself).
+            return self._finish_bare(RunResult(r, cpu.icount, self.machine.exit_status,
+                                               cpu.stop_message))
         vcpus = [c.vcpu for c in self.vm.cpus if hasattr(c.vcpu, "BATCH")]
         if not vcpus:
             raise ValueError("instruction stepping needs a simulated backend")
@@ -188,7 +196,9 @@ class Session:
         finally:
             for v in vcpus:
                 del v.BATCH  # back to the class default
-        return Outcome(self.instructions == start, self.machine.exit_status)
+        if self.instructions == start:  # the VM stopped: its ending, as run() gives it
+            return self._finish_vm()
+        return Outcome(False, self.machine.exit_status)
 
     def step_event(self, max_steps: int = 1_000_000) -> Outcome:
         return self.step_until(lambda ev: True, max_steps)
