@@ -127,8 +127,12 @@ def run_guest(data: bytes, cfg: Config, max_instructions: int = 20_000,
     # Instructions vmsim runs as #UD because they are outside its subset (SALC, x87 ...):
     # where they were met, the host's KVM runs the guest on differently.
     outside: list[str] = []
+    # Writes to a guest page table that is in use (seen by shadow paging's write
+    # protection): after one, a stale TLB entry may legitimately be used or not.
+    pte_writes = [0]
     events = EventStream()
     events.subscribe(lambda ev: outside.append(ev.fields.get("text", "")), ["not_in_subset"])
+    events.subscribe(lambda ev: pte_writes.__setitem__(0, pte_writes[0] + 1), ["pte_write"])
     try:
         with memory_cap(), watchdog(seconds):
             try:
@@ -156,7 +160,8 @@ def run_guest(data: bytes, cfg: Config, max_instructions: int = 20_000,
         if not (o.exit_status & 1):
             return Result("exit", Finding("even debug-exit status", str(o.exit_status)))
         return Result(f"debug exit {o.exit_status}", status=o.exit_status,
-                      extra={"outside_subset": outside, "serial": bytes(s.serial)})
+                      extra={"outside_subset": outside, "serial": bytes(s.serial),
+                             "pte_writes": pte_writes[0]})
     if o.limit_reached:
         # Instructions are counted in batches; a run may overshoot by one batch at most.
         if ran > max_instructions + 20_000:
@@ -167,7 +172,8 @@ def run_guest(data: bytes, cfg: Config, max_instructions: int = 20_000,
     if s.cpus and s.cpus[0].stop_message:
         return Result(f"not modelled: {s.cpus[0].stop_message}", status=70)
     return Result(o.reason or "ended", status=0,
-                  extra={"outside_subset": outside, "serial": bytes(s.serial)})
+                  extra={"outside_subset": outside, "serial": bytes(s.serial),
+                             "pte_writes": pte_writes[0]})
 
 
 @dataclass

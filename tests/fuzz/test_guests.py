@@ -71,8 +71,13 @@ def test_guests_in_process(cfg: Config, findings_dir: Path) -> None:
 def test_ept_and_shadow_agree(findings_dir: Path) -> None:
     """How kvm.ko virtualizes memory is invisible to the guest: a guest that ends by
     itself under EPT ends the same way under shadow paging (status, reason, serial
-    output). Register state at a triple fault and instruction counts are not compared:
-    the soak found them apart (issue 8's list has the EIP at triple faults)."""
+    output). Not compared: register state at a triple fault and instruction counts (the
+    soak found them apart; issue 8's list has the EIP at triple faults), and guests that
+    write a page table in use without invalidating it: the TLB may keep the old
+    translation or not (SDM Vol. 3A, "Invalidation of TLBs and Paging-Structure Caches"),
+    and EPT keeps it where shadow paging's
+    write protection makes the new one take effect at once (the soak's first such
+    guest ran on under EPT and faulted at once under shadow, both correctly)."""
     budget = Budget.from_env(ci_count=20)
     rng = budget.rng("ept-vs-shadow")
     tally = Tally("guest")
@@ -83,6 +88,8 @@ def test_ept_and_shadow_agree(findings_dir: Path) -> None:
         tally.inputs += 1
         if 124 in (ept.status, shadow.status) or ept.finding or shadow.finding:
             continue  # the limit, or a finding the other tests report
+        if shadow.extra.get("pte_writes"):
+            continue  # a live page table written: either TLB behaviour is architectural
         a = (ept.status, ept.outcome, ept.extra.get("serial"))
         b = (shadow.status, shadow.outcome, shadow.extra.get("serial"))
         if a != b:
