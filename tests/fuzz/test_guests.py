@@ -74,10 +74,10 @@ def test_ept_and_shadow_agree(findings_dir: Path) -> None:
     output). Not compared: register state at a triple fault and instruction counts (the
     soak found them apart; issue 8's list has the EIP at triple faults), and guests that
     write a page table in use without invalidating it: the TLB may keep the old
-    translation or not (SDM Vol. 3A, "Invalidation of TLBs and Paging-Structure Caches"),
-    and EPT keeps it where shadow paging's
-    write protection makes the new one take effect at once (the soak's first such
-    guest ran on under EPT and faulted at once under shadow, both correctly)."""
+    translation or not (SDM Vol. 3A, "Invalidation of TLBs and Paging-Structure Caches"):
+    EPT keeps it where shadow paging's write protection makes the new one take effect at
+    once (the soak's first such guest ran on under EPT and faulted at once under shadow,
+    both correctly)."""
     budget = Budget.from_env(ci_count=20)
     rng = budget.rng("ept-vs-shadow")
     tally = Tally("guest")
