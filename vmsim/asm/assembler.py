@@ -173,8 +173,8 @@ class Assembler:
         if total > MAX_IMAGE_SIZE:
             raise LineError(
                 f"image too large: this line takes it to {total:,} bytes, and a guest holds "
-                f"at most {MAX_IMAGE_SIZE:,} ({MAX_GUEST_RAM >> 20} MiB of RAM above the "
-                f"load address {GUEST_LOAD_ADDRESS:#x})", col)
+                f"at most {MAX_IMAGE_SIZE:,} (the largest RAM, {MAX_GUEST_RAM >> 20} MiB, less "
+                f"the MiB below the load address {GUEST_LOAD_ADDRESS:#x})", col)
 
     # -- passes ------------------------------------------------------------------------
 
