@@ -4,7 +4,11 @@ The sources are typical guest code, the same mix at every size: labels and local
 MOVs with registers, immediates and memory operands, forward and backward jumps and
 calls (short and near, so the pass loop has jumps to size), `db` strings, `times`
 padding and EQUs. Assembly time should grow linearly with the source: the rates printed
-for each size should stay about the same (issue 8 measured about a minute for 5 MB).
+for each size should stay about the same. Jump-dense code like this is NASM's worst case
+(it needs a pass per few dozen jumps: 6 s for 0.5 MB, 32 s for 1 MB, 177 s for 2 MB);
+before issue 8, vmsim followed it and gave up ("did not converge") from about 0.2 MB.
+Measured on the 2-core build machine after the fix: about 3,000-6,000 lines/s at every
+size, 5 MB in 45-85 s depending on load.
 
     .venv/bin/python benchmarks/asm_bench.py [--sizes 0.5,1,2,5] [--repeat N]
 """
