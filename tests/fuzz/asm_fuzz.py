@@ -136,7 +136,10 @@ LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 def _has_code(text: str) -> bool:
-    return bool(text.split(";", 1)[0].strip())
+    """Anything but blanks before a comment. Blanks are space and tab only: Python's
+    strip() also drops control characters such as \x1e, which are content to NASM (the
+    soak's first "empty line" was one)."""
+    return bool(text.split(";", 1)[0].strip(" \t"))
 
 
 def check_source(source: str, seconds: float = ASM_SECONDS) -> Finding | None:

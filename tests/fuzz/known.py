@@ -21,17 +21,11 @@ class Known:
     where: str = ""  # a substring of the input's description (config name, arguments)
 
 
-KNOWN: tuple[Known, ...] = (
-    Known("guest", "hang", "issue 8: a guest looping through VM exits without retiring "
-                           "instructions is not bounded by --max-instructions", "sim+"),
-    Known("asm", "MemoryError", "issue 8: resb/times/align with huge counts allocate "
-                                "before refusing"),
-    Known("asm", "hang", "issue 8: resb/times/align with huge counts allocate before refusing"),
-    Known("asm", "traceback MemoryError", "issue 8: resb/times/align with huge counts "
-                                          "allocate before refusing"),
-    Known("asm", "AsmError names an empty line", "issue 8: 'expression nested too deeply' "
-                                                 "and 'did not converge' say line 1"),
-)
+# Empty since the fixes of issue 8 landed (every run bounded by work; huge TIMES/RESB/ALIGN
+# refused before allocating; nesting and convergence errors at their line). An entry
+# looks like:
+#   Known("guest", "hang", "issue N: what is being fixed", where="sim+shadow"),
+KNOWN: tuple[Known, ...] = ()
 
 
 def known(area: str, finding: Finding, description: str = "") -> Known | None:

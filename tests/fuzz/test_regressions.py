@@ -88,5 +88,7 @@ def test_every_regression_file_is_in_the_manifest() -> None:
     listed = {e["file"] for e in entries() if "file" in e}
     listed |= {a[len("{copy:"):-1] for e in entries() for a in e.get("args", [])
                if a.startswith("{copy:")}
+    listed |= {a[len("{regressions}/"):] for e in entries() for a in e.get("args", [])
+               if a.startswith("{regressions}/")}
     present = {p.name for p in HERE.iterdir() if p.name != MANIFEST.name}
     assert present == listed, (present - listed, listed - present)
