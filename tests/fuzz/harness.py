@@ -171,9 +171,11 @@ def run_guest(data: bytes, cfg: Config, max_instructions: int = 20_000,
         return Result("unfinished", Finding("run returned unfinished", o.reason))
     if s.cpus and s.cpus[0].stop_message:
         return Result(f"not modelled: {s.cpus[0].stop_message}", status=70)
+    regs = s.registers() if s.cpus else {}
     return Result(o.reason or "ended", status=0,
                   extra={"outside_subset": outside, "serial": bytes(s.serial),
-                             "pte_writes": pte_writes[0]})
+                         "pte_writes": pte_writes[0],
+                         "regs": {k: regs.get(k) for k in ("EIP", "ESP", "EAX")}})
 
 
 @dataclass
