@@ -126,7 +126,7 @@ def call(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
             try:
                 push(cpu.seg[CS].selector)
                 push(nxt)
-            except X.CpuException:
+            except BaseException:  # a fault, or a VM exit (EPT violation) to be restarted
                 r[4] = esp
                 raise
             cpu.set_cs(cs)
@@ -179,7 +179,7 @@ def retf(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
             if sel & 3:
                 raise X.Unsupported("RETF to another privilege level")
             cs = cpu.load_code_descriptor(sel)
-        except X.CpuException:
+        except BaseException:  # a fault, or a VM exit (EPT violation) to be restarted
             r[4] = esp
             raise
         r[4] = (r[4] + extra) & M32
