@@ -21,12 +21,12 @@ from vmsim.hostkvm.watchdog import (
     WatchdogSettingError,
     watchdog_seconds,
 )
-from vmsim.kvm.api import KVM_API_VERSION, KVM_EXIT_INTR, KvmRegs, KvmRun, KvmSregs
-
-from vmsim.kvm.api import (  # noqa: E402  (the request numbers, shared with the trace)
+from vmsim.kvm.api import (
+    KVM_API_VERSION,
     KVM_CHECK_EXTENSION,
     KVM_CREATE_VCPU,
     KVM_CREATE_VM,
+    KVM_EXIT_INTR,
     KVM_GET_API_VERSION,
     KVM_GET_REGS,
     KVM_GET_SREGS,
@@ -38,6 +38,9 @@ from vmsim.kvm.api import (  # noqa: E402  (the request numbers, shared with the
     KVM_SET_TSS_ADDR,
     KVM_SET_USER_MEMORY_REGION,
     KVM_TRANSLATE,
+    KvmRegs,
+    KvmRun,
+    KvmSregs,
 )
 
 PAGE_SIZE = 4096

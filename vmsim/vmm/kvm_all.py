@@ -180,7 +180,7 @@ def kvm_cpu_exec(s: KvmState, cpu: CPUState) -> Generator[Any, None, int]:
                                   if getattr(cpu.vcpu, "fail_entry_detail", "") else ""))
             ret = EXCP_SHUTDOWN
         elif reason == KVM_EXIT_INTERNAL_ERROR:
-            sub, data = run.internal()
+            sub, _ = run.internal()
             m.shutdown_request(_explain_stop(cpu, reason) or
                                f"KVM_EXIT_INTERNAL_ERROR, suberror {sub}")
             ret = EXCP_SHUTDOWN
