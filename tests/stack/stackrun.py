@@ -3,9 +3,9 @@
 A run gives the COM1 output, the isa-debug-exit status and the `kvm_userspace_exit`
 trace events (struct kvm_run's fields for each exit to userspace; for an IN or an MMIO
 read, the data the devices then answered, from the `device_access` events that follow).
-The simulated kvm.ko runs in this process; the host's /dev/kvm runs through the `vmsim` command in a subprocess, with a
-timeout, because a KVM_RUN that never returns (seen on the host's software KVM for VMCALL)
-cannot be interrupted from Python.
+The simulated kvm.ko runs in this process; the host's /dev/kvm runs through the `vmsim`
+command in a subprocess, with a timeout, because a KVM_RUN that never returns (seen on the
+host's software KVM for VMCALL) cannot be interrupted from Python.
 """
 
 from __future__ import annotations
