@@ -103,6 +103,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from vmsim.files import InputError, OutputError, refuse_overwrite
     from vmsim.hostkvm import HostKvmError
     from vmsim.hw.exceptions import Unsupported
+    from vmsim.perfetto import PerfettoWriter
     from vmsim.session import Session
     from vmsim.stats import ExitStats
     from vmsim.trace import InstructionColumn, TraceWriter
@@ -149,6 +150,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             files.append(trace_file)
             if args.trace_format == "text":
                 trace = TextTraceWriter(events, trace_file, path=args.trace)
+            elif args.trace_format == "perfetto":
+                trace = PerfettoWriter(events, trace_file, path=args.trace)
             else:
                 trace = TraceWriter(events, trace_file, args.trace_level, path=args.trace)
         session = Session(image, args.backend, MachineConfig(args.memory, serial_in),
@@ -383,9 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "instruction in code that computes, more where it exits often "
                           "(docs/trace-format.md); "
                           "all: also TLB and page-walk steps")
-    run.add_argument("--trace-format", choices=("jsonl", "text"), default="jsonl",
+    run.add_argument("--trace-format", choices=("jsonl", "text", "perfetto"), default="jsonl",
                      help="jsonl: every event as JSON Lines (default); text: kvm.ko's events "
-                          "as `trace-cmd report` prints a host's (docs/trace-format.md)")
+                          "as `trace-cmd report` prints a host's; perfetto: a timeline for "
+                          "ui.perfetto.dev or chrome://tracing (docs/trace-format.md)")
     run.add_argument("--stats", action="store_true",
                      help="print exit statistics to stderr at the end (like perf kvm stat)")
     run.add_argument("--stats-json", metavar="FILE", help="write the statistics as JSON")

@@ -293,3 +293,20 @@ def test_screenshot_of_a_fifo_guest_is_refused(tmp_path) -> None:
     os.mkfifo(fifo)
     p = _gui_screenshot(str(fifo), "--screenshot", str(tmp_path / "x.png"))
     assert p.returncode == 2 and "not a regular file" in _one_line(p)
+
+
+def test_export_timeline_writes_a_chrome_trace(window, tmp_path: Path) -> None:
+    import json
+
+    from tests.test_perfetto import _check_nesting, _check_schema
+
+    for _ in range(3):
+        window.a_step_user.trigger()
+    out = tmp_path / "timeline.json"
+    msg = window.export_timeline(str(out))
+    assert str(out) in msg and "trace events" in msg
+    events = _check_schema(json.loads(out.read_text()))
+    _check_nesting(events)
+    assert {"KVM_RUN", "guest", "KVM_EXIT_IO"} <= {e["name"] for e in events}
+    bad = window.export_timeline(str(tmp_path / "no" / "such" / "dir.json"))
+    assert "No such file or directory" in bad
