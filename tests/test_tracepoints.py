@@ -287,3 +287,16 @@ def test_stats_refuses_what_is_not_a_trace(tmp_path: Path, capsys) -> None:
     assert len(err) == 1 and err[0].startswith(f"vmsim: {png}:1: "), err
     assert main(["stats", str(tmp_path / "missing.jsonl")]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_stats_of_a_trace_cut_short_says_what_it_lacks(tmp_path: Path, capsys) -> None:
+    trace = tmp_path / "t.jsonl"
+    main(["run", "--trace", str(trace), "--stats", HELLO])
+    printed = capsys.readouterr().err
+    lines = trace.read_text().splitlines()
+    assert json.loads(lines[-1])["kind"] == "run_end"
+    trace.write_text("\n".join(lines[:-1]) + "\n")
+    assert main(["stats", str(trace)]) == 0
+    out = capsys.readouterr().out
+    table = printed.split("\nGuest instructions:")[0]
+    assert out.startswith(table) and "not in the trace" in out

@@ -66,6 +66,7 @@ class ExitStats:
     instructions: int = 0
     virtual_time: int = 0
     _open: dict[str, tuple[str, int]] = field(default_factory=dict)
+    totals_known: bool = True  # false for a saved trace that lost its run_end line
 
     KINDS = ("kvm_exit", "kvm_entry", "kvm_userspace_exit")
 
@@ -125,6 +126,10 @@ class ExitStats:
             out.write("\nExits to userspace (KVM_RUN returns):\n")
             for reason, n in d["userspace_exits"].items():
                 out.write(f"{reason:>26} {n:>9}\n")
+        if not self.totals_known:
+            out.write("\nGuest instructions and virtual time: not in the trace (it has no "
+                      "run_end line: the run's trace was cut short)\n")
+            return
         out.write(f"\nGuest instructions: {d['guest_instructions']}\n")
         out.write(f"Virtual time: {d['virtual_time']} cycles\n")
 
@@ -166,4 +171,5 @@ def stats_from_trace(path: str, lines: IO[bytes]) -> ExitStats:
     if not seen:
         raise TraceFormatError(f"{path}:1: no events: not a vmsim trace")
     stats.finish(*(totals or (0, 0)))
+    stats.totals_known = totals is not None
     return stats
