@@ -225,6 +225,7 @@ def vmx_complete_interrupts(v: SimVcpu) -> None:
     if not info & INTR_INFO_VALID_MASK:
         return
     v.vmcs.write(F.VM_ENTRY_INTR_INFO_FIELD, info & ~0x1000)  # bit 12 is exit-only
+    v.reinjected = info & ~0x1000
     if info & INTR_INFO_DELIVER_CODE_MASK:
         v.vmcs.write(F.VM_ENTRY_EXCEPTION_ERROR_CODE, v.vmcs.read(F.IDT_VECTORING_ERROR_CODE))
     v.vmcs.write(F.VM_ENTRY_INSTRUCTION_LEN, v.vmcs.read(F.VM_EXIT_INSTRUCTION_LEN))
@@ -427,10 +428,11 @@ KVM_VMX_EXIT_HANDLERS[ExitReason.EXTERNAL_INTERRUPT] = _external_interrupt
 
 def trace_inj(v: SimVcpu, ev) -> None:
     """trace_kvm_inj_exception / trace_kvm_inj_virq (inject_pending_event): the event the
-    coming VM entry injects. vmsim also traces an event re-injected after an exit
-    interrupted its delivery (Linux re-injects those without the tracepoint)."""
+    coming VM entry injects, unless it is one re-injected because an exit interrupted its
+    delivery (vmx_complete_interrupts), which Linux re-injects without the tracepoint."""
     info = v.vmcs.read(F.VM_ENTRY_INTR_INFO_FIELD)
-    if not info & INTR_INFO_VALID_MASK:
+    reinjected, v.reinjected = v.reinjected, 0
+    if not info & INTR_INFO_VALID_MASK or info == reinjected:
         return
     vector, kind = info & 0xFF, (info >> 8) & 7
     if kind in (0, 4):  # external interrupt, software interrupt (INT n)
