@@ -225,12 +225,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
+    from vmsim.files import InputError, open_input_file
     from vmsim.stats import TraceFormatError, stats_from_trace
 
     try:
-        with open(args.tracefile, "rb") as f:
+        with open_input_file(args.tracefile) as f:
             stats = stats_from_trace(args.tracefile, f)
-    except TraceFormatError as e:
+    except (TraceFormatError, InputError) as e:
         print(f"vmsim: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as e:

@@ -138,6 +138,11 @@ class ExitStats:
         out.write("\n")
 
 
+# The longest line vmsim writes is an insn_run line of 65 536 instructions (well under
+# 1 MiB); anything much longer is not a trace, and is not read whole.
+MAX_LINE = 16 << 20
+
+
 def stats_from_trace(path: str, lines: IO[bytes]) -> ExitStats:
     """The statistics of a saved JSON Lines trace (`vmsim stats FILE`): the same numbers
     `--stats` gave for the run that wrote it. A line vmsim would not have written raises
@@ -145,8 +150,16 @@ def stats_from_trace(path: str, lines: IO[bytes]) -> ExitStats:
     stats = ExitStats()
     seen = False
     totals: tuple[int, int] | None = None
-    for n, raw in enumerate(lines, 1):
+    n = 0
+    while True:
+        raw = lines.readline(MAX_LINE + 1)
+        if not raw:
+            break
+        n += 1
         where = f"{path}:{n}"
+        if len(raw) > MAX_LINE:
+            raise TraceFormatError(f"{where}: a line longer than {MAX_LINE} bytes: not a "
+                                   "vmsim trace")
         try:
             rec = json.loads(raw.decode("utf-8"))
         except ValueError:  # UnicodeDecodeError too
