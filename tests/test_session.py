@@ -27,19 +27,24 @@ def test_step_to_next_vmexit_then_userspace_exit() -> None:
     s = Session(HELLO)
     out = s.step_vmexit()
     last = out.events[-1]
-    assert last.kind == "vmexit"
+    assert last.kind == "kvm_exit"
     # The very first fetch finds no EPT mapping: an EPT violation for the entry point's
     # page, qualification fetch (bit 2) | guest-linear valid (7) | final translation (8).
-    assert (last["reason"], last["qualification"]) == ("EPT_VIOLATION", 0x184)
+    assert (last["exit_reason"], last["info1"]) == ("EPT_VIOLATION", 0x184)
     assert last["guest_physical_address"] == 0x100000
-    while last["reason"] != "IO_INSTRUCTION":
+    while last["exit_reason"] != "IO_INSTRUCTION":
         last = s.step_vmexit().events[-1]
     # putc's IN from LSR (0x3FD): qualification 0x03FD0008 (SDM: IN, port in DX).
-    assert last["qualification"] == 0x03FD0008
+    assert last["info1"] == 0x03FD0008
     out = s.step_userspace_exit()
-    last = out.events[-1]
-    assert last.kind == "kvm_exit" and last["reason"] == "KVM_EXIT_IO"
-    assert (last["direction"], last["port"], last["data"]) == ("in", 0x3FD, "60")
+    kinds = [e.kind for e in out.events]
+    last = out.events[kinds.index("kvm_userspace_exit")]
+    assert last["reason"] == "KVM_EXIT_IO"
+    # The device has not answered yet: QEMU dispatches after KVM_RUN has returned.
+    assert (last["direction"], last["port"], last["data"]) == ("in", 0x3FD, None)
+    assert kinds[kinds.index("kvm_userspace_exit") + 1] == "kvm_run_exit"
+    answer = [e for e in s.step_event().events if e.kind == "device_access"]
+    assert [(e.source, e["address"], e["value"]) for e in answer] == [("serial0", 0x3FD, 0x60)]
 
 
 def test_step_event_returns_one_event_at_a_time() -> None:
@@ -48,7 +53,7 @@ def test_step_event_returns_one_event_at_a_time() -> None:
     for _ in range(6):
         out = s.step_event()
         kinds.append(out.events[-1].kind)
-    assert "vmentry" in kinds
+    assert "kvm_entry" in kinds
 
 
 def test_run_to_the_end_and_views() -> None:

@@ -38,15 +38,15 @@ def test_trace_lines_carry_the_common_keys(tmp_path: Path, capsys) -> None:
 
 def test_serial_bytes_appear_as_out_exits(tmp_path: Path) -> None:
     lines = _trace(tmp_path)
-    outs = [ev for ev in lines if ev["kind"] == "kvm_exit" and ev["reason"] == "KVM_EXIT_IO"
+    outs = [ev for ev in lines if ev["kind"] == "kvm_userspace_exit" and ev["reason"] == "KVM_EXIT_IO"
             and ev["direction"] == "out" and ev["port"] == 0x3F8]
     text = bytes.fromhex("".join(ev["data"] for ev in outs))
     assert text == b"Hello from a vmsim guest!\n"
-    # Each OUT to COM1 came from a VM exit whose qualification encodes it (SDM: port in
-    # bits 31:16, size-1 in 2:0, DX operand): `out dx, al` with DX=0x3F8 is 0x03F80000.
-    vmexits = [ev for ev in lines if ev["kind"] == "vmexit"]
-    assert any(ev["reason"] == "IO_INSTRUCTION" and ev["reason_number"] == 30
-               and ev["qualification"] == 0x03F80000 for ev in vmexits)
+    # Each OUT to COM1 came from a VM exit whose qualification (info1) encodes it (SDM:
+    # port in bits 31:16, size-1 in 2:0, DX operand): `out dx, al` with DX=0x3F8 is 0x03F80000.
+    vmexits = [ev for ev in lines if ev["kind"] == "kvm_exit"]
+    assert any(ev["exit_reason"] == "IO_INSTRUCTION" and ev["exit_reason_number"] == 30
+               and ev["info1"] == 0x03F80000 and ev["isa"] == "VMX" for ev in vmexits)
 
 
 def _instructions(lines: list[dict]) -> dict[str, list[int]]:
@@ -67,13 +67,13 @@ def test_instruction_level_records(tmp_path: Path) -> None:
     eips = _instructions(lines)["vcpu0"]
     assert eips[0] == 0x100000  # the entry point
     # Interleaved in order: every IN/OUT exit comes right after the instruction that
-    # exited (the last one written before the vmexit line).
+    # exited (the last one written before the kvm_exit line).
     last = None
     for ev in lines:
         if ev["kind"] == "insn_run":
             last = unfold(ev)[-1]
-        elif ev["kind"] == "vmexit" and ev["reason"] == "IO_INSTRUCTION":
-            assert ev["rip"] == last
+        elif ev["kind"] == "kvm_exit" and ev["exit_reason"] == "IO_INSTRUCTION":
+            assert ev["guest_rip"] == last
 
 
 def _recorded(guest: str, **kw) -> list[int]:

@@ -26,8 +26,9 @@ from vmsim.stats import ExitStats
 from vmsim.vmm.machine import MachineConfig
 
 FINE_KINDS = list(CATALOGUE)  # stepping: everything, walks and TLB included
-COARSE_KINDS = ["vmexit", "vmentry", "kvm_exit", "device_access", "io_unclaimed", "exception",
-                "triple_fault", "unsupported", "not_in_subset", "vmentry_failed", "thread"]
+COARSE_KINDS = ["kvm_exit", "kvm_entry", "kvm_userspace_exit", "kvm_run_exit", "kvm_vcpu_ioctl",
+                "bql", "device_access", "io_unclaimed", "exception", "triple_fault",
+                "unsupported", "not_in_subset", "vmentry_failed", "thread"]
 FRAME_MS = 33  # repaint at most ~30 times a second while running
 BATCH_S = 0.015  # wall time the simulation may take per timer tick at full speed
 # Speed slider 0..SPEED_MAX: below FULL_SPEED, one event per tick at a slowing interval
@@ -116,9 +117,9 @@ class SessionBridge(QObject):
         self._unsubscribe = self.session.events.subscribe(self._on_event, kinds)
 
     def _on_event(self, ev: Event) -> None:
-        if ev.kind == "vmentry":
+        if ev.kind == "kvm_entry":
             self.in_guest = True
-        elif ev.kind == "vmexit":
+        elif ev.kind == "kvm_exit":
             self.in_guest = False
         self._pending.append(ev)
         self.history.append(ev)

@@ -154,6 +154,8 @@ class MainWindow(QMainWindow):
             toolbar=False)
         m_file.addSeparator()
         act("Screenshot…", self._screenshot_dialog, None, m_file, toolbar=False)
+        act("Export timeline…", self._export_timeline_dialog, None, m_file, toolbar=False,
+            tip="the events the event log holds, for ui.perfetto.dev or chrome://tracing")
         act("Quit", self.close, "Ctrl+Q", m_file, toolbar=False)
         tb.addSeparator()
         self.a_run = act("Run", b.toggle_run, "F5", m_run, tip="run / pause")
@@ -464,6 +466,29 @@ class MainWindow(QMainWindow):
         self.bridge.pause()
         self.save_layout()
         super().closeEvent(event)
+
+    def _export_timeline_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export timeline", "vmsim-timeline.json",
+                                              "Chrome trace JSON (*.json)")
+        if path:
+            self.export_timeline(path)
+
+    def export_timeline(self, path: str) -> str:
+        """Write the timeline of the events the bridge keeps (the event log's, the last
+        ones of a long run) as Chrome trace JSON; returns what the status bar says."""
+        from vmsim.files import OutputError
+        from vmsim.perfetto import write_timeline
+
+        try:
+            with open(path, "w", encoding="utf-8") as f:
+                n = write_timeline(list(self.bridge.history), f, path)
+            msg = f"timeline: {n} trace events in {path} (open it in ui.perfetto.dev)"
+        except OutputError as e:
+            msg = str(e)
+        except OSError as e:
+            msg = f"{path}: {e.strerror}"
+        self.statusBar().showMessage(msg, 10000)
+        return msg
 
     def _screenshot_dialog(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save screenshot", "vmsim.png", "PNG (*.png)")

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 
 from vmsim.events import CATALOGUE, LAYERS
 from vmsim.session import eflags_decoded
+from vmsim.tracecmd import TP_PRINTK
 
 
 def mono() -> QFont:
@@ -581,7 +582,9 @@ class EventLogPanel(QWidget):
             r = t.rowCount()
             t.insertRow(r)
             try:
-                what = ev.describe()
+                # kvm.ko's events in the kernel's own words (what trace-cmd shows on a host).
+                printk = TP_PRINTK.get(ev.kind)
+                what = printk(ev.fields) if printk is not None else ev.describe()
             except (KeyError, ValueError, TypeError):
                 what = str(dict(ev.fields))
             for j, text in enumerate((str(ev.seq), str(ev.time), ev.layer, ev.kind, f"{ev.source}: {what}")):

@@ -103,9 +103,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from vmsim.files import InputError, OutputError, refuse_overwrite
     from vmsim.hostkvm import HostKvmError
     from vmsim.hw.exceptions import Unsupported
+    from vmsim.perfetto import PerfettoWriter
     from vmsim.session import Session
     from vmsim.stats import ExitStats
     from vmsim.trace import InstructionColumn, TraceWriter
+    from vmsim.tracecmd import TextTraceWriter
     from vmsim.vmm.machine import LOAD_ADDRESS, GuestLoadError, MachineConfig, load_guest_file
 
     limit = args.max_instructions if args.max_instructions != NO_LIMIT else None
@@ -146,7 +148,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if args.trace:
             trace_file = open(args.trace, "w", encoding="utf-8")
             files.append(trace_file)
-            trace = TraceWriter(events, trace_file, args.trace_level, path=args.trace)
+            if args.trace_format == "text":
+                trace = TextTraceWriter(events, trace_file, path=args.trace)
+            elif args.trace_format == "perfetto":
+                trace = PerfettoWriter(events, trace_file, path=args.trace)
+            else:
+                trace = TraceWriter(events, trace_file, args.trace_level, path=args.trace)
         session = Session(image, args.backend, MachineConfig(args.memory, serial_in),
                           serial_out=serial_out, max_instructions=limit, paging=args.paging,
                           events=events)
@@ -185,6 +192,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             closing()
             if trace is not None:
                 try:
+                    if status is None or status > 128:
+                        # The totals `vmsim stats FILE` reports as --stats does.
+                        events.emit("run_end", "vm", instructions=session.instructions,
+                                    virtual_time=session.virtual_time)
                     trace.close()
                 except OutputError as e:
                     if status is None:
@@ -211,6 +222,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return _close(None, files, status)
     status = _status(session, outcome, limit)
     return _close(None, files, status)
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    from vmsim.files import InputError, open_input_file
+    from vmsim.stats import TraceFormatError, stats_from_trace
+
+    try:
+        with open_input_file(args.tracefile) as f:
+            stats = stats_from_trace(args.tracefile, f)
+    except (TraceFormatError, InputError) as e:
+        print(f"vmsim: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as e:
+        print(f"vmsim: {args.tracefile}: {e.strerror}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    stats.report(sys.stdout)
+    return 0
 
 
 @contextlib.contextmanager
@@ -359,10 +387,21 @@ def build_parser() -> argparse.ArgumentParser:
                           "instruction in code that computes, more where it exits often "
                           "(docs/trace-format.md); "
                           "all: also TLB and page-walk steps")
+    run.add_argument("--trace-format", choices=("jsonl", "text", "perfetto"), default="jsonl",
+                     help="jsonl: every event as JSON Lines (default); text: kvm.ko's events "
+                          "as `trace-cmd report` prints a host's; perfetto: a timeline for "
+                          "ui.perfetto.dev or chrome://tracing (docs/trace-format.md)")
     run.add_argument("--stats", action="store_true",
                      help="print exit statistics to stderr at the end (like perf kvm stat)")
     run.add_argument("--stats-json", metavar="FILE", help="write the statistics as JSON")
     run.set_defaults(func=_cmd_run)
+
+    stats = sub.add_parser("stats", help="print the exit statistics of a saved trace",
+                           description="Print the `perf kvm stat report` table of a JSON "
+                                       "Lines trace written by `vmsim run --trace`: the same "
+                                       "table --stats prints for that run.")
+    stats.add_argument("tracefile", metavar="TRACEFILE", help="a trace (--trace-format jsonl)")
+    stats.set_defaults(func=_cmd_stats)
 
     from vmsim.asm.cli import register
 

@@ -116,6 +116,8 @@ class Mutex:
         self.on_change = on_change
 
     def lock(self, who: str) -> Generator[Any, None, None]:
+        if self.owner is not None and self.on_change:
+            self.on_change("wait", who)  # contended: the wait is visible too
         while self.owner is not None:
             yield Block(f"{self.name} held by {self.owner}", lambda: self.owner is None)
         self.owner = who

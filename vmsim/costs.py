@@ -33,3 +33,8 @@ COSTS: dict[str, int] = {
     "emulate": 2000,
     "shadow_fault": 1000,
 }
+
+# The clock the virtual cycles are read against where a time in seconds is shown (the
+# `text` trace format, docs/trace-format.md): a nominal 3 GHz core, of the order of the
+# cores the figures above describe. Not a measurement; only a scale.
+NOMINAL_HZ = 3_000_000_000

@@ -48,31 +48,57 @@ _declare("tlb_flush", "hw", "scope linear", "TLB flush ({scope})")
 _declare("smc", "hw", "frame", "self-modifying code: decoded instructions in frame {frame:#x} dropped")
 _declare("io_unclaimed", "vmm", "space address size is_write",
          "unclaimed {space} {address:#x} size {size} {is_write}")
-_declare("vmentry", "hw", "rip launch", "VM entry at {rip:#x} (launch={launch})")
-_declare("vmentry_failed", "hw", "reason check", "VM entry failed ({reason:#x}): {check}")
-_declare("vmexit", "hw", "reason reason_number qualification instruction_len "
-         "guest_linear_address guest_physical_address intr_info rip",
-         "VM exit {reason} ({reason_number}) at {rip:#x}, qualification {qualification:#x}")
-_declare("event_injection", "hw", "vector type error_code", "inject vector {vector} type {type}")
 
-# kvm.ko
+# VM transitions, named after Linux's tracepoints (arch/x86/kvm/trace.h) with their
+# fields; vmsim's extra fields follow them. Emitted where VMX enters and leaves the guest.
+_declare("kvm_entry", "hw", "vcpu_id rip launch", "VM entry at {rip:#x} (launch={launch})")
+_declare("vmentry_failed", "hw", "reason check", "VM entry failed ({reason:#x}): {check}")
+_declare("kvm_exit", "hw", "vcpu_id exit_reason exit_reason_number guest_rip isa info1 info2 "
+         "intr_info error_code instruction_len guest_linear_address guest_physical_address",
+         "VM exit {exit_reason} ({exit_reason_number}) at {guest_rip:#x}, info1 {info1:#x}")
+
+# kvm.ko (arch/x86/kvm/trace.h, mmu/mmutrace.h, include/trace/events/kvm.h where Linux
+# has the tracepoint; vmsim's own names where it has none).
+_declare("kvm_inj_exception", "kvm", "exception name has_error error_code type",
+         "inject {name} (vector {exception}, error code {error_code:#x})")
+_declare("kvm_inj_virq", "kvm", "irq soft", "inject interrupt {irq}")
 _declare("kvm_handler", "kvm", "handler outcome", "{handler}: {outcome}")
-_declare("emulate", "kvm", "instruction outcome", "emulate {instruction}: {outcome}")
-_declare("hypercall", "kvm", "nr args ret", "hypercall {nr} -> {ret}")
-_declare("shadow_page", "kvm", "action gfn level direct spt",
-         "shadow page {action}: gfn {gfn:#x} level {level} direct={direct} at {spt:#x}")
-_declare("mmu_fault", "kvm", "gva gpa action", "shadow MMU fault at {gva:#x}: {action}")
+_declare("kvm_emulate_insn", "kvm", "csbase rip insn mode failed instruction outcome",
+         "emulate {instruction}: {outcome}")
+_declare("kvm_pio", "kvm", "rw port size count val",
+         "PIO port {port:#x} size {size} count {count} write={rw} val {val:#x}")
+_declare("kvm_mmio", "kvm", "type len gpa val", "MMIO {type} {gpa:#x} len {len} val {val:#x}")
+_declare("kvm_cr", "kvm", "rw cr val", "CR{cr} write={rw} value {val:#x}")
+_declare("kvm_cpuid", "kvm", "function index rax rbx rcx rdx found used_max_basic",
+         "CPUID leaf {function:#x}.{index:#x} -> {rax:#x} {rbx:#x} {rcx:#x} {rdx:#x}")
+_declare("kvm_msr", "kvm", "write ecx data exception", "MSR {ecx:#x} write={write} data {data:#x}")
+_declare("kvm_hypercall", "kvm", "nr a0 a1 a2 a3 ret", "hypercall {nr} -> {ret}")
+_declare("kvm_page_fault", "kvm", "fault_address error_code gpa action",
+         "guest #PF at {fault_address:#x} (error code {error_code:#x}): {action}")
+_declare("kvm_mmu_get_page", "kvm", "gfn level direct spt created root_count",
+         "shadow page for gfn {gfn:#x} level {level} direct={direct} at {spt:#x}")
+_declare("kvm_mmu_prepare_zap_page", "kvm", "gfn level direct spt root_count",
+         "zap shadow page for gfn {gfn:#x} level {level} direct={direct} at {spt:#x}")
+_declare("kvm_mmu_pagetable_walk", "kvm", "addr pferr",
+         "shadow MMU walks the guest tables for {addr:#x}")
+_declare("kvm_mmu_paging_element", "kvm", "pte level", "guest PTE {pte:#x} at level {level}")
 _declare("pte_write", "kvm", "gpa gfn index", "guest page-table write at {gpa:#x}: shadow zapped")
 _declare("tdp_map", "kvm", "gfn hpa new_tables mmio",
          "EPT: gfn {gfn:#x} -> {hpa:#x} ({new_tables} new tables, mmio={mmio})")
+# Written by the VMM when KVM_RUN returns, from struct kvm_run (so on every backend).
+_declare("kvm_userspace_exit", "kvm", "reason reason_number errno", "KVM_RUN returned {reason}")
 
-# The VMM (QEMU side).
-_declare("ioctl", "vmm", "name detail result", "ioctl {name} {detail} -> {result}")
-_declare("kvm_exit", "vmm", "reason", "KVM_RUN returned {reason}")
+# The VMM (QEMU's trace-events: accel/kvm/trace-events; vmsim's names where it has none).
+_declare("kvm_ioctl", "vmm", "type name detail", "ioctl {name} {detail}")
+_declare("kvm_vm_ioctl", "vmm", "type name detail", "VM ioctl {name} {detail}")
+_declare("kvm_vcpu_ioctl", "vmm", "cpu_index type name detail", "vCPU ioctl {name} {detail}")
+_declare("kvm_run_exit", "vmm", "cpu_index reason name", "kvm_cpu_exec: exit reason {name}")
 _declare("bql", "vmm", "action", "BQL {action}")
 _declare("device_access", "vmm", "space address size is_write value",
          "{space} {address:#x} size {size} is_write={is_write} value {value:#x}")
 _declare("thread", "vmm", "state detail", "{state} {detail}")
+_declare("run_end", "vmm", "instructions virtual_time",
+         "run ended: {instructions} guest instructions, {virtual_time} cycles")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import errno
 import os
 import stat
 from collections.abc import Iterable
+from typing import BinaryIO
 
 # `vmsim asm` and `.asm` guests: far beyond any hand-written source (vmsim's own samples
 # are under 20 KiB); the image it makes is limited separately by guest RAM.
@@ -50,6 +51,26 @@ def _kind(mode: int) -> str:
     if stat.S_ISSOCK(mode):
         return "a socket"
     return "not a regular file"
+
+
+def open_input_file(path: str | os.PathLike[str]) -> BinaryIO:
+    """`path` opened for reading in binary, if it is a regular file (a trace may be too
+    large to read whole). Raises InputError (one line naming the file) otherwise; opened
+    non-blocking first, so a FIFO is refused rather than waited on."""
+    name = os.fspath(path)
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise InputError(f"{name}: {e.strerror or e}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"{name}: {_kind(st.st_mode)}, not a regular file")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
 
 
 def read_input_file(path: str | os.PathLike[str], limit: int, what: str = "the limit") -> bytes:

@@ -204,10 +204,10 @@ class Session:
         return self.step_until(lambda ev: True, max_steps)
 
     def step_vmexit(self, max_steps: int = 1_000_000) -> Outcome:
-        return self.step_until(lambda ev: ev.kind == "vmexit", max_steps)
+        return self.step_until(lambda ev: ev.kind == "kvm_exit", max_steps)
 
     def step_userspace_exit(self, max_steps: int = 1_000_000) -> Outcome:
-        return self.step_until(lambda ev: ev.kind == "kvm_exit", max_steps)
+        return self.step_until(lambda ev: ev.kind == "kvm_userspace_exit", max_steps)
 
     # -- breakpoints and time-boxed running (front ends that must stay responsive) ----------
     def run_for(self, seconds: float | None = 0.015, instructions: int | None = None) -> Outcome:
@@ -239,7 +239,7 @@ class Session:
             if why:
                 hit.append(why)
 
-        unsubscribe = (self.events.subscribe(on_exit, ["vmexit"])
+        unsubscribe = (self.events.subscribe(on_exit, ["kvm_exit"])
                        if (bp.exit_reasons or bp.ports) else None)
         cpu = self.cpus[0] if self.cpus else None
         origin = (cpu.eip, cpu.icount) if cpu is not None else None
@@ -542,10 +542,10 @@ class Breakpoints:
     ports: set[int] = field(default_factory=set)
 
     def matches_exit(self, ev: Event) -> str:
-        if ev["reason"] in self.exit_reasons:
-            return f"exit {ev['reason']}"
-        if ev["reason"] == "IO_INSTRUCTION" and self.ports:
-            port = ev["qualification"] >> 16 & 0xFFFF
+        if ev["exit_reason"] in self.exit_reasons:
+            return f"exit {ev['exit_reason']}"
+        if ev["exit_reason"] == "IO_INSTRUCTION" and self.ports:
+            port = ev["info1"] >> 16 & 0xFFFF
             if port in self.ports:
                 return f"port {port:#x}"
         return ""

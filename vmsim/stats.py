@@ -11,7 +11,33 @@ import json
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from vmsim.events import Event, EventStream
+from vmsim.events import CATALOGUE, Event, EventStream
+
+
+class TraceFormatError(Exception):
+    """A line of a saved trace that is not what vmsim writes; str() is `file:line: why`."""
+
+
+@dataclass(frozen=True)
+class TraceRecord:
+    """An event read back from a JSON Lines trace: what ExitStats needs of an Event."""
+
+    kind: str
+    source: str
+    time: int
+    fields: dict[str, Any]
+
+    def __getitem__(self, name: str) -> Any:
+        return self.fields[name]
+
+
+# The fields each kind ExitStats reads must have, and their JSON types.
+_NEEDS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "kvm_exit": {"exit_reason": str, "exit_reason_number": int},
+    "kvm_entry": {},
+    "kvm_userspace_exit": {"reason": str},
+    "run_end": {"instructions": int, "virtual_time": int},
+}
 
 
 @dataclass
@@ -40,18 +66,19 @@ class ExitStats:
     instructions: int = 0
     virtual_time: int = 0
     _open: dict[str, tuple[str, int]] = field(default_factory=dict)
+    totals_known: bool = True  # false for a saved trace that lost its run_end line
 
-    KINDS = ("vmexit", "vmentry", "kvm_exit")
+    KINDS = ("kvm_exit", "kvm_entry", "kvm_userspace_exit")
 
     def attach(self, events: EventStream) -> None:
         events.subscribe(self._on_event, self.KINDS)
 
-    def _on_event(self, ev: Event) -> None:
-        if ev.kind == "vmexit":
-            reason = ev["reason"]
-            self.reason_numbers[reason] = ev["reason_number"]
+    def _on_event(self, ev: Event | TraceRecord) -> None:
+        if ev.kind == "kvm_exit":
+            reason = ev["exit_reason"]
+            self.reason_numbers[reason] = ev["exit_reason_number"]
             self._open[ev.source] = (reason, ev.time)
-        elif ev.kind == "vmentry":
+        elif ev.kind == "kvm_entry":
             self.vmentries += 1
             pending = self._open.pop(ev.source, None)
             if pending is not None:
@@ -99,9 +126,63 @@ class ExitStats:
             out.write("\nExits to userspace (KVM_RUN returns):\n")
             for reason, n in d["userspace_exits"].items():
                 out.write(f"{reason:>26} {n:>9}\n")
+        if not self.totals_known:
+            out.write("\nGuest instructions and virtual time: not in the trace (it has no "
+                      "run_end line: the run's trace was cut short)\n")
+            return
         out.write(f"\nGuest instructions: {d['guest_instructions']}\n")
         out.write(f"Virtual time: {d['virtual_time']} cycles\n")
 
     def write_json(self, out: IO[str]) -> None:
         json.dump(self.as_dict(), out, indent=2)
         out.write("\n")
+
+
+# The longest line vmsim writes is an insn_run line of 65 536 instructions (well under
+# 1 MiB); anything much longer is not a trace, and is not read whole.
+MAX_LINE = 16 << 20
+
+
+def stats_from_trace(path: str, lines: IO[bytes]) -> ExitStats:
+    """The statistics of a saved JSON Lines trace (`vmsim stats FILE`): the same numbers
+    `--stats` gave for the run that wrote it. A line vmsim would not have written raises
+    TraceFormatError naming `path` and the line."""
+    stats = ExitStats()
+    seen = False
+    totals: tuple[int, int] | None = None
+    n = 0
+    while True:
+        raw = lines.readline(MAX_LINE + 1)
+        if not raw:
+            break
+        n += 1
+        where = f"{path}:{n}"
+        if len(raw) > MAX_LINE:
+            raise TraceFormatError(f"{where}: a line longer than {MAX_LINE} bytes: not a "
+                                   "vmsim trace")
+        try:
+            rec = json.loads(raw.decode("utf-8"))
+        except ValueError:  # UnicodeDecodeError too
+            raise TraceFormatError(f"{where}: not a JSON object: not a vmsim trace") from None
+        if not isinstance(rec, dict):
+            raise TraceFormatError(f"{where}: not a JSON object: not a vmsim trace")
+        kind = rec.get("kind")
+        if kind == "insn_run":
+            continue
+        if kind not in CATALOGUE:
+            raise TraceFormatError(f"{where}: unknown event kind {kind!r}: not a vmsim trace "
+                                   "(or one from another version)")
+        for key, typ in (("seq", int), ("time", int), ("source", str), *_NEEDS.get(kind, {}).items()):
+            value = rec.get(key)
+            if not isinstance(value, typ) or isinstance(value, bool):
+                raise TraceFormatError(f"{where}: {kind} without a valid {key!r}")
+        seen = True
+        if kind == "run_end":
+            totals = (rec["instructions"], rec["virtual_time"])
+        elif kind in ExitStats.KINDS:
+            stats._on_event(TraceRecord(kind, rec["source"], rec["time"], rec))
+    if not seen:
+        raise TraceFormatError(f"{path}:1: no events: not a vmsim trace")
+    stats.finish(*(totals or (0, 0)))
+    stats.totals_known = totals is not None
+    return stats

@@ -51,10 +51,25 @@ def valid_traces() -> list[bytes]:
     return out
 
 
+def read_trace(path: Path) -> object:
+    """What `vmsim stats TRACEFILE` does with the file (stats_from_trace, then the report)."""
+    from vmsim.files import open_input_file
+    from vmsim.stats import stats_from_trace
+
+    with open_input_file(path) as f:
+        stats = stats_from_trace(str(path), f)
+    stats.report(io.StringIO())
+    return stats
+
+
+def _trace_errors() -> tuple[type[BaseException], ...]:
+    from vmsim.stats import TraceFormatError
+
+    return (TraceFormatError,)
+
+
 FILE_KINDS: tuple[FileKind, ...] = (
-    FileKind("trace", ".jsonl", valid_traces, reader=None,
-             todo="no trace reader in vmsim yet: `vmsim stats TRACEFILE` (a later issue) "
-                  "is the reader to plug in here"),
+    FileKind("trace", ".jsonl", valid_traces, reader=read_trace, errors=_trace_errors()),
     FileKind("snapshot", ".vmsnap", None, reader=None, binary=True,
              todo="snapshots do not exist yet (DESIGN.md 'State that can be saved')"),
     FileKind("lesson", ".lesson", None, reader=None,

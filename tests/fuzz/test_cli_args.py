@@ -1,4 +1,4 @@
-"""Hostile command lines for `vmsim run` and `vmsim asm`, in a subprocess: random option
+"""Hostile command lines for `vmsim run`, `vmsim asm` and `vmsim stats`, in a subprocess: random option
 values, missing files, directories, /dev/null, /dev/zero, /dev/full, FIFOs, an output that
 is the input. Every one ends (hard timeout) with a documented exit status, no traceback,
 and an error as one line on stderr (argparse's usage block counts as one)."""
@@ -72,6 +72,7 @@ def run_args(rng: random.Random, f: Files, i: int) -> list[str]:
         lambda: ["--paging", rng.choice(["ept", "shadow", "npt", ""])],
         lambda: ["--trace", f.outputs(rng, i)],
         lambda: ["--trace-level", rng.choice(["vm", "insn", "all", "none", ""])],
+        lambda: ["--trace-format", rng.choice(["jsonl", "text", "perfetto", "json", ""])],
         lambda: ["--stats"],
         lambda: ["--stats-json", f.outputs(rng, i)],
         lambda: ["--serial-in", rng.choice(["abc", "\\x41\\n", "\\x4", "\\u12", "\\", "@",
@@ -96,11 +97,19 @@ def asm_args(rng: random.Random, f: Files, i: int) -> list[str]:
     return args
 
 
+def stats_args(rng: random.Random, f: Files, i: int) -> list[str]:
+    """`vmsim stats` of a trace (one a run above may have written), or of anything else."""
+    args = ["stats", rng.choice([*f.inputs(), f.outputs(rng, i), str(f.tmp / f"out{i - 1}")])]
+    if rng.random() < 0.2:
+        args.insert(rng.randrange(1, 3), rng.choice(["--bogus", "-x", "--stats"]))
+    return args
+
+
 def inputs_of(args: list[str]) -> set[str]:
     """What the command reads: the guest or the source (the last positional argument, as
     argparse takes it), and an --serial-in @FILE."""
     found = set()
-    if args[0] == "asm":
+    if args[0] in ("asm", "stats"):
         found.add(args[1])
     elif not args[-1].startswith("-") and args[-2] not in VALUE_OPTIONS:
         found.add(args[-1])
@@ -109,7 +118,8 @@ def inputs_of(args: list[str]) -> set[str]:
 
 
 VALUE_OPTIONS = {"--memory", "--max-instructions", "--backend", "--paging", "--trace",
-                 "--trace-level", "--stats-json", "--serial-in", "-o", "-l"}
+                 "--trace-level", "--trace-format", "--stats-json", "--serial-in", "-o", "-l"}
+STATS_STATUSES = frozenset({0, 2})
 
 
 def test_hostile_command_lines(tmp_path: Path, findings_dir: Path) -> None:
@@ -118,12 +128,15 @@ def test_hostile_command_lines(tmp_path: Path, findings_dir: Path) -> None:
     tally = Tally("cli")
     files = Files(tmp_path)
     for i in budget.inputs():
-        args = run_args(rng, files, i) if rng.random() < 0.7 else asm_args(rng, files, i)
+        pick = rng.random()
+        args = (run_args(rng, files, i) if pick < 0.6 else
+                asm_args(rng, files, i) if pick < 0.85 else stats_args(rng, files, i))
         res = run_cli(args, CLI_TIMEOUT, cwd=tmp_path)
         tally.inputs += 1
-        statuses = RUN_STATUSES if args[0] == "run" else ASM_STATUSES
+        statuses = {"run": RUN_STATUSES, "asm": ASM_STATUSES, "stats": STATS_STATUSES}[args[0]]
         # --stats prints its report; --listing prints to stdout, not stderr
-        f = check_cli(res, statuses, CLI_TIMEOUT, one_line="--stats" not in args)
+        f = check_cli(res, statuses, CLI_TIMEOUT,
+                      one_line="--stats" not in args or args[0] == "stats")
         if f is not None:
             tally.add(f, " ".join(args), "vmsim " + " ".join(repr(a) if " " in a or not a
                                                               else a for a in args))

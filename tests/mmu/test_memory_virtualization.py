@@ -145,12 +145,12 @@ def test_address_spaces_sample_on_qemu(tmp_path: Path) -> None:
 
 def test_ept_is_built_lazily_on_first_touch() -> None:
     s, _, events = run(str(ROOT / "sample_guests" / "hello.asm"), "ept",
-                       kinds=("vmexit", "tdp_map"))
+                       kinds=("kvm_exit", "tdp_map"))
     first = events[0]
     # The first instruction fetch: EPT violation, qualification fetch (bit 2) with a valid
     # guest-linear address (bit 7) that was the final translation (bit 8): 0x184.
-    assert (first.kind, first["reason"], first["qualification"]) == ("vmexit", "EPT_VIOLATION",
-                                                                      0x184)
+    assert (first.kind, first["exit_reason"], first["info1"]) == ("kvm_exit", "EPT_VIOLATION",
+                                                                  0x184)
     assert first["guest_physical_address"] == 0x100000
     maps = [e for e in events if e.kind == "tdp_map" and not e["mmio"]]
     assert maps[0]["gfn"] == 0x100 and maps[0]["new_tables"] == 3  # PDPT, PD and PT
@@ -163,8 +163,8 @@ def test_ept_is_built_lazily_on_first_touch() -> None:
 
 
 def test_mmio_through_ept_violation_then_misconfig() -> None:
-    _, _, events = run(str(ROOT / "sample_guests" / "hello.asm"), "ept", kinds=("vmexit",))
-    vga = [e["reason"] for e in events if e["guest_physical_address"] is not None
+    _, _, events = run(str(ROOT / "sample_guests" / "hello.asm"), "ept", kinds=("kvm_exit",))
+    vga = [e["exit_reason"] for e in events if e["guest_physical_address"] is not None
            and 0xB8000 <= e["guest_physical_address"] < 0xC0000]
     assert vga[0] == "EPT_VIOLATION"
     assert set(vga[1:]) == {"EPT_MISCONFIG"} and len(vga) == 26
@@ -187,7 +187,7 @@ done:
     counting = {"on": False}
 
     def listen(ev) -> None:
-        if ev.kind == "vmexit":
+        if ev.kind == "kvm_exit":
             return
         if counting["on"] and ev["linear"] == 0x3000:
             refs.append((ev.kind, ev["level"]))
@@ -207,36 +207,43 @@ done:
 # -- shadow paging ----------------------------------------------------------------------------
 
 def test_shadow_cr3_switches_exit_and_roots_are_per_address_space() -> None:
-    _, _, events = run(str(AS), "shadow", kinds=("vmexit", "shadow_page"))
-    cr3_loads = [e for e in events if e.kind == "vmexit" and e["reason"] == "CR_ACCESS"
-                 and e["qualification"] & 0xF == 3 and (e["qualification"] >> 4) & 3 == 0]
+    _, _, events = run(str(AS), "shadow", kinds=("kvm_exit", "kvm_mmu_get_page", "kvm_cr"))
+    cr3_loads = [e for e in events if e.kind == "kvm_exit" and e["exit_reason"] == "CR_ACCESS"
+                 and e["info1"] & 0xF == 3 and (e["info1"] >> 4) & 3 == 0]
+    # Each is kvm:kvm_cr's cr_write to CR 3 (handle_cr -> trace_kvm_cr_write).
+    assert len([e for e in events if e.kind == "kvm_cr" and e["cr"] == 3 and e["rw"] == 1]) \
+        == len(cr3_loads)
     # address_spaces.asm loads CR3: once to start, 3 per round x 16 rounds, once for the
     # edit, 3 for the report.
     assert len(cr3_loads) == 1 + 3 * 16 + 1 + 3
-    roots = {e["gfn"] for e in events if e.kind == "shadow_page" and e["action"] == "create"
+    roots = {e["gfn"] for e in events if e.kind == "kvm_mmu_get_page" and e["created"]
              and e["level"] == 2 and not e["direct"]}
     assert roots == {0x200, 0x201, 0x202}  # one shadow root per guest page directory
 
 
 def test_shadow_write_protection_emulates_page_table_edits() -> None:
-    _, _, events = run(str(AS), "shadow", kinds=("pte_write", "vmexit"))
+    _, _, events = run(str(AS), "shadow", kinds=("pte_write", "kvm_exit"))
     writes = [e for e in events if e.kind == "pte_write"]
     # The guest's page-table writes after paging is on: the one PTE edit (PT_U of process
     # 2, entry 2) goes through emulation and zaps its shadow.
     assert [(w["gfn"], w["index"]) for w in writes] == [(0x206, 2)]
-    assert any(e.kind == "vmexit" and e["reason"] == "INVLPG" for e in events)
+    assert any(e.kind == "kvm_exit" and e["exit_reason"] == "INVLPG" for e in events)
 
 
 def test_shadow_page_fault_is_injected_with_the_guests_error_code() -> None:
-    _, _, events = run(PROBE, "shadow", kinds=("mmu_fault",))
-    injected = [e["gva"] for e in events if e["action"] == "inject #PF"]
+    _, _, events = run(PROBE, "shadow", kinds=("kvm_page_fault", "kvm_inj_exception"))
+    injected = [e["fault_address"] for e in events
+                if e.kind == "kvm_page_fault" and e["action"] == "inject #PF"]
     assert injected == [0x6010, 0x7000]
+    # and the next VM entry injects each (kvm:kvm_inj_exception: #PF with its error code)
+    inj = [e for e in events if e.kind == "kvm_inj_exception" and e["exception"] == 14]
+    assert len(inj) == 2 and all(e["has_error"] for e in inj)
 
 
 def test_ept_leaves_the_guest_alone() -> None:
-    _, _, events = run(str(AS), "ept", kinds=("vmexit",))
-    reasons = {e["reason"] for e in events}
+    _, _, events = run(str(AS), "ept", kinds=("kvm_exit",))
+    reasons = {e["exit_reason"] for e in events}
     # No CR3, INVLPG or #PF exits under EPT: only I/O, EPT violations, and the CR0 write
     # that turns paging on (CR0 bits other than TS and WP belong to KVM).
     assert reasons <= {"IO_INSTRUCTION", "EPT_VIOLATION", "CR_ACCESS"}
-    assert sum(e["reason"] == "CR_ACCESS" for e in events) == 1
+    assert sum(e["exit_reason"] == "CR_ACCESS" for e in events) == 1

@@ -1,10 +1,11 @@
 """Run a guest through the whole stack (vmsim's VMM over a KVM) and keep what userspace saw.
 
-A run gives the COM1 output, the isa-debug-exit status and the `kvm_exit` trace events
-(struct kvm_run's fields for each exit to userspace). The simulated kvm.ko runs in this
-process; the host's /dev/kvm runs through the `vmsim` command in a subprocess, with a
-timeout, because a KVM_RUN that never returns (seen on the host's software KVM for VMCALL)
-cannot be interrupted from Python.
+A run gives the COM1 output, the isa-debug-exit status and the `kvm_userspace_exit`
+trace events (struct kvm_run's fields for each exit to userspace; for an IN or an MMIO
+read, the data the devices then answered, from the `device_access` events that follow).
+The simulated kvm.ko runs in this process; the host's /dev/kvm runs through the `vmsim`
+command in a subprocess, with a timeout, because a KVM_RUN that never returns (seen on the
+host's software KVM for VMCALL) cannot be interrupted from Python.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ VOLATILE = ("seq", "time")
 class StackRun:
     serial: bytes
     status: int | None  # the isa-debug-exit status, (v << 1) | 1
-    exits: list[dict]  # the kvm_exit events, in order, without seq/time
+    exits: list[dict]  # the kvm_userspace_exit events, in order, without seq/time
     detail: str = ""  # why the run ended, when it did not end with a debug exit
 
 
@@ -39,13 +40,21 @@ def sample_guests() -> list[Path]:
 
 
 def kvm_exits(trace_lines: list[str]) -> list[dict]:
-    out = []
+    out: list[dict] = []
+    answers: bytearray | None = None  # device reads after an IN / MMIO read exit
     for line in trace_lines:
         ev = json.loads(line)
-        if ev.get("kind") == "kvm_exit":
+        kind = ev.get("kind")
+        if kind == "kvm_userspace_exit":
             for k in VOLATILE:
                 ev.pop(k, None)
             out.append(ev)
+            answers = bytearray() if "data" in ev and ev["data"] is None else None
+        elif kind == "device_access" and answers is not None and not ev["is_write"]:
+            answers += ev["value"].to_bytes(ev["size"], "little")
+            out[-1]["data"] = answers.hex()
+        elif kind == "kvm_vcpu_ioctl":
+            answers = None
     return out
 
 

@@ -111,7 +111,7 @@ def test_max_instructions_counts_exits_to_userspace(paging: str) -> None:
 
     events = EventStream()
     exits = []
-    events.subscribe(exits.append, ["kvm_exit"])
+    events.subscribe(exits.append, ["kvm_userspace_exit"])
     s = Session(GuestImage(data=MMIO_LOOP, origin=0x100000), "sim", paging=paging,
                 max_instructions=3000, events=events)
     out = s.run()

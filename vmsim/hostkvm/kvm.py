@@ -21,20 +21,28 @@ from vmsim.hostkvm.watchdog import (
     WatchdogSettingError,
     watchdog_seconds,
 )
-from vmsim.kvm.api import KVM_API_VERSION, KVM_EXIT_INTR, KvmRegs, KvmRun, KvmSregs
+from vmsim.kvm.api import (
+    KVM_API_VERSION,
+    KVM_CHECK_EXTENSION,
+    KVM_CREATE_VCPU,
+    KVM_CREATE_VM,
+    KVM_EXIT_INTR,
+    KVM_GET_API_VERSION,
+    KVM_GET_REGS,
+    KVM_GET_SREGS,
+    KVM_GET_VCPU_MMAP_SIZE,
+    KVM_RUN,
+    KVM_SET_CPUID2,
+    KVM_SET_REGS,
+    KVM_SET_SREGS,
+    KVM_SET_TSS_ADDR,
+    KVM_SET_USER_MEMORY_REGION,
+    KVM_TRANSLATE,
+    KvmRegs,
+    KvmRun,
+    KvmSregs,
+)
 
-KVM_GET_API_VERSION = 0xAE00
-KVM_CREATE_VM = 0xAE01
-KVM_CHECK_EXTENSION = 0xAE03
-KVM_GET_VCPU_MMAP_SIZE = 0xAE04
-KVM_SET_USER_MEMORY_REGION = 0x4020AE46
-KVM_SET_TSS_ADDR = 0xAE47
-KVM_CREATE_VCPU = 0xAE41
-KVM_RUN = 0xAE80
-KVM_GET_REGS, KVM_SET_REGS = 0x8090AE81, 0x4090AE82
-KVM_GET_SREGS, KVM_SET_SREGS = 0x8138AE83, 0x4138AE84
-KVM_SET_CPUID2 = 0x4008AE90
-KVM_TRANSLATE = 0xC018AE85
 PAGE_SIZE = 4096
 
 # api.rst: on Intel hosts KVM needs three pages below 4 GiB for its real-mode TSS.

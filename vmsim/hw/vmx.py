@@ -644,9 +644,6 @@ class Vmx:
         cpu = self.cpu
         soft = kind in (INTR_TYPE_SOFT_INTR, INTR_TYPE_SOFT_EXCEPTION)
         ret = cpu.eip + (vmcs.read(F.VM_ENTRY_INSTRUCTION_LEN) if soft else 0)
-        if self.events is not None and self.events.wants("event_injection"):
-            self.events.emit("event_injection", self.source, vector=vector, type=kind >> 8,
-                             error_code=code)
         if cpu.inject(vector, code, ret & 0xFFFFFFFF, soft) is StopReason.INTERCEPT:
             # SDM "VM Exits During Event Injection": IDT-vectoring info names the injected event.
             exit_cause = cpu.last_intercept

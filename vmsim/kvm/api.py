@@ -31,6 +31,24 @@ KVM_EXIT_SYSTEM_EVENT = 24
 KVM_EXIT_NAMES = {v: k for k, v in dict(globals()).items()
                   if k.startswith("KVM_EXIT_") and isinstance(v, int)}
 KVM_EXIT_IO_IN, KVM_EXIT_IO_OUT = 0, 1
+
+# ioctl request numbers (_IO/_IOR/_IOW(KVMIO = 0xAE, nr, size) on x86-64), the `type`
+# QEMU's kvm_ioctl / kvm_vm_ioctl / kvm_vcpu_ioctl trace events print.
+KVM_GET_API_VERSION = 0xAE00
+KVM_CREATE_VM = 0xAE01
+KVM_CHECK_EXTENSION = 0xAE03
+KVM_GET_VCPU_MMAP_SIZE = 0xAE04
+KVM_SET_USER_MEMORY_REGION = 0x4020AE46
+KVM_SET_TSS_ADDR = 0xAE47
+KVM_CREATE_VCPU = 0xAE41
+KVM_RUN = 0xAE80
+KVM_GET_REGS, KVM_SET_REGS = 0x8090AE81, 0x4090AE82
+KVM_GET_SREGS, KVM_SET_SREGS = 0x8138AE83, 0x4138AE84
+KVM_TRANSLATE = 0xC018AE85
+KVM_SET_CPUID2 = 0x4008AE90
+KVM_IOCTLS = {name: v for name, v in dict(globals()).items()
+              if name.startswith("KVM_") and isinstance(v, int) and v >= 0xAE00
+              and name not in KVM_EXIT_NAMES.values() and name != "KVM_API_VERSION"}
 KVM_INTERNAL_ERROR_EMULATION = 1
 KVM_PIO_PAGE_OFFSET = 1  # the I/O data page follows kvm_run in the vCPU mapping
 PAGE_SIZE = 4096

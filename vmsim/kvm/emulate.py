@@ -27,6 +27,7 @@ from vmsim.hw.decode import decode_instruction, format_instruction
 from vmsim.hw.exceptions import CpuException
 from vmsim.hw.flags import DF, TF, get_zf
 from vmsim.hw.memory import PAGE_SIZE
+from vmsim.hw.vmcs import F
 from vmsim.kvm.api import (
     KVM_EXIT_INTERNAL_ERROR,
     KVM_EXIT_IO,
@@ -57,6 +58,7 @@ class Emulation:
         self.pending_read: tuple | None = None
         self.pio_out: tuple[int, int, int] | None = None
         self.text = ""
+        self.insn = b""
 
     # -- served to the interpreter while it replays the instruction ---------------------
     def mmio_read(self, gpa: int, size: int) -> int:
@@ -151,6 +153,11 @@ class Emulation:
             return "fetch-mmio"
         ins, _ = decode_instruction(cpu, self.eip)
         self.text = format_instruction(ins)
+        if self.v.events is not None and self.v.events.wants("kvm_emulate_insn"):
+            try:  # the bytes the decoder just read (ctxt->fetch), for the tracepoint
+                self.insn = cpu.fetch_bytes(self.eip, ins.len)[0][:ins.len]
+            except CpuException:
+                self.insn = b""
         self.rep = ins.is_string_instruction and (ins.has_rep_prefix or ins.has_repne_prefix)
         self.ecx = cpu.r[1]
         if self.rep and self.ecx == 0:
@@ -223,8 +230,13 @@ def x86_emulate_instruction(v: SimVcpu, trap_ud: bool = False) -> int:
             cpu.exception(e.vector, e.error_code, e.cr2)
             outcome = "done"
         ev = v.events
-        if ev is not None and ev.wants("emulate"):
-            ev.emit("emulate", v.name, instruction=emu.text, outcome=outcome)
+        if ev is not None and ev.wants("kvm_emulate_insn"):
+            # kvm:kvm_emulate_insn (csbase:rip:bytes (mode)), with vmsim's decoded text and
+            # what the iteration came to.
+            ev.emit("kvm_emulate_insn", v.name, csbase=v.vmcs.read(F.GUEST_CS_BASE),
+                    rip=emu.eip, insn=emu.insn.hex(), mode="prot32",
+                    failed=outcome in ("failed", "fetch-mmio"), instruction=emu.text,
+                    outcome=outcome)
         if outcome == "shutdown":
             # A triple fault while emulating: KVM_REQ_TRIPLE_FAULT -> KVM_EXIT_SHUTDOWN.
             v.emulator = None

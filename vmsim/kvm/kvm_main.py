@@ -186,6 +186,7 @@ class SimVcpu:
         self.cpuid_entries: dict[tuple[int, int], tuple[int, int, int, int]] = {}
         self.complete_userspace_io: Callable[[SimVcpu], int] | None = None
         self.requests: set[str] = set()
+        self.reinjected = 0  # the event vmx_complete_interrupts queued again (not traced)
         self.mmio_fragments: list[tuple[int, int, bytes]] = []
         self.emulator: Any = None
         self.fail_entry_detail = ""

@@ -63,6 +63,7 @@ class ShadowMmu:
         self.rmap: dict[int, set[int]] = {}  # gfn -> addresses of leaf sptes mapping it
         self.write_tracked: dict[int, int] = {}  # guest table gfn -> shadow pages of it
         self.stats = {"shadow_pages": 0, "zapped": 0, "pte_writes": 0, "faults": 0}
+        self._error_code = 0  # of the guest #PF being handled (for its tracepoint)
 
     # -- shadow pages --------------------------------------------------------------------------
     def get_page(self, v: SimVcpu, gfn: int, level: int, direct: bool) -> KvmMmuPage:
@@ -140,10 +141,41 @@ class ShadowMmu:
             self.rmap.setdefault(value >> 12, set()).add(addr)
 
     def _emit(self, v: SimVcpu, action: str, sp: KvmMmuPage) -> None:
+        # kvmmmu:kvm_mmu_get_page (vmsim traces only pages it creates: an existing page
+        # found again is not an event) and kvmmmu:kvm_mmu_prepare_zap_page.
         ev = v.events
-        if ev is not None and ev.wants("shadow_page"):
-            ev.emit("shadow_page", v.name, action=action, gfn=sp.gfn, level=sp.level,
-                    direct=sp.direct, spt=sp.spt)
+        if ev is None:
+            return
+        roots = 1 if sp.level == 2 else 0  # a PD-level page is a root in 2-level paging
+        if action == "create":
+            if ev.wants("kvm_mmu_get_page"):
+                ev.emit("kvm_mmu_get_page", v.name, gfn=sp.gfn, level=sp.level,
+                        direct=sp.direct, spt=sp.spt, created=True, root_count=roots)
+        elif ev.wants("kvm_mmu_prepare_zap_page"):
+            ev.emit("kvm_mmu_prepare_zap_page", v.name, gfn=sp.gfn, level=sp.level,
+                    direct=sp.direct, spt=sp.spt, root_count=roots)
+
+    def _trace_walk(self, v: SimVcpu, gva: int, error_code: int) -> None:
+        """kvmmmu:kvm_mmu_pagetable_walk and one kvm_mmu_paging_element per guest entry
+        read (FNAME(walk_addr_generic)), as read before the walk sets A/D bits."""
+        ev = v.events
+        if ev is None:
+            return
+        if ev.wants("kvm_mmu_pagetable_walk"):
+            ev.emit("kvm_mmu_pagetable_walk", v.name, addr=gva, pferr=error_code)
+        if not ev.wants("kvm_mmu_paging_element") or not v.guest_cr0 & CR0_PG:
+            return
+        mem = self.vm.mem
+        table = v.guest_cr3 & 0xFFFFF000
+        for level, index in ((2, gva >> 22), (1, (gva >> 12) & 0x3FF)):
+            at = table + 4 * index
+            if not mem.is_ram(at):
+                return  # the walk fails (kvm_mmu_walker_error)
+            pte = mem.read(at, 4)
+            ev.emit("kvm_mmu_paging_element", v.name, pte=pte, level=level)
+            if not pte & P or (level == 2 and pte & 0x80 and v.guest_cr4 & CR4_PSE):
+                return
+            table = pte & 0xFFFFF000
 
     # -- roots ---------------------------------------------------------------------------------
     def root_for(self, v: SimVcpu) -> KvmMmuPage:
@@ -176,6 +208,8 @@ class ShadowMmu:
         self.stats["faults"] += 1
         v.handler_cost += COSTS["shadow_fault"]
         write = bool(error_code & PFERR_WRITE)
+        self._error_code = error_code
+        self._trace_walk(v, gva, error_code)
         walker = self.guest_walker(v)
         try:
             frame = walker.translate(gva, 1 if write else 0)
@@ -228,9 +262,12 @@ class ShadowMmu:
         return child.spt + 4 * ((gva >> 12) & 0x3FF)
 
     def _fault_event(self, v: SimVcpu, gva: int, gpa: int | None, action: str) -> None:
+        # kvm:kvm_page_fault (handle_exception_nmi -> kvm_mmu_page_fault), with what the
+        # shadow MMU did about it (vmsim's fields gpa and action).
         ev = v.events
-        if ev is not None and ev.wants("mmu_fault"):
-            ev.emit("mmu_fault", v.name, gva=gva, gpa=gpa, action=action)
+        if ev is not None and ev.wants("kvm_page_fault"):
+            ev.emit("kvm_page_fault", v.name, fault_address=gva, error_code=self._error_code,
+                    gpa=gpa, action=action)
 
     # -- writes to guest page tables ---------------------------------------------------------------
     def emulate_pte_write(self, v: SimVcpu, gpa: int) -> int:

@@ -510,14 +510,21 @@ def handle_cr(v: SimVcpu) -> int:
 
     q = v.vmcs.read(F.EXIT_QUALIFICATION)
     cr, access, reg = q & 0xF, (q >> 4) & 3, (q >> 8) & 0xF
+    ev = v.events
     if access == 0:
-        err = x86.kvm_set_cr(v, cr, v.cpu.r[reg])
+        val = v.cpu.r[reg]
+        if ev is not None and ev.wants("kvm_cr"):
+            ev.emit("kvm_cr", v.name, rw=1, cr=cr, val=val)  # trace_kvm_cr_write
+        err = x86.kvm_set_cr(v, cr, val)
         if err:
             kvm_queue_exception(v, X.GP, 0)
             return 1
         return kvm_skip_emulated_instruction(v)
     if access == 1:
-        v.cpu.r[reg] = x86.kvm_get_cr(v, cr) & 0xFFFFFFFF
+        val = x86.kvm_get_cr(v, cr) & 0xFFFFFFFF
+        if ev is not None and ev.wants("kvm_cr"):
+            ev.emit("kvm_cr", v.name, rw=0, cr=cr, val=val)  # trace_kvm_cr_read
+        v.cpu.r[reg] = val
         return kvm_skip_emulated_instruction(v)
     kvm_queue_exception(v, X.UD)  # CLTS / LMSW are outside vmsim's subset
     return 1
@@ -538,9 +545,15 @@ def handle_ept_violation(v: SimVcpu) -> int:
     from vmsim.kvm import emulate
     from vmsim.kvm.tdp_mmu import kvm_tdp_page_fault
 
+    gpa = v.vmcs.read(F.GUEST_PHYSICAL_ADDRESS)
+    ev = v.events
+    if ev is not None and ev.wants("kvm_page_fault"):
+        # trace_kvm_page_fault(gpa, exit_qualification), as handle_ept_violation does.
+        ev.emit("kvm_page_fault", v.name, fault_address=gpa,
+                error_code=v.vmcs.read(F.EXIT_QUALIFICATION), gpa=gpa, action="EPT violation")
     if v.vm.tdp is None:  # no EPT: an access that met no memory slot at all
         return emulate.x86_emulate_instruction(v)
-    return kvm_tdp_page_fault(v, v.vmcs.read(F.GUEST_PHYSICAL_ADDRESS))
+    return kvm_tdp_page_fault(v, gpa)
 
 
 def handle_ept_misconfig(v: SimVcpu) -> int:

@@ -32,6 +32,7 @@ from vmsim.kvm.api import (
     KVM_EXIT_IO,
     KVM_EXIT_IO_IN,
     KVM_EXIT_IO_OUT,
+    KVM_EXIT_MMIO,
     KVM_EXIT_SHUTDOWN,
     KVM_PIO_PAGE_OFFSET,
     PAGE_SIZE,
@@ -68,9 +69,13 @@ def kvm_arch_vcpu_ioctl_run(v: SimVcpu) -> Generator[int, None, int]:
         cui, v.complete_userspace_io = v.complete_userspace_io, None
         _stage(v, "complete_userspace_io", cui.__name__)
         icount = v.cpu.icount
+        if v.events is not None:
+            trace_read_completed(v, v.events)
         r = cui(v)
         _charge(v, v.cpu.icount - icount)  # what the emulator's replay retired
         if r <= 0:
+            if r == 0 and v.events is not None:
+                trace_userspace_bound(v, v.events)
             _charge(v, 1)  # this exit to userspace
             _post_kvm_run_save(v)
             return 0
@@ -113,8 +118,11 @@ def vcpu_enter_guest(v: SimVcpu) -> Generator[int, None, int]:
         run.exit_reason = KVM_EXIT_SHUTDOWN
         return 0
     launch = not v.vmcs.launched
-    if ev is not None and ev.wants("vmentry"):
-        ev.emit("vmentry", v.name, rip=v.vmcs.read(F.GUEST_RIP), launch=launch)
+    if ev is not None:
+        trace_inj(v, ev)
+        if ev.wants("kvm_entry"):
+            ev.emit("kvm_entry", v.name, vcpu_id=v.vcpu_id, rip=v.vmcs.read(F.GUEST_RIP),
+                    launch=launch)
     if not vmx.vm_entry(v.vmcs, launch):
         # VMfailValid (a bad control field, a VMCS in the wrong launch state): the
         # VM-instruction error; invalid guest state: the exit reason with bit 31 set.
@@ -154,18 +162,27 @@ def vcpu_enter_guest(v: SimVcpu) -> Generator[int, None, int]:
             break
     v.stat["exits"] += 1
     name = exit_info.name
-    if ev is not None and ev.wants("vmexit"):
-        ev.emit("vmexit", v.name, reason=name, reason_number=exit_info.basic_reason,
-                qualification=exit_info.qualification,
+    if ev is not None and ev.wants("kvm_exit"):
+        # vmx_get_exit_info: info1 the exit qualification, info2 the IDT-vectoring
+        # information, the error code only for an exception that delivers one.
+        intr_info = exit_info.intr_info
+        ev.emit("kvm_exit", v.name, vcpu_id=v.vcpu_id, exit_reason=name,
+                exit_reason_number=exit_info.basic_reason, guest_rip=v.vmcs.read(F.GUEST_RIP),
+                isa="VMX", info1=exit_info.qualification,
+                info2=v.vmcs.read(F.IDT_VECTORING_INFO_FIELD), intr_info=intr_info,
+                error_code=(v.vmcs.read(F.VM_EXIT_INTR_ERROR_CODE)
+                            if intr_info & INTR_INFO_VALID_MASK
+                            and intr_info & INTR_INFO_DELIVER_CODE_MASK else 0),
                 instruction_len=exit_info.instruction_len,
                 guest_linear_address=exit_info.guest_linear_address,
-                guest_physical_address=exit_info.guest_physical_address,
-                intr_info=exit_info.intr_info, rip=v.vmcs.read(F.GUEST_RIP))
+                guest_physical_address=exit_info.guest_physical_address)
     yield COSTS["vmexit"]
     vmx_complete_interrupts(v)
     v.handler_cost = 0
     rip, icount = v.vmcs.read(F.GUEST_RIP), cpu.icount
     r = vmx_handle_exit(v)
+    if r == 0 and ev is not None:
+        trace_userspace_bound(v, ev)
     _charge(v, cpu.icount - icount)  # instructions the emulator completed
     # An exit whose handler moved RIP completed an instruction (CPUID, OUT, an emulated
     # MMIO access ...): progress. One that resumes at the same RIP may loop.
@@ -208,6 +225,7 @@ def vmx_complete_interrupts(v: SimVcpu) -> None:
     if not info & INTR_INFO_VALID_MASK:
         return
     v.vmcs.write(F.VM_ENTRY_INTR_INFO_FIELD, info & ~0x1000)  # bit 12 is exit-only
+    v.reinjected = info & ~0x1000
     if info & INTR_INFO_DELIVER_CODE_MASK:
         v.vmcs.write(F.VM_ENTRY_EXCEPTION_ERROR_CODE, v.vmcs.read(F.IDT_VECTORING_ERROR_CODE))
     v.vmcs.write(F.VM_ENTRY_INSTRUCTION_LEN, v.vmcs.read(F.VM_EXIT_INSTRUCTION_LEN))
@@ -282,7 +300,16 @@ def kvm_cpuid(v: SimVcpu, function: int, index: int) -> tuple[int, int, int, int
 
 def kvm_emulate_cpuid(v: SimVcpu) -> int:
     r = v.cpu.r
-    a, b, c, d = kvm_cpuid(v, r[0], r[1])
+    function, index = r[0], r[1]
+    a, b, c, d = kvm_cpuid(v, function, index)
+    ev = v.events
+    if ev is not None and ev.wants("kvm_cpuid"):
+        t = v.cpuid_entries
+        found = (function, index) in t or (function, 0) in t
+        top = t.get((0, 0), (0, 0, 0, 0))[0]
+        ev.emit("kvm_cpuid", v.name, function=function, index=index, rax=a, rbx=b, rcx=c,
+                rdx=d, found=found,
+                used_max_basic=not found and function < 0x40000000 and function > top)
     r[0], r[3], r[1], r[2] = a, b, c, d
     return kvm_skip_emulated_instruction(v)
 
@@ -308,8 +335,8 @@ def kvm_emulate_hypercall(v: SimVcpu) -> int:
     nr = r[0]
     ret = _HYPERCALL_RESULTS.get(nr, -KVM_ENOSYS)
     ev = v.events
-    if ev is not None and ev.wants("hypercall"):
-        ev.emit("hypercall", v.name, nr=nr, args=[r[3], r[1], r[2], r[6]], ret=ret)
+    if ev is not None and ev.wants("kvm_hypercall"):
+        ev.emit("kvm_hypercall", v.name, nr=nr, a0=r[3], a1=r[1], a2=r[2], a3=r[6], ret=ret)
     r[0] = ret & 0xFFFFFFFF  # a 32-bit guest sees the low half
     return kvm_skip_emulated_instruction(v)
 
@@ -319,20 +346,31 @@ def kvm_emulate_rdmsr(v: SimVcpu) -> int:
     try:
         value = v.cpu.read_msr(r[1])
     except CpuException:
+        _trace_msr(v, 0, r[1], 0, True)  # trace_kvm_msr_read_ex
         kvm_queue_exception(v, X.GP, 0)
         return 1
+    _trace_msr(v, 0, r[1], value, False)
     r[0], r[2] = value & 0xFFFFFFFF, (value >> 32) & 0xFFFFFFFF
     return kvm_skip_emulated_instruction(v)
 
 
 def kvm_emulate_wrmsr(v: SimVcpu) -> int:
     r = v.cpu.r
+    data = (r[2] << 32) | r[0]
     try:
-        v.cpu.write_msr(r[1], (r[2] << 32) | r[0])
+        v.cpu.write_msr(r[1], data)
     except CpuException:
+        _trace_msr(v, 1, r[1], data, True)
         kvm_queue_exception(v, X.GP, 0)
         return 1
+    _trace_msr(v, 1, r[1], data, False)
     return kvm_skip_emulated_instruction(v)
+
+
+def _trace_msr(v: SimVcpu, write: int, ecx: int, data: int, exception: bool) -> None:
+    ev = v.events
+    if ev is not None and ev.wants("kvm_msr"):
+        ev.emit("kvm_msr", v.name, write=write, ecx=ecx, data=data, exception=exception)
 
 
 CR0_RESERVED = ~0xE005003F & 0xFFFFFFFF
@@ -384,3 +422,59 @@ def _external_interrupt(v: SimVcpu) -> int:
 
 
 KVM_VMX_EXIT_HANDLERS[ExitReason.EXTERNAL_INTERRUPT] = _external_interrupt
+
+
+# -- tracepoints kvm.ko fires around an exit to userspace --------------------------------------
+
+def trace_inj(v: SimVcpu, ev) -> None:
+    """trace_kvm_inj_exception / trace_kvm_inj_virq (inject_pending_event): the event the
+    coming VM entry injects, unless it is one re-injected because an exit interrupted its
+    delivery (vmx_complete_interrupts), which Linux re-injects without the tracepoint."""
+    info = v.vmcs.read(F.VM_ENTRY_INTR_INFO_FIELD)
+    reinjected, v.reinjected = v.reinjected, 0
+    if not info & INTR_INFO_VALID_MASK or info == reinjected:
+        return
+    vector, kind = info & 0xFF, (info >> 8) & 7
+    if kind in (0, 4):  # external interrupt, software interrupt (INT n)
+        if ev.wants("kvm_inj_virq"):
+            ev.emit("kvm_inj_virq", v.name, irq=vector, soft=kind == 4)
+    elif ev.wants("kvm_inj_exception"):
+        has_error = bool(info & INTR_INFO_DELIVER_CODE_MASK)
+        ev.emit("kvm_inj_exception", v.name, exception=vector, name=X.name(vector),
+                has_error=has_error,
+                error_code=v.vmcs.read(F.VM_ENTRY_EXCEPTION_ERROR_CODE) if has_error else 0,
+                type=kind)
+
+
+def trace_userspace_bound(v: SimVcpu, ev) -> None:
+    """What kvm.ko traces as it hands an access to userspace: an OUT's data (emulator_pio_out:
+    trace_kvm_pio), an MMIO write (write_mmio) or a read it cannot satisfy (vcpu_mmio_read:
+    KVM_TRACE_MMIO_READ_UNSATISFIED). An IN and an MMIO read are traced when userspace has
+    answered (trace_read_completed)."""
+    run = v.kvm_run
+    if run.exit_reason == KVM_EXIT_IO:
+        direction, size, port, count, offset = run.io()
+        if direction == KVM_EXIT_IO_OUT and ev.wants("kvm_pio"):
+            ev.emit("kvm_pio", v.name, rw=1, port=port, size=size, count=count,
+                    val=int.from_bytes(run.buf[offset:offset + size], "little"))
+    elif run.exit_reason == KVM_EXIT_MMIO and ev.wants("kvm_mmio"):
+        addr, data, length, is_write = run.mmio()
+        ev.emit("kvm_mmio", v.name, type="write" if is_write else "unsatisfied-read",
+                len=length, gpa=addr,
+                val=int.from_bytes(data[:length], "little") if is_write else 0)
+
+
+def trace_read_completed(v: SimVcpu, ev) -> None:
+    """complete_emulator_pio_in / complete_fast_pio_in and the MMIO read's completion:
+    the value userspace answered, as the next KVM_RUN takes it."""
+    run = v.kvm_run
+    if run.exit_reason == KVM_EXIT_IO:
+        direction, size, port, count, offset = run.io()
+        if direction == KVM_EXIT_IO_IN and ev.wants("kvm_pio"):
+            ev.emit("kvm_pio", v.name, rw=0, port=port, size=size, count=count,
+                    val=int.from_bytes(run.buf[offset:offset + size], "little"))
+    elif run.exit_reason == KVM_EXIT_MMIO and ev.wants("kvm_mmio"):
+        addr, data, length, is_write = run.mmio()
+        if not is_write:
+            ev.emit("kvm_mmio", v.name, type="read", len=length, gpa=addr,
+                    val=int.from_bytes(data[:length], "little"))

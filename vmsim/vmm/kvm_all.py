@@ -24,6 +24,7 @@ from vmsim.kvm.api import (
     KVM_EXIT_NAMES,
     KVM_EXIT_SHUTDOWN,
     KVM_EXIT_SYSTEM_EVENT,
+    KVM_IOCTLS,
     Kvm,
     KvmRegs,
     KvmSegment,
@@ -64,10 +65,11 @@ class KvmState:
         self.kvm = kvm
         self.machine = machine
         self.events = machine.events
-        self.ioctl("KVM_GET_API_VERSION", kvm.get_api_version)
+        self.ioctl("KVM_GET_API_VERSION", kvm.get_api_version, fd="system")
         # The size of the vCPU mapping: kvm_run, the PIO data page, the coalesced-MMIO ring.
-        self.vcpu_mmap_size = self.ioctl("KVM_GET_VCPU_MMAP_SIZE", kvm.get_vcpu_mmap_size)
-        self.vm = self.ioctl("KVM_CREATE_VM", kvm.create_vm)
+        self.vcpu_mmap_size = self.ioctl("KVM_GET_VCPU_MMAP_SIZE", kvm.get_vcpu_mmap_size,
+                                          fd="system")
+        self.vm = self.ioctl("KVM_CREATE_VM", kvm.create_vm, fd="system")
         if hasattr(self.vm, "set_tss_addr"):
             self.ioctl("KVM_SET_TSS_ADDR", self.vm.set_tss_addr)
         for slot, (gpa, size, offset) in enumerate(machine.ram_slots()):
@@ -75,22 +77,24 @@ class KvmState:
                        slot, 0, gpa, size, machine.ram_view[offset:offset + size],
                        detail=f"slot {slot}: {gpa:#x}+{size:#x}")
 
-    def ioctl(self, name: str, fn, *args: Any, detail: str = "", vcpu: str = "vm") -> Any:
-        result = fn(*args)
+    def ioctl(self, name: str, fn, *args: Any, detail: str = "", vcpu: str = "vm",
+              fd: str = "vm") -> Any:
+        """One ioctl, traced as QEMU traces it, before the call: kvm_ioctl on /dev/kvm,
+        kvm_vm_ioctl on the VM, kvm_vcpu_ioctl on a vCPU (`fd`: "system", "vm", "vcpu")."""
         ev = self.events
-        if ev is not None and ev.wants("ioctl"):
-            ev.emit("ioctl", vcpu, name=name, detail=detail,
-                    result=result if isinstance(result, int) else 0)
-        return result
+        if ev is not None:
+            trace_ioctl(ev, fd, vcpu, name, detail)
+        return fn(*args)
 
     def init_vcpu(self, index: int) -> CPUState:
         """kvm_init_vcpu + the machine's reset state (vmsim's entry-state contract)."""
         name = f"vcpu{index}"
-        vcpu = self.ioctl("KVM_CREATE_VCPU", self.vm.create_vcpu, index, vcpu=name)
+        vcpu = self.ioctl("KVM_CREATE_VCPU", self.vm.create_vcpu, index, vcpu=name,
+                          detail=f"vcpu_id {index}")
         cpu = CPUState(index, vcpu, name)
         entries = self.machine.cpuid_entries()
         if entries:
-            self.ioctl("KVM_SET_CPUID2", vcpu.set_cpuid2, entries, vcpu=name)
+            self.ioctl("KVM_SET_CPUID2", vcpu.set_cpuid2, entries, vcpu=name, fd="vcpu")
         kvm_arch_put_registers(self, cpu)
         return cpu
 
@@ -98,16 +102,17 @@ class KvmState:
 def kvm_arch_put_registers(s: KvmState, cpu: CPUState) -> None:
     """The entry state: 32-bit protected mode, paging off, flat CS=0x08, data 0x10."""
     m = s.machine
-    sregs = s.ioctl("KVM_GET_SREGS", cpu.vcpu.get_sregs, vcpu=cpu.thread)
+    sregs = s.ioctl("KVM_GET_SREGS", cpu.vcpu.get_sregs, vcpu=cpu.thread, fd="vcpu")
     sregs.cs = KvmSegment.flat(0x08, code=True)
     for name in ("ds", "es", "fs", "gs", "ss"):
         setattr(sregs, name, KvmSegment.flat(0x10, code=False))
     sregs.gdt.base, sregs.gdt.limit = 0, 0
     sregs.idt.base, sregs.idt.limit = 0, 0
     sregs.cr0, sregs.cr3, sregs.cr4 = 0x11, 0, 0
-    s.ioctl("KVM_SET_SREGS", cpu.vcpu.set_sregs, sregs, vcpu=cpu.thread)
+    s.ioctl("KVM_SET_SREGS", cpu.vcpu.set_sregs, sregs, vcpu=cpu.thread, fd="vcpu")
     s.ioctl("KVM_SET_REGS", cpu.vcpu.set_regs,
-            KvmRegs(rip=m.entry_point, rsp=m.entry_esp, rflags=0x2), vcpu=cpu.thread)
+            KvmRegs(rip=m.entry_point, rsp=m.entry_esp, rflags=0x2), vcpu=cpu.thread,
+            fd="vcpu")
 
 
 def kvm_cpu_exec(s: KvmState, cpu: CPUState) -> Generator[Any, None, int]:
@@ -125,6 +130,8 @@ def kvm_cpu_exec(s: KvmState, cpu: CPUState) -> Generator[Any, None, int]:
         run = cpu.vcpu.kvm_run
         run.immediate_exit = 1 if cpu.exit_request else 0
         steps = getattr(cpu.vcpu, "run_steps", None)
+        if ev is not None:
+            trace_ioctl(ev, "vcpu", cpu.thread, "KVM_RUN", "")
         try:
             if steps is not None:
                 r = yield from steps()  # the simulated kvm.ko yields as it goes
@@ -137,13 +144,14 @@ def kvm_cpu_exec(s: KvmState, cpu: CPUState) -> Generator[Any, None, int]:
             m.shutdown_request(str(e))
             ret = EXCP_SHUTDOWN
             break
-        if ev is not None and ev.wants("ioctl"):
-            ev.emit("ioctl", cpu.thread, name="KVM_RUN", detail="", result=r)
+        if ev is not None:
+            # KVM_RUN has returned: kvm.ko's last tracepoint (kvm_userspace_exit), then
+            # QEMU's (kvm_run_exit), before anything is dispatched.
+            _trace_return(ev, cpu, r)
         yield COST_IOCTL
         if r == -errno.EINTR or run.exit_reason == KVM_EXIT_INTR:
             cpu.exit_request = False
             ret = EXCP_INTERRUPT
-            _emit_exit(ev, cpu, {"reason": "KVM_EXIT_INTR"})
             stuck = _explain_stop(cpu, KVM_EXIT_INTR)  # the host KVM's watchdog ran out
             if stuck:
                 m.shutdown_request(stuck)
@@ -154,37 +162,29 @@ def kvm_cpu_exec(s: KvmState, cpu: CPUState) -> Generator[Any, None, int]:
         if reason in (KVM_EXIT_IO, KVM_EXIT_MMIO):
             # Device models run under the BQL (prepare_mmio_access takes it for them).
             yield from m.bql_lock(cpu.thread)
-            fields = (kvm_handle_io if reason == KVM_EXIT_IO else kvm_handle_mmio)(m, cpu)
+            (kvm_handle_io if reason == KVM_EXIT_IO else kvm_handle_mmio)(m, cpu)
             m.bql_unlock(cpu.thread)
-            _emit_exit(ev, cpu, fields)
             yield COST_DEVICE_ACCESS
             ret = 0
         elif reason == KVM_EXIT_HLT:
-            _emit_exit(ev, cpu, {"reason": "KVM_EXIT_HLT"})
             cpu.halted = True  # kvm_handle_halt: no interrupt can be pending yet
             ret = EXCP_HLT
         elif reason in (KVM_EXIT_SHUTDOWN, KVM_EXIT_SYSTEM_EVENT):
-            _emit_exit(ev, cpu, {"reason": KVM_EXIT_NAMES[reason]})
             m.shutdown_request(_explain_stop(cpu, reason) or
                                ("triple fault" if reason == KVM_EXIT_SHUTDOWN else "system event"))
             ret = EXCP_SHUTDOWN
         elif reason == KVM_EXIT_FAIL_ENTRY:
             hw, _ = run.fail_entry()
-            _emit_exit(ev, cpu, {"reason": "KVM_EXIT_FAIL_ENTRY",
-                                 "hardware_entry_failure_reason": hw})
             m.shutdown_request(f"KVM_EXIT_FAIL_ENTRY: hardware entry failure reason {hw:#x}"
                                + (f" ({cpu.vcpu.fail_entry_detail})"
                                   if getattr(cpu.vcpu, "fail_entry_detail", "") else ""))
             ret = EXCP_SHUTDOWN
         elif reason == KVM_EXIT_INTERNAL_ERROR:
-            sub, data = run.internal()
-            _emit_exit(ev, cpu, {"reason": "KVM_EXIT_INTERNAL_ERROR", "suberror": sub,
-                                 "data": [f"{d:#x}" for d in data]})
+            sub, _ = run.internal()
             m.shutdown_request(_explain_stop(cpu, reason) or
                                f"KVM_EXIT_INTERNAL_ERROR, suberror {sub}")
             ret = EXCP_SHUTDOWN
         else:
-            _emit_exit(ev, cpu, {"reason": KVM_EXIT_NAMES.get(reason, str(reason))})
             m.shutdown_request(f"unexpected exit reason {reason}")
             ret = EXCP_SHUTDOWN
         if m.stop_requested:
@@ -200,9 +200,48 @@ def _explain_stop(cpu: CPUState, reason: int) -> str | None:
     return explain(reason) if explain is not None else None
 
 
-def _emit_exit(ev, cpu: CPUState, fields: dict) -> None:
-    if ev is not None and ev.wants("kvm_exit"):
-        ev.emit("kvm_exit", cpu.thread, **fields)
+def trace_ioctl(ev, fd: str, source: str, name: str, detail: str) -> None:
+    """QEMU's kvm_ioctl / kvm_vm_ioctl / kvm_vcpu_ioctl trace events (accel/kvm/trace-events),
+    written before the ioctl is made, with the request number as `type`."""
+    kind = {"system": "kvm_ioctl", "vm": "kvm_vm_ioctl", "vcpu": "kvm_vcpu_ioctl"}[fd]
+    if not ev.wants(kind):
+        return
+    fields: dict[str, Any] = {"type": KVM_IOCTLS[name], "name": name, "detail": detail}
+    if fd == "vcpu":
+        fields = {"cpu_index": int(source[4:]) if source.startswith("vcpu") else 0, **fields}
+    ev.emit(kind, "vm" if fd != "vcpu" else source, **fields)
+
+
+def _trace_return(ev, cpu: CPUState, r: int) -> None:
+    """kvm:kvm_userspace_exit with the struct kvm_run fields of the exit (written from
+    kvm_run as userspace sees it, so the same on every backend), then QEMU's kvm_run_exit."""
+    run = cpu.vcpu.kvm_run
+    reason = run.exit_reason
+    name = KVM_EXIT_NAMES.get(reason, str(reason))
+    if ev.wants("kvm_userspace_exit"):
+        fields: dict[str, Any] = {"reason": name, "reason_number": reason,
+                                  "errno": r if r < 0 else 0}
+        if r < 0:
+            pass  # KVM_RUN failed (-EINTR): kvm_run holds no exit
+        elif reason == KVM_EXIT_IO:
+            direction, size, port, count, offset = run.io()
+            fields.update(direction="out" if direction == KVM_EXIT_IO_OUT else "in",
+                          size=size, port=port, count=count,
+                          # an IN's data is not there yet: the device answers after this
+                          data=(bytes(run.buf[offset:offset + size * count]).hex()
+                                if direction == KVM_EXIT_IO_OUT else None))
+        elif reason == KVM_EXIT_MMIO:
+            addr, data, length, is_write = run.mmio()
+            fields.update(phys_addr=addr, len=length, is_write=bool(is_write),
+                          data=bytes(data[:length]).hex() if is_write else None)
+        elif reason == KVM_EXIT_FAIL_ENTRY:
+            fields["hardware_entry_failure_reason"] = run.fail_entry()[0]
+        elif reason == KVM_EXIT_INTERNAL_ERROR:
+            sub, data = run.internal()
+            fields.update(suberror=sub, data=[f"{d:#x}" for d in data])
+        ev.emit("kvm_userspace_exit", cpu.thread, **fields)
+    if r >= 0 and ev.wants("kvm_run_exit"):
+        ev.emit("kvm_run_exit", cpu.thread, cpu_index=cpu.index, reason=reason, name=name)
 
 
 def kvm_handle_io(m: Machine, cpu: CPUState) -> dict:

@@ -1,0 +1,99 @@
+"""The Perfetto / chrome://tracing timeline (`--trace-format perfetto`): valid against the
+Trace Event Format's documented schema, slices properly nested on every thread's track."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vmsim.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _check_schema(doc: object) -> list[dict]:
+    """The Trace Event Format ("JSON Object Format"): an object whose `traceEvents` is a
+    list of events; every event has a string `name` and `ph`, integer `pid` and `tid`
+    (counters: `pid`), a numeric `ts` in microseconds (not metadata); "X" a numeric `dur`
+    >= 0; "i" a scope `s` of "g", "p" or "t"; "C" numeric `args`; "M" one of the metadata
+    names with `args.name`. `displayTimeUnit` is "ms" or "ns"."""
+    assert isinstance(doc, dict) and isinstance(doc["traceEvents"], list)
+    assert doc.get("displayTimeUnit", "ms") in ("ms", "ns")
+    events = doc["traceEvents"]
+    for e in events:
+        assert isinstance(e["name"], str) and e["name"], e
+        assert e["ph"] in ("X", "i", "C", "M"), e
+        assert isinstance(e["pid"], int), e
+        if e["ph"] != "C":
+            assert isinstance(e["tid"], int), e
+        if e["ph"] == "M":
+            assert e["name"] in ("process_name", "thread_name") and isinstance(e["args"]["name"], str)
+            continue
+        assert isinstance(e["ts"], (int, float)) and e["ts"] >= 0, e
+        if e["ph"] == "X":
+            assert isinstance(e["dur"], (int, float)) and e["dur"] >= 0, e
+        elif e["ph"] == "i":
+            assert e["s"] in ("g", "p", "t"), e
+        elif e["ph"] == "C":
+            assert e["args"] and all(isinstance(v, (int, float)) for v in e["args"].values()), e
+        if "args" in e:
+            assert isinstance(e["args"], dict)
+    return events
+
+
+def _check_nesting(events: list[dict]) -> None:
+    """On each thread, two slices are either disjoint or one contains the other."""
+    by_thread: dict[tuple[int, int], list[tuple[float, float, str]]] = {}
+    for e in events:
+        if e["ph"] == "X":
+            by_thread.setdefault((e["pid"], e["tid"]), []).append(
+                (e["ts"], e["ts"] + e["dur"], e["name"]))
+    assert by_thread
+    eps = 1e-6
+    for slices in by_thread.values():
+        slices.sort(key=lambda s: (s[0], -s[1]))
+        open_: list[tuple[float, float, str]] = []
+        for start, end, name in slices:
+            while open_ and open_[-1][1] <= start + eps:
+                open_.pop()
+            if open_:
+                assert end <= open_[-1][1] + eps, f"{name} {start}-{end} overlaps {open_[-1]}"
+            open_.append((start, end, name))
+
+
+@pytest.mark.parametrize("guest", ["hello.asm", "paging.asm"])
+def test_timeline_is_valid_and_nested(tmp_path: Path, capsys, guest: str) -> None:
+    out = tmp_path / "t.json"
+    main(["run", "--trace", str(out), "--trace-format", "perfetto",
+          str(ROOT / "sample_guests" / guest)])
+    capsys.readouterr()
+    events = _check_schema(json.loads(out.read_text()))
+    _check_nesting(events)
+    names = {e["name"] for e in events}
+    assert {"KVM_RUN", "guest", "KVM_EXIT_IO", "BQL held", "VM exits"} <= names
+    assert any(n.startswith("exit IO_INSTRUCTION") for n in names)
+    threads = {e["args"]["name"] for e in events if e["name"] == "thread_name"}
+    assert "CPU 0/KVM" in threads
+
+
+def test_timeline_slices_follow_the_events(tmp_path: Path, capsys) -> None:
+    """Each VM exit is a slice from the exit to the next entry (or to the return to
+    userspace), counted by reason as the statistics count them."""
+    out, stats = tmp_path / "t.json", tmp_path / "s.json"
+    hello = str(ROOT / "sample_guests" / "hello.asm")
+    main(["run", "--trace", str(out), "--trace-format", "perfetto", "--stats-json", str(stats),
+          hello])
+    capsys.readouterr()
+    events = json.loads(out.read_text())["traceEvents"]
+    exits: dict[str, int] = {}
+    for e in events:
+        if e["ph"] == "X" and e["name"].startswith("exit "):
+            exits[e["name"][5:]] = exits.get(e["name"][5:], 0) + 1
+    expected = {row["reason"]: row["count"] for row in json.loads(stats.read_text())["vm_exits"]}
+    assert exits == expected
+    counters = [e for e in events if e["ph"] == "C"]
+    assert counters[-1]["args"] == expected
+    guest = [e for e in events if e["ph"] == "X" and e["name"] == "guest"]
+    assert len(guest) == sum(expected.values())

@@ -1,0 +1,214 @@
+"""A timeline of a run (`vmsim run --trace FILE.json --trace-format perfetto`): the Chrome
+trace-event JSON that ui.perfetto.dev and chrome://tracing open.
+
+The format ("Trace Event Format", Google, the document chrome://tracing and Perfetto's
+JSON importer follow): one JSON object `{"traceEvents": [...], "displayTimeUnit": "ns"}`;
+each event has `name`, `ph` (phase), `ts` (microseconds), `pid`, `tid`; vmsim writes
+complete slices (`ph` "X", with `dur`), instants ("i", with `s` "t"), counters ("C",
+numeric `args`) and metadata ("M": `process_name`, `thread_name`).
+
+One track per simulated thread of QEMU's process: each vCPU thread ("CPU n/KVM", as QEMU
+names them) and the main loop. On a vCPU's track, slices nest as the thread's calls do:
+
+    KVM_RUN                    kvm_vcpu_ioctl(KVM_RUN) .. kvm_userspace_exit
+      guest                    kvm_entry .. kvm_exit
+      exit REASON              kvm_exit .. kvm_entry (kvm.ko handling; by reason)
+    KVM_EXIT_*                 kvm_userspace_exit .. the next KVM_RUN (QEMU's handling)
+      BQL wait, BQL held       bql wait .. lock, lock .. unlock
+        device access          instants, named after the device
+
+and a counter track "VM exits" counts exits per reason. Time is virtual: cycles at
+vmsim.costs.NOMINAL_HZ, as in the `text` format.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from vmsim.costs import NOMINAL_HZ
+from vmsim.events import Event, EventStream
+from vmsim.files import OutputError
+
+PID = 1000  # nominal, as in the text format (vmsim.tracecmd.QEMU_PID)
+KINDS = ["kvm_vcpu_ioctl", "kvm_entry", "kvm_exit", "vmentry_failed", "kvm_userspace_exit",
+         "bql", "device_access", "io_unclaimed", "thread", "run_end"]
+
+
+def _us(cycles: int) -> float:
+    return cycles * 1_000_000 / NOMINAL_HZ
+
+
+@dataclass
+class _Track:
+    tid: int
+    stack: list[tuple[str, str, int, dict[str, Any]]] = field(default_factory=list)
+    last: int = 0  # the latest time seen on this thread
+
+
+class PerfettoWriter:
+    """Writes the timeline as the run goes (slices when they end); the same interface as
+    vmsim.trace.TraceWriter."""
+
+    def __init__(self, events: EventStream | None, out: IO[str], path: str = "<trace>"):
+        """Listens to `events`; with None, feed it events with `feed` (an export)."""
+        self.out = out
+        self.path = path
+        self.lines = 0
+        self.busy = False
+        self.deferred: BaseException | None = None
+        self.tracks: dict[str, _Track] = {}
+        self.bql_owner: str | None = None
+        self.exits: dict[str, int] = {}
+        self._first = True
+        self._closed = False
+        self._guarded(lambda: self.out.write('{"displayTimeUnit": "ns", "traceEvents": [\n'))
+        self._put({"name": "process_name", "ph": "M", "pid": PID, "tid": PID,
+                   "args": {"name": "qemu-system-x86"}})
+        self._unsubscribe: Callable[[], None] | None = (
+            events.subscribe(self._on_event, KINDS) if events is not None else None)
+
+    # -- the TraceWriter interface -------------------------------------------------------------
+    def add_column(self, col: Any) -> None:
+        pass  # instructions are not drawn
+
+    def flush_instructions(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        if self._closed:
+            return
+        self._closed = True
+        for name, track in self.tracks.items():  # what was still open when the run ended
+            while track.stack:
+                self._end(name, track.last)
+        self._guarded(lambda: (self.out.write("\n]}\n"), self.out.flush()))
+
+    # -- writing -----------------------------------------------------------------------------
+    def _guarded(self, fn: Callable[[], Any]) -> None:
+        self.busy = True
+        try:
+            fn()
+        except OSError as e:
+            raise OutputError(self.path, e) from None
+        finally:
+            self.busy = False
+        if self.deferred is not None:
+            exc, self.deferred = self.deferred, None
+            raise exc
+
+    def _put(self, record: dict[str, Any]) -> None:
+        text = ("" if self._first else ",\n") + json.dumps(record, separators=(",", ":"))
+        self._first = False
+        self.lines += 1
+        self._guarded(lambda: self.out.write(text))
+
+    def _track(self, thread: str) -> _Track:
+        t = self.tracks.get(thread)
+        if t is None:
+            if thread.startswith("vcpu"):
+                tid, label = PID + 1 + int(thread[4:]), f"CPU {thread[4:]}/KVM"
+            else:
+                tid, label = PID, "qemu-system-x86 (main loop)"
+            t = self.tracks[thread] = _Track(tid)
+            self._put({"name": "thread_name", "ph": "M", "pid": PID, "tid": tid,
+                       "args": {"name": label}})
+        return t
+
+    def _begin(self, thread: str, name: str, cat: str, time: int, **args: Any) -> None:
+        t = self._track(thread)
+        t.last = max(t.last, time)
+        t.stack.append((name, cat, time, args))
+
+    def _end(self, thread: str, time: int) -> None:
+        t = self._track(thread)
+        t.last = max(t.last, time)
+        name, cat, start, args = t.stack.pop()
+        self._put({"name": name, "cat": cat, "ph": "X", "ts": _us(start),
+                   "dur": _us(max(time, start) - start), "pid": PID, "tid": t.tid,
+                   **({"args": args} if args else {})})
+
+    def _close_to(self, thread: str, names: tuple[str, ...], time: int) -> None:
+        """End open slices down to (and including) the innermost whose name starts with one
+        of `names`, if one is open."""
+        t = self._track(thread)
+        if any(n.startswith(names) for n, *_ in t.stack):
+            while t.stack:
+                top = t.stack[-1][0]
+                self._end(thread, time)
+                if top.startswith(names):
+                    return
+
+    def _instant(self, thread: str, name: str, cat: str, time: int, **args: Any) -> None:
+        t = self._track(thread)
+        t.last = max(t.last, time)
+        self._put({"name": name, "cat": cat, "ph": "i", "s": "t", "ts": _us(time), "pid": PID,
+                   "tid": t.tid, **({"args": args} if args else {})})
+
+    def feed(self, ev: Event) -> None:
+        if ev.kind in KINDS:
+            self._on_event(ev)
+
+    # -- events -> slices ----------------------------------------------------------------------
+    def _on_event(self, ev: Event) -> None:
+        k, src, now = ev.kind, ev.source, ev.time
+        if k == "kvm_vcpu_ioctl":
+            if ev["name"] == "KVM_RUN":
+                self._close_to(src, ("KVM_EXIT_",), now)
+                self._begin(src, "KVM_RUN", "ioctl", now)
+            else:
+                self._instant(src, ev["name"], "ioctl", now)
+        elif k == "kvm_entry":
+            self._close_to(src, ("exit ",), now)
+            self._begin(src, "guest", "guest", now, rip=hex(ev["rip"]))
+        elif k == "kvm_exit":
+            self._close_to(src, ("guest",), now)
+            reason = ev["exit_reason"]
+            self._begin(src, f"exit {reason}", "kvm", now, info1=hex(ev["info1"]))
+            self.exits[reason] = self.exits.get(reason, 0) + 1
+            self._put({"name": "VM exits", "ph": "C", "ts": _us(now), "pid": PID,
+                       "args": dict(self.exits)})
+        elif k == "vmentry_failed":
+            self._instant(src, "VM entry failed", "hw", now, check=ev["check"])
+        elif k == "kvm_userspace_exit":
+            self._close_to(src, ("KVM_RUN",), now)
+            self._begin(src, ev["reason"], "vmm", now)
+        elif k == "bql":
+            if ev["action"] == "wait":
+                self._begin(src, "BQL wait", "lock", now)
+            elif ev["action"] == "lock":
+                self._close_to(src, ("BQL wait",), now)
+                self.bql_owner = src
+                self._begin(src, "BQL held", "lock", now)
+            else:
+                self.bql_owner = None
+                self._close_to(src, ("BQL held",), now)
+        elif k in ("device_access", "io_unclaimed"):
+            # A device model runs on the thread that holds the BQL for it.
+            thread = self.bql_owner or "main-loop"
+            what = "write" if ev["is_write"] else "read"
+            self._instant(thread, f"{src if k == 'device_access' else 'unclaimed'} {what}",
+                          "device", now, space=ev["space"], address=hex(ev["address"]),
+                          size=ev["size"], **({"value": hex(ev["value"])}
+                                              if k == "device_access" else {}))
+        elif k == "thread":
+            self._instant(src, f"thread {ev['state']}", "thread", now, detail=ev["detail"])
+        elif k == "run_end":
+            for name, track in self.tracks.items():
+                while track.stack:
+                    self._end(name, max(track.last, now))
+
+
+def write_timeline(events: Iterable[Event], out: IO[str], path: str = "<timeline>") -> int:
+    """The timeline of events already recorded (the GUI's File > Export timeline); returns
+    how many trace events were written. Raises OutputError naming `path`."""
+    w = PerfettoWriter(None, out, path)
+    for ev in events:
+        w.feed(ev)
+    w.close()
+    return w.lines
