@@ -230,6 +230,9 @@ def test_ctrl_c_interrupts_a_running_guest(stub_client, tmp_path: Path):
     eip = int.from_bytes(bytes.fromhex(c.packet("p8")), "little")
     assert eip == assemble(SPIN).symbols["spin"]
     assert c.packet("s") == "T05thread:01;"  # jmp $: one step lands where it was
+    c.raw(frame(b"c") + b"\x03")  # the interrupt in the same segment as the packet
+    assert c.read_byte() == b"+"
+    assert c.reply() == "T02thread:01;"
 
 
 def test_monitor_commands(stub_client):

@@ -176,12 +176,13 @@ class GdbStub:
         self._send_raw(frame(reply.encode("latin-1") if isinstance(reply, str) else reply))
 
     def interrupted(self) -> bool:
-        """Poll the socket while the guest runs: True at a Ctrl-C (0x03)."""
+        """Poll the socket while the guest runs: True at a Ctrl-C (0x03), also one that
+        came in the same read as the packet that resumed the guest."""
         while select.select([self.conn], [], [], 0)[0]:
             self._recv()
-            if b"\x03" in self.buf:
-                del self.buf[:self.buf.index(b"\x03") + 1]
-                return True
+        if b"\x03" in self.buf:
+            del self.buf[:self.buf.index(b"\x03") + 1]
+            return True
         return False
 
     # -- the session -----------------------------------------------------------------------
