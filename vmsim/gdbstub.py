@@ -25,10 +25,12 @@ running it (iced-x86's memory operands) and so run the guest one instruction at 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import select
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from vmsim.session import GPR_NAMES, Outcome, Session
@@ -105,9 +107,14 @@ class GdbStub:
     """The protocol on one connected socket, driving `session` until the debugger
     detaches or goes away, kills the guest, or the VM ends (reported with a W packet)."""
 
-    def __init__(self, session: Session, conn: socket.socket):
+    def __init__(self, session: Session, conn: socket.socket, lock=None,
+                 on_stop: Callable[[], None] | None = None):
         self.s = session
         self.conn = conn
+        # A front end that shares the session (the GUI) passes a lock the stub holds while
+        # it uses the session, and hears when the guest stopped (a stop reply was sent).
+        self.lock = lock if lock is not None else contextlib.nullcontext()
+        self.on_stop = on_stop
         self.buf = bytearray()
         self.ack = True
         self.swbreak = False  # the debugger understands swbreak/hwbreak stop reasons
@@ -195,9 +202,12 @@ class GdbStub:
                 if data is None:  # Ctrl-C while stopped: say where it is stopped
                     self.send(self._stop_reply(GDB_SIGNAL_INT))
                     continue
-                reply = self.handle(data)
+                with self.lock:
+                    reply = self.handle(data)
                 if reply is not None:
                     self.send(reply)
+                    if self.on_stop is not None and reply[:1] in ("T", "W"):
+                        self.on_stop()
         except DebuggerGone:
             self.detached = True
         return self.ended
@@ -507,13 +517,14 @@ class GdbServer:
         self.listener = socket.create_server((host, port))
         self.port = self.listener.getsockname()[1]
 
-    def serve(self, session: Session) -> GdbStub:
+    def serve(self, session: Session, lock=None,
+              on_stop: Callable[[], None] | None = None) -> GdbStub:
         """Wait for the debugger (the guest has not run), then serve it. Returns the stub:
         its `ended`, `killed` and `detached` say how the session ended."""
         conn, _ = self.listener.accept()
         self.listener.close()  # one debugger, as QEMU's single gdb connection
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        stub = GdbStub(session, conn)
+        stub = GdbStub(session, conn, lock, on_stop)
         try:
             stub.serve()
         finally:
@@ -521,4 +532,8 @@ class GdbServer:
         return stub
 
     def close(self) -> None:
+        """Stop listening; a serve() waiting in accept() in another thread returns with
+        OSError (shutdown wakes it on Linux)."""
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
