@@ -123,6 +123,8 @@ class GdbStub:
         self.killed = False
         self.detached = False
         self.ended: Outcome | None = None  # the VM's end, as reported to the debugger
+        self._decoded: dict[tuple[bytes, int], tuple[bool, list[tuple]]] = {}
+        self._info = None
         self.stats = None
         if session.vm is not None:  # `monitor info exits`: counted from the stub's start
             from vmsim.stats import ExitStats
@@ -357,32 +359,55 @@ class GdbStub:
     def _accesses(self) -> list[tuple[int, int, bool, bool]]:
         """(linear address, size, reads, writes) of the memory operands of the instruction
         at EIP, before it runs (iced-x86's InstructionInfo; REP covers ECX elements)."""
-        import iced_x86
-
-        regs = self.s.registers()
-        eip = regs["EIP"]
-        code = self.s.read_linear(eip, 15)
+        s = self.s
+        cpu = s.cpus[0]
+        if s._vcpu_outside_guest(0) is None:  # the CPU holds the state: read it directly
+            r, eip, eflags = cpu.r, cpu.eip, cpu.eflags
+        else:
+            regs = s.registers()
+            r, eip, eflags = [regs[n] for n in GPR_NAMES], regs["EIP"], regs["EFLAGS"]
+        code = s.read_linear(eip, 15)
         if not code:
             return []
-        ins = iced_x86.Decoder(32, code, ip=eip).decode()
-        values = {getattr(iced_x86.Register, name): regs[name] for name in GPR_NAMES}
+        rep, operands = self._operands(code, eip)
         out = []
-        acc = iced_x86.OpAccess
-        for m in iced_x86.InstructionInfoFactory().info(ins).used_memory():
-            addr = (values.get(m.base, 0) + values.get(m.index, 0) * m.scale
-                    + m.displacement) & 0xFFFFFFFF
-            size = iced_x86.MemorySizeInfo(m.memory_size).size or 4
-            reads = m.access in (acc.READ, acc.COND_READ, acc.READ_WRITE, acc.READ_COND_WRITE)
-            writes = m.access in (acc.WRITE, acc.COND_WRITE, acc.READ_WRITE,
-                                  acc.READ_COND_WRITE)
-            if ins.has_rep_prefix or ins.has_repe_prefix or ins.has_repne_prefix:
-                count = regs["ECX"]
-                if regs["EFLAGS"] & 0x400:  # DF: downwards
+        for base, index, scale, disp, size, reads, writes in operands:
+            addr = ((r[base] if base >= 0 else 0) + (r[index] * scale if index >= 0 else 0)
+                    + disp) & 0xFFFFFFFF
+            if rep:
+                count = r[1]  # ECX elements
+                if eflags & 0x400:  # DF: downwards
                     addr, size = (addr - (count - 1) * size) & 0xFFFFFFFF, count * size
                 else:
                     size *= max(count, 1)
             out.append((addr, size, reads, writes))
         return out
+
+    def _operands(self, code: bytes, eip: int) -> tuple[bool, list[tuple]]:
+        """The instruction's memory operands as (base GPR, index GPR, scale, displacement,
+        size, reads, writes), -1 for no register; cached by its bytes and address."""
+        key = (code, eip)
+        got = self._decoded.get(key)
+        if got is not None:
+            return got
+        import iced_x86
+
+        ins = iced_x86.Decoder(32, code, ip=eip).decode()
+        gpr = {getattr(iced_x86.Register, name): i for i, name in enumerate(GPR_NAMES)}
+        acc = iced_x86.OpAccess
+        operands = []
+        for m in self._info.info(ins).used_memory():
+            size = iced_x86.MemorySizeInfo(m.memory_size).size or 4
+            reads = m.access in (acc.READ, acc.COND_READ, acc.READ_WRITE, acc.READ_COND_WRITE)
+            writes = m.access in (acc.WRITE, acc.COND_WRITE, acc.READ_WRITE,
+                                  acc.READ_COND_WRITE)
+            operands.append((gpr.get(m.base, -1), gpr.get(m.index, -1), m.scale,
+                             m.displacement, size, reads, writes))
+        got = (ins.has_rep_prefix or ins.has_repe_prefix or ins.has_repne_prefix, operands)
+        if len(self._decoded) > 4096:
+            self._decoded.clear()
+        self._decoded[key] = got
+        return got
 
     # -- running -----------------------------------------------------------------------------
     def resume(self, step: bool) -> str | None:
@@ -428,6 +453,10 @@ class GdbStub:
     def _watch_hits(self) -> list[tuple[Watchpoint, int, bool, bool]]:
         if not self.watchpoints:
             return []
+        if self._info is None:
+            import iced_x86
+
+            self._info = iced_x86.InstructionInfoFactory()
         cpu = self.s.cpus[0]
         self._before = (cpu.deliveries,)
         return [(wp, a, r, w) for a, n, r, w in self._accesses() for wp in self.watchpoints

@@ -217,11 +217,11 @@ class Session:
             raise ValueError("instruction stepping needs a simulated backend")
         v = vcpus[0]
         cpu = v.cpu
-        eip = self.registers()["EIP"]
+        eip = cpu.eip if v.vmx.guest_mode else self.registers()["EIP"]
         start = (cpu.icount, cpu.deliveries, eip)
         # A REP string instruction that a VM exit interrupted (a shadow-paging #PF, one
         # I/O iteration) is not done until it moves EIP: bare metal runs it in one step.
-        code = self.read_linear(eip, 15) or b""
+        code = self.read_linear(eip, 5) or b""
         rep = bool(re.match(rb"[\x26\x2e\x36\x3e\x64\x65\x66\x67]*[\xf2\xf3]", code))
         for x in vcpus:
             x.BATCH = 1
