@@ -13,6 +13,7 @@ back as Qt signals. Two modes, as in Ripes:
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -47,6 +48,9 @@ class SessionBridge(QObject):
     runningChanged = Signal(bool)
     stopped = Signal(str)  # why a run or a step stopped (breakpoint, finished ...)
     sessionReset = Signal()  # a new Session (reset, re-assembled, opened)
+    gdbChanged = Signal(str)  # a debugger drives the session: what to say ("" once it left)
+    _gdbStopped = Signal()  # from the stub's thread: the guest stopped (queued to the GUI)
+    _gdbEnded = Signal(object)  # from the stub's thread: the stub, once the debugger left
 
     def __init__(self, guest: str | GuestImage, backend: str = "sim", paging: str = "ept",
                  parent: QObject | None = None):
@@ -69,6 +73,10 @@ class SessionBridge(QObject):
         self.history: deque[Event] = deque(maxlen=5000)  # what the event log may show
         self._timer = QTimer(self)
         self._timer.timeout.connect(self._tick)
+        self.gdb = None  # the GdbServer while a debugger is awaited or attached
+        self.gdb_lock = threading.Lock()
+        self._gdbStopped.connect(self._gdb_stopped)
+        self._gdbEnded.connect(self._gdb_ended)
         self.session: Session
         self.stats: ExitStats
         self.outcome: Outcome | None = None
@@ -271,6 +279,59 @@ class SessionBridge(QObject):
             self._pending = []
             self.eventsArrived.emit(evs)
         self.stateChanged.emit()
+
+    # -- gdb (File > Wait for gdb: vmsim.gdbstub, as `vmsim run --gdb PORT`) --------------------
+    def wait_for_gdb(self, port: int) -> int:
+        """Serve the GDB remote protocol on 127.0.0.1:`port` (0: any free port) from a
+        thread; the window's own run and step controls stay off until the debugger leaves,
+        and the views repaint whenever the guest stops. Returns the port; OSError if it
+        cannot listen. The stub holds `gdb_lock` while it uses the session."""
+        from vmsim.gdbstub import GdbServer
+
+        self.pause()
+        server = GdbServer(port)
+        self.gdb = server
+        self._subscribe(COARSE_KINDS)  # the debugger runs the guest: no per-access events
+        threading.Thread(target=self._serve_gdb, args=(server,), daemon=True,
+                         name="gdbstub").start()
+        self.gdbChanged.emit(f"waiting for gdb on 127.0.0.1:{server.port} "
+                             f"(target remote :{server.port})")
+        return server.port
+
+    def _serve_gdb(self, server) -> None:  # the stub's thread: only signals reach the GUI
+        stub = None
+        try:
+            stub = server.serve(self.session, self.gdb_lock, self._gdbStopped.emit)
+        except OSError:  # stop_gdb() closed the listener before a debugger came
+            pass
+        finally:
+            server.close()
+            self._gdbEnded.emit(stub)
+
+    def stop_gdb(self) -> None:
+        """Stop waiting for a debugger (one that is attached stays until it detaches)."""
+        if self.gdb is not None:
+            self.gdb.close()
+
+    def _gdb_stopped(self) -> None:
+        if self.gdb_lock.acquire(blocking=False):  # else the stub runs again already
+            try:
+                self.gdbChanged.emit("gdb attached: the guest is stopped")
+                self._deliver(force=True)
+            finally:
+                self.gdb_lock.release()
+
+    def _gdb_ended(self, stub) -> None:
+        self.gdb = None
+        self._subscribe(FINE_KINDS)
+        if stub is not None and stub.ended is not None:
+            self.outcome = stub.ended
+            self.stopped.emit(stub.ended.reason or "finished")
+        elif stub is not None and stub.killed:
+            self.stopped.emit("killed by the debugger (gdb kill): reset to start again")
+            self.outcome = Outcome(True, reason="killed by the debugger")
+        self.gdbChanged.emit("")
+        self._deliver(force=True)
 
     # -- views --------------------------------------------------------------------------------
     def current_line(self) -> int | None:

@@ -99,6 +99,7 @@ class MainWindow(QMainWindow):
         b.runningChanged.connect(self._running_changed)
         b.stopped.connect(self._stopped)
         b.sessionReset.connect(self._session_reset)
+        b.gdbChanged.connect(self._gdb_changed)
         self.devices.serialInput.connect(b.feed_serial)
         self.diagram.boxClicked.connect(self.raise_panel)
         self.source.editor.gutterClicked.connect(self.toggle_breakpoint)
@@ -166,6 +167,9 @@ class MainWindow(QMainWindow):
         self.a_step_user = act("To userspace exit", self._before_step(b.step_userspace_exit), "Shift+F8",
                                m_run, tip="run to the next exit to userspace (KVM_RUN returns)")
         self.a_reset = act("Reset", lambda: b.reset(), "Ctrl+R", m_run, tip="start the guest again")
+        m_run.addSeparator()
+        self.a_gdb = act("Wait for gdb…", self._wait_for_gdb, None, m_run, toolbar=False,
+                         tip="serve the GDB remote protocol on 127.0.0.1 (docs/gdb.md)")
         tb.addSeparator()
         tb.addWidget(QLabel(" speed: slow "))
         self.speed = QSlider(Qt.Orientation.Horizontal)
@@ -269,6 +273,9 @@ class MainWindow(QMainWindow):
 
     def reassemble(self, text: str) -> bool:
         """Assemble the edited text in place; on error, show it at its line, keep the text."""
+        if self.bridge.gdb is not None:
+            self.status.setText("gdb drives this guest: detach it first")
+            return False
         try:
             image = assemble(text, self.bridge.session.image.source_file or "<edited>")
         except AsmError as e:
@@ -282,6 +289,9 @@ class MainWindow(QMainWindow):
         return True
 
     def open_guest(self, path: str | None = None) -> None:
+        if self.bridge.gdb is not None:
+            self.status.setText("gdb drives this guest: detach it first")
+            return
         if not path:
             path, _ = QFileDialog.getOpenFileName(self, "Open guest", str(DEFAULT_GUEST.parent),
                                                   "Guests (*.asm *.bin);;All files (*)")
@@ -379,6 +389,27 @@ class MainWindow(QMainWindow):
         self.a_run.setText("Pause" if running else "Run")
         for a in (self.a_step_insn, self.a_step_event, self.a_step_exit, self.a_step_user):
             a.setEnabled(True)
+
+    def _wait_for_gdb(self) -> None:
+        port, ok = QInputDialog.getInt(self, "Wait for gdb",
+                                       "TCP port on 127.0.0.1 (0: any free port):", 1234, 0, 65535)
+        if not ok:
+            return
+        try:
+            self.bridge.wait_for_gdb(port)
+        except OSError as e:
+            QMessageBox.warning(self, "vmsim", f"cannot listen on 127.0.0.1:{port}:\n{e.strerror or e}")
+
+    def _gdb_changed(self, text: str) -> None:
+        """While a debugger drives the session, the window only shows it."""
+        for a in (self.a_run, self.a_step_insn, self.a_step_event, self.a_step_exit,
+                  self.a_step_user, self.a_reset, self.a_open, self.a_gdb):
+            a.setEnabled(not text)
+        if text:
+            self.status.setText(text)
+            self.statusBar().showMessage(text)
+        else:
+            self.statusBar().clearMessage()
 
     def _stopped(self, why: str) -> None:
         self.status.setText(why)

@@ -111,6 +111,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from vmsim.vmm.machine import LOAD_ADDRESS, GuestLoadError, MachineConfig, load_guest_file
 
     limit = args.max_instructions if args.max_instructions != NO_LIMIT else None
+    gdb = None
+    if args.gdb is not None:
+        if args.backend == "kvm":
+            print("vmsim: --gdb needs vmsim's CPU (--backend sim or bare): the host's KVM "
+                  "would need KVM_SET_GUEST_DEBUG, which vmsim does not use yet",
+                  file=sys.stderr)
+            return EXIT_BAD_INPUT
+        from vmsim.gdbstub import GdbServer
+
+        try:  # bound first: a port in use is found before anything else is done
+            gdb = GdbServer(args.gdb)
+        except OSError as e:
+            print(f"vmsim: --gdb {args.gdb}: cannot listen on 127.0.0.1:{args.gdb}: "
+                  f"{e.strerror or e}", file=sys.stderr)
+            return EXIT_BAD_INPUT
     serial_file = args.serial_in[1:] if args.serial_in and args.serial_in.startswith("@") else None
     # stdout first: a trace into the file stdout already goes to would interleave with
     # the guest's output (`vmsim run g.asm --trace out > out`).
@@ -125,9 +140,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         image = load_guest_file(args.guest, (args.memory << 20) - LOAD_ADDRESS)
     except AsmError as e:
         print(str(e), file=sys.stderr)
+        _close_gdb(gdb)
         return EXIT_ASM
     except (GuestLoadError, InputError, ValueError) as e:
         print(f"vmsim: {e}", file=sys.stderr)
+        _close_gdb(gdb)
         return EXIT_BAD_INPUT
 
     events = EventStream()
@@ -159,12 +176,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
                           events=events)
     except (HostKvmError, ValueError) as e:
         print(f"vmsim: {e}", file=sys.stderr)
+        _close_gdb(gdb)
         return _close(trace, files, EXIT_BAD_INPUT)
     except OutputError as e:  # the trace of the VM's creation could not be written
         print(f"vmsim: {e}", file=sys.stderr)
+        _close_gdb(gdb)
         return _close(trace, files, EXIT_IO)
     except OSError as e:
         print(f"vmsim: {e.filename}: {e.strerror}", file=sys.stderr)
+        _close_gdb(gdb)
         return _close(trace, files, EXIT_BAD_INPUT)
     if trace is not None:
         for cpu in session.cpus:
@@ -176,7 +196,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     status: int | None = None
     with _signals_end_the_run(trace) as closing:
         try:
-            outcome = session.run()
+            outcome = _run_under_gdb(session, gdb) if gdb is not None else session.run()
         except Unsupported as e:
             print(f"vmsim: stopped: {e}", file=sys.stderr)
             status = EXIT_UNSUPPORTED
@@ -239,6 +259,27 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     stats.report(sys.stdout)
     return 0
+
+
+def _run_under_gdb(session, gdb):
+    """`--gdb PORT`: wait for the debugger before the first instruction (qemu -s -S), let
+    it drive; when it detaches or goes away the guest runs on to its end (as QEMU)."""
+    from vmsim.session import Outcome
+
+    print(f"vmsim: waiting for gdb on 127.0.0.1:{gdb.port} (target remote :{gdb.port})",
+          file=sys.stderr, flush=True)
+    try:
+        stub = gdb.serve(session)
+    finally:
+        gdb.close()
+    if stub.killed:
+        return Outcome(True, reason="killed by the debugger (gdb kill)")
+    return stub.ended or session.run()
+
+
+def _close_gdb(gdb) -> None:
+    if gdb is not None:
+        gdb.close()
 
 
 @contextlib.contextmanager
@@ -394,6 +435,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stats", action="store_true",
                      help="print exit statistics to stderr at the end (like perf kvm stat)")
     run.add_argument("--stats-json", metavar="FILE", help="write the statistics as JSON")
+    run.add_argument("--gdb", type=_port, metavar="PORT",
+                     help="serve the GDB remote protocol on 127.0.0.1:PORT (0: any free "
+                          "port, printed) and wait for `target remote :PORT` before the "
+                          "first instruction, as qemu -s -S (docs/gdb.md; sim and bare)")
     run.set_defaults(func=_cmd_run)
 
     stats = sub.add_parser("stats", help="print the exit statistics of a saved trace",
@@ -441,6 +486,16 @@ def _memory_mib(text: str) -> int:
     lo, hi = MEMORY_MIB
     if not lo <= v <= hi:
         raise argparse.ArgumentTypeError(f"{v} MiB: RAM must be {lo} to {hi} MiB")
+    return v
+
+
+def _port(text: str) -> int:
+    try:
+        v = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"{v}: a TCP port is 0 to 65535")
     return v
 
 

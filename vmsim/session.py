@@ -7,6 +7,7 @@ to userspace, or until it stops. It never simulates anything itself.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -199,6 +200,90 @@ class Session:
         if self.instructions == start:  # the VM stopped: its ending, as run() gives it
             return self._finish_vm()
         return Outcome(False, self.machine.exit_status)
+
+    def single_step(self, max_steps: int = 100_000) -> Outcome:
+        """One guest instruction as a debugger sees it (QEMU's cpu_single_step under gdb):
+        done once the instruction retired, or kvm.ko completed it for the guest (OUT,
+        CPUID, an emulated MMIO access: RIP moved with no instruction retired), or an
+        exception was delivered, and the vCPU is back in the guest, so the device access an
+        exit carried has been served. vmsim's own step: nothing the guest can see (no
+        EFLAGS.TF, no #DB, no extra VM exit)."""
+        if self.outcome is not None:
+            return self.outcome
+        if self.bare is not None:
+            return self.step_instruction()
+        vcpus = [c.vcpu for c in self.vm.cpus if hasattr(c.vcpu, "BATCH")]
+        if not vcpus:
+            raise ValueError("instruction stepping needs a simulated backend")
+        v = vcpus[0]
+        cpu = v.cpu
+        eip = cpu.eip if v.vmx.guest_mode else self.registers()["EIP"]
+        start = (cpu.icount, cpu.deliveries, eip)
+        # A REP string instruction that a VM exit interrupted (a shadow-paging #PF, one
+        # I/O iteration) is not done until it moves EIP: bare metal runs it in one step.
+        code = self.read_linear(eip, 5) or b""
+        rep = bool(re.match(rb"[\x26\x2e\x36\x3e\x64\x65\x66\x67]*[\xf2\xf3]", code))
+        for x in vcpus:
+            x.BATCH = 1
+        try:
+            for _ in range(max_steps):
+                if self.machine.stop_requested or self.vm.budget_ended() or not self.vm.step():
+                    return self._finish_vm()
+                if not v.vmx.guest_mode:
+                    continue
+                now = (cpu.icount, cpu.deliveries, cpu.eip)
+                if now[1:] == start[1:] and ((rep and cpu.r[1]) or now == start):
+                    continue
+                return Outcome(False, self.machine.exit_status)
+        finally:
+            for x in vcpus:
+                del x.BATCH
+        return Outcome(False, self.machine.exit_status, reason="max steps")
+
+    def write_registers(self, values: dict[str, int], cpu: int = 0) -> None:
+        """Set general registers, EIP and EFLAGS (names as registers() gives them): through
+        KVM_SET_REGS while kvm.ko holds the state (as QEMU's gdbstub through
+        kvm_arch_put_registers), on the CPU itself while it is in the guest or bare."""
+        bad = set(values) - {*GPR_NAMES, "EIP", "EFLAGS"}
+        if bad:
+            raise ValueError(f"cannot write {', '.join(sorted(bad))}")
+        vcpu = self._vcpu_outside_guest(cpu)
+        if vcpu is not None:
+            regs = vcpu.get_regs()
+            for name, value in values.items():
+                attr = {"EIP": "rip", "EFLAGS": "rflags"}.get(name, "r" + name[1:].lower())
+                setattr(regs, attr, value & 0xFFFFFFFF)
+            vcpu.set_regs(regs)
+            return
+        c = self.cpus[cpu]
+        for name, value in values.items():
+            value &= 0xFFFFFFFF
+            if name == "EIP":
+                c.eip = value
+            elif name == "EFLAGS":
+                c.eflags = value
+            else:
+                c.r[GPR_NAMES.index(name)] = value
+
+    def write_linear(self, la: int, data: bytes, cpu: int = 0) -> bool:
+        """Write guest memory by linear address (through the guest's page tables, as
+        read_linear); RAM only, all or nothing: False if any byte is unmapped or not RAM.
+        Decoded instructions in the written frames are dropped (the CPU's SMC hook)."""
+        c = self.cpus[cpu]
+        pieces = []
+        done = 0
+        while done < len(data):
+            pa = self.guest_translate(la + done, cpu)
+            if pa is None:
+                return False
+            n = min(len(data) - done, 0x1000 - (pa & 0xFFF))
+            if not all(c.mem.is_ram(a) for a in (pa, pa + n - 1)):
+                return False
+            pieces.append((pa, data[done:done + n]))
+            done += n
+        for pa, chunk in pieces:
+            c.mem.load(pa, chunk)
+        return True
 
     def step_event(self, max_steps: int = 1_000_000) -> Outcome:
         return self.step_until(lambda ev: True, max_steps)

@@ -310,3 +310,38 @@ def test_export_timeline_writes_a_chrome_trace(window, tmp_path: Path) -> None:
     assert {"KVM_RUN", "guest", "KVM_EXIT_IO"} <= {e["name"] for e in events}
     bad = window.export_timeline(str(tmp_path / "no" / "such" / "dir.json"))
     assert "No such file or directory" in bad
+
+
+def test_wait_for_gdb_serves_the_session_and_gives_it_back(window, qtbot) -> None:
+    """Run > Wait for gdb: the same stub as `vmsim run --gdb`, on the window's session."""
+    import socket
+
+    from vmsim.gdbstub import checksum, frame
+
+    b = window.bridge
+    port = b.wait_for_gdb(0)
+    assert not window.a_run.isEnabled() and not window.a_step_insn.isEnabled()
+    assert f"127.0.0.1:{port}" in window.status.text()
+
+    def packet(sock: socket.socket, data: bytes) -> bytes:
+        sock.sendall(frame(data))
+        got = b""
+        while not (got.count(b"#") and len(got) >= got.index(b"#") + 3):
+            chunk = sock.recv(4096)
+            assert chunk
+            got += chunk
+        body = got[got.index(b"$") + 1:got.index(b"#")]
+        assert int(got[got.index(b"#") + 1:got.index(b"#") + 3], 16) == checksum(body)
+        sock.sendall(b"+")
+        return body
+
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        assert packet(sock, b"s") == b"T05thread:01;"
+        # The views repaint from the state gdb left (queued from the stub's thread).
+        qtbot.waitUntil(lambda: "| 1 instructions" in window.status.text(), timeout=30_000)
+        assert not window.a_step_insn.isEnabled()
+        assert packet(sock, b"D") == b"OK"
+    qtbot.waitUntil(lambda: window.a_run.isEnabled(), timeout=30_000)
+    assert b.gdb is None
+    b.step_instruction()  # the window steps the same guest on from where gdb left it
+    assert b.session.instructions == 2

@@ -129,6 +129,10 @@ class PhysicalMemory:
 
     def read_bytes(self, pa: int, length: int) -> bytes:
         """Bytes for a viewer or decoder; non-RAM reads as all ones without side effects."""
+        end = pa + length
+        if 0 <= pa and end <= self.size and pa >> PAGE_SHIFT == (end - 1) >> PAGE_SHIFT \
+                and self.kind[pa >> PAGE_SHIFT] != OTHER:
+            return bytes(self.ram[pa:end])  # within one RAM frame (a debugger's stepping)
         out = bytearray()
         for a in range(pa, pa + length):
             a &= 0xFFFFFFFF
