@@ -89,6 +89,14 @@ MSR_EFER = 0xC0000080
 EFER_SCE, EFER_LME, EFER_LMA, EFER_NX = 1 << 0, 1 << 8, 1 << 10, 1 << 11
 EFER_VALID = EFER_SCE | EFER_LME | EFER_LMA | EFER_NX  # the EFER bits an Intel CPU has
 PAT_MEMORY_TYPES = (0, 1, 4, 5, 6, 7)  # UC WC WT WP WB UC-: 2 and 3 are reserved
+
+
+def pat_error(field: str, pat: int) -> str:
+    """Why an IA32_PAT value fails the VM-entry check (each of its 8 entries a valid
+    memory type), or "" when it passes."""
+    bad = [i for i in range(8) if (pat >> 8 * i) & 0xFF not in PAT_MEMORY_TYPES]
+    return (f"{field} {pat:#018x}: entry {bad[0]} is not a valid memory type (0 1 4 5 6 7)"
+            if bad else "")
 # The simulated processor runs a 64-bit host kernel: it is in IA-32e mode whenever it
 # executes VMLAUNCH/VMRESUME (SDM "Checks Related to Address-Space Size").
 HOST_IN_IA32E_MODE = True
@@ -309,11 +317,9 @@ class Vmx:
             if not canonical(r(enc)):
                 return f"{F(enc).name} {r(enc):#x} is not a canonical address"
         if exit_ctl & VM_EXIT_LOAD_IA32_PAT:
-            pat = r(F.HOST_IA32_PAT)
-            bad = [i for i in range(8) if (pat >> 8 * i) & 0xFF not in PAT_MEMORY_TYPES]
-            if bad:
-                return (f"HOST_IA32_PAT {pat:#018x}: entry {bad[0]} is not a valid memory type "
-                        "(0 1 4 5 6 7)")
+            why = pat_error("HOST_IA32_PAT", r(F.HOST_IA32_PAT))
+            if why:
+                return why
         if exit_ctl & VM_EXIT_LOAD_IA32_EFER:
             efer = r(F.HOST_IA32_EFER)
             if efer & ~EFER_VALID:
@@ -409,11 +415,9 @@ class Vmx:
         r = vmcs.read
         entry_ctl = r(F.VM_ENTRY_CONTROLS)
         if entry_ctl & VM_ENTRY_LOAD_IA32_PAT:
-            pat = r(F.GUEST_IA32_PAT)
-            bad = [i for i in range(8) if (pat >> 8 * i) & 0xFF not in PAT_MEMORY_TYPES]
-            if bad:
-                return (f"GUEST_IA32_PAT {pat:#018x}: entry {bad[0]} is not a valid memory "
-                        "type (0 1 4 5 6 7)")
+            why = pat_error("GUEST_IA32_PAT", r(F.GUEST_IA32_PAT))
+            if why:
+                return why
         if entry_ctl & VM_ENTRY_LOAD_IA32_EFER:
             efer, ia32e = r(F.GUEST_IA32_EFER), bool(entry_ctl & VM_ENTRY_IA32E_MODE)
             if efer & ~EFER_VALID:
