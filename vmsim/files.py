@@ -14,8 +14,8 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterable
-from typing import BinaryIO
+from collections.abc import Callable, Iterable
+from typing import IO, BinaryIO
 
 # `vmsim asm` and `.asm` guests: far beyond any hand-written source (vmsim's own samples
 # are under 20 KiB); the image it makes is limited separately by guest RAM.
@@ -37,6 +37,36 @@ class OutputError(Exception):
         self.error = error
         reason = error.strerror or str(error)
         super().__init__(f"{path}: cannot write: {reason}")
+
+
+class GuardedOutput:
+    """An output written while a run goes on (a trace in any format), that a signal must
+    not cut in the middle of a record.
+
+    `busy` is true while a record is being written: a signal handler that wants to end
+    the run sets `deferred` to its exception instead of raising in the middle of one, and
+    `_guarded` raises it when the record is complete, so the file always ends with a whole
+    record. A failed write raises OutputError naming `path`.
+    """
+
+    def __init__(self, out: IO[str], path: str):
+        self.out = out
+        self.path = path
+        self.lines = 0
+        self.busy = False
+        self.deferred: BaseException | None = None
+
+    def _guarded(self, fn: Callable[[], object]) -> None:
+        self.busy = True
+        try:
+            fn()
+        except OSError as e:
+            raise OutputError(self.path, e) from None
+        finally:
+            self.busy = False
+        if self.deferred is not None:
+            exc, self.deferred = self.deferred, None
+            raise exc
 
 
 def _kind(mode: int) -> str:

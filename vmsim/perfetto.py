@@ -30,7 +30,7 @@ from typing import IO, Any
 
 from vmsim.costs import NOMINAL_HZ
 from vmsim.events import Event, EventStream
-from vmsim.files import OutputError
+from vmsim.files import GuardedOutput
 
 PID = 1000  # nominal, as in the text format (vmsim.tracecmd.QEMU_PID)
 KINDS = ["kvm_vcpu_ioctl", "kvm_entry", "kvm_exit", "vmentry_failed", "kvm_userspace_exit",
@@ -48,17 +48,13 @@ class _Track:
     last: int = 0  # the latest time seen on this thread
 
 
-class PerfettoWriter:
+class PerfettoWriter(GuardedOutput):
     """Writes the timeline as the run goes (slices when they end); the same interface as
     vmsim.trace.TraceWriter."""
 
     def __init__(self, events: EventStream | None, out: IO[str], path: str = "<trace>"):
         """Listens to `events`; with None, feed it events with `feed` (an export)."""
-        self.out = out
-        self.path = path
-        self.lines = 0
-        self.busy = False
-        self.deferred: BaseException | None = None
+        super().__init__(out, path)
         self.tracks: dict[str, _Track] = {}
         self.bql_owner: str | None = None
         self.exits: dict[str, int] = {}
@@ -90,18 +86,6 @@ class PerfettoWriter:
         self._guarded(lambda: (self.out.write("\n]}\n"), self.out.flush()))
 
     # -- writing -----------------------------------------------------------------------------
-    def _guarded(self, fn: Callable[[], Any]) -> None:
-        self.busy = True
-        try:
-            fn()
-        except OSError as e:
-            raise OutputError(self.path, e) from None
-        finally:
-            self.busy = False
-        if self.deferred is not None:
-            exc, self.deferred = self.deferred, None
-            raise exc
-
     def _put(self, record: dict[str, Any]) -> None:
         text = ("" if self._first else ",\n") + json.dumps(record, separators=(",", ":"))
         self._first = False

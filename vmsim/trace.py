@@ -17,7 +17,7 @@ from operator import sub
 from typing import IO, Any
 
 from vmsim.events import CATALOGUE, Event, EventStream
-from vmsim.files import OutputError
+from vmsim.files import GuardedOutput
 
 # High-rate hardware events: in the trace only at level "all" (they slow the run down).
 HIGH_RATE = {"tlb_hit", "tlb_miss", "walk_step"}
@@ -140,23 +140,15 @@ def encode_run(source: str, n: int, eips: array) -> str:
     return "".join(lines)
 
 
-class TraceWriter:
+class TraceWriter(GuardedOutput):
     """Writes events (and, at level "insn", instruction records) as JSON Lines, as they
-    happen. A failed write raises OutputError naming `path`.
-
-    `busy` is true while a record is being written: a signal handler that wants to end
-    the run sets `deferred` to its exception instead of raising in the middle of one, and
-    the writer raises it when the record is complete, so the file always ends with a
-    whole line and no instruction is written twice or lost.
+    happen. A failed write raises OutputError naming `path`; a signal waits for the
+    record being written (GuardedOutput), so no instruction is written twice or lost.
     """
 
     def __init__(self, events: EventStream, out: IO[str], level: str = "vm",
                  columns: Iterable[InstructionColumn] = (), path: str = "<trace>"):
-        self.out = out
-        self.path = path
-        self.lines = 0
-        self.busy = False
-        self.deferred: BaseException | None = None
+        super().__init__(out, path)
         self.columns: list[InstructionColumn] = []
         self._level = level
         for col in columns:
@@ -180,18 +172,6 @@ class TraceWriter:
             self.lines += -(-k // LINE_INSNS)
             col.count += k
             del eips[:k]
-
-    def _guarded(self, fn: Callable[[], None]) -> None:
-        self.busy = True
-        try:
-            fn()
-        except OSError as e:
-            raise OutputError(self.path, e) from None
-        finally:
-            self.busy = False
-        if self.deferred is not None:
-            exc, self.deferred = self.deferred, None
-            raise exc
 
     def flush_instructions(self) -> None:
         """Write out the instructions waiting in the columns."""

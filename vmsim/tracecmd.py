@@ -22,7 +22,7 @@ from typing import IO, Any
 
 from vmsim.costs import NOMINAL_HZ
 from vmsim.events import Event, EventStream
-from vmsim.files import OutputError
+from vmsim.files import GuardedOutput, OutputError
 
 TASK = "qemu-system-x86"  # QEMU's comm, cut to 15 characters as the kernel keeps it
 QEMU_PID = 1000  # nominal: the main thread; vCPU n's thread is QEMU_PID + 1 + n
@@ -115,17 +115,13 @@ def format_line(ev: Event) -> str | None:
     return f"{TASK:>16}-{tid:<7} [{cpu:03d}] {seconds:12.6f}: {ev.kind}: {printk(ev.fields)}"
 
 
-class TextTraceWriter:
+class TextTraceWriter(GuardedOutput):
     """Writes the kvm events as `trace-cmd report` lines as they happen; the same
     interface as vmsim.trace.TraceWriter (no instruction records: a host's trace has
     none)."""
 
     def __init__(self, events: EventStream, out: IO[str], path: str = "<trace>"):
-        self.out = out
-        self.path = path
-        self.lines = 0
-        self.busy = False
-        self.deferred: BaseException | None = None
+        super().__init__(out, path)
         self._unsubscribe: Callable[[], None] | None = events.subscribe(self._write, list(TP_PRINTK))
 
     def add_column(self, col: Any) -> None:
@@ -138,17 +134,11 @@ class TextTraceWriter:
         line = format_line(ev)
         if line is None:
             return
-        self.busy = True
-        try:
+
+        def put() -> None:
             self.out.write(line + "\n")
             self.lines += 1
-        except OSError as e:
-            raise OutputError(self.path, e) from None
-        finally:
-            self.busy = False
-        if self.deferred is not None:
-            exc, self.deferred = self.deferred, None
-            raise exc
+        self._guarded(put)
 
     def close(self) -> None:
         if self._unsubscribe is not None:
