@@ -83,24 +83,31 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def open_input_file(path: str | os.PathLike[str]) -> BinaryIO:
-    """`path` opened for reading in binary, if it is a regular file (a trace may be too
-    large to read whole). Raises InputError (one line naming the file) otherwise; opened
-    non-blocking first, so a FIFO is refused rather than waited on."""
-    name = os.fspath(path)
+def _open_regular(name: str) -> int:
+    """A blocking descriptor of `name` if it is a regular file; InputError (one line naming
+    the file) otherwise. Opened non-blocking first, so a FIFO is refused, not waited on."""
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
         raise InputError(f"{name}: {e.strerror or e}") from None
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise InputError(f"{name}: {_kind(st.st_mode)}, not a regular file")
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise InputError(f"{name}: {_kind(mode)}, not a regular file")
         os.set_blocking(fd, True)
+    except OSError as e:
+        os.close(fd)
+        raise InputError(f"{name}: {e.strerror or e}") from None
     except BaseException:
         os.close(fd)
         raise
-    return os.fdopen(fd, "rb")
+    return fd
+
+
+def open_input_file(path: str | os.PathLike[str]) -> BinaryIO:
+    """`path` opened for reading in binary, if it is a regular file (a trace may be too
+    large to read whole). Raises InputError (one line naming the file) otherwise."""
+    return os.fdopen(_open_regular(os.fspath(path)), "rb")
 
 
 def read_input_file(path: str | os.PathLike[str], limit: int, what: str = "the limit") -> bytes:
@@ -108,22 +115,16 @@ def read_input_file(path: str | os.PathLike[str], limit: int, what: str = "the l
 
     Raises InputError (one line naming the file) for a missing or unreadable file, for
     anything but a regular file, and for a file larger than `limit` (`what` says where
-    the limit comes from). The file is opened non-blocking, so a FIFO is refused rather
-    than waited on, and read to at most `limit` + 1 bytes, so a file that grows while it
-    is read (or a /proc file that reports size 0) cannot make the read unbounded.
+    the limit comes from). A FIFO is refused rather than waited on, and the file is read
+    to at most `limit` + 1 bytes, so a file that grows while it is read (or a /proc file
+    that reports size 0) cannot make the read unbounded.
     """
     name = os.fspath(path)
+    fd = _open_regular(name)
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as e:
-        raise InputError(f"{name}: {e.strerror or e}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise InputError(f"{name}: {_kind(st.st_mode)}, not a regular file")
-        if st.st_size > limit:
-            raise InputError(f"{name}: {st.st_size} bytes, more than {what} ({limit} bytes)")
-        os.set_blocking(fd, True)
+        size = os.fstat(fd).st_size
+        if size > limit:
+            raise InputError(f"{name}: {size} bytes, more than {what} ({limit} bytes)")
         chunks = []
         left = limit + 1
         while left > 0:
