@@ -479,9 +479,9 @@ class Pit8254:
         if self.kvm:
             return self.expires if self.timer_active else None
         # QEMU: follow the timer's chain of OUT transitions from the armed one to the
-        # first that raises IRQ 0 (in modes 2 and 3 at most one fall comes before it).
+        # first that raises IRQ 0 (a fall, and rounding's extra step, may come first).
         out, t = self.pit_get_out(s, now), s.next_transition_time
-        for _ in range(3):
+        for _ in range(6):
             if t == -1:
                 return None
             new_out = self.pit_get_out(s, t)

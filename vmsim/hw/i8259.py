@@ -27,6 +27,8 @@ What QEMU does, and so this model does:
   (IRQ 15) and the master's ISR bit 2 is still set (it needs its EOI).
 - Poll mode (OCW3 bit 2): the next read of either port acknowledges the highest request
   and returns 0x80 | level, or 0 if none (QEMU does not follow IR2 to the slave here).
+- OCW3 does not re-evaluate INT (QEMU's pic_ioport_write has no pic_update_irq there):
+  turning special mask mode on takes effect at the next IMR write, EOI or input change.
 - LTIM, the buffered-mode bits of ICW4 and the MCS-80 mode are not modelled (QEMU
   neither).
 """
