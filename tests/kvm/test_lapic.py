@@ -362,6 +362,9 @@ def test_current_count_decreases() -> None:
     clock = FakeClock(1000)
     a = timer_apic(clock, 0x30, 0x1)  # divide by 4: one count = 12 cycles
     a.write(APIC_TMICT, 4, 1000)
+    # Read before any time has passed: the full count (the chip's answer; KVM's modulo
+    # would give 0 at that exact nanosecond, see apic_get_tmcct).
+    assert a.read(APIC_TMCCT, 4) == 1000
     counts = []
     for elapsed in (12, 1200, 6000, 11_988):
         clock.run_until(1000 + elapsed)

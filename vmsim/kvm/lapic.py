@@ -639,15 +639,19 @@ class KvmLapic:
             self._limit_periodic_timer_frequency()
 
     def _apic_get_tmcct(self) -> int:
-        """apic_get_tmcct: the current count, from the time left to the expiry.
+        """apic_get_tmcct: the current count, from the time left to the expiry (0 once
+        a one-shot has expired).
 
-        As KVM: the time left modulo the period, so it reads 0 at the very instant
-        the count is loaded and after a one-shot expired.
+        KVM takes the time left modulo the period, which reads 0 at the very nanosecond
+        the count is loaded; on a real host time has always moved by the next read, but
+        vmsim's clock may not have, so there the full count is read, as on the chip.
         """
         if self.get_reg(APIC_TMICT) == 0 or self.period == 0:
             return 0
         remaining = max(self.target_expiration - self.now(), 0)
-        ns = self._cycles_to_ns(remaining) % self.period
+        ns = self._cycles_to_ns(remaining)
+        if ns != self.period:
+            ns %= self.period
         return ns // (APIC_BUS_CYCLE_NS * self.divide_count)
 
     def _cancel_hrtimer(self) -> None:
@@ -735,6 +739,8 @@ class KvmLapic:
 
     def load_state(self, d: dict) -> None:
         """Restore state() exactly, the armed timer included (same deadline)."""
+        if len(d["regs"]) != LAPIC_MMIO_LENGTH >> 4:
+            raise ValueError(f"APIC state: {len(d['regs'])} registers, expected 256")
         self.regs = [int(v) & 0xFFFFFFFF for v in d["regs"]]
         self.apic_base = int(d["apic_base"])
         self.sw_enabled = bool(d["sw_enabled"])
