@@ -17,9 +17,9 @@ pit_get_next_transition_time do. A consequence of the floors, QEMU's as well: a 
 time converted to cycles and back can land on the tick before, so the timer of mode 2
 fires just before tick n*count+1 (when the counter shows n*count: OUT high) and just
 before tick (n+1)*count (OUT low): IRQ 0 rises once per period, and is low for one
-tick at its end. When tick*hz is an exact multiple of PIT_FREQ (every 596591 ticks at
-3 GHz, as at 1 GHz in QEMU) that rise is skipped: one lost edge per ~8.3 minutes of
-guest time at 100 Hz - QEMU's behaviour too.
+tick at its end. Where one of those ticks converts exactly (a multiple of 596591 =
+PIT_FREQ / gcd(hz, PIT_FREQ), at 3 GHz here as at 1 GHz in QEMU), that period's rise is
+lost: at 100 Hz twice in 596591 periods, once per ~50 minutes of guest time, as in QEMU.
 
 Registers as QEMU: counter latch (command access 0) and the read-back command (0xC0 |
 bits: 0x20 = do not latch count, 0x10 = do not latch status, 0x02/0x04/0x08 = channel
@@ -34,8 +34,12 @@ folds them to 2 and 3 as the datasheet and Linux do.
 
 Reset (QEMU pit_reset_common): every channel in mode 3 with count 65536, channel 0
 running, so IRQ 0 ticks at 18.2 Hz from power-on, firmware or not; gate high on
-channels 0 and 1, low on 2. The gate of channel 2 comes from port 0x61 on a PC (the
-speaker port), which vmsim does not model: `pit_set_gate` is here for whoever does.
+channels 0 and 1, low on 2 (QEMU counts regardless of the gate in every mode; only a
+rising gate restarts modes 1, 2, 3, 5). pit_reset arms the timer without driving IRQ 0,
+so QEMU's first evaluation, at half a period floored to the tick before, sees OUT still
+high: IRQ 0 rises for one cycle 27.5 ms after reset, an extra edge. The gate of
+channel 2 comes from port 0x61 on a PC (the speaker port), which vmsim does not model:
+`pit_set_gate` is here for whoever does.
 
 irq_style "qemu" (QEMU's pit_irq_timer_update): channel 0's OUT is IRQ 0. At each count
 load and at each OUT transition, set_irq(OUT level) and re-arm the timer at the next
