@@ -464,3 +464,15 @@ def test_any_port_sequence_is_safe_and_state_round_trips(style, reinject, before
     assert _run(a, after) == _run(b, after)
     assert a.calls[n:] == b.calls
     assert a.pit.state() == b.pit.state()
+
+
+def test_wide_access_is_split_like_qemu():
+    # pit_ioport_ops implement 1 byte: a 16-bit read of 0x40 reads counter 0's port,
+    # then counter 1's (one byte each, in their own access modes).
+    r = Rig()
+    r.out(CMD, 0x14)  # counter 0, LSB only
+    r.out(CMD, 0x64)  # counter 1, MSB only
+    r.pit.write(0, 2, 0x0210)  # LSB 0x10 to counter 0, MSB 0x02 to counter 1
+    assert r.pit.channels[0].count == 0x10 and r.pit.channels[1].count == 0x200
+    assert r.pit.read(0, 2) == 0x0210
+    assert r.pit.read(3, 2) == 0xFF00  # 0x43 reads 0, 0x44 is not the PIT's

@@ -432,3 +432,16 @@ def test_any_port_sequence_is_safe_and_state_round_trips(before, after):
     assert _run(c, after) == _run(b, after)
     assert c.pic.state() == b.pic.state()
     assert b.pic.output == b.pic.get_output()
+
+
+def test_wide_access_is_split_like_qemu():
+    # pic_base_ioport_ops implement 1 byte; QEMU's memory API splits `out 0x20, ax` into
+    # AL to 0x20 and AH to 0x21 (little-endian). A byte past the chip reads all ones.
+    b = Board()
+    b.pic.master.write(0, 2, 0x2011)  # ICW1 0x11, then ICW2 0x20 on the data port
+    assert b.pic.master.init_state == 2 and b.pic.master.irq_base == 0x20
+    b.pic.master.write(1, 1, 0x04)
+    b.pic.master.write(1, 1, 0x01)
+    b.pic.master.write(1, 2, 0xAB5A)  # IMR 0x5A; the high byte belongs to port 0x22
+    assert b.pic.master.read(1, 2) == 0xFF5A
+    assert b.pic.elcr.read(0, 4) == 0xFFFF0000

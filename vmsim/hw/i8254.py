@@ -81,6 +81,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from vmsim.costs import NOMINAL_HZ
+from vmsim.hw.i8259 import split_read, split_write
 
 ACCESS_SIZES = (1,)  # pit_ioport_ops: impl 1..1
 
@@ -415,14 +416,10 @@ class Pit8254:
 
     # Device interface: offsets 0..3 = ports 0x40..0x43.
     def read(self, offset: int, size: int) -> int:
-        value = 0
-        for i in range(max(1, size)):
-            value |= self.pit_ioport_read(offset + i) << (8 * i)
-        return value
+        return split_read(self.pit_ioport_read, 4, offset, size)
 
     def write(self, offset: int, size: int, value: int) -> None:
-        for i in range(max(1, size)):
-            self.pit_ioport_write(offset + i, (value >> (8 * i)) & 0xFF)
+        split_write(self.pit_ioport_write, 4, offset, size, value)
 
     # -- reset and state --------------------------------------------------------------
 

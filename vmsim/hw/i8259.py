@@ -52,6 +52,27 @@ PIC_STATE_FIELDS = ("last_irr", "irr", "imr", "isr", "priority_add", "irq_base",
                     "single_mode", "elcr")
 
 
+def split_read(read_byte: Callable[[int], int], ports: int, offset: int, size: int) -> int:
+    """An access wider than the 1 byte a chip implements, as QEMU's memory API splits it:
+    byte by byte, little-endian; bytes past the chip's last port read as all ones (the
+    bus's answer for ports nobody claims)."""
+    value = 0
+    for i in range(max(1, size)):
+        port = offset + i
+        byte = read_byte(port) if 0 <= port < ports else 0xFF
+        value |= byte << (8 * i)
+    return value
+
+
+def split_write(write_byte: Callable[[int, int], None], ports: int, offset: int, size: int,
+                value: int) -> None:
+    """The write side of split_read: bytes past the chip's last port are dropped."""
+    for i in range(max(1, size)):
+        port = offset + i
+        if 0 <= port < ports:
+            write_byte(port, (value >> (8 * i)) & 0xFF)
+
+
 class Pic8259:
     """One 8259A. `int_out(level)` is its INT output (QEMU's `int_out[0]`), called each
     time the output is recomputed (qemu_irq_raise / qemu_irq_lower), changed or not."""
@@ -235,14 +256,10 @@ class Pic8259:
 
     # Device interface (offset 0 command, 1 data).
     def read(self, offset: int, size: int) -> int:
-        value = 0
-        for i in range(max(1, size)):
-            value |= self.pic_ioport_read((offset + i) & 1) << (8 * i)
-        return value
+        return split_read(self.pic_ioport_read, 2, offset, size)
 
     def write(self, offset: int, size: int, value: int) -> None:
-        for i in range(max(1, size)):
-            self.pic_ioport_write((offset + i) & 1, (value >> (8 * i)) & 0xFF)
+        split_write(self.pic_ioport_write, 2, offset, size, value)
 
     # -- state ------------------------------------------------------------------------
 
@@ -271,16 +288,18 @@ class Elcr:
     def __init__(self, master: Pic8259, slave: Pic8259):
         self.chips = (master, slave)
 
+    def elcr_ioport_read(self, addr: int) -> int:
+        return self.chips[addr].elcr
+
+    def elcr_ioport_write(self, addr: int, val: int) -> None:
+        chip = self.chips[addr]
+        chip.elcr = val & chip.elcr_mask
+
     def read(self, offset: int, size: int) -> int:
-        value = 0
-        for i in range(max(1, size)):
-            value |= self.chips[(offset + i) & 1].elcr << (8 * i)
-        return value
+        return split_read(self.elcr_ioport_read, 2, offset, size)
 
     def write(self, offset: int, size: int, value: int) -> None:
-        for i in range(max(1, size)):
-            chip = self.chips[(offset + i) & 1]
-            chip.elcr = (value >> (8 * i)) & chip.elcr_mask
+        split_write(self.elcr_ioport_write, 2, offset, size, value)
 
 
 class PicPair:
