@@ -239,6 +239,39 @@ def not_Ev(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     return _rmw(ins, c, size, lambda a: a ^ mask)
 
 
+@handles("xadd")
+def xadd_Ev_Gv(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    """SDM Vol. 2B XADD: TEMP = SRC + DEST; SRC = DEST; DEST = TEMP; flags as ADD."""
+    size = c.opsize(ins, 0)
+    op = K_ADD * 3 + SIZE_INDEX[size]
+    mask, lf, nxt = MASK[op], c.lf, ins.next_ip32
+    get_src, put_src = c.reg_reader(ins.op1_register), c.reg_writer(ins.op1_register)
+    if c.is_reg(ins, 0):
+        get, put = c.reg_reader(ins.op0_register), c.reg_writer(ins.op0_register)
+
+        def xadd_rr() -> int:
+            a = get()
+            b = get_src()
+            res = a + b
+            lf[0] = op; lf[1] = res; lf[2] = a; lf[3] = b  # noqa: E702
+            put_src(a)
+            put(res & mask)  # last: XADD r, r with one register keeps the sum
+            return nxt
+        return xadd_rr
+    ea, rd, wr = c.ea(ins), c.rd[size], c.wr[size]
+
+    def xadd_mr() -> int:
+        addr = ea()
+        a = rd(addr)
+        b = get_src()
+        res = a + b
+        wr(addr, res & mask)  # a faulting store leaves the register and the flags alone
+        lf[0] = op; lf[1] = res; lf[2] = a; lf[3] = b  # noqa: E702
+        put_src(a)
+        return nxt
+    return xadd_mr
+
+
 # -- multiply and divide (SDM Vol. 2A MUL, IMUL, DIV, IDIV) ---------------------------------
 
 def _acc(c: Ctx, size: int) -> tuple[Callable[[], int], Callable[[int], None]]:
