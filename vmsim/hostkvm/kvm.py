@@ -2,6 +2,11 @@
 
 Each KVM_RUN is bounded by a watchdog (vmsim.hostkvm.watchdog, VMSIM_KVM_WATCHDOG), and a
 run that ends the VM is explained with the guest instruction at RIP (vmsim.hostkvm.explain).
+
+Several vCPUs run at once, each on its own OS thread (vmsim.hostkvm.vcpu_thread, QEMU's
+signal discipline): `start_run` starts KVM_RUN there and returns, `run_done` /
+`HostVm.wait_for_any_run` tell when it has returned, `finish_run` collects the result, and
+`kick` (from any thread) makes it return -EINTR as qemu_cpu_kick does.
 """
 
 from __future__ import annotations
@@ -11,29 +16,41 @@ import errno
 import fcntl
 import mmap
 import os
+import signal
 import struct
+import threading
 
 from vmsim.hostkvm import explain
+from vmsim.hostkvm.vcpu_thread import kernel_sigset, kvm_eat_signals, qemu_thread_create
 from vmsim.hostkvm.watchdog import (
     DEFAULT_SECONDS,
+    SIG_IPI,
     WATCHDOG_ENV,
     Watchdog,
     WatchdogSettingError,
+    install_sig_ipi,
     watchdog_seconds,
 )
 from vmsim.kvm.api import (
     KVM_API_VERSION,
     KVM_CHECK_EXTENSION,
+    KVM_CREATE_IRQCHIP,
+    KVM_CREATE_PIT2,
     KVM_CREATE_VCPU,
     KVM_CREATE_VM,
     KVM_EXIT_INTR,
     KVM_GET_API_VERSION,
+    KVM_GET_MP_STATE,
     KVM_GET_REGS,
     KVM_GET_SREGS,
     KVM_GET_VCPU_MMAP_SIZE,
+    KVM_INTERRUPT,
+    KVM_IRQ_LINE,
     KVM_RUN,
     KVM_SET_CPUID2,
+    KVM_SET_MP_STATE,
     KVM_SET_REGS,
+    KVM_SET_SIGNAL_MASK,
     KVM_SET_SREGS,
     KVM_SET_TSS_ADDR,
     KVM_SET_USER_MEMORY_REGION,
@@ -67,9 +84,23 @@ def _int_arg(value: int) -> int:
 
 
 class HostVcpu:
-    def __init__(self, kvm_fd: int, fd: int, vm: HostVm | None = None):
+    def __init__(self, kvm_fd: int, fd: int, vm: HostVm | None = None, vcpu_id: int = 0):
         self.fd = fd
         self.vm = vm
+        self.vcpu_id = vcpu_id
+        # The vCPU's own OS thread (created by the first start_run) and its hand-off with
+        # the caller, under the VM's condition so that wait_for_any_run sees every vCPU.
+        self._cond = vm.run_cond if vm is not None else threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._thread_live = False  # may be signalled (never a thread that has ended)
+        self._closing = False
+        self._closed = False  # fd and kvm_run gone: kicks do nothing
+        self._requested = False  # start_run asked, the thread has not taken it yet
+        self._in_flight = False  # started and not yet collected by finish_run
+        self._done = False  # the started KVM_RUN has returned
+        self._result = 0
+        self._error: HostKvmError | None = None
+        self._run_ident = 0  # a thread inside a blocking run() (no vCPU thread)
         size = _ioctl(kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0, "KVM_GET_VCPU_MMAP_SIZE")
         self._map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self.kvm_run = KvmRun(self._map)
@@ -84,6 +115,48 @@ class HostVcpu:
 
     def _kick(self) -> None:
         self.kvm_run.immediate_exit = 1
+
+    def kick(self) -> None:
+        """qemu_cpu_kick (kvm_cpu_kick + qemu_cpu_kick_thread): make KVM_RUN return -EINTR
+        whether the vCPU's thread is inside it or about to enter. `immediate_exit` stops an
+        entry that has not begun; SIG_IPI to the thread ends a run in progress (KVM sees it
+        pending) or, blocked, waits for the next KVM_RUN. Callable from any thread."""
+        with self._cond:
+            if self._closed:
+                return
+            self.kvm_run.immediate_exit = 1
+            if self._thread_live:
+                signal.pthread_kill(self._thread.ident, SIG_IPI)
+                return
+            target = self._run_ident
+        # A blocking run() on the caller's thread: that thread does not block SIG_IPI, so
+        # signal it only where a handler makes the signal harmless (see install_sig_ipi).
+        if target and install_sig_ipi():
+            try:
+                signal.pthread_kill(target, SIG_IPI)
+            except ProcessLookupError:
+                pass  # it has just left run()
+
+    def interrupt(self, vector: int) -> None:
+        """KVM_INTERRUPT: queue external interrupt `vector` (without the in-kernel irqchip;
+        see vmsim.kvm.api.KvmVcpu.interrupt)."""
+        _ioctl(self.fd, KVM_INTERRUPT, struct.pack("<I", vector & 0xFFFFFFFF), "KVM_INTERRUPT")
+
+    def set_signal_mask(self, sigset: set[int] | None) -> None:
+        """KVM_SET_SIGNAL_MASK: the signals blocked inside KVM_RUN; None removes KVM's own
+        mask (the thread's is used)."""
+        _ioctl(self.fd, KVM_SET_SIGNAL_MASK, 0 if sigset is None else kernel_sigset(sigset),
+               "KVM_SET_SIGNAL_MASK")
+
+    def get_mp_state(self) -> int:
+        """KVM_GET_MP_STATE: KVM_MP_STATE_RUNNABLE, _HALTED, ..."""
+        buf = bytearray(4)
+        _ioctl(self.fd, KVM_GET_MP_STATE, buf, "KVM_GET_MP_STATE")
+        return struct.unpack("<I", buf)[0]
+
+    def set_mp_state(self, mp_state: int) -> None:
+        _ioctl(self.fd, KVM_SET_MP_STATE, struct.pack("<I", mp_state & 0xFFFFFFFF),
+               "KVM_SET_MP_STATE")
 
     def get_regs(self) -> KvmRegs:
         buf = bytearray(KvmRegs.FORMAT.size)
@@ -110,9 +183,20 @@ class HostVcpu:
         _ioctl(self.fd, KVM_SET_CPUID2, buf, "KVM_SET_CPUID2")
 
     def run(self) -> int:
-        """KVM_RUN: 0 with kvm_run.exit_reason set; -EINTR when a signal interrupted it
-        (`watchdog_expired` says whether it was the watchdog's kick)."""
-        armed = self._watchdog is not None and self._watchdog.arm()
+        """KVM_RUN, blocking: 0 with kvm_run.exit_reason set; -EINTR when a signal or a
+        kick interrupted it (`watchdog_expired` says whether it was the watchdog's kick).
+        On the caller's thread, or on the vCPU's own once start_run has made it."""
+        if self._thread is not None:
+            self.start_run()
+            return self.finish_run()
+        self._run_ident = threading.get_ident()
+        try:
+            return self._kvm_run(in_vcpu_thread=False)
+        finally:
+            self._run_ident = 0
+
+    def _kvm_run(self, in_vcpu_thread: bool) -> int:
+        armed = self._watchdog is not None and self._watchdog.arm(sig_ipi_blocked=in_vcpu_thread)
         try:
             r = fcntl.ioctl(self.fd, KVM_RUN, 0)
         except InterruptedError:
@@ -121,12 +205,85 @@ class HostVcpu:
             raise HostKvmError(f"/dev/kvm: KVM_RUN failed: {e.strerror}") from None
         finally:
             kicked = armed and self._watchdog.disarm()
-        if kicked:
+        if r == -errno.EINTR or kicked:
+            # kvm_eat_signals: the kick has done its work. In a vCPU thread SIG_IPI is
+            # blocked, so it is still pending there: take it, or the next KVM_RUN would
+            # return -EINTR at once. (Elsewhere a handler has taken it.)
+            if in_vcpu_thread:
+                kvm_eat_signals()
             self.kvm_run.immediate_exit = 0
         # A kick that came as KVM_RUN was returning anyway is not what ended it.
         self.watchdog_expired = kicked and (r == -errno.EINTR
                                             or self.kvm_run.exit_reason == KVM_EXIT_INTR)
         return r
+
+    # -- the vCPU's own OS thread (QEMU's kvm_vcpu_thread_fn), for vmsim's scheduler --------
+
+    def start_run(self) -> None:
+        """Start KVM_RUN on the vCPU's own thread (made by the first call) and return at
+        once; collect it with finish_run."""
+        with self._cond:
+            if self._closing:
+                raise HostKvmError(f"vcpu{self.vcpu_id}: KVM_RUN after close")
+            if self._in_flight:
+                raise HostKvmError(f"vcpu{self.vcpu_id}: KVM_RUN started twice")
+            if self._thread is None:
+                self._thread = qemu_thread_create(self._vcpu_thread_fn,
+                                                  f"vmsim-vcpu{self.vcpu_id}",
+                                                  self.set_signal_mask)
+                self._thread_live = True
+            self._in_flight, self._done, self._requested = True, False, True
+            self._cond.notify_all()
+
+    def run_done(self) -> bool:
+        """The KVM_RUN that start_run began has returned: finish_run will not block."""
+        return self._in_flight and self._done
+
+    def finish_run(self) -> int:
+        """The result of the KVM_RUN that start_run began, waiting for it if need be: 0
+        with kvm_run.exit_reason set, or -EINTR (see run)."""
+        with self._cond:
+            if not self._in_flight:
+                raise HostKvmError(f"vcpu{self.vcpu_id}: finish_run without start_run")
+            self._cond.wait_for(lambda: self._done)
+            self._in_flight = False
+            error, self._error = self._error, None
+        if error is not None:
+            raise error
+        return self._result
+
+    def _vcpu_thread_fn(self) -> None:
+        cond = self._cond
+        while True:
+            with cond:
+                cond.wait_for(lambda: self._requested or self._closing)
+                if self._closing:
+                    # Unsignallable from here on: pthread_kill on an ended thread is
+                    # undefined, so kick checks this under the same lock.
+                    self._thread_live = False
+                    cond.notify_all()
+                    return
+                self._requested = False
+            result, error = -errno.EIO, None
+            try:
+                result = self._kvm_run(in_vcpu_thread=True)
+            except HostKvmError as e:
+                error = e
+            with cond:
+                self._result, self._error, self._done = result, error, True
+                cond.notify_all()
+
+    def _stop_thread(self) -> None:
+        """End the vCPU's thread (kicking it out of KVM_RUN if it is inside)."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if thread is not threading.current_thread():
+            self.kick()
+            thread.join(timeout=10)
 
     def explain_stop(self, exit_reason: int) -> explain.HostKvmStop | None:
         """Why this exit ends the VM, naming the guest instruction at RIP (see
@@ -168,17 +325,24 @@ class HostVcpu:
         return physical if valid else None
 
     def close(self) -> None:
+        self._stop_thread()
+        if self._thread is not None and self._thread.is_alive():
+            return  # stuck in KVM_RUN: keep kvm_run mapped and the fd open (leak, no crash)
+        with self._cond:
+            self._closed = True
         if getattr(self, "_watchdog", None) is not None:
             self._watchdog.close()
         self._map.close()
         os.close(self.fd)
 
 
-
 class HostVm:
     def __init__(self, kvm_fd: int, fd: int):
         self.kvm_fd = kvm_fd
         self.fd = fd
+        # Signalled whenever a vCPU thread finishes a KVM_RUN (and guards the hand-offs).
+        self.run_cond = threading.Condition()
+        self.vcpus: list[HostVcpu] = []
         # slot -> (guest_phys_addr, memory_size, backing memory, kept alive here)
         self._regions: dict[int, tuple[int, int, memoryview]] = {}
 
@@ -204,9 +368,42 @@ class HostVm:
 
     def create_vcpu(self, vcpu_id: int) -> HostVcpu:
         fd = _ioctl(self.fd, KVM_CREATE_VCPU, vcpu_id, "KVM_CREATE_VCPU")
-        return HostVcpu(self.kvm_fd, fd, self)
+        vcpu = HostVcpu(self.kvm_fd, fd, self, vcpu_id)
+        self.vcpus.append(vcpu)
+        return vcpu
+
+    def check_extension(self, cap: int) -> int:
+        """KVM_CHECK_EXTENSION on the VM fd (KVM_CAP_CHECK_EXTENSION_VM, Linux 4.0)."""
+        return _ioctl(self.fd, KVM_CHECK_EXTENSION, cap, "KVM_CHECK_EXTENSION")
+
+    def create_irqchip(self) -> None:
+        """KVM_CREATE_IRQCHIP: PIC, IOAPIC and local APICs in the kernel (before vCPUs)."""
+        _ioctl(self.fd, KVM_CREATE_IRQCHIP, 0, "KVM_CREATE_IRQCHIP")
+
+    def create_pit2(self, flags: int = 0) -> None:
+        """KVM_CREATE_PIT2 with struct kvm_pit_config {u32 flags; u32 pad[15]}."""
+        _ioctl(self.fd, KVM_CREATE_PIT2, struct.pack("<I60x", flags & 0xFFFFFFFF),
+               "KVM_CREATE_PIT2")
+
+    def irq_line(self, irq: int, level: int) -> None:
+        """KVM_IRQ_LINE with struct kvm_irq_level {u32 irq; u32 level}."""
+        _ioctl(self.fd, KVM_IRQ_LINE, struct.pack("<II", irq & 0xFFFFFFFF, level & 0xFFFFFFFF),
+               "KVM_IRQ_LINE")
+
+    def wait_for_any_run(self, timeout: float | None = None) -> None:
+        """Block until a KVM_RUN started with start_run has returned (some vCPU's run_done),
+        `timeout` seconds pass, or no run is in flight at all (nothing could wake us). For
+        a scheduler with no simulated thread runnable while host runs are in flight."""
+        def woken() -> bool:
+            flight = [v for v in self.vcpus if v._in_flight]
+            return not flight or any(v._done for v in flight)
+
+        with self.run_cond:
+            self.run_cond.wait_for(woken, timeout)
 
     def close(self) -> None:
+        for vcpu in self.vcpus:
+            vcpu._stop_thread()
         os.close(self.fd)
 
 

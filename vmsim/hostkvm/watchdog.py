@@ -79,13 +79,16 @@ class Watchdog:
         self._thread: threading.Thread | None = None
         self._can_kick: bool | None = None
 
-    def arm(self) -> bool:
+    def arm(self, sig_ipi_blocked: bool = False) -> bool:
         """Start this KVM_RUN's budget; False when the watchdog cannot kick (see
-        install_sig_ipi), so the run is unbounded."""
-        if self._can_kick is None:
-            self._can_kick = install_sig_ipi()
-        if not self._can_kick:
-            return False
+        install_sig_ipi), so the run is unbounded. `sig_ipi_blocked`: the calling thread
+        blocks SIG_IPI and KVM_SET_SIGNAL_MASK opens it only inside KVM_RUN (a vCPU thread,
+        vmsim.hostkvm.vcpu_thread), so the kick needs no handler."""
+        if not sig_ipi_blocked:
+            if self._can_kick is None:
+                self._can_kick = install_sig_ipi()
+            if not self._can_kick:
+                return False
         with self._lock:
             self._fired = False
             self._busy = True

@@ -46,10 +46,32 @@ KVM_GET_REGS, KVM_SET_REGS = 0x8090AE81, 0x4090AE82
 KVM_GET_SREGS, KVM_SET_SREGS = 0x8138AE83, 0x4138AE84
 KVM_TRANSLATE = 0xC018AE85
 KVM_SET_CPUID2 = 0x4008AE90
+# The interrupt paths (issue 10): the in-kernel irqchip and PIT, lines, injection, kicks.
+KVM_CREATE_IRQCHIP = 0xAE60
+KVM_IRQ_LINE = 0x4008AE61  # struct kvm_irq_level {u32 irq; u32 level}
+KVM_CREATE_PIT2 = 0x4040AE77  # struct kvm_pit_config {u32 flags; u32 pad[15]}
+KVM_INTERRUPT = 0x4004AE86  # struct kvm_interrupt {u32 irq}
+KVM_SET_SIGNAL_MASK = 0x4004AE8B  # struct kvm_signal_mask {u32 len; u8 sigset[len]}
+KVM_GET_MP_STATE, KVM_SET_MP_STATE = 0x8004AE98, 0x4004AE99  # struct kvm_mp_state {u32}
 KVM_IOCTLS = {name: v for name, v in dict(globals()).items()
               if name.startswith("KVM_") and isinstance(v, int) and v >= 0xAE00
               and name not in KVM_EXIT_NAMES.values() and name != "KVM_API_VERSION"}
 KVM_INTERNAL_ERROR_EMULATION = 1
+# KVM_CHECK_EXTENSION arguments (LNX include/uapi/linux/kvm.h)
+KVM_CAP_IRQCHIP = 0
+KVM_CAP_NR_VCPUS = 9  # the recommended number of vCPUs per VM
+KVM_CAP_MP_STATE = 14
+KVM_CAP_PIT2 = 33
+KVM_CAP_MAX_VCPUS = 66  # the most vCPUs a VM may have
+KVM_CAP_IMMEDIATE_EXIT = 136
+KVM_PIT_SPEAKER_DUMMY = 1  # kvm_pit_config.flags: a dummy speaker port 0x61 in the kernel
+# kvm_mp_state.mp_state on x86
+KVM_MP_STATE_RUNNABLE = 0
+KVM_MP_STATE_UNINITIALIZED = 1
+KVM_MP_STATE_INIT_RECEIVED = 2
+KVM_MP_STATE_HALTED = 3
+KVM_MP_STATE_SIPI_RECEIVED = 4
+KERNEL_SIGSET_SIZE = 8  # sizeof the kernel's sigset_t on x86-64: kvm_signal_mask.len
 KVM_PIO_PAGE_OFFSET = 1  # the I/O data page follows kvm_run in the vCPU mapping
 PAGE_SIZE = 4096
 KVM_RUN_SIZE = 2352  # sizeof(struct kvm_run) on x86-64
@@ -273,6 +295,59 @@ class KvmVcpu(Protocol):
 
     def run(self) -> int: ...
 
+    def interrupt(self, vector: int) -> None:
+        """KVM_INTERRUPT (struct kvm_interrupt {u32 irq}): queue external interrupt `vector`
+        for the next entry; only without the in-kernel irqchip (ENXIO with it, EEXIST
+        while one is still queued). Userspace calls it when the last exit said
+        `kvm_run.ready_for_interrupt_injection`; otherwise it sets
+        `kvm_run.request_interrupt_window` and waits for KVM_EXIT_IRQ_WINDOW_OPEN."""
+        ...
+
+    def set_signal_mask(self, sigset: set[int] | None) -> None:
+        """KVM_SET_SIGNAL_MASK (struct kvm_signal_mask {u32 len = 8; u8 sigset[8]}): the
+        signals blocked while the calling thread is inside KVM_RUN (None: no mask of
+        KVM's own, the thread's is kept). QEMU blocks SIG_IPI in the vCPU thread and
+        unblocks it here, so a kick interrupts KVM_RUN and is never delivered to a
+        handler (kvm_init_cpu_signals, kvm_eat_signals)."""
+        ...
+
+    def get_mp_state(self) -> int:
+        """KVM_GET_MP_STATE: KVM_MP_STATE_RUNNABLE, _HALTED (blocked in the kernel on HLT
+        with the in-kernel irqchip), _INIT_RECEIVED, _SIPI_RECEIVED, _UNINITIALIZED."""
+        ...
+
+    def set_mp_state(self, mp_state: int) -> None:
+        """KVM_SET_MP_STATE."""
+        ...
+
+
+class KvmVcpuThread(Protocol):
+    """A vCPU whose KVM_RUN runs on its own OS thread (the host's /dev/kvm, one real thread
+    per vCPU as QEMU's kvm_vcpu_thread_fn). vmsim's scheduler is single-threaded and
+    deterministic; it starts a run, goes on with its simulated threads, and collects the
+    result when `run_done()` (or waits on the VM's `wait_for_any_run`)."""
+
+    kvm_run: KvmRun
+
+    def start_run(self) -> None:
+        """Start KVM_RUN on the vCPU's own thread and return at once."""
+        ...
+
+    def run_done(self) -> bool:
+        """The started KVM_RUN has returned (finish_run will not block)."""
+        ...
+
+    def finish_run(self) -> int:
+        """Wait for the started KVM_RUN: 0 with kvm_run.exit_reason set, or -errno
+        (-EINTR when a kick or a signal ended it)."""
+        ...
+
+    def kick(self) -> None:
+        """qemu_cpu_kick: make KVM_RUN return -EINTR soon, whether the vCPU's thread is
+        inside it or about to enter (kvm_run.immediate_exit = 1 and SIG_IPI to the
+        thread). Callable from any thread."""
+        ...
+
 
 class KvmVm(Protocol):
     def set_user_memory_region(self, slot: int, flags: int, guest_phys_addr: int,
@@ -282,11 +357,38 @@ class KvmVm(Protocol):
 
     def create_vcpu(self, vcpu_id: int) -> KvmVcpu: ...
 
+    def check_extension(self, cap: int) -> int:
+        """KVM_CHECK_EXTENSION on the VM fd: 0 if `cap` (KVM_CAP_*) is missing, else 1 or
+        the capability's value (KVM_CAP_NR_VCPUS, KVM_CAP_MAX_VCPUS give counts)."""
+        ...
+
+    def create_irqchip(self) -> None:
+        """KVM_CREATE_IRQCHIP: the PIC pair, the IOAPIC and a local APIC per vCPU (created
+        later) move into the kernel; HLT then blocks in the kernel (kvm_vcpu_block) and
+        port I/O to 0x20/0x21, 0xA0/0xA1, 0x4D0/0x4D1 no longer exits. Before any vCPU."""
+        ...
+
+    def create_pit2(self, flags: int = 0) -> None:
+        """KVM_CREATE_PIT2 (struct kvm_pit_config {u32 flags; u32 pad[15]}): the 8254 PIT
+        at 0x40-0x43 in the kernel, raising GSI 0; needs the irqchip first.
+        KVM_PIT_SPEAKER_DUMMY in `flags` adds a dummy port 0x61."""
+        ...
+
+    def irq_line(self, irq: int, level: int) -> None:
+        """KVM_IRQ_LINE (struct kvm_irq_level {u32 irq; u32 level}): drive GSI `irq` to
+        `level` on the in-kernel PIC/IOAPIC (an edge is 1 then 0). ENXIO without the
+        irqchip."""
+        ...
+
 
 class Kvm(Protocol):
     """What opening /dev/kvm gives."""
 
     def get_api_version(self) -> int: ...
+
+    def check_extension(self, cap: int) -> int:
+        """KVM_CHECK_EXTENSION on /dev/kvm (see KvmVm.check_extension)."""
+        ...
 
     def create_vm(self, machine_type: int = 0) -> KvmVm: ...
 
