@@ -171,7 +171,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 trace = PerfettoWriter(events, trace_file, path=args.trace)
             else:
                 trace = TraceWriter(events, trace_file, args.trace_level, path=args.trace)
-        session = Session(image, args.backend, MachineConfig(args.memory, serial_in),
+        session = Session(image, args.backend,
+                          MachineConfig(args.memory, serial_in, smp=args.smp,
+                                        irqchip=args.irqchip),
                           serial_out=serial_out, max_instructions=limit, paging=args.paging,
                           events=events)
     except (HostKvmError, ValueError) as e:
@@ -395,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vmsim",
         description="Educational simulator of hardware-assisted virtualization (KVM + QEMU on VMX).")
     from vmsim import __version__
+    from vmsim.vmm.machine import IRQCHIP_MODES, MAX_SMP
 
     parser.add_argument("--version", action="version", version=f"vmsim {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -417,6 +420,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="sim: vmsim's VMM on the simulated kvm.ko and VMX CPU (default); "
                           "kvm: the same VMM on the host's /dev/kvm; bare: vmsim's CPU with "
                           "no hypervisor")
+    run.add_argument("--smp", type=_smp, default=1, metavar="N",
+                     help=f"vCPUs, 1 to {MAX_SMP} (default 1); each starts at the entry "
+                          "point with its own stack (README: several vCPUs)")
+    run.add_argument("--irqchip", choices=IRQCHIP_MODES, default="kernel",
+                     help="kernel: PIC, PIT and local APICs in kvm.ko (KVM_CREATE_IRQCHIP, "
+                          "QEMU's kernel-irqchip=on, the default); userspace: PIC and PIT "
+                          "in the VMM, injected with KVM_INTERRUPT (no APIC)")
     run.add_argument("--paging", choices=("ept", "shadow"), default="ept",
                      help="how the simulated kvm.ko virtualizes memory: EPT (default) or "
                           "shadow page tables (kvm_intel ept=0)")
@@ -476,6 +486,18 @@ def _unavailable(name: str, error: Exception) -> int:
 
 
 MEMORY_MIB = (2, 3072)  # the RAM sizes vmsim.vmm.machine.Machine accepts
+
+
+def _smp(text: str) -> int:
+    from vmsim.vmm.machine import MAX_SMP
+
+    try:
+        n = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1 <= n <= MAX_SMP:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_SMP}, not {n}")
+    return n
 
 
 def _memory_mib(text: str) -> int:

@@ -5,26 +5,44 @@ run cooperatively on one virtual clock. A thread yields at every point where the
 one could be interrupted or would take time:
 
 - `yield n` (an int): it spent n virtual cycles;
-- `yield Block(reason, ready)`: it cannot go on until `ready()` is true (a lock, an
-  event to wait for).
+- `yield Block(reason, ready, until)`: it cannot go on until `ready()` is true (a lock, an
+  event to wait for) or, if `until` is given, until virtual time reaches it (a timed wait:
+  QEMU's poll with a timeout, a sleeping thread).
+
+Host timers (`Timer`: Linux's hrtimers, which fire in interrupt context on a CPU, not in a
+thread) run their callback at their deadline, before any thread runs past it.
 
 The scheduler always resumes the runnable thread with the smallest virtual time, ties
-broken by creation order, so a run is the same every time. No OS threads are involved.
+broken by creation order, so a run is the same every time. No OS threads are involved:
+a thread that runs ahead (a vCPU running a batch of guest instructions) asks `horizon()`
+how far it may go before something else is due, so nothing happens late.
+
+Where a simulated thread stands is kept as plain data in `SimThread.where` (a label from
+the thread's own small set, e.g. "kvm_vcpu_block" or "in guest"): snapshots are taken
+only where every thread stands at a point it can be rebuilt from that label and the
+machine's plain state (docs/ARCHITECTURE.md, "Simulated threads and snapshots").
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
 ThreadBody = Generator[Any, None, Any]
 
+# How far a thread may run ahead of another runnable thread: the scheduling quantum of
+# several vCPUs (virtual cycles). Smaller interleaves guest instructions more finely
+# (a spinning vCPU sees the other's store sooner) at the cost of more switches.
+QUANTUM = 2_000
+
 
 @dataclass(frozen=True)
 class Block:
     reason: str
     ready: Callable[[], bool]
+    until: int | None = None  # wake at this virtual time even if ready() is still false
 
 
 @dataclass
@@ -37,52 +55,184 @@ class SimThread:
     done: bool = False
     result: Any = None
     steps: int = 0
+    where: str = "started"  # plain-data position (see the module docstring)
+    blocked_since: int = 0
+
+
+def _never() -> ThreadBody:
+    yield 0
+
+
+# What Scheduler.step returns when it only ran timers (every thread asleep).
+TIMERS = SimThread("(timers)", _never(), -1)
+
+
+class Timer:
+    """A host timer: `callback()` runs at virtual time `expire_time` (Linux's hrtimer)."""
+
+    def __init__(self, sched: Scheduler, name: str, callback: Callable[[], None]):
+        self.sched = sched
+        self.name = name
+        self.callback = callback
+        self.expire_time: int | None = None
+        self._seq = 0
+
+    def mod(self, deadline: int) -> None:
+        """Arm (or re-arm) the timer for `deadline` (hrtimer_start)."""
+        self.expire_time = max(0, int(deadline))
+        self._seq = self.sched._arm(self)
+
+    def delete(self) -> None:
+        """Disarm it (hrtimer_cancel)."""
+        self.expire_time = None
+        self._seq = 0
+
+    @property
+    def pending(self) -> bool:
+        return self.expire_time is not None
 
 
 @dataclass
 class Scheduler:
     threads: list[SimThread] = field(default_factory=list)
     current: SimThread | None = None
-    last_time: int = 0  # where the last thread to run had got to
+    last_time: int = 0  # where the last thread (or timer) to run had got to
     on_resume: Callable[[SimThread], None] | None = None  # e.g. to stamp events with its time
+    # Called when no simulated thread can run but the host backend has KVM_RUNs in flight
+    # on real threads (vmsim.hostkvm): wait for one of them, then look again.
+    host_wait: Callable[[], bool] | None = None
+    _timers: list[tuple[int, int, Timer]] = field(default_factory=list)
+    _timer_seq: int = 0
+    timer_time: int | None = None  # the deadline of the timer whose callback is running
+    timers_fired: int = 0
+    timers_stopped: bool = False  # vm_stop: the clock no longer fires timers
 
     def spawn(self, name: str, body: ThreadBody, time: int = 0) -> SimThread:
         t = SimThread(name, body, len(self.threads), time)
         self.threads.append(t)
         return t
 
+    def new_timer(self, name: str, callback: Callable[[], None]) -> Timer:
+        return Timer(self, name, callback)
+
+    def _arm(self, timer: Timer) -> int:
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (timer.expire_time, self._timer_seq, timer))
+        return self._timer_seq
+
+    def _next_timer(self) -> tuple[int, Timer] | None:
+        """The earliest armed timer (stale heap entries, re-armed or deleted, dropped)."""
+        if self.timers_stopped:
+            return None
+        heap = self._timers
+        while heap:
+            when, seq, timer = heap[0]
+            if timer._seq == seq and timer.expire_time == when:
+                return when, timer
+            heapq.heappop(heap)
+        return None
+
     @property
     def now(self) -> int:
-        """Virtual time: that of the thread running, or the latest any thread reached."""
+        """Virtual time: that of the thread running (or timer firing), else the latest
+        any thread reached."""
+        if self.timer_time is not None:
+            return self.timer_time
         if self.current is not None:
             return self.current.time
-        return max((t.time for t in self.threads), default=0)
+        return max([t.time for t in self.threads] + [self.last_time], default=0)
 
-    def runnable(self) -> list[SimThread]:
-        out = []
-        for t in self.threads:
-            if t.done:
-                continue
-            if t.blocked is not None:
-                if not t.blocked.ready():
-                    continue
-                # Woken by what another thread did: not before that thread's time.
-                t.blocked = None
-                t.time = max(t.time, self.last_time)
-            out.append(t)
-        return out
+    def _wake_time(self, t: SimThread) -> int | None:
+        """When `t` can next run, or None if only another thread or a timer can wake it."""
+        if t.done:
+            return None
+        b = t.blocked
+        if b is None:
+            return t.time
+        if b.ready():
+            # Woken by what another thread did: not before that thread's time.
+            return max(t.time, self.last_time)
+        if b.until is not None:
+            return max(t.time, b.until)
+        return None
 
     def pick(self) -> SimThread | None:
-        ready = self.runnable()
-        if not ready:
-            return None
-        return min(ready, key=lambda x: (x.time, x.order))
+        best, best_key = None, None
+        for t in self.threads:
+            when = self._wake_time(t)
+            if when is None:
+                continue
+            key = (when, t.order)
+            if best_key is None or key < best_key:
+                best, best_key = t, key
+        if best is not None and best.blocked is not None:
+            best.blocked = None
+            best.time = best_key[0]
+        return best
+
+    def runnable(self) -> list[SimThread]:
+        return [t for t in self.threads if self._wake_time(t) is not None]
+
+    def horizon(self, me: SimThread | None = None) -> int | None:
+        """How far (virtual time) `me` may run before something else is due: the next
+        timer, a timed wait ending, or another runnable thread's time plus QUANTUM."""
+        limits = []
+        nt = self._next_timer()
+        if nt is not None:
+            limits.append(nt[0])
+        for t in self.threads:
+            if t is me or t.done:
+                continue
+            b = t.blocked
+            if b is None:
+                limits.append(t.time + QUANTUM)
+            elif b.until is not None:
+                limits.append(max(t.time, b.until))
+        return min(limits) if limits else None
+
+    def _fire_timers(self, upto: int | None) -> bool:
+        """Run every timer due at or before `upto` (all due ones if None: nothing else
+        can run). True if one ran."""
+        fired = False
+        while True:
+            nt = self._next_timer()
+            if nt is None:
+                return fired
+            when, timer = nt
+            if upto is not None and when > upto:
+                return fired
+            heapq.heappop(self._timers)
+            timer.expire_time = None
+            when = max(when, self.last_time if upto is None else 0)
+            self.timer_time = when
+            self.timers_fired += 1
+            try:
+                timer.callback()
+            finally:
+                self.timer_time = None
+            self.last_time = max(self.last_time, when)
+            fired = True
+            if upto is None:
+                return True
 
     def step(self) -> SimThread | None:
-        """Resume one thread until its next yield. None when no thread can run."""
+        """Resume one thread until its next yield (after any timer due before it). None
+        when no thread can run and no timer is armed."""
+        while True:
+            t = self._peek()
+            if t is None:
+                if self._fire_timers(None):
+                    # Time moved on to a timer with every thread asleep: hand control back
+                    # (the caller may decide that nothing will ever wake again).
+                    return TIMERS if self._peek() is None else self.step()
+                if self.host_wait is not None and self.host_wait():
+                    continue
+                return None
+            if self._fire_timers(self._wake_time(t)):
+                continue  # a timer may have woken someone earlier
+            break
         t = self.pick()
-        if t is None:
-            return None
+        assert t is not None
         self.current = t
         if self.on_resume is not None:
             self.on_resume(t)
@@ -100,36 +250,62 @@ class Scheduler:
             t.time += value
         elif isinstance(value, Block):
             t.blocked = value
+            t.blocked_since = t.time
         self.last_time = t.time
         return t
+
+    def _peek(self) -> SimThread | None:
+        best, best_key = None, None
+        for t in self.threads:
+            when = self._wake_time(t)
+            if when is not None and (best_key is None or (when, t.order) < best_key):
+                best, best_key = t, (when, t.order)
+        return best
 
     def all_blocked_or_done(self) -> bool:
         return not self.runnable()
 
 
 class Mutex:
-    """A simulated host mutex (QEMU's QemuMutex): hand-offs are visible events."""
+    """A simulated host mutex (QEMU's QemuMutex): hand-offs are visible events.
 
-    def __init__(self, name: str, on_change: Callable[[str, str], None] | None = None):
+    Waiters queue in arrival order and the lock goes to the first of them on unlock (a
+    fair hand-off), so the trace says who waited, behind whom, and for how long."""
+
+    def __init__(self, name: str, on_change: Callable[..., None] | None = None,
+                 now: Callable[[], int] | None = None):
         self.name = name
         self.owner: str | None = None
+        self.waiters: list[str] = []
         self.on_change = on_change
+        self.now = now
+        self.contended = 0  # how many lock() calls had to wait
+        self.since = 0  # when the owner took it
 
     def lock(self, who: str) -> Generator[Any, None, None]:
-        if self.owner is not None and self.on_change:
-            self.on_change("wait", who)  # contended: the wait is visible too
-        while self.owner is not None:
-            yield Block(f"{self.name} held by {self.owner}", lambda: self.owner is None)
+        waited = 0
+        if self.owner is not None or self.waiters:
+            self.contended += 1
+            self.waiters.append(who)
+            start = self.now() if self.now else 0
+            if self.on_change:
+                self.on_change("wait", who, holder=self.owner or self.waiters[0])
+            yield Block(f"{self.name} held by {self.owner}",
+                        lambda: self.owner is None and self.waiters[0] == who)
+            self.waiters.remove(who)
+            waited = (self.now() if self.now else 0) - start
         self.owner = who
+        self.since = self.now() if self.now else 0
         if self.on_change:
-            self.on_change("lock", who)
+            self.on_change("lock", who, waited=waited)
 
     def unlock(self, who: str) -> None:
         if self.owner != who:
             raise RuntimeError(f"{who} unlocks {self.name} held by {self.owner}")
         self.owner = None
         if self.on_change:
-            self.on_change("unlock", who)
+            held = (self.now() if self.now else 0) - self.since
+            self.on_change("unlock", who, held=held)
 
 
 # -- budgets that bound every run, counted in work, never in wall time ----------------------------

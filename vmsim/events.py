@@ -61,7 +61,7 @@ _declare("kvm_exit", "hw", "vcpu_id exit_reason exit_reason_number guest_rip isa
 # has the tracepoint; vmsim's own names where it has none).
 _declare("kvm_inj_exception", "kvm", "exception name has_error error_code type",
          "inject {name} (vector {exception}, error code {error_code:#x})")
-_declare("kvm_inj_virq", "kvm", "irq soft", "inject interrupt {irq}")
+_declare("kvm_inj_virq", "kvm", "irq soft reinjected", "inject interrupt {irq}")
 _declare("kvm_handler", "kvm", "handler outcome", "{handler}: {outcome}")
 _declare("kvm_emulate_insn", "kvm", "csbase rip insn mode failed instruction outcome",
          "emulate {instruction}: {outcome}")
@@ -85,6 +85,24 @@ _declare("kvm_mmu_paging_element", "kvm", "pte level", "guest PTE {pte:#x} at le
 _declare("pte_write", "kvm", "gpa gfn index", "guest page-table write at {gpa:#x}: shadow zapped")
 _declare("tdp_map", "kvm", "gfn hpa new_tables mmio",
          "EPT: gfn {gfn:#x} -> {hpa:#x} ({new_tables} new tables, mmio={mmio})")
+# Interrupts in kvm.ko: Linux's tracepoints (include/trace/events/kvm.h, arch/x86/kvm/trace.h).
+_declare("kvm_set_irq", "kvm", "gsi level irq_source_id", "GSI {gsi} level {level}")
+_declare("kvm_pic_set_irq", "kvm", "chip pin elcr imr coalesced",
+         "PIC {chip} pin {pin} (IMR {imr:#04x}, ELCR {elcr:#04x})")
+_declare("kvm_apic", "kvm", "rw reg val", "APIC {rw} {reg:#x} = {val:#x}")
+_declare("kvm_apic_ipi", "kvm", "icr_low dest_id", "IPI: ICR {icr_low:#x} to {dest_id}")
+_declare("kvm_apic_accept_irq", "kvm", "apicid dm tm vec",
+         "APIC {apicid} accepts vector {vec} (delivery mode {dm})")
+_declare("kvm_eoi", "kvm", "apicid vector", "APIC {apicid} EOI for vector {vector}")
+_declare("kvm_vcpu_wakeup", "kvm", "ns waited valid",
+         "vCPU woke after {ns} ns (waited={waited}, interrupt={valid})")
+# vmsim's names: no tracepoint marks these in Linux, but the seed names them.
+_declare("kvm_signal_check", "kvm", "vcpu_id pending requests",
+         "signal_pending before VM entry: {pending}")
+_declare("kvm_vcpu_kick", "kvm", "vcpu_id mode how", "kick vcpu{vcpu_id} ({how})")
+_declare("kvm_vcpu_block", "kvm", "vcpu_id", "vcpu{vcpu_id} blocks in kvm_vcpu_block (HLT)")
+_declare("kvm_irq_window", "kvm", "vcpu_id enable", "interrupt-window exiting {enable}")
+_declare("host_timer", "kvm", "name cpu", "host timer {name} fired")
 # Written by the VMM when KVM_RUN returns, from struct kvm_run (so on every backend).
 _declare("kvm_userspace_exit", "kvm", "reason reason_number errno", "KVM_RUN returned {reason}")
 
@@ -93,7 +111,18 @@ _declare("kvm_ioctl", "vmm", "type name detail", "ioctl {name} {detail}")
 _declare("kvm_vm_ioctl", "vmm", "type name detail", "VM ioctl {name} {detail}")
 _declare("kvm_vcpu_ioctl", "vmm", "cpu_index type name detail", "vCPU ioctl {name} {detail}")
 _declare("kvm_run_exit", "vmm", "cpu_index reason name", "kvm_cpu_exec: exit reason {name}")
-_declare("bql", "vmm", "action", "BQL {action}")
+_declare("bql", "vmm", "action holder waited held", "BQL {action}")
+# QEMU's main loop (util/main-loop.c) and interrupt delivery (hw/intc/trace-events for the
+# PIC's; vmsim's names where QEMU has no trace event).
+_declare("main_loop_wait", "vmm", "woken_by timers fds",
+         "main loop wakes ({woken_by})")
+_declare("qemu_timer", "vmm", "name expire_time", "QEMU timer {name} runs")
+_declare("qemu_fd_handler", "vmm", "name bytes", "fd handler {name}: {bytes} bytes")
+_declare("qemu_set_irq", "vmm", "line irq level", "IRQ line {line} {irq} level {level}")
+_declare("pic_interrupt", "vmm", "irq intno", "PIC: IRQ {irq} -> vector {intno}")
+_declare("qemu_cpu_kick", "vmm", "cpu_index why", "kick vCPU {cpu_index}: {why}")
+_declare("kvm_arch_pre_run", "vmm", "cpu_index injected request_interrupt_window",
+         "pre_run: inject {injected}, window {request_interrupt_window}")
 _declare("device_access", "vmm", "space address size is_write value",
          "{space} {address:#x} size {size} is_write={is_write} value {value:#x}")
 _declare("thread", "vmm", "state detail", "{state} {detail}")

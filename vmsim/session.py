@@ -336,7 +336,7 @@ class Session:
             while True:
                 if m.stop_requested or self.vm.budget_ended():
                     return self._finish_vm()
-                if self.vm.sched.step() is None:
+                if not self.vm.step():
                     return self._finish_vm()
                 if hit:
                     return Outcome(False, breakpoint=hit[0], reason="breakpoint")

@@ -62,6 +62,11 @@ class Emulation:
 
     # -- served to the interpreter while it replays the instruction ---------------------
     def mmio_read(self, gpa: int, size: int) -> int:
+        from vmsim.kvm.x86 import kernel_mmio_read
+
+        value = kernel_mmio_read(self.v, gpa, size)
+        if value is not None:
+            return value  # an in-kernel device (the local APIC): no exit
         if self.mem_pos < len(self.mem_read):
             v = self.mem_read[self.mem_pos]
             self.mem_pos += 1
@@ -70,9 +75,18 @@ class Emulation:
         raise InterceptExit(Intercept("emulator_needs_data", self.eip))
 
     def mmio_write(self, gpa: int, size: int, value: int) -> None:
+        from vmsim.kvm.x86 import kernel_mmio_write
+
+        if kernel_mmio_write(self.v, gpa, size, value):
+            return
         self.v.mmio_fragments.append((gpa, size, value.to_bytes(size, "little")))
 
     def read(self, port: int, size: int) -> int:  # the port bus: IN/INS
+        from vmsim.kvm.x86 import kernel_pio_read
+
+        value = kernel_pio_read(self.v, port, size)
+        if value is not None:
+            return value
         if self.io_pos < len(self.io_read):
             v = self.io_read[self.io_pos]
             self.io_pos += 1
@@ -90,7 +104,10 @@ class Emulation:
         raise InterceptExit(Intercept("emulator_needs_data", self.eip))
 
     def write(self, port: int, size: int, value: int) -> None:  # OUT/OUTS
-        self.pio_out = (port, size, value)
+        from vmsim.kvm.x86 import kernel_pio_write
+
+        if not kernel_pio_write(self.v, port, size, value):
+            self.pio_out = (port, size, value)
 
     # -- one iteration -------------------------------------------------------------------------
     rep = False

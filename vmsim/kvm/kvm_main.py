@@ -21,6 +21,7 @@ from vmsim.hw.memory import PAGE_SIZE, PhysicalMemory
 from vmsim.hw.mmu import PFEC_W, WRITE
 from vmsim.hw.vmcs import F, Vmcs
 from vmsim.hw.vmx import Vmx
+from vmsim.kvm import api
 from vmsim.kvm.api import KVM_API_VERSION, VCPU_MMAP_SIZE, KvmRegs, KvmRun, KvmSregs
 
 
@@ -95,6 +96,38 @@ class SimVm:
         self.paging = kvm.paging  # "ept" (the TDP MMU) or "shadow" (the shadow MMU)
         self.tdp = None
         self.shadow = None
+        self.irqchip = None  # KVM_CREATE_IRQCHIP's KvmIrqchip (vmsim.kvm.irq)
+        self.apic_map = None  # kvm_apic_map: the vCPUs' APICs, for IPIs
+
+    # -- the in-kernel irqchip (LNX arch/x86/kvm/x86.c kvm_arch_vm_ioctl) ---------------------
+    def create_irqchip(self) -> None:
+        """KVM_CREATE_IRQCHIP: the PIC pair now, a local APIC with every vCPU created after."""
+        from vmsim.kvm.irq import KvmIrqchip
+
+        if self.irqchip is not None:
+            raise KvmError(errno.EEXIST, "KVM_CREATE_IRQCHIP: the VM already has an irqchip")
+        if self.vcpus:
+            raise KvmError(errno.EINVAL, "KVM_CREATE_IRQCHIP: vCPUs already exist")
+        self.irqchip = KvmIrqchip(self)
+
+    def create_pit2(self, flags: int = 0) -> None:
+        """KVM_CREATE_PIT2: the 8254 in the kernel, its hrtimer raising GSI 0."""
+        if self.irqchip is None:
+            raise KvmError(errno.ENOENT, "KVM_CREATE_PIT2 needs KVM_CREATE_IRQCHIP first")
+        if self.irqchip.pit is not None:
+            raise KvmError(errno.EEXIST, "KVM_CREATE_PIT2: the VM already has a PIT")
+        self.irqchip.create_pit()
+
+    def irq_line(self, irq: int, level: int) -> None:
+        """KVM_IRQ_LINE: drive a GSI from userspace (needs the in-kernel irqchip)."""
+        from vmsim.kvm.irq import KVM_USERSPACE_IRQ_SOURCE_ID, kvm_set_irq
+
+        if self.irqchip is None:
+            raise KvmError(errno.ENXIO, "KVM_IRQ_LINE needs KVM_CREATE_IRQCHIP")
+        kvm_set_irq(self, KVM_USERSPACE_IRQ_SOURCE_ID, irq, 1 if level else 0)
+
+    def check_extension(self, cap: int) -> int:
+        return self.kvm.check_extension(cap)
 
     def set_user_memory_region(self, slot: int, flags: int, guest_phys_addr: int,
                                memory_size: int, userspace: memoryview) -> None:
@@ -149,9 +182,30 @@ class SimVm:
             from vmsim.kvm.shadow_mmu import ShadowMmu
 
             self.shadow = ShadowMmu(self)
+        if any(o.vcpu_id == vcpu_id for o in self.vcpus):
+            raise KvmError(errno.EEXIST, f"KVM_CREATE_VCPU: vCPU {vcpu_id} exists")
+        if len(self.vcpus) >= KVM_MAX_VCPUS:
+            raise KvmError(errno.EINVAL, f"KVM_CREATE_VCPU: at most {KVM_MAX_VCPUS} vCPUs")
         v = SimVcpu(self, vcpu_id)
         self.vcpus.append(v)
+        if self.irqchip is not None:
+            self._create_lapic(v)
         return v
+
+    def _create_lapic(self, v: SimVcpu) -> None:
+        """kvm_create_lapic, and the VM's APIC map that IPIs are delivered through."""
+        from vmsim.kvm.irq import kvm_vcpu_kick
+        from vmsim.kvm.lapic import ApicMap, KvmLapic
+
+        clock = self.kvm.clock
+        v.lapic = KvmLapic(v.vcpu_id, lambda: clock.now,
+                           lambda cb: clock.new_timer(f"{v.name} apic timer", cb),
+                           lambda: (v.requests.add("event"), kvm_vcpu_kick(v)),
+                           events=self.events, source=v.name)
+        self.apic_map = ApicMap([o.lapic for o in self.vcpus if o.lapic is not None])
+        for o in self.vcpus:
+            if o.lapic is not None:
+                o.lapic.apic_map = self.apic_map
 
 
 class _Offset:
@@ -165,6 +219,9 @@ class _Offset:
 
     def write(self, offset: int, size: int, value: int) -> None:
         self.trap.write(self.base + offset, size, value)
+
+
+KVM_MAX_VCPUS = 8  # vmsim's limit (--smp 1..8); Linux's KVM_MAX_VCPUS is far larger
 
 
 class SimVcpu:
@@ -197,7 +254,22 @@ class SimVcpu:
         self.progress_mark = (0, 0)  # (instructions retired, ECX) when it last moved
         self.idle_exits = self.idle_deliveries = 0
         self.stat = {"exits": 0, "halt_exits": 0, "io_exits": 0, "mmio_exits": 0,
-                     "signal_exits": 0, "insn_emulation": 0}
+                     "signal_exits": 0, "insn_emulation": 0, "irq_exits": 0,
+                     "irq_window_exits": 0, "irq_injections": 0, "halt_wakeup": 0}
+        # Interrupts (arch/x86/kvm): the local APIC when the irqchip is in the kernel, the
+        # vector userspace queued with KVM_INTERRUPT otherwise, the vCPU's mode as
+        # kvm_vcpu_kick sees it, the host interrupt that will make it exit, and the
+        # multiprocessing state (KVM_MP_STATE_*).
+        self.lapic: Any = None
+        self.pending_external_vector = -1
+        self.mode = "outside"  # OUTSIDE_GUEST_MODE, "in_guest", "blocked" (kvm_vcpu_block)
+        self.host_irq: int | None = None  # a host interrupt vector due while in the guest
+        self.next_host_tick = 0
+        self.mp_state = "runnable"  # "halted", "init_received"
+        # A signal sent to the vCPU thread (QEMU's SIG_IPI) that KVM_RUN has not yet seen
+        # (signal_pending(current)); in_kvm_run: the thread is inside the ioctl.
+        self.signal_pending = False
+        self.in_kvm_run = False
         # CR0/CR4 bits the guest owns (no exit on writes; read from the hardware register).
         self.cr0_guest_owned = kvm_vmx.KVM_CR0_GUEST_OWNED
         self.cr4_guest_owned = kvm_vmx.KVM_CR4_GUEST_OWNED
@@ -250,6 +322,32 @@ class SimVcpu:
     def set_cpuid2(self, entries: list[tuple[int, int, int, int, int, int]]) -> None:
         self.cpuid_entries = {(fn, idx): (a, b, c, d) for fn, idx, a, b, c, d in entries}
 
+    def interrupt(self, vector: int) -> None:
+        """KVM_INTERRUPT: queue an external interrupt (only without an in-kernel irqchip)."""
+        from vmsim.kvm.irq import kvm_make_request_event
+
+        if self.vm.irqchip is not None:
+            raise KvmError(errno.ENXIO, "KVM_INTERRUPT: the in-kernel irqchip delivers interrupts")
+        if not 0 <= vector < 256:
+            raise KvmError(errno.EINVAL, f"KVM_INTERRUPT: vector {vector} out of range")
+        if self.pending_external_vector != -1:
+            raise KvmError(errno.EEXIST, "KVM_INTERRUPT: an interrupt is already queued")
+        self.pending_external_vector = vector
+        kvm_make_request_event(self)
+
+    def kick_signal(self) -> bool:
+        """A signal (QEMU's SIG_IPI) reaches the vCPU thread. True if the thread is inside
+        KVM_RUN, where the kernel sees it (a vCPU in the guest exits for the IPI that
+        signal delivery sends, one in kvm_vcpu_block wakes); False if it is in userspace,
+        where QEMU's handler runs instead (it sets kvm_run.immediate_exit)."""
+        from vmsim.kvm.irq import kvm_vcpu_kick
+
+        if not self.in_kvm_run:
+            return False
+        self.signal_pending = True
+        kvm_vcpu_kick(self)
+        return True
+
     def set_instruction_limit(self, n: int | None) -> None:
         """vmsim's own control: KVM_RUN returns -EINTR (as if signalled) after n instructions."""
         self.instruction_limit = n
@@ -281,6 +379,12 @@ class _NoPorts:
         pass
 
 
+# KVM_CHECK_EXTENSION answers (include/uapi/linux/kvm.h numbers): what the simulated
+# kvm.ko implements.
+SIM_CAPS = {api.KVM_CAP_IRQCHIP: 1, api.KVM_CAP_PIT2: 1, api.KVM_CAP_IMMEDIATE_EXIT: 1,
+            api.KVM_CAP_NR_VCPUS: KVM_MAX_VCPUS, api.KVM_CAP_MAX_VCPUS: KVM_MAX_VCPUS}
+
+
 class SimKvm:
     """/dev/kvm of the simulated kvm.ko. `paging` is the module parameter: "ept" (kvm_intel
     ept=1, the default) or "shadow" (ept=0: shadow page tables)."""
@@ -290,12 +394,18 @@ class SimKvm:
             raise ValueError(f"paging must be ept or shadow, not {paging!r}")
         self.events = events
         self.paging = paging
+        # The host's clock: the simulation's scheduler (hrtimers, "now"); VirtualMachine
+        # gives it with use_clock before creating the VM.
+        self.clock: Any = None
+
+    def use_clock(self, clock: Any) -> None:
+        self.clock = clock
 
     def get_api_version(self) -> int:
         return KVM_API_VERSION
 
     def check_extension(self, cap: int) -> int:
-        return 0
+        return SIM_CAPS.get(cap, 0)
 
     def create_vm(self, machine_type: int = 0) -> SimVm:
         if machine_type != 0:

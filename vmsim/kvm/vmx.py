@@ -392,6 +392,11 @@ def kvm_skip_emulated_instruction(v: SimVcpu) -> int:
     rflags = v.vmcs.read(F.GUEST_RFLAGS)  # the old value: not traced after setting TF
     rip = v.vmcs.read(F.GUEST_RIP) + v.vmcs.read(F.VM_EXIT_INSTRUCTION_LEN)
     v.vmcs.write(F.GUEST_RIP, rip & 0xFFFFFFFF)
+    # "skipping an emulated instruction also counts": the STI / MOV SS shadow it was in
+    # is over (vmx_set_interrupt_shadow(vcpu, 0)).
+    if v.vmcs.read(F.GUEST_INTERRUPTIBILITY_INFO) & 3:
+        v.vmcs.write(F.GUEST_INTERRUPTIBILITY_INFO,
+                     v.vmcs.read(F.GUEST_INTERRUPTIBILITY_INFO) & ~3)
     if rflags & X86_EFLAGS_TF:
         kvm_vcpu_do_singlestep(v)
     return 1

@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Generator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vmsim.clock import NO_PROGRESS_LIMIT, no_progress_message
-from vmsim.costs import COSTS
+from vmsim.costs import COSTS, NOMINAL_HZ
 from vmsim.hw import exceptions as X
 from vmsim.hw.cpu import PAE_UNSUPPORTED, REAL_MODE_UNSUPPORTED
 from vmsim.hw.exceptions import CpuException, Unsupported
 from vmsim.hw.vmcs import (
+    CPU_BASED_INTR_WINDOW_EXITING,
+    GUEST_INTR_STATE_MOV_SS,
+    GUEST_INTR_STATE_STI,
     INTR_INFO_DELIVER_CODE_MASK,
     INTR_INFO_VALID_MASK,
+    INTR_TYPE_EXT_INTR,
     VMX_EXIT_REASONS_FAILED_VMENTRY,
     ExitReason,
     F,
@@ -32,6 +36,7 @@ from vmsim.kvm.api import (
     KVM_EXIT_IO,
     KVM_EXIT_IO_IN,
     KVM_EXIT_IO_OUT,
+    KVM_EXIT_IRQ_WINDOW_OPEN,
     KVM_EXIT_MMIO,
     KVM_EXIT_SHUTDOWN,
     KVM_PIO_PAGE_OFFSET,
@@ -58,11 +63,24 @@ KVM_HC_VAPIC_POLL_IRQ = 1
 KVM_HC_KICK_CPU = 5
 KVM_HC_SEND_IPI = 10
 KVM_HC_SCHED_YIELD = 11
+# kvm_lapic pending_events bit numbers (arch/x86/kvm/lapic.h).
+KVM_APIC_INIT = 0
+KVM_APIC_SIPI = 1
 _HYPERCALL_RESULTS = {KVM_HC_VAPIC_POLL_IRQ: 0, KVM_HC_KICK_CPU: 0, KVM_HC_SCHED_YIELD: 0,
                       KVM_HC_SEND_IPI: -KVM_EOPNOTSUPP}
 
 
-def kvm_arch_vcpu_ioctl_run(v: SimVcpu) -> Generator[int, None, int]:
+def kvm_arch_vcpu_ioctl_run(v: SimVcpu) -> Generator[Any, None, int]:
+    v.in_kvm_run = True
+    try:
+        return (yield from _ioctl_run(v))
+    finally:
+        # Back in userspace, the signal that interrupted KVM_RUN is delivered there.
+        v.in_kvm_run = False
+        v.signal_pending = False
+
+
+def _ioctl_run(v: SimVcpu) -> Generator[Any, None, int]:
     run = v.kvm_run
     if v.complete_userspace_io is not None:
         # Finish what the last exit started (IN data into RAX, an MMIO read ...).
@@ -82,6 +100,7 @@ def kvm_arch_vcpu_ioctl_run(v: SimVcpu) -> Generator[int, None, int]:
     if run.immediate_exit:
         run.exit_reason = KVM_EXIT_INTR
         v.stat["signal_exits"] += 1
+        _post_kvm_run_save(v)
         return -errno.EINTR
     r = yield from vcpu_run(v)
     if r == 0:
@@ -96,18 +115,172 @@ def _charge(v: SimVcpu, work: int) -> None:
         v.instruction_limit -= work
 
 
-def vcpu_run(v: SimVcpu) -> Generator[int, None, int]:
+def kvm_vcpu_running(v: SimVcpu) -> bool:
+    return v.mp_state == "runnable"
+
+
+def vcpu_run(v: SimVcpu) -> Generator[Any, None, int]:
+    run = v.kvm_run
     while True:
-        r = yield from vcpu_enter_guest(v)
+        if kvm_vcpu_running(v):
+            r = yield from vcpu_enter_guest(v)
+        else:
+            r = yield from vcpu_block(v)
         if r <= 0:
             return r
+        if dm_request_for_irq_injection(v) and kvm_vcpu_ready_for_interrupt_injection(v):
+            # Userspace asked for a window (its PIC has an interrupt) and one is open.
+            run.exit_reason = KVM_EXIT_IRQ_WINDOW_OPEN
+            v.stat["irq_window_exits"] += 1
+            return 0
         if v.instruction_limit is not None and v.instruction_limit <= 0:
             v.limit_reached = True
-        if v.limit_reached or v.stuck:
-            # What a signal does: the vCPU thread was kicked, KVM_RUN returns -EINTR.
-            v.kvm_run.exit_reason = KVM_EXIT_INTR
+        if v.limit_reached or v.stuck or v.signal_pending:
+            # xfer_to_guest_mode_handle_work -> kvm_handle_signal_exit: a signal is pending
+            # (vmsim's budget and watchdog stop a run the same way, as if signalled).
+            run.exit_reason = KVM_EXIT_INTR
             v.stat["signal_exits"] += 1
             return -errno.EINTR
+
+
+def vcpu_block(v: SimVcpu) -> Generator[Any, None, int]:
+    """vcpu_block -> kvm_vcpu_halt -> kvm_vcpu_block: a halted vCPU's thread sleeps until
+    an interrupt it can take arrives (or a signal, or an INIT/SIPI), then runs again."""
+    from vmsim.clock import Block
+
+    ev = v.events
+    if ev is not None and ev.wants("kvm_vcpu_block"):
+        ev.emit("kvm_vcpu_block", v.name, vcpu_id=v.vcpu_id)
+    clock = v.vm.kvm.clock
+    start = clock.now if clock is not None else 0
+    v.mode = "blocked"
+    try:
+        if not (kvm_vcpu_has_events(v) or v.signal_pending):
+            yield Block("kvm_vcpu_block", lambda: kvm_vcpu_has_events(v) or v.signal_pending)
+    finally:
+        v.mode = "outside"
+    woke = kvm_vcpu_has_events(v)
+    if ev is not None and ev.wants("kvm_vcpu_wakeup"):
+        now = clock.now if clock is not None else 0
+        ev.emit("kvm_vcpu_wakeup", v.name, ns=(now - start) * 1_000_000_000 // NOMINAL_HZ,
+                waited=True, valid=woke)
+    if woke:
+        v.stat["halt_wakeup"] += 1
+        if v.mp_state == "halted":
+            v.mp_state = "runnable"
+    return 1
+
+
+def kvm_vcpu_has_events(v: SimVcpu) -> bool:
+    """kvm_vcpu_has_events: what ends kvm_vcpu_block (an interrupt the guest can take now,
+    an event being re-injected, a pending INIT)."""
+    from vmsim.kvm.irq import kvm_cpu_has_interrupt
+
+    if v.lapic is not None and v.lapic.pending_events:
+        return True
+    if v.vmcs.read(F.VM_ENTRY_INTR_INFO_FIELD) & INTR_INFO_VALID_MASK:
+        return True
+    return vmx_interrupt_allowed(v) and kvm_cpu_has_interrupt(v)
+
+
+def dm_request_for_irq_injection(v: SimVcpu) -> bool:
+    return bool(v.kvm_run.request_interrupt_window) and v.vm.irqchip is None
+
+
+def kvm_vcpu_ready_for_interrupt_injection(v: SimVcpu) -> bool:
+    from vmsim.kvm.irq import kvm_cpu_has_interrupt
+
+    return (vmx_interrupt_allowed(v) and not kvm_cpu_has_interrupt(v)
+            and not v.vmcs.read(F.VM_ENTRY_INTR_INFO_FIELD) & INTR_INFO_VALID_MASK)
+
+
+def vmx_interrupt_allowed(v: SimVcpu) -> bool:
+    """vmx_interrupt_blocked, negated: RFLAGS.IF set and no STI / MOV SS shadow."""
+    return bool(v.vmcs.read(F.GUEST_RFLAGS) & 0x200) and not (
+        v.vmcs.read(F.GUEST_INTERRUPTIBILITY_INFO) & (GUEST_INTR_STATE_STI
+                                                      | GUEST_INTR_STATE_MOV_SS))
+
+
+def inject_pending_event(v: SimVcpu) -> None:
+    """inject_pending_event: an event already queued (an exception, a re-injected
+    interrupt) goes first; otherwise the highest pending interrupt is injected if the guest
+    can take it now, and if not (or if more wait), interrupt-window exiting is turned on."""
+    from vmsim.kvm.irq import kvm_cpu_get_interrupt, kvm_cpu_has_interrupt
+
+    if not kvm_cpu_has_interrupt(v):
+        return
+    if v.vmcs.read(F.VM_ENTRY_INTR_INFO_FIELD) & INTR_INFO_VALID_MASK:
+        enable_irq_window(v)
+        return
+    if vmx_interrupt_allowed(v):
+        vector = kvm_cpu_get_interrupt(v)
+        if vector >= 0:
+            vmx_inject_irq(v, vector)
+        if kvm_cpu_has_interrupt(v):
+            enable_irq_window(v)
+    else:
+        enable_irq_window(v)
+
+
+def vmx_inject_irq(v: SimVcpu, vector: int) -> None:
+    """vmx_inject_irq: an external interrupt in the VM-entry interruption information."""
+    v.stat["irq_injections"] += 1
+    v.vmcs.write(F.VM_ENTRY_INTR_INFO_FIELD, vector | INTR_TYPE_EXT_INTR | INTR_INFO_VALID_MASK)
+
+
+def enable_irq_window(v: SimVcpu) -> None:
+    """vmx_enable_irq_window: exit as soon as the guest can take an interrupt (reason 7)."""
+    ctl = v.vmcs.read(F.CPU_BASED_VM_EXEC_CONTROL)
+    if ctl & CPU_BASED_INTR_WINDOW_EXITING:
+        return
+    v.vmcs.write(F.CPU_BASED_VM_EXEC_CONTROL, ctl | CPU_BASED_INTR_WINDOW_EXITING)
+    ev = v.events
+    if ev is not None and ev.wants("kvm_irq_window"):
+        ev.emit("kvm_irq_window", v.name, vcpu_id=v.vcpu_id, enable=True)
+
+
+def handle_interrupt_window(v: SimVcpu) -> int:
+    """handle_interrupt_window (exit reason 7): the guest can take an interrupt now."""
+    ctl = v.vmcs.read(F.CPU_BASED_VM_EXEC_CONTROL)
+    v.vmcs.write(F.CPU_BASED_VM_EXEC_CONTROL, ctl & ~CPU_BASED_INTR_WINDOW_EXITING)
+    ev = v.events
+    if ev is not None and ev.wants("kvm_irq_window"):
+        ev.emit("kvm_irq_window", v.name, vcpu_id=v.vcpu_id, enable=False)
+    v.requests.add("event")
+    from vmsim.kvm.irq import kvm_cpu_has_interrupt
+
+    if v.vm.irqchip is None and v.kvm_run.request_interrupt_window and not kvm_cpu_has_interrupt(v):
+        v.kvm_run.exit_reason = KVM_EXIT_IRQ_WINDOW_OPEN
+        v.stat["irq_window_exits"] += 1
+        return 0
+    return 1
+
+
+def handle_external_interrupt(v: SimVcpu) -> int:
+    """handle_external_interrupt (reason 1): the host took its interrupt (vmsim: the kick
+    IPI, a host timer tick); nothing for kvm.ko to do but go round again."""
+    v.stat["irq_exits"] += 1
+    return 1
+
+
+def kvm_apic_accept_events(v: SimVcpu) -> None:
+    """kvm_apic_accept_events: an INIT puts the vCPU in wait-for-SIPI; a SIPI would start
+    it in real mode at vector << 12, which vmsim's CPU does not run."""
+    from vmsim.hw.exceptions import Unsupported
+
+    lapic = v.lapic
+    pe = lapic.pending_events
+    if not pe:
+        return
+    if pe & (1 << KVM_APIC_INIT):
+        lapic.pending_events &= ~(1 << KVM_APIC_INIT)
+        lapic.reset(init_event=True)  # kvm_vcpu_reset(vcpu, true) resets the APIC
+        v.mp_state = "init_received"  # KVM_MP_STATE_INIT_RECEIVED: wait for SIPI
+    if pe & (1 << KVM_APIC_SIPI) and v.mp_state == "init_received":
+        lapic.pending_events &= ~(1 << KVM_APIC_SIPI)
+        vector = getattr(lapic, "sipi_vector", 0)
+        raise Unsupported(f"SIPI to vcpu{v.vcpu_id}: it would start in real mode at "
+                          f"{vector << 12:#x}; vmsim's CPU runs 32-bit protected mode only")
 
 
 def vcpu_enter_guest(v: SimVcpu) -> Generator[int, None, int]:
@@ -117,6 +290,22 @@ def vcpu_enter_guest(v: SimVcpu) -> Generator[int, None, int]:
         v.requests.discard("triple_fault")
         run.exit_reason = KVM_EXIT_SHUTDOWN
         return 0
+    if v.lapic is not None:
+        kvm_apic_accept_events(v)
+        if not kvm_vcpu_running(v):
+            return 1
+    v.requests.discard("event")  # KVM_REQ_EVENT: look at what is pending now
+    if v.lapic is not None or v.pending_external_vector != -1 or v.vm.irqchip is not None:
+        inject_pending_event(v)
+    if dm_request_for_irq_injection(v):
+        enable_irq_window(v)  # req_int_win
+    # The last check before entry (kvm_vcpu_exit_request): a pending signal, a request
+    # made meanwhile. The injected event stays queued for the next entry.
+    if ev is not None and ev.wants("kvm_signal_check"):
+        ev.emit("kvm_signal_check", v.name, vcpu_id=v.vcpu_id, pending=v.signal_pending,
+                requests=sorted(v.requests))
+    if v.signal_pending:
+        return 1
     launch = not v.vmcs.launched
     if ev is not None:
         trace_inj(v, ev)
@@ -136,30 +325,44 @@ def vcpu_enter_guest(v: SimVcpu) -> Generator[int, None, int]:
         return 0
     yield COSTS["vmentry"]
     mmu = cpu.mmu
-    while True:
-        budget = _budget(v)
-        before, delivered = cpu.icount, cpu.deliveries
-        refs = mmu.refs + (mmu.ept.refs if mmu.ept is not None else 0)
-        exit_info = vmx.run(budget)
-        ran = cpu.icount - before
-        faults = cpu.deliveries - delivered
-        # What the hardware's page walks cost (two-dimensional under EPT).
-        walked = mmu.refs + (mmu.ept.refs if mmu.ept is not None else 0) - refs
-        if v.instruction_limit is not None:
-            # The budget counts work, not only retired instructions: an exception
-            # delivered (a handler may fault at once and retire nothing) and an
-            # instruction that exits (kvm.ko completes it, or it is retried) count too.
-            v.instruction_limit -= ran + faults + (1 if exit_info is not None else 0)
-            if v.instruction_limit <= 0 and exit_info is None:
-                v.limit_reached = True
-        stuck = kvm_watch_progress(v, 0, faults)
-        if exit_info is None and (v.limit_reached or stuck):
-            exit_info = vmx.vm_exit(None)  # the kick: an external interrupt exits
-        # Yield after every batch, even one that retired nothing, so that the session
-        # (a GUI's pause, run_for) gets control back.
-        yield ran * COSTS["guest_instruction"] + walked * COSTS["walk_ref"]
-        if exit_info is not None:
-            break
+    clock = v.vm.kvm.clock
+    v.mode = "in_guest"
+    try:
+        while True:
+            if v.host_irq is not None:
+                # An interrupt for the host (the kick IPI, its timer tick): the guest exits.
+                vector, v.host_irq = v.host_irq, None
+                exit_info = _external_interrupt_exit(vmx, vector)
+                break
+            budget = _budget(v)
+            if clock is not None and budget > 1:
+                budget = _until_horizon(v, clock, budget)
+            before, delivered = cpu.icount, cpu.deliveries
+            refs = mmu.refs + (mmu.ept.refs if mmu.ept is not None else 0)
+            exit_info = vmx.run(budget)
+            ran = cpu.icount - before
+            faults = cpu.deliveries - delivered
+            # What the hardware's page walks cost (two-dimensional under EPT).
+            walked = mmu.refs + (mmu.ept.refs if mmu.ept is not None else 0) - refs
+            if v.instruction_limit is not None:
+                # The budget counts work, not only retired instructions: an exception
+                # delivered (a handler may fault at once and retire nothing) and an
+                # instruction that exits (kvm.ko completes it, or it is retried) count too.
+                v.instruction_limit -= ran + faults + (1 if exit_info is not None else 0)
+                if v.instruction_limit <= 0 and exit_info is None:
+                    v.limit_reached = True
+            stuck = kvm_watch_progress(v, 0, faults)
+            if exit_info is None and (v.limit_reached or stuck):
+                exit_info = vmx.vm_exit(None)  # the kick: an external interrupt exits
+            # Yield after every batch, even one that retired nothing, so that the session
+            # (a GUI's pause, run_for) gets control back.
+            yield ran * COSTS["guest_instruction"] + walked * COSTS["walk_ref"]
+            if exit_info is not None:
+                break
+            if clock is not None and clock.now >= v.next_host_tick:
+                _host_tick(v, clock.now)
+    finally:
+        v.mode = "outside"
     v.stat["exits"] += 1
     name = exit_info.name
     if ev is not None and ev.wants("kvm_exit"):
@@ -185,12 +388,45 @@ def vcpu_enter_guest(v: SimVcpu) -> Generator[int, None, int]:
         trace_userspace_bound(v, ev)
     _charge(v, cpu.icount - icount)  # instructions the emulator completed
     # An exit whose handler moved RIP completed an instruction (CPUID, OUT, an emulated
-    # MMIO access ...): progress. One that resumes at the same RIP may loop.
-    kvm_watch_progress(v, 0 if v.vmcs.read(F.GUEST_RIP) != rip else 1, 0,
-                       progress=v.vmcs.read(F.GUEST_RIP) != rip)
+    # MMIO access ...): progress. One that resumes at the same RIP may loop. An external
+    # interrupt or an interrupt window is the host's or kvm.ko's doing, not a guest loop.
+    moved = v.vmcs.read(F.GUEST_RIP) != rip or exit_info.basic_reason in _NOT_GUEST_LOOPS
+    kvm_watch_progress(v, 0 if moved else 1, 0, progress=moved)
     cost = COSTS["exit_handler"] + v.handler_cost
     yield cost
     return r
+
+
+def _external_interrupt_exit(vmx, vector: int):
+    fn = getattr(vmx, "external_interrupt_exit", None)
+    return fn(vector) if fn is not None else vmx.vm_exit(None)
+
+
+_NOT_GUEST_LOOPS = (ExitReason.EXTERNAL_INTERRUPT, ExitReason.INTERRUPT_WINDOW)
+
+
+def _until_horizon(v: SimVcpu, clock, budget: int) -> int:
+    """Guest instructions until something else is due (a timer, another thread, the host's
+    tick): a batch never runs past it, so interrupts come on time and runs are exact."""
+    now = clock.now
+    if now >= v.next_host_tick:
+        _host_tick(v, now)
+    limit = v.next_host_tick
+    h = clock.horizon(clock.current)
+    if h is not None and h < limit:
+        limit = h
+    per = COSTS["guest_instruction"]
+    return max(1, min(budget, (limit - now) // per))
+
+
+def _host_tick(v: SimVcpu, now: int) -> None:
+    """The host's timer interrupt on the vCPU's physical CPU (HOST_HZ): while the guest
+    runs, it is a VM exit (reason 1, LOCAL_TIMER_VECTOR)."""
+    from vmsim.kvm.irq import HOST_TICK, LOCAL_TIMER_VECTOR
+
+    if v.next_host_tick and v.host_irq is None:
+        v.host_irq = LOCAL_TIMER_VECTOR
+    v.next_host_tick = (now // HOST_TICK + 1) * HOST_TICK
 
 
 def kvm_watch_progress(v: SimVcpu, exits: int, deliveries: int, progress: bool = False) -> bool:
@@ -252,14 +488,75 @@ def _stage(v: SimVcpu, name: str, outcome: str) -> None:
 
 
 def _post_kvm_run_save(v: SimVcpu) -> None:
+    """post_kvm_run_save: if_flag, and whether KVM_INTERRUPT could inject now (always 1
+    with the PIC in the kernel)."""
     if_flag = 1 if v.vmcs.read(F.GUEST_RFLAGS) & 0x200 else 0
-    v.kvm_run.set_flags_out(if_flag, if_flag)
+    ready = 1 if v.vm.irqchip is not None else int(kvm_vcpu_ready_for_interrupt_injection(v))
+    v.kvm_run.set_flags_out(ready, if_flag)
 
 
 # -- port I/O that needs no emulator (LNX kvm_fast_pio) ----------------------------------------
 
+def kernel_pio_read(v: SimVcpu, port: int, size: int) -> int | None:
+    """kernel_pio: an in-kernel device on KVM_PIO_BUS answers (PIC, ELCR, PIT), or None."""
+    chip = v.vm.irqchip
+    if chip is None:
+        return None
+    value = chip.pio.read(port, size)
+    if value is not None:
+        _trace_kernel_pio(v, 0, port, size, value)
+    return value
+
+
+def kernel_pio_write(v: SimVcpu, port: int, size: int, value: int) -> bool:
+    chip = v.vm.irqchip
+    if chip is None or not chip.pio.write(port, size, value):
+        return False
+    _trace_kernel_pio(v, 1, port, size, value)
+    return True
+
+
+def _trace_kernel_pio(v: SimVcpu, rw: int, port: int, size: int, value: int) -> None:
+    ev = v.events
+    if ev is not None and ev.wants("kvm_pio"):
+        ev.emit("kvm_pio", v.name, rw=rw, port=port, size=size, count=1, val=value)
+
+
+def kernel_mmio_read(v: SimVcpu, gpa: int, size: int) -> int | None:
+    """vcpu_mmio_read: this vCPU's local APIC page is served in the kernel."""
+    from vmsim.kvm.irq import APIC_BASE, APIC_SIZE
+
+    if v.lapic is None or not APIC_BASE <= gpa < APIC_BASE + APIC_SIZE:
+        return None
+    value = v.lapic.read(gpa - APIC_BASE, size)
+    ev = v.events
+    if ev is not None and ev.wants("kvm_mmio"):
+        ev.emit("kvm_mmio", v.name, type="read", len=size, gpa=gpa, val=value)
+    return value
+
+
+def kernel_mmio_write(v: SimVcpu, gpa: int, size: int, value: int) -> bool:
+    from vmsim.kvm.irq import APIC_BASE, APIC_SIZE
+
+    if v.lapic is None or not APIC_BASE <= gpa < APIC_BASE + APIC_SIZE:
+        return False
+    ev = v.events
+    if ev is not None and ev.wants("kvm_mmio"):
+        ev.emit("kvm_mmio", v.name, type="write", len=size, gpa=gpa, val=value)
+    v.lapic.write(gpa - APIC_BASE, size, value)
+    return True
+
+
 def kvm_fast_pio(v: SimVcpu, size: int, port: int, is_in: bool) -> int:
     run = v.kvm_run
+    if is_in:
+        value = kernel_pio_read(v, port, size)
+        if value is not None:
+            mask = (1 << (8 * size)) - 1
+            v.cpu.r[0] = (v.cpu.r[0] & ~mask & 0xFFFFFFFF) | (value & mask)
+            return kvm_skip_emulated_instruction(v)
+    elif kernel_pio_write(v, port, size, v.cpu.r[0] & ((1 << (8 * size)) - 1)):
+        return kvm_skip_emulated_instruction(v)
     data_at = KVM_PIO_PAGE_OFFSET * PAGE_SIZE
     if is_in:
         run.set_io(KVM_EXIT_IO_IN, size, port, 1)
@@ -315,9 +612,14 @@ def kvm_emulate_cpuid(v: SimVcpu) -> int:
 
 
 def kvm_emulate_halt(v: SimVcpu) -> int:
-    """No in-kernel local APIC: userspace decides what a halted vCPU does (KVM_EXIT_HLT)."""
+    """__kvm_emulate_halt: with the local APIC in the kernel, the vCPU halts there
+    (vcpu_run blocks it until an interrupt); without one, userspace decides what a halted
+    vCPU does (KVM_EXIT_HLT)."""
     v.stat["halt_exits"] += 1
     kvm_skip_emulated_instruction(v)
+    if v.lapic is not None:
+        v.mp_state = "halted"
+        return 1
     v.kvm_run.exit_reason = KVM_EXIT_HLT
     return 0
 
@@ -416,12 +718,8 @@ def kvm_get_cr(v: SimVcpu, cr: int) -> int:
     return kvm_read_cr4(v)
 
 
-def _external_interrupt(v: SimVcpu) -> int:
-    """handle_external_interrupt: the host took its interrupt; back into the guest."""
-    return 1
-
-
-KVM_VMX_EXIT_HANDLERS[ExitReason.EXTERNAL_INTERRUPT] = _external_interrupt
+KVM_VMX_EXIT_HANDLERS[ExitReason.EXTERNAL_INTERRUPT] = handle_external_interrupt
+KVM_VMX_EXIT_HANDLERS[ExitReason.INTERRUPT_WINDOW] = handle_interrupt_window
 
 
 # -- tracepoints kvm.ko fires around an exit to userspace --------------------------------------
@@ -432,12 +730,17 @@ def trace_inj(v: SimVcpu, ev) -> None:
     delivery (vmx_complete_interrupts), which Linux re-injects without the tracepoint."""
     info = v.vmcs.read(F.VM_ENTRY_INTR_INFO_FIELD)
     reinjected, v.reinjected = v.reinjected, 0
-    if not info & INTR_INFO_VALID_MASK or info == reinjected:
+    if not info & INTR_INFO_VALID_MASK:
         return
     vector, kind = info & 0xFF, (info >> 8) & 7
+    if info == reinjected and kind != 0:
+        return
     if kind in (0, 4):  # external interrupt, software interrupt (INT n)
         if ev.wants("kvm_inj_virq"):
-            ev.emit("kvm_inj_virq", v.name, irq=vector, soft=kind == 4)
+            # vmx_inject_irq(vcpu, reinjected): an interrupt whose delivery an exit cut
+            # short goes in again, traced as such.
+            ev.emit("kvm_inj_virq", v.name, irq=vector, soft=kind == 4,
+                    reinjected=info == reinjected)
     elif ev.wants("kvm_inj_exception"):
         has_error = bool(info & INTR_INFO_DELIVER_CODE_MASK)
         ev.emit("kvm_inj_exception", v.name, exception=vector, name=X.name(vector),

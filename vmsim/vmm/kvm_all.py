@@ -20,6 +20,7 @@ from vmsim.kvm.api import (
     KVM_EXIT_INTR,
     KVM_EXIT_IO,
     KVM_EXIT_IO_OUT,
+    KVM_EXIT_IRQ_WINDOW_OPEN,
     KVM_EXIT_MMIO,
     KVM_EXIT_NAMES,
     KVM_EXIT_SHUTDOWN,
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 # Results of kvm_cpu_exec (QEMU's EXCP_* values for the cases it returns).
 EXCP_INTERRUPT = 0x10000
 EXCP_HLT = 0x10001
+CPU_INTERRUPT_HARD = 0x0002  # include/exec/cpu-all.h: an external interrupt is pending
 EXCP_SHUTDOWN = -2  # vmsim: the VM is to stop (triple fault, internal error, failed entry)
 
 COST_IOCTL = COSTS["ioctl"]
@@ -56,6 +58,9 @@ class CPUState:
     vcpu_dirty: bool = False
     last_exit: str = ""
     unsupported: str = ""  # why the simulated vCPU stopped on guest behaviour vmsim lacks
+    interrupt_request: int = 0  # CPU_INTERRUPT_* bits (userspace irqchip)
+    eflags_if: bool = False  # env->eflags & IF_MASK, as kvm_arch_post_run last saw it
+    thread_kicked: bool = False
 
 
 class KvmState:
@@ -72,6 +77,14 @@ class KvmState:
         self.vm = self.ioctl("KVM_CREATE_VM", kvm.create_vm, fd="system")
         if hasattr(self.vm, "set_tss_addr"):
             self.ioctl("KVM_SET_TSS_ADDR", self.vm.set_tss_addr)
+        # kvm_irqchip_create (kernel-irqchip=on): the PIC pair, IOAPIC and APICs in kvm.ko,
+        # then the in-kernel PIT (kvm_pit_init); both before any vCPU exists.
+        self.irqchip_in_kernel = machine.config.irqchip == "kernel"
+        if self.irqchip_in_kernel:
+            self.ioctl("KVM_CREATE_IRQCHIP", self.vm.create_irqchip)
+            self.ioctl("KVM_CREATE_PIT2", self.vm.create_pit2, 0)
+            # kvm_pc_gsi_handler -> kvm_set_irq: ISA lines become KVM_IRQ_LINE.
+            machine.gsi_handler = self.irq_line
         for slot, (gpa, size, offset) in enumerate(machine.ram_slots()):
             self.ioctl("KVM_SET_USER_MEMORY_REGION", self.vm.set_user_memory_region,
                        slot, 0, gpa, size, machine.ram_view[offset:offset + size],
@@ -86,13 +99,18 @@ class KvmState:
             trace_ioctl(ev, fd, vcpu, name, detail)
         return fn(*args)
 
+    def irq_line(self, irq: int, level: int) -> None:
+        """kvm_set_irq (QEMU): KVM_IRQ_LINE on the VM."""
+        self.ioctl("KVM_IRQ_LINE", self.vm.irq_line, irq, level,
+                   detail=f"irq {irq} level {level}")
+
     def init_vcpu(self, index: int) -> CPUState:
         """kvm_init_vcpu + the machine's reset state (vmsim's entry-state contract)."""
         name = f"vcpu{index}"
         vcpu = self.ioctl("KVM_CREATE_VCPU", self.vm.create_vcpu, index, vcpu=name,
                           detail=f"vcpu_id {index}")
         cpu = CPUState(index, vcpu, name)
-        entries = self.machine.cpuid_entries()
+        entries = self.machine.cpuid_entries(index)
         if entries:
             self.ioctl("KVM_SET_CPUID2", vcpu.set_cpuid2, entries, vcpu=name, fd="vcpu")
         kvm_arch_put_registers(self, cpu)
@@ -111,8 +129,18 @@ def kvm_arch_put_registers(s: KvmState, cpu: CPUState) -> None:
     sregs.cr0, sregs.cr3, sregs.cr4 = 0x11, 0, 0
     s.ioctl("KVM_SET_SREGS", cpu.vcpu.set_sregs, sregs, vcpu=cpu.thread, fd="vcpu")
     s.ioctl("KVM_SET_REGS", cpu.vcpu.set_regs,
-            KvmRegs(rip=m.entry_point, rsp=m.entry_esp, rflags=0x2), vcpu=cpu.thread,
-            fd="vcpu")
+            KvmRegs(rip=m.entry_point, rsp=m.entry_esp_for(cpu.index), rflags=0x2),
+            vcpu=cpu.thread, fd="vcpu")
+
+
+def kvm_arch_process_async_events(s: KvmState, cpu: CPUState) -> bool:
+    """A halted vCPU (userspace irqchip) wakes for an interrupt it can take. True: still
+    halted. With the irqchip in the kernel, HLT never leaves kvm.ko."""
+    if s.irqchip_in_kernel:
+        return False
+    if cpu.interrupt_request & CPU_INTERRUPT_HARD and cpu.eflags_if:
+        cpu.halted = False
+    return cpu.halted
 
 
 def kvm_cpu_exec(s: KvmState, cpu: CPUState) -> Generator[Any, None, int]:
@@ -122,13 +150,15 @@ def kvm_cpu_exec(s: KvmState, cpu: CPUState) -> Generator[Any, None, int]:
     """
     m = s.machine
     ev = s.events
-    if cpu.halted:
+    if kvm_arch_process_async_events(s, cpu):
         return EXCP_HLT
     m.bql_unlock(cpu.thread)
     ret = 0
     while ret == 0:
         run = cpu.vcpu.kvm_run
-        run.immediate_exit = 1 if cpu.exit_request else 0
+        yield from kvm_arch_pre_run(s, cpu)
+        if cpu.exit_request:
+            run.immediate_exit = 1  # kvm_cpu_kick_self
         steps = getattr(cpu.vcpu, "run_steps", None)
         if ev is not None:
             trace_ioctl(ev, "vcpu", cpu.thread, "KVM_RUN", "")
@@ -144,12 +174,15 @@ def kvm_cpu_exec(s: KvmState, cpu: CPUState) -> Generator[Any, None, int]:
             m.shutdown_request(str(e))
             ret = EXCP_SHUTDOWN
             break
+        cpu.eflags_if = bool(run.if_flag)  # kvm_arch_post_run
         if ev is not None:
             # KVM_RUN has returned: kvm.ko's last tracepoint (kvm_userspace_exit), then
             # QEMU's (kvm_run_exit), before anything is dispatched.
             _trace_return(ev, cpu, r)
         yield COST_IOCTL
         if r == -errno.EINTR or run.exit_reason == KVM_EXIT_INTR:
+            # kvm_eat_signals: the kick is consumed, immediate_exit cleared.
+            run.immediate_exit = 0
             cpu.exit_request = False
             ret = EXCP_INTERRUPT
             stuck = _explain_stop(cpu, KVM_EXIT_INTR)  # the host KVM's watchdog ran out
@@ -160,15 +193,17 @@ def kvm_cpu_exec(s: KvmState, cpu: CPUState) -> Generator[Any, None, int]:
         reason = run.exit_reason
         cpu.last_exit = KVM_EXIT_NAMES.get(reason, str(reason))
         if reason in (KVM_EXIT_IO, KVM_EXIT_MMIO):
-            # Device models run under the BQL (prepare_mmio_access takes it for them).
+            # Device models run under the BQL (prepare_mmio_access takes it for them), and
+            # take time with it held: another thread that wants it meanwhile waits.
             yield from m.bql_lock(cpu.thread)
             (kvm_handle_io if reason == KVM_EXIT_IO else kvm_handle_mmio)(m, cpu)
-            m.bql_unlock(cpu.thread)
             yield COST_DEVICE_ACCESS
+            m.bql_unlock(cpu.thread)
             ret = 0
+        elif reason == KVM_EXIT_IRQ_WINDOW_OPEN:
+            ret = EXCP_INTERRUPT  # kvm_arch_pre_run injects on the way back in
         elif reason == KVM_EXIT_HLT:
-            cpu.halted = True  # kvm_handle_halt: no interrupt can be pending yet
-            ret = EXCP_HLT
+            ret = kvm_handle_halt(cpu)
         elif reason in (KVM_EXIT_SHUTDOWN, KVM_EXIT_SYSTEM_EVENT):
             m.shutdown_request(_explain_stop(cpu, reason) or
                                ("triple fault" if reason == KVM_EXIT_SHUTDOWN else "system event"))
@@ -191,6 +226,54 @@ def kvm_cpu_exec(s: KvmState, cpu: CPUState) -> Generator[Any, None, int]:
             ret = EXCP_INTERRUPT if ret == 0 else ret
     yield from m.bql_lock(cpu.thread)
     return ret
+
+
+def kvm_handle_halt(cpu: CPUState) -> int:
+    """KVM_EXIT_HLT (userspace irqchip): halt unless an interrupt the guest takes waits."""
+    if cpu.interrupt_request & CPU_INTERRUPT_HARD and cpu.eflags_if:
+        return 0
+    cpu.halted = True
+    return EXCP_HLT
+
+
+def kvm_arch_pre_run(s: KvmState, cpu: CPUState) -> Generator[Any, None, None]:
+    """target/i386/kvm/kvm.c kvm_arch_pre_run, with the PIC in QEMU: inject a pending
+    interrupt with KVM_INTERRUPT if the guest can take one now, and ask for an interrupt
+    window while one is still pending (virtualization-facts.md 3.4)."""
+    if s.irqchip_in_kernel:
+        return
+    m = s.machine
+    run = cpu.vcpu.kvm_run
+    yield from m.bql_lock(cpu.thread)
+    injected = -1
+    if (cpu.interrupt_request & CPU_INTERRUPT_HARD and run.ready_for_interrupt_injection
+            and cpu.eflags_if):
+        cpu.interrupt_request &= ~CPU_INTERRUPT_HARD
+        irq = m.pic.read_irq() if m.pic is not None else -1  # cpu_get_pic_interrupt
+        if irq >= 0:
+            ev = s.events
+            if ev is not None and ev.wants("pic_interrupt"):
+                ev.emit("pic_interrupt", "i8259", irq=_pic_irq_of(m.pic, irq), intno=irq)
+            s.ioctl("KVM_INTERRUPT", cpu.vcpu.interrupt, irq, vcpu=cpu.thread, fd="vcpu",
+                    detail=f"irq {irq}")
+            injected = irq
+    run.request_interrupt_window = 1 if cpu.interrupt_request & CPU_INTERRUPT_HARD else 0
+    ev = s.events
+    if ev is not None and ev.wants("kvm_arch_pre_run") and (
+            injected >= 0 or run.request_interrupt_window):
+        ev.emit("kvm_arch_pre_run", cpu.thread, cpu_index=cpu.index, injected=injected,
+                request_interrupt_window=run.request_interrupt_window)
+    m.bql_unlock(cpu.thread)
+
+
+def _pic_irq_of(pic: Any, vector: int) -> int:
+    """Which IRQ a vector from the PIC pair came from (for the trace)."""
+    base_m, base_s = pic.master.irq_base, pic.slave.irq_base
+    if base_m <= vector < base_m + 8:
+        return vector - base_m
+    if base_s <= vector < base_s + 8:
+        return 8 + vector - base_s
+    return -1
 
 
 def _explain_stop(cpu: CPUState, reason: int) -> str | None:

@@ -1,8 +1,16 @@
 """The machine: QEMU's minimal microvm-like PC as vmsim builds it (DESIGN.md "The machine").
 
 RAM from guest-physical 0 (0xA0000-0xBFFFF is not RAM), no BIOS, no PCI; the guest image
-is loaded at 0x100000. Devices: COM1 16550 UART at 0x3F8, isa-debug-exit at 0x501, the
-VGA text buffer at 0xB8000 (MMIO).
+is loaded at 0x100000. Devices: COM1 16550 UART at 0x3F8 on ISA IRQ 4, isa-debug-exit at
+0x501, the VGA text buffer at 0xB8000 (MMIO), and the interrupt controllers: with
+`irqchip="kernel"` (QEMU's kernel-irqchip=on, the default) the PIC pair, the PIT and a
+local APIC per vCPU live in kvm.ko and ISA IRQ lines become KVM_IRQ_LINE; with
+`irqchip="userspace"` the PIC and PIT are device models here (no APIC), and the PIC's
+output raises CPU_INTERRUPT_HARD on the first vCPU.
+
+vmsim's firmware shortcut for several vCPUs: every vCPU starts at the entry point in the
+same state as vCPU 0, except ESP (ENTRY_ESP - index * VCPU_STACK_SPACING) and its APIC ID
+in CPUID leaf 1; on a real PC the other vCPUs would wait for INIT-SIPI-SIPI.
 """
 
 from __future__ import annotations
@@ -27,6 +35,10 @@ from vmsim.vmm.devices.vga import VgaText
 
 LOAD_ADDRESS = 0x100000
 ENTRY_ESP = 0x100000
+VCPU_STACK_SPACING = 0x10000
+MAX_SMP = 8
+IRQCHIP_MODES = ("kernel", "userspace")
+SERIAL_IRQ = 4  # COM1 on ISA IRQ 4
 COM1 = 0x3F8
 DEBUG_EXIT_PORT = 0x501
 VGA_HOLE = (0xA0000, 0xC0000)  # legacy VGA window: not RAM
@@ -41,6 +53,8 @@ class GuestLoadError(Exception):
 class MachineConfig:
     memory_mib: int = 16
     serial_in: bytes = b""
+    smp: int = 1  # vCPUs
+    irqchip: str = "kernel"  # "kernel" (KVM_CREATE_IRQCHIP + KVM_CREATE_PIT2) or "userspace"
 
 
 class Machine:
@@ -49,6 +63,10 @@ class Machine:
         self.config = config or MachineConfig()
         if not 2 <= self.config.memory_mib <= 3072:
             raise ValueError("memory must be between 2 and 3072 MiB")
+        if not 1 <= self.config.smp <= MAX_SMP:
+            raise ValueError(f"--smp must be between 1 and {MAX_SMP}")
+        if self.config.irqchip not in IRQCHIP_MODES:
+            raise ValueError(f"--irqchip must be kernel or userspace, not {self.config.irqchip!r}")
         self.events = events
         size = self.config.memory_mib << 20
         # Guest RAM is one anonymous mapping, as QEMU allocates it: KVM maps it into the
@@ -62,7 +80,15 @@ class Machine:
         self.stop_requested = False
         self.stop_reason = ""
         self.io = IoBus(events)
-        self.serial = Serial16550(serial_out, self.config.serial_in)
+        # Where ISA IRQ lines go: KVM_IRQ_LINE, or the userspace PIC (set by the VM).
+        self.gsi_handler: Callable[[int, int], None] | None = None
+        self.irq_levels = [0] * 16
+        self.pic: Any = None  # the userspace PIC pair and PIT (irqchip="userspace")
+        self.pit: Any = None
+        # pic_irq_request: what the userspace PIC's INTR output does (set by the VM).
+        self.pic_irq_request: Callable[[int], None] | None = None
+        self.serial = Serial16550(serial_out, self.config.serial_in,
+                                  irq=lambda level: self.set_isa_irq(SERIAL_IRQ, int(level)))
         self.io.attach(COM1, 8, self.serial, "serial0", sizes=(1,))
         self.exit_status: int | None = None
         self.debug_exit = DebugExit(self._debug_exit)
@@ -71,6 +97,42 @@ class Machine:
         self.mem.add_mmio(VGA_BASE, VGA_SIZE, self.vga, "vga")
         self.image: GuestImage | None = None
         self.exit_listeners: list[Callable[[int], None]] = []
+
+    def entry_esp_for(self, index: int) -> int:
+        """vCPU `index`'s entry ESP (vmsim's firmware shortcut for several vCPUs)."""
+        return self.entry_esp - index * VCPU_STACK_SPACING
+
+    # -- interrupt lines (QEMU's qemu_irq: hw/i386/x86.c gsi_handler, kvm_pc_gsi_handler) ----
+    def set_isa_irq(self, irq: int, level: int) -> None:
+        """qemu_set_irq on ISA IRQ `irq`: to kvm.ko (KVM_IRQ_LINE) or the userspace PIC."""
+        level = 1 if level else 0
+        if self.irq_levels[irq] == level:
+            return  # QEMU's irq handlers see every call; only changes matter to an edge PIC
+        self.irq_levels[irq] = level
+        ev = self.events
+        if ev is not None and ev.wants("qemu_set_irq"):
+            ev.emit("qemu_set_irq", "isa", line="gsi", irq=irq, level=level)
+        if self.gsi_handler is not None:
+            self.gsi_handler(irq, level)
+
+    def create_userspace_irqchip(self, now: Callable[[], int], make_timer) -> None:
+        """QEMU's i8259 pair and i8254 as device models (kernel-irqchip=off): ports 0x20,
+        0xA0, 0x4D0 and 0x40-0x43 on the I/O bus, the PIT's IRQ 0 on a main-loop timer."""
+        from vmsim.hw.i8254 import Pit8254
+        from vmsim.hw.i8259 import PicPair
+
+        self.pic = PicPair(on_output=self._pic_output)
+        self.io.attach(0x20, 2, self.pic.master, "i8259 master", sizes=(1,))
+        self.io.attach(0xA0, 2, self.pic.slave, "i8259 slave", sizes=(1,))
+        self.io.attach(0x4D0, 2, self.pic.elcr, "elcr", sizes=(1,))
+        self.pit = Pit8254(now, make_timer, lambda level: self.set_isa_irq(0, level),
+                           irq_style="qemu")
+        self.io.attach(0x40, 4, self.pit, "i8254", sizes=(1,))
+        self.gsi_handler = self.pic.set_irq
+
+    def _pic_output(self, level: int) -> None:
+        if self.pic_irq_request is not None:
+            self.pic_irq_request(level)
 
     def _debug_exit(self, status: int) -> None:
         # QEMU's isa-debug-exit calls exit() at the first write: the first status is the
@@ -89,13 +151,19 @@ class Machine:
         lo, hi = VGA_HOLE
         return [(0, lo, 0), (hi, size - hi, hi)]
 
-    def cpuid_entries(self) -> list[tuple[int, int, int, int, int, int]]:
-        """CPUID as the guest sees it (KVM_SET_CPUID2): the CPU model plus KVM's leaves."""
+    def cpuid_entries(self, index: int = 0) -> list[tuple[int, int, int, int, int, int]]:
+        """CPUID as vCPU `index` sees it (KVM_SET_CPUID2): the CPU model plus KVM's leaves."""
         entries = [(leaf, sub, *regs) for (leaf, sub), regs in sorted(default_cpuid().items())
                    if leaf < 0x80000000]
-        # Leaf 1 ECX bit 31: "hypervisor present", which QEMU sets for its guests and which
-        # guests test before looking at the 0x40000000 leaves.
-        entries = [(lf, sub, a, b, c | (1 << 31) if lf == 1 else c, d)
+        # Leaf 1 as QEMU's cpu_x86_cpuid fills it: EBX[31:24] the initial APIC ID, and with
+        # more than one logical processor per package EBX[23:16] their number and EDX.HTT
+        # (-smp N gives N cores in one socket). ECX bit 31: "hypervisor present", which
+        # QEMU sets for its guests and which guests test before the 0x40000000 leaves.
+        n = self.config.smp
+        entries = [(lf, sub, a,
+                    (b & 0xFFFF) | (index << 24) | ((n << 16) if n > 1 else 0) if lf == 1 else b,
+                    c | (1 << 31) if lf == 1 else c,
+                    d | ((1 << 28) if n > 1 else 0) if lf == 1 else d)
                    for lf, sub, a, b, c, d in entries]
         sig = b"KVMKVMKVM\0\0\0"
         ebx, ecx, edx = (int.from_bytes(sig[i:i + 4], "little") for i in (0, 4, 8))
@@ -116,9 +184,10 @@ class Machine:
     def bql_unlock(self, who: str) -> None:
         self.bql.unlock(who)
 
-    def _bql_changed(self, action: str, who: str) -> None:
+    def _bql_changed(self, action: str, who: str, holder: str = "", waited: int = 0,
+                     held: int = 0) -> None:
         if self.events is not None and self.events.wants("bql"):
-            self.events.emit("bql", who, action=action)
+            self.events.emit("bql", who, action=action, holder=holder, waited=waited, held=held)
 
     # -- address spaces (QEMU's address_space_io / address_space_memory) ----------------------
     def address_space_io_read(self, port: int, size: int) -> int:

@@ -1,9 +1,9 @@
 """A running virtual machine: QEMU's threads on the simulated clock (softmmu/vl.c, cpus.c).
 
 One thread per vCPU runs `kvm_vcpu_thread_fn` (accel/kvm/kvm-accel-ops.c) and the main
-loop thread runs `main_loop_wait` (util/main-loop.c); the scheduler interleaves them
-deterministically. The VM stops when the guest asks (isa-debug-exit), shuts down, or
-nothing can ever run again (every vCPU halted with no interrupt source).
+loop thread runs `main_loop_wait` (util/main-loop.c, vmsim.vmm.main_loop); the scheduler
+interleaves them deterministically. The VM stops when the guest asks (isa-debug-exit),
+shuts down, or nothing can ever run again (every vCPU halted, no timer armed).
 """
 
 from __future__ import annotations
@@ -14,8 +14,17 @@ from typing import Any
 
 from vmsim.clock import Block, Scheduler
 from vmsim.kvm.api import Kvm
-from vmsim.vmm.kvm_all import EXCP_SHUTDOWN, CPUState, KvmState, kvm_cpu_exec
+from vmsim.vmm.kvm_all import (
+    CPU_INTERRUPT_HARD,
+    EXCP_SHUTDOWN,
+    CPUState,
+    KvmState,
+    kvm_arch_process_async_events,
+    kvm_cpu_exec,
+)
 from vmsim.vmm.machine import Machine
+from vmsim.vmm.main_loop import THREAD as MAIN_LOOP_THREAD
+from vmsim.vmm.main_loop import MainLoop, main_loop_wait
 
 
 @dataclass
@@ -34,7 +43,7 @@ def kvm_vcpu_thread_fn(s: KvmState, cpu: CPUState) -> Generator[Any, None, None]
     _thread_state(m, cpu.thread, "started", "kvm_vcpu_thread_fn")
     yield from m.bql_lock(cpu.thread)
     while not m.stop_requested:
-        if not cpu.halted:
+        if not cpu.halted or not kvm_arch_process_async_events(s, cpu):
             r = yield from kvm_cpu_exec(s, cpu)
             if r == EXCP_SHUTDOWN:
                 break
@@ -48,45 +57,129 @@ def _thread_state(m: Machine, thread: str, state: str, detail: str) -> None:
         m.events.emit("thread", thread, state=state, detail=detail)
 
 
+def cpu_thread_is_idle(s: KvmState, cpu: CPUState) -> bool:
+    """Halted with nothing to do (never, when kvm.ko halts the vCPU itself)."""
+    if s.machine.stop_requested or s.irqchip_in_kernel or not cpu.halted:
+        return False
+    return not (cpu.interrupt_request & CPU_INTERRUPT_HARD and cpu.eflags_if)
+
+
 def qemu_wait_io_event(s: KvmState, cpu: CPUState) -> Generator[Any, None, None]:
-    """Sleep while the vCPU is halted; the wait releases the BQL (qemu_cond_wait)."""
+    """Sleep while the vCPU is halted; the wait releases the BQL (qemu_cond_wait on
+    halt_cond, which qemu_cpu_kick broadcasts)."""
     m = s.machine
-    if cpu.halted and not m.stop_requested:
+    while cpu_thread_is_idle(s, cpu):
         _thread_state(m, cpu.thread, "halted", "qemu_wait_io_event: waiting for an interrupt")
         m.bql_unlock(cpu.thread)
-        yield Block("halted", lambda: not cpu.halted or m.stop_requested)
+        yield Block("halted", lambda: not cpu_thread_is_idle(s, cpu))
         yield from m.bql_lock(cpu.thread)
+    cpu.thread_kicked = False  # qemu_wait_io_event_common
 
 
-def main_loop_wait(m: Machine) -> Generator[Any, None, None]:
-    """The iothread: waits for timers and file descriptors; none are modelled yet."""
-    while not m.stop_requested:
-        yield Block("poll", lambda: m.stop_requested)
+def qemu_cpu_kick(s: KvmState, cpu: CPUState, why: str) -> None:
+    """qemu_cpu_kick -> qemu_cpu_kick_thread: SIG_IPI to the vCPU thread, once until it
+    has seen it. Inside KVM_RUN the kernel sees the signal (KVM_RUN returns -EINTR);
+    in userspace QEMU's handler sets kvm_run.immediate_exit, so the next KVM_RUN returns
+    at once."""
+    ev = s.events
+    if ev is not None and ev.wants("qemu_cpu_kick"):
+        ev.emit("qemu_cpu_kick", cpu.thread, cpu_index=cpu.index, why=why)
+    if cpu.thread_kicked:
+        return
+    cpu.thread_kicked = True
+    signal = getattr(cpu.vcpu, "kick_signal", None)
+    if signal is not None and not signal():
+        cpu.vcpu.kvm_run.immediate_exit = 1  # kvm_ipi_signal -> kvm_cpu_kick
+
+
+# Rounds of timers and main-loop work, with no vCPU running, after which a VM whose vCPUs
+# are all halted is taken to be halted for good (see halted_for_good).
+IDLE_LIMIT = 10_000
+
+
+def _halted_with_if_clear(s: KvmState, cpu: CPUState) -> bool:
+    v = cpu.vcpu
+    if not s.irqchip_in_kernel:
+        return cpu.halted and not cpu.eflags_if
+    mp_state = getattr(v, "mp_state", None)
+    if mp_state == "init_received":
+        return True
+    if mp_state != "halted":
+        return False
+    from vmsim.hw.vmcs import F
+
+    return not v.vmcs.read(F.GUEST_RFLAGS) & 0x200
 
 
 class VirtualMachine:
-    def __init__(self, machine: Machine, kvm: Kvm, vcpus: int = 1,
+    def __init__(self, machine: Machine, kvm: Kvm, vcpus: int | None = None,
                  max_instructions: int | None = None):
         self.machine = machine
         self.sched = Scheduler()
         if machine.events is not None:
             ev = machine.events
             self.sched.on_resume = lambda t: setattr(ev, "time", t.time)
+        if hasattr(kvm, "use_clock"):
+            kvm.use_clock(self.sched)  # the host kernel's clock is the simulation's
+        machine.bql.now = lambda: self.sched.now
+        self.main_loop = MainLoop(machine)
+        self.main_loop.now = lambda: self.sched.now
+        machine.main_loop = self.main_loop
         self.kvm = KvmState(kvm, machine)
-        self.cpus = [self.kvm.init_vcpu(i) for i in range(vcpus)]
+        if not self.kvm.irqchip_in_kernel:
+            machine.create_userspace_irqchip(
+                lambda: self.sched.now, lambda cb: self.main_loop.new_timer("i8254", cb))
+            machine.pic_irq_request = self._pic_irq_request
+        n = machine.config.smp if vcpus is None else vcpus
+        self.cpus = [self.kvm.init_vcpu(i) for i in range(n)]
         if max_instructions is not None:
             for cpu in self.cpus:
                 limit = getattr(cpu.vcpu, "set_instruction_limit", None)
                 if limit is None:
                     raise ValueError("--max-instructions needs the simulated backend")
                 limit(max_instructions)
-        self.sched.spawn("main-loop", main_loop_wait(machine))
+        self.sched.spawn(MAIN_LOOP_THREAD, main_loop_wait(self.main_loop))
         for cpu in self.cpus:
             self.sched.spawn(cpu.thread, kvm_vcpu_thread_fn(self.kvm, cpu))
+        self._vcpu_threads = {c.thread for c in self.cpus}
+        self._idle_from = 0
+        self._idle_steps = 0
+
+    def _pic_irq_request(self, level: int) -> None:
+        """pic_irq_request (hw/i386/x86.c), no APIC: the PIC's INTR is the first vCPU's
+        CPU_INTERRUPT_HARD; raising it kicks that vCPU unless it is the caller."""
+        cpu = self.cpus[0]
+        if not level:
+            cpu.interrupt_request &= ~CPU_INTERRUPT_HARD  # cpu_reset_interrupt
+            return
+        cpu.interrupt_request |= CPU_INTERRUPT_HARD  # cpu_interrupt
+        current = self.sched.current
+        if current is None or current.name != cpu.thread:
+            qemu_cpu_kick(self.kvm, cpu, "CPU_INTERRUPT_HARD")
 
     def step(self) -> bool:
-        """Advance one simulated thread by one yield; False when nothing can run."""
-        return self.sched.step() is not None
+        """Advance one simulated thread by one yield; False when nothing can run, or when
+        no vCPU ever can again (halted_for_good)."""
+        t = self.sched.step()
+        if t is None:
+            return False
+        if t.name in self._vcpu_threads:
+            self._idle_from = self.sched.timers_fired
+            self._idle_steps = 0
+            return True
+        self._idle_steps += 1
+        return not self.halted_for_good()
+
+    def halted_for_good(self) -> bool:
+        """Every vCPU is halted and nothing can wake it: halted with interrupts disabled
+        (only an NMI or INIT could, and nothing here sends one), or only timers and the
+        main loop have run for IDLE_LIMIT rounds without waking any vCPU (a guest halted
+        with its timer's IRQ masked). Real QEMU would sit there forever; vmsim ends the
+        run as "halted"."""
+        if all(_halted_with_if_clear(self.kvm, c) for c in self.cpus):
+            return True
+        idle = self._idle_steps + self.sched.timers_fired - self._idle_from
+        return idle > IDLE_LIMIT
 
     def limit_reached(self) -> bool:
         return any(getattr(c.vcpu, "limit_reached", False) for c in self.cpus)
@@ -102,10 +195,16 @@ class VirtualMachine:
     def run(self) -> VmResult:
         m = self.machine
         while not m.stop_requested and not self.budget_ended():
-            if self.sched.step() is None:
+            if not self.step():
                 break
         if m.stop_requested:
-            # Let the threads see the request and end, as QEMU's do on shutdown.
+            # Let the threads see the request and end, as QEMU's do on shutdown: the
+            # virtual clock stops (vm_stop), the vCPUs are kicked out of KVM_RUN (a vCPU
+            # blocked in the kernel wakes for the signal).
+            self.sched.timers_stopped = True
+            self.main_loop.timers.clear()
+            for cpu in self.cpus:
+                qemu_cpu_kick(self.kvm, cpu, "shutdown")
             for _ in range(10_000):
                 if self.sched.step() is None:
                     break
