@@ -578,6 +578,79 @@ class Session:
         mmu = self.cpus[cpu].mmu
         return [(lp << 12, pa, lp in mmu.tlb_w) for lp, pa in sorted(mmu.tlb.items())]
 
+    # -- interrupts and threads (issue 10's panels) ------------------------------------------
+    def interrupt_controllers(self) -> dict[str, object]:
+        """The PIC pair, the PIT and the local APICs wherever they live (kvm.ko or QEMU),
+        as plain data: {"irqchip", "pic": [master, slave] or None, "pit": [3 channels] or
+        None, "apics": [per vCPU] (kernel irqchip only)}. Empty on the bare backend."""
+        out: dict[str, object] = {"irqchip": self.machine.config.irqchip, "pic": None,
+                                  "pit": None, "apics": []}
+        if self.vm is None:
+            return out
+        chip = getattr(self.vm.kvm.vm, "irqchip", None)
+        pic = chip.pic if chip is not None else self.machine.pic
+        pit = chip.pit if chip is not None else self.machine.pit
+        if pic is not None:
+            out["pic"] = [_pic_view(c) for c in (pic.master, pic.slave)]
+            out["pic_output"] = int(pic.output)
+        if pit is not None:
+            out["pit"] = [pit.channel_view(n) for n in range(3)]
+        out["apics"] = [c.vcpu.lapic.view() for c in self.vm.cpus
+                        if getattr(c.vcpu, "lapic", None) is not None]
+        return out
+
+    def vcpu_states(self) -> list[dict[str, object]]:
+        """Per vCPU: its thread, where KVM and QEMU have it (mode, mp_state, halted), the
+        interrupt window (exiting on, requested by userspace), IF and the queued vector."""
+        if self.vm is None:
+            return []
+        from vmsim.hw.vmcs import CPU_BASED_INTR_WINDOW_EXITING, F
+
+        threads = {t.name: t for t in self.vm.sched.threads}
+        out = []
+        for c in self.vm.cpus:
+            v = c.vcpu
+            run = v.kvm_run
+            t = threads.get(c.thread)
+            d: dict[str, object] = {
+                "index": c.index, "thread": c.thread,
+                "time": t.time if t is not None else 0,
+                "waiting": (t.blocked.reason if t is not None and t.blocked else ""),
+                "qemu_halted": c.halted, "interrupt_request": c.interrupt_request,
+                "request_interrupt_window": run.request_interrupt_window,
+                "ready_for_interrupt_injection": run.ready_for_interrupt_injection,
+                "if_flag": run.if_flag, "last_exit": c.last_exit}
+            vmcs = getattr(v, "vmcs", None)
+            if vmcs is not None:
+                entry = vmcs.read(F.VM_ENTRY_INTR_INFO_FIELD)
+                d.update(mode=v.mode, mp_state=v.mp_state,
+                         window_exiting=bool(vmcs.read(F.CPU_BASED_VM_EXEC_CONTROL)
+                                             & CPU_BASED_INTR_WINDOW_EXITING),
+                         injecting=(entry & 0xFF) if entry & 0x80000000 else None,
+                         interruptibility=vmcs.read(F.GUEST_INTERRUPTIBILITY_INFO),
+                         pending_external_vector=v.pending_external_vector,
+                         signal_pending=v.signal_pending, stat=dict(v.stat))
+            out.append(d)
+        return out
+
+    def threads(self) -> dict[str, object]:
+        """QEMU's threads and the BQL: each thread's virtual time and what it waits for,
+        the BQL's owner and its queue of waiters, the main loop's armed timers."""
+        if self.vm is None:
+            return {"threads": [], "bql": None, "main_loop": None}
+        sched, m = self.vm.sched, self.machine
+        loop = self.vm.main_loop
+        return {
+            "threads": [{"name": t.name, "time": t.time, "done": t.done,
+                         "waiting": t.blocked.reason if t.blocked else "",
+                         "running": sched.current is t} for t in sched.threads],
+            "bql": {"owner": m.bql.owner, "waiters": list(m.bql.waiters),
+                    "contended": m.bql.contended},
+            "main_loop": {"running": loop.running,
+                          "timers": sorted((t.expire_time, t.name) for t in loop.timers
+                                           if t.expire_time is not None)},
+        }
+
     def last_exit(self, cpu: int = 0) -> dict[str, object] | None:
         """The last VM exit's information (reason, qualification ...), or None."""
         import dataclasses
@@ -634,3 +707,8 @@ class Breakpoints:
             if port in self.ports:
                 return f"port {port:#x}"
         return ""
+
+
+def _pic_view(c) -> dict[str, int]:
+    """One 8259's registers for a panel."""
+    return {"irr": c.irr, "isr": c.isr, "imr": c.imr, "irq_base": c.irq_base, "elcr": c.elcr}
