@@ -24,7 +24,7 @@ from vmsim.vmm.kvm_all import (
 )
 from vmsim.vmm.machine import Machine
 from vmsim.vmm.main_loop import THREAD as MAIN_LOOP_THREAD
-from vmsim.vmm.main_loop import MainLoop, main_loop_wait
+from vmsim.vmm.main_loop import FdHandler, MainLoop, main_loop_wait
 
 
 @dataclass
@@ -126,6 +126,11 @@ class VirtualMachine:
         self.main_loop.now = lambda: self.sched.now
         machine.main_loop = self.main_loop
         self.kvm = KvmState(kvm, machine)
+        # COM1's chardev: its input is an fd the main loop polls (qemu_chr_fe_set_handlers).
+        serial = machine.serial
+        self.main_loop.set_fd_handler(FdHandler("serial0 chardev", serial.chr_ready,
+                                                serial.serial_can_receive, serial.chr_read))
+        serial.attach_main_loop(self.main_loop.notify)
         if not self.kvm.irqchip_in_kernel:
             machine.create_userspace_irqchip(
                 lambda: self.sched.now, lambda cb: self.main_loop.new_timer("i8254", cb))

@@ -19,8 +19,11 @@ What the guest sees, as in QEMU:
   set again by the time the guest looks); no timers, so no character-timeout interrupt
   (IIR 0x0C) and no modem-status polling: MSR outside loopback is QEMU's value for a
   backend that is not a real serial port, DCD | DSR | CTS.
-- There is no IRQ line yet (interrupts come with the PIC); `irq`, when given, is called
-  with the line's level whenever it may have changed, as QEMU's qemu_irq_raise/lower.
+- `irq`, when given, is called with the interrupt line's level whenever it may have
+  changed, as QEMU's qemu_irq_raise/lower (the machine wires it to ISA IRQ 4).
+- Input comes from the line (`--serial-in`, bytes typed in the GUI's console): in a VM,
+  through QEMU's main loop (an fd handler that asks serial_can_receive first), so a byte
+  arrives when the main loop thread runs, not the instant the guest makes room.
 """
 
 from __future__ import annotations
@@ -131,9 +134,34 @@ class Serial16550:
             self.lsr |= UART_LSR_DR
         self.serial_update_irq()
 
+    def attach_main_loop(self, notify: Callable[[], None]) -> None:
+        """Input arrives through QEMU's main loop from now on: the chardev's fd handler
+        (`chr_can_read` / `chr_read`) hands bytes over when the main loop polls, and
+        qemu_chr_fe_accept_input (the guest made room) only wakes it (`notify`)."""
+        self.notify_main_loop = notify
+
+    notify_main_loop: Callable[[], None] | None = None
+
+    def chr_ready(self) -> bool:
+        """The fd has data the UART may take (the line is not cut off by loopback)."""
+        return bool(self.line_in) and not self.mcr & UART_MCR_LOOP
+
+    def chr_read(self, n: int) -> int:
+        """The chardev's read handler (serial_receive1 for each byte): up to n bytes."""
+        taken = 0
+        while taken < n and self.chr_ready():
+            self.serial_receive1(self.line_in.popleft())
+            taken += 1
+        return taken
+
     def _accept_input(self) -> None:
-        """qemu_chr_fe_accept_input: take waiting bytes while the UART has room. In
-        loopback the receiver is cut off from the line, so nothing is taken."""
+        """qemu_chr_fe_accept_input: take waiting bytes while the UART has room (or, with
+        a main loop, wake it to do so). In loopback the receiver is cut off from the line,
+        so nothing is taken."""
+        if self.notify_main_loop is not None:
+            if self.chr_ready():
+                self.notify_main_loop()
+            return
         while self.line_in and not self.mcr & UART_MCR_LOOP:
             n = self.serial_can_receive()
             if n <= 0:
