@@ -111,6 +111,27 @@ def _halted_with_if_clear(s: KvmState, cpu: CPUState) -> bool:
     return not v.vmcs.read(F.GUEST_RFLAGS) & 0x200
 
 
+# Positions a thread can be rebuilt from (see VirtualMachine.positions).
+REBUILDABLE = {"in_guest", "blocked", "halted", "bql", "ppoll", "done"}
+
+
+def _position(t, vm: VirtualMachine) -> str:
+    if t.done:
+        return "done"
+    b = t.blocked
+    if t.name == MAIN_LOOP_THREAD:
+        if b is not None and b.reason.startswith("main_loop_wait"):
+            return "ppoll"
+        return "bql" if b is not None else "dispatch"
+    cpu = next((c for c in vm.cpus if c.thread == t.name), None)
+    if b is not None:
+        if b.reason == "kvm_vcpu_block":
+            return "blocked"
+        return "halted" if b.reason == "halted" else "bql"
+    mode = getattr(cpu.vcpu, "mode", None) if cpu is not None else None
+    return "in_guest" if mode == "in_guest" else "running"
+
+
 class VirtualMachine:
     def __init__(self, machine: Machine, kvm: Kvm, vcpus: int | None = None,
                  max_instructions: int | None = None):
@@ -185,6 +206,22 @@ class VirtualMachine:
             return True
         idle = self._idle_steps + self.sched.timers_fired - self._idle_from
         return idle > IDLE_LIMIT
+
+    def positions(self) -> dict[str, str]:
+        """Where each simulated thread stands, as plain data (docs/ARCHITECTURE.md,
+        "Simulated threads and snapshots"): a vCPU "in_guest" (between two batches of
+        guest instructions), "blocked" (kvm_vcpu_block), or parked in QEMU ("halted",
+        waiting for the BQL); the main loop "ppoll" or "dispatch"; "running" for a
+        thread mid-way through kvm.ko or QEMU code, which is not a rebuildable point."""
+        out = {}
+        for t in self.sched.threads:
+            out[t.name] = _position(t, self)
+        return out
+
+    def at_rebuildable_point(self) -> bool:
+        """Every thread stands where it can be rebuilt from its position and the
+        machine's plain state: the points snapshots are taken at (issue 12)."""
+        return all(p in REBUILDABLE for p in self.positions().values())
 
     def limit_reached(self) -> bool:
         return any(getattr(c.vcpu, "limit_reached", False) for c in self.cpus)
