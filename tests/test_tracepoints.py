@@ -66,12 +66,13 @@ def test_an_out_is_traced_in_the_order_a_host_records_it(out_run) -> None:
               and e["guest_rip"] == symbols["the_out"])
     # From that VM exit to the next VM entry: kernel side, then QEMU's, then the device,
     # then KVM_RUN again (Linux: kvm_exit, kvm_pio, kvm_userspace_exit; QEMU: kvm_run_exit
-    # after KVM_RUN returned, then the MemoryRegion access, then kvm_vcpu_ioctl(KVM_RUN)).
+    # after KVM_RUN returned, then the MemoryRegion access, then kvm_vcpu_ioctl(KVM_RUN)
+    # and vcpu_enter_guest's last check for a pending signal before the entry).
     end = next(i for i in range(at + 1, len(seen)) if seen[i].kind == "kvm_entry")
     order = [e.kind for e in seen[at:end + 1] if e.layer != "hw" or e.kind.startswith("kvm_")]
     order = [k for k in order if k not in ("kvm_handler", "bql")]
     assert order == ["kvm_exit", "kvm_pio", "kvm_userspace_exit", "kvm_run_exit",
-                     "device_access", "kvm_vcpu_ioctl", "kvm_entry"]
+                     "device_access", "kvm_vcpu_ioctl", "kvm_signal_check", "kvm_entry"]
     assert [e.kind for e in seen[:at] if e.kind.startswith("kvm_")][-1] == "kvm_entry"
     run_ioctl = next(e for e in seen[at:end] if e.kind == "kvm_vcpu_ioctl")
     assert (run_ioctl["name"], run_ioctl["type"], run_ioctl["cpu_index"]) == ("KVM_RUN", 0xAE80, 0)

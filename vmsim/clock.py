@@ -105,6 +105,7 @@ class Scheduler:
     _timer_seq: int = 0
     timer_time: int | None = None  # the deadline of the timer whose callback is running
     timers_fired: int = 0
+    on_timer: Callable[[Timer], None] | None = None  # e.g. to trace a host timer firing
     timers_stopped: bool = False  # vm_stop: the clock no longer fires timers
 
     def spawn(self, name: str, body: ThreadBody, time: int = 0) -> SimThread:
@@ -206,6 +207,11 @@ class Scheduler:
             when = max(when, self.last_time if upto is None else 0)
             self.timer_time = when
             self.timers_fired += 1
+            if self.on_resume is not None:
+                # What the callback emits is stamped with the timer's time, not with that
+                # of the thread that ran last.
+                TIMERS.time = when
+                self.on_resume(TIMERS)
             try:
                 timer.callback()
             finally:

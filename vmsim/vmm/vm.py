@@ -140,6 +140,12 @@ class VirtualMachine:
         if machine.events is not None:
             ev = machine.events
             self.sched.on_resume = lambda t: setattr(ev, "time", t.time)
+
+            def on_timer(timer) -> None:
+                ev.time = self.sched.now
+                if ev.wants("host_timer"):
+                    ev.emit("host_timer", "kvm", name=timer.name, cpu="host")
+            self.sched.on_timer = on_timer
         if hasattr(kvm, "use_clock"):
             kvm.use_clock(self.sched)  # the host kernel's clock is the simulation's
         machine.bql.now = lambda: self.sched.now
