@@ -50,7 +50,13 @@ EFLAGS_FIXED = 0x2  # bit 1 reads as 1
 EFLAGS_WRITABLE = 0x3F7FD5 & ~0x30000 | 0x4000
 IRET_WRITABLE = EFLAGS_WRITABLE | 0x10000
 
-EFLAGS_TF, EFLAGS_NT, EFLAGS_RF = 0x100, 0x4000, 0x10000
+EFLAGS_TF, EFLAGS_IF, EFLAGS_NT, EFLAGS_RF = 0x100, 0x200, 0x4000, 0x10000
+
+# The interrupt shadow's kinds, as bits 0 and 1 of the VMCS interruptibility state (SDM
+# Vol. 3C "Guest Non-Register State"; LNX GUEST_INTR_STATE_STI / _MOV_SS).
+SHADOW_STI, SHADOW_MOV_SS = 1, 2
+# Event types (SDM interruption-information types; LNX arch/x86/include/asm/trapnr.h).
+EVENT_TYPE_EXTINT, EVENT_TYPE_NMI, EVENT_TYPE_HWEXC = 0, 2, 3
 
 # Debug registers (SDM Vol. 3A 17.2). DR6 bits 4-11 and 16-31 read as 1 (no RTM, no bus-lock
 # detection), bit 12 as 0; DR7 bit 10 reads as 1, bits 11, 12, 14 and 15 as 0.
@@ -348,6 +354,11 @@ class Cpu:
         self.rep_chunk = REP_CHUNK
         self.rep_unfinished = False
         self.tsc_offset = 0
+        # The interrupt shadow (SDM Vol. 3A 6.8.3): after an STI that sets IF, or a MOV SS /
+        # POP SS, maskable interrupts wait until the next instruction has run. Plain data:
+        # its kind (SHADOW_*) and the icount of the one instruction boundary it covers.
+        self.shadow_bits = 0
+        self.shadow_icount = -1
         self.halted = False
         self.shut_down = False
         self.stop_message = ""
@@ -414,6 +425,7 @@ class Cpu:
         self.gdtr = (0, 0)
         self.idtr = (0, 0)
         self.halted = self.shut_down = False
+        self.shadow_bits = 0
 
     # -- control registers ------------------------------------------------------------------
     def set_control(self, n: int, value: int, check: bool = True) -> None:
@@ -807,6 +819,26 @@ class Cpu:
             return True
         return False
 
+    # -- the interrupt shadow (SDM Vol. 3A 6.8.3; Vol. 3C "Interruptibility State") -------
+    def interrupt_shadow(self) -> int:
+        """Blocking by STI (SHADOW_STI) or by MOV SS (SHADOW_MOV_SS) at this instruction
+        boundary, in the VMCS interruptibility-state format; 0 when there is none."""
+        return self.shadow_bits if self.icount == self.shadow_icount else 0
+
+    def set_interrupt_shadow(self, bits: int) -> None:
+        """Put the shadow on the next instruction (VM entry loading the interruptibility
+        state), or take it off (0: what kvm.ko's vmx_set_interrupt_shadow(0) asks)."""
+        self.shadow_bits = bits & (SHADOW_STI | SHADOW_MOV_SS)
+        self.shadow_icount = self.icount
+
+    def inhibit_interrupts(self, bits: int) -> None:
+        """An STI that set IF, or a MOV SS / POP SS, has just retired: the next instruction
+        runs in its shadow. A MOV SS inside a MOV SS shadow does not extend it (as Bochs'
+        inhibit_interrupts: the SDM guarantees the shadow only to the first of a run)."""
+        if bits == SHADOW_MOV_SS and self.interrupt_shadow() & SHADOW_MOV_SS:
+            return
+        self.set_interrupt_shadow(bits)
+
     # -- exceptions and interrupts (SDM Vol. 3A 6.12-6.15) ---------------------------------
     def exception(self, vector: int, error_code: int | None = None,
                   cr2: int | None = None) -> StopReason | None:
@@ -822,9 +854,19 @@ class Cpu:
         return self._deliver_with_rules(vector, error_code, cr2, self.eip, soft=False, rf=rf)
 
     def _deliver_with_rules(self, vector: int, error_code: int | None, cr2: int | None,
-                            return_eip: int, soft: bool, rf: int | None = None) -> StopReason | None:
-        """Deliver an event; `rf` is the RF to push (None: EFLAGS.RF as it is)."""
+                            return_eip: int, soft: bool, rf: int | None = None,
+                            event_type: int | None = None) -> StopReason | None:
+        """Deliver an event; `rf` is the RF to push (None: EFLAGS.RF as it is).
+
+        `event_type` is the SDM interruption type of the event (0 external interrupt, 2
+        NMI, 3 hardware exception, 4 software interrupt, 6 software exception) when the
+        caller knows it (an event a hypervisor injects): a VM exit during its delivery
+        names it in extra["vectoring_type"], so the IDT-vectoring information keeps it."""
         self.deliveries += 1
+        # Delivering an event ends the shadow, and a VM exit during the delivery finds none
+        # (SDM Vol. 3C "Architectural State Before a VM Exit": an event that causes a VM
+        # exit indirectly leaves no blocking by STI or by MOV SS).
+        self.shadow_bits = 0
         while True:
             if self.events is not None and self.events.wants("exception"):
                 self.events.emit("exception", self.name, vector=vector, name=X.name(vector),
@@ -838,6 +880,8 @@ class Cpu:
                 # A VM exit during delivery (EPT violation on the stack, say): the exit
                 # names the event it interrupted, which the hypervisor then re-injects.
                 x.info.extra.setdefault("vectoring", (vector, error_code, soft))
+                if event_type is not None:
+                    x.info.extra.setdefault("vectoring_type", event_type)
                 if soft:  # INT n / INT3 / INTO: the exit reports the instruction's length
                     x.info.extra.setdefault("vectoring_len", (return_eip - self.eip) & 0xFFFFFFFF)
                 self.last_intercept = x.info
@@ -845,6 +889,8 @@ class Cpu:
             except CpuException as e:
                 first = (vector, error_code, soft)  # what was being delivered
                 vlen = {"vectoring_len": (return_eip - self.eip) & 0xFFFFFFFF} if soft else {}
+                if event_type is not None:
+                    vlen["vectoring_type"] = event_type
                 # A hypervisor sees the new exception itself before any double- or
                 # triple-fault conversion (how shadow paging catches a #PF on a stack not
                 # yet shadowed while a guest exception is delivered).
@@ -854,18 +900,22 @@ class Cpu:
                     return StopReason.INTERCEPT
                 # INT n / INT3 / INTO are not exceptions for Table 6-5 (as Bochs and QEMU
                 # class them): a fault delivering INT 13 or INT 8 is handled serially.
-                if vector == X.DF and not soft:
+                # Nor are external interrupts and NMIs (an injected one may use any vector).
+                exception_class = not soft and event_type in (None, EVENT_TYPE_HWEXC)
+                if vector == X.DF and exception_class:
                     return self._triple_fault()
                 soft = False
+                event_type = None  # from here on the CPU's own exception is delivered
                 return_eip = self.eip  # a fault during delivery returns to the instruction
-                if not first[2] and _is_double(first[0], e.vector):
+                if exception_class and _is_double(first[0], e.vector):
                     # A #PF detected during delivery loads CR2 even when it becomes #DF
                     # (as Bochs and QEMU do: CR2 is written when the #PF is recognized).
                     if e.vector == X.PF and e.cr2 is not None:
                         self.cr2 = e.cr2 & 0xFFFFFFFF
                     vector, error_code, cr2, rf = X.DF, 0, None, None
                     if self.intercepted(Intercept("exception", self.eip, vector=X.DF,
-                                                  error_code=0, extra={"vectoring": first})):
+                                                  error_code=0, extra={"vectoring": first,
+                                                                       **vlen})):
                         return StopReason.INTERCEPT
                 else:
                     vector, error_code, cr2 = e.vector, e.error_code, e.cr2
@@ -880,10 +930,12 @@ class Cpu:
         return StopReason.SHUTDOWN
 
     def inject(self, vector: int, error_code: int | None, return_eip: int,
-               soft: bool) -> StopReason | None:
-        """Deliver an event a hypervisor injects on VM entry (SDM 27.6.1)."""
+               soft: bool, event_type: int | None = None) -> StopReason | None:
+        """Deliver an event a hypervisor injects on VM entry (SDM 27.6.1). It wakes a
+        halted CPU; `event_type` is its interruption type (see _deliver_with_rules)."""
         self.halted = False
-        return self._deliver_with_rules(vector, error_code, None, return_eip, soft)
+        return self._deliver_with_rules(vector, error_code, None, return_eip, soft,
+                                        event_type=event_type)
 
     def software_interrupt(self, vector: int, next_eip: int) -> StopReason | None:
         """INT n / INT3 / INTO: a trap, returning to the next instruction."""

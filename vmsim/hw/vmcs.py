@@ -207,6 +207,14 @@ INTR_TYPE_SOFT_INTR = 4 << 8
 INTR_TYPE_SOFT_EXCEPTION = 6 << 8
 
 GUEST_ACTIVITY_ACTIVE, GUEST_ACTIVITY_HLT, GUEST_ACTIVITY_SHUTDOWN = 0, 1, 2
+# Interruptibility state (SDM "Guest Non-Register State"; LNX vmx.h GUEST_INTR_STATE_*).
+GUEST_INTR_STATE_STI = 1 << 0
+GUEST_INTR_STATE_MOV_SS = 1 << 1
+GUEST_INTR_STATE_SMI = 1 << 2
+GUEST_INTR_STATE_NMI = 1 << 3
+
+# Pin-based controls (SDM "Pin-Based VM-Execution Controls"; LNX vmx.h PIN_BASED_*).
+PIN_BASED_EXT_INTR_MASK = 1 << 0
 
 # VM-exit controls (SDM "VM-Exit Controls"; LNX vmx.h VM_EXIT_*).
 VM_EXIT_SAVE_DEBUG_CONTROLS = 1 << 2

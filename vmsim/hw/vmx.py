@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from vmsim.events import EventStream
 from vmsim.hw import exceptions as X
-from vmsim.hw.cpu import Cpu, Intercept, Segment, StopReason
+from vmsim.hw.cpu import EFLAGS_IF, Cpu, Intercept, Segment, StopReason
 from vmsim.hw.ept import EPT_VIOLATION_GVA_IS_VALID, Ept
 from vmsim.hw.exceptions import Unsupported
 from vmsim.hw.hostmem import HostPages, HostPhysical
@@ -31,6 +31,7 @@ from vmsim.hw.vmcs import (
     CPU_BASED_CR3_LOAD_EXITING,
     CPU_BASED_CR3_STORE_EXITING,
     CPU_BASED_HLT_EXITING,
+    CPU_BASED_INTR_WINDOW_EXITING,
     CPU_BASED_INVLPG_EXITING,
     CPU_BASED_RDTSC_EXITING,
     CPU_BASED_UNCOND_IO_EXITING,
@@ -39,6 +40,8 @@ from vmsim.hw.vmcs import (
     CPU_BASED_USE_TSC_OFFSETTING,
     GUEST_ACTIVITY_ACTIVE,
     GUEST_ACTIVITY_HLT,
+    GUEST_INTR_STATE_MOV_SS,
+    GUEST_INTR_STATE_STI,
     INTR_INFO_DELIVER_CODE_MASK,
     INTR_INFO_VALID_MASK,
     INTR_TYPE_EXT_INTR,
@@ -104,9 +107,13 @@ HOST_IN_IA32E_MODE = True
 HOST_SELECTORS = {"es": F.HOST_ES_SELECTOR, "cs": F.HOST_CS_SELECTOR, "ss": F.HOST_SS_SELECTOR,
                   "ds": F.HOST_DS_SELECTOR, "fs": F.HOST_FS_SELECTOR, "gs": F.HOST_GS_SELECTOR,
                   "tr": F.HOST_TR_SELECTOR}
-# The external interrupt that kicks a vCPU out of the guest: Linux's reschedule IPI
-# (kvm_vcpu_kick -> smp_send_reschedule; RESCHEDULE_VECTOR, arch/x86/include/asm/irq_vectors.h).
+# The host's own interrupts that end a guest's run with an external-interrupt exit, with
+# Linux's vectors (arch/x86/include/asm/irq_vectors.h): the reschedule IPI that kicks a
+# vCPU (kvm_vcpu_kick -> smp_send_reschedule), the host's local APIC timer tick, and the
+# IPI of smp_call_function_single.
 RESCHEDULE_VECTOR = 0xFD
+LOCAL_TIMER_VECTOR = 0xEC
+CALL_FUNCTION_SINGLE_VECTOR = 0xFB
 
 
 def canonical(addr: int) -> bool:
@@ -610,6 +617,10 @@ class Vmx:
         cpu.r[4] = r(F.GUEST_RSP) & 0xFFFFFFFF
         cpu.eip = r(F.GUEST_RIP) & 0xFFFFFFFF
         cpu.eflags = r(F.GUEST_RFLAGS)
+        # Blocking by STI / MOV SS covers the first guest instruction (SDM "Interruptibility
+        # State" under "Special Features of VM Entry"); an injected event then ends it.
+        cpu.set_interrupt_shadow(r(F.GUEST_INTERRUPTIBILITY_INFO)
+                                 & (GUEST_INTR_STATE_STI | GUEST_INTR_STATE_MOV_SS))
         cpu.halted = r(F.GUEST_ACTIVITY_STATE) == GUEST_ACTIVITY_HLT
         cpu.shut_down = False
         if r(F.VM_ENTRY_CONTROLS) & VM_ENTRY_LOAD_IA32_PAT:
@@ -648,7 +659,8 @@ class Vmx:
         cpu = self.cpu
         soft = kind in (INTR_TYPE_SOFT_INTR, INTR_TYPE_SOFT_EXCEPTION)
         ret = cpu.eip + (vmcs.read(F.VM_ENTRY_INSTRUCTION_LEN) if soft else 0)
-        if cpu.inject(vector, code, ret & 0xFFFFFFFF, soft) is StopReason.INTERCEPT:
+        if cpu.inject(vector, code, ret & 0xFFFFFFFF, soft,
+                      event_type=kind >> 8) is StopReason.INTERCEPT:
             # SDM "VM Exits During Event Injection": IDT-vectoring info names the injected event.
             exit_cause = cpu.last_intercept
             if exit_cause.kind == "exception" and "vectoring" not in exit_cause.extra:
@@ -667,7 +679,12 @@ class Vmx:
             return self.vm_exit(info)
         self._check_runnable()
         cpu.intercept = self.exit_decision
-        stop = cpu.run(budget)
+        if self.vmcs.read(F.CPU_BASED_VM_EXEC_CONTROL) & CPU_BASED_INTR_WINDOW_EXITING:
+            return self._run_until_window(budget)
+        return self._stopped(cpu.run(budget))
+
+    def _stopped(self, stop: StopReason) -> ExitInfo | None:
+        cpu = self.cpu
         if stop is StopReason.INTERCEPT:
             return self.vm_exit(cpu.last_intercept)
         if stop is StopReason.SHUTDOWN:  # cannot happen: triple fault always exits
@@ -675,6 +692,61 @@ class Vmx:
         if stop is StopReason.UNSUPPORTED:
             raise Unsupported(cpu.stop_message)
         return None
+
+    def interrupt_window_open(self) -> bool:
+        """RFLAGS.IF=1 and no blocking by STI or MOV SS at this instruction boundary: an
+        external interrupt could be delivered now (SDM "Interrupt-Window Exiting")."""
+        cpu = self.cpu
+        return bool(cpu.sysflags & EFLAGS_IF) and not cpu.interrupt_shadow() \
+            and not cpu.shut_down
+
+    def _run_until_window(self, budget: int) -> ExitInfo | None:
+        """Interrupt-window exiting (SDM Vol. 3C "Other Causes of VM Exits", "Interrupt-
+        Window Exiting and Virtual-Interrupt Delivery"): the exit comes at the first
+        instruction boundary where the window is open: right after VM entry (after any
+        injected event is delivered), after an instruction or an exception delivered,
+        and in the HLT state, which it leaves only after the exit (HLT is the activity
+        state saved). The guest runs one instruction at a time, but only while the
+        control is set: without it the CPU's loop runs at full speed."""
+        cpu = self.cpu
+        while True:
+            if self.interrupt_window_open():
+                return self.vm_exit(Intercept("interrupt_window", cpu.eip))
+            if budget <= 0 or cpu.halted:
+                return None  # budget used, or halted with IF=0: nothing can wake it here
+            stop = cpu.run(1)
+            budget -= 1
+            if stop is not StopReason.LIMIT and stop is not StopReason.HLT:
+                return self._stopped(stop)
+
+    def external_interrupt_exit(self, vector: int) -> ExitInfo:
+        """A host interrupt (e.g. LOCAL_TIMER_VECTOR, the host's tick) arrives while the
+        guest runs: with "external-interrupt exiting" (kvm.ko always sets it) it causes a
+        VM exit, reason 1, at the next instruction boundary where it is not blocked, even
+        with RFLAGS.IF=0; "acknowledge interrupt on exit" stores the vector in
+        VM_EXIT_INTR_INFO (SDM "Changes to Event Blocking", "Information for VM Exits Due
+        to Vectored Events").
+
+        Blocking by STI or MOV SS holds it back for one instruction: that instruction runs
+        first, and if it exits (an OUT, say), that exit is returned instead and the host
+        interrupt stays pending (the caller tries again after handling it). An open
+        interrupt window with interrupt-window exiting set also goes first: its exit
+        has priority over external interrupts."""
+        cpu = self.cpu
+        if self._entry_exit is not None:  # the exit during event injection comes first
+            info, self._entry_exit = self._entry_exit, None
+            return self.vm_exit(info)
+        if cpu.interrupt_shadow() and not cpu.halted:
+            cpu.intercept = self.exit_decision
+            stop = cpu.run(1)
+            if stop is not StopReason.LIMIT and stop is not StopReason.HLT:
+                done = self._stopped(stop)
+                if done is not None:
+                    return done
+        if self.vmcs.read(F.CPU_BASED_VM_EXEC_CONTROL) & CPU_BASED_INTR_WINDOW_EXITING \
+                and self.interrupt_window_open():
+            return self.vm_exit(Intercept("interrupt_window", cpu.eip))
+        return self.vm_exit(Intercept("external_interrupt", cpu.eip, vector=vector))
 
     def _check_runnable(self) -> None:
         """A guest state VM entry accepts but vmsim's CPU cannot execute (real mode, based
@@ -756,14 +828,10 @@ class Vmx:
     # -- VM exit (SDM 28.2: recording the exit information, 28.3: saving guest state) ------------
     def vm_exit(self, info: Intercept | None) -> ExitInfo:
         vmcs, cpu = self.vmcs, self.cpu
-        if info is not None:
-            exit_info = self._exit_info(info)
-        else:
-            # An external interrupt (the host kicked the vCPU); with "acknowledge interrupt
-            # on exit" the CPU takes the vector from the interrupt controller and stores it.
-            ack = vmcs.read(F.VM_EXIT_CONTROLS) & VM_EXIT_ACK_INTR_ON_EXIT
-            exit_info = ExitInfo(ExitReason.EXTERNAL_INTERRUPT, intr_info=(
-                INTR_INFO_VALID_MASK | INTR_TYPE_EXT_INTR | RESCHEDULE_VECTOR) if ack else 0)
+        if info is None:
+            # The host kicked the vCPU (its reschedule IPI) at this instruction boundary.
+            info = Intercept("external_interrupt", cpu.eip, vector=RESCHEDULE_VECTOR)
+        exit_info = self._exit_info(info)
         w = vmcs.write
         w(F.VM_EXIT_REASON, exit_info.reason)
         w(F.EXIT_QUALIFICATION, exit_info.qualification)
@@ -810,8 +878,9 @@ class Vmx:
         w(F.GUEST_RIP, cpu.eip)
         w(F.GUEST_RFLAGS, cpu.eflags)
         w(F.GUEST_ACTIVITY_STATE, GUEST_ACTIVITY_HLT if cpu.halted else GUEST_ACTIVITY_ACTIVE)
-        # vmsim's CPU models no blocking by STI or MOV SS, so none is in effect at an exit.
-        w(F.GUEST_INTERRUPTIBILITY_INFO, 0)
+        # Blocking by STI or MOV SS as it was at the exit (SDM "Saving Non-Register State");
+        # vmsim models no SMI or NMI blocking, so bits 2 and 3 are 0.
+        w(F.GUEST_INTERRUPTIBILITY_INFO, cpu.interrupt_shadow())
         w(F.GUEST_SYSENTER_CS, cpu.msr.get(MSR_IA32_SYSENTER_CS, 0))
         w(F.GUEST_SYSENTER_ESP, cpu.msr.get(MSR_IA32_SYSENTER_ESP, 0))
         w(F.GUEST_SYSENTER_EIP, cpu.msr.get(MSR_IA32_SYSENTER_EIP, 0))
@@ -830,7 +899,8 @@ class Vmx:
         vectoring = info.extra.get("vectoring")
         if vectoring is not None:
             vector, code, soft = vectoring
-            exit_info.idt_vectoring_info = _intr_info(vector, code, soft)
+            exit_info.idt_vectoring_info = _intr_info(vector, code, soft,
+                                                      info.extra.get("vectoring_type"))
             exit_info.idt_vectoring_error_code = code
             if soft:
                 # SDM "VM-Exit Instruction-Length Field": an exit during the delivery of a
@@ -878,6 +948,14 @@ class Vmx:
                             intr_error_code=info.error_code)
         if k == "triple_fault":
             return ExitInfo(ExitReason.TRIPLE_FAULT)
+        if k == "external_interrupt":
+            # With "acknowledge interrupt on exit" the CPU takes the vector from the
+            # interrupt controller and stores it: type 0 (external interrupt), valid.
+            ack = self.vmcs.read(F.VM_EXIT_CONTROLS) & VM_EXIT_ACK_INTR_ON_EXIT
+            return ExitInfo(ExitReason.EXTERNAL_INTERRUPT, intr_info=(
+                INTR_INFO_VALID_MASK | INTR_TYPE_EXT_INTR | (info.vector & 0xFF)) if ack else 0)
+        if k == "interrupt_window":
+            return ExitInfo(ExitReason.INTERRUPT_WINDOW)
         if k == "ept_violation":
             # SDM "Exit Qualification for EPT Violations" (built by the EPT walker; an access
             # that met no memory at all, with EPT off, reports a plain read or write).
@@ -934,11 +1012,15 @@ def _host_cpu_state(r: Callable[[int], int], prev_efer: int, prev_pat: int) -> H
         long_mode=host64)
 
 
-def _intr_info(vector: int, error_code: int | None, soft: bool) -> int:
-    """Interruption information for an exception (SDM "Format of the VM-Exit Interruption-
-    Information Field"): INT3/INTO are software exceptions (6), INT n a software
+def _intr_info(vector: int, error_code: int | None, soft: bool,
+               event_type: int | None = None) -> int:
+    """Interruption information for an event (SDM "Format of the VM-Exit Interruption-
+    Information Field"): `event_type` when known (an injected external interrupt is 0,
+    an NMI 2); otherwise INT3/INTO are software exceptions (6), INT n a software
     interrupt (4), the rest hardware exceptions (3)."""
-    if soft:
+    if event_type is not None:
+        kind = event_type << 8
+    elif soft:
         kind = INTR_TYPE_SOFT_EXCEPTION if vector in (X.BP, X.OF) else INTR_TYPE_SOFT_INTR
     else:
         kind = INTR_TYPE_HARD_EXCEPTION

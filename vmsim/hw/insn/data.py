@@ -7,7 +7,7 @@ from collections.abc import Callable
 import iced_x86
 from iced_x86 import Register
 
-from vmsim.hw.cpu import SEG_NAMES, Intercept, SlowPath
+from vmsim.hw.cpu import SEG_NAMES, SHADOW_MOV_SS, SS, Intercept, SlowPath
 from vmsim.hw.flags import ARITH_MASK, TF, condition, materialize, set_explicit
 from vmsim.hw.insn.ctx import Ctx, reg_info
 from vmsim.hw.insn.table import INTERCEPTABLE, NotInSubset, handles
@@ -169,6 +169,8 @@ def _mov_to_sreg(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     def run():
         cpu.load_segment(sreg, src() & 0xFFFF)
         cpu.retire(nxt)
+        if sreg == SS:  # the next instruction runs in its shadow (SDM Vol. 3A 6.8.3)
+            cpu.inhibit_interrupts(SHADOW_MOV_SS)
         return None
 
     def mov_sreg() -> int:
@@ -304,6 +306,8 @@ def pop(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
             cpu.load_segment(sreg, rd(r[4]) & 0xFFFF)
             r[4] = (r[4] + size) & M32
             cpu.retire(nxt)
+            if sreg == SS:  # POP SS: as MOV SS
+                cpu.inhibit_interrupts(SHADOW_MOV_SS)
             return None
 
         def pop_sreg() -> int:

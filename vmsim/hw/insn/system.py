@@ -11,7 +11,7 @@ from collections.abc import Callable
 import iced_x86
 
 from vmsim.hw import exceptions as X
-from vmsim.hw.cpu import Intercept, SlowPath, StopReason
+from vmsim.hw.cpu import SHADOW_STI, Intercept, SlowPath, StopReason
 from vmsim.hw.flags import CF, DF, IF, materialize, set_explicit
 from vmsim.hw.insn.ctx import Ctx
 from vmsim.hw.insn.table import INTERCEPTABLE, NotInSubset, handles
@@ -42,6 +42,20 @@ def sysflag(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     cpu, nxt, m = c.cpu, ins.next_ip32, ins.mnemonic
     bit = DF if m in (Mn.CLD, Mn.STD) else IF
     setting = m in (Mn.STD, Mn.STI)
+    if m == Mn.STI:
+        def set_if() -> None:
+            cpu.sysflags |= IF
+            cpu.retire(nxt)
+            cpu.inhibit_interrupts(SHADOW_STI)
+
+        def sti() -> int:
+            # SDM STI: with IF already 1 nothing changes; an STI that sets IF blocks
+            # interrupts until the next instruction has run (the shadow, kept at an
+            # exact icount: hence the slow path, taken only when IF was 0).
+            if cpu.sysflags & IF:
+                return nxt
+            raise SlowPath(set_if)
+        return sti
 
     def flag() -> int:
         if setting:
