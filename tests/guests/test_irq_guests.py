@@ -279,6 +279,20 @@ def test_sim_smp_matches_qemu(qemu: dict[str, Outcome]) -> None:
     assert rc == qemu["smp"].exit_status
 
 
+@needs_smp
+def test_sim_smp_trace_is_deterministic(tmp_path: Path) -> None:
+    # several vCPUs interleave on the virtual clock in an order fixed by the configuration:
+    # the same run twice gives the same trace, byte for byte
+    traces = []
+    for i in range(2):
+        trace = tmp_path / f"{i}.jsonl"
+        out, err, _ = vmsim_run("smp", *SIM, "--smp", "2", "--trace", str(trace))
+        assert out == expected_smp(2), err
+        traces.append(trace.read_bytes())
+    assert traces[0].count(b'"source":"vcpu1"') > 10  # both vCPUs are in it
+    assert traces[0] == traces[1]
+
+
 def test_sim_smp_default_is_one_vcpu() -> None:
     # without --smp (today's CLI, and the default afterwards): one vCPU
     _check("smp", SIM, expected_smp(1))
