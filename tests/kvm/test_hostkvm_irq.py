@@ -34,6 +34,7 @@ from vmsim.kvm.api import (
     KVM_EXIT_IO_OUT,
     KVM_EXIT_IRQ_WINDOW_OPEN,
     KVM_EXIT_NAMES,
+    KVM_MP_STATE_HALTED,
     KVM_MP_STATE_RUNNABLE,
     KvmRegs,
     KvmSegment,
@@ -120,6 +121,12 @@ def _thread_signals(vcpu) -> tuple[int, int]:
     return int(fields["SigPnd"], 16), int(fields["SigBlk"], 16)
 
 
+def _thread_state(vcpu) -> str:
+    """The vCPU thread's scheduler state (/proc/self/task/TID/stat): R running, S asleep."""
+    with open(f"/proc/self/task/{vcpu._thread.native_id}/stat") as f:
+        return f.read().rpartition(")")[2].split()[0]
+
+
 def _wait_for(mem, address: int) -> None:
     """Until the guest has written a non-zero dword at `address` (it is then running, inside
     KVM_RUN on its thread); a bound only so that a broken run fails instead of hanging."""
@@ -183,6 +190,29 @@ def test_without_the_irqchip_the_pic_is_userspaces(kvm) -> None:
     vm, _, (vcpu,), _ = _machine(kvm, PIC_IMR_GUEST)
     assert vcpu.run() == 0
     assert _out(vcpu) == (0x21, 0xA5)  # QEMU's i8259 model would get it
+    vm.close()
+
+
+def test_with_the_irqchip_hlt_blocks_in_the_kernel_until_kicked(kvm) -> None:
+    _need(kvm, KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP")
+    # The in-kernel local APIC takes HLT: no KVM_EXIT_HLT, the vCPU sleeps in
+    # kvm_vcpu_block (KVM_MP_STATE_HALTED) until an interrupt or a signal wakes it.
+    vm, mem, (vcpu,), sym = _machine(kvm, """
+    mov dword [inside], 1
+    hlt
+inside: dd 0
+    """, irqchip=True)
+    vcpu.start_run()
+    _wait_for(mem, sym["inside"])
+    # Inside KVM_RUN (the guest has run) and asleep: blocked on the HLT. (KVM_GET_MP_STATE
+    # cannot be asked meanwhile: it waits for the vCPU's mutex, which KVM_RUN holds.)
+    deadline = time.monotonic() + 60
+    while _thread_state(vcpu) != "S":
+        assert time.monotonic() < deadline, "the vCPU thread never slept"
+    vcpu.kick()
+    assert vcpu.finish_run() == -errno.EINTR and vcpu.kvm_run.exit_reason == KVM_EXIT_INTR
+    assert vcpu.get_mp_state() == KVM_MP_STATE_HALTED
+    assert vcpu.get_regs().rip == sym["inside"]  # past the HLT
     vm.close()
 
 
@@ -402,6 +432,26 @@ def test_a_kick_before_entry_stops_the_next_kvm_run(kvm, thread) -> None:
     assert vcpu.get_regs().rip == LOAD  # the guest did not run
     assert not _thread_signals(vcpu)[0] & SIGUSR1_BIT
     assert vcpu.run() == 0 and _out(vcpu)[0] == 0x80  # one kick, one -EINTR
+    vm.close()
+
+
+def test_kick_ends_a_blocking_run_on_the_main_thread(kvm, monkeypatch) -> None:
+    # No vCPU thread: run() makes KVM_RUN on the caller's (main) thread, where Python's
+    # SIG_IPI handler receives the kick, as the single-vCPU VMM does today.
+    monkeypatch.setenv("VMSIM_KVM_WATCHDOG", "0")
+    vm, mem, (vcpu,), sym = _machine(kvm, SPIN_GUEST)
+
+    def kicker() -> None:
+        _wait_for(mem, sym["inside"])
+        vcpu.kick()
+
+    helper = threading.Thread(target=kicker)
+    helper.start()
+    assert vcpu.run() == -errno.EINTR and vcpu.kvm_run.exit_reason == KVM_EXIT_INTR
+    helper.join()
+    assert vcpu._thread is None and vcpu.kvm_run.immediate_exit == 0
+    mem[sym["go"]] = 1
+    assert vcpu.run() == 0 and _out(vcpu)[0] == 0x80
     vm.close()
 
 

@@ -99,7 +99,7 @@ class HostVcpu:
         self._in_flight = False  # started and not yet collected by finish_run
         self._done = False  # the started KVM_RUN has returned
         self._result = 0
-        self._error: HostKvmError | None = None
+        self._error: Exception | None = None
         self._run_ident = 0  # a thread inside a blocking run() (no vCPU thread)
         size = _ioctl(kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0, "KVM_GET_VCPU_MMAP_SIZE")
         self._map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
@@ -129,13 +129,12 @@ class HostVcpu:
                 signal.pthread_kill(self._thread.ident, SIG_IPI)
                 return
             target = self._run_ident
-        # A blocking run() on the caller's thread: that thread does not block SIG_IPI, so
-        # signal it only where a handler makes the signal harmless (see install_sig_ipi).
-        if target and install_sig_ipi():
-            try:
-                signal.pthread_kill(target, SIG_IPI)
-            except ProcessLookupError:
-                pass  # it has just left run()
+        # A blocking run() on the caller's thread, which does not block SIG_IPI: signal it
+        # only if it is the main thread (it outlives us, so its id stays valid) and Python's
+        # handler is in place to make the signal harmless (see install_sig_ipi). Elsewhere
+        # immediate_exit alone stops the next entry.
+        if target and target == threading.main_thread().ident and install_sig_ipi():
+            signal.pthread_kill(target, SIG_IPI)
 
     def interrupt(self, vector: int) -> None:
         """KVM_INTERRUPT: queue external interrupt `vector` (without the in-kernel irqchip;
@@ -189,6 +188,8 @@ class HostVcpu:
         if self._thread is not None:
             self.start_run()
             return self.finish_run()
+        if threading.current_thread() is threading.main_thread():
+            install_sig_ipi()  # so that kick() can interrupt this run (see kick)
         self._run_ident = threading.get_ident()
         try:
             return self._kvm_run(in_vcpu_thread=False)
@@ -235,6 +236,10 @@ class HostVcpu:
             self._in_flight, self._done, self._requested = True, False, True
             self._cond.notify_all()
 
+    def run_in_flight(self) -> bool:
+        """A KVM_RUN that start_run began has not yet returned."""
+        return self._in_flight and not self._done
+
     def run_done(self) -> bool:
         """The KVM_RUN that start_run began has returned: finish_run will not block."""
         return self._in_flight and self._done
@@ -267,7 +272,7 @@ class HostVcpu:
             result, error = -errno.EIO, None
             try:
                 result = self._kvm_run(in_vcpu_thread=True)
-            except HostKvmError as e:
+            except Exception as e:  # finish_run raises it on the caller's thread
                 error = e
             with cond:
                 self._result, self._error, self._done = result, error, True
