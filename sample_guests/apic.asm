@@ -264,6 +264,8 @@ oneshot_handler:
         iret
 
 periodic_handler:
+        cmp dword [periods], PERIODS
+        jae .eoi                        ; accepted before the timer stopped: not counted
         inc dword [periods]
         cmp dword [periods], PERIODS
         jb .eoi
