@@ -248,13 +248,6 @@ def test_sim_apic_matches_qemu(qemu: dict[str, Outcome]) -> None:
 #   waiting for its answer.
 SCHEDULER_STARVES_WOKEN = pytest.mark.xfail(
     strict=True, reason="a vCPU woken by an IPI never runs while the sender spins")
-# - on --backend kvm, kvm_cpu_exec calls the blocking HostVcpu.run(): while vCPU 0 is in
-#   KVM_RUN no other vCPU's KVM_RUN starts, so a vCPU that spins waiting for another
-#   without exiting never ends; and with the in-kernel irqchip the host's KVM creates
-#   vCPUs other than 0 in KVM_MP_STATE_UNINITIALIZED (waiting for INIT-SIPI), which the
-#   firmware shortcut must set to RUNNABLE (KVM_SET_MP_STATE).
-HOST_VCPUS_SERIALIZED = pytest.mark.xfail(
-    strict=True, reason="host vCPUs' KVM_RUNs do not overlap; APs wait for INIT-SIPI")
 
 
 @needs_irqchip
@@ -306,7 +299,7 @@ def _host_kvm() -> bool:
 
 @pytest.mark.skipif(not _host_kvm(), reason="no usable /dev/kvm on this host")
 @needs_smp
-@pytest.mark.parametrize("n", [1, pytest.param(2, marks=HOST_VCPUS_SERIALIZED)])
+@pytest.mark.parametrize("n", [1, 2])
 def test_host_kvm_smp_totals(n: int) -> None:
     # NR_VCPUS is 2 on this project's host KVM (oracles.md); its vCPU threads run truly in
     # parallel, so the totals check LOCK XADD and XCHG on real hardware
