@@ -160,6 +160,8 @@ def vcpu_block(v: SimVcpu) -> Generator[Any, None, int]:
     finally:
         v.mode = "outside"
     woke = kvm_vcpu_has_events(v)
+    if v.lapic is not None:
+        kvm_apic_accept_events(v)  # an INIT or SIPI that woke it
     if ev is not None and ev.wants("kvm_vcpu_wakeup"):
         now = clock.now if clock is not None else 0
         ev.emit("kvm_vcpu_wakeup", v.name, ns=(now - start) * 1_000_000_000 // NOMINAL_HZ,
@@ -327,6 +329,10 @@ def vcpu_enter_guest(v: SimVcpu) -> Generator[int, None, int]:
     mmu = cpu.mmu
     clock = v.vm.kvm.clock
     v.mode = "in_guest"
+    if clock is not None and clock.now >= v.next_host_tick:
+        # Ticks that came while the vCPU was out of the guest (blocked, in userspace, in
+        # an exit handler) were the host's alone: no VM exit for them.
+        _host_tick(v, clock.now, in_guest=False)
     try:
         while True:
             if v.host_irq is not None:
@@ -419,12 +425,12 @@ def _until_horizon(v: SimVcpu, clock, budget: int) -> int:
     return max(1, min(budget, (limit - now) // per))
 
 
-def _host_tick(v: SimVcpu, now: int) -> None:
+def _host_tick(v: SimVcpu, now: int, in_guest: bool = True) -> None:
     """The host's timer interrupt on the vCPU's physical CPU (HOST_HZ): while the guest
     runs, it is a VM exit (reason 1, LOCAL_TIMER_VECTOR)."""
     from vmsim.kvm.irq import HOST_TICK, LOCAL_TIMER_VECTOR
 
-    if v.next_host_tick and v.host_irq is None:
+    if in_guest and v.next_host_tick and v.host_irq is None:
         v.host_irq = LOCAL_TIMER_VECTOR
     v.next_host_tick = (now // HOST_TICK + 1) * HOST_TICK
 
