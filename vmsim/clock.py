@@ -30,6 +30,8 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
+from vmsim.costs import NOMINAL_HZ
+
 ThreadBody = Generator[Any, None, Any]
 
 # How far a thread may run ahead of another runnable thread: the scheduling quantum of
@@ -98,9 +100,12 @@ class Scheduler:
     current: SimThread | None = None
     last_time: int = 0  # where the last thread (or timer) to run had got to
     on_resume: Callable[[SimThread], None] | None = None  # e.g. to stamp events with its time
-    # Called when no simulated thread can run but the host backend has KVM_RUNs in flight
-    # on real threads (vmsim.hostkvm): wait for one of them, then look again.
-    host_wait: Callable[[], bool] | None = None
+    # The host backend (vmsim.hostkvm) runs KVM_RUN on real threads. host_busy(): some are
+    # in flight; host_wait(seconds or None): wait (in real time) until one returns, True if
+    # one did. A thread or timer due later in virtual time waits for them that long, so
+    # QEMU's timers keep roughly real time on the host's KVM.
+    host_busy: Callable[[], bool] | None = None
+    host_wait: Callable[[float | None], bool] | None = None
     _timers: list[tuple[int, int, Timer]] = field(default_factory=list)
     _timer_seq: int = 0
     timer_time: int | None = None  # the deadline of the timer whose callback is running
@@ -217,6 +222,7 @@ class Scheduler:
             finally:
                 self.timer_time = None
             self.last_time = max(self.last_time, when)
+            self._wake_ready(when)
             fired = True
             if upto is None:
                 return True
@@ -226,13 +232,13 @@ class Scheduler:
         when no thread can run and no timer is armed."""
         while True:
             t = self._peek()
+            if self.host_busy is not None and self.host_busy() and self._waits_for_host(t):
+                continue
             if t is None:
                 if self._fire_timers(None):
                     # Time moved on to a timer with every thread asleep: hand control back
                     # (the caller may decide that nothing will ever wake again).
                     return TIMERS if self._peek() is None else self.step()
-                if self.host_wait is not None and self.host_wait():
-                    continue
                 return None
             if self._fire_timers(self._wake_time(t)):
                 continue  # a timer may have woken someone earlier
@@ -248,6 +254,7 @@ class Scheduler:
             t.done = True
             t.result = stop.value
             self.last_time = t.time
+            self._wake_ready(t.time)
             return t
         finally:
             self.current = None
@@ -258,7 +265,31 @@ class Scheduler:
             t.blocked = value
             t.blocked_since = t.time
         self.last_time = t.time
+        self._wake_ready(t.time)
         return t
+
+    def _wake_ready(self, at: int) -> None:
+        """Threads whose wait what just ran has ended become runnable now, at `at`: their
+        time is fixed there (plain data), so a waker that keeps running cannot starve
+        them by winning every tie."""
+        for o in self.threads:
+            b = o.blocked
+            if b is not None and not o.done and b.ready():
+                o.blocked = None
+                o.time = max(o.time, at)
+
+    def _waits_for_host(self, t: SimThread | None) -> bool:
+        """Host KVM_RUNs are in flight and the next thing due is a timed wait or a timer
+        (not a thread ready now): wait for a run to return for as long as that is in the
+        future. True if one returned (look again), False to go on with `t` or the timer."""
+        if t is not None and (t.blocked is None or t.blocked.ready()):
+            return False
+        due = self._wake_time(t) if t is not None else None
+        nt = self._next_timer()
+        if nt is not None and (due is None or nt[0] < due):
+            due = nt[0]
+        timeout = None if due is None else max(0, due - self.last_time) / NOMINAL_HZ
+        return self.host_wait(timeout)
 
     def _peek(self) -> SimThread | None:
         best, best_key = None, None

@@ -241,19 +241,9 @@ def test_sim_apic_matches_qemu(qemu: dict[str, Outcome]) -> None:
     assert vmsim_run("apic", *IRQ_SIM, "--irqchip", "kernel")[0].encode() == qemu["apic"].serial
 
 
-# Found by these tests, not fixed yet (remove the marks when they pass):
-# - vmsim.clock.Scheduler._wake_time gives a thread woken by another thread the waker's
-#   time (last_time), so it ties with the waker, and the waker (lower `order`) wins every
-#   tie: vCPU 1, woken from kvm_vcpu_block by vCPU 0's IPI, never runs while vCPU 0 spins
-#   waiting for its answer.
-SCHEDULER_STARVES_WOKEN = pytest.mark.xfail(
-    strict=True, reason="a vCPU woken by an IPI never runs while the sender spins")
-
-
 @needs_irqchip
 @needs_smp
-@pytest.mark.parametrize("n", [1, pytest.param(2, marks=SCHEDULER_STARVES_WOKEN),
-                               pytest.param(4, marks=SCHEDULER_STARVES_WOKEN)])
+@pytest.mark.parametrize("n", [1, 2, 4])
 def test_sim_apic_smp(n: int) -> None:
     # with 2+ vCPUs: a fixed IPI from vCPU 0 to APIC ID 1, answered; vCPUs 2+ park
     _check("apic", (*IRQ_SIM, "--irqchip", "kernel", "--smp", str(n)), expected_apic(n))

@@ -190,6 +190,10 @@ class SimVm:
         self.vcpus.append(v)
         if self.irqchip is not None:
             self._create_lapic(v)
+            # kvm_arch_vcpu_create: with the APIC in the kernel, an AP waits for INIT-SIPI
+            # (KVM_MP_STATE_UNINITIALIZED); only the BSP (vCPU 0) is runnable.
+            if vcpu_id != 0:
+                v.mp_state = "uninitialized"
         return v
 
     def _create_lapic(self, v: SimVcpu) -> None:
@@ -221,6 +225,8 @@ class _Offset:
         self.trap.write(self.base + offset, size, value)
 
 
+# KVM_MP_STATE_* in order (include/uapi/linux/kvm.h): the names SimVcpu.mp_state uses.
+_MP_STATES = ("runnable", "uninitialized", "init_received", "halted", "sipi_received")
 KVM_MAX_VCPUS = 8  # vmsim's limit (--smp 1..8); Linux's KVM_MAX_VCPUS is far larger
 
 
@@ -334,6 +340,18 @@ class SimVcpu:
             raise KvmError(errno.EEXIST, "KVM_INTERRUPT: an interrupt is already queued")
         self.pending_external_vector = vector
         kvm_make_request_event(self)
+
+    def get_mp_state(self) -> int:
+        """KVM_GET_MP_STATE."""
+        return _MP_STATES.index(self.mp_state)
+
+    def set_mp_state(self, mp_state: int) -> None:
+        """KVM_SET_MP_STATE (vmsim: RUNNABLE, HALTED, UNINITIALIZED, INIT_RECEIVED)."""
+        if not 0 <= mp_state < len(_MP_STATES) or _MP_STATES[mp_state] == "sipi_received":
+            raise KvmError(errno.EINVAL, f"KVM_SET_MP_STATE: state {mp_state} not supported")
+        if mp_state != api.KVM_MP_STATE_RUNNABLE and self.lapic is None:
+            raise KvmError(errno.EINVAL, "KVM_SET_MP_STATE: needs the in-kernel irqchip")
+        self.mp_state = _MP_STATES[mp_state]
 
     def kick_signal(self) -> bool:
         """A signal (QEMU's SIG_IPI) reaches the vCPU thread. True if the thread is inside

@@ -11,6 +11,7 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from vmsim.clock import Block
 from vmsim.costs import COSTS
 from vmsim.hw.exceptions import Unsupported
 from vmsim.kvm.api import (
@@ -26,6 +27,7 @@ from vmsim.kvm.api import (
     KVM_EXIT_SHUTDOWN,
     KVM_EXIT_SYSTEM_EVENT,
     KVM_IOCTLS,
+    KVM_MP_STATE_RUNNABLE,
     Kvm,
     KvmRegs,
     KvmSegment,
@@ -61,6 +63,7 @@ class CPUState:
     interrupt_request: int = 0  # CPU_INTERRUPT_* bits (userspace irqchip)
     eflags_if: bool = False  # env->eflags & IF_MASK, as kvm_arch_post_run last saw it
     thread_kicked: bool = False
+    host_halted: bool = False  # the host's kvm.ko holds the vCPU halted (see _explain_stop)
 
 
 class KvmState:
@@ -131,6 +134,11 @@ def kvm_arch_put_registers(s: KvmState, cpu: CPUState) -> None:
     s.ioctl("KVM_SET_REGS", cpu.vcpu.set_regs,
             KvmRegs(rip=m.entry_point, rsp=m.entry_esp_for(cpu.index), rflags=0x2),
             vcpu=cpu.thread, fd="vcpu")
+    if s.irqchip_in_kernel and cpu.index != 0:
+        # vmsim's firmware shortcut: the APs start at the entry point like the BSP instead
+        # of waiting for INIT-SIPI-SIPI (KVM made them KVM_MP_STATE_UNINITIALIZED).
+        s.ioctl("KVM_SET_MP_STATE", cpu.vcpu.set_mp_state, KVM_MP_STATE_RUNNABLE,
+                vcpu=cpu.thread, fd="vcpu", detail="KVM_MP_STATE_RUNNABLE")
 
 
 def kvm_arch_process_async_events(s: KvmState, cpu: CPUState) -> bool:
@@ -165,6 +173,8 @@ def kvm_cpu_exec(s: KvmState, cpu: CPUState) -> Generator[Any, None, int]:
         try:
             if steps is not None:
                 r = yield from steps()  # the simulated kvm.ko yields as it goes
+            elif hasattr(cpu.vcpu, "start_run"):
+                r = yield from _host_kvm_run(cpu.vcpu)
             else:
                 r = cpu.vcpu.run()
         except Unsupported as e:
@@ -175,6 +185,7 @@ def kvm_cpu_exec(s: KvmState, cpu: CPUState) -> Generator[Any, None, int]:
             ret = EXCP_SHUTDOWN
             break
         cpu.eflags_if = bool(run.if_flag)  # kvm_arch_post_run
+        cpu.host_halted = False  # (set again below if the watchdog found it halted)
         if ev is not None:
             # KVM_RUN has returned: kvm.ko's last tracepoint (kvm_userspace_exit), then
             # QEMU's (kvm_run_exit), before anything is dispatched.
@@ -276,10 +287,30 @@ def _pic_irq_of(pic: Any, vector: int) -> int:
     return -1
 
 
+def _host_kvm_run(vcpu: Any) -> Generator[Any, None, int]:
+    """KVM_RUN on the host's KVM, in the vCPU's own OS thread: the simulated thread waits
+    for it (and other threads run meanwhile: several vCPUs run truly in parallel)."""
+    vcpu.start_run()
+    if not vcpu.run_done():
+        yield Block("KVM_RUN on the host's KVM", vcpu.run_done)
+    return vcpu.finish_run()
+
+
+KVM_MP_STATE_HALTED = 3  # include/uapi/linux/kvm.h
+
+
 def _explain_stop(cpu: CPUState, reason: int) -> str | None:
     """The backend's own account of an exit that ends the VM, if it has one: the host's
-    KVM names the guest instruction it stopped on (vmsim.hostkvm.explain)."""
-    explain = getattr(cpu.vcpu, "explain_stop", None)
+    KVM names the guest instruction it stopped on (vmsim.hostkvm.explain). A vCPU the
+    watchdog finds halted in the host's kvm.ko (HLT with the in-kernel irqchip) is not
+    stuck: it waits for an interrupt (cpu.host_halted)."""
+    v = cpu.vcpu
+    if reason == KVM_EXIT_INTR and getattr(v, "watchdog_expired", False):
+        get_mp_state = getattr(v, "get_mp_state", None)
+        if get_mp_state is not None and get_mp_state() == KVM_MP_STATE_HALTED:
+            cpu.host_halted = True
+            return None
+    explain = getattr(v, "explain_stop", None)
     return explain(reason) if explain is not None else None
 
 

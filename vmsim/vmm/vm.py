@@ -88,8 +88,11 @@ def qemu_cpu_kick(s: KvmState, cpu: CPUState, why: str) -> None:
         return
     cpu.thread_kicked = True
     signal = getattr(cpu.vcpu, "kick_signal", None)
-    if signal is not None and not signal():
-        cpu.vcpu.kvm_run.immediate_exit = 1  # kvm_ipi_signal -> kvm_cpu_kick
+    if signal is not None:
+        if not signal():
+            cpu.vcpu.kvm_run.immediate_exit = 1  # kvm_ipi_signal -> kvm_cpu_kick
+    elif hasattr(cpu.vcpu, "kick"):
+        cpu.vcpu.kick()  # the host's KVM: a real SIG_IPI to the vCPU's OS thread
 
 
 # Rounds of timers and main-loop work, with no vCPU running, after which a VM whose vCPUs
@@ -101,8 +104,10 @@ def _halted_with_if_clear(s: KvmState, cpu: CPUState) -> bool:
     v = cpu.vcpu
     if not s.irqchip_in_kernel:
         return cpu.halted and not cpu.eflags_if
+    if cpu.host_halted:  # the host's kvm.ko: ask it (the vCPU is outside KVM_RUN now)
+        return not v.get_regs().rflags & 0x200
     mp_state = getattr(v, "mp_state", None)
-    if mp_state == "init_received":
+    if mp_state in ("init_received", "uninitialized"):
         return True
     if mp_state != "halted":
         return False
@@ -153,6 +158,14 @@ class VirtualMachine:
         self.main_loop.now = lambda: self.sched.now
         machine.main_loop = self.main_loop
         self.kvm = KvmState(kvm, machine)
+        host_vm = self.kvm.vm
+        if hasattr(host_vm, "wait_for_any_run"):
+            self.sched.host_busy = lambda: any(c.vcpu.run_in_flight() for c in self.cpus)
+
+            def host_wait(timeout: float | None) -> bool:
+                host_vm.wait_for_any_run(timeout)
+                return any(c.vcpu.run_done() for c in self.cpus)
+            self.sched.host_wait = host_wait
         # COM1's chardev: its input is an fd the main loop polls (qemu_chr_fe_set_handlers).
         serial = machine.serial
         self.main_loop.set_fd_handler(FdHandler("serial0 chardev", serial.chr_ready,
@@ -198,7 +211,8 @@ class VirtualMachine:
         if t.name in self._vcpu_threads:
             self._idle_from = self.sched.timers_fired
             self._idle_steps = 0
-            return True
+            # A vCPU the host's kvm.ko holds halted only shows when its watchdog kicks it.
+            return not (any(c.host_halted for c in self.cpus) and self.halted_for_good())
         self._idle_steps += 1
         return not self.halted_for_good()
 
