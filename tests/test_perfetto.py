@@ -97,3 +97,35 @@ def test_timeline_slices_follow_the_events(tmp_path: Path, capsys) -> None:
     assert counters[-1]["args"] == expected
     guest = [e for e in events if e["ph"] == "X" and e["name"] == "guest"]
     assert len(guest) == sum(expected.values())
+
+
+@pytest.mark.parametrize("irqchip", ["kernel", "userspace"])
+def test_timeline_shows_the_main_loop_and_the_interrupts(tmp_path: Path, capsys,
+                                                         irqchip: str) -> None:
+    """timer.asm (10 PIT ticks into a HLT loop): with the PIC and PIT in QEMU, the main
+    loop's track has a slice per wake-up with the PIT's QEMU timer in it, and the vCPU is
+    kicked out of its halt wait; with them in kvm.ko, HLT is a kvm_vcpu_block slice on the
+    vCPU's track. Both inject the 10 interrupts the guest counts."""
+    out = tmp_path / "t.json"
+    main(["run", "--trace", str(out), "--trace-format", "perfetto", "--irqchip", irqchip,
+          str(ROOT / "sample_guests" / "timer.asm")])
+    assert "timer: 10 ticks" in capsys.readouterr().out
+    events = _check_schema(json.loads(out.read_text()))
+    _check_nesting(events)
+    tids = {e["args"]["name"]: e["tid"] for e in events if e["name"] == "thread_name"}
+    on = {}
+    for e in events:
+        on.setdefault(e.get("tid"), []).append(e)
+    vcpu = [e["name"] for e in on[tids["CPU 0/KVM"]]]
+    assert sum(n.startswith("inject irq 32") for n in vcpu) == 10  # IRQ 0 at vector 0x20
+    if irqchip == "userspace":
+        loop = [e for e in on[tids["qemu-system-x86 (main loop)"]]]
+        wakes = [e for e in loop if e["ph"] == "X" and e["name"] == "main loop"]
+        timers = [e for e in loop if e["name"] == "qemu_timer i8254"]
+        assert len(wakes) >= 10 and len(timers) >= 10
+        assert all(any(w["ts"] <= t["ts"] <= w["ts"] + w["dur"] for w in wakes) for t in timers)
+        assert sum(n.startswith("kick") for n in vcpu) >= 10
+    else:
+        assert vcpu.count("kvm_vcpu_block") == 10
+        assert "qemu-system-x86 (main loop)" not in tids or not any(
+            e["name"] == "qemu_timer i8254" for e in on[tids["qemu-system-x86 (main loop)"]])

@@ -17,8 +17,13 @@ names them) and the main loop. On a vCPU's track, slices nest as the thread's ca
       BQL wait, BQL held       bql wait .. lock, lock .. unlock
         device access          instants, named after the device
 
-and a counter track "VM exits" counts exits per reason. Time is virtual: cycles at
-vmsim.costs.NOMINAL_HZ, as in the `text` format.
+      kvm_vcpu_block           kvm_vcpu_block .. kvm_vcpu_wakeup (HLT in kvm.ko)
+
+with instants for injected interrupts and kicks; on the main loop's track, "main loop"
+slices from each wake-up (main_loop_wait) to its return to ppoll (the BQL released), with
+timers and fd handlers as instants; a "kvm.ko (host)" track for what runs outside any
+thread (hrtimers, kvm_set_irq). A counter track "VM exits" counts exits per reason. Time
+is virtual: cycles at vmsim.costs.NOMINAL_HZ, as in the `text` format.
 """
 
 from __future__ import annotations
@@ -34,7 +39,9 @@ from vmsim.files import GuardedOutput
 
 PID = 1000  # nominal, as in the text format (vmsim.tracecmd.QEMU_PID)
 KINDS = ["kvm_vcpu_ioctl", "kvm_entry", "kvm_exit", "vmentry_failed", "kvm_userspace_exit",
-         "bql", "device_access", "io_unclaimed", "thread", "run_end"]
+         "bql", "device_access", "io_unclaimed", "thread", "run_end", "kvm_vcpu_block",
+         "kvm_vcpu_wakeup", "kvm_inj_virq", "qemu_cpu_kick", "main_loop_wait", "qemu_timer",
+         "qemu_fd_handler", "kvm_set_irq", "host_timer"]
 
 
 def _us(cycles: int) -> float:
@@ -95,10 +102,12 @@ class PerfettoWriter(GuardedOutput):
     def _track(self, thread: str) -> _Track:
         t = self.tracks.get(thread)
         if t is None:
-            if thread.startswith("vcpu"):
+            if thread.startswith("vcpu") and thread[4:].isdigit():
                 tid, label = PID + 1 + int(thread[4:]), f"CPU {thread[4:]}/KVM"
-            else:
+            elif thread == "main-loop":
                 tid, label = PID, "qemu-system-x86 (main loop)"
+            else:
+                tid, label = PID + 100, "kvm.ko (host)"
             t = self.tracks[thread] = _Track(tid)
             self._put({"name": "thread_name", "ph": "M", "pid": PID, "tid": tid,
                        "args": {"name": label}})
@@ -171,7 +180,8 @@ class PerfettoWriter(GuardedOutput):
                 self._begin(src, "BQL held", "lock", now)
             else:
                 self.bql_owner = None
-                self._close_to(src, ("BQL held",), now)
+                self._close_to(src, ("main loop",) if src == "main-loop" else ("BQL held",),
+                               now)
         elif k in ("device_access", "io_unclaimed"):
             # A device model runs on the thread that holds the BQL for it.
             thread = self.bql_owner or "main-loop"
@@ -182,6 +192,22 @@ class PerfettoWriter(GuardedOutput):
                                               if k == "device_access" else {}))
         elif k == "thread":
             self._instant(src, f"thread {ev['state']}", "thread", now, detail=ev["detail"])
+        elif k == "kvm_vcpu_block":
+            self._begin(src, "kvm_vcpu_block", "kvm", now)
+        elif k == "kvm_vcpu_wakeup":
+            self._close_to(src, ("kvm_vcpu_block",), now)
+        elif k == "kvm_inj_virq":
+            self._instant(src, f"inject irq {ev['irq']}", "irq", now,
+                          reinjected=ev["reinjected"])
+        elif k == "qemu_cpu_kick":
+            self._instant(src, "kick (SIG_IPI)", "irq", now, why=ev["why"])
+        elif k == "main_loop_wait":
+            self._close_to(src, ("main loop",), now)
+            self._begin(src, "main loop", "vmm", now, woken_by=ev["woken_by"])
+        elif k in ("qemu_timer", "qemu_fd_handler", "host_timer"):
+            self._instant(src, f"{k} {ev['name']}", "timer", now)
+        elif k == "kvm_set_irq":
+            self._instant(src, f"GSI {ev['gsi']} level {ev['level']}", "irq", now)
         elif k == "run_end":
             for name, track in self.tracks.items():
                 while track.stack:
