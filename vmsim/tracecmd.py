@@ -88,7 +88,22 @@ TP_PRINTK: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "kvm_hypercall": lambda f: (f"nr {f['nr']:#x} a0 {f['a0']:#x} a1 {f['a1']:#x} "
                                 f"a2 {f['a2']:#x} a3 {f['a3']:#x}"),
     "kvm_page_fault": lambda f: f"address {f['fault_address']:x} error_code {f['error_code']:x}",
-    "kvm_inj_virq": lambda f: f"irq {f['irq']}",
+    "kvm_inj_virq": lambda f: (f"{'Soft/INTn' if f['soft'] else 'IRQ'} {f['irq']:#x}"
+                               f"{' [reinjected]' if f['reinjected'] else ''}"),
+    "kvm_set_irq": lambda f: f"gsi {f['gsi']} level {f['level']} source {f['irq_source_id']}",
+    "kvm_pic_set_irq": lambda f: (
+        f"chip {f['chip']} pin {f['pin']} "
+        f"({'level' if f['elcr'] >> f['pin'] & 1 else 'edge'}"
+        f"{'|masked' if f['imr'] >> f['pin'] & 1 else ''})"
+        f"{' (coalesced)' if f['coalesced'] else ''}"),
+    "kvm_apic": lambda f: f"apic_{'write' if f['rw'] else 'read'} {f['reg']:#x} = {f['val']:#x}",
+    "kvm_apic_ipi": lambda f: (f"dst {f['dest_id']:x} vec {f['icr_low'] & 0xFF} "
+                               f"(icr_low {f['icr_low']:#x})"),
+    "kvm_apic_accept_irq": lambda f: (f"apicid {f['apicid']:x} vec {f['vec']} "
+                                      f"(dm {f['dm']:#x}|{'level' if f['tm'] else 'edge'})"),
+    "kvm_eoi": lambda f: f"apicid {f['apicid']:x} vector {f['vector']}",
+    "kvm_vcpu_wakeup": lambda f: (f"{'wait' if f['waited'] else 'poll'} time {f['ns']} ns, "
+                                  f"polling {'valid' if f['valid'] else 'invalid'}"),
     "kvm_inj_exception": lambda f: (f"{_symbolic(f['exception'], _EXCEPTIONS)} "
                                     f"({f['error_code'] if f['has_error'] else 0:#x})"),
     "kvm_emulate_insn": lambda f: (

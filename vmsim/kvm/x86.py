@@ -336,9 +336,16 @@ def vcpu_enter_guest(v: SimVcpu) -> Generator[int, None, int]:
     try:
         while True:
             if v.host_irq is not None:
-                # An interrupt for the host (the kick IPI, its timer tick): the guest exits.
-                vector, v.host_irq = v.host_irq, None
-                exit_info = _external_interrupt_exit(vmx, vector)
+                # An interrupt for the host (the kick IPI, its timer tick): the guest exits,
+                # after the one instruction of an STI / MOV SS shadow (which may exit for
+                # its own reason first; the interrupt then stays pending).
+                before = cpu.icount
+                exit_info = _external_interrupt_exit(vmx, v.host_irq)
+                if exit_info.basic_reason == ExitReason.EXTERNAL_INTERRUPT:
+                    v.host_irq = None
+                ran = cpu.icount - before
+                _charge(v, ran)
+                yield ran * COSTS["guest_instruction"]
                 break
             budget = _budget(v)
             if clock is not None and budget > 1:
