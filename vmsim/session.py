@@ -320,12 +320,14 @@ class Session:
         hit: list[str] = []
 
         def on_exit(ev: Event) -> None:
-            why = bp.matches_exit(ev)
+            why = (bp.matches_exit(ev) if ev.kind == "kvm_exit" else "") or bp.matches_event(ev)
             if why:
                 hit.append(why)
 
-        unsubscribe = (self.events.subscribe(on_exit, ["kvm_exit"])
-                       if (bp.exit_reasons or bp.ports) else None)
+        kinds = {spec.partition(":")[0] for spec in bp.events}
+        if bp.exit_reasons or bp.ports:
+            kinds.add("kvm_exit")
+        unsubscribe = self.events.subscribe(on_exit, sorted(kinds)) if kinds else None
         cpu = self.cpus[0] if self.cpus else None
         origin = (cpu.eip, cpu.icount) if cpu is not None else None
         start = self._work()
@@ -698,6 +700,17 @@ class Breakpoints:
     addresses: set[int] = field(default_factory=set)
     exit_reasons: set[str] = field(default_factory=set)
     ports: set[int] = field(default_factory=set)
+    # Events: a kind, or "kind:field=value" ("kvm_inj_virq": an interrupt injected;
+    # "bql:action=wait": the BQL contended). The step that emitted one is the last.
+    events: set[str] = field(default_factory=set)
+
+    def matches_event(self, ev: Event) -> str:
+        for spec in sorted(self.events):
+            kind, _, cond = spec.partition(":")
+            name, _, value = cond.partition("=")
+            if ev.kind == kind and (not cond or str(ev.fields.get(name)) == value):
+                return f"event {spec}"
+        return ""
 
     def matches_exit(self, ev: Event) -> str:
         if ev["exit_reason"] in self.exit_reasons:
