@@ -14,6 +14,12 @@ def register(subparsers) -> None:
                    help="how the simulated kvm.ko virtualizes memory (default ept)")
     p.add_argument("--backend", choices=("sim", "bare"), default="sim",
                    help="sim: the whole simulated stack (default); bare: the CPU alone")
+    p.add_argument("--smp", type=_vcpus, default=1, metavar="N",
+                   help="vCPUs, 1 to 8 (default 1), as vmsim run --smp; the window's toolbar "
+                        "changes it too")
+    p.add_argument("--irqchip", choices=("kernel", "userspace"), default="kernel",
+                   help="kernel: PIC, PIT and local APICs in kvm.ko (default); userspace: PIC "
+                        "and PIT in QEMU, as vmsim run --irqchip")
     p.add_argument("--theme", choices=("light", "dark"), default=None)
     p.add_argument("--presentation", action="store_true", help="large fonts, for a projector")
     p.add_argument("--screenshot", metavar="FILE.png",
@@ -38,6 +44,18 @@ def _count(text: str) -> int:
     if not 0 <= v <= MAX_STEPS:
         raise argparse.ArgumentTypeError(f"{v}: must be 0 to {MAX_STEPS}")
     return v
+
+
+def _vcpus(text: str) -> int:
+    from vmsim.vmm.machine import MAX_SMP
+
+    try:
+        n = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1 <= n <= MAX_SMP:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_SMP}, not {n}")
+    return n
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -83,7 +101,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         win = MainWindow(args.guest, paging=args.paging, backend=args.backend, settings=settings,
                          theme=theme if theme in ("light", "dark") else "light",
-                         presentation=args.presentation)
+                         presentation=args.presentation, smp=args.smp, irqchip=args.irqchip)
     except AsmError as e:
         print(str(e), file=sys.stderr)
         return 1

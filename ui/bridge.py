@@ -7,8 +7,12 @@ back as Qt signals. Two modes, as in Ripes:
   step's events reach the diagram, the event log and the page-table panel;
 - running: fine-grained subscriptions are dropped; a QTimer advances the session in
   time-boxed batches (`Session.run_for`) and the views repaint from state at a bounded
-  rate. Only coarse events (VM exits and entries, exits to userspace, device accesses),
-  a few per exit, are still collected for statistics and logs.
+  rate. Only coarse events (VM exits and entries, exits to userspace, device accesses,
+  interrupts, kicks, the main loop and the BQL), a few per exit, are still collected for
+  statistics and logs.
+
+The machine's vCPUs (`smp`) and irqchip mode are chosen with `set_machine`, which starts
+the guest again, as `vmsim run --smp N --irqchip MODE`.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Callable
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
+from ui.text import EVENT_BREAKPOINTS
 from vmsim.asm.image import GuestImage
 from vmsim.events import CATALOGUE, Event, EventStream
 from vmsim.session import Outcome, Session
@@ -29,7 +34,14 @@ from vmsim.vmm.machine import MachineConfig
 FINE_KINDS = list(CATALOGUE)  # stepping: everything, walks and TLB included
 COARSE_KINDS = ["kvm_exit", "kvm_entry", "kvm_userspace_exit", "kvm_run_exit", "kvm_vcpu_ioctl",
                 "bql", "device_access", "io_unclaimed", "exception", "triple_fault",
-                "unsupported", "not_in_subset", "vmentry_failed", "thread"]
+                "unsupported", "not_in_subset", "vmentry_failed", "thread",
+                # issue 10: interrupts on their way, kicks, the main loop (a few per tick)
+                "kvm_inj_virq", "kvm_set_irq", "qemu_set_irq", "pic_interrupt", "kvm_apic_ipi",
+                "kvm_vcpu_kick", "qemu_cpu_kick", "kvm_vcpu_block", "kvm_vcpu_wakeup",
+                "main_loop_wait", "qemu_timer", "qemu_fd_handler"]
+# What shows the main loop at work (its box lights).
+MAIN_LOOP_KINDS = frozenset({"main_loop_wait", "qemu_timer", "qemu_fd_handler"})
+MAIN_LOOP_THREAD = "main-loop"
 FRAME_MS = 33  # repaint at most ~30 times a second while running
 BATCH_S = 0.015  # wall time the simulation may take per timer tick at full speed
 # Speed slider 0..SPEED_MAX: below FULL_SPEED, one event per tick at a slowing interval
@@ -53,11 +65,16 @@ class SessionBridge(QObject):
     _gdbEnded = Signal(object)  # from the stub's thread: the stub, once the debugger left
 
     def __init__(self, guest: str | GuestImage, backend: str = "sim", paging: str = "ept",
-                 parent: QObject | None = None):
+                 parent: QObject | None = None, *, smp: int = 1, irqchip: str = "kernel"):
         super().__init__(parent)
         self.guest = guest
         self.backend = backend
         self.paging = paging
+        self.smp = smp
+        self.irqchip = irqchip
+        self.event_breakpoints: set[str] = set()  # Breakpoints.events specs (EVENT_BREAKPOINTS)
+        self.break_event: Event | None = None  # the event an event breakpoint stopped at
+        self.main_loop_seen = False  # the main loop ran since the last delivery
         self.line_breakpoints: set[int] = set()  # source lines (1-based)
         self.address_breakpoints: set[int] = set()
         self.exit_breakpoints: set[str] = set()
@@ -88,11 +105,14 @@ class SessionBridge(QObject):
         self.stats = ExitStats()
         self.stats.attach(events)  # before the VM exists, as `vmsim run --stats`
         self._serial.clear()
-        self.session = Session(self.guest, self.backend, MachineConfig(serial_in=self.serial_input),
+        config = MachineConfig(serial_in=self.serial_input, smp=self.smp, irqchip=self.irqchip)
+        self.session = Session(self.guest, self.backend, config,
                                serial_out=self._on_serial, events=events, paging=self.paging)
         if isinstance(self.guest, str):
             self.guest = self.session.image
         self.outcome = None
+        self.break_event = None
+        self.main_loop_seen = False
         self.in_guest = False  # VMX non-root: the last VM transition was an entry
         self.history.clear()
         self._pending.clear()
@@ -110,6 +130,20 @@ class SessionBridge(QObject):
         self._build()
         self.sessionReset.emit()
         self._deliver(force=True)
+
+    def set_machine(self, smp: int | None = None, irqchip: str | None = None) -> None:
+        """Another machine for the same guest: `smp` vCPUs (1 to 8), the irqchip in kvm.ko
+        ("kernel") or in QEMU ("userspace"); the guest starts again."""
+        from vmsim.vmm.machine import IRQCHIP_MODES, MAX_SMP
+
+        smp = self.smp if smp is None else smp
+        irqchip = self.irqchip if irqchip is None else irqchip
+        if not 1 <= smp <= MAX_SMP:
+            raise ValueError(f"smp {smp}: 1 to {MAX_SMP} vCPUs")
+        if irqchip not in IRQCHIP_MODES:
+            raise ValueError(f"irqchip {irqchip!r}: choose one of {', '.join(IRQCHIP_MODES)}")
+        self.smp, self.irqchip = smp, irqchip
+        self.reset()
 
     def open(self, path: str) -> None:
         """Load another guest (raises AsmError / GuestLoadError, leaving the old one)."""
@@ -129,6 +163,8 @@ class SessionBridge(QObject):
             self.in_guest = True
         elif ev.kind == "kvm_exit":
             self.in_guest = False
+        if ev.kind in MAIN_LOOP_KINDS or (ev.source == MAIN_LOOP_THREAD and ev.kind == "bql"):
+            self.main_loop_seen = True
         self._pending.append(ev)
         self.history.append(ev)
         if len(self._pending) > 20000:  # nobody is draining (a long run with no repaint)
@@ -151,6 +187,7 @@ class SessionBridge(QObject):
                 bp.addresses.add(addr)
         bp.exit_reasons = set(self.exit_breakpoints)
         bp.ports = set(self.port_breakpoints)
+        bp.events = set(self.event_breakpoints)
 
     def address_of_line(self, line: int) -> int | None:
         img = self.session.image
@@ -171,7 +208,11 @@ class SessionBridge(QObject):
         return True
 
     def set_breakpoints(self, addresses: set[int] | None = None, exits: set[str] | None = None,
-                        ports: set[int] | None = None) -> None:
+                        ports: set[int] | None = None, events: set[str] | None = None) -> None:
+        """Replace the breakpoints of each kind given; `events` are Breakpoints.events
+        specs ("kvm_inj_virq", "bql:action=wait": see ui.text.EVENT_BREAKPOINTS)."""
+        if events is not None:
+            self.event_breakpoints = set(events)
         if addresses is not None:
             self.address_breakpoints = set(addresses)
         if exits is not None:
@@ -247,9 +288,14 @@ class SessionBridge(QObject):
             out = self.session.run_for(BATCH_S)
         else:
             out = self.session.step_event(1)
-            if not out.finished and self.session.breakpoints.addresses \
-                    and self.session.cpus and self.session.cpus[0].eip in self.session.breakpoints.addresses:
+            bp = self.session.breakpoints
+            if not out.finished and bp.addresses \
+                    and self.session.cpus and self.session.cpus[0].eip in bp.addresses:
                 out = Outcome(False, breakpoint=f"address {self.session.cpus[0].eip:#x}")
+            elif not out.finished and bp.events:
+                why = next((w for w in map(bp.matches_event, out.events) if w), "")
+                if why:
+                    out = Outcome(False, breakpoint=why)
             if out.finished:
                 out = self.session.run()
         if out.finished:
@@ -258,9 +304,27 @@ class SessionBridge(QObject):
             self.stopped.emit(out.reason or "finished")
         elif out.breakpoint:
             self.pause()
-            self.stopped.emit(f"breakpoint: {out.breakpoint}")
+            self.stopped.emit(f"breakpoint: {self._breakpoint_words(out.breakpoint)}")
         else:
             self._deliver(force=self.speed < SPEED_MAX)
+
+    def _breakpoint_words(self, why: str) -> str:
+        """An event breakpoint in words, with the event that hit it ("interrupt injected:
+        vcpu0: inject interrupt 32"); others as the session says them."""
+        spec = why.removeprefix("event ")
+        if spec == why or spec not in EVENT_BREAKPOINTS:
+            return why
+        bp = self.session.breakpoints
+        self.break_event = next((ev for ev in reversed(self.history)
+                                 if bp.matches_event(ev) == why), None)
+        words = EVENT_BREAKPOINTS[spec]
+        if self.break_event is None:
+            return words
+        try:
+            what = self.break_event.describe()
+        except (KeyError, ValueError, TypeError):
+            what = self.break_event.kind
+        return f"{words}: {self.break_event.source}: {what}"
 
     def _deliver(self, force: bool = False) -> None:
         """Hand pending events and output to the views, at most every FRAME_MS when running."""
@@ -279,6 +343,7 @@ class SessionBridge(QObject):
             self._pending = []
             self.eventsArrived.emit(evs)
         self.stateChanged.emit()
+        self.main_loop_seen = False
 
     # -- gdb (File > Wait for gdb: vmsim.gdbstub, as `vmsim run --gdb PORT`) --------------------
     def wait_for_gdb(self, port: int) -> int:

@@ -2,8 +2,12 @@
 
 Scene items mirror state: `show_event` lights the box an event belongs to and sends a
 token along its path (VM exit up from the guest into KVM, KVM_EXIT_* up to QEMU, KVM_RUN
-down, VM entry into the guest); `refresh` redraws the live details (EIP, VMX mode, who
-holds the BQL, EPT or shadow) from the session. Clicking a box asks for its panel.
+down, VM entry into the guest, an IRQ line from the PIT to the PIC, an injection from the
+PIC or APIC into a vCPU); `set_details` redraws the live details (EIP, VMX mode, who
+holds the BQL, EPT or shadow) and `set_lit` marks what runs now (a vCPU in the guest, the
+main loop, a held BQL) from the session. `set_layout` redraws it for another machine (one
+box per vCPU, the interrupt controllers in kvm.ko or in QEMU). Clicking a box asks for
+its panel.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 from itertools import pairwise
 
 from PySide6.QtCore import QPointF, QRectF, Qt, QVariantAnimation, Signal
-from PySide6.QtGui import QBrush, QColor, QFont, QPainter, QPainterPath, QPen
+from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import (
     QGraphicsEllipseItem,
     QGraphicsItem,
@@ -33,12 +37,15 @@ class BoxItem(QGraphicsRectItem):
         self.active = False
         self.setAcceptHoverEvents(True)
         self.setCursor(Qt.CursorShape.PointingHandCursor)
-        self.title = QGraphicsSimpleTextItem(box.title, self)
+        self.title = QGraphicsSimpleTextItem("", self)
         self.detail = QGraphicsSimpleTextItem(box.detail, self)
         f = QFont()
         f.setBold(True)
         f.setPointSizeF(10.5)
         self.title.setFont(f)
+        # Eight vCPUs make narrow boxes: the title is cut to the box, not drawn past it.
+        self.title.setText(QFontMetricsF(f).elidedText(box.title, Qt.TextElideMode.ElideRight,
+                                                       box.rect[2] - 12))
         g = QFont()
         g.setPointSizeF(8.5)
         self.detail.setFont(g)
@@ -46,7 +53,7 @@ class BoxItem(QGraphicsRectItem):
         self.set_detail(box.detail)
 
     def set_detail(self, text: str) -> None:
-        x, y, w, _h = self.box.rect
+        x, y, w, h = self.box.rect
         self.title.setPos(x + 8, y + 6)
         # Wrap the detail to the box's width, crudely, by characters.
         width = max(8, int((w - 16) / 6.2))
@@ -59,8 +66,9 @@ class BoxItem(QGraphicsRectItem):
                 cur = f"{cur} {word}".strip()
         if cur:
             lines.append(cur)
-        self.detail.setText("\n".join(lines[:4]))
-        self.detail.setPos(x + 8, y + 28)
+        # As many lines as the box holds below its title (a line is ~13 units at 8.5 pt).
+        self.detail.setText("\n".join(lines[:max(0, min(4, int((h - 26) // 13)))]))
+        self.detail.setPos(x + 8, y + 26)
 
     def mousePressEvent(self, event) -> None:
         self.view.boxClicked.emit(self.box.id, self.box.panel)
@@ -82,15 +90,12 @@ class DiagramView(QGraphicsView):
         self.bands: list[tuple[QGraphicsRectItem, QGraphicsSimpleTextItem, str]] = []
         self.active_box: str | None = None
         self.last_path: tuple[str, ...] = ()
-        self.caption = QGraphicsSimpleTextItem("")
+        self.lit: set[str] = set()  # boxes whose part runs now (set_lit)
+        # Where the last interrupt came from ("pic" or "lapic"), for the rules' _from: a
+        # kick or an injection names no controller itself.
+        self.irq_from = "pic"
+        self.pic_bases: tuple[int, ...] = ()  # the PICs' vector bases (ICW2), when known
         self._build()
-        self.token = QGraphicsEllipseItem(-9, -9, 18, 18)
-        self.token.setZValue(10)
-        self.token.setVisible(False)
-        self.scene_.addItem(self.token)
-        self.path_item = QGraphicsPathItem()
-        self.path_item.setZValue(5)
-        self.scene_.addItem(self.path_item)
         self.anim = QVariantAnimation(self)
         self.anim.setStartValue(0.0)
         self.anim.setEndValue(1.0)
@@ -103,6 +108,9 @@ class DiagramView(QGraphicsView):
 
     def _build(self) -> None:
         L = self.layout_data
+        self.boxes = {}
+        self.bands = []
+        self.caption = QGraphicsSimpleTextItem("")
         for layer in L.layers:
             band = QGraphicsRectItem(QRectF(*layer["rect"]))
             band.setZValue(-10)
@@ -125,6 +133,27 @@ class DiagramView(QGraphicsView):
         self.caption.setZValue(11)
         self.scene_.addItem(self.caption)
         self.scene_.setSceneRect(QRectF(-6, -6, w + 12, h + 12))
+        self.token = QGraphicsEllipseItem(-9, -9, 18, 18)
+        self.token.setZValue(10)
+        self.token.setVisible(False)
+        self.scene_.addItem(self.token)
+        self.path_item = QGraphicsPathItem()
+        self.path_item.setZValue(5)
+        self.scene_.addItem(self.path_item)
+
+    def set_layout(self, layout: Layout) -> None:
+        """Draw another layout (a machine with other vCPUs or irqchip): every item anew."""
+        if hasattr(self, "anim"):
+            self.anim.stop()
+        self.scene_.clear()
+        self.layout_data = layout
+        self.active_box = None
+        self.last_path = ()
+        self.lit = set()
+        self._points = []
+        self._build()
+        self.apply_theme(self.theme)
+        self.fitInView(self.scene_.sceneRect(), Qt.AspectRatioMode.KeepAspectRatio)
 
     def colors(self) -> dict:
         return self.layout_data.colors[self.theme]
@@ -161,6 +190,11 @@ class DiagramView(QGraphicsView):
                 item.setPen(QPen(col.darker(130), 4))
                 item.title.setBrush(QBrush(QColor("#1a1a1a")))
                 item.detail.setBrush(QBrush(QColor("#1a1a1a")))
+            elif bid in self.lit:  # runs now: a softer light, a thick dashed border
+                fill = QColor(c.get("lit", c["active"]))
+                item.setPen(QPen(col, 3.5, Qt.PenStyle.DashLine))
+                item.title.setBrush(QBrush(QColor(c["text"])))
+                item.detail.setBrush(QBrush(QColor(c["text"])))
             else:
                 fill = QColor(c["box_fill"])
                 item.setPen(QPen(col, 2))
@@ -180,9 +214,34 @@ class DiagramView(QGraphicsView):
         self._paint_boxes()
         self._draw_path(path)
 
+    def set_lit(self, box_ids: set[str]) -> None:
+        """Mark the boxes whose part runs now (apart from the one event's box)."""
+        box_ids = {b for b in box_ids if b in self.boxes}
+        if box_ids != self.lit:
+            self.lit = box_ids
+            self._paint_boxes()
+
+    def observe(self, kind: str) -> None:
+        """Follow where interrupts come from, event by event (all of a step's, in order)."""
+        if kind in ("kvm_set_irq", "kvm_pic_set_irq", "pic_interrupt", "qemu_set_irq"):
+            self.irq_from = "pic"
+        elif kind in ("kvm_apic_accept_irq", "kvm_apic_ipi"):
+            self.irq_from = "lapic"
+
+    def route(self, kind: str, source: str = "", fields=None):
+        """The layout's rule for an event, told where its interrupt came from (_from)."""
+        fields = dict(fields or {})
+        frm = self.irq_from
+        if kind == "kvm_inj_virq" and self.pic_bases and isinstance(fields.get("irq"), int):
+            # A vector in a PIC's range came through the PIC (ExtINT), any other from the APIC.
+            frm = "pic" if any(b <= fields["irq"] < b + 8 for b in self.pic_bases) else "lapic"
+        fields.setdefault("_from", frm)
+        return self.layout_data.route(kind, source, fields)
+
     def show_event(self, kind: str, source: str = "", fields=None, caption: str = "") -> str | None:
         """Light the box of an event and animate its path; returns the box id."""
-        rule = self.layout_data.route(kind, source, fields or {})
+        self.observe(kind)
+        rule = self.route(kind, source, fields)
         if rule is None:
             return None
         label = rule.label or kind

@@ -8,6 +8,7 @@ from PySide6.QtCore import QByteArray, QSettings, Qt
 from PySide6.QtGui import QAction, QColor, QFont, QKeySequence, QPalette
 from PySide6.QtWidgets import (
     QApplication,
+    QComboBox,
     QDockWidget,
     QFileDialog,
     QInputDialog,
@@ -15,27 +16,32 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QSlider,
+    QSpinBox,
     QTableWidget,
     QToolBar,
     QWidget,
 )
 
+from ui import text as T
 from ui.bridge import SPEED_MAX, SessionBridge
 from ui.diagram import DiagramView
 from ui.editor import SourcePanel
+from ui.layout import load_layout
 from ui.panels import (
     DevicesPanel,
     DisasmPanel,
     EventLogPanel,
+    InterruptsPanel,
     PageTablesPanel,
     RegistersPanel,
     StatsPanel,
+    VcpusPanel,
     VmcsPanel,
     compact,
 )
 from vmsim.asm import AsmError, assemble
 from vmsim.files import SOURCE_LIMIT, read_input_file
-from vmsim.vmm.machine import GuestLoadError
+from vmsim.vmm.machine import IRQCHIP_MODES, MAX_SMP, GuestLoadError
 
 DEFAULT_GUEST = Path(__file__).resolve().parents[1] / "sample_guests" / "hello.asm"
 SETTINGS_VERSION = 1
@@ -43,17 +49,18 @@ SETTINGS_VERSION = 1
 
 class MainWindow(QMainWindow):
     def __init__(self, guest: str | None = None, paging: str = "ept", backend: str = "sim",
-                 settings: QSettings | None = None, theme: str = "light", presentation: bool = False):
+                 settings: QSettings | None = None, theme: str = "light", presentation: bool = False,
+                 smp: int = 1, irqchip: str = "kernel"):
         super().__init__()
         self.guest_path = str(guest or DEFAULT_GUEST)
         self.settings = settings
-        self.bridge = SessionBridge(self.guest_path, backend, paging, self)
+        self.bridge = SessionBridge(self.guest_path, backend, paging, self, smp=smp, irqchip=irqchip)
         self.theme = theme
         self.presentation = False
         self._base_font = QApplication.font()
-        self.setWindowTitle(f"vmsim: {Path(self.guest_path).name} ({backend}, {paging})")
+        self._set_title()
 
-        self.diagram = DiagramView()
+        self.diagram = DiagramView(load_layout(smp=smp, irqchip=irqchip))
         self.setCentralWidget(self.diagram)
         self.source = SourcePanel()
         self.registers = RegistersPanel()
@@ -63,6 +70,8 @@ class MainWindow(QMainWindow):
         self.devices = DevicesPanel()
         self.events = EventLogPanel()
         self.stats = StatsPanel()
+        self.interrupts = InterruptsPanel()
+        self.vcpus = VcpusPanel()
         self.docks: dict[str, QDockWidget] = {}
         L, R, B = (Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea,
                    Qt.DockWidgetArea.BottomDockWidgetArea)
@@ -72,6 +81,8 @@ class MainWindow(QMainWindow):
                 ("registers", "Registers", self.registers, R),
                 ("vmcs", "VMCS", self.vmcs, R),
                 ("pagetables", "Page tables", self.pagetables, R),
+                ("interrupts", T.INTERRUPTS_TITLE, self.interrupts, R),
+                ("vcpus", T.VCPUS_TITLE, self.vcpus, R),
                 ("devices", "Devices", self.devices, B),
                 ("events", "Event log", self.events, B),
                 ("stats", "Exit statistics", self.stats, B)):
@@ -83,6 +94,8 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.docks["source"], self.docks["disasm"])
         self.tabifyDockWidget(self.docks["registers"], self.docks["vmcs"])
         self.tabifyDockWidget(self.docks["vmcs"], self.docks["pagetables"])
+        self.tabifyDockWidget(self.docks["pagetables"], self.docks["interrupts"])
+        self.tabifyDockWidget(self.docks["interrupts"], self.docks["vcpus"])
         self.tabifyDockWidget(self.docks["devices"], self.docks["events"])
         self.docks["source"].raise_()
         self.docks["registers"].raise_()
@@ -115,6 +128,11 @@ class MainWindow(QMainWindow):
         self.on_events(list(b._pending))
         b._pending.clear()
         self.refresh()
+
+    def _set_title(self) -> None:
+        b = self.bridge
+        self.setWindowTitle(f"vmsim: {Path(self.guest_path).name} ({b.backend}, {b.paging}, "
+                            f"{b.smp} vCPU{'s' if b.smp > 1 else ''}, irqchip {b.irqchip})")
 
     def default_dock_sizes(self) -> None:
         w = max(self.width(), 1200)
@@ -180,11 +198,35 @@ class MainWindow(QMainWindow):
         self.speed.valueChanged.connect(b.set_speed)
         tb.addWidget(self.speed)
         tb.addWidget(QLabel(" full "))
+        # The machine (as vmsim run --smp / --irqchip): a change starts the guest again.
+        tb.addSeparator()
+        tb.addWidget(QLabel(T.VCPUS_LABEL))
+        self.smp_box = QSpinBox()
+        self.smp_box.setRange(1, MAX_SMP)
+        self.smp_box.setValue(b.smp)
+        self.smp_box.setToolTip(T.VCPUS_TIP)
+        self.smp_box.valueChanged.connect(lambda n: self.set_machine(smp=n))
+        tb.addWidget(self.smp_box)
+        tb.addWidget(QLabel(T.IRQCHIP_LABEL))
+        self.irqchip_box = QComboBox()
+        self.irqchip_box.addItems(list(IRQCHIP_MODES))
+        self.irqchip_box.setCurrentText(b.irqchip)
+        self.irqchip_box.setToolTip(T.IRQCHIP_TIP)
+        self.irqchip_box.currentTextChanged.connect(lambda m: self.set_machine(irqchip=m))
+        tb.addWidget(self.irqchip_box)
 
         act("Toggle breakpoint at cursor line", self._toggle_cursor_bp, "F9", m_bp, toolbar=False)
         act("Break on address…", self._bp_address, None, m_bp, toolbar=False)
         act("Break on VM exit reason…", self._bp_exit, None, m_bp, toolbar=False)
         act("Break on I/O port…", self._bp_port, None, m_bp, toolbar=False)
+        self.event_bp_actions: dict[str, QAction] = {}
+        for spec, name in T.EVENT_BREAKPOINTS.items():
+            a = QAction(f"Break on {name}", self, checkable=True)
+            a.setToolTip(T.EVENT_BREAKPOINT_TIPS[spec])
+            a.setStatusTip(T.EVENT_BREAKPOINT_TIPS[spec])
+            a.toggled.connect(lambda on, spec=spec: self.set_event_breakpoint(spec, on))
+            m_bp.addAction(a)
+            self.event_bp_actions[spec] = a
         act("Clear all breakpoints", self._bp_clear, None, m_bp, toolbar=False)
 
         self.a_dark = QAction("Dark theme", self, checkable=True)
@@ -251,11 +293,52 @@ class MainWindow(QMainWindow):
             self.bridge.set_breakpoints(ports=self.bridge.port_breakpoints | {port})
             self.status.setText(f"breakpoint on port {port:#x}")
 
+    def set_event_breakpoint(self, spec: str, on: bool) -> None:
+        """Break on an event (ui.text.EVENT_BREAKPOINTS: an interrupt injected, the BQL
+        contended) or stop breaking on it."""
+        events = set(self.bridge.event_breakpoints)
+        (events.add if on else events.discard)(spec)
+        self.bridge.set_breakpoints(events=events)
+        a = self.event_bp_actions.get(spec)
+        if a is not None and a.isChecked() != on:
+            a.setChecked(on)
+        name = T.EVENT_BREAKPOINTS.get(spec, spec)
+        self.status.setText(f"breakpoint on {name}" if on else f"no breakpoint on {name}")
+
     def _bp_clear(self) -> None:
         self.bridge.line_breakpoints.clear()
-        self.bridge.set_breakpoints(set(), set(), set())
+        self.bridge.set_breakpoints(set(), set(), set(), set())
+        for a in self.event_bp_actions.values():
+            a.blockSignals(True)
+            a.setChecked(False)
+            a.blockSignals(False)
         self.source.editor.breakpoints = set()
         self.source.editor.gutter.update()
+
+    # -- the machine ------------------------------------------------------------------------------------
+    def set_machine(self, smp: int | None = None, irqchip: str | None = None) -> None:
+        """Run the guest on another machine (vCPUs, irqchip mode): it starts again."""
+        b = self.bridge
+        if b.gdb is not None:
+            self.status.setText("gdb drives this guest: detach it first")
+            self._sync_machine_controls()
+            return
+        try:
+            b.set_machine(smp, irqchip)
+        except ValueError as e:
+            self.status.setText(str(e))
+        self._sync_machine_controls()
+        self._set_title()
+        self.status.setText(f"{b.smp} vCPU{'s' if b.smp > 1 else ''}, irqchip {b.irqchip}: "
+                            "the guest starts again")
+
+    def _sync_machine_controls(self) -> None:
+        b = self.bridge
+        for w, set_value in ((self.smp_box, lambda: self.smp_box.setValue(b.smp)),
+                             (self.irqchip_box, lambda: self.irqchip_box.setCurrentText(b.irqchip))):
+            w.blockSignals(True)
+            set_value()
+            w.blockSignals(False)
 
     # -- guest source -----------------------------------------------------------------------------------
     def _load_source_text(self) -> None:
@@ -314,12 +397,14 @@ class MainWindow(QMainWindow):
         self.pagetables.add_events(events)
         if not events:
             return
+        for e in events:  # where interrupts come from, in order
+            self.diagram.observe(e.kind)
         if self.bridge.running and self.bridge.speed >= SPEED_MAX:
             return  # free running: the diagram repaints from state
         ev = events[-1]
         # Light the most telling event of the step: the last one the diagram has a place for.
         for e in reversed(events):
-            if self.diagram.layout_data.route(e.kind, e.source, e.fields) is not None:
+            if self.diagram.route(e.kind, e.source, e.fields) is not None:
                 ev = e
                 break
         try:
@@ -347,11 +432,16 @@ class MainWindow(QMainWindow):
             self.vmcs.refresh(b)
         if shown("pagetables"):
             self.pagetables.refresh(b)
+        if shown("interrupts"):
+            self.interrupts.refresh(b)
+        if shown("vcpus"):
+            self.vcpus.refresh(b)
         self.devices.refresh(b)
         self.stats.refresh(b)
         self._diagram_details()
         if b.running and b.speed >= SPEED_MAX:
-            self.diagram.highlight("guest.vcpu0" if b.in_guest else "kvm.run_loop", (),
+            in_guest = [f"guest.vcpu{d['index']}" for d in s.vcpu_states() if d.get("mode") == "in_guest"]
+            self.diagram.highlight(in_guest[0] if in_guest else "kvm.run_loop", (),
                                    "running: repainting from state")
         eip = s.cpus[0].eip if s.cpus else 0
         state = ("running" if b.running else
@@ -359,18 +449,48 @@ class MainWindow(QMainWindow):
         self.status.setText(f"{state} | EIP {eip:#010x} line {line or '-'} | {s.instructions} instructions"
                             f" | virtual time {s.virtual_time} cycles | paging {s.paging}")
 
+    def lit_boxes(self) -> set[str]:
+        """What runs now: the vCPUs in the guest, the vCPU threads not waiting, the main
+        loop (running, or it ran since the last repaint), a held BQL."""
+        b = self.bridge
+        s = b.session
+        lit: set[str] = set()
+        th = s.threads()
+        waiting = {t["name"] for t in th["threads"] if t["waiting"] or t["done"]}
+        for d in s.vcpu_states():
+            n = d["index"]
+            if d.get("mode") == "in_guest":
+                lit.add(f"guest.vcpu{n}")
+            if d["thread"] not in waiting:
+                lit.add(f"qemu.vcpu_thread{n}")
+        loop = th.get("main_loop")
+        if b.main_loop_seen or (loop is not None and loop["running"]):
+            lit.add("qemu.main_loop")
+        if th.get("bql") and th["bql"]["owner"]:
+            lit.add("qemu.bql")
+        return lit
+
     def _diagram_details(self) -> None:
         b = self.bridge
         s = b.session
         d: dict[str, str] = {}
+        ic = s.interrupt_controllers()
+        self.diagram.pic_bases = tuple(c["irq_base"] for c in ic["pic"] or ())
+        th = s.threads()
+        if s.vm is not None:
+            self._thread_details(d, th, ic)
+        self.diagram.set_lit(self.lit_boxes())
         if s.cpus:
+            for n, c in enumerate(s.cpus):
+                d[f"guest.vcpu{n}"] = f"EIP {c.eip:#010x}  EAX {c.r[0]:#x}  ESP {c.r[4]:#x}  {c.icount} insns"
             c = s.cpus[0]
-            d["guest.vcpu0"] = f"EIP {c.eip:#010x}  EAX {c.r[0]:#x}  ESP {c.r[4]:#x}  {s.instructions} insns"
             mode = "VMX non-root: running the guest" if b.in_guest else "VMX root: host (kvm.ko / QEMU)"
             d["hw.cpu"] = f"{mode}; CR0 {c.get_control(0):#x}"
             d["hw.mmu"] = f"paging {'on' if c.get_control(0) >> 31 else 'off'}, {len(c.mmu.tlb)} TLB entries"
         m = s.machine
-        d["qemu.bql"] = f"held by {m.bql.owner or 'nobody'}"
+        bql = th.get("bql")
+        if bql is None:
+            d["qemu.bql"] = f"held by {m.bql.owner or 'nobody'}"
         d["hw.memory"] = f"{m.config.memory_mib if hasattr(m.config, 'memory_mib') else ''} MiB RAM"
         if s.vm is not None and hasattr(s.vm.cpus[0].vcpu, "vmcs"):
             ex = s.last_exit()
@@ -384,6 +504,46 @@ class MainWindow(QMainWindow):
                 ", ".join(f"{r['reason']} {r['count']}" for r in counts[:3]) or "none yet")
         d["qemu.serial"] = f"port 0x3F8; {s.serial_total} bytes sent"
         self.diagram.set_details(d)
+
+    def _thread_details(self, d: dict[str, str], th: dict, ic: dict) -> None:
+        """The vCPU threads, the main loop, the BQL and the interrupt controllers' boxes."""
+        bql = th["bql"]
+        threads = {t["name"]: t for t in th["threads"]}
+        for v in self.bridge.session.vcpu_states():
+            t = threads.get(v["thread"], {})
+            if t.get("done"):
+                what = "ended"
+            elif v.get("mode") == "in_guest":
+                what = "KVM_RUN: in the guest"
+            elif v.get("mode") == "blocked":
+                what = "KVM_RUN: kvm_vcpu_block (HLT)"
+            elif t.get("waiting"):
+                what = f"waits: {t['waiting']}"
+            else:
+                what = "in QEMU: kvm_cpu_exec"
+            if bql["owner"] == v["thread"]:
+                what += "; holds the BQL"
+            d[f"qemu.vcpu_thread{v['index']}"] = what
+        loop = th["main_loop"]
+        d["qemu.main_loop"] = ("main_loop_wait: " + (T.MAIN_LOOP_RUNNING if loop["running"] else
+                                                    T.MAIN_LOOP_POLLING)
+                               + f"; {len(loop['timers'])} timers armed")
+        d["qemu.bql"] = (f"owner {bql['owner'] or T.NOBODY}; waiting: {', '.join(bql['waiters']) or T.NONE}; "
+                         f"contended {bql['contended']}x")
+        pic, pit = ic.get("pic"), ic.get("pit")
+        where = "kvm" if ic["irqchip"] == "kernel" else "qemu"
+        if pic:
+            d[f"{where}.pic"] = " ".join(f"IRR {c['irr']:02X} ISR {c['isr']:02X} IMR {c['imr']:02X}"
+                                         for c in pic[:1]) + f" base {pic[0]['irq_base']:#04x}"
+        if pit:
+            ch = pit[0]
+            d[f"{where}.pit"] = f"ch0 mode {ch['mode']} reload {ch['reload']} OUT {ch['out']}"
+        apics = ic.get("apics") or []
+        if apics:
+            busy = sum(1 for a in apics if a["irr"] or a["isr"])
+            timers = sum(1 for a in apics if a.get("next_expiry") is not None)
+            d["kvm.lapic"] = (f"{len(apics)} APICs; {busy} with IRR/ISR bits; "
+                              f"{timers} timers armed")
 
     def _running_changed(self, running: bool) -> None:
         self.a_run.setText("Pause" if running else "Run")
@@ -405,6 +565,8 @@ class MainWindow(QMainWindow):
         for a in (self.a_run, self.a_step_insn, self.a_step_event, self.a_step_exit,
                   self.a_step_user, self.a_reset, self.a_open, self.a_gdb):
             a.setEnabled(not text)
+        self.smp_box.setEnabled(not text)
+        self.irqchip_box.setEnabled(not text)
         if text:
             self.status.setText(text)
             self.statusBar().showMessage(text)
@@ -416,6 +578,10 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(why, 5000)
 
     def _session_reset(self) -> None:
+        b = self.bridge
+        L = self.diagram.layout_data
+        if (L.smp, L.irqchip) != (b.smp, b.irqchip):  # another machine: redraw the diagram
+            self.diagram.set_layout(load_layout(smp=b.smp, irqchip=b.irqchip))
         self.devices.reset()
         self.events.clear()
         self.vmcs.reset()

@@ -23,7 +23,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ui import text as T
+from vmsim.costs import NOMINAL_HZ
 from vmsim.events import CATALOGUE, LAYERS
+from vmsim.hw.i8254 import PIT_FREQ
 from vmsim.session import eflags_decoded
 from vmsim.tracecmd import TP_PRINTK
 
@@ -702,3 +705,254 @@ class StatsPanel(QWidget):
         self.chart.color = QColor(LAYER_COLORS[theme]["kvm"])
         self.chart.text = QColor("#1a1a1a" if theme == "light" else "#eceff1")
         self.chart.update()
+
+
+# -- interrupts (issue 10) ----------------------------------------------------------------------
+def hex8(v: int) -> str:
+    return f"0x{v:02X}"
+
+
+def _irqs(bits: int, first: int) -> str:
+    """The IRQ numbers of a PIC register's set bits ("IRQ 0 4"; "none")."""
+    on = [str(first + i) for i in range(8) if bits >> i & 1]
+    return "IRQ " + " ".join(on) if on else T.NONE
+
+
+def _vectors(vs: list[int]) -> str:
+    return " ".join(hex8(v) for v in vs) if vs else T.NONE
+
+
+def _cycles_from_now(when: int | None, now: int) -> str:
+    if when is None:
+        return "not armed"
+    return f"in {(when - now) * 1_000_000 / NOMINAL_HZ:.1f} us (virtual)"
+
+
+class InterruptsPanel(QWidget):
+    """The PIC pair, the PIT's channels and each vCPU's local APIC, from
+    `Session.interrupt_controllers()`, wherever the irqchip lives. `rows` keeps what the
+    tree shows: {(group, register): (value, meaning)}."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.where = QLabel("")
+        self.where.setWordWrap(True)
+        self.tree = QTreeWidget()
+        self.tree.setHeaderLabels(["register", "value", "meaning"])
+        self.tree.setFont(mono())
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(2, 2, 2, 2)
+        lay.addWidget(self.where)
+        lay.addWidget(self.tree, 1)
+        self.rows: dict[tuple[str, str], tuple[str, str]] = {}
+        self._groups: dict[str, QTreeWidgetItem] = {}
+        self._items: dict[tuple[str, str], QTreeWidgetItem] = {}
+        self._shape: tuple = ()
+
+    def value_text(self, group: str, register: str) -> str:
+        return self.rows[(group, register)][0]
+
+    @staticmethod
+    def describe(ic: dict, now: int) -> list[tuple[str, list[tuple[str, str, str]]]]:
+        """The groups and rows the panel shows for an interrupt_controllers() view."""
+        groups: list[tuple[str, list[tuple[str, str, str]]]] = []
+        for i, c in enumerate(ic.get("pic") or ()):
+            base, first = c["irq_base"], 8 * i
+            rows = [("vector base", hex8(base),
+                     f"IRQ {first}-{first + 7} -> vectors {hex8(base)}-{hex8((base + 7) & 0xFF)}"),
+                    ("IRR", hex8(c["irr"]), "requested: " + _irqs(c["irr"], first)),
+                    ("ISR", hex8(c["isr"]), "in service: " + _irqs(c["isr"], first)),
+                    ("IMR", hex8(c["imr"]), "unmasked: " + _irqs(~c["imr"] & 0xFF, first)),
+                    ("ELCR", hex8(c["elcr"]), "level-triggered: " + _irqs(c["elcr"], first))]
+            if i == 0 and "pic_output" in ic:
+                rows.append(("INT output", str(ic["pic_output"]),
+                             "the master's INT pin to the CPU" + (": raised" if ic["pic_output"] else "")))
+            groups.append((T.PIC_CHIPS[i], rows))
+        for n, ch in enumerate(ic.get("pit") or ()):
+            reload = ch["reload"]
+            freq = f"{PIT_FREQ / reload:.2f} Hz" if reload else ""
+            rows = [("mode", str(ch["mode"]), T.PIT_MODES.get(ch["mode"], "")),
+                    ("reload", str(reload), f"{PIT_FREQ} Hz / {reload} = {freq}" if freq else ""),
+                    ("counter", str(ch["counter"]), "counting down now"),
+                    ("out", str(ch["out"]), "OUT pin" + (" (IRQ 0)" if n == 0 else "")),
+                    ("gate", str(ch["gate"]), "")]
+            if n == 0:
+                nxt = ch.get("next_irq")
+                rows.append(("next IRQ", "-" if nxt is None else str(nxt),
+                             _cycles_from_now(nxt, now) + ("" if nxt is None else ", cycle")))
+            groups.append((T.PIT_TITLE.format(n=n), rows))
+        for n, a in enumerate(ic.get("apics") or ()):
+            t = a["lvt_timer"]
+            nxt = a.get("next_expiry")
+            rows = [("ID", str(a["id"]), "xAPIC ID"),
+                    ("IRR", _vectors(a["irr"]), "requested vectors"),
+                    ("ISR", _vectors(a["isr"]), "vectors in service"),
+                    ("TPR", hex8(a["tpr"]), "task priority"),
+                    ("PPR", hex8(a["ppr"]), "processor priority"),
+                    ("SVR", f"0x{a['svr']:X}", "enabled" if a.get("sw_enabled") else "software-disabled"),
+                    ("timer", f"{t['mode']} {hex8(t['vector'])}", "masked" if t["masked"] else "unmasked"),
+                    ("initial count", str(a["initial_count"]), f"divide by {a['divide']}"),
+                    ("current count", str(a["current_count"]), ""),
+                    ("next expiry", "-" if nxt is None else str(nxt),
+                     _cycles_from_now(nxt, now) + ("" if nxt is None else ", cycle"))]
+            groups.append((T.APIC_TITLE.format(n=n), rows))
+        return groups
+
+    def refresh(self, bridge) -> None:
+        s = bridge.session
+        ic = s.interrupt_controllers()
+        if s.vm is None:
+            self.where.setText(T.NO_CONTROLLERS)
+            groups: list = []
+        else:
+            where = T.WHERE_KERNEL if ic["irqchip"] == "kernel" else T.WHERE_USERSPACE
+            self.where.setText(f"PIC and PIT {where}" + ("" if ic.get("apics") else f"; {T.NO_APIC}"))
+            groups = self.describe(ic, s.virtual_time)
+        shape = tuple((g, tuple(r[0] for r in rows)) for g, rows in groups)
+        t = self.tree
+        t.setUpdatesEnabled(False)
+        if shape != self._shape:  # another machine: build the tree again
+            self._shape = shape
+            t.clear()
+            self._groups.clear()
+            self._items.clear()
+            for g, rows in groups:
+                top = QTreeWidgetItem([g, "", ""])
+                f = top.font(0)
+                f.setBold(True)
+                top.setFont(0, f)
+                t.addTopLevelItem(top)
+                top.setExpanded(True)
+                self._groups[g] = top
+                for name, _v, _m in rows:
+                    it = QTreeWidgetItem([name, "", ""])
+                    top.addChild(it)
+                    self._items[(g, name)] = it
+        self.rows = {}
+        hl = QBrush(QColor(CHANGED["light"]))
+        for g, rows in groups:
+            for name, value, meaning in rows:
+                it = self._items[(g, name)]
+                changed = it.text(1) not in ("", value)
+                if it.text(1) != value:
+                    it.setText(1, value)
+                if it.text(2) != meaning:
+                    it.setText(2, meaning)
+                it.setBackground(1, hl if changed else QBrush())
+                self.rows[(g, name)] = (value, meaning)
+        t.resizeColumnToContents(0)
+        t.resizeColumnToContents(1)
+        t.setUpdatesEnabled(True)
+
+
+# -- vCPUs, threads and the BQL (issue 10) ------------------------------------------------------------
+def _cell(v: object) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    return str(v) if v != "" else "-"
+
+
+class VcpusPanel(QWidget):
+    """Each vCPU's state as kvm.ko and QEMU have it (`Session.vcpu_states()`: mode,
+    mp_state, the interrupt window, IF, the vector being injected), QEMU's threads (virtual
+    time, what each waits for) and the BQL's owner and waiters (`Session.threads()`)."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.vcpus = QTableWidget(0, 1)
+        self.threads = QTableWidget(0, len(T.THREAD_HEADERS))
+        self.threads.setHorizontalHeaderLabels(T.THREAD_HEADERS)
+        self.bql = QLabel("")
+        self.main_loop = QLabel("")
+        for w in (self.bql, self.main_loop):
+            w.setWordWrap(True)
+            w.setFont(mono())
+        for t in (self.vcpus, self.threads):
+            compact(t)
+            t.setFont(mono())
+        self.threads.horizontalHeader().setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self.vcpus)
+        lower = QWidget()
+        ll = QVBoxLayout(lower)
+        ll.setContentsMargins(0, 0, 0, 0)
+        ll.addWidget(self.bql)
+        ll.addWidget(self.main_loop)
+        ll.addWidget(self.threads, 1)
+        split.addWidget(lower)
+        split.setSizes([400, 250])
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(2, 2, 2, 2)
+        lay.addWidget(split)
+        self.vcpu_rows: list[str] = []  # the vcpu_states() keys, row by row
+
+    @staticmethod
+    def _set(t: QTableWidget, r: int, c: int, text: str) -> None:
+        cell = t.item(r, c)
+        if cell is None:
+            t.setItem(r, c, _item(text))
+        elif cell.text() != text:
+            cell.setText(text)
+
+    def vcpu_text(self, n: int, key: str) -> str:
+        return self.vcpus.item(self.vcpu_rows.index(key), n + 1).text()
+
+    def refresh(self, bridge) -> None:
+        s = bridge.session
+        states = s.vcpu_states()
+        th = s.threads()
+        stats = sorted({k for d in states for k in d.get("stat", {})})
+        keys = [k for k, _ in T.VCPU_ROWS] + [f"stat.{k}" for k in stats]
+        labels = dict(T.VCPU_ROWS)
+        t = self.vcpus
+        t.setUpdatesEnabled(False)
+        if t.columnCount() != len(states) + 1 or self.vcpu_rows != keys:
+            t.setColumnCount(len(states) + 1)
+            t.setHorizontalHeaderLabels(["", *(f"vCPU{d['index']}" for d in states)])
+            t.setRowCount(len(keys))
+            self.vcpu_rows = keys
+            for r, k in enumerate(keys):
+                self._set(t, r, 0, labels.get(k, k.replace("stat.", "stat: ")))
+        for c, d in enumerate(states, 1):
+            for r, k in enumerate(keys):
+                if k.startswith("stat."):
+                    v: object = d.get("stat", {}).get(k[5:])
+                elif k == "injecting":
+                    v = hex8(d[k]) if isinstance(d.get(k), int) else None
+                elif k == "interruptibility" and isinstance(d.get(k), int):
+                    v = f"{d[k]:#x}"
+                elif k in ("if_flag", "request_interrupt_window", "ready_for_interrupt_injection"):
+                    v = d.get(k)  # kvm_run's __u8 fields: their numbers
+                else:
+                    v = d.get(k)
+                self._set(t, r, c, _cell(v))
+        t.resizeColumnsToContents()
+        t.setUpdatesEnabled(True)
+        bql = th.get("bql")
+        if bql is None:
+            self.bql.setText("")
+        else:
+            self.bql.setText(T.BQL_LINE.format(owner=bql["owner"] or T.NOBODY,
+                                               waiters=", ".join(bql["waiters"]) or T.NONE,
+                                               contended=bql["contended"]))
+        loop = th.get("main_loop")
+        if loop is None:
+            self.main_loop.setText("")
+        else:
+            timers = ", ".join(f"{name} at {at}" for at, name in loop["timers"]) or T.NONE
+            self.main_loop.setText(T.MAIN_LOOP_LINE.format(
+                state=T.MAIN_LOOP_RUNNING if loop["running"] else T.MAIN_LOOP_POLLING,
+                timers=timers))
+        rows = th.get("threads", [])
+        tt = self.threads
+        tt.setUpdatesEnabled(False)
+        tt.setRowCount(len(rows))
+        for r, d in enumerate(rows):
+            state = ("ended" if d["done"] else "running" if d["running"]
+                     else "waiting" if d["waiting"] else "ready")
+            for c, text in enumerate((d["name"], str(d["time"]), state, d["waiting"] or "-")):
+                self._set(tt, r, c, text)
+        tt.resizeColumnsToContents()
+        tt.setUpdatesEnabled(True)

@@ -43,7 +43,7 @@ def test_diagram_lights_the_box_of_the_current_event(window) -> None:
     assert window.diagram.active_box == "kvm.run_loop"
     assert window.diagram.last_path[0] == "guest.vcpu0"
     window.a_step_user.trigger()  # KVM_RUN returns to the VMM
-    assert window.diagram.active_box in ("qemu.vcpu_thread", "qemu.bql", "qemu.serial")
+    assert window.diagram.active_box in ("qemu.vcpu_thread0", "qemu.bql", "qemu.serial")
     seen = set()
     for _ in range(40):
         window.a_step_event.trigger()

@@ -1,0 +1,60 @@
+"""The words of the GUI's interrupt, vCPU and thread views in one place (English; the
+translations come with their own issue)."""
+
+from __future__ import annotations
+
+# Event breakpoints: Session.breakpoints.events spec -> what the menu and the status bar say.
+EVENT_BREAKPOINTS = {
+    "kvm_inj_virq": "interrupt injected",
+    "bql:action=wait": "BQL contended",
+}
+EVENT_BREAKPOINT_TIPS = {
+    "kvm_inj_virq": "stop when kvm.ko injects an interrupt into a vCPU (kvm_inj_virq)",
+    "bql:action=wait": "stop when a thread waits for the BQL another thread holds (bql wait)",
+}
+
+# Run options (toolbar and window title).
+VCPUS_LABEL = " vCPUs: "
+VCPUS_TIP = "vCPUs of the machine (--smp): the guest starts again"
+IRQCHIP_LABEL = " irqchip: "
+IRQCHIP_TIP = ("kernel: PIC, PIT and local APICs in kvm.ko (KVM_CREATE_IRQCHIP); userspace: "
+               "PIC and PIT in QEMU, injected with KVM_INTERRUPT (--irqchip): the guest starts again")
+
+# Dock titles.
+INTERRUPTS_TITLE = "Interrupts"
+VCPUS_TITLE = "vCPUs && threads"
+
+# The Interrupts panel.
+PIC_CHIPS = ("PIC master (0x20)", "PIC slave (0xA0)")
+PIT_TITLE = "PIT channel {n}"
+APIC_TITLE = "local APIC, vCPU {n}"
+WHERE_KERNEL = "in kvm.ko (--irqchip kernel)"
+WHERE_USERSPACE = "in QEMU (--irqchip userspace)"
+NO_APIC = "no local APIC: QEMU's userspace irqchip has none (--irqchip userspace)"
+NO_CONTROLLERS = "no interrupt controllers on this backend"
+PIT_MODES = {0: "interrupt on terminal count", 1: "hardware one-shot", 2: "rate generator",
+             3: "square wave", 4: "software strobe", 5: "hardware strobe"}
+
+# The vCPUs & threads panel: row labels and what the values mean.
+VCPU_ROWS = (
+    ("thread", "thread"),
+    ("mode", "mode (kvm.ko)"),
+    ("mp_state", "mp_state"),
+    ("qemu_halted", "halted (QEMU)"),
+    ("if_flag", "IF (kvm_run.if_flag)"),
+    ("window_exiting", "interrupt-window exiting"),
+    ("request_interrupt_window", "request_interrupt_window"),
+    ("ready_for_interrupt_injection", "ready_for_interrupt_injection"),
+    ("injecting", "injecting (entry interruption info)"),
+    ("interruptibility", "interruptibility (STI/MOV SS)"),
+    ("signal_pending", "signal pending"),
+    ("time", "virtual time (cycles)"),
+    ("waiting", "waits for"),
+)
+THREAD_HEADERS = ["thread", "virtual time (cycles)", "state", "waits for"]
+BQL_LINE = "BQL: owner {owner}; waiters {waiters}; contended {contended} times"
+MAIN_LOOP_LINE = "main loop: {state}; timers armed: {timers}"
+MAIN_LOOP_RUNNING = "running (timers, fd handlers, bottom halves under the BQL)"
+MAIN_LOOP_POLLING = "waiting in ppoll"
+NOBODY = "nobody"
+NONE = "none"
