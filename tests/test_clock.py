@@ -364,3 +364,40 @@ def test_on_resume_stamps_a_timer_callback_with_the_timers_time() -> None:
     s.spawn("w", worker())
     _drain(s)
     assert seen == [120]
+
+
+def test_a_woken_thread_runs_from_the_moment_it_was_woken() -> None:
+    """Everything a thread does between two yields happens at one virtual time (its time
+    when resumed): a flag it sets there, a lock it releases there, wakes the waiter at
+    that time, not at the end of the work the waker goes on to yield."""
+    s, m, log = _mutex_world()
+    flag = {"set": False}
+    woke: list[int] = []
+
+    def waiter():
+        yield Block("event", lambda: flag["set"])
+        woke.append(s.now)
+
+    def waker():
+        yield 1000
+        flag["set"] = True  # at 1000
+        yield 5000  # then works on for 5000 cycles
+
+    def holder():
+        yield from m.lock("H")
+        yield 300
+        m.unlock("H")  # at 300
+        yield 2500  # e.g. back into KVM_RUN
+
+    def contender():
+        yield 10
+        yield from m.lock("C")
+        m.unlock("C")
+
+    for name, body in (("waiter", waiter()), ("waker", waker()), ("H", holder()),
+                       ("C", contender())):
+        s.spawn(name, body)
+    _drain(s)
+    assert woke == [1000]
+    got = [(who, at, kw["waited"]) for action, who, kw, at in log if action == "lock"]
+    assert got == [("H", 0, 0), ("C", 300, 290)]

@@ -248,6 +248,7 @@ class Scheduler:
         self.current = t
         if self.on_resume is not None:
             self.on_resume(t)
+        resumed_at = t.time  # all it does until it yields happens at this time
         try:
             value = next(t.body)
         except StopIteration as stop:
@@ -265,7 +266,8 @@ class Scheduler:
             t.blocked = value
             t.blocked_since = t.time
         self.last_time = t.time
-        self._wake_ready(t.time)
+        # A lock released, an event set: at resumed_at, not after the work yielded since.
+        self._wake_ready(resumed_at)
         return t
 
     def _wake_ready(self, at: int) -> None:
