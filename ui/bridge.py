@@ -263,6 +263,7 @@ class SessionBridge(QObject):
         if self.running or (self.outcome is not None and self.outcome.finished):
             return
         self.running = True
+        self.break_event = None
         self._configure_run()
         self._last_paint = 0.0
         self._timer.start()
@@ -312,12 +313,12 @@ class SessionBridge(QObject):
         """An event breakpoint in words, with the event that hit it ("interrupt injected:
         vcpu0: inject interrupt 32"); others as the session says them."""
         spec = why.removeprefix("event ")
-        if spec == why or spec not in EVENT_BREAKPOINTS:
+        if spec == why:
             return why
         bp = self.session.breakpoints
         self.break_event = next((ev for ev in reversed(self.history)
                                  if bp.matches_event(ev) == why), None)
-        words = EVENT_BREAKPOINTS[spec]
+        words = EVENT_BREAKPOINTS.get(spec, spec)
         if self.break_event is None:
             return words
         try:

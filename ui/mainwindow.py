@@ -45,6 +45,15 @@ from vmsim.vmm.machine import IRQCHIP_MODES, MAX_SMP, GuestLoadError
 
 DEFAULT_GUEST = Path(__file__).resolve().parents[1] / "sample_guests" / "hello.asm"
 SETTINGS_VERSION = 1
+# Events a step is best shown by, ahead of the routine ones around them (issue 10).
+TELLING_KINDS = frozenset({"kvm_inj_virq", "kvm_set_irq", "qemu_set_irq", "pic_interrupt",
+                           "kvm_apic_ipi", "qemu_cpu_kick", "kvm_vcpu_kick", "qemu_timer",
+                           "kvm_vcpu_block"})
+TELLING_SCAN = 200  # how far back a step's events are searched for one
+
+
+def _telling(ev) -> bool:
+    return ev.kind in TELLING_KINDS or (ev.kind == "bql" and ev.fields.get("action") == "wait")
 
 
 class MainWindow(QMainWindow):
@@ -402,11 +411,16 @@ class MainWindow(QMainWindow):
         if self.bridge.running and self.bridge.speed >= SPEED_MAX:
             return  # free running: the diagram repaints from state
         ev = events[-1]
-        # Light the most telling event of the step: the last one the diagram has a place for.
-        for e in reversed(events):
+        # Light the most telling event of the step: the last interrupt on its way or BQL
+        # contention (a VM entry follows an injection in the same step), else the last one
+        # the diagram has a place for.
+        telling = next((e for e in reversed(events[-TELLING_SCAN:]) if _telling(e)
+                        and self.diagram.route(e.kind, e.source, e.fields) is not None), None)
+        for e in reversed(events) if telling is None else ():
             if self.diagram.route(e.kind, e.source, e.fields) is not None:
                 ev = e
                 break
+        ev = telling or ev
         try:
             caption = ev.describe()
         except (KeyError, ValueError, TypeError):
@@ -574,6 +588,13 @@ class MainWindow(QMainWindow):
             self.statusBar().clearMessage()
 
     def _stopped(self, why: str) -> None:
+        ev = self.bridge.break_event
+        if ev is not None:  # an event breakpoint: the diagram shows that event's path
+            try:
+                caption = ev.describe()
+            except (KeyError, ValueError, TypeError):
+                caption = ev.kind
+            self.diagram.show_event(ev.kind, ev.source, ev.fields, caption)
         self.status.setText(why)
         self.statusBar().showMessage(why, 5000)
 
@@ -618,6 +639,7 @@ class MainWindow(QMainWindow):
         self.registers.theme = theme
         self.events.theme = theme
         self.pagetables.theme = theme
+        self.interrupts.theme = theme
         self.stats.set_theme(theme)
         if self.a_dark.isChecked() != (theme == "dark"):
             self.a_dark.setChecked(theme == "dark")

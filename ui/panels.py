@@ -748,6 +748,7 @@ class InterruptsPanel(QWidget):
         self._groups: dict[str, QTreeWidgetItem] = {}
         self._items: dict[tuple[str, str], QTreeWidgetItem] = {}
         self._shape: tuple = ()
+        self.theme = "light"
 
     def value_text(self, group: str, register: str) -> str:
         return self.rows[(group, register)][0]
@@ -829,7 +830,7 @@ class InterruptsPanel(QWidget):
                     top.addChild(it)
                     self._items[(g, name)] = it
         self.rows = {}
-        hl = QBrush(QColor(CHANGED["light"]))
+        hl = QBrush(QColor(CHANGED[self.theme]))
         for g, rows in groups:
             for name, value, meaning in rows:
                 it = self._items[(g, name)]
@@ -904,8 +905,8 @@ class VcpusPanel(QWidget):
         states = s.vcpu_states()
         th = s.threads()
         stats = sorted({k for d in states for k in d.get("stat", {})})
-        keys = [k for k, _ in T.VCPU_ROWS] + [f"stat.{k}" for k in stats]
-        labels = dict(T.VCPU_ROWS)
+        keys = [r[0] for r in T.VCPU_ROWS] + [f"stat.{k}" for k in stats]
+        labels = {k: (label, tip) for k, label, tip in T.VCPU_ROWS}
         t = self.vcpus
         t.setUpdatesEnabled(False)
         if t.columnCount() != len(states) + 1 or self.vcpu_rows != keys:
@@ -914,7 +915,9 @@ class VcpusPanel(QWidget):
             t.setRowCount(len(keys))
             self.vcpu_rows = keys
             for r, k in enumerate(keys):
-                self._set(t, r, 0, labels.get(k, k.replace("stat.", "stat: ")))
+                label, tip = labels.get(k, (k.replace("stat.", ""), f"kvm.ko's vcpu->stat.{k[5:]}"))
+                self._set(t, r, 0, label)
+                t.item(r, 0).setToolTip(tip)
         for c, d in enumerate(states, 1):
             for r, k in enumerate(keys):
                 if k.startswith("stat."):

@@ -36,20 +36,21 @@ PIT_MODES = {0: "interrupt on terminal count", 1: "hardware one-shot", 2: "rate 
              3: "square wave", 4: "software strobe", 5: "hardware strobe"}
 
 # The vCPUs & threads panel: row labels and what the values mean.
-VCPU_ROWS = (
-    ("thread", "thread"),
-    ("mode", "mode (kvm.ko)"),
-    ("mp_state", "mp_state"),
-    ("qemu_halted", "halted (QEMU)"),
-    ("if_flag", "IF (kvm_run.if_flag)"),
-    ("window_exiting", "interrupt-window exiting"),
-    ("request_interrupt_window", "request_interrupt_window"),
-    ("ready_for_interrupt_injection", "ready_for_interrupt_injection"),
-    ("injecting", "injecting (entry interruption info)"),
-    ("interruptibility", "interruptibility (STI/MOV SS)"),
-    ("signal_pending", "signal pending"),
-    ("time", "virtual time (cycles)"),
-    ("waiting", "waits for"),
+VCPU_ROWS = (  # (vcpu_states() key, short label, what it is)
+    ("thread", "thread", "the vCPU's QEMU thread"),
+    ("mode", "mode", "kvm.ko's vcpu->mode: in_guest, blocked (kvm_vcpu_block), outside"),
+    ("mp_state", "mp_state", "KVM_GET_MP_STATE: runnable, halted, init_received ..."),
+    ("qemu_halted", "halted (QEMU)", "cpu->halted: QEMU's vCPU thread sleeps (userspace HLT)"),
+    ("if_flag", "IF", "kvm_run.if_flag: the guest's EFLAGS.IF as KVM_RUN returned"),
+    ("window_exiting", "window exiting", "the VMCS's interrupt-window exiting control"),
+    ("request_interrupt_window", "request window", "kvm_run.request_interrupt_window (QEMU asks)"),
+    ("ready_for_interrupt_injection", "ready for inj.",
+     "kvm_run.ready_for_interrupt_injection: KVM_INTERRUPT would be taken now"),
+    ("injecting", "injecting", "the vector in the VM-entry interruption information"),
+    ("interruptibility", "interruptib.", "guest interruptibility state: STI / MOV SS blocking"),
+    ("signal_pending", "signal", "a signal (SIG_IPI) pending for the vCPU thread"),
+    ("time", "time", "the thread's virtual time (cycles)"),
+    ("waiting", "waits for", "what the thread waits for"),
 )
 THREAD_HEADERS = ["thread", "virtual time (cycles)", "state", "waits for"]
 BQL_LINE = "BQL: owner {owner}; waiters {waiters}; contended {contended} times"
