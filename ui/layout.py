@@ -149,7 +149,9 @@ def load_layout(path: str | Path = LAYOUT_FILE, smp: int = 1, irqchip: str = "ke
             continue
         for n, rect in enumerate(_grid(tuple(b["rect"]), smp, per_vcpu)):
             bid = b["id"].format(n=n)
-            boxes[bid] = Box(bid, b["layer"], rect, b["title"].format(n=n),
+            # A narrow box (many vCPUs) takes the short title, if the template has one.
+            title = b["title"] if rect[2] >= per_vcpu.get("short_below", 0) else per_vcpu["short_title"]
+            boxes[bid] = Box(bid, b["layer"], rect, title.format(n=n),
                              b.get("detail", "").format(n=n), b.get("panel", ""), n)
     rules = [Rule(r["kind"], r["box"], tuple(r.get("path", ())), r.get("source"),
                   dict(r.get("where", {})), r.get("label", ""), r.get("irqchip"))

@@ -358,3 +358,20 @@ def test_main_loop_box_lights_when_the_userspace_pit_fires(make_window, qtbot, i
     if irqchip == "userspace":  # QEMU kicked the vCPU thread from the PIC's INTR
         assert ("qemu.pic", "qemu.vcpu_thread0") in paths or any(
             e.kind == "qemu_cpu_kick" for e in b.history if e.seq > mark)
+
+
+@pytest.mark.parametrize("args", [["--smp", "9"], ["--smp", "0"], ["--smp", "two"],
+                                  ["--irqchip", "split"]])
+def test_gui_machine_options_are_checked_before_qt(tmp_path, args) -> None:
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "shot.png"
+    p = subprocess.run([sys.executable, "-m", "vmsim", "gui", str(TIMER), *args, "--screenshot",
+                        str(out)], capture_output=True, timeout=120, cwd=ROOT,
+                       env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    err = p.stderr.decode(errors="replace")
+    assert p.returncode == 2 and "Traceback" not in err, err
+    assert ("--smp" if args[0] == "--smp" else "--irqchip") in err.strip().splitlines()[-1]
+    assert not out.exists()
