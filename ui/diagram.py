@@ -67,7 +67,10 @@ class BoxItem(QGraphicsRectItem):
         if cur:
             lines.append(cur)
         # As many lines as the box holds below its title (a line is ~13 units at 8.5 pt).
-        self.detail.setText("\n".join(lines[:max(0, min(4, int((h - 26) // 13)))]))
+        fm = QFontMetricsF(self.detail.font())
+        lines = [fm.elidedText(line, Qt.TextElideMode.ElideRight, w - 12)
+                 for line in lines[:max(0, min(4, int((h - 26) // 13)))]]
+        self.detail.setText("\n".join(lines))
         self.detail.setPos(x + 8, y + 26)
 
     def mousePressEvent(self, event) -> None:
@@ -249,7 +252,8 @@ class DiagramView(QGraphicsView):
         return rule.box
 
     def _draw_path(self, path: tuple[str, ...]) -> None:
-        pts = self._route([self.boxes[b].sceneBoundingRect() for b in path if b in self.boxes])
+        pts = self._route([self.boxes[b].sceneBoundingRect() for b in path if b in self.boxes],
+                          [item.sceneBoundingRect() for item in self.boxes.values()])
         self._points = pts
         p = QPainterPath()
         if len(pts) >= 2:
@@ -278,10 +282,10 @@ class DiagramView(QGraphicsView):
             self.token.setVisible(False)
 
     @staticmethod
-    def _route(rects: list[QRectF]) -> list[QPointF]:
+    def _route(rects: list[QRectF], obstacles: list[QRectF] = ()) -> list[QPointF]:
         """Orthogonal route through the boxes: leave a box by its top or bottom edge, run
         along the gap between the layers, enter the next box by its facing edge (boxes in
-        one layer: side to side)."""
+        one layer: side to side, or under the boxes between them when a box is in the way)."""
         if len(rects) < 2:
             return [r.center() for r in rects]
         pts: list[QPointF] = []
@@ -293,8 +297,15 @@ class DiagramView(QGraphicsView):
             else:  # same layer
                 left = b.center().x() < a.center().x()
                 y = min(a.bottom(), b.bottom()) - 16
-                pts += [QPointF(a.left() if left else a.right(), y),
-                        QPointF(b.right() if left else b.left(), y)]
+                x0, x1 = (a.left(), b.right()) if left else (a.right(), b.left())
+                lo, hi = min(x0, x1), max(x0, x1)
+                if any(o.top() < y < o.bottom() and o.left() < hi and o.right() > lo
+                       for o in obstacles if o != a and o != b):
+                    below = max(a.bottom(), b.bottom()) + 4  # the gap under the row
+                    pts += [QPointF(a.center().x(), a.bottom()), QPointF(a.center().x(), below),
+                            QPointF(b.center().x(), below), QPointF(b.center().x(), b.bottom())]
+                else:
+                    pts += [QPointF(x0, y), QPointF(x1, y)]
                 continue
             mid = (start.y() + end.y()) / 2
             pts += [start, QPointF(start.x(), mid), QPointF(end.x(), mid), end]

@@ -534,7 +534,7 @@ class MainWindow(QMainWindow):
             elif t.get("waiting"):
                 what = f"waits: {t['waiting']}"
             else:
-                what = "in QEMU: kvm_cpu_exec"
+                what = "running: kvm_cpu_exec"
             if bql["owner"] == v["thread"]:
                 what += "; holds the BQL"
             d[f"qemu.vcpu_thread{v['index']}"] = what
