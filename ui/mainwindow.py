@@ -336,6 +336,8 @@ class MainWindow(QMainWindow):
             b.set_machine(smp, irqchip)
         except ValueError as e:
             self.status.setText(str(e))
+            self._sync_machine_controls()
+            return
         self._sync_machine_controls()
         self._set_title()
         self.status.setText(f"{b.smp} vCPU{'s' if b.smp > 1 else ''}, irqchip {b.irqchip}: "

@@ -375,3 +375,22 @@ def test_gui_machine_options_are_checked_before_qt(tmp_path, args) -> None:
     assert p.returncode == 2 and "Traceback" not in err, err
     assert ("--smp" if args[0] == "--smp" else "--irqchip") in err.strip().splitlines()[-1]
     assert not out.exists()
+
+
+def test_event_breakpoint_in_slow_motion_and_clear_all(make_window, qtbot, tmp_path) -> None:
+    """Below full speed the run goes event by event (the diagram animates each); an event
+    breakpoint stops it there too. Clear all breakpoints clears the event ones."""
+    guest = tmp_path / "pio2.asm"
+    guest.write_text(PIO_GUEST)
+    win = make_window(guest, smp=2)
+    b = win.bridge
+    b.set_speed(9)  # the fastest slow motion: one event step per tick
+    win.event_bp_actions["bql:action=wait"].trigger()
+    _run_until_stopped(b, qtbot)
+    assert b.break_event is not None and b.break_event.kind == "bql"
+    assert b.break_event["action"] == "wait"
+    assert b.break_event.source in b.session.threads()["bql"]["waiters"]
+    assert win.diagram.active_box == "qemu.bql"
+    win._bp_clear()
+    assert b.session.breakpoints.events == set() and b.event_breakpoints == set()
+    assert not any(a.isChecked() for a in win.event_bp_actions.values())
