@@ -42,6 +42,9 @@ COARSE_KINDS = ["kvm_exit", "kvm_entry", "kvm_userspace_exit", "kvm_run_exit", "
 # What shows the main loop at work (its box lights).
 MAIN_LOOP_KINDS = frozenset({"main_loop_wait", "qemu_timer", "qemu_fd_handler"})
 MAIN_LOOP_THREAD = "main-loop"
+# A repaint shows the main loop as running if it ran this long ago in virtual time (100 us)
+# or since the last repaint: it runs for microseconds, a repaint comes every FRAME_MS.
+MAIN_LOOP_GLOW = 300_000  # cycles at vmsim.costs.NOMINAL_HZ
 FRAME_MS = 33  # repaint at most ~30 times a second while running
 BATCH_S = 0.015  # wall time the simulation may take per timer tick at full speed
 # Speed slider 0..SPEED_MAX: below FULL_SPEED, one event per tick at a slowing interval
@@ -75,6 +78,7 @@ class SessionBridge(QObject):
         self.event_breakpoints: set[str] = set()  # Breakpoints.events specs (EVENT_BREAKPOINTS)
         self.break_event: Event | None = None  # the event an event breakpoint stopped at
         self.main_loop_seen = False  # the main loop ran since the last delivery
+        self.main_loop_last: int | None = None  # virtual time of its last event
         self.line_breakpoints: set[int] = set()  # source lines (1-based)
         self.address_breakpoints: set[int] = set()
         self.exit_breakpoints: set[str] = set()
@@ -113,6 +117,7 @@ class SessionBridge(QObject):
         self.outcome = None
         self.break_event = None
         self.main_loop_seen = False
+        self.main_loop_last = None
         self.in_guest = False  # VMX non-root: the last VM transition was an entry
         self.history.clear()
         self._pending.clear()
@@ -165,6 +170,7 @@ class SessionBridge(QObject):
             self.in_guest = False
         if ev.kind in MAIN_LOOP_KINDS or (ev.source == MAIN_LOOP_THREAD and ev.kind == "bql"):
             self.main_loop_seen = True
+            self.main_loop_last = ev.time
         self._pending.append(ev)
         self.history.append(ev)
         if len(self._pending) > 20000:  # nobody is draining (a long run with no repaint)
@@ -308,6 +314,17 @@ class SessionBridge(QObject):
             self.stopped.emit(f"breakpoint: {self._breakpoint_words(out.breakpoint)}")
         else:
             self._deliver(force=self.speed < SPEED_MAX)
+
+    def main_loop_active(self) -> bool:
+        """The main loop runs now, ran since the last repaint, or ran within
+        MAIN_LOOP_GLOW cycles of virtual time (what its diagram box shows)."""
+        if self.main_loop_seen:
+            return True
+        loop = self.session.threads().get("main_loop")
+        if loop is not None and loop["running"]:
+            return True
+        last = self.main_loop_last
+        return last is not None and self.session.virtual_time - last <= MAIN_LOOP_GLOW
 
     def _breakpoint_words(self, why: str) -> str:
         """An event breakpoint in words, with the event that hit it ("interrupt injected:

@@ -467,7 +467,7 @@ class MainWindow(QMainWindow):
 
     def lit_boxes(self) -> set[str]:
         """What runs now: the vCPUs in the guest, the vCPU threads not waiting, the main
-        loop (running, or it ran since the last repaint), a held BQL."""
+        loop (running, or it ran just now: SessionBridge.main_loop_active), a held BQL."""
         b = self.bridge
         s = b.session
         lit: set[str] = set()
@@ -479,8 +479,7 @@ class MainWindow(QMainWindow):
                 lit.add(f"guest.vcpu{n}")
             if d["thread"] not in waiting:
                 lit.add(f"qemu.vcpu_thread{n}")
-        loop = th.get("main_loop")
-        if b.main_loop_seen or (loop is not None and loop["running"]):
+        if b.main_loop_active():
             lit.add("qemu.main_loop")
         if th.get("bql") and th["bql"]["owner"]:
             lit.add("qemu.bql")

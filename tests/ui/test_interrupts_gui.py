@@ -330,10 +330,11 @@ def test_main_loop_box_lights_when_the_userspace_pit_fires(make_window, qtbot, i
     if irqchip == "userspace":
         # QEMU's PIT timer runs at each OUT transition (mode 2: the fall and the rise).
         assert timers and {e["name"] for e in timers} == {"i8254"}
-        assert lit  # it ran since the last repaint (the bridge saw its events)
+        assert lit  # it ran just now (microseconds of virtual time before the injection)
+        assert "qemu.main_loop" in win.lit_boxes()
     else:
         assert not timers and not [e for e in between if e.source == "main-loop"]
-        assert not lit
+        assert not lit and "qemu.main_loop" not in win.lit_boxes()
     # Through a tick event by event: the PIT's line, the kick, the injection, each drawn.
     b.set_breakpoints(events={"qemu_timer"} if irqchip == "userspace" else {"kvm_set_irq"})
     _run_until_stopped(b, qtbot)
@@ -394,3 +395,33 @@ def test_event_breakpoint_in_slow_motion_and_clear_all(make_window, qtbot, tmp_p
     win._bp_clear()
     assert b.session.breakpoints.events == set() and b.event_breakpoints == set()
     assert not any(a.isChecked() for a in win.event_bp_actions.values())
+
+
+def test_userspace_tick_makes_the_vcpu_wait_for_the_main_loops_bql(make_window, qtbot) -> None:
+    """The seed's story with --irqchip userspace: the main loop takes the BQL to run the PIT's
+    timer, raises IRQ 0 and kicks vCPU 0, whose thread then waits for the BQL the main loop
+    still holds. The BQL-contended breakpoint stops there."""
+    win = make_window(TIMER, irqchip="userspace")
+    b = win.bridge
+    win.event_bp_actions["bql:action=wait"].trigger()
+    prev = 0
+    for _ in range(20):  # other waits first (the main loop and vCPU 0 starting up)
+        _run_until_stopped(b, qtbot)
+        assert not b.finished
+        ev = b.break_event
+        since = [e for e in b.history if prev < e.seq < ev.seq]
+        if ev.source == "vcpu0" and ev["holder"] == "main-loop" \
+                and any(e.kind == "qemu_timer" for e in since):
+            break
+        prev = ev.seq
+    else:
+        raise AssertionError("no PIT tick made vCPU 0 wait for the main loop's BQL")
+    timer = max(i for i, e in enumerate(since) if e.kind == "qemu_timer")
+    story = [e.kind for e in since[timer:]]
+    assert since[timer]["name"] == "i8254"
+    assert "qemu_set_irq" in story and "qemu_cpu_kick" in story
+    assert b.session.threads()["bql"] == {"owner": "main-loop", "waiters": ["vcpu0"],
+                                          "contended": b.session.threads()["bql"]["contended"]}
+    assert win.diagram.last_path == ("qemu.vcpu_thread0", "qemu.bql")
+    assert {"qemu.main_loop", "qemu.bql"} <= win.diagram.lit
+    assert "waits: " in win.diagram.boxes["qemu.vcpu_thread0"].detail.text()
