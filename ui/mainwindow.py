@@ -496,8 +496,10 @@ class MainWindow(QMainWindow):
             self._thread_details(d, th, ic)
         self.diagram.set_lit(self.lit_boxes())
         if s.cpus:
-            for n, c in enumerate(s.cpus):
-                d[f"guest.vcpu{n}"] = f"EIP {c.eip:#010x}  EAX {c.r[0]:#x}  ESP {c.r[4]:#x}  {c.icount} insns"
+            for n, c in enumerate(s.cpus):  # as the registers panel has them (KVM_GET_REGS)
+                r = s.registers(n)
+                d[f"guest.vcpu{n}"] = (f"EIP {r['EIP']:#010x}  EAX {r['EAX']:#x}  ESP {r['ESP']:#x}  "
+                                       f"{c.icount} insns")
             c = s.cpus[0]
             mode = "VMX non-root: running the guest" if b.in_guest else "VMX root: host (kvm.ko / QEMU)"
             d["hw.cpu"] = f"{mode}; CR0 {c.get_control(0):#x}"
@@ -590,7 +592,7 @@ class MainWindow(QMainWindow):
 
     def _stopped(self, why: str) -> None:
         ev = self.bridge.break_event
-        if ev is not None:  # an event breakpoint: the diagram shows that event's path
+        if ev is not None and why.startswith("breakpoint"):  # the diagram shows that event
             try:
                 caption = ev.describe()
             except (KeyError, ValueError, TypeError):
@@ -612,7 +614,10 @@ class MainWindow(QMainWindow):
         self.registers.previous = {}
         self.diagram.highlight(None)
 
-    def raise_panel(self, _box: str, panel: str) -> None:
+    def raise_panel(self, box: str, panel: str) -> None:
+        vcpu = self.diagram.layout_data.boxes[box].vcpu if box in self.diagram.layout_data.boxes else None
+        if vcpu is not None and panel == "registers":  # a vCPU's box: that vCPU's registers
+            self.registers.show_cpu(vcpu)
         dock = self.docks.get(panel)
         if dock is not None:
             dock.show()

@@ -56,11 +56,16 @@ def _item(text: str) -> QTableWidgetItem:
 
 # -- registers -------------------------------------------------------------------------------
 class RegistersPanel(QWidget):
-    """GPRs, EIP, EFLAGS decoded, control registers, segments; what the last step changed
-    is marked."""
+    """GPRs, EIP, EFLAGS decoded, control registers, segments of one vCPU (chosen above the
+    table, or by clicking its box in the diagram); what the last step changed is marked."""
 
     def __init__(self, parent=None):
         super().__init__(parent)
+        self.cpu = 0  # the vCPU shown
+        self.cpu_box = QComboBox()
+        self.cpu_box.addItem("vCPU0")
+        self.cpu_box.activated.connect(self.show_cpu)
+        self._bridge = None
         self.table = QTableWidget(0, 3)
         self.table.setHorizontalHeaderLabels(["register", "value", ""])
         compact(self.table)
@@ -68,6 +73,7 @@ class RegistersPanel(QWidget):
         self.table.setFont(mono())
         lay = QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
+        lay.addWidget(self.cpu_box)
         lay.addWidget(self.table)
         self.previous: dict[str, int] = {}
         self.values: dict[str, int] = {}
@@ -78,12 +84,32 @@ class RegistersPanel(QWidget):
         """Called before a step: what differs afterwards is 'changed'."""
         self.previous = dict(self.values)
 
+    def show_cpu(self, n: int) -> None:
+        """Show vCPU n's registers (nothing is marked changed by the switch)."""
+        if n != self.cpu:
+            self.cpu = n
+            self.previous = {}
+            if self.cpu_box.currentIndex() != n:
+                self.cpu_box.setCurrentIndex(n)
+            if self._bridge is not None:
+                self.refresh(self._bridge)
+
     def refresh(self, bridge) -> None:
+        self._bridge = bridge
         s = bridge.session
         if not s.cpus:
             return
-        regs = s.registers()
-        segs = s.segments()
+        n = len(s.cpus)
+        if self.cpu_box.count() != n:
+            self.cpu_box.blockSignals(True)
+            self.cpu_box.clear()
+            self.cpu_box.addItems([f"vCPU{i}" for i in range(n)])
+            self.cpu = min(self.cpu, n - 1)
+            self.cpu_box.setCurrentIndex(self.cpu)
+            self.cpu_box.blockSignals(False)
+        self.cpu_box.setVisible(n > 1)
+        regs = s.registers(self.cpu)
+        segs = s.segments(self.cpu)
         self.values = regs
         self.changed = {k for k, v in regs.items() if k in self.previous and self.previous[k] != v}
         rows: list[tuple[str, str, str]] = []
@@ -105,8 +131,11 @@ class RegistersPanel(QWidget):
                 rows.append((name, f"{base:08X}", f"limit {limit:#x}"))
             else:
                 rows.append((name, f"{sel:04X}", f"base {base:#x} limit {limit:#x}"))
-        vcpu = bridge.session.vm.cpus[0].vcpu if bridge.session.vm is not None else None
-        mode = "VMX non-root (guest)" if getattr(vcpu, "vmx", None) and _in_guest(bridge) else "VMX root"
+        vcpu = bridge.session.vm.cpus[self.cpu].vcpu if bridge.session.vm is not None else None
+        vmx = getattr(vcpu, "vmx", None)
+        # vCPU 0 as the diagram has it (the last VM transition); another vCPU by its own flag.
+        in_guest = _in_guest(bridge) if self.cpu == 0 else bool(getattr(vmx, "guest_mode", False))
+        mode = "VMX non-root (guest)" if vmx and in_guest else "VMX root"
         rows.append(("mode", "", mode if vcpu is not None else "bare metal"))
         rows.append(("icount", str(s.instructions), "guest instructions retired"))
         rows.append(("time", str(s.virtual_time), "virtual cycles"))

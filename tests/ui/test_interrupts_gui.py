@@ -105,6 +105,10 @@ def test_smp2_window_draws_two_vcpus_and_two_threads_and_animates_each(make_wind
         "qemu.vcpu_thread0", "qemu.vcpu_thread1"]
     assert win.bridge.session.machine.config.smp == 2
     assert len(win.bridge.session.vcpu_states()) == 2
+    # Before the first step, vmsim's entry contract: ESP = 0x100000 - index * 0x10000.
+    win.raise_panel("guest.vcpu1", "registers")
+    win.refresh()
+    assert win.registers.value_text("ESP") == f"{0x100000 - 0x10000:08X}"
     # Step events until vCPU 1's own events light vCPU 1's boxes (and never vCPU 0's).
     lit_by = {}
     for _ in range(400):
@@ -119,9 +123,16 @@ def test_smp2_window_draws_two_vcpus_and_two_threads_and_animates_each(make_wind
     assert lit_by.get("guest.vcpu1") == {"vcpu1"}
     assert lit_by.get("qemu.vcpu_thread1") == {"vcpu1"}
     assert all(src == {"vcpu0"} for box, src in lit_by.items() if box.endswith("0"))
-    # Each vCPU box shows that vCPU's EIP.
-    for n, cpu in enumerate(win.bridge.session.cpus):
-        assert f"EIP {cpu.eip:#010x}" in d.boxes[f"guest.vcpu{n}"].detail.text()
+    # Each vCPU box shows that vCPU's EIP; clicking it shows that vCPU's registers.
+    s = win.bridge.session
+    for n in (1, 0):
+        regs = s.registers(n)
+        assert f"EIP {regs['EIP']:#010x}" in d.boxes[f"guest.vcpu{n}"].detail.text()
+        win.raise_panel(f"guest.vcpu{n}", "registers")
+        win.refresh()
+        assert win.registers.cpu == n and win.registers.cpu_box.currentText() == f"vCPU{n}"
+        for name in ("EIP", "ESP", "EAX", "EFLAGS"):
+            assert win.registers.value_text(name) == f"{regs[name]:08X}", (n, name)
 
 
 def test_toolbar_changes_vcpus_and_irqchip_and_restarts(make_window) -> None:
