@@ -8,13 +8,15 @@ import sys
 
 
 def register(subparsers) -> None:
+    from vmsim.cli import smp_count
+
     p = subparsers.add_parser("gui", help="open the GUI on a guest (default: a sample guest)")
     p.add_argument("guest", nargs="?", metavar="GUEST", help=".asm source or flat binary")
     p.add_argument("--paging", choices=("ept", "shadow"), default="ept",
                    help="how the simulated kvm.ko virtualizes memory (default ept)")
     p.add_argument("--backend", choices=("sim", "bare"), default="sim",
                    help="sim: the whole simulated stack (default); bare: the CPU alone")
-    p.add_argument("--smp", type=_vcpus, default=1, metavar="N",
+    p.add_argument("--smp", type=smp_count, default=1, metavar="N",
                    help="vCPUs, 1 to 8 (default 1), as vmsim run --smp; the window's toolbar "
                         "changes it too")
     p.add_argument("--irqchip", choices=("kernel", "userspace"), default="kernel",
@@ -44,18 +46,6 @@ def _count(text: str) -> int:
     if not 0 <= v <= MAX_STEPS:
         raise argparse.ArgumentTypeError(f"{v}: must be 0 to {MAX_STEPS}")
     return v
-
-
-def _vcpus(text: str) -> int:
-    from vmsim.vmm.machine import MAX_SMP
-
-    try:
-        n = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 1 <= n <= MAX_SMP:
-        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_SMP}, not {n}")
-    return n
 
 
 def _size(text: str) -> tuple[int, int]:

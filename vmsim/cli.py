@@ -420,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="sim: vmsim's VMM on the simulated kvm.ko and VMX CPU (default); "
                           "kvm: the same VMM on the host's /dev/kvm; bare: vmsim's CPU with "
                           "no hypervisor")
-    run.add_argument("--smp", type=_smp, default=1, metavar="N",
+    run.add_argument("--smp", type=smp_count, default=1, metavar="N",
                      help=f"vCPUs, 1 to {MAX_SMP} (default 1); each starts at the entry "
                           "point with its own stack (README: several vCPUs)")
     run.add_argument("--irqchip", choices=IRQCHIP_MODES, default="kernel",
@@ -488,7 +488,8 @@ def _unavailable(name: str, error: Exception) -> int:
 MEMORY_MIB = (2, 3072)  # the RAM sizes vmsim.vmm.machine.Machine accepts
 
 
-def _smp(text: str) -> int:
+def smp_count(text: str) -> int:
+    """--smp N: a vCPU count vmsim accepts (an argparse type; the GUI's too)."""
     from vmsim.vmm.machine import MAX_SMP
 
     try:

@@ -325,15 +325,15 @@ def vcpu_enter_guest(v: SimVcpu) -> Generator[int, None, int]:
         run.set_fail_entry(reason, v.vcpu_id)
         run.exit_reason = KVM_EXIT_FAIL_ENTRY
         return 0
-    yield COSTS["vmentry"]
     mmu = cpu.mmu
     clock = v.vm.kvm.clock
-    v.mode = "in_guest"
     if clock is not None and clock.now >= v.next_host_tick:
         # Ticks that came while the vCPU was out of the guest (blocked, in userspace, in
         # an exit handler) were the host's alone: no VM exit for them.
         _host_tick(v, clock.now, in_guest=False)
+    v.mode = "in_guest"  # entered: from here a kick is an IPI the guest exits for
     try:
+        yield COSTS["vmentry"]
         while True:
             if v.host_irq is not None:
                 # An interrupt for the host (the kick IPI, its timer tick): the guest exits,
