@@ -433,3 +433,20 @@ def assemble_compute(rounds: int):
     from vmsim.asm import assemble
 
     return assemble(COMPUTE.format(rounds=rounds), "compute.asm")
+
+
+@pytest.mark.parametrize("irqchip", ["kernel", "userspace"])
+def test_a_guest_that_halts_with_if_clear_ends_at_its_hlt(irqchip: str) -> None:
+    """`nop; hlt` with IF=0: nothing but an NMI or INIT could wake it, so the run ends
+    there, as halted, and its virtual time is that of its few instructions and exits, not
+    that of the PIT's first tick after reset (QEMU resets channel 0 to mode 3, count
+    0x10000: 18.2 Hz, 55 ms; it reaches kvm.ko through KVM_SET_PIT2)."""
+    from vmsim.asm import assemble
+    from vmsim.session import Session
+    from vmsim.vmm.machine import MachineConfig
+
+    s = Session(assemble("bits 32\norg 0x100000\n        nop\n        hlt\n", "halt.asm"),
+                "sim", MachineConfig(irqchip=irqchip), max_instructions=1000)
+    outcome = s.run()
+    assert outcome.halted and outcome.exit_status is None
+    assert s.virtual_time < 20_000  # a few exits; the reset tick is 164,776,203 cycles away

@@ -211,8 +211,12 @@ class VirtualMachine:
         if t.name in self._vcpu_threads:
             self._idle_from = self.sched.timers_fired
             self._idle_steps = 0
-            # A vCPU the host's kvm.ko holds halted only shows when its watchdog kicks it.
-            return not (any(c.host_halted for c in self.cpus) and self.halted_for_good())
+            # A vCPU that has just gone to sleep (kvm_vcpu_block, qemu_wait_io_event) may
+            # be the last one to: the run ends at its HLT, not at the next timer. One the
+            # host's kvm.ko holds halted only shows when its watchdog kicks it.
+            if t.blocked is not None or any(c.host_halted for c in self.cpus):
+                return not self.halted_for_good()
+            return True
         self._idle_steps += 1
         return not self.halted_for_good()
 
