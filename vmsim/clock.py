@@ -30,8 +30,6 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
-from vmsim.costs import NOMINAL_HZ
-
 ThreadBody = Generator[Any, None, Any]
 
 # How far a thread may run ahead of another runnable thread: the scheduling quantum of
@@ -101,11 +99,12 @@ class Scheduler:
     last_time: int = 0  # where the last thread (or timer) to run had got to
     on_resume: Callable[[SimThread], None] | None = None  # e.g. to stamp events with its time
     # The host backend (vmsim.hostkvm) runs KVM_RUN on real threads. host_busy(): some are
-    # in flight; host_wait(seconds or None): wait (in real time) until one returns, True if
-    # one did. A thread or timer due later in virtual time waits for them that long, so
-    # QEMU's timers keep roughly real time on the host's KVM.
+    # in flight; host_wait(cycles or None): wait in real time (as long as that many virtual
+    # cycles take at the nominal clock) until one returns, True if one did. A thread or
+    # timer due later in virtual time waits for them that long, so QEMU's timers keep
+    # roughly real time on the host's KVM.
     host_busy: Callable[[], bool] | None = None
-    host_wait: Callable[[float | None], bool] | None = None
+    host_wait: Callable[[int | None], bool] | None = None
     _timers: list[tuple[int, int, Timer]] = field(default_factory=list)
     _timer_seq: int = 0
     timer_time: int | None = None  # the deadline of the timer whose callback is running
@@ -290,7 +289,7 @@ class Scheduler:
         nt = self._next_timer()
         if nt is not None and (due is None or nt[0] < due):
             due = nt[0]
-        timeout = None if due is None else max(0, due - self.last_time) / NOMINAL_HZ
+        timeout = None if due is None else max(0, due - self.last_time)
         return self.host_wait(timeout)
 
     def _peek(self) -> SimThread | None:

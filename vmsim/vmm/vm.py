@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vmsim.clock import Block, Scheduler
+from vmsim.costs import NOMINAL_HZ
 from vmsim.kvm.api import Kvm
 from vmsim.vmm.kvm_all import (
     CPU_INTERRUPT_HARD,
@@ -162,8 +163,8 @@ class VirtualMachine:
         if hasattr(host_vm, "wait_for_any_run"):
             self.sched.host_busy = lambda: any(c.vcpu.run_in_flight() for c in self.cpus)
 
-            def host_wait(timeout: float | None) -> bool:
-                host_vm.wait_for_any_run(timeout)
+            def host_wait(cycles: int | None) -> bool:
+                host_vm.wait_for_any_run(None if cycles is None else cycles / NOMINAL_HZ)
                 return any(c.vcpu.run_done() for c in self.cpus)
             self.sched.host_wait = host_wait
         # COM1's chardev: its input is an fd the main loop polls (qemu_chr_fe_set_handlers).
