@@ -21,7 +21,12 @@ REV (default: the commit before issue 10's plumbing), bare CPU and whole stack, 
 processes alternating with the working tree, and prints the ratios: what the interrupt
 plumbing costs the hot path (the issue's limit: 5%).
 
+With --callgrind [REV] it counts instead, under valgrind: host instructions per guest
+instruction for the bare CPU and the whole stack, REV against the working tree, a figure
+that a busy machine does not disturb (it takes several minutes).
+
     python benchmarks/irq_bench.py [--repeat N] [--before [REV]]
+    python benchmarks/irq_bench.py --callgrind [REV]
 """
 
 from __future__ import annotations
@@ -194,17 +199,23 @@ def child_rates(tree: Path) -> tuple[float, float]:
     return float(bare), float(stack)
 
 
+def _trees(tmp: str, rev: str) -> tuple[Path, Path]:
+    """The vmsim package of `rev` and the working tree, as two PYTHONPATH roots."""
+    before, now = Path(tmp) / "before", Path(tmp) / "now"
+    before.mkdir()
+    archive = subprocess.run(["git", "archive", "--format=tar", rev, "vmsim"], cwd=ROOT,
+                             capture_output=True, check=True).stdout
+    tar = Path(tmp) / "before.tar"
+    tar.write_bytes(archive)
+    with tarfile.open(tar) as t:
+        t.extractall(before, filter="data")
+    now.symlink_to(ROOT)  # the working tree as it is
+    return before, now
+
+
 def compare_before(rev: str, repeat: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        before, now = Path(tmp) / "before", Path(tmp) / "now"
-        before.mkdir()
-        archive = subprocess.run(["git", "archive", "--format=tar", rev, "vmsim"], cwd=ROOT,
-                                 capture_output=True, check=True).stdout
-        tar = Path(tmp) / "before.tar"
-        tar.write_bytes(archive)
-        with tarfile.open(tar) as t:
-            t.extractall(before, filter="data")
-        now.symlink_to(ROOT)  # the working tree as it is
+        before, now = _trees(tmp, rev)
         print()
         rates: dict[str, list[tuple[float, float]]] = {"before": [], "now": []}
         for _ in range(repeat):  # alternate, so that a busy machine hits both alike
@@ -219,12 +230,85 @@ def compare_before(rev: str, repeat: int) -> None:
               + "; now " + " ".join(f"{r[i]:.2f}" for r in rates["now"]))
 
 
+# --callgrind: host instructions (valgrind's Ir, the same on a busy machine as on an idle
+# one) per guest instruction, from two runs of a `dec ecx; jnz` loop with IF=0 that differ
+# by 1,000,000 guest instructions (startup and imports cancel out).
+SPIN = """bits 32
+org 0x100000
+        cli
+        mov ecx, {n}
+.l:     dec ecx
+        jnz .l
+        mov dx, 0x501
+        mov al, 0
+        out dx, al
+        hlt
+"""
+CG_CHILD = """
+import sys
+from vmsim.asm import assemble
+from vmsim.bare import BareMetal
+from vmsim.events import EventStream
+from vmsim.kvm.kvm_main import SimKvm
+from vmsim.vmm.machine import Machine
+from vmsim.vmm.vm import VirtualMachine
+img = assemble(open(sys.argv[2]).read(), sys.argv[2])
+ev = EventStream()
+m = Machine(events=ev)
+m.load_image(img)
+if sys.argv[1] == "bare":
+    BareMetal(m).run()
+else:
+    VirtualMachine(m, SimKvm(ev)).run()
+assert m.exit_status == 1, m.exit_status
+"""
+CG_ROUNDS = (100_000, 600_000)  # 2 guest instructions a round: 1,000,000 apart
+
+
+def _callgrind_ir(tree: Path, backend: str, guest: Path, tmp: str) -> int:
+    out = Path(tmp) / "callgrind.out"
+    p = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                        sys.executable, "-c", CG_CHILD, backend, str(guest)],
+                       env=dict(os.environ, PYTHONPATH=str(tree)), cwd=tree,
+                       capture_output=True, text=True, check=True)
+    m = re.search(r"Collected\s*:\s*([\d,]+)", p.stderr)
+    if m is None:
+        sys.exit(f"no instruction count from valgrind:\n{p.stderr[-2000:]}")
+    return int(m.group(1).replace(",", ""))
+
+
+def callgrind_before(rev: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        before, now = _trees(tmp, rev)
+        guests = []
+        for n in CG_ROUNDS:
+            g = Path(tmp) / f"spin{n}.asm"
+            g.write_text(SPIN.format(n=n))
+            guests.append(g)
+        extra = 2 * (CG_ROUNDS[1] - CG_ROUNDS[0])
+        print(f"\nhost instructions (valgrind Ir) per guest instruction, IF=0 loop, "
+              f"{rev} vs working tree:")
+        for backend in ("bare", "sim"):
+            per = []
+            for tree in (before, now):
+                a, b = (_callgrind_ir(tree, backend, g, tmp) for g in guests)
+                per.append((b - a) / extra)
+            print(f"  {backend:<5} {per[0]:8.1f}  {per[1]:8.1f}  "
+                  f"({(per[1] / per[0] - 1) * 100:+.2f}%)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--before", nargs="?", const=BEFORE, metavar="REV",
                     help=f"also compare with the tree of REV (default {BEFORE})")
+    ap.add_argument("--callgrind", nargs="?", const=BEFORE, metavar="REV",
+                    help="count host instructions per guest instruction under valgrind, "
+                         f"REV (default {BEFORE}) vs the working tree (minutes)")
     args = ap.parse_args()
+    if args.callgrind:
+        callgrind_before(args.callgrind)
+        return
     print(f"{'configuration':<52}{'instr':>11}{'s':>8}{'M/s':>7}{'ratio':>7}"
           f"{'exits':>7}{'timers':>8}")
 
