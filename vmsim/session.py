@@ -7,9 +7,8 @@ to userspace, or until it stops. It never simulates anything itself.
 
 from __future__ import annotations
 
-import struct
-
 import re
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -709,7 +708,7 @@ def _virtio_view(proxy) -> dict[str, object]:
         return out
     mem = vdev.mem
     queues = []
-    for vq, q in zip(vdev.vq, proxy.vqs):
+    for vq, q in zip(vdev.vq, proxy.vqs, strict=True):
         qv: dict[str, object] = {"index": vq.index, "size": vq.num, "ready": q.enabled,
                                  "desc_addr": vq.desc, "avail_addr": vq.avail,
                                  "used_addr": vq.used, "last_avail_idx": vq.last_avail_idx,
@@ -719,7 +718,7 @@ def _virtio_view(proxy) -> dict[str, object]:
             n = vq.num
             table = mem.read_bytes(vq.desc, DESC_SIZE * n)
             qv["descriptors"] = [dict(zip(("addr", "len", "flags", "next"),
-                                          struct.unpack_from("<QIHH", table, DESC_SIZE * i)))
+                                          struct.unpack_from("<QIHH", table, DESC_SIZE * i), strict=True))
                                  for i in range(n)]
             flags, idx = struct.unpack("<HH", mem.read_bytes(vq.avail, 4))
             ring = list(struct.unpack(f"<{n}H", mem.read_bytes(vq.avail + 4, 2 * n)))

@@ -18,20 +18,43 @@ DISK = 0xFEB00E00
 
 
 def guest_source(chains: list[list[tuple[str, int, int, int]]], heads: list[int],
-                 data: str = "", features_lo: int = 0, features_hi: int = 1) -> str:
+                 data: str = "", features_lo: int = 0, features_hi: int = 1,
+                 report: tuple[str, ...] = ()) -> str:
     """Assembly text: descriptors are laid out in order, chain by chain, from index 0."""
     descs = [d for chain in chains for d in chain]
     desc_lines = "\n".join(f"        dd {a}, 0\n        dd {n}\n        dw {f}, {nx}"
                            for a, n, f, nx in descs)
     pad = QNUM - len(descs)
     heads_line = ", ".join(str(h) for h in heads) or "0"
+    # Printed on COM1 at the end: the four result words, then each labelled byte.
+    report_lines = "\n".join(
+        [f"        mov eax, [results + {4 * i}]\n        call hex" for i in range(4)]
+        + [f"        movzx eax, byte [{label}]\n        call hex" for label in report]
+        + ["        mov al, 10\n        call putc"]) if report else ""
     return f"""bits 32
 org 0x100000
 DISK equ {DISK:#x}
 QNUM equ {QNUM}
 NREQ equ {len(heads)}
         jmp start
+        align 4
+multiboot:                              ; so that qemu-system-i386 -kernel boots it too
+        dd 0x1BADB002
+        dd 0x00010000
+        dd -(0x1BADB002 + 0x00010000)
+        dd multiboot
+        dd 0x100000
+        dd 0
+        dd 0
+        dd start
 start:
+        mov esp, 0x90000
+        lgdt [gdt_descriptor]
+        jmp 0x08:.cs
+.cs:    mov ax, 0x10
+        mov ds, ax
+        mov es, ax
+        mov ss, ax
         mov esi, DISK
         mov dword [esi+0x70], 0
         mov dword [esi+0x70], 1
@@ -64,7 +87,7 @@ start:
         lea eax, [ecx+1]
         mov [avail + 2], ax
         mov dword [esi+0x50], 0
-        mov ebx, 1000
+        mov ebx, 0x4000000               ; QEMU completes reads and writes asynchronously
 .poll:
         movzx eax, word [used + 2]
         lea edx, [ecx+1]
@@ -85,10 +108,48 @@ start:
         mov [results + 4], eax
         mov eax, [esi+0x60]
         mov [results + 8], eax
+{report_lines}
         mov dx, 0x501
         mov al, 0
         out dx, al
         hlt
+
+; hex: EAX as 8 hex digits and a space on COM1
+hex:    push ecx
+        mov ecx, 8
+.h:     rol eax, 4
+        push eax
+        and al, 0xf
+        add al, '0'
+        cmp al, '9'
+        jbe .d
+        add al, 7
+.d:     call putc
+        pop eax
+        loop .h
+        mov al, ' '
+        call putc
+        pop ecx
+        ret
+putc:   push edx
+        push eax
+        mov dx, 0x3FD
+.w:     in al, dx
+        test al, 0x20
+        jz .w
+        pop eax
+        mov dx, 0x3F8
+        out dx, al
+        pop edx
+        ret
+
+        align 8
+gdt:    dq 0
+        dq 0x00CF9A000000FFFF
+        dq 0x00CF92000000FFFF
+gdt_descriptor:
+        dw 23
+        dd gdt
 
         align 4
 results: dd 0, 0, 0, 0

@@ -20,8 +20,9 @@ through the machine's physical memory, as QEMU's MemoryRegionCaches do:
 A malformed chain is `virtio_error`: the status gains DEVICE_NEEDS_RESET (0x40), a config
 interrupt is raised if DRIVER_OK is set (ISR bit 1), and the device is "broken": it
 processes nothing more until the driver resets it (writes 0 to Status). Nothing a guest
-writes raises out of this module. Simplification: a buffer must lie in guest RAM (QEMU
-would also bounce-buffer one in MMIO, one at a time).
+writes raises out of this module. A buffer outside RAM takes QEMU's single bounce buffer
+(at most 4 KiB); the rings themselves must lie in RAM (a simplification: QEMU would reach
+them through the slow path).
 
 Everything here is plain code that any simulated thread can call (the vCPU thread under
 the BQL today; an iothread later): nothing blocks or yields.
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vmsim.events import EventStream
-from vmsim.hw.memory import PhysicalMemory
+from vmsim.hw.memory import PAGE_SIZE, PhysicalMemory
 
 # include/standard-headers/linux/virtio_config.h
 VIRTIO_CONFIG_S_ACKNOWLEDGE = 1
@@ -190,10 +191,19 @@ class VirtIODevice:
         return not any(pa < e and s < pa + length for s, e in mem.holes)
 
     def dma_read(self, pa: int, length: int) -> bytes:
-        return bytes(self.mem.ram[pa:pa + length])
+        if self._ram_run(pa, length) == length:
+            return bytes(self.mem.ram[pa:pa + length])
+        # A bounce-buffered piece: through the memory map (a device's MMIO, or nobody's:
+        # all ones, vmsim's policy for unclaimed reads).
+        return bytes(self.mem.read(a, 1) if a < 1 << 32 else 0xFF for a in range(pa, pa + length))
 
     def dma_write(self, pa: int, data: bytes) -> None:
-        self.mem.load(pa, data)  # drops instructions decoded from those bytes, as DMA must
+        if self._ram_run(pa, len(data)) == len(data):
+            self.mem.load(pa, data)  # drops instructions decoded from those bytes, as DMA must
+            return
+        for i, b in enumerate(data):
+            if pa + i < 1 << 32:
+                self.mem.write(pa + i, 1, b)
 
     def _lduw(self, pa: int) -> int:
         return self.mem.ram[pa] | self.mem.ram[pa + 1] << 8
@@ -268,20 +278,19 @@ class VirtIODevice:
             table, limit, i = addr, length // DESC_SIZE, 0
             addr, length, flags, nxt = self.vring_desc_read(table, i)
         entries = 0
+        bounce = [False]  # QEMU's one bounce buffer, held until the element is pushed
         while True:
-            if not length:
-                self.virtio_error("virtio: zero sized buffers are not allowed")
-                return None
-            if not self._in_ram(addr, length):
-                self.virtio_error("virtio: bogus descriptor or out of resources")
-                return None
             if flags & VRING_DESC_F_WRITE:
-                elem.in_sg.append((addr, length))
+                ok = self.virtqueue_map_desc(elem.in_sg, addr, length, bounce,
+                                             VIRTQUEUE_MAX_SIZE - len(elem.out_sg))
             else:
                 if elem.in_sg:
                     self.virtio_error("Incorrect order for descriptors")
                     return None
-                elem.out_sg.append((addr, length))
+                ok = self.virtqueue_map_desc(elem.out_sg, addr, length, bounce,
+                                             VIRTQUEUE_MAX_SIZE)
+            if not ok:
+                return None
             entries += 1
             if entries > limit:
                 self.virtio_error("Looped descriptor")
@@ -299,6 +308,41 @@ class VirtIODevice:
         self._trace("virtqueue_pop", vq=vq.index, elem=head, in_num=len(elem.in_sg),
                     out_num=len(elem.out_sg))
         return elem
+
+    def _ram_run(self, pa: int, length: int) -> int:
+        """How many bytes from `pa` (at most `length`) are guest RAM, contiguously."""
+        mem = self.mem
+        if not 0 <= pa < mem.size or not mem.is_ram(pa):
+            return 0
+        end = min(pa + length, mem.size)
+        for s, _ in mem.holes:
+            if pa < s < end:
+                end = s
+        return end - pa
+
+    def virtqueue_map_desc(self, sg: list[tuple[int, int]], pa: int, size: int,
+                           bounce: list[bool], max_num_sg: int) -> bool:
+        """virtqueue_map_desc: a buffer as pieces of RAM (dma_memory_map maps RAM directly);
+        a piece that is not RAM takes the one bounce buffer (at most a page, address_space_map),
+        and a second such piece finds it in use: "bogus descriptor"."""
+        if not size:
+            self.virtio_error("virtio: zero sized buffers are not allowed")
+            return False
+        while size:
+            if len(sg) == max_num_sg:
+                self.virtio_error("virtio: too many write descriptors in indirect table")
+                return False
+            n = self._ram_run(pa, size)
+            if not n:
+                if bounce[0]:
+                    self.virtio_error("virtio: bogus descriptor or out of resources")
+                    return False
+                bounce[0] = True
+                n = min(size, PAGE_SIZE)
+            sg.append((pa, n))
+            pa += n
+            size -= n
+        return True
 
     def virtqueue_detach_element(self, vq: VirtQueue, elem: VirtQueueElement) -> None:
         vq.inuse -= 1
