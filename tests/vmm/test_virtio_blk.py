@@ -273,6 +273,21 @@ def test_malformed_chain_needs_reset(tmp_path, case, irqchip):
     assert s.machine.virtio_blk.broken
 
 
+def test_queue_num_grown_after_ready_needs_reset(tmp_path):
+    """QEMU keeps the ring mapping QueueReady made: a larger QueueNum afterwards makes the
+    next pop fail with "Cannot map descriptor ring" (and nothing is read beyond RAM)."""
+    p, _, mem = proxy_with_disk(tmp_path)
+    top = mem.size - 0x100  # rings at the very end of RAM: 8 entries fit, 1024 would not
+    for reg, value in ((0x70, 1), (0x70, 3), (0x24, 1), (0x20, 1), (0x70, 0xB), (0x38, 8),
+                       (0x80, top - 0x80), (0x90, top), (0xA0, top - 0x1000), (0x44, 1),
+                       (0x70, 0xF), (0x38, 1024)):
+        p.write(reg, 4, value)
+    mem.load(top, struct.pack("<HHH", 0, 1, 0))
+    p.write(0x50, 4, 0)
+    assert p.read(0x70, 4) & 0x40
+    assert p.vdev.broken_reason == "Cannot map descriptor ring"
+
+
 # -- nothing the guest writes crashes vmsim -----------------------------------------------
 REGS = [0x000, 0x010, 0x014, 0x020, 0x024, 0x030, 0x034, 0x038, 0x044, 0x050, 0x060, 0x064,
         0x070, 0x080, 0x084, 0x090, 0x094, 0x0A0, 0x0A4, 0x0FC, 0x100, 0x120, 0x13C, 0x1FF]
@@ -282,25 +297,30 @@ REGS = [0x000, 0x010, 0x014, 0x020, 0x024, 0x030, 0x034, 0x038, 0x044, 0x050, 0x
 @given(writes=st.lists(st.tuples(st.sampled_from(REGS), st.sampled_from([1, 2, 4]),
                                  st.integers(0, 0xFFFFFFFF)), max_size=40),
        table=st.binary(min_size=0, max_size=512),
-       small=st.lists(st.integers(0, 0x1FFF), min_size=6, max_size=6))
-def test_random_guest_input_never_raises(tmp_path, writes, table, small):
+       small=st.lists(st.integers(0, 0xFFFFF), min_size=6, max_size=6),
+       num=st.integers(0, 1100))
+def test_random_guest_input_never_raises(tmp_path, writes, table, small, num):
     img = tmp_path / "h.img"
     img.write_bytes(bytes(8 * SECTOR))
     mem = PhysicalMemory(1 << 20)
     vdev = VirtIOBlock(BlockBackend(img), mem, EventStream())
     p = VirtIOMMIOProxy(7, 0xFEB00E00, 12, lambda level: None, vdev)
-    # Rings and a descriptor table made of random bytes, at random places in RAM.
-    mem.load(0x10000, table)
-    base = [0x10000 + 16 * (v & 0x1F) for v in small[:3]]
-    mem.load(0x20000, struct.pack("<HH", 0, small[3]) + struct.pack("<8H", *([small[4]] * 8)))
-    for reg, value in ((0x70, 1), (0x70, 3), (0x70, 0xB), (0x38, 8), (0x80, base[0]),
-                       (0x90, 0x20000), (0xA0, 0x30000), (0x44, 1), (0x70, 0xF)):
+    # A random descriptor table and rings anywhere in RAM (or across its end), a random
+    # queue size (up to past QEMU's limit), random available-ring contents.
+    desc, avail, used = small[0] & ~15, small[1] & ~1, small[2] & ~3
+    mem.load(desc, table[:mem.size - desc])
+    ring = struct.pack("<HH", 0, small[3] & 0xFFFF) + struct.pack("<8H", *([small[4] & 0xFFFF] * 8))
+    mem.load(avail, ring[:mem.size - avail])
+    for reg, value in ((0x70, 1), (0x70, 3), (0x24, 1), (0x20, 1), (0x24, 0),
+                       (0x20, small[5] << 12), (0x70, 0xB), (0x38, num), (0x80, desc),
+                       (0x90, avail), (0xA0, used), (0x44, 1), (0x70, 0xF)):
         p.write(reg, 4, value)
     p.write(0x50, 4, 0)
     for reg, size, value in writes:
         value &= (1 << (8 * size)) - 1
-        if reg == 0x050 and value == 0:
-            mem.load(0x20002, struct.pack("<H", small[5]))
+        if reg == 0x050 and value == 0 and avail + 4 <= mem.size:
+            bumped = (int.from_bytes(mem.read_bytes(avail + 2, 2), "little") + 1) & 0xFFFF
+            mem.load(avail + 2, struct.pack("<H", bumped))  # the driver adds a request
         p.write(reg, size, value)
         p.read(reg, size)
     made_out = any(r["type"] == "OUT" and r["status"] == "OK" for r in vdev.requests)

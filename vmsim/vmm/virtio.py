@@ -100,6 +100,11 @@ class VirtQueue:
     avail: int = 0
     used: int = 0
     ring_ok: bool = False  # the region caches mapped (desc, avail and used all in RAM)
+    # The lengths mapped then (QEMU's MemoryRegionCache.len): a QueueNum written after
+    # QueueReady does not grow them, so every ring access is checked against them.
+    desc_len: int = 0
+    avail_len: int = 0
+    used_len: int = 0
     last_avail_idx: int = 0
     shadow_avail_idx: int = 0
     used_idx: int = 0
@@ -112,6 +117,7 @@ class VirtQueue:
     def reset(self) -> None:
         self.desc = self.avail = self.used = 0
         self.ring_ok = False
+        self.desc_len = self.avail_len = self.used_len = 0
         self.last_avail_idx = self.shadow_avail_idx = self.used_idx = 0
         self.signalled_used = 0
         self.signalled_used_valid = False
@@ -171,17 +177,21 @@ class VirtIODevice:
 
     def virtio_init_region_cache(self, vq: VirtQueue) -> None:
         vq.ring_ok = False
+        vq.desc_len = vq.avail_len = vq.used_len = 0
         if not vq.desc:
             return
         event = 2 if self.has_feature(VIRTIO_RING_F_EVENT_IDX) else 0
-        if not self._in_ram(vq.desc, DESC_SIZE * vq.num):
+        desc_len, used_len, avail_len = (DESC_SIZE * vq.num, 4 + 8 * vq.num + event,
+                                          4 + 2 * vq.num + event)
+        if not self._in_ram(vq.desc, desc_len):
             self.virtio_error("Cannot map desc")
-        elif not self._in_ram(vq.used, 4 + 8 * vq.num + event):
+        elif not self._in_ram(vq.used, used_len):
             self.virtio_error("Cannot map used")
-        elif not self._in_ram(vq.avail, 4 + 2 * vq.num + event):
+        elif not self._in_ram(vq.avail, avail_len):
             self.virtio_error("Cannot map avail")
         else:
             vq.ring_ok = True
+            vq.desc_len, vq.used_len, vq.avail_len = desc_len, used_len, avail_len
 
     # -- guest memory (the DMA address space) -------------------------------------------
     def _in_ram(self, pa: int, length: int) -> bool:
@@ -212,17 +222,25 @@ class VirtIODevice:
         self.dma_write(pa, struct.pack("<H", v & 0xFFFF))
 
     # -- the split ring (vring_* accessors) -----------------------------------------------
+    def _avail_lduw(self, vq: VirtQueue, off: int) -> int:
+        # Outside what was mapped QEMU would trip an assertion; vmsim reads 0.
+        return self._lduw(vq.avail + off) if vq.ring_ok and off + 2 <= vq.avail_len else 0
+
+    def _used_stw(self, vq: VirtQueue, off: int, v: int) -> None:
+        if vq.ring_ok and off + 2 <= vq.used_len:
+            self._stw(vq.used + off, v)
+
     def vring_avail_flags(self, vq: VirtQueue) -> int:
-        return self._lduw(vq.avail) if vq.ring_ok else 0
+        return self._avail_lduw(vq, 0)
 
     def vring_avail_idx(self, vq: VirtQueue) -> int:
         if not vq.ring_ok:
             return 0
-        vq.shadow_avail_idx = self._lduw(vq.avail + 2)
+        vq.shadow_avail_idx = self._avail_lduw(vq, 2)
         return vq.shadow_avail_idx
 
     def vring_avail_ring(self, vq: VirtQueue, i: int) -> int:
-        return self._lduw(vq.avail + 4 + 2 * i) if vq.ring_ok else 0
+        return self._avail_lduw(vq, 4 + 2 * i)
 
     def vring_used_idx(self, vq: VirtQueue) -> int:
         return self._lduw(vq.used + 2) if vq.ring_ok else 0
@@ -236,11 +254,11 @@ class VirtIODevice:
             return
         if self.has_feature(VIRTIO_RING_F_EVENT_IDX):
             if vq.notification:  # vring_set_avail_event
-                self._stw(vq.used + 4 + 8 * vq.num, self.vring_avail_idx(vq))
+                self._used_stw(vq, 4 + 8 * vq.num, self.vring_avail_idx(vq))
         else:
             flags = self._lduw(vq.used)
-            self._stw(vq.used, flags & ~VRING_USED_F_NO_NOTIFY if enable
-                      else flags | VRING_USED_F_NO_NOTIFY)
+            self._used_stw(vq, 0, flags & ~VRING_USED_F_NO_NOTIFY if enable
+                           else flags | VRING_USED_F_NO_NOTIFY)
 
     def virtio_queue_empty(self, vq: VirtQueue) -> bool:
         if not vq.avail or not vq.ring_ok:
@@ -264,7 +282,10 @@ class VirtIODevice:
             self.virtio_error(f"Guest says index {head} is available")
             return None
         if self.has_feature(VIRTIO_RING_F_EVENT_IDX) and vq.notification:
-            self._stw(vq.used + 4 + 8 * num, vq.last_avail_idx)  # vring_set_avail_event
+            self._used_stw(vq, 4 + 8 * num, vq.last_avail_idx)  # vring_set_avail_event
+        if vq.desc_len < num * DESC_SIZE:  # QueueNum grew after QueueReady
+            self.virtio_error("Cannot map descriptor ring")
+            return None
         table, limit, i = vq.desc, num, head
         addr, length, flags, nxt = self.vring_desc_read(table, i)
         elem = VirtQueueElement(head, descs=[i])
@@ -352,7 +373,8 @@ class VirtIODevice:
         if not vq.used or not vq.ring_ok:
             return
         slot = (idx + vq.used_idx) % vq.num
-        self.dma_write(vq.used + 4 + 8 * slot, struct.pack("<II", elem.index, length))
+        if 4 + 8 * slot + 8 <= vq.used_len:
+            self.dma_write(vq.used + 4 + 8 * slot, struct.pack("<II", elem.index, length))
 
     def virtqueue_flush(self, vq: VirtQueue, count: int) -> None:
         if not vq.used or not vq.ring_ok:
@@ -361,7 +383,7 @@ class VirtIODevice:
         self._trace("virtqueue_flush", vq=vq.index, count=count)
         old = vq.used_idx
         new = (old + count) & 0xFFFF
-        self._stw(vq.used + 2, new)
+        self._used_stw(vq, 2, new)
         vq.used_idx = new
         vq.inuse -= count
         since = (new - vq.signalled_used) & 0xFFFF
