@@ -708,8 +708,10 @@ def _virtio_view(proxy) -> dict[str, object]:
         return out
     mem = vdev.mem
     queues = []
-    for vq, q in zip(vdev.vq, proxy.vqs, strict=True):
-        qv: dict[str, object] = {"index": vq.index, "size": vq.num, "ready": q.enabled,
+    for vq in vdev.vq:
+        q = proxy.vqs.get(vq.index)
+        qv: dict[str, object] = {"index": vq.index, "size": vq.num,
+                                 "ready": bool(q is not None and q.enabled),
                                  "desc_addr": vq.desc, "avail_addr": vq.avail,
                                  "used_addr": vq.used, "last_avail_idx": vq.last_avail_idx,
                                  "used_idx": vq.used_idx, "inuse": vq.inuse,

@@ -105,15 +105,21 @@ class VirtIOMMIOProxy:
         self.host_features_sel = 0
         self.guest_features_sel = 0
         self.guest_features = [0, 0]
-        self.vqs: list[VirtIOMMIOQueue] = []
+        # QEMU keeps these registers for all VIRTIO_QUEUE_MAX queues, even ones the device
+        # lacks (QueueReady reads back 1 there too); made here as the driver selects them.
+        self.vqs: dict[int, VirtIOMMIOQueue] = {}
         self.level = 0
         if vdev is not None:
             vdev.notify_transport = self.virtio_mmio_update_irq
             vdev.source = self.name
-            self.vqs = [VirtIOMMIOQueue() for _ in vdev.vq]
 
     def _vq(self, n: int) -> VirtIOMMIOQueue | None:
-        return self.vqs[n] if 0 <= n < len(self.vqs) else None
+        if not 0 <= n < VIRTIO_QUEUE_MAX:
+            return None
+        q = self.vqs.get(n)
+        if q is None:
+            q = self.vqs[n] = VirtIOMMIOQueue()
+        return q
 
     # -- MMIO ----------------------------------------------------------------------------
     def read(self, offset: int, size: int) -> int:
@@ -216,7 +222,7 @@ class VirtIOMMIOProxy:
             vdev.virtio_set_status(value & 0xFF)
             if vdev.status == 0:
                 vdev.virtio_reset()
-                for q2 in self.vqs:  # virtio_mmio_soft_reset
+                for q2 in self.vqs.values():  # virtio_mmio_soft_reset
                     q2.enabled = False
         elif q is not None and offset in (VIRTIO_MMIO_QUEUE_DESC_LOW, VIRTIO_MMIO_QUEUE_DESC_HIGH):
             q.desc[(offset - VIRTIO_MMIO_QUEUE_DESC_LOW) // 4] = value
@@ -244,4 +250,4 @@ class VirtIOMMIOProxy:
             self.vdev.virtio_reset()
         self.host_features_sel = self.guest_features_sel = 0
         self.guest_features = [0, 0]
-        self.vqs = [VirtIOMMIOQueue() for _ in self.vqs]
+        self.vqs = {}
