@@ -108,6 +108,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from vmsim.stats import ExitStats
     from vmsim.trace import InstructionColumn, TraceWriter
     from vmsim.tracecmd import TextTraceWriter
+    from vmsim.vmm.block import BlockBackend, parse_disk_option
     from vmsim.vmm.machine import LOAD_ADDRESS, GuestLoadError, MachineConfig, load_guest_file
 
     limit = args.max_instructions if args.max_instructions != NO_LIMIT else None
@@ -127,17 +128,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
                   f"{e.strerror or e}", file=sys.stderr)
             return EXIT_BAD_INPUT
     serial_file = args.serial_in[1:] if args.serial_in and args.serial_in.startswith("@") else None
+    disk_path, disk_readonly = parse_disk_option(args.disk) if args.disk else (None, False)
     # stdout first: a trace into the file stdout already goes to would interleave with
     # the guest's output (`vmsim run g.asm --trace out > out`).
     refusal = refuse_overwrite([("stdout", "/dev/stdout"), ("--trace", args.trace),
                                 ("--stats-json", args.stats_json)],
-                               [("guest file", args.guest), ("--serial-in file", serial_file)])
+                               [("guest file", args.guest), ("--serial-in file", serial_file),
+                                ("--disk image", disk_path)])
     if refusal:
         print(f"vmsim: {refusal}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
         serial_in = _serial_input(args.serial_in) if args.serial_in else b""
         image = load_guest_file(args.guest, (args.memory << 20) - LOAD_ADDRESS)
+        if disk_path is not None:  # refused here, before any output file is opened
+            BlockBackend(disk_path, disk_readonly).close()
     except AsmError as e:
         print(str(e), file=sys.stderr)
         _close_gdb(gdb)
@@ -173,7 +178,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 trace = TraceWriter(events, trace_file, args.trace_level, path=args.trace)
         session = Session(image, args.backend,
                           MachineConfig(args.memory, serial_in, smp=args.smp,
-                                        irqchip=args.irqchip),
+                                        irqchip=args.irqchip, disk=disk_path,
+                                        disk_readonly=disk_readonly),
                           serial_out=serial_out, max_instructions=limit, paging=args.paging,
                           events=events)
     except (HostKvmError, ValueError) as e:
@@ -427,6 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="kernel: PIC, PIT and local APICs in kvm.ko (KVM_CREATE_IRQCHIP, "
                           "QEMU's kernel-irqchip=on, the default); userspace: PIC and PIT "
                           "in the VMM, injected with KVM_INTERRUPT (no APIC)")
+    run.add_argument("--disk", metavar="FILE[,readonly]",
+                     help="a raw disk image for virtio-blk on the last virtio-mmio transport "
+                          "(0xFEB00E00, IRQ 12); ',readonly' refuses the guest's writes")
     run.add_argument("--paging", choices=("ept", "shadow"), default="ept",
                      help="how the simulated kvm.ko virtualizes memory: EPT (default) or "
                           "shadow page tables (kvm_intel ept=0)")

@@ -17,6 +17,12 @@ measurement of any one machine:
   fast paths such as the MMIO misconfiguration and fast PIO);
 - a shadow-MMU page fault beyond the exit itself: 1,000 cycles (software walk of the
   guest's tables, shadow page lookup or allocation, write protection).
+- the block layer's file I/O (vmsim/vmm/block.py), charged by the device that asks for it:
+  a pread or pwrite of a raw image served by the host's page cache about 1.2 us (the
+  warm-cache p50 of 4 KiB preads measured in "Benchmark and the Page Cache",
+  distributed-systems-engineer.pages.dev db-01 step 3: 3,600 cycles at NOMINAL_HZ), and
+  an fsync about one device round trip (the same page's cold-cache NVMe p50, 64 us:
+  192,000 cycles).
 Change them here; every layer reads this table.
 """
 
@@ -32,6 +38,9 @@ COSTS: dict[str, int] = {
     "walk_ref": 20,
     "emulate": 2000,
     "shadow_fault": 1000,
+    "blk_pread": 3600,
+    "blk_pwrite": 3600,
+    "blk_flush": 192_000,
 }
 
 # The clock the virtual cycles are read against where a time in seconds is shown (the

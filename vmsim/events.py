@@ -125,6 +125,26 @@ _declare("kvm_arch_pre_run", "vmm", "cpu_index injected request_interrupt_window
          "pre_run: inject {injected}, window {request_interrupt_window}")
 _declare("device_access", "vmm", "space address size is_write value",
          "{space} {address:#x} size {size} is_write={is_write} value {value:#x}")
+# virtio (QEMU's hw/virtio/trace-events and hw/block/trace-events, with the queue index
+# for `vq` and the chain's head index for `elem`/`req` where QEMU prints pointers).
+_declare("virtio_mmio_read", "vmm", "offset size value register",
+         "virtio_mmio_read offset {offset:#x} ({register}) = {value:#x}")
+_declare("virtio_mmio_write_offset", "vmm", "offset value size register",
+         "virtio_mmio_write offset {offset:#x} ({register}) value {value:#x}")
+_declare("virtio_mmio_setting_irq", "vmm", "level irq", "virtio_mmio setting IRQ {level}")
+_declare("virtio_set_status", "vmm", "val", "virtio status {val:#x}")
+_declare("virtio_queue_notify", "vmm", "n", "queue {n} notified (kick)")
+_declare("virtqueue_pop", "vmm", "vq elem in_num out_num",
+         "vq {vq} pop head {elem}: in_num {in_num} out_num {out_num}")
+_declare("virtqueue_fill", "vmm", "vq elem len idx", "vq {vq} fill head {elem} len {len}")
+_declare("virtqueue_flush", "vmm", "vq count", "vq {vq} flush count {count}")
+_declare("virtio_notify", "vmm", "vq", "vq {vq}: notify the driver (used buffer)")
+_declare("virtio_error", "vmm", "message", "virtio error: {message} (DEVICE_NEEDS_RESET)")
+_declare("virtio_blk_handle_read", "vmm", "req sector nsectors",
+         "req {req}: read sector {sector} nsectors {nsectors}")
+_declare("virtio_blk_handle_write", "vmm", "req sector nsectors",
+         "req {req}: write sector {sector} nsectors {nsectors}")
+_declare("virtio_blk_req_complete", "vmm", "req status", "req {req} complete, status {status}")
 _declare("thread", "vmm", "state detail", "{state} {detail}")
 _declare("run_end", "vmm", "instructions virtual_time",
          "run ended: {instructions} guest instructions, {virtual_time} cycles")

@@ -8,6 +8,7 @@ to userspace, or until it stops. It never simulates anything itself.
 from __future__ import annotations
 
 import re
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -653,6 +654,13 @@ class Session:
                                            if t.expire_time is not None)},
         }
 
+    def virtio_queues(self) -> list[dict[str, object]]:
+        """Every virtio-mmio transport as plain data: its device's status and features, each
+        queue's descriptor table (addr, len, flags, next), available and used rings with
+        their indices and the device's position (last_avail_idx), the recent requests'
+        progress, and the disk sectors requests have touched ("r", "w", "rw")."""
+        return [_virtio_view(p) for p in self.machine.virtio_transports]
+
     def last_exit(self, cpu: int = 0) -> dict[str, object] | None:
         """The last VM exit's information (reason, qualification ...), or None."""
         import dataclasses
@@ -686,6 +694,52 @@ SEG_NAMES = ("ES", "CS", "SS", "DS", "FS", "GS")
 # EFLAGS bits worth naming (SDM Vol. 1 3.4.3).
 EFLAGS_BITS = (("CF", 0), ("PF", 2), ("AF", 4), ("ZF", 6), ("SF", 7), ("TF", 8), ("IF", 9),
                ("DF", 10), ("OF", 11), ("NT", 14), ("RF", 16), ("VM", 17), ("AC", 18), ("ID", 21))
+
+
+def _virtio_view(proxy) -> dict[str, object]:
+    """One virtio-mmio transport as plain data (Session.virtio_queues)."""
+    from vmsim.vmm.virtio import DESC_SIZE, status_names
+
+    vdev = proxy.vdev
+    out: dict[str, object] = {"transport": proxy.index, "base": proxy.base, "irq": proxy.irq_line,
+                              "irq_level": proxy.level, "device_id": 0 if vdev is None
+                              else vdev.device_id}
+    if vdev is None:
+        return out
+    mem = vdev.mem
+    queues = []
+    for vq in vdev.vq:
+        q = proxy.vqs.get(vq.index)
+        qv: dict[str, object] = {"index": vq.index, "size": vq.num,
+                                 "ready": bool(q is not None and q.enabled),
+                                 "desc_addr": vq.desc, "avail_addr": vq.avail,
+                                 "used_addr": vq.used, "last_avail_idx": vq.last_avail_idx,
+                                 "used_idx": vq.used_idx, "inuse": vq.inuse,
+                                 "descriptors": [], "avail": None, "used": None}
+        if vq.ring_ok:
+            n = vq.num
+            table = mem.read_bytes(vq.desc, DESC_SIZE * n)
+            qv["descriptors"] = [dict(zip(("addr", "len", "flags", "next"),
+                                          struct.unpack_from("<QIHH", table, DESC_SIZE * i), strict=True))
+                                 for i in range(n)]
+            flags, idx = struct.unpack("<HH", mem.read_bytes(vq.avail, 4))
+            ring = list(struct.unpack(f"<{n}H", mem.read_bytes(vq.avail + 4, 2 * n)))
+            qv["avail"] = {"flags": flags, "idx": idx, "ring": ring}
+            flags, idx = struct.unpack("<HH", mem.read_bytes(vq.used, 4))
+            elems = struct.unpack(f"<{2 * n}I", mem.read_bytes(vq.used + 4, 8 * n))
+            qv["used"] = {"flags": flags, "idx": idx,
+                          "ring": [{"id": elems[2 * i], "len": elems[2 * i + 1]}
+                                   for i in range(n)]}
+        queues.append(qv)
+    out.update(status=vdev.status, status_names=status_names(vdev.status),
+               device_features=vdev.host_features, driver_features=vdev.guest_features,
+               isr=vdev.isr, broken=vdev.broken_reason if vdev.broken else "",
+               queues=queues, requests=[dict(r) for r in getattr(vdev, "requests", [])])
+    blk = getattr(vdev, "blk", None)
+    if blk is not None:
+        out.update(disk=blk.path, readonly=blk.readonly, capacity=blk.total_sectors(),
+                   sectors_touched=dict(sorted(blk.touched.items())))
+    return out
 
 
 def eflags_decoded(value: int) -> list[tuple[str, bool]]:

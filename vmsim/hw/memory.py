@@ -67,12 +67,15 @@ class PhysicalMemory:
         return pa < self.size and not any(s <= pa < e for s, e in self.holes)
 
     def add_mmio(self, base: int, length: int, device: Device, name: str = "") -> None:
-        if base % PAGE_SIZE or length % PAGE_SIZE:
-            raise ValueError("MMIO regions are page aligned")
+        # Frame kinds are per page, so a region in RAM's range must fill whole pages; above
+        # RAM every frame is OTHER already (virtio-mmio's 0x200-byte windows sit there).
+        if base < self.size and (base % PAGE_SIZE or length % PAGE_SIZE):
+            raise ValueError("MMIO regions within RAM's range are page aligned")
         self.mmio.append(MmioRegion(base, length, device, name or type(device).__name__))
-        self.kind[base >> PAGE_SHIFT : (base + length) >> PAGE_SHIFT] = bytes([OTHER]) * (
-            length >> PAGE_SHIFT
-        )
+        if base < self.size:
+            self.kind[base >> PAGE_SHIFT : (base + length) >> PAGE_SHIFT] = bytes([OTHER]) * (
+                length >> PAGE_SHIFT
+            )
 
     def _region(self, pa: int) -> MmioRegion | None:
         for r in self.mmio:

@@ -208,7 +208,8 @@ def kvm_cpu_exec(s: KvmState, cpu: CPUState) -> Generator[Any, None, int]:
             # take time with it held: another thread that wants it meanwhile waits.
             yield from m.bql_lock(cpu.thread)
             (kvm_handle_io if reason == KVM_EXIT_IO else kvm_handle_mmio)(m, cpu)
-            yield COST_DEVICE_ACCESS
+            # The device's own work (a virtio-blk request's file I/O) on this thread too.
+            yield COST_DEVICE_ACCESS + m.take_device_cycles()
             m.bql_unlock(cpu.thread)
             ret = 0
         elif reason == KVM_EXIT_IRQ_WINDOW_OPEN:

@@ -8,6 +8,15 @@ local APIC per vCPU live in kvm.ko and ISA IRQ lines become KVM_IRQ_LINE; with
 `irqchip="userspace"` the PIC and PIT are device models here (no APIC), and the PIC's
 output raises CPU_INTERRUPT_HARD on the first vCPU.
 
+Virtio: QEMU microvm's virtio-mmio transports at 0xFEB00000 + 0x200 * i (hw/i386/microvm.c
+microvm_devices_init). With ACPI (QEMU's default) microvm makes 24 of them on a second
+IOAPIC (GSI 24-47); vmsim has no IOAPIC, so it builds microvm as `-M microvm,acpi=off`
+does: 8 transports on GSI 5 + i, which the PIC sees as ISA IRQs 5-12 (gsi_handler sends a
+GSI below 16 to the i8259 too). `--disk` puts virtio-blk on the last one, transport 7 at
+0xFEB00E00, IRQ 12, where QEMU plugs the first `-device virtio-blk-device` (checked on
+QEMU 7.2: the bus is searched from the last transport). The other transports answer with
+DeviceID 0.
+
 vmsim's firmware shortcut for several vCPUs: every vCPU starts at the entry point in the
 same state as vCPU 0, except ESP (ENTRY_ESP - index * VCPU_STACK_SPACING) and its APIC ID
 in CPUID leaf 1; on a real PC the other vCPUs would wait for INIT-SIPI-SIPI.
@@ -26,12 +35,15 @@ from vmsim.clock import Mutex
 from vmsim.events import EventStream
 from vmsim.hw.cpu import default_cpuid
 from vmsim.hw.memory import PhysicalMemory
+from vmsim.vmm.block import BlockBackend
 from vmsim.vmm.bus import IoBus
 from vmsim.vmm.devices.debug_exit import DebugExit
 from vmsim.vmm.devices.serial import Serial16550
 from vmsim.vmm.devices.vga import BASE as VGA_BASE
 from vmsim.vmm.devices.vga import SIZE as VGA_SIZE
 from vmsim.vmm.devices.vga import VgaText
+from vmsim.vmm.devices.virtio_blk import VirtIOBlock
+from vmsim.vmm.devices.virtio_mmio import VIRTIO_MMIO_SIZE, VirtIOMMIOProxy
 
 LOAD_ADDRESS = 0x100000
 ENTRY_ESP = 0x100000
@@ -43,6 +55,9 @@ COM1 = 0x3F8
 DEBUG_EXIT_PORT = 0x501
 VGA_HOLE = (0xA0000, 0xC0000)  # legacy VGA window: not RAM
 KVM_CPUID_SIGNATURE = 0x40000000
+VIRTIO_MMIO_BASE = 0xFEB00000  # include/hw/i386/microvm.h
+VIRTIO_NUM_TRANSPORTS = 8  # microvm without its second IOAPIC
+VIRTIO_IRQ_BASE = 5  # mms->virtio_irq_base without ACPI
 
 
 class GuestLoadError(Exception):
@@ -55,6 +70,8 @@ class MachineConfig:
     serial_in: bytes = b""
     smp: int = 1  # vCPUs
     irqchip: str = "kernel"  # "kernel" (KVM_CREATE_IRQCHIP + KVM_CREATE_PIT2) or "userspace"
+    disk: str | None = None  # a raw image for virtio-blk (`--disk FILE[,readonly]`)
+    disk_readonly: bool = False
 
 
 class Machine:
@@ -97,6 +114,36 @@ class Machine:
         self.mem.add_mmio(VGA_BASE, VGA_SIZE, self.vga, "vga")
         self.image: GuestImage | None = None
         self.exit_listeners: list[Callable[[int], None]] = []
+        # The disk is opened first among the virtio parts: a bad path is a one-line
+        # BlockOpenError before anything runs.
+        self.blk = (BlockBackend(self.config.disk, self.config.disk_readonly)
+                    if self.config.disk else None)
+        self.virtio_blk: VirtIOBlock | None = None
+        self.virtio_transports: list[VirtIOMMIOProxy] = []
+        for i in range(VIRTIO_NUM_TRANSPORTS):
+            vdev = None
+            if self.blk is not None and i == VIRTIO_NUM_TRANSPORTS - 1:
+                vdev = self.virtio_blk = VirtIOBlock(self.blk, self.mem, events)
+            irq = VIRTIO_IRQ_BASE + i
+            proxy = VirtIOMMIOProxy(i, VIRTIO_MMIO_BASE + VIRTIO_MMIO_SIZE * i, irq,
+                                    lambda level, irq=irq: self.set_isa_irq(irq, level),
+                                    vdev, events)
+            self.virtio_transports.append(proxy)
+            self.mem.add_mmio(proxy.base, VIRTIO_MMIO_SIZE, proxy, proxy.name)
+
+    def take_device_cycles(self) -> int:
+        """Virtual cycles the devices' own work cost since the last call (a virtio-blk
+        request's file I/O), for the thread that ran them to charge."""
+        vdev = self.virtio_blk
+        if vdev is None or not vdev.pending_cycles:
+            return 0
+        cycles, vdev.pending_cycles = vdev.pending_cycles, 0
+        return cycles
+
+    def close(self) -> None:
+        """Release what the machine holds on the host (the disk image's descriptor)."""
+        if self.blk is not None:
+            self.blk.close()
 
     def entry_esp_for(self, index: int) -> int:
         """vCPU `index`'s entry ESP (vmsim's firmware shortcut for several vCPUs)."""
