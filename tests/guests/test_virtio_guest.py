@@ -156,12 +156,14 @@ needs_qemu = pytest.mark.skipif(qemu_path() is None,
                                        "(Debian package qemu-system-x86)")
 
 
-def _qemu(tmp: Path, disk: bytes, **kw: object) -> tuple[MicrovmRun, bytes]:
+def _qemu(tmp: Path, disk: bytes, *, serial: str | None = None, modern: bool = True,
+          acpi: bool = True) -> tuple[MicrovmRun, bytes]:
+    """Run the guest on QEMU microvm with an image of `disk`: (the run, the image after)."""
     kernel = tmp / "virtio_blk.bin"
     kernel.write_bytes(image())
     path = tmp / "disk.img"
     path.write_bytes(disk)
-    got = run_microvm(kernel, path, **kw)  # type: ignore[arg-type]
+    got = run_microvm(kernel, path, serial=serial, modern=modern, acpi=acpi)
     return got, path.read_bytes()
 
 
@@ -194,7 +196,7 @@ def test_qemu_get_id_returns_the_serial(tmp_path: Path, serial: str) -> None:
 @needs_qemu
 def test_qemu_legacy_transport_is_not_taken(tmp_path: Path) -> None:
     # without force-legacy=false QEMU's virtio-mmio reads Version 1: no modern device,
-    # the guest says so, exits with status 1 and never touches the disk
+    # the guest says so, exits with status 3 and never touches the disk
     disk = make_disk(64)
     got, after = _qemu(tmp_path, disk, modern=False)
     assert got.serial == NO_DEVICE
@@ -302,10 +304,12 @@ def test_sim_prints_the_expected_text_without_qemu(tmp_path: Path) -> None:
 
 @needs_disk
 @pytest.mark.skipif(not _host_kvm(), reason="no usable /dev/kvm on this host")
+@pytest.mark.parametrize("ioeventfd", IOEVENTFD)
 @pytest.mark.parametrize("irqchip", ["kernel", "userspace"])
 def test_host_kvm_matches_qemu(tmp_path: Path, qemu_reference: tuple[bytes, bytes, bytes],
-                               irqchip: str) -> None:
-    # real KVM_IOEVENTFD/KVM_IRQFD on the host (kernel irqchip); the guest polls, so the
-    # software KVM's missing IRET does not matter
-    _check_against_qemu(tmp_path, qemu_reference, "--backend", "kvm", "--irqchip", irqchip)
+                               irqchip: str, ioeventfd: tuple[str, ...]) -> None:
+    # the host's KVM_IOEVENTFD, and KVM_IRQFD with the kernel irqchip; the guest polls, so
+    # the software KVM's missing IRET does not matter
+    _check_against_qemu(tmp_path, qemu_reference, "--backend", "kvm", "--irqchip", irqchip,
+                        *ioeventfd)
 
