@@ -216,6 +216,8 @@ class Scheduler:
                 # of the thread that ran last.
                 TIMERS.time = when
                 self.on_resume(TIMERS)
+            if self.on_timer is not None:
+                self.on_timer(timer)
             try:
                 timer.callback()
             finally:

@@ -175,6 +175,10 @@ def test_in_kernel_pit_raises_irq0_every_reload_over_1_193182_mhz() -> None:
     assert abs(edges[0]["time"] - loaded["time"] - period) <= 2 * PIT_CLOCK
     for a, b in pairwise(edges):
         assert abs(b["time"] - a["time"] - period) <= PIT_CLOCK
+    # Each edge is the PIT's hrtimer firing (traced as a host timer), at that time.
+    fired = r.of("host_timer", name="kvm-pit hrtimer")
+    assert [e["time"] for e in fired[:len(edges)]] == [e["time"] for e in edges]
+    assert all(f["seq"] < e["seq"] for f, e in zip(fired, edges, strict=False))
 
 
 def test_userspace_irqchip_hlt_goes_to_qemu_and_the_main_loop_pit_timer_kicks_it() -> None:
