@@ -738,7 +738,8 @@ def _virtio_view(proxy) -> dict[str, object]:
     blk = getattr(vdev, "blk", None)
     if blk is not None:
         out.update(disk=blk.path, readonly=blk.readonly, capacity=blk.total_sectors(),
-                   sectors_touched=dict(sorted(blk.touched.items())))
+                   sectors_touched=dict(sorted(blk.touched.items())),
+                   sectors_read=blk.sectors_read, sectors_written=blk.sectors_written)
     return out
 
 
