@@ -538,3 +538,27 @@ def test_gp_on_the_idt_limit_records_the_interrupt() -> None:
     assert b.read(F.VM_EXIT_INTR_INFO) == 0x80000B0D
     assert b.read(F.VM_EXIT_INTR_ERROR_CODE) == 0x30 * 8 + 2 + 1  # IDT, EXT
     assert b.read(F.IDT_VECTORING_INFO_FIELD) == EXT_INTR_0x30
+
+
+@pytest.mark.parametrize("opener, flags_at_open", [
+    ("sti\nnop", "sti"),  # STI, then the instruction in its shadow
+    ("push dword 0x202\npopfd", "popfd"),  # POPF setting IF: no shadow (SDM POPF)
+])
+def test_window_with_if_clear_runs_at_full_speed_until_if_is_set(
+        monkeypatch, opener: str, flags_at_open: str) -> None:
+    # With interrupt-window exiting on and IF=0, only an instruction that sets IF can open
+    # the window, so the CPU runs whole batches until one does (not one instruction per
+    # window check: a guest with an interrupt pending and IF=0 must not crawl). The exit
+    # still comes at the exact boundary the SDM gives.
+    from vmsim.hw.cpu import Cpu
+
+    b = Bench(f"mov ecx, 3000\nloop_: inc eax\ndec ecx\njnz loop_\n{opener}\nopen: hlt")
+    _window(b)
+    runs = []
+    real_run = Cpu.run
+    monkeypatch.setattr(Cpu, "run", lambda self, n: (runs.append(n), real_run(self, n))[1])
+    e = b.run(100_000)
+    assert e.reason == ExitReason.INTERRUPT_WINDOW
+    assert b.read(F.GUEST_RIP) == b.sym("open")
+    assert b.cpu.r[0] == 3000
+    assert len(runs) <= 4, f"{len(runs)} calls of Cpu.run for a 9,000-instruction loop"

@@ -363,6 +363,9 @@ class Cpu:
         self.shut_down = False
         self.stop_message = ""
         self.stop_requested = False  # set by a device during an I/O access; checked after it
+        # Interrupt-window exiting with IF=0: an instruction that sets IF (STI, POPF, IRET)
+        # stops the run after it, so the window is looked at only then (not per instruction).
+        self.window_watch = False
         self.intercept: Callable[[Intercept], bool] | None = None
         # VMX non-root operation: CR0/CR4 guest/host mask and read shadow, {n: (mask, shadow)}.
         self.cr_shadow: dict[int, tuple[int, int]] = {}

@@ -714,9 +714,20 @@ class Vmx:
                 return self.vm_exit(Intercept("interrupt_window", cpu.eip))
             if budget <= 0 or cpu.halted:
                 return None  # budget used, or halted with IF=0: nothing can wake it here
-            stop = cpu.run(1)
-            budget -= 1
-            if stop is not StopReason.LIMIT and stop is not StopReason.HLT:
+            if not cpu.sysflags & EFLAGS_IF and not cpu.interrupt_shadow():
+                # IF=0: only STI, POPF or IRET can open the window, and each stops the
+                # run right after it (window_watch): run at full speed until then.
+                before = cpu.icount + cpu.deliveries
+                cpu.window_watch = True
+                try:
+                    stop = cpu.run(budget)
+                finally:
+                    cpu.window_watch = False
+                budget -= max(1, cpu.icount + cpu.deliveries - before)
+            else:
+                stop = cpu.run(1)
+                budget -= 1
+            if stop not in (StopReason.LIMIT, StopReason.HLT, StopReason.REQUESTED):
                 return self._stopped(stop)
 
     def external_interrupt_exit(self, vector: int) -> ExitInfo:

@@ -226,6 +226,8 @@ def iretd(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     def run():
         cpu.iret()
         cpu.icount += 1
+        if cpu.window_watch and cpu.sysflags & 0x200:  # IF: an interrupt window may be open
+            cpu.stop_requested = True
         return None
 
     def iret_() -> int:

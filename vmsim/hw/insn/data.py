@@ -393,6 +393,9 @@ def pushfd(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
 _VIF_VIP = 0x180000
 
 
+IF_FLAG = 0x200  # EFLAGS.IF
+
+
 @handles("popfd", "popf")
 def popfd(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     from vmsim.hw.cpu import EFLAGS_WRITABLE
@@ -406,14 +409,17 @@ def popfd(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
 
     def retire() -> None:
         cpu.retire(nxt)
+        if cpu.window_watch and cpu.sysflags & IF_FLAG:
+            cpu.stop_requested = True  # an interrupt window may have opened
 
     def popfd_() -> int:
         v = pop_()
         new = (v & EFLAGS_WRITABLE & ~keep) | (cpu.eflags & keep)
         cpu.eflags = new
-        if new & TF:
+        if new & TF or (new & IF_FLAG and cpu.window_watch):
             # POPF done; the run loop must leave its fast lane for the single-step one
-            # (the first trap comes after the NEXT instruction, SDM Vol. 3A 17.3.1.4).
+            # (the first trap comes after the NEXT instruction, SDM Vol. 3A 17.3.1.4), or
+            # stop for an interrupt window that may have opened.
             raise SlowPath(retire)
         return nxt
     return popfd_

@@ -47,6 +47,8 @@ def sysflag(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
             cpu.sysflags |= IF
             cpu.retire(nxt)
             cpu.inhibit_interrupts(SHADOW_STI)
+            if cpu.window_watch:
+                cpu.stop_requested = True
 
         def sti() -> int:
             # SDM STI: with IF already 1 nothing changes; an STI that sets IF blocks
