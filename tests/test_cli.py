@@ -265,3 +265,20 @@ def test_closed_stdout(tmp_path: Path) -> None:
     p = vmsim_raw("asm", "--listing", str(src), stdout=None, preexec_fn=lambda: os.close(1))
     assert p.returncode == 1
     assert _one_line_bytes(p) == "<stdout>:1:1: cannot write output: stdout is closed"
+
+
+@pytest.mark.parametrize("args", [["--smp", "2"], ["--irqchip", "userspace"],
+                                  ["--irqchip", "kernel"]])
+def test_bare_refuses_several_vcpus_and_an_irqchip(args: list[str]) -> None:
+    # The bare backend is one CPU with no hypervisor: a VM's options are refused in one
+    # line before anything runs, not silently ignored.
+    p = vmsim("run", "--backend", "bare", *args, str(HELLO))
+    assert p.returncode == 2 and p.stdout == ""
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1 and "--backend sim or kvm" in lines[0]
+
+
+def test_smp_out_of_range_is_a_usage_error() -> None:
+    for n in ("0", "9", "two"):
+        p = vmsim("run", "--smp", n, str(HELLO))
+        assert p.returncode == 2 and "--smp" in p.stderr and "Traceback" not in p.stderr

@@ -112,6 +112,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from vmsim.vmm.machine import LOAD_ADDRESS, GuestLoadError, MachineConfig, load_guest_file
 
     limit = args.max_instructions if args.max_instructions != NO_LIMIT else None
+    if args.backend == "bare" and (args.irqchip is not None or (args.smp or 1) != 1):
+        print("vmsim: --smp and --irqchip need a VM (--backend sim or kvm): the bare backend "
+              "is one CPU with no hypervisor and no interrupt controllers", file=sys.stderr)
+        return EXIT_BAD_INPUT
     gdb = None
     if args.gdb is not None:
         if args.backend == "kvm":
@@ -177,8 +181,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             else:
                 trace = TraceWriter(events, trace_file, args.trace_level, path=args.trace)
         session = Session(image, args.backend,
-                          MachineConfig(args.memory, serial_in, smp=args.smp,
-                                        irqchip=args.irqchip, disk=disk_path,
+                          MachineConfig(args.memory, serial_in, smp=args.smp or 1,
+                                        irqchip=args.irqchip or "kernel", disk=disk_path,
                                         disk_readonly=disk_readonly),
                           serial_out=serial_out, max_instructions=limit, paging=args.paging,
                           events=events)
@@ -426,10 +430,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="sim: vmsim's VMM on the simulated kvm.ko and VMX CPU (default); "
                           "kvm: the same VMM on the host's /dev/kvm; bare: vmsim's CPU with "
                           "no hypervisor")
-    run.add_argument("--smp", type=smp_count, default=1, metavar="N",
+    run.add_argument("--smp", type=smp_count, default=None, metavar="N",
                      help=f"vCPUs, 1 to {MAX_SMP} (default 1); each starts at the entry "
                           "point with its own stack (README: several vCPUs)")
-    run.add_argument("--irqchip", choices=IRQCHIP_MODES, default="kernel",
+    run.add_argument("--irqchip", choices=IRQCHIP_MODES, default=None,
                      help="kernel: PIC, PIT and local APICs in kvm.ko (KVM_CREATE_IRQCHIP, "
                           "QEMU's kernel-irqchip=on, the default); userspace: PIC and PIT "
                           "in the VMM, injected with KVM_INTERRUPT (no APIC)")

@@ -49,6 +49,9 @@ class Session:
             raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
         if paging not in ("ept", "shadow"):
             raise ValueError(f"unknown paging mode {paging!r}: choose ept or shadow")
+        if backend == "bare" and config is not None and config.smp != 1:
+            raise ValueError("--smp needs a VM (--backend sim or kvm): the bare backend is "
+                             "one CPU with no hypervisor")
         self.paging = paging
         self.backend = backend
         self.events = events or EventStream()
