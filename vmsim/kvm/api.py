@@ -53,6 +53,9 @@ KVM_CREATE_PIT2 = 0x4040AE77  # struct kvm_pit_config {u32 flags; u32 pad[15]}
 KVM_INTERRUPT = 0x4004AE86  # struct kvm_interrupt {u32 irq}
 KVM_SET_SIGNAL_MASK = 0x4004AE8B  # struct kvm_signal_mask {u32 len; u8 sigset[len]}
 KVM_GET_MP_STATE, KVM_SET_MP_STATE = 0x8004AE98, 0x4004AE99  # struct kvm_mp_state {u32}
+# Eventfds (issue 11): a guest write completed in the kernel, an interrupt from an eventfd.
+KVM_IRQFD = 0x4020AE76  # struct kvm_irqfd {u32 fd; u32 gsi; u32 flags; u32 resamplefd; u8 pad[16]}
+KVM_IOEVENTFD = 0x4040AE79  # struct kvm_ioeventfd (below)
 KVM_IOCTLS = {name: v for name, v in dict(globals()).items()
               if name.startswith("KVM_") and isinstance(v, int) and v >= 0xAE00
               and name not in KVM_EXIT_NAMES.values() and name != "KVM_API_VERSION"}
@@ -64,6 +67,14 @@ KVM_CAP_MP_STATE = 14
 KVM_CAP_PIT2 = 33
 KVM_CAP_MAX_VCPUS = 66  # the most vCPUs a VM may have
 KVM_CAP_IMMEDIATE_EXIT = 136
+# struct kvm_ioeventfd {u64 datamatch; u64 addr; u32 len; s32 fd; u32 flags; u8 pad[36]}
+KVM_IOEVENTFD_STRUCT = struct.Struct("<QQIiI36x")
+KVM_IOEVENTFD_FLAG_DATAMATCH = 1 << 0
+KVM_IOEVENTFD_FLAG_PIO = 1 << 1
+KVM_IOEVENTFD_FLAG_DEASSIGN = 1 << 2
+KVM_IRQFD_STRUCT = struct.Struct("<IIII16x")  # struct kvm_irqfd
+KVM_IRQFD_FLAG_DEASSIGN = 1 << 0
+KVM_IRQFD_FLAG_RESAMPLE = 1 << 1
 KVM_PIT_SPEAKER_DUMMY = 1  # kvm_pit_config.flags: a dummy speaker port 0x61 in the kernel
 # kvm_mp_state.mp_state on x86
 KVM_MP_STATE_RUNNABLE = 0
@@ -280,6 +291,76 @@ class KvmRun:
             struct.pack_into(f"<{len(data)}Q", self.buf, 40, *data)
 
 
+class EventNotifier:
+    """An eventfd (LNX fs/eventfd.c) as both sides use it: QEMU's EventNotifier
+    (util/event_notifier-posix.c) and the kernel's eventfd_ctx.
+
+    Plain data in the simulation: `count` is the eventfd's 64-bit counter. A writer adds
+    to it (event_notifier_set, or the kernel's eventfd_signal); a reader takes it and
+    leaves 0 (event_notifier_test_and_clear); a simulated thread waits on it with
+    `clock.Block(..., notifier.ready)`. `wait_queue` holds what the kernel polls the
+    eventfd with (irqfd_wakeup): called on every signal, rebuilt from the VM's irqfd table,
+    never part of the state. On the host's KVM, `fd` is a real eventfd (os.eventfd,
+    non-blocking) and the counter is the kernel's."""
+
+    def __init__(self, name: str = "", fd: int = -1) -> None:
+        self.name = name
+        self.fd = fd
+        self.count = 0
+        self.wait_queue: list = []
+
+    def eventfd_signal(self, n: int = 1) -> None:
+        """Add n to the counter and wake the eventfd's pollers."""
+        if self.fd >= 0:
+            import os
+
+            os.eventfd_write(self.fd, n)
+        else:
+            self.count = (self.count + n) & 0xFFFFFFFFFFFFFFFF
+        for wakeup in list(self.wait_queue):
+            wakeup(self)
+
+    def event_notifier_set(self) -> None:
+        """QEMU: write 1 to the eventfd."""
+        self.eventfd_signal(1)
+
+    def eventfd_ctx_do_read(self) -> int:
+        """Take the counter (0 if nothing was signalled): read(2) on a non-blocking fd."""
+        if self.fd >= 0:
+            import os
+
+            try:
+                return os.eventfd_read(self.fd)
+            except BlockingIOError:
+                return 0
+        n, self.count = self.count, 0
+        return n
+
+    def event_notifier_test_and_clear(self) -> bool:
+        return self.eventfd_ctx_do_read() != 0
+
+    def ready(self) -> bool:
+        """Readable: the counter is not 0 (poll(2) POLLIN)."""
+        if self.fd >= 0:
+            import select
+
+            return bool(select.select([self.fd], [], [], 0)[0])
+        return self.count != 0
+
+    def state(self) -> dict:
+        return {"name": self.name, "count": self.count}
+
+    def load_state(self, d: dict) -> None:
+        self.name, self.count = d["name"], d["count"]
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            import os
+
+            os.close(self.fd)
+            self.fd = -1
+
+
 class KvmVcpu(Protocol):
     kvm_run: KvmRun
 
@@ -378,6 +459,23 @@ class KvmVm(Protocol):
         """KVM_IRQ_LINE (struct kvm_irq_level {u32 irq; u32 level}): drive GSI `irq` to
         `level` on the in-kernel PIC/IOAPIC (an edge is 1 then 0). ENXIO without the
         irqchip."""
+        ...
+
+
+    def ioeventfd(self, notifier: EventNotifier, addr: int, length: int,
+                  datamatch: int | None = None, flags: int = 0) -> None:
+        """KVM_IOEVENTFD (struct kvm_ioeventfd {u64 datamatch; u64 addr; u32 len; s32 fd;
+        u32 flags; u8 pad[36]}): a guest write of `length` bytes to MMIO `addr` (port with
+        KVM_IOEVENTFD_FLAG_PIO), of value `datamatch` if given (FLAG_DATAMATCH), is
+        completed in the kernel and signals `notifier`: no exit to userspace.
+        KVM_IOEVENTFD_FLAG_DEASSIGN in `flags` removes it (ENOENT if none matches);
+        EEXIST for a duplicate."""
+        ...
+
+    def irqfd(self, notifier: EventNotifier, gsi: int, flags: int = 0) -> None:
+        """KVM_IRQFD (struct kvm_irqfd {u32 fd; u32 gsi; u32 flags; u32 resamplefd;
+        u8 pad[16]}): a signal on `notifier` injects GSI `gsi` as an edge (level 1 then 0)
+        on the in-kernel irqchip. KVM_IRQFD_FLAG_DEASSIGN removes it."""
         ...
 
 

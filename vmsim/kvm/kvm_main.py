@@ -98,6 +98,8 @@ class SimVm:
         self.shadow = None
         self.irqchip = None  # KVM_CREATE_IRQCHIP's KvmIrqchip (vmsim.kvm.irq)
         self.apic_map = None  # kvm_apic_map: the vCPUs' APICs, for IPIs
+        self.ioeventfds: list = []  # KVM_IOEVENTFD's (vmsim.kvm.eventfd.Ioeventfd)
+        self.irqfds: list = []  # KVM_IRQFD's (vmsim.kvm.eventfd.Irqfd)
 
     # -- the in-kernel irqchip (LNX arch/x86/kvm/x86.c kvm_arch_vm_ioctl) ---------------------
     def create_irqchip(self) -> None:
@@ -125,6 +127,20 @@ class SimVm:
         if self.irqchip is None:
             raise KvmError(errno.ENXIO, "KVM_IRQ_LINE needs KVM_CREATE_IRQCHIP")
         kvm_set_irq(self, KVM_USERSPACE_IRQ_SOURCE_ID, irq, 1 if level else 0)
+
+    # -- eventfds (LNX virt/kvm/eventfd.c, vmsim.kvm.eventfd) -------------------------------
+    def ioeventfd(self, notifier: api.EventNotifier, addr: int, length: int,
+                  datamatch: int | None = None, flags: int = 0) -> None:
+        """KVM_IOEVENTFD: a matching guest write signals `notifier`, with no exit."""
+        from vmsim.kvm.eventfd import kvm_ioeventfd
+
+        kvm_ioeventfd(self, notifier, addr, length, datamatch, flags)
+
+    def irqfd(self, notifier: api.EventNotifier, gsi: int, flags: int = 0) -> None:
+        """KVM_IRQFD: a signal on `notifier` injects GSI `gsi` (an edge)."""
+        from vmsim.kvm.eventfd import kvm_irqfd
+
+        kvm_irqfd(self, notifier, gsi, flags)
 
     def check_extension(self, cap: int) -> int:
         return self.kvm.check_extension(cap)

@@ -551,6 +551,16 @@ def kernel_mmio_read(v: SimVcpu, gpa: int, size: int) -> int | None:
 def kernel_mmio_write(v: SimVcpu, gpa: int, size: int, value: int) -> bool:
     from vmsim.kvm.irq import APIC_BASE, APIC_SIZE
 
+    if v.vm.ioeventfds:
+        from vmsim.kvm.eventfd import ioeventfd_write
+
+        # write_mmio -> vcpu_mmio_write -> kvm_io_bus_write(KVM_MMIO_BUS): an ioeventfd
+        # takes the write, which is then complete.
+        if ioeventfd_write(v.vm, gpa, size, value, source=v.name):
+            ev = v.events
+            if ev is not None and ev.wants("kvm_mmio"):
+                ev.emit("kvm_mmio", v.name, type="write", len=size, gpa=gpa, val=value)
+            return True
     if v.lapic is None or not APIC_BASE <= gpa < APIC_BASE + APIC_SIZE:
         return False
     ev = v.events
