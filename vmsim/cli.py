@@ -183,7 +183,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         session = Session(image, args.backend,
                           MachineConfig(args.memory, serial_in, smp=args.smp or 1,
                                         irqchip=args.irqchip or "kernel", disk=disk_path,
-                                        disk_readonly=disk_readonly),
+                                        disk_readonly=disk_readonly,
+                                        ioeventfd=not args.no_ioeventfd),
                           serial_out=serial_out, max_instructions=limit, paging=args.paging,
                           events=events)
     except (HostKvmError, ValueError) as e:
@@ -440,6 +441,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--disk", metavar="FILE[,readonly]",
                      help="a raw disk image for virtio-blk on the last virtio-mmio transport "
                           "(0xFEB00E00, IRQ 12); ',readonly' refuses the guest's writes")
+    run.add_argument("--no-ioeventfd", action="store_true",
+                     help="virtio QueueNotify exits to the VMM (KVM_EXIT_MMIO, handled in the "
+                          "vCPU thread under the BQL) instead of signalling an ioeventfd that "
+                          "the iothread waits on (QEMU's ioeventfd=off)")
     run.add_argument("--paging", choices=("ept", "shadow"), default="ept",
                      help="how the simulated kvm.ko virtualizes memory: EPT (default) or "
                           "shadow page tables (kvm_intel ept=0)")

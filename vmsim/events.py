@@ -96,6 +96,10 @@ _declare("kvm_apic_accept_irq", "kvm", "apicid dm tm vec",
 _declare("kvm_eoi", "kvm", "apicid vector", "APIC {apicid} EOI for vector {vector}")
 _declare("kvm_vcpu_wakeup", "kvm", "ns waited valid",
          "vCPU woke after {ns} ns (waited={waited}, interrupt={valid})")
+# Eventfds (virt/kvm/eventfd.c): named after the functions (Linux has no tracepoint there).
+_declare("ioeventfd_write", "kvm", "addr len val fd",
+         "ioeventfd: write {val:#x} to {addr:#x} completed in the kernel, {fd} signalled")
+_declare("irqfd_inject", "kvm", "gsi fd", "irqfd {fd}: inject GSI {gsi}")
 # vmsim's names: no tracepoint marks these in Linux, but the seed names them.
 _declare("kvm_signal_check", "kvm", "vcpu_id pending requests",
          "signal_pending before VM entry: {pending}")
@@ -146,6 +150,12 @@ _declare("virtio_blk_handle_write", "vmm", "req sector nsectors",
          "req {req}: write sector {sector} nsectors {nsectors}")
 _declare("virtio_blk_req_complete", "vmm", "req status", "req {req} complete, status {status}")
 _declare("thread", "vmm", "state detail", "{state} {detail}")
+# The iothread (iothread.c, util/aio-posix.c) and virtio-blk's dataplane on it.
+_declare("aio_poll", "vmm", "what", "aio_poll wakes: {what}")
+_declare("virtio_blk_data_plane_start", "vmm", "queues",
+         "dataplane start: {queues} ioeventfd(s) in the iothread")
+_declare("virtio_blk_data_plane_stop", "vmm", "queues", "dataplane stop")
+_declare("virtio_notify_irqfd", "vmm", "vq", "vq {vq}: notify the driver through the irqfd")
 _declare("run_end", "vmm", "instructions virtual_time",
          "run ended: {instructions} guest instructions, {virtual_time} cycles")
 

@@ -72,6 +72,9 @@ class MachineConfig:
     irqchip: str = "kernel"  # "kernel" (KVM_CREATE_IRQCHIP + KVM_CREATE_PIT2) or "userspace"
     disk: str | None = None  # a raw image for virtio-blk (`--disk FILE[,readonly]`)
     disk_readonly: bool = False
+    # QueueNotify as an ioeventfd the iothread waits on (QEMU's default), or, False
+    # (`--no-ioeventfd`), as a KVM_EXIT_MMIO the vCPU thread handles under the BQL.
+    ioeventfd: bool = True
 
 
 class Machine:

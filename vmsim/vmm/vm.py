@@ -15,6 +15,8 @@ from typing import Any
 from vmsim.clock import Block, Scheduler
 from vmsim.costs import NOMINAL_HZ
 from vmsim.kvm.api import Kvm
+from vmsim.vmm.iothread import THREAD as IOTHREAD
+from vmsim.vmm.iothread import IOThread
 from vmsim.vmm.kvm_all import (
     CPU_INTERRUPT_HARD,
     EXCP_SHUTDOWN,
@@ -118,7 +120,8 @@ def _halted_with_if_clear(s: KvmState, cpu: CPUState) -> bool:
 
 
 # Positions a thread can be rebuilt from (see VirtualMachine.positions).
-REBUILDABLE = {"in_guest", "blocked", "halted", "bql", "ppoll", "done"}
+REBUILDABLE = {"in_guest", "blocked", "halted", "bql", "ppoll", "aio_poll", "aio_poll io",
+               "done"}
 
 
 def _position(t, vm: VirtualMachine) -> str:
@@ -129,6 +132,12 @@ def _position(t, vm: VirtualMachine) -> str:
         if b is not None and b.reason.startswith("main_loop_wait"):
             return "ppoll"
         return "bql" if b is not None else "dispatch"
+    if t.name == IOTHREAD:
+        # Asleep on its eventfds, or on the next I/O completion (plain data: the device's
+        # in-flight list and the deadline the iothread keeps); else waiting for the BQL.
+        if b is not None and b.reason.startswith("aio_poll"):
+            return b.reason
+        return "bql" if b is not None else "running"
     cpu = next((c for c in vm.cpus if c.thread == t.name), None)
     if b is not None:
         if b.reason == "kvm_vcpu_block":
@@ -185,6 +194,14 @@ class VirtualMachine:
                     raise ValueError("--max-instructions needs the simulated backend")
                 limit(max_instructions)
         self.sched.spawn(MAIN_LOOP_THREAD, main_loop_wait(self.main_loop))
+        # -object iothread,id=iothread0 for the disk's dataplane, when QueueNotify can be an
+        # ioeventfd (the backend has KVM_IOEVENTFD and --no-ioeventfd was not given).
+        self.iothread: IOThread | None = None
+        if (machine.virtio_blk is not None and machine.config.ioeventfd
+                and hasattr(host_vm, "ioeventfd")):
+            self.iothread = IOThread(self.kvm, lambda: self.sched.now)
+            machine.virtio_transports[-1].ioeventfd = self.iothread
+            self.sched.spawn(IOTHREAD, self.iothread.run())
         for cpu in self.cpus:
             self.sched.spawn(cpu.thread, kvm_vcpu_thread_fn(self.kvm, cpu))
         self._vcpu_threads = {c.thread for c in self.cpus}
@@ -236,7 +253,8 @@ class VirtualMachine:
         """Where each simulated thread stands, as plain data (docs/ARCHITECTURE.md,
         "Simulated threads and snapshots"): a vCPU "in_guest" (between two batches of
         guest instructions), "blocked" (kvm_vcpu_block), or parked in QEMU ("halted",
-        waiting for the BQL); the main loop "ppoll" or "dispatch"; "running" for a
+        waiting for the BQL); the main loop "ppoll" or "dispatch"; the iothread
+        "aio_poll" (waiting for a kick) or "aio_poll io" (for an I/O completion); "running" for a
         thread mid-way through kvm.ko or QEMU code, which is not a rebuildable point."""
         out = {}
         for t in self.sched.threads:

@@ -109,6 +109,9 @@ class VirtIOBlock(VirtIODevice):
         self.writeback = 1  # the write cache QEMU's cache=writeback default enables
         self.serial = b""  # -device virtio-blk-device,serial=...: empty by default
         self.requests: list[dict[str, object]] = []
+        # Requests the block layer has not completed yet, when an iothread runs the queue
+        # (None: complete each one at once, in the calling thread).
+        self.inflight: list[dict[str, object]] | None = None
 
     # -- config space (virtio_blk_update_config) --------------------------------------------
     def get_config(self) -> bytes:
@@ -264,12 +267,25 @@ class VirtIOBlock(VirtIODevice):
 
     def _complete(self, vq: VirtQueue, elem: VirtQueueElement, req: dict[str, object],
                   status: int, status_addr: int, in_len: int) -> None:
-        """virtio_blk_req_complete: the status byte, the used ring, the interrupt."""
+        """The request is done: at once (the vCPU thread's synchronous path), or, with an
+        iothread (`inflight` is a list), when the block layer completes it there, after
+        the I/O's latency (vmsim.vmm.iothread)."""
+        if self.inflight is not None:
+            self.inflight.append({"vq": vq.index, "elem": elem, "req": req, "status": status,
+                                  "status_addr": status_addr, "in_len": in_len,
+                                  "cost": self.pending_cycles})
+            self.pending_cycles = 0
+            return
+        self.virtio_blk_req_complete(vq, elem, req, status, status_addr, in_len)
+        if self.virtio_notify(vq):
+            req["progress"].append("interrupt raised")  # type: ignore[union-attr]
+
+    def virtio_blk_req_complete(self, vq: VirtQueue, elem: VirtQueueElement,
+                                req: dict[str, object], status: int, status_addr: int,
+                                in_len: int) -> None:
+        """The status byte and the used ring; the caller notifies the driver."""
         self._trace("virtio_blk_req_complete", req=elem.index, status=status)
         self.dma_write(status_addr, bytes([status]))
         req["status"] = STATUS_NAMES.get(status, str(status))
         self.virtqueue_push(vq, elem, in_len)
-        progress = req["progress"]
-        progress.append("completed")  # type: ignore[union-attr]
-        if self.virtio_notify(vq):
-            progress.append("interrupt raised")  # type: ignore[union-attr]
+        req["progress"].append("completed")  # type: ignore[union-attr]

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 from vmsim.events import EventStream
 from vmsim.vmm.virtio import (
+    VIRTIO_CONFIG_S_DRIVER_OK,
     VIRTIO_CONFIG_S_FEATURES_OK,
     VIRTIO_LEGACY_FEATURES,
     VIRTIO_QUEUE_MAX,
@@ -109,6 +110,10 @@ class VirtIOMMIOProxy:
         # lacks (QueueReady reads back 1 there too); made here as the driver selects them.
         self.vqs: dict[int, VirtIOMMIOQueue] = {}
         self.level = 0
+        # ioeventfd (QEMU's ioeventfd=on): the VM's dataplane (vmsim.vmm.iothread), whose
+        # start(proxy)/stop(proxy) register and remove the KVM_IOEVENTFDs; None: off.
+        self.ioeventfd: object | None = None
+        self.ioeventfd_started = False
         if vdev is not None:
             vdev.notify_transport = self.virtio_mmio_update_irq
             vdev.source = self.name
@@ -217,9 +222,13 @@ class VirtIOMMIOProxy:
             vdev.isr &= ~value & 0xFF
             self.virtio_mmio_update_irq()
         elif offset == VIRTIO_MMIO_STATUS:
+            if not value & VIRTIO_CONFIG_S_DRIVER_OK:
+                self.virtio_mmio_stop_ioeventfd()
             if value & VIRTIO_CONFIG_S_FEATURES_OK:
                 vdev.virtio_set_features(self.guest_features[1] << 32 | self.guest_features[0])
             vdev.virtio_set_status(value & 0xFF)
+            if value & VIRTIO_CONFIG_S_DRIVER_OK:
+                self.virtio_mmio_start_ioeventfd()
             if vdev.status == 0:
                 vdev.virtio_reset()
                 for q2 in self.vqs.values():  # virtio_mmio_soft_reset
@@ -231,6 +240,22 @@ class VirtIOMMIOProxy:
         elif q is not None and offset in (VIRTIO_MMIO_QUEUE_USED_LOW, VIRTIO_MMIO_QUEUE_USED_HIGH):
             q.used[(offset - VIRTIO_MMIO_QUEUE_USED_LOW) // 4] = value
         # Read-only, legacy and unknown registers: ignored.
+
+    def virtio_mmio_start_ioeventfd(self) -> None:
+        """DRIVER_OK: QueueNotify becomes an ioeventfd per queue (virtio_bus_start_ioeventfd,
+        then the device's dataplane start)."""
+        if self.ioeventfd is None or self.ioeventfd_started or self.vdev is None:
+            return
+        self.ioeventfd_started = True
+        self.ioeventfd.start(self)  # type: ignore[attr-defined]
+
+    def virtio_mmio_stop_ioeventfd(self) -> None:
+        """A Status without DRIVER_OK (a reset): the KVM_IOEVENTFDs go, QueueNotify exits
+        to QEMU again."""
+        if not self.ioeventfd_started:
+            return
+        self.ioeventfd_started = False
+        self.ioeventfd.stop(self)  # type: ignore[union-attr]
 
     def virtio_mmio_update_irq(self) -> None:
         """The line follows InterruptStatus != 0."""
@@ -246,6 +271,7 @@ class VirtIOMMIOProxy:
 
     def reset(self) -> None:
         """virtio_mmio_reset (a machine reset)."""
+        self.virtio_mmio_stop_ioeventfd()
         if self.vdev is not None:
             self.vdev.virtio_reset()
         self.host_features_sel = self.guest_features_sel = 0
