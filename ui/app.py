@@ -22,6 +22,9 @@ def register(subparsers) -> None:
     p.add_argument("--irqchip", choices=("kernel", "userspace"), default="kernel",
                    help="kernel: PIC, PIT and local APICs in kvm.ko (default); userspace: PIC "
                         "and PIT in QEMU, as vmsim run --irqchip")
+    p.add_argument("--disk", metavar="FILE[,readonly]",
+                   help="a raw disk image for virtio-blk, as vmsim run --disk (File > Attach "
+                        "disk image changes it)")
     p.add_argument("--theme", choices=("light", "dark"), default=None)
     p.add_argument("--presentation", action="store_true", help="large fonts, for a projector")
     p.add_argument("--screenshot", metavar="FILE.png",
@@ -63,10 +66,23 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def main(args: argparse.Namespace) -> int:
+    from vmsim.vmm.block import parse_disk_option
+
     if args.screenshot:
-        problem = _screenshot_path_problem(args.screenshot, args.guest)
+        problem = _screenshot_path_problem(args.screenshot, args.guest,
+                                           args.disk and parse_disk_option(args.disk)[0])
         if problem:
             print(f"vmsim gui: {problem}", file=sys.stderr)
+            return 2
+    disk, disk_readonly = None, False
+    if args.disk:  # refused before Qt starts: one line, as vmsim run --disk
+        from vmsim.vmm.block import BlockBackend
+
+        disk, disk_readonly = parse_disk_option(args.disk)
+        try:
+            BlockBackend(disk, disk_readonly).close()
+        except ValueError as e:
+            print(f"vmsim gui: --disk {e}", file=sys.stderr)
             return 2
     if args.screenshot and not os.environ.get("QT_QPA_PLATFORM"):
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
@@ -91,7 +107,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         win = MainWindow(args.guest, paging=args.paging, backend=args.backend, settings=settings,
                          theme=theme if theme in ("light", "dark") else "light",
-                         presentation=args.presentation, smp=args.smp, irqchip=args.irqchip)
+                         presentation=args.presentation, smp=args.smp, irqchip=args.irqchip,
+                         disk=disk, disk_readonly=disk_readonly)
     except AsmError as e:
         print(str(e), file=sys.stderr)
         return 1
@@ -116,11 +133,12 @@ def _quiet_offscreen_warnings() -> None:
     qInstallMessageHandler(handler)
 
 
-def _screenshot_path_problem(path: str, guest: str | None) -> str | None:
+def _screenshot_path_problem(path: str, guest: str | None, disk: str | None = None) -> str | None:
     """Why --screenshot PATH cannot be written, found before any stepping."""
     from vmsim.files import refuse_overwrite
 
-    refusal = refuse_overwrite([("--screenshot", path)], [("guest file", guest)])
+    refusal = refuse_overwrite([("--screenshot", path)], [("guest file", guest),
+                                                          ("--disk image", disk or None)])
     if refusal:
         return refusal
     if os.path.isdir(path):

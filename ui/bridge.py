@@ -11,8 +11,9 @@ back as Qt signals. Two modes, as in Ripes:
   interrupts, kicks, the main loop and the BQL), a few per exit, are still collected for
   statistics and logs.
 
-The machine's vCPUs (`smp`) and irqchip mode are chosen with `set_machine`, which starts
-the guest again, as `vmsim run --smp N --irqchip MODE`.
+The machine's vCPUs (`smp`) and irqchip mode are chosen with `set_machine`, and its disk
+image with `set_disk`; each starts the guest again, as `vmsim run --smp N --irqchip MODE
+--disk FILE[,readonly]`.
 """
 
 from __future__ import annotations
@@ -38,7 +39,10 @@ COARSE_KINDS = ["kvm_exit", "kvm_entry", "kvm_userspace_exit", "kvm_run_exit", "
                 # issue 10: interrupts on their way, kicks, the main loop (a few per tick)
                 "kvm_inj_virq", "kvm_set_irq", "qemu_set_irq", "pic_interrupt", "kvm_apic_ipi",
                 "kvm_vcpu_kick", "qemu_cpu_kick", "kvm_vcpu_block", "kvm_vcpu_wakeup",
-                "main_loop_wait", "qemu_timer", "qemu_fd_handler"]
+                "main_loop_wait", "qemu_timer", "qemu_fd_handler",
+                # issue 11: a virtio request's kick, disk I/O and completion (a few each)
+                "virtio_queue_notify", "virtio_blk_handle_read", "virtio_blk_handle_write",
+                "virtio_blk_req_complete", "virtio_notify"]
 # What shows the main loop at work (its box lights).
 MAIN_LOOP_KINDS = frozenset({"main_loop_wait", "qemu_timer", "qemu_fd_handler"})
 MAIN_LOOP_THREAD = "main-loop"
@@ -68,13 +72,16 @@ class SessionBridge(QObject):
     _gdbEnded = Signal(object)  # from the stub's thread: the stub, once the debugger left
 
     def __init__(self, guest: str | GuestImage, backend: str = "sim", paging: str = "ept",
-                 parent: QObject | None = None, *, smp: int = 1, irqchip: str = "kernel"):
+                 parent: QObject | None = None, *, smp: int = 1, irqchip: str = "kernel",
+                 disk: str | None = None, disk_readonly: bool = False):
         super().__init__(parent)
         self.guest = guest
         self.backend = backend
         self.paging = paging
         self.smp = smp
         self.irqchip = irqchip
+        self.disk = disk  # a raw image for virtio-blk (MachineConfig.disk), or None
+        self.disk_readonly = disk_readonly
         self.event_breakpoints: set[str] = set()  # Breakpoints.events specs (EVENT_BREAKPOINTS)
         self.break_event: Event | None = None  # the event an event breakpoint stopped at
         self.main_loop_seen = False  # the main loop ran since the last delivery
@@ -109,9 +116,13 @@ class SessionBridge(QObject):
         self.stats = ExitStats()
         self.stats.attach(events)  # before the VM exists, as `vmsim run --stats`
         self._serial.clear()
-        config = MachineConfig(serial_in=self.serial_input, smp=self.smp, irqchip=self.irqchip)
+        config = MachineConfig(serial_in=self.serial_input, smp=self.smp, irqchip=self.irqchip,
+                               disk=self.disk, disk_readonly=self.disk_readonly)
+        old = getattr(self, "session", None)
         self.session = Session(self.guest, self.backend, config,
                                serial_out=self._on_serial, events=events, paging=self.paging)
+        if old is not None:  # its disk image's descriptor: the new machine opened its own
+            old.machine.close()
         if isinstance(self.guest, str):
             self.guest = self.session.image
         self.outcome = None
@@ -148,6 +159,17 @@ class SessionBridge(QObject):
         if irqchip not in IRQCHIP_MODES:
             raise ValueError(f"irqchip {irqchip!r}: choose one of {', '.join(IRQCHIP_MODES)}")
         self.smp, self.irqchip = smp, irqchip
+        self.reset()
+
+    def set_disk(self, path: str | None, readonly: bool = False) -> None:
+        """Give the machine another disk image (None: none), as `vmsim run --disk`; the
+        guest starts again. A path that cannot be opened raises BlockOpenError (a
+        ValueError, one line) and leaves the session as it was."""
+        from vmsim.vmm.block import BlockBackend
+
+        if path is not None:
+            BlockBackend(path, readonly).close()  # refused here, before the reset
+        self.disk, self.disk_readonly = path, readonly
         self.reset()
 
     def open(self, path: str) -> None:

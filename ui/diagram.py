@@ -8,10 +8,17 @@ holds the BQL, EPT or shadow) and `set_lit` marks what runs now (a vCPU in the g
 main loop, a held BQL) from the session. `set_layout` redraws it for another machine (one
 box per vCPU, the interrupt controllers in kvm.ko or in QEMU). Clicking a box asks for
 its panel.
+
+A virtio request is told as a story (`show_story`): the kick (QueueNotify) from the vCPU
+to the device, through an exit to the vCPU thread or KVM's ioeventfd, the I/O to the disk,
+the completion interrupt back to the vCPU; the animation plays its steps in turn.
+`follow` keeps what the rules need about it (which vCPU kicked, how the kick came, which
+IRQ lines are virtio's) from the events in their order.
 """
 
 from __future__ import annotations
 
+import re
 from itertools import pairwise
 
 from PySide6.QtCore import QPointF, QRectF, Qt, QVariantAnimation, Signal
@@ -27,6 +34,9 @@ from PySide6.QtWidgets import (
 )
 
 from ui.layout import Box, Layout, load_layout
+
+_VCPU = re.compile(r"vcpu(\d+)$")
+VIRTIO_SOURCE = "virtio-mmio"  # the transports' event source prefix ("virtio-mmio.7")
 
 
 class BoxItem(QGraphicsRectItem):
@@ -98,13 +108,22 @@ class DiagramView(QGraphicsView):
         # kick or an injection names no controller itself.
         self.irq_from = "pic"
         self.pic_bases: tuple[int, ...] = ()  # the PICs' vector bases (ICW2), when known
+        # virtio (follow): the vCPU that last left the guest, the IRQ lines virtio-mmio
+        # transports drive, how the last kick came ("exit": an MMIO exit to the vCPU
+        # thread; "ioeventfd": KVM signalled an eventfd, no exit to QEMU), an iothread.
+        self.last_vcpu = 0
+        self.virtio_irqs: set[int] = set()
+        self.kick_path = "exit"
+        self._mmio_exit = False
+        self.iothread = False
+        self._story: list[tuple[str, str, dict, str]] = []
         self._build()
         self.anim = QVariantAnimation(self)
         self.anim.setStartValue(0.0)
         self.anim.setEndValue(1.0)
         self.anim.setDuration(450)
         self.anim.valueChanged.connect(self._move_token)
-        self.anim.finished.connect(lambda: self.token.setVisible(False))
+        self.anim.finished.connect(self._anim_finished)
         self._points: list[QPointF] = []
         self.animate = True
         self.apply_theme("light")
@@ -154,6 +173,7 @@ class DiagramView(QGraphicsView):
         self.last_path = ()
         self.lit = set()
         self._points = []
+        self._story = []
         self._build()
         self.apply_theme(self.theme)
         self.fitInView(self.scene_.sceneRect(), Qt.AspectRatioMode.KeepAspectRatio)
@@ -231,9 +251,37 @@ class DiagramView(QGraphicsView):
         elif kind in ("kvm_apic_accept_irq", "kvm_apic_ipi"):
             self.irq_from = "lapic"
 
+    def follow(self, kind: str, source: str, fields) -> dict:
+        """Keep what the virtio rules need, event by event in order; returns the pseudo
+        fields (_path, vcpu_id ...) the event is routed with."""
+        m = _VCPU.match(source or "")
+        if m:
+            self.last_vcpu = int(m.group(1))
+        if source.startswith(VIRTIO_SOURCE):
+            if kind == "device_access":  # the access reached QEMU's dispatch: an exit
+                self._mmio_exit = True
+            elif kind == "virtio_queue_notify":
+                self.kick_path = "exit" if self._mmio_exit else "ioeventfd"
+                self._mmio_exit = False
+            elif kind == "virtio_mmio_setting_irq" and isinstance(fields.get("irq"), int):
+                self.virtio_irqs.add(fields["irq"])
+        return self._context(kind, fields)
+
+    def _context(self, kind: str, fields) -> dict:
+        ctx: dict = {}
+        if kind.startswith(("virtio", "virtqueue")):
+            ctx.update(vcpu_id=self.last_vcpu, _path=self.kick_path, _iothread=self.iothread)
+        elif kind in ("kvm_set_irq", "qemu_set_irq"):
+            line = fields.get("gsi", fields.get("irq"))
+            if line in self.virtio_irqs:
+                ctx["_by"] = "virtio"
+        return ctx
+
     def route(self, kind: str, source: str = "", fields=None):
         """The layout's rule for an event, told where its interrupt came from (_from)."""
         fields = dict(fields or {})
+        for k, v in self._context(kind, fields).items():
+            fields.setdefault(k, v)
         frm = self.irq_from
         if kind == "kvm_inj_virq" and self.pic_bases and isinstance(fields.get("irq"), int):
             # A vector in a PIC's range came through the PIC (ExtINT), any other from the APIC.
@@ -247,9 +295,35 @@ class DiagramView(QGraphicsView):
         rule = self.route(kind, source, fields)
         if rule is None:
             return None
+        self._story = []
         label = rule.label or kind
         self.highlight(rule.box, rule.path, f"{label}: {caption}" if caption else label)
         return rule.box
+
+    def show_story(self, steps: list[tuple[str, str, dict, str]]) -> str | None:
+        """Show events in turn (kind, source, fields with follow's context, caption): each
+        step's path animates after the one before; without animation the last one shows.
+        Returns the box of the last step that has a place in the diagram."""
+        routed = [s for s in steps if self.route(s[0], s[1], s[2]) is not None]
+        if not routed:
+            return None
+        box = None
+        if not self.animate:
+            for s in routed:
+                box = self.show_event(*s)
+            return box
+        box = self.route(routed[-1][0], routed[-1][1], routed[-1][2]).box
+        first, rest = routed[0], routed[1:]
+        self.show_event(*first)
+        self._story = rest
+        return box
+
+    def _anim_finished(self) -> None:
+        self.token.setVisible(False)
+        if self._story:
+            step, rest = self._story[0], self._story[1:]
+            self.show_event(*step)
+            self._story = rest
 
     def _draw_path(self, path: tuple[str, ...]) -> None:
         pts = self._route([self.boxes[b].sceneBoundingRect() for b in path if b in self.boxes],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings, Qt
@@ -39,6 +40,7 @@ from ui.panels import (
     VmcsPanel,
     compact,
 )
+from ui.queues import DeviceQueuesPanel
 from vmsim.asm import AsmError, assemble
 from vmsim.files import SOURCE_LIMIT, read_input_file
 from vmsim.vmm.machine import IRQCHIP_MODES, MAX_SMP, GuestLoadError
@@ -50,6 +52,26 @@ TELLING_KINDS = frozenset({"kvm_inj_virq", "kvm_set_irq", "qemu_set_irq", "pic_i
                            "kvm_apic_ipi", "qemu_cpu_kick", "kvm_vcpu_kick", "qemu_timer",
                            "kvm_vcpu_block"})
 TELLING_SCAN = 200  # how far back a step's events are searched for one
+# A virtio request's story (issue 11): the kick, the I/O to the disk, the completion
+# interrupt; a step that has them shows them in turn.
+STORY_KINDS = frozenset({"virtio_queue_notify", "virtio_blk_handle_read",
+                         "virtio_blk_handle_write", "virtio_notify"})
+DISK_KINDS = frozenset({"virtio_blk_handle_read", "virtio_blk_handle_write"})
+IOTHREAD_PREFIX = "iothread"  # QEMU's -object iothread,id=iothread0 (its thread's name)
+
+
+def _caption(ev) -> str:
+    try:
+        return ev.describe()
+    except (KeyError, ValueError, TypeError):
+        return ev.kind
+
+
+def _bytes(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.4g} {unit}"
+    return f"{n} bytes"
 
 
 def _telling(ev) -> bool:
@@ -59,11 +81,14 @@ def _telling(ev) -> bool:
 class MainWindow(QMainWindow):
     def __init__(self, guest: str | None = None, paging: str = "ept", backend: str = "sim",
                  settings: QSettings | None = None, theme: str = "light", presentation: bool = False,
-                 smp: int = 1, irqchip: str = "kernel"):
+                 smp: int = 1, irqchip: str = "kernel", disk: str | None = None,
+                 disk_readonly: bool = False):
         super().__init__()
         self.guest_path = str(guest or DEFAULT_GUEST)
         self.settings = settings
-        self.bridge = SessionBridge(self.guest_path, backend, paging, self, smp=smp, irqchip=irqchip)
+        self.bridge = SessionBridge(self.guest_path, backend, paging, self, smp=smp, irqchip=irqchip,
+                                    disk=disk, disk_readonly=disk_readonly)
+        self.seen_kinds: set[str] = set()  # the kinds of the last delivery (boxes light)
         self.theme = theme
         self.presentation = False
         self._base_font = QApplication.font()
@@ -81,6 +106,7 @@ class MainWindow(QMainWindow):
         self.stats = StatsPanel()
         self.interrupts = InterruptsPanel()
         self.vcpus = VcpusPanel()
+        self.queues = DeviceQueuesPanel()
         self.docks: dict[str, QDockWidget] = {}
         L, R, B = (Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea,
                    Qt.DockWidgetArea.BottomDockWidgetArea)
@@ -93,6 +119,7 @@ class MainWindow(QMainWindow):
                 ("interrupts", T.INTERRUPTS_TITLE, self.interrupts, R),
                 ("vcpus", T.VCPUS_TITLE, self.vcpus, R),
                 ("devices", "Devices", self.devices, B),
+                ("virtio", T.QUEUES_TITLE, self.queues, B),
                 ("events", "Event log", self.events, B),
                 ("stats", "Exit statistics", self.stats, B)):
             dock = QDockWidget(title, self)
@@ -105,10 +132,11 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.docks["vmcs"], self.docks["pagetables"])
         self.tabifyDockWidget(self.docks["pagetables"], self.docks["interrupts"])
         self.tabifyDockWidget(self.docks["interrupts"], self.docks["vcpus"])
-        self.tabifyDockWidget(self.docks["devices"], self.docks["events"])
+        self.tabifyDockWidget(self.docks["devices"], self.docks["virtio"])
+        self.tabifyDockWidget(self.docks["virtio"], self.docks["events"])
         self.docks["source"].raise_()
         self.docks["registers"].raise_()
-        self.docks["devices"].raise_()
+        self.docks["virtio" if disk else "devices"].raise_()
 
         self._make_actions()
         self.status = QLabel("")
@@ -140,8 +168,9 @@ class MainWindow(QMainWindow):
 
     def _set_title(self) -> None:
         b = self.bridge
+        disk = f", disk {Path(b.disk).name}{T.READONLY if b.disk_readonly else ''}" if b.disk else ""
         self.setWindowTitle(f"vmsim: {Path(self.guest_path).name} ({b.backend}, {b.paging}, "
-                            f"{b.smp} vCPU{'s' if b.smp > 1 else ''}, irqchip {b.irqchip})")
+                            f"{b.smp} vCPU{'s' if b.smp > 1 else ''}, irqchip {b.irqchip}{disk})")
 
     def default_dock_sizes(self) -> None:
         w = max(self.width(), 1200)
@@ -180,6 +209,12 @@ class MainWindow(QMainWindow):
                           tip="open a guest (.asm or flat binary)")
         act("Assemble && reset", lambda: self.reassemble(self.source.editor.toPlainText()), "Ctrl+B", m_file,
             toolbar=False)
+        m_file.addSeparator()
+        self.a_attach = act(T.ATTACH_DISK, lambda: self._attach_disk_dialog(False), None, m_file,
+                            toolbar=False, tip=T.ATTACH_DISK_TIP)
+        self.a_attach_ro = act(T.ATTACH_DISK_RO, lambda: self._attach_disk_dialog(True), None, m_file,
+                               toolbar=False, tip=T.ATTACH_DISK_TIP)
+        self.a_detach = act(T.DETACH_DISK, lambda: self.attach_disk(None), None, m_file, toolbar=False)
         m_file.addSeparator()
         act("Screenshot…", self._screenshot_dialog, None, m_file, toolbar=False)
         act("Export timeline…", self._export_timeline_dialog, None, m_file, toolbar=False,
@@ -343,6 +378,34 @@ class MainWindow(QMainWindow):
         self.status.setText(f"{b.smp} vCPU{'s' if b.smp > 1 else ''}, irqchip {b.irqchip}: "
                             "the guest starts again")
 
+    def _attach_disk_dialog(self, readonly: bool) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, T.ATTACH_DISK_RO if readonly else T.ATTACH_DISK,
+                                              "", "Raw disk images (*.img *.raw *.bin);;All files (*)")
+        if path:
+            self.attach_disk(path, readonly)
+
+    def attach_disk(self, path: str | None, readonly: bool = False) -> bool:
+        """Restart the session with this disk image (None: without one), as `vmsim run
+        --disk FILE[,readonly]`. A path that cannot be opened is one line in the status
+        bar; the session goes on as it was. Returns whether the disk changed."""
+        b = self.bridge
+        if b.gdb is not None:
+            self.status.setText("gdb drives this guest: detach it first")
+            return False
+        try:
+            b.set_disk(path, readonly)
+        except (ValueError, OSError) as e:
+            msg = T.DISK_REFUSED.format(error=" ".join(str(e).split()))
+            self.status.setText(msg)
+            self.statusBar().showMessage(msg, 10000)
+            return False
+        self._set_title()
+        msg = (T.DISK_ATTACHED.format(name=Path(path).name, ro=T.READONLY if readonly else "")
+               if path else T.DISK_DETACHED)
+        self.status.setText(msg)
+        self.statusBar().showMessage(msg, 5000)
+        return True
+
     def _sync_machine_controls(self) -> None:
         b = self.bridge
         for w, set_value in ((self.smp_box, lambda: self.smp_box.setValue(b.smp)),
@@ -408,10 +471,19 @@ class MainWindow(QMainWindow):
         self.pagetables.add_events(events)
         if not events:
             return
-        for e in events:  # where interrupts come from, in order
+        story = []
+        self.seen_kinds = {e.kind for e in events}
+        for e in events:  # where interrupts come from, how kicks came, in order
             self.diagram.observe(e.kind)
+            ctx = self.diagram.follow(e.kind, e.source, e.fields)
+            if e.kind in STORY_KINDS:
+                story.append((e, ctx))
         if self.bridge.running and self.bridge.speed >= SPEED_MAX:
             return  # free running: the diagram repaints from state
+        if story:  # a virtio request passed: the kick, the disk, the interrupt in turn
+            self.diagram.show_story([(e.kind, e.source, {**e.fields, **ctx}, _caption(e))
+                                     for e, ctx in story[-6:]])
+            return
         ev = events[-1]
         # Light the most telling event of the step: the last interrupt on its way or BQL
         # contention (a VM entry follows an injection in the same step), else the last one
@@ -423,11 +495,7 @@ class MainWindow(QMainWindow):
                 ev = e
                 break
         ev = telling or ev
-        try:
-            caption = ev.describe()
-        except (KeyError, ValueError, TypeError):
-            caption = ev.kind
-        self.diagram.show_event(ev.kind, ev.source, ev.fields, caption)
+        self.diagram.show_event(ev.kind, ev.source, ev.fields, _caption(ev))
 
     def refresh(self) -> None:
         b = self.bridge
@@ -452,6 +520,8 @@ class MainWindow(QMainWindow):
             self.interrupts.refresh(b)
         if shown("vcpus"):
             self.vcpus.refresh(b)
+        if shown("virtio"):
+            self.queues.refresh(b)
         self.devices.refresh(b)
         self.stats.refresh(b)
         self._diagram_details()
@@ -483,6 +553,13 @@ class MainWindow(QMainWindow):
             lit.add("qemu.main_loop")
         if th.get("bql") and th["bql"]["owner"]:
             lit.add("qemu.bql")
+        if any(t["name"].startswith(IOTHREAD_PREFIX) and not (t["waiting"] or t["done"])
+               for t in th["threads"]):
+            lit.add("qemu.iothread")
+        if self.seen_kinds & DISK_KINDS:  # a request reached the disk in the last step
+            lit.add("hw.disk")
+        if any(k.startswith(("virtio", "virtqueue")) for k in self.seen_kinds):
+            lit.add("qemu.virtio_blk")
         return lit
 
     def _diagram_details(self) -> None:
@@ -520,7 +597,36 @@ class MainWindow(QMainWindow):
             d["kvm.exit_handlers"] = "kvm_vmx_exit_handlers[]: " + (
                 ", ".join(f"{r['reason']} {r['count']}" for r in counts[:3]) or "none yet")
         d["qemu.serial"] = f"port 0x3F8; {s.serial_total} bytes sent"
+        self._virtio_details(d, th)
         self.diagram.set_details(d)
+
+    def _virtio_details(self, d: dict[str, str], th: dict) -> None:
+        """The disk (image, size, sectors read and written), the virtio-blk device (its
+        transport, status and queue 0's indices) and the iothread, if the machine has one."""
+        views = [v for v in self.bridge.session.virtio_queues() if "disk" in v]
+        v = views[0] if views else None
+        if v is None:
+            d["hw.disk"] = T.NO_DISK
+            d["qemu.virtio_blk"] = T.VIRTIO_BOX_NONE
+        else:
+            size = os.path.getsize(v["disk"]) if os.path.exists(v["disk"]) else 0
+            d["hw.disk"] = T.DISK_BOX.format(
+                name=Path(v["disk"]).name, ro=T.READONLY if v["readonly"] else "", size=_bytes(size),
+                capacity=v["capacity"], read=v["sectors_read"], written=v["sectors_written"],
+                touched=len(v["sectors_touched"]))
+            q = v["queues"][0] if v.get("queues") else {}
+            avail, used = q.get("avail") or {}, q.get("used") or {}
+            d["qemu.virtio_blk"] = T.VIRTIO_BOX.format(
+                transport=v["transport"], base=v["base"], irq=v["irq"],
+                status=" ".join(v["status_names"]) or "0", avail=avail.get("idx", "-"),
+                last_avail=q.get("last_avail_idx", "-"), used=used.get("idx", "-"))
+        self.diagram.virtio_irqs |= {v["irq"] for v in views}
+        iothreads = [t for t in th.get("threads", []) if t["name"].startswith(IOTHREAD_PREFIX)]
+        self.diagram.iothread = bool(iothreads)
+        d["qemu.iothread"] = ("; ".join(T.IOTHREAD_BOX.format(
+            name=t["name"], state="ended" if t["done"] else
+            f"waits: {t['waiting']}" if t["waiting"] else "running") for t in iothreads)
+            or T.IOTHREAD_NONE)
 
     def _thread_details(self, d: dict[str, str], th: dict, ic: dict) -> None:
         """The vCPU threads, the main loop, the BQL and the interrupt controllers' boxes."""
@@ -582,6 +688,8 @@ class MainWindow(QMainWindow):
         for a in (self.a_run, self.a_step_insn, self.a_step_event, self.a_step_exit,
                   self.a_step_user, self.a_reset, self.a_open, self.a_gdb):
             a.setEnabled(not text)
+        for a in (self.a_attach, self.a_attach_ro, self.a_detach):
+            a.setEnabled(not text)
         self.smp_box.setEnabled(not text)
         self.irqchip_box.setEnabled(not text)
         if text:
@@ -593,11 +701,7 @@ class MainWindow(QMainWindow):
     def _stopped(self, why: str) -> None:
         ev = self.bridge.break_event
         if ev is not None and why.startswith("breakpoint"):  # the diagram shows that event
-            try:
-                caption = ev.describe()
-            except (KeyError, ValueError, TypeError):
-                caption = ev.kind
-            self.diagram.show_event(ev.kind, ev.source, ev.fields, caption)
+            self.diagram.show_event(ev.kind, ev.source, ev.fields, _caption(ev))
         self.status.setText(why)
         self.statusBar().showMessage(why, 5000)
 
@@ -607,6 +711,8 @@ class MainWindow(QMainWindow):
         if (L.smp, L.irqchip) != (b.smp, b.irqchip):  # another machine: redraw the diagram
             self.diagram.set_layout(load_layout(smp=b.smp, irqchip=b.irqchip))
         self.devices.reset()
+        self.queues.reset()
+        self.seen_kinds = set()
         self.events.clear()
         self.vmcs.reset()
         self.pagetables.last_walk = []

@@ -7,10 +7,16 @@ from __future__ import annotations
 EVENT_BREAKPOINTS = {
     "kvm_inj_virq": "interrupt injected",
     "bql:action=wait": "BQL contended",
+    "virtio_queue_notify": "virtqueue kick",
+    "virtio_blk_req_complete": "request completed",
 }
 EVENT_BREAKPOINT_TIPS = {
     "kvm_inj_virq": "stop when kvm.ko injects an interrupt into a vCPU (kvm_inj_virq)",
     "bql:action=wait": "stop when a thread waits for the BQL another thread holds (bql wait)",
+    "virtio_queue_notify": "stop when the driver kicks a virtqueue: its QueueNotify write "
+                           "reaches the device (virtio_queue_notify)",
+    "virtio_blk_req_complete": "stop when virtio-blk completes a request: status written, "
+                               "used ring advanced (virtio_blk_req_complete)",
 }
 
 # Run options (toolbar and window title).
@@ -59,3 +65,56 @@ MAIN_LOOP_RUNNING = "running (timers, fd handlers, bottom halves under the BQL)"
 MAIN_LOOP_POLLING = "waiting in ppoll"
 NOBODY = "nobody"
 NONE = "none"
+
+# The disk (--disk FILE[,readonly]; File > Attach disk image...).
+ATTACH_DISK = "Attach disk image…"
+ATTACH_DISK_RO = "Attach disk image read-only…"
+DETACH_DISK = "Detach disk"
+ATTACH_DISK_TIP = ("a raw image for virtio-blk on the last virtio-mmio transport, as vmsim run "
+                   "--disk: the guest starts again")
+DISK_ATTACHED = "disk {name}{ro} attached: the guest starts again"
+DISK_DETACHED = "no disk: the guest starts again"
+DISK_REFUSED = "cannot attach the disk: {error}"
+NO_DISK = "(none)"
+DISK_BOX = ("{name}{ro}: {size} ({capacity} sectors); sectors read {read}, written {written}; "
+            "{touched} touched")
+READONLY = ", read-only"
+
+# The diagram's virtio boxes.
+VIRTIO_BOX_NONE = "no disk (--disk FILE, or File > Attach disk image)"
+VIRTIO_BOX = ("transport {transport} at {base:#x}, IRQ {irq}; status {status}; queue 0: "
+              "avail idx {avail}, device at {last_avail}, used idx {used}")
+IOTHREAD_NONE = "none: the device runs in the thread that kicks it"
+IOTHREAD_BOX = "{name}: {state}"
+
+# The Device queues panel.
+QUEUES_TITLE = "Device queues"
+QUEUES_NONE = "no virtio device (--disk FILE, or File > Attach disk image)"
+TRANSPORT = "virtio-mmio transport {transport} at {base:#x}, IRQ {irq} (line {level}): {device}"
+DEVICE_NAMES = {2: "virtio-blk"}
+STATUS_LINE = "status {status:#04x}: {names}"
+FEATURES_LINE = "features: device {device:#x}, driver {driver:#x}; negotiated: {names}"
+BROKEN_LINE = "broken: {why}"
+QUEUE_LINE = ("queue {index}: size {size}, {ready}; desc {desc:#x}, avail {avail:#x}, "
+              "used {used:#x}; in use {inuse}")
+READY = "ready"
+NOT_READY = "not ready"
+AVAIL_LINE = "available ring: idx {idx} (driver), last_avail_idx {last} (device); flags {flags:#x}"
+USED_LINE = "used ring: idx {idx}; flags {flags:#x}"
+NO_RING = "no rings: the queue is not ready"
+DESC_HEADERS = ["#", "address", "length", "flags", "next"]
+AVAIL_HEADERS = ["slot", "head", "state"]
+USED_HEADERS = ["slot", "id", "len", "state"]
+REQ_HEADERS = ["head", "type", "sector", "sectors", "descriptors", "status", "progress"]
+DISK_HEADERS = ["sector", "access"]
+RING_WAITING = "not popped yet"
+RING_POPPED = "popped"
+RING_NEW = "new"
+RING_OLD = ""
+DISK_LINE = "{name}{ro}: {capacity} sectors; read {read}, written {written}; {touched} touched"
+TAB_DESCRIPTORS = "Descriptors"
+TAB_AVAIL = "Available ring"
+TAB_USED = "Used ring"
+TAB_REQUESTS = "Requests"
+TAB_DISK = "Disk sectors"
+ACCESS_NAMES = {"r": "read", "w": "written", "rw": "read, written"}
