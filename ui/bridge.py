@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from ui.text import EVENT_BREAKPOINTS
+from ui.text import event_breakpoint_name
 from vmsim.asm.image import GuestImage
 from vmsim.events import CATALOGUE, Event, EventStream
 from vmsim.session import Outcome, Session
@@ -42,7 +42,9 @@ COARSE_KINDS = ["kvm_exit", "kvm_entry", "kvm_userspace_exit", "kvm_run_exit", "
                 "main_loop_wait", "qemu_timer", "qemu_fd_handler",
                 # issue 11: a virtio request's kick, disk I/O and completion (a few each)
                 "virtio_queue_notify", "virtio_blk_handle_read", "virtio_blk_handle_write",
-                "virtio_blk_req_complete", "virtio_notify"]
+                "virtio_blk_req_complete", "virtio_notify", "virtio_mmio_write_offset",
+                # ... its eventfds and the iothread
+                "ioeventfd_write", "irqfd_inject", "aio_poll", "virtio_notify_irqfd"]
 # What shows the main loop at work (its box lights).
 MAIN_LOOP_KINDS = frozenset({"main_loop_wait", "qemu_timer", "qemu_fd_handler"})
 MAIN_LOOP_THREAD = "main-loop"
@@ -238,7 +240,8 @@ class SessionBridge(QObject):
     def set_breakpoints(self, addresses: set[int] | None = None, exits: set[str] | None = None,
                         ports: set[int] | None = None, events: set[str] | None = None) -> None:
         """Replace the breakpoints of each kind given; `events` are Breakpoints.events
-        specs ("kvm_inj_virq", "bql:action=wait": see ui.text.EVENT_BREAKPOINTS)."""
+        specs ("kvm_inj_virq", "bql:action=wait": see ui.text.EVENT_BREAKPOINTS, whose
+        keys hold several specs between "|")."""
         if events is not None:
             self.event_breakpoints = set(events)
         if addresses is not None:
@@ -357,7 +360,7 @@ class SessionBridge(QObject):
         bp = self.session.breakpoints
         self.break_event = next((ev for ev in reversed(self.history)
                                  if bp.matches_event(ev) == why), None)
-        words = EVENT_BREAKPOINTS.get(spec, spec)
+        words = event_breakpoint_name(spec)
         if self.break_event is None:
             return words
         try:

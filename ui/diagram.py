@@ -37,6 +37,7 @@ from ui.layout import Box, Layout, load_layout
 
 _VCPU = re.compile(r"vcpu(\d+)$")
 VIRTIO_SOURCE = "virtio-mmio"  # the transports' event source prefix ("virtio-mmio.7")
+EVENTFD_KINDS = frozenset({"ioeventfd_write", "irqfd_inject", "aio_poll"})
 
 
 class BoxItem(QGraphicsRectItem):
@@ -109,8 +110,9 @@ class DiagramView(QGraphicsView):
         self.irq_from = "pic"
         self.pic_bases: tuple[int, ...] = ()  # the PICs' vector bases (ICW2), when known
         # virtio (follow): the vCPU that last left the guest, the IRQ lines virtio-mmio
-        # transports drive, how the last kick came ("exit": an MMIO exit to the vCPU
-        # thread; "ioeventfd": KVM signalled an eventfd, no exit to QEMU), an iothread.
+        # transports drive, how the last kick came ("exit": QueueNotify was an MMIO exit
+        # to the vCPU thread; "ioeventfd": kvm.ko signalled an eventfd, or the device
+        # kicked itself, as dataplane start does), whether the machine has an iothread.
         self.last_vcpu = 0
         self.virtio_irqs: set[int] = set()
         self.kick_path = "exit"
@@ -257,9 +259,11 @@ class DiagramView(QGraphicsView):
         m = _VCPU.match(source or "")
         if m:
             self.last_vcpu = int(m.group(1))
-        if source.startswith(VIRTIO_SOURCE):
-            if kind == "device_access":  # the access reached QEMU's dispatch: an exit
-                self._mmio_exit = True
+        if kind == "ioeventfd_write":  # completed in kvm.ko: no exit to QEMU
+            self._mmio_exit = False
+        elif source.startswith(VIRTIO_SOURCE):
+            if kind == "virtio_mmio_write_offset" and fields.get("register") == "QUEUE_NOTIFY":
+                self._mmio_exit = True  # the write reached QEMU's dispatch: an exit
             elif kind == "virtio_queue_notify":
                 self.kick_path = "exit" if self._mmio_exit else "ioeventfd"
                 self._mmio_exit = False
@@ -269,7 +273,7 @@ class DiagramView(QGraphicsView):
 
     def _context(self, kind: str, fields) -> dict:
         ctx: dict = {}
-        if kind.startswith(("virtio", "virtqueue")):
+        if kind.startswith(("virtio", "virtqueue")) or kind in EVENTFD_KINDS:
             ctx.update(vcpu_id=self.last_vcpu, _path=self.kick_path, _iothread=self.iothread)
         elif kind in ("kvm_set_irq", "qemu_set_irq"):
             line = fields.get("gsi", fields.get("irq"))

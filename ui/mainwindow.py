@@ -54,8 +54,8 @@ TELLING_KINDS = frozenset({"kvm_inj_virq", "kvm_set_irq", "qemu_set_irq", "pic_i
 TELLING_SCAN = 200  # how far back a step's events are searched for one
 # A virtio request's story (issue 11): the kick, the I/O to the disk, the completion
 # interrupt; a step that has them shows them in turn.
-STORY_KINDS = frozenset({"virtio_queue_notify", "virtio_blk_handle_read",
-                         "virtio_blk_handle_write", "virtio_notify"})
+STORY_KINDS = frozenset({"ioeventfd_write", "virtio_queue_notify", "virtio_blk_handle_read",
+                         "virtio_blk_handle_write", "virtio_notify", "virtio_notify_irqfd"})
 DISK_KINDS = frozenset({"virtio_blk_handle_read", "virtio_blk_handle_write"})
 IOTHREAD_PREFIX = "iothread"  # QEMU's -object iothread,id=iothread0 (its thread's name)
 
@@ -341,7 +341,8 @@ class MainWindow(QMainWindow):
         """Break on an event (ui.text.EVENT_BREAKPOINTS: an interrupt injected, the BQL
         contended) or stop breaking on it."""
         events = set(self.bridge.event_breakpoints)
-        (events.add if on else events.discard)(spec)
+        for part in spec.split("|"):  # a key of EVENT_BREAKPOINTS may hold several
+            (events.add if on else events.discard)(part)
         self.bridge.set_breakpoints(events=events)
         a = self.event_bp_actions.get(spec)
         if a is not None and a.isChecked() != on:
@@ -558,7 +559,8 @@ class MainWindow(QMainWindow):
             lit.add("qemu.iothread")
         if self.seen_kinds & DISK_KINDS:  # a request reached the disk in the last step
             lit.add("hw.disk")
-        if any(k.startswith(("virtio", "virtqueue")) for k in self.seen_kinds):
+        if any(k.startswith(("virtio", "virtqueue")) and k != "virtio_mmio_read"
+               for k in self.seen_kinds):
             lit.add("qemu.virtio_blk")
         return lit
 

@@ -3,20 +3,24 @@ translations come with their own issue)."""
 
 from __future__ import annotations
 
-# Event breakpoints: Session.breakpoints.events spec -> what the menu and the status bar say.
+# Event breakpoints: Session.breakpoints.events specs ("|" between several that mean the same
+# thing) -> what the menu and the status bar say. A virtqueue kick is the guest's QueueNotify
+# write: completed in kvm.ko by an ioeventfd, or an MMIO exit to QEMU (--no-ioeventfd).
+KICK = "ioeventfd_write|virtio_mmio_write_offset:register=QUEUE_NOTIFY"
+COMPLETED = "virtio_blk_req_complete"
 EVENT_BREAKPOINTS = {
     "kvm_inj_virq": "interrupt injected",
     "bql:action=wait": "BQL contended",
-    "virtio_queue_notify": "virtqueue kick",
-    "virtio_blk_req_complete": "request completed",
+    KICK: "virtqueue kick",
+    COMPLETED: "request completed",
 }
 EVENT_BREAKPOINT_TIPS = {
     "kvm_inj_virq": "stop when kvm.ko injects an interrupt into a vCPU (kvm_inj_virq)",
     "bql:action=wait": "stop when a thread waits for the BQL another thread holds (bql wait)",
-    "virtio_queue_notify": "stop when the driver kicks a virtqueue: its QueueNotify write "
-                           "reaches the device (virtio_queue_notify)",
-    "virtio_blk_req_complete": "stop when virtio-blk completes a request: status written, "
-                               "used ring advanced (virtio_blk_req_complete)",
+    KICK: "stop when the driver kicks a virtqueue: its QueueNotify write (ioeventfd_write, "
+          "or virtio_mmio_write_offset without ioeventfd)",
+    COMPLETED: "stop when virtio-blk completes a request: status written, used ring advanced "
+               "(virtio_blk_req_complete)",
 }
 
 # Run options (toolbar and window title).
@@ -118,3 +122,8 @@ TAB_USED = "Used ring"
 TAB_REQUESTS = "Requests"
 TAB_DISK = "Disk sectors"
 ACCESS_NAMES = {"r": "read", "w": "written", "rw": "read, written"}
+
+
+def event_breakpoint_name(spec: str) -> str:
+    """The words for one Breakpoints.events spec (a part of an EVENT_BREAKPOINTS key)."""
+    return next((name for key, name in EVENT_BREAKPOINTS.items() if spec in key.split("|")), spec)
