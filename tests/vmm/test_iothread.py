@@ -233,3 +233,59 @@ def test_iothread_positions_are_rebuildable(tmp_path: Path) -> None:
     # asleep on the ioeventfd, or on the next I/O completion: points a snapshot can take
     assert {"aio_poll", "aio_poll io"} <= seen
     assert {"aio_poll", "aio_poll io"} <= REBUILDABLE
+
+
+# -- the host's KVM ---------------------------------------------------------------------------------
+
+def test_host_kvm_completes_the_notify_write_in_the_kernel(monkeypatch) -> None:
+    # Documentation/virt/kvm/api.rst, KVM_IOEVENTFD: a write matching the registered
+    # address, length and datamatch signals the eventfd "without an exit to userspace";
+    # one that does not match (value 1) exits as KVM_EXIT_MMIO.
+    import mmap
+    import os
+
+    from vmsim.asm import assemble
+    from vmsim.hostkvm import HostKvmError, open_kvm
+
+    if not os.path.exists("/dev/kvm"):
+        pytest.skip("no /dev/kvm on this host")
+    try:
+        kvm = open_kvm()
+    except HostKvmError as e:
+        pytest.skip(str(e))
+    monkeypatch.setenv("VMSIM_KVM_WATCHDOG", "120")
+    ram = mmap.mmap(-1, 2 << 20)
+    code = assemble(f"""bits 32
+org 0x100000
+        mov dword [{NOTIFY:#x}], 0
+        mov dword [{NOTIFY:#x}], 0
+        mov dword [{NOTIFY:#x}], 0
+        mov dword [{NOTIFY:#x}], 1
+        hlt
+""", "notify.asm").data
+    ram[0x100000:0x100000 + len(code)] = code
+    vm = None
+    try:
+        vm = kvm.create_vm()
+        vm.set_tss_addr()
+        vm.set_user_memory_region(0, 0, 0, 2 << 20, memoryview(ram))
+        n = api.EventNotifier("ioeventfd vq0")
+        vm.ioeventfd(n, NOTIFY, 4, datamatch=0)
+        vcpu = vm.create_vcpu(0)
+        s = vcpu.get_sregs()
+        s.cs = api.KvmSegment.flat(0x08, code=True)
+        for name in ("ds", "es", "fs", "gs", "ss"):
+            setattr(s, name, api.KvmSegment.flat(0x10, code=False))
+        s.cr0 = 0x11
+        vcpu.set_sregs(s)
+        vcpu.set_regs(api.KvmRegs(rip=0x100000, rsp=0x90000, rflags=0x2))
+        assert vcpu.run() == 0
+        run = vcpu.kvm_run
+        assert run.exit_reason == api.KVM_EXIT_MMIO
+        addr, data, length, is_write = run.mmio()
+        assert (addr, length, is_write, data[:4]) == (NOTIFY, 4, 1, b"\1\0\0\0")
+        assert n.ready() and n.eventfd_ctx_do_read() == 3 and not n.ready()
+    finally:
+        if vm is not None:
+            vm.close()
+        kvm.close()

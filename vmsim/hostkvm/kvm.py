@@ -45,7 +45,12 @@ from vmsim.kvm.api import (
     KVM_GET_SREGS,
     KVM_GET_VCPU_MMAP_SIZE,
     KVM_INTERRUPT,
+    KVM_IOEVENTFD,
+    KVM_IOEVENTFD_FLAG_DATAMATCH,
+    KVM_IOEVENTFD_STRUCT,
     KVM_IRQ_LINE,
+    KVM_IRQFD,
+    KVM_IRQFD_STRUCT,
     KVM_RUN,
     KVM_SET_CPUID2,
     KVM_SET_MP_STATE,
@@ -55,6 +60,7 @@ from vmsim.kvm.api import (
     KVM_SET_TSS_ADDR,
     KVM_SET_USER_MEMORY_REGION,
     KVM_TRANSLATE,
+    EventNotifier,
     KvmRegs,
     KvmRun,
     KvmSregs,
@@ -350,6 +356,7 @@ class HostVm:
         self.vcpus: list[HostVcpu] = []
         # slot -> (guest_phys_addr, memory_size, backing memory, kept alive here)
         self._regions: dict[int, tuple[int, int, memoryview]] = {}
+        self._eventfds: list[EventNotifier] = []  # the real eventfds made for notifiers
 
     def set_user_memory_region(self, slot: int, flags: int, guest_phys_addr: int,
                                memory_size: int, userspace: memoryview) -> None:
@@ -395,6 +402,31 @@ class HostVm:
         _ioctl(self.fd, KVM_IRQ_LINE, struct.pack("<II", irq & 0xFFFFFFFF, level & 0xFFFFFFFF),
                "KVM_IRQ_LINE")
 
+    def _eventfd(self, notifier: EventNotifier) -> int:
+        """The notifier's real eventfd, made now if it has none (event_notifier_init:
+        non-blocking, close-on-exec), carrying any count it already had."""
+        if notifier.fd < 0:
+            notifier.fd = os.eventfd(notifier.count, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            notifier.count = 0
+            self._eventfds.append(notifier)
+        return notifier.fd
+
+    def ioeventfd(self, notifier: EventNotifier, addr: int, length: int,
+                  datamatch: int | None = None, flags: int = 0) -> None:
+        """KVM_IOEVENTFD with struct kvm_ioeventfd {u64 datamatch; u64 addr; u32 len;
+        s32 fd; u32 flags; u8 pad[36]}."""
+        if datamatch is not None:
+            flags |= KVM_IOEVENTFD_FLAG_DATAMATCH
+        arg = KVM_IOEVENTFD_STRUCT.pack(datamatch or 0, addr, length, self._eventfd(notifier),
+                                        flags)
+        _ioctl(self.fd, KVM_IOEVENTFD, arg, "KVM_IOEVENTFD")
+
+    def irqfd(self, notifier: EventNotifier, gsi: int, flags: int = 0) -> None:
+        """KVM_IRQFD with struct kvm_irqfd {u32 fd; u32 gsi; u32 flags; u32 resamplefd;
+        u8 pad[16]}."""
+        _ioctl(self.fd, KVM_IRQFD, KVM_IRQFD_STRUCT.pack(self._eventfd(notifier), gsi, flags, 0),
+               "KVM_IRQFD")
+
     def wait_for_any_run(self, timeout: float | None = None) -> None:
         """Block until a KVM_RUN started with start_run has returned (some vCPU's run_done),
         `timeout` seconds pass, or no run is in flight at all (nothing could wake us). For
@@ -409,7 +441,9 @@ class HostVm:
     def close(self) -> None:
         for vcpu in self.vcpus:
             vcpu._stop_thread()
-        os.close(self.fd)
+        os.close(self.fd)  # the kernel drops the VM's ioeventfds and irqfds with it
+        for n in self._eventfds:
+            n.close()
 
 
 class HostKvm:

@@ -119,6 +119,10 @@ def _halted_with_if_clear(s: KvmState, cpu: CPUState) -> bool:
     return not v.vmcs.read(F.GUEST_RFLAGS) & 0x200
 
 
+# The host backend: how often (seconds) a scheduler waiting for a KVM_RUN looks at the
+# iothread's eventfds, which the host's kvm.ko signals without ending any run.
+HOST_EVENTFD_POLL = 0.001
+
 # Positions a thread can be rebuilt from (see VirtualMachine.positions).
 REBUILDABLE = {"in_guest", "blocked", "halted", "bql", "ppoll", "aio_poll", "aio_poll io",
                "done"}
@@ -173,8 +177,22 @@ class VirtualMachine:
             self.sched.host_busy = lambda: any(c.vcpu.run_in_flight() for c in self.cpus)
 
             def host_wait(cycles: int | None) -> bool:
-                host_vm.wait_for_any_run(None if cycles is None else cycles / NOMINAL_HZ)
-                return any(c.vcpu.run_done() for c in self.cpus)
+                io = self.iothread
+                if io is None or not io.host_notifiers:
+                    host_vm.wait_for_any_run(None if cycles is None else cycles / NOMINAL_HZ)
+                    return any(c.vcpu.run_done() for c in self.cpus)
+                # The iothread's ioeventfds are the host kernel's: the guest's kick wakes
+                # no KVM_RUN, so look at them between short waits for a run.
+                left = None if cycles is None else cycles / NOMINAL_HZ
+                while True:
+                    step = HOST_EVENTFD_POLL if left is None else min(left, HOST_EVENTFD_POLL)
+                    host_vm.wait_for_any_run(step)
+                    if any(c.vcpu.run_done() for c in self.cpus) or io.aio_poll_ready():
+                        return True
+                    if left is not None:
+                        left -= step
+                        if left <= 0:
+                            return False
             self.sched.host_wait = host_wait
         # COM1's chardev: its input is an fd the main loop polls (qemu_chr_fe_set_handlers).
         serial = machine.serial
