@@ -82,12 +82,14 @@ class DeviceQueuesPanel(QWidget):
         self.summary = QLabel(T.QUEUES_NONE)
         self.summary.setWordWrap(True)
         self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.desc = self._table(T.DESC_HEADERS)
+        self.desc = self._table(T.DESC_HEADERS, stretch=3)
         self.avail_label = QLabel("")
         self.avail = self._table(T.AVAIL_HEADERS)
         self.used_label = QLabel("")
         self.used = self._table(T.USED_HEADERS)
         self.requests = self._table(T.REQ_HEADERS)
+        for col, width in enumerate((50, 70, 70, 60, 110, 70)):  # room for the progress
+            self.requests.horizontalHeader().resizeSection(col, width)
         self.disk_label = QLabel("")
         self.disk_label.setWordWrap(True)
         self.disk = self._table(T.DISK_HEADERS)
@@ -117,12 +119,15 @@ class DeviceQueuesPanel(QWidget):
         self._key: object = None
 
     @staticmethod
-    def _table(headers: list[str]) -> QTableWidget:
+    def _table(headers: list[str], stretch: int = -1) -> QTableWidget:
+        """A read-only table; column `stretch` (default: the last) takes the room left."""
         t = QTableWidget(0, len(headers))
         t.setHorizontalHeaderLabels(headers)
         compact(t)
         t.setFont(mono())
-        t.horizontalHeader().setSectionResizeMode(len(headers) - 1, QHeaderView.ResizeMode.Stretch)
+        h = t.horizontalHeader()
+        h.setDefaultSectionSize(max(90, t.fontMetrics().horizontalAdvance("0x00000000") + 16))
+        h.setSectionResizeMode(stretch % len(headers), QHeaderView.ResizeMode.Stretch)
         return t
 
     # -- from the session -----------------------------------------------------------------------
