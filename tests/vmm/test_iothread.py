@@ -12,11 +12,15 @@ irqfd_inject) and Documentation/virt/kvm/api.rst (KVM_IOEVENTFD, KVM_IRQFD).
 from __future__ import annotations
 
 import errno
+import struct
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.guests.test_virtio_guest import SOURCE, VMSIM_ACPI, after_run, expected_serial, make_disk
+from vmsim.asm import assemble
 from vmsim.clock import Scheduler
 from vmsim.events import EventStream
 from vmsim.kvm import api
@@ -289,3 +293,53 @@ org 0x100000
         if vm is not None:
             vm.close()
         kvm.close()
+
+
+# -- nothing the driver does with the iothread running crashes vmsim ------------------------------
+REGS = [0x010, 0x014, 0x020, 0x024, 0x030, 0x038, 0x044, 0x050, 0x060, 0x064, 0x070, 0x080,
+        0x090, 0x0A0]
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(writes=st.lists(st.tuples(st.sampled_from(REGS), st.sampled_from([1, 2, 4]),
+                                 st.integers(0, 0xFFFFFFFF), st.integers(0, 6)), max_size=30),
+       table=st.binary(max_size=256), head=st.integers(0, 0xFFFF), num=st.integers(0, 300),
+       irqchip=st.sampled_from(["kernel", "userspace"]))
+def test_random_driver_with_the_iothread_never_raises(tmp_path, writes, table, head, num,
+                                                      irqchip):
+    # DRIVER_OK starts the dataplane; then random register writes (resets, DRIVER_OK again,
+    # kicks through the ioeventfd as kvm.ko takes them) with the threads running between.
+    img = tmp_path / "r.img"
+    img.write_bytes(bytes(8 * 512))
+    s = Session(assemble("bits 32\norg 0x100000\ncli\nhlt\n", "halt.asm"), "sim",
+                MachineConfig(disk=str(img), irqchip=irqchip), max_instructions=100_000)
+    vm, mem = s.vm, s.machine.mem
+    p = s.machine.virtio_transports[7]
+    desc, avail, used = 0x200000, 0x201000, 0x202000
+    mem.load(desc, table)
+    mem.load(avail, struct.pack("<HH8H", 0, 1, *([head & 7] * 8)))
+
+    def write(reg: int, size: int, value: int) -> None:
+        if reg == 0x50 and ioeventfd_write(vm.kvm.vm, p.base + reg, size, value):
+            return  # completed in kvm.ko: the iothread sees the eventfd
+        p.write(reg, size, value)
+    try:
+        for reg, value in ((0x70, 1), (0x70, 3), (0x20, 0), (0x24, 1), (0x20, 1), (0x70, 0xB),
+                           (0x38, num), (0x80, desc), (0x90, avail), (0xA0, used), (0x44, 1),
+                           (0x70, 0xF), (0x50, 0)):
+            write(reg, 4, value)
+        assert p.ioeventfd_started and vm.kvm.vm.ioeventfds
+        for reg, size, value, steps in writes:
+            write(reg, size, value & ((1 << (8 * size)) - 1))
+            for _ in range(steps):
+                vm.sched.step()
+            assert vm.positions()["iothread0"] in REBUILDABLE | {"running"}
+        for _ in range(200):
+            if vm.sched.step() is None:
+                break
+    finally:
+        s.machine.close()
+    vdev = s.machine.virtio_blk
+    if not any(r["type"] == "OUT" and r["status"] == "OK" for r in vdev.requests):
+        assert img.read_bytes() == bytes(8 * 512)
