@@ -25,6 +25,9 @@ def register(subparsers) -> None:
     p.add_argument("--disk", metavar="FILE[,readonly]",
                    help="a raw disk image for virtio-blk, as vmsim run --disk (File > Attach "
                         "disk image changes it)")
+    p.add_argument("--no-ioeventfd", action="store_true",
+                   help="virtio QueueNotify exits to QEMU's vCPU thread instead of waking the "
+                        "iothread through an ioeventfd, as vmsim run --no-ioeventfd")
     p.add_argument("--theme", choices=("light", "dark"), default=None)
     p.add_argument("--presentation", action="store_true", help="large fonts, for a projector")
     p.add_argument("--screenshot", metavar="FILE.png",
@@ -108,7 +111,7 @@ def main(args: argparse.Namespace) -> int:
         win = MainWindow(args.guest, paging=args.paging, backend=args.backend, settings=settings,
                          theme=theme if theme in ("light", "dark") else "light",
                          presentation=args.presentation, smp=args.smp, irqchip=args.irqchip,
-                         disk=disk, disk_readonly=disk_readonly)
+                         disk=disk, disk_readonly=disk_readonly, ioeventfd=not args.no_ioeventfd)
     except AsmError as e:
         print(str(e), file=sys.stderr)
         return 1

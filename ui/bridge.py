@@ -75,7 +75,7 @@ class SessionBridge(QObject):
 
     def __init__(self, guest: str | GuestImage, backend: str = "sim", paging: str = "ept",
                  parent: QObject | None = None, *, smp: int = 1, irqchip: str = "kernel",
-                 disk: str | None = None, disk_readonly: bool = False):
+                 disk: str | None = None, disk_readonly: bool = False, ioeventfd: bool = True):
         super().__init__(parent)
         self.guest = guest
         self.backend = backend
@@ -84,6 +84,7 @@ class SessionBridge(QObject):
         self.irqchip = irqchip
         self.disk = disk  # a raw image for virtio-blk (MachineConfig.disk), or None
         self.disk_readonly = disk_readonly
+        self.ioeventfd = ioeventfd  # False: QueueNotify is an MMIO exit (--no-ioeventfd)
         self.event_breakpoints: set[str] = set()  # Breakpoints.events specs (EVENT_BREAKPOINTS)
         self.break_event: Event | None = None  # the event an event breakpoint stopped at
         self.main_loop_seen = False  # the main loop ran since the last delivery
@@ -119,7 +120,8 @@ class SessionBridge(QObject):
         self.stats.attach(events)  # before the VM exists, as `vmsim run --stats`
         self._serial.clear()
         config = MachineConfig(serial_in=self.serial_input, smp=self.smp, irqchip=self.irqchip,
-                               disk=self.disk, disk_readonly=self.disk_readonly)
+                               disk=self.disk, disk_readonly=self.disk_readonly,
+                               ioeventfd=self.ioeventfd)
         old = getattr(self, "session", None)
         self.session = Session(self.guest, self.backend, config,
                                serial_out=self._on_serial, events=events, paging=self.paging)

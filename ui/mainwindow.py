@@ -82,12 +82,12 @@ class MainWindow(QMainWindow):
     def __init__(self, guest: str | None = None, paging: str = "ept", backend: str = "sim",
                  settings: QSettings | None = None, theme: str = "light", presentation: bool = False,
                  smp: int = 1, irqchip: str = "kernel", disk: str | None = None,
-                 disk_readonly: bool = False):
+                 disk_readonly: bool = False, ioeventfd: bool = True):
         super().__init__()
         self.guest_path = str(guest or DEFAULT_GUEST)
         self.settings = settings
         self.bridge = SessionBridge(self.guest_path, backend, paging, self, smp=smp, irqchip=irqchip,
-                                    disk=disk, disk_readonly=disk_readonly)
+                                    disk=disk, disk_readonly=disk_readonly, ioeventfd=ioeventfd)
         self.seen_kinds: set[str] = set()  # the kinds of the last delivery (boxes light)
         self.theme = theme
         self.presentation = False

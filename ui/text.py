@@ -88,7 +88,7 @@ READONLY = ", read-only"
 VIRTIO_BOX_NONE = "no disk (--disk FILE, or File > Attach disk image)"
 VIRTIO_BOX = ("transport {transport} at {base:#x}, IRQ {irq}; status {status}; queue 0: "
               "avail idx {avail}, device at {last_avail}, used idx {used}")
-IOTHREAD_NONE = "none: the device runs in the thread that kicks it"
+IOTHREAD_NONE = "none: the vCPU thread runs the device"
 IOTHREAD_BOX = "{name}: {state}"
 
 # The Device queues panel.

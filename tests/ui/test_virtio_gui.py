@@ -145,20 +145,21 @@ def test_queues_panel_and_disk_box_equal_the_session_through_a_run(make_window, 
 
 
 # -- breakpoints ------------------------------------------------------------------------------------
-def test_kick_breakpoint_stops_at_the_first_queue_notify(make_window, qtbot, disk) -> None:
+@pytest.mark.parametrize("ioeventfd", [True, False])
+def test_kick_breakpoint_stops_at_the_first_queue_notify(make_window, qtbot, disk, ioeventfd) -> None:
     from ui import text as T
 
-    win = make_window(GUEST, disk=str(disk))
+    win = make_window(GUEST, disk=str(disk), ioeventfd=ioeventfd)
     b = win.bridge
     win.event_bp_actions[T.KICK].trigger()  # Breakpoints > Break on virtqueue kick
     assert b.session.breakpoints.events == set(T.KICK.split("|"))
     _run_until_stopped(b, qtbot)
     assert not b.finished
     ev = b.break_event
-    assert ev is not None and ev.source == "vcpu0"
+    assert ev is not None and ev.source == ("vcpu0" if ioeventfd else "virtio-mmio.7")
     hist = list(b.history)
     # The guest's first QueueNotify write: before it, no request reached the device.
-    assert ev.kind in ("ioeventfd_write", "virtio_mmio_write_offset")
+    assert ev.kind == ("ioeventfd_write" if ioeventfd else "virtio_mmio_write_offset")
     if ev.kind == "ioeventfd_write":
         assert ev["addr"] == _blk(win)["base"] + 0x50
     else:
@@ -218,10 +219,12 @@ def test_completion_breakpoint_stops_after_the_used_ring_advanced(make_window, q
 
 
 # -- the diagram ------------------------------------------------------------------------------------
-def test_diagram_tells_kick_disk_and_interrupt_and_the_iothread_box(make_window, qtbot, disk) -> None:
+@pytest.mark.parametrize("ioeventfd", [True, False])
+def test_diagram_tells_kick_disk_and_interrupt_and_the_iothread_box(make_window, qtbot, disk,
+                                                                     ioeventfd) -> None:
     from ui import text as T
 
-    win = make_window(GUEST, disk=str(disk))
+    win = make_window(GUEST, disk=str(disk), ioeventfd=ioeventfd)
     b = win.bridge
     shown: list[tuple[str | None, tuple[str, ...]]] = []
     highlight = win.diagram.highlight
@@ -234,7 +237,7 @@ def test_diagram_tells_kick_disk_and_interrupt_and_the_iothread_box(make_window,
     win.event_bp_actions[T.KICK].trigger()
     _run_until_stopped(b, qtbot)
     win.event_bp_actions[T.KICK].trigger()
-    lit_disk = False
+    lit_disk = "hw.disk" in win.diagram.lit  # without an iothread, the kick's step did the I/O
     for _ in range(400):  # step to the first completion interrupt
         win.registers.mark_step()
         b.step_event()
@@ -245,6 +248,10 @@ def test_diagram_tells_kick_disk_and_interrupt_and_the_iothread_box(make_window,
     kick = [p for p in paths if p and p[0] == "guest.vcpu0"
             and p[-1] in ("qemu.iothread", "qemu.virtio_blk")]
     assert kick, paths
+    # With ioeventfd, kvm.ko completes the write and wakes the iothread; without, the
+    # write exits to the vCPU thread, which runs the device.
+    assert kick[0] == (("guest.vcpu0", "kvm.emulator", "qemu.iothread") if ioeventfd else
+                       ("guest.vcpu0", "kvm.emulator", "qemu.vcpu_thread0", "qemu.virtio_blk"))
     assert ("qemu.virtio_blk", "hw.disk") in paths  # the I/O reaches the disk
     assert any(p[0] == "qemu.virtio_blk" and p[-1] == "guest.vcpu0" for p in paths if p)
     assert lit_disk
