@@ -129,3 +129,22 @@ def test_timeline_shows_the_main_loop_and_the_interrupts(tmp_path: Path, capsys,
         assert vcpu.count("kvm_vcpu_block") == 10
         assert "qemu-system-x86 (main loop)" not in tids or not any(
             e["name"] == "qemu_timer i8254" for e in on[tids["qemu-system-x86 (main loop)"]])
+
+
+@pytest.mark.parametrize("ioeventfd", [True, False])
+def test_timeline_puts_the_virtio_dataplane_on_the_thread_that_runs_it(
+        tmp_path: Path, capsys, ioeventfd: bool) -> None:
+    """virtio_blk.asm's 12 requests: with an ioeventfd the iothread pops and completes
+    them (QEMU's "IO iothread0" thread); without, the vCPU thread does, under the BQL."""
+    out, disk = tmp_path / "t.json", tmp_path / "disk.img"
+    disk.write_bytes(bytes(64 << 10))
+    main(["run", "--trace", str(out), "--trace-format", "perfetto", "--disk", str(disk),
+          *([] if ioeventfd else ["--no-ioeventfd"]),
+          str(ROOT / "sample_guests" / "virtio_blk.asm")])
+    assert "virtio-blk: done" in capsys.readouterr().out
+    events = _check_schema(json.loads(out.read_text()))
+    _check_nesting(events)
+    names = {e["tid"]: e["args"]["name"] for e in events if e["name"] == "thread_name"}
+    pops = [names[e["tid"]] for e in events if e["name"] == "virtqueue_pop"]
+    assert len(pops) == 12
+    assert set(pops) == ({"IO iothread0"} if ioeventfd else {"CPU 0/KVM"})

@@ -189,6 +189,10 @@ class EventStream:
     def __init__(self) -> None:
         self.seq = 0
         self.time = 0
+        # The simulated thread whose step is emitting ("vcpu0", "main-loop", "iothread0",
+        # "(timers)"), set by the VM's scheduler: a device's events name the device as
+        # source, and a timeline puts them on the track of the thread that ran them.
+        self.thread = ""
         self._listeners: dict[str, list[Listener]] = {}
         self._all: list[Listener] = []
         self.on_change: list[Callable[[], None]] = []  # producers re-read wants() here

@@ -21,7 +21,8 @@ names them) and the main loop. On a vCPU's track, slices nest as the thread's ca
 
 with instants for injected interrupts and kicks; on the main loop's track, "main loop"
 slices from each wake-up (main_loop_wait) to its return to ppoll (the BQL released), with
-timers and fd handlers as instants; a "kvm.ko (host)" track for what runs outside any
+timers and fd handlers as instants; an "IO iothread0" track for the virtio dataplane
+(aio_poll, virtqueue_pop, the block I/O, the completion); a "kvm.ko (host)" track for what runs outside any
 thread (hrtimers, kvm_set_irq). A counter track "VM exits" counts exits per reason. Time
 is virtual: cycles at vmsim.costs.NOMINAL_HZ, as in the `text` format.
 """
@@ -41,7 +42,10 @@ PID = 1000  # nominal, as in the text format (vmsim.tracecmd.QEMU_PID)
 KINDS = ["kvm_vcpu_ioctl", "kvm_entry", "kvm_exit", "vmentry_failed", "kvm_userspace_exit",
          "bql", "device_access", "io_unclaimed", "thread", "run_end", "kvm_vcpu_block",
          "kvm_vcpu_wakeup", "kvm_inj_virq", "qemu_cpu_kick", "main_loop_wait", "qemu_timer",
-         "qemu_fd_handler", "kvm_set_irq", "host_timer"]
+         "qemu_fd_handler", "kvm_set_irq", "host_timer", "aio_poll", "virtio_queue_notify",
+         "virtqueue_pop", "virtio_blk_handle_read", "virtio_blk_handle_write",
+         "virtio_blk_req_complete", "virtio_notify", "virtio_notify_irqfd", "ioeventfd_write",
+         "irqfd_inject"]
 
 
 def _us(cycles: int) -> float:
@@ -64,12 +68,14 @@ class PerfettoWriter(GuardedOutput):
         super().__init__(out, path)
         self.tracks: dict[str, _Track] = {}
         self.bql_owner: str | None = None
+        self.running = "main-loop"
         self.exits: dict[str, int] = {}
         self._first = True
         self._closed = False
         self._guarded(lambda: self.out.write('{"displayTimeUnit": "ns", "traceEvents": [\n'))
         self._put({"name": "process_name", "ph": "M", "pid": PID, "tid": PID,
                    "args": {"name": "qemu-system-x86"}})
+        self.stream = events
         self._unsubscribe: Callable[[], None] | None = (
             events.subscribe(self._on_event, KINDS) if events is not None else None)
 
@@ -106,6 +112,8 @@ class PerfettoWriter(GuardedOutput):
                 tid, label = PID + 1 + int(thread[4:]), f"CPU {thread[4:]}/KVM"
             elif thread == "main-loop":
                 tid, label = PID, "qemu-system-x86 (main loop)"
+            elif thread.startswith("iothread"):
+                tid, label = PID + 50, f"IO {thread}"  # as QEMU names an iothread's thread
             else:
                 tid, label = PID + 100, "kvm.ko (host)"
             t = self.tracks[thread] = _Track(tid)
@@ -150,6 +158,13 @@ class PerfettoWriter(GuardedOutput):
     # -- events -> slices ----------------------------------------------------------------------
     def _on_event(self, ev: Event) -> None:
         k, src, now = ev.kind, ev.source, ev.time
+        if self.stream is not None and self.stream.thread:
+            # Live: the scheduler says which simulated thread is emitting.
+            self.running = self.stream.thread if _is_thread(self.stream.thread) else "kvm"
+        elif _is_thread(src):
+            # An export of recorded events: one thread runs at a time, so a device's event
+            # belongs to the thread whose events came last.
+            self.running = src
         if k == "kvm_vcpu_ioctl":
             if ev["name"] == "KVM_RUN":
                 self._close_to(src, ("KVM_EXIT_",), now)
@@ -208,10 +223,22 @@ class PerfettoWriter(GuardedOutput):
             self._instant(src, f"{k} {ev['name']}", "timer", now)
         elif k == "kvm_set_irq":
             self._instant(src, f"GSI {ev['gsi']} level {ev['level']}", "irq", now)
+        elif k == "aio_poll":
+            self._instant(src, f"aio_poll: {ev['what']}", "iothread", now)
+        elif k in ("virtio_queue_notify", "virtqueue_pop", "virtio_blk_handle_read",
+                   "virtio_blk_handle_write", "virtio_blk_req_complete", "virtio_notify",
+                   "virtio_notify_irqfd", "ioeventfd_write", "irqfd_inject"):
+            # The virtio path, on the thread it runs in (the iothread, a vCPU under the
+            # BQL, or kvm.ko for the eventfds).
+            self._instant(src if _is_thread(src) else self.running, k, "virtio", now)
         elif k == "run_end":
             for name, track in self.tracks.items():
                 while track.stack:
                     self._end(name, max(track.last, now))
+
+
+def _is_thread(source: str) -> bool:
+    return source.startswith(("vcpu", "iothread")) or source == "main-loop"
 
 
 def write_timeline(events: Iterable[Event], out: IO[str], path: str = "<timeline>") -> int:

@@ -158,7 +158,9 @@ class VirtualMachine:
         self.sched = Scheduler()
         if machine.events is not None:
             ev = machine.events
-            self.sched.on_resume = lambda t: setattr(ev, "time", t.time)
+            def on_resume(t) -> None:
+                ev.time, ev.thread = t.time, t.name
+            self.sched.on_resume = on_resume
 
             def on_timer(timer) -> None:
                 ev.time = self.sched.now
