@@ -208,3 +208,73 @@ def test_qemu_microvm_refuses_the_same_flood(tmp_path: Path) -> None:
     kernel.write_bytes(assemble(FLOOD, "flood.asm").data)
     run = run_microvm(kernel, img, acpi=False)
     assert run.serial.decode() == EXPECTED, run.stderr
+
+
+# -- a run that ends badly keeps every write the guest saw completed ----------------------
+def _writer(after: str) -> str:
+    """Writes 0xA5 over sector 2, waits for the used ring, says so, then `after`."""
+    body = FLOOD.split("start:")[0] + f"""start:
+        mov esp, 0x90000
+        mov esi, DISK
+        call init
+        mov edi, BUF
+        mov ecx, 512
+        mov al, 0xA5
+        rep stosb
+        mov dword [HDR], 1              ; VIRTIO_BLK_T_OUT, sector 2
+        mov dword [HDR + 8], 2
+        mov dword [HDR + 12], 0
+        mov dword [DESC], HDR
+        mov dword [DESC + 8], 16
+        mov word [DESC + 12], 1
+        mov word [DESC + 14], 1
+        mov dword [DESC + 16], BUF
+        mov dword [DESC + 24], 512
+        mov word [DESC + 28], 1         ; NEXT (the device reads it)
+        mov word [DESC + 30], 2
+        mov dword [DESC + 32], STATUS
+        mov dword [DESC + 40], 1
+        mov word [DESC + 44], 2         ; WRITE
+        call kick
+.poll:  cmp word [USED + 2], 1
+        jne .poll
+        mov esi, written
+        call puts
+        {after}
+written: db "written", 10, 0
+"""
+    return body + FLOOD[FLOOD.index("; reset, then the driver"):FLOOD.index("msg:")]
+
+
+@pytest.mark.parametrize("after, args, status", [
+    ("jmp $", ["--max-instructions", "3000000"], 124),  # the budget ends it
+    ("ud2", [], 0),  # no IDT: #UD, #DF, triple fault: the guest crashes
+])
+def test_a_run_that_ends_badly_keeps_the_completed_write(tmp_path: Path, after: str,
+                                                        args: list[str], status: int) -> None:
+    img = _image(tmp_path)
+    before = img.read_bytes()
+    guest = tmp_path / "writer.asm"
+    guest.write_text(_writer(after))
+    r = subprocess.run([sys.executable, "-m", "vmsim", "run", "--disk", str(img), *args,
+                        str(guest)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert (r.returncode, r.stdout) == (status, "written\n"), r.stderr
+    assert img.read_bytes() == before[:1024] + b"\xA5" * 512 + before[1536:]
+
+
+def test_ctrl_c_keeps_the_completed_write(tmp_path: Path) -> None:
+    import signal
+
+    img = _image(tmp_path)
+    guest = tmp_path / "writer.asm"
+    guest.write_text(_writer("jmp $"))
+    with subprocess.Popen([sys.executable, "-m", "vmsim", "run", "--disk", str(img),
+                           str(guest)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          cwd=ROOT) as p:
+        try:
+            assert p.stdout.readline() == b"written\n"  # the guest saw the write completed
+            p.send_signal(signal.SIGINT)
+            assert p.wait(timeout=120) == 130
+        finally:
+            p.kill()
+    assert img.read_bytes()[1024:1536] == b"\xA5" * 512
