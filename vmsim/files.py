@@ -83,11 +83,12 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def _open_regular(name: str) -> int:
-    """A blocking descriptor of `name` if it is a regular file; InputError (one line naming
-    the file) otherwise. Opened non-blocking first, so a FIFO is refused, not waited on."""
+def _open_regular(name: str, flags: int = os.O_RDONLY) -> int:
+    """A blocking descriptor of `name` (opened with `flags`: O_RDONLY, O_RDWR) if it is a
+    regular file; InputError (one line naming the file) otherwise. Opened non-blocking
+    first, so a FIFO is refused, not waited on."""
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(name, flags | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
         raise InputError(f"{name}: {e.strerror or e}") from None
     try:
@@ -102,6 +103,9 @@ def _open_regular(name: str) -> int:
         os.close(fd)
         raise
     return fd
+
+
+open_regular_fd = _open_regular  # for callers outside this module (a disk image: O_RDWR)
 
 
 def open_input_file(path: str | os.PathLike[str]) -> BinaryIO:

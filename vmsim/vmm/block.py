@@ -19,7 +19,6 @@ a raw file's does, and a write past it extends the file.
 from __future__ import annotations
 
 import os
-import stat
 import weakref
 
 from vmsim.costs import COSTS
@@ -51,24 +50,17 @@ class BlockBackend:
     def __init__(self, path: str | os.PathLike[str], readonly: bool = False):
         self.path = os.fspath(path)
         self.readonly = readonly
-        flags = (os.O_RDONLY if readonly else os.O_RDWR) | os.O_NONBLOCK | os.O_CLOEXEC
+        from vmsim.files import InputError, open_regular_fd
+
         try:
-            fd = os.open(self.path, flags)
-        except OSError as e:
-            raise BlockOpenError(f"{self.path}: {e.strerror or e}") from None
+            fd = open_regular_fd(self.path, os.O_RDONLY if readonly else os.O_RDWR)
+        except InputError as e:
+            raise BlockOpenError(str(e)) from None
         try:
             st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                from vmsim.files import _kind
-
-                raise BlockOpenError(f"{self.path}: {_kind(st.st_mode)}, not a regular file")
-            os.set_blocking(fd, True)
         except OSError as e:
             os.close(fd)
             raise BlockOpenError(f"{self.path}: {e.strerror or e}") from None
-        except BaseException:
-            os.close(fd)
-            raise
         self.fd: int | None = fd
         self._finalizer = weakref.finalize(self, os.close, fd)  # closed with the machine
         self.length = st.st_size
