@@ -472,3 +472,75 @@ def test_error_is_one_line_for_a_hostile_name(good: Path, tmp_path: Path) -> Non
     path = _zip(tmp_path / "x.vmsnap", [*_members(good), ("x\r\n\u2028.json", b"")])
     assert "\n" not in _refusal(path)
     assert io.StringIO(_refusal(path)).read().count("\r") == 0
+
+
+# --- structure-aware mutation: past the zip's CRCs, into the manifest and the schemas -----
+
+_VALUES = (0, -1, 1 << 64, -(1 << 70), 1.5, True, False, None, "", "x", "../x", "a b",
+           "0" * 64, "ram", "demo-cpu", "json", "binary", [], [1], [[]], {}, {"a": 1},
+           "\u2028\n", "ff", "fg", 2, 3, 16 << 20, 3 << 30)
+
+
+def _mutate_json(rng, value):
+    """`value` with one node replaced, one key dropped or one key added, at random."""
+    if isinstance(value, dict) and value and rng.random() < 0.7:
+        key = rng.choice(list(value))
+        choice = rng.random()
+        if choice < 0.1:
+            value = {k: v for k, v in value.items() if k != key}
+        elif choice < 0.2:
+            value = {**value, rng.choice(("extra", "x y", key + "_")): rng.choice(_VALUES)}
+        else:
+            value = {**value, key: _mutate_json(rng, value[key])}
+        return value
+    if isinstance(value, list) and value and rng.random() < 0.7:
+        i = rng.randrange(len(value))
+        return [*value[:i], _mutate_json(rng, value[i]), *value[i + 1:]]
+    return rng.choice(_VALUES)
+
+
+def test_mutated_manifest_and_sections_load_or_are_refused(tmp_path: Path) -> None:
+    """Mutations a byte fuzzer cannot reach (the zip's CRC and the SHA-256 are made to
+    match): each file loads with data its schemas allow, or is refused in one line."""
+    import hashlib
+    import random
+
+    from tests.fuzz.mutate import mutate_bytes
+
+    rng = random.Random(20261129)
+    src = _write(tmp_path / "src.vmsnap")
+    members = _members(src)
+    loaded = refused = 0
+    for i in range(int(os.environ.get("VMSIM_FUZZ", 0)) or 400):
+        manifest = json.loads(members[0][1])
+        sections = dict(members[1:])
+        target = rng.choice(["manifest.json", *sections])
+        if target == "manifest.json":
+            manifest = _mutate_json(rng, manifest)
+        else:
+            if target.endswith(".json") and rng.random() < 0.7:
+                data = json.dumps(_mutate_json(rng, json.loads(sections[target]))).encode()
+            else:
+                data = mutate_bytes(rng, [sections[target]])
+            sections[target] = data
+            _section_entry(manifest, target.rsplit(".", 1)[0]).update(
+                size=len(data), sha256=hashlib.sha256(data).hexdigest())
+        path = _zip(tmp_path / f"m{i}.vmsnap",
+                    [("manifest.json", json.dumps(manifest).encode()), *sections.items()])
+        try:
+            snap = read_snapshot(path, types=samples.TYPES)
+        except SnapshotError as e:
+            assert "\n" not in str(e) and str(e).startswith(f"{path}: ")
+            refused += 1
+        else:
+            for name, sec in snap.sections.items():  # what loaded, the writer accepts
+                write_snapshot(tmp_path / "again.vmsnap", {name: sec}, snap.meta,
+                               types=samples.TYPES)
+            loaded += 1
+    assert refused > i // 2 and loaded > 0, (refused, loaded)
+
+
+def test_manifest_strings_shown_to_users_are_one_printable_line(good: Path, tmp_path: Path) -> None:
+    path = _with_manifest(good, tmp_path / "x.vmsnap", lambda m: m.update(created="a\nb"))
+    assert _refusal(path) == (f"{path}: manifest.json: created: not 1 to 100 printable "
+                              "ASCII characters")

@@ -75,6 +75,7 @@ _TYPE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 _MEMBER = re.compile(r"[a-z][a-z0-9_-]{0,63}\.(json|bin)")
 _HEX = re.compile(r"(?:[0-9a-f]{2})*")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_PRINTABLE = re.compile(r"[\x20-\x7e]{1,100}")
 _READ_CHUNK = 1 << 20
 
 
@@ -470,15 +471,15 @@ def _check_manifest(m: Any) -> None:
                   "created": str, "meta": MapOf(str),
                   "sections": [{"name": str, "type": str, "encoding": str, "version": int,
                                 "size": int, "sha256": str}]},
-                 {**m, "meta": {}}, "", decode=True)  # meta: _check_meta
+                 {**m, "meta": {}} if "meta" in m else m, "", decode=True)  # meta: below
     except ValueError as e:
         raise _Refused(f"manifest.json: {e}") from None
     bad = _check_meta(m["meta"])
     if bad:
         raise _Refused(f"manifest.json: {bad}")
-    for text in (m["vmsim_version"], m["created"]):
-        if len(text) > 100:
-            raise _Refused("manifest.json: a version or date longer than 100 characters")
+    for key in ("vmsim_version", "created"):  # shown to users: printable ASCII, one line
+        if not _PRINTABLE.fullmatch(m[key]):
+            raise _Refused(f"manifest.json: {key}: not 1 to 100 printable ASCII characters")
 
 
 def _plan_section(entry: dict[str, Any], types: Mapping[str, SectionType]) -> SectionType:

@@ -68,10 +68,44 @@ def _trace_errors() -> tuple[type[BaseException], ...]:
     return (TraceFormatError,)
 
 
+def valid_snapshots() -> list[bytes]:
+    """Snapshots of the test sections (tests/snapshot_samples.py: CPUs, a device with every
+    kind of field, RAM) deflated and stored, and the checked-in version 1 file, whose
+    section goes through a migration."""
+    import tempfile
+
+    from tests import snapshot_samples as samples
+    from vmsim.snapshot_format import write_snapshot
+
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for compress in (True, False):
+            path = Path(tmp) / f"seed-{compress}.vmsnap"
+            write_snapshot(path, samples.sections(), {"guest": "hello.asm", "n": 1},
+                           types=samples.TYPES, created=samples.CREATED, compress=compress)
+            out.append(path.read_bytes())
+    out.append(samples.V1_FILE.read_bytes())
+    return out
+
+
+def read_snapshot_file(path: Path) -> object:
+    """The snapshot reader with the test section types (the machine's own come later)."""
+    from tests import snapshot_samples as samples
+    from vmsim.snapshot_format import read_snapshot
+
+    return read_snapshot(path, types=samples.TYPES)
+
+
+def _snapshot_errors() -> tuple[type[BaseException], ...]:
+    from vmsim.snapshot_format import SnapshotError
+
+    return (SnapshotError,)
+
+
 FILE_KINDS: tuple[FileKind, ...] = (
     FileKind("trace", ".jsonl", valid_traces, reader=read_trace, errors=_trace_errors()),
-    FileKind("snapshot", ".vmsnap", None, reader=None, binary=True,
-             todo="snapshots do not exist yet (DESIGN.md 'State that can be saved')"),
+    FileKind("snapshot", ".vmsnap", valid_snapshots, reader=read_snapshot_file,
+             errors=_snapshot_errors(), binary=True),
     FileKind("lesson", ".lesson", None, reader=None,
              todo="lessons do not exist yet (lessons/, DESIGN.md 'Lessons')"),
 )
