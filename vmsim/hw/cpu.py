@@ -14,10 +14,11 @@ StopReason.INTERCEPT and the instruction has not executed (EIP still points at i
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import iced_x86
 
@@ -429,6 +430,58 @@ class Cpu:
         self.idtr = (0, 0)
         self.halted = self.shut_down = False
         self.shadow_bits = 0
+
+    # -- state as plain data (issue 12) ----------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """The architectural state and the bookkeeping a resumed run needs, as plain data
+        (ints, strings, lists, dicts). The lazy flags are materialized. Caches are not
+        state: the decoded instructions (icache), the TLB and the memory fast paths are
+        dropped by load_state and rebuilt as the guest runs, as after a real migration.
+        RAM belongs to the machine; the EPT and shadow-table pointers to the hypervisor."""
+        li = self.last_intercept
+        return {
+            "r": list(self.r), "eip": self.eip, "eflags": self.eflags,
+            "seg": [[s.selector, s.base, s.limit, s.access, s.flags] for s in self._seg],
+            "gdtr": list(self.gdtr), "idtr": list(self.idtr),
+            "mmu": self.mmu.state(), "cr2": self.cr2,
+            "cr_shadow": {str(n): list(v) for n, v in self.cr_shadow.items()},
+            "msr": {str(k): v for k, v in self.msr.items()},
+            "dr": list(self.dr), "dr6": self.dr6, "dr7": self.dr7,
+            "icount": self.icount, "deliveries": self.deliveries, "tsc_offset": self.tsc_offset,
+            "rep_chunk": self.rep_chunk, "rep_unfinished": self.rep_unfinished,
+            "shadow_bits": self.shadow_bits, "shadow_icount": self.shadow_icount,
+            "halted": self.halted, "shut_down": self.shut_down,
+            "stop_message": self.stop_message, "stop_requested": self.stop_requested,
+            "window_watch": self.window_watch,
+            "last_intercept": None if li is None else dataclasses.asdict(li),
+            "cpuid": [[k[0], k[1], *v] for k, v in sorted(self.cpuid_table.items())],
+        }
+
+    def load_state(self, d: dict[str, Any]) -> None:
+        """Put back what state() returned; the caches start empty."""
+        self.r[:] = [int(x) & 0xFFFFFFFF for x in d["r"]]
+        self.eip = d["eip"]
+        self.eflags = d["eflags"]
+        self.gdtr, self.idtr = tuple(d["gdtr"]), tuple(d["idtr"])
+        self.mmu.load_state(d["mmu"])
+        self.cr2 = d["cr2"]
+        self.cr_shadow = {int(n): (v[0], v[1]) for n, v in d["cr_shadow"].items()}
+        self.msr = {int(k): v for k, v in d["msr"].items()}
+        self.dr, self.dr6, self.dr7 = list(d["dr"]), d["dr6"], d["dr7"]
+        self.icount, self.deliveries = d["icount"], d["deliveries"]
+        self.tsc_offset = d["tsc_offset"]
+        self.rep_chunk, self.rep_unfinished = d["rep_chunk"], d["rep_unfinished"]
+        self.shadow_bits, self.shadow_icount = d["shadow_bits"], d["shadow_icount"]
+        self.halted, self.shut_down = d["halted"], d["shut_down"]
+        self.stop_message, self.stop_requested = d["stop_message"], d["stop_requested"]
+        self.window_watch = d["window_watch"]
+        li = d["last_intercept"]
+        self.last_intercept = None if li is None else Intercept(**li)
+        self.cpuid_table = {(c[0], c[1]): tuple(c[2:6]) for c in d["cpuid"]}
+        self._drop_decoded()
+        self.seg = [Segment(*s) for s in d["seg"]]  # rechecks the segment classes
+        self.memfns = _build_memfns(self)
+        self._ctx = None
 
     # -- control registers ------------------------------------------------------------------
     def set_control(self, n: int, value: int, check: bool = True) -> None:

@@ -82,6 +82,22 @@ class Mmu:
         # shadow MMU walks the guest's tables with an Mmu of its own and reads this.
         self.last_leaf = (False, False, False)
 
+    # -- state as plain data (issue 12) -------------------------------------------------
+    def state(self) -> dict[str, int]:
+        """CR0/CR3/CR4 and the walk statistics. The TLB is a cache, not state: load_state
+        empties it and the guest's next accesses walk again."""
+        return {"cr0": self.cr0, "cr3": self.cr3, "cr4": self.cr4,
+                "walks": self.walks, "refs": self.refs}
+
+    def load_state(self, d: dict[str, int]) -> None:
+        self.cr0, self.cr3, self.cr4 = d["cr0"], d["cr3"], d["cr4"]
+        self.walks, self.refs = d["walks"], d["refs"]
+        self.tlb.clear()
+        self.tlb_w.clear()
+        self.global_pages.clear()
+        self.large_regions.clear()
+        self.last_walk = []
+
     # -- control ------------------------------------------------------------------------
     @property
     def paging(self) -> bool:
