@@ -29,6 +29,7 @@ from vmsim.hw.flags import ARITH_MASK, EXPLICIT, materialize, set_explicit
 from vmsim.hw.intercept import Intercept, InterceptExit
 from vmsim.hw.memory import CODE, OTHER, PAGE_SHIFT, RAM, PhysicalMemory
 from vmsim.hw.mmu import CR0_PG, CR0_WP, CR4_PAE, CR4_PGE, CR4_PSE, FETCH, READ, WRITE, Mmu
+from vmsim.state import register
 
 GPR_NAMES = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
 SEG_NAMES = ("es", "cs", "ss", "ds", "fs", "gs")  # iced-x86 / SDM sreg encoding order
@@ -104,6 +105,7 @@ class UnclaimedIo:
         pass
 
 
+@register
 @dataclass(frozen=True)
 class Segment:
     """A segment register: the visible selector and its descriptor cache."""
@@ -434,9 +436,10 @@ class Cpu:
     # -- state as plain data (issue 12) ----------------------------------------------------
     def state(self) -> dict[str, Any]:
         """The architectural state and the bookkeeping a resumed run needs, as plain data
-        (ints, strings, lists, dicts). The lazy flags are materialized. Caches are not
-        state: the decoded instructions (icache), the TLB and the memory fast paths are
-        dropped by load_state and rebuilt as the guest runs, as after a real migration.
+        (ints, strings, lists, dicts). The lazy flags are materialized. The decoded
+        instructions are a cache and not saved: load_state drops them and the guest's
+        next fetches decode again (which costs no virtual time). Kept: which frames held
+        decoded code (a write to one is an `smc` event) and the TLB (see Mmu.state).
         RAM belongs to the machine; the EPT and shadow-table pointers to the hypervisor."""
         li = self.last_intercept
         return {
@@ -455,6 +458,7 @@ class Cpu:
             "window_watch": self.window_watch,
             "last_intercept": None if li is None else dataclasses.asdict(li),
             "cpuid": [[k[0], k[1], *v] for k, v in sorted(self.cpuid_table.items())],
+            "code_frames": list(self._code_frames),
         }
 
     def load_state(self, d: dict[str, Any]) -> None:
@@ -463,7 +467,8 @@ class Cpu:
         self.eip = d["eip"]
         self.eflags = d["eflags"]
         self.gdtr, self.idtr = tuple(d["gdtr"]), tuple(d["idtr"])
-        self.mmu.load_state(d["mmu"])
+        mmu = self.mmu
+        mmu.cr0, mmu.cr3, mmu.cr4 = d["mmu"]["cr0"], d["mmu"]["cr3"], d["mmu"]["cr4"]
         self.cr2 = d["cr2"]
         self.cr_shadow = {int(n): (v[0], v[1]) for n, v in d["cr_shadow"].items()}
         self.msr = {int(k): v for k, v in d["msr"].items()}
@@ -482,6 +487,12 @@ class Cpu:
         self.seg = [Segment(*s) for s in d["seg"]]  # rechecks the segment classes
         self.memfns = _build_memfns(self)
         self._ctx = None
+        self.mmu.load_state(d["mmu"])  # last: a change of paging mode above flushed it
+        kind = self.mem.kind
+        for f in d["code_frames"]:
+            self._code_frames[f] = set()
+            if kind[f] == RAM:
+                kind[f] = CODE
 
     # -- control registers ------------------------------------------------------------------
     def set_control(self, n: int, value: int, check: bool = True) -> None:
