@@ -458,7 +458,10 @@ class Cpu:
             "window_watch": self.window_watch,
             "last_intercept": None if li is None else dataclasses.asdict(li),
             "cpuid": [[k[0], k[1], *v] for k, v in sorted(self.cpuid_table.items())],
-            "code_frames": list(self._code_frames),
+            # Frames this CPU decoded from, and whether RAM still marks them CODE (another
+            # CPU's write hook may have turned one back to RAM: memory is shared).
+            "code_frames": [[f, self.mem.kind[f] == CODE] for f in self._code_frames],
+            "decoded": self._decoded_state(),
         }
 
     def load_state(self, d: dict[str, Any]) -> None:
@@ -489,10 +492,48 @@ class Cpu:
         self._ctx = None
         self.mmu.load_state(d["mmu"])  # last: a change of paging mode above flushed it
         kind = self.mem.kind
-        for f in d["code_frames"]:
-            self._code_frames[f] = set()
-            if kind[f] == RAM:
+        self._load_decoded(d["decoded"])
+        for f, is_code in d["code_frames"]:
+            self._code_frames.setdefault(f, set())
+            if is_code and kind[f] == RAM:
                 kind[f] = CODE
+            elif not is_code and kind[f] == CODE:
+                kind[f] = RAM
+
+    def _decoded_state(self) -> list[list[Any]]:
+        """The decoded instructions as [eip, frames, bytes]: the cache itself holds
+        closures, but what it holds shows (an instruction found decoded needs no fetch,
+        so no page walk and its cost; a write to a frame with decoded code is an `smc`
+        event), so a resumed run decodes the same instructions again, from these bytes,
+        without fetching. (A cached instruction whose bytes another vCPU has rewritten
+        since is decoded anew from the new bytes: cross-modified code is not kept.)"""
+        frames_of: dict[int, list[int]] = {}
+        for f, eips in self._code_frames.items():
+            for e in eips:
+                frames_of.setdefault(e, []).append(f)
+        ram, size = self.mem.ram, self.mem.size
+        out = []
+        for eip in self.icache:
+            frames = frames_of.get(eip)
+            pa = self.mmu.probe(eip) if frames else None
+            if pa is None or pa >> PAGE_SHIFT not in frames or pa >= size:
+                continue
+            first = pa >> PAGE_SHIFT
+            rest = [f for f in frames if f != first]
+            n = min(15, (1 << PAGE_SHIFT) - (pa & 0xFFF))
+            data = bytes(ram[pa:pa + n])
+            if rest:
+                base = rest[0] << PAGE_SHIFT
+                data += bytes(ram[base:base + 15 - n])
+            out.append([eip, [first, *rest], data])
+        return out
+
+    def _load_decoded(self, decoded: list[list[Any]]) -> None:
+        from vmsim.hw.decode import compile_instruction
+
+        for eip, frames, data in decoded:
+            ins = iced_x86.Decoder(32, bytes(data), ip=eip).decode()
+            self.note_code(eip, list(frames), compile_instruction(self, ins))
 
     # -- control registers ------------------------------------------------------------------
     def set_control(self, n: int, value: int, check: bool = True) -> None:
