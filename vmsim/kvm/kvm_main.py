@@ -109,7 +109,7 @@ class SimVm:
         counts, and kvm.ko's page tables: the host pages they live in and the TDP or
         shadow MMU's bookkeeping. The tables are kept, not rebuilt: a rebuilt MMU would
         fault its way back in with VM exits the saved run never made, and a resumed run
-        must go on exactly (see rebuild_mmu for what a migration does instead).
+        must go on exactly (a migration to another host rebuilds them instead).
         The vCPUs' state is theirs (SimVcpu.state)."""
         host = self.host
         out: dict[str, Any] = {
