@@ -111,6 +111,8 @@ class Scheduler:
     timers_fired: int = 0
     on_timer: Callable[[Timer], None] | None = None  # e.g. to trace a host timer firing
     timers_stopped: bool = False  # vm_stop: the clock no longer fires timers
+    # Every timer by name (the names are unique per VM): how a snapshot finds them again.
+    named_timers: dict[str, Timer] = field(default_factory=dict)
 
     def spawn(self, name: str, body: ThreadBody, time: int = 0) -> SimThread:
         t = SimThread(name, body, len(self.threads), time)
@@ -118,7 +120,50 @@ class Scheduler:
         return t
 
     def new_timer(self, name: str, callback: Callable[[], None]) -> Timer:
-        return Timer(self, name, callback)
+        timer = self.named_timers[name] = Timer(self, name, callback)
+        return timer
+
+    # -- state as plain data (issue 12) ----------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """The clock: each thread's time and wait (its position is the VM's to name), the
+        armed timers by name with their expiry and arming order, and the counters. Between
+        two steps (never while a thread or a timer callback runs)."""
+        if self.current is not None or self.timer_time is not None:
+            raise RuntimeError("the scheduler's state is taken between two steps")
+        live = [(seq, when, t) for when, seq, t in self._timers
+                if t._seq == seq and t.expire_time == when]
+        if any(self.named_timers.get(t.name) is not t for _, _, t in live):
+            raise ValueError("two host timers share a name")
+        armed = sorted((seq, when, t.name) for seq, when, t in live)
+        return {
+            "threads": [{"name": t.name, "time": t.time, "done": t.done, "steps": t.steps,
+                         "where": t.where, "blocked_since": t.blocked_since,
+                         "blocked": None if t.blocked is None else
+                         {"reason": t.blocked.reason, "until": t.blocked.until}}
+                        for t in self.threads],
+            "timers": [[name, when, seq] for seq, when, name in armed],
+            "timer_seq": self._timer_seq, "last_time": self.last_time,
+            "timers_fired": self.timers_fired, "timers_stopped": self.timers_stopped,
+        }
+
+    def load_state(self, d: dict[str, Any]) -> None:
+        """Put back state(): the threads' times and counters (their bodies and waits are
+        rebuilt by their owner), every timer re-armed in its old order."""
+        by_name = {t.name: t for t in self.threads}
+        for td in d["threads"]:
+            t = by_name[td["name"]]
+            t.time, t.done, t.steps = td["time"], td["done"], td["steps"]
+            t.where, t.blocked_since = td["where"], td["blocked_since"]
+        for timer in self.named_timers.values():
+            timer.expire_time, timer._seq = None, 0
+        self._timers = []
+        for name, when, seq in d["timers"]:
+            timer = self.named_timers[name]
+            timer.expire_time, timer._seq = when, seq
+            heapq.heappush(self._timers, (when, seq, timer))
+        self._timer_seq = d["timer_seq"]
+        self.last_time, self.timers_fired = d["last_time"], d["timers_fired"]
+        self.timers_stopped = d["timers_stopped"]
 
     def _arm(self, timer: Timer) -> int:
         self._timer_seq += 1

@@ -298,6 +298,43 @@ class Session:
     def step_userspace_exit(self, max_steps: int = 1_000_000) -> Outcome:
         return self.step_until(lambda ev: ev.kind == "kvm_userspace_exit", max_steps)
 
+    # -- state as plain data (issue 12) ----------------------------------------------------
+    def advance_to_rebuildable_point(self, max_steps: int = 100_000) -> bool:
+        """Step the simulated threads until every one stands where a snapshot can rebuild
+        it (VirtualMachine.at_rebuildable_point). False if the VM finished first, or did
+        not get there in `max_steps` steps."""
+        vm = self.vm
+        if vm is None or self.outcome is not None:
+            return False
+        for _ in range(max_steps):
+            if vm.at_rebuildable_point():
+                return True
+            if self.machine.stop_requested or vm.budget_ended() or not vm.step():
+                return False
+        return vm.at_rebuildable_point()
+
+    def save_state(self) -> dict:
+        """The session's VM as plain data (VirtualMachine.save_state) plus what COM1 has
+        sent so far; at a rebuildable point only."""
+        if self.vm is None:
+            raise ValueError("save_state needs a VM (--backend sim)")
+        if self.outcome is not None:
+            raise ValueError("the run has finished")
+        return {"vm": self.vm.save_state(), "serial_total": self.serial_total,
+                "serial": bytes(self.serial)}
+
+    @classmethod
+    def from_state(cls, guest: str | GuestImage, state: dict, **kwargs) -> Session:
+        """A new session for the same guest and configuration (the same arguments as the
+        saved one was made with), continuing exactly where `state` was taken."""
+        s = cls(guest, **kwargs)
+        if s.vm is None:
+            raise ValueError("from_state needs a VM (--backend sim)")
+        s.vm.load_state(state["vm"])
+        s.serial[:] = state["serial"]
+        s.serial_total = state["serial_total"]
+        return s
+
     # -- breakpoints and time-boxed running (front ends that must stay responsive) ----------
     def run_for(self, seconds: float | None = 0.015, instructions: int | None = None) -> Outcome:
         """Advance for at most `seconds` of wall time and/or `instructions` guest

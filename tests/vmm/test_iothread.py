@@ -28,7 +28,7 @@ from vmsim.kvm.eventfd import ioeventfd_write
 from vmsim.kvm.kvm_main import KvmError, SimKvm
 from vmsim.session import Session
 from vmsim.vmm.machine import MachineConfig
-from vmsim.vmm.vm import REBUILDABLE
+from vmsim.vmm.vm import POSITIONS, REBUILDABLE
 
 NOTIFY = 0xFEB00E50  # transport 7's QueueNotify
 BUDGET = 50_000_000
@@ -334,7 +334,7 @@ def test_random_driver_with_the_iothread_never_raises(tmp_path, writes, table, h
             write(reg, size, value & ((1 << (8 * size)) - 1))
             for _ in range(steps):
                 vm.sched.step()
-            assert vm.positions()["iothread0"] in REBUILDABLE | {"running"}
+            assert vm.positions()["iothread0"] in POSITIONS | {"running"}
         for _ in range(200):
             if vm.sched.step() is None:
                 break

@@ -14,10 +14,11 @@ StopReason.INTERCEPT and the instruction has not executed (EIP still points at i
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import iced_x86
 
@@ -28,6 +29,7 @@ from vmsim.hw.flags import ARITH_MASK, EXPLICIT, materialize, set_explicit
 from vmsim.hw.intercept import Intercept, InterceptExit
 from vmsim.hw.memory import CODE, OTHER, PAGE_SHIFT, RAM, PhysicalMemory
 from vmsim.hw.mmu import CR0_PG, CR0_WP, CR4_PAE, CR4_PGE, CR4_PSE, FETCH, READ, WRITE, Mmu
+from vmsim.state import register
 
 GPR_NAMES = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
 SEG_NAMES = ("es", "cs", "ss", "ds", "fs", "gs")  # iced-x86 / SDM sreg encoding order
@@ -103,6 +105,7 @@ class UnclaimedIo:
         pass
 
 
+@register
 @dataclass(frozen=True)
 class Segment:
     """A segment register: the visible selector and its descriptor cache."""
@@ -429,6 +432,108 @@ class Cpu:
         self.idtr = (0, 0)
         self.halted = self.shut_down = False
         self.shadow_bits = 0
+
+    # -- state as plain data (issue 12) ----------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """The architectural state and the bookkeeping a resumed run needs, as plain data
+        (ints, strings, lists, dicts). The lazy flags are materialized. The decoded
+        instructions are a cache and not saved: load_state drops them and the guest's
+        next fetches decode again (which costs no virtual time). Kept: which frames held
+        decoded code (a write to one is an `smc` event) and the TLB (see Mmu.state).
+        RAM belongs to the machine; the EPT and shadow-table pointers to the hypervisor."""
+        li = self.last_intercept
+        return {
+            "r": list(self.r), "eip": self.eip, "eflags": self.eflags,
+            "seg": [[s.selector, s.base, s.limit, s.access, s.flags] for s in self._seg],
+            "gdtr": list(self.gdtr), "idtr": list(self.idtr),
+            "mmu": self.mmu.state(), "cr2": self.cr2,
+            "cr_shadow": {str(n): list(v) for n, v in self.cr_shadow.items()},
+            "msr": {str(k): v for k, v in self.msr.items()},
+            "dr": list(self.dr), "dr6": self.dr6, "dr7": self.dr7,
+            "icount": self.icount, "deliveries": self.deliveries, "tsc_offset": self.tsc_offset,
+            "rep_chunk": self.rep_chunk, "rep_unfinished": self.rep_unfinished,
+            "shadow_bits": self.shadow_bits, "shadow_icount": self.shadow_icount,
+            "halted": self.halted, "shut_down": self.shut_down,
+            "stop_message": self.stop_message, "stop_requested": self.stop_requested,
+            "window_watch": self.window_watch,
+            "last_intercept": None if li is None else dataclasses.asdict(li),
+            "cpuid": [[k[0], k[1], *v] for k, v in sorted(self.cpuid_table.items())],
+            # Frames this CPU decoded from, and whether RAM still marks them CODE (another
+            # CPU's write hook may have turned one back to RAM: memory is shared).
+            "code_frames": [[f, self.mem.kind[f] == CODE] for f in self._code_frames],
+            "decoded": self._decoded_state(),
+        }
+
+    def load_state(self, d: dict[str, Any]) -> None:
+        """Put back what state() returned; the caches start empty."""
+        self.r[:] = [int(x) & 0xFFFFFFFF for x in d["r"]]
+        self.eip = d["eip"]
+        self.eflags = d["eflags"]
+        self.gdtr, self.idtr = tuple(d["gdtr"]), tuple(d["idtr"])
+        mmu = self.mmu
+        mmu.cr0, mmu.cr3, mmu.cr4 = d["mmu"]["cr0"], d["mmu"]["cr3"], d["mmu"]["cr4"]
+        self.cr2 = d["cr2"]
+        self.cr_shadow = {int(n): (v[0], v[1]) for n, v in d["cr_shadow"].items()}
+        self.msr = {int(k): v for k, v in d["msr"].items()}
+        self.dr, self.dr6, self.dr7 = list(d["dr"]), d["dr6"], d["dr7"]
+        self.icount, self.deliveries = d["icount"], d["deliveries"]
+        self.tsc_offset = d["tsc_offset"]
+        self.rep_chunk, self.rep_unfinished = d["rep_chunk"], d["rep_unfinished"]
+        self.shadow_bits, self.shadow_icount = d["shadow_bits"], d["shadow_icount"]
+        self.halted, self.shut_down = d["halted"], d["shut_down"]
+        self.stop_message, self.stop_requested = d["stop_message"], d["stop_requested"]
+        self.window_watch = d["window_watch"]
+        li = d["last_intercept"]
+        self.last_intercept = None if li is None else Intercept(**li)
+        self.cpuid_table = {(c[0], c[1]): tuple(c[2:6]) for c in d["cpuid"]}
+        self._drop_decoded()
+        self.seg = [Segment(*s) for s in d["seg"]]  # rechecks the segment classes
+        self.memfns = _build_memfns(self)
+        self._ctx = None
+        self.mmu.load_state(d["mmu"])  # last: a change of paging mode above flushed it
+        kind = self.mem.kind
+        self._load_decoded(d["decoded"])
+        for f, is_code in d["code_frames"]:
+            self._code_frames.setdefault(f, set())
+            if is_code and kind[f] == RAM:
+                kind[f] = CODE
+            elif not is_code and kind[f] == CODE:
+                kind[f] = RAM
+
+    def _decoded_state(self) -> list[list[Any]]:
+        """The decoded instructions as [eip, frames, bytes]: the cache itself holds
+        closures, but what it holds shows (an instruction found decoded needs no fetch,
+        so no page walk and its cost; a write to a frame with decoded code is an `smc`
+        event), so a resumed run decodes the same instructions again, from these bytes,
+        without fetching. (A cached instruction whose bytes another vCPU has rewritten
+        since is decoded anew from the new bytes: cross-modified code is not kept.)"""
+        frames_of: dict[int, list[int]] = {}
+        for f, eips in self._code_frames.items():
+            for e in eips:
+                frames_of.setdefault(e, []).append(f)
+        ram, size = self.mem.ram, self.mem.size
+        out = []
+        for eip in self.icache:
+            frames = frames_of.get(eip)
+            pa = self.mmu.probe(eip) if frames else None
+            if pa is None or pa >> PAGE_SHIFT not in frames or pa >= size:
+                continue
+            first = pa >> PAGE_SHIFT
+            rest = [f for f in frames if f != first]
+            n = min(15, (1 << PAGE_SHIFT) - (pa & 0xFFF))
+            data = bytes(ram[pa:pa + n])
+            if rest:
+                base = rest[0] << PAGE_SHIFT
+                data += bytes(ram[base:base + 15 - n])
+            out.append([eip, [first, *rest], data])
+        return out
+
+    def _load_decoded(self, decoded: list[list[Any]]) -> None:
+        from vmsim.hw.decode import compile_instruction
+
+        for eip, frames, data in decoded:
+            ins = iced_x86.Decoder(32, bytes(data), ip=eip).decode()
+            self.note_code(eip, list(frames), compile_instruction(self, ins))
 
     # -- control registers ------------------------------------------------------------------
     def set_control(self, n: int, value: int, check: bool = True) -> None:

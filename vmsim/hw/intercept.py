@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from vmsim.state import register
 
+
+@register
 @dataclass
 class Intercept:
     """What the CPU knows about an instruction or event a hypervisor may intercept.

@@ -12,7 +12,7 @@ table the hardware walks, which shadow paging replaces.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from vmsim.events import EventStream
 from vmsim.hw.ept import Ept, EptStep
@@ -81,6 +81,31 @@ class Mmu:
         # What the last successful walk found: (writable, dirty, 4-MiB page). kvm.ko's
         # shadow MMU walks the guest's tables with an Mmu of its own and reads this.
         self.last_leaf = (False, False, False)
+
+    # -- state as plain data (issue 12) -------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """CR0/CR3/CR4, the walk statistics, and the TLB. The TLB is a cache, but a run
+        resumed with it empty would walk again where the saved run did not, and walks
+        cost virtual time (COSTS["walk_ref"]): so it is kept, as page numbers."""
+        return {"cr0": self.cr0, "cr3": self.cr3, "cr4": self.cr4,
+                "walks": self.walks, "refs": self.refs,
+                "tlb": [[k, v] for k, v in self.tlb.items()],
+                "tlb_w": [[k, v] for k, v in self.tlb_w.items()],
+                "global_pages": sorted(self.global_pages),
+                "large_regions": sorted(self.large_regions)}
+
+    def load_state(self, d: dict[str, Any]) -> None:
+        self.cr0, self.cr3, self.cr4 = d["cr0"], d["cr3"], d["cr4"]
+        self.walks, self.refs = d["walks"], d["refs"]
+        self.tlb.clear()
+        self.tlb.update((k, v) for k, v in d["tlb"])
+        self.tlb_w.clear()
+        self.tlb_w.update((k, v) for k, v in d["tlb_w"])
+        self.global_pages.clear()
+        self.global_pages.update(d["global_pages"])
+        self.large_regions.clear()
+        self.large_regions.update(d["large_regions"])
+        self.last_walk = []
 
     # -- control ------------------------------------------------------------------------
     @property

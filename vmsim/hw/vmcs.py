@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterator
+from typing import Any
 
 
 class F(enum.IntEnum):
@@ -293,6 +294,23 @@ class Vmcs:
             self.fields[full] = (value & 0xFFFFFFFF) << 32 | low
             return
         self.fields[encoding] = value & field_mask(encoding)
+
+    def state(self) -> dict[str, Any]:
+        """Every field by encoding, the launch state and the bitmaps, as plain data."""
+        return {
+            "fields": [[enc, v] for enc, v in sorted(self.fields.items())],
+            "launched": self.launched,
+            "io_bitmap": sorted(self.io_bitmap),
+            "msr_bitmap": None if self.msr_bitmap is None
+            else sorted([m, w] for m, w in self.msr_bitmap),
+        }
+
+    def load_state(self, d: dict[str, Any]) -> None:
+        self.fields = {enc: v for enc, v in d["fields"]}
+        self.launched = d["launched"]
+        self.io_bitmap = set(d["io_bitmap"])
+        mb = d["msr_bitmap"]
+        self.msr_bitmap = None if mb is None else {(m, bool(w)) for m, w in mb}
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         return iter(sorted(self.fields.items()))

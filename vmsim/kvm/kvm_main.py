@@ -8,6 +8,7 @@ setup and the exit-handler table) and `vmsim.kvm.emulate` (the instruction emula
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import errno
 from collections.abc import Callable, Generator
 from typing import Any
@@ -23,6 +24,7 @@ from vmsim.hw.vmcs import F, Vmcs
 from vmsim.hw.vmx import Vmx
 from vmsim.kvm import api
 from vmsim.kvm.api import KVM_API_VERSION, VCPU_MMAP_SIZE, KvmRegs, KvmRun, KvmSregs
+from vmsim.state import fields_state, from_plain, load_fields, to_plain
 
 
 class KvmError(OSError):
@@ -100,6 +102,69 @@ class SimVm:
         self.apic_map = None  # kvm_apic_map: the vCPUs' APICs, for IPIs
         self.ioeventfds: list = []  # KVM_IOEVENTFD's (vmsim.kvm.eventfd.Ioeventfd)
         self.irqfds: list = []  # KVM_IRQFD's (vmsim.kvm.eventfd.Irqfd)
+
+    # -- state as plain data (issue 12) ----------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """struct kvm as plain data: the irqchip (PIC, PIT, GSI levels), the eventfds'
+        counts, and kvm.ko's page tables: the host pages they live in and the TDP or
+        shadow MMU's bookkeeping. The tables are kept, not rebuilt: a rebuilt MMU would
+        fault its way back in with VM exits the saved run never made, and a resumed run
+        must go on exactly (a migration to another host rebuilds them instead).
+        The vCPUs' state is theirs (SimVcpu.state)."""
+        host = self.host
+        out: dict[str, Any] = {
+            "tss_addr": self.tss_addr,
+            "host": {"pages": [[hpa, bytes(page)] for hpa, page in host.pages.items()],
+                     "next": host._next, "free": list(host._free)},
+            "tdp": None if self.tdp is None else fields_state(self.tdp),
+            "shadow": None,
+            "irqchip": None,
+            "ioeventfds": [e.state() for e in self.ioeventfds],
+            "irqfds": [e.state() for e in self.irqfds],
+        }
+        sh = self.shadow
+        if sh is not None:
+            if {id(p) for p in sh.by_spt.values()} != {id(p) for p in sh.pages.values()}:
+                raise ValueError("shadow MMU: a page is in by_spt or pages but not both")
+            out["shadow"] = {"pages": to_plain(sh.pages), "by_spt": list(sh.by_spt),
+                             "fields": fields_state(sh, skip=("pages", "by_spt"))}
+        chip = self.irqchip
+        if chip is not None:
+            out["irqchip"] = {"pic": chip.pic.state(), "irq_states": list(chip.irq_states),
+                              "pit": None if chip.pit is None else chip.pit.state()}
+        return out
+
+    def load_state(self, d: dict[str, Any]) -> None:
+        """Put back state(); the eventfds must have been assigned again first (by QEMU's
+        side, which owns them), in the same order."""
+        self.tss_addr = d["tss_addr"]
+        host, h = self.host, d["host"]
+        host.pages.clear()
+        host.pages.update((hpa, bytearray(page)) for hpa, page in h["pages"])
+        host._next, host._free = h["next"], list(h["free"])
+        if d["tdp"] is not None:
+            load_fields(self.tdp, d["tdp"])
+        if d["shadow"] is not None:
+            sh, sd = self.shadow, d["shadow"]
+            sh.pages = from_plain(sd["pages"])
+            by_spt = {p.spt: p for p in sh.pages.values()}
+            sh.by_spt = {spt: by_spt[spt] for spt in sd["by_spt"]}
+            load_fields(sh, sd["fields"])
+        if d["irqchip"] is not None:
+            chip, cd = self.irqchip, d["irqchip"]
+            chip.pic.load_state(cd["pic"])
+            chip.irq_states[:] = cd["irq_states"]
+            if cd["pit"] is not None:
+                chip.pit.load_state(cd["pit"])
+        for kind, saved in (("ioeventfds", d["ioeventfds"]), ("irqfds", d["irqfds"])):
+            fds = getattr(self, kind)
+            if [e.state()["fd"] for e in fds] != [e["fd"] for e in saved]:
+                raise ValueError(f"{kind}: assigned {len(fds)}, the state has {len(saved)}")
+            for e, sd in zip(fds, saved, strict=True):
+                if kind == "ioeventfds":
+                    e.signals = sd["signals"]
+                else:
+                    e.injections = sd["injections"]
 
     # -- the in-kernel irqchip (LNX arch/x86/kvm/x86.c kvm_arch_vm_ioctl) ---------------------
     def create_irqchip(self) -> None:
@@ -246,6 +311,16 @@ _MP_STATES = ("runnable", "uninitialized", "init_received", "halted", "sipi_rece
 KVM_MAX_VCPUS = 8  # vmsim's limit (--smp 1..8); Linux's KVM_MAX_VCPUS is far larger
 
 
+def complete_userspace_io_table() -> dict[str, Callable[[SimVcpu], int]]:
+    """The functions vcpu->arch.complete_userspace_io can name, by name: a snapshot
+    saves the name, never the callable."""
+    from vmsim.kvm import emulate, x86
+
+    fns = (x86.complete_fast_pio_in, emulate.complete_emulated_mmio_read,
+           emulate.complete_emulated_pio_in, emulate.complete_emulated_mmio_write)
+    return {f.__name__: f for f in fns}
+
+
 class SimVcpu:
     """struct kvm_vcpu with its VMX part (struct vcpu_vmx): a CPU, a VMCS, kvm_run."""
 
@@ -297,7 +372,73 @@ class SimVcpu:
         self.cr4_guest_owned = kvm_vmx.KVM_CR4_GUEST_OWNED
         self.arch_cr3 = 0  # the guest's own CR3 under shadow paging (vcpu->arch.cr3)
         self.handler_cost = 0  # virtual cycles the current exit's handling adds
+        # Where KVM_RUN stands, as plain data for snapshots (vmsim.vmm.vm positions):
+        # run_point "entry" (just entered), "batch" (between two batches of guest
+        # instructions), "exit" (a VM exit taken, not yet handled); block_start: when
+        # kvm_vcpu_block began (its wakeup tracepoint reports the time blocked).
+        self.run_point = "exit"
+        self.block_start = 0
         kvm_vmx.vmx_vcpu_setup(self)
+
+    # -- state as plain data (issue 12) ----------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """struct kvm_vcpu and vcpu_vmx as plain data: the CPU, the VMCS, kvm_run, the
+        local APIC, what the VMX hardware keeps between entries, and kvm.ko's own fields.
+        A completion callback is saved by name (complete_userspace_io_table). Only taken between
+        two instructions: an emulation in flight (the emulator, MMIO fragments) is not
+        state a snapshot can hold (VirtualMachine.at_rebuildable_point checks)."""
+        if self.emulator is not None or self.mmio_fragments:
+            raise ValueError(f"{self.name}: an instruction emulation is in flight")
+        vmx, cui = self.vmx, self.complete_userspace_io
+        ept = self.cpu.mmu.ept
+        return {
+            "cpu": self.cpu.state(),
+            "vmcs": self.vmcs.state(),
+            "vmx": {
+                "has_vmcs": vmx.vmcs is not None,
+                "guest_mode": vmx.guest_mode,
+                "entry_failure": vmx.entry_failure,
+                "entry_fail_valid": vmx.entry_fail_valid,
+                "entry_exit": to_plain(vmx._entry_exit),
+                "last_exit": None if vmx.last_exit is None else to_plain(
+                    dataclasses.asdict(vmx.last_exit)),
+                "host_loaded": to_plain(vmx._host_loaded),
+                "host_checked": to_plain(vmx._host_checked),
+                "ept": None if ept is None else {"refs": ept.refs, "software": ept.software},
+            },
+            "kvm_run": bytes(self.kvm_run.buf),
+            "lapic": None if self.lapic is None else self.lapic.state(),
+            "complete_userspace_io": None if cui is None else cui.__name__,
+            "fields": fields_state(self, skip=("vcpu_id", "name")),
+        }
+
+    def load_state(self, d: dict[str, Any]) -> None:
+        from vmsim.hw.vmx import ExitInfo
+        self.vmcs.load_state(d["vmcs"])
+        x, vmx, cpu = d["vmx"], self.vmx, self.cpu
+        vmx.vmcs = self.vmcs if x["has_vmcs"] else None
+        vmx.guest_mode = x["guest_mode"]
+        vmx.entry_failure, vmx.entry_fail_valid = x["entry_failure"], x["entry_fail_valid"]
+        vmx._entry_exit = from_plain(x["entry_exit"])
+        vmx.last_exit = None if x["last_exit"] is None else ExitInfo(**from_plain(x["last_exit"]))
+        vmx._host_loaded = from_plain(x["host_loaded"])
+        vmx._host_checked = from_plain(x["host_checked"])
+        vmx._host_cpu = None  # built from _host_loaded when looked at
+        if x["ept"] is not None:
+            ept = vmx.ept_in_use(self.vmcs)
+            ept.refs, ept.software = x["ept"]["refs"], x["ept"]["software"]
+            cpu.set_second_stage(ept)
+        else:
+            cpu.set_second_stage(None)
+        # In VMX non-root operation the CPU exits to vmx.exit_decision (set on entry).
+        cpu.intercept = vmx.exit_decision if vmx.guest_mode else None
+        cpu.load_state(d["cpu"])
+        self.kvm_run.buf[:] = d["kvm_run"]
+        if self.lapic is not None:
+            self.lapic.load_state(d["lapic"])
+        name = d["complete_userspace_io"]
+        self.complete_userspace_io = None if name is None else complete_userspace_io_table()[name]
+        load_fields(self, d["fields"])
 
     # -- the guest's view of its control registers (what kvm_read_cr* return) ------------------
     @property
@@ -382,16 +523,23 @@ class SimVcpu:
         kvm_vcpu_kick(self)
         return True
 
+    def block_wait(self):
+        """What this vCPU sleeps on in kvm_vcpu_block (for a thread rebuilt there)."""
+        from vmsim.kvm import x86
+
+        return x86.kvm_vcpu_block_wait(self)
+
     def set_instruction_limit(self, n: int | None) -> None:
         """vmsim's own control: KVM_RUN returns -EINTR (as if signalled) after n instructions."""
         self.instruction_limit = n
 
     # -- KVM_RUN -----------------------------------------------------------------------------
-    def run_steps(self) -> Generator[int, None, int]:
-        """KVM_RUN as a generator that yields virtual cycles as the guest runs."""
+    def run_steps(self, resume: str | None = None) -> Generator[int, None, int]:
+        """KVM_RUN as a generator that yields virtual cycles as the guest runs; `resume`
+        re-enters one rebuilt from a snapshot (x86.kvm_arch_vcpu_ioctl_run)."""
         from vmsim.kvm import x86
 
-        return (yield from x86.kvm_arch_vcpu_ioctl_run(self))
+        return (yield from x86.kvm_arch_vcpu_ioctl_run(self, resume))
 
     def run(self) -> int:
         gen = self.run_steps()

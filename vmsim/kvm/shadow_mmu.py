@@ -31,6 +31,7 @@ from vmsim.hw.exceptions import CpuException
 from vmsim.hw.memory import PhysicalMemory
 from vmsim.hw.mmu import CR0_PG, CR0_WP, CR4_PSE, RW, US, A, D, Mmu, P
 from vmsim.hw.vmcs import F
+from vmsim.state import register
 
 if TYPE_CHECKING:
     from vmsim.kvm.kvm_main import SimVcpu, SimVm
@@ -39,6 +40,7 @@ PFERR_PRESENT, PFERR_WRITE = 1, 2
 ENTRIES = 1024
 
 
+@register
 @dataclass
 class KvmMmuPage:
     """struct kvm_mmu_page: one shadow table and what it shadows (its role)."""

@@ -70,18 +70,26 @@ _HYPERCALL_RESULTS = {KVM_HC_VAPIC_POLL_IRQ: 0, KVM_HC_KICK_CPU: 0, KVM_HC_SCHED
                       KVM_HC_SEND_IPI: -KVM_EOPNOTSUPP}
 
 
-def kvm_arch_vcpu_ioctl_run(v: SimVcpu) -> Generator[Any, None, int]:
+def kvm_arch_vcpu_ioctl_run(v: SimVcpu, resume: str | None = None) -> Generator[Any, None, int]:
+    """KVM_RUN. `resume` re-enters a run rebuilt from a snapshot where it stood: "entry"
+    or "batch" (in the guest, see vcpu_enter_guest) or "blocked" (in kvm_vcpu_block)."""
     v.in_kvm_run = True
     try:
-        return (yield from _ioctl_run(v))
+        return (yield from _ioctl_run(v, resume))
     finally:
         # Back in userspace, the signal that interrupted KVM_RUN is delivered there.
         v.in_kvm_run = False
         v.signal_pending = False
 
 
-def _ioctl_run(v: SimVcpu) -> Generator[Any, None, int]:
+def _ioctl_run(v: SimVcpu, resume: str | None = None) -> Generator[Any, None, int]:
     run = v.kvm_run
+    if resume is not None:
+        r = yield from vcpu_run(v, resume)
+        if r == 0:
+            _charge(v, 1)
+        _post_kvm_run_save(v)
+        return r
     if v.complete_userspace_io is not None:
         # Finish what the last exit started (IN data into RAX, an MMIO read ...).
         cui, v.complete_userspace_io = v.complete_userspace_io, None
@@ -119,13 +127,18 @@ def kvm_vcpu_running(v: SimVcpu) -> bool:
     return v.mp_state == "runnable"
 
 
-def vcpu_run(v: SimVcpu) -> Generator[Any, None, int]:
+def vcpu_run(v: SimVcpu, resume: str | None = None) -> Generator[Any, None, int]:
     run = v.kvm_run
     while True:
-        if kvm_vcpu_running(v):
+        if resume == "blocked":
+            r = yield from vcpu_block(v, resume=True)
+        elif resume is not None:
+            r = yield from vcpu_enter_guest(v, resume)
+        elif kvm_vcpu_running(v):
             r = yield from vcpu_enter_guest(v)
         else:
             r = yield from vcpu_block(v)
+        resume = None
         if r <= 0:
             return r
         if dm_request_for_irq_injection(v) and kvm_vcpu_ready_for_interrupt_injection(v):
@@ -143,20 +156,28 @@ def vcpu_run(v: SimVcpu) -> Generator[Any, None, int]:
             return -errno.EINTR
 
 
-def vcpu_block(v: SimVcpu) -> Generator[Any, None, int]:
-    """vcpu_block -> kvm_vcpu_halt -> kvm_vcpu_block: a halted vCPU's thread sleeps until
-    an interrupt it can take arrives (or a signal, or an INIT/SIPI), then runs again."""
+def kvm_vcpu_block_wait(v: SimVcpu):
+    """What kvm_vcpu_block sleeps on (rcuwait_wait_event): an event or a signal."""
     from vmsim.clock import Block
 
+    return Block("kvm_vcpu_block", lambda: kvm_vcpu_has_events(v) or v.signal_pending)
+
+
+def vcpu_block(v: SimVcpu, resume: bool = False) -> Generator[Any, None, int]:
+    """vcpu_block -> kvm_vcpu_halt -> kvm_vcpu_block: a halted vCPU's thread sleeps until
+    an interrupt it can take arrives (or a signal, or an INIT/SIPI), then runs again.
+    `resume`: rebuilt from a snapshot, already asleep (its Block is the scheduler's)."""
     ev = v.events
-    if ev is not None and ev.wants("kvm_vcpu_block"):
-        ev.emit("kvm_vcpu_block", v.name, vcpu_id=v.vcpu_id)
     clock = v.vm.kvm.clock
-    start = clock.now if clock is not None else 0
-    v.mode = "blocked"
+    if not resume:
+        if ev is not None and ev.wants("kvm_vcpu_block"):
+            ev.emit("kvm_vcpu_block", v.name, vcpu_id=v.vcpu_id)
+        v.block_start = clock.now if clock is not None else 0
+        v.mode = "blocked"
+    start = v.block_start
     try:
-        if not (kvm_vcpu_has_events(v) or v.signal_pending):
-            yield Block("kvm_vcpu_block", lambda: kvm_vcpu_has_events(v) or v.signal_pending)
+        if not resume and not (kvm_vcpu_has_events(v) or v.signal_pending):
+            yield kvm_vcpu_block_wait(v)
     finally:
         v.mode = "outside"
     woke = kvm_vcpu_has_events(v)
@@ -285,8 +306,10 @@ def kvm_apic_accept_events(v: SimVcpu) -> None:
                           f"{vector << 12:#x}; vmsim's CPU runs 32-bit protected mode only")
 
 
-def vcpu_enter_guest(v: SimVcpu) -> Generator[int, None, int]:
-    run, vmx, cpu = v.kvm_run, v.vmx, v.cpu
+def _prepare_entry(v: SimVcpu) -> int | None:
+    """vcpu_enter_guest up to VM entry: requests, event injection, the last signal check,
+    VMLAUNCH/VMRESUME. A return value ends vcpu_enter_guest with it; None: entered."""
+    run, vmx = v.kvm_run, v.vmx
     ev = v.events
     if "triple_fault" in v.requests:  # KVM_REQ_TRIPLE_FAULT
         v.requests.discard("triple_fault")
@@ -325,15 +348,33 @@ def vcpu_enter_guest(v: SimVcpu) -> Generator[int, None, int]:
         run.set_fail_entry(reason, v.vcpu_id)
         run.exit_reason = KVM_EXIT_FAIL_ENTRY
         return 0
-    mmu = cpu.mmu
     clock = v.vm.kvm.clock
     if clock is not None and clock.now >= v.next_host_tick:
         # Ticks that came while the vCPU was out of the guest (blocked, in userspace, in
         # an exit handler) were the host's alone: no VM exit for them.
         _host_tick(v, clock.now, in_guest=False)
     v.mode = "in_guest"  # entered: from here a kick is an IPI the guest exits for
+    return None
+
+
+def vcpu_enter_guest(v: SimVcpu, resume: str | None = None) -> Generator[int, None, int]:
+    """One VM entry, the guest's run in batches, the VM exit and its handler. `resume`
+    ("entry": right after the entry, "batch": between two batches, SimVcpu.run_point)
+    continues a run rebuilt from a snapshot inside the batch loop."""
+    vmx, cpu = v.vmx, v.cpu
+    ev = v.events
+    mmu = cpu.mmu
+    clock = v.vm.kvm.clock
+    if resume is None:
+        r = _prepare_entry(v)
+        if r is not None:
+            return r
     try:
-        yield COSTS["vmentry"]
+        if resume is None:
+            v.run_point = "entry"
+            yield COSTS["vmentry"]
+        elif resume == "batch" and clock is not None and clock.now >= v.next_host_tick:
+            _host_tick(v, clock.now)
         while True:
             if v.host_irq is not None:
                 # An interrupt for the host (the kick IPI, its timer tick): the guest exits,
@@ -345,6 +386,7 @@ def vcpu_enter_guest(v: SimVcpu) -> Generator[int, None, int]:
                     v.host_irq = None
                 ran = cpu.icount - before
                 _charge(v, ran)
+                v.run_point = "exit"
                 yield ran * COSTS["guest_instruction"]
                 break
             budget = _budget(v)
@@ -368,7 +410,9 @@ def vcpu_enter_guest(v: SimVcpu) -> Generator[int, None, int]:
             if exit_info is None and (v.limit_reached or stuck):
                 exit_info = vmx.vm_exit(None)  # the kick: an external interrupt exits
             # Yield after every batch, even one that retired nothing, so that the session
-            # (a GUI's pause, run_for) gets control back.
+            # (a GUI's pause, run_for) gets control back. Where it stands is plain data
+            # (run_point), so that a snapshot can rebuild the loop here.
+            v.run_point = "batch" if exit_info is None else "exit"
             yield ran * COSTS["guest_instruction"] + walked * COSTS["walk_ref"]
             if exit_info is not None:
                 break

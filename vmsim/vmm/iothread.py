@@ -114,29 +114,43 @@ class IOThread:
     def aio_poll_ready(self) -> bool:
         return self.machine.stop_requested or any(n.ready() for n in self.host_notifiers.values())
 
-    def run(self) -> Generator[Any, None, None]:
-        """iothread_run: aio_poll on the AioContext until the VM stops."""
+    def aio_poll_wait(self) -> Block:
+        return Block("aio_poll", self.aio_poll_ready)
+
+    def aio_poll_io_wait(self) -> Block:
         m = self.machine
-        while not m.stop_requested:
-            self.where = "aio_poll"
-            yield Block("aio_poll", self.aio_poll_ready)
-            if m.stop_requested:
-                break
-            self._trace("aio_poll", what="ioeventfd")
-            yield COST_SYSCALL
-            yield from self._handle_kicks()
+        return Block("aio_poll io", lambda: m.stop_requested, self.io_deadline)
+
+    def run(self, resume: str | None = None) -> Generator[Any, None, None]:
+        """iothread_run: aio_poll on the AioContext until the VM stops. `resume` ("aio_poll",
+        "aio_poll io"): rebuilt from a snapshot asleep there (IOThread.where)."""
+        m = self.machine
+        while resume is not None or not m.stop_requested:  # (rebuilt: past the test)
+            if resume != "aio_poll io":
+                if resume is None:
+                    self.where = "aio_poll"
+                    yield self.aio_poll_wait()
+                resume = None
+                if m.stop_requested:
+                    break
+                self._trace("aio_poll", what="ioeventfd")
+                yield COST_SYSCALL
+                yield from self._handle_kicks()
             vdev = self.proxy.vdev if self.proxy is not None else None
             # The block layer: each request completes after its latency, in order.
             while vdev is not None and vdev.inflight and not m.stop_requested:
                 c = vdev.inflight[0]
-                self.where = "aio_poll io"
-                self.io_deadline = self.now() + int(c["cost"])
-                yield Block("aio_poll io", lambda: m.stop_requested, self.io_deadline)
+                if resume is None:
+                    self.where = "aio_poll io"
+                    self.io_deadline = self.now() + int(c["cost"])
+                    yield self.aio_poll_io_wait()
+                resume = None
                 if m.stop_requested or not vdev.inflight or vdev.inflight[0] is not c:
                     break  # stopped, or drained by a reset meanwhile
                 vdev.inflight.pop(0)
                 self._trace("aio_poll", what="I/O completion")
                 yield from self._complete_in_thread(c)
+            resume = None  # (rebuilt at "aio_poll io" and nothing left in flight)
         self.where = "done"
 
     def _handle_kicks(self) -> Generator[Any, None, None]:
@@ -219,8 +233,34 @@ class IOThread:
             ev.emit(kind, THREAD, **fields)
 
     def state(self) -> dict[str, Any]:
+        """Plain data: where it waits, its counters, and its eventfds (which queues have
+        one, their counters)."""
         return {"where": self.where, "io_deadline": self.io_deadline, "kicks": self.kicks,
                 "completions": self.completions, "irqfd_notifies": self.irqfd_notifies,
-                "host_notifiers": {i: n.state() for i, n in self.host_notifiers.items()},
+                "needs_update_irq": self._needs_update_irq,
+                "has_proxy": self.proxy is not None,
+                "host_notifiers": [[i, n.state()] for i, n in self.host_notifiers.items()],
                 "guest_notifier": (self.guest_notifier.state()
                                    if self.guest_notifier is not None else None)}
+
+    def load_state(self, d: dict[str, Any], proxy: VirtIOMMIOProxy) -> None:
+        """Put back state(): the eventfds are assigned to kvm.ko again as the data plane's
+        start did, in the same order, without tracing the ioctls again (QEMU's post_load
+        assigns them quietly too)."""
+        vm = self.s.vm
+        self.where, self.io_deadline = d["where"], d["io_deadline"]
+        self.kicks, self.completions = d["kicks"], d["completions"]
+        self.irqfd_notifies, self._needs_update_irq = d["irqfd_notifies"], d["needs_update_irq"]
+        self.proxy = proxy if d["has_proxy"] else None
+        self.host_notifiers = {}
+        addr = proxy.base + VIRTIO_MMIO_QUEUE_NOTIFY
+        for index, nd in d["host_notifiers"]:
+            n = EventNotifier(nd["name"])
+            n.load_state(nd)
+            vm.ioeventfd(n, addr, 4, index)
+            self.host_notifiers[index] = n
+        self.guest_notifier = None
+        if d["guest_notifier"] is not None:
+            g = self.guest_notifier = EventNotifier(d["guest_notifier"]["name"])
+            g.load_state(d["guest_notifier"])
+            vm.irqfd(g, proxy.irq_line)

@@ -151,27 +151,34 @@ def kvm_arch_process_async_events(s: KvmState, cpu: CPUState) -> bool:
     return cpu.halted
 
 
-def kvm_cpu_exec(s: KvmState, cpu: CPUState) -> Generator[Any, None, int]:
+def kvm_cpu_exec(s: KvmState, cpu: CPUState, resume: str | None = None
+                 ) -> Generator[Any, None, int]:
     """One visit to KVM_RUN and back, until something needs the rest of QEMU.
 
     The BQL is released around KVM_RUN and taken again for device dispatch, as QEMU does.
+    `resume`: rebuilt from a snapshot inside KVM_RUN (where SimVcpu.run_steps says).
     """
     m = s.machine
     ev = s.events
-    if kvm_arch_process_async_events(s, cpu):
-        return EXCP_HLT
-    m.bql_unlock(cpu.thread)
+    if resume is None:
+        if kvm_arch_process_async_events(s, cpu):
+            return EXCP_HLT
+        m.bql_unlock(cpu.thread)
     ret = 0
     while ret == 0:
         run = cpu.vcpu.kvm_run
-        yield from kvm_arch_pre_run(s, cpu)
-        if cpu.exit_request:
-            run.immediate_exit = 1  # kvm_cpu_kick_self
         steps = getattr(cpu.vcpu, "run_steps", None)
-        if ev is not None:
-            trace_ioctl(ev, "vcpu", cpu.thread, "KVM_RUN", "")
+        if resume is None:
+            yield from kvm_arch_pre_run(s, cpu)
+            if cpu.exit_request:
+                run.immediate_exit = 1  # kvm_cpu_kick_self
+            if ev is not None:
+                trace_ioctl(ev, "vcpu", cpu.thread, "KVM_RUN", "")
         try:
-            if steps is not None:
+            if resume is not None:
+                r = yield from steps(resume)
+                resume = None
+            elif steps is not None:
                 r = yield from steps()  # the simulated kvm.ko yields as it goes
             elif hasattr(cpu.vcpu, "start_run"):
                 r = yield from _host_kvm_run(cpu.vcpu)

@@ -35,6 +35,7 @@ from vmsim.clock import Mutex
 from vmsim.events import EventStream
 from vmsim.hw.cpu import default_cpuid
 from vmsim.hw.memory import PhysicalMemory
+from vmsim.state import fields_state, from_plain, load_fields, to_plain
 from vmsim.vmm.block import BlockBackend
 from vmsim.vmm.bus import IoBus
 from vmsim.vmm.devices.debug_exit import DebugExit
@@ -227,6 +228,47 @@ class Machine:
             self.stop_requested = True
             self.stop_reason = reason
 
+    # -- state as plain data (issue 12) ----------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """The devices QEMU owns, as plain data (QEMU's per-device vmstate sections):
+        COM1, isa-debug-exit, the VGA text buffer, the ISA IRQ levels, the userspace PIC and
+        PIT, the virtio-mmio transports and the virtio-blk device with its requests, the
+        block backend's counters, and the BQL. RAM is saved separately (VirtualMachine),
+        and the disk image is a file of its own: it is not copied."""
+        vdev = self.virtio_blk
+        return {
+            "stop_requested": self.stop_requested, "stop_reason": self.stop_reason,
+            "exit_status": self.exit_status, "irq_levels": list(self.irq_levels),
+            "serial": fields_state(self.serial),
+            "debug_exit": fields_state(self.debug_exit),
+            "vga": fields_state(self.vga),
+            "pic": None if self.pic is None else self.pic.state(),
+            "pit": None if self.pit is None else self.pit.state(),
+            "virtio_transports": [fields_state(p) for p in self.virtio_transports],
+            "virtio_blk": None if vdev is None else _virtio_blk_state(vdev),
+            "blk": None if self.blk is None else fields_state(self.blk, skip=("path", "fd")),
+            "bql": fields_state(self.bql),
+        }
+
+    def load_state(self, d: dict[str, Any]) -> None:
+        self.stop_requested, self.stop_reason = d["stop_requested"], d["stop_reason"]
+        self.exit_status = d["exit_status"]
+        self.irq_levels[:] = d["irq_levels"]
+        load_fields(self.serial, d["serial"])
+        load_fields(self.debug_exit, d["debug_exit"])
+        load_fields(self.vga, d["vga"])
+        if d["pic"] is not None:
+            self.pic.load_state(d["pic"])
+        if d["pit"] is not None:
+            self.pit.load_state(d["pit"])
+        for p, pd in zip(self.virtio_transports, d["virtio_transports"], strict=True):
+            load_fields(p, pd)
+        if d["virtio_blk"] is not None:
+            _load_virtio_blk_state(self.virtio_blk, d["virtio_blk"])
+        if d["blk"] is not None:
+            load_fields(self.blk, d["blk"])
+        load_fields(self.bql, d["bql"])
+
     # -- the big QEMU lock ------------------------------------------------------------------
     def bql_lock(self, who: str) -> Generator[Any, None, None]:
         yield from self.bql.lock(who)
@@ -303,3 +345,27 @@ def load_guest_file(path: str | Path, max_bytes: int | None = None) -> GuestImag
             raise GuestLoadError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
         return assemble(text, str(path))
     return GuestImage(data=raw, origin=LOAD_ADDRESS, source_file=str(path))
+
+
+def _virtio_blk_state(vdev: VirtIOBlock) -> dict[str, Any]:
+    """VirtIOBlock with its queues; an in-flight request names its entry in `requests`
+    by index (the two lists share the dict)."""
+    out = fields_state(vdev, skip=("vq", "inflight"))
+    out["vq"] = [fields_state(q) for q in vdev.vq]
+    inflight = None
+    if vdev.inflight is not None:
+        index = {id(r): i for i, r in enumerate(vdev.requests)}
+        inflight = [to_plain({**c, "req": index[id(c["req"])]}) for c in vdev.inflight]
+    out["inflight"] = inflight
+    return out
+
+
+def _load_virtio_blk_state(vdev: VirtIOBlock, d: dict[str, Any]) -> None:
+    load_fields(vdev, {k: v for k, v in d.items() if k not in ("vq", "inflight")})
+    for q, qd in zip(vdev.vq, d["vq"], strict=True):
+        load_fields(q, qd)
+    if d["inflight"] is None:
+        vdev.inflight = None
+    else:
+        vdev.inflight = [{**c, "req": vdev.requests[c["req"]]}
+                         for c in from_plain(d["inflight"])]

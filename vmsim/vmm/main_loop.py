@@ -72,10 +72,35 @@ class MainLoop:
         self.notified = False
         self.now: Callable[[], int] = lambda: 0  # QEMU_CLOCK_VIRTUAL, set by the VM
         self.running = False  # in dispatch (not polling): the diagram lights the box
+        self.named_timers: dict[str, QEMUTimer] = {}  # every timer by name (snapshots)
 
     def new_timer(self, name: str, cb: Callable[[], None]) -> QEMUTimer:
         """timer_new_ns(QEMU_CLOCK_VIRTUAL, cb, opaque)."""
-        return QEMUTimer(self, name, cb)
+        timer = self.named_timers[name] = QEMUTimer(self, name, cb)
+        return timer
+
+    # -- state as plain data (issue 12) ----------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """The armed timers by name and expiry (in the list's order), the notification,
+        and whether it is dispatching. The fd handlers' data is their device's (COM1's
+        input queue is in the serial state). A bottom half is a callable: snapshots wait
+        until none is scheduled (VirtualMachine.at_rebuildable_point)."""
+        if self.bottom_halves:
+            raise ValueError("a bottom half is scheduled: not a point a snapshot can hold")
+        if any(self.named_timers.get(t.name) is not t for t in self.timers):
+            raise ValueError("two QEMU timers share a name")
+        return {"timers": [[t.name, t.expire_time] for t in self.timers],
+                "notified": self.notified, "running": self.running}
+
+    def load_state(self, d: dict[str, Any]) -> None:
+        for t in self.named_timers.values():
+            t.expire_time = None
+        self.timers = []
+        for name, when in d["timers"]:
+            t = self.named_timers[name]
+            t.expire_time = when
+            self.timers.append(t)
+        self.notified, self.running = d["notified"], d["running"]
 
     def set_fd_handler(self, handler: FdHandler) -> None:
         self.fd_handlers.append(handler)
@@ -101,22 +126,31 @@ class MainLoop:
         return self.notified or self.machine.stop_requested or bool(self._fds_ready())
 
 
-def main_loop_wait(loop: MainLoop) -> Generator[Any, None, None]:
+def ppoll_wait(loop: MainLoop, deadline: int | None) -> Block:
+    """The main loop's ppoll: until notified, an fd is ready, or the timers' deadline."""
+    return Block("main_loop_wait: ppoll", loop._wake, until=deadline)
+
+
+def main_loop_wait(loop: MainLoop, resume: str | None = None) -> Generator[Any, None, None]:
     """The main loop thread (qemu_main_loop -> main_loop_wait, over and over). It holds the
-    BQL except while it polls, as QEMU's does (os_host_main_loop_wait)."""
+    BQL except while it polls, as QEMU's does (os_host_main_loop_wait). `resume` "ppoll":
+    rebuilt from a snapshot asleep in the poll (the scheduler holds its Block)."""
     m = loop.machine
     ev = m.events
-    _thread(m, "started", "qemu_main_loop")
-    yield from m.bql_lock(THREAD)
-    while not m.stop_requested:
+    if resume is None:
+        _thread(m, "started", "qemu_main_loop")
+        yield from m.bql_lock(THREAD)
+    while resume is not None or not m.stop_requested:  # (a rebuilt one is past the test)
         # Nothing to wait for at all (no timer, no fd with data, nobody to notify it): the
         # poll blocks until another thread notifies.
-        m.bql_unlock(THREAD)
-        loop.running = False
-        loop.notified = False
-        deadline = loop.deadline()
-        if not loop._wake() and (deadline is None or deadline > loop.now()):
-            yield Block("main_loop_wait: ppoll", loop._wake, until=deadline)
+        if resume is None:
+            m.bql_unlock(THREAD)
+            loop.running = False
+            loop.notified = False
+            deadline = loop.deadline()
+            if not loop._wake() and (deadline is None or deadline > loop.now()):
+                yield ppoll_wait(loop, deadline)
+        resume = None
         yield from m.bql_lock(THREAD)
         loop.running = True
         now = loop.now()

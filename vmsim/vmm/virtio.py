@@ -37,6 +37,7 @@ from typing import Any
 
 from vmsim.events import EventStream
 from vmsim.hw.memory import PAGE_SIZE, PhysicalMemory
+from vmsim.state import register
 
 # include/standard-headers/linux/virtio_config.h
 VIRTIO_CONFIG_S_ACKNOWLEDGE = 1
@@ -78,6 +79,7 @@ def status_names(status: int) -> list[str]:
     return [name for bit, name in STATUS_BITS if status & bit]
 
 
+@register
 @dataclass
 class VirtQueueElement:
     """A popped chain: its head index and (guest-physical address, length) pieces, the

@@ -15,6 +15,7 @@ from typing import Any
 from vmsim.clock import Block, Scheduler
 from vmsim.costs import NOMINAL_HZ
 from vmsim.kvm.api import Kvm
+from vmsim.state import fields_state, load_fields
 from vmsim.vmm.iothread import THREAD as IOTHREAD
 from vmsim.vmm.iothread import IOThread
 from vmsim.vmm.kvm_all import (
@@ -27,7 +28,7 @@ from vmsim.vmm.kvm_all import (
 )
 from vmsim.vmm.machine import Machine
 from vmsim.vmm.main_loop import THREAD as MAIN_LOOP_THREAD
-from vmsim.vmm.main_loop import FdHandler, MainLoop, main_loop_wait
+from vmsim.vmm.main_loop import FdHandler, MainLoop, main_loop_wait, ppoll_wait
 
 
 @dataclass
@@ -41,18 +42,34 @@ class VmResult:
     unsupported: str = ""  # the guest did something vmsim does not model: what
 
 
-def kvm_vcpu_thread_fn(s: KvmState, cpu: CPUState) -> Generator[Any, None, None]:
+def kvm_vcpu_thread_fn(s: KvmState, cpu: CPUState, resume: str | None = None
+                       ) -> Generator[Any, None, None]:
+    """The vCPU thread. `resume` rebuilds it from a snapshot where VirtualMachine.positions
+    saw it: "in_guest" / "blocked" (inside KVM_RUN) or "halted" (qemu_wait_io_event)."""
     m = s.machine
-    _thread_state(m, cpu.thread, "started", "kvm_vcpu_thread_fn")
-    yield from m.bql_lock(cpu.thread)
-    while not m.stop_requested:
-        if not cpu.halted or not kvm_arch_process_async_events(s, cpu):
+    if resume is None:
+        _thread_state(m, cpu.thread, "started", "kvm_vcpu_thread_fn")
+        yield from m.bql_lock(cpu.thread)
+    while resume is not None or not m.stop_requested:  # (a rebuilt one is past the test)
+        if resume in ("in_guest", "blocked"):
+            point = cpu.vcpu.run_point if resume == "in_guest" else "blocked"
+            r = yield from kvm_cpu_exec(s, cpu, point)
+            if r == EXCP_SHUTDOWN:
+                break
+        elif resume is None and (not cpu.halted or not kvm_arch_process_async_events(s, cpu)):
             r = yield from kvm_cpu_exec(s, cpu)
             if r == EXCP_SHUTDOWN:
                 break
-        yield from qemu_wait_io_event(s, cpu)
+        yield from qemu_wait_io_event(s, cpu, resume == "halted")
+        resume = None
     m.bql_unlock(cpu.thread)
     _thread_state(m, cpu.thread, "stopped", m.stop_reason)
+
+
+def _finished() -> Generator[Any, None, None]:
+    """The body of a thread that had ended when the snapshot was taken."""
+    return
+    yield
 
 
 def _thread_state(m: Machine, thread: str, state: str, detail: str) -> None:
@@ -67,14 +84,22 @@ def cpu_thread_is_idle(s: KvmState, cpu: CPUState) -> bool:
     return not (cpu.interrupt_request & CPU_INTERRUPT_HARD and cpu.eflags_if)
 
 
-def qemu_wait_io_event(s: KvmState, cpu: CPUState) -> Generator[Any, None, None]:
+def halt_cond_wait(s: KvmState, cpu: CPUState) -> Block:
+    """qemu_cond_wait(cpu->halt_cond): until the vCPU has something to do."""
+    return Block("halted", lambda: not cpu_thread_is_idle(s, cpu))
+
+
+def qemu_wait_io_event(s: KvmState, cpu: CPUState, resume: bool = False
+                       ) -> Generator[Any, None, None]:
     """Sleep while the vCPU is halted; the wait releases the BQL (qemu_cond_wait on
-    halt_cond, which qemu_cpu_kick broadcasts)."""
+    halt_cond, which qemu_cpu_kick broadcasts). `resume`: rebuilt asleep there."""
     m = s.machine
-    while cpu_thread_is_idle(s, cpu):
-        _thread_state(m, cpu.thread, "halted", "qemu_wait_io_event: waiting for an interrupt")
-        m.bql_unlock(cpu.thread)
-        yield Block("halted", lambda: not cpu_thread_is_idle(s, cpu))
+    while resume or cpu_thread_is_idle(s, cpu):
+        if not resume:
+            _thread_state(m, cpu.thread, "halted", "qemu_wait_io_event: waiting for an interrupt")
+            m.bql_unlock(cpu.thread)
+            yield halt_cond_wait(s, cpu)
+        resume = False
         yield from m.bql_lock(cpu.thread)
     cpu.thread_kicked = False  # qemu_wait_io_event_common
 
@@ -123,9 +148,13 @@ def _halted_with_if_clear(s: KvmState, cpu: CPUState) -> bool:
 # iothread's eventfds, which the host's kvm.ko signals without ending any run.
 HOST_EVENTFD_POLL = 0.001
 
-# Positions a thread can be rebuilt from (see VirtualMachine.positions).
-REBUILDABLE = {"in_guest", "blocked", "halted", "bql", "ppoll", "aio_poll", "aio_poll io",
-               "done"}
+# Positions VirtualMachine.positions names (besides "running" and "dispatch", mid-way
+# through code), and those load_state rebuilds a thread at: every named one except "bql"
+# (a thread queued for the BQL: a snapshot waits until it has the lock and goes on).
+POSITIONS = {"in_guest", "blocked", "halted", "bql", "ppoll", "aio_poll", "aio_poll io",
+             "done"}
+REBUILDABLE = POSITIONS - {"bql"}
+STATE_VERSION = 1
 
 
 def _position(t, vm: VirtualMachine) -> str:
@@ -147,8 +176,10 @@ def _position(t, vm: VirtualMachine) -> str:
         if b.reason == "kvm_vcpu_block":
             return "blocked"
         return "halted" if b.reason == "halted" else "bql"
-    mode = getattr(cpu.vcpu, "mode", None) if cpu is not None else None
-    return "in_guest" if mode == "in_guest" else "running"
+    v = cpu.vcpu if cpu is not None else None
+    if getattr(v, "mode", None) == "in_guest" and v.run_point in ("entry", "batch"):
+        return "in_guest"  # (at "exit" the VM exit is taken but not yet handled)
+    return "running"
 
 
 class VirtualMachine:
@@ -283,8 +314,116 @@ class VirtualMachine:
 
     def at_rebuildable_point(self) -> bool:
         """Every thread stands where it can be rebuilt from its position and the
-        machine's plain state: the points snapshots are taken at (issue 12)."""
-        return all(p in REBUILDABLE for p in self.positions().values())
+        machine's plain state: the points snapshots are taken at (issue 12). Also: the
+        VM is not stopping, no bottom half is scheduled, and no vCPU is half-way through
+        an emulated instruction (snapshots are never taken with an emulation in flight)."""
+        return self.why_not_rebuildable() == ""
+
+    def why_not_rebuildable(self) -> str:
+        """"" at a rebuildable point, else what stands in the way, in words."""
+        if not hasattr(self.kvm.vm, "vcpus"):
+            return "snapshots need the simulated backend (--backend sim)"
+        if self.machine.stop_requested:
+            return "the VM is stopping"
+        if self.main_loop.bottom_halves:
+            return "a bottom half is scheduled"
+        for c in self.cpus:
+            if c.vcpu.emulator is not None or c.vcpu.mmio_fragments:
+                return f"{c.thread} is emulating an instruction"
+        bad = {n: p for n, p in self.positions().items() if p not in REBUILDABLE}
+        if bad:
+            return ", ".join(f"{n} is {p}" for n, p in bad.items())
+        return ""
+
+    # -- state as plain data (issue 12) ----------------------------------------------------
+    def save_state(self) -> dict[str, Any]:
+        """The whole VM as plain data: RAM, the devices, kvm.ko's VM and vCPUs, the main
+        loop, the iothread, the clock, the event stream's counters, and where each thread
+        stands. Only at a rebuildable point (Session.advance_to_rebuildable_point)."""
+        why = self.why_not_rebuildable()
+        if why:
+            raise ValueError(f"not at a rebuildable point: {why}")
+        ev = self.machine.events
+        return {
+            "version": STATE_VERSION,
+            "positions": self.positions(),
+            "ram": bytes(self.machine.ram),
+            "machine": self.machine.state(),
+            "main_loop": self.main_loop.state(),
+            "iothread": None if self.iothread is None else self.iothread.state(),
+            "kvm_vm": self.kvm.vm.state(),
+            "vcpus": [c.vcpu.state() for c in self.cpus],
+            "cpu_states": [fields_state(c, skip=("index", "thread")) for c in self.cpus],
+            "sched": self.sched.state(),
+            "events": None if ev is None else {"seq": ev.seq, "time": ev.time,
+                                               "thread": ev.thread},
+            "idle": [self._idle_from, self._idle_steps],
+        }
+
+    def load_state(self, d: dict[str, Any]) -> None:
+        """Make this VM, freshly built with the same configuration and not yet run, the
+        one save_state saw: every model's plain state put back, then each simulated thread
+        re-created at its position, entering its function there (kvm_vcpu_thread_fn with
+        resume=..., main_loop_wait, IOThread.run). Nothing is traced while loading."""
+        if d.get("version") != STATE_VERSION:
+            raise ValueError(f"VM state version {d.get('version')!r}, this vmsim reads "
+                             f"{STATE_VERSION}")
+        if any(t.steps for t in self.sched.threads):
+            raise ValueError("load_state needs a VM that has not run")
+        m = self.machine
+        ev = m.events
+        saved_listeners = None
+        if ev is not None:  # quiet: the ioctls and timers below are no new events
+            saved_listeners = (ev._listeners, ev._all)
+            ev._listeners, ev._all = {}, []
+        try:
+            m.ram[:] = d["ram"]
+            m.load_state(d["machine"])
+            if d["iothread"] is not None:
+                self.iothread.load_state(d["iothread"], m.virtio_transports[-1])
+            self.kvm.vm.load_state(d["kvm_vm"])
+            for c, vd, cd in zip(self.cpus, d["vcpus"], d["cpu_states"], strict=True):
+                c.vcpu.load_state(vd)
+                load_fields(c, cd)
+            self.main_loop.load_state(d["main_loop"])
+            self.sched.load_state(d["sched"])  # last: the loads above armed timers anew
+            self._rebuild_threads(d["positions"], d["sched"])
+            self._idle_from, self._idle_steps = d["idle"]
+        finally:
+            if saved_listeners is not None:
+                ev._listeners, ev._all = saved_listeners
+        if ev is not None and d["events"] is not None:
+            ev.seq, ev.time, ev.thread = (d["events"]["seq"], d["events"]["time"],
+                                          d["events"]["thread"])
+
+    def _rebuild_threads(self, positions: dict[str, str], sched: dict[str, Any]) -> None:
+        waits = {td["name"]: td["blocked"] for td in sched["threads"]}
+        s = self.kvm
+        for t in self.sched.threads:
+            pos = positions[t.name]
+            block = None
+            if pos == "done":
+                t.body, t.done = _finished(), True
+            elif t.name == MAIN_LOOP_THREAD:
+                t.body = main_loop_wait(self.main_loop, resume=pos)
+                block = ppoll_wait(self.main_loop, waits[t.name]["until"])
+            elif t.name == IOTHREAD:
+                io = self.iothread
+                t.body = io.run(resume=pos)
+                block = io.aio_poll_wait() if pos == "aio_poll" else io.aio_poll_io_wait()
+            else:
+                cpu = next(c for c in self.cpus if c.thread == t.name)
+                t.body = kvm_vcpu_thread_fn(s, cpu, resume=pos)
+                if pos == "blocked":
+                    block = cpu.vcpu.block_wait()
+                elif pos == "halted":
+                    block = halt_cond_wait(s, cpu)
+            saved = waits[t.name]
+            if (block is None) != (saved is None) or (
+                    block is not None and (block.reason, block.until)
+                    != (saved["reason"], saved["until"])):
+                raise ValueError(f"{t.name} at {pos}: its wait does not match the saved one")
+            t.blocked = block
 
     def limit_reached(self) -> bool:
         return any(getattr(c.vcpu, "limit_reached", False) for c in self.cpus)

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vmsim.events import EventStream
+from vmsim.state import register
 from vmsim.vmm.virtio import (
     VIRTIO_CONFIG_S_DRIVER_OK,
     VIRTIO_CONFIG_S_FEATURES_OK,
@@ -82,6 +83,7 @@ REGISTER_NAMES = {v: k[len("VIRTIO_MMIO_"):] for k, v in globals().items()
                   if k.startswith("VIRTIO_MMIO_") and k != "VIRTIO_MMIO_SIZE"}
 
 
+@register
 @dataclass
 class VirtIOMMIOQueue:
     """The transport's copy of a queue's registers until QueueReady (VirtIOMMIOQueue)."""
