@@ -8,7 +8,7 @@ import sys
 
 
 def register(subparsers) -> None:
-    from vmsim.cli import smp_count
+    from vmsim.cli import add_machine_arguments
 
     p = subparsers.add_parser("gui", help="open the GUI on a guest (default: a sample guest)")
     p.add_argument("guest", nargs="?", metavar="GUEST", help=".asm source or flat binary")
@@ -16,18 +16,7 @@ def register(subparsers) -> None:
                    help="how the simulated kvm.ko virtualizes memory (default ept)")
     p.add_argument("--backend", choices=("sim", "bare"), default="sim",
                    help="sim: the whole simulated stack (default); bare: the CPU alone")
-    p.add_argument("--smp", type=smp_count, default=1, metavar="N",
-                   help="vCPUs, 1 to 8 (default 1), as vmsim run --smp; the window's toolbar "
-                        "changes it too")
-    p.add_argument("--irqchip", choices=("kernel", "userspace"), default="kernel",
-                   help="kernel: PIC, PIT and local APICs in kvm.ko (default); userspace: PIC "
-                        "and PIT in QEMU, as vmsim run --irqchip")
-    p.add_argument("--disk", metavar="FILE[,readonly]",
-                   help="a raw disk image for virtio-blk, as vmsim run --disk (File > Attach "
-                        "disk image changes it)")
-    p.add_argument("--no-ioeventfd", action="store_true",
-                   help="virtio QueueNotify exits to QEMU's vCPU thread instead of waking the "
-                        "iothread through an ioeventfd, as vmsim run --no-ioeventfd")
+    add_machine_arguments(p)  # --smp, --irqchip, --disk, --no-ioeventfd: as vmsim run
     p.add_argument("--theme", choices=("light", "dark"), default=None)
     p.add_argument("--presentation", action="store_true", help="large fonts, for a projector")
     p.add_argument("--screenshot", metavar="FILE.png",
@@ -110,7 +99,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         win = MainWindow(args.guest, paging=args.paging, backend=args.backend, settings=settings,
                          theme=theme if theme in ("light", "dark") else "light",
-                         presentation=args.presentation, smp=args.smp, irqchip=args.irqchip,
+                         presentation=args.presentation, smp=args.smp or 1,
+                         irqchip=args.irqchip or "kernel",
                          disk=disk, disk_readonly=disk_readonly, ioeventfd=not args.no_ioeventfd)
     except AsmError as e:
         print(str(e), file=sys.stderr)

@@ -408,7 +408,6 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vmsim",
         description="Educational simulator of hardware-assisted virtualization (KVM + QEMU on VMX).")
     from vmsim import __version__
-    from vmsim.vmm.machine import IRQCHIP_MODES, MAX_SMP
 
     parser.add_argument("--version", action="version", version=f"vmsim {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -431,20 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="sim: vmsim's VMM on the simulated kvm.ko and VMX CPU (default); "
                           "kvm: the same VMM on the host's /dev/kvm; bare: vmsim's CPU with "
                           "no hypervisor")
-    run.add_argument("--smp", type=smp_count, default=None, metavar="N",
-                     help=f"vCPUs, 1 to {MAX_SMP} (default 1); each starts at the entry "
-                          "point with its own stack (README: several vCPUs)")
-    run.add_argument("--irqchip", choices=IRQCHIP_MODES, default=None,
-                     help="kernel: PIC, PIT and local APICs in kvm.ko (KVM_CREATE_IRQCHIP, "
-                          "QEMU's kernel-irqchip=on, the default); userspace: PIC and PIT "
-                          "in the VMM, injected with KVM_INTERRUPT (no APIC)")
-    run.add_argument("--disk", metavar="FILE[,readonly]",
-                     help="a raw disk image for virtio-blk on the last virtio-mmio transport "
-                          "(0xFEB00E00, IRQ 12); ',readonly' refuses the guest's writes")
-    run.add_argument("--no-ioeventfd", action="store_true",
-                     help="virtio QueueNotify exits to the VMM (KVM_EXIT_MMIO, handled in the "
-                          "vCPU thread under the BQL) instead of signalling an ioeventfd that "
-                          "the iothread waits on (QEMU's ioeventfd=off)")
+    add_machine_arguments(run)
     run.add_argument("--paging", choices=("ept", "shadow"), default="ept",
                      help="how the simulated kvm.ko virtualizes memory: EPT (default) or "
                           "shadow page tables (kvm_intel ept=0)")
@@ -504,6 +490,28 @@ def _unavailable(name: str, error: Exception) -> int:
 
 
 MEMORY_MIB = (2, 3072)  # the RAM sizes vmsim.vmm.machine.Machine accepts
+
+
+def add_machine_arguments(p: argparse.ArgumentParser) -> None:
+    """The machine's options, the same for `vmsim run` and `vmsim gui`: vCPUs, the
+    irqchip, a virtio disk and its ioeventfd (None where not given: the defaults are
+    MachineConfig's, and a backend without a VM refuses them)."""
+    from vmsim.vmm.machine import IRQCHIP_MODES, MAX_SMP
+
+    p.add_argument("--smp", type=smp_count, default=None, metavar="N",
+                   help=f"vCPUs, 1 to {MAX_SMP} (default 1); each starts at the entry "
+                        "point with its own stack (README: several vCPUs)")
+    p.add_argument("--irqchip", choices=IRQCHIP_MODES, default=None,
+                   help="kernel: PIC, PIT and local APICs in kvm.ko (KVM_CREATE_IRQCHIP, "
+                        "QEMU's kernel-irqchip=on, the default); userspace: PIC and PIT "
+                        "in the VMM, injected with KVM_INTERRUPT (no APIC)")
+    p.add_argument("--disk", metavar="FILE[,readonly]",
+                   help="a raw disk image for virtio-blk on the last virtio-mmio transport "
+                        "(0xFEB00E00, IRQ 12); ',readonly' refuses the guest's writes")
+    p.add_argument("--no-ioeventfd", action="store_true",
+                   help="virtio QueueNotify exits to the VMM (KVM_EXIT_MMIO, handled in the "
+                        "vCPU thread under the BQL) instead of signalling an ioeventfd that "
+                        "the iothread waits on (QEMU's ioeventfd=off)")
 
 
 def smp_count(text: str) -> int:
