@@ -381,7 +381,7 @@ def vcpu_enter_guest(v: SimVcpu, resume: str | None = None) -> Generator[int, No
                 # after the one instruction of an STI / MOV SS shadow (which may exit for
                 # its own reason first; the interrupt then stays pending).
                 before = cpu.icount
-                exit_info = _external_interrupt_exit(vmx, v.host_irq)
+                exit_info = vmx.external_interrupt_exit(v.host_irq)
                 if exit_info.basic_reason == ExitReason.EXTERNAL_INTERRUPT:
                     v.host_irq = None
                 ran = cpu.icount - before
@@ -452,11 +452,6 @@ def vcpu_enter_guest(v: SimVcpu, resume: str | None = None) -> Generator[int, No
     cost = COSTS["exit_handler"] + v.handler_cost
     yield cost
     return r
-
-
-def _external_interrupt_exit(vmx, vector: int):
-    fn = getattr(vmx, "external_interrupt_exit", None)
-    return fn(vector) if fn is not None else vmx.vm_exit(None)
 
 
 _NOT_GUEST_LOOPS = (ExitReason.EXTERNAL_INTERRUPT, ExitReason.INTERRUPT_WINDOW)
