@@ -207,17 +207,11 @@ class Scheduler:
         return None
 
     def pick(self) -> SimThread | None:
-        best, best_key = None, None
-        for t in self.threads:
-            when = self._wake_time(t)
-            if when is None:
-                continue
-            key = (when, t.order)
-            if best_key is None or key < best_key:
-                best, best_key = t, key
+        """The thread to resume next (_peek), woken if it was waiting."""
+        best = self._peek()
         if best is not None and best.blocked is not None:
+            best.time = self._wake_time(best)
             best.blocked = None
-            best.time = best_key[0]
         return best
 
     def runnable(self) -> list[SimThread]:
