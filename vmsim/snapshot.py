@@ -244,7 +244,7 @@ def load_session(path: str, **kwargs: Any) -> Session:
                                paging=paging, **kwargs)
     except SnapshotError:
         raise
-    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+    except Exception as e:  # any mismatch in a file from elsewhere is a refusal
         if tmpdir is not None:
             tmpdir.cleanup()
         raise SnapshotError(name, f"does not fit this machine: {type(e).__name__}: "
