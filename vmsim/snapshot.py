@@ -11,11 +11,12 @@ VMStateDescriptions):
 - QEMU's devices, one section each: `serial` (COM1), `debug-exit`, `vga`, `machine` (the
   ISA IRQ lines, a shutdown request), the userspace `pic` and `pit`, `virtio-mmio0`...,
   `virtio-blk`, `blk` (the block backend's counters), `bql`;
-- the simulator's exact state (taken on the simulated backend only): kvm.ko's VM
-  (`kvm-vm`: the EPT or shadow tables, the in-kernel PIC, PIT and their timers), each vCPU
-  (`vcpu0`...: the CPU with its TLB, the VMCS, kvm_run, the local APIC), QEMU's view of
-  each vCPU (`cpustate0`...), and the threads (`threads`: where each simulated thread
-  stands, the clock, the main loop's timers, the iothread, the event counters).
+- the simulator's exact state (taken on the simulated backend only; names `sim-...`):
+  kvm.ko's VM (`sim-kvm-vm`: the EPT or shadow tables, the in-kernel PIC, PIT and their
+  timers), each vCPU (`sim-vcpu0`...: the CPU with its TLB, the VMCS, kvm_run, the local
+  APIC), QEMU's view of each vCPU (`sim-cpustate0`...), and the threads (`sim-threads`:
+  where each simulated thread stands, the clock, the main loop's timers, the iothread,
+  the event counters).
 
 Loading on the simulated backend with the same paging mode puts the exact state back: the
 run continues as if it had never stopped, event for event (numbers and virtual times
@@ -130,13 +131,13 @@ def snapshot_sections(session: Session) -> dict[str, SectionData]:
             out[_section_name(key)] = SectionData(type_name, dev[key])
     for i, d in enumerate(dev["virtio_transports"]):
         out[f"virtio-mmio{i}"] = SectionData("virtio-mmio", d)
-    out["threads"] = SectionData("vmsim-threads", {
+    out["sim-threads"] = SectionData("vmsim-threads", {
         k: state[k] for k in ("version", "positions", "main_loop", "iothread", "sched",
                               "events", "idle")})
-    out["kvm-vm"] = SectionData("vmsim-kvm-vm", state["kvm_vm"])
+    out["sim-kvm-vm"] = SectionData("vmsim-kvm-vm", state["kvm_vm"])
     for i, (vd, cd) in enumerate(zip(state["vcpus"], state["cpu_states"], strict=True)):
-        out[f"vcpu{i}"] = SectionData("vmsim-kvm-vcpu", vd)
-        out[f"cpustate{i}"] = SectionData("vmsim-qemu-cpu", cd)
+        out[f"sim-vcpu{i}"] = SectionData("vmsim-kvm-vcpu", vd)
+        out[f"sim-cpustate{i}"] = SectionData("vmsim-qemu-cpu", cd)
     if m.blk is not None:
         out["disk"] = SectionData(DISK.name, _read_disk(m.blk.path))
     return out
@@ -265,7 +266,7 @@ def _exact_state(secs: dict[str, SectionData], sd: dict[str, Any]) -> dict[str, 
             raise KeyError(f"section {name} is missing")
         return secs[name].data
 
-    threads = need("threads")
+    threads = need("sim-threads")
     machine = {k: need("machine")[k] for k in _MACHINE_FIELDS}
     for key in _PLAIN_TYPES:
         if key != "machine":
@@ -274,9 +275,9 @@ def _exact_state(secs: dict[str, SectionData], sd: dict[str, Any]) -> dict[str, 
     machine["virtio_transports"] = [secs[f"virtio-mmio{i}"].data
                                     for i in range(len(secs)) if f"virtio-mmio{i}" in secs]
     n = sd["config"]["smp"]
-    vm = {**threads, "ram": need("ram"), "machine": machine, "kvm_vm": need("kvm-vm"),
-          "vcpus": [need(f"vcpu{i}") for i in range(n)],
-          "cpu_states": [need(f"cpustate{i}") for i in range(n)]}
+    vm = {**threads, "ram": need("ram"), "machine": machine, "kvm_vm": need("sim-kvm-vm"),
+          "vcpus": [need(f"sim-vcpu{i}") for i in range(n)],
+          "cpu_states": [need(f"sim-cpustate{i}") for i in range(n)]}
     return {"vm": vm, "serial": sd["serial"], "serial_total": sd["serial_total"]}
 
 

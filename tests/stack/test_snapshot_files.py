@@ -227,8 +227,8 @@ def test_a_snapshot_that_does_not_fit_is_refused_not_half_loaded(tmp_path: Path)
 
     snap = open_snapshot(str(good))
     secs = dict(snap.sections)
-    secs["threads"] = type(secs["threads"])(secs["threads"].type,
-                                            {**secs["threads"].data, "positions": {}})
+    secs["sim-threads"] = type(secs["sim-threads"])(secs["sim-threads"].type,
+                                                    {**secs["sim-threads"].data, "positions": {}})
     broken = tmp_path / "broken.vmsnap"
     write_snapshot(str(broken), secs, snap.meta)
     with pytest.raises(SnapshotError) as e:
