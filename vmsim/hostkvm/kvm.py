@@ -207,7 +207,8 @@ class HostVcpu:
 
     def set_msrs(self, entries: list[tuple[int, int]]) -> int:
         """KVM_SET_MSRS: how many were written."""
-        return _ioctl(self.fd, KVM_SET_MSRS, pack_msrs(entries), "KVM_SET_MSRS")
+        # (a mutable buffer: with bytes, fcntl.ioctl returns the buffer, not the count)
+        return _ioctl(self.fd, KVM_SET_MSRS, bytearray(pack_msrs(entries)), "KVM_SET_MSRS")
 
     def get_vcpu_events(self) -> KvmVcpuEvents:
         buf = bytearray(KvmVcpuEvents.SIZE)
