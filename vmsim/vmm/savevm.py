@@ -116,6 +116,9 @@ def qemu_savevm_portable(vm: VirtualMachine, *, resume: bool = False) -> dict[st
     if m.stop_requested:
         raise ValueError("the VM has shut down: there is no state to save")
     was_running = cpus.vm_stop(vm, cpus.RUN_STATE_SAVE_VM)
+    if m.stop_requested:  # the exit a vCPU was finishing as it stopped ended the VM
+        raise ValueError(f"the VM shut down as it stopped ({m.stop_reason}): "
+                         f"there is no state to save")
     cpus.cpu_synchronize_all_states(vm)
     s = vm.kvm
     irqchip = pit2 = None
