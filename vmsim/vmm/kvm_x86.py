@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vmsim.kvm import api
+import vmsim.kvm.api as api
 from vmsim.kvm.api import KvmRegs, KvmSregs, KvmVcpuEvents
 
 if TYPE_CHECKING:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from vmsim.kvm import api
+import vmsim.kvm.api as api
 from vmsim.kvm.api import KvmRegs, KvmVcpuEvents, sregs_from_plain, sregs_to_plain
 from vmsim.snapshot_format import RAM, MapOf, Nullable, SectionType
 from vmsim.state import fields_state
