@@ -218,3 +218,21 @@ def test_portable_sections_pass_their_schemas_through_a_file():
     qemu_loadvm_portable(b.vm, back)
     r = b.run()
     assert (bytes(a.serial) + bytes(b.serial), r.exit_status) == want
+
+
+def test_migrate_demo_command(capsys, tmp_path):
+    from vmsim.migrate import main
+
+    want = _uncut(PORTS)
+    trace = tmp_path / "mig.jsonl"
+    assert main([PORTS, "--from", "sim", "--to", "sim", "--cut", "90",
+                 "--trace", str(trace)]) == 0
+    out = capsys.readouterr()
+    assert out.out.encode() == want[0]
+    assert "[sim -> sim after 90 bytes]" in out.err
+    text = trace.read_text()
+    assert '"new_state":"save-vm"' in text and '"level":"KVM_PUT_FULL_STATE"' in text
+    assert main([PORTS, "--stop-cont", "--cut", "90"]) == 0
+    assert capsys.readouterr().out.encode() == want[0]
+    assert main([PORTS, "--cut", "100000", "--to", "sim"]) == 1
+    assert "ended before" in capsys.readouterr().err

@@ -165,3 +165,21 @@ def test_stop_after_the_end_is_refused():
     s.run()
     with pytest.raises(ValueError, match="shut down"):
         s.vm.stop()
+
+
+def test_exact_snapshot_of_a_stopped_vm():
+    """A stopped VM is at a rebuildable point (its vCPUs parked in qemu_wait_io_event):
+    the exact state saves and rebuilds it stopped, and cont then runs it to the end."""
+    want = _uncut(PORTS)
+    s = Session(PORTS, "sim")
+    for _ in range(STEP_LIMIT):
+        if len(s.serial) >= 100:
+            break
+        assert s.vm.step()
+    s.vm.stop()
+    assert s.vm.at_rebuildable_point()
+    t = Session.from_state(PORTS, s.save_state())
+    assert t.vm.runstate == "paused" and all(c.stopped for c in t.vm.cpus)
+    t.vm.cont()
+    r = t.run()
+    assert (bytes(t.serial), r.exit_status) == want

@@ -174,10 +174,13 @@ def kvm_cpu_exec(s: KvmState, cpu: CPUState, resume: str | None = None
         if resume is None:
             if cpu.vcpu_dirty:
                 # The state QEMU took (cpu_synchronize_state) goes back before KVM_RUN.
+                # (A VM rebuilt from an exact snapshot has no copy: kvm.ko's state, saved
+                # with it, is the same.)
                 from vmsim.vmm.kvm_x86 import KVM_PUT_RUNTIME_STATE
                 from vmsim.vmm.kvm_x86 import kvm_arch_put_registers as put_registers
 
-                put_registers(s, cpu, KVM_PUT_RUNTIME_STATE)
+                if cpu.env is not None:
+                    put_registers(s, cpu, KVM_PUT_RUNTIME_STATE)
                 cpu.vcpu_dirty = False
             yield from kvm_arch_pre_run(s, cpu)
             if cpu.exit_request:
