@@ -236,3 +236,27 @@ def test_migrate_demo_command(capsys, tmp_path):
     assert capsys.readouterr().out.encode() == want[0]
     assert main([PORTS, "--cut", "100000", "--to", "sim"]) == 1
     assert "ended before" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("src,dst", [("sim", "sim"), ("sim", "kvm"), ("kvm", "sim")])
+@pytest.mark.parametrize("cut", [100, 600])
+def test_migrate_with_a_disk(src, dst, cut, tmp_path):
+    """virtio_blk.asm on the iothread's dataplane: the save drains the block layer
+    (bdrv_drain_all: the kicks in the ioeventfds taken, every request completed), and
+    the destination starts its dataplane again on its own KVM (KVM_IOEVENTFD, KVM_IRQFD).
+    The disk image is shared storage, as in a real migration."""
+    import shutil
+
+    guest = str(GUESTS / "virtio_blk.asm")
+    image = bytes(range(256)) * 4096
+    ref_disk = tmp_path / "ref.img"
+    ref_disk.write_bytes(image)
+    want = _uncut(guest, MachineConfig(disk=str(ref_disk)))
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(image)
+    config = MachineConfig(disk=str(disk))
+    first, second, r, state = migrate(guest, src, dst, cut, config=config)
+    assert state["vm"]["iothread"]
+    assert (first + second, r.exit_status) == want
+    assert disk.read_bytes() == ref_disk.read_bytes()
+    shutil.rmtree(tmp_path, ignore_errors=True)

@@ -30,6 +30,7 @@ from vmsim.kvm.api import KvmRegs, KvmVcpuEvents, sregs_from_plain, sregs_to_pla
 from vmsim.snapshot_format import RAM, MapOf, Nullable, SectionType
 from vmsim.state import fields_state
 from vmsim.vmm import cpus
+from vmsim.vmm.iothread import THREAD as IOTHREAD
 from vmsim.vmm.kvm_x86 import (
     KVM_PUT_FULL_STATE,
     X86CpuState,
@@ -56,8 +57,8 @@ SREGS_SCHEMA = {**{name: _SEGMENT for name in api.SEGMENT_NAMES}, "gdt": _DTABLE
 EVENTS_SCHEMA = {name: int for name in KvmVcpuEvents.__dataclass_fields__}
 PIC_SCHEMA = {name: int for name in api.PIC_STATE_FIELDS}
 PIT_CHANNEL_SCHEMA = {name: int for name in api.PIT_CHANNEL_FIELDS}
-VM_SCHEMA = {"version": int, "smp": int, "irqchip": str, "ram_size": int, "clock": int,
-             "qemu_timers": [[Nullable(int)]]}
+VM_SCHEMA = {"version": int, "smp": int, "irqchip": str, "ram_size": int, "iothread": bool,
+             "clock": int, "qemu_timers": [{"name": str, "expire_time": Nullable(int)}]}
 
 # Section types, as QEMU's VMStateDescriptions: one per structure of the KVM API (a
 # section per vCPU: cpu0-regs, cpu1-regs ...), the VM's, and guest RAM (the file format's
@@ -88,7 +89,30 @@ VM_PARTS = (("vm", "kvm-vm"), ("irqchip", "kvm-irqchip"), ("pit2", "kvm-pit2"),
 
 def _config(vm: VirtualMachine) -> dict[str, Any]:
     return {"smp": len(vm.cpus), "irqchip": vm.machine.config.irqchip,
-            "ram_size": len(vm.machine.ram)}
+            "ram_size": len(vm.machine.ram), "iothread": vm.iothread is not None}
+
+
+def bdrv_drain_all(vm: VirtualMachine) -> None:
+    """vm_stop's bdrv_drain_all, and the virtio-blk dataplane's stop: the guest's kicks
+    still in the iothread's ioeventfds are taken and every request in flight completes,
+    so that nothing is left in the block layer or the iothread (neither crosses)."""
+    from vmsim.vmm.cpus import PAUSE_STEP_LIMIT
+
+    io = vm.iothread
+    if io is None or io.proxy is None:
+        return
+    thread = next(t for t in vm.sched.threads if t.name == IOTHREAD)
+
+    def drained() -> bool:
+        vdev = io.proxy.vdev if io.proxy is not None else None
+        idle = thread.done or (thread.blocked is not None and thread.blocked.reason == "aio_poll")
+        return idle and not io.aio_poll_ready() and not (vdev is not None and vdev.inflight)
+
+    for _ in range(PAUSE_STEP_LIMIT):
+        if drained() or vm.sched.step() is None:
+            break
+    if not drained():
+        raise ValueError("the iothread did not drain its requests")
 
 
 def _vcpu_plain(env: X86CpuState) -> dict[str, Any]:
@@ -119,6 +143,7 @@ def qemu_savevm_portable(vm: VirtualMachine, *, resume: bool = False) -> dict[st
     if m.stop_requested:  # the exit a vCPU was finishing as it stopped ended the VM
         raise ValueError(f"the VM shut down as it stopped ({m.stop_reason}): "
                          f"there is no state to save")
+    bdrv_drain_all(vm)
     cpus.cpu_synchronize_all_states(vm)
     s = vm.kvm
     irqchip = pit2 = None
@@ -131,7 +156,8 @@ def qemu_savevm_portable(vm: VirtualMachine, *, resume: bool = False) -> dict[st
     d = {
         "vm": {"version": PORTABLE_VERSION, **_config(vm), "clock": vm.sched.now,
                # QEMU_CLOCK_VIRTUAL timers are part of their devices' vmstate
-               "qemu_timers": [[t.name, t.expire_time] for t in ml.timers]},
+               "qemu_timers": [{"name": t.name, "expire_time": t.expire_time}
+                               for t in ml.timers]},
         "ram": bytes(m.ram),
         "devices": devices,
         "vcpus": [{**_vcpu_plain(c.env),
@@ -181,7 +207,8 @@ def qemu_loadvm_portable(vm: VirtualMachine, d: dict[str, Any]) -> None:
         ev.time = vm.sched.now
     m.ram[:] = d["ram"]
     m.load_state({**d["devices"], "bql": fields_state(m.bql)})
-    vm.main_loop.load_state({"timers": meta["qemu_timers"], "notified": False,
+    vm.main_loop.load_state({"timers": [[t["name"], t["expire_time"]]
+                                        for t in meta["qemu_timers"]], "notified": False,
                              "running": False})
     if s.irqchip_in_kernel:
         kvm_pic_put(s, d["irqchip"])
@@ -193,6 +220,12 @@ def qemu_loadvm_portable(vm: VirtualMachine, d: dict[str, Any]) -> None:
         common = vd["cpu_common"]
         c.halted, c.interrupt_request = common["halted"], common["interrupt_request"]
         c.eflags_if = bool(c.env.regs.rflags & 0x200)
+    # virtio-blk's dataplane starts again on the destination (the device's vm state
+    # change handler): its ioeventfds and irqfd are assigned to this KVM.
+    for proxy in m.virtio_transports:
+        if proxy.ioeventfd_started:
+            proxy.ioeventfd_started = False
+            proxy.virtio_mmio_start_ioeventfd()
     cpus.vm_start(vm)
 
 
