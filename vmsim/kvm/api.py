@@ -566,6 +566,34 @@ class KvmVcpu(Protocol):
         """KVM_SET_MP_STATE."""
         ...
 
+    # The state ioctls (issue 12) that QEMU's stop, savevm and migration use.
+    def get_msrs(self, indices: list[int]) -> list[tuple[int, int]]:
+        """KVM_GET_MSRS (struct kvm_msrs): (index, value) for those read; the kernel stops
+        at the first MSR it does not know."""
+        ...
+
+    def set_msrs(self, entries: list[tuple[int, int]]) -> int:
+        """KVM_SET_MSRS: how many of `entries` were written (it stops at the first refused)."""
+        ...
+
+    def get_vcpu_events(self) -> KvmVcpuEvents:
+        """KVM_GET_VCPU_EVENTS: the exception, interrupt or NMI pending or being injected,
+        the interrupt shadow, NMI masking."""
+        ...
+
+    def set_vcpu_events(self, events: KvmVcpuEvents) -> None:
+        """KVM_SET_VCPU_EVENTS (the fields `events.flags` marks valid, and the injections)."""
+        ...
+
+    def get_lapic(self) -> bytes:
+        """KVM_GET_LAPIC: struct kvm_lapic_state, the APIC's first 1 KiB of registers (with
+        the in-kernel irqchip)."""
+        ...
+
+    def set_lapic(self, regs: bytes) -> None:
+        """KVM_SET_LAPIC."""
+        ...
+
 
 class KvmVcpuThread(Protocol):
     """A vCPU whose KVM_RUN runs on its own OS thread (the host's /dev/kvm, one real thread
@@ -618,6 +646,24 @@ class KvmVm(Protocol):
         """KVM_CREATE_PIT2 (struct kvm_pit_config {u32 flags; u32 pad[15]}): the 8254 PIT
         at 0x40-0x43 in the kernel, raising GSI 0; needs the irqchip first.
         KVM_PIT_SPEAKER_DUMMY in `flags` adds a dummy port 0x61."""
+        ...
+
+    def get_irqchip(self, chip_id: int) -> dict[str, int]:
+        """KVM_GET_IRQCHIP (struct kvm_irqchip) for KVM_IRQCHIP_PIC_MASTER or _SLAVE: the
+        struct kvm_pic_state fields by name (PIC_STATE_FIELDS)."""
+        ...
+
+    def set_irqchip(self, chip_id: int, pic: dict[str, int]) -> None:
+        """KVM_SET_IRQCHIP for one PIC."""
+        ...
+
+    def get_pit2(self) -> tuple[list[dict[str, int]], int]:
+        """KVM_GET_PIT2 (struct kvm_pit_state2): three channels' struct
+        kvm_pit_channel_state (PIT_CHANNEL_FIELDS) and the flags."""
+        ...
+
+    def set_pit2(self, channels: list[dict[str, int]], flags: int = 0) -> None:
+        """KVM_SET_PIT2: the kernel loads each channel's count again."""
         ...
 
     def irq_line(self, irq: int, level: int) -> None:
