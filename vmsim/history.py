@@ -84,28 +84,61 @@ class Checkpoint:
 
 
 def _split(d: dict[str, Any]) -> dict[str, bytes]:
-    """The VM state as pickled parts: each top-level entry, each vCPU's entries apart
-    (the VMCS bitmaps, large, seldom change)."""
+    """The VM state as pickled parts: each top-level entry, each vCPU's entries apart,
+    the VMCS's MSR bitmap (large, set once) apart again."""
     out = {}
     for k, v in d.items():
         if k == "vcpus":
             for i, vd in enumerate(v):
                 for kk, vv in vd.items():
+                    if kk == "vmcs":
+                        vv = dict(vv)
+                        out[f"vcpus/{i}/msr_bitmap"] = _pickled_bitmap(vv.pop("msr_bitmap"))
                     out[f"vcpus/{i}/{kk}"] = pickle.dumps(vv, 5)
         else:
             out[k] = pickle.dumps(v, 5)
     return out
 
 
+_PICKLED: dict[int, tuple[Any, bytes]] = {}
+
+
+def _pickled_bitmap(pairs: Any) -> bytes:
+    """The MSR bitmap's pairs pickled, once per list (Vmcs.state gives the same list
+    while the bitmap is the same set)."""
+    hit = _PICKLED.get(id(pairs))
+    if hit is None or hit[0] is not pairs:
+        if len(_PICKLED) > 64:
+            _PICKLED.clear()
+        hit = _PICKLED[id(pairs)] = (pairs, pickle.dumps(pairs, 5))
+    return hit[1]
+
+
+# The MSR bitmaps as unpickled from a part (the same object each time, which
+# Vmcs.load_state recognises): only read, never changed.
+_BITMAPS: dict[int, tuple[bytes, Any]] = {}
+
+
 def _join(parts: dict[str, bytes]) -> dict[str, Any]:
     d: dict[str, Any] = {}
     vcpus: dict[int, dict[str, Any]] = {}
+    bitmaps: dict[int, Any] = {}
     for k, b in parts.items():
         if k.startswith("vcpus/"):
             _, i, kk = k.split("/", 2)
-            vcpus.setdefault(int(i), {})[kk] = pickle.loads(b)
+            if kk == "msr_bitmap":
+                hit = _BITMAPS.get(id(b))
+                if hit is None or hit[0] is not b:
+                    if len(_BITMAPS) > 64:
+                        _BITMAPS.clear()
+                    hit = _BITMAPS[id(b)] = (b, pickle.loads(b))
+                bitmaps[int(i)] = hit[1]
+            else:
+                vcpus.setdefault(int(i), {})[kk] = pickle.loads(b)
         else:
             d[k] = pickle.loads(b)
+    for i, mb in bitmaps.items():
+        vcpus[i]["vmcs"]["msr_bitmap"] = mb
     d["vcpus"] = [vcpus[i] for i in sorted(vcpus)]
     return d
 
@@ -415,6 +448,8 @@ class History:
             d = _join(ck.parts)
             d["ram"] = None
             vm.load_state(d)
+            for c in vm.cpus:  # the batch of the step it was taken in is no state
+                c.vcpu.__dict__.pop("BATCH", None)
         old.close()
         start, total = ck.extra["serial"]
         s.serial[:] = self.serial_all[start - self.serial_base:total - self.serial_base]

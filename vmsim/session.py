@@ -496,7 +496,7 @@ class Session:
             "position": None if h is None else h.pos,
             "registers": [self.registers(i) for i in range(len(vm.cpus))],
             "segments": [self.segments(i) for i in range(len(vm.cpus))],
-            "vcpus": [c.vcpu.state() for c in vm.cpus],
+            "vcpus": [_without_batch(c.vcpu.state()) for c in vm.cpus],
             "cpu_states": [fields_state(c, skip=("index", "thread")) for c in vm.cpus],
             "ram": hashlib.sha256(self.machine.ram).hexdigest(),
             "machine": self.machine.state(),
@@ -958,6 +958,15 @@ def _virtio_view(proxy) -> dict[str, object]:
                    sectors_touched=dict(sorted(blk.touched.items())),
                    sectors_read=blk.sectors_read, sectors_written=blk.sectors_written)
     return out
+
+
+def _without_batch(d: dict) -> dict:
+    """A vCPU's state without BATCH: how far a front end lets it run between two yields
+    (set around a step, recorded by the history per step), not the machine's state."""
+    fields = d.get("fields")
+    if isinstance(fields, dict) and "BATCH" in fields:
+        d = dict(d, fields={k: v for k, v in fields.items() if k != "BATCH"})
+    return d
 
 
 def eflags_decoded(value: int) -> list[tuple[str, bool]]:
