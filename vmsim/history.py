@@ -56,6 +56,7 @@ NEAR = 24
 # subscribing for a while never changes which events get a number.
 HISTORY_KINDS = [k for k in CATALOGUE if k not in ("tlb_hit", "tlb_miss", "walk_step")]
 ZERO_PAGE = bytes(PAGE)
+_ZERO_BLOCK_BUF = bytearray(BLOCK)  # (a writable buffer: ctypes takes its address)
 
 
 def _memcmp():
@@ -340,13 +341,20 @@ class History:
                     if ram[a:a + PAGE] != prev[a:a + PAGE]]
         ra = ctypes.addressof(ctypes.c_char.from_buffer(ram))
         pa = ctypes.addressof(ctypes.c_char.from_buffer(prev))
+        za = ctypes.addressof(ctypes.c_char.from_buffer(_ZERO_BLOCK_BUF))
+        pages = base.pages
+        per = BLOCK // PAGE
         out = []
         n = len(ram)
         for b in range(0, n, BLOCK):
             size = min(BLOCK, n - b)
-            if _MEMCMP(ra + b, pa + b, size):
+            i = b // PAGE
+            # A block all zero in base is compared with a zero block that stays in the
+            # cache: half the memory traffic of comparing with the copy.
+            zero = all(p is ZERO_PAGE for p in pages[i:i + per])
+            if _MEMCMP(ra + b, za if zero else pa + b, size):
                 for a in range(b, b + size, PAGE):
-                    if _MEMCMP(ra + a, pa + a, PAGE):
+                    if _MEMCMP(ra + a, (za if zero else pa + a), PAGE):
                         out.append(a // PAGE)
         return out
 
