@@ -2,7 +2,7 @@
 ; a 4 MiB buffer (1024 pages) a dword per 64 bytes, so RAM writes are spread over many
 ; pages, with a VM exit to userspace every 64 stores (an OUT to the POST port 0x80,
 ; which nothing claims) and one kvm.ko handles itself every 4096 (CPUID). About
-; 13 M instructions; the sum of the buffer ends on COM1 and the guest exits with
+; 11 M instructions; the sum of the buffer ends on COM1 and the guest exits with
 ; status (0x21 << 1) | 1 through isa-debug-exit.
 bits 32
 org 0x100000
