@@ -200,7 +200,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             session = Session.load_snapshot(args.load, backend=args.backend,
                                             paging=args.paging, disk=disk_path,
                                             serial_out=serial_out, max_instructions=limit,
-                                            events=events)
+                                            events=events, history=False)
             open_outputs()
         else:
             # Statistics and the trace listen before the VM exists: its creation (every
@@ -212,7 +212,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                                             disk_readonly=disk_readonly,
                                             ioeventfd=not args.no_ioeventfd),
                               serial_out=serial_out, max_instructions=limit,
-                              paging=args.paging or "ept", events=events)
+                              paging=args.paging or "ept", events=events,
+                              history=False)  # a batch run never steps back
         if args.breaks:
             if session.backend == "bare" or (session.backend == "kvm" and any(
                     kind != "event" for kind, _ in args.breaks)):

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.flush()
 
         first = args.backend if args.stop_cont else args.src
-        a = Session(args.guest, first, serial_out=out, events=events)
+        a = Session(args.guest, first, serial_out=out, events=events, history=False)
         if not _run_to(a, args.cut):
             print(f"vmsim.migrate: the guest ended before {args.cut} bytes", file=sys.stderr)
             return 1
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             state = qemu_savevm_portable(a.vm)
             print(f"\n[{args.src} -> {args.dst} after {len(a.serial)} bytes]", file=sys.stderr)
-            b = Session(args.guest, args.dst, serial_out=out, events=events)
+            b = Session(args.guest, args.dst, serial_out=out, events=events, history=False)
             qemu_loadvm_portable(b.vm, state)
             r = b.run()
         print(f"[exit status {r.exit_status}: {r.reason}]", file=sys.stderr)

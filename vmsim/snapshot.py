@@ -195,7 +195,8 @@ def _portable_from_copy(session: Session, state: dict[str, Any],
         copy = Session.from_state(session.image, {"vm": state, "serial": b"",
                                                   "serial_total": 0},
                                   backend="sim", config=cfg, paging=session.paging,
-                                  events=EventStream(), serial_out=lambda data: None)
+                                  events=EventStream(), serial_out=lambda data: None,
+                                  history=False)
         try:
             portable = qemu_savevm_portable(copy.vm)
         finally:
@@ -357,6 +358,8 @@ def _load_portable(image: Any, secs: dict[str, SectionData], sd: dict[str, Any],
         raise
     s.serial[:] = sd["serial"]
     s.serial_total = sd["serial_total"]
+    if s.history is not None:
+        s.history.reset()  # steps back go no further than the migration
     return s
 
 
