@@ -359,7 +359,11 @@ def _load_portable(image: Any, secs: dict[str, SectionData], sd: dict[str, Any],
     s.serial[:] = sd["serial"]
     s.serial_total = sd["serial_total"]
     if s.history is not None:
-        s.history.reset()  # steps back go no further than the migration
+        # Steps back go no further than the migration: the history starts at the first
+        # point after it where every thread can be rebuilt (a checkpoint needs one).
+        if not s.advance_to_rebuildable_point():
+            raise ValueError("the migrated VM reached no point a checkpoint can hold")
+        s.history.reset()
     return s
 
 
