@@ -93,7 +93,10 @@ class Checkpoint:
 
 def _split(d: dict[str, Any]) -> dict[str, bytes]:
     """The VM state as pickled parts: each top-level entry, each vCPU's entries apart,
-    the VMCS's MSR bitmap (large, set once) apart again."""
+    the VMCS's MSR bitmap (large, set once) apart again. Pickle is only the in-memory
+    copy of this process's own plain data (compact, and equal parts compare as bytes);
+    nothing pickled ever leaves the process or comes from a file (snapshot files are
+    JSON sections: vmsim/snapshot_format.py)."""
     out = {}
     for k, v in d.items():
         if k == "vcpus":
