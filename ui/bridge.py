@@ -14,10 +14,20 @@ back as Qt signals. Two modes, as in Ripes:
 The machine's vCPUs (`smp`) and irqchip mode are chosen with `set_machine`, and its disk
 image with `set_disk`; each starts the guest again, as `vmsim run --smp N --irqchip MODE
 --disk FILE[,readonly]`.
+
+Steps backwards (issue 12) go through the session too (`Session.step_back_*`,
+`reverse_continue`, `seek_time`). When the session went back it calls `on_rewind` with the
+seq of the last event that still happened; the bridge then drops the later events, the
+later serial output and the later exits from its statistics, and emits `rewound` so each
+view drops what it kept of them. Events a replay emits again (the same seq) are not taken
+twice. The session's machine, VM and CPUs may be new objects after a step back: nothing
+here or in the views keeps them.
 """
 
 from __future__ import annotations
 
+import bisect
+import copy
 import threading
 import time
 from collections import deque
@@ -25,6 +35,7 @@ from collections.abc import Callable
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
+from ui import text as T
 from ui.text import event_breakpoint_name
 from vmsim.asm.image import GuestImage
 from vmsim.events import CATALOGUE, Event, EventStream
@@ -60,6 +71,52 @@ EVENT_INTERVALS_MS = [900, 600, 400, 250, 150, 90, 50, 25, 10, 0]
 # Scheduler steps a single step may take looking for its event (each runs up to
 # SimVcpu.BATCH guest instructions): a guest looping with no exit must not hang the window.
 STEP_LIMIT = 60
+STATS_CHECKPOINT = 2048  # exit events between copies of the statistics (a step back's replay)
+
+
+class StatsHistory:
+    """The exit statistics (`vmsim.stats.ExitStats`) as they stood after any event: the
+    events ExitStats counts, in seq order, with a copy of the statistics every
+    STATS_CHECKPOINT of them. `rewind(seq)` gives the statistics after event `seq`, as a
+    forward run had them there."""
+
+    def __init__(self) -> None:
+        self.stats = ExitStats()
+        self.seqs: list[int] = []
+        self.events: list[tuple[str, str, int, dict]] = []  # (kind, source, time, fields)
+        self.copies: list[ExitStats] = [copy.deepcopy(self.stats)]  # before event k * STATS_CHECKPOINT
+
+    def add(self, ev: Event) -> None:
+        if self.seqs and ev.seq <= self.seqs[-1]:
+            return  # a replay after a step back emits it again
+        if len(self.seqs) % STATS_CHECKPOINT == 0 and len(self.seqs) // STATS_CHECKPOINT == len(self.copies):
+            self.copies.append(copy.deepcopy(self.stats))
+        fields = {k: ev.fields[k] for k in ("exit_reason", "exit_reason_number", "reason") if k in ev.fields}
+        self.seqs.append(ev.seq)
+        self.events.append((ev.kind, ev.source, ev.time, fields))
+        self.stats._on_event(_StatsEvent(ev.kind, ev.source, ev.time, fields))
+
+    def rewind(self, seq: int) -> ExitStats:
+        n = bisect.bisect_right(self.seqs, seq)
+        del self.seqs[n:], self.events[n:]
+        k = n // STATS_CHECKPOINT
+        del self.copies[k + 1:]
+        self.stats = copy.deepcopy(self.copies[k])
+        for kind, source, t, fields in self.events[k * STATS_CHECKPOINT:n]:
+            self.stats._on_event(_StatsEvent(kind, source, t, fields))
+        return self.stats
+
+
+class _StatsEvent:
+    """What ExitStats reads of an event (kind, source, time, fields by name)."""
+
+    __slots__ = ("fields", "kind", "source", "time")
+
+    def __init__(self, kind: str, source: str, t: int, fields: dict):
+        self.kind, self.source, self.time, self.fields = kind, source, t, fields
+
+    def __getitem__(self, name: str):
+        return self.fields[name]
 
 
 class SessionBridge(QObject):
@@ -69,6 +126,7 @@ class SessionBridge(QObject):
     runningChanged = Signal(bool)
     stopped = Signal(str)  # why a run or a step stopped (breakpoint, finished ...)
     sessionReset = Signal()  # a new Session (reset, re-assembled, opened)
+    rewound = Signal(int)  # the session went back: the seq of the last event that still happened
     gdbChanged = Signal(str)  # a debugger drives the session: what to say ("" once it left)
     _gdbStopped = Signal()  # from the stub's thread: the guest stopped (queued to the GUI)
     _gdbEnded = Signal(object)  # from the stub's thread: the stub, once the debugger left
@@ -109,26 +167,44 @@ class SessionBridge(QObject):
         self._gdbStopped.connect(self._gdb_stopped)
         self._gdbEnded.connect(self._gdb_ended)
         self.session: Session
-        self.stats: ExitStats
+        self.stats_history: StatsHistory
         self.outcome: Outcome | None = None
+        self.last_seq = 0  # the last event taken (a replay's events up to it are not new)
         self._build()
 
     # -- the session -------------------------------------------------------------------------
-    def _build(self) -> None:
+    def _build(self, snapshot: str | None = None) -> None:
+        """A new session: the guest from its start, or (`snapshot`) a session reopened
+        from a snapshot file (Session.load_snapshot), whose guest and machine then become
+        the bridge's."""
         events = EventStream()
-        self.stats = ExitStats()
-        self.stats.attach(events)  # before the VM exists, as `vmsim run --stats`
-        self._serial.clear()
-        config = MachineConfig(serial_in=self.serial_input, smp=self.smp, irqchip=self.irqchip,
-                               disk=self.disk, disk_readonly=self.disk_readonly,
-                               ioeventfd=self.ioeventfd)
+        stats = StatsHistory()
+        # Before the VM exists, as `vmsim run --stats` attaches its ExitStats.
+        events.subscribe(stats.add, list(ExitStats.KINDS))
         old = getattr(self, "session", None)
-        self.session = Session(self.guest, self.backend, config,
-                               serial_out=self._on_serial, events=events, paging=self.paging)
+        if snapshot is not None:
+            session = Session.load_snapshot(snapshot, serial_out=self._on_serial, events=events)
+        else:
+            config = MachineConfig(serial_in=self.serial_input, smp=self.smp, irqchip=self.irqchip,
+                                   disk=self.disk, disk_readonly=self.disk_readonly,
+                                   ioeventfd=self.ioeventfd)
+            session = Session(self.guest, self.backend, config,
+                              serial_out=self._on_serial, events=events, paging=self.paging)
+        self._serial.clear()
+        self.session = session
+        self.stats_history = stats
         if old is not None:  # its disk image's descriptor: the new machine opened its own
             old.machine.close()
+        if snapshot is not None:  # the snapshot's guest and machine are the bridge's now
+            c = session.machine.config
+            self.guest, self.backend, self.paging = session.image, session.backend, session.paging
+            self.smp, self.irqchip, self.ioeventfd = c.smp, c.irqchip, c.ioeventfd
+            self.disk, self.disk_readonly = c.disk, c.disk_readonly
+            self._serial.extend(session.serial)  # what COM1 had sent when it was saved
         if isinstance(self.guest, str):
             self.guest = self.session.image
+        session.on_rewind.append(self._on_rewind)
+        self.last_seq = session.events.seq
         self.outcome = None
         self.break_event = None
         self.main_loop_seen = False
@@ -139,6 +215,11 @@ class SessionBridge(QObject):
         self._unsubscribe = None
         self._subscribe(FINE_KINDS)
         self._apply_breakpoints()
+
+    @property
+    def stats(self) -> ExitStats:
+        """The exit statistics of the run up to the session's present point."""
+        return self.stats_history.stats
 
     def reset(self, image: GuestImage | None = None) -> None:
         """Start again from the entry state (with a new image if given)."""
@@ -176,6 +257,30 @@ class SessionBridge(QObject):
         self.disk, self.disk_readonly = path, readonly
         self.reset()
 
+    def load_snapshot(self, path: str) -> None:
+        """Reopen the session a snapshot file holds (guest, machine, state): raises
+        SnapshotError, ValueError or OSError (one line) and then leaves the session as it
+        was. Breakpoints on source lines are dropped (the guest may be another)."""
+        self.pause()
+        unsubscribe = self._unsubscribe
+        self._build(snapshot=path)  # a refusal raises before anything here changed
+        if unsubscribe is not None:
+            unsubscribe()
+        self.line_breakpoints.clear()
+        self._apply_breakpoints()
+        self.sessionReset.emit()
+        self._deliver(force=True)
+
+    def save_snapshot(self, path: str) -> str:
+        """Write the session to a snapshot file (Session.save_snapshot, which may first
+        step on to the next point it can rebuild); returns its one-line summary. Raises
+        SnapshotError, ValueError or OSError (one line)."""
+        self.pause()
+        try:
+            return self.session.save_snapshot(path)
+        finally:
+            self._deliver(force=True)  # the views follow any steps it took
+
     def open(self, path: str) -> None:
         """Load another guest (raises AsmError / GuestLoadError, leaving the old one)."""
         from vmsim.vmm.machine import load_guest_file
@@ -190,6 +295,9 @@ class SessionBridge(QObject):
         self._unsubscribe = self.session.events.subscribe(self._on_event, kinds)
 
     def _on_event(self, ev: Event) -> None:
+        if ev.seq <= self.last_seq:
+            return  # a replay after a step back emits it again: the views have it
+        self.last_seq = ev.seq
         if ev.kind == "kvm_entry":
             self.in_guest = True
         elif ev.kind == "kvm_exit":
@@ -280,6 +388,112 @@ class SessionBridge(QObject):
 
     def step_userspace_exit(self) -> Outcome | None:
         return self._step(lambda: self.session.step_userspace_exit(STEP_LIMIT))
+
+    # -- steps backwards (issue 12) -------------------------------------------------------------
+    def back_refusal(self) -> str:
+        """Why the session cannot step back now ("" if it can): the tooltip of the back
+        actions while they are off."""
+        s = self.session
+        if self.gdb is not None:
+            return T.NO_BACK_GDB
+        if s.backend == "kvm":
+            return T.NO_BACK_KVM
+        if s.vm is None:
+            return T.NO_BACK_BARE
+        if not s.can_step_back():
+            return T.NO_BACK_START
+        return ""
+
+    def _step_back(self, fn: Callable[[], Outcome], what: Callable[[Outcome], str] | None = None
+                   ) -> Outcome | None:
+        self.pause()
+        why = self.back_refusal()
+        if why:
+            self.stopped.emit(why)
+            return None
+        try:
+            out = fn()
+        except ValueError as e:  # the session's one line (nothing earlier, a backend without)
+            self.stopped.emit(" ".join(str(e).split()))
+            self._deliver(force=True)
+            return None
+        self._after_rewind()
+        self.stopped.emit(what(out) if what is not None else
+                          T.BACK_STOPPED.get(out.reason) or
+                          T.BACK_DONE.format(time=self.session.virtual_time, seq=self.last_seq))
+        self._deliver(force=True)
+        return out
+
+    def step_back_instruction(self) -> Outcome | None:
+        return self._step_back(self.session.step_back_instruction)
+
+    def step_back_event(self) -> Outcome | None:
+        return self._step_back(self.session.step_back_event)
+
+    def step_back_vmexit(self) -> Outcome | None:
+        return self._step_back(self.session.step_back_vmexit)
+
+    def step_back_userspace_exit(self) -> Outcome | None:
+        return self._step_back(self.session.step_back_userspace_exit)
+
+    def reverse_continue(self) -> Outcome | None:
+        def what(out: Outcome) -> str:
+            if out.breakpoint:
+                return T.REVERSE_HIT.format(what=self._breakpoint_words(out.breakpoint))
+            return T.REVERSE_START
+        return self._step_back(self.session.reverse_continue, what)
+
+    def timeline(self) -> dict | None:
+        """Session.timeline(), or None where there is none (kvm, bare)."""
+        s = self.session
+        if s.vm is None or s.backend == "kvm":
+            return None
+        return s.timeline()
+
+    def seek(self, t: int) -> Outcome | None:
+        """Go to the last recorded point at or before virtual time `t` (past the end: run
+        forward to it), as the timeline's click or drag asks."""
+        if self.gdb is not None or self.timeline() is None:
+            return None
+        self.pause()
+        try:
+            out = self.session.seek_time(int(t))
+        except ValueError as e:
+            self.stopped.emit(" ".join(str(e).split()))
+            self._deliver(force=True)
+            return None
+        self._after_rewind()
+        if out.finished:
+            self.outcome = out
+        self.stopped.emit(T.SEEK_DONE.format(time=self.session.virtual_time, asked=int(t)))
+        self._deliver(force=True)
+        return out
+
+    def _on_rewind(self, seq: int) -> None:
+        """Session.on_rewind: the session went back; event `seq` is the last that happened.
+        Drop what came after it, here and (through `rewound`) in the views."""
+        self.last_seq = seq
+        self._pending = [ev for ev in self._pending if ev.seq <= seq]
+        while self.history and self.history[-1].seq > seq:
+            self.history.pop()
+        self.stats_history.rewind(seq)
+        self._serial.clear()  # a replay's output: the console reads session.serial instead
+        self.in_guest = False
+        for ev in reversed(self.history):  # the last VM transition that still happened
+            if ev.kind in ("kvm_entry", "kvm_exit"):
+                self.in_guest = ev.kind == "kvm_entry"
+                break
+        else:
+            vmx = getattr(self.session.vm.cpus[0].vcpu, "vmx", None) if self.session.vm else None
+            self.in_guest = bool(getattr(vmx, "guest_mode", False))
+        self.main_loop_last = next((ev.time for ev in reversed(self.history)
+                                    if ev.kind in MAIN_LOOP_KINDS), None)
+        self.main_loop_seen = False
+        self.rewound.emit(seq)
+
+    def _after_rewind(self) -> None:
+        self.outcome = self.session.outcome  # None again when it went back before the end
+        self.break_event = None
 
     # -- running (time-boxed batches, repaint from state) -----------------------------------------
     def set_speed(self, speed: int) -> None:
