@@ -757,8 +757,10 @@ class MainWindow(QMainWindow):
 
     def seek(self, t: int) -> None:
         """Go to virtual time `t` (the timeline's click or drag)."""
+        b = self.bridge
         self.registers.mark_step()
-        self.bridge.seek(t)
+        if b.seek(t) is not None:  # the console as COM1 had sent it by then, however it got there
+            self.devices.truncate(b.last_seq, bytes(b.session.serial))
 
     def _wait_for_gdb(self) -> None:
         port, ok = QInputDialog.getInt(self, "Wait for gdb",

@@ -256,6 +256,7 @@ class VmcsPanel(QWidget):
         # QEMU saves it "into the VMCS", which it never touches).
         self.out_note = QLabel(T.VMCS_OUT_OF_GUEST)
         self.out_note.setWordWrap(True)
+        self.out_note.setToolTip(T.VMCS_OUT_OF_GUEST_TIP)
         self.out_note.setVisible(False)
         self.out_note.setStyleSheet("QLabel { font-style: italic; }")
         self.tree = QTreeWidget()
@@ -273,7 +274,8 @@ class VmcsPanel(QWidget):
         s = bridge.session
         if s.vm is None or not hasattr(s.vm.cpus[0].vcpu, "vmcs"):
             self.exit_label.setText("no VMCS on this backend")
-            self.out_note.setVisible(False)
+            self.out_note.setToolTip(T.VMCS_OUT_OF_GUEST_TIP)
+        self.out_note.setVisible(False)
             return
         vcpu = s.vm.cpus[0].vcpu  # read again each time: a step back may bring new objects
         vmx = getattr(vcpu, "vmx", None)

@@ -178,8 +178,12 @@ SNAPSHOT_OPENED = ("snapshot {name} opened: {backend}, {smp} vCPU{s}, irqchip {i
 SNAPSHOT_SAVE_FAILED = "cannot save the snapshot: {error}"
 SNAPSHOT_OPEN_FAILED = "cannot open the snapshot: {error}"
 
-# The VMCS panel, while the vCPU is out of the guest (VMX root: kvm.ko or QEMU has it).
-VMCS_OUT_OF_GUEST = ("vCPU out of the guest: the guest's RIP, RSP, RFLAGS, control and segment "
-                     "registers stay in this VMCS (the general registers in kvm.ko's "
-                     "vcpu->arch.regs) until the next VM entry; QEMU never reads the VMCS, only "
-                     "copies through KVM_GET_REGS / KVM_GET_SREGS")
+# The VMCS panel, while the vCPU is out of the guest (VMX root: kvm.ko or QEMU has it): the
+# note, and its tooltip with the whole story.
+VMCS_OUT_OF_GUEST = ("vCPU out of the guest: its state stays in this VMCS; QEMU sees only "
+                     "copies (KVM_GET_REGS / KVM_GET_SREGS)")
+VMCS_OUT_OF_GUEST_TIP = ("Between a VM exit and the next VM entry the guest's RIP, RSP, RFLAGS, "
+                         "control and segment registers stay in the VMCS's guest-state area (its "
+                         "general registers in kvm.ko's vcpu->arch.regs). QEMU never reads the "
+                         "VMCS: cpu_synchronize_state asks kvm.ko for copies with KVM_GET_REGS and "
+                         "KVM_GET_SREGS, and writes changes back with KVM_SET_*.")
