@@ -61,40 +61,83 @@ class Session:
         self.serial = bytearray()
         self.serial_total = 0
 
+        # Steps backwards (vmsim/history.py): the simulated backend keeps a history of its
+        # run, listening to the VM-level events from before the VM is built.
+        self.history = None
+        self.on_rewind: list[Callable[[int], None]] = []
+
         def out(data: bytes) -> None:
             self.serial.extend(data)
             self.serial_total += len(data)
             if len(self.serial) > 2 * self.SERIAL_KEEP:
                 del self.serial[:-self.SERIAL_KEEP]
+            history = self.history
+            if history is not None:
+                history.serial_written(data)
+                if history.replaying:
+                    return  # a front end saw it the first time
             if serial_out is not None:
                 serial_out(data)
 
-        self.machine = Machine(config, events=self.events, serial_out=out)
-        self.machine.load_image(self.image)
+        self._serial_sink = out
+        self.max_instructions = max_instructions
+        self._vm_callbacks: list[Callable[[], None]] = []
         self.vm = None
         self.bare = None
         if backend == "bare":
             from vmsim.bare import BareMetal
 
+            self.machine = Machine(config, events=self.events, serial_out=out)
+            self.machine.load_image(self.image)
             self.bare = BareMetal(self.machine, self.events)
             self._limit = max_instructions
+        elif backend == "sim":
+            from vmsim.history import History
+
+            self.history = History(self)
+            self.machine, self.vm = self._build_vm(config)
+            self.history.attach()
         else:
+            from vmsim.hostkvm import open_kvm
             from vmsim.vmm.vm import VirtualMachine
 
-            if backend == "sim":
-                from vmsim.kvm.kvm_main import SimKvm
-
-                kvm = SimKvm(self.events, paging)
-            else:
-                from vmsim.hostkvm import open_kvm
-
-                if paging != "ept":
-                    raise ValueError("--paging applies to the simulated kvm.ko; the host's KVM "
-                                     "uses whatever its kvm_intel ept= parameter says")
-                kvm = open_kvm()
-            self.vm = VirtualMachine(self.machine, kvm, max_instructions=max_instructions)
+            if paging != "ept":
+                raise ValueError("--paging applies to the simulated kvm.ko; the host's KVM "
+                                 "uses whatever its kvm_intel ept= parameter says")
+            self.machine = Machine(config, events=self.events, serial_out=out)
+            self.machine.load_image(self.image)
+            self.vm = VirtualMachine(self.machine, open_kvm(), max_instructions=max_instructions)
         self.outcome: Outcome | None = None
         self.breakpoints = Breakpoints()
+
+    def _build_vm(self, config: MachineConfig | None = None, quiet: bool = False):
+        """A Machine with the guest loaded and a VirtualMachine on the simulated kvm.ko:
+        the session's, or a fresh one to rebuild a checkpoint into (quiet: nothing is
+        traced while it is built, the events of the first build are not made twice). The
+        assembled GuestImage is reused, never assembled again."""
+        from vmsim.kvm.kvm_main import SimKvm
+        from vmsim.vmm.vm import VirtualMachine
+
+        ev = self.events
+        if self._vm_callbacks:  # the old models stop listening for subscription changes
+            old = self._vm_callbacks
+            ev.on_change[:] = [cb for cb in ev.on_change if not any(cb is o for o in old)]
+        before = list(ev.on_change)
+        saved = (ev._listeners, ev._all)
+        if quiet:
+            ev._listeners, ev._all = {}, []
+        try:
+            if config is None and quiet:
+                config = self.machine.config
+            machine = Machine(config, events=ev, serial_out=self._serial_sink)
+            machine.load_image(self.image)
+            vm = VirtualMachine(machine, SimKvm(ev, self.paging),
+                                max_instructions=self.max_instructions)
+        finally:
+            ev._listeners, ev._all = saved
+        self._vm_callbacks = [cb for cb in ev.on_change if not any(cb is b for b in before)]
+        self.history.wire(machine, vm)
+        return machine, vm
 
     # -- views ------------------------------------------------------------------------------
     @property
@@ -251,6 +294,8 @@ class Session:
         bad = set(values) - {*GPR_NAMES, "EIP", "EFLAGS"}
         if bad:
             raise ValueError(f"cannot write {', '.join(sorted(bad))}")
+        if self.history is not None:
+            self.history.edit("write_registers", (dict(values), cpu))
         vcpu = self._vcpu_outside_guest(cpu)
         if vcpu is not None:
             regs = vcpu.get_regs()
@@ -285,6 +330,8 @@ class Session:
                 return False
             pieces.append((pa, data[done:done + n]))
             done += n
+        if self.history is not None:
+            self.history.edit("write_linear", (la, bytes(data), cpu))
         for pa, chunk in pieces:
             c.mem.load(pa, chunk)
         return True
@@ -333,7 +380,137 @@ class Session:
         s.vm.load_state(state["vm"])
         s.serial[:] = state["serial"]
         s.serial_total = state["serial_total"]
+        s.history.reset()  # the history starts where the state was taken
         return s
+
+    # -- steps backwards (issue 12; vmsim/history.py, docs/stepping-backwards.md) ----------
+    def can_step_back(self) -> bool:
+        """The history holds an earlier point (simulated backend only)."""
+        h = self.history
+        return h is not None and (h.pos > 0 or (self.outcome is not None and h.last > 0))
+
+    def _history(self):
+        if self.history is None:
+            raise ValueError(f"steps backwards need the simulated backend (--backend sim), "
+                             f"not {self.backend}")
+        return self.history
+
+    def _went_back(self, p: int, reason: str, breakpoint: str = "") -> Outcome:
+        h = self._history()
+        h.goto(p)
+        for cb in list(self.on_rewind):
+            cb(self.events.seq)
+        return Outcome(False, self.machine.exit_status, reason=reason, breakpoint=breakpoint)
+
+    def _step_back(self, what: str) -> Outcome:
+        h = self._history()
+        if not self.can_step_back():
+            return Outcome(False, self.machine.exit_status, reason="start")
+        return self._went_back(h.mark_before(what), "stepped back")
+
+    def step_back_instruction(self) -> Outcome:
+        """Undo one step_instruction: back to right after the previous step that retired a
+        guest instruction (as the run stepped: a run_for batch is undone whole)."""
+        return self._step_back("instruction")
+
+    def step_back_event(self) -> Outcome:
+        """Undo one step_event: back to right after the previous step that emitted an event."""
+        return self._step_back("event")
+
+    def step_back_vmexit(self) -> Outcome:
+        """Back to the state just after the previous kvm_exit."""
+        return self._step_back("vmexit")
+
+    def step_back_userspace_exit(self) -> Outcome:
+        """Back to the state just after the previous kvm_userspace_exit."""
+        return self._step_back("userspace_exit")
+
+    def reverse_continue(self) -> Outcome:
+        """Back to the previous hit of any of self.breakpoints (reason "breakpoint",
+        Outcome.breakpoint naming it as run_for does), else to the start ("start").
+        Replays the history backwards one checkpoint interval at a time, watching."""
+        h = self._history()
+        if not self.can_step_back():
+            return Outcome(False, self.machine.exit_status, reason="start")
+        hit = h.previous_hit(self.breakpoints)
+        if hit is None:
+            return self._went_back(0, "start")
+        return self._went_back(hit[0], "breakpoint", hit[1])
+
+    def timeline(self) -> dict:
+        """{"start": 0, "end": the latest virtual time reached, "now": the current one,
+        "exits": [virtual time of each kvm_exit], "userspace_exits": [... of each
+        kvm_userspace_exit]}, over the whole recorded run (after going back: its future
+        too, until the run takes another way)."""
+        h = self._history()
+        now = self.virtual_time
+        return {"start": 0, "end": max(h.time[-1], now), "now": now,
+                "exits": list(h.exit_time), "userspace_exits": list(h.uexit_time)}
+
+    def seek_time(self, t: int) -> Outcome:
+        """To the last recorded point at or before virtual time t; past the end of the
+        history, the run goes on (recorded) until its clock reaches t."""
+        h = self._history()
+        t = int(t)
+        if t > h.time[-1] and (self.outcome is None or h.pos < h.last):
+            h.goto(h.last)
+            self.outcome = None
+            while self.outcome is None and self.virtual_time < t:
+                if self.machine.stop_requested or self.vm.budget_ended() or not self.vm.step():
+                    self._finish_vm()
+            if self.outcome is not None or self.virtual_time <= t:
+                return Outcome(self.outcome is not None, self.machine.exit_status,
+                               reason="seek")
+        p = h.position_at_time(t)
+        back = p < h.pos or self.outcome is not None
+        if back:
+            return self._went_back(p, "seek")
+        h.goto(p)
+        return Outcome(False, self.machine.exit_status, reason="seek")
+
+    def state_dump(self) -> dict:
+        """Everything a step back must put back, as plain comparable data, at any point of
+        the run (not only rebuildable ones): every vCPU's registers and kvm.ko state (the
+        VMCS, the local APIC, kvm_run, counters), RAM (a digest), QEMU's devices, kvm.ko's
+        VM, the main loop, the iothread, the clock and the threads' positions, the event
+        counters (with History.digest_events, a digest of every event), COM1's output,
+        the exits by reason and the outcome."""
+        import hashlib
+
+        from vmsim.state import fields_state
+
+        if self.vm is None:
+            raise ValueError("state_dump needs a VM (--backend sim)")
+        vm = self.vm
+        ev = self.events
+        h = self.history
+        exits: dict[str, int] = {}
+        if h is not None:
+            import bisect
+
+            n = bisect.bisect_right(h.exit_pos, h.pos if self.outcome is None else h.last)
+            for r in h.exit_reason[:n]:
+                exits[r] = exits.get(r, 0) + 1
+        o = self.outcome
+        return {
+            "position": None if h is None else h.pos,
+            "registers": [self.registers(i) for i in range(len(vm.cpus))],
+            "segments": [self.segments(i) for i in range(len(vm.cpus))],
+            "vcpus": [c.vcpu.state() for c in vm.cpus],
+            "cpu_states": [fields_state(c, skip=("index", "thread")) for c in vm.cpus],
+            "ram": hashlib.sha256(self.machine.ram).hexdigest(),
+            "machine": self.machine.state(),
+            "kvm_vm": vm.kvm.vm.state(),
+            "main_loop": vm.main_loop.state(),
+            "iothread": None if vm.iothread is None else vm.iothread.state(),
+            "sched": vm.sched.state(), "positions": vm.positions(),
+            "idle": [vm._idle_from, vm._idle_steps],
+            "events": [ev.seq, ev.time, ev.thread, None if h is None else h.digest],
+            "serial": [bytes(self.serial), self.serial_total],
+            "exits": exits,
+            "outcome": None if o is None else [o.finished, o.exit_status, o.halted,
+                                               o.limit_reached, o.reason],
+        }
 
     # -- breakpoints and time-boxed running (front ends that must stay responsive) ----------
     def run_for(self, seconds: float | None = 0.015, instructions: int | None = None) -> Outcome:

@@ -8,7 +8,7 @@ shuts down, or nothing can ever run again (every vCPU halted, no timer armed).
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -258,6 +258,7 @@ class VirtualMachine:
         self._vcpu_threads = {c.thread for c in self.cpus}
         self._idle_from = 0
         self._idle_steps = 0
+        self.after_step: Callable[[], None] | None = None
 
     def _pic_irq_request(self, level: int) -> None:
         """pic_irq_request (hw/i386/x86.c), no APIC: the PIC's INTR is the first vCPU's
@@ -273,7 +274,14 @@ class VirtualMachine:
 
     def step(self) -> bool:
         """Advance one simulated thread by one yield; False when nothing can run, or when
-        no vCPU ever can again (halted_for_good)."""
+        no vCPU ever can again (halted_for_good). `after_step`, if set, is called after
+        each (the session's history counts the steps: its position in the run)."""
+        more = self._step()
+        if self.after_step is not None:
+            self.after_step()
+        return more
+
+    def _step(self) -> bool:
         t = self.sched.step()
         if t is None:
             return False
@@ -336,10 +344,11 @@ class VirtualMachine:
         return ""
 
     # -- state as plain data (issue 12) ----------------------------------------------------
-    def save_state(self) -> dict[str, Any]:
+    def save_state(self, ram: bool = True) -> dict[str, Any]:
         """The whole VM as plain data: RAM, the devices, kvm.ko's VM and vCPUs, the main
         loop, the iothread, the clock, the event stream's counters, and where each thread
-        stands. Only at a rebuildable point (Session.advance_to_rebuildable_point)."""
+        stands. Only at a rebuildable point (Session.advance_to_rebuildable_point).
+        ram=False leaves RAM out (the session's history keeps it as page deltas)."""
         why = self.why_not_rebuildable()
         if why:
             raise ValueError(f"not at a rebuildable point: {why}")
@@ -347,7 +356,7 @@ class VirtualMachine:
         return {
             "version": STATE_VERSION,
             "positions": self.positions(),
-            "ram": bytes(self.machine.ram),
+            "ram": bytes(self.machine.ram) if ram else None,
             "machine": self.machine.state(),
             "main_loop": self.main_loop.state(),
             "iothread": None if self.iothread is None else self.iothread.state(),
@@ -377,7 +386,8 @@ class VirtualMachine:
             saved_listeners = (ev._listeners, ev._all)
             ev._listeners, ev._all = {}, []
         try:
-            m.ram[:] = d["ram"]
+            if d["ram"] is not None:  # None: the caller puts RAM back itself
+                m.ram[:] = d["ram"]
             m.load_state(d["machine"])
             if d["iothread"] is not None:
                 self.iothread.load_state(d["iothread"], m.virtio_transports[-1])

@@ -1,0 +1,539 @@
+"""Steps backwards (issue 12): the session's history of its run, in-memory checkpoints
+with page-granular RAM deltas, and deterministic replay (docs/stepping-backwards.md).
+
+A point of the run is its *position*: how many times the session stepped the simulated
+threads (`VirtualMachine.step`) since the VM was built. What a step does depends on the
+state and on the vCPUs' BATCH (the guest instructions a vCPU runs between two yields:
+1 for step_instruction, Session.RUN_BATCH for run_for, SimVcpu.BATCH for run), so the
+history records the batch of every step; replaying the same steps with the same batches
+from a state the run had reproduces the run exactly (the simulation is deterministic).
+
+Checkpoints are VirtualMachine.save_state at rebuildable points, RAM left out and kept
+as 4 KiB pages shared with the previous checkpoint where unchanged. Going back to
+position p rebuilds the VM from the newest checkpoint at or before p (a fresh Machine and
+VirtualMachine from the session's assembled GuestImage, VirtualMachine.load_state) and
+replays the steps up to p with the front end's listeners and serial sink muted, so the
+events come out with the same numbers into the same counters and nobody sees them twice.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ctypes
+import os
+import pickle
+import zlib
+from array import array
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from vmsim.events import CATALOGUE, Event
+
+if TYPE_CHECKING:
+    from vmsim.session import Session
+    from vmsim.vmm.machine import Machine
+
+PAGE = 4096
+BLOCK = 16 * PAGE  # RAM is compared with the last checkpoint's this much at a time first
+# A checkpoint is taken at the first rebuildable point after this much guest work
+# (instructions retired, exceptions delivered: Session._work) or this many steps since
+# the last one, whichever comes first: the most a step back has to replay.
+CHECKPOINT_WORK = 40_000
+CHECKPOINT_STEPS = 400
+# What the checkpoints may hold (RAM pages, the rest of the state, the page tables of
+# the checkpoints, the disk's undo log, COM1's output); past it, older checkpoints are
+# thinned out (History._thin), the newest NEAR never.
+BUDGET = 160 << 20
+NEAR = 24
+# The events numbered in every run: the VM-level kinds (`--trace-level vm`, what stepping
+# listens to). The history listens to them for the session's whole life, so a front end
+# subscribing for a while never changes which events get a number.
+HISTORY_KINDS = [k for k in CATALOGUE if k not in ("tlb_hit", "tlb_miss", "walk_step")]
+ZERO_PAGE = bytes(PAGE)
+
+
+def _memcmp():
+    """libc's memcmp through ctypes (RAM against the last checkpoint's copy without
+    copying it), or None where there is no libc to load."""
+    try:
+        f = ctypes.CDLL(None).memcmp
+    except (OSError, AttributeError):
+        return None
+    f.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+    f.restype = ctypes.c_int
+    return f
+
+
+_MEMCMP = _memcmp()
+
+
+@dataclass(eq=False)
+class Checkpoint:
+    pos: int
+    work: int
+    parts: dict[str, bytes] | None  # the VM state without RAM, pickled part by part
+    pages: list[bytes]  # RAM page by page (the same bytes object as the previous one's
+    #                     where the page did not change)
+    extra: dict[str, Any]  # the session's own: COM1's output, the event counters
+    new_pages: dict[int, bytes] = field(default_factory=dict)  # the pages it brought
+    new_parts: dict[str, bytes] = field(default_factory=dict)
+
+    def size(self) -> int:
+        return (sum(map(len, self.new_pages.values())) + sum(map(len, self.new_parts.values()))
+                + 8 * len(self.pages) + 200)
+
+
+def _split(d: dict[str, Any]) -> dict[str, bytes]:
+    """The VM state as pickled parts: each top-level entry, each vCPU's entries apart
+    (the VMCS bitmaps, large, seldom change)."""
+    out = {}
+    for k, v in d.items():
+        if k == "vcpus":
+            for i, vd in enumerate(v):
+                for kk, vv in vd.items():
+                    out[f"vcpus/{i}/{kk}"] = pickle.dumps(vv, 5)
+        else:
+            out[k] = pickle.dumps(v, 5)
+    return out
+
+
+def _join(parts: dict[str, bytes]) -> dict[str, Any]:
+    d: dict[str, Any] = {}
+    vcpus: dict[int, dict[str, Any]] = {}
+    for k, b in parts.items():
+        if k.startswith("vcpus/"):
+            _, i, kk = k.split("/", 2)
+            vcpus.setdefault(int(i), {})[kk] = pickle.loads(b)
+        else:
+            d[k] = pickle.loads(b)
+    d["vcpus"] = [vcpus[i] for i in sorted(vcpus)]
+    return d
+
+
+class History:
+    """The run so far, per position: the batch of each step, the virtual time, the guest
+    instructions and the event counter after it, where each kvm_exit and
+    kvm_userspace_exit came; checkpoints; the disk's undo log; COM1's whole output."""
+
+    def __init__(self, session: Session):
+        self.s = session
+        self.on_replay_event = None  # reverse_continue's breakpoint watch
+        self.digest_events = False  # tests: fold every event into `digest`
+        self.digest = 0
+        self._clear()
+        self.unsubscribe = session.events.subscribe(self._on_event, HISTORY_KINDS)
+
+    def _clear(self) -> None:
+        self.replaying = False
+        self.pos = 0
+        self.batch = array("q", [0])
+        self.time = array("q", [0])
+        self.instr = array("q", [0])
+        self.seq = array("q", [0])
+        self.exit_pos = array("q")
+        self.exit_time = array("q")
+        self.exit_reason: list[str] = []
+        self.uexit_pos = array("q")
+        self.uexit_time = array("q")
+        self.edits: dict[int, list[tuple[str, tuple]]] = {}  # writes by a front end
+        self.undo: list[tuple[int, int, bytes, int]] = []  # (step, offset, old, old length)
+        self.undo_bytes = 0
+        self.serial_all = bytearray()  # COM1's output from its byte serial_base on
+        self.serial_base = 0
+        self.checkpoints: list[Checkpoint] = []
+        self.bytes = 0  # what the checkpoints hold (Checkpoint.size)
+        self.thinned = 0
+        self._prev: bytearray | None = None  # RAM as the newest checkpoint has it
+        self._prev_ck: Checkpoint | None = None
+        self._ck_work = 0
+        self._ck_pos = 0
+
+    # -- recording ---------------------------------------------------------------------------
+    @property
+    def last(self) -> int:
+        """The latest position recorded (beyond `pos` after going back)."""
+        return len(self.time) - 1
+
+    def attach(self) -> None:
+        """The VM is built: position 0 and the first checkpoint (a fresh build)."""
+        s = self.s
+        ev = s.events
+        self.time[0], self.seq[0] = s.vm.sched.now, ev.seq
+        pages = self._all_pages(s.machine)
+        ck = Checkpoint(0, 0, None, pages, {"events": (ev.seq, ev.time, ev.thread),
+                                            "digest": self.digest, "serial": (0, 0)})
+        ck.new_pages = {i: p for i, p in enumerate(pages) if p is not ZERO_PAGE}
+        self.checkpoints.append(ck)
+        self.bytes += ck.size()
+
+    def reset(self) -> None:
+        """The session's state was replaced (Session.from_state, a snapshot loaded): the
+        history starts again there, its first checkpoint that state."""
+        s = self.s
+        self._clear()
+        self.time[0], self.seq[0], self.instr[0] = s.vm.sched.now, s.events.seq, s.instructions
+        self.serial_base = s.serial_total - len(s.serial)
+        self.serial_all = bytearray(s.serial)
+        self.checkpoints.append(Checkpoint(0, 0, {}, [ZERO_PAGE] * (len(s.machine.ram) // PAGE),
+                                           {}))
+        self._checkpoint(s._work())
+        del self.checkpoints[0]
+        self._ck_pos = 0
+
+    def wire(self, machine: Machine, vm) -> None:
+        vm.after_step = self._after_step
+        blk = machine.blk
+        if blk is not None:
+            write = blk.pwrite
+
+            def pwrite(offset: int, data: bytes) -> int:
+                if not self.replaying:
+                    self._fork()
+                old = os.pread(blk.fd, len(data), offset) if blk.fd is not None else b""
+                self.undo.append((self.pos + 1, offset, old, blk.length))
+                self.undo_bytes += len(old) + 64
+                return write(offset, data)
+            blk.pwrite = pwrite
+
+    def _fork(self) -> None:
+        """The run goes on from a point it had gone back to: the old future is gone."""
+        if self.pos >= self.last:
+            return
+        p = self.pos
+        for a in (self.batch, self.time, self.instr, self.seq):
+            del a[p + 1:]
+        n = bisect.bisect_right(self.exit_pos, p)
+        del self.exit_pos[n:], self.exit_time[n:], self.exit_reason[n:]
+        n = bisect.bisect_right(self.uexit_pos, p)
+        del self.uexit_pos[n:], self.uexit_time[n:]
+        for k in [k for k in self.edits if k > p]:
+            del self.edits[k]
+        while self.checkpoints[-1].pos > p:
+            self._drop(len(self.checkpoints) - 1)
+        del self.serial_all[self.s.serial_total - self.serial_base:]
+        ck = self.checkpoints[-1]
+        self._ck_work, self._ck_pos = ck.work, ck.pos
+
+    def _on_event(self, ev: Event) -> None:
+        if self.digest_events:
+            self.digest = zlib.crc32(repr((ev.seq, ev.time, ev.kind, ev.source,
+                                           sorted(ev.fields.items()))).encode(), self.digest)
+        if self.replaying:
+            if self.on_replay_event is not None:
+                self.on_replay_event(ev)
+            return
+        if ev.kind == "kvm_exit":
+            self._fork()
+            self.exit_pos.append(self.pos + 1)
+            self.exit_time.append(ev.time)
+            self.exit_reason.append(str(ev.fields.get("exit_reason")))
+        elif ev.kind == "kvm_userspace_exit":
+            self._fork()
+            self.uexit_pos.append(self.pos + 1)
+            self.uexit_time.append(ev.time)
+
+    def serial_written(self, data: bytes) -> None:
+        if not self.replaying:
+            self._fork()
+            # (serial_total already counts data)
+            del self.serial_all[self.s.serial_total - len(data) - self.serial_base:]
+            self.serial_all += data
+
+    def edit(self, kind: str, args: tuple) -> None:
+        """A front end changed the guest's state between two steps (registers, memory):
+        replays do it again at the same position."""
+        if self.replaying:
+            return
+        self._fork()
+        self.edits.setdefault(self.pos, []).append((kind, args))
+
+    def _after_step(self) -> None:
+        s = self.s
+        vm = s.vm
+        if self.replaying:
+            self.pos += 1
+            if self.time[self.pos] != vm.sched.now:
+                raise RuntimeError(f"replay diverged at step {self.pos}: virtual time "
+                                   f"{vm.sched.now}, recorded {self.time[self.pos]}")
+            if self.pos in self.edits:
+                self._apply_edits(self.pos)
+            return
+        self._fork()
+        self.pos += 1
+        self.batch.append(vm.cpus[0].vcpu.BATCH)
+        self.time.append(vm.sched.now)
+        self.instr.append(s.instructions)
+        self.seq.append(s.events.seq)
+        work = s._work()
+        if ((work - self._ck_work >= CHECKPOINT_WORK or self.pos - self._ck_pos >= CHECKPOINT_STEPS)
+                and s.outcome is None and vm.at_rebuildable_point()):
+            self._checkpoint(work)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def _all_pages(self, machine: Machine) -> list[bytes]:
+        ram = machine.ram
+        out = []
+        for a in range(0, len(ram), PAGE):
+            p = ram[a:a + PAGE]
+            out.append(ZERO_PAGE if p == ZERO_PAGE else p)
+        return out
+
+    def _changed_pages(self, machine: Machine, base: Checkpoint) -> list[int]:
+        """Indices of the pages that differ from `base`'s."""
+        ram = machine.ram
+        if self._prev is None or self._prev_ck is not base or len(self._prev) != len(ram):
+            self._prev = bytearray(b"".join(base.pages))
+            self._prev_ck = base
+        prev = self._prev
+        if _MEMCMP is None:
+            return [i for i, a in enumerate(range(0, len(ram), PAGE))
+                    if ram[a:a + PAGE] != prev[a:a + PAGE]]
+        ra = ctypes.addressof(ctypes.c_char.from_buffer(ram))
+        pa = ctypes.addressof(ctypes.c_char.from_buffer(prev))
+        out = []
+        n = len(ram)
+        for b in range(0, n, BLOCK):
+            size = min(BLOCK, n - b)
+            if _MEMCMP(ra + b, pa + b, size):
+                for a in range(b, b + size, PAGE):
+                    if _MEMCMP(ra + a, pa + a, PAGE):
+                        out.append(a // PAGE)
+        return out
+
+    def _checkpoint(self, work: int) -> None:
+        s = self.s
+        vm = s.vm
+        base = self.checkpoints[-1]
+        parts = _split(vm.save_state(ram=False))
+        new_parts = {}
+        if base.parts is not None:
+            for k, b in parts.items():
+                old = base.parts.get(k)
+                if old is not None and old == b:
+                    parts[k] = old
+                else:
+                    new_parts[k] = b
+        else:
+            new_parts = dict(parts)
+        changed = self._changed_pages(s.machine, base)
+        pages = list(base.pages)
+        ram = s.machine.ram
+        new_pages = {}
+        for i in changed:
+            a = i * PAGE
+            p = ram[a:a + PAGE]
+            self._prev[a:a + PAGE] = p
+            pages[i] = new_pages[i] = ZERO_PAGE if p == ZERO_PAGE else p
+        ev = s.events
+        extra = {"events": (ev.seq, ev.time, ev.thread), "digest": self.digest,
+                 "serial": (s.serial_total - len(s.serial), s.serial_total)}
+        ck = Checkpoint(self.pos, work, parts, pages, extra, new_pages, new_parts)
+        self.checkpoints.append(ck)
+        self._prev_ck = ck
+        self.bytes += ck.size()
+        self._ck_work, self._ck_pos = work, self.pos
+        if self.memory() > BUDGET:
+            self._thin()
+
+    def memory(self) -> int:
+        """Bytes the history holds by its own count: checkpoints, the disk's undo log,
+        COM1's output, the per-step arrays, and the copy of RAM the diff compares with."""
+        arrays = 8 * (len(self.time) * 4 + len(self.exit_pos) * 3 + len(self.uexit_pos) * 2)
+        return (self.bytes + self.undo_bytes + len(self.serial_all) + arrays
+                + (len(self._prev) if self._prev is not None else 0))
+
+    def _drop(self, k: int) -> None:
+        """Forget checkpoint k (not the first); the next one takes over what they share."""
+        ck = self.checkpoints.pop(k)
+        self.bytes -= ck.size()
+        nxt = self.checkpoints[k] if k < len(self.checkpoints) else None
+        if nxt is not None:
+            self.bytes -= nxt.size()
+            for i, p in ck.new_pages.items():
+                if nxt.pages[i] is p:
+                    nxt.new_pages[i] = p
+            for key, b in ck.new_parts.items():
+                if nxt.parts is not None and nxt.parts.get(key) is b:
+                    nxt.new_parts[key] = b
+            self.bytes += nxt.size()
+        if self._prev_ck is ck:
+            self._prev, self._prev_ck = None, None
+
+    def _thin(self) -> None:
+        """Over the budget: drop the checkpoint whose going costs least, the gap it leaves
+        weighed against how far back it is (old checkpoints thin out, so the replay
+        distance stays short near the present and grows with the age of the target)."""
+        while self.memory() > BUDGET * 0.9 and len(self.checkpoints) > NEAR + 2:
+            cks = self.checkpoints
+            now = cks[-1].work
+            best, best_cost = None, None
+            for k in range(1, len(cks) - NEAR):
+                gap = cks[k + 1].work - cks[k - 1].work
+                cost = gap / max(1, now - cks[k].work)
+                if best_cost is None or cost < best_cost:
+                    best, best_cost = k, cost
+            self._drop(best)
+            self.thinned += 1
+
+    # -- going back ----------------------------------------------------------------------------
+    def goto(self, p: int) -> None:
+        """Make the session's state the one the run had at position p (0 <= p <= last)."""
+        s = self.s
+        if not 0 <= p <= self.last:
+            raise ValueError(f"position {p} is not in the history (0 to {self.last})")
+        if p == self.pos and s.outcome is None:
+            return
+        i = bisect.bisect_right([c.pos for c in self.checkpoints], p) - 1
+        ck = self.checkpoints[i]
+        if s.outcome is not None or not ck.pos <= self.pos <= p:
+            self._restore(ck)
+        self._replay_to(p)
+
+    def _restore(self, ck: Checkpoint) -> None:
+        s = self.s
+        old = s.machine
+        blk = old.blk
+        while self.undo and self.undo[-1][0] > ck.pos:
+            _, offset, data, length = self.undo.pop()
+            self.undo_bytes -= len(data) + 64
+            if blk is not None and blk.fd is not None:
+                os.pwrite(blk.fd, data, offset)
+                if length < blk.length:
+                    os.ftruncate(blk.fd, length)
+                    blk.length = length
+        machine, vm = s._build_vm(quiet=True)
+        ram = machine.ram
+        image_pages = range(machine.entry_point // PAGE,
+                            -(-(machine.entry_point + len(s.image.data)) // PAGE))
+        for i, pg in enumerate(ck.pages):
+            if pg is not ZERO_PAGE or i in image_pages:
+                ram[i * PAGE:(i + 1) * PAGE] = pg
+        ev = s.events
+        if ck.parts is None:
+            ev.seq, ev.time, ev.thread = ck.extra["events"]
+        else:
+            d = _join(ck.parts)
+            d["ram"] = None
+            vm.load_state(d)
+        old.close()
+        start, total = ck.extra["serial"]
+        s.serial[:] = self.serial_all[start - self.serial_base:total - self.serial_base]
+        s.serial_total = total
+        self.digest = ck.extra["digest"]
+        self.pos = ck.pos
+        s.outcome = None
+        self._install_vm(machine, vm)
+        if ck.pos in self.edits:
+            self._apply_edits(ck.pos)
+
+    def _install_vm(self, machine: Machine, vm) -> None:
+        s = self.s
+        s.machine, s.vm = machine, vm
+        s.events._changed()  # the new models read which kinds are wanted
+
+    def _apply_edits(self, p: int) -> None:
+        was, self.replaying = self.replaying, True
+        try:
+            for kind, args in self.edits.get(p, ()):
+                getattr(self.s, kind)(*args)
+        finally:
+            self.replaying = was
+
+    def _replay_to(self, p: int, watch=None) -> None:
+        """Step from the current position to p as the run did: the same batches, the front
+        end's listeners and serial output muted (the history's own still count)."""
+        if self.pos == p:
+            return
+        s = self.s
+        ev = s.events
+        saved = (ev._listeners, ev._all)
+        ev._listeners = {k: [self._on_event] for k in HISTORY_KINDS}
+        ev._all = []
+        self.replaying = True
+        vcpus = [c.vcpu for c in s.vm.cpus]
+        try:
+            while self.pos < p:
+                b = self.batch[self.pos + 1]
+                for v in vcpus:
+                    v.BATCH = b
+                s.vm.step()
+                if watch is not None:
+                    watch()
+        finally:
+            self.replaying = False
+            for v in vcpus:
+                if "BATCH" in v.__dict__:
+                    del v.BATCH
+            ev._listeners, ev._all = saved
+
+    # -- where to go ---------------------------------------------------------------------------
+    def _limit(self) -> int:
+        """The latest position strictly before now (now itself when the run finished:
+        the finished state comes after the last recorded step)."""
+        return self.pos if self.s.outcome is not None else self.pos - 1
+
+    def mark_before(self, what: str) -> int:
+        """The latest position before now right after a step that retired an instruction
+        ("instruction"), emitted an event ("event"), a kvm_exit ("vmexit") or a
+        kvm_userspace_exit ("userspace_exit"); 0 (the start) if there is none."""
+        limit = self._limit()
+        if limit < 0:
+            return 0
+        if what in ("vmexit", "userspace_exit"):
+            pos = self.exit_pos if what == "vmexit" else self.uexit_pos
+            k = bisect.bisect_right(pos, limit)
+            return pos[k - 1] if k else 0
+        values = self.instr if what == "instruction" else self.seq
+        for p in range(limit, 0, -1):
+            if values[p] != values[p - 1]:
+                return p
+        return 0
+
+    def position_at_time(self, t: int) -> int:
+        """The last recorded position at or before virtual time t (0 before the start)."""
+        return max(0, bisect.bisect_right(self.time, t) - 1)
+
+    def previous_hit(self, bp) -> tuple[int, str] | None:
+        """The latest position before now where one of the breakpoints `bp` (Session's
+        Breakpoints) was hit, and its name as run_for gives it; None if there is none.
+        Each checkpoint interval is replayed watching, the newest first."""
+        end = self._limit()
+        j = bisect.bisect_left([c.pos for c in self.checkpoints], end) - 1
+        while j >= 0 and end >= 1:
+            ck = self.checkpoints[j]
+            seg_end = min(end, self.checkpoints[j + 1].pos if j + 1 < len(self.checkpoints)
+                          else end)
+            hits = [h for h in self._hits(ck, seg_end, bp) if h[0] <= seg_end]
+            if hits:
+                return max(hits, key=lambda h: h[0])
+            end = ck.pos
+            j -= 1
+        return None
+
+    def _hits(self, ck: Checkpoint, seg_end: int, bp) -> list[tuple[int, str]]:
+        """Replay from checkpoint ck to seg_end, noting where breakpoints are hit."""
+        s = self.s
+        self.goto(ck.pos)
+        hits: list[tuple[int, str]] = []
+
+        def on_event(ev: Event) -> None:
+            why = (bp.matches_exit(ev) if ev.kind == "kvm_exit" else "") or bp.matches_event(ev)
+            if why:
+                hits.append((self.pos + 1, why))
+
+        c = s.cpus[0]
+        last = [(c.eip, c.icount)]
+
+        def watch() -> None:
+            c = s.cpus[0]
+            now = (c.eip, c.icount)
+            if now[0] in bp.addresses and now != last[0]:
+                hits.append((self.pos, f"address {now[0]:#x}"))
+            last[0] = now
+
+        self.on_replay_event = on_event
+        try:
+            self._replay_to(seg_end, watch if bp.addresses else None)
+        finally:
+            self.on_replay_event = None
+        return hits
