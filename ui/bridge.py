@@ -39,11 +39,19 @@ from ui import text as T
 from ui.text import event_breakpoint_name
 from vmsim.asm.image import GuestImage
 from vmsim.events import CATALOGUE, Event, EventStream
+from vmsim.history import HISTORY_KINDS
 from vmsim.session import Outcome, Session
 from vmsim.stats import ExitStats
 from vmsim.vmm.machine import MachineConfig
 
 FINE_KINDS = list(CATALOGUE)  # stepping: everything, walks and TLB included
+# ... but not where the session can step back: an event gets its number (seq) only if
+# someone listens to its kind, and the per-access MMU kinds (tlb_hit, tlb_miss, walk_step,
+# which also switch on the MMU's tracing and with it ept_step and tlb_flush) are not among
+# those a step back's replay listens to (vmsim.history.HISTORY_KINDS). Listening to them
+# would number the forward run's events apart from the replayed ones, and the seq that
+# Session.on_rewind gives would not name the same event.
+FINE_KINDS_REPLAYABLE = list(HISTORY_KINDS)
 COARSE_KINDS = ["kvm_exit", "kvm_entry", "kvm_userspace_exit", "kvm_run_exit", "kvm_vcpu_ioctl",
                 "bql", "device_access", "io_unclaimed", "exception", "triple_fault",
                 "unsupported", "not_in_subset", "vmentry_failed", "thread",
@@ -75,36 +83,57 @@ STATS_CHECKPOINT = 2048  # exit events between copies of the statistics (a step 
 
 
 class StatsHistory:
-    """The exit statistics (`vmsim.stats.ExitStats`) as they stood after any event: the
-    events ExitStats counts, in seq order, with a copy of the statistics every
-    STATS_CHECKPOINT of them. `rewind(seq)` gives the statistics after event `seq`, as a
-    forward run had them there."""
+    """The exit statistics (`vmsim.stats.ExitStats`) as they stood after any event of the
+    recorded run: the events ExitStats counts, in seq order, with a copy of the statistics
+    every STATS_CHECKPOINT of them. The run's recorded future stays after a step back (the
+    session may go forward through it again without emitting its events: a seek replays
+    muted); an event that differs from the recorded one at its seq (the run took another
+    way) drops that future. `at(seq)` gives the statistics after event `seq`, as a forward
+    run had them there."""
 
     def __init__(self) -> None:
-        self.stats = ExitStats()
+        self.full = ExitStats()  # after every recorded event
         self.seqs: list[int] = []
-        self.events: list[tuple[str, str, int, dict]] = []  # (kind, source, time, fields)
-        self.copies: list[ExitStats] = [copy.deepcopy(self.stats)]  # before event k * STATS_CHECKPOINT
+        self.events: list[tuple[str, str, int, tuple]] = []  # (kind, source, time, fields)
+        self.copies: list[ExitStats] = [copy.deepcopy(self.full)]  # before event k * STATS_CHECKPOINT
+        self._at: tuple[int, ExitStats] | None = None  # the last at() of the past: (n, stats)
 
     def add(self, ev: Event) -> None:
-        if self.seqs and ev.seq <= self.seqs[-1]:
-            return  # a replay after a step back emits it again
-        if len(self.seqs) % STATS_CHECKPOINT == 0 and len(self.seqs) // STATS_CHECKPOINT == len(self.copies):
-            self.copies.append(copy.deepcopy(self.stats))
-        fields = {k: ev.fields[k] for k in ("exit_reason", "exit_reason_number", "reason") if k in ev.fields}
+        rec = (ev.kind, ev.source, ev.time,
+               tuple((k, ev.fields[k]) for k in ("exit_reason", "exit_reason_number", "reason")
+                     if k in ev.fields))
+        i = bisect.bisect_left(self.seqs, ev.seq)
+        if i < len(self.seqs):
+            if self.seqs[i] == ev.seq and self.events[i] == rec:
+                return  # the recorded future happening again
+            self._truncate(i)  # another future
+        if len(self.seqs) == STATS_CHECKPOINT * len(self.copies):
+            self.copies.append(copy.deepcopy(self.full))
         self.seqs.append(ev.seq)
-        self.events.append((ev.kind, ev.source, ev.time, fields))
-        self.stats._on_event(_StatsEvent(ev.kind, ev.source, ev.time, fields))
+        self.events.append(rec)
+        self.full._on_event(_StatsEvent(*rec))
 
-    def rewind(self, seq: int) -> ExitStats:
-        n = bisect.bisect_right(self.seqs, seq)
+    def _truncate(self, n: int) -> None:
         del self.seqs[n:], self.events[n:]
+        del self.copies[n // STATS_CHECKPOINT + 1:]
+        self.full = self._replay(n)
+        self._at = None
+
+    def _replay(self, n: int) -> ExitStats:
+        """The statistics after the first n recorded events."""
         k = n // STATS_CHECKPOINT
-        del self.copies[k + 1:]
-        self.stats = copy.deepcopy(self.copies[k])
-        for kind, source, t, fields in self.events[k * STATS_CHECKPOINT:n]:
-            self.stats._on_event(_StatsEvent(kind, source, t, fields))
-        return self.stats
+        stats = copy.deepcopy(self.copies[k])
+        for rec in self.events[k * STATS_CHECKPOINT:n]:
+            stats._on_event(_StatsEvent(*rec))
+        return stats
+
+    def at(self, seq: int) -> ExitStats:
+        n = bisect.bisect_right(self.seqs, seq)
+        if n == len(self.seqs):
+            return self.full
+        if self._at is None or self._at[0] != n:
+            self._at = (n, self._replay(n))
+        return self._at[1]
 
 
 class _StatsEvent:
@@ -112,8 +141,8 @@ class _StatsEvent:
 
     __slots__ = ("fields", "kind", "source", "time")
 
-    def __init__(self, kind: str, source: str, t: int, fields: dict):
-        self.kind, self.source, self.time, self.fields = kind, source, t, fields
+    def __init__(self, kind: str, source: str, t: int, fields: tuple):
+        self.kind, self.source, self.time, self.fields = kind, source, t, dict(fields)
 
     def __getitem__(self, name: str):
         return self.fields[name]
@@ -160,6 +189,9 @@ class SessionBridge(QObject):
         self._last_paint = 0.0
         self.frames = 0  # repaints while running (tests measure the frame rate with it)
         self.history: deque[Event] = deque(maxlen=5000)  # what the event log may show
+        # Events a step back undid, in seq order: the session may go forward through them
+        # again without emitting them (a seek replays muted); they are shown again then.
+        self.future: deque[Event] = deque(maxlen=5000)
         self._timer = QTimer(self)
         self._timer.timeout.connect(self._tick)
         self.gdb = None  # the GdbServer while a debugger is awaited or attached
@@ -211,15 +243,28 @@ class SessionBridge(QObject):
         self.main_loop_last = None
         self.in_guest = False  # VMX non-root: the last VM transition was an entry
         self.history.clear()
+        self.future.clear()
         self._pending.clear()
         self._unsubscribe = None
-        self._subscribe(FINE_KINDS)
+        self._subscribe(self.fine_kinds)
         self._apply_breakpoints()
+
+    @property
+    def fine_kinds(self) -> list[str]:
+        """What stepping listens to: every kind, or where the session keeps a history to
+        step back in, every kind a replay numbers alike (FINE_KINDS_REPLAYABLE)."""
+        return FINE_KINDS if self.session.history is None else FINE_KINDS_REPLAYABLE
+
+    @property
+    def walks_traced(self) -> bool:
+        """Page walks reach the views as events (walk_step, ept_step): not where the
+        session can step back (see FINE_KINDS_REPLAYABLE)."""
+        return "walk_step" in self.fine_kinds
 
     @property
     def stats(self) -> ExitStats:
         """The exit statistics of the run up to the session's present point."""
-        return self.stats_history.stats
+        return self.stats_history.at(self.session.events.seq)
 
     def reset(self, image: GuestImage | None = None) -> None:
         """Start again from the entry state (with a new image if given)."""
@@ -296,7 +341,18 @@ class SessionBridge(QObject):
 
     def _on_event(self, ev: Event) -> None:
         if ev.seq <= self.last_seq:
-            return  # a replay after a step back emits it again: the views have it
+            return  # emitted again (a replay): the views have it
+        future = self.future
+        while future and future[0].seq < ev.seq:  # the session passed them silently (a seek)
+            self._take(future.popleft())
+        if future and future[0].seq == ev.seq:
+            if (future[0].kind, future[0].time) != (ev.kind, ev.time):
+                future.clear()  # the run takes another way: the recorded future is gone
+            else:
+                future.popleft()
+        self._take(ev)
+
+    def _take(self, ev: Event) -> None:
         self.last_seq = ev.seq
         if ev.kind == "kvm_entry":
             self.in_guest = True
@@ -462,9 +518,8 @@ class SessionBridge(QObject):
             self.stopped.emit(" ".join(str(e).split()))
             self._deliver(force=True)
             return None
+        self._caught_up()
         self._after_rewind()
-        if out.finished:
-            self.outcome = out
         self.stopped.emit(T.SEEK_DONE.format(time=self.session.virtual_time, asked=int(t)))
         self._deliver(force=True)
         return out
@@ -473,11 +528,29 @@ class SessionBridge(QObject):
         """Session.on_rewind: the session went back; event `seq` is the last that happened.
         Drop what came after it, here and (through `rewound`) in the views."""
         self.last_seq = seq
+        undone = {ev.seq: ev for ev in (*self.history, *self._pending, *self.future) if ev.seq > seq}
+        self.future = deque((undone[k] for k in sorted(undone)), maxlen=self.future.maxlen)
         self._pending = [ev for ev in self._pending if ev.seq <= seq]
         while self.history and self.history[-1].seq > seq:
             self.history.pop()
-        self.stats_history.rewind(seq)
         self._serial.clear()  # a replay's output: the console reads session.serial instead
+        self._transitions()
+        self.rewound.emit(seq)
+
+    def _caught_up(self) -> None:
+        """After the session went forward without emitting (a seek through its recorded
+        future): the events seen before up to where it is now happened again."""
+        seq = self.session.events.seq
+        while self.future and self.future[0].seq <= seq:
+            ev = self.future.popleft()
+            if ev.seq > self.last_seq:
+                self._take(ev)
+        self.last_seq = max(self.last_seq, seq)
+        self._serial.clear()  # the console reads session.serial instead
+        self._transitions()
+
+    def _transitions(self) -> None:
+        """in_guest and the main loop's last run, from the events that happened."""
         self.in_guest = False
         for ev in reversed(self.history):  # the last VM transition that still happened
             if ev.kind in ("kvm_entry", "kvm_exit"):
@@ -489,7 +562,6 @@ class SessionBridge(QObject):
         self.main_loop_last = next((ev.time for ev in reversed(self.history)
                                     if ev.kind in MAIN_LOOP_KINDS), None)
         self.main_loop_seen = False
-        self.rewound.emit(seq)
 
     def _after_rewind(self) -> None:
         self.outcome = self.session.outcome  # None again when it went back before the end
@@ -503,7 +575,7 @@ class SessionBridge(QObject):
 
     def _configure_run(self) -> None:
         full = self.speed >= SPEED_MAX
-        self._subscribe(COARSE_KINDS if full else FINE_KINDS)
+        self._subscribe(COARSE_KINDS if full else self.fine_kinds)
         self._timer.setInterval(0 if full else EVENT_INTERVALS_MS[self.speed])
 
     def run(self) -> None:
@@ -521,7 +593,7 @@ class SessionBridge(QObject):
             return
         self._timer.stop()
         self.running = False
-        self._subscribe(FINE_KINDS)
+        self._subscribe(self.fine_kinds)
         self.runningChanged.emit(False)
         self._deliver(force=True)
 
@@ -647,7 +719,7 @@ class SessionBridge(QObject):
 
     def _gdb_ended(self, stub) -> None:
         self.gdb = None
-        self._subscribe(FINE_KINDS)
+        self._subscribe(self.fine_kinds)
         if stub is not None and stub.ended is not None:
             self.outcome = stub.ended
             self.stopped.emit(stub.ended.reason or "finished")

@@ -274,8 +274,7 @@ class VmcsPanel(QWidget):
         s = bridge.session
         if s.vm is None or not hasattr(s.vm.cpus[0].vcpu, "vmcs"):
             self.exit_label.setText("no VMCS on this backend")
-            self.out_note.setToolTip(T.VMCS_OUT_OF_GUEST_TIP)
-        self.out_note.setVisible(False)
+            self.out_note.setVisible(False)
             return
         vcpu = s.vm.cpus[0].vcpu  # read again each time: a step back may bring new objects
         vmx = getattr(vcpu, "vmx", None)
@@ -391,6 +390,11 @@ class PageTablesPanel(QWidget):
         if self.last_walk:
             self.walk.setHeaderLabels([f"last walk of {self.last_walk[0]['linear']:#x}", "table", "index",
                                        "entry", "outcome"])
+        elif not bridge.walks_traced:
+            it = QTreeWidgetItem([T.WALKS_NOT_TRACED, "", "", "", ""])
+            it.setToolTip(0, T.WALKS_NOT_TRACED_TIP)
+            it.setFirstColumnSpanned(True)
+            self.walk.addTopLevelItem(it)
         self.tlb.setRowCount(len(tlb))
         for i, (lin, phys, w) in enumerate(tlb):
             for j, text in enumerate((f"{lin:08X}", f"{phys:08X}", "yes" if w else "")):

@@ -178,6 +178,13 @@ SNAPSHOT_OPENED = ("snapshot {name} opened: {backend}, {smp} vCPU{s}, irqchip {i
 SNAPSHOT_SAVE_FAILED = "cannot save the snapshot: {error}"
 SNAPSHOT_OPEN_FAILED = "cannot open the snapshot: {error}"
 
+# The page tables panel's last walk, on the backend that steps back.
+WALKS_NOT_TRACED = "walks are not traced here (--backend sim): see the tooltip"
+WALKS_NOT_TRACED_TIP = ("A step back replays the run with the events numbered as they were; the "
+                        "per-access MMU events (walk_step, tlb_miss, tlb_hit) would change that "
+                        "numbering, so the window does not listen to them on the simulated "
+                        "backend (--backend bare shows each walk).")
+
 # The VMCS panel, while the vCPU is out of the guest (VMX root: kvm.ko or QEMU has it): the
 # note, and its tooltip with the whole story.
 VMCS_OUT_OF_GUEST = ("vCPU out of the guest: its state stays in this VMCS; QEMU sees only "
