@@ -144,6 +144,8 @@ class MainWindow(QMainWindow):
         self.docks["registers"].raise_()
         self.docks["virtio" if disk else "devices"].raise_()
 
+        for dock in self.docks.values():  # a panel brought up shows the present, not when it was hidden
+            dock.visibilityChanged.connect(self._dock_shown)
         self._make_actions()
         self.status = QLabel("")
         self.statusBar().addWidget(self.status, 1)
@@ -326,6 +328,10 @@ class MainWindow(QMainWindow):
         for name, dock in self.docks.items():
             del name
             m_view.addAction(dock.toggleViewAction())
+
+    def _dock_shown(self, visible: bool) -> None:
+        if visible and not self.bridge.running and hasattr(self, "status"):
+            self.refresh()
 
     def _before_step(self, fn):
         def go():
@@ -747,13 +753,13 @@ class MainWindow(QMainWindow):
         self.devices.truncate(seq, bytes(b.session.serial))
         self.pagetables.last_walk = [ev for ev in self.pagetables.last_walk if ev.seq <= seq]
         self.pagetables._key = None
-        self.vmcs.reset()
-        kept = [ev for ev in list(b.history)[-TELLING_SCAN:] if ev.seq <= seq]
         self.seen_kinds = set()
-        if kept:
-            self.on_events_shown(kept)
-        else:
+        last = next((ev for ev in reversed(b.history)
+                     if self.diagram.route(ev.kind, ev.source, ev.fields) is not None), None)
+        if last is None:
             self.diagram.highlight(None)
+        else:
+            self.diagram.show_event(last.kind, last.source, last.fields, _caption(last))
 
     def seek(self, t: int) -> None:
         """Go to virtual time `t` (the timeline's click or drag)."""

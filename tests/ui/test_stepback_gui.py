@@ -63,6 +63,11 @@ def test_each_back_button_returns_to_the_forward_runs_state(window, forward, bac
         now = state(window)
         assert not _differences(now, states[k]), (k, _differences(now, states[k]))
         assert window.registers.value_text("EIP") == f"{window.bridge.session.registers()['EIP']:08X}"
+        # The diagram lights the box of the last event that still happened.
+        d = window.diagram
+        last = next((ev for ev in reversed(window.events.events)
+                     if d.route(ev.kind, ev.source, ev.fields) is not None), None)
+        assert d.active_box == (None if last is None else d.route(last.kind, last.source, last.fields).box)
     # Back at the start: nothing earlier, so the back buttons are off and say why.
     assert not getattr(window, back).isEnabled()
     assert "start of the run" in getattr(window, back).toolTip()
@@ -202,16 +207,22 @@ def test_clicking_the_timeline_seeks_and_every_view_follows(make_window, qtbot) 
     win = make_window(TIMER)
     b = win.bridge
     # The oracle: the forward run, event by event, recorded in a plain session.
+    from vmsim.events import EventStream
     from vmsim.session import Session
+    from vmsim.stats import ExitStats
     from vmsim.vmm.machine import MachineConfig
 
-    ref = Session(str(TIMER), "sim", MachineConfig())
+    events = EventStream()
+    stats = ExitStats()
+    stats.attach(events)
+    ref = Session(str(TIMER), "sim", MachineConfig(), events=events)
     forward = {}
     while ref.outcome is None:
         out = ref.step_event()
         if out.finished:
             break
-        forward[(ref.events.seq, ref.virtual_time)] = (ref.registers(), bytes(ref.serial))
+        forward[(ref.events.seq, ref.virtual_time)] = (ref.registers(), bytes(ref.serial),
+                                                       stats.as_dict())
     b.run()
     qtbot.waitUntil(lambda: b.finished, timeout=RUN_LIMIT_MS)
     end = b.session.virtual_time
@@ -227,8 +238,9 @@ def test_clicking_the_timeline_seeks_and_every_view_follows(make_window, qtbot) 
     assert s.virtual_time <= want and not b.finished
     key = (b.last_seq, s.virtual_time)
     assert key in forward, key
-    regs, serial = forward[key]
+    regs, serial, exits = forward[key]
     assert s.registers() == regs and bytes(s.serial) == serial
+    assert b.stats.as_dict() == exits
     assert win.devices.console.toPlainText() == serial.decode("latin-1")
     assert win.registers.value_text("EIP") == f"{regs['EIP']:08X}"
     assert all(ev.seq <= b.last_seq for ev in win.events.events)
@@ -240,7 +252,16 @@ def test_clicking_the_timeline_seeks_and_every_view_follows(make_window, qtbot) 
     with qtbot.waitSignal(tl.seekRequested, timeout=5000) as sig:
         qtbot.mouseRelease(tl, Qt.MouseButton.LeftButton, pos=QPoint(x2, int(tr.center().y())))
     assert sig.args == [tl.time_at(x2)]
-    assert want < b.session.virtual_time <= tl.time_at(x2)
+    s = b.session
+    assert want < s.virtual_time <= tl.time_at(x2)
+    # Forward through the recorded run (the session replays it without events): the views
+    # still show the forward run's state there.
+    regs, serial, exits = forward[(s.events.seq, s.virtual_time)]
+    assert s.registers() == regs and bytes(s.serial) == serial
+    assert b.last_seq == s.events.seq
+    assert b.stats.as_dict() == exits
+    assert win.devices.console.toPlainText() == serial.decode("latin-1")
+    assert _table(win.stats.table) and win.stats.table.item(0, 2).text() == str(exits["vm_exits"][0]["count"])
 
 
 def test_vmcs_panel_says_where_the_state_is_while_the_vcpu_is_out(window) -> None:
