@@ -15,7 +15,7 @@ import bisect
 from itertools import pairwise
 
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QFontMetrics, QPainter, QPen, QPolygonF
+from PySide6.QtGui import QColor, QFontMetrics, QImage, QPainter, QPen, QPolygonF
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from ui import text as T
@@ -69,8 +69,9 @@ class _Ticks:
             out.append(c)
             if c == width - 1:
                 break
-            # The first time in a later column: (t - start) * width >= (c + 1) * span.
-            i = bisect.bisect_left(times, (c + 1) * span, i, stop, key=lambda t: (t - start) * width)
+            # The first time of a later column: (t - start) * width >= (c + 1) * span, that
+            # is t >= start + ceil((c + 1) * span / width).
+            i = bisect.bisect_left(times, start - (-(c + 1) * span // width), i, stop)
         return out
 
 
@@ -85,6 +86,7 @@ class TimelineWidget(QWidget):
         self.user = _Ticks()
         self.drag: int | None = None  # the virtual time under the mouse while pressed
         self._cols: tuple | None = None  # (key, exit columns, userspace columns)
+        self._images: tuple | None = None  # (key, exit ticks, userspace ticks) as images
         self.theme = "light"
         self.setMouseTracking(False)
         self.setToolTip(T.TIMELINE_TIP)
@@ -164,6 +166,23 @@ class TimelineWidget(QWidget):
             self._cols = (key, self.exits.columns(w, start, end), self.user.columns(w, start, end))
         return self._cols[1], self._cols[2]
 
+    def tick_images(self, colors: tuple[QColor, QColor]) -> tuple[QImage, QImage]:
+        """Each row's ticks as an image one pixel high and a pixel per column, the colour
+        where a column has a tick (stretched to the row when drawn: no Python per tick)."""
+        ex, us = self.columns()
+        key = (self._cols[0] if self._cols else None, tuple(c.rgba() for c in colors))
+        if self._images is None or self._images[0] != key:
+            w = max(1, int(self.track().width()))
+            images = []
+            for cols, color in zip((ex, us), colors, strict=True):
+                px = color.rgba().to_bytes(4, "little")  # ARGB32 is 0xAARRGGBB, little-endian
+                buf = bytearray(4 * w)
+                for c in cols:
+                    buf[4 * c:4 * c + 4] = px
+                images.append(QImage(bytes(buf), w, 1, 4 * w, QImage.Format.Format_ARGB32).copy())
+            self._images = (key, images[0], images[1])
+        return self._images[1], self._images[2]
+
     # -- painting ----------------------------------------------------------------------------
     def paintEvent(self, event) -> None:
         p = QPainter(self)
@@ -189,15 +208,10 @@ class TimelineWidget(QWidget):
             p.drawText(QRectF(14, y, self._legend_width(), lh), Qt.AlignmentFlag.AlignVCenter, label)
         tr = self.track()
         p.fillRect(tr, base)
-        ex, us = self.columns()
-        left = tr.left()
-        for cols, color, y in ((ex, c_exit, tr.top() + 1), (us, c_user, tr.top() + ROW_H + 3)):
-            pen = QPen(color)
-            pen.setWidth(1)
-            p.setPen(pen)
-            for c in cols:
-                x = left + c + 0.5
-                p.drawLine(QPointF(x, y), QPointF(x, y + ROW_H))
+        img_exit, img_user = self.tick_images((c_exit, c_user))
+        w = img_exit.width()
+        p.drawImage(QRectF(tr.left(), tr.top() + 1, w, ROW_H), img_exit)
+        p.drawImage(QRectF(tr.left(), tr.top() + ROW_H + 3, w, ROW_H), img_user)
         d = self.data
         # The present point, and the point being dragged to.
         for t, color in ((d["now"], text), (self.drag, QColor("#d32f2f"))):
