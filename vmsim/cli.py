@@ -3,7 +3,8 @@
 Exit status of `vmsim run`: the isa-debug-exit status ((v << 1) | 1, always odd) when the
 guest wrote one; otherwise 0 when the guest halted or shut down (the reason on stderr), 1
 when the guest does not assemble, 2 for bad usage or unreadable input (found before the
-guest runs), 70 when the guest did something vmsim does not model, 74 when an output
+guest runs), 4 when a --break breakpoint stopped the run, 70 when the guest did something
+vmsim does not model, 74 when an output
 (the trace, stdout, --stats-json) could not be written (EX_IOERR: disk full, ...), 124
 when --max-instructions ran out or the guest made no progress (vmsim.clock: VM exits and
 exception deliveries without an instruction retired), 128 + the signal's number for SIGINT (130) and SIGTERM
@@ -22,6 +23,7 @@ import sys
 from collections.abc import Sequence
 
 EXIT_OK, EXIT_ASM, EXIT_BAD_INPUT, EXIT_UNSUPPORTED, EXIT_IO, EXIT_LIMIT = 0, 1, 2, 70, 74, 124
+EXIT_BREAK = 4  # even: never an isa-debug-exit status
 NO_LIMIT = 1 << 62
 
 
@@ -105,6 +107,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from vmsim.hw.exceptions import Unsupported
     from vmsim.perfetto import PerfettoWriter
     from vmsim.session import Session
+    from vmsim.snapshot_format import SnapshotError
     from vmsim.stats import ExitStats
     from vmsim.trace import InstructionColumn, TraceWriter
     from vmsim.tracecmd import TextTraceWriter
@@ -112,6 +115,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from vmsim.vmm.machine import LOAD_ADDRESS, GuestLoadError, MachineConfig, load_guest_file
 
     limit = args.max_instructions if args.max_instructions != NO_LIMIT else None
+    bad = _check_load_options(args)
+    if bad:
+        print(f"vmsim: {bad}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if args.backend == "bare" and (args.irqchip is not None or (args.smp or 1) != 1):
         print("vmsim: --smp and --irqchip need a VM (--backend sim or kvm): the bare backend "
               "is one CPU with no hypervisor and no interrupt controllers", file=sys.stderr)
@@ -135,16 +142,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
     disk_path, disk_readonly = parse_disk_option(args.disk) if args.disk else (None, False)
     # stdout first: a trace into the file stdout already goes to would interleave with
     # the guest's output (`vmsim run g.asm --trace out > out`).
+    inputs = [("guest file", args.guest), ("--serial-in file", serial_file),
+              ("--disk image", disk_path)]
     refusal = refuse_overwrite([("stdout", "/dev/stdout"), ("--trace", args.trace),
                                 ("--stats-json", args.stats_json)],
-                               [("guest file", args.guest), ("--serial-in file", serial_file),
-                                ("--disk image", disk_path)])
+                               [*inputs, ("--load snapshot", args.load)]) \
+        or refuse_overwrite([("--save", args.save)], inputs)
     if refusal:
         print(f"vmsim: {refusal}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    memory = args.memory or 16
+    image = None
     try:
         serial_in = _serial_input(args.serial_in) if args.serial_in else b""
-        image = load_guest_file(args.guest, (args.memory << 20) - LOAD_ADDRESS)
+        if args.load is None:
+            image = load_guest_file(args.guest, (memory << 20) - LOAD_ADDRESS)
         if disk_path is not None:  # refused here, before any output file is opened
             BlockBackend(disk_path, disk_readonly).close()
     except AsmError as e:
@@ -159,13 +171,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     events = EventStream()
     files: list = []
     trace = stats_file = None
-    # Statistics and the trace listen before the VM exists: its creation (every KVM
-    # ioctl) is part of the record.
     stats = ExitStats() if (args.stats or args.stats_json) else None
-    if stats is not None:
-        stats.attach(events)
     serial_out = _SerialOut()
-    try:
+
+    def open_outputs() -> None:
+        nonlocal trace, stats_file
+        if stats is not None:
+            stats.attach(events)
         if args.stats_json:
             # Opened now, so that a path that cannot be written is found before the run;
             # in append mode, so that a run that fails keeps the old statistics.
@@ -180,13 +192,35 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 trace = PerfettoWriter(events, trace_file, path=args.trace)
             else:
                 trace = TraceWriter(events, trace_file, args.trace_level, path=args.trace)
-        session = Session(image, args.backend,
-                          MachineConfig(args.memory, serial_in, smp=args.smp or 1,
-                                        irqchip=args.irqchip or "kernel", disk=disk_path,
-                                        disk_readonly=disk_readonly,
-                                        ioeventfd=not args.no_ioeventfd),
-                          serial_out=serial_out, max_instructions=limit, paging=args.paging,
-                          events=events)
+
+    try:
+        if args.load is not None:
+            # A resumed VM's trace goes on where the saved run's stood (its event numbers
+            # and times): the rebuilt VM's creation is not part of it.
+            session = Session.load_snapshot(args.load, backend=args.backend,
+                                            paging=args.paging, disk=disk_path,
+                                            serial_out=serial_out, max_instructions=limit,
+                                            events=events)
+            open_outputs()
+        else:
+            # Statistics and the trace listen before the VM exists: its creation (every
+            # KVM ioctl) is part of the record.
+            open_outputs()
+            session = Session(image, args.backend or "sim",
+                              MachineConfig(memory, serial_in, smp=args.smp or 1,
+                                            irqchip=args.irqchip or "kernel", disk=disk_path,
+                                            disk_readonly=disk_readonly,
+                                            ioeventfd=not args.no_ioeventfd),
+                              serial_out=serial_out, max_instructions=limit,
+                              paging=args.paging or "ept", events=events)
+        if args.breaks:
+            if session.backend != "sim":
+                raise ValueError("--break needs vmsim's kvm.ko (--backend sim)")
+            _set_breakpoints(session, args.breaks)
+    except SnapshotError as e:
+        print(f"vmsim: {e}", file=sys.stderr)
+        _close_gdb(gdb)
+        return _close(trace, files, EXIT_BAD_INPUT)
     except (HostKvmError, ValueError) as e:
         print(f"vmsim: {e}", file=sys.stderr)
         _close_gdb(gdb)
@@ -207,9 +241,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 cpu.recorder = col
 
     status: int | None = None
-    with _signals_end_the_run(trace) as closing:
+    # With --save, Ctrl-C stops the run between two steps, where the VM can be saved.
+    with _signals_end_the_run(trace, graceful=bool(args.save)) as gate:
+        closing = gate.closing
         try:
-            outcome = _run_under_gdb(session, gdb) if gdb is not None else session.run()
+            if gdb is not None:
+                outcome = _run_under_gdb(session, gdb)
+            elif args.breaks or args.save:
+                outcome = _run_to_stop(session, gate)
+            else:
+                outcome = session.run()
+            if args.save:
+                status = _save(session, args.save)
         except Unsupported as e:
             print(f"vmsim: stopped: {e}", file=sys.stderr)
             status = EXIT_UNSUPPORTED
@@ -221,6 +264,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             kept = f"; the trace so far is in {args.trace}" if args.trace else ""
             print(f"vmsim: {name}: stopped {_progress(session)}{kept}", file=sys.stderr)
             status = 128 + e.signum
+            if args.save:
+                status = _save(session, args.save) or status
         finally:
             closing()
             if trace is not None:
@@ -255,6 +300,95 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return _close(None, files, status)
     status = _status(session, outcome, limit)
     return _close(None, files, status)
+
+
+def _check_load_options(args: argparse.Namespace) -> str:
+    """GUEST or --load, and with --load none of the options the snapshot fixes."""
+    if args.load is None:
+        return "" if args.guest is not None else \
+            "a GUEST file (or --load FILE) is needed (see vmsim run --help)"
+    if args.guest is not None:
+        return "give GUEST or --load FILE, not both"
+    fixed = next((opt for opt, given in (
+        ("--memory", args.memory is not None), ("--smp", args.smp is not None),
+        ("--irqchip", args.irqchip is not None), ("--serial-in", args.serial_in is not None),
+        ("--no-ioeventfd", args.no_ioeventfd)) if given), None)
+    if fixed:
+        return f"{fixed}: the snapshot brings its machine's configuration (--load)"
+    if args.disk and args.disk.endswith(",readonly"):
+        return "--disk FILE,readonly: with --load, the snapshot says whether its disk is read-only"
+    return ""
+
+
+def _break_spec(text: str) -> tuple[str, object]:
+    """--break WHERE as (kind, value): an address, exit:REASON, port:N, event:SPEC."""
+    from vmsim.events import CATALOGUE
+    from vmsim.hw.vmx import ExitReason
+
+    kind, sep, rest = text.partition(":")
+    if not sep:
+        try:
+            return "address", int(text, 0) & 0xFFFFFFFF
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: an address, exit:REASON, port:N or event:KIND") from None
+    if kind == "exit":
+        if rest not in ExitReason.__members__:
+            raise argparse.ArgumentTypeError(f"unknown exit reason {rest!r} (Intel's names, "
+                                             "e.g. IO_INSTRUCTION, HLT, EPT_VIOLATION)")
+        return "exit", rest
+    if kind == "port":
+        try:
+            port = int(rest, 0)
+        except ValueError:
+            port = -1
+        if not 0 <= port <= 0xFFFF:
+            raise argparse.ArgumentTypeError(f"port:{rest}: a port is 0 to 0xffff")
+        return "port", port
+    if kind == "event":
+        if rest.partition(":")[0] not in CATALOGUE:
+            raise argparse.ArgumentTypeError(f"unknown event kind {rest.partition(':')[0]!r} "
+                                             "(docs/trace-format.md)")
+        return "event", rest
+    raise argparse.ArgumentTypeError(f"{text!r}: an address, exit:REASON, port:N or event:KIND")
+
+
+def _set_breakpoints(session, breaks: list[tuple[str, object]]) -> None:
+    bp = session.breakpoints
+    for kind, value in breaks:
+        {"address": bp.addresses, "exit": bp.exit_reasons, "port": bp.ports,
+         "event": bp.events}[kind].add(value)
+
+
+def _run_to_stop(session, gate):
+    """Run in slices, so that a breakpoint or Ctrl-C (with --save) stops it between two
+    steps of the VM: the same run as session.run(), however it is sliced."""
+    while True:
+        outcome = session.run_for(seconds=0.2)
+        if outcome.breakpoint:
+            print(f"vmsim: stopped at breakpoint: {outcome.breakpoint} "
+                  f"{_progress(session)}", file=sys.stderr)
+            return outcome
+        if outcome.finished:
+            return outcome
+        if gate.signum is not None:
+            raise Interrupted(gate.signum)
+
+
+def _save(session, path: str) -> int | None:
+    """--save: write the snapshot; None, or the status of a write that failed."""
+    from vmsim.files import OutputError
+    from vmsim.snapshot_format import SnapshotError
+
+    try:
+        print(f"vmsim: {session.save_snapshot(path)}", file=sys.stderr)
+    except OutputError as e:
+        print(f"vmsim: {e}", file=sys.stderr)
+        return EXIT_IO
+    except (SnapshotError, ValueError) as e:
+        print(f"vmsim: --save {path}: not written: {e}", file=sys.stderr)
+        return EXIT_IO if isinstance(e, SnapshotError) else None
+    return None
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
@@ -295,15 +429,31 @@ def _close_gdb(gdb) -> None:
         gdb.close()
 
 
+class _SignalGate:
+    """What _signals_end_the_run gives the run: `closing()` marks the wind-up, `signum`
+    the signal that asked a graceful run to stop (None while none has)."""
+
+    def __init__(self) -> None:
+        self.is_closing = False
+        self.signum: int | None = None
+
+    def closing(self) -> None:
+        self.is_closing = True
+
+
 @contextlib.contextmanager
-def _signals_end_the_run(trace):
+def _signals_end_the_run(trace, graceful: bool = False):
     """SIGINT and SIGTERM raise Interrupted in the run, so that the `finally` that closes
     the trace runs; never in the middle of a trace record (TraceWriter.deferred), and not
-    again once the run is being wound up (the context's value marks that point)."""
-    state = {"closing": False}
+    again once the run is being wound up (gate.closing() marks that point). `graceful`:
+    the signal is only noted (gate.signum) for the run to stop at its next step."""
+    gate = _SignalGate()
 
     def handler(signum: int, frame) -> None:
-        if state["closing"]:
+        if gate.is_closing:
+            return
+        if graceful:
+            gate.signum = signum
             return
         exc = Interrupted(signum)
         if trace is not None and trace.busy:
@@ -318,7 +468,7 @@ def _signals_end_the_run(trace):
         except ValueError:  # not the main thread (an embedding program): keep its handlers
             pass
     try:
-        yield lambda: state.update(closing=True)
+        yield gate
     finally:
         for sig, old in saved.items():
             signal.signal(sig, old)
@@ -368,6 +518,8 @@ def _progress(session) -> str:
 def _status(session, outcome, limit: int | None) -> int:
     if outcome.exit_status is not None:
         return outcome.exit_status
+    if getattr(outcome, "breakpoint", ""):  # said when it stopped (_run_to_stop)
+        return EXIT_BREAK
     if getattr(outcome, "stuck", ""):  # vmsim's no-progress watchdog: a budget too
         print(f"vmsim: stopped: {outcome.stuck}", file=sys.stderr)
         return EXIT_LIMIT
@@ -416,22 +568,22 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a guest (.asm or flat binary) and show its serial output",
                          description="Load GUEST at 0x100000 and run it; what it writes to COM1 "
                                      "goes to stdout.")
-    run.add_argument("guest", metavar="GUEST",
+    run.add_argument("guest", metavar="GUEST", nargs="?",
                      help=".asm source (at most 16 MiB) or flat binary (at most what fits in "
                           "RAM above 0x100000); a regular file, not a pipe or device")
-    run.add_argument("--memory", type=_memory_mib, default=16, metavar="MIB",
+    run.add_argument("--memory", type=_memory_mib, default=None, metavar="MIB",
                      help=f"RAM size, {MEMORY_MIB[0]} to {MEMORY_MIB[1]} (default 16)")
     run.add_argument("--serial-in", metavar="TEXT",
                      help="what the guest receives on COM1 (backslash escapes allowed; "
                           "@FILE for a file's bytes, at most 1 MiB)")
     run.add_argument("--max-instructions", type=_positive, default=NO_LIMIT, metavar="N",
                      help="stop after N guest instructions (sim and bare backends)")
-    run.add_argument("--backend", choices=("sim", "kvm", "bare"), default="sim",
+    run.add_argument("--backend", choices=("sim", "kvm", "bare"), default=None,
                      help="sim: vmsim's VMM on the simulated kvm.ko and VMX CPU (default); "
                           "kvm: the same VMM on the host's /dev/kvm; bare: vmsim's CPU with "
                           "no hypervisor")
     add_machine_arguments(run)
-    run.add_argument("--paging", choices=("ept", "shadow"), default="ept",
+    run.add_argument("--paging", choices=("ept", "shadow"), default=None,
                      help="how the simulated kvm.ko virtualizes memory: EPT (default) or "
                           "shadow page tables (kvm_intel ept=0)")
     run.add_argument("--trace", metavar="FILE", help="write events as JSON Lines to FILE, "
@@ -453,6 +605,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="serve the GDB remote protocol on 127.0.0.1:PORT (0: any free "
                           "port, printed) and wait for `target remote :PORT` before the "
                           "first instruction, as qemu -s -S (docs/gdb.md; sim and bare)")
+    run.add_argument("--break", dest="breaks", action="append", default=[], metavar="WHERE",
+                     type=_break_spec,
+                     help="stop at a breakpoint (repeatable): an address (0x100010), "
+                          "exit:REASON (exit:IO_INSTRUCTION), port:N (port:0x3f8, at its "
+                          "VM exit) or event:KIND[:FIELD=VALUE] (event:kvm_inj_virq); "
+                          "sim backend")
+    run.add_argument("--save", metavar="FILE",
+                     help="when the run stops (the guest halts, --max-instructions, --break, "
+                          "Ctrl-C), write a snapshot of the VM to FILE (docs/snapshots.md)")
+    run.add_argument("--load", metavar="FILE",
+                     help="resume the VM saved in FILE (instead of GUEST; the snapshot "
+                          "brings the guest and the machine's configuration)")
     run.set_defaults(func=_cmd_run)
 
     stats = sub.add_parser("stats", help="print the exit statistics of a saved trace",

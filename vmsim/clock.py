@@ -113,6 +113,10 @@ class Scheduler:
     timers_stopped: bool = False  # vm_stop: the clock no longer fires timers
     # Every timer by name (the names are unique per VM): how a snapshot finds them again.
     named_timers: dict[str, Timer] = field(default_factory=dict)
+    # A thread that stopped short of its horizon only to give the caller control (a vCPU's
+    # sub-batch, vmsim.kvm.x86.vcpu_enter_guest) resumes next, before anything else: how
+    # finely a run is stepped then never changes the schedule.
+    sticky: SimThread | None = None
 
     def spawn(self, name: str, body: ThreadBody, time: int = 0) -> SimThread:
         t = SimThread(name, body, len(self.threads), time)
@@ -144,6 +148,7 @@ class Scheduler:
             "timers": [[name, when, seq] for seq, when, name in armed],
             "timer_seq": self._timer_seq, "last_time": self.last_time,
             "timers_fired": self.timers_fired, "timers_stopped": self.timers_stopped,
+            "sticky": None if self.sticky is None else self.sticky.name,
         }
 
     def load_state(self, d: dict[str, Any]) -> None:
@@ -164,6 +169,7 @@ class Scheduler:
         self._timer_seq = d["timer_seq"]
         self.last_time, self.timers_fired = d["last_time"], d["timers_fired"]
         self.timers_stopped = d["timers_stopped"]
+        self.sticky = None if d["sticky"] is None else by_name[d["sticky"]]
 
     def _arm(self, timer: Timer) -> int:
         self._timer_seq += 1
@@ -270,6 +276,12 @@ class Scheduler:
     def step(self) -> SimThread | None:
         """Resume one thread until its next yield (after any timer due before it). None
         when no thread can run and no timer is armed."""
+        t = self.sticky
+        self.sticky = None
+        if t is not None and not t.done and t.blocked is None:
+            # Continuing: nothing is due before its horizon, and what it emits keeps the
+            # time its batch began at, as in one unbroken batch.
+            return self._resume(t, continuing=True)
         while True:
             t = self._peek()
             if self.host_busy is not None and self.host_busy() and self._waits_for_host(t):
@@ -285,8 +297,11 @@ class Scheduler:
             break
         t = self.pick()
         assert t is not None
+        return self._resume(t)
+
+    def _resume(self, t: SimThread, continuing: bool = False) -> SimThread:
         self.current = t
-        if self.on_resume is not None:
+        if self.on_resume is not None and not continuing:
             self.on_resume(t)
         resumed_at = t.time  # all it does until it yields happens at this time
         try:

@@ -109,6 +109,7 @@ class Session:
             self.vm = VirtualMachine(self.machine, open_kvm(), max_instructions=max_instructions)
         self.outcome: Outcome | None = None
         self.breakpoints = Breakpoints()
+        self.snapshot_path: str | None = None  # the snapshot it was loaded from
 
     def _build_vm(self, config: MachineConfig | None = None, quiet: bool = False):
         """A Machine with the guest loaded and a VirtualMachine on the simulated kvm.ko:
@@ -511,6 +512,60 @@ class Session:
             "outcome": None if o is None else [o.finished, o.exit_status, o.halted,
                                                o.limit_reached, o.reason],
         }
+
+    def save_snapshot(self, path: str) -> str:
+        """Write the session to a snapshot file (vmsim/snapshot.py), first stepping on to
+        the next point where every simulated thread can be rebuilt (a few steps: the same
+        run either way, see Scheduler.sticky). Refused with a one-line ValueError or
+        SnapshotError on the bare backend, and once the guest has shut down. Returns a
+        one-line summary."""
+        from vmsim.snapshot import save_session
+
+        if self.vm is None:
+            raise ValueError("snapshots need a VM (--backend sim), not the bare CPU")
+        if self.machine.stop_requested:
+            raise ValueError(f"the guest has shut down ({self.machine.stop_reason}): "
+                             "nothing is left to resume")
+        self._to_rebuildable_point()
+        return save_session(self, path)
+
+    @classmethod
+    def load_snapshot(cls, path: str, **kwargs) -> Session:
+        """A new session from a snapshot file alone (vmsim/snapshot.py: its guest,
+        configuration and state); `kwargs` as for Session (serial_out, events,
+        max_instructions; backend and paging default to the snapshot's). Raises
+        vmsim.snapshot_format.SnapshotError (one line) for a file it will not load."""
+        from vmsim.snapshot import load_session
+
+        return load_session(path, **kwargs)
+
+    def _to_rebuildable_point(self) -> None:
+        """Step until every thread stands where a snapshot can rebuild it. The run's
+        budget is lifted meanwhile (the cut lands a little after the limit, on the path
+        the uncut run takes) and the vCPUs step one instruction at a time."""
+        vm = self.vm
+        why = vm.why_not_rebuildable()
+        if "backend" in why:
+            raise ValueError(why)
+        vcpus = [c.vcpu for c in vm.cpus if hasattr(c.vcpu, "BATCH")]
+        saved = [(v.instruction_limit, v.limit_reached, v.__dict__.get("BATCH")) for v in vcpus]
+        for v in vcpus:
+            v.instruction_limit, v.limit_reached, v.BATCH = None, False, 1
+        try:
+            for _ in range(1_000_000):
+                if vm.at_rebuildable_point():
+                    return
+                if self.machine.stop_requested or vm.stuck() or not vm.step():
+                    break
+            raise ValueError("no point a snapshot can hold was reached: "
+                             + (vm.why_not_rebuildable() or "the run ended"))
+        finally:
+            for v, (limit, hit, batch) in zip(vcpus, saved, strict=True):
+                v.instruction_limit, v.limit_reached = limit, hit
+                if batch is None:
+                    del v.BATCH
+                else:
+                    v.BATCH = batch
 
     # -- breakpoints and time-boxed running (front ends that must stay responsive) ----------
     def run_for(self, seconds: float | None = 0.015, instructions: int | None = None) -> Outcome:

@@ -111,8 +111,48 @@ class Nullable:
     value: Any
 
 
+@dataclass(frozen=True)
+class Plain:
+    """Any plain data (vmsim.state): objects with safe keys, lists, ints, strings, bools,
+    null, and bytes (in the file {"__bytes__": "hex"}). For the simulator's own state,
+    whose shape is each model's fields: the model's load_state checks it again, and a
+    loader turns any mismatch into a refusal."""
+
+
+PLAIN = Plain()
+MAX_PLAIN_DEPTH = 48  # below the strict JSON reader's nesting bound
+
 Schema = Any
 _KEY = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_BYTES_TAG = "__bytes__"
+
+
+def _plain(value: Any, where: str, decode: bool, depth: int = 0) -> Any:
+    at = f"field {where}: " if where else ""
+    if depth > MAX_PLAIN_DEPTH:
+        raise ValueError(f"{at}nested more than {MAX_PLAIN_DEPTH} deep")
+    t = type(value)
+    if value is None or t is bool or t is int or t is str:
+        return value
+    if not decode and isinstance(value, int) and t is not bool:
+        return int(value)  # an IntEnum (a VMCS field encoding): its number
+    if t is list:
+        return [_plain(v, f"{where}[{i}]", decode, depth + 1) for i, v in enumerate(value)]
+    if not decode and isinstance(value, bytes | bytearray | memoryview):
+        return {_BYTES_TAG: bytes(value).hex()}
+    if t is dict:
+        if decode and len(value) == 1 and _BYTES_TAG in value:
+            h = value[_BYTES_TAG]
+            if type(h) is not str or not _HEX.fullmatch(h):
+                raise ValueError(f"{at}expected bytes as lowercase hex")
+            return bytes.fromhex(h)
+        out = {}
+        for k, v in value.items():
+            if type(k) is not str or not _KEY.fullmatch(k) or k == _BYTES_TAG:
+                raise ValueError(f"{at}bad key {str(k)[:40]!r}")
+            out[k] = _plain(v, f"{where}.{k}" if where else k, decode, depth + 1)
+        return out
+    raise ValueError(f"{at}expected plain data, got {_typename(value)}")
 
 
 def _typename(v: object) -> str:
@@ -126,6 +166,8 @@ def _convert(schema: Schema, value: Any, where: str, decode: bool) -> Any:
     """`value` checked against `schema`; bytes fields are turned from hex (decode) or to
     hex (encode). Raises ValueError naming the field."""
     at = f"field {where}: " if where else ""
+    if isinstance(schema, Plain):
+        return _plain(value, where, decode)
     if isinstance(schema, Nullable):
         return None if value is None else _convert(schema.value, value, where, decode)
     if schema is bool or schema is int or schema is str:

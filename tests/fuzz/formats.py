@@ -102,9 +102,42 @@ def _snapshot_errors() -> tuple[type[BaseException], ...]:
     return (SnapshotError,)
 
 
+def valid_sessions() -> list[bytes]:
+    """Snapshots of a session (vmsim/snapshot.py): hello.asm cut early, and the timer
+    guest with two vCPUs and the userspace irqchip."""
+    import tempfile
+
+    from vmsim.session import Session
+    from vmsim.vmm.machine import MachineConfig
+
+    out = []
+    with tempfile.TemporaryDirectory() as d:
+        for guest, config, n in (("hello.asm", None, 150),
+                                 ("timer.asm", MachineConfig(smp=2, irqchip="userspace"), 3000)):
+            s = Session(str(SAMPLES / guest), "sim", config, max_instructions=n,
+                        serial_out=lambda b: None)
+            s.run()
+            path = Path(d) / "s.vmsnap"
+            s.save_snapshot(str(path))
+            s.machine.close()
+            out.append(path.read_bytes())
+    return out
+
+
+def load_session_file(path: Path) -> object:
+    """Session.load_snapshot: a new session from the file alone."""
+    from vmsim.session import Session
+
+    s = Session.load_snapshot(str(path), serial_out=lambda b: None)
+    s.machine.close()
+    return s
+
+
 FILE_KINDS: tuple[FileKind, ...] = (
     FileKind("trace", ".jsonl", valid_traces, reader=read_trace, errors=_trace_errors()),
     FileKind("snapshot", ".vmsnap", valid_snapshots, reader=read_snapshot_file,
+             errors=_snapshot_errors(), binary=True),
+    FileKind("session", ".vmsnap", valid_sessions, reader=load_session_file,
              errors=_snapshot_errors(), binary=True),
     FileKind("lesson", ".lesson", None, reader=None,
              todo="lessons do not exist yet (lessons/, DESIGN.md 'Lessons')"),

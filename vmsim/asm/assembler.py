@@ -121,6 +121,7 @@ class _Pass:
 class Assembler:
     def __init__(self, source: str, filename: str) -> None:
         self.filename = filename
+        self.source = source
         with _gc_paused():
             self.stmts = parse_source(source, filename)
         for st in self.stmts:
@@ -496,7 +497,7 @@ class Assembler:
         for k, (sname, off) in self.labels.items():
             symbols[k] = self.sections[sname].base + off
         data = out.getvalue()  # shares BytesIO's buffer: no second copy of a large image
-        return GuestImage(data, self.origin, symbols, lines, self.filename)
+        return GuestImage(data, self.origin, symbols, lines, self.filename, self.source)
 
 
 @contextmanager

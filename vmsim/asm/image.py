@@ -30,6 +30,9 @@ class GuestImage:
     symbols: dict[str, int] = field(default_factory=dict)
     lines: list[SourceLine] = field(default_factory=list)
     source_file: str = "<input>"
+    # The text it was assembled from (None for a flat binary): a snapshot carries it, so
+    # that the snapshot alone reopens the guest in an editor.
+    source: str | None = field(default=None, repr=False, compare=False)
     # line_at's index (lines that own bytes, and their addresses), built on first use: the
     # GUI asks at every step, and rebuilding it each time cost O(lines) per call.
     _owners: tuple[list[SourceLine], list[int], int] | None = field(

@@ -324,7 +324,7 @@ def complete_userspace_io_table() -> dict[str, Callable[[SimVcpu], int]]:
 class SimVcpu:
     """struct kvm_vcpu with its VMX part (struct vcpu_vmx): a CPU, a VMCS, kvm_run."""
 
-    BATCH = 20_000  # guest instructions between yields to the scheduler
+    BATCH = 20_000  # guest instructions between yields to the session (x86.BATCH_MAX)
 
     def __init__(self, vm: SimVm, vcpu_id: int):
         from vmsim.kvm import vmx as kvm_vmx
@@ -378,6 +378,9 @@ class SimVcpu:
         # kvm_vcpu_block began (its wakeup tracepoint reports the time blocked).
         self.run_point = "exit"
         self.block_start = 0
+        # What is left of the batch the guest is running (x86.vcpu_enter_guest): a
+        # sub-batch that stopped short of it (BATCH) resumes at once, never rescheduled.
+        self.batch_left = 0
         kvm_vmx.vmx_vcpu_setup(self)
 
     # -- state as plain data (issue 12) ----------------------------------------------------
@@ -530,7 +533,8 @@ class SimVcpu:
         return x86.kvm_vcpu_block_wait(self)
 
     def set_instruction_limit(self, n: int | None) -> None:
-        """vmsim's own control: KVM_RUN returns -EINTR (as if signalled) after n instructions."""
+        """vmsim's own control: the run stops after n units of work (instructions retired,
+        exceptions delivered, exits), between two steps of the VM, with nothing traced."""
         self.instruction_limit = n
 
     # -- KVM_RUN -----------------------------------------------------------------------------

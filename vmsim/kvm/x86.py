@@ -147,10 +147,12 @@ def vcpu_run(v: SimVcpu, resume: str | None = None) -> Generator[Any, None, int]
             v.stat["irq_window_exits"] += 1
             return 0
         if v.instruction_limit is not None and v.instruction_limit <= 0:
+            # vmsim's budget stops the run between two scheduler steps (the VM's loop),
+            # leaving no trace in it: a run cut there and resumed is the uncut run.
             v.limit_reached = True
-        if v.limit_reached or v.stuck or v.signal_pending:
+        if v.stuck or v.signal_pending:
             # xfer_to_guest_mode_handle_work -> kvm_handle_signal_exit: a signal is pending
-            # (vmsim's budget and watchdog stop a run the same way, as if signalled).
+            # (vmsim's watchdog stops a run the same way, as if signalled).
             run.exit_reason = KVM_EXIT_INTR
             v.stat["signal_exits"] += 1
             return -errno.EINTR
@@ -373,7 +375,8 @@ def vcpu_enter_guest(v: SimVcpu, resume: str | None = None) -> Generator[int, No
         if resume is None:
             v.run_point = "entry"
             yield COSTS["vmentry"]
-        elif resume == "batch" and clock is not None and clock.now >= v.next_host_tick:
+        elif resume == "batch" and clock is not None and v.batch_left <= 0 \
+                and clock.now >= v.next_host_tick:
             _host_tick(v, clock.now)
         while True:
             if v.host_irq is not None:
@@ -389,9 +392,14 @@ def vcpu_enter_guest(v: SimVcpu, resume: str | None = None) -> Generator[int, No
                 v.run_point = "exit"
                 yield ran * COSTS["guest_instruction"]
                 break
-            budget = _budget(v)
-            if clock is not None and budget > 1:
-                budget = _until_horizon(v, clock, budget)
+            if v.batch_left <= 0:
+                # A batch ends at the horizon (or after BATCH_MAX); the session's BATCH
+                # (1 to single-step, 4000 in a GUI) only cuts it into sub-batches that
+                # resume at once (Scheduler.sticky), so that how a run is stepped never
+                # changes what it does.
+                v.batch_left = (BATCH_MAX if clock is None
+                                else _until_horizon(v, clock, BATCH_MAX))
+            budget = min(_budget(v), v.batch_left)
             before, delivered = cpu.icount, cpu.deliveries
             refs = mmu.refs + (mmu.ept.refs if mmu.ept is not None else 0)
             exit_info = vmx.run(budget)
@@ -407,16 +415,24 @@ def vcpu_enter_guest(v: SimVcpu, resume: str | None = None) -> Generator[int, No
                 if v.instruction_limit <= 0 and exit_info is None:
                     v.limit_reached = True
             stuck = kvm_watch_progress(v, 0, faults)
-            if exit_info is None and (v.limit_reached or stuck):
+            if exit_info is None and stuck:
                 exit_info = vmx.vm_exit(None)  # the kick: an external interrupt exits
-            # Yield after every batch, even one that retired nothing, so that the session
+            # The instruction limit exits nothing: the run ends between two sub-batches,
+            # where a snapshot taken there resumes as if it had never stopped.
+            if exit_info is not None or ran + faults < budget:
+                v.batch_left = 0  # an exit, or the CPU stopped early (HLT): batch over
+            else:
+                v.batch_left -= ran + faults
+            # Yield after every sub-batch, even one that retired nothing, so that the session
             # (a GUI's pause, run_for) gets control back. Where it stands is plain data
-            # (run_point), so that a snapshot can rebuild the loop here.
+            # (run_point, batch_left), so that a snapshot can rebuild the loop here.
             v.run_point = "batch" if exit_info is None else "exit"
+            if v.batch_left > 0 and clock is not None:
+                clock.sticky = clock.current
             yield ran * COSTS["guest_instruction"] + walked * COSTS["walk_ref"]
             if exit_info is not None:
                 break
-            if clock is not None and clock.now >= v.next_host_tick:
+            if v.batch_left <= 0 and clock is not None and clock.now >= v.next_host_tick:
                 _host_tick(v, clock.now)
     finally:
         v.mode = "outside"
@@ -497,6 +513,9 @@ def kvm_watch_progress(v: SimVcpu, exits: int, deliveries: int, progress: bool =
     if not v.stuck and v.idle_exits + v.idle_deliveries >= NO_PROGRESS_LIMIT:
         v.stuck = no_progress_message(v.idle_exits, v.idle_deliveries, cpu.eip)
     return bool(v.stuck)
+
+
+BATCH_MAX = 20_000  # guest instructions in a batch at most (it also ends at the horizon)
 
 
 def _budget(v: SimVcpu) -> int:

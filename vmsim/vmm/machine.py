@@ -97,6 +97,7 @@ class Machine:
         self.mem = PhysicalMemory(size, (VGA_HOLE,), buffer=self.ram)
         self.entry_point = LOAD_ADDRESS
         self.entry_esp = ENTRY_ESP
+        self.on_close: list[Callable[[], None]] = []
         self.bql = Mutex("BQL", self._bql_changed)
         self.stop_requested = False
         self.stop_reason = ""
@@ -145,9 +146,12 @@ class Machine:
         return cycles
 
     def close(self) -> None:
-        """Release what the machine holds on the host (the disk image's descriptor)."""
+        """Release what the machine holds on the host (the disk image's descriptor, and
+        whatever was registered in on_close: a snapshot's temporary disk image)."""
         if self.blk is not None:
             self.blk.close()
+        while self.on_close:
+            self.on_close.pop()()
 
     def entry_esp_for(self, index: int) -> int:
         """vCPU `index`'s entry ESP (vmsim's firmware shortcut for several vCPUs)."""

@@ -1,0 +1,296 @@
+"""savevm and loadvm for a session (issue 12): the machine's state in snapshot files.
+
+A snapshot (`vmsim run --save FILE`, the GUI's File > Save snapshot) holds, each in a
+section of its own type and version (vmsim/snapshot_format.py, as QEMU's
+VMStateDescriptions):
+
+- `session`: what reopens the session from the file alone: the guest's source (or binary
+  image), the machine's configuration (vCPUs, irqchip, memory, disk options, serial
+  input), the backend and paging mode it ran with, what COM1 has sent so far;
+- `ram`: guest RAM; `disk`: the disk image's contents, when the machine has one;
+- QEMU's devices, one section each: `serial` (COM1), `debug-exit`, `vga`, `machine` (the
+  ISA IRQ lines, a shutdown request), the userspace `pic` and `pit`, `virtio-mmio0`...,
+  `virtio-blk`, `blk` (the block backend's counters), `bql`;
+- the simulator's exact state (taken on the simulated backend only; names `sim-...`):
+  kvm.ko's VM (`sim-kvm-vm`: the EPT or shadow tables, the in-kernel PIC, PIT and their
+  timers), each vCPU (`sim-vcpu0`...: the CPU with its TLB, the VMCS, kvm_run, the local
+  APIC), QEMU's view of each vCPU (`sim-cpustate0`...), and the threads (`sim-threads`:
+  where each simulated thread stands, the clock, the main loop's timers, the iothread,
+  the event counters).
+
+Loading on the simulated backend with the same paging mode puts the exact state back: the
+run continues as if it had never stopped, event for event (numbers and virtual times
+included). The sections are checked against their declared schemas when read; the exact
+ones hold the models' own fields (snapshot_format.PLAIN), which the models' load_state
+take back; anything that does not fit refuses the whole file with one line, and nothing
+half-loaded is ever returned: a new session is built, loaded, and only then handed out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from typing import TYPE_CHECKING, Any
+
+from vmsim.snapshot_format import (
+    MAX_RAM,
+    PLAIN,
+    RAM,
+    SECTION_TYPES,
+    SUFFIX,
+    Nullable,
+    SectionData,
+    SectionType,
+    Snapshot,
+    SnapshotError,
+    read_snapshot,
+    write_snapshot,
+)
+
+if TYPE_CHECKING:
+    from vmsim.session import Session
+
+MAX_DISK = MAX_RAM  # a disk image in a snapshot, at most (as RAM)
+
+SESSION = SectionType("vmsim-session", 1, {
+    "guest": str,  # the guest's file name, as the session was opened with
+    "source": Nullable(str),  # its assembly source; null for a flat binary
+    "image": bytes,  # the bytes loaded at `origin` (a check on the source; the binary)
+    "origin": int,
+    "backend": str,
+    "paging": str,
+    "config": {"memory_mib": int, "smp": int, "irqchip": str, "ioeventfd": bool,
+               "disk": Nullable(str), "disk_readonly": bool, "serial_in": bytes},
+    "serial": bytes,  # what COM1 sent (the last Session.SERIAL_KEEP bytes or more)
+    "serial_total": int,
+    "instructions": int,  # guest instructions retired before the snapshot
+    "virtual_time": int,
+    "exact": bool,  # the simulator's exact state is in the file
+})
+DISK = SectionType("disk-image", 1, None, max_size=MAX_DISK)
+
+# QEMU's devices and the simulator's exact state: the models' fields (vmsim.state).
+_PLAIN_TYPES = {
+    "machine": "pc-machine", "serial": "isa-serial", "debug_exit": "isa-debug-exit",
+    "vga": "vga-text", "pic": "i8259-pair", "pit": "i8254", "virtio_blk": "virtio-blk",
+    "blk": "block-backend", "bql": "qemu-bql",
+}
+PLAIN_SECTIONS = {name: SectionType(name, 1, PLAIN) for name in (
+    *_PLAIN_TYPES.values(), "virtio-mmio", "vmsim-threads", "vmsim-kvm-vm", "vmsim-kvm-vcpu",
+    "vmsim-qemu-cpu")}
+
+for _st in (SESSION, DISK, *PLAIN_SECTIONS.values()):
+    SECTION_TYPES[_st.name] = _st
+
+_MACHINE_FIELDS = ("stop_requested", "stop_reason", "exit_status", "irq_levels")
+
+
+def _section_name(key: str) -> str:
+    return key.replace("_", "-")
+
+
+# ---------------------------------------------------------------------------------------
+# Saving
+# ---------------------------------------------------------------------------------------
+
+
+def snapshot_sections(session: Session) -> dict[str, SectionData]:
+    """The session as snapshot sections. The VM must stand at a rebuildable point
+    (Session.save_snapshot steps to one)."""
+    vm = session.vm
+    if vm is None:
+        raise ValueError("snapshots need a VM (--backend sim or kvm), not the bare CPU")
+    if session.backend != "sim":
+        raise ValueError("snapshots of the host's KVM are not written yet: run with "
+                         "--backend sim (a sim snapshot loads on --backend kvm)")
+    state = vm.save_state()
+    m = session.machine
+    cfg = m.config
+    image = session.image
+    out: dict[str, SectionData] = {
+        "session": SectionData(SESSION.name, {
+            "guest": os.path.basename(image.source_file) or "guest",
+            "source": image.source,
+            "image": bytes(image.data), "origin": image.origin,
+            "backend": session.backend, "paging": session.paging,
+            "config": {"memory_mib": cfg.memory_mib, "smp": cfg.smp, "irqchip": cfg.irqchip,
+                       "ioeventfd": cfg.ioeventfd,
+                       "disk": None if cfg.disk is None else os.path.basename(cfg.disk),
+                       "disk_readonly": cfg.disk_readonly, "serial_in": bytes(cfg.serial_in)},
+            "serial": bytes(session.serial), "serial_total": session.serial_total,
+            "instructions": session.instructions, "virtual_time": session.virtual_time,
+            "exact": True,
+        }),
+        "ram": SectionData(RAM.name, state["ram"]),
+    }
+    dev = state["machine"]
+    out["machine"] = SectionData("pc-machine", {k: dev[k] for k in _MACHINE_FIELDS})
+    for key, type_name in _PLAIN_TYPES.items():
+        if key != "machine" and dev[key] is not None:
+            out[_section_name(key)] = SectionData(type_name, dev[key])
+    for i, d in enumerate(dev["virtio_transports"]):
+        out[f"virtio-mmio{i}"] = SectionData("virtio-mmio", d)
+    out["sim-threads"] = SectionData("vmsim-threads", {
+        k: state[k] for k in ("version", "positions", "main_loop", "iothread", "sched",
+                              "events", "idle")})
+    out["sim-kvm-vm"] = SectionData("vmsim-kvm-vm", state["kvm_vm"])
+    for i, (vd, cd) in enumerate(zip(state["vcpus"], state["cpu_states"], strict=True)):
+        out[f"sim-vcpu{i}"] = SectionData("vmsim-kvm-vcpu", vd)
+        out[f"sim-cpustate{i}"] = SectionData("vmsim-qemu-cpu", cd)
+    if m.blk is not None:
+        out["disk"] = SectionData(DISK.name, _read_disk(m.blk.path))
+    return out
+
+
+def _read_disk(path: str) -> bytes:
+    with open(path, "rb") as f:
+        data = f.read(MAX_DISK + 1)
+    if len(data) > MAX_DISK:
+        raise ValueError(f"{path}: the disk image is larger than a snapshot holds "
+                         f"({MAX_DISK} bytes)")
+    return data
+
+
+def save_session(session: Session, path: str) -> str:
+    """Write the session to `path` (SnapshotError, OutputError or ValueError, one line);
+    the caller has brought it to a rebuildable point. Returns a one-line summary."""
+    name = os.fspath(path)
+    try:
+        sections = snapshot_sections(session)
+    except ValueError as e:
+        raise SnapshotError(name, str(e)) from None
+    meta = {"guest": sections["session"].data["guest"], "backend": session.backend,
+            "paging": session.paging, "vcpus": session.machine.config.smp,
+            "instructions": session.instructions, "virtual_time": session.virtual_time}
+    cfg = session.machine.config
+    write_snapshot(name, sections, meta,
+                   inputs=[("guest file", session.image.source_file),
+                           ("disk image", cfg.disk)])
+    return (f"saved {name}: {meta['guest']} after {session.instructions} instructions, "
+            f"virtual time {session.virtual_time} cycles")
+
+
+# ---------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------
+
+
+def open_snapshot(path: str) -> Snapshot:
+    """Read and validate the file (SnapshotError, one line), and check that it holds a
+    session."""
+    snap = read_snapshot(path)
+    if "session" not in snap.sections or snap.sections["session"].type != SESSION.name:
+        raise SnapshotError(snap.path, "holds no vmsim session (no 'session' section)")
+    return snap
+
+
+def load_session(path: str, **kwargs: Any) -> Session:
+    """A new session from the snapshot at `path` alone: its guest, configuration and state.
+    `kwargs` go to Session (serial_out, events, max_instructions; backend and paging
+    default to the snapshot's). A disk image in the snapshot is written to a private
+    temporary file (removed when the machine closes) unless `disk` names a file that
+    holds the same bytes (shared storage, as a migration needs)."""
+    from vmsim.asm import AsmError, assemble
+    from vmsim.asm.image import GuestImage
+    from vmsim.session import Session
+    from vmsim.vmm.machine import MachineConfig
+
+    snap = open_snapshot(path)
+    name = snap.path
+    secs = snap.sections
+    sd = secs["session"].data
+    backend = kwargs.pop("backend", None) or sd["backend"]
+    paging = kwargs.pop("paging", None) or sd["paging"]
+    disk_path = kwargs.pop("disk", None)
+    image = None
+    if sd["source"] is not None:
+        try:
+            image = assemble(sd["source"], sd["guest"])
+        except AsmError:
+            image = None
+        if image is not None and (image.data != sd["image"] or image.origin != sd["origin"]):
+            image = None  # another vmsim's assembler: the saved bytes are what ran
+    if image is None:
+        image = GuestImage(data=sd["image"], origin=sd["origin"], source_file=sd["guest"],
+                           source=sd["source"])
+    c = sd["config"]
+    tmpdir = None
+    disk = None
+    if c["disk"] is not None:
+        if "disk" not in secs:
+            raise SnapshotError(name, "the machine has a disk but the file holds no 'disk' "
+                                "section")
+        data = secs["disk"].data
+        if disk_path is not None:
+            if _sha256_file(disk_path) != hashlib.sha256(data).hexdigest():
+                raise SnapshotError(name, f"{disk_path} does not hold the disk image the "
+                                    "snapshot was taken with")
+            disk = disk_path
+        else:
+            tmpdir = tempfile.TemporaryDirectory(prefix="vmsim-disk-")
+            disk = os.path.join(tmpdir.name, c["disk"] or "disk.img")
+            with open(disk, "wb") as f:
+                f.write(data)
+    config = MachineConfig(c["memory_mib"], c["serial_in"], smp=c["smp"], irqchip=c["irqchip"],
+                           disk=disk, disk_readonly=c["disk_readonly"], ioeventfd=c["ioeventfd"])
+    exact = sd["exact"] and backend == "sim" and paging == sd["paging"] and sd["backend"] == "sim"
+    if not exact:
+        raise SnapshotError(name, f"taken on --backend {sd['backend']} --paging {sd['paging']}: "
+                            f"loading it on --backend {backend} --paging {paging} needs the "
+                            "portable state, which this vmsim does not write yet")
+    limit = kwargs.get("max_instructions")
+    try:
+        s = Session.from_state(image, _exact_state(secs, sd), backend="sim", config=config,
+                               paging=paging, **kwargs)
+    except SnapshotError:
+        raise
+    except Exception as e:  # any mismatch in a file from elsewhere is a refusal
+        if tmpdir is not None:
+            tmpdir.cleanup()
+        raise SnapshotError(name, f"does not fit this machine: {type(e).__name__}: "
+                            f"{str(e)[:160]}") from None
+    for c_ in s.vm.cpus:  # this run's budget, not the one the saved run stopped at
+        c_.vcpu.instruction_limit = limit
+        c_.vcpu.limit_reached = False
+    if tmpdir is not None:
+        s.machine.on_close.append(tmpdir.cleanup)
+    s.snapshot_path = name
+    return s
+
+
+def _exact_state(secs: dict[str, SectionData], sd: dict[str, Any]) -> dict[str, Any]:
+    """Session.save_state's dict again, from the sections."""
+    def need(name: str) -> Any:
+        if name not in secs:
+            raise KeyError(f"section {name} is missing")
+        return secs[name].data
+
+    threads = need("sim-threads")
+    machine = {k: need("machine")[k] for k in _MACHINE_FIELDS}
+    for key in _PLAIN_TYPES:
+        if key != "machine":
+            sec = secs.get(_section_name(key))
+            machine[key] = None if sec is None else sec.data
+    machine["virtio_transports"] = [secs[f"virtio-mmio{i}"].data
+                                    for i in range(len(secs)) if f"virtio-mmio{i}" in secs]
+    n = sd["config"]["smp"]
+    vm = {**threads, "ram": need("ram"), "machine": machine, "kvm_vm": need("sim-kvm-vm"),
+          "vcpus": [need(f"sim-vcpu{i}") for i in range(n)],
+          "cpu_states": [need(f"sim-cpustate{i}") for i in range(n)]}
+    return {"vm": vm, "serial": sd["serial"], "serial_total": sd["serial_total"]}
+
+
+def _sha256_file(path: str) -> str:
+    from vmsim.files import open_input_file
+
+    h = hashlib.sha256()
+    with open_input_file(path) as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def default_name(guest: str) -> str:
+    """guest.asm -> guest.vmsnap (the GUI's suggestion)."""
+    return os.path.splitext(os.path.basename(guest))[0] + SUFFIX
