@@ -38,8 +38,14 @@ BLOCK = 16 * PAGE  # RAM is compared with the last checkpoint's this much at a t
 # A checkpoint is taken at the first rebuildable point after this much guest work
 # (instructions retired, exceptions delivered: Session._work) or this many steps since
 # the last one, whichever comes first: the most a step back has to replay.
-CHECKPOINT_WORK = 40_000
-CHECKPOINT_STEPS = 400
+CHECKPOINT_WORK = 20_000
+CHECKPOINT_STEPS = 200
+# Going back, the replay also leaves checkpoints in the last REPLAY_WINDOW steps before
+# its target, one every REPLAY_STEPS steps or REPLAY_WORK work: the next step back (a front
+# end walking backwards) then replays a few steps instead of a whole interval.
+REPLAY_WINDOW = 160
+REPLAY_STEPS = 20
+REPLAY_WORK = 2_000
 # What the checkpoints may hold (RAM pages, the rest of the state, the page tables of
 # the checkpoints, the disk's undo log, COM1's output); past it, older checkpoints are
 # thinned out (History._thin), the newest NEAR never.
@@ -84,28 +90,61 @@ class Checkpoint:
 
 
 def _split(d: dict[str, Any]) -> dict[str, bytes]:
-    """The VM state as pickled parts: each top-level entry, each vCPU's entries apart
-    (the VMCS bitmaps, large, seldom change)."""
+    """The VM state as pickled parts: each top-level entry, each vCPU's entries apart,
+    the VMCS's MSR bitmap (large, set once) apart again."""
     out = {}
     for k, v in d.items():
         if k == "vcpus":
             for i, vd in enumerate(v):
                 for kk, vv in vd.items():
+                    if kk == "vmcs":
+                        vv = dict(vv)
+                        out[f"vcpus/{i}/msr_bitmap"] = _pickled_bitmap(vv.pop("msr_bitmap"))
                     out[f"vcpus/{i}/{kk}"] = pickle.dumps(vv, 5)
         else:
             out[k] = pickle.dumps(v, 5)
     return out
 
 
+_PICKLED: dict[int, tuple[Any, bytes]] = {}
+
+
+def _pickled_bitmap(pairs: Any) -> bytes:
+    """The MSR bitmap's pairs pickled, once per list (Vmcs.state gives the same list
+    while the bitmap is the same set)."""
+    hit = _PICKLED.get(id(pairs))
+    if hit is None or hit[0] is not pairs:
+        if len(_PICKLED) > 64:
+            _PICKLED.clear()
+        hit = _PICKLED[id(pairs)] = (pairs, pickle.dumps(pairs, 5))
+    return hit[1]
+
+
+# The MSR bitmaps as unpickled from a part (the same object each time, which
+# Vmcs.load_state recognises): only read, never changed.
+_BITMAPS: dict[int, tuple[bytes, Any]] = {}
+
+
 def _join(parts: dict[str, bytes]) -> dict[str, Any]:
     d: dict[str, Any] = {}
     vcpus: dict[int, dict[str, Any]] = {}
+    bitmaps: dict[int, Any] = {}
     for k, b in parts.items():
         if k.startswith("vcpus/"):
             _, i, kk = k.split("/", 2)
-            vcpus.setdefault(int(i), {})[kk] = pickle.loads(b)
+            if kk == "msr_bitmap":
+                hit = _BITMAPS.get(id(b))
+                if hit is None or hit[0] is not b:
+                    if len(_BITMAPS) > 64:
+                        _BITMAPS.clear()
+                    hit = _BITMAPS[id(b)] = (b, pickle.loads(b))
+                bitmaps[int(i)] = hit[1]
+            else:
+                vcpus.setdefault(int(i), {})[kk] = pickle.loads(b)
         else:
             d[k] = pickle.loads(b)
+    for i, mb in bitmaps.items():
+        vcpus[i]["vmcs"]["msr_bitmap"] = mb
     d["vcpus"] = [vcpus[i] for i in sorted(vcpus)]
     return d
 
@@ -278,13 +317,24 @@ class History:
             out.append(ZERO_PAGE if p == ZERO_PAGE else p)
         return out
 
+    def _ram_of(self, base: Checkpoint) -> bytearray:
+        """`_prev` made a copy of base's RAM: from the copy it was, only the pages whose
+        objects differ are written (unchanged pages are the same bytes objects)."""
+        n = len(base.pages) * PAGE
+        if self._prev is None or len(self._prev) != n or self._prev_ck is None:
+            self._prev = bytearray(b"".join(base.pages))
+        elif self._prev_ck is not base:
+            prev = self._prev
+            for i, (x, y) in enumerate(zip(self._prev_ck.pages, base.pages, strict=True)):
+                if x is not y:
+                    prev[i * PAGE:(i + 1) * PAGE] = y
+        self._prev_ck = base
+        return self._prev
+
     def _changed_pages(self, machine: Machine, base: Checkpoint) -> list[int]:
         """Indices of the pages that differ from `base`'s."""
         ram = machine.ram
-        if self._prev is None or self._prev_ck is not base or len(self._prev) != len(ram):
-            self._prev = bytearray(b"".join(base.pages))
-            self._prev_ck = base
-        prev = self._prev
+        prev = self._ram_of(base)
         if _MEMCMP is None:
             return [i for i, a in enumerate(range(0, len(ram), PAGE))
                     if ram[a:a + PAGE] != prev[a:a + PAGE]]
@@ -300,10 +350,12 @@ class History:
                         out.append(a // PAGE)
         return out
 
-    def _checkpoint(self, work: int) -> None:
+    def _checkpoint(self, work: int, at: int | None = None) -> None:
+        """A checkpoint of the current state: the newest (at None), or inserted at index
+        `at` (a replay's, between two older ones)."""
         s = self.s
         vm = s.vm
-        base = self.checkpoints[-1]
+        base = self.checkpoints[-1 if at is None else at - 1]
         parts = _split(vm.save_state(ram=False))
         new_parts = {}
         if base.parts is not None:
@@ -328,10 +380,13 @@ class History:
         extra = {"events": (ev.seq, ev.time, ev.thread), "digest": self.digest,
                  "serial": (s.serial_total - len(s.serial), s.serial_total)}
         ck = Checkpoint(self.pos, work, parts, pages, extra, new_pages, new_parts)
-        self.checkpoints.append(ck)
         self._prev_ck = ck
         self.bytes += ck.size()
-        self._ck_work, self._ck_pos = work, self.pos
+        if at is None:
+            self.checkpoints.append(ck)
+            self._ck_work, self._ck_pos = work, self.pos
+        else:
+            self.checkpoints.insert(at, ck)
         if self.memory() > BUDGET:
             self._thin()
 
@@ -346,18 +401,20 @@ class History:
         """Forget checkpoint k (not the first); the next one takes over what they share."""
         ck = self.checkpoints.pop(k)
         self.bytes -= ck.size()
-        nxt = self.checkpoints[k] if k < len(self.checkpoints) else None
-        if nxt is not None:
-            self.bytes -= nxt.size()
-            for i, p in ck.new_pages.items():
+        later = self.checkpoints[k:]
+        # What it brought and a later one still uses is now that one's to count.
+        for i, p in ck.new_pages.items():
+            for nxt in later:
                 if nxt.pages[i] is p:
+                    self.bytes += len(p)
                     nxt.new_pages[i] = p
-            for key, b in ck.new_parts.items():
+                    break
+        for key, b in ck.new_parts.items():
+            for nxt in later:
                 if nxt.parts is not None and nxt.parts.get(key) is b:
+                    self.bytes += len(b)
                     nxt.new_parts[key] = b
-            self.bytes += nxt.size()
-        if self._prev_ck is ck:
-            self._prev, self._prev_ck = None, None
+                    break
 
     def _thin(self) -> None:
         """Over the budget: drop the checkpoint whose going costs least, the gap it leaves
@@ -387,7 +444,7 @@ class History:
         ck = self.checkpoints[i]
         if s.outcome is not None or not ck.pos <= self.pos <= p:
             self._restore(ck)
-        self._replay_to(p)
+        self._replay_to(p, leave_checkpoints=True)
 
     def _restore(self, ck: Checkpoint) -> None:
         s = self.s
@@ -401,13 +458,13 @@ class History:
                 if length < blk.length:
                     os.ftruncate(blk.fd, length)
                     blk.length = length
-        machine, vm = s._build_vm(quiet=True)
+        # On the old machine's RAM mapping (its pages are mapped in already): only the
+        # pages that differ from the checkpoint's are written.
+        machine, vm = s._build_vm(quiet=True, ram=old.ram)
         ram = machine.ram
-        image_pages = range(machine.entry_point // PAGE,
-                            -(-(machine.entry_point + len(s.image.data)) // PAGE))
-        for i, pg in enumerate(ck.pages):
-            if pg is not ZERO_PAGE or i in image_pages:
-                ram[i * PAGE:(i + 1) * PAGE] = pg
+        want = self._ram_of(ck)
+        for i in self._changed_pages(machine, ck):
+            ram[i * PAGE:(i + 1) * PAGE] = want[i * PAGE:(i + 1) * PAGE]
         ev = s.events
         if ck.parts is None:
             ev.seq, ev.time, ev.thread = ck.extra["events"]
@@ -415,6 +472,8 @@ class History:
             d = _join(ck.parts)
             d["ram"] = None
             vm.load_state(d)
+            for c in vm.cpus:  # the batch of the step it was taken in is no state
+                c.vcpu.__dict__.pop("BATCH", None)
         old.close()
         start, total = ck.extra["serial"]
         s.serial[:] = self.serial_all[start - self.serial_base:total - self.serial_base]
@@ -439,12 +498,17 @@ class History:
         finally:
             self.replaying = was
 
-    def _replay_to(self, p: int, watch=None) -> None:
+    def _replay_to(self, p: int, watch=None, leave_checkpoints: bool = False) -> None:
         """Step from the current position to p as the run did: the same batches, the front
-        end's listeners and serial output muted (the history's own still count)."""
+        end's listeners and serial output muted (the history's own still count). With
+        leave_checkpoints, checkpoints are left on the way near p (REPLAY_WINDOW)."""
         if self.pos == p:
             return
         s = self.s
+        positions = [c.pos for c in self.checkpoints]
+        k = bisect.bisect_right(positions, self.pos)  # where a new one would go
+        last_pos = positions[k - 1]
+        last_work = self.checkpoints[k - 1].work
         ev = s.events
         saved = (ev._listeners, ev._all)
         ev._listeners = {k: [self._on_event] for k in HISTORY_KINDS}
@@ -459,6 +523,18 @@ class History:
                 s.vm.step()
                 if watch is not None:
                     watch()
+                if leave_checkpoints and p - self.pos <= REPLAY_WINDOW:
+                    if k < len(positions) and positions[k] <= self.pos:
+                        last_pos, last_work = positions[k], self.checkpoints[k].work
+                        k += 1
+                        continue
+                    work = s._work()
+                    if ((self.pos - last_pos >= REPLAY_STEPS or work - last_work >= REPLAY_WORK)
+                            and s.vm.at_rebuildable_point()):
+                        self._checkpoint(work, at=k)
+                        positions = [c.pos for c in self.checkpoints]  # (thinned, maybe)
+                        k = bisect.bisect_right(positions, self.pos)
+                        last_pos, last_work = self.pos, work
         finally:
             self.replaying = False
             for v in vcpus:

@@ -111,11 +111,13 @@ class Session:
         self.breakpoints = Breakpoints()
         self.snapshot_path: str | None = None  # the snapshot it was loaded from
 
-    def _build_vm(self, config: MachineConfig | None = None, quiet: bool = False):
+    def _build_vm(self, config: MachineConfig | None = None, quiet: bool = False,
+                  ram=None):
         """A Machine with the guest loaded and a VirtualMachine on the simulated kvm.ko:
         the session's, or a fresh one to rebuild a checkpoint into (quiet: nothing is
         traced while it is built, the events of the first build are not made twice). The
-        assembled GuestImage is reused, never assembled again."""
+        assembled GuestImage is reused, never assembled again; `ram`, the mapping of a
+        machine that will not run again, saves a fresh one's page faults."""
         from vmsim.kvm.kvm_main import SimKvm
         from vmsim.vmm.vm import VirtualMachine
 
@@ -130,7 +132,7 @@ class Session:
         try:
             if config is None and quiet:
                 config = self.machine.config
-            machine = Machine(config, events=ev, serial_out=self._serial_sink)
+            machine = Machine(config, events=ev, serial_out=self._serial_sink, ram=ram)
             machine.load_image(self.image)
             vm = VirtualMachine(machine, SimKvm(ev, self.paging),
                                 max_instructions=self.max_instructions)
@@ -497,7 +499,7 @@ class Session:
             "position": None if h is None else h.pos,
             "registers": [self.registers(i) for i in range(len(vm.cpus))],
             "segments": [self.segments(i) for i in range(len(vm.cpus))],
-            "vcpus": [c.vcpu.state() for c in vm.cpus],
+            "vcpus": [_vcpu_dump(c.vcpu) for c in vm.cpus],
             "cpu_states": [fields_state(c, skip=("index", "thread")) for c in vm.cpus],
             "ram": hashlib.sha256(self.machine.ram).hexdigest(),
             "machine": self.machine.state(),
@@ -1013,6 +1015,33 @@ def _virtio_view(proxy) -> dict[str, object]:
                    sectors_touched=dict(sorted(blk.touched.items())),
                    sectors_read=blk.sectors_read, sectors_written=blk.sectors_written)
     return out
+
+
+def _vcpu_dump(v) -> dict:
+    """SimVcpu.state() for state_dump, also mid-way through an emulated instruction (which
+    state() refuses: a snapshot cannot hold it), the emulation then in plain words."""
+    from vmsim.state import fields_state
+
+    emu, frags = v.emulator, v.mmio_fragments
+    if emu is None and not frags:
+        return _without_batch(v.state())
+    v.emulator, v.mmio_fragments = None, type(frags)()
+    try:
+        d = _without_batch(v.state())
+    finally:
+        v.emulator, v.mmio_fragments = emu, frags
+    d["emulation"] = [None if emu is None else (type(emu).__name__, fields_state(emu)),
+                      repr(frags)]
+    return d
+
+
+def _without_batch(d: dict) -> dict:
+    """A vCPU's state without BATCH: how far a front end lets it run between two yields
+    (set around a step, recorded by the history per step), not the machine's state."""
+    fields = d.get("fields")
+    if isinstance(fields, dict) and "BATCH" in fields:
+        d = dict(d, fields={k: v for k, v in fields.items() if k != "BATCH"})
+    return d
 
 
 def eflags_decoded(value: int) -> list[tuple[str, bool]]:

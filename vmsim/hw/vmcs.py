@@ -264,6 +264,38 @@ def _is_high(encoding: int) -> bool:
     return bool(encoding & 1) and (encoding >> 13) & 3 == 1
 
 
+# The MSR bitmap is some 32,000 pairs that kvm.ko sets once per vCPU and never changes in
+# place (it assigns a new set): its plain form, and the set rebuilt from a plain form, are
+# kept by the object's identity, so the history's checkpoints and rebuilds
+# (vmsim/history.py) do not sort and hash it each time.
+_MSR_STATE: dict[int, tuple[Any, list[list[Any]]]] = {}  # id(set) -> (set, pairs)
+_MSR_LOAD: dict[int, tuple[Any, frozenset[tuple[int, bool]]]] = {}  # id(pairs) -> (pairs, set)
+
+
+def _memo(cache: dict[int, tuple[Any, Any]], key: Any, make: Any) -> Any:
+    hit = cache.get(id(key))
+    if hit is not None and hit[0] is key:
+        return hit[1]
+    if len(cache) >= 64:
+        cache.clear()
+    value = make()
+    cache[id(key)] = (key, value)
+    return value
+
+
+def _msr_bitmap_state(bitmap: set[tuple[int, bool]] | None) -> list[list[Any]] | None:
+    if bitmap is None:
+        return None
+    return _memo(_MSR_STATE, bitmap, lambda: sorted([m, w] for m, w in bitmap))
+
+
+def _msr_bitmap_load(pairs: list[list[Any]] | None) -> frozenset[tuple[int, bool]] | None:
+    if pairs is None:
+        return None
+    # Shared by the VMs loaded from the same pairs: nothing changes a bitmap in place.
+    return _memo(_MSR_LOAD, pairs, lambda: frozenset((m, bool(w)) for m, w in pairs))
+
+
 class Vmcs:
     """One VMCS: a revision id, a launch state, and fields read and written by encoding."""
 
@@ -301,16 +333,14 @@ class Vmcs:
             "fields": [[enc, v] for enc, v in sorted(self.fields.items())],
             "launched": self.launched,
             "io_bitmap": sorted(self.io_bitmap),
-            "msr_bitmap": None if self.msr_bitmap is None
-            else sorted([m, w] for m, w in self.msr_bitmap),
+            "msr_bitmap": _msr_bitmap_state(self.msr_bitmap),
         }
 
     def load_state(self, d: dict[str, Any]) -> None:
         self.fields = {enc: v for enc, v in d["fields"]}
         self.launched = d["launched"]
         self.io_bitmap = set(d["io_bitmap"])
-        mb = d["msr_bitmap"]
-        self.msr_bitmap = None if mb is None else {(m, bool(w)) for m, w in mb}
+        self.msr_bitmap = _msr_bitmap_load(d["msr_bitmap"])
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         return iter(sorted(self.fields.items()))

@@ -58,6 +58,9 @@ DR6_BS = 1 << 14
 PASSTHROUGH_MSRS = {(0x174, False), (0x174, True), (0x175, False), (0x175, True),
                     (0x176, False), (0x176, True), (0x10, False)}
 MSR_RANGE = range(0x0, 0x2000)
+# The (msr, is_write) pairs that exit: one shared frozenset (nothing changes a vCPU's bitmap
+# in place), built once rather than for every vCPU (the history's rebuilds make many).
+EXITING_MSRS = frozenset((msr, wr) for msr in MSR_RANGE for wr in (False, True)) - PASSTHROUGH_MSRS
 
 
 # -- the host: what kvm-intel writes into the VMCS host-state area ------------------------------
@@ -222,7 +225,7 @@ def vmx_vcpu_setup(v: SimVcpu) -> None:
     w(F.CR4_GUEST_HOST_MASK, ~v.cr4_guest_owned & 0xFFFFFFFF)
     w(F.TSC_OFFSET, 0)
     w(F.VMCS_LINK_POINTER, 0xFFFFFFFFFFFFFFFF)
-    vmcs.msr_bitmap = {(msr, wr) for msr in MSR_RANGE for wr in (False, True)} - PASSTHROUGH_MSRS
+    vmcs.msr_bitmap = EXITING_MSRS
     # Host state (init_vmcs): where every VM exit lands. FS/GS are 0 until the first
     # entry's vmx_prepare_switch_to_guest; the per-CPU fields come with vmx_vcpu_load_vmcs,
     # done here too because kvm_arch_vcpu_create loads the new vCPU on its CPU.

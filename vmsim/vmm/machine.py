@@ -80,7 +80,10 @@ class MachineConfig:
 
 class Machine:
     def __init__(self, config: MachineConfig | None = None, events: EventStream | None = None,
-                 serial_out: Callable[[bytes], None] | None = None):
+                 serial_out: Callable[[bytes], None] | None = None,
+                 ram: mmap.mmap | None = None):
+        """`ram`: the guest RAM mapping to use, one a machine that will not run again had
+        (the session's history rebuilds a VM on it, vmsim/history.py); a new one if None."""
         self.config = config or MachineConfig()
         if not 2 <= self.config.memory_mib <= 3072:
             raise ValueError("memory must be between 2 and 3072 MiB")
@@ -92,7 +95,9 @@ class Machine:
         size = self.config.memory_mib << 20
         # Guest RAM is one anonymous mapping, as QEMU allocates it: KVM maps it into the
         # guest in two slots around the VGA hole; the bare CPU uses it directly.
-        self.ram = mmap.mmap(-1, size)
+        if ram is not None and len(ram) != size:
+            raise ValueError(f"a RAM mapping of {len(ram)} bytes for {size} bytes of RAM")
+        self.ram = mmap.mmap(-1, size) if ram is None else ram
         self.ram_view = memoryview(self.ram)
         self.mem = PhysicalMemory(size, (VGA_HOLE,), buffer=self.ram)
         self.entry_point = LOAD_ADDRESS
