@@ -128,6 +128,8 @@ def main(args: argparse.Namespace) -> int:
             print(f"vmsim gui: cannot open the snapshot: {' '.join(str(e).split())}", file=sys.stderr)
             return 2
         win.snapshot_opened(args.load)
+        if args.screenshot:  # the window is not shown yet: a temporary message would sit
+            win.statusBar().clearMessage()  # over the status line in the picture
     if args.screenshot:
         return screenshot(win, args.screenshot, args.steps, args.size)
     win.show()

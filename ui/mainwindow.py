@@ -44,6 +44,8 @@ from ui.queues import DeviceQueuesPanel
 from ui.timeline import TimelineWidget
 from vmsim.asm import AsmError, assemble
 from vmsim.files import SOURCE_LIMIT, read_input_file
+from vmsim.snapshot import default_name
+from vmsim.snapshot_format import SUFFIX as SNAPSHOT_SUFFIX
 from vmsim.snapshot_format import SnapshotError
 from vmsim.vmm.machine import IRQCHIP_MODES, MAX_SMP, GuestLoadError
 
@@ -462,8 +464,8 @@ class MainWindow(QMainWindow):
     def _load_source_text(self) -> None:
         img = self.bridge.session.image
         path = Path(img.source_file or self.guest_path)
-        text = ""
-        if path.suffix.lower() in (".asm", ".s", ".nasm") and path.exists():
+        text = img.source or ""  # a snapshot's guest brings its source with it
+        if not text and path.suffix.lower() in (".asm", ".s", ".nasm") and path.exists():
             try:  # a regular file of bounded size only (a FIFO would block the GUI)
                 text = read_input_file(path, SOURCE_LIMIT, "a source's limit").decode("utf-8")
             except (OSError, ValueError) as e:
@@ -921,11 +923,11 @@ class MainWindow(QMainWindow):
 
     # -- snapshots (issue 12) -------------------------------------------------------------------------
     def _save_snapshot_dialog(self) -> None:
-        name = Path(self.guest_path).stem + T.SNAPSHOT_SUFFIX
+        name = default_name(self.guest_path)
         path, _ = QFileDialog.getSaveFileName(self, T.SAVE_SNAPSHOT, name, T.SNAPSHOT_FILTER)
         if path:
             if not Path(path).suffix:
-                path += T.SNAPSHOT_SUFFIX
+                path += SNAPSHOT_SUFFIX
             self.save_snapshot(path)
 
     def _open_snapshot_dialog(self) -> None:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QFontDatabase, QPainter
 from PySide6.QtWidgets import (
@@ -773,9 +775,11 @@ class StatsPanel(QWidget):
                     cell.setText(text)
         t.resizeColumnsToContents()
         us = ", ".join(f"{k} {v}" for k, v in d["userspace_exits"].items()) or "none"
+        since = bridge.session.snapshot_path
         self.summary.setText(f"VM exits {d['vm_exits_total']}, VM entries {d['vm_entries']}; "
                              f"exits to userspace: {us}; guest instructions {bridge.session.instructions}; "
-                             f"virtual time {bridge.session.virtual_time} cycles")
+                             f"virtual time {bridge.session.virtual_time} cycles"
+                             + (T.STATS_SINCE_SNAPSHOT.format(name=Path(since).name) if since else ""))
 
     def set_theme(self, theme: str) -> None:
         self.chart.color = QColor(LAYER_COLORS[theme]["kvm"])

@@ -171,10 +171,11 @@ SAVE_SNAPSHOT_TIP = "write the whole session (guest source, machine, state) to a
 OPEN_SNAPSHOT = "Open snapshot…"
 OPEN_SNAPSHOT_TIP = "reopen a session from a .vmsnap file: its guest, its machine, its state"
 SNAPSHOT_FILTER = "vmsim snapshots (*.vmsnap);;All files (*)"
-SNAPSHOT_SUFFIX = ".vmsnap"
 SNAPSHOT_SAVED = "snapshot saved: {summary}"
 SNAPSHOT_OPENED = ("snapshot {name} opened: {backend}, {smp} vCPU{s}, irqchip {irqchip}, at virtual "
                    "time {time} cycles")
+# The exit statistics count what the window saw: after a snapshot was opened, from there.
+STATS_SINCE_SNAPSHOT = " (exits counted since {name} was opened)"
 SNAPSHOT_SAVE_FAILED = "cannot save the snapshot: {error}"
 SNAPSHOT_OPEN_FAILED = "cannot open the snapshot: {error}"
 

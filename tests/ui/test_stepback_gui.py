@@ -332,3 +332,18 @@ def test_gui_load_option(tmp_path) -> None:
     p = subprocess.run([sys.executable, "-m", "vmsim", "gui", str(HELLO), "--load", str(bad)],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "drop GUEST" in p.stderr
+    # A good one opens, the guest's own window title and all.
+    from vmsim.session import Session
+
+    s = Session(str(TIMER))
+    for _ in range(20):
+        s.step_userspace_exit()
+    good = tmp_path / "timer.vmsnap"
+    s.save_snapshot(str(good))
+    p = subprocess.run([sys.executable, "-m", "vmsim", "gui", "--load", str(good), "--screenshot", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    p = subprocess.run([sys.executable, "-m", "vmsim", "gui", "--load", str(good), "--screenshot", str(good)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "will not overwrite" in p.stderr
