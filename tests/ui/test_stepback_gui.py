@@ -131,6 +131,27 @@ def test_back_actions_are_off_without_history_and_say_why(window, make_window) -
     assert bare.timeline.unavailable == T.NO_BACK_BARE
 
 
+def test_on_the_hosts_kvm_the_back_actions_say_why_they_are_off(make_window) -> None:
+    import os
+
+    from ui import text as T
+    from vmsim.hostkvm import HostKvmError
+
+    if not os.path.exists("/dev/kvm"):
+        pytest.skip("no /dev/kvm on this host")
+    try:
+        win = make_window(HELLO, backend="kvm")
+    except HostKvmError as e:
+        pytest.skip(str(e))
+    win.a_step_user.trigger()
+    for a in win.back_actions:
+        assert not a.isEnabled() and T.NO_BACK_KVM in a.toolTip()
+    assert win.timeline.unavailable == T.NO_BACK_KVM
+    # Asked anyway (the bridge's own call): refused with the reason, nothing raises.
+    assert win.bridge.step_back_userspace_exit() is None
+    assert win.statusBar().currentMessage() == T.NO_BACK_KVM
+
+
 def _line_of(path: Path, needle: str) -> int:
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if needle in line:
