@@ -371,7 +371,7 @@ class SessionBridge(QObject):
 
     def feed_serial(self, data: bytes) -> None:
         """Bytes typed into the console go to the UART's receive FIFO."""
-        self.session.machine.serial.feed(data)
+        self.session.feed_serial(data)  # recorded: a step back's replay feeds it again
 
     # -- breakpoints ---------------------------------------------------------------------------
     def _apply_breakpoints(self) -> None:

@@ -94,6 +94,22 @@ def test_serial_console_and_statistics_follow_a_step_back_from_the_end(window, q
     assert not b.finished and b.outcome is None
 
 
+def test_a_line_typed_into_the_console_is_replayed_by_a_step_back(window) -> None:
+    """The console's input goes through the session, whose history feeds it again when a
+    step back replays past it: the state is the forward run's, complete dumps compared."""
+    for _ in range(3):
+        window.a_step_user.trigger()
+    window.devices.input.setText("hi")
+    window.devices.input.returnPressed.emit()
+    dumps = []
+    for _ in range(3):
+        window.a_step_user.trigger()
+        dumps.append(window.bridge.session.state_dump())
+    for k in (1, 0):
+        window.a_back_user.trigger()
+        assert window.bridge.session.state_dump() == dumps[k]
+
+
 def test_shortcuts_pair_each_forward_key_with_shift(window, qtbot) -> None:
     from PySide6.QtCore import Qt
     from PySide6.QtGui import QKeySequence
