@@ -241,10 +241,12 @@ class SessionBridge(QObject):
         self.break_event = None
         self.main_loop_seen = False
         self.main_loop_last = None
-        self.in_guest = False  # VMX non-root: the last VM transition was an entry
         self.history.clear()
         self.future.clear()
         self._pending.clear()
+        # VMX non-root: the last VM transition was an entry (a snapshot's vCPU may stand
+        # in the guest already)
+        self._transitions()
         self._unsubscribe = None
         self._subscribe(self.fine_kinds)
         self._apply_breakpoints()
