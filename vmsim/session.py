@@ -44,7 +44,7 @@ class Session:
                  config: MachineConfig | None = None,
                  serial_out: Callable[[bytes], None] | None = None,
                  max_instructions: int | None = None, events: EventStream | None = None,
-                 paging: str = "ept"):
+                 paging: str = "ept", history: bool = True):
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
         if paging not in ("ept", "shadow"):
@@ -92,11 +92,15 @@ class Session:
             self.bare = BareMetal(self.machine, self.events)
             self._limit = max_instructions
         elif backend == "sim":
-            from vmsim.history import History
+            # history=False: a front end that never goes back (a batch run) saves the
+            # history's listener, checkpoints and memory.
+            if history:
+                from vmsim.history import History
 
-            self.history = History(self)
+                self.history = History(self)
             self.machine, self.vm = self._build_vm(config)
-            self.history.attach()
+            if self.history is not None:
+                self.history.attach()
         else:
             from vmsim.hostkvm import open_kvm
             from vmsim.vmm.vm import VirtualMachine
@@ -139,7 +143,8 @@ class Session:
         finally:
             ev._listeners, ev._all = saved
         self._vm_callbacks = [cb for cb in ev.on_change if not any(cb is b for b in before)]
-        self.history.wire(machine, vm)
+        if self.history is not None:
+            self.history.wire(machine, vm)
         return machine, vm
 
     # -- views ------------------------------------------------------------------------------
@@ -391,7 +396,8 @@ class Session:
         s.vm.load_state(state["vm"])
         s.serial[:] = state["serial"]
         s.serial_total = state["serial_total"]
-        s.history.reset()  # the history starts where the state was taken
+        if s.history is not None:
+            s.history.reset()  # the history starts where the state was taken
         return s
 
     # -- steps backwards (issue 12; vmsim/history.py, docs/stepping-backwards.md) ----------
@@ -402,6 +408,9 @@ class Session:
 
     def _history(self):
         if self.history is None:
+            if self.backend == "sim":
+                raise ValueError("steps backwards need the session's history (made with "
+                                 "history=False)")
             raise ValueError(f"steps backwards need the simulated backend (--backend sim), "
                              f"not {self.backend}")
         return self.history
