@@ -458,6 +458,8 @@ class SessionBridge(QObject):
             return T.NO_BACK_KVM
         if s.vm is None:
             return T.NO_BACK_BARE
+        if s.history is None:
+            return T.NO_BACK_HISTORY
         if not s.can_step_back():
             return T.NO_BACK_START
         return ""
@@ -504,7 +506,7 @@ class SessionBridge(QObject):
     def timeline(self) -> dict | None:
         """Session.timeline(), or None where there is none (kvm, bare)."""
         s = self.session
-        if s.vm is None or s.backend == "kvm":
+        if s.history is None:  # kvm, bare, or a session made without one
             return None
         return s.timeline()
 

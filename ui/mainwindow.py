@@ -738,13 +738,8 @@ class MainWindow(QMainWindow):
 
     def _update_timeline(self) -> None:
         b = self.bridge
-        s = b.session
-        if s.backend == "kvm":
-            self.timeline.set_timeline(None, T.NO_BACK_KVM)
-        elif s.vm is None:
-            self.timeline.set_timeline(None, T.NO_BACK_BARE)
-        else:
-            self.timeline.set_timeline(b.timeline())
+        data = b.timeline()
+        self.timeline.set_timeline(data, "" if data is not None else b.back_refusal())
 
     def _rewound(self, seq: int) -> None:
         """The session went back to just after event `seq`: every view drops what came

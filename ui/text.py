@@ -145,6 +145,7 @@ REVERSE_CONTINUE_TIP = ("reverse continue: back to the previous hit of any break
 # Why the back actions are off (their tooltip then).
 NO_BACK_KVM = "steps back need the simulated kvm.ko: the host's KVM keeps its state in the kernel"
 NO_BACK_BARE = "steps back need a VM (--backend sim)"
+NO_BACK_HISTORY = "this session keeps no history of its run (Session(history=False))"
 NO_BACK_START = "at the start of the run: nothing earlier to go back to"
 NO_BACK_GDB = "gdb drives this guest: detach it first"
 BACK_STOPPED = {  # Outcome.reason of a step back -> the status bar
