@@ -533,7 +533,8 @@ class SessionBridge(QObject):
         Drop what came after it, here and (through `rewound`) in the views."""
         self.last_seq = seq
         undone = {ev.seq: ev for ev in (*self.history, *self._pending, *self.future) if ev.seq > seq}
-        self.future = deque((undone[k] for k in sorted(undone)), maxlen=self.future.maxlen)
+        keep = sorted(undone)[:self.future.maxlen]  # the nearest: a seek shows those first
+        self.future = deque((undone[k] for k in keep), maxlen=self.future.maxlen)
         self._pending = [ev for ev in self._pending if ev.seq <= seq]
         while self.history and self.history[-1].seq > seq:
             self.history.pop()
