@@ -214,8 +214,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
                               serial_out=serial_out, max_instructions=limit,
                               paging=args.paging or "ept", events=events)
         if args.breaks:
-            if session.backend != "sim":
-                raise ValueError("--break needs vmsim's kvm.ko (--backend sim)")
+            if session.backend == "bare" or (session.backend == "kvm" and any(
+                    kind != "event" for kind, _ in args.breaks)):
+                raise ValueError("--break needs vmsim's kvm.ko (--backend sim); on the "
+                                 "host's KVM only event:KIND breakpoints (event:"
+                                 "kvm_userspace_exit, ...), which QEMU's side emits")
             _set_breakpoints(session, args.breaks)
     except SnapshotError as e:
         print(f"vmsim: {e}", file=sys.stderr)
@@ -248,7 +251,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             if gdb is not None:
                 outcome = _run_under_gdb(session, gdb)
             elif args.breaks or args.save:
-                outcome = _run_to_stop(session, gate)
+                outcome = _run_to_stop(session, gate, args.break_hits)
             else:
                 outcome = session.run()
             if args.save:
@@ -360,11 +363,15 @@ def _set_breakpoints(session, breaks: list[tuple[str, object]]) -> None:
          "event": bp.events}[kind].add(value)
 
 
-def _run_to_stop(session, gate):
-    """Run in slices, so that a breakpoint or Ctrl-C (with --save) stops it between two
-    steps of the VM: the same run as session.run(), however it is sliced."""
+def _run_to_stop(session, gate, hits: int = 1):
+    """Run in slices, so that a breakpoint (its `hits`-th hit) or Ctrl-C (with --save)
+    stops it between two steps of the VM: the same run as session.run(), however it is
+    sliced."""
     while True:
         outcome = session.run_for(seconds=0.2)
+        if outcome.breakpoint and hits > 1:
+            hits -= 1
+            continue
         if outcome.breakpoint:
             print(f"vmsim: stopped at breakpoint: {outcome.breakpoint} "
                   f"{_progress(session)}", file=sys.stderr)
@@ -611,6 +618,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "exit:REASON (exit:IO_INSTRUCTION), port:N (port:0x3f8, at its "
                           "VM exit) or event:KIND[:FIELD=VALUE] (event:kvm_inj_virq); "
                           "sim backend")
+    run.add_argument("--break-hits", type=_positive, default=1, metavar="N",
+                     help="stop at the N-th hit of a --break breakpoint (default 1)")
     run.add_argument("--save", metavar="FILE",
                      help="when the run stops (the guest halts, --max-instructions, --break, "
                           "Ctrl-C), write a snapshot of the VM to FILE (docs/snapshots.md)")

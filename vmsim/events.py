@@ -125,6 +125,19 @@ _declare("qemu_fd_handler", "vmm", "name bytes", "fd handler {name}: {bytes} byt
 _declare("qemu_set_irq", "vmm", "line irq level", "IRQ line {line} {irq} level {level}")
 _declare("pic_interrupt", "vmm", "irq intno", "PIC: IRQ {irq} -> vector {intno}")
 _declare("qemu_cpu_kick", "vmm", "cpu_index why", "kick vCPU {cpu_index}: {why}")
+# Stop and cont (system/runstate.c's trace events runstate_set and vm_state_notify; the
+# others are named after the functions in system/cpus.c and target/i386/kvm/kvm.c).
+_declare("runstate_set", "vmm", "current_state new_state",
+         "run state {current_state} -> {new_state}")
+_declare("vm_state_notify", "vmm", "running reason",
+         "vm_state_notify running={running} ({reason})")
+_declare("pause_all_vcpus", "vmm", "vcpus", "pause_all_vcpus: stop and kick {vcpus} vCPU(s)")
+_declare("resume_all_vcpus", "vmm", "vcpus", "resume_all_vcpus: {vcpus} vCPU(s) may run")
+_declare("qemu_cpu_stop", "vmm", "cpu_index", "vCPU {cpu_index} stopped (parked)")
+_declare("kvm_arch_get_registers", "vmm", "cpu_index",
+         "vCPU {cpu_index}: state copied out of kvm.ko (KVM_GET_*)")
+_declare("kvm_arch_put_registers", "vmm", "cpu_index level",
+         "vCPU {cpu_index}: state written to kvm.ko ({level}, KVM_SET_*)")
 _declare("kvm_arch_pre_run", "vmm", "cpu_index injected request_interrupt_window",
          "pre_run: inject {injected}, window {request_interrupt_window}")
 _declare("device_access", "vmm", "space address size is_write value",

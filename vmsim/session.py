@@ -545,7 +545,8 @@ class Session:
         if self.machine.stop_requested:
             raise ValueError(f"the guest has shut down ({self.machine.stop_reason}): "
                              "nothing is left to resume")
-        self._to_rebuildable_point()
+        if self.backend == "sim":
+            self._to_rebuildable_point()  # the host's KVM is saved through QEMU's stop path
         return save_session(self, path)
 
     @classmethod

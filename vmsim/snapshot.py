@@ -47,6 +47,7 @@ from vmsim.snapshot_format import (
     read_snapshot,
     write_snapshot,
 )
+from vmsim.vmm.savevm import PORTABLE_SECTIONS
 
 if TYPE_CHECKING:
     from vmsim.session import Session
@@ -80,8 +81,16 @@ PLAIN_SECTIONS = {name: SectionType(name, 1, PLAIN) for name in (
     *_PLAIN_TYPES.values(), "virtio-mmio", "vmsim-threads", "vmsim-kvm-vm", "vmsim-kvm-vcpu",
     "vmsim-qemu-cpu")}
 
-for _st in (SESSION, DISK, *PLAIN_SECTIONS.values()):
+# The portable state (vmsim/vmm/savevm.py: what crosses the KVM API), in sections named
+# migration-*: the KVM structures with their declared schemas, QEMU's devices as plain data.
+MIGRATION = "migration-"
+QEMU_DEVICES = SectionType("qemu-devices", 1, PLAIN)
+MIGRATION_DISK = "migration-disk"  # the disk after the portable save's drain, if it differs
+
+for _st in (SESSION, DISK, QEMU_DEVICES, *PLAIN_SECTIONS.values()):
     SECTION_TYPES[_st.name] = _st
+for _st in PORTABLE_SECTIONS.values():
+    SECTION_TYPES.setdefault(_st.name, _st)
 
 _MACHINE_FIELDS = ("stop_requested", "stop_reason", "exit_status", "irq_levels")
 
@@ -101,13 +110,10 @@ def snapshot_sections(session: Session) -> dict[str, SectionData]:
     vm = session.vm
     if vm is None:
         raise ValueError("snapshots need a VM (--backend sim or kvm), not the bare CPU")
-    if session.backend != "sim":
-        raise ValueError("snapshots of the host's KVM are not written yet: run with "
-                         "--backend sim (a sim snapshot loads on --backend kvm)")
-    state = vm.save_state()
     m = session.machine
     cfg = m.config
     image = session.image
+    exact = session.backend == "sim"
     out: dict[str, SectionData] = {
         "session": SectionData(SESSION.name, {
             "guest": os.path.basename(image.source_file) or "guest",
@@ -120,10 +126,20 @@ def snapshot_sections(session: Session) -> dict[str, SectionData]:
                        "disk_readonly": cfg.disk_readonly, "serial_in": bytes(cfg.serial_in)},
             "serial": bytes(session.serial), "serial_total": session.serial_total,
             "instructions": session.instructions, "virtual_time": session.virtual_time,
-            "exact": True,
+            "exact": exact,
         }),
-        "ram": SectionData(RAM.name, state["ram"]),
     }
+    if not exact:
+        # The host's KVM: only what the KVM_GET_* ioctls give, through QEMU's stop path
+        # (the VM is continued after, as savevm does).
+        from vmsim.vmm.savevm import qemu_savevm_portable
+
+        out.update(_migration_sections(qemu_savevm_portable(vm, resume=True)))
+        if m.blk is not None:
+            out["disk"] = SectionData(DISK.name, _read_disk(m.blk.path))
+        return out
+    state = vm.save_state()
+    out["ram"] = SectionData(RAM.name, state["ram"])
     dev = state["machine"]
     out["machine"] = SectionData("pc-machine", {k: dev[k] for k in _MACHINE_FIELDS})
     for key, type_name in _PLAIN_TYPES.items():
@@ -138,9 +154,57 @@ def snapshot_sections(session: Session) -> dict[str, SectionData]:
     for i, (vd, cd) in enumerate(zip(state["vcpus"], state["cpu_states"], strict=True)):
         out[f"sim-vcpu{i}"] = SectionData("vmsim-kvm-vcpu", vd)
         out[f"sim-cpustate{i}"] = SectionData("vmsim-qemu-cpu", cd)
+    disk = None
     if m.blk is not None:
-        out["disk"] = SectionData(DISK.name, _read_disk(m.blk.path))
+        disk = _read_disk(m.blk.path)
+        out["disk"] = SectionData(DISK.name, disk)
+    portable, disk_after = _portable_from_copy(session, state, disk)
+    out.update(_migration_sections(portable))
+    if disk_after is not None and disk_after != disk:
+        out[MIGRATION_DISK] = SectionData(DISK.name, disk_after)
     return out
+
+
+def _migration_sections(d: dict[str, Any]) -> dict[str, SectionData]:
+    from vmsim.vmm.savevm import portable_sections
+
+    out = {MIGRATION + name: SectionData(type_name, value)
+           for name, type_name, value in portable_sections(d)}
+    out[MIGRATION + "devices"] = SectionData(QEMU_DEVICES.name, d["devices"])
+    return out
+
+
+def _portable_from_copy(session: Session, state: dict[str, Any],
+                        disk: bytes | None) -> tuple[dict[str, Any], bytes | None]:
+    """The portable state of the VM `state` describes, taken through QEMU's stop path on
+    a copy of it (a session rebuilt from `state`, with a copy of the disk): the session
+    itself runs on untouched, as if never stopped. With the disk after the copy's drain."""
+    from dataclasses import replace as dc_replace
+
+    from vmsim.events import EventStream
+    from vmsim.session import Session
+    from vmsim.vmm.savevm import qemu_savevm_portable
+
+    cfg = session.machine.config
+    with tempfile.TemporaryDirectory(prefix="vmsim-save-") as tmp:
+        if disk is not None:
+            path = os.path.join(tmp, "disk.img")
+            with open(path, "wb") as f:
+                f.write(disk)
+            cfg = dc_replace(cfg, disk=path)
+        copy = Session.from_state(session.image, {"vm": state, "serial": b"",
+                                                  "serial_total": 0},
+                                  backend="sim", config=cfg, paging=session.paging,
+                                  events=EventStream(), serial_out=lambda data: None)
+        try:
+            portable = qemu_savevm_portable(copy.vm)
+        finally:
+            copy.machine.close()
+        disk_after = None
+        if disk is not None:
+            with open(os.path.join(tmp, "disk.img"), "rb") as f:
+                disk_after = f.read()
+    return portable, disk_after
 
 
 def _read_disk(path: str) -> bytes:
@@ -167,8 +231,9 @@ def save_session(session: Session, path: str) -> str:
     write_snapshot(name, sections, meta,
                    inputs=[("guest file", session.image.source_file),
                            ("disk image", cfg.disk)])
-    return (f"saved {name}: {meta['guest']} after {session.instructions} instructions, "
-            f"virtual time {session.virtual_time} cycles")
+    where = (f"after {session.instructions} instructions" if session.cpus
+             else f"at eip {session.registers()['EIP']:#010x}")  # the host counts none
+    return f"saved {name}: {meta['guest']} {where}, virtual time {session.virtual_time} cycles"
 
 
 # ---------------------------------------------------------------------------------------
@@ -215,6 +280,10 @@ def load_session(path: str, **kwargs: Any) -> Session:
         image = GuestImage(data=sd["image"], origin=sd["origin"], source_file=sd["guest"],
                            source=sd["source"])
     c = sd["config"]
+    exact = sd["exact"] and backend == "sim" and paging == sd["paging"] and sd["backend"] == "sim"
+    if not exact and MIGRATION + "vm" not in secs:
+        raise SnapshotError(name, f"taken on --backend {sd['backend']} --paging {sd['paging']} "
+                            "without the portable state: it loads there only")
     tmpdir = None
     disk = None
     if c["disk"] is not None:
@@ -222,6 +291,8 @@ def load_session(path: str, **kwargs: Any) -> Session:
             raise SnapshotError(name, "the machine has a disk but the file holds no 'disk' "
                                 "section")
         data = secs["disk"].data
+        if not exact and MIGRATION_DISK in secs:
+            data = secs[MIGRATION_DISK].data  # as the portable save's drain left it
         if disk_path is not None:
             if _sha256_file(disk_path) != hashlib.sha256(data).hexdigest():
                 raise SnapshotError(name, f"{disk_path} does not hold the disk image the "
@@ -234,15 +305,13 @@ def load_session(path: str, **kwargs: Any) -> Session:
                 f.write(data)
     config = MachineConfig(c["memory_mib"], c["serial_in"], smp=c["smp"], irqchip=c["irqchip"],
                            disk=disk, disk_readonly=c["disk_readonly"], ioeventfd=c["ioeventfd"])
-    exact = sd["exact"] and backend == "sim" and paging == sd["paging"] and sd["backend"] == "sim"
-    if not exact:
-        raise SnapshotError(name, f"taken on --backend {sd['backend']} --paging {sd['paging']}: "
-                            f"loading it on --backend {backend} --paging {paging} needs the "
-                            "portable state, which this vmsim does not write yet")
     limit = kwargs.get("max_instructions")
     try:
-        s = Session.from_state(image, _exact_state(secs, sd), backend="sim", config=config,
-                               paging=paging, **kwargs)
+        if exact:
+            s = Session.from_state(image, _exact_state(secs, sd), backend="sim",
+                                   config=config, paging=paging, **kwargs)
+        else:
+            s = _load_portable(image, secs, sd, backend, config, paging, kwargs)
     except SnapshotError:
         raise
     except Exception as e:  # any mismatch in a file from elsewhere is a refusal
@@ -251,11 +320,43 @@ def load_session(path: str, **kwargs: Any) -> Session:
         raise SnapshotError(name, f"does not fit this machine: {type(e).__name__}: "
                             f"{str(e)[:160]}") from None
     for c_ in s.vm.cpus:  # this run's budget, not the one the saved run stopped at
-        c_.vcpu.instruction_limit = limit
-        c_.vcpu.limit_reached = False
+        if hasattr(c_.vcpu, "instruction_limit"):
+            c_.vcpu.instruction_limit = limit
+            c_.vcpu.limit_reached = False
     if tmpdir is not None:
         s.machine.on_close.append(tmpdir.cleanup)
     s.snapshot_path = name
+    return s
+
+
+def _load_portable(image: Any, secs: dict[str, SectionData], sd: dict[str, Any],
+                   backend: str, config: Any, paging: str, kwargs: dict[str, Any]) -> Session:
+    """A fresh VM on `backend` with the portable state put in (QEMU's incoming
+    migration: RAM, devices, KVM_SET_* before the first KVM_RUN)."""
+    from vmsim.session import Session
+    from vmsim.vmm.savevm import VCPU_PARTS, qemu_loadvm_portable
+
+    def need(name: str) -> Any:
+        if MIGRATION + name not in secs:
+            raise KeyError(f"section {MIGRATION}{name} is missing")
+        return secs[MIGRATION + name].data
+
+    def maybe(name: str) -> Any:
+        sec = secs.get(MIGRATION + name)
+        return None if sec is None else sec.data
+
+    d = {"vm": need("vm"), "ram": need("ram"), "devices": need("devices"),
+         "irqchip": maybe("irqchip"), "pit2": maybe("pit2"),
+         "vcpus": [{key: need(f"cpu{i}-{key.replace('_', '-')}") for key, _ in VCPU_PARTS}
+                   for i in range(sd["config"]["smp"])]}
+    s = Session(image, backend, config, paging=paging, **kwargs)
+    try:
+        qemu_loadvm_portable(s.vm, d)
+    except BaseException:
+        s.machine.close()
+        raise
+    s.serial[:] = sd["serial"]
+    s.serial_total = sd["serial_total"]
     return s
 
 

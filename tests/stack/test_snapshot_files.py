@@ -333,3 +333,59 @@ def test_ctrl_c_with_save_stops_between_steps_and_saves(tmp_path: Path) -> None:
     assert numbers == [str(i) for i in range(len(numbers))] or \
         numbers[:-1] == [str(i) for i in range(len(numbers) - 1)], \
         "the resumed run prints on from where the interrupted one stopped"
+
+
+HAVE_KVM = os.access("/dev/kvm", os.R_OK | os.W_OK)
+PORTS = str(SAMPLES / "ports.asm")  # port I/O only: the host's software KVM runs it
+
+
+def _first_half(tmp_path: Path, backend: str) -> tuple[subprocess.CompletedProcess, Path]:
+    snap = tmp_path / f"{backend}.vmsnap"
+    if backend == "sim":
+        p = vmsim("run", PORTS, "--max-instructions", "3000", "--save", str(snap))
+        assert p.returncode == 124, p.stderr
+    else:  # the host counts no instructions: cut at the 60th exit to userspace
+        p = vmsim("run", PORTS, "--backend", "kvm", "--break", "event:kvm_userspace_exit",
+                  "--break-hits", "60", "--save", str(snap))
+        assert p.returncode == 4, p.stderr
+    assert b"saved " in p.stderr
+    return p, snap
+
+
+@pytest.mark.parametrize(("src", "dst"), [("sim", "kvm"), ("kvm", "sim"), ("kvm", "kvm")])
+def test_a_snapshot_file_moves_between_the_simulator_and_the_host_kvm(
+        src: str, dst: str, tmp_path: Path) -> None:
+    """Through the file's portable sections (migration-*: the KVM_GET_* copies, RAM, the
+    devices): the two halves print what one uncut run prints, with its exit status."""
+    if not HAVE_KVM:
+        pytest.skip("needs the host's /dev/kvm")
+    uncut = vmsim("run", PORTS)
+    p1, snap = _first_half(tmp_path, src)
+    assert 0 < len(p1.stdout) < len(uncut.stdout)
+    p2 = vmsim("run", "--load", str(snap), "--backend", dst)
+    assert p2.returncode == uncut.returncode == 1, p2.stderr
+    assert p1.stdout + p2.stdout == uncut.stdout
+
+
+def test_the_portable_sections_load_where_the_exact_ones_cannot(tmp_path: Path) -> None:
+    """A snapshot taken with EPT loads with shadow paging through its portable state
+    (the exact state holds EPT tables): the run ends the same, and the destination's
+    shadow MMU builds its tables from nothing (page faults the source never took)."""
+    from vmsim.snapshot import open_snapshot
+
+    uncut = Session(PORTS, "sim")
+    uncut.run()
+    s = Session(PORTS, "sim", max_instructions=3000)
+    s.run()
+    s.save_snapshot(str(tmp_path / "p.vmsnap"))
+    s.machine.close()
+    names = set(open_snapshot(str(tmp_path / "p.vmsnap")).sections)
+    assert {"migration-vm", "migration-ram", "migration-cpu0-regs", "migration-cpu0-sregs",
+            "migration-devices", "sim-vcpu0", "ram"} <= names
+    faults: list[str] = []
+    r = Session.load_snapshot(str(tmp_path / "p.vmsnap"), paging="shadow")
+    r.events.subscribe(lambda ev: faults.append(ev.kind), ["kvm_mmu_get_page"])
+    r.run()
+    assert bytes(r.serial) == bytes(uncut.serial)
+    assert r.outcome.exit_status == uncut.outcome.exit_status
+    assert faults, "shadow pages are built anew on the destination"

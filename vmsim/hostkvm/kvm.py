@@ -33,6 +33,7 @@ from vmsim.hostkvm.watchdog import (
 )
 from vmsim.kvm.api import (
     KVM_API_VERSION,
+    KVM_APIC_REG_SIZE,
     KVM_CHECK_EXTENSION,
     KVM_CREATE_IRQCHIP,
     KVM_CREATE_PIT2,
@@ -40,9 +41,14 @@ from vmsim.kvm.api import (
     KVM_CREATE_VM,
     KVM_EXIT_INTR,
     KVM_GET_API_VERSION,
+    KVM_GET_IRQCHIP,
+    KVM_GET_LAPIC,
     KVM_GET_MP_STATE,
+    KVM_GET_MSRS,
+    KVM_GET_PIT2,
     KVM_GET_REGS,
     KVM_GET_SREGS,
+    KVM_GET_VCPU_EVENTS,
     KVM_GET_VCPU_MMAP_SIZE,
     KVM_INTERRUPT,
     KVM_IOEVENTFD,
@@ -51,19 +57,32 @@ from vmsim.kvm.api import (
     KVM_IRQ_LINE,
     KVM_IRQFD,
     KVM_IRQFD_STRUCT,
+    KVM_PIT_STATE2_SIZE,
     KVM_RUN,
     KVM_SET_CPUID2,
+    KVM_SET_IRQCHIP,
+    KVM_SET_LAPIC,
     KVM_SET_MP_STATE,
+    KVM_SET_MSRS,
+    KVM_SET_PIT2,
     KVM_SET_REGS,
     KVM_SET_SIGNAL_MASK,
     KVM_SET_SREGS,
     KVM_SET_TSS_ADDR,
     KVM_SET_USER_MEMORY_REGION,
+    KVM_SET_VCPU_EVENTS,
     KVM_TRANSLATE,
     EventNotifier,
     KvmRegs,
     KvmRun,
     KvmSregs,
+    KvmVcpuEvents,
+    pack_irqchip,
+    pack_msrs,
+    pack_pit_state2,
+    unpack_irqchip_pic,
+    unpack_msrs,
+    unpack_pit_state2,
 )
 
 PAGE_SIZE = 4096
@@ -178,6 +197,37 @@ class HostVcpu:
 
     def set_sregs(self, sregs: KvmSregs) -> None:
         _ioctl(self.fd, KVM_SET_SREGS, sregs.pack(), "KVM_SET_SREGS")
+
+    def get_msrs(self, indices: list[int]) -> list[tuple[int, int]]:
+        """KVM_GET_MSRS with struct kvm_msrs: the ioctl returns how many it read (it stops
+        at the first MSR it does not know); those are returned."""
+        buf = bytearray(pack_msrs([(i, 0) for i in indices]))
+        n = _ioctl(self.fd, KVM_GET_MSRS, buf, "KVM_GET_MSRS")
+        return unpack_msrs(bytes(buf), n)
+
+    def set_msrs(self, entries: list[tuple[int, int]]) -> int:
+        """KVM_SET_MSRS: how many were written."""
+        # (a mutable buffer: with bytes, fcntl.ioctl returns the buffer, not the count)
+        return _ioctl(self.fd, KVM_SET_MSRS, bytearray(pack_msrs(entries)), "KVM_SET_MSRS")
+
+    def get_vcpu_events(self) -> KvmVcpuEvents:
+        buf = bytearray(KvmVcpuEvents.SIZE)
+        _ioctl(self.fd, KVM_GET_VCPU_EVENTS, buf, "KVM_GET_VCPU_EVENTS")
+        return KvmVcpuEvents.unpack(bytes(buf))
+
+    def set_vcpu_events(self, events: KvmVcpuEvents) -> None:
+        _ioctl(self.fd, KVM_SET_VCPU_EVENTS, events.pack(), "KVM_SET_VCPU_EVENTS")
+
+    def get_lapic(self) -> bytes:
+        """KVM_GET_LAPIC: struct kvm_lapic_state, the APIC's first 1 KiB of registers."""
+        buf = bytearray(KVM_APIC_REG_SIZE)
+        _ioctl(self.fd, KVM_GET_LAPIC, buf, "KVM_GET_LAPIC")
+        return bytes(buf)
+
+    def set_lapic(self, regs: bytes) -> None:
+        if len(regs) != KVM_APIC_REG_SIZE:
+            raise HostKvmError(f"/dev/kvm: KVM_SET_LAPIC needs {KVM_APIC_REG_SIZE} bytes")
+        _ioctl(self.fd, KVM_SET_LAPIC, bytes(regs), "KVM_SET_LAPIC")
 
     def set_cpuid2(self, entries: list[tuple[int, int, int, int, int, int]]) -> None:
         """entries: (function, index, eax, ebx, ecx, edx); struct kvm_cpuid_entry2 is 40 bytes."""
@@ -401,6 +451,24 @@ class HostVm:
         """KVM_IRQ_LINE with struct kvm_irq_level {u32 irq; u32 level}."""
         _ioctl(self.fd, KVM_IRQ_LINE, struct.pack("<II", irq & 0xFFFFFFFF, level & 0xFFFFFFFF),
                "KVM_IRQ_LINE")
+
+    def get_irqchip(self, chip_id: int) -> dict[str, int]:
+        """KVM_GET_IRQCHIP (struct kvm_irqchip) for a PIC: its kvm_pic_state fields."""
+        buf = bytearray(pack_irqchip(chip_id))
+        _ioctl(self.fd, KVM_GET_IRQCHIP, buf, "KVM_GET_IRQCHIP")
+        return unpack_irqchip_pic(bytes(buf))
+
+    def set_irqchip(self, chip_id: int, pic: dict[str, int]) -> None:
+        _ioctl(self.fd, KVM_SET_IRQCHIP, pack_irqchip(chip_id, pic), "KVM_SET_IRQCHIP")
+
+    def get_pit2(self) -> tuple[list[dict[str, int]], int]:
+        """KVM_GET_PIT2 (struct kvm_pit_state2): the channels and the flags."""
+        buf = bytearray(KVM_PIT_STATE2_SIZE)
+        _ioctl(self.fd, KVM_GET_PIT2, buf, "KVM_GET_PIT2")
+        return unpack_pit_state2(bytes(buf))
+
+    def set_pit2(self, channels: list[dict[str, int]], flags: int = 0) -> None:
+        _ioctl(self.fd, KVM_SET_PIT2, pack_pit_state2(channels, flags), "KVM_SET_PIT2")
 
     def _eventfd(self, notifier: EventNotifier) -> int:
         """The notifier's real eventfd, made now if it has none (event_notifier_init:

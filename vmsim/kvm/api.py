@@ -56,6 +56,16 @@ KVM_GET_MP_STATE, KVM_SET_MP_STATE = 0x8004AE98, 0x4004AE99  # struct kvm_mp_sta
 # Eventfds (issue 11): a guest write completed in the kernel, an interrupt from an eventfd.
 KVM_IRQFD = 0x4020AE76  # struct kvm_irqfd {u32 fd; u32 gsi; u32 flags; u32 resamplefd; u8 pad[16]}
 KVM_IOEVENTFD = 0x4040AE79  # struct kvm_ioeventfd (below)
+# The state ioctls QEMU's stop, savevm and migration use (issue 12). The numbers are
+# _IOR/_IOW/_IOWR(KVMIO, nr, struct) from include/uapi/linux/kvm.h; the size field (bits
+# 29:16) is the struct's size on x86-64 (IOCTL_SIZE checks it against the classes below).
+KVM_GET_MSRS, KVM_SET_MSRS = 0xC008AE88, 0x4008AE89  # _IOWR/_IOW 0x88/0x89, struct kvm_msrs
+KVM_GET_LAPIC, KVM_SET_LAPIC = 0x8400AE8E, 0x4400AE8F  # struct kvm_lapic_state (1 KiB)
+KVM_GET_VCPU_EVENTS = 0x8040AE9F  # _IOR 0x9f, struct kvm_vcpu_events (64 bytes)
+KVM_SET_VCPU_EVENTS = 0x4040AEA0  # _IOW 0xa0
+# KVM_SET_IRQCHIP is _IOR in the header (a historical slip that the ABI keeps).
+KVM_GET_IRQCHIP, KVM_SET_IRQCHIP = 0xC208AE62, 0x8208AE63  # struct kvm_irqchip (520 bytes)
+KVM_GET_PIT2, KVM_SET_PIT2 = 0x8070AE9F, 0x4070AEA0  # struct kvm_pit_state2 (112 bytes)
 KVM_IOCTLS = {name: v for name, v in dict(globals()).items()
               if name.startswith("KVM_") and isinstance(v, int) and v >= 0xAE00
               and name not in KVM_EXIT_NAMES.values() and name != "KVM_API_VERSION"}
@@ -67,6 +77,8 @@ KVM_CAP_MP_STATE = 14
 KVM_CAP_PIT2 = 33
 KVM_CAP_MAX_VCPUS = 66  # the most vCPUs a VM may have
 KVM_CAP_IMMEDIATE_EXIT = 136
+KVM_CAP_VCPU_EVENTS = 41
+KVM_CAP_PIT_STATE2 = 35
 # struct kvm_ioeventfd {u64 datamatch; u64 addr; u32 len; s32 fd; u32 flags; u8 pad[36]}
 KVM_IOEVENTFD_STRUCT = struct.Struct("<QQIiI36x")
 KVM_IOEVENTFD_FLAG_DATAMATCH = 1 << 0
@@ -208,6 +220,159 @@ class KvmSregs:
         idt = KvmDtable(*KvmDtable.FORMAT.unpack_from(data, 208))
         v = struct.unpack_from("<7Q4Q", data, 224)
         return cls(*segs, gdt, idt, *v[:7], tuple(v[7:]))
+
+
+def ioctl_size(request: int) -> int:
+    """The argument size an ioctl number carries (_IOC_SIZE: bits 29:16)."""
+    return (request >> 16) & 0x3FFF
+
+
+# MSR indices (LNX arch/x86/include/asm/msr-index.h) of the MSRs vmsim's CPU has.
+MSR_IA32_TSC = 0x10
+MSR_IA32_APICBASE = 0x1B
+MSR_IA32_SYSENTER_CS, MSR_IA32_SYSENTER_ESP, MSR_IA32_SYSENTER_EIP = 0x174, 0x175, 0x176
+MSR_IA32_MISC_ENABLE = 0x1A0
+MSR_IA32_CR_PAT = 0x277
+MSR_EFER = 0xC0000080
+# What QEMU's kvm_get_msrs asks for, as far as vmsim's 32-bit CPU has it (no long mode:
+# STAR/LSTAR/KERNEL_GS_BASE are absent; EFER travels in kvm_sregs).
+PORTABLE_MSRS = (MSR_IA32_SYSENTER_CS, MSR_IA32_SYSENTER_ESP, MSR_IA32_SYSENTER_EIP,
+                 MSR_IA32_CR_PAT, MSR_IA32_MISC_ENABLE, MSR_IA32_TSC, MSR_IA32_APICBASE)
+KVM_MSRS_HEADER = struct.Struct("<II")  # struct kvm_msrs {u32 nmsrs; u32 pad; entries[]}
+KVM_MSR_ENTRY = struct.Struct("<IIQ")  # struct kvm_msr_entry {u32 index; u32 reserved; u64 data}
+
+
+def pack_msrs(entries: list[tuple[int, int]]) -> bytes:
+    """struct kvm_msrs with its entries [(index, data)]."""
+    out = bytearray(KVM_MSRS_HEADER.pack(len(entries), 0))
+    for index, data in entries:
+        out += KVM_MSR_ENTRY.pack(index, 0, data & 0xFFFFFFFFFFFFFFFF)
+    return bytes(out)
+
+
+def unpack_msrs(buf: bytes, n: int | None = None) -> list[tuple[int, int]]:
+    """The first `n` entries (all that nmsrs names if None) of a struct kvm_msrs."""
+    count, _ = KVM_MSRS_HEADER.unpack_from(buf, 0)
+    n = count if n is None else n
+    return [(i, d) for i, _, d in (KVM_MSR_ENTRY.unpack_from(buf, 8 + 16 * k)
+                                   for k in range(n))]
+
+
+# kvm_vcpu_events.flags and .interrupt.shadow (arch/x86/include/uapi/asm/kvm.h)
+KVM_VCPUEVENT_VALID_NMI_PENDING = 0x01
+KVM_VCPUEVENT_VALID_SIPI_VECTOR = 0x02
+KVM_VCPUEVENT_VALID_SHADOW = 0x04
+KVM_VCPUEVENT_VALID_SMM = 0x08
+KVM_VCPUEVENT_VALID_PAYLOAD = 0x10
+KVM_VCPUEVENT_VALID_TRIPLE_FAULT = 0x20
+KVM_X86_SHADOW_INT_MOV_SS = 0x01
+KVM_X86_SHADOW_INT_STI = 0x02
+
+
+@dataclass
+class KvmVcpuEvents:
+    """struct kvm_vcpu_events (64 bytes): what is pending or being injected, and the
+    interrupt shadow; the state that is neither a register nor in RAM."""
+
+    exception_injected: int = 0
+    exception_nr: int = 0
+    exception_has_error_code: int = 0
+    exception_pending: int = 0
+    exception_error_code: int = 0
+    interrupt_injected: int = 0
+    interrupt_nr: int = 0
+    interrupt_soft: int = 0
+    interrupt_shadow: int = 0
+    nmi_injected: int = 0
+    nmi_pending: int = 0
+    nmi_masked: int = 0
+    sipi_vector: int = 0
+    flags: int = 0
+    smi_smm: int = 0
+    smi_pending: int = 0
+    smi_smm_inside_nmi: int = 0
+    smi_latched_init: int = 0
+    triple_fault_pending: int = 0
+    exception_is_nested: int = 0
+    exception_has_payload: int = 0
+    exception_payload: int = 0
+
+    # exception {u8 x4; u32}, interrupt {u8 x4}, nmi {u8 x3; pad}, u32 sipi_vector,
+    # u32 flags, smi {u8 x4}, triple_fault {u8}, u8 reserved[25], u8 exception_is_nested,
+    # u8 exception_has_payload, u64 exception_payload
+    FORMAT = struct.Struct("<BBBBI BBBB BBBx II BBBB B25x BBQ")
+    SIZE = 64
+
+    def pack(self) -> bytes:
+        return self.FORMAT.pack(*(getattr(self, f.name) for f in fields(self)))
+
+    @classmethod
+    def unpack(cls, data: bytes) -> KvmVcpuEvents:
+        return cls(*cls.FORMAT.unpack(data[:cls.SIZE]))
+
+
+KVM_APIC_REG_SIZE = 0x400  # struct kvm_lapic_state {char regs[KVM_APIC_REG_SIZE]}
+
+# struct kvm_irqchip {u32 chip_id; u32 pad; union {char dummy[512]; kvm_pic_state pic;
+# kvm_ioapic_state ioapic;} chip}
+KVM_IRQCHIP_PIC_MASTER = 0
+KVM_IRQCHIP_PIC_SLAVE = 1
+KVM_IRQCHIP_IOAPIC = 2
+KVM_IRQCHIP_SIZE = 520
+PIC_STATE_FIELDS = ("last_irr", "irr", "imr", "isr", "priority_add", "irq_base",
+                    "read_reg_select", "poll", "special_mask", "init_state", "auto_eoi",
+                    "rotate_on_auto_eoi", "special_fully_nested_mode", "init4", "elcr",
+                    "elcr_mask")  # struct kvm_pic_state: 16 u8
+
+
+def pack_irqchip(chip_id: int, pic: dict[str, int] | None = None) -> bytes:
+    """struct kvm_irqchip for one PIC (KVM_GET_IRQCHIP fills `pic`, KVM_SET_IRQCHIP reads it)."""
+    body = bytes(pic[name] & 0xFF for name in PIC_STATE_FIELDS) if pic else b""
+    return struct.pack("<II", chip_id, 0) + body.ljust(512, b"\0")
+
+
+def unpack_irqchip_pic(buf: bytes) -> dict[str, int]:
+    return dict(zip(PIC_STATE_FIELDS, buf[8:8 + len(PIC_STATE_FIELDS)], strict=True))
+
+
+# struct kvm_pit_channel_state {u32 count; u16 latched_count; u8 count_latched,
+# status_latched, status, read_state, write_state, write_latch, rw_mode, mode, bcd, gate;
+# s64 count_load_time} (24 bytes); struct kvm_pit_state2 {channels[3]; u32 flags;
+# u32 reserved[9]} (112 bytes)
+PIT_CHANNEL_FIELDS = ("count", "latched_count", "count_latched", "status_latched", "status",
+                      "read_state", "write_state", "write_latch", "rw_mode", "mode", "bcd",
+                      "gate", "count_load_time")
+KVM_PIT_CHANNEL = struct.Struct("<IH10Bq")
+KVM_PIT_STATE2_SIZE = 112
+KVM_PIT_FLAGS_HPET_LEGACY = 0x1
+
+
+def pack_pit_state2(channels: list[dict[str, int]], flags: int = 0) -> bytes:
+    out = b"".join(KVM_PIT_CHANNEL.pack(*(c[name] for name in PIT_CHANNEL_FIELDS))
+                   for c in channels)
+    return (out + struct.pack("<I", flags)).ljust(KVM_PIT_STATE2_SIZE, b"\0")
+
+
+def unpack_pit_state2(buf: bytes) -> tuple[list[dict[str, int]], int]:
+    chans = [dict(zip(PIT_CHANNEL_FIELDS, KVM_PIT_CHANNEL.unpack_from(buf, 24 * i),
+                      strict=True)) for i in range(3)]
+    return chans, struct.unpack_from("<I", buf, 72)[0]
+
+
+def sregs_to_plain(s: KvmSregs) -> dict:
+    out: dict = {name: dict(vars(getattr(s, name))) for name in SEGMENT_NAMES}
+    out.update(gdt={"base": s.gdt.base, "limit": s.gdt.limit},
+               idt={"base": s.idt.base, "limit": s.idt.limit},
+               cr0=s.cr0, cr2=s.cr2, cr3=s.cr3, cr4=s.cr4, cr8=s.cr8, efer=s.efer,
+               apic_base=s.apic_base, interrupt_bitmap=list(s.interrupt_bitmap))
+    return out
+
+
+def sregs_from_plain(d: dict) -> KvmSregs:
+    return KvmSregs(*(KvmSegment(**d[name]) for name in SEGMENT_NAMES),
+                    KvmDtable(**d["gdt"]), KvmDtable(**d["idt"]), d["cr0"], d["cr2"],
+                    d["cr3"], d["cr4"], d["cr8"], d["efer"], d["apic_base"],
+                    tuple(d["interrupt_bitmap"]))
 
 
 class KvmRun:
@@ -401,6 +566,34 @@ class KvmVcpu(Protocol):
         """KVM_SET_MP_STATE."""
         ...
 
+    # The state ioctls (issue 12) that QEMU's stop, savevm and migration use.
+    def get_msrs(self, indices: list[int]) -> list[tuple[int, int]]:
+        """KVM_GET_MSRS (struct kvm_msrs): (index, value) for those read; the kernel stops
+        at the first MSR it does not know."""
+        ...
+
+    def set_msrs(self, entries: list[tuple[int, int]]) -> int:
+        """KVM_SET_MSRS: how many of `entries` were written (it stops at the first refused)."""
+        ...
+
+    def get_vcpu_events(self) -> KvmVcpuEvents:
+        """KVM_GET_VCPU_EVENTS: the exception, interrupt or NMI pending or being injected,
+        the interrupt shadow, NMI masking."""
+        ...
+
+    def set_vcpu_events(self, events: KvmVcpuEvents) -> None:
+        """KVM_SET_VCPU_EVENTS (the fields `events.flags` marks valid, and the injections)."""
+        ...
+
+    def get_lapic(self) -> bytes:
+        """KVM_GET_LAPIC: struct kvm_lapic_state, the APIC's first 1 KiB of registers (with
+        the in-kernel irqchip)."""
+        ...
+
+    def set_lapic(self, regs: bytes) -> None:
+        """KVM_SET_LAPIC."""
+        ...
+
 
 class KvmVcpuThread(Protocol):
     """A vCPU whose KVM_RUN runs on its own OS thread (the host's /dev/kvm, one real thread
@@ -453,6 +646,24 @@ class KvmVm(Protocol):
         """KVM_CREATE_PIT2 (struct kvm_pit_config {u32 flags; u32 pad[15]}): the 8254 PIT
         at 0x40-0x43 in the kernel, raising GSI 0; needs the irqchip first.
         KVM_PIT_SPEAKER_DUMMY in `flags` adds a dummy port 0x61."""
+        ...
+
+    def get_irqchip(self, chip_id: int) -> dict[str, int]:
+        """KVM_GET_IRQCHIP (struct kvm_irqchip) for KVM_IRQCHIP_PIC_MASTER or _SLAVE: the
+        struct kvm_pic_state fields by name (PIC_STATE_FIELDS)."""
+        ...
+
+    def set_irqchip(self, chip_id: int, pic: dict[str, int]) -> None:
+        """KVM_SET_IRQCHIP for one PIC."""
+        ...
+
+    def get_pit2(self) -> tuple[list[dict[str, int]], int]:
+        """KVM_GET_PIT2 (struct kvm_pit_state2): three channels' struct
+        kvm_pit_channel_state (PIT_CHANNEL_FIELDS) and the flags."""
+        ...
+
+    def set_pit2(self, channels: list[dict[str, int]], flags: int = 0) -> None:
+        """KVM_SET_PIT2: the kernel loads each channel's count again."""
         ...
 
     def irq_line(self, irq: int, level: int) -> None:

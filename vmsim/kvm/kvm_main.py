@@ -193,6 +193,30 @@ class SimVm:
             raise KvmError(errno.ENXIO, "KVM_IRQ_LINE needs KVM_CREATE_IRQCHIP")
         kvm_set_irq(self, KVM_USERSPACE_IRQ_SOURCE_ID, irq, 1 if level else 0)
 
+    def get_irqchip(self, chip_id: int) -> dict[str, int]:
+        """KVM_GET_IRQCHIP for a PIC: its struct kvm_pic_state fields."""
+        from vmsim.kvm import x86_state
+
+        return x86_state.kvm_vm_ioctl_get_irqchip(self, chip_id)
+
+    def set_irqchip(self, chip_id: int, pic: dict[str, int]) -> None:
+        """KVM_SET_IRQCHIP for a PIC."""
+        from vmsim.kvm import x86_state
+
+        x86_state.kvm_vm_ioctl_set_irqchip(self, chip_id, pic)
+
+    def get_pit2(self) -> tuple[list[dict[str, int]], int]:
+        """KVM_GET_PIT2: the three channels' struct kvm_pit_channel_state, and the flags."""
+        from vmsim.kvm import x86_state
+
+        return x86_state.kvm_vm_ioctl_get_pit2(self)
+
+    def set_pit2(self, channels: list[dict[str, int]], flags: int = 0) -> None:
+        """KVM_SET_PIT2."""
+        from vmsim.kvm import x86_state
+
+        x86_state.kvm_vm_ioctl_set_pit2(self, channels, flags)
+
     # -- eventfds (LNX virt/kvm/eventfd.c, vmsim.kvm.eventfd) -------------------------------
     def ioeventfd(self, notifier: api.EventNotifier, addr: int, length: int,
                   datamatch: int | None = None, flags: int = 0) -> None:
@@ -513,6 +537,43 @@ class SimVcpu:
             raise KvmError(errno.EINVAL, "KVM_SET_MP_STATE: needs the in-kernel irqchip")
         self.mp_state = _MP_STATES[mp_state]
 
+    # -- the state ioctls (issue 12: vmsim.kvm.x86_state) -----------------------------------
+    def get_msrs(self, indices: list[int]) -> list[tuple[int, int]]:
+        """KVM_GET_MSRS: (index, value) for the MSRs read, up to the first unknown one."""
+        from vmsim.kvm import x86_state
+
+        return x86_state.kvm_get_msrs(self, indices)
+
+    def set_msrs(self, entries: list[tuple[int, int]]) -> int:
+        """KVM_SET_MSRS: how many of `entries` were written."""
+        from vmsim.kvm import x86_state
+
+        return x86_state.kvm_set_msrs(self, entries)
+
+    def get_vcpu_events(self) -> api.KvmVcpuEvents:
+        """KVM_GET_VCPU_EVENTS."""
+        from vmsim.kvm import x86_state
+
+        return x86_state.kvm_vcpu_ioctl_x86_get_vcpu_events(self)
+
+    def set_vcpu_events(self, events: api.KvmVcpuEvents) -> None:
+        """KVM_SET_VCPU_EVENTS."""
+        from vmsim.kvm import x86_state
+
+        x86_state.kvm_vcpu_ioctl_x86_set_vcpu_events(self, events)
+
+    def get_lapic(self) -> bytes:
+        """KVM_GET_LAPIC: struct kvm_lapic_state (1 KiB)."""
+        from vmsim.kvm import x86_state
+
+        return x86_state.kvm_vcpu_ioctl_get_lapic(self)
+
+    def set_lapic(self, regs: bytes) -> None:
+        """KVM_SET_LAPIC."""
+        from vmsim.kvm import x86_state
+
+        x86_state.kvm_vcpu_ioctl_set_lapic(self, regs)
+
     def kick_signal(self) -> bool:
         """A signal (QEMU's SIG_IPI) reaches the vCPU thread. True if the thread is inside
         KVM_RUN, where the kernel sees it (a vCPU in the guest exits for the IPI that
@@ -568,6 +629,7 @@ class _NoPorts:
 # KVM_CHECK_EXTENSION answers (include/uapi/linux/kvm.h numbers): what the simulated
 # kvm.ko implements.
 SIM_CAPS = {api.KVM_CAP_IRQCHIP: 1, api.KVM_CAP_PIT2: 1, api.KVM_CAP_IMMEDIATE_EXIT: 1,
+            api.KVM_CAP_MP_STATE: 1, api.KVM_CAP_VCPU_EVENTS: 1, api.KVM_CAP_PIT_STATE2: 1,
             api.KVM_CAP_NR_VCPUS: KVM_MAX_VCPUS, api.KVM_CAP_MAX_VCPUS: KVM_MAX_VCPUS}
 
 

@@ -67,6 +67,7 @@ APIC_LVT1 = 0x360
 APIC_LVTERR = 0x370
 APIC_TMICT = 0x380
 APIC_TMCCT = 0x390
+KVM_APIC_REG_SIZE = 0x400  # struct kvm_lapic_state: the first 1 KiB of the page
 APIC_TDCR = 0x3E0
 APIC_SELF_IPI = 0x3F0
 APIC_ISR_NR = 8  # 32-bit words in each of ISR, TMR, IRR
@@ -756,6 +757,44 @@ class KvmLapic:
             self._cancel_hrtimer()
         else:
             self._hrtimer_start(int(expires))
+
+    # -- KVM_GET_LAPIC / KVM_SET_LAPIC (struct kvm_lapic_state) ---------------------------
+
+    def kvm_apic_get_state(self) -> bytes:
+        """kvm_apic_get_state: the first KVM_APIC_REG_SIZE bytes of the register page, each
+        register a little-endian u32 at its offset, with TMCCT read now (the page itself
+        keeps 0 there: the count is computed from the timer)."""
+        page = bytearray(KVM_APIC_REG_SIZE)
+        for i in range(KVM_APIC_REG_SIZE >> 4):
+            page[i << 4:(i << 4) + 4] = self.regs[i].to_bytes(4, "little")
+        page[APIC_TMCCT:APIC_TMCCT + 4] = self._apic_get_tmcct().to_bytes(4, "little")
+        return bytes(page)
+
+    def kvm_apic_set_state(self, page: bytes) -> None:
+        """kvm_apic_set_state: the page copied in, then what lapic.c derives from it: the
+        version, SPIV's software enable, the timer mode and divisor, the PPR; the timer
+        restarts with the count TMCCT held (__start_apic_timer(apic, APIC_TMCCT)).
+        IA32_APIC_BASE is not in the page: it comes with KVM_SET_MSRS / KVM_SET_SREGS."""
+        if len(page) != KVM_APIC_REG_SIZE:
+            raise ValueError(f"struct kvm_lapic_state is {KVM_APIC_REG_SIZE} bytes, "
+                             f"not {len(page)}")
+        self._cancel_apic_timer()
+        for i in range(KVM_APIC_REG_SIZE >> 4):
+            self.regs[i] = int.from_bytes(page[i << 4:(i << 4) + 4], "little")
+        tmcct = self.regs[APIC_TMCCT >> 4]
+        self.regs[APIC_TMCCT >> 4] = 0
+        self.kvm_apic_set_version()
+        self._apic_set_spiv(self.get_reg(APIC_SPIV))
+        self._apic_update_lvtt()
+        self._update_divide_count()
+        self._apic_update_ppr()
+        self.period = self._tmict_to_ns(self.get_reg(APIC_TMICT))
+        self.target_expiration = 0
+        if self.period and tmcct:
+            self._limit_periodic_timer_frequency()
+            self.target_expiration = self.now() + self._ns_to_cycles(
+                tmcct * APIC_BUS_CYCLE_NS * self.divide_count)
+            self._hrtimer_start(self.target_expiration)
 
     def view(self) -> dict:
         """What the GUI's APIC panel shows (read-only; no side effects)."""

@@ -77,8 +77,12 @@ def kvm_arch_vcpu_ioctl_run(v: SimVcpu, resume: str | None = None) -> Generator[
     try:
         return (yield from _ioctl_run(v, resume))
     finally:
-        # Back in userspace, the signal that interrupted KVM_RUN is delivered there.
+        # Back in userspace, the signal is delivered there. One that came while the run
+        # was ending with another exit has not been seen: QEMU's handler (kvm_ipi_signal)
+        # sets immediate_exit, so the next KVM_RUN completes the exit and returns -EINTR.
         v.in_kvm_run = False
+        if v.signal_pending and v.kvm_run.exit_reason != KVM_EXIT_INTR:
+            v.kvm_run.immediate_exit = 1
         v.signal_pending = False
 
 

@@ -64,6 +64,8 @@ class CPUState:
     eflags_if: bool = False  # env->eflags & IF_MASK, as kvm_arch_post_run last saw it
     thread_kicked: bool = False
     host_halted: bool = False  # the host's kvm.ko holds the vCPU halted (see _explain_stop)
+    stopped: bool = False  # parked by pause_all_vcpus (cpu->stopped; `stop` asks for it)
+    env: Any = None  # QEMU's CPUX86State: the KVM_GET_* copies (vmsim.vmm.kvm_x86)
 
 
 class KvmState:
@@ -121,7 +123,8 @@ class KvmState:
 
 
 def kvm_arch_put_registers(s: KvmState, cpu: CPUState) -> None:
-    """The entry state: 32-bit protected mode, paging off, flat CS=0x08, data 0x10."""
+    """The entry state: 32-bit protected mode, paging off, flat CS=0x08, data 0x10 (the
+    reset-time put, x86_cpu_reset's state; vmsim.vmm.kvm_x86 has the put of saved state)."""
     m = s.machine
     sregs = s.ioctl("KVM_GET_SREGS", cpu.vcpu.get_sregs, vcpu=cpu.thread, fd="vcpu")
     sregs.cs = KvmSegment.flat(0x08, code=True)
@@ -169,6 +172,16 @@ def kvm_cpu_exec(s: KvmState, cpu: CPUState, resume: str | None = None
         run = cpu.vcpu.kvm_run
         steps = getattr(cpu.vcpu, "run_steps", None)
         if resume is None:
+            if cpu.vcpu_dirty:
+                # The state QEMU took (cpu_synchronize_state) goes back before KVM_RUN.
+                # (A VM rebuilt from an exact snapshot has no copy: kvm.ko's state, saved
+                # with it, is the same.)
+                from vmsim.vmm.kvm_x86 import KVM_PUT_RUNTIME_STATE
+                from vmsim.vmm.kvm_x86 import kvm_arch_put_registers as put_registers
+
+                if cpu.env is not None:
+                    put_registers(s, cpu, KVM_PUT_RUNTIME_STATE)
+                cpu.vcpu_dirty = False
             yield from kvm_arch_pre_run(s, cpu)
             if cpu.exit_request:
                 run.immediate_exit = 1  # kvm_cpu_kick_self

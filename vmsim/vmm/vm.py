@@ -56,7 +56,8 @@ def kvm_vcpu_thread_fn(s: KvmState, cpu: CPUState, resume: str | None = None
             r = yield from kvm_cpu_exec(s, cpu, point)
             if r == EXCP_SHUTDOWN:
                 break
-        elif resume is None and (not cpu.halted or not kvm_arch_process_async_events(s, cpu)):
+        elif resume is None and cpu_can_run(cpu) and (
+                not cpu.halted or not kvm_arch_process_async_events(s, cpu)):
             r = yield from kvm_cpu_exec(s, cpu)
             if r == EXCP_SHUTDOWN:
                 break
@@ -77,9 +78,19 @@ def _thread_state(m: Machine, thread: str, state: str, detail: str) -> None:
         m.events.emit("thread", thread, state=state, detail=detail)
 
 
+def cpu_can_run(cpu: CPUState) -> bool:
+    """Not stopped, and not asked to stop (vmsim.vmm.cpus.pause_all_vcpus)."""
+    return not cpu.stop and not cpu.stopped
+
+
 def cpu_thread_is_idle(s: KvmState, cpu: CPUState) -> bool:
-    """Halted with nothing to do (never, when kvm.ko halts the vCPU itself)."""
-    if s.machine.stop_requested or s.irqchip_in_kernel or not cpu.halted:
+    """Parked by vm_stop, or halted with nothing to do (never, when kvm.ko halts the vCPU
+    itself). A vCPU asked to stop is not idle: it has to go and park first."""
+    if s.machine.stop_requested or cpu.stop:
+        return False
+    if cpu.stopped:
+        return True
+    if s.irqchip_in_kernel or not cpu.halted:
         return False
     return not (cpu.interrupt_request & CPU_INTERRUPT_HARD and cpu.eflags_if)
 
@@ -96,12 +107,24 @@ def qemu_wait_io_event(s: KvmState, cpu: CPUState, resume: bool = False
     m = s.machine
     while resume or cpu_thread_is_idle(s, cpu):
         if not resume:
-            _thread_state(m, cpu.thread, "halted", "qemu_wait_io_event: waiting for an interrupt")
+            _thread_state(m, cpu.thread, "halted",
+                          "qemu_wait_io_event: stopped (vm_stop)" if cpu.stopped else
+                          "qemu_wait_io_event: waiting for an interrupt")
             m.bql_unlock(cpu.thread)
             yield halt_cond_wait(s, cpu)
         resume = False
         yield from m.bql_lock(cpu.thread)
     cpu.thread_kicked = False  # qemu_wait_io_event_common
+    if cpu.stop:
+        qemu_cpu_stop(s, cpu)
+
+
+def qemu_cpu_stop(s: KvmState, cpu: CPUState) -> None:
+    """qemu_cpu_stop: the vCPU has stopped (qemu_pause_cond tells pause_all_vcpus)."""
+    cpu.stop, cpu.stopped = False, True
+    ev = s.events
+    if ev is not None and ev.wants("qemu_cpu_stop"):
+        ev.emit("qemu_cpu_stop", cpu.thread, cpu_index=cpu.index)
 
 
 def qemu_cpu_kick(s: KvmState, cpu: CPUState, why: str) -> None:
@@ -256,6 +279,8 @@ class VirtualMachine:
         for cpu in self.cpus:
             self.sched.spawn(cpu.thread, kvm_vcpu_thread_fn(self.kvm, cpu))
         self._vcpu_threads = {c.thread for c in self.cpus}
+        self.runstate = "running"  # QEMU's RunState (vmsim.vmm.cpus)
+        self.pit_state: dict[str, Any] | None = None  # kvm-pit's copy while stopped
         self._idle_from = 0
         self._idle_steps = 0
         self.after_step: Callable[[], None] | None = None
@@ -367,6 +392,7 @@ class VirtualMachine:
             "events": None if ev is None else {"seq": ev.seq, "time": ev.time,
                                                "thread": ev.thread},
             "idle": [self._idle_from, self._idle_steps],
+            "runstate": self.runstate, "pit_state": self.pit_state,
         }
 
     def load_state(self, d: dict[str, Any]) -> None:
@@ -399,6 +425,8 @@ class VirtualMachine:
             self.sched.load_state(d["sched"])  # last: the loads above armed timers anew
             self._rebuild_threads(d["positions"], d["sched"])
             self._idle_from, self._idle_steps = d["idle"]
+            self.runstate = d.get("runstate", "running")
+            self.pit_state = d.get("pit_state")
         finally:
             if saved_listeners is not None:
                 ev._listeners, ev._all = saved_listeners
@@ -446,8 +474,33 @@ class VirtualMachine:
         """The run's budget is spent: the instruction limit, or no progress."""
         return self.limit_reached() or bool(self.stuck())
 
+    # -- QEMU's stop and cont (vmsim.vmm.cpus) -----------------------------------------------
+    def stop(self) -> None:
+        """The monitor's `stop`: every vCPU out of KVM_RUN and parked (vm_stop), then its
+        state copied out with the KVM_GET_* ioctls (cpu_synchronize_all_states), so that
+        what QEMU holds can be shown or saved. A VM already stopped stays so."""
+        from vmsim.vmm import cpus
+
+        if self.machine.stop_requested:
+            raise ValueError("the VM has shut down: nothing to stop")
+        cpus.vm_stop(self)
+        cpus.cpu_synchronize_all_states(self)
+
+    def cont(self) -> None:
+        """The monitor's `cont`: vm_start. The vCPUs write back their state
+        (KVM_SET_*) and enter KVM_RUN again as they run."""
+        from vmsim.vmm import cpus
+
+        cpus.vm_start(self)
+
+    @property
+    def stopped(self) -> bool:
+        return self.runstate != "running"
+
     def run(self) -> VmResult:
         m = self.machine
+        if self.stopped and not m.stop_requested:
+            raise ValueError(f"the VM is stopped ({self.runstate}): cont first")
         while not m.stop_requested and not self.budget_ended():
             if not self.step():
                 break
