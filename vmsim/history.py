@@ -38,14 +38,15 @@ BLOCK = 16 * PAGE  # RAM is compared with the last checkpoint's this much at a t
 # A checkpoint is taken at the first rebuildable point after this much guest work
 # (instructions retired, exceptions delivered: Session._work) or this many steps since
 # the last one, whichever comes first: the most a step back has to replay.
-CHECKPOINT_WORK = 20_000
-CHECKPOINT_STEPS = 200
+CHECKPOINT_WORK = 10_000
+CHECKPOINT_STEPS = 100
 # Going back, the replay also leaves checkpoints in the last REPLAY_WINDOW steps before
 # its target, one every REPLAY_STEPS steps or REPLAY_WORK work: the next step back (a front
 # end walking backwards) then replays a few steps instead of a whole interval.
-REPLAY_WINDOW = 160
+REPLAY_WINDOW = 100
 REPLAY_STEPS = 20
 REPLAY_WORK = 2_000
+REPLAY_CHECKPOINTS = 2  # at most this many per replay (each compares the whole RAM)
 # What the checkpoints may hold (RAM pages, the rest of the state, the page tables of
 # the checkpoints, the disk's undo log, COM1's output); past it, older checkpoints are
 # thinned out (History._thin), the newest NEAR never.
@@ -56,6 +57,7 @@ NEAR = 24
 # subscribing for a while never changes which events get a number.
 HISTORY_KINDS = [k for k in CATALOGUE if k not in ("tlb_hit", "tlb_miss", "walk_step")]
 ZERO_PAGE = bytes(PAGE)
+_ZERO_BLOCK_BUF = bytearray(BLOCK)  # (a writable buffer: ctypes takes its address)
 
 
 def _memcmp():
@@ -78,7 +80,7 @@ class Checkpoint:
     pos: int
     work: int
     parts: dict[str, bytes] | None  # the VM state without RAM, pickled part by part
-    pages: list[bytes]  # RAM page by page (the same bytes object as the previous one's
+    pages: tuple[bytes, ...]  # RAM page by page (the same bytes object as the previous one's
     #                     where the page did not change)
     extra: dict[str, Any]  # the session's own: COM1's output, the event counters
     new_pages: dict[int, bytes] = field(default_factory=dict)  # the pages it brought
@@ -117,6 +119,9 @@ def _pickled_bitmap(pairs: Any) -> bytes:
         if len(_PICKLED) > 64:
             _PICKLED.clear()
         hit = _PICKLED[id(pairs)] = (pairs, pickle.dumps(pairs, 5))
+        if len(_BITMAPS) > 64:
+            _BITMAPS.clear()
+        _BITMAPS[id(hit[1])] = (hit[1], pairs)  # unpickled: the very list (_join)
     return hit[1]
 
 
@@ -199,7 +204,7 @@ class History:
         ev = s.events
         self.time[0], self.seq[0] = s.vm.sched.now, ev.seq
         pages = self._all_pages(s.machine)
-        ck = Checkpoint(0, 0, None, pages, {"events": (ev.seq, ev.time, ev.thread),
+        ck = Checkpoint(0, 0, None, tuple(pages), {"events": (ev.seq, ev.time, ev.thread),
                                             "digest": self.digest, "serial": (0, 0)})
         ck.new_pages = {i: p for i, p in enumerate(pages) if p is not ZERO_PAGE}
         self.checkpoints.append(ck)
@@ -213,7 +218,7 @@ class History:
         self.time[0], self.seq[0], self.instr[0] = s.vm.sched.now, s.events.seq, s.instructions
         self.serial_base = s.serial_total - len(s.serial)
         self.serial_all = bytearray(s.serial)
-        self.checkpoints.append(Checkpoint(0, 0, {}, [ZERO_PAGE] * (len(s.machine.ram) // PAGE),
+        self.checkpoints.append(Checkpoint(0, 0, {}, (ZERO_PAGE,) * (len(s.machine.ram) // PAGE),
                                            {}))
         self._checkpoint(s._work())
         del self.checkpoints[0]
@@ -340,13 +345,20 @@ class History:
                     if ram[a:a + PAGE] != prev[a:a + PAGE]]
         ra = ctypes.addressof(ctypes.c_char.from_buffer(ram))
         pa = ctypes.addressof(ctypes.c_char.from_buffer(prev))
+        za = ctypes.addressof(ctypes.c_char.from_buffer(_ZERO_BLOCK_BUF))
+        pages = base.pages
+        per = BLOCK // PAGE
         out = []
         n = len(ram)
         for b in range(0, n, BLOCK):
             size = min(BLOCK, n - b)
-            if _MEMCMP(ra + b, pa + b, size):
+            i = b // PAGE
+            # A block all zero in base is compared with a zero block that stays in the
+            # cache: half the memory traffic of comparing with the copy.
+            zero = all(p is ZERO_PAGE for p in pages[i:i + per])
+            if _MEMCMP(ra + b, za if zero else pa + b, size):
                 for a in range(b, b + size, PAGE):
-                    if _MEMCMP(ra + a, pa + a, PAGE):
+                    if _MEMCMP(ra + a, (za if zero else pa + a), PAGE):
                         out.append(a // PAGE)
         return out
 
@@ -379,7 +391,8 @@ class History:
         ev = s.events
         extra = {"events": (ev.seq, ev.time, ev.thread), "digest": self.digest,
                  "serial": (s.serial_total - len(s.serial), s.serial_total)}
-        ck = Checkpoint(self.pos, work, parts, pages, extra, new_pages, new_parts)
+        # A tuple of bytes: the garbage collector stops visiting it after its first look.
+        ck = Checkpoint(self.pos, work, parts, tuple(pages), extra, new_pages, new_parts)
         self._prev_ck = ck
         self.bytes += ck.size()
         if at is None:
@@ -509,6 +522,7 @@ class History:
         k = bisect.bisect_right(positions, self.pos)  # where a new one would go
         last_pos = positions[k - 1]
         last_work = self.checkpoints[k - 1].work
+        budget = REPLAY_CHECKPOINTS
         ev = s.events
         saved = (ev._listeners, ev._all)
         ev._listeners = {k: [self._on_event] for k in HISTORY_KINDS}
@@ -523,7 +537,7 @@ class History:
                 s.vm.step()
                 if watch is not None:
                     watch()
-                if leave_checkpoints and p - self.pos <= REPLAY_WINDOW:
+                if leave_checkpoints and budget and p - self.pos <= REPLAY_WINDOW:
                     if k < len(positions) and positions[k] <= self.pos:
                         last_pos, last_work = positions[k], self.checkpoints[k].work
                         k += 1
@@ -532,6 +546,7 @@ class History:
                     if ((self.pos - last_pos >= REPLAY_STEPS or work - last_work >= REPLAY_WORK)
                             and s.vm.at_rebuildable_point()):
                         self._checkpoint(work, at=k)
+                        budget -= 1
                         positions = [c.pos for c in self.checkpoints]  # (thinned, maybe)
                         k = bisect.bisect_right(positions, self.pos)
                         last_pos, last_work = self.pos, work

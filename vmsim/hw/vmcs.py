@@ -286,10 +286,13 @@ def _memo(cache: dict[int, tuple[Any, Any]], key: Any, make: Any) -> Any:
 def _msr_bitmap_state(bitmap: set[tuple[int, bool]] | None) -> list[list[Any]] | None:
     if bitmap is None:
         return None
-    return _memo(_MSR_STATE, bitmap, lambda: sorted([m, w] for m, w in bitmap))
+    pairs = _memo(_MSR_STATE, bitmap, lambda: sorted([m, w] for m, w in bitmap))
+    if id(pairs) not in _MSR_LOAD:  # loading these very pairs gives this very set back
+        _MSR_LOAD[id(pairs)] = (pairs, bitmap)
+    return pairs
 
 
-def _msr_bitmap_load(pairs: list[list[Any]] | None) -> frozenset[tuple[int, bool]] | None:
+def _msr_bitmap_load(pairs: list[list[Any]] | None) -> Any:
     if pairs is None:
         return None
     # Shared by the VMs loaded from the same pairs: nothing changes a bitmap in place.
