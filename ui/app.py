@@ -17,6 +17,9 @@ def register(subparsers) -> None:
     p.add_argument("--backend", choices=("sim", "bare"), default="sim",
                    help="sim: the whole simulated stack (default); bare: the CPU alone")
     add_machine_arguments(p)  # --smp, --irqchip, --disk, --no-ioeventfd: as vmsim run
+    p.add_argument("--load", metavar="FILE.vmsnap",
+                   help="reopen the session a snapshot holds (its guest, machine and state), "
+                        "as File > Open snapshot; instead of GUEST and the machine's options")
     p.add_argument("--theme", choices=("light", "dark"), default=None)
     p.add_argument("--presentation", action="store_true", help="large fonts, for a projector")
     p.add_argument("--screenshot", metavar="FILE.png",
@@ -60,9 +63,17 @@ def _size(text: str) -> tuple[int, int]:
 def main(args: argparse.Namespace) -> int:
     from vmsim.vmm.block import parse_disk_option
 
+    if args.load:  # the snapshot brings its own guest and machine
+        given = [name for name, v in (("GUEST", args.guest), ("--smp", args.smp),
+                                      ("--irqchip", args.irqchip), ("--disk", args.disk),
+                                      ("--no-ioeventfd", args.no_ioeventfd)) if v]
+        if given:
+            print(f"vmsim gui: --load brings its own guest and machine: drop {', '.join(given)}",
+                  file=sys.stderr)
+            return 2
     if args.screenshot:
         problem = _screenshot_path_problem(args.screenshot, args.guest,
-                                           args.disk and parse_disk_option(args.disk)[0])
+                                           args.disk and parse_disk_option(args.disk)[0], args.load)
         if problem:
             print(f"vmsim gui: {problem}", file=sys.stderr)
             return 2
@@ -108,6 +119,17 @@ def main(args: argparse.Namespace) -> int:
     except (GuestLoadError, ValueError, OSError) as e:
         print(f"vmsim gui: {e}", file=sys.stderr)
         return 2
+    if args.load:
+        from vmsim.snapshot_format import SnapshotError
+
+        try:
+            win.bridge.load_snapshot(args.load)
+        except (SnapshotError, ValueError, OSError) as e:
+            print(f"vmsim gui: cannot open the snapshot: {' '.join(str(e).split())}", file=sys.stderr)
+            return 2
+        win.snapshot_opened(args.load)
+        if args.screenshot:  # the window is not shown yet: a temporary message would sit
+            win.statusBar().clearMessage()  # over the status line in the picture
     if args.screenshot:
         return screenshot(win, args.screenshot, args.steps, args.size)
     win.show()
@@ -126,12 +148,14 @@ def _quiet_offscreen_warnings() -> None:
     qInstallMessageHandler(handler)
 
 
-def _screenshot_path_problem(path: str, guest: str | None, disk: str | None = None) -> str | None:
+def _screenshot_path_problem(path: str, guest: str | None, disk: str | None = None,
+                            snapshot: str | None = None) -> str | None:
     """Why --screenshot PATH cannot be written, found before any stepping."""
     from vmsim.files import refuse_overwrite
 
     refusal = refuse_overwrite([("--screenshot", path)], [("guest file", guest),
-                                                          ("--disk image", disk or None)])
+                                                          ("--disk image", disk or None),
+                                                          ("--load snapshot", snapshot)])
     if refusal:
         return refusal
     if os.path.isdir(path):

@@ -14,10 +14,20 @@ back as Qt signals. Two modes, as in Ripes:
 The machine's vCPUs (`smp`) and irqchip mode are chosen with `set_machine`, and its disk
 image with `set_disk`; each starts the guest again, as `vmsim run --smp N --irqchip MODE
 --disk FILE[,readonly]`.
+
+Steps backwards (issue 12) go through the session too (`Session.step_back_*`,
+`reverse_continue`, `seek_time`). When the session went back it calls `on_rewind` with the
+seq of the last event that still happened; the bridge then drops the later events, the
+later serial output and the later exits from its statistics, and emits `rewound` so each
+view drops what it kept of them. Events a replay emits again (the same seq) are not taken
+twice. The session's machine, VM and CPUs may be new objects after a step back: nothing
+here or in the views keeps them.
 """
 
 from __future__ import annotations
 
+import bisect
+import copy
 import threading
 import time
 from collections import deque
@@ -25,14 +35,23 @@ from collections.abc import Callable
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
+from ui import text as T
 from ui.text import event_breakpoint_name
 from vmsim.asm.image import GuestImage
 from vmsim.events import CATALOGUE, Event, EventStream
+from vmsim.history import HISTORY_KINDS
 from vmsim.session import Outcome, Session
 from vmsim.stats import ExitStats
 from vmsim.vmm.machine import MachineConfig
 
 FINE_KINDS = list(CATALOGUE)  # stepping: everything, walks and TLB included
+# ... but not where the session can step back: an event gets its number (seq) only if
+# someone listens to its kind, and the per-access MMU kinds (tlb_hit, tlb_miss, walk_step,
+# which also switch on the MMU's tracing and with it ept_step and tlb_flush) are not among
+# those a step back's replay listens to (vmsim.history.HISTORY_KINDS). Listening to them
+# would number the forward run's events apart from the replayed ones, and the seq that
+# Session.on_rewind gives would not name the same event.
+FINE_KINDS_REPLAYABLE = list(HISTORY_KINDS)
 COARSE_KINDS = ["kvm_exit", "kvm_entry", "kvm_userspace_exit", "kvm_run_exit", "kvm_vcpu_ioctl",
                 "bql", "device_access", "io_unclaimed", "exception", "triple_fault",
                 "unsupported", "not_in_subset", "vmentry_failed", "thread",
@@ -60,6 +79,73 @@ EVENT_INTERVALS_MS = [900, 600, 400, 250, 150, 90, 50, 25, 10, 0]
 # Scheduler steps a single step may take looking for its event (each runs up to
 # SimVcpu.BATCH guest instructions): a guest looping with no exit must not hang the window.
 STEP_LIMIT = 60
+STATS_CHECKPOINT = 2048  # exit events between copies of the statistics (a step back's replay)
+
+
+class StatsHistory:
+    """The exit statistics (`vmsim.stats.ExitStats`) as they stood after any event of the
+    recorded run: the events ExitStats counts, in seq order, with a copy of the statistics
+    every STATS_CHECKPOINT of them. The run's recorded future stays after a step back (the
+    session may go forward through it again without emitting its events: a seek replays
+    muted); an event that differs from the recorded one at its seq (the run took another
+    way) drops that future. `at(seq)` gives the statistics after event `seq`, as a forward
+    run had them there."""
+
+    def __init__(self) -> None:
+        self.full = ExitStats()  # after every recorded event
+        self.seqs: list[int] = []
+        self.events: list[tuple[str, str, int, tuple]] = []  # (kind, source, time, fields)
+        self.copies: list[ExitStats] = [copy.deepcopy(self.full)]  # before event k * STATS_CHECKPOINT
+        self._at: tuple[int, ExitStats] | None = None  # the last at() of the past: (n, stats)
+
+    def add(self, ev: Event) -> None:
+        rec = (ev.kind, ev.source, ev.time,
+               tuple((k, ev.fields[k]) for k in ("exit_reason", "exit_reason_number", "reason")
+                     if k in ev.fields))
+        i = bisect.bisect_left(self.seqs, ev.seq)
+        if i < len(self.seqs):
+            if self.seqs[i] == ev.seq and self.events[i] == rec:
+                return  # the recorded future happening again
+            self._truncate(i)  # another future
+        if len(self.seqs) == STATS_CHECKPOINT * len(self.copies):
+            self.copies.append(copy.deepcopy(self.full))
+        self.seqs.append(ev.seq)
+        self.events.append(rec)
+        self.full._on_event(_StatsEvent(*rec))
+
+    def _truncate(self, n: int) -> None:
+        del self.seqs[n:], self.events[n:]
+        del self.copies[n // STATS_CHECKPOINT + 1:]
+        self.full = self._replay(n)
+        self._at = None
+
+    def _replay(self, n: int) -> ExitStats:
+        """The statistics after the first n recorded events."""
+        k = n // STATS_CHECKPOINT
+        stats = copy.deepcopy(self.copies[k])
+        for rec in self.events[k * STATS_CHECKPOINT:n]:
+            stats._on_event(_StatsEvent(*rec))
+        return stats
+
+    def at(self, seq: int) -> ExitStats:
+        n = bisect.bisect_right(self.seqs, seq)
+        if n == len(self.seqs):
+            return self.full
+        if self._at is None or self._at[0] != n:
+            self._at = (n, self._replay(n))
+        return self._at[1]
+
+
+class _StatsEvent:
+    """What ExitStats reads of an event (kind, source, time, fields by name)."""
+
+    __slots__ = ("fields", "kind", "source", "time")
+
+    def __init__(self, kind: str, source: str, t: int, fields: tuple):
+        self.kind, self.source, self.time, self.fields = kind, source, t, dict(fields)
+
+    def __getitem__(self, name: str):
+        return self.fields[name]
 
 
 class SessionBridge(QObject):
@@ -69,6 +155,7 @@ class SessionBridge(QObject):
     runningChanged = Signal(bool)
     stopped = Signal(str)  # why a run or a step stopped (breakpoint, finished ...)
     sessionReset = Signal()  # a new Session (reset, re-assembled, opened)
+    rewound = Signal(int)  # the session went back: the seq of the last event that still happened
     gdbChanged = Signal(str)  # a debugger drives the session: what to say ("" once it left)
     _gdbStopped = Signal()  # from the stub's thread: the guest stopped (queued to the GUI)
     _gdbEnded = Signal(object)  # from the stub's thread: the stub, once the debugger left
@@ -102,6 +189,9 @@ class SessionBridge(QObject):
         self._last_paint = 0.0
         self.frames = 0  # repaints while running (tests measure the frame rate with it)
         self.history: deque[Event] = deque(maxlen=5000)  # what the event log may show
+        # Events a step back undid, in seq order: the session may go forward through them
+        # again without emitting them (a seek replays muted); they are shown again then.
+        self.future: deque[Event] = deque(maxlen=5000)
         self._timer = QTimer(self)
         self._timer.timeout.connect(self._tick)
         self.gdb = None  # the GdbServer while a debugger is awaited or attached
@@ -109,36 +199,74 @@ class SessionBridge(QObject):
         self._gdbStopped.connect(self._gdb_stopped)
         self._gdbEnded.connect(self._gdb_ended)
         self.session: Session
-        self.stats: ExitStats
+        self.stats_history: StatsHistory
         self.outcome: Outcome | None = None
+        self.last_seq = 0  # the last event taken (a replay's events up to it are not new)
         self._build()
 
     # -- the session -------------------------------------------------------------------------
-    def _build(self) -> None:
+    def _build(self, snapshot: str | None = None) -> None:
+        """A new session: the guest from its start, or (`snapshot`) a session reopened
+        from a snapshot file (Session.load_snapshot), whose guest and machine then become
+        the bridge's."""
         events = EventStream()
-        self.stats = ExitStats()
-        self.stats.attach(events)  # before the VM exists, as `vmsim run --stats`
-        self._serial.clear()
-        config = MachineConfig(serial_in=self.serial_input, smp=self.smp, irqchip=self.irqchip,
-                               disk=self.disk, disk_readonly=self.disk_readonly,
-                               ioeventfd=self.ioeventfd)
+        stats = StatsHistory()
+        # Before the VM exists, as `vmsim run --stats` attaches its ExitStats.
+        events.subscribe(stats.add, list(ExitStats.KINDS))
         old = getattr(self, "session", None)
-        self.session = Session(self.guest, self.backend, config,
-                               serial_out=self._on_serial, events=events, paging=self.paging)
+        if snapshot is not None:
+            session = Session.load_snapshot(snapshot, serial_out=self._on_serial, events=events)
+        else:
+            config = MachineConfig(serial_in=self.serial_input, smp=self.smp, irqchip=self.irqchip,
+                                   disk=self.disk, disk_readonly=self.disk_readonly,
+                                   ioeventfd=self.ioeventfd)
+            session = Session(self.guest, self.backend, config,
+                              serial_out=self._on_serial, events=events, paging=self.paging)
+        self._serial.clear()
+        self.session = session
+        self.stats_history = stats
         if old is not None:  # its disk image's descriptor: the new machine opened its own
             old.machine.close()
+        if snapshot is not None:  # the snapshot's guest and machine are the bridge's now
+            c = session.machine.config
+            self.guest, self.backend, self.paging = session.image, session.backend, session.paging
+            self.smp, self.irqchip, self.ioeventfd = c.smp, c.irqchip, c.ioeventfd
+            self.disk, self.disk_readonly = c.disk, c.disk_readonly
+            self._serial.extend(session.serial)  # what COM1 had sent when it was saved
         if isinstance(self.guest, str):
             self.guest = self.session.image
+        session.on_rewind.append(self._on_rewind)
+        self.last_seq = session.events.seq
         self.outcome = None
         self.break_event = None
         self.main_loop_seen = False
         self.main_loop_last = None
-        self.in_guest = False  # VMX non-root: the last VM transition was an entry
         self.history.clear()
+        self.future.clear()
         self._pending.clear()
+        # VMX non-root: the last VM transition was an entry (a snapshot's vCPU may stand
+        # in the guest already)
+        self._transitions()
         self._unsubscribe = None
-        self._subscribe(FINE_KINDS)
+        self._subscribe(self.fine_kinds)
         self._apply_breakpoints()
+
+    @property
+    def fine_kinds(self) -> list[str]:
+        """What stepping listens to: every kind, or where the session keeps a history to
+        step back in, every kind a replay numbers alike (FINE_KINDS_REPLAYABLE)."""
+        return FINE_KINDS if self.session.history is None else FINE_KINDS_REPLAYABLE
+
+    @property
+    def walks_traced(self) -> bool:
+        """Page walks reach the views as events (walk_step, ept_step): not where the
+        session can step back (see FINE_KINDS_REPLAYABLE)."""
+        return "walk_step" in self.fine_kinds
+
+    @property
+    def stats(self) -> ExitStats:
+        """The exit statistics of the run up to the session's present point."""
+        return self.stats_history.at(self.session.events.seq)
 
     def reset(self, image: GuestImage | None = None) -> None:
         """Start again from the entry state (with a new image if given)."""
@@ -176,6 +304,30 @@ class SessionBridge(QObject):
         self.disk, self.disk_readonly = path, readonly
         self.reset()
 
+    def load_snapshot(self, path: str) -> None:
+        """Reopen the session a snapshot file holds (guest, machine, state): raises
+        SnapshotError, ValueError or OSError (one line) and then leaves the session as it
+        was. Breakpoints on source lines are dropped (the guest may be another)."""
+        self.pause()
+        unsubscribe = self._unsubscribe
+        self._build(snapshot=path)  # a refusal raises before anything here changed
+        if unsubscribe is not None:
+            unsubscribe()
+        self.line_breakpoints.clear()
+        self._apply_breakpoints()
+        self.sessionReset.emit()
+        self._deliver(force=True)
+
+    def save_snapshot(self, path: str) -> str:
+        """Write the session to a snapshot file (Session.save_snapshot, which may first
+        step on to the next point it can rebuild); returns its one-line summary. Raises
+        SnapshotError, ValueError or OSError (one line)."""
+        self.pause()
+        try:
+            return self.session.save_snapshot(path)
+        finally:
+            self._deliver(force=True)  # the views follow any steps it took
+
     def open(self, path: str) -> None:
         """Load another guest (raises AsmError / GuestLoadError, leaving the old one)."""
         from vmsim.vmm.machine import load_guest_file
@@ -190,6 +342,20 @@ class SessionBridge(QObject):
         self._unsubscribe = self.session.events.subscribe(self._on_event, kinds)
 
     def _on_event(self, ev: Event) -> None:
+        if ev.seq <= self.last_seq:
+            return  # emitted again (a replay): the views have it
+        future = self.future
+        while future and future[0].seq < ev.seq:  # the session passed them silently (a seek)
+            self._take(future.popleft())
+        if future and future[0].seq == ev.seq:
+            if (future[0].kind, future[0].time) != (ev.kind, ev.time):
+                future.clear()  # the run takes another way: the recorded future is gone
+            else:
+                future.popleft()
+        self._take(ev)
+
+    def _take(self, ev: Event) -> None:
+        self.last_seq = ev.seq
         if ev.kind == "kvm_entry":
             self.in_guest = True
         elif ev.kind == "kvm_exit":
@@ -207,7 +373,7 @@ class SessionBridge(QObject):
 
     def feed_serial(self, data: bytes) -> None:
         """Bytes typed into the console go to the UART's receive FIFO."""
-        self.session.machine.serial.feed(data)
+        self.session.feed_serial(data)  # recorded: a step back's replay feeds it again
 
     # -- breakpoints ---------------------------------------------------------------------------
     def _apply_breakpoints(self) -> None:
@@ -281,6 +447,131 @@ class SessionBridge(QObject):
     def step_userspace_exit(self) -> Outcome | None:
         return self._step(lambda: self.session.step_userspace_exit(STEP_LIMIT))
 
+    # -- steps backwards (issue 12) -------------------------------------------------------------
+    def back_refusal(self) -> str:
+        """Why the session cannot step back now ("" if it can): the tooltip of the back
+        actions while they are off."""
+        s = self.session
+        if self.gdb is not None:
+            return T.NO_BACK_GDB
+        if s.backend == "kvm":
+            return T.NO_BACK_KVM
+        if s.vm is None:
+            return T.NO_BACK_BARE
+        if s.history is None:
+            return T.NO_BACK_HISTORY
+        if not s.can_step_back():
+            return T.NO_BACK_START
+        return ""
+
+    def _step_back(self, fn: Callable[[], Outcome], what: Callable[[Outcome], str] | None = None
+                   ) -> Outcome | None:
+        self.pause()
+        why = self.back_refusal()
+        if why:
+            self.stopped.emit(why)
+            return None
+        try:
+            out = fn()
+        except ValueError as e:  # the session's one line (nothing earlier, a backend without)
+            self.stopped.emit(" ".join(str(e).split()))
+            self._deliver(force=True)
+            return None
+        self._after_rewind()
+        self.stopped.emit(what(out) if what is not None else
+                          T.BACK_STOPPED.get(out.reason) or
+                          T.BACK_DONE.format(time=self.session.virtual_time, seq=self.last_seq))
+        self._deliver(force=True)
+        return out
+
+    def step_back_instruction(self) -> Outcome | None:
+        return self._step_back(self.session.step_back_instruction)
+
+    def step_back_event(self) -> Outcome | None:
+        return self._step_back(self.session.step_back_event)
+
+    def step_back_vmexit(self) -> Outcome | None:
+        return self._step_back(self.session.step_back_vmexit)
+
+    def step_back_userspace_exit(self) -> Outcome | None:
+        return self._step_back(self.session.step_back_userspace_exit)
+
+    def reverse_continue(self) -> Outcome | None:
+        def what(out: Outcome) -> str:
+            if out.breakpoint:
+                return T.REVERSE_HIT.format(what=self._breakpoint_words(out.breakpoint))
+            return T.REVERSE_START
+        return self._step_back(self.session.reverse_continue, what)
+
+    def timeline(self) -> dict | None:
+        """Session.timeline(), or None where there is none (kvm, bare)."""
+        s = self.session
+        if s.history is None:  # kvm, bare, or a session made without one
+            return None
+        return s.timeline()
+
+    def seek(self, t: int) -> Outcome | None:
+        """Go to the last recorded point at or before virtual time `t` (past the end: run
+        forward to it), as the timeline's click or drag asks."""
+        if self.gdb is not None or self.timeline() is None:
+            return None
+        self.pause()
+        try:
+            out = self.session.seek_time(int(t))
+        except ValueError as e:
+            self.stopped.emit(" ".join(str(e).split()))
+            self._deliver(force=True)
+            return None
+        self._caught_up()
+        self._after_rewind()
+        self.stopped.emit(T.SEEK_DONE.format(time=self.session.virtual_time, asked=int(t)))
+        self._deliver(force=True)
+        return out
+
+    def _on_rewind(self, seq: int) -> None:
+        """Session.on_rewind: the session went back; event `seq` is the last that happened.
+        Drop what came after it, here and (through `rewound`) in the views."""
+        self.last_seq = seq
+        undone = {ev.seq: ev for ev in (*self.history, *self._pending, *self.future) if ev.seq > seq}
+        keep = sorted(undone)[:self.future.maxlen]  # the nearest: a seek shows those first
+        self.future = deque((undone[k] for k in keep), maxlen=self.future.maxlen)
+        self._pending = [ev for ev in self._pending if ev.seq <= seq]
+        while self.history and self.history[-1].seq > seq:
+            self.history.pop()
+        self._serial.clear()  # a replay's output: the console reads session.serial instead
+        self._transitions()
+        self.rewound.emit(seq)
+
+    def _caught_up(self) -> None:
+        """After the session went forward without emitting (a seek through its recorded
+        future): the events seen before up to where it is now happened again."""
+        seq = self.session.events.seq
+        while self.future and self.future[0].seq <= seq:
+            ev = self.future.popleft()
+            if ev.seq > self.last_seq:
+                self._take(ev)
+        self.last_seq = max(self.last_seq, seq)
+        self._serial.clear()  # the console reads session.serial instead
+        self._transitions()
+
+    def _transitions(self) -> None:
+        """in_guest and the main loop's last run, from the events that happened."""
+        self.in_guest = False
+        for ev in reversed(self.history):  # the last VM transition that still happened
+            if ev.kind in ("kvm_entry", "kvm_exit"):
+                self.in_guest = ev.kind == "kvm_entry"
+                break
+        else:
+            vmx = getattr(self.session.vm.cpus[0].vcpu, "vmx", None) if self.session.vm else None
+            self.in_guest = bool(getattr(vmx, "guest_mode", False))
+        self.main_loop_last = next((ev.time for ev in reversed(self.history)
+                                    if ev.kind in MAIN_LOOP_KINDS), None)
+        self.main_loop_seen = False
+
+    def _after_rewind(self) -> None:
+        self.outcome = self.session.outcome  # None again when it went back before the end
+        self.break_event = None
+
     # -- running (time-boxed batches, repaint from state) -----------------------------------------
     def set_speed(self, speed: int) -> None:
         self.speed = max(0, min(SPEED_MAX, speed))
@@ -289,7 +580,7 @@ class SessionBridge(QObject):
 
     def _configure_run(self) -> None:
         full = self.speed >= SPEED_MAX
-        self._subscribe(COARSE_KINDS if full else FINE_KINDS)
+        self._subscribe(COARSE_KINDS if full else self.fine_kinds)
         self._timer.setInterval(0 if full else EVENT_INTERVALS_MS[self.speed])
 
     def run(self) -> None:
@@ -307,7 +598,7 @@ class SessionBridge(QObject):
             return
         self._timer.stop()
         self.running = False
-        self._subscribe(FINE_KINDS)
+        self._subscribe(self.fine_kinds)
         self.runningChanged.emit(False)
         self._deliver(force=True)
 
@@ -433,7 +724,7 @@ class SessionBridge(QObject):
 
     def _gdb_ended(self, stub) -> None:
         self.gdb = None
-        self._subscribe(FINE_KINDS)
+        self._subscribe(self.fine_kinds)
         if stub is not None and stub.ended is not None:
             self.outcome = stub.ended
             self.stopped.emit(stub.ended.reason or "finished")

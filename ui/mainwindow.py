@@ -41,8 +41,12 @@ from ui.panels import (
     compact,
 )
 from ui.queues import DeviceQueuesPanel
+from ui.timeline import TimelineWidget
 from vmsim.asm import AsmError, assemble
 from vmsim.files import SOURCE_LIMIT, read_input_file
+from vmsim.snapshot import default_name
+from vmsim.snapshot_format import SUFFIX as SNAPSHOT_SUFFIX
+from vmsim.snapshot_format import SnapshotError
 from vmsim.vmm.machine import IRQCHIP_MODES, MAX_SMP, GuestLoadError
 
 DEFAULT_GUEST = Path(__file__).resolve().parents[1] / "sample_guests" / "hello.asm"
@@ -72,6 +76,10 @@ def _bytes(n: int) -> str:
         if n >= size:
             return f"{n / size:.4g} {unit}"
     return f"{n} bytes"
+
+
+def _one_line(e: object) -> str:
+    return " ".join(str(e).split())
 
 
 def _telling(ev) -> bool:
@@ -138,6 +146,8 @@ class MainWindow(QMainWindow):
         self.docks["registers"].raise_()
         self.docks["virtio" if disk else "devices"].raise_()
 
+        for dock in self.docks.values():  # a panel brought up shows the present, not when it was hidden
+            dock.visibilityChanged.connect(self._dock_shown)
         self._make_actions()
         self.status = QLabel("")
         self.statusBar().addWidget(self.status, 1)
@@ -149,6 +159,8 @@ class MainWindow(QMainWindow):
         b.runningChanged.connect(self._running_changed)
         b.stopped.connect(self._stopped)
         b.sessionReset.connect(self._session_reset)
+        b.rewound.connect(self._rewound)
+        self.timeline.seekRequested.connect(self.seek)
         b.gdbChanged.connect(self._gdb_changed)
         self.devices.serialInput.connect(b.feed_serial)
         self.diagram.boxClicked.connect(self.raise_panel)
@@ -216,18 +228,39 @@ class MainWindow(QMainWindow):
                                toolbar=False, tip=T.ATTACH_DISK_TIP)
         self.a_detach = act(T.DETACH_DISK, lambda: self.attach_disk(None), None, m_file, toolbar=False)
         m_file.addSeparator()
+        self.a_save_snap = act(T.SAVE_SNAPSHOT, self._save_snapshot_dialog, "Ctrl+S", m_file,
+                               toolbar=False, tip=T.SAVE_SNAPSHOT_TIP)
+        self.a_open_snap = act(T.OPEN_SNAPSHOT, self._open_snapshot_dialog, "Ctrl+Shift+O", m_file,
+                               toolbar=False, tip=T.OPEN_SNAPSHOT_TIP)
+        m_file.addSeparator()
         act("Screenshot…", self._screenshot_dialog, None, m_file, toolbar=False)
         act("Export timeline…", self._export_timeline_dialog, None, m_file, toolbar=False,
             tip="the events the event log holds, for ui.perfetto.dev or chrome://tracing")
         act("Quit", self.close, "Ctrl+Q", m_file, toolbar=False)
         tb.addSeparator()
+        # Each back action beside its forward one, on the forward key with Shift. (To
+        # userspace exit moved from Shift+F8 to F7: Shift+F8 is the back of F8 now.)
+        self.a_reverse = act(T.REVERSE_CONTINUE, self._before_step(b.reverse_continue), "Shift+F5",
+                             m_run, tip=T.REVERSE_CONTINUE_TIP)
         self.a_run = act("Run", b.toggle_run, "F5", m_run, tip="run / pause")
+        tb.addSeparator()
+        self.a_back_insn = act(T.BACK_INSN, self._before_step(b.step_back_instruction), "Shift+F11",
+                               m_run, tip=T.BACK_INSN_TIP)
         self.a_step_insn = act("Step instruction", self._before_step(b.step_instruction), "F11", m_run)
+        self.a_back_event = act(T.BACK_EVENT, self._before_step(b.step_back_event), "Shift+F10", m_run,
+                                tip=T.BACK_EVENT_TIP)
         self.a_step_event = act("Step event", self._before_step(b.step_event), "F10", m_run)
+        self.a_back_exit = act(T.BACK_EXIT, self._before_step(b.step_back_vmexit), "Shift+F8", m_run,
+                               tip=T.BACK_EXIT_TIP)
         self.a_step_exit = act("To VM exit", self._before_step(b.step_vmexit), "F8", m_run,
                                tip="run to the next VM exit")
-        self.a_step_user = act("To userspace exit", self._before_step(b.step_userspace_exit), "Shift+F8",
+        self.a_back_user = act(T.BACK_USER, self._before_step(b.step_back_userspace_exit), "Shift+F7",
+                               m_run, tip=T.BACK_USER_TIP)
+        self.a_step_user = act("To userspace exit", self._before_step(b.step_userspace_exit), "F7",
                                m_run, tip="run to the next exit to userspace (KVM_RUN returns)")
+        tb.addSeparator()
+        self.back_actions = {a: a.toolTip() for a in (self.a_reverse, self.a_back_insn, self.a_back_event,
+                                                      self.a_back_exit, self.a_back_user)}
         self.a_reset = act("Reset", lambda: b.reset(), "Ctrl+R", m_run, tip="start the guest again")
         m_run.addSeparator()
         self.a_gdb = act("Wait for gdb…", self._wait_for_gdb, None, m_run, toolbar=False,
@@ -258,6 +291,14 @@ class MainWindow(QMainWindow):
         self.irqchip_box.setToolTip(T.IRQCHIP_TIP)
         self.irqchip_box.currentTextChanged.connect(lambda m: self.set_machine(irqchip=m))
         tb.addWidget(self.irqchip_box)
+        # The timeline, on a line of its own under the controls, the window's full width.
+        self.addToolBarBreak()
+        tl = QToolBar(T.TIMELINE_TITLE)
+        tl.setObjectName("toolbar-timeline")
+        self.timeline = TimelineWidget()
+        tl.addWidget(self.timeline)
+        self.addToolBar(tl)
+        self.timeline_bar = tl
 
         act("Toggle breakpoint at cursor line", self._toggle_cursor_bp, "F9", m_bp, toolbar=False)
         act("Break on address…", self._bp_address, None, m_bp, toolbar=False)
@@ -289,6 +330,10 @@ class MainWindow(QMainWindow):
         for name, dock in self.docks.items():
             del name
             m_view.addAction(dock.toggleViewAction())
+
+    def _dock_shown(self, visible: bool) -> None:
+        if visible and not self.bridge.running and hasattr(self, "status"):
+            self.refresh()
 
     def _before_step(self, fn):
         def go():
@@ -419,8 +464,8 @@ class MainWindow(QMainWindow):
     def _load_source_text(self) -> None:
         img = self.bridge.session.image
         path = Path(img.source_file or self.guest_path)
-        text = ""
-        if path.suffix.lower() in (".asm", ".s", ".nasm") and path.exists():
+        text = img.source or ""  # a snapshot's guest brings its source with it
+        if not text and path.suffix.lower() in (".asm", ".s", ".nasm") and path.exists():
             try:  # a regular file of bounded size only (a FIFO would block the GUI)
                 text = read_input_file(path, SOURCE_LIMIT, "a source's limit").decode("utf-8")
             except (OSError, ValueError) as e:
@@ -472,6 +517,10 @@ class MainWindow(QMainWindow):
         self.pagetables.add_events(events)
         if not events:
             return
+        self.on_events_shown(events)
+
+    def on_events_shown(self, events: list) -> None:
+        """The diagram follows a step's events and lights the box of the most telling one."""
         story = []
         self.seen_kinds = {e.kind for e in events}
         for e in events:  # where interrupts come from, how kicks came, in order
@@ -525,6 +574,9 @@ class MainWindow(QMainWindow):
             self.queues.refresh(b)
         self.devices.refresh(b)
         self.stats.refresh(b)
+        self._update_timeline()
+        if not b.running:
+            self._update_back_actions()
         self._diagram_details()
         if b.running and b.speed >= SPEED_MAX:
             in_guest = [f"guest.vcpu{d['index']}" for d in s.vcpu_states() if d.get("mode") == "in_guest"]
@@ -674,6 +726,44 @@ class MainWindow(QMainWindow):
         self.a_run.setText("Pause" if running else "Run")
         for a in (self.a_step_insn, self.a_step_event, self.a_step_exit, self.a_step_user):
             a.setEnabled(True)
+        self._update_back_actions()
+
+    def _update_back_actions(self) -> None:
+        """The back actions are on when the session can step back; off, their tooltip
+        says why (the host's KVM, no VM, the start of the run, gdb)."""
+        why = self.bridge.back_refusal()
+        for a, tip in self.back_actions.items():
+            a.setEnabled(not why)
+            a.setToolTip(tip if not why else f"{tip}: {why}")
+
+    def _update_timeline(self) -> None:
+        b = self.bridge
+        data = b.timeline()
+        self.timeline.set_timeline(data, "" if data is not None else b.back_refusal())
+
+    def _rewound(self, seq: int) -> None:
+        """The session went back to just after event `seq`: every view drops what came
+        later (the events, the serial output, the device log, the last walk) and shows
+        the session's state there; the diagram lights the box of the last event left."""
+        b = self.bridge
+        self.events.truncate(seq)
+        self.devices.truncate(seq, bytes(b.session.serial))
+        self.pagetables.last_walk = [ev for ev in self.pagetables.last_walk if ev.seq <= seq]
+        self.pagetables._key = None
+        self.seen_kinds = set()
+        last = next((ev for ev in reversed(b.history)
+                     if self.diagram.route(ev.kind, ev.source, ev.fields) is not None), None)
+        if last is None:
+            self.diagram.highlight(None)
+        else:
+            self.diagram.show_event(last.kind, last.source, last.fields, _caption(last))
+
+    def seek(self, t: int) -> None:
+        """Go to virtual time `t` (the timeline's click or drag)."""
+        b = self.bridge
+        self.registers.mark_step()
+        if b.seek(t) is not None:  # the console as COM1 had sent it by then, however it got there
+            self.devices.truncate(b.last_seq, bytes(b.session.serial))
 
     def _wait_for_gdb(self) -> None:
         port, ok = QInputDialog.getInt(self, "Wait for gdb",
@@ -690,8 +780,10 @@ class MainWindow(QMainWindow):
         for a in (self.a_run, self.a_step_insn, self.a_step_event, self.a_step_exit,
                   self.a_step_user, self.a_reset, self.a_open, self.a_gdb):
             a.setEnabled(not text)
-        for a in (self.a_attach, self.a_attach_ro, self.a_detach):
+        for a in (self.a_attach, self.a_attach_ro, self.a_detach, self.a_save_snap, self.a_open_snap):
             a.setEnabled(not text)
+        self.timeline.setEnabled(not text)
+        self._update_back_actions()
         self.smp_box.setEnabled(not text)
         self.irqchip_box.setEnabled(not text)
         if text:
@@ -721,6 +813,7 @@ class MainWindow(QMainWindow):
         self.pagetables._key = None
         self.registers.previous = {}
         self.diagram.highlight(None)
+        self.timeline.reset()
 
     def raise_panel(self, box: str, panel: str) -> None:
         vcpu = self.diagram.layout_data.boxes[box].vcpu if box in self.diagram.layout_data.boxes else None
@@ -822,6 +915,74 @@ class MainWindow(QMainWindow):
             msg = f"{path}: {e.strerror}"
         self.statusBar().showMessage(msg, 10000)
         return msg
+
+    # -- snapshots (issue 12) -------------------------------------------------------------------------
+    def _save_snapshot_dialog(self) -> None:
+        name = default_name(self.guest_path)
+        path, _ = QFileDialog.getSaveFileName(self, T.SAVE_SNAPSHOT, name, T.SNAPSHOT_FILTER)
+        if path:
+            if not Path(path).suffix:
+                path += SNAPSHOT_SUFFIX
+            self.save_snapshot(path)
+
+    def _open_snapshot_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, T.OPEN_SNAPSHOT, "", T.SNAPSHOT_FILTER)
+        if path:
+            self.open_snapshot(path)
+
+    def _refused(self, msg: str) -> None:
+        """A refusal: one line in a message box and in the status bar, never a traceback."""
+        self.status.setText(msg)
+        self.statusBar().showMessage(msg, 10000)
+        QMessageBox.warning(self, "vmsim", msg)
+
+    def save_snapshot(self, path: str) -> bool:
+        """Write the session to a snapshot file (Session.save_snapshot); the status bar
+        says its summary, or the one-line reason it could not."""
+        if self.bridge.gdb is not None:
+            self._refused(T.NO_BACK_GDB)
+            return False
+        try:
+            summary = self.bridge.save_snapshot(path)
+        except (SnapshotError, ValueError, OSError) as e:
+            self._refused(T.SNAPSHOT_SAVE_FAILED.format(error=_one_line(e)))
+            return False
+        msg = T.SNAPSHOT_SAVED.format(summary=_one_line(summary))
+        self.status.setText(msg)
+        self.statusBar().showMessage(msg, 10000)
+        return True
+
+    def open_snapshot(self, path: str) -> bool:
+        """Reopen the session a snapshot holds: its guest source in the editor, its
+        machine in the toolbar, its state in every view. A file that cannot be read is
+        refused with one line; the session goes on as it was."""
+        b = self.bridge
+        if b.gdb is not None:
+            self._refused(T.NO_BACK_GDB)
+            return False
+        try:
+            b.load_snapshot(path)
+        except (SnapshotError, ValueError, OSError) as e:
+            self._refused(T.SNAPSHOT_OPEN_FAILED.format(error=_one_line(e)))
+            return False
+        self.snapshot_opened(path)
+        return True
+
+    def snapshot_opened(self, path: str) -> None:
+        """The bridge holds the session reopened from `path`: the window follows it."""
+        b = self.bridge
+        s = b.session
+        self.guest_path = s.image.source_file or path
+        self._sync_machine_controls()
+        self._set_title()
+        self._load_source_text()
+        self.source.editor.breakpoints = set()
+        self.refresh()
+        msg = T.SNAPSHOT_OPENED.format(name=Path(path).name, backend=s.backend, smp=b.smp,
+                                       s="s" if b.smp > 1 else "", irqchip=b.irqchip,
+                                       time=s.virtual_time)
+        self.status.setText(msg)
+        self.statusBar().showMessage(msg, 10000)
 
     def _screenshot_dialog(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save screenshot", "vmsim.png", "PNG (*.png)")

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QFontDatabase, QPainter
 from PySide6.QtWidgets import (
@@ -252,12 +254,20 @@ class VmcsPanel(QWidget):
         self.exit_label = QLabel("no VM exit yet")
         self.exit_label.setWordWrap(True)
         self.exit_label.setFont(mono())
+        # While the vCPU is out of the guest: where its state is (issue 12; the seed says
+        # QEMU saves it "into the VMCS", which it never touches).
+        self.out_note = QLabel(T.VMCS_OUT_OF_GUEST)
+        self.out_note.setWordWrap(True)
+        self.out_note.setToolTip(T.VMCS_OUT_OF_GUEST_TIP)
+        self.out_note.setVisible(False)
+        self.out_note.setStyleSheet("QLabel { font-style: italic; }")
         self.tree = QTreeWidget()
         self.tree.setHeaderLabels(["field", "encoding", "value"])
         self.tree.setFont(mono())
         lay = QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
         lay.addWidget(self.exit_label)
+        lay.addWidget(self.out_note)
         lay.addWidget(self.tree, 1)
         self.areas: dict[str, QTreeWidgetItem] = {}
         self.items: dict[int, QTreeWidgetItem] = {}
@@ -266,7 +276,11 @@ class VmcsPanel(QWidget):
         s = bridge.session
         if s.vm is None or not hasattr(s.vm.cpus[0].vcpu, "vmcs"):
             self.exit_label.setText("no VMCS on this backend")
+            self.out_note.setVisible(False)
             return
+        vcpu = s.vm.cpus[0].vcpu  # read again each time: a step back may bring new objects
+        vmx = getattr(vcpu, "vmx", None)
+        self.out_note.setVisible(vcpu.vmcs.launched and not (vmx is not None and vmx.guest_mode))
         ex = s.last_exit()
         if ex is not None:
             parts = [f"last exit: {ex['reason']}", f"qualification {ex['qualification']:#x}",
@@ -378,6 +392,11 @@ class PageTablesPanel(QWidget):
         if self.last_walk:
             self.walk.setHeaderLabels([f"last walk of {self.last_walk[0]['linear']:#x}", "table", "index",
                                        "entry", "outcome"])
+        elif not bridge.walks_traced:
+            it = QTreeWidgetItem([T.WALKS_NOT_TRACED, "", "", "", ""])
+            it.setToolTip(0, T.WALKS_NOT_TRACED_TIP)
+            it.setFirstColumnSpanned(True)
+            self.walk.addTopLevelItem(it)
         self.tlb.setRowCount(len(tlb))
         for i, (lin, phys, w) in enumerate(tlb):
             for j, text in enumerate((f"{lin:08X}", f"{phys:08X}", "yes" if w else "")):
@@ -516,6 +535,7 @@ class DevicesPanel(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
         lay.addWidget(self.tabs)
+        self.log_lines: list[tuple[int, str]] = []  # the access log: (event seq, line)
 
     def _send(self) -> None:
         text = self.input.text()
@@ -528,18 +548,34 @@ class DevicesPanel(QWidget):
         cur.insertText(data.decode("latin-1"))
         self.console.setTextCursor(cur)
 
+    LOG_KEEP = 2000  # lines of the access log (as its block count)
+
     def add_events(self, events) -> None:
         lines = []
         for ev in events:
             if ev.kind == "device_access":
                 d = "write" if ev["is_write"] else "read "
-                lines.append(f"{ev.seq:>7} {ev.source:<15} {ev['space']:<4} {d} {ev['address']:#07x} "
-                             f"size {ev['size']} value {ev['value']:#x}")
+                lines.append((ev.seq, f"{ev.seq:>7} {ev.source:<15} {ev['space']:<4} {d} "
+                                      f"{ev['address']:#07x} size {ev['size']} value {ev['value']:#x}"))
             elif ev.kind == "io_unclaimed":
-                lines.append(f"{ev.seq:>7} {'(unclaimed)':<15} {ev['space']:<4} "
-                             f"{'write' if ev['is_write'] else 'read '} {ev['address']:#07x}")
+                lines.append((ev.seq, f"{ev.seq:>7} {'(unclaimed)':<15} {ev['space']:<4} "
+                                      f"{'write' if ev['is_write'] else 'read '} {ev['address']:#07x}"))
         if lines:
-            self.log.appendPlainText("\n".join(lines[-2000:]))
+            lines = lines[-self.LOG_KEEP:]
+            self.log_lines.extend(lines)
+            del self.log_lines[:-self.LOG_KEEP]
+            self.log.appendPlainText("\n".join(text for _, text in lines))
+
+    def truncate(self, seq: int, serial: bytes) -> None:
+        """After a step back: the accesses up to event `seq` only, and the console as
+        COM1 had sent it then (`serial`: Session.serial)."""
+        n = len(self.log_lines)
+        while self.log_lines and self.log_lines[-1][0] > seq:
+            self.log_lines.pop()
+        if len(self.log_lines) < n:
+            self.log.setPlainText("\n".join(text for _, text in self.log_lines))
+        self.console.setPlainText(serial.decode("latin-1"))
+        self.console.moveCursor(self.console.textCursor().MoveOperation.End)
 
     def refresh(self, bridge) -> None:
         self.vga.set_buffer(bytes(bridge.session.machine.vga.buffer))
@@ -547,6 +583,7 @@ class DevicesPanel(QWidget):
     def reset(self) -> None:
         self.console.clear()
         self.log.clear()
+        self.log_lines.clear()
 
 
 # -- event log ----------------------------------------------------------------------------------------
@@ -651,6 +688,18 @@ class EventLogPanel(QWidget):
         self.table.setRowCount(0)
         self.details.clear()
 
+    def truncate(self, seq: int) -> None:
+        """After a step back: drop the events after event `seq` (they have not happened)."""
+        while self.events and self.events[-1].seq > seq:
+            self.events.pop()
+        n = len(self.shown)
+        while self.shown and self.shown[-1].seq > seq:
+            self.shown.pop()
+        if len(self.shown) < n:
+            self.table.setRowCount(len(self.shown))
+            self.details.clear()
+            self.table.scrollToBottom()
+
 
 # -- exit statistics --------------------------------------------------------------------------------
 class BarChart(QWidget):
@@ -726,9 +775,11 @@ class StatsPanel(QWidget):
                     cell.setText(text)
         t.resizeColumnsToContents()
         us = ", ".join(f"{k} {v}" for k, v in d["userspace_exits"].items()) or "none"
+        since = bridge.session.snapshot_path
         self.summary.setText(f"VM exits {d['vm_exits_total']}, VM entries {d['vm_entries']}; "
                              f"exits to userspace: {us}; guest instructions {bridge.session.instructions}; "
-                             f"virtual time {bridge.session.virtual_time} cycles")
+                             f"virtual time {bridge.session.virtual_time} cycles"
+                             + (T.STATS_SINCE_SNAPSHOT.format(name=Path(since).name) if since else ""))
 
     def set_theme(self, theme: str) -> None:
         self.chart.color = QColor(LAYER_COLORS[theme]["kvm"])

@@ -127,3 +127,72 @@ ACCESS_NAMES = {"r": "read", "w": "written", "rw": "read, written"}
 def event_breakpoint_name(spec: str) -> str:
     """The words for one Breakpoints.events spec (a part of an EVENT_BREAKPOINTS key)."""
     return next((name for key, name in EVENT_BREAKPOINTS.items() if spec in key.split("|")), spec)
+
+
+# Steps backwards (issue 12): each back action sits beside its forward one; its key is the
+# forward key with Shift.
+BACK_INSN = "◀ Instruction"
+BACK_INSN_TIP = "step back one guest instruction (undo Step instruction)"
+BACK_EVENT = "◀ Event"
+BACK_EVENT_TIP = "step back one event (undo Step event)"
+BACK_EXIT = "◀ VM exit"
+BACK_EXIT_TIP = "back to just after the previous VM exit (kvm_exit)"
+BACK_USER = "◀ Userspace exit"
+BACK_USER_TIP = "back to just after the previous exit to userspace (kvm_userspace_exit)"
+REVERSE_CONTINUE = "◀◀ Reverse"
+REVERSE_CONTINUE_TIP = ("reverse continue: back to the previous hit of any breakpoint, "
+                        "else to the start of the run")
+# Why the back actions are off (their tooltip then).
+NO_BACK_KVM = "steps back need the simulated kvm.ko: the host's KVM keeps its state in the kernel"
+NO_BACK_BARE = "steps back need a VM (--backend sim)"
+NO_BACK_HISTORY = "this session keeps no history of its run (Session(history=False))"
+NO_BACK_START = "at the start of the run: nothing earlier to go back to"
+NO_BACK_GDB = "gdb drives this guest: detach it first"
+BACK_STOPPED = {  # Outcome.reason of a step back -> the status bar
+    "start": "back at the start of the run",
+}
+BACK_DONE = "back at virtual time {time} cycles, event {seq}"
+REVERSE_HIT = "reverse continue: breakpoint: {what}"
+REVERSE_START = "reverse continue: no breakpoint hit earlier: back at the start of the run"
+
+# The timeline (Session.timeline(): the virtual time reached so far, exits as ticks).
+TIMELINE_TITLE = "Timeline"
+TIMELINE_EXITS = "VM exits"
+TIMELINE_USER = "exits to userspace"
+TIMELINE_EMPTY = "timeline: no virtual time yet"
+TIMELINE_TIP = ("the run in virtual time: ticks are VM exits (top row) and exits to userspace "
+                "(bottom row); click or drag, then release, to go to that point")
+TIMELINE_SPAN = "{now} / {end} cycles"
+TIMELINE_NONE = "no timeline: {why}"
+SEEK_DONE = "at virtual time {time} cycles (asked for {asked})"
+
+# Snapshots (File > Save snapshot..., Open snapshot...; vmsim gui --load FILE).
+SAVE_SNAPSHOT = "Save snapshot…"
+SAVE_SNAPSHOT_TIP = "write the whole session (guest source, machine, state) to a .vmsnap file"
+OPEN_SNAPSHOT = "Open snapshot…"
+OPEN_SNAPSHOT_TIP = "reopen a session from a .vmsnap file: its guest, its machine, its state"
+SNAPSHOT_FILTER = "vmsim snapshots (*.vmsnap);;All files (*)"
+SNAPSHOT_SAVED = "snapshot saved: {summary}"
+SNAPSHOT_OPENED = ("snapshot {name} opened: {backend}, {smp} vCPU{s}, irqchip {irqchip}, at virtual "
+                   "time {time} cycles")
+# The exit statistics count what the window saw: after a snapshot was opened, from there.
+STATS_SINCE_SNAPSHOT = " (exits counted since {name} was opened)"
+SNAPSHOT_SAVE_FAILED = "cannot save the snapshot: {error}"
+SNAPSHOT_OPEN_FAILED = "cannot open the snapshot: {error}"
+
+# The page tables panel's last walk, on the backend that steps back.
+WALKS_NOT_TRACED = "walks are not traced here (--backend sim): see the tooltip"
+WALKS_NOT_TRACED_TIP = ("A step back replays the run with the events numbered as they were; the "
+                        "per-access MMU events (walk_step, tlb_miss, tlb_hit) would change that "
+                        "numbering, so the window does not listen to them on the simulated "
+                        "backend (--backend bare shows each walk).")
+
+# The VMCS panel, while the vCPU is out of the guest (VMX root: kvm.ko or QEMU has it): the
+# note, and its tooltip with the whole story.
+VMCS_OUT_OF_GUEST = ("vCPU out of the guest: its state stays in this VMCS; QEMU sees only "
+                     "copies (KVM_GET_REGS / KVM_GET_SREGS)")
+VMCS_OUT_OF_GUEST_TIP = ("Between a VM exit and the next VM entry the guest's RIP, RSP, RFLAGS, "
+                         "control and segment registers stay in the VMCS's guest-state area (its "
+                         "general registers in kvm.ko's vcpu->arch.regs). QEMU never reads the "
+                         "VMCS: cpu_synchronize_state asks kvm.ko for copies with KVM_GET_REGS and "
+                         "KVM_GET_SREGS, and writes changes back with KVM_SET_*.")

@@ -344,6 +344,14 @@ class Session:
             c.mem.load(pa, chunk)
         return True
 
+    def feed_serial(self, data: bytes) -> None:
+        """Bytes for COM1's receive FIFO (a front end's console, as a terminal on QEMU's
+        -serial stdio). The history records them as an edit at this point, so a replay
+        after a step back feeds them again where the run did."""
+        if self.history is not None:
+            self.history.edit("feed_serial", (bytes(data),))
+        self.machine.serial.feed(bytes(data))
+
     def step_event(self, max_steps: int = 1_000_000) -> Outcome:
         return self.step_until(lambda ev: True, max_steps)
 
