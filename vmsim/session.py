@@ -513,13 +513,14 @@ class Session:
         return self._went_back(hit[0], "breakpoint", hit[1])
 
     def timeline(self) -> dict:
-        """{"start": 0, "end": the latest virtual time reached, "now": the current one,
+        """{"start": where the history begins (0, or the time of the snapshot the session
+        was loaded from), "end": the latest virtual time reached, "now": the current one,
         "exits": [virtual time of each kvm_exit], "userspace_exits": [... of each
         kvm_userspace_exit]}, over the whole recorded run (after going back: its future
         too, until the run takes another way)."""
         h = self._history()
         now = self.virtual_time
-        return {"start": 0, "end": max(h.time[-1], now), "now": now,
+        return {"start": h.time[0], "end": max(h.time[-1], now), "now": now,
                 "exits": list(h.exit_time), "userspace_exits": list(h.uexit_time)}
 
     def seek_time(self, t: int) -> Outcome:
