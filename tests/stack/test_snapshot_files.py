@@ -172,6 +172,15 @@ def test_the_first_format_version_still_loads(tmp_path: Path) -> None:
     assert bytes(r.serial) == b"Hello from a vmsim guest!\n"
 
 
+def _hello_snapshot(path: Path) -> Path:
+    """hello.asm saved after 150 instructions."""
+    s = Session(str(SAMPLES / "hello.asm"), "sim", max_instructions=150)
+    s.run()
+    s.save_snapshot(str(path))
+    s.machine.close()
+    return path
+
+
 def _one_line(p: subprocess.CompletedProcess) -> str:
     err = p.stderr.decode()
     assert "Traceback" not in err
@@ -181,11 +190,7 @@ def _one_line(p: subprocess.CompletedProcess) -> str:
 
 
 def test_files_that_are_not_snapshots_are_refused_in_one_line(tmp_path: Path) -> None:
-    good = tmp_path / "good.vmsnap"
-    s = Session(str(SAMPLES / "hello.asm"), "sim", max_instructions=150)
-    s.run()
-    s.save_snapshot(str(good))
-    s.machine.close()
+    good = _hello_snapshot(tmp_path / "good.vmsnap")
     data = good.read_bytes()
     cases = {
         "truncated": (data[:len(data) // 2], "truncated or corrupt"),
@@ -218,11 +223,7 @@ def test_files_that_are_not_snapshots_are_refused_in_one_line(tmp_path: Path) ->
 def test_a_snapshot_that_does_not_fit_is_refused_not_half_loaded(tmp_path: Path) -> None:
     """Sections valid as plain data but not as the machine's state: one line naming the
     file; no session comes back."""
-    good = tmp_path / "good.vmsnap"
-    s = Session(str(SAMPLES / "hello.asm"), "sim", max_instructions=150)
-    s.run()
-    s.save_snapshot(str(good))
-    s.machine.close()
+    good = _hello_snapshot(tmp_path / "good.vmsnap")
     from vmsim.snapshot import open_snapshot
     from vmsim.snapshot_format import write_snapshot
 
@@ -240,11 +241,7 @@ def test_a_snapshot_that_does_not_fit_is_refused_not_half_loaded(tmp_path: Path)
 
 
 def test_load_options_the_snapshot_fixes_are_refused(tmp_path: Path) -> None:
-    snap = tmp_path / "h.vmsnap"
-    s = Session(str(SAMPLES / "hello.asm"), "sim", max_instructions=150)
-    s.run()
-    s.save_snapshot(str(snap))
-    s.machine.close()
+    snap = _hello_snapshot(tmp_path / "h.vmsnap")
     assert "--smp" in _one_line(vmsim("run", "--load", str(snap), "--smp", "2"))
     assert "not both" in _one_line(vmsim("run", str(SAMPLES / "hello.asm"), "--load", str(snap)))
     assert "GUEST" in _one_line(vmsim("run"))

@@ -29,6 +29,15 @@ from vmsim.hw.flags import ARITH_MASK, EXPLICIT, materialize, set_explicit
 from vmsim.hw.intercept import Intercept, InterceptExit
 from vmsim.hw.memory import CODE, OTHER, PAGE_SHIFT, RAM, PhysicalMemory
 from vmsim.hw.mmu import CR0_PG, CR0_WP, CR4_PAE, CR4_PGE, CR4_PSE, FETCH, READ, WRITE, Mmu
+from vmsim.msr_index import (
+    MSR_IA32_APICBASE,
+    MSR_IA32_CR_PAT,
+    MSR_IA32_MISC_ENABLE,
+    MSR_IA32_SYSENTER_CS,
+    MSR_IA32_SYSENTER_EIP,
+    MSR_IA32_SYSENTER_ESP,
+    MSR_IA32_TSC,
+)
 from vmsim.state import register
 
 GPR_NAMES = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
@@ -67,11 +76,6 @@ DR6_BS = 1 << 14  # single step
 DR7_FIXED_1, DR7_VOLATILE = 0x400, 0xFFFF23FF
 DR7_ENABLES = 0xFF  # L0-L3, G0-G3
 
-MSR_TSC = 0x10
-MSR_APIC_BASE = 0x1B
-MSR_SYSENTER_CS, MSR_SYSENTER_ESP, MSR_SYSENTER_EIP = 0x174, 0x175, 0x176
-MSR_MISC_ENABLE = 0x1A0
-MSR_PAT = 0x277
 
 
 # A REP instruction may be interrupted between iterations (SDM Vol. 1 7.3.9.3): vmsim
@@ -344,7 +348,7 @@ class Cpu:
         self.seg_classes: tuple[int, ...] | None = None
         self.gdtr = (0, 0xFFFF)  # (base, limit)
         self.idtr = (0, 0x3FF)
-        self.msr: dict[int, int] = {MSR_APIC_BASE: 0xFEE00900, MSR_PAT: 0x0007040600070406}
+        self.msr: dict[int, int] = {MSR_IA32_APICBASE: 0xFEE00900, MSR_IA32_CR_PAT: 0x0007040600070406}
         self.icount = 0  # instructions retired
         self.dr = [0, 0, 0, 0]  # DR0-DR3: kept, but breakpoints are not modelled
         self.dr6 = DR6_FIXED_1
@@ -1234,18 +1238,18 @@ class Cpu:
 
     # -- MSRs and CPUID -----------------------------------------------------------------------
     def read_msr(self, index: int) -> int:
-        if index == MSR_TSC:
+        if index == MSR_IA32_TSC:
             return self.tsc()
-        if index in self.msr or index in (MSR_SYSENTER_CS, MSR_SYSENTER_ESP, MSR_SYSENTER_EIP,
-                                          MSR_MISC_ENABLE):
+        if index in self.msr or index in (MSR_IA32_SYSENTER_CS, MSR_IA32_SYSENTER_ESP, MSR_IA32_SYSENTER_EIP,
+                                          MSR_IA32_MISC_ENABLE):
             return self.msr.get(index, 0)
         raise X.gp(0)
 
     def write_msr(self, index: int, value: int) -> None:
-        if index == MSR_TSC:
+        if index == MSR_IA32_TSC:
             self.tsc_offset = value - self.icount
-        elif index in (MSR_SYSENTER_CS, MSR_SYSENTER_ESP, MSR_SYSENTER_EIP, MSR_MISC_ENABLE,
-                       MSR_APIC_BASE, MSR_PAT):
+        elif index in (MSR_IA32_SYSENTER_CS, MSR_IA32_SYSENTER_ESP, MSR_IA32_SYSENTER_EIP,
+                       MSR_IA32_MISC_ENABLE, MSR_IA32_APICBASE, MSR_IA32_CR_PAT):
             self.msr[index] = value
         else:
             raise X.gp(0)

@@ -70,6 +70,12 @@ from vmsim.hw.vmcs import (
     F,
     Vmcs,
 )
+from vmsim.msr_index import (
+    MSR_IA32_CR_PAT,
+    MSR_IA32_SYSENTER_CS,
+    MSR_IA32_SYSENTER_EIP,
+    MSR_IA32_SYSENTER_ESP,
+)
 
 # Segment registers in VMCS order with their field encodings (selector, base, limit, AR).
 SEGMENTS = {
@@ -86,9 +92,6 @@ SEGMENTS = {
 CPU_SEGMENTS = ("es", "cs", "ss", "ds", "fs", "gs")  # the order of Cpu.seg
 AR_UNUSABLE = 1 << 16
 
-MSR_IA32_SYSENTER_CS, MSR_IA32_SYSENTER_ESP, MSR_IA32_SYSENTER_EIP = 0x174, 0x175, 0x176
-MSR_IA32_PAT = 0x277
-MSR_EFER = 0xC0000080
 EFER_SCE, EFER_LME, EFER_LMA, EFER_NX = 1 << 0, 1 << 8, 1 << 10, 1 << 11
 EFER_VALID = EFER_SCE | EFER_LME | EFER_LMA | EFER_NX  # the EFER bits an Intel CPU has
 PAT_MEMORY_TYPES = (0, 1, 4, 5, 6, 7)  # UC WC WT WP WB UC-: 2 and 3 are reserved
@@ -624,7 +627,7 @@ class Vmx:
         cpu.halted = r(F.GUEST_ACTIVITY_STATE) == GUEST_ACTIVITY_HLT
         cpu.shut_down = False
         if r(F.VM_ENTRY_CONTROLS) & VM_ENTRY_LOAD_IA32_PAT:
-            cpu.msr[MSR_IA32_PAT] = r(F.GUEST_IA32_PAT)
+            cpu.msr[MSR_IA32_CR_PAT] = r(F.GUEST_IA32_PAT)
         # "load IA32_EFER" loads nothing here: vmsim's 32-bit CPU has no EFER (no long mode,
         # no NX); the entry checks above still apply to GUEST_IA32_EFER.
         for msr, enc in ((MSR_IA32_SYSENTER_CS, F.GUEST_SYSENTER_CS),
@@ -865,7 +868,7 @@ class Vmx:
         self.guest_mode = False
         fields = vmcs.fields
         self._host_loaded = ({enc: fields.get(enc, 0) for enc in _HOST_LOAD_FIELDS},
-                             cpu.msr.get(MSR_IA32_PAT, 0))
+                             cpu.msr.get(MSR_IA32_CR_PAT, 0))
         self._host_cpu = None
         self.last_exit = exit_info
         return exit_info
@@ -897,7 +900,7 @@ class Vmx:
         w(F.GUEST_SYSENTER_EIP, cpu.msr.get(MSR_IA32_SYSENTER_EIP, 0))
         exit_ctl = vmcs.read(F.VM_EXIT_CONTROLS)
         if exit_ctl & VM_EXIT_SAVE_IA32_PAT:
-            w(F.GUEST_IA32_PAT, cpu.msr.get(MSR_IA32_PAT, 0))
+            w(F.GUEST_IA32_PAT, cpu.msr.get(MSR_IA32_CR_PAT, 0))
         if exit_ctl & VM_EXIT_SAVE_IA32_EFER:
             w(F.GUEST_IA32_EFER, 0)  # vmsim's CPU has no EFER: it reads as 0
 

@@ -12,6 +12,20 @@ import struct
 from dataclasses import dataclass, field, fields
 from typing import Protocol
 
+# The MSRs vmsim's CPU has (LNX arch/x86/include/asm/msr-index.h), for KVM_GET/SET_MSRS.
+from vmsim.msr_index import (
+    MSR_EFER as MSR_EFER,  # KVM_GET_MSRS names it; it travels in kvm_sregs
+)
+from vmsim.msr_index import (
+    MSR_IA32_APICBASE,
+    MSR_IA32_CR_PAT,
+    MSR_IA32_MISC_ENABLE,
+    MSR_IA32_SYSENTER_CS,
+    MSR_IA32_SYSENTER_EIP,
+    MSR_IA32_SYSENTER_ESP,
+    MSR_IA32_TSC,
+)
+
 KVM_API_VERSION = 12
 
 # kvm_run.exit_reason (LNX include/uapi/linux/kvm.h)
@@ -227,13 +241,7 @@ def ioctl_size(request: int) -> int:
     return (request >> 16) & 0x3FFF
 
 
-# MSR indices (LNX arch/x86/include/asm/msr-index.h) of the MSRs vmsim's CPU has.
-MSR_IA32_TSC = 0x10
-MSR_IA32_APICBASE = 0x1B
-MSR_IA32_SYSENTER_CS, MSR_IA32_SYSENTER_ESP, MSR_IA32_SYSENTER_EIP = 0x174, 0x175, 0x176
-MSR_IA32_MISC_ENABLE = 0x1A0
-MSR_IA32_CR_PAT = 0x277
-MSR_EFER = 0xC0000080
+
 # What QEMU's kvm_get_msrs asks for, as far as vmsim's 32-bit CPU has it (no long mode:
 # STAR/LSTAR/KERNEL_GS_BASE are absent; EFER travels in kvm_sregs).
 PORTABLE_MSRS = (MSR_IA32_SYSENTER_CS, MSR_IA32_SYSENTER_ESP, MSR_IA32_SYSENTER_EIP,
