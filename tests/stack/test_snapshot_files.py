@@ -38,7 +38,6 @@ CASES = {  # guest, machine, paging, the uncut run's budget per vCPU
     "hello": ("hello", {}, "ept", BUDGET),
     "timer-userspace": ("timer", {"irqchip": "userspace"}, "ept", BUDGET),
     "apic2": ("apic", {"smp": 2}, "ept", BUDGET),
-    "smp3": ("smp", {"smp": 3}, "ept", BUDGET),
     "virtio_blk": ("virtio_blk", {"disk": True}, "ept", BUDGET),
     "paging-shadow": ("paging", {}, "shadow", BUDGET),
 }

@@ -29,8 +29,8 @@ from vmsim.vmm.machine import MachineConfig
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "sample_guests"
 BUDGET = 3_000_000
-OPS = 50  # forward steps per case
-BACKS = 60  # steps back per case (then straight to the start)
+OPS = 36  # forward steps per case
+BACKS = 40  # steps back per case (then straight to the start)
 KINDS = sorted(set(CATALOGUE) - {"walk_step", "tlb_hit", "tlb_miss"})
 
 CASES = {
@@ -159,14 +159,15 @@ def test_step_back_lands_on_the_forward_runs_state(case: str, tmp_path: Path) ->
     s.machine.close()
 
 
-@pytest.mark.parametrize("case", ["hello", "virtio_blk", "smp4", "timer-userspace"])
+# Two machines (one with a disk in flight): every machine's landings are checked above.
+@pytest.mark.parametrize("case", ["hello", "virtio_blk"])
 def test_back_then_forward_again_repeats_the_run(case: str, tmp_path: Path) -> None:
     s = _session(case, tmp_path)
     rec = Recorder(s)
     rng = random.Random(f"again {case}")
     marks = [0]
     ops = []
-    for _ in range(40):
+    for _ in range(30):
         op = rng.choice(["instruction", "event", "vmexit", "run_for"])
         o = s.run_for(None, instructions=200) if op == "run_for" else getattr(s, f"step_{op}")()
         ops.append(op)
@@ -174,7 +175,7 @@ def test_back_then_forward_again_repeats_the_run(case: str, tmp_path: Path) -> N
         if o.finished:
             break
     first = dict(rec.dumps)
-    for k in sorted(rng.sample(range(len(ops)), 4), reverse=True):
+    for k in sorted(rng.sample(range(len(ops)), 3), reverse=True):
         s.seek_time(rec.time[marks[k]])  # back to the end of op k (or a step after it
         s.history.goto(marks[k])  # that took no virtual time), then exactly there
         rec.rewrap()
@@ -285,7 +286,7 @@ def test_seek_time_and_the_timeline(tmp_path: Path) -> None:
     assert len(tl["userspace_exits"]) == len(rec.uexits)
     rng = random.Random(5)
     last = h.pos
-    for t in [rng.randrange(tl["end"] + 1) for _ in range(8)] + [0, tl["end"]]:
+    for t in [rng.randrange(tl["end"] + 1) for _ in range(5)] + [0, tl["end"]]:
         s.seek_time(t)
         want = max(p for p in range(last + 1) if rec.time[p] <= t)
         assert h.pos == want, f"seek_time({t})"
