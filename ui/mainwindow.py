@@ -804,7 +804,7 @@ class MainWindow(QMainWindow):
 
     def _stopped(self, why: str) -> None:
         ev = self.bridge.break_event
-        if ev is not None and why.startswith("breakpoint"):  # the diagram shows that event
+        if ev is not None and why.startswith(tr("breakpoint")):  # the diagram shows that event
             self.diagram.show_event(ev.kind, ev.source, ev.fields, _caption(ev))
         self.status.setText(why)
         self.statusBar().showMessage(why, 5000)
