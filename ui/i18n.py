@@ -195,6 +195,8 @@ def _collect(root, src: _Sources) -> list[tuple[Callable[[str], None], Callable[
         QAbstractButton,
         QComboBox,
         QDockWidget,
+        QGraphicsSimpleTextItem,
+        QGraphicsView,
         QGroupBox,
         QLabel,
         QLineEdit,
@@ -256,6 +258,11 @@ def _collect(root, src: _Sources) -> list[tuple[Callable[[str], None], Callable[
             h = w.headerItem()
             for c in range(w.columnCount()):
                 add(h.text(c), lambda t, h=h, c=c: h.setText(c, t))
+    for view in root.findChildren(QGraphicsView):  # the diagram's layer titles and caption
+        scene = view.scene()
+        for item in scene.items() if scene is not None else ():
+            if isinstance(item, QGraphicsSimpleTextItem):
+                add(item.text(), item.setText)
     for a in root.findChildren(QAction):
         add(a.text(), a.setText)
         add(a.toolTip(), a.setToolTip)

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings, Qt
-from PySide6.QtGui import QAction, QColor, QFont, QKeySequence, QPalette
+from PySide6.QtGui import QAction, QActionGroup, QColor, QFont, QKeySequence, QPalette
 from PySide6.QtWidgets import (
     QApplication,
     QComboBox,
@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ui import i18n
 from ui import text as T
 from ui.bridge import SPEED_MAX, SessionBridge
 from ui.diagram import DiagramView
@@ -333,6 +334,7 @@ class MainWindow(QMainWindow):
         for name, dock in self.docks.items():
             del name
             m_view.addAction(dock.toggleViewAction())
+        self._make_language_menu(m_view)
 
     def _dock_shown(self, visible: bool) -> None:
         if visible and not self.bridge.running and hasattr(self, "status"):
@@ -999,3 +1001,48 @@ class MainWindow(QMainWindow):
         path, _ = QFileDialog.getSaveFileName(self, tr("Save screenshot"), "vmsim.png", tr("PNG (*.png)"))
         if path:
             self.grab().save(path)
+
+    # -- language (issue 13) ----------------------------------------------------------------------
+    def _make_language_menu(self, m_view) -> None:
+        """View > Language: each language named in itself; a choice applies at once."""
+        m_view.addSeparator()
+        menu = m_view.addMenu(tr("&Language"))
+        group = QActionGroup(self)
+        group.setExclusive(True)
+        self.language_actions: dict[str, QAction] = {}
+        for lang, name in i18n.LANGUAGES.items():
+            a = QAction(name, self, checkable=True)
+            a.setChecked(lang == i18n.current_language())
+            a.triggered.connect(lambda _on=False, lang=lang: self.set_language(lang))
+            group.addAction(a)
+            menu.addAction(a)
+            self.language_actions[lang] = a
+
+    def set_language(self, lang: str) -> bool:
+        """Switch the window to `lang` ("en", "zh_CN") now, keeping the session as it is;
+        saved in the settings for the next start."""
+        ok = i18n.switch_language(lang, [self], self.settings)
+        for code, a in self.language_actions.items():
+            a.setChecked(code == i18n.current_language())
+        return ok
+
+    def retranslate(self) -> None:
+        """After ui.i18n.switch_language set the widgets' fixed words anew: the words made
+        from state (title, event breakpoints, back actions' tooltips, the diagram's boxes,
+        the panels' contents) in the new language."""
+        self._set_title()
+        for spec, a in self.event_bp_actions.items():
+            a.setText(tr("Break on {what}").format(what=T.EVENT_BREAKPOINTS[spec]))
+        for a, tip in ((self.a_reverse, T.REVERSE_CONTINUE_TIP), (self.a_back_insn, T.BACK_INSN_TIP),
+                       (self.a_back_event, T.BACK_EVENT_TIP), (self.a_back_exit, T.BACK_EXIT_TIP),
+                       (self.a_back_user, T.BACK_USER_TIP)):
+            keys = a.shortcut().toString()
+            self.back_actions[a] = f"{tip} ({keys})" if keys else tip
+        self.diagram.retranslate()
+        self.queues.reset()
+        self.pagetables._key = None
+        self.timeline.update()
+        self.stats.chart.update()
+        self.statusBar().clearMessage()
+        self.refresh()
+
