@@ -186,10 +186,15 @@ class _Sources:
 
 
 TABLE_CELLS_MAX = 4000  # tables larger than this (the event log) hold data, not words
+# What each text slot (object, property) was last set to by a switch, and how to make it
+# again: a text shown unchanged since is rebuilt from that, not looked up backwards (two
+# English words may share a translation).
+_shown: dict[tuple[int, str], tuple[str, Callable[[], str]]] = {}
+Pending = tuple[Callable[[str], None], Callable[[], str], tuple[int, str]]
 
 
-def _collect(root, src: _Sources) -> list[tuple[Callable[[str], None], Callable[[], str]]]:
-    """(setter, new text) for every translatable text under `root`."""
+def _collect(root, src: _Sources) -> list[Pending]:
+    """(setter, new text, slot) for every translatable text under `root`."""
     from PySide6.QtGui import QAction
     from PySide6.QtWidgets import (
         QAbstractButton,
@@ -208,12 +213,15 @@ def _collect(root, src: _Sources) -> list[tuple[Callable[[str], None], Callable[
         QWidget,
     )
 
-    out: list = []
+    out: list[Pending] = []
 
-    def add(getter_value: str, setter) -> None:
-        new = src.rebuild(getter_value)
+    def add(getter_value: str, setter, obj=None, prop: str = "") -> None:
+        key = (id(obj if obj is not None else getattr(setter, "__self__", setter)),
+               prop or getattr(setter, "__name__", ""))
+        last = _shown.get(key)
+        new = last[1] if last is not None and last[0] == getter_value else src.rebuild(getter_value)
         if new is not None:
-            out.append((setter, new))
+            out.append((setter, new, key))
 
     widgets = [root, *root.findChildren(QWidget)]
     for w in widgets:
@@ -233,11 +241,11 @@ def _collect(root, src: _Sources) -> list[tuple[Callable[[str], None], Callable[
             add(w.placeholderText(), w.setPlaceholderText)
         elif isinstance(w, QComboBox):
             for i in range(w.count()):
-                add(w.itemText(i), lambda t, w=w, i=i: w.setItemText(i, t))
+                add(w.itemText(i), lambda t, w=w, i=i: w.setItemText(i, t), w, f"item{i}")
         elif isinstance(w, QTabWidget):
             for i in range(w.count()):
-                add(w.tabText(i), lambda t, w=w, i=i: w.setTabText(i, t))
-                add(w.tabToolTip(i), lambda t, w=w, i=i: w.setTabToolTip(i, t))
+                add(w.tabText(i), lambda t, w=w, i=i: w.setTabText(i, t), w, f"tab{i}")
+                add(w.tabToolTip(i), lambda t, w=w, i=i: w.setTabToolTip(i, t), w, f"tabtip{i}")
         elif isinstance(w, QTableWidget):
             for i in range(w.columnCount()):
                 h = w.horizontalHeaderItem(i)
@@ -257,7 +265,7 @@ def _collect(root, src: _Sources) -> list[tuple[Callable[[str], None], Callable[
         elif isinstance(w, QTreeWidget):
             h = w.headerItem()
             for c in range(w.columnCount()):
-                add(h.text(c), lambda t, h=h, c=c: h.setText(c, t))
+                add(h.text(c), lambda t, h=h, c=c: h.setText(c, t), w, f"header{c}")
     for view in root.findChildren(QGraphicsView):  # the diagram's layer titles and caption
         scene = view.scene()
         for item in scene.items() if scene is not None else ():
@@ -265,7 +273,8 @@ def _collect(root, src: _Sources) -> list[tuple[Callable[[str], None], Callable[
                 add(item.text(), item.setText)
     for a in root.findChildren(QAction):
         add(a.text(), a.setText)
-        add(a.toolTip(), a.setToolTip)
+        if a.toolTip() != a.text().replace("&&", "\0").replace("&", "").replace("\0", "&"):
+            add(a.toolTip(), a.setToolTip)  # else Qt's, made from the text: it follows it
         add(a.statusTip(), a.setStatusTip)
     return out
 
@@ -276,8 +285,10 @@ def retranslate_widgets(roots: Iterable, old_lang: str, apply: Callable[[], None
     src = _Sources(old_lang)
     pending = [p for r in roots for p in _collect(r, src)]
     apply()
-    for setter, new in pending:
-        setter(new())
+    for setter, new, key in pending:
+        text = new()
+        setter(text)
+        _shown[key] = (text, new)
 
 
 def switch_language(lang: str, windows: Iterable = (), settings=None) -> bool:

@@ -269,7 +269,7 @@
     </message>
     <message>
         <source>breakpoint on {what}</source>
-        <translation>断点：{what}</translation>
+        <translation>已设断点：{what}</translation>
     </message>
     <message>
         <source>no breakpoint on {what}</source>
@@ -403,7 +403,7 @@
     </message>
     <message>
         <source>ended</source>
-        <translation>已结束</translation>
+        <translation>已终止</translation>
     </message>
     <message>
         <source>waits: {what}</source>
@@ -485,7 +485,7 @@
     </message>
     <message>
         <source>register</source>
-        <translation>寄存器</translation>
+        <translation>寄存器名</translation>
     </message>
     <message>
         <source>value</source>
@@ -593,7 +593,7 @@
     </message>
     <message>
         <source>table</source>
-        <translation>页表</translation>
+        <translation>表</translation>
     </message>
     <message>
         <source>index</source>
@@ -701,7 +701,7 @@
     </message>
     <message>
         <source>kind</source>
-        <translation>类型</translation>
+        <translation>事件类型</translation>
     </message>
     <message>
         <source>what</source>
@@ -717,7 +717,7 @@
     </message>
     <message>
         <source>no VM exits yet</source>
-        <translation>尚无虚拟机退出</translation>
+        <translation>还没有虚拟机退出</translation>
     </message>
     <message>
         <source>VM exit</source>
@@ -1257,11 +1257,11 @@
     </message>
     <message>
         <source>descriptors</source>
-        <translation>描述符</translation>
+        <translation>描述符链</translation>
     </message>
     <message>
         <source>status</source>
-        <translation>状态</translation>
+        <translation>状态码</translation>
     </message>
     <message>
         <source>progress</source>
@@ -1397,7 +1397,7 @@
     </message>
     <message>
         <source>VM exits</source>
-        <translation>虚拟机退出</translation>
+        <translation>各次虚拟机退出</translation>
     </message>
     <message>
         <source>exits to userspace</source>
@@ -1533,7 +1533,7 @@
     </message>
     <message>
         <source>BQL</source>
-        <translation>BQL（大 QEMU 锁）</translation>
+        <translation>BQL</translation>
     </message>
     <message>
         <source>serial 16550</source>
@@ -1817,7 +1817,7 @@
     </message>
     <message>
         <source>the iothread</source>
-        <translation>iothread</translation>
+        <translation>iothread 线程</translation>
     </message>
     <message>
         <source>dataplane start: QueueNotify becomes an ioeventfd</source>
