@@ -313,6 +313,42 @@ def switch_language(lang: str, windows: Iterable = (), settings=None) -> bool:
     return ok
 
 
+# -- laying out translated text -----------------------------------------------------------------------
+_TOKEN = re.compile(r"[\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef\u3000-\u303f]|[^\s\u2e80-\u9fff\uf900-\ufaff"
+                    r"\uff00-\uffef\u3000-\u303f]+|\s+")
+
+
+# Full-width closing punctuation: comma, full stop, semicolon, colon, enumeration comma,
+# right parenthesis and corner brackets, exclamation and question marks; the ellipsis.
+_CLOSING = frozenset("\uff0c\u3002\uff1b\uff1a\u3001\uff09\u300d\u300f\uff01\uff1f\u2026")
+
+
+def wrap_text(text: str, max_width: float, width_of: Callable[[str], float]) -> list[str]:
+    """`text` in lines no wider than `max_width` (as `width_of` measures, e.g.
+    QFontMetricsF.horizontalAdvance), broken at spaces, and between any two CJK characters
+    (Chinese has no spaces; a line may also break before full-width punctuation). A word
+    wider than a line gets a line of its own. Closing punctuation (_CLOSING) never starts
+    a line: the character before it moves down with it."""
+    lines: list[str] = []
+    cur: list[str] = []
+    for tok in _TOKEN.findall(text):
+        if tok.isspace():
+            if cur and cur[-1] != " ":
+                cur.append(" ")
+            continue
+        if cur and width_of("".join(cur) + tok) > max_width:
+            carry: list[str] = []
+            if tok in _CLOSING and len(cur) > 1 and not cur[-1].isspace():
+                carry = [cur.pop()]
+            lines.append("".join(cur).rstrip())
+            cur = [*carry, tok]
+        else:
+            cur.append(tok)
+    if "".join(cur).strip():
+        lines.append("".join(cur).rstrip())
+    return lines
+
+
 # -- the catalogue's files ---------------------------------------------------------------------------
 def _tool(name: str) -> str:
     exe = Path(sys.executable).with_name(name)

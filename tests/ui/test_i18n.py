@@ -200,3 +200,17 @@ def test_no_two_english_strings_share_a_translation() -> None:
     for src, zh in _ts_messages("zh_CN").items():
         sources[zh].append(src)
     assert {zh: s for zh, s in sources.items() if len(s) > 1} == {}
+
+
+def test_chinese_text_wraps_between_characters_and_keeps_punctuation_off_line_starts() -> None:
+    from ui.i18n import wrap_text
+
+    def width(s: str) -> int:  # a CJK character is two columns wide
+        return sum(2 if ord(c) > 0x2E80 else 1 for c in s)
+
+    text = "持有者 无人；等待者：无；争用 30 次"  # noqa: RUF001 - Chinese punctuation
+    lines = wrap_text(text, 12, width)
+    assert "".join(lines).replace(" ", "") == text.replace(" ", "")
+    assert all(width(line) <= 12 for line in lines)
+    assert not any(line[0] in "\uff1b\uff1a\uff0c" for line in lines)
+    assert wrap_text("owner nobody; waiting: none", 14, len) == ["owner nobody;", "waiting: none"]
