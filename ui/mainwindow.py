@@ -1020,8 +1020,11 @@ class MainWindow(QMainWindow):
 
     def set_language(self, lang: str) -> bool:
         """Switch the window to `lang` ("en", "zh_CN") now, keeping the session as it is;
-        saved in the settings for the next start."""
-        ok = i18n.switch_language(lang, [self], self.settings)
+        saved in the settings for the next start. Other open windows (the side-by-side
+        comparison) follow too."""
+        others = [w for w in QApplication.topLevelWidgets()
+                  if w is not self and isinstance(w, QMainWindow) and w.isVisible()]
+        ok = i18n.switch_language(lang, [self, *others], self.settings)
         for code, a in self.language_actions.items():
             a.setChecked(code == i18n.current_language())
         return ok
