@@ -517,7 +517,7 @@
     </message>
     <message>
         <source>guest instructions retired</source>
-        <translation>客户机已执行（退休）的指令数</translation>
+        <translation>客户机已执行的指令数</translation>
     </message>
     <message>
         <source>virtual cycles</source>
@@ -649,7 +649,7 @@
     </message>
     <message>
         <source>MMIO (misconfigured)</source>
-        <translation>MMIO（misconfigured 表项）</translation>
+        <translation>MMIO（EPT 错误配置）</translation>
     </message>
     <message>
         <source>shadow pages (kvm_mmu_page)</source>
@@ -657,7 +657,7 @@
     </message>
     <message>
         <source>{n} present</source>
-        <translation>{n} 个存在</translation>
+        <translation>{n} 个有效表项</translation>
     </message>
     <message>
         <source>type here: sent to COM1&apos;s receive FIFO on Enter (\n appended)</source>
