@@ -111,7 +111,9 @@ def install(lang: str) -> bool:
             app.removeTranslator(t)
     _installed.clear()
     ok = True
-    if lang != DEFAULT:
+    if lang != DEFAULT and app is None:  # no application to install a translator on
+        ok = False
+    elif lang != DEFAULT:
         ours = QTranslator()
         ok = ours.load(str(qm_file(lang)))
         if ok:
@@ -153,8 +155,7 @@ class _Sources:
     suffix in parentheses (a shortcut) or after a "label:" prefix."""
 
     def __init__(self, lang: str):
-        messages = _ts_messages("zh_CN")
-        self.sources = set(messages)
+        self.sources = {s for code in LANGUAGES for s in _ts_messages(code)}
         self.back = {t: s for s, t in _ts_messages(lang).items()}
 
     def source(self, text: str) -> str | None:
