@@ -871,7 +871,8 @@ class InterruptsPanel(QWidget):
             if n == 0:
                 nxt = ch.get("next_irq")
                 rows.append(("next IRQ", "-" if nxt is None else str(nxt),
-                             _cycles_from_now(nxt, now) + ("" if nxt is None else tr(", cycle"))))
+                             _cycles_from_now(nxt, now) if nxt is None else
+                             tr("{when}, cycle").format(when=_cycles_from_now(nxt, now))))
             groups.append((T.PIT_TITLE.format(n=n), rows))
         for n, a in enumerate(ic.get("apics") or ()):
             t = a["lvt_timer"]
@@ -888,7 +889,8 @@ class InterruptsPanel(QWidget):
                     ("initial count", str(a["initial_count"]), tr("divide by {n}").format(n=a['divide'])),
                     ("current count", str(a["current_count"]), ""),
                     ("next expiry", "-" if nxt is None else str(nxt),
-                     _cycles_from_now(nxt, now) + ("" if nxt is None else tr(", cycle")))]
+                     _cycles_from_now(nxt, now) if nxt is None else
+                     tr("{when}, cycle").format(when=_cycles_from_now(nxt, now)))]
             groups.append((T.APIC_TITLE.format(n=n), rows))
         return groups
 

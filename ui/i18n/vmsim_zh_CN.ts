@@ -796,8 +796,8 @@
         <translation>OUT 引脚</translation>
     </message>
     <message>
-        <source>, cycle</source>
-        <translation>，周期</translation>
+        <source>{when}, cycle</source>
+        <translation>{when}（值为周期数）</translation>
     </message>
     <message>
         <source>requested vectors</source>
