@@ -25,6 +25,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ui.i18n import tr
+
 STYLES = {
     "light": {Comment: "#6a737d", Keyword: "#0033b3", Name.Builtin: "#871094", Name.Label: "#00627a",
               Name.Function: "#00627a", Number: "#1750eb", String: "#067d17", Operator: "#444444",
@@ -197,8 +199,8 @@ class SourcePanel(QWidget):
         super().__init__(parent)
         self.editor = SourceEditor(self)
         self.file_label = QLabel("")
-        self.assemble_button = QPushButton("Assemble && reset")
-        self.assemble_button.setToolTip("Assemble the edited source and start the guest again (Ctrl+B)")
+        self.assemble_button = QPushButton(tr("Assemble && reset"))
+        self.assemble_button.setToolTip(tr("Assemble the edited source and start the guest again (Ctrl+B)"))
         self.assemble_button.clicked.connect(lambda: self.assembleRequested.emit(self.editor.toPlainText()))
         self.error_label = QLabel("")
         self.error_label.setWordWrap(True)
