@@ -71,6 +71,11 @@ MAIN_LOOP_THREAD = "main-loop"
 # or since the last repaint: it runs for microseconds, a repaint comes every FRAME_MS.
 MAIN_LOOP_GLOW = 300_000  # cycles at vmsim.costs.NOMINAL_HZ
 FRAME_MS = 33  # repaint at most ~30 times a second while running
+# ... and, while running, let repainting take at most this share of the GUI thread: after a
+# repaint that took c seconds the next waits c / PAINT_SHARE, up to FRAME_GAP_MAX (views that
+# are slow to repaint get fewer frames rather than a slower guest; benchmarks/gui_bench.py).
+PAINT_SHARE = 0.1
+FRAME_GAP_MAX = 1.0  # seconds: a repaint at least this often, however slow
 BATCH_S = 0.015  # wall time the simulation may take per timer tick at full speed
 # Speed slider 0..SPEED_MAX: below FULL_SPEED, one event per tick at a slowing interval
 # (slow motion: the diagram animates each one); FULL_SPEED: time-boxed batches.
@@ -187,6 +192,7 @@ class SessionBridge(QObject):
         self._serial: bytearray = bytearray()
         self._unsubscribe: Callable[[], None] | None = None
         self._last_paint = 0.0
+        self._paint_cost = 0.0  # seconds the last repaint while running took
         self.frames = 0  # repaints while running (tests measure the frame rate with it)
         self.history: deque[Event] = deque(maxlen=5000)  # what the event log may show
         # Events a step back undid, in seq order: the session may go forward through them
@@ -665,7 +671,8 @@ class SessionBridge(QObject):
     def _deliver(self, force: bool = False) -> None:
         """Hand pending events and output to the views, at most every FRAME_MS when running."""
         now = time.perf_counter()
-        if not force and now - self._last_paint < FRAME_MS / 1000:
+        gap = min(max(FRAME_MS / 1000, self._paint_cost / PAINT_SHARE), FRAME_GAP_MAX)
+        if not force and now - self._last_paint < gap:
             return
         self._last_paint = now
         if self.running:
@@ -680,6 +687,8 @@ class SessionBridge(QObject):
             self.eventsArrived.emit(evs)
         self.stateChanged.emit()
         self.main_loop_seen = False
+        if self.running:
+            self._paint_cost = time.perf_counter() - now
 
     # -- gdb (File > Wait for gdb: vmsim.gdbstub, as `vmsim run --gdb PORT`) --------------------
     def wait_for_gdb(self, port: int) -> int:
