@@ -242,10 +242,17 @@ class Column(QWidget):
         self.stats = StatsPanel()
         self.panel = {"pagetables": PageTablesPanel, "interrupts": InterruptsPanel,
                       "virtio": DeviceQueuesPanel}[panel]()
+        chart = self.stats.findChild(QSplitter)  # the bar chart small, the table taller
+        if chart is not None:
+            chart.setSizes([130, 200])
+        if panel == "pagetables":  # the trees tall, the last walk (not traced here) short
+            inner = self.panel.findChild(QSplitter)
+            if inner is not None:
+                inner.setSizes([220, 220, 50, 160])
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.stats)
         split.addWidget(self.panel)
-        split.setSizes([400, 500])
+        split.setSizes([380, 520])
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addWidget(self.title)
