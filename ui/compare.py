@@ -113,11 +113,11 @@ def reason_gloss(reason: str) -> str:
     return {
         "EXCEPTION_NMI": tr("page faults and other exceptions"),
         "CR_ACCESS": tr("control-register writes: CR3 loads, CR0, CR4"),
-        "INVLPG": tr("INVLPG"),
+        "INVLPG": tr("TLB invalidations of one page"),
         "EPT_VIOLATION": tr("EPT violations: first touches of guest-physical pages"),
         "EPT_MISCONFIG": tr("MMIO accesses"),
         "IO_INSTRUCTION": tr("port I/O"),
-        "HLT": tr("HLT"),
+        "HLT": tr("the guest idles until an interrupt"),
         "EXTERNAL_INTERRUPT": tr("host interrupts"),
         "INTERRUPT_WINDOW": tr("interrupt windows"),
     }.get(reason, "")
@@ -428,6 +428,9 @@ class CompareWindow(QMainWindow):
             return
         self._timer.stop()
         self.running = False
+        lo, hi = sorted(self.sides, key=lambda c: c.counter.exits)
+        if not hi.bridge.finished:  # a follower that was still catching up: the same count
+            self._catch_up(lo, hi.counter.exits)
         self.a_run.setText(tr("Run"))
         self.refresh()
 
@@ -439,7 +442,8 @@ class CompareWindow(QMainWindow):
         """One batch: the left side runs for a batch's time (the right one once the left
         has finished), the other follows to its VM exit count."""
         lead, follow = (self.left, self.right) if not self.left.bridge.finished else (self.right, self.left)
-        if not lead.bridge.finished:
+        behind = not follow.bridge.finished and follow.counter.exits < lead.counter.exits
+        if not lead.bridge.finished and not behind:  # (a follower still behind catches up first)
             self._advance(lead, lambda: lead.bridge.session.run_for(BATCH_S))
         target = lead.counter.exits if not lead.bridge.finished else 1 << 62
         self._catch_up(follow, target, CATCH_UP_S)
@@ -467,7 +471,7 @@ class CompareWindow(QMainWindow):
                 shutil.copyfile(self.disk_source, path)
 
     def _stopped(self, side: Column, why: str) -> None:
-        self.status.setText(f"{side.name}: {why}")
+        self.status.setText(tr("{side}: {why}").format(side=side.name, why=why))
 
     # -- views ---------------------------------------------------------------------------------
     def refresh(self) -> None:

@@ -121,6 +121,12 @@ def test_paging_sides_equal_headless_sessions_step_run_and_reset(compare, qtbot)
 
 def test_irqchip_userspace_exits_and_injections(compare, qtbot) -> None:
     win = compare("irqchip")
+    win.a_run.trigger()  # Run, then Pause midway: both sides at the same count of VM exits
+    qtbot.waitUntil(lambda: win.left.counter.exits > 100 or win.finished, timeout=WAIT)
+    win.a_run.trigger()
+    assert not win.running and not win.finished
+    assert win.left.counter.exits == win.right.counter.exits
+    check_side(win.right, headless("irqchip", 1, win.right.counter.exits))
     _run_to_end(win, qtbot)
     left, right = headless("irqchip", 0, None), headless("irqchip", 1, None)
     check_side(win.left, left)
