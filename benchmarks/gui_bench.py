@@ -8,7 +8,8 @@ Offscreen, in one process, prints:
   per animation frame (the diagram's token moved and the view repainted);
 - guest instructions per second while the window runs a guest to its end as a user
   does (Run, then wait until it stops: ui/bridge.py's timer calls Session.run_for in
-  BATCH_S batches and repaints every FRAME_MS), with View > Animate event paths off and
+  BATCH_S batches and repaints every FRAME_MS at most, within its PAINT_SHARE of the
+  GUI thread's time), with View > Animate event paths off and
   on at full speed, and at the fastest animated speed (slow motion: one event per timer
   tick, each drawn; measured for a few seconds), each beside the headless figure
   (Session.run_for in the same batches, no Qt) measured in the same run, and the ratio
@@ -212,7 +213,8 @@ def main() -> int:
     app = QApplication.instance() or QApplication([])
     print(machine())
     print(f"GUI run loop: Session.run_for({BATCH_S}) per timer tick; a repaint every {FRAME_MS} ms at "
-          f"most, and no more than {PAINT_SHARE:.0%} of the time (at least every {FRAME_GAP_MAX} s)")
+          f"most, once the time outside the simulation since the last is at most {PAINT_SHARE:.0%} "
+          f"(at least every {FRAME_GAP_MAX} s)")
     with tempfile.TemporaryDirectory() as tmp:
         paths = guests(tmp)
         frame_costs(str(ROOT / "sample_guests" / "hello.asm"), "hello.asm after 40 event steps", 0,
