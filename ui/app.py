@@ -20,6 +20,9 @@ def register(subparsers) -> None:
     p.add_argument("--load", metavar="FILE.vmsnap",
                    help="reopen the session a snapshot holds (its guest, machine and state), "
                         "as File > Open snapshot; instead of GUEST and the machine's options")
+    p.add_argument("--compare", choices=("paging", "irqchip", "ioeventfd"),
+                   help="run GUEST twice side by side, differing in that setting (default "
+                        "guests: address_spaces.asm, timer.asm, virtio_blk.asm; docs/gui.md)")
     p.add_argument("--theme", choices=("light", "dark"), default=None)
     p.add_argument("--presentation", action="store_true", help="large fonts, for a projector")
     p.add_argument("--lang", choices=("en", "zh_CN"), default=None,
@@ -66,6 +69,10 @@ def _size(text: str) -> tuple[int, int]:
 def main(args: argparse.Namespace) -> int:
     from vmsim.vmm.block import parse_disk_option
 
+    if args.compare:  # the side-by-side window (ui/compare.py)
+        from ui.compare import run_compare
+
+        return run_compare(args)
     if args.load:  # the snapshot brings its own guest and machine
         given = [name for name, v in (("GUEST", args.guest), ("--smp", args.smp),
                                       ("--irqchip", args.irqchip), ("--disk", args.disk),

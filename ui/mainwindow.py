@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 from ui import i18n
 from ui import text as T
 from ui.bridge import SPEED_MAX, SessionBridge
+from ui.compare import open_compare
 from ui.diagram import DiagramView
 from ui.editor import SourcePanel
 from ui.i18n import tr
@@ -330,6 +331,8 @@ class MainWindow(QMainWindow):
         self.a_animate.setChecked(True)
         self.a_animate.toggled.connect(lambda on: setattr(self.diagram, "animate", on))
         m_view.addAction(self.a_animate)
+        self.a_compare = act(tr("Compare…"), lambda: open_compare(self), None, m_view, toolbar=False,
+                             tip=tr("run this guest twice side by side, differing in one setting"))
         m_view.addSeparator()
         for name, dock in self.docks.items():
             del name
