@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from itertools import pairwise
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QSettings, Qt
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QColor, QFont, QKeySequence, QPalette
 from PySide6.QtWidgets import (
     QApplication,
@@ -18,6 +19,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QSlider,
     QSpinBox,
+    QTabBar,
     QTableWidget,
     QToolBar,
     QWidget,
@@ -27,6 +29,7 @@ from ui import text as T
 from ui.bridge import SPEED_MAX, SessionBridge
 from ui.diagram import DiagramView
 from ui.editor import SourcePanel
+from ui.i18n import tr
 from ui.layout import load_layout
 from ui.panels import (
     DevicesPanel,
@@ -50,7 +53,17 @@ from vmsim.snapshot_format import SnapshotError
 from vmsim.vmm.machine import IRQCHIP_MODES, MAX_SMP, GuestLoadError
 
 DEFAULT_GUEST = Path(__file__).resolve().parents[1] / "sample_guests" / "hello.asm"
-SETTINGS_VERSION = 1
+SETTINGS_VERSION = 2  # 2: issue 13's arrangement (DOCK_GROUPS); a version 1 layout is not restored
+# The default arrangement, column by column, each group one set of tabs (first in front).
+DOCK_GROUPS = (
+    ("left", ("source", "disasm")),
+    ("right", ("registers", "vmcs", "pagetables")),
+    ("right", ("stats", "interrupts", "vcpus")),
+    ("bottom", ("devices", "virtio", "events")),
+)
+MIN_BOTTOM = 200  # pixels the group under the diagram needs, else the compact layout
+PRESENT_FONT = 1.7  # presentation mode: fonts this much larger
+PRESENT_DOCK = 0.34  # the one panel kept beside the diagram: this share of the width
 # Events a step is best shown by, ahead of the routine ones around them (issue 10).
 TELLING_KINDS = frozenset({"kvm_inj_virq", "kvm_set_irq", "qemu_set_irq", "pic_interrupt",
                            "kvm_apic_ipi", "qemu_cpu_kick", "kvm_vcpu_kick", "qemu_timer",
@@ -99,7 +112,7 @@ class MainWindow(QMainWindow):
         self.seen_kinds: set[str] = set()  # the kinds of the last delivery (boxes light)
         self.theme = theme
         self.presentation = False
-        self._base_font = QApplication.font()
+        self._last_raised = "source"  # presentation mode keeps the panel last raised
         self._set_title()
 
         self.diagram = DiagramView(load_layout(smp=smp, irqchip=irqchip))
@@ -135,16 +148,7 @@ class MainWindow(QMainWindow):
             dock.setWidget(widget)
             self.addDockWidget(area, dock)
             self.docks[name] = dock
-        self.tabifyDockWidget(self.docks["source"], self.docks["disasm"])
-        self.tabifyDockWidget(self.docks["registers"], self.docks["vmcs"])
-        self.tabifyDockWidget(self.docks["vmcs"], self.docks["pagetables"])
-        self.tabifyDockWidget(self.docks["pagetables"], self.docks["interrupts"])
-        self.tabifyDockWidget(self.docks["interrupts"], self.docks["vcpus"])
-        self.tabifyDockWidget(self.docks["devices"], self.docks["virtio"])
-        self.tabifyDockWidget(self.docks["virtio"], self.docks["events"])
-        self.docks["source"].raise_()
-        self.docks["registers"].raise_()
-        self.docks["virtio" if disk else "devices"].raise_()
+        self._arrange_docks(first="virtio" if disk else "devices")
 
         for dock in self.docks.values():  # a panel brought up shows the present, not when it was hidden
             dock.visibilityChanged.connect(self._dock_shown)
@@ -170,6 +174,7 @@ class MainWindow(QMainWindow):
         self._load_source_text()
         self.resize(1600, 1000)
         self.default_dock_sizes()
+        self._layout_pending = True  # the default sizes again for the size it is shown at
         self.restore_layout()
         self.apply_theme(theme)
         if presentation:
@@ -184,12 +189,110 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"vmsim: {Path(self.guest_path).name} ({b.backend}, {b.paging}, "
                             f"{b.smp} vCPU{'s' if b.smp > 1 else ''}, irqchip {b.irqchip}{disk})")
 
+    # -- layout (issue 13: fits 1366x768 to 1920x1080, nothing clipped) ---------------------------
+    def compact_layout(self) -> bool:
+        """Too short a window for a group under the diagram (1366x768): the diagram
+        takes the centre's whole height and that group goes under the guest source."""
+        W, H = self.width(), self.height()
+        left, right = self._column_widths()
+        sw, sh = self.diagram.scene_.sceneRect().width(), self.diagram.scene_.sceneRect().height()
+        diagram_h = (W - left - right - 16) * sh / sw + 60
+        return H - self._chrome_height() - diagram_h < MIN_BOTTOM
+
+    def _column_widths(self) -> tuple[int, int]:
+        W = max(self.width(), 800)
+        return int(min(max(W * 0.2, 270), 460)), int(min(max(W * 0.25, 360), 520))
+
+    def _chrome_height(self) -> int:
+        chrome = self.menuBar().sizeHint().height() + self.statusBar().sizeHint().height() + 12
+        for bar in self.findChildren(QToolBar):
+            if bar.parent() is self and bar.isVisibleTo(self):
+                chrome += bar.sizeHint().height()
+        return chrome
+
+    def _arrange_docks(self, first: str = "devices", compact: bool = False) -> None:
+        """The default arrangement (DOCK_GROUPS): the side columns take the window's full
+        height (the corners are theirs), the bottom group sits under the diagram only
+        (under the guest source in a compact layout); each group is one set of tabs, its
+        first tab in front (`first` for the bottom group)."""
+        self._compact = compact
+        C, A = Qt.Corner, Qt.DockWidgetArea
+        self.setCorner(C.TopLeftCorner, A.LeftDockWidgetArea)
+        self.setCorner(C.BottomLeftCorner, A.LeftDockWidgetArea)
+        self.setCorner(C.TopRightCorner, A.RightDockWidgetArea)
+        self.setCorner(C.BottomRightCorner, A.RightDockWidgetArea)
+        self.setDockOptions(self.dockOptions() | QMainWindow.DockOption.AllowNestedDocks)
+        areas = {"left": A.LeftDockWidgetArea, "right": A.RightDockWidgetArea,
+                 "bottom": A.BottomDockWidgetArea}
+        above: dict[str, QDockWidget] = {}
+        for dock in self.docks.values():  # untabbed first: a split beside a tab would tabify
+            dock.setFloating(False)
+            self.addDockWidget(areas["bottom"], dock)
+        groups = [("left" if compact and area == "bottom" else area, names) for area, names in DOCK_GROUPS]
+        for area, names in groups:  # the groups' first panels, column by column
+            head = self.docks[names[0]]
+            if area in above:  # a second group in that column: under the first
+                self.splitDockWidget(above[area], head, Qt.Orientation.Vertical)
+            else:
+                self.addDockWidget(areas[area], head)
+                above[area] = head
+        for _area, names in DOCK_GROUPS:
+            for prev, name in pairwise(names):
+                self.docks[name].setFloating(False)
+                self.tabifyDockWidget(self.docks[prev], self.docks[name])
+            for name in names:
+                self.docks[name].show()
+            front = first if first in names else names[0]
+            self.docks[front].raise_()
+        self._unelide_tabs()
+
+    def _unelide_tabs(self) -> None:
+        """Dock tabs show their whole titles (scroll buttons when a group is too narrow),
+        never 'Reg…'."""
+        for bar in self.findChildren(QTabBar):
+            if bar.parent() is self:
+                bar.setElideMode(Qt.TextElideMode.ElideNone)
+                bar.setUsesScrollButtons(True)
+
     def default_dock_sizes(self) -> None:
-        w = max(self.width(), 1200)
-        self.resizeDocks([self.docks["source"], self.docks["registers"]], [w * 22 // 100, w * 24 // 100],
+        """The columns' and the bottom group's sizes for the window's size: the side
+        columns as wide as their contents need (registers, source lines), the diagram
+        the rest, the bottom group what the diagram's aspect leaves under it."""
+        W, H = max(self.width(), 800), max(self.height(), 500)
+        left, right = self._column_widths()
+        self.resizeDocks([self.docks["source"], self.docks["registers"]], [left, right],
                          Qt.Orientation.Horizontal)
-        self.resizeDocks([self.docks["devices"], self.docks["stats"]], [w * 62 // 100, w * 38 // 100],
-                         Qt.Orientation.Horizontal)
+        avail = H - self._chrome_height()
+        if self._compact:
+            self.resizeDocks([self.docks["source"], self.docks["devices"]],
+                             [int(avail * 0.6), int(avail * 0.4)], Qt.Orientation.Vertical)
+        else:
+            sw, sh = self.diagram.scene_.sceneRect().width(), self.diagram.scene_.sceneRect().height()
+            diagram_h = (W - left - right - 16) * sh / sw + self.diagram.viewportMargins().top() + 8
+            bottom = int(min(max(avail - diagram_h, MIN_BOTTOM), avail * 0.45))
+            self.resizeDocks([self.docks["devices"]], [bottom], Qt.Orientation.Vertical)
+        self.resizeDocks([self.docks["registers"], self.docks["stats"]],
+                         [int(avail * 0.6), int(avail * 0.4)], Qt.Orientation.Vertical)
+
+    def reset_layout(self) -> None:
+        """View > Reset layout: the default arrangement, every panel back in its place
+        (closed and floating ones too), the default sizes for the window's size."""
+        if self.presentation:
+            self.set_presentation(False)
+        for bar in (self.toolbar, self.machine_bar, self.timeline_bar):
+            bar.show()
+        self._arrange_docks(compact=self.compact_layout())
+        self.default_dock_sizes()
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if self._layout_pending:  # first shown: the default sizes for the size it has
+            self._layout_pending = False
+            if not self._restored:  # once the window's layout has its size
+                if self.compact_layout() != self._compact:
+                    self._arrange_docks(compact=not self._compact)
+                QTimer.singleShot(0, self.default_dock_sizes)
+            self._unelide_tabs()
 
     # -- actions ---------------------------------------------------------------------------------
     def _make_actions(self) -> None:
@@ -265,7 +368,14 @@ class MainWindow(QMainWindow):
         m_run.addSeparator()
         self.a_gdb = act("Wait for gdb…", self._wait_for_gdb, None, m_run, toolbar=False,
                          tip="serve the GDB remote protocol on 127.0.0.1 (docs/gdb.md)")
-        tb.addSeparator()
+        # The speed and the machine on a second row, left of the timeline: the first row
+        # (the step buttons) fits a 1366-pixel-wide window (issue 13).
+        self.addToolBarBreak()
+        mt = QToolBar(tr("Speed and machine"))
+        mt.setObjectName("toolbar-machine")
+        self.addToolBar(mt)
+        self.machine_bar = mt
+        tb = mt
         tb.addWidget(QLabel(" speed: slow "))
         self.speed = QSlider(Qt.Orientation.Horizontal)
         self.speed.setRange(0, SPEED_MAX)
@@ -291,8 +401,8 @@ class MainWindow(QMainWindow):
         self.irqchip_box.setToolTip(T.IRQCHIP_TIP)
         self.irqchip_box.currentTextChanged.connect(lambda m: self.set_machine(irqchip=m))
         tb.addWidget(self.irqchip_box)
-        # The timeline, on a line of its own under the controls, the window's full width.
-        self.addToolBarBreak()
+        # The timeline, the rest of that row.
+        tb = self.toolbar
         tl = QToolBar(T.TIMELINE_TITLE)
         tl.setObjectName("toolbar-timeline")
         self.timeline = TimelineWidget()
@@ -320,8 +430,28 @@ class MainWindow(QMainWindow):
         m_view.addAction(self.a_dark)
         self.a_present = QAction("Presentation mode (large fonts)", self, checkable=True)
         self.a_present.setShortcut(QKeySequence("Ctrl+Shift+P"))
+        self.a_present.setIconText(tr("Presentation"))
+        self.a_present.setToolTip(tr("the diagram and one panel, large, for a lecture hall; "
+                                     "the animation slowed (Ctrl+Shift+P)"))
         self.a_present.toggled.connect(self.set_presentation)
         m_view.addAction(self.a_present)
+        tb.addSeparator()
+        tb.addAction(self.a_present)
+        self.a_reset_layout = QAction(tr("&Reset layout"), self)
+        self.a_reset_layout.setShortcut(QKeySequence("Ctrl+Shift+L"))
+        self.a_reset_layout.setToolTip(tr("every panel back in its place, sized for the window "
+                                          "(Ctrl+Shift+L)"))
+        self.a_reset_layout.triggered.connect(self.reset_layout)
+        m_view.addAction(self.a_reset_layout)
+        self.a_slower = QAction(tr("S&lower"), self)
+        self.a_slower.setShortcut(QKeySequence("Ctrl+-"))
+        self.a_slower.triggered.connect(lambda: self.speed.setValue(self.speed.value() - 1))
+        self.a_faster = QAction(tr("&Faster"), self)
+        self.a_faster.setShortcut(QKeySequence("Ctrl+="))
+        self.a_faster.triggered.connect(lambda: self.speed.setValue(self.speed.value() + 1))
+        m_run.addSeparator()
+        m_run.addAction(self.a_slower)
+        m_run.addAction(self.a_faster)
         self.a_animate = QAction("Animate event paths", self, checkable=True)
         self.a_animate.setChecked(True)
         self.a_animate.toggled.connect(lambda on: setattr(self.diagram, "animate", on))
@@ -821,6 +951,11 @@ class MainWindow(QMainWindow):
             self.registers.show_cpu(vcpu)
         dock = self.docks.get(panel)
         if dock is not None:
+            if self.presentation and panel != self._last_raised:  # the one panel beside the diagram
+                for name, other in self.docks.items():
+                    if name != panel and other.isVisible() and not other.isFloating():
+                        other.hide()
+            self._last_raised = panel
             dock.show()
             dock.raise_()
 
@@ -852,22 +987,75 @@ class MainWindow(QMainWindow):
             self.a_dark.setChecked(theme == "dark")
 
     def set_presentation(self, on: bool) -> None:
-        self.presentation = on
-        f = QFont(self._base_font)
-        if on:
-            f.setPointSizeF(max(self._base_font.pointSizeF(), 9) * 1.6)
-        QApplication.instance().setFont(f)
-        for w in self.findChildren(QWidget):
-            wf = w.font()
-            wf.setPointSizeF(f.pointSizeF())
-            w.setFont(wf)
+        """Presentation mode (View menu, toolbar, --presentation): the diagram and the
+        panel in focus (the one last raised or clicked in), fonts PRESENT_FONT times
+        larger, the other panels hidden, the diagram's animation slowed so each hop can
+        be followed. Off: the layout, the fonts and the panels as they were."""
+        if on != self.presentation:
+            if on:
+                self._enter_presentation()
+            else:
+                self._leave_presentation()
         for t in self.findChildren(QTableWidget):
             compact(t)
         if self.a_present.isChecked() != on:
             self.a_present.setChecked(on)
 
+    def focused_dock(self) -> str:
+        """The panel presentation mode keeps: the one holding the keyboard focus, else
+        the one last raised (a click on the diagram's box), else the guest source."""
+        w = QApplication.focusWidget()
+        for name, dock in self.docks.items():
+            if w is not None and dock.isAncestorOf(w) and dock.isVisible():
+                return name
+        last = getattr(self, "_last_raised", None)
+        return last if last in self.docks else "source"
+
+    def _enter_presentation(self) -> None:
+        self._pre_state = self.saveState(SETTINGS_VERSION)
+        keep = self.focused_dock()
+        self._pre_fonts: list[tuple[QWidget, QFont]] = []
+        app = QApplication.instance()
+        self._pre_app_font = QFont(app.font())
+        f = QFont(self._pre_app_font)
+        f.setPointSizeF(max(f.pointSizeF(), 9) * PRESENT_FONT)
+        app.setFont(f)
+        for w in self.findChildren(QWidget):  # fonts a widget sets itself (the monospaced ones)
+            if w.testAttribute(Qt.WidgetAttribute.WA_SetFont):
+                wf = QFont(w.font())
+                self._pre_fonts.append((w, QFont(wf)))
+                wf.setPointSizeF(max(wf.pointSizeF(), 8) * PRESENT_FONT)
+                w.setFont(wf)
+        self.presentation = True
+        for name, dock in self.docks.items():
+            if name != keep:
+                dock.hide()
+        kept = self.docks[keep]
+        kept.setFloating(False)
+        kept.show()
+        kept.raise_()
+        if self.dockWidgetArea(kept) not in (Qt.DockWidgetArea.LeftDockWidgetArea,
+                                             Qt.DockWidgetArea.RightDockWidgetArea):
+            self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, kept)
+        self.resizeDocks([kept], [int(self.width() * PRESENT_DOCK)], Qt.Orientation.Horizontal)
+        self.diagram.set_presentation(True)
+
+    def _leave_presentation(self) -> None:
+        QApplication.instance().setFont(self._pre_app_font)
+        for w, wf in self._pre_fonts:
+            try:
+                w.setFont(wf)
+            except RuntimeError:  # deleted since (a panel's rebuilt row)
+                pass
+        self._pre_fonts = []
+        self.presentation = False
+        self.diagram.set_presentation(False)
+        self.restoreState(self._pre_state, SETTINGS_VERSION)
+        self._unelide_tabs()
+
     # -- layout memory ---------------------------------------------------------------------------------------
     def restore_layout(self) -> None:
+        self._restored = False
         s = self.settings
         if s is None:
             return
@@ -877,7 +1065,7 @@ class MainWindow(QMainWindow):
             if isinstance(geo, QByteArray):
                 self.restoreGeometry(geo)
             if isinstance(state, QByteArray):
-                self.restoreState(state, SETTINGS_VERSION)
+                self._restored = self.restoreState(state, SETTINGS_VERSION)
 
     def save_layout(self) -> None:
         s = self.settings
@@ -885,7 +1073,7 @@ class MainWindow(QMainWindow):
             return
         s.setValue("version", SETTINGS_VERSION)
         s.setValue("geometry", self.saveGeometry())
-        s.setValue("state", self.saveState(SETTINGS_VERSION))
+        s.setValue("state", self._pre_state if self.presentation else self.saveState(SETTINGS_VERSION))
         s.setValue("theme", self.theme)
 
     def closeEvent(self, event) -> None:

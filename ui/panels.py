@@ -8,6 +8,7 @@ from pathlib import Path
 from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QFontDatabase, QPainter
 from PySide6.QtWidgets import (
+    QAbstractItemView,
     QComboBox,
     QHBoxLayout,
     QHeaderView,
@@ -16,9 +17,12 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QSplitter,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
     QTableWidget,
     QTableWidgetItem,
     QTabWidget,
+    QToolTip,
     QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
@@ -45,9 +49,63 @@ CHANGED = {"light": "#ffe082", "dark": "#7a5c00"}
 
 
 def compact(table: QTableWidget) -> None:
-    """Rows as high as the text, not Qt's roomy default."""
+    """Rows as high as the text, not Qt's roomy default; a cell too narrow for its text
+    elides it and shows the whole of it as its tooltip (TipDelegate)."""
     table.verticalHeader().setDefaultSectionSize(table.fontMetrics().height() + 6)
     table.verticalHeader().setVisible(False)
+    table.setMinimumHeight(3 * (table.fontMetrics().height() + 6) + 8)  # a short dock still fits
+    install_tips(table)
+
+
+class TipDelegate(QStyledItemDelegate):
+    """Paints as Qt does (elided at the right when the column is too narrow); hovering a
+    cell whose text does not fit shows the whole text as a tooltip (issue 13: nothing cut
+    off without a way to read it). A cell's own tooltip wins."""
+
+    def is_elided(self, view: QAbstractItemView, index) -> bool:
+        text = index.data(Qt.ItemDataRole.DisplayRole)
+        if not text:
+            return False
+        opt = QStyleOptionViewItem()
+        self.initStyleOption(opt, index)
+        width = view.visualRect(index).width() - 8  # the style's text margins
+        lines = str(text).splitlines() or [""]
+        return max(opt.fontMetrics.horizontalAdvance(line) for line in lines) > width
+
+    def tip(self, view: QAbstractItemView, index) -> str | None:
+        """The tooltip a hover on `index` shows (None: the cell shows all of its text)."""
+        own = index.data(Qt.ItemDataRole.ToolTipRole)
+        if own:
+            return str(own)
+        return str(index.data(Qt.ItemDataRole.DisplayRole)) if self.is_elided(view, index) else None
+
+    def helpEvent(self, event, view, option, index) -> bool:
+        if event is None or view is None or not index.isValid():
+            return super().helpEvent(event, view, option, index)
+        from PySide6.QtCore import QEvent
+
+        if event.type() == QEvent.Type.ToolTip:
+            text = self.tip(view, index)
+            if text:
+                QToolTip.showText(event.globalPos(), text, view)
+            else:
+                QToolTip.hideText()
+            return True
+        return super().helpEvent(event, view, option, index)
+
+
+TIP_PRECISION = 300  # rows a column's content width is measured over (big trees stay cheap)
+
+
+def install_tips(view: QAbstractItemView) -> None:
+    """Elide with a tooltip (TipDelegate); the header measures columns over at most
+    TIP_PRECISION rows."""
+    if not isinstance(view.itemDelegate(), TipDelegate):
+        view.setItemDelegate(TipDelegate(view))
+    view.setTextElideMode(Qt.TextElideMode.ElideRight)
+    header = getattr(view, "horizontalHeader", None) or getattr(view, "header", None)
+    if header is not None:
+        header().setResizeContentsPrecision(TIP_PRECISION)
 
 
 def _item(text: str) -> QTableWidgetItem:
@@ -462,7 +520,7 @@ class VgaScreen(QWidget):
         f = mono()
         f.setPointSizeF(9)
         self.setFont(f)
-        self.setMinimumSize(320, 150)
+        self.setMinimumSize(160, 60)  # scaled to what it gets (issue 13)
 
     def set_buffer(self, data: bytes) -> None:
         if data != self.buffer:
@@ -530,12 +588,22 @@ class DevicesPanel(QWidget):
         top.addWidget(serial)
         top.addWidget(vga)
         top.setSizes([350, 650])
+        self.split = top  # side by side when the panel is wide, one above the other when narrow
         self.tabs.addTab(top, "serial + VGA")
         self.tabs.addTab(self.log, "port / MMIO accesses")
         lay = QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
         lay.addWidget(self.tabs)
         self.log_lines: list[tuple[int, str]] = []  # the access log: (event seq, line)
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        want = (Qt.Orientation.Horizontal if self.width() > 1.4 * self.height()
+                else Qt.Orientation.Vertical)
+        if self.split.orientation() != want:
+            self.split.setOrientation(want)
+            total = self.split.width() if want == Qt.Orientation.Horizontal else self.split.height()
+            self.split.setSizes([total * 35 // 100, total * 65 // 100])
 
     def _send(self) -> None:
         text = self.input.text()
@@ -598,6 +666,9 @@ class EventLogPanel(QWidget):
         self.kind.addItems(["all kinds", *sorted(CATALOGUE)])
         self.layer.currentIndexChanged.connect(self._refilter)
         self.kind.currentIndexChanged.connect(self._refilter)
+        for box, chars in ((self.layer, 4), (self.kind, 7)):  # a narrow dock still fits the row
+            box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            box.setMinimumContentsLength(chars)
         self.table = QTableWidget(0, 5)
         self.table.setHorizontalHeaderLabels(["seq", "time", "layer", "kind", "what"])
         compact(self.table)
@@ -609,6 +680,7 @@ class EventLogPanel(QWidget):
         self.details.setReadOnly(True)
         self.details.setFont(mono())
         self.details.setMaximumHeight(120)
+        self.details.setMinimumHeight(self.details.fontMetrics().height() * 2 + 8)
         row = QHBoxLayout()
         row.addWidget(QLabel("filter:"))
         row.addWidget(self.layer)
