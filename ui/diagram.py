@@ -105,8 +105,8 @@ class BoxItem(QGraphicsRectItem):
         f.setPixelSize(max(1, round(self.title_px)))
         wide = QFontMetricsF(f).horizontalAdvance(self.box.title)
         if wide > w - 2 * pad:
-            f.setPixelSize(max(1, round(max(self.title_px * TITLE_SQUEEZE,
-                                            self.title_px * (w - 2 * pad) / wide))))
+            f.setPixelSize(max(1, int(max(self.title_px * TITLE_SQUEEZE,
+                                          self.title_px * (w - 2 * pad) / wide))))
         if f.pixelSize() != self.title.font().pixelSize():
             self.title.setFont(f)
         tf = QFontMetricsF(self.title.font())

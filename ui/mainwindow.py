@@ -9,6 +9,7 @@ from pathlib import Path
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QColor, QFont, QKeySequence, QPalette
 from PySide6.QtWidgets import (
+    QAbstractItemView,
     QApplication,
     QComboBox,
     QDockWidget,
@@ -42,6 +43,7 @@ from ui.panels import (
     VcpusPanel,
     VmcsPanel,
     compact,
+    install_tips,
 )
 from ui.queues import DeviceQueuesPanel
 from ui.timeline import TimelineWidget
@@ -99,6 +101,24 @@ def _telling(ev) -> bool:
     return ev.kind in TELLING_KINDS or (ev.kind == "bql" and ev.fields.get("action") == "wait")
 
 
+def add_mnemonics(menu) -> None:
+    """Keyboard for every menu entry (issue 13): an entry with no shortcut and no
+    mnemonic of its own gets one, the first letter of its text no other entry of the
+    menu uses. Call it again after the texts change (a language switch)."""
+    actions = [a for a in menu.actions() if not a.isSeparator() and a.text()]
+    used = {t[t.index("&") + 1].lower() for t in (a.text().replace("&&", "") for a in actions)
+            if "&" in t and t.index("&") + 1 < len(t)}
+    for a in actions:
+        text = a.text()
+        if "&" in text.replace("&&", "") or not a.shortcut().isEmpty():
+            continue
+        for i, ch in enumerate(text):
+            if ch.isalnum() and ch.lower() not in used and (i == 0 or text[i - 1] != "&"):
+                used.add(ch.lower())
+                a.setText(text[:i] + "&" + text[i:])
+                break
+
+
 class MainWindow(QMainWindow):
     def __init__(self, guest: str | None = None, paging: str = "ept", backend: str = "sim",
                  settings: QSettings | None = None, theme: str = "light", presentation: bool = False,
@@ -148,8 +168,11 @@ class MainWindow(QMainWindow):
             dock.setWidget(widget)
             self.addDockWidget(area, dock)
             self.docks[name] = dock
-        self._arrange_docks(first="virtio" if disk else "devices")
+        self._first = "virtio" if disk else "devices"  # the bottom group's front tab
+        self._arrange_docks(self._first)  # (compact, if the size it is shown at needs it)
 
+        for view in self.findChildren(QAbstractItemView):  # cut text has its tooltip (issue 13)
+            install_tips(view)
         for dock in self.docks.values():  # a panel brought up shows the present, not when it was hidden
             dock.visibilityChanged.connect(self._dock_shown)
         self._make_actions()
@@ -173,12 +196,10 @@ class MainWindow(QMainWindow):
 
         self._load_source_text()
         self.resize(1600, 1000)
-        self.default_dock_sizes()
-        self._layout_pending = True  # the default sizes again for the size it is shown at
+        self._layout_pending = True  # the default arrangement when first shown (showEvent)
+        self._present_pending = presentation
         self.restore_layout()
         self.apply_theme(theme)
-        if presentation:
-            self.set_presentation(True)
         self.on_events(list(b._pending))
         b._pending.clear()
         self.refresh()
@@ -249,10 +270,16 @@ class MainWindow(QMainWindow):
     def _unelide_tabs(self) -> None:
         """Dock tabs show their whole titles (scroll buttons when a group is too narrow),
         never 'Reg…'."""
+        groups = {frozenset([d.windowTitle(), *(t.windowTitle() for t in self.tabifiedDockWidgets(d))])
+                  for d in self.docks.values() if not d.isFloating()}
         for bar in self.findChildren(QTabBar):
             if bar.parent() is self:
                 bar.setElideMode(Qt.TextElideMode.ElideNone)
                 bar.setUsesScrollButtons(True)
+                # A bar Qt made for a group on the way (tabified one by one before the window
+                # was shown) is left over, shown with the window: hide it.
+                if frozenset(bar.tabText(i) for i in range(bar.count())) not in groups:
+                    bar.hide()
 
     def default_dock_sizes(self) -> None:
         """The columns' and the bottom group's sizes for the window's size: the side
@@ -283,16 +310,20 @@ class MainWindow(QMainWindow):
             bar.show()
         self._arrange_docks(compact=self.compact_layout())
         self.default_dock_sizes()
+        QTimer.singleShot(0, self.default_dock_sizes)  # again once the arrangement is laid out
 
     def showEvent(self, event) -> None:
         super().showEvent(event)
         if self._layout_pending:  # first shown: the default sizes for the size it has
             self._layout_pending = False
-            if not self._restored:  # once the window's layout has its size
+            if not self._restored:  # the default arrangement, for the size it has
                 if self.compact_layout() != self._compact:
-                    self._arrange_docks(compact=not self._compact)
+                    self._arrange_docks(self._first, compact=not self._compact)
                 QTimer.singleShot(0, self.default_dock_sizes)
             self._unelide_tabs()
+            if self._present_pending:  # --presentation: from the arrangement just made
+                self._present_pending = False
+                QTimer.singleShot(0, lambda: self.set_presentation(True))
 
     # -- actions ---------------------------------------------------------------------------------
     def _make_actions(self) -> None:
@@ -460,6 +491,8 @@ class MainWindow(QMainWindow):
         for name, dock in self.docks.items():
             del name
             m_view.addAction(dock.toggleViewAction())
+        for menu in (m_file, m_run, m_bp, m_view):
+            add_mnemonics(menu)
 
     def _dock_shown(self, visible: bool) -> None:
         if visible and not self.bridge.running and hasattr(self, "status"):
@@ -975,6 +1008,10 @@ class MainWindow(QMainWindow):
                 pal.setColor(role, QColor(color))
         else:
             pal = app.style().standardPalette()
+        # Disabled text still readable (Fusion's is about 1.6:1 on a button): about 4:1.
+        for role in (QPalette.ColorRole.WindowText, QPalette.ColorRole.Text, QPalette.ColorRole.ButtonText):
+            pal.setColor(QPalette.ColorGroup.Disabled, role,
+                         QColor("#8c96a0" if theme == "dark" else "#6e6e6e"))
         app.setPalette(pal)
         self.diagram.apply_theme(theme)
         self.source.editor.set_theme(theme)
@@ -983,6 +1020,8 @@ class MainWindow(QMainWindow):
         self.pagetables.theme = theme
         self.interrupts.theme = theme
         self.stats.set_theme(theme)
+        self.timeline.theme = theme
+        self.timeline.update()
         if self.a_dark.isChecked() != (theme == "dark"):
             self.a_dark.setChecked(theme == "dark")
 

@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
 )
 
 from ui import text as T
+from ui.i18n import tr
 from vmsim.costs import NOMINAL_HZ
 from vmsim.events import CATALOGUE, LAYERS
 from vmsim.hw.i8254 import PIT_FREQ
@@ -532,18 +533,48 @@ class VgaScreen(QWidget):
                 for r in range(25))
         return "\n".join(rows).rstrip("\n")
 
+    MIN_ROW_PX = 12  # below this the whole screen is unreadable: show its used rows larger
+
+    def used_rows(self) -> int:
+        """Rows down to the last one with a character or a background colour."""
+        buf = self.buffer
+        for r in range(24, -1, -1):
+            row = buf[2 * 80 * r:2 * 80 * (r + 1)]
+            if any(row[i] not in (0, 32) or row[i + 1] >> 4 & 7 for i in range(0, 160, 2)):
+                return r + 1
+        return 0
+
+    def rows_shown(self) -> int:
+        """25, unless the area is too small to read them: then the top rows down to the
+        last one used, and as many more as keep rows MIN_ROW_PX high."""
+        if min(self.width() / 720, self.height() / 400) * 16 >= self.MIN_ROW_PX:
+            return 25
+        fit = max(1, int(self.height() // self.MIN_ROW_PX))
+        return min(25, max(self.used_rows(), fit))
+
     def paintEvent(self, event) -> None:
         p = QPainter(self)
         p.fillRect(self.rect(), QColor("#000000"))
-        # Cells of 9x16 as on a real VGA text mode: keep the 720x400 aspect, centred.
-        scale = min(self.width() / 720, self.height() / 400)
+        rows = self.rows_shown()
+        # Cells of 9x16 as on a real VGA text mode: keep the 720x400 aspect, centred (the
+        # rows shown: all 25, or the top ones when the rest are blank and the area is small).
+        scale = min(self.width() / 720, self.height() / (16 * rows))
         cw, ch = 9 * scale, 16 * scale
-        p.translate((self.width() - 80 * cw) / 2, (self.height() - 25 * ch) / 2)
+        if rows < 25:
+            p.setPen(QColor("#9e9e9e"))
+            note = tr("rows 1-{n} of 25 (the rest blank)").format(n=rows)
+            self.setToolTip(note)
+            p.drawText(self.rect().adjusted(2, 0, -4, -2),
+                       Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignBottom,
+                       p.fontMetrics().elidedText(note, Qt.TextElideMode.ElideRight, self.width() - 8))
+        else:
+            self.setToolTip("")
+        p.translate((self.width() - 80 * cw) / 2, (self.height() - rows * ch) / 2)
         f = self.font()
         f.setPixelSize(max(6, int(ch * 0.85)))
         p.setFont(f)
         buf = self.buffer
-        for r in range(25):
+        for r in range(rows):
             for c in range(80):
                 i = 2 * (r * 80 + c)
                 char, attr = buf[i], buf[i + 1]
@@ -598,7 +629,7 @@ class DevicesPanel(QWidget):
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
-        want = (Qt.Orientation.Horizontal if self.width() > 1.4 * self.height()
+        want = (Qt.Orientation.Horizontal if self.width() > 2 * self.height()
                 else Qt.Orientation.Vertical)
         if self.split.orientation() != want:
             self.split.setOrientation(want)
