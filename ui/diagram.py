@@ -46,7 +46,7 @@ EVENTFD_KINDS = frozenset({"ioeventfd_write", "irqfd_inject", "aio_poll"})
 # it; each text's size in scene units is raised so that on screen it is never smaller than
 # these pixel sizes (larger in presentation mode), and boxes show as many lines as fit.
 TITLE_PX, DETAIL_PX, BAND_PX = 14.0, 11.5, 15.0  # at scale 1 (10.5, 8.5, 11 pt at 96 dpi)
-FLOOR_PX = {False: (12.5, 11.0, 13.0), True: (20.0, 16.0, 20.0)}  # title, detail, layer
+FLOOR_PX = {False: (12.5, 11.0, 13.0), True: (17.0, 14.0, 17.0)}  # title, detail, layer
 TITLE_SQUEEZE = 0.8  # a title too wide for its box may shrink this far below its floor
 ANIM_MS = {False: 450, True: 1400}  # one hop of the token; slowed for a lecture hall
 MAX_DETAIL_LINES = 6

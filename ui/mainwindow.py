@@ -65,7 +65,7 @@ DOCK_GROUPS = (
 )
 MIN_BOTTOM = 200  # pixels the group under the diagram needs, else the compact layout
 PRESENT_FONT = 1.7  # presentation mode: fonts this much larger
-PRESENT_DOCK = 0.34  # the one panel kept beside the diagram: this share of the width
+PRESENT_DOCK = 0.3  # the one panel kept beside the diagram: this share of the width
 # Events a step is best shown by, ahead of the routine ones around them (issue 10).
 TELLING_KINDS = frozenset({"kvm_inj_virq", "kvm_set_irq", "qemu_set_irq", "pic_interrupt",
                            "kvm_apic_ipi", "qemu_cpu_kick", "kvm_vcpu_kick", "qemu_timer",
@@ -1058,8 +1058,14 @@ class MainWindow(QMainWindow):
         self._pre_app_font = QFont(app.font())
         f = QFont(self._pre_app_font)
         f.setPointSizeF(max(f.pointSizeF(), 9) * PRESENT_FONT)
+        for bar in self.findChildren(QToolBar):  # the teacher's controls keep their size (and fit)
+            if not bar.testAttribute(Qt.WidgetAttribute.WA_SetFont):
+                self._pre_fonts.append((bar, QFont(bar.font())))
+                bar.setFont(QFont(self._pre_app_font))
         app.setFont(f)
         for w in self.findChildren(QWidget):  # fonts a widget sets itself (the monospaced ones)
+            if isinstance(w, QToolBar) or isinstance(w.parentWidget(), QToolBar):
+                continue
             if w.testAttribute(Qt.WidgetAttribute.WA_SetFont):
                 wf = QFont(w.font())
                 self._pre_fonts.append((w, QFont(wf)))
@@ -1078,12 +1084,17 @@ class MainWindow(QMainWindow):
             self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, kept)
         self.resizeDocks([kept], [int(self.width() * PRESENT_DOCK)], Qt.Orientation.Horizontal)
         self.diagram.set_presentation(True)
+        self.source.editor.horizontalScrollBar().setValue(0)  # labels in view, not scrolled off
 
     def _leave_presentation(self) -> None:
         QApplication.instance().setFont(self._pre_app_font)
         for w, wf in self._pre_fonts:
             try:
-                w.setFont(wf)
+                if isinstance(w, QToolBar):
+                    w.setFont(QFont())  # back to following the application's font
+                    w.setAttribute(Qt.WidgetAttribute.WA_SetFont, False)
+                else:
+                    w.setFont(wf)
             except RuntimeError:  # deleted since (a panel's rebuilt row)
                 pass
         self._pre_fonts = []
