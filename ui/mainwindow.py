@@ -215,14 +215,18 @@ class MainWindow(QMainWindow):
         """Too short a window for a group under the diagram (1366x768): the diagram
         takes the centre's whole height and that group goes under the guest source."""
         W, H = self.width(), self.height()
-        left, right = self._column_widths()
+        left, right = self._column_widths(False)
         sw, sh = self.diagram.scene_.sceneRect().width(), self.diagram.scene_.sceneRect().height()
         diagram_h = (W - left - right - 16) * sh / sw + 60
         return H - self._chrome_height() - diagram_h < MIN_BOTTOM
 
-    def _column_widths(self) -> tuple[int, int]:
+    def _column_widths(self, compact: bool) -> tuple[int, int]:
+        """The side columns' widths: a fifth and a quarter of the window; narrower in the
+        compact layout, where the diagram is limited by the window's height and the
+        columns can give it width (the registers' flags and segments still fit)."""
         W = max(self.width(), 800)
-        return int(min(max(W * 0.2, 270), 460)), int(min(max(W * 0.25, 360), 520))
+        left, right = (0.17, 0.21) if compact else (0.2, 0.25)
+        return int(min(max(W * left, 270), 460)), int(min(max(W * right, 360), 520))
 
     def _chrome_height(self) -> int:
         chrome = self.menuBar().sizeHint().height() + self.statusBar().sizeHint().height() + 12
@@ -286,7 +290,7 @@ class MainWindow(QMainWindow):
         columns as wide as their contents need (registers, source lines), the diagram
         the rest, the bottom group what the diagram's aspect leaves under it."""
         W, H = max(self.width(), 800), max(self.height(), 500)
-        left, right = self._column_widths()
+        left, right = self._column_widths(self._compact)
         self.resizeDocks([self.docks["source"], self.docks["registers"]], [left, right],
                          Qt.Orientation.Horizontal)
         avail = H - self._chrome_height()
@@ -1084,7 +1088,9 @@ class MainWindow(QMainWindow):
             self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, kept)
         self.resizeDocks([kept], [int(self.width() * PRESENT_DOCK)], Qt.Orientation.Horizontal)
         self.diagram.set_presentation(True)
-        self.source.editor.horizontalScrollBar().setValue(0)  # labels in view, not scrolled off
+        home = self.source.editor.horizontalScrollBar()  # labels in view, not scrolled off
+        home.setValue(0)
+        QTimer.singleShot(0, lambda: home.setValue(0))  # (again once the larger font is laid out)
 
     def _leave_presentation(self) -> None:
         QApplication.instance().setFont(self._pre_app_font)

@@ -533,49 +533,59 @@ class VgaScreen(QWidget):
                 for r in range(25))
         return "\n".join(rows).rstrip("\n")
 
-    MIN_ROW_PX = 12  # below this the whole screen is unreadable: show its used rows larger
+    MIN_ROW_PX = 12  # below this the whole screen is unreadable: show its used part larger
 
-    def used_rows(self) -> int:
-        """Rows down to the last one with a character or a background colour."""
+    def used(self) -> tuple[int, int]:
+        """(rows, columns) from the top left to the last cell with a character or a
+        background colour."""
         buf = self.buffer
-        for r in range(24, -1, -1):
-            row = buf[2 * 80 * r:2 * 80 * (r + 1)]
-            if any(row[i] not in (0, 32) or row[i + 1] >> 4 & 7 for i in range(0, 160, 2)):
-                return r + 1
-        return 0
+        rows = cols = 0
+        for r in range(25):
+            for c in range(80):
+                i = 2 * (r * 80 + c)
+                if buf[i] not in (0, 32) or buf[i + 1] >> 4 & 7:
+                    rows, cols = r + 1, max(cols, c + 1)
+        return rows, cols
+
+    def shown(self) -> tuple[int, int]:
+        """(rows, columns) drawn: all 80x25, unless the area is too small to read them;
+        then the top-left part down to the last cell used, and as much more as keeps
+        rows MIN_ROW_PX high."""
+        if min(self.width() / 720, self.height() / 400) * 16 >= self.MIN_ROW_PX:
+            return 25, 80
+        used_rows, used_cols = self.used()
+        rows = min(25, max(used_rows, int(self.height() // self.MIN_ROW_PX), 1))
+        cols = min(80, max(used_cols, int(self.width() // (self.MIN_ROW_PX * 9 / 16)), 1))
+        return rows, cols
 
     def rows_shown(self) -> int:
-        """25, unless the area is too small to read them: then the top rows down to the
-        last one used, and as many more as keep rows MIN_ROW_PX high."""
-        if min(self.width() / 720, self.height() / 400) * 16 >= self.MIN_ROW_PX:
-            return 25
-        fit = max(1, int(self.height() // self.MIN_ROW_PX))
-        return min(25, max(self.used_rows(), fit))
+        return self.shown()[0]
 
     def paintEvent(self, event) -> None:
         p = QPainter(self)
         p.fillRect(self.rect(), QColor("#000000"))
-        rows = self.rows_shown()
-        # Cells of 9x16 as on a real VGA text mode: keep the 720x400 aspect, centred (the
-        # rows shown: all 25, or the top ones when the rest are blank and the area is small).
-        scale = min(self.width() / 720, self.height() / (16 * rows))
+        rows, cols = self.shown()
+        # Cells of 9x16 as on a real VGA text mode: keep the 720x400 aspect, centred (all
+        # of it, or the top-left part when the rest is blank and the area is small).
+        scale = min(self.width() / (9 * cols), self.height() / (16 * rows))
         cw, ch = 9 * scale, 16 * scale
-        if rows < 25:
+        if (rows, cols) != (25, 80):
             p.setPen(QColor("#9e9e9e"))
-            note = tr("rows 1-{n} of 25 (the rest blank)").format(n=rows)
+            note = tr("rows 1-{rows}, columns 1-{cols} of 25x80 (the rest blank)").format(
+                rows=rows, cols=cols)
             self.setToolTip(note)
             p.drawText(self.rect().adjusted(2, 0, -4, -2),
                        Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignBottom,
                        p.fontMetrics().elidedText(note, Qt.TextElideMode.ElideRight, self.width() - 8))
         else:
             self.setToolTip("")
-        p.translate((self.width() - 80 * cw) / 2, (self.height() - rows * ch) / 2)
+        p.translate((self.width() - cols * cw) / 2, (self.height() - rows * ch) / 2)
         f = self.font()
         f.setPixelSize(max(6, int(ch * 0.85)))
         p.setFont(f)
         buf = self.buffer
         for r in range(rows):
-            for c in range(80):
+            for c in range(cols):
                 i = 2 * (r * 80 + c)
                 char, attr = buf[i], buf[i + 1]
                 if attr >> 4 & 7:

@@ -40,19 +40,23 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ui.screenshots", description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(ROOT / "docs" / "screenshots"),
                    help="directory for the pictures (default docs/screenshots)")
-    p.add_argument("--guest", default=str(ROOT / "sample_guests" / "hello.asm"))
+    p.add_argument("--guest", default="sample_guests/hello.asm",
+                   help="the guest, relative to the repository (default sample_guests/hello.asm)")
     p.add_argument("--steps", type=int, default=40, help="events stepped first (default 40)")
     p.add_argument("--no-readme", action="store_true", help="leave docs/screenshot.png alone")
     args = p.parse_args(argv)
-    out = Path(args.out)
+    out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, QT_QPA_PLATFORM=os.environ.get("QT_QPA_PLATFORM", "offscreen"))
     jobs = [(out / name(*shot), shot) for shot in SHOTS]
     if not args.no_readme:
         jobs.append((ROOT / "docs" / "screenshot.png", README_SHOT))
+    guest = Path(args.guest).resolve() if Path(args.guest).exists() else ROOT / args.guest
+    # Shown as the window shows it: relative to the repository (no home directory in the docs).
+    guest_arg = str(guest.relative_to(ROOT)) if guest.is_relative_to(ROOT) else str(guest)
     status = 0
     for path, (theme, size, presentation) in jobs:
-        r = subprocess.run(command(path, theme, size, presentation, args.guest, args.steps),
+        r = subprocess.run(command(path, theme, size, presentation, guest_arg, args.steps),
                            env=env, cwd=ROOT)
         print(f"{path}: {'written' if r.returncode == 0 else f'failed (status {r.returncode})'}")
         status = status or r.returncode

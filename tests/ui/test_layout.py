@@ -249,3 +249,22 @@ def test_the_screenshot_command_covers_sizes_themes_and_presentation() -> None:
     cmd = S.command(S.ROOT / "x.png", "dark", (1366, 768), True, "g.asm", 40)
     assert cmd[1:] == ["-m", "vmsim", "gui", "g.asm", "--screenshot", str(S.ROOT / "x.png"),
                        "--size", "1366x768", "--theme", "dark", "--steps", "40", "--presentation"]
+
+
+def test_a_small_vga_screen_shows_its_used_part_larger(qtbot) -> None:
+    from ui.panels import VgaScreen
+
+    vga = VgaScreen()
+    qtbot.addWidget(vga)
+    buf = bytearray(80 * 25 * 2)
+    for i, ch in enumerate(b"Hello"):  # row 2, columns 0-4, white on blue
+        buf[2 * (2 * 80 + i)], buf[2 * (2 * 80 + i) + 1] = ch, 0x1F
+    vga.set_buffer(bytes(buf))
+    vga.resize(720, 400)
+    assert vga.shown() == (25, 80)  # room for all of it: all of it
+    vga.resize(300, 120)
+    rows, cols = vga.shown()
+    assert 3 <= rows < 25 and 5 <= cols < 80  # the used cells, and no more than fits
+    assert min(vga.width() / (9 * cols), vga.height() / (16 * rows)) * 16 >= VgaScreen.MIN_ROW_PX
+    vga.grab()  # paints, and says what it left out
+    assert "25x80" in vga.toolTip()
