@@ -20,8 +20,11 @@ def register(subparsers) -> None:
     p.add_argument("--load", metavar="FILE.vmsnap",
                    help="reopen the session a snapshot holds (its guest, machine and state), "
                         "as File > Open snapshot; instead of GUEST and the machine's options")
-    p.add_argument("--theme", choices=("light", "dark"), default=None)
-    p.add_argument("--presentation", action="store_true", help="large fonts, for a projector")
+    p.add_argument("--theme", choices=("light", "dark"), default=None,
+                   help="the colours (default: the last one chosen, else light)")
+    p.add_argument("--presentation", action="store_true",
+                   help="presentation mode: the diagram and one panel, large, the animation "
+                        "slowed, for a lecture hall (View > Presentation mode toggles it)")
     p.add_argument("--screenshot", metavar="FILE.png",
                    help="render the window offscreen after --steps steps, save it, and exit")
     p.add_argument("--steps", type=_count, default=0, metavar="N",
@@ -209,7 +212,7 @@ def screenshot(win, path: str, steps: int, size: tuple[int, int] = (1600, 1000))
     _settle(0.2)  # docks re-lay their tab bars from posted events
     buf = QBuffer()
     buf.open(QIODevice.OpenModeFlag.WriteOnly)
-    ok = win.grab().save(buf, "PNG")
+    ok = win.grab().save(buf, "PNG", 0)  # 0: the smallest file (zlib's best compression)
     win.close()
     if not ok:
         print(f"vmsim gui: {path}: cannot render the window as PNG", file=sys.stderr)

@@ -49,6 +49,7 @@ TITLE_PX, DETAIL_PX, BAND_PX = 14.0, 11.5, 15.0  # at scale 1 (10.5, 8.5, 11 pt 
 FLOOR_PX = {False: (12.5, 11.0, 13.0), True: (17.0, 14.0, 17.0)}  # title, detail, layer
 TITLE_SQUEEZE = 0.8  # a title too wide for its box may shrink this far below its floor
 ANIM_MS = {False: 450, True: 1400}  # one hop of the token; slowed for a lecture hall
+PRESENT_TEXT = 1.25  # presentation mode: the diagram's text this much larger (floors aside)
 MAX_DETAIL_LINES = 6
 
 
@@ -396,15 +397,16 @@ class DiagramView(QGraphicsView):
             return
         self._scale = k
         t_floor, d_floor, b_floor = FLOOR_PX[self.presentation]
-        title, detail = max(TITLE_PX, t_floor / k), max(DETAIL_PX, d_floor / k)
+        big = PRESENT_TEXT if self.presentation else 1.0
+        title, detail = max(TITLE_PX * big, t_floor / k), max(DETAIL_PX * big, d_floor / k)
         for item in self.boxes.values():
             item.fit(title, detail)
         for _band, label, _lid in self.bands:
             f = label.font()
-            f.setPixelSize(round(max(BAND_PX, b_floor / k)))
+            f.setPixelSize(round(max(BAND_PX * big, b_floor / k)))
             label.setFont(f)
         mf = self.marker_text.font()
-        mf.setPixelSize(round(max(13, d_floor / k)))
+        mf.setPixelSize(round(max(13 * big, d_floor / k)))
         self.marker_text.setFont(mf)
         if self.active_box in self.boxes:
             self._place_marker(self.boxes[self.active_box])

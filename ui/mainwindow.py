@@ -212,8 +212,8 @@ class MainWindow(QMainWindow):
 
     # -- layout (issue 13: fits 1366x768 to 1920x1080, nothing clipped) ---------------------------
     def compact_layout(self) -> bool:
-        """Too short a window for a group under the diagram (1366x768): the diagram
-        takes the centre's whole height and that group goes under the guest source."""
+        """Too short a window for a group under the diagram (1366x768, 1920x1080): the
+        diagram takes the centre's whole height and that group goes under the guest source."""
         W, H = self.width(), self.height()
         left, right = self._column_widths(False)
         sw, sh = self.diagram.scene_.sceneRect().width(), self.diagram.scene_.sceneRect().height()
@@ -312,7 +312,7 @@ class MainWindow(QMainWindow):
             self.set_presentation(False)
         for bar in (self.toolbar, self.machine_bar, self.timeline_bar):
             bar.show()
-        self._arrange_docks(compact=self.compact_layout())
+        self._arrange_docks(self._first, compact=self.compact_layout())
         self.default_dock_sizes()
         QTimer.singleShot(0, self.default_dock_sizes)  # again once the arrangement is laid out
 
@@ -1088,9 +1088,7 @@ class MainWindow(QMainWindow):
             self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, kept)
         self.resizeDocks([kept], [int(self.width() * PRESENT_DOCK)], Qt.Orientation.Horizontal)
         self.diagram.set_presentation(True)
-        home = self.source.editor.horizontalScrollBar()  # labels in view, not scrolled off
-        home.setValue(0)
-        QTimer.singleShot(0, lambda: home.setValue(0))  # (again once the larger font is laid out)
+        self.source.editor._update_width()  # the gutter as wide as its larger numbers
 
     def _leave_presentation(self) -> None:
         QApplication.instance().setFont(self._pre_app_font)
@@ -1105,6 +1103,7 @@ class MainWindow(QMainWindow):
                 pass
         self._pre_fonts = []
         self.presentation = False
+        self.source.editor._update_width()
         self.diagram.set_presentation(False)
         self.restoreState(self._pre_state, SETTINGS_VERSION)
         self._unelide_tabs()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QRectF, Qt, Signal
+from PySide6.QtCore import QEvent, QObject, QRectF, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QFontDatabase, QPainter
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -83,8 +83,6 @@ class TipDelegate(QStyledItemDelegate):
     def helpEvent(self, event, view, option, index) -> bool:
         if event is None or view is None or not index.isValid():
             return super().helpEvent(event, view, option, index)
-        from PySide6.QtCore import QEvent
-
         if event.type() == QEvent.Type.ToolTip:
             text = self.tip(view, index)
             if text:
@@ -98,15 +96,30 @@ class TipDelegate(QStyledItemDelegate):
 TIP_PRECISION = 300  # rows a column's content width is measured over (big trees stay cheap)
 
 
+class _Restretch(QObject):
+    """A viewport narrowed by its own scroll bar appearing does not re-lay its header's
+    stretched section (the last columns would go out of view): lay it again."""
+
+    def __init__(self, header) -> None:
+        super().__init__(header)
+        self.header = header
+
+    def eventFilter(self, obj, event) -> bool:
+        if event.type() == QEvent.Type.Resize:
+            self.header.resizeSections()
+        return False
+
+
 def install_tips(view: QAbstractItemView) -> None:
     """Elide with a tooltip (TipDelegate); the header measures columns over at most
-    TIP_PRECISION rows."""
+    TIP_PRECISION rows and keeps its stretched column fitted to the viewport."""
     if not isinstance(view.itemDelegate(), TipDelegate):
         view.setItemDelegate(TipDelegate(view))
     view.setTextElideMode(Qt.TextElideMode.ElideRight)
     header = getattr(view, "horizontalHeader", None) or getattr(view, "header", None)
-    if header is not None:
+    if header is not None and not header().findChildren(_Restretch):
         header().setResizeContentsPrecision(TIP_PRECISION)
+        view.viewport().installEventFilter(_Restretch(header()))
 
 
 def _item(text: str) -> QTableWidgetItem:
@@ -858,8 +871,10 @@ class StatsPanel(QWidget):
         self.chart = BarChart()
         self.table = QTableWidget(0, 6)
         self.table.setHorizontalHeaderLabels(["VM exit", "#", "count", "share", "avg time", "time share"])
-        compact(self.table)
-        self.table.setFont(mono())
+        compact(self.table)  # the window's (proportional, tabular-figure) font: fits a side column
+        h = self.table.horizontalHeader()  # the numbers whole; the name takes the room left
+        h.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        h.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
         split = QSplitter(Qt.Orientation.Vertical)
