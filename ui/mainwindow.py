@@ -332,8 +332,13 @@ class MainWindow(QMainWindow):
             m_view.addAction(dock.toggleViewAction())
 
     def _dock_shown(self, visible: bool) -> None:
-        if visible and not self.bridge.running and hasattr(self, "status"):
-            self.refresh()
+        """A dock brought up (its tab chosen, shown from the View menu) shows the present
+        at once: its panel is refreshed even before Qt has given it a visible region."""
+        if not visible or not hasattr(self, "status"):
+            return
+        dock = self.sender()
+        name = next((n for n, d in self.docks.items() if d is dock), None)
+        self.refresh(also={name} if name else set())
 
     def _before_step(self, fn):
         def go():
@@ -547,7 +552,10 @@ class MainWindow(QMainWindow):
         ev = telling or ev
         self.diagram.show_event(ev.kind, ev.source, ev.fields, _caption(ev))
 
-    def refresh(self) -> None:
+    def refresh(self, also: set[str] | None = None) -> None:
+        """Every view from the session's state at its present event (one source of truth).
+        Docks hidden in a tab are skipped while paused and refreshed when shown (`also`:
+        docks to refresh whatever Qt says of their visibility)."""
         b = self.bridge
         s = b.session
         line = b.current_line()
@@ -555,6 +563,8 @@ class MainWindow(QMainWindow):
         self.source.editor.breakpoints = set(b.line_breakpoints)
         visible = {n for n, d in self.docks.items() if not d.visibleRegion().isEmpty()} \
             if not b.running else None
+        if visible is not None and also:
+            visible |= also
 
         def shown(name: str) -> bool:
             return visible is None or name in visible or not self.isVisible()
@@ -582,7 +592,7 @@ class MainWindow(QMainWindow):
             in_guest = [f"guest.vcpu{d['index']}" for d in s.vcpu_states() if d.get("mode") == "in_guest"]
             self.diagram.highlight(in_guest[0] if in_guest else "kvm.run_loop", (),
                                    "running: repainting from state")
-        eip = s.cpus[0].eip if s.cpus else 0
+        eip = s.registers(0)["EIP"] if s.cpus else 0  # as Registers and the vCPU box have it
         state = ("running" if b.running else
                  "finished: " + (b.outcome.reason or "") if b.finished else "paused")
         self.status.setText(f"{state} | EIP {eip:#010x} line {line or '-'} | {s.instructions} instructions"
@@ -632,9 +642,12 @@ class MainWindow(QMainWindow):
                 d[f"guest.vcpu{n}"] = (f"EIP {r['EIP']:#010x}  EAX {r['EAX']:#x}  ESP {r['ESP']:#x}  "
                                        f"{c.icount} insns")
             c = s.cpus[0]
-            mode = "VMX non-root: running the guest" if b.in_guest else "VMX root: host (kvm.ko / QEMU)"
-            d["hw.cpu"] = f"{mode}; CR0 {c.get_control(0):#x}"
-            d["hw.mmu"] = f"paging {'on' if c.get_control(0) >> 31 else 'off'}, {len(c.mmu.tlb)} TLB entries"
+            cr0 = s.registers(0)["CR0"]  # the guest's, as Registers has it
+            vmx = getattr(s.vm.cpus[0].vcpu, "vmx", None) if s.vm is not None else None
+            mode = ("VMX non-root: running the guest" if vmx is not None and vmx.guest_mode
+                    else "VMX root: host (kvm.ko / QEMU)")
+            d["hw.cpu"] = f"{mode}; CR0 {cr0:#x}"
+            d["hw.mmu"] = f"paging {'on' if cr0 >> 31 else 'off'}, {len(c.mmu.tlb)} TLB entries"
         m = s.machine
         bql = th.get("bql")
         if bql is None:

@@ -135,8 +135,8 @@ class RegistersPanel(QWidget):
                 rows.append((name, f"{sel:04X}", f"base {base:#x} limit {limit:#x}"))
         vcpu = bridge.session.vm.cpus[self.cpu].vcpu if bridge.session.vm is not None else None
         vmx = getattr(vcpu, "vmx", None)
-        # vCPU 0 as the diagram has it (the last VM transition); another vCPU by its own flag.
-        in_guest = _in_guest(bridge) if self.cpu == 0 else bool(getattr(vmx, "guest_mode", False))
+        # As the diagram has it: the vCPU's own flag (VMX non-root from the entry on).
+        in_guest = bool(getattr(vmx, "guest_mode", False))
         mode = "VMX non-root (guest)" if vmx and in_guest else "VMX root"
         rows.append(("mode", "", mode if vcpu is not None else "bare metal"))
         rows.append(("icount", str(s.instructions), "guest instructions retired"))
@@ -168,8 +168,9 @@ class RegistersPanel(QWidget):
 
 
 def _in_guest(bridge) -> bool:
-    """The vCPU is in VMX non-root mode: the last VM transition was an entry."""
-    return bridge.in_guest
+    """vCPU 0 is in VMX non-root mode (the session's state, as every view reads it)."""
+    vm = bridge.session.vm
+    return vm is not None and bool(getattr(getattr(vm.cpus[0].vcpu, "vmx", None), "guest_mode", False))
 
 
 # -- disassembly and memory ------------------------------------------------------------------
@@ -212,7 +213,8 @@ class DisasmPanel(QWidget):
         s = bridge.session
         if not s.cpus:
             return
-        eip = s.cpus[0].eip
+        regs = s.registers(0)  # EIP and ESP as Registers has them (KVM_GET_REGS outside the guest)
+        eip = regs["EIP"]
         lines = []
         symbols = {v: k for k, v in s.image.symbols.items()} if s.image.symbols else {}
         for addr, raw, text in s.disassembly(6, 14):
@@ -233,7 +235,7 @@ class DisasmPanel(QWidget):
                 except ValueError:
                     base = None
         if base is None:
-            base = s.cpus[0].r[4] & ~0xF  # ESP
+            base = regs["ESP"] & ~0xF
         base &= ~0xF
         data = s.read_linear(base, 256) or b""
         rows = []
@@ -292,6 +294,8 @@ class VmcsPanel(QWidget):
             if ex.get("intr_info"):
                 parts.append(f"interruption info {ex['intr_info']:#x}")
             self.exit_label.setText(", ".join(parts))
+        else:
+            self.exit_label.setText("no VM exit yet")
         self.tree.setUpdatesEnabled(False)
         for area, name, enc, value in s.vmcs_fields():
             top = self.areas.get(area)

@@ -593,8 +593,9 @@ class History:
     def event_at(self, n: int) -> tuple[int, int]:
         """Where the run stood right after its n-th event (of HISTORY_KINDS, counted from
         the history's start): (position, k), the k-th event of the step after that
-        position (step_event pauses there); (0, 0) for n <= 0."""
-        if n <= 0:
+        position (step_event pauses there); (0, 0) for the events before the first step
+        (those of the VM's build)."""
+        if n <= self.evc[0]:
             return 0, 0
         q = bisect.bisect_left(self.evc, n)  # the step that emitted it
         if q > self.last:

@@ -840,8 +840,7 @@ class Session:
         image's address map (x86 cannot be decoded backwards), later ones decoded forward."""
         import iced_x86
 
-        c = self.cpus[cpu]
-        eip = c.eip
+        eip = self.registers(cpu)["EIP"]  # as Registers has it (KVM_GET_REGS outside the guest)
         starts = sorted({sl.address for sl in self.image.lines if sl.size and sl.address < eip})
         addrs = starts[-before:] if before else []
         out = []
@@ -877,15 +876,15 @@ class Session:
     def guest_translate(self, la: int, cpu: int = 0) -> int | None:
         """Linear -> guest-physical through the guest's own page tables (its CR3, as the
         guest reads it, whatever kvm.ko's MMU does underneath); None if not present."""
-        c = self.cpus[cpu]
+        regs = self.registers(cpu)  # CR0 and CR4 as the guest reads them
         la &= 0xFFFFFFFF
-        if not c.get_control(0) & 0x80000000:
+        if not regs["CR0"] & 0x80000000:
             return la
         mem = self.machine.mem
-        pde = mem.read((self._guest_cr3(cpu) & 0xFFFFF000) | (la >> 22) << 2, 4)
+        pde = mem.read((regs["CR3"] & 0xFFFFF000) | (la >> 22) << 2, 4)
         if not pde & 1:
             return None
-        if pde & 0x80 and c.get_control(4) & 0x10:
+        if pde & 0x80 and regs["CR4"] & 0x10:
             return (pde & 0xFFC00000) | (la & 0x3FFFFF)
         pte = mem.read((pde & 0xFFFFF000) | ((la >> 12) & 0x3FF) << 2, 4)
         return (pte & 0xFFFFF000) | (la & 0xFFF) if pte & 1 else None
@@ -907,12 +906,13 @@ class Session:
     def guest_page_tables(self, cpu: int = 0, limit: int = 64
                           ) -> list[tuple[int, int, list[tuple[int, int]]]]:
         """The guest's 32-bit paging structures from its CR3: (PDE index, PDE, [(PTE
-        index, PTE)]) for present entries (at most `limit` of each); [] with paging off."""
-        c = self.cpus[cpu]
-        if not c.get_control(0) & 0x80000000:
+        index, PTE)]) for present entries (at most `limit` of each); [] with paging off
+        (the guest's CR0.PG, as registers() gives it)."""
+        regs = self.registers(cpu)
+        if not regs["CR0"] & 0x80000000:
             return []
         mem = self.machine.mem
-        cr3 = self._guest_cr3(cpu) & 0xFFFFF000
+        cr3 = regs["CR3"] & 0xFFFFF000
         out = []
         for i in range(1024):
             pde = mem.read(cr3 + 4 * i, 4)
