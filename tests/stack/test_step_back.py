@@ -3,16 +3,16 @@
 For each sample guest and configuration, a forward run takes a random mix of steps
 (step_instruction, step_event, step_vmexit, step_userspace_exit, run_for with an
 instruction budget; fixed seeds) and records Session.state_dump() after every scheduler
-step (the history's positions), and the registers and event number at every event (where
-step_event and step_back_event stop, in the middle of a step): every vCPU's registers and kvm.ko state, the VMCS, RAM,
-QEMU's devices, kvm.ko's VM, the clock and the threads' positions, the event counters and
-a digest of every event, COM1's output, the exits by reason. Then it steps back at each
-granularity, down to the start, and every landing point must be the one the granularity
-names (computed here from the forward run's own record) with exactly the recorded state.
-Going back then forward again repeats the same states; reverse_continue lands on the
-previous breakpoint hit; seek_time on the last point at or before the time; a run cut by
-a step back and run on to the end ends as the uncut run does (serial, exit status, the
-trace's tail with its event numbers).
+step (the history's positions) and the registers and event number at every event (where
+step_event and step_back_event stop, mid-way through a step): every vCPU's registers and
+kvm.ko state, the VMCS, RAM, QEMU's devices, kvm.ko's VM, the clock and the threads'
+positions, the event counters and a digest of every event, COM1's output, the exits by
+reason. Then it steps back at each granularity, down to the start, and every landing
+point must be the one the granularity names (computed here from the forward run's own
+record) with exactly the recorded state. Going back then forward again repeats the same
+states; reverse_continue lands on the previous breakpoint hit; seek_time on the last
+point at or before the time; a run cut by a step back and run on to the end ends as the
+uncut run does (serial, exit status, the trace's tail with its event numbers).
 """
 
 from __future__ import annotations
