@@ -665,6 +665,7 @@ class MainWindow(QMainWindow):
                 ", ".join(f"{r['reason']} {r['count']}" for r in counts[:3]) or "none yet")
         d["qemu.serial"] = f"port 0x3F8; {s.serial_total} bytes sent"
         self._virtio_details(d, th)
+        self.diagram_details = d  # what the boxes say now (tests compare it with the session)
         self.diagram.set_details(d)
 
     def _virtio_details(self, d: dict[str, str], th: dict) -> None:
