@@ -414,7 +414,7 @@ class History:
     def memory(self) -> int:
         """Bytes the history holds by its own count: checkpoints, the disk's undo log,
         COM1's output, the per-step arrays, and the copy of RAM the diff compares with."""
-        arrays = 8 * (len(self.time) * 4 + len(self.exit_pos) * 3 + len(self.uexit_pos) * 2)
+        arrays = 8 * (len(self.time) * 5 + len(self.exit_pos) * 3 + len(self.uexit_pos) * 2)
         return (self.bytes + self.undo_bytes + len(self.serial_all) + arrays
                 + (len(self._prev) if self._prev is not None else 0))
 

@@ -205,12 +205,14 @@ class Session:
             if want(ev):
                 hit[0] = True
 
-        if self.finish_step() is False:
-            return Outcome(True, self.machine.exit_status, reason="stopped")
         unsubscribe = self.events.subscribe(listen, STEP_KINDS)
         ended = False
         try:
-            for _ in range(max_steps):
+            # A step paused at an event (step_event) ends first: what is left of it
+            # comes after that event, so its events count.
+            if self.finish_step() is False:
+                ended = True
+            for _ in range(0 if ended else max_steps):
                 if hit[0]:
                     break
                 if self.machine.stop_requested or self.vm.budget_ended() or not self.vm.step():
@@ -680,8 +682,6 @@ class Session:
             return self.outcome
         if self.vm is None:
             return self._run_for_bare(seconds, instructions)
-        if self.finish_step() is False:
-            return self._finish_vm()
         bp = self.breakpoints
         vcpus = [c.vcpu for c in self.vm.cpus if hasattr(c.vcpu, "BATCH")]
         # Small batches keep the wall-time bound; one instruction per batch when an address
@@ -689,8 +689,6 @@ class Session:
         batch = 1 if bp.addresses else self.RUN_BATCH
         if instructions is not None:
             batch = max(1, min(batch, instructions))
-        for v in vcpus:
-            v.BATCH = batch
         hit: list[str] = []
 
         def on_exit(ev: Event) -> None:
@@ -708,6 +706,14 @@ class Session:
         deadline = None if seconds is None else time.perf_counter() + seconds
         m = self.machine
         try:
+            # A step paused at an event (step_event) ends first, with the batch it began
+            # with (the history records it) and watched for breakpoints.
+            if self.finish_step() is False:
+                return self._finish_vm()
+            if hit:
+                return Outcome(False, breakpoint=hit[0], reason="breakpoint")
+            for v in vcpus:
+                v.BATCH = batch
             steps = 0
             while True:
                 if m.stop_requested or self.vm.budget_ended():
@@ -729,7 +735,7 @@ class Session:
             if unsubscribe is not None:
                 unsubscribe()
             for v in vcpus:
-                del v.BATCH
+                v.__dict__.pop("BATCH", None)
 
     RUN_BATCH = 4_000  # guest instructions per scheduler step in run_for
 
