@@ -216,8 +216,6 @@ class SessionBridge(QObject):
         # Before the VM exists, as `vmsim run --stats` attaches its ExitStats.
         events.subscribe(stats.add, list(ExitStats.KINDS))
         old = getattr(self, "session", None)
-        if old is not None:  # a step paused at an event ends as it would have
-            old.finish_step()
         if snapshot is not None:
             session = Session.load_snapshot(snapshot, serial_out=self._on_serial, events=events)
         else:
@@ -226,6 +224,8 @@ class SessionBridge(QObject):
                                    ioeventfd=self.ioeventfd)
             session = Session(self.guest, self.backend, config,
                               serial_out=self._on_serial, events=events, paging=self.paging)
+        if old is not None:  # a step it paused at an event ends as it would have (nobody
+            old.finish_step()  # hears of it: what it says is cleared below)
         self._serial.clear()
         self.session = session
         self.stats_history = stats
