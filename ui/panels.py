@@ -769,8 +769,10 @@ class StatsPanel(QWidget):
         t = self.table
         t.setRowCount(len(rows))
         for i, r in enumerate(rows):
+            # (An exit still being handled counts at once but has no time yet: "-".)
+            avg = f"{r['avg_time']:.0f}" if r["min_time"] is not None else "-"
             vals = (r["reason"], str(r["reason_number"]), str(r["count"]), f"{100 * r['share']:.1f}%",
-                    f"{r['avg_time']:.0f}", f"{100 * r['time_share']:.1f}%")
+                    avg, f"{100 * r['time_share']:.1f}%")
             for j, text in enumerate(vals):
                 cell = t.item(i, j)
                 if cell is None:
