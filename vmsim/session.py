@@ -1234,7 +1234,7 @@ class _PartialStep:
         def emit(kind: str, source: str, **fields) -> None:
             seq = stream.seq
             inner(kind, source, **fields)
-            if stream.seq != seq and kind in step_kinds:
+            if stream.seq != seq and kind in step_kinds and self.running:  # (the step's own)
                 self.count += 1
                 if self.muted is not None and self.count >= self.replay:
                     self._unmute()
