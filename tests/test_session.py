@@ -43,17 +43,26 @@ def test_step_to_next_vmexit_then_userspace_exit() -> None:
     # The device has not answered yet: QEMU dispatches after KVM_RUN has returned.
     assert (last["direction"], last["port"], last["data"]) == ("in", 0x3FD, None)
     assert kinds[kinds.index("kvm_userspace_exit") + 1] == "kvm_run_exit"
-    answer = [e for e in s.step_event().events if e.kind == "device_access"]
+    # Then one event at a time: QEMU takes the BQL, the device answers, the BQL is let go.
+    lock = s.step_event().events
+    assert [(e.kind, e["action"]) for e in lock] == [("bql", "lock")]
+    answer = s.step_event().events
     assert [(e.source, e["address"], e["value"]) for e in answer] == [("serial0", 0x3FD, 0x60)]
+    assert s.registers()["EAX"] & 0xFF != 0x60  # the guest's AL gets it at the VM entry
+    unlock = s.step_event().events
+    assert [(e.kind, e["action"]) for e in unlock] == [("bql", "unlock")]
 
 
 def test_step_event_returns_one_event_at_a_time() -> None:
     s = Session(HELLO)
     kinds = []
-    for _ in range(6):
+    for _ in range(12):
         out = s.step_event()
-        kinds.append(out.events[-1].kind)
+        assert len(out.events) == 1
+        kinds.append(out.events[0].kind)
+    # The first VM entry comes after QEMU's KVM_RUN, each its own step.
     assert "kvm_entry" in kinds
+    assert kinds.index("kvm_vcpu_ioctl") < kinds.index("kvm_entry")
 
 
 def test_run_to_the_end_and_views() -> None:

@@ -210,6 +210,8 @@ class SessionBridge(QObject):
         self.stats_history: StatsHistory
         self.outcome: Outcome | None = None
         self.last_seq = 0  # the last event taken (a replay's events up to it are not new)
+        self._stats_key: tuple | None = None
+        self._stats: ExitStats | None = None
         self._build()
 
     # -- the session -------------------------------------------------------------------------
@@ -230,6 +232,8 @@ class SessionBridge(QObject):
                                    ioeventfd=self.ioeventfd)
             session = Session(self.guest, self.backend, config,
                               serial_out=self._on_serial, events=events, paging=self.paging)
+        if old is not None:  # a step it paused at an event ends as it would have (nobody
+            old.finish_step()  # hears of it: what it says is cleared below)
         self._serial.clear()
         self.session = session
         self.stats_history = stats
@@ -273,8 +277,17 @@ class SessionBridge(QObject):
 
     @property
     def stats(self) -> ExitStats:
-        """The exit statistics of the run up to the session's present point."""
-        return self.stats_history.at(self.session.events.seq)
+        """The exit statistics of the run up to the session's present point (its last
+        event), as `vmsim run --stats` reports them had the run ended there: an exit still
+        being handled counts (ExitStats.finish: it has no time yet), with the
+        instructions and virtual time now. Every view reads these."""
+        s = self.session
+        key = (id(s), s.events.seq, s.instructions, s.virtual_time)
+        if self._stats_key != key:
+            st = copy.deepcopy(self.stats_history.at(s.events.seq))
+            st.finish(s.instructions, s.virtual_time)
+            self._stats_key, self._stats = key, st
+        return self._stats
 
     def reset(self, image: GuestImage | None = None) -> None:
         """Start again from the entry state (with a new image if given)."""
@@ -703,6 +716,7 @@ class SessionBridge(QObject):
         from vmsim.gdbstub import GdbServer
 
         self.pause()
+        self.session.finish_step()  # the stub's thread cannot resume a step paused here
         server = GdbServer(port)
         self.gdb = server
         self._subscribe(COARSE_KINDS)  # the debugger runs the guest: no per-access events
@@ -749,10 +763,10 @@ class SessionBridge(QObject):
 
     # -- views --------------------------------------------------------------------------------
     def current_line(self) -> int | None:
-        cpus = self.session.cpus
-        if not cpus:
+        s = self.session
+        if not s.cpus:
             return None
-        sl = self.session.image.line_at(cpus[0].eip)
+        sl = s.image.line_at(s.registers(0)["EIP"])  # EIP as Registers has it
         return sl.line if sl is not None else None
 
     @property

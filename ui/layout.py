@@ -50,8 +50,11 @@ class Rule:
     irqchip: str | None = None  # the rule holds in this irqchip mode only
 
     def matches(self, kind: str, source: str, fields: Any) -> bool:
-        if kind != self.kind or (self.source is not None and source != self.source):
+        if kind != self.kind:
             return False
+        if self.source is not None and source != self.source and not (
+                self.source.endswith("*") and source.startswith(self.source[:-1])):
+            return False  # ("virtio-mmio*": any source that begins so)
         return all(fields.get(k) == v for k, v in self.where.items())
 
 

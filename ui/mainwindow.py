@@ -511,8 +511,13 @@ class MainWindow(QMainWindow):
             add_mnemonics(menu)
 
     def _dock_shown(self, visible: bool) -> None:
-        if visible and not self.bridge.running and hasattr(self, "status"):
-            self.refresh()
+        """A dock brought up (its tab chosen, shown from the View menu) shows the present
+        at once: its panel is refreshed even before Qt has given it a visible region."""
+        if not visible or not hasattr(self, "status"):
+            return
+        dock = self.sender()
+        name = next((n for n, d in self.docks.items() if d is dock), None)
+        self.refresh(also={name} if name else set())
 
     def _before_step(self, fn):
         def go():
@@ -727,17 +732,20 @@ class MainWindow(QMainWindow):
         ev = telling or ev
         self.diagram.show_event(ev.kind, ev.source, ev.fields, _caption(ev))
 
-    def refresh(self) -> None:
+    def refresh(self, also: set[str] | None = None) -> None:
+        """Every view from the session's state at its present event (one source of truth).
+        Docks hidden in a tab are skipped (a running guest would pay for views nobody
+        sees) and refreshed when shown (`also`: docks to refresh whatever Qt says of their
+        visibility)."""
         b = self.bridge
         s = b.session
         line = b.current_line()
         self.source.editor.set_current_line(line, scroll=not b.running)
         self.source.editor.breakpoints = set(b.line_breakpoints)
-        visible = {n for n, d in self.docks.items() if not d.visibleRegion().isEmpty()} \
-            if not b.running else None
+        visible = {n for n, d in self.docks.items() if not d.visibleRegion().isEmpty()} | (also or set())
 
         def shown(name: str) -> bool:
-            return visible is None or name in visible or not self.isVisible()
+            return name in visible or not self.isVisible()
 
         self.registers.refresh(b)
         if shown("disasm"):
@@ -762,7 +770,7 @@ class MainWindow(QMainWindow):
             in_guest = [f"guest.vcpu{d['index']}" for d in s.vcpu_states() if d.get("mode") == "in_guest"]
             self.diagram.highlight(in_guest[0] if in_guest else "kvm.run_loop", (),
                                    tr("running: repainting from state"))
-        eip = s.cpus[0].eip if s.cpus else 0
+        eip = s.registers(0)["EIP"] if s.cpus else 0  # as Registers and the vCPU box have it
         state = (tr("running") if b.running else
                  tr("finished: {why}").format(why=b.outcome.reason or "") if b.finished else tr("paused"))
         self.status.setText(tr("{state} | EIP {eip:#010x} line {line} | {n} instructions | virtual time "
@@ -813,11 +821,13 @@ class MainWindow(QMainWindow):
                 d[f"guest.vcpu{n}"] = tr("EIP {eip:#010x}  EAX {eax:#x}  ESP {esp:#x}  {n} insns").format(
                     eip=r["EIP"], eax=r["EAX"], esp=r["ESP"], n=c.icount)
             c = s.cpus[0]
-            mode = (tr("VMX non-root: running the guest") if b.in_guest else
-                    tr("VMX root: host (kvm.ko / QEMU)"))
-            d["hw.cpu"] = f"{mode}; CR0 {c.get_control(0):#x}"
-            d["hw.mmu"] = (tr("paging on, {n} TLB entries") if c.get_control(0) >> 31 else
-                          tr("paging off, {n} TLB entries")).format(n=len(c.mmu.tlb))
+            cr0 = s.registers(0)["CR0"]  # the guest's, as Registers has it
+            vmx = getattr(s.vm.cpus[0].vcpu, "vmx", None) if s.vm is not None else None
+            mode = (tr("VMX non-root: running the guest") if vmx is not None and vmx.guest_mode
+                    else tr("VMX root: host (kvm.ko / QEMU)"))
+            d["hw.cpu"] = f"{mode}; CR0 {cr0:#x}"
+            d["hw.mmu"] = (tr("paging on, {n} TLB entries") if cr0 >> 31 else
+                           tr("paging off, {n} TLB entries")).format(n=len(c.mmu.tlb))
         m = s.machine
         bql = th.get("bql")
         if bql is None:
@@ -837,6 +847,7 @@ class MainWindow(QMainWindow):
                 ", ".join(f"{r['reason']} {r['count']}" for r in counts[:3]) or tr("none yet"))
         d["qemu.serial"] = tr("port 0x3F8; {n} bytes sent").format(n=s.serial_total)
         self._virtio_details(d, th)
+        self.diagram_details = d  # what the boxes say now (tests compare it with the session)
         self.diagram.set_details(d)
 
     def _virtio_details(self, d: dict[str, str], th: dict) -> None:

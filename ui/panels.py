@@ -208,8 +208,8 @@ class RegistersPanel(QWidget):
                              tr("base {base:#x} limit {limit:#x}").format(base=base, limit=limit)))
         vcpu = bridge.session.vm.cpus[self.cpu].vcpu if bridge.session.vm is not None else None
         vmx = getattr(vcpu, "vmx", None)
-        # vCPU 0 as the diagram has it (the last VM transition); another vCPU by its own flag.
-        in_guest = _in_guest(bridge) if self.cpu == 0 else bool(getattr(vmx, "guest_mode", False))
+        # As the diagram has it: the vCPU's own flag (VMX non-root from the entry on).
+        in_guest = bool(getattr(vmx, "guest_mode", False))
         mode = tr("VMX non-root (guest)") if vmx and in_guest else tr("VMX root")
         rows.append(("mode", "", mode if vcpu is not None else tr("bare metal")))
         rows.append(("icount", str(s.instructions), tr("guest instructions retired")))
@@ -241,8 +241,9 @@ class RegistersPanel(QWidget):
 
 
 def _in_guest(bridge) -> bool:
-    """The vCPU is in VMX non-root mode: the last VM transition was an entry."""
-    return bridge.in_guest
+    """vCPU 0 is in VMX non-root mode (the session's state, as every view reads it)."""
+    vm = bridge.session.vm
+    return vm is not None and bool(getattr(getattr(vm.cpus[0].vcpu, "vmx", None), "guest_mode", False))
 
 
 # -- disassembly and memory ------------------------------------------------------------------
@@ -285,7 +286,8 @@ class DisasmPanel(QWidget):
         s = bridge.session
         if not s.cpus:
             return
-        eip = s.cpus[0].eip
+        regs = s.registers(0)  # EIP and ESP as Registers has them (KVM_GET_REGS outside the guest)
+        eip = regs["EIP"]
         lines = []
         symbols = {v: k for k, v in s.image.symbols.items()} if s.image.symbols else {}
         for addr, raw, text in s.disassembly(6, 14):
@@ -306,7 +308,7 @@ class DisasmPanel(QWidget):
                 except ValueError:
                     base = None
         if base is None:
-            base = s.cpus[0].r[4] & ~0xF  # ESP
+            base = regs["ESP"] & ~0xF
         base &= ~0xF
         data = s.read_linear(base, 256) or b""
         rows = []
@@ -366,6 +368,8 @@ class VmcsPanel(QWidget):
             if ex.get("intr_info"):
                 parts.append(tr("interruption info {info:#x}").format(info=ex['intr_info']))
             self.exit_label.setText(tr(", ").join(parts))
+        else:
+            self.exit_label.setText(tr("no VM exit yet"))
         self.tree.setUpdatesEnabled(False)
         for area, name, enc, value in s.vmcs_fields():
             top = self.areas.get(area)
@@ -898,8 +902,10 @@ class StatsPanel(QWidget):
         t = self.table
         t.setRowCount(len(rows))
         for i, r in enumerate(rows):
+            # (An exit still being handled counts at once but has no time yet: "-".)
+            avg = f"{r['avg_time']:.0f}" if r["min_time"] is not None else "-"
             vals = (r["reason"], str(r["reason_number"]), str(r["count"]), f"{100 * r['share']:.1f}%",
-                    f"{r['avg_time']:.0f}", f"{100 * r['time_share']:.1f}%")
+                    avg, f"{100 * r['time_share']:.1f}%")
             for j, text in enumerate(vals):
                 cell = t.item(i, j)
                 if cell is None:

@@ -171,8 +171,11 @@ class History:
         self.unsubscribe = session.events.subscribe(self._on_event, HISTORY_KINDS)
 
     def _clear(self) -> None:
-        self.replaying = False
+        self.replaying = False  # steps the record holds already: nothing new is recorded
+        self.muted = False  # ... and the front end saw their events and output already
         self.pos = 0
+        self.nev = 0  # events of HISTORY_KINDS so far (step_event's events)
+        self.evc = array("q", [0])  # nev after each position
         self.batch = array("q", [0])
         self.time = array("q", [0])
         self.instr = array("q", [0])
@@ -205,7 +208,7 @@ class History:
         """The VM is built: position 0 and the first checkpoint (a fresh build)."""
         s = self.s
         ev = s.events
-        self.time[0], self.seq[0] = s.vm.sched.now, ev.seq
+        self.time[0], self.seq[0], self.evc[0] = s.vm.sched.now, ev.seq, self.nev
         pages = self._all_pages(s.machine)
         ck = Checkpoint(0, 0, None, tuple(pages), {"events": (ev.seq, ev.time, ev.thread),
                                             "digest": self.digest, "serial": (0, 0)})
@@ -247,7 +250,7 @@ class History:
         if self.pos >= self.last:
             return
         p = self.pos
-        for a in (self.batch, self.time, self.instr, self.seq):
+        for a in (self.batch, self.time, self.instr, self.seq, self.evc):
             del a[p + 1:]
         n = bisect.bisect_right(self.exit_pos, p)
         del self.exit_pos[n:], self.exit_time[n:], self.exit_reason[n:]
@@ -262,6 +265,7 @@ class History:
         self._ck_work, self._ck_pos = ck.work, ck.pos
 
     def _on_event(self, ev: Event) -> None:
+        self.nev += 1
         if self.digest_events:
             self.digest = zlib.crc32(repr((ev.seq, ev.time, ev.kind, ev.source,
                                            sorted(ev.fields.items()))).encode(), self.digest)
@@ -299,7 +303,7 @@ class History:
         vm = s.vm
         if self.replaying:
             self.pos += 1
-            if self.time[self.pos] != vm.sched.now:
+            if self.time[self.pos] != vm.sched.now or self.evc[self.pos] != self.nev:
                 raise RuntimeError(f"replay diverged at step {self.pos}: virtual time "
                                    f"{vm.sched.now}, recorded {self.time[self.pos]}")
             if self.pos in self.edits:
@@ -311,6 +315,7 @@ class History:
         self.time.append(vm.sched.now)
         self.instr.append(s.instructions)
         self.seq.append(s.events.seq)
+        self.evc.append(self.nev)
         work = s._work()
         if ((work - self._ck_work >= CHECKPOINT_WORK or self.pos - self._ck_pos >= CHECKPOINT_STEPS)
                 and s.outcome is None and vm.at_rebuildable_point()):
@@ -409,7 +414,7 @@ class History:
     def memory(self) -> int:
         """Bytes the history holds by its own count: checkpoints, the disk's undo log,
         COM1's output, the per-step arrays, and the copy of RAM the diff compares with."""
-        arrays = 8 * (len(self.time) * 4 + len(self.exit_pos) * 3 + len(self.uexit_pos) * 2)
+        arrays = 8 * (len(self.time) * 5 + len(self.exit_pos) * 3 + len(self.uexit_pos) * 2)
         return (self.bytes + self.undo_bytes + len(self.serial_all) + arrays
                 + (len(self._prev) if self._prev is not None else 0))
 
@@ -496,6 +501,7 @@ class History:
         s.serial_total = total
         self.digest = ck.extra["digest"]
         self.pos = ck.pos
+        self.nev = self.evc[ck.pos]
         s.outcome = None
         self._install_vm(machine, vm)
         if ck.pos in self.edits:
@@ -530,7 +536,7 @@ class History:
         saved = (ev._listeners, ev._all)
         ev._listeners = {k: [self._on_event] for k in HISTORY_KINDS}
         ev._all = []
-        self.replaying = True
+        self.replaying = self.muted = True
         vcpus = [c.vcpu for c in s.vm.cpus]
         try:
             while self.pos < p:
@@ -554,7 +560,7 @@ class History:
                         k = bisect.bisect_right(positions, self.pos)
                         last_pos, last_work = self.pos, work
         finally:
-            self.replaying = False
+            self.replaying = self.muted = False
             for v in vcpus:
                 if "BATCH" in v.__dict__:
                     del v.BATCH
@@ -566,22 +572,35 @@ class History:
         the finished state comes after the last recorded step)."""
         return self.pos if self.s.outcome is not None else self.pos - 1
 
-    def mark_before(self, what: str) -> int:
-        """The latest position before now right after a step that retired an instruction
-        ("instruction"), emitted an event ("event"), a kvm_exit ("vmexit") or a
-        kvm_userspace_exit ("userspace_exit"); 0 (the start) if there is none."""
-        limit = self._limit()
+    def mark_before(self, what: str, limit: int | None = None) -> int:
+        """The latest position before now (at most `limit` if given) right after a step
+        that retired an instruction ("instruction"), emitted an event ("event"), a kvm_exit
+        ("vmexit") or a kvm_userspace_exit ("userspace_exit"); 0 (the start) if none."""
+        if limit is None:
+            limit = self._limit()
         if limit < 0:
             return 0
         if what in ("vmexit", "userspace_exit"):
             pos = self.exit_pos if what == "vmexit" else self.uexit_pos
             k = bisect.bisect_right(pos, limit)
             return pos[k - 1] if k else 0
-        values = self.instr if what == "instruction" else self.seq
+        values = self.instr if what == "instruction" else self.evc
         for p in range(limit, 0, -1):
             if values[p] != values[p - 1]:
                 return p
         return 0
+
+    def event_at(self, n: int) -> tuple[int, int]:
+        """Where the run stood right after its n-th event (of HISTORY_KINDS, counted from
+        the history's start): (position, k), the k-th event of the step after that
+        position (step_event pauses there); (0, 0) for the events before the first step
+        (those of the VM's build)."""
+        if n <= self.evc[0]:
+            return 0, 0
+        q = bisect.bisect_left(self.evc, n)  # the step that emitted it
+        if q > self.last:
+            raise ValueError(f"event {n} is not in the history")
+        return q - 1, n - self.evc[q - 1]
 
     def position_at_time(self, t: int) -> int:
         """The last recorded position at or before virtual time t (0 before the start)."""

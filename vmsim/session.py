@@ -74,7 +74,7 @@ class Session:
             history = self.history
             if history is not None:
                 history.serial_written(data)
-                if history.replaying:
+                if history.muted:
                     return  # a front end saw it the first time
             if serial_out is not None:
                 serial_out(data)
@@ -114,6 +114,7 @@ class Session:
         self.outcome: Outcome | None = None
         self.breakpoints = Breakpoints()
         self.snapshot_path: str | None = None  # the snapshot it was loaded from
+        self._partial: _PartialStep | None = None  # a scheduler step paused at an event
 
     def _build_vm(self, config: MachineConfig | None = None, quiet: bool = False,
                   ram=None):
@@ -207,7 +208,11 @@ class Session:
         unsubscribe = self.events.subscribe(listen, STEP_KINDS)
         ended = False
         try:
-            for _ in range(max_steps):
+            # A step paused at an event (step_event) ends first: what is left of it
+            # comes after that event, so its events count.
+            if self.finish_step() is False:
+                ended = True
+            for _ in range(0 if ended else max_steps):
                 if hit[0]:
                     break
                 if self.machine.stop_requested or self.vm.budget_ended() or not self.vm.step():
@@ -237,6 +242,8 @@ class Session:
             # The end says why, as run() does (an unmodelled mode names itself).
             return self._finish_bare(RunResult(r, cpu.icount, self.machine.exit_status,
                                                cpu.stop_message))
+        if self.finish_step() is False:
+            return self._finish_vm()
         vcpus = [c.vcpu for c in self.vm.cpus if hasattr(c.vcpu, "BATCH")]
         if not vcpus:
             raise ValueError("instruction stepping needs a simulated backend")
@@ -267,6 +274,8 @@ class Session:
             return self.outcome
         if self.bare is not None:
             return self.step_instruction()
+        if self.finish_step() is False:
+            return self._finish_vm()
         vcpus = [c.vcpu for c in self.vm.cpus if hasattr(c.vcpu, "BATCH")]
         if not vcpus:
             raise ValueError("instruction stepping needs a simulated backend")
@@ -302,6 +311,7 @@ class Session:
         bad = set(values) - {*GPR_NAMES, "EIP", "EFLAGS"}
         if bad:
             raise ValueError(f"cannot write {', '.join(sorted(bad))}")
+        self.finish_step()  # an edit comes between two steps (the history replays it there)
         if self.history is not None:
             self.history.edit("write_registers", (dict(values), cpu))
         vcpu = self._vcpu_outside_guest(cpu)
@@ -326,6 +336,7 @@ class Session:
         """Write guest memory by linear address (through the guest's page tables, as
         read_linear); RAM only, all or nothing: False if any byte is unmapped or not RAM.
         Decoded instructions in the written frames are dropped (the CPU's SMC hook)."""
+        self.finish_step()
         c = self.cpus[cpu]
         pieces = []
         done = 0
@@ -348,12 +359,54 @@ class Session:
         """Bytes for COM1's receive FIFO (a front end's console, as a terminal on QEMU's
         -serial stdio). The history records them as an edit at this point, so a replay
         after a step back feeds them again where the run did."""
+        self.finish_step()
         if self.history is not None:
             self.history.edit("feed_serial", (bytes(data),))
         self.machine.serial.feed(bytes(data))
 
+    # -- one event at a time (issue 13) ---------------------------------------------------------
     def step_event(self, max_steps: int = 1_000_000) -> Outcome:
-        return self.step_until(lambda ev: True, max_steps)
+        """Exactly one event (of STEP_KINDS), with the whole machine's state at it: the
+        scheduler step that emits it is paused right after it (_PartialStep) and the next
+        step_event resumes it there. Outcome.events holds that one event. Every other
+        way of moving first finishes the paused step (finish_step)."""
+        if self.vm is None:
+            raise ValueError("event stepping needs a VM backend (sim or kvm)")
+        for _ in range(max_steps):
+            if self._partial is None:
+                if self.machine.stop_requested or self.vm.budget_ended():
+                    return Outcome(True, self.machine.exit_status, reason="stopped")
+                self._partial = _PartialStep(self)
+            ev, more = self._partial.resume(pause=True)
+            if ev is not None:
+                return Outcome(False, self.machine.exit_status, events=[ev])
+            if not more:
+                return Outcome(True, self.machine.exit_status, reason="stopped")
+        return Outcome(False, self.machine.exit_status, reason="max steps")
+
+    @property
+    def mid_step(self) -> bool:
+        """A scheduler step is paused at an event (step_event): the threads are mid-way."""
+        return self._partial is not None
+
+    @property
+    def event_position(self) -> tuple[int, int] | None:
+        """Where the run stands to the event: (position, k), k the events of the next
+        scheduler step that have happened (0 between two steps); None without a history."""
+        h = self.history
+        if h is None:
+            return None
+        return h.pos, 0 if self._partial is None else self._partial.count
+
+    def finish_step(self) -> bool | None:
+        """Finish a scheduler step paused at an event: its remaining events are delivered
+        as usual, the state is then the step's end, as in a run that never paused. Returns
+        what VirtualMachine.step returned (False: nothing can run again), None if no step
+        was paused."""
+        part = self._partial
+        if part is None or part.running:  # (called from inside the step: an after_step hook)
+            return None
+        return part.resume(pause=False)[1]
 
     def step_vmexit(self, max_steps: int = 1_000_000) -> Outcome:
         return self.step_until(lambda ev: ev.kind == "kvm_exit", max_steps)
@@ -369,6 +422,8 @@ class Session:
         vm = self.vm
         if vm is None or self.outcome is not None:
             return False
+        if self.finish_step() is False:
+            return False
         for _ in range(max_steps):
             if vm.at_rebuildable_point():
                 return True
@@ -383,6 +438,7 @@ class Session:
             raise ValueError("save_state needs a VM (--backend sim)")
         if self.outcome is not None:
             raise ValueError("the run has finished")
+        self.finish_step()
         return {"vm": self.vm.save_state(), "serial_total": self.serial_total,
                 "serial": bytes(self.serial)}
 
@@ -431,6 +487,7 @@ class Session:
         """Step until every thread stands where a snapshot can rebuild it. The run's
         budget is lifted meanwhile (the cut lands a little after the limit, on the path
         the uncut run takes) and the vCPUs step one instruction at a time."""
+        self.finish_step()
         vm = self.vm
         why = vm.why_not_rebuildable()
         if "backend" in why:
@@ -459,7 +516,8 @@ class Session:
     def can_step_back(self) -> bool:
         """The history holds an earlier point (simulated backend only)."""
         h = self.history
-        return h is not None and (h.pos > 0 or (self.outcome is not None and h.last > 0))
+        return h is not None and (h.pos > 0 or (self.outcome is not None and h.last > 0)
+                                  or (self._partial is not None and self._partial.count > 0))
 
     def _history(self):
         if self.history is None:
@@ -481,7 +539,10 @@ class Session:
         h = self._history()
         if not self.can_step_back():
             return Outcome(False, self.machine.exit_status, reason="start")
-        return self._went_back(h.mark_before(what), "stepped back")
+        # Paused in a step (step_event): its start is already before now.
+        limit = h.pos if self._partial is not None else None
+        self.finish_step()
+        return self._went_back(h.mark_before(what, limit), "stepped back")
 
     def step_back_instruction(self) -> Outcome:
         """Undo one step_instruction: back to right after the previous step that retired a
@@ -489,8 +550,24 @@ class Session:
         return self._step_back("instruction")
 
     def step_back_event(self) -> Outcome:
-        """Undo one step_event: back to right after the previous step that emitted an event."""
-        return self._step_back("event")
+        """Undo one step_event: back to right after the event before the last one that
+        happened, in the middle of its scheduler step as step_event leaves it (History.goto
+        to the step's start, then the step replayed up to that event and paused)."""
+        h = self._history()
+        if not self.can_step_back():
+            return Outcome(False, self.machine.exit_status, reason="start")
+        p, k = self.event_position
+        # Events counted so far (History.evc): the last one is where the run stands.
+        now = h.evc[p] + k if self.outcome is None else h.evc[h.last] + 1
+        self.finish_step()
+        pos, k = h.event_at(now - 1)
+        h.goto(pos)
+        if k:
+            self._partial = _PartialStep(self, replay=k)
+            self._partial.resume(pause=True)
+        for cb in list(self.on_rewind):
+            cb(self.events.seq)
+        return Outcome(False, self.machine.exit_status, reason="stepped back")
 
     def step_back_vmexit(self) -> Outcome:
         """Back to the state just after the previous kvm_exit."""
@@ -507,6 +584,7 @@ class Session:
         h = self._history()
         if not self.can_step_back():
             return Outcome(False, self.machine.exit_status, reason="start")
+        self.finish_step()
         hit = h.previous_hit(self.breakpoints)
         if hit is None:
             return self._went_back(0, "start")
@@ -527,6 +605,7 @@ class Session:
         """To the last recorded point at or before virtual time t; past the end of the
         history, the run goes on (recorded) until its clock reaches t."""
         h = self._history()
+        self.finish_step()
         t = int(t)
         if t > h.time[-1] and (self.outcome is None or h.pos < h.last):
             h.goto(h.last)
@@ -557,6 +636,7 @@ class Session:
 
         if self.vm is None:
             raise ValueError("state_dump needs a VM (--backend sim)")
+        self.finish_step()  # the scheduler's state is a step's end (Scheduler.state)
         vm = self.vm
         ev = self.events
         h = self.history
@@ -609,8 +689,6 @@ class Session:
         batch = 1 if bp.addresses else self.RUN_BATCH
         if instructions is not None:
             batch = max(1, min(batch, instructions))
-        for v in vcpus:
-            v.BATCH = batch
         hit: list[str] = []
 
         def on_exit(ev: Event) -> None:
@@ -628,6 +706,14 @@ class Session:
         deadline = None if seconds is None else time.perf_counter() + seconds
         m = self.machine
         try:
+            # A step paused at an event (step_event) ends first, with the batch it began
+            # with (the history records it) and watched for breakpoints.
+            if self.finish_step() is False:
+                return self._finish_vm()
+            if hit:
+                return Outcome(False, breakpoint=hit[0], reason="breakpoint")
+            for v in vcpus:
+                v.BATCH = batch
             steps = 0
             while True:
                 if m.stop_requested or self.vm.budget_ended():
@@ -649,11 +735,12 @@ class Session:
             if unsubscribe is not None:
                 unsubscribe()
             for v in vcpus:
-                del v.BATCH
+                v.__dict__.pop("BATCH", None)
 
     RUN_BATCH = 4_000  # guest instructions per scheduler step in run_for
 
     def _finish_vm(self) -> Outcome:
+        self.finish_step()
         r = self.vm.run()  # until it stops, or (stopped) let its threads end
         self.outcome = Outcome(True, r.exit_status, r.halted, r.limit_reached,
                                r.stuck or ("instruction limit" if r.limit_reached else
@@ -759,8 +846,7 @@ class Session:
         image's address map (x86 cannot be decoded backwards), later ones decoded forward."""
         import iced_x86
 
-        c = self.cpus[cpu]
-        eip = c.eip
+        eip = self.registers(cpu)["EIP"]  # as Registers has it (KVM_GET_REGS outside the guest)
         starts = sorted({sl.address for sl in self.image.lines if sl.size and sl.address < eip})
         addrs = starts[-before:] if before else []
         out = []
@@ -796,15 +882,15 @@ class Session:
     def guest_translate(self, la: int, cpu: int = 0) -> int | None:
         """Linear -> guest-physical through the guest's own page tables (its CR3, as the
         guest reads it, whatever kvm.ko's MMU does underneath); None if not present."""
-        c = self.cpus[cpu]
+        regs = self.registers(cpu)  # CR0 and CR4 as the guest reads them
         la &= 0xFFFFFFFF
-        if not c.get_control(0) & 0x80000000:
+        if not regs["CR0"] & 0x80000000:
             return la
         mem = self.machine.mem
-        pde = mem.read((self._guest_cr3(cpu) & 0xFFFFF000) | (la >> 22) << 2, 4)
+        pde = mem.read((regs["CR3"] & 0xFFFFF000) | (la >> 22) << 2, 4)
         if not pde & 1:
             return None
-        if pde & 0x80 and c.get_control(4) & 0x10:
+        if pde & 0x80 and regs["CR4"] & 0x10:
             return (pde & 0xFFC00000) | (la & 0x3FFFFF)
         pte = mem.read((pde & 0xFFFFF000) | ((la >> 12) & 0x3FF) << 2, 4)
         return (pte & 0xFFFFF000) | (la & 0xFFF) if pte & 1 else None
@@ -826,12 +912,13 @@ class Session:
     def guest_page_tables(self, cpu: int = 0, limit: int = 64
                           ) -> list[tuple[int, int, list[tuple[int, int]]]]:
         """The guest's 32-bit paging structures from its CR3: (PDE index, PDE, [(PTE
-        index, PTE)]) for present entries (at most `limit` of each); [] with paging off."""
-        c = self.cpus[cpu]
-        if not c.get_control(0) & 0x80000000:
+        index, PTE)]) for present entries (at most `limit` of each); [] with paging off
+        (the guest's CR0.PG, as registers() gives it)."""
+        regs = self.registers(cpu)
+        if not regs["CR0"] & 0x80000000:
             return []
         mem = self.machine.mem
-        cr3 = self._guest_cr3(cpu) & 0xFFFFF000
+        cr3 = regs["CR3"] & 0xFFFFF000
         out = []
         for i in range(1024):
             pde = mem.read(cr3 + 4 * i, 4)
@@ -1100,3 +1187,110 @@ class Breakpoints:
 def _pic_view(c) -> dict[str, int]:
     """One 8259's registers for a panel."""
     return {"irr": c.irr, "isr": c.isr, "imr": c.imr, "irq_base": c.irq_base, "elcr": c.elcr}
+
+
+class _PartialStep:
+    """One scheduler step (VirtualMachine.step: a simulated thread resumed up to its next
+    yield) run in a greenlet so that it can stop right after any event it emits and go
+    on later from there, exactly as if it had never stopped (the same code runs on the
+    same state; only the caller waits). While it exists the session's EventStream.emit
+    is wrapped to count the events of STEP_KINDS and switch back to the caller after
+    one; the step's end (VirtualMachine.after_step: the history's position) comes when
+    it is resumed for the last time.
+
+    `replay` events of the step are first emitted again with the front end's listeners
+    muted (a step back to the middle of a step: History.goto to its start, then these),
+    the step being a replay of the recorded one to its end (History.replaying)."""
+
+    def __init__(self, s: Session, replay: int = 0):
+        from greenlet import greenlet
+
+        self.s = s
+        self.count = 0  # events of STEP_KINDS emitted so far
+        self.pause = True
+        self.running = False  # inside the step (not paused)
+        self.replay = replay
+        self.last: Event | None = None
+        self.unsubscribe = s.events.subscribe(self._listen, STEP_KINDS)
+        self.muted: tuple | None = None
+        h = s.history
+        self.batch = h.batch[h.pos + 1] if replay and h is not None else None
+        if self.batch is not None:
+            for c in s.vm.cpus:
+                c.vcpu.BATCH = self.batch
+        if replay:
+            from vmsim.history import HISTORY_KINDS
+
+            ev = s.events
+            self.muted = (ev._listeners, ev._all)
+            ev._listeners = {k: [h._on_event] for k in HISTORY_KINDS}
+            ev._all = []
+            h.replaying = h.muted = True
+        stream = s.events
+        self.had_emit = stream.__dict__.get("emit")
+        inner = stream.emit
+        step_kinds = _STEP_SET
+
+        def emit(kind: str, source: str, **fields) -> None:
+            seq = stream.seq
+            inner(kind, source, **fields)
+            if stream.seq != seq and kind in step_kinds and self.running:  # (the step's own)
+                self.count += 1
+                if self.muted is not None and self.count >= self.replay:
+                    self._unmute()
+                if self.pause and self.count >= self.replay:
+                    self.g.parent.switch(self.last)
+
+        stream.emit = emit
+        self.g = greenlet(s.vm.step)
+
+    def _listen(self, ev: Event) -> None:
+        self.last = ev
+
+    def _unmute(self) -> None:
+        ev = self.s.events
+        ev._listeners, ev._all = self.muted
+        self.muted = None
+        self.s.history.muted = False  # (still replaying: the step is the recorded one)
+
+    def resume(self, pause: bool) -> tuple[Event | None, bool]:
+        """Go on: (the event it paused at, True), or (None, what VirtualMachine.step
+        returned) once the step ended (with pause False it always runs to its end)."""
+        from greenlet import getcurrent
+
+        self.pause = pause
+        g = self.g
+        g.parent = getcurrent()
+        self.running = True
+        try:
+            r = g.switch()
+        except BaseException:
+            self._end()
+            raise
+        finally:
+            self.running = False
+        if not g.dead:
+            return r, True
+        self._end()
+        return None, bool(r)
+
+    def _end(self) -> None:
+        s = self.s
+        s._partial = None
+        if self.muted is not None:
+            self._unmute()
+        self.unsubscribe()
+        stream = s.events
+        if self.had_emit is None:
+            stream.__dict__.pop("emit", None)
+        else:
+            stream.emit = self.had_emit
+        if self.batch is not None:
+            for c in s.vm.cpus:
+                c.vcpu.__dict__.pop("BATCH", None)
+        h = s.history
+        if self.replay and h is not None:
+            h.replaying = h.muted = False
+
+
+_STEP_SET = frozenset(STEP_KINDS)

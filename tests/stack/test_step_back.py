@@ -3,15 +3,16 @@
 For each sample guest and configuration, a forward run takes a random mix of steps
 (step_instruction, step_event, step_vmexit, step_userspace_exit, run_for with an
 instruction budget; fixed seeds) and records Session.state_dump() after every scheduler
-step (the history's positions): every vCPU's registers and kvm.ko state, the VMCS, RAM,
-QEMU's devices, kvm.ko's VM, the clock and the threads' positions, the event counters and
-a digest of every event, COM1's output, the exits by reason. Then it steps back at each
-granularity, down to the start, and every landing point must be the one the granularity
-names (computed here from the forward run's own record) with exactly the recorded state.
-Going back then forward again repeats the same states; reverse_continue lands on the
-previous breakpoint hit; seek_time on the last point at or before the time; a run cut by
-a step back and run on to the end ends as the uncut run does (serial, exit status, the
-trace's tail with its event numbers).
+step (the history's positions) and the registers and event number at every event (where
+step_event and step_back_event stop, mid-way through a step): every vCPU's registers and
+kvm.ko state, the VMCS, RAM, QEMU's devices, kvm.ko's VM, the clock and the threads'
+positions, the event counters and a digest of every event, COM1's output, the exits by
+reason. Then it steps back at each granularity, down to the start, and every landing
+point must be the one the granularity names (computed here from the forward run's own
+record) with exactly the recorded state. Going back then forward again repeats the same
+states; reverse_continue lands on the previous breakpoint hit; seek_time on the last
+point at or before the time; a run cut by a step back and run on to the end ends as the
+uncut run does (serial, exit status, the trace's tail with its event numbers).
 """
 
 from __future__ import annotations
@@ -70,13 +71,16 @@ class Recorder:
         self.time = {0: s.virtual_time}
         self.exits: list[int] = []
         self.uexits: list[int] = []
+        self.nev = {0: 0}  # events (KINDS) after each position
+        self.at_event: list[tuple] = []  # per event: (seq, registers of every vCPU)
 
         def on_event(ev) -> None:
             if ev.kind == "kvm_exit":
                 self.exits.append(h.pos + 1)
             elif ev.kind == "kvm_userspace_exit":
                 self.uexits.append(h.pos + 1)
-        self.unsubscribe = s.events.subscribe(on_event, ["kvm_exit", "kvm_userspace_exit"])
+            self.at_event.append((ev.seq, [s.registers(i) for i in range(len(s.vm.cpus))]))
+        self.unsubscribe = s.events.subscribe(on_event, KINDS)
         self._wrap()
 
     def _wrap(self) -> None:
@@ -92,14 +96,24 @@ class Recorder:
             self.dumps[p] = s.state_dump()
             self.instr[p], self.seq[p], self.time[p] = (s.instructions, s.events.seq,
                                                         s.virtual_time)
+            self.nev[p] = len(self.at_event)
         vm.after_step = after
 
     def rewrap(self) -> None:
         """After going back the session's VM is a new object: watch its steps too."""
         self._wrap()
 
-    def mark_before(self, what: str, now: int, finished: bool) -> int:
-        limit = now if finished else now - 1
+    def event_before(self, now: tuple[int, int], finished: bool) -> tuple[int, int]:
+        """Where step_back_event lands: right after the event before the last one."""
+        p, k = now
+        j = (self.nev[max(self.nev)] + 1 if finished else self.nev[p] + k) - 1
+        if j <= 0:
+            return 0, 0
+        q = min(q for q in self.nev if self.nev[q] >= j)
+        return q - 1, j - self.nev[q - 1]
+
+    def mark_before(self, what: str, now: int, finished: bool, mid: bool = False) -> int:
+        limit = now if finished or mid else now - 1
         if what in ("vmexit", "userspace_exit"):
             marks = [p for p in (self.exits if what == "vmexit" else self.uexits) if p <= limit]
             return marks[-1] if marks else 0
@@ -145,12 +159,25 @@ def test_step_back_lands_on_the_forward_runs_state(case: str, tmp_path: Path) ->
     visited = 0
     while s.can_step_back() and visited < BACKS:
         what = rng.choice(sorted(STEP_BACK))
-        now, finished = h.pos, s.outcome is not None
-        want = rec.mark_before(what, now, finished)
+        now, finished = s.event_position, s.outcome is not None
+        if what == "event":
+            want = rec.event_before(now, finished)
+        else:
+            want = rec.mark_before(what, now[0], finished, s.mid_step), 0
         o = getattr(s, STEP_BACK[what])()
         assert not o.finished and s.outcome is None
-        assert h.pos == want, f"{case}: {what} back from {now} landed at {h.pos}, not {want}"
-        _same(rec.dumps[want], s.state_dump(), f"{case}: back to {want} by {what}")
+        assert s.event_position == want, \
+            f"{case}: {what} back from {now} landed at {s.event_position}, not {want}"
+        if want[1]:  # mid-way through a step: the event and the registers there
+            seq, regs = rec.at_event[rec.nev[want[0]] + want[1] - 1]
+            assert s.events.seq == seq, f"{case}: back to {want}: at event {s.events.seq}"
+            assert [s.registers(i) for i in range(len(s.vm.cpus))] == regs, \
+                f"{case}: back to {want}: the registers differ"
+            if rng.random() < 0.3:  # and the state at the end of that step
+                s.finish_step()
+                _same(rec.dumps[want[0] + 1], s.state_dump(), f"{case}: the step after {want}")
+        else:
+            _same(rec.dumps[want[0]], s.state_dump(), f"{case}: back to {want} by {what}")
         visited += 1
     assert visited > 5
     o = s.reverse_continue()  # no breakpoints: to the start
@@ -165,28 +192,36 @@ def test_back_then_forward_again_repeats_the_run(case: str, tmp_path: Path) -> N
     s = _session(case, tmp_path)
     rec = Recorder(s)
     rng = random.Random(f"again {case}")
-    marks = [0]
+    marks = [(0, 0)]
     ops = []
+    regs = [s.registers()]
     for _ in range(30):
         op = rng.choice(["instruction", "event", "vmexit", "run_for"])
         o = s.run_for(None, instructions=200) if op == "run_for" else getattr(s, f"step_{op}")()
         ops.append(op)
-        marks.append(s.history.pos)
+        marks.append(s.event_position)  # mid-way through a step after a step_event
+        regs.append(s.registers())
         if o.finished:
             break
     first = dict(rec.dumps)
-    for k in sorted(rng.sample(range(len(ops)), 3), reverse=True):
-        s.seek_time(rec.time[marks[k]])  # back to the end of op k (or a step after it
-        s.history.goto(marks[k])  # that took no virtual time), then exactly there
+    # From the ends of ops that stopped between two steps (a step_event stops mid-step).
+    starts = [k for k in range(len(ops)) if marks[k][1] == 0]
+    for k in sorted(rng.sample(starts, min(3, len(starts))), reverse=True):
+        p = marks[k][0]
+        s.seek_time(rec.time[p])  # back to the end of op k (or a step after it
+        s.history.goto(p)  # that took no virtual time), then exactly there
         rec.rewrap()
-        _same(first[marks[k]], s.state_dump(), f"{case}: back at op {k}")
+        _same(first[p], s.state_dump(), f"{case}: back at op {k}")
         for i, op in enumerate(ops[k:], start=k):  # the same ops again
             o = s.run_for(None, instructions=200) if op == "run_for" else \
                 getattr(s, f"step_{op}")()
-            assert s.history.pos == marks[i + 1]
+            assert s.event_position == marks[i + 1]
             if o.finished:  # the state after the end: no step's (the threads ended)
                 break
-            _same(first[marks[i + 1]], s.state_dump(), f"{case}: op {i} again")
+            if s.mid_step:  # (state_dump would finish the step)
+                assert s.registers() == regs[i + 1], f"{case}: op {i} again"
+            else:
+                _same(first[marks[i + 1][0]], s.state_dump(), f"{case}: op {i} again")
         rec.dumps = dict(first)
     s.machine.close()
 
@@ -279,6 +314,7 @@ def test_seek_time_and_the_timeline(tmp_path: Path) -> None:
     rewinds = []
     s.on_rewind.append(rewinds.append)
     _forward(s, random.Random("seek"), 40)
+    s.finish_step()  # (a seek would: the end is the step's)
     h = s.history
     tl = s.timeline()
     assert tl["start"] == 0 and tl["now"] == tl["end"] == s.virtual_time

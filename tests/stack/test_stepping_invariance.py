@@ -71,3 +71,41 @@ def test_stepping_does_not_change_the_run(case: str) -> None:
         assert first is None, f"{label}: event {first} differs: {t_whole[first]} vs {trace[first]}"
         assert len(trace) == len(t_whole), f"{label}: trace length differs"
         assert end == end_whole, f"{label}: the end state differs"
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_stepping_event_by_event_does_not_change_the_run(case: str) -> None:
+    """Session.step_event pauses a scheduler step right after each event and resumes it
+    there; walked event by event, with steps back (to the middle of steps) and forward
+    again on the way, then run to the end, the run is the one run() makes in one go: the
+    same trace (a front end drops what a step back undid, as the GUI does), the same end."""
+    import random
+
+    name, opts, budget = CASES[case]
+    whole, t_whole = _session(name, opts, budget)
+    end_whole = _end(whole)
+
+    stepped, trace = _session(name, opts, budget)
+
+    def on_rewind(seq: int) -> None:
+        while trace and json.loads(trace[-1])["seq"] > seq:
+            trace.pop()
+    stepped.on_rewind.append(on_rewind)
+    rng = random.Random(case)
+    events = 0
+    for i in range(1000):
+        if i % 97 == 96:  # back a few events, then on again
+            for _ in range(rng.randrange(1, 5)):
+                stepped.step_back_event()
+            continue
+        o = stepped.step_event()
+        if o.finished:
+            break
+        assert len(o.events) == 1 and stepped.events.seq == o.events[0].seq
+        events += 1
+    assert events > 800 and stepped.mid_step
+    end_stepped = _end(stepped)
+    first = next((i for i, (a, b) in enumerate(zip(t_whole, trace, strict=False)) if a != b), None)
+    assert first is None, f"event {first} differs: {t_whole[first]} vs {trace[first]}"
+    assert len(trace) == len(t_whole)
+    assert end_stepped == end_whole

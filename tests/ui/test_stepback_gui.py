@@ -4,6 +4,7 @@ point (the forward run recorded in the same test is the oracle)."""
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 from pathlib import Path
@@ -258,8 +259,10 @@ def test_clicking_the_timeline_seeks_and_every_view_follows(make_window, qtbot) 
         out = ref.step_event()
         if out.finished:
             break
+        now = copy.deepcopy(stats)  # as `vmsim run --stats` had the run ended here
+        now.finish(ref.instructions, ref.virtual_time)
         forward[(ref.events.seq, ref.virtual_time)] = (ref.registers(), bytes(ref.serial),
-                                                       stats.as_dict())
+                                                       now.as_dict())
     b.run()
     qtbot.waitUntil(lambda: b.finished, timeout=RUN_LIMIT_MS)
     end = b.session.virtual_time
