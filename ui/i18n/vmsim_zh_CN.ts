@@ -2012,6 +2012,14 @@
         <translation>main_loop_wait</translation>
     </message>
     <message>
+        <source>virtio-mmio register access</source>
+        <translation>virtio-mmio 寄存器访问</translation>
+    </message>
+    <message>
+        <source>device access (no device box)</source>
+        <translation>设备访问（图中无此设备框）</translation>
+    </message>
+    <message>
         <source>virtqueue kick (QueueNotify): completed in kvm.ko, the ioeventfd wakes the iothread</source>
         <translation>virtqueue 通知（QueueNotify）：在 kvm.ko 中完成，ioeventfd 唤醒 iothread</translation>
     </message>
