@@ -116,7 +116,7 @@ def test_guest_that_is_not_a_regular_file(what: str, fifo: Path, tmp_path: Path)
 def test_asm_source_that_is_not_a_regular_file(what: str, fifo: Path, tmp_path: Path) -> None:
     path = "/dev/zero" if what == "/dev/zero" else str(fifo)
     status, err = _cmd("asm", path, "-o", str(tmp_path / "out.bin"), timeout=30)
-    assert status == EXIT_ASM  # vmsim asm: every error is status 1, as nasm's
+    assert status == EXIT_BAD_INPUT  # as vmsim run's unreadable guest (65: does not assemble)
     assert _one_line(err).startswith(f"{path}:1:1: cannot read source file: ")
     assert "not a regular file" in err
 
