@@ -260,20 +260,31 @@ class SourcePanel(QWidget):
         lay.addLayout(top)
         lay.addWidget(self.editor, 1)
         lay.addWidget(self.error_label)
-        self.editor.modificationChanged.connect(lambda _m: self._show_file())
+        self.edited = False  # the text differs from its file's (as loaded or saved)
+        self._loading = False
+        self.editor.textChanged.connect(self._text_changed)
+
+    def _text_changed(self) -> None:
+        if not self._loading and not self.edited:
+            self.edited = True
+            self._show_file()
 
     def set_source(self, path: str | None, text: str, label: str = "") -> None:
         """Show `text`, the contents of `path` (None: no file to save it to)."""
         self.path = path
         self._label = label or str(path or "")
-        self.editor.setPlainText(text)
-        self.editor.document().setModified(False)
+        self._loading = True
+        try:
+            self.editor.setPlainText(text)
+        finally:
+            self._loading = False
+        self.edited = False
         self.save_button.setEnabled(path is not None)
         self._show_file()
 
     def _show_file(self) -> None:
         label = getattr(self, "_label", "")
-        if self.editor.document().isModified() and self.path is not None:
+        if self.edited and self.path is not None:
             label = tr("{file} (edited, not saved)").format(file=label)
         self.file_label.setText(label)
 
@@ -294,7 +305,7 @@ class SourcePanel(QWidget):
             self.error_label.show()
             return False
         self.path = self._label = str(path)
-        self.editor.document().setModified(False)
+        self.edited = False
         self._show_file()
         return True
 
