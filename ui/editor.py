@@ -261,23 +261,26 @@ class SourcePanel(QWidget):
         lay.addWidget(self.editor, 1)
         lay.addWidget(self.error_label)
         self.edited = False  # the text differs from its file's (as loaded or saved)
-        self._loading = False
+        self._saved: str | None = ""
         self.editor.textChanged.connect(self._text_changed)
 
     def _text_changed(self) -> None:
-        if not self._loading and not self.edited:
-            self.edited = True
+        # textChanged also comes with highlighting (a theme's rehighlight): compare the text.
+        if self._saved is None:
+            return
+        doc = self.editor.document()
+        edited = doc.characterCount() != len(self._saved) + 1 or doc.toPlainText() != self._saved
+        if edited != self.edited:
+            self.edited = edited
             self._show_file()
 
     def set_source(self, path: str | None, text: str, label: str = "") -> None:
         """Show `text`, the contents of `path` (None: no file to save it to)."""
         self.path = path
         self._label = label or str(path or "")
-        self._loading = True
-        try:
-            self.editor.setPlainText(text)
-        finally:
-            self._loading = False
+        self._saved = None  # (setPlainText's textChanged: not an edit)
+        self.editor.setPlainText(text)
+        self._saved = self.editor.toPlainText()  # as the editor holds it (\r\n as \n)
         self.edited = False
         self.save_button.setEnabled(path is not None)
         self._show_file()
@@ -305,6 +308,7 @@ class SourcePanel(QWidget):
             self.error_label.show()
             return False
         self.path = self._label = str(path)
+        self._saved = self.editor.toPlainText()
         self.edited = False
         self._show_file()
         return True

@@ -63,6 +63,8 @@ def test_broken_guest_opens_marked_and_assemble_and_reset_runs_it(make_window, b
     win = make_window(broken)
     _assert_marked(win, broken)
     assert broken.name in win.windowTitle()
+    win.apply_theme("dark")  # highlighting again is not an edit
+    assert "not saved" not in win.source.file_label.text()
 
     # The error line's tooltip says the message.
     editor = win.source.editor
