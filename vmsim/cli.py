@@ -708,7 +708,7 @@ def _register_plugins(sub) -> None:
 
 def _unavailable(name: str, error: Exception) -> int:
     print(f"vmsim: '{name}' is unavailable: {error}", file=sys.stderr)
-    return EXIT_BAD_INPUT
+    return EXIT_UNAVAILABLE
 
 
 MEMORY_MIB = (2, 3072)  # the RAM sizes vmsim.vmm.machine.Machine accepts
