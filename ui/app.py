@@ -211,9 +211,10 @@ def main(args: argparse.Namespace) -> int:
         win.snapshot_opened(args.load)
         if args.screenshot:  # the window is not shown yet: a temporary message would sit
             win.statusBar().clearMessage()  # over the status line in the picture
+    if win.asm_error is not None:  # the window shows it in the editor; a terminal too
+        print(str(win.asm_error), file=sys.stderr)
     if args.screenshot:
         if win.asm_error is not None:  # the picture shows the error; nothing to step
-            print(str(win.asm_error), file=sys.stderr)
             return screenshot(win, args.screenshot, 0, args.size) or EXIT_ASM
         return screenshot(win, args.screenshot, args.steps, args.size)
     win.show()

@@ -612,7 +612,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="vmsim",
         description="Educational simulator of hardware-assisted virtualization (KVM + QEMU on VMX). "
-                    "With no arguments, vmsim opens the GUI (vmsim gui) on a sample guest.")
+                    "With no arguments, vmsim opens the GUI (vmsim gui) on the first lesson "
+                    "or a sample guest.")
     from vmsim import __version__
 
     parser.add_argument("--version", action="version", version=f"vmsim {__version__}")
