@@ -92,6 +92,9 @@ def register(subparsers) -> None:
                         "as File > Open snapshot; instead of GUEST and the machine's options")
     p.add_argument("--theme", choices=("light", "dark"), default=None)
     p.add_argument("--presentation", action="store_true", help="large fonts, for a projector")
+    p.add_argument("--lang", choices=("en", "zh_CN"), default=None,
+                   help="the window's language (default: as chosen in View > Language, else the "
+                        "system locale's: zh_* gives Simplified Chinese)")
     p.add_argument("--screenshot", metavar="FILE.png",
                    help="render the window offscreen after --steps steps, save it, and exit")
     p.add_argument("--steps", type=_count, default=0, metavar="N",
@@ -191,6 +194,8 @@ def main(args: argparse.Namespace) -> int:
     app.setApplicationName("vmsim-gui")
     settings = None if args.screenshot else QSettings()
     theme = args.theme or (settings.value("theme", "light") if settings is not None else "light")
+    from ui import i18n  # before any window: its words are made in this language
+    i18n.install(i18n.choose_language(getattr(args, "lang", None), settings))
     try:  # a source that does not assemble opens in the editor (MainWindow.asm_error)
         win = MainWindow(guest, paging=args.paging, backend=args.backend, settings=settings,
                          theme=theme if theme in ("light", "dark") else "light",

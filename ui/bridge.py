@@ -36,6 +36,7 @@ from collections.abc import Callable
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from ui import text as T
+from ui.i18n import tr
 from ui.text import event_breakpoint_name
 from vmsim.asm.image import GuestImage
 from vmsim.events import CATALOGUE, Event, EventStream
@@ -428,10 +429,10 @@ class SessionBridge(QObject):
         self.pause()
         out = fn()
         if out.reason == "max steps":
-            self.stopped.emit("no such event yet: the guest runs on without one (run, or pause later)")
+            self.stopped.emit(tr("no such event yet: the guest runs on without one (run, or pause later)"))
         if out.finished:
             self.outcome = self.session.run() if self.session.vm is not None else out
-            self.stopped.emit(self.outcome.reason or "finished")
+            self.stopped.emit(self.outcome.reason or tr("finished"))
         self._deliver(force=True)
         return out
 
@@ -626,10 +627,10 @@ class SessionBridge(QObject):
         if out.finished:
             self.outcome = out
             self.pause()
-            self.stopped.emit(out.reason or "finished")
+            self.stopped.emit(out.reason or tr("finished"))
         elif out.breakpoint:
             self.pause()
-            self.stopped.emit(f"breakpoint: {self._breakpoint_words(out.breakpoint)}")
+            self.stopped.emit(tr("breakpoint: {what}").format(what=self._breakpoint_words(out.breakpoint)))
         else:
             self._deliver(force=self.speed < SPEED_MAX)
 
@@ -695,8 +696,8 @@ class SessionBridge(QObject):
         self._subscribe(COARSE_KINDS)  # the debugger runs the guest: no per-access events
         threading.Thread(target=self._serve_gdb, args=(server,), daemon=True,
                          name="gdbstub").start()
-        self.gdbChanged.emit(f"waiting for gdb on 127.0.0.1:{server.port} "
-                             f"(target remote :{server.port})")
+        self.gdbChanged.emit(tr("waiting for gdb on 127.0.0.1:{port} (target remote :{port})").format(
+            port=server.port))
         return server.port
 
     def _serve_gdb(self, server) -> None:  # the stub's thread: only signals reach the GUI
@@ -717,7 +718,7 @@ class SessionBridge(QObject):
     def _gdb_stopped(self) -> None:
         if self.gdb_lock.acquire(blocking=False):  # else the stub runs again already
             try:
-                self.gdbChanged.emit("gdb attached: the guest is stopped")
+                self.gdbChanged.emit(tr("gdb attached: the guest is stopped"))
                 self._deliver(force=True)
             finally:
                 self.gdb_lock.release()
@@ -727,9 +728,9 @@ class SessionBridge(QObject):
         self._subscribe(self.fine_kinds)
         if stub is not None and stub.ended is not None:
             self.outcome = stub.ended
-            self.stopped.emit(stub.ended.reason or "finished")
+            self.stopped.emit(stub.ended.reason or tr("finished"))
         elif stub is not None and stub.killed:
-            self.stopped.emit("killed by the debugger (gdb kill): reset to start again")
+            self.stopped.emit(tr("killed by the debugger (gdb kill): reset to start again"))
             self.outcome = Outcome(True, reason="killed by the debugger")
         self.gdbChanged.emit("")
         self._deliver(force=True)

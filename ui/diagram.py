@@ -33,11 +33,25 @@ from PySide6.QtWidgets import (
     QGraphicsView,
 )
 
+from ui.i18n import tr
 from ui.layout import Box, Layout, load_layout
 
 _VCPU = re.compile(r"vcpu(\d+)$")
 VIRTIO_SOURCE = "virtio-mmio"  # the transports' event source prefix ("virtio-mmio.7")
 EVENTFD_KINDS = frozenset({"ioeventfd_write", "irqfd_inject", "aio_poll"})
+
+
+def words(text: str, vcpu: int | None = None) -> str:
+    """A title, detail or label of diagram.json in the current language. A per-vCPU box's
+    title ("vCPU1 thread") is translated as its template ("vCPU{n} thread")."""
+    if not text:
+        return text
+    if vcpu is not None and str(vcpu) in text:
+        template = text.replace(str(vcpu), "{n}", 1)
+        t = tr(template)
+        if t != template:
+            return t.format(n=vcpu)
+    return tr(text)
 
 
 class BoxItem(QGraphicsRectItem):
@@ -49,19 +63,20 @@ class BoxItem(QGraphicsRectItem):
         self.setAcceptHoverEvents(True)
         self.setCursor(Qt.CursorShape.PointingHandCursor)
         self.title = QGraphicsSimpleTextItem("", self)
-        self.detail = QGraphicsSimpleTextItem(box.detail, self)
+        self.detail = QGraphicsSimpleTextItem(words(box.detail, box.vcpu), self)
         f = QFont()
         f.setBold(True)
         f.setPointSizeF(10.5)
         self.title.setFont(f)
         # Eight vCPUs make narrow boxes: the title is cut to the box, not drawn past it.
-        self.title.setText(QFontMetricsF(f).elidedText(box.title, Qt.TextElideMode.ElideRight,
-                                                       box.rect[2] - 12))
+        self.title.setText(QFontMetricsF(f).elidedText(words(box.title, box.vcpu),
+                                                       Qt.TextElideMode.ElideRight, box.rect[2] - 12))
         g = QFont()
         g.setPointSizeF(8.5)
         self.detail.setFont(g)
-        self.setToolTip(f"{box.title} ({box.id}): click for its panel")
-        self.set_detail(box.detail)
+        self.setToolTip(tr("{title} ({id}): click for its panel").format(title=words(box.title, box.vcpu),
+                                                                         id=box.id))
+        self.set_detail(words(box.detail, box.vcpu))
 
     def set_detail(self, text: str) -> None:
         x, y, w, h = self.box.rect
@@ -87,6 +102,16 @@ class BoxItem(QGraphicsRectItem):
     def mousePressEvent(self, event) -> None:
         self.view.boxClicked.emit(self.box.id, self.box.panel)
         super().mousePressEvent(event)
+
+    def retranslate(self) -> None:
+        """Title, tooltip and fixed detail in the current language (the live details
+        come back with the window's next refresh)."""
+        box = self.box
+        self.title.setText(QFontMetricsF(self.title.font()).elidedText(
+            words(box.title, box.vcpu), Qt.TextElideMode.ElideRight, box.rect[2] - 12))
+        self.setToolTip(tr("{title} ({id}): click for its panel").format(title=words(box.title, box.vcpu),
+                                                                         id=box.id))
+        self.set_detail(words(box.detail, box.vcpu))
 
 
 class DiagramView(QGraphicsView):
@@ -139,7 +164,7 @@ class DiagramView(QGraphicsView):
             band = QGraphicsRectItem(QRectF(*layer["rect"]))
             band.setZValue(-10)
             self.scene_.addItem(band)
-            label = QGraphicsSimpleTextItem(layer["title"])
+            label = QGraphicsSimpleTextItem(words(layer["title"]))
             f = QFont()
             f.setBold(True)
             f.setPointSizeF(11)
@@ -300,7 +325,7 @@ class DiagramView(QGraphicsView):
         if rule is None:
             return None
         self._story = []
-        label = rule.label or kind
+        label = words(rule.label) if rule.label else kind
         self.highlight(rule.box, rule.path, f"{label}: {caption}" if caption else label)
         return rule.box
 
@@ -406,3 +431,12 @@ class DiagramView(QGraphicsView):
 
     def item_at_box(self, box_id: str) -> QGraphicsItem:
         return self.boxes[box_id]
+
+    def retranslate(self) -> None:
+        """The layers' and boxes' words in the current language (ui.i18n.switch_language;
+        the caption is re-set by the window's retranslation, the details by its refresh)."""
+        titles = {layer["id"]: layer["title"] for layer in self.layout_data.layers}
+        for _band, label, lid in self.bands:
+            label.setText(words(titles.get(lid, label.text())))
+        for item in self.boxes.values():
+            item.retranslate()

@@ -238,8 +238,8 @@ class SourcePanel(QWidget):
         self.editor = SourceEditor(self)
         self.path: str | None = None
         self.file_label = QLabel("")
-        self.assemble_button = QPushButton("Assemble && reset")
-        self.assemble_button.setToolTip("Assemble the edited source and start the guest again (Ctrl+B)")
+        self.assemble_button = QPushButton(tr("Assemble && reset"))
+        self.assemble_button.setToolTip(tr("Assemble the edited source and start the guest again (Ctrl+B)"))
         self.assemble_button.clicked.connect(lambda: self.assembleRequested.emit(self.editor.toPlainText()))
         self.save_button = QPushButton(tr("Save"))
         self.save_button.setToolTip(tr("Write the edited source to its file"))
@@ -316,10 +316,14 @@ class SourcePanel(QWidget):
     def show_error(self, line: int | None, message: str, col: int | None = None) -> None:
         """The assembler's error: its line marked (gutter, background, tooltip) and the
         message under the editor, the cursor put on it."""
-        where = (tr("line {line}, column {col}: ").format(line=line, col=col) if line and col else
-                 tr("line {line}: ").format(line=line) if line else "")
-        self.error_label.setText(tr("Does not assemble: {where}{message}").format(
-            where=where, message=message))
+        if line and col:
+            text = tr("Does not assemble: line {line}, column {col}: {message}").format(
+                line=line, col=col, message=message)
+        elif line:
+            text = tr("Does not assemble: line {line}: {message}").format(line=line, message=message)
+        else:
+            text = tr("Does not assemble: {message}").format(message=message)
+        self.error_label.setText(text)
         self.error_label.setToolTip(message)
         self.error_label.show()
         self.editor.set_error_line(line, message)

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings, Qt
-from PySide6.QtGui import QAction, QColor, QFont, QKeySequence, QPalette
+from PySide6.QtGui import QAction, QActionGroup, QColor, QFont, QKeySequence, QPalette
 from PySide6.QtWidgets import (
     QApplication,
     QComboBox,
@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ui import i18n
 from ui import text as T
 from ui.bridge import SPEED_MAX, SessionBridge
 from ui.diagram import DiagramView
@@ -77,7 +78,7 @@ def _bytes(n: int) -> str:
     for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= size:
             return f"{n / size:.4g} {unit}"
-    return f"{n} bytes"
+    return tr("{n} bytes").format(n=n)
 
 
 def _one_line(e: object) -> str:
@@ -143,17 +144,17 @@ class MainWindow(QMainWindow):
         L, R, B = (Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea,
                    Qt.DockWidgetArea.BottomDockWidgetArea)
         for name, title, widget, area in (
-                ("source", "Guest source", self.source, L),
-                ("disasm", "Disassembly, memory", self.disasm, L),
-                ("registers", "Registers", self.registers, R),
-                ("vmcs", "VMCS", self.vmcs, R),
-                ("pagetables", "Page tables", self.pagetables, R),
+                ("source", tr("Guest source"), self.source, L),
+                ("disasm", tr("Disassembly, memory"), self.disasm, L),
+                ("registers", tr("Registers"), self.registers, R),
+                ("vmcs", tr("VMCS"), self.vmcs, R),
+                ("pagetables", tr("Page tables"), self.pagetables, R),
                 ("interrupts", T.INTERRUPTS_TITLE, self.interrupts, R),
                 ("vcpus", T.VCPUS_TITLE, self.vcpus, R),
-                ("devices", "Devices", self.devices, B),
+                ("devices", tr("Devices"), self.devices, B),
                 ("virtio", T.QUEUES_TITLE, self.queues, B),
-                ("events", "Event log", self.events, B),
-                ("stats", "Exit statistics", self.stats, B)):
+                ("events", tr("Event log"), self.events, B),
+                ("stats", tr("Exit statistics"), self.stats, B)):
             dock = QDockWidget(title, self)
             dock.setObjectName(f"dock-{name}")
             dock.setWidget(widget)
@@ -205,9 +206,11 @@ class MainWindow(QMainWindow):
 
     def _set_title(self) -> None:
         b = self.bridge
-        disk = f", disk {Path(b.disk).name}{T.READONLY if b.disk_readonly else ''}" if b.disk else ""
-        self.setWindowTitle(f"vmsim: {Path(self.guest_path).name} ({b.backend}, {b.paging}, "
-                            f"{b.smp} vCPU{'s' if b.smp > 1 else ''}, irqchip {b.irqchip}{disk})")
+        disk = tr(", disk {name}{ro}").format(name=Path(b.disk).name, ro=T.READONLY if b.disk_readonly
+                                              else "") if b.disk else ""
+        self.setWindowTitle(tr("vmsim: {guest} ({backend}, {paging}, {smp} vCPU{s}, irqchip {irqchip}{disk})")
+                            .format(guest=Path(self.guest_path).name, backend=b.backend, paging=b.paging,
+                                    smp=b.smp, s="s" if b.smp > 1 else "", irqchip=b.irqchip, disk=disk))
 
     def default_dock_sizes(self) -> None:
         w = max(self.width(), 1200)
@@ -219,16 +222,16 @@ class MainWindow(QMainWindow):
     # -- actions ---------------------------------------------------------------------------------
     def _make_actions(self) -> None:
         b = self.bridge
-        tb = QToolBar("Controls")
+        tb = QToolBar(tr("Controls"))
         tb.setObjectName("toolbar-controls")
         tb.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
         self.addToolBar(tb)
         self.toolbar = tb
         mb = self.menuBar()
-        m_file = mb.addMenu("&File")
-        m_run = mb.addMenu("&Run")
-        m_bp = mb.addMenu("&Breakpoints")
-        m_view = mb.addMenu("&View")
+        m_file = mb.addMenu(tr("&File"))
+        m_run = mb.addMenu(tr("&Run"))
+        m_bp = mb.addMenu(tr("&Breakpoints"))
+        m_view = mb.addMenu(tr("&View"))
 
         def act(text, slot, keys=None, menu=None, toolbar=True, tip=""):
             a = QAction(text, self)
@@ -242,10 +245,10 @@ class MainWindow(QMainWindow):
                 tb.addAction(a)
             return a
 
-        self.a_open = act("Open…", self.open_guest, "Ctrl+O", m_file,
-                          tip="open a guest (.asm or flat binary)")
-        act("Assemble && reset", lambda: self.reassemble(self.source.editor.toPlainText()), "Ctrl+B", m_file,
-            toolbar=False)
+        self.a_open = act(tr("Open…"), self.open_guest, "Ctrl+O", m_file,
+                          tip=tr("open a guest (.asm or flat binary)"))
+        act(tr("Assemble && reset"), lambda: self.reassemble(self.source.editor.toPlainText()), "Ctrl+B",
+            m_file, toolbar=False)
         m_file.addSeparator()
         self.a_attach = act(T.ATTACH_DISK, lambda: self._attach_disk_dialog(False), None, m_file,
                             toolbar=False, tip=T.ATTACH_DISK_TIP)
@@ -258,48 +261,48 @@ class MainWindow(QMainWindow):
         self.a_open_snap = act(T.OPEN_SNAPSHOT, self._open_snapshot_dialog, "Ctrl+Shift+O", m_file,
                                toolbar=False, tip=T.OPEN_SNAPSHOT_TIP)
         m_file.addSeparator()
-        act("Screenshot…", self._screenshot_dialog, None, m_file, toolbar=False)
-        act("Export timeline…", self._export_timeline_dialog, None, m_file, toolbar=False,
-            tip="the events the event log holds, for ui.perfetto.dev or chrome://tracing")
-        act("Quit", self.close, "Ctrl+Q", m_file, toolbar=False)
+        act(tr("Screenshot…"), self._screenshot_dialog, None, m_file, toolbar=False)
+        act(tr("Export timeline…"), self._export_timeline_dialog, None, m_file, toolbar=False,
+            tip=tr("the events the event log holds, for ui.perfetto.dev or chrome://tracing"))
+        act(tr("Quit"), self.close, "Ctrl+Q", m_file, toolbar=False)
         tb.addSeparator()
         # Each back action beside its forward one, on the forward key with Shift. (To
         # userspace exit moved from Shift+F8 to F7: Shift+F8 is the back of F8 now.)
         self.a_reverse = act(T.REVERSE_CONTINUE, self._before_step(b.reverse_continue), "Shift+F5",
                              m_run, tip=T.REVERSE_CONTINUE_TIP)
-        self.a_run = act("Run", b.toggle_run, "F5", m_run, tip="run / pause")
+        self.a_run = act(tr("Run"), b.toggle_run, "F5", m_run, tip=tr("run / pause"))
         tb.addSeparator()
         self.a_back_insn = act(T.BACK_INSN, self._before_step(b.step_back_instruction), "Shift+F11",
                                m_run, tip=T.BACK_INSN_TIP)
-        self.a_step_insn = act("Step instruction", self._before_step(b.step_instruction), "F11", m_run)
+        self.a_step_insn = act(tr("Step instruction"), self._before_step(b.step_instruction), "F11", m_run)
         self.a_back_event = act(T.BACK_EVENT, self._before_step(b.step_back_event), "Shift+F10", m_run,
                                 tip=T.BACK_EVENT_TIP)
-        self.a_step_event = act("Step event", self._before_step(b.step_event), "F10", m_run)
+        self.a_step_event = act(tr("Step event"), self._before_step(b.step_event), "F10", m_run)
         self.a_back_exit = act(T.BACK_EXIT, self._before_step(b.step_back_vmexit), "Shift+F8", m_run,
                                tip=T.BACK_EXIT_TIP)
-        self.a_step_exit = act("To VM exit", self._before_step(b.step_vmexit), "F8", m_run,
-                               tip="run to the next VM exit")
+        self.a_step_exit = act(tr("To VM exit"), self._before_step(b.step_vmexit), "F8", m_run,
+                               tip=tr("run to the next VM exit"))
         self.a_back_user = act(T.BACK_USER, self._before_step(b.step_back_userspace_exit), "Shift+F7",
                                m_run, tip=T.BACK_USER_TIP)
-        self.a_step_user = act("To userspace exit", self._before_step(b.step_userspace_exit), "F7",
-                               m_run, tip="run to the next exit to userspace (KVM_RUN returns)")
+        self.a_step_user = act(tr("To userspace exit"), self._before_step(b.step_userspace_exit), "F7",
+                               m_run, tip=tr("run to the next exit to userspace (KVM_RUN returns)"))
         tb.addSeparator()
         self.back_actions = {a: a.toolTip() for a in (self.a_reverse, self.a_back_insn, self.a_back_event,
                                                       self.a_back_exit, self.a_back_user)}
-        self.a_reset = act("Reset", lambda: b.reset(), "Ctrl+R", m_run, tip="start the guest again")
+        self.a_reset = act(tr("Reset"), lambda: b.reset(), "Ctrl+R", m_run, tip=tr("start the guest again"))
         m_run.addSeparator()
-        self.a_gdb = act("Wait for gdb…", self._wait_for_gdb, None, m_run, toolbar=False,
-                         tip="serve the GDB remote protocol on 127.0.0.1 (docs/gdb.md)")
+        self.a_gdb = act(tr("Wait for gdb…"), self._wait_for_gdb, None, m_run, toolbar=False,
+                         tip=tr("serve the GDB remote protocol on 127.0.0.1 (docs/gdb.md)"))
         tb.addSeparator()
-        tb.addWidget(QLabel(" speed: slow "))
+        tb.addWidget(QLabel(tr(" speed: slow ")))
         self.speed = QSlider(Qt.Orientation.Horizontal)
         self.speed.setRange(0, SPEED_MAX)
         self.speed.setValue(SPEED_MAX)
         self.speed.setFixedWidth(160)
-        self.speed.setToolTip("slow motion (one event at a time, animated) ... full speed (batches)")
+        self.speed.setToolTip(tr("slow motion (one event at a time, animated) ... full speed (batches)"))
         self.speed.valueChanged.connect(b.set_speed)
         tb.addWidget(self.speed)
-        tb.addWidget(QLabel(" full "))
+        tb.addWidget(QLabel(tr(" full ")))
         # The machine (as vmsim run --smp / --irqchip): a change starts the guest again.
         tb.addSeparator()
         tb.addWidget(QLabel(T.VCPUS_LABEL))
@@ -325,29 +328,29 @@ class MainWindow(QMainWindow):
         self.addToolBar(tl)
         self.timeline_bar = tl
 
-        act("Toggle breakpoint at cursor line", self._toggle_cursor_bp, "F9", m_bp, toolbar=False)
-        act("Break on address…", self._bp_address, None, m_bp, toolbar=False)
-        act("Break on VM exit reason…", self._bp_exit, None, m_bp, toolbar=False)
-        act("Break on I/O port…", self._bp_port, None, m_bp, toolbar=False)
+        act(tr("Toggle breakpoint at cursor line"), self._toggle_cursor_bp, "F9", m_bp, toolbar=False)
+        act(tr("Break on address…"), self._bp_address, None, m_bp, toolbar=False)
+        act(tr("Break on VM exit reason…"), self._bp_exit, None, m_bp, toolbar=False)
+        act(tr("Break on I/O port…"), self._bp_port, None, m_bp, toolbar=False)
         self.event_bp_actions: dict[str, QAction] = {}
         for spec, name in T.EVENT_BREAKPOINTS.items():
-            a = QAction(f"Break on {name}", self, checkable=True)
+            a = QAction(tr("Break on {what}").format(what=name), self, checkable=True)
             a.setToolTip(T.EVENT_BREAKPOINT_TIPS[spec])
             a.setStatusTip(T.EVENT_BREAKPOINT_TIPS[spec])
             a.toggled.connect(lambda on, spec=spec: self.set_event_breakpoint(spec, on))
             m_bp.addAction(a)
             self.event_bp_actions[spec] = a
-        act("Clear all breakpoints", self._bp_clear, None, m_bp, toolbar=False)
+        act(tr("Clear all breakpoints"), self._bp_clear, None, m_bp, toolbar=False)
 
-        self.a_dark = QAction("Dark theme", self, checkable=True)
+        self.a_dark = QAction(tr("Dark theme"), self, checkable=True)
         self.a_dark.setShortcut(QKeySequence("Ctrl+Shift+D"))
         self.a_dark.toggled.connect(lambda on: self.apply_theme("dark" if on else "light"))
         m_view.addAction(self.a_dark)
-        self.a_present = QAction("Presentation mode (large fonts)", self, checkable=True)
+        self.a_present = QAction(tr("Presentation mode (large fonts)"), self, checkable=True)
         self.a_present.setShortcut(QKeySequence("Ctrl+Shift+P"))
         self.a_present.toggled.connect(self.set_presentation)
         m_view.addAction(self.a_present)
-        self.a_animate = QAction("Animate event paths", self, checkable=True)
+        self.a_animate = QAction(tr("Animate event paths"), self, checkable=True)
         self.a_animate.setChecked(True)
         self.a_animate.toggled.connect(lambda on: setattr(self.diagram, "animate", on))
         m_view.addAction(self.a_animate)
@@ -355,6 +358,7 @@ class MainWindow(QMainWindow):
         for name, dock in self.docks.items():
             del name
             m_view.addAction(dock.toggleViewAction())
+        self._make_language_menu(m_view)
 
     def _dock_shown(self, visible: bool) -> None:
         if visible and not self.bridge.running and hasattr(self, "status"):
@@ -369,7 +373,7 @@ class MainWindow(QMainWindow):
     # -- breakpoints -----------------------------------------------------------------------------------
     def toggle_breakpoint(self, line: int) -> None:
         if not self.bridge.toggle_line_breakpoint(line):
-            self.status.setText(f"line {line} has no code: no breakpoint there")
+            self.status.setText(tr("line {line} has no code: no breakpoint there").format(line=line))
         self.source.editor.breakpoints = set(self.bridge.line_breakpoints)
         self.source.editor.gutter.update()
 
@@ -377,35 +381,35 @@ class MainWindow(QMainWindow):
         self.toggle_breakpoint(self.source.editor.textCursor().blockNumber() + 1)
 
     def _bp_address(self) -> None:
-        text, ok = QInputDialog.getText(self, "Break on address", "guest address (hex) or symbol:")
+        text, ok = QInputDialog.getText(self, tr("Break on address"), tr("guest address (hex) or symbol:"))
         if ok and text.strip():
             sym = self.bridge.session.image.symbols.get(text.strip())
             try:
                 addr = sym if sym is not None else int(text.strip(), 16)
             except ValueError:
-                self.status.setText(f"not an address: {text}")
+                self.status.setText(tr("not an address: {text}").format(text=text))
                 return
             self.bridge.set_breakpoints(addresses=self.bridge.address_breakpoints | {addr})
-            self.status.setText(f"breakpoint at {addr:#x}")
+            self.status.setText(tr("breakpoint at {addr:#x}").format(addr=addr))
 
     def _bp_exit(self) -> None:
         from vmsim.hw.vmx import ExitReason
 
         names = [r.name for r in ExitReason]
-        name, ok = QInputDialog.getItem(self, "Break on VM exit", "exit reason:", names, 0, False)
+        name, ok = QInputDialog.getItem(self, tr("Break on VM exit"), tr("exit reason:"), names, 0, False)
         if ok:
             self.bridge.set_breakpoints(exits=self.bridge.exit_breakpoints | {name})
-            self.status.setText(f"breakpoint on VM exit {name}")
+            self.status.setText(tr("breakpoint on VM exit {name}").format(name=name))
 
     def _bp_port(self) -> None:
-        text, ok = QInputDialog.getText(self, "Break on port", "I/O port (hex):")
+        text, ok = QInputDialog.getText(self, tr("Break on port"), tr("I/O port (hex):"))
         if ok and text.strip():
             try:
                 port = int(text.strip(), 16)
             except ValueError:
                 return
             self.bridge.set_breakpoints(ports=self.bridge.port_breakpoints | {port})
-            self.status.setText(f"breakpoint on port {port:#x}")
+            self.status.setText(tr("breakpoint on port {port:#x}").format(port=port))
 
     def set_event_breakpoint(self, spec: str, on: bool) -> None:
         """Break on an event (ui.text.EVENT_BREAKPOINTS: an interrupt injected, the BQL
@@ -418,7 +422,8 @@ class MainWindow(QMainWindow):
         if a is not None and a.isChecked() != on:
             a.setChecked(on)
         name = T.EVENT_BREAKPOINTS.get(spec, spec)
-        self.status.setText(f"breakpoint on {name}" if on else f"no breakpoint on {name}")
+        self.status.setText((tr("breakpoint on {what}") if on else
+                             tr("no breakpoint on {what}")).format(what=name))
 
     def _bp_clear(self) -> None:
         self.bridge.line_breakpoints.clear()
@@ -435,7 +440,7 @@ class MainWindow(QMainWindow):
         """Run the guest on another machine (vCPUs, irqchip mode): it starts again."""
         b = self.bridge
         if b.gdb is not None:
-            self.status.setText("gdb drives this guest: detach it first")
+            self.status.setText(tr("gdb drives this guest: detach it first"))
             self._sync_machine_controls()
             return
         try:
@@ -446,12 +451,12 @@ class MainWindow(QMainWindow):
             return
         self._sync_machine_controls()
         self._set_title()
-        self.status.setText(f"{b.smp} vCPU{'s' if b.smp > 1 else ''}, irqchip {b.irqchip}: "
-                            "the guest starts again")
+        self.status.setText(tr("{smp} vCPU{s}, irqchip {irqchip}: the guest starts again").format(
+            smp=b.smp, s="s" if b.smp > 1 else "", irqchip=b.irqchip))
 
     def _attach_disk_dialog(self, readonly: bool) -> None:
         path, _ = QFileDialog.getOpenFileName(self, T.ATTACH_DISK_RO if readonly else T.ATTACH_DISK,
-                                              "", "Raw disk images (*.img *.raw *.bin);;All files (*)")
+                                              "", tr("Raw disk images (*.img *.raw *.bin);;All files (*)"))
         if path:
             self.attach_disk(path, readonly)
 
@@ -461,7 +466,7 @@ class MainWindow(QMainWindow):
         bar; the session goes on as it was. Returns whether the disk changed."""
         b = self.bridge
         if b.gdb is not None:
-            self.status.setText("gdb drives this guest: detach it first")
+            self.status.setText(tr("gdb drives this guest: detach it first"))
             return False
         try:
             b.set_disk(path, readonly)
@@ -491,14 +496,16 @@ class MainWindow(QMainWindow):
         path = Path(img.source_file or self.guest_path)
         text = img.source or ""  # a snapshot's guest brings its source with it
         is_source = path.suffix.lower() in (".asm", ".s", ".nasm")
+        savable = bool(text) and is_source
         if not text and is_source and path.exists():
             try:  # a regular file of bounded size only (a FIFO would block the GUI)
                 text = read_input_file(path, SOURCE_LIMIT, "a source's limit").decode("utf-8")
+                savable = True
             except (OSError, ValueError) as e:
-                text = f"; cannot show {path}: {e}"
-        # Save writes to the source's file; a flat binary has none to write.
-        self.source.set_source(str(path) if text and is_source else None,
-                               text or "; (a flat binary: no source)", str(path))
+                text = tr("; cannot show {path}: {error}").format(path=path, error=e)
+        # Save writes to the source's file; a flat binary (or one not shown) has none.
+        self.source.set_source(str(path) if savable else None,
+                               text or tr("; (a flat binary: no source)"), str(path))
         self.source.clear_error()
         if self.asm_error is not None:  # another guest (a snapshot's): it assembled
             self._show_asm_error(None)
@@ -543,7 +550,7 @@ class MainWindow(QMainWindow):
         """Assemble the edited text in place; on error, show it at its line, keep the text.
         The file on disk is not written (Save does that)."""
         if self.bridge.gdb is not None:
-            self.status.setText("gdb drives this guest: detach it first")
+            self.status.setText(tr("gdb drives this guest: detach it first"))
             return False
         try:
             image = assemble(text, self.bridge.session.image.source_file or "<edited>")
@@ -557,7 +564,7 @@ class MainWindow(QMainWindow):
         self.source.clear_error()
         self._show_asm_error(None)
         self.bridge.reset(image)
-        self.status.setText("assembled; the guest starts again")
+        self.status.setText(tr("assembled; the guest starts again"))
         return True
 
     def _edit_error(self, e: AsmError) -> None:
@@ -565,23 +572,23 @@ class MainWindow(QMainWindow):
         that ran stays (its actions on)."""
         self.source.show_error(e.line or None, e.message, e.col)
         self.raise_panel("", "source")
-        self.status.setText(f"assembly failed: {e}")
+        self.status.setText(tr("assembly failed: {error}").format(error=e))
         self._asm_status(tr("The edit does not assemble (line {line}: {message}); the guest "
                             "is the last one that did").format(line=e.line, message=e.message))
 
     def open_guest(self, path: str | None = None) -> None:
         if self.bridge.gdb is not None:
-            self.status.setText("gdb drives this guest: detach it first")
+            self.status.setText(tr("gdb drives this guest: detach it first"))
             return
         if not path:
-            path, _ = QFileDialog.getOpenFileName(self, "Open guest", str(DEFAULT_GUEST.parent),
-                                                  "Guests (*.asm *.bin);;All files (*)")
+            path, _ = QFileDialog.getOpenFileName(self, tr("Open guest"), str(DEFAULT_GUEST.parent),
+                                                  tr("Guests (*.asm *.bin);;All files (*)"))
         if not path:
             return
         try:  # a source with an assembly error opens too, in the editor, its error marked
             image, error = _load_guest(path)
         except (GuestLoadError, OSError, ValueError) as e:
-            QMessageBox.warning(self, "vmsim", f"cannot open {path}:\n{e}")
+            QMessageBox.warning(self, "vmsim", tr("cannot open {path}:\n{error}").format(path=path, error=e))
             return
         self.bridge.line_breakpoints.clear()
         self.bridge.reset(image)
@@ -662,12 +669,13 @@ class MainWindow(QMainWindow):
         if b.running and b.speed >= SPEED_MAX:
             in_guest = [f"guest.vcpu{d['index']}" for d in s.vcpu_states() if d.get("mode") == "in_guest"]
             self.diagram.highlight(in_guest[0] if in_guest else "kvm.run_loop", (),
-                                   "running: repainting from state")
+                                   tr("running: repainting from state"))
         eip = s.cpus[0].eip if s.cpus else 0
-        state = ("running" if b.running else
-                 "finished: " + (b.outcome.reason or "") if b.finished else "paused")
-        self.status.setText(f"{state} | EIP {eip:#010x} line {line or '-'} | {s.instructions} instructions"
-                            f" | virtual time {s.virtual_time} cycles | paging {s.paging}")
+        state = (tr("running") if b.running else
+                 tr("finished: {why}").format(why=b.outcome.reason or "") if b.finished else tr("paused"))
+        self.status.setText(tr("{state} | EIP {eip:#010x} line {line} | {n} instructions | virtual time "
+                               "{time} cycles | paging {paging}").format(
+            state=state, eip=eip, line=line or "-", n=s.instructions, time=s.virtual_time, paging=s.paging))
 
     def lit_boxes(self) -> set[str]:
         """What runs now: the vCPUs in the guest, the vCPU threads not waiting, the main
@@ -710,28 +718,32 @@ class MainWindow(QMainWindow):
         if s.cpus:
             for n, c in enumerate(s.cpus):  # as the registers panel has them (KVM_GET_REGS)
                 r = s.registers(n)
-                d[f"guest.vcpu{n}"] = (f"EIP {r['EIP']:#010x}  EAX {r['EAX']:#x}  ESP {r['ESP']:#x}  "
-                                       f"{c.icount} insns")
+                d[f"guest.vcpu{n}"] = tr("EIP {eip:#010x}  EAX {eax:#x}  ESP {esp:#x}  {n} insns").format(
+                    eip=r["EIP"], eax=r["EAX"], esp=r["ESP"], n=c.icount)
             c = s.cpus[0]
-            mode = "VMX non-root: running the guest" if b.in_guest else "VMX root: host (kvm.ko / QEMU)"
+            mode = (tr("VMX non-root: running the guest") if b.in_guest else
+                    tr("VMX root: host (kvm.ko / QEMU)"))
             d["hw.cpu"] = f"{mode}; CR0 {c.get_control(0):#x}"
-            d["hw.mmu"] = f"paging {'on' if c.get_control(0) >> 31 else 'off'}, {len(c.mmu.tlb)} TLB entries"
+            d["hw.mmu"] = (tr("paging on, {n} TLB entries") if c.get_control(0) >> 31 else
+                          tr("paging off, {n} TLB entries")).format(n=len(c.mmu.tlb))
         m = s.machine
         bql = th.get("bql")
         if bql is None:
-            d["qemu.bql"] = f"held by {m.bql.owner or 'nobody'}"
-        d["hw.memory"] = f"{m.config.memory_mib if hasattr(m.config, 'memory_mib') else ''} MiB RAM"
+            d["qemu.bql"] = tr("held by {owner}").format(owner=m.bql.owner or T.NOBODY)
+        d["hw.memory"] = tr("{n} MiB RAM").format(
+            n=m.config.memory_mib if hasattr(m.config, 'memory_mib') else '')
         if s.vm is not None and hasattr(s.vm.cpus[0].vcpu, "vmcs"):
             ex = s.last_exit()
-            d["kvm.run_loop"] = ("KVM_RUN > vcpu_enter_guest > VM entry ... " +
-                                 (f"last exit {ex['reason']}" if ex else "no exit yet"))
-            d["kvm.mmu"] = ("EPT (TDP MMU): " + f"{len(s.ept_entries())} gfns mapped" if s.paging == "ept"
-                            else f"shadow paging: {len(s.shadow_pages())} shadow pages")
-            d["hw.vmcs"] = "launched" if s.vm.cpus[0].vcpu.vmcs.launched else "not launched"
+            d["kvm.run_loop"] = tr("KVM_RUN > vcpu_enter_guest > VM entry ... {last}").format(
+                last=tr("last exit {reason}").format(reason=ex['reason']) if ex else tr("no exit yet"))
+            d["kvm.mmu"] = (tr("EPT (TDP MMU): {n} gfns mapped").format(n=len(s.ept_entries()))
+                            if s.paging == "ept" else
+                            tr("shadow paging: {n} shadow pages").format(n=len(s.shadow_pages())))
+            d["hw.vmcs"] = tr("launched") if s.vm.cpus[0].vcpu.vmcs.launched else tr("not launched")
             counts = b.stats.as_dict()["vm_exits"]
             d["kvm.exit_handlers"] = "kvm_vmx_exit_handlers[]: " + (
-                ", ".join(f"{r['reason']} {r['count']}" for r in counts[:3]) or "none yet")
-        d["qemu.serial"] = f"port 0x3F8; {s.serial_total} bytes sent"
+                ", ".join(f"{r['reason']} {r['count']}" for r in counts[:3]) or tr("none yet"))
+        d["qemu.serial"] = tr("port 0x3F8; {n} bytes sent").format(n=s.serial_total)
         self._virtio_details(d, th)
         self.diagram.set_details(d)
 
@@ -759,8 +771,9 @@ class MainWindow(QMainWindow):
         iothreads = [t for t in th.get("threads", []) if t["name"].startswith(IOTHREAD_PREFIX)]
         self.diagram.iothread = bool(iothreads)
         d["qemu.iothread"] = ("; ".join(T.IOTHREAD_BOX.format(
-            name=t["name"], state="ended" if t["done"] else
-            f"waits: {t['waiting']}" if t["waiting"] else "running") for t in iothreads)
+            name=t["name"], state=tr("ended") if t["done"] else
+            tr("waits: {what}").format(what=t['waiting']) if t["waiting"] else tr("running"))
+            for t in iothreads)
             or T.IOTHREAD_NONE)
 
     def _thread_details(self, d: dict[str, str], th: dict, ic: dict) -> None:
@@ -770,24 +783,23 @@ class MainWindow(QMainWindow):
         for v in self.bridge.session.vcpu_states():
             t = threads.get(v["thread"], {})
             if t.get("done"):
-                what = "ended"
+                what = tr("ended")
             elif v.get("mode") == "in_guest":
-                what = "KVM_RUN: in the guest"
+                what = tr("KVM_RUN: in the guest")
             elif v.get("mode") == "blocked":
-                what = "KVM_RUN: kvm_vcpu_block (HLT)"
+                what = tr("KVM_RUN: kvm_vcpu_block (HLT)")
             elif t.get("waiting"):
-                what = f"waits: {t['waiting']}"
+                what = tr("waits: {what}").format(what=t['waiting'])
             else:
-                what = "running: kvm_cpu_exec"
+                what = tr("running: kvm_cpu_exec")
             if bql["owner"] == v["thread"]:
-                what += "; holds the BQL"
+                what = tr("{what}; holds the BQL").format(what=what)
             d[f"qemu.vcpu_thread{v['index']}"] = what
         loop = th["main_loop"]
-        d["qemu.main_loop"] = ("main_loop_wait: " + (T.MAIN_LOOP_RUNNING if loop["running"] else
-                                                    T.MAIN_LOOP_POLLING)
-                               + f"; {len(loop['timers'])} timers armed")
-        d["qemu.bql"] = (f"owner {bql['owner'] or T.NOBODY}; waiting: {', '.join(bql['waiters']) or T.NONE}; "
-                         f"contended {bql['contended']}x")
+        d["qemu.main_loop"] = tr("main_loop_wait: {state}; {n} timers armed").format(
+            state=T.MAIN_LOOP_RUNNING if loop["running"] else T.MAIN_LOOP_POLLING, n=len(loop['timers']))
+        d["qemu.bql"] = tr("owner {owner}; waiting: {waiters}; contended {n}x").format(
+            owner=bql['owner'] or T.NOBODY, waiters=', '.join(bql['waiters']) or T.NONE, n=bql['contended'])
         pic, pit = ic.get("pic"), ic.get("pit")
         where = "kvm" if ic["irqchip"] == "kernel" else "qemu"
         if pic:
@@ -800,11 +812,11 @@ class MainWindow(QMainWindow):
         if apics:
             busy = sum(1 for a in apics if a["irr"] or a["isr"])
             timers = sum(1 for a in apics if a.get("next_expiry") is not None)
-            d["kvm.lapic"] = (f"{len(apics)} APICs; {busy} with IRR/ISR bits; "
-                              f"{timers} timers armed")
+            d["kvm.lapic"] = tr("{n} APICs; {busy} with IRR/ISR bits; {timers} timers armed").format(
+                n=len(apics), busy=busy, timers=timers)
 
     def _running_changed(self, running: bool) -> None:
-        self.a_run.setText("Pause" if running else "Run")
+        self.a_run.setText(tr("Pause") if running else tr("Run"))
         for a in (self.a_step_insn, self.a_step_event, self.a_step_exit, self.a_step_user):
             a.setEnabled(True)
         self._update_back_actions()
@@ -847,14 +859,15 @@ class MainWindow(QMainWindow):
             self.devices.truncate(b.last_seq, bytes(b.session.serial))
 
     def _wait_for_gdb(self) -> None:
-        port, ok = QInputDialog.getInt(self, "Wait for gdb",
-                                       "TCP port on 127.0.0.1 (0: any free port):", 1234, 0, 65535)
+        port, ok = QInputDialog.getInt(self, tr("Wait for gdb"),
+                                       tr("TCP port on 127.0.0.1 (0: any free port):"), 1234, 0, 65535)
         if not ok:
             return
         try:
             self.bridge.wait_for_gdb(port)
         except OSError as e:
-            QMessageBox.warning(self, "vmsim", f"cannot listen on 127.0.0.1:{port}:\n{e.strerror or e}")
+            QMessageBox.warning(self, "vmsim", tr("cannot listen on 127.0.0.1:{port}:\n{error}").format(
+                port=port, error=e.strerror or e))
 
     def _gdb_changed(self, text: str) -> None:
         """While a debugger drives the session, the window only shows it."""
@@ -875,7 +888,7 @@ class MainWindow(QMainWindow):
 
     def _stopped(self, why: str) -> None:
         ev = self.bridge.break_event
-        if ev is not None and why.startswith("breakpoint"):  # the diagram shows that event
+        if ev is not None and why.startswith(tr("breakpoint")):  # the diagram shows that event
             self.diagram.show_event(ev.kind, ev.source, ev.fields, _caption(ev))
         self.status.setText(why)
         self.statusBar().showMessage(why, 5000)
@@ -975,8 +988,8 @@ class MainWindow(QMainWindow):
         super().closeEvent(event)
 
     def _export_timeline_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export timeline", "vmsim-timeline.json",
-                                              "Chrome trace JSON (*.json)")
+        path, _ = QFileDialog.getSaveFileName(self, tr("Export timeline"), "vmsim-timeline.json",
+                                              tr("Chrome trace JSON (*.json)"))
         if path:
             self.export_timeline(path)
 
@@ -989,7 +1002,8 @@ class MainWindow(QMainWindow):
         try:
             with open(path, "w", encoding="utf-8") as f:
                 n = write_timeline(list(self.bridge.history), f, path)
-            msg = f"timeline: {n} trace events in {path} (open it in ui.perfetto.dev)"
+            msg = tr("timeline: {n} trace events in {path} (open it in ui.perfetto.dev)").format(
+                n=n, path=path)
         except OutputError as e:
             msg = str(e)
         except OSError as e:
@@ -1066,6 +1080,54 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(msg, 10000)
 
     def _screenshot_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save screenshot", "vmsim.png", "PNG (*.png)")
+        path, _ = QFileDialog.getSaveFileName(self, tr("Save screenshot"), "vmsim.png", tr("PNG (*.png)"))
         if path:
             self.grab().save(path)
+
+    # -- language (issue 13) ----------------------------------------------------------------------
+    def _make_language_menu(self, m_view) -> None:
+        """View > Language: each language named in itself; a choice applies at once."""
+        m_view.addSeparator()
+        menu = m_view.addMenu(tr("&Language"))
+        group = QActionGroup(self)
+        group.setExclusive(True)
+        self.language_actions: dict[str, QAction] = {}
+        for lang, name in i18n.LANGUAGES.items():
+            a = QAction(name, self, checkable=True)
+            a.setChecked(lang == i18n.current_language())
+            a.triggered.connect(lambda _on=False, lang=lang: self.set_language(lang))
+            group.addAction(a)
+            menu.addAction(a)
+            self.language_actions[lang] = a
+
+    def set_language(self, lang: str) -> bool:
+        """Switch the window to `lang` ("en", "zh_CN") now, keeping the session as it is;
+        saved in the settings for the next start. Other open windows (the side-by-side
+        comparison) follow too."""
+        others = [w for w in QApplication.topLevelWidgets()
+                  if w is not self and isinstance(w, QMainWindow) and w.isVisible()]
+        ok = i18n.switch_language(lang, [self, *others], self.settings)
+        for code, a in self.language_actions.items():
+            a.setChecked(code == i18n.current_language())
+        return ok
+
+    def retranslate(self) -> None:
+        """After ui.i18n.switch_language set the widgets' fixed words anew: the words made
+        from state (title, event breakpoints, back actions' tooltips, the diagram's boxes,
+        the panels' contents) in the new language."""
+        self._set_title()
+        for spec, a in self.event_bp_actions.items():
+            a.setText(tr("Break on {what}").format(what=T.EVENT_BREAKPOINTS[spec]))
+        for a, tip in ((self.a_reverse, T.REVERSE_CONTINUE_TIP), (self.a_back_insn, T.BACK_INSN_TIP),
+                       (self.a_back_event, T.BACK_EVENT_TIP), (self.a_back_exit, T.BACK_EXIT_TIP),
+                       (self.a_back_user, T.BACK_USER_TIP)):
+            keys = a.shortcut().toString()
+            self.back_actions[a] = f"{tip} ({keys})" if keys else tip
+        self.diagram.retranslate()
+        self.queues.reset()
+        self.pagetables._key = None
+        self.timeline.update()
+        self.stats.chart.update()
+        self.statusBar().clearMessage()
+        self.refresh()
+

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from ui import text as T
+from ui.i18n import tr
 from vmsim.costs import NOMINAL_HZ
 from vmsim.events import CATALOGUE, LAYERS
 from vmsim.hw.i8254 import PIT_FREQ
@@ -69,7 +70,7 @@ class RegistersPanel(QWidget):
         self.cpu_box.activated.connect(self.show_cpu)
         self._bridge = None
         self.table = QTableWidget(0, 3)
-        self.table.setHorizontalHeaderLabels(["register", "value", ""])
+        self.table.setHorizontalHeaderLabels([tr("register"), tr("value"), ""])
         compact(self.table)
         self.table.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
         self.table.setFont(mono())
@@ -126,21 +127,22 @@ class RegistersPanel(QWidget):
                 note = " ".join(n for n, b in (("PSE", 4), ("PGE", 7), ("VMXE", 13)) if v >> b & 1)
             elif name == "EIP":
                 sl = s.image.line_at(v)
-                note = f"line {sl.line}" if sl is not None else ""
+                note = tr("line {n}").format(n=sl.line) if sl is not None else ""
             rows.append((name, f"{v:08X}", note))
         for name, (sel, base, limit) in segs.items():
             if name in ("GDTR", "IDTR"):
-                rows.append((name, f"{base:08X}", f"limit {limit:#x}"))
+                rows.append((name, f"{base:08X}", tr("limit {limit:#x}").format(limit=limit)))
             else:
-                rows.append((name, f"{sel:04X}", f"base {base:#x} limit {limit:#x}"))
+                rows.append((name, f"{sel:04X}",
+                             tr("base {base:#x} limit {limit:#x}").format(base=base, limit=limit)))
         vcpu = bridge.session.vm.cpus[self.cpu].vcpu if bridge.session.vm is not None else None
         vmx = getattr(vcpu, "vmx", None)
         # vCPU 0 as the diagram has it (the last VM transition); another vCPU by its own flag.
         in_guest = _in_guest(bridge) if self.cpu == 0 else bool(getattr(vmx, "guest_mode", False))
-        mode = "VMX non-root (guest)" if vmx and in_guest else "VMX root"
-        rows.append(("mode", "", mode if vcpu is not None else "bare metal"))
-        rows.append(("icount", str(s.instructions), "guest instructions retired"))
-        rows.append(("time", str(s.virtual_time), "virtual cycles"))
+        mode = tr("VMX non-root (guest)") if vmx and in_guest else tr("VMX root")
+        rows.append(("mode", "", mode if vcpu is not None else tr("bare metal")))
+        rows.append(("icount", str(s.instructions), tr("guest instructions retired")))
+        rows.append(("time", str(s.virtual_time), tr("virtual cycles")))
         t = self.table
         t.setUpdatesEnabled(False)
         t.setRowCount(len(rows))
@@ -181,7 +183,7 @@ class DisasmPanel(QWidget):
         self.disasm.setFont(mono())
         self.disasm.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
         self.addr = QLineEdit()
-        self.addr.setPlaceholderText("address (hex, or a symbol); empty: follow ESP")
+        self.addr.setPlaceholderText(tr("address (hex, or a symbol); empty: follow ESP"))
         self.addr.returnPressed.connect(self._changed)
         self.memory = QPlainTextEdit()
         self.memory.setReadOnly(True)
@@ -191,7 +193,7 @@ class DisasmPanel(QWidget):
         ml = QVBoxLayout(mem)
         ml.setContentsMargins(0, 0, 0, 0)
         row = QHBoxLayout()
-        row.addWidget(QLabel("memory at"))
+        row.addWidget(QLabel(tr("memory at")))
         row.addWidget(self.addr, 1)
         ml.addLayout(row)
         ml.addWidget(self.memory, 1)
@@ -240,7 +242,7 @@ class DisasmPanel(QWidget):
         for off in range(0, 256, 16):
             chunk = data[off:off + 16]
             if not chunk:
-                rows.append(f"{base + off:08X}  (not mapped)")
+                rows.append(f"{base + off:08X}  " + tr("(not mapped)"))
                 break
             asc = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
             rows.append(f"{base + off:08X}  {chunk.hex(' '):<48}  {asc}")
@@ -251,7 +253,7 @@ class DisasmPanel(QWidget):
 class VmcsPanel(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.exit_label = QLabel("no VM exit yet")
+        self.exit_label = QLabel(tr("no VM exit yet"))
         self.exit_label.setWordWrap(True)
         self.exit_label.setFont(mono())
         # While the vCPU is out of the guest: where its state is (issue 12; the seed says
@@ -262,7 +264,7 @@ class VmcsPanel(QWidget):
         self.out_note.setVisible(False)
         self.out_note.setStyleSheet("QLabel { font-style: italic; }")
         self.tree = QTreeWidget()
-        self.tree.setHeaderLabels(["field", "encoding", "value"])
+        self.tree.setHeaderLabels([tr("field"), tr("encoding"), tr("value")])
         self.tree.setFont(mono())
         lay = QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
@@ -275,7 +277,7 @@ class VmcsPanel(QWidget):
     def refresh(self, bridge) -> None:
         s = bridge.session
         if s.vm is None or not hasattr(s.vm.cpus[0].vcpu, "vmcs"):
-            self.exit_label.setText("no VMCS on this backend")
+            self.exit_label.setText(tr("no VMCS on this backend"))
             self.out_note.setVisible(False)
             return
         vcpu = s.vm.cpus[0].vcpu  # read again each time: a step back may bring new objects
@@ -283,15 +285,16 @@ class VmcsPanel(QWidget):
         self.out_note.setVisible(vcpu.vmcs.launched and not (vmx is not None and vmx.guest_mode))
         ex = s.last_exit()
         if ex is not None:
-            parts = [f"last exit: {ex['reason']}", f"qualification {ex['qualification']:#x}",
-                     f"instruction length {ex['instruction_len']}"]
+            parts = [tr("last exit: {reason}").format(reason=ex['reason']),
+                     tr("qualification {q:#x}").format(q=ex['qualification']),
+                     tr("instruction length {n}").format(n=ex['instruction_len'])]
             if ex.get("guest_physical_address") is not None:
                 parts.append(f"GPA {ex['guest_physical_address']:#x}")
             if ex.get("guest_linear_address") is not None:
                 parts.append(f"GLA {ex['guest_linear_address']:#x}")
             if ex.get("intr_info"):
-                parts.append(f"interruption info {ex['intr_info']:#x}")
-            self.exit_label.setText(", ".join(parts))
+                parts.append(tr("interruption info {info:#x}").format(info=ex['intr_info']))
+            self.exit_label.setText(tr(", ").join(parts))
         self.tree.setUpdatesEnabled(False)
         for area, name, enc, value in s.vmcs_fields():
             top = self.areas.get(area)
@@ -321,7 +324,7 @@ class VmcsPanel(QWidget):
         self.tree.clear()
         self.areas.clear()
         self.items.clear()
-        self.exit_label.setText("no VM exit yet")
+        self.exit_label.setText(tr("no VM exit yet"))
 
 
 # -- page tables ---------------------------------------------------------------------------------
@@ -332,13 +335,14 @@ class PageTablesPanel(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.guest = QTreeWidget()
-        self.guest.setHeaderLabels(["guest tables (from its CR3)", "entry", "maps"])
+        self.guest.setHeaderLabels([tr("guest tables (from its CR3)"), tr("entry"), tr("maps")])
         self.host = QTreeWidget()
-        self.host.setHeaderLabels(["EPT / shadow (kvm.ko)", "entry", ""])
+        self.host.setHeaderLabels([tr("EPT / shadow (kvm.ko)"), tr("entry"), ""])
         self.walk = QTreeWidget()
-        self.walk.setHeaderLabels(["last walk: step", "table", "index", "entry", "outcome"])
+        self.walk.setHeaderLabels([tr("last walk: step"), tr("table"), tr("index"), tr("entry"),
+                                   tr("outcome")])
         self.tlb = QTableWidget(0, 3)
-        self.tlb.setHorizontalHeaderLabels(["linear page", "physical page", "writable"])
+        self.tlb.setHorizontalHeaderLabels([tr("linear page"), tr("physical page"), tr("writable")])
         compact(self.tlb)
         for w in (self.guest, self.host, self.walk, self.tlb):
             w.setFont(mono())
@@ -390,8 +394,8 @@ class PageTablesPanel(QWidget):
                     it.setBackground(c, QBrush(QColor("#fff59d" if self.theme == "light" else "#5d4a00")))
             self.walk.addTopLevelItem(it)
         if self.last_walk:
-            self.walk.setHeaderLabels([f"last walk of {self.last_walk[0]['linear']:#x}", "table", "index",
-                                       "entry", "outcome"])
+            self.walk.setHeaderLabels([tr("last walk of {addr:#x}").format(addr=self.last_walk[0]['linear']),
+                                       tr("table"), tr("index"), tr("entry"), tr("outcome")])
         elif not bridge.walks_traced:
             it = QTreeWidgetItem([T.WALKS_NOT_TRACED, "", "", "", ""])
             it.setToolTip(0, T.WALKS_NOT_TRACED_TIP)
@@ -399,20 +403,21 @@ class PageTablesPanel(QWidget):
             self.walk.addTopLevelItem(it)
         self.tlb.setRowCount(len(tlb))
         for i, (lin, phys, w) in enumerate(tlb):
-            for j, text in enumerate((f"{lin:08X}", f"{phys:08X}", "yes" if w else "")):
+            for j, text in enumerate((f"{lin:08X}", f"{phys:08X}", tr("yes") if w else "")):
                 self.tlb.setItem(i, j, _item(text))
 
     def _fill_guest(self, pts) -> None:
         self.guest.clear()
         if not pts:
-            self.guest.addTopLevelItem(QTreeWidgetItem(["paging is off (CR0.PG=0)", "",
-                                                        "linear = physical"]))
+            self.guest.addTopLevelItem(QTreeWidgetItem([tr("paging is off (CR0.PG=0)"), "",
+                                                        tr("linear = physical")]))
             return
         for i, pde, ptes in pts:
             big = pde & 0x80
             top = QTreeWidgetItem([f"PDE[{i}]", f"{pde:08X}",
-                                   f"{i << 22:#x}: 4M page {pde & 0xFFC00000:#x}" if big
-                                   else f"{i << 22:#x}: table {pde & 0xFFFFF000:#x}"])
+                                   (tr("{lin:#x}: 4M page {phys:#x}") if big else
+                                    tr("{lin:#x}: table {phys:#x}")).format(
+                                       lin=i << 22, phys=pde & (0xFFC00000 if big else 0xFFFFF000))])
             top.setData(0, Qt.ItemDataRole.UserRole, pde)
             for j, pte in ptes:
                 c = QTreeWidgetItem([f"PTE[{j}]", f"{pte:08X}",
@@ -424,17 +429,17 @@ class PageTablesPanel(QWidget):
     def _fill_host(self, ept, shadows, paging) -> None:
         self.host.clear()
         if paging == "ept":
-            self.host.setHeaderLabels(["EPT leaves (kvm.ko TDP MMU)", "entry", "host frame"])
+            self.host.setHeaderLabels([tr("EPT leaves (kvm.ko TDP MMU)"), tr("entry"), tr("host frame")])
             for gfn, leaf in ept:
                 mis = (leaf & 7) == 6
                 self.host.addTopLevelItem(QTreeWidgetItem(
-                    [f"gfn {gfn:#x}", f"{leaf:016X}", "MMIO (misconfigured)" if mis
+                    [f"gfn {gfn:#x}", f"{leaf:016X}", tr("MMIO (misconfigured)") if mis
                      else f"{leaf & 0xFFFFFFFFFF000:#x}"]))
         else:
-            self.host.setHeaderLabels(["shadow pages (kvm_mmu_page)", "spte", "maps"])
+            self.host.setHeaderLabels([tr("shadow pages (kvm_mmu_page)"), "spte", tr("maps")])
             for gfn, level, direct, spt, entries in shadows:
                 name = f"{'PD' if level == 2 else 'PT'} gfn {gfn:#x}{' direct' if direct else ''}"
-                top = QTreeWidgetItem([name, f"spt {spt:#x}", f"{len(entries)} present"])
+                top = QTreeWidgetItem([name, f"spt {spt:#x}", tr("{n} present").format(n=len(entries))])
                 for idx, e in entries[:64]:
                     top.addChild(QTreeWidgetItem([f"[{idx}]", f"{e:08X}", _flags(e)]))
                 self.host.addTopLevelItem(top)
@@ -507,7 +512,7 @@ class DevicesPanel(QWidget):
         self.console.setFont(mono())
         self.console.setMaximumBlockCount(5000)
         self.input = QLineEdit()
-        self.input.setPlaceholderText("type here: sent to COM1's receive FIFO on Enter (\\n appended)")
+        self.input.setPlaceholderText(tr("type here: sent to COM1's receive FIFO on Enter (\\n appended)"))
         self.input.returnPressed.connect(self._send)
         self.vga = VgaScreen()
         self.log = QPlainTextEdit()
@@ -517,21 +522,21 @@ class DevicesPanel(QWidget):
         serial = QWidget()
         sl = QVBoxLayout(serial)
         sl.setContentsMargins(0, 0, 0, 0)
-        sl.addWidget(QLabel("COM1 (16550 at 0x3F8)"))
+        sl.addWidget(QLabel(tr("COM1 (16550 at 0x3F8)")))
         sl.addWidget(self.console, 1)
         sl.addWidget(self.input)
         vga = QWidget()
         vl = QVBoxLayout(vga)
         vl.setContentsMargins(0, 0, 0, 0)
-        vl.addWidget(QLabel("VGA text (0xB8000)"))
+        vl.addWidget(QLabel(tr("VGA text (0xB8000)")))
         vl.addWidget(self.vga, 1)
         self.tabs = QTabWidget()
         top = QSplitter(Qt.Orientation.Horizontal)
         top.addWidget(serial)
         top.addWidget(vga)
         top.setSizes([350, 650])
-        self.tabs.addTab(top, "serial + VGA")
-        self.tabs.addTab(self.log, "port / MMIO accesses")
+        self.tabs.addTab(top, tr("serial + VGA"))
+        self.tabs.addTab(self.log, tr("port / MMIO accesses"))
         lay = QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
         lay.addWidget(self.tabs)
@@ -593,13 +598,13 @@ class EventLogPanel(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.layer = QComboBox()
-        self.layer.addItems(["all layers", *LAYERS])
+        self.layer.addItems([tr("all layers"), *LAYERS])
         self.kind = QComboBox()
-        self.kind.addItems(["all kinds", *sorted(CATALOGUE)])
+        self.kind.addItems([tr("all kinds"), *sorted(CATALOGUE)])
         self.layer.currentIndexChanged.connect(self._refilter)
         self.kind.currentIndexChanged.connect(self._refilter)
         self.table = QTableWidget(0, 5)
-        self.table.setHorizontalHeaderLabels(["seq", "time", "layer", "kind", "what"])
+        self.table.setHorizontalHeaderLabels([tr("seq"), tr("time"), tr("layer"), tr("kind"), tr("what")])
         compact(self.table)
         self.table.horizontalHeader().setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
@@ -610,10 +615,10 @@ class EventLogPanel(QWidget):
         self.details.setFont(mono())
         self.details.setMaximumHeight(120)
         row = QHBoxLayout()
-        row.addWidget(QLabel("filter:"))
+        row.addWidget(QLabel(tr("filter:")))
         row.addWidget(self.layer)
         row.addWidget(self.kind)
-        clear = QPushButton("clear")
+        clear = QPushButton(tr("clear"))
         clear.clicked.connect(self.clear)
         row.addWidget(clear)
         row.addStretch(1)
@@ -627,9 +632,9 @@ class EventLogPanel(QWidget):
         self.theme = "light"
 
     def _accept(self, ev) -> bool:
-        layer = self.layer.currentText()
-        kind = self.kind.currentText()
-        return (layer == "all layers" or ev.layer == layer) and (kind == "all kinds" or ev.kind == kind)
+        layer = self.layer.currentText() if self.layer.currentIndex() > 0 else None  # 0: all
+        kind = self.kind.currentText() if self.kind.currentIndex() > 0 else None
+        return (layer is None or ev.layer == layer) and (kind is None or ev.kind == kind)
 
     def add_events(self, events) -> None:
         self.events.extend(events)
@@ -720,7 +725,7 @@ class BarChart(QWidget):
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         if not self.rows:
             p.setPen(self.text)
-            p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "no VM exits yet")
+            p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, tr("no VM exits yet"))
             return
         n = len(self.rows)
         h = self.height() - 8
@@ -744,7 +749,8 @@ class StatsPanel(QWidget):
         super().__init__(parent)
         self.chart = BarChart()
         self.table = QTableWidget(0, 6)
-        self.table.setHorizontalHeaderLabels(["VM exit", "#", "count", "share", "avg time", "time share"])
+        self.table.setHorizontalHeaderLabels([tr("VM exit"), "#", tr("count"), tr("share"), tr("avg time"),
+                                              tr("time share")])
         compact(self.table)
         self.table.setFont(mono())
         self.summary = QLabel("")
@@ -774,11 +780,12 @@ class StatsPanel(QWidget):
                 elif cell.text() != text:
                     cell.setText(text)
         t.resizeColumnsToContents()
-        us = ", ".join(f"{k} {v}" for k, v in d["userspace_exits"].items()) or "none"
+        us = ", ".join(f"{k} {v}" for k, v in d["userspace_exits"].items()) or T.NONE
         since = bridge.session.snapshot_path
-        self.summary.setText(f"VM exits {d['vm_exits_total']}, VM entries {d['vm_entries']}; "
-                             f"exits to userspace: {us}; guest instructions {bridge.session.instructions}; "
-                             f"virtual time {bridge.session.virtual_time} cycles"
+        self.summary.setText(tr("VM exits {exits}, VM entries {entries}; exits to userspace: {us}; guest "
+                                "instructions {n}; virtual time {time} cycles").format(
+                                 exits=d['vm_exits_total'], entries=d['vm_entries'], us=us,
+                                 n=bridge.session.instructions, time=bridge.session.virtual_time)
                              + (T.STATS_SINCE_SNAPSHOT.format(name=Path(since).name) if since else ""))
 
     def set_theme(self, theme: str) -> None:
@@ -804,8 +811,8 @@ def _vectors(vs: list[int]) -> str:
 
 def _cycles_from_now(when: int | None, now: int) -> str:
     if when is None:
-        return "not armed"
-    return f"in {(when - now) * 1_000_000 / NOMINAL_HZ:.1f} us (virtual)"
+        return tr("not armed")
+    return tr("in {us:.1f} us (virtual)").format(us=(when - now) * 1_000_000 / NOMINAL_HZ)
 
 
 class InterruptsPanel(QWidget):
@@ -818,7 +825,7 @@ class InterruptsPanel(QWidget):
         self.where = QLabel("")
         self.where.setWordWrap(True)
         self.tree = QTreeWidget()
-        self.tree.setHeaderLabels(["register", "value", "meaning"])
+        self.tree.setHeaderLabels([tr("register"), tr("value"), tr("meaning")])
         self.tree.setFont(mono())
         lay = QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
@@ -840,42 +847,50 @@ class InterruptsPanel(QWidget):
         for i, c in enumerate(ic.get("pic") or ()):
             base, first = c["irq_base"], 8 * i
             rows = [("vector base", hex8(base),
-                     f"IRQ {first}-{first + 7} -> vectors {hex8(base)}-{hex8((base + 7) & 0xFF)}"),
-                    ("IRR", hex8(c["irr"]), "requested: " + _irqs(c["irr"], first)),
-                    ("ISR", hex8(c["isr"]), "in service: " + _irqs(c["isr"], first)),
-                    ("IMR", hex8(c["imr"]), "unmasked: " + _irqs(~c["imr"] & 0xFF, first)),
-                    ("ELCR", hex8(c["elcr"]), "level-triggered: " + _irqs(c["elcr"], first))]
+                     tr("IRQ {first}-{last} -> vectors {base}-{top}").format(
+                         first=first, last=first + 7, base=hex8(base), top=hex8((base + 7) & 0xFF))),
+                    ("IRR", hex8(c["irr"]), tr("requested: {irqs}").format(irqs=_irqs(c["irr"], first))),
+                    ("ISR", hex8(c["isr"]), tr("in service: {irqs}").format(irqs=_irqs(c["isr"], first))),
+                    ("IMR", hex8(c["imr"]),
+                     tr("unmasked: {irqs}").format(irqs=_irqs(~c["imr"] & 0xFF, first))),
+                    ("ELCR", hex8(c["elcr"]),
+                     tr("level-triggered: {irqs}").format(irqs=_irqs(c["elcr"], first)))]
             if i == 0 and "pic_output" in ic:
                 rows.append(("INT output", str(ic["pic_output"]),
-                             "the master's INT pin to the CPU" + (": raised" if ic["pic_output"] else "")))
+                             tr("the master's INT pin to the CPU: raised") if ic["pic_output"] else
+                             tr("the master's INT pin to the CPU")))
             groups.append((T.PIC_CHIPS[i], rows))
         for n, ch in enumerate(ic.get("pit") or ()):
             reload = ch["reload"]
             freq = f"{PIT_FREQ / reload:.2f} Hz" if reload else ""
             rows = [("mode", str(ch["mode"]), T.PIT_MODES.get(ch["mode"], "")),
                     ("reload", str(reload), f"{PIT_FREQ} Hz / {reload} = {freq}" if freq else ""),
-                    ("counter", str(ch["counter"]), "counting down now"),
-                    ("out", str(ch["out"]), "OUT pin" + (" (IRQ 0)" if n == 0 else "")),
+                    ("counter", str(ch["counter"]), tr("counting down now")),
+                    ("out", str(ch["out"]), tr("OUT pin (IRQ 0)") if n == 0 else tr("OUT pin")),
                     ("gate", str(ch["gate"]), "")]
             if n == 0:
                 nxt = ch.get("next_irq")
                 rows.append(("next IRQ", "-" if nxt is None else str(nxt),
-                             _cycles_from_now(nxt, now) + ("" if nxt is None else ", cycle")))
+                             _cycles_from_now(nxt, now) if nxt is None else
+                             tr("{when}, cycle").format(when=_cycles_from_now(nxt, now))))
             groups.append((T.PIT_TITLE.format(n=n), rows))
         for n, a in enumerate(ic.get("apics") or ()):
             t = a["lvt_timer"]
             nxt = a.get("next_expiry")
             rows = [("ID", str(a["id"]), "xAPIC ID"),
-                    ("IRR", _vectors(a["irr"]), "requested vectors"),
-                    ("ISR", _vectors(a["isr"]), "vectors in service"),
-                    ("TPR", hex8(a["tpr"]), "task priority"),
-                    ("PPR", hex8(a["ppr"]), "processor priority"),
-                    ("SVR", f"0x{a['svr']:X}", "enabled" if a.get("sw_enabled") else "software-disabled"),
-                    ("timer", f"{t['mode']} {hex8(t['vector'])}", "masked" if t["masked"] else "unmasked"),
-                    ("initial count", str(a["initial_count"]), f"divide by {a['divide']}"),
+                    ("IRR", _vectors(a["irr"]), tr("requested vectors")),
+                    ("ISR", _vectors(a["isr"]), tr("vectors in service")),
+                    ("TPR", hex8(a["tpr"]), tr("task priority")),
+                    ("PPR", hex8(a["ppr"]), tr("processor priority")),
+                    ("SVR", f"0x{a['svr']:X}",
+                     tr("enabled") if a.get("sw_enabled") else tr("software-disabled")),
+                    ("timer", f"{t['mode']} {hex8(t['vector'])}",
+                     tr("masked") if t["masked"] else tr("unmasked")),
+                    ("initial count", str(a["initial_count"]), tr("divide by {n}").format(n=a['divide'])),
                     ("current count", str(a["current_count"]), ""),
                     ("next expiry", "-" if nxt is None else str(nxt),
-                     _cycles_from_now(nxt, now) + ("" if nxt is None else ", cycle"))]
+                     _cycles_from_now(nxt, now) if nxt is None else
+                     tr("{when}, cycle").format(when=_cycles_from_now(nxt, now)))]
             groups.append((T.APIC_TITLE.format(n=n), rows))
         return groups
 
@@ -887,7 +902,8 @@ class InterruptsPanel(QWidget):
             groups: list = []
         else:
             where = T.WHERE_KERNEL if ic["irqchip"] == "kernel" else T.WHERE_USERSPACE
-            self.where.setText(f"PIC and PIT {where}" + ("" if ic.get("apics") else f"; {T.NO_APIC}"))
+            self.where.setText(tr("PIC and PIT {where}").format(where=where) if ic.get("apics") else
+                               tr("PIC and PIT {where}; {no_apic}").format(where=where, no_apic=T.NO_APIC))
             groups = self.describe(ic, s.virtual_time)
         shape = tuple((g, tuple(r[0] for r in rows)) for g, rows in groups)
         t = self.tree
@@ -931,7 +947,7 @@ def _cell(v: object) -> str:
     if v is None:
         return "-"
     if isinstance(v, bool):
-        return "yes" if v else "no"
+        return tr("yes") if v else tr("no")
     return str(v) if v != "" else "-"
 
 
@@ -995,7 +1011,8 @@ class VcpusPanel(QWidget):
             t.setRowCount(len(keys))
             self.vcpu_rows = keys
             for r, k in enumerate(keys):
-                label, tip = labels.get(k, (k.replace("stat.", ""), f"kvm.ko's vcpu->stat.{k[5:]}"))
+                label, tip = labels.get(k, (k.replace("stat.", ""),
+                                            tr("kvm.ko's vcpu->stat.{name}").format(name=k[5:])))
                 self._set(t, r, 0, label)
                 t.item(r, 0).setToolTip(tip)
         for c, d in enumerate(states, 1):
@@ -1024,7 +1041,8 @@ class VcpusPanel(QWidget):
         if loop is None:
             self.main_loop.setText("")
         else:
-            timers = ", ".join(f"{name} at {at}" for at, name in loop["timers"]) or T.NONE
+            timers = (", ".join(tr("{name} at {at}").format(name=name, at=at) for at, name in loop["timers"])
+                      or T.NONE)
             self.main_loop.setText(T.MAIN_LOOP_LINE.format(
                 state=T.MAIN_LOOP_RUNNING if loop["running"] else T.MAIN_LOOP_POLLING,
                 timers=timers))
@@ -1033,8 +1051,8 @@ class VcpusPanel(QWidget):
         tt.setUpdatesEnabled(False)
         tt.setRowCount(len(rows))
         for r, d in enumerate(rows):
-            state = ("ended" if d["done"] else "running" if d["running"]
-                     else "waiting" if d["waiting"] else "ready")
+            state = (tr("ended") if d["done"] else tr("running") if d["running"]
+                     else tr("waiting") if d["waiting"] else tr("ready"))
             for c, text in enumerate((d["name"], str(d["time"]), state, d["waiting"] or "-")):
                 self._set(tt, r, c, text)
         tt.resizeColumnsToContents()

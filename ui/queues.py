@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 )
 
 from ui import text as T
+from ui.i18n import tr
 from ui.panels import _item, compact, mono
 from vmsim.vmm import virtio
 from vmsim.vmm.devices import virtio_blk
@@ -44,7 +45,7 @@ DESC_FLAGS = ((virtio.VRING_DESC_F_NEXT, "NEXT"), (virtio.VRING_DESC_F_WRITE, "W
 
 
 def feature_names(bits: int) -> list[str]:
-    return [FEATURE_NAMES.get(b, f"bit {b}") for b in range(64) if bits >> b & 1]
+    return [FEATURE_NAMES.get(b, tr("bit {n}").format(n=b)) for b in range(64) if bits >> b & 1]
 
 
 def desc_flags(flags: int) -> str:
@@ -74,9 +75,9 @@ class DeviceQueuesPanel(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.transport_box = QComboBox()
-        self.transport_box.setToolTip("the virtio-mmio transports with a device")
+        self.transport_box.setToolTip(tr("the virtio-mmio transports with a device"))
         self.queue_box = QComboBox()
-        self.queue_box.setToolTip("the device's virtqueue shown")
+        self.queue_box.setToolTip(tr("the device's virtqueue shown"))
         self.transport_box.activated.connect(lambda _i: self._show(force=True))
         self.queue_box.activated.connect(lambda _i: self._show(force=True))
         self.summary = QLabel(T.QUEUES_NONE)
@@ -152,7 +153,8 @@ class DeviceQueuesPanel(QWidget):
 
     @staticmethod
     def _transport_name(v: dict) -> str:
-        return f"{v['transport']}: {T.DEVICE_NAMES.get(v['device_id'], 'device ' + str(v['device_id']))}"
+        return f"{v['transport']}: " + T.DEVICE_NAMES.get(v['device_id'],
+                                                          tr("device {n}").format(n=v['device_id']))
 
     def _show(self, force: bool = False) -> None:
         i = self.transport_box.currentIndex()
@@ -168,7 +170,7 @@ class DeviceQueuesPanel(QWidget):
                 label.setText("")
             return
         queues = v.get("queues", [])
-        qnames = [f"queue {q['index']}" for q in queues]
+        qnames = [tr("queue {n}").format(n=q['index']) for q in queues]
         if qnames != [self.queue_box.itemText(k) for k in range(self.queue_box.count())]:
             self.queue_box.clear()
             self.queue_box.addItems(qnames)
@@ -180,7 +182,7 @@ class DeviceQueuesPanel(QWidget):
                  T.STATUS_LINE.format(status=v["status"], names=" ".join(v["status_names"]) or "0"),
                  T.FEATURES_LINE.format(device=v["device_features"], driver=v["driver_features"],
                                         names=" ".join(feature_names(v["device_features"]
-                                                                     & v["driver_features"])) or "none")]
+                                                                     & v["driver_features"])) or T.NONE)]
         if v.get("broken"):
             lines.append(T.BROKEN_LINE.format(why=v["broken"]))
         if q is not None:
