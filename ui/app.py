@@ -21,9 +21,10 @@ def _data_dirs(name: str) -> list[Path]:
 
 def first_lesson_guest(lessons: Path | None = None) -> Path | None:
     """The hook for the lessons (issue 14): the guest of the first lesson when a lessons/
-    directory holds any, else None. Until issue 14 fixes their form: a lesson is a
-    directory under lessons/ (or a guest file there), lessons go in name order (01-..., 02-...),
-    and a lesson directory's guest is its guest.asm, else its first guest file by name."""
+    directory holds any, else None. DESIGN.md's "Lessons" makes a lesson one file that
+    names its guest; issue 14 should replace this body with its loader's (vmsim.lessons):
+    the first lesson's guest. Until then, in name order (01-..., 02-...): a guest file in
+    lessons/, or a lesson directory's guest.asm, else its first guest file by name."""
     roots = [lessons] if lessons is not None else _data_dirs("lessons")
     for root in roots:
         if not root.is_dir():
