@@ -91,8 +91,14 @@ def register(subparsers) -> None:
     p.add_argument("--load", metavar="FILE.vmsnap",
                    help="reopen the session a snapshot holds (its guest, machine and state), "
                         "as File > Open snapshot; instead of GUEST and the machine's options")
-    p.add_argument("--theme", choices=("light", "dark"), default=None)
-    p.add_argument("--presentation", action="store_true", help="large fonts, for a projector")
+    p.add_argument("--compare", choices=("paging", "irqchip", "ioeventfd"),
+                   help="run GUEST twice side by side, differing in that setting (default "
+                        "guests: address_spaces.asm, timer.asm, virtio_blk.asm; docs/gui.md)")
+    p.add_argument("--theme", choices=("light", "dark"), default=None,
+                   help="the colours (default: the last one chosen, else light)")
+    p.add_argument("--presentation", action="store_true",
+                   help="presentation mode: the diagram and one panel, large, the animation "
+                        "slowed, for a lecture hall (View > Presentation mode toggles it)")
     p.add_argument("--lang", choices=("en", "zh_CN"), default=None,
                    help="the window's language (default: as chosen in View > Language, else the "
                         "system locale's: zh_* gives Simplified Chinese)")
@@ -138,6 +144,10 @@ def main(args: argparse.Namespace) -> int:
     from vmsim.cli import EXIT_ASM, EXIT_BAD_INPUT, EXIT_UNAVAILABLE
     from vmsim.vmm.block import parse_disk_option
 
+    if args.compare:  # the side-by-side window (ui/compare.py)
+        from ui.compare import run_compare
+
+        return run_compare(args)
     if args.load:  # the snapshot brings its own guest and machine
         given = [name for name, v in (("GUEST", args.guest), ("--smp", args.smp),
                                       ("--irqchip", args.irqchip), ("--disk", args.disk),
@@ -300,7 +310,7 @@ def screenshot(win, path: str, steps: int, size: tuple[int, int] = (1600, 1000))
     _settle(0.2)  # docks re-lay their tab bars from posted events
     buf = QBuffer()
     buf.open(QIODevice.OpenModeFlag.WriteOnly)
-    ok = win.grab().save(buf, "PNG")
+    ok = win.grab().save(buf, "PNG", 0)  # 0: the smallest file (zlib's best compression)
     win.close()
     if not ok:
         print(f"vmsim gui: {path}: cannot render the window as PNG", file=sys.stderr)

@@ -72,6 +72,12 @@ MAIN_LOOP_THREAD = "main-loop"
 # or since the last repaint: it runs for microseconds, a repaint comes every FRAME_MS.
 MAIN_LOOP_GLOW = 300_000  # cycles at vmsim.costs.NOMINAL_HZ
 FRAME_MS = 33  # repaint at most ~30 times a second while running
+# ... and, while running at full speed, only while the GUI thread's time outside the
+# simulation since the last repaint (that repaint, Qt painting the views, the events taken)
+# is at most PAINT_SHARE of the time since: views that are slow to repaint get fewer frames
+# rather than a slower guest (benchmarks/gui_bench.py); at least every FRAME_GAP_MAX.
+PAINT_SHARE = 0.1
+FRAME_GAP_MAX = 1.0  # seconds: a repaint at least this often, however slow
 BATCH_S = 0.015  # wall time the simulation may take per timer tick at full speed
 # Speed slider 0..SPEED_MAX: below FULL_SPEED, one event per tick at a slowing interval
 # (slow motion: the diagram animates each one); FULL_SPEED: time-boxed batches.
@@ -188,6 +194,7 @@ class SessionBridge(QObject):
         self._serial: bytearray = bytearray()
         self._unsubscribe: Callable[[], None] | None = None
         self._last_paint = 0.0
+        self._sim_time = 0.0  # seconds in Session.run_for since the last repaint
         self.frames = 0  # repaints while running (tests measure the frame rate with it)
         self.history: deque[Event] = deque(maxlen=5000)  # what the event log may show
         # Events a step back undid, in seq order: the session may go forward through them
@@ -611,7 +618,9 @@ class SessionBridge(QObject):
 
     def _tick(self) -> None:
         if self.speed >= SPEED_MAX:
+            t0 = time.perf_counter()
             out = self.session.run_for(BATCH_S)
+            self._sim_time += time.perf_counter() - t0
         else:
             out = self.session.step_event(1)
             bp = self.session.breakpoints
@@ -666,9 +675,12 @@ class SessionBridge(QObject):
     def _deliver(self, force: bool = False) -> None:
         """Hand pending events and output to the views, at most every FRAME_MS when running."""
         now = time.perf_counter()
-        if not force and now - self._last_paint < FRAME_MS / 1000:
+        since = now - self._last_paint
+        busy = since - self._sim_time > PAINT_SHARE * since  # the views' share was too large
+        if not force and (since < FRAME_MS / 1000 or (busy and since < FRAME_GAP_MAX)):
             return
         self._last_paint = now
+        self._sim_time = 0.0
         if self.running:
             self.frames += 1
         if self._serial:

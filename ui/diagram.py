@@ -31,9 +31,10 @@ from PySide6.QtWidgets import (
     QGraphicsScene,
     QGraphicsSimpleTextItem,
     QGraphicsView,
+    QLabel,
 )
 
-from ui.i18n import tr
+from ui.i18n import tr, wrap_text
 from ui.layout import Box, Layout, load_layout
 
 _VCPU = re.compile(r"vcpu(\d+)$")
@@ -54,6 +55,32 @@ def words(text: str, vcpu: int | None = None) -> str:
     return tr(text)
 
 
+# Legibility (issue 13): the scene is drawn to fit the view, so its text would shrink with
+# it; each text's size in scene units is raised so that on screen it is never smaller than
+# these pixel sizes (larger in presentation mode), and boxes show as many lines as fit.
+TITLE_PX, DETAIL_PX, BAND_PX = 14.0, 11.5, 15.0  # at scale 1 (10.5, 8.5, 11 pt at 96 dpi)
+FLOOR_PX = {False: (12.5, 11.0, 13.0), True: (17.0, 14.0, 17.0)}  # title, detail, layer
+TITLE_SQUEEZE = 0.8  # a title too wide for its box may shrink this far below its floor
+ANIM_MS = {False: 450, True: 1400}  # one hop of the token; slowed for a lecture hall
+PRESENT_TEXT = 1.25  # presentation mode: the diagram's text this much larger (floors aside)
+MAX_DETAIL_LINES = 6
+
+
+class FittedText(QGraphicsSimpleTextItem):
+    """A box's detail: `text()` is all of it (as set, also the box's tooltip), `shown()`
+    the lines that fit the box at the current size, the last one elided."""
+
+    def __init__(self, text: str, parent=None):
+        super().__init__("", parent)
+        self.full = text
+
+    def text(self) -> str:  # the whole detail, not just what fits
+        return self.full
+
+    def shown(self) -> str:
+        return super().text()
+
+
 class BoxItem(QGraphicsRectItem):
     def __init__(self, box: Box, view: DiagramView):
         super().__init__(QRectF(*box.rect))
@@ -63,41 +90,57 @@ class BoxItem(QGraphicsRectItem):
         self.setAcceptHoverEvents(True)
         self.setCursor(Qt.CursorShape.PointingHandCursor)
         self.title = QGraphicsSimpleTextItem("", self)
-        self.detail = QGraphicsSimpleTextItem(words(box.detail, box.vcpu), self)
+        self.detail = FittedText(words(box.detail, box.vcpu), self)
         f = QFont()
         f.setBold(True)
-        f.setPointSizeF(10.5)
+        f.setPixelSize(round(TITLE_PX))
         self.title.setFont(f)
-        # Eight vCPUs make narrow boxes: the title is cut to the box, not drawn past it.
-        self.title.setText(QFontMetricsF(f).elidedText(words(box.title, box.vcpu),
-                                                       Qt.TextElideMode.ElideRight, box.rect[2] - 12))
         g = QFont()
-        g.setPointSizeF(8.5)
+        g.setPixelSize(round(DETAIL_PX))
         self.detail.setFont(g)
-        self.setToolTip(tr("{title} ({id}): click for its panel").format(title=words(box.title, box.vcpu),
-                                                                         id=box.id))
+        self.title_px = TITLE_PX
         self.set_detail(words(box.detail, box.vcpu))
+
+    def fit(self, title_px: float, detail_px: float) -> None:
+        """Text sizes in scene units (the view's floors at its scale): the title shrunk a
+        little if it is too wide (TITLE_SQUEEZE), then cut to the box; the detail wrapped by
+        its real width into the lines the box holds."""
+        self.title_px = title_px
+        g = self.detail.font()
+        if abs(g.pixelSize() - detail_px) >= 0.5:
+            g.setPixelSize(max(1, round(detail_px)))
+            self.detail.setFont(g)
+        self.set_detail(self.detail.full)
 
     def set_detail(self, text: str) -> None:
         x, y, w, h = self.box.rect
-        self.title.setPos(x + 8, y + 6)
-        # Wrap the detail to the box's width, crudely, by characters.
-        width = max(8, int((w - 16) / 6.2))
-        words, lines, cur = text.split(" "), [], ""
-        for word in words:
-            if cur and len(cur) + 1 + len(word) > width:
-                lines.append(cur)
-                cur = word
-            else:
-                cur = f"{cur} {word}".strip()
-        if cur:
-            lines.append(cur)
-        # As many lines as the box holds below its title (a line is ~13 units at 8.5 pt).
+        pad = 6
+        title = words(self.box.title, self.box.vcpu)
+        f = self.title.font()
+        f.setPixelSize(max(1, round(self.title_px)))
+        wide = QFontMetricsF(f).horizontalAdvance(title)
+        if wide > w - 2 * pad:
+            f.setPixelSize(max(1, int(max(self.title_px * TITLE_SQUEEZE,
+                                          self.title_px * (w - 2 * pad) / wide))))
+        if f.pixelSize() != self.title.font().pixelSize():
+            self.title.setFont(f)
+        tf = QFontMetricsF(self.title.font())
+        # Eight vCPUs make narrow boxes: the title is cut to the box, not drawn past it.
+        self.title.setText(tf.elidedText(title, Qt.TextElideMode.ElideRight, w - 2 * pad))
+        self.title.setPos(x + pad, y + 3)
+        self.detail.full = text
         fm = QFontMetricsF(self.detail.font())
-        lines = [fm.elidedText(line, Qt.TextElideMode.ElideRight, w - 12)
-                 for line in lines[:max(0, min(4, int((h - 26) // 13)))]]
+        top = 3 + tf.height() + 1
+        room = max(0, min(MAX_DETAIL_LINES, int((h - top - 2) // fm.lineSpacing())))
+        width = w - 2 * pad
+        lines = wrap_text(text, width, fm.horizontalAdvance)  # Chinese breaks between characters
+        if len(lines) > room:  # the last line that fits says there is more (the tooltip has it)
+            lines = [*lines[:room - 1], (" " if " " in text else "").join(lines[room - 1:])] if room else []
+        lines = [fm.elidedText(line, Qt.TextElideMode.ElideRight, width) for line in lines]
         self.detail.setText("\n".join(lines))
-        self.detail.setPos(x + 8, y + 26)
+        self.detail.setPos(x + pad, y + top)
+        tip = f"{title}: {text}" if text else title
+        self.setToolTip(tr("{what}\n(click: its panel)").format(what=tip))
 
     def mousePressEvent(self, event) -> None:
         self.view.boxClicked.emit(self.box.id, self.box.panel)
@@ -106,12 +149,34 @@ class BoxItem(QGraphicsRectItem):
     def retranslate(self) -> None:
         """Title, tooltip and fixed detail in the current language (the live details
         come back with the window's next refresh)."""
-        box = self.box
-        self.title.setText(QFontMetricsF(self.title.font()).elidedText(
-            words(box.title, box.vcpu), Qt.TextElideMode.ElideRight, box.rect[2] - 12))
-        self.setToolTip(tr("{title} ({id}): click for its panel").format(title=words(box.title, box.vcpu),
-                                                                         id=box.id))
-        self.set_detail(words(box.detail, box.vcpu))
+        self.set_detail(words(self.box.detail, self.box.vcpu))  # the title and tooltip too
+
+
+def explained(kind: str, fields) -> tuple[str, str] | None:
+    """The caption of an event whose trace line reads as a bug to a student: its label
+    and its meaning in plain words (None: the trace line says it well)."""
+    if kind == "smc":
+        frame = fields.get("frame", 0)
+        return (tr("code page written"),
+                tr("a write landed in page {frame:#x}, which also holds instructions the CPU had "
+                   "already decoded, so it drops them and decodes them again. Normal, not a bug: "
+                   "for example the CPU setting the 'accessed' bit of a GDT entry kept beside the "
+                   "code.").format(frame=frame if isinstance(frame, int) else 0))
+    return None
+
+
+def _luminance(c: QColor) -> float:
+    def lin(v: float) -> float:
+        return v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (lin(x) for x in c.getRgbF()[:3])
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast(a: QColor, b: QColor) -> float:
+    """WCAG contrast ratio of two colours (1 to 21; 4.5 reads as body text)."""
+    la, lb = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
 
 
 class DiagramView(QGraphicsView):
@@ -125,6 +190,8 @@ class DiagramView(QGraphicsView):
         self.setScene(self.scene_)
         self.setRenderHint(QPainter.RenderHint.Antialiasing)
         self.setMinimumSize(480, 320)
+        # The scene at the top, under the caption; room to spare goes below it.
+        self.setAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
         self.boxes: dict[str, BoxItem] = {}
         self.bands: list[tuple[QGraphicsRectItem, QGraphicsSimpleTextItem, str]] = []
         self.active_box: str | None = None
@@ -144,11 +211,21 @@ class DiagramView(QGraphicsView):
         self._mmio_exit = False
         self.iothread = False
         self._story: list[tuple[str, str, dict, str]] = []
+        self.presentation = False
+        self._scale = 0.0  # the scale the texts were last fitted at
+        # The caption (what the current event is) above the scene, in the window's font:
+        # it stays readable however small the diagram is drawn.
+        self.caption = QLabel("", self)
+        self.caption.setWordWrap(True)
+        self.caption.setTextFormat(Qt.TextFormat.PlainText)
+        cf = QFont(self.font())
+        cf.setBold(True)
+        self.caption.setFont(cf)
         self._build()
         self.anim = QVariantAnimation(self)
         self.anim.setStartValue(0.0)
         self.anim.setEndValue(1.0)
-        self.anim.setDuration(450)
+        self.anim.setDuration(ANIM_MS[False])
         self.anim.valueChanged.connect(self._move_token)
         self.anim.finished.connect(self._anim_finished)
         self._points: list[QPointF] = []
@@ -159,7 +236,7 @@ class DiagramView(QGraphicsView):
         L = self.layout_data
         self.boxes = {}
         self.bands = []
-        self.caption = QGraphicsSimpleTextItem("")
+        self._scale = 0.0
         for layer in L.layers:
             band = QGraphicsRectItem(QRectF(*layer["rect"]))
             band.setZValue(-10)
@@ -167,7 +244,7 @@ class DiagramView(QGraphicsView):
             label = QGraphicsSimpleTextItem(words(layer["title"]))
             f = QFont()
             f.setBold(True)
-            f.setPointSizeF(11)
+            f.setPixelSize(round(BAND_PX))
             label.setFont(f)
             x, y, _w, _h = layer["rect"]
             label.setPos(x + 10, y + 6)
@@ -178,10 +255,18 @@ class DiagramView(QGraphicsView):
             self.scene_.addItem(item)
             self.boxes[box.id] = item
         w, h = L.size
-        self.caption.setPos(w - 420, 6)
-        self.caption.setZValue(11)
-        self.scene_.addItem(self.caption)
         self.scene_.setSceneRect(QRectF(-6, -6, w + 12, h + 12))
+        # The current event's box, marked by more than its colour: a thick border and a
+        # "now" tag on its top edge (issue 13: no information by colour alone).
+        self.marker = QGraphicsRectItem()
+        self.marker.setZValue(12)
+        self.marker_text = QGraphicsSimpleTextItem(tr("▶ now"), self.marker)
+        mf = QFont()
+        mf.setBold(True)
+        mf.setPixelSize(13)
+        self.marker_text.setFont(mf)
+        self.marker.setVisible(False)
+        self.scene_.addItem(self.marker)
         self.token = QGraphicsEllipseItem(-9, -9, 18, 18)
         self.token.setZValue(10)
         self.token.setVisible(False)
@@ -203,13 +288,34 @@ class DiagramView(QGraphicsView):
         self._story = []
         self._build()
         self.apply_theme(self.theme)
-        self.fitInView(self.scene_.sceneRect(), Qt.AspectRatioMode.KeepAspectRatio)
+        self._fit()
 
     def colors(self) -> dict:
         return self.layout_data.colors[self.theme]
 
     def layer_color(self, layer: str) -> QColor:
         return QColor(self.colors()[layer])
+
+    def background(self) -> QColor:
+        return QColor("#fafafa" if self.theme == "light" else "#14181b")
+
+    def band_fill(self, layer: str) -> QColor:
+        """A layer band's colour as drawn: its colour at band_alpha over the background."""
+        c = self.colors()
+        a = c["band_alpha"] / 255
+        col, bg = QColor(c[layer]), self.background()
+        return QColor.fromRgbF(*(a * x + (1 - a) * y for x, y in
+                                 zip(col.getRgbF()[:3], bg.getRgbF()[:3], strict=True)))
+
+    def band_text(self, layer: str) -> QColor:
+        """A layer's name: its colour, darkened (light theme) or lightened (dark) until it
+        reads against its band (contrast 4.5:1, WCAG AA)."""
+        col, fill = QColor(self.colors()[layer]), self.band_fill(layer)
+        for _ in range(12):
+            if contrast(col, fill) >= 4.5:
+                break
+            col = col.darker(115) if self.theme == "light" else col.lighter(115)
+        return col
 
     def apply_theme(self, theme: str) -> None:
         self.theme = theme
@@ -221,25 +327,29 @@ class DiagramView(QGraphicsView):
             fill.setAlpha(c["band_alpha"])
             band.setBrush(QBrush(fill))
             band.setPen(QPen(col, 1.5))
-            label.setBrush(QBrush(col))
+            label.setBrush(QBrush(self.band_text(lid)))
         for item in self.boxes.values():
             item.title.setBrush(QBrush(text))
             item.detail.setBrush(QBrush(text))
-        self.caption.setBrush(QBrush(text))
         self.token.setBrush(QBrush(QColor(c["active"])))
         self.token.setPen(QPen(text, 1.5))
-        self.setBackgroundBrush(QBrush(QColor("#fafafa" if theme == "light" else "#14181b")))
+        self.setBackgroundBrush(QBrush(self.background()))
+        self.marker.setBrush(QBrush(QColor("#1a1a1a")))
+        self.marker.setPen(QPen(QColor(c["active"]), 1.5))
+        self.marker_text.setBrush(QBrush(QColor(c["active"])))
         self._paint_boxes()
 
     def _paint_boxes(self) -> None:
         c = self.colors()
+        self.marker.setVisible(False)
         for bid, item in self.boxes.items():
             col = self.layer_color(item.box.layer)
             if bid == self.active_box:
                 fill = QColor(c["active"])
-                item.setPen(QPen(col.darker(130), 4))
+                item.setPen(QPen(QColor("#1a1a1a") if self.theme == "light" else QColor("#ffffff"), 5))
                 item.title.setBrush(QBrush(QColor("#1a1a1a")))
                 item.detail.setBrush(QBrush(QColor("#1a1a1a")))
+                self._place_marker(item)
             elif bid in self.lit:  # runs now: a softer light, a thick dashed border
                 fill = QColor(c.get("lit", c["active"]))
                 item.setPen(QPen(col, 3.5, Qt.PenStyle.DashLine))
@@ -252,15 +362,85 @@ class DiagramView(QGraphicsView):
                 item.detail.setBrush(QBrush(QColor(c["text"])))
             item.setBrush(QBrush(fill))
 
+    def _place_marker(self, item: BoxItem) -> None:
+        """The "now" tag on the bottom edge of the current event's box, at its right."""
+        r = item.sceneBoundingRect()
+        t = self.marker_text.boundingRect()
+        pad = 3
+        w, h = t.width() + 2 * pad, t.height() + 2 * pad
+        x = max(r.left(), r.right() - w - 8)
+        self.marker.setRect(QRectF(0, 0, w, h))
+        self.marker.setPos(x, min(self.scene_.sceneRect().bottom() - h, r.bottom() - h / 2))
+        self.marker_text.setPos(pad, pad)
+        self.marker.setVisible(True)
+
+    def set_presentation(self, on: bool) -> None:
+        """Larger text floors, a slower token (each hop can be followed from afar)."""
+        self.presentation = on
+        self.anim.setDuration(ANIM_MS[on])
+        self._scale = 0.0
+        self._fit()
+
+    def scale_factor(self) -> float:
+        """Screen pixels per scene unit (the scene fitted to the view, aspect kept)."""
+        return self.transform().m11()
+
+    def text_pixels(self) -> dict[str, float]:
+        """The on-screen pixel size of the boxes' titles and details and the layers'
+        names as drawn now (the legibility test's measure)."""
+        k = self.scale_factor()
+        item = next(iter(self.boxes.values()))
+        return {"title": item.title.font().pixelSize() * k, "detail": item.detail.font().pixelSize() * k,
+                "layer": self.bands[0][1].font().pixelSize() * k if self.bands else 0.0}
+
+    def _fit(self) -> None:
+        """Fit the scene to the view (aspect kept), then size the texts so that none is
+        drawn below its floor, and re-wrap the boxes' details to what fits."""
+        fm = self.caption.fontMetrics()
+        top = 2 * fm.lineSpacing() + 8  # two lines of caption above the scene
+        if self.viewportMargins().top() != top:
+            self.setViewportMargins(0, top, 0, 0)
+        self.caption.setGeometry(6, 3, max(10, self.width() - 12), top - 4)
+        self.fitInView(self.scene_.sceneRect(), Qt.AspectRatioMode.KeepAspectRatio)
+        k = self.scale_factor()
+        if k <= 0 or abs(k - self._scale) < 0.01:
+            return
+        self._scale = k
+        t_floor, d_floor, b_floor = FLOOR_PX[self.presentation]
+        big = PRESENT_TEXT if self.presentation else 1.0
+        title, detail = max(TITLE_PX * big, t_floor / k), max(DETAIL_PX * big, d_floor / k)
+        for item in self.boxes.values():
+            item.fit(title, detail)
+        for _band, label, _lid in self.bands:
+            f = label.font()
+            f.setPixelSize(round(max(BAND_PX * big, b_floor / k)))
+            label.setFont(f)
+        mf = self.marker_text.font()
+        mf.setPixelSize(round(max(13 * big, d_floor / k)))
+        self.marker_text.setFont(mf)
+        if self.active_box in self.boxes:
+            self._place_marker(self.boxes[self.active_box])
+
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
-        self.fitInView(self.scene_.sceneRect(), Qt.AspectRatioMode.KeepAspectRatio)
+        self._fit()
+
+    def changeEvent(self, event) -> None:
+        super().changeEvent(event)
+        from PySide6.QtCore import QEvent
+
+        if event.type() == QEvent.Type.FontChange:  # presentation mode's larger font
+            cf = QFont(self.font())
+            cf.setBold(True)
+            self.caption.setFont(cf)
+            self._fit()
 
     # -- what the session did ----------------------------------------------------------------
     def highlight(self, box_id: str | None, path: tuple[str, ...] = (), caption: str = "") -> None:
         self.active_box = box_id
         self.last_path = path
         self.caption.setText(caption)
+        self.caption.setToolTip(caption)
         self._paint_boxes()
         self._draw_path(path)
 
@@ -326,6 +506,9 @@ class DiagramView(QGraphicsView):
             return None
         self._story = []
         label = words(rule.label) if rule.label else kind
+        told = explained(kind, fields or {})
+        if told:  # an event whose own words would puzzle a student
+            label, caption = told
         self.highlight(rule.box, rule.path, f"{label}: {caption}" if caption else label)
         return rule.box
 

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QPlainTextEdit,
     QPushButton,
+    QSizePolicy,
     QTextEdit,
     QToolTip,
     QVBoxLayout,
@@ -237,7 +238,8 @@ class SourcePanel(QWidget):
         super().__init__(parent)
         self.editor = SourceEditor(self)
         self.path: str | None = None
-        self.file_label = QLabel("")
+        self.file_label = QLabel("")  # the file's name (its path in the tooltip): it may shrink
+        self.file_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.assemble_button = QPushButton(tr("Assemble && reset"))
         self.assemble_button.setToolTip(tr("Assemble the edited source and start the guest again (Ctrl+B)"))
         self.assemble_button.clicked.connect(lambda: self.assembleRequested.emit(self.editor.toPlainText()))
@@ -286,10 +288,12 @@ class SourcePanel(QWidget):
         self._show_file()
 
     def _show_file(self) -> None:
-        label = getattr(self, "_label", "")
+        full = getattr(self, "_label", "")
+        label = Path(full).name if full else ""
         if self.edited and self.path is not None:
             label = tr("{file} (edited, not saved)").format(file=label)
         self.file_label.setText(label)
+        self.file_label.setToolTip(full)
 
     def save(self, path: str | None = None) -> bool:
         """Write the editor's text to `path`, or to its file (asked for when it has none

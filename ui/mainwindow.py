@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from itertools import pairwise
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QSettings, Qt
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QColor, QFont, QKeySequence, QPalette
 from PySide6.QtWidgets import (
+    QAbstractItemView,
     QApplication,
     QComboBox,
     QDockWidget,
@@ -18,6 +20,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QSlider,
     QSpinBox,
+    QTabBar,
     QTableWidget,
     QToolBar,
     QWidget,
@@ -26,6 +29,7 @@ from PySide6.QtWidgets import (
 from ui import i18n
 from ui import text as T
 from ui.bridge import SPEED_MAX, SessionBridge
+from ui.compare import open_compare
 from ui.diagram import DiagramView
 from ui.editor import SourcePanel
 from ui.i18n import tr
@@ -41,6 +45,7 @@ from ui.panels import (
     VcpusPanel,
     VmcsPanel,
     compact,
+    install_tips,
 )
 from ui.queues import DeviceQueuesPanel
 from ui.timeline import TimelineWidget
@@ -53,7 +58,17 @@ from vmsim.snapshot_format import SnapshotError
 from vmsim.vmm.machine import IRQCHIP_MODES, LOAD_ADDRESS, MAX_SMP, GuestLoadError, load_guest_file
 
 DEFAULT_GUEST = Path(__file__).resolve().parents[1] / "sample_guests" / "hello.asm"
-SETTINGS_VERSION = 1
+SETTINGS_VERSION = 2  # 2: issue 13's arrangement (DOCK_GROUPS); a version 1 layout is not restored
+# The default arrangement, column by column, each group one set of tabs (first in front).
+DOCK_GROUPS = (
+    ("left", ("source", "disasm")),
+    ("right", ("registers", "vmcs", "pagetables")),
+    ("right", ("stats", "interrupts", "vcpus")),
+    ("bottom", ("devices", "virtio", "events")),
+)
+MIN_BOTTOM = 200  # pixels the group under the diagram needs, else the compact layout
+PRESENT_FONT = 1.7  # presentation mode: fonts this much larger
+PRESENT_DOCK = 0.3  # the one panel kept beside the diagram: this share of the width
 # Events a step is best shown by, ahead of the routine ones around them (issue 10).
 TELLING_KINDS = frozenset({"kvm_inj_virq", "kvm_set_irq", "qemu_set_irq", "pic_interrupt",
                            "kvm_apic_ipi", "qemu_cpu_kick", "kvm_vcpu_kick", "qemu_timer",
@@ -107,6 +122,29 @@ def _stand_in(path: str, text: str) -> GuestImage:
     return GuestImage(data=b"\xfa\xf4", origin=LOAD_ADDRESS, source_file=path, source=text)
 
 
+def add_mnemonics(menu) -> None:
+    """Keyboard for every menu entry (issue 13): an entry with no shortcut and no
+    mnemonic of its own gets one, the first letter of its text no other entry of the
+    menu uses. Call it again after the texts change (a language switch)."""
+    actions = [a for a in menu.actions() if not a.isSeparator() and a.text()]
+    used = {t[t.index("&") + 1].lower() for t in (a.text().replace("&&", "") for a in actions)
+            if "&" in t and t.index("&") + 1 < len(t)}
+    for a in actions:
+        text = a.text()
+        if "&" in text.replace("&&", "") or not a.shortcut().isEmpty():
+            continue
+        for i, ch in enumerate(text):
+            if ch.isascii() and ch.isalnum() and ch.lower() not in used and (i == 0 or text[i - 1] != "&"):
+                used.add(ch.lower())
+                a.setText(text[:i] + "&" + text[i:])
+                break
+        else:  # Chinese words: a Latin letter after them, as Qt's own translations do, 页表(&P)
+            free = next((c for c in "abcdefghijklmnopqrstuvwxyz" if c not in used), None)
+            if free:
+                used.add(free)
+                a.setText(f"{text}(&{free.upper()})")
+
+
 class MainWindow(QMainWindow):
     def __init__(self, guest: str | None = None, paging: str = "ept", backend: str = "sim",
                  settings: QSettings | None = None, theme: str = "light", presentation: bool = False,
@@ -124,7 +162,7 @@ class MainWindow(QMainWindow):
         self.seen_kinds: set[str] = set()  # the kinds of the last delivery (boxes light)
         self.theme = theme
         self.presentation = False
-        self._base_font = QApplication.font()
+        self._last_raised = "source"  # presentation mode keeps the panel last raised
         self._set_title()
 
         self.diagram = DiagramView(load_layout(smp=smp, irqchip=irqchip))
@@ -160,17 +198,11 @@ class MainWindow(QMainWindow):
             dock.setWidget(widget)
             self.addDockWidget(area, dock)
             self.docks[name] = dock
-        self.tabifyDockWidget(self.docks["source"], self.docks["disasm"])
-        self.tabifyDockWidget(self.docks["registers"], self.docks["vmcs"])
-        self.tabifyDockWidget(self.docks["vmcs"], self.docks["pagetables"])
-        self.tabifyDockWidget(self.docks["pagetables"], self.docks["interrupts"])
-        self.tabifyDockWidget(self.docks["interrupts"], self.docks["vcpus"])
-        self.tabifyDockWidget(self.docks["devices"], self.docks["virtio"])
-        self.tabifyDockWidget(self.docks["virtio"], self.docks["events"])
-        self.docks["source"].raise_()
-        self.docks["registers"].raise_()
-        self.docks["virtio" if disk else "devices"].raise_()
+        self._first = "virtio" if disk else "devices"  # the bottom group's front tab
+        self._arrange_docks(self._first)  # (compact, if the size it is shown at needs it)
 
+        for view in self.findChildren(QAbstractItemView):  # cut text has its tooltip (issue 13)
+            install_tips(view)
         for dock in self.docks.values():  # a panel brought up shows the present, not when it was hidden
             dock.visibilityChanged.connect(self._dock_shown)
         self._make_actions()
@@ -195,11 +227,10 @@ class MainWindow(QMainWindow):
         self._load_source_text()
         self._show_asm_error(asm_error)
         self.resize(1600, 1000)
-        self.default_dock_sizes()
+        self._layout_pending = True  # the default arrangement when first shown (showEvent)
+        self._present_pending = presentation
         self.restore_layout()
         self.apply_theme(theme)
-        if presentation:
-            self.set_presentation(True)
         self.on_events(list(b._pending))
         b._pending.clear()
         self.refresh()
@@ -212,12 +243,124 @@ class MainWindow(QMainWindow):
                             .format(guest=Path(self.guest_path).name, backend=b.backend, paging=b.paging,
                                     smp=b.smp, s="s" if b.smp > 1 else "", irqchip=b.irqchip, disk=disk))
 
+    # -- layout (issue 13: fits 1366x768 to 1920x1080, nothing clipped) ---------------------------
+    def compact_layout(self) -> bool:
+        """Too short a window for a group under the diagram (1366x768, 1920x1080): the
+        diagram takes the centre's whole height and that group goes under the guest source."""
+        W, H = self.width(), self.height()
+        left, right = self._column_widths(False)
+        sw, sh = self.diagram.scene_.sceneRect().width(), self.diagram.scene_.sceneRect().height()
+        diagram_h = (W - left - right - 16) * sh / sw + 60
+        return H - self._chrome_height() - diagram_h < MIN_BOTTOM
+
+    def _column_widths(self, compact: bool) -> tuple[int, int]:
+        """The side columns' widths: a fifth and a quarter of the window; narrower in the
+        compact layout, where the diagram is limited by the window's height and the
+        columns can give it width (the registers' flags and segments still fit)."""
+        W = max(self.width(), 800)
+        left, right = (0.17, 0.21) if compact else (0.2, 0.25)
+        return int(min(max(W * left, 270), 460)), int(min(max(W * right, 360), 520))
+
+    def _chrome_height(self) -> int:
+        chrome = self.menuBar().sizeHint().height() + self.statusBar().sizeHint().height() + 12
+        for bar in self.findChildren(QToolBar):
+            if bar.parent() is self and bar.isVisibleTo(self):
+                chrome += bar.sizeHint().height()
+        return chrome
+
+    def _arrange_docks(self, first: str = "devices", compact: bool = False) -> None:
+        """The default arrangement (DOCK_GROUPS): the side columns take the window's full
+        height (the corners are theirs), the bottom group sits under the diagram only
+        (under the guest source in a compact layout); each group is one set of tabs, its
+        first tab in front (`first` for the bottom group)."""
+        self._compact = compact
+        C, A = Qt.Corner, Qt.DockWidgetArea
+        self.setCorner(C.TopLeftCorner, A.LeftDockWidgetArea)
+        self.setCorner(C.BottomLeftCorner, A.LeftDockWidgetArea)
+        self.setCorner(C.TopRightCorner, A.RightDockWidgetArea)
+        self.setCorner(C.BottomRightCorner, A.RightDockWidgetArea)
+        self.setDockOptions(self.dockOptions() | QMainWindow.DockOption.AllowNestedDocks)
+        areas = {"left": A.LeftDockWidgetArea, "right": A.RightDockWidgetArea,
+                 "bottom": A.BottomDockWidgetArea}
+        above: dict[str, QDockWidget] = {}
+        for dock in self.docks.values():  # untabbed first: a split beside a tab would tabify
+            dock.setFloating(False)
+            self.addDockWidget(areas["bottom"], dock)
+        groups = [("left" if compact and area == "bottom" else area, names) for area, names in DOCK_GROUPS]
+        for area, names in groups:  # the groups' first panels, column by column
+            head = self.docks[names[0]]
+            if area in above:  # a second group in that column: under the first
+                self.splitDockWidget(above[area], head, Qt.Orientation.Vertical)
+            else:
+                self.addDockWidget(areas[area], head)
+                above[area] = head
+        for _area, names in DOCK_GROUPS:
+            for prev, name in pairwise(names):
+                self.docks[name].setFloating(False)
+                self.tabifyDockWidget(self.docks[prev], self.docks[name])
+            for name in names:
+                self.docks[name].show()
+            front = first if first in names else names[0]
+            self.docks[front].raise_()
+        self._unelide_tabs()
+
+    def _unelide_tabs(self) -> None:
+        """Dock tabs show their whole titles (scroll buttons when a group is too narrow),
+        never 'Reg…'."""
+        groups = {frozenset([d.windowTitle(), *(t.windowTitle() for t in self.tabifiedDockWidgets(d))])
+                  for d in self.docks.values() if not d.isFloating()}
+        for bar in self.findChildren(QTabBar):
+            if bar.parent() is self:
+                bar.setElideMode(Qt.TextElideMode.ElideNone)
+                bar.setUsesScrollButtons(True)
+                # A bar Qt made for a group on the way (tabified one by one before the window
+                # was shown) is left over, shown with the window: hide it.
+                if frozenset(bar.tabText(i) for i in range(bar.count())) not in groups:
+                    bar.hide()
+
     def default_dock_sizes(self) -> None:
-        w = max(self.width(), 1200)
-        self.resizeDocks([self.docks["source"], self.docks["registers"]], [w * 22 // 100, w * 24 // 100],
+        """The columns' and the bottom group's sizes for the window's size: the side
+        columns as wide as their contents need (registers, source lines), the diagram
+        the rest, the bottom group what the diagram's aspect leaves under it."""
+        W, H = max(self.width(), 800), max(self.height(), 500)
+        left, right = self._column_widths(self._compact)
+        self.resizeDocks([self.docks["source"], self.docks["registers"]], [left, right],
                          Qt.Orientation.Horizontal)
-        self.resizeDocks([self.docks["devices"], self.docks["stats"]], [w * 62 // 100, w * 38 // 100],
-                         Qt.Orientation.Horizontal)
+        avail = H - self._chrome_height()
+        if self._compact:
+            self.resizeDocks([self.docks["source"], self.docks["devices"]],
+                             [int(avail * 0.6), int(avail * 0.4)], Qt.Orientation.Vertical)
+        else:
+            sw, sh = self.diagram.scene_.sceneRect().width(), self.diagram.scene_.sceneRect().height()
+            diagram_h = (W - left - right - 16) * sh / sw + self.diagram.viewportMargins().top() + 8
+            bottom = int(min(max(avail - diagram_h, MIN_BOTTOM), avail * 0.45))
+            self.resizeDocks([self.docks["devices"]], [bottom], Qt.Orientation.Vertical)
+        self.resizeDocks([self.docks["registers"], self.docks["stats"]],
+                         [int(avail * 0.6), int(avail * 0.4)], Qt.Orientation.Vertical)
+
+    def reset_layout(self) -> None:
+        """View > Reset layout: the default arrangement, every panel back in its place
+        (closed and floating ones too), the default sizes for the window's size."""
+        if self.presentation:
+            self.set_presentation(False)
+        for bar in (self.toolbar, self.machine_bar, self.timeline_bar):
+            bar.show()
+        self._arrange_docks(self._first, compact=self.compact_layout())
+        self.default_dock_sizes()
+        QTimer.singleShot(0, self.default_dock_sizes)  # again once the arrangement is laid out
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if self._layout_pending:  # first shown: the default sizes for the size it has
+            self._layout_pending = False
+            if not self._restored:  # the default arrangement, for the size it has
+                if self.compact_layout() != self._compact:
+                    self._arrange_docks(self._first, compact=not self._compact)
+                QTimer.singleShot(0, self.default_dock_sizes)
+            self._unelide_tabs()
+            if self._present_pending:  # --presentation: from the arrangement just made
+                self._present_pending = False
+                QTimer.singleShot(0, lambda: self.set_presentation(True))
 
     # -- actions ---------------------------------------------------------------------------------
     def _make_actions(self) -> None:
@@ -293,7 +436,14 @@ class MainWindow(QMainWindow):
         m_run.addSeparator()
         self.a_gdb = act(tr("Wait for gdb…"), self._wait_for_gdb, None, m_run, toolbar=False,
                          tip=tr("serve the GDB remote protocol on 127.0.0.1 (docs/gdb.md)"))
-        tb.addSeparator()
+        # The speed and the machine on a second row, left of the timeline: the first row
+        # (the step buttons) fits a 1366-pixel-wide window (issue 13).
+        self.addToolBarBreak()
+        mt = QToolBar(tr("Speed and machine"))
+        mt.setObjectName("toolbar-machine")
+        self.addToolBar(mt)
+        self.machine_bar = mt
+        tb = mt
         tb.addWidget(QLabel(tr(" speed: slow ")))
         self.speed = QSlider(Qt.Orientation.Horizontal)
         self.speed.setRange(0, SPEED_MAX)
@@ -319,8 +469,8 @@ class MainWindow(QMainWindow):
         self.irqchip_box.setToolTip(T.IRQCHIP_TIP)
         self.irqchip_box.currentTextChanged.connect(lambda m: self.set_machine(irqchip=m))
         tb.addWidget(self.irqchip_box)
-        # The timeline, on a line of its own under the controls, the window's full width.
-        self.addToolBarBreak()
+        # The timeline, the rest of that row.
+        tb = self.toolbar
         tl = QToolBar(T.TIMELINE_TITLE)
         tl.setObjectName("toolbar-timeline")
         self.timeline = TimelineWidget()
@@ -348,17 +498,41 @@ class MainWindow(QMainWindow):
         m_view.addAction(self.a_dark)
         self.a_present = QAction(tr("Presentation mode (large fonts)"), self, checkable=True)
         self.a_present.setShortcut(QKeySequence("Ctrl+Shift+P"))
+        self.a_present.setIconText(tr("Presentation"))
+        self.a_present.setToolTip(tr("the diagram and one panel, large, for a lecture hall; "
+                                     "the animation slowed (Ctrl+Shift+P)"))
         self.a_present.toggled.connect(self.set_presentation)
         m_view.addAction(self.a_present)
+        tb.addSeparator()
+        tb.addAction(self.a_present)
+        self.a_reset_layout = QAction(tr("&Reset layout"), self)
+        self.a_reset_layout.setShortcut(QKeySequence("Ctrl+Shift+L"))
+        self.a_reset_layout.setToolTip(tr("every panel back in its place, sized for the window "
+                                          "(Ctrl+Shift+L)"))
+        self.a_reset_layout.triggered.connect(self.reset_layout)
+        m_view.addAction(self.a_reset_layout)
+        self.a_slower = QAction(tr("S&lower"), self)
+        self.a_slower.setShortcut(QKeySequence("Ctrl+-"))
+        self.a_slower.triggered.connect(lambda: self.speed.setValue(self.speed.value() - 1))
+        self.a_faster = QAction(tr("&Faster"), self)
+        self.a_faster.setShortcut(QKeySequence("Ctrl+="))
+        self.a_faster.triggered.connect(lambda: self.speed.setValue(self.speed.value() + 1))
+        m_run.addSeparator()
+        m_run.addAction(self.a_slower)
+        m_run.addAction(self.a_faster)
         self.a_animate = QAction(tr("Animate event paths"), self, checkable=True)
         self.a_animate.setChecked(True)
         self.a_animate.toggled.connect(lambda on: setattr(self.diagram, "animate", on))
         m_view.addAction(self.a_animate)
+        self.a_compare = act(tr("Compare…"), lambda: open_compare(self), None, m_view, toolbar=False,
+                             tip=tr("run this guest twice side by side, differing in one setting"))
         m_view.addSeparator()
         for name, dock in self.docks.items():
             del name
             m_view.addAction(dock.toggleViewAction())
         self._make_language_menu(m_view)
+        for menu in (m_file, m_run, m_bp, m_view):
+            add_mnemonics(menu)
 
     def _dock_shown(self, visible: bool) -> None:
         if visible and not self.bridge.running and hasattr(self, "status"):
@@ -915,6 +1089,11 @@ class MainWindow(QMainWindow):
             self.registers.show_cpu(vcpu)
         dock = self.docks.get(panel)
         if dock is not None:
+            if self.presentation and panel != self._last_raised:  # the one panel beside the diagram
+                for name, other in self.docks.items():
+                    if name != panel and other.isVisible() and not other.isFloating():
+                        other.hide()
+            self._last_raised = panel
             dock.show()
             dock.raise_()
 
@@ -934,6 +1113,10 @@ class MainWindow(QMainWindow):
                 pal.setColor(role, QColor(color))
         else:
             pal = app.style().standardPalette()
+        # Disabled text still readable (Fusion's is about 1.6:1 on a button): about 4:1.
+        for role in (QPalette.ColorRole.WindowText, QPalette.ColorRole.Text, QPalette.ColorRole.ButtonText):
+            pal.setColor(QPalette.ColorGroup.Disabled, role,
+                         QColor("#8c96a0" if theme == "dark" else "#6e6e6e"))
         app.setPalette(pal)
         self.diagram.apply_theme(theme)
         self.source.editor.set_theme(theme)
@@ -942,26 +1125,93 @@ class MainWindow(QMainWindow):
         self.pagetables.theme = theme
         self.interrupts.theme = theme
         self.stats.set_theme(theme)
+        self.timeline.theme = theme
+        self.timeline.update()
         if self.a_dark.isChecked() != (theme == "dark"):
             self.a_dark.setChecked(theme == "dark")
 
     def set_presentation(self, on: bool) -> None:
-        self.presentation = on
-        f = QFont(self._base_font)
-        if on:
-            f.setPointSizeF(max(self._base_font.pointSizeF(), 9) * 1.6)
-        QApplication.instance().setFont(f)
-        for w in self.findChildren(QWidget):
-            wf = w.font()
-            wf.setPointSizeF(f.pointSizeF())
-            w.setFont(wf)
+        """Presentation mode (View menu, toolbar, --presentation): the diagram and the
+        panel in focus (the one last raised or clicked in), fonts PRESENT_FONT times
+        larger, the other panels hidden, the diagram's animation slowed so each hop can
+        be followed. Off: the layout, the fonts and the panels as they were."""
+        if on != self.presentation:
+            if on:
+                self._enter_presentation()
+            else:
+                self._leave_presentation()
         for t in self.findChildren(QTableWidget):
             compact(t)
         if self.a_present.isChecked() != on:
             self.a_present.setChecked(on)
 
+    def focused_dock(self) -> str:
+        """The panel presentation mode keeps: the one holding the keyboard focus, else
+        the one last raised (a click on the diagram's box), else the guest source."""
+        w = QApplication.focusWidget()
+        for name, dock in self.docks.items():
+            if w is not None and dock.isAncestorOf(w) and dock.isVisible():
+                return name
+        last = getattr(self, "_last_raised", None)
+        return last if last in self.docks else "source"
+
+    def _enter_presentation(self) -> None:
+        self._pre_state = self.saveState(SETTINGS_VERSION)
+        keep = self.focused_dock()
+        self._pre_fonts: list[tuple[QWidget, QFont]] = []
+        app = QApplication.instance()
+        self._pre_app_font = QFont(app.font())
+        f = QFont(self._pre_app_font)
+        f.setPointSizeF(max(f.pointSizeF(), 9) * PRESENT_FONT)
+        for bar in self.findChildren(QToolBar):  # the teacher's controls keep their size (and fit)
+            if not bar.testAttribute(Qt.WidgetAttribute.WA_SetFont):
+                self._pre_fonts.append((bar, QFont(bar.font())))
+                bar.setFont(QFont(self._pre_app_font))
+        app.setFont(f)
+        for w in self.findChildren(QWidget):  # fonts a widget sets itself (the monospaced ones)
+            if isinstance(w, QToolBar) or isinstance(w.parentWidget(), QToolBar):
+                continue
+            if w.testAttribute(Qt.WidgetAttribute.WA_SetFont):
+                wf = QFont(w.font())
+                self._pre_fonts.append((w, QFont(wf)))
+                wf.setPointSizeF(max(wf.pointSizeF(), 8) * PRESENT_FONT)
+                w.setFont(wf)
+        self.presentation = True
+        for name, dock in self.docks.items():
+            if name != keep:
+                dock.hide()
+        kept = self.docks[keep]
+        kept.setFloating(False)
+        kept.show()
+        kept.raise_()
+        if self.dockWidgetArea(kept) not in (Qt.DockWidgetArea.LeftDockWidgetArea,
+                                             Qt.DockWidgetArea.RightDockWidgetArea):
+            self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, kept)
+        self.resizeDocks([kept], [int(self.width() * PRESENT_DOCK)], Qt.Orientation.Horizontal)
+        self.diagram.set_presentation(True)
+        self.source.editor._update_width()  # the gutter as wide as its larger numbers
+
+    def _leave_presentation(self) -> None:
+        QApplication.instance().setFont(self._pre_app_font)
+        for w, wf in self._pre_fonts:
+            try:
+                if isinstance(w, QToolBar):
+                    w.setFont(QFont())  # back to following the application's font
+                    w.setAttribute(Qt.WidgetAttribute.WA_SetFont, False)
+                else:
+                    w.setFont(wf)
+            except RuntimeError:  # deleted since (a panel's rebuilt row)
+                pass
+        self._pre_fonts = []
+        self.presentation = False
+        self.source.editor._update_width()
+        self.diagram.set_presentation(False)
+        self.restoreState(self._pre_state, SETTINGS_VERSION)
+        self._unelide_tabs()
+
     # -- layout memory ---------------------------------------------------------------------------------------
     def restore_layout(self) -> None:
+        self._restored = False
         s = self.settings
         if s is None:
             return
@@ -971,7 +1221,7 @@ class MainWindow(QMainWindow):
             if isinstance(geo, QByteArray):
                 self.restoreGeometry(geo)
             if isinstance(state, QByteArray):
-                self.restoreState(state, SETTINGS_VERSION)
+                self._restored = self.restoreState(state, SETTINGS_VERSION)
 
     def save_layout(self) -> None:
         s = self.settings
@@ -979,7 +1229,7 @@ class MainWindow(QMainWindow):
             return
         s.setValue("version", SETTINGS_VERSION)
         s.setValue("geometry", self.saveGeometry())
-        s.setValue("state", self.saveState(SETTINGS_VERSION))
+        s.setValue("state", self._pre_state if self.presentation else self.saveState(SETTINGS_VERSION))
         s.setValue("theme", self.theme)
 
     def closeEvent(self, event) -> None:
@@ -1124,6 +1374,9 @@ class MainWindow(QMainWindow):
             keys = a.shortcut().toString()
             self.back_actions[a] = f"{tip} ({keys})" if keys else tip
         self.diagram.retranslate()
+        for a in self.menuBar().actions():  # new words, new free letters (as at the start)
+            if a.menu() is not None:
+                add_mnemonics(a.menu())
         self.queues.reset()
         self.pagetables._key = None
         self.timeline.update()

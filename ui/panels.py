@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QRectF, Qt, Signal
+from PySide6.QtCore import QEvent, QObject, QRectF, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QFontDatabase, QPainter
 from PySide6.QtWidgets import (
+    QAbstractItemView,
     QComboBox,
     QHBoxLayout,
     QHeaderView,
@@ -16,9 +17,12 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QSplitter,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
     QTableWidget,
     QTableWidgetItem,
     QTabWidget,
+    QToolTip,
     QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
@@ -46,9 +50,76 @@ CHANGED = {"light": "#ffe082", "dark": "#7a5c00"}
 
 
 def compact(table: QTableWidget) -> None:
-    """Rows as high as the text, not Qt's roomy default."""
+    """Rows as high as the text, not Qt's roomy default; a cell too narrow for its text
+    elides it and shows the whole of it as its tooltip (TipDelegate)."""
     table.verticalHeader().setDefaultSectionSize(table.fontMetrics().height() + 6)
     table.verticalHeader().setVisible(False)
+    table.setMinimumHeight(3 * (table.fontMetrics().height() + 6) + 8)  # a short dock still fits
+    install_tips(table)
+
+
+class TipDelegate(QStyledItemDelegate):
+    """Paints as Qt does (elided at the right when the column is too narrow); hovering a
+    cell whose text does not fit shows the whole text as a tooltip (issue 13: nothing cut
+    off without a way to read it). A cell's own tooltip wins."""
+
+    def is_elided(self, view: QAbstractItemView, index) -> bool:
+        text = index.data(Qt.ItemDataRole.DisplayRole)
+        if not text:
+            return False
+        opt = QStyleOptionViewItem()
+        self.initStyleOption(opt, index)
+        width = view.visualRect(index).width() - 8  # the style's text margins
+        lines = str(text).splitlines() or [""]
+        return max(opt.fontMetrics.horizontalAdvance(line) for line in lines) > width
+
+    def tip(self, view: QAbstractItemView, index) -> str | None:
+        """The tooltip a hover on `index` shows (None: the cell shows all of its text)."""
+        own = index.data(Qt.ItemDataRole.ToolTipRole)
+        if own:
+            return str(own)
+        return str(index.data(Qt.ItemDataRole.DisplayRole)) if self.is_elided(view, index) else None
+
+    def helpEvent(self, event, view, option, index) -> bool:
+        if event is None or view is None or not index.isValid():
+            return super().helpEvent(event, view, option, index)
+        if event.type() == QEvent.Type.ToolTip:
+            text = self.tip(view, index)
+            if text:
+                QToolTip.showText(event.globalPos(), text, view)
+            else:
+                QToolTip.hideText()
+            return True
+        return super().helpEvent(event, view, option, index)
+
+
+TIP_PRECISION = 300  # rows a column's content width is measured over (big trees stay cheap)
+
+
+class _Restretch(QObject):
+    """A viewport narrowed by its own scroll bar appearing does not re-lay its header's
+    stretched section (the last columns would go out of view): lay it again."""
+
+    def __init__(self, header) -> None:
+        super().__init__(header)
+        self.header = header
+
+    def eventFilter(self, obj, event) -> bool:
+        if event.type() == QEvent.Type.Resize:
+            self.header.resizeSections()
+        return False
+
+
+def install_tips(view: QAbstractItemView) -> None:
+    """Elide with a tooltip (TipDelegate); the header measures columns over at most
+    TIP_PRECISION rows and keeps its stretched column fitted to the viewport."""
+    if not isinstance(view.itemDelegate(), TipDelegate):
+        view.setItemDelegate(TipDelegate(view))
+    view.setTextElideMode(Qt.TextElideMode.ElideRight)
+    header = getattr(view, "horizontalHeader", None) or getattr(view, "header", None)
+    if header is not None and not header().findChildren(_Restretch):
+        header().setResizeContentsPrecision(TIP_PRECISION)
+        view.viewport().installEventFilter(_Restretch(header()))
 
 
 def _item(text: str) -> QTableWidgetItem:
@@ -467,7 +538,7 @@ class VgaScreen(QWidget):
         f = mono()
         f.setPointSizeF(9)
         self.setFont(f)
-        self.setMinimumSize(320, 150)
+        self.setMinimumSize(160, 60)  # scaled to what it gets (issue 13)
 
     def set_buffer(self, data: bytes) -> None:
         if data != self.buffer:
@@ -479,19 +550,59 @@ class VgaScreen(QWidget):
                 for r in range(25))
         return "\n".join(rows).rstrip("\n")
 
+    MIN_ROW_PX = 12  # below this the whole screen is unreadable: show its used part larger
+
+    def used(self) -> tuple[int, int]:
+        """(rows, columns) from the top left to the last cell with a character or a
+        background colour."""
+        buf = self.buffer
+        rows = cols = 0
+        for r in range(25):
+            for c in range(80):
+                i = 2 * (r * 80 + c)
+                if buf[i] not in (0, 32) or buf[i + 1] >> 4 & 7:
+                    rows, cols = r + 1, max(cols, c + 1)
+        return rows, cols
+
+    def shown(self) -> tuple[int, int]:
+        """(rows, columns) drawn: all 80x25, unless the area is too small to read them;
+        then the top-left part down to the last cell used, and as much more as keeps
+        rows MIN_ROW_PX high."""
+        if min(self.width() / 720, self.height() / 400) * 16 >= self.MIN_ROW_PX:
+            return 25, 80
+        used_rows, used_cols = self.used()
+        rows = min(25, max(used_rows, int(self.height() // self.MIN_ROW_PX), 1))
+        cols = min(80, max(used_cols, int(self.width() // (self.MIN_ROW_PX * 9 / 16)), 1))
+        return rows, cols
+
+    def rows_shown(self) -> int:
+        return self.shown()[0]
+
     def paintEvent(self, event) -> None:
         p = QPainter(self)
         p.fillRect(self.rect(), QColor("#000000"))
-        # Cells of 9x16 as on a real VGA text mode: keep the 720x400 aspect, centred.
-        scale = min(self.width() / 720, self.height() / 400)
+        rows, cols = self.shown()
+        # Cells of 9x16 as on a real VGA text mode: keep the 720x400 aspect, centred (all
+        # of it, or the top-left part when the rest is blank and the area is small).
+        scale = min(self.width() / (9 * cols), self.height() / (16 * rows))
         cw, ch = 9 * scale, 16 * scale
-        p.translate((self.width() - 80 * cw) / 2, (self.height() - 25 * ch) / 2)
+        if (rows, cols) != (25, 80):
+            p.setPen(QColor("#9e9e9e"))
+            note = tr("rows 1-{rows}, columns 1-{cols} of 25x80 (the rest blank)").format(
+                rows=rows, cols=cols)
+            self.setToolTip(note)
+            p.drawText(self.rect().adjusted(2, 0, -4, -2),
+                       Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignBottom,
+                       p.fontMetrics().elidedText(note, Qt.TextElideMode.ElideRight, self.width() - 8))
+        else:
+            self.setToolTip("")
+        p.translate((self.width() - cols * cw) / 2, (self.height() - rows * ch) / 2)
         f = self.font()
         f.setPixelSize(max(6, int(ch * 0.85)))
         p.setFont(f)
         buf = self.buffer
-        for r in range(25):
-            for c in range(80):
+        for r in range(rows):
+            for c in range(cols):
                 i = 2 * (r * 80 + c)
                 char, attr = buf[i], buf[i + 1]
                 if attr >> 4 & 7:
@@ -535,12 +646,22 @@ class DevicesPanel(QWidget):
         top.addWidget(serial)
         top.addWidget(vga)
         top.setSizes([350, 650])
+        self.split = top  # side by side when the panel is wide, one above the other when narrow
         self.tabs.addTab(top, tr("serial + VGA"))
         self.tabs.addTab(self.log, tr("port / MMIO accesses"))
         lay = QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
         lay.addWidget(self.tabs)
         self.log_lines: list[tuple[int, str]] = []  # the access log: (event seq, line)
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        want = (Qt.Orientation.Horizontal if self.width() > 2 * self.height()
+                else Qt.Orientation.Vertical)
+        if self.split.orientation() != want:
+            self.split.setOrientation(want)
+            total = self.split.width() if want == Qt.Orientation.Horizontal else self.split.height()
+            self.split.setSizes([total * 35 // 100, total * 65 // 100])
 
     def _send(self) -> None:
         text = self.input.text()
@@ -603,6 +724,9 @@ class EventLogPanel(QWidget):
         self.kind.addItems([tr("all kinds"), *sorted(CATALOGUE)])
         self.layer.currentIndexChanged.connect(self._refilter)
         self.kind.currentIndexChanged.connect(self._refilter)
+        for box, chars in ((self.layer, 4), (self.kind, 7)):  # a narrow dock still fits the row
+            box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            box.setMinimumContentsLength(chars)
         self.table = QTableWidget(0, 5)
         self.table.setHorizontalHeaderLabels([tr("seq"), tr("time"), tr("layer"), tr("kind"), tr("what")])
         compact(self.table)
@@ -614,6 +738,7 @@ class EventLogPanel(QWidget):
         self.details.setReadOnly(True)
         self.details.setFont(mono())
         self.details.setMaximumHeight(120)
+        self.details.setMinimumHeight(self.details.fontMetrics().height() * 2 + 8)
         row = QHBoxLayout()
         row.addWidget(QLabel(tr("filter:")))
         row.addWidget(self.layer)
@@ -751,8 +876,10 @@ class StatsPanel(QWidget):
         self.table = QTableWidget(0, 6)
         self.table.setHorizontalHeaderLabels([tr("VM exit"), "#", tr("count"), tr("share"), tr("avg time"),
                                               tr("time share")])
-        compact(self.table)
-        self.table.setFont(mono())
+        compact(self.table)  # the window's (proportional, tabular-figure) font: fits a side column
+        h = self.table.horizontalHeader()  # the numbers whole; the name takes the room left
+        h.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        h.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
         split = QSplitter(Qt.Orientation.Vertical)

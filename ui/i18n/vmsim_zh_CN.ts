@@ -28,10 +28,6 @@
         <translation>被调试器终止（gdb kill）：请重置以重新开始</translation>
     </message>
     <message>
-        <source>{title} ({id}): click for its panel</source>
-        <translation>{title}（{id}）：点击打开其面板</translation>
-    </message>
-    <message>
         <source>Assemble &amp;&amp; reset</source>
         <translation>汇编并重置</translation>
     </message>
@@ -212,6 +208,10 @@
         <translation>在 127.0.0.1 上提供 GDB 远程协议服务（docs/gdb.md）</translation>
     </message>
     <message>
+        <source>Speed and machine</source>
+        <translation>速度与机器</translation>
+    </message>
+    <message>
         <source> speed: slow </source>
         <translation> 速度：慢 </translation>
     </message>
@@ -256,8 +256,40 @@
         <translation>演示模式（大字体）</translation>
     </message>
     <message>
+        <source>Presentation</source>
+        <translation>演示</translation>
+    </message>
+    <message>
+        <source>the diagram and one panel, large, for a lecture hall; the animation slowed (Ctrl+Shift+P)</source>
+        <translation>只留架构图和一个面板，放大显示，适合阶梯教室；动画放慢（Ctrl+Shift+P）</translation>
+    </message>
+    <message>
+        <source>&amp;Reset layout</source>
+        <translation>重置布局(&amp;R)</translation>
+    </message>
+    <message>
+        <source>every panel back in its place, sized for the window (Ctrl+Shift+L)</source>
+        <translation>每个面板回到原位，按窗口大小调整（Ctrl+Shift+L）</translation>
+    </message>
+    <message>
+        <source>S&amp;lower</source>
+        <translation>减慢(&amp;L)</translation>
+    </message>
+    <message>
+        <source>&amp;Faster</source>
+        <translation>加快(&amp;F)</translation>
+    </message>
+    <message>
         <source>Animate event paths</source>
         <translation>动画显示事件路径</translation>
+    </message>
+    <message>
+        <source>Compare…</source>
+        <translation>对比…</translation>
+    </message>
+    <message>
+        <source>run this guest twice side by side, differing in one setting</source>
+        <translation>把这个客户机并排运行两次，只差一项设置</translation>
     </message>
     <message>
         <source>line {line} has no code: no breakpoint there</source>
@@ -374,8 +406,176 @@
         <translation>已结束：{why}</translation>
     </message>
     <message>
+        <source>EPT (--paging ept)</source>
+        <translation>EPT（--paging ept）</translation>
+    </message>
+    <message>
+        <source>shadow paging (--paging shadow)</source>
+        <translation>影子分页（--paging shadow）</translation>
+    </message>
+    <message>
+        <source>irqchip in kvm.ko (--irqchip kernel)</source>
+        <translation>irqchip 在 kvm.ko 中（--irqchip kernel）</translation>
+    </message>
+    <message>
+        <source>irqchip in QEMU (--irqchip userspace)</source>
+        <translation>irqchip 在 QEMU 中（--irqchip userspace）</translation>
+    </message>
+    <message>
+        <source>ioeventfd (the default)</source>
+        <translation>ioeventfd（默认）</translation>
+    </message>
+    <message>
+        <source>no ioeventfd (--no-ioeventfd)</source>
+        <translation>不用 ioeventfd（--no-ioeventfd）</translation>
+    </message>
+    <message>
+        <source>paging: EPT against shadow paging</source>
+        <translation>分页：EPT 对比影子分页</translation>
+    </message>
+    <message>
+        <source>irqchip: in kvm.ko against in QEMU</source>
+        <translation>irqchip：在 kvm.ko 中对比在 QEMU 中</translation>
+    </message>
+    <message>
+        <source>ioeventfd: the virtqueue kick with and without an ioeventfd</source>
+        <translation>ioeventfd：virtqueue 通知（kick）用与不用 ioeventfd</translation>
+    </message>
+    <message>
+        <source>page faults and other exceptions</source>
+        <translation>缺页异常及其他异常</translation>
+    </message>
+    <message>
+        <source>control-register writes: CR3 loads, CR0, CR4</source>
+        <translation>控制寄存器写入：加载 CR3、写 CR0、CR4</translation>
+    </message>
+    <message>
+        <source>TLB invalidations of one page</source>
+        <translation>单页 TLB 失效</translation>
+    </message>
+    <message>
+        <source>EPT violations: first touches of guest-physical pages</source>
+        <translation>EPT 违例：首次访问客户机物理页</translation>
+    </message>
+    <message>
+        <source>MMIO accesses</source>
+        <translation>MMIO 访问次数</translation>
+    </message>
+    <message>
+        <source>port I/O</source>
+        <translation>端口 I/O 次数</translation>
+    </message>
+    <message>
+        <source>the guest idles until an interrupt</source>
+        <translation>客户机空闲等待中断</translation>
+    </message>
+    <message>
+        <source>host interrupts</source>
+        <translation>宿主机中断</translation>
+    </message>
+    <message>
+        <source>interrupt windows</source>
+        <translation>中断窗口打开</translation>
+    </message>
+    <message>
+        <source>{left}: {a} VM exits, {ai} guest instructions; {right}: {b} VM exits, {bi} guest instructions (Step takes each side to its own next VM exit).</source>
+        <translation>{left}：{a} 次虚拟机退出，{ai} 条客户机指令；{right}：{b} 次虚拟机退出，{bi} 条客户机指令（“单步”让每一侧各自运行到自己的下一次虚拟机退出）。</translation>
+    </message>
+    <message>
+        <source>Both ran the guest to its end. {right}: {n} more VM exits than {left} ({b} against {a}).</source>
+        <translation>两侧都已把客户机运行到结束。{right} 比 {left} 多 {n} 次虚拟机退出（{b} 对 {a}）。</translation>
+    </message>
+    <message>
+        <source>Both ran the guest to its end. {right}: {n} fewer VM exits than {left} ({b} against {a}).</source>
+        <translation>两侧都已把客户机运行到结束。{right} 比 {left} 少 {n} 次虚拟机退出（{b} 对 {a}）。</translation>
+    </message>
+    <message>
+        <source>Both ran the guest to its end. {right}: as many VM exits as {left} ({b} against {a}).</source>
+        <translation>两侧都已把客户机运行到结束。{right} 与 {left} 的虚拟机退出次数相同（{b} 对 {a}）。</translation>
+    </message>
+    <message>
+        <source>More on the right: {list}.</source>
+        <translation>右侧更多：{list}。</translation>
+    </message>
+    <message>
+        <source>Fewer on the right: {list}.</source>
+        <translation>右侧更少：{list}。</translation>
+    </message>
+    <message>
+        <source>Exits to userspace (KVM_RUN returns): {b} against {a}; KVM_INTERRUPT injections by QEMU: {bi} against {ai}.</source>
+        <translation>退出到用户态（KVM_RUN 返回）：{b} 对 {a}；QEMU 用 KVM_INTERRUPT 注入：{bi} 对 {ai}。</translation>
+    </message>
+    <message>
+        <source>MMIO exits to QEMU (KVM_EXIT_MMIO): {b} against {a}; exits to userspace in all: {bu} against {au}.</source>
+        <translation>到 QEMU 的 MMIO 退出（KVM_EXIT_MMIO）：{b} 对 {a}；退出到用户态共计：{bu} 对 {au}。</translation>
+    </message>
+    <message>
+        <source>Exits to userspace (KVM_RUN returns): {b} against {a}; virtual time {bt} against {at} cycles.</source>
+        <translation>退出到用户态（KVM_RUN 返回）：{b} 对 {a}；虚拟时间 {bt} 对 {at} 周期。</translation>
+    </message>
+    <message>
         <source>paused</source>
         <translation>已暂停</translation>
+    </message>
+    <message>
+        <source>{state} | {k} VM exits taken | {n} guest instructions | virtual time {t} cycles | EIP {eip:#010x}</source>
+        <translation>{state} | 已发生 {k} 次虚拟机退出 | {n} 条客户机指令 | 虚拟时间 {t} 周期 | EIP {eip:#010x}</translation>
+    </message>
+    <message>
+        <source>vmsim: {guest} side by side: {what}</source>
+        <translation>vmsim：{guest} 并排对比：{what}</translation>
+    </message>
+    <message>
+        <source>Both sides have always taken the same number of VM exits: Step runs each to its own next VM exit, Run runs both to the end (the left in batches, the right following to its count).</source>
+        <translation>两侧发生的虚拟机退出次数始终相同：“单步”让每一侧运行到自己的下一次虚拟机退出，“运行”把两侧都运行到结束（左侧分批运行，右侧跟到相同次数）。</translation>
+    </message>
+    <message>
+        <source>Compare controls</source>
+        <translation>对比控制</translation>
+    </message>
+    <message>
+        <source>run both to the end / pause</source>
+        <translation>把两侧运行到结束 / 暂停</translation>
+    </message>
+    <message>
+        <source>Step</source>
+        <translation>单步</translation>
+    </message>
+    <message>
+        <source>each side runs to its next VM exit (or its next N)</source>
+        <translation>每一侧运行到自己的下一次（或下 N 次）虚拟机退出</translation>
+    </message>
+    <message>
+        <source>{n} VM exits</source>
+        <translation>{n} 次虚拟机退出</translation>
+    </message>
+    <message>
+        <source>1 VM exit</source>
+        <translation>1 次虚拟机退出</translation>
+    </message>
+    <message>
+        <source>how many VM exits Step takes on each side</source>
+        <translation>“单步”在每一侧走过的虚拟机退出次数</translation>
+    </message>
+    <message>
+        <source>start both sides again</source>
+        <translation>两侧都重新开始</translation>
+    </message>
+    <message>
+        <source>both sides finished</source>
+        <translation>两侧都已结束</translation>
+    </message>
+    <message>
+        <source>{side}: {why}</source>
+        <translation>{side}：{why}</translation>
+    </message>
+    <message>
+        <source>Compare side by side</source>
+        <translation>并排对比</translation>
+    </message>
+    <message>
+        <source>Run this guest twice, differing in:</source>
+        <translation>把这个客户机运行两次，不同之处：</translation>
     </message>
     <message>
         <source>{state} | EIP {eip:#010x} line {line} | {n} instructions | virtual time {time} cycles | paging {paging}</source>
@@ -702,6 +902,10 @@
     <message>
         <source>{n} present</source>
         <translation>{n} 个有效表项</translation>
+    </message>
+    <message>
+        <source>rows 1-{rows}, columns 1-{cols} of 25x80 (the rest blank)</source>
+        <translation>25x80 中的第 1-{rows} 行、第 1-{cols} 列（其余为空）</translation>
     </message>
     <message>
         <source>type here: sent to COM1&apos;s receive FIFO on Enter (\n appended)</source>
@@ -1934,6 +2138,24 @@
     <message>
         <source>virtio error: the device needs a reset</source>
         <translation>virtio 错误：设备需要重置</translation>
+    </message>
+    <message>
+        <source>{what}
+(click: its panel)</source>
+        <translation>{what}
+（点击：打开其面板）</translation>
+    </message>
+    <message>
+        <source>code page written</source>
+        <translation>代码所在页被写入</translation>
+    </message>
+    <message>
+        <source>a write landed in page {frame:#x}, which also holds instructions the CPU had already decoded, so it drops them and decodes them again. Normal, not a bug: for example the CPU setting the &apos;accessed&apos; bit of a GDT entry kept beside the code.</source>
+        <translation>一次写入落在页 {frame:#x}，该页也存放着 CPU 已解码的指令，于是 CPU 丢弃它们并重新解码。这很正常，不是错误：例如 CPU 给与代码放在同一页的 GDT 表项置上“已访问”位。</translation>
+    </message>
+    <message>
+        <source>▶ now</source>
+        <translation>▶ 当前</translation>
     </message>
 </context>
 </TS>
