@@ -49,7 +49,7 @@ def test_bad_source_names_file_line_and_column(tmp_path: Path) -> None:
     src = tmp_path / "bad.asm"
     src.write_text("bits 32\n  mov eax, 1\n  frobnicate eax\n")
     p = vmsim("run", str(src))
-    assert p.returncode == 1
+    assert p.returncode == 65  # EX_DATAERR: never the guest's success (1)
     line = _one_line_error(p)
     assert f"{src}:3:3:" in line
 
@@ -202,7 +202,7 @@ def test_asm_will_not_overwrite_its_source(tmp_path: Path, case: str) -> None:
     extra = {"-o src": ["-o", str(src)], "-l src": ["-l", str(src)],
              "-o symlink": ["-o", str(link)], "default output": []}[case]
     p = vmsim("asm", str(src), *extra)
-    assert p.returncode == 1
+    assert p.returncode == 2
     line = _one_line_error(p)
     assert line.startswith(f"{src}:1:1: ") and "will not overwrite the source file" in line
     assert src.read_text() == "bits 32\nnop\n"
@@ -214,7 +214,7 @@ def test_asm_output_to_a_full_disk(tmp_path: Path) -> None:
     src = tmp_path / "ok.asm"
     src.write_text("nop\n")
     p = vmsim("asm", str(src), "-o", "/dev/full")
-    assert p.returncode == 1
+    assert p.returncode == 74
     assert _one_line_error(p) == "/dev/full:1:1: cannot write output: No space left on device"
 
 
@@ -255,7 +255,7 @@ def test_a_signal_ends_the_run_with_the_trace_written(tmp_path: Path, sig: str) 
 
 def test_closed_stdout(tmp_path: Path) -> None:
     """`vmsim run g.asm >&-`: nobody reads the output; the guest runs to its own end.
-    `vmsim asm --listing x.asm >&-`: the listing cannot go anywhere: one line, status 1."""
+    `vmsim asm --listing x.asm >&-`: the listing cannot go anywhere: one line, status 74."""
     import os
 
     p = vmsim_raw("run", str(HELLO), stdout=None, preexec_fn=lambda: os.close(1))
@@ -263,7 +263,7 @@ def test_closed_stdout(tmp_path: Path) -> None:
     src = tmp_path / "ok.asm"
     src.write_text("nop\n")
     p = vmsim_raw("asm", "--listing", str(src), stdout=None, preexec_fn=lambda: os.close(1))
-    assert p.returncode == 1
+    assert p.returncode == 74
     assert _one_line_bytes(p) == "<stdout>:1:1: cannot write output: stdout is closed"
 
 

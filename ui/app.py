@@ -1,16 +1,87 @@
-"""`vmsim gui [GUEST]`: registered into the vmsim command through an entry point."""
+"""`vmsim gui [GUEST]`: registered into the vmsim command through an entry point. `vmsim`
+with no arguments comes here too (vmsim.cli.main), and opens default_guest()."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]  # the checkout (or an editable install's)
+GUEST_SUFFIXES = (".asm", ".bin")
+
+
+def _data_dirs(name: str) -> list[Path]:
+    """Where the project's `name` directory is: in the checkout, beside the packages
+    (`pip install -e .`), or where a wheel installs it (pyproject's data-files:
+    PREFIX/share/vmsim/NAME)."""
+    return [PROJECT / name, Path(sys.prefix) / "share" / "vmsim" / name]
+
+
+def first_lesson_guest(lessons: Path | None = None) -> Path | None:
+    """The hook for the lessons (issue 14): the guest of the first lesson when a lessons/
+    directory holds any, else None. DESIGN.md's "Lessons" makes a lesson one file that
+    names its guest; issue 14 should replace this body with its loader's (vmsim.lessons):
+    the first lesson's guest. Until then, in name order (01-..., 02-...): a guest file in
+    lessons/, or a lesson directory's guest.asm, else its first guest file by name."""
+    roots = [lessons] if lessons is not None else _data_dirs("lessons")
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for entry in sorted(root.iterdir()):
+            if entry.is_file() and entry.suffix.lower() in GUEST_SUFFIXES:
+                return entry
+            if entry.is_dir():
+                guests = sorted(f for f in entry.iterdir()
+                                if f.is_file() and f.suffix.lower() in GUEST_SUFFIXES)
+                named = entry / "guest.asm"
+                if named.is_file() or guests:
+                    return named if named.is_file() else guests[0]
+    return None
+
+
+def default_guest() -> Path | None:
+    """What `vmsim` and `vmsim gui` open with no GUEST: the first lesson, where there are
+    lessons, otherwise sample_guests/hello.asm; None if neither is installed."""
+    lesson = first_lesson_guest()
+    if lesson is not None:
+        return lesson
+    return next((d / "hello.asm" for d in _data_dirs("sample_guests") if (d / "hello.asm").is_file()),
+                None)
 
 
 def register(subparsers) -> None:
-    from vmsim.cli import add_machine_arguments
+    from vmsim.cli import (
+        EXIT_ASM,
+        EXIT_BAD_INPUT,
+        EXIT_IO,
+        EXIT_LIMIT,
+        EXIT_UNAVAILABLE,
+        EXIT_UNSUPPORTED,
+        add_machine_arguments,
+        exit_status_epilog,
+    )
 
-    p = subparsers.add_parser("gui", help="open the GUI on a guest (default: a sample guest)")
+    statuses = (("0", "the window was closed; with --screenshot: the picture was saved"),
+                (str(EXIT_BAD_INPUT), "bad usage, or a guest, disk or snapshot that cannot be read"),
+                (str(EXIT_ASM), "with --screenshot: the guest does not assemble (the picture "
+                                "shows the error in the editor; without --screenshot the "
+                                "window opens on it)"),
+                (str(EXIT_UNAVAILABLE), "the GUI cannot start here: no display, Qt's platform "
+                                        "libraries or PySide6 missing (one line says what to "
+                                        "install)"),
+                (str(EXIT_UNSUPPORTED), "with --screenshot: the guest did something vmsim does "
+                                        "not model while stepping"),
+                (str(EXIT_IO), "with --screenshot: the picture could not be written"),
+                (str(EXIT_LIMIT), "with --screenshot: the guest made no progress"))
+    p = subparsers.add_parser("gui", help="open the GUI on a guest (default: the first lesson or "
+                                          "a sample guest; `vmsim` alone does the same)",
+                              description="Open the GUI on GUEST (default: the first lesson, or "
+                                          "sample_guests/hello.asm). A source that does not "
+                                          "assemble opens in the editor with its error marked.",
+                              epilog=exit_status_epilog(statuses),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("guest", nargs="?", metavar="GUEST", help=".asm source or flat binary")
     p.add_argument("--paging", choices=("ept", "shadow"), default="ept",
                    help="how the simulated kvm.ko virtualizes memory (default ept)")
@@ -70,6 +141,7 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def main(args: argparse.Namespace) -> int:
+    from vmsim.cli import EXIT_ASM, EXIT_BAD_INPUT, EXIT_UNAVAILABLE
     from vmsim.vmm.block import parse_disk_option
 
     if args.compare:  # the side-by-side window (ui/compare.py)
@@ -83,13 +155,21 @@ def main(args: argparse.Namespace) -> int:
         if given:
             print(f"vmsim gui: --load brings its own guest and machine: drop {', '.join(given)}",
                   file=sys.stderr)
-            return 2
+            return EXIT_BAD_INPUT
+    guest = args.guest
+    if guest is None and not args.load:
+        found = default_guest()
+        if found is None:
+            print("vmsim gui: no GUEST given and no sample guest installed "
+                  "(sample_guests/hello.asm): give one, e.g. vmsim gui guest.asm", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        guest = str(found)
     if args.screenshot:
-        problem = _screenshot_path_problem(args.screenshot, args.guest,
+        problem = _screenshot_path_problem(args.screenshot, guest,
                                            args.disk and parse_disk_option(args.disk)[0], args.load)
         if problem:
             print(f"vmsim gui: {problem}", file=sys.stderr)
-            return 2
+            return EXIT_BAD_INPUT
     disk, disk_readonly = None, False
     if args.disk:  # refused before Qt starts: one line, as vmsim run --disk
         from vmsim.vmm.block import BlockBackend
@@ -99,18 +179,23 @@ def main(args: argparse.Namespace) -> int:
             BlockBackend(disk, disk_readonly).close()
         except ValueError as e:
             print(f"vmsim gui: --disk {e}", file=sys.stderr)
-            return 2
+            return EXIT_BAD_INPUT
     if args.screenshot and not os.environ.get("QT_QPA_PLATFORM"):
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    from ui import platform_check
+
+    problem = platform_check.platform_problem()  # before Qt, which would abort the process
+    if problem:
+        print(f"vmsim gui: {problem}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     try:
         from PySide6.QtCore import QSettings
         from PySide6.QtWidgets import QApplication
     except ImportError as e:  # pragma: no cover - depends on the installation
         print(f"vmsim gui: PySide6 is not available ({e}); pip install 'PySide6-Essentials<6.12'",
               file=sys.stderr)
-        return 2
+        return EXIT_UNAVAILABLE
     from ui.mainwindow import MainWindow
-    from vmsim.asm import AsmError
     from vmsim.vmm.machine import GuestLoadError
 
     if args.screenshot:
@@ -122,18 +207,15 @@ def main(args: argparse.Namespace) -> int:
     theme = args.theme or (settings.value("theme", "light") if settings is not None else "light")
     from ui import i18n  # before any window: its words are made in this language
     i18n.install(i18n.choose_language(getattr(args, "lang", None), settings))
-    try:
-        win = MainWindow(args.guest, paging=args.paging, backend=args.backend, settings=settings,
+    try:  # a source that does not assemble opens in the editor (MainWindow.asm_error)
+        win = MainWindow(guest, paging=args.paging, backend=args.backend, settings=settings,
                          theme=theme if theme in ("light", "dark") else "light",
                          presentation=args.presentation, smp=args.smp or 1,
                          irqchip=args.irqchip or "kernel",
                          disk=disk, disk_readonly=disk_readonly, ioeventfd=not args.no_ioeventfd)
-    except AsmError as e:
-        print(str(e), file=sys.stderr)
-        return 1
     except (GuestLoadError, ValueError, OSError) as e:
         print(f"vmsim gui: {e}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     if args.load:
         from vmsim.snapshot_format import SnapshotError
 
@@ -141,11 +223,15 @@ def main(args: argparse.Namespace) -> int:
             win.bridge.load_snapshot(args.load)
         except (SnapshotError, ValueError, OSError) as e:
             print(f"vmsim gui: cannot open the snapshot: {' '.join(str(e).split())}", file=sys.stderr)
-            return 2
+            return EXIT_BAD_INPUT
         win.snapshot_opened(args.load)
         if args.screenshot:  # the window is not shown yet: a temporary message would sit
             win.statusBar().clearMessage()  # over the status line in the picture
+    if win.asm_error is not None:  # the window shows it in the editor; a terminal too
+        print(str(win.asm_error), file=sys.stderr)
     if args.screenshot:
+        if win.asm_error is not None:  # the picture shows the error; nothing to step
+            return screenshot(win, args.screenshot, 0, args.size) or EXIT_ASM
         return screenshot(win, args.screenshot, args.steps, args.size)
     win.show()
     return app.exec()

@@ -1,11 +1,15 @@
 """The guest source panel: NASM highlighting (pygments), the current line, breakpoints in
-the gutter, edit and re-assemble in place with the error shown at its line."""
+the gutter, edit and re-assemble in place with the error shown at its line (a marker in
+the gutter, the line's background, its tooltip, and the message under the editor). The
+file on disk is written only by Save."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pygments.lexers.asm import NasmLexer
 from pygments.token import Comment, Keyword, Name, Number, Operator, String, Token
-from PySide6.QtCore import QRect, QSize, Qt, Signal
+from PySide6.QtCore import QEvent, QRect, QSize, Qt, Signal
 from PySide6.QtGui import (
     QColor,
     QFont,
@@ -16,11 +20,14 @@ from PySide6.QtGui import (
     QTextFormat,
 )
 from PySide6.QtWidgets import (
+    QFileDialog,
     QHBoxLayout,
     QLabel,
     QPlainTextEdit,
     QPushButton,
+    QSizePolicy,
     QTextEdit,
+    QToolTip,
     QVBoxLayout,
     QWidget,
 )
@@ -84,6 +91,11 @@ class _Gutter(QWidget):
         block = self.editor.cursorForPosition(event.position().toPoint()).block()
         self.editor.gutterClicked.emit(block.blockNumber() + 1)
 
+    def event(self, event) -> bool:
+        if event.type() == QEvent.Type.ToolTip:  # the error's marker says the error
+            return self.editor.show_error_tip(event.pos(), event.globalPos())
+        return super().event(event)
+
 
 class SourceEditor(QPlainTextEdit):
     """A code editor: line numbers and breakpoint dots in the gutter (click to toggle)."""
@@ -95,6 +107,7 @@ class SourceEditor(QPlainTextEdit):
         self.breakpoints: set[int] = set()
         self.current_line: int | None = None
         self.error_line: int | None = None
+        self.error_message = ""  # the assembler's message for error_line (its tooltip)
         self.theme = "light"
         f = QFont("monospace")
         f.setStyleHint(QFont.StyleHint.Monospace)
@@ -141,6 +154,12 @@ class SourceEditor(QPlainTextEdit):
                 if n == self.current_line:
                     p.setPen(QColor("#f9a825"))
                     p.drawText(2, top, 16, h, Qt.AlignmentFlag.AlignCenter, "\u25b6")
+                if n == self.error_line:  # a shape, not only a colour: a cross in a red disc
+                    p.setPen(Qt.PenStyle.NoPen)
+                    p.setBrush(QColor("#c62828"))
+                    p.drawEllipse(3, top + (h - 14) // 2, 14, 14)
+                    p.setPen(QColor("#ffffff"))
+                    p.drawText(3, top, 14, h, Qt.AlignmentFlag.AlignCenter, "\u2715")
                 p.setPen(QColor("#c62828") if n == self.error_line else
                          QColor("#8a9199" if dark else "#777777"))
                 p.drawText(0, top, self.gutter.width() - 4, h, Qt.AlignmentFlag.AlignRight, str(n))
@@ -167,10 +186,27 @@ class SourceEditor(QPlainTextEdit):
         geo = self.blockBoundingGeometry(block).translated(self.contentOffset())
         return 0 <= geo.top() and geo.bottom() <= self.viewport().height()
 
-    def set_error_line(self, line: int | None) -> None:
+    def set_error_line(self, line: int | None, message: str = "") -> None:
         self.error_line = line
+        self.error_message = message if line else ""
         self._selections()
         self.gutter.update()
+
+    def _line_at(self, pos) -> int:
+        return self.cursorForPosition(pos).block().blockNumber() + 1
+
+    def show_error_tip(self, pos, global_pos) -> bool:
+        """A tooltip over the error's line (in the text or the gutter) shows its message."""
+        if self.error_line is not None and self._line_at(pos) == self.error_line:
+            QToolTip.showText(global_pos, self.error_message, self)
+        else:
+            QToolTip.hideText()
+        return True
+
+    def viewportEvent(self, event) -> bool:
+        if event.type() == QEvent.Type.ToolTip:
+            return self.show_error_tip(event.pos(), event.globalPos())
+        return super().viewportEvent(event)
 
     def _selections(self) -> None:
         sels = []
@@ -191,38 +227,122 @@ class SourceEditor(QPlainTextEdit):
 
 
 class SourcePanel(QWidget):
-    """The editor with an Assemble button and an error line under it."""
+    """The editor with Assemble & reset and Save buttons and an error line under it.
+
+    `path` is the file the text came from (None: none, e.g. a flat binary); the text is
+    written back to it only by save()."""
 
     assembleRequested = Signal(str)
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.editor = SourceEditor(self)
-        self.file_label = QLabel("")
+        self.path: str | None = None
+        self.file_label = QLabel("")  # the file's name (its path in the tooltip): it may shrink
+        self.file_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.assemble_button = QPushButton(tr("Assemble && reset"))
         self.assemble_button.setToolTip(tr("Assemble the edited source and start the guest again (Ctrl+B)"))
         self.assemble_button.clicked.connect(lambda: self.assembleRequested.emit(self.editor.toPlainText()))
+        self.save_button = QPushButton(tr("Save"))
+        self.save_button.setToolTip(tr("Write the edited source to its file"))
+        self.save_button.clicked.connect(lambda: self.save())
         self.error_label = QLabel("")
+        self.error_label.setObjectName("asm-error")
         self.error_label.setWordWrap(True)
-        self.error_label.setStyleSheet("color: #c62828; font-weight: bold")
+        self.error_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.error_label.setStyleSheet("QLabel#asm-error { color: #b71c1c; background: #ffebee; "
+                                       "border: 1px solid #c62828; padding: 3px; font-weight: bold }")
+        self.error_label.hide()
         top = QHBoxLayout()
         top.addWidget(self.file_label, 1)
+        top.addWidget(self.save_button)
         top.addWidget(self.assemble_button)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
         lay.addLayout(top)
         lay.addWidget(self.editor, 1)
         lay.addWidget(self.error_label)
+        self.edited = False  # the text differs from its file's (as loaded or saved)
+        self._saved: str | None = ""
+        self.editor.textChanged.connect(self._text_changed)
 
-    def show_error(self, line: int | None, message: str) -> None:
-        self.error_label.setText(message)
-        self.editor.set_error_line(line)
+    def _text_changed(self) -> None:
+        # textChanged also comes with highlighting (a theme's rehighlight): compare the text.
+        if self._saved is None:
+            return
+        doc = self.editor.document()
+        edited = doc.characterCount() != len(self._saved) + 1 or doc.toPlainText() != self._saved
+        if edited != self.edited:
+            self.edited = edited
+            self._show_file()
+
+    def set_source(self, path: str | None, text: str, label: str = "") -> None:
+        """Show `text`, the contents of `path` (None: no file to save it to)."""
+        self.path = path
+        self._label = label or str(path or "")
+        self._saved = None  # (setPlainText's textChanged: not an edit)
+        self.editor.setPlainText(text)
+        self._saved = self.editor.toPlainText()  # as the editor holds it (\r\n as \n)
+        self.edited = False
+        self.save_button.setEnabled(path is not None)
+        self._show_file()
+
+    def _show_file(self) -> None:
+        full = getattr(self, "_label", "")
+        label = Path(full).name if full else ""
+        if self.edited and self.path is not None:
+            label = tr("{file} (edited, not saved)").format(file=label)
+        self.file_label.setText(label)
+        self.file_label.setToolTip(full)
+
+    def save(self, path: str | None = None) -> bool:
+        """Write the editor's text to `path`, or to its file (asked for when it has none
+        or its folder is gone); a failure is shown under the editor."""
+        path = path or self.path
+        if path is None or not Path(path).parent.is_dir():
+            path, _ = QFileDialog.getSaveFileName(self, tr("Save source"), str(path or "guest.asm"),
+                                                  tr("Assembly (*.asm);;All files (*)"))
+            if not path:
+                return False
+        try:
+            Path(path).write_text(self.editor.toPlainText(), encoding="utf-8")
+        except OSError as e:
+            self.error_label.setText(tr("cannot save {file}: {error}").format(
+                file=path, error=e.strerror or e))
+            self.error_label.show()
+            return False
+        self.path = self._label = str(path)
+        self._saved = self.editor.toPlainText()
+        self.edited = False
+        self._show_file()
+        return True
+
+    def show_error(self, line: int | None, message: str, col: int | None = None) -> None:
+        """The assembler's error: its line marked (gutter, background, tooltip) and the
+        message under the editor, the cursor put on it."""
+        if line and col:
+            text = tr("Does not assemble: line {line}, column {col}: {message}").format(
+                line=line, col=col, message=message)
+        elif line:
+            text = tr("Does not assemble: line {line}: {message}").format(line=line, message=message)
+        else:
+            text = tr("Does not assemble: {message}").format(message=message)
+        self.error_label.setText(text)
+        self.error_label.setToolTip(message)
+        self.error_label.show()
+        self.editor.set_error_line(line, message)
         if line:
             block = self.editor.document().findBlockByNumber(line - 1)
             if block.isValid():
-                self.editor.setTextCursor(QTextCursor(block))
+                c = QTextCursor(block)
+                if col:
+                    c.movePosition(QTextCursor.MoveOperation.Right, QTextCursor.MoveMode.MoveAnchor,
+                                   min(col - 1, max(block.length() - 1, 0)))
+                self.editor.setTextCursor(c)
                 self.editor.centerCursor()
 
     def clear_error(self) -> None:
         self.error_label.setText("")
+        self.error_label.setToolTip("")
+        self.error_label.hide()
         self.editor.set_error_line(None)

@@ -50,11 +50,12 @@ from ui.panels import (
 from ui.queues import DeviceQueuesPanel
 from ui.timeline import TimelineWidget
 from vmsim.asm import AsmError, assemble
+from vmsim.asm.image import GuestImage
 from vmsim.files import SOURCE_LIMIT, read_input_file
 from vmsim.snapshot import default_name
 from vmsim.snapshot_format import SUFFIX as SNAPSHOT_SUFFIX
 from vmsim.snapshot_format import SnapshotError
-from vmsim.vmm.machine import IRQCHIP_MODES, MAX_SMP, GuestLoadError
+from vmsim.vmm.machine import IRQCHIP_MODES, LOAD_ADDRESS, MAX_SMP, GuestLoadError, load_guest_file
 
 DEFAULT_GUEST = Path(__file__).resolve().parents[1] / "sample_guests" / "hello.asm"
 SETTINGS_VERSION = 2  # 2: issue 13's arrangement (DOCK_GROUPS); a version 1 layout is not restored
@@ -103,6 +104,24 @@ def _telling(ev) -> bool:
     return ev.kind in TELLING_KINDS or (ev.kind == "bql" and ev.fields.get("action") == "wait")
 
 
+def _load_guest(path: str) -> tuple[GuestImage, AsmError | None]:
+    """The guest at `path`, or when its source does not assemble, a stand-in (`cli; hlt`,
+    never run: the run actions are off) that carries the source for the editor, with the
+    error. Raises GuestLoadError / OSError for a file that cannot be read."""
+    try:
+        return load_guest_file(path), None
+    except AsmError as e:
+        text = read_input_file(path, SOURCE_LIMIT, "the source file limit").decode("utf-8")
+        return _stand_in(path, text), e
+
+
+def _stand_in(path: str, text: str) -> GuestImage:
+    """A guest that does nothing, in place of a source that does not assemble: the
+    machine exists (every view has a state to show) but never runs; no source line maps
+    to it, so no line is marked as the current one."""
+    return GuestImage(data=b"\xfa\xf4", origin=LOAD_ADDRESS, source_file=path, source=text)
+
+
 def add_mnemonics(menu) -> None:
     """Keyboard for every menu entry (issue 13): an entry with no shortcut and no
     mnemonic of its own gets one, the first letter of its text no other entry of the
@@ -134,7 +153,11 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.guest_path = str(guest or DEFAULT_GUEST)
         self.settings = settings
-        self.bridge = SessionBridge(self.guest_path, backend, paging, self, smp=smp, irqchip=irqchip,
+        # A source that does not assemble opens in the editor, its error marked, the
+        # machine not running, until Assemble & reset (reassemble) fixes it in place.
+        image, asm_error = _load_guest(self.guest_path)
+        self.asm_error: AsmError | None = None  # set by _show_asm_error
+        self.bridge = SessionBridge(image, backend, paging, self, smp=smp, irqchip=irqchip,
                                     disk=disk, disk_readonly=disk_readonly, ioeventfd=ioeventfd)
         self.seen_kinds: set[str] = set()  # the kinds of the last delivery (boxes light)
         self.theme = theme
@@ -202,6 +225,7 @@ class MainWindow(QMainWindow):
         self.source.assembleRequested.connect(self.reassemble)
 
         self._load_source_text()
+        self._show_asm_error(asm_error)
         self.resize(1600, 1000)
         self._layout_pending = True  # the default arrangement when first shown (showEvent)
         self._present_pending = presentation
@@ -650,31 +674,86 @@ class MainWindow(QMainWindow):
         img = self.bridge.session.image
         path = Path(img.source_file or self.guest_path)
         text = img.source or ""  # a snapshot's guest brings its source with it
-        if not text and path.suffix.lower() in (".asm", ".s", ".nasm") and path.exists():
+        is_source = path.suffix.lower() in (".asm", ".s", ".nasm")
+        savable = bool(text) and is_source
+        if not text and is_source and path.exists():
             try:  # a regular file of bounded size only (a FIFO would block the GUI)
                 text = read_input_file(path, SOURCE_LIMIT, "a source's limit").decode("utf-8")
+                savable = True
             except (OSError, ValueError) as e:
                 text = tr("; cannot show {path}: {error}").format(path=path, error=e)
-        self.source.editor.setPlainText(text or tr("; (a flat binary: no source)"))
-        self.source.file_label.setText(str(path))
+        # Save writes to the source's file; a flat binary (or one not shown) has none.
+        self.source.set_source(str(path) if savable else None,
+                               text or tr("; (a flat binary: no source)"), str(path))
         self.source.clear_error()
+        if self.asm_error is not None:  # another guest (a snapshot's): it assembled
+            self._show_asm_error(None)
+
+    def _run_actions(self) -> list:
+        """What runs, steps or keeps the machine: off while the guest does not assemble."""
+        return [self.a_run, self.a_step_insn, self.a_step_event, self.a_step_exit, self.a_step_user,
+                self.a_reset, self.a_gdb, self.a_save_snap, *self.back_actions]
+
+    def _show_asm_error(self, e: AsmError | None) -> None:
+        """The guest does not assemble (e) or does again (None): the error at its line in
+        the editor and in the status bar, the run actions off until it assembles."""
+        self.asm_error = e
+        for a in self._run_actions():
+            a.setEnabled(e is None)
+        if e is None:
+            self._update_back_actions()
+            self._asm_status("")
+            return
+        self.source.show_error(e.line or None, e.message, e.col)  # one file: no %include
+        self.raise_panel("", "source")
+        self._asm_status(tr("{file} line {line}: {message}. Fix it, then Assemble & reset "
+                            "(Ctrl+B)").format(file=Path(e.file).name, line=e.line, message=e.message))
+
+    def _asm_status(self, text: str) -> None:
+        """The assembler's error in the status bar, on the right, where the status line
+        that every refresh rewrites does not cover it ("": none)."""
+        label = getattr(self, "asm_status", None)
+        if label is None:
+            if not text:
+                return
+            label = self.asm_status = QLabel()
+            label.setObjectName("asm-status")
+            label.setStyleSheet("QLabel#asm-status { color: #b71c1c; background: #ffebee; "
+                                "padding: 1px 6px; font-weight: bold }")
+            self.statusBar().addPermanentWidget(label)
+        label.setText(text)
+        label.setToolTip(text)
+        label.setVisible(bool(text))
 
     def reassemble(self, text: str) -> bool:
-        """Assemble the edited text in place; on error, show it at its line, keep the text."""
+        """Assemble the edited text in place; on error, show it at its line, keep the text.
+        The file on disk is not written (Save does that)."""
         if self.bridge.gdb is not None:
             self.status.setText(tr("gdb drives this guest: detach it first"))
             return False
         try:
             image = assemble(text, self.bridge.session.image.source_file or "<edited>")
         except AsmError as e:
-            self.source.show_error(e.line or None, str(e))
-            self.raise_panel("", "source")
-            self.status.setText(tr("assembly failed: {error}").format(error=e))
+            self.source.clear_error()
+            if self.asm_error is not None:  # still does not assemble: the machine stays off
+                self._show_asm_error(e)
+            else:
+                self._edit_error(e)
             return False
         self.source.clear_error()
+        self._show_asm_error(None)
         self.bridge.reset(image)
         self.status.setText(tr("assembled; the guest starts again"))
         return True
+
+    def _edit_error(self, e: AsmError) -> None:
+        """An edit of a guest that ran does not assemble: the error is shown, the guest
+        that ran stays (its actions on)."""
+        self.source.show_error(e.line or None, e.message, e.col)
+        self.raise_panel("", "source")
+        self.status.setText(tr("assembly failed: {error}").format(error=e))
+        self._asm_status(tr("The edit does not assemble (line {line}: {message}); the guest "
+                            "is the last one that did").format(line=e.line, message=e.message))
 
     def open_guest(self, path: str | None = None) -> None:
         if self.bridge.gdb is not None:
@@ -685,14 +764,17 @@ class MainWindow(QMainWindow):
                                                   tr("Guests (*.asm *.bin);;All files (*)"))
         if not path:
             return
-        try:
-            self.bridge.open(path)
-        except (AsmError, GuestLoadError, OSError, ValueError) as e:
+        try:  # a source with an assembly error opens too, in the editor, its error marked
+            image, error = _load_guest(path)
+        except (GuestLoadError, OSError, ValueError) as e:
             QMessageBox.warning(self, "vmsim", tr("cannot open {path}:\n{error}").format(path=path, error=e))
             return
+        self.bridge.line_breakpoints.clear()
+        self.bridge.reset(image)
         self.guest_path = path
-        self.setWindowTitle(f"vmsim: {Path(path).name}")
+        self._set_title()
         self._load_source_text()
+        self._show_asm_error(error)
         self.source.editor.breakpoints = set()
 
     # -- repainting ---------------------------------------------------------------------------------------

@@ -1,16 +1,13 @@
 """The `vmsim` command. Subcommands only call into the library; none simulates anything.
+`vmsim` with no arguments opens the GUI (`vmsim gui`, when it is installed).
 
-Exit status of `vmsim run`: the isa-debug-exit status ((v << 1) | 1, always odd) when the
-guest wrote one; otherwise 0 when the guest halted or shut down (the reason on stderr), 1
-when the guest does not assemble, 2 for bad usage or unreadable input (found before the
-guest runs), 4 when a --break breakpoint stopped the run, 70 when the guest did something
-vmsim does not model, 74 when an output
-(the trace, stdout, --stats-json) could not be written (EX_IOERR: disk full, ...), 124
-when --max-instructions ran out or the guest made no progress (vmsim.clock: VM exits and
-exception deliveries without an instruction retired), 128 + the signal's number for SIGINT (130) and SIGTERM
-(143), after the trace so far is written out. A reader of stdout that goes away (`| head`)
-does not stop the guest: its output is dropped and the status is the guest's.
-Every error is one line on stderr, naming the file.
+Exit statuses: EXIT_STATUSES below, the one table that `vmsim run --help` and the README
+list. The guest's own status ((v << 1) | 1 after it writes v to isa-debug-exit) is always
+odd; vmsim's are even except EXIT_ASM (65, sysexits' EX_DATAERR) and 143 (SIGTERM), which
+a guest writing 32 or 71 would also give: stderr tells them apart (a guest's exit says
+nothing there). A reader of stdout that goes away (`| head`) does not stop the guest: its
+output is dropped and the status is the guest's. Every error is one line on stderr,
+naming the file.
 """
 
 from __future__ import annotations
@@ -22,8 +19,40 @@ import signal
 import sys
 from collections.abc import Sequence
 
-EXIT_OK, EXIT_ASM, EXIT_BAD_INPUT, EXIT_UNSUPPORTED, EXIT_IO, EXIT_LIMIT = 0, 1, 2, 70, 74, 124
-EXIT_BREAK = 4  # even: never an isa-debug-exit status
+EXIT_OK = 0  # the guest halted or shut down (and wrote no isa-debug-exit status)
+EXIT_BAD_INPUT = 2  # bad usage, or an input that cannot be read (found before the guest runs)
+EXIT_BREAK = 4  # a --break breakpoint stopped the run
+EXIT_ASM = 65  # the source does not assemble (sysexits' EX_DATAERR); 1 is a guest's success
+EXIT_UNAVAILABLE = 69  # `vmsim gui` cannot start here: no display, Qt's libraries (EX_UNAVAILABLE)
+EXIT_UNSUPPORTED = 70  # the guest did something vmsim does not model (EX_SOFTWARE)
+EXIT_IO = 74  # an output could not be written (EX_IOERR: disk full, ...)
+EXIT_LIMIT = 124  # --max-instructions ran out, or no progress (as timeout(1))
+EXIT_SIGNAL = 128  # + the signal's number: 130 after Ctrl-C (SIGINT), 143 after SIGTERM
+
+# (status, meaning): what `vmsim run --help` lists and the README's table repeats
+# (tests/test_exit_status.py holds them to it).
+EXIT_STATUSES: tuple[tuple[str, str], ...] = (
+    ("(v<<1)|1", "the guest wrote v to isa-debug-exit (port 0x501), as QEMU: 1 when it "
+                 "wrote 0; always odd"),
+    (str(EXIT_OK), "the guest halted or shut down (a triple fault); the reason and EIP on stderr"),
+    (str(EXIT_BAD_INPUT), "bad usage, or a guest, snapshot or input file that cannot be read"),
+    (str(EXIT_BREAK), "a --break breakpoint stopped the run"),
+    (str(EXIT_ASM), "the source does not assemble (file:line:col: message on stderr; "
+                    "sysexits' EX_DATAERR); also vmsim asm"),
+    (str(EXIT_UNAVAILABLE), "vmsim gui only: the GUI cannot start here (no display, Qt's "
+                            "platform libraries or PySide6 missing; one line says which)"),
+    (str(EXIT_UNSUPPORTED), "the guest did something vmsim does not model, or the host's KVM "
+                            "refused it (--backend kvm)"),
+    (str(EXIT_IO), "an output (trace, statistics, stdout, snapshot) could not be written; "
+                   "what was written is kept"),
+    (str(EXIT_LIMIT), "--max-instructions ran out, or the guest made no progress (the "
+                      "watchdogs)"),
+    (str(EXIT_SIGNAL + 2), "Ctrl-C (SIGINT), after the trace so far is written out"),
+    (str(EXIT_SIGNAL + 15), "SIGTERM, likewise"),
+)
+EXIT_CLASH_NOTE = ("A guest's status is always odd; vmsim's own are even except 65 and 143, "
+                   "which a guest writing 32 or 71 also gives (stderr tells them apart: a "
+                   "guest's exit writes nothing there), and 69, which only vmsim gui gives.")
 NO_LIMIT = 1 << 62
 
 
@@ -267,7 +296,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             name = signal.Signals(e.signum).name
             kept = f"; the trace so far is in {args.trace}" if args.trace else ""
             print(f"vmsim: {name}: stopped {_progress(session)}{kept}", file=sys.stderr)
-            status = 128 + e.signum
+            status = EXIT_SIGNAL + e.signum
             if args.save:
                 status = _save(session, args.save) or status
         finally:
@@ -563,10 +592,28 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
+def exit_status_epilog(rows, note: str = "") -> str:
+    """An --help epilog listing exit statuses, one per row, the meanings wrapped beside
+    them (for argparse.RawDescriptionHelpFormatter)."""
+    import textwrap
+
+    width = max(len(status) for status, _ in rows) + 2
+    lines = ["exit status:"]
+    for status, meaning in rows:
+        wrapped = textwrap.wrap(meaning, 88 - width - 2) or [""]
+        lines.append(f"  {status:<{width}}{wrapped[0]}")
+        lines += [" " * (width + 2) + more for more in wrapped[1:]]
+    if note:
+        lines += ["", *textwrap.wrap(note, 88)]
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="vmsim",
-        description="Educational simulator of hardware-assisted virtualization (KVM + QEMU on VMX).")
+        description="Educational simulator of hardware-assisted virtualization (KVM + QEMU on VMX). "
+                    "With no arguments, vmsim opens the GUI (vmsim gui) on the first lesson "
+                    "or a sample guest.")
     from vmsim import __version__
 
     parser.add_argument("--version", action="version", version=f"vmsim {__version__}")
@@ -575,7 +622,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a guest (.asm or flat binary) and show its serial output",
                          description="Load GUEST at 0x100000 and run it; what it writes to COM1 "
-                                     "goes to stdout.")
+                                     "goes to stdout.",
+                         epilog=exit_status_epilog(EXIT_STATUSES, EXIT_CLASH_NOTE),
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("guest", metavar="GUEST", nargs="?",
                      help=".asm source (at most 16 MiB) or flat binary (at most what fits in "
                           "RAM above 0x100000); a regular file, not a pipe or device")
@@ -660,7 +709,7 @@ def _register_plugins(sub) -> None:
 
 def _unavailable(name: str, error: Exception) -> int:
     print(f"vmsim: '{name}' is unavailable: {error}", file=sys.stderr)
-    return EXIT_BAD_INPUT
+    return EXIT_UNAVAILABLE
 
 
 MEMORY_MIB = (2, 3072)  # the RAM sizes vmsim.vmm.machine.Machine accepts
@@ -734,12 +783,15 @@ def _positive(text: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:  # `vmsim` alone: the GUI on its first guest (ui.app.default_guest)
+        argv = ["gui"]
     try:
         args = parser.parse_args(argv)
         return args.func(args)
     except KeyboardInterrupt:
         print("vmsim: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_SIGNAL + signal.SIGINT
     except BrokenPipeError:  # e.g. `vmsim asm --listing x.asm | head`: the reader is done
         _drop_stdout()
         return 0

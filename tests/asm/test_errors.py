@@ -104,7 +104,7 @@ def test_cli_reports_one_line(
     src.write_text(source + "\n")
     status = _cli(["asm", str(src), "-o", str(tmp_path / "bad.bin")])
     err = capsys.readouterr().err
-    assert status == 1
+    assert status == 65
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith(f"{src}:{line}:{col}: ") and words in err
     assert not (tmp_path / "bad.bin").exists()
@@ -113,7 +113,7 @@ def test_cli_reports_one_line(
 def test_cli_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     status = _cli(["asm", str(tmp_path / "nope.asm")])
     err = capsys.readouterr().err
-    assert status == 1 and err.count("\n") == 1 and "Traceback" not in err
+    assert status == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert "cannot read" in err
 
 
@@ -122,4 +122,4 @@ def test_cli_unwritable_output(tmp_path: Path, capsys: pytest.CaptureFixture[str
     src.write_text("nop\n")
     status = _cli(["asm", str(src), "-o", str(tmp_path / "no" / "dir" / "x.bin")])
     err = capsys.readouterr().err
-    assert status == 1 and err.count("\n") == 1 and "cannot write" in err
+    assert status == 74 and err.count("\n") == 1 and "cannot write" in err

@@ -33,7 +33,7 @@ KVM_PRESENT = os.access("/dev/kvm", os.R_OK | os.W_OK)
 
 def _documented_run_statuses() -> frozenset[int]:
     """The README's "Exit status of vmsim run", as vmsim.cli defines it (EXIT_* constants:
-    0 halted or shut down, 1 does not assemble, 2 bad usage or input, 70 not modelled,
+    0 halted or shut down, 65 does not assemble, 2 bad usage or input, 70 not modelled,
     124 --max-instructions ran out, ...), plus 128 + SIGINT/SIGTERM; (v << 1) | 1 after
     isa-debug-exit, i.e. any odd status, is allowed separately."""
     import vmsim.cli
@@ -43,8 +43,9 @@ def _documented_run_statuses() -> frozenset[int]:
 
 
 RUN_STATUSES = _documented_run_statuses()
-# `vmsim asm`: 0, 1 for any source or file error, 2 for usage (argparse).
-ASM_STATUSES = frozenset({0, 1, 2})
+# `vmsim asm` (vmsim.asm.cli.ASM_STATUSES): 0, 2 usage or unreadable source, 65 does not
+# assemble, 74 an output cannot be written.
+ASM_STATUSES = frozenset({0, 2, 65, 74})
 
 # CPU seconds one in-process guest may take (wall-clock: 4 times that). CPU time, so a
 # loaded machine does not turn a slow guest into a "hang": a guest whose every

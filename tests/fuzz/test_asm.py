@@ -54,7 +54,7 @@ def test_random_sources_in_process(findings_dir: Path) -> None:
 
 def test_random_sources_through_the_command(tmp_path: Path, findings_dir: Path) -> None:
     """A few sources through `vmsim asm`: the CLI's own reading and writing around the
-    assembler; one line on stderr, status 0 or 1."""
+    assembler; one line on stderr, a status of vmsim.asm.cli.ASM_STATUSES."""
     budget = Budget.from_env(ci_count=4)
     rng = random.Random(budget.seed)
     tally = Tally("asm")

@@ -36,6 +36,42 @@
         <translation>汇编编辑后的源代码并重新启动客户机（Ctrl+B）</translation>
     </message>
     <message>
+        <source>Save</source>
+        <translation>保存</translation>
+    </message>
+    <message>
+        <source>Write the edited source to its file</source>
+        <translation>将编辑后的源代码写回它的文件</translation>
+    </message>
+    <message>
+        <source>{file} (edited, not saved)</source>
+        <translation>{file}（已编辑，未保存）</translation>
+    </message>
+    <message>
+        <source>Save source</source>
+        <translation>保存源代码</translation>
+    </message>
+    <message>
+        <source>Assembly (*.asm);;All files (*)</source>
+        <translation>汇编源文件 (*.asm);;所有文件 (*)</translation>
+    </message>
+    <message>
+        <source>cannot save {file}: {error}</source>
+        <translation>无法保存 {file}：{error}</translation>
+    </message>
+    <message>
+        <source>Does not assemble: line {line}, column {col}: {message}</source>
+        <translation>无法汇编：第 {line} 行第 {col} 列：{message}</translation>
+    </message>
+    <message>
+        <source>Does not assemble: line {line}: {message}</source>
+        <translation>无法汇编：第 {line} 行：{message}</translation>
+    </message>
+    <message>
+        <source>Does not assemble: {message}</source>
+        <translation>无法汇编：{message}</translation>
+    </message>
+    <message>
         <source>{n} bytes</source>
         <translation>{n} 字节</translation>
     </message>
@@ -328,12 +364,20 @@
         <translation>; （平坦二进制文件：没有源代码）</translation>
     </message>
     <message>
+        <source>{file} line {line}: {message}. Fix it, then Assemble &amp; reset (Ctrl+B)</source>
+        <translation>{file} 第 {line} 行：{message}。改正后点击“汇编并重置”（Ctrl+B）</translation>
+    </message>
+    <message>
         <source>assembly failed: {error}</source>
         <translation>汇编失败：{error}</translation>
     </message>
     <message>
         <source>assembled; the guest starts again</source>
         <translation>已汇编；客户机重新启动</translation>
+    </message>
+    <message>
+        <source>The edit does not assemble (line {line}: {message}); the guest is the last one that did</source>
+        <translation>编辑后的源代码无法汇编（第 {line} 行：{message}）；客户机仍是上一次汇编成功的版本</translation>
     </message>
     <message>
         <source>Open guest</source>
