@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="directory for the pictures (default docs/screenshots)")
     p.add_argument("--guest", default="sample_guests/hello.asm",
                    help="the guest, relative to the repository (default sample_guests/hello.asm)")
-    p.add_argument("--steps", type=int, default=40, help="events stepped first (default 40)")
+    p.add_argument("--steps", type=int, default=150,
+                   help="events stepped first (default 150: a few characters out)")
     p.add_argument("--no-readme", action="store_true", help="leave docs/screenshot.png alone")
     args = p.parse_args(argv)
     out = Path(args.out).resolve()
