@@ -310,9 +310,13 @@ def test_ctrl_c_with_save_stops_between_steps_and_saves(tmp_path: Path) -> None:
     snap = tmp_path / "c.vmsnap"
     proc = subprocess.Popen([sys.executable, "-m", "vmsim", "run", str(guest), "--save",
                              str(snap)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            cwd=ROOT)
+                            cwd=ROOT, bufsize=0)
     try:
-        first = proc.stdout.read(40)  # running: it has printed
+        # Unbuffered: communicate() reads the pipe itself, so bytes a buffered reader had
+        # taken in beyond these 40 would be lost to the test (not to vmsim).
+        first = b""
+        while len(first) < 40 and (chunk := proc.stdout.read(40 - len(first))):
+            first += chunk  # running: it has printed
         assert first.startswith(b"0 1 2 ")
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=120)
