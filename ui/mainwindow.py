@@ -842,6 +842,8 @@ class MainWindow(QMainWindow):
             self.vcpus.refresh(b)
         if shown("virtio"):
             self.queues.refresh(b)
+        if shown("events"):
+            self.events.catch_up()
         self.devices.refresh(b)
         self.stats.refresh(b)
         self._update_timeline()
@@ -1001,6 +1003,7 @@ class MainWindow(QMainWindow):
                 n=len(apics), busy=busy, timers=timers)
 
     def _running_changed(self, running: bool) -> None:
+        self.events.set_running(running)
         self.a_run.setText(tr("Pause") if running else tr("Run"))
         for a in (self.a_step_insn, self.a_step_event, self.a_step_exit, self.a_step_user):
             a.setEnabled(True)

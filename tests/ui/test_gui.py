@@ -345,3 +345,21 @@ def test_wait_for_gdb_serves_the_session_and_gives_it_back(window, qtbot) -> Non
     assert b.gdb is None
     b.step_instruction()  # the window steps the same guest on from where gdb left it
     assert b.session.instructions == 2
+
+
+def test_event_log_hidden_while_running_catches_up_when_the_run_ends(window, qtbot) -> None:
+    """Rows a hidden log skips while the guest runs are made when the run stops: the log
+    then ends with the session's last event, as if it had been shown all along."""
+    log = window.events
+    window.docks["devices"].raise_()  # the log in a tab behind
+    qtbot.waitUntil(lambda: log.visibleRegion().isEmpty(), timeout=5000)
+    window.a_run.trigger()
+    qtbot.waitUntil(lambda: window.bridge.finished, timeout=120_000)
+    last = window.bridge.session.events.seq
+    assert log.shown and log.shown[-1].seq == last
+    assert log.table.rowCount() == len(log.shown) == min(len(log.events), log.MAX_ROWS)
+    assert log.table.item(log.table.rowCount() - 1, 0).text() == str(last)
+    rows = log.table.rowCount()
+    window.docks["events"].raise_()  # shown: nothing more to make
+    qtbot.waitUntil(lambda: not log.visibleRegion().isEmpty(), timeout=5000)
+    assert log.table.rowCount() == rows
