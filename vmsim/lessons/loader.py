@@ -140,7 +140,9 @@ def _show(v: Any) -> str:
         return "a table"
     if isinstance(v, list):
         return "an array"
-    return f"{type(v).__name__} {v!r}"
+    if isinstance(v, int | float):
+        return repr(v)
+    return f"{type(v).__name__} {v}"  # (a TOML date or time)
 
 
 _BARE = re.compile(r"[A-Za-z0-9_-]+\Z")

@@ -124,10 +124,14 @@ def record_from_start(lesson: Lesson, step: Step | None = None, source: str | No
     for a LessonRun to attach."""
     from vmsim.events import EventStream
 
+    from vmsim.lessons.machine import make_session
+
+    if isinstance(step, str):
+        step = lesson.step(step)
     stream = kw.pop("events", None) or EventStream()
     rec = _Recorder(stream, lesson_kinds(lesson))
     try:
-        s = lesson.session(step, source, events=stream, **kw)
+        s = make_session(lesson, step, source, events=stream, **kw)
     except BaseException:
         rec.close()
         raise
