@@ -21,32 +21,27 @@ from vmsim.lessons.run import LessonRun
 
 MESSAGE = assemble((EVERYTHING / "guest.asm").read_text(), "g.asm").symbols["message"]
 
-PASSING = f"""
-[[steps]]
-id = "all"
-kind = "do"
-title = {{ en = "A", zh-CN = "A" }}
-solution = [ {{ do = "run" }} ]
-checks = [
-  {{ type = "events", kind = "kvm_exit", where = {{ exit_reason = "IO_INSTRUCTION" }}, count = 4 }},
-  {{ type = "events", kind = "kvm_userspace_exit", where = {{ reason = "KVM_EXIT_IO", port = [0x3f8, 0x501] }}, min = 4, max = 4 }},
-  {{ type = "sequence", events = [ {{ kind = "kvm_exit", where = {{ exit_reason = "EPT_VIOLATION" }} }},
-                                  {{ kind = "kvm_exit", where = {{ exit_reason = "IO_INSTRUCTION" }} }},
-                                  {{ kind = "kvm_userspace_exit", where = {{ port = 0x501 }} }} ] }},
-  {{ type = "register", name = "EAX", equals = 0x1200 }},
-  {{ type = "register", name = "eax", equals = 0x1234, mask = 0xff00, cpu = 0 }},
-  {{ type = "memory", address = 0x100000, equals = "be" }},
-  {{ type = "memory", address = {MESSAGE:#x}, space = "physical", value = 0x000a6968, size = 4 }},
-  {{ type = "vmcs", field = "VM_EXIT_REASON", equals = 30 }},
-  {{ type = "serial", equals = "hi\\n" }},
-  {{ type = "serial", contains = "i\\n" }},
-  {{ type = "serial", lines = 1 }},
-  {{ type = "outcome", finished = true, exit_status = 1, halted = false }},
-  {{ type = "instructions", min = 20, max = 30 }},
-  {{ type = "translate", linear = 0x300000, physical = 0x300000 }},
-  {{ type = "compare", measure = {{ type = "instructions" }}, a = {{ paging = "shadow" }}, b = {{ paging = "ept" }}, relation = "equal" }},
+PASSING = [
+    'type = "events", kind = "kvm_exit", where = { exit_reason = "IO_INSTRUCTION" }, count = 4',
+    'type = "events", kind = "kvm_userspace_exit", where = { reason = "KVM_EXIT_IO", '
+    'port = [0x3f8, 0x501] }, min = 4, max = 4',
+    'type = "sequence", events = [ { kind = "kvm_exit", where = { exit_reason = "EPT_VIOLATION" } }, '
+    '{ kind = "kvm_exit", where = { exit_reason = "IO_INSTRUCTION" } }, '
+    '{ kind = "kvm_userspace_exit", where = { port = 0x501 } } ]',
+    'type = "register", name = "EAX", equals = 0x1200',
+    'type = "register", name = "eax", equals = 0x1234, mask = 0xff00, cpu = 0',
+    'type = "memory", address = 0x100000, equals = "be"',
+    f'type = "memory", address = {MESSAGE:#x}, space = "physical", value = 0x000a6968, size = 4',
+    'type = "vmcs", field = "VM_EXIT_REASON", equals = 30',
+    'type = "serial", equals = "hi\\n"',
+    'type = "serial", contains = "i\\n"',
+    'type = "serial", lines = 1',
+    'type = "outcome", finished = true, exit_status = 1, halted = false',
+    'type = "instructions", min = 20, max = 30',
+    'type = "translate", linear = 0x300000, physical = 0x300000',
+    'type = "compare", measure = { type = "instructions" }, a = { paging = "shadow" }, '
+    'b = { paging = "ept" }, relation = "equal"',
 ]
-"""
 
 # Each failing check, and what its message must name: the expected value, the one seen.
 FAILING = [
@@ -88,7 +83,7 @@ checks = [
 
 
 def test_every_check_type_passes_on_what_the_guest_does(make_lesson) -> None:
-    les = make_lesson(PASSING)
+    les = make_lesson(_step(PASSING, "all"))
     st = les.step("all")
     assert {c["type"] for c in st.checks} == {
         "events", "sequence", "register", "memory", "vmcs", "serial", "outcome",

@@ -123,7 +123,6 @@ def record_from_start(lesson: Lesson, step: Step | None = None, source: str | No
     """A fresh session (Lesson.session) whose events are recorded from its construction,
     for a LessonRun to attach."""
     from vmsim.events import EventStream
-
     from vmsim.lessons.machine import make_session
 
     if isinstance(step, str):
