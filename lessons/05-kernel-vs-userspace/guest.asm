@@ -9,9 +9,9 @@
 ; - the PIC's and the PIT's ports (exit 30): kvm.ko's own device models;
 ; - HLT (exit 12): the vCPU sleeps in kvm.ko (kvm_vcpu_block) until the PIT fires;
 ; none of them makes KVM_RUN return. What does: COM1 (0x3F8, 0x3FD), isa-debug-exit, and
-; the "I/O delay" after each PIC and PIT write: an `out` to port 0x80, as old drivers did
-; to give slow chips time (Linux's outb_p). Nothing in kvm.ko claims port 0x80, so each
-; delay is a trip to QEMU.
+; the "I/O delay" after each PIC and PIT write: an `out` to port 0x80 (the POST-code port),
+; as old drivers did to give slow chips time (Linux's outb_p). Nothing in kvm.ko claims
+; port 0x80, so each delay is a trip to QEMU.
 ; The same binary boots on qemu-system-i386 -kernel (multiboot header below); without
 ; KVM (TCG) it prints "not KVM".
 bits 32
