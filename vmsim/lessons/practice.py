@@ -77,7 +77,10 @@ def _normalize(kind: str, value: object) -> object:
         if kind == "int":
             if isinstance(value, bool):
                 return None
-            return value if isinstance(value, int) else int(str(value).strip(), 0)
+            if isinstance(value, int):
+                return value
+            s = str(value).strip().lower()
+            return -1 if s in ("none", "no", "-", "无") else int(s, 0)
         if kind == "hex":
             if isinstance(value, bool):
                 return None
