@@ -258,3 +258,19 @@ def test_exit_prediction_userspace_exits_on_the_host_kvm(problems):
                 dx = [int(x, 16) for x in re.findall(r"mov dx, (0x[0-9A-F]+)", "\n".join(lines[:n]))]
                 want.append(("KVM_EXIT_IO", dx[-1] if port == "dx" else int(port, 16)))
         assert got == want, s
+
+
+def test_same_problem_in_another_process():
+    """No set or dict order leaks into a problem: another interpreter, with another hash
+    seed, makes the same bytes."""
+    import json
+    import sys
+
+    code = ("import json; from vmsim.lessons.practice import generate as g; print(json.dumps("
+            "[[p.prompt, p.answers, p.solution, p.guest_source] for p in "
+            "(g('ept_walk', 5), g('exit_prediction', 5), g('shadow_faults', 5))]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, PYTHONHASHSEED="12345")).stdout
+    here = [[p.prompt, p.answers, p.solution, p.guest_source]
+            for p in (generate("ept_walk", 5), generate("exit_prediction", 5), generate("shadow_faults", 5))]
+    assert json.loads(out) == json.loads(json.dumps(here))

@@ -229,7 +229,9 @@ def _solution(lay: dict, walk: list, ans: dict) -> dict[str, str]:
           f"needs its own 4-step EPT walk: {n_g} guest references + {n_ept} EPT references = "
           f"**{ans['references']}** = 2 × (4 + 1) + 4 = (2 + 1)(4 + 1) − 1. Natively it would "
           "be 2.\n\n"
-          "The walk as the simulated hardware reported it (`ept_step` and `walk_step` events, in order):\n\n"
+          "The walk as the simulated hardware reported it (`ept_step` and `walk_step` events, in "
+          "order; entries as the walk left them, with the accessed bit, A = bit 5 in a guest entry, "
+          "set):\n\n"
           f"{t_en}\n")
     zh = (f"线性地址 `{h(la, 8)}` = PDE 索引 {pdi}（{h(pdi)}），PTE 索引 {pti}（{h(pti)}），"
           f"偏移 {h(off)}。\n\n"
@@ -244,6 +246,7 @@ def _solution(lay: dict, walk: list, ans: dict) -> dict[str, str]:
           f"- 遍历用到的每个客户机物理地址（PDE 的、PTE 的和数据的）都要各做一次 4 步的 EPT 遍历："
           f"{n_g} 次客户机访问 + {n_ept} 次 EPT 访问 = **{ans['references']}** = 2 × (4 + 1) + 4 = "
           "(2 + 1)(4 + 1) − 1。不经虚拟化时只需 2 次。\n\n"
-          "模拟硬件报告的遍历过程（`ept_step` 与 `walk_step` 事件，按顺序）：\n\n"
+          "模拟硬件报告的遍历过程（`ept_step` 与 `walk_step` 事件，按顺序；表项为遍历之后的值，"
+          "客户机表项的访问位 A（第 5 位）已被置位）：\n\n"
           f"{t_zh}\n")
     return text(en, zh)
