@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from vmsim.lessons.practice import GENERATORS, Problem, generate
+from vmsim.lessons.practice import GENERATORS, Problem, generate, parse_answers
 
 SEEDS = range(20)
 
@@ -73,6 +73,10 @@ def test_answers_in_other_spellings():
             given[q.id] = "none"
     assert all(p.check(given).values())
     assert not p.check({"exits": "x, y"})["exits"]
+    typed = "; ".join(f"{k}={v}" for k, v in p.answers.items())
+    assert all(p.check(parse_answers(typed)).values())
+    with pytest.raises(ValueError, match="expected id=value"):
+        parse_answers("exits 1, 2")
 
 
 def test_params_are_validated():

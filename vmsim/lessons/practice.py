@@ -107,6 +107,21 @@ def lines_set(value: object) -> str:
     return ", ".join(str(n) for n in sorted(nums)) if nums else "none"
 
 
+def parse_answers(given: str) -> dict[str, str]:
+    """A practice answer typed as text (`vmsim lesson check ... --answer`): "id=value" pairs
+    separated by ";" or new lines, e.g. "pde_gpa=0x8D1314; references=14; exits=1, 5".
+    Values stay strings: Problem.check reads them. Raises ValueError on a pair without "="."""
+    out = {}
+    for part in re.split(r"[;\n]", given):
+        if not part.strip():
+            continue
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"practice answer {part.strip()!r}: expected id=value")
+        out[key.strip()] = value.strip()
+    return out
+
+
 def generate(name: str, seed: int, params: dict | None = None) -> Problem:
     """A fresh problem of generator `name` from `seed` (any int; the same seed, the same
     problem). `params` are the generator's options; an unknown key or a bad value raises
