@@ -73,7 +73,8 @@ def test_answers_in_other_spellings():
             given[q.id] = "none"
     assert all(p.check(given).values())
     assert not p.check({"exits": "x, y"})["exits"]
-    typed = "; ".join(f"{k}={v}" for k, v in p.answers.items())
+    typed = "; ".join(f"{q.id}={p.answers[q.id]:#x}" if q.kind == "hex" else f"{q.id}={p.answers[q.id]}"
+                      for q in p.questions)
     assert all(p.check(parse_answers(typed)).values())
     with pytest.raises(ValueError, match="expected id=value"):
         parse_answers("exits 1, 2")
