@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from vmsim.lessons.practice import GENERATORS, Problem, generate, parse_answers
+from vmsim.lessons.practice import GENERATORS, Problem, generate, parse_answers, validate
 
 SEEDS = range(20)
 
@@ -89,6 +89,9 @@ def test_params_are_validated():
         generate("shadow_faults", 1, {"guest_faults": 1})
     with pytest.raises(ValueError, match="unknown practice generator 'tlb'"):
         generate("tlb", 1)
+    with pytest.raises(ValueError, match="'entries' must be an integer"):
+        validate("ept_walk", {"entries": "3"})
+    assert validate("shadow_faults", {}) == {"accesses": None, "page_tables": 2, "guest_faults": True}
     assert len(_listing(generate("exit_prediction", 4, {"lines": 5}))) == 5
     assert len(_listing(generate("shadow_faults", 4, {"accesses": 4}))) == 4
     p = generate("shadow_faults", 4, {"guest_faults": False, "accesses": 8})

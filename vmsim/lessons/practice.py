@@ -30,13 +30,18 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+try:  # the lesson engine's Text (a dict whose get(lang) falls back to English)
+    from vmsim.lessons import Text as _Text
+except ImportError:  # pragma: no cover - before the engine is there
+    _Text = dict
+
 GENERATORS = ("ept_walk", "exit_prediction", "shadow_faults")
 LANGS = ("en", "zh-CN")
 
 
 def text(en: str, zh: str) -> dict[str, str]:
     """A Text: the same words in both languages."""
-    return {"en": en, "zh-CN": zh}
+    return _Text({"en": en, "zh-CN": zh})
 
 
 @dataclass(frozen=True)
@@ -122,21 +127,32 @@ def parse_answers(given: str) -> dict[str, str]:
     return out
 
 
+def _module(name: str):
+    if name not in GENERATORS:
+        raise ValueError(f"unknown practice generator {name!r}: choose one of {', '.join(GENERATORS)}")
+    if name == "ept_walk":
+        from vmsim.lessons import practice_ept as m
+    elif name == "exit_prediction":
+        from vmsim.lessons import practice_exits as m
+    else:
+        from vmsim.lessons import practice_shadow as m
+    return m
+
+
+def validate(name: str, params: dict | None = None) -> dict:
+    """The generator's parameters with their defaults, without making a problem (for a
+    lesson linter). ValueError for an unknown generator, an unknown key or a bad value."""
+    return validate_params(name, params or {}, _module(name).PARAMS)
+
+
 def generate(name: str, seed: int, params: dict | None = None) -> Problem:
     """A fresh problem of generator `name` from `seed` (any int; the same seed, the same
     problem). `params` are the generator's options; an unknown key or a bad value raises
     ValueError naming it."""
-    if name not in GENERATORS:
-        raise ValueError(f"unknown practice generator {name!r}: choose one of {', '.join(GENERATORS)}")
+    module = _module(name)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"a practice seed is an integer, not {seed!r}")
-    if name == "ept_walk":
-        from vmsim.lessons.practice_ept import make
-    elif name == "exit_prediction":
-        from vmsim.lessons.practice_exits import make
-    else:
-        from vmsim.lessons.practice_shadow import make
-    return make(seed, params or {})
+    return module.make(seed, params or {})
 
 
 def validate_params(generator: str, params: dict, spec: dict[str, tuple[type, object, object, object]]
