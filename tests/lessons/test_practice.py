@@ -76,6 +76,8 @@ def test_answers_in_other_spellings():
     typed = "; ".join(f"{q.id}={p.answers[q.id]:#x}" if q.kind == "hex" else f"{q.id}={p.answers[q.id]}"
                       for q in p.questions)
     assert all(p.check(parse_answers(typed)).values())
+    assert all(p.check({q.id: p.answer_text(q.id) for q in p.questions}).values())
+    assert p.answer_text("qual_6") == "0x2E00001" and p.answer_text("exits") == "3, 6, 8, 9"
     with pytest.raises(ValueError, match="expected id=value"):
         parse_answers("exits 1, 2")
 

@@ -76,6 +76,12 @@ class Problem:
     def correct(self, given: dict[str, int | str]) -> bool:
         return all(self.check(given).values())
 
+    def answer_text(self, question_id: str) -> str:
+        """The truth as a student would write it: hex as 0x..., a set of lines as "1, 5"."""
+        kind = next(q.kind for q in self.questions if q.id == question_id)
+        value = self.answers[question_id]
+        return h(value) if kind == "hex" else str(value)
+
 
 def _normalize(kind: str, value: object) -> object:
     try:
