@@ -195,7 +195,8 @@ def _prompt(lay: dict, seed: int) -> dict[str, str]:
           f"{_accesses_md(lay, False)}\n\n"
           "kvm.ko's shadow MMU maps a page read-only until the guest's PTE is dirty (so that it "
           "can set the D bit on the first write), and shadows each guest page table with one "
-          "shadow page (vmsim's simplification: no quadrants).")
+          "shadow page (vmsim's simplification: no quadrants). The shadow of the page directory "
+          "(the shadow root) was built when paging was turned on.")
     zh = (f"**影子页表缺页**（种子 {seed}）\n\n"
           "一个 32 位客户机在模拟的 kvm.ko 上以**影子分页**运行（未开 EPT）。它建立了如下页表"
           "（其余表项均为 0；表项第 0 位为 P，第 1 位 R/W，第 5 位 A，第 6 位 D），加载了 CR3，"
@@ -205,7 +206,8 @@ def _prompt(lay: dict, seed: int) -> dict[str, str]:
           "然后它按顺序进行如下 4 字节访问。它的 #PF 处理函数会记下这次缺页并跳过该访问。\n\n"
           f"{_accesses_md(lay, True)}\n\n"
           "kvm.ko 的影子 MMU 在客户机 PTE 的 D 位置位之前只以只读方式映射页面（以便在第一次写时"
-          "设置 D 位），并且每个客户机页表只用一个影子页表（vmsim 的简化：没有 quadrant）。")
+          "设置 D 位），并且每个客户机页表只用一个影子页表（vmsim 的简化：没有 quadrant）。"
+          "页目录的影子（影子根页表）在开启分页时就已建好。")
     return text(en, zh)
 
 
