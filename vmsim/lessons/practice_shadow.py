@@ -32,11 +32,15 @@ PARAMS = {
     "accesses": (int, None, 4, 8),  # None: 4 to 8, drawn from the seed
     "page_tables": (int, 2, 1, 3),
     "guest_faults": (bool, True, None, None),  # some accesses may hit unmapped addresses
+    # with two page tables or more: a window (a PTE in one page table mapping another page
+    # table's frame), and accesses through it (writes to its unused entries)
+    "table_writes": (bool, True, None, None),
 }
 P, RW, A, D = 0x001, 0x002, 0x020, 0x040
 
 
-def layout(seed: int, accesses: int | None, page_tables: int, guest_faults: bool) -> dict:
+def layout(seed: int, accesses: int | None, page_tables: int, guest_faults: bool,
+           table_writes: bool) -> dict:
     rng = random.Random(f"shadow_faults:{seed}")
     n_acc = accesses if accesses is not None else rng.randint(4, 8)
     gfns = iter(rng.sample(range(0x400, 0x1000), 1 + page_tables * 4))
@@ -57,6 +61,14 @@ def layout(seed: int, accesses: int | None, page_tables: int, guest_faults: bool
         pdi = rng.choice(list(pte))
         free = [i for i in range(1024) if i not in pte[pdi]]
         holes = [(pdi << 22) | (rng.choice(free) << 12), pdis[-1] << 22 | rng.randrange(1024) << 12]
+    window = None
+    if table_writes and page_tables >= 2:
+        px, py = list(pte)[:2]  # a PTE in py's table maps px's table
+        free = [i for i in range(1024) if i not in pte[py]]
+        wi = rng.choice(free)
+        pte[py][wi] = (pde[px] & 0xFFFFF000) | P | rng.choice((0, RW)) | rng.choice((0, A, A | D))
+        pte[py] = dict(sorted(pte[py].items()))
+        window = ((py << 22) | (wi << 12), [i for i in range(1024) if i not in pte[px]])
     pages = mapped[:]
     rng.shuffle(pages)
     pages = pages[:rng.randint(2, min(4, len(pages)))]  # a few pages, touched more than once
@@ -66,6 +78,15 @@ def layout(seed: int, accesses: int | None, page_tables: int, guest_faults: bool
         acc.append((rng.choice("RW"), rng.choice(pages) + rng.randrange(0, 0x1000, 4)))
     for hole in rng.sample(holes, n_holes):
         acc.insert(rng.randrange(len(acc) + 1), (rng.choice("RW"), hole + rng.randrange(0, 0x1000, 4)))
+    if window is not None:  # one or two accesses through it replace others
+        base, unused = window
+        k = rng.randint(1, 2)
+        spots = sorted(rng.sample(range(len(acc)), k))
+        for j, at in enumerate(spots):
+            rw = "W" if j == k - 1 else rng.choice("RW")  # the last one a write
+            # a write stores 0 (ECX) in an unused entry: the guest's mappings do not change
+            off = 4 * rng.choice(unused) if rw == "W" else rng.randrange(0, 0x1000, 4)
+            acc[at] = (rw, base + off)
     return {"cr3": pd, "pde": dict(sorted(pde.items())), "pte": pte, "accesses": acc}
 
 
@@ -80,7 +101,8 @@ def guest_source(lay: dict, seed: int) -> tuple[str, int]:
             "        shr eax, 16",
             "        mov [idt + 14 * 8 + 6], ax",
             "        lidt [idt_descriptor]",
-            "        xor edi, edi                    ; EDI counts the #PFs the guest sees"]
+            "        xor edi, edi                    ; EDI counts the #PFs the guest sees",
+            "        xor ecx, ecx                    ; ECX = 0: what the writes store"]
     for i, v in lay["pde"].items():
         head.append(f"        mov dword [{h(pd + 4 * i)}], {h(v, 8)}   ; PD[{i}]")
     for pdi, entries in lay["pte"].items():
@@ -100,14 +122,14 @@ def guest_source(lay: dict, seed: int) -> tuple[str, int]:
     text_ = "\n".join(head) + "\n"
     first = text_.count("\n") + 1
     for n, (rw, la) in enumerate(lay["accesses"], 1):
-        ins = f"mov eax, [{h(la)}]" if rw == "R" else f"mov [{h(la)}], eax"
+        ins = f"mov ebx, [{h(la)}]" if rw == "R" else f"mov [{h(la)}], ecx"
         text_ += f"        {ins:<32} ; [{n}]\n"
     text_ += ("        mov eax, edi                    ; exit status: the guest's #PF count\n"
               "        jmp exit\n\n"
               "pf_handler:                             ; skip the access that faulted\n"
               "        inc edi\n"
               "        add esp, 4                      ; the error code\n"
-              "        add dword [esp], 5              ; EIP: past the 5-byte mov\n"
+              "        add dword [esp], 6              ; EIP: past the 6-byte mov\n"
               "        iret\n\n" + EPILOGUE +
               "\n        align 8\nidt:    times 15 dq 0\nidt_descriptor:\n"
               "        dw 15 * 8 - 1\n        dd idt\n")
@@ -130,7 +152,7 @@ QUESTIONS = [
 
 def make(seed: int, params: dict) -> Problem:
     p = validate_params("shadow_faults", params, PARAMS)
-    lay = layout(seed, p["accesses"], p["page_tables"], p["guest_faults"])
+    lay = layout(seed, p["accesses"], p["page_tables"], p["guest_faults"], p["table_writes"])
     source, first = guest_source(lay, seed)
     image, events, outcome = run_guest(
         source, ["kvm_exit", "kvm_page_fault", "kvm_mmu_get_page"], paging="shadow")
@@ -190,8 +212,8 @@ def _prompt(lay: dict, seed: int) -> dict[str, str]:
           "read-only pages), and touched its code and stack pages, which are now in the shadow "
           "tables:\n\n"
           f"{_tables_md(lay, False)}\n"
-          "Then it makes these 4-byte accesses, in order. Its #PF handler counts the fault and "
-          "skips the access.\n\n"
+          "Then it makes these 4-byte accesses, in order (a write stores 0). Its #PF handler "
+          "counts the fault and skips the access.\n\n"
           f"{_accesses_md(lay, False)}\n\n"
           "kvm.ko's shadow MMU maps a page read-only until the guest's PTE is dirty (so that it "
           "can set the D bit on the first write), and shadows each guest page table with one "
@@ -203,7 +225,7 @@ def _prompt(lay: dict, seed: int) -> dict[str, str]:
           "在 CR0.WP = 0 时开启分页（内核可以写只读页），并已访问过自己的代码页和栈页，"
           "它们已在影子页表中：\n\n"
           f"{_tables_md(lay, True)}\n"
-          "然后它按顺序进行如下 4 字节访问。它的 #PF 处理函数会记下这次缺页并跳过该访问。\n\n"
+          "然后它按顺序进行如下 4 字节访问（写入的值为 0）。它的 #PF 处理函数会记下这次缺页并跳过该访问。\n\n"
           f"{_accesses_md(lay, True)}\n\n"
           "kvm.ko 的影子 MMU 在客户机 PTE 的 D 位置位之前只以只读方式映射页面（以便在第一次写时"
           "设置 D 位），并且每个客户机页表只用一个影子页表（vmsim 的简化：没有 quadrant）。"
@@ -217,6 +239,7 @@ ACTION_ZH = {"map writable": "映射为可写", "map read-only": "映射为只�
 
 def _solution(lay: dict, per: dict[int, dict], ans: dict) -> dict[str, str]:
     rows_en, rows_zh = [], []
+    tables = {v & 0xFFFFF000 for i, v in lay["pde"].items() if i}
     for n, (rw, la) in enumerate(lay["accesses"], 1):
         x = per[n]
         pdi, pti = la >> 22, (la >> 12) & 0x3FF
@@ -228,6 +251,9 @@ def _solution(lay: dict, per: dict[int, dict], ans: dict) -> dict[str, str]:
             walk_en, walk_zh = f"PD[{pdi}] → PT[{pti}] not present", f"PD[{pdi}] → PT[{pti}] 不存在"
         else:
             walk_en = walk_zh = f"PD[{pdi}] → PT[{pti}] → {h(pte & 0xFFFFF000 | la & 0xFFF, 8)}"
+            if pte & 0xFFFFF000 in tables:
+                walk_en += " (a page table)"
+                walk_zh += "（一个页表）"
         if x["exits"]:
             what_en = "#PF exit: " + ", ".join(x["actions"])
             what_zh = "#PF 退出：" + "，".join(ACTION_ZH.get(a, a) for a in x["actions"])
@@ -256,7 +282,12 @@ def _solution(lay: dict, per: dict[int, dict], ans: dict) -> dict[str, str]:
           "maps it writable. A write first maps it writable at once; a read after that does not "
           "exit.\n"
           "- If the guest's own PDE or PTE is not present, kvm.ko injects the #PF: the guest's "
-          "handler runs. No shadow entry is made, so no shadow page either.\n")
+          "handler runs. No shadow entry is made, so no shadow page either.\n"
+          "- A guest page table that kvm.ko shadows is write-protected (when its shadow page is "
+          "made, every shadow entry mapping it loses its write bit). A write to it is a #PF exit: "
+          "kvm.ko emulates the write and drops the shadow entries it changes (`emulate "
+          "page-table write`), and the page stays write-protected, so the next write exits again. "
+          "Reading it is mapped read-only; writing it before it is shadowed is an ordinary page.\n")
     zh = (f"{summary_zh}\n\n{t_zh}\n\n"
           "逐次访问的规则（来自这次运行的 `kvm_exit`、`kvm_page_fault` 与 `kvm_mmu_get_page` 事件）：\n"
           "- 第一次访问某页时没有影子表项：#PF 退出。kvm.ko 遍历客户机页表；若客户机页表映射了该页，"
@@ -266,5 +297,9 @@ def _solution(lay: dict, per: dict[int, dict], ans: dict) -> dict[str, str]:
           "存在、写），kvm.ko 设置客户机 PTE 的 D 位并将其映射为可写。先写则立即映射为可写，"
           "之后的读不再退出。\n"
           "- 若客户机自己的 PDE 或 PTE 不存在，kvm.ko 把 #PF 注入客户机：客户机的处理函数运行。"
-          "不建立影子表项，因此也不新建影子页表。\n")
+          "不建立影子表项，因此也不新建影子页表。\n"
+          "- kvm.ko 为其建立了影子的客户机页表是写保护的（建立影子页表时，映射它的所有影子表项都"
+          "被去掉写权限）。写它会引起 #PF 退出：kvm.ko 模拟这次写，并丢弃它改动的影子表项"
+          "（`emulate page-table write`），该页仍然写保护，所以下一次写还会退出。读它则映射为只读；"
+          "在它有影子之前写它，就和普通页一样。\n")
     return text(en, zh)
