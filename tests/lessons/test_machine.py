@@ -33,10 +33,10 @@ def test_a_disk_is_copied_for_every_session(make_lesson) -> None:
     disk.write_bytes(image)
     before = hashlib.sha256(disk.read_bytes()).hexdigest()
     run = LessonRun(les)
-    assert run.run_actions(les.step("s"), [{"do": "run", "count": 1}]).passed
-    s = les.session("s", history=False)
+    s = run.new_session("s", history=False)
     assert s.machine.config.disk != str(disk)
     s.run()
+    assert run.check("s").passed
     assert Path(s.machine.config.disk).read_bytes() != image  # the copy was written
     assert hashlib.sha256(disk.read_bytes()).hexdigest() == before
 

@@ -151,6 +151,7 @@ class _Live:
         self.source = source
         self.snapshot: str | None = None
         self._tmp: str | None = None
+        self.compare_cache: dict = {}  # compare checks' runs: (machine, measure) -> value
 
     @property
     def events(self) -> list:
@@ -510,15 +511,7 @@ def _check_translate(live: _Live, c: dict) -> tuple[bool, Text]:
 
 def _check_compare(live: _Live, c: dict) -> tuple[bool, Text]:
     m = c["measure"]
-    kinds = _named_kinds([m])
-    values = []
-    for side in ("a", "b"):
-        other = _headless(live.lesson, live.step, live.source, kinds, machine=c[side])
-        try:
-            other.session.run()
-            values.append(measure(other, m))
-        finally:
-            other.close()
+    values = [_compare_run(live, c[side], m) for side in ("a", "b")]
     a, b = values
     what = describe_measure(m)
     sa = ", ".join(f"{k}={v}" for k, v in c["a"].items())
@@ -536,6 +529,20 @@ def _check_compare(live: _Live, c: dict) -> tuple[bool, Text]:
     fac = f" ({f}x)" if "factor" in c else ""
     return ok, _t(f"{what}: expected {sa} to give {rel_en}{fac} {sb}; saw {a} and {b}",
                   f"{what}：期望 {sa} {rel_zh}{fac} {sb}；实际 {a} 与 {b}")
+
+
+def _compare_run(live: _Live, machine: dict, m: dict) -> int | None:
+    """The measure of a run to the end on the step's guest (or the submission) with these
+    machine settings; the same run is made once per grading."""
+    key = (live.step.id if live.step is not None else None, repr(sorted(machine.items())), repr(m))
+    if key not in live.compare_cache:
+        other = _headless(live.lesson, live.step, live.source, _named_kinds([m]), machine=machine)
+        try:
+            other.session.run()
+            live.compare_cache[key] = measure(other, m)
+        finally:
+            other.close()
+    return live.compare_cache[key]
 
 
 _CHECKS = {"events": _check_events, "sequence": _check_sequence, "at": _check_at,
