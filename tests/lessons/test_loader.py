@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001 - Chinese text uses full-width punctuation (GLOSSARY.md)
 """Reading lessons: the fixture loads with what it says, and every kind of mistake a
 teacher can make is refused with the file, the line and what is wrong."""
 

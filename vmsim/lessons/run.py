@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001 - Chinese text uses full-width punctuation (GLOSSARY.md)
 """Running and grading a lesson's steps (docs/lessons.md, "Checks").
 
 LessonRun is one student's work on one lesson: it records the VM-level events of the
