@@ -654,10 +654,11 @@ def find_lesson(key: str, roots: list[Path] | None = None) -> Lesson:
     if (p / MANIFEST).is_file() and (os.sep in key or key.startswith(".")):
         return load_lesson(p)
     dirs = lesson_dirs(roots)
-    for d in dirs:
-        m = DIR_RE.match(d.name)
-        if d.name == key or (key.isdigit() and int(m.group(1)) == int(key)):
-            return load_lesson(d)
+    for root in roots if roots is not None else lesson_roots():  # the first root's first
+        for d in lesson_dirs([root]):
+            m = DIR_RE.match(d.name)
+            if d.name == key or (key.isdigit() and int(m.group(1)) == int(key)):
+                return load_lesson(d)
     for d in dirs:  # by id: read the manifests' ids
         try:
             text = _read_text(d / MANIFEST, MANIFEST_LIMIT)

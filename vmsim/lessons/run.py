@@ -799,6 +799,8 @@ class Verdict:
 def verify_lesson(lesson: Lesson) -> list[Verdict]:
     """Every step solvable and not already solved (docs/lessons.md, "verify")."""
     from vmsim.asm import AsmError
+    from vmsim.hostkvm import HostKvmError
+    from vmsim.snapshot_format import SnapshotError
     from vmsim.vmm.machine import GuestLoadError
 
     run = LessonRun(lesson)
@@ -806,7 +808,8 @@ def verify_lesson(lesson: Lesson) -> list[Verdict]:
     for st in lesson.steps:
         try:
             out.append(_verify_step(run, st))
-        except (LessonError, AsmError, GuestLoadError, ValueError, OSError) as e:
+        except (LessonError, AsmError, GuestLoadError, SnapshotError, HostKvmError, ValueError,
+                OSError) as e:
             out.append(Verdict(st.id, False, str(e)))
     return out
 
