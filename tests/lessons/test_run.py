@@ -289,3 +289,24 @@ def test_practice_without_the_generator_module_is_a_lesson_error(monkeypatch) ->
     run = LessonRun(load_lesson(FIXTURES / "02-practice"))
     with pytest.raises(LessonError, match="unavailable"):
         run.check("walk", answer={"x": 1})
+
+
+def test_the_record_follows_steps_back_and_seeks_forward_again() -> None:
+    """Back over events, then forward through them again without their being emitted (a
+    seek replays muted), then on: the record is the record of a run that never went back."""
+    les = load_lesson(EVERYTHING)
+    plain = LessonRun(les)
+    plain.new_session("first-exit").run()
+    want = [(ev.seq, ev.kind) for ev in plain.events]
+    run = LessonRun(les)
+    s = run.new_session("first-exit")
+    for _ in range(40):
+        s.step_event()
+    before = [(ev.seq, ev.kind) for ev in run.events]
+    for _ in range(10):
+        s.step_back_event()
+    assert [(ev.seq, ev.kind) for ev in run.events] == before[:-10]
+    s.seek_time(s.timeline()["end"])
+    assert [(ev.seq, ev.kind) for ev in run.events] == before
+    s.run()
+    assert [(ev.seq, ev.kind) for ev in run.events] == want

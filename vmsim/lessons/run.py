@@ -92,8 +92,14 @@ class _Recorder:
         self._unsubscribe = stream.subscribe(self._take, self.kinds)
 
     def _take(self, ev) -> None:
-        if self.future and self.future[0].seq <= ev.seq:
-            self.future = [f for f in self.future if f.seq > ev.seq]
+        future = self.future
+        if future:
+            # Those before it happened again without being emitted (a muted replay up to
+            # where the run goes on); the one at its seq is this one, happening again.
+            while future and future[0].seq < ev.seq:
+                self.events.append(future.pop(0))
+            if future and future[0].seq == ev.seq:
+                future.pop(0)
         self.events.append(ev)
 
     def rewind(self, seq: int) -> None:
