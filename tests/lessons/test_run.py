@@ -310,3 +310,8 @@ def test_the_record_follows_steps_back_and_seeks_forward_again() -> None:
     assert [(ev.seq, ev.kind) for ev in run.events] == before
     s.run()
     assert [(ev.seq, ev.kind) for ev in run.events] == want
+    # Back again, then one seek past the recorded end: muted up to it, emitted after.
+    for _ in range(10):
+        s.step_back_event()
+    s.seek_time(10**12)
+    assert [(ev.seq, ev.kind) for ev in run.events] == want
