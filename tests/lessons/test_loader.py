@@ -149,3 +149,18 @@ def test_an_inline_array_element_is_located_on_its_own_line(everything_copy: Pat
         load_lesson(everything_copy)
     assert e.value.line == _line_of(path, '{ en = "", ')
     assert "steps[0].hints[1].en" in e.value.message
+
+
+def test_practice_params_are_checked_by_the_generator(everything_copy: Path) -> None:
+    pytest.importorskip("vmsim.lessons.practice")
+    from tests.lessons.conftest import FIXTURES
+
+    d = everything_copy.parent / "02-practice"
+    import shutil
+
+    shutil.copytree(FIXTURES / "02-practice", d)
+    manifest = d / "lesson.toml"
+    manifest.write_text(manifest.read_text().replace("params = {}", "params = { colour = 3 }"))
+    with pytest.raises(LessonError, match=r"steps\[1\]\.params: .*colour") as e:
+        load_lesson(d)
+    assert e.value.line == _line_of(manifest, "params = { colour = 3 }")

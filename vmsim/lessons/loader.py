@@ -251,7 +251,7 @@ def _build(doc: dict, c: _Ctx, prose: bool = True) -> Lesson:
     lesson = Lesson(id=lid, number=number, title=title, summary=summary, directory=c.directory,
                     intro=Text.same(""), guest=guest, machine=machine, steps=steps,
                     max_instructions=machine.get("max_instructions", MAX_INSTRUCTIONS))
-    _check_compare_backends(c, lesson)
+    _check_vmcs_backends(c, lesson)
     if prose:
         _prose(lesson)
     return lesson
@@ -354,6 +354,15 @@ def _step(c: _Ctx, t: dict, w: tuple, lesson_guest: Path | None, lesson_machine:
         st.generator = c.str(c.need(t, "generator", w), (*w, "generator"), GENERATORS)
         st.seed = c.int(t.get("seed", 0), (*w, "seed"), 0, (1 << 63) - 1)
         st.params = dict(c.table(t.get("params", {}), (*w, "params")))
+        try:
+            from vmsim.lessons import practice
+        except ImportError:
+            practice = None  # (checked when a problem is drawn: "generator unavailable")
+        if practice is not None and hasattr(practice, "validate"):
+            try:
+                practice.validate(st.generator, st.params)
+            except ValueError as e:
+                raise c.error((*w, "params"), str(e)) from None
     return st
 
 
@@ -560,7 +569,7 @@ def _action(c: _Ctx, raw: Any, w: tuple) -> dict:
     return out
 
 
-def _check_compare_backends(c: _Ctx, lesson: Lesson) -> None:
+def _check_vmcs_backends(c: _Ctx, lesson: Lesson) -> None:
     """Checks of VMCS fields need the simulated CPU."""
     for st in lesson.steps:
         for i, ch in enumerate(st.checks):

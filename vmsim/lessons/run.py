@@ -713,7 +713,11 @@ class LessonRun:
         if st.kind != "practice":
             raise LessonError(f"step {st.id!r} is not a practice step")
         practice = _practice_module()
-        return practice.generate(st.generator, st.seed if seed is None else seed, dict(st.params))
+        try:
+            return practice.generate(st.generator, st.seed if seed is None else seed,
+                                     dict(st.params))
+        except ValueError as e:
+            raise LessonError(f"step {st.id!r}: {e}") from None
 
     def _practice(self, st: Step, answer: Any) -> StepResult:
         if not isinstance(answer, dict):
@@ -723,7 +727,10 @@ class LessonRun:
         if seed is not None:
             seed = _as_int(seed)
         prob = self.problem(st, seed)
-        marks = prob.check(given)
+        try:
+            marks = prob.check(given)
+        except ValueError as e:
+            raise LessonError(f"step {st.id!r}: {e}") from None
         checks = []
         for q in prob.questions:
             ok = bool(marks.get(q.id))
