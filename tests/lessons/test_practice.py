@@ -141,15 +141,17 @@ def test_ept_walk_against_a_plain_walk_of_the_generated_tables(problems):
 
 IO = re.compile(r"(in|out) (?:(al|ax|eax), (dx|0x[0-9A-F]+)|(dx|0x[0-9A-F]+), (al|ax|eax))$")
 PIC_PORTS = {0x20, 0x21, 0xA0, 0xA1}  # kvm.ko's in-kernel PIC (irqchip kernel)
+REGS = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")  # the SDM's GPR numbers
 
 
 def test_exit_prediction_io_lines_against_the_sdm_layout(problems):
-    seen_io = seen_alu = 0
+    seen_io = seen_alu = seen_cr = 0
     for s in SEEDS:
         p = problems["exit_prediction", s]
         dx = None
         exits, user = _nums(p.answers["exits"]), _nums(p.answers["userspace"])
-        for n, ins in enumerate(_listing(p), 1):
+        listing = _listing(p)
+        for n, ins in enumerate(listing, 1):
             if m := re.fullmatch(r"mov dx, (0x[0-9A-F]+)", ins):
                 dx = int(m[1], 16)
             if m := IO.fullmatch(ins):
@@ -163,13 +165,23 @@ def test_exit_prediction_io_lines_against_the_sdm_layout(problems):
                 assert (p.answers[f"reason_{n}"], p.answers[f"qual_{n}"]) == (30, qual), (s, n, ins)
                 assert n in exits and (n in user) == (port not in PIC_PORTS), (s, n, ins)
                 seen_io += 1
+            elif m := re.fullmatch(r"mov cr([034]), (e[a-z]x|esi|edi)", ins):
+                # SDM "Exit Qualification for Control-Register Accesses": CR number, type 0
+                # (MOV to CR), the register's number in bits 11:8. An exit only for a bit
+                # KVM keeps: CR4.PSE and CR0.MP; never CR0.TS or (with EPT) CR0.WP or CR3
+                cr, reg = int(m[1]), REGS.index(m[2])
+                bit = int(re.search(r"xor \w+, (0x[0-9A-F]+)", listing[n - 2])[1], 16) if cr != 3 else 0
+                exits_here = cr == 4 or (cr == 0 and bit == 0x2)
+                want = (28, cr | reg << 8) if exits_here else (-1, 0)
+                assert (p.answers[f"reason_{n}"], p.answers[f"qual_{n}"]) == want, (s, n, ins)
+                seen_cr += 1
             elif ins == "cpuid":
                 assert p.answers[f"reason_{n}"] == 10 and n in exits and n not in user
             elif re.fullmatch(r"(mov|add|xor|inc) (eax|ebx|ecx|esi|edi|dx|al)(, (\w+|0x[0-9A-F]+))?", ins) \
                     and "cr" not in ins:  # register and immediate operands only: no exit
                 assert p.answers[f"reason_{n}"] == -1 and n not in exits, (s, n, ins)
                 seen_alu += 1
-    assert seen_io >= 10 and seen_alu >= 10
+    assert seen_io >= 10 and seen_alu >= 10 and seen_cr >= 3
 
 
 def test_shadow_faults_against_kvms_shadow_paging_rules(problems):
