@@ -1,4 +1,3 @@
-# ruff: noqa: RUF001 - Chinese text uses full-width punctuation (GLOSSARY.md)
 """Generated practice (issue 14): fresh problems from a seed, as the homework simulators
 of *Operating Systems: Three Easy Pieces* (paging-multilevel-translate.py ...) make them.
 

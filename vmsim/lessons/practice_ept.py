@@ -1,4 +1,3 @@
-# ruff: noqa: RUF001 - Chinese text uses full-width punctuation (GLOSSARY.md)
 """Practice "ept_walk": a two-dimensional page walk by hand (lesson 9).
 
 A random 32-bit (non-PAE, two-level) guest page table, in guest memory, and a random
