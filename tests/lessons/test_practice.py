@@ -121,22 +121,29 @@ def _listing(p: Problem) -> list[str]:
 
 
 def test_ept_walk_against_a_plain_walk_of_the_generated_tables(problems):
-    for s in SEEDS:
-        p = problems["ept_walk", s]
+    cases = [problems["ept_walk", s] for s in SEEDS]
+    cases += [generate("ept_walk", s, {"large_page": True}) for s in SEEDS[:6]]
+    for p in cases:
+        s = p.seed
         mem = _stores(p.guest_source)
         cr3 = int(re.search(r"mov eax, 0x([0-9A-F]+)\n\s+mov cr3, eax", p.guest_source)[1], 16)
         la = int(re.search(r"mov ebx, \[0x([0-9A-F]+)\]", p.guest_source)[1], 16)
         pde_addr = (cr3 & 0xFFFFF000) | (la >> 22) << 2            # SDM 4.3, 32-bit paging
         pde = mem[pde_addr]
-        assert pde & 1 and not pde & 0x80                          # present, a page table
-        pte_addr = (pde & 0xFFFFF000) | ((la >> 12) & 0x3FF) << 2
-        pte = mem[pte_addr]
-        assert pte & 1
-        gpa = (pte & 0xFFFFF000) | (la & 0xFFF)
-        assert (p.answers["pde_gpa"], p.answers["pte_gpa"], p.answers["gpa"]) == (pde_addr, pte_addr, gpa)
+        assert pde & 1
+        assert bool(pde & 0x80) == p.params["large_page"]
+        if pde & 0x80:  # CR4.PSE = 1 and PS: a 4 MiB page, one guest level
+            gpa, levels = (pde & 0xFFC00000) | (la & 0x3FFFFF), 1
+            assert "pte_gpa" not in p.answers
+        else:
+            pte_addr = (pde & 0xFFFFF000) | ((la >> 12) & 0x3FF) << 2
+            pte = mem[pte_addr]
+            assert pte & 1 and p.answers["pte_gpa"] == pte_addr
+            gpa, levels = (pte & 0xFFFFF000) | (la & 0xFFF), 2
+        assert (p.answers["pde_gpa"], p.answers["gpa"]) == (pde_addr, gpa), s
         assert p.answers["hpa"] & 0xFFF == gpa & 0xFFF             # EPT keeps the page offset
         # n guest levels, m EPT levels: (n + 1)(m + 1) - 1 paging-structure references
-        assert p.answers["references"] == (2 + 1) * (4 + 1) - 1 == 14
+        assert p.answers["references"] == (levels + 1) * (4 + 1) - 1 == {2: 14, 1: 9}[levels]
 
 
 IO = re.compile(r"(in|out) (?:(al|ax|eax), (dx|0x[0-9A-F]+)|(dx|0x[0-9A-F]+), (al|ax|eax))$")
