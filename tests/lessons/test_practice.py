@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from vmsim.lessons.practice import GENERATORS, Problem, generate, parse_answers, validate
+from vmsim.lessons.practice import GENERATORS, Problem, Question, generate, parse_answers, validate
 
 SEEDS = range(20)
 
@@ -73,6 +73,9 @@ def test_answers_in_other_spellings():
             given[q.id] = "none"
     assert all(p.check(given).values())
     assert not p.check({"exits": "x, y"})["exits"]
+    nothing = Problem("exit_prediction", 0, {}, [Question("exits", {}, "text")], {"exits": "none"}, {})
+    assert nothing.check({"exits": "none"})["exits"] and nothing.check({"exits": []})["exits"]
+    assert not nothing.check({"exits": " "})["exits"]  # a blank field is no answer
     typed = "; ".join(f"{q.id}={p.answers[q.id]:#x}" if q.kind == "hex" else f"{q.id}={p.answers[q.id]}"
                       for q in p.questions)
     assert all(p.check(parse_answers(typed)).values())
