@@ -124,6 +124,7 @@ class LessonPanel(QWidget):
         self.states: dict[str, StepState] = {}
         self.problems: dict[tuple[str, int], Any] = {}  # (step id, seed) -> practice Problem
         self._inputs: dict[str, Any] = {}  # the interaction's input widgets by role
+        self._split_set = False
 
         self.title = QLabel()
         self.title.setWordWrap(True)
@@ -148,8 +149,10 @@ class LessonPanel(QWidget):
         self.split = QSplitter(Qt.Orientation.Vertical)
         self.split.addWidget(self.prose)
         self.split.addWidget(scroll)
-        self.split.setStretchFactor(0, 3)
-        self.split.setStretchFactor(1, 2)
+        self.split.setStretchFactor(0, 1)
+        self.split.setStretchFactor(1, 1)
+        self.prose.setMinimumHeight(90)
+        scroll.setMinimumHeight(90)
         self.split.setChildrenCollapsible(False)
 
         self.b_check = QPushButton(tr("Check"))
@@ -160,30 +163,42 @@ class LessonPanel(QWidget):
         self.b_hint.clicked.connect(self.hint)
         self.b_solution = QPushButton(tr("Show solution"))
         self.b_solution.clicked.connect(self.show_solution)
-        self.b_prev = QPushButton(tr("\u25c0 Previous"))
-        self.b_prev.setToolTip(tr("the previous step (Alt+Left)"))
+        # Previous and Next as arrows on the same row (the dock is short at 1366x768); their
+        # words are in the tooltip and the accessible name.
+        self.b_prev = QPushButton("\u25c0")
         self.b_prev.clicked.connect(self.previous)
-        self.b_next = QPushButton(tr("Next \u25b6"))
-        self.b_next.setToolTip(tr("the next step (Alt+Right)"))
+        self.b_next = QPushButton("\u25b6")
         self.b_next.clicked.connect(self.next)
+        for b in (self.b_prev, self.b_next):
+            b.setFixedWidth(b.fontMetrics().horizontalAdvance("\u25c0") + 24)
+        self._name_arrows()
         row1 = QHBoxLayout()
-        for b in (self.b_check, self.b_hint, self.b_solution):
+        row1.setSpacing(4)
+        for b in (self.b_prev, self.b_check, self.b_hint, self.b_solution, self.b_next):
             row1.addWidget(b)
-        row2 = QHBoxLayout()
-        row2.addWidget(self.b_prev)
-        row2.addStretch(1)
-        row2.addWidget(self.b_next)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
         lay.addWidget(self.title)
         lay.addWidget(self.steps)
         lay.addWidget(self.split, 1)
         lay.addLayout(row1)
-        lay.addLayout(row2)
         self.empty = QLabel(tr("No lesson is open: Lessons > Choose a lesson… (Ctrl+L)"))
         self.empty.setWordWrap(True)
         lay.addWidget(self.empty)
         self._show_lesson_widgets(False)
+
+    def _name_arrows(self) -> None:
+        self.b_prev.setToolTip(tr("the previous step (Alt+Left)"))
+        self.b_prev.setAccessibleName(tr("Previous step"))
+        self.b_next.setToolTip(tr("the next step (Alt+Right)"))
+        self.b_next.setAccessibleName(tr("Next step"))
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        if not self._split_set and self.split.height() > 100:  # the prose and the step's work alike
+            self._split_set = True
+            h = self.split.height()
+            self.split.setSizes([h // 2, h - h // 2])
 
     # -- the lesson ------------------------------------------------------------------------------------
     def _show_lesson_widgets(self, on: bool) -> None:
@@ -269,11 +284,10 @@ class LessonPanel(QWidget):
         self.title.setText(tr("Lesson {n}: {title}").format(n=lesson.number, title=text_of(lesson.title)))
         self.title.setToolTip(text_of(lesson.summary))
         self._render_steps()
-        prose = text_of(step.prose)
-        if self.index == 0 and text_of(lesson.intro).strip():
+        prose = f"## {self.index + 1}. {text_of(step.title)}\n\n{text_of(step.prose)}"
+        if self.index == 0 and text_of(lesson.intro).strip():  # the introduction before the first step
             prose = text_of(lesson.intro).rstrip() + "\n\n---\n\n" + prose
-        head = f"## {self.index + 1}. {text_of(step.title)}\n\n"
-        self.prose.setMarkdown(head + prose)
+        self.prose.setMarkdown(prose)
         self._render_area()
         self._update_buttons()
 
@@ -465,14 +479,9 @@ class LessonPanel(QWidget):
             if step.kind == "predict" and r.truth is not None:
                 parts.append(html.escape(tr("You predicted {answer}; the simulator counts {truth}.").format(
                     answer=st.answer, truth=r.truth)))
-            if step.kind == "practice":
-                pass  # the checks say which answers were right
             failing = [c for c in r.checks if not c.passed]
-            shown = r.checks if step.kind == "practice" else failing
-            if shown and not (r.passed and step.kind != "practice"):
-                parts.append("<ul>" + "".join(
-                    f"<li>{'✓' if c.passed else '✗'} {html.escape(text_of(c.message))}</li>"
-                    for c in shown) + "</ul>")
+            shown = r.checks if step.kind == "practice" else [] if step.kind == "predict" else failing
+            parts += [f"{'✓' if c.passed else '✗'} {html.escape(text_of(c.message))}" for c in shown]
             if r.explain is not None and step.kind in ("predict", "choice"):
                 parts.append(html.escape(text_of(r.explain)))
         if st.solution:
@@ -536,9 +545,9 @@ class LessonPanel(QWidget):
     def retranslate(self) -> None:
         """After a language switch: every text again, the lesson's in the new language."""
         self._keep_inputs()
-        for w, t in ((self.b_check, tr("Check")), (self.b_solution, tr("Show solution")),
-                     (self.b_prev, tr("\u25c0 Previous")), (self.b_next, tr("Next \u25b6"))):
+        for w, t in ((self.b_check, tr("Check")), (self.b_solution, tr("Show solution"))):
             w.setText(t)
+        self._name_arrows()
         self.empty.setText(tr("No lesson is open: Lessons > Choose a lesson… (Ctrl+L)"))
         if self.step is not None:
             self.render()

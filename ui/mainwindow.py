@@ -185,6 +185,7 @@ class MainWindow(QMainWindow):
         self.vcpus = VcpusPanel()
         self.queues = DeviceQueuesPanel()
         self.lesson_panel = LessonPanel(self)
+        self.lesson_panel.lesson = lesson  # (opened below: the docks are arranged for it)
         self._lesson_key: tuple | None = None  # the (guest, machine) the session was made for
         self._lessons: list | None = None  # the installed lessons (Lessons menu), when read
         self.docks: dict[str, QDockWidget] = {}
@@ -364,7 +365,7 @@ class MainWindow(QMainWindow):
         avail = H - self._chrome_height()
         if self.lesson_open:  # the lesson over the guest source
             self.resizeDocks([self.docks["lesson"], self.docks["source"]],
-                             [int(avail * 0.62), int(avail * 0.38)], Qt.Orientation.Vertical)
+                             [int(avail * 0.64), int(avail * 0.36)], Qt.Orientation.Vertical)
         if self._compact and not self.lesson_open:
             self.resizeDocks([self.docks["source"], self.docks["devices"]],
                              [int(avail * 0.6), int(avail * 0.4)], Qt.Orientation.Vertical)
@@ -1463,7 +1464,7 @@ class MainWindow(QMainWindow):
             except (LessonError, LookupError, ValueError, OSError) as e:
                 self._refused(tr("cannot open the lesson: {error}").format(error=_one_line(e)))
                 return False
-        placed = self.lesson_open and self.docks["lesson"].isVisible()
+        placed = self.lesson_open and not self.docks["lesson"].isHidden()
         self.lesson_panel.lesson = lesson  # (the docks are arranged for an open lesson)
         if not placed:
             if self.isVisible():
