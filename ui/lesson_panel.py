@@ -476,14 +476,14 @@ class LessonPanel(QWidget):
                 parts.append("<b>" + html.escape(tr("\u2713 Right: this step is done.")) + "</b>")
             else:
                 parts.append("<b>" + html.escape(tr("\u2717 Not yet:")) + "</b>")
-            if step.kind == "predict" and r.truth is not None:
-                parts.append(html.escape(tr("You predicted {answer}; the simulator counts {truth}.").format(
-                    answer=st.answer, truth=r.truth)))
-            failing = [c for c in r.checks if not c.passed]
-            shown = r.checks if step.kind == "practice" else [] if step.kind == "predict" else failing
+            # predict: "you predicted N; the simulator counted M"; practice: each answer;
+            # choice: the options' whys are beside them; the others: what failed.
+            shown = ([] if step.kind == "choice" else r.checks if step.kind in ("predict", "practice")
+                     else [c for c in r.checks if not c.passed])
             parts += [f"{'✓' if c.passed else '✗'} {html.escape(text_of(c.message))}" for c in shown]
-            if r.explain is not None and step.kind in ("predict", "choice"):
-                parts.append(html.escape(text_of(r.explain)))
+            explain = step.explain if step.kind in ("predict", "choice") else None
+            if explain is not None:
+                parts.append(_markdown_html(text_of(explain)))
         if st.solution:
             parts.append(self._solution_html(step, st))
         return "<br>".join(p for p in parts if p)
@@ -499,12 +499,7 @@ class LessonPanel(QWidget):
         if step.kind == "practice":
             problem = self.problem(step, st.seed or 0)
             if problem is not None:
-                from PySide6.QtGui import QTextDocument
-
-                doc = QTextDocument()
-                doc.setMarkdown(text_of(problem.solution))
-                body = doc.toHtml()
-                return head + body[body.find("<body"):].split(">", 1)[1].rsplit("</body>", 1)[0]
+                return head + _markdown_html(text_of(problem.solution))
         return ""
 
     def _update_buttons(self) -> None:
@@ -675,6 +670,16 @@ class LessonPanel(QWidget):
         step = self.step
         if step is not None and self.win is not None:
             self.win.lesson_enter_step(self.lesson, step, fresh=True)
+
+
+def _markdown_html(text: str) -> str:
+    """Markdown as the HTML of a rich-text label (a result's explanation, a worked solution)."""
+    from PySide6.QtGui import QTextDocument
+
+    doc = QTextDocument()
+    doc.setMarkdown(text)
+    body = doc.toHtml()
+    return body[body.find("<body"):].split(">", 1)[1].rsplit("</body>", 1)[0]
 
 
 def _drop_layout(layout) -> None:

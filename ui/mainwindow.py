@@ -1449,6 +1449,8 @@ class MainWindow(QMainWindow):
             from vmsim.lessons.progress import Progress
 
             self.progress = Progress.load()
+            if self.progress.warning:  # a corrupt file, kept aside: the student is told
+                self.statusBar().showMessage(self.progress.warning, 15000)
         return self.progress
 
     def open_lesson(self, lesson, step: str | None = None) -> bool:
@@ -1521,17 +1523,20 @@ class MainWindow(QMainWindow):
             self.lesson_panel.attach(self.bridge.session)
         self._raise_step_panels(step)
 
-    def _lesson_session(self, lesson, step, guest: Path, key: tuple) -> None:
+    def _lesson_session(self, lesson, step, guest: Path | None, key: tuple) -> None:
+        from vmsim.lessons.run import record_from_start
+
         b = self.bridge
-        source = guest.read_text(encoding="utf-8") if guest != step.guest else None
+        source = guest.read_text(encoding="utf-8") if guest is not None and guest != step.guest else None
         first: dict[str, object] = {}
 
         def make(image, **kw):
-            """The step's session; after an edit (Assemble & reset) of the editor's text."""
+            """The step's session (its events recorded from its construction, for the
+            LessonRun); after an edit (Assemble & reset), of the editor's text."""
             src = source
             if image is not None and "image" in first and image is not first["image"]:
                 src = image.source
-            session = lesson.session(step, source=src, **kw)
+            session = record_from_start(lesson, step, src, source_name=str(guest or "guest.asm"), **kw)
             first.setdefault("image", session.image)
             return session
 
@@ -1547,7 +1552,7 @@ class MainWindow(QMainWindow):
             self._refused(tr("cannot start this step's machine: {error}").format(error=_one_line(e)))
             return
         self._lesson_key = key
-        self.guest_path = str(guest)
+        self.guest_path = str(guest or b.session.image.source_file or lesson.directory)
         self._sync_machine_controls()
         self._set_title()
         self._load_source_text()
