@@ -202,7 +202,8 @@ def main(args: argparse.Namespace) -> int:
         try:
             lesson = find_lesson(lesson_arg)
         except (LessonError, LookupError, ValueError, OSError) as e:
-            print(f"vmsim gui: --lesson {lesson_arg}: {' '.join(str(e).split())} "
+            why = e.args[0] if isinstance(e, KeyError) and e.args else e  # (a KeyError's str is quoted)
+            print(f"vmsim gui: --lesson {lesson_arg}: {' '.join(str(why).split())} "
                   "(vmsim lesson list shows the lessons)", file=sys.stderr)
             return EXIT_BAD_INPUT
         if args.step and args.step not in [s.id for s in lesson.steps]:

@@ -51,6 +51,7 @@ KINDS = ("do", "predict", "modify", "choice", "practice")
 MARKS = {"done": "\u2713", "tried": "\u2717", "new": "\u25cb"}  # ✓ ✗ ○: status beyond colour
 SEED_MAX = 2**31 - 1
 STEP_ROWS = 6  # the step list shows this many rows at most (it scrolls beyond)
+SHORT_PANEL = 480  # pixels: a panel shorter than this lists three steps at a time
 
 
 def lesson_lang() -> str:
@@ -124,7 +125,6 @@ class LessonPanel(QWidget):
         self.states: dict[str, StepState] = {}
         self.problems: dict[tuple[str, int], Any] = {}  # (step id, seed) -> practice Problem
         self._inputs: dict[str, Any] = {}  # the interaction's input widgets by role
-        self._split_set = False
 
         self.title = QLabel()
         self.title.setWordWrap(True)
@@ -151,8 +151,8 @@ class LessonPanel(QWidget):
         self.split.addWidget(scroll)
         self.split.setStretchFactor(0, 1)
         self.split.setStretchFactor(1, 1)
-        self.prose.setMinimumHeight(90)
-        scroll.setMinimumHeight(90)
+        self.prose.setMinimumHeight(60)
+        scroll.setMinimumHeight(60)
         self.split.setChildrenCollapsible(False)
 
         self.b_check = QPushButton(tr("Check"))
@@ -195,10 +195,20 @@ class LessonPanel(QWidget):
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
-        if not self._split_set and self.split.height() > 100:  # the prose and the step's work alike
-            self._split_set = True
-            h = self.split.height()
-            self.split.setSizes([h // 2, h - h // 2])
+        self._fit_steps()
+        self._fit_split()
+
+    def _fit_split(self) -> None:
+        """The prose as tall as it needs up to 60% of the room (it scrolls beyond), the
+        step's interaction the rest."""
+        total = sum(self.split.sizes())
+        if total < 100:
+            return
+        doc = self.prose.document()
+        doc.setTextWidth(self.prose.viewport().width())
+        need = int(doc.size().height()) + 2 * self.prose.frameWidth() + 8
+        prose = max(60, min(need, int(total * 0.6)))
+        self.split.setSizes([prose, total - prose])
 
     # -- the lesson ------------------------------------------------------------------------------------
     def _show_lesson_widgets(self, on: bool) -> None:
@@ -288,6 +298,7 @@ class LessonPanel(QWidget):
         if self.index == 0 and text_of(lesson.intro).strip():  # the introduction before the first step
             prose = text_of(lesson.intro).rstrip() + "\n\n---\n\n" + prose
         self.prose.setMarkdown(prose)
+        self._fit_split()
         self._render_area()
         self._update_buttons()
 
@@ -303,9 +314,20 @@ class LessonPanel(QWidget):
             self.steps.addItem(item)
         self.steps.setCurrentRow(self.index)
         self.steps.blockSignals(False)
-        rows = min(len(self.lesson.steps), STEP_ROWS)
+        self._fit_steps()
+
+    def _fit_steps(self) -> None:
+        """Every step in the list (up to STEP_ROWS) where the panel has room; in a short
+        one (1366x768) three rows and a scroll bar, the current step kept in view."""
+        if self.lesson is None:
+            return
+        rows = min(len(self.lesson.steps), STEP_ROWS if self.height() >= SHORT_PANEL else 3)
         h = self.steps.sizeHintForRow(0) if self.steps.count() else 18
-        self.steps.setFixedHeight(rows * h + 2 * self.steps.frameWidth() + 4)
+        frame = 2 * self.steps.frameWidth() + 4
+        self.steps.setMinimumHeight(min(rows, 2) * h + frame)
+        self.steps.setMaximumHeight(rows * h + frame)
+        if self.steps.currentItem() is not None:
+            self.steps.scrollToItem(self.steps.currentItem())
 
     def _clear_area(self) -> None:
         while self.area_layout.count():
@@ -379,12 +401,17 @@ class LessonPanel(QWidget):
         chosen = st.answer if st.result is not None else st.inputs.get("choice", set())
         boxes = []
         for i, o in enumerate(step.options):
+            # The button and its words apart: a label wraps a long option (a button cannot).
             b: QAbstractButton = QCheckBox() if multi else QRadioButton()
-            b.setText(text_of(o.text))
             b.setObjectName(f"lesson-option-{i}")
+            b.setAccessibleName(text_of(o.text))
             b.setChecked(i in (chosen or set()))
             group.addButton(b, i)
-            self.area_layout.addWidget(b)
+            words = _ClickLabel(text_of(o.text), b)
+            row = QHBoxLayout()
+            row.addWidget(b, 0, Qt.AlignmentFlag.AlignTop)
+            row.addWidget(words, 1)
+            self.area_layout.addLayout(row)
             boxes.append(b)
             if st.result is not None:
                 mark = tr("\u2713 right") if o.correct else tr("\u2717 not right")
@@ -670,6 +697,20 @@ class LessonPanel(QWidget):
         step = self.step
         if step is not None and self.win is not None:
             self.win.lesson_enter_step(self.lesson, step, fresh=True)
+
+
+class _ClickLabel(QLabel):
+    """An option's words, wrapped; a click on them clicks its button."""
+
+    def __init__(self, text: str, button: QAbstractButton):
+        super().__init__(text)
+        self.setWordWrap(True)
+        self.setTextFormat(Qt.TextFormat.PlainText)
+        self.button = button
+
+    def mouseReleaseEvent(self, event) -> None:
+        self.button.click()
+        super().mouseReleaseEvent(event)
 
 
 def _markdown_html(text: str) -> str:

@@ -102,6 +102,8 @@ def _bytes(n: int) -> str:
 
 
 def _one_line(e: object) -> str:
+    if isinstance(e, KeyError) and e.args:  # str() of a KeyError is its repr: quoted
+        e = e.args[0]
     return " ".join(str(e).split())
 
 
@@ -308,6 +310,7 @@ class MainWindow(QMainWindow):
         (under the guest source in a compact layout); each group is one set of tabs, its
         first tab in front (`first` for the bottom group)."""
         self._compact = compact
+        size = self.size()  # (the docks side by side on the way may widen the window: undone below)
         C, A = Qt.Corner, Qt.DockWidgetArea
         self.setCorner(C.TopLeftCorner, A.LeftDockWidgetArea)
         self.setCorner(C.BottomLeftCorner, A.LeftDockWidgetArea)
@@ -339,6 +342,9 @@ class MainWindow(QMainWindow):
             front = first if first in names and "source" not in names else names[0]
             self.docks[front].raise_()
         self._unelide_tabs()
+        if self.size() != size and not (self.windowState() & (Qt.WindowState.WindowMaximized
+                                                              | Qt.WindowState.WindowFullScreen)):
+            self.resize(size.expandedTo(self.minimumSizeHint()))
 
     def _unelide_tabs(self) -> None:
         """Dock tabs show their whole titles (scroll buttons when a group is too narrow),
@@ -395,6 +401,8 @@ class MainWindow(QMainWindow):
             if not self._restored:  # the default arrangement, for the size it has
                 if self.compact_layout() != self._compact:
                     self._arrange_docks(self._first, compact=not self._compact)
+                    if self.lesson_panel.step is not None:  # the step's panels in front again
+                        self._raise_step_panels(self.lesson_panel.step)
                 QTimer.singleShot(0, self.default_dock_sizes)
             self._unelide_tabs()
             if self._present_pending:  # --presentation: from the arrangement just made
@@ -1562,7 +1570,9 @@ class MainWindow(QMainWindow):
         self.refresh()
 
     def _raise_step_panels(self, step) -> None:
-        for name in step.show:
+        """The panels a step names shown, the first named in front of its tab group
+        (raised last); the lesson stays shown beside them."""
+        for name in reversed(step.show):
             if name in self.docks and name != "lesson":
                 self.raise_panel("", name)
         lesson = self.docks["lesson"]
