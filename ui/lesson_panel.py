@@ -18,7 +18,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QAbstractButton,
     QButtonGroup,
@@ -196,7 +196,7 @@ class LessonPanel(QWidget):
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
         self._fit_steps()
-        self._fit_split()
+        QTimer.singleShot(0, self._fit_split)  # once the splitter has its new size
 
     def _fit_split(self) -> None:
         """The prose as tall as it needs up to 60% of the room (it scrolls beyond), the
@@ -490,8 +490,9 @@ class LessonPanel(QWidget):
 
     def _hints_html(self, step, st: StepState) -> str:
         n = len(step.hints)
-        return "<br>".join(f"<b>{html.escape(tr('Hint {i} of {n}:').format(i=i + 1, n=n))}</b> "
-                           f"{html.escape(text_of(h))}" for i, h in enumerate(step.hints[:st.hints]))
+        head = tr("Hint {i} of {n}:")
+        return "<br>".join(f"<b>{html.escape(head.format(i=i + 1, n=n))}</b> {html.escape(text_of(h))}"
+                           for i, h in enumerate(step.hints[:st.hints]))
 
     def _result_html(self, step, st: StepState) -> str:
         parts: list[str] = []
