@@ -268,8 +268,10 @@ class LessonPanel(QWidget):
 
     def attach(self, session) -> None:
         """The window made a new session (reset, reassembled, a new step): do-step checks
-        look at it from now on."""
-        if self.run is not None and session is not None:
+        look at it from now on, with its events from its construction (a session made by
+        record_from_start: KVM_CREATE_VM ...). Attached once: a second attach would
+        record it from now only."""
+        if self.run is not None and session is not None and self.run.session is not session:
             self.run.attach(session)
 
     def _row_chosen(self, row: int) -> None:

@@ -1482,7 +1482,10 @@ class MainWindow(QMainWindow):
             else:
                 self._restored = False
                 self._arrange_docks(self._first, compact=self._compact)
-        self.lesson_panel.open(lesson, LessonRun(lesson), self.lesson_progress(), step)
+        panel = self.lesson_panel
+        same = panel.run is not None and panel.run.lesson.id == lesson.id
+        run = panel.run if same else LessonRun(lesson)  # (it follows the session already)
+        panel.open(lesson, run, self.lesson_progress(), step)
         return True
 
     def choose_lesson(self) -> None:

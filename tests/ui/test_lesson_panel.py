@@ -93,6 +93,13 @@ def test_a_student_walks_a_lesson_and_comes_back(lesson, open_window, tmp_path, 
     assert _first_line(do.prose.get("en")) in prose
     assert p.steps.count() == len(lesson.steps)
     assert _in_front(win, do.show[0])  # the panels the step names, the first in front
+    # The checks see the session from its construction (the KVM API calls that made it).
+    def ioctls():
+        return [ev.fields.get("name") for ev in p.run.events if ev.kind == "kvm_ioctl"]
+
+    assert "KVM_CREATE_VM" in ioctls()
+    win.a_reset.trigger()  # a new session: followed, from its construction too
+    assert p.run.session is win.bridge.session and ioctls().count("KVM_CREATE_VM") == 1
 
     # A do step checked before acting: it fails and says why, in the lesson's words.
     p.b_check.click()
