@@ -459,7 +459,7 @@ class LessonPanel(QWidget):
             f = QLineEdit()
             f.setObjectName(f"lesson-q-{q.id}")
             f.setPlaceholderText({"int": tr("a whole number"), "hex": tr("hexadecimal, e.g. 0x1000"),
-                                  "text": tr("text")}.get(q.kind, ""))
+                                  "text": tr("your answer")}.get(q.kind, ""))
             v = (given or {}).get(q.id)
             f.setText("" if v is None else (f"{v:#x}" if q.kind == "hex" and isinstance(v, int) else str(v)))
             f.returnPressed.connect(self.check)
@@ -662,20 +662,12 @@ class LessonPanel(QWidget):
             return None
         out: dict[str, Any] = {"seed": st.seed}
         given = st.inputs.get("practice", {})
-        for q in problem.questions:
+        for q in problem.questions:  # as typed: the problem reads them (0x1F or 1F, "1, 3" ...)
             text = (given.get(q.id) or "").strip()
             if not text:
                 st.note = tr("Answer every question, then press Check.")
                 return None
-            if q.kind == "text":
-                out[q.id] = text
-                continue
-            try:
-                out[q.id] = int(text, 16) if q.kind == "hex" and not text.lower().startswith("0x") \
-                    else int(text, 0)
-            except ValueError:
-                st.note = tr("{text}: not a number").format(text=text)
-                return None
+            out[q.id] = text
         return out
 
     def show_solution(self) -> None:
@@ -729,11 +721,12 @@ def _markdown_html(text: str) -> str:
 def _drop_layout(layout) -> None:
     while layout.count():
         it = layout.takeAt(0)
-        if it.widget() is not None:
-            it.widget().setParent(None)
-            it.widget().deleteLater()
-        elif it.layout() is not None:
-            _drop_layout(it.layout())
+        w, sub = it.widget(), it.layout()
+        if w is not None:
+            w.setParent(None)
+            w.deleteLater()
+        elif sub is not None:
+            _drop_layout(sub)
 
 
 class LessonChooser(QDialog):

@@ -48,11 +48,15 @@ def open_window(qtbot, english):
 
 
 def _plain(label) -> str:
-    """A rich-text label's words."""
+    """A rich-text or Markdown label's words, as shown."""
+    from PySide6.QtCore import Qt
     from PySide6.QtGui import QTextDocument
 
     doc = QTextDocument()
-    doc.setHtml(label.text())
+    if label.textFormat() == Qt.TextFormat.MarkdownText:
+        doc.setMarkdown(label.text())
+    else:
+        doc.setHtml(label.text())
     return " ".join(doc.toPlainText().split())
 
 
@@ -263,3 +267,40 @@ def test_lesson_one_opens(open_window, tmp_path, monkeypatch) -> None:
     win.set_language("zh_CN")
     assert lesson.title.get("zh-CN") in p.title.text()
     win.set_language("en")
+
+
+def test_a_practice_step_shows_its_seed_and_checks_each_answer(open_window, tmp_path, monkeypatch) -> None:
+    """The engine's practice fixture: the seed shown and settable (a class gets the same
+    problem), the answers typed reach the check, the worked solution on request."""
+    from vmsim.lessons import load_lesson
+
+    monkeypatch.setenv("VMSIM_DATA_DIR", str(tmp_path))
+    lesson = load_lesson(FIXTURE.with_name("02-practice"))
+    step = lesson.steps[0]
+    win = open_window(lesson)
+    p = win.lesson_panel
+    assert p._inputs["seed"].value() == step.seed
+    problem = p.run.problem(step, step.seed)
+    shown = p.area.findChild(type(p.result_label), "lesson-problem")
+    assert _first_line(problem.prompt["en"]) in _plain(shown)
+    fields = p._inputs["practice"]
+    assert sorted(fields) == sorted(q.id for q in problem.questions)
+    for _q, f in fields.values():
+        f.setText("1")
+    p.b_check.click()
+    r = p.state().result
+    assert not r.passed and len(r.checks) == len(problem.questions)
+    p.b_solution.click()
+    assert _first_line(problem.solution["en"]) in _plain(p.result_label)
+    # Another seed: another problem, its answers (typed as a student would) accepted.
+    seed = p._inputs["seed"]
+    seed.setValue(step.seed + 1)
+    seed.editingFinished.emit()
+    other = p.run.problem(step, step.seed + 1)
+    assert p.state().seed == step.seed + 1 and p.state().result is None
+    for qid, (_q, f) in p._inputs["practice"].items():
+        f.setText(other.answer_text(qid))
+    p.b_check.click()
+    assert p.state().result.passed, _plain(p.result_label)
+    data = json.loads((tmp_path / "progress.json").read_text(encoding="utf-8"))
+    assert data["lessons"][lesson.id]["steps"][step.id]["answer"]["seed"] == step.seed + 1

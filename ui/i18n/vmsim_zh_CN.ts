@@ -2394,8 +2394,8 @@
         <translation>十六进制，例如 0x1000</translation>
     </message>
     <message>
-        <source>text</source>
-        <translation>文字</translation>
+        <source>your answer</source>
+        <translation>你的答案</translation>
     </message>
     <message>
         <source>Hint {i} of {n}:</source>
@@ -2456,10 +2456,6 @@
     <message>
         <source>Answer every question, then press Check.</source>
         <translation>回答每一个问题，然后按“检查”。</translation>
-    </message>
-    <message>
-        <source>{text}: not a number</source>
-        <translation>{text}：不是数字</translation>
     </message>
     <message>
         <source>Put the reference solution into the editor? Your text there is replaced (save it first to keep it).</source>
