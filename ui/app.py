@@ -212,7 +212,7 @@ def main(args: argparse.Namespace) -> int:
             return EXIT_BAD_INPUT
     elif args.guest is None and not args.load:
         lesson = default_lesson()
-    guest = str(lesson.guest) if lesson is not None else args.guest
+    guest = (str(lesson.guest) if lesson.guest is not None else None) if lesson is not None else args.guest
     if guest is None and not args.load:
         found = default_guest()
         if found is None:
