@@ -688,6 +688,9 @@ def build_parser() -> argparse.ArgumentParser:
     from vmsim.asm.cli import register
 
     register(sub)
+    from vmsim.lessons.cli import register as register_lesson
+
+    register_lesson(sub)
     _register_plugins(sub)
     return parser
 

@@ -7,7 +7,7 @@ documented error (one line naming the file); never another exception, a hang or
 gigabytes of memory.
 
 A kind whose reader does not exist yet has `reader=None`: its test is skipped, saying
-so. When a reader lands (`vmsim stats TRACEFILE`, snapshots, lessons), fill it in here;
+so. When a reader lands, fill it in here;
 see docs/fuzzing.md.
 """
 
@@ -133,12 +133,36 @@ def load_session_file(path: Path) -> object:
     return s
 
 
+LESSON_FIXTURES = Path(__file__).resolve().parents[1] / "data" / "lessons"
+
+
+def valid_lessons() -> list[bytes]:
+    """The fixture lessons' manifests (tests/data/lessons/*/lesson.toml) and the lessons'
+    in lessons/, when there are any."""
+    roots = [LESSON_FIXTURES, Path(__file__).resolve().parents[2] / "lessons"]
+    return [p.read_bytes() for root in roots for p in sorted(root.glob("[0-9][0-9]-*/lesson.toml"))]
+
+
+def read_lesson_manifest(path: Path) -> object:
+    """vmsim.lessons.loader.read_manifest: the manifest checked key by key (the files it
+    names are not looked for: they are not beside the mutated copy)."""
+    from vmsim.lessons.loader import read_manifest
+
+    return read_manifest(path)
+
+
+def _lesson_errors() -> tuple[type[BaseException], ...]:
+    from vmsim.lessons import LessonError
+
+    return (LessonError,)
+
+
 FILE_KINDS: tuple[FileKind, ...] = (
     FileKind("trace", ".jsonl", valid_traces, reader=read_trace, errors=_trace_errors()),
     FileKind("snapshot", ".vmsnap", valid_snapshots, reader=read_snapshot_file,
              errors=_snapshot_errors(), binary=True),
     FileKind("session", ".vmsnap", valid_sessions, reader=load_session_file,
              errors=_snapshot_errors(), binary=True),
-    FileKind("lesson", ".lesson", None, reader=None,
-             todo="lessons do not exist yet (lessons/, DESIGN.md 'Lessons')"),
+    FileKind("lesson", ".toml", valid_lessons, reader=read_lesson_manifest,
+             errors=_lesson_errors()),
 )
