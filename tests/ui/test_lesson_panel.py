@@ -269,13 +269,36 @@ def test_lesson_one_opens(open_window, tmp_path, monkeypatch) -> None:
     win.set_language("en")
 
 
+PRACTICE_TOML = """format = 1
+id = "practice"
+title = { en = "Practice", zh-CN = "练习" }
+summary = { en = "Generated practice.", zh-CN = "生成的练习。" }
+guest = "guest.asm"
+
+[[steps]]
+id = "walk"
+kind = "practice"
+title = { en = "Walk the tables", zh-CN = "走一遍页表" }
+generator = "ept_walk"
+seed = 7
+"""
+
+
 def test_a_practice_step_shows_its_seed_and_checks_each_answer(open_window, tmp_path, monkeypatch) -> None:
-    """The engine's practice fixture: the seed shown and settable (a class gets the same
+    """A practice step (ept_walk): the seed shown and settable (a class gets the same
     problem), the answers typed reach the check, the worked solution on request."""
+    import shutil
+
     from vmsim.lessons import load_lesson
 
     monkeypatch.setenv("VMSIM_DATA_DIR", str(tmp_path))
-    lesson = load_lesson(FIXTURE.with_name("02-practice"))
+    d = tmp_path / "02-practice"
+    d.mkdir()
+    shutil.copy(FIXTURE / "guest.asm", d)
+    (d / "lesson.toml").write_text(PRACTICE_TOML, encoding="utf-8")
+    for lang in ("en", "zh-CN"):
+        (d / f"{lang}.md").write_text("# Practice\n\n<!-- step: walk -->\nWalk.\n", encoding="utf-8")
+    lesson = load_lesson(d)
     step = lesson.steps[0]
     win = open_window(lesson)
     p = win.lesson_panel
