@@ -199,15 +199,19 @@ class LessonPanel(QWidget):
         QTimer.singleShot(0, self._fit_split)  # once the splitter has its new size
 
     def _fit_split(self) -> None:
-        """The prose as tall as it needs up to 60% of the room (it scrolls beyond), the
-        step's interaction the rest."""
+        """The step's interaction as tall as it needs, the prose the rest, but never less
+        than it needs up to 45% of the room (both scroll beyond)."""
         total = sum(self.split.sizes())
-        if total < 100:
+        if total < 130:
             return
         doc = self.prose.document()
         doc.setTextWidth(self.prose.viewport().width())
-        need = int(doc.size().height()) + 2 * self.prose.frameWidth() + 8
-        prose = max(60, min(need, int(total * 0.6)))
+        need_prose = int(doc.size().height()) + 2 * self.prose.frameWidth() + 8
+        lay, width = self.area.layout(), self.scroll.viewport().width()
+        inner = lay.heightForWidth(width) if lay.hasHeightForWidth() else -1  # wrapped labels
+        need_area = (inner if inner > 0 else self.area.sizeHint().height()) + 2 * self.scroll.frameWidth() + 4
+        prose = max(total - need_area, min(need_prose, int(total * 0.45)))
+        prose = max(60, min(prose, total - 60))
         self.split.setSizes([prose, total - prose])
 
     # -- the lesson ------------------------------------------------------------------------------------
@@ -324,8 +328,9 @@ class LessonPanel(QWidget):
         if self.lesson is None:
             return
         rows = min(len(self.lesson.steps), STEP_ROWS if self.height() >= SHORT_PANEL else 3)
-        h = self.steps.sizeHintForRow(0) if self.steps.count() else 18
-        frame = 2 * self.steps.frameWidth() + 4
+        shown = self.steps.visualItemRect(self.steps.item(0)).height() if self.steps.count() else 0
+        h = shown or (self.steps.sizeHintForRow(0) if self.steps.count() else 18)
+        frame = 2 * self.steps.frameWidth()
         self.steps.setMinimumHeight(min(rows, 2) * h + frame)
         self.steps.setMaximumHeight(rows * h + frame)
         if self.steps.currentItem() is not None:
@@ -366,6 +371,7 @@ class LessonPanel(QWidget):
         self.result_label = self._label(self._result_html(step, st), name="lesson-result")
         self.result_label.setVisible(bool(st.result is not None or st.note or st.solution))
         self.area_layout.addStretch(1)
+        QTimer.singleShot(0, self._fit_split)  # room for what the step shows now
 
     def _area_do(self, step, st: StepState) -> None:
         self._label(html.escape(tr("Do it in the window (the toolbar's steps, Run, the panels), then "
