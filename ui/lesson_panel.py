@@ -90,8 +90,8 @@ def action_words(action: dict) -> str:
             return tr("Run until the guest is about to execute {addr:#x} (a breakpoint there, "
                       "then F5)").format(addr=action["address"])
         where = ", ".join(f"{k}={v}" for k, v in (action.get("where") or {}).items())
-        return tr("Run until an event {kind} {where}").format(kind=action.get("kind", ""),
-                                                              where=where).strip()
+        return tr("Step event (F10) until the event {kind} {where} (the event log shows each)").format(
+            kind=action.get("kind", ""), where=where)
     words = names.get(do, do)
     return tr("{what}, {n} times").format(what=words, n=n) if n != 1 else words
 
@@ -370,6 +370,12 @@ class LessonPanel(QWidget):
         self.hints_label.setVisible(st.hints > 0)
         self.result_label = self._label(self._result_html(step, st), name="lesson-result")
         self.result_label.setVisible(bool(st.result is not None or st.note or st.solution))
+        if st.solution and step.kind == "do" and isinstance(step.solution, list) and self.win is not None:
+            b = QPushButton(tr("Do these for me (from the step's start)"))
+            b.setObjectName("lesson-do-solution")
+            b.setToolTip(tr("the machine starts again and takes these actions; then press Check"))
+            b.clicked.connect(lambda: self.win.lesson_do_actions(step.solution))
+            self.area_layout.addWidget(b)
         self.area_layout.addStretch(1)
         QTimer.singleShot(0, self._fit_split)  # room for what the step shows now
 

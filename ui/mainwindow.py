@@ -1593,6 +1593,42 @@ class MainWindow(QMainWindow):
         self.reassemble(text)
         self.raise_panel("", "source")
 
+    def lesson_do_actions(self, actions: list[dict]) -> bool:
+        """A do step's reference actions on the window's session, from the step's start
+        (Show solution > Do these for me), each as its button would: the views follow."""
+        from vmsim.lessons.run import STEP_LIMIT, event_matches
+
+        b = self.bridge
+        b.reset()
+        if self.lesson_panel.may_run():
+            return False
+        for a in actions:
+            do = a.get("do")
+            for _ in range(int(a.get("count", 1))):
+                s = b.session
+                if b.finished:
+                    break
+                if do == "run":
+                    b._step(s.run)
+                elif do == "run_until" and "address" in a:
+                    saved = set(b.address_breakpoints)
+                    b.set_breakpoints(addresses={a["address"]})
+                    try:
+                        b._step(lambda s=s: s.run_for(seconds=None))
+                    finally:
+                        b.set_breakpoints(addresses=saved)
+                elif do == "run_until":
+                    b._step(lambda s=s, a=a: s.step_until(
+                        lambda ev: event_matches(ev, a["kind"], a.get("where") or {}), STEP_LIMIT))
+                elif do in ("step_instruction", "step_event", "step_vmexit", "step_userspace_exit"):
+                    self.registers.mark_step()
+                    getattr(b, do)()
+                else:  # save_snapshot, resume_snapshot: File > Save snapshot… / Open snapshot…
+                    self.status.setText(tr("{action}: do it from the File menu").format(action=do))
+                    return False
+        self.refresh()
+        return True
+
     def lesson_before_check(self) -> None:
         self.bridge.pause()
 

@@ -231,6 +231,14 @@ def test_show_raises_the_named_panels_and_lessons_menu_lists_lessons(lesson, ope
     win.lesson_panel.go(1)
     win.lesson_panel.go(0)  # entering the step brings its panels back
     assert _in_front(win, first.show[0])
+    # Show solution on a do step: the actions in words, and done for you on request.
+    from PySide6.QtWidgets import QPushButton
+
+    p = win.lesson_panel
+    p.b_solution.click()
+    p.area.findChild(QPushButton, "lesson-do-solution").click()
+    p.b_check.click()
+    assert p.state().result.passed, _plain(p.result_label)
     win._fill_lessons_menu()
     installed = win.installed_lessons()
     assert len(win.lesson_actions) == len(installed)

@@ -764,6 +764,10 @@
         <translation>无法启动此步骤的机器：{error}</translation>
     </message>
     <message>
+        <source>{action}: do it from the File menu</source>
+        <translation>{action}：请从文件菜单操作</translation>
+    </message>
+    <message>
         <source>&amp;Language</source>
         <translation>语言(&amp;L)</translation>
     </message>
@@ -2270,8 +2274,8 @@
         <translation>运行到客户机即将执行 {addr:#x} 处（在那里设断点，然后按 F5）</translation>
     </message>
     <message>
-        <source>Run until an event {kind} {where}</source>
-        <translation>运行到出现事件 {kind} {where}</translation>
+        <source>Step event (F10) until the event {kind} {where} (the event log shows each)</source>
+        <translation>单步事件（F10），直到出现事件 {kind} {where}（事件日志逐个显示）</translation>
     </message>
     <message>
         <source>{what}, {n} times</source>
@@ -2328,6 +2332,14 @@
     <message>
         <source>{kind}; {status}</source>
         <translation>{kind}；{status}</translation>
+    </message>
+    <message>
+        <source>Do these for me (from the step&apos;s start)</source>
+        <translation>替我执行这些操作（从此步骤的起点开始）</translation>
+    </message>
+    <message>
+        <source>the machine starts again and takes these actions; then press Check</source>
+        <translation>机器重新开始并执行这些操作；然后按“检查”</translation>
     </message>
     <message>
         <source>Do it in the window (the toolbar&apos;s steps, Run, the panels), then press Check: it looks at the session as it stands now.</source>
