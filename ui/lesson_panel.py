@@ -258,11 +258,28 @@ class LessonPanel(QWidget):
         step = self.step
         if self.win is not None:
             self.win.lesson_enter_step(self.lesson, step)
+            self._restore_source(step)
         if self.progress is not None:
             self.progress.set_current(self.lesson.id, step.id)
             self._save()
         self.render()
         self.stepChanged.emit(step.id)
+
+    def _restore_source(self, step) -> None:
+        """A modify step shows the guest the student last checked (kept in the progress
+        file), not the start again, when the editor holds the start."""
+        if step.kind != "modify" or self.progress is None or not hasattr(self.progress, "answer"):
+            return
+        saved = self.progress.answer(self.lesson.id, step.id)
+        start = step.start or step.guest
+        try:
+            original = start.read_text(encoding="utf-8") if start is not None else None
+        except OSError:
+            return
+        text = self.win.lesson_source()
+        untouched = text.strip() == (original or "").strip()
+        if isinstance(saved, str) and saved.strip() and saved != text and untouched:
+            self.win.lesson_set_source(saved)
 
     def next(self) -> None:
         self.go(self.index + 1)
@@ -643,6 +660,7 @@ class LessonPanel(QWidget):
             elif kind == "modify":
                 source = self.win.lesson_source() if self.win is not None else None
                 result = self.run.check(step, source=source)
+                answer = source  # kept: the step shows it again in a later window
             elif kind == "practice":
                 answer = self._practice_answer(step, st)
                 if answer is None:

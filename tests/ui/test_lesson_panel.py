@@ -209,6 +209,8 @@ def test_a_student_walks_a_lesson_and_comes_back(lesson, open_window, tmp_path, 
     p._inputs["answer"].setText(str(truth))
     p.b_check.click()
     assert p.state().result.passed and p.steps.item(2).text().startswith(MARKS["done"])
+    p.go(lesson.steps.index(modify))  # the guest last checked, not the start again
+    assert win.source.editor.toPlainText() == modify.solution.read_text(encoding="utf-8")
 
 
 def qtbot_wait(win, condition, timeout: float = 60.0) -> None:
