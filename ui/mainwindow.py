@@ -1283,6 +1283,7 @@ class MainWindow(QMainWindow):
         self.source.editor._update_width()  # the gutter as wide as its larger numbers
 
     def _leave_presentation(self) -> None:
+        size = self.size()  # (the large fonts' minimum sizes linger a moment: the window kept)
         QApplication.instance().setFont(self._pre_app_font)
         for w, wf in self._pre_fonts:
             try:
@@ -1299,6 +1300,8 @@ class MainWindow(QMainWindow):
         self.diagram.set_presentation(False)
         self.restoreState(self._pre_state, SETTINGS_VERSION)
         self._unelide_tabs()
+        if not self.windowState() & (Qt.WindowState.WindowMaximized | Qt.WindowState.WindowFullScreen):
+            QTimer.singleShot(0, lambda: self.resize(size.expandedTo(self.minimumSizeHint())))
 
     # -- layout memory ---------------------------------------------------------------------------------------
     def restore_layout(self) -> None:
