@@ -321,6 +321,7 @@ class LessonPanel(QWidget):
         if self.index == 0 and text_of(lesson.intro).strip():  # the introduction before the first step
             prose = text_of(lesson.intro).rstrip() + "\n\n---\n\n" + prose
         self.prose.setMarkdown(prose)
+        _modest_headings(self.prose)
         self._fit_split()
         self._render_area()
         self._update_buttons()
@@ -724,6 +725,32 @@ class LessonPanel(QWidget):
             self.win.lesson_enter_step(self.lesson, step, fresh=True)
 
 
+HEADING_SCALE = {1: 1.35, 2: 1.2, 3: 1.1}  # a narrow panel: headings a little larger, not twice
+
+
+def _modest_headings(browser: QTextBrowser) -> None:
+    """Markdown's headings at HEADING_SCALE of the text's size (Qt's own are up to 2x)."""
+    from PySide6.QtGui import QTextCursor, QTextFormat
+
+    base = browser.font().pointSizeF()
+    doc = browser.document()
+    block = doc.begin()
+    while block.isValid():
+        level = block.blockFormat().headingLevel()
+        it = block.begin()
+        while level and not it.atEnd():
+            frag = it.fragment()
+            fmt = frag.charFormat()
+            fmt.clearProperty(QTextFormat.Property.FontSizeAdjustment)  # (Markdown's: up to +3)
+            fmt.setFontPointSize(base * HEADING_SCALE.get(level, 1.0))
+            cursor = QTextCursor(doc)
+            cursor.setPosition(frag.position())
+            cursor.setPosition(frag.position() + frag.length(), QTextCursor.MoveMode.KeepAnchor)
+            cursor.setCharFormat(fmt)
+            it += 1
+        block = block.next()
+
+
 class _ClickLabel(QLabel):
     """An option's words, wrapped; a click on them clicks its button."""
 
@@ -780,8 +807,16 @@ class LessonChooser(QDialog):
                 self.tree.setCurrentItem(item)
         if self.tree.currentItem() is None and lessons:
             self.tree.setCurrentItem(self.tree.topLevelItem(0))
-        for c in (0, 2):
-            self.tree.resizeColumnToContents(c)
+        from PySide6.QtWidgets import QHeaderView
+
+        from ui.panels import install_tips
+
+        header = self.tree.header()
+        header.setStretchLastSection(False)
+        for c, mode in ((0, QHeaderView.ResizeMode.ResizeToContents), (1, QHeaderView.ResizeMode.Stretch),
+                        (2, QHeaderView.ResizeMode.ResizeToContents)):
+            header.setSectionResizeMode(c, mode)
+        install_tips(self.tree)  # a title cut short shows whole as its tooltip
         self.tree.itemDoubleClicked.connect(lambda *_: self.accept())
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Open
                                    | QDialogButtonBox.StandardButton.Cancel)
@@ -790,7 +825,7 @@ class LessonChooser(QDialog):
         lay = QVBoxLayout(self)
         lay.addWidget(self.tree)
         lay.addWidget(buttons)
-        self.resize(560, 420)
+        self.resize(720, 440)
 
     def chosen(self):
         item = self.tree.currentItem()

@@ -391,6 +391,8 @@ class MainWindow(QMainWindow):
         for bar in (self.toolbar, self.machine_bar, self.timeline_bar):
             bar.show()
         self._arrange_docks(self._first, compact=self.compact_layout())
+        if self.lesson_panel.step is not None:  # the lesson step's panels in front again
+            self._raise_step_panels(self.lesson_panel.step)
         self.default_dock_sizes()
         QTimer.singleShot(0, self.default_dock_sizes)  # again once the arrangement is laid out
 
