@@ -208,6 +208,11 @@ class SessionBridge(QObject):
         self._gdbEnded.connect(self._gdb_ended)
         self.session: Session
         self.stats_history: StatsHistory
+        # Who makes the sessions, when not the bridge from its guest and machine: a lesson
+        # step's (issue 14: Lesson.session, its guest and machine), called as
+        # factory(image, serial_out=..., events=...) with the image to run (None: the
+        # step's own). None again once the user picks another guest or machine.
+        self.factory: Callable[..., Session] | None = None
         self.outcome: Outcome | None = None
         self.last_seq = 0  # the last event taken (a replay's events up to it are not new)
         self._stats_key: tuple | None = None
@@ -224,8 +229,12 @@ class SessionBridge(QObject):
         # Before the VM exists, as `vmsim run --stats` attaches its ExitStats.
         events.subscribe(stats.add, list(ExitStats.KINDS))
         old = getattr(self, "session", None)
+        made = snapshot is not None or self.factory is not None  # their guest and machine
         if snapshot is not None:
             session = Session.load_snapshot(snapshot, serial_out=self._on_serial, events=events)
+        elif self.factory is not None:
+            session = self.factory(self.guest if isinstance(self.guest, GuestImage) else None,
+                                   serial_out=self._on_serial, events=events)
         else:
             config = MachineConfig(serial_in=self.serial_input, smp=self.smp, irqchip=self.irqchip,
                                    disk=self.disk, disk_readonly=self.disk_readonly,
@@ -239,12 +248,13 @@ class SessionBridge(QObject):
         self.stats_history = stats
         if old is not None:  # its disk image's descriptor: the new machine opened its own
             old.machine.close()
-        if snapshot is not None:  # the snapshot's guest and machine are the bridge's now
+        if made:  # the snapshot's (the lesson's) guest and machine are the bridge's now
             c = session.machine.config
             self.guest, self.backend, self.paging = session.image, session.backend, session.paging
             self.smp, self.irqchip, self.ioeventfd = c.smp, c.irqchip, c.ioeventfd
             self.disk, self.disk_readonly = c.disk, c.disk_readonly
-            self._serial.extend(session.serial)  # what COM1 had sent when it was saved
+            if snapshot is not None:
+                self._serial.extend(session.serial)  # what COM1 had sent when it was saved
         if isinstance(self.guest, str):
             self.guest = self.session.image
         session.on_rewind.append(self._on_rewind)
@@ -312,6 +322,7 @@ class SessionBridge(QObject):
         if irqchip not in IRQCHIP_MODES:
             raise ValueError(f"irqchip {irqchip!r}: choose one of {', '.join(IRQCHIP_MODES)}")
         self.smp, self.irqchip = smp, irqchip
+        self.factory = None  # the user's machine now, no longer a lesson step's
         self.reset()
 
     def set_disk(self, path: str | None, readonly: bool = False) -> None:
@@ -323,6 +334,7 @@ class SessionBridge(QObject):
         if path is not None:
             BlockBackend(path, readonly).close()  # refused here, before the reset
         self.disk, self.disk_readonly = path, readonly
+        self.factory = None
         self.reset()
 
     def load_snapshot(self, path: str) -> None:
@@ -332,6 +344,7 @@ class SessionBridge(QObject):
         self.pause()
         unsubscribe = self._unsubscribe
         self._build(snapshot=path)  # a refusal raises before anything here changed
+        self.factory = None
         if unsubscribe is not None:
             unsubscribe()
         self.line_breakpoints.clear()
@@ -355,6 +368,7 @@ class SessionBridge(QObject):
 
         image = load_guest_file(path)
         self.line_breakpoints.clear()
+        self.factory = None
         self.reset(image)
 
     def _subscribe(self, kinds: list[str]) -> None:
