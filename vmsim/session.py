@@ -456,12 +456,14 @@ class Session:
             s.history.reset()  # the history starts where the state was taken
         return s
 
-    def save_snapshot(self, path: str) -> str:
+    def save_snapshot(self, path: str, on_stop_event: Callable[[Event], None] | None = None) -> str:
         """Write the session to a snapshot file (vmsim/snapshot.py), first stepping on to
         the next point where every simulated thread can be rebuilt (a few steps: the same
         run either way, see Scheduler.sticky). Refused with a one-line ValueError or
         SnapshotError on the bare backend, and once the guest has shut down. Returns a
-        one-line summary."""
+        one-line summary. On the simulated backend QEMU's stop path (the KVM_GET_*
+        ioctls) runs on a copy of the VM: `on_stop_event` sees its events (a lesson
+        records them); on the host's KVM they are the session's own."""
         from vmsim.snapshot import save_session
 
         if self.vm is None:
@@ -471,7 +473,7 @@ class Session:
                              "nothing is left to resume")
         if self.backend == "sim":
             self._to_rebuildable_point()  # the host's KVM is saved through QEMU's stop path
-        return save_session(self, path)
+        return save_session(self, path, on_stop_event)
 
     @classmethod
     def load_snapshot(cls, path: str, **kwargs) -> Session:

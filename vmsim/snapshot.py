@@ -50,6 +50,9 @@ from vmsim.snapshot_format import (
 from vmsim.vmm.savevm import PORTABLE_SECTIONS
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from vmsim.events import Event
     from vmsim.session import Session
 
 MAX_DISK = MAX_RAM  # a disk image in a snapshot, at most (as RAM)
@@ -104,9 +107,11 @@ def _section_name(key: str) -> str:
 # ---------------------------------------------------------------------------------------
 
 
-def snapshot_sections(session: Session) -> dict[str, SectionData]:
+def snapshot_sections(session: Session, on_stop_event: Callable[[Event], None] | None = None
+                      ) -> dict[str, SectionData]:
     """The session as snapshot sections. The VM must stand at a rebuildable point
-    (Session.save_snapshot steps to one)."""
+    (Session.save_snapshot steps to one). `on_stop_event` is called with each event of
+    QEMU's stop path on the copy (its KVM_GET_* ioctls ...; see _portable_from_copy)."""
     vm = session.vm
     if vm is None:
         raise ValueError("snapshots need a VM (--backend sim or kvm), not the bare CPU")
@@ -158,7 +163,7 @@ def snapshot_sections(session: Session) -> dict[str, SectionData]:
     if m.blk is not None:
         disk = _read_disk(m.blk.path)
         out["disk"] = SectionData(DISK.name, disk)
-    portable, disk_after = _portable_from_copy(session, state, disk)
+    portable, disk_after = _portable_from_copy(session, state, disk, on_stop_event)
     out.update(_migration_sections(portable))
     if disk_after is not None and disk_after != disk:
         out[MIGRATION_DISK] = SectionData(DISK.name, disk_after)
@@ -174,11 +179,14 @@ def _migration_sections(d: dict[str, Any]) -> dict[str, SectionData]:
     return out
 
 
-def _portable_from_copy(session: Session, state: dict[str, Any],
-                        disk: bytes | None) -> tuple[dict[str, Any], bytes | None]:
+def _portable_from_copy(session: Session, state: dict[str, Any], disk: bytes | None,
+                        on_event: Callable[[Event], None] | None = None
+                        ) -> tuple[dict[str, Any], bytes | None]:
     """The portable state of the VM `state` describes, taken through QEMU's stop path on
     a copy of it (a session rebuilt from `state`, with a copy of the disk): the session
-    itself runs on untouched, as if never stopped. With the disk after the copy's drain."""
+    itself runs on untouched, as if never stopped. With the disk after the copy's drain.
+    `on_event` sees the events of the stop path on the copy (not those of building it):
+    a lesson records them; the session's own stream never does, its numbering intact."""
     from dataclasses import replace as dc_replace
 
     from vmsim.events import EventStream
@@ -197,9 +205,12 @@ def _portable_from_copy(session: Session, state: dict[str, Any],
                                   backend="sim", config=cfg, paging=session.paging,
                                   events=EventStream(), serial_out=lambda data: None,
                                   history=False)
+        unsubscribe = copy.events.subscribe(on_event) if on_event is not None else None
         try:
             portable = qemu_savevm_portable(copy.vm)
         finally:
+            if unsubscribe is not None:
+                unsubscribe()
             copy.machine.close()
         disk_after = None
         if disk is not None:
@@ -217,12 +228,14 @@ def _read_disk(path: str) -> bytes:
     return data
 
 
-def save_session(session: Session, path: str) -> str:
+def save_session(session: Session, path: str,
+                 on_stop_event: Callable[[Event], None] | None = None) -> str:
     """Write the session to `path` (SnapshotError, OutputError or ValueError, one line);
-    the caller has brought it to a rebuildable point. Returns a one-line summary."""
+    the caller has brought it to a rebuildable point. Returns a one-line summary.
+    `on_stop_event`: as for snapshot_sections."""
     name = os.fspath(path)
     try:
-        sections = snapshot_sections(session)
+        sections = snapshot_sections(session, on_stop_event)
     except ValueError as e:
         raise SnapshotError(name, str(e)) from None
     meta = {"guest": sections["session"].data["guest"], "backend": session.backend,

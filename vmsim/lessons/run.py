@@ -199,11 +199,23 @@ def _value_matches(value: Any, want: Any) -> bool:
     return value == want or str(value) == want or getattr(value, "name", None) == want
 
 
+EVENT_ATTRIBUTES = ("source", "layer")  # match in `where` like fields (who emitted it)
+
+
 def event_matches(ev, kind: str, where: dict) -> bool:
     if ev.kind != kind:
         return False
     f = ev.fields
-    return all(k in f and _value_matches(f[k], v) for k, v in where.items())
+    for k, v in where.items():
+        if k in f:
+            value = f[k]
+        elif k in EVENT_ATTRIBUTES:
+            value = getattr(ev, k)
+        else:
+            return False
+        if not _value_matches(value, v):
+            return False
+    return True
 
 
 def describe(kind: str, where: dict) -> str:
@@ -242,7 +254,16 @@ def _act(live: _Live, a: dict) -> bool:
         if live._tmp is None:
             live._tmp = tempfile.mkdtemp(prefix="vmsim-lesson-")
         path = os.path.join(live._tmp, f"s{len(os.listdir(live._tmp))}.vmsnap")
-        s.save_snapshot(path)
+        # QEMU's stop path (KVM_GET_* ...) runs on a copy of the simulated VM: its events
+        # come after the session's so far.
+        kinds = set(live.rec.kinds)
+        rec = live.rec
+
+        def stop_event(ev) -> None:
+            if ev.kind in kinds:
+                rec.events.append(ev)
+
+        s.save_snapshot(path, on_stop_event=stop_event)
         live.snapshot = path
         return True
     if do == "resume_snapshot":
