@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001 - Chinese text uses full-width punctuation
 """Generated practice (issue 14): fresh problems from a seed, as the homework simulators
 of *Operating Systems: Three Easy Pieces* (paging-multilevel-translate.py ...) make them.
 

@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001 - Chinese text uses full-width punctuation
 """Practice "exit_prediction": which instructions of a short guest exit (lessons 4-6).
 
 A random run of 5-10 lines drawn from a pool whose behaviour vmsim's simulated kvm.ko
