@@ -325,3 +325,16 @@ def test_same_problem_in_another_process():
     here = [[p.prompt, p.answers, p.solution, p.guest_source]
             for p in (generate("ept_walk", 5), generate("exit_prediction", 5), generate("shadow_faults", 5))]
     assert json.loads(out) == json.loads(json.dumps(here))
+
+
+def test_a_teacher_prints_a_problem(capsys):
+    from vmsim.lessons.practice import main
+
+    assert main(["ept_walk", "3", "--solution", "--lang", "zh-CN"]) == 0
+    out = capsys.readouterr().out
+    p = generate("ept_walk", 3)
+    assert p.prompt["zh-CN"] in out and p.solution["zh-CN"] in out
+    assert f"`references` = {p.answers['references']}" in out
+    with pytest.raises(SystemExit) as e:
+        main(["shadow_faults", "1", "--params", '{"accesses": 99}'])
+    assert e.value.code == 2 and "'accesses' must be between 4 and 8" in capsys.readouterr().err
