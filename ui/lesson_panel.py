@@ -522,9 +522,9 @@ class LessonPanel(QWidget):
 
     def _hints_html(self, step, st: StepState) -> str:
         n = len(step.hints)
-        head = tr("Hint {i} of {n}:")
-        return "<br>".join(f"<b>{html.escape(head.format(i=i + 1, n=n))}</b> {html.escape(text_of(h))}"
-                           for i, h in enumerate(step.hints[:st.hints]))
+        head = tr("Hint {i} of {n}:")  # hints are Markdown (`kvm_exit` ...)
+        return "".join(_markdown_html(f"**{head.format(i=i + 1, n=n)}** {text_of(h)}")
+                       for i, h in enumerate(step.hints[:st.hints]))
 
     def _result_html(self, step, st: StepState) -> str:
         parts: list[str] = []
@@ -540,7 +540,7 @@ class LessonPanel(QWidget):
             # choice: the options' whys are beside them; the others: what failed.
             shown = ([] if step.kind == "choice" else r.checks if step.kind in ("predict", "practice")
                      else [c for c in r.checks if not c.passed])
-            parts += [f"{'✓' if c.passed else '✗'} {html.escape(text_of(c.message))}" for c in shown]
+            parts += [_markdown_html(f"{'✓' if c.passed else '✗'} {text_of(c.message)}") for c in shown]
             explain = step.explain if step.kind in ("predict", "choice") else None
             if explain is not None:
                 parts.append(_markdown_html(text_of(explain)))

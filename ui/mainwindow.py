@@ -1528,6 +1528,10 @@ class MainWindow(QMainWindow):
         """The window set up for a lesson's step: its guest (a modify step's start) and
         machine, in a new session when they differ from the current one's (or `fresh`,
         or a predict step after the machine ran), and the panels the step names raised."""
+        if self.bridge.gdb is not None:  # the debugger's session stays until it detaches
+            self.status.setText(tr("gdb drives this guest: detach it first"))
+            self._raise_step_panels(step)
+            return
         guest = step.start if step.kind == "modify" and step.start is not None else step.guest
         key = (lesson.id, str(guest), repr(sorted(step.machine.items())))
         s = self.bridge.session
