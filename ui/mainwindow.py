@@ -188,6 +188,7 @@ class MainWindow(QMainWindow):
         self.queues = DeviceQueuesPanel()
         self.lesson_panel = LessonPanel(self)
         self.lesson_panel.lesson = lesson  # (opened below: the docks are arranged for it)
+        self.bridge.stream_hook = self.lesson_panel.new_stream
         self._lesson_key: tuple | None = None  # the (guest, machine) the session was made for
         self._lessons: list | None = None  # the installed lessons (Lessons menu), when read
         self.docks: dict[str, QDockWidget] = {}
@@ -1383,8 +1384,8 @@ class MainWindow(QMainWindow):
         if self.bridge.gdb is not None:
             self._refused(T.NO_BACK_GDB)
             return False
-        try:
-            summary = self.bridge.save_snapshot(path)
+        try:  # (a lesson records QEMU's stop path: the KVM_GET_* ioctls)
+            summary = self.bridge.save_snapshot(path, self.lesson_panel.stop_event_sink())
         except (SnapshotError, ValueError, OSError) as e:
             self._refused(T.SNAPSHOT_SAVE_FAILED.format(error=_one_line(e)))
             return False
@@ -1401,11 +1402,14 @@ class MainWindow(QMainWindow):
         if b.gdb is not None:
             self._refused(T.NO_BACK_GDB)
             return False
+        self.lesson_panel.resuming = True  # a lesson's checks see the run before it, then this one
         try:
             b.load_snapshot(path)
         except (SnapshotError, ValueError, OSError) as e:
             self._refused(T.SNAPSHOT_OPEN_FAILED.format(error=_one_line(e)))
             return False
+        finally:
+            self.lesson_panel.resuming = False
         self.snapshot_opened(path)
         return True
 

@@ -248,6 +248,28 @@ def test_show_raises_the_named_panels_and_lessons_menu_lists_lessons(lesson, ope
         assert f"/{len(lesson_.steps)})" in a.text() and "&" in a.text()
 
 
+def test_a_snapshot_saved_and_reopened_in_a_lesson_is_one_run(lesson, open_window, tmp_path) -> None:
+    """File > Save snapshot records QEMU's stop path (KVM_GET_* on a copy of the VM) for the
+    checks; File > Open snapshot makes a new VM (a second KVM_CREATE_VM), recorded after
+    the run before it, as the engine's save_snapshot / resume_snapshot actions (lesson 14)."""
+    win = open_window(lesson)
+    run = win.lesson_panel.run
+
+    def names(kind, start=0):
+        return [ev.fields.get("name") for ev in run.events[start:] if ev.kind == kind]
+
+    for _ in range(3):
+        win.a_step_exit.trigger()
+    before = len(run.events)
+    path = str(tmp_path / "s.vmsnap")
+    assert win.save_snapshot(path)
+    assert "KVM_GET_REGS" in names("kvm_vcpu_ioctl", before)
+    assert win.open_snapshot(path)
+    assert run.session is win.bridge.session
+    assert names("kvm_ioctl").count("KVM_CREATE_VM") == 2
+    assert len(run.events) > before  # the run before the snapshot, then the reopened one
+
+
 def test_a_bad_lesson_argument_is_one_line(tmp_path, capsys) -> None:
     from vmsim.cli import EXIT_BAD_INPUT, main
 
