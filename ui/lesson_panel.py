@@ -331,9 +331,9 @@ class LessonPanel(QWidget):
         a copy of the simulated VM) recorded after the session's events, as the engine's
         save_snapshot action records it. None without a lesson."""
         live = getattr(self.run, "_live", None) if self.run is not None else None
-        if live is None:
-            return None
-        rec = live.rec
+        rec = getattr(live, "rec", None)
+        if rec is None or not hasattr(rec, "kinds") or not hasattr(rec, "events"):
+            return None  # (the engine's recorder as of issue 14; without it: not recorded)
         kinds = set(rec.kinds)
 
         def sink(ev) -> None:
