@@ -107,17 +107,23 @@ def _find(key: str) -> Lesson:
 
 
 def _run(fn):
-    """Run a command; LessonError -> 65, KeyError (no such lesson/step) -> 2, one line."""
+    """Run a command; one line on stderr for what goes wrong: a malformed lesson or a file
+    of it that cannot be used (LessonError, a guest or snapshot that does not load) 65, no
+    such lesson or step, an unreadable input, a machine that cannot be built here 2."""
     def wrapped(args) -> int:
+        from vmsim.hostkvm import HostKvmError
+        from vmsim.snapshot_format import SnapshotError
+        from vmsim.vmm.machine import GuestLoadError
+
         try:
             return fn(args)
-        except LessonError as e:
+        except (LessonError, SnapshotError, GuestLoadError) as e:
             print(str(e), file=sys.stderr)
             return EXIT_LESSON
         except KeyError as e:
             _err(e.args[0] if e.args else str(e))
             return EXIT_BAD_INPUT
-        except _BadInput as e:
+        except (_BadInput, HostKvmError, ValueError, OSError) as e:
             _err(str(e))
             return EXIT_BAD_INPUT
     return wrapped

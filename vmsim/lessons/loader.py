@@ -140,7 +140,9 @@ def _show(v: Any) -> str:
         return "a table"
     if isinstance(v, list):
         return "an array"
-    return f"{type(v).__name__} {v!r}"
+    if isinstance(v, int | float):
+        return repr(v)
+    return f"{type(v).__name__} {v}"  # (a TOML date or time)
 
 
 _BARE = re.compile(r"[A-Za-z0-9_-]+\Z")
@@ -249,7 +251,7 @@ def _build(doc: dict, c: _Ctx, prose: bool = True) -> Lesson:
     lesson = Lesson(id=lid, number=number, title=title, summary=summary, directory=c.directory,
                     intro=Text.same(""), guest=guest, machine=machine, steps=steps,
                     max_instructions=machine.get("max_instructions", MAX_INSTRUCTIONS))
-    _check_compare_backends(c, lesson)
+    _check_vmcs_backends(c, lesson)
     if prose:
         _prose(lesson)
     return lesson
@@ -352,6 +354,15 @@ def _step(c: _Ctx, t: dict, w: tuple, lesson_guest: Path | None, lesson_machine:
         st.generator = c.str(c.need(t, "generator", w), (*w, "generator"), GENERATORS)
         st.seed = c.int(t.get("seed", 0), (*w, "seed"), 0, (1 << 63) - 1)
         st.params = dict(c.table(t.get("params", {}), (*w, "params")))
+        try:
+            from vmsim.lessons import practice
+        except ImportError:
+            practice = None  # (checked when a problem is drawn: "generator unavailable")
+        if practice is not None and hasattr(practice, "validate"):
+            try:
+                practice.validate(st.generator, st.params)
+            except ValueError as e:
+                raise c.error((*w, "params"), str(e)) from None
     return st
 
 
@@ -558,7 +569,7 @@ def _action(c: _Ctx, raw: Any, w: tuple) -> dict:
     return out
 
 
-def _check_compare_backends(c: _Ctx, lesson: Lesson) -> None:
+def _check_vmcs_backends(c: _Ctx, lesson: Lesson) -> None:
     """Checks of VMCS fields need the simulated CPU."""
     for st in lesson.steps:
         for i, ch in enumerate(st.checks):
@@ -652,10 +663,11 @@ def find_lesson(key: str, roots: list[Path] | None = None) -> Lesson:
     if (p / MANIFEST).is_file() and (os.sep in key or key.startswith(".")):
         return load_lesson(p)
     dirs = lesson_dirs(roots)
-    for d in dirs:
-        m = DIR_RE.match(d.name)
-        if d.name == key or (key.isdigit() and int(m.group(1)) == int(key)):
-            return load_lesson(d)
+    for root in roots if roots is not None else lesson_roots():  # the first root's first
+        for d in lesson_dirs([root]):
+            m = DIR_RE.match(d.name)
+            if d.name == key or (key.isdigit() and int(m.group(1)) == int(key)):
+                return load_lesson(d)
     for d in dirs:  # by id: read the manifests' ids
         try:
             text = _read_text(d / MANIFEST, MANIFEST_LIMIT)

@@ -118,8 +118,14 @@ class Lesson:
         """A fresh Session of the step's (or the lesson's) guest, or of the given source
         text, on the step's machine; history on unless kw says otherwise. Extra keywords:
         `machine` (overrides of the machine settings), `source_name` (the file name the
-        assembler's messages give), the rest go to Session."""
+        assembler's messages give), the rest go to Session. Unless `events` is given, the
+        session's events are recorded from its construction (KVM_CREATE_VM ...) for a
+        LessonRun that attaches it."""
+        st = self.step(step) if isinstance(step, str) else step
+        if "events" not in kw:
+            from vmsim.lessons.run import record_from_start
+
+            return record_from_start(self, st, source, **kw)
         from vmsim.lessons.machine import make_session
 
-        st = self.step(step) if isinstance(step, str) else step
         return make_session(self, st, source, **kw)

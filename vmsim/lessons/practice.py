@@ -1,4 +1,3 @@
-# ruff: noqa: RUF001 - Chinese text uses full-width punctuation (GLOSSARY.md)
 """Generated practice (issue 14): fresh problems from a seed, as the homework simulators
 of *Operating Systems: Three Easy Pieces* (paging-multilevel-translate.py ...) make them.
 
@@ -63,14 +62,17 @@ class Problem:
     params: dict = field(default_factory=dict)  # the parameters it was made with (validated)
 
     def check(self, given: dict[str, int | str]) -> dict[str, bool]:
-        """Each question's id -> whether `given` answers it right. A missing or unreadable
-        answer is wrong, never an exception ("0x3f80000", "3F80000" and 66584576 are the
+        """Each question's id -> whether `given` answers it right. A missing, blank or
+        unreadable answer is wrong, never an exception ("0x3f80000", "3F80000" and 66584576 are the
         same hex answer; "3, 1", "1 3" and [1, 3] the same set of lines)."""
         result = {}
         for q in self.questions:
             truth = self.answers[q.id]
             value = given.get(q.id) if isinstance(given, dict) else None
-            result[q.id] = value is not None and _normalize(q.kind, value) == _normalize(q.kind, truth)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                result[q.id] = False  # unanswered (a blank field), even where the truth is "none"
+                continue
+            result[q.id] = _normalize(q.kind, value) == _normalize(q.kind, truth)
         return result
 
     def correct(self, given: dict[str, int | str]) -> bool:

@@ -1,4 +1,3 @@
-# ruff: noqa: RUF001 - Chinese text uses full-width punctuation (GLOSSARY.md)
 """Practice "shadow_faults": the page faults of shadow paging (lesson 8).
 
 A random 32-bit guest page table and 4-8 reads and writes, run with `paging="shadow"`

@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001 - Chinese text uses full-width punctuation (GLOSSARY.md)
 """Running and grading a lesson's steps (docs/lessons.md, "Checks").
 
 LessonRun is one student's work on one lesson: it records the VM-level events of the
@@ -91,8 +92,14 @@ class _Recorder:
         self._unsubscribe = stream.subscribe(self._take, self.kinds)
 
     def _take(self, ev) -> None:
-        if self.future and self.future[0].seq <= ev.seq:
-            self.future = [f for f in self.future if f.seq > ev.seq]
+        future = self.future
+        if future:
+            # Those before it happened again without being emitted (a muted replay up to
+            # where the run goes on); the one at its seq is this one, happening again.
+            while future and future[0].seq < ev.seq:
+                self.events.append(future.pop(0))
+            if future and future[0].seq == ev.seq:
+                future.pop(0)
         self.events.append(ev)
 
     def rewind(self, seq: int) -> None:
@@ -123,11 +130,14 @@ def record_from_start(lesson: Lesson, step: Step | None = None, source: str | No
     """A fresh session (Lesson.session) whose events are recorded from its construction,
     for a LessonRun to attach."""
     from vmsim.events import EventStream
+    from vmsim.lessons.machine import make_session
 
+    if isinstance(step, str):
+        step = lesson.step(step)
     stream = kw.pop("events", None) or EventStream()
     rec = _Recorder(stream, lesson_kinds(lesson))
     try:
-        s = lesson.session(step, source, events=stream, **kw)
+        s = make_session(lesson, step, source, events=stream, **kw)
     except BaseException:
         rec.close()
         raise
@@ -148,6 +158,7 @@ class _Live:
         self.source = source
         self.snapshot: str | None = None
         self._tmp: str | None = None
+        self.compare_cache: dict = {}  # compare checks' runs: (machine, measure) -> value
 
     @property
     def events(self) -> list:
@@ -507,15 +518,7 @@ def _check_translate(live: _Live, c: dict) -> tuple[bool, Text]:
 
 def _check_compare(live: _Live, c: dict) -> tuple[bool, Text]:
     m = c["measure"]
-    kinds = _named_kinds([m])
-    values = []
-    for side in ("a", "b"):
-        other = _headless(live.lesson, live.step, live.source, kinds, machine=c[side])
-        try:
-            other.session.run()
-            values.append(measure(other, m))
-        finally:
-            other.close()
+    values = [_compare_run(live, c[side], m) for side in ("a", "b")]
     a, b = values
     what = describe_measure(m)
     sa = ", ".join(f"{k}={v}" for k, v in c["a"].items())
@@ -533,6 +536,20 @@ def _check_compare(live: _Live, c: dict) -> tuple[bool, Text]:
     fac = f" ({f}x)" if "factor" in c else ""
     return ok, _t(f"{what}: expected {sa} to give {rel_en}{fac} {sb}; saw {a} and {b}",
                   f"{what}：期望 {sa} {rel_zh}{fac} {sb}；实际 {a} 与 {b}")
+
+
+def _compare_run(live: _Live, machine: dict, m: dict) -> int | None:
+    """The measure of a run to the end on the step's guest (or the submission) with these
+    machine settings; the same run is made once per grading."""
+    key = (live.step.id if live.step is not None else None, repr(sorted(machine.items())), repr(m))
+    if key not in live.compare_cache:
+        other = _headless(live.lesson, live.step, live.source, _named_kinds([m]), machine=machine)
+        try:
+            other.session.run()
+            live.compare_cache[key] = measure(other, m)
+        finally:
+            other.close()
+    return live.compare_cache[key]
 
 
 _CHECKS = {"events": _check_events, "sequence": _check_sequence, "at": _check_at,
@@ -696,7 +713,11 @@ class LessonRun:
         if st.kind != "practice":
             raise LessonError(f"step {st.id!r} is not a practice step")
         practice = _practice_module()
-        return practice.generate(st.generator, st.seed if seed is None else seed, dict(st.params))
+        try:
+            return practice.generate(st.generator, st.seed if seed is None else seed,
+                                     dict(st.params))
+        except ValueError as e:
+            raise LessonError(f"step {st.id!r}: {e}") from None
 
     def _practice(self, st: Step, answer: Any) -> StepResult:
         if not isinstance(answer, dict):
@@ -706,7 +727,10 @@ class LessonRun:
         if seed is not None:
             seed = _as_int(seed)
         prob = self.problem(st, seed)
-        marks = prob.check(given)
+        try:
+            marks = prob.check(given)
+        except ValueError as e:
+            raise LessonError(f"step {st.id!r}: {e}") from None
         checks = []
         for q in prob.questions:
             ok = bool(marks.get(q.id))
@@ -788,6 +812,8 @@ class Verdict:
 def verify_lesson(lesson: Lesson) -> list[Verdict]:
     """Every step solvable and not already solved (docs/lessons.md, "verify")."""
     from vmsim.asm import AsmError
+    from vmsim.hostkvm import HostKvmError
+    from vmsim.snapshot_format import SnapshotError
     from vmsim.vmm.machine import GuestLoadError
 
     run = LessonRun(lesson)
@@ -795,7 +821,8 @@ def verify_lesson(lesson: Lesson) -> list[Verdict]:
     for st in lesson.steps:
         try:
             out.append(_verify_step(run, st))
-        except (LessonError, AsmError, GuestLoadError, ValueError, OSError) as e:
+        except (LessonError, AsmError, GuestLoadError, SnapshotError, HostKvmError, ValueError,
+                OSError) as e:
             out.append(Verdict(st.id, False, str(e)))
     return out
 

@@ -189,11 +189,16 @@ def positions(text: str) -> dict[Path, tuple[int, int]]:
 
 
 def locate(pos: dict[Path, tuple[int, int]], path: Path) -> tuple[int, int]:
-    """The position of `path`, or of the nearest enclosing key, element or table that has
-    one; (0, 0) if none."""
+    """The position of `path`; else of the first thing written inside it (an array of
+    tables has no position of its own, its first element has); else of the nearest
+    enclosing key, element or table that has one; (0, 0) if none."""
     path = tuple(path)
     while path:
         if path in pos:
             return pos[path]
+        n = len(path)
+        inside = [p for k, p in pos.items() if len(k) > n and k[:n] == path]
+        if inside:
+            return min(inside)
         path = path[:-1]
     return 0, 0
