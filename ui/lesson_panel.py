@@ -21,6 +21,7 @@ from typing import Any
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QAbstractButton,
+    QApplication,
     QButtonGroup,
     QCheckBox,
     QDialog,
@@ -684,6 +685,8 @@ class LessonPanel(QWidget):
         st.note = ""
         kind = step.kind
         answer: Any = None
+        # A modify step or a prediction runs the guest headless (up to a second or so).
+        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
         try:
             if kind == "predict":
                 if st.locked:
@@ -722,6 +725,9 @@ class LessonPanel(QWidget):
             st.note = tr("The check could not run: {error}").format(error=" ".join(str(e).split()))
             self._render_area()
             return
+        finally:
+            if QApplication.overrideCursor() is not None:
+                QApplication.restoreOverrideCursor()
         st.result, st.answer = result, answer
         if self.progress is not None:
             saved = sorted(answer) if isinstance(answer, set) else answer
