@@ -256,8 +256,13 @@ class MainWindow(QMainWindow):
         b = self.bridge
         disk = tr(", disk {name}{ro}").format(name=Path(b.disk).name, ro=T.READONLY if b.disk_readonly
                                               else "") if b.disk else ""
+        guest = Path(self.guest_path).name
+        panel = getattr(self, "lesson_panel", None)
+        if panel is not None and panel.lesson is not None and b.factory is not None:  # a lesson's step
+            guest = tr("Lesson {n}: {title}").format(n=panel.lesson.number,
+                                                     title=text_of(panel.lesson.title)) + " \u2014 " + guest
         self.setWindowTitle(tr("vmsim: {guest} ({backend}, {paging}, {smp} vCPU{s}, irqchip {irqchip}{disk})")
-                            .format(guest=Path(self.guest_path).name, backend=b.backend, paging=b.paging,
+                            .format(guest=guest, backend=b.backend, paging=b.paging,
                                     smp=b.smp, s="s" if b.smp > 1 else "", irqchip=b.irqchip, disk=disk))
 
     # -- layout (issue 13: fits 1366x768 to 1920x1080, nothing clipped) ---------------------------
