@@ -233,6 +233,11 @@ class SessionBridge(QObject):
         events.subscribe(stats.add, list(ExitStats.KINDS))
         if self.stream_hook is not None:
             self.stream_hook(events)
+        # What building the session emits (the KVM API calls from KVM_GET_API_VERSION to
+        # KVM_SET_REGS, lesson 2's subject): kept for the views, taken once it is built. The
+        # kinds a step back's replay numbers alike, as stepping listens to them.
+        early: list[Event] = []
+        unsubscribe_early = events.subscribe(early.append, FINE_KINDS_REPLAYABLE)
         old = getattr(self, "session", None)
         made = snapshot is not None or self.factory is not None  # their guest and machine
         if snapshot is not None:
@@ -246,6 +251,7 @@ class SessionBridge(QObject):
                                    ioeventfd=self.ioeventfd)
             session = Session(self.guest, self.backend, config,
                               serial_out=self._on_serial, events=events, paging=self.paging)
+        unsubscribe_early()
         if old is not None:  # a step it paused at an event ends as it would have (nobody
             old.finish_step()  # hears of it: what it says is cleared below)
         self._serial.clear()
@@ -271,6 +277,9 @@ class SessionBridge(QObject):
         self.history.clear()
         self.future.clear()
         self._pending.clear()
+        for ev in early:  # the construction's events first in the log
+            self._take(ev)
+        self.last_seq = session.events.seq
         # VMX non-root: the last VM transition was an entry (a snapshot's vCPU may stand
         # in the guest already)
         self._transitions()

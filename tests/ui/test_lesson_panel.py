@@ -280,24 +280,43 @@ def test_a_bad_lesson_argument_is_one_line(tmp_path, capsys) -> None:
     assert main(["gui", "--step", "x"]) == EXIT_BAD_INPUT
 
 
-def test_lesson_one_opens(open_window, tmp_path, monkeypatch) -> None:
-    """The real lesson 1, once lessons/ has it: its title, its steps, its prose in both
-    languages."""
-    from vmsim.lessons import find_lesson, lesson_roots
+def test_a_newcomer_opens_lesson_one_and_does_its_first_step(open_window, tmp_path, monkeypatch) -> None:
+    """The real lesson 1, as a newcomer meets it: `vmsim` alone opens it (no progress yet),
+    the event log starts with the KVM API calls that built the VM, the first step checked
+    at once fails with the lesson's words, F10 until the log's last event is the first
+    kvm_entry, then it passes. Its text in both languages."""
+    import ui.app
+    from vmsim.lessons import lesson_roots
 
     if not any(r.is_dir() and any((d / "lesson.toml").is_file() for d in r.iterdir())
                for r in lesson_roots()):
         pytest.skip("lessons/ is empty")
     monkeypatch.setenv("VMSIM_DATA_DIR", str(tmp_path))
-    lesson = find_lesson("1")
+    lesson = ui.app.default_lesson()
+    assert lesson.number == 1
     win = open_window(lesson)
     p = win.lesson_panel
-    assert lesson.title.get("en") in p.title.text()
+    step = p.step
+    assert step is lesson.steps[0] and lesson.title.get("en") in p.title.text()
     assert p.steps.count() == len(lesson.steps)
-    assert p.prose.toPlainText().strip()
-    assert win.bridge.factory is not None and win.bridge.session.image is not None
+    log = win.events.table
+
+    def kinds() -> list[str]:
+        return [log.item(r, 3).text() for r in range(log.rowCount())]
+
+    assert "kvm_ioctl" in kinds()  # KVM_GET_API_VERSION, KVM_CREATE_VM ... before any step
+    p.b_check.click()
+    assert not p.state().result.passed
+    assert _words(step.checks[0]["message"]["en"]).split("`")[0] in _plain(p.result_label)
+    for _ in range(300):
+        win.a_step_event.trigger()
+        if kinds()[-1:] == ["kvm_entry"]:
+            break
+    p.b_check.click()
+    assert p.state().result.passed, _plain(p.result_label)
     win.set_language("zh_CN")
     assert lesson.title.get("zh-CN") in p.title.text()
+    assert _first_line(step.prose.get("zh-CN")) in _words(p.prose.toPlainText())
     win.set_language("en")
 
 
