@@ -122,6 +122,7 @@ def register(subparsers) -> None:
                    help="presentation mode: the diagram and one panel, large, the animation "
                         "slowed, for a lecture hall (View > Presentation mode toggles it)")
     p.add_argument("--lang", choices=("en", "zh_CN"), default=None,
+                   type=lambda v: v.replace("-", "_"),  # zh-CN, as the lessons spell it, too
                    help="the window's language (default: as chosen in View > Language, else the "
                         "system locale's: zh_* gives Simplified Chinese)")
     p.add_argument("--screenshot", metavar="FILE.png",
