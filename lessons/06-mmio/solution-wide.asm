@@ -4,8 +4,7 @@
 ; QEMU's VGA model answers every access (memory-mapped I/O). Under EPT:
 ; - the first access finds no EPT entry: EPT_VIOLATION (exit 48); kvm.ko finds no memory
 ;   slot for the address and installs a deliberately misconfigured EPT entry (W+X, no R);
-; - every later access to the page is EPT_MISCONFIG (exit 49), kvm.ko's fast MMIO path;
-; - either way the instruction emulator decodes the instruction and hands the access to
+; - the instruction emulator decodes the instruction and hands the access to
 ;   QEMU as KVM_EXIT_MMIO (address, length, data): a store leaves with its data after the
 ;   instruction completed, a load leaves first and completes on the next KVM_RUN.
 ; The same binary boots on qemu-system-i386 -kernel (multiboot header below).
