@@ -2,12 +2,9 @@
 ;
 ; A string I/O instruction (INS/OUTS) exits like any IN/OUT (IO_INSTRUCTION, reason 30),
 ; with the string (bit 4) and REP (bit 5) bits set in the qualification. kvm.ko's
-; handle_io sends it to the instruction emulator, which runs it one element at a time:
-; - OUTS: each iteration hands its one element to userspace (KVM_EXIT_IO, count 1), then
-;   the guest re-executes the `rep outsb` for the next one: one VM exit per byte;
-; - INS: the emulator reads ahead into its read cache (1024 bytes): one KVM_EXIT_IO with
-;   count = min(ECX, bytes left in the destination page, 1024 / size) elements, which the
-;   following iterations consume without exiting.
+; handle_io sends it to the instruction emulator, which runs it one element at a time and
+; hands the device accesses to QEMU as KVM_EXIT_IO, with a count of elements: how many
+; each exit carries, in each direction, is what lesson 7 is about.
 ; The same binary boots on qemu-system-i386 -kernel (multiboot header below).
 bits 32
 org 0x100000
