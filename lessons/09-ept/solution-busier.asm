@@ -10,7 +10,7 @@
 ;   no VM exit. kvm.ko only sees the first touch of each guest-physical page (an
 ;   EPT_VIOLATION) and the CR0 write that turns paging on. The hardware pays instead: a
 ;   TLB miss walks the guest's tables and, for every guest-physical address on the way,
-;   the EPT tables (2 guest + 12 EPT references for a 4 KiB page).
+;   the EPT tables (a two-dimensional walk).
 ; - Under shadow paging every MOV to CR3 exits (CR_ACCESS), and so do the first touches
 ;   of pages in each address space (#PF).
 ; The same binary boots on qemu-system-i386 -kernel (multiboot header below).
