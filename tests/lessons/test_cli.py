@@ -68,7 +68,7 @@ def test_check_grades_submitted_files(capsys, tmp_path: Path) -> None:
 def test_check_grades_answers(capsys) -> None:
     assert _run(capsys, "check", "1", "--step", "count-exits", "--answer", "4")[0] == 0
     status, out, _ = _run(capsys, "check", "1", "--step", "count-exits", "--answer", "5")
-    assert status == EXIT_FAILED and "you predicted 5; the simulator counted 4" in out
+    assert status == EXIT_FAILED and "you predicted 5; the simulator gives 4" in out
     assert _run(capsys, "check", "1", "--step", "who-handles", "--answer", "0,1")[0] == 0
     assert _run(capsys, "check", "1", "--step", "who-handles", "--answer", "1")[0] == EXIT_FAILED
 

@@ -629,8 +629,8 @@ class LessonRun:
             ok = abs(n - truth) <= st.tolerance
             tol = f" (within {st.tolerance})" if st.tolerance else ""
             tol_zh = f"（允许误差 {st.tolerance}）" if st.tolerance else ""
-            msg = _t(f"you predicted {n}{tol}; the simulator counted {truth}",
-                     f"你预测 {n}{tol_zh}；模拟器得到 {truth}")
+            msg = _t(f"you predicted {n}{tol}; the simulator gives {truth}",
+                     f"你预测 {n}{tol_zh}；模拟器给出 {truth}")
             return StepResult(ok, [CheckResult(ok, msg)], truth, st.explain)
         if st.kind == "choice":
             chosen = _as_choice(answer, len(st.options))
@@ -638,7 +638,7 @@ class LessonRun:
             ok = chosen == correct
             checks = []
             for i, o in enumerate(st.options):
-                if (i in chosen) != o.correct or (i in chosen):
+                if i in chosen or o.correct:  # what was chosen, and what was missed
                     good = (i in chosen) == o.correct
                     label = o.text
                     why = (Text({"en": f": {o.why.get('en')}", "zh-CN": f"：{o.why.get('zh-CN')}"})
