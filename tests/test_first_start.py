@@ -42,23 +42,38 @@ def test_help_and_a_wrong_command_still_work(capsys) -> None:
     assert "invalid choice" in capsys.readouterr().err
 
 
-def test_default_guest_is_hello_until_there_are_lessons(tmp_path, monkeypatch) -> None:
-    assert ui.app.first_lesson_guest(tmp_path / "lessons") is None  # no lessons/ yet
+def test_vmsim_alone_opens_the_lesson_last_at_else_the_first(tmp_path, monkeypatch) -> None:
+    """default_lesson (issue 14): no lessons, hello.asm; else the lesson Progress says the
+    student was last at, else the first by number; a lesson that cannot be read is passed
+    over. The engine's fixture lesson, copied twice (ids "first" and "everything")."""
+    import shutil
+
+    from vmsim.lessons.progress import Progress
+
+    monkeypatch.setenv("VMSIM_DATA_DIR", str(tmp_path / "data"))
+    lessons = tmp_path / "lessons"
+    assert ui.app.default_lesson([lessons]) is None  # no lessons/ yet
     if ui.app.first_lesson_guest() is None:
         assert ui.app.default_guest() == HELLO
-    lessons = tmp_path / "lessons"
-    (lessons / "02-timer").mkdir(parents=True)
-    (lessons / "02-timer" / "guest.asm").write_text("hlt\n")
-    (lessons / "01-first-exit").mkdir()
-    # A lesson without a guest is skipped.
-    assert ui.app.first_lesson_guest(lessons) == lessons / "02-timer" / "guest.asm"
-    (lessons / "01-first-exit" / "notes.md").write_text("read me\n")
-    (lessons / "01-first-exit" / "exit.asm").write_text("hlt\n")
-    assert ui.app.first_lesson_guest(lessons) == lessons / "01-first-exit" / "exit.asm"
-    (lessons / "01-first-exit" / "guest.asm").write_text("hlt\n")
-    assert ui.app.first_lesson_guest(lessons) == lessons / "01-first-exit" / "guest.asm"
-    monkeypatch.setattr(ui.app, "_data_dirs", lambda name: [tmp_path / name])
-    assert ui.app.default_guest() == lessons / "01-first-exit" / "guest.asm"
+    fixture = ROOT / "tests" / "data" / "lessons" / "01-everything"
+    shutil.copytree(fixture, lessons / "02-everything")
+    shutil.copytree(fixture, lessons / "01-first")
+    toml = lessons / "01-first" / "lesson.toml"
+    toml.write_text(toml.read_text(encoding="utf-8").replace('id = "everything"', 'id = "first"'),
+                    encoding="utf-8")
+    (lessons / "00-broken").mkdir()
+    (lessons / "00-broken" / "lesson.toml").write_text("format = [\n", encoding="utf-8")
+    assert ui.app.default_lesson([lessons]).id == "first"  # lesson 1, the broken one passed over
+    progress = Progress.load()
+    progress.set_current("everything", "who-handles")
+    progress.save()
+    assert ui.app.default_lesson([lessons]).id == "everything"  # where the student was
+    assert ui.app.first_lesson_guest(lessons) == lessons / "02-everything" / "guest.asm"
+    progress.data["last_lesson"] = "gone-since"
+    progress.save()
+    assert ui.app.default_lesson([lessons]).id == "first"
+    monkeypatch.setenv("VMSIM_LESSONS", str(lessons))
+    assert ui.app.default_guest() == lessons / "01-first" / "guest.asm"
 
 
 def test_parse_ldd() -> None:

@@ -1,5 +1,6 @@
 """`vmsim gui [GUEST]`: registered into the vmsim command through an entry point. `vmsim`
-with no arguments comes here too (vmsim.cli.main), and opens default_guest()."""
+with no arguments comes here too (vmsim.cli.main), and opens default_lesson(): the lesson
+the student was last at, else lesson 1 (else sample_guests/hello.asm, with no lessons)."""
 
 from __future__ import annotations
 
@@ -19,31 +20,46 @@ def _data_dirs(name: str) -> list[Path]:
     return [PROJECT / name, Path(sys.prefix) / "share" / "vmsim" / name]
 
 
-def first_lesson_guest(lessons: Path | None = None) -> Path | None:
-    """The hook for the lessons (issue 14): the guest of the first lesson when a lessons/
-    directory holds any, else None. DESIGN.md's "Lessons" makes a lesson one file that
-    names its guest; issue 14 should replace this body with its loader's (vmsim.lessons):
-    the first lesson's guest. Until then, in name order (01-..., 02-...): a guest file in
-    lessons/, or a lesson directory's guest.asm, else its first guest file by name."""
-    roots = [lessons] if lessons is not None else _data_dirs("lessons")
+def default_lesson(roots: list[Path] | None = None, progress=None):
+    """The lesson `vmsim` (and `vmsim gui` with no GUEST) opens (issue 14): the one the
+    student was last at (Progress.last_lesson), else the first by number; None when no
+    lesson is installed or none can be read. `roots`: where lessons are (default
+    vmsim.lessons.lesson_roots())."""
+    from vmsim.lessons import LessonError, find_lesson, lesson_roots, load_lesson
+    from vmsim.lessons.progress import Progress
+
+    roots = list(roots) if roots is not None else lesson_roots()
+    try:
+        last = (progress if progress is not None else Progress.load()).last_lesson()
+    except (OSError, ValueError):
+        last = None
+    if last:
+        try:
+            return find_lesson(last, roots)
+        except (LessonError, LookupError, ValueError, OSError):
+            pass  # gone since, or broken: the first one instead
     for root in roots:
         if not root.is_dir():
             continue
-        for entry in sorted(root.iterdir()):
-            if entry.is_file() and entry.suffix.lower() in GUEST_SUFFIXES:
-                return entry
-            if entry.is_dir():
-                guests = sorted(f for f in entry.iterdir()
-                                if f.is_file() and f.suffix.lower() in GUEST_SUFFIXES)
-                named = entry / "guest.asm"
-                if named.is_file() or guests:
-                    return named if named.is_file() else guests[0]
+        for d in sorted(root.iterdir()):  # NN-slug: by number
+            if (d / "lesson.toml").is_file():
+                try:
+                    return load_lesson(d)
+                except (LessonError, OSError, ValueError):
+                    continue  # `vmsim lesson lint` tells what is wrong with it
     return None
 
 
+def first_lesson_guest(lessons: Path | None = None) -> Path | None:
+    """The guest of the lesson `vmsim` opens (default_lesson), None with no lessons."""
+    lesson = default_lesson([lessons] if lessons is not None else None)
+    return lesson.guest if lesson is not None else None
+
+
 def default_guest() -> Path | None:
-    """What `vmsim` and `vmsim gui` open with no GUEST: the first lesson, where there are
-    lessons, otherwise sample_guests/hello.asm; None if neither is installed."""
+    """What `vmsim` and `vmsim gui` open with no GUEST: the lesson's guest (default_lesson),
+    where there are lessons, otherwise sample_guests/hello.asm; None if neither is
+    installed."""
     lesson = first_lesson_guest()
     if lesson is not None:
         return lesson
@@ -75,14 +91,20 @@ def register(subparsers) -> None:
                                         "not model while stepping"),
                 (str(EXIT_IO), "with --screenshot: the picture could not be written"),
                 (str(EXIT_LIMIT), "with --screenshot: the guest made no progress"))
-    p = subparsers.add_parser("gui", help="open the GUI on a guest (default: the first lesson or "
-                                          "a sample guest; `vmsim` alone does the same)",
-                              description="Open the GUI on GUEST (default: the first lesson, or "
-                                          "sample_guests/hello.asm). A source that does not "
+    p = subparsers.add_parser("gui", help="open the GUI on a guest (default: the lesson you were "
+                                          "last at, else lesson 1; `vmsim` alone does the same)",
+                              description="Open the GUI on GUEST, or on a lesson (--lesson ID; with "
+                                          "neither: the lesson you were last at, else lesson 1, "
+                                          "else sample_guests/hello.asm). A source that does not "
                                           "assemble opens in the editor with its error marked.",
                               epilog=exit_status_epilog(statuses),
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("guest", nargs="?", metavar="GUEST", help=".asm source or flat binary")
+    p.add_argument("--lesson", metavar="ID",
+                   help="open a lesson (its id, number or directory name, as `vmsim lesson list` "
+                        "shows them) in the lesson panel, where you stopped; its steps bring "
+                        "their own guest and machine")
+    p.add_argument("--step", metavar="STEP", help="with --lesson: open at this step (its id)")
     p.add_argument("--paging", choices=("ept", "shadow"), default="ept",
                    help="how the simulated kvm.ko virtualizes memory (default ept)")
     p.add_argument("--backend", choices=("sim", "bare"), default="sim",
@@ -100,6 +122,7 @@ def register(subparsers) -> None:
                    help="presentation mode: the diagram and one panel, large, the animation "
                         "slowed, for a lecture hall (View > Presentation mode toggles it)")
     p.add_argument("--lang", choices=("en", "zh_CN"), default=None,
+                   type=lambda v: v.replace("-", "_"),  # zh-CN, as the lessons spell it, too
                    help="the window's language (default: as chosen in View > Language, else the "
                         "system locale's: zh_* gives Simplified Chinese)")
     p.add_argument("--screenshot", metavar="FILE.png",
@@ -156,7 +179,41 @@ def main(args: argparse.Namespace) -> int:
             print(f"vmsim gui: --load brings its own guest and machine: drop {', '.join(given)}",
                   file=sys.stderr)
             return EXIT_BAD_INPUT
-    guest = args.guest
+    if args.screenshot and not os.environ.get("VMSIM_DATA_DIR"):
+        # A picture shows a lesson as a newcomer sees it, and leaves the student's progress alone.
+        import tempfile
+
+        os.environ["VMSIM_DATA_DIR"] = tempfile.mkdtemp(prefix="vmsim-screenshot-")
+    lesson_arg = getattr(args, "lesson", None)
+    if lesson_arg is not None or getattr(args, "step", None):
+        given = [name for name, v in (("GUEST", args.guest), ("--load", args.load),
+                                      ("--smp", args.smp), ("--irqchip", args.irqchip),
+                                      ("--disk", args.disk)) if v]
+        if lesson_arg is None:
+            print("vmsim gui: --step needs --lesson ID", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if given:
+            print(f"vmsim gui: a lesson brings its own guest and machine: drop {', '.join(given)}",
+                  file=sys.stderr)
+            return EXIT_BAD_INPUT
+    lesson = None
+    if lesson_arg is not None:
+        from vmsim.lessons import LessonError, find_lesson
+
+        try:
+            lesson = find_lesson(lesson_arg)
+        except (LessonError, LookupError, ValueError, OSError) as e:
+            why = e.args[0] if isinstance(e, KeyError) and e.args else e  # (a KeyError's str is quoted)
+            print(f"vmsim gui: --lesson {lesson_arg}: {' '.join(str(why).split())} "
+                  "(vmsim lesson list shows the lessons)", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if args.step and args.step not in [s.id for s in lesson.steps]:
+            print(f"vmsim gui: --step {args.step}: lesson {lesson.id} has steps "
+                  f"{', '.join(s.id for s in lesson.steps)}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    elif args.guest is None and not args.load:
+        lesson = default_lesson()
+    guest = (str(lesson.guest) if lesson.guest is not None else None) if lesson is not None else args.guest
     if guest is None and not args.load:
         found = default_guest()
         if found is None:
@@ -212,7 +269,8 @@ def main(args: argparse.Namespace) -> int:
                          theme=theme if theme in ("light", "dark") else "light",
                          presentation=args.presentation, smp=args.smp or 1,
                          irqchip=args.irqchip or "kernel",
-                         disk=disk, disk_readonly=disk_readonly, ioeventfd=not args.no_ioeventfd)
+                         disk=disk, disk_readonly=disk_readonly, ioeventfd=not args.no_ioeventfd,
+                         lesson=lesson, step=getattr(args, "step", None))
     except (GuestLoadError, ValueError, OSError) as e:
         print(f"vmsim gui: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

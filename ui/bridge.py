@@ -208,6 +208,14 @@ class SessionBridge(QObject):
         self._gdbEnded.connect(self._gdb_ended)
         self.session: Session
         self.stats_history: StatsHistory
+        # Who makes the sessions, when not the bridge from its guest and machine: a lesson
+        # step's (issue 14: Lesson.session, its guest and machine), called as
+        # factory(image, serial_out=..., events=...) with the image to run (None: the
+        # step's own). None again once the user picks another guest or machine.
+        self.factory: Callable[..., Session] | None = None
+        # Called with each new session's EventStream before the session is built (a lesson
+        # records its events from its construction: KVM_CREATE_VM ...).
+        self.stream_hook: Callable[[EventStream], None] | None = None
         self.outcome: Outcome | None = None
         self.last_seq = 0  # the last event taken (a replay's events up to it are not new)
         self._stats_key: tuple | None = None
@@ -223,15 +231,27 @@ class SessionBridge(QObject):
         stats = StatsHistory()
         # Before the VM exists, as `vmsim run --stats` attaches its ExitStats.
         events.subscribe(stats.add, list(ExitStats.KINDS))
+        if self.stream_hook is not None:
+            self.stream_hook(events)
+        # What building the session emits (the KVM API calls from KVM_GET_API_VERSION to
+        # KVM_SET_REGS, lesson 2's subject): kept for the views, taken once it is built. The
+        # kinds a step back's replay numbers alike, as stepping listens to them.
+        early: list[Event] = []
+        unsubscribe_early = events.subscribe(early.append, FINE_KINDS_REPLAYABLE)
         old = getattr(self, "session", None)
+        made = snapshot is not None or self.factory is not None  # their guest and machine
         if snapshot is not None:
             session = Session.load_snapshot(snapshot, serial_out=self._on_serial, events=events)
+        elif self.factory is not None:
+            session = self.factory(self.guest if isinstance(self.guest, GuestImage) else None,
+                                   serial_out=self._on_serial, events=events)
         else:
             config = MachineConfig(serial_in=self.serial_input, smp=self.smp, irqchip=self.irqchip,
                                    disk=self.disk, disk_readonly=self.disk_readonly,
                                    ioeventfd=self.ioeventfd)
             session = Session(self.guest, self.backend, config,
                               serial_out=self._on_serial, events=events, paging=self.paging)
+        unsubscribe_early()
         if old is not None:  # a step it paused at an event ends as it would have (nobody
             old.finish_step()  # hears of it: what it says is cleared below)
         self._serial.clear()
@@ -239,12 +259,13 @@ class SessionBridge(QObject):
         self.stats_history = stats
         if old is not None:  # its disk image's descriptor: the new machine opened its own
             old.machine.close()
-        if snapshot is not None:  # the snapshot's guest and machine are the bridge's now
+        if made:  # the snapshot's (the lesson's) guest and machine are the bridge's now
             c = session.machine.config
             self.guest, self.backend, self.paging = session.image, session.backend, session.paging
             self.smp, self.irqchip, self.ioeventfd = c.smp, c.irqchip, c.ioeventfd
             self.disk, self.disk_readonly = c.disk, c.disk_readonly
-            self._serial.extend(session.serial)  # what COM1 had sent when it was saved
+            if snapshot is not None:
+                self._serial.extend(session.serial)  # what COM1 had sent when it was saved
         if isinstance(self.guest, str):
             self.guest = self.session.image
         session.on_rewind.append(self._on_rewind)
@@ -256,6 +277,9 @@ class SessionBridge(QObject):
         self.history.clear()
         self.future.clear()
         self._pending.clear()
+        for ev in early:  # the construction's events first in the log
+            self._take(ev)
+        self.last_seq = session.events.seq
         # VMX non-root: the last VM transition was an entry (a snapshot's vCPU may stand
         # in the guest already)
         self._transitions()
@@ -312,6 +336,7 @@ class SessionBridge(QObject):
         if irqchip not in IRQCHIP_MODES:
             raise ValueError(f"irqchip {irqchip!r}: choose one of {', '.join(IRQCHIP_MODES)}")
         self.smp, self.irqchip = smp, irqchip
+        self.factory = None  # the user's machine now, no longer a lesson step's
         self.reset()
 
     def set_disk(self, path: str | None, readonly: bool = False) -> None:
@@ -323,6 +348,7 @@ class SessionBridge(QObject):
         if path is not None:
             BlockBackend(path, readonly).close()  # refused here, before the reset
         self.disk, self.disk_readonly = path, readonly
+        self.factory = None
         self.reset()
 
     def load_snapshot(self, path: str) -> None:
@@ -332,6 +358,7 @@ class SessionBridge(QObject):
         self.pause()
         unsubscribe = self._unsubscribe
         self._build(snapshot=path)  # a refusal raises before anything here changed
+        self.factory = None
         if unsubscribe is not None:
             unsubscribe()
         self.line_breakpoints.clear()
@@ -339,12 +366,15 @@ class SessionBridge(QObject):
         self.sessionReset.emit()
         self._deliver(force=True)
 
-    def save_snapshot(self, path: str) -> str:
+    def save_snapshot(self, path: str, on_stop_event: Callable[[Event], None] | None = None) -> str:
         """Write the session to a snapshot file (Session.save_snapshot, which may first
         step on to the next point it can rebuild); returns its one-line summary. Raises
-        SnapshotError, ValueError or OSError (one line)."""
+        SnapshotError, ValueError or OSError (one line). `on_stop_event` sees the events of
+        QEMU's stop path (KVM_GET_*), which run on a copy of the simulated VM."""
         self.pause()
         try:
+            if on_stop_event is not None:
+                return self.session.save_snapshot(path, on_stop_event=on_stop_event)
             return self.session.save_snapshot(path)
         finally:
             self._deliver(force=True)  # the views follow any steps it took
@@ -355,6 +385,7 @@ class SessionBridge(QObject):
 
         image = load_guest_file(path)
         self.line_breakpoints.clear()
+        self.factory = None
         self.reset(image)
 
     def _subscribe(self, kinds: list[str]) -> None:

@@ -34,6 +34,7 @@ from ui.diagram import DiagramView
 from ui.editor import SourcePanel
 from ui.i18n import tr
 from ui.layout import load_layout
+from ui.lesson_panel import LessonChooser, LessonPanel, text_of
 from ui.panels import (
     DevicesPanel,
     DisasmPanel,
@@ -58,9 +59,13 @@ from vmsim.snapshot_format import SnapshotError
 from vmsim.vmm.machine import IRQCHIP_MODES, LOAD_ADDRESS, MAX_SMP, GuestLoadError, load_guest_file
 
 DEFAULT_GUEST = Path(__file__).resolve().parents[1] / "sample_guests" / "hello.asm"
-SETTINGS_VERSION = 2  # 2: issue 13's arrangement (DOCK_GROUPS); a version 1 layout is not restored
+SETTINGS_VERSION = 3  # 3: the lesson dock (issue 14); an older layout is not restored
 # The default arrangement, column by column, each group one set of tabs (first in front).
+# The lesson (issue 14) is on top of the left column, where a student reads first, while a
+# lesson is open (hidden otherwise); in the compact layout the group under the diagram
+# then joins the guest source's tabs under it (no third group in that column).
 DOCK_GROUPS = (
+    ("left", ("lesson",)),
     ("left", ("source", "disasm")),
     ("right", ("registers", "vmcs", "pagetables")),
     ("right", ("stats", "interrupts", "vcpus")),
@@ -97,6 +102,8 @@ def _bytes(n: int) -> str:
 
 
 def _one_line(e: object) -> str:
+    if isinstance(e, KeyError) and e.args:  # str() of a KeyError is its repr: quoted
+        e = e.args[0]
     return " ".join(str(e).split())
 
 
@@ -149,7 +156,8 @@ class MainWindow(QMainWindow):
     def __init__(self, guest: str | None = None, paging: str = "ept", backend: str = "sim",
                  settings: QSettings | None = None, theme: str = "light", presentation: bool = False,
                  smp: int = 1, irqchip: str = "kernel", disk: str | None = None,
-                 disk_readonly: bool = False, ioeventfd: bool = True):
+                 disk_readonly: bool = False, ioeventfd: bool = True, lesson=None,
+                 step: str | None = None):
         super().__init__()
         self.guest_path = str(guest or DEFAULT_GUEST)
         self.settings = settings
@@ -178,10 +186,16 @@ class MainWindow(QMainWindow):
         self.interrupts = InterruptsPanel()
         self.vcpus = VcpusPanel()
         self.queues = DeviceQueuesPanel()
+        self.lesson_panel = LessonPanel(self)
+        self.lesson_panel.lesson = lesson  # (opened below: the docks are arranged for it)
+        self.bridge.stream_hook = self.lesson_panel.new_stream
+        self._lesson_key: tuple | None = None  # the (guest, machine) the session was made for
+        self._lessons: list | None = None  # the installed lessons (Lessons menu), when read
         self.docks: dict[str, QDockWidget] = {}
         L, R, B = (Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea,
                    Qt.DockWidgetArea.BottomDockWidgetArea)
         for name, title, widget, area in (
+                ("lesson", tr("Lesson"), self.lesson_panel, L),
                 ("source", tr("Guest source"), self.source, L),
                 ("disasm", tr("Disassembly, memory"), self.disasm, L),
                 ("registers", tr("Registers"), self.registers, R),
@@ -216,6 +230,7 @@ class MainWindow(QMainWindow):
         b.runningChanged.connect(self._running_changed)
         b.stopped.connect(self._stopped)
         b.sessionReset.connect(self._session_reset)
+        b.sessionReset.connect(lambda: self.lesson_panel.attach(self.bridge.session))
         b.rewound.connect(self._rewound)
         self.timeline.seekRequested.connect(self.seek)
         b.gdbChanged.connect(self._gdb_changed)
@@ -234,13 +249,20 @@ class MainWindow(QMainWindow):
         self.on_events(list(b._pending))
         b._pending.clear()
         self.refresh()
+        if lesson is not None:
+            self.open_lesson(lesson, step)
 
     def _set_title(self) -> None:
         b = self.bridge
         disk = tr(", disk {name}{ro}").format(name=Path(b.disk).name, ro=T.READONLY if b.disk_readonly
                                               else "") if b.disk else ""
+        guest = Path(self.guest_path).name
+        panel = getattr(self, "lesson_panel", None)
+        if panel is not None and panel.lesson is not None and b.factory is not None:  # a lesson's step
+            guest = tr("Lesson {n}: {title}").format(n=panel.lesson.number,
+                                                     title=text_of(panel.lesson.title)) + " \u2014 " + guest
         self.setWindowTitle(tr("vmsim: {guest} ({backend}, {paging}, {smp} vCPU{s}, irqchip {irqchip}{disk})")
-                            .format(guest=Path(self.guest_path).name, backend=b.backend, paging=b.paging,
+                            .format(guest=guest, backend=b.backend, paging=b.paging,
                                     smp=b.smp, s="s" if b.smp > 1 else "", irqchip=b.irqchip, disk=disk))
 
     # -- layout (issue 13: fits 1366x768 to 1920x1080, nothing clipped) ---------------------------
@@ -259,7 +281,27 @@ class MainWindow(QMainWindow):
         columns can give it width (the registers' flags and segments still fit)."""
         W = max(self.width(), 800)
         left, right = (0.17, 0.21) if compact else (0.2, 0.25)
+        if self.lesson_open:  # the lesson's prose needs the width of a short paragraph
+            return int(min(max(W * 0.25, 340), 520)), int(min(max(W * (right - 0.02), 340), 500))
         return int(min(max(W * left, 270), 460)), int(min(max(W * right, 360), 520))
+
+    @property
+    def lesson_open(self) -> bool:
+        panel = getattr(self, "lesson_panel", None)
+        return panel is not None and panel.lesson is not None
+
+    def dock_groups(self, compact: bool) -> list[tuple[str, tuple[str, ...]]]:
+        """DOCK_GROUPS as arranged now: the lesson group only while a lesson is open, the
+        bottom group under the guest source in a compact layout (in its tabs, with a
+        lesson above them)."""
+        groups = [(area, names) for area, names in DOCK_GROUPS if names != ("lesson",) or self.lesson_open]
+        if not compact:
+            return groups
+        if not self.lesson_open:
+            return [("left" if area == "bottom" else area, names) for area, names in groups]
+        bottom = next(names for area, names in groups if area == "bottom")
+        return [(area, (*names, *bottom) if "source" in names else names)
+                for area, names in groups if area != "bottom"]
 
     def _chrome_height(self) -> int:
         chrome = self.menuBar().sizeHint().height() + self.statusBar().sizeHint().height() + 12
@@ -274,6 +316,7 @@ class MainWindow(QMainWindow):
         (under the guest source in a compact layout); each group is one set of tabs, its
         first tab in front (`first` for the bottom group)."""
         self._compact = compact
+        size = self.size()  # (the docks side by side on the way may widen the window: undone below)
         C, A = Qt.Corner, Qt.DockWidgetArea
         self.setCorner(C.TopLeftCorner, A.LeftDockWidgetArea)
         self.setCorner(C.BottomLeftCorner, A.LeftDockWidgetArea)
@@ -286,7 +329,9 @@ class MainWindow(QMainWindow):
         for dock in self.docks.values():  # untabbed first: a split beside a tab would tabify
             dock.setFloating(False)
             self.addDockWidget(areas["bottom"], dock)
-        groups = [("left" if compact and area == "bottom" else area, names) for area, names in DOCK_GROUPS]
+        groups = self.dock_groups(compact)
+        if not self.lesson_open:
+            self.docks["lesson"].hide()
         for area, names in groups:  # the groups' first panels, column by column
             head = self.docks[names[0]]
             if area in above:  # a second group in that column: under the first
@@ -294,15 +339,18 @@ class MainWindow(QMainWindow):
             else:
                 self.addDockWidget(areas[area], head)
                 above[area] = head
-        for _area, names in DOCK_GROUPS:
+        for _area, names in groups:
             for prev, name in pairwise(names):
                 self.docks[name].setFloating(False)
                 self.tabifyDockWidget(self.docks[prev], self.docks[name])
             for name in names:
                 self.docks[name].show()
-            front = first if first in names else names[0]
+            front = first if first in names and "source" not in names else names[0]
             self.docks[front].raise_()
         self._unelide_tabs()
+        if self.size() != size and not (self.windowState() & (Qt.WindowState.WindowMaximized
+                                                              | Qt.WindowState.WindowFullScreen)):
+            self.resize(size.expandedTo(self.minimumSizeHint()))
 
     def _unelide_tabs(self) -> None:
         """Dock tabs show their whole titles (scroll buttons when a group is too narrow),
@@ -327,10 +375,13 @@ class MainWindow(QMainWindow):
         self.resizeDocks([self.docks["source"], self.docks["registers"]], [left, right],
                          Qt.Orientation.Horizontal)
         avail = H - self._chrome_height()
-        if self._compact:
+        if self.lesson_open:  # the lesson over the guest source
+            self.resizeDocks([self.docks["lesson"], self.docks["source"]],
+                             [int(avail * 0.64), int(avail * 0.36)], Qt.Orientation.Vertical)
+        if self._compact and not self.lesson_open:
             self.resizeDocks([self.docks["source"], self.docks["devices"]],
                              [int(avail * 0.6), int(avail * 0.4)], Qt.Orientation.Vertical)
-        else:
+        elif not self._compact:
             sw, sh = self.diagram.scene_.sceneRect().width(), self.diagram.scene_.sceneRect().height()
             diagram_h = (W - left - right - 16) * sh / sw + self.diagram.viewportMargins().top() + 8
             bottom = int(min(max(avail - diagram_h, MIN_BOTTOM), avail * 0.45))
@@ -346,6 +397,8 @@ class MainWindow(QMainWindow):
         for bar in (self.toolbar, self.machine_bar, self.timeline_bar):
             bar.show()
         self._arrange_docks(self._first, compact=self.compact_layout())
+        if self.lesson_panel.step is not None:  # the lesson step's panels in front again
+            self._raise_step_panels(self.lesson_panel.step)
         self.default_dock_sizes()
         QTimer.singleShot(0, self.default_dock_sizes)  # again once the arrangement is laid out
 
@@ -356,6 +409,8 @@ class MainWindow(QMainWindow):
             if not self._restored:  # the default arrangement, for the size it has
                 if self.compact_layout() != self._compact:
                     self._arrange_docks(self._first, compact=not self._compact)
+                    if self.lesson_panel.step is not None:  # the step's panels in front again
+                        self._raise_step_panels(self.lesson_panel.step)
                 QTimer.singleShot(0, self.default_dock_sizes)
             self._unelide_tabs()
             if self._present_pending:  # --presentation: from the arrangement just made
@@ -411,21 +466,21 @@ class MainWindow(QMainWindow):
         tb.addSeparator()
         # Each back action beside its forward one, on the forward key with Shift. (To
         # userspace exit moved from Shift+F8 to F7: Shift+F8 is the back of F8 now.)
-        self.a_reverse = act(T.REVERSE_CONTINUE, self._before_step(b.reverse_continue), "Shift+F5",
+        self.a_reverse = act(T.REVERSE_CONTINUE, self._before_step(b.reverse_continue, False), "Shift+F5",
                              m_run, tip=T.REVERSE_CONTINUE_TIP)
-        self.a_run = act(tr("Run"), b.toggle_run, "F5", m_run, tip=tr("run / pause"))
+        self.a_run = act(tr("Run"), self._toggle_run, "F5", m_run, tip=tr("run / pause"))
         tb.addSeparator()
-        self.a_back_insn = act(T.BACK_INSN, self._before_step(b.step_back_instruction), "Shift+F11",
+        self.a_back_insn = act(T.BACK_INSN, self._before_step(b.step_back_instruction, False), "Shift+F11",
                                m_run, tip=T.BACK_INSN_TIP)
         self.a_step_insn = act(tr("Step instruction"), self._before_step(b.step_instruction), "F11", m_run)
-        self.a_back_event = act(T.BACK_EVENT, self._before_step(b.step_back_event), "Shift+F10", m_run,
+        self.a_back_event = act(T.BACK_EVENT, self._before_step(b.step_back_event, False), "Shift+F10", m_run,
                                 tip=T.BACK_EVENT_TIP)
         self.a_step_event = act(tr("Step event"), self._before_step(b.step_event), "F10", m_run)
-        self.a_back_exit = act(T.BACK_EXIT, self._before_step(b.step_back_vmexit), "Shift+F8", m_run,
+        self.a_back_exit = act(T.BACK_EXIT, self._before_step(b.step_back_vmexit, False), "Shift+F8", m_run,
                                tip=T.BACK_EXIT_TIP)
         self.a_step_exit = act(tr("To VM exit"), self._before_step(b.step_vmexit), "F8", m_run,
                                tip=tr("run to the next VM exit"))
-        self.a_back_user = act(T.BACK_USER, self._before_step(b.step_back_userspace_exit), "Shift+F7",
+        self.a_back_user = act(T.BACK_USER, self._before_step(b.step_back_userspace_exit, False), "Shift+F7",
                                m_run, tip=T.BACK_USER_TIP)
         self.a_step_user = act(tr("To userspace exit"), self._before_step(b.step_userspace_exit), "F7",
                                m_run, tip=tr("run to the next exit to userspace (KVM_RUN returns)"))
@@ -531,7 +586,20 @@ class MainWindow(QMainWindow):
             del name
             m_view.addAction(dock.toggleViewAction())
         self._make_language_menu(m_view)
-        for menu in (m_file, m_run, m_bp, m_view):
+        m_lessons = mb.addMenu(tr("&Lessons"))
+        self.lessons_menu = m_lessons
+        self.a_choose_lesson = act(tr("Choose a lesson…"), self.choose_lesson, "Ctrl+L", m_lessons,
+                                   toolbar=False, tip=tr("the lessons, with the steps you have done"))
+        p = self.lesson_panel
+        self.a_lesson_check = act(tr("Check the step"), p.check, "Ctrl+Return", m_lessons, toolbar=False)
+        self.a_lesson_hint = act(tr("Next hint"), p.hint, "Ctrl+H", m_lessons, toolbar=False)
+        self.a_lesson_next = act(tr("Next step"), p.next, "Alt+Right", m_lessons, toolbar=False)
+        self.a_lesson_prev = act(tr("Previous step"), p.previous, "Alt+Left", m_lessons, toolbar=False)
+        m_lessons.addSeparator()
+        self.lesson_actions: list[QAction] = []  # one per installed lesson, made when the menu opens
+        m_lessons.aboutToShow.connect(self._fill_lessons_menu)
+        self.lesson_buttons_changed()
+        for menu in (m_file, m_run, m_bp, m_view, m_lessons):
             add_mnemonics(menu)
 
     def _dock_shown(self, visible: bool) -> None:
@@ -543,11 +611,25 @@ class MainWindow(QMainWindow):
         name = next((n for n, d in self.docks.items() if d is dock), None)
         self.refresh(also={name} if name else set())
 
-    def _before_step(self, fn):
+    def _before_step(self, fn, forward: bool = True):
         def go():
+            if forward and not self._may_run():
+                return
             self.registers.mark_step()
             fn()
         return go
+
+    def _may_run(self) -> bool:
+        """A predict step not answered yet keeps the machine at its start (issue 14)."""
+        why = self.lesson_panel.may_run()
+        if why:
+            self.status.setText(why)
+            self.statusBar().showMessage(why, 8000)
+        return not why
+
+    def _toggle_run(self) -> None:
+        if self.bridge.running or self._may_run():
+            self.bridge.toggle_run()
 
     # -- breakpoints -----------------------------------------------------------------------------------
     def toggle_breakpoint(self, line: int) -> None:
@@ -682,6 +764,8 @@ class MainWindow(QMainWindow):
                 savable = True
             except (OSError, ValueError) as e:
                 text = tr("; cannot show {path}: {error}").format(path=path, error=e)
+        if self.bridge.factory is not None:  # a lesson's guest: its file is never written
+            savable, path = False, Path(self.guest_path)
         # Save writes to the source's file; a flat binary (or one not shown) has none.
         self.source.set_source(str(path) if savable else None,
                                text or tr("; (a flat binary: no source)"), str(path))
@@ -770,6 +854,7 @@ class MainWindow(QMainWindow):
             QMessageBox.warning(self, "vmsim", tr("cannot open {path}:\n{error}").format(path=path, error=e))
             return
         self.bridge.line_breakpoints.clear()
+        self.bridge.factory = None  # the student's own guest, no longer a lesson step's
         self.bridge.reset(image)
         self.guest_path = path
         self._set_title()
@@ -1206,6 +1291,7 @@ class MainWindow(QMainWindow):
         self.source.editor._update_width()  # the gutter as wide as its larger numbers
 
     def _leave_presentation(self) -> None:
+        size = self.size()  # (the large fonts' minimum sizes linger a moment: the window kept)
         QApplication.instance().setFont(self._pre_app_font)
         for w, wf in self._pre_fonts:
             try:
@@ -1222,6 +1308,8 @@ class MainWindow(QMainWindow):
         self.diagram.set_presentation(False)
         self.restoreState(self._pre_state, SETTINGS_VERSION)
         self._unelide_tabs()
+        if not self.windowState() & (Qt.WindowState.WindowMaximized | Qt.WindowState.WindowFullScreen):
+            QTimer.singleShot(0, lambda: self.resize(size.expandedTo(self.minimumSizeHint())))
 
     # -- layout memory ---------------------------------------------------------------------------------------
     def restore_layout(self) -> None:
@@ -1301,8 +1389,8 @@ class MainWindow(QMainWindow):
         if self.bridge.gdb is not None:
             self._refused(T.NO_BACK_GDB)
             return False
-        try:
-            summary = self.bridge.save_snapshot(path)
+        try:  # (a lesson records QEMU's stop path: the KVM_GET_* ioctls)
+            summary = self.bridge.save_snapshot(path, self.lesson_panel.stop_event_sink())
         except (SnapshotError, ValueError, OSError) as e:
             self._refused(T.SNAPSHOT_SAVE_FAILED.format(error=_one_line(e)))
             return False
@@ -1319,11 +1407,14 @@ class MainWindow(QMainWindow):
         if b.gdb is not None:
             self._refused(T.NO_BACK_GDB)
             return False
+        self.lesson_panel.resuming = True  # a lesson's checks see the run before it, then this one
         try:
             b.load_snapshot(path)
         except (SnapshotError, ValueError, OSError) as e:
             self._refused(T.SNAPSHOT_OPEN_FAILED.format(error=_one_line(e)))
             return False
+        finally:
+            self.lesson_panel.resuming = False
         self.snapshot_opened(path)
         return True
 
@@ -1347,6 +1438,224 @@ class MainWindow(QMainWindow):
         path, _ = QFileDialog.getSaveFileName(self, tr("Save screenshot"), "vmsim.png", tr("PNG (*.png)"))
         if path:
             self.grab().save(path)
+
+    # -- lessons (issue 14) -----------------------------------------------------------------------
+    def installed_lessons(self) -> list:
+        """The lessons of vmsim.lessons.lesson_roots(), by number; one that does not load is
+        left out (the status bar says which and why: `vmsim lesson lint` tells more)."""
+        if self._lessons is None:
+            from vmsim.lessons import LessonError, lesson_roots, load_lesson
+
+            found: dict[str, object] = {}
+            bad: list[str] = []
+            for root in lesson_roots():
+                if not root.is_dir():
+                    continue
+                for d in sorted(root.iterdir()):
+                    if not (d / "lesson.toml").is_file():
+                        continue
+                    try:
+                        lesson = load_lesson(d)
+                    except (LessonError, OSError, ValueError) as e:
+                        bad.append(_one_line(e))
+                        continue
+                    found.setdefault(lesson.id, lesson)  # the checkout's before an installed copy
+            self._lessons = sorted(found.values(), key=lambda lesson: lesson.number)
+            if bad:
+                self.statusBar().showMessage(tr("a lesson could not be read: {error}").format(error=bad[0]),
+                                             15000)
+        return self._lessons
+
+    def lesson_progress(self):
+        if getattr(self, "progress", None) is None:
+            from vmsim.lessons.progress import Progress
+
+            self.progress = Progress.load()
+            if self.progress.warning:  # a corrupt file, kept aside: the student is told
+                self.statusBar().showMessage(self.progress.warning, 15000)
+        return self.progress
+
+    def open_lesson(self, lesson, step: str | None = None) -> bool:
+        """Open a lesson (a Lesson, or its id or number) in the lesson panel at `step`, else
+        where the student was last, else its first step. Returns False (with one line
+        in the status bar) for a lesson that cannot be found or read."""
+        from vmsim.lessons import LessonError, find_lesson
+        from vmsim.lessons.run import LessonRun
+
+        if isinstance(lesson, str):
+            try:
+                lesson = find_lesson(lesson)
+            except (LessonError, LookupError, ValueError, OSError) as e:
+                self._refused(tr("cannot open the lesson: {error}").format(error=_one_line(e)))
+                return False
+        placed = self.lesson_open and not self.docks["lesson"].isHidden()
+        self.lesson_panel.lesson = lesson  # (the docks are arranged for an open lesson)
+        if not placed:
+            if self.isVisible():
+                self.reset_layout()
+            else:
+                self._restored = False
+                self._arrange_docks(self._first, compact=self._compact)
+        panel = self.lesson_panel
+        same = panel.run is not None and panel.run.lesson.id == lesson.id
+        run = panel.run if same else LessonRun(lesson)  # (it follows the session already)
+        panel.open(lesson, run, self.lesson_progress(), step)
+        return True
+
+    def choose_lesson(self) -> None:
+        """Lessons > Choose a lesson: the list with numbers, titles and steps done."""
+        lessons = self.installed_lessons()
+        if not lessons:
+            self._refused(tr("No lessons are installed (the lessons/ directory is empty or missing)."))
+            return
+        current = self.lesson_panel.lesson.id if self.lesson_open else None
+        dialog = LessonChooser(lessons, self.lesson_progress(), self, current)
+        if dialog.exec() and dialog.chosen() is not None:
+            self.open_lesson(dialog.chosen())
+
+    def _fill_lessons_menu(self) -> None:
+        """The Lessons menu lists every lesson with its steps done (made as it opens)."""
+        menu = self.lessons_menu
+        for a in self.lesson_actions:
+            menu.removeAction(a)
+        self.lesson_actions = []
+        progress = self.lesson_progress()
+        current = self.lesson_panel.lesson.id if self.lesson_open else None
+        for lesson in self.installed_lessons():
+            done = sum(1 for st in lesson.steps if progress.step_status(lesson.id, st.id) == "done")
+            a = QAction(tr("{n}. {title} ({done}/{total})").format(
+                n=lesson.number, title=text_of(lesson.title).replace("&", "&&"), done=done,
+                total=len(lesson.steps)), self, checkable=True)
+            a.setChecked(lesson.id == current)
+            a.setToolTip(text_of(lesson.summary))
+            a.triggered.connect(lambda _on=False, lesson=lesson: self.open_lesson(lesson))
+            menu.addAction(a)
+            self.lesson_actions.append(a)
+        add_mnemonics(menu)
+
+    def lesson_enter_step(self, lesson, step, fresh: bool = False) -> None:
+        """The window set up for a lesson's step: its guest (a modify step's start) and
+        machine, in a new session when they differ from the current one's (or `fresh`,
+        or a predict step after the machine ran), and the panels the step names raised."""
+        if self.bridge.gdb is not None:  # the debugger's session stays until it detaches
+            self.status.setText(tr("gdb drives this guest: detach it first"))
+            self._raise_step_panels(step)
+            return
+        guest = step.start if step.kind == "modify" and step.start is not None else step.guest
+        key = (lesson.id, str(guest), repr(sorted(step.machine.items())))
+        s = self.bridge.session
+        if step.kind == "predict" and (s.instructions or self.bridge.finished):
+            fresh = True  # a prediction is made before the machine runs
+        if fresh or key != self._lesson_key or self.bridge.factory is None:
+            self._lesson_session(lesson, step, guest, key)
+        else:
+            self.lesson_panel.attach(self.bridge.session)
+        self._raise_step_panels(step)
+
+    def _lesson_session(self, lesson, step, guest: Path | None, key: tuple) -> None:
+        from vmsim.lessons.run import record_from_start
+
+        b = self.bridge
+        source = guest.read_text(encoding="utf-8") if guest is not None and guest != step.guest else None
+        first: dict[str, object] = {}
+
+        def make(image, **kw):
+            """The step's session (its events recorded from its construction, for the
+            LessonRun); after an edit (Assemble & reset), of the editor's text."""
+            src = source
+            if image is not None and "image" in first and image is not first["image"]:
+                src = image.source
+            session = record_from_start(lesson, step, src, source_name=str(guest or "guest.asm"), **kw)
+            first.setdefault("image", session.image)
+            return session
+
+        old = (b.factory, b.guest)
+        b.pause()
+        b.line_breakpoints.clear()
+        b.factory, b.guest = make, None
+        try:
+            b.reset()
+        except Exception as e:  # a lesson's guest or machine that fails: one line
+            b.factory, b.guest = old
+            b.reset()
+            self._refused(tr("cannot start this step's machine: {error}").format(error=_one_line(e)))
+            return
+        self._lesson_key = key
+        self.guest_path = str(guest or b.session.image.source_file or lesson.directory)
+        self._sync_machine_controls()
+        self._set_title()
+        self._load_source_text()
+        self._show_asm_error(None)
+        self.source.editor.breakpoints = set()
+        self.lesson_panel.attach(b.session)
+        self.refresh()
+
+    def _raise_step_panels(self, step) -> None:
+        """The panels a step names shown, the first named in front of its tab group
+        (raised last); the lesson stays shown beside them."""
+        for name in reversed(step.show):
+            if name in self.docks and name != "lesson":
+                self.raise_panel("", name)
+        lesson = self.docks["lesson"]
+        if not self.presentation or "lesson" in step.show:
+            lesson.show()
+            lesson.raise_()
+
+    def lesson_source(self) -> str:
+        """A modify step's answer: the editor's text."""
+        return self.source.editor.toPlainText()
+
+    def lesson_set_source(self, text: str) -> None:
+        """Put a guest in the editor (a solution, a practice problem's guest) and run it."""
+        self.source.set_source(None, text, self.guest_path)
+        self.reassemble(text)
+        self.raise_panel("", "source")
+
+    def lesson_do_actions(self, actions: list[dict]) -> bool:
+        """A do step's reference actions on the window's session, from the step's start
+        (Show solution > Do these for me), each as its button would: the views follow."""
+        from vmsim.lessons.run import STEP_LIMIT, event_matches
+
+        b = self.bridge
+        b.reset()
+        if self.lesson_panel.may_run():
+            return False
+        for a in actions:
+            do = a.get("do")
+            for _ in range(int(a.get("count", 1))):
+                s = b.session
+                if b.finished:
+                    break
+                if do == "run":
+                    b._step(s.run)
+                elif do == "run_until" and "address" in a:
+                    saved = set(b.address_breakpoints)
+                    b.set_breakpoints(addresses={a["address"]})
+                    try:
+                        b._step(lambda s=s: s.run_for(seconds=None))
+                    finally:
+                        b.set_breakpoints(addresses=saved)
+                elif do == "run_until":
+                    b._step(lambda s=s, a=a: s.step_until(
+                        lambda ev: event_matches(ev, a["kind"], a.get("where") or {}), STEP_LIMIT))
+                elif do in ("step_instruction", "step_event", "step_vmexit", "step_userspace_exit"):
+                    self.registers.mark_step()
+                    getattr(b, do)()
+                else:  # save_snapshot, resume_snapshot: File > Save snapshot… / Open snapshot…
+                    self.status.setText(tr("{action}: do it from the File menu").format(action=do))
+                    return False
+        self.refresh()
+        return True
+
+    def lesson_before_check(self) -> None:
+        self.bridge.pause()
+
+    def lesson_buttons_changed(self) -> None:
+        """The Lessons menu's step actions as the panel's buttons."""
+        p = self.lesson_panel
+        for a, button in ((self.a_lesson_check, p.b_check), (self.a_lesson_hint, p.b_hint),
+                          (self.a_lesson_next, p.b_next), (self.a_lesson_prev, p.b_prev)):
+            a.setEnabled(self.lesson_open and button.isEnabled())
 
     # -- language (issue 13) ----------------------------------------------------------------------
     def _make_language_menu(self, m_view) -> None:
@@ -1392,6 +1701,7 @@ class MainWindow(QMainWindow):
             if a.menu() is not None:
                 add_mnemonics(a.menu())
         self.queues.reset()
+        self.lesson_panel.retranslate()
         self.pagetables._key = None
         self.timeline.update()
         self.stats.chart.update()

@@ -23,6 +23,9 @@ THEMES = ("light", "dark")
 SHOTS = (*((t, s, False) for t in THEMES for s in SIZES),
          ("light", (1920, 1080), True), ("dark", (1920, 1080), True), ("light", (1366, 768), True))
 README_SHOT = ("light", (1600, 1000), False)
+# The lesson panel (issue 14): lesson-{en,zh-CN}.png, a lesson at its first step.
+LESSON_LANGS = {"en": "en", "zh-CN": "zh_CN"}  # file name -> --lang
+LESSON_SIZE = (1600, 1000)
 
 
 def name(theme: str, size: tuple[int, int], presentation: bool) -> str:
@@ -36,6 +39,13 @@ def command(out: Path, theme: str, size: tuple[int, int], presentation: bool, gu
     return cmd + (["--presentation"] if presentation else [])
 
 
+def lesson_command(out: Path, lesson: str, lang: str, size: tuple[int, int] = LESSON_SIZE,
+                   steps: int = 0) -> list[str]:
+    return [sys.executable, "-m", "vmsim", "gui", "--lesson", lesson, "--lang", lang,
+            "--screenshot", str(out), "--size", f"{size[0]}x{size[1]}", "--theme", "light",
+            "--steps", str(steps)]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ui.screenshots", description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(ROOT / "docs" / "screenshots"),
@@ -45,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=150,
                    help="events stepped first (default 150: a few characters out)")
     p.add_argument("--no-readme", action="store_true", help="leave docs/screenshot.png alone")
+    p.add_argument("--lesson", default="1",
+                   help="the lesson of lesson-{en,zh-CN}.png (default 1; skipped when it is not "
+                        "installed)")
     args = p.parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -59,6 +72,30 @@ def main(argv: list[str] | None = None) -> int:
     for path, (theme, size, presentation) in jobs:
         r = subprocess.run(command(path, theme, size, presentation, guest_arg, args.steps),
                            env=env, cwd=ROOT)
+        print(f"{path}: {'written' if r.returncode == 0 else f'failed (status {r.returncode})'}")
+        status = status or r.returncode
+    status = _lesson_shots(out, args.lesson, env) or status
+    return status
+
+
+def _lesson_shots(out: Path, lesson: str, env: dict) -> int:
+    """lesson-en.png and lesson-zh-CN.png: the lesson panel at the lesson's first step (a
+    fresh VMSIM_DATA_DIR each: no one's progress in the pictures)."""
+    import tempfile
+
+    from vmsim.lessons import LessonError, find_lesson
+
+    try:
+        find_lesson(lesson)
+    except (LessonError, LookupError) as e:
+        print(f"lesson pictures skipped: {e}")
+        return 0
+    status = 0
+    for name, lang in LESSON_LANGS.items():
+        path = out / f"lesson-{name}.png"
+        with tempfile.TemporaryDirectory() as data:
+            r = subprocess.run(lesson_command(path, lesson, lang), env=dict(env, VMSIM_DATA_DIR=data),
+                               cwd=ROOT)
         print(f"{path}: {'written' if r.returncode == 0 else f'failed (status {r.returncode})'}")
         status = status or r.returncode
     return status

@@ -33,7 +33,7 @@ FRAME_P     equ 0x302000                ; A's page at the probe
 WINDOW      equ 0x400000                ; linear
 PROBE       equ 0x401000                ; linear: read once, one TLB miss, one 2-D walk
 P_RW        equ 0x003                   ; present, writable
-ROUNDS      equ 32                      ; context switches: 2 per round
+ROUNDS      equ 64                      ; context switches: 2 per round
 
 start:
         jmp entry

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from vmsim.lessons.practice import GENERATORS, Problem, generate, parse_answers, validate
+from vmsim.lessons.practice import GENERATORS, Problem, Question, generate, parse_answers, validate
 
 SEEDS = range(20)
 
@@ -73,6 +73,9 @@ def test_answers_in_other_spellings():
             given[q.id] = "none"
     assert all(p.check(given).values())
     assert not p.check({"exits": "x, y"})["exits"]
+    nothing = Problem("exit_prediction", 0, {}, [Question("exits", {}, "text")], {"exits": "none"}, {})
+    assert nothing.check({"exits": "none"})["exits"] and nothing.check({"exits": []})["exits"]
+    assert not nothing.check({"exits": " "})["exits"]  # a blank field is no answer
     typed = "; ".join(f"{q.id}={p.answers[q.id]:#x}" if q.kind == "hex" else f"{q.id}={p.answers[q.id]}"
                       for q in p.questions)
     assert all(p.check(parse_answers(typed)).values())
@@ -121,35 +124,45 @@ def _listing(p: Problem) -> list[str]:
 
 
 def test_ept_walk_against_a_plain_walk_of_the_generated_tables(problems):
-    for s in SEEDS:
-        p = problems["ept_walk", s]
+    cases = [problems["ept_walk", s] for s in SEEDS]
+    cases += [generate("ept_walk", s, {"large_page": True}) for s in SEEDS[:6]]
+    for p in cases:
+        s = p.seed
         mem = _stores(p.guest_source)
         cr3 = int(re.search(r"mov eax, 0x([0-9A-F]+)\n\s+mov cr3, eax", p.guest_source)[1], 16)
         la = int(re.search(r"mov ebx, \[0x([0-9A-F]+)\]", p.guest_source)[1], 16)
         pde_addr = (cr3 & 0xFFFFF000) | (la >> 22) << 2            # SDM 4.3, 32-bit paging
         pde = mem[pde_addr]
-        assert pde & 1 and not pde & 0x80                          # present, a page table
-        pte_addr = (pde & 0xFFFFF000) | ((la >> 12) & 0x3FF) << 2
-        pte = mem[pte_addr]
-        assert pte & 1
-        gpa = (pte & 0xFFFFF000) | (la & 0xFFF)
-        assert (p.answers["pde_gpa"], p.answers["pte_gpa"], p.answers["gpa"]) == (pde_addr, pte_addr, gpa)
+        assert pde & 1
+        assert bool(pde & 0x80) == p.params["large_page"]
+        if pde & 0x80:  # CR4.PSE = 1 and PS: a 4 MiB page, one guest level
+            gpa, levels = (pde & 0xFFC00000) | (la & 0x3FFFFF), 1
+            assert "pte_gpa" not in p.answers
+        else:
+            pte_addr = (pde & 0xFFFFF000) | ((la >> 12) & 0x3FF) << 2
+            pte = mem[pte_addr]
+            assert pte & 1 and p.answers["pte_gpa"] == pte_addr
+            gpa, levels = (pte & 0xFFFFF000) | (la & 0xFFF), 2
+        assert (p.answers["pde_gpa"], p.answers["gpa"]) == (pde_addr, gpa), s
         assert p.answers["hpa"] & 0xFFF == gpa & 0xFFF             # EPT keeps the page offset
         # n guest levels, m EPT levels: (n + 1)(m + 1) - 1 paging-structure references
-        assert p.answers["references"] == (2 + 1) * (4 + 1) - 1 == 14
+        assert p.answers["references"] == (levels + 1) * (4 + 1) - 1 == {2: 14, 1: 9}[levels]
 
 
 IO = re.compile(r"(in|out) (?:(al|ax|eax), (dx|0x[0-9A-F]+)|(dx|0x[0-9A-F]+), (al|ax|eax))$")
 PIC_PORTS = {0x20, 0x21, 0xA0, 0xA1}  # kvm.ko's in-kernel PIC (irqchip kernel)
+REGS = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")  # the SDM's GPR numbers
 
 
 def test_exit_prediction_io_lines_against_the_sdm_layout(problems):
-    seen_io = seen_alu = 0
+    seen_io = seen_alu = seen_cr = seen_mem = 0
     for s in SEEDS:
         p = problems["exit_prediction", s]
         dx = None
         exits, user = _nums(p.answers["exits"]), _nums(p.answers["userspace"])
-        for n, ins in enumerate(_listing(p), 1):
+        listing = _listing(p)
+        touched: set[int] = set()  # pages EPT maps by now (the guest's code page aside)
+        for n, ins in enumerate(listing, 1):
             if m := re.fullmatch(r"mov dx, (0x[0-9A-F]+)", ins):
                 dx = int(m[1], 16)
             if m := IO.fullmatch(ins):
@@ -163,13 +176,40 @@ def test_exit_prediction_io_lines_against_the_sdm_layout(problems):
                 assert (p.answers[f"reason_{n}"], p.answers[f"qual_{n}"]) == (30, qual), (s, n, ins)
                 assert n in exits and (n in user) == (port not in PIC_PORTS), (s, n, ins)
                 seen_io += 1
+            elif m := re.fullmatch(r"mov cr([034]), (e[a-z]x|esi|edi)", ins):
+                # SDM "Exit Qualification for Control-Register Accesses": CR number, type 0
+                # (MOV to CR), the register's number in bits 11:8. An exit only for a bit
+                # KVM keeps: CR4.PSE and CR0.MP; never CR0.TS or (with EPT) CR0.WP or CR3
+                cr, reg = int(m[1]), REGS.index(m[2])
+                bit = int(re.search(r"xor \w+, (0x[0-9A-F]+)", listing[n - 2])[1], 16) if cr != 3 else 0
+                exits_here = cr == 4 or (cr == 0 and bit == 0x2)
+                want = (28, cr | reg << 8) if exits_here else (-1, 0)
+                assert (p.answers[f"reason_{n}"], p.answers[f"qual_{n}"]) == want, (s, n, ins)
+                seen_cr += 1
+            elif m := re.fullmatch(r"mov (dword|byte) \[(0x[0-9A-F]+)\], 0x[0-9A-F]+", ins):
+                # SDM "Exit Qualification for EPT Violations": bit 1 a write, bits 5:3 = 0 (not
+                # present), bit 7 the linear address is valid, bit 8 it is the final translation
+                page = int(m[2], 16) >> 12
+                vga = m[1] == "byte"
+                if page not in touched:
+                    want = (48, 1 << 1 | 1 << 7 | 1 << 8)
+                elif vga:  # KVM left an MMIO (misconfigured) entry: its fast path
+                    want = (49, 0)
+                else:
+                    want = (-1, 0)
+                assert (p.answers[f"reason_{n}"], p.answers[f"qual_{n}"]) == want, (s, n, ins)
+                assert (n in user) == (vga and want[0] != -1), (s, n, ins)
+                touched.add(page)
+                seen_mem += 1
+            elif m := re.fullmatch(r"mov e[a-z]+, \[(0x[0-9A-F]+)\]", ins):
+                assert int(m[1], 16) >> 12 in touched and p.answers[f"reason_{n}"] == -1, (s, n, ins)
             elif ins == "cpuid":
                 assert p.answers[f"reason_{n}"] == 10 and n in exits and n not in user
             elif re.fullmatch(r"(mov|add|xor|inc) (eax|ebx|ecx|esi|edi|dx|al)(, (\w+|0x[0-9A-F]+))?", ins) \
                     and "cr" not in ins:  # register and immediate operands only: no exit
                 assert p.answers[f"reason_{n}"] == -1 and n not in exits, (s, n, ins)
                 seen_alu += 1
-    assert seen_io >= 10 and seen_alu >= 10
+    assert seen_io >= 10 and seen_alu >= 10 and seen_cr >= 3 and seen_mem >= 5
 
 
 def test_shadow_faults_against_kvms_shadow_paging_rules(problems):
@@ -303,3 +343,16 @@ def test_same_problem_in_another_process():
     here = [[p.prompt, p.answers, p.solution, p.guest_source]
             for p in (generate("ept_walk", 5), generate("exit_prediction", 5), generate("shadow_faults", 5))]
     assert json.loads(out) == json.loads(json.dumps(here))
+
+
+def test_a_teacher_prints_a_problem(capsys):
+    from vmsim.lessons.practice import main
+
+    assert main(["ept_walk", "3", "--solution", "--lang", "zh-CN"]) == 0
+    out = capsys.readouterr().out
+    p = generate("ept_walk", 3)
+    assert p.prompt["zh-CN"] in out and p.solution["zh-CN"] in out
+    assert f"`references` = {p.answers['references']}" in out
+    with pytest.raises(SystemExit) as e:
+        main(["shadow_faults", "1", "--params", '{"accesses": 99}'])
+    assert e.value.code == 2 and "'accesses' must be between 4 and 8" in capsys.readouterr().err

@@ -292,6 +292,26 @@
         <translation>把这个客户机并排运行两次，只差一项设置</translation>
     </message>
     <message>
+        <source>&amp;Lessons</source>
+        <translation>课程(&amp;L)</translation>
+    </message>
+    <message>
+        <source>Choose a lesson…</source>
+        <translation>选择课程…</translation>
+    </message>
+    <message>
+        <source>the lessons, with the steps you have done</source>
+        <translation>各课程，以及你已完成的步骤</translation>
+    </message>
+    <message>
+        <source>Check the step</source>
+        <translation>检查此步骤</translation>
+    </message>
+    <message>
+        <source>Next hint</source>
+        <translation>下一条提示</translation>
+    </message>
+    <message>
         <source>line {line} has no code: no breakpoint there</source>
         <translation>第 {line} 行没有代码：不能在此设置断点</translation>
     </message>
@@ -722,6 +742,30 @@
     <message>
         <source>PNG (*.png)</source>
         <translation>PNG 图像 (*.png)</translation>
+    </message>
+    <message>
+        <source>a lesson could not be read: {error}</source>
+        <translation>有一课无法读取：{error}</translation>
+    </message>
+    <message>
+        <source>cannot open the lesson: {error}</source>
+        <translation>无法打开课程：{error}</translation>
+    </message>
+    <message>
+        <source>No lessons are installed (the lessons/ directory is empty or missing).</source>
+        <translation>没有安装任何课程（lessons/ 目录为空或不存在）。</translation>
+    </message>
+    <message>
+        <source>{n}. {title} ({done}/{total})</source>
+        <translation>{n}. {title}（{done}/{total}）</translation>
+    </message>
+    <message>
+        <source>cannot start this step&apos;s machine: {error}</source>
+        <translation>无法启动此步骤的机器：{error}</translation>
+    </message>
+    <message>
+        <source>{action}: do it from the File menu</source>
+        <translation>{action}：请从文件菜单操作</translation>
     </message>
     <message>
         <source>&amp;Language</source>
@@ -2164,6 +2208,286 @@
     <message>
         <source>▶ now</source>
         <translation>▶ 当前</translation>
+    </message>
+    <message>
+        <source>done</source>
+        <translation>已完成</translation>
+    </message>
+    <message>
+        <source>tried, not done</source>
+        <translation>已尝试，未完成</translation>
+    </message>
+    <message>
+        <source>not tried</source>
+        <translation>未尝试</translation>
+    </message>
+    <message>
+        <source>Do</source>
+        <translation>动手</translation>
+    </message>
+    <message>
+        <source>Predict</source>
+        <translation>预测</translation>
+    </message>
+    <message>
+        <source>Modify the guest</source>
+        <translation>修改客户机</translation>
+    </message>
+    <message>
+        <source>Explain what you see</source>
+        <translation>解释你看到的</translation>
+    </message>
+    <message>
+        <source>Practice</source>
+        <translation>练习</translation>
+    </message>
+    <message>
+        <source>Step instruction (F11)</source>
+        <translation>单步指令（F11）</translation>
+    </message>
+    <message>
+        <source>Step event (F10)</source>
+        <translation>单步事件（F10）</translation>
+    </message>
+    <message>
+        <source>To VM exit (F8)</source>
+        <translation>到虚拟机退出（F8）</translation>
+    </message>
+    <message>
+        <source>To userspace exit (F7)</source>
+        <translation>到用户态退出（F7）</translation>
+    </message>
+    <message>
+        <source>Run to the end (F5)</source>
+        <translation>运行到结束（F5）</translation>
+    </message>
+    <message>
+        <source>Save a snapshot (Ctrl+S)</source>
+        <translation>保存一个快照（Ctrl+S）</translation>
+    </message>
+    <message>
+        <source>Open the saved snapshot (Ctrl+Shift+O)</source>
+        <translation>打开保存的快照（Ctrl+Shift+O）</translation>
+    </message>
+    <message>
+        <source>Run until the guest is about to execute {addr:#x} (a breakpoint there, then F5)</source>
+        <translation>运行到客户机即将执行 {addr:#x} 处（在那里设断点，然后按 F5）</translation>
+    </message>
+    <message>
+        <source>Step event (F10) until the event {kind} {where} (the event log shows each)</source>
+        <translation>单步事件（F10），直到出现事件 {kind} {where}（事件日志逐个显示）</translation>
+    </message>
+    <message>
+        <source>{what}, {n} times</source>
+        <translation>{what}，{n} 次</translation>
+    </message>
+    <message>
+        <source>Check</source>
+        <translation>检查</translation>
+    </message>
+    <message>
+        <source>check this step (Ctrl+Return)</source>
+        <translation>检查此步骤（Ctrl+Return）</translation>
+    </message>
+    <message>
+        <source>Hint</source>
+        <translation>提示</translation>
+    </message>
+    <message>
+        <source>reveal the next hint (Ctrl+H)</source>
+        <translation>显示下一条提示（Ctrl+H）</translation>
+    </message>
+    <message>
+        <source>Show solution</source>
+        <translation>显示答案</translation>
+    </message>
+    <message>
+        <source>No lesson is open: Lessons &gt; Choose a lesson… (Ctrl+L)</source>
+        <translation>没有打开的课程：课程 &gt; 选择课程…（Ctrl+L）</translation>
+    </message>
+    <message>
+        <source>the previous step (Alt+Left)</source>
+        <translation>上一步骤（Alt+Left）</translation>
+    </message>
+    <message>
+        <source>Previous step</source>
+        <translation>上一步骤</translation>
+    </message>
+    <message>
+        <source>the next step (Alt+Right)</source>
+        <translation>下一步骤（Alt+Right）</translation>
+    </message>
+    <message>
+        <source>Next step</source>
+        <translation>下一步骤</translation>
+    </message>
+    <message>
+        <source>progress not saved: {error}</source>
+        <translation>学习进度未保存：{error}</translation>
+    </message>
+    <message>
+        <source>Lesson {n}: {title}</source>
+        <translation>第 {n} 课：{title}</translation>
+    </message>
+    <message>
+        <source>{kind}; {status}</source>
+        <translation>{kind}；{status}</translation>
+    </message>
+    <message>
+        <source>Do these for me (from the step&apos;s start)</source>
+        <translation>替我执行这些操作（从此步骤的起点开始）</translation>
+    </message>
+    <message>
+        <source>the machine starts again and takes these actions; then press Check</source>
+        <translation>机器重新开始并执行这些操作；然后按“检查”</translation>
+    </message>
+    <message>
+        <source>Do it in the window (the toolbar&apos;s steps, Run, the panels), then press Check: it looks at the session as it stands now.</source>
+        <translation>在窗口中动手操作（工具栏的单步、运行、各面板），然后按“检查”：它查看会话此刻的状态。</translation>
+    </message>
+    <message>
+        <source>your prediction: a whole number</source>
+        <translation>你的预测：一个整数</translation>
+    </message>
+    <message>
+        <source>Answer before running: the machine waits at its start until you have checked your prediction.</source>
+        <translation>先回答再运行：在你检查预测之前，机器停在起点等待。</translation>
+    </message>
+    <message>
+        <source>Change the guest in the Guest source panel (left), then press Check: your text runs in a fresh machine of this step and the checks look at that run.</source>
+        <translation>在（左侧的）客户机源代码面板中修改客户机，然后按“检查”：你的代码在此步骤的一台新机器上运行，检查项查看这次运行。</translation>
+    </message>
+    <message>
+        <source>Start again from the original guest</source>
+        <translation>从原始客户机重新开始</translation>
+    </message>
+    <message>
+        <source>Choose every answer that is right.</source>
+        <translation>选出所有正确的答案。</translation>
+    </message>
+    <message>
+        <source>✓ right</source>
+        <translation>✓ 正确</translation>
+    </message>
+    <message>
+        <source>✗ not right</source>
+        <translation>✗ 不正确</translation>
+    </message>
+    <message>
+        <source>Seed:</source>
+        <translation>种子：</translation>
+    </message>
+    <message>
+        <source>the problem&apos;s number: the same seed gives everyone the same problem</source>
+        <translation>题目的编号：同一个种子给每个人同一道题</translation>
+    </message>
+    <message>
+        <source>New problem</source>
+        <translation>换一道题</translation>
+    </message>
+    <message>
+        <source>draw another problem (another seed)</source>
+        <translation>抽取另一道题（另一个种子）</translation>
+    </message>
+    <message>
+        <source>This problem cannot be made: {error}</source>
+        <translation>无法生成这道题：{error}</translation>
+    </message>
+    <message>
+        <source>Load its guest into the editor</source>
+        <translation>把它的客户机载入编辑器</translation>
+    </message>
+    <message>
+        <source>a whole number</source>
+        <translation>一个整数</translation>
+    </message>
+    <message>
+        <source>hexadecimal, e.g. 0x1000</source>
+        <translation>十六进制，例如 0x1000</translation>
+    </message>
+    <message>
+        <source>your answer</source>
+        <translation>你的答案</translation>
+    </message>
+    <message>
+        <source>Hint {i} of {n}:</source>
+        <translation>提示 {i}/{n}：</translation>
+    </message>
+    <message>
+        <source>✓ Right: this step is done.</source>
+        <translation>✓ 正确：此步骤已完成。</translation>
+    </message>
+    <message>
+        <source>✗ Not yet:</source>
+        <translation>✗ 还没有完成：</translation>
+    </message>
+    <message>
+        <source>Solution:</source>
+        <translation>答案：</translation>
+    </message>
+    <message>
+        <source>the reference guest is in the editor (Guest source); Check it, or compare it with yours.</source>
+        <translation>参考客户机已在编辑器（客户机源代码）中；检查它，或与你的比较。</translation>
+    </message>
+    <message>
+        <source>Hint ({i}/{n})</source>
+        <translation>提示（{i}/{n}）</translation>
+    </message>
+    <message>
+        <source>Check shows the truth and why</source>
+        <translation>“检查”会显示正确答案及原因</translation>
+    </message>
+    <message>
+        <source>show the reference solution</source>
+        <translation>显示参考答案</translation>
+    </message>
+    <message>
+        <source>Answer the prediction first (Lesson panel, then Check): the machine waits at its start.</source>
+        <translation>请先回答预测（课程面板，然后按“检查”）：机器停在起点等待。</translation>
+    </message>
+    <message>
+        <source>Enter a whole number (e.g. 3) and press Check.</source>
+        <translation>输入一个整数（例如 3），然后按“检查”。</translation>
+    </message>
+    <message>
+        <source>Choose an answer, then press Check.</source>
+        <translation>选择一个答案，然后按“检查”。</translation>
+    </message>
+    <message>
+        <source>The check could not run: {error}</source>
+        <translation>检查无法运行：{error}</translation>
+    </message>
+    <message>
+        <source>step done</source>
+        <translation>步骤已完成</translation>
+    </message>
+    <message>
+        <source>not yet</source>
+        <translation>尚未完成</translation>
+    </message>
+    <message>
+        <source>Answer every question, then press Check.</source>
+        <translation>回答每一个问题，然后按“检查”。</translation>
+    </message>
+    <message>
+        <source>Put the reference solution into the editor? Your text there is replaced (save it first to keep it).</source>
+        <translation>把参考答案放进编辑器？编辑器中你的代码会被替换（要保留请先保存）。</translation>
+    </message>
+    <message>
+        <source>Choose a lesson</source>
+        <translation>选择课程</translation>
+    </message>
+    <message>
+        <source>No.</source>
+        <translation>编号</translation>
+    </message>
+    <message>
+        <source>Lesson</source>
+        <translation>课程</translation>
+    </message>
+    <message>
+        <source>Steps done</source>
+        <translation>已完成步骤</translation>
     </message>
 </context>
 </TS>

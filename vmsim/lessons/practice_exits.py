@@ -1,4 +1,4 @@
-# ruff: noqa: RUF001 - Chinese text uses full-width punctuation (GLOSSARY.md)
+# ruff: noqa: RUF001 - Chinese text uses full-width punctuation
 """Practice "exit_prediction": which instructions of a short guest exit (lessons 4-6).
 
 A random run of 5-10 lines drawn from a pool whose behaviour vmsim's simulated kvm.ko
@@ -79,8 +79,11 @@ def _rdtsc(rng: random.Random, state: dict) -> list[str]:
 
 def _cr(rng: random.Random, state: dict) -> list[str]:
     reg = rng.choice(("eax", "ebx", "ecx", "esi"))
-    if rng.random() < 0.4:
+    kind = rng.random()
+    if kind < 0.3:
         return [f"mov {reg}, cr3", f"mov cr3, {reg}"]
+    if kind < 0.6:  # toggles CR0.TS or CR0.WP (the guest's own bits) or CR0.MP (KVM's)
+        return [f"mov {reg}, cr0", f"xor {reg}, {rng.choice(('0x8', '0x10000', '0x2'))}", f"mov cr0, {reg}"]
     return [f"mov {reg}, cr4", f"xor {reg}, 0x10", f"mov cr4, {reg}"]  # toggles CR4.PSE
 
 
@@ -117,9 +120,12 @@ def draw_lines(seed: int, count: int | None) -> list[str]:
              "written": set()}
     lines: list[str] = []
     while len(lines) < target:
+        written = set(state["written"])
         item = rng.choices(gens, weights)[0](rng, state)
         if len(lines) + len(item) <= target:
             lines += item
+        else:  # not taken: a page it would have written stays unwritten
+            state["written"] = written
     return lines
 
 
@@ -226,7 +232,8 @@ def _prompt(lines: list[str], seed: int) -> dict[str, str]:
           "A 32-bit guest (protected mode, paging off, interrupts off) runs on the simulated "
           "kvm.ko with EPT and the in-kernel irqchip (the PIC and the PIT are in kvm.ko). "
           "QEMU has a 16550 UART at ports 0x3F8-0x3FF, isa-debug-exit at 0x501 and the VGA "
-          "text buffer at 0xB8000 (MMIO); nothing claims ports 0x80, 0xE0 or 0x2E0. Before "
+          "text buffer at 0xB8000 (MMIO); no device model claims ports 0x80, 0xE0 or 0x2E0 "
+          "(QEMU's pc machine has a dummy at 0x80). Before "
           "line 1 the guest has only run from its own code page: no RAM page above 2 MiB and "
           "no VGA memory has been touched yet, and CR4 is 0. kvm.ko's EPT maps guest RAM one "
           "4 KiB page per EPT violation (no huge pages).\n\n"
@@ -238,7 +245,8 @@ def _prompt(lines: list[str], seed: int) -> dict[str, str]:
           "一个 32 位客户机（保护模式，未开分页，关中断）在模拟的 kvm.ko 上运行，使用 EPT 与内核中的"
           "中断控制器（PIC 与 PIT 在 kvm.ko 中）。QEMU 在端口 0x3F8-0x3FF 上有一个 16550 串口，"
           "在 0x501 上有 isa-debug-exit，在 0xB8000 有 VGA 文本缓冲区（MMIO）；端口 0x80、0xE0 "
-          "和 0x2E0 上没有设备。第 1 行之前客户机只在自己的代码页中运行过：2 MiB 以上的内存页和 "
+          "和 0x2E0 上没有设备模型（QEMU 的 pc 机型在 0x80 上有一个空设备）。"
+          "第 1 行之前客户机只在自己的代码页中运行过：2 MiB 以上的内存页和 "
           "VGA 内存都还没被访问过，CR4 为 0。kvm.ko 的 EPT 每次 EPT violation 只映射一个 4 KiB "
           "的客户机内存页（不用大页）。\n\n"
           f"{_listing(lines)}\n\n"
@@ -277,9 +285,11 @@ def _solution(lines: list[str], exits: dict[int, dict], answers: dict) -> dict[s
           "MSRs the MSR bitmap intercepts (IA32_APIC_BASE 0x1B, IA32_PAT 0x277); KVM lets "
           "IA32_TSC (0x10) reads and the SYSENTER MSRs (0x174-0x176) through, and uses TSC "
           "offsetting, so RDTSC does not exit.\n"
-          "- With EPT the guest owns CR3: MOV to and from CR3 do not exit. CR4.PSE is a bit KVM "
-          "keeps (CR4 guest/host mask): a MOV to CR4 that changes it exits (28; qualification "
-          "CR number, access type in bits 5:4, register in bits 11:8).\n"
+          "- With EPT the guest owns CR3: MOV to and from CR3 do not exit. A MOV from CR0 or CR4 "
+          "never exits (the read shadows answer). A MOV to CR0 or CR4 exits (28; qualification: "
+          "CR number, access type in bits 5:4, register in bits 11:8) when it changes a bit KVM "
+          "keeps (the guest/host masks): CR4.PSE and CR0.MP are KVM's; CR0.TS and, with EPT, "
+          "CR0.WP are the guest's own.\n"
           "- The first write to a RAM page is an EPT violation (48; write bit 1, bits 5:3 = 0: "
           "not present) that kvm.ko fixes by mapping the page; later accesses to it do not exit. "
           "The first access to the VGA page is an EPT violation too, after which kvm.ko leaves a "
@@ -295,9 +305,10 @@ def _solution(lines: list[str], exits: dict[int, dict], answers: dict) -> dict[s
           "- CPUID 总会退出（10），由 kvm.ko 应答。RDMSR/WRMSR 只在 MSR 位图拦截该 MSR 时退出"
           "（31/32：IA32_APIC_BASE 0x1B、IA32_PAT 0x277）；KVM 放行 IA32_TSC（0x10）的读取和 "
           "SYSENTER 系列 MSR（0x174-0x176），并使用 TSC 偏移，所以 RDTSC 不退出。\n"
-          "- 有了 EPT，CR3 归客户机所有：MOV 到/自 CR3 不退出。CR4.PSE 是 KVM 保留的位（CR4 "
-          "guest/host mask）：改变它的 MOV 到 CR4 会退出（28；限定信息为 CR 编号、5:4 位访问类型、"
-          "11:8 位寄存器）。\n"
+          "- 有了 EPT，CR3 归客户机所有：MOV 到/自 CR3 不退出。MOV 自 CR0 或 CR4 从不退出（由 read "
+          "shadow 应答）。MOV 到 CR0 或 CR4 若改变了 KVM 保留的位（guest/host mask）就会退出（28；"
+          "限定信息为 CR 编号、5:4 位访问类型、11:8 位寄存器）：CR4.PSE 与 CR0.MP 归 KVM；CR0.TS "
+          "以及有 EPT 时的 CR0.WP 归客户机。\n"
           "- 第一次写某个内存页是一次 EPT violation（48；第 1 位为写，5:3 位为 0：表项不存在），"
           "kvm.ko 映射该页后恢复客户机；之后访问它不再退出。第一次访问 VGA 页也是 EPT violation，"
           "之后 kvm.ko 在那里故意留下一个配置错误的表项：之后每次访问都是 EPT misconfiguration"
