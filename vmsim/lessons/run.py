@@ -58,13 +58,14 @@ def _vm_kinds() -> list[str]:
 
 
 def lesson_kinds(lesson: Lesson) -> list[str]:
-    """What a live session of the lesson records: every VM-level kind, and any other the
-    lesson's checks name (walk_step ...)."""
+    """What a live session of the lesson records: every VM-level kind, and any other that
+    a do step's checks name (only do steps are checked against the live session; predict
+    answers and modify steps run headless sessions of their own, recording what they
+    need): a high-rate kind (walk_step) is not recorded for nothing."""
     kinds = set(_vm_kinds())
     for st in lesson.steps:
-        kinds |= _named_kinds(st.checks)
-        if st.answer:
-            kinds |= _named_kinds([st.answer])
+        if st.kind == "do":
+            kinds |= _named_kinds(st.checks)
     return sorted(kinds)
 
 
