@@ -150,6 +150,16 @@ def record_from_start(lesson: Lesson, step: Step | None = None, source: str | No
     return s
 
 
+def _stop_sink(rec: _Recorder):
+    kinds = set(rec.kinds)
+
+    def sink(ev) -> None:
+        if ev.kind in kinds:
+            rec.events.append(ev)
+
+    return sink
+
+
 class _Live:
     """A session and the events recorded from it (what checks look at)."""
 
@@ -272,14 +282,7 @@ def _act(live: _Live, a: dict) -> bool:
         path = os.path.join(live._tmp, f"s{len(os.listdir(live._tmp))}.vmsnap")
         # QEMU's stop path (KVM_GET_* ...) runs on a copy of the simulated VM: its events
         # come after the session's so far.
-        kinds = set(live.rec.kinds)
-        rec = live.rec
-
-        def stop_event(ev) -> None:
-            if ev.kind in kinds:
-                rec.events.append(ev)
-
-        s.save_snapshot(path, on_stop_event=stop_event)
+        s.save_snapshot(path, on_stop_event=_stop_sink(live.rec))
         live.snapshot = path
         return True
     if do == "resume_snapshot":
@@ -573,6 +576,7 @@ class LessonRun:
         self.session = None
         self._live: _Live | None = None
         self._truth: dict[str, int] = {}
+        self._pending: _Recorder | None = None  # record_stream's, until attach
         if session is not None:
             self.attach(session)
 
@@ -584,17 +588,41 @@ class LessonRun:
         self.attach(s)
         return s
 
-    def attach(self, session) -> None:
+    def attach(self, session, keep_events: bool = False) -> None:
         """Follow `session` (the GUI made a new one: reset, reassembled, a new step): its
-        VM-level events from its start when Lesson.session (record_from_start) made it,
-        else from now; those a step back undoes are dropped."""
+        VM-level events from its start when Lesson.session (record_from_start) made it, or
+        it was built on a stream given to record_stream, else from now; those a step back
+        undoes are dropped. keep_events: the events so far stay ahead of the new session's
+        (a snapshot reopened: one run, as the resume_snapshot action makes it)."""
+        before = list(self.events) if keep_events else []
         self.detach()
         rec = _EARLY.pop(session, None)
+        pending, self._pending = self._pending, None
+        if rec is None and pending is not None and pending.stream is session.events:
+            rec, pending = pending, None
+        if pending is not None:
+            pending.close()
         if rec is None or rec.stream is not session.events:
             rec = _Recorder(session.events, lesson_kinds(self.lesson))
         self._live = _Live(session, rec, self.lesson, None, None)
+        self._live.previous = before
         self.session = session
         session.on_rewind.append(self._on_rewind)
+
+    def record_stream(self, stream) -> None:
+        """Record the events of a session about to be built on `stream` (an EventStream)
+        from its construction: the next attach of a session on that stream has them (a
+        front end that builds its own sessions: Session.load_snapshot for a snapshot it
+        opens)."""
+        if self._pending is not None:
+            self._pending.close()
+        self._pending = _Recorder(stream, lesson_kinds(self.lesson))
+
+    def stop_event_sink(self):
+        """For Session.save_snapshot(on_stop_event=...) on the attached session: QEMU's
+        stop path (run on a copy of the simulated VM) recorded after the events so far, as
+        the save_snapshot action records it. None when nothing is attached."""
+        return None if self._live is None else _stop_sink(self._live.rec)
 
     def detach(self) -> None:
         live = self._live
