@@ -767,7 +767,8 @@ class LessonRun:
         checks = []
         for q in prob.questions:
             ok = bool(marks.get(q.id))
-            truth = prob.answers.get(q.id)
+            truth = (prob.answer_text(q.id) if hasattr(prob, "answer_text")
+                     else prob.answers.get(q.id))  # hex as 0x..., as the student writes it
             shown = given.get(q.id, "—")
             checks.append(CheckResult(ok, Text.same(f"{q.id}: ") + _t(
                 f"you answered {shown}; the simulator's answer is {truth}",
