@@ -77,6 +77,10 @@ def _named_kinds(items: Iterable[dict]) -> set[str]:
             out.add(e["kind"])
         if "measure" in it:
             out |= _named_kinds([it["measure"]])
+    if "ept_step" in out:
+        # The MMU reports a walk's EPT steps only while someone listens to the walk itself
+        # (turning it on for ept_step alone would change what stepping emits).
+        out.add("walk_step")
     return out
 
 
