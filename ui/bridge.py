@@ -213,6 +213,9 @@ class SessionBridge(QObject):
         # factory(image, serial_out=..., events=...) with the image to run (None: the
         # step's own). None again once the user picks another guest or machine.
         self.factory: Callable[..., Session] | None = None
+        # Called with each new session's EventStream before the session is built (a lesson
+        # records its events from its construction: KVM_CREATE_VM ...).
+        self.stream_hook: Callable[[EventStream], None] | None = None
         self.outcome: Outcome | None = None
         self.last_seq = 0  # the last event taken (a replay's events up to it are not new)
         self._stats_key: tuple | None = None
@@ -228,6 +231,13 @@ class SessionBridge(QObject):
         stats = StatsHistory()
         # Before the VM exists, as `vmsim run --stats` attaches its ExitStats.
         events.subscribe(stats.add, list(ExitStats.KINDS))
+        if self.stream_hook is not None:
+            self.stream_hook(events)
+        # What building the session emits (the KVM API calls from KVM_GET_API_VERSION to
+        # KVM_SET_REGS, lesson 2's subject): kept for the views, taken once it is built. The
+        # kinds a step back's replay numbers alike, as stepping listens to them.
+        early: list[Event] = []
+        unsubscribe_early = events.subscribe(early.append, FINE_KINDS_REPLAYABLE)
         old = getattr(self, "session", None)
         made = snapshot is not None or self.factory is not None  # their guest and machine
         if snapshot is not None:
@@ -241,6 +251,7 @@ class SessionBridge(QObject):
                                    ioeventfd=self.ioeventfd)
             session = Session(self.guest, self.backend, config,
                               serial_out=self._on_serial, events=events, paging=self.paging)
+        unsubscribe_early()
         if old is not None:  # a step it paused at an event ends as it would have (nobody
             old.finish_step()  # hears of it: what it says is cleared below)
         self._serial.clear()
@@ -266,6 +277,9 @@ class SessionBridge(QObject):
         self.history.clear()
         self.future.clear()
         self._pending.clear()
+        for ev in early:  # the construction's events first in the log
+            self._take(ev)
+        self.last_seq = session.events.seq
         # VMX non-root: the last VM transition was an entry (a snapshot's vCPU may stand
         # in the guest already)
         self._transitions()
@@ -352,12 +366,15 @@ class SessionBridge(QObject):
         self.sessionReset.emit()
         self._deliver(force=True)
 
-    def save_snapshot(self, path: str) -> str:
+    def save_snapshot(self, path: str, on_stop_event: Callable[[Event], None] | None = None) -> str:
         """Write the session to a snapshot file (Session.save_snapshot, which may first
         step on to the next point it can rebuild); returns its one-line summary. Raises
-        SnapshotError, ValueError or OSError (one line)."""
+        SnapshotError, ValueError or OSError (one line). `on_stop_event` sees the events of
+        QEMU's stop path (KVM_GET_*), which run on a copy of the simulated VM."""
         self.pause()
         try:
+            if on_stop_event is not None:
+                return self.session.save_snapshot(path, on_stop_event=on_stop_event)
             return self.session.save_snapshot(path)
         finally:
             self._deliver(force=True)  # the views follow any steps it took

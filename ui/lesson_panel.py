@@ -21,6 +21,7 @@ from typing import Any
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QAbstractButton,
+    QApplication,
     QButtonGroup,
     QCheckBox,
     QDialog,
@@ -125,6 +126,8 @@ class LessonPanel(QWidget):
         self.states: dict[str, StepState] = {}
         self.problems: dict[tuple[str, int], Any] = {}  # (step id, seed) -> practice Problem
         self._inputs: dict[str, Any] = {}  # the interaction's input widgets by role
+        self.resuming = False  # the window opens a snapshot: the run before it is kept
+        self._pending = None  # the recorder of the session being built (new_stream)
 
         self.title = QLabel()
         self.title.setWordWrap(True)
@@ -292,8 +295,52 @@ class LessonPanel(QWidget):
         look at it from now on, with its events from its construction (a session made by
         record_from_start: KVM_CREATE_VM ...). Attached once: a second attach would
         record it from now only."""
-        if self.run is not None and session is not None and self.run.session is not session:
-            self.run.attach(session)
+        if self.run is None or session is None or self.run.session is session:
+            return
+        previous = list(self.run.events) if self.resuming else []  # (attach drops them)
+        pending, self._pending = self._pending, None
+        try:  # a session the window built itself (a snapshot opened): its recorder from new_stream
+            from vmsim.lessons.run import _EARLY
+        except ImportError:
+            _EARLY = None
+        if pending is not None:
+            rec = pending
+            if _EARLY is not None and session not in _EARLY and rec.stream is session.events:
+                _EARLY[session] = rec
+            else:  # Lesson.session's own (record_from_start) has it
+                rec.close()
+        self.run.attach(session)
+        live = getattr(self.run, "_live", None)
+        if previous and live is not None:  # as the engine's resume_snapshot action: one run
+            live.previous = previous
+
+    def new_stream(self, stream) -> None:
+        """SessionBridge.stream_hook: the coming session's events recorded from its
+        construction (the KVM_CREATE_VM of a snapshot reopened, lesson 14), whoever builds it."""
+        if self.lesson is None or self.run is None:
+            return
+        try:
+            from vmsim.lessons.run import _Recorder, lesson_kinds
+        except ImportError:
+            return
+        if self._pending is not None:
+            self._pending.close()
+        self._pending = _Recorder(stream, lesson_kinds(self.lesson))
+
+    def stop_event_sink(self):
+        """What File > Save snapshot gives Session.save_snapshot: QEMU's stop path (it runs on
+        a copy of the simulated VM) recorded after the session's events, as the engine's
+        save_snapshot action records it. None without a lesson."""
+        live = getattr(self.run, "_live", None) if self.run is not None else None
+        rec = getattr(live, "rec", None)
+        if rec is None or not hasattr(rec, "kinds") or not hasattr(rec, "events"):
+            return None  # (the engine's recorder as of issue 14; without it: not recorded)
+        kinds = set(rec.kinds)
+
+        def sink(ev) -> None:
+            if ev.kind in kinds:
+                rec.events.append(ev)
+        return sink
 
     def _row_chosen(self, row: int) -> None:
         if row != self.index and row >= 0:
@@ -522,9 +569,9 @@ class LessonPanel(QWidget):
 
     def _hints_html(self, step, st: StepState) -> str:
         n = len(step.hints)
-        head = tr("Hint {i} of {n}:")
-        return "<br>".join(f"<b>{html.escape(head.format(i=i + 1, n=n))}</b> {html.escape(text_of(h))}"
-                           for i, h in enumerate(step.hints[:st.hints]))
+        head = tr("Hint {i} of {n}:")  # hints are Markdown (`kvm_exit` ...)
+        return "".join(_markdown_html(f"**{head.format(i=i + 1, n=n)}** {text_of(h)}")
+                       for i, h in enumerate(step.hints[:st.hints]))
 
     def _result_html(self, step, st: StepState) -> str:
         parts: list[str] = []
@@ -540,7 +587,7 @@ class LessonPanel(QWidget):
             # choice: the options' whys are beside them; the others: what failed.
             shown = ([] if step.kind == "choice" else r.checks if step.kind in ("predict", "practice")
                      else [c for c in r.checks if not c.passed])
-            parts += [f"{'✓' if c.passed else '✗'} {html.escape(text_of(c.message))}" for c in shown]
+            parts += [_markdown_html(f"{'✓' if c.passed else '✗'} {text_of(c.message)}") for c in shown]
             explain = step.explain if step.kind in ("predict", "choice") else None
             if explain is not None:
                 parts.append(_markdown_html(text_of(explain)))
@@ -638,6 +685,8 @@ class LessonPanel(QWidget):
         st.note = ""
         kind = step.kind
         answer: Any = None
+        # A modify step or a prediction runs the guest headless (up to a second or so).
+        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
         try:
             if kind == "predict":
                 if st.locked:
@@ -676,6 +725,9 @@ class LessonPanel(QWidget):
             st.note = tr("The check could not run: {error}").format(error=" ".join(str(e).split()))
             self._render_area()
             return
+        finally:
+            if QApplication.overrideCursor() is not None:
+                QApplication.restoreOverrideCursor()
         st.result, st.answer = result, answer
         if self.progress is not None:
             saved = sorted(answer) if isinstance(answer, set) else answer

@@ -188,6 +188,7 @@ class MainWindow(QMainWindow):
         self.queues = DeviceQueuesPanel()
         self.lesson_panel = LessonPanel(self)
         self.lesson_panel.lesson = lesson  # (opened below: the docks are arranged for it)
+        self.bridge.stream_hook = self.lesson_panel.new_stream
         self._lesson_key: tuple | None = None  # the (guest, machine) the session was made for
         self._lessons: list | None = None  # the installed lessons (Lessons menu), when read
         self.docks: dict[str, QDockWidget] = {}
@@ -255,8 +256,13 @@ class MainWindow(QMainWindow):
         b = self.bridge
         disk = tr(", disk {name}{ro}").format(name=Path(b.disk).name, ro=T.READONLY if b.disk_readonly
                                               else "") if b.disk else ""
+        guest = Path(self.guest_path).name
+        panel = getattr(self, "lesson_panel", None)
+        if panel is not None and panel.lesson is not None and b.factory is not None:  # a lesson's step
+            guest = tr("Lesson {n}: {title}").format(n=panel.lesson.number,
+                                                     title=text_of(panel.lesson.title)) + " \u2014 " + guest
         self.setWindowTitle(tr("vmsim: {guest} ({backend}, {paging}, {smp} vCPU{s}, irqchip {irqchip}{disk})")
-                            .format(guest=Path(self.guest_path).name, backend=b.backend, paging=b.paging,
+                            .format(guest=guest, backend=b.backend, paging=b.paging,
                                     smp=b.smp, s="s" if b.smp > 1 else "", irqchip=b.irqchip, disk=disk))
 
     # -- layout (issue 13: fits 1366x768 to 1920x1080, nothing clipped) ---------------------------
@@ -1383,8 +1389,8 @@ class MainWindow(QMainWindow):
         if self.bridge.gdb is not None:
             self._refused(T.NO_BACK_GDB)
             return False
-        try:
-            summary = self.bridge.save_snapshot(path)
+        try:  # (a lesson records QEMU's stop path: the KVM_GET_* ioctls)
+            summary = self.bridge.save_snapshot(path, self.lesson_panel.stop_event_sink())
         except (SnapshotError, ValueError, OSError) as e:
             self._refused(T.SNAPSHOT_SAVE_FAILED.format(error=_one_line(e)))
             return False
@@ -1401,11 +1407,14 @@ class MainWindow(QMainWindow):
         if b.gdb is not None:
             self._refused(T.NO_BACK_GDB)
             return False
+        self.lesson_panel.resuming = True  # a lesson's checks see the run before it, then this one
         try:
             b.load_snapshot(path)
         except (SnapshotError, ValueError, OSError) as e:
             self._refused(T.SNAPSHOT_OPEN_FAILED.format(error=_one_line(e)))
             return False
+        finally:
+            self.lesson_panel.resuming = False
         self.snapshot_opened(path)
         return True
 
@@ -1528,6 +1537,10 @@ class MainWindow(QMainWindow):
         """The window set up for a lesson's step: its guest (a modify step's start) and
         machine, in a new session when they differ from the current one's (or `fresh`,
         or a predict step after the machine ran), and the panels the step names raised."""
+        if self.bridge.gdb is not None:  # the debugger's session stays until it detaches
+            self.status.setText(tr("gdb drives this guest: detach it first"))
+            self._raise_step_panels(step)
+            return
         guest = step.start if step.kind == "modify" and step.start is not None else step.guest
         key = (lesson.id, str(guest), repr(sorted(step.machine.items())))
         s = self.bridge.session

@@ -155,12 +155,13 @@ REGS = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")  # the SDM's GPR
 
 
 def test_exit_prediction_io_lines_against_the_sdm_layout(problems):
-    seen_io = seen_alu = seen_cr = 0
+    seen_io = seen_alu = seen_cr = seen_mem = 0
     for s in SEEDS:
         p = problems["exit_prediction", s]
         dx = None
         exits, user = _nums(p.answers["exits"]), _nums(p.answers["userspace"])
         listing = _listing(p)
+        touched: set[int] = set()  # pages EPT maps by now (the guest's code page aside)
         for n, ins in enumerate(listing, 1):
             if m := re.fullmatch(r"mov dx, (0x[0-9A-F]+)", ins):
                 dx = int(m[1], 16)
@@ -185,13 +186,30 @@ def test_exit_prediction_io_lines_against_the_sdm_layout(problems):
                 want = (28, cr | reg << 8) if exits_here else (-1, 0)
                 assert (p.answers[f"reason_{n}"], p.answers[f"qual_{n}"]) == want, (s, n, ins)
                 seen_cr += 1
+            elif m := re.fullmatch(r"mov (dword|byte) \[(0x[0-9A-F]+)\], 0x[0-9A-F]+", ins):
+                # SDM "Exit Qualification for EPT Violations": bit 1 a write, bits 5:3 = 0 (not
+                # present), bit 7 the linear address is valid, bit 8 it is the final translation
+                page = int(m[2], 16) >> 12
+                vga = m[1] == "byte"
+                if page not in touched:
+                    want = (48, 1 << 1 | 1 << 7 | 1 << 8)
+                elif vga:  # KVM left an MMIO (misconfigured) entry: its fast path
+                    want = (49, 0)
+                else:
+                    want = (-1, 0)
+                assert (p.answers[f"reason_{n}"], p.answers[f"qual_{n}"]) == want, (s, n, ins)
+                assert (n in user) == (vga and want[0] != -1), (s, n, ins)
+                touched.add(page)
+                seen_mem += 1
+            elif m := re.fullmatch(r"mov e[a-z]+, \[(0x[0-9A-F]+)\]", ins):
+                assert int(m[1], 16) >> 12 in touched and p.answers[f"reason_{n}"] == -1, (s, n, ins)
             elif ins == "cpuid":
                 assert p.answers[f"reason_{n}"] == 10 and n in exits and n not in user
             elif re.fullmatch(r"(mov|add|xor|inc) (eax|ebx|ecx|esi|edi|dx|al)(, (\w+|0x[0-9A-F]+))?", ins) \
                     and "cr" not in ins:  # register and immediate operands only: no exit
                 assert p.answers[f"reason_{n}"] == -1 and n not in exits, (s, n, ins)
                 seen_alu += 1
-    assert seen_io >= 10 and seen_alu >= 10 and seen_cr >= 3
+    assert seen_io >= 10 and seen_alu >= 10 and seen_cr >= 3 and seen_mem >= 5
 
 
 def test_shadow_faults_against_kvms_shadow_paging_rules(problems):
@@ -325,3 +343,16 @@ def test_same_problem_in_another_process():
     here = [[p.prompt, p.answers, p.solution, p.guest_source]
             for p in (generate("ept_walk", 5), generate("exit_prediction", 5), generate("shadow_faults", 5))]
     assert json.loads(out) == json.loads(json.dumps(here))
+
+
+def test_a_teacher_prints_a_problem(capsys):
+    from vmsim.lessons.practice import main
+
+    assert main(["ept_walk", "3", "--solution", "--lang", "zh-CN"]) == 0
+    out = capsys.readouterr().out
+    p = generate("ept_walk", 3)
+    assert p.prompt["zh-CN"] in out and p.solution["zh-CN"] in out
+    assert f"`references` = {p.answers['references']}" in out
+    with pytest.raises(SystemExit) as e:
+        main(["shadow_faults", "1", "--params", '{"accesses": 99}'])
+    assert e.value.code == 2 and "'accesses' must be between 4 and 8" in capsys.readouterr().err

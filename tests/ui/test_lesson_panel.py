@@ -248,6 +248,28 @@ def test_show_raises_the_named_panels_and_lessons_menu_lists_lessons(lesson, ope
         assert f"/{len(lesson_.steps)})" in a.text() and "&" in a.text()
 
 
+def test_a_snapshot_saved_and_reopened_in_a_lesson_is_one_run(lesson, open_window, tmp_path) -> None:
+    """File > Save snapshot records QEMU's stop path (KVM_GET_* on a copy of the VM) for the
+    checks; File > Open snapshot makes a new VM (a second KVM_CREATE_VM), recorded after
+    the run before it, as the engine's save_snapshot / resume_snapshot actions (lesson 14)."""
+    win = open_window(lesson)
+    run = win.lesson_panel.run
+
+    def names(kind, start=0):
+        return [ev.fields.get("name") for ev in run.events[start:] if ev.kind == kind]
+
+    for _ in range(3):
+        win.a_step_exit.trigger()
+    before = len(run.events)
+    path = str(tmp_path / "s.vmsnap")
+    assert win.save_snapshot(path)
+    assert "KVM_GET_REGS" in names("kvm_vcpu_ioctl", before)
+    assert win.open_snapshot(path)
+    assert run.session is win.bridge.session
+    assert names("kvm_ioctl").count("KVM_CREATE_VM") == 2
+    assert len(run.events) > before  # the run before the snapshot, then the reopened one
+
+
 def test_a_bad_lesson_argument_is_one_line(tmp_path, capsys) -> None:
     from vmsim.cli import EXIT_BAD_INPUT, main
 
@@ -258,24 +280,43 @@ def test_a_bad_lesson_argument_is_one_line(tmp_path, capsys) -> None:
     assert main(["gui", "--step", "x"]) == EXIT_BAD_INPUT
 
 
-def test_lesson_one_opens(open_window, tmp_path, monkeypatch) -> None:
-    """The real lesson 1, once lessons/ has it: its title, its steps, its prose in both
-    languages."""
-    from vmsim.lessons import find_lesson, lesson_roots
+def test_a_newcomer_opens_lesson_one_and_does_its_first_step(open_window, tmp_path, monkeypatch) -> None:
+    """The real lesson 1, as a newcomer meets it: `vmsim` alone opens it (no progress yet),
+    the event log starts with the KVM API calls that built the VM, the first step checked
+    at once fails with the lesson's words, F10 until the log's last event is the first
+    kvm_entry, then it passes. Its text in both languages."""
+    import ui.app
+    from vmsim.lessons import lesson_roots
 
     if not any(r.is_dir() and any((d / "lesson.toml").is_file() for d in r.iterdir())
                for r in lesson_roots()):
         pytest.skip("lessons/ is empty")
     monkeypatch.setenv("VMSIM_DATA_DIR", str(tmp_path))
-    lesson = find_lesson("1")
+    lesson = ui.app.default_lesson()
+    assert lesson.number == 1
     win = open_window(lesson)
     p = win.lesson_panel
-    assert lesson.title.get("en") in p.title.text()
+    step = p.step
+    assert step is lesson.steps[0] and lesson.title.get("en") in p.title.text()
     assert p.steps.count() == len(lesson.steps)
-    assert p.prose.toPlainText().strip()
-    assert win.bridge.factory is not None and win.bridge.session.image is not None
+    log = win.events.table
+
+    def kinds() -> list[str]:
+        return [log.item(r, 3).text() for r in range(log.rowCount())]
+
+    assert "kvm_ioctl" in kinds()  # KVM_GET_API_VERSION, KVM_CREATE_VM ... before any step
+    p.b_check.click()
+    assert not p.state().result.passed
+    assert _words(step.checks[0]["message"]["en"]).split("`")[0] in _plain(p.result_label)
+    for _ in range(300):
+        win.a_step_event.trigger()
+        if kinds()[-1:] == ["kvm_entry"]:
+            break
+    p.b_check.click()
+    assert p.state().result.passed, _plain(p.result_label)
     win.set_language("zh_CN")
     assert lesson.title.get("zh-CN") in p.title.text()
+    assert _first_line(step.prose.get("zh-CN")) in _words(p.prose.toPlainText())
     win.set_language("en")
 
 

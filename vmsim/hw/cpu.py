@@ -142,12 +142,6 @@ class MemFns:
     __slots__ = ("rd8", "rd16", "rd32", "wr8", "wr16", "wr32")
 
 
-def _wants_walks(events) -> bool:
-    """Whether anyone listens to a page walk: the guest's steps, a TLB miss, or the EPT's
-    steps (an ept_step listener alone must turn the walk reporting on too)."""
-    return events.wants("walk_step") or events.wants("tlb_miss") or events.wants("ept_step")
-
-
 def _build_memfns(cpu: Cpu) -> MemFns:
     mem = cpu.mem
     ram, u16, u32, kind = mem.ram, mem.u16, mem.u32, mem.kind
@@ -392,7 +386,8 @@ class Cpu:
         self._trace_state = (False, False)
         if events is not None:
             events.on_change.append(self._events_changed)
-            self._trace_state = (_wants_walks(events), events.wants("tlb_hit"))
+            self._trace_state = (events.wants("walk_step") or events.wants("tlb_miss"),
+                                 events.wants("tlb_hit"))
             self.mmu.trace = self._trace_state[0]
         self.memfns = _build_memfns(self)
         self._ctx = None
@@ -628,7 +623,7 @@ class Cpu:
     def _events_changed(self) -> None:
         # Only a change in MMU-level listening changes the accessors (and costs a flush).
         ev = self.events
-        state = (_wants_walks(ev), ev.wants("tlb_hit"))
+        state = (ev.wants("walk_step") or ev.wants("tlb_miss"), ev.wants("tlb_hit"))
         if state != self._trace_state:
             self._trace_state = state
             self.mmu.trace = state[0]

@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001 - Chinese text uses full-width punctuation
 """Generated practice (issue 14): fresh problems from a seed, as the homework simulators
 of *Operating Systems: Three Easy Pieces* (paging-multilevel-translate.py ...) make them.
 
@@ -279,3 +280,39 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
 def h(value: int, digits: int = 0) -> str:
     """0x-prefixed upper-case hex, as vmsim's docs write addresses."""
     return f"0x{value:0{digits}X}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m vmsim.lessons.practice GENERATOR SEED`: a problem as text, for a teacher
+    (--solution adds the worked solution and the answers, --guest the generated guest)."""
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(prog="python -m vmsim.lessons.practice",
+                                 description="print a generated practice problem")
+    ap.add_argument("generator", choices=GENERATORS)
+    ap.add_argument("seed", type=int)
+    ap.add_argument("--lang", choices=LANGS, default="en")
+    ap.add_argument("--params", default="{}", help='the generator\'s params as JSON, e.g. \'{"lines": 6}\'')
+    ap.add_argument("--solution", action="store_true", help="also the worked solution and the answers")
+    ap.add_argument("--guest", action="store_true", help="only the generated guest's source")
+    args = ap.parse_args(argv)
+    try:
+        params = json.loads(args.params)
+        p = generate(args.generator, args.seed, params)
+    except ValueError as e:  # json.JSONDecodeError is one
+        ap.exit(2, f"{ap.prog}: {e}\n")
+    if args.guest:
+        print(p.guest_source, end="")
+        return 0
+    out = [p.prompt[args.lang], ""]
+    out += [f"- `{q.id}` ({q.kind}): {q.text[args.lang]}" for q in p.questions]
+    if args.solution:
+        out += ["", p.solution[args.lang], ""]
+        out += [f"- `{q.id}` = {p.answer_text(q.id)}" for q in p.questions]
+    print("\n".join(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001 - Chinese text uses full-width punctuation
 """Practice "ept_walk": a two-dimensional page walk by hand (lesson 9).
 
 A random 32-bit (non-PAE, two-level) guest page table, in guest memory, and a random

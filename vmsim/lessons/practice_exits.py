@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001 - Chinese text uses full-width punctuation
 """Practice "exit_prediction": which instructions of a short guest exit (lessons 4-6).
 
 A random run of 5-10 lines drawn from a pool whose behaviour vmsim's simulated kvm.ko
@@ -119,9 +120,12 @@ def draw_lines(seed: int, count: int | None) -> list[str]:
              "written": set()}
     lines: list[str] = []
     while len(lines) < target:
+        written = set(state["written"])
         item = rng.choices(gens, weights)[0](rng, state)
         if len(lines) + len(item) <= target:
             lines += item
+        else:  # not taken: a page it would have written stays unwritten
+            state["written"] = written
     return lines
 
 

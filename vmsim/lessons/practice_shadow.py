@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001 - Chinese text uses full-width punctuation
 """Practice "shadow_faults": the page faults of shadow paging (lesson 8).
 
 A random 32-bit guest page table and 4-8 reads and writes, run with `paging="shadow"`
@@ -286,6 +287,7 @@ def _solution(lay: dict, per: dict[int, dict], ans: dict) -> dict[str, str]:
           "made, every shadow entry mapping it loses its write bit). A write to it is a #PF exit: "
           "kvm.ko emulates the write and drops the shadow entries it changes (`emulate "
           "page-table write`), and the page stays write-protected, so the next write exits again. "
+          "An emulated write fills no shadow entry, so it creates no shadow page either. "
           "Reading it is mapped read-only; writing it before it is shadowed is an ordinary page.\n")
     zh = (f"{summary_zh}\n\n{t_zh}\n\n"
           "逐次访问的规则（来自这次运行的 `kvm_exit`、`kvm_page_fault` 与 `kvm_mmu_get_page` 事件）：\n"
@@ -299,6 +301,7 @@ def _solution(lay: dict, per: dict[int, dict], ans: dict) -> dict[str, str]:
           "不建立影子表项，因此也不新建影子页表。\n"
           "- kvm.ko 为其建立了影子的客户机页表是写保护的（建立影子页表时，映射它的所有影子表项都"
           "被去掉写权限）。写它会引起 #PF 退出：kvm.ko 模拟这次写，并丢弃它改动的影子表项"
-          "（`emulate page-table write`），该页仍然写保护，所以下一次写还会退出。读它则映射为只读；"
+          "（`emulate page-table write`），该页仍然写保护，所以下一次写还会退出。"
+          "被模拟的写不填影子表项，因此也不新建影子页表。读它则映射为只读；"
           "在它有影子之前写它，就和普通页一样。\n")
     return text(en, zh)
