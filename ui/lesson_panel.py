@@ -127,7 +127,6 @@ class LessonPanel(QWidget):
         self.problems: dict[tuple[str, int], Any] = {}  # (step id, seed) -> practice Problem
         self._inputs: dict[str, Any] = {}  # the interaction's input widgets by role
         self.resuming = False  # the window opens a snapshot: the run before it is kept
-        self._pending = None  # the recorder of the session being built (new_stream)
 
         self.title = QLabel()
         self.title.setWordWrap(True)
@@ -297,50 +296,23 @@ class LessonPanel(QWidget):
         record it from now only."""
         if self.run is None or session is None or self.run.session is session:
             return
-        previous = list(self.run.events) if self.resuming else []  # (attach drops them)
-        pending, self._pending = self._pending, None
-        try:  # a session the window built itself (a snapshot opened): its recorder from new_stream
-            from vmsim.lessons.run import _EARLY
-        except ImportError:
-            _EARLY = None
-        if pending is not None:
-            rec = pending
-            if _EARLY is not None and session not in _EARLY and rec.stream is session.events:
-                _EARLY[session] = rec
-            else:  # Lesson.session's own (record_from_start) has it
-                rec.close()
-        self.run.attach(session)
-        live = getattr(self.run, "_live", None)
-        if previous and live is not None:  # as the engine's resume_snapshot action: one run
-            live.previous = previous
+        # A snapshot reopened (resuming): the run before it stays ahead of it, as the
+        # engine's resume_snapshot action keeps it; a session the window built itself is
+        # recorded from its construction (new_stream: LessonRun.record_stream).
+        self.run.attach(session, keep_events=self.resuming)
 
     def new_stream(self, stream) -> None:
         """SessionBridge.stream_hook: the coming session's events recorded from its
         construction (the KVM_CREATE_VM of a snapshot reopened, lesson 14), whoever builds it."""
         if self.lesson is None or self.run is None:
             return
-        try:
-            from vmsim.lessons.run import _Recorder, lesson_kinds
-        except ImportError:
-            return
-        if self._pending is not None:
-            self._pending.close()
-        self._pending = _Recorder(stream, lesson_kinds(self.lesson))
+        self.run.record_stream(stream)
 
     def stop_event_sink(self):
         """What File > Save snapshot gives Session.save_snapshot: QEMU's stop path (it runs on
         a copy of the simulated VM) recorded after the session's events, as the engine's
         save_snapshot action records it. None without a lesson."""
-        live = getattr(self.run, "_live", None) if self.run is not None else None
-        rec = getattr(live, "rec", None)
-        if rec is None or not hasattr(rec, "kinds") or not hasattr(rec, "events"):
-            return None  # (the engine's recorder as of issue 14; without it: not recorded)
-        kinds = set(rec.kinds)
-
-        def sink(ev) -> None:
-            if ev.kind in kinds:
-                rec.events.append(ev)
-        return sink
+        return self.run.stop_event_sink() if self.run is not None else None
 
     def _row_chosen(self, row: int) -> None:
         if row != self.index and row >= 0:

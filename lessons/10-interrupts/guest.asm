@@ -7,9 +7,8 @@
 ; non-specific EOI and returns with IRET. Then the guest prints "done" on COM1 and ends
 ; through isa-debug-exit (exit status 1).
 ;
-; With the in-kernel irqchip (QEMU's kernel-irqchip=on) the PIC and PIT port accesses and
-; the HLTs stay in kvm.ko: only the printing reaches QEMU. With the userspace irqchip every
-; one of them is a KVM_EXIT_IO or KVM_EXIT_HLT. The same binary boots on
+; Run it with the in-kernel irqchip (QEMU's kernel-irqchip=on) and with the userspace one,
+; and compare what reaches QEMU (the lesson's predicts). The same binary boots on
 ; qemu-system-i386 -kernel (multiboot header below) and prints the same.
 bits 32
 org 0x100000

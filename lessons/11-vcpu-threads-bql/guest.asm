@@ -8,9 +8,6 @@
 ; waits (a PAUSE loop) until `done` is N, prints the total on COM1 and exits through
 ; isa-debug-exit; the other vCPUs stop with `cli; hlt` (the `park` label).
 ;
-; LOCK-prefixed instructions are atomic in the hardware (cache coherence): they never
-; leave the guest. Only the device accesses (COM1, isa-debug-exit) leave KVM_RUN, and
-; only then does a vCPU thread take QEMU's BQL.
 ; No IRET, no paging, no interrupts: the same binary runs on the host's software KVM and
 ; on qemu-system-i386 -kernel, there with one vCPU ("smp: vcpus 1, counter 2000"): QEMU's
 ; other processors wait for INIT-SIPI-SIPI, which this guest does not send.

@@ -68,7 +68,7 @@ def test_check_grades_submitted_files(capsys, tmp_path: Path) -> None:
 def test_check_grades_answers(capsys) -> None:
     assert _run(capsys, "check", "1", "--step", "count-exits", "--answer", "4")[0] == 0
     status, out, _ = _run(capsys, "check", "1", "--step", "count-exits", "--answer", "5")
-    assert status == EXIT_FAILED and "you predicted 5; the simulator counted 4" in out
+    assert status == EXIT_FAILED and "you predicted 5; the simulator gives 4" in out
     assert _run(capsys, "check", "1", "--step", "who-handles", "--answer", "0,1")[0] == 0
     assert _run(capsys, "check", "1", "--step", "who-handles", "--answer", "1")[0] == EXIT_FAILED
 
@@ -125,3 +125,19 @@ def test_verify_as_a_subprocess(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "vmsim", "lesson", "verify", "everything"],
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "01-everything: OK (6 steps)\n", "")
+
+
+def test_practice_answers_and_the_problem_shown(capsys) -> None:
+    pytest.importorskip("vmsim.lessons.practice")
+    from vmsim.lessons import find_lesson
+    from vmsim.lessons.run import LessonRun
+
+    prob = LessonRun(find_lesson("practice")).problem("walk", 11)
+    answer = "; ".join(f"{q.id}={prob.answer_text(q.id)}" for q in prob.questions)
+    status, out, _ = _run(capsys, "check", "practice", "--step", "walk", "--seed", "11", "--answer", answer)
+    assert status == 0 and out.startswith("walk: PASS")
+    status, out, _ = _run(capsys, "check", "practice", "--step", "walk", "--seed", "12", "--answer", answer)
+    assert status == EXIT_FAILED
+    status, out, _ = _run(capsys, "show", "practice", "--step", "walk", "--seed", "11", "--lang", "zh_CN")
+    assert status == 0 and "seed 11" in out and prob.prompt.get("zh-CN").splitlines()[0] in out
+    assert f"{prob.questions[0].id} (" in out

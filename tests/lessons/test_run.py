@@ -315,3 +315,29 @@ def test_the_record_follows_steps_back_and_seeks_forward_again() -> None:
         s.step_back_event()
     s.seek_time(10**12)
     assert [(ev.seq, ev.kind) for ev in run.events] == want
+
+
+def test_a_front_end_that_builds_its_own_sessions_keeps_one_record(tmp_path: Path) -> None:
+    """As the GUI's File > Save snapshot / Open snapshot: the stop path recorded through
+    stop_event_sink, a session built on a stream given to record_stream recorded from its
+    construction, the run before it kept (keep_events)."""
+    from vmsim.events import EventStream
+    from vmsim.session import Session
+
+    les = load_lesson(EVERYTHING)
+    run = LessonRun(les)
+    s = run.new_session("run-to-end")
+    s.step_vmexit()
+    s.step_vmexit()
+    snap = str(tmp_path / "s.vmsnap")
+    s.save_snapshot(snap, on_stop_event=run.stop_event_sink())
+    before = len(run.events)
+    assert sum(ev.kind == "kvm_vcpu_ioctl" and ev["name"] == "KVM_GET_REGS" for ev in run.events) == 1
+    stream = EventStream()
+    run.record_stream(stream)
+    resumed = Session.load_snapshot(snap, events=stream)
+    run.attach(resumed, keep_events=True)
+    assert len(run.events) > before
+    assert sum(ev.kind == "kvm_ioctl" and ev["name"] == "KVM_CREATE_VM" for ev in run.events) == 2
+    resumed.run()
+    assert run.check("run-to-end").passed

@@ -36,8 +36,9 @@ def register(subparsers) -> None:
     sub.required = True
 
     def lang(q):
-        q.add_argument("--lang", choices=LANGUAGES, default=None,
-                       help="the language of the lesson's text (default: from the locale)")
+        q.add_argument("--lang", type=_language, default=None, metavar="{en,zh-CN}",
+                       help="the language of the lesson's text (default: from the locale; "
+                            "zh_CN as the GUI spells it is zh-CN)")
 
     ls = sub.add_parser("list", help="the lessons, with the steps you have done")
     lang(ls)
@@ -46,6 +47,8 @@ def register(subparsers) -> None:
     show = sub.add_parser("show", help="a lesson's prose and steps as text")
     show.add_argument("lesson", metavar="ID", help="id, number (4, 04) or directory name")
     show.add_argument("--step", metavar="STEP", help="only this step")
+    show.add_argument("--seed", type=int, metavar="N",
+                      help="a practice step's problem for this seed (default: the lesson's)")
     lang(show)
     show.set_defaults(func=_cmd_show)
 
@@ -62,7 +65,8 @@ def register(subparsers) -> None:
     check.add_argument("--step", metavar="STEP")
     check.add_argument("--answer", metavar="X",
                        help="predict: an integer; choice: option numbers (0-based) as 0,2; "
-                            "practice: question=value,...")
+                            "practice: question=value pairs separated by ';' "
+                            "(\"gpa=0x1234; references=14\")")
     check.add_argument("--seed", type=int, metavar="N", help="practice: the problem's seed")
     lang(check)
     check.set_defaults(func=_cmd_check)
@@ -82,6 +86,14 @@ def register(subparsers) -> None:
                     "guests and solutions; print each error as file:line:col: message.")
     lint.add_argument("dirs", metavar="DIR", nargs="*")
     lint.set_defaults(func=_cmd_lint)
+
+
+def _language(text: str) -> str:
+    lang = text.replace("_", "-")
+    for known in LANGUAGES:
+        if lang.lower() == known.lower():
+            return known
+    raise argparse.ArgumentTypeError(f"{text!r}: choose one of {', '.join(LANGUAGES)}")
 
 
 def default_language() -> str:
@@ -123,6 +135,8 @@ def _run(fn):
         except KeyError as e:
             _err(e.args[0] if e.args else str(e))
             return EXIT_BAD_INPUT
+        except BrokenPipeError:  # (`| head`: vmsim.cli.main drops the rest)
+            raise
         except (_BadInput, HostKvmError, ValueError, OSError) as e:
             _err(str(e))
             return EXIT_BAD_INPUT
@@ -179,7 +193,7 @@ def _cmd_show(args) -> int:
         if st.options:
             out.append("")
         if st.kind == "practice":
-            out += [f"(generated practice: {st.generator}, seed {st.seed})", ""]
+            out += _practice_text(les, st, args.seed, lang)
         if st.kind == "modify":
             out += [f"(start from {st.start.name}; submit with: vmsim lesson check {les.id} "
                     f"--step {st.id} --guest FILE)", ""]
@@ -187,6 +201,23 @@ def _cmd_show(args) -> int:
             out += [f"({len(st.hints)} hint(s) in the GUI)", ""]
     print("\n".join(out).rstrip())
     return EXIT_OK
+
+
+def _practice_text(les: Lesson, st, seed: int | None, lang: str) -> list[str]:
+    """A practice step's problem as `show` prints it: the seed, the prompt, the questions
+    and how to answer them."""
+    from vmsim.lessons.run import LessonRun
+
+    seed = st.seed if seed is None else seed
+    prob = LessonRun(les).problem(st, seed)
+    out = [f"(generated practice: {st.generator}, seed {seed}; another problem: --seed N)", "",
+           prob.prompt.get(lang), ""]
+    for q in prob.questions:
+        out.append(f"  {q.id} ({q.kind}): {q.text.get(lang)}")
+    ids = "; ".join(f"{q.id}=..." for q in prob.questions)
+    out += ["", f'(answer with: vmsim lesson check {les.id} --step {st.id} --seed {seed} '
+                f'--answer "{ids}")', ""]
+    return out
 
 
 def _parse_answer(st, text: str):
@@ -202,20 +233,12 @@ def _parse_answer(st, text: str):
             raise _BadInput(f"--answer: step {st.id} wants option numbers like 0,2, "
                             f"not {text!r}") from None
     if st.kind == "practice":
-        out: dict = {}
-        for part in text.split(","):
-            if not part.strip():
-                continue
-            k, eq, v = part.partition("=")
-            if not eq:
-                raise _BadInput(f"--answer: step {st.id} wants question=value,..., "
-                                f"not {part!r}")
-            v = v.strip()
-            try:
-                out[k.strip()] = int(v, 0)
-            except ValueError:
-                out[k.strip()] = v
-        return out
+        from vmsim.lessons.run import _practice_module
+
+        try:  # "id=value; id=value": values kept as text, read by each question's kind
+            return dict(_practice_module().parse_answers(text))
+        except ValueError as e:
+            raise _BadInput(f"--answer: {e}") from None
     raise _BadInput(f"--answer: step {st.id} is a {st.kind} step (check it with --guest "
                     "or in the GUI)")
 

@@ -58,13 +58,14 @@ def _vm_kinds() -> list[str]:
 
 
 def lesson_kinds(lesson: Lesson) -> list[str]:
-    """What a live session of the lesson records: every VM-level kind, and any other the
-    lesson's checks name (walk_step ...)."""
+    """What a live session of the lesson records: every VM-level kind, and any other that
+    a do step's checks name (only do steps are checked against the live session; predict
+    answers and modify steps run headless sessions of their own, recording what they
+    need): a high-rate kind (walk_step) is not recorded for nothing."""
     kinds = set(_vm_kinds())
     for st in lesson.steps:
-        kinds |= _named_kinds(st.checks)
-        if st.answer:
-            kinds |= _named_kinds([st.answer])
+        if st.kind == "do":
+            kinds |= _named_kinds(st.checks)
     return sorted(kinds)
 
 
@@ -147,6 +148,16 @@ def record_from_start(lesson: Lesson, step: Step | None = None, source: str | No
         raise
     _EARLY[s] = rec
     return s
+
+
+def _stop_sink(rec: _Recorder):
+    kinds = set(rec.kinds)
+
+    def sink(ev) -> None:
+        if ev.kind in kinds:
+            rec.events.append(ev)
+
+    return sink
 
 
 class _Live:
@@ -271,14 +282,7 @@ def _act(live: _Live, a: dict) -> bool:
         path = os.path.join(live._tmp, f"s{len(os.listdir(live._tmp))}.vmsnap")
         # QEMU's stop path (KVM_GET_* ...) runs on a copy of the simulated VM: its events
         # come after the session's so far.
-        kinds = set(live.rec.kinds)
-        rec = live.rec
-
-        def stop_event(ev) -> None:
-            if ev.kind in kinds:
-                rec.events.append(ev)
-
-        s.save_snapshot(path, on_stop_event=stop_event)
+        s.save_snapshot(path, on_stop_event=_stop_sink(live.rec))
         live.snapshot = path
         return True
     if do == "resume_snapshot":
@@ -572,6 +576,7 @@ class LessonRun:
         self.session = None
         self._live: _Live | None = None
         self._truth: dict[str, int] = {}
+        self._pending: _Recorder | None = None  # record_stream's, until attach
         if session is not None:
             self.attach(session)
 
@@ -583,17 +588,41 @@ class LessonRun:
         self.attach(s)
         return s
 
-    def attach(self, session) -> None:
+    def attach(self, session, keep_events: bool = False) -> None:
         """Follow `session` (the GUI made a new one: reset, reassembled, a new step): its
-        VM-level events from its start when Lesson.session (record_from_start) made it,
-        else from now; those a step back undoes are dropped."""
+        VM-level events from its start when Lesson.session (record_from_start) made it, or
+        it was built on a stream given to record_stream, else from now; those a step back
+        undoes are dropped. keep_events: the events so far stay ahead of the new session's
+        (a snapshot reopened: one run, as the resume_snapshot action makes it)."""
+        before = list(self.events) if keep_events else []
         self.detach()
         rec = _EARLY.pop(session, None)
+        pending, self._pending = self._pending, None
+        if rec is None and pending is not None and pending.stream is session.events:
+            rec, pending = pending, None
+        if pending is not None:
+            pending.close()
         if rec is None or rec.stream is not session.events:
             rec = _Recorder(session.events, lesson_kinds(self.lesson))
         self._live = _Live(session, rec, self.lesson, None, None)
+        self._live.previous = before
         self.session = session
         session.on_rewind.append(self._on_rewind)
+
+    def record_stream(self, stream) -> None:
+        """Record the events of a session about to be built on `stream` (an EventStream)
+        from its construction: the next attach of a session on that stream has them (a
+        front end that builds its own sessions: Session.load_snapshot for a snapshot it
+        opens)."""
+        if self._pending is not None:
+            self._pending.close()
+        self._pending = _Recorder(stream, lesson_kinds(self.lesson))
+
+    def stop_event_sink(self):
+        """For Session.save_snapshot(on_stop_event=...) on the attached session: QEMU's
+        stop path (run on a copy of the simulated VM) recorded after the events so far, as
+        the save_snapshot action records it. None when nothing is attached."""
+        return None if self._live is None else _stop_sink(self._live.rec)
 
     def detach(self) -> None:
         live = self._live
@@ -633,8 +662,8 @@ class LessonRun:
             ok = abs(n - truth) <= st.tolerance
             tol = f" (within {st.tolerance})" if st.tolerance else ""
             tol_zh = f"（允许误差 {st.tolerance}）" if st.tolerance else ""
-            msg = _t(f"you predicted {n}{tol}; the simulator counted {truth}",
-                     f"你预测 {n}{tol_zh}；模拟器得到 {truth}")
+            msg = _t(f"you predicted {n}{tol}; the simulator gives {truth}",
+                     f"你预测 {n}{tol_zh}；模拟器给出 {truth}")
             return StepResult(ok, [CheckResult(ok, msg)], truth, st.explain)
         if st.kind == "choice":
             chosen = _as_choice(answer, len(st.options))
@@ -642,7 +671,7 @@ class LessonRun:
             ok = chosen == correct
             checks = []
             for i, o in enumerate(st.options):
-                if (i in chosen) != o.correct or (i in chosen):
+                if i in chosen or o.correct:  # what was chosen, and what was missed
                     good = (i in chosen) == o.correct
                     label = o.text
                     why = (Text({"en": f": {o.why.get('en')}", "zh-CN": f"：{o.why.get('zh-CN')}"})
@@ -738,7 +767,8 @@ class LessonRun:
         checks = []
         for q in prob.questions:
             ok = bool(marks.get(q.id))
-            truth = prob.answers.get(q.id)
+            truth = (prob.answer_text(q.id) if hasattr(prob, "answer_text")
+                     else prob.answers.get(q.id))  # hex as 0x..., as the student writes it
             shown = given.get(q.id, "—")
             checks.append(CheckResult(ok, Text.same(f"{q.id}: ") + _t(
                 f"you answered {shown}; the simulator's answer is {truth}",
