@@ -1536,7 +1536,8 @@ class MainWindow(QMainWindow):
     def lesson_enter_step(self, lesson, step, fresh: bool = False) -> None:
         """The window set up for a lesson's step: its guest (a modify step's start) and
         machine, in a new session when they differ from the current one's (or `fresh`,
-        or a predict step after the machine ran), and the panels the step names raised."""
+        or a predict step after the machine ran, or a do step after it finished), and the
+        panels the step names raised."""
         if self.bridge.gdb is not None:  # the debugger's session stays until it detaches
             self.status.setText(tr("gdb drives this guest: detach it first"))
             self._raise_step_panels(step)
@@ -1546,6 +1547,9 @@ class MainWindow(QMainWindow):
         s = self.bridge.session
         if step.kind == "predict" and (s.instructions or self.bridge.finished):
             fresh = True  # a prediction is made before the machine runs
+        if step.kind == "do" and self.bridge.finished:
+            fresh = True  # nothing more can be done in a finished run: the step's checks
+            # would pass (or fail) on what an earlier step did
         if fresh or key != self._lesson_key or self.bridge.factory is None:
             self._lesson_session(lesson, step, guest, key)
         else:

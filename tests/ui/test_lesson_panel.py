@@ -248,6 +248,22 @@ def test_show_raises_the_named_panels_and_lessons_menu_lists_lessons(lesson, ope
         assert f"/{len(lesson_.steps)})" in a.text() and "&" in a.text()
 
 
+def test_a_do_step_entered_after_the_machine_finished_starts_it_afresh(lesson, open_window) -> None:
+    """Run to the end on one step, then the next do step (the same guest): its checks look
+    at a new run, not pass at once on the one an earlier step finished."""
+    win = open_window(lesson)
+    p = win.lesson_panel
+    win.a_run.trigger()
+    qtbot_wait(win, lambda: win.bridge.finished)
+    finished = win.bridge.session
+    p.next()
+    assert p.step.id == lesson.steps[1].id and p.step.kind == "do"
+    assert win.bridge.session is not finished and not win.bridge.finished
+    assert win.bridge.session.instructions == 0 and p.run.session is win.bridge.session
+    p.b_check.click()
+    assert not p.state().result.passed
+
+
 def test_a_snapshot_saved_and_reopened_in_a_lesson_is_one_run(lesson, open_window, tmp_path) -> None:
     """File > Save snapshot records QEMU's stop path (KVM_GET_* on a copy of the VM) for the
     checks; File > Open snapshot makes a new VM (a second KVM_CREATE_VM), recorded after
