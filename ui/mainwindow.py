@@ -190,6 +190,8 @@ class MainWindow(QMainWindow):
         self.lesson_panel.lesson = lesson  # (opened below: the docks are arranged for it)
         self.bridge.stream_hook = self.lesson_panel.new_stream
         self._lesson_key: tuple | None = None  # the (guest, machine) the session was made for
+        self._lesson_tmp = None  # Do these for me: its snapshots (a TemporaryDirectory)
+        self._lesson_snapshots = 0
         self._lessons: list | None = None  # the installed lessons (Lessons menu), when read
         self.docks: dict[str, QDockWidget] = {}
         L, R, B = (Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea,
@@ -1624,10 +1626,21 @@ class MainWindow(QMainWindow):
         b.reset()
         if self.lesson_panel.may_run():
             return False
+        snapshot = None  # the last one saved, as the engine's save_snapshot keeps it
         for a in actions:
             do = a.get("do")
             for _ in range(int(a.get("count", 1))):
                 s = b.session
+                if do == "save_snapshot":  # File > Save snapshot…, to a temporary file
+                    snapshot = os.path.join(self._lesson_snapshot_dir(), f"s{self._lesson_snapshots}.vmsnap")
+                    self._lesson_snapshots += 1
+                    if not self.save_snapshot(snapshot):
+                        return False
+                    continue
+                if do == "resume_snapshot":  # File > Open snapshot… of that file
+                    if snapshot is None or not self.open_snapshot(snapshot):
+                        return False
+                    continue
                 if b.finished:
                     break
                 if do == "run":
@@ -1645,11 +1658,22 @@ class MainWindow(QMainWindow):
                 elif do in ("step_instruction", "step_event", "step_vmexit", "step_userspace_exit"):
                     self.registers.mark_step()
                     getattr(b, do)()
-                else:  # save_snapshot, resume_snapshot: File > Save snapshot… / Open snapshot…
+                else:  # (the lesson format has no other action)
                     self.status.setText(tr("{action}: do it from the File menu").format(action=do))
                     return False
         self.refresh()
+        if snapshot is not None:
+            self.status.setText(tr("Done for you; the snapshot is {path}. Now press Check.")
+                                .format(path=snapshot))
         return True
+
+    def _lesson_snapshot_dir(self) -> str:
+        """Where Do these for me saves a step's snapshots (removed with the window)."""
+        if self._lesson_tmp is None:
+            import tempfile
+
+            self._lesson_tmp = tempfile.TemporaryDirectory(prefix="vmsim-lesson-")
+        return self._lesson_tmp.name
 
     def lesson_before_check(self) -> None:
         self.bridge.pause()

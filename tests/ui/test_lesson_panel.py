@@ -264,6 +264,31 @@ def test_a_do_step_entered_after_the_machine_finished_starts_it_afresh(lesson, o
     assert not p.state().result.passed
 
 
+@pytest.mark.parametrize("where", ["fixture", "14"])
+def test_do_these_for_me_saves_and_resumes_snapshots(where, open_window, tmp_path, monkeypatch) -> None:
+    """Show solution > Do these for me takes a solution's save_snapshot (to a temporary
+    file) and resume_snapshot (opening it), as the engine's actions do: Check then passes
+    (the fixture's run-to-end; lesson 14's suspend and resume)."""
+    from PySide6.QtWidgets import QPushButton
+
+    from vmsim.lessons import find_lesson, load_lesson
+
+    monkeypatch.setenv("VMSIM_DATA_DIR", str(tmp_path))
+    les = load_lesson(FIXTURE) if where == "fixture" else find_lesson("14")
+    steps = [s for s in les.steps if s.kind == "do" and any(
+        a.get("do") in ("save_snapshot", "resume_snapshot") for a in s.solution)]
+    assert steps
+    win = open_window(les)
+    p = win.lesson_panel
+    for step in steps:
+        p.go(les.steps.index(step))
+        p.b_solution.click()
+        p.area.findChild(QPushButton, "lesson-do-solution").click()
+        assert "File menu" not in win.status.text()
+        p.b_check.click()
+        assert p.state().result.passed, (step.id, _plain(p.result_label))
+
+
 def test_a_snapshot_saved_and_reopened_in_a_lesson_is_one_run(lesson, open_window, tmp_path) -> None:
     """File > Save snapshot records QEMU's stop path (KVM_GET_* on a copy of the VM) for the
     checks; File > Open snapshot makes a new VM (a second KVM_CREATE_VM), recorded after

@@ -768,6 +768,10 @@
         <translation>{action}：请从文件菜单操作</translation>
     </message>
     <message>
+        <source>Done for you; the snapshot is {path}. Now press Check.</source>
+        <translation>已替你完成；快照文件为 {path}。现在按“检查”。</translation>
+    </message>
+    <message>
         <source>&amp;Language</source>
         <translation>语言(&amp;L)</translation>
     </message>
