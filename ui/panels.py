@@ -738,11 +738,17 @@ class EventLogPanel(QWidget):
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.table.setFont(mono())
         self.table.currentCellChanged.connect(self._show)
-        self.details = QPlainTextEdit()
+        self.details = QPlainTextEdit()  # a chosen row's fields: hidden until a row is chosen
         self.details.setReadOnly(True)
         self.details.setFont(mono())
-        self.details.setMaximumHeight(120)
         self.details.setMinimumHeight(self.details.fontMetrics().height() * 2 + 8)
+        self.details.hide()
+        self.split = QSplitter(Qt.Orientation.Vertical)  # the rows get most of the height
+        self.split.setChildrenCollapsible(False)
+        self.split.addWidget(self.table)
+        self.split.addWidget(self.details)
+        self.split.setStretchFactor(0, 3)
+        self.split.setStretchFactor(1, 1)
         row = QHBoxLayout()
         row.addWidget(QLabel(tr("filter:")))
         row.addWidget(self.layer)
@@ -754,8 +760,7 @@ class EventLogPanel(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
         lay.addLayout(row)
-        lay.addWidget(self.table, 1)
-        lay.addWidget(self.details)
+        lay.addWidget(self.split, 1)
         self.events: list = []
         self.shown: list = []
         self.theme = "light"
@@ -828,8 +833,23 @@ class EventLogPanel(QWidget):
         self.shown = []
         self._append([ev for ev in self.events if self._accept(ev)])
 
+    def _show_details(self, on: bool) -> None:
+        """The field pane shown (a quarter of the height, the rows the rest) or hidden."""
+        if on != self.details.isHidden():  # (isHidden: a log in a tab behind counts too)
+            return
+        if not on:
+            self.details.clear()
+            self.details.hide()
+            return
+        self.details.show()
+        h = max(self.split.height(), 4)
+        self.split.setSizes([h - h // 4, h // 4])
+
     def _show(self, row: int, *_args) -> None:
-        if 0 <= row < len(self.shown):
+        if not 0 <= row < len(self.shown):
+            self._show_details(False)
+        else:
+            self._show_details(True)
             ev = self.shown[row]
             d = ev.to_dict()
             self.details.setPlainText("\n".join(f"{k:>24}: {v:#x}" if isinstance(v, int) and
@@ -841,7 +861,7 @@ class EventLogPanel(QWidget):
         self.shown = []
         self._stale = False
         self.table.setRowCount(0)
-        self.details.clear()
+        self._show_details(False)
 
     def truncate(self, seq: int) -> None:
         """After a step back: drop the events after event `seq` (they have not happened)."""
@@ -853,7 +873,7 @@ class EventLogPanel(QWidget):
             self.shown.pop()
         if len(self.shown) < n:
             self.table.setRowCount(len(self.shown))
-            self.details.clear()
+            self._show_details(False)
             self.table.scrollToBottom()
 
 

@@ -264,6 +264,28 @@ def test_a_do_step_entered_after_the_machine_finished_starts_it_afresh(lesson, o
     assert not p.state().result.passed
 
 
+def test_the_event_log_beside_a_lesson_shows_rows_not_an_empty_detail_pane(lesson, open_window) -> None:
+    """At 1600x1000 with a lesson open the rows get the log's height (lessons ask to read
+    sequences of 10-20 events); a row's fields appear below them once one is chosen."""
+    from PySide6.QtWidgets import QApplication
+
+    win = open_window(lesson)
+    win.raise_panel("", "events")
+    for _ in range(3):
+        win.a_step_exit.trigger()
+    QApplication.processEvents()
+    log = win.events
+    row_h = log.table.verticalHeader().defaultSectionSize()
+    assert not log.details.isVisible()
+    assert log.table.viewport().height() >= 9 * row_h
+    log.table.setCurrentCell(2, 0)
+    QApplication.processEvents()
+    assert log.details.isVisible() and "seq" in log.details.toPlainText()
+    assert log.table.height() >= 2.5 * log.details.height()
+    log.clear()
+    assert not log.details.isVisible()
+
+
 @pytest.mark.parametrize("where", ["fixture", "14"])
 def test_do_these_for_me_saves_and_resumes_snapshots(where, open_window, tmp_path, monkeypatch) -> None:
     """Show solution > Do these for me takes a solution's save_snapshot (to a temporary
