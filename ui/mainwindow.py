@@ -1578,6 +1578,12 @@ class MainWindow(QMainWindow):
         old = (b.factory, b.guest)
         b.pause()
         b.line_breakpoints.clear()
+        # Another guest: the breakpoints set for the one before would stop it where the
+        # step is not about (an exit reason, a port, an event, an address).
+        cleared = (self._lesson_key is not None and self._lesson_key[:2] != key[:2] and any(
+            (b.address_breakpoints, b.exit_breakpoints, b.port_breakpoints, b.event_breakpoints)))
+        if cleared:
+            self._bp_clear()
         b.factory, b.guest = make, None
         try:
             b.reset()
@@ -1595,6 +1601,10 @@ class MainWindow(QMainWindow):
         self.source.editor.breakpoints = set()
         self.lesson_panel.attach(b.session)
         self.refresh()
+        if cleared:
+            msg = tr("This step has another guest: the breakpoints set before are cleared.")
+            self.status.setText(msg)
+            self.statusBar().showMessage(msg, 10000)
 
     def _raise_step_panels(self, step) -> None:
         """The panels a step names shown, the first named in front of its tab group

@@ -286,6 +286,29 @@ def test_the_event_log_beside_a_lesson_shows_rows_not_an_empty_detail_pane(lesso
     assert not log.details.isVisible()
 
 
+def test_a_step_with_another_guest_clears_every_breakpoint(open_window, tmp_path, monkeypatch) -> None:
+    """Exit-reason, port, event and address breakpoints are for the guest they were set
+    on: a step bringing another guest clears them (the event actions unticked) and says so;
+    a step on the same guest keeps them (lesson 11: step 3 runs chatty.asm)."""
+    from vmsim.lessons import find_lesson
+
+    monkeypatch.setenv("VMSIM_DATA_DIR", str(tmp_path))
+    lesson = find_lesson("11")
+    assert lesson.steps[1].guest == lesson.steps[0].guest != lesson.steps[2].guest
+    win = open_window(lesson)
+    p, b = win.lesson_panel, win.bridge
+    b.set_breakpoints(addresses={0x100000}, exits={"CPUID"}, ports={0x3F8})
+    action = next(iter(win.event_bp_actions.values()))
+    action.setChecked(True)
+    assert b.event_breakpoints
+    p.go(1)  # the same guest
+    assert b.exit_breakpoints == {"CPUID"} and action.isChecked()
+    p.go(2)  # another guest
+    assert not (b.address_breakpoints or b.exit_breakpoints or b.port_breakpoints or b.event_breakpoints)
+    assert not action.isChecked() and not b.session.breakpoints.exit_reasons
+    assert "breakpoints" in win.statusBar().currentMessage()
+
+
 @pytest.mark.parametrize("where", ["fixture", "14"])
 def test_do_these_for_me_saves_and_resumes_snapshots(where, open_window, tmp_path, monkeypatch) -> None:
     """Show solution > Do these for me takes a solution's save_snapshot (to a temporary

@@ -764,6 +764,10 @@
         <translation>无法启动此步骤的机器：{error}</translation>
     </message>
     <message>
+        <source>This step has another guest: the breakpoints set before are cleared.</source>
+        <translation>此步骤换了客户机：之前设置的断点已清除。</translation>
+    </message>
+    <message>
         <source>{action}: do it from the File menu</source>
         <translation>{action}：请从文件菜单操作</translation>
     </message>
