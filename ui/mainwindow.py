@@ -1729,6 +1729,7 @@ class MainWindow(QMainWindow):
         self._set_title()
         for spec, a in self.event_bp_actions.items():
             a.setText(tr("Break on {what}").format(what=T.EVENT_BREAKPOINTS[spec]))
+        self.a_present.setIconText(tr("Presentation"))  # the toolbar's word (not the menu's)
         for a, tip in ((self.a_reverse, T.REVERSE_CONTINUE_TIP), (self.a_back_insn, T.BACK_INSN_TIP),
                        (self.a_back_event, T.BACK_EVENT_TIP), (self.a_back_exit, T.BACK_EXIT_TIP),
                        (self.a_back_user, T.BACK_USER_TIP)):

@@ -104,6 +104,8 @@ def test_switching_language_retranslates_the_window_and_keeps_the_session(englis
     assert "已暂停" in win.status.text()
     event_bp = next(iter(win.event_bp_actions.values()))
     assert event_bp.text().startswith("事件断点")
+    assert win.a_present.iconText() == "演示" and "Ctrl+Shift+P" in win.a_present.toolTip()
+    assert not re.search("[A-Za-z]{4}", win.a_present.toolTip().replace("Ctrl+Shift+P", ""))
     chinese = _texts(win)
     changed = [k for k in english_texts if chinese.get(k) != english_texts[k]]
     assert len(changed) > 100, "most of the window's words change"
@@ -111,6 +113,7 @@ def test_switching_language_retranslates_the_window_and_keeps_the_session(englis
 
     win.language_actions["en"].trigger()
     assert current_language() == "en"
+    assert win.a_present.iconText() == "Presentation"  # the toolbar's button (its own word)
     after = _texts(win)
     assert {k: v for k, v in after.items() if v != english_texts[k]} == {}
     assert _state(win) == before
@@ -130,6 +133,9 @@ def test_a_window_made_in_chinese_starts_in_chinese(english, make_window) -> Non
     assert win.a_run.text() == "运行" and win.language_actions["zh_CN"].isChecked()
     win.a_step_exit.trigger()
     assert win.diagram.caption.text().startswith("虚拟机退出")  # the rule's label, translated
+    assert win.a_present.iconText() == "演示"
+    win.set_language("en")
+    assert win.a_present.iconText() == "Presentation"
     english.install("en")
     assert T.INTERRUPTS_TITLE == "Interrupts"
 
