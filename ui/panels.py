@@ -323,6 +323,13 @@ class DisasmPanel(QWidget):
 
 
 # -- VMCS ---------------------------------------------------------------------------------------
+def vmcs_area_name(area: str) -> str:
+    """A VMCS area's heading (vmsim.hw.vmcs's names: "guest state" ...) in the GUI's language."""
+    return {"guest state": tr("Guest state"), "host state": tr("Host state"),
+            "control": tr("Control"), "exit information": tr("Exit information")}.get(
+        area, area.capitalize())
+
+
 class VmcsPanel(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -371,10 +378,13 @@ class VmcsPanel(QWidget):
         else:
             self.exit_label.setText(tr("no VM exit yet"))
         self.tree.setUpdatesEnabled(False)
+        for area, top in self.areas.items():  # (the words of the language now)
+            if top.text(0) != vmcs_area_name(area):
+                top.setText(0, vmcs_area_name(area))
         for area, name, enc, value in s.vmcs_fields():
             top = self.areas.get(area)
             if top is None:
-                top = QTreeWidgetItem([area.capitalize(), "", ""])
+                top = QTreeWidgetItem([vmcs_area_name(area), "", ""])
                 f = top.font(0)
                 f.setBold(True)
                 top.setFont(0, f)

@@ -73,12 +73,16 @@ def _state(win) -> dict:
 
 
 def test_switching_language_retranslates_the_window_and_keeps_the_session(english, window) -> None:
+    from PySide6.QtWidgets import QApplication
+
     from ui.i18n import current_language
 
     win = window
     for _ in range(2):
         win.a_step_exit.trigger()
     win.a_step_event.trigger()
+    win.raise_panel("", "vmcs")  # (a panel behind a tab is refreshed when shown)
+    QApplication.processEvents()
     before, english_texts = _state(win), _texts(win)
     assert win.language_actions["en"].isChecked()
 
@@ -96,6 +100,8 @@ def test_switching_language_retranslates_the_window_and_keeps_the_session(englis
     assert win.registers.table.horizontalHeaderItem(0).text() == "寄存器名"
     assert win.stats.table.horizontalHeaderItem(0).text() == "虚拟机退出"
     assert win.vmcs.tree.headerItem().text(0) == "字段"
+    areas = [win.vmcs.tree.topLevelItem(i).text(0) for i in range(win.vmcs.tree.topLevelItemCount())]
+    assert sorted(areas) == sorted(["客户机状态", "宿主机状态", "控制", "退出信息"])  # docs/gui.zh-CN.md's
     assert win.devices.tabs.tabText(0) == "串口 + VGA"
     assert win.diagram.boxes["kvm.run_loop"].title.text() == "运行循环"
     assert win.diagram.boxes["qemu.vcpu_thread0"].title.text() == "vCPU0 线程"
@@ -114,6 +120,7 @@ def test_switching_language_retranslates_the_window_and_keeps_the_session(englis
     win.language_actions["en"].trigger()
     assert current_language() == "en"
     assert win.a_present.iconText() == "Presentation"  # the toolbar's button (its own word)
+    assert win.vmcs.areas["guest state"].text(0) == "Guest state"
     after = _texts(win)
     assert {k: v for k, v in after.items() if v != english_texts[k]} == {}
     assert _state(win) == before

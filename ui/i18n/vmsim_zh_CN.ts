@@ -117,7 +117,7 @@
     </message>
     <message>
         <source>Controls</source>
-        <translation>控制</translation>
+        <translation>控制栏</translation>
     </message>
     <message>
         <source>&amp;File</source>
@@ -830,6 +830,22 @@
     <message>
         <source>(not mapped)</source>
         <translation>（未映射）</translation>
+    </message>
+    <message>
+        <source>Guest state</source>
+        <translation>客户机状态</translation>
+    </message>
+    <message>
+        <source>Host state</source>
+        <translation>宿主机状态</translation>
+    </message>
+    <message>
+        <source>Control</source>
+        <translation>控制</translation>
+    </message>
+    <message>
+        <source>Exit information</source>
+        <translation>退出信息</translation>
     </message>
     <message>
         <source>no VM exit yet</source>
