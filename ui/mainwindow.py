@@ -892,8 +892,10 @@ class MainWindow(QMainWindow):
         # Light the most telling event of the step: the last interrupt on its way or BQL
         # contention (a VM entry follows an injection in the same step), else the last one
         # the diagram has a place for.
-        telling = next((e for e in reversed(events[-TELLING_SCAN:]) if _telling(e)
-                        and self.diagram.route(e.kind, e.source, e.fields) is not None), None)
+        # A run that ended: the end is what to tell (the guest's exit), not a wait before it.
+        telling = None if self.bridge.finished else next(
+            (e for e in reversed(events[-TELLING_SCAN:]) if _telling(e)
+             and self.diagram.route(e.kind, e.source, e.fields) is not None), None)
         for e in reversed(events) if telling is None else ():
             if self.diagram.route(e.kind, e.source, e.fields) is not None:
                 ev = e

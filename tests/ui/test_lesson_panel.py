@@ -309,6 +309,20 @@ def test_a_step_with_another_guest_clears_every_breakpoint(open_window, tmp_path
     assert "breakpoints" in win.statusBar().currentMessage()
 
 
+def test_after_a_full_run_the_caption_names_the_end(open_window, tmp_path, monkeypatch) -> None:
+    """Lesson 10 on the userspace irqchip, run to the end: the diagram's caption tells the
+    guest's exit (the vCPU thread stopped), not a BQL wait a few events before it."""
+    from vmsim.lessons import find_lesson
+
+    monkeypatch.setenv("VMSIM_DATA_DIR", str(tmp_path))
+    win = open_window(find_lesson("10"))
+    win.set_machine(irqchip="userspace")
+    win.a_run.trigger()
+    qtbot_wait(win, lambda: win.bridge.finished)
+    caption = win.diagram.caption.text()
+    assert "stopped" in caption and "isa-debug-exit" in caption, caption
+
+
 @pytest.mark.parametrize("where", ["fixture", "14"])
 def test_do_these_for_me_saves_and_resumes_snapshots(where, open_window, tmp_path, monkeypatch) -> None:
     """Show solution > Do these for me takes a solution's save_snapshot (to a temporary
