@@ -190,7 +190,7 @@ class MainWindow(QMainWindow):
         self.lesson_panel.lesson = lesson  # (opened below: the docks are arranged for it)
         self.bridge.stream_hook = self.lesson_panel.new_stream
         self._lesson_key: tuple | None = None  # the (guest, machine) the session was made for
-        self._lesson_tmp = None  # Do these for me: its snapshots (a TemporaryDirectory)
+        self._lesson_tmp = None  # Do these for me: its snapshots' (directory, finalizer removing it)
         self._lesson_snapshots = 0
         self._lessons: list | None = None  # the installed lessons (Lessons menu), when read
         self.docks: dict[str, QDockWidget] = {}
@@ -1341,6 +1341,9 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event) -> None:
         self.bridge.pause()
         self.save_layout()
+        if self._lesson_tmp is not None:  # Do these for me's snapshots
+            self._lesson_tmp[1]()
+            self._lesson_tmp, self._lesson_snapshots = None, 0
         super().closeEvent(event)
 
     def _export_timeline_dialog(self) -> None:
@@ -1682,10 +1685,13 @@ class MainWindow(QMainWindow):
     def _lesson_snapshot_dir(self) -> str:
         """Where Do these for me saves a step's snapshots (removed with the window)."""
         if self._lesson_tmp is None:
+            import shutil
             import tempfile
+            import weakref
 
-            self._lesson_tmp = tempfile.TemporaryDirectory(prefix="vmsim-lesson-")
-        return self._lesson_tmp.name
+            path = tempfile.mkdtemp(prefix="vmsim-lesson-")
+            self._lesson_tmp = (path, weakref.finalize(self, shutil.rmtree, path, ignore_errors=True))
+        return self._lesson_tmp[0]
 
     def lesson_before_check(self) -> None:
         self.bridge.pause()

@@ -346,6 +346,10 @@ def test_do_these_for_me_saves_and_resumes_snapshots(where, open_window, tmp_pat
         assert "File menu" not in win.status.text()
         p.b_check.click()
         assert p.state().result.passed, (step.id, _plain(p.result_label))
+    snapshots = Path(win._lesson_tmp[0])
+    assert any(snapshots.glob("*.vmsnap"))
+    win.close()  # the temporary snapshots go with the window
+    assert not snapshots.exists()
 
 
 def test_a_snapshot_saved_and_reopened_in_a_lesson_is_one_run(lesson, open_window, tmp_path) -> None:
