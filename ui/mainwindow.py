@@ -190,6 +190,8 @@ class MainWindow(QMainWindow):
         self.lesson_panel.lesson = lesson  # (opened below: the docks are arranged for it)
         self.bridge.stream_hook = self.lesson_panel.new_stream
         self._lesson_key: tuple | None = None  # the (guest, machine) the session was made for
+        self._lesson_tmp = None  # Do these for me: its snapshots' (directory, finalizer removing it)
+        self._lesson_snapshots = 0
         self._lessons: list | None = None  # the installed lessons (Lessons menu), when read
         self.docks: dict[str, QDockWidget] = {}
         L, R, B = (Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea,
@@ -890,8 +892,10 @@ class MainWindow(QMainWindow):
         # Light the most telling event of the step: the last interrupt on its way or BQL
         # contention (a VM entry follows an injection in the same step), else the last one
         # the diagram has a place for.
-        telling = next((e for e in reversed(events[-TELLING_SCAN:]) if _telling(e)
-                        and self.diagram.route(e.kind, e.source, e.fields) is not None), None)
+        # A run that ended: the end is what to tell (the guest's exit), not a wait before it.
+        telling = None if self.bridge.finished else next(
+            (e for e in reversed(events[-TELLING_SCAN:]) if _telling(e)
+             and self.diagram.route(e.kind, e.source, e.fields) is not None), None)
         for e in reversed(events) if telling is None else ():
             if self.diagram.route(e.kind, e.source, e.fields) is not None:
                 ev = e
@@ -1337,6 +1341,9 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event) -> None:
         self.bridge.pause()
         self.save_layout()
+        if self._lesson_tmp is not None:  # Do these for me's snapshots
+            self._lesson_tmp[1]()
+            self._lesson_tmp, self._lesson_snapshots = None, 0
         super().closeEvent(event)
 
     def _export_timeline_dialog(self) -> None:
@@ -1536,7 +1543,8 @@ class MainWindow(QMainWindow):
     def lesson_enter_step(self, lesson, step, fresh: bool = False) -> None:
         """The window set up for a lesson's step: its guest (a modify step's start) and
         machine, in a new session when they differ from the current one's (or `fresh`,
-        or a predict step after the machine ran), and the panels the step names raised."""
+        or a predict step after the machine ran, or a do step after it finished), and the
+        panels the step names raised."""
         if self.bridge.gdb is not None:  # the debugger's session stays until it detaches
             self.status.setText(tr("gdb drives this guest: detach it first"))
             self._raise_step_panels(step)
@@ -1546,6 +1554,9 @@ class MainWindow(QMainWindow):
         s = self.bridge.session
         if step.kind == "predict" and (s.instructions or self.bridge.finished):
             fresh = True  # a prediction is made before the machine runs
+        if step.kind == "do" and self.bridge.finished:
+            fresh = True  # nothing more can be done in a finished run: the step's checks
+            # would pass (or fail) on what an earlier step did
         if fresh or key != self._lesson_key or self.bridge.factory is None:
             self._lesson_session(lesson, step, guest, key)
         else:
@@ -1572,6 +1583,12 @@ class MainWindow(QMainWindow):
         old = (b.factory, b.guest)
         b.pause()
         b.line_breakpoints.clear()
+        # Another guest: the breakpoints set for the one before would stop it where the
+        # step is not about (an exit reason, a port, an event, an address).
+        cleared = (self._lesson_key is not None and self._lesson_key[:2] != key[:2] and any(
+            (b.address_breakpoints, b.exit_breakpoints, b.port_breakpoints, b.event_breakpoints)))
+        if cleared:
+            self._bp_clear()
         b.factory, b.guest = make, None
         try:
             b.reset()
@@ -1589,6 +1606,10 @@ class MainWindow(QMainWindow):
         self.source.editor.breakpoints = set()
         self.lesson_panel.attach(b.session)
         self.refresh()
+        if cleared:
+            msg = tr("This step has another guest: the breakpoints set before are cleared.")
+            self.status.setText(msg)
+            self.statusBar().showMessage(msg, 10000)
 
     def _raise_step_panels(self, step) -> None:
         """The panels a step names shown, the first named in front of its tab group
@@ -1620,10 +1641,21 @@ class MainWindow(QMainWindow):
         b.reset()
         if self.lesson_panel.may_run():
             return False
+        snapshot = None  # the last one saved, as the engine's save_snapshot keeps it
         for a in actions:
             do = a.get("do")
             for _ in range(int(a.get("count", 1))):
                 s = b.session
+                if do == "save_snapshot":  # File > Save snapshot…, to a temporary file
+                    snapshot = os.path.join(self._lesson_snapshot_dir(), f"s{self._lesson_snapshots}.vmsnap")
+                    self._lesson_snapshots += 1
+                    if not self.save_snapshot(snapshot):
+                        return False
+                    continue
+                if do == "resume_snapshot":  # File > Open snapshot… of that file
+                    if snapshot is None or not self.open_snapshot(snapshot):
+                        return False
+                    continue
                 if b.finished:
                     break
                 if do == "run":
@@ -1641,11 +1673,25 @@ class MainWindow(QMainWindow):
                 elif do in ("step_instruction", "step_event", "step_vmexit", "step_userspace_exit"):
                     self.registers.mark_step()
                     getattr(b, do)()
-                else:  # save_snapshot, resume_snapshot: File > Save snapshot… / Open snapshot…
+                else:  # (the lesson format has no other action)
                     self.status.setText(tr("{action}: do it from the File menu").format(action=do))
                     return False
         self.refresh()
+        if snapshot is not None:
+            self.status.setText(tr("Done for you; the snapshot is {path}. Now press Check.")
+                                .format(path=snapshot))
         return True
+
+    def _lesson_snapshot_dir(self) -> str:
+        """Where Do these for me saves a step's snapshots (removed with the window)."""
+        if self._lesson_tmp is None:
+            import shutil
+            import tempfile
+            import weakref
+
+            path = tempfile.mkdtemp(prefix="vmsim-lesson-")
+            self._lesson_tmp = (path, weakref.finalize(self, shutil.rmtree, path, ignore_errors=True))
+        return self._lesson_tmp[0]
 
     def lesson_before_check(self) -> None:
         self.bridge.pause()
@@ -1691,6 +1737,7 @@ class MainWindow(QMainWindow):
         self._set_title()
         for spec, a in self.event_bp_actions.items():
             a.setText(tr("Break on {what}").format(what=T.EVENT_BREAKPOINTS[spec]))
+        self.a_present.setIconText(tr("Presentation"))  # the toolbar's word (not the menu's)
         for a, tip in ((self.a_reverse, T.REVERSE_CONTINUE_TIP), (self.a_back_insn, T.BACK_INSN_TIP),
                        (self.a_back_event, T.BACK_EVENT_TIP), (self.a_back_exit, T.BACK_EXIT_TIP),
                        (self.a_back_user, T.BACK_USER_TIP)):

@@ -323,6 +323,13 @@ class DisasmPanel(QWidget):
 
 
 # -- VMCS ---------------------------------------------------------------------------------------
+def vmcs_area_name(area: str) -> str:
+    """A VMCS area's heading (vmsim.hw.vmcs's names: "guest state" ...) in the GUI's language."""
+    return {"guest state": tr("Guest state"), "host state": tr("Host state"),
+            "control": tr("Control"), "exit information": tr("Exit information")}.get(
+        area, area.capitalize())
+
+
 class VmcsPanel(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -371,10 +378,13 @@ class VmcsPanel(QWidget):
         else:
             self.exit_label.setText(tr("no VM exit yet"))
         self.tree.setUpdatesEnabled(False)
+        for area, top in self.areas.items():  # (the words of the language now)
+            if top.text(0) != vmcs_area_name(area):
+                top.setText(0, vmcs_area_name(area))
         for area, name, enc, value in s.vmcs_fields():
             top = self.areas.get(area)
             if top is None:
-                top = QTreeWidgetItem([area.capitalize(), "", ""])
+                top = QTreeWidgetItem([vmcs_area_name(area), "", ""])
                 f = top.font(0)
                 f.setBold(True)
                 top.setFont(0, f)
@@ -738,11 +748,17 @@ class EventLogPanel(QWidget):
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.table.setFont(mono())
         self.table.currentCellChanged.connect(self._show)
-        self.details = QPlainTextEdit()
+        self.details = QPlainTextEdit()  # a chosen row's fields: hidden until a row is chosen
         self.details.setReadOnly(True)
         self.details.setFont(mono())
-        self.details.setMaximumHeight(120)
         self.details.setMinimumHeight(self.details.fontMetrics().height() * 2 + 8)
+        self.details.hide()
+        self.split = QSplitter(Qt.Orientation.Vertical)  # the rows get most of the height
+        self.split.setChildrenCollapsible(False)
+        self.split.addWidget(self.table)
+        self.split.addWidget(self.details)
+        self.split.setStretchFactor(0, 3)
+        self.split.setStretchFactor(1, 1)
         row = QHBoxLayout()
         row.addWidget(QLabel(tr("filter:")))
         row.addWidget(self.layer)
@@ -754,8 +770,7 @@ class EventLogPanel(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
         lay.addLayout(row)
-        lay.addWidget(self.table, 1)
-        lay.addWidget(self.details)
+        lay.addWidget(self.split, 1)
         self.events: list = []
         self.shown: list = []
         self.theme = "light"
@@ -828,8 +843,23 @@ class EventLogPanel(QWidget):
         self.shown = []
         self._append([ev for ev in self.events if self._accept(ev)])
 
+    def _show_details(self, on: bool) -> None:
+        """The field pane shown (a quarter of the height, the rows the rest) or hidden."""
+        if on != self.details.isHidden():  # (isHidden: a log in a tab behind counts too)
+            return
+        if not on:
+            self.details.clear()
+            self.details.hide()
+            return
+        self.details.show()
+        h = max(self.split.height(), 4)
+        self.split.setSizes([h - h // 4, h // 4])
+
     def _show(self, row: int, *_args) -> None:
-        if 0 <= row < len(self.shown):
+        if not 0 <= row < len(self.shown):
+            self._show_details(False)
+        else:
+            self._show_details(True)
             ev = self.shown[row]
             d = ev.to_dict()
             self.details.setPlainText("\n".join(f"{k:>24}: {v:#x}" if isinstance(v, int) and
@@ -841,7 +871,7 @@ class EventLogPanel(QWidget):
         self.shown = []
         self._stale = False
         self.table.setRowCount(0)
-        self.details.clear()
+        self._show_details(False)
 
     def truncate(self, seq: int) -> None:
         """After a step back: drop the events after event `seq` (they have not happened)."""
@@ -853,7 +883,7 @@ class EventLogPanel(QWidget):
             self.shown.pop()
         if len(self.shown) < n:
             self.table.setRowCount(len(self.shown))
-            self.details.clear()
+            self._show_details(False)
             self.table.scrollToBottom()
 
 

@@ -138,6 +138,14 @@ def test_practice_answers_and_the_problem_shown(capsys) -> None:
     assert status == 0 and out.startswith("walk: PASS")
     status, out, _ = _run(capsys, "check", "practice", "--step", "walk", "--seed", "12", "--answer", answer)
     assert status == EXIT_FAILED
+    # One line a question: its text (not its id) and the truth as the student writes it.
+    other = LessonRun(find_lesson("practice")).problem("walk", 12)
+    lines = out.splitlines()
+    assert lines[0] == "walk: FAIL" and len(lines) == 1 + len(other.questions)
+    q = next(q for q in other.questions if q.kind == "hex")
+    line = next(x for x in lines if q.text.get("en") in x)
+    assert line.endswith(f"the simulator's answer is {other.answer_text(q.id)}")
+    assert other.answer_text(q.id).startswith("0x") and f"{q.id}:" not in out
     status, out, _ = _run(capsys, "show", "practice", "--step", "walk", "--seed", "11", "--lang", "zh_CN")
     assert status == 0 and "seed 11" in out and prob.prompt.get("zh-CN").splitlines()[0] in out
     assert f"{prob.questions[0].id} (" in out

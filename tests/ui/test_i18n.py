@@ -73,12 +73,16 @@ def _state(win) -> dict:
 
 
 def test_switching_language_retranslates_the_window_and_keeps_the_session(english, window) -> None:
+    from PySide6.QtWidgets import QApplication
+
     from ui.i18n import current_language
 
     win = window
     for _ in range(2):
         win.a_step_exit.trigger()
     win.a_step_event.trigger()
+    win.raise_panel("", "vmcs")  # (a panel behind a tab is refreshed when shown)
+    QApplication.processEvents()
     before, english_texts = _state(win), _texts(win)
     assert win.language_actions["en"].isChecked()
 
@@ -96,6 +100,8 @@ def test_switching_language_retranslates_the_window_and_keeps_the_session(englis
     assert win.registers.table.horizontalHeaderItem(0).text() == "寄存器名"
     assert win.stats.table.horizontalHeaderItem(0).text() == "虚拟机退出"
     assert win.vmcs.tree.headerItem().text(0) == "字段"
+    areas = [win.vmcs.tree.topLevelItem(i).text(0) for i in range(win.vmcs.tree.topLevelItemCount())]
+    assert sorted(areas) == sorted(["客户机状态", "宿主机状态", "控制", "退出信息"])  # docs/gui.zh-CN.md's
     assert win.devices.tabs.tabText(0) == "串口 + VGA"
     assert win.diagram.boxes["kvm.run_loop"].title.text() == "运行循环"
     assert win.diagram.boxes["qemu.vcpu_thread0"].title.text() == "vCPU0 线程"
@@ -104,6 +110,8 @@ def test_switching_language_retranslates_the_window_and_keeps_the_session(englis
     assert "已暂停" in win.status.text()
     event_bp = next(iter(win.event_bp_actions.values()))
     assert event_bp.text().startswith("事件断点")
+    assert win.a_present.iconText() == "演示" and "Ctrl+Shift+P" in win.a_present.toolTip()
+    assert not re.search("[A-Za-z]{4}", win.a_present.toolTip().replace("Ctrl+Shift+P", ""))
     chinese = _texts(win)
     changed = [k for k in english_texts if chinese.get(k) != english_texts[k]]
     assert len(changed) > 100, "most of the window's words change"
@@ -111,6 +119,8 @@ def test_switching_language_retranslates_the_window_and_keeps_the_session(englis
 
     win.language_actions["en"].trigger()
     assert current_language() == "en"
+    assert win.a_present.iconText() == "Presentation"  # the toolbar's button (its own word)
+    assert win.vmcs.areas["guest state"].text(0) == "Guest state"
     after = _texts(win)
     assert {k: v for k, v in after.items() if v != english_texts[k]} == {}
     assert _state(win) == before
@@ -130,6 +140,9 @@ def test_a_window_made_in_chinese_starts_in_chinese(english, make_window) -> Non
     assert win.a_run.text() == "运行" and win.language_actions["zh_CN"].isChecked()
     win.a_step_exit.trigger()
     assert win.diagram.caption.text().startswith("虚拟机退出")  # the rule's label, translated
+    assert win.a_present.iconText() == "演示"
+    win.set_language("en")
+    assert win.a_present.iconText() == "Presentation"
     english.install("en")
     assert T.INTERRUPTS_TITLE == "Interrupts"
 

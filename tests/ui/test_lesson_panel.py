@@ -248,6 +248,110 @@ def test_show_raises_the_named_panels_and_lessons_menu_lists_lessons(lesson, ope
         assert f"/{len(lesson_.steps)})" in a.text() and "&" in a.text()
 
 
+def test_a_do_step_entered_after_the_machine_finished_starts_it_afresh(lesson, open_window) -> None:
+    """Run to the end on one step, then the next do step (the same guest): its checks look
+    at a new run, not pass at once on the one an earlier step finished."""
+    win = open_window(lesson)
+    p = win.lesson_panel
+    win.a_run.trigger()
+    qtbot_wait(win, lambda: win.bridge.finished)
+    finished = win.bridge.session
+    p.next()
+    assert p.step.id == lesson.steps[1].id and p.step.kind == "do"
+    assert win.bridge.session is not finished and not win.bridge.finished
+    assert win.bridge.session.instructions == 0 and p.run.session is win.bridge.session
+    p.b_check.click()
+    assert not p.state().result.passed
+
+
+def test_the_event_log_beside_a_lesson_shows_rows_not_an_empty_detail_pane(lesson, open_window) -> None:
+    """At 1600x1000 with a lesson open the rows get the log's height (lessons ask to read
+    sequences of 10-20 events); a row's fields appear below them once one is chosen."""
+    from PySide6.QtWidgets import QApplication
+
+    win = open_window(lesson)
+    win.raise_panel("", "events")
+    for _ in range(3):
+        win.a_step_exit.trigger()
+    QApplication.processEvents()
+    log = win.events
+    row_h = log.table.verticalHeader().defaultSectionSize()
+    assert not log.details.isVisible()
+    assert log.table.viewport().height() >= 9 * row_h
+    log.table.setCurrentCell(2, 0)
+    QApplication.processEvents()
+    assert log.details.isVisible() and "seq" in log.details.toPlainText()
+    assert log.table.height() >= 2.5 * log.details.height()
+    log.clear()
+    assert not log.details.isVisible()
+
+
+def test_a_step_with_another_guest_clears_every_breakpoint(open_window, tmp_path, monkeypatch) -> None:
+    """Exit-reason, port, event and address breakpoints are for the guest they were set
+    on: a step bringing another guest clears them (the event actions unticked) and says so;
+    a step on the same guest keeps them (lesson 11: step 3 runs chatty.asm)."""
+    from vmsim.lessons import find_lesson
+
+    monkeypatch.setenv("VMSIM_DATA_DIR", str(tmp_path))
+    lesson = find_lesson("11")
+    assert lesson.steps[1].guest == lesson.steps[0].guest != lesson.steps[2].guest
+    win = open_window(lesson)
+    p, b = win.lesson_panel, win.bridge
+    b.set_breakpoints(addresses={0x100000}, exits={"CPUID"}, ports={0x3F8})
+    action = next(iter(win.event_bp_actions.values()))
+    action.setChecked(True)
+    assert b.event_breakpoints
+    p.go(1)  # the same guest
+    assert b.exit_breakpoints == {"CPUID"} and action.isChecked()
+    p.go(2)  # another guest
+    assert not (b.address_breakpoints or b.exit_breakpoints or b.port_breakpoints or b.event_breakpoints)
+    assert not action.isChecked() and not b.session.breakpoints.exit_reasons
+    assert "breakpoints" in win.statusBar().currentMessage()
+
+
+def test_after_a_full_run_the_caption_names_the_end(open_window, tmp_path, monkeypatch) -> None:
+    """Lesson 10 on the userspace irqchip, run to the end: the diagram's caption tells the
+    guest's exit (the vCPU thread stopped), not a BQL wait a few events before it."""
+    from vmsim.lessons import find_lesson
+
+    monkeypatch.setenv("VMSIM_DATA_DIR", str(tmp_path))
+    win = open_window(find_lesson("10"))
+    win.set_machine(irqchip="userspace")
+    win.a_run.trigger()
+    qtbot_wait(win, lambda: win.bridge.finished)
+    caption = win.diagram.caption.text()
+    assert "stopped" in caption and "isa-debug-exit" in caption, caption
+
+
+@pytest.mark.parametrize("where", ["fixture", "14"])
+def test_do_these_for_me_saves_and_resumes_snapshots(where, open_window, tmp_path, monkeypatch) -> None:
+    """Show solution > Do these for me takes a solution's save_snapshot (to a temporary
+    file) and resume_snapshot (opening it), as the engine's actions do: Check then passes
+    (the fixture's run-to-end; lesson 14's suspend and resume)."""
+    from PySide6.QtWidgets import QPushButton
+
+    from vmsim.lessons import find_lesson, load_lesson
+
+    monkeypatch.setenv("VMSIM_DATA_DIR", str(tmp_path))
+    les = load_lesson(FIXTURE) if where == "fixture" else find_lesson("14")
+    steps = [s for s in les.steps if s.kind == "do" and any(
+        a.get("do") in ("save_snapshot", "resume_snapshot") for a in s.solution)]
+    assert steps
+    win = open_window(les)
+    p = win.lesson_panel
+    for step in steps:
+        p.go(les.steps.index(step))
+        p.b_solution.click()
+        p.area.findChild(QPushButton, "lesson-do-solution").click()
+        assert "File menu" not in win.status.text()
+        p.b_check.click()
+        assert p.state().result.passed, (step.id, _plain(p.result_label))
+    snapshots = Path(win._lesson_tmp[0])
+    assert any(snapshots.glob("*.vmsnap"))
+    win.close()  # the temporary snapshots go with the window
+    assert not snapshots.exists()
+
+
 def test_a_snapshot_saved_and_reopened_in_a_lesson_is_one_run(lesson, open_window, tmp_path) -> None:
     """File > Save snapshot records QEMU's stop path (KVM_GET_* on a copy of the VM) for the
     checks; File > Open snapshot makes a new VM (a second KVM_CREATE_VM), recorded after

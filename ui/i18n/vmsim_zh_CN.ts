@@ -117,7 +117,7 @@
     </message>
     <message>
         <source>Controls</source>
-        <translation>控制</translation>
+        <translation>控制栏</translation>
     </message>
     <message>
         <source>&amp;File</source>
@@ -764,8 +764,16 @@
         <translation>无法启动此步骤的机器：{error}</translation>
     </message>
     <message>
+        <source>This step has another guest: the breakpoints set before are cleared.</source>
+        <translation>此步骤换了客户机：之前设置的断点已清除。</translation>
+    </message>
+    <message>
         <source>{action}: do it from the File menu</source>
         <translation>{action}：请从文件菜单操作</translation>
+    </message>
+    <message>
+        <source>Done for you; the snapshot is {path}. Now press Check.</source>
+        <translation>已替你完成；快照文件为 {path}。现在按“检查”。</translation>
     </message>
     <message>
         <source>&amp;Language</source>
@@ -822,6 +830,22 @@
     <message>
         <source>(not mapped)</source>
         <translation>（未映射）</translation>
+    </message>
+    <message>
+        <source>Guest state</source>
+        <translation>客户机状态</translation>
+    </message>
+    <message>
+        <source>Host state</source>
+        <translation>宿主机状态</translation>
+    </message>
+    <message>
+        <source>Control</source>
+        <translation>控制</translation>
+    </message>
+    <message>
+        <source>Exit information</source>
+        <translation>退出信息</translation>
     </message>
     <message>
         <source>no VM exit yet</source>

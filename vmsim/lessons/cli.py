@@ -265,8 +265,13 @@ def _cmd_check(args) -> int:
             if e.path is None:  # the answer's shape, not the lesson
                 raise _BadInput(str(e)) from None
             raise
-        print(f"{st.id}: {'PASS' if res.passed else 'FAIL'}: "
-              f"{_one_line(res.summary(lang))}")
+        if st.kind == "practice":  # one line a question, as the GUI shows them
+            print(f"{st.id}: {'PASS' if res.passed else 'FAIL'}")
+            for c in res.checks:
+                print(f"  {'✓' if c.passed else '✗'} {_one_line(c.message.get(lang))}")
+        else:
+            print(f"{st.id}: {'PASS' if res.passed else 'FAIL'}: "
+                  f"{_one_line(res.summary(lang))}")
         return EXIT_OK if res.passed else EXIT_FAILED
     if not args.guest:
         raise _BadInput("give --guest FILE (a modify step's submission) or --step S --answer X")

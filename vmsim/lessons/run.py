@@ -769,10 +769,17 @@ class LessonRun:
             ok = bool(marks.get(q.id))
             truth = (prob.answer_text(q.id) if hasattr(prob, "answer_text")
                      else prob.answers.get(q.id))  # hex as 0x..., as the student writes it
-            shown = given.get(q.id, "—")
-            checks.append(CheckResult(ok, Text.same(f"{q.id}: ") + _t(
-                f"you answered {shown}; the simulator's answer is {truth}",
-                f"你的答案 {shown}；模拟器的答案 {truth}")))
+            shown = given.get(q.id)
+            blank = shown is None or not str(shown).strip()
+            # the question as the student read it (its id is the answer field's name only)
+            asked = q.text if isinstance(q.text, dict) else Text.same(str(q.text))
+            checks.append(CheckResult(ok, Text(
+                {"en": f"{asked.get('en')} — "
+                       + ("no answer" if blank else f"you answered {str(shown).strip()}")
+                       + f"; the simulator's answer is {truth}",
+                 "zh-CN": f"{asked.get('zh-CN') or asked.get('en')}："
+                          + ("未作答" if blank else f"你的答案 {str(shown).strip()}")
+                          + f"；模拟器的答案 {truth}"})))
         ok = bool(checks) and all(c.passed for c in checks)
         return StepResult(ok, checks, None, prob.solution)
 
