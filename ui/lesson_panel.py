@@ -464,7 +464,9 @@ class LessonPanel(QWidget):
             row.addWidget(words, 1)
             self.area_layout.addLayout(row)
             boxes.append(b)
-            if st.result is not None:
+            # After a wrong answer only the chosen options are explained (the others would
+            # give the answer away); after the right one, every option.
+            if st.result is not None and (st.result.passed or i in (chosen or set())):
                 mark = tr("\u2713 right") if o.correct else tr("\u2717 not right")
                 why = self._label(f"<i>{html.escape(mark)}: {html.escape(text_of(o.why))}</i>",
                                   name=f"lesson-why-{i}")

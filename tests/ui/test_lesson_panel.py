@@ -150,21 +150,29 @@ def test_a_student_walks_a_lesson_and_comes_back(lesson, open_window, tmp_path, 
                 and ev.fields.get("reason") == "KVM_EXIT_IO"]
     assert len(io_exits) == truth
 
-    # A choice step, wrong then right; every option's why shown after Check.
+    # A choice step, wrong then right: after the wrong answer only the chosen option is
+    # explained (the right one's why would give it away); after the right one, every option.
     p.go(lesson.steps.index(choice))
     boxes = p._inputs["options"]
     right = {i for i, o in enumerate(choice.options) if o.correct}
-    wrong = next(i for i in range(len(choice.options)) if i not in right)
+    wrong = next(i for i in range(len(choice.options)) if i not in right and choice.options[i].why)
     boxes[wrong].setChecked(True)
     p.b_check.click()
     assert not p.state().result.passed
-    whys = [o.why.get("en") for o in choice.options if o.why]
-    assert all(_words(w) in " ".join(_plain(lbl) for lbl in p.area.findChildren(type(p.result_label))
-                                     if lbl.objectName().startswith("lesson-why")) for w in whys)
+
+    def shown_whys() -> str:
+        return " ".join(_plain(lbl) for lbl in p.area.findChildren(type(p.result_label))
+                        if lbl.objectName().startswith("lesson-why"))
+
+    assert _words(choice.options[wrong].why.get("en")) in shown_whys()
+    assert not any(_words(choice.options[i].why.get("en")) in shown_whys()
+                   for i in right if choice.options[i].why)
     for i, b in enumerate(p._inputs["options"]):
         b.setChecked(i in right)
     p.b_check.click()
     assert p.state().result.passed
+    whys = [o.why.get("en") for o in choice.options if o.why]
+    assert all(_words(w) in shown_whys() for w in whys)
 
     # A modify step: the start text fails; the reference, once in the editor, passes.
     p.b_next.click()
