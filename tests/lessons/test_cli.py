@@ -51,6 +51,16 @@ def test_show_prints_the_prose_and_steps(capsys) -> None:
     assert status == 0 and "prints `ok`" in out and "Run the guest" not in out
 
 
+def test_show_in_chinese_has_no_english_lines_of_its_own(capsys) -> None:
+    """The command's own words (how to submit, the hints, a practice problem's seed) follow
+    --lang as the lesson's text does."""
+    status, zh, _ = _run(capsys, "show", "everything", "--lang", "zh_CN")
+    assert status == 0 and "提交" in zh and "条提示" in zh
+    assert "submit with" not in zh and "hint(s)" not in zh
+    status, en, _ = _run(capsys, "show", "everything")
+    assert "submit with" in en and "hint(s) in the GUI" in en
+
+
 def test_check_grades_submitted_files(capsys, tmp_path: Path) -> None:
     bad = tmp_path / "bad.asm"
     bad.write_text("bits 32\n mvo eax, 1\n")

@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001 - Chinese text uses full-width punctuation (GLOSSARY.md)
 """`vmsim lesson list|show|check|verify|lint` (docs/lessons.md). Every error is one line on
 stderr: `file:line:col: message` for a malformed lesson, never a traceback."""
 
@@ -195,12 +196,19 @@ def _cmd_show(args) -> int:
         if st.kind == "practice":
             out += _practice_text(les, st, args.seed, lang)
         if st.kind == "modify":
-            out += [f"(start from {st.start.name}; submit with: vmsim lesson check {les.id} "
-                    f"--step {st.id} --guest FILE)", ""]
+            out += [_say(lang, "(start from {f}; submit with: {cmd})",
+                         "（从 {f} 开始；提交：{cmd}）").format(
+                f=st.start.name, cmd=f"vmsim lesson check {les.id} --step {st.id} --guest FILE"), ""]
         if st.hints:
-            out += [f"({len(st.hints)} hint(s) in the GUI)", ""]
+            out += [_say(lang, "({n} hint(s) in the GUI)", "（图形界面中有 {n} 条提示）").format(
+                n=len(st.hints)), ""]
     print("\n".join(out).rstrip())
     return EXIT_OK
+
+
+def _say(lang: str, en: str, zh: str) -> str:
+    """A line of the command's own in the student's language (the lesson's text has both)."""
+    return zh if lang == "zh-CN" else en
 
 
 def _practice_text(les: Lesson, st, seed: int | None, lang: str) -> list[str]:
@@ -210,13 +218,14 @@ def _practice_text(les: Lesson, st, seed: int | None, lang: str) -> list[str]:
 
     seed = st.seed if seed is None else seed
     prob = LessonRun(les).problem(st, seed)
-    out = [f"(generated practice: {st.generator}, seed {seed}; another problem: --seed N)", "",
-           prob.prompt.get(lang), ""]
+    out = [_say(lang, "(generated practice: {g}, seed {seed}; another problem: --seed N)",
+                "（生成的练习：{g}，种子 {seed}；换一道题：--seed N）").format(g=st.generator, seed=seed),
+           "", prob.prompt.get(lang), ""]
     for q in prob.questions:
         out.append(f"  {q.id} ({q.kind}): {q.text.get(lang)}")
     ids = "; ".join(f"{q.id}=..." for q in prob.questions)
-    out += ["", f'(answer with: vmsim lesson check {les.id} --step {st.id} --seed {seed} '
-                f'--answer "{ids}")', ""]
+    cmd = f'vmsim lesson check {les.id} --step {st.id} --seed {seed} --answer "{ids}"'
+    out += ["", _say(lang, "(answer with: {cmd})", "（作答：{cmd}）").format(cmd=cmd), ""]
     return out
 
 
