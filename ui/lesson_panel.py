@@ -555,6 +555,9 @@ class LessonPanel(QWidget):
         if r is not None:
             if r.passed:
                 parts.append("<b>" + html.escape(tr("\u2713 Right: this step is done.")) + "</b>")
+            elif step.kind == "predict":
+                parts.append("<b>" + html.escape(tr("\u2717 Off this time; the step counts as done "
+                                                     "once answered. The truth, and why:")) + "</b>")
             else:
                 parts.append("<b>" + html.escape(tr("\u2717 Not yet:")) + "</b>")
             # predict: "you predicted N; the simulator counted M"; practice: each answer;
@@ -705,13 +708,17 @@ class LessonPanel(QWidget):
         st.result, st.answer = result, answer
         if self.progress is not None:
             saved = sorted(answer) if isinstance(answer, set) else answer
-            self.progress.record(self.lesson.id, step.id, bool(result.passed), answer=saved)
+            # A prediction is made once, before the truth is seen: answered is done (whether
+            # it was right is kept beside it); every other kind is done when it passes.
+            self.progress.record(self.lesson.id, step.id, bool(result.passed) or kind == "predict",
+                                 answer=saved, right=bool(result.passed))
             self._save()
         self._render_steps()
         self._render_area()
         self._update_buttons()
         if self.win is not None:
-            self.win.statusBar().showMessage(tr("step done") if result.passed else tr("not yet"), 5000)
+            done = result.passed or kind == "predict"
+            self.win.statusBar().showMessage(tr("step done") if done else tr("not yet"), 5000)
 
     def _practice_answer(self, step, st: StepState) -> dict | None:
         problem = self.problem(step, st.seed or 0)

@@ -142,7 +142,10 @@ def test_a_student_walks_a_lesson_and_comes_back(lesson, open_window, tmp_path, 
     assert not st.result.passed and st.locked and p._inputs["answer"].isReadOnly()
     assert not p.b_check.isEnabled()  # the answer is locked
     assert str(truth) in _plain(p.result_label) and _words(count.explain.get("en")) in _plain(p.result_label)
-    assert p.steps.item(2).text().startswith(MARKS["tried"])
+    # A prediction is made once: answered, even wrongly, the step is done (and the
+    # progress file says it was not right).
+    assert p.steps.item(2).text().startswith(MARKS["done"])
+    assert "Off this time" in _plain(p.result_label)
     # Answered: the machine may run, and the truth shown is what the window's run makes.
     win.a_run.trigger()
     qtbot_wait(win, lambda: win.bridge.finished)
@@ -203,16 +206,17 @@ def test_a_student_walks_a_lesson_and_comes_back(lesson, open_window, tmp_path, 
     mine = data["lessons"][lesson.id]
     assert data["last_lesson"] == lesson.id and mine["current"] == choice.id
     assert {k: v["status"] for k, v in mine["steps"].items()} == {
-        do.id: "done", count.id: "tried", choice.id: "done", modify.id: "done"}
+        do.id: "done", count.id: "done", choice.id: "done", modify.id: "done"}
+    assert mine["steps"][count.id]["right"] is False
     win.close()
 
     # A new window goes on where the student stopped, statuses and all; the predict step
-    # tried before can be answered (right) in it.
+    # answered before can be answered again (right) in it.
     win = open_window(lesson)
     p = win.lesson_panel
     assert p.step.id == choice.id
     marks = [p.steps.item(i).text()[0] for i in range(p.steps.count())]
-    assert marks == [MARKS["done"], MARKS["new"], MARKS["tried"], MARKS["new"], MARKS["done"], MARKS["done"]]
+    assert marks == [MARKS["done"], MARKS["new"], MARKS["done"], MARKS["new"], MARKS["done"], MARKS["done"]]
     p.go(lesson.steps.index(count))
     p._inputs["answer"].setText(str(truth))
     p.b_check.click()

@@ -2442,6 +2442,10 @@
         <translation>✓ 正确：此步骤已完成。</translation>
     </message>
     <message>
+        <source>✗ Off this time; the step counts as done once answered. The truth, and why:</source>
+        <translation>✗ 这次没猜中；作答后这一步即算完成。真实结果和原因如下：</translation>
+    </message>
+    <message>
         <source>✗ Not yet:</source>
         <translation>✗ 还没有完成：</translation>
     </message>

@@ -108,12 +108,17 @@ class Progress:
     def _lesson(self, lesson_id: str) -> dict:
         return self.data["lessons"].setdefault(lesson_id, {"current": None, "steps": {}})
 
-    def record(self, lesson_id: str, step_id: str, passed: bool, answer: Any = None) -> None:
+    def record(self, lesson_id: str, step_id: str, passed: bool, answer: Any = None,
+               right: bool | None = None) -> None:
+        """`passed`: the step is done; `right`, where it differs from passed: whether the
+        answer was right (a prediction is done once made, right or not)."""
         les = self._lesson(lesson_id)
         st = les["steps"].setdefault(step_id, {"status": "tried", "tries": 0})
         st["tries"] = int(st.get("tries", 0)) + 1
         if passed:
             st["status"] = "done"
+        if right is not None:
+            st["right"] = bool(right)
         if answer is not None:
             st["answer"] = _jsonable(answer)
         self.data["last_lesson"] = lesson_id
