@@ -58,7 +58,21 @@ def test_show_in_chinese_has_no_english_lines_of_its_own(capsys) -> None:
     assert status == 0 and "提交" in zh and "条提示" in zh
     assert "submit with" not in zh and "hint(s)" not in zh
     status, en, _ = _run(capsys, "show", "everything")
-    assert "submit with" in en and "hint(s) in the GUI" in en
+    assert "submit with" in en and "hint(s): --hints" in en
+    assert "Hint 1: " not in en
+
+
+def test_show_hints_prints_every_hint_of_the_step(capsys) -> None:
+    from vmsim.lessons import find_lesson
+
+    lesson = find_lesson("everything")
+    step = next(st for st in lesson.steps if st.hints)
+    status, out, _ = _run(capsys, "show", "everything", "--step", step.id, "--hints")
+    assert status == 0
+    for i, h in enumerate(step.hints, 1):
+        assert f"Hint {i}: {h.get('en')}" in out
+    status, zh, _ = _run(capsys, "show", "everything", "--step", step.id, "--hints", "--lang", "zh-CN")
+    assert f"提示 1\uff1a{step.hints[0].get('zh-CN')}" in zh  # full-width colon
 
 
 def test_check_grades_submitted_files(capsys, tmp_path: Path) -> None:

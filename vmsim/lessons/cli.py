@@ -50,6 +50,8 @@ def register(subparsers) -> None:
     show.add_argument("--step", metavar="STEP", help="only this step")
     show.add_argument("--seed", type=int, metavar="N",
                       help="a practice step's problem for this seed (default: the lesson's)")
+    show.add_argument("--hints", action="store_true",
+                      help="print each step's hints too (the GUI reveals them one at a time)")
     lang(show)
     show.set_defaults(func=_cmd_show)
 
@@ -199,8 +201,12 @@ def _cmd_show(args) -> int:
             out += [_say(lang, "(start from {f}; submit with: {cmd})",
                          "（从 {f} 开始；提交：{cmd}）").format(
                 f=st.start.name, cmd=f"vmsim lesson check {les.id} --step {st.id} --guest FILE"), ""]
-        if st.hints:
-            out += [_say(lang, "({n} hint(s) in the GUI)", "（图形界面中有 {n} 条提示）").format(
+        if st.hints and args.hints:
+            out += [_say(lang, "Hint {i}: ", "提示 {i}：").format(i=i) + h.get(lang)
+                    for i, h in enumerate(st.hints, 1)] + [""]
+        elif st.hints:
+            out += [_say(lang, "({n} hint(s): --hints, or one at a time in the GUI)",
+                         "（{n} 条提示：用 --hints 查看，或在图形界面中逐条查看）").format(
                 n=len(st.hints)), ""]
     print("\n".join(out).rstrip())
     return EXIT_OK
