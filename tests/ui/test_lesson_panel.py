@@ -81,7 +81,7 @@ def _in_front(win, name: str) -> bool:
     return not win.docks[name].visibleRegion().isEmpty()
 
 
-def test_a_student_walks_a_lesson_and_comes_back(lesson, open_window, tmp_path, monkeypatch) -> None:
+def test_a_student_walks_a_lesson_and_comes_back(qtbot, lesson, open_window, tmp_path, monkeypatch) -> None:
     from PySide6.QtWidgets import QMessageBox
 
     from ui.lesson_panel import MARKS
@@ -148,7 +148,7 @@ def test_a_student_walks_a_lesson_and_comes_back(lesson, open_window, tmp_path, 
     assert "Off this time" in _plain(p.result_label)
     # Answered: the machine may run, and the truth shown is what the window's run makes.
     win.a_run.trigger()
-    qtbot_wait(win, lambda: win.bridge.finished)
+    qtbot.waitUntil(lambda: win.bridge.finished, timeout=60_000)  # bounds a hang only
     io_exits = [ev for ev in win.bridge.history if ev.kind == "kvm_userspace_exit"
                 and ev.fields.get("reason") == "KVM_EXIT_IO"]
     assert len(io_exits) == truth
@@ -225,18 +225,6 @@ def test_a_student_walks_a_lesson_and_comes_back(lesson, open_window, tmp_path, 
     assert win.source.editor.toPlainText() == modify.solution.read_text(encoding="utf-8")
 
 
-def qtbot_wait(win, condition, timeout: float = 60.0) -> None:
-    """Let the window's event loop run until `condition()` (the run's timer ticks)."""
-    import time
-
-    from PySide6.QtWidgets import QApplication
-
-    end = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < end, "timed out"
-        QApplication.processEvents()
-
-
 def test_show_raises_the_named_panels_and_lessons_menu_lists_lessons(lesson, open_window) -> None:
     win = open_window(lesson)
     first = lesson.steps[0]
@@ -260,13 +248,13 @@ def test_show_raises_the_named_panels_and_lessons_menu_lists_lessons(lesson, ope
         assert f"/{len(lesson_.steps)})" in a.text() and "&" in a.text()
 
 
-def test_a_do_step_entered_after_the_machine_finished_starts_it_afresh(lesson, open_window) -> None:
+def test_a_do_step_entered_after_the_machine_finished_starts_it_afresh(qtbot, lesson, open_window) -> None:
     """Run to the end on one step, then the next do step (the same guest): its checks look
     at a new run, not pass at once on the one an earlier step finished."""
     win = open_window(lesson)
     p = win.lesson_panel
     win.a_run.trigger()
-    qtbot_wait(win, lambda: win.bridge.finished)
+    qtbot.waitUntil(lambda: win.bridge.finished, timeout=60_000)  # bounds a hang only
     finished = win.bridge.session
     p.next()
     assert p.step.id == lesson.steps[1].id and p.step.kind == "do"
@@ -321,7 +309,7 @@ def test_a_step_with_another_guest_clears_every_breakpoint(open_window, tmp_path
     assert "breakpoints" in win.statusBar().currentMessage()
 
 
-def test_after_a_full_run_the_caption_names_the_end(open_window, tmp_path, monkeypatch) -> None:
+def test_after_a_full_run_the_caption_names_the_end(qtbot, open_window, tmp_path, monkeypatch) -> None:
     """Lesson 10 on the userspace irqchip, run to the end: the diagram's caption tells the
     guest's exit (the vCPU thread stopped), not a BQL wait a few events before it."""
     from vmsim.lessons import find_lesson
@@ -330,7 +318,7 @@ def test_after_a_full_run_the_caption_names_the_end(open_window, tmp_path, monke
     win = open_window(find_lesson("10"))
     win.set_machine(irqchip="userspace")
     win.a_run.trigger()
-    qtbot_wait(win, lambda: win.bridge.finished)
+    qtbot.waitUntil(lambda: win.bridge.finished, timeout=60_000)  # bounds a hang only
     caption = win.diagram.caption.text()
     assert "stopped" in caption and "isa-debug-exit" in caption, caption
 
