@@ -261,6 +261,13 @@ class _Gen:
         self.pending: _Pending | None = None
         self.plain = cpu.seg_classes is None
         self.final = False
+        # What `lf` holds: `known` once an inline instruction has stored its own record;
+        # at block entry the record of whatever ran before, most likely of the same op as
+        # now (`guess`: checked at run time, the general function otherwise).
+        self.known: _Pending | None = None
+        op = cpu.lf[0]
+        self.guess = (_Pending(op, "lf[1]", "lf[2]", "lf[3]")
+                      if op // 3 in (K_ADD, K_SUB, K_SBB, K_LOGIC, K_INC, K_DEC, K_RES) else None)
 
     def emit(self, line: str) -> None:
         self.lines.append("        " + line)
@@ -272,7 +279,36 @@ class _Gen:
     def flush(self) -> None:
         if self.pending is not None:
             self.emit(self.pending.store())
+            self.known = self.pending
             self.pending = None
+
+    def lf_changed(self) -> None:
+        """A handler ran: it may have written `lf`."""
+        self.known = self.guess = None
+
+    def cf_expr(self) -> str:
+        p = self.pending or self.known
+        if p is not None:
+            return p.cf()
+        g = self.guess
+        if g is not None:
+            return f"({g.cf()} if lf[0] == {g.op} else get_cf(lf))"
+        return "get_cf(lf)"
+
+    def cond_expr(self, k: int, cc: int) -> str:
+        p = self.pending or self.known
+        e = p.cond(cc) if p is not None else None
+        if e is not None:
+            return e
+        if cc in (5, 6):  # E, NE
+            fallback = "get_zf(lf)" if cc == 5 else "not get_zf(lf)"
+        else:
+            fallback = f"{self.bind(f'c{k}', condition(cc))}(lf)"
+        if p is None and self.guess is not None:
+            e = self.guess.cond(cc)
+            if e is not None:
+                return f"({e} if lf[0] == {self.guess.op} else {fallback})"
+        return fallback
 
     def may_raise(self, k: int) -> None:
         self.flush()
@@ -304,6 +340,7 @@ class _Gen:
               last: bool) -> None:
         h = self.bind(f"h{k}", handler)
         self.may_raise(k)
+        self.lf_changed()
         if last:
             self.emit(f"return {h}()")
             return
@@ -321,14 +358,8 @@ class _Gen:
         if _is_jcc(ins):
             cc = ins.condition_code
             target = ins.near_branch_target
-            p = self.pending
-            e = p.cond(cc) if p is not None else None
+            e = self.cond_expr(k, cc)
             self.flush()
-            if e is None:
-                if cc in (5, 6):  # E, NE
-                    e = "get_zf(lf)" if cc == 5 else "not get_zf(lf)"
-                else:
-                    e = f"{self.bind(f'c{k}', condition(cc))}(lf)"
             self.emit(f"return {target:#x} if {e} else {nxt:#x}")
             return True
         if m == Mn.JMP and ins.op0_kind in (OpKind.NEAR_BRANCH32,):
@@ -386,10 +417,8 @@ class _Gen:
                 return False
             size = g[1]
             op = (K_INC if m == Mn.INC else K_DEC) * 3 + SIZE_INDEX[size]
-            p = self.pending
-            cf = p.cf() if p is not None else "get_cf(lf)"
             self.emit(f"a{k} = {_reg_read(ins.op0_register)}")
-            self.emit(f"f{k} = {cf}")
+            self.emit(f"f{k} = {self.cf_expr()}")
             self.emit(f"s{k} = a{k} {'+' if m == Mn.INC else '-'} 1")
             self.emit(_reg_write(ins.op0_register, f"(s{k} & {MASK[op]:#x})"))
             self.pending = _Pending(op, f"s{k}", f"a{k}", f"f{k}")
@@ -478,8 +507,7 @@ class _Gen:
             return False
         expr = expr.replace("a", f"a{k}").replace("b", f"b{k}")
         if "{cf}" in expr:
-            p = self.pending
-            expr = expr.format(cf=p.cf() if p is not None else "get_cf(lf)")
+            expr = expr.format(cf=self.cf_expr())
         if k0 == OpKind.REGISTER:
             a = _reg_read(ins.op0_register)
             if a is None:
