@@ -219,6 +219,8 @@ class _Pending:
         self.res, self.a, self.b = res, a, b
 
     def store(self) -> str:
+        if self.kind == K_LOGIC:  # CF OF AF are 0 whatever a and b were: not read
+            return f"lf[0] = {self.op}; lf[1] = {self.res}"
         return f"lf[0] = {self.op}; lf[1] = {self.res}; lf[2] = {self.a}; lf[3] = {self.b}"
 
     def cf(self) -> str:
@@ -564,7 +566,8 @@ class _Gen:
         if m == Mn.SHR:
             self.emit(f"s{k} = a{k} >> {n}")
             self.emit(f"r[{d}] = s{k}")
-            self.pending = _Pending(op, f"s{k}", f"((a{k} >> {n - 1}) & 1)", f"(a{k} >> 31)")
+            self.pending = _Pending(op, f"s{k}", f"((a{k} >> {n - 1}) & 1)" if n > 1
+                                    else f"(a{k} & 1)", f"(a{k} >> 31)")
         elif m in (Mn.SHL, Mn.SAL):
             self.emit(f"u{k} = a{k} << {n}")
             self.emit(f"s{k} = u{k} & 0xFFFFFFFF")
@@ -575,7 +578,8 @@ class _Gen:
             self.emit(f"v{k} = (a{k} ^ 0x80000000) - 0x80000000")
             self.emit(f"s{k} = (v{k} >> {n}) & 0xFFFFFFFF")
             self.emit(f"r[{d}] = s{k}")
-            self.pending = _Pending(op, f"s{k}", f"((v{k} >> {n - 1}) & 1)", "0")
+            self.pending = _Pending(op, f"s{k}", f"((v{k} >> {n - 1}) & 1)" if n > 1
+                                    else f"(v{k} & 1)", "0")
         return True
 
 
@@ -685,6 +689,12 @@ def _namespace(cpu: Cpu) -> dict[str, object]:
 MAX_REGION_BLOCKS = 16
 
 
+def _compile(src: str, eip: int, ns: dict) -> Callable:
+    name = src[4:src.index("(")]
+    exec(compile(src, f"<region {eip:#x}>", "exec"), ns)  # generated from decoded code
+    return ns[name]
+
+
 def _region(cpu: Cpu, eip: int, first: tuple) -> tuple | None:
     """Blocks reachable from `eip` through known branches, compiled into one function
     that loops among them while its budget lasts: a loop runs without going back to the
@@ -733,7 +743,7 @@ def _region(cpu: Cpu, eip: int, first: tuple) -> tuple | None:
         eips_all += eips
         k = len(items)
         head = [f"            {'if' if j == 0 else 'elif'} pc == {h:#x}:",
-                f"                if n + {k} > left:",
+                f"                if left < {k}:",
                 "                    break"]
         body = []
         for line in lines:
@@ -742,24 +752,30 @@ def _region(cpu: Cpu, eip: int, first: tuple) -> tuple | None:
             if stripped.startswith("return "):
                 stripped = "pc = " + stripped[len("return "):]
             body.append(indent + stripped)
-        body.append(f"                n += {k}")
+        body.append(f"                left -= {k}")
         out += head + body
         out_rec += [*head, f"                rext(E{j})", *body]
     tail = ["            else:", "                break"]
 
     def source(name: str, args: str, lines: list[str]) -> str:
-        return (f"def {name}({args}):\n    n = 0\n    pc = {eip:#x}\n    i = 0\n    try:\n"
-                "        while True:\n" + "\n".join(lines + tail)
+        return (f"def {name}({args}):\n    start = left\n    pc = {eip:#x}\n    i = 0\n"
+                "    try:\n        while True:\n" + "\n".join(lines + tail)
                 + "\n    except BaseException:\n        pos[0] = i\n        pos[1] = pc\n"
-                "        cnt[0] = n\n        raise\n    cnt[0] = n\n    return pc\n")
+                "        cnt[0] = start - left\n        raise\n    cnt[0] = start - left\n"
+                "    return pc\n")
     src = source("region", "left", out)
-    src_rec = source("region_rec", "left, rext", out_rec)
     exec(compile(src, f"<region {eip:#x}>", "exec"), ns)  # generated from decoded code
-    exec(compile(src_rec, f"<region {eip:#x}>", "exec"), ns)
     fn = ns["region"]
     fn.source = src  # type: ignore[attr-defined]
+
+    def region_rec(left: int, rext: Callable) -> int:
+        # The recording variant is compiled when first needed (a trace at level insn).
+        rec = info[1] = _compile(source("region_rec", "left, rext", out_rec), eip, ns)
+        return rec(left, rext)
+
+    info = [heads, region_rec]
     lpns = {e >> 12 for e in eips_all} | {(e + 15) >> 12 for e in eips_all}
-    entry = (fn, 0, (heads, ns["region_rec"]))
+    entry = (fn, 0, info)
     cpu.note_block(eip, entry, frames, lpns)
     return entry
 

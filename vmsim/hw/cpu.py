@@ -893,7 +893,9 @@ class Cpu:
                             f = get(eip)
                             if f is None:
                                 f = decode_at(self, eip)
-                            elif budget - n >= min_left:
+                            elif n and budget - n >= min_left:
+                                # Not where a run resumes (often mid-block): there the
+                                # one-instruction path goes on to the next block's head.
                                 translate(self, eip)
                                 continue
                         eip = f()
@@ -955,7 +957,9 @@ class Cpu:
                             f = get(eip)
                             if f is None:
                                 f = decode_at(self, eip)
-                            elif budget - n >= min_left:
+                            elif n and budget - n >= min_left:
+                                # Not where a run resumes (often mid-block): there the
+                                # one-instruction path goes on to the next block's head.
                                 translate(self, eip)
                                 continue
                         record(eip)
