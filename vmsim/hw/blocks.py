@@ -58,6 +58,10 @@ MAX_INSNS = 64  # instructions per block at most
 M32 = 0xFFFFFFFF
 
 
+class _Eips(list):
+    """A block's EIPs, and its recording variant (`rec`)."""
+
+
 class SmcExit(Exception):
     """A store hit decoded code: the block stops after the storing instruction."""
 
@@ -266,6 +270,7 @@ class _Gen:
         self.pending: _Pending | None = None
         self.plain = cpu.seg_classes is None
         self.final = False
+        self.final_store = False
         # What `lf` holds: `known` once an inline instruction has stored its own record;
         # at block entry the record of whatever ran before, most likely of the same op as
         # now (`guess`: checked at run time, the general function otherwise).
@@ -325,6 +330,7 @@ class _Gen:
     def smc_check(self, k: int) -> None:
         """After a store that is not the block's last instruction."""
         if self.final:
+            self.final_store = True  # a region checks after the block (see _region)
             return
         p = self.pending
         self.emit("if smc[0]:")
@@ -340,6 +346,7 @@ class _Gen:
         """`last`: a branch ending the block (its value is the next EIP); `final`: the
         block's last instruction, branch or not (no SMC check after it)."""
         self.final = final
+        self.lines.append(f"        #INSN {ins.ip32:#x}")
         if not (self.plain and ins.segment_prefix in (Register.NONE, Register.DS, Register.SS,
                                                       Register.ES)
                 and self._inline(k, ins, last)):
@@ -588,7 +595,7 @@ _REG = re.compile(r"\br\[(\d)\]")
 _ASSIGN = re.compile(r"r\[(\d)\] = (.*)$")
 
 
-def _registers_in_locals(lines: list[str]) -> list[str]:
+def _registers_in_locals(lines: list[str], rec: bool = False) -> list[str]:
     """Rewrite `r[N]` to a local `xN`: loaded at first use, stored back at every #SYNC
     (before anything that can raise, and before returning), dropped at #FORGET (a
     handler ran and may have changed any register). #SYNC_IN stores inside a branch and
@@ -615,6 +622,12 @@ def _registers_in_locals(lines: list[str]) -> list[str]:
         if body == "#FORGET":
             cached.clear()
             dirty.clear()
+            continue
+        if body.startswith("#INSN"):
+            if rec:  # the recording variant: each EIP as its instruction starts
+                out.append(f"{indent}rapp({body[6:]})")
+            continue
+        if body == "#FINAL_SMC":
             continue
         m = _ASSIGN.match(body)
         if m is not None:
@@ -677,6 +690,8 @@ def _body(cpu: Cpu, items: list, tag: str, entry_op: int,
     if not _ends_block(items[-1][0]):
         gen.emit(f"return {items[-1][0].next_ip32:#x}")
     gen.exit_op = final.op if final is not None else -1
+    if gen.final_store:
+        gen.lines.append("        #FINAL_SMC")
     return (gen.lines if raw else _registers_in_locals(gen.lines)), gen
 
 
@@ -693,7 +708,7 @@ MAX_REGION_BLOCKS = 16
 
 def _compile(src: str, eip: int, ns: dict) -> Callable:
     name = src[4:src.index("(")]
-    exec(compile(src, f"<region {eip:#x}>", "exec"), ns)  # generated from decoded code
+    exec(compile(src, f"<{name} {eip:#x}>", "exec"), ns)  # generated from decoded code
     return ns[name]
 
 
@@ -757,33 +772,37 @@ def _region(cpu: Cpu, eip: int, first: tuple) -> tuple | None:
                     changed = True
     written = sorted({x for h in order for x in done[h][1]} | {
         x for h in order for x in dirty_in[h]})
-    out: list[str] = []
-    out_rec: list[str] = []
     heads = {}
     frames: set[int] = set()
     eips_all: list[int] = []
-    for j, h in enumerate(order):
+    for h in order:
         items, eips, fr = members[h]
-        lines = done[h][0]
-        arr = array("I", eips)
-        heads[h] = arr
-        ns[f"E{j}"] = arr
+        heads[h] = array("I", eips)
         frames |= fr
         eips_all += eips
-        k = len(items)
-        head = [f"            {'if' if j == 0 else 'elif'} pc == {h:#x}:",
-                f"                if left < {k}:",
-                "                    break"]
-        body = []
-        for line in lines:
-            stripped = line.lstrip()
-            indent = " " * 8 + line[:len(line) - len(stripped)]
-            if stripped.startswith("return "):
-                stripped = "pc = " + stripped[len("return "):]
-            body.append(indent + stripped)
-        body.append(f"                left -= {k}")
-        out += head + body
-        out_rec += [*head, f"                rext(E{j})", *body]
+
+    def member_lines(rec: bool) -> list[str]:
+        out: list[str] = []
+        for j, h in enumerate(order):
+            k = len(members[h][0])
+            out += [f"            {'if' if j == 0 else 'elif'} pc == {h:#x}:",
+                    f"                if left < {k}:",
+                    "                    break"]
+            for line in _region_locals(raw[h], dirty_in[h], used, rec)[0]:
+                stripped = line.lstrip()
+                indent = " " * 8 + line[:len(line) - len(stripped)]
+                if stripped.startswith("return "):
+                    stripped = "pc = " + stripped[len("return "):]
+                if stripped == "#FINAL_SMC":
+                    # The block's last instruction stored into decoded code: the next
+                    # block is looked up again (it may be one of these, now stale).
+                    out += [f"{indent}if smc[0]:", f"{indent}    left -= {k}",
+                            f"{indent}    break"]
+                    continue
+                out.append(indent + stripped)
+            out.append(f"                left -= {k}")
+        return out
+
     prologue = "".join(f"    x{n} = r[{n}]\n" for n in used) + "    F0, F1, F2, F3 = lf\n"
     epilogue = "".join(f"    r[{n}] = x{n}\n" for n in written if n != "F")
     if "F" in written:
@@ -796,15 +815,15 @@ def _region(cpu: Cpu, eip: int, first: tuple) -> tuple | None:
                 + "\n    except BaseException:\n        pos[0] = i\n        pos[1] = pc\n"
                 "        cnt[0] = start - left\n        raise\n" + epilogue
                 + "    cnt[0] = start - left\n    return pc\n")
-    src = source("region", "left", out)
+    src = source("region", "left", member_lines(False))
     exec(compile(src, f"<region {eip:#x}>", "exec"), ns)  # generated from decoded code
     fn = ns["region"]
     fn.source = src  # type: ignore[attr-defined]
 
-    def region_rec(left: int, rext: Callable) -> int:
+    def region_rec(left: int, rapp: Callable) -> int:
         # The recording variant is compiled when first needed (a trace at level insn).
-        rec = info[1] = _compile(source("region_rec", "left, rext", out_rec), eip, ns)
-        return rec(left, rext)
+        rec = info[1] = _compile(source("region_rec", "left, rapp", member_lines(True)), eip, ns)
+        return rec(left, rapp)
 
     info = [heads, region_rec]
     lpns = {e >> 12 for e in eips_all} | {(e + 15) >> 12 for e in eips_all}
@@ -818,8 +837,8 @@ _LF_READ = re.compile(r"lf\[(\d)\]")
 _FLAGS = "(F0, F1, F2, F3)"
 
 
-def _region_locals(lines: list[str], dirty_in: frozenset, used: list[str]) -> tuple[
-        list[str], frozenset]:
+def _region_locals(lines: list[str], dirty_in: frozenset, used: list[str],
+                   rec: bool = False) -> tuple[list[str], frozenset]:
     """A block's lines inside a region, where registers live in locals `xN` and the flag
     record in `F0`..`F3` for the whole region (loaded at its start). They are stored to
     `r` and `lf` only at #SYNC (before anything that can raise) and where the region
@@ -842,6 +861,13 @@ def _region_locals(lines: list[str], dirty_in: frozenset, used: list[str]) -> tu
             stores(indent)
             if body == "#SYNC":
                 dirty.clear()
+            continue
+        if body.startswith("#INSN"):
+            if rec:
+                out.append(f"{indent}rapp({body[6:]})")
+            continue
+        if body == "#FINAL_SMC":
+            out.append(indent + body)  # _region fills in the block's length
             continue
         if body == "#FORGET":  # a handler ran: it may have changed any register or flag
             out.extend(f"{indent}x{n} = r[{n}]" for n in used)
@@ -871,14 +897,25 @@ def translate(cpu: Cpu, eip: int, regions: bool = True) -> tuple:
         entry = _region(cpu, eip, (items, eips, frames))
         if entry is not None:
             return entry
-    lines, gen = _body(cpu, items, "", cpu.lf[0])
+    raw, gen = _body(cpu, items, "", cpu.lf[0], raw=True)
     ns = {**_namespace(cpu), **gen.ns}
-    src = ("def block():\n    i = 0\n    try:\n" + "\n".join(lines)
-           + "\n    except BaseException:\n        pos[0] = i\n        raise\n")
-    exec(compile(src, f"<block {eip:#x}>", "exec"), ns)  # generated from decoded instructions
-    fn = ns["block"]
+
+    def source(name: str, args: str, rec: bool) -> str:
+        return (f"def {name}({args}):\n    i = 0\n    try:\n"
+                + "\n".join(_registers_in_locals(raw, rec))
+                + "\n    except BaseException:\n        pos[0] = i\n        raise\n")
+    src = source("block", "", False)
+    fn = _compile(src, eip, ns)
     fn.source = src  # type: ignore[attr-defined]
+    listed = _Eips(eips)
+
+    def block_rec(rapp: Callable) -> int:
+        # The recording variant is compiled when first needed (a trace at level insn).
+        listed.rec = _compile(source("block_rec", "rapp", True), eip, ns)
+        return listed.rec(rapp)
+
+    listed.rec = block_rec
     lpns = {e >> 12 for e in eips} | {(e + 15) >> 12 for e in eips}
-    entry = (fn, len(items), array("I", eips))
+    entry = (fn, len(items), listed)
     cpu.note_block(eip, entry, frames, lpns)
     return entry

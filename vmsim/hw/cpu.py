@@ -400,7 +400,11 @@ class Cpu:
         # Instruction-level recording: an array('I') the loop appends each EIP to, or None.
         self.recorder = None
         self._code_frames: dict[int, set[int]] = {}
-        mem.code_write_hook = self._code_written
+        # Every CPU on this memory must hear of a write to decoded code (another vCPU's
+        # store is cross-modifying code): memory calls one hook, which calls each CPU's.
+        hooks = mem.__dict__.setdefault("code_write_hooks", [])
+        hooks.append(self._code_written)
+        mem.code_write_hook = hooks[0] if len(hooks) == 1 else _all_hooks(hooks)
         self._trace_state = (False, False)
         if events is not None:
             events.on_change.append(self._events_changed)
@@ -671,7 +675,12 @@ class Cpu:
             blocks.pop(head, None)
 
     def _code_written(self, frame: int) -> None:
-        eips = self._code_frames.pop(frame, ())
+        eips = self._code_frames.pop(frame, None)
+        shared = len(self.mem.__dict__.get("code_write_hooks", ())) > 1
+        if eips is None:
+            if shared:
+                return  # another CPU's code: this one has nothing to drop or report
+            eips = set()
         for eip in eips:
             self.icache.pop(eip, None)
             self.decoded.pop(eip, None)
@@ -901,50 +910,41 @@ class Cpu:
                         eip = f()
                         n += 1
                 else:
-                    rec = self.recorder
-                    rext = rec.extend
+                    # Recording: blocks run their recording variant, which appends each
+                    # EIP as its instruction starts (as the loop above does), so an event
+                    # raised inside a block finds exactly the instructions before it.
                     while n < budget:
                         t = bget(eip)
                         if t is not None:
                             fn, k, eips = t
                             if not k:
-                                # A region records each block's EIPs as it starts it.
                                 try:
-                                    eip = eips[1](budget - n, rext)
+                                    eip = eips[1](budget - n, record)
                                 except SmcExit:
                                     smc[0] = 0
                                     i = pos[0]
-                                    e = eips[0][pos[1]]
-                                    del rec[len(rec) - (len(e) - i):]
-                                    eip = e[i]
+                                    eip = eips[0][pos[1]][i]
                                     n += cnt[0] + i
                                     continue
                                 except BaseException:
                                     i = pos[0]
-                                    e = eips[0][pos[1]]
-                                    if len(e) - i > 1:
-                                        del rec[len(rec) - (len(e) - i - 1):]
-                                    eip = e[i]
+                                    eip = eips[0][pos[1]][i]
                                     n += cnt[0] + i
                                     raise
                                 if cnt[0]:
                                     n += cnt[0]
                                     continue
                             elif k <= budget - n:
-                                rec.extend(eips)
                                 try:
-                                    eip = fn()
+                                    eip = eips.rec(record)
                                 except SmcExit:
                                     smc[0] = 0
                                     i = pos[0]
-                                    del rec[len(rec) - (k - i):]
                                     eip = eips[i]
                                     n += i
                                     continue
                                 except BaseException:
                                     i = pos[0]
-                                    if k - i > 1:  # the faulting instruction stays recorded
-                                        del rec[len(rec) - (k - i - 1):]
                                     eip = eips[i]
                                     n += i
                                     raise
@@ -958,8 +958,6 @@ class Cpu:
                             if f is None:
                                 f = decode_at(self, eip)
                             elif n and budget - n >= min_left:
-                                # Not where a run resumes (often mid-block): there the
-                                # one-instruction path goes on to the next block's head.
                                 translate(self, eip)
                                 continue
                         record(eip)
@@ -1471,6 +1469,13 @@ class Cpu:
         data = self.mem.read_bytes(la, 15)
         ins = iced_x86.Decoder(32, data, ip=eip).decode()
         return iced_x86.Formatter(iced_x86.FormatterSyntax.NASM).format(ins)
+
+
+def _all_hooks(hooks: list[Callable[[int], None]]) -> Callable[[int], None]:
+    def code_written(frame: int) -> None:
+        for hook in hooks:
+            hook(frame)
+    return code_written
 
 
 SEG_OK, SEG_READ_ONLY, SEG_EXECUTE_ONLY, SEG_UNUSABLE = range(4)
