@@ -358,6 +358,8 @@ class _Gen:
         self.may_raise(k)
         self.lf_changed()
         if last:
+            if ins.mnemonic not in _NO_WRITE:
+                self.final_store = True  # CALL r/m pushes, say
             self.emit(f"return {h}()")
             self.emit("#FORGET")  # in a region the next block reads what the handler left
             return
@@ -395,6 +397,7 @@ class _Gen:
             self.emit("esp = (r[4] - 4) & 0xFFFFFFFF")
             self.emit(f"wr32(esp, {nxt:#x})")
             self.emit("r[4] = esp")
+            self.final_store = True  # the push may have rewritten a block of the region
             self.emit(f"return {ins.near_branch_target:#x}")
             return True
         if m == Mn.RET and ins.code == iced_x86.Code.RETND:
