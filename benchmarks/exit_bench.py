@@ -1,7 +1,8 @@
 """One exit to userspace and back: host microseconds per round trip (issue 15).
 
 Runs guests that live on the exit path through the whole stack and prints, best of
---repeat runs, the host time divided by the number of exits to userspace (KVM_RUN
+--repeat runs, the host CPU time (time.process_time: a machine shared with other work
+disturbs it less than wall time) divided by the number of exits to userspace (KVM_RUN
 returning to the VMM: `kvm_userspace_exit` events, counted in a separate run):
 - out_loop (benchmarks/guests/out_loop.asm): `out dx, al` to the 16550's scratch register,
   KVM_EXIT_IO handled by QEMU's serial model;
@@ -40,15 +41,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reference import print_reference  # noqa: E402
+from reference import print_reference
 
-from vmsim.asm import assemble  # noqa: E402
-from vmsim.events import EventStream  # noqa: E402
-from vmsim.kvm.kvm_main import SimKvm  # noqa: E402
-from vmsim.session import Session  # noqa: E402
-from vmsim.trace import TraceWriter  # noqa: E402
-from vmsim.vmm.machine import Machine, MachineConfig  # noqa: E402
-from vmsim.vmm.vm import VirtualMachine  # noqa: E402
+from vmsim.asm import assemble
+from vmsim.events import EventStream
+from vmsim.kvm.kvm_main import SimKvm
+from vmsim.session import Session
+from vmsim.trace import TraceWriter
+from vmsim.vmm.machine import Machine, MachineConfig
+from vmsim.vmm.vm import VirtualMachine
 
 ROOT = Path(__file__).resolve().parents[1]
 GUESTS = {
@@ -77,9 +78,9 @@ def _stack(image, trace: bool, count_exits: bool = False) -> tuple[float, int]:
     machine = Machine(events=events, serial_out=lambda b: None)
     machine.load_image(image)
     vm = VirtualMachine(machine, SimKvm(events, "ept"))
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     result = vm.run()
-    elapsed = time.perf_counter() - t0
+    elapsed = time.process_time() - t0
     if writer is not None:
         writer.close()
     if result.exit_status != 1:
@@ -92,9 +93,9 @@ def _session(image, trace: bool, history: bool) -> tuple[float, int]:
     writer = TraceWriter(events, io.StringIO(), "vm") if trace else None
     s = Session(image, "sim", MachineConfig(16, b""), serial_out=lambda b: None,
                 events=events, history=history)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     outcome = s.run()
-    elapsed = time.perf_counter() - t0
+    elapsed = time.process_time() - t0
     if writer is not None:
         writer.close()
     if outcome.exit_status != 1:

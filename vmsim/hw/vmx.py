@@ -90,6 +90,16 @@ SEGMENTS = {
     "tr": (F.GUEST_TR_SELECTOR, F.GUEST_TR_BASE, F.GUEST_TR_LIMIT, F.GUEST_TR_AR_BYTES),
 }
 CPU_SEGMENTS = ("es", "cs", "ss", "ds", "fs", "gs")  # the order of Cpu.seg
+_CPU_SEGMENT_FIELDS = tuple(tuple(int(f) for f in SEGMENTS[n]) for n in CPU_SEGMENTS)
+# What check_guest_state's register checks (_check_guest_registers) read: the controls
+# that make the guest unrestricted, the entry controls and MSRs, CR0, the link pointer,
+# every segment register's selector, limit and access rights, the GDTR and IDTR limits.
+_GUEST_CHECK_FIELDS = (
+    F.CPU_BASED_VM_EXEC_CONTROL.value, F.SECONDARY_VM_EXEC_CONTROL.value,
+    F.VM_ENTRY_CONTROLS.value, F.GUEST_IA32_PAT.value, F.GUEST_IA32_EFER.value,
+    F.GUEST_CR0.value, F.VMCS_LINK_POINTER.value,
+    *(int(f) for sel, _base, limit, ar in SEGMENTS.values() for f in (sel, limit, ar)),
+    F.GUEST_GDTR_LIMIT.value, F.GUEST_IDTR_LIMIT.value)
 AR_UNUSABLE = 1 << 16
 
 EFER_SCE, EFER_LME, EFER_LMA, EFER_NX = 1 << 0, 1 << 8, 1 << 10, 1 << 11
@@ -243,6 +253,9 @@ class Vmx:
         self._host_loaded: tuple[dict[int, int], int] | None = None
         self._host_cpu: HostCpuState | None = None
         self._host_checked: tuple[int | None, ...] | None = None  # fields that passed
+        self._guest_checked: tuple[int | None, ...] | None = None  # (_GUEST_CHECK_FIELDS)
+        self._host_values: tuple[int | None, ...] | None = None  # what _host_loaded holds
+        self._seg_loaded: list[tuple[tuple[int | None, ...], Segment] | None] = [None] * 6
 
     @property
     def host_cpu(self) -> HostCpuState | None:
@@ -398,6 +411,21 @@ class Vmx:
         if inject_kind == 0 and not rflags & 0x200:
             return (f"GUEST_RFLAGS {rflags:#x}: IF must be 1 to inject an external interrupt "
                     f"({entry_info:#x})")
+        # The checks below up to the non-register state read only _GUEST_CHECK_FIELDS: the
+        # result of the last pass holds while none of them changed (as for the host
+        # state; a real CPU checks every time and finds the same). RIP, RSP and RFLAGS,
+        # which change at every exit, are not among them.
+        key = tuple(map(vmcs.fields.get, _GUEST_CHECK_FIELDS))
+        if key != self._guest_checked:
+            msg = self._check_guest_registers(vmcs, unrestricted)
+            if msg:
+                return msg
+            self._guest_checked = key
+        return self._check_non_register_state(vmcs, rflags, entry_info)
+
+    def _check_guest_registers(self, vmcs: Vmcs, unrestricted: bool) -> str:
+        """MSRs, the link pointer, segment and descriptor-table registers."""
+        r = vmcs.read
         msg = self._check_guest_msrs(vmcs)
         if msg:
             return msg
@@ -416,7 +444,7 @@ class Vmx:
         for enc in (F.GUEST_GDTR_LIMIT, F.GUEST_IDTR_LIMIT):
             if r(enc) > 0xFFFF:
                 return f"{F(enc).name} {r(enc):#x}: bits 31:16 must be 0"
-        return self._check_non_register_state(vmcs, rflags, entry_info)
+        return ""
 
     @staticmethod
     def _check_guest_msrs(vmcs: Vmcs) -> str:
@@ -606,38 +634,64 @@ class Vmx:
         return True
 
     def load_guest_state(self, vmcs: Vmcs) -> None:
-        cpu, r = self.cpu, vmcs.read
+        cpu = self.cpu
+        g = vmcs.fields.get  # (VMREAD of these full-width fields: unknown ones read 0)
+        mmu = cpu.mmu
         # CR0/CR4 first (they may switch the paging mode), then CR3. A write that changes
         # nothing is skipped: a real CPU's translations are tagged and need no flush here.
-        for n, enc in ((0, F.GUEST_CR0), (4, F.GUEST_CR4), (3, F.GUEST_CR3)):
-            if cpu.get_raw_control(n) != r(enc):
-                cpu.set_control(n, r(enc), check=False)
-        cpu.cr_shadow = {0: (r(F.CR0_GUEST_HOST_MASK), r(F.CR0_READ_SHADOW)),
-                         4: (r(F.CR4_GUEST_HOST_MASK), r(F.CR4_READ_SHADOW))}
-        cpu.seg = [segment_from_vmcs(vmcs, n) for n in CPU_SEGMENTS]
-        cpu.gdtr = (r(F.GUEST_GDTR_BASE), r(F.GUEST_GDTR_LIMIT))
-        cpu.idtr = (r(F.GUEST_IDTR_BASE), r(F.GUEST_IDTR_LIMIT))
-        cpu.r[4] = r(F.GUEST_RSP) & 0xFFFFFFFF
-        cpu.eip = r(F.GUEST_RIP) & 0xFFFFFFFF
-        cpu.eflags = r(F.GUEST_RFLAGS)
+        v = g(_GUEST_CR0, 0)
+        if mmu.cr0 != v:
+            cpu.set_control(0, v, check=False)
+        v = g(_GUEST_CR4, 0)
+        if mmu.cr4 != v:
+            cpu.set_control(4, v, check=False)
+        v = g(_GUEST_CR3, 0)
+        if mmu.cr3 != v:
+            cpu.set_control(3, v, check=False)
+        cpu.cr_shadow = {0: (g(_CR0_GUEST_HOST_MASK, 0), g(_CR0_READ_SHADOW, 0)),
+                         4: (g(_CR4_GUEST_HOST_MASK, 0), g(_CR4_READ_SHADOW, 0))}
+        # The segment registers: a Segment is immutable, so the one built from the same
+        # four fields last time is the same register; assigning the list (which rechecks
+        # the segment classes) only when one of them changed.
+        old, loaded = cpu.seg, self._seg_loaded
+        seg = []
+        changed = False
+        for i, keys in enumerate(_CPU_SEGMENT_FIELDS):
+            key = tuple(map(g, keys))
+            last = loaded[i]
+            if last is not None and last[0] == key:
+                s = last[1]
+            else:
+                s = _segment(*(0 if x is None else x for x in key))
+                loaded[i] = (key, s)
+            if s is not old[i]:
+                changed = True
+            seg.append(s)
+        if changed:
+            cpu.seg = seg
+        cpu.gdtr = (g(_GUEST_GDTR_BASE, 0), g(_GUEST_GDTR_LIMIT, 0))
+        cpu.idtr = (g(_GUEST_IDTR_BASE, 0), g(_GUEST_IDTR_LIMIT, 0))
+        cpu.r[4] = g(_GUEST_RSP, 0) & 0xFFFFFFFF
+        cpu.eip = g(_GUEST_RIP, 0) & 0xFFFFFFFF
+        cpu.eflags = g(_GUEST_RFLAGS, 0)
         # Blocking by STI / MOV SS covers the first guest instruction (SDM "Interruptibility
         # State" under "Special Features of VM Entry"); an injected event then ends it.
-        cpu.set_interrupt_shadow(r(F.GUEST_INTERRUPTIBILITY_INFO)
+        cpu.set_interrupt_shadow(g(_GUEST_INTERRUPTIBILITY_INFO, 0)
                                  & (GUEST_INTR_STATE_STI | GUEST_INTR_STATE_MOV_SS))
-        cpu.halted = r(F.GUEST_ACTIVITY_STATE) == GUEST_ACTIVITY_HLT
+        cpu.halted = g(_GUEST_ACTIVITY_STATE, 0) == GUEST_ACTIVITY_HLT
         cpu.shut_down = False
-        if r(F.VM_ENTRY_CONTROLS) & VM_ENTRY_LOAD_IA32_PAT:
-            cpu.msr[MSR_IA32_CR_PAT] = r(F.GUEST_IA32_PAT)
+        msr = cpu.msr
+        if g(_VM_ENTRY_CONTROLS, 0) & VM_ENTRY_LOAD_IA32_PAT:
+            msr[MSR_IA32_CR_PAT] = g(_GUEST_IA32_PAT, 0)
         # "load IA32_EFER" loads nothing here: vmsim's 32-bit CPU has no EFER (no long mode,
         # no NX); the entry checks above still apply to GUEST_IA32_EFER.
-        for msr, enc in ((MSR_IA32_SYSENTER_CS, F.GUEST_SYSENTER_CS),
-                         (MSR_IA32_SYSENTER_ESP, F.GUEST_SYSENTER_ESP),
-                         (MSR_IA32_SYSENTER_EIP, F.GUEST_SYSENTER_EIP)):
-            cpu.msr[msr] = r(enc)
+        msr[MSR_IA32_SYSENTER_CS] = g(_GUEST_SYSENTER_CS, 0)
+        msr[MSR_IA32_SYSENTER_ESP] = g(_GUEST_SYSENTER_ESP, 0)
+        msr[MSR_IA32_SYSENTER_EIP] = g(_GUEST_SYSENTER_EIP, 0)
         # The CPU's TSC is icount + tsc_offset; vmsim's physical TSC is icount, so in
         # non-root operation tsc_offset is the VMCS TSC offset, or 0 without offsetting.
-        offsetting = r(F.CPU_BASED_VM_EXEC_CONTROL) & CPU_BASED_USE_TSC_OFFSETTING
-        cpu.tsc_offset = r(F.TSC_OFFSET) if offsetting else 0
+        offsetting = g(_CPU_BASED_VM_EXEC_CONTROL, 0) & CPU_BASED_USE_TSC_OFFSETTING
+        cpu.tsc_offset = g(_TSC_OFFSET, 0) if offsetting else 0
         cpu.set_second_stage(self.ept_in_use(vmcs))
 
     def ept_in_use(self, vmcs: Vmcs) -> Ept | None:
@@ -846,63 +900,76 @@ class Vmx:
             # The host kicked the vCPU (its reschedule IPI) at this instruction boundary.
             info = Intercept("external_interrupt", cpu.eip, vector=RESCHEDULE_VECTOR)
         exit_info = self._exit_info(info)
-        w = vmcs.write
-        w(F.VM_EXIT_REASON, exit_info.reason)
-        w(F.EXIT_QUALIFICATION, exit_info.qualification)
-        w(F.VM_EXIT_INSTRUCTION_LEN, exit_info.instruction_len)
-        w(F.VM_EXIT_INTR_INFO, exit_info.intr_info)
+        fields = vmcs.fields  # (VMWRITE: each value truncated to its field's width)
+        fields[_VM_EXIT_REASON] = exit_info.reason & 0xFFFFFFFF
+        fields[_EXIT_QUALIFICATION] = exit_info.qualification & 0xFFFFFFFFFFFFFFFF
+        fields[_VM_EXIT_INSTRUCTION_LEN] = exit_info.instruction_len & 0xFFFFFFFF
+        fields[_VM_EXIT_INTR_INFO] = exit_info.intr_info & 0xFFFFFFFF
         if exit_info.intr_error_code is not None:
-            w(F.VM_EXIT_INTR_ERROR_CODE, exit_info.intr_error_code)
+            fields[_VM_EXIT_INTR_ERROR_CODE] = exit_info.intr_error_code & 0xFFFFFFFF
         # Written on every exit (SDM "Information for VM Exits During Event Delivery"):
         # valid only when the exit interrupted the delivery of an event.
-        w(F.IDT_VECTORING_INFO_FIELD, exit_info.idt_vectoring_info)
+        fields[_IDT_VECTORING_INFO_FIELD] = exit_info.idt_vectoring_info & 0xFFFFFFFF
         if exit_info.idt_vectoring_error_code is not None:
-            w(F.IDT_VECTORING_ERROR_CODE, exit_info.idt_vectoring_error_code)
+            fields[_IDT_VECTORING_ERROR_CODE] = exit_info.idt_vectoring_error_code & 0xFFFFFFFF
         if exit_info.guest_linear_address is not None:
-            w(F.GUEST_LINEAR_ADDRESS, exit_info.guest_linear_address)
+            fields[_GUEST_LINEAR_ADDRESS] = exit_info.guest_linear_address & 0xFFFFFFFFFFFFFFFF
         if exit_info.guest_physical_address is not None:
-            w(F.GUEST_PHYSICAL_ADDRESS, exit_info.guest_physical_address)
+            fields[_GUEST_PHYSICAL_ADDRESS] = \
+                exit_info.guest_physical_address & 0xFFFFFFFFFFFFFFFF
         self.save_guest_state(vmcs)
         cpu.intercept = None
         cpu.cr_shadow = {}
         self.guest_mode = False
-        fields = vmcs.fields
-        self._host_loaded = ({enc: fields.get(enc, 0) for enc in _HOST_LOAD_FIELDS},
-                             cpu.msr.get(MSR_IA32_CR_PAT, 0))
-        self._host_cpu = None
+        # What loading the host state put in the root-mode registers (built when looked
+        # at); the same as last time unless kvm.ko wrote a host field or the PAT moved.
+        values = tuple(map(vmcs.fields.get, _HOST_LOAD_FIELDS))
+        pat = cpu.msr.get(MSR_IA32_CR_PAT, 0)
+        if values != self._host_values or self._host_loaded is None \
+                or self._host_loaded[1] != pat:
+            self._host_loaded = ({enc: 0 if v is None else v
+                                  for enc, v in zip(_HOST_LOAD_FIELDS, values, strict=True)},
+                                 pat)
+            self._host_values = values
+            self._host_cpu = None
         self.last_exit = exit_info
         return exit_info
 
     def save_guest_state(self, vmcs: Vmcs) -> None:
-        cpu, w = self.cpu, vmcs.write
-        w(F.GUEST_CR0, cpu.get_raw_control(0))
-        w(F.GUEST_CR3, cpu.get_raw_control(3))
-        w(F.GUEST_CR4, cpu.get_raw_control(4))
-        for name, seg in zip(CPU_SEGMENTS, cpu.seg, strict=True):
-            sel_f, base_f, limit_f, ar_f = SEGMENTS[name]
-            w(sel_f, seg.selector)
-            w(base_f, seg.base)
-            w(limit_f, seg.limit)
-            w(ar_f, ar_from_segment(seg))
-        w(F.GUEST_GDTR_BASE, cpu.gdtr[0])
-        w(F.GUEST_GDTR_LIMIT, cpu.gdtr[1])
-        w(F.GUEST_IDTR_BASE, cpu.idtr[0])
-        w(F.GUEST_IDTR_LIMIT, cpu.idtr[1])
-        w(F.GUEST_RSP, cpu.r[4])
-        w(F.GUEST_RIP, cpu.eip)
-        w(F.GUEST_RFLAGS, cpu.eflags)
-        w(F.GUEST_ACTIVITY_STATE, GUEST_ACTIVITY_HLT if cpu.halted else GUEST_ACTIVITY_ACTIVE)
+        cpu, fields = self.cpu, vmcs.fields
+        mmu, msr = cpu.mmu, cpu.msr
+        # (Stored straight into the fields: every value below fits its field's width, as
+        # VMWRITE would truncate it to: 32-bit registers, 16-bit selectors, 17-bit rights.)
+        fields[_GUEST_CR0] = mmu.cr0
+        fields[_GUEST_CR3] = mmu.cr3
+        fields[_GUEST_CR4] = mmu.cr4
+        for seg, (sel_f, base_f, limit_f, ar_f) in zip(cpu.seg, _CPU_SEGMENT_FIELDS,
+                                                       strict=True):
+            fields[sel_f] = seg.selector & 0xFFFF
+            fields[base_f] = seg.base
+            fields[limit_f] = seg.limit & 0xFFFFFFFF
+            fields[ar_f] = AR_UNUSABLE if seg.access == 0 else \
+                (seg.access & 0xFF) | ((seg.flags & 0xF) << 12)  # ar_from_segment
+        base, limit = cpu.gdtr
+        fields[_GUEST_GDTR_BASE], fields[_GUEST_GDTR_LIMIT] = base, limit & 0xFFFFFFFF
+        base, limit = cpu.idtr
+        fields[_GUEST_IDTR_BASE], fields[_GUEST_IDTR_LIMIT] = base, limit & 0xFFFFFFFF
+        fields[_GUEST_RSP] = cpu.r[4]
+        fields[_GUEST_RIP] = cpu.eip
+        fields[_GUEST_RFLAGS] = cpu.eflags
+        fields[_GUEST_ACTIVITY_STATE] = GUEST_ACTIVITY_HLT if cpu.halted else \
+            GUEST_ACTIVITY_ACTIVE
         # Blocking by STI or MOV SS as it was at the exit (SDM "Saving Non-Register State");
         # vmsim models no SMI or NMI blocking, so bits 2 and 3 are 0.
-        w(F.GUEST_INTERRUPTIBILITY_INFO, cpu.interrupt_shadow())
-        w(F.GUEST_SYSENTER_CS, cpu.msr.get(MSR_IA32_SYSENTER_CS, 0))
-        w(F.GUEST_SYSENTER_ESP, cpu.msr.get(MSR_IA32_SYSENTER_ESP, 0))
-        w(F.GUEST_SYSENTER_EIP, cpu.msr.get(MSR_IA32_SYSENTER_EIP, 0))
-        exit_ctl = vmcs.read(F.VM_EXIT_CONTROLS)
+        fields[_GUEST_INTERRUPTIBILITY_INFO] = cpu.interrupt_shadow()
+        fields[_GUEST_SYSENTER_CS] = msr.get(MSR_IA32_SYSENTER_CS, 0) & 0xFFFFFFFF
+        fields[_GUEST_SYSENTER_ESP] = msr.get(MSR_IA32_SYSENTER_ESP, 0) & 0xFFFFFFFFFFFFFFFF
+        fields[_GUEST_SYSENTER_EIP] = msr.get(MSR_IA32_SYSENTER_EIP, 0) & 0xFFFFFFFFFFFFFFFF
+        exit_ctl = fields.get(_VM_EXIT_CONTROLS, 0)
         if exit_ctl & VM_EXIT_SAVE_IA32_PAT:
-            w(F.GUEST_IA32_PAT, cpu.msr.get(MSR_IA32_CR_PAT, 0))
+            fields[_GUEST_IA32_PAT] = msr.get(MSR_IA32_CR_PAT, 0) & 0xFFFFFFFFFFFFFFFF
         if exit_ctl & VM_EXIT_SAVE_IA32_EFER:
-            w(F.GUEST_IA32_EFER, 0)  # vmsim's CPU has no EFER: it reads as 0
+            fields[_GUEST_IA32_EFER] = 0  # vmsim's CPU has no EFER: it reads as 0
 
     def _exit_info(self, info: Intercept) -> ExitInfo:
         exit_info = self._exit_info_for(info)
@@ -981,6 +1048,40 @@ class Vmx:
             return ExitInfo(ExitReason.EPT_MISCONFIG, 0, 0,
                             guest_physical_address=info.extra["gpa"])
         raise ValueError(f"no VM exit for {k}")
+
+
+# Field encodings as plain ints for the entry and exit paths (an IntEnum member costs a
+# slow class-attribute lookup each time it is named).
+_GUEST_CR0, _GUEST_CR3, _GUEST_CR4 = F.GUEST_CR0.value, F.GUEST_CR3.value, F.GUEST_CR4.value
+_CR0_GUEST_HOST_MASK, _CR0_READ_SHADOW = F.CR0_GUEST_HOST_MASK.value, F.CR0_READ_SHADOW.value
+_CR4_GUEST_HOST_MASK, _CR4_READ_SHADOW = F.CR4_GUEST_HOST_MASK.value, F.CR4_READ_SHADOW.value
+_GUEST_GDTR_BASE, _GUEST_GDTR_LIMIT = F.GUEST_GDTR_BASE.value, F.GUEST_GDTR_LIMIT.value
+_GUEST_IDTR_BASE, _GUEST_IDTR_LIMIT = F.GUEST_IDTR_BASE.value, F.GUEST_IDTR_LIMIT.value
+_GUEST_RSP, _GUEST_RIP, _GUEST_RFLAGS = F.GUEST_RSP.value, F.GUEST_RIP.value, F.GUEST_RFLAGS.value
+_GUEST_ACTIVITY_STATE = F.GUEST_ACTIVITY_STATE.value
+_GUEST_INTERRUPTIBILITY_INFO = F.GUEST_INTERRUPTIBILITY_INFO.value
+_GUEST_SYSENTER_CS = F.GUEST_SYSENTER_CS.value
+_GUEST_SYSENTER_ESP = F.GUEST_SYSENTER_ESP.value
+_GUEST_SYSENTER_EIP = F.GUEST_SYSENTER_EIP.value
+_GUEST_IA32_PAT, _GUEST_IA32_EFER = F.GUEST_IA32_PAT.value, F.GUEST_IA32_EFER.value
+_VM_ENTRY_CONTROLS, _VM_EXIT_CONTROLS = F.VM_ENTRY_CONTROLS.value, F.VM_EXIT_CONTROLS.value
+_CPU_BASED_VM_EXEC_CONTROL = F.CPU_BASED_VM_EXEC_CONTROL.value
+_TSC_OFFSET = F.TSC_OFFSET.value
+_VM_EXIT_REASON, _EXIT_QUALIFICATION = F.VM_EXIT_REASON.value, F.EXIT_QUALIFICATION.value
+_VM_EXIT_INSTRUCTION_LEN = F.VM_EXIT_INSTRUCTION_LEN.value
+_VM_EXIT_INTR_INFO, _VM_EXIT_INTR_ERROR_CODE = F.VM_EXIT_INTR_INFO.value, \
+    F.VM_EXIT_INTR_ERROR_CODE.value
+_IDT_VECTORING_INFO_FIELD = F.IDT_VECTORING_INFO_FIELD.value
+_IDT_VECTORING_ERROR_CODE = F.IDT_VECTORING_ERROR_CODE.value
+_GUEST_LINEAR_ADDRESS = F.GUEST_LINEAR_ADDRESS.value
+_GUEST_PHYSICAL_ADDRESS = F.GUEST_PHYSICAL_ADDRESS.value
+
+
+def _segment(sel: int, base: int, limit: int, ar: int) -> Segment:
+    """segment_from_vmcs from the four field values."""
+    if ar & AR_UNUSABLE:
+        return Segment(sel, 0, 0, 0, 0)
+    return Segment(sel, base, limit, ar & 0xFF, (ar >> 12) & 0xF)
 
 
 # What loading the host state reads: the host-state area and the VM-exit controls.
