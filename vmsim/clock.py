@@ -292,11 +292,15 @@ class Scheduler:
                     # (the caller may decide that nothing will ever wake again).
                     return TIMERS if self._peek() is None else self.step()
                 return None
-            if self._fire_timers(self._wake_time(t)):
+            when = self._wake_time(t)
+            if self._fire_timers(when):
                 continue  # a timer may have woken someone earlier
             break
-        t = self.pick()
-        assert t is not None
+        # pick(): nothing has run since _peek chose `t` (a wait's ready() only looks), so
+        # it is still the one, due at `when`.
+        if t.blocked is not None:
+            t.time = when
+            t.blocked = None
         return self._resume(t)
 
     def _resume(self, t: SimThread, continuing: bool = False) -> SimThread:
@@ -349,11 +353,23 @@ class Scheduler:
         return self.host_wait(timeout)
 
     def _peek(self) -> SimThread | None:
-        best, best_key = None, None
-        for t in self.threads:
-            when = self._wake_time(t)
-            if when is not None and (best_key is None or (when, t.order) < best_key):
-                best, best_key = t, (when, t.order)
+        """The thread to resume next: the smallest wake time (_wake_time), ties by order."""
+        best, best_when = None, 0
+        last = self.last_time
+        for t in self.threads:  # (_wake_time, inline: this runs at every step)
+            if t.done:
+                continue
+            b = t.blocked
+            if b is None:
+                when = t.time
+            elif b.ready():
+                when = t.time if t.time > last else last
+            elif b.until is not None:
+                when = t.time if t.time > b.until else b.until
+            else:
+                continue
+            if best is None or when < best_when or (when == best_when and t.order < best.order):
+                best, best_when = t, when
         return best
 
     def all_blocked_or_done(self) -> bool:

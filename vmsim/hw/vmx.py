@@ -91,6 +91,7 @@ SEGMENTS = {
 }
 CPU_SEGMENTS = ("es", "cs", "ss", "ds", "fs", "gs")  # the order of Cpu.seg
 _CPU_SEGMENT_FIELDS = tuple(tuple(int(f) for f in SEGMENTS[n]) for n in CPU_SEGMENTS)
+_CPU_SEGMENT_FIELD_LIST = tuple(f for fs in _CPU_SEGMENT_FIELDS for f in fs)
 # What check_guest_state's register checks (_check_guest_registers) read: the controls
 # that make the guest unrestricted, the entry controls and MSRs, CR0, the link pointer,
 # every segment register's selector, limit and access rights, the GDTR and IDTR limits.
@@ -255,7 +256,8 @@ class Vmx:
         self._host_checked: tuple[int | None, ...] | None = None  # fields that passed
         self._guest_checked: tuple[int | None, ...] | None = None  # (_GUEST_CHECK_FIELDS)
         self._host_values: tuple[int | None, ...] | None = None  # what _host_loaded holds
-        self._seg_loaded: list[tuple[tuple[int | None, ...], Segment] | None] = [None] * 6
+        # The segment fields the last entry loaded and the registers built from them.
+        self._seg_loaded: tuple[tuple[int | None, ...], list[Segment]] | None = None
 
     @property
     def host_cpu(self) -> HostCpuState | None:
@@ -650,25 +652,18 @@ class Vmx:
             cpu.set_control(3, v, check=False)
         cpu.cr_shadow = {0: (g(_CR0_GUEST_HOST_MASK, 0), g(_CR0_READ_SHADOW, 0)),
                          4: (g(_CR4_GUEST_HOST_MASK, 0), g(_CR4_READ_SHADOW, 0))}
-        # The segment registers: a Segment is immutable, so the one built from the same
-        # four fields last time is the same register; assigning the list (which rechecks
-        # the segment classes) only when one of them changed.
-        old, loaded = cpu.seg, self._seg_loaded
-        seg = []
-        changed = False
-        for i, keys in enumerate(_CPU_SEGMENT_FIELDS):
-            key = tuple(map(g, keys))
-            last = loaded[i]
-            if last is not None and last[0] == key:
-                s = last[1]
-            else:
-                s = _segment(*(0 if x is None else x for x in key))
-                loaded[i] = (key, s)
-            if s is not old[i]:
-                changed = True
-            seg.append(s)
-        if changed:
-            cpu.seg = seg
+        # The segment registers, built again only when their fields changed since the last
+        # entry; assigning the list (which rechecks the segment classes) only when the
+        # CPU's differ from them (equal Segments are the same register: they are frozen).
+        key = tuple(map(g, _CPU_SEGMENT_FIELD_LIST))
+        last = self._seg_loaded
+        if last is None or last[0] != key:
+            seg = [_segment(*(0 if x is None else x for x in key[i:i + 4]))
+                   for i in range(0, 24, 4)]
+            self._seg_loaded = (key, seg)
+            cpu.seg = list(seg)
+        elif cpu.seg != last[1]:
+            cpu.seg = list(last[1])
         cpu.gdtr = (g(_GUEST_GDTR_BASE, 0), g(_GUEST_GDTR_LIMIT, 0))
         cpu.idtr = (g(_GUEST_IDTR_BASE, 0), g(_GUEST_IDTR_LIMIT, 0))
         cpu.r[4] = g(_GUEST_RSP, 0) & 0xFFFFFFFF

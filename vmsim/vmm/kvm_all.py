@@ -338,13 +338,17 @@ def _explain_stop(cpu: CPUState, reason: int) -> str | None:
 def trace_ioctl(ev, fd: str, source: str, name: str, detail: str) -> None:
     """QEMU's kvm_ioctl / kvm_vm_ioctl / kvm_vcpu_ioctl trace events (accel/kvm/trace-events),
     written before the ioctl is made, with the request number as `type`."""
-    kind = {"system": "kvm_ioctl", "vm": "kvm_vm_ioctl", "vcpu": "kvm_vcpu_ioctl"}[fd]
+    kind = _IOCTL_KINDS[fd]
     if not ev.wants(kind):
         return
-    fields: dict[str, Any] = {"type": KVM_IOCTLS[name], "name": name, "detail": detail}
     if fd == "vcpu":
-        fields = {"cpu_index": int(source[4:]) if source.startswith("vcpu") else 0, **fields}
-    ev.emit(kind, "vm" if fd != "vcpu" else source, **fields)
+        ev.emit(kind, source, cpu_index=int(source[4:]) if source.startswith("vcpu") else 0,
+                type=KVM_IOCTLS[name], name=name, detail=detail)
+    else:
+        ev.emit(kind, "vm", type=KVM_IOCTLS[name], name=name, detail=detail)
+
+
+_IOCTL_KINDS = {"system": "kvm_ioctl", "vm": "kvm_vm_ioctl", "vcpu": "kvm_vcpu_ioctl"}
 
 
 def _trace_return(ev, cpu: CPUState, r: int) -> None:
@@ -379,7 +383,7 @@ def _trace_return(ev, cpu: CPUState, r: int) -> None:
         ev.emit("kvm_run_exit", cpu.thread, cpu_index=cpu.index, reason=reason, name=name)
 
 
-def kvm_handle_io(m: Machine, cpu: CPUState) -> dict:
+def kvm_handle_io(m: Machine, cpu: CPUState) -> None:
     """KVM_EXIT_IO: `count` accesses of `size` bytes to the I/O address space."""
     run = cpu.vcpu.kvm_run
     direction, size, port, count, offset = run.io()
@@ -390,20 +394,13 @@ def kvm_handle_io(m: Machine, cpu: CPUState) -> dict:
             m.address_space_io_write(port, size, int.from_bytes(buf[at:at + size], "little"))
         else:
             buf[at:at + size] = m.address_space_io_read(port, size).to_bytes(size, "little")
-    return {"reason": "KVM_EXIT_IO", "direction": "out" if direction == KVM_EXIT_IO_OUT else "in",
-            "size": size, "port": port, "count": count,
-            "data": bytes(buf[offset:offset + size * count]).hex()}
 
 
-def kvm_handle_mmio(m: Machine, cpu: CPUState) -> dict:
+def kvm_handle_mmio(m: Machine, cpu: CPUState) -> None:
     """KVM_EXIT_MMIO: one access to the memory address space."""
     run = cpu.vcpu.kvm_run
     addr, data, length, is_write = run.mmio()
     if is_write:
         m.address_space_memory_write(addr, length, int.from_bytes(data[:length], "little"))
-        out = data[:length]
     else:
-        out = m.address_space_memory_read(addr, length).to_bytes(length, "little")
-        run.set_mmio_data(out)
-    return {"reason": "KVM_EXIT_MMIO", "phys_addr": addr, "len": length,
-            "is_write": bool(is_write), "data": out.hex()}
+        run.set_mmio_data(m.address_space_memory_read(addr, length).to_bytes(length, "little"))
