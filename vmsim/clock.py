@@ -196,7 +196,11 @@ class Scheduler:
             return self.timer_time
         if self.current is not None:
             return self.current.time
-        return max([t.time for t in self.threads] + [self.last_time], default=0)
+        now = self.last_time
+        for t in self.threads:
+            if t.time > now:
+                now = t.time
+        return now
 
     def _wake_time(self, t: SimThread) -> int | None:
         """When `t` can next run, or None if only another thread or a timer can wake it."""

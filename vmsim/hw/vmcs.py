@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 
@@ -145,6 +146,13 @@ class F(enum.IntEnum):
     HOST_IA32_SYSENTER_EIP = 0x6C12
     HOST_RSP = 0x6C14
     HOST_RIP = 0x6C16
+
+
+# F's encodings as plain ints under the same names, for code that names fields at every VM
+# exit: in Python 3.11 naming an IntEnum member (F.GUEST_RIP) goes through the enum
+# metaclass's __getattr__ hook, some 0.2 us each; an attribute of this namespace does not.
+# (kvm.ko's modules import it as F: they use the encodings only as numbers.)
+F_INT = SimpleNamespace(**{m.name: m.value for m in F})
 
 
 class ExitReason(enum.IntEnum):

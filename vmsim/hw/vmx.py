@@ -70,6 +70,7 @@ from vmsim.hw.vmcs import (
     F,
     Vmcs,
 )
+from vmsim.hw.vmcs import F_INT as FI  # (plain ints, for the paths run at every exit)
 from vmsim.msr_index import (
     MSR_IA32_CR_PAT,
     MSR_IA32_SYSENTER_CS,
@@ -273,22 +274,22 @@ class Vmx:
     @staticmethod
     def _unrestricted(vmcs: Vmcs) -> bool:
         r = vmcs.read
-        return bool(r(F.CPU_BASED_VM_EXEC_CONTROL) & CPU_BASED_ACTIVATE_SECONDARY_CONTROLS
-                    and r(F.SECONDARY_VM_EXEC_CONTROL) & SECONDARY_EXEC_UNRESTRICTED_GUEST)
+        return bool(r(FI.CPU_BASED_VM_EXEC_CONTROL) & CPU_BASED_ACTIVATE_SECONDARY_CONTROLS
+                    and r(FI.SECONDARY_VM_EXEC_CONTROL) & SECONDARY_EXEC_UNRESTRICTED_GUEST)
 
     def check_controls(self, vmcs: Vmcs) -> str:
         """The first failed check on the VM-execution and VM-entry control fields that vmsim
         models (SDM "Checks on VM-Execution Control Fields", "Checks on VM-Entry Control
         Fields"); "" when all pass. A failure is VMfailValid with VM-instruction error 7."""
         r = vmcs.read
-        ctl = r(F.CPU_BASED_VM_EXEC_CONTROL)
-        secondary = r(F.SECONDARY_VM_EXEC_CONTROL) if ctl & CPU_BASED_ACTIVATE_SECONDARY_CONTROLS \
+        ctl = r(FI.CPU_BASED_VM_EXEC_CONTROL)
+        secondary = r(FI.SECONDARY_VM_EXEC_CONTROL) if ctl & CPU_BASED_ACTIVATE_SECONDARY_CONTROLS \
             else 0
         if secondary & SECONDARY_EXEC_UNRESTRICTED_GUEST and not secondary & SECONDARY_EXEC_ENABLE_EPT:
             return "unrestricted guest requires enable EPT"
-        if r(F.CR3_TARGET_COUNT) > 4:
-            return f"CR3_TARGET_COUNT {r(F.CR3_TARGET_COUNT)} exceeds 4 (IA32_VMX_MISC)"
-        info = r(F.VM_ENTRY_INTR_INFO_FIELD)
+        if r(FI.CR3_TARGET_COUNT) > 4:
+            return f"CR3_TARGET_COUNT {r(FI.CR3_TARGET_COUNT)} exceeds 4 (IA32_VMX_MISC)"
+        info = r(FI.VM_ENTRY_INTR_INFO_FIELD)
         if not info & INTR_INFO_VALID_MASK:
             return ""
         vector, kind = info & 0xFF, (info >> 8) & 7
@@ -299,17 +300,17 @@ class Vmx:
             return f"{label}: an NMI must have vector 2"
         if kind == 3 and vector > 31:
             return f"{label}: a hardware exception must have a vector 0-31"
-        protected = bool(r(F.GUEST_CR0) & 1) or not self._unrestricted(vmcs)
+        protected = bool(r(FI.GUEST_CR0) & 1) or not self._unrestricted(vmcs)
         wants_code = protected and kind == 3 and vector in X.HAS_ERROR_CODE
         if bool(info & INTR_INFO_DELIVER_CODE_MASK) != wants_code:
             return (f"{label}: deliver-error-code must be {int(wants_code)} for type {kind} "
                     f"vector {vector}{'' if protected else ' in real mode'}")
         if info & 0x7FFFF000:
             return f"{label}: reserved bits 30:12 must be 0"
-        if info & INTR_INFO_DELIVER_CODE_MASK and r(F.VM_ENTRY_EXCEPTION_ERROR_CODE) & 0xFFFF8000:
+        if info & INTR_INFO_DELIVER_CODE_MASK and r(FI.VM_ENTRY_EXCEPTION_ERROR_CODE) & 0xFFFF8000:
             return "VM_ENTRY_EXCEPTION_ERROR_CODE bits 31:15 must be 0"
-        if kind in (4, 5, 6) and not 1 <= r(F.VM_ENTRY_INSTRUCTION_LEN) <= 15:
-            return (f"VM_ENTRY_INSTRUCTION_LEN {r(F.VM_ENTRY_INSTRUCTION_LEN)} must be 1-15 "
+        if kind in (4, 5, 6) and not 1 <= r(FI.VM_ENTRY_INSTRUCTION_LEN) <= 15:
+            return (f"VM_ENTRY_INSTRUCTION_LEN {r(FI.VM_ENTRY_INSTRUCTION_LEN)} must be 1-15 "
                     "for a software interrupt or exception")
         return ""
 
@@ -389,7 +390,7 @@ class Vmx:
         """The first failed guest-state check, in words; "" when all pass."""
         r = vmcs.read
         unrestricted = self._unrestricted(vmcs)
-        cr0, cr4 = r(F.GUEST_CR0), r(F.GUEST_CR4)
+        cr0, cr4 = r(FI.GUEST_CR0), r(FI.GUEST_CR4)
         fixed0 = VMX_CR0_FIXED0 & ~(0x80000001 if unrestricted else 0)
         if cr0 & fixed0 != fixed0:
             return (f"GUEST_CR0 {cr0:#x} lacks bits {fixed0 & ~cr0:#x} that IA32_VMX_CR0_FIXED0 "
@@ -402,12 +403,12 @@ class Vmx:
             return f"GUEST_CR4 {cr4:#x} lacks CR4.VMXE, which IA32_VMX_CR4_FIXED0 requires"
         if cr4 & ~VMX_CR4_FIXED1:
             return f"GUEST_CR4 {cr4:#x} sets bits {cr4 & ~VMX_CR4_FIXED1:#x} IA32_VMX_CR4_FIXED1 forbids"
-        rflags = r(F.GUEST_RFLAGS)
+        rflags = r(FI.GUEST_RFLAGS)
         if not rflags & 2 or rflags & (0x8 | 0x20 | 0x8000) or rflags >> 22:
             return f"GUEST_RFLAGS {rflags:#x}: bit 1 must be 1 and bits 3, 5, 15, 22-63 must be 0"
         if rflags & 0x20000:
             return f"GUEST_RFLAGS {rflags:#x}: virtual-8086 mode is not supported"
-        entry_info = r(F.VM_ENTRY_INTR_INFO_FIELD)
+        entry_info = r(FI.VM_ENTRY_INTR_INFO_FIELD)
         injecting = entry_info & INTR_INFO_VALID_MASK
         inject_kind = (entry_info >> 8) & 7 if injecting else None
         if inject_kind == 0 and not rflags & 0x200:
@@ -513,13 +514,13 @@ class Vmx:
     def _check_non_register_state(vmcs: Vmcs, rflags: int, entry_info: int) -> str:
         """SDM "Checks on Guest Non-Register State" (activity and interruptibility state)."""
         r = vmcs.read
-        act, intr = r(F.GUEST_ACTIVITY_STATE), r(F.GUEST_INTERRUPTIBILITY_INFO)
+        act, intr = r(FI.GUEST_ACTIVITY_STATE), r(FI.GUEST_INTERRUPTIBILITY_INFO)
         if act > 3:
             return f"GUEST_ACTIVITY_STATE {act} is not a valid activity state"
         if act not in (GUEST_ACTIVITY_ACTIVE, GUEST_ACTIVITY_HLT):
             # This processor's IA32_VMX_MISC reports only HLT (bit 6) among the inactive states.
             return f"GUEST_ACTIVITY_STATE {act}: this processor supports only active and HLT"
-        if act == GUEST_ACTIVITY_HLT and (r(F.GUEST_SS_AR_BYTES) >> 5) & 3 != 0:
+        if act == GUEST_ACTIVITY_HLT and (r(FI.GUEST_SS_AR_BYTES) >> 5) & 3 != 0:
             return "GUEST_ACTIVITY_STATE HLT requires SS.DPL 0"
         if act != GUEST_ACTIVITY_ACTIVE and intr & 3:
             return (f"GUEST_ACTIVITY_STATE {act} must be active with blocking by STI or MOV SS "
@@ -594,7 +595,7 @@ class Vmx:
         self.entry_fail_valid = False
         if launch == vmcs.launched:
             # VMfailValid: 4 VMLAUNCH with non-clear VMCS, 5 VMRESUME with non-launched VMCS.
-            vmcs.write(F.VM_INSTRUCTION_ERROR, 4 if launch else 5)
+            vmcs.write(FI.VM_INSTRUCTION_ERROR, 4 if launch else 5)
             self.entry_failure = "VMLAUNCH needs a clear VMCS" if launch else \
                 "VMRESUME needs a launched VMCS"
             self.entry_fail_valid = True
@@ -602,7 +603,7 @@ class Vmx:
         failure = self.check_controls(vmcs)
         if failure:
             # VMfailValid: 7 VM entry with invalid control field(s). No exit, no exit reason.
-            vmcs.write(F.VM_INSTRUCTION_ERROR, 7)
+            vmcs.write(FI.VM_INSTRUCTION_ERROR, 7)
             self.entry_failure = failure
             self.entry_fail_valid = True
             return False
@@ -613,7 +614,7 @@ class Vmx:
             failure = self.check_host_state(vmcs)
             if failure:
                 # VMfailValid: 8 VM entry with invalid host-state field(s).
-                vmcs.write(F.VM_INSTRUCTION_ERROR, 8)
+                vmcs.write(FI.VM_INSTRUCTION_ERROR, 8)
                 self.entry_failure = failure
                 self.entry_fail_valid = True
                 return False
@@ -621,8 +622,8 @@ class Vmx:
         failure = self.check_guest_state(vmcs)
         if failure:
             self.entry_failure = failure
-            vmcs.write(F.VM_EXIT_REASON, VMX_EXIT_REASONS_FAILED_VMENTRY | ExitReason.INVALID_STATE)
-            vmcs.write(F.EXIT_QUALIFICATION, 0)
+            vmcs.write(FI.VM_EXIT_REASON, VMX_EXIT_REASONS_FAILED_VMENTRY | ExitReason.INVALID_STATE)
+            vmcs.write(FI.EXIT_QUALIFICATION, 0)
             self.last_exit = ExitInfo(VMX_EXIT_REASONS_FAILED_VMENTRY | ExitReason.INVALID_STATE,
                                       detail=failure)
             return False
@@ -691,26 +692,26 @@ class Vmx:
 
     def ept_in_use(self, vmcs: Vmcs) -> Ept | None:
         """The EPT walker for this VMCS's EPTP, when "enable EPT" is set."""
-        if not (vmcs.read(F.CPU_BASED_VM_EXEC_CONTROL) & CPU_BASED_ACTIVATE_SECONDARY_CONTROLS
-                and vmcs.read(F.SECONDARY_VM_EXEC_CONTROL) & SECONDARY_EXEC_ENABLE_EPT):
+        if not (vmcs.read(FI.CPU_BASED_VM_EXEC_CONTROL) & CPU_BASED_ACTIVATE_SECONDARY_CONTROLS
+                and vmcs.read(FI.SECONDARY_VM_EXEC_CONTROL) & SECONDARY_EXEC_ENABLE_EPT):
             return None
-        eptp = vmcs.read(F.EPT_POINTER)
+        eptp = vmcs.read(FI.EPT_POINTER)
         if self._ept is None or self._ept.eptp != eptp:
             self._ept = Ept(self.host, eptp)
         return self._ept
 
     def _inject_event(self, vmcs: Vmcs) -> None:
         """Event injection (SDM 27.6): deliver the event in VM_ENTRY_INTR_INFO_FIELD."""
-        info = vmcs.read(F.VM_ENTRY_INTR_INFO_FIELD)
+        info = vmcs.read(FI.VM_ENTRY_INTR_INFO_FIELD)
         if not info & INTR_INFO_VALID_MASK:
             return
-        vmcs.write(F.VM_ENTRY_INTR_INFO_FIELD, info & ~INTR_INFO_VALID_MASK)
+        vmcs.write(FI.VM_ENTRY_INTR_INFO_FIELD, info & ~INTR_INFO_VALID_MASK)
         vector, kind = info & 0xFF, info & 0x700
-        code = vmcs.read(F.VM_ENTRY_EXCEPTION_ERROR_CODE) if info & INTR_INFO_DELIVER_CODE_MASK \
+        code = vmcs.read(FI.VM_ENTRY_EXCEPTION_ERROR_CODE) if info & INTR_INFO_DELIVER_CODE_MASK \
             else None
         cpu = self.cpu
         soft = kind in (INTR_TYPE_SOFT_INTR, INTR_TYPE_SOFT_EXCEPTION)
-        ret = cpu.eip + (vmcs.read(F.VM_ENTRY_INSTRUCTION_LEN) if soft else 0)
+        ret = cpu.eip + (vmcs.read(FI.VM_ENTRY_INSTRUCTION_LEN) if soft else 0)
         if cpu.inject(vector, code, ret & 0xFFFFFFFF, soft,
                       event_type=kind >> 8) is StopReason.INTERCEPT:
             # SDM "VM Exits During Event Injection": IDT-vectoring info names the injected event.
@@ -731,7 +732,7 @@ class Vmx:
             return self.vm_exit(info)
         self._check_runnable()
         cpu.intercept = self.exit_decision
-        if self.vmcs.read(F.CPU_BASED_VM_EXEC_CONTROL) & CPU_BASED_INTR_WINDOW_EXITING:
+        if self.vmcs.read(FI.CPU_BASED_VM_EXEC_CONTROL) & CPU_BASED_INTR_WINDOW_EXITING:
             return self._run_until_window(budget)
         return self._stopped(cpu.run(budget))
 
@@ -806,7 +807,7 @@ class Vmx:
                 done = self._stopped(stop)
                 if done is not None:
                     return done
-        if self.vmcs.read(F.CPU_BASED_VM_EXEC_CONTROL) & CPU_BASED_INTR_WINDOW_EXITING \
+        if self.vmcs.read(FI.CPU_BASED_VM_EXEC_CONTROL) & CPU_BASED_INTR_WINDOW_EXITING \
                 and self.interrupt_window_open():
             return self.vm_exit(Intercept("interrupt_window", cpu.eip))
         return self.vm_exit(Intercept("external_interrupt", cpu.eip, vector=vector))
@@ -815,9 +816,14 @@ class Vmx:
         """A guest state VM entry accepts but vmsim's CPU cannot execute (real mode, based
         segments) stops the run with a reason rather than running wrongly."""
         cpu = self.cpu
-        if not cpu.get_raw_control(0) & 1:
+        if not cpu.mmu.cr0 & 1:  # (CR0 as the hardware holds it: get_raw_control(0))
             raise Unsupported("the guest is in real mode (CR0.PE=0): vmsim's CPU runs "
                               "32-bit protected mode only")
+        for seg in cpu.seg:
+            if seg.access and seg.base:
+                break
+        else:
+            return
         for name, seg in zip(CPU_SEGMENTS, cpu.seg, strict=True):
             if seg.access and seg.base:
                 raise Unsupported(f"guest {name.upper()} base {seg.base:#x}: vmsim's CPU "
@@ -826,7 +832,7 @@ class Vmx:
     def exit_decision(self, info: Intercept) -> bool:
         """Does this instruction or event cause a VM exit? (SDM 26.1-26.2)"""
         vmcs = self.vmcs
-        ctl = vmcs.read(F.CPU_BASED_VM_EXEC_CONTROL)
+        ctl = vmcs.read(FI.CPU_BASED_VM_EXEC_CONTROL)
         k = info.kind
         if k in ("cpuid", "vmcall", "triple_fault"):
             return True  # unconditionally
@@ -845,12 +851,12 @@ class Vmx:
         if k == "cr_write":
             return self._cr_write_exits(vmcs, ctl, info)
         if k == "exception":
-            in_bitmap = bool(vmcs.read(F.EXCEPTION_BITMAP) >> info.vector & 1)
+            in_bitmap = bool(vmcs.read(FI.EXCEPTION_BITMAP) >> info.vector & 1)
             if info.vector == X.PF:
                 # SDM "Exceptions" (26.2 in newer editions): with bitmap bit 14 set a #PF
                 # exits iff (PFEC & MASK) == MATCH; with it clear, iff they differ.
-                mask, match = vmcs.read(F.PAGE_FAULT_ERROR_CODE_MASK), \
-                    vmcs.read(F.PAGE_FAULT_ERROR_CODE_MATCH)
+                mask, match = vmcs.read(FI.PAGE_FAULT_ERROR_CODE_MASK), \
+                    vmcs.read(FI.PAGE_FAULT_ERROR_CODE_MATCH)
                 return (((info.error_code or 0) & mask) == match) == in_bitmap
             return in_bitmap
         return False
@@ -1027,7 +1033,7 @@ class Vmx:
         if k == "external_interrupt":
             # With "acknowledge interrupt on exit" the CPU takes the vector from the
             # interrupt controller and stores it: type 0 (external interrupt), valid.
-            ack = self.vmcs.read(F.VM_EXIT_CONTROLS) & VM_EXIT_ACK_INTR_ON_EXIT
+            ack = self.vmcs.read(FI.VM_EXIT_CONTROLS) & VM_EXIT_ACK_INTR_ON_EXIT
             return ExitInfo(ExitReason.EXTERNAL_INTERRUPT, intr_info=(
                 INTR_INFO_VALID_MASK | INTR_TYPE_EXT_INTR | (info.vector & 0xFF)) if ack else 0)
         if k == "interrupt_window":

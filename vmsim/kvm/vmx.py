@@ -33,9 +33,9 @@ from vmsim.hw.vmcs import (
     VM_EXIT_LOAD_IA32_EFER,
     VM_EXIT_LOAD_IA32_PAT,
     ExitReason,
-    F,
     Vmcs,
 )
+from vmsim.hw.vmcs import F_INT as F  # (plain ints: see vmsim.hw.vmcs.F_INT)
 from vmsim.hw.vmx import SEGMENTS
 from vmsim.kvm.api import KVM_EXIT_SHUTDOWN, KvmDtable, KvmRegs, KvmSegment, KvmSregs
 

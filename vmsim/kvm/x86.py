@@ -26,8 +26,8 @@ from vmsim.hw.vmcs import (
     INTR_TYPE_EXT_INTR,
     VMX_EXIT_REASONS_FAILED_VMENTRY,
     ExitReason,
-    F,
 )
+from vmsim.hw.vmcs import F_INT as F  # (plain ints: see vmsim.hw.vmcs.F_INT)
 from vmsim.kvm.api import (
     KVM_EXIT_FAIL_ENTRY,
     KVM_EXIT_HLT,

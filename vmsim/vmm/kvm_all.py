@@ -358,29 +358,38 @@ def _trace_return(ev, cpu: CPUState, r: int) -> None:
     reason = run.exit_reason
     name = KVM_EXIT_NAMES.get(reason, str(reason))
     if ev.wants("kvm_userspace_exit"):
-        fields: dict[str, Any] = {"reason": name, "reason_number": reason,
-                                  "errno": r if r < 0 else 0}
-        if r < 0:
-            pass  # KVM_RUN failed (-EINTR): kvm_run holds no exit
-        elif reason == KVM_EXIT_IO:
+        if r >= 0 and reason == KVM_EXIT_IO:  # (the common exits: one call, no dict)
             direction, size, port, count, offset = run.io()
-            fields.update(direction="out" if direction == KVM_EXIT_IO_OUT else "in",
-                          size=size, port=port, count=count,
-                          # an IN's data is not there yet: the device answers after this
-                          data=(bytes(run.buf[offset:offset + size * count]).hex()
-                                if direction == KVM_EXIT_IO_OUT else None))
-        elif reason == KVM_EXIT_MMIO:
+            out = direction == KVM_EXIT_IO_OUT
+            ev.emit("kvm_userspace_exit", cpu.thread, reason=name, reason_number=reason,
+                    errno=0, direction="out" if out else "in", size=size, port=port,
+                    count=count,
+                    # an IN's data is not there yet: the device answers after this
+                    data=bytes(run.buf[offset:offset + size * count]).hex() if out else None)
+        elif r >= 0 and reason == KVM_EXIT_MMIO:
             addr, data, length, is_write = run.mmio()
-            fields.update(phys_addr=addr, len=length, is_write=bool(is_write),
-                          data=bytes(data[:length]).hex() if is_write else None)
-        elif reason == KVM_EXIT_FAIL_ENTRY:
-            fields["hardware_entry_failure_reason"] = run.fail_entry()[0]
-        elif reason == KVM_EXIT_INTERNAL_ERROR:
-            sub, data = run.internal()
-            fields.update(suberror=sub, data=[f"{d:#x}" for d in data])
-        ev.emit("kvm_userspace_exit", cpu.thread, **fields)
+            ev.emit("kvm_userspace_exit", cpu.thread, reason=name, reason_number=reason,
+                    errno=0, phys_addr=addr, len=length, is_write=bool(is_write),
+                    data=bytes(data[:length]).hex() if is_write else None)
+        else:
+            _trace_other_return(ev, cpu, r, reason, name)
     if r >= 0 and ev.wants("kvm_run_exit"):
         ev.emit("kvm_run_exit", cpu.thread, cpu_index=cpu.index, reason=reason, name=name)
+
+
+def _trace_other_return(ev, cpu: CPUState, r: int, reason: int, name: str) -> None:
+    """kvm_userspace_exit for a failed KVM_RUN and the rarer exits."""
+    run = cpu.vcpu.kvm_run
+    fields: dict[str, Any] = {"reason": name, "reason_number": reason,
+                              "errno": r if r < 0 else 0}
+    if r < 0:
+        pass  # KVM_RUN failed (-EINTR): kvm_run holds no exit
+    elif reason == KVM_EXIT_FAIL_ENTRY:
+        fields["hardware_entry_failure_reason"] = run.fail_entry()[0]
+    elif reason == KVM_EXIT_INTERNAL_ERROR:
+        sub, data = run.internal()
+        fields.update(suberror=sub, data=[f"{d:#x}" for d in data])
+    ev.emit("kvm_userspace_exit", cpu.thread, **fields)
 
 
 def kvm_handle_io(m: Machine, cpu: CPUState) -> None:
