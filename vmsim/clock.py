@@ -230,19 +230,21 @@ class Scheduler:
     def horizon(self, me: SimThread | None = None) -> int | None:
         """How far (virtual time) `me` may run before something else is due: the next
         timer, a timed wait ending, or another runnable thread's time plus QUANTUM."""
-        limits = []
         nt = self._next_timer()
-        if nt is not None:
-            limits.append(nt[0])
-        for t in self.threads:
+        best = None if nt is None else nt[0]
+        for t in self.threads:  # (the smallest of those limits, without a list: every batch)
             if t is me or t.done:
                 continue
             b = t.blocked
             if b is None:
-                limits.append(t.time + QUANTUM)
+                x = t.time + QUANTUM
             elif b.until is not None:
-                limits.append(max(t.time, b.until))
-        return min(limits) if limits else None
+                x = t.time if t.time > b.until else b.until
+            else:
+                continue
+            if best is None or x < best:
+                best = x
+        return best
 
     def _fire_timers(self, upto: int | None) -> bool:
         """Run every timer due at or before `upto` (all due ones if None: nothing else

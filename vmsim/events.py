@@ -198,8 +198,9 @@ class Event(NamedTuple):
         return CATALOGUE[self.kind].fmt.format(**self.fields)
 
     def to_dict(self) -> dict[str, Any]:
+        # (**fields.copy(): unpacking the proxy's plain-dict copy is faster than the proxy)
         return {"seq": self.seq, "time": self.time, "layer": self.layer,
-                "source": self.source, "kind": self.kind, **self.fields}
+                "source": self.source, "kind": self.kind, **self.fields.copy()}
 
 
 # json.dumps(obj, separators=(",", ":")) without building a JSONEncoder per call: the same

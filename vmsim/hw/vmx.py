@@ -638,21 +638,21 @@ class Vmx:
 
     def load_guest_state(self, vmcs: Vmcs) -> None:
         cpu = self.cpu
-        g = vmcs.fields.get  # (VMREAD of these full-width fields: unknown ones read 0)
+        g = vmcs.fields.get
+        # The fields read below, by one VMREAD each (all full-width: unknown ones read 0).
+        (cr0, cr4, cr3, cr0_mask, cr0_shadow, cr4_mask, cr4_shadow, gdtr_base, gdtr_limit,
+         idtr_base, idtr_limit, rsp, rip, rflags, interruptibility, activity, entry_ctl,
+         sysenter_cs, sysenter_esp, sysenter_eip, exec_ctl) = map(g, _LOAD_FIELDS, _ZEROS)
         mmu = cpu.mmu
         # CR0/CR4 first (they may switch the paging mode), then CR3. A write that changes
         # nothing is skipped: a real CPU's translations are tagged and need no flush here.
-        v = g(_GUEST_CR0, 0)
-        if mmu.cr0 != v:
-            cpu.set_control(0, v, check=False)
-        v = g(_GUEST_CR4, 0)
-        if mmu.cr4 != v:
-            cpu.set_control(4, v, check=False)
-        v = g(_GUEST_CR3, 0)
-        if mmu.cr3 != v:
-            cpu.set_control(3, v, check=False)
-        cpu.cr_shadow = {0: (g(_CR0_GUEST_HOST_MASK, 0), g(_CR0_READ_SHADOW, 0)),
-                         4: (g(_CR4_GUEST_HOST_MASK, 0), g(_CR4_READ_SHADOW, 0))}
+        if mmu.cr0 != cr0:
+            cpu.set_control(0, cr0, check=False)
+        if mmu.cr4 != cr4:
+            cpu.set_control(4, cr4, check=False)
+        if mmu.cr3 != cr3:
+            cpu.set_control(3, cr3, check=False)
+        cpu.cr_shadow = {0: (cr0_mask, cr0_shadow), 4: (cr4_mask, cr4_shadow)}
         # The segment registers, built again only when their fields changed since the last
         # entry; assigning the list (which rechecks the segment classes) only when the
         # CPU's differ from them (equal Segments are the same register: they are frozen).
@@ -665,29 +665,28 @@ class Vmx:
             cpu.seg = list(seg)
         elif cpu.seg != last[1]:
             cpu.seg = list(last[1])
-        cpu.gdtr = (g(_GUEST_GDTR_BASE, 0), g(_GUEST_GDTR_LIMIT, 0))
-        cpu.idtr = (g(_GUEST_IDTR_BASE, 0), g(_GUEST_IDTR_LIMIT, 0))
-        cpu.r[4] = g(_GUEST_RSP, 0) & 0xFFFFFFFF
-        cpu.eip = g(_GUEST_RIP, 0) & 0xFFFFFFFF
-        cpu.eflags = g(_GUEST_RFLAGS, 0)
+        cpu.gdtr = (gdtr_base, gdtr_limit)
+        cpu.idtr = (idtr_base, idtr_limit)
+        cpu.r[4] = rsp & 0xFFFFFFFF
+        cpu.eip = rip & 0xFFFFFFFF
+        cpu.eflags = rflags
         # Blocking by STI / MOV SS covers the first guest instruction (SDM "Interruptibility
         # State" under "Special Features of VM Entry"); an injected event then ends it.
-        cpu.set_interrupt_shadow(g(_GUEST_INTERRUPTIBILITY_INFO, 0)
+        cpu.set_interrupt_shadow(interruptibility
                                  & (GUEST_INTR_STATE_STI | GUEST_INTR_STATE_MOV_SS))
-        cpu.halted = g(_GUEST_ACTIVITY_STATE, 0) == GUEST_ACTIVITY_HLT
+        cpu.halted = activity == GUEST_ACTIVITY_HLT
         cpu.shut_down = False
         msr = cpu.msr
-        if g(_VM_ENTRY_CONTROLS, 0) & VM_ENTRY_LOAD_IA32_PAT:
+        if entry_ctl & VM_ENTRY_LOAD_IA32_PAT:
             msr[MSR_IA32_CR_PAT] = g(_GUEST_IA32_PAT, 0)
         # "load IA32_EFER" loads nothing here: vmsim's 32-bit CPU has no EFER (no long mode,
         # no NX); the entry checks above still apply to GUEST_IA32_EFER.
-        msr[MSR_IA32_SYSENTER_CS] = g(_GUEST_SYSENTER_CS, 0)
-        msr[MSR_IA32_SYSENTER_ESP] = g(_GUEST_SYSENTER_ESP, 0)
-        msr[MSR_IA32_SYSENTER_EIP] = g(_GUEST_SYSENTER_EIP, 0)
+        msr[MSR_IA32_SYSENTER_CS] = sysenter_cs
+        msr[MSR_IA32_SYSENTER_ESP] = sysenter_esp
+        msr[MSR_IA32_SYSENTER_EIP] = sysenter_eip
         # The CPU's TSC is icount + tsc_offset; vmsim's physical TSC is icount, so in
         # non-root operation tsc_offset is the VMCS TSC offset, or 0 without offsetting.
-        offsetting = g(_CPU_BASED_VM_EXEC_CONTROL, 0) & CPU_BASED_USE_TSC_OFFSETTING
-        cpu.tsc_offset = g(_TSC_OFFSET, 0) if offsetting else 0
+        cpu.tsc_offset = g(_TSC_OFFSET, 0) if exec_ctl & CPU_BASED_USE_TSC_OFFSETTING else 0
         cpu.set_second_stage(self.ept_in_use(vmcs))
 
     def ept_in_use(self, vmcs: Vmcs) -> Ept | None:
@@ -1084,6 +1083,15 @@ def _segment(sel: int, base: int, limit: int, ar: int) -> Segment:
         return Segment(sel, 0, 0, 0, 0)
     return Segment(sel, base, limit, ar & 0xFF, (ar >> 12) & 0xF)
 
+
+# What load_guest_state reads, in its order of names.
+_LOAD_FIELDS = (_GUEST_CR0, _GUEST_CR4, _GUEST_CR3, _CR0_GUEST_HOST_MASK, _CR0_READ_SHADOW,
+                _CR4_GUEST_HOST_MASK, _CR4_READ_SHADOW, _GUEST_GDTR_BASE, _GUEST_GDTR_LIMIT,
+                _GUEST_IDTR_BASE, _GUEST_IDTR_LIMIT, _GUEST_RSP, _GUEST_RIP, _GUEST_RFLAGS,
+                _GUEST_INTERRUPTIBILITY_INFO, _GUEST_ACTIVITY_STATE, _VM_ENTRY_CONTROLS,
+                _GUEST_SYSENTER_CS, _GUEST_SYSENTER_ESP, _GUEST_SYSENTER_EIP,
+                _CPU_BASED_VM_EXEC_CONTROL)
+_ZEROS = (0,) * len(_LOAD_FIELDS)
 
 # What loading the host state reads: the host-state area and the VM-exit controls.
 _HOST_LOAD_FIELDS = (*(f.value for f in F if f.name.startswith("HOST_")),
