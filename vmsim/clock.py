@@ -289,7 +289,7 @@ class Scheduler:
             # time its batch began at, as in one unbroken batch.
             return self._resume(t, continuing=True)
         while True:
-            t = self._peek()
+            t, when = self._peek_when()
             if self.host_busy is not None and self.host_busy() and self._waits_for_host(t):
                 continue
             if t is None:
@@ -298,8 +298,8 @@ class Scheduler:
                     # (the caller may decide that nothing will ever wake again).
                     return TIMERS if self._peek() is None else self.step()
                 return None
-            when = self._wake_time(t)
-            if self._fire_timers(when):
+            nt = self._next_timer()  # (_fire_timers(when) does nothing unless one is due)
+            if nt is not None and nt[0] <= when and self._fire_timers(when):
                 continue  # a timer may have woken someone earlier
             break
         # pick(): nothing has run since _peek chose `t` (a wait's ready() only looks), so
@@ -359,7 +359,11 @@ class Scheduler:
         return self.host_wait(timeout)
 
     def _peek(self) -> SimThread | None:
-        """The thread to resume next: the smallest wake time (_wake_time), ties by order."""
+        return self._peek_when()[0]
+
+    def _peek_when(self) -> tuple[SimThread | None, int]:
+        """The thread to resume next, the smallest wake time (_wake_time; ties by order),
+        and that time."""
         best, best_when = None, 0
         last = self.last_time
         for t in self.threads:  # (_wake_time, inline: this runs at every step)
@@ -376,7 +380,7 @@ class Scheduler:
                 continue
             if best is None or when < best_when or (when == best_when and t.order < best.order):
                 best, best_when = t, when
-        return best
+        return best, best_when
 
     def all_blocked_or_done(self) -> bool:
         return not self.runnable()

@@ -602,7 +602,7 @@ class SimVcpu:
     def run_steps(self, resume: str | None = None) -> Generator[int, None, int]:
         """KVM_RUN as a generator that yields virtual cycles as the guest runs; `resume`
         re-enters one rebuilt from a snapshot (x86.kvm_arch_vcpu_ioctl_run)."""
-        from vmsim.kvm import x86
+        import vmsim.kvm.x86 as x86  # (no package fromlist walk: this runs at every KVM_RUN)
 
         return (yield from x86.kvm_arch_vcpu_ioctl_run(self, resume))
 

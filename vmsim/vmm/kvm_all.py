@@ -182,7 +182,8 @@ def kvm_cpu_exec(s: KvmState, cpu: CPUState, resume: str | None = None
                 if cpu.env is not None:
                     put_registers(s, cpu, KVM_PUT_RUNTIME_STATE)
                 cpu.vcpu_dirty = False
-            yield from kvm_arch_pre_run(s, cpu)
+            if not s.irqchip_in_kernel:  # (kvm_arch_pre_run returns at once otherwise)
+                yield from kvm_arch_pre_run(s, cpu)
             if cpu.exit_request:
                 run.immediate_exit = 1  # kvm_cpu_kick_self
             if ev is not None:

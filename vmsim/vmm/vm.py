@@ -515,8 +515,12 @@ class VirtualMachine:
         m = self.machine
         if self.stopped and not m.stop_requested:
             raise ValueError(f"the VM is stopped ({self.runstate}): cont first")
+        step = self._step
         while not m.stop_requested and not self.budget_ended():
-            if not self.step():
+            more = step()  # (self.step(), inline: one call less per scheduler step)
+            if self.after_step is not None:
+                self.after_step()
+            if not more:
                 break
         if m.stop_requested:
             # Let the threads see the request and end, as QEMU's do on shutdown: the
