@@ -187,6 +187,9 @@ class HostCpuState:
         ])
 
 
+_EXIT_REASON_NAMES = {m.value: m.name for m in ExitReason}
+
+
 @dataclass
 class ExitInfo:
     """What a VM exit recorded (also in the VMCS): for events and the GUI."""
@@ -208,10 +211,8 @@ class ExitInfo:
 
     @property
     def name(self) -> str:
-        try:
-            return ExitReason(self.basic_reason).name
-        except ValueError:
-            return f"EXIT_REASON_{self.basic_reason}"
+        name = _EXIT_REASON_NAMES.get(self.basic_reason)  # ExitReason(basic).name
+        return name if name is not None else f"EXIT_REASON_{self.basic_reason}"
 
 
 def ar_from_segment(seg: Segment) -> int:

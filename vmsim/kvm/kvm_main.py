@@ -451,6 +451,7 @@ class SimVcpu:
         vmx._host_loaded = from_plain(x["host_loaded"])
         vmx._host_checked = from_plain(x["host_checked"])
         vmx._host_cpu = None  # built from _host_loaded when looked at
+        vmx._host_values = None  # (what _host_loaded was built from: built anew next exit)
         if x["ept"] is not None:
             ept = vmx.ept_in_use(self.vmcs)
             ept.refs, ept.software = x["ept"]["refs"], x["ept"]["software"]

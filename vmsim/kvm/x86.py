@@ -439,8 +439,8 @@ def vcpu_enter_guest(v: SimVcpu, resume: str | None = None) -> Generator[int, No
     finally:
         v.mode = "outside"
     v.stat["exits"] += 1
-    name = exit_info.name
     if ev is not None and ev.wants("kvm_exit"):
+        name = exit_info.name
         # vmx_get_exit_info: info1 the exit qualification, info2 the IDT-vectoring
         # information, the error code only for an exception that delivers one.
         intr_info = exit_info.intr_info
