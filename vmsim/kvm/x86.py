@@ -28,6 +28,7 @@ from vmsim.hw.vmcs import (
     ExitReason,
 )
 from vmsim.hw.vmcs import F_INT as F  # (plain ints: see vmsim.hw.vmcs.F_INT)
+from vmsim.kvm import irq
 from vmsim.kvm.api import (
     KVM_EXIT_FAIL_ENTRY,
     KVM_EXIT_HLT,
@@ -45,8 +46,6 @@ from vmsim.kvm.api import (
 from vmsim.kvm.irq import (
     APIC_BASE,
     APIC_SIZE,
-    HOST_TICK,
-    LOCAL_TIMER_VECTOR,
     kvm_cpu_get_interrupt,
     kvm_cpu_has_interrupt,
 )
@@ -493,8 +492,9 @@ def _host_tick(v: SimVcpu, now: int, in_guest: bool = True) -> None:
     """The host's timer interrupt on the vCPU's physical CPU (HOST_HZ): while the guest
     runs, it is a VM exit (reason 1, LOCAL_TIMER_VECTOR)."""
     if in_guest and v.next_host_tick and v.host_irq is None:
-        v.host_irq = LOCAL_TIMER_VECTOR
-    v.next_host_tick = (now // HOST_TICK + 1) * HOST_TICK
+        v.host_irq = irq.LOCAL_TIMER_VECTOR
+    tick = irq.HOST_TICK  # (read here, not bound at import: a test may change the host's HZ)
+    v.next_host_tick = (now // tick + 1) * tick
 
 
 def kvm_watch_progress(v: SimVcpu, exits: int, deliveries: int, progress: bool = False) -> bool:
