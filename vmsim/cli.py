@@ -129,17 +129,13 @@ class _SerialOut:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    # Only what every run needs is imported here; the trace writers, statistics,
+    # snapshots and the host's KVM when an option asks for them (start-up time).
     from vmsim.asm import AsmError
     from vmsim.events import EventStream
     from vmsim.files import InputError, OutputError, refuse_overwrite
-    from vmsim.hostkvm import HostKvmError
     from vmsim.hw.exceptions import Unsupported
-    from vmsim.perfetto import PerfettoWriter
     from vmsim.session import Session
-    from vmsim.snapshot_format import SnapshotError
-    from vmsim.stats import ExitStats
-    from vmsim.trace import InstructionColumn, TraceWriter
-    from vmsim.tracecmd import TextTraceWriter
     from vmsim.vmm.block import BlockBackend, parse_disk_option
     from vmsim.vmm.machine import LOAD_ADDRESS, GuestLoadError, MachineConfig, load_guest_file
 
@@ -200,7 +196,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     events = EventStream()
     files: list = []
     trace = stats_file = None
-    stats = ExitStats() if (args.stats or args.stats_json) else None
+    stats = None
+    if args.stats or args.stats_json:
+        from vmsim.stats import ExitStats
+
+        stats = ExitStats()
     serial_out = _SerialOut()
 
     def open_outputs() -> None:
@@ -216,10 +216,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
             trace_file = open(args.trace, "w", encoding="utf-8")
             files.append(trace_file)
             if args.trace_format == "text":
+                from vmsim.tracecmd import TextTraceWriter
+
                 trace = TextTraceWriter(events, trace_file, path=args.trace)
             elif args.trace_format == "perfetto":
+                from vmsim.perfetto import PerfettoWriter
+
                 trace = PerfettoWriter(events, trace_file, path=args.trace)
             else:
+                from vmsim.trace import TraceWriter
+
                 trace = TraceWriter(events, trace_file, args.trace_level, path=args.trace)
 
     try:
@@ -250,11 +256,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
                                  "host's KVM only event:KIND breakpoints (event:"
                                  "kvm_userspace_exit, ...), which QEMU's side emits")
             _set_breakpoints(session, args.breaks)
-    except SnapshotError as e:
+    except _loaded_error("vmsim.snapshot_format", "SnapshotError") as e:
         print(f"vmsim: {e}", file=sys.stderr)
         _close_gdb(gdb)
         return _close(trace, files, EXIT_BAD_INPUT)
-    except (HostKvmError, ValueError) as e:
+    except (_loaded_error("vmsim.hostkvm", "HostKvmError"), ValueError) as e:
         print(f"vmsim: {e}", file=sys.stderr)
         _close_gdb(gdb)
         return _close(trace, files, EXIT_BAD_INPUT)
@@ -267,6 +273,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _close_gdb(gdb)
         return _close(trace, files, EXIT_BAD_INPUT)
     if trace is not None:
+        from vmsim.trace import InstructionColumn
+
         for cpu in session.cpus:
             col = InstructionColumn(cpu.name)
             trace.add_column(col)
@@ -333,6 +341,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return _close(None, files, status)
     status = _status(session, outcome, limit)
     return _close(None, files, status)
+
+
+class _NeverRaised(Exception):
+    """Stands in an `except` clause for an error whose module was never imported."""
+
+
+def _loaded_error(module: str, name: str) -> type[BaseException]:
+    """The exception class `name` of `module` if that module has been imported, else one
+    nothing raises: an error cannot come from a module that never ran, and catching it
+    this way spares importing the module (the host's KVM, snapshots) at start-up."""
+    mod = sys.modules.get(module)
+    return getattr(mod, name, _NeverRaised) if mod is not None else _NeverRaised
 
 
 def _check_load_options(args: argparse.Namespace) -> str:
@@ -608,7 +628,14 @@ def exit_status_epilog(rows, note: str = "") -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
+# The subcommands vmsim.cli itself registers (the GUI's come from entry points).
+CORE_COMMANDS = ("run", "stats", "asm", "lesson")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `vmsim` parser. With `command` one of CORE_COMMANDS, only what parsing that
+    command needs is registered: the other subcommands (the lessons' loader, the entry
+    points of plugins) cost start-up time and cannot change how it parses."""
     parser = _Parser(
         prog="vmsim",
         description="Educational simulator of hardware-assisted virtualization (KVM + QEMU on VMX). "
@@ -685,13 +712,16 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("tracefile", metavar="TRACEFILE", help="a trace (--trace-format jsonl)")
     stats.set_defaults(func=_cmd_stats)
 
-    from vmsim.asm.cli import register
+    if command in (None, "asm") or command not in CORE_COMMANDS:
+        from vmsim.asm.cli import register
 
-    register(sub)
-    from vmsim.lessons.cli import register as register_lesson
+        register(sub)
+    if command in (None, "lesson") or command not in CORE_COMMANDS:
+        from vmsim.lessons.cli import register as register_lesson
 
-    register_lesson(sub)
-    _register_plugins(sub)
+        register_lesson(sub)
+    if command not in CORE_COMMANDS:
+        _register_plugins(sub)
     return parser
 
 
@@ -785,10 +815,10 @@ def _positive(text: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv:  # `vmsim` alone: the GUI on its first guest (ui.app.default_guest)
         argv = ["gui"]
+    parser = build_parser(argv[0])
     try:
         args = parser.parse_args(argv)
         return args.func(args)
