@@ -281,6 +281,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             if col.on_full is not None:
                 cpu.recorder = col
 
+    _end_of_startup()
     status: int | None = None
     # With --save, Ctrl-C stops the run between two steps, where the VM can be saved.
     with _signals_end_the_run(trace, graceful=bool(args.save)) as gate:
@@ -814,10 +815,39 @@ def _positive(text: str) -> int:
     return v
 
 
+_startup_gc = {"paused": False}
+
+
+def _pause_gc_for_startup() -> None:
+    """`vmsim run` as the process's own program: no cycle collection while it starts. The
+    imports, the assembler and the VM's creation make hundreds of thousands of objects
+    that live as long as the process (or die by reference counting): the collector would
+    scan them again and again for nothing (~10% of the start-up)."""
+    import gc
+
+    if gc.isenabled():
+        gc.disable()
+        _startup_gc["paused"] = True
+
+
+def _end_of_startup() -> None:
+    """Before the guest's first instruction: what start-up made is moved out of the
+    collector's sight for good (gc.freeze: never scanned again), and it runs again."""
+    if _startup_gc["paused"]:
+        import gc
+
+        _startup_gc["paused"] = False
+        gc.freeze()
+        gc.enable()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    own = argv is None  # the command line of this process (not a caller's list)
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv:  # `vmsim` alone: the GUI on its first guest (ui.app.default_guest)
         argv = ["gui"]
+    if own and argv[0] == "run":
+        _pause_gc_for_startup()
     parser = build_parser(argv[0])
     try:
         args = parser.parse_args(argv)
@@ -828,6 +858,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `vmsim asm --listing x.asm | head`: the reader is done
         _drop_stdout()
         return 0
+    finally:
+        if _startup_gc["paused"]:  # a run that ended before its guest started
+            import gc
+
+            _startup_gc["paused"] = False
+            gc.enable()
 
 
 if __name__ == "__main__":

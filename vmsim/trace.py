@@ -32,6 +32,24 @@ FOLD_MIN = 8  # instructions a repeat group must save to be worth its brackets
 LINE_INSNS = 65_536  # instructions per insn_run line at most (before loops are folded)
 
 
+def _compact_dumps() -> Callable[[Any], str]:
+    """json.dumps(obj, separators=(",", ":")), the same text, with the encoder made once:
+    json.dumps builds a JSONEncoder and then a C encoder for every call (microseconds per
+    event). Records are plain trees, never circular: no check for cycles is needed."""
+    from json import encoder
+
+    make = encoder.c_make_encoder
+    if make is None:  # no C accelerator: what json.dumps does
+        return json.JSONEncoder(separators=(",", ":")).encode
+    enc = make(None, json.JSONEncoder().default, encoder.encode_basestring_ascii, None,
+               ":", ",", False, False, True)
+    join = "".join
+    return lambda obj: join(enc(obj, 0))
+
+
+_dumps = _compact_dumps()
+
+
 class InstructionColumn:
     """One CPU's executed instructions as a compact column: 4 bytes (the EIP) each.
 
@@ -133,9 +151,8 @@ def encode_run(source: str, n: int, eips: array) -> str:
     for at in range(0, len(eips), LINE_INSNS):
         piece = eips[at:at + LINE_INSNS]
         d = list(map(sub, piece[1:], piece[:-1]))
-        lines.append(json.dumps({"kind": "insn_run", "source": source, "n": n + at,
-                                 "count": len(piece), "eip": piece[0], "d": fold_loops(d)},
-                                separators=(",", ":")))
+        lines.append(_dumps({"kind": "insn_run", "source": source, "n": n + at,
+                             "count": len(piece), "eip": piece[0], "d": fold_loops(d)}))
         lines.append("\n")
     return "".join(lines)
 
@@ -181,7 +198,7 @@ class TraceWriter(GuardedOutput):
         def both() -> None:
             if self.columns:
                 self._drain()
-            self.out.write(json.dumps(ev.to_dict(), separators=(",", ":")) + "\n")
+            self.out.write(_dumps(ev.to_dict()) + "\n")
             self.lines += 1
 
         self._guarded(both)
