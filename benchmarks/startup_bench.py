@@ -41,8 +41,9 @@ ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 STARTUP = r"""
 import sys, time
 t0 = time.perf_counter()
-from vmsim.cli import build_parser
-args = build_parser().parse_args(["run", sys.argv[1]])
+from vmsim.cli import _pause_gc_for_startup, build_parser
+_pause_gc_for_startup()  # as vmsim.cli.main does for `vmsim run`
+args = build_parser("run").parse_args(["run", sys.argv[1]])
 t1 = time.perf_counter()
 from vmsim.events import EventStream
 from vmsim.session import Session
