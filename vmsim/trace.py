@@ -192,7 +192,8 @@ def encode_run(source: str, n: int, eips: array) -> str:
     lines = []
     for at in range(0, len(eips), LINE_INSNS):
         piece = eips[at:at + LINE_INSNS]
-        d = list(map(sub, piece[1:], piece[:-1]))
+        t = piece.tolist()  # each EIP made an int once (two array slices make it twice)
+        d = list(map(sub, t[1:], t))
         # As _dumps({"kind": "insn_run", "source": ..., "d": fold_loops(d)}) writes it.
         lines.append(f'{{"kind":"insn_run","source":{_dumps(source)},"n":{n + at},'
                      f'"count":{len(piece)},"eip":{piece[0]},"d":{_deltas_json(d)}}}')
