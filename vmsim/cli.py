@@ -851,19 +851,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(argv[0])
     try:
         args = parser.parse_args(argv)
-        return args.func(args)
+        status = args.func(args)
     except KeyboardInterrupt:
         print("vmsim: interrupted", file=sys.stderr)
-        return EXIT_SIGNAL + signal.SIGINT
+        status = EXIT_SIGNAL + signal.SIGINT
     except BrokenPipeError:  # e.g. `vmsim asm --listing x.asm | head`: the reader is done
         _drop_stdout()
-        return 0
+        status = 0
     finally:
         if _startup_gc["paused"]:  # a run that ended before its guest started
             import gc
 
             _startup_gc["paused"] = False
             gc.enable()
+    if own and argv[0] == "run":
+        _exit_without_teardown(status)
+    return status
+
+
+def _exit_without_teardown(status: int) -> None:
+    """`vmsim run` as the process's own program, finished (its outputs closed): end the
+    process with `status` now. The interpreter's teardown would free every object one by
+    one (the VM, its decoded instructions, every module: tens of ms) for the kernel to
+    take the memory back anyway. Only when nothing else could need the teardown: the
+    standard streams flush, no other thread runs (the host KVM's vCPU threads)."""
+    threading = sys.modules.get("threading")
+    if threading is not None and threading.active_count() > 1:
+        return
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:  # None: the shell closed it (`>&-`)
+                stream.flush()
+    except (OSError, ValueError, AttributeError):  # the normal exit reports it, as before
+        return
+    os._exit(status)
 
 
 if __name__ == "__main__":
