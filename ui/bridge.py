@@ -89,6 +89,13 @@ STEP_LIMIT = 60
 STATS_CHECKPOINT = 2048  # exit events between copies of the statistics (a step back's replay)
 
 
+def describe_run_loop() -> str:
+    """The run loop's rules in a line (benchmarks print it beside their figures)."""
+    return (f"Session.run_for({BATCH_S}) per timer tick; a repaint every {FRAME_MS} ms at most, once "
+            f"the time outside the simulation since the last is at most {PAINT_SHARE:.0%} (at least "
+            f"every {FRAME_GAP_MAX} s)")
+
+
 class StatsHistory:
     """The exit statistics (`vmsim.stats.ExitStats`) as they stood after any event of the
     recorded run: the events ExitStats counts, in seq order, with a copy of the statistics
