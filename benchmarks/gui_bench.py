@@ -6,8 +6,9 @@ Offscreen, in one process, prints:
   (benchmarks/reference.py) measured in the same run;
 - for two guests, a compute loop (benchmarks/guests/crc32.asm) and an exits-heavy guest
   that prints on the serial console (sample_guests/hello.asm, its greeting printed
-  ROUNDS times: an I/O exit to QEMU per byte and per LSR poll, an MMIO exit per VGA
-  cell), guest instructions per second:
+  again and again: an I/O exit to QEMU per byte and per LSR poll, an MMIO exit per VGA
+  cell), each sized to run about --seconds headless on this machine, guest instructions
+  per second:
   - headless: the same guest through `vmsim.session.Session(path).run()`, no Qt;
   - in the window, as a user runs it (Run, then wait until it stops: ui/bridge.py's
     timer advances the session in time-boxed batches and repaints at a bounded rate),
@@ -26,7 +27,7 @@ Offscreen, in one process, prints:
   entries by own and by cumulative time.
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python benchmarks/gui_bench.py [--repeat N]
-        [--pauses N] [--frames] [--profile]
+        [--pauses N] [--seconds S] [--frames] [--profile]
 """
 
 from __future__ import annotations
@@ -49,7 +50,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 GUESTS = ROOT / "benchmarks" / "guests"
-ROUNDS = 40  # greetings the exits-heavy guest prints (hello.asm prints one)
 
 
 def hello_rounds(rounds: int) -> str:
@@ -69,13 +69,23 @@ def crc32_len(length: int) -> str:
     return out
 
 
-def guests(tmp: str, scale: float) -> dict[str, tuple[str, str]]:
-    """name -> (the guest measured, a longer one for the pause requests)."""
-    crc = int(0x8000 * scale) & ~0xFF or 0x100
-    rounds = max(1, int(ROUNDS * scale))
+def _headless_seconds(tmp: str, text: str) -> float:
+    path = os.path.join(tmp, "calibrate.asm")
+    Path(path).write_text(text)
+    return min(headless(path)[1] for _ in range(2))
+
+
+def guests(tmp: str, seconds: float) -> dict[str, tuple[str, str]]:
+    """name -> (the guest measured, a longer one for the pause requests), each sized to
+    run about `seconds` headless here (a faster CPU gets a longer guest, so that the
+    window's fixed costs, its first and last repaint, weigh alike)."""
+    per_kib = _headless_seconds(tmp, crc32_len(0x2000)) / 8
+    crc = min(0xF0000, max(0x1000, int(seconds / per_kib) * 1024))
+    per_round = _headless_seconds(tmp, hello_rounds(8)) / 8
+    rounds = max(4, int(seconds / per_round))
     out = {}
     for name, text, long in ((f"compute loop (crc32.asm, {crc // 1024} KiB)", crc32_len(crc),
-                              crc32_len(0x40000)),
+                              crc32_len(0xF0000)),
                              (f"exits-heavy, serial console (hello.asm x {rounds})",
                               hello_rounds(rounds), hello_rounds(100_000))):
         paths = []
@@ -296,7 +306,8 @@ def main() -> int:
                         help="runs of each speed figure, best kept (default 3)")
     parser.add_argument("--pauses", type=int, default=20,
                         help="pause requests per guest and mode (default 20)")
-    parser.add_argument("--scale", type=float, default=1.0, help="guest length factor (default 1)")
+    parser.add_argument("--seconds", type=float, default=2.0,
+                        help="each guest sized to run about this long headless (default 2)")
     parser.add_argument("--frames", action="store_true", help="also the GUI thread's work per frame")
     parser.add_argument("--profile", action="store_true",
                         help="also profile a window run of each guest (animation off)")
@@ -312,7 +323,7 @@ def main() -> int:
     print(machine())
     print("GUI run loop: " + bridge.describe_run_loop())
     with tempfile.TemporaryDirectory() as tmp:
-        paths = guests(tmp, args.scale)
+        paths = guests(tmp, args.seconds)
         if args.frames:
             frame_costs(str(ROOT / "sample_guests" / "hello.asm"), "hello.asm after 40 event steps", 0,
                         args.repeat)

@@ -39,6 +39,9 @@ from ui.layout import Box, Layout, load_layout
 
 _VCPU = re.compile(r"vcpu(\d+)$")
 VIRTIO_SOURCE = "virtio-mmio"  # the transports' event source prefix ("virtio-mmio.7")
+# Events that tell where interrupts come from (observe).
+IRQ_FROM_KINDS = frozenset({"kvm_set_irq", "kvm_pic_set_irq", "pic_interrupt", "qemu_set_irq",
+                            "kvm_apic_accept_irq", "kvm_apic_ipi"})
 EVENTFD_KINDS = frozenset({"ioeventfd_write", "irqfd_inject", "aio_poll"})
 
 
@@ -457,6 +460,23 @@ class DiagramView(QGraphicsView):
             self.irq_from = "pic"
         elif kind in ("kvm_apic_accept_irq", "kvm_apic_ipi"):
             self.irq_from = "lapic"
+
+    def follow_all(self, events: list) -> None:
+        """What observe() and follow() of each of `events` in order leave behind, without
+        each one's context (a running guest's events, thousands a repaint): only the events
+        that change it are followed."""
+        for e in reversed(events):
+            if e.kind in IRQ_FROM_KINDS:
+                self.observe(e.kind)
+                break
+        for e in events:
+            if e.kind == "ioeventfd_write" or e.source.startswith(VIRTIO_SOURCE):
+                self.follow(e.kind, e.source, e.fields)
+        for e in reversed(events):
+            m = _VCPU.match(e.source or "")
+            if m:
+                self.last_vcpu = int(m.group(1))
+                break
 
     def follow(self, kind: str, source: str, fields) -> dict:
         """Keep what the virtio rules need, event by event in order; returns the pseudo
