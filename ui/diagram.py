@@ -629,7 +629,10 @@ class DiagramView(QGraphicsView):
     def set_details(self, details: dict[str, str]) -> None:
         for bid, text in details.items():
             item = self.boxes.get(bid)
-            if item is not None:
+            # A box laid out with this text already keeps it (wrapping it again on every
+            # repaint of a running guest was a third of the refresh); a size or language
+            # change lays it out again itself (fit, retranslate).
+            if item is not None and text != item.detail.full:
                 item.set_detail(text)
 
     def item_at_box(self, box_id: str) -> QGraphicsItem:
