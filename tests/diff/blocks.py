@@ -26,11 +26,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tests.diff.harness import CODE, DATA, LOW, STACK, Start
 from vmsim.events import EventStream
 from vmsim.hw import Cpu, PhysicalMemory, StopReason
 from vmsim.hw.exceptions import CpuException
-
-from tests.diff.harness import CODE, DATA, LOW, STACK, Start
 
 RAM_SIZE = 4 << 20
 GDT, IDT, HANDLERS = 0x380000, 0x381000, 0x382000
@@ -224,7 +223,8 @@ class Twin:
         if self.fast.mem.ram != self.slow.mem.ram:
             diffs.append(first_ram_difference(self.fast.mem.ram, self.slow.mem.ram))
         if self.fast_events != self.slow_events:
-            i = next((i for i, (x, y) in enumerate(zip(self.fast_events, self.slow_events))
+            i = next((i for i, (x, y) in enumerate(zip(self.fast_events, self.slow_events,
+                                                          strict=False))
                       if x != y), min(len(self.fast_events), len(self.slow_events)))
             diffs.append(f"event {i}: fast {self.fast_events[i:i + 2]} "
                          f"slow {self.slow_events[i:i + 2]}")
