@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -329,6 +330,12 @@ class Cpu:
     # Decoded instructions kept at most (about 1.3 KB each: some 43 MB). Past it the
     # frames decoded least recently are dropped whole (`_evict_cold_frames`).
     ICACHE_LIMIT = 1 << 15
+    # Basic-block translation (vmsim.hw.blocks); VMSIM_BLOCKS=0 keeps the one-instruction
+    # path only (differential tests run both).
+    USE_BLOCKS = os.environ.get("VMSIM_BLOCKS", "1") != "0"
+    # A block is translated only when this many instructions of budget are left: a run of
+    # single steps (a breakpoint armed) never pays for compiling blocks it cannot use.
+    TRANSLATE_MIN_BUDGET = 64
 
     def __init__(self, mem: PhysicalMemory, io: IoBus | None = None,
                  events: EventStream | None = None, name: str = "cpu0"):
@@ -379,6 +386,16 @@ class Cpu:
         self.last_intercept: Intercept | None = None
         self.cpuid_table: dict[tuple[int, int], tuple[int, int, int, int]] = default_cpuid()
         self.icache: dict[int, Callable[[], int]] = {}
+        # The decoded instruction and its frames behind each icache entry (blocks are
+        # translated from these, never from memory: see vmsim.hw.blocks).
+        self.decoded: dict[int, tuple[iced_x86.Instruction, list[int]]] = {}
+        # Translated basic blocks by first EIP: (function, instructions, their EIPs).
+        self.use_blocks = self.USE_BLOCKS
+        self.blocks: dict[int, tuple] = {}
+        self._frame_blocks: dict[int, set[int]] = {}
+        self._page_blocks: dict[int, set[int]] = {}
+        self.block_pos = [0]  # where a block stopped on an exception
+        self.smc_flag = [0]  # set when a store hits decoded code
         # Instruction-level recording: an array('I') the loop appends each EIP to, or None.
         self.recorder = None
         self._code_frames: dict[int, set[int]] = {}
@@ -537,7 +554,7 @@ class Cpu:
 
         for eip, frames, data in decoded:
             ins = iced_x86.Decoder(32, bytes(data), ip=eip).decode()
-            self.note_code(eip, list(frames), compile_instruction(self, ins))
+            self.note_code(eip, list(frames), compile_instruction(self, ins), ins)
 
     # -- control registers ------------------------------------------------------------------
     def set_control(self, n: int, value: int, check: bool = True) -> None:
@@ -598,6 +615,11 @@ class Cpu:
         if self.mmu.paging:
             for eip in [e for e in self.icache if e >> 12 in lpns or (e + 15) >> 12 in lpns]:
                 del self.icache[eip]
+                self.decoded.pop(eip, None)
+            blocks, page_blocks = self.blocks, self._page_blocks
+            for lpn in lpns:
+                for head in page_blocks.pop(lpn, ()):
+                    blocks.pop(head, None)
 
     def set_second_stage(self, ept) -> None:
         """EPT on (VM entry with EPT enabled) or off. Guest RAM is host RAM 1:1, so the
@@ -632,16 +654,28 @@ class Cpu:
     # -- decoded-instruction cache ----------------------------------------------------------
     def _drop_decoded(self) -> None:
         self.icache.clear()
+        self.decoded.clear()
+        self.blocks.clear()
+        self._frame_blocks.clear()
+        self._page_blocks.clear()
         kind = self.mem.kind
         for frame in self._code_frames:
             if kind[frame] == CODE:
                 kind[frame] = RAM
         self._code_frames.clear()
 
+    def _drop_frame_blocks(self, frame: int) -> None:
+        blocks = self.blocks
+        for head in self._frame_blocks.pop(frame, ()):
+            blocks.pop(head, None)
+
     def _code_written(self, frame: int) -> None:
         eips = self._code_frames.pop(frame, ())
         for eip in eips:
             self.icache.pop(eip, None)
+            self.decoded.pop(eip, None)
+        self._drop_frame_blocks(frame)
+        self.smc_flag[0] = 1  # a running block stops after this store
         if self.mem.kind[frame] == CODE:
             self.mem.kind[frame] = RAM
         if self.events is not None and self.events.wants("smc"):
@@ -683,7 +717,8 @@ class Cpu:
             return bytes(mem.ram[pa:pa + n])
         return bytes(mem.read(pa + i, 1) for i in range(n))
 
-    def note_code(self, eip: int, frames: list[int], handler: Callable[[], int]) -> None:
+    def note_code(self, eip: int, frames: list[int], handler: Callable[[], int],
+                  ins: iced_x86.Instruction | None = None) -> None:
         kind = self.mem.kind
         for f in frames:
             if kind[f] == OTHER:
@@ -691,6 +726,8 @@ class Cpu:
         if len(self.icache) >= self.ICACHE_LIMIT:
             self._evict_cold_frames()
         self.icache[eip] = handler
+        if ins is not None:
+            self.decoded[eip] = (ins, frames)
         code_frames = self._code_frames
         for f in frames:
             kind[f] = CODE
@@ -712,10 +749,37 @@ class Cpu:
                 break
             for e in code_frames.pop(f):
                 icache.pop(e, None)
+                self.decoded.pop(e, None)
+            self._drop_frame_blocks(f)
             if kind[f] == CODE:
                 kind[f] = RAM  # writes to it need no SMC check any more
         if len(icache) > target:  # entries no frame owns (cannot happen; stay bounded)
             self._drop_decoded()
+
+    def note_block(self, eip: int, entry: tuple, frames, lpns) -> None:
+        """Install a translated block (or NO_BLOCK) where invalidation will find it."""
+        self.blocks[eip] = entry
+        fb, pb = self._frame_blocks, self._page_blocks
+        for f in frames:
+            fb.setdefault(f, set()).add(eip)
+        for p in lpns:
+            pb.setdefault(p, set()).add(eip)
+
+    def translate_block(self, eip: int):
+        """The translated block starting at `eip` (translating it now from the decode
+        cache), or None when no block can start there. See vmsim.hw.blocks."""
+        from vmsim.hw.blocks import Block, translate
+
+        t = self.blocks.get(eip)
+        if t is None:
+            if eip not in self.icache:
+                from vmsim.hw.decode import decode_at
+                decode_at(self, eip)
+            t = translate(self, eip)
+        fn, k, eips = t
+        if fn is None:
+            return None
+        return Block(eip, k, tuple(eips), fn.source)
 
     @property
     def ctx(self):
@@ -737,8 +801,13 @@ class Cpu:
             return StopReason.SHUTDOWN
         if self.halted:
             return StopReason.HLT
+        from vmsim.hw.blocks import SmcExit, translate
+
         icache = self.icache
         get = icache.get
+        bget = self.blocks.get
+        pos, smc = self.block_pos, self.smc_flag
+        min_left = self.TRANSLATE_MIN_BUDGET
         budget = max_insns
         record = self.recorder.append if self.recorder is not None else None
         while budget > 0:
@@ -757,19 +826,92 @@ class Cpu:
             eip = self.eip
             n = 0
             try:
-                if record is None:
+                if not self.use_blocks:
+                    if record is None:
+                        while n < budget:
+                            f = get(eip)
+                            if f is None:
+                                f = decode_at(self, eip)
+                            eip = f()
+                            n += 1
+                    else:
+                        # The same loop, recording each instruction's EIP in a compact column.
+                        while n < budget:
+                            f = get(eip)
+                            if f is None:
+                                f = decode_at(self, eip)
+                            record(eip)
+                            eip = f()
+                            n += 1
+                elif record is None:
                     while n < budget:
-                        f = get(eip)
-                        if f is None:
-                            f = decode_at(self, eip)
+                        t = bget(eip)
+                        if t is not None:
+                            fn, k, eips = t
+                            if k <= budget - n:
+                                try:
+                                    eip = fn()
+                                except SmcExit:
+                                    smc[0] = 0
+                                    i = pos[0]
+                                    eip = eips[i]
+                                    n += i
+                                    continue
+                                except BaseException:
+                                    i = pos[0]
+                                    eip = eips[i]
+                                    n += i
+                                    raise
+                                n += k
+                                continue
+                            f = get(eip)
+                            if f is None:
+                                f = decode_at(self, eip)
+                        else:
+                            f = get(eip)
+                            if f is None:
+                                f = decode_at(self, eip)
+                            elif budget - n >= min_left:
+                                translate(self, eip)
+                                continue
                         eip = f()
                         n += 1
                 else:
-                    # The same loop, recording each instruction's EIP in a compact column.
+                    rec = self.recorder
                     while n < budget:
-                        f = get(eip)
-                        if f is None:
-                            f = decode_at(self, eip)
+                        t = bget(eip)
+                        if t is not None:
+                            fn, k, eips = t
+                            if k <= budget - n:
+                                rec.extend(eips)
+                                try:
+                                    eip = fn()
+                                except SmcExit:
+                                    smc[0] = 0
+                                    i = pos[0]
+                                    del rec[len(rec) - (k - i):]
+                                    eip = eips[i]
+                                    n += i
+                                    continue
+                                except BaseException:
+                                    i = pos[0]
+                                    if k - i > 1:  # the faulting instruction stays recorded
+                                        del rec[len(rec) - (k - i - 1):]
+                                    eip = eips[i]
+                                    n += i
+                                    raise
+                                n += k
+                                continue
+                            f = get(eip)
+                            if f is None:
+                                f = decode_at(self, eip)
+                        else:
+                            f = get(eip)
+                            if f is None:
+                                f = decode_at(self, eip)
+                            elif budget - n >= min_left:
+                                translate(self, eip)
+                                continue
                         record(eip)
                         eip = f()
                         n += 1

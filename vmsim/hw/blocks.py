@@ -1,0 +1,594 @@
+"""Basic blocks translated into Python functions (the CPU's fast path).
+
+A block is a run of instructions the CPU has already decoded and executed one at a time,
+ending at a branch or before an instruction that must leave the loop (I/O, HLT, CPUID,
+MOV CR, INT, string instructions ...). It is compiled once with `compile()` into one
+function whose body is the instructions' effects written out in Python, the common forms
+inline, every other form a call of the instruction's own handler. The function returns
+the next EIP, as a handler does.
+
+Exactness rests on four rules:
+- Translation reads only the decode cache, never guest memory: it cannot fetch, walk,
+  fault or emit, so a block exists only where the per-instruction path has been, and all
+  fetch effects (walks, #PF, EPT violations on fetch) happen there as before.
+- The arithmetic flags are kept in locals between inline instructions and stored in
+  `lf` exactly as the handlers store them before anything that can raise or read them, so
+  a fault at instruction k finds the state instruction k-1 left, and sets `pos[0] = k`
+  so the loop knows where it stopped.
+- After an instruction that may store, a store to decoded code (`smc[0]` set by the
+  CPU's code-write hook) ends the block there: the next instruction is decoded anew, as
+  the hardware executes modified code (SDM Vol. 3A 11.6).
+- A block is dropped whenever any of its instructions' decoded handlers is (writes to its
+  frames, CR3 loads, INVLPG, paging, segment-class and accessor changes).
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import iced_x86
+from iced_x86 import Mnemonic as Mn
+from iced_x86 import OpKind, Register
+
+from vmsim.hw.flags import (
+    BITS,
+    K_ADD,
+    K_DEC,
+    K_INC,
+    K_LOGIC,
+    K_RES,
+    K_SBB,
+    K_SUB,
+    MASK,
+    SIGN,
+    SIZE_INDEX,
+    condition,
+    get_cf,
+    get_zf,
+)
+
+if TYPE_CHECKING:
+    from vmsim.hw.cpu import Cpu
+
+MAX_INSNS = 64  # instructions per block at most
+M32 = 0xFFFFFFFF
+
+
+class SmcExit(Exception):
+    """A store hit decoded code: the block stops after the storing instruction."""
+
+
+SMC_EXIT = SmcExit()
+
+# A cache entry for an address no block starts at: the loop takes the one-instruction path.
+NO_BLOCK: tuple = (None, 1 << 62, array("I"))
+
+_BRANCHES = {Mn.JMP, Mn.CALL, Mn.RET, Mn.LOOP, Mn.LOOPE, Mn.LOOPNE, Mn.JECXZ, Mn.JCXZ}
+_ALU = {Mn.ADD: (K_ADD, "a + b", True), Mn.ADC: (K_ADD, "a + b + {cf}", True),
+        Mn.SUB: (K_SUB, "a - b", True), Mn.SBB: (K_SBB, "a - b - {cf}", True),
+        Mn.CMP: (K_SUB, "a - b", False), Mn.AND: (K_LOGIC, "a & b", True),
+        Mn.OR: (K_LOGIC, "a | b", True), Mn.XOR: (K_LOGIC, "a ^ b", True),
+        Mn.TEST: (K_LOGIC, "a & b", False)}
+# Forms that run in a block through their handler: they never leave the loop (no SlowPath),
+# never change what decoded code means (paging, segments), never read icount or EIP.
+_CALLABLE = {
+    Mn.ADD, Mn.ADC, Mn.SUB, Mn.SBB, Mn.CMP, Mn.AND, Mn.OR, Mn.XOR, Mn.TEST, Mn.INC, Mn.DEC,
+    Mn.NEG, Mn.NOT, Mn.XADD, Mn.MUL, Mn.IMUL, Mn.DIV, Mn.IDIV, Mn.SHL, Mn.SAL, Mn.SHR,
+    Mn.SAR, Mn.ROL, Mn.ROR, Mn.RCL, Mn.RCR, Mn.BT, Mn.BTS, Mn.BTR, Mn.BTC, Mn.MOV,
+    Mn.MOVZX, Mn.MOVSX, Mn.LEA, Mn.XCHG, Mn.PUSH, Mn.POP, Mn.PUSHAD, Mn.POPAD, Mn.CBW,
+    Mn.CWDE, Mn.CWD, Mn.CDQ, Mn.LEAVE, Mn.NOP, Mn.PAUSE, Mn.CLC, Mn.STC, Mn.CMC, Mn.CLD,
+    Mn.STD, Mn.SAHF, Mn.LAHF, Mn.JMP, Mn.CALL, Mn.RET, Mn.LOOP, Mn.LOOPE, Mn.LOOPNE,
+    Mn.JECXZ, Mn.JCXZ,
+    *(getattr(Mn, n) for n in dir(Mn) if n.startswith(("CMOV", "SET")) and len(n) <= 6),
+}
+_NO_WRITE = {Mn.CMP, Mn.TEST, Mn.NOP, Mn.PAUSE, Mn.LEA, Mn.BT, Mn.CLC, Mn.STC, Mn.CMC,
+             Mn.CLD, Mn.STD, Mn.SAHF, Mn.LAHF, Mn.CBW, Mn.CWDE, Mn.CWD, Mn.CDQ,
+             Mn.MUL, Mn.IMUL, Mn.DIV, Mn.IDIV}
+
+
+@dataclass(frozen=True)
+class Block:
+    """A translated block, as `Cpu.translate_block` shows it."""
+
+    eip: int
+    n: int  # guest instructions in it
+    eips: tuple[int, ...]
+    source: str  # the generated Python
+
+
+def _is_special_reg(reg: int) -> bool:
+    return (Register.ES <= reg <= Register.GS or Register.CR0 <= reg <= Register.CR15
+            or Register.DR0 <= reg <= Register.DR15)
+
+
+def _is_jcc(ins: iced_x86.Instruction) -> bool:
+    return ins.is_jcc_short_or_near
+
+
+def translatable(ins: iced_x86.Instruction, handler: Callable[[], int]) -> bool:
+    m = ins.mnemonic
+    if ins.is_invalid or getattr(handler, "not_in_subset", False):
+        return False  # its handler raises #UD (and says why): left to the loop
+    if _is_jcc(ins):
+        return True
+    if m not in _CALLABLE:
+        return False
+    if ins.is_jmp_far or ins.is_jmp_far_indirect or ins.is_call_far or ins.is_call_far_indirect:
+        return False
+    for i in range(ins.op_count):
+        if ins.op_kind(i) == OpKind.REGISTER and _is_special_reg(ins.op_register(i)):
+            return False
+    return True
+
+
+def _ends_block(ins: iced_x86.Instruction) -> bool:
+    return ins.mnemonic in _BRANCHES or _is_jcc(ins)
+
+
+# -- operands as Python expressions --------------------------------------------------------
+
+def _gpr(reg: int) -> tuple[int, int, int] | None:
+    """(index, size, shift) of a general register, None for anything else."""
+    if Register.AL <= reg <= Register.BL:
+        return reg - Register.AL, 1, 0
+    if Register.AH <= reg <= Register.BH:
+        return reg - Register.AH, 1, 8
+    if Register.AX <= reg <= Register.DI:
+        return reg - Register.AX, 2, 0
+    if Register.EAX <= reg <= Register.EDI:
+        return reg - Register.EAX, 4, 0
+    return None
+
+
+def _reg_read(reg: int) -> str | None:
+    g = _gpr(reg)
+    if g is None:
+        return None
+    idx, size, shift = g
+    if size == 4:
+        return f"r[{idx}]"
+    if size == 2:
+        return f"(r[{idx}] & 0xFFFF)"
+    if shift:
+        return f"((r[{idx}] >> 8) & 0xFF)"
+    return f"(r[{idx}] & 0xFF)"
+
+
+def _reg_write(reg: int, v: str) -> str:
+    idx, size, shift = _gpr(reg)  # type: ignore[misc]
+    if size == 4:
+        return f"r[{idx}] = {v}"
+    if size == 2:
+        return f"r[{idx}] = (r[{idx}] & 0xFFFF0000) | {v}"
+    if shift:
+        return f"r[{idx}] = (r[{idx}] & 0xFFFF00FF) | ({v} << 8)"
+    return f"r[{idx}] = (r[{idx}] & 0xFFFFFF00) | {v}"
+
+
+def _ea(ins: iced_x86.Instruction) -> str | None:
+    """The memory operand's linear address (flat segments), None for forms left to the
+    handler (16-bit addressing, unusual base registers)."""
+    base, index = ins.memory_base, ins.memory_index
+    disp = ins.memory_displacement & M32
+    parts = []
+    for reg in (base, index):
+        if reg == Register.NONE:
+            continue
+        if not Register.EAX <= reg <= Register.EDI:
+            return None
+    if base != Register.NONE:
+        parts.append(f"r[{base - Register.EAX}]")
+    if index != Register.NONE:
+        scale = ins.memory_index_scale
+        parts.append(f"r[{index - Register.EAX}]" + (f" * {scale}" if scale != 1 else ""))
+    if not parts:
+        return str(disp)
+    if disp:
+        parts.append(hex(disp))
+    if len(parts) == 1:
+        return parts[0]  # a register alone: already 32 bits
+    return f"({' + '.join(parts)}) & 0xFFFFFFFF"
+
+
+_IMM = {OpKind.IMMEDIATE8, OpKind.IMMEDIATE16, OpKind.IMMEDIATE32, OpKind.IMMEDIATE8TO16,
+        OpKind.IMMEDIATE8TO32}
+
+
+def _opsize(ins: iced_x86.Instruction, i: int) -> int | None:
+    k = ins.op_kind(i)
+    if k == OpKind.REGISTER:
+        g = _gpr(ins.op_register(i))
+        return None if g is None else g[1]
+    if k == OpKind.MEMORY:
+        s = iced_x86.MemorySizeExt.size(ins.memory_size)
+        return s if s in (1, 2, 4) else None
+    return None
+
+
+class _Pending:
+    """Flags an inline instruction produced and has not stored in `lf` yet."""
+
+    __slots__ = ("a", "b", "kind", "op", "res", "size")
+
+    def __init__(self, op: int, res: str, a: str, b: str):
+        self.op, self.kind, self.size = op, op // 3, op % 3
+        self.res, self.a, self.b = res, a, b
+
+    def store(self) -> str:
+        return f"lf[0] = {self.op}; lf[1] = {self.res}; lf[2] = {self.a}; lf[3] = {self.b}"
+
+    def cf(self) -> str:
+        k = self.kind
+        if k in (K_ADD, K_SUB, K_SBB):
+            return f"(({self.res} >> {BITS[self.op]}) & 1)"
+        if k == K_LOGIC:
+            return "0"
+        if k == K_RES:
+            return self.a
+        return self.b  # INC/DEC keep the CF they found
+
+    def cond(self, cc: int) -> str | None:
+        """Condition `cc` (iced-x86 ConditionCode) read straight off the locals, or None."""
+        base, negate = (cc - 1) // 2, (cc - 1) % 2
+        mask, sign = MASK[self.op], SIGN[self.op]
+        k = self.kind
+        if base == 2:  # E
+            e = f"not ({self.res} & {mask:#x})"
+        elif base == 1:  # B
+            e = self.cf()
+        elif base == 4:  # S
+            e = f"{self.res} & {sign:#x}"
+        elif base == 3 and k == K_SUB:  # BE after CMP/SUB
+            e = f"{self.a} <= {self.b}"
+        elif base in (6, 7) and k == K_SUB:  # L, LE after CMP/SUB: signed compare
+            lt = f"(({self.a} ^ {sign:#x}) - {sign:#x}) < (({self.b} ^ {sign:#x}) - {sign:#x})"
+            e = lt if base == 6 else f"{lt} or {self.a} == {self.b}"
+        else:
+            return None
+        return f"not ({e})" if negate else f"({e})"
+
+
+class _Gen:
+    """Writes one block's function."""
+
+    def __init__(self, cpu: Cpu):
+        self.cpu = cpu
+        self.lines: list[str] = []
+        self.ns: dict[str, object] = {}
+        self.pending: _Pending | None = None
+        self.plain = cpu.seg_classes is None
+        self.final = False
+
+    def emit(self, line: str) -> None:
+        self.lines.append("        " + line)
+
+    def bind(self, name: str, value: object) -> str:
+        self.ns[name] = value
+        return name
+
+    def flush(self) -> None:
+        if self.pending is not None:
+            self.emit(self.pending.store())
+            self.pending = None
+
+    def may_raise(self, k: int) -> None:
+        self.flush()
+        self.emit(f"i = {k}")
+
+    def smc_check(self, k: int) -> None:
+        """After a store that is not the block's last instruction."""
+        if self.final:
+            return
+        p = self.pending
+        self.emit("if smc[0]:")
+        if p is not None:
+            self.emit("    " + p.store())
+        self.emit(f"    i = {k + 1}")
+        self.emit("    raise SMC_EXIT")
+
+    # -- instructions ------------------------------------------------------------------
+    def insn(self, k: int, ins: iced_x86.Instruction, handler: Callable[[], int],
+             last: bool, final: bool) -> None:
+        """`last`: a branch ending the block (its value is the next EIP); `final`: the
+        block's last instruction, branch or not (no SMC check after it)."""
+        self.final = final
+        if not (self.plain and ins.segment_prefix in (Register.NONE, Register.DS, Register.SS,
+                                                      Register.ES)
+                and self._inline(k, ins, last)):
+            self._call(k, ins, handler, last)
+
+    def _call(self, k: int, ins: iced_x86.Instruction, handler: Callable[[], int],
+              last: bool) -> None:
+        h = self.bind(f"h{k}", handler)
+        self.may_raise(k)
+        if last:
+            self.emit(f"return {h}()")
+            return
+        self.emit(f"{h}()")
+        if ins.mnemonic not in _NO_WRITE:
+            self.smc_check(k)
+
+    def _inline(self, k: int, ins: iced_x86.Instruction, last: bool) -> bool:
+        m = ins.mnemonic
+        nxt = ins.next_ip32
+        if ins.memory_base != Register.NONE or ins.memory_index != Register.NONE \
+                or any(ins.op_kind(i) == OpKind.MEMORY for i in range(ins.op_count)):
+            if _ea(ins) is None:
+                return False
+        if _is_jcc(ins):
+            cc = ins.condition_code
+            target = ins.near_branch_target
+            p = self.pending
+            e = p.cond(cc) if p is not None else None
+            self.flush()
+            if e is None:
+                if cc in (5, 6):  # E, NE
+                    e = "get_zf(lf)" if cc == 5 else "not get_zf(lf)"
+                else:
+                    e = f"{self.bind(f'c{k}', condition(cc))}(lf)"
+            self.emit(f"return {target:#x} if {e} else {nxt:#x}")
+            return True
+        if m == Mn.JMP and ins.op0_kind in (OpKind.NEAR_BRANCH32,):
+            self.flush()
+            self.emit(f"return {ins.near_branch_target:#x}")
+            return True
+        if m == Mn.LOOP and ins.code == iced_x86.Code.LOOP_REL8_32_ECX:
+            self.emit("ecx = (r[1] - 1) & 0xFFFFFFFF")
+            self.emit("r[1] = ecx")
+            self.flush()
+            self.emit(f"return {ins.near_branch_target:#x} if ecx else {nxt:#x}")
+            return True
+        if m == Mn.CALL and ins.op0_kind == OpKind.NEAR_BRANCH32:
+            self.may_raise(k)
+            self.emit("esp = (r[4] - 4) & 0xFFFFFFFF")
+            self.emit(f"wr32(esp, {nxt:#x})")
+            self.emit("r[4] = esp")
+            self.emit(f"return {ins.near_branch_target:#x}")
+            return True
+        if m == Mn.RET and ins.code == iced_x86.Code.RETND:
+            self.may_raise(k)
+            self.emit("esp = r[4]")
+            self.emit("t = rd32(esp)")
+            self.emit("r[4] = (esp + 4) & 0xFFFFFFFF")
+            self.flush()
+            self.emit("return t")
+            return True
+        if last:
+            return False  # anything else ending a block goes through its handler
+        if m in (Mn.NOP, Mn.PAUSE):
+            return True
+        if m == Mn.MOV:
+            return self._mov(k, ins)
+        if m == Mn.LEA:
+            g = _gpr(ins.op0_register)
+            if g is None or g[1] != 4:
+                return False
+            self.emit(f"r[{g[0]}] = {_ea(ins)}")
+            return True
+        if m == Mn.MOVZX:
+            g, ss = _gpr(ins.op0_register), _opsize(ins, 1)
+            if g is None or g[1] != 4 or ss is None:
+                return False
+            if ins.op1_kind == OpKind.MEMORY:
+                self.may_raise(k)
+                self.emit(f"r[{g[0]}] = rd{8 * ss}({_ea(ins)})")
+            else:
+                self.emit(f"r[{g[0]}] = {_reg_read(ins.op1_register)}")
+            return True
+        if m in _ALU:
+            return self._alu(k, ins)
+        if m in (Mn.INC, Mn.DEC) and ins.op0_kind == OpKind.REGISTER:
+            g = _gpr(ins.op0_register)
+            if g is None:
+                return False
+            size = g[1]
+            op = (K_INC if m == Mn.INC else K_DEC) * 3 + SIZE_INDEX[size]
+            p = self.pending
+            cf = p.cf() if p is not None else "get_cf(lf)"
+            self.emit(f"a{k} = {_reg_read(ins.op0_register)}")
+            self.emit(f"f{k} = {cf}")
+            self.emit(f"s{k} = a{k} {'+' if m == Mn.INC else '-'} 1")
+            self.emit(_reg_write(ins.op0_register, f"(s{k} & {MASK[op]:#x})"))
+            self.pending = _Pending(op, f"s{k}", f"a{k}", f"f{k}")
+            return True
+        if m in (Mn.SHR, Mn.SHL, Mn.SAL, Mn.SAR):
+            return self._shift(k, ins)
+        if m == Mn.PUSH and ins.op0_kind == OpKind.REGISTER:
+            g = _gpr(ins.op0_register)
+            if g is None or g[1] != 4:
+                return False
+            self.may_raise(k)
+            self.emit("esp = (r[4] - 4) & 0xFFFFFFFF")
+            self.emit(f"wr32(esp, r[{g[0]}])")
+            self.emit("r[4] = esp")
+            self.smc_check(k)
+            return True
+        if m == Mn.PUSH and ins.op0_kind in (OpKind.IMMEDIATE32, OpKind.IMMEDIATE8TO32):
+            self.may_raise(k)
+            self.emit("esp = (r[4] - 4) & 0xFFFFFFFF")
+            self.emit(f"wr32(esp, {ins.immediate(0) & M32:#x})")
+            self.emit("r[4] = esp")
+            self.smc_check(k)
+            return True
+        if m == Mn.POP and ins.op0_kind == OpKind.REGISTER:
+            g = _gpr(ins.op0_register)
+            if g is None or g[1] != 4:
+                return False
+            self.may_raise(k)
+            self.emit("v = rd32(r[4])")
+            self.emit("r[4] = (r[4] + 4) & 0xFFFFFFFF")
+            self.emit(f"r[{g[0]}] = v")
+            return True
+        return False
+
+    def _mov(self, k: int, ins: iced_x86.Instruction) -> bool:
+        size = _opsize(ins, 0)
+        if size is None or size == 2:
+            return False
+        k0, k1 = ins.op0_kind, ins.op1_kind
+        if k0 == OpKind.REGISTER:
+            if k1 == OpKind.REGISTER:
+                src = _reg_read(ins.op1_register)
+            elif k1 in _IMM:
+                src = hex(ins.immediate(1) & MASK[SIZE_INDEX[size]])
+            elif k1 == OpKind.MEMORY:
+                self.may_raise(k)
+                src = f"rd{8 * size}({_ea(ins)})"
+            else:
+                return False
+            if src is None:
+                return False
+            self.emit(_reg_write(ins.op0_register, src))
+            return True
+        if k0 != OpKind.MEMORY:
+            return False
+        if k1 == OpKind.REGISTER:
+            src = _reg_read(ins.op1_register)
+        elif k1 in _IMM:
+            src = hex(ins.immediate(1) & MASK[SIZE_INDEX[size]])
+        else:
+            return False
+        if src is None:
+            return False
+        self.may_raise(k)
+        self.emit(f"wr{8 * size}({_ea(ins)}, {src})")
+        self.smc_check(k)
+        return True
+
+    def _alu(self, k: int, ins: iced_x86.Instruction) -> bool:
+        kind, expr, store = _ALU[ins.mnemonic]
+        size = _opsize(ins, 0)
+        if size is None:
+            return False
+        op = kind * 3 + SIZE_INDEX[size]
+        mask = MASK[op]
+        k0, k1 = ins.op0_kind, ins.op1_kind
+        if k1 == OpKind.REGISTER:
+            b = _reg_read(ins.op1_register)
+        elif k1 in _IMM:
+            b = hex(ins.immediate(1) & mask)
+        elif k1 == OpKind.MEMORY:
+            b = f"rd{8 * size}({_ea(ins)})"
+        else:
+            return False
+        if b is None:
+            return False
+        expr = expr.replace("a", f"a{k}").replace("b", f"b{k}")
+        if "{cf}" in expr:
+            p = self.pending
+            expr = expr.format(cf=p.cf() if p is not None else "get_cf(lf)")
+        if k0 == OpKind.REGISTER:
+            a = _reg_read(ins.op0_register)
+            if a is None:
+                return False
+            if k1 == OpKind.MEMORY:
+                self.may_raise(k)
+            self.emit(f"b{k} = {b}")
+            self.emit(f"a{k} = {a}")
+            self.emit(f"s{k} = {expr}")
+            if store:
+                self.emit(_reg_write(ins.op0_register, f"(s{k} & {mask:#x})" if kind != K_LOGIC
+                                     else f"s{k}"))
+            self.pending = _Pending(op, f"s{k}", f"a{k}", f"b{k}")
+            return True
+        if k0 != OpKind.MEMORY or k1 == OpKind.MEMORY:
+            return False
+        # Read, compute, store, then the flags: a faulting store leaves them as they were.
+        self.may_raise(k)
+        self.emit(f"m{k} = {_ea(ins)}")
+        self.emit(f"a{k} = rd{8 * size}(m{k})")
+        self.emit(f"b{k} = {b}")
+        self.emit(f"s{k} = {expr}")
+        if store:
+            self.emit(f"wr{8 * size}(m{k}, s{k} & {mask:#x})")
+        self.pending = _Pending(op, f"s{k}", f"a{k}", f"b{k}")
+        if store:
+            self.smc_check(k)
+        return True
+
+    def _shift(self, k: int, ins: iced_x86.Instruction) -> bool:
+        if ins.op0_kind != OpKind.REGISTER:
+            return False
+        g = _gpr(ins.op0_register)
+        if g is None or g[1] != 4:
+            return False
+        if ins.op_count == 2 and ins.op1_kind == OpKind.IMMEDIATE8:
+            n = ins.immediate(1) & 0x1F
+        else:
+            return False
+        if n == 0:
+            return True  # count 0: no flags, no write
+        d = g[0]
+        op = K_RES * 3 + 2
+        m = ins.mnemonic
+        self.emit(f"a{k} = r[{d}]")
+        if m == Mn.SHR:
+            self.emit(f"s{k} = a{k} >> {n}")
+            self.emit(f"r[{d}] = s{k}")
+            self.pending = _Pending(op, f"s{k}", f"((a{k} >> {n - 1}) & 1)", f"(a{k} >> 31)")
+        elif m in (Mn.SHL, Mn.SAL):
+            self.emit(f"u{k} = a{k} << {n}")
+            self.emit(f"s{k} = u{k} & 0xFFFFFFFF")
+            self.emit(f"c{k} = (u{k} >> 32) & 1")
+            self.emit(f"r[{d}] = s{k}")
+            self.pending = _Pending(op, f"s{k}", f"c{k}", f"(((s{k} & 0x80000000) != 0) ^ c{k})")
+        else:
+            self.emit(f"v{k} = (a{k} ^ 0x80000000) - 0x80000000")
+            self.emit(f"s{k} = (v{k} >> {n}) & 0xFFFFFFFF")
+            self.emit(f"r[{d}] = s{k}")
+            self.pending = _Pending(op, f"s{k}", f"((v{k} >> {n - 1}) & 1)", "0")
+        return True
+
+
+def translate(cpu: Cpu, eip: int) -> tuple:
+    """The cache entry for a block at `eip`, built from decoded instructions only, and
+    installed in `cpu.blocks` (NO_BLOCK when none can start there)."""
+    icache, decoded = cpu.icache, cpu.decoded
+    eips: list[int] = []
+    items = []
+    frames: set[int] = set()
+    at = eip
+    while len(items) < MAX_INSNS:
+        h = icache.get(at)
+        d = decoded.get(at)
+        if h is None or d is None:
+            break
+        ins, fr = d
+        if not translatable(ins, h):
+            break
+        items.append((ins, h))
+        eips.append(at)
+        frames.update(fr)
+        if _ends_block(ins):
+            break
+        at = ins.next_ip32
+        if at in eips:
+            break
+    if not items:
+        d = decoded.get(eip)
+        cpu.note_block(eip, NO_BLOCK, d[1] if d is not None else [], [eip >> 12])
+        return NO_BLOCK
+    gen = _Gen(cpu)
+    last = len(items) - 1
+    for k, (ins, h) in enumerate(items):
+        gen.insn(k, ins, h, k == last and _ends_block(ins), k == last)
+    gen.flush()
+    if not _ends_block(items[-1][0]):
+        gen.emit(f"return {items[-1][0].next_ip32:#x}")
+    m = cpu.memfns
+    ns = {"r": cpu.r, "lf": cpu.lf, "rd8": m.rd8, "rd16": m.rd16, "rd32": m.rd32,
+          "wr8": m.wr8, "wr16": m.wr16, "wr32": m.wr32, "pos": cpu.block_pos,
+          "smc": cpu.smc_flag, "SMC_EXIT": SMC_EXIT, "get_cf": get_cf, "get_zf": get_zf,
+          **gen.ns}
+    src = ("def block():\n    i = 0\n    try:\n" + "\n".join(gen.lines)
+           + "\n    except BaseException:\n        pos[0] = i\n        raise\n")
+    exec(compile(src, f"<block {eip:#x}>", "exec"), ns)  # generated from decoded instructions
+    fn = ns["block"]
+    fn.source = src  # type: ignore[attr-defined]
+    lpns = {e >> 12 for e in eips} | {(e + 15) >> 12 for e in eips}
+    entry = (fn, len(items), array("I", eips))
+    cpu.note_block(eip, entry, frames, lpns)
+    return entry
