@@ -60,7 +60,9 @@ def build_machine(code: bytes, start: Start, *, paging: bool = False,
     """RAM with the guest, the windows, GDT, IDT, HLT handlers and the page tables.
     `not_present` / `read_only`: physical addresses of 4-KiB pages to map so."""
     mem = PhysicalMemory(RAM_SIZE)
-    mem.load(code_at, code)
+    # HLTs after the code: a program that jumps past its end (its own stores may have
+    # made it a jump) stops there instead of running through zeros.
+    mem.load(code_at, code + b"\xf4" * 0x1000)
     mem.load(DATA, start.data)
     mem.load(STACK, start.stack)
     mem.load(LOW, start.low)
@@ -140,6 +142,7 @@ class Twin:
     events: str | None = "hw"  # None, "hw", "mmu" or "all": which CPU events are compared
     end: int = 0
     code_at: int = CODE
+    redecode: bool = False  # decode ahead (decode_from) wherever the fast CPU has not
     log: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -150,6 +153,7 @@ class Twin:
         self.fast = self._make(True, self.fast_events)
         self.slow = self._make(False, self.slow_events)
         self.stops: list[StopReason] = []
+        self.passes_left = 1
         self.blocks_run = 0  # steps that ran a block of more than one instruction
 
     def _make(self, blocks: bool, sink: list) -> Cpu:
@@ -165,17 +169,45 @@ class Twin:
                         events=ev, intercept_exceptions=self.intercept_exceptions)
 
     # -- running -------------------------------------------------------------------------
+    def predecode(self) -> None:
+        """Decode every instruction of the code on both CPUs, as a first pass through it
+        would (blocks are translated from decoded instructions only)."""
+        self.decode_from(self.code_at)
+
+    def decode_from(self, eip: int) -> None:
+        """Decode on both CPUs from `eip` on, up to the first instruction decoded already
+        (or the end of the code, or a fetch that faults)."""
+        from vmsim.hw.decode import decode_at
+
+        for cpu in (self.fast, self.slow):
+            at = eip
+            while self.code_at <= at < self.end and at not in cpu.icache:
+                try:
+                    decode_at(cpu, at)
+                except CpuException:
+                    break
+                at += cpu.decoded[at][0].len
+        self.compare()
+
+    def pretranslate(self) -> None:
+        """A block at every decoded address of the fast CPU (blocks starting mid-way)."""
+        if has_blocks() and self.fast.use_blocks:
+            for eip in sorted(self.fast.icache):
+                self.fast.translate_block(eip)
+
     def block_at_eip(self):
-        """The fast CPU's block at its EIP, or None (no translator, none starts here, or
-        its fetch faults: the instruction then runs, and faults, on both)."""
+        """The fast CPU's block at its EIP, or None (no translator, none starts here). Asked
+        only where the instruction is decoded already: translate_block would fetch it,
+        which the slow CPU does only when it runs it."""
         f = self.fast
         tb = getattr(f, "translate_block", None)
         if tb is None or not getattr(f, "use_blocks", False) or f.halted or f.shut_down:
             return None
-        try:
-            b = tb(f.eip)
-        except CpuException:
+        if f.eip not in f.icache and self.redecode:
+            self.decode_from(f.eip)
+        if f.eip not in f.icache:
             return None
+        b = tb(f.eip)
         if b is not None:
             if b.eips[0] != f.eip or len(b.eips) != b.n or b.n < 1:
                 raise Mismatch(f"block at {f.eip:#x}: n={b.n} eips={[hex(e) for e in b.eips]}")
@@ -201,17 +233,31 @@ class Twin:
         return rf
 
     def finished(self, stop: StopReason) -> bool:
-        return (stop is not StopReason.LIMIT or self.fast.eip == self.end
-                or self.fast.halted or self.fast.shut_down)
+        """Stopped for good, or at the end of the code (then, with passes left, the code
+        starts again from the top on both: the second time round it is decoded)."""
+        f = self.fast
+        if stop is not StopReason.LIMIT or f.halted or f.shut_down:
+            return True
+        if f.eip == self.end:
+            self.passes_left -= 1
+            if self.passes_left <= 0:
+                return True
+            self.fast.eip = self.slow.eip = self.code_at
+        return False
 
-    def run_blocks(self, max_steps: int = 400) -> int:
-        """Block by block until the code ends, the CPU stops or `max_steps`; the steps."""
+    def run_blocks(self, max_steps: int = 400, passes: int = 1) -> int:
+        """Block by block until the code ends (`passes` times), the CPU stops or
+        `max_steps`; the steps taken."""
+        self.passes_left = passes
         for i in range(max_steps):
             if self.finished(self.step_block()):
                 return i + 1
         return max_steps
 
-    def run_budgets(self, budgets, max_steps: int = 400) -> None:
+    def run_budgets(self, budgets, max_steps: int = 400, passes: int = 1) -> None:
+        """cpu.run(n) on both for each n of `budgets` (a run of 64 or more translates
+        blocks itself, as a free run does)."""
+        self.passes_left = passes
         for i, n in enumerate(budgets):
             if i >= max_steps or self.finished(self.run_both(n)):
                 return

@@ -208,3 +208,50 @@ def block_programs(draw, max_units: int = 24) -> Program:
     start = Start(regs, flags, data=rnd.randbytes(DATA_SIZE), stack=rnd.randbytes(STACK_SIZE),
                   low=rnd.randbytes(LOW_SIZE), seed=seed)
     return Program(code, start)
+
+
+# -- dense straight-line arithmetic: what the translator writes inline --------------------
+
+_INLINE_MNEMONICS = {getattr(gen.Mn, n) for n in (
+    "MOV MOVZX MOVSX LEA ADD ADC SUB SBB CMP AND OR XOR TEST INC DEC NEG NOT SHL SAL SHR "
+    "SAR ROL ROR RCL RCR MUL IMUL PUSH POP XCHG BT BTS BTR BTC CLC STC CMC CBW CWDE CWD CDQ "
+    "NOP").split()} | {m for n in dir(gen.Mn) if n.startswith(("CMOV", "SET")) and n.isupper()
+                       for m in (getattr(gen.Mn, n),)}
+INLINE_FORMS = [c for c in gen.PLAIN_FORMS
+                if gen.iced_x86.OpCodeInfo(c).mnemonic in _INLINE_MNEMONICS]
+LOOP_COUNTER = DATA + 12
+
+
+@st.composite
+def flag_unit(draw) -> list[Item]:
+    kind = draw(st.sampled_from(("plain",) * 6 + ("branch", "branch", "pushf")))
+    if kind == "plain":
+        return draw(plain(INLINE_FORMS))
+    if kind == "pushf":  # every flag, straight after whatever set them
+        return [Instruction.create(Code.PUSHFD), Instruction.create_reg(Code.POP_R32,
+                                                                        Register.EDX)]
+    return draw(gen.branch_unit(draw(st.integers(0, 2))))
+
+
+@st.composite
+def flag_programs(draw, max_units: int = 16) -> Program:
+    """Straight-line arithmetic of every size and its flag readers (Jcc, SETcc, CMOVcc,
+    ADC/SBB, PUSHFD), the whole body run three times round a loop so that the second and
+    third times run translated blocks:
+        mov dword [C], 3 / top: body / dec dword [C] / jnz top"""
+    top = gen._LABELS.__next__()
+    c = MemoryOperand(displ=LOOP_COUNTER, displ_size=4)
+    items: list[Item] = [Instruction.create_mem_u32(Code.MOV_RM32_IMM32, c, 3), Label(top)]
+    for _ in range(draw(st.integers(max_units // 2, max_units))):
+        items += draw(flag_unit())
+    items += [Instruction.create_mem(Code.DEC_RM32, c),
+              Ref(Instruction.create_branch(Code.JNE_REL32_32, 0), top, "branch")]
+    code = assemble(items)
+    seed = draw(st.integers(0, 1 << 32))
+    rnd = random.Random(seed)
+    regs = [draw(gen.u32()) for _ in range(8)]
+    regs[4] = STACK_TOP
+    flags = 0x2 | (draw(st.integers(0, 0xFFF)) & 0x8D5)
+    start = Start(regs, flags, data=rnd.randbytes(DATA_SIZE), stack=rnd.randbytes(STACK_SIZE),
+                  low=rnd.randbytes(LOW_SIZE), seed=seed)
+    return Program(code, start)

@@ -17,10 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.diff.blocks import Twin
+from tests.diff.blocks import Twin, has_blocks
 from tests.diff.conftest import SOAK
 from tests.diff.gen import programs
-from tests.diff.gen_blocks import block_programs
+from tests.diff.gen_blocks import block_programs, flag_programs
 from tests.diff.harness import DATA
 
 pytestmark = pytest.mark.filterwarnings(
@@ -34,7 +34,7 @@ def machines(draw) -> dict:
     """How the machine around a program is set up."""
     paging = draw(st.booleans())
     pages = [DATA + 0x1000 * i for i in range(1, 16)]
-    faulty = draw(st.integers(0, 3)) == 0
+    faulty = draw(st.booleans())
     return {
         "paging": paging,
         "not_present": tuple(draw(st.sets(st.sampled_from(pages), max_size=2))) if faulty else (),
@@ -44,11 +44,16 @@ def machines(draw) -> dict:
     }
 
 
+# Blocks are translated from decoded instructions only, so each program is either decoded
+# first (a linear sweep on both CPUs, as a first pass would) or run twice through.
+
 @settings(settings.get_profile("vmsim-diff"), max_examples=EXAMPLES)
-@given(block_programs(), machines())
-def test_block_programs_match_per_instruction_path(program, machine):
-    twin = Twin(program.code, program.start, **machine)
-    twin.run_blocks(max_steps=300)
+@given(block_programs(), machines(), st.booleans())
+def test_block_programs_match_per_instruction_path(program, machine, predecode):
+    """`predecode`: the code is decoded ahead of the CPUs wherever they have not decoded
+    it (after SMC, a CR3 load, a segment-class change ... too); else run twice."""
+    twin = Twin(program.code, program.start, redecode=predecode, **machine)
+    twin.run_blocks(max_steps=400, passes=1 if predecode else 2)
     twin.compare_saved_state()
 
 
@@ -56,17 +61,21 @@ def test_block_programs_match_per_instruction_path(program, machine):
 @given(programs(), st.booleans())
 def test_integer_subset_programs_match_per_instruction_path(program, paging):
     twin = Twin(program.code, program.start, paging=paging, intercept_exceptions=True)
-    twin.run_blocks(max_steps=300)
+    twin.predecode()
+    twin.run_blocks(max_steps=400, passes=2)
     twin.compare_saved_state()
 
 
-@settings(settings.get_profile("vmsim-diff"), max_examples=SOAK or 30)
-@given(block_programs(), machines(), st.lists(st.integers(1, 40), min_size=1, max_size=60))
+@settings(settings.get_profile("vmsim-diff"), max_examples=SOAK or 40)
+@given(block_programs(), machines(), st.lists(st.integers(1, 70), min_size=1, max_size=60))
 def test_any_budget_stops_at_the_same_state(program, machine, budgets):
-    """cpu.run(k) for arbitrary k: a block the budget does not cover runs only as far as
-    the budget (one instruction at a time), and both paths stop at identical states."""
+    """cpu.run(k) for arbitrary k, with a block at every decoded address: a block the
+    budget does not cover runs one instruction at a time, a budget of 64 or more
+    translates blocks as a free run does, and both paths stop at identical states."""
     twin = Twin(program.code, program.start, **machine)
-    twin.run_budgets(budgets * 10, max_steps=300)
+    twin.predecode()
+    twin.pretranslate()
+    twin.run_budgets(budgets * 10, max_steps=300, passes=2)
     twin.compare_saved_state()
 
 
@@ -79,10 +88,15 @@ def test_fixed_seed_programs(seed: int):
     for paging in (False, True):
         twin = Twin(program.code, program.start, paging=paging, events="mmu",
                     not_present=(DATA + 0x7000,), read_only=(DATA + 0x9000,))
-        twin.run_blocks(max_steps=400)
+        twin.predecode()
+        twin.run_blocks(max_steps=400, passes=2)
         twin.compare_saved_state()
+        if has_blocks():
+            assert twin.blocks_run > 0, "no block of more than one instruction ran"
         twin = Twin(program.code, program.start, paging=paging)
-        twin.run_budgets([rnd.randint(1, 30) for _ in range(400)])
+        twin.predecode()
+        twin.pretranslate()
+        twin.run_budgets([rnd.randint(1, 80) for _ in range(400)], passes=2)
         twin.compare_saved_state()
 
 
@@ -102,3 +116,20 @@ def _seeded_program(seed: int):
                                             suppress_health_check=list(HealthCheck)),
          random=random.Random(seed))
     return found[0]
+
+
+@settings(settings.get_profile("vmsim-diff"), max_examples=SOAK or 60)
+@given(flag_programs(), st.booleans(), st.sampled_from(("blocks", "free", "budgets")))
+def test_arithmetic_and_flag_readers_match(program, paging, how):
+    """Dense arithmetic (the forms the translator writes inline, all sizes, high byte
+    registers) and its flag readers, three times round a loop: "blocks" compares after
+    every block, "free" lets the CPUs translate as a free run does (budgets of 64 and
+    more), "budgets" mixes budgets that cut blocks short."""
+    twin = Twin(program.code, program.start, paging=paging, intercept_exceptions=True)
+    if how == "blocks":
+        twin.run_blocks(max_steps=2000)
+    elif how == "free":
+        twin.run_budgets([64, 100, 257, 1000] * 20)
+    else:
+        twin.run_budgets([1, 3, 64, 7, 90, 2, 65, 13, 200] * 40)
+    twin.compare_saved_state()
