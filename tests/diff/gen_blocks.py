@@ -224,7 +224,9 @@ LOOP_COUNTER = DATA + 12
 
 @st.composite
 def flag_unit(draw) -> list[Item]:
-    kind = draw(st.sampled_from(("plain",) * 6 + ("branch", "branch", "pushf")))
+    kind = draw(st.sampled_from(("plain",) * 5 + ("compare",) * 4 + ("branch", "pushf")))
+    if kind == "compare":
+        return draw(compare_unit())
     if kind == "plain":
         return draw(plain(INLINE_FORMS))
     if kind == "pushf":  # every flag, straight after whatever set them
@@ -255,3 +257,83 @@ def flag_programs(draw, max_units: int = 16) -> Program:
     start = Start(regs, flags, data=rnd.randbytes(DATA_SIZE), stack=rnd.randbytes(STACK_SIZE),
                   low=rnd.randbytes(LOW_SIZE), seed=seed)
     return Program(code, start)
+
+
+JCC_FORMS = [c for c in gen.BRANCH_FORMS if gen._CODE_NAMES[c].startswith("J")
+             and not gen._CODE_NAMES[c].startswith(("JMP", "JECXZ", "JCXZ"))]
+SETCC_FORMS = [c for c in gen.PLAIN_FORMS if gen._CODE_NAMES[c].startswith("SET")
+               and gen._CODE_NAMES[c].endswith("_RM8")]
+_CMP_OPS = {
+    4: (Code.CMP_R32_RM32, Code.SUB_R32_RM32, Code.SBB_R32_RM32, Code.ADD_R32_RM32,
+        Code.ADC_R32_RM32, Code.AND_R32_RM32, Code.TEST_RM32_R32, Code.XOR_R32_RM32),
+    2: (Code.CMP_R16_RM16, Code.SUB_R16_RM16, Code.SBB_R16_RM16, Code.ADD_R16_RM16,
+        Code.ADC_R16_RM16, Code.TEST_RM16_R16),
+    1: (Code.CMP_R8_RM8, Code.SUB_R8_RM8, Code.SBB_R8_RM8, Code.ADD_R8_RM8, Code.ADC_R8_RM8,
+        Code.TEST_RM8_R8),
+}
+_CMP_IMM = {4: (Code.CMP_RM32_IMM32, Code.CMP_RM32_IMM8, Code.SUB_RM32_IMM32),
+            2: (Code.CMP_RM16_IMM16,), 1: (Code.CMP_RM8_IMM8, Code.SUB_RM8_IMM8)}
+_DELTAS = (0, 0, 0, 1, -1, 2, 0x7F, 0x80, 0x7FFF, 0x8000, 0x7FFFFFFF, 0x80000000)
+
+
+@st.composite
+def compare_unit(draw) -> list[Item]:
+    """Two operands that are equal, adjacent or a sign boundary apart, an instruction
+    that sets the flags from them (CMP, SUB, SBB, ADD, ADC, TEST; INC/DEC), and at once
+    one flag reader (Jcc over one instruction, SETcc, CMOVcc, ADC) or PUSHFD."""
+    size = draw(st.sampled_from((4, 4, 2, 1)))
+    regs = {4: gen.GPR32, 2: gen.GPR16, 1: gen.GPR8}[size]
+    usable = [r for r in regs if gen._full(r) not in (Register.ESP, Register.EDX)]
+    a = draw(st.sampled_from(usable))
+    b = draw(st.sampled_from([r for r in usable if gen._full(r) != gen._full(a)]))
+    v = draw(gen.u32())
+    w = (v + draw(st.sampled_from(_DELTAS)) * draw(st.sampled_from((1, -1)))) & 0xFFFFFFFF
+    if size == 1 and a in gen.GPR8[4:]:
+        v, w = v << 8, w << 8
+    items: list[Item] = [mov_imm(gen._full(a), v)]
+    how = draw(st.sampled_from(("reg", "reg", "imm", "incdec")))
+    shift = 8 if size == 1 and a in gen.GPR8[4:] else 0
+    mask = (1 << (8 * size)) - 1
+    if how == "reg":
+        if size == 1 and b in gen.GPR8[4:]:
+            w = w << 8 if not shift else w
+        elif shift:
+            w >>= 8
+        items.append(mov_imm(gen._full(b), w))
+        code = draw(st.sampled_from(_CMP_OPS[size]))
+        if code in (Code.TEST_RM32_R32, Code.TEST_RM16_R16, Code.TEST_RM8_R8):
+            items.append(Instruction.create_reg_reg(code, a, b))
+        else:
+            items.append(Instruction.create_reg_reg(code, a, b))
+    elif how == "imm":
+        code = draw(st.sampled_from(_CMP_IMM[size]))
+        imm = (w >> shift) & mask
+        if code == Code.CMP_RM32_IMM8:
+            imm = draw(st.sampled_from((0, 1, 0x7F, -1, -0x80)))
+            items[0] = mov_imm(gen._full(a), imm + draw(st.sampled_from((0, 0, 1, -1))))
+        else:
+            imm = gen._sext(imm, 8 * size)
+        items.append(Instruction.create_reg_i32(code, a, imm))
+    else:
+        items.append(Instruction.create_reg(
+            draw(st.sampled_from((Code.INC_R32, Code.DEC_R32))), gen._full(a)))
+    reader = draw(st.sampled_from(("jcc", "jcc", "setcc", "cmov", "adc", "pushf")))
+    if reader == "jcc":
+        over = gen._LABELS.__next__()
+        items += [Ref(Instruction.create_branch(draw(st.sampled_from(JCC_FORMS)), 0), over,
+                      "branch"),
+                  Instruction.create_reg(Code.INC_R32, Register.EDX), Label(over)]
+    elif reader == "setcc":
+        items.append(Instruction.create_reg(draw(st.sampled_from(SETCC_FORMS)), Register.DL))
+    elif reader == "cmov":
+        cmov = draw(st.sampled_from([c for c in gen.PLAIN_FORMS if gen._CODE_NAMES[c]
+                                     .startswith("CMOV") and gen._CODE_NAMES[c]
+                                     .endswith("R32_RM32")]))
+        items.append(Instruction.create_reg_reg(cmov, Register.EDX, gen._full(b)))
+    elif reader == "adc":
+        items.append(Instruction.create_reg_i32(
+            draw(st.sampled_from((Code.ADC_RM32_IMM8, Code.SBB_RM32_IMM8))), Register.EDX, 0))
+    else:
+        items += [Instruction.create(Code.PUSHFD),
+                  Instruction.create_reg(Code.POP_R32, Register.EDX)]
+    return items
