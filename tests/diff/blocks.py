@@ -150,6 +150,7 @@ class Twin:
             self.end = self.code_at + len(self.code)
         self.fast_events: list = []
         self.slow_events: list = []
+        self.streams: list[EventStream] = []  # fast's, slow's (when events is not None)
         self.fast = self._make(True, self.fast_events)
         self.slow = self._make(False, self.slow_events)
         self.stops: list[StopReason] = []
@@ -164,9 +165,20 @@ class Twin:
         if self.events is not None:
             ev = EventStream()
             kinds = {"hw": HW_KINDS, "mmu": MMU_KINDS, "all": None}[self.events]
-            ev.subscribe(lambda e: sink.append((e.kind, e.source, dict(e.fields))), kinds)
+            ev.subscribe(self.recorder(sink), kinds)
+            self.streams.append(ev)
         return make_cpu(mem, self.start, blocks, paging=self.paging, entry=self.code_at,
                         events=ev, intercept_exceptions=self.intercept_exceptions)
+
+    @staticmethod
+    def recorder(sink: list):
+        return lambda e: sink.append((e.kind, e.source, dict(e.fields)))
+
+    def subscribe(self, kinds) -> None:
+        """Listen to more event kinds on both CPUs from now on (a listener for the MMU's
+        kinds rebuilds the memory accessors: translated blocks must be dropped)."""
+        for ev, sink in zip(self.streams, (self.fast_events, self.slow_events), strict=True):
+            ev.subscribe(self.recorder(sink), kinds)
 
     # -- running -------------------------------------------------------------------------
     def predecode(self) -> None:
