@@ -24,6 +24,7 @@ Exactness rests on four rules:
 
 from __future__ import annotations
 
+import re
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -188,7 +189,7 @@ def _ea(ins: iced_x86.Instruction) -> str | None:
         return str(disp)
     if disp:
         parts.append(hex(disp))
-    if len(parts) == 1:
+    if len(parts) == 1 and "*" not in parts[0]:
         return parts[0]  # a register alone: already 32 bits
     return f"({' + '.join(parts)}) & 0xFFFFFFFF"
 
@@ -218,6 +219,8 @@ class _Pending:
         self.res, self.a, self.b = res, a, b
 
     def store(self) -> str:
+        if self.kind == K_LOGIC:  # CF OF AF are 0 whatever a and b were: not read
+            return f"lf[0] = {self.op}; lf[1] = {self.res}"
         return f"lf[0] = {self.op}; lf[1] = {self.res}; lf[2] = {self.a}; lf[3] = {self.b}"
 
     def cf(self) -> str:
@@ -254,15 +257,26 @@ class _Pending:
 class _Gen:
     """Writes one block's function."""
 
-    def __init__(self, cpu: Cpu):
+    def __init__(self, cpu: Cpu, tag: str = "", entry_op: int = -1):
         self.cpu = cpu
+        self.tag = tag
+        self.exit_op = -1
         self.lines: list[str] = []
         self.ns: dict[str, object] = {}
         self.pending: _Pending | None = None
         self.plain = cpu.seg_classes is None
         self.final = False
+        # What `lf` holds: `known` once an inline instruction has stored its own record;
+        # at block entry the record of whatever ran before, most likely of the same op as
+        # now (`guess`: checked at run time, the general function otherwise).
+        self.known: _Pending | None = None
+        op = entry_op
+        self.guess = (_Pending(op, "lf[1]", "lf[2]", "lf[3]")
+                      if op // 3 in (K_ADD, K_SUB, K_SBB, K_LOGIC, K_INC, K_DEC, K_RES) else None)
 
     def emit(self, line: str) -> None:
+        if line.startswith("return"):
+            self.lines.append("        #SYNC")
         self.lines.append("        " + line)
 
     def bind(self, name: str, value: object) -> str:
@@ -272,10 +286,40 @@ class _Gen:
     def flush(self) -> None:
         if self.pending is not None:
             self.emit(self.pending.store())
+            self.known = self.pending
             self.pending = None
+
+    def lf_changed(self) -> None:
+        """A handler ran: it may have written `lf`."""
+        self.known = self.guess = None
+
+    def cf_expr(self) -> str:
+        p = self.pending or self.known
+        if p is not None:
+            return p.cf()
+        g = self.guess
+        if g is not None:
+            return f"({g.cf()} if lf[0] == {g.op} else get_cf(lf))"
+        return "get_cf(lf)"
+
+    def cond_expr(self, k: int, cc: int) -> str:
+        p = self.pending or self.known
+        e = p.cond(cc) if p is not None else None
+        if e is not None:
+            return e
+        if cc in (5, 6):  # E, NE
+            fallback = "get_zf(lf)" if cc == 5 else "not get_zf(lf)"
+        else:
+            fallback = f"{self.bind(f'c{self.tag}{k}', condition(cc))}(lf)"
+        if p is None and self.guess is not None:
+            e = self.guess.cond(cc)
+            if e is not None:
+                return f"({e} if lf[0] == {self.guess.op} else {fallback})"
+        return fallback
 
     def may_raise(self, k: int) -> None:
         self.flush()
+        self.emit("#SYNC")
         self.emit(f"i = {k}")
 
     def smc_check(self, k: int) -> None:
@@ -286,6 +330,7 @@ class _Gen:
         self.emit("if smc[0]:")
         if p is not None:
             self.emit("    " + p.store())
+        self.emit("    #SYNC_IN")
         self.emit(f"    i = {k + 1}")
         self.emit("    raise SMC_EXIT")
 
@@ -302,12 +347,14 @@ class _Gen:
 
     def _call(self, k: int, ins: iced_x86.Instruction, handler: Callable[[], int],
               last: bool) -> None:
-        h = self.bind(f"h{k}", handler)
+        h = self.bind(f"h{self.tag}{k}", handler)
         self.may_raise(k)
+        self.lf_changed()
         if last:
             self.emit(f"return {h}()")
             return
         self.emit(f"{h}()")
+        self.emit("#FORGET")
         if ins.mnemonic not in _NO_WRITE:
             self.smc_check(k)
 
@@ -321,14 +368,8 @@ class _Gen:
         if _is_jcc(ins):
             cc = ins.condition_code
             target = ins.near_branch_target
-            p = self.pending
-            e = p.cond(cc) if p is not None else None
+            e = self.cond_expr(k, cc)
             self.flush()
-            if e is None:
-                if cc in (5, 6):  # E, NE
-                    e = "get_zf(lf)" if cc == 5 else "not get_zf(lf)"
-                else:
-                    e = f"{self.bind(f'c{k}', condition(cc))}(lf)"
             self.emit(f"return {target:#x} if {e} else {nxt:#x}")
             return True
         if m == Mn.JMP and ins.op0_kind in (OpKind.NEAR_BRANCH32,):
@@ -386,10 +427,8 @@ class _Gen:
                 return False
             size = g[1]
             op = (K_INC if m == Mn.INC else K_DEC) * 3 + SIZE_INDEX[size]
-            p = self.pending
-            cf = p.cf() if p is not None else "get_cf(lf)"
             self.emit(f"a{k} = {_reg_read(ins.op0_register)}")
-            self.emit(f"f{k} = {cf}")
+            self.emit(f"f{k} = {self.cf_expr()}")
             self.emit(f"s{k} = a{k} {'+' if m == Mn.INC else '-'} 1")
             self.emit(_reg_write(ins.op0_register, f"(s{k} & {MASK[op]:#x})"))
             self.pending = _Pending(op, f"s{k}", f"a{k}", f"f{k}")
@@ -478,8 +517,7 @@ class _Gen:
             return False
         expr = expr.replace("a", f"a{k}").replace("b", f"b{k}")
         if "{cf}" in expr:
-            p = self.pending
-            expr = expr.format(cf=p.cf() if p is not None else "get_cf(lf)")
+            expr = expr.format(cf=self.cf_expr())
         if k0 == OpKind.REGISTER:
             a = _reg_read(ins.op0_register)
             if a is None:
@@ -528,7 +566,8 @@ class _Gen:
         if m == Mn.SHR:
             self.emit(f"s{k} = a{k} >> {n}")
             self.emit(f"r[{d}] = s{k}")
-            self.pending = _Pending(op, f"s{k}", f"((a{k} >> {n - 1}) & 1)", f"(a{k} >> 31)")
+            self.pending = _Pending(op, f"s{k}", f"((a{k} >> {n - 1}) & 1)" if n > 1
+                                    else f"(a{k} & 1)", f"(a{k} >> 31)")
         elif m in (Mn.SHL, Mn.SAL):
             self.emit(f"u{k} = a{k} << {n}")
             self.emit(f"s{k} = u{k} & 0xFFFFFFFF")
@@ -539,13 +578,57 @@ class _Gen:
             self.emit(f"v{k} = (a{k} ^ 0x80000000) - 0x80000000")
             self.emit(f"s{k} = (v{k} >> {n}) & 0xFFFFFFFF")
             self.emit(f"r[{d}] = s{k}")
-            self.pending = _Pending(op, f"s{k}", f"((v{k} >> {n - 1}) & 1)", "0")
+            self.pending = _Pending(op, f"s{k}", f"((v{k} >> {n - 1}) & 1)" if n > 1
+                                    else f"(v{k} & 1)", "0")
         return True
 
 
-def translate(cpu: Cpu, eip: int) -> tuple:
-    """The cache entry for a block at `eip`, built from decoded instructions only, and
-    installed in `cpu.blocks` (NO_BLOCK when none can start there)."""
+_REG = re.compile(r"\br\[(\d)\]")
+_ASSIGN = re.compile(r"r\[(\d)\] = (.*)$")
+
+
+def _registers_in_locals(lines: list[str]) -> list[str]:
+    """Rewrite `r[N]` to a local `xN`: loaded at first use, stored back at every #SYNC
+    (before anything that can raise, and before returning), dropped at #FORGET (a
+    handler ran and may have changed any register). #SYNC_IN stores inside a branch and
+    keeps them dirty for the path that goes on."""
+    out: list[str] = []
+    cached: set[str] = set()
+    dirty: set[str] = set()
+
+    def loads(text: str, indent: str) -> str:
+        for n in _REG.findall(text):
+            if n not in cached:
+                out.append(f"{indent}x{n} = r[{n}]")
+                cached.add(n)
+        return _REG.sub(r"x\1", text)
+
+    for line in lines:
+        body = line.lstrip()
+        indent = line[:len(line) - len(body)]
+        if body in ("#SYNC", "#SYNC_IN"):
+            out.extend(f"{indent}r[{n}] = x{n}" for n in sorted(dirty))
+            if body == "#SYNC":
+                dirty.clear()
+            continue
+        if body == "#FORGET":
+            cached.clear()
+            dirty.clear()
+            continue
+        m = _ASSIGN.match(body)
+        if m is not None:
+            n = m.group(1)
+            rhs = loads(m.group(2), indent)
+            out.append(f"{indent}x{n} = {rhs}")
+            cached.add(n)
+            dirty.add(n)
+            continue
+        out.append(indent + loads(body, indent))
+    return out
+
+
+def _collect(cpu: Cpu, eip: int) -> tuple[list, list[int], set[int]]:
+    """The decoded instructions a block at `eip` holds, their EIPs and frames."""
     icache, decoded = cpu.icache, cpu.decoded
     eips: list[int] = []
     items = []
@@ -567,23 +650,151 @@ def translate(cpu: Cpu, eip: int) -> tuple:
         at = ins.next_ip32
         if at in eips:
             break
-    if not items:
-        d = decoded.get(eip)
-        cpu.note_block(eip, NO_BLOCK, d[1] if d is not None else [], [eip >> 12])
-        return NO_BLOCK
-    gen = _Gen(cpu)
+    return items, eips, frames
+
+
+def _successors(ins: iced_x86.Instruction) -> list[int]:
+    """Where the block ending with `ins` may go next, when that is known before it runs."""
+    m = ins.mnemonic
+    if _is_jcc(ins) or m in (Mn.LOOP, Mn.LOOPE, Mn.LOOPNE, Mn.JECXZ, Mn.JCXZ):
+        return [ins.near_branch_target, ins.next_ip32]
+    if m in (Mn.JMP, Mn.CALL):
+        return [ins.near_branch_target] if ins.op0_kind == OpKind.NEAR_BRANCH32 else []
+    if m == Mn.RET:
+        return []
+    return [ins.next_ip32]
+
+
+def _body(cpu: Cpu, items: list, tag: str, entry_op: int) -> tuple[list[str], _Gen]:
+    gen = _Gen(cpu, tag, entry_op)
     last = len(items) - 1
     for k, (ins, h) in enumerate(items):
         gen.insn(k, ins, h, k == last and _ends_block(ins), k == last)
+    final = gen.pending or gen.known
     gen.flush()
     if not _ends_block(items[-1][0]):
         gen.emit(f"return {items[-1][0].next_ip32:#x}")
+    gen.exit_op = final.op if final is not None else -1
+    return _registers_in_locals(gen.lines), gen
+
+
+def _namespace(cpu: Cpu) -> dict[str, object]:
     m = cpu.memfns
-    ns = {"r": cpu.r, "lf": cpu.lf, "rd8": m.rd8, "rd16": m.rd16, "rd32": m.rd32,
-          "wr8": m.wr8, "wr16": m.wr16, "wr32": m.wr32, "pos": cpu.block_pos,
-          "smc": cpu.smc_flag, "SMC_EXIT": SMC_EXIT, "get_cf": get_cf, "get_zf": get_zf,
-          **gen.ns}
-    src = ("def block():\n    i = 0\n    try:\n" + "\n".join(gen.lines)
+    return {"r": cpu.r, "lf": cpu.lf, "rd8": m.rd8, "rd16": m.rd16, "rd32": m.rd32,
+            "wr8": m.wr8, "wr16": m.wr16, "wr32": m.wr32, "pos": cpu.block_pos,
+            "cnt": cpu.block_count, "smc": cpu.smc_flag, "SMC_EXIT": SMC_EXIT,
+            "get_cf": get_cf, "get_zf": get_zf}
+
+
+MAX_REGION_BLOCKS = 16
+
+
+def _compile(src: str, eip: int, ns: dict) -> Callable:
+    name = src[4:src.index("(")]
+    exec(compile(src, f"<region {eip:#x}>", "exec"), ns)  # generated from decoded code
+    return ns[name]
+
+
+def _region(cpu: Cpu, eip: int, first: tuple) -> tuple | None:
+    """Blocks reachable from `eip` through known branches, compiled into one function
+    that loops among them while its budget lasts: a loop runs without going back to the
+    dispatcher between blocks. None when the blocks do not loop back."""
+    members: dict[int, tuple] = {eip: first}
+    parent: dict[int, int] = {}
+    exit_ops: dict[int, int] = {}
+    order = [eip]
+    queue = [eip]
+    loops = False
+    while queue:
+        h = queue.pop(0)
+        items = members[h][0]
+        for succ in _successors(items[-1][0]):
+            if succ in members:
+                loops = True
+                continue
+            if len(members) >= MAX_REGION_BLOCKS:
+                continue
+            got = _collect(cpu, succ)
+            if not got[0]:
+                continue
+            members[succ] = got
+            order.append(succ)
+            queue.append(succ)
+            parent[succ] = h
+    if not loops or len(order) < 2:
+        return None
+    ns = _namespace(cpu)
+    out: list[str] = []
+    out_rec: list[str] = []
+    heads = {}
+    frames: set[int] = set()
+    eips_all: list[int] = []
+    for j, h in enumerate(order):
+        items, eips, fr = members[h]
+        # Flags at a block's entry: most likely those its first predecessor left.
+        entry_op = cpu.lf[0] if j == 0 else exit_ops[parent[h]]
+        lines, gen = _body(cpu, items, f"{j}_", entry_op)
+        exit_ops[h] = gen.exit_op
+        ns.update(gen.ns)
+        arr = array("I", eips)
+        heads[h] = arr
+        ns[f"E{j}"] = arr
+        frames |= fr
+        eips_all += eips
+        k = len(items)
+        head = [f"            {'if' if j == 0 else 'elif'} pc == {h:#x}:",
+                f"                if left < {k}:",
+                "                    break"]
+        body = []
+        for line in lines:
+            stripped = line.lstrip()
+            indent = " " * 8 + line[:len(line) - len(stripped)]
+            if stripped.startswith("return "):
+                stripped = "pc = " + stripped[len("return "):]
+            body.append(indent + stripped)
+        body.append(f"                left -= {k}")
+        out += head + body
+        out_rec += [*head, f"                rext(E{j})", *body]
+    tail = ["            else:", "                break"]
+
+    def source(name: str, args: str, lines: list[str]) -> str:
+        return (f"def {name}({args}):\n    start = left\n    pc = {eip:#x}\n    i = 0\n"
+                "    try:\n        while True:\n" + "\n".join(lines + tail)
+                + "\n    except BaseException:\n        pos[0] = i\n        pos[1] = pc\n"
+                "        cnt[0] = start - left\n        raise\n    cnt[0] = start - left\n"
+                "    return pc\n")
+    src = source("region", "left", out)
+    exec(compile(src, f"<region {eip:#x}>", "exec"), ns)  # generated from decoded code
+    fn = ns["region"]
+    fn.source = src  # type: ignore[attr-defined]
+
+    def region_rec(left: int, rext: Callable) -> int:
+        # The recording variant is compiled when first needed (a trace at level insn).
+        rec = info[1] = _compile(source("region_rec", "left, rext", out_rec), eip, ns)
+        return rec(left, rext)
+
+    info = [heads, region_rec]
+    lpns = {e >> 12 for e in eips_all} | {(e + 15) >> 12 for e in eips_all}
+    entry = (fn, 0, info)
+    cpu.note_block(eip, entry, frames, lpns)
+    return entry
+
+
+def translate(cpu: Cpu, eip: int, regions: bool = True) -> tuple:
+    """The cache entry for a block (or a region of blocks) at `eip`, built from decoded
+    instructions only, and installed in `cpu.blocks` (NO_BLOCK when none starts there)."""
+    items, eips, frames = _collect(cpu, eip)
+    if not items:
+        d = cpu.decoded.get(eip)
+        cpu.note_block(eip, NO_BLOCK, d[1] if d is not None else [], [eip >> 12])
+        return NO_BLOCK
+    if regions:
+        entry = _region(cpu, eip, (items, eips, frames))
+        if entry is not None:
+            return entry
+    lines, gen = _body(cpu, items, "", cpu.lf[0])
+    ns = {**_namespace(cpu), **gen.ns}
+    src = ("def block():\n    i = 0\n    try:\n" + "\n".join(lines)
            + "\n    except BaseException:\n        pos[0] = i\n        raise\n")
     exec(compile(src, f"<block {eip:#x}>", "exec"), ns)  # generated from decoded instructions
     fn = ns["block"]

@@ -394,7 +394,8 @@ class Cpu:
         self.blocks: dict[int, tuple] = {}
         self._frame_blocks: dict[int, set[int]] = {}
         self._page_blocks: dict[int, set[int]] = {}
-        self.block_pos = [0]  # where a block stopped on an exception
+        self.block_pos = [0, 0]  # where a block stopped on an exception: index, region block
+        self.block_count = [0]  # instructions a region ran
         self.smc_flag = [0]  # set when a store hits decoded code
         # Instruction-level recording: an array('I') the loop appends each EIP to, or None.
         self.recorder = None
@@ -779,6 +780,10 @@ class Cpu:
         fn, k, eips = t
         if fn is None:
             return None
+        if not k:  # a region: show its first block
+            t = translate(self, eip, regions=False)
+            self.blocks[eip] = (fn, k, eips)  # the region stays installed
+            fn, k, eips = t
         return Block(eip, k, tuple(eips), fn.source)
 
     @property
@@ -806,7 +811,7 @@ class Cpu:
         icache = self.icache
         get = icache.get
         bget = self.blocks.get
-        pos, smc = self.block_pos, self.smc_flag
+        pos, smc, cnt = self.block_pos, self.smc_flag, self.block_count
         min_left = self.TRANSLATE_MIN_BUDGET
         budget = max_insns
         record = self.recorder.append if self.recorder is not None else None
@@ -848,7 +853,24 @@ class Cpu:
                         t = bget(eip)
                         if t is not None:
                             fn, k, eips = t
-                            if k <= budget - n:
+                            if not k:  # a region of blocks: runs while its budget lasts
+                                try:
+                                    eip = fn(budget - n)
+                                except SmcExit:
+                                    smc[0] = 0
+                                    i = pos[0]
+                                    eip = eips[0][pos[1]][i]
+                                    n += cnt[0] + i
+                                    continue
+                                except BaseException:
+                                    i = pos[0]
+                                    eip = eips[0][pos[1]][i]
+                                    n += cnt[0] + i
+                                    raise
+                                if cnt[0]:
+                                    n += cnt[0]
+                                    continue
+                            elif k <= budget - n:
                                 try:
                                     eip = fn()
                                 except SmcExit:
@@ -871,18 +893,44 @@ class Cpu:
                             f = get(eip)
                             if f is None:
                                 f = decode_at(self, eip)
-                            elif budget - n >= min_left:
+                            elif n and budget - n >= min_left:
+                                # Not where a run resumes (often mid-block): there the
+                                # one-instruction path goes on to the next block's head.
                                 translate(self, eip)
                                 continue
                         eip = f()
                         n += 1
                 else:
                     rec = self.recorder
+                    rext = rec.extend
                     while n < budget:
                         t = bget(eip)
                         if t is not None:
                             fn, k, eips = t
-                            if k <= budget - n:
+                            if not k:
+                                # A region records each block's EIPs as it starts it.
+                                try:
+                                    eip = eips[1](budget - n, rext)
+                                except SmcExit:
+                                    smc[0] = 0
+                                    i = pos[0]
+                                    e = eips[0][pos[1]]
+                                    del rec[len(rec) - (len(e) - i):]
+                                    eip = e[i]
+                                    n += cnt[0] + i
+                                    continue
+                                except BaseException:
+                                    i = pos[0]
+                                    e = eips[0][pos[1]]
+                                    if len(e) - i > 1:
+                                        del rec[len(rec) - (len(e) - i - 1):]
+                                    eip = e[i]
+                                    n += cnt[0] + i
+                                    raise
+                                if cnt[0]:
+                                    n += cnt[0]
+                                    continue
+                            elif k <= budget - n:
                                 rec.extend(eips)
                                 try:
                                     eip = fn()
@@ -909,7 +957,9 @@ class Cpu:
                             f = get(eip)
                             if f is None:
                                 f = decode_at(self, eip)
-                            elif budget - n >= min_left:
+                            elif n and budget - n >= min_left:
+                                # Not where a run resumes (often mid-block): there the
+                                # one-instruction path goes on to the next block's head.
                                 translate(self, eip)
                                 continue
                         record(eip)
