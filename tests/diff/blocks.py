@@ -24,6 +24,7 @@ both CPUs run the per-instruction path (the harness then checks itself).
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
 
 from tests.diff.harness import CODE, DATA, LOW, STACK, Start
@@ -142,6 +143,7 @@ class Twin:
     events: str | None = "hw"  # None, "hw", "mmu" or "all": which CPU events are compared
     end: int = 0
     code_at: int = CODE
+    record: bool = False  # the instruction recorder (a trace at level insn) on both
     redecode: bool = False  # decode ahead (decode_from) wherever the fast CPU has not
     log: list[str] = field(default_factory=list)
 
@@ -167,8 +169,11 @@ class Twin:
             kinds = {"hw": HW_KINDS, "mmu": MMU_KINDS, "all": None}[self.events]
             ev.subscribe(self.recorder(sink), kinds)
             self.streams.append(ev)
-        return make_cpu(mem, self.start, blocks, paging=self.paging, entry=self.code_at,
-                        events=ev, intercept_exceptions=self.intercept_exceptions)
+        cpu = make_cpu(mem, self.start, blocks, paging=self.paging, entry=self.code_at,
+                       events=ev, intercept_exceptions=self.intercept_exceptions)
+        if self.record:
+            cpu.recorder = array("I")
+        return cpu
 
     @staticmethod
     def recorder(sink: list):
@@ -278,6 +283,12 @@ class Twin:
     def compare(self) -> None:
         a, b = cpu_view(self.fast), cpu_view(self.slow)
         diffs = [f"{k}: fast {a[k]!r} slow {b[k]!r}" for k in a if a[k] != b[k]]
+        fr, sr = self.fast.recorder, self.slow.recorder
+        if fr is not None and fr != sr:
+            i = next((i for i, (x, y) in enumerate(zip(fr, sr, strict=False)) if x != y),
+                     min(len(fr), len(sr)))
+            diffs.append(f"recorded EIPs from #{i}: fast {[hex(e) for e in fr[i:i + 4]]} "
+                         f"slow {[hex(e) for e in sr[i:i + 4]]} (lengths {len(fr)} {len(sr)})")
         if self.fast.mem.ram != self.slow.mem.ram:
             diffs.append(first_ram_difference(self.fast.mem.ram, self.slow.mem.ram))
         if self.fast_events != self.slow_events:

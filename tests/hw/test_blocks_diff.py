@@ -41,6 +41,7 @@ def machines(draw) -> dict:
         "read_only": tuple(draw(st.sets(st.sampled_from(pages), max_size=2))) if faulty else (),
         "intercept_exceptions": draw(st.booleans()),
         "events": draw(st.sampled_from(("hw", "hw", "mmu", None))),
+        "record": draw(st.integers(0, 3)) == 0,
     }
 
 
@@ -119,13 +120,16 @@ def _seeded_program(seed: int):
 
 
 @settings(settings.get_profile("vmsim-diff"), max_examples=SOAK or 60)
-@given(flag_programs(), st.booleans(), st.sampled_from(("blocks", "free", "budgets")))
-def test_arithmetic_and_flag_readers_match(program, paging, how):
+@given(flag_programs(), st.booleans(), st.sampled_from(("blocks", "free", "budgets")),
+       st.booleans())
+def test_arithmetic_and_flag_readers_match(program, paging, how, record):
     """Dense arithmetic (the forms the translator writes inline, all sizes, high byte
     registers) and its flag readers, three times round a loop: "blocks" compares after
     every block, "free" lets the CPUs translate as a free run does (budgets of 64 and
-    more), "budgets" mixes budgets that cut blocks short."""
-    twin = Twin(program.code, program.start, paging=paging, intercept_exceptions=True)
+    more), "budgets" mixes budgets that cut blocks short. `record`: with the instruction
+    recorder on (a trace at level insn)."""
+    twin = Twin(program.code, program.start, paging=paging, intercept_exceptions=True,
+                record=record)
     if how == "blocks":
         twin.run_blocks(max_steps=2000)
     elif how == "free":

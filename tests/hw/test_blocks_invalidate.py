@@ -79,7 +79,7 @@ MAPPINGS_ESI = 8 + 0x800 + 8 + 0x80000 + 8
 @pytest.mark.parametrize("how", ["blocks", "free", "budgets"])
 def test_cr3_invlpg_and_paging_changes_are_seen(nasm, how: str):
     code = nasm(MAPPINGS, "mappings")
-    twin = _twin(code, events="mmu")
+    twin = _twin(code, events="mmu", record=how == "free")
     if how == "blocks":
         twin.run_blocks(max_steps=1000)
     elif how == "free":

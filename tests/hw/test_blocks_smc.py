@@ -174,7 +174,7 @@ def test_self_modifying_code_in_blocks(nasm, name: str):
             # loop never runs from a block, which is right, and is checked all the same.)
             assert twin.blocks_run, "no block ran"
         # Freely: the CPUs translate as a free run does.
-        twin = _twin(code, paging, events="mmu" if paging else "hw")
+        twin = _twin(code, paging, events="mmu" if paging else "hw", record=paging)
         twin.run_budgets([10_000])
         assert twin.fast.halted and twin.fast.eip == twin.end + 1
         assert twin.fast.r[6] == expected
