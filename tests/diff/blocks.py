@@ -164,26 +164,32 @@ class Twin:
                             not_present=self.not_present, read_only=self.read_only,
                             code_at=self.code_at)
         ev = None
+        column = array("I") if self.record else None
         if self.events is not None:
             ev = EventStream()
             kinds = {"hw": HW_KINDS, "mmu": MMU_KINDS, "all": None}[self.events]
-            ev.subscribe(self.recorder(sink), kinds)
+            ev.subscribe(self.recorder(sink, column), kinds)
             self.streams.append(ev)
         cpu = make_cpu(mem, self.start, blocks, paging=self.paging, entry=self.code_at,
                        events=ev, intercept_exceptions=self.intercept_exceptions)
-        if self.record:
-            cpu.recorder = array("I")
+        cpu.recorder = column
         return cpu
 
     @staticmethod
-    def recorder(sink: list):
-        return lambda e: sink.append((e.kind, e.source, dict(e.fields)))
+    def recorder(sink: list, column: array | None):
+        """An event listener keeping each event, and with a recorder, how many EIPs were
+        recorded when it came (a trace writes the column out before each event: what
+        runs inside an instruction must find exactly the instructions so far recorded)."""
+        if column is None:
+            return lambda e: sink.append((e.kind, e.source, dict(e.fields)))
+        return lambda e: sink.append((e.kind, e.source, dict(e.fields), len(column)))
 
     def subscribe(self, kinds) -> None:
         """Listen to more event kinds on both CPUs from now on (a listener for the MMU's
         kinds rebuilds the memory accessors: translated blocks must be dropped)."""
-        for ev, sink in zip(self.streams, (self.fast_events, self.slow_events), strict=True):
-            ev.subscribe(self.recorder(sink), kinds)
+        for ev, sink, cpu in zip(self.streams, (self.fast_events, self.slow_events),
+                                 (self.fast, self.slow), strict=True):
+            ev.subscribe(self.recorder(sink, cpu.recorder), kinds)
 
     # -- running -------------------------------------------------------------------------
     def predecode(self) -> None:
