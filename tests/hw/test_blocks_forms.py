@@ -11,8 +11,8 @@ each one. Here each (operation, reader) pair is a loop over a table of operand v
     mov ebp, table
  l: mov eax, [ebp] / mov ebx, [ebp + 4] / mov [esi], b / bt dword [ebp + 8], 0  ; CF in
     OP                                   ; e.g. cmp al, bl
-    READER                               ; Jcc over a store, ADC, PUSHFD: into [edi]
-    add edi, 2 / add ebp, 12 / cmp ebp, table_end / jb l
+    READER                               ; Jcc over a store, ADC, PUSHFD: into [edx]
+    add edx, 2 / add ebp, 12 / cmp ebp, table_end / jb l
 
 READER is each of the 16 Jcc (jumping over the store of a 1), ADC and PUSHFD; every
 iteration writes its own slot, so the RAM compared at the end names the case.
@@ -58,10 +58,19 @@ SHIFTS = ["shl eax, 1", "shl eax, 4", "shl eax, 31", "shr eax, 1", "shr eax, 7",
           "shr eax, 31", "sar eax, 1", "sar eax, 5", "sar eax, 31", "shl eax, 0"]
 
 
+# Flag setters the one-instruction path runs (a block ends before them): the reader then
+# starts the next block, which reads the flags record the string handler left (the
+# translator guesses its kind when it translates: checked at run time).
+STRINGS = {"32": "d", "16": "w", "8": "b"}
+
+
 def guest(size: str, group: str) -> str:
     a, b, bits, shift = SIZES[size]
     m, s = (1 << bits) - 1, 1 << (bits - 1)
-    if group == "shift":
+    if group == "string":
+        x = STRINGS[size]
+        ops = [f"cmps{x}", f"scas{x}", f"repe cmps{x}", f"repne scas{x}"]
+    elif group == "shift":
         ops = SHIFTS
     elif group == "imm":
         ops = [op.replace("{i}", f"{i:#x}") for op in GROUPS["imm"] for i in (1, s, m)]
@@ -71,27 +80,35 @@ def guest(size: str, group: str) -> str:
     for va, vb in _pairs(bits):
         for cf in (0, 1):
             table += [va << shift, vb << shift, cf]
-    lines = ["bits 32", f"org {CODE:#x}", f"mov edi, {SLOTS:#x}", f"mov esi, {OPERAND:#x}"]
+    lines = ["bits 32", f"org {CODE:#x}", f"mov edx, {SLOTS:#x}", f"mov esi, {OPERAND:#x}"]
     n = 0
     for op in ops:
         for reader in READERS:
             n += 1
-            lines += [f"mov ebp, {TABLE:#x}", f".l{n}:", "mov eax, [ebp]", "mov ebx, [ebp + 4]",
-                      f"mov [esi], {b}", "bt dword [ebp + 8], 0", op.format(a=a, b=b)]
-            if reader in CCS:
-                lines += [f"j{reader} .s{n}", "mov byte [edi], 1", f".s{n}:"]
-            elif reader == "adc":
-                lines += ["mov ecx, 0", "adc ecx, 0", "mov [edi], cl"]
+            lines += [f"mov ebp, {TABLE:#x}", f".l{n}:", "mov eax, [ebp]", "mov ebx, [ebp + 4]"]
+            if group == "string":  # [esi] - [edi], or the accumulator - [edi]
+                lines += [f"mov esi, {OPERAND:#x}", f"mov [esi], {a}",
+                          f"mov [esi + 8], {b}", "lea edi, [esi + 8]", "mov ecx, 1"]
             else:
-                lines += ["pushfd", "pop ecx", "mov [edi], cx"]
-            lines += ["add edi, 2", "add ebp, 12", f"cmp ebp, {TABLE + 4 * len(table):#x}",
+                lines += [f"mov [esi], {b}"]
+            lines += ["bt dword [ebp + 8], 0", op.format(a=a, b=b)]
+            if reader in CCS:
+                lines += [f"j{reader} .s{n}", "mov byte [edx], 1", f".s{n}:"]
+            elif reader == "adc":
+                lines += ["mov ecx, 0", "adc ecx, 0", "mov [edx], cl"]
+            else:
+                lines += ["pushfd", "pop ecx", "mov [edx], cx"]
+            lines += ["add edx, 2", "add ebp, 12", f"cmp ebp, {TABLE + 4 * len(table):#x}",
                       f"jb .l{n}"]
+    if group == "string":
+        lines.insert(2, "cld")
     lines += ["hlt", "align 4", f"times {TABLE:#x} - {CODE:#x} - ($ - $$) db 0"]
     lines += [f"dd {v:#x}" for v in table]
     return "\n".join(lines) + "\n"
 
 
-CASES = [(s, g) for s in SIZES for g in GROUPS] + [("32", "shift")]
+CASES = ([(s, g) for s in SIZES for g in GROUPS] + [("32", "shift")]
+         + [(s, "string") for s in STRINGS])
 
 
 @pytest.mark.parametrize(("size", "group"), CASES, ids=[f"{s}-{g}" for s, g in CASES])
