@@ -120,6 +120,43 @@ CASES = {
         ret
     done:
     """, 15),
+    # The store is the 64th and last instruction of its block (the translator's limit),
+    # aimed (without a branch) at the next block's immediate in the last iteration; the
+    # loop makes the two blocks one region: 1 + 1 + 7.
+    "last of a full block": ("""
+        mov ecx, 3
+        xor esi, esi
+    top:
+        cmp ecx, 1
+        sete al
+        movzx eax, al
+        imul eax, eax, target + 2 - SCRATCH
+        lea edx, [SCRATCH + eax]
+        times 58 nop
+        mov byte [edx], 7
+    target:
+        add esi, strict byte 1
+        loop top
+    """, 9),
+    # CALL's push (the last instruction of its block) lands on the immediate of the
+    # block it calls, in the last iteration (ESP aimed there without a branch): the
+    # return address is what that block then adds. The blocks loop: one region.
+    "call pushes into the callee": ("""
+        mov ecx, 3
+        xor esi, esi
+    top:
+        cmp ecx, 1
+        sete al
+        movzx eax, al
+        imul eax, eax, callee + 6 - (SCRATCH + 0x100)
+        lea esp, [SCRATCH + 0x100 + eax]
+        call callee
+    callee:
+        add esi, strict dword 1
+        add esp, 4
+        dec ecx
+        jnz top
+    """, None),
     # Each iteration stores CL into the immediate of its own next instruction.
     "every iteration, same page": ("""
         mov ecx, 5
@@ -149,7 +186,7 @@ def _unicorn_esi(code: bytes) -> int:
     uc.mem_map(STACK_TOP - 0x8000, 0x10000)
     uc.mem_write(CODE, code)
     uc.reg_write(U.UC_X86_REG_ESP, STACK_TOP)
-    uc.emu_start(CODE, CODE + len(code), count=10_000)
+    uc.emu_start(CODE, CODE + len(code), count=100_000)
     return uc.reg_read(U.UC_X86_REG_ESI)
 
 
@@ -161,6 +198,9 @@ def _twin(code: bytes, paging: bool = False, **kw) -> Twin:
 def test_self_modifying_code_in_blocks(nasm, name: str):
     body, expected = CASES[name]
     code = nasm(_source(body), name.replace(" ", "_").replace(",", ""))
+    if expected is None:  # the callee's address, pushed as the return address, is added
+        callee = CODE + code.index(b"\x81\xc6\x01\x00\x00\x00")
+        expected = 2 + callee
     assert _unicorn_esi(code) == expected
     for paging in (False, True):
         # Block by block, the harness asking for each block (translated from what ran).
