@@ -194,11 +194,22 @@ def block_unit(draw) -> list[Item]:
     return draw(system_unit())
 
 
+OUTER_COUNTER = DATA + 16
+
+
 @st.composite
-def block_programs(draw, max_units: int = 24) -> Program:
+def block_programs(draw, max_units: int = 24, looped: bool = False) -> Program:
+    """`looped`: the whole program three times round an outer loop (the second and third
+    times run translated blocks and regions of them)."""
     items: list[Item] = []
     for _ in range(draw(st.integers(max_units // 3, max_units))):
         items += draw(block_unit())
+    if looped:
+        top = gen._LABELS.__next__()
+        c = MemoryOperand(displ=OUTER_COUNTER, displ_size=4)
+        items = [Instruction.create_mem_u32(Code.MOV_RM32_IMM32, c, 3), Label(top), *items,
+                 Instruction.create_mem(Code.DEC_RM32, c),
+                 Ref(Instruction.create_branch(Code.JNE_REL32_32, 0), top, "branch")]
     code = assemble(items)
     seed = draw(st.integers(0, 1 << 32))
     rnd = random.Random(seed)

@@ -80,6 +80,17 @@ def test_any_budget_stops_at_the_same_state(program, machine, budgets):
     twin.compare_saved_state()
 
 
+@settings(settings.get_profile("vmsim-diff"), max_examples=SOAK or 40)
+@given(block_programs(looped=True), machines(), st.sampled_from((64, 100, 1000, 5000)))
+def test_looped_programs_free_run(program, machine, budget):
+    """The programs three times round a loop, run freely (budgets of 64 and more: the
+    CPUs translate blocks and regions of blocks that loop as they go), compared after
+    each run of `budget` instructions."""
+    twin = Twin(program.code, program.start, **machine)
+    twin.run_budgets([budget] * 200)
+    twin.compare_saved_state()
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_fixed_seed_programs(seed: int):
     """A deterministic variant that does not depend on hypothesis' choices: fixed seeds,
