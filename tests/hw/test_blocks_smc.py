@@ -252,3 +252,20 @@ def test_store_through_an_alias_mapping(nasm):
             twin.run_budgets([10_000])
         assert twin.fast.r[6] == 9
         twin.compare_saved_state()
+
+
+@pytest.mark.parametrize("blocks", [True, False], ids=["blocks on", "blocks off"])
+def test_self_modifying_code_with_two_cpus_on_one_memory(nasm, blocks: bool):
+    """SMP (--smp 2): two CPUs share guest memory. The first one runs the "same block"
+    guest; its own stores into its own code must be seen by it, whichever CPU was
+    created last (PhysicalMemory has one code-write hook)."""
+    from vmsim.hw import Cpu
+
+    body, expected = CASES["same block"]
+    code = nasm(_source(body), "smp_smc")
+    twin = _twin(code)
+    cpu = twin.fast
+    cpu.use_blocks = blocks
+    Cpu(cpu.mem, name="cpu1")  # the second vCPU, created after the first
+    cpu.run(10_000)
+    assert cpu.halted and cpu.r[6] == expected, f"esi={cpu.r[6]}"
