@@ -276,7 +276,7 @@ class _Gen:
 
     def emit(self, line: str) -> None:
         if line.startswith("return"):
-            self.lines.append("        #SYNC")
+            self.lines.append("        #SYNC_RET")
         self.lines.append("        " + line)
 
     def bind(self, name: str, value: object) -> str:
@@ -352,6 +352,7 @@ class _Gen:
         self.lf_changed()
         if last:
             self.emit(f"return {h}()")
+            self.emit("#FORGET")  # in a region the next block reads what the handler left
             return
         self.emit(f"{h}()")
         self.emit("#FORGET")
@@ -606,9 +607,9 @@ def _registers_in_locals(lines: list[str]) -> list[str]:
     for line in lines:
         body = line.lstrip()
         indent = line[:len(line) - len(body)]
-        if body in ("#SYNC", "#SYNC_IN"):
+        if body in ("#SYNC", "#SYNC_IN", "#SYNC_RET"):
             out.extend(f"{indent}r[{n}] = x{n}" for n in sorted(dirty))
-            if body == "#SYNC":
+            if body != "#SYNC_IN":
                 dirty.clear()
             continue
         if body == "#FORGET":
@@ -665,7 +666,8 @@ def _successors(ins: iced_x86.Instruction) -> list[int]:
     return [ins.next_ip32]
 
 
-def _body(cpu: Cpu, items: list, tag: str, entry_op: int) -> tuple[list[str], _Gen]:
+def _body(cpu: Cpu, items: list, tag: str, entry_op: int,
+          raw: bool = False) -> tuple[list[str], _Gen]:
     gen = _Gen(cpu, tag, entry_op)
     last = len(items) - 1
     for k, (ins, h) in enumerate(items):
@@ -675,7 +677,7 @@ def _body(cpu: Cpu, items: list, tag: str, entry_op: int) -> tuple[list[str], _G
     if not _ends_block(items[-1][0]):
         gen.emit(f"return {items[-1][0].next_ip32:#x}")
     gen.exit_op = final.op if final is not None else -1
-    return _registers_in_locals(gen.lines), gen
+    return (gen.lines if raw else _registers_in_locals(gen.lines)), gen
 
 
 def _namespace(cpu: Cpu) -> dict[str, object]:
@@ -724,6 +726,37 @@ def _region(cpu: Cpu, eip: int, first: tuple) -> tuple | None:
     if not loops or len(order) < 2:
         return None
     ns = _namespace(cpu)
+    raw: dict[int, list[str]] = {}
+    for j, h in enumerate(order):
+        items = members[h][0]
+        # Flags at a block's entry: most likely those its first predecessor left.
+        entry_op = cpu.lf[0] if j == 0 else exit_ops[parent[h]]
+        raw[h], gen = _body(cpu, items, f"{j}_", entry_op, raw=True)
+        exit_ops[h] = gen.exit_op
+        ns.update(gen.ns)
+    used = sorted({n for lines in raw.values() for line in lines for n in _REG.findall(line)})
+    # Which locals may be unstored where each block starts: a fixpoint over the blocks'
+    # edges (a block whose next EIP is computed, RET say, may go to any of them).
+    succs = {}
+    for h in order:
+        last = members[h][0][-1][0]
+        known = _successors(last)
+        unknown = not known and (_ends_block(last))
+        succs[h] = order if unknown else [x for x in known if x in members]
+    dirty_in = {h: frozenset() for h in order}
+    done: dict[int, tuple[list[str], frozenset]] = {}
+    changed = True
+    while changed:
+        changed = False
+        for h in order:
+            done[h] = _region_locals(raw[h], dirty_in[h], used)
+            for x in succs[h]:
+                merged = dirty_in[x] | done[h][1]
+                if merged != dirty_in[x]:
+                    dirty_in[x] = merged
+                    changed = True
+    written = sorted({x for h in order for x in done[h][1]} | {
+        x for h in order for x in dirty_in[h]})
     out: list[str] = []
     out_rec: list[str] = []
     heads = {}
@@ -731,11 +764,7 @@ def _region(cpu: Cpu, eip: int, first: tuple) -> tuple | None:
     eips_all: list[int] = []
     for j, h in enumerate(order):
         items, eips, fr = members[h]
-        # Flags at a block's entry: most likely those its first predecessor left.
-        entry_op = cpu.lf[0] if j == 0 else exit_ops[parent[h]]
-        lines, gen = _body(cpu, items, f"{j}_", entry_op)
-        exit_ops[h] = gen.exit_op
-        ns.update(gen.ns)
+        lines = done[h][0]
         arr = array("I", eips)
         heads[h] = arr
         ns[f"E{j}"] = arr
@@ -755,14 +784,18 @@ def _region(cpu: Cpu, eip: int, first: tuple) -> tuple | None:
         body.append(f"                left -= {k}")
         out += head + body
         out_rec += [*head, f"                rext(E{j})", *body]
+    prologue = "".join(f"    x{n} = r[{n}]\n" for n in used) + "    F0, F1, F2, F3 = lf\n"
+    epilogue = "".join(f"    r[{n}] = x{n}\n" for n in written if n != "F")
+    if "F" in written:
+        epilogue += "    lf[0] = F0; lf[1] = F1; lf[2] = F2; lf[3] = F3\n"
     tail = ["            else:", "                break"]
 
     def source(name: str, args: str, lines: list[str]) -> str:
         return (f"def {name}({args}):\n    start = left\n    pc = {eip:#x}\n    i = 0\n"
-                "    try:\n        while True:\n" + "\n".join(lines + tail)
+                + prologue + "    try:\n        while True:\n" + "\n".join(lines + tail)
                 + "\n    except BaseException:\n        pos[0] = i\n        pos[1] = pc\n"
-                "        cnt[0] = start - left\n        raise\n    cnt[0] = start - left\n"
-                "    return pc\n")
+                "        cnt[0] = start - left\n        raise\n" + epilogue
+                + "    cnt[0] = start - left\n    return pc\n")
     src = source("region", "left", out)
     exec(compile(src, f"<region {eip:#x}>", "exec"), ns)  # generated from decoded code
     fn = ns["region"]
@@ -778,6 +811,52 @@ def _region(cpu: Cpu, eip: int, first: tuple) -> tuple | None:
     entry = (fn, 0, info)
     cpu.note_block(eip, entry, frames, lpns)
     return entry
+
+
+_LF_STORE = re.compile(r"lf\[(\d)\] =")
+_LF_READ = re.compile(r"lf\[(\d)\]")
+_FLAGS = "(F0, F1, F2, F3)"
+
+
+def _region_locals(lines: list[str], dirty_in: frozenset, used: list[str]) -> tuple[
+        list[str], frozenset]:
+    """A block's lines inside a region, where registers live in locals `xN` and the flag
+    record in `F0`..`F3` for the whole region (loaded at its start). They are stored to
+    `r` and `lf` only at #SYNC (before anything that can raise) and where the region
+    ends; `dirty_in` is what may be unstored at the block's start (see _region)."""
+    out: list[str] = []
+    dirty = set(dirty_in)
+
+    def stores(indent: str) -> None:
+        for n in sorted(x for x in dirty if x != "F"):
+            out.append(f"{indent}r[{n}] = x{n}")
+        if "F" in dirty:
+            out.append(f"{indent}lf[0] = F0; lf[1] = F1; lf[2] = F2; lf[3] = F3")
+
+    for line in lines:
+        body = line.lstrip()
+        indent = line[:len(line) - len(body)]
+        if body == "#SYNC_RET":
+            continue  # the values stay in locals for the next block
+        if body in ("#SYNC", "#SYNC_IN"):
+            stores(indent)
+            if body == "#SYNC":
+                dirty.clear()
+            continue
+        if body == "#FORGET":  # a handler ran: it may have changed any register or flag
+            out.extend(f"{indent}x{n} = r[{n}]" for n in used)
+            out.append(f"{indent}F0, F1, F2, F3 = lf")
+            continue
+        if body.startswith("lf[0] ="):
+            dirty.add("F")
+            body = _LF_STORE.sub(r"F\1 =", body)
+        body = body.replace("(lf)", f"({_FLAGS})")
+        body = _LF_READ.sub(r"F\1", body)
+        m = _ASSIGN.match(body)
+        if m is not None:
+            dirty.add(m.group(1))
+        out.append(indent + _REG.sub(r"x\1", body))
+    return out, frozenset(dirty)
 
 
 def translate(cpu: Cpu, eip: int, regions: bool = True) -> tuple:
