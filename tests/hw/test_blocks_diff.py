@@ -11,10 +11,11 @@ events compared. The check is tests/diff/blocks.py's `Twin`.
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from tests.diff.blocks import Twin, has_blocks
@@ -27,6 +28,11 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore:mypy_extensions.TypedDict is deprecated:DeprecationWarning")
 
 EXAMPLES = SOAK or 60
+# VMSIM_NO_SHRINK=1: report the first failing example as drawn (quick triage; shrinking a
+# failing random program can take minutes).
+PROFILE = settings(settings.get_profile("vmsim-diff"),
+                   phases=[Phase.explicit, Phase.reuse, Phase.generate]
+                   if os.environ.get("VMSIM_NO_SHRINK") else list(Phase))
 
 
 @st.composite
@@ -48,7 +54,7 @@ def machines(draw) -> dict:
 # Blocks are translated from decoded instructions only, so each program is either decoded
 # first (a linear sweep on both CPUs, as a first pass would) or run twice through.
 
-@settings(settings.get_profile("vmsim-diff"), max_examples=EXAMPLES)
+@settings(PROFILE, max_examples=EXAMPLES)
 @given(block_programs(), machines(), st.booleans())
 def test_block_programs_match_per_instruction_path(program, machine, predecode):
     """`predecode`: the code is decoded ahead of the CPUs wherever they have not decoded
@@ -58,7 +64,7 @@ def test_block_programs_match_per_instruction_path(program, machine, predecode):
     twin.compare_saved_state()
 
 
-@settings(settings.get_profile("vmsim-diff"), max_examples=SOAK or 40)
+@settings(PROFILE, max_examples=SOAK or 40)
 @given(programs(), st.booleans())
 def test_integer_subset_programs_match_per_instruction_path(program, paging):
     twin = Twin(program.code, program.start, paging=paging, intercept_exceptions=True)
@@ -67,7 +73,7 @@ def test_integer_subset_programs_match_per_instruction_path(program, paging):
     twin.compare_saved_state()
 
 
-@settings(settings.get_profile("vmsim-diff"), max_examples=SOAK or 40)
+@settings(PROFILE, max_examples=SOAK or 40)
 @given(block_programs(), machines(), st.lists(st.integers(1, 70), min_size=1, max_size=60))
 def test_any_budget_stops_at_the_same_state(program, machine, budgets):
     """cpu.run(k) for arbitrary k, with a block at every decoded address: a block the
@@ -80,7 +86,7 @@ def test_any_budget_stops_at_the_same_state(program, machine, budgets):
     twin.compare_saved_state()
 
 
-@settings(settings.get_profile("vmsim-diff"), max_examples=SOAK or 40)
+@settings(PROFILE, max_examples=SOAK or 40)
 @given(block_programs(looped=True), machines(), st.sampled_from((64, 100, 1000, 5000)))
 def test_looped_programs_free_run(program, machine, budget):
     """The programs three times round a loop, run freely (budgets of 64 and more: the
@@ -130,7 +136,7 @@ def _seeded_program(seed: int):
     return found[0]
 
 
-@settings(settings.get_profile("vmsim-diff"), max_examples=SOAK or 60)
+@settings(PROFILE, max_examples=SOAK or 60)
 @given(flag_programs(), st.booleans(), st.sampled_from(("blocks", "free", "budgets")),
        st.booleans())
 def test_arithmetic_and_flag_readers_match(program, paging, how, record):
