@@ -14,8 +14,10 @@ each one. Here each (operation, reader) pair is a loop over a table of operand v
     READER                               ; Jcc over a store, ADC, PUSHFD: into [edx]
     add edx, 2 / add ebp, 12 / cmp ebp, table_end / jb l
 
-READER is each of the 16 Jcc (jumping over the store of a 1), ADC and PUSHFD; every
-iteration writes its own slot, so the RAM compared at the end names the case.
+READER is each of the 16 Jcc (jumping over the store of a 1), ADC and PUSHFD, and some
+readers (Jcc, SETcc, CMOVcc, ADC, PUSHFD) after a JMP, at the head of the loop's next
+block; every iteration writes its own slot, so the RAM compared at the end names the
+case.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from tests.diff.blocks import Twin, has_blocks
 from tests.diff.harness import CODE, DATA, STACK_TOP, Start
 
 CCS = ("o", "no", "b", "ae", "e", "ne", "be", "a", "s", "ns", "p", "np", "l", "ge", "le", "g")
-READERS = (*CCS, "adc", "pushf")
+# The same readers after a JMP: at the head of the next block of the loop's region (the
+# flags record then crosses a block boundary inside one compiled function).
+READERS = (*CCS, "adc", "pushf", "j:be", "j:l", "j:o", "j:setg", "j:cmovs", "j:adc", "j:pushf")
 TABLE = DATA + 0x1000
 SLOTS = DATA + 0x2000
 OPERAND = DATA + 0x20
@@ -92,7 +96,14 @@ def guest(size: str, group: str) -> str:
             else:
                 lines += [f"mov [esi], {b}"]
             lines += ["bt dword [ebp + 8], 0", op.format(a=a, b=b)]
-            if reader in CCS:
+            if reader.startswith("j:"):
+                lines += [f"jmp .j{n}", f".j{n}:"]
+                reader = reader[2:]
+            if reader == "setg":
+                lines += ["setg byte [edx]"]
+            elif reader == "cmovs":
+                lines += ["mov ecx, 0", "cmovs ecx, ebp", "mov [edx], cl"]
+            elif reader in CCS:
                 lines += [f"j{reader} .s{n}", "mov byte [edx], 1", f".s{n}:"]
             elif reader == "adc":
                 lines += ["mov ecx, 0", "adc ecx, 0", "mov [edx], cl"]
