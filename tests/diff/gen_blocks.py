@@ -32,6 +32,8 @@ SEL_BEYOND = 0x38  # past the GDT limit: #GP(0x38)
 SELECTORS = (SEL_DATA, SEL_DATA, SEL_RO, SEL_RO, 0, SEL_XO, SEL_CODE_R, SEL_BEYOND, 0x13)
 SEGS = (Register.DS, Register.ES, Register.FS, Register.GS, Register.SS)
 SMC_COUNTER = DATA + 8  # the SMC loop's count (below every gen.py operand's margin)
+SMC_SCRATCH = DATA + 0x20  # where an SMC unit's store goes while it is aimed at data
+OUTER_COUNTER = DATA + 16  # a looped program's pass counter (3, 2, 1)
 # inc/dec of a register other than ESP: what a patched one-byte instruction becomes.
 INC_DEC = [b for b in range(0x40, 0x50) if b not in (0x44, 0x4C)]
 
@@ -45,7 +47,8 @@ def smc_unit(draw) -> list[Item]:
     """A store into code: forward (the target has not run yet: the new bytes must run),
     or backward (it ran already: no effect until it runs again, which here it does not)."""
     target = gen._LABELS.__next__()
-    reg = draw(st.sampled_from([r for r in gen.NO_ESP32 if r != Register.EBX]))
+    reg = draw(st.sampled_from([r for r in gen.NO_ESP32
+                                if r not in (Register.EBX, Register.EAX, Register.EDX)]))
     if draw(st.booleans()):
         victim = [Label(target), mov_imm(reg, draw(gen.u32()))]
         k, v = draw(st.integers(1, 4)), draw(st.integers(0, 255))
@@ -55,7 +58,18 @@ def smc_unit(draw) -> list[Item]:
             Code.INC_R32 if op < 0x48 else Code.DEC_R32, gen.GPR32[op & 7])]
         k, v = 0, draw(st.sampled_from([*INC_DEC, 0x90]))
     size = draw(st.sampled_from(("byte", "byte", "dword_at_imm")))
-    store: list[Item] = [Ref(mov_imm(Register.EBX, 0), target, "imm")]
+    # The store is aimed at the code only while the outer loop's counter (in a looped
+    # program) is neither 3 nor 2, i.e. on the last time round, when the code has been
+    # translated; at data before (branch-free, so the store stays inside its block).
+    store: list[Item] = [Ref(mov_imm(Register.EBX, 0), target, "imm"),
+                         mov_imm(Register.EDX, SMC_SCRATCH),
+                         Instruction.create_reg_mem(Code.MOV_R32_RM32, Register.EAX,
+                                                    MemoryOperand(displ=OUTER_COUNTER,
+                                                                  displ_size=4)),
+                         Instruction.create_reg_i32(Code.SUB_RM32_IMM8, Register.EAX, 2),
+                         Instruction.create_reg_i32(Code.CMP_RM32_IMM8, Register.EAX, 2),
+                         Instruction.create_reg_reg(Code.CMOVB_R32_RM32, Register.EBX,
+                                                    Register.EDX)]
     if size == "dword_at_imm" and k:
         # A 32-bit store that may run past the victim into the next instruction's bytes.
         store.append(Instruction.create_mem_u32(Code.MOV_RM32_IMM32, _mem(Register.EBX, k),
@@ -192,9 +206,6 @@ def block_unit(draw) -> list[Item]:
     if kind == "segment":
         return draw(segment_unit())
     return draw(system_unit())
-
-
-OUTER_COUNTER = DATA + 16
 
 
 @st.composite

@@ -47,7 +47,6 @@ def machines(draw) -> dict:
         "read_only": tuple(draw(st.sets(st.sampled_from(pages), max_size=2))) if faulty else (),
         "intercept_exceptions": draw(st.booleans()),
         "events": draw(st.sampled_from(("hw", "hw", "mmu", None))),
-        "record": draw(st.integers(0, 3)) == 0,
     }
 
 
@@ -61,6 +60,18 @@ def test_block_programs_match_per_instruction_path(program, machine, predecode):
     it (after SMC, a CR3 load, a segment-class change ... too); else run twice."""
     twin = Twin(program.code, program.start, redecode=predecode, **machine)
     twin.run_blocks(max_steps=400, passes=1 if predecode else 2)
+    twin.compare_saved_state()
+
+
+@settings(PROFILE, max_examples=SOAK or 30)
+@given(block_programs(looped=True), machines())
+def test_block_programs_with_the_recorder(program, machine):
+    """With the instruction recorder on (a trace at level insn): the same recorded EIPs,
+    and every event comes when exactly the instructions before it are recorded (a trace
+    writes the column out before each event)."""
+    machine.update(events="mmu", paging=True)  # TLB misses inside blocks, SMC events
+    twin = Twin(program.code, program.start, record=True, **machine)
+    twin.run_budgets([1000] * 100)
     twin.compare_saved_state()
 
 

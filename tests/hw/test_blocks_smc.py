@@ -157,6 +157,24 @@ CASES = {
         dec ecx
         jnz top
     """, None),
+    # The flags of a CMP are still in the block's locals when the store hits code: the
+    # block stops after the store and ADC, decoded anew, reads CF. Iterations 3, 2: CF 0,
+    # +1 each; iteration 1: CF 1 and the new immediate 7: +8.
+    "flags across the exit": ("""
+        mov ecx, 3
+        xor esi, esi
+    top:
+        mov edx, SCRATCH
+        cmp ecx, 1
+        jne keep
+        mov edx, target + 2
+    keep:
+        cmp ecx, 2
+        mov byte [edx], 7
+    target:
+        adc esi, strict byte 1
+        loop top
+    """, 10),
     # Each iteration stores CL into the immediate of its own next instruction.
     "every iteration, same page": ("""
         mov ecx, 5
@@ -214,11 +232,24 @@ def test_self_modifying_code_in_blocks(nasm, name: str):
             # loop never runs from a block, which is right, and is checked all the same.)
             assert twin.blocks_run, "no block ran"
         # Freely: the CPUs translate as a free run does.
-        twin = _twin(code, paging, events="mmu" if paging else "hw", record=paging)
+        twin = _twin(code, paging, events="mmu" if paging else "hw")
         twin.run_budgets([10_000])
         assert twin.fast.halted and twin.fast.eip == twin.end + 1
         assert twin.fast.r[6] == expected
         twin.compare_saved_state()
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_self_modifying_code_with_the_recorder(nasm, name: str):
+    """The same guests with the instruction recorder on (a trace at level insn): each
+    event (an `smc`, a TLB miss) comes when exactly the instructions before it are
+    recorded, as a trace writes the column out before each event."""
+    body, _ = CASES[name]
+    code = nasm(_source(body), "rec_" + name.replace(" ", "_").replace(",", ""))
+    twin = _twin(code, True, events="mmu", record=True)
+    twin.run_budgets([10_000])
+    assert twin.fast.halted
+    twin.compare_saved_state()
 
 
 def test_store_through_an_alias_mapping(nasm):
