@@ -656,7 +656,7 @@ def _collect(cpu: Cpu, eip: int) -> tuple[list, list[int], set[int]]:
         d = decoded.get(at)
         if h is None or d is None:
             break
-        ins, fr = d
+        ins, fr = d[0], d[1]
         if not translatable(ins, h):
             break
         items.append((ins, h))
@@ -831,7 +831,7 @@ def _region(cpu: Cpu, eip: int, first: tuple) -> tuple | None:
     info = [heads, region_rec]
     lpns = {e >> 12 for e in eips_all} | {(e + 15) >> 12 for e in eips_all}
     entry = (fn, 0, info)
-    cpu.note_block(eip, entry, frames, lpns)
+    cpu.note_block(eip, entry, frames, lpns, eips_all)
     return entry
 
 
@@ -891,6 +891,12 @@ def _region_locals(lines: list[str], dirty_in: frozenset, used: list[str],
 def translate(cpu: Cpu, eip: int, regions: bool = True) -> tuple:
     """The cache entry for a block (or a region of blocks) at `eip`, built from decoded
     instructions only, and installed in `cpu.blocks` (NO_BLOCK when none starts there)."""
+    kept = cpu._block_store.get(eip)
+    if kept is not None and kept[1] and (regions or kept[0][1]):
+        # Translated before a CR3 load, all in one page: its first instruction has just
+        # been fetched again and found in the same frame, so all of it has.
+        cpu.blocks[eip] = kept[0]
+        return kept[0]
     items, eips, frames = _collect(cpu, eip)
     if not items:
         d = cpu.decoded.get(eip)
@@ -920,5 +926,5 @@ def translate(cpu: Cpu, eip: int, regions: bool = True) -> tuple:
     listed.rec = block_rec
     lpns = {e >> 12 for e in eips} | {(e + 15) >> 12 for e in eips}
     entry = (fn, len(items), listed)
-    cpu.note_block(eip, entry, frames, lpns)
+    cpu.note_block(eip, entry, frames, lpns, eips)
     return entry

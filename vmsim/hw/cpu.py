@@ -388,11 +388,16 @@ class Cpu:
         self.icache: dict[int, Callable[[], int]] = {}
         # The decoded instruction and its frames behind each icache entry (blocks are
         # translated from these, never from memory: see vmsim.hw.blocks).
-        self.decoded: dict[int, tuple[iced_x86.Instruction, list[int]]] = {}
+        # Kept across CR3 loads, which only empty `icache` (see _new_address_space).
+        self.decoded: dict[int, tuple[iced_x86.Instruction, list[int], Callable[[], int]]] = {}
         # Translated basic blocks by first EIP: (function, instructions, their EIPs).
         self.use_blocks = self.USE_BLOCKS
         self.blocks: dict[int, tuple] = {}
+        # Every translated block still valid in some address space: head -> (entry,
+        # whether it lies in one page and frame), reactivated after a CR3 load.
+        self._block_store: dict[int, tuple[tuple, bool]] = {}
         self._frame_blocks: dict[int, set[int]] = {}
+        self._insn_blocks: dict[int, set[int]] = {}  # an instruction's EIP -> block heads
         self._page_blocks: dict[int, set[int]] = {}
         self.block_pos = [0, 0]  # where a block stopped on an exception: index, region block
         self.block_count = [0]  # instructions a region ran
@@ -559,7 +564,9 @@ class Cpu:
 
         for eip, frames, data in decoded:
             ins = iced_x86.Decoder(32, bytes(data), ip=eip).decode()
-            self.note_code(eip, list(frames), compile_instruction(self, ins), ins)
+            handler = compile_instruction(self, ins)
+            self.note_code(eip, list(frames), handler)
+            self.note_decoded(eip, ins, list(frames), handler)
 
     # -- control registers ------------------------------------------------------------------
     def set_control(self, n: int, value: int, check: bool = True) -> None:
@@ -588,7 +595,7 @@ class Cpu:
             mmu.cr3 = value
             mmu.flush(keep_global=True, scope="cr3 load")
             if mmu.paging:
-                self._drop_decoded()
+                self._new_address_space()
         elif n == 4:
             # CR4.VMXE is set only in VMX operation, where it must stay set.
             valid = CR4_VALID | (CR4_VMXE if self.cr_shadow else 0)
@@ -618,12 +625,13 @@ class Cpu:
     def invlpg(self, la: int) -> None:
         lpns = self.mmu.invlpg(la)  # one 4-KiB page, or all of a 4-MiB one
         if self.mmu.paging:
+            # The instructions there are fetched again before they next run (refetch):
+            # they stay decoded, reused if the page still maps the same frame.
             for eip in [e for e in self.icache if e >> 12 in lpns or (e + 15) >> 12 in lpns]:
                 del self.icache[eip]
-                self.decoded.pop(eip, None)
             blocks, page_blocks = self.blocks, self._page_blocks
             for lpn in lpns:
-                for head in page_blocks.pop(lpn, ()):
+                for head in page_blocks.get(lpn, ()):
                     blocks.pop(head, None)
 
     def set_second_stage(self, ept) -> None:
@@ -657,11 +665,20 @@ class Cpu:
             self._rebuild()
 
     # -- decoded-instruction cache ----------------------------------------------------------
+    def _new_address_space(self) -> None:
+        """A CR3 load: decoded instructions and blocks stay known, but each must be
+        fetched again before it runs (decode_at): the fetch walks and faults as a fresh
+        one, and the instruction is reused only where it finds the same frames."""
+        self.icache.clear()
+        self.blocks.clear()
+
     def _drop_decoded(self) -> None:
         self.icache.clear()
         self.decoded.clear()
         self.blocks.clear()
+        self._block_store.clear()
         self._frame_blocks.clear()
+        self._insn_blocks.clear()
         self._page_blocks.clear()
         kind = self.mem.kind
         for frame in self._code_frames:
@@ -670,20 +687,25 @@ class Cpu:
         self._code_frames.clear()
 
     def _drop_frame_blocks(self, frame: int) -> None:
-        blocks = self.blocks
+        blocks, store = self.blocks, self._block_store
         for head in self._frame_blocks.pop(frame, ()):
             blocks.pop(head, None)
+            store.pop(head, None)
 
-    def _code_written(self, frame: int) -> None:
+    def _code_written(self, frame: int, pa: int | None = None, size: int | None = None) -> None:
+        """A store (or a load) hit a frame holding decoded instructions: all of them are
+        dropped, with the blocks holding them (`pa` and `size` say where: unused, the
+        frame is the unit, as the `smc` event reports it)."""
         eips = self._code_frames.pop(frame, None)
         shared = len(self.mem.__dict__.get("code_write_hooks", ())) > 1
         if eips is None:
             if shared:
                 return  # another CPU's code: this one has nothing to drop or report
             eips = set()
+        icache, decoded = self.icache, self.decoded
         for eip in eips:
-            self.icache.pop(eip, None)
-            self.decoded.pop(eip, None)
+            icache.pop(eip, None)
+            decoded.pop(eip, None)
         self._drop_frame_blocks(frame)
         self.smc_flag[0] = 1  # a running block stops after this store
         if self.mem.kind[frame] == CODE:
@@ -721,23 +743,54 @@ class Cpu:
             pb = la & 0xFFFFF000
         return self._read_phys_code(pb, count - have), pb >> PAGE_SHIFT
 
+    def refetch(self, eip: int) -> Callable[[], int] | None:
+        """The handler of an instruction decoded in an earlier address space, if the fetch
+        at `eip` now finds it in the same frames: the same translations a fresh fetch makes
+        (decode_instruction: the first page, the next one only for an instruction running
+        into it), so the same walks, accessed bits and faults; no decode (the frames'
+        bytes are unchanged: a write to them would have dropped it)."""
+        d = self.decoded.get(eip)
+        if d is None:
+            return None
+        frames = d[1]
+        mmu = self.mmu
+        la = eip & 0xFFFFFFFF
+        if mmu.translating:
+            pb = mmu.tlb.get(la >> 12)
+            if pb is None:
+                pb = mmu.translate(la, FETCH)
+        else:
+            pb = la & 0xFFFFF000
+        if pb >> PAGE_SHIFT != frames[0]:
+            return None
+        if len(frames) > 1:
+            la1 = (la + 0x1000 - (la & 0xFFF)) & 0xFFFFFFFF
+            if mmu.translating:
+                pb1 = mmu.tlb.get(la1 >> 12)
+                if pb1 is None:
+                    pb1 = mmu.translate(la1, FETCH)
+            else:
+                pb1 = la1
+            if pb1 >> PAGE_SHIFT != frames[1]:
+                return None
+        handler = d[2]
+        self.icache[eip] = handler
+        return handler
+
     def _read_phys_code(self, pa: int, n: int) -> bytes:
         mem = self.mem
         if mem.kind[pa >> PAGE_SHIFT] != OTHER and pa + n <= mem.size:
             return bytes(mem.ram[pa:pa + n])
         return bytes(mem.read(pa + i, 1) for i in range(n))
 
-    def note_code(self, eip: int, frames: list[int], handler: Callable[[], int],
-                  ins: iced_x86.Instruction | None = None) -> None:
+    def note_code(self, eip: int, frames: list[int], handler: Callable[[], int]) -> None:
         kind = self.mem.kind
         for f in frames:
             if kind[f] == OTHER:
                 return  # executing from MMIO: never cached
-        if len(self.icache) >= self.ICACHE_LIMIT:
+        if len(self.decoded) >= self.ICACHE_LIMIT:
             self._evict_cold_frames()
         self.icache[eip] = handler
-        if ins is not None:
-            self.decoded[eip] = (ins, frames)
         code_frames = self._code_frames
         for f in frames:
             kind[f] = CODE
@@ -748,6 +801,21 @@ class Cpu:
             eips.add(eip)
             code_frames[f] = eips
 
+    def note_decoded(self, eip: int, ins: iced_x86.Instruction, frames: list[int],
+                     handler: Callable[[], int]) -> None:
+        """Keep what `handler` was decoded from (blocks are translated from it, and it
+        outlives a CR3 load: refetch); called after note_code cached it."""
+        if self.icache.get(eip) is not handler:
+            return  # not cached (executing from MMIO)
+        if eip in self.decoded:
+            # Decoded anew (another address space maps other code here): blocks
+            # translated from the old instruction must not come back.
+            blocks, store = self.blocks, self._block_store
+            for head in self._insn_blocks.pop(eip, ()):
+                blocks.pop(head, None)
+                store.pop(head, None)
+        self.decoded[eip] = (ins, frames, handler)
+
     def _evict_cold_frames(self) -> None:
         """Drop whole frames' decoded instructions, the least recently decoded first, until
         a quarter of the cache is free (a guest running through fresh memory, a `db 0`
@@ -755,7 +823,7 @@ class Cpu:
         target = self.ICACHE_LIMIT * 3 // 4
         icache, kind, code_frames = self.icache, self.mem.kind, self._code_frames
         for f in list(code_frames):
-            if len(icache) <= target:
+            if len(self.decoded) <= target:
                 break
             for e in code_frames.pop(f):
                 icache.pop(e, None)
@@ -763,12 +831,16 @@ class Cpu:
             self._drop_frame_blocks(f)
             if kind[f] == CODE:
                 kind[f] = RAM  # writes to it need no SMC check any more
-        if len(icache) > target:  # entries no frame owns (cannot happen; stay bounded)
+        if len(self.decoded) > target:  # entries no frame owns (cannot happen; stay bounded)
             self._drop_decoded()
 
-    def note_block(self, eip: int, entry: tuple, frames, lpns) -> None:
+    def note_block(self, eip: int, entry: tuple, frames, lpns, eips=()) -> None:
         """Install a translated block (or NO_BLOCK) where invalidation will find it."""
         self.blocks[eip] = entry
+        self._block_store[eip] = (entry, len(frames) == 1 and len(lpns) == 1)
+        ib = self._insn_blocks
+        for e in eips or (eip,):
+            ib.setdefault(e, set()).add(eip)
         fb, pb = self._frame_blocks, self._page_blocks
         for f in frames:
             fb.setdefault(f, set()).add(eip)
@@ -790,8 +862,11 @@ class Cpu:
         if fn is None:
             return None
         if not k:  # a region: show its first block
+            kept = self._block_store.get(eip)
             t = translate(self, eip, regions=False)
             self.blocks[eip] = (fn, k, eips)  # the region stays installed
+            if kept is not None:
+                self._block_store[eip] = kept
             fn, k, eips = t
         return Block(eip, k, tuple(eips), fn.source)
 
@@ -1471,10 +1546,10 @@ class Cpu:
         return iced_x86.Formatter(iced_x86.FormatterSyntax.NASM).format(ins)
 
 
-def _all_hooks(hooks: list[Callable[[int], None]]) -> Callable[[int], None]:
-    def code_written(frame: int) -> None:
+def _all_hooks(hooks: list[Callable]) -> Callable:
+    def code_written(frame: int, pa: int | None = None, size: int | None = None) -> None:
         for hook in hooks:
-            hook(frame)
+            hook(frame, pa, size)
     return code_written
 
 

@@ -38,9 +38,14 @@ def decode_instruction(cpu: Cpu, eip: int) -> tuple[iced_x86.Instruction, list[i
 
 
 def decode_at(cpu: Cpu, eip: int) -> Callable[[], int]:
+    if eip in cpu.decoded:
+        handler = cpu.refetch(eip)  # decoded before a CR3 load
+        if handler is not None:
+            return handler
     ins, frames = decode_instruction(cpu, eip)
     handler = compile_instruction(cpu, ins)
-    cpu.note_code(eip, frames, handler, ins)
+    cpu.note_code(eip, frames, handler)
+    cpu.note_decoded(eip, ins, frames, handler)
     return handler
 
 
