@@ -129,17 +129,13 @@ class _SerialOut:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    # Only what every run needs is imported here; the trace writers, statistics,
+    # snapshots and the host's KVM when an option asks for them (start-up time).
     from vmsim.asm import AsmError
     from vmsim.events import EventStream
     from vmsim.files import InputError, OutputError, refuse_overwrite
-    from vmsim.hostkvm import HostKvmError
     from vmsim.hw.exceptions import Unsupported
-    from vmsim.perfetto import PerfettoWriter
     from vmsim.session import Session
-    from vmsim.snapshot_format import SnapshotError
-    from vmsim.stats import ExitStats
-    from vmsim.trace import InstructionColumn, TraceWriter
-    from vmsim.tracecmd import TextTraceWriter
     from vmsim.vmm.block import BlockBackend, parse_disk_option
     from vmsim.vmm.machine import LOAD_ADDRESS, GuestLoadError, MachineConfig, load_guest_file
 
@@ -200,7 +196,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     events = EventStream()
     files: list = []
     trace = stats_file = None
-    stats = ExitStats() if (args.stats or args.stats_json) else None
+    stats = None
+    if args.stats or args.stats_json:
+        from vmsim.stats import ExitStats
+
+        stats = ExitStats()
     serial_out = _SerialOut()
 
     def open_outputs() -> None:
@@ -216,10 +216,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
             trace_file = open(args.trace, "w", encoding="utf-8")
             files.append(trace_file)
             if args.trace_format == "text":
+                from vmsim.tracecmd import TextTraceWriter
+
                 trace = TextTraceWriter(events, trace_file, path=args.trace)
             elif args.trace_format == "perfetto":
+                from vmsim.perfetto import PerfettoWriter
+
                 trace = PerfettoWriter(events, trace_file, path=args.trace)
             else:
+                from vmsim.trace import TraceWriter
+
                 trace = TraceWriter(events, trace_file, args.trace_level, path=args.trace)
 
     try:
@@ -250,11 +256,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
                                  "host's KVM only event:KIND breakpoints (event:"
                                  "kvm_userspace_exit, ...), which QEMU's side emits")
             _set_breakpoints(session, args.breaks)
-    except SnapshotError as e:
+    except _loaded_error("vmsim.snapshot_format", "SnapshotError") as e:
         print(f"vmsim: {e}", file=sys.stderr)
         _close_gdb(gdb)
         return _close(trace, files, EXIT_BAD_INPUT)
-    except (HostKvmError, ValueError) as e:
+    except (_loaded_error("vmsim.hostkvm", "HostKvmError"), ValueError) as e:
         print(f"vmsim: {e}", file=sys.stderr)
         _close_gdb(gdb)
         return _close(trace, files, EXIT_BAD_INPUT)
@@ -267,12 +273,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _close_gdb(gdb)
         return _close(trace, files, EXIT_BAD_INPUT)
     if trace is not None:
+        from vmsim.trace import InstructionColumn
+
         for cpu in session.cpus:
             col = InstructionColumn(cpu.name)
             trace.add_column(col)
             if col.on_full is not None:
                 cpu.recorder = col
 
+    _end_of_startup()
     status: int | None = None
     # With --save, Ctrl-C stops the run between two steps, where the VM can be saved.
     with _signals_end_the_run(trace, graceful=bool(args.save)) as gate:
@@ -333,6 +342,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return _close(None, files, status)
     status = _status(session, outcome, limit)
     return _close(None, files, status)
+
+
+class _NeverRaised(Exception):
+    """Stands in an `except` clause for an error whose module was never imported."""
+
+
+def _loaded_error(module: str, name: str) -> type[BaseException]:
+    """The exception class `name` of `module` if that module has been imported, else one
+    nothing raises: an error cannot come from a module that never ran, and catching it
+    this way spares importing the module (the host's KVM, snapshots) at start-up."""
+    mod = sys.modules.get(module)
+    return getattr(mod, name, _NeverRaised) if mod is not None else _NeverRaised
 
 
 def _check_load_options(args: argparse.Namespace) -> str:
@@ -608,7 +629,14 @@ def exit_status_epilog(rows, note: str = "") -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
+# The subcommands vmsim.cli itself registers (the GUI's come from entry points).
+CORE_COMMANDS = ("run", "stats", "asm", "lesson")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `vmsim` parser. With `command` one of CORE_COMMANDS, only what parsing that
+    command needs is registered: the other subcommands (the lessons' loader, the entry
+    points of plugins) cost start-up time and cannot change how it parses."""
     parser = _Parser(
         prog="vmsim",
         description="Educational simulator of hardware-assisted virtualization (KVM + QEMU on VMX). "
@@ -685,13 +713,16 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("tracefile", metavar="TRACEFILE", help="a trace (--trace-format jsonl)")
     stats.set_defaults(func=_cmd_stats)
 
-    from vmsim.asm.cli import register
+    if command in (None, "asm") or command not in CORE_COMMANDS:
+        from vmsim.asm.cli import register
 
-    register(sub)
-    from vmsim.lessons.cli import register as register_lesson
+        register(sub)
+    if command in (None, "lesson") or command not in CORE_COMMANDS:
+        from vmsim.lessons.cli import register as register_lesson
 
-    register_lesson(sub)
-    _register_plugins(sub)
+        register_lesson(sub)
+    if command not in CORE_COMMANDS:
+        _register_plugins(sub)
     return parser
 
 
@@ -784,20 +815,76 @@ def _positive(text: str) -> int:
     return v
 
 
+_startup_gc = {"paused": False}
+
+
+def _pause_gc_for_startup() -> None:
+    """`vmsim run` as the process's own program: no cycle collection while it starts. The
+    imports, the assembler and the VM's creation make hundreds of thousands of objects
+    that live as long as the process (or die by reference counting): the collector would
+    scan them again and again for nothing (~10% of the start-up)."""
+    import gc
+
+    if gc.isenabled():
+        gc.disable()
+        _startup_gc["paused"] = True
+
+
+def _end_of_startup() -> None:
+    """Before the guest's first instruction: what start-up made is moved out of the
+    collector's sight for good (gc.freeze: never scanned again), and it runs again."""
+    if _startup_gc["paused"]:
+        import gc
+
+        _startup_gc["paused"] = False
+        gc.freeze()
+        gc.enable()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    own = argv is None  # the command line of this process (not a caller's list)
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv:  # `vmsim` alone: the GUI on its first guest (ui.app.default_guest)
         argv = ["gui"]
+    if own and argv[0] == "run":
+        _pause_gc_for_startup()
+    parser = build_parser(argv[0])
     try:
         args = parser.parse_args(argv)
-        return args.func(args)
+        status = args.func(args)
     except KeyboardInterrupt:
         print("vmsim: interrupted", file=sys.stderr)
-        return EXIT_SIGNAL + signal.SIGINT
+        status = EXIT_SIGNAL + signal.SIGINT
     except BrokenPipeError:  # e.g. `vmsim asm --listing x.asm | head`: the reader is done
         _drop_stdout()
-        return 0
+        status = 0
+    finally:
+        if _startup_gc["paused"]:  # a run that ended before its guest started
+            import gc
+
+            _startup_gc["paused"] = False
+            gc.enable()
+    if own and argv[0] == "run":
+        _exit_without_teardown(status)
+    return status
+
+
+def _exit_without_teardown(status: int) -> None:
+    """`vmsim run` as the process's own program, finished (its outputs closed): end the
+    process with `status` now. The interpreter's teardown would free every object one by
+    one (the VM, its decoded instructions, every module: tens of ms) for the kernel to
+    take the memory back anyway. Only when nothing else could need the teardown: the
+    standard streams flush, no other thread runs (the host KVM's vCPU threads)."""
+    threading = sys.modules.get("threading")
+    if threading is not None and threading.active_count() > 1:
+        return
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:  # None: the shell closed it (`>&-`)
+                stream.flush()
+    except (OSError, ValueError, AttributeError):  # the normal exit reports it, as before
+        return
+    os._exit(status)
 
 
 if __name__ == "__main__":

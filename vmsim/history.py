@@ -34,12 +34,23 @@ if TYPE_CHECKING:
     from vmsim.vmm.machine import Machine
 
 PAGE = 4096
-BLOCK = 16 * PAGE  # RAM is compared with the last checkpoint's this much at a time first
+# RAM is compared with the last checkpoint's a MiB at a time first, then the chunks that
+# differ 64 KiB at a time, then page by page: a few dozen memcmp calls for the usual few
+# changed pages, rather than one Python iteration per page.
+CHUNKS = (256 * PAGE, 16 * PAGE, PAGE)
 # A checkpoint is taken at the first rebuildable point after this much guest work
 # (instructions retired, exceptions delivered: Session._work) or this many steps since
 # the last one, whichever comes first: the most a step back has to replay.
 CHECKPOINT_WORK = 10_000
 CHECKPOINT_STEPS = 100
+# ... and further apart on a larger RAM: a checkpoint compares the whole RAM with the last
+# one's (about 1 ms per 16 MiB) besides saving the state (about 2 ms), so that recording
+# costs the run a few percent, the gap is at least this much work and these many steps
+# per 4 KiB page of RAM (16 MiB: 262,144 instructions or 256 steps; 4 MiB: 65,536 or the
+# 100 above). Where checkpoints are changes only how far a step back replays, never what
+# it finds (the replay is exact).
+CHECKPOINT_WORK_PER_PAGE = 64
+CHECKPOINT_PAGES_PER_STEP = 16
 # Going back, the replay also leaves checkpoints in the last REPLAY_WINDOW steps before
 # its target, one every REPLAY_STEPS steps or REPLAY_WORK work: the next step back (a front
 # end walking backwards) then replays a few steps instead of a whole interval.
@@ -57,7 +68,9 @@ NEAR = 24
 # subscribing for a while never changes which events get a number.
 HISTORY_KINDS = [k for k in CATALOGUE if k not in ("tlb_hit", "tlb_miss", "walk_step")]
 ZERO_PAGE = bytes(PAGE)
-_ZERO_BLOCK_BUF = bytearray(BLOCK)  # (a writable buffer: ctypes takes its address)
+# (a writable buffer, as ctypes takes its address; never written, so its pages stay the
+# kernel's shared zero page: no memory, and always in the cache)
+_ZERO_BLOCK_BUF = bytearray(CHUNKS[0])
 
 
 def _memcmp():
@@ -197,6 +210,14 @@ class History:
         self._prev_ck: Checkpoint | None = None
         self._ck_work = 0
         self._ck_pos = 0
+        self._gap_work = CHECKPOINT_WORK  # (set for the RAM's size by _set_gaps)
+        self._gap_steps = CHECKPOINT_STEPS
+
+    def _set_gaps(self) -> None:
+        """The checkpoints' spacing for the machine's RAM (CHECKPOINT_WORK_PER_PAGE)."""
+        pages = len(self.s.machine.ram) // PAGE
+        self._gap_work = max(CHECKPOINT_WORK, CHECKPOINT_WORK_PER_PAGE * pages)
+        self._gap_steps = max(CHECKPOINT_STEPS, pages // CHECKPOINT_PAGES_PER_STEP)
 
     # -- recording ---------------------------------------------------------------------------
     @property
@@ -208,6 +229,7 @@ class History:
         """The VM is built: position 0 and the first checkpoint (a fresh build)."""
         s = self.s
         ev = s.events
+        self._set_gaps()
         self.time[0], self.seq[0], self.evc[0] = s.vm.sched.now, ev.seq, self.nev
         pages = self._all_pages(s.machine)
         ck = Checkpoint(0, 0, None, tuple(pages), {"events": (ev.seq, ev.time, ev.thread),
@@ -221,6 +243,7 @@ class History:
         history starts again there, its first checkpoint that state."""
         s = self.s
         self._clear()
+        self._set_gaps()
         self.time[0], self.seq[0], self.instr[0] = s.vm.sched.now, s.events.seq, s.instructions
         self.serial_base = s.serial_total - len(s.serial)
         self.serial_all = bytearray(s.serial)
@@ -309,15 +332,21 @@ class History:
             if self.pos in self.edits:
                 self._apply_edits(self.pos)
             return
-        self._fork()
+        if self.pos < len(self.time) - 1:
+            self._fork()
         self.pos += 1
         self.batch.append(vm.cpus[0].vcpu.BATCH)
         self.time.append(vm.sched.now)
-        self.instr.append(s.instructions)
+        # Session.instructions and Session._work in one pass over the CPUs (every step).
+        instr = deliveries = 0
+        for c in s.cpus:
+            instr += c.icount
+            deliveries += c.deliveries
+        work = instr + deliveries
+        self.instr.append(instr)
         self.seq.append(s.events.seq)
         self.evc.append(self.nev)
-        work = s._work()
-        if ((work - self._ck_work >= CHECKPOINT_WORK or self.pos - self._ck_pos >= CHECKPOINT_STEPS)
+        if ((work - self._ck_work >= self._gap_work or self.pos - self._ck_pos >= self._gap_steps)
                 and s.outcome is None and vm.at_rebuildable_point()):
             self._checkpoint(work)
 
@@ -355,19 +384,26 @@ class History:
         pa = ctypes.addressof(ctypes.c_char.from_buffer(prev))
         za = ctypes.addressof(ctypes.c_char.from_buffer(_ZERO_BLOCK_BUF))
         pages = base.pages
-        per = BLOCK // PAGE
-        out = []
-        n = len(ram)
-        for b in range(0, n, BLOCK):
-            size = min(BLOCK, n - b)
-            i = b // PAGE
-            # A block all zero in base is compared with a zero block that stays in the
-            # cache: half the memory traffic of comparing with the copy.
-            zero = all(p is ZERO_PAGE for p in pages[i:i + per])
-            if _MEMCMP(ra + b, za if zero else pa + b, size):
-                for a in range(b, b + size, PAGE):
-                    if _MEMCMP(ra + a, (za if zero else pa + a), PAGE):
-                        out.append(a // PAGE)
+        memcmp = _MEMCMP
+        out: list[int] = []
+
+        def scan(lo: int, hi: int, level: int, zero: bool) -> None:
+            size = CHUNKS[level]
+            for b in range(lo, hi, size):
+                m = min(size, hi - b)
+                if level == 0:
+                    # A chunk all zero in base is compared with a zero buffer that stays
+                    # in the cache: half the memory traffic of comparing with the copy.
+                    i = b // PAGE
+                    k = m // PAGE
+                    zero = pages[i:i + k].count(ZERO_PAGE) == k
+                if memcmp(ra + b, za if zero else pa + b, m):
+                    if size == PAGE:
+                        out.append(b // PAGE)
+                    else:
+                        scan(b, b + m, level + 1, zero)
+
+        scan(0, len(ram), 0, False)
         return out
 
     def _checkpoint(self, work: int, at: int | None = None) -> None:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 from array import array
 from collections.abc import Callable, Iterable
-from operator import sub
+from itertools import repeat
+from operator import ge, sub
 from typing import IO, Any
 
 from vmsim.events import CATALOGUE, Event, EventStream
@@ -30,6 +31,24 @@ FLUSH_AT = 16_384
 SKIP_MAX = 63  # see fold_loops
 FOLD_MIN = 8  # instructions a repeat group must save to be worth its brackets
 LINE_INSNS = 65_536  # instructions per insn_run line at most (before loops are folded)
+
+
+def _compact_dumps() -> Callable[[Any], str]:
+    """json.dumps(obj, separators=(",", ":")), the same text, with the encoder made once:
+    json.dumps builds a JSONEncoder and then a C encoder for every call (microseconds per
+    event). Records are plain trees, never circular: no check for cycles is needed."""
+    from json import encoder
+
+    make = encoder.c_make_encoder
+    if make is None:  # no C accelerator: what json.dumps does
+        return json.JSONEncoder(separators=(",", ":")).encode
+    enc = make(None, json.JSONEncoder().default, encoder.encode_basestring_ascii, None,
+               ":", ",", False, False, True)
+    join = "".join
+    return lambda obj: join(enc(obj, 0))
+
+
+_dumps = _compact_dumps()
 
 
 class InstructionColumn:
@@ -71,20 +90,13 @@ def _repeats(d: list[int], pos: int, seg: list[int]) -> int:
     return k
 
 
-def fold_loops(d: list[int]) -> list[Any]:
-    """EIP deltas with repeated loop bodies folded into [times, [deltas...]] groups.
-
-    A loop iteration ends with a backward (or zero) jump: the deltas up to and including
-    such a jump are one iteration's body, and equal bodies in a row become one group.
-    The scan for those jumps and the compares run in C (bytes.find, list ==), and after
-    bodies that did not repeat the next look is further on (up to SKIP_MAX
-    instructions), so code whose branches differ each time (data-dependent loops) costs
-    little Python work while a loop that runs many times is still folded.
-    """
+def _fold_spans(d: list[int]) -> list[tuple[int, int, Any]]:
+    """fold_loops' result as spans, one Python tuple per stretch rather than per delta:
+    (start, end, None) for d[start:end] as it is, (times, 0, body) for a repeat group."""
     n = len(d)
-    flags = bytes(map((0).__ge__, d))  # 1 where a delta is <= 0: a backward jump
+    flags = bytes(map(ge, repeat(0), d))  # 1 where a delta is <= 0: a backward jump
     find, rfind = flags.find, flags.rfind
-    out: list[Any] = []
+    out: list[tuple[int, int, Any]] = []
     plain = start = 0  # d[plain:start] is waiting to be copied out as it is
     skip = 0
     b = find(1)
@@ -96,8 +108,9 @@ def fold_loops(d: list[int]) -> list[Any]:
             seg = d[start:nxt]
             k = _repeats(d, nxt, seg)
             if k * p >= FOLD_MIN:
-                out.extend(d[plain:start])
-                out.append([k + 1, seg])
+                if start > plain:
+                    out.append((plain, start, None))
+                out.append((k + 1, 0, seg))
                 start = plain = nxt + k * p
                 skip = 0
                 b = find(1, start)
@@ -106,8 +119,55 @@ def fold_loops(d: list[int]) -> list[Any]:
         b = find(1, nxt + skip)
         prev = rfind(1, nxt, b) if b >= 0 else -1
         start = prev + 1 if prev >= 0 else nxt
-    out.extend(d[plain:])
+    if n > plain:
+        out.append((plain, n, None))
     return out
+
+
+def fold_loops(d: list[int]) -> list[Any]:
+    """EIP deltas with repeated loop bodies folded into [times, [deltas...]] groups.
+
+    A loop iteration ends with a backward (or zero) jump: the deltas up to and including
+    such a jump are one iteration's body, and equal bodies in a row become one group.
+    The scan for those jumps and the compares run in C (bytes.find, list ==), and after
+    bodies that did not repeat the next look is further on (up to SKIP_MAX
+    instructions), so code whose branches differ each time (data-dependent loops) costs
+    little Python work while a loop that runs many times is still folded.
+    """
+    out: list[Any] = []
+    for a, b, body in _fold_spans(d):
+        if body is None:
+            out.extend(d[a:b])
+        else:
+            out.append([a, body])
+    return out
+
+
+class _Texts(dict):
+    """str(n) of the deltas seen (a few dozen distinct values in most code): a dict
+    look-up per delta, done in C by map, instead of formatting each number again."""
+
+    def __missing__(self, k: int) -> str:
+        if len(self) > 1 << 16:
+            self.clear()
+        v = self[k] = str(k)
+        return v
+
+
+_TEXT = _Texts().__getitem__
+
+
+def _deltas_json(d: list[int]) -> str:
+    """json.dumps(fold_loops(d), separators=(",", ":")), the same text, made from the
+    spans: numbers through _TEXT, joined in C."""
+    join = ",".join
+    parts = []
+    for a, b, body in _fold_spans(d):
+        if body is None:
+            parts.append(join(map(_TEXT, d[a:b])))
+        else:
+            parts.append(f"[{a},[{join(map(_TEXT, body))}]]")
+    return f"[{join(parts)}]"
 
 
 def unfold(line: dict[str, Any]) -> list[int]:
@@ -132,10 +192,11 @@ def encode_run(source: str, n: int, eips: array) -> str:
     lines = []
     for at in range(0, len(eips), LINE_INSNS):
         piece = eips[at:at + LINE_INSNS]
-        d = list(map(sub, piece[1:], piece[:-1]))
-        lines.append(json.dumps({"kind": "insn_run", "source": source, "n": n + at,
-                                 "count": len(piece), "eip": piece[0], "d": fold_loops(d)},
-                                separators=(",", ":")))
+        t = piece.tolist()  # each EIP made an int once (two array slices make it twice)
+        d = list(map(sub, t[1:], t))
+        # As _dumps({"kind": "insn_run", "source": ..., "d": fold_loops(d)}) writes it.
+        lines.append(f'{{"kind":"insn_run","source":{_dumps(source)},"n":{n + at},'
+                     f'"count":{len(piece)},"eip":{piece[0]},"d":{_deltas_json(d)}}}')
         lines.append("\n")
     return "".join(lines)
 
@@ -181,7 +242,7 @@ class TraceWriter(GuardedOutput):
         def both() -> None:
             if self.columns:
                 self._drain()
-            self.out.write(json.dumps(ev.to_dict(), separators=(",", ":")) + "\n")
+            self.out.write(_dumps(ev.to_dict()) + "\n")
             self.lines += 1
 
         self._guarded(both)
