@@ -1,26 +1,33 @@
-"""The GUI's own cost: the GUI thread's work per frame, and guest speed while it runs.
+"""The GUI's own cost: guest speed while the window runs a guest, beside headless, and
+how soon Pause is answered.
 
 Offscreen, in one process, prints:
-- the machine and the Python, PySide6 and Qt versions;
-- the GUI thread's work per frame: milliseconds per refresh of every panel and the
-  diagram at a typical stop (hello.asm after some event steps, each panel timed apart
-  too), per repaint while running (the refresh the Run loop makes every FRAME_MS), and
-  per animation frame (the diagram's token moved and the view repainted);
-- guest instructions per second while the window runs a guest to its end as a user
-  does (Run, then wait until it stops: ui/bridge.py's timer calls Session.run_for in
-  BATCH_S batches and repaints every FRAME_MS at most, within its PAINT_SHARE of the
-  GUI thread's time), with View > Animate event paths off and
-  on at full speed, and at the fastest animated speed (slow motion: one event per timer
-  tick, each drawn; measured for a few seconds), each beside the headless figure
-  (Session.run_for in the same batches, no Qt) measured in the same run, and the ratio
-  (issue 13's goal: animation off at least 80% of headless). Two guests: a loop with
-  VM exits (benchmarks/guests/pages.asm, fewer rounds) and a pure-compute loop
-  (benchmarks/guests/crc32.asm, a shorter buffer). Best of --repeat runs each.
+- the machine, the Python, PySide6 and Qt versions, and the reference pure-Python loop
+  (benchmarks/reference.py) measured in the same run;
+- for two guests, a compute loop (benchmarks/guests/crc32.asm) and an exits-heavy guest
+  that prints on the serial console (sample_guests/hello.asm, its greeting printed
+  again and again: an I/O exit to QEMU per byte and per LSR poll, an MMIO exit per VGA
+  cell), each sized to run about --seconds headless on this machine, guest instructions
+  per second:
+  - headless: the same guest through `vmsim.session.Session(path).run()`, no Qt;
+  - in the window, as a user runs it (Run, then wait until it stops: ui/bridge.py's
+    timer advances the session in time-boxed batches and repaints at a bounded rate),
+    with View > Animate event paths off and on;
+  each with its share of headless (issue 15's goal: animation off at least 80%) and its
+  ratio to the reference loop; best of --repeat runs each, interleaved;
+- Pause latency while the window runs each guest at full speed, animation on and off:
+  the time from the pause request (a click's event posted to the GUI thread at a random
+  moment of the run, from another thread, as the window system posts a click) until the
+  bridge stopped the run (`runningChanged(False)`) and until the window shows it paused
+  (the Pause action handled: status line and views repainted); median, p90 and worst of
+  --pauses requests (issue 15: within 50 ms with animation on);
+- with --frames: the GUI thread's work per frame (each panel's refresh at a stop and as
+  while running, a Step event, an animation frame);
+- with --profile: cProfile of the window running each guest (animation off), the top
+  entries by own and by cumulative time.
 
-    .venv/bin/python benchmarks/gui_bench.py [--repeat N] [--profile]
-
---profile runs the exits guest once more in the window under cProfile and prints the
-top entries by cumulative and by own time (where the GUI's share goes).
+    QT_QPA_PLATFORM=offscreen .venv/bin/python benchmarks/gui_bench.py [--repeat N]
+        [--pauses N] [--seconds S] [--frames] [--profile]
 """
 
 from __future__ import annotations
@@ -30,28 +37,63 @@ import cProfile
 import os
 import platform
 import pstats
+import random
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 GUESTS = ROOT / "benchmarks" / "guests"
 
 
-def guests(tmp: str) -> dict[str, str]:
-    """The two benchmark guests, shortened to a few seconds each."""
-    exits = (GUESTS / "pages.asm").read_text().replace("ROUNDS      equ 18", "ROUNDS      equ 2")
-    compute = (GUESTS / "crc32.asm").read_text().replace("LEN     equ 0x10000", "LEN     equ 0x6000")
+def hello_rounds(rounds: int) -> str:
+    """hello.asm printing its greeting `rounds` times (on COM1 and the VGA screen)."""
+    text = (ROOT / "sample_guests" / "hello.asm").read_text()
+    looped = text.replace("        mov esi, message\n        mov edi, VGA\n",
+                          f"        mov ecx, {rounds}\n.round: mov esi, message\n        mov edi, VGA\n"
+                          ).replace(".done:\n", ".done:\n        dec ecx\n        jnz .round\n")
+    assert looped.count(".round") == 2, "sample_guests/hello.asm changed: adapt hello_rounds"
+    return looped
+
+
+def crc32_len(length: int) -> str:
+    text = (GUESTS / "crc32.asm").read_text()
+    out = text.replace("LEN     equ 0x10000", f"LEN     equ {length:#x}")
+    assert out != text, "benchmarks/guests/crc32.asm changed: adapt crc32_len"
+    return out
+
+
+def _headless_seconds(tmp: str, text: str) -> float:
+    path = os.path.join(tmp, "calibrate.asm")
+    Path(path).write_text(text)
+    return min(headless(path)[2] for _ in range(2))  # CPU time: the load of the moment aside
+
+
+def guests(tmp: str, seconds: float) -> dict[str, tuple[str, str]]:
+    """name -> (the guest measured, a longer one for the pause requests), each sized to
+    run about `seconds` headless here (a faster CPU gets a longer guest, so that the
+    window's fixed costs, its first and last repaint, weigh alike)."""
+    per_kib = _headless_seconds(tmp, crc32_len(0x2000)) / 8
+    crc = min(0xF0000, max(0x1000, int(seconds / per_kib) * 1024))
+    per_round = _headless_seconds(tmp, hello_rounds(8)) / 8
+    rounds = max(4, int(seconds / per_round))
     out = {}
-    for name, text in (("loop with exits (pages.asm, 2 rounds)", exits),
-                       ("pure compute (crc32.asm, 24 KiB)", compute)):
-        path = os.path.join(tmp, f"{len(out)}.asm")
-        Path(path).write_text(text)
-        out[name] = path
+    for name, text, long in ((f"compute loop (crc32.asm, {crc // 1024} KiB)", crc32_len(crc),
+                              crc32_len(0xF0000)),
+                             (f"exits-heavy, serial console (hello.asm x {rounds})",
+                              hello_rounds(rounds), hello_rounds(100_000))):
+        paths = []
+        for i, t in enumerate((text, long)):
+            path = os.path.join(tmp, f"{len(out)}-{i}.asm")
+            Path(path).write_text(t)
+            paths.append(path)
+        out[name] = (paths[0], paths[1])
     return out
 
 
@@ -59,18 +101,11 @@ def machine() -> str:
     import PySide6
     from PySide6.QtCore import qVersion
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
     try:
         load = " load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
     except OSError:
         load = ""
-    return (f"machine: {cpu}, {os.cpu_count()} CPUs,{load}; {platform.platform()}\n"
-            f"Python {platform.python_version()} ({platform.python_implementation()}), "
+    return (f"{os.cpu_count()} CPUs,{load}; {platform.platform()}; "
             f"PySide6 {PySide6.__version__}, Qt {qVersion()}, "
             f"QT_QPA_PLATFORM={os.environ['QT_QPA_PLATFORM']}")
 
@@ -81,55 +116,122 @@ def ms(samples: list[float]) -> str:
             f"p90 {samples[int(0.9 * (len(samples) - 1))] * 1000:.2f} ms")
 
 
-def headless(path: str) -> tuple[int, float]:
-    """Session.run_for in the GUI's batches, no Qt: (instructions, seconds)."""
-    from ui.bridge import BATCH_S
+def headless(path: str) -> tuple[int, float, float, float]:
+    """Session(path).run(), no Qt: (instructions, seconds, CPU seconds, 0)."""
     from vmsim.session import Session
 
     s = Session(path)
-    t0 = time.perf_counter()
-    while not s.run_for(BATCH_S).finished:
-        pass
-    return s.instructions, time.perf_counter() - t0
+    t0, c0 = time.perf_counter(), time.process_time()
+    s.run()
+    return s.instructions, time.perf_counter() - t0, time.process_time() - c0, 0.0
 
 
 def window(path: str, animate: bool):
+    from PySide6.QtWidgets import QApplication
+
     from ui.mainwindow import MainWindow
 
     win = MainWindow(path, settings=None)
     win.resize(1600, 1000)
     win.a_animate.setChecked(animate)
     win.show()
-    from PySide6.QtWidgets import QApplication
-
     QApplication.processEvents()
     return win
 
 
-def gui_run(path: str, animate: bool, speed: int | None = None, seconds: float | None = None
-            ) -> tuple[int, float, int]:
-    """The window runs the guest as a user does: Run (F5), until it stops (or for
-    `seconds`, then Pause). Returns (instructions, seconds, repaints)."""
-    from PySide6.QtCore import QEventLoop, QTimer
+def close(win) -> None:
+    from PySide6.QtWidgets import QApplication
+
+    win.close()
+    win.deleteLater()
+    QApplication.processEvents()
+
+
+def gui_run(path: str, animate: bool, outside: list[float] | None = None
+            ) -> tuple[int, float, float, float]:
+    """The window runs the guest as a user does: Run (F5), until it stops. Returns
+    (instructions, seconds, CPU seconds, repaints per second); appends to `outside` the share of
+    the process's CPU time spent outside Session.run_for (the GUI's own work, measured within
+    the one run: the load on the machine does not move it)."""
+    from PySide6.QtCore import QEventLoop
 
     win = window(path, animate)
     b = win.bridge
-    if speed is not None:
-        win.speed.setValue(speed)
+    s = b.session
+    inside = [0.0]
+    run_for = s.run_for
+
+    def timed(*args, **kwargs):
+        t = time.process_time()
+        try:
+            return run_for(*args, **kwargs)
+        finally:
+            inside[0] += time.process_time() - t
+
+    s.run_for = timed
     loop = QEventLoop()
     b.runningChanged.connect(lambda running: None if running else loop.quit())
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     win.a_run.trigger()
-    if seconds is not None:
-        QTimer.singleShot(int(seconds * 1000), win.a_run.trigger)  # Pause
     loop.exec()
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     n, frames = b.session.instructions, b.frames
-    if seconds is None and not b.finished:
+    if not b.finished:
         sys.exit(f"the window stopped before the end: {win.status.text()}")
-    win.close()
-    win.deleteLater()
-    return n, elapsed, frames
+    if outside is not None:
+        outside.append(1 - inside[0] / cpu)
+    close(win)
+    return n, elapsed, cpu, frames / elapsed
+
+
+def pause_latency(path: str, animate: bool, pauses: int, seed: int) -> tuple[list[float], list[float]]:
+    """Run, then a pause request at a random moment 50-300 ms into the run, `pauses`
+    times. Returns the seconds from each request until the run stopped, and until the
+    window showed it paused."""
+    from PySide6.QtCore import QEventLoop, QObject, Signal
+
+    class Clicker(QObject):  # lives in the GUI thread: a signal from another thread is queued
+        click = Signal()
+
+    win = window(path, animate)
+    b = win.bridge
+    rng = random.Random(seed)
+    clicker = Clicker()
+    stopped: list[float] = []
+    shown: list[float] = []
+    at: dict[str, float] = {}
+    loop: list[QEventLoop] = []
+
+    def on_click() -> None:
+        if b.running:
+            at["stop"] = 0.0
+            win.a_run.trigger()  # Pause
+            t = time.perf_counter()
+            stopped.append(at["stop"] - at["request"])
+            shown.append(t - at["request"])
+        loop[-1].quit()
+
+    def on_running(running: bool) -> None:
+        if not running:
+            at["stop"] = time.perf_counter()
+
+    clicker.click.connect(on_click)
+    b.runningChanged.connect(on_running)
+
+    def request(delay: float) -> None:
+        time.sleep(delay)
+        at["request"] = time.perf_counter()  # once this thread holds the GIL again
+        clicker.click.emit()
+
+    while len(shown) < pauses:
+        if b.finished:
+            b.reset()
+        loop.append(QEventLoop())
+        win.a_run.trigger()
+        threading.Thread(target=request, args=(rng.uniform(0.05, 0.3),), daemon=True).start()
+        loop[-1].exec()
+    close(win)
+    return stopped, shown
 
 
 def frame_costs(path: str, what: str, instructions: int, repeat: int) -> None:
@@ -199,56 +301,86 @@ def frame_costs(path: str, what: str, instructions: int, repeat: int) -> None:
     win.close()
 
 
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=2, help="runs of each figure, best kept (default 2)")
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="runs of each speed figure, best kept (default 5)")
+    parser.add_argument("--pauses", type=int, default=20,
+                        help="pause requests per guest and mode (default 20)")
+    parser.add_argument("--seconds", type=float, default=1.5,
+                        help="each guest sized to run about this long headless (default 1.5)")
+    parser.add_argument("--frames", action="store_true", help="also the GUI thread's work per frame")
     parser.add_argument("--profile", action="store_true",
-                        help="profile a window run of the exits guest (animation off)")
+                        help="also profile a window run of each guest (animation off)")
     args = parser.parse_args()
 
     from PySide6.QtWidgets import QApplication
+    from reference import print_reference
 
-    from ui.bridge import BATCH_S, FRAME_GAP_MAX, FRAME_MS, PAINT_SHARE, SPEED_MAX
+    from ui import bridge
 
     app = QApplication.instance() or QApplication([])
+    ref = print_reference()
     print(machine())
-    print(f"GUI run loop: Session.run_for({BATCH_S}) per timer tick; a repaint every {FRAME_MS} ms at "
-          f"most, once the time outside the simulation since the last is at most {PAINT_SHARE:.0%} "
-          f"(at least every {FRAME_GAP_MAX} s)")
+    print("GUI run loop: " + bridge.describe_run_loop())
     with tempfile.TemporaryDirectory() as tmp:
-        paths = guests(tmp)
-        frame_costs(str(ROOT / "sample_guests" / "hello.asm"), "hello.asm after 40 event steps", 0,
-                    args.repeat)
-        frame_costs(next(iter(paths.values())), "the loop with exits, mid-run", 300_000, args.repeat)
-        print(f"\nguest instructions per second (best of {args.repeat}):")
-        for name, path in paths.items():
-            best: dict[str, tuple[float, int, float, int]] = {}
+        paths = guests(tmp, args.seconds)
+        if args.frames:
+            frame_costs(str(ROOT / "sample_guests" / "hello.asm"), "hello.asm after 40 event steps", 0,
+                        args.repeat)
+            frame_costs(next(iter(paths.values()))[0], "the compute loop, mid-run", 300_000, args.repeat)
+        print(f"\nguest instructions per second (best of {args.repeat} by wall time, and by the "
+              f"process's CPU time, which another process's load on a shared machine does not "
+              f"inflate; ratio to the reference loop in brackets):")
+        for name, (path, _long) in paths.items():
+            best: dict[str, tuple[float, int, float, float]] = {}
+            best_cpu: dict[str, float] = {}
+            shares: dict[str, list[float]] = {"GUI, animation off": [], "GUI, animation on": []}
             for _ in range(args.repeat):  # interleaved, so that load on the machine hits each alike
-                for label, fn in (("headless Session.run_for", lambda p=path: (*headless(p), 0)),
-                                  ("GUI, animation off", lambda p=path: gui_run(p, False)),
-                                  ("GUI, animation on", lambda p=path: gui_run(p, True))):
-                    n, secs, frames = fn()
+                for label in ("headless Session.run()", "GUI, animation off", "GUI, animation on"):
+                    if label in shares:
+                        n, secs, cpu, fps = gui_run(path, label.endswith("on"), shares[label])
+                    else:
+                        n, secs, cpu, fps = headless(path)
                     if label not in best or n / secs > best[label][0]:
-                        best[label] = (n / secs, n, secs, frames)
-            n, secs, frames = gui_run(path, True, SPEED_MAX - 1, seconds=3.0)
-            best["GUI, slow motion at its fastest (animated)"] = (n / secs, n, secs, frames)
-            ref = best["headless Session.run_for"][0]
+                        best[label] = (n / secs, n, secs, fps)
+                    best_cpu[label] = max(best_cpu.get(label, 0.0), n / max(cpu, 1e-9))
+            head = best["headless Session.run()"][0]
+            head_cpu = best_cpu["headless Session.run()"]
             print(f"  {name}:")
-            for label, (ips, n, secs, frames) in best.items():
-                extra = f", {frames / secs:.1f} repaints/s" if frames else ""
-                print(f"    {label:44} {ips / 1e6:6.3f} M/s ({n} in {secs:.2f} s{extra})  "
-                      f"{100 * ips / ref:5.1f}% of headless")
+            for label, (ips, n, secs, fps) in best.items():
+                extra = ""
+                if label in shares:
+                    extra = (f", {fps:.1f} repaints/s, CPU outside run_for "
+                             f"{100 * statistics.median(shares[label]):.1f}%")
+                print(f"    {label:24} {ips / 1e6:6.3f} M/s [{ips / 1e6 / ref:.3f}] "
+                      f"({n} in {secs:.2f} s{extra})  {100 * ips / head:5.1f}% of headless; "
+                      f"by CPU time {best_cpu[label] / 1e6:6.3f} M/s, "
+                      f"{100 * best_cpu[label] / head_cpu:5.1f}%")
+        print(f"\nPause while running at full speed ({args.pauses} requests each, 50-300 ms into a run; "
+              "from the request until the run stopped / the window showed it paused):")
+        for name, (_path, long) in paths.items():
+            for animate in (True, False):
+                stopped, shown = pause_latency(long, animate, args.pauses, seed=15)
+                stopped.sort()
+                shown.sort()
+                print(f"  {name}, animation {'on ' if animate else 'off'}: stopped median "
+                      f"{statistics.median(stopped) * 1000:.1f} ms, worst {stopped[-1] * 1000:.1f} ms; "
+                      f"shown paused median {statistics.median(shown) * 1000:.1f} ms, "
+                      f"p90 {shown[int(0.9 * (len(shown) - 1))] * 1000:.1f} ms, "
+                      f"worst {shown[-1] * 1000:.1f} ms")
         if args.profile:
-            path = next(iter(paths.values()))
-            prof = cProfile.Profile()
-            prof.enable()
-            gui_run(path, False)
-            prof.disable()
-            st = pstats.Stats(prof, stream=sys.stdout)
-            print("\nprofile of a window run (loop with exits, animation off), by cumulative time:")
-            st.sort_stats("cumulative").print_stats(25)
-            print("by own time:")
-            st.sort_stats("tottime").print_stats(15)
+            for name, (path, _long) in paths.items():
+                prof = cProfile.Profile()
+                prof.enable()
+                gui_run(path, False)
+                prof.disable()
+                st = pstats.Stats(prof, stream=sys.stdout)
+                print(f"\nprofile of a window run ({name}, animation off), by own time:")
+                st.sort_stats("tottime").print_stats(18)
+                print("by cumulative time:")
+                st.sort_stats("cumulative").print_stats(30)
     del app
     return 0
 

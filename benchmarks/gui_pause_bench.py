@@ -43,6 +43,7 @@ def main() -> int:
         win.diagram.animate = False
         win.resize(1400, 900)
         win.show()
+        QApplication.processEvents()  # the first layout and paint, before anything is timed
         bridge = win.bridge
         late_ms: list[float] = []
         rates: list[float] = []
@@ -64,9 +65,13 @@ def main() -> int:
             loop.exec()
             elapsed = time.perf_counter() - start
             rates.append((bridge.frames - frames0) / elapsed)
-            assert bridge.session.instructions > insns0
+            if bridge.session.instructions == insns0:  # the request came before the first batch
+                late_ms.pop()
+                rates.pop()
         win.close()
     late_ms.sort()
+    if not late_ms:
+        sys.exit("no pause request came during a batch")
     print(f"pause requests during a full-speed run: {len(late_ms)} (batch {BATCH_S * 1000:.0f} ms)")
     print(f"  wait until served: median {statistics.median(late_ms):.1f} ms, "
           f"p90 {late_ms[int(0.9 * (len(late_ms) - 1))]:.1f} ms, max {late_ms[-1]:.1f} ms")

@@ -41,6 +41,7 @@ from ui.text import event_breakpoint_name
 from vmsim.asm.image import GuestImage
 from vmsim.events import CATALOGUE, Event, EventStream
 from vmsim.history import HISTORY_KINDS
+from vmsim.kvm.kvm_main import SimVcpu
 from vmsim.session import Outcome, Session
 from vmsim.stats import ExitStats
 from vmsim.vmm.machine import MachineConfig
@@ -77,8 +78,17 @@ FRAME_MS = 33  # repaint at most ~30 times a second while running
 # is at most PAINT_SHARE of the time since: views that are slow to repaint get fewer frames
 # rather than a slower guest (benchmarks/gui_bench.py); at least every FRAME_GAP_MAX.
 PAINT_SHARE = 0.1
+PAINT_SHARE_QUIET = 0.05  # ... with the window's animation off (issue 15: >= 80% of headless)
 FRAME_GAP_MAX = 1.0  # seconds: a repaint at least this often, however slow
+# Guest instructions per scheduler step in the window's Session.run_for: as Session.run
+# takes them (the vCPU's own BATCH), not run_for's smaller default, so a run in the window
+# takes the same steps and history checkpoints as a headless one (a fifth of run_for's
+# 4,000-instruction steps' cost on a compute loop: benchmarks/gui_bench.py).
+RUN_BATCH = SimVcpu.BATCH
 BATCH_S = 0.015  # wall time the simulation may take per timer tick at full speed
+# ... with the window's animation off: a longer box, fewer ticks (each costs the event
+# loop a turn, run_for its set-up); a pause still waits for one box at most.
+BATCH_QUIET_S = 0.03
 # Speed slider 0..SPEED_MAX: below FULL_SPEED, one event per tick at a slowing interval
 # (slow motion: the diagram animates each one); FULL_SPEED: time-boxed batches.
 SPEED_MAX = 10
@@ -89,6 +99,14 @@ STEP_LIMIT = 60
 STATS_CHECKPOINT = 2048  # exit events between copies of the statistics (a step back's replay)
 
 
+def describe_run_loop() -> str:
+    """The run loop's rules in a line (benchmarks print it beside their figures)."""
+    return (f"Session.run_for({BATCH_S} s, {BATCH_QUIET_S} s with animation off) per timer tick, "
+            f"{RUN_BATCH} guest instructions per scheduler step; a repaint every {FRAME_MS} ms at most, "
+            f"once the time outside the simulation since the last is at most {PAINT_SHARE:.0%} "
+            f"({PAINT_SHARE_QUIET:.0%} with animation off), at least every {FRAME_GAP_MAX} s")
+
+
 class StatsHistory:
     """The exit statistics (`vmsim.stats.ExitStats`) as they stood after any event of the
     recorded run: the events ExitStats counts, in seq order, with a copy of the statistics
@@ -96,7 +114,13 @@ class StatsHistory:
     session may go forward through it again without emitting its events: a seek replays
     muted); an event that differs from the recorded one at its seq (the run took another
     way) drops that future. `at(seq)` gives the statistics after event `seq`, as a forward
-    run had them there."""
+    run had them there.
+
+    The event stream appends to `pending` (a C call, no Python frame per event: a guest
+    that exits often emits thousands a second); they are counted in one pass when the
+    statistics are read (`at`, at most once per repaint) or `flush`ed."""
+
+    _FIELDS = ("exit_reason", "exit_reason_number", "reason")
 
     def __init__(self) -> None:
         self.full = ExitStats()  # after every recorded event
@@ -104,21 +128,36 @@ class StatsHistory:
         self.events: list[tuple[str, str, int, tuple]] = []  # (kind, source, time, fields)
         self.copies: list[ExitStats] = [copy.deepcopy(self.full)]  # before event k * STATS_CHECKPOINT
         self._at: tuple[int, ExitStats] | None = None  # the last at() of the past: (n, stats)
+        self.pending: list[Event] = []  # taken, not counted yet (in the order emitted)
 
     def add(self, ev: Event) -> None:
-        rec = (ev.kind, ev.source, ev.time,
-               tuple((k, ev.fields[k]) for k in ("exit_reason", "exit_reason_number", "reason")
-                     if k in ev.fields))
-        i = bisect.bisect_left(self.seqs, ev.seq)
-        if i < len(self.seqs):
-            if self.seqs[i] == ev.seq and self.events[i] == rec:
-                return  # the recorded future happening again
-            self._truncate(i)  # another future
-        if len(self.seqs) == STATS_CHECKPOINT * len(self.copies):
-            self.copies.append(copy.deepcopy(self.full))
-        self.seqs.append(ev.seq)
-        self.events.append(rec)
-        self.full._on_event(_StatsEvent(*rec))
+        self.pending.append(ev)
+
+    def flush(self) -> None:
+        """Count the pending events, in order."""
+        pending = self.pending
+        if not pending:
+            return
+        evs = pending[:]
+        del pending[:]
+        names = self._FIELDS
+        seqs, events, full = self.seqs, self.events, self.full
+        on_event = full._on_event
+        for ev in evs:
+            f = ev.fields
+            rec = (ev.kind, ev.source, ev.time, tuple((k, f[k]) for k in names if k in f))
+            if seqs and ev.seq <= seqs[-1]:  # a replay's, or another future
+                i = bisect.bisect_left(seqs, ev.seq)
+                if seqs[i] == ev.seq and events[i] == rec:
+                    continue  # the recorded future happening again
+                self._truncate(i)
+                full = self.full
+                on_event = full._on_event
+            if len(seqs) == STATS_CHECKPOINT * len(self.copies):
+                self.copies.append(copy.deepcopy(full))
+            seqs.append(ev.seq)
+            events.append(rec)
+            on_event(ev)
 
     def _truncate(self, n: int) -> None:
         del self.seqs[n:], self.events[n:]
@@ -135,6 +174,7 @@ class StatsHistory:
         return stats
 
     def at(self, seq: int) -> ExitStats:
+        self.flush()
         n = bisect.bisect_right(self.seqs, seq)
         if n == len(self.seqs):
             return self.full
@@ -188,9 +228,11 @@ class SessionBridge(QObject):
         self.exit_breakpoints: set[str] = set()
         self.port_breakpoints: set[int] = set()
         self.speed = SPEED_MAX
+        self.animate = True  # the window animates event paths (View > Animate event paths)
         self.running = False
         self.serial_input = b""
         self._pending: list[Event] = []
+        self._raw: list[Event] = []  # events appended as they come while running at full speed
         self._serial: bytearray = bytearray()
         self._unsubscribe: Callable[[], None] | None = None
         self._last_paint = 0.0
@@ -230,7 +272,7 @@ class SessionBridge(QObject):
         events = EventStream()
         stats = StatsHistory()
         # Before the VM exists, as `vmsim run --stats` attaches its ExitStats.
-        events.subscribe(stats.add, list(ExitStats.KINDS))
+        events.subscribe(stats.pending.append, list(ExitStats.KINDS))
         if self.stream_hook is not None:
             self.stream_hook(events)
         # What building the session emits (the KVM API calls from KVM_GET_API_VERSION to
@@ -252,6 +294,7 @@ class SessionBridge(QObject):
             session = Session(self.guest, self.backend, config,
                               serial_out=self._on_serial, events=events, paging=self.paging)
         unsubscribe_early()
+        session.RUN_BATCH = RUN_BATCH
         if old is not None:  # a step it paused at an event ends as it would have (nobody
             old.finish_step()  # hears of it: what it says is cleared below)
         self._serial.clear()
@@ -388,10 +431,48 @@ class SessionBridge(QObject):
         self.factory = None
         self.reset(image)
 
-    def _subscribe(self, kinds: list[str]) -> None:
+    def _subscribe(self, kinds: list[str], raw: bool = False) -> None:
+        """Listen to `kinds`: each event through _on_event, or (`raw`, running at full
+        speed) appended to a list as it comes (a C call: no Python frame per event) and
+        taken in one pass after the batch (_drain)."""
         if self._unsubscribe is not None:
             self._unsubscribe()
-        self._unsubscribe = self.session.events.subscribe(self._on_event, kinds)
+        self._drain()
+        self._unsubscribe = self.session.events.subscribe(self._raw.append if raw else self._on_event,
+                                                          kinds)
+
+    def _drain(self) -> None:
+        """Take the events appended while running at full speed, as _on_event would have
+        one by one: the views get the same events, in the same order."""
+        raw = self._raw
+        if not raw:
+            return
+        evs = raw[:]
+        del raw[:]
+        if self.future or evs[0].seq <= self.last_seq:  # a replay's, or a recorded future
+            for ev in evs:
+                self._on_event(ev)
+            return
+        self.last_seq = evs[-1].seq
+        for ev in reversed(evs):  # the last VM transition
+            if ev.kind == "kvm_entry":
+                self.in_guest = True
+                break
+            if ev.kind == "kvm_exit":
+                self.in_guest = False
+                break
+        for ev in reversed(evs):
+            if ev.kind in MAIN_LOOP_KINDS or (ev.source == MAIN_LOOP_THREAD and ev.kind == "bql"):
+                self.main_loop_seen = True
+                self.main_loop_last = ev.time
+                break
+        self.history.extend(evs)
+        pending = self._pending
+        pending.extend(evs)
+        if len(pending) > 20000:  # nobody is draining (a long run with no repaint)
+            del pending[:-10000]
+        if len(self.stats_history.pending) > 50000:  # the statistics unread for long
+            self.stats_history.flush()
 
     def _on_event(self, ev: Event) -> None:
         if ev.seq <= self.last_seq:
@@ -632,7 +713,7 @@ class SessionBridge(QObject):
 
     def _configure_run(self) -> None:
         full = self.speed >= SPEED_MAX
-        self._subscribe(COARSE_KINDS if full else self.fine_kinds)
+        self._subscribe(COARSE_KINDS if full else self.fine_kinds, raw=full)
         self._timer.setInterval(0 if full else EVENT_INTERVALS_MS[self.speed])
 
     def run(self) -> None:
@@ -663,8 +744,9 @@ class SessionBridge(QObject):
     def _tick(self) -> None:
         if self.speed >= SPEED_MAX:
             t0 = time.perf_counter()
-            out = self.session.run_for(BATCH_S)
+            out = self.session.run_for(BATCH_S if self.animate else BATCH_QUIET_S)
             self._sim_time += time.perf_counter() - t0
+            self._drain()
         else:
             out = self.session.step_event(1)
             bp = self.session.breakpoints
@@ -718,9 +800,11 @@ class SessionBridge(QObject):
 
     def _deliver(self, force: bool = False) -> None:
         """Hand pending events and output to the views, at most every FRAME_MS when running."""
+        self._drain()
         now = time.perf_counter()
         since = now - self._last_paint
-        busy = since - self._sim_time > PAINT_SHARE * since  # the views' share was too large
+        share = PAINT_SHARE if self.animate else PAINT_SHARE_QUIET
+        busy = since - self._sim_time > share * since  # the views' share was too large
         if not force and (since < FRAME_MS / 1000 or (busy and since < FRAME_GAP_MAX)):
             return
         self._last_paint = now

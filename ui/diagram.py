@@ -39,6 +39,9 @@ from ui.layout import Box, Layout, load_layout
 
 _VCPU = re.compile(r"vcpu(\d+)$")
 VIRTIO_SOURCE = "virtio-mmio"  # the transports' event source prefix ("virtio-mmio.7")
+# Events that tell where interrupts come from (observe).
+IRQ_FROM_KINDS = frozenset({"kvm_set_irq", "kvm_pic_set_irq", "pic_interrupt", "qemu_set_irq",
+                            "kvm_apic_accept_irq", "kvm_apic_ipi"})
 EVENTFD_KINDS = frozenset({"ioeventfd_write", "irqfd_inject", "aio_poll"})
 
 
@@ -458,6 +461,23 @@ class DiagramView(QGraphicsView):
         elif kind in ("kvm_apic_accept_irq", "kvm_apic_ipi"):
             self.irq_from = "lapic"
 
+    def follow_all(self, events: list) -> None:
+        """What observe() and follow() of each of `events` in order leave behind, without
+        each one's context (a running guest's events, thousands a repaint): only the events
+        that change it are followed."""
+        for e in reversed(events):
+            if e.kind in IRQ_FROM_KINDS:
+                self.observe(e.kind)
+                break
+        for e in events:
+            if e.kind == "ioeventfd_write" or e.source.startswith(VIRTIO_SOURCE):
+                self.follow(e.kind, e.source, e.fields)
+        for e in reversed(events):
+            m = _VCPU.match(e.source or "")
+            if m:
+                self.last_vcpu = int(m.group(1))
+                break
+
     def follow(self, kind: str, source: str, fields) -> dict:
         """Keep what the virtio rules need, event by event in order; returns the pseudo
         fields (_path, vcpu_id ...) the event is routed with."""
@@ -609,7 +629,10 @@ class DiagramView(QGraphicsView):
     def set_details(self, details: dict[str, str]) -> None:
         for bid, text in details.items():
             item = self.boxes.get(bid)
-            if item is not None:
+            # A box laid out with this text already keeps it (wrapping it again on every
+            # repaint of a running guest was a third of the refresh); a size or language
+            # change lays it out again itself (fit, retranslate).
+            if item is not None and text != item.detail.full:
                 item.set_detail(text)
 
     def item_at_box(self, box_id: str) -> QGraphicsItem:

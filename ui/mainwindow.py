@@ -579,7 +579,7 @@ class MainWindow(QMainWindow):
         m_run.addAction(self.a_faster)
         self.a_animate = QAction(tr("Animate event paths"), self, checkable=True)
         self.a_animate.setChecked(True)
-        self.a_animate.toggled.connect(lambda on: setattr(self.diagram, "animate", on))
+        self.a_animate.toggled.connect(self._set_animate)
         m_view.addAction(self.a_animate)
         self.a_compare = act(tr("Compare…"), lambda: open_compare(self), None, m_view, toolbar=False,
                              tip=tr("run this guest twice side by side, differing in one setting"))
@@ -877,13 +877,14 @@ class MainWindow(QMainWindow):
         """The diagram follows a step's events and lights the box of the most telling one."""
         story = []
         self.seen_kinds = {e.kind for e in events}
+        if self.bridge.running and self.bridge.speed >= SPEED_MAX:
+            self.diagram.follow_all(events)  # free running: the diagram repaints from state
+            return
         for e in events:  # where interrupts come from, how kicks came, in order
             self.diagram.observe(e.kind)
             ctx = self.diagram.follow(e.kind, e.source, e.fields)
             if e.kind in STORY_KINDS:
                 story.append((e, ctx))
-        if self.bridge.running and self.bridge.speed >= SPEED_MAX:
-            return  # free running: the diagram repaints from state
         if story:  # a virtio request passed: the kick, the disk, the interrupt in turn
             self.diagram.show_story([(e.kind, e.source, {**e.fields, **ctx}, _caption(e))
                                      for e, ctx in story[-6:]])
@@ -1090,6 +1091,12 @@ class MainWindow(QMainWindow):
             timers = sum(1 for a in apics if a.get("next_expiry") is not None)
             d["kvm.lapic"] = tr("{n} APICs; {busy} with IRR/ISR bits; {timers} timers armed").format(
                 n=len(apics), busy=busy, timers=timers)
+
+    def _set_animate(self, on: bool) -> None:
+        """View > Animate event paths: the diagram animates each event; off, the run loop
+        also takes longer time boxes (SessionBridge.animate)."""
+        self.diagram.animate = on
+        self.bridge.animate = on
 
     def _running_changed(self, running: bool) -> None:
         self.events.set_running(running)

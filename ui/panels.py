@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QEvent, QObject, QRectF, Qt, Signal
+from PySide6.QtCore import QAbstractTableModel, QEvent, QModelIndex, QObject, QRectF, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QFontDatabase, QPainter
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QSplitter,
     QStyledItemDelegate,
     QStyleOptionViewItem,
+    QTableView,
     QTableWidget,
     QTableWidgetItem,
     QTabWidget,
@@ -47,6 +48,7 @@ LAYER_COLORS = {  # kept equal to diagram.json's "colors" (the layers' colours e
     "dark": {"guest": "#66bb6a", "vmm": "#64b5f6", "kvm": "#ffa726", "hw": "#ce93d8"},
 }
 CHANGED = {"light": "#ffe082", "dark": "#7a5c00"}
+MARK_ROLE = Qt.ItemDataRole.UserRole + 7  # a cell's (theme, marked changed) as last painted
 
 
 def compact(table: QTableWidget) -> None:
@@ -153,6 +155,7 @@ class RegistersPanel(QWidget):
         self.values: dict[str, int] = {}
         self.changed: set[str] = set()
         self.theme = "light"
+        self._widths: tuple | None = None  # (bold rows, each column's widest text) last measured
 
     def mark_step(self) -> None:
         """Called before a step: what differs afterwards is 'changed'."""
@@ -214,11 +217,15 @@ class RegistersPanel(QWidget):
         rows.append(("mode", "", mode if vcpu is not None else tr("bare metal")))
         rows.append(("icount", str(s.instructions), tr("guest instructions retired")))
         rows.append(("time", str(s.virtual_time), tr("virtual cycles")))
+        # Only what differs from the cells is set (a cell set repaints), and the columns are
+        # measured again only when a column's widest text changed (a monospaced font): while
+        # running this repaints a few values, not the table.
         t = self.table
-        t.setUpdatesEnabled(False)
-        t.setRowCount(len(rows))
-        hl = QBrush(QColor(CHANGED[self.theme]))
+        if t.rowCount() != len(rows):
+            t.setRowCount(len(rows))
+        marks = (self.theme, frozenset(self.changed))
         for i, (name, value, note) in enumerate(rows):
+            mark = name in self.changed
             for j, text in enumerate((name, value, note)):
                 cell = t.item(i, j)
                 if cell is None:
@@ -226,12 +233,16 @@ class RegistersPanel(QWidget):
                     t.setItem(i, j, cell)
                 elif cell.text() != text:
                     cell.setText(text)
-                cell.setBackground(hl if name in self.changed else QBrush())
-                f = cell.font()
-                f.setBold(name in self.changed)
-                cell.setFont(f)
-        t.resizeColumnsToContents()
-        t.setUpdatesEnabled(True)
+                if cell.data(MARK_ROLE) != (self.theme, mark):
+                    cell.setData(MARK_ROLE, (self.theme, mark))
+                    cell.setBackground(QBrush(QColor(CHANGED[self.theme])) if mark else QBrush())
+                    f = cell.font()
+                    f.setBold(mark)
+                    cell.setFont(f)
+        widths = (marks[1], tuple(max(len(r[j]) for r in rows) for j in range(3)))
+        if widths != self._widths:
+            self._widths = widths
+            t.resizeColumnsToContents()
 
     def value_text(self, name: str) -> str:
         for i in range(self.table.rowCount()):
@@ -692,7 +703,9 @@ class DevicesPanel(QWidget):
 
     def add_events(self, events) -> None:
         lines = []
-        for ev in events:
+        for ev in reversed(events):  # the newest LOG_KEEP only: the log keeps no more
+            if len(lines) == self.LOG_KEEP:
+                break
             if ev.kind == "device_access":
                 d = "write" if ev["is_write"] else "read "
                 lines.append((ev.seq, f"{ev.seq:>7} {ev.source:<15} {ev['space']:<4} {d} "
@@ -701,7 +714,7 @@ class DevicesPanel(QWidget):
                 lines.append((ev.seq, f"{ev.seq:>7} {'(unclaimed)':<15} {ev['space']:<4} "
                                       f"{'write' if ev['is_write'] else 'read '} {ev['address']:#07x}"))
         if lines:
-            lines = lines[-self.LOG_KEEP:]
+            lines.reverse()
             self.log_lines.extend(lines)
             del self.log_lines[:-self.LOG_KEEP]
             self.log.appendPlainText("\n".join(text for _, text in lines))
@@ -727,6 +740,122 @@ class DevicesPanel(QWidget):
 
 
 # -- event log ----------------------------------------------------------------------------------------
+class EventLogModel(QAbstractTableModel):
+    """The log's rows over its list of events: a row's texts are made when Qt paints it
+    (the rows in view), so taking a batch of events costs a list extend whatever its
+    size (before, a QTableWidget made five items per event: a third of the GUI's time
+    with an exits-heavy guest, and up to a second at each pause)."""
+
+
+    def __init__(self, panel: EventLogPanel) -> None:
+        super().__init__(panel)
+        self.panel = panel
+        self.rows: list = []  # the events shown, oldest first
+        self._texts: dict[int, tuple[str, ...]] = {}  # by seq (cleared when rows go back)
+        self._bold = QFont()
+        self._bold.setBold(True)
+
+    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008 (Qt's signature)
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else 5
+
+    def headerData(self, section: int, orientation, role: int = Qt.ItemDataRole.DisplayRole):
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return (tr("seq"), tr("time"), tr("layer"), tr("kind"), tr("what"))[section]
+        return None
+
+    def flags(self, index: QModelIndex):
+        return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+
+    def texts(self, row: int) -> tuple[str, ...]:
+        ev = self.rows[row]
+        texts = self._texts.get(ev.seq)
+        if texts is None:
+            try:
+                # kvm.ko's events in the kernel's own words (what trace-cmd shows on a host).
+                printk = TP_PRINTK.get(ev.kind)
+                what = printk(ev.fields) if printk is not None else ev.describe()
+            except (KeyError, ValueError, TypeError):
+                what = str(dict(ev.fields))
+            texts = (str(ev.seq), str(ev.time), ev.layer, ev.kind, f"{ev.source}: {what}")
+            if len(self._texts) > 2 * EventLogPanel.MAX_ROWS:
+                self._texts.clear()
+            self._texts[ev.seq] = texts
+        return texts
+
+    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self.texts(index.row())[index.column()]
+        if index.column() == 2:
+            if role == Qt.ItemDataRole.ForegroundRole:
+                layer = self.rows[index.row()].layer
+                return QBrush(QColor(LAYER_COLORS[self.panel.theme].get(layer, "#888888")))
+            if role == Qt.ItemDataRole.FontRole:
+                return self._bold
+        return None
+
+    def append(self, evs: list) -> None:
+        """Add rows at the end, dropping the oldest beyond MAX_ROWS."""
+        rows = self.rows
+        overflow = len(rows) + len(evs) - EventLogPanel.MAX_ROWS
+        if overflow > 0:
+            n = min(overflow, len(rows))
+            if n:
+                self.beginRemoveRows(QModelIndex(), 0, n - 1)
+                del rows[:n]
+                self.endRemoveRows()
+            evs = evs[-EventLogPanel.MAX_ROWS:]
+        if evs:
+            first = len(rows)
+            self.beginInsertRows(QModelIndex(), first, first + len(evs) - 1)
+            rows.extend(evs)
+            self.endInsertRows()
+
+    def set_rows(self, evs: list) -> None:
+        self.beginResetModel()
+        self.rows[:] = evs[-EventLogPanel.MAX_ROWS:]
+        self._texts.clear()
+        self.endResetModel()
+
+    def truncate(self, n: int) -> None:
+        """Keep the first n rows."""
+        if n < len(self.rows):
+            self.beginRemoveRows(QModelIndex(), n, len(self.rows) - 1)
+            del self.rows[n:]
+            self._texts.clear()
+            self.endRemoveRows()
+
+
+class _Cell:
+    """A cell's text as QTableWidgetItem gives it (EventTable.item)."""
+
+    __slots__ = ("_text",)
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+
+    def text(self) -> str:
+        return self._text
+
+
+class EventTable(QTableView):
+    """The log's view, with QTableWidget's reading calls (rowCount, item, setCurrentCell)."""
+
+    def rowCount(self) -> int:
+        return self.model().rowCount()
+
+    def item(self, row: int, column: int) -> _Cell | None:
+        m = self.model()
+        if not (0 <= row < m.rowCount() and 0 <= column < m.columnCount()):
+            return None
+        return _Cell(m.texts(row)[column])
+
+    def setCurrentCell(self, row: int, column: int) -> None:
+        self.setCurrentIndex(self.model().index(row, column))
+
+
 class EventLogPanel(QWidget):
     MAX_ROWS = 3000
 
@@ -741,13 +870,16 @@ class EventLogPanel(QWidget):
         for box, chars in ((self.layer, 4), (self.kind, 7)):  # a narrow dock still fits the row
             box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             box.setMinimumContentsLength(chars)
-        self.table = QTableWidget(0, 5)
-        self.table.setHorizontalHeaderLabels([tr("seq"), tr("time"), tr("layer"), tr("kind"), tr("what")])
+        self.theme = "light"
+        self.model = EventLogModel(self)
+        self.table = EventTable()
+        self.table.setModel(self.model)
         compact(self.table)
         self.table.horizontalHeader().setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
-        self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setFont(mono())
-        self.table.currentCellChanged.connect(self._show)
+        self.table.selectionModel().currentRowChanged.connect(lambda cur, _prev: self._show(cur.row()))
         self.details = QPlainTextEdit()  # a chosen row's fields: hidden until a row is chosen
         self.details.setReadOnly(True)
         self.details.setFont(mono())
@@ -772,76 +904,48 @@ class EventLogPanel(QWidget):
         lay.addLayout(row)
         lay.addWidget(self.split, 1)
         self.events: list = []
-        self.shown: list = []
-        self.theme = "light"
         self.running = False
-        self._stale = False  # events taken while running out of sight, rows not made yet
+
+    @property
+    def shown(self) -> list:
+        """The events in the rows, oldest first."""
+        return self.model.rows
 
     def set_running(self, running: bool) -> None:
-        """While the guest runs and the log is hidden in a tab, its rows wait: making
-        thousands of table items per repaint nobody sees cost a third of the GUI's speed."""
         self.running = running
-        if not running:
-            self.catch_up()
 
     def catch_up(self) -> None:
-        if self._stale:
-            self._stale = False
-            self._refilter()
+        """(Rows are never behind: taking events costs the same shown or not.)"""
 
-    def showEvent(self, event) -> None:
-        super().showEvent(event)
-        self.catch_up()
-
-    def _accept(self, ev) -> bool:
+    def _filter(self) -> tuple[str | None, str | None]:
         layer = self.layer.currentText() if self.layer.currentIndex() > 0 else None  # 0: all
         kind = self.kind.currentText() if self.kind.currentIndex() > 0 else None
+        return layer, kind
+
+    def _accept(self, ev) -> bool:
+        layer, kind = self._filter()
         return (layer is None or ev.layer == layer) and (kind is None or ev.kind == kind)
+
+    def _accepted(self, events: list) -> list:
+        layer, kind = self._filter()
+        if layer is None and kind is None:
+            return events
+        return [ev for ev in events if (layer is None or ev.layer == layer)
+                and (kind is None or ev.kind == kind)]
 
     def add_events(self, events) -> None:
         self.events.extend(events)
         if len(self.events) > 4 * self.MAX_ROWS:
             del self.events[:-self.MAX_ROWS]
-        if self._stale or (self.running and self.visibleRegion().isEmpty()):  # (a tab behind)
-            self._stale = True
-            return
-        self._append([ev for ev in events if self._accept(ev)])
-
-    def _append(self, evs) -> None:
-        evs = evs[-self.MAX_ROWS:]
-        t = self.table
-        t.setUpdatesEnabled(False)
-        overflow = len(self.shown) + len(evs) - self.MAX_ROWS
-        if overflow > 0:  # in one call: row by row is quadratic in a running guest's stream
-            t.model().removeRows(0, min(overflow, t.rowCount()))
-            del self.shown[:overflow]
-        colors = LAYER_COLORS[self.theme]
-        first = t.rowCount()
-        t.setRowCount(first + len(evs))
-        for r, ev in enumerate(evs, first):
-            try:
-                # kvm.ko's events in the kernel's own words (what trace-cmd shows on a host).
-                printk = TP_PRINTK.get(ev.kind)
-                what = printk(ev.fields) if printk is not None else ev.describe()
-            except (KeyError, ValueError, TypeError):
-                what = str(dict(ev.fields))
-            for j, text in enumerate((str(ev.seq), str(ev.time), ev.layer, ev.kind, f"{ev.source}: {what}")):
-                it = _item(text)
-                if j == 2:
-                    it.setForeground(QBrush(QColor(colors.get(ev.layer, "#888888"))))
-                    f = it.font()
-                    f.setBold(True)
-                    it.setFont(f)
-                t.setItem(r, j, it)
-            self.shown.append(ev)
-        t.setUpdatesEnabled(True)
+        evs = self._accepted(events[-4 * self.MAX_ROWS:])
         if evs:
-            t.scrollToBottom()
+            self.model.append(evs)
+            self.table.scrollToBottom()
 
     def _refilter(self) -> None:
-        self.table.setRowCount(0)
-        self.shown = []
-        self._append([ev for ev in self.events if self._accept(ev)])
+        self.model.set_rows(self._accepted(self.events))
+        self._show_details(False)
+        self.table.scrollToBottom()
 
     def _show_details(self, on: bool) -> None:
         """The field pane shown (a quarter of the height, the rows the rest) or hidden."""
@@ -868,21 +972,19 @@ class EventLogPanel(QWidget):
 
     def clear(self) -> None:
         self.events = []
-        self.shown = []
-        self._stale = False
-        self.table.setRowCount(0)
+        self.model.set_rows([])
         self._show_details(False)
 
     def truncate(self, seq: int) -> None:
         """After a step back: drop the events after event `seq` (they have not happened)."""
-        self.catch_up()
         while self.events and self.events[-1].seq > seq:
             self.events.pop()
-        n = len(self.shown)
-        while self.shown and self.shown[-1].seq > seq:
-            self.shown.pop()
-        if len(self.shown) < n:
-            self.table.setRowCount(len(self.shown))
+        shown = self.model.rows
+        n = len(shown)
+        while n and shown[n - 1].seq > seq:
+            n -= 1
+        if n < len(shown):
+            self.model.truncate(n)
             self._show_details(False)
             self.table.scrollToBottom()
 

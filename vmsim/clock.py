@@ -196,7 +196,11 @@ class Scheduler:
             return self.timer_time
         if self.current is not None:
             return self.current.time
-        return max([t.time for t in self.threads] + [self.last_time], default=0)
+        now = self.last_time
+        for t in self.threads:
+            if t.time > now:
+                now = t.time
+        return now
 
     def _wake_time(self, t: SimThread) -> int | None:
         """When `t` can next run, or None if only another thread or a timer can wake it."""
@@ -226,19 +230,21 @@ class Scheduler:
     def horizon(self, me: SimThread | None = None) -> int | None:
         """How far (virtual time) `me` may run before something else is due: the next
         timer, a timed wait ending, or another runnable thread's time plus QUANTUM."""
-        limits = []
         nt = self._next_timer()
-        if nt is not None:
-            limits.append(nt[0])
-        for t in self.threads:
+        best = None if nt is None else nt[0]
+        for t in self.threads:  # (the smallest of those limits, without a list: every batch)
             if t is me or t.done:
                 continue
             b = t.blocked
             if b is None:
-                limits.append(t.time + QUANTUM)
+                x = t.time + QUANTUM
             elif b.until is not None:
-                limits.append(max(t.time, b.until))
-        return min(limits) if limits else None
+                x = t.time if t.time > b.until else b.until
+            else:
+                continue
+            if best is None or x < best:
+                best = x
+        return best
 
     def _fire_timers(self, upto: int | None) -> bool:
         """Run every timer due at or before `upto` (all due ones if None: nothing else
@@ -283,7 +289,7 @@ class Scheduler:
             # time its batch began at, as in one unbroken batch.
             return self._resume(t, continuing=True)
         while True:
-            t = self._peek()
+            t, when = self._peek_when()
             if self.host_busy is not None and self.host_busy() and self._waits_for_host(t):
                 continue
             if t is None:
@@ -292,11 +298,15 @@ class Scheduler:
                     # (the caller may decide that nothing will ever wake again).
                     return TIMERS if self._peek() is None else self.step()
                 return None
-            if self._fire_timers(self._wake_time(t)):
+            nt = self._next_timer()  # (_fire_timers(when) does nothing unless one is due)
+            if nt is not None and nt[0] <= when and self._fire_timers(when):
                 continue  # a timer may have woken someone earlier
             break
-        t = self.pick()
-        assert t is not None
+        # pick(): nothing has run since _peek chose `t` (a wait's ready() only looks), so
+        # it is still the one, due at `when`.
+        if t.blocked is not None:
+            t.time = when
+            t.blocked = None
         return self._resume(t)
 
     def _resume(self, t: SimThread, continuing: bool = False) -> SimThread:
@@ -349,12 +359,28 @@ class Scheduler:
         return self.host_wait(timeout)
 
     def _peek(self) -> SimThread | None:
-        best, best_key = None, None
-        for t in self.threads:
-            when = self._wake_time(t)
-            if when is not None and (best_key is None or (when, t.order) < best_key):
-                best, best_key = t, (when, t.order)
-        return best
+        return self._peek_when()[0]
+
+    def _peek_when(self) -> tuple[SimThread | None, int]:
+        """The thread to resume next, the smallest wake time (_wake_time; ties by order),
+        and that time."""
+        best, best_when = None, 0
+        last = self.last_time
+        for t in self.threads:  # (_wake_time, inline: this runs at every step)
+            if t.done:
+                continue
+            b = t.blocked
+            if b is None:
+                when = t.time
+            elif b.ready():
+                when = t.time if t.time > last else last
+            elif b.until is not None:
+                when = t.time if t.time > b.until else b.until
+            else:
+                continue
+            if best is None or when < best_when or (when == best_when and t.order < best.order):
+                best, best_when = t, when
+        return best, best_when
 
     def all_blocked_or_done(self) -> bool:
         return not self.runnable()

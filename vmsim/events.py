@@ -8,10 +8,17 @@ format. A kind nobody subscribes to costs one dict lookup at the emitting site
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from json.encoder import JSONEncoder, encode_basestring_ascii
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
+
+try:
+    from _json import make_encoder as c_make_encoder
+except ImportError:  # (a Python without the C accelerator)
+    c_make_encoder = None
 
 LAYERS = ("guest", "hw", "kvm", "vmm")
 
@@ -173,8 +180,10 @@ _declare("run_end", "vmm", "instructions virtual_time",
          "run ended: {instructions} guest instructions, {virtual_time} cycles")
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(NamedTuple):
+    """One event. A named tuple (immutable, built in one C call: an exit to userspace makes
+    about a dozen of these, so a frozen dataclass's field-by-field __init__ showed up)."""
+
     seq: int
     time: int
     layer: str
@@ -182,15 +191,35 @@ class Event:
     kind: str
     fields: MappingProxyType
 
-    def __getitem__(self, name: str) -> Any:
+    def __getitem__(self, name: str) -> Any:  # type: ignore[override]
         return self.fields[name]
 
     def describe(self) -> str:
         return CATALOGUE[self.kind].fmt.format(**self.fields)
 
     def to_dict(self) -> dict[str, Any]:
+        # (**fields.copy(): unpacking the proxy's plain-dict copy is faster than the proxy)
         return {"seq": self.seq, "time": self.time, "layer": self.layer,
-                "source": self.source, "kind": self.kind, **self.fields}
+                "source": self.source, "kind": self.kind, **self.fields.copy()}
+
+
+# json.dumps(obj, separators=(",", ":")) without building a JSONEncoder per call: the same
+# C encoder with the same settings (ensure_ascii, allow_nan, insertion order, the same
+# TypeError for a value JSON cannot hold); only the check for circular containers is off
+# (an event's fields hold none).
+_iterencode = c_make_encoder(None, JSONEncoder().default, encode_basestring_ascii, None,
+                             ":", ",", False, False, True) if c_make_encoder else None
+
+
+def event_json(ev: Event) -> str:
+    """The event as one compact JSON object: exactly json.dumps(ev.to_dict(),
+    separators=(",", ":")) (the JSON Lines trace's record)."""
+    if _iterencode is None:
+        return json.dumps(ev.to_dict(), separators=(",", ":"))
+    return "".join(_iterencode(ev.to_dict(), 0))
+
+
+_new_event = tuple.__new__
 
 
 Listener = Callable[[Event], None]
@@ -245,7 +274,8 @@ class EventStream:
             return
         spec = CATALOGUE[kind]
         self.seq += 1
-        ev = Event(self.seq, self.time, spec.layer, source, kind, MappingProxyType(fields))
+        ev = _new_event(Event, (self.seq, self.time, spec.layer, source, kind,
+                                MappingProxyType(fields)))
         for fn in self._all:
             fn(ev)
         for fn in listeners or ():

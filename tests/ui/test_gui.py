@@ -347,6 +347,38 @@ def test_wait_for_gdb_serves_the_session_and_gives_it_back(window, qtbot) -> Non
     assert b.session.instructions == 2
 
 
+def test_a_full_speed_run_takes_every_event_once_in_order_and_counts_exits_as_headless(
+        make_window, qtbot, tmp_path) -> None:
+    """While running at full speed the window takes a batch's events in one pass after it
+    (issue 15): still each event once, in order, and the exit statistics are those of
+    `vmsim run --stats` of the same guest, at the same virtual time."""
+    from ui.bridge import COARSE_KINDS
+    from vmsim.session import Session
+    from vmsim.stats import ExitStats
+
+    guest = tmp_path / "hello3.asm"  # the greeting three times: a few batches of exits
+    guest.write_text(HELLO.read_text().replace(
+        "        mov esi, message\n", "        mov ecx, 3\n.round: mov esi, message\n").replace(
+        ".done:\n", ".done:\n        dec ecx\n        jnz .round\n"))
+    win = make_window(guest)
+    b = win.bridge
+    seen: list = []
+    b.session.events.subscribe(seen.append, COARSE_KINDS)
+    win.a_run.trigger()
+    qtbot.waitUntil(lambda: b.finished, timeout=120_000)
+    assert len(seen) < b.history.maxlen
+    assert [ev for ev in b.history if ev.seq >= seen[0].seq] == seen
+    assert win.events.shown[-1] is seen[-1]
+    s = Session(str(guest))
+    stats = ExitStats()
+    stats.attach(s.events)
+    s.run()
+    stats.finish(s.instructions, s.virtual_time)
+    assert (b.session.instructions, b.session.virtual_time) == (s.instructions, s.virtual_time)
+    assert b.stats.as_dict() == stats.as_dict()
+    assert HELLO_TEXT * 3 in win.devices.console.toPlainText().replace("\n", "")
+
+
 def test_event_log_hidden_while_running_catches_up_when_the_run_ends(window, qtbot) -> None:
     """Rows a hidden log skips while the guest runs are made when the run stops: the log
     then ends with the session's last event, as if it had been shown all along."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -329,6 +330,12 @@ class Cpu:
     # Decoded instructions kept at most (about 1.3 KB each: some 43 MB). Past it the
     # frames decoded least recently are dropped whole (`_evict_cold_frames`).
     ICACHE_LIMIT = 1 << 15
+    # Basic-block translation (vmsim.hw.blocks); VMSIM_BLOCKS=0 keeps the one-instruction
+    # path only (differential tests run both).
+    USE_BLOCKS = os.environ.get("VMSIM_BLOCKS", "1") != "0"
+    # A block is translated only when this many instructions of budget are left: a run of
+    # single steps (a breakpoint armed) never pays for compiling blocks it cannot use.
+    TRANSLATE_MIN_BUDGET = 64
 
     def __init__(self, mem: PhysicalMemory, io: IoBus | None = None,
                  events: EventStream | None = None, name: str = "cpu0"):
@@ -379,10 +386,25 @@ class Cpu:
         self.last_intercept: Intercept | None = None
         self.cpuid_table: dict[tuple[int, int], tuple[int, int, int, int]] = default_cpuid()
         self.icache: dict[int, Callable[[], int]] = {}
+        # The decoded instruction and its frames behind each icache entry (blocks are
+        # translated from these, never from memory: see vmsim.hw.blocks).
+        self.decoded: dict[int, tuple[iced_x86.Instruction, list[int]]] = {}
+        # Translated basic blocks by first EIP: (function, instructions, their EIPs).
+        self.use_blocks = self.USE_BLOCKS
+        self.blocks: dict[int, tuple] = {}
+        self._frame_blocks: dict[int, set[int]] = {}
+        self._page_blocks: dict[int, set[int]] = {}
+        self.block_pos = [0, 0]  # where a block stopped on an exception: index, region block
+        self.block_count = [0]  # instructions a region ran
+        self.smc_flag = [0]  # set when a store hits decoded code
         # Instruction-level recording: an array('I') the loop appends each EIP to, or None.
         self.recorder = None
         self._code_frames: dict[int, set[int]] = {}
-        mem.code_write_hook = self._code_written
+        # Every CPU on this memory must hear of a write to decoded code (another vCPU's
+        # store is cross-modifying code): memory calls one hook, which calls each CPU's.
+        hooks = mem.__dict__.setdefault("code_write_hooks", [])
+        hooks.append(self._code_written)
+        mem.code_write_hook = hooks[0] if len(hooks) == 1 else _all_hooks(hooks)
         self._trace_state = (False, False)
         if events is not None:
             events.on_change.append(self._events_changed)
@@ -537,7 +559,7 @@ class Cpu:
 
         for eip, frames, data in decoded:
             ins = iced_x86.Decoder(32, bytes(data), ip=eip).decode()
-            self.note_code(eip, list(frames), compile_instruction(self, ins))
+            self.note_code(eip, list(frames), compile_instruction(self, ins), ins)
 
     # -- control registers ------------------------------------------------------------------
     def set_control(self, n: int, value: int, check: bool = True) -> None:
@@ -598,6 +620,11 @@ class Cpu:
         if self.mmu.paging:
             for eip in [e for e in self.icache if e >> 12 in lpns or (e + 15) >> 12 in lpns]:
                 del self.icache[eip]
+                self.decoded.pop(eip, None)
+            blocks, page_blocks = self.blocks, self._page_blocks
+            for lpn in lpns:
+                for head in page_blocks.pop(lpn, ()):
+                    blocks.pop(head, None)
 
     def set_second_stage(self, ept) -> None:
         """EPT on (VM entry with EPT enabled) or off. Guest RAM is host RAM 1:1, so the
@@ -632,16 +659,33 @@ class Cpu:
     # -- decoded-instruction cache ----------------------------------------------------------
     def _drop_decoded(self) -> None:
         self.icache.clear()
+        self.decoded.clear()
+        self.blocks.clear()
+        self._frame_blocks.clear()
+        self._page_blocks.clear()
         kind = self.mem.kind
         for frame in self._code_frames:
             if kind[frame] == CODE:
                 kind[frame] = RAM
         self._code_frames.clear()
 
+    def _drop_frame_blocks(self, frame: int) -> None:
+        blocks = self.blocks
+        for head in self._frame_blocks.pop(frame, ()):
+            blocks.pop(head, None)
+
     def _code_written(self, frame: int) -> None:
-        eips = self._code_frames.pop(frame, ())
+        eips = self._code_frames.pop(frame, None)
+        shared = len(self.mem.__dict__.get("code_write_hooks", ())) > 1
+        if eips is None:
+            if shared:
+                return  # another CPU's code: this one has nothing to drop or report
+            eips = set()
         for eip in eips:
             self.icache.pop(eip, None)
+            self.decoded.pop(eip, None)
+        self._drop_frame_blocks(frame)
+        self.smc_flag[0] = 1  # a running block stops after this store
         if self.mem.kind[frame] == CODE:
             self.mem.kind[frame] = RAM
         if self.events is not None and self.events.wants("smc"):
@@ -683,7 +727,8 @@ class Cpu:
             return bytes(mem.ram[pa:pa + n])
         return bytes(mem.read(pa + i, 1) for i in range(n))
 
-    def note_code(self, eip: int, frames: list[int], handler: Callable[[], int]) -> None:
+    def note_code(self, eip: int, frames: list[int], handler: Callable[[], int],
+                  ins: iced_x86.Instruction | None = None) -> None:
         kind = self.mem.kind
         for f in frames:
             if kind[f] == OTHER:
@@ -691,6 +736,8 @@ class Cpu:
         if len(self.icache) >= self.ICACHE_LIMIT:
             self._evict_cold_frames()
         self.icache[eip] = handler
+        if ins is not None:
+            self.decoded[eip] = (ins, frames)
         code_frames = self._code_frames
         for f in frames:
             kind[f] = CODE
@@ -712,10 +759,41 @@ class Cpu:
                 break
             for e in code_frames.pop(f):
                 icache.pop(e, None)
+                self.decoded.pop(e, None)
+            self._drop_frame_blocks(f)
             if kind[f] == CODE:
                 kind[f] = RAM  # writes to it need no SMC check any more
         if len(icache) > target:  # entries no frame owns (cannot happen; stay bounded)
             self._drop_decoded()
+
+    def note_block(self, eip: int, entry: tuple, frames, lpns) -> None:
+        """Install a translated block (or NO_BLOCK) where invalidation will find it."""
+        self.blocks[eip] = entry
+        fb, pb = self._frame_blocks, self._page_blocks
+        for f in frames:
+            fb.setdefault(f, set()).add(eip)
+        for p in lpns:
+            pb.setdefault(p, set()).add(eip)
+
+    def translate_block(self, eip: int):
+        """The translated block starting at `eip` (translating it now from the decode
+        cache), or None when no block can start there. See vmsim.hw.blocks."""
+        from vmsim.hw.blocks import Block, translate
+
+        t = self.blocks.get(eip)
+        if t is None:
+            if eip not in self.icache:
+                from vmsim.hw.decode import decode_at
+                decode_at(self, eip)
+            t = translate(self, eip)
+        fn, k, eips = t
+        if fn is None:
+            return None
+        if not k:  # a region: show its first block
+            t = translate(self, eip, regions=False)
+            self.blocks[eip] = (fn, k, eips)  # the region stays installed
+            fn, k, eips = t
+        return Block(eip, k, tuple(eips), fn.source)
 
     @property
     def ctx(self):
@@ -737,8 +815,13 @@ class Cpu:
             return StopReason.SHUTDOWN
         if self.halted:
             return StopReason.HLT
+        from vmsim.hw.blocks import SmcExit, translate
+
         icache = self.icache
         get = icache.get
+        bget = self.blocks.get
+        pos, smc, cnt = self.block_pos, self.smc_flag, self.block_count
+        min_left = self.TRANSLATE_MIN_BUDGET
         budget = max_insns
         record = self.recorder.append if self.recorder is not None else None
         while budget > 0:
@@ -757,19 +840,126 @@ class Cpu:
             eip = self.eip
             n = 0
             try:
-                if record is None:
+                if not self.use_blocks:
+                    if record is None:
+                        while n < budget:
+                            f = get(eip)
+                            if f is None:
+                                f = decode_at(self, eip)
+                            eip = f()
+                            n += 1
+                    else:
+                        # The same loop, recording each instruction's EIP in a compact column.
+                        while n < budget:
+                            f = get(eip)
+                            if f is None:
+                                f = decode_at(self, eip)
+                            record(eip)
+                            eip = f()
+                            n += 1
+                elif record is None:
                     while n < budget:
-                        f = get(eip)
-                        if f is None:
-                            f = decode_at(self, eip)
+                        t = bget(eip)
+                        if t is not None:
+                            fn, k, eips = t
+                            if not k:  # a region of blocks: runs while its budget lasts
+                                try:
+                                    eip = fn(budget - n)
+                                except SmcExit:
+                                    smc[0] = 0
+                                    i = pos[0]
+                                    eip = eips[0][pos[1]][i]
+                                    n += cnt[0] + i
+                                    continue
+                                except BaseException:
+                                    i = pos[0]
+                                    eip = eips[0][pos[1]][i]
+                                    n += cnt[0] + i
+                                    raise
+                                if cnt[0]:
+                                    n += cnt[0]
+                                    continue
+                            elif k <= budget - n:
+                                try:
+                                    eip = fn()
+                                except SmcExit:
+                                    smc[0] = 0
+                                    i = pos[0]
+                                    eip = eips[i]
+                                    n += i
+                                    continue
+                                except BaseException:
+                                    i = pos[0]
+                                    eip = eips[i]
+                                    n += i
+                                    raise
+                                n += k
+                                continue
+                            f = get(eip)
+                            if f is None:
+                                f = decode_at(self, eip)
+                        else:
+                            f = get(eip)
+                            if f is None:
+                                f = decode_at(self, eip)
+                            elif n and budget - n >= min_left:
+                                # Not where a run resumes (often mid-block): there the
+                                # one-instruction path goes on to the next block's head.
+                                translate(self, eip)
+                                continue
                         eip = f()
                         n += 1
                 else:
-                    # The same loop, recording each instruction's EIP in a compact column.
+                    # Recording: blocks run their recording variant, which appends each
+                    # EIP as its instruction starts (as the loop above does), so an event
+                    # raised inside a block finds exactly the instructions before it.
                     while n < budget:
-                        f = get(eip)
-                        if f is None:
-                            f = decode_at(self, eip)
+                        t = bget(eip)
+                        if t is not None:
+                            fn, k, eips = t
+                            if not k:
+                                try:
+                                    eip = eips[1](budget - n, record)
+                                except SmcExit:
+                                    smc[0] = 0
+                                    i = pos[0]
+                                    eip = eips[0][pos[1]][i]
+                                    n += cnt[0] + i
+                                    continue
+                                except BaseException:
+                                    i = pos[0]
+                                    eip = eips[0][pos[1]][i]
+                                    n += cnt[0] + i
+                                    raise
+                                if cnt[0]:
+                                    n += cnt[0]
+                                    continue
+                            elif k <= budget - n:
+                                try:
+                                    eip = eips.rec(record)
+                                except SmcExit:
+                                    smc[0] = 0
+                                    i = pos[0]
+                                    eip = eips[i]
+                                    n += i
+                                    continue
+                                except BaseException:
+                                    i = pos[0]
+                                    eip = eips[i]
+                                    n += i
+                                    raise
+                                n += k
+                                continue
+                            f = get(eip)
+                            if f is None:
+                                f = decode_at(self, eip)
+                        else:
+                            f = get(eip)
+                            if f is None:
+                                f = decode_at(self, eip)
+                            elif n and budget - n >= min_left:
+                                translate(self, eip)
+                                continue
                         record(eip)
                         eip = f()
                         n += 1
@@ -1279,6 +1469,13 @@ class Cpu:
         data = self.mem.read_bytes(la, 15)
         ins = iced_x86.Decoder(32, data, ip=eip).decode()
         return iced_x86.Formatter(iced_x86.FormatterSyntax.NASM).format(ins)
+
+
+def _all_hooks(hooks: list[Callable[[int], None]]) -> Callable[[int], None]:
+    def code_written(frame: int) -> None:
+        for hook in hooks:
+            hook(frame)
+    return code_written
 
 
 SEG_OK, SEG_READ_ONLY, SEG_EXECUTE_ONLY, SEG_UNUSABLE = range(4)

@@ -40,7 +40,7 @@ def decode_instruction(cpu: Cpu, eip: int) -> tuple[iced_x86.Instruction, list[i
 def decode_at(cpu: Cpu, eip: int) -> Callable[[], int]:
     ins, frames = decode_instruction(cpu, eip)
     handler = compile_instruction(cpu, ins)
-    cpu.note_code(eip, frames, handler)
+    cpu.note_code(eip, frames, handler, ins)
     return handler
 
 
@@ -110,4 +110,5 @@ def _not_in_subset(cpu: Cpu, ins: iced_x86.Instruction) -> Callable[[], int]:
             events.emit("not_in_subset", cpu.name, eip=eip, text=text, bytes=raw)
         raise X.ud()
 
+    handler.not_in_subset = True  # type: ignore[attr-defined]  # kept out of blocks
     return handler

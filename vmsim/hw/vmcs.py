@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 
@@ -147,6 +148,13 @@ class F(enum.IntEnum):
     HOST_RIP = 0x6C16
 
 
+# F's encodings as plain ints under the same names, for code that names fields at every VM
+# exit: in Python 3.11 naming an IntEnum member (F.GUEST_RIP) goes through the enum
+# metaclass's __getattr__ hook, some 0.2 us each; an attribute of this namespace does not.
+# (kvm.ko's modules import it as F: they use the encodings only as numbers.)
+F_INT = SimpleNamespace(**{m.name: m.value for m in F})
+
+
 class ExitReason(enum.IntEnum):
     """Basic exit reasons (SDM App. C; LNX `EXIT_REASON_*`)."""
 
@@ -259,6 +267,9 @@ def field_mask(encoding: int) -> int:
     return (0xFFFF, 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF)[width]
 
 
+_MASKS = (0xFFFF, 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF)  # by width (bits 14:13)
+
+
 def _is_high(encoding: int) -> bool:
     """The "high" access type: bit 0 set in the encoding of a 64-bit field."""
     return bool(encoding & 1) and (encoding >> 13) & 3 == 1
@@ -317,18 +328,18 @@ class Vmcs:
         """VMREAD. Unknown fields read as 0 (a real CPU fails VMfailValid 12).
 
         Access type "high" (bit 0 of a 64-bit field's encoding) reads bits 63:32."""
-        if _is_high(encoding):
+        if encoding & 1 and _is_high(encoding):
             return self.fields.get(encoding & ~1, 0) >> 32
         return self.fields.get(encoding, 0)
 
     def write(self, encoding: int, value: int) -> None:
         """VMWRITE, truncated to the field's width; the high access writes bits 63:32."""
-        if _is_high(encoding):
+        if encoding & 1 and _is_high(encoding):
             full = encoding & ~1
             low = self.fields.get(full, 0) & 0xFFFFFFFF
             self.fields[full] = (value & 0xFFFFFFFF) << 32 | low
             return
-        self.fields[encoding] = value & field_mask(encoding)
+        self.fields[encoding] = value & _MASKS[(encoding >> 13) & 3]
 
     def state(self) -> dict[str, Any]:
         """Every field by encoding, the launch state and the bitmaps, as plain data."""

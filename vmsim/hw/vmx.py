@@ -70,6 +70,7 @@ from vmsim.hw.vmcs import (
     F,
     Vmcs,
 )
+from vmsim.hw.vmcs import F_INT as FI  # (plain ints, for the paths run at every exit)
 from vmsim.msr_index import (
     MSR_IA32_CR_PAT,
     MSR_IA32_SYSENTER_CS,
@@ -90,6 +91,17 @@ SEGMENTS = {
     "tr": (F.GUEST_TR_SELECTOR, F.GUEST_TR_BASE, F.GUEST_TR_LIMIT, F.GUEST_TR_AR_BYTES),
 }
 CPU_SEGMENTS = ("es", "cs", "ss", "ds", "fs", "gs")  # the order of Cpu.seg
+_CPU_SEGMENT_FIELDS = tuple(tuple(int(f) for f in SEGMENTS[n]) for n in CPU_SEGMENTS)
+_CPU_SEGMENT_FIELD_LIST = tuple(f for fs in _CPU_SEGMENT_FIELDS for f in fs)
+# What check_guest_state's register checks (_check_guest_registers) read: the controls
+# that make the guest unrestricted, the entry controls and MSRs, CR0, the link pointer,
+# every segment register's selector, limit and access rights, the GDTR and IDTR limits.
+_GUEST_CHECK_FIELDS = (
+    F.CPU_BASED_VM_EXEC_CONTROL.value, F.SECONDARY_VM_EXEC_CONTROL.value,
+    F.VM_ENTRY_CONTROLS.value, F.GUEST_IA32_PAT.value, F.GUEST_IA32_EFER.value,
+    F.GUEST_CR0.value, F.VMCS_LINK_POINTER.value,
+    *(int(f) for sel, _base, limit, ar in SEGMENTS.values() for f in (sel, limit, ar)),
+    F.GUEST_GDTR_LIMIT.value, F.GUEST_IDTR_LIMIT.value)
 AR_UNUSABLE = 1 << 16
 
 EFER_SCE, EFER_LME, EFER_LMA, EFER_NX = 1 << 0, 1 << 8, 1 << 10, 1 << 11
@@ -175,6 +187,9 @@ class HostCpuState:
         ])
 
 
+_EXIT_REASON_NAMES = {m.value: m.name for m in ExitReason}
+
+
 @dataclass
 class ExitInfo:
     """What a VM exit recorded (also in the VMCS): for events and the GUI."""
@@ -196,10 +211,8 @@ class ExitInfo:
 
     @property
     def name(self) -> str:
-        try:
-            return ExitReason(self.basic_reason).name
-        except ValueError:
-            return f"EXIT_REASON_{self.basic_reason}"
+        name = _EXIT_REASON_NAMES.get(self.basic_reason)  # ExitReason(basic).name
+        return name if name is not None else f"EXIT_REASON_{self.basic_reason}"
 
 
 def ar_from_segment(seg: Segment) -> int:
@@ -243,6 +256,10 @@ class Vmx:
         self._host_loaded: tuple[dict[int, int], int] | None = None
         self._host_cpu: HostCpuState | None = None
         self._host_checked: tuple[int | None, ...] | None = None  # fields that passed
+        self._guest_checked: tuple[int | None, ...] | None = None  # (_GUEST_CHECK_FIELDS)
+        self._host_values: tuple[int | None, ...] | None = None  # what _host_loaded holds
+        # The segment fields the last entry loaded and the registers built from them.
+        self._seg_loaded: tuple[tuple[int | None, ...], list[Segment]] | None = None
 
     @property
     def host_cpu(self) -> HostCpuState | None:
@@ -258,22 +275,22 @@ class Vmx:
     @staticmethod
     def _unrestricted(vmcs: Vmcs) -> bool:
         r = vmcs.read
-        return bool(r(F.CPU_BASED_VM_EXEC_CONTROL) & CPU_BASED_ACTIVATE_SECONDARY_CONTROLS
-                    and r(F.SECONDARY_VM_EXEC_CONTROL) & SECONDARY_EXEC_UNRESTRICTED_GUEST)
+        return bool(r(FI.CPU_BASED_VM_EXEC_CONTROL) & CPU_BASED_ACTIVATE_SECONDARY_CONTROLS
+                    and r(FI.SECONDARY_VM_EXEC_CONTROL) & SECONDARY_EXEC_UNRESTRICTED_GUEST)
 
     def check_controls(self, vmcs: Vmcs) -> str:
         """The first failed check on the VM-execution and VM-entry control fields that vmsim
         models (SDM "Checks on VM-Execution Control Fields", "Checks on VM-Entry Control
         Fields"); "" when all pass. A failure is VMfailValid with VM-instruction error 7."""
         r = vmcs.read
-        ctl = r(F.CPU_BASED_VM_EXEC_CONTROL)
-        secondary = r(F.SECONDARY_VM_EXEC_CONTROL) if ctl & CPU_BASED_ACTIVATE_SECONDARY_CONTROLS \
+        ctl = r(FI.CPU_BASED_VM_EXEC_CONTROL)
+        secondary = r(FI.SECONDARY_VM_EXEC_CONTROL) if ctl & CPU_BASED_ACTIVATE_SECONDARY_CONTROLS \
             else 0
         if secondary & SECONDARY_EXEC_UNRESTRICTED_GUEST and not secondary & SECONDARY_EXEC_ENABLE_EPT:
             return "unrestricted guest requires enable EPT"
-        if r(F.CR3_TARGET_COUNT) > 4:
-            return f"CR3_TARGET_COUNT {r(F.CR3_TARGET_COUNT)} exceeds 4 (IA32_VMX_MISC)"
-        info = r(F.VM_ENTRY_INTR_INFO_FIELD)
+        if r(FI.CR3_TARGET_COUNT) > 4:
+            return f"CR3_TARGET_COUNT {r(FI.CR3_TARGET_COUNT)} exceeds 4 (IA32_VMX_MISC)"
+        info = r(FI.VM_ENTRY_INTR_INFO_FIELD)
         if not info & INTR_INFO_VALID_MASK:
             return ""
         vector, kind = info & 0xFF, (info >> 8) & 7
@@ -284,17 +301,17 @@ class Vmx:
             return f"{label}: an NMI must have vector 2"
         if kind == 3 and vector > 31:
             return f"{label}: a hardware exception must have a vector 0-31"
-        protected = bool(r(F.GUEST_CR0) & 1) or not self._unrestricted(vmcs)
+        protected = bool(r(FI.GUEST_CR0) & 1) or not self._unrestricted(vmcs)
         wants_code = protected and kind == 3 and vector in X.HAS_ERROR_CODE
         if bool(info & INTR_INFO_DELIVER_CODE_MASK) != wants_code:
             return (f"{label}: deliver-error-code must be {int(wants_code)} for type {kind} "
                     f"vector {vector}{'' if protected else ' in real mode'}")
         if info & 0x7FFFF000:
             return f"{label}: reserved bits 30:12 must be 0"
-        if info & INTR_INFO_DELIVER_CODE_MASK and r(F.VM_ENTRY_EXCEPTION_ERROR_CODE) & 0xFFFF8000:
+        if info & INTR_INFO_DELIVER_CODE_MASK and r(FI.VM_ENTRY_EXCEPTION_ERROR_CODE) & 0xFFFF8000:
             return "VM_ENTRY_EXCEPTION_ERROR_CODE bits 31:15 must be 0"
-        if kind in (4, 5, 6) and not 1 <= r(F.VM_ENTRY_INSTRUCTION_LEN) <= 15:
-            return (f"VM_ENTRY_INSTRUCTION_LEN {r(F.VM_ENTRY_INSTRUCTION_LEN)} must be 1-15 "
+        if kind in (4, 5, 6) and not 1 <= r(FI.VM_ENTRY_INSTRUCTION_LEN) <= 15:
+            return (f"VM_ENTRY_INSTRUCTION_LEN {r(FI.VM_ENTRY_INSTRUCTION_LEN)} must be 1-15 "
                     "for a software interrupt or exception")
         return ""
 
@@ -374,7 +391,7 @@ class Vmx:
         """The first failed guest-state check, in words; "" when all pass."""
         r = vmcs.read
         unrestricted = self._unrestricted(vmcs)
-        cr0, cr4 = r(F.GUEST_CR0), r(F.GUEST_CR4)
+        cr0, cr4 = r(FI.GUEST_CR0), r(FI.GUEST_CR4)
         fixed0 = VMX_CR0_FIXED0 & ~(0x80000001 if unrestricted else 0)
         if cr0 & fixed0 != fixed0:
             return (f"GUEST_CR0 {cr0:#x} lacks bits {fixed0 & ~cr0:#x} that IA32_VMX_CR0_FIXED0 "
@@ -387,17 +404,32 @@ class Vmx:
             return f"GUEST_CR4 {cr4:#x} lacks CR4.VMXE, which IA32_VMX_CR4_FIXED0 requires"
         if cr4 & ~VMX_CR4_FIXED1:
             return f"GUEST_CR4 {cr4:#x} sets bits {cr4 & ~VMX_CR4_FIXED1:#x} IA32_VMX_CR4_FIXED1 forbids"
-        rflags = r(F.GUEST_RFLAGS)
+        rflags = r(FI.GUEST_RFLAGS)
         if not rflags & 2 or rflags & (0x8 | 0x20 | 0x8000) or rflags >> 22:
             return f"GUEST_RFLAGS {rflags:#x}: bit 1 must be 1 and bits 3, 5, 15, 22-63 must be 0"
         if rflags & 0x20000:
             return f"GUEST_RFLAGS {rflags:#x}: virtual-8086 mode is not supported"
-        entry_info = r(F.VM_ENTRY_INTR_INFO_FIELD)
+        entry_info = r(FI.VM_ENTRY_INTR_INFO_FIELD)
         injecting = entry_info & INTR_INFO_VALID_MASK
         inject_kind = (entry_info >> 8) & 7 if injecting else None
         if inject_kind == 0 and not rflags & 0x200:
             return (f"GUEST_RFLAGS {rflags:#x}: IF must be 1 to inject an external interrupt "
                     f"({entry_info:#x})")
+        # The checks below up to the non-register state read only _GUEST_CHECK_FIELDS: the
+        # result of the last pass holds while none of them changed (as for the host
+        # state; a real CPU checks every time and finds the same). RIP, RSP and RFLAGS,
+        # which change at every exit, are not among them.
+        key = tuple(map(vmcs.fields.get, _GUEST_CHECK_FIELDS))
+        if key != self._guest_checked:
+            msg = self._check_guest_registers(vmcs, unrestricted)
+            if msg:
+                return msg
+            self._guest_checked = key
+        return self._check_non_register_state(vmcs, rflags, entry_info)
+
+    def _check_guest_registers(self, vmcs: Vmcs, unrestricted: bool) -> str:
+        """MSRs, the link pointer, segment and descriptor-table registers."""
+        r = vmcs.read
         msg = self._check_guest_msrs(vmcs)
         if msg:
             return msg
@@ -416,7 +448,7 @@ class Vmx:
         for enc in (F.GUEST_GDTR_LIMIT, F.GUEST_IDTR_LIMIT):
             if r(enc) > 0xFFFF:
                 return f"{F(enc).name} {r(enc):#x}: bits 31:16 must be 0"
-        return self._check_non_register_state(vmcs, rflags, entry_info)
+        return ""
 
     @staticmethod
     def _check_guest_msrs(vmcs: Vmcs) -> str:
@@ -483,13 +515,13 @@ class Vmx:
     def _check_non_register_state(vmcs: Vmcs, rflags: int, entry_info: int) -> str:
         """SDM "Checks on Guest Non-Register State" (activity and interruptibility state)."""
         r = vmcs.read
-        act, intr = r(F.GUEST_ACTIVITY_STATE), r(F.GUEST_INTERRUPTIBILITY_INFO)
+        act, intr = r(FI.GUEST_ACTIVITY_STATE), r(FI.GUEST_INTERRUPTIBILITY_INFO)
         if act > 3:
             return f"GUEST_ACTIVITY_STATE {act} is not a valid activity state"
         if act not in (GUEST_ACTIVITY_ACTIVE, GUEST_ACTIVITY_HLT):
             # This processor's IA32_VMX_MISC reports only HLT (bit 6) among the inactive states.
             return f"GUEST_ACTIVITY_STATE {act}: this processor supports only active and HLT"
-        if act == GUEST_ACTIVITY_HLT and (r(F.GUEST_SS_AR_BYTES) >> 5) & 3 != 0:
+        if act == GUEST_ACTIVITY_HLT and (r(FI.GUEST_SS_AR_BYTES) >> 5) & 3 != 0:
             return "GUEST_ACTIVITY_STATE HLT requires SS.DPL 0"
         if act != GUEST_ACTIVITY_ACTIVE and intr & 3:
             return (f"GUEST_ACTIVITY_STATE {act} must be active with blocking by STI or MOV SS "
@@ -564,7 +596,7 @@ class Vmx:
         self.entry_fail_valid = False
         if launch == vmcs.launched:
             # VMfailValid: 4 VMLAUNCH with non-clear VMCS, 5 VMRESUME with non-launched VMCS.
-            vmcs.write(F.VM_INSTRUCTION_ERROR, 4 if launch else 5)
+            vmcs.write(FI.VM_INSTRUCTION_ERROR, 4 if launch else 5)
             self.entry_failure = "VMLAUNCH needs a clear VMCS" if launch else \
                 "VMRESUME needs a launched VMCS"
             self.entry_fail_valid = True
@@ -572,7 +604,7 @@ class Vmx:
         failure = self.check_controls(vmcs)
         if failure:
             # VMfailValid: 7 VM entry with invalid control field(s). No exit, no exit reason.
-            vmcs.write(F.VM_INSTRUCTION_ERROR, 7)
+            vmcs.write(FI.VM_INSTRUCTION_ERROR, 7)
             self.entry_failure = failure
             self.entry_fail_valid = True
             return False
@@ -583,7 +615,7 @@ class Vmx:
             failure = self.check_host_state(vmcs)
             if failure:
                 # VMfailValid: 8 VM entry with invalid host-state field(s).
-                vmcs.write(F.VM_INSTRUCTION_ERROR, 8)
+                vmcs.write(FI.VM_INSTRUCTION_ERROR, 8)
                 self.entry_failure = failure
                 self.entry_fail_valid = True
                 return False
@@ -591,8 +623,8 @@ class Vmx:
         failure = self.check_guest_state(vmcs)
         if failure:
             self.entry_failure = failure
-            vmcs.write(F.VM_EXIT_REASON, VMX_EXIT_REASONS_FAILED_VMENTRY | ExitReason.INVALID_STATE)
-            vmcs.write(F.EXIT_QUALIFICATION, 0)
+            vmcs.write(FI.VM_EXIT_REASON, VMX_EXIT_REASONS_FAILED_VMENTRY | ExitReason.INVALID_STATE)
+            vmcs.write(FI.EXIT_QUALIFICATION, 0)
             self.last_exit = ExitInfo(VMX_EXIT_REASONS_FAILED_VMENTRY | ExitReason.INVALID_STATE,
                                       detail=failure)
             return False
@@ -606,62 +638,80 @@ class Vmx:
         return True
 
     def load_guest_state(self, vmcs: Vmcs) -> None:
-        cpu, r = self.cpu, vmcs.read
+        cpu = self.cpu
+        g = vmcs.fields.get
+        # The fields read below, by one VMREAD each (all full-width: unknown ones read 0).
+        (cr0, cr4, cr3, cr0_mask, cr0_shadow, cr4_mask, cr4_shadow, gdtr_base, gdtr_limit,
+         idtr_base, idtr_limit, rsp, rip, rflags, interruptibility, activity, entry_ctl,
+         sysenter_cs, sysenter_esp, sysenter_eip, exec_ctl) = map(g, _LOAD_FIELDS, _ZEROS)
+        mmu = cpu.mmu
         # CR0/CR4 first (they may switch the paging mode), then CR3. A write that changes
         # nothing is skipped: a real CPU's translations are tagged and need no flush here.
-        for n, enc in ((0, F.GUEST_CR0), (4, F.GUEST_CR4), (3, F.GUEST_CR3)):
-            if cpu.get_raw_control(n) != r(enc):
-                cpu.set_control(n, r(enc), check=False)
-        cpu.cr_shadow = {0: (r(F.CR0_GUEST_HOST_MASK), r(F.CR0_READ_SHADOW)),
-                         4: (r(F.CR4_GUEST_HOST_MASK), r(F.CR4_READ_SHADOW))}
-        cpu.seg = [segment_from_vmcs(vmcs, n) for n in CPU_SEGMENTS]
-        cpu.gdtr = (r(F.GUEST_GDTR_BASE), r(F.GUEST_GDTR_LIMIT))
-        cpu.idtr = (r(F.GUEST_IDTR_BASE), r(F.GUEST_IDTR_LIMIT))
-        cpu.r[4] = r(F.GUEST_RSP) & 0xFFFFFFFF
-        cpu.eip = r(F.GUEST_RIP) & 0xFFFFFFFF
-        cpu.eflags = r(F.GUEST_RFLAGS)
+        if mmu.cr0 != cr0:
+            cpu.set_control(0, cr0, check=False)
+        if mmu.cr4 != cr4:
+            cpu.set_control(4, cr4, check=False)
+        if mmu.cr3 != cr3:
+            cpu.set_control(3, cr3, check=False)
+        cpu.cr_shadow = {0: (cr0_mask, cr0_shadow), 4: (cr4_mask, cr4_shadow)}
+        # The segment registers, built again only when their fields changed since the last
+        # entry; assigning the list (which rechecks the segment classes) only when the
+        # CPU's differ from them (equal Segments are the same register: they are frozen).
+        key = tuple(map(g, _CPU_SEGMENT_FIELD_LIST))
+        last = self._seg_loaded
+        if last is None or last[0] != key:
+            seg = [_segment(*(0 if x is None else x for x in key[i:i + 4]))
+                   for i in range(0, 24, 4)]
+            self._seg_loaded = (key, seg)
+            cpu.seg = list(seg)
+        elif cpu.seg != last[1]:
+            cpu.seg = list(last[1])
+        cpu.gdtr = (gdtr_base, gdtr_limit)
+        cpu.idtr = (idtr_base, idtr_limit)
+        cpu.r[4] = rsp & 0xFFFFFFFF
+        cpu.eip = rip & 0xFFFFFFFF
+        cpu.eflags = rflags
         # Blocking by STI / MOV SS covers the first guest instruction (SDM "Interruptibility
         # State" under "Special Features of VM Entry"); an injected event then ends it.
-        cpu.set_interrupt_shadow(r(F.GUEST_INTERRUPTIBILITY_INFO)
+        cpu.set_interrupt_shadow(interruptibility
                                  & (GUEST_INTR_STATE_STI | GUEST_INTR_STATE_MOV_SS))
-        cpu.halted = r(F.GUEST_ACTIVITY_STATE) == GUEST_ACTIVITY_HLT
+        cpu.halted = activity == GUEST_ACTIVITY_HLT
         cpu.shut_down = False
-        if r(F.VM_ENTRY_CONTROLS) & VM_ENTRY_LOAD_IA32_PAT:
-            cpu.msr[MSR_IA32_CR_PAT] = r(F.GUEST_IA32_PAT)
+        msr = cpu.msr
+        if entry_ctl & VM_ENTRY_LOAD_IA32_PAT:
+            msr[MSR_IA32_CR_PAT] = g(_GUEST_IA32_PAT, 0)
         # "load IA32_EFER" loads nothing here: vmsim's 32-bit CPU has no EFER (no long mode,
         # no NX); the entry checks above still apply to GUEST_IA32_EFER.
-        for msr, enc in ((MSR_IA32_SYSENTER_CS, F.GUEST_SYSENTER_CS),
-                         (MSR_IA32_SYSENTER_ESP, F.GUEST_SYSENTER_ESP),
-                         (MSR_IA32_SYSENTER_EIP, F.GUEST_SYSENTER_EIP)):
-            cpu.msr[msr] = r(enc)
+        msr[MSR_IA32_SYSENTER_CS] = sysenter_cs
+        msr[MSR_IA32_SYSENTER_ESP] = sysenter_esp
+        msr[MSR_IA32_SYSENTER_EIP] = sysenter_eip
         # The CPU's TSC is icount + tsc_offset; vmsim's physical TSC is icount, so in
         # non-root operation tsc_offset is the VMCS TSC offset, or 0 without offsetting.
-        offsetting = r(F.CPU_BASED_VM_EXEC_CONTROL) & CPU_BASED_USE_TSC_OFFSETTING
-        cpu.tsc_offset = r(F.TSC_OFFSET) if offsetting else 0
+        cpu.tsc_offset = g(_TSC_OFFSET, 0) if exec_ctl & CPU_BASED_USE_TSC_OFFSETTING else 0
         cpu.set_second_stage(self.ept_in_use(vmcs))
 
     def ept_in_use(self, vmcs: Vmcs) -> Ept | None:
         """The EPT walker for this VMCS's EPTP, when "enable EPT" is set."""
-        if not (vmcs.read(F.CPU_BASED_VM_EXEC_CONTROL) & CPU_BASED_ACTIVATE_SECONDARY_CONTROLS
-                and vmcs.read(F.SECONDARY_VM_EXEC_CONTROL) & SECONDARY_EXEC_ENABLE_EPT):
+        if not (vmcs.read(FI.CPU_BASED_VM_EXEC_CONTROL) & CPU_BASED_ACTIVATE_SECONDARY_CONTROLS
+                and vmcs.read(FI.SECONDARY_VM_EXEC_CONTROL) & SECONDARY_EXEC_ENABLE_EPT):
             return None
-        eptp = vmcs.read(F.EPT_POINTER)
+        eptp = vmcs.read(FI.EPT_POINTER)
         if self._ept is None or self._ept.eptp != eptp:
             self._ept = Ept(self.host, eptp)
         return self._ept
 
     def _inject_event(self, vmcs: Vmcs) -> None:
         """Event injection (SDM 27.6): deliver the event in VM_ENTRY_INTR_INFO_FIELD."""
-        info = vmcs.read(F.VM_ENTRY_INTR_INFO_FIELD)
+        info = vmcs.read(FI.VM_ENTRY_INTR_INFO_FIELD)
         if not info & INTR_INFO_VALID_MASK:
             return
-        vmcs.write(F.VM_ENTRY_INTR_INFO_FIELD, info & ~INTR_INFO_VALID_MASK)
+        vmcs.write(FI.VM_ENTRY_INTR_INFO_FIELD, info & ~INTR_INFO_VALID_MASK)
         vector, kind = info & 0xFF, info & 0x700
-        code = vmcs.read(F.VM_ENTRY_EXCEPTION_ERROR_CODE) if info & INTR_INFO_DELIVER_CODE_MASK \
+        code = vmcs.read(FI.VM_ENTRY_EXCEPTION_ERROR_CODE) if info & INTR_INFO_DELIVER_CODE_MASK \
             else None
         cpu = self.cpu
         soft = kind in (INTR_TYPE_SOFT_INTR, INTR_TYPE_SOFT_EXCEPTION)
-        ret = cpu.eip + (vmcs.read(F.VM_ENTRY_INSTRUCTION_LEN) if soft else 0)
+        ret = cpu.eip + (vmcs.read(FI.VM_ENTRY_INSTRUCTION_LEN) if soft else 0)
         if cpu.inject(vector, code, ret & 0xFFFFFFFF, soft,
                       event_type=kind >> 8) is StopReason.INTERCEPT:
             # SDM "VM Exits During Event Injection": IDT-vectoring info names the injected event.
@@ -682,7 +732,7 @@ class Vmx:
             return self.vm_exit(info)
         self._check_runnable()
         cpu.intercept = self.exit_decision
-        if self.vmcs.read(F.CPU_BASED_VM_EXEC_CONTROL) & CPU_BASED_INTR_WINDOW_EXITING:
+        if self.vmcs.read(FI.CPU_BASED_VM_EXEC_CONTROL) & CPU_BASED_INTR_WINDOW_EXITING:
             return self._run_until_window(budget)
         return self._stopped(cpu.run(budget))
 
@@ -757,7 +807,7 @@ class Vmx:
                 done = self._stopped(stop)
                 if done is not None:
                     return done
-        if self.vmcs.read(F.CPU_BASED_VM_EXEC_CONTROL) & CPU_BASED_INTR_WINDOW_EXITING \
+        if self.vmcs.read(FI.CPU_BASED_VM_EXEC_CONTROL) & CPU_BASED_INTR_WINDOW_EXITING \
                 and self.interrupt_window_open():
             return self.vm_exit(Intercept("interrupt_window", cpu.eip))
         return self.vm_exit(Intercept("external_interrupt", cpu.eip, vector=vector))
@@ -766,9 +816,14 @@ class Vmx:
         """A guest state VM entry accepts but vmsim's CPU cannot execute (real mode, based
         segments) stops the run with a reason rather than running wrongly."""
         cpu = self.cpu
-        if not cpu.get_raw_control(0) & 1:
+        if not cpu.mmu.cr0 & 1:  # (CR0 as the hardware holds it: get_raw_control(0))
             raise Unsupported("the guest is in real mode (CR0.PE=0): vmsim's CPU runs "
                               "32-bit protected mode only")
+        for seg in cpu.seg:
+            if seg.access and seg.base:
+                break
+        else:
+            return
         for name, seg in zip(CPU_SEGMENTS, cpu.seg, strict=True):
             if seg.access and seg.base:
                 raise Unsupported(f"guest {name.upper()} base {seg.base:#x}: vmsim's CPU "
@@ -777,7 +832,7 @@ class Vmx:
     def exit_decision(self, info: Intercept) -> bool:
         """Does this instruction or event cause a VM exit? (SDM 26.1-26.2)"""
         vmcs = self.vmcs
-        ctl = vmcs.read(F.CPU_BASED_VM_EXEC_CONTROL)
+        ctl = vmcs.read(FI.CPU_BASED_VM_EXEC_CONTROL)
         k = info.kind
         if k in ("cpuid", "vmcall", "triple_fault"):
             return True  # unconditionally
@@ -796,12 +851,12 @@ class Vmx:
         if k == "cr_write":
             return self._cr_write_exits(vmcs, ctl, info)
         if k == "exception":
-            in_bitmap = bool(vmcs.read(F.EXCEPTION_BITMAP) >> info.vector & 1)
+            in_bitmap = bool(vmcs.read(FI.EXCEPTION_BITMAP) >> info.vector & 1)
             if info.vector == X.PF:
                 # SDM "Exceptions" (26.2 in newer editions): with bitmap bit 14 set a #PF
                 # exits iff (PFEC & MASK) == MATCH; with it clear, iff they differ.
-                mask, match = vmcs.read(F.PAGE_FAULT_ERROR_CODE_MASK), \
-                    vmcs.read(F.PAGE_FAULT_ERROR_CODE_MATCH)
+                mask, match = vmcs.read(FI.PAGE_FAULT_ERROR_CODE_MASK), \
+                    vmcs.read(FI.PAGE_FAULT_ERROR_CODE_MATCH)
                 return (((info.error_code or 0) & mask) == match) == in_bitmap
             return in_bitmap
         return False
@@ -846,63 +901,76 @@ class Vmx:
             # The host kicked the vCPU (its reschedule IPI) at this instruction boundary.
             info = Intercept("external_interrupt", cpu.eip, vector=RESCHEDULE_VECTOR)
         exit_info = self._exit_info(info)
-        w = vmcs.write
-        w(F.VM_EXIT_REASON, exit_info.reason)
-        w(F.EXIT_QUALIFICATION, exit_info.qualification)
-        w(F.VM_EXIT_INSTRUCTION_LEN, exit_info.instruction_len)
-        w(F.VM_EXIT_INTR_INFO, exit_info.intr_info)
+        fields = vmcs.fields  # (VMWRITE: each value truncated to its field's width)
+        fields[_VM_EXIT_REASON] = exit_info.reason & 0xFFFFFFFF
+        fields[_EXIT_QUALIFICATION] = exit_info.qualification & 0xFFFFFFFFFFFFFFFF
+        fields[_VM_EXIT_INSTRUCTION_LEN] = exit_info.instruction_len & 0xFFFFFFFF
+        fields[_VM_EXIT_INTR_INFO] = exit_info.intr_info & 0xFFFFFFFF
         if exit_info.intr_error_code is not None:
-            w(F.VM_EXIT_INTR_ERROR_CODE, exit_info.intr_error_code)
+            fields[_VM_EXIT_INTR_ERROR_CODE] = exit_info.intr_error_code & 0xFFFFFFFF
         # Written on every exit (SDM "Information for VM Exits During Event Delivery"):
         # valid only when the exit interrupted the delivery of an event.
-        w(F.IDT_VECTORING_INFO_FIELD, exit_info.idt_vectoring_info)
+        fields[_IDT_VECTORING_INFO_FIELD] = exit_info.idt_vectoring_info & 0xFFFFFFFF
         if exit_info.idt_vectoring_error_code is not None:
-            w(F.IDT_VECTORING_ERROR_CODE, exit_info.idt_vectoring_error_code)
+            fields[_IDT_VECTORING_ERROR_CODE] = exit_info.idt_vectoring_error_code & 0xFFFFFFFF
         if exit_info.guest_linear_address is not None:
-            w(F.GUEST_LINEAR_ADDRESS, exit_info.guest_linear_address)
+            fields[_GUEST_LINEAR_ADDRESS] = exit_info.guest_linear_address & 0xFFFFFFFFFFFFFFFF
         if exit_info.guest_physical_address is not None:
-            w(F.GUEST_PHYSICAL_ADDRESS, exit_info.guest_physical_address)
+            fields[_GUEST_PHYSICAL_ADDRESS] = \
+                exit_info.guest_physical_address & 0xFFFFFFFFFFFFFFFF
         self.save_guest_state(vmcs)
         cpu.intercept = None
         cpu.cr_shadow = {}
         self.guest_mode = False
-        fields = vmcs.fields
-        self._host_loaded = ({enc: fields.get(enc, 0) for enc in _HOST_LOAD_FIELDS},
-                             cpu.msr.get(MSR_IA32_CR_PAT, 0))
-        self._host_cpu = None
+        # What loading the host state put in the root-mode registers (built when looked
+        # at); the same as last time unless kvm.ko wrote a host field or the PAT moved.
+        values = tuple(map(vmcs.fields.get, _HOST_LOAD_FIELDS))
+        pat = cpu.msr.get(MSR_IA32_CR_PAT, 0)
+        if values != self._host_values or self._host_loaded is None \
+                or self._host_loaded[1] != pat:
+            self._host_loaded = ({enc: 0 if v is None else v
+                                  for enc, v in zip(_HOST_LOAD_FIELDS, values, strict=True)},
+                                 pat)
+            self._host_values = values
+            self._host_cpu = None
         self.last_exit = exit_info
         return exit_info
 
     def save_guest_state(self, vmcs: Vmcs) -> None:
-        cpu, w = self.cpu, vmcs.write
-        w(F.GUEST_CR0, cpu.get_raw_control(0))
-        w(F.GUEST_CR3, cpu.get_raw_control(3))
-        w(F.GUEST_CR4, cpu.get_raw_control(4))
-        for name, seg in zip(CPU_SEGMENTS, cpu.seg, strict=True):
-            sel_f, base_f, limit_f, ar_f = SEGMENTS[name]
-            w(sel_f, seg.selector)
-            w(base_f, seg.base)
-            w(limit_f, seg.limit)
-            w(ar_f, ar_from_segment(seg))
-        w(F.GUEST_GDTR_BASE, cpu.gdtr[0])
-        w(F.GUEST_GDTR_LIMIT, cpu.gdtr[1])
-        w(F.GUEST_IDTR_BASE, cpu.idtr[0])
-        w(F.GUEST_IDTR_LIMIT, cpu.idtr[1])
-        w(F.GUEST_RSP, cpu.r[4])
-        w(F.GUEST_RIP, cpu.eip)
-        w(F.GUEST_RFLAGS, cpu.eflags)
-        w(F.GUEST_ACTIVITY_STATE, GUEST_ACTIVITY_HLT if cpu.halted else GUEST_ACTIVITY_ACTIVE)
+        cpu, fields = self.cpu, vmcs.fields
+        mmu, msr = cpu.mmu, cpu.msr
+        # (Stored straight into the fields: every value below fits its field's width, as
+        # VMWRITE would truncate it to: 32-bit registers, 16-bit selectors, 17-bit rights.)
+        fields[_GUEST_CR0] = mmu.cr0
+        fields[_GUEST_CR3] = mmu.cr3
+        fields[_GUEST_CR4] = mmu.cr4
+        for seg, (sel_f, base_f, limit_f, ar_f) in zip(cpu.seg, _CPU_SEGMENT_FIELDS,
+                                                       strict=True):
+            fields[sel_f] = seg.selector & 0xFFFF
+            fields[base_f] = seg.base
+            fields[limit_f] = seg.limit & 0xFFFFFFFF
+            fields[ar_f] = AR_UNUSABLE if seg.access == 0 else \
+                (seg.access & 0xFF) | ((seg.flags & 0xF) << 12)  # ar_from_segment
+        base, limit = cpu.gdtr
+        fields[_GUEST_GDTR_BASE], fields[_GUEST_GDTR_LIMIT] = base, limit & 0xFFFFFFFF
+        base, limit = cpu.idtr
+        fields[_GUEST_IDTR_BASE], fields[_GUEST_IDTR_LIMIT] = base, limit & 0xFFFFFFFF
+        fields[_GUEST_RSP] = cpu.r[4]
+        fields[_GUEST_RIP] = cpu.eip
+        fields[_GUEST_RFLAGS] = cpu.eflags
+        fields[_GUEST_ACTIVITY_STATE] = GUEST_ACTIVITY_HLT if cpu.halted else \
+            GUEST_ACTIVITY_ACTIVE
         # Blocking by STI or MOV SS as it was at the exit (SDM "Saving Non-Register State");
         # vmsim models no SMI or NMI blocking, so bits 2 and 3 are 0.
-        w(F.GUEST_INTERRUPTIBILITY_INFO, cpu.interrupt_shadow())
-        w(F.GUEST_SYSENTER_CS, cpu.msr.get(MSR_IA32_SYSENTER_CS, 0))
-        w(F.GUEST_SYSENTER_ESP, cpu.msr.get(MSR_IA32_SYSENTER_ESP, 0))
-        w(F.GUEST_SYSENTER_EIP, cpu.msr.get(MSR_IA32_SYSENTER_EIP, 0))
-        exit_ctl = vmcs.read(F.VM_EXIT_CONTROLS)
+        fields[_GUEST_INTERRUPTIBILITY_INFO] = cpu.interrupt_shadow()
+        fields[_GUEST_SYSENTER_CS] = msr.get(MSR_IA32_SYSENTER_CS, 0) & 0xFFFFFFFF
+        fields[_GUEST_SYSENTER_ESP] = msr.get(MSR_IA32_SYSENTER_ESP, 0) & 0xFFFFFFFFFFFFFFFF
+        fields[_GUEST_SYSENTER_EIP] = msr.get(MSR_IA32_SYSENTER_EIP, 0) & 0xFFFFFFFFFFFFFFFF
+        exit_ctl = fields.get(_VM_EXIT_CONTROLS, 0)
         if exit_ctl & VM_EXIT_SAVE_IA32_PAT:
-            w(F.GUEST_IA32_PAT, cpu.msr.get(MSR_IA32_CR_PAT, 0))
+            fields[_GUEST_IA32_PAT] = msr.get(MSR_IA32_CR_PAT, 0) & 0xFFFFFFFFFFFFFFFF
         if exit_ctl & VM_EXIT_SAVE_IA32_EFER:
-            w(F.GUEST_IA32_EFER, 0)  # vmsim's CPU has no EFER: it reads as 0
+            fields[_GUEST_IA32_EFER] = 0  # vmsim's CPU has no EFER: it reads as 0
 
     def _exit_info(self, info: Intercept) -> ExitInfo:
         exit_info = self._exit_info_for(info)
@@ -965,7 +1033,7 @@ class Vmx:
         if k == "external_interrupt":
             # With "acknowledge interrupt on exit" the CPU takes the vector from the
             # interrupt controller and stores it: type 0 (external interrupt), valid.
-            ack = self.vmcs.read(F.VM_EXIT_CONTROLS) & VM_EXIT_ACK_INTR_ON_EXIT
+            ack = self.vmcs.read(FI.VM_EXIT_CONTROLS) & VM_EXIT_ACK_INTR_ON_EXIT
             return ExitInfo(ExitReason.EXTERNAL_INTERRUPT, intr_info=(
                 INTR_INFO_VALID_MASK | INTR_TYPE_EXT_INTR | (info.vector & 0xFF)) if ack else 0)
         if k == "interrupt_window":
@@ -982,6 +1050,49 @@ class Vmx:
                             guest_physical_address=info.extra["gpa"])
         raise ValueError(f"no VM exit for {k}")
 
+
+# Field encodings as plain ints for the entry and exit paths (an IntEnum member costs a
+# slow class-attribute lookup each time it is named).
+_GUEST_CR0, _GUEST_CR3, _GUEST_CR4 = F.GUEST_CR0.value, F.GUEST_CR3.value, F.GUEST_CR4.value
+_CR0_GUEST_HOST_MASK, _CR0_READ_SHADOW = F.CR0_GUEST_HOST_MASK.value, F.CR0_READ_SHADOW.value
+_CR4_GUEST_HOST_MASK, _CR4_READ_SHADOW = F.CR4_GUEST_HOST_MASK.value, F.CR4_READ_SHADOW.value
+_GUEST_GDTR_BASE, _GUEST_GDTR_LIMIT = F.GUEST_GDTR_BASE.value, F.GUEST_GDTR_LIMIT.value
+_GUEST_IDTR_BASE, _GUEST_IDTR_LIMIT = F.GUEST_IDTR_BASE.value, F.GUEST_IDTR_LIMIT.value
+_GUEST_RSP, _GUEST_RIP, _GUEST_RFLAGS = F.GUEST_RSP.value, F.GUEST_RIP.value, F.GUEST_RFLAGS.value
+_GUEST_ACTIVITY_STATE = F.GUEST_ACTIVITY_STATE.value
+_GUEST_INTERRUPTIBILITY_INFO = F.GUEST_INTERRUPTIBILITY_INFO.value
+_GUEST_SYSENTER_CS = F.GUEST_SYSENTER_CS.value
+_GUEST_SYSENTER_ESP = F.GUEST_SYSENTER_ESP.value
+_GUEST_SYSENTER_EIP = F.GUEST_SYSENTER_EIP.value
+_GUEST_IA32_PAT, _GUEST_IA32_EFER = F.GUEST_IA32_PAT.value, F.GUEST_IA32_EFER.value
+_VM_ENTRY_CONTROLS, _VM_EXIT_CONTROLS = F.VM_ENTRY_CONTROLS.value, F.VM_EXIT_CONTROLS.value
+_CPU_BASED_VM_EXEC_CONTROL = F.CPU_BASED_VM_EXEC_CONTROL.value
+_TSC_OFFSET = F.TSC_OFFSET.value
+_VM_EXIT_REASON, _EXIT_QUALIFICATION = F.VM_EXIT_REASON.value, F.EXIT_QUALIFICATION.value
+_VM_EXIT_INSTRUCTION_LEN = F.VM_EXIT_INSTRUCTION_LEN.value
+_VM_EXIT_INTR_INFO, _VM_EXIT_INTR_ERROR_CODE = F.VM_EXIT_INTR_INFO.value, \
+    F.VM_EXIT_INTR_ERROR_CODE.value
+_IDT_VECTORING_INFO_FIELD = F.IDT_VECTORING_INFO_FIELD.value
+_IDT_VECTORING_ERROR_CODE = F.IDT_VECTORING_ERROR_CODE.value
+_GUEST_LINEAR_ADDRESS = F.GUEST_LINEAR_ADDRESS.value
+_GUEST_PHYSICAL_ADDRESS = F.GUEST_PHYSICAL_ADDRESS.value
+
+
+def _segment(sel: int, base: int, limit: int, ar: int) -> Segment:
+    """segment_from_vmcs from the four field values."""
+    if ar & AR_UNUSABLE:
+        return Segment(sel, 0, 0, 0, 0)
+    return Segment(sel, base, limit, ar & 0xFF, (ar >> 12) & 0xF)
+
+
+# What load_guest_state reads, in its order of names.
+_LOAD_FIELDS = (_GUEST_CR0, _GUEST_CR4, _GUEST_CR3, _CR0_GUEST_HOST_MASK, _CR0_READ_SHADOW,
+                _CR4_GUEST_HOST_MASK, _CR4_READ_SHADOW, _GUEST_GDTR_BASE, _GUEST_GDTR_LIMIT,
+                _GUEST_IDTR_BASE, _GUEST_IDTR_LIMIT, _GUEST_RSP, _GUEST_RIP, _GUEST_RFLAGS,
+                _GUEST_INTERRUPTIBILITY_INFO, _GUEST_ACTIVITY_STATE, _VM_ENTRY_CONTROLS,
+                _GUEST_SYSENTER_CS, _GUEST_SYSENTER_ESP, _GUEST_SYSENTER_EIP,
+                _CPU_BASED_VM_EXEC_CONTROL)
+_ZEROS = (0,) * len(_LOAD_FIELDS)
 
 # What loading the host state reads: the host-state area and the VM-exit controls.
 _HOST_LOAD_FIELDS = (*(f.value for f in F if f.name.startswith("HOST_")),

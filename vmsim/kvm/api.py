@@ -383,6 +383,12 @@ def sregs_from_plain(d: dict) -> KvmSregs:
                     tuple(d["interrupt_bitmap"]))
 
 
+# The layouts KvmRun reads and writes at every exit, compiled once.
+_U32 = struct.Struct("<I")
+_IO = struct.Struct("<BBHIQ")  # kvm_run.io: direction size port count data_offset
+_MMIO = struct.Struct("<Q8sIB")  # kvm_run.mmio: phys_addr data[8] len is_write
+
+
 class KvmRun:
     """`struct kvm_run` in place (offsets from the x86-64 layout), over the vCPU mapping."""
 
@@ -410,11 +416,11 @@ class KvmRun:
 
     @property
     def exit_reason(self) -> int:
-        return struct.unpack_from("<I", self.buf, 8)[0]
+        return _U32.unpack_from(self.buf, 8)[0]
 
     @exit_reason.setter
     def exit_reason(self, v: int) -> None:
-        struct.pack_into("<I", self.buf, 8, v)
+        _U32.pack_into(self.buf, 8, v)
 
     @property
     def ready_for_interrupt_injection(self) -> int:
@@ -431,19 +437,19 @@ class KvmRun:
     # union at offset 32
     def io(self) -> tuple[int, int, int, int, int]:
         """(direction, size, port, count, data_offset)"""
-        return struct.unpack_from("<BBHIQ", self.buf, 32)
+        return _IO.unpack_from(self.buf, 32)
 
     def set_io(self, direction: int, size: int, port: int, count: int,
                data_offset: int = KVM_PIO_PAGE_OFFSET * PAGE_SIZE) -> None:
-        struct.pack_into("<BBHIQ", self.buf, 32, direction, size, port, count, data_offset)
+        _IO.pack_into(self.buf, 32, direction, size, port, count, data_offset)
 
     def mmio(self) -> tuple[int, bytes, int, int]:
         """(phys_addr, data[8], len, is_write)"""
-        addr, data, length, is_write = struct.unpack_from("<Q8sIB", self.buf, 32)
+        addr, data, length, is_write = _MMIO.unpack_from(self.buf, 32)
         return addr, data, length, is_write
 
     def set_mmio(self, phys_addr: int, data: bytes, length: int, is_write: int) -> None:
-        struct.pack_into("<Q8sIB", self.buf, 32, phys_addr, data.ljust(8, b"\0"), length, is_write)
+        _MMIO.pack_into(self.buf, 32, phys_addr, data.ljust(8, b"\0"), length, is_write)
 
     def set_mmio_data(self, data: bytes) -> None:
         self.buf[40:48] = data.ljust(8, b"\0")

@@ -23,7 +23,7 @@ import iced_x86
 from vmsim.costs import COSTS
 from vmsim.hw import exceptions as X
 from vmsim.hw.cpu import Intercept, InterceptExit, StopReason
-from vmsim.hw.decode import decode_instruction, format_instruction
+from vmsim.hw.decode import format_instruction
 from vmsim.hw.exceptions import CpuException
 from vmsim.hw.flags import DF, TF, get_zf
 from vmsim.hw.memory import PAGE_SIZE
@@ -168,8 +168,7 @@ class Emulation:
             raise CpuException(X.PF, 0, cr2=self.eip) from None
         if gpa is None or not v.vm.mem.is_ram(gpa):
             return "fetch-mmio"
-        ins, _ = decode_instruction(cpu, self.eip)
-        self.text = format_instruction(ins)
+        ins, self.text = _decode(cpu, self.eip)
         if self.v.events is not None and self.v.events.wants("kvm_emulate_insn"):
             try:  # the bytes the decoder just read (ctxt->fetch), for the tracepoint
                 self.insn = cpu.fetch_bytes(self.eip, ins.len)[0][:ins.len]
@@ -216,6 +215,33 @@ class Emulation:
             cpu.eip = self.eip  # the instruction restarts
             return "restart"
         return "done"
+
+
+# Instructions the emulator decoded, by address and the bytes fetched there: an MMIO loop
+# replays the same few instructions at every exit. Only looked up after the same fetch
+# (decode_instruction's: its walk, #PF and TLB fill happen as before); an instruction that
+# runs into the next page is decoded as decode_instruction does, every time.
+_DECODED: dict[tuple[int, bytes], tuple[iced_x86.Instruction, str]] = {}
+_DECODED_MAX = 4096
+
+
+def _decode(cpu, eip: int) -> tuple[iced_x86.Instruction, str]:
+    """decode_instruction(cpu, eip) and the instruction's text."""
+    data, _ = cpu.fetch_bytes(eip)
+    key = (eip, data)
+    hit = _DECODED.get(key)
+    if hit is not None:
+        return hit
+    decoder = iced_x86.Decoder(32, data, ip=eip)
+    ins = decoder.decode()
+    if decoder.last_error == iced_x86.DecoderError.NO_MORE_BYTES and len(data) < 15:
+        more, _ = cpu.fetch_more(eip, len(data))  # (decode_instruction's second fetch)
+        ins = iced_x86.Decoder(32, data + more, ip=eip).decode()
+        return ins, format_instruction(ins)
+    if len(_DECODED) >= _DECODED_MAX:
+        _DECODED.clear()
+    hit = _DECODED[key] = (ins, format_instruction(ins))
+    return hit
 
 
 _CMPS_SCAS = {getattr(iced_x86.Mnemonic, m) for m in

@@ -451,6 +451,7 @@ class SimVcpu:
         vmx._host_loaded = from_plain(x["host_loaded"])
         vmx._host_checked = from_plain(x["host_checked"])
         vmx._host_cpu = None  # built from _host_loaded when looked at
+        vmx._host_values = None  # (what _host_loaded was built from: built anew next exit)
         if x["ept"] is not None:
             ept = vmx.ept_in_use(self.vmcs)
             ept.refs, ept.software = x["ept"]["refs"], x["ept"]["software"]
@@ -602,7 +603,7 @@ class SimVcpu:
     def run_steps(self, resume: str | None = None) -> Generator[int, None, int]:
         """KVM_RUN as a generator that yields virtual cycles as the guest runs; `resume`
         re-enters one rebuilt from a snapshot (x86.kvm_arch_vcpu_ioctl_run)."""
-        from vmsim.kvm import x86
+        import vmsim.kvm.x86 as x86  # (no package fromlist walk: this runs at every KVM_RUN)
 
         return (yield from x86.kvm_arch_vcpu_ioctl_run(self, resume))
 

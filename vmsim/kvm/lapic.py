@@ -207,6 +207,8 @@ def kvm_icr_to_lapic_irq(icr_low: int, icr_high: int) -> KvmLapicIrq:
 
 def _find_highest_vector(words: list[int]) -> int:
     """apic_find_highest_vector over 8 words of a 256-bit register (IRR, ISR, TMR)."""
+    if not any(words):  # (the common case, asked at every VM entry: nothing pending)
+        return -1
     for i in range(APIC_ISR_NR - 1, -1, -1):
         if words[i]:
             return i * 32 + words[i].bit_length() - 1

@@ -33,9 +33,9 @@ from vmsim.hw.vmcs import (
     VM_EXIT_LOAD_IA32_EFER,
     VM_EXIT_LOAD_IA32_PAT,
     ExitReason,
-    F,
     Vmcs,
 )
+from vmsim.hw.vmcs import F_INT as F  # (plain ints: see vmsim.hw.vmcs.F_INT)
 from vmsim.hw.vmx import SEGMENTS
 from vmsim.kvm.api import KVM_EXIT_SHUTDOWN, KvmDtable, KvmRegs, KvmSegment, KvmSregs
 
@@ -445,7 +445,7 @@ def kvm_queue_exception(v: SimVcpu, vector: int, error_code: int | None = None,
 
 
 def handle_exception_nmi(v: SimVcpu) -> int:
-    from vmsim.kvm import emulate
+    import vmsim.kvm.emulate as emulate
 
     intr = v.vmcs.read(F.VM_EXIT_INTR_INFO)
     vector = intr & 0xFF
@@ -472,7 +472,8 @@ def handle_triple_fault(v: SimVcpu) -> int:
 
 
 def handle_io(v: SimVcpu) -> int:
-    from vmsim.kvm import emulate, x86
+    import vmsim.kvm.emulate as emulate  # (not `from vmsim.kvm import`: no fromlist walk)
+    import vmsim.kvm.x86 as x86
 
     q = v.vmcs.read(F.EXIT_QUALIFICATION)
     size, is_in, string = (q & 7) + 1, bool(q & 8), bool(q & 16)
@@ -484,37 +485,37 @@ def handle_io(v: SimVcpu) -> int:
 
 
 def handle_cpuid(v: SimVcpu) -> int:
-    from vmsim.kvm import x86
+    import vmsim.kvm.x86 as x86
 
     return x86.kvm_emulate_cpuid(v)
 
 
 def handle_halt(v: SimVcpu) -> int:
-    from vmsim.kvm import x86
+    import vmsim.kvm.x86 as x86
 
     return x86.kvm_emulate_halt(v)
 
 
 def handle_vmcall(v: SimVcpu) -> int:
-    from vmsim.kvm import x86
+    import vmsim.kvm.x86 as x86
 
     return x86.kvm_emulate_hypercall(v)
 
 
 def handle_rdmsr(v: SimVcpu) -> int:
-    from vmsim.kvm import x86
+    import vmsim.kvm.x86 as x86
 
     return x86.kvm_emulate_rdmsr(v)
 
 
 def handle_wrmsr(v: SimVcpu) -> int:
-    from vmsim.kvm import x86
+    import vmsim.kvm.x86 as x86
 
     return x86.kvm_emulate_wrmsr(v)
 
 
 def handle_cr(v: SimVcpu) -> int:
-    from vmsim.kvm import x86
+    import vmsim.kvm.x86 as x86
 
     q = v.vmcs.read(F.EXIT_QUALIFICATION)
     cr, access, reg = q & 0xF, (q >> 4) & 3, (q >> 8) & 0xF
@@ -550,7 +551,7 @@ def handle_invlpg(v: SimVcpu) -> int:
 def handle_ept_violation(v: SimVcpu) -> int:
     """The TDP page-fault path: map guest RAM on first touch; MMIO goes to the emulator
     (kvm_mmu_page_fault -> x86_emulate_instruction), which exits as KVM_EXIT_MMIO."""
-    from vmsim.kvm import emulate
+    import vmsim.kvm.emulate as emulate
     from vmsim.kvm.tdp_mmu import kvm_tdp_page_fault
 
     gpa = v.vmcs.read(F.GUEST_PHYSICAL_ADDRESS)
@@ -566,7 +567,7 @@ def handle_ept_violation(v: SimVcpu) -> int:
 
 def handle_ept_misconfig(v: SimVcpu) -> int:
     """KVM's fast MMIO path: the misconfigured leaf marks MMIO; emulate the access."""
-    from vmsim.kvm import emulate
+    import vmsim.kvm.emulate as emulate
 
     return emulate.x86_emulate_instruction(v)
 

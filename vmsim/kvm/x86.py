@@ -26,8 +26,9 @@ from vmsim.hw.vmcs import (
     INTR_TYPE_EXT_INTR,
     VMX_EXIT_REASONS_FAILED_VMENTRY,
     ExitReason,
-    F,
 )
+from vmsim.hw.vmcs import F_INT as F  # (plain ints: see vmsim.hw.vmcs.F_INT)
+from vmsim.kvm import irq
 from vmsim.kvm.api import (
     KVM_EXIT_FAIL_ENTRY,
     KVM_EXIT_HLT,
@@ -41,6 +42,12 @@ from vmsim.kvm.api import (
     KVM_EXIT_SHUTDOWN,
     KVM_PIO_PAGE_OFFSET,
     PAGE_SIZE,
+)
+from vmsim.kvm.irq import (
+    APIC_BASE,
+    APIC_SIZE,
+    kvm_cpu_get_interrupt,
+    kvm_cpu_has_interrupt,
 )
 from vmsim.kvm.vmx import (
     KVM_VMX_EXIT_HANDLERS,
@@ -203,8 +210,6 @@ def vcpu_block(v: SimVcpu, resume: bool = False) -> Generator[Any, None, int]:
 def kvm_vcpu_has_events(v: SimVcpu) -> bool:
     """kvm_vcpu_has_events: what ends kvm_vcpu_block (an interrupt the guest can take now,
     an event being re-injected, a pending INIT)."""
-    from vmsim.kvm.irq import kvm_cpu_has_interrupt
-
     if v.lapic is not None and v.lapic.pending_events:
         return True
     if v.vmcs.read(F.VM_ENTRY_INTR_INFO_FIELD) & INTR_INFO_VALID_MASK:
@@ -217,8 +222,6 @@ def dm_request_for_irq_injection(v: SimVcpu) -> bool:
 
 
 def kvm_vcpu_ready_for_interrupt_injection(v: SimVcpu) -> bool:
-    from vmsim.kvm.irq import kvm_cpu_has_interrupt
-
     return (vmx_interrupt_allowed(v) and not kvm_cpu_has_interrupt(v)
             and not v.vmcs.read(F.VM_ENTRY_INTR_INFO_FIELD) & INTR_INFO_VALID_MASK)
 
@@ -234,8 +237,6 @@ def inject_pending_event(v: SimVcpu) -> None:
     """inject_pending_event: an event already queued (an exception, a re-injected
     interrupt) goes first; otherwise the highest pending interrupt is injected if the guest
     can take it now, and if not (or if more wait), interrupt-window exiting is turned on."""
-    from vmsim.kvm.irq import kvm_cpu_get_interrupt, kvm_cpu_has_interrupt
-
     if not kvm_cpu_has_interrupt(v):
         return
     if v.vmcs.read(F.VM_ENTRY_INTR_INFO_FIELD) & INTR_INFO_VALID_MASK:
@@ -276,8 +277,6 @@ def handle_interrupt_window(v: SimVcpu) -> int:
     if ev is not None and ev.wants("kvm_irq_window"):
         ev.emit("kvm_irq_window", v.name, vcpu_id=v.vcpu_id, enable=False)
     v.requests.add("event")
-    from vmsim.kvm.irq import kvm_cpu_has_interrupt
-
     if v.vm.irqchip is None and v.kvm_run.request_interrupt_window and not kvm_cpu_has_interrupt(v):
         v.kvm_run.exit_reason = KVM_EXIT_IRQ_WINDOW_OPEN
         v.stat["irq_window_exits"] += 1
@@ -295,8 +294,6 @@ def handle_external_interrupt(v: SimVcpu) -> int:
 def kvm_apic_accept_events(v: SimVcpu) -> None:
     """kvm_apic_accept_events: an INIT puts the vCPU in wait-for-SIPI; a SIPI would start
     it in real mode at vector << 12, which vmsim's CPU does not run."""
-    from vmsim.hw.exceptions import Unsupported
-
     lapic = v.lapic
     pe = lapic.pending_events
     if not pe:
@@ -441,8 +438,8 @@ def vcpu_enter_guest(v: SimVcpu, resume: str | None = None) -> Generator[int, No
     finally:
         v.mode = "outside"
     v.stat["exits"] += 1
-    name = exit_info.name
     if ev is not None and ev.wants("kvm_exit"):
+        name = exit_info.name
         # vmx_get_exit_info: info1 the exit qualification, info2 the IDT-vectoring
         # information, the error code only for an exception that delivers one.
         intr_info = exit_info.intr_info
@@ -494,11 +491,10 @@ def _until_horizon(v: SimVcpu, clock, budget: int) -> int:
 def _host_tick(v: SimVcpu, now: int, in_guest: bool = True) -> None:
     """The host's timer interrupt on the vCPU's physical CPU (HOST_HZ): while the guest
     runs, it is a VM exit (reason 1, LOCAL_TIMER_VECTOR)."""
-    from vmsim.kvm.irq import HOST_TICK, LOCAL_TIMER_VECTOR
-
     if in_guest and v.next_host_tick and v.host_irq is None:
-        v.host_irq = LOCAL_TIMER_VECTOR
-    v.next_host_tick = (now // HOST_TICK + 1) * HOST_TICK
+        v.host_irq = irq.LOCAL_TIMER_VECTOR
+    tick = irq.HOST_TICK  # (read here, not bound at import: a test may change the host's HZ)
+    v.next_host_tick = (now // tick + 1) * tick
 
 
 def kvm_watch_progress(v: SimVcpu, exits: int, deliveries: int, progress: bool = False) -> bool:
@@ -599,8 +595,6 @@ def _trace_kernel_pio(v: SimVcpu, rw: int, port: int, size: int, value: int) -> 
 
 def kernel_mmio_read(v: SimVcpu, gpa: int, size: int) -> int | None:
     """vcpu_mmio_read: this vCPU's local APIC page is served in the kernel."""
-    from vmsim.kvm.irq import APIC_BASE, APIC_SIZE
-
     if v.lapic is None or not APIC_BASE <= gpa < APIC_BASE + APIC_SIZE:
         return None
     value = v.lapic.read(gpa - APIC_BASE, size)
@@ -611,8 +605,6 @@ def kernel_mmio_read(v: SimVcpu, gpa: int, size: int) -> int | None:
 
 
 def kernel_mmio_write(v: SimVcpu, gpa: int, size: int, value: int) -> bool:
-    from vmsim.kvm.irq import APIC_BASE, APIC_SIZE
-
     if v.vm.ioeventfds:
         from vmsim.kvm.eventfd import ioeventfd_write
 

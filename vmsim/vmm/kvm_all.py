@@ -182,7 +182,8 @@ def kvm_cpu_exec(s: KvmState, cpu: CPUState, resume: str | None = None
                 if cpu.env is not None:
                     put_registers(s, cpu, KVM_PUT_RUNTIME_STATE)
                 cpu.vcpu_dirty = False
-            yield from kvm_arch_pre_run(s, cpu)
+            if not s.irqchip_in_kernel:  # (kvm_arch_pre_run returns at once otherwise)
+                yield from kvm_arch_pre_run(s, cpu)
             if cpu.exit_request:
                 run.immediate_exit = 1  # kvm_cpu_kick_self
             if ev is not None:
@@ -338,13 +339,17 @@ def _explain_stop(cpu: CPUState, reason: int) -> str | None:
 def trace_ioctl(ev, fd: str, source: str, name: str, detail: str) -> None:
     """QEMU's kvm_ioctl / kvm_vm_ioctl / kvm_vcpu_ioctl trace events (accel/kvm/trace-events),
     written before the ioctl is made, with the request number as `type`."""
-    kind = {"system": "kvm_ioctl", "vm": "kvm_vm_ioctl", "vcpu": "kvm_vcpu_ioctl"}[fd]
+    kind = _IOCTL_KINDS[fd]
     if not ev.wants(kind):
         return
-    fields: dict[str, Any] = {"type": KVM_IOCTLS[name], "name": name, "detail": detail}
     if fd == "vcpu":
-        fields = {"cpu_index": int(source[4:]) if source.startswith("vcpu") else 0, **fields}
-    ev.emit(kind, "vm" if fd != "vcpu" else source, **fields)
+        ev.emit(kind, source, cpu_index=int(source[4:]) if source.startswith("vcpu") else 0,
+                type=KVM_IOCTLS[name], name=name, detail=detail)
+    else:
+        ev.emit(kind, "vm", type=KVM_IOCTLS[name], name=name, detail=detail)
+
+
+_IOCTL_KINDS = {"system": "kvm_ioctl", "vm": "kvm_vm_ioctl", "vcpu": "kvm_vcpu_ioctl"}
 
 
 def _trace_return(ev, cpu: CPUState, r: int) -> None:
@@ -354,32 +359,41 @@ def _trace_return(ev, cpu: CPUState, r: int) -> None:
     reason = run.exit_reason
     name = KVM_EXIT_NAMES.get(reason, str(reason))
     if ev.wants("kvm_userspace_exit"):
-        fields: dict[str, Any] = {"reason": name, "reason_number": reason,
-                                  "errno": r if r < 0 else 0}
-        if r < 0:
-            pass  # KVM_RUN failed (-EINTR): kvm_run holds no exit
-        elif reason == KVM_EXIT_IO:
+        if r >= 0 and reason == KVM_EXIT_IO:  # (the common exits: one call, no dict)
             direction, size, port, count, offset = run.io()
-            fields.update(direction="out" if direction == KVM_EXIT_IO_OUT else "in",
-                          size=size, port=port, count=count,
-                          # an IN's data is not there yet: the device answers after this
-                          data=(bytes(run.buf[offset:offset + size * count]).hex()
-                                if direction == KVM_EXIT_IO_OUT else None))
-        elif reason == KVM_EXIT_MMIO:
+            out = direction == KVM_EXIT_IO_OUT
+            ev.emit("kvm_userspace_exit", cpu.thread, reason=name, reason_number=reason,
+                    errno=0, direction="out" if out else "in", size=size, port=port,
+                    count=count,
+                    # an IN's data is not there yet: the device answers after this
+                    data=bytes(run.buf[offset:offset + size * count]).hex() if out else None)
+        elif r >= 0 and reason == KVM_EXIT_MMIO:
             addr, data, length, is_write = run.mmio()
-            fields.update(phys_addr=addr, len=length, is_write=bool(is_write),
-                          data=bytes(data[:length]).hex() if is_write else None)
-        elif reason == KVM_EXIT_FAIL_ENTRY:
-            fields["hardware_entry_failure_reason"] = run.fail_entry()[0]
-        elif reason == KVM_EXIT_INTERNAL_ERROR:
-            sub, data = run.internal()
-            fields.update(suberror=sub, data=[f"{d:#x}" for d in data])
-        ev.emit("kvm_userspace_exit", cpu.thread, **fields)
+            ev.emit("kvm_userspace_exit", cpu.thread, reason=name, reason_number=reason,
+                    errno=0, phys_addr=addr, len=length, is_write=bool(is_write),
+                    data=bytes(data[:length]).hex() if is_write else None)
+        else:
+            _trace_other_return(ev, cpu, r, reason, name)
     if r >= 0 and ev.wants("kvm_run_exit"):
         ev.emit("kvm_run_exit", cpu.thread, cpu_index=cpu.index, reason=reason, name=name)
 
 
-def kvm_handle_io(m: Machine, cpu: CPUState) -> dict:
+def _trace_other_return(ev, cpu: CPUState, r: int, reason: int, name: str) -> None:
+    """kvm_userspace_exit for a failed KVM_RUN and the rarer exits."""
+    run = cpu.vcpu.kvm_run
+    fields: dict[str, Any] = {"reason": name, "reason_number": reason,
+                              "errno": r if r < 0 else 0}
+    if r < 0:
+        pass  # KVM_RUN failed (-EINTR): kvm_run holds no exit
+    elif reason == KVM_EXIT_FAIL_ENTRY:
+        fields["hardware_entry_failure_reason"] = run.fail_entry()[0]
+    elif reason == KVM_EXIT_INTERNAL_ERROR:
+        sub, data = run.internal()
+        fields.update(suberror=sub, data=[f"{d:#x}" for d in data])
+    ev.emit("kvm_userspace_exit", cpu.thread, **fields)
+
+
+def kvm_handle_io(m: Machine, cpu: CPUState) -> None:
     """KVM_EXIT_IO: `count` accesses of `size` bytes to the I/O address space."""
     run = cpu.vcpu.kvm_run
     direction, size, port, count, offset = run.io()
@@ -390,20 +404,13 @@ def kvm_handle_io(m: Machine, cpu: CPUState) -> dict:
             m.address_space_io_write(port, size, int.from_bytes(buf[at:at + size], "little"))
         else:
             buf[at:at + size] = m.address_space_io_read(port, size).to_bytes(size, "little")
-    return {"reason": "KVM_EXIT_IO", "direction": "out" if direction == KVM_EXIT_IO_OUT else "in",
-            "size": size, "port": port, "count": count,
-            "data": bytes(buf[offset:offset + size * count]).hex()}
 
 
-def kvm_handle_mmio(m: Machine, cpu: CPUState) -> dict:
+def kvm_handle_mmio(m: Machine, cpu: CPUState) -> None:
     """KVM_EXIT_MMIO: one access to the memory address space."""
     run = cpu.vcpu.kvm_run
     addr, data, length, is_write = run.mmio()
     if is_write:
         m.address_space_memory_write(addr, length, int.from_bytes(data[:length], "little"))
-        out = data[:length]
     else:
-        out = m.address_space_memory_read(addr, length).to_bytes(length, "little")
-        run.set_mmio_data(out)
-    return {"reason": "KVM_EXIT_MMIO", "phys_addr": addr, "len": length,
-            "is_write": bool(is_write), "data": out.hex()}
+        run.set_mmio_data(m.address_space_memory_read(addr, length).to_bytes(length, "little"))

@@ -123,7 +123,12 @@ class MainLoop:
         return [h for h in self.fd_handlers if h.ready() and h.can_read() > 0]
 
     def _wake(self) -> bool:
-        return self.notified or self.machine.stop_requested or bool(self._fds_ready())
+        if self.notified or self.machine.stop_requested:
+            return True
+        for h in self.fd_handlers:  # any of _fds_ready() (asked at every scheduler step)
+            if h.ready() and h.can_read() > 0:
+                return True
+        return False
 
 
 def ppoll_wait(loop: MainLoop, deadline: int | None) -> Block:

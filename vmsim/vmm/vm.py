@@ -316,8 +316,11 @@ class VirtualMachine:
             # A vCPU that has just gone to sleep (kvm_vcpu_block, qemu_wait_io_event) may
             # be the last one to: the run ends at its HLT, not at the next timer. One the
             # host's kvm.ko holds halted only shows when its watchdog kicks it.
-            if t.blocked is not None or any(c.host_halted for c in self.cpus):
+            if t.blocked is not None:
                 return not self.halted_for_good()
+            for c in self.cpus:
+                if c.host_halted:
+                    return not self.halted_for_good()
             return True
         self._idle_steps += 1
         return not self.halted_for_good()
@@ -464,15 +467,26 @@ class VirtualMachine:
             t.blocked = block
 
     def limit_reached(self) -> bool:
-        return any(getattr(c.vcpu, "limit_reached", False) for c in self.cpus)
+        for c in self.cpus:
+            if getattr(c.vcpu, "limit_reached", False):
+                return True
+        return False
 
     def stuck(self) -> str:
         """Why vmsim's no-progress watchdog stopped a vCPU ("" if it did not)."""
-        return next((c.vcpu.stuck for c in self.cpus if getattr(c.vcpu, "stuck", "")), "")
+        for c in self.cpus:
+            why = getattr(c.vcpu, "stuck", "")
+            if why:
+                return why
+        return ""
 
     def budget_ended(self) -> bool:
         """The run's budget is spent: the instruction limit, or no progress."""
-        return self.limit_reached() or bool(self.stuck())
+        for c in self.cpus:  # (limit_reached() or stuck(): asked at every scheduler step)
+            v = c.vcpu
+            if getattr(v, "limit_reached", False) or getattr(v, "stuck", ""):
+                return True
+        return False
 
     # -- QEMU's stop and cont (vmsim.vmm.cpus) -----------------------------------------------
     def stop(self) -> None:
@@ -501,8 +515,12 @@ class VirtualMachine:
         m = self.machine
         if self.stopped and not m.stop_requested:
             raise ValueError(f"the VM is stopped ({self.runstate}): cont first")
+        step = self._step
         while not m.stop_requested and not self.budget_ended():
-            if not self.step():
+            more = step()  # (self.step(), inline: one call less per scheduler step)
+            if self.after_step is not None:
+                self.after_step()
+            if not more:
                 break
         if m.stop_requested:
             # Let the threads see the request and end, as QEMU's do on shutdown: the

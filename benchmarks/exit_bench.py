@@ -1,0 +1,165 @@
+"""One exit to userspace and back: host microseconds per round trip (issue 15).
+
+Runs guests that live on the exit path through the whole stack and prints, best of
+--repeat runs, the host CPU time (time.process_time: a machine shared with other work
+disturbs it less than wall time) divided by the number of exits to userspace (KVM_RUN
+returning to the VMM: `kvm_userspace_exit` events, counted in a separate run):
+- out_loop (benchmarks/guests/out_loop.asm): `out dx, al` to the 16550's scratch register,
+  KVM_EXIT_IO handled by QEMU's serial model;
+- mmio_loop (benchmarks/guests/mmio_loop.asm): word stores to the VGA buffer at 0xB8000,
+  EPT misconfiguration -> kvm.ko's instruction emulator -> KVM_EXIT_MMIO;
+- hello (sample_guests/hello.asm): the serial console's polled LSR reads and THR writes.
+Each in these configurations:
+- stack: vmsim.vmm VirtualMachine + SimKvm, as cpu_bench's run_stack, no listener;
+- stack+vm: the same with VM-level events recorded (a TraceWriter at level "vm" into
+  memory);
+- run --trace: vmsim.session.Session as `vmsim run --trace F` builds it (no history, a
+  TraceWriter at level "vm" into memory);
+- session: Session with its history for steps back (as the GUI runs), no trace.
+The issue's goal: under 50 us per round trip with VM-level events recorded. Every figure
+is printed beside benchmarks/reference.py's loop, measured in the same run (in wall time by
+print_reference, and in CPU time as the figures here), and as "ref-us": microseconds
+times the reference loop's CPU-time rate (M iterations/s), i.e. how many reference
+iterations one round trip costs, a figure that compares across machines.
+
+    python benchmarks/exit_bench.py [--repeat N] [--count N] [--only NAME] [--profile CONFIG]
+
+--profile CONFIG (stack, stack+vm, run --trace, session) runs each selected guest once
+under cProfile in that configuration and prints the top entries by internal time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import reference
+
+from vmsim.asm import assemble
+from vmsim.events import EventStream
+from vmsim.kvm.kvm_main import SimKvm
+from vmsim.session import Session
+from vmsim.trace import TraceWriter
+from vmsim.vmm.machine import Machine, MachineConfig
+from vmsim.vmm.vm import VirtualMachine
+
+ROOT = Path(__file__).resolve().parents[1]
+GUESTS = {
+    "out_loop": ROOT / "benchmarks" / "guests" / "out_loop.asm",
+    "mmio_loop": ROOT / "benchmarks" / "guests" / "mmio_loop.asm",
+    "hello": ROOT / "sample_guests" / "hello.asm",
+}
+CONFIGS = ("stack", "stack+vm", "run --trace", "session")
+
+
+def load(name: str, count: int):
+    path = GUESTS[name]
+    text = path.read_text()
+    text = re.sub(r"^(COUNT\s+equ\s+)\d+", lambda m: f"{m.group(1)}{count}", text, flags=re.M)
+    return assemble(text, str(path))
+
+
+def _stack(image, trace: bool, count_exits: bool = False) -> tuple[float, int]:
+    events = EventStream()
+    exits = [0]
+    if count_exits:
+        def seen(ev) -> None:
+            exits[0] += 1
+        events.subscribe(seen, ["kvm_userspace_exit"])
+    writer = TraceWriter(events, io.StringIO(), "vm") if trace else None
+    machine = Machine(events=events, serial_out=lambda b: None)
+    machine.load_image(image)
+    vm = VirtualMachine(machine, SimKvm(events, "ept"))
+    t0 = time.process_time()
+    result = vm.run()
+    elapsed = time.process_time() - t0
+    if writer is not None:
+        writer.close()
+    if result.exit_status != 1:
+        sys.exit(f"benchmark guest went wrong: {result}")
+    return elapsed, exits[0]
+
+
+def _session(image, trace: bool, history: bool) -> tuple[float, int]:
+    events = EventStream()
+    writer = TraceWriter(events, io.StringIO(), "vm") if trace else None
+    s = Session(image, "sim", MachineConfig(16, b""), serial_out=lambda b: None,
+                events=events, history=history)
+    t0 = time.process_time()
+    outcome = s.run()
+    elapsed = time.process_time() - t0
+    if writer is not None:
+        writer.close()
+    if outcome.exit_status != 1:
+        sys.exit(f"benchmark guest went wrong: {outcome}")
+    return elapsed, 0
+
+
+RUNNERS: dict[str, Callable] = {
+    "stack": lambda image: _stack(image, False),
+    "stack+vm": lambda image: _stack(image, True),
+    "run --trace": lambda image: _session(image, True, False),
+    "session": lambda image: _session(image, False, True),
+}
+
+
+def _reference_cpu_rate(repeat: int) -> float:
+    """benchmarks/reference.py's loop timed as the figures here are (CPU time)."""
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.process_time()
+        reference._loop(reference.ITERATIONS)
+        best = min(best, time.process_time() - t0)
+    return reference.ITERATIONS / best / 1e6
+
+
+def exits_of(image) -> int:
+    return _stack(image, False, count_exits=True)[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--count", type=int, default=2000, help="loop iterations of the loop guests")
+    ap.add_argument("--only", action="append", choices=list(GUESTS), help="guest(s) to run")
+    ap.add_argument("--profile", choices=CONFIGS, help="cProfile one run per guest instead")
+    ap.add_argument("--top", type=int, default=30)
+    args = ap.parse_args()
+    names = args.only or list(GUESTS)
+    images = {n: load(n, args.count) for n in names}
+    if args.profile:
+        for n in names:
+            prof = cProfile.Profile()
+            prof.enable()
+            RUNNERS[args.profile](images[n])
+            prof.disable()
+            print(f"== {n}, {args.profile}: {exits_of(images[n])} exits to userspace")
+            pstats.Stats(prof).sort_stats("tottime").print_stats(args.top)
+        return
+    reference.print_reference()
+    ref = _reference_cpu_rate(args.repeat)
+    print(f"reference loop in CPU time (process_time, as the figures below): {ref:.2f} M "
+          "iterations/s")
+    print(f"{'guest':<11}{'configuration':<13}{'exits':>7}{'seconds':>9}{'us/exit':>9}"
+          f"{'ref-us':>8}")
+    for n in names:
+        exits = exits_of(images[n])
+        for c in CONFIGS:
+            best = min(RUNNERS[c](images[n])[0] for _ in range(args.repeat))
+            us = best / exits * 1e6
+            print(f"{n:<11}{c:<13}{exits:>7}{best:>9.3f}{us:>9.1f}{us * ref:>8.0f}")
+    print("us/exit: host microseconds per exit to userspace and back (goal: < 50 with VM "
+          "events recorded); ref-us: that times the reference rate (M iterations/s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,924 @@
+"""Basic blocks translated into Python functions (the CPU's fast path).
+
+A block is a run of instructions the CPU has already decoded and executed one at a time,
+ending at a branch or before an instruction that must leave the loop (I/O, HLT, CPUID,
+MOV CR, INT, string instructions ...). It is compiled once with `compile()` into one
+function whose body is the instructions' effects written out in Python, the common forms
+inline, every other form a call of the instruction's own handler. The function returns
+the next EIP, as a handler does.
+
+Exactness rests on four rules:
+- Translation reads only the decode cache, never guest memory: it cannot fetch, walk,
+  fault or emit, so a block exists only where the per-instruction path has been, and all
+  fetch effects (walks, #PF, EPT violations on fetch) happen there as before.
+- The arithmetic flags are kept in locals between inline instructions and stored in
+  `lf` exactly as the handlers store them before anything that can raise or read them, so
+  a fault at instruction k finds the state instruction k-1 left, and sets `pos[0] = k`
+  so the loop knows where it stopped.
+- After an instruction that may store, a store to decoded code (`smc[0]` set by the
+  CPU's code-write hook) ends the block there: the next instruction is decoded anew, as
+  the hardware executes modified code (SDM Vol. 3A 11.6).
+- A block is dropped whenever any of its instructions' decoded handlers is (writes to its
+  frames, CR3 loads, INVLPG, paging, segment-class and accessor changes).
+"""
+
+from __future__ import annotations
+
+import re
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import iced_x86
+from iced_x86 import Mnemonic as Mn
+from iced_x86 import OpKind, Register
+
+from vmsim.hw.flags import (
+    BITS,
+    K_ADD,
+    K_DEC,
+    K_INC,
+    K_LOGIC,
+    K_RES,
+    K_SBB,
+    K_SUB,
+    MASK,
+    SIGN,
+    SIZE_INDEX,
+    condition,
+    get_cf,
+    get_zf,
+)
+
+if TYPE_CHECKING:
+    from vmsim.hw.cpu import Cpu
+
+MAX_INSNS = 64  # instructions per block at most
+M32 = 0xFFFFFFFF
+
+
+class _Eips(list):
+    """A block's EIPs, and its recording variant (`rec`)."""
+
+
+class SmcExit(Exception):
+    """A store hit decoded code: the block stops after the storing instruction."""
+
+
+SMC_EXIT = SmcExit()
+
+# A cache entry for an address no block starts at: the loop takes the one-instruction path.
+NO_BLOCK: tuple = (None, 1 << 62, array("I"))
+
+_BRANCHES = {Mn.JMP, Mn.CALL, Mn.RET, Mn.LOOP, Mn.LOOPE, Mn.LOOPNE, Mn.JECXZ, Mn.JCXZ}
+_ALU = {Mn.ADD: (K_ADD, "a + b", True), Mn.ADC: (K_ADD, "a + b + {cf}", True),
+        Mn.SUB: (K_SUB, "a - b", True), Mn.SBB: (K_SBB, "a - b - {cf}", True),
+        Mn.CMP: (K_SUB, "a - b", False), Mn.AND: (K_LOGIC, "a & b", True),
+        Mn.OR: (K_LOGIC, "a | b", True), Mn.XOR: (K_LOGIC, "a ^ b", True),
+        Mn.TEST: (K_LOGIC, "a & b", False)}
+# Forms that run in a block through their handler: they never leave the loop (no SlowPath),
+# never change what decoded code means (paging, segments), never read icount or EIP.
+_CALLABLE = {
+    Mn.ADD, Mn.ADC, Mn.SUB, Mn.SBB, Mn.CMP, Mn.AND, Mn.OR, Mn.XOR, Mn.TEST, Mn.INC, Mn.DEC,
+    Mn.NEG, Mn.NOT, Mn.XADD, Mn.MUL, Mn.IMUL, Mn.DIV, Mn.IDIV, Mn.SHL, Mn.SAL, Mn.SHR,
+    Mn.SAR, Mn.ROL, Mn.ROR, Mn.RCL, Mn.RCR, Mn.BT, Mn.BTS, Mn.BTR, Mn.BTC, Mn.MOV,
+    Mn.MOVZX, Mn.MOVSX, Mn.LEA, Mn.XCHG, Mn.PUSH, Mn.POP, Mn.PUSHAD, Mn.POPAD, Mn.CBW,
+    Mn.CWDE, Mn.CWD, Mn.CDQ, Mn.LEAVE, Mn.NOP, Mn.PAUSE, Mn.CLC, Mn.STC, Mn.CMC, Mn.CLD,
+    Mn.STD, Mn.SAHF, Mn.LAHF, Mn.JMP, Mn.CALL, Mn.RET, Mn.LOOP, Mn.LOOPE, Mn.LOOPNE,
+    Mn.JECXZ, Mn.JCXZ,
+    *(getattr(Mn, n) for n in dir(Mn) if n.startswith(("CMOV", "SET")) and len(n) <= 6),
+}
+_NO_WRITE = {Mn.CMP, Mn.TEST, Mn.NOP, Mn.PAUSE, Mn.LEA, Mn.BT, Mn.CLC, Mn.STC, Mn.CMC,
+             Mn.CLD, Mn.STD, Mn.SAHF, Mn.LAHF, Mn.CBW, Mn.CWDE, Mn.CWD, Mn.CDQ,
+             Mn.MUL, Mn.IMUL, Mn.DIV, Mn.IDIV}
+
+
+@dataclass(frozen=True)
+class Block:
+    """A translated block, as `Cpu.translate_block` shows it."""
+
+    eip: int
+    n: int  # guest instructions in it
+    eips: tuple[int, ...]
+    source: str  # the generated Python
+
+
+def _is_special_reg(reg: int) -> bool:
+    return (Register.ES <= reg <= Register.GS or Register.CR0 <= reg <= Register.CR15
+            or Register.DR0 <= reg <= Register.DR15)
+
+
+def _is_jcc(ins: iced_x86.Instruction) -> bool:
+    return ins.is_jcc_short_or_near
+
+
+def translatable(ins: iced_x86.Instruction, handler: Callable[[], int]) -> bool:
+    m = ins.mnemonic
+    if ins.is_invalid or getattr(handler, "not_in_subset", False):
+        return False  # its handler raises #UD (and says why): left to the loop
+    if _is_jcc(ins):
+        return True
+    if m not in _CALLABLE:
+        return False
+    if ins.is_jmp_far or ins.is_jmp_far_indirect or ins.is_call_far or ins.is_call_far_indirect:
+        return False
+    for i in range(ins.op_count):
+        if ins.op_kind(i) == OpKind.REGISTER and _is_special_reg(ins.op_register(i)):
+            return False
+    return True
+
+
+def _ends_block(ins: iced_x86.Instruction) -> bool:
+    return ins.mnemonic in _BRANCHES or _is_jcc(ins)
+
+
+# -- operands as Python expressions --------------------------------------------------------
+
+def _gpr(reg: int) -> tuple[int, int, int] | None:
+    """(index, size, shift) of a general register, None for anything else."""
+    if Register.AL <= reg <= Register.BL:
+        return reg - Register.AL, 1, 0
+    if Register.AH <= reg <= Register.BH:
+        return reg - Register.AH, 1, 8
+    if Register.AX <= reg <= Register.DI:
+        return reg - Register.AX, 2, 0
+    if Register.EAX <= reg <= Register.EDI:
+        return reg - Register.EAX, 4, 0
+    return None
+
+
+def _reg_read(reg: int) -> str | None:
+    g = _gpr(reg)
+    if g is None:
+        return None
+    idx, size, shift = g
+    if size == 4:
+        return f"r[{idx}]"
+    if size == 2:
+        return f"(r[{idx}] & 0xFFFF)"
+    if shift:
+        return f"((r[{idx}] >> 8) & 0xFF)"
+    return f"(r[{idx}] & 0xFF)"
+
+
+def _reg_write(reg: int, v: str) -> str:
+    idx, size, shift = _gpr(reg)  # type: ignore[misc]
+    if size == 4:
+        return f"r[{idx}] = {v}"
+    if size == 2:
+        return f"r[{idx}] = (r[{idx}] & 0xFFFF0000) | {v}"
+    if shift:
+        return f"r[{idx}] = (r[{idx}] & 0xFFFF00FF) | ({v} << 8)"
+    return f"r[{idx}] = (r[{idx}] & 0xFFFFFF00) | {v}"
+
+
+def _ea(ins: iced_x86.Instruction) -> str | None:
+    """The memory operand's linear address (flat segments), None for forms left to the
+    handler (16-bit addressing, unusual base registers)."""
+    base, index = ins.memory_base, ins.memory_index
+    disp = ins.memory_displacement & M32
+    parts = []
+    for reg in (base, index):
+        if reg == Register.NONE:
+            continue
+        if not Register.EAX <= reg <= Register.EDI:
+            return None
+    if base != Register.NONE:
+        parts.append(f"r[{base - Register.EAX}]")
+    if index != Register.NONE:
+        scale = ins.memory_index_scale
+        parts.append(f"r[{index - Register.EAX}]" + (f" * {scale}" if scale != 1 else ""))
+    if not parts:
+        return str(disp)
+    if disp:
+        parts.append(hex(disp))
+    if len(parts) == 1 and "*" not in parts[0]:
+        return parts[0]  # a register alone: already 32 bits
+    return f"({' + '.join(parts)}) & 0xFFFFFFFF"
+
+
+_IMM = {OpKind.IMMEDIATE8, OpKind.IMMEDIATE16, OpKind.IMMEDIATE32, OpKind.IMMEDIATE8TO16,
+        OpKind.IMMEDIATE8TO32}
+
+
+def _opsize(ins: iced_x86.Instruction, i: int) -> int | None:
+    k = ins.op_kind(i)
+    if k == OpKind.REGISTER:
+        g = _gpr(ins.op_register(i))
+        return None if g is None else g[1]
+    if k == OpKind.MEMORY:
+        s = iced_x86.MemorySizeExt.size(ins.memory_size)
+        return s if s in (1, 2, 4) else None
+    return None
+
+
+class _Pending:
+    """Flags an inline instruction produced and has not stored in `lf` yet."""
+
+    __slots__ = ("a", "b", "kind", "op", "res", "size")
+
+    def __init__(self, op: int, res: str, a: str, b: str):
+        self.op, self.kind, self.size = op, op // 3, op % 3
+        self.res, self.a, self.b = res, a, b
+
+    def store(self) -> str:
+        if self.kind == K_LOGIC:  # CF OF AF are 0 whatever a and b were: not read
+            return f"lf[0] = {self.op}; lf[1] = {self.res}"
+        return f"lf[0] = {self.op}; lf[1] = {self.res}; lf[2] = {self.a}; lf[3] = {self.b}"
+
+    def cf(self) -> str:
+        k = self.kind
+        if k in (K_ADD, K_SUB, K_SBB):
+            return f"(({self.res} >> {BITS[self.op]}) & 1)"
+        if k == K_LOGIC:
+            return "0"
+        if k == K_RES:
+            return self.a
+        return self.b  # INC/DEC keep the CF they found
+
+    def cond(self, cc: int) -> str | None:
+        """Condition `cc` (iced-x86 ConditionCode) read straight off the locals, or None."""
+        base, negate = (cc - 1) // 2, (cc - 1) % 2
+        mask, sign = MASK[self.op], SIGN[self.op]
+        k = self.kind
+        if base == 2:  # E
+            e = f"not ({self.res} & {mask:#x})"
+        elif base == 1:  # B
+            e = self.cf()
+        elif base == 4:  # S
+            e = f"{self.res} & {sign:#x}"
+        elif base == 3 and k == K_SUB:  # BE after CMP/SUB
+            e = f"{self.a} <= {self.b}"
+        elif base in (6, 7) and k == K_SUB:  # L, LE after CMP/SUB: signed compare
+            lt = f"(({self.a} ^ {sign:#x}) - {sign:#x}) < (({self.b} ^ {sign:#x}) - {sign:#x})"
+            e = lt if base == 6 else f"{lt} or {self.a} == {self.b}"
+        else:
+            return None
+        return f"not ({e})" if negate else f"({e})"
+
+
+class _Gen:
+    """Writes one block's function."""
+
+    def __init__(self, cpu: Cpu, tag: str = "", entry_op: int = -1):
+        self.cpu = cpu
+        self.tag = tag
+        self.exit_op = -1
+        self.lines: list[str] = []
+        self.ns: dict[str, object] = {}
+        self.pending: _Pending | None = None
+        self.plain = cpu.seg_classes is None
+        self.final = False
+        self.final_store = False
+        # What `lf` holds: `known` once an inline instruction has stored its own record;
+        # at block entry the record of whatever ran before, most likely of the same op as
+        # now (`guess`: checked at run time, the general function otherwise).
+        self.known: _Pending | None = None
+        op = entry_op
+        self.guess = (_Pending(op, "lf[1]", "lf[2]", "lf[3]")
+                      if op // 3 in (K_ADD, K_SUB, K_SBB, K_LOGIC, K_INC, K_DEC, K_RES) else None)
+
+    def emit(self, line: str) -> None:
+        if line.startswith("return"):
+            self.lines.append("        #SYNC_RET")
+        self.lines.append("        " + line)
+
+    def bind(self, name: str, value: object) -> str:
+        self.ns[name] = value
+        return name
+
+    def flush(self) -> None:
+        if self.pending is not None:
+            self.emit(self.pending.store())
+            self.known = self.pending
+            self.pending = None
+
+    def lf_changed(self) -> None:
+        """A handler ran: it may have written `lf`."""
+        self.known = self.guess = None
+
+    def cf_expr(self) -> str:
+        p = self.pending or self.known
+        if p is not None:
+            return p.cf()
+        g = self.guess
+        if g is not None:
+            return f"({g.cf()} if lf[0] == {g.op} else get_cf(lf))"
+        return "get_cf(lf)"
+
+    def cond_expr(self, k: int, cc: int) -> str:
+        p = self.pending or self.known
+        e = p.cond(cc) if p is not None else None
+        if e is not None:
+            return e
+        if cc in (5, 6):  # E, NE
+            fallback = "get_zf(lf)" if cc == 5 else "not get_zf(lf)"
+        else:
+            fallback = f"{self.bind(f'c{self.tag}{k}', condition(cc))}(lf)"
+        if p is None and self.guess is not None:
+            e = self.guess.cond(cc)
+            if e is not None:
+                return f"({e} if lf[0] == {self.guess.op} else {fallback})"
+        return fallback
+
+    def may_raise(self, k: int) -> None:
+        self.flush()
+        self.emit("#SYNC")
+        self.emit(f"i = {k}")
+
+    def smc_check(self, k: int) -> None:
+        """After a store that is not the block's last instruction."""
+        if self.final:
+            self.final_store = True  # a region checks after the block (see _region)
+            return
+        p = self.pending
+        self.emit("if smc[0]:")
+        if p is not None:
+            self.emit("    " + p.store())
+        self.emit("    #SYNC_IN")
+        self.emit(f"    i = {k + 1}")
+        self.emit("    raise SMC_EXIT")
+
+    # -- instructions ------------------------------------------------------------------
+    def insn(self, k: int, ins: iced_x86.Instruction, handler: Callable[[], int],
+             last: bool, final: bool) -> None:
+        """`last`: a branch ending the block (its value is the next EIP); `final`: the
+        block's last instruction, branch or not (no SMC check after it)."""
+        self.final = final
+        self.lines.append(f"        #INSN {ins.ip32:#x}")
+        if not (self.plain and ins.segment_prefix in (Register.NONE, Register.DS, Register.SS,
+                                                      Register.ES)
+                and self._inline(k, ins, last)):
+            self._call(k, ins, handler, last)
+
+    def _call(self, k: int, ins: iced_x86.Instruction, handler: Callable[[], int],
+              last: bool) -> None:
+        h = self.bind(f"h{self.tag}{k}", handler)
+        self.may_raise(k)
+        self.lf_changed()
+        if last:
+            if ins.mnemonic not in _NO_WRITE:
+                self.final_store = True  # CALL r/m pushes, say
+            self.emit(f"return {h}()")
+            self.emit("#FORGET")  # in a region the next block reads what the handler left
+            return
+        self.emit(f"{h}()")
+        self.emit("#FORGET")
+        if ins.mnemonic not in _NO_WRITE:
+            self.smc_check(k)
+
+    def _inline(self, k: int, ins: iced_x86.Instruction, last: bool) -> bool:
+        m = ins.mnemonic
+        nxt = ins.next_ip32
+        if ins.memory_base != Register.NONE or ins.memory_index != Register.NONE \
+                or any(ins.op_kind(i) == OpKind.MEMORY for i in range(ins.op_count)):
+            if _ea(ins) is None:
+                return False
+        if _is_jcc(ins):
+            cc = ins.condition_code
+            target = ins.near_branch_target
+            e = self.cond_expr(k, cc)
+            self.flush()
+            self.emit(f"return {target:#x} if {e} else {nxt:#x}")
+            return True
+        if m == Mn.JMP and ins.op0_kind in (OpKind.NEAR_BRANCH32,):
+            self.flush()
+            self.emit(f"return {ins.near_branch_target:#x}")
+            return True
+        if m == Mn.LOOP and ins.code == iced_x86.Code.LOOP_REL8_32_ECX:
+            self.emit("ecx = (r[1] - 1) & 0xFFFFFFFF")
+            self.emit("r[1] = ecx")
+            self.flush()
+            self.emit(f"return {ins.near_branch_target:#x} if ecx else {nxt:#x}")
+            return True
+        if m == Mn.CALL and ins.op0_kind == OpKind.NEAR_BRANCH32:
+            self.may_raise(k)
+            self.emit("esp = (r[4] - 4) & 0xFFFFFFFF")
+            self.emit(f"wr32(esp, {nxt:#x})")
+            self.emit("r[4] = esp")
+            self.final_store = True  # the push may have rewritten a block of the region
+            self.emit(f"return {ins.near_branch_target:#x}")
+            return True
+        if m == Mn.RET and ins.code == iced_x86.Code.RETND:
+            self.may_raise(k)
+            self.emit("esp = r[4]")
+            self.emit("t = rd32(esp)")
+            self.emit("r[4] = (esp + 4) & 0xFFFFFFFF")
+            self.flush()
+            self.emit("return t")
+            return True
+        if last:
+            return False  # anything else ending a block goes through its handler
+        if m in (Mn.NOP, Mn.PAUSE):
+            return True
+        if m == Mn.MOV:
+            return self._mov(k, ins)
+        if m == Mn.LEA:
+            g = _gpr(ins.op0_register)
+            if g is None or g[1] != 4:
+                return False
+            self.emit(f"r[{g[0]}] = {_ea(ins)}")
+            return True
+        if m == Mn.MOVZX:
+            g, ss = _gpr(ins.op0_register), _opsize(ins, 1)
+            if g is None or g[1] != 4 or ss is None:
+                return False
+            if ins.op1_kind == OpKind.MEMORY:
+                self.may_raise(k)
+                self.emit(f"r[{g[0]}] = rd{8 * ss}({_ea(ins)})")
+            else:
+                self.emit(f"r[{g[0]}] = {_reg_read(ins.op1_register)}")
+            return True
+        if m in _ALU:
+            return self._alu(k, ins)
+        if m in (Mn.INC, Mn.DEC) and ins.op0_kind == OpKind.REGISTER:
+            g = _gpr(ins.op0_register)
+            if g is None:
+                return False
+            size = g[1]
+            op = (K_INC if m == Mn.INC else K_DEC) * 3 + SIZE_INDEX[size]
+            self.emit(f"a{k} = {_reg_read(ins.op0_register)}")
+            self.emit(f"f{k} = {self.cf_expr()}")
+            self.emit(f"s{k} = a{k} {'+' if m == Mn.INC else '-'} 1")
+            self.emit(_reg_write(ins.op0_register, f"(s{k} & {MASK[op]:#x})"))
+            self.pending = _Pending(op, f"s{k}", f"a{k}", f"f{k}")
+            return True
+        if m in (Mn.SHR, Mn.SHL, Mn.SAL, Mn.SAR):
+            return self._shift(k, ins)
+        if m == Mn.PUSH and ins.op0_kind == OpKind.REGISTER:
+            g = _gpr(ins.op0_register)
+            if g is None or g[1] != 4:
+                return False
+            self.may_raise(k)
+            self.emit("esp = (r[4] - 4) & 0xFFFFFFFF")
+            self.emit(f"wr32(esp, r[{g[0]}])")
+            self.emit("r[4] = esp")
+            self.smc_check(k)
+            return True
+        if m == Mn.PUSH and ins.op0_kind in (OpKind.IMMEDIATE32, OpKind.IMMEDIATE8TO32):
+            self.may_raise(k)
+            self.emit("esp = (r[4] - 4) & 0xFFFFFFFF")
+            self.emit(f"wr32(esp, {ins.immediate(0) & M32:#x})")
+            self.emit("r[4] = esp")
+            self.smc_check(k)
+            return True
+        if m == Mn.POP and ins.op0_kind == OpKind.REGISTER:
+            g = _gpr(ins.op0_register)
+            if g is None or g[1] != 4:
+                return False
+            self.may_raise(k)
+            self.emit("v = rd32(r[4])")
+            self.emit("r[4] = (r[4] + 4) & 0xFFFFFFFF")
+            self.emit(f"r[{g[0]}] = v")
+            return True
+        return False
+
+    def _mov(self, k: int, ins: iced_x86.Instruction) -> bool:
+        size = _opsize(ins, 0)
+        if size is None or size == 2:
+            return False
+        k0, k1 = ins.op0_kind, ins.op1_kind
+        if k0 == OpKind.REGISTER:
+            if k1 == OpKind.REGISTER:
+                src = _reg_read(ins.op1_register)
+            elif k1 in _IMM:
+                src = hex(ins.immediate(1) & MASK[SIZE_INDEX[size]])
+            elif k1 == OpKind.MEMORY:
+                self.may_raise(k)
+                src = f"rd{8 * size}({_ea(ins)})"
+            else:
+                return False
+            if src is None:
+                return False
+            self.emit(_reg_write(ins.op0_register, src))
+            return True
+        if k0 != OpKind.MEMORY:
+            return False
+        if k1 == OpKind.REGISTER:
+            src = _reg_read(ins.op1_register)
+        elif k1 in _IMM:
+            src = hex(ins.immediate(1) & MASK[SIZE_INDEX[size]])
+        else:
+            return False
+        if src is None:
+            return False
+        self.may_raise(k)
+        self.emit(f"wr{8 * size}({_ea(ins)}, {src})")
+        self.smc_check(k)
+        return True
+
+    def _alu(self, k: int, ins: iced_x86.Instruction) -> bool:
+        kind, expr, store = _ALU[ins.mnemonic]
+        size = _opsize(ins, 0)
+        if size is None:
+            return False
+        op = kind * 3 + SIZE_INDEX[size]
+        mask = MASK[op]
+        k0, k1 = ins.op0_kind, ins.op1_kind
+        if k1 == OpKind.REGISTER:
+            b = _reg_read(ins.op1_register)
+        elif k1 in _IMM:
+            b = hex(ins.immediate(1) & mask)
+        elif k1 == OpKind.MEMORY:
+            b = f"rd{8 * size}({_ea(ins)})"
+        else:
+            return False
+        if b is None:
+            return False
+        expr = expr.replace("a", f"a{k}").replace("b", f"b{k}")
+        if "{cf}" in expr:
+            expr = expr.format(cf=self.cf_expr())
+        if k0 == OpKind.REGISTER:
+            a = _reg_read(ins.op0_register)
+            if a is None:
+                return False
+            if k1 == OpKind.MEMORY:
+                self.may_raise(k)
+            self.emit(f"b{k} = {b}")
+            self.emit(f"a{k} = {a}")
+            self.emit(f"s{k} = {expr}")
+            if store:
+                self.emit(_reg_write(ins.op0_register, f"(s{k} & {mask:#x})" if kind != K_LOGIC
+                                     else f"s{k}"))
+            self.pending = _Pending(op, f"s{k}", f"a{k}", f"b{k}")
+            return True
+        if k0 != OpKind.MEMORY or k1 == OpKind.MEMORY:
+            return False
+        # Read, compute, store, then the flags: a faulting store leaves them as they were.
+        self.may_raise(k)
+        self.emit(f"m{k} = {_ea(ins)}")
+        self.emit(f"a{k} = rd{8 * size}(m{k})")
+        self.emit(f"b{k} = {b}")
+        self.emit(f"s{k} = {expr}")
+        if store:
+            self.emit(f"wr{8 * size}(m{k}, s{k} & {mask:#x})")
+        self.pending = _Pending(op, f"s{k}", f"a{k}", f"b{k}")
+        if store:
+            self.smc_check(k)
+        return True
+
+    def _shift(self, k: int, ins: iced_x86.Instruction) -> bool:
+        if ins.op0_kind != OpKind.REGISTER:
+            return False
+        g = _gpr(ins.op0_register)
+        if g is None or g[1] != 4:
+            return False
+        if ins.op_count == 2 and ins.op1_kind == OpKind.IMMEDIATE8:
+            n = ins.immediate(1) & 0x1F
+        else:
+            return False
+        if n == 0:
+            return True  # count 0: no flags, no write
+        d = g[0]
+        op = K_RES * 3 + 2
+        m = ins.mnemonic
+        self.emit(f"a{k} = r[{d}]")
+        if m == Mn.SHR:
+            self.emit(f"s{k} = a{k} >> {n}")
+            self.emit(f"r[{d}] = s{k}")
+            self.pending = _Pending(op, f"s{k}", f"((a{k} >> {n - 1}) & 1)" if n > 1
+                                    else f"(a{k} & 1)", f"(a{k} >> 31)")
+        elif m in (Mn.SHL, Mn.SAL):
+            self.emit(f"u{k} = a{k} << {n}")
+            self.emit(f"s{k} = u{k} & 0xFFFFFFFF")
+            self.emit(f"c{k} = (u{k} >> 32) & 1")
+            self.emit(f"r[{d}] = s{k}")
+            self.pending = _Pending(op, f"s{k}", f"c{k}", f"(((s{k} & 0x80000000) != 0) ^ c{k})")
+        else:
+            self.emit(f"v{k} = (a{k} ^ 0x80000000) - 0x80000000")
+            self.emit(f"s{k} = (v{k} >> {n}) & 0xFFFFFFFF")
+            self.emit(f"r[{d}] = s{k}")
+            self.pending = _Pending(op, f"s{k}", f"((v{k} >> {n - 1}) & 1)" if n > 1
+                                    else f"(v{k} & 1)", "0")
+        return True
+
+
+_REG = re.compile(r"\br\[(\d)\]")
+_ASSIGN = re.compile(r"r\[(\d)\] = (.*)$")
+
+
+def _registers_in_locals(lines: list[str], rec: bool = False) -> list[str]:
+    """Rewrite `r[N]` to a local `xN`: loaded at first use, stored back at every #SYNC
+    (before anything that can raise, and before returning), dropped at #FORGET (a
+    handler ran and may have changed any register). #SYNC_IN stores inside a branch and
+    keeps them dirty for the path that goes on."""
+    out: list[str] = []
+    cached: set[str] = set()
+    dirty: set[str] = set()
+
+    def loads(text: str, indent: str) -> str:
+        for n in _REG.findall(text):
+            if n not in cached:
+                out.append(f"{indent}x{n} = r[{n}]")
+                cached.add(n)
+        return _REG.sub(r"x\1", text)
+
+    for line in lines:
+        body = line.lstrip()
+        indent = line[:len(line) - len(body)]
+        if body in ("#SYNC", "#SYNC_IN", "#SYNC_RET"):
+            out.extend(f"{indent}r[{n}] = x{n}" for n in sorted(dirty))
+            if body != "#SYNC_IN":
+                dirty.clear()
+            continue
+        if body == "#FORGET":
+            cached.clear()
+            dirty.clear()
+            continue
+        if body.startswith("#INSN"):
+            if rec:  # the recording variant: each EIP as its instruction starts
+                out.append(f"{indent}rapp({body[6:]})")
+            continue
+        if body == "#FINAL_SMC":
+            continue
+        m = _ASSIGN.match(body)
+        if m is not None:
+            n = m.group(1)
+            rhs = loads(m.group(2), indent)
+            out.append(f"{indent}x{n} = {rhs}")
+            cached.add(n)
+            dirty.add(n)
+            continue
+        out.append(indent + loads(body, indent))
+    return out
+
+
+def _collect(cpu: Cpu, eip: int) -> tuple[list, list[int], set[int]]:
+    """The decoded instructions a block at `eip` holds, their EIPs and frames."""
+    icache, decoded = cpu.icache, cpu.decoded
+    eips: list[int] = []
+    items = []
+    frames: set[int] = set()
+    at = eip
+    while len(items) < MAX_INSNS:
+        h = icache.get(at)
+        d = decoded.get(at)
+        if h is None or d is None:
+            break
+        ins, fr = d
+        if not translatable(ins, h):
+            break
+        items.append((ins, h))
+        eips.append(at)
+        frames.update(fr)
+        if _ends_block(ins):
+            break
+        at = ins.next_ip32
+        if at in eips:
+            break
+    return items, eips, frames
+
+
+def _successors(ins: iced_x86.Instruction) -> list[int]:
+    """Where the block ending with `ins` may go next, when that is known before it runs."""
+    m = ins.mnemonic
+    if _is_jcc(ins) or m in (Mn.LOOP, Mn.LOOPE, Mn.LOOPNE, Mn.JECXZ, Mn.JCXZ):
+        return [ins.near_branch_target, ins.next_ip32]
+    if m in (Mn.JMP, Mn.CALL):
+        return [ins.near_branch_target] if ins.op0_kind == OpKind.NEAR_BRANCH32 else []
+    if m == Mn.RET:
+        return []
+    return [ins.next_ip32]
+
+
+def _body(cpu: Cpu, items: list, tag: str, entry_op: int,
+          raw: bool = False) -> tuple[list[str], _Gen]:
+    gen = _Gen(cpu, tag, entry_op)
+    last = len(items) - 1
+    for k, (ins, h) in enumerate(items):
+        gen.insn(k, ins, h, k == last and _ends_block(ins), k == last)
+    final = gen.pending or gen.known
+    gen.flush()
+    if not _ends_block(items[-1][0]):
+        gen.emit(f"return {items[-1][0].next_ip32:#x}")
+    gen.exit_op = final.op if final is not None else -1
+    if gen.final_store:
+        gen.lines.append("        #FINAL_SMC")
+    return (gen.lines if raw else _registers_in_locals(gen.lines)), gen
+
+
+def _namespace(cpu: Cpu) -> dict[str, object]:
+    m = cpu.memfns
+    return {"r": cpu.r, "lf": cpu.lf, "rd8": m.rd8, "rd16": m.rd16, "rd32": m.rd32,
+            "wr8": m.wr8, "wr16": m.wr16, "wr32": m.wr32, "pos": cpu.block_pos,
+            "cnt": cpu.block_count, "smc": cpu.smc_flag, "SMC_EXIT": SMC_EXIT,
+            "get_cf": get_cf, "get_zf": get_zf}
+
+
+MAX_REGION_BLOCKS = 16
+
+
+def _compile(src: str, eip: int, ns: dict) -> Callable:
+    name = src[4:src.index("(")]
+    exec(compile(src, f"<{name} {eip:#x}>", "exec"), ns)  # generated from decoded code
+    return ns[name]
+
+
+def _region(cpu: Cpu, eip: int, first: tuple) -> tuple | None:
+    """Blocks reachable from `eip` through known branches, compiled into one function
+    that loops among them while its budget lasts: a loop runs without going back to the
+    dispatcher between blocks. None when the blocks do not loop back."""
+    members: dict[int, tuple] = {eip: first}
+    parent: dict[int, int] = {}
+    exit_ops: dict[int, int] = {}
+    order = [eip]
+    queue = [eip]
+    loops = False
+    while queue:
+        h = queue.pop(0)
+        items = members[h][0]
+        for succ in _successors(items[-1][0]):
+            if succ in members:
+                loops = True
+                continue
+            if len(members) >= MAX_REGION_BLOCKS:
+                continue
+            got = _collect(cpu, succ)
+            if not got[0]:
+                continue
+            members[succ] = got
+            order.append(succ)
+            queue.append(succ)
+            parent[succ] = h
+    if not loops or len(order) < 2:
+        return None
+    ns = _namespace(cpu)
+    raw: dict[int, list[str]] = {}
+    for j, h in enumerate(order):
+        items = members[h][0]
+        # Flags at a block's entry: most likely those its first predecessor left.
+        entry_op = cpu.lf[0] if j == 0 else exit_ops[parent[h]]
+        raw[h], gen = _body(cpu, items, f"{j}_", entry_op, raw=True)
+        exit_ops[h] = gen.exit_op
+        ns.update(gen.ns)
+    used = sorted({n for lines in raw.values() for line in lines for n in _REG.findall(line)})
+    # Which locals may be unstored where each block starts: a fixpoint over the blocks'
+    # edges (a block whose next EIP is computed, RET say, may go to any of them).
+    succs = {}
+    for h in order:
+        last = members[h][0][-1][0]
+        known = _successors(last)
+        unknown = not known and (_ends_block(last))
+        succs[h] = order if unknown else [x for x in known if x in members]
+    dirty_in = {h: frozenset() for h in order}
+    done: dict[int, tuple[list[str], frozenset]] = {}
+    changed = True
+    while changed:
+        changed = False
+        for h in order:
+            done[h] = _region_locals(raw[h], dirty_in[h], used)
+            for x in succs[h]:
+                merged = dirty_in[x] | done[h][1]
+                if merged != dirty_in[x]:
+                    dirty_in[x] = merged
+                    changed = True
+    written = sorted({x for h in order for x in done[h][1]} | {
+        x for h in order for x in dirty_in[h]})
+    heads = {}
+    frames: set[int] = set()
+    eips_all: list[int] = []
+    for h in order:
+        items, eips, fr = members[h]
+        heads[h] = array("I", eips)
+        frames |= fr
+        eips_all += eips
+
+    def member_lines(rec: bool) -> list[str]:
+        out: list[str] = []
+        for j, h in enumerate(order):
+            k = len(members[h][0])
+            out += [f"            {'if' if j == 0 else 'elif'} pc == {h:#x}:",
+                    f"                if left < {k}:",
+                    "                    break"]
+            for line in _region_locals(raw[h], dirty_in[h], used, rec)[0]:
+                stripped = line.lstrip()
+                indent = " " * 8 + line[:len(line) - len(stripped)]
+                if stripped.startswith("return "):
+                    stripped = "pc = " + stripped[len("return "):]
+                if stripped == "#FINAL_SMC":
+                    # The block's last instruction stored into decoded code: the next
+                    # block is looked up again (it may be one of these, now stale).
+                    out += [f"{indent}if smc[0]:", f"{indent}    left -= {k}",
+                            f"{indent}    break"]
+                    continue
+                out.append(indent + stripped)
+            out.append(f"                left -= {k}")
+        return out
+
+    prologue = "".join(f"    x{n} = r[{n}]\n" for n in used) + "    F0, F1, F2, F3 = lf\n"
+    epilogue = "".join(f"    r[{n}] = x{n}\n" for n in written if n != "F")
+    if "F" in written:
+        epilogue += "    lf[0] = F0; lf[1] = F1; lf[2] = F2; lf[3] = F3\n"
+    tail = ["            else:", "                break"]
+
+    def source(name: str, args: str, lines: list[str]) -> str:
+        return (f"def {name}({args}):\n    start = left\n    pc = {eip:#x}\n    i = 0\n"
+                + prologue + "    try:\n        while True:\n" + "\n".join(lines + tail)
+                + "\n    except BaseException:\n        pos[0] = i\n        pos[1] = pc\n"
+                "        cnt[0] = start - left\n        raise\n" + epilogue
+                + "    cnt[0] = start - left\n    return pc\n")
+    src = source("region", "left", member_lines(False))
+    exec(compile(src, f"<region {eip:#x}>", "exec"), ns)  # generated from decoded code
+    fn = ns["region"]
+    fn.source = src  # type: ignore[attr-defined]
+
+    def region_rec(left: int, rapp: Callable) -> int:
+        # The recording variant is compiled when first needed (a trace at level insn).
+        rec = info[1] = _compile(source("region_rec", "left, rapp", member_lines(True)), eip, ns)
+        return rec(left, rapp)
+
+    info = [heads, region_rec]
+    lpns = {e >> 12 for e in eips_all} | {(e + 15) >> 12 for e in eips_all}
+    entry = (fn, 0, info)
+    cpu.note_block(eip, entry, frames, lpns)
+    return entry
+
+
+_LF_STORE = re.compile(r"lf\[(\d)\] =")
+_LF_READ = re.compile(r"lf\[(\d)\]")
+_FLAGS = "(F0, F1, F2, F3)"
+
+
+def _region_locals(lines: list[str], dirty_in: frozenset, used: list[str],
+                   rec: bool = False) -> tuple[list[str], frozenset]:
+    """A block's lines inside a region, where registers live in locals `xN` and the flag
+    record in `F0`..`F3` for the whole region (loaded at its start). They are stored to
+    `r` and `lf` only at #SYNC (before anything that can raise) and where the region
+    ends; `dirty_in` is what may be unstored at the block's start (see _region)."""
+    out: list[str] = []
+    dirty = set(dirty_in)
+
+    def stores(indent: str) -> None:
+        for n in sorted(x for x in dirty if x != "F"):
+            out.append(f"{indent}r[{n}] = x{n}")
+        if "F" in dirty:
+            out.append(f"{indent}lf[0] = F0; lf[1] = F1; lf[2] = F2; lf[3] = F3")
+
+    for line in lines:
+        body = line.lstrip()
+        indent = line[:len(line) - len(body)]
+        if body == "#SYNC_RET":
+            continue  # the values stay in locals for the next block
+        if body in ("#SYNC", "#SYNC_IN"):
+            stores(indent)
+            if body == "#SYNC":
+                dirty.clear()
+            continue
+        if body.startswith("#INSN"):
+            if rec:
+                out.append(f"{indent}rapp({body[6:]})")
+            continue
+        if body == "#FINAL_SMC":
+            out.append(indent + body)  # _region fills in the block's length
+            continue
+        if body == "#FORGET":  # a handler ran: it may have changed any register or flag
+            out.extend(f"{indent}x{n} = r[{n}]" for n in used)
+            out.append(f"{indent}F0, F1, F2, F3 = lf")
+            continue
+        if body.startswith("lf[0] ="):
+            dirty.add("F")
+            body = _LF_STORE.sub(r"F\1 =", body)
+        body = body.replace("(lf)", f"({_FLAGS})")
+        body = _LF_READ.sub(r"F\1", body)
+        m = _ASSIGN.match(body)
+        if m is not None:
+            dirty.add(m.group(1))
+        out.append(indent + _REG.sub(r"x\1", body))
+    return out, frozenset(dirty)
+
+
+def translate(cpu: Cpu, eip: int, regions: bool = True) -> tuple:
+    """The cache entry for a block (or a region of blocks) at `eip`, built from decoded
+    instructions only, and installed in `cpu.blocks` (NO_BLOCK when none starts there)."""
+    items, eips, frames = _collect(cpu, eip)
+    if not items:
+        d = cpu.decoded.get(eip)
+        cpu.note_block(eip, NO_BLOCK, d[1] if d is not None else [], [eip >> 12])
+        return NO_BLOCK
+    if regions:
+        entry = _region(cpu, eip, (items, eips, frames))
+        if entry is not None:
+            return entry
+    raw, gen = _body(cpu, items, "", cpu.lf[0], raw=True)
+    ns = {**_namespace(cpu), **gen.ns}
+
+    def source(name: str, args: str, rec: bool) -> str:
+        return (f"def {name}({args}):\n    i = 0\n    try:\n"
+                + "\n".join(_registers_in_locals(raw, rec))
+                + "\n    except BaseException:\n        pos[0] = i\n        raise\n")
+    src = source("block", "", False)
+    fn = _compile(src, eip, ns)
+    fn.source = src  # type: ignore[attr-defined]
+    listed = _Eips(eips)
+
+    def block_rec(rapp: Callable) -> int:
+        # The recording variant is compiled when first needed (a trace at level insn).
+        listed.rec = _compile(source("block_rec", "rapp", True), eip, ns)
+        return listed.rec(rapp)
+
+    listed.rec = block_rec
+    lpns = {e >> 12 for e in eips} | {(e + 15) >> 12 for e in eips}
+    entry = (fn, len(items), listed)
+    cpu.note_block(eip, entry, frames, lpns)
+    return entry
