@@ -369,3 +369,20 @@ def test_cross_modifying_code_two_vcpus(tmp_path: Path, capsysbinary, blocks_swi
         assert s.run().exit_status == 1
         sums.append(s.cpus[0].r[6])
     assert sums[0] == sums[1] and 30000 < sums[0] < 60000, sums
+
+
+def test_whole_program_by_instruction_steps(blocks_switch):
+    """The whole guest (a short loop) by step_instruction() alone, exits and the guest's
+    own single-stepping included: the same (EIP, icount) at every step."""
+    def steps(s: Session) -> list:
+        out = []
+        for _ in range(20_000):
+            o = s.step_instruction()
+            out.append(_where(s))
+            if o.finished:
+                break
+        assert o.finished and o.exit_status == 1
+        return out
+
+    got = _both(blocks_switch, steps, iterations=70)
+    assert len(got) > 1000
