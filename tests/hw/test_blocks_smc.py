@@ -138,6 +138,40 @@ CASES = {
         add esi, strict byte 1
         loop top
     """, 9),
+    # The same with the last store run by its handler (XCHG with memory) and by an
+    # inline read-modify-write (ADD to memory: 1 + 6).
+    "last of a full block, xchg": ("""
+        mov ecx, 3
+        xor esi, esi
+        mov bl, 7
+    top:
+        cmp ecx, 1
+        sete al
+        movzx eax, al
+        imul eax, eax, target + 2 - SCRATCH
+        lea edx, [SCRATCH + eax]
+        mov al, bl
+        times 57 nop
+        xchg [edx], al
+    target:
+        add esi, strict byte 1
+        loop top
+    """, 9),
+    "last of a full block, add": ("""
+        mov ecx, 3
+        xor esi, esi
+    top:
+        cmp ecx, 1
+        sete al
+        movzx eax, al
+        imul eax, eax, target + 2 - SCRATCH
+        lea edx, [SCRATCH + eax]
+        times 58 nop
+        add byte [edx], 6
+    target:
+        add esi, strict byte 1
+        loop top
+    """, 9),
     # CALL's push (the last instruction of its block) lands on the immediate of the
     # block it calls, in the last iteration (ESP aimed there without a branch): the
     # return address is what that block then adds. The blocks loop: one region.

@@ -316,3 +316,73 @@ def test_steps_back_land_on_the_same_states(blocks_switch):
         return out
 
     _both(blocks_switch, back, iterations=400)
+
+
+CROSS = r"""
+bits 32
+org 0x100000
+start:
+        cmp esp, 0x100000               ; vCPU 0 (ENTRY_ESP); vCPU 1 starts 64 KiB lower
+        jne other
+        xor esi, esi
+        mov ecx, 30000
+.l:     add esi, strict dword 1         ; vCPU 1 rewrites this immediate meanwhile
+        dec ecx
+        jnz .l
+        mov [0x200000], esi
+        mov al, 0
+        mov dx, 0x501
+        out dx, al
+other:
+        mov ecx, 3000
+.w:     dec ecx
+        jnz .w
+        mov dword [start.l + 2], 2
+.h:     hlt
+        jmp .h
+"""
+
+
+def test_cross_modifying_code_two_vcpus(tmp_path: Path, capsysbinary, blocks_switch):
+    """--smp 2: vCPU 1 rewrites the immediate of the loop vCPU 0 runs from a translated
+    block (between two of vCPU 0's batches): the same trace with blocks on and off, and
+    vCPU 0 sees the new immediate (its sum grows by 2 a turn from then on)."""
+    from vmsim.cli import main
+
+    guest = tmp_path / "cross.asm"
+    guest.write_text(CROSS)
+    traces = {}
+    for on in (True, False):
+        blocks_switch(on)
+        out = tmp_path / f"{on}.jsonl"
+        assert main(["run", "--smp", "2", "--trace", str(out), str(guest)]) == 1
+        traces[on] = out.read_bytes()
+    assert traces[True] == traces[False]
+    assert b'"kind":"smc"' in traces[True]
+    from vmsim.vmm.machine import MachineConfig
+
+    sums = []
+    for on in (True, False):
+        blocks_switch(on)
+        s = Session(assemble(CROSS, "cross.asm"), "sim", config=MachineConfig(smp=2),
+                    history=False)
+        assert s.run().exit_status == 1
+        sums.append(s.cpus[0].r[6])
+    assert sums[0] == sums[1] and 30000 < sums[0] < 60000, sums
+
+
+def test_whole_program_by_instruction_steps(blocks_switch):
+    """The whole guest (a short loop) by step_instruction() alone, exits and the guest's
+    own single-stepping included: the same (EIP, icount) at every step."""
+    def steps(s: Session) -> list:
+        out = []
+        for _ in range(20_000):
+            o = s.step_instruction()
+            out.append(_where(s))
+            if o.finished:
+                break
+        assert o.finished and o.exit_status == 1
+        return out
+
+    got = _both(blocks_switch, steps, iterations=70)
+    assert len(got) > 1000
