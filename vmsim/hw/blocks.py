@@ -598,7 +598,24 @@ _REG = re.compile(r"\br\[(\d)\]")
 _ASSIGN = re.compile(r"r\[(\d)\] = (.*)$")
 
 
-def _registers_in_locals(lines: list[str], rec: bool = False) -> list[str]:
+def _record_groups(ns: dict) -> tuple[list[int], Callable[[str], str | None]]:
+    """The recording variants append EIPs in groups, each just before an instruction that
+    may raise or emit an event (a memory access, a handler) and before the block ends:
+    an event or a fault then finds exactly the instructions begun before it recorded, as
+    the one-instruction loop records them, for one call per group."""
+    pend: list[int] = []
+
+    def flush(indent: str) -> str | None:
+        if not pend:
+            return None
+        name = f"G{len(ns)}"
+        ns[name] = array("I", pend)
+        pend.clear()
+        return f"{indent}rext({name})"
+    return pend, flush
+
+
+def _registers_in_locals(lines: list[str], rec: dict | None = None) -> list[str]:
     """Rewrite `r[N]` to a local `xN`: loaded at first use, stored back at every #SYNC
     (before anything that can raise, and before returning), dropped at #FORGET (a
     handler ran and may have changed any register). #SYNC_IN stores inside a branch and
@@ -606,6 +623,7 @@ def _registers_in_locals(lines: list[str], rec: bool = False) -> list[str]:
     out: list[str] = []
     cached: set[str] = set()
     dirty: set[str] = set()
+    pend, flush = _record_groups(rec if rec is not None else {})
 
     def loads(text: str, indent: str) -> str:
         for n in _REG.findall(text):
@@ -621,14 +639,15 @@ def _registers_in_locals(lines: list[str], rec: bool = False) -> list[str]:
             out.extend(f"{indent}r[{n}] = x{n}" for n in sorted(dirty))
             if body != "#SYNC_IN":
                 dirty.clear()
+                if rec is not None and (line_rec := flush(indent)):
+                    out.append(line_rec)
             continue
         if body == "#FORGET":
             cached.clear()
             dirty.clear()
             continue
         if body.startswith("#INSN"):
-            if rec:  # the recording variant: each EIP as its instruction starts
-                out.append(f"{indent}rapp({body[6:]})")
+            pend.append(int(body[6:], 16))
             continue
         if body == "#FINAL_SMC":
             continue
@@ -791,7 +810,7 @@ def _region(cpu: Cpu, eip: int, first: tuple) -> tuple | None:
             out += [f"            {'if' if j == 0 else 'elif'} pc == {h:#x}:",
                     f"                if left < {k}:",
                     "                    break"]
-            for line in _region_locals(raw[h], dirty_in[h], used, rec)[0]:
+            for line in _region_locals(raw[h], dirty_in[h], used, ns if rec else None)[0]:
                 stripped = line.lstrip()
                 indent = " " * 8 + line[:len(line) - len(stripped)]
                 if stripped.startswith("return "):
@@ -823,10 +842,10 @@ def _region(cpu: Cpu, eip: int, first: tuple) -> tuple | None:
     fn = ns["region"]
     fn.source = src  # type: ignore[attr-defined]
 
-    def region_rec(left: int, rapp: Callable) -> int:
+    def region_rec(left: int, rext: Callable) -> int:
         # The recording variant is compiled when first needed (a trace at level insn).
-        rec = info[1] = _compile(source("region_rec", "left, rapp", member_lines(True)), eip, ns)
-        return rec(left, rapp)
+        rec = info[1] = _compile(source("region_rec", "left, rext", member_lines(True)), eip, ns)
+        return rec(left, rext)
 
     info = [heads, region_rec]
     lpns = {e >> 12 for e in eips_all} | {(e + 15) >> 12 for e in eips_all}
@@ -841,13 +860,14 @@ _FLAGS = "(F0, F1, F2, F3)"
 
 
 def _region_locals(lines: list[str], dirty_in: frozenset, used: list[str],
-                   rec: bool = False) -> tuple[list[str], frozenset]:
+                   rec: dict | None = None) -> tuple[list[str], frozenset]:
     """A block's lines inside a region, where registers live in locals `xN` and the flag
     record in `F0`..`F3` for the whole region (loaded at its start). They are stored to
     `r` and `lf` only at #SYNC (before anything that can raise) and where the region
     ends; `dirty_in` is what may be unstored at the block's start (see _region)."""
     out: list[str] = []
     dirty = set(dirty_in)
+    pend, flush = _record_groups(rec if rec is not None else {})
 
     def stores(indent: str) -> None:
         for n in sorted(x for x in dirty if x != "F"):
@@ -858,16 +878,19 @@ def _region_locals(lines: list[str], dirty_in: frozenset, used: list[str],
     for line in lines:
         body = line.lstrip()
         indent = line[:len(line) - len(body)]
-        if body == "#SYNC_RET":
-            continue  # the values stay in locals for the next block
+        if body == "#SYNC_RET":  # the values stay in locals for the next block
+            if rec is not None and (line_rec := flush(indent)):
+                out.append(line_rec)
+            continue
         if body in ("#SYNC", "#SYNC_IN"):
             stores(indent)
             if body == "#SYNC":
                 dirty.clear()
+                if rec is not None and (line_rec := flush(indent)):
+                    out.append(line_rec)
             continue
         if body.startswith("#INSN"):
-            if rec:
-                out.append(f"{indent}rapp({body[6:]})")
+            pend.append(int(body[6:], 16))
             continue
         if body == "#FINAL_SMC":
             out.append(indent + body)  # _region fills in the block's length
@@ -911,17 +934,17 @@ def translate(cpu: Cpu, eip: int, regions: bool = True) -> tuple:
 
     def source(name: str, args: str, rec: bool) -> str:
         return (f"def {name}({args}):\n    i = 0\n    try:\n"
-                + "\n".join(_registers_in_locals(raw, rec))
+                + "\n".join(_registers_in_locals(raw, ns if rec else None))
                 + "\n    except BaseException:\n        pos[0] = i\n        raise\n")
     src = source("block", "", False)
     fn = _compile(src, eip, ns)
     fn.source = src  # type: ignore[attr-defined]
     listed = _Eips(eips)
 
-    def block_rec(rapp: Callable) -> int:
+    def block_rec(rext: Callable) -> int:
         # The recording variant is compiled when first needed (a trace at level insn).
-        listed.rec = _compile(source("block_rec", "rapp", True), eip, ns)
-        return listed.rec(rapp)
+        listed.rec = _compile(source("block_rec", "rext", True), eip, ns)
+        return listed.rec(rext)
 
     listed.rec = block_rec
     lpns = {e >> 12 for e in eips} | {(e + 15) >> 12 for e in eips}

@@ -988,13 +988,14 @@ class Cpu:
                     # Recording: blocks run their recording variant, which appends each
                     # EIP as its instruction starts (as the loop above does), so an event
                     # raised inside a block finds exactly the instructions before it.
+                    rext = record.__self__.extend  # the column the loop appends to
                     while n < budget:
                         t = bget(eip)
                         if t is not None:
                             fn, k, eips = t
                             if not k:
                                 try:
-                                    eip = eips[1](budget - n, record)
+                                    eip = eips[1](budget - n, rext)
                                 except SmcExit:
                                     smc[0] = 0
                                     i = pos[0]
@@ -1011,7 +1012,7 @@ class Cpu:
                                     continue
                             elif k <= budget - n:
                                 try:
-                                    eip = eips.rec(record)
+                                    eip = eips.rec(rext)
                                 except SmcExit:
                                     smc[0] = 0
                                     i = pos[0]
