@@ -50,6 +50,8 @@ from vmsim.hw.flags import (
     get_cf,
     get_zf,
 )
+from vmsim.hw.insn.ctx import reg_info
+from vmsim.hw.insn.table import NotInSubset
 
 if TYPE_CHECKING:
     from vmsim.hw.cpu import Cpu
@@ -136,16 +138,12 @@ def _ends_block(ins: iced_x86.Instruction) -> bool:
 # -- operands as Python expressions --------------------------------------------------------
 
 def _gpr(reg: int) -> tuple[int, int, int] | None:
-    """(index, size, shift) of a general register, None for anything else."""
-    if Register.AL <= reg <= Register.BL:
-        return reg - Register.AL, 1, 0
-    if Register.AH <= reg <= Register.BH:
-        return reg - Register.AH, 1, 8
-    if Register.AX <= reg <= Register.DI:
-        return reg - Register.AX, 2, 0
-    if Register.EAX <= reg <= Register.EDI:
-        return reg - Register.EAX, 4, 0
-    return None
+    """(index, size, shift) of a general register (as the handlers' reg_info), None for
+    anything else."""
+    try:
+        return reg_info(reg)
+    except NotInSubset:
+        return None
 
 
 def _reg_read(reg: int) -> str | None:
