@@ -214,10 +214,10 @@ def _opsize(ins: iced_x86.Instruction, i: int) -> int | None:
 class _Pending:
     """Flags an inline instruction produced and has not stored in `lf` yet."""
 
-    __slots__ = ("a", "b", "kind", "op", "res", "size")
+    __slots__ = ("a", "b", "kind", "op", "res")
 
     def __init__(self, op: int, res: str, a: str, b: str):
-        self.op, self.kind, self.size = op, op // 3, op % 3
+        self.op, self.kind = op, op // 3
         self.res, self.a, self.b = res, a, b
 
     def store(self) -> str:

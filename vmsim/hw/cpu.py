@@ -692,10 +692,9 @@ class Cpu:
             blocks.pop(head, None)
             store.pop(head, None)
 
-    def _code_written(self, frame: int, pa: int | None = None, size: int | None = None) -> None:
+    def _code_written(self, frame: int) -> None:
         """A store (or a load) hit a frame holding decoded instructions: all of them are
-        dropped, with the blocks holding them (`pa` and `size` say where: unused, the
-        frame is the unit, as the `smc` event reports it)."""
+        dropped, with the blocks holding them."""
         eips = self._code_frames.pop(frame, None)
         shared = len(self.mem.__dict__.get("code_write_hooks", ())) > 1
         if eips is None:
@@ -1547,10 +1546,10 @@ class Cpu:
         return iced_x86.Formatter(iced_x86.FormatterSyntax.NASM).format(ins)
 
 
-def _all_hooks(hooks: list[Callable]) -> Callable:
-    def code_written(frame: int, pa: int | None = None, size: int | None = None) -> None:
+def _all_hooks(hooks: list[Callable[[int], None]]) -> Callable[[int], None]:
+    def code_written(frame: int) -> None:
         for hook in hooks:
-            hook(frame, pa, size)
+            hook(frame)
     return code_written
 
 

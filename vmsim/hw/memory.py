@@ -57,9 +57,8 @@ class PhysicalMemory:
                 (end - start) >> PAGE_SHIFT
             )
         self.mmio: list[MmioRegion] = []
-        # Set by the CPU: called with a frame number, the address and the size (None: the
-        # whole frame) when a write hits a CODE frame.
-        self.code_write_hook: Callable[[int, int | None, int | None], None] | None = None
+        # Set by the CPU: called with a frame number when a write hits a CODE frame.
+        self.code_write_hook: Callable[[int], None] | None = None
         # Called on accesses nobody claims (reads give all ones, writes are dropped).
         self.unclaimed_hook: Callable[[int, int, bool], None] | None = None
 
@@ -112,7 +111,7 @@ class PhysicalMemory:
         if k != OTHER and pa + size <= self.size:
             self.ram[pa : pa + size] = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
             if k == CODE and self.code_write_hook:
-                self.code_write_hook(frame, pa, size)
+                self.code_write_hook(frame)
             return
         region = self._region(pa)
         if region is not None:
@@ -129,7 +128,7 @@ class PhysicalMemory:
         if self.code_write_hook:
             for frame in range(pa >> PAGE_SHIFT, (pa + len(data) - 1 >> PAGE_SHIFT) + 1):
                 if self.kind[frame] == CODE:
-                    self.code_write_hook(frame, None, None)  # the whole frame
+                    self.code_write_hook(frame)
 
     def read_bytes(self, pa: int, length: int) -> bytes:
         """Bytes for a viewer or decoder; non-RAM reads as all ones without side effects."""
