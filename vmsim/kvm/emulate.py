@@ -27,7 +27,7 @@ from vmsim.hw.decode import format_instruction
 from vmsim.hw.exceptions import CpuException
 from vmsim.hw.flags import DF, TF, get_zf
 from vmsim.hw.memory import PAGE_SIZE
-from vmsim.hw.vmcs import F
+from vmsim.hw.vmcs import INTR_INFO_VALID_MASK, F
 from vmsim.kvm.api import (
     KVM_EXIT_INTERNAL_ERROR,
     KVM_EXIT_IO,
@@ -43,6 +43,20 @@ if TYPE_CHECKING:
     from vmsim.kvm.kvm_main import SimVcpu
 
 IO_READ_CACHE_BYTES = 1024  # sizeof(struct read_cache.data) in the emulator
+
+_LATE: tuple | None = None
+
+
+def _late() -> tuple:
+    """x86 and kvm_main (they import this module), bound on first use: an import
+    statement in the emulator's callbacks cost a microsecond at every MMIO exit (3-6 us in
+    the GUI, where PySide's import hook takes each import statement)."""
+    global _LATE
+    import vmsim.kvm.kvm_main as kvm_main
+    import vmsim.kvm.x86 as x86
+
+    _LATE = (x86, kvm_main)
+    return _LATE
 
 
 class Emulation:
@@ -62,8 +76,7 @@ class Emulation:
 
     # -- served to the interpreter while it replays the instruction ---------------------
     def mmio_read(self, gpa: int, size: int) -> int:
-        from vmsim.kvm.x86 import kernel_mmio_read
-
+        kernel_mmio_read = (_LATE or _late())[0].kernel_mmio_read
         value = kernel_mmio_read(self.v, gpa, size)
         if value is not None:
             return value  # an in-kernel device (the local APIC): no exit
@@ -75,15 +88,13 @@ class Emulation:
         raise InterceptExit(Intercept("emulator_needs_data", self.eip))
 
     def mmio_write(self, gpa: int, size: int, value: int) -> None:
-        from vmsim.kvm.x86 import kernel_mmio_write
-
+        kernel_mmio_write = (_LATE or _late())[0].kernel_mmio_write
         if kernel_mmio_write(self.v, gpa, size, value):
             return
         self.v.mmio_fragments.append((gpa, size, value.to_bytes(size, "little")))
 
     def read(self, port: int, size: int) -> int:  # the port bus: IN/INS
-        from vmsim.kvm.x86 import kernel_pio_read
-
+        kernel_pio_read = (_LATE or _late())[0].kernel_pio_read
         value = kernel_pio_read(self.v, port, size)
         if value is not None:
             return value
@@ -104,8 +115,7 @@ class Emulation:
         raise InterceptExit(Intercept("emulator_needs_data", self.eip))
 
     def write(self, port: int, size: int, value: int) -> None:  # OUT/OUTS
-        from vmsim.kvm.x86 import kernel_pio_write
-
+        kernel_pio_write = (_LATE or _late())[0].kernel_pio_write
         if not kernel_pio_write(self.v, port, size, value):
             self.pio_out = (port, size, value)
 
@@ -115,8 +125,7 @@ class Emulation:
 
     def step(self) -> str:
         """Replay one iteration: "done", "restart" (REP continues), "read" (needs userspace)."""
-        from vmsim.kvm.kvm_main import GuestTables
-
+        GuestTables = (_LATE or _late())[1].GuestTables
         v, mmu = self.v, self.v.cpu.mmu
         # The emulator walks the guest's tables in software, reading them by gfn through
         # the memory slots (a table outside them fails the walk with #PF, never an MMIO
@@ -341,8 +350,6 @@ def _drop_requeued_event(v: SimVcpu) -> None:
     delivers it itself (through MMIO where the stack or IDT is), so the queued copy is
     dropped, or the guest would get it twice (as kvm.ko's emulator, which performs an
     INT n itself, does not also re-inject it)."""
-    from vmsim.hw.vmcs import INTR_INFO_VALID_MASK, F
-
     info = v.vmcs.read(F.VM_ENTRY_INTR_INFO_FIELD)
     if info & INTR_INFO_VALID_MASK and (info >> 8) & 7 in (3, 4, 5, 6):
         v.vmcs.write(F.VM_ENTRY_INTR_INFO_FIELD, info & ~INTR_INFO_VALID_MASK)

@@ -444,8 +444,23 @@ def kvm_queue_exception(v: SimVcpu, vector: int, error_code: int | None = None,
     v.vmcs.write(F.VM_ENTRY_INTR_INFO_FIELD, info)
 
 
-def handle_exception_nmi(v: SimVcpu) -> int:
+_LATE: tuple | None = None
+
+
+def _late() -> tuple:
+    """The emulator and x86 (they import this module), bound on first use: an import
+    statement in a handler cost a microsecond at every exit it handles (3-6 us in the GUI,
+    where PySide's import hook takes each import statement)."""
+    global _LATE
     import vmsim.kvm.emulate as emulate
+    import vmsim.kvm.x86 as x86
+
+    _LATE = (emulate, x86)
+    return _LATE
+
+
+def handle_exception_nmi(v: SimVcpu) -> int:
+    emulate = (_LATE or _late())[0]
 
     intr = v.vmcs.read(F.VM_EXIT_INTR_INFO)
     vector = intr & 0xFF
@@ -471,22 +486,8 @@ def handle_triple_fault(v: SimVcpu) -> int:
     return 0
 
 
-_IO_DEPS: tuple | None = None
-
-
-def _io_deps() -> tuple:
-    """x86 and the emulator (they import this module), bound on first use: an import
-    statement in handle_io cost a microsecond on every I/O exit."""
-    global _IO_DEPS
-    import vmsim.kvm.emulate as emulate
-    import vmsim.kvm.x86 as x86
-
-    _IO_DEPS = (emulate, x86)
-    return _IO_DEPS
-
-
 def handle_io(v: SimVcpu) -> int:
-    emulate, x86 = _IO_DEPS or _io_deps()
+    emulate, x86 = _LATE or _late()
     q = v.vmcs.read(F.EXIT_QUALIFICATION)
     size, is_in, string = (q & 7) + 1, bool(q & 8), bool(q & 16)
     port = q >> 16
@@ -497,38 +498,32 @@ def handle_io(v: SimVcpu) -> int:
 
 
 def handle_cpuid(v: SimVcpu) -> int:
-    import vmsim.kvm.x86 as x86
-
+    x86 = (_LATE or _late())[1]
     return x86.kvm_emulate_cpuid(v)
 
 
 def handle_halt(v: SimVcpu) -> int:
-    import vmsim.kvm.x86 as x86
-
+    x86 = (_LATE or _late())[1]
     return x86.kvm_emulate_halt(v)
 
 
 def handle_vmcall(v: SimVcpu) -> int:
-    import vmsim.kvm.x86 as x86
-
+    x86 = (_LATE or _late())[1]
     return x86.kvm_emulate_hypercall(v)
 
 
 def handle_rdmsr(v: SimVcpu) -> int:
-    import vmsim.kvm.x86 as x86
-
+    x86 = (_LATE or _late())[1]
     return x86.kvm_emulate_rdmsr(v)
 
 
 def handle_wrmsr(v: SimVcpu) -> int:
-    import vmsim.kvm.x86 as x86
-
+    x86 = (_LATE or _late())[1]
     return x86.kvm_emulate_wrmsr(v)
 
 
 def handle_cr(v: SimVcpu) -> int:
-    import vmsim.kvm.x86 as x86
-
+    x86 = (_LATE or _late())[1]
     q = v.vmcs.read(F.EXIT_QUALIFICATION)
     cr, access, reg = q & 0xF, (q >> 4) & 3, (q >> 8) & 0xF
     ev = v.events
@@ -563,9 +558,9 @@ def handle_invlpg(v: SimVcpu) -> int:
 def handle_ept_violation(v: SimVcpu) -> int:
     """The TDP page-fault path: map guest RAM on first touch; MMIO goes to the emulator
     (kvm_mmu_page_fault -> x86_emulate_instruction), which exits as KVM_EXIT_MMIO."""
-    import vmsim.kvm.emulate as emulate
     from vmsim.kvm.tdp_mmu import kvm_tdp_page_fault
 
+    emulate = (_LATE or _late())[0]
     gpa = v.vmcs.read(F.GUEST_PHYSICAL_ADDRESS)
     ev = v.events
     if ev is not None and ev.wants("kvm_page_fault"):
@@ -579,9 +574,7 @@ def handle_ept_violation(v: SimVcpu) -> int:
 
 def handle_ept_misconfig(v: SimVcpu) -> int:
     """KVM's fast MMIO path: the misconfigured leaf marks MMIO; emulate the access."""
-    import vmsim.kvm.emulate as emulate
-
-    return emulate.x86_emulate_instruction(v)
+    return (_LATE or _late())[0].x86_emulate_instruction(v)
 
 
 KVM_VMX_EXIT_HANDLERS: dict[int, Callable[[SimVcpu], int]] = {
