@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 
 from ui import i18n
 from ui import text as T
-from ui.bridge import SPEED_MAX, SessionBridge
+from ui.bridge import KIND_OF, SPEED_MAX, SessionBridge
 from ui.compare import open_compare
 from ui.diagram import DiagramView
 from ui.editor import SourcePanel
@@ -876,9 +876,9 @@ class MainWindow(QMainWindow):
     def on_events_shown(self, events: list) -> None:
         """The diagram follows a step's events and lights the box of the most telling one."""
         story = []
-        self.seen_kinds = {e.kind for e in events}
+        self.seen_kinds = set(map(KIND_OF, events))
         if self.bridge.running and self.bridge.speed >= SPEED_MAX:
-            self.diagram.follow_all(events)  # free running: the diagram repaints from state
+            self.diagram.follow_all(events, self.seen_kinds)  # free running: the diagram repaints from state
             return
         for e in events:  # where interrupts come from, how kicks came, in order
             self.diagram.observe(e.kind)
