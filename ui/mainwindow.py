@@ -876,11 +876,19 @@ class MainWindow(QMainWindow):
     def on_events_shown(self, events: list) -> None:
         """The diagram follows a step's events and lights the box of the most telling one."""
         story = []
-        self.seen_kinds = set(map(KIND_OF, events))
+        kinds = list(map(KIND_OF, events))
+        self.seen_kinds = set(kinds)
         if self.bridge.running and self.bridge.speed >= SPEED_MAX:
             self.diagram.follow_all(events, self.seen_kinds)  # free running: the diagram repaints from state
             return
-        for e in events:  # where interrupts come from, how kicks came, in order
+        # A run's events, taken at the pause (thousands): those before the last story
+        # (its last 6 events) and the last TELLING_SCAN change only what follow_all keeps.
+        start = max(0, len(events) - TELLING_SCAN)
+        if start and not self.seen_kinds.isdisjoint(STORY_KINDS):
+            start = min(start, [i for i, k in enumerate(kinds) if k in STORY_KINDS][-6:][0])
+        if start:
+            self.diagram.follow_all(events[:start], set(kinds[:start]))
+        for e in events[start:]:  # where interrupts come from, how kicks came, in order
             self.diagram.observe(e.kind)
             ctx = self.diagram.follow(e.kind, e.source, e.fields)
             if e.kind in STORY_KINDS:

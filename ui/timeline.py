@@ -12,7 +12,9 @@ exits, whatever the number of exits).
 from __future__ import annotations
 
 import bisect
-from itertools import pairwise
+import operator
+from collections.abc import Sequence
+from itertools import islice
 
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFontMetrics, QImage, QPainter, QPen, QPolygonF
@@ -26,8 +28,8 @@ LEGEND_GAP = 14
 
 
 class _Ticks:
-    """One row's exit times, sorted, grown as the run goes on (a list the session gives
-    again whole each time; only what is new is added)."""
+    """One row's exit times, sorted, grown as the run goes on (a sequence the session
+    gives again whole each time; only what is new is added)."""
 
     def __init__(self) -> None:
         self.times: list[int] = []
@@ -35,8 +37,8 @@ class _Ticks:
         self._last: int | None = None  # the last one taken (a new list, if it differs)
         self.version = 0  # counts the changes (the widget's cached columns follow it)
 
-    def update(self, given: list[int]) -> bool:
-        """Take the session's list; True if anything changed."""
+    def update(self, given: Sequence[int]) -> bool:
+        """Take the session's times (a list, or the history's array); True if anything changed."""
         n = len(given)
         if n < self._given or (self._given and given[self._given - 1] != self._last):
             self.times = sorted(given)  # another history (went back and forward anew)
@@ -44,7 +46,8 @@ class _Ticks:
             return False
         else:
             new = given[self._given:]
-            if (not self.times or new[0] >= self.times[-1]) and all(a <= b for a, b in pairwise(new)):
+            if (not self.times or new[0] >= self.times[-1]) \
+                    and all(map(operator.le, new, islice(new, 1, None))):
                 self.times.extend(new)
             else:  # several vCPUs: an exit may come earlier in virtual time than the last
                 self.times = sorted(self.times + list(new))
