@@ -920,8 +920,11 @@ class MainWindow(QMainWindow):
         b = self.bridge
         s = b.session
         line = b.current_line()
-        self.source.editor.set_current_line(line, scroll=not b.running)
-        self.source.editor.breakpoints = set(b.line_breakpoints)
+        editor = self.source.editor
+        if editor.breakpoints != b.line_breakpoints:
+            editor.breakpoints = set(b.line_breakpoints)
+            editor.gutter.update()
+        editor.set_current_line(line, scroll=not b.running)
         visible = {n for n, d in self.docks.items() if not d.visibleRegion().isEmpty()} | (also or set())
 
         def shown(name: str) -> bool:

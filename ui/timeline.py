@@ -14,7 +14,8 @@ from __future__ import annotations
 import bisect
 import operator
 from collections.abc import Sequence
-from itertools import islice
+from functools import partial
+from itertools import compress, islice
 
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFontMetrics, QImage, QPainter, QPen, QPolygonF
@@ -59,23 +60,19 @@ class _Ticks:
     def columns(self, width: int, start: int, end: int) -> list[int]:
         """The pixel columns (0 .. width-1) of the span start..end holding a tick: column
         c holds the times t with c <= (t - start) * width / (end - start) < c + 1 (the
-        end itself in the last column), in integers, so a tick is never off by one."""
+        end itself in the last column), in integers, so a tick is never off by one.
+
+        Column c begins at the time start + ceil(c * span / width); a binary search for
+        each column's beginning says how many times come before it, and a column holds a
+        tick where the next one's count is larger (columns x log exits, in C calls)."""
         times = self.times
         span = end - start
         if not times or width <= 0 or span <= 0:
             return []
-        out = []
-        i = bisect.bisect_left(times, start)
-        stop = bisect.bisect_right(times, end)
-        while i < stop:
-            c = min(width - 1, (times[i] - start) * width // span)
-            out.append(c)
-            if c == width - 1:
-                break
-            # The first time of a later column: (t - start) * width >= (c + 1) * span, that
-            # is t >= start + ceil((c + 1) * span / width).
-            i = bisect.bisect_left(times, start - (-(c + 1) * span // width), i, stop)
-        return out
+        firsts = [start - (-c * span // width) for c in range(width)]
+        before = list(map(partial(bisect.bisect_left, times), firsts))
+        before.append(bisect.bisect_right(times, end))
+        return list(compress(range(width), map(operator.lt, before, islice(before, 1, None))))
 
 
 class TimelineWidget(QWidget):
