@@ -45,12 +45,16 @@ CHECKPOINT_WORK = 10_000
 CHECKPOINT_STEPS = 100
 # ... and further apart on a larger RAM: a checkpoint compares the whole RAM with the last
 # one's (about 1 ms per 16 MiB) besides saving the state (about 2 ms), so that recording
-# costs the run a few percent, the gap is at least this much work and these many steps
-# per 4 KiB page of RAM (16 MiB: 262,144 instructions or 256 steps; 4 MiB: 65,536 or the
-# 100 above). Where checkpoints are changes only how far a step back replays, never what
-# it finds (the replay is exact).
+# costs the run a few percent, the gap is at least this much work per 4 KiB page of RAM
+# (16 MiB: 262,144 instructions; 4 MiB: 65,536), or that work's worth of steps, a step
+# weighing as much as CHECKPOINT_WORK_PER_STEP instructions (16 MiB: 2,048 steps). A step
+# that is an exit to userspace costs the host about as much as that many instructions:
+# counted as one, a guest that lives on exits (a serial console) would take a checkpoint
+# every few milliseconds of its run and spend more time in them than running. Where
+# checkpoints are changes only how far a step back replays, never what it finds (the
+# replay is exact).
 CHECKPOINT_WORK_PER_PAGE = 64
-CHECKPOINT_PAGES_PER_STEP = 16
+CHECKPOINT_WORK_PER_STEP = 128
 # Going back, the replay also leaves checkpoints in the last REPLAY_WINDOW steps before
 # its target, one every REPLAY_STEPS steps or REPLAY_WORK work: the next step back (a front
 # end walking backwards) then replays a few steps instead of a whole interval.
@@ -212,12 +216,13 @@ class History:
         self._ck_pos = 0
         self._gap_work = CHECKPOINT_WORK  # (set for the RAM's size by _set_gaps)
         self._gap_steps = CHECKPOINT_STEPS
+        self._cpus: tuple | None = None
 
     def _set_gaps(self) -> None:
         """The checkpoints' spacing for the machine's RAM (CHECKPOINT_WORK_PER_PAGE)."""
         pages = len(self.s.machine.ram) // PAGE
         self._gap_work = max(CHECKPOINT_WORK, CHECKPOINT_WORK_PER_PAGE * pages)
-        self._gap_steps = max(CHECKPOINT_STEPS, pages // CHECKPOINT_PAGES_PER_STEP)
+        self._gap_steps = max(CHECKPOINT_STEPS, self._gap_work // CHECKPOINT_WORK_PER_STEP)
 
     # -- recording ---------------------------------------------------------------------------
     @property
@@ -255,6 +260,7 @@ class History:
 
     def wire(self, machine: Machine, vm) -> None:
         vm.after_step = self._after_step
+        self._cpus = None  # (the VM, its first vCPU, Session.cpus: looked up once per VM)
         blk = machine.blk
         if blk is not None:
             write = blk.pwrite
@@ -335,11 +341,14 @@ class History:
         if self.pos < len(self.time) - 1:
             self._fork()
         self.pos += 1
-        self.batch.append(vm.cpus[0].vcpu.BATCH)
+        cpus = self._cpus
+        if cpus is None or cpus[0] is not vm:
+            cpus = self._cpus = (vm, vm.cpus[0].vcpu, s.cpus)
+        self.batch.append(cpus[1].BATCH)
         self.time.append(vm.sched.now)
         # Session.instructions and Session._work in one pass over the CPUs (every step).
         instr = deliveries = 0
-        for c in s.cpus:
+        for c in cpus[2]:
             instr += c.icount
             deliveries += c.deliveries
         work = instr + deliveries

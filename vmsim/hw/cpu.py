@@ -324,6 +324,21 @@ def _trace_tlb_hits(cpu: Cpu, fns: MemFns) -> None:
     fns.wr8, fns.wr16, fns.wr32 = (wrap(f, tlb_w, "write", True) for f in (fns.wr8, fns.wr16, fns.wr32))
 
 
+# What Cpu.run needs from modules that import this one, bound on first use: an import
+# statement in the function costs about a microsecond per call, and an exit to userspace
+# makes one call.
+_RUN_DEPS: tuple | None = None
+
+
+def _run_deps() -> tuple:
+    global _RUN_DEPS
+    from vmsim.hw.blocks import SmcExit, translate
+    from vmsim.hw.decode import decode_at
+
+    _RUN_DEPS = (decode_at, SmcExit, translate)
+    return _RUN_DEPS
+
+
 class Cpu:
     """One logical processor with its MMU, attached to guest-physical memory and a port bus."""
 
@@ -883,13 +898,11 @@ class Cpu:
 
     def run(self, max_insns: int) -> StopReason:
         """Run until `max_insns` instructions have retired or something stops the CPU."""
-        from vmsim.hw.decode import decode_at
-
         if self.shut_down:
             return StopReason.SHUTDOWN
         if self.halted:
             return StopReason.HLT
-        from vmsim.hw.blocks import SmcExit, translate
+        decode_at, SmcExit, translate = _RUN_DEPS or _run_deps()
 
         icache = self.icache
         get = icache.get

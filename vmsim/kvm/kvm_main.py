@@ -603,9 +603,7 @@ class SimVcpu:
     def run_steps(self, resume: str | None = None) -> Generator[int, None, int]:
         """KVM_RUN as a generator that yields virtual cycles as the guest runs; `resume`
         re-enters one rebuilt from a snapshot (x86.kvm_arch_vcpu_ioctl_run)."""
-        import vmsim.kvm.x86 as x86  # (no package fromlist walk: this runs at every KVM_RUN)
-
-        return (yield from x86.kvm_arch_vcpu_ioctl_run(self, resume))
+        return (yield from (_ioctl_run or _bind_ioctl_run())(self, resume))
 
     def run(self) -> int:
         gen = self.run_steps()
@@ -615,6 +613,18 @@ class SimVcpu:
             except StopIteration as stop:
                 return stop.value
 
+
+# x86.kvm_arch_vcpu_ioctl_run, bound on first use (x86 imports this module): an import
+# statement in run_steps cost a microsecond at every KVM_RUN.
+_ioctl_run: Callable[..., Generator[Any, None, int]] | None = None
+
+
+def _bind_ioctl_run() -> Callable[..., Generator[Any, None, int]]:
+    global _ioctl_run
+    import vmsim.kvm.x86 as x86
+
+    _ioctl_run = x86.kvm_arch_vcpu_ioctl_run
+    return _ioctl_run
 
 class _NoPorts:
     """The port bus a guest sees in VMX non-root mode: every access exits first

@@ -471,10 +471,22 @@ def handle_triple_fault(v: SimVcpu) -> int:
     return 0
 
 
-def handle_io(v: SimVcpu) -> int:
-    import vmsim.kvm.emulate as emulate  # (not `from vmsim.kvm import`: no fromlist walk)
+_IO_DEPS: tuple | None = None
+
+
+def _io_deps() -> tuple:
+    """x86 and the emulator (they import this module), bound on first use: an import
+    statement in handle_io cost a microsecond on every I/O exit."""
+    global _IO_DEPS
+    import vmsim.kvm.emulate as emulate
     import vmsim.kvm.x86 as x86
 
+    _IO_DEPS = (emulate, x86)
+    return _IO_DEPS
+
+
+def handle_io(v: SimVcpu) -> int:
+    emulate, x86 = _IO_DEPS or _io_deps()
     q = v.vmcs.read(F.EXIT_QUALIFICATION)
     size, is_in, string = (q & 7) + 1, bool(q & 8), bool(q & 16)
     port = q >> 16
