@@ -79,6 +79,7 @@ TELLING_KINDS = frozenset({"kvm_inj_virq", "kvm_set_irq", "qemu_set_irq", "pic_i
                            "kvm_apic_ipi", "qemu_cpu_kick", "kvm_vcpu_kick", "qemu_timer",
                            "kvm_vcpu_block"})
 TELLING_SCAN = 200  # how far back a step's events are searched for one
+FOLLOWED_ONE_BY_ONE = TELLING_SCAN  # a step's last events the diagram follows one at a time
 # A virtio request's story (issue 11): the kick, the I/O to the disk, the completion
 # interrupt; a step that has them shows them in turn.
 STORY_KINDS = frozenset({"ioeventfd_write", "virtio_queue_notify", "virtio_blk_handle_read",
@@ -881,9 +882,9 @@ class MainWindow(QMainWindow):
         if self.bridge.running and self.bridge.speed >= SPEED_MAX:
             self.diagram.follow_all(events, self.seen_kinds)  # free running: the diagram repaints from state
             return
-        # A run's events, taken at the pause (thousands): those before the last story
-        # (its last 6 events) and the last TELLING_SCAN change only what follow_all keeps.
-        start = max(0, len(events) - TELLING_SCAN)
+        # A run's events, taken at the pause (thousands): those before both the last 6 of a
+        # virtio story and the last FOLLOWED_ONE_BY_ONE change only what follow_all keeps.
+        start = max(0, len(events) - FOLLOWED_ONE_BY_ONE)
         if start and not self.seen_kinds.isdisjoint(STORY_KINDS):
             start = min(start, [i for i, k in enumerate(kinds) if k in STORY_KINDS][-6:][0])
         if start:
