@@ -21,6 +21,7 @@ from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFontMetrics, QImage, QPainter, QPen, QPolygonF
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
+from ui import i18n
 from ui import text as T
 from ui.panels import LAYER_COLORS
 
@@ -86,6 +87,7 @@ class TimelineWidget(QWidget):
         self.user = _Ticks()
         self.drag: int | None = None  # the virtual time under the mouse while pressed
         self._cols: tuple | None = None  # (key, exit columns, userspace columns)
+        self._track: tuple | None = None  # (key, track())
         self._images: tuple | None = None  # (key, exit ticks, userspace ticks) as images
         self.theme = "light"
         self.setMouseTracking(False)
@@ -135,11 +137,16 @@ class TimelineWidget(QWidget):
         return fm.horizontalAdvance(T.TIMELINE_SPAN.format(now=end, end=end)) + 12
 
     def track(self) -> QRectF:
-        """Where the ticks are drawn: between the legend and the numbers."""
-        left = self._legend_width() + LEGEND_GAP
-        right = self.width() - self._span_width() - 6
-        h = 2 * ROW_H + 4
-        return QRectF(left, (self.height() - h) / 2, max(10.0, right - left), h)
+        """Where the ticks are drawn: between the legend and the numbers. (Kept until the
+        size, the font, the language or the end changes: a repaint asks several times.)"""
+        key = (self.width(), self.height(), self.font().key(), i18n.generation(),
+               self.data["end"] if self.data else 0)
+        if self._track is None or self._track[0] != key:
+            left = self._legend_width() + LEGEND_GAP
+            right = self.width() - self._span_width() - 6
+            h = 2 * ROW_H + 4
+            self._track = (key, QRectF(left, (self.height() - h) / 2, max(10.0, right - left), h))
+        return QRectF(self._track[1])
 
     def time_at(self, x: float) -> int:
         """The virtual time at widget x (clamped to the span)."""
@@ -176,10 +183,11 @@ class TimelineWidget(QWidget):
             images = []
             for cols, color in zip((ex, us), colors, strict=True):
                 px = color.rgba().to_bytes(4, "little")  # ARGB32 is 0xAARRGGBB, little-endian
-                buf = bytearray(4 * w)
+                ticked = bytearray(w)  # 1 where a column has a tick
                 for c in cols:
-                    buf[4 * c:4 * c + 4] = px
-                images.append(QImage(bytes(buf), w, 1, 4 * w, QImage.Format.Format_ARGB32).copy())
+                    ticked[c] = 1
+                buf = b"".join(map((bytes(4), px).__getitem__, ticked))
+                images.append(QImage(buf, w, 1, 4 * w, QImage.Format.Format_ARGB32).copy())
             self._images = (key, images[0], images[1])
         return self._images[1], self._images[2]
 
