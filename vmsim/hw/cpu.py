@@ -324,18 +324,18 @@ def _trace_tlb_hits(cpu: Cpu, fns: MemFns) -> None:
     fns.wr8, fns.wr16, fns.wr32 = (wrap(f, tlb_w, "write", True) for f in (fns.wr8, fns.wr16, fns.wr32))
 
 
-# What Cpu.run needs from modules that import this one, bound on first use: an import
+# The modules Cpu.run needs that import this one, bound on first use: an import
 # statement in the function costs about a microsecond per call, and an exit to userspace
-# makes one call.
+# makes one call. (Their functions are looked up at each call: tests replace them.)
 _RUN_DEPS: tuple | None = None
 
 
 def _run_deps() -> tuple:
     global _RUN_DEPS
-    from vmsim.hw.blocks import SmcExit, translate
-    from vmsim.hw.decode import decode_at
+    import vmsim.hw.blocks as blocks
+    import vmsim.hw.decode as decode
 
-    _RUN_DEPS = (decode_at, SmcExit, translate)
+    _RUN_DEPS = (decode, blocks)
     return _RUN_DEPS
 
 
@@ -902,7 +902,8 @@ class Cpu:
             return StopReason.SHUTDOWN
         if self.halted:
             return StopReason.HLT
-        decode_at, SmcExit, translate = _RUN_DEPS or _run_deps()
+        decode, blocks = _RUN_DEPS or _run_deps()
+        decode_at, SmcExit, translate = decode.decode_at, blocks.SmcExit, blocks.translate
 
         icache = self.icache
         get = icache.get

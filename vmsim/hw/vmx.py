@@ -259,7 +259,7 @@ class Vmx:
         self._guest_checked: tuple[int | None, ...] | None = None  # (_GUEST_CHECK_FIELDS)
         self._host_values: tuple[int | None, ...] | None = None  # what _host_loaded holds
         # The segment fields the last entry loaded and the registers built from them.
-        self._seg_loaded: tuple[tuple[int | None, ...], list[Segment]] | None = None
+        self._seg_loaded: tuple[tuple[int | None, ...], list[Segment], bool] | None = None
 
     @property
     def host_cpu(self) -> HostCpuState | None:
@@ -662,7 +662,7 @@ class Vmx:
         if last is None or last[0] != key:
             seg = [_segment(*(0 if x is None else x for x in key[i:i + 4]))
                    for i in range(0, 24, 4)]
-            self._seg_loaded = (key, seg)
+            self._seg_loaded = (key, seg, _segment_fields(seg) == key)
             cpu.seg = list(seg)
         elif cpu.seg != last[1]:
             cpu.seg = list(last[1])
@@ -944,13 +944,19 @@ class Vmx:
         fields[_GUEST_CR0] = mmu.cr0
         fields[_GUEST_CR3] = mmu.cr3
         fields[_GUEST_CR4] = mmu.cr4
-        for seg, (sel_f, base_f, limit_f, ar_f) in zip(cpu.seg, _CPU_SEGMENT_FIELDS,
-                                                       strict=True):
-            fields[sel_f] = seg.selector & 0xFFFF
-            fields[base_f] = seg.base
-            fields[limit_f] = seg.limit & 0xFFFFFFFF
-            fields[ar_f] = AR_UNUSABLE if seg.access == 0 else \
-                (seg.access & 0xFF) | ((seg.flags & 0xF) << 12)  # ar_from_segment
+        last = self._seg_loaded
+        if last is None or not last[2] or cpu.seg != last[1] \
+                or tuple(map(fields.get, _CPU_SEGMENT_FIELD_LIST)) != last[0]:
+            for seg, (sel_f, base_f, limit_f, ar_f) in zip(cpu.seg, _CPU_SEGMENT_FIELDS,
+                                                           strict=True):
+                fields[sel_f] = seg.selector & 0xFFFF
+                fields[base_f] = seg.base
+                fields[limit_f] = seg.limit & 0xFFFFFFFF
+                fields[ar_f] = AR_UNUSABLE if seg.access == 0 else \
+                    (seg.access & 0xFF) | ((seg.flags & 0xF) << 12)  # ar_from_segment
+        # (else the fields hold what these stores would write: the segments loaded at
+        # entry from these very fields, unchanged since, and saving them gives the fields
+        # back: the stores are skipped, one in every exit that leaves segments alone)
         base, limit = cpu.gdtr
         fields[_GUEST_GDTR_BASE], fields[_GUEST_GDTR_LIMIT] = base, limit & 0xFFFFFFFF
         base, limit = cpu.idtr
@@ -1076,6 +1082,13 @@ _IDT_VECTORING_INFO_FIELD = F.IDT_VECTORING_INFO_FIELD.value
 _IDT_VECTORING_ERROR_CODE = F.IDT_VECTORING_ERROR_CODE.value
 _GUEST_LINEAR_ADDRESS = F.GUEST_LINEAR_ADDRESS.value
 _GUEST_PHYSICAL_ADDRESS = F.GUEST_PHYSICAL_ADDRESS.value
+
+
+def _segment_fields(segs: list[Segment]) -> tuple[int, ...]:
+    """What save_guest_state stores for these segments, in _CPU_SEGMENT_FIELD_LIST's order."""
+    return tuple(v for seg in segs for v in (
+        seg.selector & 0xFFFF, seg.base, seg.limit & 0xFFFFFFFF,
+        AR_UNUSABLE if seg.access == 0 else (seg.access & 0xFF) | ((seg.flags & 0xF) << 12)))
 
 
 def _segment(sel: int, base: int, limit: int, ar: int) -> Segment:
