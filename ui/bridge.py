@@ -27,11 +27,13 @@ here or in the views keeps them.
 from __future__ import annotations
 
 import bisect
-import copy
+import gc
+import operator
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from itertools import islice
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
@@ -43,7 +45,7 @@ from vmsim.events import CATALOGUE, Event, EventStream
 from vmsim.history import HISTORY_KINDS
 from vmsim.kvm.kvm_main import SimVcpu
 from vmsim.session import Outcome, Session
-from vmsim.stats import ExitStats
+from vmsim.stats import ExitStats, StatsRecord, stats_record
 from vmsim.vmm.machine import MachineConfig
 
 FINE_KINDS = list(CATALOGUE)  # stepping: everything, walks and TLB included
@@ -69,6 +71,8 @@ COARSE_KINDS = ["kvm_exit", "kvm_entry", "kvm_userspace_exit", "kvm_run_exit", "
 # What shows the main loop at work (its box lights).
 MAIN_LOOP_KINDS = frozenset({"main_loop_wait", "qemu_timer", "qemu_fd_handler"})
 MAIN_LOOP_THREAD = "main-loop"
+_MAIN_LOOP_OR_BQL = MAIN_LOOP_KINDS | {"bql"}
+KIND_OF = operator.attrgetter("kind")  # an event's kind (a C call)
 # A repaint shows the main loop as running if it ran this long ago in virtual time (100 us)
 # or since the last repaint: it runs for microseconds, a repaint comes every FRAME_MS.
 MAIN_LOOP_GLOW = 300_000  # cycles at vmsim.costs.NOMINAL_HZ
@@ -109,24 +113,22 @@ def describe_run_loop() -> str:
 
 class StatsHistory:
     """The exit statistics (`vmsim.stats.ExitStats`) as they stood after any event of the
-    recorded run: the events ExitStats counts, in seq order, with a copy of the statistics
-    every STATS_CHECKPOINT of them. The run's recorded future stays after a step back (the
-    session may go forward through it again without emitting its events: a seek replays
-    muted); an event that differs from the recorded one at its seq (the run took another
-    way) drops that future. `at(seq)` gives the statistics after event `seq`, as a forward
-    run had them there.
+    recorded run: the events ExitStats counts, in seq order (as their StatsRecords), with a
+    copy of the statistics every STATS_CHECKPOINT of them. The run's recorded future stays
+    after a step back (the session may go forward through it again without emitting its
+    events: a seek replays muted); an event that differs from the recorded one at its seq
+    (the run took another way) drops that future. `at(seq)` gives the statistics after
+    event `seq`, as a forward run had them there.
 
     The event stream appends to `pending` (a C call, no Python frame per event: a guest
     that exits often emits thousands a second); they are counted in one pass when the
     statistics are read (`at`, at most once per repaint) or `flush`ed."""
 
-    _FIELDS = ("exit_reason", "exit_reason_number", "reason")
-
     def __init__(self) -> None:
         self.full = ExitStats()  # after every recorded event
         self.seqs: list[int] = []
-        self.events: list[tuple[str, str, int, tuple]] = []  # (kind, source, time, fields)
-        self.copies: list[ExitStats] = [copy.deepcopy(self.full)]  # before event k * STATS_CHECKPOINT
+        self.events: list[StatsRecord] = []
+        self.copies: list[ExitStats] = [self.full.copy()]  # before event k * STATS_CHECKPOINT
         self._at: tuple[int, ExitStats] | None = None  # the last at() of the past: (n, stats)
         self.pending: list[Event] = []  # taken, not counted yet (in the order emitted)
 
@@ -140,24 +142,35 @@ class StatsHistory:
             return
         evs = pending[:]
         del pending[:]
-        names = self._FIELDS
-        seqs, events, full = self.seqs, self.events, self.full
-        on_event = full._on_event
+        seqs = self.seqs
+        new = list(map(_SEQ, evs))
+        if (not seqs or new[0] > seqs[-1]) and all(map(operator.lt, new, islice(new, 1, None))):
+            # All new, in order (a run forward, no replay among them): counted in one
+            # pass between two copies of the statistics.
+            done = 0
+            while done < len(evs):
+                room = STATS_CHECKPOINT * len(self.copies) - len(seqs)
+                if room == 0:
+                    self.copies.append(self.full.copy())
+                    continue
+                part = evs if done == 0 and room >= len(evs) else evs[done:done + room]
+                self.full.count(part, self.events)
+                seqs += new[done:done + room] if part is not evs else new
+                done += len(part)
+            return
+        events = self.events
         for ev in evs:
-            f = ev.fields
-            rec = (ev.kind, ev.source, ev.time, tuple((k, f[k]) for k in names if k in f))
+            rec = stats_record(ev)
             if seqs and ev.seq <= seqs[-1]:  # a replay's, or another future
                 i = bisect.bisect_left(seqs, ev.seq)
                 if seqs[i] == ev.seq and events[i] == rec:
                     continue  # the recorded future happening again
                 self._truncate(i)
-                full = self.full
-                on_event = full._on_event
             if len(seqs) == STATS_CHECKPOINT * len(self.copies):
-                self.copies.append(copy.deepcopy(full))
+                self.copies.append(self.full.copy())
             seqs.append(ev.seq)
             events.append(rec)
-            on_event(ev)
+            self.full.count_record(rec)
 
     def _truncate(self, n: int) -> None:
         del self.seqs[n:], self.events[n:]
@@ -168,9 +181,9 @@ class StatsHistory:
     def _replay(self, n: int) -> ExitStats:
         """The statistics after the first n recorded events."""
         k = n // STATS_CHECKPOINT
-        stats = copy.deepcopy(self.copies[k])
+        stats = self.copies[k].copy()
         for rec in self.events[k * STATS_CHECKPOINT:n]:
-            stats._on_event(_StatsEvent(*rec))
+            stats.count_record(rec)
         return stats
 
     def at(self, seq: int) -> ExitStats:
@@ -183,16 +196,7 @@ class StatsHistory:
         return self._at[1]
 
 
-class _StatsEvent:
-    """What ExitStats reads of an event (kind, source, time, fields by name)."""
-
-    __slots__ = ("fields", "kind", "source", "time")
-
-    def __init__(self, kind: str, source: str, t: int, fields: tuple):
-        self.kind, self.source, self.time, self.fields = kind, source, t, dict(fields)
-
-    def __getitem__(self, name: str):
-        return self.fields[name]
+_SEQ = operator.attrgetter("seq")  # (Event.__getitem__ reads its fields)
 
 
 class SessionBridge(QObject):
@@ -351,7 +355,7 @@ class SessionBridge(QObject):
         s = self.session
         key = (id(s), s.events.seq, s.instructions, s.virtual_time)
         if self._stats_key != key:
-            st = copy.deepcopy(self.stats_history.at(s.events.seq))
+            st = self.stats_history.at(s.events.seq).copy()
             st.finish(s.instructions, s.virtual_time)
             self._stats_key, self._stats = key, st
         return self._stats
@@ -461,11 +465,12 @@ class SessionBridge(QObject):
             if ev.kind == "kvm_exit":
                 self.in_guest = False
                 break
-        for ev in reversed(evs):
-            if ev.kind in MAIN_LOOP_KINDS or (ev.source == MAIN_LOOP_THREAD and ev.kind == "bql"):
-                self.main_loop_seen = True
-                self.main_loop_last = ev.time
-                break
+        if not _MAIN_LOOP_OR_BQL.isdisjoint(map(KIND_OF, evs)):  # (a guest with no timer has none)
+            for ev in reversed(evs):
+                if ev.kind in MAIN_LOOP_KINDS or (ev.source == MAIN_LOOP_THREAD and ev.kind == "bql"):
+                    self.main_loop_seen = True
+                    self.main_loop_last = ev.time
+                    break
         self.history.extend(evs)
         pending = self._pending
         pending.extend(evs)
@@ -637,11 +642,17 @@ class SessionBridge(QObject):
         return self._step_back(self.session.reverse_continue, what)
 
     def timeline(self) -> dict | None:
-        """Session.timeline(), or None where there is none (kvm, bare)."""
+        """Session.timeline(), or None where there is none (kvm, bare); its exit times as
+        the history's own arrays, to be read only (the views take it at every repaint:
+        Session.timeline() makes lists of every exit's time, ~7 ms per repaint after
+        60,000 exits, and more the longer the run)."""
         s = self.session
-        if s.history is None:  # kvm, bare, or a session made without one
+        h = s.history
+        if h is None:  # kvm, bare, or a session made without one
             return None
-        return s.timeline()
+        now = s.virtual_time
+        return {"start": h.time[0], "end": max(h.time[-1], now), "now": now,
+                "exits": h.exit_time, "userspace_exits": h.uexit_time}
 
     def seek(self, t: int) -> Outcome | None:
         """Go to the last recorded point at or before virtual time `t` (past the end: run
@@ -721,6 +732,11 @@ class SessionBridge(QObject):
             return
         self.running = True
         self.break_event = None
+        # What exists now (the window, the session, its history) is out of the cycle
+        # collector's sight while the guest runs: the events a run keeps for the views
+        # make it collect often, and each full collection scanned the whole window again
+        # (tens of ms each, in the middle of a batch). Back in its sight at the pause.
+        gc.freeze()
         self._configure_run()
         self._last_paint = 0.0
         self._timer.start()
@@ -731,6 +747,7 @@ class SessionBridge(QObject):
             return
         self._timer.stop()
         self.running = False
+        gc.unfreeze()
         self._subscribe(self.fine_kinds)
         self.runningChanged.emit(False)
         self._deliver(force=True)

@@ -18,6 +18,7 @@ IRQ lines are virtio's) from the events in their order.
 
 from __future__ import annotations
 
+import operator
 import re
 from itertools import pairwise
 
@@ -38,11 +39,16 @@ from ui.i18n import tr, wrap_text
 from ui.layout import Box, Layout, load_layout
 
 _VCPU = re.compile(r"vcpu(\d+)$")
+_KIND = operator.attrgetter("kind")
 VIRTIO_SOURCE = "virtio-mmio"  # the transports' event source prefix ("virtio-mmio.7")
 # Events that tell where interrupts come from (observe).
 IRQ_FROM_KINDS = frozenset({"kvm_set_irq", "kvm_pic_set_irq", "pic_interrupt", "qemu_set_irq",
                             "kvm_apic_accept_irq", "kvm_apic_ipi"})
 EVENTFD_KINDS = frozenset({"ioeventfd_write", "irqfd_inject", "aio_poll"})
+# The kinds whose follow() changes what the virtio rules keep (the others' only change
+# is the last vCPU, which follow_all takes from the last event of a vCPU).
+FOLLOWED_KINDS = frozenset({"ioeventfd_write", "virtio_mmio_write_offset", "virtio_queue_notify",
+                            "virtio_mmio_setting_irq"})
 
 
 def words(text: str, vcpu: int | None = None) -> str:
@@ -461,17 +467,24 @@ class DiagramView(QGraphicsView):
         elif kind in ("kvm_apic_accept_irq", "kvm_apic_ipi"):
             self.irq_from = "lapic"
 
-    def follow_all(self, events: list) -> None:
+    def follow_all(self, events: list, kinds: set[str] | None = None) -> None:
         """What observe() and follow() of each of `events` in order leave behind, without
         each one's context (a running guest's events, thousands a repaint): only the events
-        that change it are followed."""
-        for e in reversed(events):
-            if e.kind in IRQ_FROM_KINDS:
-                self.observe(e.kind)
-                break
-        for e in events:
-            if e.kind == "ioeventfd_write" or e.source.startswith(VIRTIO_SOURCE):
-                self.follow(e.kind, e.source, e.fields)
+        that change it are followed, and a pass over the events is skipped where `kinds`
+        (the set of their kinds) has none of those it looks for."""
+        if kinds is None:
+            kinds = set(map(_KIND, events))
+        if not kinds.isdisjoint(IRQ_FROM_KINDS):
+            for e in reversed(events):
+                if e.kind in IRQ_FROM_KINDS:
+                    self.observe(e.kind)
+                    break
+        if not kinds.isdisjoint(FOLLOWED_KINDS):
+            for e in events:
+                kind = e.kind
+                if kind in FOLLOWED_KINDS and (kind == "ioeventfd_write"
+                                               or e.source.startswith(VIRTIO_SOURCE)):
+                    self.follow(kind, e.source, e.fields)
         for e in reversed(events):
             m = _VCPU.match(e.source or "")
             if m:

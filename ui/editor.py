@@ -144,9 +144,10 @@ class SourceEditor(QPlainTextEdit):
         block = self.firstVisibleBlock()
         top = round(self.blockBoundingGeometry(block).translated(self.contentOffset()).top())
         h = self.fontMetrics().height()
+        first = event.rect().top()  # (a line's repaint draws that line's row only)
         while block.isValid() and top <= event.rect().bottom():
             n = block.blockNumber() + 1
-            if block.isVisible():
+            if block.isVisible() and top + h >= first:
                 if n in self.breakpoints:
                     p.setBrush(QColor("#d32f2f"))
                     p.setPen(Qt.PenStyle.NoPen)
@@ -172,7 +173,16 @@ class SourceEditor(QPlainTextEdit):
         self._selections()
 
     def set_current_line(self, line: int | None, scroll: bool = True) -> None:
+        """Mark `line` (1-based) as the current one, scrolled into view if `scroll`. A
+        running guest's repaints (no scroll) touch the old and the new line only."""
+        old = self.current_line
         self.current_line = line
+        if not scroll:
+            if line != old:
+                self._selections()
+                for n in (old, line):
+                    self._update_gutter_line(n)
+            return
         self._selections()
         if line is not None and scroll:
             block = self.document().findBlockByNumber(line - 1)
@@ -181,6 +191,13 @@ class SourceEditor(QPlainTextEdit):
                 self.setTextCursor(c)
                 self.centerCursor() if not self._visible(block) else None
         self.gutter.update()
+
+    def _update_gutter_line(self, line: int | None) -> None:
+        """Repaint the gutter beside one line (1-based), if it is in the document."""
+        block = self.document().findBlockByNumber(line - 1) if line is not None else None
+        if block is not None and block.isValid():
+            geo = self.blockBoundingGeometry(block).translated(self.contentOffset())
+            self.gutter.update(0, int(geo.top()) - 1, self.gutter.width(), int(geo.height()) + 2)
 
     def _visible(self, block) -> bool:
         geo = self.blockBoundingGeometry(block).translated(self.contentOffset())

@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 
 from ui import i18n
 from ui import text as T
-from ui.bridge import SPEED_MAX, SessionBridge
+from ui.bridge import KIND_OF, SPEED_MAX, SessionBridge
 from ui.compare import open_compare
 from ui.diagram import DiagramView
 from ui.editor import SourcePanel
@@ -79,6 +79,7 @@ TELLING_KINDS = frozenset({"kvm_inj_virq", "kvm_set_irq", "qemu_set_irq", "pic_i
                            "kvm_apic_ipi", "qemu_cpu_kick", "kvm_vcpu_kick", "qemu_timer",
                            "kvm_vcpu_block"})
 TELLING_SCAN = 200  # how far back a step's events are searched for one
+FOLLOWED_ONE_BY_ONE = TELLING_SCAN  # a step's last events the diagram follows one at a time
 # A virtio request's story (issue 11): the kick, the I/O to the disk, the completion
 # interrupt; a step that has them shows them in turn.
 STORY_KINDS = frozenset({"ioeventfd_write", "virtio_queue_notify", "virtio_blk_handle_read",
@@ -876,11 +877,19 @@ class MainWindow(QMainWindow):
     def on_events_shown(self, events: list) -> None:
         """The diagram follows a step's events and lights the box of the most telling one."""
         story = []
-        self.seen_kinds = {e.kind for e in events}
+        kinds = list(map(KIND_OF, events))
+        self.seen_kinds = set(kinds)
         if self.bridge.running and self.bridge.speed >= SPEED_MAX:
-            self.diagram.follow_all(events)  # free running: the diagram repaints from state
+            self.diagram.follow_all(events, self.seen_kinds)  # free running: the diagram repaints from state
             return
-        for e in events:  # where interrupts come from, how kicks came, in order
+        # A run's events, taken at the pause (thousands): those before both the last 6 of a
+        # virtio story and the last FOLLOWED_ONE_BY_ONE change only what follow_all keeps.
+        start = max(0, len(events) - FOLLOWED_ONE_BY_ONE)
+        if start and not self.seen_kinds.isdisjoint(STORY_KINDS):
+            start = min(start, [i for i, k in enumerate(kinds) if k in STORY_KINDS][-6:][0])
+        if start:
+            self.diagram.follow_all(events[:start], set(kinds[:start]))
+        for e in events[start:]:  # where interrupts come from, how kicks came, in order
             self.diagram.observe(e.kind)
             ctx = self.diagram.follow(e.kind, e.source, e.fields)
             if e.kind in STORY_KINDS:
@@ -912,8 +921,11 @@ class MainWindow(QMainWindow):
         b = self.bridge
         s = b.session
         line = b.current_line()
-        self.source.editor.set_current_line(line, scroll=not b.running)
-        self.source.editor.breakpoints = set(b.line_breakpoints)
+        editor = self.source.editor
+        if editor.breakpoints != b.line_breakpoints:
+            editor.breakpoints = set(b.line_breakpoints)
+            editor.gutter.update()
+        editor.set_current_line(line, scroll=not b.running)
         visible = {n for n, d in self.docks.items() if not d.visibleRegion().isEmpty()} | (also or set())
 
         def shown(name: str) -> bool:

@@ -638,6 +638,23 @@ class VgaScreen(QWidget):
                                bytes([char]).decode("cp437"))
 
 
+class _AccessLog(QPlainTextEdit):
+    """The port / MMIO access log: the accesses its panel took are written into lines
+    when it is shown or its text is read (DevicesPanel._write_log)."""
+
+    def __init__(self, panel: DevicesPanel) -> None:
+        super().__init__()
+        self._panel = panel
+
+    def toPlainText(self) -> str:
+        self._panel._write_log(force=True)
+        return super().toPlainText()
+
+    def showEvent(self, event) -> None:
+        self._panel._write_log(force=True)
+        super().showEvent(event)
+
+
 class DevicesPanel(QWidget):
     serialInput = Signal(bytes)
 
@@ -651,10 +668,10 @@ class DevicesPanel(QWidget):
         self.input.setPlaceholderText(tr("type here: sent to COM1's receive FIFO on Enter (\\n appended)"))
         self.input.returnPressed.connect(self._send)
         self.vga = VgaScreen()
-        self.log = QPlainTextEdit()
+        self.log = _AccessLog(self)
         self.log.setReadOnly(True)
         self.log.setFont(mono())
-        self.log.setMaximumBlockCount(2000)
+        self.log.setMaximumBlockCount(self.LOG_KEEP)
         serial = QWidget()
         sl = QVBoxLayout(serial)
         sl.setContentsMargins(0, 0, 0, 0)
@@ -678,6 +695,7 @@ class DevicesPanel(QWidget):
         lay.setContentsMargins(2, 2, 2, 2)
         lay.addWidget(self.tabs)
         self.log_lines: list[tuple[int, str]] = []  # the access log: (event seq, line)
+        self._unwritten: list = []  # accesses taken, not in lines yet (the log not in view)
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
@@ -700,28 +718,40 @@ class DevicesPanel(QWidget):
         self.console.setTextCursor(cur)
 
     LOG_KEEP = 2000  # lines of the access log (as its block count)
+    ACCESS_KINDS = frozenset({"device_access", "io_unclaimed"})
 
     def add_events(self, events) -> None:
+        kinds = self.ACCESS_KINDS
+        self._unwritten += [ev for ev in events if ev.kind in kinds]
+        del self._unwritten[:-self.LOG_KEEP]  # the newest LOG_KEEP only: the log keeps no more
+        self._write_log()
+
+    def _write_log(self, force: bool = False) -> None:
+        """The accesses taken since into lines, while the log is in view, or when it
+        comes into view or its text is read (_AccessLog): an exits-heavy guest makes
+        thousands a second, and the log is a tab behind the console."""
+        evs = self._unwritten
+        if not evs or not (force or self.log.isVisible()):
+            return
+        self._unwritten = []
         lines = []
-        for ev in reversed(events):  # the newest LOG_KEEP only: the log keeps no more
-            if len(lines) == self.LOG_KEEP:
-                break
-            if ev.kind == "device_access":
-                d = "write" if ev["is_write"] else "read "
-                lines.append((ev.seq, f"{ev.seq:>7} {ev.source:<15} {ev['space']:<4} {d} "
-                                      f"{ev['address']:#07x} size {ev['size']} value {ev['value']:#x}"))
-            elif ev.kind == "io_unclaimed":
-                lines.append((ev.seq, f"{ev.seq:>7} {'(unclaimed)':<15} {ev['space']:<4} "
-                                      f"{'write' if ev['is_write'] else 'read '} {ev['address']:#07x}"))
-        if lines:
-            lines.reverse()
-            self.log_lines.extend(lines)
-            del self.log_lines[:-self.LOG_KEEP]
-            self.log.appendPlainText("\n".join(text for _, text in lines))
+        for ev in evs:
+            seq, _t, _layer, source, kind, f = ev
+            if kind == "device_access":
+                d = "write" if f["is_write"] else "read "
+                lines.append((seq, f"{seq:>7} {source:<15} {f['space']:<4} {d} "
+                                   f"{f['address']:#07x} size {f['size']} value {f['value']:#x}"))
+            else:
+                lines.append((seq, f"{seq:>7} {'(unclaimed)':<15} {f['space']:<4} "
+                                   f"{'write' if f['is_write'] else 'read '} {f['address']:#07x}"))
+        self.log_lines.extend(lines)
+        del self.log_lines[:-self.LOG_KEEP]
+        self.log.appendPlainText("\n".join(text for _, text in lines))
 
     def truncate(self, seq: int, serial: bytes) -> None:
         """After a step back: the accesses up to event `seq` only, and the console as
         COM1 had sent it then (`serial`: Session.serial)."""
+        self._write_log(force=True)
         n = len(self.log_lines)
         while self.log_lines and self.log_lines[-1][0] > seq:
             self.log_lines.pop()
@@ -732,11 +762,13 @@ class DevicesPanel(QWidget):
 
     def refresh(self, bridge) -> None:
         self.vga.set_buffer(bytes(bridge.session.machine.vga.buffer))
+        self._write_log()  # (the log came into view while running)
 
     def reset(self) -> None:
         self.console.clear()
         self.log.clear()
         self.log_lines.clear()
+        self._unwritten = []
 
 
 # -- event log ----------------------------------------------------------------------------------------

@@ -12,12 +12,16 @@ exits, whatever the number of exits).
 from __future__ import annotations
 
 import bisect
-from itertools import pairwise
+import operator
+from collections.abc import Sequence
+from functools import partial
+from itertools import compress, islice
 
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFontMetrics, QImage, QPainter, QPen, QPolygonF
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
+from ui import i18n
 from ui import text as T
 from ui.panels import LAYER_COLORS
 
@@ -26,8 +30,8 @@ LEGEND_GAP = 14
 
 
 class _Ticks:
-    """One row's exit times, sorted, grown as the run goes on (a list the session gives
-    again whole each time; only what is new is added)."""
+    """One row's exit times, sorted, grown as the run goes on (a sequence the session
+    gives again whole each time; only what is new is added)."""
 
     def __init__(self) -> None:
         self.times: list[int] = []
@@ -35,8 +39,8 @@ class _Ticks:
         self._last: int | None = None  # the last one taken (a new list, if it differs)
         self.version = 0  # counts the changes (the widget's cached columns follow it)
 
-    def update(self, given: list[int]) -> bool:
-        """Take the session's list; True if anything changed."""
+    def update(self, given: Sequence[int]) -> bool:
+        """Take the session's times (a list, or the history's array); True if anything changed."""
         n = len(given)
         if n < self._given or (self._given and given[self._given - 1] != self._last):
             self.times = sorted(given)  # another history (went back and forward anew)
@@ -44,7 +48,8 @@ class _Ticks:
             return False
         else:
             new = given[self._given:]
-            if (not self.times or new[0] >= self.times[-1]) and all(a <= b for a, b in pairwise(new)):
+            if (not self.times or new[0] >= self.times[-1]) \
+                    and all(map(operator.le, new, islice(new, 1, None))):
                 self.times.extend(new)
             else:  # several vCPUs: an exit may come earlier in virtual time than the last
                 self.times = sorted(self.times + list(new))
@@ -56,23 +61,19 @@ class _Ticks:
     def columns(self, width: int, start: int, end: int) -> list[int]:
         """The pixel columns (0 .. width-1) of the span start..end holding a tick: column
         c holds the times t with c <= (t - start) * width / (end - start) < c + 1 (the
-        end itself in the last column), in integers, so a tick is never off by one."""
+        end itself in the last column), in integers, so a tick is never off by one.
+
+        Column c begins at the time start + ceil(c * span / width); a binary search for
+        each column's beginning says how many times come before it, and a column holds a
+        tick where the next one's count is larger (columns x log exits, in C calls)."""
         times = self.times
         span = end - start
         if not times or width <= 0 or span <= 0:
             return []
-        out = []
-        i = bisect.bisect_left(times, start)
-        stop = bisect.bisect_right(times, end)
-        while i < stop:
-            c = min(width - 1, (times[i] - start) * width // span)
-            out.append(c)
-            if c == width - 1:
-                break
-            # The first time of a later column: (t - start) * width >= (c + 1) * span, that
-            # is t >= start + ceil((c + 1) * span / width).
-            i = bisect.bisect_left(times, start - (-(c + 1) * span // width), i, stop)
-        return out
+        firsts = [start - (-c * span // width) for c in range(width)]
+        before = list(map(partial(bisect.bisect_left, times), firsts))
+        before.append(bisect.bisect_right(times, end))
+        return list(compress(range(width), map(operator.lt, before, islice(before, 1, None))))
 
 
 class TimelineWidget(QWidget):
@@ -86,6 +87,7 @@ class TimelineWidget(QWidget):
         self.user = _Ticks()
         self.drag: int | None = None  # the virtual time under the mouse while pressed
         self._cols: tuple | None = None  # (key, exit columns, userspace columns)
+        self._track: tuple | None = None  # (key, track())
         self._images: tuple | None = None  # (key, exit ticks, userspace ticks) as images
         self.theme = "light"
         self.setMouseTracking(False)
@@ -135,11 +137,16 @@ class TimelineWidget(QWidget):
         return fm.horizontalAdvance(T.TIMELINE_SPAN.format(now=end, end=end)) + 12
 
     def track(self) -> QRectF:
-        """Where the ticks are drawn: between the legend and the numbers."""
-        left = self._legend_width() + LEGEND_GAP
-        right = self.width() - self._span_width() - 6
-        h = 2 * ROW_H + 4
-        return QRectF(left, (self.height() - h) / 2, max(10.0, right - left), h)
+        """Where the ticks are drawn: between the legend and the numbers. (Kept until the
+        size, the font, the language or the end changes: a repaint asks several times.)"""
+        key = (self.width(), self.height(), self.font().key(), i18n.generation(),
+               self.data["end"] if self.data else 0)
+        if self._track is None or self._track[0] != key:
+            left = self._legend_width() + LEGEND_GAP
+            right = self.width() - self._span_width() - 6
+            h = 2 * ROW_H + 4
+            self._track = (key, QRectF(left, (self.height() - h) / 2, max(10.0, right - left), h))
+        return QRectF(self._track[1])
 
     def time_at(self, x: float) -> int:
         """The virtual time at widget x (clamped to the span)."""
@@ -176,10 +183,11 @@ class TimelineWidget(QWidget):
             images = []
             for cols, color in zip((ex, us), colors, strict=True):
                 px = color.rgba().to_bytes(4, "little")  # ARGB32 is 0xAARRGGBB, little-endian
-                buf = bytearray(4 * w)
+                ticked = bytearray(w)  # 1 where a column has a tick
                 for c in cols:
-                    buf[4 * c:4 * c + 4] = px
-                images.append(QImage(bytes(buf), w, 1, 4 * w, QImage.Format.Format_ARGB32).copy())
+                    ticked[c] = 1
+                buf = b"".join(map((bytes(4), px).__getitem__, ticked))
+                images.append(QImage(buf, w, 1, 4 * w, QImage.Format.Format_ARGB32).copy())
             self._images = (key, images[0], images[1])
         return self._images[1], self._images[2]
 

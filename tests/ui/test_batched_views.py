@@ -1,0 +1,120 @@
+"""What the window does in batches while a guest runs (issue 15) gives what it did one
+event at a time: the exit statistics counted per batch, the port / MMIO access log written
+only when it is seen or read, the diagram following a pause's events."""
+
+from __future__ import annotations
+
+import copy
+from itertools import pairwise
+
+from tests.ui.conftest import HELLO
+
+
+def _hello_events(kinds) -> tuple[list, object]:
+    from vmsim.session import Session
+
+    s = Session(str(HELLO))
+    evs: list = []
+    s.events.subscribe(evs.append, list(kinds))
+    s.run()
+    return evs, s
+
+
+def test_statistics_counted_in_batches_equal_the_events_counted_one_by_one() -> None:
+    from ui.bridge import STATS_CHECKPOINT, StatsHistory
+    from vmsim.stats import ExitStats
+
+    evs, s = _hello_events(ExitStats.KINDS)
+    assert {e.kind for e in evs} == set(ExitStats.KINDS)
+    one = ExitStats()
+    for e in evs:
+        one._on_event(e)
+    records: list = []
+    batched = ExitStats()
+    batched.count(evs[:7], records)
+    batched.count(evs[7:], records)
+    replayed = ExitStats()
+    for rec in records:
+        replayed.count_record(rec)
+    copied = one.copy()
+    assert copied == copy.deepcopy(one) and copied.vmexits is not one.vmexits
+    for st in (one, batched, replayed, copied):
+        st.finish(s.instructions, s.virtual_time)
+    want = one.as_dict()
+    assert want["vm_exits_total"] > 10 and want["userspace_exits"]
+    assert batched.as_dict() == want and replayed.as_dict() == want and copied.as_dict() == want
+    # The history of the statistics, fed in uneven batches: after any event, what counting
+    # the events up to it gives.
+    h = StatsHistory()
+    for i in range(0, len(evs), 5):
+        h.pending.extend(evs[i:i + 5])
+        h.flush()
+    assert len(h.copies) == len(evs) // STATS_CHECKPOINT + 1
+    for n in (0, 1, len(evs) // 2, len(evs) - 1):
+        prefix = ExitStats()
+        for e in evs[:n + 1]:
+            prefix._on_event(e)
+        assert h.at(evs[n].seq) == prefix
+
+
+def test_the_access_log_is_written_when_read_or_shown(window, qtbot) -> None:
+    d = window.devices
+    assert d.tabs.currentWidget() is not d.log  # behind the console while the guest runs
+    b = window.bridge
+    b.run()
+    qtbot.waitUntil(lambda: b.finished, timeout=10000)
+    accesses = [ev for ev in b.history if ev.kind == "device_access"]
+    assert accesses and d._unwritten  # taken, not yet written: nobody saw the log
+    text = d.log.toPlainText().splitlines()
+    assert len(text) == len(accesses) and not d._unwritten
+    for line, ev in zip(text, accesses, strict=True):
+        assert line.split()[:3] == [str(ev.seq), ev.source, ev["space"]]
+    d.reset()
+    assert d.log.toPlainText() == ""
+
+
+def _diagram_state(win) -> dict:
+    d = win.diagram
+    return {"irq_from": d.irq_from, "last_vcpu": d.last_vcpu, "kick_path": d.kick_path,
+            "mmio_exit": d._mmio_exit, "virtio_irqs": set(d.virtio_irqs), "box": d.active_box,
+            "path": d.last_path, "caption": d.caption.text(), "story": list(d._story),
+            "seen": set(win.seen_kinds)}
+
+
+def test_a_pause_shows_what_following_each_event_shows(make_window, monkeypatch, tmp_path) -> None:
+    """A pause hands the diagram every event since the last repaint of the run (thousands):
+    it follows the last ones one by one and the rest as a whole, to the state and the
+    picture (the box, the path, the caption, a virtio request's story) that following
+    each of them one by one gives."""
+    import random
+
+    import ui.mainwindow as mw
+    from vmsim.history import HISTORY_KINDS
+    from vmsim.session import Session
+    from vmsim.vmm.machine import MachineConfig
+
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(random.Random(11).randbytes(64 * 512))
+    guest = HELLO.parent / "virtio_blk.asm"
+    s = Session(str(guest), "sim", MachineConfig(disk=str(disk)))
+    evs: list = []
+    s.events.subscribe(evs.append, HISTORY_KINDS)
+    s.run_for(None, instructions=40_000)  # the guest's requests, each kick to interrupt
+    kinds = [e.kind for e in evs]
+    told = [i for i, k in enumerate(kinds) if k in mw.STORY_KINDS]
+    assert len(told) > 12 and "kvm_set_irq" in kinds
+    # Cut where the batch ends in a story, and where its last story lies further back
+    # than the events followed one by one (and all of them).
+    tail = mw.FOLLOWED_ONE_BY_ONE
+    after = [i + tail + 50 for i, j in pairwise(told) if j - i > tail + 60]
+    assert after
+    for cut in (told[-1] + 1, told[5] + 1, *after[:2], len(evs)):
+        shown = []
+        for one_by_one in (tail, len(evs) + 1):
+            monkeypatch.setattr(mw, "FOLLOWED_ONE_BY_ONE", one_by_one)
+            win = make_window(guest, disk=str(disk))
+            win.on_events_shown(evs[:cut])
+            shown.append(_diagram_state(win))
+            win.close()
+        assert shown[0] == shown[1], cut
+        assert shown[0]["box"] is not None
