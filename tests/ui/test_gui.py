@@ -123,7 +123,11 @@ def test_pause_stops_an_endless_loop_at_once(make_window, qtbot, tmp_path) -> No
         at_pause.append(b.session.instructions)
         b.pause()
 
-    QTimer.singleShot(300, request_pause)
+    # The request comes once the run is under way (a first session in a process can take
+    # a loaded machine's half second before its first instruction), as a timer event
+    # between two of the bridge's time boxes.
+    qtbot.waitUntil(lambda: b.session.instructions > 0 and b.frames >= 1, timeout=30000)
+    QTimer.singleShot(0, request_pause)
     qtbot.waitUntil(lambda: bool(at_pause), timeout=10000)
     assert not b.running and not b._timer.isActive()
     assert at_pause[0] > 0  # it did run
