@@ -19,6 +19,7 @@ import enum
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import CodeType
 from typing import Any, Protocol
 
 import iced_x86
@@ -397,6 +398,8 @@ class Cpu:
         # everything decoded (what handlers are made from changed).
         self.decode_memo: dict[tuple[int, bytes], tuple[iced_x86.Instruction,
                                                        Callable[[], int]]] = {}
+        # Blocks' generated source -> its compiled code (vmsim.hw.blocks._compile).
+        self.code_memo: dict[tuple[str, str], CodeType] = {}
         # Translated basic blocks by first EIP: (function, instructions, their EIPs).
         self.use_blocks = self.USE_BLOCKS
         self.blocks: dict[int, tuple] = {}
