@@ -726,9 +726,21 @@ def _namespace(cpu: Cpu) -> dict[str, object]:
 MAX_REGION_BLOCKS = 16
 
 
-def _compile(src: str, eip: int, ns: dict) -> Callable:
+CODE_MEMO_LIMIT = 512
+
+
+def _compile(cpu: Cpu, src: str, eip: int, ns: dict) -> Callable:
     name = src[4:src.index("(")]
-    exec(compile(src, f"<{name} {eip:#x}>", "exec"), ns)  # generated from decoded code
+    filename = f"<{name} {eip:#x}>"
+    # The same source compiles to the same code (a block translated again after a store
+    # into its frame dropped it, say): compile() is the costly part, so it is kept.
+    memo = cpu.code_memo
+    code = memo.get((src, filename))
+    if code is None:
+        if len(memo) >= CODE_MEMO_LIMIT:
+            memo.clear()
+        code = memo[(src, filename)] = compile(src, filename, "exec")
+    exec(code, ns)  # generated from decoded code
     return ns[name]
 
 
@@ -836,13 +848,13 @@ def _region(cpu: Cpu, eip: int, first: tuple) -> tuple | None:
                 "        cnt[0] = start - left\n        raise\n" + epilogue
                 + "    cnt[0] = start - left\n    return pc\n")
     src = source("region", "left", member_lines(False))
-    exec(compile(src, f"<region {eip:#x}>", "exec"), ns)  # generated from decoded code
-    fn = ns["region"]
+    fn = _compile(cpu, src, eip, ns)
     fn.source = src  # type: ignore[attr-defined]
 
     def region_rec(left: int, rext: Callable) -> int:
         # The recording variant is compiled when first needed (a trace at level insn).
-        rec = info[1] = _compile(source("region_rec", "left, rext", member_lines(True)), eip, ns)
+        rec = info[1] = _compile(cpu, source("region_rec", "left, rext", member_lines(True)), eip,
+                                  ns)
         return rec(left, rext)
 
     info = [heads, region_rec]
@@ -935,13 +947,13 @@ def translate(cpu: Cpu, eip: int, regions: bool = True) -> tuple:
                 + "\n".join(_registers_in_locals(raw, ns if rec else None))
                 + "\n    except BaseException:\n        pos[0] = i\n        raise\n")
     src = source("block", "", False)
-    fn = _compile(src, eip, ns)
+    fn = _compile(cpu, src, eip, ns)
     fn.source = src  # type: ignore[attr-defined]
     listed = _Eips(eips)
 
     def block_rec(rext: Callable) -> int:
         # The recording variant is compiled when first needed (a trace at level insn).
-        listed.rec = _compile(source("block_rec", "rext", True), eip, ns)
+        listed.rec = _compile(cpu, source("block_rec", "rext", True), eip, ns)
         return listed.rec(rext)
 
     listed.rec = block_rec

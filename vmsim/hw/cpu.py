@@ -19,6 +19,7 @@ import enum
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import CodeType
 from typing import Any, Protocol
 
 import iced_x86
@@ -405,6 +406,15 @@ class Cpu:
         # translated from these, never from memory: see vmsim.hw.blocks).
         # Kept across CR3 loads, which only empty `icache` (see _new_address_space).
         self.decoded: dict[int, tuple[iced_x86.Instruction, list[int], Callable[[], int]]] = {}
+        # Decoding remembered by content: (EIP, the bytes a fetch gave) -> (instruction,
+        # handler). A store into decoded code drops the instructions of its frame, and
+        # they are fetched and noted again as before; only the decoding and the handler's
+        # making are skipped where the bytes are the same (decode_at). Emptied with
+        # everything decoded (what handlers are made from changed).
+        self.decode_memo: dict[tuple[int, bytes], tuple[iced_x86.Instruction,
+                                                       Callable[[], int]]] = {}
+        # Blocks' generated source -> its compiled code (vmsim.hw.blocks._compile).
+        self.code_memo: dict[tuple[str, str], CodeType] = {}
         # Translated basic blocks by first EIP: (function, instructions, their EIPs).
         self.use_blocks = self.USE_BLOCKS
         self.blocks: dict[int, tuple] = {}
@@ -690,6 +700,7 @@ class Cpu:
     def _drop_decoded(self) -> None:
         self.icache.clear()
         self.decoded.clear()
+        self.decode_memo.clear()
         self.blocks.clear()
         self._block_store.clear()
         self._frame_blocks.clear()

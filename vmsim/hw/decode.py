@@ -24,6 +24,13 @@ def format_instruction(ins: iced_x86.Instruction) -> str:
 def decode_instruction(cpu: Cpu, eip: int) -> tuple[iced_x86.Instruction, list[int]]:
     """The instruction at `eip` as an instruction fetch sees it (may raise #PF)."""
     data, frames = cpu.fetch_bytes(eip)
+    return _decode_fetched(cpu, eip, data, frames)[:2]
+
+
+def _decode_fetched(cpu: Cpu, eip: int, data: bytes,
+                    frames: list[int]) -> tuple[iced_x86.Instruction, list[int], bool]:
+    """Decode what fetch_bytes gave, fetching from the next page for an instruction
+    running into it; the flag says whether the first fetch held all of it."""
     decoder = iced_x86.Decoder(32, data, ip=eip)
     ins = decoder.decode()
     if decoder.last_error == iced_x86.DecoderError.NO_MORE_BYTES and len(data) < 15:
@@ -34,7 +41,11 @@ def decode_instruction(cpu: Cpu, eip: int) -> tuple[iced_x86.Instruction, list[i
         ins = decoder.decode()
         if ins.len > len(data) - len(more):
             frames.append(frame)
-    return ins, frames
+        return ins, frames, False
+    return ins, frames, True
+
+
+DECODE_MEMO_LIMIT = 1 << 13
 
 
 def decode_at(cpu: Cpu, eip: int) -> Callable[[], int]:
@@ -42,8 +53,22 @@ def decode_at(cpu: Cpu, eip: int) -> Callable[[], int]:
         handler = cpu.refetch(eip)  # decoded before a CR3 load
         if handler is not None:
             return handler
-    ins, frames = decode_instruction(cpu, eip)
-    handler = compile_instruction(cpu, ins)
+    data, frames = cpu.fetch_bytes(eip)
+    memo = cpu.decode_memo
+    hit = memo.get((eip, data))
+    if hit is not None:
+        # The same bytes at the same EIP, decoded since the handlers were last made:
+        # the same instruction and handler (the fetch above is made as before).
+        ins, handler = hit
+    else:
+        ins, frames, whole = _decode_fetched(cpu, eip, data, frames)
+        handler = compile_instruction(cpu, ins)
+        # An instruction from two pages is decoded each time (its second fetch), and so
+        # is one not in vmsim's subset (its handler holds bytes read at decode time).
+        if whole and not getattr(handler, "not_in_subset", False):
+            if len(memo) >= DECODE_MEMO_LIMIT:
+                memo.clear()
+            memo[(eip, data)] = (ins, handler)
     cpu.note_code(eip, frames, handler)
     cpu.note_decoded(eip, ins, frames, handler)
     return handler

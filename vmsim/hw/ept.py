@@ -23,6 +23,7 @@ EPT_IGNORE_PAT = 1 << 6
 ADDR_MASK = 0x000FFFFFFFFFF000
 LEVELS = ("PML4E", "PDPTE", "PDE", "PTE")  # level 4 .. 1
 READ, WRITE, FETCH = 0, 1, 2
+_NEED = (EPT_R, EPT_W, EPT_X)  # the permission each access needs (by READ, WRITE, FETCH)
 
 # EPT-violation exit qualification bits (SDM; LNX EPT_VIOLATION_*).
 EPT_VIOLATION_ACC_READ = 1 << 0
@@ -58,11 +59,26 @@ class Ept:
 
     def __init__(self, host: HostPages, eptp: int):
         self.host = host
-        self.eptp = eptp
+        self._eptp = eptp
         self.refs = 0  # EPT paging-structure references made (the cost of 2D walks)
         # While kvm.ko's emulator replays an instruction it addresses guest memory by
         # guest-physical address itself: no EPT walk, no violation.
         self.software = False
+        # The walks' results: guest-physical frame -> (host frame, entries read, the
+        # permission the walk allowed), valid while the pool's generation is `_gen`.
+        # A hit costs what the walk cost (refs), so it is only the same walk made cheaply;
+        # it serves walks nobody records (no steps), and never one that would fail.
+        self._memo: dict[int, tuple[int, int, int]] = {}
+        self._gen = host.generation
+
+    @property
+    def eptp(self) -> int:
+        return self._eptp
+
+    @eptp.setter
+    def eptp(self, value: int) -> None:
+        self._eptp = value
+        self._memo.clear()
 
     def translate(self, gpa: int, access: int, la: int | None, final: bool,
                   steps: list | None = None) -> int:
@@ -74,7 +90,22 @@ class Ept:
         """
         if self.software:
             return gpa & ~0xFFF
-        table = eptp_root(self.eptp)
+        memo = self._memo
+        if self._gen != self.host.generation:
+            memo.clear()
+            self._gen = self.host.generation
+        elif steps is None:
+            hit = memo.get(gpa >> 12)
+            if hit is not None and hit[2] & _NEED[access]:
+                self.refs += hit[1]
+                return hit[0]
+        frame, levels, perm = self._walk(gpa, access, la, final, steps)
+        memo[gpa >> 12] = (frame, levels, perm)
+        return frame
+
+    def _walk(self, gpa: int, access: int, la: int | None, final: bool,
+              steps: list | None) -> tuple[int, int, int]:
+        table = eptp_root(self._eptp)
         perm = EPT_RWX
         host = self.host
         for depth in range(4):
@@ -94,14 +125,15 @@ class Ept:
                                               extra={"gpa": gpa}))
             perm &= entry & EPT_RWX
             if leaf:
-                need = EPT_W if access == WRITE else EPT_X if access == FETCH else EPT_R
+                need = _NEED[access]
                 if not perm & need:
                     self._step(steps, gpa, level, table, index, addr, entry, "denied")
                     raise self._violation(gpa, access, la, final, perm)
                 size = {1: "4K page", 2: "2M page", 3: "1G page"}[level]
                 self._step(steps, gpa, level, table, index, addr, entry, size)
                 page_mask = (1 << shift) - 1
-                return (entry & ADDR_MASK & ~page_mask) | (gpa & page_mask & ~0xFFF)
+                return ((entry & ADDR_MASK & ~page_mask) | (gpa & page_mask & ~0xFFF),
+                        depth + 1, perm)
             self._step(steps, gpa, level, table, index, addr, entry, "table")
             table = entry & ADDR_MASK
         raise AssertionError("unreachable")

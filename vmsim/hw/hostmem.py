@@ -12,9 +12,64 @@ POOL_BASE = 0xE0000000  # above the largest guest RAM vmsim allows (3 GiB)
 PAGE = 4096
 
 
+class _PageMap(dict):
+    """HostPages.pages: a dict that counts its owner's generation up whenever it changes
+    (kvm.ko's state restore puts pages back through it directly)."""
+
+    __slots__ = ("owner",)
+
+    def __init__(self, owner: HostPages) -> None:
+        super().__init__()
+        self.owner = owner
+
+    def _changed(self) -> None:
+        self.owner.generation += 1
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(key, value)
+        self._changed()
+
+    def __delitem__(self, key) -> None:
+        super().__delitem__(key)
+        self._changed()
+
+    def clear(self) -> None:
+        super().clear()
+        self._changed()
+
+    def update(self, *args, **kwargs) -> None:
+        super().update(*args, **kwargs)
+        self._changed()
+
+    def pop(self, *args):
+        try:
+            return super().pop(*args)
+        finally:
+            self._changed()
+
+    def popitem(self):
+        try:
+            return super().popitem()
+        finally:
+            self._changed()
+
+    def setdefault(self, key, default=None):
+        try:
+            return super().setdefault(key, default)
+        finally:
+            self._changed()
+
+    def __ior__(self, other):
+        self.update(other)
+        return self
+
+
 class HostPages:
     def __init__(self) -> None:
-        self.pages: dict[int, bytearray] = {}
+        # Counts every change of the pool (a write, a page allocated or freed, a restore):
+        # what caches translations through these tables (Ept's memo) compare it.
+        self.generation = 0
+        self.pages: dict[int, bytearray] = _PageMap(self)
         self._next = POOL_BASE
         self._free: list[int] = []
 
@@ -46,6 +101,7 @@ class HostPages:
         page = self.pages[addr & ~(PAGE - 1)]
         off = addr & (PAGE - 1)
         page[off:off + size] = value.to_bytes(size, "little")
+        self.generation += 1
 
     @property
     def used(self) -> int:
@@ -62,8 +118,10 @@ class HostPhysical:
         self.pool = pool
 
     def read(self, addr: int, size: int) -> int:
-        if self.pool.owns(addr):
-            return self.pool.read(addr, size)
+        page = self.pool.pages.get(addr & ~(PAGE - 1))
+        if page is not None:  # HostPages.read, inline (walks read each entry through here)
+            off = addr & (PAGE - 1)
+            return int.from_bytes(page[off:off + size], "little")
         return self.ram.read(addr, size)
 
     def write(self, addr: int, size: int, value: int) -> None:

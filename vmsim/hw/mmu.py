@@ -180,27 +180,29 @@ class Mmu:
     # -- the walk -------------------------------------------------------------------------
     def translate(self, la: int, access: int) -> int:
         """Physical page base for linear address `la`, filling the TLB; raises #PF."""
-        steps: list[WalkStep] | None = [] if self.trace else None
-        if steps is not None and self.events:
+        if not self.trace:
+            self.walks += 1
+            return self._walk_quick(la, access)
+        steps: list[WalkStep] = []
+        if self.events:
             self.events.emit("tlb_miss", self.source, linear=la, access=ACCESS_NAMES[access])
         self.walks += 1
         try:
             return self._walk(la, access, steps)
         finally:
-            if steps is not None:
-                self.last_walk = steps
-                if self.events:
-                    for s in steps:
-                        if isinstance(s, EptStep):
-                            self.events.emit("ept_step", self.source, linear=la, gpa=s.gpa,
-                                             level=s.level, table=s.table, index=s.index,
-                                             entry_address=s.entry_address, entry=s.entry,
-                                             outcome=s.outcome)
-                            continue
-                        self.events.emit("walk_step", self.source, linear=la, level=s.level,
-                                         table=s.table, index=s.index,
+            self.last_walk = steps
+            if self.events:
+                for s in steps:
+                    if isinstance(s, EptStep):
+                        self.events.emit("ept_step", self.source, linear=la, gpa=s.gpa,
+                                         level=s.level, table=s.table, index=s.index,
                                          entry_address=s.entry_address, entry=s.entry,
                                          outcome=s.outcome)
+                        continue
+                    self.events.emit("walk_step", self.source, linear=la, level=s.level,
+                                     table=s.table, index=s.index,
+                                     entry_address=s.entry_address, entry=s.entry,
+                                     outcome=s.outcome)
 
     def _fault(self, la: int, access: int, protection: bool, rsvd: bool = False) -> CpuException:
         code = (PFEC_P if protection or rsvd else 0) | (PFEC_W if access == WRITE else 0)
@@ -283,6 +285,65 @@ class Mmu:
         # A and D are set once the whole translation (second stage included) succeeds.
         if new != pte:
             self.write_pte(pte_at, new)
+        self.last_leaf = (bool(writable), bool(new & D), False)
+        self._fill(la, base, write, writable, new & G)
+        return base
+
+    def _walk_quick(self, la: int, access: int) -> int:
+        """_walk with nobody recording its steps: the same references, in the same order,
+        with the same A/D writes, faults and exits, without the per-step calls."""
+        write = access == WRITE
+        self._la, self._access = la, access
+        ept, tables = self.ept, self.tables
+        if not self.cr0 & CR0_PG:  # EPT alone: linear = guest-physical
+            base = la & 0xFFFFF000
+            if ept is not None:
+                base = ept.translate(la, access, la, True)
+            self.last_leaf = (True, True, False)
+            self._fill(la, base, write, 1, 0)
+            return base
+        pde_index = la >> 22
+        pde_addr = (self.cr3 & 0xFFFFF000) | (pde_index << 2)
+        self.refs += 1
+        pde_at = pde_addr if ept is None else \
+            ept.translate(pde_addr, READ, la, False) | (pde_addr & 0xFFF)
+        pde = tables.read(pde_at, 4)
+        if not pde & P:
+            raise self._fault(la, access, False)
+        if pde & PS and self.cr4 & CR4_PSE:
+            if pde & (1 << 21):  # reserved in every 32-bit-paging 4-MiB PDE
+                raise self._fault(la, access, True, rsvd=True)
+            if write and not pde & RW and self.cr0 & CR0_WP:
+                raise self._fault(la, access, True)
+            new = pde | A | (D if write else 0)
+            base = (pde & 0xFFC00000) | (la & 0x003FF000)
+            if ept is not None:
+                base = ept.translate(base | (la & 0xFFF), access, la, True)
+            if new != pde:
+                tables.write(pde_at, 4, new)
+            self.last_leaf = (bool(new & RW), bool(new & D), True)
+            self._fill(la, base, write, new & RW, new & G)
+            self.large_regions.add(pde_index)
+            return base
+        if not pde & A:
+            pde |= A
+            tables.write(pde_at, 4, pde)
+        pte_addr = (pde & 0xFFFFF000) | (((la >> 12) & 0x3FF) << 2)
+        self.refs += 1
+        pte_at = pte_addr if ept is None else \
+            ept.translate(pte_addr, READ, la, False) | (pte_addr & 0xFFF)
+        pte = tables.read(pte_at, 4)
+        if not pte & P:
+            raise self._fault(la, access, False)
+        writable = pde & pte & RW
+        if write and not writable and self.cr0 & CR0_WP:
+            raise self._fault(la, access, True)
+        new = pte | A | (D if write else 0)
+        base = pte & 0xFFFFF000
+        if ept is not None:
+            base = ept.translate(base | (la & 0xFFF), access, la, True)
+        if new != pte:
+            tables.write(pte_at, 4, new)
         self.last_leaf = (bool(writable), bool(new & D), False)
         self._fill(la, base, write, writable, new & G)
         return base
