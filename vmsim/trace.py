@@ -11,6 +11,7 @@ always in the order things happened and nothing waits in memory for the end of t
 from __future__ import annotations
 
 import json
+import sys
 from array import array
 from collections.abc import Callable, Iterable
 from itertools import repeat
@@ -187,17 +188,153 @@ def unfold(line: dict[str, Any]) -> list[int]:
     return out
 
 
+# -- The packed encoder ---------------------------------------------------------------------
+# The same text as _deltas_json, with the per-instruction work done by C on bytes: the deltas
+# of a whole line come from three big-integer operations (each 32-bit lane of
+# F = EIPs[1:] + (2**31 - 1) - EIPs[:-1] is 2**31 - 1 + delta, never borrowing from its
+# neighbour while every EIP is below 2**31), the backward jumps are one bytes.translate of
+# the lanes' top bytes, loop bodies are compared as byte strings, and the text of straight
+# stretches is looked up by 32-delta windows of those bytes (a loop that does not fold, such
+# as one with data-dependent branches, repeats a few hundred windows). _fold_spans' scan
+# (which bodies it tries, the skip after a miss) is followed step by step, so the repeat
+# groups are the same. A line with an EIP at or above 2**31 goes the list way.
+_LITTLE = sys.byteorder == "little"
+_TOP = 3 if _LITTLE else 0  # the most significant byte of a 32-bit lane
+_BIAS = (1 << 31) - 1
+_PACKED = array("I").itemsize == 4
+_BIASES = int.from_bytes(_BIAS.to_bytes(4, sys.byteorder) * LINE_INSNS, sys.byteorder)
+_BACKWARD = bytes(1 if b < 0x80 else 0 for b in range(256))  # top byte of a lane: delta <= 0
+_LOW_HALF = bytes(range(0x80))
+_WINDOW = 4 * 32  # bytes of lanes per cached window of text
+
+
+class _LaneTexts(dict):
+    """The text of one delta, by its lane (2**31 - 1 + delta)."""
+
+    def __missing__(self, lane: int) -> str:
+        if len(self) > 1 << 16:
+            self.clear()
+        v = self[lane] = str(lane - _BIAS)
+        return v
+
+
+_LANE_TEXT = _LaneTexts().__getitem__
+
+
+class _PackedTexts(dict):
+    """The text of a run of deltas ("2,5,1,-10"), by their lanes' bytes."""
+
+    def __missing__(self, lanes: bytes) -> str:
+        if len(self) > 1 << 14:
+            self.clear()
+        v = ",".join(map(_LANE_TEXT, memoryview(lanes).cast("I")))
+        if len(lanes) <= 4 * 1024:  # a long loop body is not kept
+            self[lanes] = v
+        return v
+
+
+_PACKED_TEXT = _PackedTexts().__getitem__
+
+
+def _lanes(raw: bytes, n: int) -> bytes:
+    """The lanes of the n - 1 deltas of the n EIPs in `raw` (all below 2**31)."""
+    order = sys.byteorder
+    e = int.from_bytes(raw, order)
+    m = 32 * (n - 1)
+    mask = (1 << m) - 1
+    if _LITTLE:
+        f = (e >> 32) + (_BIASES & mask) - (e & mask)
+    else:
+        f = (e & mask) + (_BIASES & mask) - (e >> 32)
+    return f.to_bytes(m // 8, order)
+
+
+def _copies(lanes: bytes, seg: bytes, pos: int) -> int:
+    """How many copies of `seg` follow at lanes[pos:], knowing that one does (galloping,
+    as _repeats)."""
+    size = len(seg)
+    end = len(lanes)
+    startswith = lanes.startswith
+    k, step = 1, 1
+    while pos + (k + step) * size <= end and startswith(seg * step, pos + k * size):
+        k += step
+        step *= 2
+    while step > 1:
+        step //= 2
+        if pos + (k + step) * size <= end and startswith(seg * step, pos + k * size):
+            k += step
+    return k
+
+
+def _plain_text(lanes: bytes, a: int, b: int) -> str:
+    """The text of deltas a..b-1, as it is, through the window cache."""
+    lo, hi = a << 2, b << 2
+    if hi - lo <= _WINDOW:
+        return _PACKED_TEXT(lanes[lo:hi])
+    full = lo + (hi - lo) // _WINDOW * _WINDOW
+    pieces = [lanes[i:i + _WINDOW] for i in range(lo, full, _WINDOW)]
+    if full < hi:
+        pieces.append(lanes[full:hi])
+    return ",".join(map(_PACKED_TEXT, pieces))
+
+
+def _packed_json(lanes: bytes) -> str:
+    """_deltas_json of the deltas whose lanes these are: the same scan as _fold_spans."""
+    n = len(lanes) >> 2
+    flags = lanes[_TOP::4].translate(_BACKWARD)
+    ahead = flags + bytes(n)  # flags[i], and 0 past the end
+    find, rfind = flags.find, flags.rfind
+    startswith = lanes.startswith
+    parts: list[str] = []
+    put = parts.append
+    plain = start = 0
+    skip = 0
+    b = find(1)
+    while b >= 0:
+        nxt = b + 1
+        p = nxt - start
+        # The body d[start:nxt] ends at its only backward jump, so a copy of it that
+        # follows ends with one p deltas on: that test first, then the bytes.
+        if ahead[nxt + p - 1] and startswith(seg := lanes[start << 2:nxt << 2], nxt << 2) \
+                and (k := _copies(lanes, seg, nxt << 2)) * p >= FOLD_MIN:
+            if start > plain:
+                put(_plain_text(lanes, plain, start))
+            put(f"[{k + 1},[{_PACKED_TEXT(seg)}]]")
+            start = plain = nxt + k * p
+            skip = 0
+            b = find(1, start)
+            continue
+        if skip < SKIP_MAX:
+            skip = 2 * skip + 1  # 1, 3 ... 63: min(2 * skip + 1, SKIP_MAX)
+        q = nxt + skip
+        b = find(1, q)
+        # The body after the last backward jump before q (flags[nxt - 1] is one).
+        start = rfind(1, nxt - 1, q) + 1
+    if n > plain:
+        put(_plain_text(lanes, plain, n))
+    return f"[{','.join(parts)}]"
+
+
+_PREFIXES: dict[str, str] = {}
+
+
 def encode_run(source: str, n: int, eips: array) -> str:
     """`insn_run` lines for `eips`, the instructions numbered n, n+1, ... of `source`."""
+    head = _PREFIXES.get(source)
+    if head is None:
+        head = _PREFIXES[source] = f'{{"kind":"insn_run","source":{_dumps(source)},"n":'
     lines = []
     for at in range(0, len(eips), LINE_INSNS):
         piece = eips[at:at + LINE_INSNS]
-        t = piece.tolist()  # each EIP made an int once (two array slices make it twice)
-        d = list(map(sub, t[1:], t))
+        k = len(piece)
+        raw = piece.tobytes()
+        if k > 1 and _PACKED and not raw[_TOP::4].translate(None, _LOW_HALF):
+            d = _packed_json(_lanes(raw, k))
+        else:
+            t = piece.tolist()  # each EIP made an int once (two array slices make it twice)
+            d = _deltas_json(list(map(sub, t[1:], t)))
         # As _dumps({"kind": "insn_run", "source": ..., "d": fold_loops(d)}) writes it.
-        lines.append(f'{{"kind":"insn_run","source":{_dumps(source)},"n":{n + at},'
-                     f'"count":{len(piece)},"eip":{piece[0]},"d":{_deltas_json(d)}}}')
-        lines.append("\n")
+        lines.append(f'{head}{n + at},"count":{k},"eip":{piece[0]},"d":{d}}}\n')
     return "".join(lines)
 
 
