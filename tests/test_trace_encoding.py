@@ -127,3 +127,43 @@ def test_long_runs_split_into_lines_as_before() -> None:
     text = encode_run("vcpu0", 7, array("I", eips))
     assert text == _oracle_encode("vcpu0", 7, eips)
     assert text.count("\n") == 2
+
+
+# -- Event lines -------------------------------------------------------------------------------
+
+_values = st.one_of(
+    st.integers(-(1 << 70), 1 << 70), st.booleans(), st.none(), st.text(max_size=8),
+    st.sampled_from(["", "a\"b", "\\", "\n", "é", "\U0001f600", "{}", ","]),
+    st.floats(allow_nan=True), st.lists(st.integers(0, 3), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(0, 3), max_size=2))
+_names = st.one_of(st.sampled_from(["vcpu_id", "rip", "data", "seq", "time", "layer", "kind",
+                                    "source", "x\"y", "é"]), st.text(min_size=1, max_size=6))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["kvm_exit", "bql", "kvm_pio"]),
+                          st.sampled_from(["vcpu0", "main-loop", "a\"b", "é"]),
+                          st.dictionaries(_names, _values, max_size=5)),
+                min_size=1, max_size=12),
+       st.sampled_from([0, 1, 7, 1 << 40]), st.sampled_from([0, 3, True, 2.5]))
+def test_event_lines_are_what_json_dumps_writes(events: list, seq0: int, time: object) -> None:
+    """Each event's line is json.dumps(ev.to_dict(), separators=(",", ":")), whatever its
+    fields hold (the same kind and source again with other values or other types, a field
+    named like a common key, strings that need escaping, floats, lists)."""
+    import io
+    from types import MappingProxyType
+
+    from vmsim.events import CATALOGUE, Event, EventStream
+    from vmsim.trace import TraceWriter
+
+    stream = EventStream()
+    out = io.StringIO()
+    writer = TraceWriter(stream, out, "vm")
+    expected = []
+    for i, (kind, source, fields) in enumerate(events * 2):  # twice: the cached texts too
+        ev = Event(seq0 + i, time, CATALOGUE[kind].layer, source, kind,
+                   MappingProxyType(dict(fields)))
+        writer._write(ev)
+        expected.append(json.dumps(ev.to_dict(), separators=(",", ":")) + "\n")
+    writer.close()
+    assert out.getvalue() == "".join(expected)

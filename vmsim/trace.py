@@ -15,11 +15,12 @@ import sys
 from array import array
 from collections.abc import Callable, Iterable
 from itertools import repeat
+from json.encoder import encode_basestring_ascii
 from operator import ge, sub
 from typing import IO, Any
 
 from vmsim.events import CATALOGUE, Event, EventStream
-from vmsim.files import GuardedOutput
+from vmsim.files import GuardedOutput, OutputError
 
 # High-rate hardware events: in the trace only at level "all" (they slow the run down).
 HIGH_RATE = {"tlb_hit", "tlb_miss", "walk_step"}
@@ -338,6 +339,59 @@ def encode_run(source: str, n: int, eips: array) -> str:
     return "".join(lines)
 
 
+_SCALARS = (int, str, bool, type(None))
+_RESERVED = frozenset(("seq", "time", "layer", "source", "kind"))  # to_dict: fields replace these
+
+
+def _SLOW(seq: int, time: int, v: tuple) -> str:
+    """(A marker: the event goes through the JSON encoder whole.)"""
+    raise AssertionError
+
+
+def _line_format(layer: str, source: str, kind: str, int_times: bool, keys: tuple[str, ...],
+                 types: tuple[type, ...]) -> Callable[[int, int, tuple], str]:
+    """A function (seq, time, field values) -> the JSON line of an event of this kind and
+    source with these fields holding values of these types: the text _dumps(ev.to_dict())
+    gives, with everything but the values made once (keys, quotes, separators) and the
+    values formatted in one f-string (an exact int's text is its JSON, a str goes through
+    the encoder's own encode_basestring_ascii). The fields' text is kept for values seen
+    before (a loop's exits repeat theirs). _SLOW for anything else (a float, a list, a
+    subclass, a field named like a common key)."""
+    if not int_times or any(t not in _SCALARS for t in types) or not _RESERVED.isdisjoint(keys):
+        return _SLOW
+    lits: list[str] = []
+    exprs: list[str] = []
+    lit = f',"layer":{_dumps(layer)},"source":{_dumps(source)},"kind":{_dumps(kind)}'
+    for i, (k, t) in enumerate(zip(keys, types, strict=True)):
+        lit += f",{_dumps(k)}:"
+        if t is type(None):
+            lit += "null"
+            continue
+        lits.append(lit)
+        lit = ""
+        exprs.append(f"v{i}" if t is int else f"E(v{i})" if t is str
+                     else f"('true' if v{i} else 'false')")
+    lits.append(lit + "}\n")
+    names = [f"L{i}" for i in range(len(lits))]
+    text = "".join(f"{{{n}}}{{{e}}}" for n, e in zip(names, exprs, strict=False)) + f"{{{names[-1]}}}"
+    unpack = f"            {', '.join(f'v{i}' for i in range(len(keys)))}, = v\n" if keys else ""
+    src = (f"def make(E, {', '.join(names)}):\n"
+           "    cache = {}\n"
+           "    get = cache.get\n"
+           "    def line(seq, time, v):\n"
+           "        t = get(v)\n"
+           "        if t is None:\n"
+           "            if len(cache) >= 128:\n"
+           "                cache.clear()\n"
+           f"{unpack}"
+           f"            t = cache[v] = f\"{text}\"\n"
+           "        return f'{{\"seq\":{seq},\"time\":{time}{t}'\n"
+           "    return line\n")
+    ns: dict[str, Any] = {}
+    exec(compile(src, f"<trace line {kind}>", "exec"), ns)
+    return ns["make"](encode_basestring_ascii, *lits)
+
+
 class TraceWriter(GuardedOutput):
     """Writes events (and, at level "insn", instruction records) as JSON Lines, as they
     happen. A failed write raises OutputError naming `path`; a signal waits for the
@@ -349,6 +403,7 @@ class TraceWriter(GuardedOutput):
         super().__init__(out, path)
         self.columns: list[InstructionColumn] = []
         self._level = level
+        self._formats: dict[tuple, Callable[[int, int, tuple], str]] = {}  # _event_json's
         for col in columns:
             self.add_column(col)
         kinds = None if level == "all" else [k for k in CATALOGUE if k not in HIGH_RATE]
@@ -375,14 +430,38 @@ class TraceWriter(GuardedOutput):
         """Write out the instructions waiting in the columns."""
         self._guarded(self._drain)
 
+    def _event_json(self, ev: Event) -> str:
+        """The event's line: exactly _dumps(ev.to_dict()) + "\\n" (see _line_format)."""
+        seq, time, layer, source, kind, fields = ev
+        v = tuple(fields.values())
+        key = (kind, source, layer, type(seq), type(time), *fields, *map(type, v))
+        line = self._formats.get(key)
+        if line is None:
+            if len(self._formats) >= 1024:
+                self._formats.clear()
+            line = self._formats[key] = _line_format(
+                layer, source, kind, type(seq) is int and type(time) is int, tuple(fields),
+                tuple(map(type, v)))
+        if line is _SLOW:
+            return _dumps(ev.to_dict()) + "\n"
+        return line(seq, time, v)
+
     def _write(self, ev: Event) -> None:
-        def both() -> None:
+        # GuardedOutput._guarded written out: no closure per event.
+        line = self._event_json(ev)
+        self.busy = True
+        try:
             if self.columns:
                 self._drain()
-            self.out.write(_dumps(ev.to_dict()) + "\n")
+            self.out.write(line)
             self.lines += 1
-
-        self._guarded(both)
+        except OSError as e:
+            raise OutputError(self.path, e) from None
+        finally:
+            self.busy = False
+        if self.deferred is not None:
+            exc, self.deferred = self.deferred, None
+            raise exc
 
     def close(self) -> None:
         """Write what is left and flush; stop listening. Safe to call twice."""
