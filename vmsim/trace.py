@@ -207,6 +207,8 @@ _BIASES = int.from_bytes(_BIAS.to_bytes(4, sys.byteorder) * LINE_INSNS, sys.byte
 _BACKWARD = bytes(1 if b < 0x80 else 0 for b in range(256))  # top byte of a lane: delta <= 0
 _LOW_HALF = bytes(range(0x80))
 _WINDOW = 4 * 32  # bytes of lanes per cached window of text
+# Copies of a body of p < FOLD_MIN deltas needed after the first for a fold, less one.
+_MORE = [0] + [-(-FOLD_MIN // p) - 1 for p in range(1, FOLD_MIN)]
 
 
 class _LaneTexts(dict):
@@ -296,7 +298,10 @@ def _packed_json(lanes: bytes) -> str:
         p = nxt - start
         # The body d[start:nxt] ends at its only backward jump, so a copy of it that
         # follows ends with one p deltas on: that test first, then the bytes.
+        # A short body must repeat ceil(FOLD_MIN / p) times: those copies are checked
+        # before counting them all.
         if ahead[nxt + p - 1] and startswith(seg := lanes[start << 2:nxt << 2], nxt << 2) \
+                and (p >= FOLD_MIN or startswith(seg * _MORE[p], (nxt + p) << 2)) \
                 and (k := _copies(lanes, seg, nxt << 2)) * p >= FOLD_MIN:
             if start > plain:
                 put(_plain_text(lanes, plain, start))
