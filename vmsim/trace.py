@@ -322,6 +322,30 @@ def _packed_json(lanes: bytes) -> str:
 
 
 _PREFIXES: dict[str, str] = {}
+# The "d" text of short lines, by their EIPs' bytes: a guest that exits every few
+# instructions runs the same few paths between its exits.
+_SHORT_LINES: dict[bytes, str] = {}
+_SHORT = 64
+
+
+def _d_text(piece: array) -> str:
+    """The "d" of an insn_run line for the EIPs `piece` (at most LINE_INSNS)."""
+    raw = piece.tobytes()
+    k = len(piece)
+    if k <= _SHORT:
+        d = _SHORT_LINES.get(raw)
+        if d is not None:
+            return d
+    if k > 1 and _PACKED and not raw[_TOP::4].translate(None, _LOW_HALF):
+        d = _packed_json(_lanes(raw, k))
+    else:
+        t = piece.tolist()  # each EIP made an int once (two array slices make it twice)
+        d = _deltas_json(list(map(sub, t[1:], t)))
+    if k <= _SHORT:
+        if len(_SHORT_LINES) >= 4096:
+            _SHORT_LINES.clear()
+        _SHORT_LINES[raw] = d
+    return d
 
 
 def encode_run(source: str, n: int, eips: array) -> str:
@@ -329,18 +353,14 @@ def encode_run(source: str, n: int, eips: array) -> str:
     head = _PREFIXES.get(source)
     if head is None:
         head = _PREFIXES[source] = f'{{"kind":"insn_run","source":{_dumps(source)},"n":'
+    # As _dumps({"kind": "insn_run", "source": ..., "d": fold_loops(d)}) writes them.
+    if 0 < len(eips) <= LINE_INSNS:  # (one line: the usual case)
+        return f'{head}{n},"count":{len(eips)},"eip":{eips[0]},"d":{_d_text(eips)}}}\n'
     lines = []
     for at in range(0, len(eips), LINE_INSNS):
         piece = eips[at:at + LINE_INSNS]
-        k = len(piece)
-        raw = piece.tobytes()
-        if k > 1 and _PACKED and not raw[_TOP::4].translate(None, _LOW_HALF):
-            d = _packed_json(_lanes(raw, k))
-        else:
-            t = piece.tolist()  # each EIP made an int once (two array slices make it twice)
-            d = _deltas_json(list(map(sub, t[1:], t)))
-        # As _dumps({"kind": "insn_run", "source": ..., "d": fold_loops(d)}) writes it.
-        lines.append(f'{head}{n + at},"count":{k},"eip":{piece[0]},"d":{d}}}\n')
+        lines.append(f'{head}{n + at},"count":{len(piece)},"eip":{piece[0]},'
+                     f'"d":{_d_text(piece)}}}\n')
     return "".join(lines)
 
 
