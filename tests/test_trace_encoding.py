@@ -167,3 +167,46 @@ def test_event_lines_are_what_json_dumps_writes(events: list, seq0: int, time: o
         expected.append(json.dumps(ev.to_dict(), separators=(",", ":")) + "\n")
     writer.close()
     assert out.getvalue() == "".join(expected)
+
+
+def test_lines_are_written_in_order_and_all_of_them_by_close() -> None:
+    """Event lines are queued and written a few dozen at a time: each still follows the
+    instructions run before it, and close() writes the rest; a write that fails is an
+    OutputError naming the file, during the run."""
+    import errno
+    import io
+
+    import pytest
+
+    from vmsim.events import EventStream
+    from vmsim.files import OutputError
+    from vmsim.trace import InstructionColumn, TraceWriter
+
+    stream = EventStream()
+    out = io.StringIO()
+    writer = TraceWriter(stream, out, "insn")
+    col = InstructionColumn("vcpu0")
+    writer.add_column(col)
+    for i in range(300):
+        col.eips.extend([0x100000, 0x100002 + i % 3])
+        stream.emit("kvm_handler", "vcpu0", handler="handle_io", outcome=str(i))
+    stream.emit("kvm_handler", "vcpu0", handler="handle_io", outcome="last")
+    assert out.getvalue().count("\n") < 602  # not all written yet: queued
+    writer.close()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert len(lines) == 601
+    for i in range(300):
+        run, ev = lines[2 * i], lines[2 * i + 1]
+        assert (run["kind"], run["n"], unfold(run)) == ("insn_run", 2 * i + 1,
+                                                         [0x100000, 0x100002 + i % 3])
+        assert (ev["kind"], ev["outcome"], ev["seq"]) == ("kvm_handler", str(i), i + 1)
+    assert lines[-1]["outcome"] == "last"
+
+    class Full(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    writer = TraceWriter(stream, Full(), "vm", path="t.jsonl")
+    with pytest.raises(OutputError, match="t.jsonl: cannot write: No space left"):
+        for _ in range(100):
+            stream.emit("kvm_handler", "vcpu0", handler="handle_io", outcome="resume")

@@ -417,10 +417,15 @@ def _line_format(layer: str, source: str, kind: str, int_times: bool, keys: tupl
     return ns["make"](encode_basestring_ascii, *lits)
 
 
+_BATCH = 64  # event lines queued before they are written in one write
+_LONG = 1 << 12  # an insn_run text this long is written at once (and the queue before it)
+
+
 class TraceWriter(GuardedOutput):
     """Writes events (and, at level "insn", instruction records) as JSON Lines, as they
-    happen. A failed write raises OutputError naming `path`; a signal waits for the
-    record being written (GuardedOutput), so no instruction is written twice or lost.
+    happen: in order, a few dozen lines to a write at most, all of them by close(). A
+    failed write raises OutputError naming `path`; a signal waits for the record being
+    made or written (GuardedOutput), so no instruction is written twice or lost.
     """
 
     def __init__(self, events: EventStream, out: IO[str], level: str = "vm",
@@ -429,6 +434,7 @@ class TraceWriter(GuardedOutput):
         self.columns: list[InstructionColumn] = []
         self._level = level
         self._formats: dict[tuple, Callable[[int, int, tuple], str]] = {}  # _event_json's
+        self._pending: list[str] = []  # lines not yet written, in order
         for col in columns:
             self.add_column(col)
         kinds = None if level == "all" else [k for k in CATALOGUE if k not in HIGH_RATE]
@@ -439,21 +445,39 @@ class TraceWriter(GuardedOutput):
             col.on_full = self.flush_instructions
             self.columns.append(col)
 
-    def _drain(self) -> None:
-        write = self.out.write
+    def _drain(self) -> bool:
+        """Queue the instructions waiting in the columns as insn_run lines; True if their
+        text is long enough to be written at once."""
+        long = False
         for col in self.columns:
             eips = col.eips
             k = len(eips)
             if not k:
                 continue
-            write(encode_run(col.source, col.count + 1, eips))
+            text = encode_run(col.source, col.count + 1, eips)
+            self._pending.append(text)
             self.lines += -(-k // LINE_INSNS)
             col.count += k
             del eips[:k]
+            long = long or len(text) >= _LONG
+        return long
+
+    def _flush(self) -> None:
+        """Write the queued lines in one write (a failed one loses them, as a failed
+        write of one line lost it)."""
+        pending = self._pending
+        if pending:
+            text = "".join(pending)
+            pending.clear()
+            self.out.write(text)
 
     def flush_instructions(self) -> None:
-        """Write out the instructions waiting in the columns."""
-        self._guarded(self._drain)
+        """Write out the instructions waiting in the columns (and the lines before them)."""
+        def both() -> None:
+            self._drain()
+            self._flush()
+
+        self._guarded(both)
 
     def _event_json(self, ev: Event) -> str:
         """The event's line: exactly _dumps(ev.to_dict()) + "\\n" (see _line_format)."""
@@ -472,14 +496,17 @@ class TraceWriter(GuardedOutput):
         return line(seq, time, v)
 
     def _write(self, ev: Event) -> None:
-        # GuardedOutput._guarded written out: no closure per event.
-        line = self._event_json(ev)
+        # GuardedOutput._guarded written out (no closure per event); the line is queued,
+        # after the instructions run before the event, and the queue written every
+        # _BATCH lines (a write per line cost more than making most lines).
         self.busy = True
         try:
-            if self.columns:
-                self._drain()
-            self.out.write(line)
+            long = self.columns and self._drain()
+            pending = self._pending
+            pending.append(self._event_json(ev))
             self.lines += 1
+            if long or len(pending) >= _BATCH:
+                self._flush()
         except OSError as e:
             raise OutputError(self.path, e) from None
         finally:
@@ -498,6 +525,7 @@ class TraceWriter(GuardedOutput):
 
         def finish() -> None:
             self._drain()
+            self._flush()
             self.out.flush()
 
         self._guarded(finish)
