@@ -207,6 +207,6 @@ def test_lines_are_written_in_order_and_all_of_them_by_close() -> None:
             raise OSError(errno.ENOSPC, "No space left on device")
 
     writer = TraceWriter(stream, Full(), "vm", path="t.jsonl")
-    with pytest.raises(OutputError, match="t.jsonl: cannot write: No space left"):
+    with pytest.raises(OutputError, match=r"t\.jsonl: cannot write: No space left"):
         for _ in range(100):
             stream.emit("kvm_handler", "vcpu0", handler="handle_io", outcome="resume")
