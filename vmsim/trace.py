@@ -16,7 +16,7 @@ from array import array
 from collections.abc import Callable, Iterable
 from itertools import repeat
 from json.encoder import encode_basestring_ascii
-from operator import ge, sub
+from operator import call, ge, sub
 from typing import IO, Any
 
 from vmsim.events import CATALOGUE, Event, EventStream
@@ -373,48 +373,36 @@ def _SLOW(seq: int, time: int, v: tuple) -> str:
     raise AssertionError
 
 
+_VALUE_TEXT = {int: int.__repr__, str: encode_basestring_ascii,
+               bool: {False: "false", True: "true"}.__getitem__,
+               type(None): {None: "null"}.__getitem__}  # as the JSON encoder writes them
+
+
 def _line_format(layer: str, source: str, kind: str, int_times: bool, keys: tuple[str, ...],
                  types: tuple[type, ...]) -> Callable[[int, int, tuple], str]:
     """A function (seq, time, field values) -> the JSON line of an event of this kind and
     source with these fields holding values of these types: the text _dumps(ev.to_dict())
-    gives, with everything but the values made once (keys, quotes, separators) and the
-    values formatted in one f-string (an exact int's text is its JSON, a str goes through
-    the encoder's own encode_basestring_ascii). The fields' text is kept for values seen
-    before (a loop's exits repeat theirs). _SLOW for anything else (a float, a list, a
-    subclass, a field named like a common key)."""
+    gives, with everything but the values made once (keys, quotes, separators) and each
+    value's text from the function the encoder uses for its type. The fields' text is
+    kept for values seen before (a loop's exits repeat theirs). _SLOW for anything else
+    (a float, a list, a subclass, a field named like a common key)."""
     if not int_times or any(t not in _SCALARS for t in types) or not _RESERVED.isdisjoint(keys):
         return _SLOW
-    lits: list[str] = []
-    exprs: list[str] = []
-    lit = f',"layer":{_dumps(layer)},"source":{_dumps(source)},"kind":{_dumps(kind)}'
-    for i, (k, t) in enumerate(zip(keys, types, strict=True)):
-        lit += f",{_dumps(k)}:"
-        if t is type(None):
-            lit += "null"
-            continue
-        lits.append(lit)
-        lit = ""
-        exprs.append(f"v{i}" if t is int else f"E(v{i})" if t is str
-                     else f"('true' if v{i} else 'false')")
-    lits.append(lit + "}\n")
-    names = [f"L{i}" for i in range(len(lits))]
-    text = "".join(f"{{{n}}}{{{e}}}" for n, e in zip(names, exprs, strict=False)) + f"{{{names[-1]}}}"
-    unpack = f"            {', '.join(f'v{i}' for i in range(len(keys)))}, = v\n" if keys else ""
-    src = (f"def make(E, {', '.join(names)}):\n"
-           "    cache = {}\n"
-           "    get = cache.get\n"
-           "    def line(seq, time, v):\n"
-           "        t = get(v)\n"
-           "        if t is None:\n"
-           "            if len(cache) >= 128:\n"
-           "                cache.clear()\n"
-           f"{unpack}"
-           f"            t = cache[v] = f\"{text}\"\n"
-           "        return f'{{\"seq\":{seq},\"time\":{time}{t}'\n"
-           "    return line\n")
-    ns: dict[str, Any] = {}
-    exec(compile(src, f"<trace line {kind}>", "exec"), ns)
-    return ns["make"](encode_basestring_ascii, *lits)
+    fmt = f',"layer":{_dumps(layer)},"source":{_dumps(source)},"kind":{_dumps(kind)}'
+    fmt = fmt.replace("%", "%%") + "".join(
+        f",{_dumps(k)}:".replace("%", "%%") + "%s" for k in keys) + "}\n"
+    texts = tuple(_VALUE_TEXT[t] for t in types)
+    cache: dict[tuple, str] = {}
+    get = cache.get
+
+    def line(seq: int, time: int, v: tuple) -> str:
+        t = get(v)
+        if t is None:
+            if len(cache) >= 128:
+                cache.clear()
+            t = cache[v] = fmt % tuple(map(call, texts, v))
+        return f'{{"seq":{seq},"time":{time}{t}'
+    return line
 
 
 _BATCH = 64  # event lines queued before they are written in one write
