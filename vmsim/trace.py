@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from itertools import repeat
 from json.encoder import encode_basestring_ascii
 from operator import call, ge, sub
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from vmsim.events import CATALOGUE, Event, EventStream
 from vmsim.files import GuardedOutput, OutputError
@@ -366,11 +366,7 @@ def encode_run(source: str, n: int, eips: array) -> str:
 
 _SCALARS = (int, str, bool, type(None))
 _RESERVED = frozenset(("seq", "time", "layer", "source", "kind"))  # to_dict: fields replace these
-
-
-def _SLOW(seq: int, time: int, v: tuple) -> str:
-    """(A marker: the event goes through the JSON encoder whole.)"""
-    raise AssertionError
+_NEW = object()  # (a key not seen yet)
 
 
 _VALUE_TEXT = {int: int.__repr__, str: encode_basestring_ascii,
@@ -378,31 +374,27 @@ _VALUE_TEXT = {int: int.__repr__, str: encode_basestring_ascii,
                type(None): {None: "null"}.__getitem__}  # as the JSON encoder writes them
 
 
+class _LineFormat(NamedTuple):
+    """How to write the line of an event of one kind and source whose fields have these
+    names and value types: `fmt` % the values' texts (each from `texts`, the function
+    the JSON encoder uses for its type) is all of _dumps(ev.to_dict()) after "time", and
+    `known` keeps that text for values seen before (a loop's exits repeat theirs)."""
+
+    fmt: str
+    texts: tuple[Callable[[Any], str], ...]
+    known: dict[tuple, str]
+
+
 def _line_format(layer: str, source: str, kind: str, int_times: bool, keys: tuple[str, ...],
-                 types: tuple[type, ...]) -> Callable[[int, int, tuple], str]:
-    """A function (seq, time, field values) -> the JSON line of an event of this kind and
-    source with these fields holding values of these types: the text _dumps(ev.to_dict())
-    gives, with everything but the values made once (keys, quotes, separators) and each
-    value's text from the function the encoder uses for its type. The fields' text is
-    kept for values seen before (a loop's exits repeat theirs). _SLOW for anything else
-    (a float, a list, a subclass, a field named like a common key)."""
+                 types: tuple[type, ...]) -> _LineFormat | None:
+    """The _LineFormat of such events; None for anything else (a float, a list, a
+    subclass, a field named like a common key), which the encoder writes whole."""
     if not int_times or any(t not in _SCALARS for t in types) or not _RESERVED.isdisjoint(keys):
-        return _SLOW
+        return None
     fmt = f',"layer":{_dumps(layer)},"source":{_dumps(source)},"kind":{_dumps(kind)}'
     fmt = fmt.replace("%", "%%") + "".join(
         f",{_dumps(k)}:".replace("%", "%%") + "%s" for k in keys) + "}\n"
-    texts = tuple(_VALUE_TEXT[t] for t in types)
-    cache: dict[tuple, str] = {}
-    get = cache.get
-
-    def line(seq: int, time: int, v: tuple) -> str:
-        t = get(v)
-        if t is None:
-            if len(cache) >= 128:
-                cache.clear()
-            t = cache[v] = fmt % tuple(map(call, texts, v))
-        return f'{{"seq":{seq},"time":{time}{t}'
-    return line
+    return _LineFormat(fmt, tuple(_VALUE_TEXT[t] for t in types), {})
 
 
 _BATCH = 64  # event lines queued before they are written in one write
@@ -421,7 +413,7 @@ class TraceWriter(GuardedOutput):
         super().__init__(out, path)
         self.columns: list[InstructionColumn] = []
         self._level = level
-        self._formats: dict[tuple, Callable[[int, int, tuple], str]] = {}  # _event_json's
+        self._formats: dict[tuple, _LineFormat | None] = {}  # see _event_json
         self._pending: list[str] = []  # lines not yet written, in order
         for col in columns:
             self.add_column(col)
@@ -468,20 +460,26 @@ class TraceWriter(GuardedOutput):
         self._guarded(both)
 
     def _event_json(self, ev: Event) -> str:
-        """The event's line: exactly _dumps(ev.to_dict()) + "\\n" (see _line_format)."""
+        """The event's line: exactly _dumps(ev.to_dict()) + "\\n" (see _LineFormat)."""
         seq, time, layer, source, kind, fields = ev
         v = tuple(fields.values())
         key = (kind, source, layer, type(seq), type(time), *fields, *map(type, v))
-        line = self._formats.get(key)
-        if line is None:
+        form = self._formats.get(key, _NEW)
+        if form is _NEW:
             if len(self._formats) >= 1024:
                 self._formats.clear()
-            line = self._formats[key] = _line_format(
+            form = self._formats[key] = _line_format(
                 layer, source, kind, type(seq) is int and type(time) is int, tuple(fields),
                 tuple(map(type, v)))
-        if line is _SLOW:
+        if form is None:
             return _dumps(ev.to_dict()) + "\n"
-        return line(seq, time, v)
+        t = form.known.get(v)
+        if t is None:
+            known = form.known
+            if len(known) >= 128:
+                known.clear()
+            t = known[v] = form.fmt % tuple(map(call, form.texts, v))
+        return f'{{"seq":{seq},"time":{time}{t}'
 
     def _write(self, ev: Event) -> None:
         # GuardedOutput._guarded written out (no closure per event); the line is queued,
