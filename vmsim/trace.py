@@ -228,10 +228,10 @@ class _PackedTexts(dict):
     """The text of a run of deltas ("2,5,1,-10"), by their lanes' bytes."""
 
     def __missing__(self, lanes: bytes) -> str:
-        if len(self) > 1 << 14:
+        if len(self) > 1 << 13:
             self.clear()
         v = ",".join(map(_LANE_TEXT, memoryview(lanes).cast("I")))
-        if len(lanes) <= 4 * 1024:  # a long loop body is not kept
+        if len(lanes) <= 4 * 128:  # a long loop body is not kept (a few MB at most)
             self[lanes] = v
         return v
 
