@@ -11,19 +11,34 @@ Issue 15's goals: VM-level events recorded at most 1.05x, every instruction at m
 1.20x, at 16 bytes or less per instruction. benchmarks/reference.py's loop is measured
 first, as the reference of every figure.
 
+--parts measures the trace writer's own work instead, in CPU time per item, best of
+--repeat, each also as "ref-ns" (nanoseconds times the reference loop's M iterations/s: the
+figure in reference iterations, comparable across machines):
+- encode_run on the CRC-32 guest's instructions in pieces of FLUSH_AT (16 384), as the
+  writer drains them, and in pieces of 8 (a guest that exits every few instructions);
+- TraceWriter's line for each VM-level event of the exit-heavy benchmark guests
+  (benchmarks/guests/out_loop.asm, mmio_loop.asm, sample_guests/hello.asm), written to
+  memory.
+--profile with --parts runs each of those once under cProfile and prints the top entries.
+
     python benchmarks/trace_bench.py [--repeat N] [--guest FILE ...]
+    python benchmarks/trace_bench.py --parts [--repeat N] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import cProfile
 import io
 import json
 import os
+import pstats
 import sys
 import tempfile
 import time
+from array import array
+from collections.abc import Callable
 from pathlib import Path
 
 from reference import print_reference
@@ -68,11 +83,79 @@ def instructions(trace: Path) -> int:
     return n
 
 
+def _best(fn: Callable[[], object], repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.process_time()
+        fn()
+        best = min(best, time.process_time() - t0)
+    return best
+
+
+def _reference_cpu_rate(repeat: int) -> float:
+    """benchmarks/reference.py's loop in CPU time, as the --parts figures are."""
+    import reference
+
+    return reference.ITERATIONS / _best(lambda: reference._loop(reference.ITERATIONS),
+                                        repeat) / 1e6
+
+
+def parts(repeat: int, profile: bool) -> None:
+    """The trace writer's own work per instruction and per event (see the docstring)."""
+    from vmsim.events import CATALOGUE, EventStream
+    from vmsim.trace import FLUSH_AT, HIGH_RATE, TraceWriter, encode_run
+    from vmsim.vmm.machine import MachineConfig
+
+    print_reference()
+    ref = _reference_cpu_rate(repeat)
+    print(f"reference loop in CPU time: {ref:.2f} M iterations/s")
+    crc = GUESTS[0]
+    s = Session(str(crc), "sim", serial_out=lambda data: None, max_instructions=20_000_000)
+    col = array("I")
+    s.cpus[0].recorder = col
+    s.run()
+    events: list = []
+    for name in ("benchmarks/guests/out_loop.asm", "benchmarks/guests/mmio_loop.asm",
+                 "sample_guests/hello.asm"):
+        stream = EventStream()
+        stream.subscribe(events.append, [k for k in CATALOGUE if k not in HIGH_RATE])
+        Session(str(ROOT / name), "sim", MachineConfig(16, b""), serial_out=lambda b: None,
+                events=stream, history=False).run()
+
+    def encode(size: int) -> Callable[[], object]:
+        pieces = [col[i:i + size] for i in range(0, len(col), size)]
+        return lambda: [encode_run("vcpu0", 1 + i * size, p) for i, p in enumerate(pieces)]
+
+    def write_events() -> None:
+        w = TraceWriter(EventStream(), io.StringIO(), "vm")
+        write = w._write
+        for ev in events:
+            write(ev)
+
+    jobs = [(f"encode_run, CRC-32, pieces of {FLUSH_AT}", "insn", len(col), encode(FLUSH_AT)),
+            ("encode_run, CRC-32, pieces of 8", "insn", len(col), encode(8)),
+            ("event lines (out_loop, mmio_loop, hello)", "event", len(events), write_events)]
+    for what, unit, n, fn in jobs:
+        if profile:
+            prof = cProfile.Profile()
+            prof.runcall(fn)
+            print(f"== {what}")
+            pstats.Stats(prof).sort_stats("tottime").print_stats(12)
+            continue
+        ns = _best(fn, repeat) / n * 1e9
+        print(f"{what:<44}{n:>10,} {unit}s {ns:>9.1f} ns/{unit} {ns * ref:>8.0f} ref-ns")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--guest", type=Path, action="append")
+    ap.add_argument("--parts", action="store_true", help="the writer's own work (docstring)")
+    ap.add_argument("--profile", action="store_true", help="with --parts: cProfile instead")
     args = ap.parse_args()
+    if args.parts:
+        parts(args.repeat, args.profile)
+        return
     print_reference()
     print(f"{'guest':<20}{'instructions':>13}{'vm B/insn':>11}{'insn B/insn':>13}"
           f"{'vm time':>9}{'insn time':>11}{'step-back':>11}")

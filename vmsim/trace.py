@@ -11,14 +11,16 @@ always in the order things happened and nothing waits in memory for the end of t
 from __future__ import annotations
 
 import json
+import sys
 from array import array
 from collections.abc import Callable, Iterable
 from itertools import repeat
-from operator import ge, sub
-from typing import IO, Any
+from json.encoder import encode_basestring_ascii
+from operator import call, ge, sub
+from typing import IO, Any, NamedTuple
 
 from vmsim.events import CATALOGUE, Event, EventStream
-from vmsim.files import GuardedOutput
+from vmsim.files import GuardedOutput, OutputError
 
 # High-rate hardware events: in the trace only at level "all" (they slow the run down).
 HIGH_RATE = {"tlb_hit", "tlb_miss", "walk_step"}
@@ -187,24 +189,223 @@ def unfold(line: dict[str, Any]) -> list[int]:
     return out
 
 
+# -- The packed encoder ---------------------------------------------------------------------
+# The same text as _deltas_json, with the per-instruction work done by C on bytes: the deltas
+# of a whole line come from three big-integer operations (each 32-bit lane of
+# F = EIPs[1:] + (2**31 - 1) - EIPs[:-1] is 2**31 - 1 + delta, never borrowing from its
+# neighbour while every EIP is below 2**31), the backward jumps are one bytes.translate of
+# the lanes' top bytes, loop bodies are compared as byte strings, and the text of straight
+# stretches is looked up by 32-delta windows of those bytes (a loop that does not fold, such
+# as one with data-dependent branches, repeats a few hundred windows). _fold_spans' scan
+# (which bodies it tries, the skip after a miss) is followed step by step, so the repeat
+# groups are the same. A line with an EIP at or above 2**31 goes the list way.
+_LITTLE = sys.byteorder == "little"
+_TOP = 3 if _LITTLE else 0  # the most significant byte of a 32-bit lane
+_BIAS = (1 << 31) - 1
+_PACKED = array("I").itemsize == 4
+_BIASES = int.from_bytes(_BIAS.to_bytes(4, sys.byteorder) * LINE_INSNS, sys.byteorder)
+_BACKWARD = bytes(1 if b < 0x80 else 0 for b in range(256))  # top byte of a lane: delta <= 0
+_LOW_HALF = bytes(range(0x80))
+_WINDOW = 4 * 32  # bytes of lanes per cached window of text
+# Copies of a body of p < FOLD_MIN deltas needed after the first for a fold, less one.
+_MORE = [0] + [-(-FOLD_MIN // p) - 1 for p in range(1, FOLD_MIN)]
+
+
+class _LaneTexts(dict):
+    """The text of one delta, by its lane (2**31 - 1 + delta)."""
+
+    def __missing__(self, lane: int) -> str:
+        if len(self) > 1 << 16:
+            self.clear()
+        v = self[lane] = str(lane - _BIAS)
+        return v
+
+
+_LANE_TEXT = _LaneTexts().__getitem__
+
+
+class _PackedTexts(dict):
+    """The text of a run of deltas ("2,5,1,-10"), by their lanes' bytes."""
+
+    def __missing__(self, lanes: bytes) -> str:
+        if len(self) > 1 << 13:
+            self.clear()
+        v = ",".join(map(_LANE_TEXT, memoryview(lanes).cast("I")))
+        if len(lanes) <= 4 * 128:  # a long loop body is not kept (a few MB at most)
+            self[lanes] = v
+        return v
+
+
+_PACKED_TEXT = _PackedTexts().__getitem__
+
+
+def _lanes(raw: bytes, n: int) -> bytes:
+    """The lanes of the n - 1 deltas of the n EIPs in `raw` (all below 2**31)."""
+    order = sys.byteorder
+    e = int.from_bytes(raw, order)
+    m = 32 * (n - 1)
+    mask = (1 << m) - 1
+    if _LITTLE:
+        f = (e >> 32) + (_BIASES & mask) - (e & mask)
+    else:
+        f = (e & mask) + (_BIASES & mask) - (e >> 32)
+    return f.to_bytes(m // 8, order)
+
+
+def _copies(lanes: bytes, seg: bytes, pos: int) -> int:
+    """How many copies of `seg` follow at lanes[pos:], knowing that one does (galloping,
+    as _repeats)."""
+    size = len(seg)
+    end = len(lanes)
+    startswith = lanes.startswith
+    k, step = 1, 1
+    while pos + (k + step) * size <= end and startswith(seg * step, pos + k * size):
+        k += step
+        step *= 2
+    while step > 1:
+        step //= 2
+        if pos + (k + step) * size <= end and startswith(seg * step, pos + k * size):
+            k += step
+    return k
+
+
+def _plain_text(lanes: bytes, a: int, b: int) -> str:
+    """The text of deltas a..b-1, as it is, through the window cache."""
+    lo, hi = a << 2, b << 2
+    if hi - lo <= _WINDOW:
+        return _PACKED_TEXT(lanes[lo:hi])
+    full = lo + (hi - lo) // _WINDOW * _WINDOW
+    pieces = [lanes[i:i + _WINDOW] for i in range(lo, full, _WINDOW)]
+    if full < hi:
+        pieces.append(lanes[full:hi])
+    return ",".join(map(_PACKED_TEXT, pieces))
+
+
+def _packed_json(lanes: bytes) -> str:
+    """_deltas_json of the deltas whose lanes these are: the same scan as _fold_spans."""
+    n = len(lanes) >> 2
+    flags = lanes[_TOP::4].translate(_BACKWARD)
+    ahead = flags + bytes(n)  # flags[i], and 0 past the end
+    find, rfind = flags.find, flags.rfind
+    startswith = lanes.startswith
+    parts: list[str] = []
+    put = parts.append
+    plain = start = 0
+    skip = 0
+    b = find(1)
+    while b >= 0:
+        nxt = b + 1
+        p = nxt - start
+        # The body d[start:nxt] ends at its only backward jump, so a copy of it that
+        # follows ends with one p deltas on: that test first, then the bytes.
+        # A short body must repeat ceil(FOLD_MIN / p) times: those copies are checked
+        # before counting them all.
+        if ahead[nxt + p - 1] and startswith(seg := lanes[start << 2:nxt << 2], nxt << 2) \
+                and (p >= FOLD_MIN or startswith(seg * _MORE[p], (nxt + p) << 2)) \
+                and (k := _copies(lanes, seg, nxt << 2)) * p >= FOLD_MIN:
+            if start > plain:
+                put(_plain_text(lanes, plain, start))
+            put(f"[{k + 1},[{_PACKED_TEXT(seg)}]]")
+            start = plain = nxt + k * p
+            skip = 0
+            b = find(1, start)
+            continue
+        if skip < SKIP_MAX:
+            skip = 2 * skip + 1  # 1, 3 ... 63: min(2 * skip + 1, SKIP_MAX)
+        q = nxt + skip
+        b = find(1, q)
+        # The body after the last backward jump before q (flags[nxt - 1] is one).
+        start = rfind(1, nxt - 1, q) + 1
+    if n > plain:
+        put(_plain_text(lanes, plain, n))
+    return f"[{','.join(parts)}]"
+
+
+_PREFIXES: dict[str, str] = {}
+# The "d" text of short lines, by their EIPs' bytes: a guest that exits every few
+# instructions runs the same few paths between its exits.
+_SHORT_LINES: dict[bytes, str] = {}
+_SHORT = 64
+
+
+def _d_text(piece: array) -> str:
+    """The "d" of an insn_run line for the EIPs `piece` (at most LINE_INSNS)."""
+    raw = piece.tobytes()
+    k = len(piece)
+    if k <= _SHORT:
+        d = _SHORT_LINES.get(raw)
+        if d is not None:
+            return d
+    if k > 1 and _PACKED and not raw[_TOP::4].translate(None, _LOW_HALF):
+        d = _packed_json(_lanes(raw, k))
+    else:
+        t = piece.tolist()  # each EIP made an int once (two array slices make it twice)
+        d = _deltas_json(list(map(sub, t[1:], t)))
+    if k <= _SHORT:
+        if len(_SHORT_LINES) >= 4096:
+            _SHORT_LINES.clear()
+        _SHORT_LINES[raw] = d
+    return d
+
+
 def encode_run(source: str, n: int, eips: array) -> str:
     """`insn_run` lines for `eips`, the instructions numbered n, n+1, ... of `source`."""
+    head = _PREFIXES.get(source)
+    if head is None:
+        head = _PREFIXES[source] = f'{{"kind":"insn_run","source":{_dumps(source)},"n":'
+    # As _dumps({"kind": "insn_run", "source": ..., "d": fold_loops(d)}) writes them.
+    if 0 < len(eips) <= LINE_INSNS:  # (one line: the usual case)
+        return f'{head}{n},"count":{len(eips)},"eip":{eips[0]},"d":{_d_text(eips)}}}\n'
     lines = []
     for at in range(0, len(eips), LINE_INSNS):
         piece = eips[at:at + LINE_INSNS]
-        t = piece.tolist()  # each EIP made an int once (two array slices make it twice)
-        d = list(map(sub, t[1:], t))
-        # As _dumps({"kind": "insn_run", "source": ..., "d": fold_loops(d)}) writes it.
-        lines.append(f'{{"kind":"insn_run","source":{_dumps(source)},"n":{n + at},'
-                     f'"count":{len(piece)},"eip":{piece[0]},"d":{_deltas_json(d)}}}')
-        lines.append("\n")
+        lines.append(f'{head}{n + at},"count":{len(piece)},"eip":{piece[0]},'
+                     f'"d":{_d_text(piece)}}}\n')
     return "".join(lines)
+
+
+_SCALARS = (int, str, bool, type(None))
+_RESERVED = frozenset(("seq", "time", "layer", "source", "kind"))  # to_dict: fields replace these
+_NEW = object()  # (a key not seen yet)
+
+
+_VALUE_TEXT = {int: int.__repr__, str: encode_basestring_ascii,
+               bool: {False: "false", True: "true"}.__getitem__,
+               type(None): {None: "null"}.__getitem__}  # as the JSON encoder writes them
+
+
+class _LineFormat(NamedTuple):
+    """How to write the line of an event of one kind and source whose fields have these
+    names and value types: `fmt` % the values' texts (each from `texts`, the function
+    the JSON encoder uses for its type) is all of _dumps(ev.to_dict()) after "time", and
+    `known` keeps that text for values seen before (a loop's exits repeat theirs)."""
+
+    fmt: str
+    texts: tuple[Callable[[Any], str], ...]
+    known: dict[tuple, str]
+
+
+def _line_format(layer: str, source: str, kind: str, int_times: bool, keys: tuple[str, ...],
+                 types: tuple[type, ...]) -> _LineFormat | None:
+    """The _LineFormat of such events; None for anything else (a float, a list, a
+    subclass, a field named like a common key), which the encoder writes whole."""
+    if not int_times or any(t not in _SCALARS for t in types) or not _RESERVED.isdisjoint(keys):
+        return None
+    fmt = f',"layer":{_dumps(layer)},"source":{_dumps(source)},"kind":{_dumps(kind)}'
+    fmt = fmt.replace("%", "%%") + "".join(
+        f",{_dumps(k)}:".replace("%", "%%") + "%s" for k in keys) + "}\n"
+    return _LineFormat(fmt, tuple(_VALUE_TEXT[t] for t in types), {})
+
+
+_BATCH = 64  # event lines queued before they are written in one write
+_LONG = 1 << 12  # an insn_run text this long is written at once (and the queue before it)
 
 
 class TraceWriter(GuardedOutput):
     """Writes events (and, at level "insn", instruction records) as JSON Lines, as they
-    happen. A failed write raises OutputError naming `path`; a signal waits for the
-    record being written (GuardedOutput), so no instruction is written twice or lost.
+    happen: in order, a few dozen lines to a write at most, all of them by close(). A
+    failed write raises OutputError naming `path`; a signal waits for the record being
+    made or written (GuardedOutput), so no instruction is written twice or lost.
     """
 
     def __init__(self, events: EventStream, out: IO[str], level: str = "vm",
@@ -212,6 +413,8 @@ class TraceWriter(GuardedOutput):
         super().__init__(out, path)
         self.columns: list[InstructionColumn] = []
         self._level = level
+        self._formats: dict[tuple, _LineFormat | None] = {}  # see _event_json
+        self._pending: list[str] = []  # lines not yet written, in order
         for col in columns:
             self.add_column(col)
         kinds = None if level == "all" else [k for k in CATALOGUE if k not in HIGH_RATE]
@@ -222,30 +425,81 @@ class TraceWriter(GuardedOutput):
             col.on_full = self.flush_instructions
             self.columns.append(col)
 
-    def _drain(self) -> None:
-        write = self.out.write
+    def _drain(self) -> bool:
+        """Queue the instructions waiting in the columns as insn_run lines; True if their
+        text is long enough to be written at once."""
+        long = False
         for col in self.columns:
             eips = col.eips
             k = len(eips)
             if not k:
                 continue
-            write(encode_run(col.source, col.count + 1, eips))
+            text = encode_run(col.source, col.count + 1, eips)
+            self._pending.append(text)
             self.lines += -(-k // LINE_INSNS)
             col.count += k
             del eips[:k]
+            long = long or len(text) >= _LONG
+        return long
+
+    def _flush(self) -> None:
+        """Write the queued lines in one write (a failed one loses them, as a failed
+        write of one line lost it)."""
+        pending = self._pending
+        if pending:
+            text = "".join(pending)
+            pending.clear()
+            self.out.write(text)
 
     def flush_instructions(self) -> None:
-        """Write out the instructions waiting in the columns."""
-        self._guarded(self._drain)
-
-    def _write(self, ev: Event) -> None:
+        """Write out the instructions waiting in the columns (and the lines before them)."""
         def both() -> None:
-            if self.columns:
-                self._drain()
-            self.out.write(_dumps(ev.to_dict()) + "\n")
-            self.lines += 1
+            self._drain()
+            self._flush()
 
         self._guarded(both)
+
+    def _event_json(self, ev: Event) -> str:
+        """The event's line: exactly _dumps(ev.to_dict()) + "\\n" (see _LineFormat)."""
+        seq, time, layer, source, kind, fields = ev
+        v = tuple(fields.values())
+        key = (kind, source, layer, type(seq), type(time), *fields, *map(type, v))
+        form = self._formats.get(key, _NEW)
+        if form is _NEW:
+            if len(self._formats) >= 1024:
+                self._formats.clear()
+            form = self._formats[key] = _line_format(
+                layer, source, kind, type(seq) is int and type(time) is int, tuple(fields),
+                tuple(map(type, v)))
+        if form is None:
+            return _dumps(ev.to_dict()) + "\n"
+        t = form.known.get(v)
+        if t is None:
+            known = form.known
+            if len(known) >= 128:
+                known.clear()
+            t = known[v] = form.fmt % tuple(map(call, form.texts, v))
+        return f'{{"seq":{seq},"time":{time}{t}'
+
+    def _write(self, ev: Event) -> None:
+        # GuardedOutput._guarded written out (no closure per event); the line is queued,
+        # after the instructions run before the event, and the queue written every
+        # _BATCH lines (a write per line cost more than making most lines).
+        self.busy = True
+        try:
+            long = self.columns and self._drain()
+            pending = self._pending
+            pending.append(self._event_json(ev))
+            self.lines += 1
+            if long or len(pending) >= _BATCH:
+                self._flush()
+        except OSError as e:
+            raise OutputError(self.path, e) from None
+        finally:
+            self.busy = False
+        if self.deferred is not None:
+            exc, self.deferred = self.deferred, None
+            raise exc
 
     def close(self) -> None:
         """Write what is left and flush; stop listening. Safe to call twice."""
@@ -257,6 +511,7 @@ class TraceWriter(GuardedOutput):
 
         def finish() -> None:
             self._drain()
+            self._flush()
             self.out.flush()
 
         self._guarded(finish)

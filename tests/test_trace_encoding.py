@@ -1,0 +1,212 @@
+"""The insn_run encoder against the folding it replaced (docs/trace-format.md: the text is a
+public contract): on random EIP sequences with loops, nested loops, data-dependent
+branches, `jmp $`, long jumps and EIPs on either side of 2**31, vmsim.trace.encode_run
+writes exactly what the list-based encoder wrote, kept here as the oracle."""
+
+from __future__ import annotations
+
+import json
+from array import array
+from operator import sub
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vmsim.trace import LINE_INSNS, encode_run, unfold
+
+FOLD_MIN, SKIP_MAX = 8, 63
+
+
+def _oracle_repeats(d: list[int], pos: int, seg: list[int]) -> int:
+    p, n = len(seg), len(d)
+    k = 0
+    while pos + (k + 1) * p <= n and d[pos + k * p:pos + (k + 1) * p] == seg:
+        k += 1
+    return k
+
+
+def _oracle_fold(d: list[int]) -> list:
+    """fold_loops as first written (one element at a time, no caches)."""
+    out: list = []
+    flags = [x <= 0 for x in d]
+    n = len(d)
+
+    def find(start: int) -> int:
+        return next((i for i in range(start, n) if flags[i]), -1)
+
+    plain = start = skip = 0
+    b = find(0)
+    while b >= 0:
+        nxt = b + 1
+        p = nxt - start
+        seg = d[start:nxt]
+        k = _oracle_repeats(d, nxt, seg)
+        if k * p >= FOLD_MIN:
+            out.extend(d[plain:start])
+            out.append([k + 1, seg])
+            start = plain = nxt + k * p
+            skip = 0
+            b = find(start)
+            continue
+        skip = min(2 * skip + 1, SKIP_MAX)
+        b = find(nxt + skip)
+        prev = max((i for i in range(nxt, b) if flags[i]), default=-1) if b >= 0 else -1
+        start = prev + 1 if prev >= 0 else nxt
+    out.extend(d[plain:])
+    return out
+
+
+def _oracle_encode(source: str, n: int, eips: list[int]) -> str:
+    lines = []
+    for at in range(0, len(eips), LINE_INSNS):
+        piece = eips[at:at + LINE_INSNS]
+        d = list(map(sub, piece[1:], piece))
+        line = {"kind": "insn_run", "source": source, "n": n + at, "count": len(piece),
+                "eip": piece[0], "d": _oracle_fold(d)}
+        lines.append(json.dumps(line, separators=(",", ":")) + "\n")
+    return "".join(lines)
+
+
+# A block of code: a few instruction lengths, a backward jump at the end (a loop's body).
+_lengths = st.lists(st.sampled_from([1, 2, 2, 3, 5, 7, 15]), min_size=0, max_size=6)
+
+
+@st.composite
+def _programs(draw) -> list[int]:
+    """EIPs of a run: straight code, loops run a few or many times, loops whose body
+    varies (a data-dependent branch), `jmp $`, far jumps."""
+    base = draw(st.sampled_from([0x100000, 0x7FFFFF00, 0x80000000, 0xFFFFFF00, 0]))
+    eips = [base]
+    for _ in range(draw(st.integers(1, 8))):
+        kind = draw(st.sampled_from(["straight", "loop", "branchy", "spin", "far", "nested"]))
+        if kind == "straight":
+            for x in draw(_lengths):
+                eips.append(eips[-1] + x)
+        elif kind == "far":
+            eips.append(draw(st.sampled_from([0x1000, 0x7FFFFFF0, 0x80000010, 0x100400,
+                                              0xFFFFFFF0])))
+        elif kind == "spin":
+            eips += [eips[-1]] * draw(st.integers(1, 40))
+        else:
+            head = eips[-1]
+            bodies = [draw(_lengths) for _ in range(draw(st.integers(1, 3)))]
+            for _ in range(draw(st.integers(1, 30))):
+                body = bodies[0] if kind != "branchy" else draw(st.sampled_from(bodies))
+                for x in body:
+                    eips.append(eips[-1] + x)
+                if kind == "nested":
+                    for _ in range(draw(st.integers(0, 3))):
+                        eips.append(eips[-1] + 2)
+                        eips.append(eips[-1] - 2)
+                eips.append(head)  # the backward (or zero) jump to the loop's head
+            eips.append(head + sum(bodies[0]) + 2)
+    return [e & 0xFFFFFFFF for e in eips]
+
+
+@settings(max_examples=300, deadline=None)
+@given(_programs(), st.integers(1, 1 << 40))
+def test_encoder_writes_what_the_list_folding_wrote(eips: list[int], n: int) -> None:
+    text = encode_run("vcpu0", n, array("I", eips))
+    assert text == _oracle_encode("vcpu0", n, eips)
+    assert unfold(json.loads(text)) == eips
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 0xFFFFFFFF), min_size=1, max_size=60))
+def test_encoder_on_arbitrary_eips(eips: list[int]) -> None:
+    assert encode_run("cpu0", 1, array("I", eips)) == _oracle_encode("cpu0", 1, eips)
+
+
+def test_long_runs_split_into_lines_as_before() -> None:
+    # More than one line's worth: a loop, data-dependent stretches, then `jmp $`.
+    eips = [0x100000]
+    for i in range(30000):
+        eips += [0x100002, 0x100004 if i % 3 else 0x100007, 0x100000]
+    eips += [0x100010] * 5000
+    assert len(eips) > LINE_INSNS
+    text = encode_run("vcpu0", 7, array("I", eips))
+    assert text == _oracle_encode("vcpu0", 7, eips)
+    assert text.count("\n") == 2
+
+
+# -- Event lines -------------------------------------------------------------------------------
+
+_values = st.one_of(
+    st.integers(-(1 << 70), 1 << 70), st.booleans(), st.none(), st.text(max_size=8),
+    st.sampled_from(["", "a\"b", "\\", "\n", "é", "\U0001f600", "{}", ","]),
+    st.floats(allow_nan=True), st.lists(st.integers(0, 3), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(0, 3), max_size=2))
+_names = st.one_of(st.sampled_from(["vcpu_id", "rip", "data", "seq", "time", "layer", "kind",
+                                    "source", "x\"y", "é"]), st.text(min_size=1, max_size=6))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["kvm_exit", "bql", "kvm_pio"]),
+                          st.sampled_from(["vcpu0", "main-loop", "a\"b", "é"]),
+                          st.dictionaries(_names, _values, max_size=5)),
+                min_size=1, max_size=12),
+       st.sampled_from([0, 1, 7, 1 << 40]), st.sampled_from([0, 3, True, 2.5]))
+def test_event_lines_are_what_json_dumps_writes(events: list, seq0: int, time: object) -> None:
+    """Each event's line is json.dumps(ev.to_dict(), separators=(",", ":")), whatever its
+    fields hold (the same kind and source again with other values or other types, a field
+    named like a common key, strings that need escaping, floats, lists)."""
+    import io
+    from types import MappingProxyType
+
+    from vmsim.events import CATALOGUE, Event, EventStream
+    from vmsim.trace import TraceWriter
+
+    stream = EventStream()
+    out = io.StringIO()
+    writer = TraceWriter(stream, out, "vm")
+    expected = []
+    for i, (kind, source, fields) in enumerate(events * 2):  # twice: the cached texts too
+        ev = Event(seq0 + i, time, CATALOGUE[kind].layer, source, kind,
+                   MappingProxyType(dict(fields)))
+        writer._write(ev)
+        expected.append(json.dumps(ev.to_dict(), separators=(",", ":")) + "\n")
+    writer.close()
+    assert out.getvalue() == "".join(expected)
+
+
+def test_lines_are_written_in_order_and_all_of_them_by_close() -> None:
+    """Event lines are queued and written a few dozen at a time: each still follows the
+    instructions run before it, and close() writes the rest; a write that fails is an
+    OutputError naming the file, during the run."""
+    import errno
+    import io
+
+    import pytest
+
+    from vmsim.events import EventStream
+    from vmsim.files import OutputError
+    from vmsim.trace import InstructionColumn, TraceWriter
+
+    stream = EventStream()
+    out = io.StringIO()
+    writer = TraceWriter(stream, out, "insn")
+    col = InstructionColumn("vcpu0")
+    writer.add_column(col)
+    for i in range(300):
+        col.eips.extend([0x100000, 0x100002 + i % 3])
+        stream.emit("kvm_handler", "vcpu0", handler="handle_io", outcome=str(i))
+    stream.emit("kvm_handler", "vcpu0", handler="handle_io", outcome="last")
+    assert out.getvalue().count("\n") < 602  # not all written yet: queued
+    writer.close()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert len(lines) == 601
+    for i in range(300):
+        run, ev = lines[2 * i], lines[2 * i + 1]
+        assert (run["kind"], run["n"], unfold(run)) == ("insn_run", 2 * i + 1,
+                                                         [0x100000, 0x100002 + i % 3])
+        assert (ev["kind"], ev["outcome"], ev["seq"]) == ("kvm_handler", str(i), i + 1)
+    assert lines[-1]["outcome"] == "last"
+
+    class Full(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    writer = TraceWriter(stream, Full(), "vm", path="t.jsonl")
+    with pytest.raises(OutputError, match=r"t\.jsonl: cannot write: No space left"):
+        for _ in range(100):
+            stream.emit("kvm_handler", "vcpu0", handler="handle_io", outcome="resume")
