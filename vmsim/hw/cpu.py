@@ -744,14 +744,8 @@ class Cpu:
         Bytes past the first page are only fetched if the first page ends within `count`
         and the second page translates; a decoder that runs short raises the #PF then.
         """
-        mmu = self.mmu
         la = eip & 0xFFFFFFFF
-        if mmu.translating:
-            pb = mmu.tlb.get(la >> 12)
-            if pb is None:
-                pb = mmu.translate(la, FETCH)
-        else:
-            pb = la & 0xFFFFF000
+        pb = self._fetch_page(la)
         n0 = min(count, 0x1000 - (la & 0xFFF))
         pa = pb | (la & 0xFFF)
         data = self._read_phys_code(pa, n0)
@@ -759,13 +753,7 @@ class Cpu:
         return data, frames
 
     def fetch_more(self, eip: int, have: int, count: int = 15) -> tuple[bytes, int]:
-        la = (eip + have) & 0xFFFFFFFF
-        if self.mmu.translating:
-            pb = self.mmu.tlb.get(la >> 12)
-            if pb is None:
-                pb = self.mmu.translate(la, FETCH)
-        else:
-            pb = la & 0xFFFFF000
+        pb = self._fetch_page((eip + have) & 0xFFFFFFFF)
         return self._read_phys_code(pb, count - have), pb >> PAGE_SHIFT
 
     def refetch(self, eip: int) -> Callable[[], int] | None:
@@ -778,29 +766,24 @@ class Cpu:
         if d is None:
             return None
         frames = d[1]
-        mmu = self.mmu
         la = eip & 0xFFFFFFFF
-        if mmu.translating:
-            pb = mmu.tlb.get(la >> 12)
-            if pb is None:
-                pb = mmu.translate(la, FETCH)
-        else:
-            pb = la & 0xFFFFF000
-        if pb >> PAGE_SHIFT != frames[0]:
+        if self._fetch_page(la) >> PAGE_SHIFT != frames[0]:
             return None
-        if len(frames) > 1:
-            la1 = (la + 0x1000 - (la & 0xFFF)) & 0xFFFFFFFF
-            if mmu.translating:
-                pb1 = mmu.tlb.get(la1 >> 12)
-                if pb1 is None:
-                    pb1 = mmu.translate(la1, FETCH)
-            else:
-                pb1 = la1
-            if pb1 >> PAGE_SHIFT != frames[1]:
-                return None
+        if len(frames) > 1 and \
+                self._fetch_page((la + 0x1000 - (la & 0xFFF)) & 0xFFFFFFFF) >> PAGE_SHIFT != frames[1]:
+            return None
         handler = d[2]
         self.icache[eip] = handler
         return handler
+
+    def _fetch_page(self, la: int) -> int:
+        """The physical base of the page an instruction fetch at `la` reads (a TLB hit, or a
+        walk that may #PF or exit)."""
+        mmu = self.mmu
+        if not mmu.translating:
+            return la & 0xFFFFF000
+        pb = mmu.tlb.get(la >> 12)
+        return mmu.translate(la, FETCH) if pb is None else pb
 
     def _read_phys_code(self, pa: int, n: int) -> bytes:
         mem = self.mem
