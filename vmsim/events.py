@@ -237,6 +237,10 @@ class EventStream:
         self.thread = ""
         self._listeners: dict[str, list[Listener]] = {}
         self._all: list[Listener] = []
+        # Kinds numbered without being built (count()): `counted` counts them.
+        self._counted: frozenset[str] = frozenset()
+        self._count_refs: dict[str, int] = {}
+        self.counted = 0
         self.on_change: list[Callable[[], None]] = []  # producers re-read wants() here
 
     def subscribe(self, listener: Listener, kinds: Iterable[str] | None = None) -> Callable[[], None]:
@@ -261,19 +265,60 @@ class EventStream:
 
         return unsubscribe
 
+    def count(self, kinds: Iterable[str]) -> Callable[[], None]:
+        """Number events of `kinds` as a listener would see them (each takes a seq, and
+        wants() is true for it) and count them in `counted`, without building an Event
+        when nobody else listens; returns the undo."""
+        kinds = list(kinds)
+        for k in kinds:
+            if k not in CATALOGUE:
+                raise KeyError(f"unknown event kind {k!r}")
+        refs = self._count_refs
+        for k in kinds:
+            refs[k] = refs.get(k, 0) + 1
+        self._counted = frozenset(refs)
+        self._changed()
+
+        def uncount() -> None:
+            for k in kinds:
+                if refs.get(k, 0) > 1:
+                    refs[k] -= 1
+                else:
+                    refs.pop(k, None)
+            self._counted = frozenset(refs)
+            self._changed()
+
+        return uncount
+
+    def mute(self, keep_counted: bool = False) -> tuple:
+        """Nobody hears (or, unless keep_counted, numbers) what is emitted until
+        unmute(the value returned): rebuilding a state makes no new events."""
+        saved = (self._listeners, self._all, self._counted)
+        self._listeners, self._all = {}, []
+        if not keep_counted:
+            self._counted = frozenset()
+        return saved
+
+    def unmute(self, saved: tuple) -> None:
+        self._listeners, self._all, self._counted = saved
+
     def _changed(self) -> None:
         for cb in self.on_change:
             cb()
 
     def wants(self, kind: str) -> bool:
-        return bool(self._all) or bool(self._listeners.get(kind))
+        return bool(self._all) or bool(self._listeners.get(kind)) or kind in self._counted
 
     def emit(self, kind: str, source: str, **fields: Any) -> None:
         listeners = self._listeners.get(kind)
-        if not listeners and not self._all:
+        if kind in self._counted:
+            self.counted += 1
+        elif not listeners and not self._all:
             return
-        spec = CATALOGUE[kind]
         self.seq += 1
+        if not listeners and not self._all:
+            return  # only counted: nobody reads it
+        spec = CATALOGUE[kind]
         ev = _new_event(Event, (self.seq, self.time, spec.layer, source, kind,
                                 MappingProxyType(fields)))
         for fn in self._all:

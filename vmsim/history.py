@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 from vmsim.events import CATALOGUE, Event
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from vmsim.session import Session
     from vmsim.vmm.machine import Machine
 
@@ -71,6 +73,7 @@ NEAR = 24
 # listens to). The history listens to them for the session's whole life, so a front end
 # subscribing for a while never changes which events get a number.
 HISTORY_KINDS = [k for k in CATALOGUE if k not in ("tlb_hit", "tlb_miss", "walk_step")]
+EXIT_KINDS = ["kvm_exit", "kvm_userspace_exit"]  # the ones whose positions it keeps
 ZERO_PAGE = bytes(PAGE)
 # (a writable buffer, as ctypes takes its address; never written, so its pages stay the
 # kernel's shared zero page: no memory, and always in the cache)
@@ -181,17 +184,60 @@ class History:
 
     def __init__(self, session: Session):
         self.s = session
+        self._events = session.events
         self.on_replay_event = None  # reverse_continue's breakpoint watch
-        self.digest_events = False  # tests: fold every event into `digest`
+        self._digest_events = False
+        self._unlisten_rest: Callable[[], None] | None = None
         self.digest = 0
+        self._nev_base = 0
         self._clear()
-        self.unsubscribe = session.events.subscribe(self._on_event, HISTORY_KINDS)
+        # Every event of HISTORY_KINDS is numbered and counted (nev) for the whole life of
+        # the session; only the exits are built and heard for their positions.
+        self._uncount = session.events.count(HISTORY_KINDS)
+        self._unlisten = session.events.subscribe(self._on_event, EXIT_KINDS)
+
+    def unsubscribe(self) -> None:
+        self._unlisten()
+        if self._unlisten_rest is not None:
+            self._unlisten_rest()
+            self._unlisten_rest = None
+        self._uncount()
+
+    @property
+    def nev(self) -> int:
+        """Events of HISTORY_KINDS so far (step_event's events)."""
+        return self._events.counted - self._nev_base
+
+    @nev.setter
+    def nev(self, value: int) -> None:
+        self._nev_base = self._events.counted - value
+
+    @property
+    def digest_events(self) -> bool:
+        """Tests: fold every event of HISTORY_KINDS into `digest` (they are all heard)."""
+        return self._digest_events
+
+    @digest_events.setter
+    def digest_events(self, on: bool) -> None:
+        if on and self._unlisten_rest is None:
+            self._unlisten_rest = self._events.subscribe(
+                self._on_event, [k for k in HISTORY_KINDS if k not in EXIT_KINDS])
+        elif not on and self._unlisten_rest is not None:
+            self._unlisten_rest()
+            self._unlisten_rest = None
+        self._digest_events = on
+
+    def listen_replay(self) -> None:
+        """While replaying (the front end's listeners muted, the counts kept): hear every
+        event when the digest or reverse_continue's watch needs them."""
+        if self._digest_events or self.on_replay_event is not None:
+            self._events._listeners = {k: [self._on_event] for k in HISTORY_KINDS}
 
     def _clear(self) -> None:
         self.replaying = False  # steps the record holds already: nothing new is recorded
         self.muted = False  # ... and the front end saw their events and output already
         self.pos = 0
-        self.nev = 0  # events of HISTORY_KINDS so far (step_event's events)
+        self.nev = 0
         self.evc = array("q", [0])  # nev after each position
         self.batch = array("q", [0])
         self.time = array("q", [0])
@@ -294,8 +340,7 @@ class History:
         self._ck_work, self._ck_pos = ck.work, ck.pos
 
     def _on_event(self, ev: Event) -> None:
-        self.nev += 1
-        if self.digest_events:
+        if self._digest_events:
             self.digest = zlib.crc32(repr((ev.seq, ev.time, ev.kind, ev.source,
                                            sorted(ev.fields.items()))).encode(), self.digest)
         if self.replaying:
@@ -338,14 +383,16 @@ class History:
             if self.pos in self.edits:
                 self._apply_edits(self.pos)
             return
-        if self.pos < len(self.time) - 1:
+        times = self.time
+        pos = self.pos
+        if pos < len(times) - 1:
             self._fork()
-        self.pos += 1
+        self.pos = pos = pos + 1
         cpus = self._cpus
         if cpus is None or cpus[0] is not vm:
             cpus = self._cpus = (vm, vm.cpus[0].vcpu, s.cpus)
         self.batch.append(cpus[1].BATCH)
-        self.time.append(vm.sched.now)
+        times.append(vm.sched.now)
         # Session.instructions and Session._work in one pass over the CPUs (every step).
         instr = deliveries = 0
         for c in cpus[2]:
@@ -353,9 +400,10 @@ class History:
             deliveries += c.deliveries
         work = instr + deliveries
         self.instr.append(instr)
-        self.seq.append(s.events.seq)
-        self.evc.append(self.nev)
-        if ((work - self._ck_work >= self._gap_work or self.pos - self._ck_pos >= self._gap_steps)
+        ev = self._events
+        self.seq.append(ev.seq)
+        self.evc.append(ev.counted - self._nev_base)  # (nev)
+        if ((work - self._ck_work >= self._gap_work or pos - self._ck_pos >= self._gap_steps)
                 and s.outcome is None and vm.at_rebuildable_point()):
             self._checkpoint(work)
 
@@ -578,9 +626,8 @@ class History:
         last_work = self.checkpoints[k - 1].work
         budget = REPLAY_CHECKPOINTS
         ev = s.events
-        saved = (ev._listeners, ev._all)
-        ev._listeners = {k: [self._on_event] for k in HISTORY_KINDS}
-        ev._all = []
+        saved = ev.mute(keep_counted=True)
+        self.listen_replay()
         self.replaying = self.muted = True
         vcpus = [c.vcpu for c in s.vm.cpus]
         try:
@@ -609,7 +656,7 @@ class History:
             for v in vcpus:
                 if "BATCH" in v.__dict__:
                     del v.BATCH
-            ev._listeners, ev._all = saved
+            ev.unmute(saved)
 
     # -- where to go ---------------------------------------------------------------------------
     def _limit(self) -> int:

@@ -131,9 +131,7 @@ class Session:
             old = self._vm_callbacks
             ev.on_change[:] = [cb for cb in ev.on_change if not any(cb is o for o in old)]
         before = list(ev.on_change)
-        saved = (ev._listeners, ev._all)
-        if quiet:
-            ev._listeners, ev._all = {}, []
+        saved = ev.mute() if quiet else None
         try:
             if config is None and quiet:
                 config = self.machine.config
@@ -142,7 +140,8 @@ class Session:
             vm = VirtualMachine(machine, SimKvm(ev, self.paging),
                                 max_instructions=self.max_instructions)
         finally:
-            ev._listeners, ev._all = saved
+            if saved is not None:
+                ev.unmute(saved)
         self._vm_callbacks = [cb for cb in ev.on_change if not any(cb is b for b in before)]
         if self.history is not None:
             self.history.wire(machine, vm)
@@ -1221,12 +1220,9 @@ class _PartialStep:
             for c in s.vm.cpus:
                 c.vcpu.BATCH = self.batch
         if replay:
-            from vmsim.history import HISTORY_KINDS
-
             ev = s.events
-            self.muted = (ev._listeners, ev._all)
-            ev._listeners = {k: [h._on_event] for k in HISTORY_KINDS}
-            ev._all = []
+            self.muted = ev.mute(keep_counted=True)
+            h.listen_replay()
             h.replaying = h.muted = True
         stream = s.events
         self.had_emit = stream.__dict__.get("emit")
@@ -1251,7 +1247,7 @@ class _PartialStep:
 
     def _unmute(self) -> None:
         ev = self.s.events
-        ev._listeners, ev._all = self.muted
+        ev.unmute(self.muted)
         self.muted = None
         self.s.history.muted = False  # (still replaying: the step is the recorded one)
 

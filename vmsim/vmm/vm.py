@@ -412,8 +412,7 @@ class VirtualMachine:
         ev = m.events
         saved_listeners = None
         if ev is not None:  # quiet: the ioctls and timers below are no new events
-            saved_listeners = (ev._listeners, ev._all)
-            ev._listeners, ev._all = {}, []
+            saved_listeners = ev.mute()
         try:
             if d["ram"] is not None:  # None: the caller puts RAM back itself
                 m.ram[:] = d["ram"]
@@ -432,7 +431,7 @@ class VirtualMachine:
             self.pit_state = d.get("pit_state")
         finally:
             if saved_listeners is not None:
-                ev._listeners, ev._all = saved_listeners
+                ev.unmute(saved_listeners)
         if ev is not None and d["events"] is not None:
             ev.seq, ev.time, ev.thread = (d["events"]["seq"], d["events"]["time"],
                                           d["events"]["thread"])
