@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from vmsim.events import Event, EventStream
 from vmsim.history import HISTORY_KINDS
 from vmsim.session import Session
 
 ROOT = Path(__file__).resolve().parents[1]
+KINDS = ["kvm_pio", "kvm_exit", "bql", "kvm_mmio"]
 
 
 def _pio(events: EventStream) -> None:
@@ -75,3 +79,33 @@ def test_history_numbers_events_as_a_listener_of_its_kinds_did() -> None:
 
     with_history = run(True)
     assert with_history and with_history == run(False)[:len(with_history)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["sub", "sub_all", "unsub", "count", "uncount",
+                                           "mute", "mute_counted", "unmute"]),
+                          st.lists(st.sampled_from(KINDS), min_size=1, max_size=3)),
+                max_size=25))
+def test_wants_is_what_the_listeners_and_counts_say(ops) -> None:
+    """wants() (kept as a set) against its definition, after any sequence of changes."""
+    events = EventStream()
+    undo: list = []
+    muted: list = []
+    for op, kinds in ops:
+        if op == "sub":
+            undo.append(events.subscribe(lambda ev: None, kinds))
+        elif op == "sub_all":
+            undo.append(events.subscribe(lambda ev: None))
+        elif op == "count":
+            undo.append(events.count(kinds))
+        elif op in ("unsub", "uncount") and undo:
+            undo.pop(len(kinds) % len(undo))()
+        elif op == "mute":
+            muted.append(events.mute())
+        elif op == "mute_counted":
+            muted.append(events.mute(keep_counted=True))
+        elif op == "unmute" and muted:
+            events.unmute(muted.pop())
+        for k in KINDS:
+            expected = bool(events._all) or bool(events._listeners.get(k)) or k in events._counted
+            assert events.wants(k) == expected, (op, k)

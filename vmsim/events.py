@@ -241,6 +241,7 @@ class EventStream:
         self._counted: frozenset[str] = frozenset()
         self._count_refs: dict[str, int] = {}
         self.counted = 0
+        self._wanted: frozenset[str] = frozenset()  # what wants() says yes to (_rewant)
         self.on_change: list[Callable[[], None]] = []  # producers re-read wants() here
 
     def subscribe(self, listener: Listener, kinds: Iterable[str] | None = None) -> Callable[[], None]:
@@ -297,25 +298,38 @@ class EventStream:
         self._listeners, self._all = {}, []
         if not keep_counted:
             self._counted = frozenset()
+        self._rewant()
         return saved
 
     def unmute(self, saved: tuple) -> None:
         self._listeners, self._all, self._counted = saved
+        self._rewant()
+
+    def hear_only(self, listener: Listener, kinds: Iterable[str]) -> None:
+        """While muted: `listener` alone hears `kinds` (a replay's own listener); unmute()
+        puts everyone back."""
+        self._listeners = {k: [listener] for k in kinds}
+        self._rewant()
+
+    def _rewant(self) -> None:
+        self._wanted = frozenset(CATALOGUE) if self._all else \
+            frozenset([k for k, lst in self._listeners.items() if lst]) | self._counted
 
     def _changed(self) -> None:
+        self._rewant()
         for cb in self.on_change:
             cb()
 
     def wants(self, kind: str) -> bool:
-        return bool(self._all) or bool(self._listeners.get(kind)) or kind in self._counted
+        return kind in self._wanted
 
     def emit(self, kind: str, source: str, **fields: Any) -> None:
-        listeners = self._listeners.get(kind)
+        if kind not in self._wanted and not self._all:  # (_all: an unknown kind raises)
+            return
         if kind in self._counted:
             self.counted += 1
-        elif not listeners and not self._all:
-            return
         self.seq += 1
+        listeners = self._listeners.get(kind)
         if not listeners and not self._all:
             return  # only counted: nobody reads it
         spec = CATALOGUE[kind]

@@ -231,7 +231,7 @@ class History:
         """While replaying (the front end's listeners muted, the counts kept): hear every
         event when the digest or reverse_continue's watch needs them."""
         if self._digest_events or self.on_replay_event is not None:
-            self._events._listeners = {k: [self._on_event] for k in HISTORY_KINDS}
+            self._events.hear_only(self._on_event, HISTORY_KINDS)
 
     def _clear(self) -> None:
         self.replaying = False  # steps the record holds already: nothing new is recorded
