@@ -921,164 +921,15 @@ def _region_locals(lines: list[str], dirty_in: frozenset, used: list[str],
     return out, frozenset(dirty)
 
 
-def _maps(cpu: Cpu, eip: int, frame: int) -> bool:
-    """Would a fetch at `eip` now find `frame` without a walk (a TLB hit, or no
-    translation at all)? Then refetching an instruction decoded there has no effect but
-    putting it back in the icache (Cpu.refetch)."""
-    mmu = cpu.mmu
-    if not mmu.translating:
-        return eip >> 12 == frame
-    return mmu.tlb.get(eip >> 12) == frame << 12
-
-
-def _block_eips(entry: tuple):
-    """Every EIP a cache entry (block, region or NO_BLOCK) runs."""
-    if entry[1]:
-        return entry[2]
-    return [e for a in entry[2][0].values() for e in a]
-
-
-def _cold(cpu: Cpu, entry: tuple) -> tuple:
-    """`entry` (a block in one page and frame, that page in the TLB) as it runs while some
-    of its instructions are not in the icache: the one-instruction path would refetch each
-    as it comes to it (a TLB hit: no walk, no event) and leave it in the icache, so each
-    instruction the block reaches is put back there in order: all of them when it
-    completes, up to the faulting one when one faults, up to the storing one when a store
-    hits decoded code (never one the store dropped). Installed only to run at once, while
-    the page is known to be in the TLB; once whole, the block itself replaces it."""
-    fn, k, listed = entry
-    cold_entry = getattr(listed, "cold", None)
-    if cold_entry is not None:
-        return cold_entry
-    head = listed[0]
-    icache, decoded, blocks, pos = cpu.icache, cpu.decoded, cpu.blocks, cpu.block_pos
-
-    def fill(upto: int) -> None:
-        for e in listed[:upto]:
-            if e not in icache:
-                d = decoded.get(e)
-                if d is not None:
-                    icache[e] = d[2]
-
-    def cold() -> int:
-        try:
-            nxt = fn()
-        except SmcExit:
-            fill(pos[0])
-            if blocks.get(head) is cold_entry:
-                del blocks[head]
-            raise
-        except BaseException:
-            fill(pos[0] + 1)
-            if blocks.get(head) is cold_entry:
-                del blocks[head]
-            raise
-        fill(k)
-        if blocks.get(head) is cold_entry:  # not dropped by a store into its frame
-            blocks[head] = entry
-        return nxt
-
-    cold_entry = (cold, k, listed)
-    listed.cold = cold_entry
-    return cold_entry
-
-
-def _install(cpu: Cpu, eip: int, entry: tuple, room: int) -> tuple | None:
-    """Install `entry` (a block at `eip`) to run now: itself when all its instructions are
-    in the icache, else its cold variant when it fits `room` and its page is in the TLB
-    with its frame; None when neither."""
-    icache = cpu.icache
-    for e in _block_eips(entry):
-        if e not in icache:
-            break
-    else:
-        cpu.blocks[eip] = entry
-        return entry
-    k = entry[1]
-    if not k or k > room:
-        return None
-    d = cpu.decoded.get(eip)
-    if d is None or len(d[1]) != 1 or not _maps(cpu, eip, d[1][0]):
-        return None
-    cold = cpu.blocks[eip] = _cold(cpu, entry)
-    return cold
-
-
-def _collect_fetched(cpu: Cpu, eip: int) -> tuple[list, list[int], set[int]] | None:
-    """The block at `eip` right after its first instruction was fetched (its page is in
-    the TLB): the decoded instructions that follow in the same linear page and frame,
-    in the icache or not (refetching them would be TLB hits). None unless the block ends
-    where it would end with all of them in the icache (a branch, an instruction a block
-    cannot hold, MAX_INSNS), not where the decode cache runs out, and holds two
-    instructions at least (one runs as cheaply on the one-instruction path)."""
-    decoded, known = cpu.decoded, cpu.blockable
-    d = decoded.get(eip)
-    if d is None or len(d[1]) != 1:
-        return None
-    frame = d[1][0]
-    lpn = eip >> 12
-    eips: list[int] = []
-    items = []
-    at = eip
-    while len(items) < MAX_INSNS:
-        if at >> 12 != lpn:
-            return None
-        d = decoded.get(at)
-        if d is None or len(d[1]) != 1 or d[1][0] != frame:
-            return None
-        ins, h = d[0], d[2]
-        ok = known.get(h)
-        if ok is None:
-            ok = known[h] = translatable(ins, h)
-        if not ok:
-            break
-        items.append((ins, h))
-        eips.append(at)
-        if _ends_block(ins):
-            break
-        at = ins.next_ip32
-        if at in eips:
-            break
-    if len(items) < 2:
-        return None
-    return items, eips, {frame}
-
-
-def enter_fetched(cpu: Cpu, eip: int, room: int, translate_new: bool) -> bool:
-    """The one-instruction path has just fetched the instruction at `eip` (an icache miss:
-    after a CR3 load, say). Install the block starting there to run at once when one fits
-    `room`: one kept from an earlier address space in this page and frame, or, when
-    `translate_new` (a block starts here) and the budget is worth it, one translated now
-    from the decoded instructions in the same page and frame (see _collect_fetched)."""
-    kept = cpu._block_store.get(eip)
-    if kept is not None:
-        k = kept[0][1]
-        return bool(kept[1] and 1 < k <= room) and _install(cpu, eip, kept[0], room) is not None
-    if not translate_new or room < cpu.TRANSLATE_MIN_BUDGET:
-        return False
-    got = _collect_fetched(cpu, eip)
-    if got is None:
-        return False
-    entry = _block(cpu, eip, *got)
-    if _install(cpu, eip, entry, room) is None:
-        cpu.blocks.pop(eip, None)  # (cannot happen: the page was just fetched)
-        return False
-    return True
-
-
-def translate(cpu: Cpu, eip: int, regions: bool = True, room: int = 0) -> tuple:
+def translate(cpu: Cpu, eip: int, regions: bool = True) -> tuple:
     """The cache entry for a block (or a region of blocks) at `eip`, built from decoded
-    instructions only, and installed in `cpu.blocks` (NO_BLOCK when none starts there).
-    A block kept from an earlier address space comes back when all its instructions are
-    in the icache again, or (`room`: it is run at once, within that budget) as its cold
-    variant while its page is in the TLB (see _cold)."""
+    instructions only, and installed in `cpu.blocks` (NO_BLOCK when none starts there)."""
     kept = cpu._block_store.get(eip)
     if kept is not None and kept[1] and (regions or kept[0][1]):
-        # Translated before a CR3 load, all in one page: its first instruction has been
-        # fetched again and found in the same frame, so all of it is still decoded there.
-        entry = _install(cpu, eip, kept[0], room)
-        if entry is not None:
-            return entry
+        # Translated before a CR3 load, all in one page: its first instruction has just
+        # been fetched again and found in the same frame, so all of it has.
+        cpu.blocks[eip] = kept[0]
+        return kept[0]
     items, eips, frames = _collect(cpu, eip)
     if not items:
         d = cpu.decoded.get(eip)
@@ -1088,30 +939,6 @@ def translate(cpu: Cpu, eip: int, regions: bool = True, room: int = 0) -> tuple:
         entry = _region(cpu, eip, (items, eips, frames))
         if entry is not None:
             return entry
-    return _block(cpu, eip, items, eips, frames)
-
-
-BLOCK_MEMO_LIMIT = 4096
-
-
-def _block(cpu: Cpu, eip: int, items: list, eips: list[int], frames: set[int]) -> tuple:
-    """The block of `items` at `eip`, installed. The same instructions (the same handler
-    objects: decode_at's memo gives them back when a store drops and refetches them)
-    with the same flags guess give the same block, kept in `cpu.block_memo`."""
-    key = (eip, tuple(h for _, h in items), cpu.lf[0])
-    memo = cpu.block_memo
-    entry = memo.get(key)
-    if entry is None:
-        entry = _translate_block(cpu, eip, items, eips)
-        if len(memo) >= BLOCK_MEMO_LIMIT:
-            memo.clear()
-        memo[key] = entry
-    lpns = {e >> 12 for e in eips} | {(e + 15) >> 12 for e in eips}
-    cpu.note_block(eip, entry, frames, lpns, eips)
-    return entry
-
-
-def _translate_block(cpu: Cpu, eip: int, items: list, eips: list[int]) -> tuple:
     raw, gen = _body(cpu, items, "", cpu.lf[0], raw=True)
     ns = {**_namespace(cpu), **gen.ns}
 
@@ -1130,4 +957,7 @@ def _translate_block(cpu: Cpu, eip: int, items: list, eips: list[int]) -> tuple:
         return listed.rec(rext)
 
     listed.rec = block_rec
-    return (fn, len(items), listed)
+    lpns = {e >> 12 for e in eips} | {(e + 15) >> 12 for e in eips}
+    entry = (fn, len(items), listed)
+    cpu.note_block(eip, entry, frames, lpns, eips)
+    return entry

@@ -415,16 +415,6 @@ class Cpu:
                                                        Callable[[], int]]] = {}
         # Blocks' generated source -> its compiled code (vmsim.hw.blocks._compile).
         self.code_memo: dict[tuple[str, str], CodeType] = {}
-        # (head, its instructions' handlers, the flags guess) -> the block translated from
-        # them (vmsim.hw.blocks._block): a store into a frame drops its blocks, and the
-        # same code, decoded again, gets the same block back.
-        self.block_memo: dict[tuple, tuple] = {}
-        # Handler -> whether a block can hold its instruction (blocks.translatable).
-        self.blockable: dict[Callable[[], int], bool] = {}
-        # Where the guest resumes after a VM exit for an instruction that ends blocks (the
-        # instruction after it, which kvm.ko skips to): a block starts there. A hint for
-        # translating (Cpu.run), never state.
-        self._resume_head = -1
         # Translated basic blocks by first EIP: (function, instructions, their EIPs).
         self.use_blocks = self.USE_BLOCKS
         self.blocks: dict[int, tuple] = {}
@@ -711,8 +701,6 @@ class Cpu:
         self.icache.clear()
         self.decoded.clear()
         self.decode_memo.clear()
-        self.block_memo.clear()
-        self.blockable.clear()
         self.blocks.clear()
         self._block_store.clear()
         self._frame_blocks.clear()
@@ -910,7 +898,6 @@ class Cpu:
             return StopReason.HLT
         decode, blocks = _RUN_DEPS or _run_deps()
         decode_at, SmcExit, translate = decode.decode_at, blocks.SmcExit, blocks.translate
-        enter_fetched = blocks.enter_fetched
 
         icache = self.icache
         get = icache.get
@@ -919,10 +906,6 @@ class Cpu:
         min_left = self.TRANSLATE_MIN_BUDGET
         budget = max_insns
         record = self.recorder.append if self.recorder is not None else None
-        # A block starts at this EIP although no instruction ran before it in this loop
-        # (a run resuming after an exit for a block-ending instruction, or the loop after
-        # a slow path): where a run resumes is otherwise often mid-block.
-        head = self.eip == self._resume_head
         while budget > 0:
             if self.sysflags & (EFLAGS_TF | EFLAGS_RF):
                 # Single-stepping (or RF to clear): one instruction at a time, off the hot
@@ -1001,14 +984,10 @@ class Cpu:
                             f = get(eip)
                             if f is None:
                                 f = decode_at(self, eip)
-                                # Just fetched (a CR3 load emptied the icache, say): the
-                                # block here may run at once, its page in the TLB.
-                                if enter_fetched(self, eip, budget - n, n or head):
-                                    continue
-                            elif (n or head) and budget - n >= min_left:
+                            elif n and budget - n >= min_left:
                                 # Not where a run resumes (often mid-block): there the
                                 # one-instruction path goes on to the next block's head.
-                                translate(self, eip, True, budget - n)
+                                translate(self, eip)
                                 continue
                         eip = f()
                         n += 1
@@ -1073,11 +1052,7 @@ class Cpu:
                 budget -= n
                 stop = self._slow(s.run)
                 budget -= 1
-                head = True
                 if stop is not None:
-                    if stop is StopReason.INTERCEPT and self.last_intercept.insn_len:
-                        info = self.last_intercept
-                        self._resume_head = (info.eip + info.insn_len) & 0xFFFFFFFF
                     return stop
                 if self.stop_requested:
                     self.stop_requested = False
