@@ -345,3 +345,49 @@ def test_kept_block_after_a_redirected_fault(blocks_switch, mmu: str):  # noqa: 
         if a != b:
             keys = [k for k in a[0] if a[0][k] != b[0].get(k)]
             raise AssertionError(f"run {i}: differs in {keys or 'walks/time'}")
+
+
+TWIN_LOOP = """
+bits 32
+org 0x100000
+        mov ecx, 24
+.l:     mov eax, cr3
+        mov cr3, eax                    ; the TLB flushed, the icache emptied
+        add [0x200010], ecx             ; data walks inside the block that follows
+        mov ebx, [0x201010]
+        lea edx, [ebx + ecx]
+        xor esi, edx
+        mov [0x202020], esi
+        inc edi
+        test ecx, 1
+        jz .skip
+        mov eax, cr3
+        mov cr3, eax
+.skip:  add esi, 3
+        dec ecx
+        jnz .l
+"""
+
+
+@pytest.mark.parametrize("how", ["blocks", "budgets"])
+@pytest.mark.parametrize("redecode", [False, True])
+def test_cr3_loop_block_by_block(how: str, redecode: bool):
+    """The CPU alone (tests/diff/blocks.py's Twin): a loop loading CR3 twice a turn, with
+    paging on, compared after every block (or every run of an arbitrary budget): the
+    registers, RAM, the TLB, the walks and every MMU event (tlb_miss, walk_step,
+    tlb_flush), then the saved state (which instructions are in the icache)."""
+    from tests.diff.blocks import Twin
+    from tests.diff.harness import STACK_TOP, Start
+
+    code = assemble(TWIN_LOOP, "twin.asm").data
+    twin = Twin(code, Start([0] * 4 + [STACK_TOP] + [0] * 3), paging=True, events="mmu",
+                redecode=redecode)
+    if how == "blocks":
+        twin.run_blocks(max_steps=3000, passes=2)
+        # Decoded ahead, the loop runs in blocks after each CR3 load (else one at a time:
+        # nothing is fetched again yet where a block would start).
+        assert twin.blocks_run > 50 or not redecode
+    else:
+        twin.run_budgets([64, 1, 100, 7, 65, 3, 200, 13] * 60, max_steps=3000, passes=2)
+    twin.compare_saved_state()
+    assert twin.fast.mmu.walks > 50
