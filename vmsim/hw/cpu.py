@@ -787,7 +787,8 @@ class Cpu:
     def _read_phys_code(self, pa: int, n: int) -> bytes:
         mem = self.mem
         if mem.kind[pa >> PAGE_SHIFT] != OTHER and pa + n <= mem.size:
-            return bytes(mem.ram[pa:pa + n])
+            data = mem.ram[pa:pa + n]  # bytes already when RAM is an mmap
+            return data if type(data) is bytes else bytes(data)
         return bytes(mem.read(pa + i, 1) for i in range(n))
 
     def note_code(self, eip: int, frames: list[int], handler: Callable[[], int]) -> None:
