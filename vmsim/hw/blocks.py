@@ -68,7 +68,10 @@ class SmcExit(Exception):
     """A store hit decoded code: the block stops after the storing instruction."""
 
 
-SMC_EXIT = SmcExit()
+# What a block raises: the class, so that each raise makes an instance of its own. One
+# instance raised again and again keeps every traceback (each raise adds its frames to
+# the instance's __traceback__), and with them every CPU that ever raised it.
+SMC_EXIT = SmcExit
 
 # A cache entry for an address no block starts at: the loop takes the one-instruction path.
 NO_BLOCK: tuple = (None, 1 << 62, array("I"))
