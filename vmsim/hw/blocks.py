@@ -924,13 +924,26 @@ def _region_locals(lines: list[str], dirty_in: frozenset, used: list[str],
     return out, frozenset(dirty)
 
 
+def _fetched(cpu: Cpu, entry: tuple) -> bool:
+    """Is every instruction of a kept cache entry (block, region or NO_BLOCK) in the
+    icache? Only then may it run as it is: the one-instruction path fetches each
+    instruction that is not (after a CR3 load or INVLPG), and its first one may be there
+    without the others (it faulted, and the guest resumed elsewhere), so it would fetch
+    them: walk for their page after a TLB flush that kept the icache (kvm.ko's), and
+    put them back in the icache."""
+    icache = cpu.icache
+    if entry[1]:
+        return all(e in icache for e in entry[2])
+    return all(e in icache for a in entry[2][0].values() for e in a)
+
+
 def translate(cpu: Cpu, eip: int, regions: bool = True) -> tuple:
     """The cache entry for a block (or a region of blocks) at `eip`, built from decoded
     instructions only, and installed in `cpu.blocks` (NO_BLOCK when none starts there)."""
     kept = cpu._block_store.get(eip)
-    if kept is not None and kept[1] and (regions or kept[0][1]):
-        # Translated before a CR3 load, all in one page: its first instruction has just
-        # been fetched again and found in the same frame, so all of it has.
+    if kept is not None and kept[1] and (regions or kept[0][1]) and _fetched(cpu, kept[0]):
+        # Translated before a CR3 load, all in one page, and every instruction of it has
+        # been fetched again since (the icache holds it) and found in the same frame.
         cpu.blocks[eip] = kept[0]
         return kept[0]
     items, eips, frames = _collect(cpu, eip)

@@ -746,11 +746,10 @@ class Cpu:
         """
         la = eip & 0xFFFFFFFF
         pb = self._fetch_page(la)
-        n0 = min(count, 0x1000 - (la & 0xFFF))
-        pa = pb | (la & 0xFFF)
-        data = self._read_phys_code(pa, n0)
-        frames = [pa >> PAGE_SHIFT]
-        return data, frames
+        off = la & 0xFFF
+        n0 = count if off + count <= 0x1000 else 0x1000 - off
+        pa = pb | off
+        return self._read_phys_code(pa, n0), [pa >> PAGE_SHIFT]
 
     def fetch_more(self, eip: int, have: int, count: int = 15) -> tuple[bytes, int]:
         pb = self._fetch_page((eip + have) & 0xFFFFFFFF)
@@ -780,7 +779,7 @@ class Cpu:
         """The physical base of the page an instruction fetch at `la` reads (a TLB hit, or a
         walk that may #PF or exit)."""
         mmu = self.mmu
-        if not mmu.translating:
+        if not mmu.cr0 & CR0_PG and mmu.ept is None:  # not Mmu.translating (inline: every fetch)
             return la & 0xFFFFF000
         pb = mmu.tlb.get(la >> 12)
         return mmu.translate(la, FETCH) if pb is None else pb
@@ -788,7 +787,8 @@ class Cpu:
     def _read_phys_code(self, pa: int, n: int) -> bytes:
         mem = self.mem
         if mem.kind[pa >> PAGE_SHIFT] != OTHER and pa + n <= mem.size:
-            return bytes(mem.ram[pa:pa + n])
+            data = mem.ram[pa:pa + n]  # bytes already when RAM is an mmap
+            return data if type(data) is bytes else bytes(data)
         return bytes(mem.read(pa + i, 1) for i in range(n))
 
     def note_code(self, eip: int, frames: list[int], handler: Callable[[], int]) -> None:

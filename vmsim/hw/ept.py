@@ -80,6 +80,14 @@ class Ept:
         self._eptp = value
         self._memo.clear()
 
+    def usable_memo(self) -> dict[int, tuple[int, int, int]] | None:
+        """The memo of walks (guest-physical frame -> host frame, references, permission)
+        when a hit in it may serve a walk nobody records now, as in translate: a hit
+        whose permission allows the access gives its frame and counts its references."""
+        if self.software or self._gen != self.host.generation:
+            return None
+        return self._memo
+
     def translate(self, gpa: int, access: int, la: int | None, final: bool,
                   steps: list | None = None) -> int:
         """Host-physical frame base for `gpa`; raises InterceptExit on violation/misconfig.

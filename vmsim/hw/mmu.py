@@ -11,14 +11,16 @@ table the hardware walks, which shadow paging replaces.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from vmsim.events import EventStream
-from vmsim.hw.ept import Ept, EptStep
+from vmsim.hw.ept import EPT_R, EPT_W, EPT_X, Ept, EptStep
 from vmsim.hw.exceptions import PF, CpuException
+from vmsim.hw.hostmem import HostPhysical
 from vmsim.hw.intercept import InterceptExit
-from vmsim.hw.memory import PhysicalMemory
+from vmsim.hw.memory import OTHER, PAGE_SHIFT, PhysicalMemory
 
 P, RW, US, PWT, PCD, A, D, PS, G = 1, 2, 4, 8, 16, 32, 64, 128, 256
 PFEC_P, PFEC_W, PFEC_U, PFEC_RSVD, PFEC_I = 1, 2, 4, 8, 16
@@ -31,6 +33,7 @@ CR0_PG = 1 << 31
 CR4_PSE = 1 << 4
 CR4_PAE = 1 << 5
 CR4_PGE = 1 << 7
+EPT_NEED = (EPT_R, EPT_W, EPT_X)  # the EPT permission each access needs, as Ept.translate
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,8 @@ class Mmu:
         # What the last successful walk found: (writable, dirty, 4-MiB page). kvm.ko's
         # shadow MMU walks the guest's tables with an Mmu of its own and reads this.
         self.last_leaf = (False, False, False)
+        # The table memory _walk_quick last read, and its entry reader (_entry_reader).
+        self._reader: tuple[object, Callable[[int], int]] = (None, self.tables.read)
 
     # -- state as plain data (issue 12) -------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -291,7 +296,10 @@ class Mmu:
 
     def _walk_quick(self, la: int, access: int) -> int:
         """_walk with nobody recording its steps: the same references, in the same order,
-        with the same A/D writes, faults and exits, without the per-step calls."""
+        with the same A/D writes, faults and exits, without the per-step calls. Entries
+        are read by a reader made for the table memory (_entry_reader), and an EPT
+        translation its memo holds is taken from it here (Ept.usable_memo: the same hit
+        Ept.translate would make, counting the same references)."""
         write = access == WRITE
         self._la, self._access = la, access
         ept, tables = self.ept, self.tables
@@ -302,12 +310,22 @@ class Mmu:
             self.last_leaf = (True, True, False)
             self._fill(la, base, write, 1, 0)
             return base
+        reader = self._reader
+        rd = reader[1] if reader[0] is tables else self._entry_reader(tables)
+        memo = ept.usable_memo() if ept is not None else None
         pde_index = la >> 22
         pde_addr = (self.cr3 & 0xFFFFF000) | (pde_index << 2)
         self.refs += 1
-        pde_at = pde_addr if ept is None else \
-            ept.translate(pde_addr, READ, la, False) | (pde_addr & 0xFFF)
-        pde = tables.read(pde_at, 4)
+        if ept is None:
+            pde_at = pde_addr
+        else:
+            hit = memo.get(pde_addr >> 12) if memo is not None else None
+            if hit is not None and hit[2] & EPT_R:
+                ept.refs += hit[1]
+                pde_at = hit[0] | (pde_addr & 0xFFF)
+            else:
+                pde_at = ept.translate(pde_addr, READ, la, False) | (pde_addr & 0xFFF)
+        pde = rd(pde_at)
         if not pde & P:
             raise self._fault(la, access, False)
         if pde & PS and self.cr4 & CR4_PSE:
@@ -328,11 +346,20 @@ class Mmu:
         if not pde & A:
             pde |= A
             tables.write(pde_at, 4, pde)
+            if ept is not None:
+                memo = ept.usable_memo()  # (a write to kvm.ko's pool would end it)
         pte_addr = (pde & 0xFFFFF000) | (((la >> 12) & 0x3FF) << 2)
         self.refs += 1
-        pte_at = pte_addr if ept is None else \
-            ept.translate(pte_addr, READ, la, False) | (pte_addr & 0xFFF)
-        pte = tables.read(pte_at, 4)
+        if ept is None:
+            pte_at = pte_addr
+        else:
+            hit = memo.get(pte_addr >> 12) if memo is not None else None
+            if hit is not None and hit[2] & EPT_R:
+                ept.refs += hit[1]
+                pte_at = hit[0] | (pte_addr & 0xFFF)
+            else:
+                pte_at = ept.translate(pte_addr, READ, la, False) | (pte_addr & 0xFFF)
+        pte = rd(pte_at)
         if not pte & P:
             raise self._fault(la, access, False)
         writable = pde & pte & RW
@@ -341,12 +368,58 @@ class Mmu:
         new = pte | A | (D if write else 0)
         base = pte & 0xFFFFF000
         if ept is not None:
-            base = ept.translate(base | (la & 0xFFF), access, la, True)
+            gpa = base | (la & 0xFFF)
+            hit = memo.get(gpa >> 12) if memo is not None else None
+            if hit is not None and hit[2] & EPT_NEED[access]:
+                ept.refs += hit[1]
+                base = hit[0]
+            else:
+                base = ept.translate(gpa, access, la, True)
         if new != pte:
             tables.write(pte_at, 4, new)
         self.last_leaf = (bool(writable), bool(new & D), False)
-        self._fill(la, base, write, writable, new & G)
+        # _fill, inline
+        lpn = la >> 12
+        self.tlb[lpn] = base
+        if write and (writable or not self.cr0 & CR0_WP):
+            self.tlb_w[lpn] = base
+        else:
+            self.tlb_w.pop(lpn, None)
+        if new & G and self.cr4 & CR4_PGE:
+            self.global_pages.add(lpn)
         return base
+
+    def _entry_reader(self, tables: TableMemory) -> Callable[[int], int]:
+        """A function reading the 4-byte paging-structure entry at an aligned address of
+        `tables`, as `tables.read(addr, 4)` does, in one call for the memories the
+        hardware walks (guest RAM; host memory: kvm.ko's pool, then guest RAM)."""
+        if type(tables) is HostPhysical:
+            pages, mem = tables.pool.pages, tables.ram
+        elif type(tables) is PhysicalMemory:
+            pages, mem = None, tables
+        else:
+            def rd(addr: int) -> int:
+                return tables.read(addr, 4)
+            self._reader = (tables, rd)
+            return rd
+        if type(mem) is not PhysicalMemory:
+            def rd(addr: int) -> int:
+                return tables.read(addr, 4)
+            self._reader = (tables, rd)
+            return rd
+
+        def rd(addr: int) -> int:
+            if pages:
+                page = pages.get(addr & 0xFFFFF000)
+                if page is not None:
+                    off = addr & 0xFFF
+                    return int.from_bytes(page[off:off + 4], "little")
+            # PhysicalMemory.read of an aligned word: RAM, or a device / nothing
+            if mem.kind[addr >> PAGE_SHIFT] != OTHER and addr + 4 <= mem.size:
+                return int.from_bytes(mem.ram[addr:addr + 4], "little")
+            return mem.read(addr, 4)
+        self._reader = (tables, rd)
+        return rd
 
     def _fill(self, la: int, base: int, write: bool, writable: int, is_global: int) -> None:
         lpn = la >> 12
