@@ -53,26 +53,72 @@ def _compact_dumps() -> Callable[[Any], str]:
 _dumps = _compact_dumps()
 
 
+class _EipBytes(dict):
+    """The 4 bytes of an EIP as array("I") holds it, by EIP (a token of one instruction)."""
+
+    def __missing__(self, eip: int) -> bytes:
+        if len(self) >= 1 << 16:
+            self.clear()
+        v = self[eip] = array("I", (eip,)).tobytes()
+        return v
+
+
+class _Tokens(list):
+    """InstructionColumn.tokens: what the CPU records, in order. `one` makes the token of
+    an instruction run on its own (Cpu.run's recording loop looks it up here)."""
+
+    one = staticmethod(_EipBytes().__getitem__)
+
+
 class InstructionColumn:
     """One CPU's executed instructions as a compact column: 4 bytes (the EIP) each.
 
-    Give the column itself to the CPU (`Cpu.recorder`): its loop appends to `eips`
-    through `append`, which the CPU looks up once per batch; that look-up is where a full
-    column is handed to `on_full` (the trace writer) before the batch starts, so the hot
-    loop itself pays nothing for the bound.
+    Give the column itself to the CPU (`Cpu.recorder`). Its loop records through
+    `append`, looked up once per batch, into `tokens`: an EIP (an int) for an instruction
+    run on its own, and for a translated block's group of instructions the group itself
+    (the block's constant array of their EIPs), one item per group instead of copying
+    each EIP. Reading `eips` expands the tokens, in order, into the array of waiting EIPs,
+    so an event (the writer reads the column before its line) finds exactly the
+    instructions run before it. The look-up of `append` is where a full column is handed
+    to `on_full` (the trace writer) before the batch starts, so the hot loop itself pays
+    nothing for the bound.
     """
 
     def __init__(self, source: str):
         self.source = source
-        self.eips = array("I")
+        self._eips = array("I")
+        self.tokens = _Tokens()
         self.count = 0  # instructions already written out
         self.on_full: Callable[[], None] | None = None
+        # Runs the expansion at a batch's start where a signal waits for it (the writer's
+        # _guarded): cut in the middle, it would write instructions twice or lose them.
+        self.guard: Callable[[Callable[[], None]], None] | None = None
 
     @property
-    def append(self) -> Callable[[int], None]:
-        if self.on_full is not None and len(self.eips) >= FLUSH_AT:
-            self.on_full()
-        return self.eips.append
+    def eips(self) -> array:
+        """The EIPs recorded and not yet written out, in order."""
+        if self.tokens:
+            self._expand()
+        return self._eips
+
+    def _expand(self) -> None:
+        tokens = self.tokens
+        try:
+            data = b"".join(tokens)  # groups and bytes of EIPs: in one C call
+        except TypeError:  # EIPs as ints among them (InstructionColumn.append, a TF step)
+            one = tokens.one
+            data = b"".join([one(t) if type(t) is int else t for t in tokens])
+        self._eips.frombytes(data)
+        tokens.clear()
+
+    @property
+    def append(self) -> Callable[[Any], None]:
+        if self.on_full is not None:
+            if self.tokens and self.guard is not None:
+                self.guard(self._expand)
+            if len(self.eips) >= FLUSH_AT:
+                self.on_full()
+        return self.tokens.append
 
 
 def _repeats(d: list[int], pos: int, seg: list[int]) -> int:
@@ -423,6 +469,7 @@ class TraceWriter(GuardedOutput):
     def add_column(self, col: InstructionColumn) -> None:
         if self._level in ("insn", "all"):
             col.on_full = self.flush_instructions
+            col.guard = self._guarded
             self.columns.append(col)
 
     def _drain(self) -> bool:

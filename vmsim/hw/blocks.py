@@ -609,8 +609,20 @@ def _record_groups(ns: dict) -> tuple[list[int], Callable[[str], str | None]]:
         name = f"G{len(ns)}"
         ns[name] = array("I", pend)
         pend.clear()
-        return f"{indent}rext({name})"
+        return f"{indent}rext.append({name})"
     return pend, flush
+
+
+class ExtendInto:
+    """What a recording variant records into when the recorder is an array: `append`
+    adds a group's EIPs (the variant calls `rext.append(group)`, which for a list,
+    InstructionColumn.tokens, is the list's own append: one item per group, the
+    cheapest call there is)."""
+
+    __slots__ = ("append",)
+
+    def __init__(self, column: array):
+        self.append = column.extend
 
 
 def _registers_in_locals(lines: list[str], rec: dict | None = None) -> list[str]:
@@ -851,7 +863,7 @@ def _region(cpu: Cpu, eip: int, first: tuple) -> tuple | None:
     fn = _compile(cpu, src, eip, ns)
     fn.source = src  # type: ignore[attr-defined]
 
-    def region_rec(left: int, rext: Callable) -> int:
+    def region_rec(left: int, rext: ExtendInto | list) -> int:
         # The recording variant is compiled when first needed (a trace at level insn).
         rec = info[1] = _compile(cpu, source("region_rec", "left, rext", member_lines(True)), eip,
                                   ns)
@@ -951,7 +963,7 @@ def translate(cpu: Cpu, eip: int, regions: bool = True) -> tuple:
     fn.source = src  # type: ignore[attr-defined]
     listed = _Eips(eips)
 
-    def block_rec(rext: Callable) -> int:
+    def block_rec(rext: ExtendInto | list) -> int:
         # The recording variant is compiled when first needed (a trace at level insn).
         listed.rec = _compile(cpu, source("block_rec", "rext", True), eip, ns)
         return listed.rec(rext)

@@ -995,7 +995,15 @@ class Cpu:
                     # Recording: blocks run their recording variant, which appends each
                     # EIP as its instruction starts (as the loop above does), so an event
                     # raised inside a block finds exactly the instructions before it.
-                    rext = record.__self__.extend  # the column the loop appends to
+                    # InstructionColumn.tokens takes each group whole, as one item
+                    # expanded when read, and a single EIP as its bytes (`one`); an
+                    # array takes the EIPs themselves (blocks.ExtendInto).
+                    col = record.__self__
+                    one = getattr(col, "one", None)
+                    if one is None:
+                        rext, one = blocks.ExtendInto(col), int
+                    else:
+                        rext = col
                     while n < budget:
                         t = bget(eip)
                         if t is not None:
@@ -1043,7 +1051,7 @@ class Cpu:
                             elif n and budget - n >= min_left:
                                 translate(self, eip)
                                 continue
-                        record(eip)
+                        record(one(eip))
                         eip = f()
                         n += 1
             except SlowPath as s:
