@@ -74,14 +74,14 @@ class InstructionColumn:
     """One CPU's executed instructions as a compact column: 4 bytes (the EIP) each.
 
     Give the column itself to the CPU (`Cpu.recorder`). Its loop records through
-    `append`, looked up once per batch, into `tokens`: an EIP (an int) for an instruction
-    run on its own, and for a translated block's group of instructions the group itself
-    (the block's constant array of their EIPs), one item per group instead of copying
-    each EIP. Reading `eips` expands the tokens, in order, into the array of waiting EIPs,
-    so an event (the writer reads the column before its line) finds exactly the
-    instructions run before it. The look-up of `append` is where a full column is handed
-    to `on_full` (the trace writer) before the batch starts, so the hot loop itself pays
-    nothing for the bound.
+    `append`, looked up once per batch, into `tokens`: for a translated block's group of
+    instructions the group itself (the constant bytes of their EIPs, made when the block
+    was), one item per group instead of each EIP, and for an instruction run on its own
+    the bytes of its EIP (`tokens.one`). Reading `eips` expands the tokens, in order,
+    into the array of waiting EIPs, so an event (the writer reads the column before its
+    line) finds exactly the instructions run before it. The look-up of `append` is where
+    a full column is handed to `on_full` (the trace writer) before the batch starts, so
+    the hot loop itself pays nothing for the bound.
     """
 
     def __init__(self, source: str):

@@ -607,7 +607,7 @@ def _record_groups(ns: dict) -> tuple[list[int], Callable[[str], str | None]]:
         if not pend:
             return None
         name = f"G{len(ns)}"
-        ns[name] = array("I", pend)
+        ns[name] = array("I", pend).tobytes()  # the EIPs as an array holds them
         pend.clear()
         return f"{indent}rext.append({name})"
     return pend, flush
@@ -615,14 +615,14 @@ def _record_groups(ns: dict) -> tuple[list[int], Callable[[str], str | None]]:
 
 class ExtendInto:
     """What a recording variant records into when the recorder is an array: `append`
-    adds a group's EIPs (the variant calls `rext.append(group)`, which for a list,
-    InstructionColumn.tokens, is the list's own append: one item per group, the
-    cheapest call there is)."""
+    adds a group's EIPs (the variant calls `rext.append(group)`, the group being the
+    bytes of its EIPs; for a list, InstructionColumn.tokens, that is the list's own
+    append: one item per group, the cheapest call there is)."""
 
     __slots__ = ("append",)
 
     def __init__(self, column: array):
-        self.append = column.extend
+        self.append = column.frombytes
 
 
 def _registers_in_locals(lines: list[str], rec: dict | None = None) -> list[str]:
