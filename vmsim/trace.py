@@ -285,16 +285,25 @@ class _PackedTexts(dict):
 _PACKED_TEXT = _PackedTexts().__getitem__
 
 
+_LANE_BIASES: dict[int, int] = {}  # by n: what _lanes adds (a line is most often a batch)
+
+
 def _lanes(raw: bytes, n: int) -> bytes:
     """The lanes of the n - 1 deltas of the n EIPs in `raw` (all below 2**31)."""
     order = sys.byteorder
     e = int.from_bytes(raw, order)
     m = 32 * (n - 1)
-    mask = (1 << m) - 1
     if _LITTLE:
-        f = (e >> 32) + (_BIASES & mask) - (e & mask)
-    else:
-        f = (e & mask) + (_BIASES & mask) - (e >> 32)
+        # EIPs[1:] - EIPs[:-1] + biases, without masking off the last EIP: 2**32 in the
+        # lane above the deltas keeps the whole sum positive, and that lane is cut off.
+        b = _LANE_BIASES.get(n)
+        if b is None:
+            if len(_LANE_BIASES) >= 64:
+                _LANE_BIASES.clear()
+            b = _LANE_BIASES[n] = (_BIASES & ((1 << m) - 1)) + (1 << (m + 32))
+        return ((e >> 32) + b - e).to_bytes(4 * n + 1, order)[:m >> 3]
+    mask = (1 << m) - 1
+    f = (e & mask) + (_BIASES & mask) - (e >> 32)
     return f.to_bytes(m // 8, order)
 
 
@@ -358,10 +367,22 @@ def _packed_json(lanes: bytes) -> str:
             continue
         if skip < SKIP_MAX:
             skip = 2 * skip + 1  # 1, 3 ... 63: min(2 * skip + 1, SKIP_MAX)
-        q = nxt + skip
-        b = find(1, q)
-        # The body after the last backward jump before q (flags[nxt - 1] is one).
-        start = rfind(1, nxt - 1, q) + 1
+            q = nxt + skip
+            b = find(1, q)
+            # The body after the last backward jump before q (flags[nxt - 1] is one).
+            start = rfind(1, nxt - 1, q) + 1
+            continue
+        # The skip at its most, as it stays until a fold: the same steps, in a tighter
+        # loop, up to the first body whose next body has its length (a fold needs that).
+        while True:
+            q = nxt + SKIP_MAX
+            b = find(1, q)
+            if b < 0:
+                break
+            start = rfind(1, nxt - 1, q) + 1
+            nxt = b + 1
+            if ahead[b + nxt - start]:
+                break
     if n > plain:
         put(_plain_text(lanes, plain, n))
     return f"[{','.join(parts)}]"
