@@ -63,8 +63,8 @@ def _record(guest: str, backend: str, paging: str, every: bool, column: bool,
                 max_instructions=30_000, events=events, paging=paging, history=False)
     rec: InstructionColumn | array = InstructionColumn("vcpu0") if column else array("I")
     seen: list[tuple[str, int]] = []
-    if column:
-        events.subscribe(lambda e: seen.append((e.kind, len(rec.eips))),
+    if column:  # (waiting() leaves the column as the CPU made it: lanes, see its doc)
+        events.subscribe(lambda e: seen.append((e.kind, rec.waiting())),
                          None if every else [k for k in _KINDS if k not in HIGH_RATE])
     else:
         events.subscribe(lambda e: seen.append((e.kind, len(rec))),
@@ -110,10 +110,13 @@ def test_the_column_without_blocks() -> None:
 
 
 def test_direct_writes_and_recorded_groups_keep_their_order() -> None:
+    from vmsim.hw.blocks import RecordedGroup
+
     col = InstructionColumn("vcpu0")
     col.eips.extend([1, 2])
-    col.tokens.append(array("I", [3, 4]).tobytes())
-    col.append(5)  # the look-up the CPU makes, then an EIP as an int (a TF step)
-    col.tokens.append(col.tokens.one(6))
-    assert list(col.eips) == [1, 2, 3, 4, 5, 6]
+    col.tokens.opens.append(0)
+    col.tokens.append(RecordedGroup.make([3, 4], None))
+    col.append(5)  # the look-up the CPU makes, then one instruction (a TF step)
+    col.tokens.append(RecordedGroup.make([6, 9], 5))  # recorded after 5: not marked
+    assert list(col.eips) == [1, 2, 3, 4, 5, 6, 9]
     assert not col.tokens

@@ -996,19 +996,24 @@ class Cpu:
                     # EIP as its instruction starts (as the loop above does), so an event
                     # raised inside a block finds exactly the instructions before it.
                     # InstructionColumn.tokens takes each group whole, as one item
-                    # expanded when read, and a single EIP as its bytes (`one`); an
-                    # array takes the EIPs themselves (blocks.ExtendInto).
+                    # (blocks.RecordedGroup), and a single instruction as one (`one`);
+                    # a group recorded where what ran before it is not known (a
+                    # block's or region's first, a single instruction) is marked open
+                    # first (`mark(here())`). An array takes the EIPs themselves.
                     col = record.__self__
-                    one = getattr(col, "one", None)
-                    if one is None:
-                        rext, one = blocks.ExtendInto(col), int
+                    tokens = getattr(col, "tokens", None)
+                    if tokens is None:
+                        rext, put, one = blocks.ExtendInto(col), record, int
+                        mark = here = int
                     else:
-                        rext = col
+                        rext, put, one = tokens, tokens.append, tokens.one
+                        mark, here = tokens.opens.append, tokens.__len__
                     while n < budget:
                         t = bget(eip)
                         if t is not None:
                             fn, k, eips = t
                             if not k:
+                                mark(here())
                                 try:
                                     eip = eips[1](budget - n, rext)
                                 except SmcExit:
@@ -1026,6 +1031,7 @@ class Cpu:
                                     n += cnt[0]
                                     continue
                             elif k <= budget - n:
+                                mark(here())
                                 try:
                                     eip = eips.rec(rext)
                                 except SmcExit:
@@ -1051,7 +1057,8 @@ class Cpu:
                             elif n and budget - n >= min_left:
                                 translate(self, eip)
                                 continue
-                        record(one(eip))
+                        mark(here())
+                        put(one(eip))
                         eip = f()
                         n += 1
             except SlowPath as s:
