@@ -152,7 +152,9 @@ class InstructionColumn:
         opens = tokens.opens
         out = self._lanes
         at = 0  # tokens[:at] taken as lanes, the rest as EIPs
-        if not self._eips:
+        # A line that starts with open groups as often as not (a guest that exits every
+        # few instructions, mostly run one at a time) is kept as EIPs: less work here.
+        if not self._eips and (out or 2 * len(opens) < n):
             if not out:
                 self._first = tokens[0].first
             last = self._last
@@ -632,15 +634,16 @@ class TraceWriter(GuardedOutput):
         text is long enough to be written at once."""
         long = False
         for col in self.columns:
-            run = col.take_lanes()
+            # (Most events find nothing waiting: that is looked at first, inline.)
+            run = col.take_lanes() if col.tokens or col._lanes else None
             if run is not None:
                 k = len(run[1]) >> 2
                 text = encode_lanes(col.source, col.count + 1, *run)
             else:
-                eips = col.eips
-                k = len(eips)
-                if not k:
+                eips = col._eips
+                if not eips:
                     continue
+                k = len(eips)
                 text = encode_run(col.source, col.count + 1, eips)
                 del eips[:k]
             self._pending.append(text)
