@@ -61,7 +61,7 @@ M32 = 0xFFFFFFFF
 
 
 class _Eips(list):
-    """A block's EIPs, and its recording variant (`rec`)."""
+    """A block's EIPs, and its recording variants (`rec`, see translate)."""
 
 
 class SmcExit(Exception):
@@ -665,14 +665,30 @@ class ExtendInto:
     """What a recording variant records into when the recorder is an array: `append`
     adds a group's EIPs (the variant calls `rext.append(group)`; for a list,
     InstructionColumn.tokens, that is the list's own append: one item per group, the
-    cheapest call there is). `opens` is where the variant marks open groups (unused)."""
+    cheapest call there is). The array's variant is compiled in a namespace where each
+    group is the bytes of its EIPs (_for_arrays). `opens` is where the variant marks open
+    groups (unused here)."""
 
     __slots__ = ("append", "opens")
 
     def __init__(self, column: array):
-        extend = column.frombytes
-        self.append = lambda g: extend(g.eips)
+        self.append = column.frombytes
         self.opens: list[int] = []
+
+    def __len__(self) -> int:
+        return 0
+
+
+def _for_arrays(ns: dict) -> dict:
+    """The namespace of a recording variant that records into an array (ExtendInto):
+    the same, with each group as the bytes of its EIPs."""
+    out = dict(ns)
+    for name, v in ns.items():
+        if isinstance(v, RecordedGroup):
+            out[name] = v.eips
+        elif isinstance(v, tuple) and v and isinstance(v[0], RecordedGroup):
+            out[name] = tuple(g.eips for g in v)
+    return out
 
 
 def _registers_in_locals(lines: list[str], rec: dict | None = None) -> list[str]:
@@ -921,12 +937,14 @@ def _region(cpu: Cpu, eip: int, first: tuple) -> tuple | None:
     fn.source = src  # type: ignore[attr-defined]
 
     def region_rec(left: int, rext: ExtendInto | list) -> int:
-        # The recording variant is compiled when first needed (a trace at level insn).
-        rec = info[1] = _compile(cpu, source("region_rec", "left, rext", member_lines(True)), eip,
-                                  ns)
-        return rec(left, rext)
+        # The recording variants are compiled when first needed (a trace at level insn):
+        # info[1] records into InstructionColumn.tokens, info[2] into an array.
+        src = source("region_rec", "left, rext", member_lines(True))
+        info[1] = _compile(cpu, src, eip, ns)
+        info[2] = _compile(cpu, src, eip, _for_arrays(ns))
+        return info[1 if isinstance(rext, list) else 2](left, rext)
 
-    info = [heads, region_rec]
+    info = [heads, region_rec, region_rec]
     lpns = {e >> 12 for e in eips_all} | {(e + 15) >> 12 for e in eips_all}
     entry = (fn, 0, info)
     cpu.note_block(eip, entry, frames, lpns, eips_all)
@@ -1022,11 +1040,13 @@ def translate(cpu: Cpu, eip: int, regions: bool = True) -> tuple:
     listed = _Eips(eips)
 
     def block_rec(rext: ExtendInto | list) -> int:
-        # The recording variant is compiled when first needed (a trace at level insn).
-        listed.rec = _compile(cpu, source("block_rec", "rext", True), eip, ns)
-        return listed.rec(rext)
+        # The recording variants are compiled when first needed (a trace at level insn):
+        # rec[1] records into InstructionColumn.tokens, rec[2] into an array.
+        src = source("block_rec", "rext", True)
+        listed.rec = [None, _compile(cpu, src, eip, ns), _compile(cpu, src, eip, _for_arrays(ns))]
+        return listed.rec[1 if isinstance(rext, list) else 2](rext)
 
-    listed.rec = block_rec
+    listed.rec = [None, block_rec, block_rec]
     lpns = {e >> 12 for e in eips} | {(e + 15) >> 12 for e in eips}
     entry = (fn, len(items), listed)
     cpu.note_block(eip, entry, frames, lpns, eips)

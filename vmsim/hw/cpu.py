@@ -1005,9 +1005,11 @@ class Cpu:
                     if tokens is None:
                         rext, put, one = blocks.ExtendInto(col), record, int
                         mark = here = int
+                        rv = 2  # the variants recording into an array
                     else:
                         rext, put, one = tokens, tokens.append, tokens.one
                         mark, here = tokens.opens.append, tokens.__len__
+                        rv = 1
                     while n < budget:
                         t = bget(eip)
                         if t is not None:
@@ -1015,7 +1017,7 @@ class Cpu:
                             if not k:
                                 mark(here())
                                 try:
-                                    eip = eips[1](budget - n, rext)
+                                    eip = eips[rv](budget - n, rext)
                                 except SmcExit:
                                     smc[0] = 0
                                     i = pos[0]
@@ -1033,7 +1035,7 @@ class Cpu:
                             elif k <= budget - n:
                                 mark(here())
                                 try:
-                                    eip = eips.rec(rext)
+                                    eip = eips.rec[rv](rext)
                                 except SmcExit:
                                     smc[0] = 0
                                     i = pos[0]
