@@ -16,6 +16,8 @@ first, as the reference of every figure.
 figure in reference iterations, comparable across machines):
 - encode_run on the CRC-32 guest's instructions in pieces of FLUSH_AT (16 384), as the
   writer drains them, and in pieces of 8 (a guest that exits every few instructions);
+  encode_lanes on the same pieces of FLUSH_AT given as InstructionColumn gives them (the
+  first EIP and the lanes of the deltas);
 - TraceWriter's line for each VM-level event of the exit-heavy benchmark guests
   (benchmarks/guests/out_loop.asm, mmio_loop.asm, sample_guests/hello.asm), written to
   memory.
@@ -39,6 +41,7 @@ import tempfile
 import time
 from array import array
 from collections.abc import Callable
+from itertools import pairwise
 from pathlib import Path
 
 from reference import print_reference
@@ -103,7 +106,7 @@ def _reference_cpu_rate(repeat: int) -> float:
 def parts(repeat: int, profile: bool) -> None:
     """The trace writer's own work per instruction and per event (see the docstring)."""
     from vmsim.events import CATALOGUE, EventStream
-    from vmsim.trace import FLUSH_AT, HIGH_RATE, TraceWriter, encode_run
+    from vmsim.trace import FLUSH_AT, HIGH_RATE, TraceWriter, encode_lanes, encode_run
     from vmsim.vmm.machine import MachineConfig
 
     print_reference()
@@ -126,6 +129,13 @@ def parts(repeat: int, profile: bool) -> None:
         pieces = [col[i:i + size] for i in range(0, len(col), size)]
         return lambda: [encode_run("vcpu0", 1 + i * size, p) for i, p in enumerate(pieces)]
 
+    def encode_from_lanes(size: int) -> Callable[[], object]:
+        # What the writer has from InstructionColumn: the first EIP and the lanes.
+        bias = (1 << 31) - 1
+        runs = [(p[0], array("I", [bias, *(bias + b - a for a, b in pairwise(p))]).tobytes())
+                for p in (col[i:i + size] for i in range(0, len(col), size))]
+        return lambda: [encode_lanes("vcpu0", 1 + i * size, *r) for i, r in enumerate(runs)]
+
     def write_events() -> None:
         w = TraceWriter(EventStream(), io.StringIO(), "vm")
         write = w._write
@@ -133,6 +143,8 @@ def parts(repeat: int, profile: bool) -> None:
             write(ev)
 
     jobs = [(f"encode_run, CRC-32, pieces of {FLUSH_AT}", "insn", len(col), encode(FLUSH_AT)),
+            (f"encode_lanes, CRC-32, pieces of {FLUSH_AT}", "insn", len(col),
+             encode_from_lanes(FLUSH_AT)),
             ("encode_run, CRC-32, pieces of 8", "insn", len(col), encode(8)),
             ("event lines (out_loop, mmio_loop, hello)", "event", len(events), write_events)]
     for what, unit, n, fn in jobs:

@@ -5,14 +5,16 @@ writes exactly what the list-based encoder wrote, kept here as the oracle."""
 
 from __future__ import annotations
 
+import io
 import json
 from array import array
+from itertools import pairwise
 from operator import sub
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vmsim.trace import LINE_INSNS, encode_run, unfold
+from vmsim.trace import LINE_INSNS, encode_lanes, encode_run, unfold
 
 FOLD_MIN, SKIP_MAX = 8, 63
 
@@ -117,6 +119,42 @@ def test_encoder_on_arbitrary_eips(eips: list[int]) -> None:
     assert encode_run("cpu0", 1, array("I", eips)) == _oracle_encode("cpu0", 1, eips)
 
 
+@settings(max_examples=200, deadline=None)
+@given(_programs(), st.data())
+def test_recorded_groups_are_written_as_their_eips(eips: list[int], data) -> None:
+    """The column as the CPU fills it (groups holding the lanes from the group before
+    them, or marked open), drained at events: the same lines as the EIPs give."""
+    from vmsim.events import EventStream
+    from vmsim.hw.blocks import RecordedGroup
+    from vmsim.trace import InstructionColumn, TraceWriter
+
+    stream = EventStream()
+    out = io.StringIO()
+    writer = TraceWriter(stream, out, "insn")
+    col = InstructionColumn("vcpu0")
+    writer.add_column(col)
+    tokens = col.tokens
+    want = []
+    i = start = 0
+    prev = None
+    while i < len(eips):
+        g = eips[i:i + data.draw(st.integers(1, 5))]
+        closed = prev is not None and data.draw(st.booleans())
+        group = RecordedGroup.make(g, prev if closed else None)
+        if not closed or not group.ok:  # (blocks._record_groups marks those)
+            tokens.opens.append(len(tokens))
+        tokens.append(group)
+        prev = g[-1]
+        i += len(g)
+        if i == len(eips) or data.draw(st.integers(0, 3)) == 0:
+            stream.emit("kvm_handler", "vcpu0", handler="handle_io", outcome="x")
+            want.append(encode_run("vcpu0", start + 1, array("I", eips[start:i])))
+            start = i
+    writer.close()
+    runs = [line + "\n" for line in out.getvalue().splitlines() if '"insn_run"' in line]
+    assert "".join(runs) == "".join(want)
+
+
 def test_long_runs_split_into_lines_as_before() -> None:
     # More than one line's worth: a loop, data-dependent stretches, then `jmp $`.
     eips = [0x100000]
@@ -127,6 +165,10 @@ def test_long_runs_split_into_lines_as_before() -> None:
     text = encode_run("vcpu0", 7, array("I", eips))
     assert text == _oracle_encode("vcpu0", 7, eips)
     assert text.count("\n") == 2
+    # The same from lanes (InstructionColumn.take_lanes), the first lane unused.
+    bias = (1 << 31) - 1
+    lanes = array("I", [bias] + [bias + b - a for a, b in pairwise(eips)]).tobytes()
+    assert encode_lanes("vcpu0", 7, eips[0], lanes) == text
 
 
 # -- Event lines -------------------------------------------------------------------------------

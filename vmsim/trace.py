@@ -11,12 +11,13 @@ always in the order things happened and nothing waits in memory for the end of t
 from __future__ import annotations
 
 import json
+import struct
 import sys
 from array import array
 from collections.abc import Callable, Iterable
 from itertools import repeat
 from json.encoder import encode_basestring_ascii
-from operator import call, ge, sub
+from operator import attrgetter, call, ge, sub
 from typing import IO, Any, NamedTuple
 
 from vmsim.events import CATALOGUE, Event, EventStream
@@ -53,26 +54,171 @@ def _compact_dumps() -> Callable[[Any], str]:
 _dumps = _compact_dumps()
 
 
-class InstructionColumn:
-    """One CPU's executed instructions as a compact column: 4 bytes (the EIP) each.
+class _OneGroups(dict):
+    """The group of one instruction run on its own, by its EIP (blocks.RecordedGroup,
+    open: Cpu.run marks it)."""
 
-    Give the column itself to the CPU (`Cpu.recorder`): its loop appends to `eips`
-    through `append`, which the CPU looks up once per batch; that look-up is where a full
-    column is handed to `on_full` (the trace writer) before the batch starts, so the hot
-    loop itself pays nothing for the bound.
+    def __missing__(self, eip: int) -> Any:
+        from vmsim.hw.blocks import RecordedGroup
+
+        if len(self) >= 1 << 16:
+            self.clear()
+        v = self[eip] = RecordedGroup.make([eip], None)
+        return v
+
+
+class _Tokens(list):
+    """InstructionColumn.tokens: the groups the CPU records, in order. `opens` holds the
+    indices of those recorded where what ran before them was not known (marked by
+    Cpu.run and the blocks' recording variants, ascending); `one` makes the group of an
+    instruction run on its own."""
+
+    one = staticmethod(_OneGroups().__getitem__)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opens: list[int] = []
+
+
+_EIPS_OF = attrgetter("eips")
+_LANE_BYTES = struct.Struct("=I").pack  # a lane's 4 bytes, as array("I") holds them
+
+
+class InstructionColumn:
+    """One CPU's executed instructions as a compact column.
+
+    Give the column itself to the CPU (`Cpu.recorder`). Its loop records through
+    `append`, looked up once per batch, into `tokens`: a translated block's groups of
+    instructions, one item per group (vmsim.hw.blocks.RecordedGroup: the lanes of the
+    deltas into its instructions, made when the block was), and single instructions as
+    groups of one. A group whose predecessor was known when it was made holds the delta
+    from it, so the lanes of a run of them are one C join; for the few recorded open
+    (`tokens.opens`) the delta is worked out here. The waiting instructions are kept as
+    those lanes and the first EIP, which is what the trace writes (encode_lanes).
+
+    Reading `eips` gives them as EIPs instead (an array the caller may extend), in
+    order, so an event (the writer reads the column before its line) finds exactly the
+    instructions run before it. The look-up of `append` is where a full column is handed
+    to `on_full` (the trace writer) before the batch starts, so the hot loop itself pays
+    nothing for the bound.
     """
 
     def __init__(self, source: str):
         self.source = source
-        self.eips = array("I")
+        self.tokens = _Tokens()
         self.count = 0  # instructions already written out
+        # The waiting instructions: as EIPs (`_eips`, when written there or when a delta
+        # does not fit a lane), or else as the first's EIP and the lanes of all (the first
+        # lane not used): never both.
+        self._eips = array("I")
+        self._first = 0
+        self._lanes = bytearray()
+        self._last = 0  # the EIP of the last instruction taken from the tokens
         self.on_full: Callable[[], None] | None = None
+        # Runs _collect at a batch's start where a signal waits for it (the writer's
+        # _guarded): cut in the middle, it would write instructions twice or lose them.
+        self.guard: Callable[[Callable[[], None]], None] | None = None
+
+    @property
+    def eips(self) -> array:
+        """The EIPs recorded and not yet written out, in order."""
+        self._collect()
+        if self._lanes:
+            self._lanes_to_eips()
+        return self._eips
+
+    def waiting(self) -> int:
+        """How many instructions are recorded and not yet written out."""
+        self._collect()
+        return len(self._eips) + (len(self._lanes) >> 2)
+
+    def _lanes_to_eips(self) -> None:
+        if not self._lanes:
+            return
+        e = self._first
+        out = [e]
+        for lane in memoryview(self._lanes[4:]).cast("I"):
+            e += lane - _BIAS
+            out.append(e)
+        self._eips.extend(out)
+        self._lanes.clear()
+
+    def _collect(self) -> None:
+        """Take the recorded groups into the waiting instructions."""
+        tokens = self.tokens
+        n = len(tokens)
+        if not n:
+            return
+        opens = tokens.opens
+        out = self._lanes
+        at = 0  # tokens[:at] taken as lanes, the rest as EIPs
+        # A line that starts with open groups as often as not (a guest that exits every
+        # few instructions, mostly run one at a time) is kept as EIPs: less work here.
+        if not self._eips and (out or 2 * len(opens) < n):
+            if not out:
+                self._first = tokens[0].first
+            last = self._last
+            for j in opens:
+                if j >= n:
+                    break
+                if j < at:
+                    continue
+                if j > at:
+                    out += b"".join(tokens[at:j])
+                    last = tokens[j - 1].last
+                t = tokens[j]
+                if out:
+                    lane = _BIAS + t.first - last
+                    if not t.ok or not 0 <= lane <= 0xFFFFFFFF:  # (a delta past a lane)
+                        self._lanes_to_eips()
+                        at = j
+                        break
+                    out += _LANE_BYTES(lane)
+                    out += memoryview(t)[4:]
+                elif not t.ok:
+                    at = j
+                    break
+                else:
+                    out += t
+                last = t.last
+                at = j + 1
+            else:
+                j = n
+            if j >= n:
+                out += b"".join(tokens[at:]) if at else b"".join(tokens)
+                at = n
+        if at < n:
+            self._eips.frombytes(b"".join(map(_EIPS_OF, tokens[at:] if at else tokens)))
+        self._last = tokens[-1].last
+        tokens.clear()
+        # Marks past the last group are for the next ones (none recorded yet): index 0.
+        opens[:] = [0] if opens and opens[-1] >= n else ()
+
+    def take_lanes(self) -> tuple[int, bytes] | None:
+        """The first EIP and the lanes of the waiting instructions, which are no longer
+        waiting (None when they are kept as EIPs, or none wait)."""
+        self._collect()
+        if self._eips or not self._lanes:
+            return None
+        lanes = bytes(self._lanes)
+        self._lanes.clear()
+        return self._first, lanes
+
+    def _record_one(self, eip: int) -> None:
+        tokens = self.tokens
+        tokens.opens.append(len(tokens))
+        tokens.append(tokens.one(eip))
 
     @property
     def append(self) -> Callable[[int], None]:
-        if self.on_full is not None and len(self.eips) >= FLUSH_AT:
-            self.on_full()
-        return self.eips.append
+        """Records one instruction by its EIP (a TF step, the loop without blocks);
+        Cpu.run takes `tokens` from it for the rest."""
+        if self.on_full is not None:
+            if self.tokens and self.guard is not None:
+                self.guard(self._collect)
+            if self.waiting() >= FLUSH_AT:
+                self.on_full()
+        return self._record_one
 
 
 def _repeats(d: list[int], pos: int, seg: list[int]) -> int:
@@ -205,7 +351,6 @@ _BIAS = (1 << 31) - 1
 _PACKED = array("I").itemsize == 4
 _BIASES = int.from_bytes(_BIAS.to_bytes(4, sys.byteorder) * LINE_INSNS, sys.byteorder)
 _BACKWARD = bytes(1 if b < 0x80 else 0 for b in range(256))  # top byte of a lane: delta <= 0
-_LOW_HALF = bytes(range(0x80))
 _WINDOW = 4 * 32  # bytes of lanes per cached window of text
 # Copies of a body of p < FOLD_MIN deltas needed after the first for a fold, less one.
 _MORE = [0] + [-(-FOLD_MIN // p) - 1 for p in range(1, FOLD_MIN)]
@@ -239,16 +384,25 @@ class _PackedTexts(dict):
 _PACKED_TEXT = _PackedTexts().__getitem__
 
 
+_LANE_BIASES: dict[int, int] = {}  # by n: what _lanes adds (a line is most often a batch)
+
+
 def _lanes(raw: bytes, n: int) -> bytes:
     """The lanes of the n - 1 deltas of the n EIPs in `raw` (all below 2**31)."""
     order = sys.byteorder
     e = int.from_bytes(raw, order)
     m = 32 * (n - 1)
-    mask = (1 << m) - 1
     if _LITTLE:
-        f = (e >> 32) + (_BIASES & mask) - (e & mask)
-    else:
-        f = (e & mask) + (_BIASES & mask) - (e >> 32)
+        # EIPs[1:] - EIPs[:-1] + biases, without masking off the last EIP: 2**32 in the
+        # lane above the deltas keeps the whole sum positive, and that lane is cut off.
+        b = _LANE_BIASES.get(n)
+        if b is None:
+            if len(_LANE_BIASES) >= 64:
+                _LANE_BIASES.clear()
+            b = _LANE_BIASES[n] = (_BIASES & ((1 << m) - 1)) + (1 << (m + 32))
+        return ((e >> 32) + b - e).to_bytes(4 * n + 1, order)[:m >> 3]
+    mask = (1 << m) - 1
+    f = (e & mask) + (_BIASES & mask) - (e >> 32)
     return f.to_bytes(m // 8, order)
 
 
@@ -312,10 +466,22 @@ def _packed_json(lanes: bytes) -> str:
             continue
         if skip < SKIP_MAX:
             skip = 2 * skip + 1  # 1, 3 ... 63: min(2 * skip + 1, SKIP_MAX)
-        q = nxt + skip
-        b = find(1, q)
-        # The body after the last backward jump before q (flags[nxt - 1] is one).
-        start = rfind(1, nxt - 1, q) + 1
+            q = nxt + skip
+            b = find(1, q)
+            # The body after the last backward jump before q (flags[nxt - 1] is one).
+            start = rfind(1, nxt - 1, q) + 1
+            continue
+        # The skip at its most, as it stays until a fold: the same steps, in a tighter
+        # loop, up to the first body whose next body has its length (a fold needs that).
+        while True:
+            q = nxt + SKIP_MAX
+            b = find(1, q)
+            if b < 0:
+                break
+            start = rfind(1, nxt - 1, q) + 1
+            nxt = b + 1
+            if ahead[b + nxt - start]:
+                break
     if n > plain:
         put(_plain_text(lanes, plain, n))
     return f"[{','.join(parts)}]"
@@ -336,7 +502,7 @@ def _d_text(piece: array) -> str:
         d = _SHORT_LINES.get(raw)
         if d is not None:
             return d
-    if k > 1 and _PACKED and not raw[_TOP::4].translate(None, _LOW_HALF):
+    if k > 1 and _PACKED and raw[_TOP::4].isascii():  # (every EIP below 2**31)
         d = _packed_json(_lanes(raw, k))
     else:
         t = piece.tolist()  # each EIP made an int once (two array slices make it twice)
@@ -346,6 +512,43 @@ def _d_text(piece: array) -> str:
             _SHORT_LINES.clear()
         _SHORT_LINES[raw] = d
     return d
+
+
+# The "d" text of short lines, by their lanes (see _SHORT_LINES).
+_SHORT_LANES: dict[bytes, str] = {}
+
+
+def _lanes_text(lanes: bytes) -> str:
+    """The "d" of an insn_run line whose deltas these lanes hold (all of them fit)."""
+    if len(lanes) <= 4 * _SHORT:
+        d = _SHORT_LANES.get(lanes)
+        if d is None:
+            if len(_SHORT_LANES) >= 4096:
+                _SHORT_LANES.clear()
+            d = _SHORT_LANES[lanes] = _packed_json(lanes) if lanes else "[]"
+        return d
+    return _packed_json(lanes)
+
+
+def encode_lanes(source: str, n: int, first: int, lanes: bytes) -> str:
+    """encode_run(source, n, eips) for the EIPs that start at `first` and whose deltas
+    these lanes hold (InstructionColumn.take_lanes: lanes[4:], one per instruction after
+    the first; every delta fits its lane)."""
+    head = _PREFIXES.get(source)
+    if head is None:
+        head = _PREFIXES[source] = f'{{"kind":"insn_run","source":{_dumps(source)},"n":'
+    k = len(lanes) >> 2
+    if k <= LINE_INSNS:
+        return f'{head}{n},"count":{k},"eip":{first},"d":{_lanes_text(lanes[4:])}}}\n'
+    lines = []
+    e = first
+    for at in range(0, k, LINE_INSNS):
+        size = min(LINE_INSNS, k - at)
+        piece = lanes[4 * at + 4:4 * (at + size)]  # the deltas inside the piece
+        lines.append(f'{head}{n + at},"count":{size},"eip":{e},"d":{_lanes_text(piece)}}}\n')
+        into = lanes[4 * at + 4:4 * (at + size) + 4]  # and the one into the next piece
+        e += sum(memoryview(into).cast("I")) - _BIAS * (len(into) >> 2)
+    return "".join(lines)
 
 
 def encode_run(source: str, n: int, eips: array) -> str:
@@ -423,6 +626,7 @@ class TraceWriter(GuardedOutput):
     def add_column(self, col: InstructionColumn) -> None:
         if self._level in ("insn", "all"):
             col.on_full = self.flush_instructions
+            col.guard = self._guarded
             self.columns.append(col)
 
     def _drain(self) -> bool:
@@ -430,15 +634,21 @@ class TraceWriter(GuardedOutput):
         text is long enough to be written at once."""
         long = False
         for col in self.columns:
-            eips = col.eips
-            k = len(eips)
-            if not k:
-                continue
-            text = encode_run(col.source, col.count + 1, eips)
+            # (Most events find nothing waiting: that is looked at first, inline.)
+            run = col.take_lanes() if col.tokens or col._lanes else None
+            if run is not None:
+                k = len(run[1]) >> 2
+                text = encode_lanes(col.source, col.count + 1, *run)
+            else:
+                eips = col._eips
+                if not eips:
+                    continue
+                k = len(eips)
+                text = encode_run(col.source, col.count + 1, eips)
+                del eips[:k]
             self._pending.append(text)
             self.lines += -(-k // LINE_INSNS)
             col.count += k
-            del eips[:k]
             long = long or len(text) >= _LONG
         return long
 

@@ -61,7 +61,7 @@ M32 = 0xFFFFFFFF
 
 
 class _Eips(list):
-    """A block's EIPs, and its recording variant (`rec`)."""
+    """A block's EIPs, and its recording variants (`rec`, see translate)."""
 
 
 class SmcExit(Exception):
@@ -599,21 +599,99 @@ _REG = re.compile(r"\br\[(\d)\]")
 _ASSIGN = re.compile(r"r\[(\d)\] = (.*)$")
 
 
-def _record_groups(ns: dict) -> tuple[list[int], Callable[[str], str | None]]:
+_LANE = (1 << 31) - 1  # a lane is _LANE + the delta into its instruction (vmsim.trace)
+
+
+class RecordedGroup(bytes):
+    """A group of instructions as a recording variant records it (see _record_groups).
+
+    Its value is the lanes of its instructions, 4 bytes each as array("I") holds them:
+    (2**31 - 1) + the delta from the EIP recorded before it, for the first instruction
+    from `prev` (the last EIP of the group the code records just before it; 2**31 - 1
+    when that is not known, and Cpu.run marks such a group as open), then between its
+    own instructions. A trace joins the groups' values into a line's lanes in one C call
+    (vmsim.trace). `eips` is the bytes of its EIPs; `ok` says every delta fits a lane.
+    """
+
+    first: int
+    last: int
+    eips: bytes
+    ok: bool
+
+    @classmethod
+    def make(cls, eips: list[int], prev: int | None) -> RecordedGroup:
+        pairs = zip([eips[0] if prev is None else prev, *eips], eips, strict=False)
+        lanes = [_LANE + b - a for a, b in pairs]
+        ok = all(0 <= x <= M32 for x in lanes)
+        g = cls(array("I", lanes if ok else [_LANE] * len(eips)).tobytes())
+        g.first, g.last, g.ok = eips[0], eips[-1], ok
+        g.eips = array("I", eips).tobytes()
+        return g
+
+
+def _record_groups(ns: dict, heads: list[int | None] | None = None
+                   ) -> tuple[list[int], Callable[[str], list[str]]]:
     """The recording variants append EIPs in groups, each just before an instruction that
     may raise or emit an event (a memory access, a handler) and before the block ends:
     an event or a fault then finds exactly the instructions begun before it recorded, as
-    the one-instruction loop records them, for one call per group."""
-    pend: list[int] = []
+    the one-instruction loop records them, for one call per group.
 
-    def flush(indent: str) -> str | None:
+    A group after the first of its block is recorded with the lanes from the group
+    before it. The first group of a region's block is picked by `lg`, the block that ran
+    before it (index + 1 into `heads`, their last EIPs; 0: none, the region's entry,
+    which Cpu.run marks as open); the first of a lone block is open (marked likewise).
+    A group whose deltas do not fit lanes is marked open where it is recorded."""
+    pend: list[int] = []
+    last: list[int] = []
+
+    def flush(indent: str) -> list[str]:
         if not pend:
-            return None
-        name = f"G{len(ns)}"
-        ns[name] = array("I", pend)
+            return []
+        eips = pend[:]
         pend.clear()
-        return f"{indent}rext({name})"
+        name = f"G{len(ns)}"
+        prev = last[-1] if last else None
+        last.append(eips[-1])
+        if prev is None and heads is not None:
+            options = tuple(RecordedGroup.make(eips, h) for h in heads)
+            if all(g.ok for g in options):
+                ns[name] = options
+                return [f"{indent}rext.append({name}[lg])"]
+        g = ns[name] = RecordedGroup.make(eips, prev)
+        if not g.ok or (prev is None and heads is not None):
+            return [f"{indent}rext.opens.append(len(rext))", f"{indent}rext.append({name})"]
+        return [f"{indent}rext.append({name})"]
     return pend, flush
+
+
+class ExtendInto:
+    """What a recording variant records into when the recorder is an array: `append`
+    adds a group's EIPs (the variant calls `rext.append(group)`; for a list,
+    InstructionColumn.tokens, that is the list's own append: one item per group, the
+    cheapest call there is). The array's variant is compiled in a namespace where each
+    group is the bytes of its EIPs (_for_arrays). `opens` is where the variant marks open
+    groups (unused here)."""
+
+    __slots__ = ("append", "opens")
+
+    def __init__(self, column: array):
+        self.append = column.frombytes
+        self.opens: list[int] = []
+
+    def __len__(self) -> int:
+        return 0
+
+
+def _for_arrays(ns: dict) -> dict:
+    """The namespace of a recording variant that records into an array (ExtendInto):
+    the same, with each group as the bytes of its EIPs."""
+    out = dict(ns)
+    for name, v in ns.items():
+        if isinstance(v, RecordedGroup):
+            out[name] = v.eips
+        elif isinstance(v, tuple) and v and isinstance(v[0], RecordedGroup):
+            out[name] = tuple(g.eips for g in v)
+    return out
 
 
 def _registers_in_locals(lines: list[str], rec: dict | None = None) -> list[str]:
@@ -640,8 +718,8 @@ def _registers_in_locals(lines: list[str], rec: dict | None = None) -> list[str]
             out.extend(f"{indent}r[{n}] = x{n}" for n in sorted(dirty))
             if body != "#SYNC_IN":
                 dirty.clear()
-                if rec is not None and (line_rec := flush(indent)):
-                    out.append(line_rec)
+                if rec is not None:
+                    out.extend(flush(indent))
             continue
         if body == "#FORGET":
             cached.clear()
@@ -816,6 +894,9 @@ def _region(cpu: Cpu, eip: int, first: tuple) -> tuple | None:
         frames |= fr
         eips_all += eips
 
+    # Recording: the last EIP of each block, by lg - 1 (lg: the block that ran last).
+    lasts: list[int | None] = [None, *(members[h][1][-1] for h in order)]
+
     def member_lines(rec: bool) -> list[str]:
         out: list[str] = []
         for j, h in enumerate(order):
@@ -823,7 +904,8 @@ def _region(cpu: Cpu, eip: int, first: tuple) -> tuple | None:
             out += [f"            {'if' if j == 0 else 'elif'} pc == {h:#x}:",
                     f"                if left < {k}:",
                     "                    break"]
-            for line in _region_locals(raw[h], dirty_in[h], used, ns if rec else None)[0]:
+            for line in _region_locals(raw[h], dirty_in[h], used, ns if rec else None,
+                                       lasts)[0]:
                 stripped = line.lstrip()
                 indent = " " * 8 + line[:len(line) - len(stripped)]
                 if stripped.startswith("return "):
@@ -835,6 +917,8 @@ def _region(cpu: Cpu, eip: int, first: tuple) -> tuple | None:
                             f"{indent}    break"]
                     continue
                 out.append(indent + stripped)
+            if rec:
+                out.append(f"                lg = {j + 1}")
             out.append(f"                left -= {k}")
         return out
 
@@ -846,6 +930,7 @@ def _region(cpu: Cpu, eip: int, first: tuple) -> tuple | None:
 
     def source(name: str, args: str, lines: list[str]) -> str:
         return (f"def {name}({args}):\n    start = left\n    pc = {eip:#x}\n    i = 0\n"
+                + ("    lg = 0\n" if name == "region_rec" else "")
                 + prologue + "    try:\n        while True:\n" + "\n".join(lines + tail)
                 + "\n    except BaseException:\n        pos[0] = i\n        pos[1] = pc\n"
                 "        cnt[0] = start - left\n        raise\n" + epilogue
@@ -854,13 +939,15 @@ def _region(cpu: Cpu, eip: int, first: tuple) -> tuple | None:
     fn = _compile(cpu, src, eip, ns)
     fn.source = src  # type: ignore[attr-defined]
 
-    def region_rec(left: int, rext: Callable) -> int:
-        # The recording variant is compiled when first needed (a trace at level insn).
-        rec = info[1] = _compile(cpu, source("region_rec", "left, rext", member_lines(True)), eip,
-                                  ns)
-        return rec(left, rext)
+    def region_rec(left: int, rext: ExtendInto | list) -> int:
+        # The recording variants are compiled when first needed (a trace at level insn):
+        # info[1] records into InstructionColumn.tokens, info[2] into an array.
+        src = source("region_rec", "left, rext", member_lines(True))
+        info[1] = _compile(cpu, src, eip, ns)
+        info[2] = _compile(cpu, src, eip, _for_arrays(ns))
+        return info[1 if isinstance(rext, list) else 2](left, rext)
 
-    info = [heads, region_rec]
+    info = [heads, region_rec, region_rec]
     lpns = {e >> 12 for e in eips_all} | {(e + 15) >> 12 for e in eips_all}
     entry = (fn, 0, info)
     cpu.note_block(eip, entry, frames, lpns, eips_all)
@@ -873,14 +960,15 @@ _FLAGS = "(F0, F1, F2, F3)"
 
 
 def _region_locals(lines: list[str], dirty_in: frozenset, used: list[str],
-                   rec: dict | None = None) -> tuple[list[str], frozenset]:
+                   rec: dict | None = None, heads: list[int | None] | None = None
+                   ) -> tuple[list[str], frozenset]:
     """A block's lines inside a region, where registers live in locals `xN` and the flag
     record in `F0`..`F3` for the whole region (loaded at its start). They are stored to
     `r` and `lf` only at #SYNC (before anything that can raise) and where the region
     ends; `dirty_in` is what may be unstored at the block's start (see _region)."""
     out: list[str] = []
     dirty = set(dirty_in)
-    pend, flush = _record_groups(rec if rec is not None else {})
+    pend, flush = _record_groups(rec if rec is not None else {}, heads)
 
     def stores(indent: str) -> None:
         for n in sorted(x for x in dirty if x != "F"):
@@ -892,15 +980,15 @@ def _region_locals(lines: list[str], dirty_in: frozenset, used: list[str],
         body = line.lstrip()
         indent = line[:len(line) - len(body)]
         if body == "#SYNC_RET":  # the values stay in locals for the next block
-            if rec is not None and (line_rec := flush(indent)):
-                out.append(line_rec)
+            if rec is not None:
+                out.extend(flush(indent))
             continue
         if body in ("#SYNC", "#SYNC_IN"):
             stores(indent)
             if body == "#SYNC":
                 dirty.clear()
-                if rec is not None and (line_rec := flush(indent)):
-                    out.append(line_rec)
+                if rec is not None:
+                    out.extend(flush(indent))
             continue
         if body.startswith("#INSN"):
             pend.append(int(body[6:], 16))
@@ -967,12 +1055,14 @@ def translate(cpu: Cpu, eip: int, regions: bool = True) -> tuple:
     fn.source = src  # type: ignore[attr-defined]
     listed = _Eips(eips)
 
-    def block_rec(rext: Callable) -> int:
-        # The recording variant is compiled when first needed (a trace at level insn).
-        listed.rec = _compile(cpu, source("block_rec", "rext", True), eip, ns)
-        return listed.rec(rext)
+    def block_rec(rext: ExtendInto | list) -> int:
+        # The recording variants are compiled when first needed (a trace at level insn):
+        # rec[1] records into InstructionColumn.tokens, rec[2] into an array.
+        src = source("block_rec", "rext", True)
+        listed.rec = [None, _compile(cpu, src, eip, ns), _compile(cpu, src, eip, _for_arrays(ns))]
+        return listed.rec[1 if isinstance(rext, list) else 2](rext)
 
-    listed.rec = block_rec
+    listed.rec = [None, block_rec, block_rec]
     lpns = {e >> 12 for e in eips} | {(e + 15) >> 12 for e in eips}
     entry = (fn, len(items), listed)
     cpu.note_block(eip, entry, frames, lpns, eips)

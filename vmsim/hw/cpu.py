@@ -995,14 +995,29 @@ class Cpu:
                     # Recording: blocks run their recording variant, which appends each
                     # EIP as its instruction starts (as the loop above does), so an event
                     # raised inside a block finds exactly the instructions before it.
-                    rext = record.__self__.extend  # the column the loop appends to
+                    # InstructionColumn.tokens takes each group whole, as one item
+                    # (blocks.RecordedGroup), and a single instruction as one (`one`);
+                    # a group recorded where what ran before it is not known (a
+                    # block's or region's first, a single instruction) is marked open
+                    # first (`mark(here())`). An array takes the EIPs themselves.
+                    col = record.__self__
+                    tokens = getattr(col, "tokens", None)
+                    if tokens is None:
+                        rext, put, one = blocks.ExtendInto(col), record, int
+                        mark = here = int
+                        rv = 2  # the variants recording into an array
+                    else:
+                        rext, put, one = tokens, tokens.append, tokens.one
+                        mark, here = tokens.opens.append, tokens.__len__
+                        rv = 1
                     while n < budget:
                         t = bget(eip)
                         if t is not None:
                             fn, k, eips = t
                             if not k:
+                                mark(here())
                                 try:
-                                    eip = eips[1](budget - n, rext)
+                                    eip = eips[rv](budget - n, rext)
                                 except SmcExit:
                                     smc[0] = 0
                                     i = pos[0]
@@ -1018,8 +1033,9 @@ class Cpu:
                                     n += cnt[0]
                                     continue
                             elif k <= budget - n:
+                                mark(here())
                                 try:
-                                    eip = eips.rec(rext)
+                                    eip = eips.rec[rv](rext)
                                 except SmcExit:
                                     smc[0] = 0
                                     i = pos[0]
@@ -1043,7 +1059,8 @@ class Cpu:
                             elif n and budget - n >= min_left:
                                 translate(self, eip)
                                 continue
-                        record(eip)
+                        mark(here())
+                        put(one(eip))
                         eip = f()
                         n += 1
             except SlowPath as s:
