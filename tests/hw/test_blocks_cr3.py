@@ -24,7 +24,9 @@ from tests.hw.test_blocks_stack import blocks_switch  # noqa: F401  (a fixture)
 from vmsim.asm import assemble
 from vmsim.session import Session
 
-GUEST = r"""
+# Both guests: two address spaces sharing an identity-mapped kernel page table, each
+# with its own user page table, and paging about to be turned on in the first.
+SETUP = r"""
 bits 32
 org 0x100000
 
@@ -57,7 +59,9 @@ start:
         mov eax, PD0
         mov cr3, eax
         mov eax, cr0
-        or eax, 0x80010000              ; PG and WP
+"""
+
+GUEST = SETUP + r"""        or eax, 0x80010000              ; PG and WP
         mov cr0, eax
         xor esi, esi
         mov ecx, ITERATIONS
@@ -208,40 +212,7 @@ def test_state_after_every_run_is_the_same(blocks_switch, mmu: str,  # noqa: F81
 # address space) and the guest's handler resumed elsewhere, which jumps back to it.
 # The one-instruction path would fetch each of the others again (and keep them in the
 # icache; after a TLB flush, walk for them): the kept block may not run them unfetched.
-REDIRECT = r"""
-bits 32
-org 0x100000
-
-DEBUG_EXIT  equ 0x501
-PD0         equ 0x200000
-PD1         equ 0x201000
-PT_K        equ 0x202000
-PT_U0       equ 0x203000
-PT_U1       equ 0x204000
-FRAMES      equ 0x300000
-USER        equ 0x40000000
-
-start:
-        mov esp, 0x90000
-        lgdt [gdt_descriptor]
-        lidt [idt_descriptor]
-        mov edi, PT_K
-        mov eax, 0x003
-        mov ecx, 1024
-.k:     mov [edi], eax
-        add eax, 0x1000
-        add edi, 4
-        loop .k
-        mov dword [PD0], PT_K + 3
-        mov dword [PD1], PT_K + 3
-        mov dword [PD0 + 256*4], PT_U0 + 3
-        mov dword [PD1 + 256*4], PT_U1 + 3
-        mov dword [PT_U0], FRAMES + 3
-        mov dword [PT_U1], FRAMES + 0x2000 + 3
-        mov eax, PD0
-        mov cr3, eax
-        mov eax, cr0
-        or eax, 0x80010000
+REDIRECT = SETUP + r"""        or eax, 0x80010000
         mov cr0, eax
         xor esi, esi
         xor edi, edi
