@@ -24,6 +24,27 @@ from tests.hw.test_blocks_stack import blocks_switch  # noqa: F401  (a fixture)
 from vmsim.asm import assemble
 from vmsim.session import Session
 
+# Both guests end with the same descriptor tables (a #PF gate at vector 14).
+TABLES = r"""
+        align 8
+gdt:    dq 0
+        dq 0x00CF9A000000FFFF
+        dq 0x00CF92000000FFFF
+gdt_end:
+gdt_descriptor:
+        dw gdt_end - gdt - 1
+        dd gdt
+        align 8
+idt:    times 14 dq 0
+        dw pf_handler - $$, 0x08        ; vector 14 (#PF): an interrupt gate
+        db 0, 0x8E
+        dw 0x0010                       ; offset 31:16 (the image sits at 0x100000)
+idt_end:
+idt_descriptor:
+        dw idt_end - idt - 1
+        dd idt
+"""
+
 # Both guests: two address spaces sharing an identity-mapped kernel page table, each
 # with its own user page table, and paging about to be turned on in the first.
 SETUP = r"""
@@ -118,24 +139,7 @@ pf_handler:
         add esp, 4                      ; the error code
         iretd
 
-        align 8
-gdt:    dq 0
-        dq 0x00CF9A000000FFFF
-        dq 0x00CF92000000FFFF
-gdt_end:
-gdt_descriptor:
-        dw gdt_end - gdt - 1
-        dd gdt
-        align 8
-idt:    times 14 dq 0
-        dw pf_handler - $$, 0x08        ; vector 14 (#PF): an interrupt gate
-        db 0, 0x8E
-        dw 0x0010                       ; offset 31:16 (the image sits at 0x100000)
-idt_end:
-idt_descriptor:
-        dw idt_end - idt - 1
-        dd idt
-"""
+""" + TABLES
 
 MODES = ["ept", "shadow", "bare"]
 
@@ -268,24 +272,7 @@ elsewhere:
         mov [0xB8000], ax               ; MMIO: under EPT kvm.ko emulates it, flushing the TLB
         jmp start.h1                    ; the first fetch from the loop's page after it
 
-        align 8
-gdt:    dq 0
-        dq 0x00CF9A000000FFFF
-        dq 0x00CF92000000FFFF
-gdt_end:
-gdt_descriptor:
-        dw gdt_end - gdt - 1
-        dd gdt
-        align 8
-idt:    times 14 dq 0
-        dw pf_handler - $$, 0x08
-        db 0, 0x8E
-        dw 0x0010
-idt_end:
-idt_descriptor:
-        dw idt_end - idt - 1
-        dd idt
-"""
+""" + TABLES
 
 
 @pytest.mark.parametrize("mmu", MODES)
