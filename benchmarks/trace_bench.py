@@ -3,10 +3,11 @@
 For the CRC-32 benchmark guest (a data-dependent loop, ~3.2 M instructions) and every
 sample guest, runs `vmsim run` in this process three ways: headless, `--trace FILE` at
 level vm, and at level insn; prints bytes per guest instruction of each trace and the
-CPU time of the traced runs as a ratio to the headless one (best of --repeat runs;
-process time, so other load on the machine matters less). Then the session's own
+CPU time of the traced runs as a ratio to the headless one; then the session's own
 recording for step-back (a Session with its history, as the GUI runs, against one
-without: the same run_for to the guest's end).
+without: the same run_for to the guest's end). Each of --repeat rounds (default 5) runs
+all five once, in turn, and a ratio is the median of the rounds' ratios (process time,
+and alternation, so that other load and a drifting machine matter less).
 Issue 15's goals: VM-level events recorded at most 1.05x, every instruction at most
 1.20x, at 16 bytes or less per instruction. benchmarks/reference.py's loop is measured
 first, as the reference of every figure.
@@ -36,6 +37,7 @@ import io
 import json
 import os
 import pstats
+import statistics
 import sys
 import tempfile
 import time
@@ -160,7 +162,7 @@ def parts(repeat: int, profile: bool) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--guest", type=Path, action="append")
     ap.add_argument("--parts", action="store_true", help="the writer's own work (docstring)")
     ap.add_argument("--profile", action="store_true", help="with --parts: cProfile instead")
@@ -174,16 +176,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         vm_trace, insn_trace = Path(tmp) / "vm.jsonl", Path(tmp) / "insn.jsonl"
         for guest in args.guest or GUESTS:
-            base = min(run(guest, None, "vm") for _ in range(args.repeat))
-            t_vm = min(run(guest, vm_trace, "vm") for _ in range(args.repeat))
-            t_insn = min(run(guest, insn_trace, "insn") for _ in range(args.repeat))
+            # Each round runs every configuration once, one after the other, and the
+            # figure is the median of the rounds' ratios: a machine whose speed drifts
+            # (other load, frequency) moves both sides of a ratio alike.
+            rounds = []
+            for _ in range(args.repeat):
+                base = run(guest, None, "vm")
+                t_vm = run(guest, vm_trace, "vm")
+                t_insn = run(guest, insn_trace, "insn")
+                plain = run_session(guest, False)[0]
+                hist = run_session(guest, True)[0]
+                rounds.append((t_vm / base, t_insn / base, hist / plain))
+            r_vm, r_insn, r_hist = (statistics.median(r) for r in zip(*rounds, strict=True))
             n = instructions(insn_trace)
-            plain = min(run_session(guest, False)[0] for _ in range(args.repeat))
-            hist = min(run_session(guest, True)[0] for _ in range(args.repeat))
             print(f"{guest.name:<20}{n:>13,}{os.path.getsize(vm_trace) / n:>11.2f}"
-                  f"{os.path.getsize(insn_trace) / n:>13.2f}{t_vm / base:>8.2f}x"
-                  f"{t_insn / base:>10.2f}x{hist / plain:>10.2f}x")
-    print("B/insn: trace bytes per guest instruction; time: CPU time traced / headless "
+                  f"{os.path.getsize(insn_trace) / n:>13.2f}{r_vm:>8.2f}x"
+                  f"{r_insn:>10.2f}x{r_hist:>10.2f}x")
+    print("B/insn: trace bytes per guest instruction; time: CPU time traced / headless, "
+          "the median of --repeat alternating rounds "
           "(goals: vm 1.05x, insn 1.20x and 16 B/insn); step-back: CPU time of a Session "
           "with its history / without (goal 1.05x)")
 
