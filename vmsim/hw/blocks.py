@@ -629,7 +629,7 @@ class RecordedGroup(bytes):
         return g
 
 
-def _record_groups(ns: dict, heads: list[int | None] | None = None
+def _record_groups(ns: dict, heads: list[int | None] | None = None, prev0: int | None = None
                    ) -> tuple[list[int], Callable[[str], list[str]]]:
     """The recording variants append EIPs in groups, each just before an instruction that
     may raise or emit an event (a memory access, a handler) and before the block ends:
@@ -640,6 +640,8 @@ def _record_groups(ns: dict, heads: list[int | None] | None = None
     before it. The first group of a region's block is picked by `lg`, the block that ran
     before it (index + 1 into `heads`, their last EIPs; 0: none, the region's entry,
     which Cpu.run marks as open); the first of a lone block is open (marked likewise).
+    Without `heads`, `prev0` is the last EIP of what runs before the first group where
+    that is known (a region's block whose predecessors all end at one EIP).
     A group whose deltas do not fit lanes is marked open where it is recorded."""
     pend: list[int] = []
     last: list[int] = []
@@ -650,7 +652,7 @@ def _record_groups(ns: dict, heads: list[int | None] | None = None
         eips = pend[:]
         pend.clear()
         name = f"G{len(ns)}"
-        prev = last[-1] if last else None
+        prev = last[-1] if last else prev0
         last.append(eips[-1])
         if prev is None and heads is not None:
             options = tuple(RecordedGroup.make(eips, h) for h in heads)
@@ -896,6 +898,16 @@ def _region(cpu: Cpu, eip: int, first: tuple) -> tuple | None:
 
     # Recording: the last EIP of each block, by lg - 1 (lg: the block that ran last).
     lasts: list[int | None] = [None, *(members[h][1][-1] for h in order)]
+    # Where every block's predecessors in the region end at one EIP (blocks that end
+    # with the same branch, as a loop's do), each block's first group has one delta
+    # into it and no `lg` is kept: the region's first group, entered from outside, is
+    # marked open by Cpu.run (as it is for lg = 0).
+    ends_before: dict[int, set[int]] = {h: set() for h in order}
+    for h in order:
+        for x in succs[h]:
+            ends_before[x].add(members[h][1][-1])
+    use_lg = any(len(v) > 1 for v in ends_before.values())
+    prev0 = {h: next(iter(v)) if len(v) == 1 else None for h, v in ends_before.items()}
 
     def member_lines(rec: bool) -> list[str]:
         out: list[str] = []
@@ -905,7 +917,7 @@ def _region(cpu: Cpu, eip: int, first: tuple) -> tuple | None:
                     f"                if left < {k}:",
                     "                    break"]
             for line in _region_locals(raw[h], dirty_in[h], used, ns if rec else None,
-                                       lasts)[0]:
+                                       lasts if use_lg else None, prev0[h])[0]:
                 stripped = line.lstrip()
                 indent = " " * 8 + line[:len(line) - len(stripped)]
                 if stripped.startswith("return "):
@@ -917,7 +929,7 @@ def _region(cpu: Cpu, eip: int, first: tuple) -> tuple | None:
                             f"{indent}    break"]
                     continue
                 out.append(indent + stripped)
-            if rec:
+            if rec and use_lg:
                 out.append(f"                lg = {j + 1}")
             out.append(f"                left -= {k}")
         return out
@@ -930,7 +942,7 @@ def _region(cpu: Cpu, eip: int, first: tuple) -> tuple | None:
 
     def source(name: str, args: str, lines: list[str]) -> str:
         return (f"def {name}({args}):\n    start = left\n    pc = {eip:#x}\n    i = 0\n"
-                + ("    lg = 0\n" if name == "region_rec" else "")
+                + ("    lg = 0\n" if name == "region_rec" and use_lg else "")
                 + prologue + "    try:\n        while True:\n" + "\n".join(lines + tail)
                 + "\n    except BaseException:\n        pos[0] = i\n        pos[1] = pc\n"
                 "        cnt[0] = start - left\n        raise\n" + epilogue
@@ -960,15 +972,15 @@ _FLAGS = "(F0, F1, F2, F3)"
 
 
 def _region_locals(lines: list[str], dirty_in: frozenset, used: list[str],
-                   rec: dict | None = None, heads: list[int | None] | None = None
-                   ) -> tuple[list[str], frozenset]:
+                   rec: dict | None = None, heads: list[int | None] | None = None,
+                   prev0: int | None = None) -> tuple[list[str], frozenset]:
     """A block's lines inside a region, where registers live in locals `xN` and the flag
     record in `F0`..`F3` for the whole region (loaded at its start). They are stored to
     `r` and `lf` only at #SYNC (before anything that can raise) and where the region
     ends; `dirty_in` is what may be unstored at the block's start (see _region)."""
     out: list[str] = []
     dirty = set(dirty_in)
-    pend, flush = _record_groups(rec if rec is not None else {}, heads)
+    pend, flush = _record_groups(rec if rec is not None else {}, heads, prev0)
 
     def stores(indent: str) -> None:
         for n in sorted(x for x in dirty if x != "F"):
