@@ -81,7 +81,7 @@ class _Tokens(list):
 
 
 _EIPS_OF = attrgetter("eips")
-_LANE_BYTES = struct.Struct("=I").pack  # a lane's 4 bytes, as array("I") holds them
+_LANE_CHARS = struct.Struct("=I").pack  # a lane's 4 bytes, as array("I") holds them
 
 
 class InstructionColumn:
@@ -109,10 +109,11 @@ class InstructionColumn:
         self.count = 0  # instructions already written out
         # The waiting instructions: as EIPs (`_eips`, when written there or when a delta
         # does not fit a lane), or else as the first's EIP and the lanes of all (the first
-        # lane not used): never both.
+        # lane not used), in pieces (`_pieces`, text as RecordedGroup holds lanes, joined
+        # once when they are taken): never both.
         self._eips = array("I")
         self._first = 0
-        self._lanes = bytearray()
+        self._pieces: list[str] = []
         self._last = 0  # the EIP of the last instruction taken from the tokens
         self.on_full: Callable[[], None] | None = None
         # Runs _collect at a batch's start where a signal waits for it (the writer's
@@ -123,25 +124,26 @@ class InstructionColumn:
     def eips(self) -> array:
         """The EIPs recorded and not yet written out, in order."""
         self._collect()
-        if self._lanes:
+        if self._pieces:
             self._lanes_to_eips()
         return self._eips
 
     def waiting(self) -> int:
         """How many instructions are recorded and not yet written out."""
         self._collect()
-        return len(self._eips) + (len(self._lanes) >> 2)
+        return len(self._eips) + (sum(map(len, self._pieces)) >> 2)
 
     def _lanes_to_eips(self) -> None:
-        if not self._lanes:
+        if not self._pieces:
             return
         e = self._first
         out = [e]
-        for lane in memoryview(self._lanes[4:]).cast("I"):
+        lanes = "".join(self._pieces).encode("latin-1")
+        for lane in memoryview(lanes[4:]).cast("I"):
             e += lane - _BIAS
             out.append(e)
         self._eips.extend(out)
-        self._lanes.clear()
+        self._pieces.clear()
 
     def _collect(self) -> None:
         """Take the recorded groups into the waiting instructions."""
@@ -150,7 +152,8 @@ class InstructionColumn:
         if not n:
             return
         opens = tokens.opens
-        out = self._lanes
+        out = self._pieces
+        put = out.append
         at = 0  # tokens[:at] taken as lanes, the rest as EIPs
         # A line that starts with open groups as often as not (a guest that exits every
         # few instructions, mostly run one at a time) is kept as EIPs: less work here.
@@ -164,7 +167,7 @@ class InstructionColumn:
                 if j < at:
                     continue
                 if j > at:
-                    out += b"".join(tokens[at:j])
+                    put("".join(tokens[at:j]))
                     last = tokens[j - 1].last
                 t = tokens[j]
                 if out:
@@ -173,19 +176,20 @@ class InstructionColumn:
                         self._lanes_to_eips()
                         at = j
                         break
-                    out += _LANE_BYTES(lane)
-                    out += memoryview(t)[4:]
+                    put(_LANE_CHARS(lane).decode("latin-1"))
+                    put(t[4:])
                 elif not t.ok:
                     at = j
                     break
                 else:
-                    out += t
+                    put(t)
                 last = t.last
                 at = j + 1
             else:
                 j = n
             if j >= n:
-                out += b"".join(tokens[at:]) if at else b"".join(tokens)
+                if at < n:
+                    put("".join(tokens[at:]) if at else "".join(tokens))
                 at = n
         if at < n:
             self._eips.frombytes(b"".join(map(_EIPS_OF, tokens[at:] if at else tokens)))
@@ -198,10 +202,11 @@ class InstructionColumn:
         """The first EIP and the lanes of the waiting instructions, which are no longer
         waiting (None when they are kept as EIPs, or none wait)."""
         self._collect()
-        if self._eips or not self._lanes:
+        pieces = self._pieces
+        if self._eips or not pieces:
             return None
-        lanes = bytes(self._lanes)
-        self._lanes.clear()
+        lanes = (pieces[0] if len(pieces) == 1 else "".join(pieces)).encode("latin-1")
+        pieces.clear()
         return self._first, lanes
 
     def _record_one(self, eip: int) -> None:
@@ -635,7 +640,7 @@ class TraceWriter(GuardedOutput):
         long = False
         for col in self.columns:
             # (Most events find nothing waiting: that is looked at first, inline.)
-            run = col.take_lanes() if col.tokens or col._lanes else None
+            run = col.take_lanes() if col.tokens or col._pieces else None
             if run is not None:
                 k = len(run[1]) >> 2
                 text = encode_lanes(col.source, col.count + 1, *run)

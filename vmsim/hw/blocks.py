@@ -602,15 +602,17 @@ _ASSIGN = re.compile(r"r\[(\d)\] = (.*)$")
 _LANE = (1 << 31) - 1  # a lane is _LANE + the delta into its instruction (vmsim.trace)
 
 
-class RecordedGroup(bytes):
+class RecordedGroup(str):
     """A group of instructions as a recording variant records it (see _record_groups).
 
-    Its value is the lanes of its instructions, 4 bytes each as array("I") holds them:
-    (2**31 - 1) + the delta from the EIP recorded before it, for the first instruction
-    from `prev` (the last EIP of the group the code records just before it; 2**31 - 1
-    when that is not known, and Cpu.run marks such a group as open), then between its
-    own instructions. A trace joins the groups' values into a line's lanes in one C call
-    (vmsim.trace). `eips` is the bytes of its EIPs; `ok` says every delta fits a lane.
+    Its value is the lanes of its instructions: (2**31 - 1) + the delta from the EIP
+    recorded before it, for the first instruction from `prev` (the last EIP of the group
+    the code records just before it; 2**31 - 1 when that is not known, and Cpu.run marks
+    such a group as open), then between its own instructions. They are 4 bytes each as
+    array("I") holds them, each byte a character (latin-1): "".join of str items is
+    half the work of b"".join of a bytes subclass, which asks each item for a buffer. A
+    trace joins the groups' values into a line's lanes in one C call (vmsim.trace).
+    `eips` is the bytes of its EIPs; `ok` says every delta fits a lane.
     """
 
     first: int
@@ -623,7 +625,7 @@ class RecordedGroup(bytes):
         pairs = zip([eips[0] if prev is None else prev, *eips], eips, strict=False)
         lanes = [_LANE + b - a for a, b in pairs]
         ok = all(0 <= x <= M32 for x in lanes)
-        g = cls(array("I", lanes if ok else [_LANE] * len(eips)).tobytes())
+        g = cls(array("I", lanes if ok else [_LANE] * len(eips)).tobytes().decode("latin-1"))
         g.first, g.last, g.ok = eips[0], eips[-1], ok
         g.eips = array("I", eips).tobytes()
         return g
