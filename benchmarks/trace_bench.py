@@ -24,8 +24,16 @@ figure in reference iterations, comparable across machines):
   memory.
 --profile with --parts runs each of those once under cProfile and prints the top entries.
 
+--callgrind counts instead of timing (deterministic, where timings on a shared machine
+drift by tens of percent): `vmsim run` of each guest as a process under valgrind's
+callgrind (Debian package valgrind; about two minutes per guest), headless, at level vm
+and at level insn, and the same run stopped after one instruction (start-up: import,
+assemble, create the VM); prints the machine instructions each took and the ratios to the
+headless run, start-up subtracted from both sides.
+
     python benchmarks/trace_bench.py [--repeat N] [--guest FILE ...]
     python benchmarks/trace_bench.py --parts [--repeat N] [--profile]
+    python benchmarks/trace_bench.py --callgrind [--guest FILE ...]
 """
 
 from __future__ import annotations
@@ -37,7 +45,10 @@ import io
 import json
 import os
 import pstats
+import re
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -160,13 +171,47 @@ def parts(repeat: int, profile: bool) -> None:
         print(f"{what:<44}{n:>10,} {unit}s {ns:>9.1f} ns/{unit} {ns * ref:>8.0f} ref-ns")
 
 
+def _callgrind(args: list[str]) -> int:
+    """Machine instructions callgrind counts for `vmsim <args>` run as a process."""
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    p = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                        sys.executable, "-m", "vmsim.cli", *args], env=env, cwd=ROOT,
+                       capture_output=True, text=True, check=False)
+    m = re.search(r"Collected : (\d+)", p.stderr)
+    if m is None:
+        sys.exit(f"callgrind did not count vmsim {' '.join(args)}: {p.stderr[-500:]}")
+    return int(m.group(1))
+
+
+def callgrind(guests: list[Path]) -> None:
+    if shutil.which("valgrind") is None:
+        sys.exit("--callgrind needs valgrind (apt-get install valgrind)")
+    print(f"{'guest':<20}{'start-up':>14}{'headless':>15}{'vm':>9}{'insn':>9}"
+          "   (machine instructions; vm, insn: ratio to headless, start-up subtracted)")
+    with tempfile.TemporaryDirectory() as tmp:
+        trace = str(Path(tmp) / "t.jsonl")
+        for guest in guests:
+            g = str(guest)
+            start = _callgrind(["run", "--max-instructions", "1", g])
+            base = _callgrind(["run", g])
+            vm = _callgrind(["run", "--trace", trace, "--trace-level", "vm", g])
+            insn = _callgrind(["run", "--trace", trace, "--trace-level", "insn", g])
+            print(f"{guest.name:<20}{start:>14,}{base:>15,}{(vm - start) / (base - start):>8.3f}x"
+                  f"{(insn - start) / (base - start):>8.3f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--guest", type=Path, action="append")
     ap.add_argument("--parts", action="store_true", help="the writer's own work (docstring)")
     ap.add_argument("--profile", action="store_true", help="with --parts: cProfile instead")
+    ap.add_argument("--callgrind", action="store_true",
+                    help="count machine instructions under callgrind (docstring)")
     args = ap.parse_args()
+    if args.callgrind:
+        callgrind(args.guest or GUESTS[:1])
+        return
     if args.parts:
         parts(args.repeat, args.profile)
         return
