@@ -26,6 +26,15 @@ iterations one round trip costs, a figure that compares across machines.
 
 --profile CONFIG (stack, stack+vm, run --trace, session) runs each selected guest once
 under cProfile in that configuration and prints the top entries by internal time.
+
+--callgrind counts instead of timing (deterministic, where CPU times on a shared machine
+drift by tens of percent): each selected guest and configuration runs as a process under
+valgrind's callgrind (Debian package valgrind) at two loop counts, and the machine
+instructions of the longer run less those of the shorter, divided by the exits between
+them, are one exit's; beside them, the reference loop's iterations that many machine
+instructions make (its own count under callgrind), a figure for any machine.
+
+    python benchmarks/exit_bench.py --callgrind [--only NAME] [--config CONFIG]
 """
 
 from __future__ import annotations
@@ -33,8 +42,11 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import os
 import pstats
 import re
+import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -126,15 +138,69 @@ def exits_of(image) -> int:
     return _stack(image, False, count_exits=True)[1]
 
 
+def _callgrind(*args: str) -> int:
+    """Machine instructions callgrind counts for this script run with `args`."""
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    p = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                        sys.executable, __file__, *args], env=env, cwd=ROOT,
+                       capture_output=True, text=True, check=False)
+    m = re.search(r"Collected : (\d+)", p.stderr)
+    if m is None:
+        sys.exit(f"callgrind did not count exit_bench.py {' '.join(args)}: {p.stderr[-500:]}")
+    return int(m.group(1))
+
+
+def callgrind(names: list[str], configs: list[str], short: int, long: int) -> None:
+    if shutil.which("valgrind") is None:
+        sys.exit("--callgrind needs valgrind (apt-get install valgrind)")
+    # Written once outside callgrind, the bytecode cache serves every counted run.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run([sys.executable, __file__, "--one", "reference", "0"], env=env, cwd=ROOT,
+                   capture_output=True, check=False)
+    n = reference.ITERATIONS // 10
+    per_iteration = (_callgrind("--one", "reference", str(n))
+                     - _callgrind("--one", "reference", "0")) / n
+    print(f"reference loop: {per_iteration:.0f} machine instructions per iteration")
+    print(f"{'guest':<11}{'configuration':<13}{'exits':>7}{'instructions/exit':>19}"
+          f"{'ref-iterations':>16}")
+    for name in names:
+        exits = exits_of(load(name, long)) - exits_of(load(name, short))
+        for c in configs:
+            per_exit = (_callgrind("--one", c, name, str(long))
+                        - _callgrind("--one", c, name, str(short))) / exits
+            print(f"{name:<11}{c:<13}{exits:>7}{per_exit:>19,.0f}{per_exit / per_iteration:>16,.0f}")
+    print("instructions/exit: machine instructions per exit to userspace and back; "
+          "ref-iterations: as many as that many reference-loop iterations take")
+
+
+def _one(args: list[str]) -> None:
+    """What --callgrind counts: one run, nothing printed."""
+    if args[0] == "reference":
+        reference._loop(int(args[1]))
+        return
+    config, name, count = args
+    RUNNERS[config](load(name, int(count)))
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--one"]:
+        _one(sys.argv[2:])
+        return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--count", type=int, default=2000, help="loop iterations of the loop guests")
     ap.add_argument("--only", action="append", choices=list(GUESTS), help="guest(s) to run")
     ap.add_argument("--profile", choices=CONFIGS, help="cProfile one run per guest instead")
     ap.add_argument("--top", type=int, default=30)
+    ap.add_argument("--callgrind", action="store_true",
+                    help="count machine instructions per exit under callgrind (docstring)")
+    ap.add_argument("--config", action="append", choices=CONFIGS,
+                    help="with --callgrind: configuration(s) to count (default: all)")
     args = ap.parse_args()
     names = args.only or list(GUESTS)
+    if args.callgrind:
+        callgrind([n for n in names if n != "hello"], args.config or list(CONFIGS), 100, 300)
+        return
     images = {n: load(n, args.count) for n in names}
     if args.profile:
         for n in names:
