@@ -3,9 +3,7 @@
 For the CRC-32 benchmark guest (a data-dependent loop, ~3.2 M instructions) and every
 sample guest, runs `vmsim run` in this process three ways: headless, `--trace FILE` at
 level vm, and at level insn; prints bytes per guest instruction of each trace and the
-CPU time of the traced runs as a ratio to the headless one (at level insn also with the
-CPU time of the process that encodes its lines, vmsim/trace_encoder.py, and in wall time,
-which that process shortens on a machine with a second core); then the session's own
+CPU time of the traced runs as a ratio to the headless one; then the session's own
 recording for step-back (a Session with its history, as the GUI runs, against one
 without: the same run_for to the guest's end). Each of --repeat rounds (default 5) runs
 all five once, in turn, and a ratio is the median of the rounds' ratios (process time,
@@ -69,23 +67,14 @@ GUESTS = [ROOT / "benchmarks" / "guests" / "crc32.asm", *sorted((ROOT / "sample_
 
 
 def run(guest: Path, trace: Path | None, level: str) -> float:
-    """CPU time of this process for `vmsim run` (see run_all)."""
-    return run_all(guest, trace, level)[0]
-
-
-def run_all(guest: Path, trace: Path | None, level: str) -> tuple[float, float, float]:
-    """`vmsim run` in this process: its CPU time, that with the children it reaped (the
-    insn_run encoder, vmsim/trace_encoder.py), and the wall time."""
     args = ["run", "--max-instructions", "20000000", str(guest)]
     if trace is not None:
         args += ["--trace", str(trace), "--trace-level", level]
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         sys.stdout.buffer = io.BytesIO()  # type: ignore[misc]  # the serial output
-        c0, w0, t0 = os.times(), time.perf_counter(), time.process_time()
+        t0 = time.process_time()
         vmsim(args)
-        t, w, c = time.process_time() - t0, time.perf_counter() - w0, os.times()
-    children = c.children_user + c.children_system - c0.children_user - c0.children_system
-    return t, t + children, w
+        return time.process_time() - t0
 
 
 def run_session(guest: Path, history: bool) -> tuple[float, int]:
@@ -182,27 +171,23 @@ def parts(repeat: int, profile: bool) -> None:
         print(f"{what:<44}{n:>10,} {unit}s {ns:>9.1f} ns/{unit} {ns * ref:>8.0f} ref-ns")
 
 
-def _callgrind(args: list[str]) -> tuple[int, int]:
-    """Machine instructions callgrind counts for `vmsim <args>` run as a process: in
-    that process, and in it and the children it forked (the insn_run encoder)."""
+def _callgrind(args: list[str]) -> int:
+    """Machine instructions callgrind counts for `vmsim <args>` run as a process."""
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     p = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
                         sys.executable, "-m", "vmsim.cli", *args], env=env, cwd=ROOT,
                        capture_output=True, text=True, check=False)
-    first = re.search(r"==(\d+)==", p.stderr)
-    counts = {int(pid): int(n) for pid, n in re.findall(r"==(\d+)== Collected : (\d+)",
-                                                          p.stderr)}
-    if first is None or int(first.group(1)) not in counts:
+    m = re.search(r"Collected : (\d+)", p.stderr)
+    if m is None:
         sys.exit(f"callgrind did not count vmsim {' '.join(args)}: {p.stderr[-500:]}")
-    return counts[int(first.group(1))], sum(counts.values())
+    return int(m.group(1))
 
 
 def callgrind(guests: list[Path]) -> None:
     if shutil.which("valgrind") is None:
         sys.exit("--callgrind needs valgrind (apt-get install valgrind)")
-    print(f"{'guest':<20}{'start-up':>14}{'headless':>15}{'vm':>9}{'insn':>9}{'insn all':>10}"
-          "   (machine instructions; ratios to headless, start-up subtracted; insn all: "
-          "with the encoder process's)")
+    print(f"{'guest':<20}{'start-up':>14}{'headless':>15}{'vm':>9}{'insn':>9}"
+          "   (machine instructions; vm, insn: ratio to headless, start-up subtracted)")
     with tempfile.TemporaryDirectory() as tmp:
         trace = str(Path(tmp) / "t.jsonl")
         for guest in guests:
@@ -212,13 +197,12 @@ def callgrind(guests: list[Path]) -> None:
             env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
             subprocess.run([sys.executable, "-m", "vmsim.cli", "run", "--max-instructions",
                             "1", g], cwd=ROOT, env=env, capture_output=True, check=False)
-            start = _callgrind(["run", "--max-instructions", "1", g])[0]
-            base = _callgrind(["run", g])[0] - start
-            vm = _callgrind(["run", "--trace", trace, "--trace-level", "vm", g])[0] - start
-            insn, insn_all = (x - start for x in _callgrind(
-                ["run", "--trace", trace, "--trace-level", "insn", g]))
-            print(f"{guest.name:<20}{start:>14,}{base + start:>15,}{vm / base:>8.3f}x"
-                  f"{insn / base:>8.3f}x{insn_all / base:>9.3f}x")
+            start = _callgrind(["run", "--max-instructions", "1", g])
+            base = _callgrind(["run", g])
+            vm = _callgrind(["run", "--trace", trace, "--trace-level", "vm", g])
+            insn = _callgrind(["run", "--trace", trace, "--trace-level", "insn", g])
+            print(f"{guest.name:<20}{start:>14,}{base:>15,}{(vm - start) / (base - start):>8.3f}x"
+                  f"{(insn - start) / (base - start):>8.3f}x")
 
 
 def main() -> None:
@@ -238,7 +222,7 @@ def main() -> None:
         return
     print_reference()
     print(f"{'guest':<20}{'instructions':>13}{'vm B/insn':>11}{'insn B/insn':>13}"
-          f"{'vm time':>9}{'insn time':>11}{'insn all':>10}{'insn wall':>11}{'step-back':>11}")
+          f"{'vm time':>9}{'insn time':>11}{'step-back':>11}")
     with tempfile.TemporaryDirectory() as tmp:
         vm_trace, insn_trace = Path(tmp) / "vm.jsonl", Path(tmp) / "insn.jsonl"
         for guest in args.guest or GUESTS:
@@ -247,23 +231,21 @@ def main() -> None:
             # (other load, frequency) moves both sides of a ratio alike.
             rounds = []
             for _ in range(args.repeat):
-                base = run_all(guest, None, "vm")
+                base = run(guest, None, "vm")
                 t_vm = run(guest, vm_trace, "vm")
-                insn = run_all(guest, insn_trace, "insn")
+                t_insn = run(guest, insn_trace, "insn")
                 plain = run_session(guest, False)[0]
                 hist = run_session(guest, True)[0]
-                rounds.append((t_vm / base[0], insn[0] / base[0], insn[1] / base[1],
-                               insn[2] / base[2], hist / plain))
-            r = [statistics.median(x) for x in zip(*rounds, strict=True)]
+                rounds.append((t_vm / base, t_insn / base, hist / plain))
+            r_vm, r_insn, r_hist = (statistics.median(r) for r in zip(*rounds, strict=True))
             n = instructions(insn_trace)
             print(f"{guest.name:<20}{n:>13,}{os.path.getsize(vm_trace) / n:>11.2f}"
-                  f"{os.path.getsize(insn_trace) / n:>13.2f}{r[0]:>8.2f}x"
-                  f"{r[1]:>10.2f}x{r[2]:>9.2f}x{r[3]:>10.2f}x{r[4]:>10.2f}x")
-    print("B/insn: trace bytes per guest instruction; time: CPU time of the process traced / "
-          "headless; insn all: with the insn_run encoder process's CPU time; insn wall: wall "
-          "time; each the median of --repeat alternating rounds (goals: vm 1.05x, insn 1.20x "
-          "and 16 B/insn); step-back: CPU time of a Session with its history / without "
-          "(goal 1.05x)")
+                  f"{os.path.getsize(insn_trace) / n:>13.2f}{r_vm:>8.2f}x"
+                  f"{r_insn:>10.2f}x{r_hist:>10.2f}x")
+    print("B/insn: trace bytes per guest instruction; time: CPU time traced / headless, "
+          "the median of --repeat alternating rounds "
+          "(goals: vm 1.05x, insn 1.20x and 16 B/insn); step-back: CPU time of a Session "
+          "with its history / without (goal 1.05x)")
 
 
 if __name__ == "__main__":

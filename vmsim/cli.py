@@ -226,15 +226,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             else:
                 from vmsim.trace import TraceWriter
 
-                encoder = None
-                if args.trace_level != "vm":
-                    # Long insn_run lines are encoded by a child process on another core
-                    # while the guest runs on (the same bytes; vmsim/trace_encoder.py).
-                    from vmsim.trace_encoder import EncoderProcess
-
-                    encoder = EncoderProcess.start()
-                trace = TraceWriter(events, trace_file, args.trace_level, path=args.trace,
-                                    encoder=encoder)
+                trace = TraceWriter(events, trace_file, args.trace_level, path=args.trace)
 
     try:
         if args.load is not None:

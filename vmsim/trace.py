@@ -606,9 +606,6 @@ def _line_format(layer: str, source: str, kind: str, int_times: bool, keys: tupl
 
 
 _BATCH = 64  # event lines queued before they are written in one write
-# An insn_run line of this many instructions or more goes to the encoder process, if the
-# writer has one (vmsim.trace_encoder); shorter ones cost less here than the hand-over.
-_OFFLOAD = 4096
 _LONG = 1 << 12  # an insn_run text this long is written at once (and the queue before it)
 
 
@@ -620,17 +617,12 @@ class TraceWriter(GuardedOutput):
     """
 
     def __init__(self, events: EventStream, out: IO[str], level: str = "vm",
-                 columns: Iterable[InstructionColumn] = (), path: str = "<trace>",
-                 encoder: Any = None):
+                 columns: Iterable[InstructionColumn] = (), path: str = "<trace>"):
         super().__init__(out, path)
         self.columns: list[InstructionColumn] = []
         self._level = level
         self._formats: dict[tuple, _LineFormat | None] = {}  # see _event_json
-        # Lines not yet written, in order: text, or a vmsim.trace_encoder.Ticket for a
-        # long insn_run line that `encoder` (an EncoderProcess) is making meanwhile.
-        self._pending: list[Any] = []
-        self._encoder = encoder
-        self._tickets = 0  # tickets in _pending
+        self._pending: list[str] = []  # lines not yet written, in order
         for col in columns:
             self.add_column(col)
         kinds = None if level == "all" else [k for k in CATALOGUE if k not in HIGH_RATE]
@@ -651,13 +643,6 @@ class TraceWriter(GuardedOutput):
             run = col.take_lanes() if col.tokens or col._pieces else None
             if run is not None:
                 k = len(run[1]) >> 2
-                if k >= _OFFLOAD and self._encoder is not None:
-                    self._pending.append(self._encoder.submit(col.source, col.count + 1, *run))
-                    self._tickets += 1
-                    self.lines += -(-k // LINE_INSNS)
-                    col.count += k
-                    long = True
-                    continue
                 text = encode_lanes(col.source, col.count + 1, *run)
             else:
                 eips = col._eips
@@ -672,33 +657,14 @@ class TraceWriter(GuardedOutput):
             long = long or len(text) >= _LONG
         return long
 
-    def _flush(self, final: bool = False) -> None:
+    def _flush(self) -> None:
         """Write the queued lines in one write (a failed one loses them, as a failed
-        write of one line lost it). The last line, if the encoder is still making it,
-        waits for the next flush (unless `final`): the guest runs on meanwhile. A line
-        queued after it would have to wait too, so then it is waited for."""
+        write of one line lost it)."""
         pending = self._pending
-        if not pending:
-            return
-        if self._tickets:
-            last = pending[-1]
-            wait = None
-            if not final and type(last) is not str and last.text is None:
-                wait = pending.pop()
-            for i, p in enumerate(pending):
-                if type(p) is not str:
-                    pending[i] = self._encoder.resolve(p)
-                    self._tickets -= 1
+        if pending:
             text = "".join(pending)
             pending.clear()
-            if wait is not None:
-                pending.append(wait)
-            if text:
-                self.out.write(text)
-            return
-        text = "".join(pending)
-        pending.clear()
-        self.out.write(text)
+            self.out.write(text)
 
     def flush_instructions(self) -> None:
         """Write out the instructions waiting in the columns (and the lines before them)."""
@@ -759,12 +725,8 @@ class TraceWriter(GuardedOutput):
             col.on_full = None
 
         def finish() -> None:
-            try:
-                self._drain()
-                self._flush(final=True)
-            finally:
-                if self._encoder is not None:
-                    self._encoder.close()
+            self._drain()
+            self._flush()
             self.out.flush()
 
         self._guarded(finish)
