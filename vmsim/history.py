@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import ctypes
+import mmap
 import os
 import pickle
 import zlib
@@ -256,7 +257,7 @@ class History:
         self.checkpoints: list[Checkpoint] = []
         self.bytes = 0  # what the checkpoints hold (Checkpoint.size)
         self.thinned = 0
-        self._prev: bytearray | None = None  # RAM as the newest checkpoint has it
+        self._prev: mmap.mmap | None = None  # RAM as the newest checkpoint has it
         self._prev_ck: Checkpoint | None = None
         self._ck_work = 0
         self._ck_pos = 0
@@ -416,12 +417,18 @@ class History:
             out.append(ZERO_PAGE if p == ZERO_PAGE else p)
         return out
 
-    def _ram_of(self, base: Checkpoint) -> bytearray:
+    def _ram_of(self, base: Checkpoint) -> mmap.mmap:
         """`_prev` made a copy of base's RAM: from the copy it was, only the pages whose
         objects differ are written (unchanged pages are the same bytes objects)."""
         n = len(base.pages) * PAGE
         if self._prev is None or len(self._prev) != n or self._prev_ck is None:
-            self._prev = bytearray(b"".join(base.pages))
+            # Anonymous memory reads as zeros and takes host pages only where written:
+            # base's pages that are not all zero are copied in, the rest never touched
+            # (the diff compares chunks that are zero in base with a zero buffer).
+            prev = self._prev = mmap.mmap(-1, n)
+            for i, p in enumerate(base.pages):
+                if p is not ZERO_PAGE:
+                    prev[i * PAGE:(i + 1) * PAGE] = p
         elif self._prev_ck is not base:
             prev = self._prev
             for i, (x, y) in enumerate(zip(self._prev_ck.pages, base.pages, strict=True)):
