@@ -81,7 +81,7 @@ class _Tokens(list):
 
 
 _EIPS_OF = attrgetter("eips")
-_LANE_CHARS = struct.Struct("=I").pack  # a lane's 4 bytes, as array("I") holds them
+_LANE_BYTES = struct.Struct("=I").pack  # a lane's 4 bytes, as array("I") holds them
 
 
 class InstructionColumn:
@@ -176,7 +176,7 @@ class InstructionColumn:
                         self._lanes_to_eips()
                         at = j
                         break
-                    put(_LANE_CHARS(lane).decode("latin-1"))
+                    put(_LANE_BYTES(lane).decode("latin-1"))
                     put(t[4:])
                 elif not t.ok:
                     at = j
