@@ -42,11 +42,8 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import os
 import pstats
 import re
-import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -54,6 +51,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import counting
 import reference
 
 from vmsim.asm import assemble
@@ -138,36 +136,21 @@ def exits_of(image) -> int:
     return _stack(image, False, count_exits=True)[1]
 
 
-def _callgrind(*args: str) -> int:
-    """Machine instructions callgrind counts for this script run with `args`."""
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
-    p = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-                        sys.executable, __file__, *args], env=env, cwd=ROOT,
-                       capture_output=True, text=True, check=False)
-    m = re.search(r"Collected : (\d+)", p.stderr)
-    if m is None:
-        sys.exit(f"callgrind did not count exit_bench.py {' '.join(args)}: {p.stderr[-500:]}")
-    return int(m.group(1))
-
-
 def callgrind(names: list[str], configs: list[str], short: int, long: int) -> None:
-    if shutil.which("valgrind") is None:
-        sys.exit("--callgrind needs valgrind (apt-get install valgrind)")
-    # Written once outside callgrind, the bytecode cache serves every counted run.
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    subprocess.run([sys.executable, __file__, "--one", "reference", "0"], env=env, cwd=ROOT,
-                   capture_output=True, check=False)
+    counting.require_valgrind()
+
+    def one(*args: str) -> int:
+        return counting.count([__file__, "--one", *args], ROOT)
+    counting.write_bytecode([__file__, "--one", "reference", "0"], ROOT)
     n = reference.ITERATIONS // 10
-    per_iteration = (_callgrind("--one", "reference", str(n))
-                     - _callgrind("--one", "reference", "0")) / n
+    per_iteration = (one("reference", str(n)) - one("reference", "0")) / n
     print(f"reference loop: {per_iteration:.0f} machine instructions per iteration")
     print(f"{'guest':<11}{'configuration':<13}{'exits':>7}{'instructions/exit':>19}"
           f"{'ref-iterations':>16}")
     for name in names:
         exits = exits_of(load(name, long)) - exits_of(load(name, short))
         for c in configs:
-            per_exit = (_callgrind("--one", c, name, str(long))
-                        - _callgrind("--one", c, name, str(short))) / exits
+            per_exit = (one(c, name, str(long)) - one(c, name, str(short))) / exits
             print(f"{name:<11}{c:<13}{exits:>7}{per_exit:>19,.0f}{per_exit / per_iteration:>16,.0f}")
     print("instructions/exit: machine instructions per exit to userspace and back; "
           "ref-iterations: as many as that many reference-loop iterations take")
@@ -199,6 +182,8 @@ def main() -> None:
     args = ap.parse_args()
     names = args.only or list(GUESTS)
     if args.callgrind:
+        if "hello" in names:
+            print("hello: not counted (its exits do not grow with a loop count)")
         callgrind([n for n in names if n != "hello"], args.config or list(CONFIGS), 100, 300)
         return
     images = {n: load(n, args.count) for n in names}

@@ -45,10 +45,7 @@ import io
 import json
 import os
 import pstats
-import re
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -57,6 +54,7 @@ from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
 
+import counting
 from reference import print_reference
 
 from vmsim.cli import main as vmsim
@@ -171,38 +169,27 @@ def parts(repeat: int, profile: bool) -> None:
         print(f"{what:<44}{n:>10,} {unit}s {ns:>9.1f} ns/{unit} {ns * ref:>8.0f} ref-ns")
 
 
-def _callgrind(args: list[str]) -> int:
-    """Machine instructions callgrind counts for `vmsim <args>` run as a process."""
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
-    p = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-                        sys.executable, "-m", "vmsim.cli", *args], env=env, cwd=ROOT,
-                       capture_output=True, text=True, check=False)
-    m = re.search(r"Collected : (\d+)", p.stderr)
-    if m is None:
-        sys.exit(f"callgrind did not count vmsim {' '.join(args)}: {p.stderr[-500:]}")
-    return int(m.group(1))
+def _vmsim_run(guest: str, *args: str) -> int:
+    """Machine instructions of `vmsim run args guest` as a process."""
+    return counting.count(["-m", "vmsim.cli", "run", *args, guest], ROOT)
 
 
 def callgrind(guests: list[Path]) -> None:
-    if shutil.which("valgrind") is None:
-        sys.exit("--callgrind needs valgrind (apt-get install valgrind)")
+    counting.require_valgrind()
     print(f"{'guest':<20}{'start-up':>14}{'headless':>15}{'vm':>9}{'insn':>9}"
           "   (machine instructions; vm, insn: ratio to headless, start-up subtracted)")
     with tempfile.TemporaryDirectory() as tmp:
         trace = str(Path(tmp) / "t.jsonl")
         for guest in guests:
             g = str(guest)
-            # Once outside callgrind first, writing the modules' bytecode: every counted
-            # run reads it from the cache (else each compiles every module it imports).
-            env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-            subprocess.run([sys.executable, "-m", "vmsim.cli", "run", "--max-instructions",
-                            "1", g], cwd=ROOT, env=env, capture_output=True, check=False)
-            start = _callgrind(["run", "--max-instructions", "1", g])
-            base = _callgrind(["run", g])
-            vm = _callgrind(["run", "--trace", trace, "--trace-level", "vm", g])
-            insn = _callgrind(["run", "--trace", trace, "--trace-level", "insn", g])
-            print(f"{guest.name:<20}{start:>14,}{base:>15,}{(vm - start) / (base - start):>8.3f}x"
-                  f"{(insn - start) / (base - start):>8.3f}x")
+            counting.write_bytecode(["-m", "vmsim.cli", "run", "--max-instructions", "1", g],
+                                    ROOT)
+            start = _vmsim_run(g, "--max-instructions", "1")
+            base = _vmsim_run(g) - start
+            vm = _vmsim_run(g, "--trace", trace, "--trace-level", "vm") - start
+            insn = _vmsim_run(g, "--trace", trace, "--trace-level", "insn") - start
+            print(f"{guest.name:<20}{start:>14,}{base + start:>15,}{vm / base:>8.3f}x"
+                  f"{insn / base:>8.3f}x")
 
 
 def main() -> None:
