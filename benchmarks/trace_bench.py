@@ -29,7 +29,9 @@ drift by tens of percent): `vmsim run` of each guest as a process under valgrind
 callgrind (Debian package valgrind; about two minutes per guest), headless, at level vm
 and at level insn, and the same run stopped after one instruction (start-up: import,
 assemble, create the VM); prints the machine instructions each took and the ratios to the
-headless run, start-up subtracted from both sides.
+headless run, start-up subtracted from both sides; then the step-back figure the same way:
+a Session run to the guest's end with its history against one without, a Session stopped
+after one instruction subtracted from both.
 
     python benchmarks/trace_bench.py [--repeat N] [--guest FILE ...]
     python benchmarks/trace_bench.py --parts [--repeat N] [--profile]
@@ -75,11 +77,11 @@ def run(guest: Path, trace: Path | None, level: str) -> float:
         return time.process_time() - t0
 
 
-def run_session(guest: Path, history: bool) -> tuple[float, int]:
-    """CPU time of a Session run to the guest's end (at most 20 M instructions), with or
+def run_session(guest: Path, history: bool, limit: int = 20_000_000) -> tuple[float, int]:
+    """CPU time of a Session run to the guest's end (at most `limit` instructions), with or
     without the history that steps back, and the instructions it ran."""
     s = Session(str(guest), "sim", serial_out=lambda data: None, history=history,
-                max_instructions=20_000_000)
+                max_instructions=limit)
     t0 = time.process_time()
     while not s.run_for(None, instructions=1 << 40).finished:
         pass
@@ -190,6 +192,19 @@ def callgrind(guests: list[Path]) -> None:
             insn = _vmsim_run(g, "--trace", trace, "--trace-level", "insn") - start
             print(f"{guest.name:<20}{start:>14,}{base + start:>15,}{vm / base:>8.3f}x"
                   f"{insn / base:>8.3f}x")
+    print(f"{'guest':<20}{'start-up':>14}{'no history':>15}{'step-back':>11}"
+          "   (Session.run_for; step-back: with its history / without, start-up subtracted)")
+    for guest in guests:
+        g = str(guest)
+        start = _one_session(g, "start")
+        plain = _one_session(g, "none") - start
+        hist = _one_session(g, "history") - start
+        print(f"{guest.name:<20}{start:>14,}{plain + start:>15,}{hist / plain:>10.3f}x")
+
+
+def _one_session(guest: str, how: str) -> int:
+    return counting.count([str(Path(__file__).resolve()), "--one-session", how, "--guest", guest],
+                          ROOT)
 
 
 def main() -> None:
@@ -200,7 +215,13 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="with --parts: cProfile instead")
     ap.add_argument("--callgrind", action="store_true",
                     help="count machine instructions under callgrind (docstring)")
+    ap.add_argument("--one-session", choices=("start", "none", "history"),
+                    help=argparse.SUPPRESS)  # (--callgrind's counted run)
     args = ap.parse_args()
+    if args.one_session:
+        run_session(args.guest[0], args.one_session == "history",
+                    1 if args.one_session == "start" else 20_000_000)
+        return
     if args.callgrind:
         callgrind(args.guest or GUESTS[:1])
         return

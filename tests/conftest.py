@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
+import vmsim.history
+
 ROOT = Path(__file__).resolve().parents[1]
+
+# Every checkpoint of every test that records a history checks the pages its write log
+# found changed against a scan of the whole RAM (History._changed_pages).
+vmsim.history.CHECK_WRITE_LOG = True
 
 
 @pytest.fixture

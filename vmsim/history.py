@@ -33,6 +33,7 @@ from vmsim.events import CATALOGUE, Event
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from vmsim.hw.memory import PhysicalMemory
     from vmsim.session import Session
     from vmsim.vmm.machine import Machine
 
@@ -46,8 +47,9 @@ CHUNKS = (256 * PAGE, 16 * PAGE, PAGE)
 # the last one, whichever comes first: the most a step back has to replay.
 CHECKPOINT_WORK = 10_000
 CHECKPOINT_STEPS = 100
-# ... and further apart on a larger RAM: a checkpoint compares the whole RAM with the last
-# one's (about 1 ms per 16 MiB) besides saving the state (about 2 ms), so that recording
+# ... and further apart on a larger RAM: a checkpoint saves the state (about 1-2 ms) and
+# holds a list of every page (8 bytes each), and one the write log cannot serve compares
+# the whole RAM (about 1 ms per 16 MiB; the first after a rebuild), so that recording
 # costs the run a few percent, the gap is at least this much work per 4 KiB page of RAM
 # (16 MiB: 262,144 instructions; 4 MiB: 65,536), or that work's worth of steps, a step
 # weighing as much as CHECKPOINT_WORK_PER_STEP instructions (16 MiB: 2,048 steps). A step
@@ -64,7 +66,7 @@ CHECKPOINT_WORK_PER_STEP = 128
 REPLAY_WINDOW = 100
 REPLAY_STEPS = 20
 REPLAY_WORK = 2_000
-REPLAY_CHECKPOINTS = 2  # at most this many per replay (each compares the whole RAM)
+REPLAY_CHECKPOINTS = 2  # at most this many per replay (each saves the state)
 # What the checkpoints may hold (RAM pages, the rest of the state, the page tables of
 # the checkpoints, the disk's undo log, COM1's output); past it, older checkpoints are
 # thinned out (History._thin), the newest NEAR never.
@@ -94,6 +96,9 @@ def _memcmp():
 
 
 _MEMCMP = _memcmp()
+# Tests (tests/conftest.py): every diff the write log gives is checked against the scan of
+# the whole RAM, so that a write the log missed fails the test that made it.
+CHECK_WRITE_LOG = False
 
 
 @dataclass(eq=False)
@@ -142,11 +147,25 @@ def _pickled_bitmap(pairs: Any) -> bytes:
     if hit is None or hit[0] is not pairs:
         if len(_PICKLED) > 64:
             _PICKLED.clear()
-        hit = _PICKLED[id(pairs)] = (pairs, pickle.dumps(pairs, 5))
+        hit = _PICKLED[id(pairs)] = (pairs, _bitmap_bytes(pairs))
         if len(_BITMAPS) > 64:
             _BITMAPS.clear()
         _BITMAPS[id(hit[1])] = (hit[1], pairs)  # unpickled: the very list (_join)
     return hit[1]
+
+
+def _bitmap_bytes(pairs: list[list[Any]] | None) -> bytes:
+    """The pairs as 64-bit ints (msr << 1 | is_write) after a b"Q": a fifth of pickling
+    them as lists (None is pickled: its first byte is pickle's PROTO, never Q)."""
+    if pairs is None:
+        return pickle.dumps(None, 5)
+    return b"Q" + array("Q", [m << 1 | w for m, w in pairs]).tobytes()
+
+
+def _bitmap_pairs(b: bytes) -> list[list[Any]] | None:
+    if b[:1] != b"Q":
+        return pickle.loads(b)
+    return [[x >> 1, bool(x & 1)] for x in array("Q", b[1:])]
 
 
 # The MSR bitmaps as unpickled from a part (the same object each time, which
@@ -166,7 +185,7 @@ def _join(parts: dict[str, bytes]) -> dict[str, Any]:
                 if hit is None or hit[0] is not b:
                     if len(_BITMAPS) > 64:
                         _BITMAPS.clear()
-                    hit = _BITMAPS[id(b)] = (b, pickle.loads(b))
+                    hit = _BITMAPS[id(b)] = (b, _bitmap_pairs(b))
                 bitmaps[int(i)] = hit[1]
             else:
                 vcpus.setdefault(int(i), {})[kk] = pickle.loads(b)
@@ -259,6 +278,9 @@ class History:
         self.thinned = 0
         self._prev: mmap.mmap | None = None  # RAM as the newest checkpoint has it
         self._prev_ck: Checkpoint | None = None
+        # The write log (PhysicalMemory.log_writes): RAM was `pages` when the memories
+        # started logging; None when it cannot say what changed (never started).
+        self._log: tuple[tuple[bytes, ...], tuple[PhysicalMemory, ...]] | None = None
         self._ck_work = 0
         self._ck_pos = 0
         self._gap_work = CHECKPOINT_WORK  # (set for the RAM's size by _set_gaps)
@@ -288,6 +310,7 @@ class History:
                                             "digest": self.digest, "serial": (0, 0)})
         ck.new_pages = {i: p for i, p in enumerate(pages) if p is not ZERO_PAGE}
         self.checkpoints.append(ck)
+        self._log_writes(s.machine, ck.pages)
         self.bytes += ck.size()
 
     def reset(self) -> None:
@@ -437,10 +460,57 @@ class History:
         self._prev_ck = base
         return self._prev
 
-    def _changed_pages(self, machine: Machine, base: Checkpoint) -> list[int]:
-        """Indices of the pages that differ from `base`'s."""
+    def _memories(self, machine: Machine) -> tuple[PhysicalMemory, ...]:
+        """The objects that write the machine's RAM: QEMU's (DMA, loading) and kvm.ko's
+        (the vCPUs'), each with its own frame kinds."""
+        mems = [machine.mem]
+        for c in self.s.cpus:
+            if all(c.mem is not m for m in mems):
+                mems.append(c.mem)
+        return tuple(mems)
+
+    def _log_writes(self, machine: Machine, pages: tuple[bytes, ...]) -> None:
+        """RAM is `pages` now: note the frames written from here on."""
+        mems = self._memories(machine)
+        for m in mems:
+            m.log_writes()
+        self._log = (pages, mems)
+
+    def _logged(self, machine: Machine, base: Checkpoint) -> set[int] | None:
+        """The pages that may differ from `base`'s (a superset), from the write log: the
+        frames written since it started, and the pages whose objects differ between base
+        and RAM as the log started (the same object is the same bytes). None when the
+        log cannot tell (RAM was loaded whole, or these memories never started one)."""
+        log = self._log
+        if log is None:
+            return None
+        pages, mems = log
+        now = self._memories(machine)
+        if len(now) != len(mems) or any(a is not b for a, b in zip(now, mems, strict=True)):
+            return None
+        out: set[int] = set()
+        for m in mems:
+            if m.written is None:
+                return None
+            out |= m.written
+        if pages is not base.pages:
+            out.update(i for i, (x, y) in enumerate(zip(pages, base.pages, strict=True))
+                       if x is not y)
+        return out
+
+    def _changed_pages(self, machine: Machine, base: Checkpoint,
+                       maybe: set[int] | None = None) -> list[int]:
+        """Indices of the pages that differ from `base`'s (among `maybe` where given)."""
         ram = machine.ram
         prev = self._ram_of(base)
+        if maybe is not None:
+            out = [i for i in sorted(maybe)
+                   if ram[i * PAGE:(i + 1) * PAGE] != prev[i * PAGE:(i + 1) * PAGE]]
+            if CHECK_WRITE_LOG:
+                full = self._changed_pages(machine, base)
+                if out != full:
+                    raise AssertionError(f"the write log missed pages {sorted(set(full) - set(out))}")
+            return out
         if _MEMCMP is None:
             return [i for i, a in enumerate(range(0, len(ram), PAGE))
                     if ram[a:a + PAGE] != prev[a:a + PAGE]]
@@ -487,7 +557,7 @@ class History:
                     new_parts[k] = b
         else:
             new_parts = dict(parts)
-        changed = self._changed_pages(s.machine, base)
+        changed = self._changed_pages(s.machine, base, self._logged(s.machine, base))
         pages = list(base.pages)
         ram = s.machine.ram
         new_pages = {}
@@ -502,6 +572,7 @@ class History:
         # A tuple of bytes: the garbage collector stops visiting it after its first look.
         ck = Checkpoint(self.pos, work, parts, tuple(pages), extra, new_pages, new_parts)
         self._prev_ck = ck
+        self._log_writes(s.machine, ck.pages)
         self.bytes += ck.size()
         if at is None:
             self.checkpoints.append(ck)
@@ -604,6 +675,7 @@ class History:
         self.nev = self.evc[ck.pos]
         s.outcome = None
         self._install_vm(machine, vm)
+        self._log_writes(machine, ck.pages)
         if ck.pos in self.edits:
             self._apply_edits(ck.pos)
 

@@ -516,7 +516,7 @@ class Cpu:
             "cpuid": [[k[0], k[1], *v] for k, v in sorted(self.cpuid_table.items())],
             # Frames this CPU decoded from, and whether RAM still marks them CODE (another
             # CPU's write hook may have turned one back to RAM: memory is shared).
-            "code_frames": [[f, self.mem.kind[f] == CODE] for f in self._code_frames],
+            "code_frames": [[f, bool(self.mem.kind[f] & CODE)] for f in self._code_frames],
             "decoded": self._decoded_state(),
         }
 
@@ -551,10 +551,9 @@ class Cpu:
         self._load_decoded(d["decoded"])
         for f, is_code in d["code_frames"]:
             self._code_frames.setdefault(f, set())
-            if is_code and kind[f] == RAM:
-                kind[f] = CODE
-            elif not is_code and kind[f] == CODE:
-                kind[f] = RAM
+            k = kind[f]
+            if k != OTHER:  # (a CLEAN frame stays clean: only the CODE bit is set)
+                kind[f] = k | CODE if is_code else k & ~CODE
 
     def _decoded_state(self) -> list[list[Any]]:
         """The decoded instructions as [eip, frames, bytes]: the cache itself holds
@@ -708,8 +707,7 @@ class Cpu:
         self._page_blocks.clear()
         kind = self.mem.kind
         for frame in self._code_frames:
-            if kind[frame] == CODE:
-                kind[frame] = RAM
+            kind[frame] &= ~CODE
         self._code_frames.clear()
 
     def _drop_frame_blocks(self, frame: int) -> None:
@@ -733,8 +731,7 @@ class Cpu:
             decoded.pop(eip, None)
         self._drop_frame_blocks(frame)
         self.smc_flag[0] = 1  # a running block stops after this store
-        if self.mem.kind[frame] == CODE:
-            self.mem.kind[frame] = RAM
+        self.mem.kind[frame] &= ~CODE
         if self.events is not None and self.events.wants("smc"):
             self.events.emit("smc", self.name, frame=frame << PAGE_SHIFT)
 
@@ -801,7 +798,7 @@ class Cpu:
         self.icache[eip] = handler
         code_frames = self._code_frames
         for f in frames:
-            kind[f] = CODE
+            kind[f] |= CODE
             # A frame that gets a new decoded instruction moves to the young end.
             eips = code_frames.pop(f, None)
             if eips is None:
@@ -837,8 +834,7 @@ class Cpu:
                 icache.pop(e, None)
                 self.decoded.pop(e, None)
             self._drop_frame_blocks(f)
-            if kind[f] == CODE:
-                kind[f] = RAM  # writes to it need no SMC check any more
+            kind[f] &= ~CODE  # writes to it need no SMC check any more
         if len(self.decoded) > target:  # entries no frame owns (cannot happen; stay bounded)
             self._drop_decoded()
 

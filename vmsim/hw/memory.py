@@ -19,6 +19,15 @@ NUM_FRAMES = 1 << (32 - PAGE_SHIFT)
 RAM = 0  # plain RAM
 CODE = 1  # RAM with decoded instructions cached: a write must drop them (self-modifying code)
 OTHER = 2  # MMIO or nothing: every access takes the slow path
+# A bit beside RAM and CODE (never on OTHER): the frame is unwritten since `log_writes`
+# started, so the store fast paths (which take only RAM) send the first write to `write`,
+# which notes the frame in `written` and clears the bit. The history's checkpoints compare
+# only those frames with the last one's (the write protection KVM's dirty logging uses,
+# kept out of the simulated stack: it costs no exit and no event).
+CLEAN = 4
+# kind -> kind with CLEAN set (RAM and CODE frames) or left alone (OTHER)
+_SET_CLEAN = bytes(k | CLEAN if k != OTHER else k for k in range(256))
+_NO_CLEAN = bytes(k & ~CLEAN for k in range(256))
 
 
 class Device(Protocol):
@@ -61,6 +70,23 @@ class PhysicalMemory:
         self.code_write_hook: Callable[[int], None] | None = None
         # Called on accesses nobody claims (reads give all ones, writes are dropped).
         self.unclaimed_hook: Callable[[int, int, bool], None] | None = None
+        # The RAM frames written since log_writes (None: not logging).
+        self.written: set[int] | None = None
+
+    # -- the write log ----------------------------------------------------------------
+    def log_writes(self) -> None:
+        """Start (or restart) noting which RAM frames get written: `written` empties and
+        every RAM frame becomes CLEAN."""
+        n = self.size >> PAGE_SHIFT
+        self.kind[:n] = self.kind[:n].translate(_SET_CLEAN)
+        self.written = set()
+
+    def stop_logging(self) -> None:
+        """RAM was or will be written behind this object's back (a whole state loaded):
+        the log cannot say what changed."""
+        n = self.size >> PAGE_SHIFT
+        self.kind[:n] = self.kind[:n].translate(_NO_CLEAN)
+        self.written = None
 
     # -- layout ---------------------------------------------------------------------
     def is_ram(self, pa: int) -> bool:
@@ -110,8 +136,12 @@ class PhysicalMemory:
         k = self.kind[frame]
         if k != OTHER and pa + size <= self.size:
             self.ram[pa : pa + size] = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
-            if k == CODE and self.code_write_hook:
-                self.code_write_hook(frame)
+            if k != RAM:
+                if k & CLEAN:
+                    self.kind[frame] = k = k & ~CLEAN
+                    self.written.add(frame)  # type: ignore[union-attr]
+                if k & CODE and self.code_write_hook:
+                    self.code_write_hook(frame)
             return
         region = self._region(pa)
         if region is not None:
@@ -125,10 +155,16 @@ class PhysicalMemory:
         if pa < 0 or pa + len(data) > self.size:
             raise ValueError(f"{len(data)} bytes at {pa:#x} do not fit in {self.size:#x} of RAM")
         self.ram[pa : pa + len(data)] = data
-        if self.code_write_hook:
-            for frame in range(pa >> PAGE_SHIFT, (pa + len(data) - 1 >> PAGE_SHIFT) + 1):
-                if self.kind[frame] == CODE:
-                    self.code_write_hook(frame)
+        kind = self.kind
+        frames = range(pa >> PAGE_SHIFT, (pa + len(data) - 1 >> PAGE_SHIFT) + 1)
+        if self.written is not None:
+            self.written.update(frames)  # (a hole's frames too: the bytes under it change)
+        for frame in frames:
+            k = kind[frame]
+            if k & CLEAN:
+                kind[frame] = k = k & ~CLEAN
+            if k & CODE and self.code_write_hook:
+                self.code_write_hook(frame)
 
     def read_bytes(self, pa: int, length: int) -> bytes:
         """Bytes for a viewer or decoder; non-RAM reads as all ones without side effects."""

@@ -316,6 +316,11 @@ class Machine:
             ev.emit("device_access", dev.name if dev else "unclaimed", space=space,
                     address=addr, size=size, is_write=is_write, value=value)
 
+    def load_ram(self, data: bytes) -> None:
+        """All of RAM at once (a saved state): written past the memory's write log."""
+        self.ram[:] = data
+        self.mem.stop_logging()
+
     def load_image(self, image: GuestImage) -> None:
         if LOAD_ADDRESS + len(image.data) > self.mem.size:
             raise GuestLoadError(f"{image.source_file}: {len(image.data)} bytes do not fit in "

@@ -205,7 +205,7 @@ def qemu_loadvm_portable(vm: VirtualMachine, d: dict[str, Any]) -> None:
     vm.sched.last_time = max(vm.sched.last_time, now)
     if ev is not None:
         ev.time = vm.sched.now
-    m.ram[:] = d["ram"]
+    m.load_ram(d["ram"])
     m.load_state({**d["devices"], "bql": fields_state(m.bql)})
     vm.main_loop.load_state({"timers": [[t["name"], t["expire_time"]]
                                         for t in meta["qemu_timers"]], "notified": False,

@@ -415,7 +415,7 @@ class VirtualMachine:
             saved_listeners = ev.mute()
         try:
             if d["ram"] is not None:  # None: the caller puts RAM back itself
-                m.ram[:] = d["ram"]
+                m.load_ram(d["ram"])
             m.load_state(d["machine"])
             if d["iothread"] is not None:
                 self.iothread.load_state(d["iothread"], m.virtio_transports[-1])
