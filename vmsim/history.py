@@ -49,7 +49,7 @@ CHECKPOINT_WORK = 10_000
 CHECKPOINT_STEPS = 100
 # ... and further apart on a larger RAM: a checkpoint saves the state (about 1-2 ms) and
 # holds a list of every page (8 bytes each), and one the write log cannot serve compares
-# the whole RAM (about 1 ms per 16 MiB; the first after a rebuild), so that recording
+# the whole RAM (about 1 ms per 16 MiB: after RAM was loaded whole), so that recording
 # costs the run a few percent, the gap is at least this much work per 4 KiB page of RAM
 # (16 MiB: 262,144 instructions; 4 MiB: 65,536), or that work's worth of steps, a step
 # weighing as much as CHECKPOINT_WORK_PER_STEP instructions (16 MiB: 2,048 steps). A step
@@ -651,11 +651,15 @@ class History:
                     os.ftruncate(blk.fd, length)
                     blk.length = length
         # On the old machine's RAM mapping (its pages are mapped in already): only the
-        # pages that differ from the checkpoint's are written.
-        machine, vm = s._build_vm(quiet=True, ram=old.ram)
+        # pages that differ from the checkpoint's are written. Which may differ: what the
+        # old machine's write log noted, and what the rebuild wrote (the guest image).
+        maybe = self._logged(old, ck)
+        machine, vm = s._build_vm(quiet=True, ram=old.ram, log_writes=maybe is not None)
+        if maybe is not None:
+            maybe |= machine.mem.written  # type: ignore[operator]
         ram = machine.ram
         want = self._ram_of(ck)
-        for i in self._changed_pages(machine, ck):
+        for i in self._changed_pages(machine, ck, maybe):
             ram[i * PAGE:(i + 1) * PAGE] = want[i * PAGE:(i + 1) * PAGE]
         ev = s.events
         if ck.parts is None:

@@ -117,12 +117,13 @@ class Session:
         self._partial: _PartialStep | None = None  # a scheduler step paused at an event
 
     def _build_vm(self, config: MachineConfig | None = None, quiet: bool = False,
-                  ram=None):
+                  ram=None, log_writes: bool = False):
         """A Machine with the guest loaded and a VirtualMachine on the simulated kvm.ko:
         the session's, or a fresh one to rebuild a checkpoint into (quiet: nothing is
         traced while it is built, the events of the first build are not made twice). The
         assembled GuestImage is reused, never assembled again; `ram`, the mapping of a
-        machine that will not run again, saves a fresh one's page faults."""
+        machine that will not run again, saves a fresh one's page faults; log_writes: the
+        new machine's memory notes the frames the build writes (History._restore)."""
         from vmsim.kvm.kvm_main import SimKvm
         from vmsim.vmm.vm import VirtualMachine
 
@@ -136,6 +137,8 @@ class Session:
             if config is None and quiet:
                 config = self.machine.config
             machine = Machine(config, events=ev, serial_out=self._serial_sink, ram=ram)
+            if log_writes:
+                machine.mem.log_writes()
             machine.load_image(self.image)
             vm = VirtualMachine(machine, SimKvm(ev, self.paging),
                                 max_instructions=self.max_instructions)
