@@ -56,8 +56,7 @@ def test_every_changed_frame_is_logged_and_code_frames_still_reach_the_hook(ops)
     fns = cpu.memfns
     store = {1: fns.wr8, 2: fns.wr16, 4: fns.wr32}
     hooked: list[int] = []
-    cpu._code_written = hooked.append  # (the CPU's hook, seen from outside)
-    mem.code_write_hook = hooked.append
+    mem.code_write_hook = hooked.append  # (in place of the CPU's, to see every call)
     mem.log_writes()
     start = bytes(mem.ram)
     touched: set[int] = set()
