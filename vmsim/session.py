@@ -98,7 +98,8 @@ class Session:
                 from vmsim.history import History
 
                 self.history = History(self)
-            self.machine, self.vm = self._build_vm(config)
+            # (the history's first checkpoint reads only the pages the build wrote)
+            self.machine, self.vm = self._build_vm(config, log_writes=history)
             if self.history is not None:
                 self.history.attach()
         else:
