@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import vmsim.history
 from vmsim.history import History
 from vmsim.hw.cpu import Cpu
 from vmsim.hw.memory import CLEAN, CODE, OTHER, PAGE_SIZE, PhysicalMemory
@@ -168,3 +169,18 @@ def test_the_log_diffs_against_any_older_checkpoint() -> None:
         assert maybe is not None
         changed = h._changed_pages(s.machine, base, maybe)
         assert changed == h._changed_pages(s.machine, base) != []
+
+
+def test_a_fresh_session_reads_only_the_pages_its_build_wrote(monkeypatch) -> None:
+    # (a fresh mapping's pages fault in when read: the first checkpoint reads only those
+    # the build wrote, the guest image, and takes the rest as zero)
+    monkeypatch.setattr(vmsim.history, "CHECK_WRITE_LOG", False)
+
+    def every_page(self, machine):
+        raise AssertionError("the first checkpoint read every page of RAM")
+
+    monkeypatch.setattr(History, "_all_pages", every_page)
+    s = Session(str(ROOT / "sample_guests" / "hello.asm"), "sim", serial_out=lambda data: None)
+    first = s.history.checkpoints[0]
+    assert b"".join(first.pages) == bytes(s.machine.ram)
+    assert 0 < len(first.new_pages) < len(first.pages)
