@@ -11,13 +11,16 @@ prints, best of --repeat runs:
   headless whole-stack run (issue 3: at least 0.95x and 0.8x).
 Then the page-table-heavy sample guest (sample_guests/address_spaces.asm, its loop of
 context switches run --rounds times) under EPT and under shadow paging: every CR3 load a
-TLB flush and page walks, under shadow paging a VM exit too.
+TLB flush and page walks, under shadow paging a VM exit too. Last, sample_guests/smp.asm on
+--smp vCPUs (default 4): LOCK XADD on a counter and a spinlock, both kept in the page of
+the code, so that every store lands in a page the CPUs decoded code from (its counters are
+checked: 100000 per vCPU).
 The guest's CRC is checked against zlib every time. Times are wall clock (perf_counter);
 --cpu-time measures process CPU time instead (a busy machine); the reference loop
 (benchmarks/reference.py) is measured first, the same way, and each rate is also shown
 divided by it.
 
-    python benchmarks/cpu_bench.py [--repeat N] [--cpu-time] [--rounds N]
+    python benchmarks/cpu_bench.py [--repeat N] [--cpu-time] [--rounds N] [--smp N]
 """
 
 from __future__ import annotations
@@ -40,11 +43,12 @@ from vmsim.hw.cpu import StopReason
 from vmsim.kvm.api import KvmRegs
 from vmsim.kvm.kvm_main import SimKvm
 from vmsim.trace import InstructionColumn, TraceWriter
-from vmsim.vmm.machine import Machine
+from vmsim.vmm.machine import Machine, MachineConfig
 from vmsim.vmm.vm import VirtualMachine
 
 GUEST = Path(__file__).parent / "guests" / "crc32.asm"
 ADDRESS_SPACES = Path(__file__).parents[1] / "sample_guests" / "address_spaces.asm"
+SMP = Path(__file__).parents[1] / "sample_guests" / "smp.asm"
 EXPECTED = zlib.crc32(bytes((i * 7 + 3) & 0xFF for i in range(0x10000)))
 
 
@@ -104,6 +108,22 @@ def run_address_spaces(image, mmu: str) -> tuple[int, float]:
     return vm.cpus[0].vcpu.cpu.icount, elapsed
 
 
+def run_smp(image, vcpus: int) -> tuple[int, float]:
+    events = EventStream()
+    machine = Machine(MachineConfig(smp=vcpus), events=events)
+    machine.load_image(image)
+    vm = VirtualMachine(machine, SimKvm(events))
+    out = io.StringIO()
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(out):
+        vm.run()
+    elapsed = time.perf_counter() - t0
+    want = f"counter {100000 * vcpus}, under the lock {1000 * vcpus}"
+    if machine.exit_status != 1 or want not in out.getvalue():
+        sys.exit(f"smp.asm: wrong result ({machine.exit_status}): {out.getvalue()!r}")
+    return sum(c.vcpu.cpu.icount for c in vm.cpus), elapsed
+
+
 def best(fn, repeat: int, *args) -> tuple[int, float]:
     return min((fn(*args) for _ in range(repeat)), key=lambda x: x[1])
 
@@ -114,6 +134,7 @@ def main() -> None:
     ap.add_argument("--cpu-time", action="store_true", help="process CPU time, not wall time")
     ap.add_argument("--rounds", type=int, default=400,
                     help="context-switch rounds of address_spaces.asm (default 400)")
+    ap.add_argument("--smp", type=int, default=4, help="vCPUs for smp.asm (default 4)")
     args = ap.parse_args()
     if args.cpu_time:
         time.perf_counter = time.process_time  # every timing below, the reference's too
@@ -151,9 +172,12 @@ def main() -> None:
                      *best(run_address_spaces, args.repeat, spaces_image, "ept"), ref=stack_off)
     row("address_spaces, shadow paging",
         *best(run_address_spaces, args.repeat, spaces_image, "shadow"), ref=ept_spaces)
+    smp_image = assemble(SMP.read_text(), str(SMP))
+    row(f"smp.asm, {args.smp} vCPUs, EPT", *best(run_smp, args.repeat, smp_image, args.smp),
+        ref=stack_off)
     print("ratios: whole stack with guest paging off vs bare CPU; guest paging on vs off in the "
           "same mode; recording vs headless whole stack; address_spaces under EPT vs the CRC "
-          "guest under EPT, under shadow paging vs under EPT")
+          "guest under EPT, under shadow paging vs under EPT; smp.asm vs the CRC guest")
 
 
 if __name__ == "__main__":

@@ -27,8 +27,8 @@ def peak(monkeypatch) -> list[int]:
     seen = [0]
     note = Cpu.note_code
 
-    def counting(self, eip, frames, handler):
-        note(self, eip, frames, handler)
+    def counting(self, eip, frames, handler, length=15):
+        note(self, eip, frames, handler, length)
         seen[0] = max(seen[0], len(self.icache))
 
     monkeypatch.setattr(Cpu, "note_code", counting)

@@ -317,4 +317,35 @@ def test_smc_store_to_next_instruction():
               kinds=("smc",))
     assert b.run() is StopReason.HLT
     assert b.cpu.r[0] & 0xFF == 0x42
-    assert len(b.kinds("smc")) == 1
+    # The `mov al` had not been decoded when the store rewrote it: nothing to drop.
+    assert b.kinds("smc") == []
+
+
+def test_smc_drops_decoded_code_only_when_its_bytes_are_written():
+    """A store to the bytes of an instruction decoded before (the second time round the
+    loop) drops the frame's decoded code, once; stores to data in the same page (a
+    counter, as small guests keep) drop nothing, and the rewritten instruction runs."""
+    from vmsim.asm import assemble
+
+    code = assemble(f"""bits 32
+org {CODE:#x}
+        mov ecx, 3
+        xor ebx, ebx
+top:    cmp ecx, 2
+        jne run
+        mov byte [target + 1], 0x42     ; the second time round: rewrites the mov al
+run:
+target: mov al, 0x11
+        add bl, al
+        mov [counter], ebx              ; beside the code, every time round
+        inc dword [counter + 4]
+        loop top
+        hlt
+counter: dd 0, 0
+""", "<smc beside code>").data
+    b = Bench(code, kinds=("smc",))
+    assert b.run() is StopReason.HLT
+    assert b.cpu.r[3] & 0xFF == 0x11 + 0x42 + 0x42
+    assert b.mem.read(CODE + len(code) - 8, 4) == 0x11 + 0x42 + 0x42
+    assert b.mem.read(CODE + len(code) - 4, 4) == 3
+    assert [e.fields["frame"] for e in b.kinds("smc")] == [CODE & ~0xFFF]

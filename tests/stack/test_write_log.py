@@ -56,8 +56,9 @@ def test_every_changed_frame_is_logged_and_code_frames_still_reach_the_hook(ops)
     cpu = Cpu(mem)
     fns = cpu.memfns
     store = {1: fns.wr8, 2: fns.wr16, 4: fns.wr32}
-    hooked: list[int] = []
-    mem.code_write_hook = hooked.append  # (in place of the CPU's, to see every call)
+    hooked: list[tuple[int, int]] = []
+    # (in place of the CPU's, to see every call)
+    mem.code_write_hook = lambda pa, size: hooked.append((pa, size))
     mem.log_writes()
     start = bytes(mem.ram)
     touched: set[int] = set()
@@ -78,6 +79,7 @@ def test_every_changed_frame_is_logged_and_code_frames_still_reach_the_hook(ops)
             pa, data = op[1], op[2][:FRAMES * PAGE_SIZE - op[1]]
             mem.load(pa, data)
             frames = range(pa // PAGE_SIZE, (pa + len(data) - 1) // PAGE_SIZE + 1)
+            span = (pa, pa + len(data))
         else:
             _, size, pa, value = op
             size = min(size, FRAMES * PAGE_SIZE - pa)
@@ -87,11 +89,17 @@ def test_every_changed_frame_is_logged_and_code_frames_still_reach_the_hook(ops)
             else:
                 mem.write(pa, size, value)
             frames = range(pa // PAGE_SIZE, (pa + size - 1) // PAGE_SIZE + 1)
+            span = (pa, pa + size)
         ram_frames = [f for f in frames if mem.kind[f] != OTHER]
         # (a load writes the bytes under a hole too: they are part of the RAM compared)
         touched.update(frames if op[0] == "load" else ram_frames)
         # A write to a frame with decoded code is heard, clean or not (and only then).
-        assert sorted(set(hooked)) == sorted(f for f in ram_frames if f in code)
+        assert sorted({pa // PAGE_SIZE for pa, _ in hooked}) == \
+            sorted(f for f in ram_frames if f in code)
+        # ... with the part of the write inside the frame, all of it.
+        for pa, n in hooked:
+            f = pa // PAGE_SIZE
+            assert (pa, pa + n) == (max(span[0], f * PAGE_SIZE), min(span[1], (f + 1) * PAGE_SIZE))
         code.difference_update(ram_frames)
         for f in ram_frames:  # (the hook stands in for the CPU's, which drops the CODE bit)
             mem.kind[f] &= ~CODE

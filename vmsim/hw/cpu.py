@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import CodeType
@@ -430,11 +431,24 @@ class Cpu:
         # Instruction-level recording: an array('I') the loop appends each EIP to, or None.
         self.recorder = None
         self._code_frames: dict[int, set[int]] = {}
+        # Which bytes of each frame in _code_frames hold decoded instructions (1 each):
+        # a store beside them (data in a code page: a counter, a lock) drops nothing, as
+        # QEMU's code bitmaps let such writes through (tb_invalidate_phys_page_fast).
+        self._code_bytes: dict[int, bytearray] = {}
         # Every CPU on this memory must hear of a write to decoded code (another vCPU's
         # store is cross-modifying code): memory calls one hook, which calls each CPU's.
         hooks = mem.__dict__.setdefault("code_write_hooks", [])
         hooks.append(self._code_written)
-        mem.code_write_hook = hooks[0] if len(hooks) == 1 else _all_hooks(hooks)
+        self._code_peers: list[Cpu] = mem.__dict__.setdefault("code_cpus", [])
+        self._code_peers.append(self)
+        # The CPUs' _code_bytes in one map, a bit per CPU: a store beside everyone's code
+        # is let through at once, and one into code calls only the CPUs that decoded it.
+        self._code_union: dict[int, bytearray] = mem.__dict__.setdefault("code_union", {})
+        self._code_bit = len(self._code_peers) - 1
+        if self._code_bit >= 8:
+            raise ValueError("at most 8 CPUs share one memory")
+        mem.code_write_hook = hooks[0] if len(hooks) == 1 else \
+            _all_hooks(self._code_peers, self._code_union)
         self._trace_state = (False, False)
         if events is not None:
             events.on_change.append(self._events_changed)
@@ -517,6 +531,10 @@ class Cpu:
             # Frames this CPU decoded from, and whether RAM still marks them CODE (another
             # CPU's write hook may have turned one back to RAM: memory is shared).
             "code_frames": [[f, bool(self.mem.kind[f] & CODE)] for f in self._code_frames],
+            # The bytes a store must miss to drop nothing (which a rerun must agree on:
+            # they include instructions decoded in other address spaces, not kept here).
+            "code_bytes": [[f, [x for m in _ONES.finditer(b) for x in m.span()]]
+                           for f, b in self._code_bytes.items()],
             "decoded": self._decoded_state(),
         }
 
@@ -554,6 +572,15 @@ class Cpu:
             k = kind[f]
             if k != OTHER:  # (a CLEAN frame stays clean: only the CODE bit is set)
                 kind[f] = k | CODE if is_code else k & ~CODE
+        saved = d.get("code_bytes")
+        for f, spans in saved or ():
+            b = bytearray(PAGE_SIZE)
+            for i in range(0, len(spans), 2):
+                b[spans[i]:spans[i + 1]] = _FULL[:spans[i + 1] - spans[i]]
+            self._set_code_bytes(f, b)
+        for f in self._code_frames:
+            if f not in self._code_bytes:  # (a state from before code_bytes: as then,
+                self._set_code_bytes(f, bytearray(_FULL))  # any write to it drops its code)
 
     def _decoded_state(self) -> list[list[Any]]:
         """The decoded instructions as [eip, frames, bytes]: the cache itself holds
@@ -589,7 +616,7 @@ class Cpu:
         for eip, frames, data in decoded:
             ins = iced_x86.Decoder(32, bytes(data), ip=eip).decode()
             handler = compile_instruction(self, ins)
-            self.note_code(eip, list(frames), handler)
+            self.note_code(eip, list(frames), handler, ins.len)
             self.note_decoded(eip, ins, list(frames), handler)
 
     # -- control registers ------------------------------------------------------------------
@@ -705,10 +732,10 @@ class Cpu:
         self._frame_blocks.clear()
         self._insn_blocks.clear()
         self._page_blocks.clear()
-        kind = self.mem.kind
-        for frame in self._code_frames:
-            kind[frame] &= ~CODE
+        frames = list(self._code_frames)
         self._code_frames.clear()
+        self._uncode(frames)
+        self._code_bytes.clear()
 
     def _drop_frame_blocks(self, frame: int) -> None:
         blocks, store = self.blocks, self._block_store
@@ -716,9 +743,42 @@ class Cpu:
             blocks.pop(head, None)
             store.pop(head, None)
 
-    def _code_written(self, frame: int) -> None:
-        """A store (or a load) hit a frame holding decoded instructions: all of them are
-        dropped, with the blocks holding them."""
+    def _uncode(self, frames) -> None:
+        """These frames hold no decoded code of this CPU any more: writes to them need no
+        SMC check, unless another CPU on the memory still has code there."""
+        kind, peers = self.mem.kind, self._code_peers
+        for f in frames:
+            if f in self._code_bytes:
+                self._uncode_bytes(f)
+            if not any(f in c._code_frames for c in peers if c is not self):
+                kind[f] &= ~CODE
+
+    def _set_code_bytes(self, f: int, b: bytearray) -> None:
+        """Make `b` the frame's decoded bytes (a state put back), in the union too."""
+        if f in self._code_bytes:
+            self._uncode_bytes(f)
+        self._code_bytes[f] = b
+        u = self._code_union.get(f)
+        mine = int.from_bytes(b.translate(_TO_BIT[self._code_bit]), "little")
+        self._code_union[f] = bytearray(
+            (mine | int.from_bytes(u or b"", "little")).to_bytes(PAGE_SIZE, "little"))
+
+    def _uncode_bytes(self, f: int) -> None:
+        del self._code_bytes[f]
+        u = self._code_union[f].translate(_CLEAR_BIT[self._code_bit])
+        if u.count(0) == PAGE_SIZE:
+            del self._code_union[f]
+        else:
+            self._code_union[f] = u
+
+    def _code_written(self, pa: int, size: int) -> None:
+        """A store (or a load) of `size` bytes at `pa` hit a frame holding decoded
+        instructions. If it hit their bytes, all of the frame's are dropped, with the
+        blocks holding them; a store beside them changes nothing decoded."""
+        frame = pa >> PAGE_SHIFT
+        covered = self._code_bytes.get(frame)
+        if covered is not None and covered.find(1, pa & 0xFFF, (pa & 0xFFF) + size) < 0:
+            return
         eips = self._code_frames.pop(frame, None)
         shared = len(self.mem.__dict__.get("code_write_hooks", ())) > 1
         if eips is None:
@@ -731,7 +791,7 @@ class Cpu:
             decoded.pop(eip, None)
         self._drop_frame_blocks(frame)
         self.smc_flag[0] = 1  # a running block stops after this store
-        self.mem.kind[frame] &= ~CODE
+        self._uncode((frame,))
         if self.events is not None and self.events.wants("smc"):
             self.events.emit("smc", self.name, frame=frame << PAGE_SHIFT)
 
@@ -788,7 +848,10 @@ class Cpu:
             return data if type(data) is bytes else bytes(data)
         return bytes(mem.read(pa + i, 1) for i in range(n))
 
-    def note_code(self, eip: int, frames: list[int], handler: Callable[[], int]) -> None:
+    def note_code(self, eip: int, frames: list[int], handler: Callable[[], int],
+                  length: int = 15) -> None:
+        """Cache `handler` for the instruction of `length` bytes at `eip`, decoded from
+        `frames` (the second only for one that runs into the next page)."""
         kind = self.mem.kind
         for f in frames:
             if kind[f] == OTHER:
@@ -796,8 +859,21 @@ class Cpu:
         if len(self.decoded) >= self.ICACHE_LIMIT:
             self._evict_cold_frames()
         self.icache[eip] = handler
-        code_frames = self._code_frames
+        code_frames, code_bytes, union = self._code_frames, self._code_bytes, self._code_union
+        off = eip & 0xFFF
+        set_bit = _SET_BIT[self._code_bit]
         for f in frames:
+            b = code_bytes.get(f)
+            if b is None:
+                b = code_bytes[f] = bytearray(PAGE_SIZE)
+            u = union.get(f)
+            if u is None:
+                u = union[f] = bytearray(PAGE_SIZE)
+            end = min(off + length, PAGE_SIZE)
+            b[off:end] = _FULL[:end - off]
+            u[off:end] = u[off:end].translate(set_bit)
+            length -= end - off
+            off = 0
             kind[f] |= CODE
             # A frame that gets a new decoded instruction moves to the young end.
             eips = code_frames.pop(f, None)
@@ -826,7 +902,7 @@ class Cpu:
         a quarter of the cache is free (a guest running through fresh memory, a `db 0`
         sled, must not grow it without bound). Runs on the decode path only."""
         target = self.ICACHE_LIMIT * 3 // 4
-        icache, kind, code_frames = self.icache, self.mem.kind, self._code_frames
+        icache, code_frames = self.icache, self._code_frames
         for f in list(code_frames):
             if len(self.decoded) <= target:
                 break
@@ -834,7 +910,7 @@ class Cpu:
                 icache.pop(e, None)
                 self.decoded.pop(e, None)
             self._drop_frame_blocks(f)
-            kind[f] &= ~CODE  # writes to it need no SMC check any more
+            self._uncode((f,))  # writes to it need no SMC check any more
         if len(self.decoded) > target:  # entries no frame owns (cannot happen; stay bounded)
             self._drop_decoded()
 
@@ -1567,11 +1643,35 @@ class Cpu:
         return iced_x86.Formatter(iced_x86.FormatterSyntax.NASM).format(ins)
 
 
-def _all_hooks(hooks: list[Callable[[int], None]]) -> Callable[[int], None]:
-    def code_written(frame: int) -> None:
-        for hook in hooks:
-            hook(frame)
+def _all_hooks(cpus: list[Cpu], union: dict[int, bytearray]) -> Callable[[int, int], None]:
+    """The memory's code-write hook with several CPUs: each CPU whose decoded bytes the
+    store hits hears of it (a store by one vCPU into another's code: cross-modifying)."""
+    def code_written(pa: int, size: int) -> None:
+        u = union.get(pa >> PAGE_SHIFT)
+        if u is None:
+            for c in cpus:
+                c._code_written(pa, size)
+            return
+        off = pa & 0xFFF
+        hit = 0
+        for b in u[off:off + size]:
+            hit |= b
+        i = 0
+        while hit:
+            if hit & 1:
+                cpus[i]._code_written(pa, size)
+            hit >>= 1
+            i += 1
     return code_written
+
+
+PAGE_SIZE = 1 << PAGE_SHIFT
+_FULL = b"\x01" * PAGE_SIZE  # (slices of it mark an instruction's bytes in _code_bytes)
+_ONES = re.compile(b"\x01+")
+# Per CPU bit i: byte -> byte | 1 << i, byte & ~(1 << i), and (byte != 0) << i.
+_SET_BIT = [bytes(x | 1 << i for x in range(256)) for i in range(8)]
+_CLEAR_BIT = [bytes(x & ~(1 << i) for x in range(256)) for i in range(8)]
+_TO_BIT = [bytes((x != 0) << i for x in range(256)) for i in range(8)]
 
 
 SEG_OK, SEG_READ_ONLY, SEG_EXECUTE_ONLY, SEG_UNUSABLE = range(4)

@@ -69,7 +69,7 @@ def decode_at(cpu: Cpu, eip: int) -> Callable[[], int]:
             if len(memo) >= DECODE_MEMO_LIMIT:
                 memo.clear()
             memo[(eip, data)] = (ins, handler)
-    cpu.note_code(eip, frames, handler)
+    cpu.note_code(eip, frames, handler, ins.len)
     cpu.note_decoded(eip, ins, frames, handler)
     return handler
 

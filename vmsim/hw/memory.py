@@ -66,8 +66,9 @@ class PhysicalMemory:
                 (end - start) >> PAGE_SHIFT
             )
         self.mmio: list[MmioRegion] = []
-        # Set by the CPU: called with a frame number when a write hits a CODE frame.
-        self.code_write_hook: Callable[[int], None] | None = None
+        # Set by the CPU: called with the address and size of a write to a CODE frame
+        # (within the frame).
+        self.code_write_hook: Callable[[int, int], None] | None = None
         # Called on accesses nobody claims (reads give all ones, writes are dropped).
         self.unclaimed_hook: Callable[[int, int, bool], None] | None = None
         # The RAM frames written since log_writes (None: not logging).
@@ -141,7 +142,7 @@ class PhysicalMemory:
                     self.kind[frame] = k = k & ~CLEAN
                     self.written.add(frame)  # type: ignore[union-attr]
                 if k & CODE and self.code_write_hook:
-                    self.code_write_hook(frame)
+                    self.code_write_hook(pa, size)
             return
         region = self._region(pa)
         if region is not None:
@@ -164,7 +165,8 @@ class PhysicalMemory:
             if k & CLEAN:
                 kind[frame] = k = k & ~CLEAN
             if k & CODE and self.code_write_hook:
-                self.code_write_hook(frame)
+                start = max(pa, frame << PAGE_SHIFT)
+                self.code_write_hook(start, min(pa + len(data), (frame + 1) << PAGE_SHIFT) - start)
 
     def read_bytes(self, pa: int, length: int) -> bytes:
         """Bytes for a viewer or decoder; non-RAM reads as all ones without side effects."""
