@@ -69,6 +69,10 @@ class PhysicalMemory:
         # Set by the CPU: called with the address and size of a write to a CODE frame
         # (within the frame).
         self.code_write_hook: Callable[[int, int], None] | None = None
+        # Other memories over these RAM bytes (kvm.ko's, beside QEMU's): the CPUs on them
+        # must hear of a write made here to bytes they decoded, as DMA is coherent with
+        # the processors' caches on x86.
+        self.sharers: list[PhysicalMemory] = []
         # Called on accesses nobody claims (reads give all ones, writes are dropped).
         self.unclaimed_hook: Callable[[int, int, bool], None] | None = None
         # The RAM frames written since log_writes (None: not logging).
@@ -143,6 +147,8 @@ class PhysicalMemory:
                     self.written.add(frame)  # type: ignore[union-attr]
                 if k & CODE and self.code_write_hook:
                     self.code_write_hook(pa, size)
+            if self.sharers:
+                self._tell_sharers(pa, size)
             return
         region = self._region(pa)
         if region is not None:
@@ -164,9 +170,21 @@ class PhysicalMemory:
             k = kind[frame]
             if k & CLEAN:
                 kind[frame] = k = k & ~CLEAN
-            if k & CODE and self.code_write_hook:
+            if (k & CODE and self.code_write_hook) or self.sharers:
                 start = max(pa, frame << PAGE_SHIFT)
-                self.code_write_hook(start, min(pa + len(data), (frame + 1) << PAGE_SHIFT) - start)
+                n = min(pa + len(data), (frame + 1) << PAGE_SHIFT) - start
+                if k & CODE and self.code_write_hook:
+                    self.code_write_hook(start, n)
+                if self.sharers:
+                    self._tell_sharers(start, n)
+
+    def _tell_sharers(self, pa: int, size: int) -> None:
+        """A write here of `size` bytes at `pa` (within one frame): to the CPUs on the
+        other memories over this RAM, a write to their decoded code if it is."""
+        frame = pa >> PAGE_SHIFT
+        for m in self.sharers:
+            if m.kind[frame] & CODE and m.code_write_hook:
+                m.code_write_hook(pa, size)
 
     def read_bytes(self, pa: int, length: int) -> bytes:
         """Bytes for a viewer or decoder; non-RAM reads as all ones without side effects."""

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from vmsim.clock import Block
 from vmsim.costs import COSTS
 from vmsim.hw.exceptions import Unsupported
+from vmsim.hw.memory import PhysicalMemory
 from vmsim.kvm.api import (
     KVM_EXIT_FAIL_ENTRY,
     KVM_EXIT_HLT,
@@ -94,6 +95,12 @@ class KvmState:
             self.ioctl("KVM_SET_USER_MEMORY_REGION", self.vm.set_user_memory_region,
                        slot, 0, gpa, size, machine.ram_view[offset:offset + size],
                        detail=f"slot {slot}: {gpa:#x}+{size:#x}")
+        # The simulated kvm.ko views the same RAM through a memory of its own: QEMU's
+        # writes (DMA, loading) reach the code its vCPUs decoded, as the hardware's
+        # caches snoop DMA. (Not modelled: a coherence the real machine gives for free.)
+        sim_mem = getattr(self.vm, "mem", None)
+        if isinstance(sim_mem, PhysicalMemory) and sim_mem is not machine.mem:
+            machine.mem.sharers.append(sim_mem)
 
     def ioctl(self, name: str, fn, *args: Any, detail: str = "", vcpu: str = "vm",
               fd: str = "vm") -> Any:
