@@ -772,6 +772,35 @@ def _collect(cpu: Cpu, eip: int) -> tuple[list, list[int], set[int]]:
     return items, eips, frames
 
 
+def _collect_refetched(cpu: Cpu, eip: int) -> tuple[list, list[int], set[int]]:
+    """_collect for a block whose first instruction alone has been fetched again since a
+    CR3 load: the decoded instructions that follow it in its page and frame (each would
+    be fetched through the same TLB entry), ending as _collect's do."""
+    icache, decoded = cpu.icache, cpu.decoded
+    head = decoded.get(eip)
+    if head is None or icache.get(eip) is not head[2] or len(head[1]) != 1:
+        return [], [], set()
+    frames, page = head[1], eip >> 12
+    eips: list[int] = []
+    items = []
+    at = eip
+    while len(items) < MAX_INSNS:
+        d = decoded.get(at)
+        if d is None or d[1] != frames or (at + 15) >> 12 != page or at >> 12 != page:
+            break
+        ins, h = d[0], d[2]
+        if not translatable(ins, h):
+            break
+        items.append((ins, h))
+        eips.append(at)
+        if _ends_block(ins):
+            break
+        at = ins.next_ip32
+        if at in eips:
+            break
+    return items, eips, set(frames)
+
+
 def _successors(ins: iced_x86.Instruction) -> list[int]:
     """Where the block ending with `ins` may go next, when that is known before it runs."""
     m = ins.mnemonic
@@ -1039,16 +1068,22 @@ def _fetched(cpu: Cpu, entry: tuple) -> bool:
     return all(e in icache for a in entry[2][0].values() for e in a)
 
 
-def translate(cpu: Cpu, eip: int, regions: bool = True) -> tuple:
+def translate(cpu: Cpu, eip: int, regions: bool = True, refetched: bool = False) -> tuple:
     """The cache entry for a block (or a region of blocks) at `eip`, built from decoded
-    instructions only, and installed in `cpu.blocks` (NO_BLOCK when none starts there)."""
+    instructions only, and installed in `cpu.blocks` (NO_BLOCK when none starts there).
+    `refetched`: only the first instruction has been fetched again since a CR3 load (a
+    plain block of those that follow in its page and frame; see Cpu.run)."""
     kept = cpu._block_store.get(eip)
     if kept is not None and kept[1] and (regions or kept[0][1]) and _fetched(cpu, kept[0]):
         # Translated before a CR3 load, all in one page, and every instruction of it has
         # been fetched again since (the icache holds it) and found in the same frame.
         cpu.blocks[eip] = kept[0]
         return kept[0]
-    items, eips, frames = _collect(cpu, eip)
+    items, eips, frames = (_collect_refetched if refetched else _collect)(cpu, eip)
+    if not items and refetched:
+        d = cpu.decoded.get(eip)
+        if d is None or translatable(d[0], d[2]):
+            return NO_BLOCK  # (not noted: the one-instruction path may find a block here)
     if not items:
         d = cpu.decoded.get(eip)
         cpu.note_block(eip, NO_BLOCK, d[1] if d is not None else [], [eip >> 12])

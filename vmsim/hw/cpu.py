@@ -897,6 +897,15 @@ class Cpu:
                 store.pop(head, None)
         self.decoded[eip] = (ins, frames, handler)
 
+    def _refetched_run(self, eips: list[int], m: int) -> None:
+        """The first `m` instructions of a kept block ran (Cpu.run): each is back in the
+        icache, as fetching it again would have put it, unless a store dropped it."""
+        icache, decoded = self.icache, self.decoded
+        for e in eips[:m]:
+            d = decoded.get(e)
+            if d is not None:
+                icache[e] = d[2]
+
     def _evict_cold_frames(self) -> None:
         """Drop whole frames' decoded instructions, the least recently decoded first, until
         a quarter of the cache is free (a guest running through fresh memory, a `db 0`
@@ -974,6 +983,8 @@ class Cpu:
         icache = self.icache
         get = icache.get
         bget = self.blocks.get
+        store_get = self._block_store.get
+        decoded_d = self.decoded
         pos, smc, cnt = self.block_pos, self.smc_flag, self.block_count
         min_left = self.TRANSLATE_MIN_BUDGET
         budget = max_insns
@@ -1055,7 +1066,44 @@ class Cpu:
                         else:
                             f = get(eip)
                             if f is None:
+                                hot = eip in decoded_d  # (ran before, in an earlier address space)
                                 f = decode_at(self, eip)
+                                kept = store_get(eip)
+                                if kept is None and hot and budget - n >= min_left:
+                                    # None kept here: one made of the instructions that
+                                    # follow in the page, run as a kept one (not installed
+                                    # before it ran whole).
+                                    if translate(self, eip, False, True)[0] is not None:
+                                        self.blocks.pop(eip, None)
+                                    kept = store_get(eip)
+                                if kept is not None and kept[1] and 0 < kept[0][1] <= budget - n:
+                                    # A block kept from an earlier address space, all in the
+                                    # page and frame its first instruction was just fetched
+                                    # again from: each next fetch would hit the same TLB
+                                    # entry (nothing in a block flushes it), so the block
+                                    # runs now, and the instructions it ran count as
+                                    # fetched again afterwards, as one at a time they
+                                    # would have been (refetched_run).
+                                    fn, k, eips = kept[0]
+                                    try:
+                                        eip = fn()
+                                    except SmcExit:
+                                        smc[0] = 0
+                                        i = pos[0]
+                                        self._refetched_run(eips, i)
+                                        eip = eips[i]
+                                        n += i
+                                        continue
+                                    except BaseException:
+                                        i = pos[0]
+                                        self._refetched_run(eips, i + 1)  # (i faulted, fetched)
+                                        eip = eips[i]
+                                        n += i
+                                        raise
+                                    self._refetched_run(eips, k)
+                                    self.blocks[eips[0]] = kept[0]
+                                    n += k
+                                    continue
                             elif n and budget - n >= min_left:
                                 # Not where a run resumes (often mid-block): there the
                                 # one-instruction path goes on to the next block's head.
