@@ -167,11 +167,9 @@ def explained(kind: str, fields) -> tuple[str, str] | None:
     if kind == "smc":
         frame = fields.get("frame", 0)
         return (tr("code page written"),
-                tr("a write changed bytes of instructions the CPU had already decoded in page "
-                   "{frame:#x}, so it drops the page's decoded instructions and decodes them again "
-                   "when they next run. Normal, not a bug: code that writes code (a loader, a "
-                   "patched jump). Writes beside the instructions (data kept in the same page) "
-                   "drop nothing.").format(frame=frame if isinstance(frame, int) else 0))
+                tr("a write changed instructions the CPU had decoded in page {frame:#x}: it decodes "
+                   "them again. Normal, not a bug: code that writes code (a loader, a patch)."
+                   ).format(frame=frame if isinstance(frame, int) else 0))
     return None
 
 

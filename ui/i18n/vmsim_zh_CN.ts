@@ -2226,8 +2226,8 @@
         <translation>代码所在页被写入</translation>
     </message>
     <message>
-        <source>a write changed bytes of instructions the CPU had already decoded in page {frame:#x}, so it drops the page&apos;s decoded instructions and decodes them again when they next run. Normal, not a bug: code that writes code (a loader, a patched jump). Writes beside the instructions (data kept in the same page) drop nothing.</source>
-        <translation>一次写入改动了 CPU 在页 {frame:#x} 中已解码的指令的字节，于是 CPU 丢弃该页已解码的指令，下次执行时重新解码。这很正常，不是错误：这是写代码的代码（加载程序、修补跳转）。写在指令旁边的数据（放在同一页中）不会使任何指令被丢弃。</translation>
+        <source>a write changed instructions the CPU had decoded in page {frame:#x}: it decodes them again. Normal, not a bug: code that writes code (a loader, a patch).</source>
+        <translation>一次写入改动了 CPU 在页 {frame:#x} 中已解码的指令：CPU 会重新解码它们。这很正常，不是错误：这是写代码的代码（加载程序、打补丁）。</translation>
     </message>
     <message>
         <source>▶ now</source>
