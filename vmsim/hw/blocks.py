@@ -746,19 +746,18 @@ def _registers_in_locals(lines: list[str], rec: dict | None = None) -> list[str]
     return out
 
 
-def _collect(cpu: Cpu, eip: int) -> tuple[list, list[int], set[int]]:
-    """The decoded instructions a block at `eip` holds, their EIPs and frames."""
-    icache, decoded = cpu.icache, cpu.decoded
+def _walk_block(eip: int, entry: Callable[[int], tuple | None]) -> tuple[list, list[int], set[int]]:
+    """The instructions of a block at `eip`, their EIPs and frames: `entry(at)` gives the
+    one at `at` (instruction, handler, frames), or None where the block must stop."""
     eips: list[int] = []
     items = []
     frames: set[int] = set()
     at = eip
     while len(items) < MAX_INSNS:
-        h = icache.get(at)
-        d = decoded.get(at)
-        if h is None or d is None:
+        e = entry(at)
+        if e is None:
             break
-        ins, fr = d[0], d[1]
+        ins, h, fr = e
         if not translatable(ins, h):
             break
         items.append((ins, h))
@@ -772,6 +771,16 @@ def _collect(cpu: Cpu, eip: int) -> tuple[list, list[int], set[int]]:
     return items, eips, frames
 
 
+def _collect(cpu: Cpu, eip: int) -> tuple[list, list[int], set[int]]:
+    """The decoded instructions a block at `eip` holds, their EIPs and frames."""
+    icache, decoded = cpu.icache, cpu.decoded
+
+    def entry(at: int) -> tuple | None:
+        h, d = icache.get(at), decoded.get(at)
+        return None if h is None or d is None else (d[0], h, d[1])
+    return _walk_block(eip, entry)
+
+
 def _collect_refetched(cpu: Cpu, eip: int) -> tuple[list, list[int], set[int]]:
     """_collect for a block whose first instruction alone has been fetched again since a
     CR3 load: the decoded instructions that follow it in its page and frame (each would
@@ -781,24 +790,13 @@ def _collect_refetched(cpu: Cpu, eip: int) -> tuple[list, list[int], set[int]]:
     if head is None or icache.get(eip) is not head[2] or len(head[1]) != 1:
         return [], [], set()
     frames, page = head[1], eip >> 12
-    eips: list[int] = []
-    items = []
-    at = eip
-    while len(items) < MAX_INSNS:
+
+    def entry(at: int) -> tuple | None:
         d = decoded.get(at)
-        if d is None or d[1] != frames or (at + 15) >> 12 != page or at >> 12 != page:
-            break
-        ins, h = d[0], d[2]
-        if not translatable(ins, h):
-            break
-        items.append((ins, h))
-        eips.append(at)
-        if _ends_block(ins):
-            break
-        at = ins.next_ip32
-        if at in eips:
-            break
-    return items, eips, set(frames)
+        if d is None or d[1] != frames or at >> 12 != page or (at + 15) >> 12 != page:
+            return None
+        return d[0], d[2], frames
+    return _walk_block(eip, entry)
 
 
 def _successors(ins: iced_x86.Instruction) -> list[int]:
