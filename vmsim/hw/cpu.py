@@ -437,8 +437,6 @@ class Cpu:
         self._code_bytes: dict[int, bytearray] = {}
         # Every CPU on this memory must hear of a write to decoded code (another vCPU's
         # store is cross-modifying code): memory calls one hook, which calls each CPU's.
-        hooks = mem.__dict__.setdefault("code_write_hooks", [])
-        hooks.append(self._code_written)
         self._code_peers: list[Cpu] = mem.__dict__.setdefault("code_cpus", [])
         self._code_peers.append(self)
         # The CPUs' _code_bytes in one map, a bit per CPU: a store beside everyone's code
@@ -447,7 +445,7 @@ class Cpu:
         self._code_bit = len(self._code_peers) - 1
         if self._code_bit >= 8:
             raise ValueError("at most 8 CPUs share one memory")
-        mem.code_write_hook = hooks[0] if len(hooks) == 1 else \
+        mem.code_write_hook = self._code_written if self._code_bit == 0 else \
             _all_hooks(self._code_peers, self._code_union)
         self._trace_state = (False, False)
         if events is not None:
@@ -780,7 +778,7 @@ class Cpu:
         if covered is not None and covered.find(1, pa & 0xFFF, (pa & 0xFFF) + size) < 0:
             return
         eips = self._code_frames.pop(frame, None)
-        shared = len(self.mem.__dict__.get("code_write_hooks", ())) > 1
+        shared = len(self._code_peers) > 1
         if eips is None:
             if shared:
                 return  # another CPU's code: this one has nothing to drop or report
