@@ -117,6 +117,11 @@ class Scheduler:
     # sub-batch, vmsim.kvm.x86.vcpu_enter_guest) resumes next, before anything else: how
     # finely a run is stepped then never changes the schedule.
     sticky: SimThread | None = None
+    # Set by a caller that runs steps back to back and looks at nothing between them but
+    # this (VirtualMachine.run without a history): True while the run may go on. Lets
+    # pass_time run the step that would resume the same thread at once in place.
+    in_place: Callable[[], bool] | None = None
+    _resumed_at: int = 0  # the running thread's time when its step began
 
     def spawn(self, name: str, body: ThreadBody, time: int = 0) -> SimThread:
         t = SimThread(name, body, len(self.threads), time)
@@ -309,11 +314,54 @@ class Scheduler:
             t.blocked = None
         return self._resume(t)
 
+    def pass_time(self, cycles: int) -> bool:
+        """For the running thread about to yield `cycles`: if the scheduler would resume it
+        at once (what it did woke nobody, nothing else is due first, no timer, and the
+        caller's run goes on: `in_place`), pass that time here as that step would and give
+        True; False: yield it. The schedule, the clock and every event's time are the same
+        either way; only the steps between are not handed back to the caller."""
+        t = self.current
+        if self.in_place is None or t is None or self.sticky is not None \
+                or self.timer_time is not None or self.host_busy is not None:
+            return False
+        # The yield's end as _resume makes it: the thread's time moves on, and the waits
+        # are asked (_wake_ready) with no thread running, as the next step asks them.
+        was, last = t.time, self.last_time
+        when = t.time = self.last_time = was + cycles
+        self.current = None
+        order = t.order
+        for o in self.threads:
+            if o is t or o.done:
+                continue
+            b = o.blocked
+            if b is None:
+                w = o.time
+            elif b.ready():
+                break  # woken by what the thread did: the step gives it its time
+            elif b.until is not None:
+                w = o.time if o.time > b.until else b.until
+            else:
+                continue
+            if w < when or (w == when and o.order < order):
+                break  # it comes first (_peek_when)
+        else:
+            nt = self._next_timer()
+            if (nt is None or nt[0] > when) and self.in_place():
+                self.current = t
+                t.steps += 1
+                self._resumed_at = when
+                if self.on_resume is not None:
+                    self.on_resume(t)
+                return True
+        t.time, self.last_time, self.current = was, last, t
+        return False
+
     def _resume(self, t: SimThread, continuing: bool = False) -> SimThread:
         self.current = t
         if self.on_resume is not None and not continuing:
             self.on_resume(t)
-        resumed_at = t.time  # all it does until it yields happens at this time
+        # All it does until it yields happens at this time (pass_time moves it on).
+        self._resumed_at = t.time
         try:
             value = next(t.body)
         except StopIteration as stop:
@@ -331,8 +379,8 @@ class Scheduler:
             t.blocked = value
             t.blocked_since = t.time
         self.last_time = t.time
-        # A lock released, an event set: at resumed_at, not after the work yielded since.
-        self._wake_ready(resumed_at)
+        # A lock released, an event set: at _resumed_at, not after the work yielded since.
+        self._wake_ready(self._resumed_at)
         return t
 
     def _wake_ready(self, at: int) -> None:

@@ -368,6 +368,9 @@ def vcpu_enter_guest(v: SimVcpu, resume: str | None = None) -> Generator[int, No
     ev = v.events
     mmu = cpu.mmu
     clock = v.vm.kvm.clock
+    # Cycles pass in place where the scheduler would resume this thread at once
+    # (Scheduler.pass_time); not asked at all where nobody lets it (a Session's history).
+    passing = clock is not None and clock.in_place is not None
     if resume is None:
         r = _prepare_entry(v)
         if r is not None:
@@ -375,7 +378,8 @@ def vcpu_enter_guest(v: SimVcpu, resume: str | None = None) -> Generator[int, No
     try:
         if resume is None:
             v.run_point = "entry"
-            yield COSTS["vmentry"]
+            if not (passing and clock.pass_time(COSTS["vmentry"])):
+                yield COSTS["vmentry"]
         elif resume == "batch" and clock is not None and v.batch_left <= 0 \
                 and clock.now >= v.next_host_tick:
             _host_tick(v, clock.now)
@@ -430,7 +434,9 @@ def vcpu_enter_guest(v: SimVcpu, resume: str | None = None) -> Generator[int, No
             v.run_point = "batch" if exit_info is None else "exit"
             if v.batch_left > 0 and clock is not None:
                 clock.sticky = clock.current
-            yield ran * COSTS["guest_instruction"] + walked * COSTS["walk_ref"]
+            cycles = ran * COSTS["guest_instruction"] + walked * COSTS["walk_ref"]
+            if not (passing and clock.pass_time(cycles)):
+                yield cycles
             if exit_info is not None:
                 break
             if v.batch_left <= 0 and clock is not None and clock.now >= v.next_host_tick:
@@ -453,7 +459,8 @@ def vcpu_enter_guest(v: SimVcpu, resume: str | None = None) -> Generator[int, No
                 instruction_len=exit_info.instruction_len,
                 guest_linear_address=exit_info.guest_linear_address,
                 guest_physical_address=exit_info.guest_physical_address)
-    yield COSTS["vmexit"]
+    if not (passing and clock.pass_time(COSTS["vmexit"])):
+        yield COSTS["vmexit"]
     vmx_complete_interrupts(v)
     v.handler_cost = 0
     rip, icount = v.vmcs.read(F.GUEST_RIP), cpu.icount
@@ -467,7 +474,8 @@ def vcpu_enter_guest(v: SimVcpu, resume: str | None = None) -> Generator[int, No
     moved = v.vmcs.read(F.GUEST_RIP) != rip or exit_info.basic_reason in _NOT_GUEST_LOOPS
     kvm_watch_progress(v, 0 if moved else 1, 0, progress=moved)
     cost = COSTS["exit_handler"] + v.handler_cost
-    yield cost
+    if not (passing and clock.pass_time(cost)):
+        yield cost
     return r
 
 

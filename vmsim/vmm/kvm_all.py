@@ -76,6 +76,7 @@ class KvmState:
         self.kvm = kvm
         self.machine = machine
         self.events = machine.events
+        self.sched: Any = None  # the simulation's scheduler (VirtualMachine sets it)
         self.ioctl("KVM_GET_API_VERSION", kvm.get_api_version, fd="system")
         # The size of the vCPU mapping: kvm_run, the PIO data page, the coalesced-MMIO ring.
         self.vcpu_mmap_size = self.ioctl("KVM_GET_VCPU_MMAP_SIZE", kvm.get_vcpu_mmap_size,
@@ -175,6 +176,8 @@ def kvm_cpu_exec(s: KvmState, cpu: CPUState, resume: str | None = None
             return EXCP_HLT
         m.bql_unlock(cpu.thread)
     ret = 0
+    # (Scheduler.pass_time, where the run lets cycles pass in place)
+    sched = s.sched if s.sched is not None and s.sched.in_place is not None else None
     while ret == 0:
         run = cpu.vcpu.kvm_run
         steps = getattr(cpu.vcpu, "run_steps", None)
@@ -218,7 +221,8 @@ def kvm_cpu_exec(s: KvmState, cpu: CPUState, resume: str | None = None
             # KVM_RUN has returned: kvm.ko's last tracepoint (kvm_userspace_exit), then
             # QEMU's (kvm_run_exit), before anything is dispatched.
             _trace_return(ev, cpu, r)
-        yield COST_IOCTL
+        if sched is None or not sched.pass_time(COST_IOCTL):
+            yield COST_IOCTL
         if r == -errno.EINTR or run.exit_reason == KVM_EXIT_INTR:
             # kvm_eat_signals: the kick is consumed, immediate_exit cleared.
             run.immediate_exit = 0
@@ -237,7 +241,9 @@ def kvm_cpu_exec(s: KvmState, cpu: CPUState, resume: str | None = None
             yield from m.bql_lock(cpu.thread)
             (kvm_handle_io if reason == KVM_EXIT_IO else kvm_handle_mmio)(m, cpu)
             # The device's own work (a virtio-blk request's file I/O) on this thread too.
-            yield COST_DEVICE_ACCESS + m.take_device_cycles()
+            cycles = COST_DEVICE_ACCESS + m.take_device_cycles()
+            if sched is None or not sched.pass_time(cycles):
+                yield cycles
             m.bql_unlock(cpu.thread)
             ret = 0
         elif reason == KVM_EXIT_IRQ_WINDOW_OPEN:

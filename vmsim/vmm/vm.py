@@ -228,6 +228,7 @@ class VirtualMachine:
         self.main_loop.now = lambda: self.sched.now
         machine.main_loop = self.main_loop
         self.kvm = KvmState(kvm, machine)
+        self.kvm.sched = self.sched
         host_vm = self.kvm.vm
         if hasattr(host_vm, "wait_for_any_run"):
             self.sched.host_busy = lambda: any(c.vcpu.run_in_flight() for c in self.cpus)
@@ -479,6 +480,16 @@ class VirtualMachine:
                 return why
         return ""
 
+    def _goes_on(self) -> bool:
+        """What run() and _step ask between two steps of a vCPU that stays runnable: the
+        run goes on (Scheduler.pass_time)."""
+        if self.machine.stop_requested or self.budget_ended():
+            return False
+        for c in self.cpus:
+            if c.host_halted:
+                return False
+        return True
+
     def budget_ended(self) -> bool:
         """The run's budget is spent: the instruction limit, or no progress."""
         for c in self.cpus:  # (limit_reached() or stuck(): asked at every scheduler step)
@@ -515,12 +526,17 @@ class VirtualMachine:
         if self.stopped and not m.stop_requested:
             raise ValueError(f"the VM is stopped ({self.runstate}): cont first")
         step = self._step
-        while not m.stop_requested and not self.budget_ended():
-            more = step()  # (self.step(), inline: one call less per scheduler step)
-            if self.after_step is not None:
-                self.after_step()
-            if not more:
-                break
+        if self.after_step is None:
+            self.sched.in_place = self._goes_on
+        try:
+            while not m.stop_requested and not self.budget_ended():
+                more = step()  # (self.step(), inline: one call less per scheduler step)
+                if self.after_step is not None:
+                    self.after_step()
+                if not more:
+                    break
+        finally:
+            self.sched.in_place = None
         if m.stop_requested:
             # Let the threads see the request and end, as QEMU's do on shutdown: the
             # virtual clock stops (vm_stop), the vCPUs are kicked out of KVM_RUN (a vCPU
