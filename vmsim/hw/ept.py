@@ -69,6 +69,10 @@ class Ept:
         # A hit costs what the walk cost (refs), so it is only the same walk made cheaply;
         # it serves walks nobody records (no steps), and never one that would fail.
         self._memo: dict[int, tuple[int, int, int]] = {}
+        # Frames whose walk ends in a misconfiguration (MMIO, kvm.ko's EPT_MISCONFIG
+        # entries): the entries it read, under the same rule. Which entry a walk meets
+        # does not depend on the access, so neither does the exit.
+        self._misconfigs: dict[int, int] = {}
         self._gen = host.generation
 
     @property
@@ -79,6 +83,7 @@ class Ept:
     def eptp(self, value: int) -> None:
         self._eptp = value
         self._memo.clear()
+        self._misconfigs.clear()
 
     def usable_memo(self) -> dict[int, tuple[int, int, int]] | None:
         """The memo of walks (guest-physical frame -> host frame, references, permission)
@@ -101,12 +106,17 @@ class Ept:
         memo = self._memo
         if self._gen != self.host.generation:
             memo.clear()
+            self._misconfigs.clear()
             self._gen = self.host.generation
         elif steps is None:
             hit = memo.get(gpa >> 12)
             if hit is not None and hit[2] & _NEED[access]:
                 self.refs += hit[1]
                 return hit[0]
+            levels = self._misconfigs.get(gpa >> 12)
+            if levels is not None:
+                self.refs += levels
+                raise _misconfig(gpa, la)
         frame, levels, perm = self._walk(gpa, access, la, final, steps)
         memo[gpa >> 12] = (frame, levels, perm)
         return frame
@@ -129,8 +139,8 @@ class Ept:
                 raise self._violation(gpa, access, la, final, 0)
             if _misconfigured(entry, leaf):
                 self._step(steps, gpa, level, table, index, addr, entry, "misconfig")
-                raise InterceptExit(Intercept("ept_misconfig", 0, linear=la or 0,
-                                              extra={"gpa": gpa}))
+                self._misconfigs[gpa >> 12] = depth + 1
+                raise _misconfig(gpa, la)
             perm &= entry & EPT_RWX
             if leaf:
                 need = _NEED[access]
@@ -163,6 +173,10 @@ class Ept:
         return InterceptExit(Intercept("ept_violation", 0, linear=la or 0,
                                        extra={"gpa": gpa, "qualification": q,
                                               "write": access == WRITE}))
+
+
+def _misconfig(gpa: int, la: int | None) -> InterceptExit:
+    return InterceptExit(Intercept("ept_misconfig", 0, linear=la or 0, extra={"gpa": gpa}))
 
 
 def build_identity_ept(host: HostPages, size: int) -> int:
