@@ -15,7 +15,9 @@ Each in these configurations:
   memory);
 - run --trace: vmsim.session.Session as `vmsim run --trace F` builds it (no history, a
   TraceWriter at level "vm" into memory);
-- session: Session with its history for steps back (as the GUI runs), no trace.
+- session: Session with its history for steps back, run() to the end, no trace;
+- gui: the same driven as the GUI drives it, by Session.run_for slices (the GUI's end
+  after 15 ms of wall time; here after RUN_BATCH instructions, so that a count is exact).
 The issue's goal: under 50 us per round trip with VM-level events recorded. Every figure
 is printed beside benchmarks/reference.py's loop, measured in the same run (in wall time by
 print_reference, and in CPU time as the figures here), and as "ref-us": microseconds
@@ -24,7 +26,7 @@ iterations one round trip costs, a figure that compares across machines.
 
     python benchmarks/exit_bench.py [--repeat N] [--count N] [--only NAME] [--profile CONFIG]
 
---profile CONFIG (stack, stack+vm, run --trace, session) runs each selected guest once
+--profile CONFIG (stack, stack+vm, run --trace, session, gui) runs each selected guest once
 under cProfile in that configuration and prints the top entries by internal time.
 
 --callgrind counts instead of timing (deterministic, where CPU times on a shared machine
@@ -68,7 +70,7 @@ GUESTS = {
     "mmio_loop": ROOT / "benchmarks" / "guests" / "mmio_loop.asm",
     "hello": ROOT / "sample_guests" / "hello.asm",
 }
-CONFIGS = ("stack", "stack+vm", "run --trace", "session")
+CONFIGS = ("stack", "stack+vm", "run --trace", "session", "gui")
 
 
 def load(name: str, count: int):
@@ -99,13 +101,17 @@ def _stack(image, trace: bool, count_exits: bool = False) -> tuple[float, int]:
     return elapsed, exits[0]
 
 
-def _session(image, trace: bool, history: bool) -> tuple[float, int]:
+def _session(image, trace: bool, history: bool, slices: bool = False) -> tuple[float, int]:
     events = EventStream()
     writer = TraceWriter(events, io.StringIO(), "vm") if trace else None
     s = Session(image, "sim", MachineConfig(16, b""), serial_out=lambda b: None,
                 events=events, history=history)
     t0 = time.process_time()
-    outcome = s.run()
+    if slices:
+        while not (outcome := s.run_for(None, instructions=Session.RUN_BATCH)).finished:
+            pass
+    else:
+        outcome = s.run()
     elapsed = time.process_time() - t0
     if writer is not None:
         writer.close()
@@ -119,6 +125,7 @@ RUNNERS: dict[str, Callable] = {
     "stack+vm": lambda image: _stack(image, True),
     "run --trace": lambda image: _session(image, True, False),
     "session": lambda image: _session(image, False, True),
+    "gui": lambda image: _session(image, False, True, slices=True),
 }
 
 

@@ -121,6 +121,9 @@ class Scheduler:
     # this (VirtualMachine.run without a history): True while the run may go on. Lets
     # pass_time run the step that would resume the same thread at once in place.
     in_place: Callable[[], bool] | None = None
+    # Called at the end of each step passed in place, as the caller's loop would be after
+    # a step (VirtualMachine._passed: the session's history records the position).
+    on_pass: Callable[[], None] | None = None
     _resumed_at: int = 0  # the running thread's time when its step began
 
     def spawn(self, name: str, body: ThreadBody, time: int = 0) -> SimThread:
@@ -319,7 +322,8 @@ class Scheduler:
         at once (what it did woke nobody, nothing else is due first, no timer, and the
         caller's run goes on: `in_place`), pass that time here as that step would and give
         True; False: yield it. The schedule, the clock and every event's time are the same
-        either way; only the steps between are not handed back to the caller."""
+        either way; only the steps between are not handed back to the caller (`on_pass`
+        is told of each instead)."""
         t = self.current
         if self.in_place is None or t is None or self.sticky is not None \
                 or self.timer_time is not None or self.host_busy is not None:
@@ -347,8 +351,10 @@ class Scheduler:
         else:
             nt = self._next_timer()
             if (nt is None or nt[0] > when) and self.in_place():
-                self.current = t
                 t.steps += 1
+                if self.on_pass is not None:
+                    self.on_pass()  # between the two steps: no thread running
+                self.current = t
                 self._resumed_at = when
                 if self.on_resume is not None:
                     self.on_resume(t)

@@ -330,6 +330,7 @@ class History:
 
     def wire(self, machine: Machine, vm) -> None:
         vm.after_step = self._after_step
+        vm.records_passes = True  # (a step passed in place is a position as any other)
         self._cpus = None  # (the VM, its first vCPU, Session.cpus: looked up once per VM)
         blk = machine.blk
         if blk is not None:

@@ -369,7 +369,8 @@ def vcpu_enter_guest(v: SimVcpu, resume: str | None = None) -> Generator[int, No
     mmu = cpu.mmu
     clock = v.vm.kvm.clock
     # Cycles pass in place where the scheduler would resume this thread at once
-    # (Scheduler.pass_time); not asked at all where nobody lets it (a Session's history).
+    # (Scheduler.pass_time); not asked at all where nobody lets it (VirtualMachine.passing:
+    # stepping one step at a time).
     passing = clock is not None and clock.in_place is not None
     if resume is None:
         r = _prepare_entry(v)

@@ -176,8 +176,9 @@ def kvm_cpu_exec(s: KvmState, cpu: CPUState, resume: str | None = None
             return EXCP_HLT
         m.bql_unlock(cpu.thread)
     ret = 0
-    # (Scheduler.pass_time, where the run lets cycles pass in place)
-    sched = s.sched if s.sched is not None and s.sched.in_place is not None else None
+    # (Scheduler.pass_time, where the run lets cycles pass in place: asked at each yield,
+    # a run_for lets them pass for a while)
+    sched = s.sched
     while ret == 0:
         run = cpu.vcpu.kvm_run
         steps = getattr(cpu.vcpu, "run_steps", None)
@@ -221,7 +222,7 @@ def kvm_cpu_exec(s: KvmState, cpu: CPUState, resume: str | None = None
             # KVM_RUN has returned: kvm.ko's last tracepoint (kvm_userspace_exit), then
             # QEMU's (kvm_run_exit), before anything is dispatched.
             _trace_return(ev, cpu, r)
-        if sched is None or not sched.pass_time(COST_IOCTL):
+        if sched is None or sched.in_place is None or not sched.pass_time(COST_IOCTL):
             yield COST_IOCTL
         if r == -errno.EINTR or run.exit_reason == KVM_EXIT_INTR:
             # kvm_eat_signals: the kick is consumed, immediate_exit cleared.
@@ -242,7 +243,7 @@ def kvm_cpu_exec(s: KvmState, cpu: CPUState, resume: str | None = None
             (kvm_handle_io if reason == KVM_EXIT_IO else kvm_handle_mmio)(m, cpu)
             # The device's own work (a virtio-blk request's file I/O) on this thread too.
             cycles = COST_DEVICE_ACCESS + m.take_device_cycles()
-            if sched is None or not sched.pass_time(cycles):
+            if sched is None or sched.in_place is None or not sched.pass_time(cycles):
                 yield cycles
             m.bql_unlock(cpu.thread)
             ret = 0

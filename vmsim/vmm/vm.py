@@ -8,7 +8,8 @@ shuts down, or nothing can ever run again (every vCPU halted, no timer armed).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -285,6 +286,9 @@ class VirtualMachine:
         self._idle_from = 0
         self._idle_steps = 0
         self.after_step: Callable[[], None] | None = None
+        # after_step can be told of steps passed in place too (the session's history):
+        # their ends are the same state as those of steps handed back (VirtualMachine.passing).
+        self.records_passes = False
 
     def _pic_irq_request(self, level: int) -> None:
         """pic_irq_request (hw/i386/x86.c), no APIC: the PIC's INTR is the first vCPU's
@@ -483,12 +487,45 @@ class VirtualMachine:
     def _goes_on(self) -> bool:
         """What run() and _step ask between two steps of a vCPU that stays runnable: the
         run goes on (Scheduler.pass_time)."""
-        if self.machine.stop_requested or self.budget_ended():
+        if self.machine.stop_requested:
             return False
-        for c in self.cpus:
-            if c.host_halted:
+        for c in self.cpus:  # (and budget_ended(), inline)
+            v = c.vcpu
+            if c.host_halted or getattr(v, "limit_reached", False) or getattr(v, "stuck", ""):
                 return False
         return True
+
+    @contextmanager
+    def passing(self, go_on: Callable[[], bool] | None = None) -> Iterator[None]:
+        """While the caller steps the VM back to back: a vCPU's next step may pass in place
+        (Scheduler.pass_time) while the run goes on (_goes_on) and `go_on` (the caller's
+        own checks between two steps) allows it; each such step ends as a step does
+        (_passed). Nothing passes where an after_step hook cannot be told of it."""
+        sched = self.sched
+        if self.after_step is not None and not self.records_passes:
+            yield
+            return
+        goes_on = self._goes_on
+        if go_on is None:
+            in_place = goes_on
+        else:
+            def in_place() -> bool:
+                return goes_on() and go_on()
+        sched.in_place = in_place
+        if self.after_step is not None:
+            sched.on_pass = self._passed
+        try:
+            yield
+        finally:
+            sched.in_place = sched.on_pass = None
+
+    def _passed(self) -> None:
+        """A vCPU's step passed in place has ended: what _step and the caller's loop do
+        after a vCPU's step that leaves it runnable."""
+        self._idle_from = self.sched.timers_fired
+        self._idle_steps = 0
+        if self.after_step is not None:
+            self.after_step()
 
     def budget_ended(self) -> bool:
         """The run's budget is spent: the instruction limit, or no progress."""
@@ -526,17 +563,13 @@ class VirtualMachine:
         if self.stopped and not m.stop_requested:
             raise ValueError(f"the VM is stopped ({self.runstate}): cont first")
         step = self._step
-        if self.after_step is None:
-            self.sched.in_place = self._goes_on
-        try:
+        with self.passing():
             while not m.stop_requested and not self.budget_ended():
                 more = step()  # (self.step(), inline: one call less per scheduler step)
                 if self.after_step is not None:
                     self.after_step()
                 if not more:
                     break
-        finally:
-            self.sched.in_place = None
         if m.stop_requested:
             # Let the threads see the request and end, as QEMU's do on shutdown: the
             # virtual clock stops (vm_stop), the vCPUs are kicked out of KVM_RUN (a vCPU
