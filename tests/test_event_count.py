@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vmsim.events import Event, EventStream
 from vmsim.history import HISTORY_KINDS
 from vmsim.session import Session
+from vmsim.vmm.machine import MachineConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ["kvm_pio", "kvm_exit", "bql", "kvm_mmio"]
@@ -56,29 +58,52 @@ def test_mute_silences_counting_unless_kept() -> None:
     assert [e.seq for e in heard] == [2]
 
 
-def test_history_numbers_events_as_a_listener_of_its_kinds_did() -> None:
+# Guests whose events go through EventStream.build's counting (the history counts every
+# VM-level kind, builds none but the exits): serial I/O, the emulator on MMIO, CR3 loads
+# and page faults under shadow paging, QEMU's timers and main loop, kicks between vCPUs.
+NUMBERING = {
+    "hello": ("sample_guests/hello.asm", {}, "ept"),
+    "mmio_loop": ("benchmarks/guests/mmio_loop.asm", {}, "ept"),
+    "address_spaces-shadow": ("sample_guests/address_spaces.asm", {}, "shadow"),
+    "timer-userspace": ("sample_guests/timer.asm", {"irqchip": "userspace"}, "ept"),
+    "smp4": ("sample_guests/smp.asm", {"smp": 4}, "ept"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NUMBERING))
+def test_history_numbers_events_as_a_listener_of_its_kinds_did(case: str) -> None:
     """The history used to hear every event of HISTORY_KINDS: the numbers a front end
     sees, the history's event counts and a step back's replay check must be as then."""
-    guest = str(ROOT / "sample_guests" / "hello.asm")
+    guest, opts, paging = NUMBERING[case]
 
-    def run(history: bool) -> list[tuple]:
+    def run(history: bool) -> tuple[list[tuple], int]:
         events = EventStream()
+        heard = [0]
         if not history:
-            events.subscribe(lambda ev: None, HISTORY_KINDS)  # the old history's listening
+            def old_history(ev: Event) -> None:  # the old history's listening
+                heard[0] += 1
+            events.subscribe(old_history, HISTORY_KINDS)
         seen: list[tuple] = []
         events.subscribe(lambda ev: seen.append((ev.seq, ev.time, ev.kind, ev.source)),
-                         ["kvm_exit", "kvm_entry", "kvm_pio", "bql"])
-        s = Session(guest, events=events, history=history)
-        s.run_for(None, instructions=300)
+                         ["kvm_exit"])
+        s = Session(str(ROOT / guest), config=MachineConfig(**opts), paging=paging,
+                    events=events, history=history)
+        s.run_for(None, instructions=3000)
         if history:
             h = s.history
-            assert h.nev == h.evc[h.pos] and h.nev > 0
+            assert h.nev > 0
+            if s.outcome is None:  # (a finished run counts the threads' ends after it)
+                assert h.nev == h.evc[h.pos]
             assert len(h.exit_pos) == sum(1 for e in seen if e[2] == "kvm_exit")
+            heard[0] = h.nev
             s.step_back_vmexit()  # a replay, checking every step's event count
-        return seen
+        s.machine.close()
+        return seen, heard[0]
 
-    with_history = run(True)
-    assert with_history and with_history == run(False)[:len(with_history)]
+    with_history, counted = run(True)
+    heard, n = run(False)
+    assert with_history and with_history == heard[:len(with_history)]
+    assert counted == n
 
 
 @settings(max_examples=60, deadline=None)
@@ -107,5 +132,15 @@ def test_wants_is_what_the_listeners_and_counts_say(ops) -> None:
         elif op == "unmute" and muted:
             events.unmute(muted.pop())
         for k in KINDS:
-            expected = bool(events._all) or bool(events._listeners.get(k)) or k in events._counted
+            heard = bool(events._all) or bool(events._listeners.get(k))
+            expected = heard or k in events._counted
             assert events.wants(k) == expected, (op, k)
+            # build(): True where it is heard; numbers it as emit would either way.
+            before = events.seq, events.counted
+            if events.build(k):
+                assert heard, (op, k)
+                events.emit(k, "test")
+            else:
+                assert not heard, (op, k)
+            assert (events.seq, events.counted) == (before[0] + expected,
+                                                    before[1] + (k in events._counted)), (op, k)

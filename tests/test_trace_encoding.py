@@ -190,7 +190,10 @@ def test_long_runs_split_into_lines_as_before() -> None:
 _values = st.one_of(
     st.integers(-(1 << 70), 1 << 70), st.booleans(), st.none(), st.text(max_size=8),
     st.sampled_from(["", "a\"b", "\\", "\n", "é", "\U0001f600", "{}", ","]),
-    st.floats(allow_nan=True), st.lists(st.integers(0, 3), max_size=3),
+    st.floats(allow_nan=True),
+    st.lists(st.one_of(st.integers(0, 3), st.booleans(), st.none(), st.text(max_size=3),
+                       st.floats(allow_nan=True), st.lists(st.integers(0, 3), max_size=2)),
+             max_size=3),
     st.dictionaries(st.text(max_size=3), st.integers(0, 3), max_size=2))
 _names = st.one_of(st.sampled_from(["vcpu_id", "rip", "data", "seq", "time", "layer", "kind",
                                     "source", "x\"y", "é"]), st.text(min_size=1, max_size=6))

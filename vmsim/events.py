@@ -242,6 +242,7 @@ class EventStream:
         self._count_refs: dict[str, int] = {}
         self.counted = 0
         self._wanted: frozenset[str] = frozenset()  # what wants() says yes to (_rewant)
+        self._heard: frozenset[str] = frozenset()  # what build() says yes to (_rewant)
         self.on_change: list[Callable[[], None]] = []  # producers re-read wants() here
 
     def subscribe(self, listener: Listener, kinds: Iterable[str] | None = None) -> Callable[[], None]:
@@ -312,8 +313,9 @@ class EventStream:
         self._rewant()
 
     def _rewant(self) -> None:
-        self._wanted = frozenset(CATALOGUE) if self._all else \
-            frozenset([k for k, lst in self._listeners.items() if lst]) | self._counted
+        self._heard = frozenset(CATALOGUE) if self._all else \
+            frozenset([k for k, lst in self._listeners.items() if lst])
+        self._wanted = self._heard | self._counted
 
     def _changed(self) -> None:
         self._rewant()
@@ -322,6 +324,18 @@ class EventStream:
 
     def wants(self, kind: str) -> bool:
         return kind in self._wanted
+
+    def build(self, kind: str) -> bool:
+        """For a producer about to emit `kind`, in place of wants(): True if a listener
+        hears it (build its fields and emit it). An event that is only counted (count())
+        is numbered here, as emit would number it, and False comes back, as for a kind
+        nobody wants: its fields need not be worked out. Call emit once after True."""
+        if kind in self._heard:
+            return True
+        if kind in self._counted:
+            self.counted += 1
+            self.seq += 1
+        return False
 
     def emit(self, kind: str, source: str, **fields: Any) -> None:
         if kind not in self._wanted and not self._all:  # (_all: an unknown kind raises)

@@ -1218,9 +1218,10 @@ class _PartialStep:
     yield) run in a greenlet so that it can stop right after any event it emits and go
     on later from there, exactly as if it had never stopped (the same code runs on the
     same state; only the caller waits). While it exists the session's EventStream.emit
-    is wrapped to count the events of STEP_KINDS and switch back to the caller after
-    one; the step's end (VirtualMachine.after_step: the history's position) comes when
-    it is resumed for the last time.
+    (and build, which numbers the events nobody hears, as in a muted replay) is wrapped
+    to count the events of STEP_KINDS and switch back to the caller after one; the
+    step's end (VirtualMachine.after_step: the history's position) comes when it is
+    resumed for the last time.
 
     `replay` events of the step are first emitted again with the front end's listeners
     muted (a step back to the middle of a step: History.goto to its start, then these),
@@ -1249,20 +1250,35 @@ class _PartialStep:
             h.replaying = h.muted = True
         stream = s.events
         self.had_emit = stream.__dict__.get("emit")
-        inner = stream.emit
+        self.had_build = stream.__dict__.get("build")
+        inner, inner_build = stream.emit, stream.build
         step_kinds = _STEP_SET
 
-        def emit(kind: str, source: str, **fields) -> None:
-            seq = stream.seq
-            inner(kind, source, **fields)
-            if stream.seq != seq and kind in step_kinds and self.running:  # (the step's own)
+        def one(kind: str) -> None:  # an event of `kind` has just taken its number
+            if kind in step_kinds and self.running:  # (the step's own)
                 self.count += 1
                 if self.muted is not None and self.count >= self.replay:
                     self._unmute()
                 if self.pause and self.count >= self.replay:
                     self.g.parent.switch(self.last)
 
+        def emit(kind: str, source: str, **fields) -> None:
+            seq = stream.seq
+            inner(kind, source, **fields)
+            if stream.seq != seq:
+                one(kind)
+
+        def build(kind: str) -> bool:
+            # (A replay's events are numbered here while the listeners are muted.)
+            seq = stream.seq
+            if inner_build(kind):
+                return True  # (emit follows)
+            if stream.seq != seq:
+                one(kind)
+            return False
+
         stream.emit = emit
+        stream.build = build
         self.g = greenlet(s.vm.step)
 
     def _listen(self, ev: Event) -> None:
@@ -1302,10 +1318,11 @@ class _PartialStep:
             self._unmute()
         self.unsubscribe()
         stream = s.events
-        if self.had_emit is None:
-            stream.__dict__.pop("emit", None)
-        else:
-            stream.emit = self.had_emit
+        for name, had in (("emit", self.had_emit), ("build", self.had_build)):
+            if had is None:
+                stream.__dict__.pop(name, None)
+            else:
+                setattr(stream, name, had)
         if self.batch is not None:
             for c in s.vm.cpus:
                 c.vcpu.__dict__.pop("BATCH", None)

@@ -572,37 +572,40 @@ def encode_run(source: str, n: int, eips: array) -> str:
     return "".join(lines)
 
 
-_SCALARS = (int, str, bool, type(None))
 _RESERVED = frozenset(("seq", "time", "layer", "source", "kind"))  # to_dict: fields replace these
 _NEW = object()  # (a key not seen yet)
 
 
 _VALUE_TEXT = {int: int.__repr__, str: encode_basestring_ascii,
                bool: {False: "false", True: "true"}.__getitem__,
-               type(None): {None: "null"}.__getitem__}  # as the JSON encoder writes them
+               type(None): {None: "null"}.__getitem__,  # as the JSON encoder writes them
+               list: _dumps}  # (the same encoder: as it writes a list inside the line)
 
 
 class _LineFormat(NamedTuple):
     """How to write the line of an event of one kind and source whose fields have these
     names and value types: `fmt` % the values' texts (each from `texts`, the function
     the JSON encoder uses for its type) is all of _dumps(ev.to_dict()) after "time", and
-    `known` keeps that text for values seen before (a loop's exits repeat theirs)."""
+    `known` keeps that text for values seen before (a loop's exits repeat theirs); None
+    where a value is a list (not hashable: such lines are made anew)."""
 
     fmt: str
     texts: tuple[Callable[[Any], str], ...]
-    known: dict[tuple, str]
+    known: dict[tuple, str] | None
 
 
 def _line_format(layer: str, source: str, kind: str, int_times: bool, keys: tuple[str, ...],
                  types: tuple[type, ...]) -> _LineFormat | None:
-    """The _LineFormat of such events; None for anything else (a float, a list, a
+    """The _LineFormat of such events; None for anything else (a float, a tuple, a
     subclass, a field named like a common key), which the encoder writes whole."""
-    if not int_times or any(t not in _SCALARS for t in types) or not _RESERVED.isdisjoint(keys):
+    if not int_times or any(t not in _VALUE_TEXT for t in types) \
+            or not _RESERVED.isdisjoint(keys):
         return None
     fmt = f',"layer":{_dumps(layer)},"source":{_dumps(source)},"kind":{_dumps(kind)}'
     fmt = fmt.replace("%", "%%") + "".join(
         f",{_dumps(k)}:".replace("%", "%%") + "%s" for k in keys) + "}\n"
-    return _LineFormat(fmt, tuple(_VALUE_TEXT[t] for t in types), {})
+    return _LineFormat(fmt, tuple(_VALUE_TEXT[t] for t in types),
+                       None if list in types else {})
 
 
 _BATCH = 64  # event lines queued before they are written in one write
@@ -688,12 +691,15 @@ class TraceWriter(GuardedOutput):
                 tuple(map(type, v)))
         if form is None:
             return _dumps(ev.to_dict()) + "\n"
-        t = form.known.get(v)
-        if t is None:
-            known = form.known
-            if len(known) >= 128:
-                known.clear()
-            t = known[v] = form.fmt % tuple(map(call, form.texts, v))
+        known = form.known
+        if known is None:
+            t = form.fmt % tuple(map(call, form.texts, v))
+        else:
+            t = known.get(v)
+            if t is None:
+                if len(known) >= 128:
+                    known.clear()
+                t = known[v] = form.fmt % tuple(map(call, form.texts, v))
         return f'{{"seq":{seq},"time":{time}{t}'
 
     def _write(self, ev: Event) -> None:

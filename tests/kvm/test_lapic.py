@@ -97,6 +97,9 @@ class Recorder:
     def wants(self, kind: str) -> bool:
         return True
 
+    def build(self, kind: str) -> bool:  # (it hears every kind)
+        return True
+
     def emit(self, kind: str, source: str, **fields) -> None:
         self.events.append((self.clock.t if self.clock else 0, kind, source, fields))
 

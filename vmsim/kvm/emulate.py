@@ -282,7 +282,7 @@ def x86_emulate_instruction(v: SimVcpu, trap_ud: bool = False) -> int:
             cpu.exception(e.vector, e.error_code, e.cr2)
             outcome = "done"
         ev = v.events
-        if ev is not None and ev.wants("kvm_emulate_insn"):
+        if ev is not None and ev.build("kvm_emulate_insn"):
             # kvm:kvm_emulate_insn (csbase:rip:bytes (mode)), with vmsim's decoded text and
             # what the iteration came to.
             ev.emit("kvm_emulate_insn", v.name, csbase=v.vmcs.read(F.GUEST_CS_BASE),

@@ -101,7 +101,7 @@ def ioeventfd_write(vm: SimVm, addr: int, length: int, value: int, pio: bool = F
         if p.pio == pio and p.ioeventfd_in_range(addr, length, value):
             p.signals += 1
             ev = vm.events
-            if ev is not None and ev.wants("ioeventfd_write"):
+            if ev is not None and ev.build("ioeventfd_write"):
                 ev.emit("ioeventfd_write", source, addr=addr, len=length, val=value,
                         fd=p.notifier.name)
             p.notifier.eventfd_signal(1)
@@ -128,7 +128,7 @@ class Irqfd:
 
         self.injections += 1
         ev = self.vm.events
-        if ev is not None and ev.wants("irqfd_inject"):
+        if ev is not None and ev.build("irqfd_inject"):
             ev.emit("irqfd_inject", "kvm", gsi=self.gsi, fd=self.notifier.name)
         kvm_set_irq(self.vm, KVM_USERSPACE_IRQ_SOURCE_ID, self.gsi, 1)
         kvm_set_irq(self.vm, KVM_USERSPACE_IRQ_SOURCE_ID, self.gsi, 0)

@@ -131,7 +131,7 @@ def kvm_set_irq(vm: SimVm, irq_source_id: int, gsi: int, level: int) -> None:
     """kvm_set_irq -> kvm_set_pic_irq (irq_comm.c): the GSI's level from this source."""
     chip = vm.irqchip
     ev = vm.events
-    if ev is not None and ev.wants("kvm_set_irq"):
+    if ev is not None and ev.build("kvm_set_irq"):
         ev.emit("kvm_set_irq", "kvm", gsi=gsi, level=level, irq_source_id=irq_source_id)
     if chip is None or not 0 <= gsi < NR_PIC_GSIS:
         return
@@ -140,7 +140,7 @@ def kvm_set_irq(vm: SimVm, irq_source_id: int, gsi: int, level: int) -> None:
     state = state | mask if level else state & ~mask
     chip.irq_states[gsi] = state
     pic = chip.pic
-    if ev is not None and ev.wants("kvm_pic_set_irq"):
+    if ev is not None and ev.build("kvm_pic_set_irq"):
         c = pic.master if gsi < 8 else pic.slave
         ev.emit("kvm_pic_set_irq", "kvm", chip=gsi >> 3, pin=gsi & 7, elcr=c.elcr, imr=c.imr,
                 coalesced=False)
@@ -163,7 +163,7 @@ def kvm_vcpu_kick(v: SimVcpu, vector: int = RESCHEDULE_VECTOR) -> None:
     elif v.mode == "blocked":
         how = "wake"
     ev = v.events
-    if ev is not None and ev.wants("kvm_vcpu_kick"):
+    if ev is not None and ev.build("kvm_vcpu_kick"):
         ev.emit("kvm_vcpu_kick", v.name, vcpu_id=v.vcpu_id, mode=v.mode, how=how)
 
 

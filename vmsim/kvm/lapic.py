@@ -170,7 +170,7 @@ for _i in range(APIC_ISR_NR):
 
 
 class Events(Protocol):
-    def wants(self, kind: str) -> bool: ...
+    def build(self, kind: str) -> bool: ...
     def emit(self, kind: str, source: str, **fields: Any) -> None: ...
 
 
@@ -284,7 +284,7 @@ class KvmLapic:
         return self.sw_enabled and self.hw_enabled
 
     def _trace(self, kind: str, **fields: Any) -> None:
-        if self.events is not None and self.events.wants(kind):
+        if self.events is not None and self.events.build(kind):
             self.events.emit(kind, self.source, **fields)
 
     # -- reset and the APIC base MSR -------------------------------------------------

@@ -150,10 +150,10 @@ class ShadowMmu:
             return
         roots = 1 if sp.level == 2 else 0  # a PD-level page is a root in 2-level paging
         if action == "create":
-            if ev.wants("kvm_mmu_get_page"):
+            if ev.build("kvm_mmu_get_page"):
                 ev.emit("kvm_mmu_get_page", v.name, gfn=sp.gfn, level=sp.level,
                         direct=sp.direct, spt=sp.spt, created=True, root_count=roots)
-        elif ev.wants("kvm_mmu_prepare_zap_page"):
+        elif ev.build("kvm_mmu_prepare_zap_page"):
             ev.emit("kvm_mmu_prepare_zap_page", v.name, gfn=sp.gfn, level=sp.level,
                     direct=sp.direct, spt=sp.spt, root_count=roots)
 
@@ -163,7 +163,7 @@ class ShadowMmu:
         ev = v.events
         if ev is None:
             return
-        if ev.wants("kvm_mmu_pagetable_walk"):
+        if ev.build("kvm_mmu_pagetable_walk"):
             ev.emit("kvm_mmu_pagetable_walk", v.name, addr=gva, pferr=error_code)
         if not ev.wants("kvm_mmu_paging_element") or not v.guest_cr0 & CR0_PG:
             return
@@ -267,7 +267,7 @@ class ShadowMmu:
         # kvm:kvm_page_fault (handle_exception_nmi -> kvm_mmu_page_fault), with what the
         # shadow MMU did about it (vmsim's fields gpa and action).
         ev = v.events
-        if ev is not None and ev.wants("kvm_page_fault"):
+        if ev is not None and ev.build("kvm_page_fault"):
             ev.emit("kvm_page_fault", v.name, fault_address=gva, error_code=self._error_code,
                     gpa=gpa, action=action)
 

@@ -88,11 +88,11 @@ def kvm_tdp_page_fault(v: SimVcpu, gpa: int) -> int:
     ev = v.events
     if vm.mem.is_ram(gpa):
         created = tdp.map_gfn(gfn)
-        if ev is not None and ev.wants("tdp_map"):
+        if ev is not None and ev.build("tdp_map"):
             ev.emit("tdp_map", v.name, gfn=gfn, hpa=gfn << 12, new_tables=len(created),
                     mmio=False)
         return 1
     tdp.mark_mmio(gfn)
-    if ev is not None and ev.wants("tdp_map"):
+    if ev is not None and ev.build("tdp_map"):
         ev.emit("tdp_map", v.name, gfn=gfn, hpa=0, new_tables=0, mmio=True)
     return emulate.x86_emulate_instruction(v)

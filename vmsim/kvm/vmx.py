@@ -529,7 +529,7 @@ def handle_cr(v: SimVcpu) -> int:
     ev = v.events
     if access == 0:
         val = v.cpu.r[reg]
-        if ev is not None and ev.wants("kvm_cr"):
+        if ev is not None and ev.build("kvm_cr"):
             ev.emit("kvm_cr", v.name, rw=1, cr=cr, val=val)  # trace_kvm_cr_write
         err = x86.kvm_set_cr(v, cr, val)
         if err:
@@ -538,7 +538,7 @@ def handle_cr(v: SimVcpu) -> int:
         return kvm_skip_emulated_instruction(v)
     if access == 1:
         val = x86.kvm_get_cr(v, cr) & 0xFFFFFFFF
-        if ev is not None and ev.wants("kvm_cr"):
+        if ev is not None and ev.build("kvm_cr"):
             ev.emit("kvm_cr", v.name, rw=0, cr=cr, val=val)  # trace_kvm_cr_read
         v.cpu.r[reg] = val
         return kvm_skip_emulated_instruction(v)
@@ -563,7 +563,7 @@ def handle_ept_violation(v: SimVcpu) -> int:
     emulate = (_LATE or _late())[0]
     gpa = v.vmcs.read(F.GUEST_PHYSICAL_ADDRESS)
     ev = v.events
-    if ev is not None and ev.wants("kvm_page_fault"):
+    if ev is not None and ev.build("kvm_page_fault"):
         # trace_kvm_page_fault(gpa, exit_qualification), as handle_ept_violation does.
         ev.emit("kvm_page_fault", v.name, fault_address=gpa,
                 error_code=v.vmcs.read(F.EXIT_QUALIFICATION), gpa=gpa, action="EPT violation")

@@ -329,7 +329,7 @@ def _prepare_entry(v: SimVcpu) -> int | None:
         enable_irq_window(v)  # req_int_win
     # The last check before entry (kvm_vcpu_exit_request): a pending signal, a request
     # made meanwhile. The injected event stays queued for the next entry.
-    if ev is not None and ev.wants("kvm_signal_check"):
+    if ev is not None and ev.build("kvm_signal_check"):
         ev.emit("kvm_signal_check", v.name, vcpu_id=v.vcpu_id, pending=v.signal_pending,
                 requests=sorted(v.requests))
     if v.signal_pending:
@@ -337,7 +337,7 @@ def _prepare_entry(v: SimVcpu) -> int | None:
     launch = not v.vmcs.launched
     if ev is not None:
         trace_inj(v, ev)
-        if ev.wants("kvm_entry"):
+        if ev.build("kvm_entry"):
             ev.emit("kvm_entry", v.name, vcpu_id=v.vcpu_id, rip=v.vmcs.read(F.GUEST_RIP),
                     launch=launch)
     if not vmx.vm_entry(v.vmcs, launch):
@@ -445,7 +445,7 @@ def vcpu_enter_guest(v: SimVcpu, resume: str | None = None) -> Generator[int, No
     finally:
         v.mode = "outside"
     v.stat["exits"] += 1
-    if ev is not None and ev.wants("kvm_exit"):
+    if ev is not None and ev.build("kvm_exit"):
         name = exit_info.name
         # vmx_get_exit_info: info1 the exit qualification, info2 the IDT-vectoring
         # information, the error code only for an exception that delivers one.
@@ -563,7 +563,7 @@ def vmx_handle_exit(v: SimVcpu) -> int:
 
 def _stage(v: SimVcpu, name: str, outcome: str) -> None:
     ev = v.events
-    if ev is not None and ev.wants("kvm_handler"):
+    if ev is not None and ev.build("kvm_handler"):
         ev.emit("kvm_handler", v.name, handler=name, outcome=outcome)
 
 
@@ -598,7 +598,7 @@ def kernel_pio_write(v: SimVcpu, port: int, size: int, value: int) -> bool:
 
 def _trace_kernel_pio(v: SimVcpu, rw: int, port: int, size: int, value: int) -> None:
     ev = v.events
-    if ev is not None and ev.wants("kvm_pio"):
+    if ev is not None and ev.build("kvm_pio"):
         ev.emit("kvm_pio", v.name, rw=rw, port=port, size=size, count=1, val=value)
 
 
@@ -608,7 +608,7 @@ def kernel_mmio_read(v: SimVcpu, gpa: int, size: int) -> int | None:
         return None
     value = v.lapic.read(gpa - APIC_BASE, size)
     ev = v.events
-    if ev is not None and ev.wants("kvm_mmio"):
+    if ev is not None and ev.build("kvm_mmio"):
         ev.emit("kvm_mmio", v.name, type="read", len=size, gpa=gpa, val=value)
     return value
 
@@ -621,13 +621,13 @@ def kernel_mmio_write(v: SimVcpu, gpa: int, size: int, value: int) -> bool:
         # takes the write, which is then complete.
         if ioeventfd_write(v.vm, gpa, size, value, source=v.name):
             ev = v.events
-            if ev is not None and ev.wants("kvm_mmio"):
+            if ev is not None and ev.build("kvm_mmio"):
                 ev.emit("kvm_mmio", v.name, type="write", len=size, gpa=gpa, val=value)
             return True
     if v.lapic is None or not APIC_BASE <= gpa < APIC_BASE + APIC_SIZE:
         return False
     ev = v.events
-    if ev is not None and ev.wants("kvm_mmio"):
+    if ev is not None and ev.build("kvm_mmio"):
         ev.emit("kvm_mmio", v.name, type="write", len=size, gpa=gpa, val=value)
     v.lapic.write(gpa - APIC_BASE, size, value)
     return True
@@ -843,10 +843,10 @@ def trace_userspace_bound(v: SimVcpu, ev) -> None:
     run = v.kvm_run
     if run.exit_reason == KVM_EXIT_IO:
         direction, size, port, count, offset = run.io()
-        if direction == KVM_EXIT_IO_OUT and ev.wants("kvm_pio"):
+        if direction == KVM_EXIT_IO_OUT and ev.build("kvm_pio"):
             ev.emit("kvm_pio", v.name, rw=1, port=port, size=size, count=count,
                     val=int.from_bytes(run.buf[offset:offset + size], "little"))
-    elif run.exit_reason == KVM_EXIT_MMIO and ev.wants("kvm_mmio"):
+    elif run.exit_reason == KVM_EXIT_MMIO and ev.build("kvm_mmio"):
         addr, data, length, is_write = run.mmio()
         ev.emit("kvm_mmio", v.name, type="write" if is_write else "unsatisfied-read",
                 len=length, gpa=addr,
@@ -859,11 +859,11 @@ def trace_read_completed(v: SimVcpu, ev) -> None:
     run = v.kvm_run
     if run.exit_reason == KVM_EXIT_IO:
         direction, size, port, count, offset = run.io()
-        if direction == KVM_EXIT_IO_IN and ev.wants("kvm_pio"):
+        if direction == KVM_EXIT_IO_IN and ev.build("kvm_pio"):
             ev.emit("kvm_pio", v.name, rw=0, port=port, size=size, count=count,
                     val=int.from_bytes(run.buf[offset:offset + size], "little"))
-    elif run.exit_reason == KVM_EXIT_MMIO and ev.wants("kvm_mmio"):
+    elif run.exit_reason == KVM_EXIT_MMIO:
         addr, data, length, is_write = run.mmio()
-        if not is_write:
+        if not is_write and ev.build("kvm_mmio"):
             ev.emit("kvm_mmio", v.name, type="read", len=length, gpa=addr,
                     val=int.from_bytes(data[:length], "little"))

@@ -114,6 +114,6 @@ class IoBus:
         return out
 
     def _unclaimed(self, port: int, size: int, is_write: bool) -> None:
-        if self.events is not None and self.events.wants("io_unclaimed"):
+        if self.events is not None and self.events.build("io_unclaimed"):
             self.events.emit("io_unclaimed", self.source, space="port", address=port, size=size,
                              is_write=is_write)

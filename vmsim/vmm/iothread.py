@@ -229,7 +229,7 @@ class IOThread:
 
     def _trace(self, kind: str, **fields: Any) -> None:
         ev = self.events
-        if ev is not None and ev.wants(kind):
+        if ev is not None and ev.build(kind):
             ev.emit(kind, THREAD, **fields)
 
     def state(self) -> dict[str, Any]:

@@ -354,7 +354,7 @@ def trace_ioctl(ev, fd: str, source: str, name: str, detail: str) -> None:
     """QEMU's kvm_ioctl / kvm_vm_ioctl / kvm_vcpu_ioctl trace events (accel/kvm/trace-events),
     written before the ioctl is made, with the request number as `type`."""
     kind = _IOCTL_KINDS[fd]
-    if not ev.wants(kind):
+    if not ev.build(kind):
         return
     if fd == "vcpu":
         ev.emit(kind, source, cpu_index=int(source[4:]) if source.startswith("vcpu") else 0,
@@ -372,7 +372,7 @@ def _trace_return(ev, cpu: CPUState, r: int) -> None:
     run = cpu.vcpu.kvm_run
     reason = run.exit_reason
     name = KVM_EXIT_NAMES.get(reason, str(reason))
-    if ev.wants("kvm_userspace_exit"):
+    if ev.build("kvm_userspace_exit"):
         if r >= 0 and reason == KVM_EXIT_IO:  # (the common exits: one call, no dict)
             direction, size, port, count, offset = run.io()
             out = direction == KVM_EXIT_IO_OUT
@@ -388,7 +388,7 @@ def _trace_return(ev, cpu: CPUState, r: int) -> None:
                     data=bytes(data[:length]).hex() if is_write else None)
         else:
             _trace_other_return(ev, cpu, r, reason, name)
-    if r >= 0 and ev.wants("kvm_run_exit"):
+    if r >= 0 and ev.build("kvm_run_exit"):
         ev.emit("kvm_run_exit", cpu.thread, cpu_index=cpu.index, reason=reason, name=name)
 
 

@@ -48,7 +48,7 @@ class X86CpuState:
 
 def _trace(s: KvmState, kind: str, cpu: CPUState, **fields: Any) -> None:
     ev = s.events
-    if ev is not None and ev.wants(kind):
+    if ev is not None and ev.build(kind):
         ev.emit(kind, cpu.thread, cpu_index=cpu.index, **fields)
 
 

@@ -287,7 +287,7 @@ class Machine:
 
     def _bql_changed(self, action: str, who: str, holder: str = "", waited: int = 0,
                      held: int = 0) -> None:
-        if self.events is not None and self.events.wants("bql"):
+        if self.events is not None and self.events.build("bql"):
             self.events.emit("bql", who, action=action, holder=holder, waited=waited, held=held)
 
     # -- address spaces (QEMU's address_space_io / address_space_memory) ----------------------
@@ -311,7 +311,7 @@ class Machine:
 
     def _emit_access(self, space: str, addr: int, size: int, is_write: bool, value: int) -> None:
         ev = self.events
-        if ev is not None and ev.wants("device_access"):
+        if ev is not None and ev.build("device_access"):
             dev = self.io.find(addr) if space == "port" else self.mem._region(addr)
             ev.emit("device_access", dev.name if dev else "unclaimed", space=space,
                     address=addr, size=size, is_write=is_write, value=value)

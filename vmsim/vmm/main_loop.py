@@ -165,13 +165,13 @@ def main_loop_wait(loop: MainLoop, resume: str | None = None) -> Generator[Any, 
         woken_by = ", ".join(filter(None, ("fd" if fds else "", "timer" if due else "",
                                            "bh" if loop.bottom_halves else "",
                                            "notify" if loop.notified else ""))) or "poll"
-        if ev is not None and ev.wants("main_loop_wait"):
+        if ev is not None and ev.build("main_loop_wait"):
             ev.emit("main_loop_wait", THREAD, woken_by=woken_by, timers=len(due),
                     fds=len(fds))
         work = 0
         for h in fds:  # glib_pollfds_poll -> the fd's handler
             n = h.read(h.can_read())
-            if ev is not None and ev.wants("qemu_fd_handler"):
+            if ev is not None and ev.build("qemu_fd_handler"):
                 ev.emit("qemu_fd_handler", THREAD, name=h.name, bytes=n)
             work += 1
         while loop.bottom_halves:  # aio_bh_poll
@@ -184,7 +184,7 @@ def main_loop_wait(loop: MainLoop, resume: str | None = None) -> Generator[Any, 
             t.expire_time = None
             if t in loop.timers:
                 loop.timers.remove(t)
-            if ev is not None and ev.wants("qemu_timer"):
+            if ev is not None and ev.build("qemu_timer"):
                 ev.emit("qemu_timer", THREAD, name=t.name, expire_time=now)
             t.cb()
             work += 1
@@ -197,5 +197,5 @@ def main_loop_wait(loop: MainLoop, resume: str | None = None) -> Generator[Any, 
 
 
 def _thread(m: Machine, state: str, detail: str) -> None:
-    if m.events is not None and m.events.wants("thread"):
+    if m.events is not None and m.events.build("thread"):
         m.events.emit("thread", THREAD, state=state, detail=detail)

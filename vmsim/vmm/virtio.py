@@ -500,5 +500,5 @@ class VirtIODevice:
 
     def _trace(self, kind: str, **fields: Any) -> None:
         ev = self.events
-        if ev is not None and ev.wants(kind):
+        if ev is not None and ev.build(kind):
             ev.emit(kind, self.source, **fields)

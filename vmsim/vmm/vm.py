@@ -75,7 +75,7 @@ def _finished() -> Generator[Any, None, None]:
 
 
 def _thread_state(m: Machine, thread: str, state: str, detail: str) -> None:
-    if m.events is not None and m.events.wants("thread"):
+    if m.events is not None and m.events.build("thread"):
         m.events.emit("thread", thread, state=state, detail=detail)
 
 
@@ -124,7 +124,7 @@ def qemu_cpu_stop(s: KvmState, cpu: CPUState) -> None:
     """qemu_cpu_stop: the vCPU has stopped (qemu_pause_cond tells pause_all_vcpus)."""
     cpu.stop, cpu.stopped = False, True
     ev = s.events
-    if ev is not None and ev.wants("qemu_cpu_stop"):
+    if ev is not None and ev.build("qemu_cpu_stop"):
         ev.emit("qemu_cpu_stop", cpu.thread, cpu_index=cpu.index)
 
 
@@ -134,7 +134,7 @@ def qemu_cpu_kick(s: KvmState, cpu: CPUState, why: str) -> None:
     in userspace QEMU's handler sets kvm_run.immediate_exit, so the next KVM_RUN returns
     at once."""
     ev = s.events
-    if ev is not None and ev.wants("qemu_cpu_kick"):
+    if ev is not None and ev.build("qemu_cpu_kick"):
         ev.emit("qemu_cpu_kick", cpu.thread, cpu_index=cpu.index, why=why)
     if cpu.thread_kicked:
         return

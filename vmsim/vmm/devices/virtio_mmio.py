@@ -132,7 +132,7 @@ class VirtIOMMIOProxy:
     def read(self, offset: int, size: int) -> int:
         value = self._read(offset, size)
         ev = self.events
-        if ev is not None and ev.wants("virtio_mmio_read"):
+        if ev is not None and ev.build("virtio_mmio_read"):
             ev.emit("virtio_mmio_read", self.name, offset=offset, size=size, value=value,
                     register=REGISTER_NAMES.get(offset, "config" if offset >= 0x100 else "?"))
         return value
@@ -180,7 +180,7 @@ class VirtIOMMIOProxy:
 
     def write(self, offset: int, size: int, value: int) -> None:
         ev = self.events
-        if ev is not None and ev.wants("virtio_mmio_write_offset"):
+        if ev is not None and ev.build("virtio_mmio_write_offset"):
             ev.emit("virtio_mmio_write_offset", self.name, offset=offset, value=value, size=size,
                     register=REGISTER_NAMES.get(offset, "config" if offset >= 0x100 else "?"))
         vdev = self.vdev
@@ -266,7 +266,7 @@ class VirtIOMMIOProxy:
             return
         level = 1 if vdev.isr else 0
         ev = self.events
-        if ev is not None and ev.wants("virtio_mmio_setting_irq"):
+        if ev is not None and ev.build("virtio_mmio_setting_irq"):
             ev.emit("virtio_mmio_setting_irq", self.name, level=level, irq=self.irq_line)
         self.level = level
         self._irq(level)
