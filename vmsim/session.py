@@ -724,37 +724,33 @@ class Session:
             hw = self.cpus
             until = None if instructions is None else start + instructions
 
-            def go_on() -> bool:
-                # The checks below, between two steps that pass in place (vm.passing).
-                if hit or (addresses and cpu.eip in addresses
-                           and (cpu.eip, cpu.icount) != origin):
-                    return False
+            def stop() -> Outcome | None:
+                """Why the slice ends here (None: it goes on), asked between two steps,
+                those handed back and those passed in place (vm.passing)."""
+                if hit:
+                    return Outcome(False, breakpoint=hit[0], reason="breakpoint")
+                if addresses and cpu.eip in addresses and (cpu.eip, cpu.icount) != origin:
+                    return Outcome(False, breakpoint=f"address {cpu.eip:#x}",
+                                   reason="breakpoint")
                 if until is not None:
                     work = 0
                     for c in hw:  # (self._work())
                         work += c.icount + c.deliveries
                     if work >= until:
-                        return False
-                return deadline is None or perf_counter() < deadline
+                        return Outcome(False, reason="instructions")
+                if deadline is not None and perf_counter() >= deadline:
+                    return Outcome(False, reason="time")
+                return None
 
-            steps = 0
-            with self.vm.passing(go_on):
+            with self.vm.passing(stop):
                 while True:
                     if m.stop_requested or self.vm.budget_ended():
                         return self._finish_vm()
                     if not self.vm.step():
                         return self._finish_vm()
-                    if hit:
-                        return Outcome(False, breakpoint=hit[0], reason="breakpoint")
-                    if addresses and cpu.eip in addresses and (cpu.eip, cpu.icount) != origin:
-                        return Outcome(False, breakpoint=f"address {cpu.eip:#x}",
-                                       reason="breakpoint")
-                    if instructions is not None and self._work() - start >= instructions:
-                        return Outcome(False, reason="instructions")
-                    steps += 1
-                    if deadline is not None and (steps & 7 == 0 or batch > 1) \
-                            and perf_counter() >= deadline:
-                        return Outcome(False, reason="time")
+                    why = stop()
+                    if why is not None:
+                        return why
         finally:
             if unsubscribe is not None:
                 unsubscribe()

@@ -496,21 +496,22 @@ class VirtualMachine:
         return True
 
     @contextmanager
-    def passing(self, go_on: Callable[[], bool] | None = None) -> Iterator[None]:
+    def passing(self, stop: Callable[[], object] | None = None) -> Iterator[None]:
         """While the caller steps the VM back to back: a vCPU's next step may pass in place
-        (Scheduler.pass_time) while the run goes on (_goes_on) and `go_on` (the caller's
-        own checks between two steps) allows it; each such step ends as a step does
-        (_passed). Nothing passes where an after_step hook cannot be told of it."""
+        (Scheduler.pass_time) while the run goes on (_goes_on) and `stop` (the caller's
+        own checks between two steps: why it would stop there, None to go on) gives
+        None; each such step ends as a step does (_passed). Nothing passes where an
+        after_step hook cannot be told of it."""
         sched = self.sched
         if self.after_step is not None and not self.records_passes:
             yield
             return
         goes_on = self._goes_on
-        if go_on is None:
+        if stop is None:
             in_place = goes_on
         else:
             def in_place() -> bool:
-                return goes_on() and go_on()
+                return goes_on() and stop() is None
         sched.in_place = in_place
         if self.after_step is not None:
             sched.on_pass = self._passed
