@@ -1,12 +1,12 @@
 """Time passed in place is the schedule the scheduler makes (Scheduler.pass_time).
 
-VirtualMachine.run without a history lets a vCPU that the scheduler would resume at once
-pass the cycles of its next yield in place, without handing the step back. The oracle is
-the same run stepped the long way (an after_step hook, as a Session's history sets,
-turns passing in place off): every event with its number and virtual time, the serial
-output, RAM, registers, VMCS fields and each simulated thread's clock must be the same,
-on guests where other threads are woken, timers fire, vCPUs interleave and a budget
-stops the run in the middle.
+VirtualMachine.run lets a vCPU that the scheduler would resume at once pass the cycles of
+its next yield in place, without handing the step back. The oracle is the same run
+stepped the long way (an after_step hook that cannot be told of passed steps turns
+passing in place off; the history's can: tests/stack/test_pass_time_history.py): every
+event with its number and virtual time, the serial output, RAM, registers, VMCS fields
+and each simulated thread's clock must be the same, on guests where other threads are
+woken, timers fire, vCPUs interleave and a budget stops the run in the middle.
 """
 
 from __future__ import annotations
