@@ -61,12 +61,20 @@ def test_mute_silences_counting_unless_kept() -> None:
 # Guests whose events go through EventStream.build's counting (the history counts every
 # VM-level kind, builds none but the exits): serial I/O, the emulator on MMIO, CR3 loads
 # and page faults under shadow paging, QEMU's timers and main loop, kicks between vCPUs.
-NUMBERING = {
-    "hello": ("sample_guests/hello.asm", {}, "ept"),
-    "mmio_loop": ("benchmarks/guests/mmio_loop.asm", {}, "ept"),
-    "address_spaces-shadow": ("sample_guests/address_spaces.asm", {}, "shadow"),
-    "timer-userspace": ("sample_guests/timer.asm", {"irqchip": "userspace"}, "ept"),
-    "smp4": ("sample_guests/smp.asm", {"smp": 4}, "ept"),
+NUMBERING = {  # name: (guest, machine options, paging, instructions run)
+    "hello": ("sample_guests/hello.asm", {}, "ept", 3000),
+    "mmio_loop": ("benchmarks/guests/mmio_loop.asm", {}, "ept", 3000),
+    "address_spaces-shadow": ("sample_guests/address_spaces.asm", {}, "shadow", 3000),
+    "smp4": ("sample_guests/smp.asm", {"smp": 4}, "ept", 3000),
+    "paging-shadow": ("sample_guests/paging.asm", {}, "shadow", 3000),
+    # Injection, halts and wake-ups, host timers, QEMU's PIC and IRQ lines, interrupt
+    # windows; exceptions and MSRs; CPUID; hypercalls.
+    "timer-kernel": ("sample_guests/timer.asm", {}, "ept", 20_000),
+    "timer-userspace": ("sample_guests/timer.asm", {"irqchip": "userspace"}, "ept", 20_000),
+    "apic2": ("sample_guests/apic.asm", {"smp": 2}, "ept", 20_000),
+    "exceptions-shadow": ("sample_guests/exceptions.asm", {}, "shadow", 20_000),
+    "cpuid": ("sample_guests/cpuid.asm", {}, "ept", 3000),
+    "hypercall": ("sample_guests/hypercall.asm", {}, "ept", 3000),
 }
 
 
@@ -74,7 +82,7 @@ NUMBERING = {
 def test_history_numbers_events_as_a_listener_of_its_kinds_did(case: str) -> None:
     """The history used to hear every event of HISTORY_KINDS: the numbers a front end
     sees, the history's event counts and a step back's replay check must be as then."""
-    guest, opts, paging = NUMBERING[case]
+    guest, opts, paging, instructions = NUMBERING[case]
 
     def run(history: bool) -> tuple[list[tuple], int]:
         events = EventStream()
@@ -88,7 +96,7 @@ def test_history_numbers_events_as_a_listener_of_its_kinds_did(case: str) -> Non
                          ["kvm_exit"])
         s = Session(str(ROOT / guest), config=MachineConfig(**opts), paging=paging,
                     events=events, history=history)
-        s.run_for(None, instructions=3000)
+        s.run_for(None, instructions=instructions)
         if history:
             h = s.history
             assert h.nev > 0

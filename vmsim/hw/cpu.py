@@ -790,7 +790,7 @@ class Cpu:
         self._drop_frame_blocks(frame)
         self.smc_flag[0] = 1  # a running block stops after this store
         self._uncode((frame,))
-        if self.events is not None and self.events.wants("smc"):
+        if self.events is not None and self.events.build("smc"):
             self.events.emit("smc", self.name, frame=frame << PAGE_SHIFT)
 
     def fetch_bytes(self, eip: int, count: int = 15) -> tuple[bytes, list[int]]:
@@ -1388,7 +1388,7 @@ class Cpu:
         # exit indirectly leaves no blocking by STI or by MOV SS).
         self.shadow_bits = 0
         while True:
-            if self.events is not None and self.events.wants("exception"):
+            if self.events is not None and self.events.build("exception"):
                 self.events.emit("exception", self.name, vector=vector, name=X.name(vector),
                                  error_code=error_code, eip=self.eip)
             if vector == X.PF and cr2 is not None:

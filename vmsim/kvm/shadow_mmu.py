@@ -297,7 +297,7 @@ class ShadowMmu:
                 self._set_spte(addr, 0)
         v.cpu.mmu.flush(scope="pte write")
         ev = v.events
-        if ev is not None and ev.wants("pte_write"):
+        if ev is not None and ev.build("pte_write"):
             ev.emit("pte_write", v.name, gpa=gpa, gfn=gfn, index=index)
 
     # -- INVLPG, CR3 --------------------------------------------------------------------------------

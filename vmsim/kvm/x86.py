@@ -183,7 +183,7 @@ def vcpu_block(v: SimVcpu, resume: bool = False) -> Generator[Any, None, int]:
     ev = v.events
     clock = v.vm.kvm.clock
     if not resume:
-        if ev is not None and ev.wants("kvm_vcpu_block"):
+        if ev is not None and ev.build("kvm_vcpu_block"):
             ev.emit("kvm_vcpu_block", v.name, vcpu_id=v.vcpu_id)
         v.block_start = clock.now if clock is not None else 0
         v.mode = "blocked"
@@ -196,7 +196,7 @@ def vcpu_block(v: SimVcpu, resume: bool = False) -> Generator[Any, None, int]:
     woke = kvm_vcpu_has_events(v)
     if v.lapic is not None:
         kvm_apic_accept_events(v)  # an INIT or SIPI that woke it
-    if ev is not None and ev.wants("kvm_vcpu_wakeup"):
+    if ev is not None and ev.build("kvm_vcpu_wakeup"):
         now = clock.now if clock is not None else 0
         ev.emit("kvm_vcpu_wakeup", v.name, ns=(now - start) * 1_000_000_000 // NOMINAL_HZ,
                 waited=True, valid=woke)
@@ -265,7 +265,7 @@ def enable_irq_window(v: SimVcpu) -> None:
         return
     v.vmcs.write(F.CPU_BASED_VM_EXEC_CONTROL, ctl | CPU_BASED_INTR_WINDOW_EXITING)
     ev = v.events
-    if ev is not None and ev.wants("kvm_irq_window"):
+    if ev is not None and ev.build("kvm_irq_window"):
         ev.emit("kvm_irq_window", v.name, vcpu_id=v.vcpu_id, enable=True)
 
 
@@ -274,7 +274,7 @@ def handle_interrupt_window(v: SimVcpu) -> int:
     ctl = v.vmcs.read(F.CPU_BASED_VM_EXEC_CONTROL)
     v.vmcs.write(F.CPU_BASED_VM_EXEC_CONTROL, ctl & ~CPU_BASED_INTR_WINDOW_EXITING)
     ev = v.events
-    if ev is not None and ev.wants("kvm_irq_window"):
+    if ev is not None and ev.build("kvm_irq_window"):
         ev.emit("kvm_irq_window", v.name, vcpu_id=v.vcpu_id, enable=False)
     v.requests.add("event")
     if v.vm.irqchip is None and v.kvm_run.request_interrupt_window and not kvm_cpu_has_interrupt(v):
@@ -346,7 +346,7 @@ def _prepare_entry(v: SimVcpu) -> int | None:
         reason = v.vmcs.read(F.VM_INSTRUCTION_ERROR if vmx.entry_fail_valid
                              else F.VM_EXIT_REASON)
         v.fail_entry_detail = vmx.entry_failure
-        if ev is not None and ev.wants("vmentry_failed"):
+        if ev is not None and ev.build("vmentry_failed"):
             ev.emit("vmentry_failed", v.name, reason=reason, check=vmx.entry_failure)
         run.set_fail_entry(reason, v.vcpu_id)
         run.exit_reason = KVM_EXIT_FAIL_ENTRY
@@ -686,7 +686,7 @@ def kvm_emulate_cpuid(v: SimVcpu) -> int:
     function, index = r[0], r[1]
     a, b, c, d = kvm_cpuid(v, function, index)
     ev = v.events
-    if ev is not None and ev.wants("kvm_cpuid"):
+    if ev is not None and ev.build("kvm_cpuid"):
         t = v.cpuid_entries
         found = (function, index) in t or (function, 0) in t
         top = t.get((0, 0), (0, 0, 0, 0))[0]
@@ -723,7 +723,7 @@ def kvm_emulate_hypercall(v: SimVcpu) -> int:
     nr = r[0]
     ret = _HYPERCALL_RESULTS.get(nr, -KVM_ENOSYS)
     ev = v.events
-    if ev is not None and ev.wants("kvm_hypercall"):
+    if ev is not None and ev.build("kvm_hypercall"):
         ev.emit("kvm_hypercall", v.name, nr=nr, a0=r[3], a1=r[1], a2=r[2], a3=r[6], ret=ret)
     r[0] = ret & 0xFFFFFFFF  # a 32-bit guest sees the low half
     return kvm_skip_emulated_instruction(v)
@@ -757,7 +757,7 @@ def kvm_emulate_wrmsr(v: SimVcpu) -> int:
 
 def _trace_msr(v: SimVcpu, write: int, ecx: int, data: int, exception: bool) -> None:
     ev = v.events
-    if ev is not None and ev.wants("kvm_msr"):
+    if ev is not None and ev.build("kvm_msr"):
         ev.emit("kvm_msr", v.name, write=write, ecx=ecx, data=data, exception=exception)
 
 
@@ -822,12 +822,12 @@ def trace_inj(v: SimVcpu, ev) -> None:
     if info == reinjected and kind != 0:
         return
     if kind in (0, 4):  # external interrupt, software interrupt (INT n)
-        if ev.wants("kvm_inj_virq"):
+        if ev.build("kvm_inj_virq"):
             # vmx_inject_irq(vcpu, reinjected): an interrupt whose delivery an exit cut
             # short goes in again, traced as such.
             ev.emit("kvm_inj_virq", v.name, irq=vector, soft=kind == 4,
                     reinjected=info == reinjected)
-    elif ev.wants("kvm_inj_exception"):
+    elif ev.build("kvm_inj_exception"):
         has_error = bool(info & INTR_INFO_DELIVER_CODE_MASK)
         ev.emit("kvm_inj_exception", v.name, exception=vector, name=X.name(vector),
                 has_error=has_error,

@@ -299,15 +299,15 @@ def kvm_arch_pre_run(s: KvmState, cpu: CPUState) -> Generator[Any, None, None]:
         irq = m.pic.read_irq() if m.pic is not None else -1  # cpu_get_pic_interrupt
         if irq >= 0:
             ev = s.events
-            if ev is not None and ev.wants("pic_interrupt"):
+            if ev is not None and ev.build("pic_interrupt"):
                 ev.emit("pic_interrupt", "i8259", irq=_pic_irq_of(m.pic, irq), intno=irq)
             s.ioctl("KVM_INTERRUPT", cpu.vcpu.interrupt, irq, vcpu=cpu.thread, fd="vcpu",
                     detail=f"irq {irq}")
             injected = irq
     run.request_interrupt_window = 1 if cpu.interrupt_request & CPU_INTERRUPT_HARD else 0
     ev = s.events
-    if ev is not None and ev.wants("kvm_arch_pre_run") and (
-            injected >= 0 or run.request_interrupt_window):
+    if ev is not None and (injected >= 0 or run.request_interrupt_window) \
+            and ev.build("kvm_arch_pre_run"):
         ev.emit("kvm_arch_pre_run", cpu.thread, cpu_index=cpu.index, injected=injected,
                 request_interrupt_window=run.request_interrupt_window)
     m.bql_unlock(cpu.thread)

@@ -170,7 +170,7 @@ class Machine:
             return  # QEMU's irq handlers see every call; only changes matter to an edge PIC
         self.irq_levels[irq] = level
         ev = self.events
-        if ev is not None and ev.wants("qemu_set_irq"):
+        if ev is not None and ev.build("qemu_set_irq"):
             ev.emit("qemu_set_irq", "isa", line="gsi", irq=irq, level=level)
         if self.gsi_handler is not None:
             self.gsi_handler(irq, level)

@@ -219,7 +219,7 @@ class VirtualMachine:
 
             def on_timer(timer) -> None:
                 ev.time = self.sched.now
-                if ev.wants("host_timer"):
+                if ev.build("host_timer"):
                     ev.emit("host_timer", "kvm", name=timer.name, cpu="host")
             self.sched.on_timer = on_timer
         if hasattr(kvm, "use_clock"):
