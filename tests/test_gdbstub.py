@@ -228,8 +228,12 @@ def test_ctrl_c_interrupts_a_running_guest(stub_client, tmp_path: Path):
     c.raw(b"\x03")
     assert c.reply() == "T02thread:01;"
     eip = int.from_bytes(bytes.fromhex(c.packet("p8")), "little")
-    assert eip == assemble(SPIN).symbols["spin"]
-    assert c.packet("s") == "T05thread:01;"  # jmp $: one step lands where it was
+    spin_at = assemble(SPIN).symbols["spin"]
+    # Wherever the guest was: the loop, or (a busy machine spent the first slice's wall
+    # time before the guest's first instruction) the entry, the interrupt taken before it.
+    assert eip in (0x100000, spin_at)
+    assert c.packet("s") == "T05thread:01;"  # one step: into the loop, or round it
+    assert int.from_bytes(bytes.fromhex(c.packet("p8")), "little") == spin_at
     c.raw(frame(b"c") + b"\x03")  # the interrupt in the same segment as the packet
     assert c.read_byte() == b"+"
     assert c.reply() == "T02thread:01;"
