@@ -122,3 +122,22 @@ def test_passing_time_in_place_changes_nothing(case: str, tmp_path: Path) -> Non
         fired = sum('"kind": "qemu_timer"' in e or '"kind": "kvm_pic_set_irq"' in e
                     for e in slow)
         assert fired > (10 if "userspace" in case else 0)
+
+
+def test_nested_passing_gives_the_outer_rule_back(tmp_path: Path) -> None:
+    """run_for finishes a VM with run(): its passing() nests in run_for's. When the inner
+    one ends, the outer one's rule (its own stop checks) and its hook must hold again."""
+    s = Session(str(SAMPLES / "hello.asm"), "sim", MachineConfig(), history=True)
+    vm, sched = s.vm, s.vm.sched
+    stops: list[int] = []
+    try:
+        with vm.passing(lambda: stops.append(1)):
+            outer = sched.in_place, sched.on_pass
+            assert outer[0] is not None and outer[1] is not None
+            with vm.passing():
+                assert sched.in_place is not outer[0]
+            assert (sched.in_place, sched.on_pass) == outer
+            assert sched.in_place() is True and stops == [1]  # the outer stop is asked
+        assert sched.in_place is None and sched.on_pass is None
+    finally:
+        s.machine.close()

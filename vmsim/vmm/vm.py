@@ -487,13 +487,17 @@ class VirtualMachine:
     def _goes_on(self) -> bool:
         """What run() and _step ask between two steps of a vCPU that stays runnable: the
         run goes on (Scheduler.pass_time)."""
-        if self.machine.stop_requested:
-            return False
-        for c in self.cpus:  # (and budget_ended(), inline)
+        return not self.machine.stop_requested and not self._ended(True)
+
+    def _ended(self, host_halted: bool) -> bool:
+        """A vCPU's budget is spent (its instruction limit, or no progress), or, if
+        `host_halted`, the host holds one halted. Asked at every scheduler step."""
+        for c in self.cpus:
             v = c.vcpu
-            if c.host_halted or getattr(v, "limit_reached", False) or getattr(v, "stuck", ""):
-                return False
-        return True
+            if (host_halted and c.host_halted) or getattr(v, "limit_reached", False) \
+                    or getattr(v, "stuck", ""):
+                return True
+        return False
 
     @contextmanager
     def passing(self, stop: Callable[[], object] | None = None) -> Iterator[None]:
@@ -501,11 +505,13 @@ class VirtualMachine:
         (Scheduler.pass_time) while the run goes on (_goes_on) and `stop` (the caller's
         own checks between two steps: why it would stop there, None to go on) gives
         None; each such step ends as a step does (_passed). Nothing passes where an
-        after_step hook cannot be told of it."""
+        after_step hook cannot be told of it. Contexts nest (run_for finishing the VM
+        with run()): the outer one's rule holds again when the inner one ends."""
         sched = self.sched
         if self.after_step is not None and not self.records_passes:
             yield
             return
+        outer = sched.in_place, sched.on_pass
         goes_on = self._goes_on
         if stop is None:
             in_place = goes_on
@@ -513,28 +519,23 @@ class VirtualMachine:
             def in_place() -> bool:
                 return goes_on() and stop() is None
         sched.in_place = in_place
-        if self.after_step is not None:
-            sched.on_pass = self._passed
+        sched.on_pass = None if self.after_step is None else self._passed
         try:
             yield
         finally:
-            sched.in_place = sched.on_pass = None
+            sched.in_place, sched.on_pass = outer
 
     def _passed(self) -> None:
         """A vCPU's step passed in place has ended: what _step and the caller's loop do
-        after a vCPU's step that leaves it runnable."""
+        after a vCPU's step that leaves it runnable (installed only with an after_step
+        hook)."""
         self._idle_from = self.sched.timers_fired
         self._idle_steps = 0
-        if self.after_step is not None:
-            self.after_step()
+        self.after_step()
 
     def budget_ended(self) -> bool:
         """The run's budget is spent: the instruction limit, or no progress."""
-        for c in self.cpus:  # (limit_reached() or stuck(): asked at every scheduler step)
-            v = c.vcpu
-            if getattr(v, "limit_reached", False) or getattr(v, "stuck", ""):
-                return True
-        return False
+        return self._ended(False)
 
     # -- QEMU's stop and cont (vmsim.vmm.cpus) -----------------------------------------------
     def stop(self) -> None:
