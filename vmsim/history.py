@@ -285,7 +285,9 @@ class History:
         self._ck_pos = 0
         self._gap_work = CHECKPOINT_WORK  # (set for the RAM's size by _set_gaps)
         self._gap_steps = CHECKPOINT_STEPS
-        self._cpus: tuple | None = None
+        # The VM, its first vCPU, Session.cpus, the scheduler, the event stream and the
+        # per-step arrays' appends: looked up once per VM and per record (every step).
+        self._rec: tuple | None = None
 
     def _set_gaps(self) -> None:
         """The checkpoints' spacing for the machine's RAM (CHECKPOINT_WORK_PER_PAGE)."""
@@ -331,7 +333,7 @@ class History:
     def wire(self, machine: Machine, vm) -> None:
         vm.after_step = self._after_step
         vm.records_passes = True  # (a step passed in place is a position as any other)
-        self._cpus = None  # (the VM, its first vCPU, Session.cpus: looked up once per VM)
+        self._rec = None
         blk = machine.blk
         if blk is not None:
             write = blk.pwrite
@@ -408,26 +410,27 @@ class History:
             if self.pos in self.edits:
                 self._apply_edits(self.pos)
             return
-        times = self.time
-        pos = self.pos
-        if pos < len(times) - 1:
+        rec = self._rec
+        if rec is None or rec[0] is not vm:
+            rec = self._rec = (vm, vm.cpus[0].vcpu, s.cpus, vm.sched, self._events,
+                               self.batch.append, self.time.append, self.instr.append,
+                               self.seq.append, self.evc.append)
+        _, vcpu, cpus, sched, ev, batch, time, instr_, seq, evc = rec
+        pos = self.pos + 1
+        if pos < len(self.time):
             self._fork()
-        self.pos = pos = pos + 1
-        cpus = self._cpus
-        if cpus is None or cpus[0] is not vm:
-            cpus = self._cpus = (vm, vm.cpus[0].vcpu, s.cpus)
-        self.batch.append(cpus[1].BATCH)
-        times.append(vm.sched.now)
+        self.pos = pos
+        batch(vcpu.BATCH)
+        time(sched.now)
         # Session.instructions and Session._work in one pass over the CPUs (every step).
         instr = deliveries = 0
-        for c in cpus[2]:
+        for c in cpus:
             instr += c.icount
             deliveries += c.deliveries
+        instr_(instr)
+        seq(ev.seq)
+        evc(ev.counted - self._nev_base)  # (nev)
         work = instr + deliveries
-        self.instr.append(instr)
-        ev = self._events
-        self.seq.append(ev.seq)
-        self.evc.append(ev.counted - self._nev_base)  # (nev)
         if ((work - self._ck_work >= self._gap_work or pos - self._ck_pos >= self._gap_steps)
                 and s.outcome is None and vm.at_rebuildable_point()):
             self._checkpoint(work)
