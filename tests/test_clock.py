@@ -342,6 +342,38 @@ def test_mutex_uncontended_takes_no_wait() -> None:
     assert m.contended == 0
 
 
+def test_mutex_try_lock_is_an_uncontended_lock_and_refuses_a_taken_mutex() -> None:
+    """try_lock (the BQL's fast path on every exit to a device) does what lock() does
+    when the mutex is free; held, or with a waiter queued, it takes nothing."""
+    s, m, log = _mutex_world()
+    s2, m2, log2 = _mutex_world()
+    got: list[bool] = []
+
+    def body(mutex, fast: bool):
+        yield 5
+        if fast:
+            got.append(mutex.try_lock("A"))
+        else:
+            yield from mutex.lock("A")
+        yield 3
+        mutex.unlock("A")
+
+    s.spawn("A", body(m, True))
+    s2.spawn("A", body(m2, False))
+    _drain(s)
+    _drain(s2)
+    assert got == [True] and log == log2 and m.since == m2.since == 5
+    assert log[0] == ("lock", "A", {"waited": 0}, 5)
+    # Held: refused, nothing changes (no wait reported, no queue, no contention counted).
+    m.owner = "B"
+    before = (list(log), m.since, m.contended)
+    assert m.try_lock("A") is False
+    assert (log, m.since, m.contended, m.owner, m.waiters) == (*before, "B", [])
+    # Free but with a waiter queued: the waiter is first (no barging).
+    m.owner, m.waiters = None, ["C"]
+    assert m.try_lock("A") is False and m.owner is None
+
+
 def test_mutex_unlock_by_a_thread_that_does_not_hold_it_is_refused() -> None:
     _, m, _ = _mutex_world()
     with pytest.raises(RuntimeError, match="held by None"):

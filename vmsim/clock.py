@@ -349,8 +349,16 @@ class Scheduler:
             if w < when or (w == when and o.order < order):
                 break  # it comes first (_peek_when)
         else:
-            nt = self._next_timer()
-            if (nt is None or nt[0] > when) and self.in_place():
+            # (_next_timer() inline where the heap's top is live: asked at every step)
+            heap = self._timers
+            if not heap or self.timers_stopped:
+                due = None
+            else:
+                due, seq, timer = heap[0]
+                if timer._seq != seq or timer.expire_time != due:
+                    nt = self._next_timer()
+                    due = None if nt is None else nt[0]
+            if (due is None or due > when) and self.in_place():
                 t.steps += 1
                 if self.on_pass is not None:
                     self.on_pass()  # between the two steps: no thread running
@@ -455,6 +463,17 @@ class Mutex:
         self.now = now
         self.contended = 0  # how many lock() calls had to wait
         self.since = 0  # when the owner took it
+
+    def try_lock(self, who: str) -> bool:
+        """Take the lock if it is free (what lock() does without waiting); False: it is
+        not, use lock(). The uncontended case, without a generator to drive."""
+        if self.owner is not None or self.waiters:
+            return False
+        self.owner = who
+        self.since = self.now() if self.now else 0
+        if self.on_change:
+            self.on_change("lock", who, waited=0)
+        return True
 
     def lock(self, who: str) -> Generator[Any, None, None]:
         waited = 0

@@ -218,13 +218,14 @@ def kvm_cpu_exec(s: KvmState, cpu: CPUState, resume: str | None = None
             break
         cpu.eflags_if = bool(run.if_flag)  # kvm_arch_post_run
         cpu.host_halted = False  # (set again below if the watchdog found it halted)
+        reason = run.exit_reason  # (only this vCPU's KVM_RUN writes it)
         if ev is not None:
             # KVM_RUN has returned: kvm.ko's last tracepoint (kvm_userspace_exit), then
             # QEMU's (kvm_run_exit), before anything is dispatched.
-            _trace_return(ev, cpu, r)
+            _trace_return(ev, cpu, r, reason)
         if sched is None or sched.in_place is None or not sched.pass_time(COST_IOCTL):
             yield COST_IOCTL
-        if r == -errno.EINTR or run.exit_reason == KVM_EXIT_INTR:
+        if r == -errno.EINTR or reason == KVM_EXIT_INTR:
             # kvm_eat_signals: the kick is consumed, immediate_exit cleared.
             run.immediate_exit = 0
             cpu.exit_request = False
@@ -234,12 +235,12 @@ def kvm_cpu_exec(s: KvmState, cpu: CPUState, resume: str | None = None
                 m.shutdown_request(stuck)
                 ret = EXCP_SHUTDOWN
             break
-        reason = run.exit_reason
         cpu.last_exit = KVM_EXIT_NAMES.get(reason, str(reason))
         if reason in (KVM_EXIT_IO, KVM_EXIT_MMIO):
             # Device models run under the BQL (prepare_mmio_access takes it for them), and
             # take time with it held: another thread that wants it meanwhile waits.
-            yield from m.bql_lock(cpu.thread)
+            if not m.bql.try_lock(cpu.thread):
+                yield from m.bql_lock(cpu.thread)
             (kvm_handle_io if reason == KVM_EXIT_IO else kvm_handle_mmio)(m, cpu)
             # The device's own work (a virtio-blk request's file I/O) on this thread too.
             cycles = COST_DEVICE_ACCESS + m.take_device_cycles()
@@ -366,11 +367,11 @@ def trace_ioctl(ev, fd: str, source: str, name: str, detail: str) -> None:
 _IOCTL_KINDS = {"system": "kvm_ioctl", "vm": "kvm_vm_ioctl", "vcpu": "kvm_vcpu_ioctl"}
 
 
-def _trace_return(ev, cpu: CPUState, r: int) -> None:
+def _trace_return(ev, cpu: CPUState, r: int, reason: int) -> None:
     """kvm:kvm_userspace_exit with the struct kvm_run fields of the exit (written from
-    kvm_run as userspace sees it, so the same on every backend), then QEMU's kvm_run_exit."""
+    kvm_run as userspace sees it, so the same on every backend; `reason` its exit_reason),
+    then QEMU's kvm_run_exit."""
     run = cpu.vcpu.kvm_run
-    reason = run.exit_reason
     name = KVM_EXIT_NAMES.get(reason, str(reason))
     if ev.build("kvm_userspace_exit"):
         if r >= 0 and reason == KVM_EXIT_IO:  # (the common exits: one call, no dict)
