@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.vmx.harness import AR_CODE, AR_DATA, AR_LDTR, AR_UNUSABLE, Bench
 from vmsim.hw.vmcs import (
@@ -246,3 +248,65 @@ def test_failed_entry_then_fixed_state_launches() -> None:
     b.vmcs.write(F.GUEST_CR4, 0x2000)
     assert b.enter(launch=True), b.vmx.entry_failure
     assert b.vmx.entry_failure == ""
+
+
+# -- the check's memo: a pass is remembered by the values it read (_GUEST_PASS_FIELDS) -------
+
+def _unmemoized(b: Bench) -> str:
+    """check_guest_state as a VMX that has never passed an entry finds it."""
+    vmx = b.vmx
+    saved = vmx._guest_checked, vmx._guest_passed
+    vmx._guest_checked = vmx._guest_passed = None
+    try:
+        return vmx.check_guest_state(b.vmcs)
+    finally:
+        vmx._guest_checked, vmx._guest_passed = saved
+
+
+@pytest.mark.parametrize("change", [c[1] for c in GUEST_STATE_CHECKS + VALID],
+                         ids=[c[0] for c in GUEST_STATE_CHECKS + VALID])
+def test_a_remembered_pass_never_hides_a_change(change: Callable[[Bench], None]) -> None:
+    """After a pass, each breaking change fails and each valid variation passes, with the
+    words a fresh check gives: the memo holds only while what the checks read holds."""
+    b = Bench("hlt")
+    assert b.vmx.check_guest_state(b.vmcs) == ""
+    change(b)
+    assert b.vmx.check_guest_state(b.vmcs) == _unmemoized(b)
+    assert b.vmx.check_guest_state(b.vmcs) == _unmemoized(b)  # (and again, remembered)
+
+
+@pytest.mark.parametrize(("other", "words"), [(fields(VM_ENTRY_INTR_INFO_FIELD=0x80000020),
+                                                "IF must be 1"),
+                                               (fields(GUEST_INTERRUPTIBILITY_INFO=1), "RFLAGS.IF")])
+def test_a_remembered_pass_rereads_rflags_if(other: Callable[[Bench], None], words: str) -> None:
+    """RFLAGS changes at every exit, so only the bits the checks read are remembered: IF,
+    which an external interrupt's injection and STI blocking need, is one."""
+    b = Bench("hlt")
+    b.vmcs.write(F.GUEST_RFLAGS, 0x202)
+    other(b)
+    assert b.vmx.check_guest_state(b.vmcs) == ""
+    b.vmcs.write(F.GUEST_RFLAGS, 0x2 | 0x8D5)  # IF clear; CF PF AF ZF SF OF set: not read
+    assert words in b.vmx.check_guest_state(b.vmcs)
+
+
+# Fields the guest-state checks read, others they must not depend on, and RFLAGS bits
+# either way: written in random order with values near the valid ones.
+_MEMO_FIELDS = [F.GUEST_CR0, F.GUEST_CR4, F.GUEST_RFLAGS, F.VM_ENTRY_INTR_INFO_FIELD,
+                F.GUEST_ACTIVITY_STATE, F.GUEST_INTERRUPTIBILITY_INFO, F.GUEST_CS_AR_BYTES,
+                F.GUEST_SS_AR_BYTES, F.GUEST_SS_SELECTOR, F.GUEST_DS_LIMIT, F.GUEST_TR_AR_BYTES,
+                F.GUEST_LDTR_SELECTOR, F.GUEST_GDTR_LIMIT, F.VMCS_LINK_POINTER,
+                F.SECONDARY_VM_EXEC_CONTROL, F.VM_ENTRY_CONTROLS, F.GUEST_IA32_PAT,
+                F.GUEST_RIP, F.GUEST_RSP, F.GUEST_CS_BASE]
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.sampled_from(_MEMO_FIELDS), st.integers(0, 7),
+                          st.integers(0, 31)), max_size=12))
+def test_remembered_passes_agree_with_fresh_checks(writes: list[tuple[F, int, int]]) -> None:
+    b = Bench("hlt")
+    for field, how, bit in writes:
+        old = b.read(field)
+        value = {0: old ^ (1 << bit), 1: old, 2: 0, 3: old | (1 << bit),
+                 4: old & ~(1 << bit), 5: 0x202, 6: 0x80000020, 7: 1}[how]
+        b.vmcs.write(field, value)
+        assert b.vmx.check_guest_state(b.vmcs) == _unmemoized(b), (field.name, hex(value))

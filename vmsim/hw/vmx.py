@@ -102,6 +102,13 @@ _GUEST_CHECK_FIELDS = (
     F.GUEST_CR0.value, F.VMCS_LINK_POINTER.value,
     *(int(f) for sel, _base, limit, ar in SEGMENTS.values() for f in (sel, limit, ar)),
     F.GUEST_GDTR_LIMIT.value, F.GUEST_IDTR_LIMIT.value)
+# Everything check_guest_state reads: the fields above, those it reads on every entry,
+# and the bits of RFLAGS it looks at (1, 3, 5, IF, 15, VM, 22-63). A pass is a function of
+# these alone: while they are what they were at the last pass, the entry passes again.
+_GUEST_PASS_FIELDS = (*_GUEST_CHECK_FIELDS, F.GUEST_CR4.value,
+                      F.VM_ENTRY_INTR_INFO_FIELD.value, F.GUEST_ACTIVITY_STATE.value,
+                      F.GUEST_INTERRUPTIBILITY_INFO.value)
+_RFLAGS_CHECKED = 0x2 | 0x8 | 0x20 | 0x200 | 0x8000 | 0x20000 | ~0x3FFFFF
 AR_UNUSABLE = 1 << 16
 
 EFER_SCE, EFER_LME, EFER_LMA, EFER_NX = 1 << 0, 1 << 8, 1 << 10, 1 << 11
@@ -257,6 +264,7 @@ class Vmx:
         self._host_cpu: HostCpuState | None = None
         self._host_checked: tuple[int | None, ...] | None = None  # fields that passed
         self._guest_checked: tuple[int | None, ...] | None = None  # (_GUEST_CHECK_FIELDS)
+        self._guest_passed: tuple[int | None, ...] | None = None  # (_GUEST_PASS_FIELDS)
         self._host_values: tuple[int | None, ...] | None = None  # what _host_loaded holds
         # The segment fields the last entry loaded and the registers built from them.
         self._seg_loaded: tuple[tuple[int | None, ...], list[Segment], bool] | None = None
@@ -389,6 +397,17 @@ class Vmx:
 
     def check_guest_state(self, vmcs: Vmcs) -> str:
         """The first failed guest-state check, in words; "" when all pass."""
+        # (a real CPU checks at every entry and finds the same: see _GUEST_PASS_FIELDS)
+        fields = vmcs.fields
+        key = (*map(fields.get, _GUEST_PASS_FIELDS),
+               fields.get(FI.GUEST_RFLAGS, 0) & _RFLAGS_CHECKED)
+        if key == self._guest_passed:
+            return ""
+        msg = self._check_guest_state(vmcs)
+        self._guest_passed = None if msg else key
+        return msg
+
+    def _check_guest_state(self, vmcs: Vmcs) -> str:
         r = vmcs.read
         unrestricted = self._unrestricted(vmcs)
         cr0, cr4 = r(FI.GUEST_CR0), r(FI.GUEST_CR4)

@@ -175,9 +175,10 @@ def kvm_cpu_has_extint(v: SimVcpu) -> bool:
     chip = v.vm.irqchip
     if chip is None:
         return v.pending_external_vector != -1
-    if v.lapic is None or not v.lapic.accept_pic_intr():
+    if v.lapic is None:
         return False
-    return bool(chip.pic.output)
+    # (the PIC's output first: nothing to ask the APIC about while it is low)
+    return bool(chip.pic.output) and v.lapic.accept_pic_intr()
 
 
 def kvm_cpu_get_extint(v: SimVcpu) -> int:

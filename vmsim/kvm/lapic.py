@@ -205,6 +205,9 @@ def kvm_icr_to_lapic_irq(icr_low: int, icr_high: int) -> KvmLapicIrq:
     )
 
 
+_ISR_AT, _IRR_AT = APIC_ISR >> 4, APIC_IRR >> 4  # their first words in KvmLapic.regs
+
+
 def _find_highest_vector(words: list[int]) -> int:
     """apic_find_highest_vector over 8 words of a 256-bit register (IRR, ISR, TMR)."""
     if not any(words):  # (the common case, asked at every VM entry: nothing pending)
@@ -462,10 +465,11 @@ class KvmLapic:
     def _apic_update_ppr(self) -> int:
         """__apic_update_ppr (SDM 11.8.3.1): PPR = TPR if TPR[7:4] >= ISRV[7:4],
         else ISRV[7:4] << 4, where ISRV is the highest vector in service."""
-        tpr = self.get_reg(APIC_TASKPRI)
-        isrv = max(_find_highest_vector(self._vectors(APIC_ISR)), 0)
+        regs = self.regs  # (kvm_lapic_get_reg/set_reg and _vectors inline: every VM entry)
+        tpr = regs[APIC_TASKPRI >> 4]
+        isrv = max(_find_highest_vector(regs[_ISR_AT:_ISR_AT + APIC_ISR_NR]), 0)
         ppr = tpr & 0xFF if (tpr & 0xF0) >= (isrv & 0xF0) else isrv & 0xF0
-        self.set_reg(APIC_PROCPRI, ppr)
+        regs[APIC_PROCPRI >> 4] = ppr
         return ppr
 
     def _apic_set_tpr(self, tpr: int) -> None:
@@ -473,7 +477,7 @@ class KvmLapic:
         self._apic_update_ppr()
 
     def _apic_has_interrupt_for_ppr(self, ppr: int) -> int:
-        highest_irr = _find_highest_vector(self._vectors(APIC_IRR))
+        highest_irr = _find_highest_vector(self.regs[_IRR_AT:_IRR_AT + APIC_ISR_NR])
         # SDM 11.8.3.1: only a priority class above the PPR's is delivered.
         if highest_irr == -1 or (highest_irr & 0xF0) <= ppr:
             return -1
@@ -486,7 +490,7 @@ class KvmLapic:
         APIC accepts no new fixed interrupts, but as SDM 11.4.7.2 says, what is already
         in the IRR is held and still delivered; KVM does the same.
         """
-        if not self.hw_enabled:
+        if not self.apic_base & MSR_IA32_APICBASE_ENABLE:  # (not self.hw_enabled)
             return -1
         return self._apic_has_interrupt_for_ppr(self._apic_update_ppr())
 
