@@ -229,6 +229,27 @@ def test_tpr_priority_class_blocks_lower_vectors() -> None:
     assert a.read(APIC_TASKPRI, 4) == 0xFF and a.has_interrupt() == -1
 
 
+@pytest.mark.parametrize(("in_service", "requested", "ppr"),
+                         [(None, None, 0x37), (0x51, None, 0x50), (None, 0x61, 0x37),
+                          (0x21, 0x61, 0x37), (0x51, 0x61, 0x50)])
+def test_has_interrupt_recomputes_ppr(in_service: int | None, requested: int | None,
+                                      ppr: int) -> None:
+    """kvm_apic_has_interrupt runs __apic_update_ppr first (at every VM entry), whatever
+    the IRR and ISR hold: PPR = TPR if TPR[7:4] >= ISRV[7:4], else ISRV[7:4] << 4. Here
+    the registers are set behind the APIC's back (TPR 0x37, PPR stale) to see it done."""
+    a = enabled(make())
+    if in_service is not None:
+        a.accept_irq(APIC_DM_FIXED, in_service, 1, 0)
+        assert a.get_interrupt() == in_service
+    if requested is not None:
+        a.accept_irq(APIC_DM_FIXED, requested, 1, 0)
+    a.regs[APIC_TASKPRI >> 4] = 0x37
+    a.regs[APIC_PROCPRI >> 4] = 0xEE
+    want = requested if requested is not None and (requested & 0xF0) > ppr else -1
+    assert a.has_interrupt() == want
+    assert a.regs[APIC_PROCPRI >> 4] == ppr  # (an MMIO read of PPR would update it itself)
+
+
 def test_get_interrupt_moves_irr_to_isr_and_eoi_clears_it() -> None:
     """SDM 11.8.4: acceptance moves the highest IRR bit to the ISR and raises PPR to its
     class; a write to EOI clears the highest ISR bit (apic_set_eoi, traced kvm_eoi)."""

@@ -290,15 +290,15 @@ class Vmx:
         """The first failed check on the VM-execution and VM-entry control fields that vmsim
         models (SDM "Checks on VM-Execution Control Fields", "Checks on VM-Entry Control
         Fields"); "" when all pass. A failure is VMfailValid with VM-instruction error 7."""
-        r = vmcs.read
-        ctl = r(FI.CPU_BASED_VM_EXEC_CONTROL)
-        secondary = r(FI.SECONDARY_VM_EXEC_CONTROL) if ctl & CPU_BASED_ACTIVATE_SECONDARY_CONTROLS \
+        get = vmcs.fields.get  # (VMREAD of these full-width fields: get(field, 0), at every entry)
+        ctl = get(FI.CPU_BASED_VM_EXEC_CONTROL, 0)
+        secondary = get(FI.SECONDARY_VM_EXEC_CONTROL, 0) if ctl & CPU_BASED_ACTIVATE_SECONDARY_CONTROLS \
             else 0
         if secondary & SECONDARY_EXEC_UNRESTRICTED_GUEST and not secondary & SECONDARY_EXEC_ENABLE_EPT:
             return "unrestricted guest requires enable EPT"
-        if r(FI.CR3_TARGET_COUNT) > 4:
-            return f"CR3_TARGET_COUNT {r(FI.CR3_TARGET_COUNT)} exceeds 4 (IA32_VMX_MISC)"
-        info = r(FI.VM_ENTRY_INTR_INFO_FIELD)
+        if get(FI.CR3_TARGET_COUNT, 0) > 4:
+            return f"CR3_TARGET_COUNT {get(FI.CR3_TARGET_COUNT, 0)} exceeds 4 (IA32_VMX_MISC)"
+        info = get(FI.VM_ENTRY_INTR_INFO_FIELD, 0)
         if not info & INTR_INFO_VALID_MASK:
             return ""
         vector, kind = info & 0xFF, (info >> 8) & 7
@@ -309,17 +309,17 @@ class Vmx:
             return f"{label}: an NMI must have vector 2"
         if kind == 3 and vector > 31:
             return f"{label}: a hardware exception must have a vector 0-31"
-        protected = bool(r(FI.GUEST_CR0) & 1) or not self._unrestricted(vmcs)
+        protected = bool(get(FI.GUEST_CR0, 0) & 1) or not self._unrestricted(vmcs)
         wants_code = protected and kind == 3 and vector in X.HAS_ERROR_CODE
         if bool(info & INTR_INFO_DELIVER_CODE_MASK) != wants_code:
             return (f"{label}: deliver-error-code must be {int(wants_code)} for type {kind} "
                     f"vector {vector}{'' if protected else ' in real mode'}")
         if info & 0x7FFFF000:
             return f"{label}: reserved bits 30:12 must be 0"
-        if info & INTR_INFO_DELIVER_CODE_MASK and r(FI.VM_ENTRY_EXCEPTION_ERROR_CODE) & 0xFFFF8000:
+        if info & INTR_INFO_DELIVER_CODE_MASK and get(FI.VM_ENTRY_EXCEPTION_ERROR_CODE, 0) & 0xFFFF8000:
             return "VM_ENTRY_EXCEPTION_ERROR_CODE bits 31:15 must be 0"
-        if kind in (4, 5, 6) and not 1 <= r(FI.VM_ENTRY_INSTRUCTION_LEN) <= 15:
-            return (f"VM_ENTRY_INSTRUCTION_LEN {r(FI.VM_ENTRY_INSTRUCTION_LEN)} must be 1-15 "
+        if kind in (4, 5, 6) and not 1 <= get(FI.VM_ENTRY_INSTRUCTION_LEN, 0) <= 15:
+            return (f"VM_ENTRY_INSTRUCTION_LEN {get(FI.VM_ENTRY_INSTRUCTION_LEN, 0)} must be 1-15 "
                     "for a software interrupt or exception")
         return ""
 
@@ -711,10 +711,11 @@ class Vmx:
 
     def ept_in_use(self, vmcs: Vmcs) -> Ept | None:
         """The EPT walker for this VMCS's EPTP, when "enable EPT" is set."""
-        if not (vmcs.read(FI.CPU_BASED_VM_EXEC_CONTROL) & CPU_BASED_ACTIVATE_SECONDARY_CONTROLS
-                and vmcs.read(FI.SECONDARY_VM_EXEC_CONTROL) & SECONDARY_EXEC_ENABLE_EPT):
+        get = vmcs.fields.get  # (VMREAD: get(field, 0), at every entry)
+        if not (get(FI.CPU_BASED_VM_EXEC_CONTROL, 0) & CPU_BASED_ACTIVATE_SECONDARY_CONTROLS
+                and get(FI.SECONDARY_VM_EXEC_CONTROL, 0) & SECONDARY_EXEC_ENABLE_EPT):
             return None
-        eptp = vmcs.read(FI.EPT_POINTER)
+        eptp = get(FI.EPT_POINTER, 0)
         if self._ept is None or self._ept.eptp != eptp:
             self._ept = Ept(self.host, eptp)
         return self._ept

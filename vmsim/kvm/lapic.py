@@ -492,6 +492,13 @@ class KvmLapic:
         """
         if not self.apic_base & MSR_IA32_APICBASE_ENABLE:  # (not self.hw_enabled)
             return -1
+        regs = self.regs
+        if not any(regs[_ISR_AT:_ISR_AT + APIC_ISR_NR]) \
+                and not any(regs[_IRR_AT:_IRR_AT + APIC_ISR_NR]):
+            # Nothing in service, nothing requested (every VM entry of most guests): the
+            # PPR is the TPR (_apic_update_ppr with no ISRV), and no vector.
+            regs[APIC_PROCPRI >> 4] = regs[APIC_TASKPRI >> 4] & 0xFF
+            return -1
         return self._apic_has_interrupt_for_ppr(self._apic_update_ppr())
 
     def get_interrupt(self) -> int:
