@@ -228,6 +228,36 @@ def test_event_lines_are_what_json_dumps_writes(events: list, seq0: int, time: o
     assert out.getvalue() == "".join(expected)
 
 
+def test_remembered_event_texts_are_bounded_and_stay_right(monkeypatch) -> None:
+    """The texts of events seen before are kept over all kinds and sources up to a budget
+    (trace._KNOWN_LINES), then dropped: a loop whose values come round again after more
+    than the budget is still written exactly, and no more texts than the budget are kept.
+    Values that compare equal but are written differently (True and 1, 1 and 1.0) never
+    share a text."""
+    import io
+    from types import MappingProxyType
+
+    from vmsim import trace
+    from vmsim.events import CATALOGUE, Event, EventStream
+    from vmsim.trace import TraceWriter
+
+    monkeypatch.setattr(trace, "_KNOWN_LINES", 5)
+    out = io.StringIO()
+    writer = TraceWriter(EventStream(), out, "vm")
+    expected = []
+    values = [0, 1, True, 1.0, 2, False, None, "1", 3]
+    for i in range(60):
+        kind = ("kvm_pio", "bql")[i % 2]
+        ev = Event(i + 1, 10 * i, CATALOGUE[kind].layer, "vcpu0", kind,
+                   MappingProxyType({"val": values[i % len(values)], "port": 0x3F8}))
+        writer._write(ev)
+        expected.append(json.dumps(ev.to_dict(), separators=(",", ":")) + "\n")
+        kept = sum(len(f.known) for f in writer._formats.values() if f and f.known)
+        assert kept <= 5
+    writer.close()
+    assert out.getvalue() == "".join(expected)
+
+
 def test_lines_are_written_in_order_and_all_of_them_by_close() -> None:
     """Event lines are queued and written a few dozen at a time: each still follows the
     instructions run before it, and close() writes the rest; a write that fails is an

@@ -17,7 +17,7 @@ from array import array
 from collections.abc import Callable, Iterable
 from itertools import repeat
 from json.encoder import encode_basestring_ascii
-from operator import attrgetter, call, ge, sub
+from operator import attrgetter, ge, sub
 from typing import IO, Any, NamedTuple
 
 from vmsim.events import CATALOGUE, Event, EventStream
@@ -576,21 +576,41 @@ _RESERVED = frozenset(("seq", "time", "layer", "source", "kind"))  # to_dict: fi
 _NEW = object()  # (a key not seen yet)
 
 
-_VALUE_TEXT = {int: int.__repr__, str: encode_basestring_ascii,
-               bool: {False: "false", True: "true"}.__getitem__,
-               type(None): {None: "null"}.__getitem__,  # as the JSON encoder writes them
-               list: _dumps}  # (the same encoder: as it writes a list inside the line)
+_TEXT_TYPES = (int, str, bool, type(None), list)  # the value types a _LineFormat writes
+
+
+def _tail_of(types: tuple[type, ...]) -> Callable[[str, tuple], str]:
+    """A function of (fmt, values) giving fmt % the values' JSON texts, for values of
+    these types, as the JSON encoder writes them: an int by %d (int.__repr__), a str by
+    encode_basestring_ascii, a bool as true/false, a list by _dumps (the same encoder as
+    inside the line); None is written into fmt itself. One function per types, made from
+    source once (one call formats a whole line: a map of a text function per value cost
+    about as much as the rest of the line)."""
+    fn = _TAILS.get(types)
+    if fn is None:
+        names = [f"v{i}" for i in range(len(types))]
+        args = [n if t is int else f"enc({n})" if t is str
+                else f"('true' if {n} else 'false')" if t is bool else f"dumps({n})"
+                for n, t in zip(names, types, strict=True) if t is not type(None)]
+        unpack = f"    ({', '.join(names)},) = v\n" if names else ""
+        src = f"def tail(fmt, v):\n{unpack}    return fmt % ({''.join(a + ', ' for a in args)})\n"
+        ns = {"enc": encode_basestring_ascii, "dumps": _dumps}
+        exec(compile(src, "<trace line>", "exec"), ns)  # generated from the types alone
+        fn = _TAILS[types] = ns["tail"]
+    return fn
+
+
+_TAILS: dict[tuple[type, ...], Callable[[str, tuple], str]] = {}
 
 
 class _LineFormat(NamedTuple):
     """How to write the line of an event of one kind and source whose fields have these
-    names and value types: `fmt` % the values' texts (each from `texts`, the function
-    the JSON encoder uses for its type) is all of _dumps(ev.to_dict()) after "time", and
-    `known` keeps that text for values seen before (a loop's exits repeat theirs); None
-    where a value is a list (not hashable: such lines are made anew)."""
+    names and value types: `tail(fmt, values)` is all of _dumps(ev.to_dict()) after
+    "time", and `known` keeps that text for values seen before (a loop's exits repeat
+    theirs); None where a value is a list (not hashable: such lines are made anew)."""
 
     fmt: str
-    texts: tuple[Callable[[Any], str], ...]
+    tail: Callable[[str, tuple], str]
     known: dict[tuple, str] | None
 
 
@@ -598,16 +618,21 @@ def _line_format(layer: str, source: str, kind: str, int_times: bool, keys: tupl
                  types: tuple[type, ...]) -> _LineFormat | None:
     """The _LineFormat of such events; None for anything else (a float, a tuple, a
     subclass, a field named like a common key), which the encoder writes whole."""
-    if not int_times or any(t not in _VALUE_TEXT for t in types) \
+    if not int_times or any(t not in _TEXT_TYPES for t in types) \
             or not _RESERVED.isdisjoint(keys):
         return None
     fmt = f',"layer":{_dumps(layer)},"source":{_dumps(source)},"kind":{_dumps(kind)}'
     fmt = fmt.replace("%", "%%") + "".join(
-        f",{_dumps(k)}:".replace("%", "%%") + "%s" for k in keys) + "}\n"
-    return _LineFormat(fmt, tuple(_VALUE_TEXT[t] for t in types),
-                       None if list in types else {})
+        f",{_dumps(k)}:".replace("%", "%%") + ("null" if t is type(None) else "%d" if t is int
+                                               else "%s")
+        for k, t in zip(keys, types, strict=True)) + "}\n"
+    return _LineFormat(fmt, _tail_of(types), None if list in types else {})
 
 
+# Event texts kept for values seen before, over all kinds (a few MB at most): a loop's
+# exits repeat a few hundred (a byte written, a character printed), where a kind's own
+# limit of 128 was met before its values came round again.
+_KNOWN_LINES = 16_384
 _BATCH = 64  # event lines queued before they are written in one write
 _LONG = 1 << 12  # an insn_run text this long is written at once (and the queue before it)
 
@@ -625,6 +650,7 @@ class TraceWriter(GuardedOutput):
         self.columns: list[InstructionColumn] = []
         self._level = level
         self._formats: dict[tuple, _LineFormat | None] = {}  # see _event_json
+        self._known_left = _KNOWN_LINES  # texts the formats' `known` may take before a clear
         self._pending: list[str] = []  # lines not yet written, in order
         for col in columns:
             self.add_column(col)
@@ -686,6 +712,7 @@ class TraceWriter(GuardedOutput):
         if form is _NEW:
             if len(self._formats) >= 1024:
                 self._formats.clear()
+                self._known_left = _KNOWN_LINES
             form = self._formats[key] = _line_format(
                 layer, source, kind, type(seq) is int and type(time) is int, tuple(fields),
                 tuple(map(type, v)))
@@ -693,14 +720,22 @@ class TraceWriter(GuardedOutput):
             return _dumps(ev.to_dict()) + "\n"
         known = form.known
         if known is None:
-            t = form.fmt % tuple(map(call, form.texts, v))
+            t = form.tail(form.fmt, v)
         else:
             t = known.get(v)
             if t is None:
-                if len(known) >= 128:
-                    known.clear()
-                t = known[v] = form.fmt % tuple(map(call, form.texts, v))
+                t = form.tail(form.fmt, v)
+                if self._known_left <= 0:
+                    self._forget_known()
+                self._known_left -= 1
+                known[v] = t
         return f'{{"seq":{seq},"time":{time}{t}'
+
+    def _forget_known(self) -> None:
+        for form in self._formats.values():
+            if form is not None and form.known:
+                form.known.clear()
+        self._known_left = _KNOWN_LINES
 
     def _write(self, ev: Event) -> None:
         # GuardedOutput._guarded written out (no closure per event); the line is queued,
