@@ -703,11 +703,11 @@ class TraceWriter(GuardedOutput):
 
         self._guarded(both)
 
-    def _event_json(self, ev: Event) -> str:
-        """The event's line: exactly _dumps(ev.to_dict()) + "\\n" (see _LineFormat)."""
+    def _event_json(self, ev: Event, v: tuple, key: tuple) -> str:
+        """The line of event `ev` whose values are `v` and whose _LineFormat is looked up
+        by `key` (as _write makes them), where _write's look-up did not give it: exactly
+        _dumps(ev.to_dict()) + "\\n" (see _LineFormat)."""
         seq, time, layer, source, kind, fields = ev
-        v = tuple(fields.values())
-        key = (kind, source, layer, type(seq), type(time), *fields, *map(type, v))
         form = self._formats.get(key, _NEW)
         if form is _NEW:
             if len(self._formats) >= 1024:
@@ -718,17 +718,13 @@ class TraceWriter(GuardedOutput):
                 tuple(map(type, v)))
         if form is None:
             return _dumps(ev.to_dict()) + "\n"
+        t = form.tail(form.fmt, v)
         known = form.known
-        if known is None:
-            t = form.tail(form.fmt, v)
-        else:
-            t = known.get(v)
-            if t is None:
-                t = form.tail(form.fmt, v)
-                if self._known_left <= 0:
-                    self._forget_known()
-                self._known_left -= 1
-                known[v] = t
+        if known is not None:
+            if self._known_left <= 0:
+                self._forget_known()
+            self._known_left -= 1
+            known[v] = t
         return f'{{"seq":{seq},"time":{time}{t}'
 
     def _forget_known(self) -> None:
@@ -744,8 +740,17 @@ class TraceWriter(GuardedOutput):
         self.busy = True
         try:
             long = self.columns and self._drain()
+            # The line of an event whose kind, source, fields' names and types and values
+            # were seen before: its remembered text (_event_json makes the others).
+            seq, time, layer, source, kind, fields = ev
+            v = tuple(fields.values())
+            key = (kind, source, layer, type(seq), type(time), *fields, *map(type, v))
+            form = self._formats.get(key)
+            known = form.known if form is not None else None
+            t = known.get(v) if known is not None else None
             pending = self._pending
-            pending.append(self._event_json(ev))
+            pending.append(f'{{"seq":{seq},"time":{time}{t}' if t is not None
+                           else self._event_json(ev, v, key))
             self.lines += 1
             if long or len(pending) >= _BATCH:
                 self._flush()
