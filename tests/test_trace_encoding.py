@@ -204,27 +204,40 @@ _names = st.one_of(st.sampled_from(["vcpu_id", "rip", "data", "seq", "time", "la
                           st.sampled_from(["vcpu0", "main-loop", "a\"b", "é"]),
                           st.dictionaries(_names, _values, max_size=5)),
                 min_size=1, max_size=12),
-       st.sampled_from([0, 1, 7, 1 << 40]), st.sampled_from([0, 3, True, 2.5]))
-def test_event_lines_are_what_json_dumps_writes(events: list, seq0: int, time: object) -> None:
+       st.sampled_from([0, 1, 7, 1 << 40]), st.sampled_from([0, 3, True, 2.5]),
+       st.sampled_from([1, 2, 64]))
+def test_event_lines_are_what_json_dumps_writes(events: list, seq0: int, time: object,
+                                                 compile_after: int) -> None:
     """Each event's line is json.dumps(ev.to_dict(), separators=(",", ":")), whatever its
     fields hold (the same kind and source again with other values or other types, a field
-    named like a common key, strings that need escaping, floats, lists)."""
+    named like a common key, strings that need escaping, floats, lists), made by the text
+    functions mapped over the values or by the function made from source that replaces
+    them (after `compile_after` lines of the same value types)."""
     import io
     from types import MappingProxyType
 
+    from vmsim import trace
     from vmsim.events import CATALOGUE, Event, EventStream
     from vmsim.trace import TraceWriter
 
-    stream = EventStream()
-    out = io.StringIO()
-    writer = TraceWriter(stream, out, "vm")
-    expected = []
-    for i, (kind, source, fields) in enumerate(events * 2):  # twice: the cached texts too
-        ev = Event(seq0 + i, time, CATALOGUE[kind].layer, source, kind,
-                   MappingProxyType(dict(fields)))
-        writer._write(ev)
-        expected.append(json.dumps(ev.to_dict(), separators=(",", ":")) + "\n")
-    writer.close()
+    saved = trace._COMPILE_AFTER, dict(trace._TAILS)
+    trace._COMPILE_AFTER = compile_after
+    trace._TAILS.clear()
+    try:
+        stream = EventStream()
+        out = io.StringIO()
+        writer = TraceWriter(stream, out, "vm")
+        expected = []
+        for i, (kind, source, fields) in enumerate(events * 2):  # twice: the cached texts too
+            ev = Event(seq0 + i, time, CATALOGUE[kind].layer, source, kind,
+                       MappingProxyType(dict(fields)))
+            writer._write(ev)
+            expected.append(json.dumps(ev.to_dict(), separators=(",", ":")) + "\n")
+        writer.close()
+    finally:
+        trace._COMPILE_AFTER = saved[0]
+        trace._TAILS.clear()
+        trace._TAILS.update(saved[1])
     assert out.getvalue() == "".join(expected)
 
 

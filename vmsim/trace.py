@@ -17,7 +17,7 @@ from array import array
 from collections.abc import Callable, Iterable
 from itertools import repeat
 from json.encoder import encode_basestring_ascii
-from operator import attrgetter, ge, sub
+from operator import attrgetter, call, ge, index, sub
 from typing import IO, Any, NamedTuple
 
 from vmsim.events import CATALOGUE, Event, EventStream
@@ -576,41 +576,61 @@ _RESERVED = frozenset(("seq", "time", "layer", "source", "kind"))  # to_dict: fi
 _NEW = object()  # (a key not seen yet)
 
 
-_TEXT_TYPES = (int, str, bool, type(None), list)  # the value types a _LineFormat writes
+# The text of a value of each type a _LineFormat writes, as the JSON encoder writes it (an
+# int goes to its %d as it is: the same digits as int.__repr__).
+_TEXT_OF: dict[type, Callable[[Any], Any]] = {
+    int: index, str: encode_basestring_ascii, bool: {False: "false", True: "true"}.__getitem__,
+    type(None): {None: "null"}.__getitem__,
+    list: _dumps}  # (the same encoder: as it writes a list inside the line)
+_COMPILE_AFTER = 64  # lines of one value types before their function is made from source
 
 
-def _tail_of(types: tuple[type, ...]) -> Callable[[str, tuple], str]:
-    """A function of (fmt, values) giving fmt % the values' JSON texts, for values of
-    these types, as the JSON encoder writes them: an int by %d (int.__repr__), a str by
-    encode_basestring_ascii, a bool as true/false, a list by _dumps (the same encoder as
-    inside the line); None is written into fmt itself. One function per types, made from
-    source once (one call formats a whole line: a map of a text function per value cost
-    about as much as the rest of the line)."""
-    fn = _TAILS.get(types)
-    if fn is None:
-        names = [f"v{i}" for i in range(len(types))]
-        args = [n if t is int else f"enc({n})" if t is str
-                else f"('true' if {n} else 'false')" if t is bool else f"dumps({n})"
-                for n, t in zip(names, types, strict=True) if t is not type(None)]
-        unpack = f"    ({', '.join(names)},) = v\n" if names else ""
-        src = f"def tail(fmt, v):\n{unpack}    return fmt % ({''.join(a + ', ' for a in args)})\n"
-        ns = {"enc": encode_basestring_ascii, "dumps": _dumps}
-        exec(compile(src, "<trace line>", "exec"), ns)  # generated from the types alone
-        fn = _TAILS[types] = ns["tail"]
-    return fn
+def _tail_of(types: tuple[type, ...]) -> list[Callable[[str, tuple], str]]:
+    """A cell holding a function of (fmt, values) that gives fmt % the values' texts
+    (_TEXT_OF) for values of these types. It maps the text functions over the values;
+    once _COMPILE_AFTER lines of these types were made, it is replaced in the cell by one
+    made from source that formats the line in one call (mapping a text function per value
+    cost about as much as the rest of the line, and making a function from source costs
+    as much as a few dozen lines: a short run does not pay for types it seldom writes)."""
+    cell = _TAILS.get(types)
+    if cell is None:
+        texts = tuple(_TEXT_OF[t] for t in types)
+        left = [_COMPILE_AFTER]
+
+        def mapped(fmt: str, v: tuple) -> str:
+            left[0] -= 1
+            if left[0] <= 0:
+                cell[0] = _compiled_tail(types)
+            return fmt % tuple(map(call, texts, v))
+
+        cell = _TAILS[types] = [mapped]
+    return cell
 
 
-_TAILS: dict[tuple[type, ...], Callable[[str, tuple], str]] = {}
+def _compiled_tail(types: tuple[type, ...]) -> Callable[[str, tuple], str]:
+    names = [f"v{i}" for i in range(len(types))]
+    args = [n if t is int else f"enc({n})" if t is str
+            else f"('true' if {n} else 'false')" if t is bool
+            else "'null'" if t is type(None) else f"dumps({n})"
+            for n, t in zip(names, types, strict=True)]
+    unpack = f"    ({', '.join(names)},) = v\n" if names else ""
+    src = f"def tail(fmt, v):\n{unpack}    return fmt % ({''.join(a + ', ' for a in args)})\n"
+    ns = {"enc": encode_basestring_ascii, "dumps": _dumps}
+    exec(compile(src, "<trace line>", "exec"), ns)  # generated from the types alone
+    return ns["tail"]
+
+
+_TAILS: dict[tuple[type, ...], list[Callable[[str, tuple], str]]] = {}
 
 
 class _LineFormat(NamedTuple):
     """How to write the line of an event of one kind and source whose fields have these
-    names and value types: `tail(fmt, values)` is all of _dumps(ev.to_dict()) after
-    "time", and `known` keeps that text for values seen before (a loop's exits repeat
+    names and value types: `tail[0](fmt, values)` is all of _dumps(ev.to_dict()) after
+    "time" (_tail_of), and `known` keeps that text for values seen before (a loop's exits repeat
     theirs); None where a value is a list (not hashable: such lines are made anew)."""
 
     fmt: str
-    tail: Callable[[str, tuple], str]
+    tail: list[Callable[[str, tuple], str]]
     known: dict[tuple, str] | None
 
 
@@ -618,13 +638,12 @@ def _line_format(layer: str, source: str, kind: str, int_times: bool, keys: tupl
                  types: tuple[type, ...]) -> _LineFormat | None:
     """The _LineFormat of such events; None for anything else (a float, a tuple, a
     subclass, a field named like a common key), which the encoder writes whole."""
-    if not int_times or any(t not in _TEXT_TYPES for t in types) \
+    if not int_times or any(t not in _TEXT_OF for t in types) \
             or not _RESERVED.isdisjoint(keys):
         return None
     fmt = f',"layer":{_dumps(layer)},"source":{_dumps(source)},"kind":{_dumps(kind)}'
     fmt = fmt.replace("%", "%%") + "".join(
-        f",{_dumps(k)}:".replace("%", "%%") + ("null" if t is type(None) else "%d" if t is int
-                                               else "%s")
+        f",{_dumps(k)}:".replace("%", "%%") + ("%d" if t is int else "%s")
         for k, t in zip(keys, types, strict=True)) + "}\n"
     return _LineFormat(fmt, _tail_of(types), None if list in types else {})
 
@@ -718,7 +737,7 @@ class TraceWriter(GuardedOutput):
                 tuple(map(type, v)))
         if form is None:
             return _dumps(ev.to_dict()) + "\n"
-        t = form.tail(form.fmt, v)
+        t = form.tail[0](form.fmt, v)
         known = form.known
         if known is not None:
             if self._known_left <= 0:
