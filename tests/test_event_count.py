@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vmsim.events import Event, EventStream
+from vmsim.events import CATALOGUE, Event, EventStream
 from vmsim.history import HISTORY_KINDS
 from vmsim.session import Session
 from vmsim.vmm.machine import MachineConfig
@@ -120,15 +120,26 @@ def test_history_numbers_events_as_a_listener_of_its_kinds_did(case: str) -> Non
                           st.lists(st.sampled_from(KINDS), min_size=1, max_size=3)),
                 max_size=25))
 def test_wants_is_what_the_listeners_and_counts_say(ops) -> None:
-    """wants() (kept as a set) against its definition, after any sequence of changes."""
+    """wants() (kept as a set) against its definition, after any sequence of changes; and
+    emit delivers to the listeners of every kind, then to those of its kind, each in the
+    order they subscribed, numbered as heard; an unknown kind is an error only where every
+    kind is heard (the listeners of all kinds would be given it)."""
     events = EventStream()
     undo: list = []
     muted: list = []
-    for op, kinds in ops:
+    log: list = []
+
+    def listener(name: int):
+        def hear(ev: Event) -> None:
+            log.append((name, ev.kind, ev.seq, ev.layer))
+        hear.name = name  # type: ignore[attr-defined]
+        return hear
+
+    for n, (op, kinds) in enumerate(ops):
         if op == "sub":
-            undo.append(events.subscribe(lambda ev: None, kinds))
+            undo.append(events.subscribe(listener(n), kinds))
         elif op == "sub_all":
-            undo.append(events.subscribe(lambda ev: None))
+            undo.append(events.subscribe(listener(n)))
         elif op == "count":
             undo.append(events.count(kinds))
         elif op in ("unsub", "uncount") and undo:
@@ -145,6 +156,7 @@ def test_wants_is_what_the_listeners_and_counts_say(ops) -> None:
             assert events.wants(k) == expected, (op, k)
             # build(): True where it is heard; numbers it as emit would either way.
             before = events.seq, events.counted
+            log.clear()
             if events.build(k):
                 assert heard, (op, k)
                 events.emit(k, "test")
@@ -152,3 +164,13 @@ def test_wants_is_what_the_listeners_and_counts_say(ops) -> None:
                 assert not heard, (op, k)
             assert (events.seq, events.counted) == (before[0] + expected,
                                                     before[1] + (k in events._counted)), (op, k)
+            order = [*events._all, *events._listeners.get(k, ())]
+            names = [fn.name for fn in order]
+            assert log == [(name, k, events.seq, CATALOGUE[k].layer) for name in names]
+        seq = events.seq
+        if events._all:
+            with pytest.raises(KeyError):
+                events.emit("no_such_kind", "test")
+        else:
+            events.emit("no_such_kind", "test")
+        assert events.seq == seq

@@ -243,6 +243,9 @@ class EventStream:
         self.counted = 0
         self._wanted: frozenset[str] = frozenset()  # what wants() says yes to (_rewant)
         self._heard: frozenset[str] = frozenset()  # what build() says yes to (_rewant)
+        # For each kind heard: its layer, every listener in the order they hear it (those
+        # of all kinds first), and whether it is counted too (_rewant).
+        self._deliver: dict[str, tuple[str, tuple[Listener, ...], bool]] = {}
         self.on_change: list[Callable[[], None]] = []  # producers re-read wants() here
 
     def subscribe(self, listener: Listener, kinds: Iterable[str] | None = None) -> Callable[[], None]:
@@ -316,6 +319,9 @@ class EventStream:
         self._heard = frozenset(CATALOGUE) if self._all else \
             frozenset([k for k, lst in self._listeners.items() if lst])
         self._wanted = self._heard | self._counted
+        alls, counted = tuple(self._all), self._counted
+        self._deliver = {k: (CATALOGUE[k].layer, alls + tuple(self._listeners.get(k, ())),
+                             k in counted) for k in self._heard}
 
     def _changed(self) -> None:
         self._rewant()
@@ -338,18 +344,18 @@ class EventStream:
         return False
 
     def emit(self, kind: str, source: str, **fields: Any) -> None:
-        if kind not in self._wanted and not self._all:  # (_all: an unknown kind raises)
+        d = self._deliver.get(kind)
+        if d is None:  # nobody hears it
+            if kind in self._counted:
+                self.counted += 1
+                self.seq += 1
+            elif self._all:
+                raise KeyError(kind)  # (an unknown kind, where every kind is heard)
             return
-        if kind in self._counted:
+        layer, listeners, counted = d
+        if counted:
             self.counted += 1
-        self.seq += 1
-        listeners = self._listeners.get(kind)
-        if not listeners and not self._all:
-            return  # only counted: nobody reads it
-        spec = CATALOGUE[kind]
-        ev = _new_event(Event, (self.seq, self.time, spec.layer, source, kind,
-                                MappingProxyType(fields)))
-        for fn in self._all:
-            fn(ev)
-        for fn in listeners or ():
+        self.seq = seq = self.seq + 1
+        ev = _new_event(Event, (seq, self.time, layer, source, kind, MappingProxyType(fields)))
+        for fn in listeners:
             fn(ev)
