@@ -585,26 +585,28 @@ _TEXT_OF: dict[type, Callable[[Any], Any]] = {
 _COMPILE_AFTER = 64  # lines of one value types before their function is made from source
 
 
-def _tail_of(types: tuple[type, ...]) -> list[Callable[[str, tuple], str]]:
-    """A cell holding a function of (fmt, values) that gives fmt % the values' texts
-    (_TEXT_OF) for values of these types. It maps the text functions over the values;
-    once _COMPILE_AFTER lines of these types were made, it is replaced in the cell by one
-    made from source that formats the line in one call (mapping a text function per value
-    cost about as much as the rest of the line, and making a function from source costs
-    as much as a few dozen lines: a short run does not pay for types it seldom writes)."""
-    cell = _TAILS.get(types)
-    if cell is None:
-        texts = tuple(_TEXT_OF[t] for t in types)
-        left = [_COMPILE_AFTER]
+class _Tail:
+    """How the values of these types become fmt % their texts (_TEXT_OF): while `fn` is
+    None the text functions are mapped over the values, `left` more lines; then `fn` is a
+    function of (fmt, values) made from source that formats the line in one call (mapping
+    a text function per value cost about as much as the rest of the line, and making a
+    function from source as much as a few dozen lines: a short run does not pay for types
+    it seldom writes). One per value types, shared by the formats."""
 
-        def mapped(fmt: str, v: tuple) -> str:
-            left[0] -= 1
-            if left[0] <= 0:
-                cell[0] = _compiled_tail(types)
-            return fmt % tuple(map(call, texts, v))
+    __slots__ = ("fn", "left", "texts", "types")
 
-        cell = _TAILS[types] = [mapped]
-    return cell
+    def __init__(self, types: tuple[type, ...]):
+        self.fn: Callable[[str, tuple], str] | None = None
+        self.texts = tuple(_TEXT_OF[t] for t in types)
+        self.left = _COMPILE_AFTER
+        self.types = types
+
+
+def _tail_of(types: tuple[type, ...]) -> _Tail:
+    tail = _TAILS.get(types)
+    if tail is None:
+        tail = _TAILS[types] = _Tail(types)
+    return tail
 
 
 def _compiled_tail(types: tuple[type, ...]) -> Callable[[str, tuple], str]:
@@ -620,17 +622,17 @@ def _compiled_tail(types: tuple[type, ...]) -> Callable[[str, tuple], str]:
     return ns["tail"]
 
 
-_TAILS: dict[tuple[type, ...], list[Callable[[str, tuple], str]]] = {}
+_TAILS: dict[tuple[type, ...], _Tail] = {}
 
 
 class _LineFormat(NamedTuple):
     """How to write the line of an event of one kind and source whose fields have these
-    names and value types: `tail[0](fmt, values)` is all of _dumps(ev.to_dict()) after
-    "time" (_tail_of), and `known` keeps that text for values seen before (a loop's exits repeat
+    names and value types: fmt % the values' texts (`tail`) is all of _dumps(ev.to_dict())
+    after "time", and `known` keeps that text for values seen before (a loop's exits repeat
     theirs); None where a value is a list (not hashable: such lines are made anew)."""
 
     fmt: str
-    tail: list[Callable[[str, tuple], str]]
+    tail: _Tail
     known: dict[tuple, str] | None
 
 
@@ -737,7 +739,14 @@ class TraceWriter(GuardedOutput):
                 tuple(map(type, v)))
         if form is None:
             return _dumps(ev.to_dict()) + "\n"
-        t = form.tail[0](form.fmt, v)
+        tail = form.tail
+        if tail.fn is not None:
+            t = tail.fn(form.fmt, v)
+        else:
+            t = form.fmt % tuple(map(call, tail.texts, v))
+            tail.left -= 1
+            if tail.left <= 0:
+                tail.fn = _compiled_tail(tail.types)
         known = form.known
         if known is not None:
             if self._known_left <= 0:
