@@ -650,7 +650,7 @@ def _line_format(layer: str, source: str, kind: str, int_times: bool, keys: tupl
     return _LineFormat(fmt, _tail_of(types), None if list in types else {})
 
 
-# Event texts kept for values seen before, over all kinds (a few MB at most): a loop's
+# Event texts kept for values seen before, over all kinds (about 10 MB at most): a loop's
 # exits repeat a few hundred (a byte written, a character printed), where a kind's own
 # limit of 128 was met before its values came round again.
 _KNOWN_LINES = 16_384
