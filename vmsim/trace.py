@@ -433,18 +433,30 @@ def _plain_text(lanes: bytes, a: int, b: int) -> str:
     lo, hi = a << 2, b << 2
     if hi - lo <= _WINDOW:
         return _PACKED_TEXT(lanes[lo:hi])
-    full = lo + (hi - lo) // _WINDOW * _WINDOW
-    pieces = [lanes[i:i + _WINDOW] for i in range(lo, full, _WINDOW)]
-    if full < hi:
-        pieces.append(lanes[full:hi])
-    return ",".join(map(_PACKED_TEXT, pieces))
+    k = (hi - lo) // _WINDOW
+    text = ",".join(map(_PACKED_TEXT, _windows(k).unpack_from(lanes, lo)))
+    full = lo + k * _WINDOW
+    return f"{text},{_PACKED_TEXT(lanes[full:hi])}" if full < hi else text
+
+
+class _Windows(dict):
+    """struct.Struct splitting k windows of lanes, by k: one C call makes all k pieces (a
+    slice per window cost most of the text of a plain stretch)."""
+
+    def __missing__(self, k: int) -> struct.Struct:
+        if len(self) >= 256:
+            self.clear()
+        v = self[k] = struct.Struct(f"{_WINDOW}s" * k)
+        return v
+
+
+_windows = _Windows().__getitem__
 
 
 def _packed_json(lanes: bytes) -> str:
     """_deltas_json of the deltas whose lanes these are: the same scan as _fold_spans."""
     n = len(lanes) >> 2
     flags = lanes[_TOP::4].translate(_BACKWARD)
-    ahead = flags + bytes(n)  # flags[i], and 0 past the end
     find, rfind = flags.find, flags.rfind
     startswith = lanes.startswith
     parts: list[str] = []
@@ -459,7 +471,8 @@ def _packed_json(lanes: bytes) -> str:
         # follows ends with one p deltas on: that test first, then the bytes.
         # A short body must repeat ceil(FOLD_MIN / p) times: those copies are checked
         # before counting them all.
-        if ahead[nxt + p - 1] and startswith(seg := lanes[start << 2:nxt << 2], nxt << 2) \
+        if (a := nxt + p - 1) < n and flags[a] \
+                and startswith(seg := lanes[start << 2:nxt << 2], nxt << 2) \
                 and (p >= FOLD_MIN or startswith(seg * _MORE[p], (nxt + p) << 2)) \
                 and (k := _copies(lanes, seg, nxt << 2)) * p >= FOLD_MIN:
             if start > plain:
@@ -485,7 +498,7 @@ def _packed_json(lanes: bytes) -> str:
                 break
             start = rfind(1, nxt - 1, q) + 1
             nxt = b + 1
-            if ahead[b + nxt - start]:
+            if (a := b + nxt - start) < n and flags[a]:
                 break
     if n > plain:
         put(_plain_text(lanes, plain, n))
