@@ -31,6 +31,7 @@ from tests.diff.harness import CODE, DATA, LOW, STACK, Start
 from vmsim.events import EventStream
 from vmsim.hw import Cpu, PhysicalMemory, StopReason
 from vmsim.hw.exceptions import CpuException
+from vmsim.trace import _BIAS, InstructionColumn
 
 RAM_SIZE = 4 << 20
 GDT, IDT, HANDLERS = 0x380000, 0x381000, 0x382000
@@ -143,7 +144,9 @@ class Twin:
     events: str | None = "hw"  # None, "hw", "mmu" or "all": which CPU events are compared
     end: int = 0
     code_at: int = CODE
-    record: bool = False  # the instruction recorder (a trace at level insn) on both
+    # The instruction recorder on both: True, an array of EIPs; "column", the trace's
+    # InstructionColumn (its groups' lanes), drained as the trace writer drains it.
+    record: bool | str = False
     redecode: bool = False  # decode ahead (decode_from) wherever the fast CPU has not
     log: list[str] = field(default_factory=list)
 
@@ -164,7 +167,8 @@ class Twin:
                             not_present=self.not_present, read_only=self.read_only,
                             code_at=self.code_at)
         ev = None
-        column = array("I") if self.record else None
+        column = (InstructionColumn("cpu") if self.record == "column"
+                  else array("I") if self.record else None)
         if self.events is not None:
             ev = EventStream()
             kinds = {"hw": HW_KINDS, "mmu": MMU_KINDS, "all": None}[self.events]
@@ -176,12 +180,15 @@ class Twin:
         return cpu
 
     @staticmethod
-    def recorder(sink: list, column: array | None):
+    def recorder(sink: list, column: array | InstructionColumn | None):
         """An event listener keeping each event, and with a recorder, how many EIPs were
         recorded when it came (a trace writes the column out before each event: what
         runs inside an instruction must find exactly the instructions so far recorded)."""
         if column is None:
             return lambda e: sink.append((e.kind, e.source, dict(e.fields)))
+        if isinstance(column, InstructionColumn):
+            return lambda e: sink.append((e.kind, e.source, dict(e.fields),
+                                          column.count + column.waiting()))
         return lambda e: sink.append((e.kind, e.source, dict(e.fields), len(column)))
 
     def subscribe(self, kinds) -> None:
@@ -289,7 +296,7 @@ class Twin:
     def compare(self) -> None:
         a, b = cpu_view(self.fast), cpu_view(self.slow)
         diffs = [f"{k}: fast {a[k]!r} slow {b[k]!r}" for k in a if a[k] != b[k]]
-        fr, sr = self.fast.recorder, self.slow.recorder
+        fr, sr = recorded(self.fast.recorder), recorded(self.slow.recorder)
         if fr is not None and fr != sr:
             i = next((i for i, (x, y) in enumerate(zip(fr, sr, strict=False)) if x != y),
                      min(len(fr), len(sr)))
@@ -319,3 +326,25 @@ class Twin:
         return Mismatch(f"{what}\nfast: eip={self.fast.eip:#x} icount={self.fast.icount}"
                         f"\nslow: eip={self.slow.eip:#x} icount={self.slow.icount}"
                         f"\nlast steps:\n    {recent}")
+
+
+def recorded(recorder: array | InstructionColumn | None) -> array | None:
+    """Every EIP a recorder has taken so far. A column is drained as the trace writer's
+    _drain drains it (its lanes when it keeps lanes, else its EIPs), into `taken`."""
+    if not isinstance(recorder, InstructionColumn):
+        return recorder
+    taken = recorder.__dict__.setdefault("taken", array("I"))
+    run = recorder.take_lanes()
+    if run is not None:
+        e, lanes = run
+        taken.append(e)
+        for lane in memoryview(lanes[4:]).cast("I"):
+            e += lane - _BIAS
+            taken.append(e)
+        recorder.count += len(lanes) >> 2
+    else:
+        eips = recorder.eips
+        taken.extend(eips)
+        recorder.count += len(eips)
+        del eips[:]
+    return taken

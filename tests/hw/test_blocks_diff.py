@@ -11,6 +11,7 @@ events compared. The check is tests/diff/blocks.py's `Twin`.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 
@@ -22,7 +23,7 @@ from tests.diff.blocks import Twin, has_blocks
 from tests.diff.conftest import SOAK
 from tests.diff.gen import programs
 from tests.diff.gen_blocks import block_programs, flag_programs
-from tests.diff.harness import DATA
+from tests.diff.harness import CODE, DATA, DATA_SIZE, STACK_TOP, Start
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:mypy_extensions.TypedDict is deprecated:DeprecationWarning")
@@ -72,6 +73,87 @@ def test_block_programs_with_the_recorder(program, machine):
     machine.update(events="mmu", paging=True)  # TLB misses inside blocks, SMC events
     twin = Twin(program.code, program.start, record=True, **machine)
     twin.run_budgets([1000] * 100)
+    twin.compare_saved_state()
+
+
+@settings(PROFILE, max_examples=SOAK or 30)
+@given(block_programs(looped=True), machines(),
+       st.lists(st.sampled_from((1, 2, 3, 7, 64, 65, 70, 99, 1000)), min_size=1, max_size=30))
+def test_block_programs_with_the_trace_column(program, machine, budgets):
+    """With the recorder a trace uses (InstructionColumn: groups as lanes of deltas), drained
+    as the trace writer drains it after every run: the same EIPs as the per-instruction
+    path, and every event finds exactly the instructions before it. Budgets that end
+    inside a region's blocks stop it between a block and the copy of its successor that
+    records both blocks' instructions in one group (blocks._region)."""
+    machine.update(events="mmu", paging=True)
+    twin = Twin(program.code, program.start, record="column", **machine)
+    twin.run_budgets(budgets * 20, max_steps=300)
+    twin.compare_saved_state()
+
+
+# Loops of short blocks that touch no memory, with branches on data: regions whose
+# recording variants follow such a block with copies of its successors, each recording
+# both blocks' instructions in one group (blocks._region). A bitwise CRC-32 (as
+# benchmarks/guests/crc32.asm) over data bytes, and the Collatz steps of a number (its
+# loop ends from a copy: the group of the block before is recorded as the region ends).
+_REGISTER_LOOPS = {
+    "crc32": """
+        mov esi, 0x{data:x}
+        mov edx, {n}
+        mov eax, 0xFFFFFFFF
+    .byte:
+        movzx ebx, byte [esi]
+        xor eax, ebx
+        mov ecx, 8
+    .bit:
+        shr eax, 1
+        jnc .nox
+        xor eax, 0xEDB88320
+    .nox:
+        dec ecx
+        jnz .bit
+        inc esi
+        dec edx
+        jnz .byte
+        not eax
+    """,
+    "collatz": """
+        mov eax, {n}
+        xor ecx, ecx
+    .top:
+        test eax, 1
+        jz .even
+        lea eax, [eax * 2 + eax + 1]
+        inc ecx
+        jmp .next
+    .even:
+        shr eax, 1
+    .next:
+        inc ecx
+        cmp eax, 1
+        ja .top
+    """,
+}
+
+
+@settings(PROFILE, max_examples=SOAK or 40)
+@given(st.sampled_from(sorted(_REGISTER_LOOPS)), st.integers(1, 300), st.booleans(),
+       st.sampled_from((True, "column")),
+       st.lists(st.sampled_from((1, 2, 3, 5, 7, 64, 65, 70, 99, 1000)), min_size=1,
+                max_size=30))
+def test_register_loops_with_the_recorder(loop, n, paging, record, budgets):
+    """The same EIPs recorded as by the per-instruction path (an array, or the trace's
+    column drained after every run), with budgets that end between a block and the copy
+    of its successor."""
+    from vmsim.asm import assemble
+
+    n = n % 4 + 1 if loop == "crc32" else n  # (bytes, or the number)
+    src = f"bits 32\norg 0x{CODE:x}\n" + _REGISTER_LOOPS[loop].format(data=DATA, n=n)
+    code = assemble(src).data
+    start = Start([0, 0, 0, 0, STACK_TOP, 0, 0, 0], data=random.Random(n).randbytes(DATA_SIZE))
+    twin = Twin(code, start, paging=paging, record=record)
+    twin.run_budgets(itertools.cycle(budgets), max_steps=3000)
+    assert twin.fast.eip in (twin.end, twin.end + 1), "the loop did not end"  # (+1: HLT)
     twin.compare_saved_state()
 
 

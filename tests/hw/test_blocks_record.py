@@ -6,7 +6,9 @@ keeps track of which of its blocks ran last only where a block's predecessors en
 different EIPs; elsewhere (a loop whose blocks are each entered from one branch) each
 group has one delta into it. These guests have regions of both kinds, and the test
 checks that they do, so both ways of recording are compared with the one-instruction
-path.
+path. In regions of the second kind a block that records one group as it ends is
+followed by copies of its successors, which record both blocks in one group: the test
+checks that some guest's regions have them.
 """
 
 from __future__ import annotations
@@ -25,17 +27,21 @@ LIMIT = "400000"  # instructions per run: every guest's loops, in a few seconds 
 
 # A guest with regions of both kinds (checked below, so that both are compared).
 BOTH = "pages.asm"
+# A guest whose loops of short blocks run as a block and copies of its successors.
+COPIES = "pages.asm"
 
 
 @pytest.fixture
 def region_kinds(monkeypatch) -> dict[str, int]:
     """How many recording variants of regions were compiled: with `lg`, and without."""
-    kinds = {"lg": 0, "one edge": 0}
+    kinds = {"lg": 0, "one edge": 0, "copies": 0}
     real = blocks_module._compile
 
     def compiling(cpu, src, eip, ns):
         if src.startswith("def region_rec("):
             kinds["lg" if "\n    lg = 0\n" in src else "one edge"] += 1
+            # A block followed by a copy of its successor (its own dispatch is further in).
+            kinds["copies"] += "\n                if pc == " in src
         return real(cpu, src, eip, ns)
 
     monkeypatch.setattr(blocks_module, "_compile", compiling)
@@ -61,3 +67,5 @@ def test_insn_trace_is_the_same_with_blocks_on_and_off(tmp_path: Path, monkeypat
     assert len(on) == len(off)
     if guest.name == BOTH:
         assert region_kinds["lg"] and region_kinds["one edge"], region_kinds
+    if guest.name == COPIES:
+        assert region_kinds["copies"], region_kinds

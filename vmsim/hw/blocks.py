@@ -836,6 +836,9 @@ def _namespace(cpu: Cpu) -> dict[str, object]:
 
 
 MAX_REGION_BLOCKS = 16
+# Blocks a region's recording variant runs after one dispatch at most, less one (see
+# _region's run_lines): the copies grow as 2**INLINE_DEPTH at most.
+INLINE_DEPTH = 2
 
 
 CODE_MEMO_LIMIT = 512
@@ -938,29 +941,68 @@ def _region(cpu: Cpu, eip: int, first: tuple) -> tuple | None:
     use_lg = any(len(v) > 1 for v in ends_before.values())
     prev0 = {h: next(iter(v)) if len(v) == 1 else None for h, v in ends_before.items()}
 
+    def block_lines(h: int, rec: bool, more: int = 0,
+                    seed: tuple[list[int], int | None] | None = None) -> list[str]:
+        """Block h's lines in the loop, `more` columns further in; `seed`: the EIPs of a
+        block that ran just before it and left them to its first group (see below)."""
+        k = len(members[h][0])
+        out: list[str] = []
+        lines = _region_locals(raw[h], dirty_in[h], used, ns if rec else None,
+                               lasts if use_lg else None,
+                               prev0[h] if seed is None else seed[1],
+                               seed[0] if seed is not None else None)[0]
+        for line in lines:
+            stripped = line.lstrip()
+            indent = " " * (8 + more) + line[:len(line) - len(stripped)]
+            if stripped.startswith("return "):
+                stripped = "pc = " + stripped[len("return "):]
+            if stripped == "#FINAL_SMC":
+                # The block's last instruction stored into decoded code: the next
+                # block is looked up again (it may be one of these, now stale).
+                out += [f"{indent}if smc[0]:", f"{indent}    left -= {k}",
+                        f"{indent}    break"]
+                continue
+            out.append(indent + stripped)
+        return out
+
+    def run_lines(h: int, rec: bool, more: int = 0,
+                  seed: tuple[list[int], int | None] | None = None,
+                  depth: int = INLINE_DEPTH) -> list[str]:
+        """Block h's lines and its count, then (recording) copies of its successors."""
+        k = len(members[h][0])
+        pad = " " * (16 + more)
+        lines = block_lines(h, rec, more, seed)
+        prev = prev0[h] if seed is None else seed[1]
+        final = (_final_group(lines, ns) if rec and depth and not use_lg
+                 and prev is not None and 0 < len(succs[h]) <= 2 else None)
+        if final is None:
+            return [*lines, f"{pad}left -= {k}"]
+        # Recording: a block whose one group is recorded as it ends (nothing in it can
+        # raise or emit) is followed here by a copy of each successor in the region,
+        # whose first group takes this block's instructions too: one group for both
+        # blocks (each group is a call to record it and an item to join). Where the
+        # successor is another, or the budget ends, the block's own group is recorded.
+        out = [*lines[:final], *lines[final + 1:], f"{pad}left -= {k}"]
+        flush = lines[final].strip()
+        eips = [*(seed[0] if seed is not None else ()), *members[h][1]]
+        for m, y in enumerate(dict.fromkeys(succs[h])):
+            out += [f"{pad}{'if' if m == 0 else 'elif'} pc == {y:#x}:",
+                    f"{pad}    if left < {len(members[y][0])}:",
+                    f"{pad}        {flush}",
+                    f"{pad}        break",
+                    *run_lines(y, rec, more + 4, (eips, prev), depth - 1)]
+        return [*out, f"{pad}else:", f"{pad}    {flush}"]
+
     def member_lines(rec: bool) -> list[str]:
         out: list[str] = []
         for j, h in enumerate(order):
-            k = len(members[h][0])
             out += [f"            {'if' if j == 0 else 'elif'} pc == {h:#x}:",
-                    f"                if left < {k}:",
+                    f"                if left < {len(members[h][0])}:",
                     "                    break"]
-            for line in _region_locals(raw[h], dirty_in[h], used, ns if rec else None,
-                                       lasts if use_lg else None, prev0[h])[0]:
-                stripped = line.lstrip()
-                indent = " " * 8 + line[:len(line) - len(stripped)]
-                if stripped.startswith("return "):
-                    stripped = "pc = " + stripped[len("return "):]
-                if stripped == "#FINAL_SMC":
-                    # The block's last instruction stored into decoded code: the next
-                    # block is looked up again (it may be one of these, now stale).
-                    out += [f"{indent}if smc[0]:", f"{indent}    left -= {k}",
-                            f"{indent}    break"]
-                    continue
-                out.append(indent + stripped)
+            lines = run_lines(h, rec)
             if rec and use_lg:
-                out.append(f"                lg = {j + 1}")
-            out.append(f"                left -= {k}")
+                lines.insert(-1, f"                lg = {j + 1}")
+            out += lines
         return out
 
     prologue = "".join(f"    x{n} = r[{n}]\n" for n in used) + "    F0, F1, F2, F3 = lf\n"
@@ -995,6 +1037,24 @@ def _region(cpu: Cpu, eip: int, first: tuple) -> tuple | None:
     return entry
 
 
+def _final_group(lines: list[str], ns: dict) -> int | None:
+    """Where a block's recording lines (in a region) record its one group, when that is
+    all they record, as the block ends (after it only the next EIP is worked out), with a
+    known delta into it; else None."""
+    at = [i for i, line in enumerate(lines) if "rext." in line]
+    if len(at) != 1:
+        return None
+    line = lines[at[0]].strip()
+    if not line.startswith("rext.append(G") or not isinstance(
+            ns.get(line[len("rext.append("):-1]), RecordedGroup):
+        return None
+    if any(not x.strip().startswith("pc = ") for x in lines[at[0] + 1:]):
+        return None
+    if any(x.strip().startswith("#") or "break" in x for x in lines):
+        return None
+    return at[0]
+
+
 _LF_STORE = re.compile(r"lf\[(\d)\] =")
 _LF_READ = re.compile(r"lf\[(\d)\]")
 _FLAGS = "(F0, F1, F2, F3)"
@@ -1002,7 +1062,8 @@ _FLAGS = "(F0, F1, F2, F3)"
 
 def _region_locals(lines: list[str], dirty_in: frozenset, used: list[str],
                    rec: dict | None = None, heads: list[int | None] | None = None,
-                   prev0: int | None = None) -> tuple[list[str], frozenset]:
+                   prev0: int | None = None, seed: list[int] | None = None
+                   ) -> tuple[list[str], frozenset]:
     """A block's lines inside a region, where registers live in locals `xN` and the flag
     record in `F0`..`F3` for the whole region (loaded at its start). They are stored to
     `r` and `lf` only at #SYNC (before anything that can raise) and where the region
@@ -1010,6 +1071,8 @@ def _region_locals(lines: list[str], dirty_in: frozenset, used: list[str],
     out: list[str] = []
     dirty = set(dirty_in)
     pend, flush = _record_groups(rec if rec is not None else {}, heads, prev0)
+    if seed is not None:
+        pend += seed  # a block's EIPs that ran just before, not recorded (see _region)
 
     def stores(indent: str) -> None:
         for n in sorted(x for x in dirty if x != "F"):
