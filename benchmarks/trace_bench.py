@@ -184,8 +184,9 @@ def callgrind(guests: list[Path]) -> None:
         trace = str(Path(tmp) / "t.jsonl")
         for guest in guests:
             g = str(guest)
-            counting.write_bytecode(["-m", "vmsim.cli", "run", "--max-instructions", "1", g],
-                                    ROOT)
+            # (with a trace at level insn: the modules a trace imports are compiled too)
+            counting.write_bytecode(["-m", "vmsim.cli", "run", "--max-instructions", "1",
+                                     "--trace", trace, "--trace-level", "insn", g], ROOT)
             start = _vmsim_run(g, "--max-instructions", "1")
             base = _vmsim_run(g) - start
             vm = _vmsim_run(g, "--trace", trace, "--trace-level", "vm") - start
@@ -196,6 +197,8 @@ def callgrind(guests: list[Path]) -> None:
           "   (Session.run_for; step-back: with its history / without, start-up subtracted)")
     for guest in guests:
         g = str(guest)
+        counting.write_bytecode([str(Path(__file__).resolve()), "--one-session", "history",
+                                 "--guest", g], ROOT)
         start = _one_session(g, "start")
         plain = _one_session(g, "none") - start
         hist = _one_session(g, "history") - start
