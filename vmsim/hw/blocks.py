@@ -28,6 +28,7 @@ import re
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import iced_x86
@@ -859,10 +860,47 @@ def _compile(cpu: Cpu, src: str, eip: int, ns: dict) -> Callable:
     return ns[name]
 
 
+def _is_region(t: tuple | None) -> bool:
+    return t is not None and t[0] is not None and not t[1]
+
+
+def _shared(cpu: Cpu, eip: int, region: tuple) -> tuple:
+    """The entry at `eip`, where one of a region's blocks starts: the region's function
+    started there (its loop dispatches on `pc`), noted as the region is (the same
+    instructions, frames and pages), so that it is dropped whenever the region would be."""
+    fn, _, info = region
+    frames, lpns, eips_all = info[3]
+
+    def rec_tokens(left: int, rext: list, pc: int = eip) -> int:
+        return info[1](left, rext, pc)
+
+    def rec_array(left: int, rext: ExtendInto, pc: int = eip) -> int:
+        return info[2](left, rext, pc)
+
+    entry = (partial(fn, pc=eip), 0, [info[0], rec_tokens, rec_array, info[3]])
+    cpu.note_block(eip, entry, frames, lpns, eips_all)
+    return entry
+
+
 def _region(cpu: Cpu, eip: int, first: tuple) -> tuple | None:
     """Blocks reachable from `eip` through known branches, compiled into one function
     that loops among them while its budget lasts: a loop runs without going back to the
-    dispatcher between blocks. None when the blocks do not loop back."""
+    dispatcher between blocks. None when the blocks do not loop back. Where a block of a
+    region already made starts at `eip`, that region started there (_shared); where `eip`
+    is inside one of its blocks and the block from `eip` leads only to regions already
+    made or out of that one, None: a batch whose budget ended inside the block resumes
+    here, and a plain block leads back into them. A second region of nearly the same
+    blocks would only cost its compiling."""
+    succs0 = _successors(first[0][-1][0])
+    for x in cpu._insn_blocks.get(eip, ()):
+        t = cpu.blocks.get(x)
+        if not _is_region(t):
+            continue
+        if eip in t[2][0]:
+            return _shared(cpu, eip, t)
+        if any(s in t[2][0] for s in succs0) \
+                and all(s not in t[2][0] or _is_region(cpu.blocks.get(s)) for s in succs0):
+            return None
     members: dict[int, tuple] = {eip: first}
     parent: dict[int, int] = {}
     exit_ops: dict[int, int] = {}
@@ -1012,7 +1050,7 @@ def _region(cpu: Cpu, eip: int, first: tuple) -> tuple | None:
     tail = ["            else:", "                break"]
 
     def source(name: str, args: str, lines: list[str]) -> str:
-        return (f"def {name}({args}):\n    start = left\n    pc = {eip:#x}\n    i = 0\n"
+        return (f"def {name}({args}, pc={eip:#x}):\n    start = left\n    i = 0\n"
                 + ("    lg = 0\n" if name == "region_rec" and use_lg else "")
                 + prologue + "    try:\n        while True:\n" + "\n".join(lines + tail)
                 + "\n    except BaseException:\n        pos[0] = i\n        pos[1] = pc\n"
@@ -1022,16 +1060,17 @@ def _region(cpu: Cpu, eip: int, first: tuple) -> tuple | None:
     fn = _compile(cpu, src, eip, ns)
     fn.source = src  # type: ignore[attr-defined]
 
-    def region_rec(left: int, rext: ExtendInto | list) -> int:
+    def region_rec(left: int, rext: ExtendInto | list, pc: int = eip) -> int:
         # The recording variants are compiled when first needed (a trace at level insn):
         # info[1] records into InstructionColumn.tokens, info[2] into an array.
         src = source("region_rec", "left, rext", member_lines(True))
         info[1] = _compile(cpu, src, eip, ns)
         info[2] = _compile(cpu, src, eip, _for_arrays(ns))
-        return info[1 if isinstance(rext, list) else 2](left, rext)
+        return info[1 if isinstance(rext, list) else 2](left, rext, pc)
 
-    info = [heads, region_rec, region_rec]
     lpns = {e >> 12 for e in eips_all} | {(e + 15) >> 12 for e in eips_all}
+    # info[3]: what a block of it that becomes an entry of its own is noted with (_shared).
+    info = [heads, region_rec, region_rec, (frames, lpns, eips_all)]
     entry = (fn, 0, info)
     cpu.note_block(eip, entry, frames, lpns, eips_all)
     return entry
