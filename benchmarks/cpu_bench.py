@@ -21,6 +21,18 @@ The guest's CRC is checked against zlib every time. Times are wall clock (perf_c
 divided by it.
 
     python benchmarks/cpu_bench.py [--repeat N] [--cpu-time] [--rounds N] [--smp N]
+
+--callgrind counts instead of timing (deterministic, where timings on a shared machine drift
+by tens of percent): address_spaces.asm runs as a process under valgrind's callgrind
+(Debian package valgrind) at two round counts under EPT and under shadow paging, and the
+machine instructions of the longer run less those of the shorter, divided by the rounds
+between them, are one round's: three context switches (MOV to CR3), 27 guest
+instructions. Beside them, the reference loop's iterations that many machine instructions
+make (its own count under callgrind), a figure for any machine. (Counts do not convert to
+time at the reference loop's rate: its tight loop runs more machine instructions per
+cycle than the simulator does.)
+
+    python benchmarks/cpu_bench.py --callgrind [--rounds N]
 """
 
 from __future__ import annotations
@@ -34,6 +46,8 @@ import zlib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+import counting
+import reference
 from reference import machine_line, reference_rate
 
 from vmsim.asm import assemble
@@ -108,6 +122,49 @@ def run_address_spaces(image, mmu: str) -> tuple[int, float]:
     return vm.cpus[0].vcpu.cpu.icount, elapsed
 
 
+def spaces_image(rounds: int):
+    src = ADDRESS_SPACES.read_text()
+    text = src.replace("ROUNDS      equ 16", f"ROUNDS      equ {rounds}")
+    if text == src and rounds != 16:
+        sys.exit(f"{ADDRESS_SPACES}: its ROUNDS line changed; update cpu_bench.py")
+    return assemble(text, str(ADDRESS_SPACES))
+
+
+ROUND_INSTRUCTIONS = 27  # guest instructions in one round of address_spaces.asm's loop
+
+
+def callgrind(rounds: int) -> None:
+    """Machine instructions per context-switch round of address_spaces.asm (docstring)."""
+    counting.require_valgrind()
+    here = str(Path(__file__).resolve())
+    root = Path(__file__).resolve().parents[1]
+
+    def one(*args: str) -> int:
+        return counting.count([here, "--one", *args], root)
+    counting.write_bytecode([here, "--one", "ept", "16"], root)
+    n = reference.ITERATIONS // 10
+    per_iteration = (one("reference", str(n)) - one("reference", "0")) / n
+    print(f"machine: {machine_line()}")
+    print(f"reference loop: {per_iteration:.0f} machine instructions per iteration")
+    print(f"{'paging':<9}{'instructions/round':>20}{'per CR3 load':>14}{'ref-iterations':>16}")
+    short, long = rounds, rounds * 3
+    for mmu in ("ept", "shadow"):
+        per_round = (one(mmu, str(long)) - one(mmu, str(short))) / (long - short)
+        print(f"{mmu:<9}{per_round:>20,.0f}{per_round / 3:>14,.0f}"
+              f"{per_round / per_iteration:>16,.0f}")
+    print(f"a round: three MOV to CR3 and {ROUND_INSTRUCTIONS} guest instructions; "
+          f"{short} and {long} rounds counted; ref-iterations: as many as that many "
+          "reference-loop iterations take")
+
+
+def _one(args: list[str]) -> None:
+    """What --callgrind counts: one run, nothing printed."""
+    if args[0] == "reference":
+        reference._loop(int(args[1]))
+        return
+    run_address_spaces(spaces_image(int(args[1])), args[0])
+
+
 def run_smp(image, vcpus: int) -> tuple[int, float]:
     events = EventStream()
     out = bytearray()
@@ -128,13 +185,22 @@ def best(fn, repeat: int, *args) -> tuple[int, float]:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--one"]:
+        _one(sys.argv[2:])
+        return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--cpu-time", action="store_true", help="process CPU time, not wall time")
     ap.add_argument("--rounds", type=int, default=400,
                     help="context-switch rounds of address_spaces.asm (default 400)")
     ap.add_argument("--smp", type=int, default=4, help="vCPUs for smp.asm (default 4)")
+    ap.add_argument("--callgrind", action="store_true",
+                    help="count machine instructions per round of address_spaces.asm "
+                    "(docstring; --rounds: the shorter run, default 400)")
     args = ap.parse_args()
+    if args.callgrind:
+        callgrind(args.rounds)
+        return
     if args.cpu_time:
         time.perf_counter = time.process_time  # every timing below, the reference's too
     image = assemble(GUEST.read_text(), str(GUEST))
@@ -164,13 +230,11 @@ def main() -> None:
         ref=stack_off)
     row("whole stack, instructions recorded", *best(run_stack, args.repeat, image, False, "insn"),
         ref=stack_off)
-    spaces = ADDRESS_SPACES.read_text().replace("ROUNDS      equ 16",
-                                                f"ROUNDS      equ {args.rounds}")
-    spaces_image = assemble(spaces, str(ADDRESS_SPACES))
+    spaces = spaces_image(args.rounds)
     ept_spaces = row("address_spaces, EPT",
-                     *best(run_address_spaces, args.repeat, spaces_image, "ept"), ref=stack_off)
+                     *best(run_address_spaces, args.repeat, spaces, "ept"), ref=stack_off)
     row("address_spaces, shadow paging",
-        *best(run_address_spaces, args.repeat, spaces_image, "shadow"), ref=ept_spaces)
+        *best(run_address_spaces, args.repeat, spaces, "shadow"), ref=ept_spaces)
     smp_image = assemble(SMP.read_text(), str(SMP))
     row(f"smp.asm, {args.smp} vCPUs, EPT", *best(run_smp, args.repeat, smp_image, args.smp),
         ref=stack_off)
