@@ -408,15 +408,17 @@ class Mmu:
             self._reader = (tables, rd)
             return rd
 
+        kind, u32, size = mem.kind, mem.u32, mem.size
+
         def rd(addr: int) -> int:
             if pages:
                 page = pages.get(addr & 0xFFFFF000)
                 if page is not None:
                     off = addr & 0xFFF
                     return int.from_bytes(page[off:off + 4], "little")
-            # PhysicalMemory.read of an aligned word: RAM, or a device / nothing
-            if mem.kind[addr >> PAGE_SHIFT] != OTHER and addr + 4 <= mem.size:
-                return int.from_bytes(mem.ram[addr:addr + 4], "little")
+            # PhysicalMemory.read of an aligned word (entries are): RAM, or a device / nothing
+            if kind[addr >> PAGE_SHIFT] != OTHER and addr + 4 <= size:
+                return u32[addr >> 2]
             return mem.read(addr, 4)
         self._reader = (tables, rd)
         return rd
