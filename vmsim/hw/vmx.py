@@ -965,18 +965,24 @@ class Vmx:
         fields[_GUEST_CR3] = mmu.cr3
         fields[_GUEST_CR4] = mmu.cr4
         last = self._seg_loaded
-        if last is None or not last[2] or cpu.seg != last[1] \
+        segs = cpu.seg
+        if last is None or not last[2] or segs != last[1] \
                 or tuple(map(fields.get, _CPU_SEGMENT_FIELD_LIST)) != last[0]:
-            for seg, (sel_f, base_f, limit_f, ar_f) in zip(cpu.seg, _CPU_SEGMENT_FIELDS,
+            for seg, (sel_f, base_f, limit_f, ar_f) in zip(segs, _CPU_SEGMENT_FIELDS,
                                                            strict=True):
                 fields[sel_f] = seg.selector & 0xFFFF
                 fields[base_f] = seg.base
                 fields[limit_f] = seg.limit & 0xFFFFFFFF
                 fields[ar_f] = AR_UNUSABLE if seg.access == 0 else \
                     (seg.access & 0xFF) | ((seg.flags & 0xF) << 12)  # ar_from_segment
-        # (else the fields hold what these stores would write: the segments loaded at
-        # entry from these very fields, unchanged since, and saving them gives the fields
-        # back: the stores are skipped, one in every exit that leaves segments alone)
+        else:
+            # The fields hold what these stores would write: the segments loaded at entry
+            # from these very fields, unchanged since, and saving them gives the fields
+            # back: the stores are skipped, one in every exit that leaves segments alone.
+            # Equal registers the guest loaded itself (other objects) give way to the
+            # loaded ones, so that this check and the next entry's find them by identity
+            # (else each compares six dataclasses field by field at every exit).
+            segs[:] = last[1]
         base, limit = cpu.gdtr
         fields[_GUEST_GDTR_BASE], fields[_GUEST_GDTR_LIMIT] = base, limit & 0xFFFFFFFF
         base, limit = cpu.idtr
