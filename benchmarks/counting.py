@@ -34,3 +34,16 @@ def count(argv: list[str], cwd: Path) -> int:
     if m is None:
         sys.exit(f"callgrind did not count {' '.join(argv)}: {p.stderr[-500:]}")
     return int(m.group(1))
+
+
+def reference_cost(script: str, cwd: Path) -> float:
+    """Machine instructions per iteration of benchmarks/reference.py's loop, counted in two
+    `python script --one reference N` runs (a tenth of its iterations, and none): the
+    figure beside each count, comparable across machines."""
+    import reference
+
+    n = reference.ITERATIONS // 10
+
+    def one(k: int) -> int:
+        return count([script, "--one", "reference", str(k)], cwd)
+    return (one(n) - one(0)) / n

@@ -142,8 +142,7 @@ def callgrind(rounds: int) -> None:
     def one(*args: str) -> int:
         return counting.count([here, "--one", *args], root)
     counting.write_bytecode([here, "--one", "ept", "16"], root)
-    n = reference.ITERATIONS // 10
-    per_iteration = (one("reference", str(n)) - one("reference", "0")) / n
+    per_iteration = counting.reference_cost(here, root)
     print(f"machine: {machine_line()}")
     print(f"reference loop: {per_iteration:.0f} machine instructions per iteration")
     print(f"{'paging':<9}{'instructions/round':>20}{'per CR3 load':>14}{'ref-iterations':>16}")

@@ -149,8 +149,7 @@ def callgrind(names: list[str], configs: list[str], short: int, long: int) -> No
     def one(*args: str) -> int:
         return counting.count([__file__, "--one", *args], ROOT)
     counting.write_bytecode([__file__, "--one", "reference", "0"], ROOT)
-    n = reference.ITERATIONS // 10
-    per_iteration = (one("reference", str(n)) - one("reference", "0")) / n
+    per_iteration = counting.reference_cost(__file__, ROOT)
     print(f"reference loop: {per_iteration:.0f} machine instructions per iteration")
     print(f"{'guest':<11}{'configuration':<13}{'exits':>7}{'instructions/exit':>19}"
           f"{'ref-iterations':>16}")
