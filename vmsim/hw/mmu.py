@@ -409,13 +409,19 @@ class Mmu:
             return rd
 
         kind, u32, size = mem.kind, mem.u32, mem.size
+        # 32-bit views of the pool's pages, each kept while its page is the one there (a page
+        # freed and allocated again, or put back by a restore, is a new bytearray)
+        views: dict[int, memoryview] = {}
 
         def rd(addr: int) -> int:
             if pages:
-                page = pages.get(addr & 0xFFFFF000)
+                base = addr & 0xFFFFF000
+                page = pages.get(base)
                 if page is not None:
-                    off = addr & 0xFFF
-                    return int.from_bytes(page[off:off + 4], "little")
+                    v = views.get(base)
+                    if v is None or v.obj is not page:
+                        v = views[base] = memoryview(page).cast("I")
+                    return v[(addr & 0xFFF) >> 2]
             # PhysicalMemory.read of an aligned word (entries are): RAM, or a device / nothing
             if kind[addr >> PAGE_SHIFT] != OTHER and addr + 4 <= size:
                 return u32[addr >> 2]
