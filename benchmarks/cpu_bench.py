@@ -32,7 +32,13 @@ make (its own count under callgrind), a figure for any machine. (Counts do not c
 time at the reference loop's rate: its tight loop runs more machine instructions per
 cycle than the simulator does.)
 
-    python benchmarks/cpu_bench.py --callgrind [--rounds N]
+    python benchmarks/cpu_bench.py --callgrind [--rounds N] [--bounds]
+
+--bounds adds two rows that are not vmsim at all but bounds on what faster code could reach
+(docs/performance.md, "Floors"): the same round with the decoded code kept across CR3
+loads (no instruction fetched again), and with that and the TLB not flushed by them
+either (no page walked again). Both are inexact (a guest that maps other code at the same
+address would run the wrong code), so they exist only in this benchmark's counted runs.
 """
 
 from __future__ import annotations
@@ -133,7 +139,27 @@ def spaces_image(rounds: int):
 ROUND_INSTRUCTIONS = 27  # guest instructions in one round of address_spaces.asm's loop
 
 
-def callgrind(rounds: int) -> None:
+# --bounds: what a round would cost if a CR3 load lost less (inexact, never vmsim's behaviour)
+BOUNDS = {"keep-code": "decoded code kept across CR3 loads",
+          "keep-code+tlb": "that, and the TLB not flushed by them"}
+
+
+def _unflushed(variant: str) -> None:
+    """Patch this counted process for a --bounds variant (see BOUNDS)."""
+    from vmsim.hw.cpu import Cpu
+    from vmsim.hw.mmu import Mmu
+
+    Cpu._new_address_space = lambda self: None  # type: ignore[method-assign]
+    if variant == "keep-code+tlb":
+        flush = Mmu.flush
+
+        def no_cr3_flush(self: Mmu, keep_global: bool = False, scope: str = "all") -> None:
+            if scope != "cr3 load":
+                flush(self, keep_global, scope)
+        Mmu.flush = no_cr3_flush  # type: ignore[method-assign]
+
+
+def callgrind(rounds: int, bounds: bool = False) -> None:
     """Machine instructions per context-switch round of address_spaces.asm (docstring)."""
     counting.require_valgrind()
     here = str(Path(__file__).resolve())
@@ -147,10 +173,14 @@ def callgrind(rounds: int) -> None:
     print(f"reference loop: {per_iteration:.0f} machine instructions per iteration")
     print(f"{'paging':<9}{'instructions/round':>20}{'per CR3 load':>14}{'ref-iterations':>16}")
     short, long = rounds, rounds * 3
-    for mmu in ("ept", "shadow"):
-        per_round = (one(mmu, str(long)) - one(mmu, str(short))) / (long - short)
-        print(f"{mmu:<9}{per_round:>20,.0f}{per_round / 3:>14,.0f}"
-              f"{per_round / per_iteration:>16,.0f}")
+    variants = [""] + (list(BOUNDS) if bounds else [])
+    for variant in variants:
+        for mmu in ("ept", "shadow"):
+            extra = [variant] if variant else []
+            per_round = (one(mmu, str(long), *extra) - one(mmu, str(short), *extra)) \
+                / (long - short)
+            print(f"{mmu:<9}{per_round:>20,.0f}{per_round / 3:>14,.0f}"
+                  f"{per_round / per_iteration:>16,.0f}{'  bound: ' + BOUNDS[variant] if variant else ''}")
     print(f"a round: three MOV to CR3 and {ROUND_INSTRUCTIONS} guest instructions; "
           f"{short} and {long} rounds counted; ref-iterations: as many as that many "
           "reference-loop iterations take")
@@ -161,6 +191,8 @@ def _one(args: list[str]) -> None:
     if args[0] == "reference":
         reference._loop(int(args[1]))
         return
+    if len(args) > 2:
+        _unflushed(args[2])
     run_address_spaces(spaces_image(int(args[1])), args[0])
 
 
@@ -196,9 +228,14 @@ def main() -> None:
     ap.add_argument("--callgrind", action="store_true",
                     help="count machine instructions per round of address_spaces.asm "
                     "(docstring; --rounds: the shorter run, default 400)")
+    ap.add_argument("--bounds", action="store_true",
+                    help="with --callgrind: also the round with less lost at a CR3 load "
+                    "(inexact bounds, docstring)")
     args = ap.parse_args()
+    if args.bounds and not args.callgrind:
+        ap.error("--bounds counts: use it with --callgrind")
     if args.callgrind:
-        callgrind(args.rounds)
+        callgrind(args.rounds, args.bounds)
         return
     if args.cpu_time:
         time.perf_counter = time.process_time  # every timing below, the reference's too

@@ -37,6 +37,13 @@ them, are one exit's; beside them, the reference loop's iterations that many mac
 instructions make (its own count under callgrind), a figure for any machine.
 
     python benchmarks/exit_bench.py --callgrind [--only NAME] [--config CONFIG] [--loops SHORT LONG]
+        [--pieces]
+
+--pieces adds, after each guest's stack+vm, that configuration with a layer of the events
+cut out, to show what each costs (docs/performance.md): `EventStream.emit` numbering the
+events and doing nothing else (what is left: the producers working out their fields), and
+the trace writer doing nothing (what is left: the fields and emit). These runs write no
+trace: they exist only in this benchmark's counted runs.
 """
 
 from __future__ import annotations
@@ -143,7 +150,24 @@ def exits_of(image) -> int:
     return _stack(image, False, count_exits=True)[1]
 
 
-def callgrind(names: list[str], configs: list[str], short: int, long: int) -> None:
+# --pieces: stack+vm with a layer of the events cut out (never vmsim's behaviour)
+PIECES = {"fields": "events numbered, not built: the producers' fields",
+          "emit": "events built and delivered, no line written"}
+
+
+def _cut(piece: str) -> None:
+    """Patch this counted process for a --pieces variant (see PIECES)."""
+    from vmsim.events import EventStream
+
+    TraceWriter._write = lambda self, ev: None  # type: ignore[method-assign]
+    if piece == "fields":
+        def numbered(self: EventStream, kind: str, source: str, **fields: object) -> None:
+            self.seq += 1
+        EventStream.emit = numbered  # type: ignore[method-assign]
+
+
+def callgrind(names: list[str], configs: list[str], short: int, long: int,
+              pieces: bool = False) -> None:
     counting.require_valgrind()
 
     def one(*args: str) -> int:
@@ -155,9 +179,15 @@ def callgrind(names: list[str], configs: list[str], short: int, long: int) -> No
           f"{'ref-iterations':>16}")
     for name in names:
         exits = exits_of(load(name, long)) - exits_of(load(name, short))
-        for c in configs:
-            per_exit = (one(c, name, str(long)) - one(c, name, str(short))) / exits
-            print(f"{name:<11}{c:<13}{exits:>7}{per_exit:>19,.0f}{per_exit / per_iteration:>16,.0f}")
+        rows = [(c, ()) for c in configs]
+        if pieces and "stack+vm" in configs:
+            at = configs.index("stack+vm")
+            rows[at:at] = [("stack+vm", (p,)) for p in PIECES]
+        for c, cut in rows:
+            per_exit = (one(c, name, str(long), *cut) - one(c, name, str(short), *cut)) / exits
+            label = f"  piece: {PIECES[cut[0]]}" if cut else ""
+            print(f"{name:<11}{c:<13}{exits:>7}{per_exit:>19,.0f}"
+                  f"{per_exit / per_iteration:>16,.0f}{label}")
     print("instructions/exit: machine instructions per exit to userspace and back; "
           "ref-iterations: as many as that many reference-loop iterations take")
 
@@ -167,7 +197,9 @@ def _one(args: list[str]) -> None:
     if args[0] == "reference":
         reference._loop(int(args[1]))
         return
-    config, name, count = args
+    config, name, count, *cut = args
+    if cut:
+        _cut(cut[0])
     RUNNERS[config](load(name, int(count)))
 
 
@@ -188,7 +220,12 @@ def main() -> None:
                     "new; 500 1500: values seen before, as in a long run)")
     ap.add_argument("--config", action="append", choices=CONFIGS,
                     help="with --callgrind: configuration(s) to count (default: all)")
+    ap.add_argument("--pieces", action="store_true",
+                    help="with --callgrind: also stack+vm with the writer, then emit, cut out "
+                    "(docstring)")
     args = ap.parse_args()
+    if args.pieces and not args.callgrind:
+        ap.error("--pieces counts: use it with --callgrind")
     names = args.only or list(GUESTS)
     if args.callgrind:
         if "hello" in names:
@@ -196,7 +233,8 @@ def main() -> None:
         short, long = args.loops
         if not 0 < short < long:
             ap.error("--loops: SHORT and LONG with 0 < SHORT < LONG")
-        callgrind([n for n in names if n != "hello"], args.config or list(CONFIGS), short, long)
+        callgrind([n for n in names if n != "hello"], args.config or list(CONFIGS), short, long,
+                  args.pieces)
         return
     images = {n: load(n, args.count) for n in names}
     if args.profile:
