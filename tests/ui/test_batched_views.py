@@ -118,3 +118,34 @@ def test_a_pause_shows_what_following_each_event_shows(make_window, monkeypatch,
             win.close()
         assert shown[0] == shown[1], cut
         assert shown[0]["box"] is not None
+
+
+def test_a_run_counts_its_statistics_as_it_goes_and_hands_its_events_over_whole(window) -> None:
+    """While a guest runs, each batch's exit statistics are counted with the batch, so a
+    pause has only its own events left to count (an exits-heavy guest can go seconds
+    without a repaint: thousands of events). The views get the bridge's list of events
+    itself: a Qt list signal would convert each event to a QVariant and back."""
+    from vmsim.stats import ExitStats
+
+    b = window.bridge
+    got: list = []
+    b.eventsArrived.connect(got.append)
+    b.run()
+    b._timer.stop()  # the ticks, one by one, here
+    ticks = delivered = 0
+    while b.running:
+        handed = b._pending
+        b._tick()
+        ticks += 1
+        assert not b.stats_history.pending, ticks
+        if got and got[-1] is handed:
+            delivered += 1
+    assert b.finished and ticks > 1 and delivered >= 1
+    assert all(type(evs) is list for evs in got)
+    seqs = [ev.seq for evs in got for ev in evs]
+    assert seqs == sorted(set(seqs)) and seqs == [ev.seq for ev in b.history][-len(seqs):]
+    one = ExitStats()
+    for ev in b.history:
+        if ev.kind in ExitStats.KINDS:
+            one._on_event(ev)
+    assert b.stats_history.full == one and one.vmentries > 10
