@@ -317,13 +317,15 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5,
                         help="runs of each speed figure, best kept (default 5)")
     parser.add_argument("--pauses", type=int, default=20,
-                        help="pause requests per guest and mode (default 20)")
+                        help="pause requests per guest and mode (default 20; 0: none)")
     parser.add_argument("--seconds", type=float, default=1.5,
                         help="each guest sized to run about this long headless (default 1.5)")
     parser.add_argument("--frames", action="store_true", help="also the GUI thread's work per frame")
     parser.add_argument("--profile", action="store_true",
                         help="also profile a window run of each guest (animation off)")
     args = parser.parse_args()
+    if args.repeat < 1 or args.pauses < 0 or not args.seconds > 0:
+        parser.error("--repeat must be at least 1, --pauses at least 0, --seconds above 0")
 
     from PySide6.QtWidgets import QApplication
     from reference import print_reference
@@ -368,9 +370,11 @@ def main() -> int:
                       f"({n} in {secs:.2f} s{extra})  {100 * ips / head:5.1f}% of headless; "
                       f"by CPU time {best_cpu[label] / 1e6:6.3f} M/s, "
                       f"{100 * best_cpu[label] / head_cpu:5.1f}%")
-        print(f"\nPause while running at full speed ({args.pauses} requests each, 50-300 ms into a run; "
-              "from the request until the run stopped / the window showed it paused):")
-        for name, (_path, long) in paths.items():
+        if args.pauses:
+            print(f"\nPause while running at full speed ({args.pauses} requests each, 50-300 ms "
+                  "into a run; from the request until the run stopped / the window showed it "
+                  "paused):")
+        for name, (_path, long) in paths.items() if args.pauses else ():
             for animate in (True, False):
                 stopped, shown = pause_latency(long, animate, args.pauses, seed=15)
                 stopped.sort()
