@@ -8,6 +8,8 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 
@@ -36,6 +38,13 @@ def count(argv: list[str], cwd: Path) -> int:
     return int(m.group(1))
 
 
+def count_all(argvs: Sequence[list[str]], cwd: Path) -> list[int]:
+    """count() of each of `argvs`, as many at a time as there are CPUs: a count does not
+    depend on what else runs, so the figures are those of one at a time, sooner."""
+    with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
+        return list(pool.map(lambda argv: count(argv, cwd), argvs))
+
+
 def reference_cost(script: str, cwd: Path) -> float:
     """Machine instructions per iteration of benchmarks/reference.py's loop, counted in two
     `python script --one reference N` runs (a tenth of its iterations, and none): the
@@ -44,6 +53,5 @@ def reference_cost(script: str, cwd: Path) -> float:
 
     n = reference.ITERATIONS // 10
 
-    def one(k: int) -> int:
-        return count([script, "--one", "reference", str(k)], cwd)
-    return (one(n) - one(0)) / n
+    some, none = count_all([[script, "--one", "reference", str(k)] for k in (n, 0)], cwd)
+    return (some - none) / n

@@ -165,22 +165,22 @@ def callgrind(rounds: int, bounds: bool = False) -> None:
     here = str(Path(__file__).resolve())
     root = Path(__file__).resolve().parents[1]
 
-    def one(*args: str) -> int:
-        return counting.count([here, "--one", *args], root)
     counting.write_bytecode([here, "--one", "ept", "16"], root)
     per_iteration = counting.reference_cost(here, root)
     print(f"machine: {machine_line()}")
     print(f"reference loop: {per_iteration:.0f} machine instructions per iteration")
     print(f"{'paging':<9}{'instructions/round':>20}{'per CR3 load':>14}{'ref-iterations':>16}")
     short, long = rounds, rounds * 3
-    variants = [""] + (list(BOUNDS) if bounds else [])
-    for variant in variants:
-        for mmu in ("ept", "shadow"):
-            extra = [variant] if variant else []
-            per_round = (one(mmu, str(long), *extra) - one(mmu, str(short), *extra)) \
-                / (long - short)
-            print(f"{mmu:<9}{per_round:>20,.0f}{per_round / 3:>14,.0f}"
-                  f"{per_round / per_iteration:>16,.0f}{'  bound: ' + BOUNDS[variant] if variant else ''}")
+    rows = [(variant, mmu) for variant in ["", *(BOUNDS if bounds else ())]
+            for mmu in ("ept", "shadow")]
+    counts = iter(counting.count_all(
+        [[here, "--one", mmu, str(n), *([variant] if variant else [])]
+         for variant, mmu in rows for n in (long, short)], root))
+    for variant, mmu in rows:
+        per_round = (next(counts) - next(counts)) / (long - short)
+        print(f"{mmu:<9}{per_round:>20,.0f}{per_round / 3:>14,.0f}"
+              f"{per_round / per_iteration:>16,.0f}"
+              f"{'  bound: ' + BOUNDS[variant] if variant else ''}")
     print(f"a round: three MOV to CR3 and {ROUND_INSTRUCTIONS} guest instructions; "
           f"{short} and {long} rounds counted; ref-iterations: as many as that many "
           "reference-loop iterations take")

@@ -169,22 +169,22 @@ def _cut(piece: str) -> None:
 def callgrind(names: list[str], configs: list[str], short: int, long: int,
               pieces: bool = False) -> None:
     counting.require_valgrind()
-
-    def one(*args: str) -> int:
-        return counting.count([__file__, "--one", *args], ROOT)
     counting.write_bytecode([__file__, "--one", "reference", "0"], ROOT)
     per_iteration = counting.reference_cost(__file__, ROOT)
     print(f"reference loop: {per_iteration:.0f} machine instructions per iteration")
     print(f"{'guest':<11}{'configuration':<13}{'exits':>7}{'instructions/exit':>19}"
           f"{'ref-iterations':>16}")
+    rows = [(c, ()) for c in configs]
+    if pieces and "stack+vm" in configs:
+        at = configs.index("stack+vm")
+        rows[at:at] = [("stack+vm", (p,)) for p in PIECES]
+    counts = iter(counting.count_all(
+        [[__file__, "--one", c, name, str(n), *cut]
+         for name in names for c, cut in rows for n in (long, short)], ROOT))
     for name in names:
         exits = exits_of(load(name, long)) - exits_of(load(name, short))
-        rows = [(c, ()) for c in configs]
-        if pieces and "stack+vm" in configs:
-            at = configs.index("stack+vm")
-            rows[at:at] = [("stack+vm", (p,)) for p in PIECES]
         for c, cut in rows:
-            per_exit = (one(c, name, str(long), *cut) - one(c, name, str(short), *cut)) / exits
+            per_exit = (next(counts) - next(counts)) / exits
             label = f"  piece: {PIECES[cut[0]]}" if cut else ""
             print(f"{name:<11}{c:<13}{exits:>7}{per_exit:>19,.0f}"
                   f"{per_exit / per_iteration:>16,.0f}{label}")

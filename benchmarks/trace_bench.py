@@ -174,11 +174,6 @@ def parts(repeat: int, profile: bool) -> None:
         print(f"{what:<44}{n:>10,} {unit}s {ns:>9.1f} ns/{unit} {ns * ref:>8.0f} ref-ns")
 
 
-def _vmsim_run(guest: str, *args: str) -> int:
-    """Machine instructions of `vmsim run args guest` as a process."""
-    return counting.count(["-m", "vmsim.cli", "run", *args, guest], ROOT)
-
-
 def callgrind(guests: list[Path]) -> None:
     counting.require_valgrind()
     print(f"{'guest':<20}{'start-up':>14}{'headless':>15}{'vm':>9}{'insn':>9}"
@@ -190,10 +185,13 @@ def callgrind(guests: list[Path]) -> None:
             # (with a trace at level insn: the modules a trace imports are compiled too)
             counting.write_bytecode(["-m", "vmsim.cli", "run", "--max-instructions", "1",
                                      "--trace", trace, "--trace-level", "insn", g], ROOT)
-            start = _vmsim_run(g, "--max-instructions", "1")
-            base = _vmsim_run(g) - start
-            vm = _vmsim_run(g, "--trace", trace, "--trace-level", "vm") - start
-            insn = _vmsim_run(g, "--trace", trace, "--trace-level", "insn") - start
+            # (each counted run its own trace file: they run at the same time)
+            start, base, vm, insn = counting.count_all(
+                [["-m", "vmsim.cli", "run", *args, g] for args in (
+                    ["--max-instructions", "1"], [],
+                    ["--trace", f"{trace}.vm", "--trace-level", "vm"],
+                    ["--trace", f"{trace}.insn", "--trace-level", "insn"])], ROOT)
+            base, vm, insn = base - start, vm - start, insn - start
             print(f"{guest.name:<20}{start:>14,}{base + start:>15,}{vm / base:>8.3f}x"
                   f"{insn / base:>8.3f}x")
     print(f"{'guest':<20}{'start-up':>14}{'no history':>15}{'step-back':>11}"
@@ -202,9 +200,10 @@ def callgrind(guests: list[Path]) -> None:
         g = str(guest)
         counting.write_bytecode([str(Path(__file__).resolve()), "--one-session", "history",
                                  "--guest", g], ROOT)
-        start = _one_session(g, "start")
-        plain = _one_session(g, "none") - start
-        hist = _one_session(g, "history") - start
+        start, plain, hist = counting.count_all(
+            [[str(Path(__file__).resolve()), "--one-session", how, "--guest", g]
+             for how in ("start", "none", "history")], ROOT)
+        plain, hist = plain - start, hist - start
         print(f"{guest.name:<20}{start:>14,}{plain + start:>15,}{hist / plain:>10.3f}x")
 
 
@@ -225,17 +224,17 @@ def callgrind_once_running() -> None:
             sizes.append(str(g))
         counting.write_bytecode(["-m", "vmsim.cli", "run", "--max-instructions", "1",
                                  "--trace", trace, "--trace-level", "insn", sizes[0]], ROOT)
+        levels = ("headless", "insn")
+        counts = iter(counting.count_all(
+            [["-m", "vmsim.cli", "run",
+              *([] if level == "headless" else ["--trace", f"{trace}.{i}", "--trace-level", level]),
+              size] for level in levels for i, size in enumerate(sizes)], ROOT))
         more = {}
-        for level in ("headless", "insn"):
-            args = [] if level == "headless" else ["--trace", trace, "--trace-level", level]
-            more[level] = _vmsim_run(sizes[1], *args) - _vmsim_run(sizes[0], *args)
+        for level in levels:
+            small, big = next(counts), next(counts)
+            more[level] = big - small
             print(f"crc32, 0x4000 bytes more, {level:<9}{more[level]:>16,} machine instructions")
     print(f"insn / headless, once running: {more['insn'] / more['headless']:.3f}x (goal 1.20x)")
-
-
-def _one_session(guest: str, how: str) -> int:
-    return counting.count([str(Path(__file__).resolve()), "--one-session", how, "--guest", guest],
-                          ROOT)
 
 
 def main() -> None:
