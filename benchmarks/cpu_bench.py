@@ -27,8 +27,10 @@ by tens of percent): address_spaces.asm runs as a process under valgrind's callg
 (Debian package valgrind) at two round counts under EPT and under shadow paging, and the
 machine instructions of the longer run less those of the shorter, divided by the rounds
 between them, are one round's: three context switches (MOV to CR3), 27 guest
-instructions. Beside them, the reference loop's iterations that many machine instructions
-make (its own count under callgrind), a figure for any machine. (Counts do not convert to
+instructions. The CRC guest is counted the same way, on the whole stack under EPT at two
+lengths (CRC_BYTES): machine instructions per guest instruction. Beside them, the reference
+loop's iterations that many machine instructions make (its own count under callgrind), a
+figure for any machine. (Counts do not convert to
 time at the reference loop's rate: its tight loop runs more machine instructions per
 cycle than the simulator does.)
 
@@ -72,9 +74,20 @@ SMP = Path(__file__).parents[1] / "sample_guests" / "smp.asm"
 EXPECTED = zlib.crc32(bytes((i * 7 + 3) & 0xFF for i in range(0x10000)))
 
 
-def _check(eax: int, what: str) -> None:
-    if eax != EXPECTED:
-        sys.exit(f"benchmark guest went wrong ({what}): eax={eax:#x}, expected {EXPECTED:#x}")
+def _check(eax: int, what: str, length: int = 0x10000) -> None:
+    expected = EXPECTED if length == 0x10000 else \
+        zlib.crc32(bytes((i * 7 + 3) & 0xFF for i in range(length)))
+    if eax != expected:
+        sys.exit(f"benchmark guest went wrong ({what}): eax={eax:#x}, expected {expected:#x}")
+
+
+def crc32_image(length: int = 0x10000):
+    """crc32.asm over `length` bytes (the guest instructions grow with it, ~49 a byte)."""
+    text = GUEST.read_text()
+    out = text.replace("LEN     equ 0x10000", f"LEN     equ {length:#x}")
+    if out == text and length != 0x10000:
+        sys.exit(f"{GUEST}: its LEN line changed; update cpu_bench.py")
+    return assemble(out, str(GUEST))
 
 
 def run_bare(image, paging: bool) -> tuple[int, float]:
@@ -92,7 +105,7 @@ def run_bare(image, paging: bool) -> tuple[int, float]:
 
 
 def run_stack(image, paging: bool, level: str | None = None,
-              mmu: str = "ept") -> tuple[int, float]:
+              mmu: str = "ept", length: int = 0x10000) -> tuple[int, float]:
     events = EventStream()
     machine = Machine(events=events)
     machine.load_image(image)
@@ -112,7 +125,7 @@ def run_stack(image, paging: bool, level: str | None = None,
     elapsed = time.perf_counter() - t0
     if writer is not None:
         writer.close()
-    _check(vcpu.cpu.r[0], "stack")
+    _check(vcpu.cpu.r[0], "stack", length)
     return vcpu.cpu.icount, elapsed
 
 
@@ -137,6 +150,9 @@ def spaces_image(rounds: int):
 
 
 ROUND_INSTRUCTIONS = 27  # guest instructions in one round of address_spaces.asm's loop
+# The CRC guest's lengths --callgrind counts: ~50,000 and ~250,000 guest instructions,
+# past the translation of its blocks (the difference is the loop's steady cost).
+CRC_BYTES = (0x400, 0x1400)
 
 
 # --bounds: what a round would cost if a CR3 load lost less (inexact, never vmsim's behaviour)
@@ -169,13 +185,19 @@ def callgrind(rounds: int, bounds: bool = False) -> None:
     per_iteration = counting.reference_cost(here, root)
     print(f"machine: {machine_line()}")
     print(f"reference loop: {per_iteration:.0f} machine instructions per iteration")
-    print(f"{'paging':<9}{'instructions/round':>20}{'per CR3 load':>14}{'ref-iterations':>16}")
     short, long = rounds, rounds * 3
     rows = [(variant, mmu) for variant in ["", *(BOUNDS if bounds else ())]
             for mmu in ("ept", "shadow")]
     counts = iter(counting.count_all(
-        [[here, "--one", mmu, str(n), *([variant] if variant else [])]
-         for variant, mmu in rows for n in (long, short)], root))
+        [[here, "--one", "crc32", str(n)] for n in reversed(CRC_BYTES)]
+        + [[here, "--one", mmu, str(n), *([variant] if variant else [])]
+           for variant, mmu in rows for n in (long, short)], root))
+    guest = [run_stack(crc32_image(n), False, length=n)[0] for n in reversed(CRC_BYTES)]
+    per_insn = (next(counts) - next(counts)) / (guest[0] - guest[1])
+    print(f"crc32.asm, whole stack, EPT: {per_insn:,.0f} machine instructions per guest "
+          f"instruction ({per_insn / per_iteration:.3f} ref-iterations; {CRC_BYTES[0]:#x} and "
+          f"{CRC_BYTES[1]:#x} bytes counted)")
+    print(f"{'paging':<9}{'instructions/round':>20}{'per CR3 load':>14}{'ref-iterations':>16}")
     for variant, mmu in rows:
         per_round = (next(counts) - next(counts)) / (long - short)
         print(f"{mmu:<9}{per_round:>20,.0f}{per_round / 3:>14,.0f}"
@@ -190,6 +212,10 @@ def _one(args: list[str]) -> None:
     """What --callgrind counts: one run, nothing printed."""
     if args[0] == "reference":
         reference._loop(int(args[1]))
+        return
+    if args[0] == "crc32":
+        n = int(args[1])
+        run_stack(crc32_image(n), False, length=n)
         return
     if len(args) > 2:
         _unflushed(args[2])
@@ -239,7 +265,7 @@ def main() -> None:
         return
     if args.cpu_time:
         time.perf_counter = time.process_time  # every timing below, the reference's too
-    image = assemble(GUEST.read_text(), str(GUEST))
+    image = crc32_image()
     print(f"machine: {machine_line()}")
     ref_rate = reference_rate(args.repeat)
     print(f"reference loop: {ref_rate:.2f} M iterations/s "
