@@ -30,9 +30,8 @@ between them, are one round's: three context switches (MOV to CR3), 27 guest
 instructions. The CRC guest is counted the same way, on the whole stack under EPT at two
 lengths (CRC_BYTES): machine instructions per guest instruction. Beside them, the reference
 loop's iterations that many machine instructions make (its own count under callgrind), a
-figure for any machine. (Counts do not convert to
-time at the reference loop's rate: its tight loop runs more machine instructions per
-cycle than the simulator does.)
+figure for any machine. (Counts do not convert to time at the reference loop's rate: its
+tight loop runs more machine instructions per cycle than the simulator's exits do.)
 
     python benchmarks/cpu_bench.py --callgrind [--rounds N] [--bounds]
 
