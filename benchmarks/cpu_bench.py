@@ -31,7 +31,7 @@ instructions. The CRC guest is counted the same way, on the whole stack under EP
 lengths (CRC_BYTES): machine instructions per guest instruction. Beside them, the reference
 loop's iterations that many machine instructions make (its own count under callgrind), a
 figure for any machine. (Counts do not convert to time at the reference loop's rate: its
-tight loop runs more machine instructions per cycle than the simulator's exits do.)
+tight loop runs more machine instructions per cycle than the simulator does.)
 
     python benchmarks/cpu_bench.py --callgrind [--rounds N] [--bounds]
 
