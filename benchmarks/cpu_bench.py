@@ -190,7 +190,7 @@ def callgrind(rounds: int, bounds: bool = False) -> None:
     counts = iter(counting.count_all(
         [[here, "--one", "crc32", str(n)] for n in reversed(CRC_BYTES)]
         + [[here, "--one", mmu, str(n), *([variant] if variant else [])]
-           for variant, mmu in rows for n in (long, short)], root))
+           for variant, mmu in rows for n in (long, short)], root, from_here=True))
     guest = [run_stack(crc32_image(n), False, length=n)[0] for n in reversed(CRC_BYTES)]
     per_insn = (next(counts) - next(counts)) / (guest[0] - guest[1])
     print(f"crc32.asm, whole stack, EPT: {per_insn:,.0f} machine instructions per guest "
@@ -210,15 +210,20 @@ def callgrind(rounds: int, bounds: bool = False) -> None:
 def _one(args: list[str]) -> None:
     """What --callgrind counts: one run, nothing printed."""
     if args[0] == "reference":
+        counting.from_here()
         reference._loop(int(args[1]))
         return
     if args[0] == "crc32":
         n = int(args[1])
-        run_stack(crc32_image(n), False, length=n)
+        image = crc32_image(n)
+        counting.from_here()
+        run_stack(image, False, length=n)
         return
     if len(args) > 2:
         _unflushed(args[2])
-    run_address_spaces(spaces_image(int(args[1])), args[0])
+    image = spaces_image(int(args[1]))
+    counting.from_here()
+    run_address_spaces(image, args[0])
 
 
 def run_smp(image, vcpus: int) -> tuple[int, float]:

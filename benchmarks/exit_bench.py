@@ -180,7 +180,7 @@ def callgrind(names: list[str], configs: list[str], short: int, long: int,
         rows[at:at] = [("stack+vm", (p,)) for p in PIECES]
     counts = iter(counting.count_all(
         [[__file__, "--one", c, name, str(n), *cut]
-         for name in names for c, cut in rows for n in (long, short)], ROOT))
+         for name in names for c, cut in rows for n in (long, short)], ROOT, from_here=True))
     for name in names:
         exits = exits_of(load(name, long)) - exits_of(load(name, short))
         for c, cut in rows:
@@ -195,12 +195,15 @@ def callgrind(names: list[str], configs: list[str], short: int, long: int,
 def _one(args: list[str]) -> None:
     """What --callgrind counts: one run, nothing printed."""
     if args[0] == "reference":
+        counting.from_here()
         reference._loop(int(args[1]))
         return
     config, name, count, *cut = args
     if cut:
         _cut(cut[0])
-    RUNNERS[config](load(name, int(count)))
+    image = load(name, int(count))
+    counting.from_here()
+    RUNNERS[config](image)
 
 
 def main() -> None:

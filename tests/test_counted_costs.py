@@ -27,8 +27,8 @@ pytestmark = pytest.mark.skipif(shutil.which("valgrind") is None,
                                 reason="counting needs valgrind (apt-get install valgrind)")
 
 # In iterations of the reference loop (about 1,750 machine instructions with CPython 3.11).
-# What these runs counted when the bounds were set (session 28): 0.615, 204, 376, 340 and
-# 769. (The benchmarks' longer runs give a little less for the exits: the trace writer has
+# What these runs counted when the bounds were set (session 28): 0.611, 204, 377, 340 and
+# 771. (The benchmarks' longer runs give a little less for the exits: the trace writer has
 # seen more of its lines before.)
 BOUNDS = {
     "crc32.asm, whole stack, EPT: one guest instruction": 0.75,
@@ -55,14 +55,14 @@ def test_counted_costs_stay_within_their_bounds() -> None:
     counting.write_bytecode([cpu, "--one", "crc32", "16"], ROOT)
     n_ref = reference.ITERATIONS // 10
     # (The loop alone, without the simulator's imports that the benchmarks' --one pays.)
-    ref = ["-c", f"import sys; sys.path.insert(0, {str(BENCH)!r}); import reference; "
-                 "reference._loop(int(sys.argv[1]))"]
+    ref = ["-c", f"import sys; sys.path.insert(0, {str(BENCH)!r}); import counting, reference; "
+                 "counting.from_here(); reference._loop(int(sys.argv[1]))"]
     argvs = [[*ref, str(n_ref)], [*ref, "0"],
              *([cpu, "--one", "crc32", str(n)] for n in reversed(CRC_BYTES)),
              *([ex, "--one", config, "out_loop", str(n)]
                for config in ("stack", "stack+vm") for n in reversed(LOOPS)),
              *([cpu, "--one", mmu, str(n)] for mmu in ("ept", "shadow") for n in reversed(ROUNDS))]
-    counts = iter(counting.count_all(argvs, ROOT))
+    counts = iter(counting.count_all(argvs, ROOT, from_here=True))
 
     def diff() -> int:
         return next(counts) - next(counts)
