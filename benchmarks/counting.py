@@ -51,10 +51,17 @@ def count(argv: list[str], cwd: Path, from_here: bool = False) -> int:
 def from_here() -> None:
     """In a process count(from_here=True) runs: instrument and count from here on
     (callgrind_control asks the running callgrind, through vgdb, before this returns).
-    Elsewhere nothing."""
-    if os.environ.get(FROM_HERE) == "1":
+    Elsewhere nothing. vgdb reaches a process waiting in a system call by ptrace; where
+    ptrace is refused (Yama's ptrace_scope 1 and not root), it fails here after a while
+    rather than hang."""
+    if os.environ.get(FROM_HERE) != "1":
+        return
+    try:
         subprocess.run(["callgrind_control", "--instr=on", str(os.getpid())],
-                       capture_output=True, check=True)
+                       capture_output=True, check=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as e:
+        sys.exit(f"callgrind_control could not turn instrumentation on ({e}): vgdb needs "
+                 "ptrace (/proc/sys/kernel/yama/ptrace_scope 0, or root)")
 
 
 def count_all(argvs: Sequence[list[str]], cwd: Path, from_here: bool = False) -> list[int]:
