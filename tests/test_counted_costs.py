@@ -7,9 +7,9 @@ own --callgrind ones (benchmarks/cpu_bench.py, benchmarks/exit_bench.py: a longe
 a shorter one), on smaller runs, and each is divided by the reference loop's iterations
 (benchmarks/reference.py, counted in the same test) so that the bounds hold for another
 build of the same Python. Each bound is what these runs counted when it was set, with
-about a fifth of room: a change that makes one of them a fifth dearer fails here, says by how much and
-which benchmark to run, and the bound is moved only on purpose. Skipped without valgrind
-(Debian package valgrind; .ci/run installs it).
+about a fifth of room: a change that makes one of them a fifth dearer fails here, says by
+how much and which benchmark to run, and the bound is moved only on purpose. Skipped
+without valgrind (Debian package valgrind; .ci/run installs it).
 """
 
 from __future__ import annotations
