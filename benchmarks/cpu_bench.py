@@ -80,13 +80,18 @@ def _check(eax: int, what: str, length: int = 0x10000) -> None:
         sys.exit(f"benchmark guest went wrong ({what}): eax={eax:#x}, expected {expected:#x}")
 
 
-def crc32_image(length: int = 0x10000):
-    """crc32.asm over `length` bytes (the guest instructions grow with it, ~49 a byte)."""
+def crc32_text(length: int = 0x10000) -> str:
+    """crc32.asm's source over `length` bytes (the guest instructions grow with it, ~49 a
+    byte); the other benchmarks size it here too."""
     text = GUEST.read_text()
     out = text.replace("LEN     equ 0x10000", f"LEN     equ {length:#x}")
     if out == text and length != 0x10000:
-        sys.exit(f"{GUEST}: its LEN line changed; update cpu_bench.py")
-    return assemble(out, str(GUEST))
+        sys.exit(f"{GUEST}: its LEN line changed; update cpu_bench.crc32_text")
+    return out
+
+
+def crc32_image(length: int = 0x10000):
+    return assemble(crc32_text(length), str(GUEST))
 
 
 def run_bare(image, paging: bool) -> tuple[int, float]:

@@ -49,7 +49,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-GUESTS = ROOT / "benchmarks" / "guests"
+
+from cpu_bench import crc32_text  # noqa: E402  (the benchmarks' directory is on the path now)
 
 
 def hello_rounds(rounds: int) -> str:
@@ -62,13 +63,6 @@ def hello_rounds(rounds: int) -> str:
     return looped
 
 
-def crc32_len(length: int) -> str:
-    text = (GUESTS / "crc32.asm").read_text()
-    out = text.replace("LEN     equ 0x10000", f"LEN     equ {length:#x}")
-    assert out != text, "benchmarks/guests/crc32.asm changed: adapt crc32_len"
-    return out
-
-
 def _headless_seconds(tmp: str, text: str) -> float:
     path = os.path.join(tmp, "calibrate.asm")
     Path(path).write_text(text)
@@ -79,13 +73,13 @@ def guests(tmp: str, seconds: float) -> dict[str, tuple[str, str]]:
     """name -> (the guest measured, a longer one for the pause requests), each sized to
     run about `seconds` headless here (a faster CPU gets a longer guest, so that the
     window's fixed costs, its first and last repaint, weigh alike)."""
-    per_kib = _headless_seconds(tmp, crc32_len(0x2000)) / 8
+    per_kib = _headless_seconds(tmp, crc32_text(0x2000)) / 8
     crc = min(0xF0000, max(0x1000, int(seconds / per_kib) * 1024))
     per_round = _headless_seconds(tmp, hello_rounds(8)) / 8
     rounds = max(4, int(seconds / per_round))
     out = {}
-    for name, text, long in ((f"compute loop (crc32.asm, {crc // 1024} KiB)", crc32_len(crc),
-                              crc32_len(0xF0000)),
+    for name, text, long in ((f"compute loop (crc32.asm, {crc // 1024} KiB)", crc32_text(crc),
+                              crc32_text(0xF0000)),
                              (f"exits-heavy, serial console (hello.asm x {rounds})",
                               hello_rounds(rounds), hello_rounds(100_000))):
         paths = []

@@ -60,6 +60,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import counting
+from cpu_bench import crc32_text
 from reference import print_reference
 
 from vmsim.cli import main as vmsim
@@ -212,15 +213,12 @@ def callgrind_once_running() -> None:
     machine instructions of the 0x4000 bytes more (about 780,000 guest instructions), so
     that start-up, translating and compiling, the same in both runs, cancel out."""
     counting.require_valgrind()
-    src = GUESTS[0].read_text()
-    if "LEN     equ 0x10000" not in src:
-        sys.exit(f"{GUESTS[0]}: no 'LEN     equ 0x10000' line to change")
     with tempfile.TemporaryDirectory() as tmp:
         trace = str(Path(tmp) / "t.jsonl")
         sizes = []
         for n in (0x1000, 0x5000):
             g = Path(tmp) / f"crc32_{n:x}.asm"
-            g.write_text(src.replace("LEN     equ 0x10000", f"LEN     equ {n:#x}"))
+            g.write_text(crc32_text(n))
             sizes.append(str(g))
         counting.write_bytecode(["-m", "vmsim.cli", "run", "--max-instructions", "1",
                                  "--trace", trace, "--trace-level", "insn", sizes[0]], ROOT)
