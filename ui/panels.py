@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QAbstractTableModel, QEvent, QModelIndex, QObject, QRectF, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QFont, QFontDatabase, QPainter
+from PySide6.QtGui import QBrush, QColor, QFont, QFontDatabase, QPainter, QTextCursor
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -696,6 +696,7 @@ class DevicesPanel(QWidget):
         lay.addWidget(self.tabs)
         self.log_lines: list[tuple[int, str]] = []  # the access log: (event seq, line)
         self._unwritten: list = []  # accesses taken, not in lines yet (the log not in view)
+        self._serial = bytearray()  # what the console shows: COM1's output as appended
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
@@ -712,6 +713,7 @@ class DevicesPanel(QWidget):
         self.serialInput.emit((text + "\n").encode("latin-1", "replace"))
 
     def append_serial(self, data: bytes) -> None:
+        self._serial += data
         cur = self.console.textCursor()
         cur.movePosition(cur.MoveOperation.End)
         cur.insertText(data.decode("latin-1"))
@@ -750,15 +752,28 @@ class DevicesPanel(QWidget):
 
     def truncate(self, seq: int, serial: bytes) -> None:
         """After a step back: the accesses up to event `seq` only, and the console as
-        COM1 had sent it then (`serial`: Session.serial)."""
-        self._write_log(force=True)
-        n = len(self.log_lines)
-        while self.log_lines and self.log_lines[-1][0] > seq:
-            self.log_lines.pop()
-        if len(self.log_lines) < n:
-            self.log.setPlainText("\n".join(text for _, text in self.log_lines))
-        self.console.setPlainText(serial.decode("latin-1"))
-        self.console.moveCursor(self.console.textCursor().MoveOperation.End)
+        COM1 had sent it then (`serial`: Session.serial). Only what went is taken out
+        (rewriting the whole log was a fifth of a step back in the window)."""
+        unwritten = self._unwritten
+        while unwritten and unwritten[-1].seq > seq:
+            unwritten.pop()
+        lines = self.log_lines
+        n = len(lines)
+        while lines and lines[-1][0] > seq:
+            lines.pop()
+        if len(lines) < n:
+            doc = self.log.document()
+            if doc.blockCount() != n or not lines:  # (a line a block, as _write_log adds them)
+                self.log.setPlainText("\n".join(text for _, text in lines))
+            else:  # the last n - len(lines) blocks, with the line break before them
+                cur = QTextCursor(doc)
+                cur.setPosition(doc.findBlockByNumber(len(lines)).position() - 1)
+                cur.movePosition(QTextCursor.MoveOperation.End, QTextCursor.MoveMode.KeepAnchor)
+                cur.removeSelectedText()
+        if serial != self._serial:  # (unchanged by most steps back)
+            self._serial = bytearray(serial)
+            self.console.setPlainText(serial.decode("latin-1"))
+            self.console.moveCursor(self.console.textCursor().MoveOperation.End)
 
     def refresh(self, bridge) -> None:
         self.vga.set_buffer(bytes(bridge.session.machine.vga.buffer))
@@ -766,6 +781,7 @@ class DevicesPanel(QWidget):
 
     def reset(self) -> None:
         self.console.clear()
+        self._serial = bytearray()
         self.log.clear()
         self.log_lines.clear()
         self._unwritten = []

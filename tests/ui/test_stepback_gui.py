@@ -95,6 +95,37 @@ def test_serial_console_and_statistics_follow_a_step_back_from_the_end(window, q
     assert not b.finished and b.outcome is None
 
 
+@pytest.mark.parametrize("shown", [True, False], ids=["log-in-view", "log-behind"])
+def test_access_log_past_its_line_limit_follows_steps_back(make_window, monkeypatch, shown) -> None:
+    """A step back takes out of the access log only the lines that went (in view, or still
+    unwritten behind its tab), also once the log is full: its text is the forward run's at
+    that point, less the oldest lines the full log had dropped (it keeps LOG_KEEP lines;
+    one taken out by going forward does not come back)."""
+    from ui.panels import DevicesPanel
+
+    monkeypatch.setattr(DevicesPanel, "LOG_KEEP", 15)  # hello.asm makes ~60 accesses
+    win = make_window(HELLO)
+    d = win.devices
+    d.tabs.setCurrentWidget(d.log if shown else d.tabs.widget(0))
+    texts = []
+    while not win.bridge.finished:
+        win.a_step_user.trigger()
+        texts.append(d.log.toPlainText())  # (written here if it was behind)
+    assert len(d.log_lines) == 15 and d.log.document().blockCount() == 15
+    assert len({t.splitlines()[0] for t in texts if t}) > 10  # the window moved on
+    compared = 0
+    for k in range(len(texts) - 2, len(texts) - 30, -1):
+        win.a_back_user.trigger()
+        if shown or k % 3 == 0:  # behind its tab, the log is read only now and then
+            now = d.log.toPlainText().splitlines()
+            if not now:
+                break  # (every line it kept went)
+            assert now == texts[k].splitlines()[-len(now):], k
+            assert d.log.document().blockCount() == len(now) == len(d.log_lines)
+            compared += 1
+    assert compared >= 3
+
+
 def test_a_line_typed_into_the_console_is_replayed_by_a_step_back(window) -> None:
     """The console's input goes through the session, whose history feeds it again when a
     step back replays past it: the state is the forward run's, complete dumps compared."""
