@@ -1359,6 +1359,7 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:
         self.bridge.pause()
+        self.bridge.release_heap()
         self.save_layout()
         if self._lesson_tmp is not None:  # Do these for me's snapshots
             self._lesson_tmp[1]()

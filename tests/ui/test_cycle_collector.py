@@ -1,0 +1,62 @@
+"""The window and Python's cycle collector: while the user steps a paused guest, a full
+collection scans only what the steps made (the window's heap is frozen out of its sight,
+gc.freeze); once the window has settled, the collector sees everything once and frees
+what the steps left (each step back replaces the VM); closing the window leaves nothing
+frozen."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+from tests.ui.conftest import HELLO
+
+SETTLE_WAIT_MS = 20_000  # a hang bound, never a timing assertion
+
+
+def _settle(qtbot, win) -> None:
+    with qtbot.waitSignal(win.bridge.settled, timeout=SETTLE_WAIT_MS):
+        pass
+
+
+def test_a_settled_window_is_out_of_the_collectors_sight(make_window, qtbot) -> None:
+    win = make_window(HELLO)
+    win.a_step_user.trigger()
+    _settle(qtbot, win)
+    assert gc.get_freeze_count() > len(gc.get_objects())  # a collection now scans few
+    win.a_step_user.trigger()  # stepping leaves it frozen
+    assert gc.get_freeze_count() > len(gc.get_objects())
+
+
+def test_a_vm_a_step_back_replaced_is_freed_once_the_window_settles(make_window, qtbot) -> None:
+    win = make_window(HELLO)
+    for _ in range(4):
+        win.a_step_user.trigger()
+    _settle(qtbot, win)  # the VM is frozen with the rest
+    old = weakref.ref(win.bridge.session.vm)
+    win.a_back_user.trigger()
+    assert win.bridge.session.vm is not old()  # rebuilt from a checkpoint
+    gc.collect()  # (a collection before the window settles does not see it)
+    assert old() is not None
+    _settle(qtbot, win)
+    assert old() is None
+
+
+def test_a_run_and_its_pause_leave_the_window_to_settle(make_window, qtbot) -> None:
+    win = make_window(HELLO)
+    b = win.bridge
+    b.run()
+    assert gc.get_freeze_count() > 0
+    qtbot.waitUntil(lambda: b.finished, timeout=SETTLE_WAIT_MS)
+    assert not b.running
+    _settle(qtbot, win)
+    assert gc.get_freeze_count() > len(gc.get_objects())
+
+
+def test_closing_the_window_leaves_nothing_frozen(make_window, qtbot) -> None:
+    win = make_window(HELLO)
+    win.a_step_user.trigger()
+    _settle(qtbot, win)
+    assert gc.get_freeze_count() > 0
+    win.close()
+    assert gc.get_freeze_count() == 0
