@@ -100,7 +100,9 @@ EVENT_INTERVALS_MS = [900, 600, 400, 250, 150, 90, 50, 25, 10, 0]
 # Scheduler steps a single step may take looking for its event (each runs up to
 # SimVcpu.BATCH guest instructions): a guest looping with no exit must not hang the window.
 STEP_LIMIT = 60
-STATS_CHECKPOINT = 2048  # exit events between copies of the statistics (a step back's replay)
+# Exit events between copies of the statistics: a step back counts again up to this many
+# (2048 was ~1 ms of each step back in the window); a copy is ~4% of what the events take.
+STATS_CHECKPOINT = 512
 # A paused window left alone this long has settled: the cycle collector's turn (_settle).
 SETTLE_MS = 1000
 
@@ -688,7 +690,13 @@ class SessionBridge(QObject):
         """Session.on_rewind: the session went back; event `seq` is the last that happened.
         Drop what came after it, here and (through `rewound`) in the views."""
         self.last_seq = seq
-        undone = {ev.seq: ev for ev in (*self.history, *self._pending, *self.future) if ev.seq > seq}
+        undone: dict[int, Event] = {}
+        for evs in (self.history, self._pending):  # (both in seq order: only their ends)
+            for ev in reversed(evs):
+                if ev.seq <= seq:
+                    break
+                undone[ev.seq] = ev
+        undone.update((ev.seq, ev) for ev in self.future if ev.seq > seq)
         keep = sorted(undone)[:self.future.maxlen]  # the nearest: a seek shows those first
         self.future = deque((undone[k] for k in keep), maxlen=self.future.maxlen)
         self._pending = [ev for ev in self._pending if ev.seq <= seq]
@@ -720,8 +728,8 @@ class SessionBridge(QObject):
         else:
             vmx = getattr(self.session.vm.cpus[0].vcpu, "vmx", None) if self.session.vm else None
             self.in_guest = bool(getattr(vmx, "guest_mode", False))
-        self.main_loop_last = next((ev.time for ev in reversed(self.history)
-                                    if ev.kind in MAIN_LOOP_KINDS), None)
+        self.main_loop_last = None if MAIN_LOOP_KINDS.isdisjoint(map(KIND_OF, self.history)) \
+            else next(ev.time for ev in reversed(self.history) if ev.kind in MAIN_LOOP_KINDS)
         self.main_loop_seen = False
 
     def _after_rewind(self) -> None:
