@@ -271,7 +271,9 @@ class KvmLapic:
         return self.regs[i:i + APIC_ISR_NR]
 
     def _vector_list(self, base: int) -> list[int]:
-        return [v for v in range(256) if self._test_vector(base, v)]
+        # (word by word: most are zero, and the views ask at every repaint)
+        return [w << 5 | b for w, word in enumerate(self._vectors(base)) if word
+                for b in range(32) if word >> b & 1]
 
     @property
     def hw_enabled(self) -> bool:
