@@ -159,6 +159,35 @@ def test_views_are_plain_data() -> None:
     assert s.ept_entries() and s.shadow_pages() == []
 
 
+def test_disassembly_is_the_images_instructions_around_eip() -> None:
+    """The lines start at the fourth-last of the image's own line starts before EIP (x86
+    does not decode backwards) and go on decoding forward through EIP; each line's bytes
+    and text are what iced-x86 makes of the image's bytes there; they follow EIP as the
+    guest runs."""
+    import iced_x86
+
+    s = Session(HELLO)
+    img = s.image
+    starts = sorted({sl.address for sl in img.lines if sl.size})
+    fmt = iced_x86.Formatter(iced_x86.FormatterSyntax.NASM)
+    seen = set()
+    for _ in range(12):
+        s.step_instruction()
+        eip = s.cpus[0].eip
+        dis = s.disassembly(4, 5)
+        earlier = [a for a in starts if a < eip][-4:]
+        assert dis[0][0] == (earlier[0] if earlier else eip)
+        assert eip in [a for a, _, _ in dis]
+        for k, (addr, raw, text) in enumerate(dis):
+            if k and addr != eip:  # (decoding forward, resynchronised at EIP)
+                assert addr == dis[k - 1][0] + len(bytes.fromhex(dis[k - 1][1])), hex(addr)
+            data = bytes(img.data[addr - img.origin:addr - img.origin + 15])
+            ins = iced_x86.Decoder(32, data, ip=addr).decode()
+            assert (raw, text) == (data[:ins.len].hex(" "), fmt.format(ins)), hex(addr)
+        seen.add(eip)
+    assert len(seen) > 8
+
+
 def test_shadow_views_show_the_guest_cr3_and_shadow_pages() -> None:
     from pathlib import Path as P
 

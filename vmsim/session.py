@@ -7,6 +7,7 @@ to userspace, or until it stops. It never simulates anything itself.
 
 from __future__ import annotations
 
+import bisect
 import re
 import struct
 from collections.abc import Callable
@@ -116,6 +117,7 @@ class Session:
         self.breakpoints = Breakpoints()
         self.snapshot_path: str | None = None  # the snapshot it was loaded from
         self._partial: _PartialStep | None = None  # a scheduler step paused at an event
+        self._starts: tuple[GuestImage, list[int]] | None = None  # (disassembly's)
 
     def _build_vm(self, config: MachineConfig | None = None, quiet: bool = False,
                   ram=None, log_writes: bool = False):
@@ -867,8 +869,12 @@ class Session:
         import iced_x86
 
         eip = self.registers(cpu)["EIP"]  # as Registers has it (KVM_GET_REGS outside the guest)
-        starts = sorted({sl.address for sl in self.image.lines if sl.size and sl.address < eip})
-        addrs = starts[-before:] if before else []
+        starts = self._starts
+        if starts is None or starts[0] is not self.image:  # (the views ask at every repaint)
+            starts = self._starts = (self.image, sorted({sl.address for sl in self.image.lines
+                                                         if sl.size}))
+        i = bisect.bisect_left(starts[1], eip)
+        addrs = starts[1][max(0, i - before):i] if before else []
         out = []
         fmt = iced_x86.Formatter(iced_x86.FormatterSyntax.NASM)
         at = addrs[0] if addrs else eip
