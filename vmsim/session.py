@@ -868,7 +868,8 @@ class Session:
         image's address map (x86 cannot be decoded backwards), later ones decoded forward."""
         import iced_x86
 
-        eip = self.registers(cpu)["EIP"]  # as Registers has it (KVM_GET_REGS outside the guest)
+        regs = self.registers(cpu)
+        eip = regs["EIP"]  # as Registers has it (KVM_GET_REGS outside the guest)
         starts = self._starts
         if starts is None or starts[0] is not self.image:  # (the views ask at every repaint)
             starts = self._starts = (self.image, sorted({sl.address for sl in self.image.lines
@@ -880,7 +881,7 @@ class Session:
         at = addrs[0] if addrs else eip
         limit = len(addrs) + after
         while len(out) < limit:
-            data = self.read_linear(at, 15, cpu)
+            data = self._read_linear(at, 15, regs)
             if data is None:
                 out.append((at, "", "(not mapped)"))
                 break
@@ -896,9 +897,12 @@ class Session:
     def read_linear(self, la: int, length: int, cpu: int = 0) -> bytes | None:
         """Guest memory by linear address (through the guest's page tables, without
         touching the TLB or A/D bits); None where nothing is mapped."""
+        return self._read_linear(la, length, self.registers(cpu))
+
+    def _read_linear(self, la: int, length: int, regs: dict[str, int]) -> bytes | None:
         out = bytearray()
         while len(out) < length:
-            pa = self.guest_translate(la + len(out), cpu)
+            pa = self._translate(la + len(out), regs)
             if pa is None:
                 return None if not out else bytes(out)
             chunk = min(length - len(out), 0x1000 - (pa & 0xFFF))
@@ -908,7 +912,9 @@ class Session:
     def guest_translate(self, la: int, cpu: int = 0) -> int | None:
         """Linear -> guest-physical through the guest's own page tables (its CR3, as the
         guest reads it, whatever kvm.ko's MMU does underneath); None if not present."""
-        regs = self.registers(cpu)  # CR0 and CR4 as the guest reads them
+        return self._translate(la, self.registers(cpu))  # CR0 and CR4 as the guest reads them
+
+    def _translate(self, la: int, regs: dict[str, int]) -> int | None:
         la &= 0xFFFFFFFF
         if not regs["CR0"] & 0x80000000:
             return la
