@@ -101,6 +101,8 @@ def test_access_log_past_its_line_limit_follows_steps_back(make_window, monkeypa
     unwritten behind its tab), also once the log is full: its text is the forward run's at
     that point, less the oldest lines the full log had dropped (it keeps LOG_KEEP lines;
     one taken out by going forward does not come back)."""
+    from PySide6.QtWidgets import QApplication
+
     from ui.panels import DevicesPanel
 
     monkeypatch.setattr(DevicesPanel, "LOG_KEEP", 15)  # hello.asm makes ~60 accesses
@@ -111,10 +113,12 @@ def test_access_log_past_its_line_limit_follows_steps_back(make_window, monkeypa
     while not win.bridge.finished:
         win.a_step_user.trigger()
         texts.append(d.log.toPlainText())  # (written here if it was behind)
+        QApplication.processEvents()  # (as between a user's clicks)
     assert len(d.log_lines) == 15 and d.log.document().blockCount() == 15
     assert len({t.splitlines()[0] for t in texts if t}) > 10  # the window moved on
     compared = 0
     for k in range(len(texts) - 2, len(texts) - 30, -1):
+        QApplication.processEvents()
         win.a_back_user.trigger()
         if shown or k % 3 == 0:  # behind its tab, the log is read only now and then
             now = d.log.toPlainText().splitlines()
@@ -122,6 +126,9 @@ def test_access_log_past_its_line_limit_follows_steps_back(make_window, monkeypa
                 break  # (every line it kept went)
             assert now == texts[k].splitlines()[-len(now):], k
             assert d.log.document().blockCount() == len(now) == len(d.log_lines)
+            if shown:  # the log was at its end: the last access left is in view
+                QApplication.processEvents()
+                assert d.log.verticalScrollBar().value() == d.log.verticalScrollBar().maximum()
             compared += 1
     assert compared >= 3
 
