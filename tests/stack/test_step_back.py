@@ -367,3 +367,56 @@ def test_checkpoints_share_unchanged_pages(tmp_path: Path) -> None:
     shared = sum(x is y for x, y in zip(a.pages, b.pages, strict=True))
     assert shared > len(a.pages) - 64
     assert h.memory() < 40 << 20
+
+
+LOOP = """bits 32
+org 0x100000
+        mov ecx, 1000
+.l:     mov dx, 0x80
+        out dx, al          ; an exit to userspace per loop (nobody claims port 0x80)
+        dec ecx
+        jnz .l
+        mov dx, 0x501
+        mov al, 0
+        out dx, al
+        hlt
+"""
+
+
+def test_walking_back_replays_less_than_an_interval(tmp_path: Path, monkeypatch) -> None:
+    """A front end walking back exit by exit past the checkpoints each replay leaves near
+    its target: with the checkpoints a long replay also leaves further back
+    (history.REPLAY_FAR), no step back after the first replays half a checkpoint interval
+    (2,048 steps at 16 MiB), where without them one in ~17 replays most of one; and the
+    landing states are the same either way (the replay is exact wherever it starts)."""
+    from vmsim import history
+
+    guest = tmp_path / "loop.asm"
+    guest.write_text(LOOP)
+    replay = history.History._replay_to
+
+    def walk(far: tuple[int, ...]) -> tuple[list[int], list[dict], int]:
+        monkeypatch.setattr(history, "REPLAY_FAR", far)
+        lengths: list[int] = []
+
+        def measured(self, p, *args, **kwargs):
+            lengths.append(p - self.pos)
+            return replay(self, p, *args, **kwargs)
+
+        monkeypatch.setattr(history.History, "_replay_to", measured)
+        s = Session(str(guest), "sim", config=MachineConfig(memory_mib=16))
+        s.history.digest_events = True
+        assert s.run().finished
+        dumps = []
+        for k in range(90):
+            s.step_back_vmexit()
+            if k % 15 == 0:
+                dumps.append(s.state_dump())
+        return lengths, dumps, s.history._gap_steps
+
+    lengths, dumps, interval = walk(history.REPLAY_FAR)
+    assert interval == 2048
+    assert max(lengths[1:]) < interval // 2, lengths
+    lengths, window_only, _ = walk(())
+    assert max(lengths[1:]) > interval // 2, lengths  # (what the far checkpoints spare)
+    assert dumps == window_only
