@@ -369,30 +369,23 @@ def test_checkpoints_share_unchanged_pages(tmp_path: Path) -> None:
     assert h.memory() < 40 << 20
 
 
-LOOP = """bits 32
-org 0x100000
-        mov ecx, 1000
-.l:     mov dx, 0x80
-        out dx, al          ; an exit to userspace per loop (nobody claims port 0x80)
-        dec ecx
-        jnz .l
-        mov dx, 0x501
-        mov al, 0
-        out dx, al
-        hlt
-"""
-
-
-def test_walking_back_replays_less_than_an_interval(tmp_path: Path, monkeypatch) -> None:
+def test_walking_back_replays_less_than_an_interval(monkeypatch) -> None:
     """A front end walking back exit by exit past the checkpoints each replay leaves near
     its target: with the checkpoints a long replay also leaves further back
     (history.REPLAY_FAR), no step back after the first replays half a checkpoint interval
     (2,048 steps at 16 MiB), where without them one in ~17 replays most of one; and the
     landing states are the same either way (the replay is exact wherever it starts)."""
+    import sys
+
     from vmsim import history
 
-    guest = tmp_path / "loop.asm"
-    guest.write_text(LOOP)
+    bench = str(ROOT / "benchmarks")
+    sys.path.insert(0, bench)
+    try:
+        import exit_bench  # its out_loop.asm: an exit to userspace per loop
+    finally:
+        sys.path.remove(bench)
+    image = exit_bench.load("out_loop", 1000)
     replay = history.History._replay_to
 
     def walk(far: tuple[int, ...]) -> tuple[list[int], list[dict], int]:
@@ -404,7 +397,7 @@ def test_walking_back_replays_less_than_an_interval(tmp_path: Path, monkeypatch)
             return replay(self, p, *args, **kwargs)
 
         monkeypatch.setattr(history.History, "_replay_to", measured)
-        s = Session(str(guest), "sim", config=MachineConfig(memory_mib=16))
+        s = Session(image, "sim", config=MachineConfig(memory_mib=16))
         s.history.digest_events = True
         assert s.run().finished
         dumps = []
