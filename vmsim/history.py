@@ -741,12 +741,8 @@ class History:
         # the next goes on in its generator with its recorded batch, and the history
         # counts it as any other (_after_step, as on_pass). With every step handed back
         # to this loop, a replay took ~8% longer.
-        if watch is not None:
-            acts = self.pos
-        elif leave_checkpoints:
-            acts = min([p - REPLAY_WINDOW, *far[:1]])
-        else:
-            acts = p
+        window = p - REPLAY_WINDOW if leave_checkpoints else p
+        acts = [self.pos if watch is not None else min([window, *far[:1]])]  # (as far shrinks)
         batch, edits = self.batch, self.edits
         ev = s.events
         saved = ev.mute(keep_counted=True)
@@ -758,7 +754,7 @@ class History:
             """Asked as a step ends (its position is pos + 1, counted next): None lets
             the one after it pass in place."""
             nxt = self.pos + 2
-            if nxt >= acts or nxt - 1 in edits:
+            if nxt >= acts[0] or nxt - 1 in edits:
                 return True
             b = batch[nxt]
             for v in vcpus:
@@ -787,6 +783,8 @@ class History:
                         k = bisect.bisect_right(positions, self.pos)
                         last_pos, last_work = self.pos, work
                         far.pop(0)
+                    if watch is None:
+                        acts[0] = min([window, *far[:1]])
                     if leave_checkpoints and budget and p - self.pos <= REPLAY_WINDOW:
                         if k < len(positions) and positions[k] <= self.pos:
                             last_pos, last_work = positions[k], self.checkpoints[k].work
