@@ -744,6 +744,12 @@ class Session:
                     return Outcome(False, reason="time")
                 return None
 
+            if not kinds and not addresses and until is None and deadline is not None:
+                def stop() -> Outcome | None:
+                    # The same where only the clock can end the slice (a window's): asked
+                    # at every step passed in place, six times an exit to userspace.
+                    return Outcome(False, reason="time") if perf_counter() >= deadline else None
+
             with self.vm.passing(stop):
                 while True:
                     if m.stop_requested or self.vm.budget_ended():

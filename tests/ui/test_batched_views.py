@@ -120,13 +120,18 @@ def test_a_pause_shows_what_following_each_event_shows(make_window, monkeypatch,
         assert shown[0]["box"] is not None
 
 
-def test_a_run_counts_its_statistics_as_it_goes_and_hands_its_events_over_whole(window) -> None:
+def test_a_run_counts_its_statistics_as_it_goes_and_hands_its_events_over_whole(window, monkeypatch
+                                                                                 ) -> None:
     """While a guest runs, each batch's exit statistics are counted with the batch, so a
     pause has only its own events left to count (an exits-heavy guest can go seconds
     without a repaint: thousands of events). The views get the bridge's list of events
     itself: a Qt list signal would convert each event to a QVariant and back."""
+    import ui.bridge
     from vmsim.stats import ExitStats
 
+    # Slices of a few steps each, so that this short guest takes many ticks.
+    monkeypatch.setattr(ui.bridge, "BATCH_S", 1e-9)
+    monkeypatch.setattr(ui.bridge, "BATCH_QUIET_S", 1e-9)
     b = window.bridge
     got: list = []
     b.eventsArrived.connect(got.append)
@@ -149,3 +154,35 @@ def test_a_run_counts_its_statistics_as_it_goes_and_hands_its_events_over_whole(
         if ev.kind in ExitStats.KINDS:
             one._on_event(ev)
     assert b.stats_history.full == one and one.vmentries > 10
+
+
+
+def test_batches_while_running_find_the_main_loops_last_event(window) -> None:
+    """The diagram's main-loop box glows from the main loop's last event: its own kinds, or
+    the BQL taken or dropped on its thread. Taken in batches while running, where the
+    vCPU's thread takes the BQL twice an exit, the bridge finds that last one."""
+    from ui.bridge import COARSE_KINDS, MAIN_LOOP_KINDS, MAIN_LOOP_THREAD
+
+    b = window.bridge
+    evs, _ = _hello_events(COARSE_KINDS)  # the window's run's events (the same seqs)
+    evs = [ev for ev in evs if ev.seq > b.last_seq]
+    last_wait = max(i for i, ev in enumerate(evs) if ev.kind in MAIN_LOOP_KINDS)
+    unlock = evs[last_wait + 1]
+    assert unlock.kind == "bql" and unlock.source == MAIN_LOOP_THREAD
+    assert unlock.time > evs[last_wait].time
+    mid = len(evs) // 2
+    first = next(i for i in range(mid, len(evs)) if evs[i].source == MAIN_LOOP_THREAD)
+    vcpu_bql = [ev for ev in evs[mid:first] if ev.kind == "bql"]
+    assert len(vcpu_bql) > 20 and all(ev.source != MAIN_LOOP_THREAD for ev in vcpu_bql)
+    b._raw.extend(evs[:mid])
+    b._drain()
+    was = b.main_loop_last
+    b._raw.extend(evs[mid:first])  # the vCPU's BQL only: not the main loop
+    b._drain()
+    assert b.main_loop_last == was
+    b._raw.extend(evs[first:last_wait + 1])
+    b._drain()
+    assert b.main_loop_last == evs[last_wait].time
+    b._raw.append(unlock)  # the main loop's BQL alone in a batch
+    b._drain()
+    assert b.main_loop_last == unlock.time

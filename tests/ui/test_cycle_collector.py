@@ -60,3 +60,22 @@ def test_closing_the_window_leaves_nothing_frozen(make_window, qtbot) -> None:
     assert gc.get_freeze_count() > 0
     win.close()
     assert gc.get_freeze_count() == 0
+
+
+def test_a_run_collects_young_objects_less_often_and_its_end_restores_the_collector(
+        make_window, qtbot) -> None:
+    from ui.bridge import RUN_GC_YOUNG
+
+    before = gc.get_threshold()
+    assert before[0] != RUN_GC_YOUNG
+    win = make_window(HELLO)
+    b = win.bridge
+    b.run()
+    assert gc.get_threshold() == (RUN_GC_YOUNG, *before[1:])
+    qtbot.waitUntil(lambda: b.finished, timeout=SETTLE_WAIT_MS)
+    assert gc.get_threshold() == before
+    win2 = make_window(HELLO)
+    win2.bridge.run()
+    assert gc.get_threshold()[0] == RUN_GC_YOUNG
+    win2.close()  # closed while running: the collector as it was
+    assert gc.get_threshold() == before
