@@ -1,7 +1,9 @@
 """What the GUI's steps back and timeline cost (issue 12), offscreen.
 
-Runs a guest to its end in the window at full speed, then times each back button (the
-whole window: the session's step back plus every view following it) beside the
+Runs a guest to its end in the window at full speed and times the first step back (to the
+last exit to userspace) clicked at once, and in another window clicked after the window
+settled (left alone a second: the first step back is then prepared). Then times each back
+button (the whole window: the session's step back plus every view following it) beside the
 session's own step back from the same kind of point, a seek on the timeline, and the
 timeline's share of a repaint while running (Session.timeline() plus the ticks) and of a
 repaint of the widget. The default guest makes an exit to userspace per loop (--loops of
@@ -58,11 +60,36 @@ def main() -> int:
         if guest is None:
             guest = os.path.join(tmp, "loop.asm")
             Path(guest).write_text(LOOP_GUEST.format(loops=args.loops))
-        win = MainWindow(guest, settings=None)
-        win.resize(1600, 1000)
-        win.diagram.animate = False
-        win.show()
+        def window() -> MainWindow:
+            w = MainWindow(guest, settings=None)
+            w.resize(1600, 1000)
+            w.diagram.animate = False
+            w.show()
+            return w
+
+        # The first step back after the run, clicked at once and after the window settled
+        # (a second left alone: SessionBridge._settle prepares it, Session.prepare_step_back).
+        first = window()
+        first.bridge.run()
+        while not first.bridge.finished:
+            app.processEvents()
+        t = time.perf_counter()
+        first.a_back_user.trigger()
+        at_once = time.perf_counter() - t
+        first.close()
+        win = window()
         b = win.bridge
+        settled: list[float] = []
+        settle = b._settle
+
+        def timed_settle() -> None:
+            t = time.perf_counter()
+            settle()
+            if b.finished:  # (not the one a second after the window opened)
+                settled.append(time.perf_counter() - t)
+
+        b._settle_timer.timeout.disconnect()
+        b._settle_timer.timeout.connect(timed_settle)
         per_frame: list[float] = []
         update = win._update_timeline
 
@@ -77,11 +104,19 @@ def main() -> int:
         while not b.finished:
             app.processEvents()
         wall = time.perf_counter() - start
+        while not settled:
+            app.processEvents()
+        t = time.perf_counter()
+        win.a_back_user.trigger()
+        after = time.perf_counter() - t
         s = b.session
         d = s.timeline()
         print(f"{Path(guest).name}: {s.instructions} instructions, {len(d['exits'])} VM exits, "
               f"{len(d['userspace_exits'])} exits to userspace; run {wall:.1f} s, {b.frames} frames")
         print(f"  timeline per frame while running (Session.timeline + ticks): {_ms(per_frame)}")
+        print(f"  first back to the last exit to userspace after the run: at once {1000 * at_once:.1f} ms; "
+              f"after the window settled {1000 * after:.1f} ms (the settle, a second after the run "
+              f"ended: {1000 * settled[0]:.1f} ms, the preparation and a full collection)")
         tl = win.timeline
         paints = []
         for k in range(10):  # a new span each time: the columns are found again

@@ -879,7 +879,8 @@ class SessionBridge(QObject):
             self._settle_timer.start()
 
     def _settle(self) -> None:
-        """The window is paused and nobody stepped for SETTLE_MS: the cycle collector sees
+        """The window is paused and nobody stepped for SETTLE_MS: the first step back from
+        here is prepared (Session.prepare_step_back), and the cycle collector sees
         the whole heap once, frees what the steps since the last time left (each step back
         replaces the VM, ~700 objects in cycles), and what is left goes out of its sight
         again (gc.freeze). While the user steps, a collection then scans only what the
@@ -887,6 +888,10 @@ class SessionBridge(QObject):
         back in 30 or so (docs/stepping-backwards.md)."""
         if self.running:
             return
+        if not self.back_refusal():
+            # While nobody steps: the first step back from here need not replay up to a
+            # whole interval of the history (42-68 ms in the window); the state stays.
+            self.session.prepare_step_back()
         gc.unfreeze()
         gc.collect()
         gc.freeze()

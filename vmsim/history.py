@@ -665,6 +665,55 @@ class History:
             self._restore(ck)
         self._replay_to(p, leave_checkpoints=True)
 
+    def prepare_back(self) -> bool:
+        """For a front end with nothing to do (its user looks at a paused or finished run):
+        leave the checkpoints that a step back from the present would leave on its way,
+        so that the first one replays at most REPLAY_WINDOW steps, not up to a whole
+        interval. The present is replayed from the last checkpoint as any step back
+        replays (every step checked); a finished run is then finished again as it was
+        (the finished state comes after its last step, and the run is deterministic).
+        The state is the present's again. Only at the end of the history, and not inside
+        a step paused at an event. True if it replayed."""
+        s = self.s
+        p = self.last
+        if self.pos != p or self.replaying or s._partial is not None:
+            return False
+        ck = self.checkpoints[bisect.bisect_right([c.pos for c in self.checkpoints], p) - 1]
+        if p - ck.pos <= REPLAY_WINDOW:
+            return False  # (what a step back from here replays at most: prepared)
+        outcome = s.outcome
+        self._restore(ck)
+        self._replay_to(p, leave_checkpoints=True)
+        if outcome is not None:
+            self._finish_again(outcome)
+        return True
+
+    def _finish_again(self, outcome) -> None:
+        """After a replay to the last step of a finished run: finish it as it finished
+        (Session._finish_vm), the front end's listeners and output muted, every step it
+        takes checked against the recorded ones."""
+        s = self.s
+        if not (s.machine.stop_requested or s.vm.budget_ended()):
+            # Nothing could run any more (halted for good): the run's last recorded step
+            # found that, and there is nothing after it. Finishing again would take that
+            # step once more.
+            if not outcome.halted:
+                raise RuntimeError(f"the replayed run can go on where it had finished ({outcome})")
+            s.outcome = outcome
+            return
+        ev = s.events
+        saved = ev.mute(keep_counted=True)
+        self.listen_replay()
+        self.replaying = self.muted = True
+        try:
+            s._finish_vm()
+        finally:
+            self.replaying = self.muted = False
+            ev.unmute(saved)
+        if s.outcome != outcome or self.pos != self.last:
+            raise RuntimeError(f"finishing the replayed run again diverged: {s.outcome}, "
+                               f"recorded {outcome}")
+
     def _restore(self, ck: Checkpoint) -> None:
         s = self.s
         old = s.machine

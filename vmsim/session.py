@@ -551,6 +551,13 @@ class Session:
         self.finish_step()
         return self._went_back(h.mark_before(what, limit), "stepped back")
 
+    def prepare_step_back(self) -> bool:
+        """Idle time (a window's user looks at the paused guest): make the first step back
+        from here quick (History.prepare_back). The state stays the same. False when there
+        is nothing to prepare (no history, not at the history's end, little to replay)."""
+        h = self.history
+        return h is not None and self.vm is not None and h.prepare_back()
+
     def step_back_instruction(self) -> Outcome:
         """Undo one step_instruction: back to right after the previous step that retired a
         guest instruction (as the run stepped: a run_for batch is undone whole)."""

@@ -369,15 +369,8 @@ def test_checkpoints_share_unchanged_pages(tmp_path: Path) -> None:
     assert h.memory() < 40 << 20
 
 
-def test_walking_back_replays_less_than_an_interval(monkeypatch) -> None:
-    """A front end walking back exit by exit past the checkpoints each replay leaves near
-    its target: with the checkpoints a long replay also leaves further back
-    (history.REPLAY_FAR), no step back after the first replays half a checkpoint interval
-    (2,048 steps at 16 MiB), where without them one in ~17 replays most of one; and the
-    landing states are the same either way (the replay is exact wherever it starts)."""
+def _out_loop(loops: int):
     import sys
-
-    from vmsim import history
 
     bench = str(ROOT / "benchmarks")
     sys.path.insert(0, bench)
@@ -385,7 +378,18 @@ def test_walking_back_replays_less_than_an_interval(monkeypatch) -> None:
         import exit_bench  # its out_loop.asm: an exit to userspace per loop
     finally:
         sys.path.remove(bench)
-    image = exit_bench.load("out_loop", 1000)
+    return exit_bench.load("out_loop", loops)
+
+
+def test_walking_back_replays_less_than_an_interval(monkeypatch) -> None:
+    """A front end walking back exit by exit past the checkpoints each replay leaves near
+    its target: with the checkpoints a long replay also leaves further back
+    (history.REPLAY_FAR), no step back after the first replays half a checkpoint interval
+    (2,048 steps at 16 MiB), where without them one in ~17 replays most of one; and the
+    landing states are the same either way (the replay is exact wherever it starts)."""
+    from vmsim import history
+
+    image = _out_loop(1000)
     replay = history.History._replay_to
 
     def walk(far: tuple[int, ...]) -> tuple[list[int], list[dict], int]:
@@ -413,3 +417,91 @@ def test_walking_back_replays_less_than_an_interval(monkeypatch) -> None:
     lengths, window_only, _ = walk(())
     assert max(lengths[1:]) > interval // 2, lengths  # (what the far checkpoints spare)
     assert dumps == window_only
+
+
+
+@pytest.mark.parametrize("finished", [False, True], ids=["paused", "finished"])
+def test_a_prepared_step_back_replays_from_near_the_present(monkeypatch, finished) -> None:
+    """A front end with nothing to do prepares the first step back from a paused or a
+    finished run (Session.prepare_step_back): the present is replayed from the last
+    checkpoint, leaving checkpoints on the way, and stays the present (every part of the
+    state, the outcome of a finished run too). The first step back then replays at most
+    history.REPLAY_WINDOW steps, where it replayed most of a checkpoint interval, and
+    lands where the unprepared one lands."""
+    from vmsim import history
+
+    image = _out_loop(3_000 if finished else 10_000)
+    replay = history.History._replay_to
+    lengths: list[int] = []
+
+    def measured(self, p, *args, **kwargs):
+        lengths.append(p - self.pos)
+        return replay(self, p, *args, **kwargs)
+
+    monkeypatch.setattr(history.History, "_replay_to", measured)
+    landed = []
+    for prepare in (False, True):
+        s = Session(image, "sim", config=MachineConfig(memory_mib=16))
+        s.history.digest_events = True
+        if finished:
+            assert s.run().finished
+        else:
+            s.run_for(None, instructions=12_000)
+            assert s.outcome is None
+        h = s.history
+        assert h.pos == h.last
+        gap = h.pos - h.checkpoints[-1].pos
+        assert gap > 2 * history.REPLAY_WINDOW  # (else there is little to prepare)
+        if prepare:
+            before = s.state_dump()
+            lengths.clear()
+            assert s.prepare_step_back()
+            assert lengths == [gap] and s.state_dump() == before
+            assert not s.prepare_step_back()  # prepared: nothing left to do
+        lengths.clear()
+        s.step_back_vmexit()
+        assert len(lengths) == 1
+        landed.append((lengths[0], s.state_dump()))
+        assert not s.prepare_step_back()  # not at the history's end: nothing to prepare
+    (unprepared, there), (prepared, here) = landed
+    assert unprepared > history.REPLAY_WINDOW >= prepared
+    assert here == there
+
+
+# Runs that end otherwise than by isa-debug-exit, each after 300 exits to userspace.
+_ENDINGS = {
+    "halted": "cli\n        hlt",
+    "triple_fault": "lidt [bad]\n        int 3\nbad:    dw 0\n        dd 0",
+    "internal_error": "mov eax, 0x80000000\n        jmp eax  ; (no memory there: no progress)",
+}
+
+
+@pytest.mark.parametrize("guest", [*sorted(p.name for p in SAMPLES.glob("*.asm")
+                                           if p.name != "virtio_blk.asm"), *_ENDINGS])
+def test_preparing_the_first_step_back_leaves_each_finished_run_as_it_was(monkeypatch, guest,
+                                                                          tmp_path) -> None:
+    """Every sample guest run to its end, and stopped by the instruction limit, and runs
+    that halt for good, triple-fault or stop with an internal error: after the
+    preparation (here replaying from every run's last checkpoint), the state is the
+    finished run's in every part, its outcome included."""
+    from vmsim import history
+
+    monkeypatch.setattr(history, "REPLAY_WINDOW", 2)
+    path = SAMPLES / guest
+    if guest in _ENDINGS:
+        path = tmp_path / f"{guest}.asm"
+        path.write_text("bits 32\norg 0x100000\n        mov ecx, 300\n.l:     mov dx, 0x80\n"
+                        "        out dx, al\n        dec ecx\n        jnz .l\n"
+                        f"        {_ENDINGS[guest]}\n")
+    for limit in (None, 2_000):
+        s = Session(str(path), "sim", max_instructions=limit)
+        s.history.digest_events = True
+        out = s.run()
+        assert out.finished
+        before = s.state_dump()
+        if s.history.last - s.history.checkpoints[-1].pos <= 2:
+            continue
+        assert s.prepare_step_back()
+        assert s.state_dump() == before and s.outcome == out
+        if limit is None and guest in _ENDINGS:
+            assert guest.replace("_", " ") in out.reason.replace("_", " ").lower(), out

@@ -79,3 +79,29 @@ def test_a_run_collects_young_objects_less_often_and_its_end_restores_the_collec
     assert gc.get_threshold()[0] == RUN_GC_YOUNG
     win2.close()  # closed while running: the collector as it was
     assert gc.get_threshold() == before
+
+
+def test_a_settled_window_has_its_first_step_back_prepared(make_window, qtbot, tmp_path) -> None:
+    """Paused in the middle of a long run, the window prepares the first step back while
+    nobody steps (Session.prepare_step_back): after it settles, the history has a
+    checkpoint within history.REPLAY_WINDOW steps of the present, and the present is what
+    it was (every view's source: the session's whole state)."""
+    import re
+
+    from tests.ui.conftest import ROOT
+    from vmsim import history
+
+    text = (ROOT / "benchmarks" / "guests" / "out_loop.asm").read_text()
+    guest = tmp_path / "out_loop.asm"
+    guest.write_text(re.sub(r"^(COUNT\s+equ\s+)\d+", r"\g<1>10000", text, flags=re.M))
+    win = make_window(guest)
+    b = win.bridge
+    s = b.session
+    s.run_for(None, instructions=12_000)  # as the window's run stops mid-way
+    b._deliver(force=True)
+    h = s.history
+    assert s.outcome is None and h.pos - h.checkpoints[-1].pos > history.REPLAY_WINDOW
+    before = s.state_dump()
+    _settle(qtbot, win)
+    assert h.pos - h.checkpoints[-1].pos <= history.REPLAY_WINDOW
+    assert s.state_dump() == before
