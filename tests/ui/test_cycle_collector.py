@@ -9,6 +9,8 @@ from __future__ import annotations
 import gc
 import weakref
 
+import pytest
+
 from tests.ui.conftest import HELLO
 
 SETTLE_WAIT_MS = 20_000  # a hang bound, never a timing assertion
@@ -81,27 +83,38 @@ def test_a_run_collects_young_objects_less_often_and_its_end_restores_the_collec
     assert gc.get_threshold() == before
 
 
-def test_a_settled_window_has_its_first_step_back_prepared(make_window, qtbot, tmp_path) -> None:
-    """Paused in the middle of a long run, the window prepares the first step back while
-    nobody steps (Session.prepare_step_back): after it settles, the history has a
-    checkpoint within history.REPLAY_WINDOW steps of the present, and the present is what
-    it was (every view's source: the session's whole state)."""
+@pytest.mark.parametrize("finished", [False, True], ids=["paused", "finished"])
+def test_a_settled_window_has_its_first_step_back_prepared(make_window, qtbot, tmp_path,
+                                                           finished) -> None:
+    """Paused in the middle of a long run, or at its end, the window prepares the first
+    step back while nobody steps (Session.prepare_step_back): after it settles, the
+    history has a checkpoint within history.REPLAY_WINDOW steps of the present, and the
+    present is what it was: the session's whole state, and what every view shows."""
     import re
 
     from tests.ui.conftest import ROOT
+    from tests.ui.test_stepback_gui import state
     from vmsim import history
 
     text = (ROOT / "benchmarks" / "guests" / "out_loop.asm").read_text()
     guest = tmp_path / "out_loop.asm"
-    guest.write_text(re.sub(r"^(COUNT\s+equ\s+)\d+", r"\g<1>10000", text, flags=re.M))
+    count = 3_000 if finished else 10_000
+    guest.write_text(re.sub(r"^(COUNT\s+equ\s+)\d+", rf"\g<1>{count}", text, flags=re.M))
     win = make_window(guest)
     b = win.bridge
     s = b.session
-    s.run_for(None, instructions=12_000)  # as the window's run stops mid-way
-    b._deliver(force=True)
+    if finished:
+        b.run()
+        qtbot.waitUntil(lambda: b.finished, timeout=SETTLE_WAIT_MS)
+    else:
+        s.run_for(None, instructions=12_000)  # as the window's run stops mid-way
+        b._deliver(force=True)
     h = s.history
-    assert s.outcome is None and h.pos - h.checkpoints[-1].pos > history.REPLAY_WINDOW
-    before = s.state_dump()
+    assert (s.outcome is not None) == finished
+    assert h.pos - h.checkpoints[-1].pos > history.REPLAY_WINDOW
+    before, shown = s.state_dump(), state(win)
     _settle(qtbot, win)
     assert h.pos - h.checkpoints[-1].pos <= history.REPLAY_WINDOW
     assert s.state_dump() == before
+    b._deliver(force=True)  # the views repainted from the session
+    assert state(win) == shown
