@@ -890,7 +890,7 @@ class SessionBridge(QObject):
             return
         if not self.back_refusal():
             # While nobody steps: the first step back from here need not replay up to a
-            # whole interval of the history (42-68 ms in the window); the state stays.
+            # whole interval of the history (tens of ms in the window); the state stays.
             self.session.prepare_step_back()
         gc.unfreeze()
         gc.collect()
