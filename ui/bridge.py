@@ -106,6 +106,9 @@ STEP_LIMIT = 60
 STATS_CHECKPOINT = 512
 # A paused window left alone this long has settled: the cycle collector's turn (_settle).
 SETTLE_MS = 1000
+# ... and after this long, the first step back from where it stands is prepared (_prepare):
+# a user who stops a run to look back clicks later than this.
+PREPARE_MS = 150
 # New objects between two collections of the young generation while the window runs (the
 # interpreter's default is 700).
 RUN_GC_YOUNG = 10_000
@@ -222,6 +225,7 @@ class SessionBridge(QObject):
     _gdbStopped = Signal()  # from the stub's thread: the guest stopped (queued to the GUI)
     _gdbEnded = Signal(object)  # from the stub's thread: the stub, once the debugger left
     settled = Signal()  # the paused window settled and the cycle collector had its turn
+    prepared = Signal()  # the paused window's first step back was prepared (_prepare)
 
     def __init__(self, guest: str | GuestImage, backend: str = "sim", paging: str = "ept",
                  parent: QObject | None = None, *, smp: int = 1, irqchip: str = "kernel",
@@ -264,6 +268,10 @@ class SessionBridge(QObject):
         self._settle_timer.setSingleShot(True)
         self._settle_timer.setInterval(SETTLE_MS)
         self._settle_timer.timeout.connect(self._settle)
+        self._prepare_timer = QTimer(self)
+        self._prepare_timer.setSingleShot(True)
+        self._prepare_timer.setInterval(PREPARE_MS)
+        self._prepare_timer.timeout.connect(self._prepare)
         self._gc_threshold: tuple[int, ...] | None = None  # the collector's, while a run changes it
         self.gdb = None  # the GdbServer while a debugger is awaited or attached
         self.gdb_lock = threading.Lock()
@@ -766,6 +774,7 @@ class SessionBridge(QObject):
         # (tens of ms each, in the middle of a batch). Back in its sight once the window
         # settles after the pause (_settle).
         self._settle_timer.stop()
+        self._prepare_timer.stop()
         gc.freeze()
         # ... and its young generation is collected every RUN_GC_YOUNG new objects, not 700:
         # most of what a run makes are the events the views keep, which each collection
@@ -876,11 +885,20 @@ class SessionBridge(QObject):
         self.stateChanged.emit()
         self.main_loop_seen = False
         if not self.running:  # a step, a step back, a pause ...: settled again later
+            self._prepare_timer.start()
             self._settle_timer.start()
 
+    def _prepare(self) -> None:
+        """The window is paused and nobody stepped for PREPARE_MS: the first step back from
+        here need not replay up to a whole interval of the history (tens of ms in the
+        window): Session.prepare_step_back replays it now, and the state stays."""
+        if self.running or self.back_refusal():
+            return
+        if self.session.prepare_step_back():
+            self.prepared.emit()
+
     def _settle(self) -> None:
-        """The window is paused and nobody stepped for SETTLE_MS: the first step back from
-        here is prepared (Session.prepare_step_back), and the cycle collector sees
+        """The window is paused and nobody stepped for SETTLE_MS: the cycle collector sees
         the whole heap once, frees what the steps since the last time left (each step back
         replaces the VM, ~700 objects in cycles), and what is left goes out of its sight
         again (gc.freeze). While the user steps, a collection then scans only what the
@@ -888,10 +906,6 @@ class SessionBridge(QObject):
         back in 30 or so (docs/stepping-backwards.md)."""
         if self.running:
             return
-        if not self.back_refusal():
-            # While nobody steps: the first step back from here need not replay up to a
-            # whole interval of the history (tens of ms in the window); the state stays.
-            self.session.prepare_step_back()
         gc.unfreeze()
         gc.collect()
         gc.freeze()
@@ -901,6 +915,7 @@ class SessionBridge(QObject):
         """The window closes: everything is in the cycle collector's sight again, and
         nothing is frozen later (a process that opens another window, the tests')."""
         self._settle_timer.stop()
+        self._prepare_timer.stop()
         self._restore_gc()
         gc.unfreeze()
 

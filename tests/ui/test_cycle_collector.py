@@ -1,8 +1,8 @@
-"""The window and Python's cycle collector: while the user steps a paused guest, a full
-collection scans only what the steps made (the window's heap is frozen out of its sight,
-gc.freeze); once the window has settled, the collector sees everything once and frees
-what the steps left (each step back replaces the VM); closing the window leaves nothing
-frozen."""
+"""The window while nobody steps, and Python's cycle collector: while the user steps a
+paused guest, a full collection scans only what the steps made (the window's heap is
+frozen out of its sight, gc.freeze); once the window has settled, the collector sees
+everything once and frees what the steps left (each step back replaces the VM); closing
+the window leaves nothing frozen. Left alone, the window prepares the first step back."""
 
 from __future__ import annotations
 
@@ -84,12 +84,12 @@ def test_a_run_collects_young_objects_less_often_and_its_end_restores_the_collec
 
 
 @pytest.mark.parametrize("finished", [False, True], ids=["paused", "finished"])
-def test_a_settled_window_has_its_first_step_back_prepared(make_window, qtbot, tmp_path,
-                                                           finished) -> None:
+def test_a_window_left_alone_has_its_first_step_back_prepared(make_window, qtbot, tmp_path,
+                                                              finished) -> None:
     """Paused in the middle of a long run, or at its end, the window prepares the first
-    step back while nobody steps (Session.prepare_step_back): after it settles, the
-    history has a checkpoint within history.REPLAY_WINDOW steps of the present, and the
-    present is what it was: the session's whole state, and what every view shows."""
+    step back while nobody steps (Session.prepare_step_back): once it did, the history
+    has a checkpoint within history.REPLAY_WINDOW steps of the present, and the present
+    is what it was: the session's whole state, and what every view shows."""
     import re
 
     from tests.ui.conftest import ROOT
@@ -113,7 +113,8 @@ def test_a_settled_window_has_its_first_step_back_prepared(make_window, qtbot, t
     assert (s.outcome is not None) == finished
     assert h.pos - h.checkpoints[-1].pos > history.REPLAY_WINDOW
     before, shown = s.state_dump(), state(win)
-    _settle(qtbot, win)
+    with qtbot.waitSignal(b.prepared, timeout=SETTLE_WAIT_MS):
+        pass
     assert h.pos - h.checkpoints[-1].pos <= history.REPLAY_WINDOW
     assert s.state_dump() == before
     b._deliver(force=True)  # the views repainted from the session
