@@ -419,7 +419,6 @@ def test_walking_back_replays_less_than_an_interval(monkeypatch) -> None:
     assert dumps == window_only
 
 
-
 @pytest.mark.parametrize("finished", [False, True], ids=["paused", "finished"])
 def test_a_prepared_step_back_replays_from_near_the_present(monkeypatch, finished) -> None:
     """A front end with nothing to do prepares the first step back from a paused or a

@@ -156,7 +156,6 @@ def test_a_run_counts_its_statistics_as_it_goes_and_hands_its_events_over_whole(
     assert b.stats_history.full == one and one.vmentries > 10
 
 
-
 def test_batches_while_running_find_the_main_loops_last_event(window) -> None:
     """The diagram's main-loop box glows from the main loop's last event: its own kinds, or
     the BQL taken or dropped on its thread. Taken in batches while running, where the

@@ -85,7 +85,7 @@ def test_a_run_collects_young_objects_less_often_and_its_end_restores_the_collec
 
 @pytest.mark.parametrize("finished", [False, True], ids=["paused", "finished"])
 def test_a_window_left_alone_has_its_first_step_back_prepared(make_window, qtbot, tmp_path,
-                                                              finished) -> None:
+                                                              monkeypatch, finished) -> None:
     """Paused in the middle of a long run, or at its end, the window prepares the first
     step back while nobody steps (Session.prepare_step_back): once it did, the history
     has a checkpoint within history.REPLAY_WINDOW steps of the present, and the present
@@ -94,12 +94,16 @@ def test_a_window_left_alone_has_its_first_step_back_prepared(make_window, qtbot
 
     from tests.ui.conftest import ROOT
     from tests.ui.test_stepback_gui import state
+    from ui import bridge
     from vmsim import history
 
     text = (ROOT / "benchmarks" / "guests" / "out_loop.asm").read_text()
     guest = tmp_path / "out_loop.asm"
     count = 3_000 if finished else 10_000
     guest.write_text(re.sub(r"^(COUNT\s+equ\s+)\d+", rf"\g<1>{count}", text, flags=re.M))
+    # (Not before the state is taken below, however slow a busy machine makes the run's
+    # end: the timer the pause starts is started again, at once, once it is.)
+    monkeypatch.setattr(bridge, "PREPARE_MS", SETTLE_WAIT_MS * 10)
     win = make_window(guest)
     b = win.bridge
     s = b.session
@@ -113,6 +117,8 @@ def test_a_window_left_alone_has_its_first_step_back_prepared(make_window, qtbot
     assert (s.outcome is not None) == finished
     assert h.pos - h.checkpoints[-1].pos > history.REPLAY_WINDOW
     before, shown = s.state_dump(), state(win)
+    assert b._prepare_timer.isActive()  # started by the pause
+    b._prepare_timer.start(0)
     with qtbot.waitSignal(b.prepared, timeout=SETTLE_WAIT_MS):
         pass
     assert h.pos - h.checkpoints[-1].pos <= history.REPLAY_WINDOW
