@@ -634,10 +634,7 @@ class Vmx:
             return False
         # The host checks depend on these fields only: the result of the last check holds
         # while none changed (a real CPU checks every time and finds the same).
-        try:
-            host_key = _take_host_check(vmcs.fields)
-        except KeyError:
-            host_key = tuple(map(vmcs.fields.get, _HOST_CHECK_FIELDS))
+        host_key = _read_fields(vmcs.fields, _take_host_check, _HOST_CHECK_FIELDS)
         if host_key != self._host_checked:
             failure = self.check_host_state(vmcs)
             if failure:
@@ -671,7 +668,7 @@ class Vmx:
         # The fields read below, by one VMREAD each (all full-width: unknown ones read 0).
         try:
             loaded = _take_load(fields)
-        except KeyError:
+        except KeyError:  # (unwritten fields read 0)
             loaded = map(g, _LOAD_FIELDS, _ZEROS)
         (cr0, cr4, cr3, cr0_mask, cr0_shadow, cr4_mask, cr4_shadow, gdtr_base, gdtr_limit,
          idtr_base, idtr_limit, rsp, rip, rflags, interruptibility, activity, entry_ctl,
@@ -689,10 +686,7 @@ class Vmx:
         # The segment registers, built again only when their fields changed since the last
         # entry; assigning the list (which rechecks the segment classes) only when the
         # CPU's differ from them (equal Segments are the same register: they are frozen).
-        try:
-            key = _take_segments(fields)
-        except KeyError:
-            key = tuple(map(g, _CPU_SEGMENT_FIELD_LIST))
+        key = _read_fields(fields, _take_segments, _CPU_SEGMENT_FIELD_LIST)
         last = self._seg_loaded
         if last is None or last[0] != key:
             seg = [_segment(*(0 if x is None else x for x in key[i:i + 4]))
@@ -960,10 +954,7 @@ class Vmx:
         self.guest_mode = False
         # What loading the host state put in the root-mode registers (built when looked
         # at); the same as last time unless kvm.ko wrote a host field or the PAT moved.
-        try:
-            values = _take_host_load(fields)
-        except KeyError:
-            values = tuple(map(fields.get, _HOST_LOAD_FIELDS))
+        values = _read_fields(fields, _take_host_load, _HOST_LOAD_FIELDS)
         pat = cpu.msr.get(MSR_IA32_CR_PAT, 0)
         if values != self._host_values or self._host_loaded is None \
                 or self._host_loaded[1] != pat:
