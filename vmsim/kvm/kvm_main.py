@@ -23,6 +23,7 @@ from vmsim.hw.mmu import PFEC_W, WRITE
 from vmsim.hw.vmcs import F, Vmcs
 from vmsim.hw.vmx import Vmx
 from vmsim.kvm import api
+from vmsim.kvm import vmx as kvm_vmx  # (at module level: guest_cr0 runs at every CR exit)
 from vmsim.kvm.api import KVM_API_VERSION, VCPU_MMAP_SIZE, KvmRegs, KvmRun, KvmSregs
 from vmsim.state import fields_state, from_plain, load_fields, to_plain
 
@@ -351,8 +352,6 @@ class SimVcpu:
     BATCH = 20_000  # guest instructions between yields to the session (x86.BATCH_MAX)
 
     def __init__(self, vm: SimVm, vcpu_id: int):
-        from vmsim.kvm import vmx as kvm_vmx
-
         self.vm = vm
         self.vcpu_id = vcpu_id
         self.name = f"vcpu{vcpu_id}"
@@ -471,14 +470,10 @@ class SimVcpu:
     # -- the guest's view of its control registers (what kvm_read_cr* return) ------------------
     @property
     def guest_cr0(self) -> int:
-        from vmsim.kvm import vmx as kvm_vmx
-
         return kvm_vmx.kvm_read_cr0(self)
 
     @property
     def guest_cr4(self) -> int:
-        from vmsim.kvm import vmx as kvm_vmx
-
         return kvm_vmx.kvm_read_cr4(self)
 
     @property
@@ -491,23 +486,15 @@ class SimVcpu:
 
     # -- register ioctls (LNX arch/x86/kvm/x86.c kvm_arch_vcpu_ioctl_{get,set}_{regs,sregs}) --
     def get_regs(self) -> KvmRegs:
-        from vmsim.kvm import vmx as kvm_vmx
-
         return kvm_vmx.get_regs(self)
 
     def set_regs(self, regs: KvmRegs) -> None:
-        from vmsim.kvm import vmx as kvm_vmx
-
         kvm_vmx.set_regs(self, regs)
 
     def get_sregs(self) -> KvmSregs:
-        from vmsim.kvm import vmx as kvm_vmx
-
         return kvm_vmx.get_sregs(self)
 
     def set_sregs(self, sregs: KvmSregs) -> None:
-        from vmsim.kvm import vmx as kvm_vmx
-
         kvm_vmx.set_sregs(self, sregs)
 
     def set_cpuid2(self, entries: list[tuple[int, int, int, int, int, int]]) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import iced_x86
 from iced_x86 import Register
 
-from vmsim.hw.cpu import SEG_NAMES, SHADOW_MOV_SS, SS, Intercept, SlowPath
+from vmsim.hw.cpu import SEG_NAMES, SHADOW_MOV_SS, SS, Intercept, SlowPath, StopReason
 from vmsim.hw.flags import ARITH_MASK, TF, condition, materialize, set_explicit
 from vmsim.hw.insn.ctx import Ctx, reg_info
 from vmsim.hw.insn.table import INTERCEPTABLE, NotInSubset, handles
@@ -112,7 +112,7 @@ def _mov_cr(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     def run():
         info = Intercept("cr_write" if to_cr else "cr_read", eip, length, cr=n, gpr=g)
         if cpu.intercepted(info):
-            return _stop()
+            return StopReason.INTERCEPT
         if to_cr:
             cpu.set_control(n, cpu.r[g])
         else:
@@ -154,9 +154,6 @@ def _mov_dr(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     return mov_dr
 
 
-def _stop():
-    from vmsim.hw.cpu import StopReason
-    return StopReason.INTERCEPT
 
 
 def _mov_to_sreg(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
