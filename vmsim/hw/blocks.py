@@ -600,6 +600,13 @@ _REG = re.compile(r"\br\[(\d)\]")
 _ASSIGN = re.compile(r"r\[(\d)\] = (.*)$")
 
 
+def _to_x(m: re.Match) -> str:
+    """_REG's replacement. (A function, not the template "x\\1": with a template, each sub
+    imports re and looks the template up again, 3.4 us against 1.3 us, and translating
+    CRC-32's blocks makes ~900 of them.)"""
+    return "x" + m[1]
+
+
 _LANE = (1 << 31) - 1  # a lane is _LANE + the delta into its instruction (vmsim.trace)
 
 
@@ -714,7 +721,7 @@ def _registers_in_locals(lines: list[str], rec: dict | None = None) -> list[str]
             if n not in cached:
                 out.append(f"{indent}x{n} = r[{n}]")
                 cached.add(n)
-        return _REG.sub(r"x\1", text)
+        return _REG.sub(_to_x, text)
 
     for line in lines:
         body = line.lstrip()
@@ -1096,6 +1103,15 @@ def _final_group(lines: list[str], ns: dict) -> int | None:
 
 _LF_STORE = re.compile(r"lf\[(\d)\] =")
 _LF_READ = re.compile(r"lf\[(\d)\]")
+
+
+def _to_f_store(m: re.Match) -> str:
+    return f"F{m[1]} ="
+
+
+def _to_f(m: re.Match) -> str:
+    return "F" + m[1]
+
 _FLAGS = "(F0, F1, F2, F3)"
 
 
@@ -1145,13 +1161,13 @@ def _region_locals(lines: list[str], dirty_in: frozenset, used: list[str],
             continue
         if body.startswith("lf[0] ="):
             dirty.add("F")
-            body = _LF_STORE.sub(r"F\1 =", body)
+            body = _LF_STORE.sub(_to_f_store, body)
         body = body.replace("(lf)", f"({_FLAGS})")
-        body = _LF_READ.sub(r"F\1", body)
+        body = _LF_READ.sub(_to_f, body)
         m = _ASSIGN.match(body)
         if m is not None:
             dirty.add(m.group(1))
-        out.append(indent + _REG.sub(r"x\1", body))
+        out.append(indent + _REG.sub(_to_x, body))
     return out, frozenset(dirty)
 
 
