@@ -23,6 +23,7 @@ from vmsim.hw.mmu import PFEC_W, WRITE
 from vmsim.hw.vmcs import F, Vmcs
 from vmsim.hw.vmx import Vmx
 from vmsim.kvm import api
+from vmsim.kvm import irq as irq_mod  # (module level: KVM_INTERRUPT and kicks run per interrupt)
 from vmsim.kvm import vmx as kvm_vmx  # (at module level: guest_cr0 runs at every CR exit)
 from vmsim.kvm.api import KVM_API_VERSION, VCPU_MMAP_SIZE, KvmRegs, KvmRun, KvmSregs
 from vmsim.state import fields_state, from_plain, load_fields, to_plain
@@ -188,11 +189,9 @@ class SimVm:
 
     def irq_line(self, irq: int, level: int) -> None:
         """KVM_IRQ_LINE: drive a GSI from userspace (needs the in-kernel irqchip)."""
-        from vmsim.kvm.irq import KVM_USERSPACE_IRQ_SOURCE_ID, kvm_set_irq
-
         if self.irqchip is None:
             raise KvmError(errno.ENXIO, "KVM_IRQ_LINE needs KVM_CREATE_IRQCHIP")
-        kvm_set_irq(self, KVM_USERSPACE_IRQ_SOURCE_ID, irq, 1 if level else 0)
+        irq_mod.kvm_set_irq(self, irq_mod.KVM_USERSPACE_IRQ_SOURCE_ID, irq, 1 if level else 0)
 
     def get_irqchip(self, chip_id: int) -> dict[str, int]:
         """KVM_GET_IRQCHIP for a PIC: its struct kvm_pic_state fields."""
@@ -502,8 +501,6 @@ class SimVcpu:
 
     def interrupt(self, vector: int) -> None:
         """KVM_INTERRUPT: queue an external interrupt (only without an in-kernel irqchip)."""
-        from vmsim.kvm.irq import kvm_make_request_event
-
         if self.vm.irqchip is not None:
             raise KvmError(errno.ENXIO, "KVM_INTERRUPT: the in-kernel irqchip delivers interrupts")
         if not 0 <= vector < 256:
@@ -511,7 +508,7 @@ class SimVcpu:
         if self.pending_external_vector != -1:
             raise KvmError(errno.EEXIST, "KVM_INTERRUPT: an interrupt is already queued")
         self.pending_external_vector = vector
-        kvm_make_request_event(self)
+        irq_mod.kvm_make_request_event(self)
 
     def get_mp_state(self) -> int:
         """KVM_GET_MP_STATE."""
@@ -567,12 +564,10 @@ class SimVcpu:
         KVM_RUN, where the kernel sees it (a vCPU in the guest exits for the IPI that
         signal delivery sends, one in kvm_vcpu_block wakes); False if it is in userspace,
         where QEMU's handler runs instead (it sets kvm_run.immediate_exit)."""
-        from vmsim.kvm.irq import kvm_vcpu_kick
-
         if not self.in_kvm_run:
             return False
         self.signal_pending = True
-        kvm_vcpu_kick(self)
+        irq_mod.kvm_vcpu_kick(self)
         return True
 
     def block_wait(self):

@@ -31,6 +31,9 @@ from vmsim.hw.exceptions import CpuException
 from vmsim.hw.memory import PhysicalMemory
 from vmsim.hw.mmu import CR0_PG, CR0_WP, CR4_PSE, RW, US, A, D, Mmu, P
 from vmsim.hw.vmcs import F
+from vmsim.kvm import emulate
+from vmsim.kvm.kvm_main import GuestTables
+from vmsim.kvm.vmx import kvm_queue_exception
 from vmsim.state import register
 
 if TYPE_CHECKING:
@@ -194,8 +197,6 @@ class ShadowMmu:
     def guest_walker(self, v: SimVcpu) -> Mmu:
         """FNAME(walk_addr): the guest's own tables, walked by kvm.ko in software; it sets
         the guest's accessed and dirty bits as the hardware would."""
-        from vmsim.kvm.kvm_main import GuestTables
-
         mem: PhysicalMemory = self.vm.mem
         w = Mmu(mem)
         w.tables = GuestTables(mem, w)  # a table outside the memslots fails the walk
@@ -204,9 +205,6 @@ class ShadowMmu:
 
     def page_fault(self, v: SimVcpu, gva: int, error_code: int) -> int:
         """paging32_page_fault / nonpaging_page_fault. 1: resume; 0: kvm_run filled."""
-        from vmsim.kvm import emulate
-        from vmsim.kvm.vmx import kvm_queue_exception
-
         self.stats["faults"] += 1
         v.handler_cost += COSTS["shadow_fault"]
         write = bool(error_code & PFERR_WRITE)
@@ -273,8 +271,6 @@ class ShadowMmu:
 
     # -- writes to guest page tables ---------------------------------------------------------------
     def emulate_pte_write(self, v: SimVcpu, gpa: int) -> int:
-        from vmsim.kvm import emulate
-
         r = emulate.x86_emulate_instruction(v)
         self.kvm_mmu_pte_write(v, gpa)
         return r

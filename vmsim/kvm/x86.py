@@ -12,7 +12,7 @@ import errno
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
-from vmsim.clock import NO_PROGRESS_LIMIT, no_progress_message
+from vmsim.clock import NO_PROGRESS_LIMIT, Block, no_progress_message
 from vmsim.costs import COSTS, NOMINAL_HZ
 from vmsim.hw import exceptions as X
 from vmsim.hw.cpu import PAE_UNSUPPORTED, REAL_MODE_UNSUPPORTED
@@ -43,6 +43,7 @@ from vmsim.kvm.api import (
     KVM_PIO_PAGE_OFFSET,
     PAGE_SIZE,
 )
+from vmsim.kvm.eventfd import ioeventfd_write
 from vmsim.kvm.irq import (
     APIC_BASE,
     APIC_SIZE,
@@ -171,8 +172,6 @@ def vcpu_run(v: SimVcpu, resume: str | None = None) -> Generator[Any, None, int]
 
 def kvm_vcpu_block_wait(v: SimVcpu):
     """What kvm_vcpu_block sleeps on (rcuwait_wait_event): an event or a signal."""
-    from vmsim.clock import Block
-
     return Block("kvm_vcpu_block", lambda: kvm_vcpu_has_events(v) or v.signal_pending)
 
 
@@ -615,8 +614,6 @@ def kernel_mmio_read(v: SimVcpu, gpa: int, size: int) -> int | None:
 
 def kernel_mmio_write(v: SimVcpu, gpa: int, size: int, value: int) -> bool:
     if v.vm.ioeventfds:
-        from vmsim.kvm.eventfd import ioeventfd_write
-
         # write_mmio -> vcpu_mmio_write -> kvm_io_bus_write(KVM_MMIO_BUS): an ioeventfd
         # takes the write, which is then complete.
         if ioeventfd_write(v.vm, gpa, size, value, source=v.name):

@@ -15,6 +15,7 @@ from typing import Any
 
 from vmsim.clock import Block, Scheduler
 from vmsim.costs import NOMINAL_HZ
+from vmsim.hw.vmcs import F
 from vmsim.kvm.api import Kvm
 from vmsim.state import fields_state, load_fields
 from vmsim.vmm.iothread import THREAD as IOTHREAD
@@ -163,8 +164,6 @@ def _halted_with_if_clear(s: KvmState, cpu: CPUState) -> bool:
         return True
     if mp_state != "halted":
         return False
-    from vmsim.hw.vmcs import F
-
     return not v.vmcs.read(F.GUEST_RFLAGS) & 0x200
 
 
