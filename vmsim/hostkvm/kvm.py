@@ -109,6 +109,11 @@ def _int_arg(value: int) -> int:
 
 
 class HostVcpu:
+    # vmsim's own stops (KvmVcpu): the host's KVM runs without its instruction limit and
+    # watchdog, so neither ever stops it.
+    limit_reached = False
+    stuck = ""
+
     def __init__(self, kvm_fd: int, fd: int, vm: HostVm | None = None, vcpu_id: int = 0):
         self.fd = fd
         self.vm = vm

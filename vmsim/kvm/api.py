@@ -542,6 +542,10 @@ class EventNotifier:
 
 class KvmVcpu(Protocol):
     kvm_run: KvmRun
+    # vmsim's own stops, not KVM's: the instruction limit reached, and why its no-progress
+    # watchdog stopped the vCPU ("" if it did not). False and "" on the host's KVM.
+    limit_reached: bool
+    stuck: str
 
     def get_regs(self) -> KvmRegs: ...
 

@@ -492,7 +492,7 @@ class VirtualMachine:
         # costs 0.5% of an exit to userspace (exit_bench --callgrind, stack).
         for c in self.cpus:
             v = c.vcpu
-            if c.host_halted or getattr(v, "limit_reached", False) or getattr(v, "stuck", ""):
+            if c.host_halted or v.limit_reached or v.stuck:
                 return False
         return True
 
