@@ -1112,6 +1112,7 @@ def _to_f_store(m: re.Match) -> str:
 def _to_f(m: re.Match) -> str:
     return "F" + m[1]
 
+
 _FLAGS = "(F0, F1, F2, F3)"
 
 

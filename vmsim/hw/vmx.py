@@ -1152,7 +1152,7 @@ _HOST_CHECK_FIELDS = (*_HOST_LOAD_FIELDS, F.VM_ENTRY_CONTROLS.value)
 
 # Reading many fields at every entry and exit, to see whether they changed: one C call
 # (itemgetter) where all are written, else get's None for the missing ones. (For 24
-# fields, tuple(map(fields.get, ...)) took about twice as long: ~6% of an exit to
+# fields, tuple(map(fields.get, ...)) took about twice as long: 8% of an exit to
 # userspace.) Fields kvm.ko may never write are read apart (_take_pass).
 _take_load = itemgetter(*_LOAD_FIELDS)
 _take_segments = itemgetter(*_CPU_SEGMENT_FIELD_LIST)

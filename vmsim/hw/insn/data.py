@@ -154,8 +154,6 @@ def _mov_dr(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     return mov_dr
 
 
-
-
 def _mov_to_sreg(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     sreg = _sreg(ins.op0_register)
     if SEG_NAMES[sreg] == "cs":
