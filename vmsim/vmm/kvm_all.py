@@ -235,7 +235,7 @@ def kvm_cpu_exec(s: KvmState, cpu: CPUState, resume: str | None = None
                 m.shutdown_request(stuck)
                 ret = EXCP_SHUTDOWN
             break
-        cpu.last_exit = KVM_EXIT_NAMES.get(reason, str(reason))
+        cpu.last_exit = KVM_EXIT_NAMES.get(reason) or str(reason)  # (str only when unnamed)
         if reason in (KVM_EXIT_IO, KVM_EXIT_MMIO):
             # Device models run under the BQL (prepare_mmio_access takes it for them), and
             # take time with it held: another thread that wants it meanwhile waits.
@@ -372,7 +372,7 @@ def _trace_return(ev, cpu: CPUState, r: int, reason: int) -> None:
     kvm_run as userspace sees it, so the same on every backend; `reason` its exit_reason),
     then QEMU's kvm_run_exit."""
     run = cpu.vcpu.kvm_run
-    name = KVM_EXIT_NAMES.get(reason, str(reason))
+    name = KVM_EXIT_NAMES.get(reason) or str(reason)
     if ev.build("kvm_userspace_exit"):
         if r >= 0 and reason == KVM_EXIT_IO:  # (the common exits: one call, no dict)
             direction, size, port, count, offset = run.io()
