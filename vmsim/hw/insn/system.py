@@ -87,16 +87,20 @@ def _slow(run: Callable[[], StopReason | None]) -> Callable[[], int]:
     return slow
 
 
-def _intercepted(c: Ctx, ins: iced_x86.Instruction, kind: str, **fields) -> bool:
-    return c.cpu.intercepted(Intercept(kind, ins.ip32, ins.len, **fields))
+def _intercepted(c: Ctx, at: tuple[int, int], kind: str, **fields) -> bool:
+    """The hypervisor's say on this instruction; `at` is its (ip32, len), read from the
+    decoded instruction once: an iced Instruction's attributes cost a call each, and an
+    exit-heavy guest runs these at every exit."""
+    return c.cpu.intercepted(Intercept(kind, at[0], at[1], **fields))
 
 
 @handles("hlt")
 def hlt(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     cpu, nxt = c.cpu, ins.next_ip32
+    at = (ins.ip32, ins.len)
 
     def run():
-        if _intercepted(c, ins, "hlt"):
+        if _intercepted(c, at, "hlt"):
             return StopReason.INTERCEPT
         cpu.retire(nxt)
         cpu.halted = True
@@ -119,11 +123,12 @@ def in_out(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     port_is_imm = not c.is_reg(ins, port_i)  # the exit qualification's operand-encoding bit
     get, put = c.reg_reader(ins.op_register(acc_i)), c.reg_writer(ins.op_register(acc_i))
     mask = (1 << (8 * size)) - 1
+    eip, length = ins.ip32, ins.len  # (read once: every port access of an I/O guest exits)
 
     def run():
         port = port_of()
-        if _intercepted(c, ins, "io", port=port, size=size, is_in=is_in,
-                        extra={"imm": port_is_imm}):
+        if cpu.intercepted(Intercept("io", eip, length, port, size, is_in,
+                                     extra={"imm": port_is_imm})):
             return StopReason.INTERCEPT
         if is_in:
             put(cpu.io.read(port, size) & mask)
@@ -165,10 +170,11 @@ def descriptor_table(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
 @handles("invlpg")
 def invlpg(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     cpu, nxt, ea = c.cpu, ins.next_ip32, c.ea(ins)
+    at = (ins.ip32, ins.len)
 
     def run():
         la = ea()
-        if _intercepted(c, ins, "invlpg", linear=la):
+        if _intercepted(c, at, "invlpg", linear=la):
             return StopReason.INTERCEPT
         cpu.invlpg(la)
         cpu.retire(nxt)
@@ -179,9 +185,10 @@ def invlpg(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
 @handles("cpuid")
 def cpuid(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     cpu, r, nxt = c.cpu, c.r, ins.next_ip32
+    at = (ins.ip32, ins.len)
 
     def run():
-        if _intercepted(c, ins, "cpuid"):
+        if _intercepted(c, at, "cpuid"):
             return StopReason.INTERCEPT
         r[0], r[3], r[1], r[2] = (v & M32 for v in cpu.cpuid(r[0], r[1]))
         cpu.retire(nxt)
@@ -192,10 +199,11 @@ def cpuid(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
 @handles("rdmsr", "wrmsr")
 def msr(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     cpu, r, nxt = c.cpu, c.r, ins.next_ip32
+    at = (ins.ip32, ins.len)
     write = ins.mnemonic == Mn.WRMSR
 
     def run():
-        if _intercepted(c, ins, "wrmsr" if write else "rdmsr", extra={"msr": r[1]}):
+        if _intercepted(c, at, "wrmsr" if write else "rdmsr", extra={"msr": r[1]}):
             return StopReason.INTERCEPT
         if write:
             cpu.write_msr(r[1], (r[2] << 32) | r[0])
@@ -210,9 +218,10 @@ def msr(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
 @handles("rdtsc")
 def rdtsc(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     cpu, r, nxt = c.cpu, c.r, ins.next_ip32
+    at = (ins.ip32, ins.len)
 
     def run():
-        if _intercepted(c, ins, "rdtsc"):
+        if _intercepted(c, at, "rdtsc"):
             return StopReason.INTERCEPT
         t = cpu.tsc()
         r[0], r[2] = t & M32, (t >> 32) & M32
@@ -223,8 +232,9 @@ def rdtsc(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
 
 @handles("vmcall")
 def vmcall(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    at = (ins.ip32, ins.len)
     def run():
-        if _intercepted(c, ins, "vmcall"):
+        if _intercepted(c, at, "vmcall"):
             return StopReason.INTERCEPT
         raise X.ud()  # outside VMX non-root operation VMCALL is #UD
     return _slow(run)
