@@ -40,10 +40,12 @@ instructions make (its own count under callgrind), a figure for any machine.
         [--pieces]
 
 --pieces adds, after each guest's stack+vm, that configuration with a layer of the events
-cut out, to show what each costs (docs/performance.md): `EventStream.emit` numbering the
-events and doing nothing else (what is left: the producers working out their fields), and
-the trace writer doing nothing (what is left: the fields and emit). These runs write no
-trace: they exist only in this benchmark's counted runs.
+cut out, to show what each costs (docs/performance.md): the tracepoints fired and their
+values handed to line functions of the trace writer that do nothing (what is left: the
+producers working out the values, and the numbering), and every event built as an Event
+and delivered through `EventStream.emit` to a writer that does nothing (the path a
+listener other than the trace takes). These runs write no trace: they exist only in this
+benchmark's counted runs.
 """
 
 from __future__ import annotations
@@ -151,19 +153,23 @@ def exits_of(image) -> int:
 
 
 # --pieces: stack+vm with a layer of the events cut out (never vmsim's behaviour)
-PIECES = {"fields": "events numbered, not built: the producers' fields",
-          "emit": "events built and delivered, no line written"}
+PIECES = {"fields": "tracepoints fired, the writer's line functions doing nothing: the values",
+          "emit": "every event built and delivered through emit(), no line written"}
+
+
+def _nothing(*values: object) -> None:
+    pass
 
 
 def _cut(piece: str) -> None:
     """Patch this counted process for a --pieces variant (see PIECES)."""
-    from vmsim.events import EventStream
+    from vmsim import events
 
     TraceWriter._write = lambda self, ev: None  # type: ignore[method-assign]
     if piece == "fields":
-        def numbered(self: EventStream, kind: str, source: str, **fields: object) -> None:
-            self.seq += 1
-        EventStream.emit = numbered  # type: ignore[method-assign]
+        TraceWriter._line_fn = lambda self, kind, layer, names: _nothing  # type: ignore[method-assign]
+    else:
+        events.DIRECT = False  # (tracepoints deliver through emit, as before they existed)
 
 
 def callgrind(names: list[str], configs: list[str], short: int, long: int,

@@ -9,6 +9,7 @@ format. A kind nobody subscribes to costs one dict lookup at the emitting site
 from __future__ import annotations
 
 import json
+import keyword
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from json.encoder import JSONEncoder, encode_basestring_ascii
@@ -180,6 +181,21 @@ _declare("run_end", "vmm", "instructions virtual_time",
          "run ended: {instructions} guest instructions, {virtual_time} cycles")
 
 
+# Tracepoints with more fields than their kind declares (EventStream.tracepoint): the
+# fields `kvm_userspace_exit` adds from struct kvm_run for the two common exits.
+SHAPES: dict[str, tuple[str, tuple[str, ...]]] = {}
+
+
+def _shape(name: str, kind: str, fields: str) -> None:
+    SHAPES[name] = (kind, tuple(fields.split()))
+
+
+_shape("kvm_userspace_exit_io", "kvm_userspace_exit",
+       "reason reason_number errno direction size port count data")
+_shape("kvm_userspace_exit_mmio", "kvm_userspace_exit",
+       "reason reason_number errno phys_addr len is_write data")
+
+
 class Event(NamedTuple):
     """One event. A named tuple (immutable, built in one C call: an exit to userspace makes
     about a dozen of these, so a frozen dataclass's field-by-field __init__ showed up)."""
@@ -223,6 +239,94 @@ _new_event = tuple.__new__
 
 
 Listener = Callable[[Event], None]
+# A line sink's factory (EventStream.subscribe's `lines`): for a kind's layer and a
+# tracepoint's field names, a function of (seq, time, source, *values) that does what the
+# listener would do with that event, or None (it takes Events only).
+LineFactory = Callable[[str, str, tuple[str, ...]], Callable[..., None] | None]
+# Tracepoints deliver through emit() (as before they existed) while this is False: a
+# benchmark's pieces, and the tests that compare the two.
+DIRECT = True
+
+
+class Tracepoint:
+    """One shape of event emitted at fixed sites, as Linux's trace_<event>() is: `fire(source,
+    *values)` (the values in the order of `names`) does what emit(kind, source, **fields)
+    does, with no field mapping built where nobody needs one. The stream re-arms `fire`
+    whenever who hears the kind changes: where a line sink alone hears it (the JSON Lines
+    trace), the values go straight to the sink's line function. Sites call `fire` after
+    build(kind) said True, as they call emit."""
+
+    __slots__ = ("fire", "kind", "names")
+
+    def __init__(self, kind: str, names: tuple[str, ...]):
+        self.kind = kind
+        self.names = names
+        self.fire: Callable[..., None] = _no_fire
+
+
+def _no_fire(*values: Any) -> None:
+    raise RuntimeError("a tracepoint not armed by its stream")
+
+
+class _Tracepoints(dict):
+    """EventStream.tp: tracepoints by name (a catalogue kind, or a name in SHAPES), made and
+    armed when first asked for."""
+
+    def __init__(self, stream: EventStream):
+        super().__init__()
+        self.stream = stream
+
+    def __missing__(self, name: str) -> Tracepoint:
+        if name in SHAPES:
+            kind, names = SHAPES[name]
+        elif name in CATALOGUE:
+            kind, names = name, CATALOGUE[name].fields
+        else:
+            raise KeyError(f"unknown tracepoint {name!r}")
+        tp = self[name] = Tracepoint(kind, names)
+        self.stream._arm(tp)
+        return tp
+
+
+_FIRE_MAKERS: dict[tuple[str, ...], Callable[..., Callable[..., None]]] = {}
+
+
+def _fire_maker(names: tuple[str, ...]) -> Callable[..., Callable[..., None]]:
+    """The function that makes a tracepoint's `fire` for each way of delivering, made from
+    source once per field names (a fixed number of positional values: no *args tuple)."""
+    maker = _FIRE_MAKERS.get(names)
+    if maker is not None:
+        return maker
+    for n in names:
+        if not n.isidentifier() or keyword.iskeyword(n):
+            raise ValueError(f"a tracepoint field must be a name: {n!r}")
+    vs = "".join(f", v{i}" for i in range(len(names)))
+    kw = ", ".join(f"{n}=v{i}" for i, n in enumerate(names))
+    d = ", ".join(f"{n!r}: v{i}" for i, n in enumerate(names))
+    src = f"""def make(stream, kind, layer, listeners, counted, sink, direct):
+    if not direct or not listeners:
+        def fire(source{vs}):
+            stream.emit(kind, source, {kw})
+    elif sink is not None:
+        def fire(source{vs}):
+            if counted:
+                stream.counted += 1
+            stream.seq = seq = stream.seq + 1
+            sink(seq, stream.time, source{vs})
+    else:
+        def fire(source{vs}):
+            if counted:
+                stream.counted += 1
+            stream.seq = seq = stream.seq + 1
+            ev = new(Event, (seq, stream.time, layer, source, kind, Proxy({{{d}}})))
+            for fn in listeners:
+                fn(ev)
+    return fire
+"""
+    ns = {"new": _new_event, "Event": Event, "Proxy": MappingProxyType}
+    exec(compile(src, f"<tracepoint {' '.join(names)}>", "exec"), ns)  # from the names alone
+    maker = _FIRE_MAKERS[names] = ns["make"]
+    return maker
 
 
 class EventStream:
@@ -247,9 +351,16 @@ class EventStream:
         # of all kinds first), and whether it is counted too (_rewant).
         self._deliver: dict[str, tuple[str, tuple[Listener, ...], bool]] = {}
         self.on_change: list[Callable[[], None]] = []  # producers re-read wants() here
+        self._sinks: dict[Listener, LineFactory] = {}  # listeners that take lines too
+        self.tp: dict[str, Tracepoint] = _Tracepoints(self)
 
-    def subscribe(self, listener: Listener, kinds: Iterable[str] | None = None) -> Callable[[], None]:
-        """Call `listener` for events of `kinds` (all if None); returns an unsubscribe."""
+    def subscribe(self, listener: Listener, kinds: Iterable[str] | None = None,
+                  lines: LineFactory | None = None) -> Callable[[], None]:
+        """Call `listener` for events of `kinds` (all if None); returns an unsubscribe.
+        `lines`: where `listener` alone hears a kind, its tracepoints call the function
+        this makes in place of building an Event for `listener` (see Tracepoint)."""
+        if lines is not None:
+            self._sinks[listener] = lines
         if kinds is None:
             self._all.append(listener)
             targets = [self._all]
@@ -266,6 +377,8 @@ class EventStream:
             for t in targets:
                 if listener in t:
                     t.remove(listener)
+            if lines is not None:
+                self._sinks.pop(listener, None)
             self._changed()
 
         return unsubscribe
@@ -322,6 +435,24 @@ class EventStream:
         alls, counted = tuple(self._all), self._counted
         self._deliver = {k: (CATALOGUE[k].layer, alls + tuple(self._listeners.get(k, ())),
                              k in counted) for k in self._heard}
+        for tp in self.tp.values():
+            self._arm(tp)
+
+    def rearm(self) -> None:
+        """Re-arm the tracepoints: after emit is wrapped or unwrapped (they deliver through
+        it while it is), or a line sink's line function changed."""
+        self._rewant()
+
+    def _arm(self, tp: Tracepoint) -> None:
+        kind = tp.kind
+        layer, listeners, counted = self._deliver.get(kind, (CATALOGUE[kind].layer, (), False))
+        sink = None
+        if len(listeners) == 1:
+            lines = self._sinks.get(listeners[0])
+            if lines is not None:
+                sink = lines(kind, layer, tp.names)
+        tp.fire = _fire_maker(tp.names)(self, kind, layer, listeners, counted, sink,
+                                        DIRECT and "emit" not in self.__dict__)
 
     def _changed(self) -> None:
         self._rewant()

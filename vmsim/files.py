@@ -65,8 +65,12 @@ class GuardedOutput:
         finally:
             self.busy = False
         if self.deferred is not None:
-            exc, self.deferred = self.deferred, None
-            raise exc
+            self.raise_deferred()
+
+    def raise_deferred(self) -> None:
+        """Raise what a signal deferred while a record was being written."""
+        exc, self.deferred = self.deferred, None
+        raise exc
 
 
 def _kind(mode: int) -> str:

@@ -1300,6 +1300,7 @@ class _PartialStep:
 
         stream.emit = emit
         stream.build = build
+        stream.rearm()  # (its tracepoints deliver through this emit now)
         self.g = greenlet(s.vm.step)
 
     def _listen(self, ev: Event) -> None:
@@ -1344,6 +1345,7 @@ class _PartialStep:
                 stream.__dict__.pop(name, None)
             else:
                 setattr(stream, name, had)
+        stream.rearm()
         if self.batch is not None:
             for c in s.vm.cpus:
                 c.vcpu.__dict__.pop("BATCH", None)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from itertools import repeat
 from json.encoder import encode_basestring_ascii
 from operator import attrgetter, call, ge, index, sub
+from types import MappingProxyType
 from typing import IO, Any, NamedTuple
 
 from vmsim.events import CATALOGUE, Event, EventStream
@@ -671,6 +672,68 @@ _BATCH = 64  # event lines queued before they are written in one write
 _LONG = 1 << 12  # an insn_run text this long is written at once (and the queue before it)
 
 
+def _value_class(x: Any) -> str:
+    """How a tracepoint's line function checks a value of this type before it looks its
+    line up by value (_tp_line_source)."""
+    t = type(x)
+    if t is int:
+        return "i"
+    if t is bool:
+        return "b"
+    if t is str or x is None:
+        return "t"
+    if t is list and _all_str(x):
+        return "l"
+    return "x"
+
+
+def _all_str(values: list) -> bool:
+    return all(type(x) is str for x in values)
+
+
+# Each class's check, and its part of the look-up key: values of different types that
+# compare equal (1, True and 1.0; [1] and [True]) have different lines, so a line is found
+# by value only among values of one type. A str and None never equal each other or a
+# number: one check serves both (and the line made for each says which).
+_CHECKS = {"i": "type({v}) is int", "b": "type({v}) is bool",
+           "t": "({v} is None or type({v}) is str)",
+           "l": "(type({v}) is list and (not {v} or allstr({v})))", "x": "False"}
+
+
+def _tp_line_source(classes: tuple[str, ...]) -> str:
+    """The source of a tracepoint's line function for values of these classes
+    (_value_class): where every value passes its class's check, the line is found by
+    (source, values), and made once by _event_tail; otherwise it is made as _write makes it."""
+    vs = [f"v{i}" for i in range(len(classes))]
+    args = "".join(f", {v}" for v in vs)
+    values = "(" + "".join(f"{v}, " for v in vs) + ")"
+    checks = "".join(" and " + _CHECKS[c].format(v=v) for c, v in zip(classes, vs, strict=True))
+    key = "(source, " + "".join(f"tuple({v}), " if c == "l" else f"{v}, "
+                                for c, v in zip(classes, vs, strict=True)) + ")"
+    return (
+        f"def line(seq, time, source{args}):\n"
+        "    w.busy = True\n"
+        "    try:\n"
+        "        long = columns and drain()\n"
+        f"        if type(time) is int and type(source) is str{checks}:\n"
+        f"            k = {key}\n"
+        "            t = known.get(k)\n"
+        "            text = f'{{\"seq\":{seq},\"time\":{time}{t}' if t is not None \\\n"
+        f"                else learn(seq, time, source, {values}, k)\n"
+        "        else:\n"
+        f"            text = whole(seq, time, source, {values})\n"
+        "        pending.append(text)\n"
+        "        w.lines += 1\n"
+        "        if long or len(pending) >= BATCH:\n"
+        "            flush()\n"
+        "    except OSError as e:\n"
+        "        raise OutputError(w.path, e) from None\n"
+        "    finally:\n"
+        "        w.busy = False\n"
+        "    if w.deferred is not None:\n"
+        "        w.raise_deferred()\n")
+
+
 class TraceWriter(GuardedOutput):
     """Writes events (and, at level "insn", instruction records) as JSON Lines, as they
     happen: in order, a few dozen lines to a write at most, all of them by close(). A
@@ -689,7 +752,12 @@ class TraceWriter(GuardedOutput):
         for col in columns:
             self.add_column(col)
         kinds = None if level == "all" else [k for k in CATALOGUE if k not in HIGH_RATE]
-        self._unsubscribe: Callable[[], None] | None = events.subscribe(self._write, kinds)
+        self._events = events
+        # Tracepoints' line functions by (kind, field names), and their texts known.
+        self._tp_lines: dict[tuple[str, tuple[str, ...]], Callable[..., None]] = {}
+        self._tp_known: list[dict[tuple, str]] = []
+        self._unsubscribe: Callable[[], None] | None = events.subscribe(
+            self._write, kinds, lines=self._line_fn)
 
     def add_column(self, col: InstructionColumn) -> None:
         if self._level in ("insn", "all"):
@@ -737,10 +805,10 @@ class TraceWriter(GuardedOutput):
 
         self._guarded(both)
 
-    def _event_json(self, ev: Event, v: tuple, key: tuple) -> str:
-        """The line of event `ev` whose values are `v` and whose _LineFormat is looked up
-        by `key` (as _write makes them), where _write's look-up did not give it: exactly
-        _dumps(ev.to_dict()) + "\\n" (see _LineFormat)."""
+    def _event_tail(self, ev: Event, v: tuple, key: tuple) -> str | None:
+        """The line of event `ev` after its "time" (see _LineFormat), whose values are `v`
+        and whose _LineFormat is looked up by `key` (as _event_text makes them); None
+        where its line is written whole by the encoder."""
         seq, time, layer, source, kind, fields = ev
         form = self._formats.get(key, _NEW)
         if form is _NEW:
@@ -751,7 +819,7 @@ class TraceWriter(GuardedOutput):
                 layer, source, kind, type(seq) is int and type(time) is int, tuple(fields),
                 tuple(map(type, v)))
         if form is None:
-            return _dumps(ev.to_dict()) + "\n"
+            return None
         tail = form.tail
         if tail.fn is not None:
             t = tail.fn(form.fmt, v)
@@ -766,12 +834,33 @@ class TraceWriter(GuardedOutput):
                 self._forget_known()
             self._known_left -= 1
             known[v] = t
-        return f'{{"seq":{seq},"time":{time}{t}'
+        return t
+
+    def _event_json(self, ev: Event, v: tuple, key: tuple) -> str:
+        """Exactly _dumps(ev.to_dict()) + "\\n", by way of _event_tail."""
+        t = self._event_tail(ev, v, key)
+        if t is None:
+            return _dumps(ev.to_dict()) + "\n"
+        return f'{{"seq":{ev.seq},"time":{ev.time}{t}'
+
+    def _event_text(self, ev: Event) -> str:
+        """The line of `ev`: its remembered text where its kind, source, fields' names and
+        types and values were seen before (_event_json makes the others)."""
+        seq, time, layer, source, kind, fields = ev
+        v = tuple(fields.values())
+        key = (kind, source, layer, type(seq), type(time), *fields, *map(type, v))
+        form = self._formats.get(key)
+        known = form.known if form is not None else None
+        t = known.get(v) if known is not None else None
+        return f'{{"seq":{seq},"time":{time}{t}' if t is not None \
+            else self._event_json(ev, v, key)
 
     def _forget_known(self) -> None:
         for form in self._formats.values():
             if form is not None and form.known:
                 form.known.clear()
+        for known in self._tp_known:
+            known.clear()
         self._known_left = _KNOWN_LINES
 
     def _write(self, ev: Event) -> None:
@@ -781,17 +870,8 @@ class TraceWriter(GuardedOutput):
         self.busy = True
         try:
             long = self.columns and self._drain()
-            # The line of an event whose kind, source, fields' names and types and values
-            # were seen before: its remembered text (_event_json makes the others).
-            seq, time, layer, source, kind, fields = ev
-            v = tuple(fields.values())
-            key = (kind, source, layer, type(seq), type(time), *fields, *map(type, v))
-            form = self._formats.get(key)
-            known = form.known if form is not None else None
-            t = known.get(v) if known is not None else None
             pending = self._pending
-            pending.append(f'{{"seq":{seq},"time":{time}{t}' if t is not None
-                           else self._event_json(ev, v, key))
+            pending.append(self._event_text(ev))
             self.lines += 1
             if long or len(pending) >= _BATCH:
                 self._flush()
@@ -800,8 +880,57 @@ class TraceWriter(GuardedOutput):
         finally:
             self.busy = False
         if self.deferred is not None:
-            exc, self.deferred = self.deferred, None
-            raise exc
+            self.raise_deferred()
+
+    # -- tracepoints (vmsim.events.Tracepoint) ------------------------------------------------
+    def _line_fn(self, kind: str, layer: str, names: tuple[str, ...]) -> Callable[..., None] | None:
+        """What a tracepoint of `kind` with fields `names` calls where this writer alone
+        hears it: a function of (seq, time, source, *values) that queues the event's line
+        as _write would (EventStream.subscribe's `lines`)."""
+        if not _RESERVED.isdisjoint(names):
+            return None
+        fn = self._tp_lines.get((kind, names))
+        if fn is None:
+            def first(seq: int, time: int, source: str, *values: Any) -> None:
+                # Made for the value types of this first event (_tp_line_source); the
+                # tracepoint is re-armed to call it from the next event on.
+                classes = tuple(map(_value_class, values))
+                made = self._tp_lines[(kind, names)] = self._tp_line(kind, layer, names,
+                                                                     classes)
+                self._events.rearm()
+                made(seq, time, source, *values)
+            fn = self._tp_lines[(kind, names)] = first
+        return fn
+
+    def _tp_line(self, kind: str, layer: str, names: tuple[str, ...],
+                 classes: tuple[str, ...]) -> Callable[..., None]:
+        known: dict[tuple, str] = {}
+        self._tp_known.append(known)
+
+        def event(seq: int, time: int, source: str, values: tuple) -> Event:
+            return Event(seq, time, layer, source, kind,
+                         MappingProxyType(dict(zip(names, values, strict=True))))
+
+        def learn(seq: int, time: int, source: str, values: tuple, k: tuple) -> str:
+            ev = event(seq, time, source, values)
+            t = self._event_tail(ev, values, (kind, source, layer, int, int, *names,
+                                              *map(type, values)))
+            if t is None:
+                return _dumps(ev.to_dict()) + "\n"
+            if self._known_left <= 0:
+                self._forget_known()
+            self._known_left -= 1
+            known[k] = t
+            return f'{{"seq":{seq},"time":{time}{t}'
+
+        def whole(seq: int, time: int, source: str, values: tuple) -> str:
+            return self._event_text(event(seq, time, source, values))
+
+        ns = {"w": self, "columns": self.columns, "drain": self._drain, "flush": self._flush,
+              "pending": self._pending, "known": known, "learn": learn, "whole": whole,
+              "BATCH": _BATCH, "OutputError": OutputError, "allstr": _all_str}
+        exec(compile(_tp_line_source(classes), f"<trace line {kind}>", "exec"), ns)
+        return ns["line"]
 
     def close(self) -> None:
         """Write what is left and flush; stop listening. Safe to call twice."""

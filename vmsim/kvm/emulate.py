@@ -285,10 +285,9 @@ def x86_emulate_instruction(v: SimVcpu, trap_ud: bool = False) -> int:
         if ev is not None and ev.build("kvm_emulate_insn"):
             # kvm:kvm_emulate_insn (csbase:rip:bytes (mode)), with vmsim's decoded text and
             # what the iteration came to.
-            ev.emit("kvm_emulate_insn", v.name, csbase=v.vmcs.read(F.GUEST_CS_BASE),
-                    rip=emu.eip, insn=emu.insn.hex(), mode="prot32",
-                    failed=outcome in ("failed", "fetch-mmio"), instruction=emu.text,
-                    outcome=outcome)
+            ev.tp["kvm_emulate_insn"].fire(
+                v.name, v.vmcs.read(F.GUEST_CS_BASE), emu.eip, emu.insn.hex(), "prot32",
+                outcome in ("failed", "fetch-mmio"), emu.text, outcome)
         if outcome == "shutdown":
             # A triple fault while emulating: KVM_REQ_TRIPLE_FAULT -> KVM_EXIT_SHUTDOWN.
             v.emulator = None

@@ -329,16 +329,14 @@ def _prepare_entry(v: SimVcpu) -> int | None:
     # The last check before entry (kvm_vcpu_exit_request): a pending signal, a request
     # made meanwhile. The injected event stays queued for the next entry.
     if ev is not None and ev.build("kvm_signal_check"):
-        ev.emit("kvm_signal_check", v.name, vcpu_id=v.vcpu_id, pending=v.signal_pending,
-                requests=sorted(v.requests))
+        ev.tp["kvm_signal_check"].fire(v.name, v.vcpu_id, v.signal_pending, sorted(v.requests))
     if v.signal_pending:
         return 1
     launch = not v.vmcs.launched
     if ev is not None:
         trace_inj(v, ev)
         if ev.build("kvm_entry"):
-            ev.emit("kvm_entry", v.name, vcpu_id=v.vcpu_id, rip=v.vmcs.read(F.GUEST_RIP),
-                    launch=launch)
+            ev.tp["kvm_entry"].fire(v.name, v.vcpu_id, v.vmcs.read(F.GUEST_RIP), launch)
     if not vmx.vm_entry(v.vmcs, launch):
         # VMfailValid (a bad control field, a VMCS in the wrong launch state): the
         # VM-instruction error; invalid guest state: the exit reason with bit 31 set.
@@ -449,16 +447,14 @@ def vcpu_enter_guest(v: SimVcpu, resume: str | None = None) -> Generator[int, No
         # vmx_get_exit_info: info1 the exit qualification, info2 the IDT-vectoring
         # information, the error code only for an exception that delivers one.
         intr_info = exit_info.intr_info
-        ev.emit("kvm_exit", v.name, vcpu_id=v.vcpu_id, exit_reason=name,
-                exit_reason_number=exit_info.basic_reason, guest_rip=v.vmcs.read(F.GUEST_RIP),
-                isa="VMX", info1=exit_info.qualification,
-                info2=v.vmcs.read(F.IDT_VECTORING_INFO_FIELD), intr_info=intr_info,
-                error_code=(v.vmcs.read(F.VM_EXIT_INTR_ERROR_CODE)
-                            if intr_info & INTR_INFO_VALID_MASK
-                            and intr_info & INTR_INFO_DELIVER_CODE_MASK else 0),
-                instruction_len=exit_info.instruction_len,
-                guest_linear_address=exit_info.guest_linear_address,
-                guest_physical_address=exit_info.guest_physical_address)
+        ev.tp["kvm_exit"].fire(
+            v.name, v.vcpu_id, name, exit_info.basic_reason, v.vmcs.read(F.GUEST_RIP), "VMX",
+            exit_info.qualification, v.vmcs.read(F.IDT_VECTORING_INFO_FIELD), intr_info,
+            (v.vmcs.read(F.VM_EXIT_INTR_ERROR_CODE)
+             if intr_info & INTR_INFO_VALID_MASK and intr_info & INTR_INFO_DELIVER_CODE_MASK
+             else 0),
+            exit_info.instruction_len, exit_info.guest_linear_address,
+            exit_info.guest_physical_address)
     if not (passing and clock.pass_time(COSTS["vmexit"])):
         yield COSTS["vmexit"]
     vmx_complete_interrupts(v)
@@ -563,7 +559,7 @@ def vmx_handle_exit(v: SimVcpu) -> int:
 def _stage(v: SimVcpu, name: str, outcome: str) -> None:
     ev = v.events
     if ev is not None and ev.build("kvm_handler"):
-        ev.emit("kvm_handler", v.name, handler=name, outcome=outcome)
+        ev.tp["kvm_handler"].fire(v.name, name, outcome)
 
 
 def _post_kvm_run_save(v: SimVcpu) -> None:
@@ -598,7 +594,7 @@ def kernel_pio_write(v: SimVcpu, port: int, size: int, value: int) -> bool:
 def _trace_kernel_pio(v: SimVcpu, rw: int, port: int, size: int, value: int) -> None:
     ev = v.events
     if ev is not None and ev.build("kvm_pio"):
-        ev.emit("kvm_pio", v.name, rw=rw, port=port, size=size, count=1, val=value)
+        ev.tp["kvm_pio"].fire(v.name, rw, port, size, 1, value)
 
 
 def kernel_mmio_read(v: SimVcpu, gpa: int, size: int) -> int | None:
@@ -608,7 +604,7 @@ def kernel_mmio_read(v: SimVcpu, gpa: int, size: int) -> int | None:
     value = v.lapic.read(gpa - APIC_BASE, size)
     ev = v.events
     if ev is not None and ev.build("kvm_mmio"):
-        ev.emit("kvm_mmio", v.name, type="read", len=size, gpa=gpa, val=value)
+        ev.tp["kvm_mmio"].fire(v.name, "read", size, gpa, value)
     return value
 
 
@@ -619,13 +615,13 @@ def kernel_mmio_write(v: SimVcpu, gpa: int, size: int, value: int) -> bool:
         if ioeventfd_write(v.vm, gpa, size, value, source=v.name):
             ev = v.events
             if ev is not None and ev.build("kvm_mmio"):
-                ev.emit("kvm_mmio", v.name, type="write", len=size, gpa=gpa, val=value)
+                ev.tp["kvm_mmio"].fire(v.name, "write", size, gpa, value)
             return True
     if v.lapic is None or not APIC_BASE <= gpa < APIC_BASE + APIC_SIZE:
         return False
     ev = v.events
     if ev is not None and ev.build("kvm_mmio"):
-        ev.emit("kvm_mmio", v.name, type="write", len=size, gpa=gpa, val=value)
+        ev.tp["kvm_mmio"].fire(v.name, "write", size, gpa, value)
     v.lapic.write(gpa - APIC_BASE, size, value)
     return True
 
@@ -841,13 +837,12 @@ def trace_userspace_bound(v: SimVcpu, ev) -> None:
     if run.exit_reason == KVM_EXIT_IO:
         direction, size, port, count, offset = run.io()
         if direction == KVM_EXIT_IO_OUT and ev.build("kvm_pio"):
-            ev.emit("kvm_pio", v.name, rw=1, port=port, size=size, count=count,
-                    val=int.from_bytes(run.buf[offset:offset + size], "little"))
+            ev.tp["kvm_pio"].fire(v.name, 1, port, size, count,
+                                  int.from_bytes(run.buf[offset:offset + size], "little"))
     elif run.exit_reason == KVM_EXIT_MMIO and ev.build("kvm_mmio"):
         addr, data, length, is_write = run.mmio()
-        ev.emit("kvm_mmio", v.name, type="write" if is_write else "unsatisfied-read",
-                len=length, gpa=addr,
-                val=int.from_bytes(data[:length], "little") if is_write else 0)
+        ev.tp["kvm_mmio"].fire(v.name, "write" if is_write else "unsatisfied-read", length,
+                               addr, int.from_bytes(data[:length], "little") if is_write else 0)
 
 
 def trace_read_completed(v: SimVcpu, ev) -> None:
@@ -857,10 +852,10 @@ def trace_read_completed(v: SimVcpu, ev) -> None:
     if run.exit_reason == KVM_EXIT_IO:
         direction, size, port, count, offset = run.io()
         if direction == KVM_EXIT_IO_IN and ev.build("kvm_pio"):
-            ev.emit("kvm_pio", v.name, rw=0, port=port, size=size, count=count,
-                    val=int.from_bytes(run.buf[offset:offset + size], "little"))
+            ev.tp["kvm_pio"].fire(v.name, 0, port, size, count,
+                                  int.from_bytes(run.buf[offset:offset + size], "little"))
     elif run.exit_reason == KVM_EXIT_MMIO:
         addr, data, length, is_write = run.mmio()
         if not is_write and ev.build("kvm_mmio"):
-            ev.emit("kvm_mmio", v.name, type="read", len=length, gpa=addr,
-                    val=int.from_bytes(data[:length], "little"))
+            ev.tp["kvm_mmio"].fire(v.name, "read", length, addr,
+                                   int.from_bytes(data[:length], "little"))

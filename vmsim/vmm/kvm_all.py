@@ -358,10 +358,10 @@ def trace_ioctl(ev, fd: str, source: str, name: str, detail: str) -> None:
     if not ev.build(kind):
         return
     if fd == "vcpu":
-        ev.emit(kind, source, cpu_index=int(source[4:]) if source.startswith("vcpu") else 0,
-                type=KVM_IOCTLS[name], name=name, detail=detail)
+        ev.tp[kind].fire(source, int(source[4:]) if source.startswith("vcpu") else 0,
+                         KVM_IOCTLS[name], name, detail)
     else:
-        ev.emit(kind, "vm", type=KVM_IOCTLS[name], name=name, detail=detail)
+        ev.tp[kind].fire("vm", KVM_IOCTLS[name], name, detail)
 
 
 _IOCTL_KINDS = {"system": "kvm_ioctl", "vm": "kvm_vm_ioctl", "vcpu": "kvm_vcpu_ioctl"}
@@ -377,20 +377,19 @@ def _trace_return(ev, cpu: CPUState, r: int, reason: int) -> None:
         if r >= 0 and reason == KVM_EXIT_IO:  # (the common exits: one call, no dict)
             direction, size, port, count, offset = run.io()
             out = direction == KVM_EXIT_IO_OUT
-            ev.emit("kvm_userspace_exit", cpu.thread, reason=name, reason_number=reason,
-                    errno=0, direction="out" if out else "in", size=size, port=port,
-                    count=count,
-                    # an IN's data is not there yet: the device answers after this
-                    data=bytes(run.buf[offset:offset + size * count]).hex() if out else None)
+            ev.tp["kvm_userspace_exit_io"].fire(
+                cpu.thread, name, reason, 0, "out" if out else "in", size, port, count,
+                # an IN's data is not there yet: the device answers after this
+                bytes(run.buf[offset:offset + size * count]).hex() if out else None)
         elif r >= 0 and reason == KVM_EXIT_MMIO:
             addr, data, length, is_write = run.mmio()
-            ev.emit("kvm_userspace_exit", cpu.thread, reason=name, reason_number=reason,
-                    errno=0, phys_addr=addr, len=length, is_write=bool(is_write),
-                    data=bytes(data[:length]).hex() if is_write else None)
+            ev.tp["kvm_userspace_exit_mmio"].fire(
+                cpu.thread, name, reason, 0, addr, length, bool(is_write),
+                bytes(data[:length]).hex() if is_write else None)
         else:
             _trace_other_return(ev, cpu, r, reason, name)
     if r >= 0 and ev.build("kvm_run_exit"):
-        ev.emit("kvm_run_exit", cpu.thread, cpu_index=cpu.index, reason=reason, name=name)
+        ev.tp["kvm_run_exit"].fire(cpu.thread, cpu.index, reason, name)
 
 
 def _trace_other_return(ev, cpu: CPUState, r: int, reason: int, name: str) -> None:

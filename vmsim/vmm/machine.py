@@ -288,7 +288,7 @@ class Machine:
     def _bql_changed(self, action: str, who: str, holder: str = "", waited: int = 0,
                      held: int = 0) -> None:
         if self.events is not None and self.events.build("bql"):
-            self.events.emit("bql", who, action=action, holder=holder, waited=waited, held=held)
+            self.events.tp["bql"].fire(who, action, holder, waited, held)
 
     # -- address spaces (QEMU's address_space_io / address_space_memory) ----------------------
     def address_space_io_read(self, port: int, size: int) -> int:
@@ -313,8 +313,8 @@ class Machine:
         ev = self.events
         if ev is not None and ev.build("device_access"):
             dev = self.io.find(addr) if space == "port" else self.mem._region(addr)
-            ev.emit("device_access", dev.name if dev else "unclaimed", space=space,
-                    address=addr, size=size, is_write=is_write, value=value)
+            ev.tp["device_access"].fire(dev.name if dev else "unclaimed", space, addr, size,
+                                        is_write, value)
 
     def load_ram(self, data: bytes) -> None:
         """All of RAM at once (a saved state): written past the memory's write log."""
