@@ -239,10 +239,13 @@ _new_event = tuple.__new__
 
 
 Listener = Callable[[Event], None]
-# A line sink's factory (EventStream.subscribe's `lines`): for a kind's layer and a
-# tracepoint's field names, a function of (seq, time, source, *values) that does what the
-# listener would do with that event, or None (it takes Events only).
-LineFactory = Callable[[str, str, tuple[str, ...]], Callable[..., None] | None]
+# A line sink's factory (EventStream.subscribe's `lines`): for the stream, a kind, its
+# layer, a tracepoint's field names and whether the kind is counted too, the tracepoint's
+# `fire`: a function of (source, *values) that numbers the event as emit would (seq, and
+# `counted` if counted) and does what the listener would do with it; or None (the listener
+# takes Events only).
+LineFactory = Callable[["EventStream", str, str, tuple[str, ...], bool],
+                       Callable[..., None] | None]
 # Tracepoints deliver through emit() (as before they existed) while this is False: a
 # benchmark's pieces, and the tests that compare the two.
 DIRECT = True
@@ -303,16 +306,10 @@ def _fire_maker(names: tuple[str, ...]) -> Callable[..., Callable[..., None]]:
     vs = "".join(f", v{i}" for i in range(len(names)))
     kw = ", ".join(f"{n}=v{i}" for i, n in enumerate(names))
     d = ", ".join(f"{n!r}: v{i}" for i, n in enumerate(names))
-    src = f"""def make(stream, kind, layer, listeners, counted, sink, direct):
+    src = f"""def make(stream, kind, layer, listeners, counted, direct):
     if not direct or not listeners:
         def fire(source{vs}):
             stream.emit(kind, source, {kw})
-    elif sink is not None:
-        def fire(source{vs}):
-            if counted:
-                stream.counted += 1
-            stream.seq = seq = stream.seq + 1
-            sink(seq, stream.time, source{vs})
     else:
         def fire(source{vs}):
             if counted:
@@ -446,13 +443,14 @@ class EventStream:
     def _arm(self, tp: Tracepoint) -> None:
         kind = tp.kind
         layer, listeners, counted = self._deliver.get(kind, (CATALOGUE[kind].layer, (), False))
-        sink = None
-        if len(listeners) == 1:
+        direct = DIRECT and "emit" not in self.__dict__
+        if direct and len(listeners) == 1:
             lines = self._sinks.get(listeners[0])
-            if lines is not None:
-                sink = lines(kind, layer, tp.names)
-        tp.fire = _fire_maker(tp.names)(self, kind, layer, listeners, counted, sink,
-                                        DIRECT and "emit" not in self.__dict__)
+            fire = lines(self, kind, layer, tp.names, counted) if lines is not None else None
+            if fire is not None:
+                tp.fire = fire
+                return
+        tp.fire = _fire_maker(tp.names)(self, kind, layer, listeners, counted, direct)
 
     def _changed(self) -> None:
         self._rewant()

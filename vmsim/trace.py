@@ -664,6 +664,18 @@ def _line_format(layer: str, source: str, kind: str, int_times: bool, keys: tupl
     return _LineFormat(fmt, _tail_of(types), None if list in types else {})
 
 
+def _tail_text(form: _LineFormat, v: tuple) -> str:
+    """The line after its "time" of an event whose values `v` have `form`."""
+    tail = form.tail
+    if tail.fn is not None:
+        return tail.fn(form.fmt, v)
+    t = form.fmt % tuple(map(call, tail.texts, v))
+    tail.left -= 1
+    if tail.left <= 0:
+        tail.fn = _compiled_tail(tail.types)
+    return t
+
+
 # Event texts kept for values seen before, over all kinds (about 10 MB at most): a loop's
 # exits repeat a few hundred (a byte written, a character printed), where a kind's own
 # limit of 128 was met before its values came round again.
@@ -700,10 +712,11 @@ _CHECKS = {"i": "type({v}) is int", "b": "type({v}) is bool",
            "l": "(type({v}) is list and (not {v} or allstr({v})))", "x": "False"}
 
 
-def _tp_line_source(classes: tuple[str, ...]) -> str:
+def _tp_line_source(classes: tuple[str, ...], counted: bool) -> str:
     """The source of a tracepoint's line function for values of these classes
-    (_value_class): where every value passes its class's check, the line is found by
-    (source, values), and made once by _event_tail; otherwise it is made as _write makes it."""
+    (_value_class): it numbers the event as emit would, and where every value passes its
+    class's check, the line is found by (source, values), and made once by _event_tail;
+    otherwise it is made as _write makes it."""
     vs = [f"v{i}" for i in range(len(classes))]
     args = "".join(f", {v}" for v in vs)
     values = "(" + "".join(f"{v}, " for v in vs) + ")"
@@ -711,7 +724,10 @@ def _tp_line_source(classes: tuple[str, ...]) -> str:
     key = "(source, " + "".join(f"tuple({v}), " if c == "l" else f"{v}, "
                                 for c, v in zip(classes, vs, strict=True)) + ")"
     return (
-        f"def line(seq, time, source{args}):\n"
+        f"def line(source{args}):\n"
+        + ("    stream.counted += 1\n" if counted else "")
+        + "    stream.seq = seq = stream.seq + 1\n"
+        "    time = stream.time\n"
         "    w.busy = True\n"
         "    try:\n"
         "        long = columns and drain()\n"
@@ -753,9 +769,11 @@ class TraceWriter(GuardedOutput):
             self.add_column(col)
         kinds = None if level == "all" else [k for k in CATALOGUE if k not in HIGH_RATE]
         self._events = events
-        # Tracepoints' line functions by (kind, field names), and their texts known.
-        self._tp_lines: dict[tuple[str, tuple[str, ...]], Callable[..., None]] = {}
-        self._tp_known: list[dict[tuple, str]] = []
+        # Tracepoints' line functions by (kind, field names, counted), the value classes
+        # they are made for and their texts known, by (kind, field names).
+        self._tp_lines: dict[tuple[str, tuple[str, ...], bool], Callable[..., None]] = {}
+        self._tp_classes: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
+        self._tp_known: dict[tuple[str, tuple[str, ...]], dict[tuple, str]] = {}
         self._unsubscribe: Callable[[], None] | None = events.subscribe(
             self._write, kinds, lines=self._line_fn)
 
@@ -820,14 +838,7 @@ class TraceWriter(GuardedOutput):
                 tuple(map(type, v)))
         if form is None:
             return None
-        tail = form.tail
-        if tail.fn is not None:
-            t = tail.fn(form.fmt, v)
-        else:
-            t = form.fmt % tuple(map(call, tail.texts, v))
-            tail.left -= 1
-            if tail.left <= 0:
-                tail.fn = _compiled_tail(tail.types)
+        t = _tail_text(form, v)
         known = form.known
         if known is not None:
             if self._known_left <= 0:
@@ -859,7 +870,7 @@ class TraceWriter(GuardedOutput):
         for form in self._formats.values():
             if form is not None and form.known:
                 form.known.clear()
-        for known in self._tp_known:
+        for known in self._tp_known.values():
             known.clear()
         self._known_left = _KNOWN_LINES
 
@@ -883,40 +894,52 @@ class TraceWriter(GuardedOutput):
             self.raise_deferred()
 
     # -- tracepoints (vmsim.events.Tracepoint) ------------------------------------------------
-    def _line_fn(self, kind: str, layer: str, names: tuple[str, ...]) -> Callable[..., None] | None:
-        """What a tracepoint of `kind` with fields `names` calls where this writer alone
-        hears it: a function of (seq, time, source, *values) that queues the event's line
-        as _write would (EventStream.subscribe's `lines`)."""
+    def _line_fn(self, stream: EventStream, kind: str, layer: str, names: tuple[str, ...],
+                 counted: bool) -> Callable[..., None] | None:
+        """The `fire` of a tracepoint of `kind` with fields `names` where this writer alone
+        hears it (EventStream.subscribe's `lines`): it numbers the event and queues its
+        line as _write would, with no Event made."""
         if not _RESERVED.isdisjoint(names):
             return None
-        fn = self._tp_lines.get((kind, names))
-        if fn is None:
-            def first(seq: int, time: int, source: str, *values: Any) -> None:
+        fn = self._tp_lines.get((kind, names, counted))
+        if fn is not None:
+            return fn
+        classes = self._tp_classes.get((kind, names))
+        if classes is None:
+            def first(source: str, *values: Any) -> None:
                 # Made for the value types of this first event (_tp_line_source); the
-                # tracepoint is re-armed to call it from the next event on.
-                classes = tuple(map(_value_class, values))
-                made = self._tp_lines[(kind, names)] = self._tp_line(kind, layer, names,
-                                                                     classes)
-                self._events.rearm()
-                made(seq, time, source, *values)
-            fn = self._tp_lines[(kind, names)] = first
+                # tracepoint is re-armed to call it from this event on.
+                self._tp_classes[(kind, names)] = tuple(map(_value_class, values))
+                stream.rearm()
+                fire = self._line_fn(stream, kind, layer, names, counted)
+                assert fire is not None
+                fire(source, *values)
+            return first
+        fn = self._tp_lines[(kind, names, counted)] = self._tp_line(
+            stream, kind, layer, names, classes, counted)
         return fn
 
-    def _tp_line(self, kind: str, layer: str, names: tuple[str, ...],
-                 classes: tuple[str, ...]) -> Callable[..., None]:
-        known: dict[tuple, str] = {}
-        self._tp_known.append(known)
+    def _tp_line(self, stream: EventStream, kind: str, layer: str, names: tuple[str, ...],
+                 classes: tuple[str, ...], counted: bool) -> Callable[..., None]:
+        known = self._tp_known.get((kind, names))
+        if known is None:
+            known = self._tp_known[(kind, names)] = {}
 
         def event(seq: int, time: int, source: str, values: tuple) -> Event:
             return Event(seq, time, layer, source, kind,
                          MappingProxyType(dict(zip(names, values, strict=True))))
 
+        forms: dict[tuple, _LineFormat | None] = {}  # by (source, value types)
+
         def learn(seq: int, time: int, source: str, values: tuple, k: tuple) -> str:
-            ev = event(seq, time, source, values)
-            t = self._event_tail(ev, values, (kind, source, layer, int, int, *names,
-                                              *map(type, values)))
-            if t is None:
-                return _dumps(ev.to_dict()) + "\n"
+            types = tuple(map(type, values))
+            form = forms.get((source, types), _NEW)
+            if form is _NEW:
+                form = forms[(source, types)] = _line_format(layer, source, kind, True, names,
+                                                             types)
+            if form is None:
+                return whole(seq, time, source, values)
+            t = _tail_text(form, values)
             if self._known_left <= 0:
                 self._forget_known()
             self._known_left -= 1
@@ -926,10 +949,10 @@ class TraceWriter(GuardedOutput):
         def whole(seq: int, time: int, source: str, values: tuple) -> str:
             return self._event_text(event(seq, time, source, values))
 
-        ns = {"w": self, "columns": self.columns, "drain": self._drain, "flush": self._flush,
-              "pending": self._pending, "known": known, "learn": learn, "whole": whole,
-              "BATCH": _BATCH, "OutputError": OutputError, "allstr": _all_str}
-        exec(compile(_tp_line_source(classes), f"<trace line {kind}>", "exec"), ns)
+        ns = {"w": self, "stream": stream, "columns": self.columns, "drain": self._drain,
+              "flush": self._flush, "pending": self._pending, "known": known, "learn": learn,
+              "whole": whole, "BATCH": _BATCH, "OutputError": OutputError, "allstr": _all_str}
+        exec(compile(_tp_line_source(classes, counted), f"<trace line {kind}>", "exec"), ns)
         return ns["line"]
 
     def close(self) -> None:
