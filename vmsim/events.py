@@ -443,7 +443,9 @@ class EventStream:
     def _arm(self, tp: Tracepoint) -> None:
         kind = tp.kind
         layer, listeners, counted = self._deliver.get(kind, (CATALOGUE[kind].layer, (), False))
-        direct = DIRECT and "emit" not in self.__dict__
+        # (Not `"emit" in self.__dict__`: reading __dict__ makes CPython 3.11 give the
+        # instance a real dict, and every attribute access of emit and build slower.)
+        direct = DIRECT and getattr(self.emit, "__func__", None) is type(self).emit
         if direct and len(listeners) == 1:
             lines = self._sinks.get(listeners[0])
             fire = lines(self, kind, layer, tp.names, counted) if lines is not None else None

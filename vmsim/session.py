@@ -11,6 +11,7 @@ import bisect
 import re
 import struct
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 from vmsim.asm.image import GuestImage
@@ -500,7 +501,7 @@ class Session:
         if "backend" in why:
             raise ValueError(why)
         vcpus = [c.vcpu for c in vm.cpus if hasattr(c.vcpu, "BATCH")]
-        saved = [(v.instruction_limit, v.limit_reached, v.__dict__.get("BATCH")) for v in vcpus]
+        saved = [(v.instruction_limit, v.limit_reached, _own(v, "BATCH")) for v in vcpus]
         for v in vcpus:
             v.instruction_limit, v.limit_reached, v.BATCH = None, False, 1
         try:
@@ -770,7 +771,8 @@ class Session:
             if unsubscribe is not None:
                 unsubscribe()
             for v in vcpus:
-                v.__dict__.pop("BATCH", None)
+                with suppress(AttributeError):  # (back to the class's; see _own)
+                    del v.BATCH
 
     RUN_BATCH = 4_000  # guest instructions per scheduler step in run_for
 
@@ -1234,6 +1236,15 @@ def _pic_view(c) -> dict[str, int]:
     return {"irr": c.irr, "isr": c.isr, "imr": c.imr, "irq_base": c.irq_base, "elcr": c.elcr}
 
 
+def _own(obj: object, name: str) -> object:
+    """`obj`'s own `name` set over its class's (a wrapped method, a vCPU's batch), or None.
+    (Not read from __dict__: that makes CPython 3.11 give the instance a real dict, and
+    every attribute access on it slower: EventStream.build took twice the time.)"""
+    f = getattr(obj, name)
+    cls = getattr(type(obj), name)
+    return None if getattr(f, "__func__", f) is cls or f == cls else f
+
+
 class _PartialStep:
     """One scheduler step (VirtualMachine.step: a simulated thread resumed up to its next
     yield) run in a greenlet so that it can stop right after any event it emits and go
@@ -1270,8 +1281,8 @@ class _PartialStep:
             h.listen_replay()
             h.replaying = h.muted = True
         stream = s.events
-        self.had_emit = stream.__dict__.get("emit")
-        self.had_build = stream.__dict__.get("build")
+        self.had_emit = _own(stream, "emit")
+        self.had_build = _own(stream, "build")
         inner, inner_build = stream.emit, stream.build
         step_kinds = _STEP_SET
 
@@ -1342,13 +1353,14 @@ class _PartialStep:
         stream = s.events
         for name, had in (("emit", self.had_emit), ("build", self.had_build)):
             if had is None:
-                stream.__dict__.pop(name, None)
+                delattr(stream, name)
             else:
                 setattr(stream, name, had)
         stream.rearm()
         if self.batch is not None:
             for c in s.vm.cpus:
-                c.vcpu.__dict__.pop("BATCH", None)
+                with suppress(AttributeError):  # (back to the class's; see _own)
+                    del c.vcpu.BATCH
         h = s.history
         if self.replay and h is not None:
             h.replaying = h.muted = False

@@ -437,11 +437,16 @@ class Cpu:
         self._code_bytes: dict[int, bytearray] = {}
         # Every CPU on this memory must hear of a write to decoded code (another vCPU's
         # store is cross-modifying code): memory calls one hook, which calls each CPU's.
-        self._code_peers: list[Cpu] = mem.__dict__.setdefault("code_cpus", [])
+        # (Shared through attributes of the memory, not its __dict__: reading that makes
+        # CPython 3.11 give the instance a real dict, and every access to it slower.)
+        if not hasattr(mem, "code_cpus"):
+            mem.code_cpus = []
+            mem.code_union = {}
+        self._code_peers: list[Cpu] = mem.code_cpus
         self._code_peers.append(self)
         # The CPUs' _code_bytes in one map, a bit per CPU: a store beside everyone's code
         # is let through at once, and one into code calls only the CPUs that decoded it.
-        self._code_union: dict[int, bytearray] = mem.__dict__.setdefault("code_union", {})
+        self._code_union: dict[int, bytearray] = mem.code_union
         self._code_bit = len(self._code_peers) - 1
         if self._code_bit >= 8:
             raise ValueError("at most 8 CPUs share one memory")
