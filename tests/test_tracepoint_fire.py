@@ -45,12 +45,16 @@ def _names(shape: str) -> tuple[str, ...]:
 
 
 def _fired(calls: list[tuple[str, str, int, tuple]], by_tracepoint: bool,
-           listeners: int = 0, counted: bool = False) -> tuple[str, list[Event], int, int, int]:
+           listeners: int = 0, counted: bool = False,
+           after: int = 0) -> tuple[str, list[Event], int, int, int]:
     """The trace text of `calls` ((shape, source, time, values)), made through tracepoints
-    or through emit(**fields), the events `listeners` extra listeners heard, the stream's
-    last number and count (`counted`: every kind is counted too) and the writer's line
-    count."""
-    stream = EventStream()
+    (their first `after` fires through emit) or through emit(**fields), the events
+    `listeners` extra listeners heard, the stream's last number and count (`counted`: every
+    kind is counted too) and the writer's line count."""
+    with _compile_after(after):
+        stream = EventStream()
+        for shape in SHAPES.keys() | CATALOGUE.keys():
+            stream.tp[shape]  # (made now: each takes COMPILE_AFTER as it is made)
     out = io.StringIO()
     writer = TraceWriter(stream, out)
     if counted:
@@ -83,11 +87,13 @@ _EQUAL_CALLS = st.lists(st.builds(_calls, st.sampled_from(["kvm_handler", "kvm_e
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(_CALLS, _EQUAL_CALLS), st.booleans())
-def test_a_trace_written_through_tracepoints_is_the_one_emit_writes(calls, counted) -> None:
+@given(st.one_of(_CALLS, _EQUAL_CALLS), st.booleans(), st.sampled_from([0, 0, 2]))
+def test_a_trace_written_through_tracepoints_is_the_one_emit_writes(calls, counted,
+                                                                   after) -> None:
     # Each call list is also run twice over: the second time every line is found known.
+    # (after 2: each tracepoint's first two fires go through emit, then its own function.)
     calls = calls + calls
-    direct = _fired(calls, True, counted=counted)
+    direct = _fired(calls, True, counted=counted, after=after)
     assert direct == _fired(calls, False, counted=counted)
     for line in direct[0].splitlines():
         json.loads(line)
@@ -110,17 +116,19 @@ def test_equal_values_of_other_types_get_their_own_lines() -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(_CALLS)
-def test_listeners_hear_the_events_emit_makes(calls) -> None:
-    text, heard, *numbers = _fired(calls, True, listeners=2)
-    text_e, heard_e, *numbers_e = _fired(calls, False, listeners=2)
+@given(_CALLS, st.sampled_from([0, 2]), st.booleans())
+def test_listeners_hear_the_events_emit_makes(calls, after, counted) -> None:
+    text, heard, *numbers = _fired(calls, True, listeners=2, after=after, counted=counted)
+    text_e, heard_e, *numbers_e = _fired(calls, False, listeners=2, counted=counted)
     assert (text, numbers) == (text_e, numbers_e)
     assert [(*tuple(ev)[:5], list(ev.fields.items())) for ev in heard] == \
         [(*tuple(ev)[:5], list(ev.fields.items())) for ev in heard_e]
 
 
 def test_a_tracepoint_follows_who_hears_its_kind() -> None:
-    stream = EventStream()
+    with _compile_after(0):
+        stream = EventStream()
+        stream.tp["kvm_entry"]
     out = io.StringIO()
     writer = TraceWriter(stream, out)
     tp = stream.tp["kvm_entry"]
@@ -142,7 +150,9 @@ def test_a_tracepoint_follows_who_hears_its_kind() -> None:
 
 def test_a_wrapped_emit_sees_what_tracepoints_fire() -> None:
     # Session's step by event wraps emit (_PartialStep): tracepoints go through it then.
-    stream = EventStream()
+    with _compile_after(0):
+        stream = EventStream()
+        stream.tp["kvm_handler"]
     TraceWriter(stream, io.StringIO())
     seen: list[str] = []
     inner = stream.emit
@@ -160,6 +170,29 @@ def test_a_wrapped_emit_sees_what_tracepoints_fire() -> None:
     assert seen == ["kvm_handler"] and stream.seq == 2
 
 
+def test_a_tracepoint_leaves_emit_after_its_first_fires(monkeypatch) -> None:
+    # Its first COMPILE_AFTER fires go through emit (and the trace writer's _write); the
+    # rest straight to the writer's line function, with no Event.
+    calls: list[str] = []
+    inner = EventStream.emit
+
+    def emit(self: EventStream, kind: str, source: str, **fields: Any) -> None:
+        calls.append(kind)
+        inner(self, kind, source, **fields)
+
+    monkeypatch.setattr(EventStream, "emit", emit)
+    with _compile_after(3):
+        stream = EventStream()
+        out = io.StringIO()
+        writer = TraceWriter(stream, out)
+        for i in range(10):
+            stream.tp["kvm_handler"].fire("vcpu0", "handle_io", str(i % 2))
+    writer.close()
+    assert calls == ["kvm_handler"] * 3
+    assert [json.loads(x)["outcome"] for x in out.getvalue().splitlines()] == \
+        [str(i % 2) for i in range(10)]
+
+
 def test_unknown_names_are_refused() -> None:
     with pytest.raises(KeyError):
         EventStream().tp["no_such_event"]
@@ -173,6 +206,16 @@ def _direct(on: bool) -> Iterator[None]:
         yield
     finally:
         events_mod.DIRECT = was
+
+
+@contextmanager
+def _compile_after(n: int) -> Iterator[None]:
+    was = events_mod.COMPILE_AFTER
+    events_mod.COMPILE_AFTER = n
+    try:
+        yield
+    finally:
+        events_mod.COMPILE_AFTER = was
 
 
 def _guest(name: str, count: int) -> Any:

@@ -9,7 +9,6 @@ format. A kind nobody subscribes to costs one dict lookup at the emitting site
 from __future__ import annotations
 
 import json
-import keyword
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from json.encoder import JSONEncoder, encode_basestring_ascii
@@ -249,6 +248,10 @@ LineFactory = Callable[["EventStream", str, str, tuple[str, ...], bool],
 # Tracepoints deliver through emit() (as before they existed) while this is False: a
 # benchmark's pieces, and the tests that compare the two.
 DIRECT = True
+# Fires of a tracepoint that go through emit() before its own function is made from source:
+# making one takes about as long as 250 events save with it (0.35 ms), so a short run
+# (hello.asm: 80 exits) does not pay for the kinds it seldom fires.
+COMPILE_AFTER = 256
 
 
 class Tracepoint:
@@ -256,19 +259,36 @@ class Tracepoint:
     *values)` (the values in the order of `names`) does what emit(kind, source, **fields)
     does, with no field mapping built where nobody needs one. The stream re-arms `fire`
     whenever who hears the kind changes: where a line sink alone hears it (the JSON Lines
-    trace), the values go straight to the sink's line function. Sites call `fire` after
+    trace), the values go straight to the sink's line function. Its first COMPILE_AFTER
+    fires go through emit(), before those functions are made. Sites call `fire` after
     build(kind) said True, as they call emit."""
 
-    __slots__ = ("fire", "kind", "names")
+    __slots__ = ("fire", "kind", "left", "names")
 
     def __init__(self, kind: str, names: tuple[str, ...]):
         self.kind = kind
         self.names = names
+        self.left = COMPILE_AFTER  # fires through emit() before it is armed as made
         self.fire: Callable[..., None] = _no_fire
 
 
 def _no_fire(*values: Any) -> None:
     raise RuntimeError("a tracepoint not armed by its stream")
+
+
+def _via_emit(stream: EventStream, tp: Tracepoint, counting: bool) -> Callable[..., None]:
+    """A `fire` that calls the stream's emit (wrapped or not, looked up at each call);
+    `counting`: each counts down `tp.left`, and the last re-arms the tracepoint."""
+    kind, names = tp.kind, tp.names
+
+    def fire(source: str, *values: Any) -> None:
+        stream.emit(kind, source, **dict(zip(names, values, strict=True)))
+        if counting:
+            tp.left -= 1
+            if tp.left <= 0:
+                stream._arm(tp)
+
+    return fire
 
 
 class _Tracepoints(dict):
@@ -295,29 +315,22 @@ _FIRE_MAKERS: dict[tuple[str, ...], Callable[..., Callable[..., None]]] = {}
 
 
 def _fire_maker(names: tuple[str, ...]) -> Callable[..., Callable[..., None]]:
-    """The function that makes a tracepoint's `fire` for each way of delivering, made from
-    source once per field names (a fixed number of positional values: no *args tuple)."""
+    """The function that makes a tracepoint's `fire` that builds the Event and delivers it
+    to `listeners`, made from source once per field names (a fixed number of positional
+    values: no *args tuple)."""
     maker = _FIRE_MAKERS.get(names)
     if maker is not None:
         return maker
-    for n in names:
-        if not n.isidentifier() or keyword.iskeyword(n):
-            raise ValueError(f"a tracepoint field must be a name: {n!r}")
     vs = "".join(f", v{i}" for i in range(len(names)))
-    kw = ", ".join(f"{n}=v{i}" for i, n in enumerate(names))
     d = ", ".join(f"{n!r}: v{i}" for i, n in enumerate(names))
-    src = f"""def make(stream, kind, layer, listeners, counted, direct):
-    if not direct or not listeners:
-        def fire(source{vs}):
-            stream.emit(kind, source, {kw})
-    else:
-        def fire(source{vs}):
-            if counted:
-                stream.counted += 1
-            stream.seq = seq = stream.seq + 1
-            ev = new(Event, (seq, stream.time, layer, source, kind, Proxy({{{d}}})))
-            for fn in listeners:
-                fn(ev)
+    src = f"""def make(stream, kind, layer, listeners, counted):
+    def fire(source{vs}):
+        if counted:
+            stream.counted += 1
+        stream.seq = seq = stream.seq + 1
+        ev = new(Event, (seq, stream.time, layer, source, kind, Proxy({{{d}}})))
+        for fn in listeners:
+            fn(ev)
     return fire
 """
     ns = {"new": _new_event, "Event": Event, "Proxy": MappingProxyType}
@@ -446,13 +459,17 @@ class EventStream:
         # (Not `"emit" in self.__dict__`: reading __dict__ makes CPython 3.11 give the
         # instance a real dict, and every attribute access of emit and build slower.)
         direct = DIRECT and getattr(self.emit, "__func__", None) is type(self).emit
-        if direct and len(listeners) == 1:
+        if not direct or not listeners or tp.left > 0:
+            # (Nobody hears it: emit's own rules, where a counted kind takes its number.)
+            tp.fire = _via_emit(self, tp, direct and bool(listeners) and tp.left > 0)
+            return
+        if len(listeners) == 1:
             lines = self._sinks.get(listeners[0])
             fire = lines(self, kind, layer, tp.names, counted) if lines is not None else None
             if fire is not None:
                 tp.fire = fire
                 return
-        tp.fire = _fire_maker(tp.names)(self, kind, layer, listeners, counted, direct)
+        tp.fire = _fire_maker(tp.names)(self, kind, layer, listeners, counted)
 
     def _changed(self) -> None:
         self._rewant()
