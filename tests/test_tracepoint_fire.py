@@ -171,16 +171,16 @@ def test_a_wrapped_emit_sees_what_tracepoints_fire() -> None:
 
 
 def test_a_tracepoint_leaves_emit_after_its_first_fires(monkeypatch) -> None:
-    # Its first COMPILE_AFTER fires go through emit (and the trace writer's _write); the
-    # rest straight to the writer's line function, with no Event.
+    # Its first COMPILE_AFTER fires deliver Events as emit would (to the trace writer's
+    # _write); the rest go straight to the writer's line function, with no Event.
     calls: list[str] = []
-    inner = EventStream.emit
+    inner = TraceWriter._write
 
-    def emit(self: EventStream, kind: str, source: str, **fields: Any) -> None:
-        calls.append(kind)
-        inner(self, kind, source, **fields)
+    def write(self: TraceWriter, ev: Event) -> None:
+        calls.append(ev.kind)
+        inner(self, ev)
 
-    monkeypatch.setattr(EventStream, "emit", emit)
+    monkeypatch.setattr(TraceWriter, "_write", write)
     with _compile_after(3):
         stream = EventStream()
         out = io.StringIO()

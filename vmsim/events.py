@@ -277,18 +277,30 @@ def _no_fire(*values: Any) -> None:
 
 
 def _via_emit(stream: EventStream, tp: Tracepoint, counting: bool) -> Callable[..., None]:
-    """A `fire` that calls the stream's emit (wrapped or not, looked up at each call);
-    `counting`: each counts down `tp.left`, and the last re-arms the tracepoint."""
+    """A `fire` that emits as emit() does; `counting`: it delivers in place (as emit, without
+    its keyword arguments packed again: the tracepoint's first fires, where their listeners
+    are known), counts down `tp.left`, and the last re-arms the tracepoint. Otherwise it
+    calls the stream's emit, wrapped or not, looked up at each call."""
     kind, names = tp.kind, tp.names
+    if not counting:
+        def fire(source: str, *values: Any) -> None:
+            stream.emit(kind, source, **dict(zip(names, values, strict=True)))
+        return fire
+    layer, listeners, counted = stream._deliver[kind]
 
-    def fire(source: str, *values: Any) -> None:
-        stream.emit(kind, source, **dict(zip(names, values, strict=True)))
-        if counting:
-            tp.left -= 1
-            if tp.left <= 0:
-                stream._arm(tp)
+    def counting_fire(source: str, *values: Any) -> None:
+        fields = dict(zip(names, values, strict=True))
+        if counted:
+            stream.counted += 1
+        stream.seq = seq = stream.seq + 1
+        ev = _new_event(Event, (seq, stream.time, layer, source, kind, MappingProxyType(fields)))
+        for fn in listeners:
+            fn(ev)
+        tp.left -= 1
+        if tp.left <= 0:
+            stream._arm(tp)
 
-    return fire
+    return counting_fire
 
 
 class _Tracepoints(dict):

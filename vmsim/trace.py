@@ -715,8 +715,8 @@ _CHECKS = {"i": "type({v}) is int", "b": "type({v}) is bool",
 def _tp_line_source(classes: tuple[str, ...], counted: bool) -> str:
     """The source of a tracepoint's line function for values of these classes
     (_value_class): it numbers the event as emit would, and where every value passes its
-    class's check, the line is found by (source, values), and made once by _event_tail;
-    otherwise it is made as _write makes it."""
+    class's check, the line is found by (source, values), and made once by `learn`;
+    otherwise the event is built and written by _write."""
     vs = [f"v{i}" for i in range(len(classes))]
     args = "".join(f", {v}" for v in vs)
     values = "(" + "".join(f"{v}, " for v in vs) + ")"
@@ -728,17 +728,16 @@ def _tp_line_source(classes: tuple[str, ...], counted: bool) -> str:
         + ("    stream.counted += 1\n" if counted else "")
         + "    stream.seq = seq = stream.seq + 1\n"
         "    time = stream.time\n"
+        f"    if not (type(time) is int and type(source) is str{checks}):\n"
+        f"        write(event(seq, time, source, {values}))\n"
+        "        return\n"
         "    w.busy = True\n"
         "    try:\n"
         "        long = columns and drain()\n"
-        f"        if type(time) is int and type(source) is str{checks}:\n"
-        f"            k = {key}\n"
-        "            t = known.get(k)\n"
-        "            text = f'{{\"seq\":{seq},\"time\":{time}{t}' if t is not None \\\n"
-        f"                else learn(seq, time, source, {values}, k)\n"
-        "        else:\n"
-        f"            text = whole(seq, time, source, {values})\n"
-        "        pending.append(text)\n"
+        f"        k = {key}\n"
+        "        t = known.get(k)\n"
+        "        pending.append(f'{{\"seq\":{seq},\"time\":{time}{t}' if t is not None\n"
+        f"                       else learn(seq, time, source, {values}, k))\n"
         "        w.lines += 1\n"
         "        if long or len(pending) >= BATCH:\n"
         "            flush()\n"
@@ -854,18 +853,6 @@ class TraceWriter(GuardedOutput):
             return _dumps(ev.to_dict()) + "\n"
         return f'{{"seq":{ev.seq},"time":{ev.time}{t}'
 
-    def _event_text(self, ev: Event) -> str:
-        """The line of `ev`: its remembered text where its kind, source, fields' names and
-        types and values were seen before (_event_json makes the others)."""
-        seq, time, layer, source, kind, fields = ev
-        v = tuple(fields.values())
-        key = (kind, source, layer, type(seq), type(time), *fields, *map(type, v))
-        form = self._formats.get(key)
-        known = form.known if form is not None else None
-        t = known.get(v) if known is not None else None
-        return f'{{"seq":{seq},"time":{time}{t}' if t is not None \
-            else self._event_json(ev, v, key)
-
     def _forget_known(self) -> None:
         for form in self._formats.values():
             if form is not None and form.known:
@@ -881,8 +868,17 @@ class TraceWriter(GuardedOutput):
         self.busy = True
         try:
             long = self.columns and self._drain()
+            # The line of an event whose kind, source, fields' names and types and values
+            # were seen before: its remembered text (_event_json makes the others).
+            seq, time, layer, source, kind, fields = ev
+            v = tuple(fields.values())
+            key = (kind, source, layer, type(seq), type(time), *fields, *map(type, v))
+            form = self._formats.get(key)
+            known = form.known if form is not None else None
+            t = known.get(v) if known is not None else None
             pending = self._pending
-            pending.append(self._event_text(ev))
+            pending.append(f'{{"seq":{seq},"time":{time}{t}' if t is not None
+                           else self._event_json(ev, v, key))
             self.lines += 1
             if long or len(pending) >= _BATCH:
                 self._flush()
@@ -937,8 +933,8 @@ class TraceWriter(GuardedOutput):
             if form is _NEW:
                 form = forms[(source, types)] = _line_format(layer, source, kind, True, names,
                                                              types)
-            if form is None:
-                return whole(seq, time, source, values)
+            if form is None:  # (not after the checks passed: the types are all in _TEXT_OF)
+                return _dumps(event(seq, time, source, values).to_dict()) + "\n"
             t = _tail_text(form, values)
             if self._known_left <= 0:
                 self._forget_known()
@@ -946,12 +942,10 @@ class TraceWriter(GuardedOutput):
             known[k] = t
             return f'{{"seq":{seq},"time":{time}{t}'
 
-        def whole(seq: int, time: int, source: str, values: tuple) -> str:
-            return self._event_text(event(seq, time, source, values))
-
         ns = {"w": self, "stream": stream, "columns": self.columns, "drain": self._drain,
               "flush": self._flush, "pending": self._pending, "known": known, "learn": learn,
-              "whole": whole, "BATCH": _BATCH, "OutputError": OutputError, "allstr": _all_str}
+              "event": event, "write": self._write, "BATCH": _BATCH, "OutputError": OutputError,
+              "allstr": _all_str}
         exec(compile(_tp_line_source(classes, counted), f"<trace line {kind}>", "exec"), ns)
         return ns["line"]
 
