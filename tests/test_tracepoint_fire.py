@@ -55,8 +55,8 @@ def _fired(calls: list[tuple[str, str, int, tuple]], by_tracepoint: bool,
         stream = EventStream()
         for shape in SHAPES.keys() | CATALOGUE.keys():
             stream.tp[shape]  # (made now: each takes COMPILE_AFTER as it is made)
-    out = io.StringIO()
-    writer = TraceWriter(stream, out)
+        out = io.StringIO()
+        writer = TraceWriter(stream, out)  # (and the writer's line functions)
     if counted:
         stream.count(CATALOGUE)
     heard: list[Event] = []
@@ -129,8 +129,8 @@ def test_a_tracepoint_follows_who_hears_its_kind() -> None:
     with _compile_after(0):
         stream = EventStream()
         stream.tp["kvm_entry"]
-    out = io.StringIO()
-    writer = TraceWriter(stream, out)
+        out = io.StringIO()
+        writer = TraceWriter(stream, out)
     tp = stream.tp["kvm_entry"]
     tp.fire("vcpu0", 0, 0x1000, True)  # the writer alone: its line function
     heard: list[Event] = []
@@ -170,17 +170,17 @@ def test_a_wrapped_emit_sees_what_tracepoints_fire() -> None:
     assert seen == ["kvm_handler"] and stream.seq == 2
 
 
-def test_a_tracepoint_leaves_emit_after_its_first_fires(monkeypatch) -> None:
-    # Its first COMPILE_AFTER fires deliver Events as emit would (to the trace writer's
-    # _write); the rest go straight to the writer's line function, with no Event.
+def test_a_tracepoint_takes_its_own_function_after_its_first_fires(monkeypatch) -> None:
+    # Its first COMPILE_AFTER events are written as _write writes them; the rest by the
+    # line function made for them.
     calls: list[str] = []
-    inner = TraceWriter._write
+    inner = TraceWriter._write_values
 
-    def write(self: TraceWriter, ev: Event) -> None:
-        calls.append(ev.kind)
-        inner(self, ev)
+    def write(self: TraceWriter, *args: Any) -> None:
+        calls.append(args[4])
+        inner(self, *args)
 
-    monkeypatch.setattr(TraceWriter, "_write", write)
+    monkeypatch.setattr(TraceWriter, "_write_values", write)
     with _compile_after(3):
         stream = EventStream()
         out = io.StringIO()
@@ -191,6 +191,21 @@ def test_a_tracepoint_leaves_emit_after_its_first_fires(monkeypatch) -> None:
     assert calls == ["kvm_handler"] * 3
     assert [json.loads(x)["outcome"] for x in out.getvalue().splitlines()] == \
         [str(i % 2) for i in range(10)]
+
+
+def test_events_alike_but_for_their_field_names_get_their_own_lines() -> None:
+    stream = EventStream()
+    out = io.StringIO()
+    writer = TraceWriter(stream, out)
+    heard: list[Event] = []
+    stream.subscribe(heard.append)
+    for _ in range(2):
+        stream.emit("kvm_handler", "vcpu0", handler="a", outcome="b")
+        stream.emit("kvm_handler", "vcpu0", outcome="a", handler="b")
+        stream.emit("kvm_handler", "vcpu0", x="a", y="b")
+    writer.close()
+    assert out.getvalue().splitlines() == \
+        [json.dumps(ev.to_dict(), separators=(",", ":")) for ev in heard]
 
 
 def test_unknown_names_are_refused() -> None:

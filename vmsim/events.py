@@ -248,9 +248,10 @@ LineFactory = Callable[["EventStream", str, str, tuple[str, ...], bool],
 # Tracepoints deliver through emit() (as before they existed) while this is False: a
 # benchmark's pieces, and the tests that compare the two.
 DIRECT = True
-# Fires of a tracepoint that go through emit() before its own function is made from source:
-# making one takes about as long as 250 events save with it (0.35 ms), so a short run
-# (hello.asm: 80 exits) does not pay for the kinds it seldom fires.
+# Fires of a tracepoint before its own function is made from source (and, where the trace
+# writer alone hears it, events before the writer makes its line function): making one
+# takes about as long as 250 events save with it (0.35 ms), so a short run (hello.asm: 80
+# exits) does not pay for the kinds it seldom fires.
 COMPILE_AFTER = 256
 
 
@@ -259,9 +260,9 @@ class Tracepoint:
     *values)` (the values in the order of `names`) does what emit(kind, source, **fields)
     does, with no field mapping built where nobody needs one. The stream re-arms `fire`
     whenever who hears the kind changes: where a line sink alone hears it (the JSON Lines
-    trace), the values go straight to the sink's line function. Its first COMPILE_AFTER
-    fires go through emit(), before those functions are made. Sites call `fire` after
-    build(kind) said True, as they call emit."""
+    trace), the values go straight to the sink's line function (made from source after
+    COMPILE_AFTER events, as the listeners' `fire` is: their first fires build Events as
+    emit does). Sites call `fire` after build(kind) said True, as they call emit."""
 
     __slots__ = ("fire", "kind", "left", "names")
 
@@ -471,16 +472,16 @@ class EventStream:
         # (Not `"emit" in self.__dict__`: reading __dict__ makes CPython 3.11 give the
         # instance a real dict, and every attribute access of emit and build slower.)
         direct = DIRECT and getattr(self.emit, "__func__", None) is type(self).emit
-        if not direct or not listeners or tp.left > 0:
-            # (Nobody hears it: emit's own rules, where a counted kind takes its number.)
-            tp.fire = _via_emit(self, tp, direct and bool(listeners) and tp.left > 0)
-            return
-        if len(listeners) == 1:
+        if direct and len(listeners) == 1:
             lines = self._sinks.get(listeners[0])
             fire = lines(self, kind, layer, tp.names, counted) if lines is not None else None
             if fire is not None:
                 tp.fire = fire
                 return
+        if not direct or not listeners or tp.left > 0:
+            # (Nobody hears it: emit's own rules, where a counted kind takes its number.)
+            tp.fire = _via_emit(self, tp, direct and bool(listeners) and tp.left > 0)
+            return
         tp.fire = _fire_maker(tp.names)(self, kind, layer, listeners, counted)
 
     def _changed(self) -> None:

@@ -21,6 +21,7 @@ from operator import attrgetter, call, ge, index, sub
 from types import MappingProxyType
 from typing import IO, Any, NamedTuple
 
+from vmsim import events as events_mod
 from vmsim.events import CATALOGUE, Event, EventStream
 from vmsim.files import GuardedOutput, OutputError
 
@@ -772,6 +773,7 @@ class TraceWriter(GuardedOutput):
         # they are made for and their texts known, by (kind, field names).
         self._tp_lines: dict[tuple[str, tuple[str, ...], bool], Callable[..., None]] = {}
         self._tp_classes: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
+        self._tp_left: dict[tuple[str, tuple[str, ...]], list[int]] = {}  # events until made
         self._tp_known: dict[tuple[str, tuple[str, ...]], dict[tuple, str]] = {}
         self._unsubscribe: Callable[[], None] | None = events.subscribe(
             self._write, kinds, lines=self._line_fn)
@@ -862,6 +864,13 @@ class TraceWriter(GuardedOutput):
         self._known_left = _KNOWN_LINES
 
     def _write(self, ev: Event) -> None:
+        seq, time, layer, source, kind, fields = ev
+        self._write_values(seq, time, layer, source, kind, tuple(fields),
+                           tuple(fields.values()), ev)
+
+    def _write_values(self, seq: int, time: int, layer: str, source: str, kind: str,
+                      names: tuple[str, ...], v: tuple, ev: Event | None = None) -> None:
+        """Queue the line of the event these are (`ev`, if it was built)."""
         # GuardedOutput._guarded written out (no closure per event); the line is queued,
         # after the instructions run before the event, and the queue written every
         # _BATCH lines (a write per line cost more than making most lines).
@@ -870,15 +879,16 @@ class TraceWriter(GuardedOutput):
             long = self.columns and self._drain()
             # The line of an event whose kind, source, fields' names and types and values
             # were seen before: its remembered text (_event_json makes the others).
-            seq, time, layer, source, kind, fields = ev
-            v = tuple(fields.values())
-            key = (kind, source, layer, type(seq), type(time), *fields, *map(type, v))
+            key = (kind, source, layer, type(seq), type(time), *names, *map(type, v))
             form = self._formats.get(key)
             known = form.known if form is not None else None
             t = known.get(v) if known is not None else None
+            if t is None and ev is None:
+                ev = Event(seq, time, layer, source, kind,
+                           MappingProxyType(dict(zip(names, v, strict=True))))
             pending = self._pending
             pending.append(f'{{"seq":{seq},"time":{time}{t}' if t is not None
-                           else self._event_json(ev, v, key))
+                           else self._event_json(ev, v, key))  # type: ignore[arg-type]
             self.lines += 1
             if long or len(pending) >= _BATCH:
                 self._flush()
@@ -902,15 +912,21 @@ class TraceWriter(GuardedOutput):
             return fn
         classes = self._tp_classes.get((kind, names))
         if classes is None:
-            def first(source: str, *values: Any) -> None:
-                # Made for the value types of this first event (_tp_line_source); the
-                # tracepoint is re-armed to call it from this event on.
-                self._tp_classes[(kind, names)] = tuple(map(_value_class, values))
-                stream.rearm()
-                fire = self._line_fn(stream, kind, layer, names, counted)
-                assert fire is not None
-                fire(source, *values)
-            return first
+            left = self._tp_left.setdefault((kind, names), [events_mod.COMPILE_AFTER])
+
+            def plain(source: str, *values: Any) -> None:
+                # Written as _write writes an Event, without one, until the line function
+                # is made from source for the value types of the last of these events
+                # (_tp_line_source); the tracepoint is re-armed to call it from then on.
+                if counted:
+                    stream.counted += 1
+                stream.seq = seq = stream.seq + 1
+                self._write_values(seq, stream.time, layer, source, kind, names, values)
+                left[0] -= 1
+                if left[0] <= 0:
+                    self._tp_classes[(kind, names)] = tuple(map(_value_class, values))
+                    stream.rearm()
+            return plain
         fn = self._tp_lines[(kind, names, counted)] = self._tp_line(
             stream, kind, layer, names, classes, counted)
         return fn
