@@ -43,9 +43,8 @@ instructions make (its own count under callgrind), a figure for any machine.
 cut out, to show what each costs (docs/performance.md): the tracepoints fired and their
 values handed to line functions of the trace writer that do nothing (what is left: the
 producers working out the values, and the numbering), and every event built as an Event
-and delivered through `EventStream.emit` to a writer that does nothing (the path a
-listener other than the trace takes). These runs write no trace: they exist only in this
-benchmark's counted runs.
+and delivered to a writer that does nothing (the path a listener other than the trace
+takes). These runs write no trace: they exist only in this benchmark's counted runs.
 """
 
 from __future__ import annotations
@@ -154,7 +153,7 @@ def exits_of(image) -> int:
 
 # --pieces: stack+vm with a layer of the events cut out (never vmsim's behaviour)
 PIECES = {"fields": "tracepoints fired, their line functions only numbering: the values",
-          "emit": "every event built and delivered through emit(), no line written"}
+          "emit": "every event built as an Event and delivered, no line written"}
 
 
 def _numbering(self: TraceWriter, stream, kind: str, layer: str, names: tuple,
@@ -167,13 +166,10 @@ def _numbering(self: TraceWriter, stream, kind: str, layer: str, names: tuple,
 
 def _cut(piece: str) -> None:
     """Patch this counted process for a --pieces variant (see PIECES)."""
-    from vmsim import events
-
     TraceWriter._write = lambda self, ev: None  # type: ignore[method-assign]
-    if piece == "fields":
-        TraceWriter._line_fn = _numbering  # type: ignore[method-assign]
-    else:
-        events.DIRECT = False  # (tracepoints deliver through emit, as before they existed)
+    # (emit: the writer takes Events only, so the tracepoints build them, as for any listener)
+    TraceWriter._line_fn = _numbering if piece == "fields" else (  # type: ignore[method-assign]
+        lambda self, stream, kind, layer, names, counted: None)
 
 
 def callgrind(names: list[str], configs: list[str], short: int, long: int,

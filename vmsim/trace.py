@@ -706,10 +706,11 @@ def _all_str(values: list) -> bool:
 
 # Each class's check, and its part of the look-up key: values of different types that
 # compare equal (1, True and 1.0; [1] and [True]) have different lines, so a line is found
-# by value only among values of one type. A str and None never equal each other or a
-# number: one check serves both (and the line made for each says which).
+# by value only among values of one type. A str, None and an int never equal each other:
+# one check serves the three where the first was a str or None (a guest physical address
+# is None for an I/O exit and an int for an EPT one), and the line made for each says which.
 _CHECKS = {"i": "type({v}) is int", "b": "type({v}) is bool",
-           "t": "({v} is None or type({v}) is str)",
+           "t": "({v} is None or type({v}) is str or type({v}) is int)",
            "l": "(type({v}) is list and (not {v} or allstr({v})))", "x": "False"}
 
 
