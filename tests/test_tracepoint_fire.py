@@ -214,23 +214,22 @@ def test_unknown_names_are_refused() -> None:
 
 
 @contextmanager
-def _direct(on: bool) -> Iterator[None]:
-    was = events_mod.DIRECT
-    events_mod.DIRECT = on
+def _setting(name: str, value: object) -> Iterator[None]:
+    """vmsim.events' `name` (DIRECT, COMPILE_AFTER) set to `value` for a while."""
+    was = getattr(events_mod, name)
+    setattr(events_mod, name, value)
     try:
         yield
     finally:
-        events_mod.DIRECT = was
+        setattr(events_mod, name, was)
 
 
-@contextmanager
-def _compile_after(n: int) -> Iterator[None]:
-    was = events_mod.COMPILE_AFTER
-    events_mod.COMPILE_AFTER = n
-    try:
-        yield
-    finally:
-        events_mod.COMPILE_AFTER = was
+def _direct(on: bool) -> Any:
+    return _setting("DIRECT", on)
+
+
+def _compile_after(n: int) -> Any:
+    return _setting("COMPILE_AFTER", n)
 
 
 def _guest(name: str, count: int) -> Any:
