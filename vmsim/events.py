@@ -180,8 +180,8 @@ _declare("run_end", "vmm", "instructions virtual_time",
          "run ended: {instructions} guest instructions, {virtual_time} cycles")
 
 
-# Tracepoints with more fields than their kind declares (EventStream.tracepoint): the
-# fields `kvm_userspace_exit` adds from struct kvm_run for the two common exits.
+# Tracepoints with more fields than their kind declares (EventStream.tp): the fields
+# `kvm_userspace_exit` adds from struct kvm_run for the two common exits.
 SHAPES: dict[str, tuple[str, tuple[str, ...]]] = {}
 
 
@@ -269,7 +269,7 @@ class Tracepoint:
     def __init__(self, kind: str, names: tuple[str, ...]):
         self.kind = kind
         self.names = names
-        self.left = COMPILE_AFTER  # fires through emit() before it is armed as made
+        self.left = COMPILE_AFTER  # fires that build Events as emit does, before its own
         self.fire: Callable[..., None] = _no_fire
 
 

@@ -825,10 +825,10 @@ class TraceWriter(GuardedOutput):
 
         self._guarded(both)
 
-    def _event_tail(self, ev: Event, v: tuple, key: tuple) -> str | None:
-        """The line of event `ev` after its "time" (see _LineFormat), whose values are `v`
-        and whose _LineFormat is looked up by `key` (as _event_text makes them); None
-        where its line is written whole by the encoder."""
+    def _event_json(self, ev: Event, v: tuple, key: tuple) -> str:
+        """The line of event `ev` whose values are `v` and whose _LineFormat is looked up
+        by `key` (as _write_values makes them), where _write_values's look-up did not give
+        it: exactly _dumps(ev.to_dict()) + "\\n" (see _LineFormat)."""
         seq, time, layer, source, kind, fields = ev
         form = self._formats.get(key, _NEW)
         if form is _NEW:
@@ -839,7 +839,7 @@ class TraceWriter(GuardedOutput):
                 layer, source, kind, type(seq) is int and type(time) is int, tuple(fields),
                 tuple(map(type, v)))
         if form is None:
-            return None
+            return _dumps(ev.to_dict()) + "\n"
         t = _tail_text(form, v)
         known = form.known
         if known is not None:
@@ -847,14 +847,7 @@ class TraceWriter(GuardedOutput):
                 self._forget_known()
             self._known_left -= 1
             known[v] = t
-        return t
-
-    def _event_json(self, ev: Event, v: tuple, key: tuple) -> str:
-        """Exactly _dumps(ev.to_dict()) + "\\n", by way of _event_tail."""
-        t = self._event_tail(ev, v, key)
-        if t is None:
-            return _dumps(ev.to_dict()) + "\n"
-        return f'{{"seq":{ev.seq},"time":{ev.time}{t}'
+        return f'{{"seq":{seq},"time":{time}{t}'
 
     def _forget_known(self) -> None:
         for form in self._formats.values():
