@@ -167,7 +167,7 @@ class ShadowMmu:
         if ev is None:
             return
         if ev.build("kvm_mmu_pagetable_walk"):
-            ev.emit("kvm_mmu_pagetable_walk", v.name, addr=gva, pferr=error_code)
+            ev.tp["kvm_mmu_pagetable_walk"].fire(v.name, gva, error_code)
         if not ev.wants("kvm_mmu_paging_element") or not v.guest_cr0 & CR0_PG:
             return
         mem = self.vm.mem
@@ -177,7 +177,7 @@ class ShadowMmu:
             if not mem.is_ram(at):
                 return  # the walk fails (kvm_mmu_walker_error)
             pte = mem.read(at, 4)
-            ev.emit("kvm_mmu_paging_element", v.name, pte=pte, level=level)
+            ev.tp["kvm_mmu_paging_element"].fire(v.name, pte, level)
             if not pte & P or (level == 2 and pte & 0x80 and v.guest_cr4 & CR4_PSE):
                 return
             table = pte & 0xFFFFF000
@@ -266,8 +266,7 @@ class ShadowMmu:
         # shadow MMU did about it (vmsim's fields gpa and action).
         ev = v.events
         if ev is not None and ev.build("kvm_page_fault"):
-            ev.emit("kvm_page_fault", v.name, fault_address=gva, error_code=self._error_code,
-                    gpa=gpa, action=action)
+            ev.tp["kvm_page_fault"].fire(v.name, gva, self._error_code, gpa, action)
 
     # -- writes to guest page tables ---------------------------------------------------------------
     def emulate_pte_write(self, v: SimVcpu, gpa: int) -> int:

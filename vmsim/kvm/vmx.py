@@ -530,7 +530,7 @@ def handle_cr(v: SimVcpu) -> int:
     if access == 0:
         val = v.cpu.r[reg]
         if ev is not None and ev.build("kvm_cr"):
-            ev.emit("kvm_cr", v.name, rw=1, cr=cr, val=val)  # trace_kvm_cr_write
+            ev.tp["kvm_cr"].fire(v.name, 1, cr, val)  # trace_kvm_cr_write
         err = x86.kvm_set_cr(v, cr, val)
         if err:
             kvm_queue_exception(v, X.GP, 0)
@@ -539,7 +539,7 @@ def handle_cr(v: SimVcpu) -> int:
     if access == 1:
         val = x86.kvm_get_cr(v, cr) & 0xFFFFFFFF
         if ev is not None and ev.build("kvm_cr"):
-            ev.emit("kvm_cr", v.name, rw=0, cr=cr, val=val)  # trace_kvm_cr_read
+            ev.tp["kvm_cr"].fire(v.name, 0, cr, val)  # trace_kvm_cr_read
         v.cpu.r[reg] = val
         return kvm_skip_emulated_instruction(v)
     kvm_queue_exception(v, X.UD)  # CLTS / LMSW are outside vmsim's subset
@@ -565,8 +565,8 @@ def handle_ept_violation(v: SimVcpu) -> int:
     ev = v.events
     if ev is not None and ev.build("kvm_page_fault"):
         # trace_kvm_page_fault(gpa, exit_qualification), as handle_ept_violation does.
-        ev.emit("kvm_page_fault", v.name, fault_address=gpa,
-                error_code=v.vmcs.read(F.EXIT_QUALIFICATION), gpa=gpa, action="EPT violation")
+        ev.tp["kvm_page_fault"].fire(v.name, gpa, v.vmcs.read(F.EXIT_QUALIFICATION), gpa,
+                                     "EPT violation")
     if v.vm.tdp is None:  # no EPT: an access that met no memory slot at all
         return emulate.x86_emulate_instruction(v)
     return kvm_tdp_page_fault(v, gpa)
