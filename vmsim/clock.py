@@ -454,6 +454,10 @@ class Mutex:
     Waiters queue in arrival order and the lock goes to the first of them on unlock (a
     fair hand-off), so the trace says who waited, behind whom, and for how long."""
 
+    # (Slots, in the order the constructor sets them: vmsim.state.fields_state.)
+    __slots__ = (  # noqa: RUF023
+        "name", "owner", "waiters", "on_change", "now", "contended", "since")
+
     def __init__(self, name: str, on_change: Callable[..., None] | None = None,
                  now: Callable[[], int] | None = None):
         self.name = name

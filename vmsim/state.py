@@ -96,13 +96,40 @@ def is_plain(x: Any) -> bool:
     return True
 
 
+_SLOTS: dict[type, tuple[str, ...]] = {}
+_UNSET = object()
+
+
+def _slot_names(cls: type) -> tuple[str, ...]:
+    """The attribute slots of a class without instance dicts, base classes' first."""
+    names = _SLOTS.get(cls)
+    if names is None:
+        found: list[str] = []
+        for c in reversed(cls.__mro__):
+            slots = c.__dict__.get("__slots__", ())
+            found += [slots] if isinstance(slots, str) else [n for n in slots
+                                                             if not n.startswith("__")]
+        names = _SLOTS[cls] = tuple(found)
+    return names
+
+
 def fields_state(obj: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     """Every attribute of `obj` that has a plain form, except `skip`: for the models whose
     fields are all plain data (the devices' registers). Callables and references to other
-    models are structure, built the same way by the constructor, not state."""
+    models are structure, built the same way by the constructor, not state.
+
+    The models on the exit path declare __slots__ (in the order their constructor sets
+    them, the order of vars()): reading an instance's __dict__ makes CPython 3.11 give it a
+    real dict for life, and every attribute access on it slower (3% of an exit to
+    userspace where the history saves them: docs/performance.md)."""
+    cls = type(obj)
+    if cls.__dictoffset__ == 0:  # (no instance dict: slots only)
+        items: Any = [(n, getattr(obj, n, _UNSET)) for n in _slot_names(cls)]
+    else:
+        items = vars(obj).items()
     out = {}
-    for name, value in vars(obj).items():
-        if name in skip:
+    for name, value in items:
+        if name in skip or value is _UNSET:
             continue
         try:
             out[name] = to_plain(value)

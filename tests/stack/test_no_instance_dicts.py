@@ -2,9 +2,10 @@
 a real dict for the rest of its life, and every attribute access on it gets slower
 (EventStream.build took twice the time; an exit with its events written 4% more). These
 objects are read at every exit and start with their values inline, so no way of driving a
-session may give them a dict. (The devices, the BQL and QEMU's CPUState get one when the
-history saves them: vmsim.state.fields_state reads vars(). SimVcpu and Cpu have more
-attributes than CPython keeps inline, and a dict from the start.)
+session may give them a dict. The models whose state the history saves at each checkpoint
+by their attributes (vmsim.state.fields_state: the UART, the BQL, QEMU's CPUState, the TDP
+MMU ...) declare __slots__, so that saving them reads no __dict__. (SimVcpu and Cpu have
+more attributes than CPython keeps inline, and a dict from the start.)
 
 The session is driven in a process of its own: which attributes a class's instances keep
 inline depends on every instance made before in the process (CPython shares their keys),
@@ -55,7 +56,9 @@ v = s.vm.cpus[0].vcpu
 hot = {"the event stream": s.events, "guest memory": s.machine.mem,
        "the machine": s.machine, "the VM": s.vm, "the scheduler": s.vm.sched,
        "VMX": v.vmx, "the VMCS": v.vmcs, "kvm_run": v.kvm_run, "the MMU": v.cpu.mmu,
-       "kvm.ko's VM": v.vm}
+       "kvm.ko's VM": v.vm, "the UART": s.machine.serial, "the BQL": s.machine.bql,
+       "QEMU's CPUState": s.vm.cpus[0], "the TDP MMU": v.vm.tdp, "the VGA buffer": s.machine.vga,
+       "isa-debug-exit": s.machine.debug_exit}
 print(json.dumps([name for name, obj in hot.items() if real_dict(obj)]))
 """
 

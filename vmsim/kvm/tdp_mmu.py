@@ -27,6 +27,10 @@ LEAF_FLAGS = EPT_RWX | EPT_MT_WB | EPT_IGNORE_PAT
 class TdpMmu:
     """One EPT hierarchy for the VM (all its vCPUs share it)."""
 
+    # (Slots, in the order the constructor sets them: vmsim.state.fields_state.)
+    __slots__ = (  # noqa: RUF023
+        "vm", "host", "root", "eptp", "mapped", "mmio", "tables")
+
     def __init__(self, vm: SimVm):
         self.vm = vm
         self.host = vm.host

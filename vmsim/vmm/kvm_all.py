@@ -48,7 +48,7 @@ COST_IOCTL = COSTS["ioctl"]
 COST_DEVICE_ACCESS = COSTS["device_access"]
 
 
-@dataclass
+@dataclass(slots=True)  # (vmsim.state.fields_state)
 class CPUState:
     """QEMU's CPUState for one vCPU, as far as the KVM accelerator needs it."""
 

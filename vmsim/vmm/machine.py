@@ -248,7 +248,7 @@ class Machine:
         return {
             "stop_requested": self.stop_requested, "stop_reason": self.stop_reason,
             "exit_status": self.exit_status, "irq_levels": list(self.irq_levels),
-            "serial": fields_state(self.serial),
+            "serial": fields_state(self.serial, skip=("notify_main_loop",)),
             "debug_exit": fields_state(self.debug_exit),
             "vga": fields_state(self.vga),
             "pic": None if self.pic is None else self.pic.state(),

@@ -7,6 +7,9 @@ from collections.abc import Callable
 
 
 class DebugExit:
+    # (Slots, in the order the constructor sets them: vmsim.state.fields_state.)
+    __slots__ = ("on_exit", "status")
+
     def __init__(self, on_exit: Callable[[int], None]):
         self.on_exit = on_exit
         self.status: int | None = None

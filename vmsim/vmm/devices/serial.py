@@ -52,6 +52,12 @@ class Serial16550:
     on the line, handed to the UART as fast as it can take it (QEMU's chardev asks
     serial_can_receive first); `irq` is the interrupt line it drives, when there is one."""
 
+    # (Slots, in the order the constructor sets them: vmsim.state.fields_state.)
+    __slots__ = (  # noqa: RUF023
+        "output", "irq", "transmitted", "line_in", "recv_fifo", "notify_main_loop",
+        "rbr", "thr", "ier", "iir", "lcr", "lsr", "msr", "divider", "mcr", "scr", "fcr",
+        "recv_fifo_itl", "thr_ipending")
+
     def __init__(self, output: Callable[[bytes], None] | None = None, rx: bytes = b"",
                  irq: Callable[[bool], None] | None = None):
         self.output = output
@@ -59,6 +65,8 @@ class Serial16550:
         self.transmitted = bytearray()
         self.line_in: deque[int] = deque(rx)  # bytes on the line the UART has not taken yet
         self.recv_fifo: deque[int] = deque()
+        # Structure, not state (QEMU's main loop, set by attach_main_loop).
+        self.notify_main_loop: Callable[[], None] | None = None
         self.serial_reset()
 
     def serial_reset(self) -> None:
@@ -139,8 +147,6 @@ class Serial16550:
         (`chr_can_read` / `chr_read`) hands bytes over when the main loop polls, and
         qemu_chr_fe_accept_input (the guest made room) only wakes it (`notify`)."""
         self.notify_main_loop = notify
-
-    notify_main_loop: Callable[[], None] | None = None
 
     def chr_ready(self) -> bool:
         """The fd has data the UART may take (the line is not cut off by loopback)."""

@@ -11,6 +11,9 @@ COLUMNS, ROWS = 80, 25
 
 
 class VgaText:
+    # (Slots, in the order the constructor sets them: vmsim.state.fields_state.)
+    __slots__ = ("buffer",)
+
     def __init__(self) -> None:
         self.buffer = bytearray(SIZE)
 

@@ -96,6 +96,12 @@ class VirtIOMMIOQueue:
 
 
 class VirtIOMMIOProxy:
+    # (Slots, in the order the constructor sets them: vmsim.state.fields_state.)
+    __slots__ = (  # noqa: RUF023
+        "index", "base", "irq_line", "name", "_irq", "events", "vdev",
+        "host_features_sel", "guest_features_sel", "guest_features", "vqs", "level",
+        "ioeventfd", "ioeventfd_started")
+
     def __init__(self, index: int, base: int, irq_line: int, irq: Callable[[int], None],
                  vdev: VirtIODevice | None = None, events: EventStream | None = None):
         self.index = index
