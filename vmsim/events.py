@@ -304,6 +304,16 @@ def _via_emit(stream: EventStream, tp: Tracepoint, counting: bool) -> Callable[.
     return counting_fire
 
 
+def event_maker(kind: str, layer: str, names: tuple[str, ...]
+                ) -> Callable[[int, int, str, tuple], Event]:
+    """For a line sink that hands some events on as Events (EventStream.subscribe's
+    `lines`): the Event of a tracepoint's (seq, time, source, values)."""
+    def event(seq: int, time: int, source: str, values: tuple) -> Event:
+        return _new_event(Event, (seq, time, layer, source, kind,
+                                  MappingProxyType(dict(zip(names, values, strict=True)))))
+    return event
+
+
 class _Tracepoints(dict):
     """EventStream.tp: tracepoints by name (a catalogue kind, or a name in SHAPES), made and
     armed when first asked for."""

@@ -931,10 +931,7 @@ class TraceWriter(GuardedOutput):
         if known is None:
             known = self._tp_known[(kind, names)] = {}
 
-        def event(seq: int, time: int, source: str, values: tuple) -> Event:
-            return Event(seq, time, layer, source, kind,
-                         MappingProxyType(dict(zip(names, values, strict=True))))
-
+        event = events_mod.event_maker(kind, layer, names)
         forms: dict[tuple, _LineFormat | None] = {}  # by (source, value types)
 
         def learn(seq: int, time: int, source: str, values: tuple, k: tuple) -> str:
