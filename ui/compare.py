@@ -148,7 +148,7 @@ class Counter:
     def on_event(self, ev) -> None:
         if ev.kind == "kvm_exit":
             self.exits += 1
-        elif ev.fields.get("name") == "KVM_INTERRUPT":
+        elif ev.get("name") == "KVM_INTERRUPT":
             self.injections += 1
 
 

@@ -109,7 +109,7 @@ def _one_line(e: object) -> str:
 
 
 def _telling(ev) -> bool:
-    return ev.kind in TELLING_KINDS or (ev.kind == "bql" and ev.fields.get("action") == "wait")
+    return ev.kind in TELLING_KINDS or (ev.kind == "bql" and ev.get("action") == "wait")
 
 
 def _load_guest(path: str) -> tuple[GuestImage, AsmError | None]:

@@ -738,7 +738,7 @@ class DevicesPanel(QWidget):
         self._unwritten = []
         lines = []
         for ev in evs:
-            seq, _t, _layer, source, kind, f = ev
+            seq, source, kind, f = ev.seq, ev.source, ev.kind, ev.fields
             if kind == "device_access":
                 d = "write" if f["is_write"] else "read "
                 lines.append((seq, f"{seq:>7} {source:<15} {f['space']:<4} {d} "

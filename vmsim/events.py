@@ -195,27 +195,59 @@ _shape("kvm_userspace_exit_mmio", "kvm_userspace_exit",
        "reason reason_number errno phys_addr len is_write data")
 
 
-class Event(NamedTuple):
-    """One event. A named tuple (immutable, built in one C call: an exit to userspace makes
-    about a dozen of these, so a frozen dataclass's field-by-field __init__ showed up)."""
+_new_event = tuple.__new__
 
+
+class _EventTuple(NamedTuple):
     seq: int
     time: int
     layer: str
     source: str
     kind: str
-    fields: MappingProxyType
+    names: tuple[str, ...]  # the fields' names, in order
+    values: tuple[Any, ...]  # ... and their values
+
+
+_NO_VALUES: Any = object()
+
+
+class Event(_EventTuple):
+    """One event: a tuple, immutable, built in one C call (an exit to userspace makes about
+    a dozen; a frozen dataclass's field-by-field __init__ showed up). Its fields are kept as
+    names and values; `fields`, the read-only mapping, is made when asked. A listener that
+    keeps events, as the window's log does while a guest runs, seldom looks at most of
+    them: a dict and its proxy for each were more than half of what building one cost.
+    Event(seq, time, layer, source, kind, fields) takes the fields as a mapping."""
+
+    __slots__ = ()
+
+    def __new__(cls, seq: int, time: int, layer: str, source: str, kind: str,
+                fields: Any, values: Any = _NO_VALUES) -> Event:
+        if values is _NO_VALUES:  # (fields: a mapping; else names, as copy and pickle give)
+            fields, values = tuple(fields), tuple(fields.values())
+        return _new_event(cls, (seq, time, layer, source, kind, fields, values))
+
+    @property
+    def fields(self) -> MappingProxyType:
+        return MappingProxyType(dict(zip(self.names, self.values, strict=True)))
 
     def __getitem__(self, name: str) -> Any:  # type: ignore[override]
-        return self.fields[name]
+        """The value of field `name` (KeyError if it has none)."""
+        try:
+            return self.values[self.names.index(name)]
+        except ValueError:
+            raise KeyError(name) from None
+
+    def get(self, name: str, default: Any = None) -> Any:
+        names = self.names
+        return self.values[names.index(name)] if name in names else default
 
     def describe(self) -> str:
-        return CATALOGUE[self.kind].fmt.format(**self.fields)
+        return CATALOGUE[self.kind].fmt.format(**dict(zip(self.names, self.values, strict=True)))
 
     def to_dict(self) -> dict[str, Any]:
-        # (**fields.copy(): unpacking the proxy's plain-dict copy is faster than the proxy)
-        return {"seq": self.seq, "time": self.time, "layer": self.layer,
-                "source": self.source, "kind": self.kind, **self.fields.copy()}
+        return {"seq": self.seq, "time": self.time, "layer": self.layer, "source": self.source,
+                "kind": self.kind, **dict(zip(self.names, self.values, strict=True))}
 
 
 # json.dumps(obj, separators=(",", ":")) without building a JSONEncoder per call: the same
@@ -232,9 +264,6 @@ def event_json(ev: Event) -> str:
     if _iterencode is None:
         return json.dumps(ev.to_dict(), separators=(",", ":"))
     return "".join(_iterencode(ev.to_dict(), 0))
-
-
-_new_event = tuple.__new__
 
 
 Listener = Callable[[Event], None]
@@ -290,11 +319,12 @@ def _via_emit(stream: EventStream, tp: Tracepoint, counting: bool) -> Callable[.
     layer, listeners, counted = stream._deliver[kind]
 
     def counting_fire(source: str, *values: Any) -> None:
-        fields = dict(zip(names, values, strict=True))
+        if len(values) != len(names):
+            raise TypeError(f"{kind}: {len(values)} values for {len(names)} fields")
         if counted:
             stream.counted += 1
         stream.seq = seq = stream.seq + 1
-        ev = _new_event(Event, (seq, stream.time, layer, source, kind, MappingProxyType(fields)))
+        ev = _new_event(Event, (seq, stream.time, layer, source, kind, names, values))
         for fn in listeners:
             fn(ev)
         tp.left -= 1
@@ -309,8 +339,7 @@ def event_maker(kind: str, layer: str, names: tuple[str, ...]
     """For a line sink that hands some events on as Events (EventStream.subscribe's
     `lines`): the Event of a tracepoint's (seq, time, source, values)."""
     def event(seq: int, time: int, source: str, values: tuple) -> Event:
-        return _new_event(Event, (seq, time, layer, source, kind,
-                                  MappingProxyType(dict(zip(names, values, strict=True)))))
+        return _new_event(Event, (seq, time, layer, source, kind, names, values))
     return event
 
 
@@ -345,18 +374,18 @@ def _fire_maker(names: tuple[str, ...]) -> Callable[..., Callable[..., None]]:
     if maker is not None:
         return maker
     vs = "".join(f", v{i}" for i in range(len(names)))
-    d = ", ".join(f"{n!r}: v{i}" for i, n in enumerate(names))
+    values = "(" + "".join(f"v{i}, " for i in range(len(names))) + ")"
     src = f"""def make(stream, kind, layer, listeners, counted):
     def fire(source{vs}):
         if counted:
             stream.counted += 1
         stream.seq = seq = stream.seq + 1
-        ev = new(Event, (seq, stream.time, layer, source, kind, Proxy({{{d}}})))
+        ev = new(Event, (seq, stream.time, layer, source, kind, names, {values}))
         for fn in listeners:
             fn(ev)
     return fire
 """
-    ns = {"new": _new_event, "Event": Event, "Proxy": MappingProxyType}
+    ns = {"new": _new_event, "Event": Event, "names": names}
     exec(compile(src, f"<tracepoint {' '.join(names)}>", "exec"), ns)  # from the names alone
     maker = _FIRE_MAKERS[names] = ns["make"]
     return maker
@@ -527,6 +556,7 @@ class EventStream:
         if counted:
             self.counted += 1
         self.seq = seq = self.seq + 1
-        ev = _new_event(Event, (seq, self.time, layer, source, kind, MappingProxyType(fields)))
+        ev = _new_event(Event, (seq, self.time, layer, source, kind, tuple(fields),
+                                tuple(fields.values())))
         for fn in listeners:
             fn(ev)

@@ -383,12 +383,14 @@ class History:
                 self.on_replay_event(ev)
             return
         if ev.kind == "kvm_exit":
-            self._fork()
+            if self.pos < len(self.time) - 1:  # (_fork's test: an exit or two per exit)
+                self._fork()
             self.exit_pos.append(self.pos + 1)
             self.exit_time.append(ev.time)
-            self.exit_reason.append(str(ev.fields.get("exit_reason")))
+            self.exit_reason.append(str(ev.get("exit_reason")))
         elif ev.kind == "kvm_userspace_exit":
-            self._fork()
+            if self.pos < len(self.time) - 1:
+                self._fork()
             self.uexit_pos.append(self.pos + 1)
             self.uexit_time.append(ev.time)
 
@@ -414,7 +416,8 @@ class History:
             if self.replaying or self._digest_events:
                 on_event(event(seq, stream.time, source, values))
                 return
-            self._fork()
+            if self.pos < len(self.time) - 1:
+                self._fork()
             if kind == "kvm_exit":
                 self.exit_pos.append(self.pos + 1)
                 self.exit_time.append(stream.time)

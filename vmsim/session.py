@@ -1217,7 +1217,7 @@ class Breakpoints:
         for spec in sorted(self.events):
             kind, _, cond = spec.partition(":")
             name, _, value = cond.partition("=")
-            if ev.kind == kind and (not cond or str(ev.fields.get(name)) == value):
+            if ev.kind == kind and (not cond or str(ev.get(name)) == value):
                 return f"event {spec}"
         return ""
 

@@ -70,11 +70,10 @@ StatsRecord = tuple[str, str, int, str | None, int | None]
 
 def stats_record(ev: Event | TraceRecord) -> StatsRecord:
     """The StatsRecord of an event of ExitStats.KINDS."""
-    f = ev.fields  # (not ev[name]: a Python call each)
     kind = ev.kind
     if kind == "kvm_exit":
-        return (kind, ev.source, ev.time, f["exit_reason"], f["exit_reason_number"])
-    return (kind, ev.source, ev.time, None if kind == "kvm_entry" else f["reason"], None)
+        return (kind, ev.source, ev.time, ev["exit_reason"], ev["exit_reason_number"])
+    return (kind, ev.source, ev.time, None if kind == "kvm_entry" else ev["reason"], None)
 
 
 @dataclass
@@ -96,9 +95,8 @@ class ExitStats:
     def _on_event(self, ev: Event | TraceRecord) -> None:
         kind = ev.kind
         if kind == "kvm_exit":
-            f = ev.fields  # (not ev[name]: a Python call each)
-            reason = f["exit_reason"]
-            self.reason_numbers[reason] = f["exit_reason_number"]
+            reason = ev["exit_reason"]
+            self.reason_numbers[reason] = ev["exit_reason_number"]
             self._open[ev.source] = (reason, ev.time)
         elif kind == "kvm_entry":
             self.vmentries += 1
@@ -107,7 +105,7 @@ class ExitStats:
                 reason, start = pending
                 self.vmexits.setdefault(reason, _Bucket()).add(ev.time - start)
         else:
-            self.userspace.setdefault(ev.fields["reason"], _Bucket()).add(None)
+            self.userspace.setdefault(ev["reason"], _Bucket()).add(None)
 
     def count_record(self, rec: StatsRecord) -> None:
         """Count one event given as its StatsRecord (as _on_event counts the event)."""
@@ -132,10 +130,10 @@ class ExitStats:
         numbers, opened, vmexits, userspace = self.reason_numbers, self._open, self.vmexits, self.userspace
         keep = records.append if records is not None else None
         entries = 0
-        for _seq, t, _layer, source, kind, f in events:
+        for _seq, t, _layer, source, kind, names, values in events:
             if kind == "kvm_exit":
-                reason = f["exit_reason"]
-                number = numbers[reason] = f["exit_reason_number"]
+                reason = values[names.index("exit_reason")]
+                number = numbers[reason] = values[names.index("exit_reason_number")]
                 opened[source] = (reason, t)
                 if keep is not None:
                     keep((kind, source, t, reason, number))
@@ -160,7 +158,7 @@ class ExitStats:
                 if keep is not None:
                     keep((kind, source, t, None, None))
                 continue
-            reason = f["reason"]
+            reason = values[names.index("reason")]
             b = userspace.get(reason)
             if b is None:
                 b = userspace[reason] = _Bucket()

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterable
 from itertools import repeat
 from json.encoder import encode_basestring_ascii
 from operator import attrgetter, call, ge, index, sub
-from types import MappingProxyType
 from typing import IO, Any, NamedTuple
 
 from vmsim import events as events_mod
@@ -829,14 +828,14 @@ class TraceWriter(GuardedOutput):
         """The line of event `ev` whose values are `v` and whose _LineFormat is looked up
         by `key` (as _write_values makes them), where _write_values's look-up did not give
         it: exactly _dumps(ev.to_dict()) + "\\n" (see _LineFormat)."""
-        seq, time, layer, source, kind, fields = ev
+        seq, time, layer, source, kind, names, _ = ev
         form = self._formats.get(key, _NEW)
         if form is _NEW:
             if len(self._formats) >= 1024:
                 self._formats.clear()
                 self._known_left = _KNOWN_LINES
             form = self._formats[key] = _line_format(
-                layer, source, kind, type(seq) is int and type(time) is int, tuple(fields),
+                layer, source, kind, type(seq) is int and type(time) is int, names,
                 tuple(map(type, v)))
         if form is None:
             return _dumps(ev.to_dict()) + "\n"
@@ -858,9 +857,7 @@ class TraceWriter(GuardedOutput):
         self._known_left = _KNOWN_LINES
 
     def _write(self, ev: Event) -> None:
-        seq, time, layer, source, kind, fields = ev
-        self._write_values(seq, time, layer, source, kind, tuple(fields),
-                           tuple(fields.values()), ev)
+        self._write_values(*ev, ev)
 
     def _write_values(self, seq: int, time: int, layer: str, source: str, kind: str,
                       names: tuple[str, ...], v: tuple, ev: Event | None = None) -> None:
@@ -878,8 +875,7 @@ class TraceWriter(GuardedOutput):
             known = form.known if form is not None else None
             t = known.get(v) if known is not None else None
             if t is None and ev is None:
-                ev = Event(seq, time, layer, source, kind,
-                           MappingProxyType(dict(zip(names, v, strict=True))))
+                ev = Event(seq, time, layer, source, kind, names, v)
             pending = self._pending
             pending.append(f'{{"seq":{seq},"time":{time}{t}' if t is not None
                            else self._event_json(ev, v, key))  # type: ignore[arg-type]
