@@ -17,7 +17,10 @@ Each in these configurations:
   TraceWriter at level "vm" into memory);
 - session: Session with its history for steps back, run() to the end, no trace;
 - gui: the same driven as the GUI drives it, by Session.run_for slices (the GUI's end
-  after 15 ms of wall time; here after RUN_BATCH instructions, so that a count is exact).
+  after 15 ms of wall time; here after RUN_BATCH instructions, so that a count is exact);
+- window: that, with what the window listens to while it runs a guest at full speed (the
+  bridge's list of its coarse events, the exit statistics' list; ui/bridge.py) and its
+  cycle collector's setting then, without Qt: the events the window's views get, built.
 The issue's goal: under 50 us per round trip with VM-level events recorded. Every figure
 is printed beside benchmarks/reference.py's loop, measured in the same run (in wall time by
 print_reference, and in CPU time as the figures here), and as "ref-us": microseconds
@@ -51,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import io
 import pstats
 import re
@@ -78,7 +82,7 @@ GUESTS = {
     "mmio_loop": ROOT / "benchmarks" / "guests" / "mmio_loop.asm",
     "hello": ROOT / "sample_guests" / "hello.asm",
 }
-CONFIGS = ("stack", "stack+vm", "run --trace", "session", "gui")
+CONFIGS = ("stack", "stack+vm", "run --trace", "session", "gui", "window")
 
 
 def load(name: str, count: int):
@@ -109,18 +113,33 @@ def _stack(image, trace: bool, count_exits: bool = False) -> tuple[float, int]:
     return elapsed, exits[0]
 
 
-def _session(image, trace: bool, history: bool, slices: bool = False) -> tuple[float, int]:
+def _session(image, trace: bool, history: bool, slices: bool = False,
+             window: bool = False) -> tuple[float, int]:
     events = EventStream()
     writer = TraceWriter(events, io.StringIO(), "vm") if trace else None
+    kept: list = []
+    if window:  # (as SessionBridge._build and _configure_run subscribe, in that order)
+        from ui.bridge import COARSE_KINDS, RUN_GC_YOUNG
+        from vmsim.stats import ExitStats
+        events.subscribe(kept.append, list(ExitStats.KINDS))
     s = Session(image, "sim", MachineConfig(16, b""), serial_out=lambda b: None,
                 events=events, history=history)
+    if window:
+        events.subscribe(kept.append, COARSE_KINDS)
+        gc.freeze()
+        young = gc.get_threshold()
+        gc.set_threshold(RUN_GC_YOUNG, *young[1:])
     t0 = time.process_time()
     if slices:
         while not (outcome := s.run_for(None, instructions=Session.RUN_BATCH)).finished:
-            pass
+            if len(kept) > 20_000:  # (the window keeps the last few thousand)
+                del kept[:10_000]
     else:
         outcome = s.run()
     elapsed = time.process_time() - t0
+    if window:
+        gc.set_threshold(*young)
+        gc.unfreeze()
     if writer is not None:
         writer.close()
     if outcome.exit_status != 1:
@@ -134,6 +153,7 @@ RUNNERS: dict[str, Callable] = {
     "run --trace": lambda image: _session(image, True, False),
     "session": lambda image: _session(image, False, True),
     "gui": lambda image: _session(image, False, True, slices=True),
+    "window": lambda image: _session(image, False, True, slices=True, window=True),
 }
 
 
