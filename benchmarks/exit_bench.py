@@ -113,19 +113,33 @@ def _stack(image, trace: bool, count_exits: bool = False) -> tuple[float, int]:
     return elapsed, exits[0]
 
 
+def window_listeners(events: EventStream, kept: list, built: bool) -> None:
+    """What the window subscribes to `events` before its session is built (the exit
+    statistics' list) and once it is (`built`: its list of coarse events, running at full
+    speed), as SessionBridge._build and _configure_run do; here both append to `kept`."""
+    if not built:
+        from vmsim.stats import ExitStats
+
+        events.subscribe(kept.append, list(ExitStats.KINDS))
+    else:
+        from ui.bridge import COARSE_KINDS
+
+        events.subscribe(kept.append, COARSE_KINDS)
+
+
 def _session(image, trace: bool, history: bool, slices: bool = False,
              window: bool = False) -> tuple[float, int]:
     events = EventStream()
     writer = TraceWriter(events, io.StringIO(), "vm") if trace else None
     kept: list = []
-    if window:  # (as SessionBridge._build and _configure_run subscribe, in that order)
-        from ui.bridge import COARSE_KINDS, RUN_GC_YOUNG
-        from vmsim.stats import ExitStats
-        events.subscribe(kept.append, list(ExitStats.KINDS))
+    if window:
+        window_listeners(events, kept, built=False)
     s = Session(image, "sim", MachineConfig(16, b""), serial_out=lambda b: None,
                 events=events, history=history)
     if window:
-        events.subscribe(kept.append, COARSE_KINDS)
+        from ui.bridge import RUN_GC_YOUNG
+
+        window_listeners(events, kept, built=True)
         gc.freeze()
         young = gc.get_threshold()
         gc.set_threshold(RUN_GC_YOUNG, *young[1:])
