@@ -448,7 +448,7 @@ class History:
         vm = s.vm
         if self.replaying:
             self.pos += 1
-            if self.time[self.pos] != vm.sched.now or self.evc[self.pos] != self.nev:
+            if self.time[self.pos] != vm.sched.time_now() or self.evc[self.pos] != self.nev:
                 raise RuntimeError(f"replay diverged at step {self.pos}: virtual time "
                                    f"{vm.sched.now}, recorded {self.time[self.pos]}")
             if self.pos in self.edits:
@@ -456,16 +456,16 @@ class History:
             return
         rec = self._rec
         if rec is None or rec[0] is not vm:
-            rec = self._rec = (vm, vm.cpus[0].vcpu, s.cpus, vm.sched, self._events,
+            rec = self._rec = (vm, vm.cpus[0].vcpu, s.cpus, vm.sched.time_now, self._events,
                                self.batch.append, self.time.append, self.instr.append,
                                self.seq.append, self.evc.append)
-        _, vcpu, cpus, sched, ev, batch, time, instr_, seq, evc = rec
+        _, vcpu, cpus, now, ev, batch, time, instr_, seq, evc = rec
         pos = self.pos + 1
         if pos < len(self.time):
             self._fork()
         self.pos = pos
         batch(vcpu.BATCH)
-        time(sched.now)
+        time(now())
         # Session.instructions and Session._work in one pass over the CPUs (every step).
         instr = deliveries = 0
         for c in cpus:

@@ -223,9 +223,9 @@ class VirtualMachine:
             self.sched.on_timer = on_timer
         if hasattr(kvm, "use_clock"):
             kvm.use_clock(self.sched)  # the host kernel's clock is the simulation's
-        machine.bql.now = lambda: self.sched.now
+        machine.bql.now = self.sched.time_now
         self.main_loop = MainLoop(machine)
-        self.main_loop.now = lambda: self.sched.now
+        self.main_loop.now = self.sched.time_now
         machine.main_loop = self.main_loop
         self.kvm = KvmState(kvm, machine)
         self.kvm.sched = self.sched
@@ -258,7 +258,7 @@ class VirtualMachine:
         serial.attach_main_loop(self.main_loop.notify)
         if not self.kvm.irqchip_in_kernel:
             machine.create_userspace_irqchip(
-                lambda: self.sched.now, lambda cb: self.main_loop.new_timer("i8254", cb))
+                self.sched.time_now, lambda cb: self.main_loop.new_timer("i8254", cb))
             machine.pic_irq_request = self._pic_irq_request
         n = machine.config.smp if vcpus is None else vcpus
         self.cpus = [self.kvm.init_vcpu(i) for i in range(n)]
@@ -274,7 +274,7 @@ class VirtualMachine:
         self.iothread: IOThread | None = None
         if (machine.virtio_blk is not None and machine.config.ioeventfd
                 and hasattr(host_vm, "ioeventfd")):
-            self.iothread = IOThread(self.kvm, lambda: self.sched.now)
+            self.iothread = IOThread(self.kvm, self.sched.time_now)
             machine.virtio_transports[-1].ioeventfd = self.iothread
             self.sched.spawn(IOTHREAD, self.iothread.run())
         for cpu in self.cpus:
