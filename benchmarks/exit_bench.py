@@ -255,6 +255,8 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=2000, help="loop iterations of the loop guests")
     ap.add_argument("--only", action="append", choices=list(GUESTS), help="guest(s) to run")
     ap.add_argument("--profile", choices=CONFIGS, help="cProfile one run per guest instead")
+    ap.add_argument("--sort", default="tottime", choices=("tottime", "cumulative", "ncalls"),
+                    help="with --profile: the order of the table")
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--callgrind", action="store_true",
                     help="count machine instructions per exit under callgrind (docstring)")
@@ -287,7 +289,7 @@ def main() -> None:
             RUNNERS[args.profile](images[n])
             prof.disable()
             print(f"== {n}, {args.profile}: {exits_of(images[n])} exits to userspace")
-            pstats.Stats(prof).sort_stats("tottime").print_stats(args.top)
+            pstats.Stats(prof).sort_stats(args.sort).print_stats(args.top)
         return
     reference.print_reference()
     ref = _reference_cpu_rate(args.repeat)

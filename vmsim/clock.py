@@ -98,6 +98,10 @@ class Scheduler:
     current: SimThread | None = None
     last_time: int = 0  # where the last thread (or timer) to run had got to
     on_resume: Callable[[SimThread], None] | None = None  # e.g. to stamp events with its time
+    # An object whose `time` and `thread` are set to those of each thread resumed (or
+    # passed in place), as on_resume would set them, with no call: the VM's event stream,
+    # which stamps every event with them. Six steps an exit to userspace set it.
+    stamp: Any = None
     # The host backend (vmsim.hostkvm) runs KVM_RUN on real threads. host_busy(): some are
     # in flight; host_wait(cycles or None): wait in real time (as long as that many virtual
     # cycles take at the nominal clock) until one returns, True if one did. A thread or
@@ -273,10 +277,12 @@ class Scheduler:
             when = max(when, self.last_time if upto is None else 0)
             self.timer_time = when
             self.timers_fired += 1
+            # What the callback emits is stamped with the timer's time, not with that of
+            # the thread that ran last.
+            TIMERS.time = when
+            if self.stamp is not None:
+                self.stamp.time, self.stamp.thread = when, TIMERS.name
             if self.on_resume is not None:
-                # What the callback emits is stamped with the timer's time, not with that
-                # of the thread that ran last.
-                TIMERS.time = when
                 self.on_resume(TIMERS)
             if self.on_timer is not None:
                 self.on_timer(timer)
@@ -367,6 +373,9 @@ class Scheduler:
                     self.on_pass()  # between the two steps: no thread running
                 self.current = t
                 self._resumed_at = when
+                stamp = self.stamp
+                if stamp is not None:
+                    stamp.time, stamp.thread = when, t.name
                 if self.on_resume is not None:
                     self.on_resume(t)
                 return True
@@ -375,8 +384,11 @@ class Scheduler:
 
     def _resume(self, t: SimThread, continuing: bool = False) -> SimThread:
         self.current = t
-        if self.on_resume is not None and not continuing:
-            self.on_resume(t)
+        if not continuing:
+            if self.stamp is not None:
+                self.stamp.time, self.stamp.thread = t.time, t.name
+            if self.on_resume is not None:
+                self.on_resume(t)
         # All it does until it yields happens at this time (pass_time moves it on).
         self._resumed_at = t.time
         try:

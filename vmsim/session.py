@@ -752,13 +752,10 @@ class Session:
                     return Outcome(False, reason="time")
                 return None
 
-            if not kinds and not addresses and until is None and deadline is not None:
-                def stop() -> Outcome | None:
-                    # The same where only the clock can end the slice (a window's): asked
-                    # at every step passed in place, six times an exit to userspace.
-                    return Outcome(False, reason="time") if perf_counter() >= deadline else None
-
-            with self.vm.passing(stop):
+            # Where only the clock can end the slice (a window's), passing checks it inline
+            # at every step passed in place (six times an exit to userspace), with no call.
+            only_clock = not kinds and not addresses and until is None
+            with self.vm.passing(None if only_clock else stop, deadline):
                 while True:
                     if m.stop_requested or self.vm.budget_ended():
                         return self._finish_vm()

@@ -8,6 +8,7 @@ shuts down, or nothing can ever run again (every vCPU halted, no timer armed).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -205,6 +206,29 @@ def _position(t, vm: VirtualMachine) -> str:
     return "running"
 
 
+def _goes_on(vm: VirtualMachine, stop: Callable[[], object] | None,
+             deadline: float | None) -> Callable[[], bool]:
+    """What VirtualMachine.passing asks between two steps of a vCPU that stays runnable
+    (Scheduler.pass_time, six times an exit to userspace): the run goes on, the wall
+    clock (time.perf_counter) is before `deadline`, and `stop` gives None. One call: the
+    budget's, the host's and the clock's checks are inline (each call more cost about 0.5%
+    of an exit to userspace, exit_bench --callgrind)."""
+    machine = vm.machine
+    clock = time.perf_counter
+
+    def goes_on() -> bool:
+        if machine.stop_requested:
+            return False
+        for c in vm.cpus:  # (budget_ended(), and the host's halt)
+            v = c.vcpu
+            if c.host_halted or v.limit_reached or v.stuck:
+                return False
+        if deadline is not None and clock() >= deadline:
+            return False
+        return stop is None or stop() is None
+    return goes_on
+
+
 class VirtualMachine:
     def __init__(self, machine: Machine, kvm: Kvm, vcpus: int | None = None,
                  max_instructions: int | None = None):
@@ -212,9 +236,7 @@ class VirtualMachine:
         self.sched = Scheduler()
         if machine.events is not None:
             ev = machine.events
-            def on_resume(t) -> None:
-                ev.time, ev.thread = t.time, t.name
-            self.sched.on_resume = on_resume
+            self.sched.stamp = ev  # its events carry the running thread's time and name
 
             def on_timer(timer) -> None:
                 ev.time = self.sched.now
@@ -483,25 +505,14 @@ class VirtualMachine:
                 return why
         return ""
 
-    def _goes_on(self) -> bool:
-        """What run() and _step ask between two steps of a vCPU that stays runnable: the
-        run goes on (Scheduler.pass_time)."""
-        if self.machine.stop_requested:
-            return False
-        # budget_ended() inline, and the host's halt: asked at every step, a call more
-        # costs 0.5% of an exit to userspace (exit_bench --callgrind, stack).
-        for c in self.cpus:
-            v = c.vcpu
-            if c.host_halted or v.limit_reached or v.stuck:
-                return False
-        return True
-
     @contextmanager
-    def passing(self, stop: Callable[[], object] | None = None) -> Iterator[None]:
+    def passing(self, stop: Callable[[], object] | None = None,
+                deadline: float | None = None) -> Iterator[None]:
         """While the caller steps the VM back to back: a vCPU's next step may pass in place
-        (Scheduler.pass_time) while the run goes on (_goes_on) and `stop` (the caller's
-        own checks between two steps: why it would stop there, None to go on) gives
-        None; each such step ends as a step does (_passed). Nothing passes where an
+        (Scheduler.pass_time) while the run goes on (_goes_on), time.perf_counter() is
+        before `deadline` and `stop` (the caller's own checks between two steps: why it
+        would stop there, None to go on) gives None; each such step ends as a step does
+        (_passed). Nothing passes where an
         after_step hook cannot be told of it. Contexts nest (run_for finishing the VM
         with run()): the outer one's rule holds again when the inner one ends."""
         sched = self.sched
@@ -509,13 +520,7 @@ class VirtualMachine:
             yield
             return
         outer = sched.in_place, sched.on_pass
-        goes_on = self._goes_on
-        if stop is None:
-            in_place = goes_on
-        else:
-            def in_place() -> bool:
-                return goes_on() and stop() is None
-        sched.in_place = in_place
+        sched.in_place = _goes_on(self, stop, deadline)
         sched.on_pass = None if self.after_step is None else self._passed
         try:
             yield
