@@ -267,6 +267,12 @@ def field_mask(encoding: int) -> int:
     return (0xFFFF, 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF)[width]
 
 
+# The fields Vmcs.host_gen and Vmcs.seg_gen count writes to (besides the host-state area).
+_ENTRY_EXIT_CONTROLS = frozenset({F.VM_EXIT_CONTROLS.value, F.VM_ENTRY_CONTROLS.value})
+GUEST_SEGMENT_FIELDS = frozenset(
+    F[f"GUEST_{seg}_{part}"].value for seg in ("ES", "CS", "SS", "DS", "FS", "GS", "LDTR", "TR")
+    for part in ("SELECTOR", "BASE", "LIMIT", "AR_BYTES"))
+
 _MASKS = (0xFFFF, 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF)  # by width (bits 14:13)
 
 
@@ -326,6 +332,14 @@ class Vmcs:
         # whose accesses exit, and the (msr, is_write) pairs that exit.
         self.io_bitmap: set[int] = set()
         self.msr_bitmap: set[tuple[int, bool]] | None = None
+        # Write generations, counting VMWRITEs (and load_state) to two groups of fields: the
+        # host-state area with the VM-exit and VM-entry controls (host_gen: what a VM entry
+        # checks of the host and a VM exit loads), and the guest's segment registers
+        # (seg_gen). While one has not moved, what the processor read of its group is still
+        # what the fields hold (vmsim.hw.vmx.Vmx): not state, only a way to know that.
+        # The VMX hardware's own stores at a VM exit (vmx.save_guest_state) count theirs.
+        self.host_gen = 0
+        self.seg_gen = 0
 
     def read(self, encoding: int) -> int:
         """VMREAD. Unknown fields read as 0 (a real CPU fails VMfailValid 12).
@@ -341,8 +355,13 @@ class Vmcs:
             full = encoding & ~1
             low = self.fields.get(full, 0) & 0xFFFFFFFF
             self.fields[full] = (value & 0xFFFFFFFF) << 32 | low
-            return
-        self.fields[encoding] = value & _MASKS[(encoding >> 13) & 3]
+        else:
+            full = encoding
+            self.fields[encoding] = value & _MASKS[(encoding >> 13) & 3]
+        if (full >> 10) & 3 == 3 or full in _ENTRY_EXIT_CONTROLS:  # (type 3: host state)
+            self.host_gen += 1
+        elif full in GUEST_SEGMENT_FIELDS:
+            self.seg_gen += 1
 
     def state(self) -> dict[str, Any]:
         """Every field by encoding, the launch state and the bitmaps, as plain data."""
@@ -355,6 +374,8 @@ class Vmcs:
 
     def load_state(self, d: dict[str, Any]) -> None:
         self.fields = {enc: v for enc, v in d["fields"]}
+        self.host_gen += 1
+        self.seg_gen += 1
         self.launched = d["launched"]
         self.io_bitmap = set(d["io_bitmap"])
         self.msr_bitmap = _msr_bitmap_load(d["msr_bitmap"])

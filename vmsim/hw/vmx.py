@@ -43,6 +43,7 @@ from vmsim.hw.vmcs import (
     GUEST_ACTIVITY_HLT,
     GUEST_INTR_STATE_MOV_SS,
     GUEST_INTR_STATE_STI,
+    GUEST_SEGMENT_FIELDS,
     INTR_INFO_DELIVER_CODE_MASK,
     INTR_INFO_VALID_MASK,
     INTR_TYPE_EXT_INTR,
@@ -265,10 +266,17 @@ class Vmx:
         self._host_cpu: HostCpuState | None = None
         self._host_checked: tuple[int | None, ...] | None = None  # fields that passed
         self._guest_checked: tuple[int | None, ...] | None = None  # (_GUEST_CHECK_FIELDS)
-        self._guest_passed: tuple[int | None, ...] | None = None  # (_GUEST_PASS_FIELDS)
+        self._guest_passed: tuple | None = None  # (_GUEST_PASS_FIELDS: check_guest_state)
         self._host_values: tuple[int | None, ...] | None = None  # what _host_loaded holds
         # The segment fields the last entry loaded and the registers built from them.
         self._seg_loaded: tuple[tuple[int | None, ...], list[Segment], bool] | None = None
+        # Where each of the three memos above was last read from the fields: the VMCS and
+        # its write generation then (Vmcs.host_gen, Vmcs.seg_gen). While both are the same,
+        # the fields are what was read, and need not be read and compared again (about 90
+        # VMCS reads an exit to userspace; all reads again after a VMWRITE to the group).
+        self._host_checked_at: tuple[Vmcs, int] | None = None
+        self._host_values_at: tuple[Vmcs, int] | None = None
+        self._seg_loaded_at: tuple[Vmcs, int] | None = None
 
     @property
     def host_cpu(self) -> HostCpuState | None:
@@ -399,12 +407,14 @@ class Vmx:
     def check_guest_state(self, vmcs: Vmcs) -> str:
         """The first failed guest-state check, in words; "" when all pass."""
         # (a real CPU checks at every entry and finds the same: see _GUEST_PASS_FIELDS)
+        # The segment registers' fields stand in the key as the VMCS and its segment write
+        # generation (Vmcs.seg_gen): equal while none of them was written.
         fields = vmcs.fields
         try:
-            key = (_take_pass(fields), fields.get(_GUEST_IA32_PAT), fields.get(_ENTRY_INTR_INFO),
-                   fields.get(FI.GUEST_RFLAGS, 0) & _RFLAGS_CHECKED)
+            key = (vmcs, vmcs.seg_gen, _take_pass(fields), fields.get(_GUEST_IA32_PAT),
+                   fields.get(_ENTRY_INTR_INFO), fields.get(FI.GUEST_RFLAGS, 0) & _RFLAGS_CHECKED)
         except KeyError:  # (a field not yet written: None, as get gives)
-            key = (*map(fields.get, _GUEST_PASS_FIELDS),
+            key = (vmcs, vmcs.seg_gen, *map(fields.get, _GUEST_PASS_OTHER),
                    fields.get(FI.GUEST_RFLAGS, 0) & _RFLAGS_CHECKED)
         if key == self._guest_passed:
             return ""
@@ -634,16 +644,19 @@ class Vmx:
             return False
         # The host checks depend on these fields only: the result of the last check holds
         # while none changed (a real CPU checks every time and finds the same).
-        host_key = _read_fields(vmcs.fields, _take_host_check, _HOST_CHECK_FIELDS)
-        if host_key != self._host_checked:
-            failure = self.check_host_state(vmcs)
-            if failure:
-                # VMfailValid: 8 VM entry with invalid host-state field(s).
-                vmcs.write(FI.VM_INSTRUCTION_ERROR, 8)
-                self.entry_failure = failure
-                self.entry_fail_valid = True
-                return False
-            self._host_checked = host_key
+        at = self._host_checked_at
+        if at is None or at[0] is not vmcs or at[1] != vmcs.host_gen:
+            host_key = _read_fields(vmcs.fields, _take_host_check, _HOST_CHECK_FIELDS)
+            if host_key != self._host_checked:
+                failure = self.check_host_state(vmcs)
+                if failure:
+                    # VMfailValid: 8 VM entry with invalid host-state field(s).
+                    vmcs.write(FI.VM_INSTRUCTION_ERROR, 8)
+                    self.entry_failure = failure
+                    self.entry_fail_valid = True
+                    return False
+                self._host_checked = host_key
+            self._host_checked_at = (vmcs, vmcs.host_gen)
         failure = self.check_guest_state(vmcs)
         if failure:
             self.entry_failure = failure
@@ -686,14 +699,17 @@ class Vmx:
         # The segment registers, built again only when their fields changed since the last
         # entry; assigning the list (which rechecks the segment classes) only when the
         # CPU's differ from them (equal Segments are the same register: they are frozen).
-        key = _read_fields(fields, _take_segments, _CPU_SEGMENT_FIELD_LIST)
         last = self._seg_loaded
-        if last is None or last[0] != key:
-            seg = [_segment(*(0 if x is None else x for x in key[i:i + 4]))
-                   for i in range(0, 24, 4)]
-            self._seg_loaded = (key, seg, _segment_fields(seg) == key)
-            cpu.seg = list(seg)
-        elif cpu.seg != last[1]:
+        at = self._seg_loaded_at
+        if last is None or at is None or at[0] is not vmcs or at[1] != vmcs.seg_gen:
+            key = _read_fields(fields, _take_segments, _CPU_SEGMENT_FIELD_LIST)
+            if last is None or last[0] != key:
+                seg = [_segment(*(0 if x is None else x for x in key[i:i + 4]))
+                       for i in range(0, 24, 4)]
+                last = self._seg_loaded = (key, seg, _segment_fields(seg) == key)
+                cpu.seg = list(seg)
+            self._seg_loaded_at = (vmcs, vmcs.seg_gen)
+        if cpu.seg != last[1]:
             cpu.seg = list(last[1])
         cpu.gdtr = (gdtr_base, gdtr_limit)
         cpu.idtr = (idtr_base, idtr_limit)
@@ -954,14 +970,18 @@ class Vmx:
         self.guest_mode = False
         # What loading the host state put in the root-mode registers (built when looked
         # at); the same as last time unless kvm.ko wrote a host field or the PAT moved.
-        values = _read_fields(fields, _take_host_load, _HOST_LOAD_FIELDS)
+        at = self._host_values_at
+        if at is None or at[0] is not vmcs or at[1] != vmcs.host_gen:
+            values = _read_fields(fields, _take_host_load, _HOST_LOAD_FIELDS)
+            if values != self._host_values:
+                self._host_values = values
+                self._host_loaded = None  # (built again below)
+            self._host_values_at = (vmcs, vmcs.host_gen)
         pat = cpu.msr.get(MSR_IA32_CR_PAT, 0)
-        if values != self._host_values or self._host_loaded is None \
-                or self._host_loaded[1] != pat:
+        if self._host_loaded is None or self._host_loaded[1] != pat:
             self._host_loaded = ({enc: 0 if v is None else v
-                                  for enc, v in zip(_HOST_LOAD_FIELDS, values, strict=True)},
-                                 pat)
-            self._host_values = values
+                                  for enc, v in zip(_HOST_LOAD_FIELDS, self._host_values,
+                                                    strict=True)}, pat)
             self._host_cpu = None
         self.last_exit = exit_info
         return exit_info
@@ -976,8 +996,11 @@ class Vmx:
         fields[_GUEST_CR4] = mmu.cr4
         last = self._seg_loaded
         segs = cpu.seg
+        at = self._seg_loaded_at
         if last is None or not last[2] or segs != last[1] \
-                or _read_fields(fields, _take_segments, _CPU_SEGMENT_FIELD_LIST) != last[0]:
+                or ((at is None or at[0] is not vmcs or at[1] != vmcs.seg_gen)
+                    and _read_fields(fields, _take_segments, _CPU_SEGMENT_FIELD_LIST)
+                    != last[0]):
             for seg, (sel_f, base_f, limit_f, ar_f) in zip(segs, _CPU_SEGMENT_FIELDS,
                                                            strict=True):
                 fields[sel_f] = seg.selector & 0xFFFF
@@ -985,6 +1008,7 @@ class Vmx:
                 fields[limit_f] = seg.limit & 0xFFFFFFFF
                 fields[ar_f] = AR_UNUSABLE if seg.access == 0 else \
                     (seg.access & 0xFF) | ((seg.flags & 0xF) << 12)  # ar_from_segment
+            vmcs.seg_gen += 1  # (the processor's own stores: the fields may differ now)
         else:
             # The fields hold what these stores would write: the segments loaded at entry
             # from these very fields, unchanged since, and saving them gives the fields
@@ -1159,7 +1183,9 @@ _take_segments = itemgetter(*_CPU_SEGMENT_FIELD_LIST)
 _take_host_load = itemgetter(*_HOST_LOAD_FIELDS)
 _take_host_check = itemgetter(*_HOST_CHECK_FIELDS)
 _ENTRY_INTR_INFO = F.VM_ENTRY_INTR_INFO_FIELD.value
-_take_pass = itemgetter(*(f for f in _GUEST_PASS_FIELDS
+# (_GUEST_PASS_FIELDS but the segment registers', which Vmcs.seg_gen stands for.)
+_GUEST_PASS_OTHER = tuple(f for f in _GUEST_PASS_FIELDS if f not in GUEST_SEGMENT_FIELDS)
+_take_pass = itemgetter(*(f for f in _GUEST_PASS_OTHER
                           if f not in (_GUEST_IA32_PAT, _ENTRY_INTR_INFO)))
 
 
