@@ -267,8 +267,12 @@ def field_mask(encoding: int) -> int:
     return (0xFFFF, 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF)[width]
 
 
-# The fields Vmcs.host_gen and Vmcs.seg_gen count writes to (besides the host-state area).
-_ENTRY_EXIT_CONTROLS = frozenset({F.VM_EXIT_CONTROLS.value, F.VM_ENTRY_CONTROLS.value})
+# The fields Vmcs.host_gen and Vmcs.seg_gen count writes to: the host-state area (field
+# type 3, encoding bits 11:10) with the VM-exit and VM-entry controls, and every guest
+# segment register's selector, base, limit and access rights.
+HOST_GEN_FIELDS = frozenset(
+    [f.value for f in F if (f.value >> 10) & 3 == 3]
+    + [F.VM_EXIT_CONTROLS.value, F.VM_ENTRY_CONTROLS.value])
 GUEST_SEGMENT_FIELDS = frozenset(
     F[f"GUEST_{seg}_{part}"].value for seg in ("ES", "CS", "SS", "DS", "FS", "GS", "LDTR", "TR")
     for part in ("SELECTOR", "BASE", "LIMIT", "AR_BYTES"))
@@ -358,7 +362,7 @@ class Vmcs:
         else:
             full = encoding
             self.fields[encoding] = value & _MASKS[(encoding >> 13) & 3]
-        if (full >> 10) & 3 == 3 or full in _ENTRY_EXIT_CONTROLS:  # (type 3: host state)
+        if full in HOST_GEN_FIELDS:
             self.host_gen += 1
         elif full in GUEST_SEGMENT_FIELDS:
             self.seg_gen += 1
