@@ -197,8 +197,9 @@ def kvm_cpu_exec(s: KvmState, cpu: CPUState, resume: str | None = None
                 yield from kvm_arch_pre_run(s, cpu)
             if cpu.exit_request:
                 run.immediate_exit = 1  # kvm_cpu_kick_self
-            if ev is not None:
-                trace_ioctl(ev, "vcpu", cpu.thread, "KVM_RUN", "")
+            if ev is not None and ev.build("kvm_vcpu_ioctl"):
+                # (trace_ioctl's event, the vCPU's index at hand: vcpu_ioctl's vcpu_id)
+                ev.tp["kvm_vcpu_ioctl"].fire(cpu.thread, cpu.index, _KVM_RUN, "KVM_RUN", "")
         try:
             if resume is not None:
                 r = yield from steps(resume)
@@ -365,31 +366,33 @@ def trace_ioctl(ev, fd: str, source: str, name: str, detail: str) -> None:
 
 
 _IOCTL_KINDS = {"system": "kvm_ioctl", "vm": "kvm_vm_ioctl", "vcpu": "kvm_vcpu_ioctl"}
+_KVM_RUN = KVM_IOCTLS["KVM_RUN"]
 
 
 def _trace_return(ev, cpu: CPUState, r: int, reason: int) -> None:
     """kvm:kvm_userspace_exit with the struct kvm_run fields of the exit (written from
     kvm_run as userspace sees it, so the same on every backend; `reason` its exit_reason),
     then QEMU's kvm_run_exit."""
-    run = cpu.vcpu.kvm_run
-    name = KVM_EXIT_NAMES.get(reason) or str(reason)
     if ev.build("kvm_userspace_exit"):
+        run = cpu.vcpu.kvm_run
+        name = KVM_EXIT_NAMES.get(reason) or str(reason)
         if r >= 0 and reason == KVM_EXIT_IO:  # (the common exits: one call, no dict)
             direction, size, port, count, offset = run.io()
             out = direction == KVM_EXIT_IO_OUT
             ev.tp["kvm_userspace_exit_io"].fire(
                 cpu.thread, name, reason, 0, "out" if out else "in", size, port, count,
                 # an IN's data is not there yet: the device answers after this
-                bytes(run.buf[offset:offset + size * count]).hex() if out else None)
+                run.buf[offset:offset + size * count].hex() if out else None)
         elif r >= 0 and reason == KVM_EXIT_MMIO:
             addr, data, length, is_write = run.mmio()
             ev.tp["kvm_userspace_exit_mmio"].fire(
                 cpu.thread, name, reason, 0, addr, length, bool(is_write),
-                bytes(data[:length]).hex() if is_write else None)
+                data[:length].hex() if is_write else None)
         else:
             _trace_other_return(ev, cpu, r, reason, name)
     if r >= 0 and ev.build("kvm_run_exit"):
-        ev.tp["kvm_run_exit"].fire(cpu.thread, cpu.index, reason, name)
+        ev.tp["kvm_run_exit"].fire(cpu.thread, cpu.index, reason,
+                                   KVM_EXIT_NAMES.get(reason) or str(reason))
 
 
 def _trace_other_return(ev, cpu: CPUState, r: int, reason: int, name: str) -> None:
