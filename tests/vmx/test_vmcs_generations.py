@@ -200,6 +200,15 @@ def test_vmread_and_vmwrite_by_any_encoding(writes: list[tuple[int, int]]) -> No
             assert v.read(e) == _reference_read(ref, e)
 
 
+def test_a_state_with_a_high_access_as_a_field_is_refused() -> None:
+    v = Vmcs()
+    v.write(F.EPT_POINTER, 0x1234)
+    state = v.state()
+    state["fields"].append([int(F.EPT_POINTER) + 1, 5])
+    with pytest.raises(ValueError, match="0x201b: the high access"):
+        Vmcs().load_state(state)
+
+
 def test_the_generations_count_their_groups_only() -> None:
     v = Vmcs()
     v.write(F.GUEST_RIP, 1)

@@ -349,9 +349,13 @@ class Vmcs:
         """VMREAD. Unknown fields read as 0 (a real CPU fails VMfailValid 12).
 
         Access type "high" (bit 0 of a 64-bit field's encoding) reads bits 63:32."""
+        # (A high access's encoding is never a key: write and load_state keep it so.)
+        value = self.fields.get(encoding)
+        if value is not None:
+            return value
         if encoding & 1 and _is_high(encoding):
             return self.fields.get(encoding & ~1, 0) >> 32
-        return self.fields.get(encoding, 0)
+        return 0
 
     def write(self, encoding: int, value: int) -> None:
         """VMWRITE, truncated to the field's width; the high access writes bits 63:32."""
@@ -377,7 +381,12 @@ class Vmcs:
         }
 
     def load_state(self, d: dict[str, Any]) -> None:
-        self.fields = {enc: v for enc, v in d["fields"]}
+        fields = {enc: v for enc, v in d["fields"]}
+        for enc in fields:
+            if enc & 1 and _is_high(enc):
+                raise ValueError(f"VMCS field {enc:#x}: the high access of a 64-bit field is "
+                                 f"not a field of its own (its value is {enc & ~1:#x}'s)")
+        self.fields = fields
         self.host_gen += 1
         self.seg_gen += 1
         self.launched = d["launched"]
