@@ -266,11 +266,14 @@ class History:
         self.muted = False  # ... and the front end saw their events and output already
         self.pos = 0
         self.nev = 0
-        self.evc = array("q", [0])  # nev after each position
-        self.batch = array("q", [0])
-        self.time = array("q", [0])
-        self.instr = array("q", [0])
-        self.seq = array("q", [0])
+        # Per position: nev after it, the batch, the virtual time, the instructions, the
+        # event counter. Emptied in place: the VM's recorder holds their appends.
+        if not hasattr(self, "time"):
+            self.evc, self.batch, self.time, self.instr, self.seq = (
+                array("q", [0]) for _ in range(5))
+        else:
+            for a in (self.evc, self.batch, self.time, self.instr, self.seq):
+                a[:] = array("q", [0])
         self.exit_pos = array("q")
         self.exit_time = array("q")
         self.exit_reason: list[str] = []
@@ -293,9 +296,6 @@ class History:
         self._ck_pos = 0
         self._gap_work = CHECKPOINT_WORK  # (set for the RAM's size by _set_gaps)
         self._gap_steps = CHECKPOINT_STEPS
-        # The VM, its first vCPU, Session.cpus, the scheduler, the event stream and the
-        # per-step arrays' appends: looked up once per VM and per record (every step).
-        self._rec: tuple | None = None
 
     def _set_gaps(self) -> None:
         """The checkpoints' spacing for the machine's RAM (CHECKPOINT_WORK_PER_PAGE)."""
@@ -339,9 +339,8 @@ class History:
         self._ck_pos = 0
 
     def wire(self, machine: Machine, vm) -> None:
-        vm.after_step = self._after_step
+        vm.after_step = self._recorder(vm)
         vm.records_passes = True  # (a step passed in place is a position as any other)
-        self._rec = None
         blk = machine.blk
         if blk is not None:
             write = blk.pwrite
@@ -443,41 +442,51 @@ class History:
         self._fork()
         self.edits.setdefault(self.pos, []).append((kind, args))
 
-    def _after_step(self) -> None:
+    def _recorder(self, vm: Any) -> Callable[[], None]:
+        """`vm`'s after_step hook (wire): where each step ended is a position (its batch,
+        virtual time, instructions, event counter and count), with a checkpoint where the
+        last is far enough behind; replaying, the step is checked against the record. What
+        it reads is looked up here, once per VM: six steps an exit to userspace."""
         s = self.s
-        vm = s.vm
-        if self.replaying:
-            self.pos += 1
-            if self.time[self.pos] != vm.sched.time_now() or self.evc[self.pos] != self.nev:
-                raise RuntimeError(f"replay diverged at step {self.pos}: virtual time "
-                                   f"{vm.sched.now}, recorded {self.time[self.pos]}")
-            if self.pos in self.edits:
-                self._apply_edits(self.pos)
-            return
-        rec = self._rec
-        if rec is None or rec[0] is not vm:
-            rec = self._rec = (vm, vm.cpus[0].vcpu, s.cpus, vm.sched.time_now, self._events,
-                               self.batch.append, self.time.append, self.instr.append,
-                               self.seq.append, self.evc.append)
-        _, vcpu, cpus, now, ev, batch, time, instr_, seq, evc = rec
-        pos = self.pos + 1
-        if pos < len(self.time):
-            self._fork()
-        self.pos = pos
-        batch(vcpu.BATCH)
-        time(now())
-        # Session.instructions and Session._work in one pass over the CPUs (every step).
-        instr = deliveries = 0
-        for c in cpus:
-            instr += c.icount
-            deliveries += c.deliveries
-        instr_(instr)
-        seq(ev.seq)
-        evc(ev.counted - self._nev_base)  # (nev)
-        work = instr + deliveries
-        if ((work - self._ck_work >= self._gap_work or pos - self._ck_pos >= self._gap_steps)
-                and s.outcome is None and vm.at_rebuildable_point()):
-            self._checkpoint(work)
+        vcpu, now, ev = vm.cpus[0].vcpu, vm.sched.time_now, self._events
+        cpus = [c.vcpu.cpu for c in vm.cpus if hasattr(c.vcpu, "cpu")]  # (Session.cpus)
+        batch, time, instr_, seq, evc = (self.batch.append, self.time.append,
+                                         self.instr.append, self.seq.append, self.evc.append)
+        times = self.time
+        h = self
+
+        def after_step() -> None:
+            if h.replaying:
+                h._replayed_step(now())
+                return
+            pos = h.pos + 1
+            if pos < len(times):
+                h._fork()
+            h.pos = pos
+            batch(vcpu.BATCH)
+            time(now())
+            # Session.instructions and Session._work in one pass over the CPUs.
+            instr = deliveries = 0
+            for c in cpus:
+                instr += c.icount
+                deliveries += c.deliveries
+            instr_(instr)
+            seq(ev.seq)
+            evc(ev.counted - h._nev_base)  # (nev)
+            work = instr + deliveries
+            if ((work - h._ck_work >= h._gap_work or pos - h._ck_pos >= h._gap_steps)
+                    and s.outcome is None and vm.at_rebuildable_point()):
+                h._checkpoint(work)
+
+        return after_step
+
+    def _replayed_step(self, now: int) -> None:
+        self.pos += 1
+        if self.time[self.pos] != now or self.evc[self.pos] != self.nev:
+            raise RuntimeError(f"replay diverged at step {self.pos}: virtual time "
+                               f"{now}, recorded {self.time[self.pos]}")
+        if self.pos in self.edits:
+            self._apply_edits(self.pos)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def _built_pages(self, machine: Machine) -> list[bytes]:
@@ -828,7 +837,7 @@ class History:
         # Up to `acts` (where this loop may leave a checkpoint, or watch every step), a
         # vCPU's steps pass in place (VirtualMachine.passing) as the recorded run's did:
         # the next goes on in its generator with its recorded batch, and the history
-        # counts it as any other (_after_step, as on_pass). With every step handed back
+        # counts it as any other (its recorder, as on_pass). With every step handed back
         # to this loop, a replay took ~8% longer.
         window = p - REPLAY_WINDOW if leave_checkpoints else p
         acts = [self.pos if watch is not None else min([window, *far[:1]])]  # (as far shrinks)

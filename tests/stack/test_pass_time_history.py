@@ -1,7 +1,7 @@
 """Steps passed in place are recorded as the steps they are (VirtualMachine.passing).
 
 Session.run_for (the GUI's slices) and run() with a history let a vCPU's step pass in
-place (Scheduler.pass_time); the history records each such step's end (_after_step via
+place (Scheduler.pass_time); the history records each such step's end (its recorder via
 on_pass) as it would a step handed back to the loop. The oracle is the same session with
 passing turned off (Scheduler.pass_time never passes): every step must end with the same
 clock, threads, registers and event counters (seen from an after_step hook, as the
