@@ -629,19 +629,13 @@ class Vmx:
         self.vmcs = vmcs
         self.entry_fail_valid = False
         if launch == vmcs.launched:
-            # VMfailValid: 4 VMLAUNCH with non-clear VMCS, 5 VMRESUME with non-launched VMCS.
-            vmcs.write(FI.VM_INSTRUCTION_ERROR, 4 if launch else 5)
-            self.entry_failure = "VMLAUNCH needs a clear VMCS" if launch else \
-                "VMRESUME needs a launched VMCS"
-            self.entry_fail_valid = True
-            return False
+            # 4 VMLAUNCH with non-clear VMCS, 5 VMRESUME with non-launched VMCS.
+            return self._vmfail_valid(vmcs, 4 if launch else 5,
+                                      "VMLAUNCH needs a clear VMCS" if launch else
+                                      "VMRESUME needs a launched VMCS")
         failure = self.check_controls(vmcs)
         if failure:
-            # VMfailValid: 7 VM entry with invalid control field(s). No exit, no exit reason.
-            vmcs.write(FI.VM_INSTRUCTION_ERROR, 7)
-            self.entry_failure = failure
-            self.entry_fail_valid = True
-            return False
+            return self._vmfail_valid(vmcs, 7, failure)  # invalid control field(s)
         # The host checks depend on these fields only: the result of the last check holds
         # while none changed (a real CPU checks every time and finds the same).
         at = self._host_checked_at
@@ -650,11 +644,7 @@ class Vmx:
             if host_key != self._host_checked:
                 failure = self.check_host_state(vmcs)
                 if failure:
-                    # VMfailValid: 8 VM entry with invalid host-state field(s).
-                    vmcs.write(FI.VM_INSTRUCTION_ERROR, 8)
-                    self.entry_failure = failure
-                    self.entry_fail_valid = True
-                    return False
+                    return self._vmfail_valid(vmcs, 8, failure)  # invalid host-state field(s)
                 self._host_checked = host_key
             self._host_checked_at = (vmcs, vmcs.host_gen)
         failure = self.check_guest_state(vmcs)
@@ -673,6 +663,14 @@ class Vmx:
         self._entry_exit = None
         self._inject_event(vmcs)
         return True
+
+    def _vmfail_valid(self, vmcs: Vmcs, error: int, failure: str) -> bool:
+        """VMfailValid: the VM-instruction error `error` in the VMCS; no exit, no exit
+        reason. False, as vm_entry returns then."""
+        vmcs.write(FI.VM_INSTRUCTION_ERROR, error)
+        self.entry_failure = failure
+        self.entry_fail_valid = True
+        return False
 
     def load_guest_state(self, vmcs: Vmcs) -> None:
         cpu = self.cpu
