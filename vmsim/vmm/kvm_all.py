@@ -197,9 +197,8 @@ def kvm_cpu_exec(s: KvmState, cpu: CPUState, resume: str | None = None
                 yield from kvm_arch_pre_run(s, cpu)
             if cpu.exit_request:
                 run.immediate_exit = 1  # kvm_cpu_kick_self
-            if ev is not None and ev.build("kvm_vcpu_ioctl"):
-                # (trace_ioctl's event, the vCPU's index at hand: vcpu_ioctl's vcpu_id)
-                ev.tp["kvm_vcpu_ioctl"].fire(cpu.thread, cpu.index, _KVM_RUN, "KVM_RUN", "")
+            if ev is not None:
+                trace_ioctl(ev, "vcpu", cpu.thread, "KVM_RUN", "", cpu.index)
         try:
             if resume is not None:
                 r = yield from steps(resume)
@@ -352,21 +351,23 @@ def _explain_stop(cpu: CPUState, reason: int) -> str | None:
     return explain(reason) if explain is not None else None
 
 
-def trace_ioctl(ev, fd: str, source: str, name: str, detail: str) -> None:
+def trace_ioctl(ev, fd: str, source: str, name: str, detail: str,
+                vcpu_id: int | None = None) -> None:
     """QEMU's kvm_ioctl / kvm_vm_ioctl / kvm_vcpu_ioctl trace events (accel/kvm/trace-events),
-    written before the ioctl is made, with the request number as `type`."""
+    written before the ioctl is made, with the request number as `type`. `vcpu_id`: the
+    vCPU's index where the caller has it (KVM_RUN, every exit), else read from `source`."""
     kind = _IOCTL_KINDS[fd]
     if not ev.build(kind):
         return
     if fd == "vcpu":
-        ev.tp[kind].fire(source, int(source[4:]) if source.startswith("vcpu") else 0,
-                         KVM_IOCTLS[name], name, detail)
+        if vcpu_id is None:
+            vcpu_id = int(source[4:]) if source.startswith("vcpu") else 0
+        ev.tp[kind].fire(source, vcpu_id, KVM_IOCTLS[name], name, detail)
     else:
         ev.tp[kind].fire("vm", KVM_IOCTLS[name], name, detail)
 
 
 _IOCTL_KINDS = {"system": "kvm_ioctl", "vm": "kvm_vm_ioctl", "vcpu": "kvm_vcpu_ioctl"}
-_KVM_RUN = KVM_IOCTLS["KVM_RUN"]
 
 
 def _trace_return(ev, cpu: CPUState, r: int, reason: int) -> None:
