@@ -528,7 +528,7 @@ def handle_cr(v: SimVcpu) -> int:
     cr, access, reg = q & 0xF, (q >> 4) & 3, (q >> 8) & 0xF
     ev = v.events
     if access == 0:
-        val = v.cpu.r[reg]
+        val = kvm_register_read(v, reg)
         if ev is not None and ev.build("kvm_cr"):
             ev.tp["kvm_cr"].fire(v.name, 1, cr, val)  # trace_kvm_cr_write
         err = x86.kvm_set_cr(v, cr, val)
@@ -540,10 +540,24 @@ def handle_cr(v: SimVcpu) -> int:
         val = x86.kvm_get_cr(v, cr) & 0xFFFFFFFF
         if ev is not None and ev.build("kvm_cr"):
             ev.tp["kvm_cr"].fire(v.name, 0, cr, val)  # trace_kvm_cr_read
-        v.cpu.r[reg] = val
+        kvm_register_write(v, reg, val)
         return kvm_skip_emulated_instruction(v)
     kvm_queue_exception(v, X.UD)  # CLTS / LMSW are outside vmsim's subset
     return 1
+
+
+def kvm_register_read(v: SimVcpu, reg: int) -> int:
+    """A guest GPR by its number: kvm.ko keeps them in vcpu->arch.regs, but RSP lives in the
+    VMCS (VCPU_REGS_RSP is read from GUEST_RSP)."""
+    return v.vmcs.read(F.GUEST_RSP) & 0xFFFFFFFF if reg == 4 else v.cpu.r[reg]
+
+
+def kvm_register_write(v: SimVcpu, reg: int, val: int) -> None:
+    """kvm_register_write: RSP goes to GUEST_RSP (Linux marks it dirty and vmx_vcpu_run
+    writes it there before the entry), or the entry would load the old one back."""
+    v.cpu.r[reg] = val
+    if reg == 4:
+        v.vmcs.write(F.GUEST_RSP, val)
 
 
 def handle_invlpg(v: SimVcpu) -> int:
