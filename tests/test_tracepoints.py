@@ -138,6 +138,24 @@ def test_mmio_and_emulation_tracepoints() -> None:
     assert (us["phys_addr"], us["len"], us["is_write"], us["data"]) == (0xB8000, 2, True, "481f")
 
 
+def test_emulate_insn_names_every_byte_of_an_instruction_across_a_page() -> None:
+    # MOV r/m32, imm32 (C7 /0), ModRM 05: disp32 (SDM Vol. 2 "MOV"), ten bytes, the last six
+    # of them on the next page: the emulator's fetch reads both pages (ctxt->fetch).
+    _, seen, symbols = _run("""bits 32
+org 0x100000
+        jmp store
+        times 0x1000 - 4 - ($ - $$) db 0x90
+store:  mov dword [0xB8000], 0x12345678
+        mov dx, 0x501
+        out dx, al
+""")
+    assert symbols["store"] & 0xFFF == 0xFFC
+    emu = next(e for e in seen if e.kind == "kvm_emulate_insn")
+    assert emu["rip"] == symbols["store"]
+    assert format_line(emu).split(": kvm_emulate_insn: ")[1] == \
+        f"0:{symbols['store']:x}:c7 05 00 80 0b 00 78 56 34 12 (prot32)"
+
+
 def test_shadow_mmu_tracepoints() -> None:
     from tests.mmu.test_memory_virtualization import PROBE
 

@@ -177,12 +177,8 @@ class Emulation:
             raise CpuException(X.PF, 0, cr2=self.eip) from None
         if gpa is None or not v.vm.mem.is_ram(gpa):
             return "fetch-mmio"
-        ins, self.text = _decode(cpu, self.eip)
-        if self.v.events is not None and self.v.events.wants("kvm_emulate_insn"):
-            try:  # the bytes the decoder just read (ctxt->fetch), for the tracepoint
-                self.insn = cpu.fetch_bytes(self.eip, ins.len)[0][:ins.len]
-            except CpuException:
-                self.insn = b""
+        # (self.insn: the bytes the decoder read, ctxt->fetch, for the tracepoint)
+        ins, self.text, self.insn = _decode(cpu, self.eip)
         self.rep = ins.is_string_instruction and (ins.has_rep_prefix or ins.has_repne_prefix)
         self.ecx = cpu.r[1]
         if self.rep and self.ecx == 0:
@@ -230,12 +226,12 @@ class Emulation:
 # replays the same few instructions at every exit. Only looked up after the same fetch
 # (decode_instruction's: its walk, #PF and TLB fill happen as before); an instruction that
 # runs into the next page is decoded as decode_instruction does, every time.
-_DECODED: dict[tuple[int, bytes], tuple[iced_x86.Instruction, str]] = {}
+_DECODED: dict[tuple[int, bytes], tuple[iced_x86.Instruction, str, bytes]] = {}
 _DECODED_MAX = 4096
 
 
-def _decode(cpu, eip: int) -> tuple[iced_x86.Instruction, str]:
-    """decode_instruction(cpu, eip) and the instruction's text."""
+def _decode(cpu, eip: int) -> tuple[iced_x86.Instruction, str, bytes]:
+    """decode_instruction(cpu, eip), the instruction's text and its bytes."""
     data, _ = cpu.fetch_bytes(eip)
     key = (eip, data)
     hit = _DECODED.get(key)
@@ -245,11 +241,12 @@ def _decode(cpu, eip: int) -> tuple[iced_x86.Instruction, str]:
     ins = decoder.decode()
     if decoder.last_error == iced_x86.DecoderError.NO_MORE_BYTES and len(data) < 15:
         more, _ = cpu.fetch_more(eip, len(data))  # (decode_instruction's second fetch)
-        ins = iced_x86.Decoder(32, data + more, ip=eip).decode()
-        return ins, format_instruction(ins)
+        data += more
+        ins = iced_x86.Decoder(32, data, ip=eip).decode()
+        return ins, format_instruction(ins), data[:ins.len]
     if len(_DECODED) >= _DECODED_MAX:
         _DECODED.clear()
-    hit = _DECODED[key] = (ins, format_instruction(ins))
+    hit = _DECODED[key] = (ins, format_instruction(ins), data[:ins.len])
     return hit
 
 
