@@ -633,12 +633,14 @@ class Cpu:
             mask = self.cr_shadow[n][0]
             value = (value & ~mask) | (self.get_raw_control(n) & mask)
         if n == 0:
-            if check and (value & ~CR0_VALID or (value & CR0_PG and not value & CR0_PE)
+            if check and ((value & CR0_PG and not value & CR0_PE)
                           or (value & CR0_NW and not value & CR0_CD)):
                 raise X.gp(0)
             if check and not value & CR0_PE:  # stop before the switch, as every backend does
                 raise Unsupported(REAL_MODE_UNSUPPORTED)
-            value |= CR0_ET  # hardwired on every CPU since the 486
+            # Writes to the reserved bits 31:0 are ignored, not #GP (only 63:32 fault, in
+            # 64-bit mode); ET is hardwired to 1 since the P6 (Bochs, KVM's kvm_set_cr0).
+            value = (value | CR0_ET) & CR0_VALID
             old = mmu.cr0
             mmu.cr0 = value
             if (old ^ value) & (CR0_PG | CR0_WP | CR0_PE):

@@ -765,9 +765,11 @@ def kvm_set_cr(v: SimVcpu, cr: int, value: int) -> int:
     the run here, before it takes effect, with the message the bare CPU gives at the same
     instruction (raised out of KVM_RUN; the VMM reports it): every backend agrees."""
     if cr == 0:
-        if value & CR0_RESERVED or (value & 0x80000000 and not value & 1) or (
+        if (value & 0x80000000 and not value & 1) or (
                 value & 0x20000000 and not value & 0x40000000):
-            return 1
+            return 1  # kvm_is_valid_cr0: PG without PE, NW without CD
+        # "Write to CR0 reserved bits are ignored, even on Intel", and ET reads as 1.
+        value = (value | 0x10) & ~CR0_RESERVED
         if not value & 1:
             raise Unsupported(REAL_MODE_UNSUPPORTED)
         if value & 0x80000000 and kvm_read_cr4(v) & 0x20:
