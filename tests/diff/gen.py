@@ -50,6 +50,7 @@ INTERESTING = (0, 1, 2, 0x7F, 0x80, 0xFF, 0x100, 0x7FFF, 0x8000, 0xFFFF, 0x10000
 
 _SUBSET = ("MOV MOVZX MOVSX LEA XCHG PUSH POP PUSHAD POPAD PUSHA POPA PUSHFD PUSHF CBW CWDE "
            "CWD CDQ BT BTS BTR BTC ADD ADC SUB SBB CMP INC DEC NEG MUL IMUL DIV IDIV AND OR XOR NOT TEST "
+           "XADD CMPXCHG "
            "SHL SAL SHR SAR ROL ROR RCL RCR CLC STC CMC CLD STD NOP").split()
 # Kinds a plain (straight-line) form may have.
 _PLAIN_KINDS = {K.R8_REG, K.R8_OPCODE, K.R16_REG, K.R16_OPCODE, K.R32_REG, K.R32_OPCODE,
@@ -278,7 +279,7 @@ def plain(draw, forms: list[int] | None = None, no_stack: bool = False,
     for i, k in enumerate(kinds):
         if k in _REG_LISTS and not use_mem[i]:
             choices = _REG_LISTS[k]
-            writes_it = (i == 0 and m not in _READ_ONLY_OP0) or m == Mn.XCHG
+            writes_it = (i == 0 and m not in _READ_ONLY_OP0) or m in (Mn.XCHG, Mn.XADD)
             if writes_it or no_stack or bit_string:
                 choices = [r for r in choices if r not in (Register.ESP, Register.SP)]
             r = draw(st.sampled_from(choices))

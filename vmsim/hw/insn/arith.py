@@ -272,6 +272,46 @@ def xadd_Ev_Gv(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     return xadd_mr
 
 
+_ACCUMULATOR = {1: iced_x86.Register.AL, 2: iced_x86.Register.AX, 4: iced_x86.Register.EAX}
+
+
+@handles("cmpxchg")
+def cmpxchg_Ev_Gv(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    """SDM Vol. 2A CMPXCHG: flags as CMP accumulator, DEST; equal: DEST = SRC; else the
+    accumulator = DEST. A memory DEST is written either way, with its own value when they
+    differ (the processor's locked write cycle; kvm.ko's em_cmpxchg writes it back too)."""
+    size = c.opsize(ins, 0)
+    op = K_SUB * 3 + SIZE_INDEX[size]
+    lf, nxt = c.lf, ins.next_ip32
+    get_acc, put_acc = c.reg_reader(_ACCUMULATOR[size]), c.reg_writer(_ACCUMULATOR[size])
+    get_src = c.reg_reader(ins.op1_register)
+    if c.is_reg(ins, 0):
+        get, put = c.reg_reader(ins.op0_register), c.reg_writer(ins.op0_register)
+
+        def cmpxchg_rr() -> int:
+            a = get_acc()
+            d = get()
+            lf[0] = op; lf[1] = a - d; lf[2] = a; lf[3] = d  # noqa: E702
+            if a == d:
+                put(get_src())
+            else:
+                put_acc(d)
+            return nxt
+        return cmpxchg_rr
+    ea, rd, wr = c.ea(ins), c.rd[size], c.wr[size]
+
+    def cmpxchg_mr() -> int:
+        addr = ea()
+        d = rd(addr)
+        a = get_acc()
+        wr(addr, get_src() if a == d else d)  # a faulting store changes nothing else
+        lf[0] = op; lf[1] = a - d; lf[2] = a; lf[3] = d  # noqa: E702
+        if a != d:
+            put_acc(d)
+        return nxt
+    return cmpxchg_mr
+
+
 # -- multiply and divide (SDM Vol. 2A MUL, IMUL, DIV, IDIV) ---------------------------------
 
 def _acc(c: Ctx, size: int) -> tuple[Callable[[], int], Callable[[int], None]]:

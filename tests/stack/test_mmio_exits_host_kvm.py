@@ -1,0 +1,52 @@
+"""The exits to userspace of read-modify-write instructions on MMIO, against the host's KVM
+(its instruction emulator decides them): a read exit, then a write exit, for the ALU ops,
+XADD and XCHG, and for CMPXCHG whether or not it stores its source; a failed CMPXCHG
+writes back what it read (the processor's locked write cycle; em_cmpxchg). Each access's
+address, size and data must be those the host's KVM gives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.stack.stackrun import first_difference, host_kvm_problem, run_kvm, run_sim
+
+GUEST = """bits 32
+org 0x100000
+VGA equ 0xB8000
+        mov dword [VGA], 0x11223344
+        mov eax, 0x44
+        mov bl, 0x99
+        cmpxchg byte [VGA], bl          ; equal: stores BL
+        mov eax, 0x1234
+        mov cx, 0x5678
+        cmpxchg word [VGA + 2], cx      ; differs: EAX = 0x1122, the word written back
+        mov edx, 7
+        cmpxchg dword [VGA + 4], edx    ; EAX (0x1122) against 0: differs
+        xadd dword [VGA], edx
+        xchg word [VGA + 8], cx
+        add byte [VGA + 9], 3
+        mov dx, 0x501
+        mov al, 0
+        out dx, al
+"""
+
+
+@pytest.fixture(scope="module")
+def host_kvm() -> None:
+    problem = host_kvm_problem()
+    if problem:
+        pytest.skip(problem)
+
+
+def test_read_modify_write_on_mmio_exits_as_on_the_host_kvm(host_kvm: None,
+                                                           tmp_path: Path) -> None:
+    guest = tmp_path / "rmw.asm"
+    guest.write_text(GUEST)
+    sim, kvm = run_sim(guest), run_kvm(guest, tmp_path)
+    assert kvm.status == sim.status == 1
+    mmio = [e for e in sim.exits if e["reason"] == "KVM_EXIT_MMIO"]
+    # 1 store, then a read and a write for each of the six read-modify-write instructions
+    assert [e["is_write"] for e in mmio] == [True] + [False, True] * 6
+    assert first_difference(sim.exits, kvm.exits) == ""
