@@ -1,8 +1,9 @@
 """The VMCS write generations through the whole stack: every sample guest runs the same
 with the processor's memos kept by generation as with a processor that reads every field
 at every entry and exit (its memos' marks cleared after every step, so that no entry or
-exit finds one). The oracle is that second run: the VM-level trace, event for event, and
-the machine's state at the end must be the same. The sample guests keep their segments;
+exit finds one, and every guest-state load reading every field). The oracle is that second
+run: the VM-level trace, event for event, and the machine's state at the end must be the
+same. The sample guests keep their segments;
 SEGMENTS changes FS between exits, so that the exits store new segments and the entries
 load them again."""
 
@@ -15,6 +16,7 @@ import pytest
 
 from vmsim.asm import assemble
 from vmsim.events import EventStream
+from vmsim.hw.vmx import Vmx
 from vmsim.session import Session
 from vmsim.trace import TraceWriter
 from vmsim.vmm.machine import MachineConfig
@@ -47,6 +49,7 @@ def _forget(s: Session) -> None:
         vmx = getattr(c.vcpu, "vmx", None)
         if vmx is not None:
             vmx._host_checked_at = vmx._host_values_at = vmx._seg_loaded_at = None
+            vmx._loaded_at = vmx._stored_at = None
             vmx._guest_passed = None
 
 
@@ -72,7 +75,17 @@ def _run(guest: str, opts: dict, fresh: bool, tmp_path: Path) -> tuple[str, str]
         s.vm.after_step = after_step
         s.vm.records_passes = True  # (every step passed in place comes here too)
         _forget(s)
-    s.run_for(None, instructions=INSTRUCTIONS)
+    with pytest.MonkeyPatch.context() as mp:
+        if fresh:
+            # Every guest-state load reads every field, also those within one step (the
+            # emulator's, then the entry's): none finds the state stored as current.
+            load = Vmx.load_guest_state
+
+            def load_every_field(vmx: Vmx, vmcs) -> None:
+                vmx._stored_at = None
+                load(vmx, vmcs)
+            mp.setattr(Vmx, "load_guest_state", load_every_field)
+        s.run_for(None, instructions=INSTRUCTIONS)
     writer.close()
     state = repr(s.vm.save_state(ram=True)) if s.vm.at_rebuildable_point() else "(mid-emulation)"
     return out.getvalue(), state

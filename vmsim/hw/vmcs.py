@@ -273,6 +273,9 @@ def field_mask(encoding: int) -> int:
 HOST_GEN_FIELDS = frozenset(
     [f.value for f in F if (f.value >> 10) & 3 == 3]
     + [F.VM_EXIT_CONTROLS.value, F.VM_ENTRY_CONTROLS.value])
+# RSP, RIP and RFLAGS: the fields Vmcs.gen does not count (kvm.ko writes them back at most
+# exits, as Linux writes its dirty register cache back before the entry).
+GUEST_REGISTER_FIELDS = frozenset((F.GUEST_RSP.value, F.GUEST_RIP.value, F.GUEST_RFLAGS.value))
 GUEST_SEGMENT_FIELDS = frozenset(
     F[f"GUEST_{seg}_{part}"].value for seg in ("ES", "CS", "SS", "DS", "FS", "GS", "LDTR", "TR")
     for part in ("SELECTOR", "BASE", "LIMIT", "AR_BYTES"))
@@ -344,6 +347,9 @@ class Vmcs:
         # The VMX hardware's own stores at a VM exit (vmx.save_guest_state) count theirs.
         self.host_gen = 0
         self.seg_gen = 0
+        # And every field but GUEST_REGISTER_FIELDS (gen): while it has not moved since a VM
+        # exit stored the guest state, the fields hold what the CPU holds, bar those three.
+        self.gen = 0
 
     def read(self, encoding: int) -> int:
         """VMREAD. Unknown fields read as 0 (a real CPU fails VMfailValid 12).
@@ -370,6 +376,8 @@ class Vmcs:
             self.host_gen += 1
         elif full in GUEST_SEGMENT_FIELDS:
             self.seg_gen += 1
+        if full not in GUEST_REGISTER_FIELDS:
+            self.gen += 1
 
     def state(self) -> dict[str, Any]:
         """Every field by encoding, the launch state and the bitmaps, as plain data."""
@@ -389,6 +397,7 @@ class Vmcs:
         self.fields = fields
         self.host_gen += 1
         self.seg_gen += 1
+        self.gen += 1
         self.launched = d["launched"]
         self.io_bitmap = set(d["io_bitmap"])
         self.msr_bitmap = _msr_bitmap_load(d["msr_bitmap"])

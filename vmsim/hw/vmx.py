@@ -277,6 +277,14 @@ class Vmx:
         self._host_checked_at: tuple[Vmcs, int] | None = None
         self._host_values_at: tuple[Vmcs, int] | None = None
         self._seg_loaded_at: tuple[Vmcs, int] | None = None
+        # The last full load_guest_state (the VMCS, its Vmcs.gen then, the CR read shadows it
+        # gave the CPU), and the same where the last save_guest_state stored the segments
+        # as loaded: while Vmcs.gen has not moved since that load (nothing but RSP, RIP and
+        # RFLAGS written), the CPU holds what loading the fields would give it, but for
+        # those three and what the exit took away (the CR read shadows). Linux's emulator
+        # and entry use its register cache so, not VMREADs.
+        self._loaded_at: tuple[Vmcs, int, dict] | None = None
+        self._stored_at: tuple[Vmcs, int, dict] | None = None
 
     @property
     def host_cpu(self) -> HostCpuState | None:
@@ -675,6 +683,12 @@ class Vmx:
     def load_guest_state(self, vmcs: Vmcs) -> None:
         cpu = self.cpu
         fields = vmcs.fields
+        at = self._stored_at
+        if at is not None and at[0] is vmcs and at[1] == vmcs.gen:
+            # Nothing but RSP, RIP and RFLAGS written since this CPU's state was stored.
+            cpu.cr_shadow = at[2]
+            self._load_registers(fields, cpu)
+            return
         g = fields.get
         # The fields read below, by one VMREAD each (all full-width: unknown ones read 0).
         try:
@@ -682,8 +696,7 @@ class Vmx:
         except KeyError:  # (unwritten fields read 0)
             loaded = map(g, _LOAD_FIELDS, _ZEROS)
         (cr0, cr4, cr3, cr0_mask, cr0_shadow, cr4_mask, cr4_shadow, gdtr_base, gdtr_limit,
-         idtr_base, idtr_limit, rsp, rip, rflags, interruptibility, activity, entry_ctl,
-         sysenter_cs, sysenter_esp, sysenter_eip, exec_ctl) = loaded
+         idtr_base, idtr_limit, *_, exec_ctl) = loaded  # (the rest: _load_registers)
         mmu = cpu.mmu
         # CR0/CR4 first (they may switch the paging mode), then CR3. A write that changes
         # nothing is skipped: a real CPU's translations are tagged and need no flush here.
@@ -711,27 +724,35 @@ class Vmx:
             cpu.seg = list(last[1])
         cpu.gdtr = (gdtr_base, gdtr_limit)
         cpu.idtr = (idtr_base, idtr_limit)
-        cpu.r[4] = rsp & 0xFFFFFFFF
-        cpu.eip = rip & 0xFFFFFFFF
-        cpu.eflags = rflags
-        # Blocking by STI / MOV SS covers the first guest instruction (SDM "Interruptibility
-        # State" under "Special Features of VM Entry"); an injected event then ends it.
-        cpu.set_interrupt_shadow(interruptibility
-                                 & (GUEST_INTR_STATE_STI | GUEST_INTR_STATE_MOV_SS))
-        cpu.halted = activity == GUEST_ACTIVITY_HLT
-        cpu.shut_down = False
-        msr = cpu.msr
-        if entry_ctl & VM_ENTRY_LOAD_IA32_PAT:
-            msr[MSR_IA32_CR_PAT] = g(_GUEST_IA32_PAT, 0)
-        # "load IA32_EFER" loads nothing here: vmsim's 32-bit CPU has no EFER (no long mode,
-        # no NX); the entry checks above still apply to GUEST_IA32_EFER.
-        msr[MSR_IA32_SYSENTER_CS] = sysenter_cs
-        msr[MSR_IA32_SYSENTER_ESP] = sysenter_esp
-        msr[MSR_IA32_SYSENTER_EIP] = sysenter_eip
         # The CPU's TSC is icount + tsc_offset; vmsim's physical TSC is icount, so in
         # non-root operation tsc_offset is the VMCS TSC offset, or 0 without offsetting.
         cpu.tsc_offset = g(_TSC_OFFSET, 0) if exec_ctl & CPU_BASED_USE_TSC_OFFSETTING else 0
         cpu.set_second_stage(self.ept_in_use(vmcs))
+        self._load_registers(fields, cpu)
+        self._loaded_at = (vmcs, vmcs.gen, cpu.cr_shadow)
+
+    @staticmethod
+    def _load_registers(fields: dict[int, int], cpu: Cpu) -> None:
+        """What load_guest_state loads that kvm.ko writes at most exits, or that a VM exit
+        may leave otherwise than loaded (every field here is written at every exit)."""
+        g = fields.get
+        cpu.r[4] = g(_GUEST_RSP, 0) & 0xFFFFFFFF
+        cpu.eip = g(_GUEST_RIP, 0) & 0xFFFFFFFF
+        cpu.eflags = g(_GUEST_RFLAGS, 0)
+        # Blocking by STI / MOV SS covers the first guest instruction (SDM "Interruptibility
+        # State" under "Special Features of VM Entry"); an injected event then ends it.
+        cpu.set_interrupt_shadow(g(_GUEST_INTERRUPTIBILITY_INFO, 0)
+                                 & (GUEST_INTR_STATE_STI | GUEST_INTR_STATE_MOV_SS))
+        cpu.halted = g(_GUEST_ACTIVITY_STATE, 0) == GUEST_ACTIVITY_HLT
+        cpu.shut_down = False
+        msr = cpu.msr
+        if g(_VM_ENTRY_CONTROLS, 0) & VM_ENTRY_LOAD_IA32_PAT:
+            msr[MSR_IA32_CR_PAT] = g(_GUEST_IA32_PAT, 0)
+        # "load IA32_EFER" loads nothing here: vmsim's 32-bit CPU has no EFER (no long mode,
+        # no NX); the entry checks above still apply to GUEST_IA32_EFER.
+        msr[MSR_IA32_SYSENTER_CS] = g(_GUEST_SYSENTER_CS, 0)
+        msr[MSR_IA32_SYSENTER_ESP] = g(_GUEST_SYSENTER_ESP, 0)
+        msr[MSR_IA32_SYSENTER_EIP] = g(_GUEST_SYSENTER_EIP, 0)
 
     def ept_in_use(self, vmcs: Vmcs) -> Ept | None:
         """The EPT walker for this VMCS's EPTP, when "enable EPT" is set."""
@@ -1007,6 +1028,7 @@ class Vmx:
                 fields[ar_f] = AR_UNUSABLE if seg.access == 0 else \
                     (seg.access & 0xFF) | ((seg.flags & 0xF) << 12)  # ar_from_segment
             vmcs.seg_gen += 1  # (the processor's own stores: the fields may differ now)
+            self._stored_at = None
         else:
             # The fields hold what these stores would write: the segments loaded at entry
             # from these very fields, unchanged since, and saving them gives the fields
@@ -1015,6 +1037,7 @@ class Vmx:
             # loaded ones, so that this check and the next entry's find them by identity
             # (else each compares six dataclasses field by field at every exit).
             segs[:] = last[1]
+            self._stored_at = self._loaded_at  # (load_guest_state checks its VMCS and gen)
         base, limit = cpu.gdtr
         fields[_GUEST_GDTR_BASE], fields[_GUEST_GDTR_LIMIT] = base, limit & 0xFFFFFFFF
         base, limit = cpu.idtr
