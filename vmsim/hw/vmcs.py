@@ -273,9 +273,11 @@ def field_mask(encoding: int) -> int:
 HOST_GEN_FIELDS = frozenset(
     [f.value for f in F if (f.value >> 10) & 3 == 3]
     + [F.VM_EXIT_CONTROLS.value, F.VM_ENTRY_CONTROLS.value])
-# RSP, RIP and RFLAGS: the fields Vmcs.gen does not count (kvm.ko writes them back at most
-# exits, as Linux writes its dirty register cache back before the entry).
-GUEST_REGISTER_FIELDS = frozenset((F.GUEST_RSP.value, F.GUEST_RIP.value, F.GUEST_RFLAGS.value))
+# RSP, RIP, RFLAGS and CR3: the fields Vmcs.gen does not count. kvm.ko writes the first three
+# back at most exits (Linux writes its dirty register cache back before the entry), and CR3
+# at a guest's MOV to CR3 under shadow paging (the shadow root); a VM entry loads them all.
+GUEST_RELOADED_FIELDS = frozenset((F.GUEST_RSP.value, F.GUEST_RIP.value, F.GUEST_RFLAGS.value,
+                                   F.GUEST_CR3.value))
 GUEST_SEGMENT_FIELDS = frozenset(
     F[f"GUEST_{seg}_{part}"].value for seg in ("ES", "CS", "SS", "DS", "FS", "GS", "LDTR", "TR")
     for part in ("SELECTOR", "BASE", "LIMIT", "AR_BYTES"))
@@ -347,8 +349,8 @@ class Vmcs:
         # The VMX hardware's own stores at a VM exit (vmx.save_guest_state) count theirs.
         self.host_gen = 0
         self.seg_gen = 0
-        # And every field but GUEST_REGISTER_FIELDS (gen): while it has not moved since a VM
-        # exit stored the guest state, the fields hold what the CPU holds, bar those three.
+        # And every field but GUEST_RELOADED_FIELDS (gen): while it has not moved since a VM
+        # exit stored the guest state, the fields hold what the CPU holds, bar those four.
         self.gen = 0
 
     def read(self, encoding: int) -> int:
@@ -372,12 +374,13 @@ class Vmcs:
         else:
             full = encoding
             self.fields[encoding] = value & _MASKS[(encoding >> 13) & 3]
+        if full in GUEST_RELOADED_FIELDS:
+            return
+        self.gen += 1
         if full in HOST_GEN_FIELDS:
             self.host_gen += 1
         elif full in GUEST_SEGMENT_FIELDS:
             self.seg_gen += 1
-        if full not in GUEST_REGISTER_FIELDS:
-            self.gen += 1
 
     def state(self) -> dict[str, Any]:
         """Every field by encoding, the launch state and the bitmaps, as plain data."""

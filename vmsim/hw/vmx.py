@@ -279,9 +279,9 @@ class Vmx:
         self._seg_loaded_at: tuple[Vmcs, int] | None = None
         # The last full load_guest_state (the VMCS, its Vmcs.gen then, the CR read shadows it
         # gave the CPU), and the same where the last save_guest_state stored the segments
-        # as loaded: while Vmcs.gen has not moved since that load (nothing but RSP, RIP and
-        # RFLAGS written), the CPU holds what loading the fields would give it, but for
-        # those three and what the exit took away (the CR read shadows). Linux's emulator
+        # as loaded: while Vmcs.gen has not moved since that load (nothing but RSP, RIP,
+        # RFLAGS and CR3 written), the CPU holds what loading the fields would give it, but
+        # for those four and what the exit took away (the CR read shadows). Linux's emulator
         # and entry use its register cache so, not VMREADs.
         self._loaded_at: tuple[Vmcs, int, dict] | None = None
         self._stored_at: tuple[Vmcs, int, dict] | None = None
@@ -685,18 +685,26 @@ class Vmx:
         fields = vmcs.fields
         at = self._stored_at
         if at is not None and at[0] is vmcs and at[1] == vmcs.gen:
-            # Nothing but RSP, RIP and RFLAGS written since this CPU's state was stored.
+            # Nothing but RSP, RIP, RFLAGS and CR3 written since this CPU's state was stored.
+            cr3 = fields.get(_GUEST_CR3, 0)
+            if cpu.mmu.cr3 != cr3:
+                cpu.set_control(3, cr3, check=False)
             cpu.cr_shadow = at[2]
-            self._load_registers(fields, cpu)
+            try:
+                self._load_registers(cpu, fields, _take_always_loaded(fields))
+            except KeyError:  # (unwritten fields read 0)
+                self._load_registers(cpu, fields, tuple(map(fields.get, _ALWAYS_LOADED,
+                                                            _ZEROS)))
             return
         g = fields.get
         # The fields read below, by one VMREAD each (all full-width: unknown ones read 0).
         try:
             loaded = _take_load(fields)
         except KeyError:  # (unwritten fields read 0)
-            loaded = map(g, _LOAD_FIELDS, _ZEROS)
+            loaded = tuple(map(g, _LOAD_FIELDS, _ZEROS))
         (cr0, cr4, cr3, cr0_mask, cr0_shadow, cr4_mask, cr4_shadow, gdtr_base, gdtr_limit,
-         idtr_base, idtr_limit, *_, exec_ctl) = loaded  # (the rest: _load_registers)
+         idtr_base, idtr_limit) = loaded[:11]
+        exec_ctl = loaded[-1]
         mmu = cpu.mmu
         # CR0/CR4 first (they may switch the paging mode), then CR3. A write that changes
         # nothing is skipped: a real CPU's translations are tagged and need no flush here.
@@ -728,31 +736,32 @@ class Vmx:
         # non-root operation tsc_offset is the VMCS TSC offset, or 0 without offsetting.
         cpu.tsc_offset = g(_TSC_OFFSET, 0) if exec_ctl & CPU_BASED_USE_TSC_OFFSETTING else 0
         cpu.set_second_stage(self.ept_in_use(vmcs))
-        self._load_registers(fields, cpu)
+        self._load_registers(cpu, fields, loaded[11:20])
         self._loaded_at = (vmcs, vmcs.gen, cpu.cr_shadow)
 
     @staticmethod
-    def _load_registers(fields: dict[int, int], cpu: Cpu) -> None:
+    def _load_registers(cpu: Cpu, fields: dict[int, int], values: tuple[int, ...]) -> None:
         """What load_guest_state loads that kvm.ko writes at most exits, or that a VM exit
-        may leave otherwise than loaded (every field here is written at every exit)."""
-        g = fields.get
-        cpu.r[4] = g(_GUEST_RSP, 0) & 0xFFFFFFFF
-        cpu.eip = g(_GUEST_RIP, 0) & 0xFFFFFFFF
-        cpu.eflags = g(_GUEST_RFLAGS, 0)
+        may leave otherwise than loaded: the `values` of _ALWAYS_LOADED."""
+        (rsp, rip, rflags, interruptibility, activity, entry_ctl,
+         sysenter_cs, sysenter_esp, sysenter_eip) = values
+        cpu.r[4] = rsp & 0xFFFFFFFF
+        cpu.eip = rip & 0xFFFFFFFF
+        cpu.eflags = rflags
         # Blocking by STI / MOV SS covers the first guest instruction (SDM "Interruptibility
         # State" under "Special Features of VM Entry"); an injected event then ends it.
-        cpu.set_interrupt_shadow(g(_GUEST_INTERRUPTIBILITY_INFO, 0)
+        cpu.set_interrupt_shadow(interruptibility
                                  & (GUEST_INTR_STATE_STI | GUEST_INTR_STATE_MOV_SS))
-        cpu.halted = g(_GUEST_ACTIVITY_STATE, 0) == GUEST_ACTIVITY_HLT
+        cpu.halted = activity == GUEST_ACTIVITY_HLT
         cpu.shut_down = False
         msr = cpu.msr
-        if g(_VM_ENTRY_CONTROLS, 0) & VM_ENTRY_LOAD_IA32_PAT:
-            msr[MSR_IA32_CR_PAT] = g(_GUEST_IA32_PAT, 0)
+        if entry_ctl & VM_ENTRY_LOAD_IA32_PAT:
+            msr[MSR_IA32_CR_PAT] = fields.get(_GUEST_IA32_PAT, 0)
         # "load IA32_EFER" loads nothing here: vmsim's 32-bit CPU has no EFER (no long mode,
         # no NX); the entry checks above still apply to GUEST_IA32_EFER.
-        msr[MSR_IA32_SYSENTER_CS] = g(_GUEST_SYSENTER_CS, 0)
-        msr[MSR_IA32_SYSENTER_ESP] = g(_GUEST_SYSENTER_ESP, 0)
-        msr[MSR_IA32_SYSENTER_EIP] = g(_GUEST_SYSENTER_EIP, 0)
+        msr[MSR_IA32_SYSENTER_CS] = sysenter_cs
+        msr[MSR_IA32_SYSENTER_ESP] = sysenter_esp
+        msr[MSR_IA32_SYSENTER_EIP] = sysenter_eip
 
     def ept_in_use(self, vmcs: Vmcs) -> Ept | None:
         """The EPT walker for this VMCS's EPTP, when "enable EPT" is set."""
@@ -1187,6 +1196,8 @@ _LOAD_FIELDS = (_GUEST_CR0, _GUEST_CR4, _GUEST_CR3, _CR0_GUEST_HOST_MASK, _CR0_R
                 _GUEST_SYSENTER_CS, _GUEST_SYSENTER_ESP, _GUEST_SYSENTER_EIP,
                 _CPU_BASED_VM_EXEC_CONTROL)
 _ZEROS = (0,) * len(_LOAD_FIELDS)
+# _LOAD_FIELDS[11:20]: what a load gives the CPU also where the state stored is current.
+_ALWAYS_LOADED = _LOAD_FIELDS[11:20]
 
 # What loading the host state reads: the host-state area and the VM-exit controls.
 _HOST_LOAD_FIELDS = (*(f.value for f in F if f.name.startswith("HOST_")),
@@ -1200,6 +1211,7 @@ _HOST_CHECK_FIELDS = (*_HOST_LOAD_FIELDS, F.VM_ENTRY_CONTROLS.value)
 # fields, tuple(map(fields.get, ...)) took about twice as long: 8% of an exit to
 # userspace.) Fields kvm.ko may never write are read apart (_take_pass).
 _take_load = itemgetter(*_LOAD_FIELDS)
+_take_always_loaded = itemgetter(*_ALWAYS_LOADED)
 _take_segments = itemgetter(*_CPU_SEGMENT_FIELD_LIST)
 _take_host_load = itemgetter(*_HOST_LOAD_FIELDS)
 _take_host_check = itemgetter(*_HOST_CHECK_FIELDS)
