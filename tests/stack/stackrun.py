@@ -74,6 +74,23 @@ def run_sim(guest: str | Path, paging: str = "ept") -> StackRun:
                     kvm_exits(buf.getvalue().splitlines()), outcome.reason)
 
 
+def guest_sees(text: str, backend: str, paging: str,
+               reads: tuple[tuple[int, int], ...]) -> tuple:
+    """Run the guest `text` on `backend` ("bare", "sim" with `paging`, or "kvm", the host's)
+    and give what a guest that stores what it sees leaves: its isa-debug-exit status,
+    whether it shut down (a triple fault), and the bytes at each (address, length) of
+    `reads` (linear: the guests page nothing). The words of a stop's reason differ by
+    backend; the status, or a shutdown, is what counts."""
+    from vmsim.asm import assemble
+    from vmsim.session import Session
+
+    image = assemble(text, "<guest>")
+    s = Session(image, backend, paging=paging) if backend == "sim" else Session(image, backend)
+    outcome = s.run()
+    return (outcome.exit_status, "triple fault" in outcome.reason,
+            *(s.read_linear(at, n) for at, n in reads))
+
+
 def run_cli(args: list[str], timeout: float = KVM_TIMEOUT) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.run([sys.executable, "-m", "vmsim", *args], capture_output=True,

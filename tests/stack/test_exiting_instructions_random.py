@@ -14,14 +14,11 @@ EFLAGS), so each backend's answer is its guest's own. A fixed set of programs in
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.diff.conftest import SOAK
-from tests.stack.stackrun import host_kvm_problem
-from vmsim.asm import assemble
-from vmsim.session import Session
+from tests.stack.stackrun import guest_sees, host_kvm_problem
 
 REGS = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
 # CR0 bits a guest in protected mode may flip (SDM Vol. 3A 2.5): MP EM TS ET NE WP AM NW CD,
@@ -110,26 +107,16 @@ org 0x100000
 
 
 def _seen(text: str, backend: str, paging: str = "ept") -> tuple:
-    image = assemble(text, "<exiting instructions>")
-    s = Session(image, backend, paging=paging) if backend == "sim" else Session(image, backend)
-    outcome = s.run()
-    # (The words of `reason` differ by backend: the status, or a shutdown, is what counts.)
-    return outcome.exit_status, "triple fault" in outcome.reason, s.read_linear(RESULTS, 72)
-
-
-@pytest.fixture(scope="module")
-def host_kvm() -> bool:
-    return host_kvm_problem() is None
+    return guest_sees(text, backend, paging, ((RESULTS, 72),))
 
 
 @settings(deadline=None, derandomize=not SOAK, database=None, max_examples=EXAMPLES,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+          suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(ITEMS, min_size=1, max_size=10))
-def test_exiting_instructions_leave_the_same_state_everywhere(host_kvm: bool,
-                                                              items: list[tuple]) -> None:
+def test_exiting_instructions_leave_the_same_state_everywhere(items: list[tuple]) -> None:
     text = program(items)
     bare = _seen(text, "bare")
     for paging in ("ept", "shadow"):
         assert _seen(text, "sim", paging) == bare, f"{paging} differs from bare metal:\n{text}"
-    if host_kvm:
+    if host_kvm_problem() is None:
         assert _seen(text, "kvm") == bare, f"the host's KVM differs from bare metal:\n{text}"

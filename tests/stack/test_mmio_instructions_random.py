@@ -14,14 +14,11 @@ size. A fixed set of programs in CI (derandomized); `VMSIM_SOAK=N` runs N fresh 
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.diff.conftest import SOAK
-from tests.stack.stackrun import host_kvm_problem
-from vmsim.asm import assemble
-from vmsim.session import Session
+from tests.stack.stackrun import guest_sees, host_kvm_problem
 
 VGA = 0xB8000
 RAM = 0x20000  # the same program with its window in RAM: the oracle
@@ -174,28 +171,17 @@ org 0x100000
 
 
 def _seen(text: str, backend: str, paging: str = "ept") -> tuple:
-    image = assemble(text, "<mmio instructions>")
-    s = Session(image, backend, paging=paging) if backend == "sim" else Session(image, backend)
-    outcome = s.run()
-    # (The words of `reason` differ by backend: the status, or a shutdown, is what counts.)
-    return (outcome.exit_status, "triple fault" in outcome.reason,
-            s.read_linear(RESULTS, 64 + WINDOW), s.read_linear(BUFFER, WINDOW))
-
-
-@pytest.fixture(scope="module")
-def host_kvm() -> bool:
-    return host_kvm_problem() is None
+    return guest_sees(text, backend, paging, ((RESULTS, 64 + WINDOW), (BUFFER, WINDOW)))
 
 
 @settings(deadline=None, derandomize=not SOAK, database=None, max_examples=EXAMPLES,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+          suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(form(), min_size=1, max_size=8), st.integers(1, 0xFFFFFFFF))
-def test_mmio_operands_give_what_ram_operands_give(host_kvm: bool, forms: list[str],
-                                                   seed: int) -> None:
+def test_mmio_operands_give_what_ram_operands_give(forms: list[str], seed: int) -> None:
     ram = _seen(program(forms, seed, RAM), "bare")
     text = program(forms, seed, VGA)
     assert _seen(text, "bare") == ram, f"bare metal's VGA differs from RAM:\n{text}"
     for paging in ("ept", "shadow"):
         assert _seen(text, "sim", paging) == ram, f"{paging} differs from RAM:\n{text}"
-    if host_kvm:
+    if host_kvm_problem() is None:
         assert _seen(text, "kvm") == ram, f"the host's KVM differs from RAM:\n{text}"
