@@ -1,6 +1,7 @@
 """Random programs of the instructions that VM-exit (MOV to and from CR0/CR3/CR4 and the
-debug registers, RDMSR/WRMSR, INVLPG, OUT), with any general register as the operand, ESP
-too, run on bare metal, on the simulated kvm.ko with EPT and with shadow paging, and on
+debug registers, CLTS, LMSW, RDMSR/WRMSR, INVLPG, OUT; and SMSW, which reads CR0), with any
+general register as the operand, ESP too, and LMSW's and SMSW's memory operand in RAM or in
+MMIO, run on bare metal, on the simulated kvm.ko with EPT and with shadow paging, and on
 the host's KVM where there is one. What each exits on differs (shadow paging intercepts
 CR3 and INVLPG, EPT neither; kvm.ko owns some CR0 and CR4 bits and handles those writes
 itself); what the guest sees may not: the architecture is the oracle, and every backend
@@ -33,6 +34,10 @@ CR0_BITS = (1 << 1, 1 << 2, 1 << 3, 1 << 4, 1 << 5, 1 << 6, 1 << 12, 1 << 16, 1 
 CR4_BITS = (*(1 << b for b in range(11)), 1 << 13)
 SYSENTER_MSRS = (0x174, 0x175, 0x176)  # IA32_SYSENTER_CS/ESP/EIP
 RESULTS = 0x3000  # where the guest stores what it sees
+# LMSW's and SMSW's memory operands: RAM, and the VGA window (MMIO: kvm.ko's emulator
+# reads or writes it, em_lmsw and em_smsw)
+SCRATCH, VGA = 0x3100, 0xB8000
+REGS16 = ("ax", "cx", "dx", "bx", "sp", "bp", "si", "di")
 STACK = 0x90000
 EXAMPLES = SOAK or 40
 
@@ -57,6 +62,11 @@ ITEMS = st.one_of(
     st.tuples(st.just("rdmsr"), st.sampled_from(SYSENTER_MSRS)),
     st.tuples(st.just("invlpg"), reg),
     st.tuples(st.just("out"),),
+    st.tuples(st.just("clts"),),
+    st.tuples(st.just("lmsw_reg"), st.sampled_from(REGS16), st.integers(0, 0xFFFF)),
+    st.tuples(st.just("lmsw_mem"), st.sampled_from((SCRATCH, VGA)), st.integers(0, 0xFFFF)),
+    st.tuples(st.just("smsw_reg"), st.sampled_from(REGS + REGS16)),
+    st.tuples(st.just("smsw_mem"), st.sampled_from((SCRATCH, VGA)), st.sampled_from(REGS)),
 )
 
 
@@ -81,6 +91,16 @@ def _line(item: tuple) -> str:
         return f"mov ecx, {a[0]:#x}\n        rdmsr"
     if kind == "invlpg":
         return f"invlpg [{a[0]}]"
+    if kind == "clts":
+        return "clts"
+    if kind == "lmsw_reg":
+        return f"mov {a[0]}, {a[1]:#x}\n        lmsw {a[0]}"
+    if kind == "lmsw_mem":
+        return f"mov word [{a[0]:#x}], {a[1]:#x}\n        lmsw [{a[0]:#x}]"
+    if kind == "smsw_reg":
+        return f"smsw {a[0]}"
+    if kind == "smsw_mem":
+        return f"smsw [{a[0]:#x}]\n        mov {a[1]}, [{a[0]:#x}]"
     return "out 0x80, al"
 
 
@@ -120,3 +140,17 @@ def test_exiting_instructions_leave_the_same_state_everywhere(items: list[tuple]
         assert _seen(text, "sim", paging) == bare, f"{paging} differs from bare metal:\n{text}"
     if host_kvm_problem() is None:
         assert _seen(text, "kvm") == bare, f"the host's KVM differs from bare metal:\n{text}"
+
+
+def test_lmsw_and_smsw_with_their_operand_in_mmio() -> None:
+    """kvm.ko's emulator runs them (em_lmsw, em_smsw): LMSW's CR0 write goes through
+    kvm_set_cr0, so MP and EM, which kvm.ko owns, change as on bare metal."""
+    items = [("lmsw_mem", VGA, 0x7), ("smsw_mem", VGA, "ebx"), ("lmsw_mem", VGA, 0x2),
+             ("smsw_mem", VGA + 2, "esi")]
+    text = program(items)
+    bare = _seen(text, "bare")
+    assert int.from_bytes(bare[2][32:36], "little") & 0xF == 0x3  # MP set, EM TS cleared
+    for paging in ("ept", "shadow"):
+        assert _seen(text, "sim", paging) == bare, f"{paging} differs from bare metal"
+    if host_kvm_problem() is None:
+        assert _seen(text, "kvm") == bare, "the host's KVM differs from bare metal"

@@ -135,3 +135,88 @@ def test_mov_cr4_guest_owned_bits_only() -> None:
     assert b.run().reason == ExitReason.HLT
     assert b.vector_log is None
     assert b.read(F.GUEST_CR4) == 0x2080
+
+
+# CLTS and LMSW (SDM "Instructions That Cause VM Exits Conditionally"; qualification access
+# types 2 and 3, fact sheet 1.4). The guest's CR0 is 0x31 (PE ET NE) unless a test sets it.
+
+@pytest.mark.parametrize(("mask", "shadow", "exits", "cr0_after"), [
+    (0x8, 0x39, True, 0x39),  # the host owns TS and shows it set: exit, CR0 as it was
+    (0x8, 0x31, False, 0x39),  # owns TS, shows it clear: no exit and TS stays (host's)
+    (0x0, 0x39, False, 0x31),  # the guest owns TS: it is cleared
+    (0x20, 0x19, False, 0x31),  # the host owns NE only: TS is the guest's
+])
+def test_clts(mask: int, shadow: int, exits: bool, cr0_after: int) -> None:
+    b = Bench("start: clts\nhlt")
+    b.vmcs.write(F.GUEST_CR0, 0x39)
+    b.vmcs.write(F.CR0_GUEST_HOST_MASK, mask)
+    b.vmcs.write(F.CR0_READ_SHADOW, shadow)
+    e = b.run()
+    assert b.mem.read_bytes(b.sym("start"), 2) == bytes.fromhex("0f06")
+    if exits:
+        assert e.reason == ExitReason.CR_ACCESS
+        assert b.read(F.EXIT_QUALIFICATION) == 0x20  # CR 0, access type 2
+        assert b.read(F.VM_EXIT_INSTRUCTION_LEN) == 2
+        assert b.read(F.GUEST_RIP) == b.sym("start")
+    else:
+        assert e.reason == ExitReason.HLT and b.vector_log is None
+    assert b.read(F.GUEST_CR0) == cr0_after
+
+
+@pytest.mark.parametrize(("mask", "shadow", "source", "exits"), [
+    (0xFFFFFFF7, 0x31, 0x0001, False),  # PE as shown; MP EM TS (shown clear) stay clear
+    (0xFFFFFFF7, 0x31, 0x0009, False),  # TS is the guest's
+    (0xFFFFFFF7, 0x31, 0x0003, True),  # MP, owned, would differ
+    (0xFFFFFFF7, 0x31, 0x0005, True),  # EM
+    (0xFFFFFFF7, 0x31, 0x0000, False),  # PE cannot be cleared: no difference to exit for
+    (0xFFFFFFF7, 0x30, 0x0000, False),  # PE shown clear, left clear
+    (0xFFFFFFF7, 0x30, 0x0001, True),  # PE shown clear, set
+    (0xFFFFFFF7, 0x33, 0x0001, True),  # MP shown set, cleared
+    (0x00000001, 0x30, 0x0001, True),  # only PE owned
+    (0x0000000E, 0x3F, 0xFFFE, False),  # MP EM TS owned and shown as the source has them
+    (0x00000000, 0x31, 0xFFFF, False),  # nothing owned
+])
+def test_lmsw_register(mask: int, shadow: int, source: int, exits: bool) -> None:
+    b = Bench(f"mov eax, {0xABCD0000 | source:#x}\nstart: lmsw ax\nhlt")
+    b.vmcs.write(F.CR0_GUEST_HOST_MASK, mask)
+    b.vmcs.write(F.CR0_READ_SHADOW, shadow)
+    e = b.run()
+    assert b.mem.read_bytes(b.sym("start"), 3) == bytes.fromhex("0f01f0")
+    if exits:
+        assert e.reason == ExitReason.CR_ACCESS
+        # CR 0, access type 3, a register operand, the source data in 31:16.
+        assert b.read(F.EXIT_QUALIFICATION) == 0x30 | source << 16
+        assert b.read(F.VM_EXIT_INSTRUCTION_LEN) == 3
+        assert b.read(F.GUEST_RIP) == b.sym("start")
+        assert b.read(F.GUEST_CR0) == 0x31
+    else:
+        assert e.reason == ExitReason.HLT and b.vector_log is None
+        # Bits 3:1 from the source where the guest owns them, PE set if it was or the
+        # source sets it where the guest owns it; the rest of CR0 unchanged.
+        want = (0x31 & ~(0xE & ~mask)) | (source & 0xE & ~mask) | (source & 1 & ~mask)
+        assert b.read(F.GUEST_CR0) == want
+
+
+def test_lmsw_memory_operand() -> None:
+    b = Bench("mov word [0x3000], 0x8003\nmov ebx, 0x2ff0\nstart: lmsw [ebx + 0x10]\nhlt")
+    b.vmcs.write(F.CR0_GUEST_HOST_MASK, 0x2)  # the host owns MP
+    b.vmcs.write(F.CR0_READ_SHADOW, 0x31)
+    e = b.run()
+    assert e.reason == ExitReason.CR_ACCESS
+    # Bit 6: a memory operand; its linear address in the guest-linear address field.
+    assert b.read(F.EXIT_QUALIFICATION) == 0x30 | 0x40 | 0x8003 << 16
+    assert b.read(F.GUEST_LINEAR_ADDRESS) == 0x3000
+    assert b.read(F.VM_EXIT_INSTRUCTION_LEN) == 4
+
+
+def test_smsw_reads_the_shadow_for_owned_bits_and_never_exits() -> None:
+    b = Bench("mov eax, 0xFFFFFFFF\nmov ebx, 0xFFFFFFFF\nsmsw eax\nsmsw bx\nsmsw [0x3000]\n"
+              "clts\nhlt")
+    b.vmcs.write(F.GUEST_CR0, 0x39)
+    b.vmcs.write(F.CR0_GUEST_HOST_MASK, 0xFFFFFFF7)  # kvm.ko's: the guest owns TS
+    b.vmcs.write(F.CR0_READ_SHADOW, 0x11)  # the guest believes NE is clear
+    assert b.run().reason == ExitReason.HLT
+    assert b.cpu.r[0] == 0x19  # all of CR0 in a 32-bit register: NE from the shadow, TS real
+    assert b.cpu.r[3] == 0xFFFF0019  # a 16-bit register keeps its high half
+    assert b.mem.read(0x3000, 2) == 0x19
+    assert b.read(F.GUEST_CR0) == 0x31  # CLTS cleared TS, which the guest owns

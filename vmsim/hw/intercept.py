@@ -18,7 +18,9 @@ class Intercept:
     length, and the fields of its exit qualification.
     """
 
-    kind: str  # io hlt cpuid cr_read cr_write invlpg rdmsr wrmsr rdtsc vmcall exception triple_fault
+    # io hlt cpuid cr_read cr_write clts lmsw invlpg rdmsr wrmsr rdtsc vmcall exception
+    # triple_fault
+    kind: str
     eip: int
     insn_len: int = 0
     port: int = 0

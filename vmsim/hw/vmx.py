@@ -924,6 +924,14 @@ class Vmx:
             return info.cr == 3 and bool(ctl & CPU_BASED_CR3_STORE_EXITING)
         if k == "cr_write":
             return self._cr_write_exits(vmcs, ctl, info)
+        if k == "clts":  # TS owned by the host and shown set to the guest
+            return bool(vmcs.read(F.CR0_GUEST_HOST_MASK) & vmcs.read(F.CR0_READ_SHADOW) & 8)
+        if k == "lmsw":
+            # A bit of CR0[3:0] the host owns would differ from its shadow; for PE only a
+            # set (LMSW cannot clear it).
+            mask, shadow = vmcs.read(F.CR0_GUEST_HOST_MASK), vmcs.read(F.CR0_READ_SHADOW)
+            src = info.extra["source"]
+            return bool(mask & src & ~shadow & 1 or mask & (src ^ shadow) & 0xE)
         if k == "exception":
             in_bitmap = bool(vmcs.read(FI.EXCEPTION_BITMAP) >> info.vector & 1)
             if info.vector == X.PF:
@@ -1116,6 +1124,15 @@ class Vmx:
             # SDM "Exit Qualification for Control-Register Accesses".
             q = info.cr | ((0 if k == "cr_write" else 1) << 4) | (info.gpr << 8)
             return ExitInfo(ExitReason.CR_ACCESS, q, info.insn_len)
+        if k == "clts":
+            return ExitInfo(ExitReason.CR_ACCESS, 2 << 4, info.insn_len)
+        if k == "lmsw":
+            # CR 0, access type 3, the operand's type (bit 6), its data (31:16); a memory
+            # operand's linear address goes in the guest-linear address field.
+            memory = info.extra["memory"]
+            q = 3 << 4 | (64 if memory else 0) | info.extra["source"] << 16
+            return ExitInfo(ExitReason.CR_ACCESS, q, info.insn_len,
+                            guest_linear_address=info.linear if memory else None)
         if k == "exception":
             intr = _intr_info(info.vector, info.error_code, bool(info.extra.get("soft")))
             # #PF: the faulting linear address; #DB: DR6's B0-B3, BD, BS bits (SDM "Exit

@@ -73,6 +73,15 @@ class Emulation:
         self.pio_out: tuple[int, int, int] | None = None
         self.text = ""
         self.insn = b""
+        self.lmsw: int | None = None  # an LMSW's source: kvm_lmsw once the state is stored
+
+    def intercept(self, info: Intercept) -> bool:
+        """The replay's VMX seam: an LMSW (from MMIO) writes CR0 as em_lmsw does, through
+        kvm.ko's kvm_set_cr0, not through the CPU, which would keep the bits kvm.ko owns."""
+        if info.kind != "lmsw":
+            return False
+        self.lmsw = info.extra["source"]
+        return True
 
     # -- served to the interpreter while it replays the instruction ---------------------
     def mmio_read(self, gpa: int, size: int) -> int:
@@ -187,8 +196,8 @@ class Emulation:
         if self.rep:
             cpu.r[1] = 1
         self.mem_pos = 0  # each replay consumes the MMIO answers from the first
-        trap, ports = v.vm.trap, cpu.io
-        trap.emulator, cpu.io, cpu.intercept = self, self, None
+        trap, ports, seam = v.vm.trap, cpu.io, cpu.intercept
+        trap.emulator, cpu.io, cpu.intercept = self, self, self.intercept
         # The replay is kvm.ko's emulator, not the CPU: no single-step trap inside it
         # (x86_emulate_instruction traces the instruction itself, ctxt->tf).
         tf, deliveries = cpu.sysflags & TF, cpu.deliveries
@@ -196,9 +205,12 @@ class Emulation:
         try:
             stop = cpu.run(1)
         finally:
-            trap.emulator, cpu.io = None, ports
+            trap.emulator, cpu.io, cpu.intercept = None, ports, seam
             if cpu.deliveries == deliveries:  # an exception delivered cleared TF itself
                 cpu.sysflags |= tf
+        if self.lmsw is not None:  # (stopped at its CR0 write, which kvm_lmsw makes)
+            cpu.retire(ins.next_ip32)
+            return "done"
         if stop is StopReason.INTERCEPT:  # the replay needs an answer from userspace
             if self.rep:
                 cpu.r[1] = self.ecx
@@ -330,6 +342,8 @@ def x86_emulate_instruction(v: SimVcpu, trap_ud: bool = False) -> int:
                 continue  # EMULATION_RESTART: the next iteration, still in the kernel
         v.emulator = None
         vmx.save_guest_state(v.vmcs)
+        if emu.lmsw is not None:
+            (_LATE or _late())[0].kvm_lmsw(v, emu.lmsw)
         if tf and cpu.deliveries == deliveries:
             # r == 1 and ctxt->tf: kvm_vcpu_do_singlestep. Only on this path: an emulated
             # MMIO write or OUTS exits to userspace (r = 0) and its trap is lost, as in Linux

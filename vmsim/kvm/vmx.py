@@ -542,8 +542,18 @@ def handle_cr(v: SimVcpu) -> int:
             ev.tp["kvm_cr"].fire(v.name, 0, cr, val)  # trace_kvm_cr_read
         kvm_register_write(v, reg, val)
         return kvm_skip_emulated_instruction(v)
-    kvm_queue_exception(v, X.UD)  # CLTS / LMSW are outside vmsim's subset
-    return 1
+    if access == 3:  # LMSW: its source data is in the qualification
+        val = (q >> 16) & 0xF
+        if ev is not None and ev.build("kvm_cr"):
+            ev.tp["kvm_cr"].fire(v.name, 1, 0, (kvm_read_cr0(v) & ~0xF) | val)
+        x86.kvm_lmsw(v, val)
+        return kvm_skip_emulated_instruction(v)
+    # CLTS: kvm.ko gives the guest CR0.TS, so this exit never comes (Linux since 6.6 calls
+    # it a KVM bug); before, vmx_set_cr0 cleared TS, as here.
+    vmx_set_cr0(v, kvm_read_cr0(v) & ~0x8)
+    if ev is not None and ev.build("kvm_cr"):
+        ev.tp["kvm_cr"].fire(v.name, 1, 0, kvm_read_cr0(v))
+    return kvm_skip_emulated_instruction(v)
 
 
 def kvm_register_read(v: SimVcpu, reg: int) -> int:

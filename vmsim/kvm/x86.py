@@ -789,6 +789,12 @@ def kvm_set_cr(v: SimVcpu, cr: int, value: int) -> int:
     return 1
 
 
+def kvm_lmsw(v: SimVcpu, msw: int) -> None:
+    """LMSW: PE, MP, EM and TS from `msw`, PE never cleared (kvm_set_cr0's checks apply;
+    LMSW cannot make a CR0 they refuse)."""
+    kvm_set_cr(v, 0, (kvm_read_cr0(v) & ~0xE) | (msw & 0xF))
+
+
 def kvm_get_cr(v: SimVcpu, cr: int) -> int:
     if cr == 0:
         return kvm_read_cr0(v)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import iced_x86
 
 from vmsim.hw import exceptions as X
-from vmsim.hw.cpu import SHADOW_STI, Intercept, SlowPath, StopReason
+from vmsim.hw.cpu import CR0_EM, CR0_MP, CR0_TS, SHADOW_STI, Intercept, SlowPath, StopReason
 from vmsim.hw.flags import CF, DF, IF, materialize, set_explicit
 from vmsim.hw.insn.ctx import Ctx
 from vmsim.hw.insn.table import INTERCEPTABLE, NotInSubset, handles
@@ -180,6 +180,60 @@ def invlpg(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
         cpu.retire(nxt)
         return None
     return _slow(run)
+
+
+@handles("clts", "lmsw", "smsw")
+def msw(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    """CLTS, LMSW and SMSW: the machine status word, CR0's low bits (SDM Vol. 2A CLTS,
+    Vol. 2A LMSW, Vol. 2B SMSW). In VMX non-root operation the bits a hypervisor owns (the
+    CR0 guest/host mask) stay as they are and read from the read shadow, as for MOV CR0
+    (set_control/get_control); whether CLTS and LMSW exit is the VMX layer's decision."""
+    cpu, nxt, m = c.cpu, ins.next_ip32, ins.mnemonic
+    at = (ins.ip32, ins.len)
+    if m == Mn.SMSW:
+        # Never intercepted (vmsim has no UMIP). A 32-bit register gets all of CR0: the SDM
+        # leaves its high half undefined, and processors, QEMU and KVM's emulator store CR0.
+        if c.is_reg(ins, 0):
+            put = c.reg_writer(ins.op_register(0))
+            mask = 0xFFFFFFFF if c.opsize(ins, 0) == 4 else 0xFFFF
+
+            def smsw_reg() -> int:
+                put(cpu.get_control(0) & mask)
+                return nxt
+            return smsw_reg
+        ea, wr16 = c.ea(ins), c.wr[2]
+
+        def smsw_mem() -> int:
+            wr16(ea(), cpu.get_control(0) & 0xFFFF)
+            return nxt
+        return smsw_mem
+    if m == Mn.CLTS:
+        def clts():
+            if _intercepted(c, at, "clts"):
+                return StopReason.INTERCEPT
+            cpu.set_control(0, cpu.get_raw_control(0) & ~CR0_TS)
+            cpu.retire(nxt)
+            return None
+        return _slow(clts)
+    memory = not c.is_reg(ins, 0)
+    ea = c.ea(ins) if memory else None
+    src = c.reader(ins, 0, 2)
+
+    def lmsw():
+        # The operand is read first: its value is in the exit qualification.
+        la = ea() if ea is not None else 0
+        value = src() & 0xFFFF
+        if _intercepted(c, at, "lmsw", linear=la, extra={"source": value, "memory": memory}):
+            return StopReason.INTERCEPT
+        # PE, MP, EM and TS from the operand, except that LMSW never clears PE.
+        cpu.set_control(0, (cpu.get_raw_control(0) & ~(CR0_MP | CR0_EM | CR0_TS))
+                        | (value & 0xF))
+        cpu.retire(nxt)
+        return None
+    return _slow(lmsw)
+
+
+INTERCEPTABLE.update({"clts", "lmsw"})
 
 
 @handles("cpuid")
