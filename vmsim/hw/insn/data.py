@@ -173,6 +173,40 @@ def _mov_to_sreg(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     return mov_sreg
 
 
+_FAR_LOADS = {"lds": "ds", "les": "es", "lfs": "fs", "lgs": "gs", "lss": "ss"}
+_FAR_LOAD_SREGS = {getattr(iced_x86.Mnemonic, m.upper()): SEG_NAMES.index(s)
+                   for m, s in _FAR_LOADS.items()}
+
+
+@handles(*_FAR_LOADS)
+def load_far_pointer(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    """LDS/LES/LFS/LGS/LSS r, m16:32 (or m16:16): the offset into the register, the
+    selector into the segment register (SDM Vol. 2A LDS/LES/LFS/LGS/LSS). Both halves are
+    read and the segment loaded, with its checks, before the register changes: a fault
+    leaves the register as it was. Unlike MOV SS, LSS opens no interrupt shadow: it loads
+    SS and ESP together."""
+    if not c.is_reg(ins, 0) or ins.op_kind(1) != iced_x86.OpKind.MEMORY:
+        raise NotInSubset("far pointer load from a register")  # C4/C5 /r with mod 3: #UD
+    cpu, nxt = c.cpu, ins.next_ip32
+    sreg = _FAR_LOAD_SREGS[ins.mnemonic]
+    size = reg_info(ins.op0_register)[1]
+    ea, rd_off, rd16 = c.ea(ins), c.rd[size], c.rd[2]
+    put = c.reg_writer(ins.op0_register)
+
+    def run():
+        a = ea()
+        offset = rd_off(a)
+        selector = rd16((a + size) & M32)
+        cpu.load_segment(sreg, selector)
+        put(offset)
+        cpu.retire(nxt)
+        return None
+
+    def far_load() -> int:
+        raise SlowPath(run)
+    return far_load
+
+
 @handles("movzx", "movsx")
 def movx(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     ssize = c.opsize(ins, 1)
