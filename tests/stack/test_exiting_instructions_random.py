@@ -1,5 +1,6 @@
 """Random programs of the instructions that VM-exit (MOV to and from CR0/CR3/CR4 and the
-debug registers, CLTS, LMSW, RDMSR/WRMSR, INVLPG, OUT; and SMSW, which reads CR0), with any
+debug registers, CLTS, LMSW, RDMSR/WRMSR, INVLPG, WBINVD, INVD, OUT; and SMSW, which reads
+CR0), with any
 general register as the operand, ESP too, and LMSW's and SMSW's memory operand in RAM or in
 MMIO, run on bare metal, on the simulated kvm.ko with EPT and with shadow paging, and on
 the host's KVM where there is one. What each exits on differs (shadow paging intercepts
@@ -63,6 +64,7 @@ ITEMS = st.one_of(
     st.tuples(st.just("invlpg"), reg),
     st.tuples(st.just("out"),),
     st.tuples(st.just("clts"),),
+    st.tuples(st.sampled_from(("wbinvd", "invd")),),
     st.tuples(st.just("lmsw_reg"), st.sampled_from(REGS16), st.integers(0, 0xFFFF)),
     st.tuples(st.just("lmsw_mem"), st.sampled_from((SCRATCH, VGA)), st.integers(0, 0xFFFF)),
     st.tuples(st.just("smsw_reg"), st.sampled_from(REGS + REGS16)),
@@ -91,8 +93,8 @@ def _line(item: tuple) -> str:
         return f"mov ecx, {a[0]:#x}\n        rdmsr"
     if kind == "invlpg":
         return f"invlpg [{a[0]}]"
-    if kind == "clts":
-        return "clts"
+    if kind in ("clts", "wbinvd", "invd"):
+        return kind
     if kind == "lmsw_reg":
         return f"mov {a[0]}, {a[1]:#x}\n        lmsw {a[0]}"
     if kind == "lmsw_mem":

@@ -1,5 +1,5 @@
-"""Instructions that exit unconditionally (CPUID, VMCALL) or per a control (HLT, RDTSC,
-RDMSR/WRMSR, INVLPG) (SDM "Instructions That Cause VM Exits Unconditionally/Conditionally")."""
+"""Instructions that exit unconditionally (CPUID, VMCALL, INVD) or per a control (HLT, RDTSC,
+RDMSR/WRMSR, INVLPG, WBINVD) (SDM "Instructions That Cause VM Exits Unconditionally/Conditionally")."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ from vmsim.hw.vmcs import (
     CPU_BASED_USE_TSC_OFFSETTING,
     GUEST_ACTIVITY_ACTIVE,
     GUEST_ACTIVITY_HLT,
+    SECONDARY_EXEC_ENABLE_EPT,
+    SECONDARY_EXEC_UNRESTRICTED_GUEST,
+    SECONDARY_EXEC_WBINVD_EXITING,
     ExitReason,
     F,
 )
@@ -50,6 +53,7 @@ def test_hlt_without_exiting_halts_in_the_guest() -> None:
 @pytest.mark.parametrize(("asm", "raw", "reason"), [
     ("cpuid", "0fa2", ExitReason.CPUID),
     ("vmcall", "0f01c1", ExitReason.VMCALL),
+    ("invd", "0f08", ExitReason.INVD),
 ])
 def test_unconditional_exits(asm: str, raw: str, reason: int) -> None:
     # No control turns these off: even with every optional exiting control clear.
@@ -183,3 +187,23 @@ def test_invlpg_without_exiting() -> None:
     b = Bench("mov eax, 0x12345\ninvlpg [eax]\nhlt")
     b.controls(clear=CPU_BASED_INVLPG_EXITING)
     assert b.run().reason == ExitReason.HLT
+
+
+@pytest.mark.parametrize(("secondary", "exits"), [
+    (SECONDARY_EXEC_WBINVD_EXITING, True),
+    (0, False),
+])
+def test_wbinvd_exiting(secondary: int, exits: bool) -> None:
+    # Bit 6 of the secondary controls (fact sheet 2.4); exit reason 54, no qualification.
+    b = Bench("start: wbinvd\nhlt")
+    b.vmcs.write(F.SECONDARY_VM_EXEC_CONTROL, secondary | SECONDARY_EXEC_ENABLE_EPT
+                 | SECONDARY_EXEC_UNRESTRICTED_GUEST)
+    e = b.run()
+    assert b.mem.read_bytes(b.sym("start"), 2) == bytes.fromhex("0f09")
+    if exits:
+        assert e.reason == ExitReason.WBINVD and b.read(F.VM_EXIT_REASON) == 54
+        assert b.read(F.VM_EXIT_INSTRUCTION_LEN) == 2
+        assert b.read(F.EXIT_QUALIFICATION) == 0
+        assert b.read(F.GUEST_RIP) == b.sym("start")
+    else:
+        assert e.reason == ExitReason.HLT and b.read(F.GUEST_RIP) == b.sym("start") + 2

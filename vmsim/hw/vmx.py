@@ -54,6 +54,7 @@ from vmsim.hw.vmcs import (
     PHYS_ADDR_BITS,
     SECONDARY_EXEC_ENABLE_EPT,
     SECONDARY_EXEC_UNRESTRICTED_GUEST,
+    SECONDARY_EXEC_WBINVD_EXITING,
     VM_ENTRY_IA32E_MODE,
     VM_ENTRY_LOAD_IA32_EFER,
     VM_ENTRY_LOAD_IA32_PAT,
@@ -908,8 +909,11 @@ class Vmx:
         vmcs = self.vmcs
         ctl = vmcs.read(FI.CPU_BASED_VM_EXEC_CONTROL)
         k = info.kind
-        if k in ("cpuid", "vmcall", "triple_fault"):
+        if k in ("cpuid", "vmcall", "triple_fault", "invd"):
             return True  # unconditionally
+        if k == "wbinvd":
+            return bool(ctl & CPU_BASED_ACTIVATE_SECONDARY_CONTROLS and vmcs.read(
+                FI.SECONDARY_VM_EXEC_CONTROL) & SECONDARY_EXEC_WBINVD_EXITING)
         if k == "io":
             return self._io_exits(vmcs, ctl, info)
         if k == "hlt":
@@ -1112,6 +1116,10 @@ class Vmx:
             return ExitInfo(ExitReason.CPUID, 0, info.insn_len)
         if k == "vmcall":
             return ExitInfo(ExitReason.VMCALL, 0, info.insn_len)
+        if k == "invd":
+            return ExitInfo(ExitReason.INVD, 0, info.insn_len)
+        if k == "wbinvd":
+            return ExitInfo(ExitReason.WBINVD, 0, info.insn_len)
         if k == "rdtsc":
             return ExitInfo(ExitReason.RDTSC, 0, info.insn_len)
         if k == "rdmsr":

@@ -27,6 +27,7 @@ from vmsim.hw.vmcs import (
     INTR_TYPE_HARD_EXCEPTION,
     SECONDARY_EXEC_ENABLE_EPT,
     SECONDARY_EXEC_UNRESTRICTED_GUEST,
+    SECONDARY_EXEC_WBINVD_EXITING,
     VM_ENTRY_LOAD_IA32_EFER,
     VM_EXIT_ACK_INTR_ON_EXIT,
     VM_EXIT_HOST_ADDR_SPACE_SIZE,
@@ -203,7 +204,9 @@ def vmx_vcpu_setup(v: SimVcpu) -> None:
     w(F.CPU_BASED_VM_EXEC_CONTROL,
       CPU_BASED_HLT_EXITING | CPU_BASED_UNCOND_IO_EXITING | CPU_BASED_USE_MSR_BITMAPS
       | CPU_BASED_USE_TSC_OFFSETTING | CPU_BASED_ACTIVATE_SECONDARY_CONTROLS | default1)
-    w(F.SECONDARY_VM_EXEC_CONTROL, SECONDARY_EXEC_ENABLE_EPT | SECONDARY_EXEC_UNRESTRICTED_GUEST)
+    # (WBINVD exiting: in setup_vmcs_config's optional set, kept where the CPU has it)
+    w(F.SECONDARY_VM_EXEC_CONTROL, SECONDARY_EXEC_ENABLE_EPT | SECONDARY_EXEC_UNRESTRICTED_GUEST
+      | SECONDARY_EXEC_WBINVD_EXITING)
     w(F.EXCEPTION_BITMAP, KVM_EXCEPTION_BITMAP)
     if v.vm.tdp is not None:
         v.vm.tdp.load(v)
@@ -212,7 +215,7 @@ def vmx_vcpu_setup(v: SimVcpu) -> None:
         # loads and stores, INVLPG and every #PF; no EPT means no unrestricted guest either.
         w(F.CPU_BASED_VM_EXEC_CONTROL, vmcs.read(F.CPU_BASED_VM_EXEC_CONTROL)
           | CPU_BASED_CR3_LOAD_EXITING | CPU_BASED_CR3_STORE_EXITING | CPU_BASED_INVLPG_EXITING)
-        w(F.SECONDARY_VM_EXEC_CONTROL, 0)
+        w(F.SECONDARY_VM_EXEC_CONTROL, SECONDARY_EXEC_WBINVD_EXITING)
         w(F.EXCEPTION_BITMAP, KVM_EXCEPTION_BITMAP | (1 << X.PF))
         v.cr0_guest_owned = 0x8  # TS; WP is KVM's now (it write-protects guest tables)
         v.cr4_guest_owned = 0
@@ -507,6 +510,18 @@ def handle_halt(v: SimVcpu) -> int:
     return x86.kvm_emulate_halt(v)
 
 
+def handle_invd(v: SimVcpu) -> int:
+    """kvm_emulate_invd: "Treat an INVD instruction as a NOP and just skip it" (dropping
+    the caches without writing them back could lose the host's data)."""
+    return kvm_skip_emulated_instruction(v)
+
+
+def handle_wbinvd(v: SimVcpu) -> int:
+    """kvm_emulate_wbinvd: a write-back is needed only with non-coherent DMA (an assigned
+    device), which vmsim's VMs have not; the instruction is skipped."""
+    return kvm_skip_emulated_instruction(v)
+
+
 def handle_vmcall(v: SimVcpu) -> int:
     x86 = (_LATE or _late())[1]
     return x86.kvm_emulate_hypercall(v)
@@ -608,6 +623,8 @@ KVM_VMX_EXIT_HANDLERS: dict[int, Callable[[SimVcpu], int]] = {
     ExitReason.CPUID: handle_cpuid,
     ExitReason.HLT: handle_halt,
     ExitReason.VMCALL: handle_vmcall,
+    ExitReason.INVD: handle_invd,
+    ExitReason.WBINVD: handle_wbinvd,
     ExitReason.MSR_READ: handle_rdmsr,
     ExitReason.MSR_WRITE: handle_wrmsr,
     ExitReason.CR_ACCESS: handle_cr,

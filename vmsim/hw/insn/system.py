@@ -236,6 +236,26 @@ def msw(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
 INTERCEPTABLE.update({"clts", "lmsw"})
 
 
+@handles("wbinvd", "invd")
+def cache_invalidation(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    """WBINVD and INVD (SDM Vol. 2B INVD, WBINVD): vmsim has no caches to write back or
+    drop, so outside VMX they retire and nothing else; in VMX non-root operation INVD
+    always exits, WBINVD with the WBINVD-exiting control."""
+    cpu, nxt = c.cpu, ins.next_ip32
+    at = (ins.ip32, ins.len)
+    kind = "wbinvd" if ins.mnemonic == Mn.WBINVD else "invd"
+
+    def run():
+        if _intercepted(c, at, kind):
+            return StopReason.INTERCEPT
+        cpu.retire(nxt)
+        return None
+    return _slow(run)
+
+
+INTERCEPTABLE.update({"wbinvd", "invd"})
+
+
 @handles("cpuid")
 def cpuid(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     cpu, r, nxt = c.cpu, c.r, ins.next_ip32
