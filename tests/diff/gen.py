@@ -50,8 +50,8 @@ INTERESTING = (0, 1, 2, 0x7F, 0x80, 0xFF, 0x100, 0x7FFF, 0x8000, 0xFFFF, 0x10000
 
 _SUBSET = ("MOV MOVZX MOVSX LEA XCHG PUSH POP PUSHAD POPAD PUSHA POPA PUSHFD PUSHF CBW CWDE "
            "CWD CDQ BT BTS BTR BTC ADD ADC SUB SBB CMP INC DEC NEG MUL IMUL DIV IDIV AND OR XOR NOT TEST "
-           "XADD CMPXCHG "
-           "SHL SAL SHR SAR ROL ROR RCL RCR CLC STC CMC CLD STD NOP").split()
+           "XADD CMPXCHG BSF BSR BSWAP "
+           "SHL SAL SHR SAR ROL ROR RCL RCR SHLD SHRD CLC STC CMC CLD STD NOP").split()
 # Kinds a plain (straight-line) form may have.
 _PLAIN_KINDS = {K.R8_REG, K.R8_OPCODE, K.R16_REG, K.R16_OPCODE, K.R32_REG, K.R32_OPCODE,
                 K.R8_OR_MEM, K.R16_OR_MEM, K.R32_OR_MEM, K.MEM, K.MEM_OFFS, K.AL, K.AX, K.EAX,
@@ -251,7 +251,9 @@ def _create(code: int, ops: list) -> Instruction:
           "rr": Instruction.create_reg_reg, "rm": Instruction.create_reg_mem,
           "mr": Instruction.create_mem_reg, "ri": Instruction.create_reg_i32,
           "mi": Instruction.create_mem_i32, "i": Instruction.create_i32,
-          "rri": Instruction.create_reg_reg_i32, "rmi": Instruction.create_reg_mem_i32}[sig]
+          "rri": Instruction.create_reg_reg_i32, "rmi": Instruction.create_reg_mem_i32,
+          "mri": Instruction.create_mem_reg_i32, "rrr": Instruction.create_reg_reg_reg,
+          "mrr": Instruction.create_mem_reg_reg}[sig]
     return fn(code, *vals)
 
 
@@ -274,6 +276,9 @@ def plain(draw, forms: list[int] | None = None, no_stack: bool = False,
     use_mem = [k in (K.R8_OR_MEM, K.R16_OR_MEM, K.R32_OR_MEM) and draw(st.booleans())
                for k in kinds]
     bit_string = m in (Mn.BT, Mn.BTS, Mn.BTR, Mn.BTC) and use_mem[0] and kinds[1] != K.IMM8
+    # SHLD/SHRD of 16 bits by more than 16: result and flags undefined (SDM), and QEMU's
+    # choice is not every processor's (see arith.shxd_Ev_Gv): counts kept to 0..16.
+    short_shxd = m in (Mn.SHLD, Mn.SHRD) and kinds[0] == K.R16_OR_MEM
     # The register operands first (a memory operand's set-up must not clobber them).
     regs: list[Register | None] = []
     for i, k in enumerate(kinds):
@@ -294,6 +299,8 @@ def plain(draw, forms: list[int] | None = None, no_stack: bool = False,
             ops.append(("r", _FIXED[k]))
         elif use_mem[i] or k == K.MEM:
             avoid = tuple(_full(r) for r in used) + keep
+            if short_shxd and K.CL in kinds:
+                avoid += (Register.ECX,)  # the count is set after the operand's set-up
             if k == K.MEM:  # LEA: any address arithmetic, no access
                 setup_lea: list[Item] = []
                 mem = draw(memory_operand(setup_lea, avoid))
@@ -312,6 +319,8 @@ def plain(draw, forms: list[int] | None = None, no_stack: bool = False,
         elif k in _IMM_BITS:
             bits = _IMM_BITS[k]
             v = _imm(draw, bits)
+            if short_shxd:
+                v = (v & 0xE0) | draw(st.integers(0, 16))  # masked to 5 bits: 0..16
             # iced's create_*_i32 takes the value the form sign-extends, and an i32.
             ops.append(("i", _sext(v, bits) if k in (K.IMM8SEX16, K.IMM8SEX32, K.IMM32) else v))
         else:
@@ -320,6 +329,9 @@ def plain(draw, forms: list[int] | None = None, no_stack: bool = False,
         # BT m, r: the bit offset is signed and reaches +-0x1000 bytes around the operand.
         off_reg = _full(regs[1])
         setup.append(mov_imm(off_reg, draw(st.integers(-0x7FFF, 0x7FFF))))
+    if short_shxd and K.CL in kinds:
+        count = (draw(st.integers(0, 7)) << 5) | draw(st.integers(0, 16))
+        setup.append(Instruction.create_reg_u32(Code.MOV_R8_IMM8, Register.CL, count))
     return [*setup, _create(code, ops)]
 
 

@@ -236,7 +236,8 @@ def block_programs(draw, max_units: int = 24, looped: bool = False) -> Program:
 
 _INLINE_MNEMONICS = {getattr(gen.Mn, n) for n in (
     "MOV MOVZX MOVSX LEA ADD ADC SUB SBB CMP AND OR XOR TEST INC DEC NEG NOT SHL SAL SHR "
-    "SAR ROL ROR RCL RCR MUL IMUL PUSH POP XCHG BT BTS BTR BTC CLC STC CMC CBW CWDE CWD CDQ "
+    "SAR ROL ROR RCL RCR SHLD SHRD MUL IMUL PUSH POP XCHG BT BTS BTR BTC BSF BSR BSWAP "
+    "CLC STC CMC CBW CWDE CWD CDQ "
     "NOP").split()} | {m for n in dir(gen.Mn) if n.startswith(("CMOV", "SET")) and n.isupper()
                        for m in (getattr(gen.Mn, n),)}
 INLINE_FORMS = [c for c in gen.PLAIN_FORMS

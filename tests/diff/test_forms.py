@@ -3,9 +3,10 @@ unicorn on the values that sit on every flag edge.
 
 Each form runs once per combination of operand values (and, for forms that read CF, both
 carry states). Registers: EAX/AL = a (destination), EBX/BL = b (source), ECX/CL = b (counts
-and ECX for LOOP and REP), EDX = the dividend's high half (DIV/IDIV) or a; ESI points at a
-dword holding a (memory destinations), EDI at a dword holding b (memory sources). The
-set-up runs freely on both sides and is compared; the form itself is stepped in lock-step.
+and ECX for LOOP and REP), EDX = the dividend's high half (DIV/IDIV), the source of
+SHLD/SHRD by CL (each value in turn) or a; ESI points at a dword holding a (memory
+destinations), EDI at a dword holding b (memory sources). The set-up runs freely on both
+sides and is compared; the form itself is stepped in lock-step.
 The text column is what iced-x86 prints for the bytes (checked), assembled with NASM.
 """
 
@@ -30,9 +31,9 @@ from tests.diff.harness import (
     fmt,
 )
 
-ALU, DIV, IDIV, SHIFT, BIT, BITSTR, COND, JCC, LOOP, STACK, RET, FLAG, STRING = (
-    "alu", "div", "idiv", "shift", "bit", "bitstr", "cond", "jcc", "loop", "stack", "ret",
-    "flag", "string")
+ALU, DIV, IDIV, SHIFT, SHIFTD, BIT, BITSTR, COND, JCC, LOOP, STACK, RET, FLAG, STRING = (
+    "alu", "div", "idiv", "shift", "shiftd", "bit", "bitstr", "cond", "jcc", "loop", "stack",
+    "ret", "flag", "string")
 
 FORMS = [
     # raw bytes               assembly (iced-x86, NASM syntax)  operand values
@@ -158,6 +159,33 @@ FORMS = [
     ("66 d3 d8",              "rcr ax,cl",                       SHIFT),
     ("d2 d8",                 "rcr al,cl",                       SHIFT),
     ("d2 1e",                 "rcr byte [esi],cl",               SHIFT),
+    # SHLD/SHRD: by imm8 with EAX/[ESI] = a and EBX = b; by CL with CL = b (a count) and
+    # EDX cycling through the values (SHIFTD); 16-bit counts past 16 left out (undefined).
+    ("0f a4 d8 01",           "shld eax,ebx,1",                  ALU),
+    ("0f a4 d8 1f",           "shld eax,ebx,1Fh",                ALU),
+    ("0f a4 d8 00",           "shld eax,ebx,0",                  ALU),
+    ("0f a4 d8 21",           "shld eax,ebx,21h",                ALU),
+    ("66 0f a4 d8 10",        "shld ax,bx,10h",                  ALU),
+    ("66 0f a4 d8 07",        "shld ax,bx,7",                    ALU),
+    ("0f a4 1e 04",           "shld [esi],ebx,4",                ALU),
+    ("66 0f a4 1e 0f",        "shld [esi],bx,0Fh",               ALU),
+    ("0f a5 d0",              "shld eax,edx,cl",                 SHIFTD),
+    ("66 0f a5 d0",           "shld ax,dx,cl",                   SHIFTD),
+    ("0f a5 16",              "shld [esi],edx,cl",               SHIFTD),
+    ("66 0f a5 16",           "shld [esi],dx,cl",                SHIFTD),
+    ("0f a5 c0",              "shld eax,eax,cl",                 SHIFT),
+    ("0f ac d8 01",           "shrd eax,ebx,1",                  ALU),
+    ("0f ac d8 1f",           "shrd eax,ebx,1Fh",                ALU),
+    ("0f ac d8 00",           "shrd eax,ebx,0",                  ALU),
+    ("66 0f ac d8 10",        "shrd ax,bx,10h",                  ALU),
+    ("66 0f ac d8 03",        "shrd ax,bx,3",                    ALU),
+    ("0f ac 1e 1c",           "shrd [esi],ebx,1Ch",              ALU),
+    ("66 0f ac 1e 01",        "shrd [esi],bx,1",                 ALU),
+    ("0f ad d0",              "shrd eax,edx,cl",                 SHIFTD),
+    ("66 0f ad d0",           "shrd ax,dx,cl",                   SHIFTD),
+    ("0f ad 16",              "shrd [esi],edx,cl",               SHIFTD),
+    ("66 0f ad 16",           "shrd [esi],dx,cl",                SHIFTD),
+    ("0f ad c0",              "shrd eax,eax,cl",                 SHIFT),
     ("0f a3 d8",              "bt eax,ebx",                      BIT),
     ("66 0f a3 d8",           "bt ax,bx",                        BIT),
     ("0f ab d8",              "bts eax,ebx",                     BIT),
@@ -171,6 +199,17 @@ FORMS = [
     ("0f ab 1e",              "bts [esi],ebx",                   BITSTR),
     ("66 0f b3 1e",           "btr [esi],bx",                    BITSTR),
     ("0f bb 1e",              "btc [esi],ebx",                   BITSTR),
+    ("0f bc c3",              "bsf eax,ebx",                     ALU),
+    ("66 0f bc c3",           "bsf ax,bx",                       ALU),
+    ("0f bc 07",              "bsf eax,[edi]",                   ALU),
+    ("66 0f bc 07",           "bsf ax,[edi]",                    ALU),
+    ("0f bd c3",              "bsr eax,ebx",                     ALU),
+    ("66 0f bd c3",           "bsr ax,bx",                       ALU),
+    ("0f bd 07",              "bsr eax,[edi]",                   ALU),
+    ("66 0f bd 07",           "bsr ax,[edi]",                    ALU),
+    ("0f c8",                 "bswap eax",                       ALU),
+    ("0f cb",                 "bswap ebx",                       ALU),
+    ("66 0f c8",              "bswap ax",                        ALU),
     ("0f b6 c3",              "movzx eax,bl",                    ALU),
     ("0f b7 c3",              "movzx eax,bx",                    ALU),
     ("66 0f b6 c3",           "movzx ax,bl",                     ALU),
@@ -354,7 +393,7 @@ def _combos(kind: str, ins: iced_x86.Instruction):
     """(a, b, flags) triples for a form."""
     reads_cf = ins.rflags_read & iced_x86.RflagsBits.CF
     flag_sets = (NO_FLAGS, ALL_FLAGS)
-    bs = {SHIFT: COUNTS, BIT: COUNTS, BITSTR: BIT_OFFSETS, LOOP: SMALL, STRING: REPEATS}.get(
+    bs = {SHIFT: COUNTS, SHIFTD: COUNTS, BIT: COUNTS, BITSTR: BIT_OFFSETS, LOOP: SMALL, STRING: REPEATS}.get(
         kind, VALUES)
     i = 0
     for a in VALUES:
@@ -382,6 +421,10 @@ def _program(raw: bytes, kind: str) -> tuple[bytes, list[int]]:
                 edx = 0xFFFF if a & 0x8000 else 0
         if kind in (DIV, IDIV) and _div_faults(ins, a, b, edx):
             continue
+        if kind == SHIFTD:
+            if b & 0x1F > 16 and _reg_size(ins.op1_register) == 2:
+                continue  # SDM: a 16-bit operand shifted by more than 16 is undefined
+            edx = VALUES[n % len(VALUES)]  # the source
         setup = [_mov(Register.ESP, STACK_TOP), _mov(Register.EAX, a), _mov(Register.EBX, b),
                  _mov(Register.ECX, b), _mov(Register.EDX, edx), _mov(Register.ESI, DST),
                  _mov(Register.EDI, SRC), _store(DST, a), _store(SRC, b),

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import struct
 
+import pytest
+
 from tests.guests.cpubench import CODE, GDT, STACK, Bench
 from vmsim.asm import assemble
 from vmsim.hw import exceptions as X
@@ -282,3 +284,55 @@ def test_read_through_an_execute_only_cs_is_gp0():
               0x00CF98000000FFFF)
     assert b.run() is StopReason.HLT and handled(b, X.GP)
     assert b.stack(3) == [0, b.sym["y"], 0x18]
+
+
+# -- a faulting memory operand of BSF/BSR/SHLD/SHRD changes nothing -----------------------------
+# SDM Vol. 3A 6.5: a fault is reported with the state before the instruction, so that it
+# can be restarted: no register, flag or byte of memory it would have changed has changed.
+RO, HOLE = 0x300000, 0x302000  # a present read-only page, a page not present
+FLAGS = 0x8D7  # CF PF AF ZF SF OF, and the fixed bit 1
+RF = 0x10000  # set in the EFLAGS image a fault pushes (Vol. 3A 18.3.1.1)
+
+
+def _paged(body: str) -> Bench:
+    b = bench(f"mov eax, 0xAABBCCDD\nmov ebx, 0x12345678\nmov ecx, 0x105\nmov edx, 0x8001\n"
+              f"push {FLAGS:#x}\npopfd\n{body}\nhlt")
+    b.paging()  # 0-4 MiB identity-mapped, CR0.WP set
+    b.map(RO, RO | 1)  # present, not writable
+    b.map(HOLE, 0)
+    for at in range(RO - 16, RO + 16, 4):
+        b.w32(at, 0x5A5A5A5A)
+    for at in range(HOLE - 16, HOLE, 4):
+        b.w32(at, 0)  # BSF/BSR would then leave their destination: all-zero bytes
+    return b
+
+
+@pytest.mark.parametrize("insn, esi, error_code", [
+    ("shld [esi], ebx, 4", RO + 8, 3),                # write to a read-only page: P W
+    ("shrd dword [esi], ebx, cl", RO + 12, 3),
+    ("shld word [esi], bx, cl", RO - 1, 3),           # crosses into the read-only page
+    ("shrd dword [esi], edx, 1", RO - 2, 3),
+    ("bsf eax, [esi]", HOLE + 8, 0),                  # read of a page not present
+    ("bsr ax, [esi]", HOLE - 1, 0),                   # crosses into it
+    ("bsf ecx, dword [esi]", HOLE - 3, 0),
+])
+def test_faulting_memory_operand_changes_nothing(insn: str, esi: int, error_code: int):
+    b = _paged(f"mov esi, {esi:#x}\nfault: {insn}")
+    regs = [0xAABBCCDD, 0x105, 0x8001, 0x12345678]
+    ram = b.mem.read_bytes(RO - 16, 32), b.mem.read_bytes(HOLE - 16, 16)
+    assert b.run() is StopReason.HLT and handled(b, X.PF)
+    assert b.stack(4) == [error_code, b.sym["fault"], 0x08, FLAGS | RF]
+    assert b.cpu.cr2 >> 12 == (RO if error_code else HOLE) >> 12
+    assert b.cpu.r[:4] == regs and b.cpu.r[6] == esi
+    assert (b.mem.read_bytes(RO - 16, 32), b.mem.read_bytes(HOLE - 16, 16)) == ram
+
+
+def test_shld_through_a_read_only_segment_is_gp0_and_changes_nothing():
+    """SDM Vol. 2B SHLD, Protected Mode Exceptions: "#GP(0) If the destination is located in
+    a non-writable segment"."""
+    b = bench("mov ax, 0x18\nmov ds, ax\nmov eax, 0x8001\nmov ecx, 3\npush 0x2\npopfd\n"
+              "fault: shrd [0x5000], eax, cl\nhlt", RO_DATA)
+    b.w32(0x5000, 0x11223344)
+    assert b.run() is StopReason.HLT and handled(b, X.GP)
+    assert b.stack(4) == [0, b.sym["fault"], 0x08, 0x2 | RF]
+    assert b.r32(0x5000) == 0x11223344 and b.cpu.r[0] == 0x8001

@@ -7,9 +7,12 @@ on bare metal with its operands in RAM is the architecture's answer: every run m
 the same registers, flags and bytes.
 
 Forms: MOV both ways, the ALU ops and CMP/TEST with a register or an immediate, INC/DEC/
-NOT/NEG, XCHG, XADD, CMPXCHG, MOVZX/MOVSX, shifts and rotates, BT/BTS/BTR/BTC, SETcc,
-PUSH/POP of memory, MUL/IMUL, and REP MOVS/STOS/LODS in both directions, in each operand
-size. A fixed set of programs in CI (derandomized); `VMSIM_SOAK=N` runs N fresh ones.
+NOT/NEG, XCHG, XADD, CMPXCHG, MOVZX/MOVSX, shifts and rotates, SHLD/SHRD by an immediate
+or CL, BT/BTS/BTR/BTC, BSF/BSR from memory, SETcc, PUSH/POP of memory, MUL/IMUL, and REP
+MOVS/STOS/LODS in both directions, in each operand size; and BSWAP of a register, which
+the host's processor runs itself under KVM: there it is checked against the hardware,
+the 16-bit form (undefined in the SDM) included. A fixed set of programs in CI
+(derandomized); `VMSIM_SOAK=N` runs N fresh ones.
 """
 
 from __future__ import annotations
@@ -39,8 +42,9 @@ CONDS = ("o", "no", "b", "ae", "e", "ne", "be", "a", "s", "ns", "p", "np", "l", 
 
 # Flags the SDM leaves undefined after a form (MUL/IMUL: SF ZF AF PF; BTx: OF SF AF PF;
 # AND/OR/XOR/TEST: AF; shifts: AF, and OF past a count of 1 and CF for a count this test
-# does not know; rotates: OF past 1): cleared after it with POPFD, since the host's KVM
-# emulator sets them otherwise than vmsim's CPU (a MUL's PF, say).
+# does not know; rotates: OF past 1; SHLD/SHRD: AF, and OF past 1; BSF/BSR: all but ZF):
+# cleared after it with POPFD, since the host's KVM emulator sets them otherwise than
+# vmsim's CPU (a MUL's PF, say; BSF's CF OF SF AF PF, which the host's CPU keeps).
 CF, PF, AF, ZF, SF, OF = 0x1, 0x4, 0x10, 0x40, 0x80, 0x800
 
 
@@ -61,7 +65,8 @@ def form(draw) -> str:
     imm = draw(st.integers(0, (1 << (8 * n)) - 1))
     kind = draw(st.sampled_from(("mov_to", "mov_from", "alu_mem", "alu_reg", "alu_imm",
                                  "unary", "xchg", "xadd", "cmpxchg", "movx", "shift",
-                                 "bt", "setcc", "push_pop", "mul", "string")))
+                                 "shxd", "bt", "bsf", "bswap", "setcc", "push_pop", "mul",
+                                 "string")))
     if kind == "mov_to":
         return f"mov {mem}, {draw(st.sampled_from((reg, str(imm))))}"
     if kind == "mov_from":
@@ -93,6 +98,26 @@ def form(draw) -> str:
         if op in ("shl", "shr", "sar"):
             undefined |= AF | (CF if count == "cl" or int(count) >= 8 * n else 0)
         return f"{op} {mem}, {count}" + _defined(undefined)
+    if kind == "shxd":
+        m = draw(st.sampled_from((2, 4)))
+        # 16-bit operands by more than 16: undefined (SDM), and processors differ
+        count = draw(st.integers(0, 16 if m == 2 else 31))
+        op = draw(st.sampled_from(("shld", "shrd")))
+        insn = f"{op} {PTR[m]} [W + {draw(offset)}], {draw(st.sampled_from(REGS[m]))}"
+        insn = f"mov cl, {count}\n        {insn}, cl" if draw(st.booleans()) else \
+            f"{insn}, {count}"
+        return insn + _defined(AF | (OF if count != 1 else 0))
+    if kind == "bsf":
+        m = draw(st.sampled_from((2, 4)))
+        at = f"{PTR[m]} [W + {draw(offset)}]"
+        zero = f"mov {at}, 0\n        " if draw(st.booleans()) else ""  # ZF=1, dest kept
+        return (f"{zero}{draw(st.sampled_from(('bsf', 'bsr')))} "
+                f"{draw(st.sampled_from(REGS[m]))}, {at}" + _defined(CF | OF | SF | AF | PF))
+    if kind == "bswap":
+        r = draw(st.sampled_from((0, 1, 2, 3, 5, 6, 7)))  # not ESP
+        if draw(st.booleans()):
+            return f"bswap {('eax', 'ecx', 'edx', 'ebx', 'esp', 'ebp', 'esi', 'edi')[r]}"
+        return f"db 0x66, 0x0f, {0xC8 + r:#x}  ; bswap r16 (NASM has no 16-bit form)"
     if kind == "bt":
         m = draw(st.sampled_from((2, 4)))
         return (f"{draw(st.sampled_from(('bt', 'bts', 'btr', 'btc')))} {PTR[m]} "

@@ -1,4 +1,5 @@
-"""Binary arithmetic and logic (SDM Vol. 1 7.3.2-7.3.6; Vol. 2 ADD ... SAR).
+"""Binary arithmetic, logic, shifts and bits (SDM Vol. 1 7.3.2-7.3.7; Vol. 2 ADD ... SAR,
+SHLD/SHRD, BT/BTS/BTR/BTC, BSF/BSR).
 
 Every form goes through `_binary`/`_unary`, which specialise on where the operands live.
 The 32-bit register and immediate forms of the commonest ops are generated from one
@@ -611,3 +612,116 @@ def bt_Ev_Gv(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
         set_cf(v & b)
         return nxt
     return bt_mem
+
+
+# -- bit scan (SDM Vol. 2A BSF, BSR) --------------------------------------------------------
+
+@handles("bsf", "bsr")
+def bsf_Gv_Ev(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    """SDM Vol. 2A BSF/BSR: the index of the lowest (BSF) or highest (BSR) set bit of the
+    source into the destination, ZF = 0. A zero source sets ZF and leaves the destination
+    as it was: the SDM calls its content undefined, but Intel and AMD processors and QEMU
+    keep it (so does kvm.ko's em_bsf_c). CF OF SF AF PF are undefined; this CPU sets them
+    as TEST source, source would (CF = OF = AF = 0, SF and PF from the source), as QEMU
+    does, so that ZF = (source == 0) is the lazy record's own."""
+    size = c.opsize(ins, 0)
+    op = K_LOGIC * 3 + SIZE_INDEX[size]
+    src = c.reader(ins, 1, size)  # a memory source faults before anything changes
+    lf, nxt = c.lf, ins.next_ip32
+    idx, _, _ = reg_info(ins.op0_register)
+    put = c.reg_writer(ins.op0_register)
+    r = c.r
+    lowest = ins.mnemonic == iced_x86.Mnemonic.BSF
+
+    if size == 4:
+        if lowest:
+            def bsf_r32() -> int:
+                s = src()
+                if s:
+                    r[idx] = (s & -s).bit_length() - 1
+                lf[0] = op; lf[1] = s; lf[2] = s; lf[3] = s  # noqa: E702
+                return nxt
+            return bsf_r32
+
+        def bsr_r32() -> int:
+            s = src()
+            if s:
+                r[idx] = s.bit_length() - 1
+            lf[0] = op; lf[1] = s; lf[2] = s; lf[3] = s  # noqa: E702
+            return nxt
+        return bsr_r32
+
+    def bit_scan() -> int:
+        s = src()
+        if s:
+            put((s & -s).bit_length() - 1 if lowest else s.bit_length() - 1)
+        lf[0] = op; lf[1] = s; lf[2] = s; lf[3] = s  # noqa: E702
+        return nxt
+    return bit_scan
+
+
+# -- double-precision shifts (SDM Vol. 2B SHLD, SHRD) ----------------------------------------
+
+@handles("shld", "shrd")
+def shxd_Ev_Gv(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    """SDM Vol. 2B SHLD/SHRD: the destination shifted left (right) by the count, masked to
+    5 bits, the vacated bits filled from the source's high (low) end; the source is not
+    changed. Count 0: no write and no flags. CF = the last bit shifted out of the
+    destination; SF ZF PF from the result; OF = the sign changed, defined for a count of 1
+    only (this CPU sets it so for every count); AF undefined (0 here).
+
+    A 16-bit operand shifted by more than 16 gives an undefined result and flags. This CPU
+    shifts dest:src:dest as one 48-bit value, as P6 and later processors do (Bochs's
+    shift16.cc; QEMU does the same; the Pentium, and an AMD EPYC run through KVM, shift
+    dest:src:src). For counts up to 16 that is the SDM's definition, so one formula serves
+    every 16-bit count."""
+    size = c.opsize(ins, 0)
+    bits = 8 * size
+    op = K_RES * 3 + SIZE_INDEX[size]
+    mask, top = MASK[op], bits - 1
+    lf, r, nxt = c.lf, c.r, ins.next_ip32
+    get_src = c.reg_reader(ins.op1_register)
+    left = ins.mnemonic == iced_x86.Mnemonic.SHLD
+    by_cl = c.is_reg(ins, 2)
+    imm = ins.immediate(2) & 0x1F if not by_cl else 0
+
+    if bits == 16:
+        if left:
+            def shift(d: int, s: int, n: int) -> tuple[int, int]:
+                w = (d << 32) | (s << 16) | d
+                return (w >> (32 - n)) & mask, (w >> (48 - n)) & 1
+        else:
+            def shift(d: int, s: int, n: int) -> tuple[int, int]:
+                w = (d << 32) | (s << 16) | d
+                return (w >> n) & mask, (w >> (n - 1)) & 1
+    elif left:
+        def shift(d: int, s: int, n: int) -> tuple[int, int]:
+            return ((d << n) | (s >> (32 - n))) & mask, (d >> (32 - n)) & 1
+    else:
+        def shift(d: int, s: int, n: int) -> tuple[int, int]:
+            return ((d >> n) | (s << (32 - n))) & mask, (d >> (n - 1)) & 1
+
+    if c.is_reg(ins, 0):
+        get, put = c.reg_reader(ins.op0_register), c.reg_writer(ins.op0_register)
+
+        def shxd_r() -> int:
+            n = r[1] & 0x1F if by_cl else imm
+            if n:
+                d = get()
+                res, cf = shift(d, get_src(), n)
+                put(res)
+                lf[0] = op; lf[1] = res; lf[2] = cf; lf[3] = ((res ^ d) >> top) & 1  # noqa: E702
+            return nxt
+        return shxd_r
+    ea, rd, wr = c.ea(ins), c.rd[size], c.wr[size]
+
+    def shxd_m() -> int:
+        addr = ea()
+        d = rd(addr)
+        n = r[1] & 0x1F if by_cl else imm
+        if n:
+            res, cf = shift(d, get_src(), n)
+            wr(addr, res)  # a faulting store leaves the flags as they were
+            lf[0] = op; lf[1] = res; lf[2] = cf; lf[3] = ((res ^ d) >> top) & 1  # noqa: E702
+        return nxt
+    return shxd_m

@@ -1,4 +1,5 @@
-"""Data transfer (SDM Vol. 1 7.3.1; Vol. 2 MOV, MOVZX, MOVSX, LEA, XCHG, PUSH, POP, ...)."""
+"""Data transfer (SDM Vol. 1 7.3.1; Vol. 2 MOV, MOVZX, MOVSX, LEA, XCHG, BSWAP, PUSH, POP,
+...)."""
 
 from __future__ import annotations
 
@@ -270,6 +271,26 @@ def xchg(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
         p(m)
         return nxt
     return xchg_mr
+
+
+@handles("bswap")
+def bswap(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    """SDM Vol. 2A BSWAP r32: the register's bytes in reverse order; no flags. With a
+    16-bit operand the SDM leaves the result undefined: this CPU clears the low word and
+    keeps the high one, as an AMD EPYC does (run through KVM), and QEMU and Bochs."""
+    d, size, _ = reg_info(ins.op0_register)
+    r, nxt = c.r, ins.next_ip32
+    if size == 2:
+        def bswap_r16() -> int:
+            r[d] &= 0xFFFF0000
+            return nxt
+        return bswap_r16
+
+    def bswap_r32() -> int:
+        v = r[d]
+        r[d] = ((v & 0xFF) << 24) | ((v & 0xFF00) << 8) | ((v >> 8) & 0xFF00) | (v >> 24)
+        return nxt
+    return bswap_r32
 
 
 # -- the stack (SDM Vol. 1 6.2-6.3; 32-bit SS, so ESP is the stack pointer) ------------------
