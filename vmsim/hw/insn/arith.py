@@ -530,8 +530,12 @@ def rotate_Ev(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     m = ins.mnemonic
     through_carry = m in (iced_x86.Mnemonic.RCL, iced_x86.Mnemonic.RCR)
     left = m in (iced_x86.Mnemonic.ROL, iced_x86.Mnemonic.RCL)
+    # The flags the rotate leaves, set once its write is done (a write that faults leaves
+    # them as they were: the fault restarts the instruction); None: unchanged.
+    pending: list[int | None] = [None]
 
     def body(a: int) -> int | None:
+        pending[0] = None
         n = count()
         f = materialize(lf)
         cf = f & CF
@@ -556,10 +560,17 @@ def rotate_Ev(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
         msb = (res >> (bits - 1)) & 1
         of = msb ^ cf if left else msb ^ ((res >> (bits - 2)) & 1)
         # Only CF and OF change (OF is defined for 1-bit rotates; this CPU always sets it).
-        set_explicit(lf, (f & ~(CF | OF)) | cf | (OF if of else 0))
+        pending[0] = (f & ~(CF | OF)) | cf | (OF if of else 0)
         return res
 
-    return _rmw(ins, c, size, body)
+    h = _rmw(ins, c, size, body)
+
+    def rotate() -> int:
+        n = h()
+        if pending[0] is not None:
+            set_explicit(lf, pending[0])
+        return n
+    return rotate
 
 
 # -- bit test (SDM Vol. 2A BT/BTS/BTR/BTC) -------------------------------------------------
@@ -584,18 +595,29 @@ def bt_Ev_Gv(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     def set_cf(bit: int) -> None:
         set_explicit(lf, (materialize(lf) & ~CF) | (1 if bit else 0))
 
-    if c.is_imm(ins, 1) or c.is_reg(ins, 0):
+    if c.is_reg(ins, 0):
         offset = c.reader(ins, 1, size)
 
         def body(v: int) -> int | None:
             b = 1 << (offset() % bits)
             set_cf(v & b)
             return None if modify is None else modify(v, b)
-        # Flags are set by body before a memory write that might fault; BT* on memory
-        # with an immediate only faults on the read, before body runs.
         return _rmw(ins, c, size, body)
-    # Register bit offset into memory: a bit string, the offset is signed and unbounded.
     ea, rd, wr = c.ea(ins), c.rd[size], c.wr[size]
+    if c.is_imm(ins, 1):
+        # An immediate offset into memory: the operand itself. CF only once the write is
+        # done: a write that faults (a read-only page) leaves the flags as they were.
+        imm_bit = 1 << ((ins.immediate(1) & 0xFF) % bits)
+
+        def bt_mem_imm() -> int:
+            addr = ea()
+            v = rd(addr)
+            if modify is not None:
+                wr(addr, modify(v, imm_bit) & MASK[SIZE_INDEX[size]])
+            set_cf(v & imm_bit)
+            return nxt
+        return bt_mem_imm
+    # Register bit offset into memory: a bit string, the offset is signed and unbounded.
     off = c.reg_reader(ins.op1_register)
     # The bit offset's displacement is part of the address computation, so with a 0x67
     # prefix it wraps at 64 KiB like the rest of the effective address (SDM Vol. 1 3.7.5;
