@@ -500,10 +500,78 @@ def leave_unit(draw) -> list[Item]:
 
 
 @st.composite
+def cmpxchg8b_unit(draw) -> list[Item]:
+    """CMPXCHG8B on any memory operand (its set-up leaves EAX EBX ECX EDX alone), once or
+    twice in a row: the first mostly differs and loads EDX:EAX, the second then stores."""
+    setup: list[Item] = []
+    mem = draw(memory_operand(setup, (Register.EAX, Register.EBX, Register.ECX, Register.EDX),
+                              margin=0x100))
+    items = list(setup)
+    for _ in range(draw(st.integers(1, 2))):
+        if draw(st.booleans()):
+            items.append(mov_imm(draw(st.sampled_from((Register.EBX, Register.ECX))), draw(u32())))
+        ins = Instruction.create_mem(Code.CMPXCHG8B_M64, mem)
+        ins.has_lock_prefix = draw(st.booleans())
+        items.append(ins)
+    return items
+
+
+@st.composite
+def xlat_unit(draw) -> list[Item]:
+    """XLATB with EBX in the data window, or with 0x67 (BX + AL wrapped at 64 KiB, in the
+    low window; EBX's upper half must not matter), with or without a segment override."""
+    seg = draw(st.sampled_from((Register.NONE, Register.NONE, Register.DS, Register.ES,
+                                Register.SS, Register.CS, Register.FS, Register.GS)))
+    if draw(st.booleans()):
+        items: list[Item] = [mov_imm(Register.EBX, DATA + draw(st.integers(0, DATA_SIZE - 0x100)))]
+        base = Register.EBX
+    else:
+        items = [mov_imm(Register.EBX, draw(u32()))]
+        base = Register.BX
+    if draw(st.booleans()):
+        items.append(mov_imm(Register.EAX, draw(u32())))
+    return [*items, Instruction.create_mem(Code.XLAT_M8, MemoryOperand(base, Register.AL,
+                                                                        seg=seg))]
+
+
+@st.composite
+def enter_unit(draw) -> list[Item]:
+    """ENTER at nesting levels 0, 1 and more (the imm8 taken MOD 32), in either operand
+    size, then the stack as it was: LEAVE (32-bit, nothing between), or ESP moved back over
+    what ENTER pushed and allocated, after a few straight-line instructions."""
+    wide = draw(st.booleans())
+    size = 4 if wide else 2
+    level = draw(st.one_of(st.sampled_from((0, 1, 2, 3, 31, 32, 33, 0xFF)), st.integers(0, 0xFF)))
+    alloc = draw(st.one_of(st.sampled_from((0, 1, 4, 0x7FFF, 0x8000, 0xFFFF)),
+                           st.integers(0, 0x100)))
+    items: list[Item] = []
+    if level & 0x1F > 1 or draw(st.booleans()):
+        # The outer frames' pointers are read at EBP - size * i: EBP in a window.
+        at = draw(st.sampled_from((STACK_TOP, DATA + 0x1000, DATA + DATA_SIZE // 2)))
+        items.append(mov_imm(Register.EBP, at + draw(st.integers(-0x40, 0x40)) * 2))
+    code = Code.ENTERD_IMM16_IMM8 if wide else Code.ENTERW_IMM16_IMM8
+    items.append(Instruction.create_u32_u32(code, alloc, level))
+    if wide and draw(st.booleans()):
+        return [*items, Instruction.create(Code.LEAVED)]
+    for _ in range(draw(st.integers(0, 2))):
+        items += draw(plain(no_stack=True))
+    pushed = size * ((level & 0x1F) + 1 if level & 0x1F else 1)
+    back = MemoryOperand(Register.ESP, displ=pushed + alloc, displ_size=4)
+    return [*items, Instruction.create_reg_mem(Code.LEA_R32_M, Register.ESP, back)]
+
+
+@st.composite
 def unit(draw) -> list[Item]:
     kind = draw(st.sampled_from(("plain",) * 12 + ("branch", "branch", "call", "string",
                                                     "string", "div", "popf", "leave",
-                                                    "loop", "ud")))
+                                                    "loop", "ud", "cmpxchg8b", "xlat",
+                                                    "enter")))
+    if kind == "cmpxchg8b":
+        return draw(cmpxchg8b_unit())
+    if kind == "xlat":
+        return draw(xlat_unit())
+    if kind == "enter":
+        return draw(enter_unit())
     if kind == "plain":
         return draw(plain())
     if kind == "branch":

@@ -6,7 +6,9 @@ carry states). Registers: EAX/AL = a (destination), EBX/BL = b (source), ECX/CL 
 and ECX for LOOP and REP), EDX = the dividend's high half (DIV/IDIV), the source of
 SHLD/SHRD by CL (each value in turn) or a; ESI points at a dword holding a (memory
 destinations), EDI at a dword holding b (memory sources). The set-up runs freely on both
-sides and is compared; the form itself is stepped in lock-step.
+sides and is compared; the form itself is stepped in lock-step. CMPXCHG8B: EDX:EAX = b:a,
+ECX:EBX = b:~a, the m64 b:a or a:b. XLATB: EBX a table in the data window, or BX = b's low
+half with 0x67. ENTER: EBP = STACK_TOP - 20h.
 The text column is what iced-x86 prints for the bytes (checked), assembled with NASM.
 """
 
@@ -22,6 +24,7 @@ from tests.diff.harness import (
     CODE,
     DATA,
     DATA_SIZE,
+    LOW_SIZE,
     STACK_SIZE,
     STACK_TOP,
     Divergence,
@@ -31,9 +34,9 @@ from tests.diff.harness import (
     fmt,
 )
 
-ALU, DIV, IDIV, SHIFT, SHIFTD, BIT, BITSTR, COND, JCC, LOOP, STACK, RET, FLAG, STRING = (
+ALU, DIV, IDIV, SHIFT, SHIFTD, BIT, BITSTR, COND, JCC, LOOP, STACK, RET, FLAG, STRING, CX8, XLAT = (
     "alu", "div", "idiv", "shift", "shiftd", "bit", "bitstr", "cond", "jcc", "loop", "stack",
-    "ret", "flag", "string")
+    "ret", "flag", "string", "cx8", "xlat")
 
 FORMS = [
     # raw bytes               assembly (iced-x86, NASM syntax)  operand values
@@ -296,6 +299,15 @@ FORMS = [
     ("66 9d",                 "popfw",                           STACK),
     ("c9",                    "leave",                           STACK),
     ("66 c9",                 "o16 leave",                       STACK),
+    ("c8 10 00 00",           "enter 10h,0",                     STACK),
+    ("c8 00 00 01",           "enter 0,1",                       STACK),
+    ("c8 08 00 03",           "enter 8,3",                       STACK),
+    ("c8 04 00 21",           "enter 4,21h",                     STACK),
+    ("c8 00 00 1f",           "enter 0,1Fh",                     STACK),
+    ("c8 ff ff 00",           "enter 0FFFFh,0",                  STACK),
+    ("66 c8 00 00 00",        "o16 enter 0,0",                   STACK),
+    ("66 c8 04 00 01",        "o16 enter 4,1",                   STACK),
+    ("66 c8 02 00 02",        "o16 enter 2,2",                   STACK),
     ("e8 00 00 00 00",        "call 00100005h",                  STACK),
     ("c3",                    "ret",                             RET),
     ("c2 08 00",              "ret 8",                           RET),
@@ -320,6 +332,13 @@ FORMS = [
     ("ae",                    "scasb",                           STRING),
     ("f3 66 af",              "repe scasw",                      STRING),
     ("f2 af",                 "repne scasd",                     STRING),
+    ("0f c7 0e",              "cmpxchg8b [esi]",                 CX8),
+    ("f0 0f c7 0e",           "lock cmpxchg8b [esi]",            CX8),
+    ("66 0f c7 0f",           "cmpxchg8b [edi]",                 CX8),
+    ("d7",                    "xlatb",                           XLAT),
+    ("67 d7",                 "a16 xlatb",                       XLAT),
+    ("64 d7",                 "fs xlatb",                        XLAT),
+    ("2e d7",                 "cs xlatb",                        XLAT),
 ]
 
 VALUES = (0, 1, 0x7F, 0x80, 0xFF, 0x7FFF, 0x8000, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF)
@@ -438,6 +457,16 @@ def _program(raw: bytes, kind: str) -> tuple[bytes, list[int]]:
             setup.append(Instruction.create(Code.STD))
         if kind == STRING and n % 4 == 2:
             setup.append(_store(SRC, a))  # equal elements: REPE runs on
+        if kind == CX8:
+            # EDX:EAX = b:a against m64 = b:a (equal) or a:b (equal only if a = b).
+            lo, hi = (a, b) if n % 2 == 0 else (b, a)
+            setup += [_mov(Register.EDX, b), _store(DST, lo), _store(DST + 4, hi),
+                      _store(SRC, lo), _store(SRC + 4, hi), _mov(Register.EBX, ~a)]
+        if kind == XLAT:
+            # A table in the data window; with 0x67, BX + AL in the low window (and past
+            # FFFFh, wrapped), EBX's upper half not used.
+            a16 = ins.memory_base == Register.BX
+            setup.append(_mov(Register.EBX, b if a16 else DATA + 0x800 + (b & 0x7FFF)))
         if ins.mnemonic in (iced_x86.Mnemonic.POPF, iced_x86.Mnemonic.POPFD):
             setup.append(Instruction.create_i32(Code.PUSHD_IMM32, _signed(b & ~TF, 32)))
         for s in setup:
@@ -463,7 +492,7 @@ def test_form(raw: str, asm: str, kind: str):
     program, at = _program(code, kind)
     rnd = random.Random(raw)
     start = Start([0] * 4 + [STACK_TOP] + [0] * 3, 0x2, rnd.randbytes(DATA_SIZE),
-                  rnd.randbytes(STACK_SIZE))
+                  rnd.randbytes(STACK_SIZE), rnd.randbytes(LOW_SIZE))
     pair = Pair(program, start)
     for addr in at:
         pair.run_to(addr)
@@ -483,6 +512,8 @@ FAULTS = [
     ("8d c3",                 "(bad)",                         6),   # lea eax,ebx: LEA needs memory
     ("ff f8",                 "(bad)",                         6),   # group 5 /7
     ("fe f0",                 "(bad)",                         6),   # group 4 /6
+    ("0f c7 c8",              "(bad)",                         6),   # cmpxchg8b eax: m64 only
+    ("f0 0f c7 cb",           "(bad)",                         6),   # lock cmpxchg8b ebx
 ]
 
 

@@ -1,7 +1,8 @@
 """The exits to userspace of read-modify-write instructions on MMIO, against the host's KVM
 (its instruction emulator decides them): a read exit, then a write exit, for the ALU ops,
-XADD and XCHG, and for CMPXCHG whether or not it stores its source; a failed CMPXCHG
-writes back what it read (the processor's locked write cycle; em_cmpxchg). Each access's
+XADD and XCHG, and for CMPXCHG and CMPXCHG8B whether or not they store their source; a
+failed CMPXCHG writes back what it read (the processor's locked write cycle; em_cmpxchg),
+and so does a failed CMPXCHG8B, its m64 read and written in one 8-byte access each. Each access's
 address, size and data must be those the host's KVM gives."""
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ VGA equ 0xB8000
         xadd dword [VGA], edx
         xchg word [VGA + 8], cx
         add byte [VGA + 9], 3
+        xor eax, eax
+        xor edx, edx
+        mov ebx, 0xAABBCCDD
+        mov ecx, 0x55667788
+        cmpxchg8b [VGA + 0x10]          ; equal (0): stores ECX:EBX
+        lock cmpxchg8b [VGA + 0x10]     ; differs: EDX:EAX loaded, the m64 written back
         mov dx, 0x501
         mov al, 0
         out dx, al
@@ -47,6 +54,8 @@ def test_read_modify_write_on_mmio_exits_as_on_the_host_kvm(host_kvm: None,
     sim, kvm = run_sim(guest), run_kvm(guest, tmp_path)
     assert kvm.status == sim.status == 1
     mmio = [e for e in sim.exits if e["reason"] == "KVM_EXIT_MMIO"]
-    # 1 store, then a read and a write for each of the six read-modify-write instructions
-    assert [e["is_write"] for e in mmio] == [True] + [False, True] * 6
+    # 1 store, then a read and a write for each of the eight read-modify-write instructions
+    assert [e["is_write"] for e in mmio] == [True] + [False, True] * 8
+    # CMPXCHG8B's m64: one 8-byte access each way (em_cmpxchg8b's DstMem64)
+    assert [e["len"] for e in mmio[-4:]] == [8] * 4
     assert first_difference(sim.exits, kvm.exits) == ""

@@ -11,8 +11,10 @@ NOT/NEG, XCHG, XADD, CMPXCHG, MOVZX/MOVSX, shifts and rotates, SHLD/SHRD by an i
 or CL, BT/BTS/BTR/BTC, BSF/BSR from memory, SETcc, PUSH/POP of memory, MUL/IMUL, and REP
 MOVS/STOS/LODS in both directions, in each operand size; and BSWAP of a register, which
 the host's processor runs itself under KVM: there it is checked against the hardware,
-the 16-bit form (undefined in the SDM) included. A fixed set of programs in CI
-(derandomized); `VMSIM_SOAK=N` runs N fresh ones.
+the 16-bit form (undefined in the SDM) included; CMPXCHG8B (once, or twice so that the
+second finds EDX:EAX equal), and XLATB with its table in the window (EBX below it by AL,
+whatever AL is). A fixed set of programs in CI (derandomized); `VMSIM_SOAK=N` runs N fresh
+ones.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def form(draw) -> str:
     kind = draw(st.sampled_from(("mov_to", "mov_from", "alu_mem", "alu_reg", "alu_imm",
                                  "unary", "xchg", "xadd", "cmpxchg", "movx", "shift",
                                  "shxd", "bt", "bsf", "bswap", "setcc", "push_pop", "mul",
-                                 "string")))
+                                 "string", "cmpxchg8b", "xlatb")))
     if kind == "mov_to":
         return f"mov {mem}, {draw(st.sampled_from((reg, str(imm))))}"
     if kind == "mov_from":
@@ -87,6 +89,16 @@ def form(draw) -> str:
         return f"xadd {mem}, {reg}"
     if kind == "cmpxchg":
         return f"cmpxchg {mem}, {reg}"
+    if kind == "cmpxchg8b":
+        at = draw(st.integers(0, WINDOW - 8))
+        return "\n        ".join(
+            f"{'lock ' if draw(st.booleans()) else ''}cmpxchg8b [W + {at}]"
+            for _ in range(draw(st.integers(1, 2))))
+    if kind == "xlatb":
+        # EBX = the table's byte at AL's distance below it; EBX then as an offset, the
+        # same whichever the window is
+        at, al = draw(offset), draw(st.integers(0, 255))
+        return f"mov ebx, W + {at} - {al}\n        mov al, {al}\n        xlatb\n        sub ebx, W + 0"
     if kind == "movx":
         src = draw(st.sampled_from((1, 2)))
         dst = draw(st.sampled_from(REGS[4] if src == 2 else REGS[4] + REGS[2]))

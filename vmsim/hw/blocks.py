@@ -87,18 +87,17 @@ _ALU = {Mn.ADD: (K_ADD, "a + b", True), Mn.ADC: (K_ADD, "a + b + {cf}", True),
 # never change what decoded code means (paging, segments), never read icount or EIP.
 _CALLABLE = {
     Mn.ADD, Mn.ADC, Mn.SUB, Mn.SBB, Mn.CMP, Mn.AND, Mn.OR, Mn.XOR, Mn.TEST, Mn.INC, Mn.DEC,
-    Mn.NEG, Mn.NOT, Mn.XADD, Mn.MUL, Mn.IMUL, Mn.DIV, Mn.IDIV, Mn.SHL, Mn.SAL, Mn.SHR,
-    Mn.SAR, Mn.ROL, Mn.ROR, Mn.RCL, Mn.RCR, Mn.SHLD, Mn.SHRD, Mn.BT, Mn.BTS, Mn.BTR, Mn.BTC,
-    Mn.BSF, Mn.BSR, Mn.BSWAP, Mn.MOV,
-    Mn.MOVZX, Mn.MOVSX, Mn.LEA, Mn.XCHG, Mn.PUSH, Mn.POP, Mn.PUSHAD, Mn.POPAD, Mn.CBW,
-    Mn.CWDE, Mn.CWD, Mn.CDQ, Mn.LEAVE, Mn.NOP, Mn.PAUSE, Mn.CLC, Mn.STC, Mn.CMC, Mn.CLD,
-    Mn.STD, Mn.SAHF, Mn.LAHF, Mn.JMP, Mn.CALL, Mn.RET, Mn.LOOP, Mn.LOOPE, Mn.LOOPNE,
-    Mn.JECXZ, Mn.JCXZ,
+    Mn.NEG, Mn.NOT, Mn.XADD, Mn.CMPXCHG8B, Mn.MUL, Mn.IMUL, Mn.DIV, Mn.IDIV, Mn.SHL, Mn.SAL,
+    Mn.SHR, Mn.SAR, Mn.ROL, Mn.ROR, Mn.RCL, Mn.RCR, Mn.SHLD, Mn.SHRD, Mn.BT, Mn.BTS, Mn.BTR,
+    Mn.BTC, Mn.BSF, Mn.BSR, Mn.BSWAP, Mn.MOV, Mn.MOVZX, Mn.MOVSX, Mn.LEA, Mn.XCHG, Mn.XLATB,
+    Mn.PUSH, Mn.POP, Mn.PUSHAD, Mn.POPAD, Mn.ENTER, Mn.LEAVE, Mn.CBW, Mn.CWDE, Mn.CWD, Mn.CDQ,
+    Mn.NOP, Mn.PAUSE, Mn.CLC, Mn.STC, Mn.CMC, Mn.CLD, Mn.STD, Mn.SAHF, Mn.LAHF, Mn.JMP,
+    Mn.CALL, Mn.RET, Mn.LOOP, Mn.LOOPE, Mn.LOOPNE, Mn.JECXZ, Mn.JCXZ,
     *(getattr(Mn, n) for n in dir(Mn) if n.startswith(("CMOV", "SET")) and len(n) <= 6),
 }
 _NO_WRITE = {Mn.CMP, Mn.TEST, Mn.NOP, Mn.PAUSE, Mn.LEA, Mn.BT, Mn.CLC, Mn.STC, Mn.CMC,
              Mn.CLD, Mn.STD, Mn.SAHF, Mn.LAHF, Mn.CBW, Mn.CWDE, Mn.CWD, Mn.CDQ,
-             Mn.MUL, Mn.IMUL, Mn.DIV, Mn.IDIV, Mn.BSF, Mn.BSR, Mn.BSWAP}
+             Mn.MUL, Mn.IMUL, Mn.DIV, Mn.IDIV, Mn.BSF, Mn.BSR, Mn.BSWAP, Mn.XLATB}
 
 
 @dataclass(frozen=True)

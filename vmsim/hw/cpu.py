@@ -140,9 +140,12 @@ class SlowPath(Exception):
 
 
 class MemFns:
-    """Linear-address memory accessors for the current paging mode."""
+    """Linear-address memory accessors for the current paging mode. The 64-bit pair is
+    CMPXCHG8B's one access of its m64; `wprobe(la, size)` makes the checks of a write
+    (translation for writing, with its accessed and dirty bits and #PF) and stores nothing
+    (ENTER's check of its final stack pointer)."""
 
-    __slots__ = ("rd8", "rd16", "rd32", "wr8", "wr16", "wr32")
+    __slots__ = ("rd8", "rd16", "rd32", "rd64", "wprobe", "wr8", "wr16", "wr32", "wr64")
 
 
 def _build_memfns(cpu: Cpu) -> MemFns:
@@ -172,6 +175,11 @@ def _build_memfns(cpu: Cpu) -> MemFns:
                 return frm(ram[a:a + 4], "little")
             return slow_read(a, 4)
 
+        def rd64(a: int) -> int:
+            if kind[a >> 12] != OTHER and a & 0xFFF <= 0xFF8:
+                return frm(ram[a:a + 8], "little")
+            return slow_read(a, 8)
+
         def wr8(a: int, v: int) -> None:
             if kind[a >> 12] == RAM:
                 ram[a] = v
@@ -196,6 +204,15 @@ def _build_memfns(cpu: Cpu) -> MemFns:
                     ram[a:a + 4] = v.to_bytes(4, "little")
             else:
                 slow_write(a, 4, v)
+
+        def wr64(a: int, v: int) -> None:
+            if kind[a >> 12] == RAM and a & 0xFFF <= 0xFF8:
+                ram[a:a + 8] = v.to_bytes(8, "little")
+            else:
+                slow_write(a, 8, v)
+
+        def wprobe(a: int, size: int) -> None:
+            pass  # physical addresses: a write cannot fault
     else:
         tlb_get, tlbw_get = cpu.mmu.tlb.get, cpu.mmu.tlb_w.get
         translate = cpu.mmu.translate
@@ -263,6 +280,17 @@ def _build_memfns(cpu: Cpu) -> MemFns:
                 return frm(ram[a:a + 4], "little")
             return slow_read(a, 4)
 
+        def rd64(la: int) -> int:
+            if la & 0xFFF > 0xFF8:
+                return cross_read(la, 8)
+            pb = tlb_get(la >> 12)
+            if pb is None:
+                pb = translate(la, READ)
+            a = pb | (la & 0xFFF)
+            if kind[pb >> 12] != OTHER:
+                return frm(ram[a:a + 8], "little")
+            return slow_read(a, 8)
+
         def wr8(la: int, v: int) -> None:
             pb = tlbw_get(la >> 12)
             if pb is None:
@@ -304,7 +332,28 @@ def _build_memfns(cpu: Cpu) -> MemFns:
             else:
                 slow_write(a, 4, v)
 
-    fns.rd8, fns.rd16, fns.rd32, fns.wr8, fns.wr16, fns.wr32 = rd8, rd16, rd32, wr8, wr16, wr32
+        def wr64(la: int, v: int) -> None:
+            if la & 0xFFF > 0xFF8:
+                return cross_write(la, 8, v)
+            pb = tlbw_get(la >> 12)
+            if pb is None:
+                pb = translate(la, WRITE)
+            a = pb | (la & 0xFFF)
+            if kind[pb >> 12] == RAM:
+                ram[a:a + 8] = v.to_bytes(8, "little")
+            else:
+                slow_write(a, 8, v)
+
+        def wprobe(la: int, size: int) -> None:
+            # As cross_write checks: the first page, then the second from its first byte.
+            if tlbw_get(la >> 12) is None:
+                translate(la, WRITE)
+            end = (la + size - 1) & 0xFFFFFFFF
+            if (end ^ la) >> 12 and tlbw_get(end >> 12) is None:
+                translate(end & 0xFFFFF000, WRITE)
+
+    fns.rd8, fns.rd16, fns.rd32, fns.rd64 = rd8, rd16, rd32, rd64
+    fns.wr8, fns.wr16, fns.wr32, fns.wr64, fns.wprobe = wr8, wr16, wr32, wr64, wprobe
     if cpu.mmu.translating and cpu.events is not None and cpu.events.wants("tlb_hit"):
         _trace_tlb_hits(cpu, fns)
     return fns
@@ -322,8 +371,11 @@ def _trace_tlb_hits(cpu: Cpu, fns: MemFns) -> None:
             return fn(la, *v)
         return traced
 
-    fns.rd8, fns.rd16, fns.rd32 = (wrap(f, tlb, "read", False) for f in (fns.rd8, fns.rd16, fns.rd32))
-    fns.wr8, fns.wr16, fns.wr32 = (wrap(f, tlb_w, "write", True) for f in (fns.wr8, fns.wr16, fns.wr32))
+    fns.rd8, fns.rd16, fns.rd32, fns.rd64 = (
+        wrap(f, tlb, "read", False) for f in (fns.rd8, fns.rd16, fns.rd32, fns.rd64))
+    fns.wr8, fns.wr16, fns.wr32, fns.wr64, fns.wprobe = (
+        wrap(f, tlb_w, "write", True)
+        for f in (fns.wr8, fns.wr16, fns.wr32, fns.wr64, fns.wprobe))
 
 
 # The modules Cpu.run needs that import this one, bound on first use: an import

@@ -26,6 +26,7 @@ from vmsim.hw.flags import (
     OF,
     SIGN,
     SIZE_INDEX,
+    ZF,
     get_cf,
     materialize,
     set_explicit,
@@ -311,6 +312,31 @@ def cmpxchg_Ev_Gv(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
             put_acc(d)
         return nxt
     return cmpxchg_mr
+
+
+@handles("cmpxchg8b")
+def cmpxchg8b_Mq(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    """SDM Vol. 2A CMPXCHG8B: EDX:EAX against m64; equal: ZF = 1 and m64 = ECX:EBX; else
+    ZF = 0 and EDX:EAX = m64; the other flags unchanged. "The destination operand is
+    written back if the comparison fails" (the locked write cycle; em_cmpxchg8b's writeback
+    too): m64 is read and written as one 8-byte access each, so a read-only page faults
+    either way and a page-crossing m64 is checked whole before anything is stored. A
+    register operand is #UD (iced-x86 decodes 0F C7 /1 mod 3 as invalid)."""
+    ea, rd64, wr64 = c.ea(ins), c.rd[8], c.wr[8]
+    r, lf, nxt = c.r, c.lf, ins.next_ip32
+
+    def cmpxchg8b() -> int:
+        addr = ea()
+        m = rd64(addr)
+        acc = r[2] << 32 | r[0]
+        equal = m == acc
+        wr64(addr, (r[1] << 32 | r[3]) if equal else m)  # a faulting store changes nothing
+        f = materialize(lf) & ~ZF
+        set_explicit(lf, (f | ZF) if equal else f)
+        if not equal:
+            r[0], r[2] = m & M32, m >> 32
+        return nxt
+    return cmpxchg8b
 
 
 # -- multiply and divide (SDM Vol. 2A MUL, IMUL, DIV, IDIV) ---------------------------------

@@ -49,8 +49,9 @@ class Ctx:
         self.r = cpu.r
         self.lf = cpu.lf
         m = cpu.memfns
-        self.rd = {1: m.rd8, 2: m.rd16, 4: m.rd32}
-        self.wr = {1: m.wr8, 2: m.wr16, 4: m.wr32}
+        self.rd = {1: m.rd8, 2: m.rd16, 4: m.rd32, 8: m.rd64}
+        self.wr = {1: m.wr8, 2: m.wr16, 4: m.wr32, 8: m.wr64}
+        self.wprobe = m.wprobe
 
     # -- sizes -------------------------------------------------------------------------
     @staticmethod

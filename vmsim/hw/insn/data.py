@@ -517,6 +517,62 @@ def leave(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     return leave_
 
 
+@handles("enter")
+def enter(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    """SDM Vol. 2A ENTER imm16, imm8 with a 32-bit stack (SS.B: ESP, whatever the operand
+    size): Push(EBP); FrameTemp = ESP; for i = 1 .. level - 1, Push([EBP - i * size]) (the
+    outer frames' pointers, read through the old EBP); with a level, Push(FrameTemp); then
+    EBP = FrameTemp (BP only with a 16-bit operand size: "BP := FrameTemp(15:0)") and
+    ESP -= imm16. The level is imm8 MOD 32. Every store is made, and may fault, before EBP
+    and ESP change, so a #PF restarts the instruction as PUSHAD's does."""
+    size = 2 if ins.code == iced_x86.Code.ENTERW_IMM16_IMM8 else 4
+    alloc, level = ins.immediate(0) & 0xFFFF, ins.immediate(1) & 0x1F
+    r, rd, wr, wprobe, nxt = c.r, c.rd[size], c.wr[size], c.wprobe, ins.next_ip32
+    mask = (1 << (8 * size)) - 1
+
+    def enter_() -> int:
+        ebp = r[5]
+        frame = (r[4] - size) & M32
+        wr(frame, ebp & mask)
+        sp = frame
+        if level:
+            for i in range(1, level):
+                v = rd((ebp - size * i) & M32)
+                sp = (sp - size) & M32
+                wr(sp, v)
+            sp = (sp - size) & M32
+            wr(sp, frame & mask)
+        esp = (sp - alloc) & M32
+        if alloc:
+            # Protected Mode Exceptions: "#PF(fault-code) If a page fault occurs or if a
+            # write using the final value of the stack pointer (within the current stack
+            # segment) would cause a page fault" (checked as a write, nothing stored; with
+            # no allocation that is the last slot, written just now).
+            wprobe(esp, size)
+        r[5] = frame if size == 4 else (ebp & 0xFFFF0000) | frame & 0xFFFF
+        r[4] = esp
+        return nxt
+    return enter_
+
+
+@handles("xlatb")
+def xlatb(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    """SDM Vol. 2B XLAT/XLATB: AL = [DS:EBX + ZeroExtend(AL)], [BX + AL] wrapped at 64 KiB
+    with a 0x67 prefix. A segment override picks the segment, checked at decode as for any
+    memory operand (decode._segment_checked); segments are flat, so the address is linear."""
+    r, rd8, nxt = c.r, c.rd[1], ins.next_ip32
+    if ins.memory_base == Register.BX:
+        def xlat16() -> int:
+            r[0] = (r[0] & 0xFFFFFF00) | rd8(((r[3] & 0xFFFF) + (r[0] & 0xFF)) & 0xFFFF)
+            return nxt
+        return xlat16
+
+    def xlat() -> int:
+        r[0] = (r[0] & 0xFFFFFF00) | rd8((r[3] + (r[0] & 0xFF)) & M32)
+        return nxt
+    return xlat
+
+
 def _cmovcc_names() -> list[str]:
     return [n for n in dir(iced_x86.Mnemonic) if n.startswith("CMOV")]
 
