@@ -90,6 +90,11 @@ CASES = [
     ("x: je x", "74fe"),
     ("x: je near x", "0f84faffffff"),
     ("x: loop x", "e2fe"),
+    ("daa", "27"),
+    ("aam 16", "d410"),
+    ("salc", "d6"),
+    ("bound eax, [ebx]", "6203"),
+    ("bound ax, [esi+4]", "66624604"),
 ]
 
 

@@ -51,7 +51,8 @@ INTERESTING = (0, 1, 2, 0x7F, 0x80, 0xFF, 0x100, 0x7FFF, 0x8000, 0xFFFF, 0x10000
 _SUBSET = ("MOV MOVZX MOVSX LEA XCHG PUSH POP PUSHAD POPAD PUSHA POPA PUSHFD PUSHF CBW CWDE "
            "CWD CDQ BT BTS BTR BTC ADD ADC SUB SBB CMP INC DEC NEG MUL IMUL DIV IDIV AND OR XOR NOT TEST "
            "XADD CMPXCHG BSF BSR BSWAP "
-           "SHL SAL SHR SAR ROL ROR RCL RCR SHLD SHRD CLC STC CMC CLD STD NOP").split()
+           "SHL SAL SHR SAR ROL ROR RCL RCR SHLD SHRD CLC STC CMC CLD STD NOP "
+           "DAA DAS AAA AAS AAM AAD SALC").split()
 # Kinds a plain (straight-line) form may have.
 _PLAIN_KINDS = {K.R8_REG, K.R8_OPCODE, K.R16_REG, K.R16_OPCODE, K.R32_REG, K.R32_OPCODE,
                 K.R8_OR_MEM, K.R16_OR_MEM, K.R32_OR_MEM, K.MEM, K.MEM_OFFS, K.AL, K.AX, K.EAX,
@@ -321,6 +322,8 @@ def plain(draw, forms: list[int] | None = None, no_stack: bool = False,
             v = _imm(draw, bits)
             if short_shxd:
                 v = (v & 0xE0) | draw(st.integers(0, 16))  # masked to 5 bits: 0..16
+            if m == Mn.AAM and v == 0 and draw(st.integers(0, 7)):
+                v = draw(st.integers(1, 0xFF))  # AAM 0 is #DE: now and then only
             # iced's create_*_i32 takes the value the form sign-extends, and an i32.
             ops.append(("i", _sext(v, bits) if k in (K.IMM8SEX16, K.IMM8SEX32, K.IMM32) else v))
         else:
@@ -561,11 +564,51 @@ def enter_unit(draw) -> list[Item]:
 
 
 @st.composite
+def bound_unit(draw) -> list[Item]:
+    """BOUND r32/r16 against a pair of bounds: mostly ones stored just before (the index
+    inside them, on either edge, or one past an edge: #BR ends the program), with the
+    index and the bounds each anywhere in their signed range; now and then the random
+    bytes at any memory operand, 16-bit addressing included (#BR more often than not)."""
+    wide = draw(st.booleans())
+    size = 4 if wide else 2
+    code = Code.BOUND_R32_M3232 if wide else Code.BOUND_R16_M1616
+    index = draw(st.sampled_from(NO_ESP32))
+    items: list[Item] = []
+    reg = index if wide else GPR16[GPR32.index(index)]
+    if not draw(st.integers(0, 7)):
+        mem = draw(memory_operand(items, (index,), margin=0x100, no_stack=True))
+        return [*items, mov_imm(index, draw(u32())), Instruction.create_reg_mem(code, reg, mem)]
+    bits = 8 * size
+    a, b = _sext(draw(u32()), bits), _sext(draw(u32()), bits)
+    lower, upper = min(a, b), max(a, b)
+    where = draw(st.sampled_from(("in", "in", "in", "lower", "upper", "below", "above")))
+    i = {"in": draw(st.integers(lower, upper)), "lower": lower, "upper": upper,
+         "below": lower - 1, "above": upper + 1}[where]
+    if not -(1 << (bits - 1)) <= i < (1 << (bits - 1)):
+        i = lower  # one past the edge of the signed range: no such index
+    target = DATA + draw(st.integers(0x100, DATA_SIZE - 0x100))
+    for at, v in ((target, lower), (target + size, upper)):
+        abs_mem = MemoryOperand(displ=at, displ_size=4)
+        items.append(Instruction.create_mem_u32(Code.MOV_RM32_IMM32 if wide else
+                                                Code.MOV_RM16_IMM16, abs_mem,
+                                                v & ((1 << bits) - 1)))
+    base = draw(st.sampled_from([r for r in NO_ESP32 if r != index]))
+    disp = draw(st.sampled_from((0, -4, 0x7F, 0x1000)))
+    items.append(mov_imm(base, target - disp))
+    items.append(mov_imm(index, (draw(u32()) & ~((1 << bits) - 1)) | (i & ((1 << bits) - 1))))
+    mem = MemoryOperand(base, displ=disp, displ_size=0 if not disp else
+                        1 if -128 <= disp < 128 else 4)
+    return [*items, Instruction.create_reg_mem(code, reg, mem)]
+
+
+@st.composite
 def unit(draw) -> list[Item]:
     kind = draw(st.sampled_from(("plain",) * 12 + ("branch", "branch", "call", "string",
                                                     "string", "div", "popf", "leave",
                                                     "loop", "ud", "cmpxchg8b", "xlat",
-                                                    "enter")))
+                                                    "enter", "bound")))
+    if kind == "bound":
+        return draw(bound_unit())
     if kind == "cmpxchg8b":
         return draw(cmpxchg8b_unit())
     if kind == "xlat":

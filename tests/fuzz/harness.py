@@ -125,7 +125,7 @@ def run_guest(data: bytes, cfg: Config, max_instructions: int = 20_000,
 
     seconds = seconds if seconds is not None else cpu_bound(max_instructions)
     image = GuestImage(data=data, origin=LOAD_ADDRESS, source_file="fuzz.bin")
-    # Instructions vmsim runs as #UD because they are outside its subset (SALC, x87 ...):
+    # Instructions vmsim runs as #UD because they are outside its subset (x87, SSE ...):
     # where they were met, the host's KVM runs the guest on differently.
     outside: list[str] = []
     # Writes to a guest page table that is in use (seen by shadow paging's write

@@ -103,8 +103,9 @@ def test_ept_and_shadow_agree(findings_dir: Path) -> None:
 def ending_input(rng: random.Random) -> bytes:
     """An input that ends by itself (halt, shutdown, debug exit, not-modelled stop) within
     the in-process budget on sim+ept, without meeting an instruction outside vmsim's subset
-    (where vmsim raises #UD, the host's CPU runs on: SALC, found by the soak, sent a guest
-    into an endless loop of MMIO exits there). On the host's KVM nothing counts
+    (where vmsim raises #UD, the host's CPU may run on: SALC, found by the soak before
+    vmsim ran it, sent a guest into an endless loop of MMIO exits there). On the host's
+    KVM nothing counts
     instructions, so a guest in an endless loop of exits would run until the test's CPU
     limit, legitimately."""
     for _ in range(50):

@@ -333,6 +333,9 @@ aam d4 0a
 aam i8 d4 ib
 aad d5 0a
 aad i8 d5 ib
+salc d6
+bound r16,m o16 62 /r
+bound r32,m 62 /r
 les r16,m o16 c4 /r
 les r32,m c4 /r
 lds r16,m o16 c5 /r

@@ -92,12 +92,14 @@ _CALLABLE = {
     Mn.BTC, Mn.BSF, Mn.BSR, Mn.BSWAP, Mn.MOV, Mn.MOVZX, Mn.MOVSX, Mn.LEA, Mn.XCHG, Mn.XLATB,
     Mn.PUSH, Mn.POP, Mn.PUSHAD, Mn.POPAD, Mn.ENTER, Mn.LEAVE, Mn.CBW, Mn.CWDE, Mn.CWD, Mn.CDQ,
     Mn.NOP, Mn.PAUSE, Mn.CLC, Mn.STC, Mn.CMC, Mn.CLD, Mn.STD, Mn.SAHF, Mn.LAHF, Mn.JMP,
-    Mn.CALL, Mn.RET, Mn.LOOP, Mn.LOOPE, Mn.LOOPNE, Mn.JECXZ, Mn.JCXZ,
+    Mn.CALL, Mn.RET, Mn.LOOP, Mn.LOOPE, Mn.LOOPNE, Mn.JECXZ, Mn.JCXZ, Mn.DAA, Mn.DAS,
+    Mn.AAA, Mn.AAS, Mn.AAM, Mn.AAD, Mn.SALC, Mn.BOUND,
     *(getattr(Mn, n) for n in dir(Mn) if n.startswith(("CMOV", "SET")) and len(n) <= 6),
 }
 _NO_WRITE = {Mn.CMP, Mn.TEST, Mn.NOP, Mn.PAUSE, Mn.LEA, Mn.BT, Mn.CLC, Mn.STC, Mn.CMC,
              Mn.CLD, Mn.STD, Mn.SAHF, Mn.LAHF, Mn.CBW, Mn.CWDE, Mn.CWD, Mn.CDQ,
-             Mn.MUL, Mn.IMUL, Mn.DIV, Mn.IDIV, Mn.BSF, Mn.BSR, Mn.BSWAP, Mn.XLATB}
+             Mn.MUL, Mn.IMUL, Mn.DIV, Mn.IDIV, Mn.BSF, Mn.BSR, Mn.BSWAP, Mn.XLATB,
+             Mn.DAA, Mn.DAS, Mn.AAA, Mn.AAS, Mn.AAM, Mn.AAD, Mn.SALC, Mn.BOUND}
 
 
 @dataclass(frozen=True)

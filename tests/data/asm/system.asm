@@ -20,6 +20,11 @@ top:
     aam 16
     aad
     aad 16
+    salc
+    bound eax, [ebx]
+    bound ax, [esi+4]
+    bound edi, [ebp-8]
+    bound ecx, [eax*4+0x1000]
     les eax, [ebx]
     lds si, [ebx]
     lss esp, [stack_ptr]

@@ -10,7 +10,7 @@ from iced_x86 import OpKind
 from vmsim.hw import exceptions as X
 from vmsim.hw.cpu import CS, SlowPath
 from vmsim.hw.flags import OF, condition, get_zf, materialize
-from vmsim.hw.insn.ctx import Ctx
+from vmsim.hw.insn.ctx import Ctx, reg_info
 from vmsim.hw.insn.data import popper, pusher
 from vmsim.hw.insn.table import NotInSubset, handles
 
@@ -215,6 +215,33 @@ def int_n(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     def int_() -> int:
         raise SlowPath(run)
     return int_
+
+
+@handles("bound")
+def bound(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    """BOUND r16, m16&16 / r32, m32&32 (SDM Vol. 2A BOUND; Vol. 1 7.3.8.4 lists it with
+    INT n and INTO): the signed array index in the register against the signed bounds in
+    memory, the lower at m and the upper at m + 2 (m + 4); an index below the lower or above
+    the upper is #BR, a fault (EIP at the BOUND; it writes nothing, so nothing else
+    changes). Both bounds are read first, so a #PF on either comes before #BR. In
+    32-bit mode 62 with a memory operand is always BOUND; with mod 3 iced-x86 decodes an
+    EVEX prefix or an invalid instruction, #UD either way here, as on a processor ("#UD If
+    second operand is not a memory location"; EVEX without AVX-512 state enabled)."""
+    if ins.op_kind(1) != OpKind.MEMORY:
+        raise NotInSubset("bound with a register operand")
+    size = reg_info(ins.op0_register)[1]
+    sign = 1 << (8 * size - 1)
+    index, ea, rd, nxt = c.reg_reader(ins.op0_register), c.ea(ins), c.rd[size], ins.next_ip32
+
+    def bound_() -> int:
+        at = ea()
+        lower = rd(at)
+        upper = rd((at + size) & M32)
+        i = (index() ^ sign) - sign
+        if i < (lower ^ sign) - sign or i > (upper ^ sign) - sign:
+            raise X.CpuException(X.BR)
+        return nxt
+    return bound_
 
 
 @handles("iret", "iretd")

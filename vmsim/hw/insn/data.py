@@ -9,7 +9,7 @@ import iced_x86
 from iced_x86 import Register
 
 from vmsim.hw.cpu import SEG_NAMES, SHADOW_MOV_SS, SS, Intercept, SlowPath, StopReason
-from vmsim.hw.flags import ARITH_MASK, TF, condition, materialize, set_explicit
+from vmsim.hw.flags import ARITH_MASK, TF, condition, get_cf, materialize, set_explicit
 from vmsim.hw.insn.ctx import Ctx, reg_info
 from vmsim.hw.insn.table import INTERCEPTABLE, NotInSubset, handles
 
@@ -602,6 +602,20 @@ def setcc(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
         return lambda: (put(1 if cond(lf) else 0), nxt)[1]
     ea, wr8 = c.ea(ins), c.wr[1]
     return lambda: (wr8(ea(), 1 if cond(lf) else 0), nxt)[1]
+
+
+@handles("salc")
+def salc(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    """SALC (D6): AL := FFh if CF is set, else 00h; no flag changes. Not in the SDM's
+    instruction reference, but Intel and AMD processors run it outside 64-bit mode, and so
+    do QEMU, Bochs and KVM's instruction emulator (em_salc): a guest met it as #UD on
+    vmsim only (docs/fuzzing.md)."""
+    r, lf, nxt = c.r, c.lf, ins.next_ip32
+
+    def salc_() -> int:
+        r[0] = (r[0] & 0xFFFFFF00) | (0xFF if get_cf(lf) else 0)
+        return nxt
+    return salc_
 
 
 @handles("sahf", "lahf")
