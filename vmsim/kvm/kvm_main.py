@@ -148,7 +148,7 @@ class SimVm:
             load_fields(self.tdp, d["tdp"])
         if d["shadow"] is not None:
             sh, sd = self.shadow, d["shadow"]
-            sh.pages = from_plain(sd["pages"])
+            sh.pages = {p.key: p for p in from_plain(sd["pages"]).values()}
             by_spt = {p.spt: p for p in sh.pages.values()}
             sh.by_spt = {spt: by_spt[spt] for spt in sd["by_spt"]}
             load_fields(sh, sd["fields"])

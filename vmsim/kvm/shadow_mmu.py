@@ -53,17 +53,25 @@ class KvmMmuPage:
     direct: bool  # maps a linear range directly (guest paging off, or a 4 MiB guest page)
     spt: int  # host-physical address of the shadow table
     parent_ptes: set[int] = field(default_factory=set)
+    # role.access's ACC_WRITE_MASK: a direct page for a guest 4 MiB page whose PDE is clean
+    # (or read-only) maps it read-only, so that the first write faults and sets the PDE's
+    # dirty bit; another PDE of the same 4 MiB, dirty, has a writable page of its own.
+    writable: bool = True
 
     @property
-    def role(self) -> tuple[int, bool]:
-        return (self.level, self.direct)
+    def role(self) -> tuple[int, bool, bool]:
+        return (self.level, self.direct, self.writable)
+
+    @property
+    def key(self) -> tuple[int, int, bool, bool]:
+        return (self.gfn, self.level, self.direct, self.writable)
 
 
 class ShadowMmu:
     def __init__(self, vm: SimVm):
         self.vm = vm
         self.host = vm.host
-        self.pages: dict[tuple[int, int, bool], KvmMmuPage] = {}  # (gfn, level, direct)
+        self.pages: dict[tuple[int, int, bool, bool], KvmMmuPage] = {}  # by KvmMmuPage.key
         self.by_spt: dict[int, KvmMmuPage] = {}
         self.rmap: dict[int, set[int]] = {}  # gfn -> addresses of leaf sptes mapping it
         self.write_tracked: dict[int, int] = {}  # guest table gfn -> shadow pages of it
@@ -71,13 +79,14 @@ class ShadowMmu:
         self._error_code = 0  # of the guest #PF being handled (for its tracepoint)
 
     # -- shadow pages --------------------------------------------------------------------------
-    def get_page(self, v: SimVcpu, gfn: int, level: int, direct: bool) -> KvmMmuPage:
+    def get_page(self, v: SimVcpu, gfn: int, level: int, direct: bool,
+                 writable: bool = True) -> KvmMmuPage:
         """kvm_mmu_get_shadow_page: find the page for (gfn, role) or make it."""
-        key = (gfn, level, direct)
+        key = (gfn, level, direct, writable)
         sp = self.pages.get(key)
         if sp is not None:
             return sp
-        sp = KvmMmuPage(gfn, level, direct, self.host.alloc())
+        sp = KvmMmuPage(gfn, level, direct, self.host.alloc(), writable=writable)
         self.pages[key] = sp
         self.by_spt[sp.spt] = sp
         self.stats["shadow_pages"] += 1
@@ -110,7 +119,7 @@ class ShadowMmu:
                     child.parent_ptes.discard(addr)
             else:
                 self._rmap_remove(spte >> 12, addr)
-        del self.pages[(sp.gfn, sp.level, sp.direct)]
+        del self.pages[sp.key]
         del self.by_spt[sp.spt]
         if not sp.direct:
             n = self.write_tracked.get(sp.gfn, 0) - 1
@@ -233,7 +242,7 @@ class ShadowMmu:
             # A write to a guest page table: emulate it, then update the shadows.
             self._fault_event(v, gva, gpa, "emulate page-table write")
             return self.emulate_pte_write(v, gpa)
-        spte_addr = self._fetch(v, gva, walker, large)
+        spte_addr = self._fetch(v, gva, large, writable and dirty)
         allow_w = writable and dirty and gfn not in self.write_tracked
         spte = (gfn << 12) | P | US | A | (RW | D if allow_w else 0)
         self._set_spte(spte_addr, spte)
@@ -241,20 +250,29 @@ class ShadowMmu:
         self._fault_event(v, gva, gpa, "map" + (" writable" if allow_w else " read-only"))
         return 1
 
-    def _fetch(self, v: SimVcpu, gva: int, walker: Mmu, large: bool) -> int:
+    def _fetch(self, v: SimVcpu, gva: int, large: bool, gpte_writable: bool) -> int:
         """FNAME(fetch): make sure the shadow PD entry for gva links a shadow PT; return
-        the address of the leaf spte."""
+        the address of the leaf spte. For a guest 4 MiB page the direct page's role has
+        the access the guest's PDE gives (`gpte_writable`: writable and dirty); a linked
+        page of the other access is unlinked first (validate_direct_spte)."""
         root = self.root_for(v)
         pde_addr = root.spt + 4 * (gva >> 22)
         spde = self.host.read(pde_addr, 4)
         child = self.by_spt.get(spde & 0xFFFFF000) if spde & P else None
+        direct_large = not root.direct and large and bool(v.guest_cr4 & CR4_PSE)
+        if child is not None and direct_large and child.writable != gpte_writable:
+            self.host.write(pde_addr, 4, 0)
+            child.parent_ptes.discard(pde_addr)
+            v.cpu.mmu.flush(scope="shadow pde")
+            child = None
         if child is None:
             if root.direct:
                 child = self.get_page(v, (gva >> 22) << 10, 1, True)
             else:
                 gpde = self.vm.mem.read((v.guest_cr3 & 0xFFFFF000) + 4 * (gva >> 22), 4)
-                if large and v.guest_cr4 & CR4_PSE:
-                    child = self.get_page(v, (gpde & 0xFFC00000) >> 12, 1, True)
+                if direct_large:
+                    child = self.get_page(v, (gpde & 0xFFC00000) >> 12, 1, True,
+                                          gpte_writable)
                 else:
                     child = self.get_page(v, gpde >> 12, 1, False)
             self.host.write(pde_addr, 4, child.spt | P | RW | US | A)
