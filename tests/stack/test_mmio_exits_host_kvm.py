@@ -59,3 +59,28 @@ def test_read_modify_write_on_mmio_exits_as_on_the_host_kvm(host_kvm: None,
     # CMPXCHG8B's m64: one 8-byte access each way (em_cmpxchg8b's DstMem64)
     assert [e["len"] for e in mmio[-4:]] == [8] * 4
     assert first_difference(sim.exits, kvm.exits) == ""
+
+
+@pytest.mark.parametrize(("body", "emulated"), [
+    ("mov esp, 0xB8100\n        enter 8, 1", False),  # em_enter: a nesting level
+    ("mov esp, 0xB8100\n        enter 8, 0", True),
+    ("mov eax, 5\n        bound eax, [0xB8000]", False),  # not in emulate.c's table
+])
+def test_what_linux_s_emulator_refuses_fails_as_there(body: str, emulated: bool,
+                                                      tmp_path: Path) -> None:
+    """vmsim's kvm.ko replays an instruction on its CPU, which runs more than Linux's
+    emulator: what Linux refuses must end in KVM_EXIT_INTERNAL_ERROR (emulation failure)
+    here too, at the same instruction; the host's KVM, where there is one, agrees."""
+    guest = tmp_path / "refused.asm"
+    guest.write_text(f"bits 32\norg 0x100000\n        {body}\n        mov dx, 0x501\n"
+                     "        mov al, 0\n        out dx, al\n")
+    runs = [run_sim(guest, paging) for paging in ("ept", "shadow")]
+    if host_kvm_problem() is None:
+        runs.append(run_kvm(guest, tmp_path))
+    for run in runs:
+        last = run.exits[-1]
+        if emulated:
+            assert run.status == 1 and last["reason"] == "KVM_EXIT_IO", run
+        else:
+            assert run.status is None and last["reason"] == "KVM_EXIT_INTERNAL_ERROR", run
+            assert last["suberror"] == 1, last

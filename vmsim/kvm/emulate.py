@@ -188,6 +188,8 @@ class Emulation:
             return "fetch-mmio"
         # (self.insn: the bytes the decoder read, ctxt->fetch, for the tracepoint)
         ins, self.text, self.insn = _decode(cpu, self.eip)
+        if _unhandleable(ins):
+            return "failed"
         self.rep = ins.is_string_instruction and (ins.has_rep_prefix or ins.has_repne_prefix)
         self.ecx = cpu.r[1]
         if self.rep and self.ecx == 0:
@@ -260,6 +262,17 @@ def _decode(cpu, eip: int) -> tuple[iced_x86.Instruction, str, bytes]:
         _DECODED.clear()
     hit = _DECODED[key] = (ins, format_instruction(ins), data[:ins.len])
     return hit
+
+
+def _unhandleable(ins: iced_x86.Instruction) -> bool:
+    """Instructions vmsim's CPU runs but Linux's emulator does not, which the replay must
+    refuse as x86_emulate_instruction does (an emulation failure): BOUND (no entry in
+    emulate.c's opcode table) and ENTER with a nesting level (em_enter: "if
+    (nesting_level) return X86EMUL_UNHANDLEABLE"). Only an access to MMIO brings either
+    here; the host's KVM fails both alike."""
+    m = ins.mnemonic
+    return m == iced_x86.Mnemonic.BOUND or (
+        m == iced_x86.Mnemonic.ENTER and ins.immediate(1) & 31 != 0)
 
 
 _CMPS_SCAS = {getattr(iced_x86.Mnemonic, m) for m in
