@@ -1,13 +1,13 @@
 """Random programs of guest paging: PTE and PDE edits (present, writable, accessed, dirty,
-the frame), INVLPG, CR3 switches between two address spaces, CR0.WP, reads, writes and
-read-modify-writes through the mappings and through a 4 MiB alias of the frames, with a #PF
-handler that logs CR2 and the error code and resumes after the access. They run on bare
-metal, on the simulated kvm.ko with EPT and with shadow paging (where kvm.ko write-protects
-the guest's tables, emulates the writes to them and sets the accessed and dirty bits for
-the guest), and on qemu-system-i386 (TCG: an oracle for paging, A/D bits and #PF codes;
-the host's KVM here refuses guest paging). The guest prints what it saw at the end (its
-registers, the fault log, every table entry and the frames' words); every run must print
-the same and exit the same way.
+the frame; a page table or a 4 MiB page), INVLPG, CR3 switches between two address spaces,
+CR0.WP, reads, writes and read-modify-writes through the mappings and through a 4 MiB alias
+of the frames, with a #PF handler that logs CR2 and the error code and resumes after the
+access. They run on bare metal, on the simulated kvm.ko with EPT and with shadow paging
+(where kvm.ko write-protects the guest's tables, emulates the writes to them and sets the
+accessed and dirty bits for the guest), and on qemu-system-i386 (TCG: an oracle for paging,
+A/D bits and #PF codes; the host's KVM here refuses guest paging). The guest prints what it
+saw at the end (its registers, the fault log, every table entry and the frames' words);
+every run must print the same and exit the same way.
 
 A PTE may point at a frame or at either address space's page table, so that writes through
 the window edit page tables too. Every PTE edit is followed by INVLPG, and every PDE edit
@@ -36,7 +36,7 @@ WINDOW = 0x400000  # linear: four pages through PT_A or PT_B
 ALIAS = 0x800000  # linear 8-12 MiB: a 4 MiB page onto physical 0-4 MiB
 LOG, LOGN, RESUME = 0x380000, 0x380100, 0x380104
 LOG_ENTRIES = 8
-P, RW, A, D = 0x1, 0x2, 0x20, 0x40
+P, RW, A, D, PS = 0x1, 0x2, 0x20, 0x40, 0x80
 
 page = st.integers(0, 3)
 offset = st.sampled_from((0, 4, 8))
@@ -52,6 +52,9 @@ value = st.builds(lambda t, f: t | f, target, flags)
 ITEMS = st.one_of(
     st.tuples(st.just("pte"), st.integers(0, 1), page, target, flags),
     st.tuples(st.just("pde"), st.integers(0, 1), st.sampled_from((P | RW, P, RW))),
+    # the window as one 4 MiB page onto physical 4-8 MiB (RAM on every backend)
+    st.tuples(st.just("pde_large"), st.integers(0, 1),
+              st.sampled_from((P | RW, P, P | RW | A | D, RW))),
     st.tuples(st.just("cr3"), st.integers(0, 1)),
     st.tuples(st.just("wp"), st.booleans()),
     st.tuples(st.just("read"), page, offset),
@@ -76,6 +79,10 @@ def _item(k: int, item: tuple) -> str:
     if kind == "pde":
         t, f = a
         return (f"mov dword [{PD[t] + 4:#x}], {PT[t] + f:#x}\n"
+                "        mov eax, cr3\n        mov cr3, eax")
+    if kind == "pde_large":
+        t, f = a
+        return (f"mov dword [{PD[t] + 4:#x}], {0x400000 | PS | f:#x}\n"
                 "        mov eax, cr3\n        mov cr3, eax")
     if kind == "cr3":
         return f"mov eax, {PD[a[0]]:#x}\n        mov cr3, eax"
