@@ -187,8 +187,8 @@ class Emulation:
         if gpa is None or not v.vm.mem.is_ram(gpa):
             return "fetch-mmio"
         # (self.insn: the bytes the decoder read, ctxt->fetch, for the tracepoint)
-        ins, self.text, self.insn = _decode(cpu, self.eip)
-        if _unhandleable(ins):
+        ins, self.text, self.insn, refused = _decode(cpu, self.eip)
+        if refused:
             return "failed"
         self.rep = ins.is_string_instruction and (ins.has_rep_prefix or ins.has_repne_prefix)
         self.ecx = cpu.r[1]
@@ -240,12 +240,13 @@ class Emulation:
 # replays the same few instructions at every exit. Only looked up after the same fetch
 # (decode_instruction's: its walk, #PF and TLB fill happen as before); an instruction that
 # runs into the next page is decoded as decode_instruction does, every time.
-_DECODED: dict[tuple[int, bytes], tuple[iced_x86.Instruction, str, bytes]] = {}
+_DECODED: dict[tuple[int, bytes], tuple[iced_x86.Instruction, str, bytes, bool]] = {}
 _DECODED_MAX = 4096
 
 
-def _decode(cpu, eip: int) -> tuple[iced_x86.Instruction, str, bytes]:
-    """decode_instruction(cpu, eip), the instruction's text and its bytes."""
+def _decode(cpu, eip: int) -> tuple[iced_x86.Instruction, str, bytes, bool]:
+    """decode_instruction(cpu, eip), the instruction's text, its bytes, and whether Linux's
+    emulator refuses it (_unhandleable)."""
     data, _ = cpu.fetch_bytes(eip)
     key = (eip, data)
     hit = _DECODED.get(key)
@@ -257,10 +258,10 @@ def _decode(cpu, eip: int) -> tuple[iced_x86.Instruction, str, bytes]:
         more, _ = cpu.fetch_more(eip, len(data))  # (decode_instruction's second fetch)
         data += more
         ins = iced_x86.Decoder(32, data, ip=eip).decode()
-        return ins, format_instruction(ins), data[:ins.len]
+        return ins, format_instruction(ins), data[:ins.len], _unhandleable(ins)
     if len(_DECODED) >= _DECODED_MAX:
         _DECODED.clear()
-    hit = _DECODED[key] = (ins, format_instruction(ins), data[:ins.len])
+    hit = _DECODED[key] = (ins, format_instruction(ins), data[:ins.len], _unhandleable(ins))
     return hit
 
 
