@@ -989,15 +989,16 @@ class Session:
         return tdp.entries() if tdp is not None else []
 
     def shadow_pages(self) -> list[tuple[int, int, bool, int, list[tuple[int, int]]]]:
-        """(gfn, level, direct, spt, [(index, spte)]) of each shadow page (shadow mode)."""
+        """(gfn, level, direct, spt, [(index, spte)]) of each shadow page (shadow mode); a
+        guest 4 MiB page can have two direct pages, read-only and writable."""
         vm = getattr(self.vm.kvm, "vm", None) if self.vm is not None else None
         sh = getattr(vm, "shadow", None)
         if sh is None:
             return []
         out = []
-        for (gfn, level, direct), sp in sorted(sh.pages.items()):
+        for _, sp in sorted(sh.pages.items()):
             entries = [(i, e) for i in range(1024) if (e := sh.host.read(sp.spt + 4 * i, 4)) & 1]
-            out.append((gfn, level, direct, sp.spt, entries))
+            out.append((sp.gfn, sp.level, sp.direct, sp.spt, entries))
         return out
 
     def tlb(self, cpu: int = 0) -> list[tuple[int, int, bool]]:
