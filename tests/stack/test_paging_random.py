@@ -1,8 +1,9 @@
 """Random programs of guest paging: PTE and PDE edits (present, writable, accessed, dirty,
 the frame; a page table or a 4 MiB page), INVLPG, CR3 switches between two address spaces,
 CR0.WP, reads, writes and read-modify-writes through the mappings and through a 4 MiB alias
-of the frames, with a #PF handler that logs CR2 and the error code and resumes after the
-access. They run on bare metal, on the simulated kvm.ko with EPT and with shadow paging
+of the frames, and instructions that raise #DE, #BP, #OF, #BR, #UD and #GP, with handlers
+that log the vector, the error code and CR2 or the saved EIP, and resume after the
+instruction. They run on bare metal, on the simulated kvm.ko with EPT and with shadow paging
 (where kvm.ko write-protects the guest's tables, emulates the writes to them and sets the
 accessed and dirty bits for the guest), and on qemu-system-i386 (TCG: an oracle for paging,
 A/D bits and #PF codes; the host's KVM here refuses guest paging). The guest prints what it
@@ -38,6 +39,18 @@ LOG, LOGN, RESUME = 0x380000, 0x380100, 0x380104
 LOG_ENTRIES = 8
 P, RW, A, D, PS = 0x1, 0x2, 0x20, 0x40, 0x80
 
+# Instructions that raise an exception, delivered through the IDT while the guest pages
+# (under shadow paging a delivery may itself exit, for a stack page not yet shadowed, and
+# be injected again).
+EXCEPTIONS = {
+    "div0": "mov eax, 7\n        xor edx, edx\n        xor ecx, ecx\n        div ecx",  # #DE
+    "int3": "int3",  # #BP, a trap
+    "into": "mov al, 0x7F\n        add al, 1\n        into",  # #OF, a trap
+    "bound": "mov eax, 100\n        bound eax, [bounds]",  # #BR
+    "ud2": "ud2",  # #UD
+    "selector": "mov ax, 0x38\n        mov ds, ax",  # #GP(0x38): beyond the GDT's limit
+    "int_n": "int 0x40",  # #GP(0x40 * 8 + 2): beyond the IDT's limit
+}
 page = st.integers(0, 3)
 offset = st.sampled_from((0, 4, 8))
 flags = st.sampled_from((P | RW, P, RW, 0, P | RW | A, P | RW | A | D, P | A | D, P | D))
@@ -62,6 +75,7 @@ ITEMS = st.one_of(
     st.tuples(st.just("inc"), page, offset),
     st.tuples(st.just("alias"), page, offset, value),
     st.tuples(st.just("read_pte"), st.integers(0, 1), page),
+    st.tuples(st.just("exception"), st.sampled_from(tuple(EXCEPTIONS))),
 )
 
 
@@ -101,6 +115,8 @@ def _item(k: int, item: tuple) -> str:
         return guarded + f"inc dword [{WINDOW + 0x1000 * a[0] + a[1]:#x}]\n{after}:{_RELOAD}"
     if kind == "alias":
         return f"mov dword [{ALIAS + FRAME + 0x1000 * a[0] + a[1]:#x}], {a[2]:#x}"
+    if kind == "exception":
+        return guarded + f"{EXCEPTIONS[a[0]]}\n{after}:"
     t, i = a
     return f"xor esi, [{PT[t] + 4 * i:#x}]\n        rol esi, 3"
 
@@ -132,12 +148,17 @@ entry:  mov esp, 0x90000
         mov es, ax
         mov ss, ax
         lidt [idtr]
-        mov eax, pf
-        mov [idt + 14 * 8], ax
-        mov word [idt + 14 * 8 + 2], 0x08
-        mov word [idt + 14 * 8 + 4], 0x8E00
-        shr eax, 16
-        mov [idt + 14 * 8 + 6], ax
+        xor ecx, ecx
+.gate:  mov eax, [stubs + ecx * 8]
+        mov ebx, [stubs + ecx * 8 + 4]
+        mov [idt + eax * 8], bx
+        mov word [idt + eax * 8 + 2], 0x08
+        mov word [idt + eax * 8 + 4], 0x8E00
+        shr ebx, 16
+        mov [idt + eax * 8 + 6], bx
+        inc ecx
+        cmp ecx, 7
+        jb .gate
         mov edi, {PD[0]:#x}
         mov ecx, 4 * 1024
         xor eax, eax
@@ -173,17 +194,45 @@ entry:  mov esp, 0x90000
         out dx, al
         hlt
 
-; #PF: log the error code and CR2 (the first {LOG_ENTRIES}), count, resume after the access
-pf:     mov eax, [{LOGN:#x}]
+; #DE #BP #OF #BR #UD #GP #PF: log (the first {LOG_ENTRIES}) the vector and error code, and
+; CR2 for a #PF or else the saved EIP; count; resume after the instruction
+stubs:  dd 0, v0, 3, v3, 4, v4, 5, v5, 6, v6, 13, v13, 14, v14
+v0:     push 0
+        push 0
+        jmp exc
+v3:     push 0
+        push 3
+        jmp exc
+v4:     push 0
+        push 4
+        jmp exc
+v5:     push 0
+        push 5
+        jmp exc
+v6:     push 0
+        push 6
+        jmp exc
+v13:    push 13
+        jmp exc
+v14:    push 14
+exc:    mov eax, [{LOGN:#x}]
         cmp eax, {LOG_ENTRIES}
         jae .full
         mov ebx, [esp]
+        shl ebx, 16
+        mov ecx, [esp + 4]
+        and ecx, 0xFFFF
+        or ebx, ecx
         mov [{LOG:#x} + eax * 8], ebx
+        mov ebx, [esp + 8]
+        cmp dword [esp], 14
+        jne .eip
         mov ebx, cr2
-        mov [{LOG + 4:#x} + eax * 8], ebx
+.eip:   mov [{LOG + 4:#x} + eax * 8], ebx
 .full:  inc dword [{LOGN:#x}]
         mov esp, 0x90000
         jmp [{RESUME:#x}]
+bounds: dd 0, 10
 
 ; hex: EAX as eight hex digits and a newline on COM1
 hex:    mov ecx, 8
