@@ -87,9 +87,9 @@ _ALU = {Mn.ADD: (K_ADD, "a + b", True), Mn.ADC: (K_ADD, "a + b + {cf}", True),
 # never change what decoded code means (paging, segments), never read icount or EIP.
 _CALLABLE = {
     Mn.ADD, Mn.ADC, Mn.SUB, Mn.SBB, Mn.CMP, Mn.AND, Mn.OR, Mn.XOR, Mn.TEST, Mn.INC, Mn.DEC,
-    Mn.NEG, Mn.NOT, Mn.XADD, Mn.CMPXCHG, Mn.CMPXCHG8B, Mn.MUL, Mn.IMUL, Mn.DIV, Mn.IDIV, Mn.SHL, Mn.SAL,
-    Mn.SHR, Mn.SAR, Mn.ROL, Mn.ROR, Mn.RCL, Mn.RCR, Mn.SHLD, Mn.SHRD, Mn.BT, Mn.BTS, Mn.BTR,
-    Mn.BTC, Mn.BSF, Mn.BSR, Mn.BSWAP, Mn.MOV, Mn.MOVZX, Mn.MOVSX, Mn.LEA, Mn.XCHG, Mn.XLATB,
+    Mn.NEG, Mn.NOT, Mn.XADD, Mn.CMPXCHG, Mn.CMPXCHG8B, Mn.MUL, Mn.IMUL, Mn.DIV, Mn.IDIV,
+    Mn.SHL, Mn.SAL, Mn.SHR, Mn.SAR, Mn.ROL, Mn.ROR, Mn.RCL, Mn.RCR, Mn.SHLD, Mn.SHRD, Mn.BT,
+    Mn.BTS, Mn.BTR, Mn.BTC, Mn.BSF, Mn.BSR, Mn.BSWAP, Mn.MOV, Mn.MOVZX, Mn.MOVSX, Mn.LEA, Mn.XCHG, Mn.XLATB,
     Mn.PUSH, Mn.POP, Mn.PUSHAD, Mn.POPAD, Mn.ENTER, Mn.LEAVE, Mn.CBW, Mn.CWDE, Mn.CWD, Mn.CDQ,
     Mn.NOP, Mn.PAUSE, Mn.CLC, Mn.STC, Mn.CMC, Mn.CLD, Mn.STD, Mn.SAHF, Mn.LAHF, Mn.JMP,
     Mn.CALL, Mn.RET, Mn.LOOP, Mn.LOOPE, Mn.LOOPNE, Mn.JECXZ, Mn.JCXZ, Mn.DAA, Mn.DAS,

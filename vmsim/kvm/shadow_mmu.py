@@ -64,7 +64,7 @@ class KvmMmuPage:
 
     @property
     def key(self) -> tuple[int, int, bool, bool]:
-        return (self.gfn, self.level, self.direct, self.writable)
+        return (self.gfn, *self.role)
 
 
 class ShadowMmu:

@@ -1,9 +1,9 @@
 """Binary arithmetic, logic, shifts and bits (SDM Vol. 1 7.3.2-7.3.7; Vol. 2 ADD ... SAR,
 SHLD/SHRD, BT/BTS/BTR/BTC, BSF/BSR).
 
-Every form goes through `_binary`/`_unary`, which specialise on where the operands live.
-The 32-bit register and immediate forms of the commonest ops are generated from one
-template each (below), because they dominate real guests' instruction mix.
+Each factory specialises on where the operands live (a register, memory through `_rmw`,
+an immediate). The forms of the ALU ops are generated from one template each (`_generate`,
+`_MAKERS`), because they dominate real guests' instruction mix.
 """
 
 from __future__ import annotations
@@ -634,12 +634,13 @@ def bt_Ev_Gv(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
         # An immediate offset into memory: the operand itself. CF only once the write is
         # done: a write that faults (a read-only page) leaves the flags as they were.
         imm_bit = 1 << ((ins.immediate(1) & 0xFF) % bits)
+        mask = MASK[SIZE_INDEX[size]]
 
         def bt_mem_imm() -> int:
             addr = ea()
             v = rd(addr)
             if modify is not None:
-                wr(addr, modify(v, imm_bit) & MASK[SIZE_INDEX[size]])
+                wr(addr, modify(v, imm_bit) & mask)
             set_cf(v & imm_bit)
             return nxt
         return bt_mem_imm
