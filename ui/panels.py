@@ -533,8 +533,10 @@ class PageTablesPanel(QWidget):
                      else f"{leaf & 0xFFFFFFFFFF000:#x}"]))
         else:
             self.host.setHeaderLabels([tr("shadow pages (kvm_mmu_page)"), "spte", tr("maps")])
-            for gfn, level, direct, spt, entries in shadows:
-                name = f"{'PD' if level == 2 else 'PT'} gfn {gfn:#x}{' direct' if direct else ''}"
+            for gfn, level, direct, spt, entries, writable in shadows:
+                name = f"{'PD' if level == 2 else 'PT'} gfn {gfn:#x}"
+                if direct:
+                    name += " " + (tr("direct") if writable else tr("direct, read-only"))
                 top = QTreeWidgetItem([name, f"spt {spt:#x}", tr("{n} present").format(n=len(entries))])
                 for idx, e in entries[:64]:
                     top.addChild(QTreeWidgetItem([f"[{idx}]", f"{e:08X}", _flags(e)]))

@@ -988,9 +988,10 @@ class Session:
         tdp = getattr(vm, "tdp", None)
         return tdp.entries() if tdp is not None else []
 
-    def shadow_pages(self) -> list[tuple[int, int, bool, int, list[tuple[int, int]]]]:
-        """(gfn, level, direct, spt, [(index, spte)]) of each shadow page (shadow mode); a
-        guest 4 MiB page can have two direct pages, read-only and writable."""
+    def shadow_pages(self) -> list[tuple[int, int, bool, int, list[tuple[int, int]], bool]]:
+        """(gfn, level, direct, spt, [(index, spte)], writable) of each shadow page (shadow
+        mode); a guest 4 MiB page can have two direct pages, one read-only (its PDE clean)
+        and one writable."""
         vm = getattr(self.vm.kvm, "vm", None) if self.vm is not None else None
         sh = getattr(vm, "shadow", None)
         if sh is None:
@@ -998,7 +999,7 @@ class Session:
         out = []
         for _, sp in sorted(sh.pages.items()):
             entries = [(i, e) for i in range(1024) if (e := sh.host.read(sp.spt + 4 * i, 4)) & 1]
-            out.append((sp.gfn, sp.level, sp.direct, sp.spt, entries))
+            out.append((sp.gfn, sp.level, sp.direct, sp.spt, entries, sp.writable))
         return out
 
     def tlb(self, cpu: int = 0) -> list[tuple[int, int, bool]]:

@@ -301,3 +301,9 @@ def test_a_4mib_page_dirtied_in_one_address_space_is_clean_in_the_other() -> Non
     assert pd_a_0 & (A | D) == A | D
     for paging in ("ept", "shadow"):
         assert _vmsim(image, "sim", paging) == bare, paging
+    # The session shows the two direct pages of 0-4 MiB apart (the GUI's shadow-page view).
+    s = Session(image, "sim", paging="shadow")
+    s.run()
+    direct = {(gfn, writable) for gfn, level, is_direct, _, _, writable in s.shadow_pages()
+              if is_direct and level == 1}
+    assert direct == {(0, False), (0, True)}

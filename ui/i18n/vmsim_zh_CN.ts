@@ -968,6 +968,14 @@
         <translation>影子页（kvm_mmu_page）</translation>
     </message>
     <message>
+        <source>direct</source>
+        <translation>直接映射</translation>
+    </message>
+    <message>
+        <source>direct, read-only</source>
+        <translation>直接映射，只读</translation>
+    </message>
+    <message>
         <source>{n} present</source>
         <translation>{n} 个有效表项</translation>
     </message>
