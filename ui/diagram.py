@@ -22,7 +22,7 @@ import operator
 import re
 from itertools import pairwise
 
-from PySide6.QtCore import QPointF, QRectF, Qt, QVariantAnimation, Signal
+from PySide6.QtCore import QPointF, QRect, QRectF, Qt, QVariantAnimation, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import (
     QGraphicsEllipseItem,
@@ -409,6 +409,7 @@ class DiagramView(QGraphicsView):
         if self.viewportMargins().top() != top:
             self.setViewportMargins(0, top, 0, 0)
         self.caption.setGeometry(6, 3, max(10, self.width() - 12), top - 4)
+        self._show_caption()
         self.fitInView(self.scene_.sceneRect(), Qt.AspectRatioMode.KeepAspectRatio)
         k = self.scale_factor()
         if k <= 0 or abs(k - self._scale) < 0.01:
@@ -443,12 +444,40 @@ class DiagramView(QGraphicsView):
             self.caption.setFont(cf)
             self._fit()
 
+    def _show_caption(self) -> None:
+        """The caption in the two lines it has, cut at a word with an ellipsis where it is
+        longer (a stop reason that names an instruction and its cause); the tooltip has it
+        whole."""
+        text = getattr(self, "_caption", "")
+        label = self.caption
+        self.caption.setToolTip(text)
+        fm = label.fontMetrics()
+        room = QRect(0, 0, max(10, label.width()), 1 << 20)
+        flags = Qt.TextFlag.TextWordWrap
+
+        def fits(t: str) -> bool:
+            return fm.boundingRect(room, flags, t).height() <= label.height()
+
+        if text and not fits(text):
+            lo, hi = 0, len(text)
+            while lo < hi:  # the longest start that fits with the ellipsis
+                mid = (lo + hi + 1) // 2
+                if fits(text[:mid].rstrip() + "\u2026"):
+                    lo = mid
+                else:
+                    hi = mid - 1
+            cut = text[:lo]
+            if " " in cut.rstrip() and lo < len(text) and text[lo] != " ":
+                cut = cut[:cut.rstrip().rfind(" ")]  # at a word's end
+            text = cut.rstrip() + "\u2026"
+        label.setText(text)
+
     # -- what the session did ----------------------------------------------------------------
     def highlight(self, box_id: str | None, path: tuple[str, ...] = (), caption: str = "") -> None:
         self.active_box = box_id
         self.last_path = path
-        self.caption.setText(caption)
-        self.caption.setToolTip(caption)
+        self._caption = caption
+        self._show_caption()
         self._paint_boxes()
         self._draw_path(path)
 

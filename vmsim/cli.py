@@ -24,7 +24,7 @@ EXIT_BAD_INPUT = 2  # bad usage, or an input that cannot be read (found before t
 EXIT_BREAK = 4  # a --break breakpoint stopped the run
 EXIT_ASM = 65  # the source does not assemble (sysexits' EX_DATAERR); 1 is a guest's success
 EXIT_UNAVAILABLE = 69  # `vmsim gui` cannot start here: no display, Qt's libraries (EX_UNAVAILABLE)
-EXIT_UNSUPPORTED = 70  # the guest did something vmsim does not model (EX_SOFTWARE)
+EXIT_UNSUPPORTED = 70  # vmsim does not model it, or KVM could not go on (EX_SOFTWARE)
 EXIT_IO = 74  # an output could not be written (EX_IOERR: disk full, ...)
 EXIT_LIMIT = 124  # --max-instructions ran out, or no progress (as timeout(1))
 EXIT_SIGNAL = 128  # + the signal's number: 130 after Ctrl-C (SIGINT), 143 after SIGTERM
@@ -41,8 +41,10 @@ EXIT_STATUSES: tuple[tuple[str, str], ...] = (
                     "sysexits' EX_DATAERR); also vmsim asm"),
     (str(EXIT_UNAVAILABLE), "vmsim gui only: the GUI cannot start here (no display, Qt's "
                             "platform libraries or PySide6 missing; one line says which)"),
-    (str(EXIT_UNSUPPORTED), "the guest did something vmsim does not model, or the host's KVM "
-                            "refused it (--backend kvm)"),
+    (str(EXIT_UNSUPPORTED), "the guest did something vmsim does not model, or KVM could not go "
+                            "on (KVM_EXIT_INTERNAL_ERROR: an instruction fetched from MMIO, one "
+                            "Linux's emulator refuses; on --backend kvm also what the host's KVM "
+                            "refuses)"),
     (str(EXIT_IO), "an output (trace, statistics, stdout, snapshot) could not be written; "
                    "what was written is kept"),
     (str(EXIT_LIMIT), "--max-instructions ran out, or the guest made no progress (the "

@@ -279,3 +279,27 @@ def test_a_small_vga_screen_shows_its_used_part_larger(qtbot) -> None:
     assert min(vga.width() / (9 * cols), vga.height() / (16 * rows)) * 16 >= VgaScreen.MIN_ROW_PX
     vga.grab()  # paints, and says what it left out
     assert "25x80" in vga.toolTip()
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_a_long_caption_keeps_to_its_two_lines(qtbot, size) -> None:
+    # A stop reason naming an instruction and its cause ran to a third line, which the
+    # caption's two lines cut through the middle of its letters.
+    from PySide6.QtCore import QRect, Qt
+
+    win = _window(qtbot, size)
+    d, label = win.diagram, win.diagram.caption
+    long = ("vCPU0 thread: stopped kvm.ko could not emulate the guest instruction "
+            "`bound eax,[0B8000h]` at eip 0x00100005 (KVM_EXIT_INTERNAL_ERROR, suberror 1: "
+            "emulation failure): Linux's instruction emulator has no BOUND (emulate.c's "
+            "opcode table). " * 2)
+    d.highlight(None, (), long)
+    shown = label.text()
+    assert shown.endswith("\u2026") and long.startswith(shown[:-1])
+    assert long[len(shown) - 1] == " "  # cut at a word's end
+    room = QRect(0, 0, label.width(), 1 << 20)
+    assert label.fontMetrics().boundingRect(room, Qt.TextFlag.TextWordWrap,
+                                            shown).height() <= label.height()
+    assert label.toolTip() == long  # the whole of it
+    d.highlight(None, (), "VM entry")
+    assert (label.text(), label.toolTip()) == ("VM entry", "VM entry")

@@ -22,7 +22,10 @@ from vmsim.kvm.api import (
     KVM_INTERNAL_ERROR_EMULATION,
     KvmRegs,
     KvmSregs,
+    KvmStop,
+    internal_error_words,
 )
+from vmsim.kvm.refused import linux_emulator_refuses
 
 if TYPE_CHECKING:
     from vmsim.hostkvm.kvm import HostVcpu
@@ -31,9 +34,6 @@ if TYPE_CHECKING:
 # what the host's KVM refuses), 124 for a run whose budget ran out.
 EXIT_OK, EXIT_HOST_LIMIT, EXIT_WATCHDOG = 0, 70, 124
 
-# kvm_run.internal.suberror (LNX include/uapi/linux/kvm.h KVM_INTERNAL_ERROR_*).
-SUBERRORS = {1: "emulation failure", 2: "simultaneous exceptions", 3: "event delivery failed",
-             4: "unexpected exit reason"}
 # KVM_INTERNAL_ERROR_EMULATION with this flag carries the bytes KVM fetched (data[1..2]).
 KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES = 1
 CR0_PE, CR0_NW, CR0_CD, CR0_PG = 1, 1 << 29, 1 << 30, 1 << 31
@@ -42,17 +42,10 @@ WATCHDOG_HINT = ("VMSIM_KVM_WATCHDOG=SECONDS sets how long one KVM_RUN may take 
                  "--max-instructions does not apply on --backend kvm")
 
 
-class HostKvmStop(str):
+class HostKvmStop(KvmStop):
     """Why the VM stopped on the host's KVM, with the `vmsim run` exit status it calls for
     (0 for a triple fault, as on the sim backend; 70 where the host's KVM refused what a
     CPU runs; 124 when the watchdog ran out)."""
-
-    exit_status: int
-
-    def __new__(cls, text: str, exit_status: int) -> HostKvmStop:
-        self = super().__new__(cls, text)
-        self.exit_status = exit_status
-        return self
 
 
 def host_kvm_module() -> str:
@@ -118,19 +111,56 @@ def _fetched_bytes(data: list[int]) -> bytes:
 
 def explain_internal_error(vcpu: HostVcpu, suberror: int, data: list[int]) -> HostKvmStop:
     insn = guest_insn(vcpu, _fetched_bytes(data))
-    name = SUBERRORS.get(suberror, "unknown suberror")
-    what = f"KVM_EXIT_INTERNAL_ERROR, suberror {suberror}: {name}"
+    what = internal_error_words(suberror)
     if suberror == KVM_INTERNAL_ERROR_EMULATION and not insn.in_ram:
         # Upstream KVM too (and vmsim's kvm.ko): code runs from RAM only, never from MMIO.
         return HostKvmStop(f"the host's KVM could not fetch a guest instruction {insn.where()}: "
                            f"no RAM is there ({what}); KVM runs guest code from RAM only",
                            EXIT_HOST_LIMIT)
+    refused = _refused_on_mmio(vcpu, insn)
+    if suberror == KVM_INTERNAL_ERROR_EMULATION and refused:
+        # Not this host's limit: Linux refuses it wherever its access makes KVM emulate it,
+        # and so does vmsim's kvm.ko.
+        return HostKvmStop(f"the host's KVM could not emulate the guest instruction "
+                           f"`{insn.text}` {insn.where()} ({what}): {refused}", EXIT_HOST_LIMIT)
     if suberror == KVM_INTERNAL_ERROR_EMULATION:
         text = (f"the host's KVM could not run the guest instruction `{insn.text}` "
                 f"{insn.where()} ({what}){_architectural_hint(insn)}")
     else:
         text = f"the host's KVM stopped the guest {insn.where()} (`{insn.text}`) with {what}"
     return HostKvmStop(f"{text}; {_not_vmsim()}", EXIT_HOST_LIMIT)
+
+
+_GPRS = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi")
+_SEGMENTS = {iced_x86.Register.ES: "es", iced_x86.Register.CS: "cs", iced_x86.Register.SS: "ss",
+             iced_x86.Register.DS: "ds", iced_x86.Register.FS: "fs", iced_x86.Register.GS: "gs"}
+
+
+def _refused_on_mmio(vcpu: HostVcpu, insn: GuestInsn) -> str:
+    """Why Linux's emulator refuses the instruction (vmsim.kvm.refused), where its memory
+    access is not to RAM: any KVM must emulate it then. Where it is to RAM, hardware-assisted
+    KVM runs it and only a software KVM (kvm_pvm) emulates it: "", that host's limit."""
+    ins = insn.ins
+    why = linux_emulator_refuses(ins) if ins is not None else ""
+    if not why or insn.sregs.cs.l or not insn.sregs.cs.db:
+        return ""
+    regs, sregs = insn.regs, insn.sregs
+    if ins.mnemonic == iced_x86.Mnemonic.ENTER:
+        seg, offset = "ss", regs.rsp - 4  # its first store: the push of EBP
+    else:
+        def gpr(reg: iced_x86.Register) -> int:
+            if reg == iced_x86.Register.NONE:
+                return 0
+            return getattr(regs, _GPRS[reg - iced_x86.Register.EAX]) if \
+                iced_x86.Register.EAX <= reg <= iced_x86.Register.EDI else -1
+        base, index = gpr(ins.memory_base), gpr(ins.memory_index)
+        if base < 0 or index < 0:
+            return ""
+        seg = _SEGMENTS.get(ins.memory_segment, "ds")
+        offset = base + index * ins.memory_index_scale + ins.memory_displacement
+    linear = (getattr(sregs, seg).base + offset) & 0xFFFFFFFF
+    in_ram = vcpu.read_guest_linear(linear, 1, paging=bool(sregs.cr0 & CR0_PG))
+    return "" if in_ram else why
 
 
 _SOFTWARE_INTERRUPTS = {iced_x86.Mnemonic.INT1: 1, iced_x86.Mnemonic.INT3: 3}

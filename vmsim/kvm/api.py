@@ -83,7 +83,11 @@ KVM_GET_PIT2, KVM_SET_PIT2 = 0x8070AE9F, 0x4070AEA0  # struct kvm_pit_state2 (11
 KVM_IOCTLS = {name: v for name, v in dict(globals()).items()
               if name.startswith("KVM_") and isinstance(v, int) and v >= 0xAE00
               and name not in KVM_EXIT_NAMES.values() and name != "KVM_API_VERSION"}
+# kvm_run.internal.suberror (LNX include/uapi/linux/kvm.h KVM_INTERNAL_ERROR_*)
 KVM_INTERNAL_ERROR_EMULATION = 1
+KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON = 4
+KVM_INTERNAL_ERROR_NAMES = {1: "emulation failure", 2: "simultaneous exceptions",
+                            3: "event delivery failed", 4: "unexpected exit reason"}
 # KVM_CHECK_EXTENSION arguments (LNX include/uapi/linux/kvm.h)
 KVM_CAP_IRQCHIP = 0
 KVM_CAP_NR_VCPUS = 9  # the recommended number of vCPUs per VM
@@ -538,6 +542,26 @@ class EventNotifier:
 
             os.close(self.fd)
             self.fd = -1
+
+
+class KvmStop(str):
+    """Why a backend ended the VM, in words a student can act on, with the `vmsim run`
+    exit status it calls for (vmsim.cli: 0 for the guest's own shutdown, 70 where KVM
+    could not go on, 124 for a watchdog). A vCPU's `explain_stop(exit_reason)` gives one,
+    or None where the VMM's own words suffice."""
+
+    exit_status: int
+
+    def __new__(cls, text: str, exit_status: int) -> KvmStop:
+        self = super().__new__(cls, text)
+        self.exit_status = exit_status
+        return self
+
+
+def internal_error_words(suberror: int) -> str:
+    """How QEMU's kvm_handle_internal_error names a KVM_EXIT_INTERNAL_ERROR."""
+    name = KVM_INTERNAL_ERROR_NAMES.get(suberror, "unknown suberror")
+    return f"KVM_EXIT_INTERNAL_ERROR, suberror {suberror}: {name}"
 
 
 class KvmVcpu(Protocol):

@@ -38,6 +38,7 @@ from vmsim.kvm.api import (
     KVM_INTERNAL_ERROR_EMULATION,
     KVM_PIO_PAGE_OFFSET,
 )
+from vmsim.kvm.refused import linux_emulator_refuses
 
 if TYPE_CHECKING:
     from vmsim.kvm.kvm_main import SimVcpu
@@ -73,6 +74,7 @@ class Emulation:
         self.pio_out: tuple[int, int, int] | None = None
         self.text = ""
         self.insn = b""
+        self.refused = ""  # why Linux's emulator refuses the instruction (vmsim.kvm.refused)
         self.lmsw: int | None = None  # an LMSW's source: kvm_lmsw once the state is stored
 
     def intercept(self, info: Intercept) -> bool:
@@ -187,8 +189,8 @@ class Emulation:
         if gpa is None or not v.vm.mem.is_ram(gpa):
             return "fetch-mmio"
         # (self.insn: the bytes the decoder read, ctxt->fetch, for the tracepoint)
-        ins, self.text, self.insn, refused = _decode(cpu, self.eip)
-        if refused:
+        ins, self.text, self.insn, self.refused = _decode(cpu, self.eip)
+        if self.refused:
             return "failed"
         self.rep = ins.is_string_instruction and (ins.has_rep_prefix or ins.has_repne_prefix)
         self.ecx = cpu.r[1]
@@ -240,13 +242,13 @@ class Emulation:
 # replays the same few instructions at every exit. Only looked up after the same fetch
 # (decode_instruction's: its walk, #PF and TLB fill happen as before); an instruction that
 # runs into the next page is decoded as decode_instruction does, every time.
-_DECODED: dict[tuple[int, bytes], tuple[iced_x86.Instruction, str, bytes, bool]] = {}
+_DECODED: dict[tuple[int, bytes], tuple[iced_x86.Instruction, str, bytes, str]] = {}
 _DECODED_MAX = 4096
 
 
-def _decode(cpu, eip: int) -> tuple[iced_x86.Instruction, str, bytes, bool]:
-    """decode_instruction(cpu, eip), the instruction's text, its bytes, and whether Linux's
-    emulator refuses it (_unhandleable)."""
+def _decode(cpu, eip: int) -> tuple[iced_x86.Instruction, str, bytes, str]:
+    """decode_instruction(cpu, eip), the instruction's text, its bytes, and why Linux's
+    emulator refuses it ("" where it does not: vmsim.kvm.refused)."""
     data, _ = cpu.fetch_bytes(eip)
     key = (eip, data)
     hit = _DECODED.get(key)
@@ -258,22 +260,12 @@ def _decode(cpu, eip: int) -> tuple[iced_x86.Instruction, str, bytes, bool]:
         more, _ = cpu.fetch_more(eip, len(data))  # (decode_instruction's second fetch)
         data += more
         ins = iced_x86.Decoder(32, data, ip=eip).decode()
-        return ins, format_instruction(ins), data[:ins.len], _unhandleable(ins)
+        return ins, format_instruction(ins), data[:ins.len], linux_emulator_refuses(ins)
     if len(_DECODED) >= _DECODED_MAX:
         _DECODED.clear()
-    hit = _DECODED[key] = (ins, format_instruction(ins), data[:ins.len], _unhandleable(ins))
+    hit = _DECODED[key] = (ins, format_instruction(ins), data[:ins.len],
+                           linux_emulator_refuses(ins))
     return hit
-
-
-def _unhandleable(ins: iced_x86.Instruction) -> bool:
-    """Instructions vmsim's CPU runs but Linux's emulator does not, which the replay must
-    refuse as x86_emulate_instruction does (an emulation failure): BOUND (no entry in
-    emulate.c's opcode table) and ENTER with a nesting level (em_enter: "if
-    (nesting_level) return X86EMUL_UNHANDLEABLE"). Only an access to MMIO brings either
-    here; the host's KVM fails both alike."""
-    m = ins.mnemonic
-    return m == iced_x86.Mnemonic.BOUND or (
-        m == iced_x86.Mnemonic.ENTER and ins.immediate(1) & 31 != 0)
 
 
 _CMPS_SCAS = {getattr(iced_x86.Mnemonic, m) for m in
@@ -320,11 +312,11 @@ def x86_emulate_instruction(v: SimVcpu, trap_ud: bool = False) -> int:
             return 0
         if outcome == "fetch-mmio":
             vmx.save_guest_state(v.vmcs)
-            return _emulation_failed(v, "instruction fetch from MMIO")
+            return _emulation_failed(v, emu.eip, None)
         if outcome == "failed":
             v.emulator = None
             vmx.save_guest_state(v.vmcs)
-            return _emulation_failed(v, emu.text)
+            return _emulation_failed(v, emu.eip, emu.text, emu.refused)
         if outcome == "read":
             vmx.save_guest_state(v.vmcs)
             return _exit_for_read(v, emu)
@@ -450,10 +442,12 @@ def complete_emulated_pio_in(v: SimVcpu) -> int:
     return x86_emulate_instruction(v)
 
 
-def _emulation_failed(v: SimVcpu, what: str) -> int:
-    """KVM_EXIT_INTERNAL_ERROR, suberror KVM_INTERNAL_ERROR_EMULATION."""
+def _emulation_failed(v: SimVcpu, eip: int, text: str | None, why: str = "") -> int:
+    """KVM_EXIT_INTERNAL_ERROR, suberror KVM_INTERNAL_ERROR_EMULATION, for the instruction
+    at `eip` (`text`: None where it could not be fetched, from MMIO); `why`: Linux's
+    reason to refuse it, where that is the cause (SimVcpu.explain_stop words it)."""
     v.emulator = None
-    v.fail_entry_detail = f"emulation failed: {what}"
+    v.emulation_failure = (eip, text, why)
     v.kvm_run.set_internal(KVM_INTERNAL_ERROR_EMULATION, [])
     v.kvm_run.exit_reason = KVM_EXIT_INTERNAL_ERROR
     return 0

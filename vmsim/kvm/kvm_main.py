@@ -20,13 +20,17 @@ from vmsim.hw.exceptions import CpuException
 from vmsim.hw.hostmem import HostPages
 from vmsim.hw.memory import PAGE_SIZE, PhysicalMemory
 from vmsim.hw.mmu import PFEC_W, WRITE
-from vmsim.hw.vmcs import F, Vmcs
+from vmsim.hw.vmcs import ExitReason, F, Vmcs
 from vmsim.hw.vmx import Vmx
 from vmsim.kvm import api
 from vmsim.kvm import irq as irq_mod  # (module level: KVM_INTERRUPT and kicks run per interrupt)
 from vmsim.kvm import vmx as kvm_vmx  # (at module level: guest_cr0 runs at every CR exit)
 from vmsim.kvm.api import KVM_API_VERSION, VCPU_MMAP_SIZE, KvmRegs, KvmRun, KvmSregs
 from vmsim.state import fields_state, from_plain, load_fields, to_plain
+
+# The `vmsim run` exit status of a VM that KVM could not go on with (vmsim.cli's
+# EXIT_UNSUPPORTED, as vmsim.hostkvm.explain gives the host's KVM's refusals).
+EXIT_KVM_FAILED = 70
 
 
 class KvmError(OSError):
@@ -366,6 +370,9 @@ class SimVcpu:
         self.mmio_fragments: list[tuple[int, int, bytes]] = []
         self.emulator: Any = None
         self.fail_entry_detail = ""
+        # The last emulation failure (emulate._emulation_failed): (EIP, the instruction's
+        # text or None where it could not be fetched, Linux's reason to refuse it).
+        self.emulation_failure: tuple[int, str | None, str] | None = None
         self.instruction_limit: int | None = None
         self.limit_reached = False
         # vmsim's no-progress watchdog (x86.kvm_watch_progress): why it stopped the vCPU.
@@ -404,6 +411,33 @@ class SimVcpu:
         # sub-batch that stopped short of it (BATCH) resumes at once, never rescheduled.
         self.batch_left = 0
         kvm_vmx.vmx_vcpu_setup(self)
+
+    def explain_stop(self, exit_reason: int) -> api.KvmStop | None:
+        """Why kvm.ko ended the VM, where QEMU's own words would only name the exit: a
+        KVM_EXIT_INTERNAL_ERROR is KVM's failure, not the guest's shutdown, and takes the
+        status the host's KVM gives it (70; vmsim.hostkvm.explain words those)."""
+        if exit_reason != api.KVM_EXIT_INTERNAL_ERROR:
+            return None
+        suberror, data = self.kvm_run.internal()
+        what = api.internal_error_words(suberror)
+        failure = self.emulation_failure
+        if suberror == api.KVM_INTERNAL_ERROR_EMULATION and failure is not None:
+            eip, text, why = failure
+            if text is None:
+                # Upstream KVM too: x86_decode_insn fetches from RAM only.
+                words = (f"kvm.ko could not fetch a guest instruction at eip {eip:#010x}: no "
+                         f"RAM is there ({what}); KVM runs guest code from RAM only")
+            else:
+                words = (f"kvm.ko could not emulate the guest instruction `{text}` at eip "
+                         f"{eip:#010x} ({what})" + (f": {why}" if why else ""))
+        elif suberror == api.KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON and data:
+            reason = data[0] & 0xFFFF
+            name = ExitReason(reason).name if reason in ExitReason._value2member_map_ else "?"
+            words = (f"kvm.ko has no handler for VM exit reason {reason} ({name}) at eip "
+                     f"{self.vmcs.read(F.GUEST_RIP):#010x} ({what})")
+        else:
+            words = f"kvm.ko stopped the guest at eip {self.vmcs.read(F.GUEST_RIP):#010x} ({what})"
+        return api.KvmStop(words, EXIT_KVM_FAILED)
 
     # -- state as plain data (issue 12) ----------------------------------------------------
     def state(self) -> dict[str, Any]:

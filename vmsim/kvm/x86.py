@@ -40,6 +40,7 @@ from vmsim.kvm.api import (
     KVM_EXIT_IRQ_WINDOW_OPEN,
     KVM_EXIT_MMIO,
     KVM_EXIT_SHUTDOWN,
+    KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON,
     KVM_PIO_PAGE_OFFSET,
     PAGE_SIZE,
 )
@@ -64,7 +65,6 @@ from vmsim.kvm.vmx import (
 if TYPE_CHECKING:
     from vmsim.kvm.kvm_main import SimVcpu
 
-KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON = 4
 KVM_ENOSYS = 1000
 KVM_EOPNOTSUPP = 95
 KVM_HC_VAPIC_POLL_IRQ = 1
