@@ -75,6 +75,21 @@ PRESENT_TEXT = 1.25  # presentation mode: the diagram's text this much larger (f
 MAX_DETAIL_LINES = 6
 
 
+def caption_line(label: str, caption: str) -> str:
+    """The diagram's caption: the event's label, then its own summary, without saying the
+    same words twice ("VM exit: VM exit IO_INSTRUCTION (30) ..." reads as a stutter on a
+    projector): a summary that begins with the label, or with the label's head before its
+    colon, is given once (in any case: "bql: BQL lock" too)."""
+    if not caption:
+        return label
+    if caption.lower().startswith(label.lower()):
+        return caption
+    head = label.split(": ", 1)[0]
+    if head != label and caption.lower().startswith(head.lower() + " "):
+        return f"{label}: {caption[len(head):].lstrip()}"
+    return f"{label}: {caption}"
+
+
 class FittedText(QGraphicsSimpleTextItem):
     """A box's detail: `text()` is all of it (as set, also the box's tooltip), `shown()`
     the lines that fit the box at the current size, the last one elided."""
@@ -570,7 +585,7 @@ class DiagramView(QGraphicsView):
         told = explained(kind, fields or {})
         if told:  # an event whose own words would puzzle a student
             label, caption = told
-        self.highlight(rule.box, rule.path, f"{label}: {caption}" if caption else label)
+        self.highlight(rule.box, rule.path, caption_line(label, caption))
         return rule.box
 
     def show_story(self, steps: list[tuple[str, str, dict, str]]) -> str | None:

@@ -269,8 +269,8 @@ def test_f10_walks_the_exit_round_trip_hop_by_hop(window) -> None:
         ("kvm_signal_check", "kvm.run_loop"),
         ("kvm_entry", "guest.vcpu0")]  # VM entry
     captions = [c for _, _, c in boxes[start:end]]
-    assert captions[0].startswith("VM exit: VM exit IO_INSTRUCTION")
-    assert captions[4] == "bql: BQL lock" and captions[6] == "bql: BQL unlock", captions
+    assert captions[0].startswith("VM exit IO_INSTRUCTION (30) at 0x"), captions
+    assert captions[4] == "BQL lock" and captions[6] == "BQL unlock", captions
     assert captions[5].startswith("device_access: port 0x3fd"), captions
 
 

@@ -38,6 +38,21 @@ def test_stepping_updates_registers_panel(window) -> None:
     assert window.source.editor.current_line == line
 
 
+def test_the_caption_says_each_thing_once(window) -> None:
+    from ui.diagram import caption_line
+
+    assert caption_line("VM exit", "VM exit IO_INSTRUCTION (30) at 0x100069") == \
+        "VM exit IO_INSTRUCTION (30) at 0x100069"
+    assert caption_line("VM exit: an interrupt for the host", "VM exit EXTERNAL_INTERRUPT (1)") \
+        == "VM exit: an interrupt for the host: EXTERNAL_INTERRUPT (1)"
+    assert caption_line("BQL", "taken by vcpu0") == "BQL: taken by vcpu0"
+    assert caption_line("VM exit", "") == "VM exit"
+    assert caption_line("bql", "BQL lock") == "BQL lock"
+    window.a_step_exit.trigger()  # to the next VM exit, as the window captions it
+    caption = window.diagram.caption.toolTip()
+    assert caption.startswith("VM exit ") and "VM exit" not in caption[1:], caption
+
+
 def test_diagram_lights_the_box_of_the_current_event(window) -> None:
     window.a_step_exit.trigger()  # to the next VM exit
     assert window.diagram.active_box == "kvm.run_loop"
