@@ -5,8 +5,8 @@ layout is made for, in both themes, and presentation mode, and docs/screenshot.p
 README's picture: light, 1600x1000), each from `vmsim gui GUEST --screenshot FILE --size WxH
 --theme T [--presentation] --steps N` in a process of its own (a fresh application: no
 font or palette left over from the shot before). Every picture is the same moment of
-hello.asm: after N events (default 40: the fourth VM exit, an IO_INSTRUCTION, handled in
-kvm.ko's run loop)."""
+hello.asm: after N events (default 40: QEMU's serial model taking the guest's third byte,
+"l", under the BQL, after its VM exit reached userspace as KVM_EXIT_IO)."""
 
 from __future__ import annotations
 
