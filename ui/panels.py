@@ -437,8 +437,13 @@ class PageTablesPanel(QWidget):
         self.walk = QTreeWidget()
         self.walk.setHeaderLabels([tr("last walk: step"), tr("table"), tr("index"), tr("entry"),
                                    tr("outcome")])
+        # Its first header names the walk ("last walk of 0x..."): as wide as that or its steps.
+        self.walk.header().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         self.tlb = QTableWidget(0, 3)
         self.tlb.setHorizontalHeaderLabels([tr("linear page"), tr("physical page"), tr("writable")])
+        self.tlb.horizontalHeaderItem(2).setToolTip(tr(
+            "yes: the walk that filled the entry allowed a write and set the dirty bit, so a "
+            "write goes ahead; walks first: a write walks the tables again (and may fault)"))
         compact(self.tlb)
         for w in (self.guest, self.host, self.walk, self.tlb):
             w.setFont(mono())
@@ -495,11 +500,12 @@ class PageTablesPanel(QWidget):
         elif not bridge.walks_traced:
             it = QTreeWidgetItem([T.WALKS_NOT_TRACED, "", "", "", ""])
             it.setToolTip(0, T.WALKS_NOT_TRACED_TIP)
-            it.setFirstColumnSpanned(True)
             self.walk.addTopLevelItem(it)
+            it.setFirstColumnSpanned(True)  # (only once in the tree: before, it did nothing)
         self.tlb.setRowCount(len(tlb))
         for i, (lin, phys, w) in enumerate(tlb):
-            for j, text in enumerate((f"{lin:08X}", f"{phys:08X}", tr("yes") if w else "")):
+            for j, text in enumerate((f"{lin:08X}", f"{phys:08X}",
+                                      tr("yes") if w else tr("walks first"))):
                 self.tlb.setItem(i, j, _item(text))
 
     def _fill_guest(self, pts) -> None:

@@ -201,6 +201,14 @@ def test_page_tables_and_vmcs_panels_under_shadow_paging(make_window, qtbot) -> 
     assert "shadow" in win.pagetables.host.headerItem().text(0)
     assert "CR_ACCESS" in win.vmcs.exit_label.text() or "last exit" in win.vmcs.exit_label.text()
     assert win.vmcs.tree.topLevelItemCount() == 4
+    # The TLB as the session has it, entries filled by a write and by a read told apart.
+    tlb, view = b.session.tlb(), win.pagetables.tlb
+    assert [[view.item(i, j).text() for j in range(3)] for i in range(view.rowCount())] == [
+        [f"{lin:08X}", f"{phys:08X}", "yes" if w else "walks first"] for lin, phys, w in tlb]
+    assert tlb
+    if not b.walks_traced:  # (a session that can step back): one line says so, whole
+        note = win.pagetables.walk.topLevelItem(0)
+        assert note.isFirstColumnSpanned() and "not traced" in note.text(0)
 
 
 def test_themes_and_presentation_mode(window) -> None:

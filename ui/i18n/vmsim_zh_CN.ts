@@ -928,12 +928,20 @@
         <translation>可写</translation>
     </message>
     <message>
+        <source>yes: the walk that filled the entry allowed a write and set the dirty bit, so a write goes ahead; walks first: a write walks the tables again (and may fault)</source>
+        <translation>是：填入该项的那次页表遍历允许写入并已置上脏位，写入直接进行；先遍历：写入会重新遍历页表（并可能产生缺页）</translation>
+    </message>
+    <message>
         <source>last walk of {addr:#x}</source>
         <translation>{addr:#x} 的上次页表遍历</translation>
     </message>
     <message>
         <source>yes</source>
         <translation>是</translation>
+    </message>
+    <message>
+        <source>walks first</source>
+        <translation>先遍历</translation>
     </message>
     <message>
         <source>paging is off (CR0.PG=0)</source>
