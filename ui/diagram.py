@@ -79,14 +79,19 @@ def caption_line(label: str, caption: str) -> str:
     """The diagram's caption: the event's label, then its own summary, without saying the
     same words twice ("VM exit: VM exit IO_INSTRUCTION (30) ..." reads as a stutter on a
     projector): a summary that begins with the label, or with the label's head before its
-    colon, is given once (in any case: "bql: BQL lock" too)."""
+    colon, is given once (in any case: "bql: BQL lock" too); a label "head (where)" whose
+    head begins the summary adds only its "(where)"."""
     if not caption:
         return label
-    if caption.lower().startswith(label.lower()):
+    low = caption.lower()
+    if low.startswith(label.lower()):
         return caption
     head = label.split(": ", 1)[0]
-    if head != label and caption.lower().startswith(head.lower() + " "):
+    if head != label and low.startswith(head.lower() + " "):
         return f"{label}: {caption[len(head):].lstrip()}"
+    head, paren, where = label.partition(" (")
+    if paren and where.endswith(")") and low.startswith(head.lower() + " "):
+        return f"{caption} ({where}"
     return f"{label}: {caption}"
 
 

@@ -48,6 +48,8 @@ def test_the_caption_says_each_thing_once(window) -> None:
     assert caption_line("BQL", "taken by vcpu0") == "BQL: taken by vcpu0"
     assert caption_line("VM exit", "") == "VM exit"
     assert caption_line("bql", "BQL lock") == "BQL lock"
+    assert caption_line("inject interrupt (local APIC)", "inject interrupt 64") == \
+        "inject interrupt 64 (local APIC)"
     window.a_step_exit.trigger()  # to the next VM exit, as the window captions it
     caption = window.diagram.caption.toolTip()
     assert caption.startswith("VM exit ") and "VM exit" not in caption[1:], caption

@@ -2044,12 +2044,16 @@
         <translation>IPI（处理器间中断）</translation>
     </message>
     <message>
-        <source>APIC accepts</source>
-        <translation>APIC 接收</translation>
+        <source>signal check</source>
+        <translation>信号检查</translation>
     </message>
     <message>
         <source>APIC register</source>
         <translation>APIC 寄存器</translation>
+    </message>
+    <message>
+        <source>APIC interrupt</source>
+        <translation>APIC 中断</translation>
     </message>
     <message>
         <source>EOI</source>
@@ -2066,10 +2070,6 @@
     <message>
         <source>vCPU wakes</source>
         <translation>vCPU 被唤醒</translation>
-    </message>
-    <message>
-        <source>signal check before VM entry</source>
-        <translation>虚拟机进入前检查信号</translation>
     </message>
     <message>
         <source>interrupt-window exiting</source>
