@@ -14,7 +14,9 @@ context switches run --rounds times) under EPT and under shadow paging: every CR
 TLB flush and page walks, under shadow paging a VM exit too. Last, sample_guests/smp.asm on
 --smp vCPUs (default 4): LOCK XADD on a counter and a spinlock, both kept in the page of
 the code, so that every store lands in a page the CPUs decoded code from (its counters are
-checked: 100000 per vCPU).
+checked: 100000 per vCPU). And benchmarks/guests/memset.asm (REP STOSD over 8 MiB, REP
+MOVSD of 4 MiB) on the whole stack, in MiB/s, beside the same run element by element
+(vmsim.hw.cpu.BULK_REP off).
 The guest's CRC is checked against zlib every time. Times are wall clock (perf_counter);
 --cpu-time measures process CPU time instead (a busy machine); the reference loop
 (benchmarks/reference.py) is measured first, the same way, and each rate is also shown
@@ -57,6 +59,7 @@ import counting
 import reference
 from reference import machine_line, reference_rate
 
+import vmsim.hw.cpu as cpu_mod
 from vmsim.asm import assemble
 from vmsim.bare import BareMetal
 from vmsim.events import EventStream
@@ -246,6 +249,27 @@ def run_smp(image, vcpus: int) -> tuple[int, float]:
     return sum(c.vcpu.cpu.icount for c in vm.cpus), elapsed
 
 
+MEMSET = Path(__file__).parent / "guests" / "memset.asm"
+MEMSET_MIB = 8 + 4 * 2  # bytes stored, and read and stored again
+
+
+def run_memset(image, bulk: bool) -> tuple[int, float]:
+    cpu_mod.BULK_REP = bulk
+    try:
+        events = EventStream()
+        machine = Machine(events=events)
+        machine.load_image(image)
+        vm = VirtualMachine(machine, SimKvm(events))
+        t0 = time.perf_counter()
+        vm.run()
+        elapsed = time.perf_counter() - t0
+    finally:
+        cpu_mod.BULK_REP = True
+    if machine.exit_status != 1:
+        sys.exit(f"memset.asm: wrong result ({machine.exit_status})")
+    return MEMSET_MIB, elapsed
+
+
 def best(fn, repeat: int, *args) -> tuple[int, float]:
     return min((fn(*args) for _ in range(repeat)), key=lambda x: x[1])
 
@@ -309,6 +333,11 @@ def main() -> None:
     smp_image = assemble(SMP.read_text(), str(SMP))
     row(f"smp.asm, {args.smp} vCPUs, EPT", *best(run_smp, args.repeat, smp_image, args.smp),
         ref=stack_off)
+    memset = assemble(MEMSET.read_text(), str(MEMSET))
+    _, fast = best(run_memset, args.repeat, memset, True)
+    _, slow = best(run_memset, 1, memset, False)
+    print(f"memset.asm, whole stack EPT: {MEMSET_MIB / fast:.1f} MiB/s a page at a time, "
+          f"{MEMSET_MIB / slow:.1f} MiB/s element by element ({slow / fast:.1f}x)")
     print("ratios: whole stack with guest paging off vs bare CPU; guest paging on vs off in the "
           "same mode; recording vs headless whole stack; address_spaces under EPT vs the CRC "
           "guest under EPT, under shadow paging vs under EPT; smp.asm vs the CRC guest")

@@ -143,9 +143,25 @@ class MemFns:
     """Linear-address memory accessors for the current paging mode. The 64-bit pair is
     CMPXCHG8B's one access of its m64; `wprobe(la, size)` makes the checks of a write
     (translation for writing, with its accessed and dirty bits and #PF) and stores nothing
-    (ENTER's check of its final stack pointer)."""
+    (ENTER's check of its final stack pointer). `fill` and `copy` do a run of REP STOS /
+    MOVS elements within one page at once, where that is exactly what they would do (None
+    where every access must be seen: tlb_hit events, or BULK_REP off)."""
 
-    __slots__ = ("rd8", "rd16", "rd32", "rd64", "wprobe", "wr8", "wr16", "wr32", "wr64")
+    __slots__ = ("copy", "fill", "rd8", "rd16", "rd32", "rd64", "wprobe", "wr8", "wr16", "wr32",
+                 "wr64")
+
+
+# REP STOS / MOVS a page at a time where that is exact (MemFns.fill, copy); tests turn it
+# off to compare with the element-by-element path.
+BULK_REP = True
+
+
+def _page_run(off: int, size: int, count: int, down: int) -> int:
+    """Elements of `size` from page offset `off` (downwards if `down`) that lie wholly in
+    that page, at most `count`."""
+    if off + size > 0x1000:
+        return 0
+    return min(count, off // size + 1 if down else (0x1000 - off) // size)
 
 
 def _build_memfns(cpu: Cpu) -> MemFns:
@@ -352,8 +368,64 @@ def _build_memfns(cpu: Cpu) -> MemFns:
             if (end ^ la) >> 12 and tlbw_get(end >> 12) is None:
                 translate(end & 0xFFFFF000, WRITE)
 
+    if cpu.mmu.translating:
+        tlb_r, tlb_w = cpu.mmu.tlb.get, cpu.mmu.tlb_w.get
+    else:
+        def tlb_r(page: int) -> int:
+            return page << 12
+        tlb_w = tlb_r
+    region_of = mem._region
+
+    def fill(la: int, size: int, value: int, count: int, down: int) -> int:
+        """What `count` stores of `value` from `la` on (downwards if `down`) do, as far as
+        they stay in la's page and that page's translation for writing is in the TLB (so
+        no store would walk, set a bit or fault): the number of stores made. Only where
+        each store would go to plain RAM (the fast path's kind) or to nothing at all
+        (dropped). 0: none now (the next store walks, or is the first to a frame of code
+        or one the write log watches: ask after it); -1: none in this page (MMIO)."""
+        k = _page_run(la & 0xFFF, size, count, down)
+        if k < 2:
+            return 0
+        pb = tlb_w(la >> 12)
+        if pb is None:
+            return 0
+        k_ = kind[pb >> 12]
+        a = pb | (la & 0xFFF)
+        start = a - (k - 1) * size if down else a
+        if k_ == RAM:
+            ram[start:start + k * size] = value.to_bytes(size, "little") * k
+        elif k_ != OTHER:
+            return 0  # code, or unwritten since the log began: plain RAM after a store
+        elif region_of(a) is not None or mem.unclaimed_hook is not None:
+            return -1
+        return k
+
+    def copy(src: int, dst: int, size: int, count: int, down: int) -> int:
+        """What `count` element moves from `src` to `dst` do (MOVS), under fill's terms for
+        the stores and, for the loads, a translation for reading in the TLB and a frame
+        that is not MMIO; and only where the two runs of bytes do not overlap (an element
+        by element copy of overlapping bytes is not a block copy)."""
+        k = min(_page_run(src & 0xFFF, size, count, down), _page_run(dst & 0xFFF, size, count, down))
+        if k < 2:
+            return 0
+        ps, pd = tlb_r(src >> 12), tlb_w(dst >> 12)
+        if ps is None or pd is None:
+            return 0
+        if kind[ps >> 12] == OTHER or kind[pd >> 12] == OTHER:
+            return -1
+        if kind[pd >> 12] != RAM:
+            return 0
+        n = k * size
+        s_ = (ps | (src & 0xFFF)) - ((k - 1) * size if down else 0)
+        d_ = (pd | (dst & 0xFFF)) - ((k - 1) * size if down else 0)
+        if s_ < d_ + n and d_ < s_ + n:
+            return -1
+        ram[d_:d_ + n] = ram[s_:s_ + n]
+        return k
+
     fns.rd8, fns.rd16, fns.rd32, fns.rd64 = rd8, rd16, rd32, rd64
     fns.wr8, fns.wr16, fns.wr32, fns.wr64, fns.wprobe = wr8, wr16, wr32, wr64, wprobe
+    fns.fill, fns.copy = (fill, copy) if BULK_REP else (None, None)
     if cpu.mmu.translating and cpu.events is not None and cpu.events.wants("tlb_hit"):
         _trace_tlb_hits(cpu, fns)
     return fns
@@ -376,6 +448,7 @@ def _trace_tlb_hits(cpu: Cpu, fns: MemFns) -> None:
     fns.wr8, fns.wr16, fns.wr32, fns.wr64, fns.wprobe = (
         wrap(f, tlb_w, "write", True)
         for f in (fns.wr8, fns.wr16, fns.wr32, fns.wr64, fns.wprobe))
+    fns.fill = fns.copy = None  # every access is an event: one at a time
 
 
 # The modules Cpu.run needs that import this one, bound on first use: an import

@@ -74,11 +74,49 @@ def movs(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
         return once
 
     here = ins.ip32
+    # The rest of a page's elements in one go where that is exactly what the elements
+    # would do (MemFns.fill / copy): a memset or memcpy of RAM, or stores to nothing.
+    bulk = None
+    if c.fill is None:
+        pass
+    elif m in (Mn.STOSB, Mn.STOSW, Mn.STOSD):
+        fill = c.fill
+
+        def bulk(count: int, down: int) -> int:
+            k = fill(r[7], size, r[0] & amask, count, down)
+            if k > 0:
+                r[7] = (r[7] + (-k if down else k) * size) & M32
+            return k
+    elif m in (Mn.MOVSB, Mn.MOVSW, Mn.MOVSD):
+        copy = c.copy
+
+        def bulk(count: int, down: int) -> int:
+            k = copy(r[6], r[7], size, count, down)
+            if k > 0:
+                d = (-k if down else k) * size
+                r[6] = (r[6] + d) & M32
+                r[7] = (r[7] + d) & M32
+            return k
 
     def repeated() -> int:
-        step = -size if cpu.sysflags & DF else size
+        down = cpu.sysflags & DF
+        step = -size if down else size
         n = cpu.rep_chunk
+        wait = 0  # elements one by one before asking for a page at a time again
         while r[1] and n:
+            if wait:
+                wait -= 1
+            elif bulk is not None and n > 1 and r[1] > 1:
+                k = bulk(min(n, r[1]), down)
+                if k > 0:
+                    r[1] -= k
+                    n -= k
+                    continue
+                if k < 0:
+                    # Not this page (not plain RAM, overlapping runs): the rest of the
+                    # destination's page goes one by one, as it would have.
+                    off = r[7] & 0xFFF
+                    wait = off // size if down else (0xFFF - off) // size
             element(step)
             r[1] = (r[1] - 1) & M32
             n -= 1

@@ -1,0 +1,65 @@
+"""REP STOS and MOVS over RAM run a page at a time (vmsim.hw.cpu MemFns.fill / copy): the
+registers, flags and memory after the instruction are unicorn's, over runs that cross
+pages, go down (DF=1), overlap (MOVS) and stop at ECX=0, up to a whole REP chunk."""
+
+from __future__ import annotations
+
+import iced_x86
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.diff.harness import DATA, DATA_SIZE, STACK_TOP, Start, run_pair
+
+RepKind = iced_x86.RepPrefixKind
+MAKE = {("stos", 1): iced_x86.Instruction.create_stosb, ("stos", 2): iced_x86.Instruction.create_stosw,
+        ("stos", 4): iced_x86.Instruction.create_stosd, ("movs", 1): iced_x86.Instruction.create_movsb,
+        ("movs", 2): iced_x86.Instruction.create_movsw, ("movs", 4): iced_x86.Instruction.create_movsd}
+DF = 0x400
+
+
+def _encode(ins: iced_x86.Instruction) -> bytes:
+    enc = iced_x86.Encoder(32)
+    enc.encode(ins, 0x100000)
+    return enc.take_buffer()
+
+
+@st.composite
+def rep_case(draw):
+    op = draw(st.sampled_from(("stos", "movs")))
+    size = draw(st.sampled_from((1, 2, 4)))
+    down = draw(st.booleans())
+    count = draw(st.one_of(st.integers(0, 8), st.integers(0, 4096)))
+    span = count * size
+
+    def address() -> int:
+        # Where the run stays in the data window (unicorn maps nothing else), often near
+        # a page boundary, so that runs start, end and cross there.
+        if down:
+            low, high = DATA + max(span - size, 0), DATA + DATA_SIZE - size
+        else:
+            low, high = DATA, DATA + DATA_SIZE - max(span, size)
+        page = draw(st.integers(low >> 12, high >> 12)) << 12
+        near = draw(st.one_of(st.integers(-8, 8), st.integers(0, 0xFFF)))
+        return min(max(page + near, low), high)
+
+    edi = address()
+    esi = address() if op == "movs" and draw(st.booleans()) else (
+        min(max(edi + draw(st.sampled_from((-2, -1, 1, 2, 3))) * size, DATA), DATA + DATA_SIZE - 1)
+        if op == "movs" else 0)
+    if op == "movs" and not (DATA + (span - size if down else 0) <= esi
+                             <= DATA + DATA_SIZE - (size if down else max(span, size))):
+        esi = edi  # (an overlapping source outside the window: the run on itself)
+    return op, size, down, count, esi, edi, draw(st.integers(0, 0xFFFFFFFF))
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=rep_case(), seed=st.integers(0, 2**32 - 1))
+def test_rep_stos_and_movs_match_unicorn(case, seed: int) -> None:
+    import random
+
+    op, size, down, count, esi, edi, eax = case
+    code = _encode(MAKE[(op, size)](32, rep_prefix=RepKind.REPE))
+    regs = [eax, count, 0, 0, STACK_TOP, 0, esi, edi]
+    start = Start(regs, 0x2 | (DF if down else 0), random.Random(seed).randbytes(DATA_SIZE))
+    pair = run_pair(code, start)
+    assert pair.steps == 1

@@ -1,0 +1,283 @@
+; rep_pages.asm: REP STOS and MOVS over runs of pages that differ from one to the next,
+; for tests/stack/test_rep_pages.py (vmsim's page-at-a-time REP must do what the element
+; by element one does, wherever a page changes what a store does).
+;
+; Linear 0x400000-0x40FFFF (16 pages) is mapped through PT to physical frames in a
+; scrambled order (never contiguous), except:
+; - page 3: not present; the #PF handler logs the fault and maps it;
+; - page 6: the VGA text buffer (MMIO: each store an exit to QEMU's device under KVM);
+; - page 8: read-only, CR0.WP set; the #PF handler logs the fault and makes it writable;
+; - page 13: the frame of page 2 again (an alias: a copy into it changes its source);
+; - page 16: physical 32 MiB, where nothing is (stores dropped); page 17: frame 16.
+; Then STOS and MOVS up and down across them, a MOVS whose runs overlap, and a STOSB over
+; code that runs next (self-modifying). The handler logs CR2, ECX, ESI and EDI; the guest
+; prints the log and a hash of each frame and of the VGA page on COM1, and the test reads
+; them too. The same binary boots on qemu-system-i386 -kernel (multiboot header), an
+; oracle for what the string instructions leave.
+bits 32
+org 0x100000
+
+DEBUG_EXIT  equ 0x501
+PD          equ 0x200000
+PT          equ 0x201000
+LOG         equ 0x202000                ; [count] then 4 dwords a fault
+FRAMES      equ 0x300000                ; 16 frames
+WINDOW      equ 0x400000
+VGA         equ 0xB8000
+P_W         equ 0x003
+P_RO        equ 0x001
+
+start:
+        jmp entry
+
+        align 4
+multiboot:
+        dd 0x1BADB002
+        dd 0x00010000
+        dd -(0x1BADB002 + 0x00010000)
+        dd multiboot
+        dd 0x100000
+        dd 0
+        dd 0
+        dd entry
+
+entry:
+        mov esp, 0x90000
+        lgdt [gdt_descriptor]
+        jmp 0x08:.cs
+.cs:    mov ax, 0x10
+        mov ds, ax
+        mov es, ax
+        mov ss, ax
+        cld
+        ; IDT: every vector to `unexpected`, #PF (14) to `pf`
+        mov ecx, 32
+        mov eax, unexpected
+.idt:   mov [idt + ecx * 8 - 8], ax
+        mov word [idt + ecx * 8 - 6], 0x08
+        mov word [idt + ecx * 8 - 4], 0x8E00
+        shr eax, 16
+        mov [idt + ecx * 8 - 2], ax
+        mov eax, unexpected
+        loop .idt
+        mov eax, pf
+        mov [idt + 14 * 8], ax
+        shr eax, 16
+        mov [idt + 14 * 8 + 6], ax
+        lidt [idt_descriptor]
+
+        ; tables, with paging off
+        mov edi, PD
+        mov ecx, 3 * 1024
+        xor eax, eax
+        rep stosd
+        mov dword [PD], 0x083           ; 0-4 MiB: one 4 MiB page, identity
+        mov dword [PD + 4], PT + P_W    ; 4-8 MiB: PT
+        xor ecx, ecx
+.pt:    movzx eax, byte [order + ecx]
+        shl eax, 12
+        add eax, FRAMES + P_W
+        mov [PT + ecx * 4], eax
+        inc ecx
+        cmp ecx, 16
+        jb .pt
+        and dword [PT + 3 * 4], ~1      ; not present
+        mov dword [PT + 6 * 4], VGA + P_W
+        and dword [PT + 8 * 4], ~2      ; read-only
+        mov eax, [PT + 2 * 4]
+        mov [PT + 13 * 4], eax          ; page 13 is page 2's frame
+        mov dword [PT + 16 * 4], 0x2000000 + P_W
+        mov dword [PT + 17 * 4], FRAMES + 16 * 4096 + P_W
+        mov eax, cr4
+        or eax, 0x10
+        mov cr4, eax
+        mov eax, PD
+        mov cr3, eax
+        mov eax, cr0
+        or eax, 0x80010000              ; PG, WP
+        mov cr0, eax
+
+        ; 1: STOSD up from page 0 into page 15, over every kind of page
+        mov edi, WINDOW + 0x10
+        mov ecx, (16 * 4096 - 0x30) / 4
+        mov eax, 0x11223344
+        rep stosd
+        mov eax, [WINDOW + 6 * 4096 + 0x100]    ; what the VGA page holds now
+        mov [LOG + 0xF00], eax
+        ; 2: STOSW down, from mid page 12 to mid page 1, not aligned
+        std
+        mov edi, WINDOW + 12 * 4096 + 0x801
+        mov ecx, (11 * 4096) / 2
+        mov eax, 0xA5A55A5A
+        rep stosw
+        cld
+        mov eax, [WINDOW + 6 * 4096 + 0xFFC]
+        mov [LOG + 0xF04], eax
+        ; 3: MOVSD up, pages 0-4 onto pages 9-13 (13 is page 2's frame: the copy
+        ;    rewrites part of its own source as it goes)
+        mov esi, WINDOW + 0x20
+        mov edi, WINDOW + 9 * 4096 + 0x24
+        mov ecx, (5 * 4096 - 0x60) / 4
+        rep movsd
+        ; 4: MOVSB up onto itself, 3 bytes on: the first bytes repeat across 2.5 pages
+        mov dword [WINDOW + 10 * 4096 - 4], 0x04030201
+        mov esi, WINDOW + 10 * 4096 - 4
+        mov edi, WINDOW + 10 * 4096 - 1
+        mov ecx, 10 * 1024
+        rep movsb
+        ; 5: MOVSD down, pages 14-15 onto pages 4-7 (VGA among them), then VGA onto RAM
+        std
+        mov esi, WINDOW + 15 * 4096 + 0xFF0
+        mov edi, WINDOW + 7 * 4096 + 0x7F8
+        mov ecx, (2 * 4096 + 0x700) / 4
+        rep movsd
+        cld
+        mov esi, WINDOW + 6 * 4096
+        mov edi, WINDOW + 14 * 4096 + 2
+        mov ecx, 4096 / 2
+        rep movsw
+        ; 6: STOSB over the code that runs next: it becomes NOPs, and the INC survives
+        mov edi, patch
+        mov ecx, patch_end - patch
+        mov al, 0x90
+        rep stosb
+patch:  mov byte [LOG + 0xFF0], 0xEE    ; (overwritten before it runs)
+        mov byte [LOG + 0xFF1], 0xEE
+patch_end:
+        inc byte [LOG + 0xFF2]
+        ; 7: STOSD from page 15 through nothing (page 16) into page 17
+        mov edi, WINDOW + 15 * 4096 + 0xF00
+        mov ecx, (4096 + 0x200) / 4
+        mov eax, 0xC0FFEE00
+        rep stosd
+        ; a run longer than a REP chunk (4096), over RAM only: the budget counts chunks
+        mov edi, WINDOW + 9 * 4096
+        mov ecx, 5000
+        mov eax, 0x77665544
+        rep stosd
+        ; report: the faults, a hash of each frame and of the VGA page, the SMC bytes
+        mov ebx, 0
+.faults:
+        cmp ebx, [LOG]
+        jae .hashes
+        mov al, 'f'
+        call putc
+        mov ecx, 4
+        mov esi, ebx
+        shl esi, 4
+        add esi, LOG + 4
+.fword: mov al, ' '
+        call putc
+        lodsd
+        call puthex
+        loop .fword
+        call newline
+        inc ebx
+        jmp .faults
+.hashes:
+        mov esi, FRAMES
+        mov ebx, 17
+.frame: call hash_page
+        dec ebx
+        jnz .frame
+        mov esi, WINDOW + 6 * 4096
+        call hash_page
+        mov eax, [LOG + 0xF00]
+        call puthex
+        mov eax, [LOG + 0xF04]
+        call puthex
+        mov eax, [LOG + 0xFF0]
+        call puthex
+        call newline
+        mov al, 0
+        mov dx, DEBUG_EXIT
+        out dx, al
+        hlt
+
+hash_page:      ; ESI: a page; prints its FNV-1 hash by dwords (h = h * prime ^ dword)
+        mov edx, 0x811C9DC5
+        mov ecx, 1024
+.h:     lodsd
+        imul edx, edx, 0x01000193
+        xor edx, eax
+        loop .h
+        mov eax, edx
+        call puthex
+        mov al, ' '
+        jmp putc
+
+puthex:         ; EAX as 8 hex digits
+        push ecx
+        push eax
+        mov ecx, 8
+.d:     rol eax, 4
+        push eax
+        and al, 0x0F
+        add al, '0'
+        cmp al, '9'
+        jbe .p
+        add al, 'a' - '0' - 10
+.p:     call putc
+        pop eax
+        loop .d
+        pop eax
+        pop ecx
+        ret
+
+newline:
+        mov al, 10
+putc:           ; AL to COM1 once its THR is empty
+        push edx
+        push eax
+        mov dx, 0x3FD
+.w:     in al, dx
+        test al, 0x20
+        jz .w
+        pop eax
+        mov dx, 0x3F8
+        out dx, al
+        pop edx
+        ret
+
+pf:     ; log CR2 ECX ESI EDI, then map the page or make it writable, and retry
+        push eax
+        push ebx
+        mov ebx, [LOG]
+        shl ebx, 4
+        mov eax, cr2
+        mov [LOG + 4 + ebx], eax
+        mov [LOG + 8 + ebx], ecx
+        mov [LOG + 12 + ebx], esi
+        mov [LOG + 16 + ebx], edi
+        inc dword [LOG]
+        mov eax, cr2
+        shr eax, 12
+        and eax, 0x3FF
+        or dword [PT + eax * 4], P_W
+        mov eax, cr2
+        invlpg [eax]
+        pop ebx
+        pop eax
+        add esp, 4                      ; the error code
+        iret
+
+unexpected:
+        mov al, 3
+        mov dx, DEBUG_EXIT
+        out dx, al
+        hlt
+
+order:  db 7, 12, 3, 15, 0, 9, 14, 5, 1, 11, 6, 2, 13, 8, 10, 4
+
+        align 8
+gdt:    dq 0
+        dq 0x00CF9A000000FFFF
+        dq 0x00CF92000000FFFF
+gdt_end:
+gdt_descriptor:
+        dw gdt_end - gdt - 1
+        dd gdt
+idt:    times 32 dq 0
+idt_descriptor:
+        dw 32 * 8 - 1
+        dd idt

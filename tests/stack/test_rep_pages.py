@@ -1,0 +1,76 @@
+"""REP STOS and MOVS a page at a time (vmsim.hw.cpu MemFns.fill / copy) against the same
+runs element by element (BULK_REP off), through the whole stack, and against
+qemu-system-i386: a guest whose string instructions cross pages that are absent,
+read-only, MMIO, aliased and scrambled, and code (tests/stack/rep_pages.asm). Every event
+but tlb_hit (which turns the page-at-a-time path off), every byte the guest wrote and the
+faults it logged must be the same; what it prints (the faults, a hash of every frame and
+of the VGA page) must be QEMU's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import vmsim.hw.cpu as cpu_mod
+from tests.stack.test_qemu import run_qemu
+from vmsim.asm import assemble
+from vmsim.events import CATALOGUE
+from vmsim.session import Session
+
+GUEST = Path(__file__).resolve().parent / "rep_pages.asm"
+WINDOW, PAGE = 0x400000, 0x1000
+LOG, FRAMES, VGA = 0x202000, 0x300000, 0xB8000
+WAYS = [("bare", "ept"), ("sim", "ept"), ("sim", "shadow")]
+
+
+def _run(backend: str, paging: str, bulk: bool, monkeypatch) -> tuple:
+    monkeypatch.setattr(cpu_mod, "BULK_REP", bulk)
+    image = assemble(GUEST.read_text(), str(GUEST))
+    out = bytearray()
+    kw = {"paging": paging} if backend == "sim" else {}
+    s = Session(image, backend, serial_out=out.extend, **kw)
+    events: list = []
+    s.events.subscribe(lambda e: events.append((e.seq, e.time, e.kind, e.source, e.values)),
+                       [k for k in CATALOGUE if k != "tlb_hit"])
+    outcome = s.run()
+    ram = s.machine.mem.ram
+    return (outcome.exit_status, bytes(ram[LOG:LOG + PAGE]), bytes(ram[FRAMES:FRAMES + 17 * PAGE]),
+            s.read_linear(WINDOW + 6 * PAGE, PAGE), bytes(out), s.instructions, events)
+
+
+@pytest.mark.parametrize(("backend", "paging"), WAYS, ids=[f"{b}-{p}" for b, p in WAYS])
+def test_a_page_at_a_time_is_element_by_element(backend: str, paging: str, monkeypatch) -> None:
+    fast = _run(backend, paging, True, monkeypatch)
+    slow = _run(backend, paging, False, monkeypatch)
+    assert fast[:6] == slow[:6]
+    assert len(fast[6]) == len(slow[6])
+    for a, b in zip(fast[6], slow[6], strict=True):
+        assert a == b
+
+
+def test_what_the_guest_did(monkeypatch) -> None:
+    runs = {way: _run(*way, True, monkeypatch) for way in WAYS}
+    status, log, frames, vga, printed, _, _ = runs[("bare", "ept")]
+    for way, run in runs.items():
+        assert run[:5] == (status, log, frames, vga, printed), way  # bare, EPT, shadow: alike
+    assert status == 1 and printed.count(b"\n") == 3
+    # The two faults of the first STOSD: the absent page 3, then the read-only page 8, each
+    # at its first byte, with ECX and EDI at the element that faulted.
+    faults = [tuple(int.from_bytes(log[4 + 16 * i + 4 * j:8 + 16 * i + 4 * j], "little")
+                    for j in range(4)) for i in range(int.from_bytes(log[:4], "little"))]
+    first = (16 * PAGE - 0x30) // 4
+    assert [(cr2, ecx, edi) for cr2, ecx, _, edi in faults] == [
+        (WINDOW + p * PAGE, first - (p * PAGE - 0x10) // 4, WINDOW + p * PAGE) for p in (3, 8)]
+    # The VGA page (MMIO) read back after each of the first two STOS: their values.
+    assert log[0xF00:0xF08] == bytes.fromhex("44332211") + bytes.fromhex("5a5a5a5a")
+    # The STOSB over the code that ran next: its stores did not run, the INC after did.
+    assert log[0xFF0:0xFF3] == b"\x00\x00\x01"
+    # The last STOSD, longer than a REP chunk, filled page 9 (frame 11: ORDER) whole.
+    assert frames[11 * PAGE:12 * PAGE] == (0x77665544).to_bytes(4, "little") * (PAGE // 4)
+
+
+def test_qemu_agrees(tmp_path: Path, monkeypatch) -> None:
+    image = assemble(GUEST.read_text(), str(GUEST)).data
+    printed, status = run_qemu(image, tmp_path)
+    assert (status, printed) == (1, _run("sim", "ept", True, monkeypatch)[4])
