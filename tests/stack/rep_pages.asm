@@ -150,6 +150,12 @@ patch_end:
         mov ecx, (4096 + 0x200) / 4
         mov eax, 0xC0FFEE00
         rep stosd
+        ; 8: MOVSD from page 0 into nothing (page 16). (Loads from nothing: vmsim gives
+        ; all ones, this QEMU does not; test_rep_pages.py runs those without QEMU.)
+        mov esi, WINDOW
+        mov edi, WINDOW + 16 * 4096 + 0x8
+        mov ecx, 0x3F0
+        rep movsd
         ; a run longer than a REP chunk (4096), over RAM only: the budget counts chunks
         mov edi, WINDOW + 9 * 4096
         mov ecx, 5000

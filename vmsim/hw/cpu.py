@@ -374,7 +374,10 @@ def _build_memfns(cpu: Cpu) -> MemFns:
         def tlb_r(page: int) -> int:
             return page << 12
         tlb_w = tlb_r
-    region_of = mem._region
+    def nothing_at(pa: int) -> bool:
+        """No device at `pa` (a frame of kind OTHER) and nobody told of accesses there:
+        stores are dropped, loads give all ones (PhysicalMemory.read / write)."""
+        return mem._region(pa) is None and mem.unclaimed_hook is None
 
     def fill(la: int, size: int, value: int, count: int, down: int) -> int:
         """What `count` stores of `value` from `la` on (downwards if `down`) do, as far as
@@ -396,31 +399,38 @@ def _build_memfns(cpu: Cpu) -> MemFns:
             ram[start:start + k * size] = value.to_bytes(size, "little") * k
         elif k_ != OTHER:
             return 0  # code, or unwritten since the log began: plain RAM after a store
-        elif region_of(a) is not None or mem.unclaimed_hook is not None:
+        elif not nothing_at(a):
             return -1
         return k
 
     def copy(src: int, dst: int, size: int, count: int, down: int) -> int:
         """What `count` element moves from `src` to `dst` do (MOVS), under fill's terms for
         the stores and, for the loads, a translation for reading in the TLB and a frame
-        that is not MMIO; and only where the two runs of bytes do not overlap (an element
-        by element copy of overlapping bytes is not a block copy)."""
+        that is not MMIO (nothing there reads as all ones); and only where the two runs of
+        RAM bytes do not overlap (an element by element copy of overlapping bytes is not a
+        block copy)."""
         k = min(_page_run(src & 0xFFF, size, count, down), _page_run(dst & 0xFFF, size, count, down))
         if k < 2:
             return 0
         ps, pd = tlb_r(src >> 12), tlb_w(dst >> 12)
         if ps is None or pd is None:
             return 0
-        if kind[ps >> 12] == OTHER or kind[pd >> 12] == OTHER:
-            return -1
-        if kind[pd >> 12] != RAM:
-            return 0
         n = k * size
         s_ = (ps | (src & 0xFFF)) - ((k - 1) * size if down else 0)
         d_ = (pd | (dst & 0xFFF)) - ((k - 1) * size if down else 0)
-        if s_ < d_ + n and d_ < s_ + n:
+        ks, kd = kind[ps >> 12], kind[pd >> 12]
+        if (ks == OTHER and not nothing_at(s_)) or (kd == OTHER and not nothing_at(d_)):
+            return -1  # a device on either side: its accesses one by one
+        if kd == OTHER:
+            return k  # stores to nothing are dropped; the loads had no effect
+        if kd != RAM:
+            return 0
+        if ks == OTHER:
+            ram[d_:d_ + n] = b"\xff" * n  # loads from nothing give all ones
+        elif s_ < d_ + n and d_ < s_ + n:
             return -1
-        ram[d_:d_ + n] = ram[s_:s_ + n]
+        else:
+            ram[d_:d_ + n] = ram[s_:s_ + n]
         return k
 
     fns.rd8, fns.rd16, fns.rd32, fns.rd64 = rd8, rd16, rd32, rd64
