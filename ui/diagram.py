@@ -470,7 +470,7 @@ class DiagramView(QGraphicsView):
         whole."""
         text = getattr(self, "_caption", "")
         label = self.caption
-        self.caption.setToolTip(text)
+        label.setToolTip(text)
         fm = label.fontMetrics()
         room = QRect(0, 0, max(10, label.width()), 1 << 20)
         flags = Qt.TextFlag.TextWordWrap

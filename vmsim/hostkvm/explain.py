@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import iced_x86
 
 from vmsim.kvm.api import (
+    EXIT_KVM_FAILED,
     KVM_EXIT_INTERNAL_ERROR,
     KVM_EXIT_INTR,
     KVM_EXIT_SHUTDOWN,
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 # `vmsim run` exit statuses (vmsim/cli.py): 70 for what the backend does not model (here:
 # what the host's KVM refuses), 124 for a run whose budget ran out.
-EXIT_OK, EXIT_HOST_LIMIT, EXIT_WATCHDOG = 0, 70, 124
+EXIT_OK, EXIT_HOST_LIMIT, EXIT_WATCHDOG = 0, EXIT_KVM_FAILED, 124
 
 # KVM_INTERNAL_ERROR_EMULATION with this flag carries the bytes KVM fetched (data[1..2]).
 KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES = 1

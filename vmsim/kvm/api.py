@@ -544,6 +544,11 @@ class EventNotifier:
             self.fd = -1
 
 
+# The `vmsim run` exit status of a VM that KVM could not go on with (vmsim.cli's
+# EXIT_UNSUPPORTED): kvm.ko's internal errors and the host's KVM's refusals alike.
+EXIT_KVM_FAILED = 70
+
+
 class KvmStop(str):
     """Why a backend ended the VM, in words a student can act on, with the `vmsim run`
     exit status it calls for (vmsim.cli: 0 for the guest's own shutdown, 70 where KVM

@@ -28,10 +28,6 @@ from vmsim.kvm import vmx as kvm_vmx  # (at module level: guest_cr0 runs at ever
 from vmsim.kvm.api import KVM_API_VERSION, VCPU_MMAP_SIZE, KvmRegs, KvmRun, KvmSregs
 from vmsim.state import fields_state, from_plain, load_fields, to_plain
 
-# The `vmsim run` exit status of a VM that KVM could not go on with (vmsim.cli's
-# EXIT_UNSUPPORTED, as vmsim.hostkvm.explain gives the host's KVM's refusals).
-EXIT_KVM_FAILED = 70
-
 
 class KvmError(OSError):
     """An ioctl failed: errno and a one-line reason, as the host's KVM would say."""
@@ -437,7 +433,7 @@ class SimVcpu:
                      f"{self.vmcs.read(F.GUEST_RIP):#010x} ({what})")
         else:
             words = f"kvm.ko stopped the guest at eip {self.vmcs.read(F.GUEST_RIP):#010x} ({what})"
-        return api.KvmStop(words, EXIT_KVM_FAILED)
+        return api.KvmStop(words, api.EXIT_KVM_FAILED)
 
     # -- state as plain data (issue 12) ----------------------------------------------------
     def state(self) -> dict[str, Any]:

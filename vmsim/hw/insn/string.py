@@ -77,9 +77,7 @@ def movs(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     # The rest of a page's elements in one go where that is exactly what the elements
     # would do (MemFns.fill / copy): a memset or memcpy of RAM, or stores to nothing.
     bulk = None
-    if c.fill is None:
-        pass
-    elif m in (Mn.STOSB, Mn.STOSW, Mn.STOSD):
+    if c.fill is not None and m in (Mn.STOSB, Mn.STOSW, Mn.STOSD):
         fill = c.fill
 
         def bulk(count: int, down: int) -> int:
@@ -87,7 +85,7 @@ def movs(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
             if k > 0:
                 r[7] = (r[7] + (-k if down else k) * size) & M32
             return k
-    elif m in (Mn.MOVSB, Mn.MOVSW, Mn.MOVSD):
+    elif c.copy is not None and m in (Mn.MOVSB, Mn.MOVSW, Mn.MOVSD):
         copy = c.copy
 
         def bulk(count: int, down: int) -> int:
