@@ -376,7 +376,7 @@ def _build_memfns(cpu: Cpu) -> MemFns:
         tlb_w = tlb_r
     def nothing_at(pa: int) -> bool:
         """No device at `pa` (a frame of kind OTHER) and nobody told of accesses there:
-        stores are dropped, loads give all ones (PhysicalMemory.read / write)."""
+        stores are dropped, loads give 0 (PhysicalMemory.read / write)."""
         return mem._region(pa) is None and mem.unclaimed_hook is None
 
     def fill(la: int, size: int, value: int, count: int, down: int) -> int:
@@ -406,7 +406,7 @@ def _build_memfns(cpu: Cpu) -> MemFns:
     def copy(src: int, dst: int, size: int, count: int, down: int) -> int:
         """What `count` element moves from `src` to `dst` do (MOVS), under fill's terms for
         the stores and, for the loads, a translation for reading in the TLB and a frame
-        that is not MMIO (nothing there reads as all ones); and only where the two runs of
+        that is not MMIO (nothing there reads as 0); and only where the two runs of
         RAM bytes do not overlap (an element by element copy of overlapping bytes is not a
         block copy)."""
         k = min(_page_run(src & 0xFFF, size, count, down), _page_run(dst & 0xFFF, size, count, down))
@@ -426,7 +426,7 @@ def _build_memfns(cpu: Cpu) -> MemFns:
         if kd != RAM:
             return 0
         if ks == OTHER:
-            ram[d_:d_ + n] = b"\xff" * n  # loads from nothing give all ones
+            ram[d_:d_ + n] = bytes(n)  # loads from nothing give 0
         elif s_ < d_ + n and d_ < s_ + n:
             return -1
         else:

@@ -73,7 +73,7 @@ class PhysicalMemory:
         # must hear of a write made here to bytes they decoded, as DMA is coherent with
         # the processors' caches on x86.
         self.sharers: list[PhysicalMemory] = []
-        # Called on accesses nobody claims (reads give all ones, writes are dropped).
+        # Called on accesses nobody claims (reads give 0, writes are dropped).
         self.unclaimed_hook: Callable[[int, int, bool], None] | None = None
         # The RAM frames written since log_writes (None: not logging).
         self.written: set[int] | None = None
@@ -129,7 +129,7 @@ class PhysicalMemory:
             return region.device.read(pa - region.base, size) & ((1 << (8 * size)) - 1)
         if self.unclaimed_hook:
             self.unclaimed_hook(pa, size, False)
-        return (1 << (8 * size)) - 1
+        return 0  # QEMU's unassigned memory (memory.c unassigned_mem_read); ports differ
 
     def write(self, pa: int, size: int, value: int) -> None:
         n0 = PAGE_SIZE - (pa & (PAGE_SIZE - 1))
@@ -187,7 +187,9 @@ class PhysicalMemory:
                 m.code_write_hook(pa, size)
 
     def read_bytes(self, pa: int, length: int) -> bytes:
-        """Bytes for a viewer or decoder; non-RAM reads as all ones without side effects."""
+        """Bytes for a viewer or decoder, without side effects: MMIO reads as all ones (a
+        placeholder: reading a device may change it), memory nobody claims as 0 (as the
+        guest reads it)."""
         end = pa + length
         if 0 <= pa and end <= self.size and pa >> PAGE_SHIFT == (end - 1) >> PAGE_SHIFT \
                 and self.kind[pa >> PAGE_SHIFT] != OTHER:
@@ -195,5 +197,8 @@ class PhysicalMemory:
         out = bytearray()
         for a in range(pa, pa + length):
             a &= 0xFFFFFFFF
-            out.append(self.ram[a] if a < self.size and self.kind[a >> PAGE_SHIFT] != OTHER else 0xFF)
+            if a < self.size and self.kind[a >> PAGE_SHIFT] != OTHER:
+                out.append(self.ram[a])
+            else:
+                out.append(0 if self._region(a) is None else 0xFF)
         return bytes(out)

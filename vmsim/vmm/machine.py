@@ -1,10 +1,12 @@
 """The machine: QEMU's minimal microvm-like PC as vmsim builds it (DESIGN.md "The machine").
 
 RAM from guest-physical 0 (0xA0000-0xBFFFF is not RAM), no BIOS, no PCI; the guest image
-is loaded at 0x100000. Devices: COM1 16550 UART at 0x3F8 on ISA IRQ 4, isa-debug-exit at
-0x501, the VGA text buffer at 0xB8000 (MMIO), and the interrupt controllers: with
-`irqchip="kernel"` (QEMU's kernel-irqchip=on, the default) the PIC pair, the PIT and a
-local APIC per vCPU live in kvm.ko and ISA IRQ lines become KVM_IRQ_LINE; with
+is loaded at 0x100000. Memory nobody claims reads 0 (QEMU's unassigned memory). Devices:
+COM1 16550 UART at 0x3F8 on ISA IRQ 4, isa-debug-exit at 0x501, the VGA text buffer at
+0xB8000 (MMIO; the VGA window below it reads all ones, as QEMU's VGA in text mode), and
+the interrupt controllers: with `irqchip="kernel"` (QEMU's kernel-irqchip=on, the
+default) the PIC pair, the PIT and a local APIC per vCPU live in kvm.ko and ISA IRQ lines
+become KVM_IRQ_LINE; with
 `irqchip="userspace"` the PIC and PIT are device models here (no APIC), and the PIC's
 output raises CPU_INTERRUPT_HARD on the first vCPU.
 
@@ -41,8 +43,8 @@ from vmsim.vmm.bus import IoBus
 from vmsim.vmm.devices.debug_exit import DebugExit
 from vmsim.vmm.devices.serial import Serial16550
 from vmsim.vmm.devices.vga import BASE as VGA_BASE
+from vmsim.vmm.devices.vga import LOWMEM_BASE, VgaLowMem, VgaText
 from vmsim.vmm.devices.vga import SIZE as VGA_SIZE
-from vmsim.vmm.devices.vga import VgaText
 from vmsim.vmm.devices.virtio_blk import VirtIOBlock
 from vmsim.vmm.devices.virtio_mmio import VIRTIO_MMIO_SIZE, VirtIOMMIOProxy
 
@@ -122,6 +124,7 @@ class Machine:
         self.io.attach(DEBUG_EXIT_PORT, 1, self.debug_exit, "isa-debug-exit", sizes=(1, 2, 4))
         self.vga = VgaText()
         self.mem.add_mmio(VGA_BASE, VGA_SIZE, self.vga, "vga")
+        self.mem.add_mmio(LOWMEM_BASE, VGA_BASE - LOWMEM_BASE, VgaLowMem(), "vga-lowmem")
         self.image: GuestImage | None = None
         self.exit_listeners: list[Callable[[int], None]] = []
         # The disk is opened first among the virtio parts: a bad path is a one-line

@@ -206,8 +206,8 @@ class VirtIODevice:
         if self._ram_run(pa, length) == length:
             return bytes(self.mem.ram[pa:pa + length])
         # A bounce-buffered piece: through the memory map (a device's MMIO, or nobody's:
-        # all ones, vmsim's policy for unclaimed reads).
-        return bytes(self.mem.read(a, 1) if a < 1 << 32 else 0xFF for a in range(pa, pa + length))
+        # 0, as QEMU reads unassigned memory).
+        return bytes(self.mem.read(a, 1) if a < 1 << 32 else 0 for a in range(pa, pa + length))
 
     def dma_write(self, pa: int, data: bytes) -> None:
         if self._ram_run(pa, len(data)) == len(data):

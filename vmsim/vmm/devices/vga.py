@@ -1,12 +1,14 @@
 """VGA text buffer at 0xB8000 as MMIO: 80x25 cells of (character, attribute).
 
-Only the text window is modelled: reads return what was written.
+Only the text window is modelled: reads return what was written. The rest of the legacy
+window below it (VgaLowMem) decodes to nothing in text mode.
 """
 
 from __future__ import annotations
 
 BASE = 0xB8000
 SIZE = 0x8000
+LOWMEM_BASE = 0xA0000  # QEMU's "vga-lowmem" region: 0xA0000-0xBFFFF
 COLUMNS, ROWS = 80, 25
 
 
@@ -36,3 +38,18 @@ class VgaText:
         while rows and not rows[-1]:
             rows.pop()
         return "\n".join(rows)
+
+
+class VgaLowMem:
+    """The legacy VGA window below the text buffer, 0xA0000-0xB7FFF. In text mode the
+    Graphics Controller's memory map select (GR06 bits 3:2 = 3) decodes 0xB8000-0xBFFFF
+    only: QEMU's vga_mem_readb reads the rest of the window as 0xFF and vga_mem_writeb
+    drops stores to it (memory nobody claims reads 0 instead)."""
+
+    __slots__ = ()
+
+    def read(self, offset: int, size: int) -> int:
+        return (1 << (8 * size)) - 1
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        pass
