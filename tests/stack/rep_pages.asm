@@ -1,5 +1,5 @@
-; rep_pages.asm: REP STOS and MOVS over runs of pages that differ from one to the next,
-; for tests/stack/test_rep_pages.py (vmsim's page-at-a-time REP must do what the element
+; rep_pages.asm: REP STOS, MOVS, INS and OUTS over runs of pages that differ from one to
+; the next, for tests/stack/test_rep_pages.py (vmsim's page-at-a-time REP must do what the element
 ; by element one does, wherever a page changes what a store does).
 ;
 ; Linear 0x400000-0x40FFFF (16 pages) is mapped through PT to physical frames in a
@@ -10,8 +10,9 @@
 ; - page 13: the frame of page 2 again (an alias: a copy into it changes its source);
 ; - page 16: physical 32 MiB, where nothing is (stores dropped); page 17: frame 16.
 ; Then STOS and MOVS up and down across them, a MOVS whose runs overlap, and a STOSB over
-; code that runs next (self-modifying). The handler logs CR2, ECX, ESI and EDI; the guest
-; prints the log and a hash of each frame and of the VGA page on COM1, and the test reads
+; code that runs next (self-modifying); then REP INS and OUTS at a port nobody claims
+; across them (on bare metal, a page at a time too). The handler logs CR2, ECX, ESI and
+; EDI; the guest prints the log and a hash of each frame and of the VGA page on COM1, and the test reads
 ; them too. The same binary boots on qemu-system-i386 -kernel (multiboot header), an
 ; oracle for what the string instructions leave.
 bits 32
@@ -150,12 +151,29 @@ patch_end:
         mov ecx, (4096 + 0x200) / 4
         mov eax, 0xC0FFEE00
         rep stosd
-        ; 8: MOVSD from page 0 into nothing (page 16). (Loads from nothing: vmsim gives
-        ; all ones, this QEMU does not; test_rep_pages.py runs those without QEMU.)
+        ; 8: MOVSD from page 0 into nothing (page 16)
         mov esi, WINDOW
         mov edi, WINDOW + 16 * 4096 + 0x8
         mov ecx, 0x3F0
         rep movsd
+        ; 9: INSW down from a port nobody claims (COM4's): all ones from mid page 12 to
+        ;    mid page 5, over RAM, the VGA page and page 11, made not present (a fault)
+        and dword [PT + 11 * 4], ~1
+        invlpg [WINDOW + 11 * 4096]
+        std
+        mov dx, 0x2E8
+        mov edi, WINDOW + 12 * 4096 + 0x7FE
+        mov ecx, (7 * 4096) / 2
+        rep insw
+        cld
+        ; 10: OUTSD to it from mid page 1 to mid page 8 (the loads alone: VGA's, and page
+        ;     4's, made not present: a fault)
+        and dword [PT + 4 * 4], ~1
+        invlpg [WINDOW + 4 * 4096]
+        mov esi, WINDOW + 4096 + 0x404
+        mov ecx, (7 * 4096) / 4
+        rep outsd
+        mov [LOG + 0xF08], esi
         ; a run longer than a REP chunk (4096), over RAM only: the budget counts chunks
         mov edi, WINDOW + 9 * 4096
         mov ecx, 5000
@@ -191,6 +209,8 @@ patch_end:
         mov eax, [LOG + 0xF00]
         call puthex
         mov eax, [LOG + 0xF04]
+        call puthex
+        mov eax, [LOG + 0xF08]
         call puthex
         mov eax, [LOG + 0xFF0]
         call puthex

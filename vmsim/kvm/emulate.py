@@ -25,7 +25,7 @@ from vmsim.hw import exceptions as X
 from vmsim.hw.cpu import Intercept, InterceptExit, StopReason
 from vmsim.hw.decode import format_instruction
 from vmsim.hw.exceptions import CpuException
-from vmsim.hw.flags import DF, TF, get_zf
+from vmsim.hw.flags import DF, TF
 from vmsim.hw.memory import PAGE_SIZE
 from vmsim.hw.vmcs import INTR_INFO_VALID_MASK, F
 from vmsim.kvm.api import (
@@ -197,8 +197,6 @@ class Emulation:
         if self.rep and self.ecx == 0:
             cpu.eip = ins.next_ip32
             return "done"
-        if self.rep:
-            cpu.r[1] = 1
         self.mem_pos = 0  # each replay consumes the MMIO answers from the first
         trap, ports, seam = v.vm.trap, cpu.io, cpu.intercept
         trap.emulator, cpu.io, cpu.intercept = self, self, self.intercept
@@ -206,9 +204,13 @@ class Emulation:
         # (x86_emulate_instruction traces the instruction itself, ctxt->tf).
         tf, deliveries = cpu.sysflags & TF, cpu.deliveries
         cpu.sysflags &= ~TF
+        # One iteration of a REP: RCX counts down when its element completes, as Linux's
+        # writeback does; an element that faults or needs userspace leaves it as it was.
+        chunk, cpu.rep_chunk = cpu.rep_chunk, 1
         try:
             stop = cpu.run(1)
         finally:
+            cpu.rep_chunk = chunk
             trap.emulator, cpu.io, cpu.intercept = None, ports, seam
             if cpu.deliveries == deliveries:  # an exception delivered cleared TF itself
                 cpu.sysflags |= tf
@@ -216,26 +218,16 @@ class Emulation:
             cpu.retire(ins.next_ip32)
             return "done"
         if stop is StopReason.INTERCEPT:  # the replay needs an answer from userspace
-            if self.rep:
-                cpu.r[1] = self.ecx
             return "read" if self.pending_read is not None else "failed"
         if stop is StopReason.UNSUPPORTED:
             return "failed"
         if stop is StopReason.SHUTDOWN:
             return "shutdown"  # the fault the replay raised could not be delivered
-        if not self.rep or cpu.eip != ins.next_ip32:
-            return "done"  # not REP, or the iteration faulted into the guest's handler
-        left = (self.ecx - 1) & 0xFFFFFFFF
-        cpu.r[1] = left
-        # Only CMPS and SCAS end on ZF (SDM Vol. 2 REP/REPE/REPNE; LNX string_insn_completed):
-        # F3 before INS/OUTS/MOVS/STOS/LODS is a plain REP, whatever ZF holds.
-        terminated = ins.mnemonic in _CMPS_SCAS and (
-            (ins.has_repe_prefix and not get_zf(cpu.lf))
-            or (ins.has_repne_prefix and get_zf(cpu.lf)))
-        if left and not terminated:
-            cpu.eip = self.eip  # the instruction restarts
-            return "restart"
-        return "done"
+        # Not REP, the last iteration (or CMPS / SCAS ending on ZF: string_insn_completed),
+        # or the iteration faulted into the guest's handler: done; else it restarts.
+        if not self.rep or cpu.deliveries != deliveries or cpu.eip != self.eip:
+            return "done"
+        return "restart"
 
 
 # Instructions the emulator decoded, by address and the bytes fetched there: an MMIO loop
@@ -266,10 +258,6 @@ def _decode(cpu, eip: int) -> tuple[iced_x86.Instruction, str, bytes, str]:
     hit = _DECODED[key] = (ins, format_instruction(ins), data[:ins.len],
                            linux_emulator_refuses(ins))
     return hit
-
-
-_CMPS_SCAS = {getattr(iced_x86.Mnemonic, m) for m in
-              ("CMPSB", "CMPSW", "CMPSD", "SCASB", "SCASW", "SCASD")}
 
 
 def x86_emulate_instruction(v: SimVcpu, trap_ud: bool = False) -> int:
