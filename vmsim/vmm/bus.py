@@ -59,6 +59,14 @@ class IoBus:
     def find(self, port: int) -> PortRange | None:
         return self._by_port.get(port)
 
+    def nobody_at(self, port: int, size: int) -> bool:
+        """No device claims a byte of this access and nobody hears or counts io_unclaimed:
+        it reads all ones and a write vanishes, without a trace (REP INS / OUTS then take a
+        page of memory at a time)."""
+        by_port = self._by_port
+        return all(p not in by_port for p in range(port, port + size)) and not (
+            self.events is not None and self.events.wants("io_unclaimed"))
+
     def read(self, port: int, size: int) -> int:
         pr = self._by_port.get(port)
         if pr is not None and size in pr.sizes and port + size <= pr.base + pr.length:

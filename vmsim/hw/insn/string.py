@@ -189,6 +189,22 @@ def ins_outs(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
             cpu.io.write(port, size, rd(r[6]))
             r[6] = (r[6] + step) & M32
 
+    # REP INS / OUTS at a port nobody claims, a page of memory at a time (MemFns.fill /
+    # loads): INS stores all ones as STOS would, OUTS's loads go nowhere.
+    ones = (1 << (8 * size)) - 1
+    fill, loads = c.fill, c.loads
+
+    def bulk(count: int, down: int) -> int:
+        if is_in:
+            k = fill(r[7], size, ones, count, down)  # type: ignore[misc]
+            if k > 0:
+                r[7] = (r[7] + (-k if down else k) * size) & M32
+        else:
+            k = loads(r[6], size, count, down)  # type: ignore[misc]
+            if k > 0:
+                r[6] = (r[6] + (-k if down else k) * size) & M32
+        return k
+
     def run():
         if rep and r[1] == 0:
             cpu.retire(nxt)
@@ -197,12 +213,28 @@ def ins_outs(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
                          string=True, rep=rep, linear=r[7] if is_in else r[6])
         if cpu.intercepted(info):
             return StopReason.INTERCEPT
-        step = -size if cpu.sysflags & DF else size
+        down = cpu.sysflags & DF
+        step = -size if down else size
         if not rep:
             element(step)
         else:
             n = cpu.rep_chunk
+            nobody_at = getattr(cpu.io, "nobody_at", None)  # (a bus: not kvm.ko's _NoPorts)
+            quiet = fill is not None and n > 1 and nobody_at is not None \
+                and nobody_at(r[2] & 0xFFFF, size)
+            wait = 0  # elements one by one before asking for a page at a time again
             while r[1] and n:
+                if wait:
+                    wait -= 1
+                elif quiet and n > 1 and r[1] > 1:
+                    k = bulk(min(n, r[1]), down)
+                    if k > 0:
+                        r[1] -= k
+                        n -= k
+                        continue
+                    if k < 0:  # a device in memory: the rest of its page one by one
+                        off = (r[7] if is_in else r[6]) & 0xFFF
+                        wait = off // size if down else (0xFFF - off) // size
                 element(step)
                 r[1] = (r[1] - 1) & M32
                 n -= 1
