@@ -174,6 +174,23 @@ patch_end:
         mov ecx, (7 * 4096) / 4
         rep outsd
         mov [LOG + 0xF08], esi
+        ; 11: MOVSW up from the VGA page into page 7, made not present, and STOSD down from
+        ;     the VGA page into page 5, made not present: under KVM each element that
+        ;     touches VGA is kvm.ko's emulator's, and so is the one that faults
+        and dword [PT + 7 * 4], ~1
+        invlpg [WINDOW + 7 * 4096]
+        mov esi, WINDOW + 6 * 4096 + 0x10
+        mov edi, WINDOW + 7 * 4096 - 0x20
+        mov ecx, 0x100
+        rep movsw
+        and dword [PT + 5 * 4], ~1
+        invlpg [WINDOW + 5 * 4096]
+        std
+        mov edi, WINDOW + 6 * 4096 + 0x10
+        mov ecx, 0x100
+        mov eax, 0x31323334
+        rep stosd
+        cld
         ; a run longer than a REP chunk (4096), over RAM only: the budget counts chunks
         mov edi, WINDOW + 9 * 4096
         mov ecx, 5000

@@ -88,7 +88,7 @@ def test_what_the_guest_did(monkeypatch) -> None:
     status, log, frames, vga, printed, _, _ = runs[("bare", "ept")]
     for way, run in runs.items():
         assert run[:5] == (status, log, frames, vga, printed), way  # bare, EPT, shadow: alike
-    assert status == 1 and printed.count(b"\n") == 5  # four faults, then the hashes
+    assert status == 1 and printed.count(b"\n") == 7  # six faults, then the hashes
     # The two faults of the first STOSD: the absent page 3, then the read-only page 8, each
     # at its first byte, with ECX and EDI at the element that faulted.
     faults = [tuple(int.from_bytes(log[4 + 16 * i + 4 * j:8 + 16 * i + 4 * j], "little")
@@ -100,12 +100,18 @@ def test_what_the_guest_did(monkeypatch) -> None:
     # REP OUTSD up from page 1 + 0x404 faults loading page 4's first dword; RCX is the
     # count left at the element that faulted (kvm.ko's emulator too: Linux's writeback),
     # and the OUTSD ends 7 pages on (LOG + 0xF08).
-    ins_fault, outs_fault = faults[2:]
+    ins_fault, outs_fault, movs_fault, stos_fault = faults[2:]
     assert (ins_fault[0], ins_fault[1], ins_fault[3]) == (
         WINDOW + 11 * PAGE + 0xFFE, 7 * PAGE // 2 - 0x400, WINDOW + 11 * PAGE + 0xFFE)
     assert outs_fault[:3] == (WINDOW + 4 * PAGE, 7 * PAGE // 4 - (3 * PAGE - 0x404) // 4,
                               WINDOW + 4 * PAGE)
     assert log[0xF08:0xF0C] == (WINDOW + 8 * PAGE + 0x404).to_bytes(4, "little")
+    # The MOVSW out of VGA faults at page 7's first word, 0x10 words on (the emulator's
+    # element: VGA is read first); the STOSD down out of VGA at page 5's last dword, 5 on.
+    assert movs_fault == (WINDOW + 7 * PAGE, 0x100 - 0x10, WINDOW + 6 * PAGE + 0x30,
+                          WINDOW + 7 * PAGE)
+    assert (stos_fault[0], stos_fault[1], stos_fault[3]) == (
+        WINDOW + 5 * PAGE + 0xFFC, 0x100 - 5, WINDOW + 5 * PAGE + 0xFFC)
     # The VGA page (MMIO) read back after each of the first two STOS: their values.
     assert log[0xF00:0xF08] == bytes.fromhex("44332211") + bytes.fromhex("5a5a5a5a")
     # The STOSB over the code that ran next: its stores did not run, the INC after did.
