@@ -1002,6 +1002,9 @@ class Cpu:
         if mem.kind[pa >> PAGE_SHIFT] != OTHER and pa + n <= mem.size:
             data = mem.ram[pa:pa + n]  # bytes already when RAM is an mmap
             return data if type(data) is bytes else bytes(data)
+        if mem.unclaimed_hook is None and not any(
+                r.base < pa + n and pa < r.base + r.length for r in mem.mmio):
+            return bytes(n)  # nothing is there: it reads 0 (a wild jump runs through it)
         return bytes(mem.read(pa + i, 1) for i in range(n))
 
     def note_code(self, eip: int, frames: list[int], handler: Callable[[], int],
