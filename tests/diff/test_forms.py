@@ -551,6 +551,23 @@ def test_form(raw: str, asm: str, kind: str):
                 raise Divergence(f"{asm}: an exception nobody expected at {addr:08x}")
 
 
+@pytest.mark.parametrize(("raw", "asm"), [("66 e8 00 00", "call word 4"),
+                                         ("66 ff 16", "call word [esi]"),
+                                         ("66 ff d0", "call ax")])
+def test_call16_pushes_ip(raw: str, asm: str):
+    """A CALL with a 16-bit operand size pushes IP, the low half of the return address (the
+    fuzz found vmsim pushing all of EIP into the word). It jumps below 64 KiB, into the low
+    window: one step, compared."""
+    code = bytes.fromhex(raw)
+    assert fmt(disassemble(code, CODE)) == asm
+    rnd = random.Random(raw)
+    start = Start([0x2345, 0, 0, 0, STACK_TOP, 0, DATA + 0x100, 0], 0x2, rnd.randbytes(DATA_SIZE),
+                  rnd.randbytes(STACK_SIZE), rnd.randbytes(LOW_SIZE))
+    pair = Pair(code, start)
+    pair.step()
+    assert pair.cpu.eip < 0x10000
+
+
 # Faults: both sides must raise the same exception at the same instruction, state untouched.
 FAULTS = [
     # raw bytes               assembly                         vector

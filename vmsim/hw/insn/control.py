@@ -108,16 +108,20 @@ def call(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     if ins.op0_kind in _NEAR:
         target = ins.near_branch_target
         size = 4 if ins.op0_kind == OpKind.NEAR_BRANCH32 else 2
-        wr = c.wr[size]
+        wr, ip = c.wr[size], nxt & (M32 if size == 4 else 0xFFFF)  # (16-bit: push IP)
 
         def call_rel() -> int:
             esp = (r[4] - size) & M32
-            wr(esp, nxt)
+            wr(esp, ip)
             r[4] = esp
             return target
         return call_rel
     if ins.is_call_far or ins.is_call_far_indirect:
-        cpu, ptr, push = c.cpu, _far_pointer(ins, c), pusher(c, 4)
+        # A 16-bit operand size (ptr16:16, m16:16) pushes CS and IP as words (SDM CALL).
+        wide = ins.op0_kind == OpKind.FAR_BRANCH32 or (
+            ins.op0_kind == OpKind.MEMORY and iced_x86.MemorySizeExt.size(ins.memory_size) == 6)
+        cpu, ptr, push = c.cpu, _far_pointer(ins, c), pusher(c, 4 if wide else 2)
+        ip = nxt if wide else nxt & 0xFFFF
 
         def run():
             sel, off = ptr()
@@ -125,7 +129,7 @@ def call(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
             esp = r[4]
             try:
                 push(cpu.seg[CS].selector)
-                push(nxt)
+                push(ip)
             except BaseException:  # a fault, or a VM exit (EPT violation) to be restarted
                 r[4] = esp
                 raise
@@ -138,11 +142,12 @@ def call(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
         return call_far
     size = c.opsize(ins, 0)
     src, wr = c.reader(ins, 0, size), c.wr[size]
+    ip = nxt & (M32 if size == 4 else 0xFFFF)  # a 16-bit CALL pushes IP
 
     def call_rm() -> int:
         target = src()  # read before the push: CALL [ESP] uses the old ESP
         esp = (r[4] - size) & M32
-        wr(esp, nxt)
+        wr(esp, ip)
         r[4] = esp
         return target
     return call_rm
@@ -166,10 +171,9 @@ def ret(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
 @handles("retf")
 def retf(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     cpu, r = c.cpu, c.r
-    if ins.code in (iced_x86.Code.RETFW, iced_x86.Code.RETFW_IMM16):
-        raise NotInSubset("16-bit retf")
     extra = ins.immediate16 if ins.op_count else 0
-    pop = popper(c, 4)
+    # A 16-bit operand size (66 CB, 66 CA) pops IP and CS as words.
+    pop = popper(c, 2 if ins.code in (iced_x86.Code.RETFW, iced_x86.Code.RETFW_IMM16) else 4)
 
     def run():
         esp = r[4]
