@@ -71,7 +71,7 @@ def _match(spec: str, op: Operand) -> bool | int:
             return want
         return op.size == want
     if isinstance(op, Far):
-        return spec == "ptr"
+        return spec == ("ptr16" if op.size == 16 else "ptr") and op.size in (None, 16, 32)
     # Immediate
     v = op.value
     if spec in ("short", "j8", "rel", "jr8"):
@@ -205,6 +205,12 @@ def _emit(form: Form, ops: list[Operand], prefixes: list[int], site: Site) -> by
             _check_range(far.off, 4, far.col, site)
             _check_range(far.seg, 2, far.col, site)
             body += _le(far.off.n, 4) + _le(far.seg.n, 2)
+        elif tok == "ptr16":
+            far = ops[0]
+            assert isinstance(far, Far)
+            _check_range(far.off, 2, far.col, site)
+            _check_range(far.seg, 2, far.col, site)
+            body += _le(far.off.n, 2) + _le(far.seg.n, 2)
         elif "+r" in tok:
             byte, idx = tok.split("+r")
             reg = ops[int(idx)]
@@ -223,7 +229,7 @@ def _emit(form: Form, ops: list[Operand], prefixes: list[int], site: Site) -> by
         head.append(pre_seg)
     elif segs:
         head.append(segs[-1])
-    if o16:
+    if o16 or 0x66 in prefixes:  # (once: `o16 mov ax, bx` is 66 89 D8, as in NASM)
         head.append(0x66)
     out = head + body
     if rel is not None:

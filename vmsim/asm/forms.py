@@ -10,7 +10,7 @@ Operand specs
   mo8 mo16 mo32   memory with a bare offset (moffs)  es cs ss ds fs gs that segment register
   i8 i16 i32      immediate (no size or that size)   i16! s16!         ...that size written out
   s16 s32         immediate that fits a sign-extended byte (NASM's sbyteword/sbytedword)
-  one             the constant 1 (shift by one)      ptr               seg:offset far pointer
+  one             the constant 1 (shift by one)      ptr ptr16         seg:offset far pointer (`word`: 16)
   short           jump target written `short x`      j8                target a rel8 can reach
   rel             near jump target                   jr8               rel8-only target (loop)
   mfar mfar16     memory written `far [..]`
@@ -22,7 +22,7 @@ Encoding tokens
   /rRM            ModRM with reg from operand R and rm from operand M
   /D              ModRM with digit D in reg, rm = the rm/m (or only) operand
   ib iw id        the next immediate operand         rel8 rel32        jump displacement
-  mo              moffs address (4 bytes)            ptr               offset (4) then segment (2)
+  mo              moffs address (4 bytes)            ptr ptr16         offset (4 / 2) then segment (2)
 A trailing `!nofuzzy` keeps a form out of NASM's operand-size guessing (movzx/movsx).
 """
 
@@ -207,6 +207,7 @@ jmp rm16 o16 ff /4
 jmp rm32 ff /4
 jmp m ff /4
 jmp ptr ea ptr
+jmp ptr16 o16 ea ptr16
 jmp mfar ff /5
 jmp mfar16 o16 ff /5
 call rel e8 rel32
@@ -214,6 +215,7 @@ call rm16 o16 ff /2
 call rm32 ff /2
 call m ff /2
 call ptr 9a ptr
+call ptr16 o16 9a ptr16
 call mfar ff /3
 call mfar16 o16 ff /3
 jecxz jr8 e3 rel8
@@ -229,6 +231,10 @@ retn c3
 retn i16 c2 iw
 retf cb
 retf i16 ca iw
+retfw o16 cb
+retfw i16 o16 ca iw
+retfd cb
+retfd i16 ca iw
 int i8 cd ib
 int3 cc
 int1 f1
@@ -435,4 +441,5 @@ def _is_encoding(word: str) -> bool:
 FORMS: dict[str, list[Form]] = _build()
 PREFIXES: dict[str, int] = {
     "rep": 0xF3, "repe": 0xF3, "repz": 0xF3, "repne": 0xF2, "repnz": 0xF2, "lock": 0xF0,
+    "o16": 0x66,  # the operand-size prefix, on any instruction (`o16 retf`: 66 CB)
 }

@@ -66,6 +66,7 @@ class Far:
     seg: Value
     off: Value
     col: int
+    size: int | None = None  # `word sel:off` is ptr16:16 (66 EA / 66 9A)
 
 
 Operand = Reg | Mem | Imm | Far
@@ -149,7 +150,7 @@ def resolve(op: OperandSyntax, ctx: EvalContext) -> Operand:
         seg, off = evaluate(op.seg_expr, ctx), evaluate(op.expr, ctx)
         check_address(seg, op.col)
         check_address(off, op.col)
-        return Far(seg, off, op.col)
+        return Far(seg, off, op.col, op.size)
     if op.kind == "imm":
         v = evaluate(op.expr, ctx)
         check_address(v, op.col)

@@ -133,7 +133,8 @@ def _preprocess(toks: list[Token], defines: dict[str, list[Token]]) -> list[Toke
     return out
 
 
-_PREFIX_GROUP = {0xF2: "rep", 0xF3: "rep", 0xF0: "lock", **{v: "seg" for v in SEG_PREFIX.values()}}
+_PREFIX_GROUP = {0xF2: "rep", 0xF3: "rep", 0xF0: "lock", 0x66: "osize",
+                 **{v: "seg" for v in SEG_PREFIX.values()}}
 
 
 def _add_prefix(prefixes: list[int], byte: int, col: int) -> None:
