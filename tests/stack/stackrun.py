@@ -157,3 +157,25 @@ def first_difference(a: list[dict], b: list[dict], names: tuple[str, str] = ("si
         return (f"{short} stops after {n} exits ({len(a)} vs {len(b)}); the next one: "
                 f"{longer[n]}")
     return ""
+
+
+def printed_lines(guest: Path, way: str) -> tuple[int | None, list[str]]:
+    """The exit status and the whitespace-separated words `guest` printed on COM1, run on
+    `way`: "bare", "sim-ept", "sim-shadow", or "kvm" (the host's; skipped where there is
+    none)."""
+    if way == "kvm":
+        import pytest
+
+        if (why := host_kvm_problem()) is not None:
+            pytest.skip(why)
+        p = run_cli(["run", "--backend", "kvm", str(guest)])
+        return p.returncode, p.stdout.decode().split()
+    from vmsim.asm import assemble
+    from vmsim.session import Session
+
+    backend, _, paging = way.partition("-")
+    out = bytearray()
+    kw = {"paging": paging} if paging else {}
+    s = Session(assemble(guest.read_text(), str(guest)), backend, serial_out=out.extend, **kw)
+    status = s.run().exit_status
+    return status, out.decode().split()

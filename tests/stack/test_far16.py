@@ -10,32 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.stack.stackrun import host_kvm_problem, run_cli
+from tests.stack.stackrun import printed_lines
 from tests.stack.test_qemu import run_qemu
 from vmsim.asm import assemble
-from vmsim.session import Session
 
 GUEST = Path(__file__).resolve().parent / "far16.asm"
 LOW = 0x8000
 
 
-def _printed(way: str) -> tuple[int | None, list[str]]:
-    if way == "kvm":
-        if (why := host_kvm_problem()) is not None:
-            pytest.skip(why)
-        p = run_cli(["run", "--backend", "kvm", str(GUEST)])
-        return p.returncode, p.stdout.decode().split()
-    backend, _, paging = way.partition("-")
-    out = bytearray()
-    kw = {"paging": paging} if paging else {}
-    s = Session(assemble(GUEST.read_text(), str(GUEST)), backend, serial_out=out.extend, **kw)
-    status = s.run().exit_status
-    return status, out.decode().split()
-
-
 @pytest.mark.parametrize("way", ["bare", "sim-ept", "sim-shadow", "kvm"])
 def test_far_calls_with_a_16_bit_operand_size(way: str, tmp_path: Path) -> None:
-    status, lines = _printed(way)
+    status, lines = printed_lines(GUEST, way)
     assert status == 1
     image = assemble(GUEST.read_text(), str(GUEST))
     values = [int(v, 16) for v in lines]

@@ -11,31 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.stack.stackrun import host_kvm_problem, run_cli
+from tests.stack.stackrun import printed_lines
 from tests.stack.test_qemu import run_qemu
 from vmsim.asm import assemble
-from vmsim.session import Session
 
 GUEST = Path(__file__).resolve().parent / "unassigned.asm"
 WAYS = ["bare", "sim-ept", "sim-shadow", "kvm"]
 
 
-def _printed(way: str) -> tuple[int | None, list[str]]:
-    if way == "kvm":
-        if (why := host_kvm_problem()) is not None:
-            pytest.skip(why)
-        p = run_cli(["run", "--backend", "kvm", str(GUEST)])
-        return p.returncode, p.stdout.decode().split()
-    backend, _, paging = way.partition("-")
-    out = bytearray()
-    kw = {"paging": paging} if paging else {}
-    s = Session(assemble(GUEST.read_text(), str(GUEST)), backend, serial_out=out.extend, **kw)
-    return s.run().exit_status, out.decode().split()
-
-
 @pytest.mark.parametrize("way", WAYS)
 def test_what_the_guest_reads(way: str) -> None:
-    status, lines = _printed(way)
+    status, lines = printed_lines(GUEST, way)
     assert status == 1
     ones, nothing = ["FFFFFFFF", "0000FFFF", "000000FF"], ["00000000"] * 3
     assert lines[:6] == ones * 2  # the VGA window at its first and last dword
@@ -53,4 +39,4 @@ def test_what_the_guest_reads(way: str) -> None:
 def test_qemu_prints_the_same(way: str, tmp_path: Path) -> None:
     printed, status = run_qemu(assemble(GUEST.read_text(), str(GUEST)).data, tmp_path)
     assert status == 1
-    assert _printed(way) == (1, printed.decode().split())
+    assert printed_lines(GUEST, way) == (1, printed.decode().split())
