@@ -1,5 +1,5 @@
-; far16.asm: far CALL and RETF with a 16-bit operand size (66 9A, 66 FF /3, 66 CB, 66 CA),
-; for tests/stack/test_far16.py. They push and pop IP and CS as words, so the calls run
+; far16.asm: far CALL, RETF and IRET with a 16-bit operand size (66 9A, 66 FF /3, 66 CB,
+; 66 CA, 66 CF), for tests/stack/test_far16.py. They push and pop IP and CS as words, so the calls run
 ; from code copied below 64 KiB (LOW): a 16-bit return address is IP. What each call and
 ; return left (ESP inside and after, the words pushed) is printed in hex on COM1; the same
 ; binary boots on qemu-system-i386 -kernel (multiboot header), and the host's KVM runs the
@@ -38,11 +38,17 @@ entry:
         mov ecx, blob_end - blob
         rep movsb
         jmp 0x08:LOW
-back:   mov esi, RES
+back:   mov esi, RES                        ; the calls' values
         mov ecx, 8
 .print: lodsd
         call hex
         loop .print
+        jmp 0x08:(iret16 - blob + LOW)
+back2:  mov esi, RES + 32                   ; the IRETW's (the host's KVM here refuses it)
+        mov ecx, 3
+.more:  lodsd
+        call hex
+        loop .more
         mov dx, 0x501
         mov al, 0
         out dx, al
@@ -61,6 +67,25 @@ r3:     mov [RES + 16], ebx
         mov [RES + 20], esp
         mov esp, 0x90000
         jmp 0x08:back
+        ; IRETW from a frame of words: IP, CS, FLAGS (OF SF AF CF set); EFLAGS(31:16) kept
+iret16: pushfd
+        or dword [esp], 0x40000                 ; AC, which the word frame does not hold
+        popfd
+        push word 0x0893
+        push word 0x08
+        push word r4 - blob + LOW
+        iretw
+r4:     mov [RES + 32], esp
+        pushfd
+        pop eax
+        and eax, 0x40FD5
+        mov [RES + 36], eax
+        pushfd
+        and dword [esp], ~0x40000
+        popfd
+        mov eax, r4 - blob + LOW
+        mov [RES + 40], eax
+        jmp 0x08:back2
 f1:     mov ebx, esp
         mov eax, [esp]                          ; CS << 16 | IP
         mov [RES + 24], eax

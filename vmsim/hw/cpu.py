@@ -1668,24 +1668,27 @@ class Cpu:
         self.eip = offset
         self.halted = False
 
-    def iret(self) -> None:
-        """IRETD to the same privilege level (SDM Vol. 2A IRET, protected-mode return)."""
+    def iret(self, size: int = 4) -> None:
+        """IRETD (or, `size` 2, IRETW) to the same privilege level (SDM Vol. 2A IRET,
+        protected-mode return). IRETW pops IP, CS and FLAGS as words and loads FLAGS into
+        EFLAGS(15:0), the upper half kept."""
         # The CURRENT EFLAGS.NT says "task return", before anything is popped (SDM Vol. 2A
         # IRET: "ELSE IF EFLAGS.NT = 1 THEN GOTO TASK-RETURN"); the image's NT is just
         # loaded into EFLAGS by a normal return.
         if self.sysflags & EFLAGS_NT:
             raise Unsupported("IRET with EFLAGS.NT set (task return: vmsim models no tasks)")
-        rd32 = self.memfns.rd32
+        rd = self.memfns.rd32 if size == 4 else self.memfns.rd16
         esp = self.r[4]
-        eip = rd32(esp)
-        cs_sel = rd32((esp + 4) & 0xFFFFFFFF) & 0xFFFF
-        flags = rd32((esp + 8) & 0xFFFFFFFF)
+        eip = rd(esp)
+        cs_sel = rd((esp + size) & 0xFFFFFFFF) & 0xFFFF
+        flags = rd((esp + 2 * size) & 0xFFFFFFFF)
         if cs_sel & 3:
             raise Unsupported("IRET to another privilege level (vmsim runs at CPL 0 only)")
         cs = self.load_code_descriptor(cs_sel)
-        self.r[4] = (esp + 12) & 0xFFFFFFFF
+        self.r[4] = (esp + 3 * size) & 0xFFFFFFFF
         self.set_cs(cs)
-        self.eflags = (flags & IRET_WRITABLE) | (self.sysflags & ~IRET_WRITABLE)
+        writable = IRET_WRITABLE if size == 4 else IRET_WRITABLE & 0xFFFF
+        self.eflags = (flags & writable) | (self.eflags & ~writable)
         self.eip = eip
 
     # -- descriptors (SDM Vol. 3A 3.4-3.5) ----------------------------------------------------

@@ -250,12 +250,10 @@ def bound(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
 
 @handles("iret", "iretd")
 def iretd(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
-    if ins.mnemonic == iced_x86.Mnemonic.IRET:
-        raise NotInSubset("16-bit iret")
-    cpu = c.cpu
+    cpu, size = c.cpu, 2 if ins.mnemonic == iced_x86.Mnemonic.IRET else 4  # IRET: IRETW
 
     def run():
-        cpu.iret()
+        cpu.iret(size)
         cpu.icount += 1
         if cpu.window_watch and cpu.sysflags & 0x200:  # IF: an interrupt window may be open
             cpu.stop_requested = True
