@@ -18,14 +18,26 @@ M32 = 0xFFFFFFFF
 _NEAR = (OpKind.NEAR_BRANCH32, OpKind.NEAR_BRANCH16)
 
 
-def _far_pointer(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], tuple[int, int]]:
-    """(selector, offset) of a far operand: ptr16:32 immediate or m16:32 in memory."""
+def _far_size(ins: iced_x86.Instruction) -> int:
+    """The operand size of a far JMP or CALL: 2 for ptr16:16 and m16:16, else 4."""
     if ins.op0_kind in (OpKind.FAR_BRANCH32, OpKind.FAR_BRANCH16):
-        sel, off = ins.far_branch_selector, ins.far_branch32 if (
-            ins.op0_kind == OpKind.FAR_BRANCH32) else ins.far_branch16
+        return 4 if ins.op0_kind == OpKind.FAR_BRANCH32 else 2
+    return 2 if iced_x86.MemorySizeExt.size(ins.memory_size) == 4 else 4
+
+
+def _return_ip(nxt: int, size: int) -> int:
+    """What a CALL of operand size `size` pushes: EIP, or with 16 bits IP (SDM CALL)."""
+    return nxt if size == 4 else nxt & 0xFFFF
+
+
+def _far_pointer(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], tuple[int, int]]:
+    """(selector, offset) of a far operand: ptr16:32 / ptr16:16 immediate or m16:32 /
+    m16:16 in memory."""
+    osize = _far_size(ins)
+    if ins.op0_kind in (OpKind.FAR_BRANCH32, OpKind.FAR_BRANCH16):
+        sel, off = ins.far_branch_selector, ins.far_branch32 if osize == 4 else ins.far_branch16
         return lambda: (sel, off)
     ea, rd = c.ea(ins), c.rd
-    osize = 2 if iced_x86.MemorySizeExt.size(ins.memory_size) == 4 else 4
 
     def read() -> tuple[int, int]:
         a = ea()
@@ -108,7 +120,7 @@ def call(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     if ins.op0_kind in _NEAR:
         target = ins.near_branch_target
         size = 4 if ins.op0_kind == OpKind.NEAR_BRANCH32 else 2
-        wr, ip = c.wr[size], nxt & (M32 if size == 4 else 0xFFFF)  # (16-bit: push IP)
+        wr, ip = c.wr[size], _return_ip(nxt, size)
 
         def call_rel() -> int:
             esp = (r[4] - size) & M32
@@ -117,11 +129,9 @@ def call(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
             return target
         return call_rel
     if ins.is_call_far or ins.is_call_far_indirect:
-        # A 16-bit operand size (ptr16:16, m16:16) pushes CS and IP as words (SDM CALL).
-        wide = ins.op0_kind == OpKind.FAR_BRANCH32 or (
-            ins.op0_kind == OpKind.MEMORY and iced_x86.MemorySizeExt.size(ins.memory_size) == 6)
-        cpu, ptr, push = c.cpu, _far_pointer(ins, c), pusher(c, 4 if wide else 2)
-        ip = nxt if wide else nxt & 0xFFFF
+        size = _far_size(ins)  # with 16 bits, CS and IP pushed as words
+        cpu, ptr, push = c.cpu, _far_pointer(ins, c), pusher(c, size)
+        ip = _return_ip(nxt, size)
 
         def run():
             sel, off = ptr()
@@ -142,7 +152,7 @@ def call(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
         return call_far
     size = c.opsize(ins, 0)
     src, wr = c.reader(ins, 0, size), c.wr[size]
-    ip = nxt & (M32 if size == 4 else 0xFFFF)  # a 16-bit CALL pushes IP
+    ip = _return_ip(nxt, size)
 
     def call_rm() -> int:
         target = src()  # read before the push: CALL [ESP] uses the old ESP
