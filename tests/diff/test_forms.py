@@ -568,6 +568,36 @@ def test_call16_pushes_ip(raw: str, asm: str):
     assert pair.cpu.eip < 0x10000
 
 
+# A 16-bit address size (0x67): SI, DI and CX, wrapping within 64 KiB, upper halves kept.
+A16 = [("67 a4", "a16 movsb"), ("67 f3 66 a5", "a16 rep movsw"), ("67 f3 a5", "a16 rep movsd"),
+       ("67 ac", "a16 lodsb"), ("67 f3 ad", "a16 rep lodsd"), ("67 66 ab", "a16 stosw"),
+       ("67 f3 aa", "a16 rep stosb"), ("67 a6", "a16 cmpsb"), ("67 f3 a7", "a16 repe cmpsd"),
+       ("67 f2 66 a7", "a16 repne cmpsw"), ("67 ae", "a16 scasb"), ("67 f3 66 af", "a16 repe scasw"),
+       ("67 f2 af", "a16 repne scasd"), ("67 26 a4", "a16 es movsb"),
+       ("67 e2 fe", "loop 00100001h,cx"), ("67 e1 fe", "loope 00100001h,cx"),
+       ("67 e0 fe", "loopne 00100001h,cx"), ("67 e3 fe", "jcxz 00100001h")]
+
+
+@pytest.mark.parametrize(("raw", "asm"), A16, ids=[a[1] for a in A16])
+def test_a16(raw: str, asm: str):
+    """String instructions and LOOPcc with a 16-bit address size address with SI and DI and
+    count in CX (vmsim refused most with #UD and ran LOOP, LODS and SCAS on ESI, EDI, ECX).
+    SI and DI on the edges of 64 KiB, CX 0-3 (a REP ends in one step), their upper halves
+    set, DF and ZF clear and set; one step each, compared."""
+    code = bytes.fromhex(raw)
+    assert fmt(disassemble(code, CODE)) == asm
+    rnd = random.Random(raw)
+    for si in (0x0000, 0x0001, 0x7FFF, 0xFFFC, 0xFFFF):
+        for di in (0x0000, 0xFFFE, 0x1234):
+            for cx in (0, 1, 3):
+                for flags in (0x2, 0x42, 0x402, 0x443):
+                    regs = [rnd.getrandbits(32), 0xABCD0000 | cx, 0, 0, STACK_TOP, 0,
+                            0x5A5A0000 | si, 0xA5A50000 | di]
+                    start = Start(regs, flags, rnd.randbytes(DATA_SIZE), rnd.randbytes(STACK_SIZE),
+                                  rnd.randbytes(LOW_SIZE))
+                    Pair(code, start).step()
+
+
 # Faults: both sides must raise the same exception at the same instruction, state untouched.
 FAULTS = [
     # raw bytes               assembly                         vector

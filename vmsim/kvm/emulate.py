@@ -26,6 +26,7 @@ from vmsim.hw.cpu import Intercept, InterceptExit, StopReason
 from vmsim.hw.decode import format_instruction
 from vmsim.hw.exceptions import CpuException
 from vmsim.hw.flags import DF, TF
+from vmsim.hw.insn.string import address_mask
 from vmsim.hw.memory import PAGE_SIZE
 from vmsim.hw.vmcs import INTR_INFO_VALID_MASK, F
 from vmsim.kvm.api import (
@@ -193,7 +194,7 @@ class Emulation:
         if self.refused:
             return "failed"
         self.rep = ins.is_string_instruction and (ins.has_rep_prefix or ins.has_repne_prefix)
-        self.ecx = cpu.r[1]
+        self.ecx = cpu.r[1] & address_mask(ins)  # (CX with a 16-bit address size)
         if self.rep and self.ecx == 0:
             cpu.eip = ins.next_ip32
             return "done"

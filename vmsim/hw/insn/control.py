@@ -92,13 +92,34 @@ def jecxz(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     return lambda: nxt if r[1] & mask else target
 
 
+# LOOP, LOOPE and LOOPNE count in CX where the address size is 16 (a 0x67 prefix here),
+# the upper half of ECX kept (SDM LOOPcc: "the address-size attribute determines whether
+# the count register is CX or ECX"); the operand size only cuts the target to 16 bits.
+_LOOP_CX = frozenset(getattr(iced_x86.Code, f"{m}_REL8_{s}_CX")
+                     for m in ("LOOP", "LOOPE", "LOOPNE") for s in (16, 32))
+
+
 @handles("loop", "loope", "loopne")
 def loop(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     target, nxt, r, lf = ins.near_branch_target, ins.next_ip32, c.r, c.lf
     m = ins.mnemonic
-    if ins.code in (iced_x86.Code.LOOP_REL8_16_CX, iced_x86.Code.LOOPE_REL8_16_CX,
-                    iced_x86.Code.LOOPNE_REL8_16_CX):
-        raise NotInSubset("loop with CX (address-size prefix)")
+    if ins.code in _LOOP_CX:
+        keep = 0xFFFF0000
+        if m == iced_x86.Mnemonic.LOOP:
+            def loop_cx() -> int:
+                ecx = r[1]
+                cx = (ecx - 1) & 0xFFFF
+                r[1] = (ecx & keep) | cx
+                return target if cx else nxt
+            return loop_cx
+        want_cx = m == iced_x86.Mnemonic.LOOPE
+
+        def loopcc_cx() -> int:
+            ecx = r[1]
+            cx = (ecx - 1) & 0xFFFF
+            r[1] = (ecx & keep) | cx
+            return target if cx and get_zf(lf) == want_cx else nxt
+        return loopcc_cx
     if m == iced_x86.Mnemonic.LOOP:
         def loop_() -> int:
             ecx = (r[1] - 1) & M32

@@ -3,6 +3,10 @@
 A REP-prefixed instruction runs its iterations in the handler, up to cpu.rep_chunk per call.
 Registers are updated after every element, so a fault part-way leaves ESI/EDI/ECX at the
 element that faulted and EIP at the instruction, which restarts it: what the hardware does.
+With a 16-bit address size (a 0x67 prefix here) they address with SI and DI and count in
+CX, each wrapping within 64 KiB with the upper half of its register kept (SDM Vol. 1
+3.6 and Vol. 2 MOVS: "the address-size attribute ... determines whether SI/DI or ESI/EDI
+are used"); those go one element at a time.
 """
 
 from __future__ import annotations
@@ -35,11 +39,45 @@ def _size(ins: iced_x86.Instruction) -> int:
 def _check(ins: iced_x86.Instruction) -> None:
     if not ins.is_string_instruction:
         raise NotInSubset("not the string form")
-    if ins.memory_base in (iced_x86.Register.SI, iced_x86.Register.DI) or (
-            ins.op_count and ins.op_kind(0) in (iced_x86.OpKind.MEMORY_SEG_SI,
-                                               iced_x86.OpKind.MEMORY_SEG_DI,
-                                               iced_x86.OpKind.MEMORY_ESDI)):
-        raise NotInSubset("16-bit addressing string instruction")
+
+
+_A16_KINDS = (iced_x86.OpKind.MEMORY_SEG_SI, iced_x86.OpKind.MEMORY_SEG_DI,
+              iced_x86.OpKind.MEMORY_ESDI)
+
+
+def address_mask(ins: iced_x86.Instruction) -> int:
+    """0xFFFF where a string instruction has a 16-bit address size (SI, DI, CX), else
+    0xFFFFFFFF (ESI, EDI, ECX)."""
+    for i in range(ins.op_count):
+        if ins.op_kind(i) in _A16_KINDS:
+            return 0xFFFF
+    return M32
+
+
+def _advance16(r: list[int], i: int, d: int) -> None:
+    """Add `d` to the low 16 bits of register `i`, wrapping there; the upper half stays."""
+    v = r[i]
+    r[i] = (v & 0xFFFF0000) | ((v + d) & 0xFFFF)
+
+
+def _repeat16(cpu, r: list[int], element: Callable[[int], None], size: int, here: int,
+              nxt: int, done: Callable[[], bool] | None = None) -> Callable[[], int]:
+    """A REP loop that counts in CX (a 16-bit address size): up to cpu.rep_chunk elements,
+    ending early where `done` says (REPE/REPNE's ZF test)."""
+    def repeated16() -> int:
+        step = -size if cpu.sysflags & DF else size
+        n = cpu.rep_chunk
+        while r[1] & 0xFFFF and n:
+            element(step)
+            _advance16(r, 1, -1)
+            n -= 1
+            if done is not None and done():
+                return nxt
+        if r[1] & 0xFFFF:
+            cpu.rep_unfinished = True
+            return here
+        return nxt
+    return repeated16
 
 
 def _names(prefix: str) -> list[str]:
@@ -55,6 +93,30 @@ def movs(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     rep = ins.has_rep_prefix or ins.has_repne_prefix
     m = ins.mnemonic
     amask = (1 << (8 * size)) - 1
+
+    if address_mask(ins) != M32:
+        adv = _advance16
+        if m in (Mn.MOVSB, Mn.MOVSW, Mn.MOVSD):
+            def element16(step: int) -> None:
+                wr(r[7] & 0xFFFF, rd(r[6] & 0xFFFF))
+                adv(r, 6, step)
+                adv(r, 7, step)
+        elif m in (Mn.STOSB, Mn.STOSW, Mn.STOSD):
+            def element16(step: int) -> None:
+                wr(r[7] & 0xFFFF, r[0] & amask)
+                adv(r, 7, step)
+        else:
+            def element16(step: int) -> None:
+                v = rd(r[6] & 0xFFFF)
+                r[0] = v if size == 4 else (r[0] & ~amask & M32) | v
+                adv(r, 6, step)
+        if rep:
+            return _repeat16(cpu, r, element16, size, ins.ip32, nxt)
+
+        def once16() -> int:
+            element16(-size if cpu.sysflags & DF else size)
+            return nxt
+        return once16
 
     if m in (Mn.MOVSB, Mn.MOVSW, Mn.MOVSD):
         def element(step: int) -> None:
@@ -138,6 +200,28 @@ def cmps(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     op = K_SUB * 3 + SIZE_INDEX[size]
     amask = (1 << (8 * size)) - 1
     is_cmps = ins.mnemonic in (Mn.CMPSB, Mn.CMPSW, Mn.CMPSD)
+    rep = ins.has_rep_prefix or ins.has_repne_prefix
+
+    if address_mask(ins) != M32:
+        adv = _advance16
+
+        def element16(step: int) -> None:
+            if is_cmps:
+                a, b = rd(r[6] & 0xFFFF), rd(r[7] & 0xFFFF)
+                adv(r, 6, step)
+            else:
+                a, b = r[0] & amask, rd(r[7] & 0xFFFF)
+            adv(r, 7, step)
+            lf[0] = op; lf[1] = a - b; lf[2] = a; lf[3] = b  # noqa: E702
+        if rep:
+            until_equal = ins.has_repe_prefix
+            return _repeat16(cpu, r, element16, size, ins.ip32, nxt,
+                             lambda: get_zf(lf) != until_equal)
+
+        def once16() -> int:
+            element16(-size if cpu.sysflags & DF else size)
+            return nxt
+        return once16
 
     def element(step: int) -> None:
         if is_cmps:
@@ -148,7 +232,7 @@ def cmps(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
         r[7] = (r[7] + step) & M32
         lf[0] = op; lf[1] = a - b; lf[2] = a; lf[3] = b  # noqa: E702
 
-    if not (ins.has_rep_prefix or ins.has_repne_prefix):
+    if not rep:
         def once() -> int:
             element(-size if cpu.sysflags & DF else size)
             return nxt
@@ -182,16 +266,19 @@ def ins_outs(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     rd, wr = c.rd[size], c.wr[size]
     is_in = ins.mnemonic in (Mn.INSB, Mn.INSW, Mn.INSD)
     rep = ins.has_rep_prefix or ins.has_repne_prefix
+    a = address_mask(ins)  # (SI, DI and CX with a 16-bit address size: the slow path anyway)
+    keep = M32 & ~a
 
     def element(step: int) -> None:
         port = r[2] & 0xFFFF
         if is_in:
             addr = r[7]
-            wr(addr, cpu.io.read(port, size))
-            r[7] = (addr + step) & M32
+            wr(addr & a, cpu.io.read(port, size))
+            r[7] = (addr & keep) | ((addr + step) & a)
         else:
-            cpu.io.write(port, size, rd(r[6]))
-            r[6] = (r[6] + step) & M32
+            addr = r[6]
+            cpu.io.write(port, size, rd(addr & a))
+            r[6] = (addr & keep) | ((addr + step) & a)
 
     # REP INS / OUTS at a port nobody claims, a page of memory at a time (MemFns.fill /
     # loads): INS stores all ones as STOS would, OUTS's loads go nowhere.
@@ -210,11 +297,11 @@ def ins_outs(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
         return k
 
     def run():
-        if rep and r[1] == 0:
+        if rep and not r[1] & a:
             cpu.retire(nxt)
             return None
         info = Intercept("io", eip, length, port=r[2] & 0xFFFF, size=size, is_in=is_in,
-                         string=True, rep=rep, linear=r[7] if is_in else r[6])
+                         string=True, rep=rep, linear=(r[7] if is_in else r[6]) & a)
         if cpu.intercepted(info):
             return StopReason.INTERCEPT
         down = cpu.sysflags & DF
@@ -224,12 +311,12 @@ def ins_outs(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
         else:
             n = cpu.rep_chunk
             nobody_at = getattr(cpu.io, "nobody_at", None)  # (a bus: not kvm.ko's _NoPorts)
-            quiet = fill is not None and n > 1 and nobody_at is not None \
+            quiet = fill is not None and n > 1 and nobody_at is not None and a == M32 \
                 and nobody_at(r[2] & 0xFFFF, size)
             if not quiet and n > IO_REP_CHUNK:
                 n = IO_REP_CHUNK  # each element a device access: a shorter chunk
             wait = 0  # elements one by one before asking for a page at a time again
-            while r[1] and n:
+            while r[1] & a and n:
                 if wait:
                     wait -= 1
                 elif quiet and n > 1 and r[1] > 1:
@@ -242,10 +329,10 @@ def ins_outs(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
                         off = (r[7] if is_in else r[6]) & 0xFFF
                         wait = off // size if down else (0xFFF - off) // size
                 element(step)
-                r[1] = (r[1] - 1) & M32
+                r[1] = (r[1] & keep) | ((r[1] - 1) & a)
                 n -= 1
-            cpu.rep_unfinished = bool(r[1])
-        cpu.retire(nxt if not r[1] or not rep else eip)
+            cpu.rep_unfinished = bool(r[1] & a)
+        cpu.retire(nxt if not rep or not r[1] & a else eip)
         return None
 
     def io_string() -> int:
