@@ -665,14 +665,18 @@ def bt_Ev_Gv(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
 
 # -- bit scan (SDM Vol. 2A BSF, BSR) --------------------------------------------------------
 
-@handles("bsf", "bsr")
+@handles("bsf", "bsr", "tzcnt", "lzcnt")
 def bsf_Gv_Ev(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     """SDM Vol. 2A BSF/BSR: the index of the lowest (BSF) or highest (BSR) set bit of the
     source into the destination, ZF = 0. A zero source sets ZF and leaves the destination
     as it was: the SDM calls its content undefined, but Intel and AMD processors and QEMU
     keep it (so does kvm.ko's em_bsf_c). CF OF SF AF PF are undefined; this CPU sets them
     as TEST source, source would (CF = OF = AF = 0, SF and PF from the source), as QEMU
-    does, so that ZF = (source == 0) is the lazy record's own."""
+    does, so that ZF = (source == 0) is the lazy record's own.
+    F3 0F BC and F3 0F BD are TZCNT and LZCNT only on a processor with BMI1 and LZCNT; on
+    one without (this CPU: default_cpuid) the REP prefix is ignored and they are BSF and
+    BSR (SDM Vol. 2B TZCNT, LZCNT). Compilers emit `rep bsf` for a count of trailing zeros
+    that either kind of processor may run."""
     size = c.opsize(ins, 0)
     op = K_LOGIC * 3 + SIZE_INDEX[size]
     src = c.reader(ins, 1, size)  # a memory source faults before anything changes
@@ -680,7 +684,7 @@ def bsf_Gv_Ev(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     idx, _, _ = reg_info(ins.op0_register)
     put = c.reg_writer(ins.op0_register)
     r = c.r
-    lowest = ins.mnemonic == iced_x86.Mnemonic.BSF
+    lowest = ins.mnemonic in (iced_x86.Mnemonic.BSF, iced_x86.Mnemonic.TZCNT)
 
     if size == 4:
         if lowest:

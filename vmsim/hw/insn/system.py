@@ -74,6 +74,22 @@ def nop(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     return lambda: nxt
 
 
+# 0F 18-0F 1F with a ModRM byte is the hint-NOP space (SDM Vol. 2B NOP, Vol. 2 Appendix A
+# "Reserved-NOP"): what a later processor gave meaning there (PREFETCHh, CLDEMOTE, CET's
+# ENDBR32 and RDSSPD) runs as a NOP on one without it, and touches no memory. This CPU
+# (family 6, no SSE, no CET: default_cpuid) has none of them. Compilers put ENDBR32 at the
+# top of every function under -fcf-protection.
+@handles("reservednop", "prefetchnta", "prefetcht0", "prefetcht1", "prefetcht2", "prefetchit0",
+         "prefetchit1", "cldemote", "endbr32", "endbr64", "rdsspd")
+def hint_nop(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    info = ins.op_code()
+    op = info.op_code >> 8 * (info.op_code_len - 1)  # (ENDBR32's is 1E FB: its ModRM too)
+    if info.table != iced_x86.OpCodeTableKind.T0F or not 0x18 <= op <= 0x1F:
+        raise NotInSubset("outside the hint-NOP space")
+    nxt = ins.next_ip32
+    return lambda: nxt
+
+
 @handles("ud2", "ud0", "ud1")
 def ud2(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     def ud() -> int:
