@@ -598,6 +598,26 @@ def test_a16(raw: str, asm: str):
                     Pair(code, start).step()
 
 
+# The hint-NOP space 0F 18-0F 1F (ENDBR32, PREFETCHh, CLDEMOTE, reserved NOPs): NOPs here.
+# (0F 18 /0-/3 with a register operand is #UD in unicorn and QEMU, a reserved NOP in the SDM's
+# opcode map and iced-x86: docs/qemu-departures.md.)
+HINT_NOPS = ["f3 0f 1e fb", "f3 0f 1e fa", "f3 0f 1e c8", "0f 18 06", "0f 18 0e", "0f 18 16",
+             "0f 18 1e", "0f 18 3e", "0f 18 e0", "0f 19 06", "0f 1a 44 24 08", "0f 1b c3",
+             "0f 1c 06", "0f 1d 80 00 00 00 00", "0f 1e fa", "66 0f 1f 44 00 00", "67 0f 1f 00"]
+
+
+@pytest.mark.parametrize("raw", HINT_NOPS)
+def test_hint_nops(raw: str):
+    """They change nothing but EIP, and read no memory (ESI points where nothing is)."""
+    code = bytes.fromhex(raw)
+    rnd = random.Random(raw)
+    start = Start([0, 1, 2, 3, STACK_TOP, 5, 0x7FF00000, 7], 0x2, rnd.randbytes(DATA_SIZE),
+                  rnd.randbytes(STACK_SIZE), rnd.randbytes(LOW_SIZE))
+    pair = Pair(code, start)
+    pair.step()
+    assert pair.cpu.eip == CODE + len(code)
+
+
 # Faults: both sides must raise the same exception at the same instruction, state untouched.
 FAULTS = [
     # raw bytes               assembly                         vector

@@ -336,3 +336,40 @@ def test_shld_through_a_read_only_segment_is_gp0_and_changes_nothing():
     assert b.run() is StopReason.HLT and handled(b, X.GP)
     assert b.stack(4) == [0, b.sym["fault"], 0x08, 0x2 | RF]
     assert b.r32(0x5000) == 0x11223344 and b.cpu.r[0] == 0x8001
+
+
+# -- WAIT/FWAIT on a processor without an FPU -------------------------------------------------
+
+@pytest.mark.parametrize(("bits", "faults"), [(0x0, False), (0x2, False), (0x8, False),
+                                              (0xA, True), (0xE, True)])
+def test_wait_is_nm_only_with_mp_and_ts(bits: int, faults: bool):
+    """SDM Vol. 2B WAIT/FWAIT, Protected Mode Exceptions: "#NM If CR0.MP[bit 1] = 1 and
+    CR0.TS[bit 3] = 1"; else it checks for pending unmasked x87 exceptions, of which a CPU
+    without an FPU has none, and goes on (vmsim raised #UD: outside its subset). CR0.EM
+    (bit 2) does not matter to it."""
+    b = bench(f"mov eax, cr0\nor eax, {bits:#x}\nmov cr0, eax\nw: wait\nmov ebx, 1\nhlt")
+    assert b.run() is StopReason.HLT
+    if faults:
+        assert handled(b, X.NM) and b.cpu.r[3] != 1
+        assert b.stack(1) == [b.sym["w"]]  # a fault: EIP at the WAIT
+    else:
+        assert b.cpu.r[3] == 1 and not handled(b, X.NM)
+
+
+@pytest.mark.parametrize("form", ["reg", "mem"])
+def test_arpl_raises_the_rpl(form: str):
+    """SDM Vol. 2A ARPL: "IF DEST[RPL] < SRC[RPL] THEN ZF <- 1; DEST[RPL] <- SRC[RPL]; ELSE
+    ZF <- 0": the destination's bits 1:0 only, the other flags kept (vmsim raised #UD).
+    Each pair of RPLs, with CF set beforehand to see it kept."""
+    for dst in range(4):
+        for src in range(4):
+            value = 0xABCD1230 | dst
+            # arpl cx, bx (63 D9) / arpl [0x5000], bx (63 1D disp32): the assembler has no ARPL
+            arpl = "db 0x63, 0xD9" if form == "reg" else "db 0x63, 0x1D\ndd 0x5000"
+            b = bench(f"mov ecx, {value:#x}\nmov [0x5000], ecx\nmov ebx, {0x44 | src:#x}\n"
+                      f"stc\n{arpl}\nhlt")
+            assert b.run() is StopReason.HLT
+            got = b.cpu.r[1] if form == "reg" else b.mem.read(0x5000, 4)
+            want = (value & ~3) | src if dst < src else value
+            assert got == want, (dst, src)
+            assert bool(b.cpu.eflags & 0x40) == (dst < src) and b.cpu.eflags & 1

@@ -31,6 +31,11 @@ CASES = {
         "mov eax, 5\n        bound eax, [0xB8000]",
         "could not emulate the guest instruction `bound eax,[0B8000h]` at eip 0x00100005 "
         f"{EMULATION}: Linux's instruction emulator has no BOUND (emulate.c's opcode table)"),
+    "arpl_on_mmio": (  # (arpl [0xB8000], bx: the assembler has no ARPL)
+        "mov ebx, 3\n        db 0x63, 0x1D\n        dd 0xB8000",
+        "could not emulate the guest instruction `arpl [0B8000h],bx` at eip 0x00100005 "
+        f"{EMULATION}: Linux's instruction emulator has no ARPL (emulate.c's opcode 0x63 is "
+        "MOVSXD, in 64-bit mode only: mode_dual_63)"),
     "enter_nested_on_mmio": (
         "mov esp, 0xB8100\n        enter 8, 1",
         "could not emulate the guest instruction `enter 8,1` at eip 0x00100005 "

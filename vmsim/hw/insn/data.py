@@ -9,7 +9,7 @@ import iced_x86
 from iced_x86 import Register
 
 from vmsim.hw.cpu import SEG_NAMES, SHADOW_MOV_SS, SS, Intercept, SlowPath, StopReason
-from vmsim.hw.flags import ARITH_MASK, TF, condition, get_cf, materialize, set_explicit
+from vmsim.hw.flags import ARITH_MASK, TF, ZF, condition, get_cf, materialize, set_explicit
 from vmsim.hw.insn.ctx import Ctx, reg_info
 from vmsim.hw.insn.table import INTERCEPTABLE, NotInSubset, handles
 
@@ -633,3 +633,39 @@ def sahf(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
         r[0] = (r[0] & 0xFFFF00FF) | (ah << 8)
         return nxt
     return lahf
+
+
+# -- ARPL (SDM Vol. 2A ARPL) -------------------------------------------------------------------
+
+@handles("arpl")
+def arpl(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    """Where the destination selector's RPL (bits 1:0) is below the source's, it is raised
+    to it and ZF = 1; else ZF = 0 and nothing is written (the SDM's pseudo-code; QEMU writes
+    the destination back either way: docs/qemu-departures.md). The other flags are kept.
+    Only bits 1:0 can change, so a register destination is the same read as r16 or r32."""
+    lf, nxt, r = c.lf, ins.next_ip32, c.r
+    s_idx = reg_info(ins.op1_register)[0]
+    if c.is_reg(ins, 0):
+        d_idx = reg_info(ins.op0_register)[0]
+
+        def arpl_r() -> int:
+            d, rpl = r[d_idx], r[s_idx] & 3
+            f = materialize(lf) & ~ZF
+            if d & 3 < rpl:
+                r[d_idx] = (d & ~3) | rpl
+                f |= ZF
+            set_explicit(lf, f)
+            return nxt
+        return arpl_r
+    ea, rd, wr = c.ea(ins), c.rd[2], c.wr[2]
+
+    def arpl_m() -> int:
+        a = ea()
+        d, rpl = rd(a), r[s_idx] & 3
+        f = materialize(lf) & ~ZF
+        if d & 3 < rpl:
+            wr(a, (d & ~3) | rpl)
+            f |= ZF
+        set_explicit(lf, f)
+        return nxt
+    return arpl_m

@@ -90,6 +90,21 @@ def hint_nop(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     return lambda: nxt
 
 
+@handles("wait")
+def wait(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    """SDM Vol. 2B WAIT/FWAIT: #NM where CR0.MP and CR0.TS are both set (the CR0 the
+    processor runs with, not a guest's read shadow); else it checks for pending unmasked
+    x87 exceptions, of which this CPU, without an FPU, has none: a NOP."""
+    mmu, nxt = c.cpu.mmu, ins.next_ip32
+    both = CR0_MP | CR0_TS
+
+    def wait_() -> int:
+        if mmu.cr0 & both == both:
+            raise X.CpuException(X.NM)
+        return nxt
+    return wait_
+
+
 @handles("ud2", "ud0", "ud1")
 def ud2(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     def ud() -> int:
