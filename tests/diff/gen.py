@@ -100,6 +100,7 @@ BRANCH_FORMS = sorted(c for c, n in _CODE_NAMES.items()
                       if (n.startswith("J") and n.endswith(("_REL8_32", "_REL32_32"))
                           and not n.startswith("JMPE"))
                       or n in ("LOOP_REL8_32_ECX", "LOOPE_REL8_32_ECX", "LOOPNE_REL8_32_ECX",
+                               "LOOP_REL8_32_CX", "LOOPE_REL8_32_CX", "LOOPNE_REL8_32_CX",
                                "JECXZ_REL8_32", "JCXZ_REL8_32"))
 DIV_FORMS = [c for c in FORMS if iced_x86.OpCodeInfo(c).mnemonic in (Mn.DIV, Mn.IDIV)]
 PLAIN_FORMS = [c for c in FORMS if c not in DIV_FORMS]
@@ -450,16 +451,28 @@ def string_unit(draw) -> list[Item]:
     if name in ("cmps", "scas"):
         reps.append(iced_x86.RepPrefixKind.REPNE)
     rep = draw(st.sampled_from(reps))
-    items: list[Item] = [
-        mov_imm(Register.ESI, DATA + draw(st.integers(0x100, DATA_SIZE - 0x100))),
-        mov_imm(Register.EDI, DATA + draw(st.integers(0x100, DATA_SIZE - 0x100))),
-        mov_imm(Register.ECX, draw(st.integers(0, 6))),
-    ]
+    a16 = draw(st.integers(0, 3)) == 0
+    if a16:
+        # A 16-bit address size (0x67): SI, DI and CX in the low window, anywhere in 64 KiB
+        # (wrapping at its ends), the registers' upper halves anything (they must stay).
+        def upper() -> int:
+            return draw(st.integers(0, 0xFFFF)) << 16
+        items: list[Item] = [
+            mov_imm(Register.ESI, upper() | draw(st.integers(0, 0xFFFF))),
+            mov_imm(Register.EDI, upper() | draw(st.integers(0, 0xFFFF))),
+            mov_imm(Register.ECX, upper() | draw(st.integers(0, 6))),
+        ]
+    else:
+        items = [
+            mov_imm(Register.ESI, DATA + draw(st.integers(0x100, DATA_SIZE - 0x100))),
+            mov_imm(Register.EDI, DATA + draw(st.integers(0x100, DATA_SIZE - 0x100))),
+            mov_imm(Register.ECX, draw(st.integers(0, 6))),
+        ]
     if draw(st.booleans()):
         items.append(Instruction.create(draw(st.sampled_from((Code.STD, Code.CLD)))))
     if name == "cmps" and draw(st.booleans()):
         items.append(mov_imm(Register.EDI, items[0].immediate32))  # compare equal bytes
-    items.append(_STRING[name][size](32, rep_prefix=rep))
+    items.append(_STRING[name][size](16 if a16 else 32, rep_prefix=rep))
     return items
 
 
