@@ -373,3 +373,15 @@ def test_arpl_raises_the_rpl(form: str):
             want = (value & ~3) | src if dst < src else value
             assert got == want, (dst, src)
             assert bool(b.cpu.eflags & 0x40) == (dst < src) and b.cpu.eflags & 1
+
+
+@pytest.mark.parametrize(("bits", "vector"), [(0x4, X.NM), (0x8, X.NM), (0xC, X.NM),
+                                              (0x2, X.UD), (0x0, X.UD)])
+def test_x87_with_em_or_ts_is_nm(bits: int, vector: int):
+    """SDM Vol. 3A 2.5, CR0.EM: "x87 FPU instructions generate a device-not-available
+    exception (#NM)"; CR0.TS: an x87 instruction "generates #NM" (Table 12-8): how a
+    kernel emulates a missing FPU or switches FPU state lazily. With neither set this CPU,
+    which has no FPU, gives #UD (and the not_in_subset event), as before."""
+    b = bench(f"mov eax, cr0\nor eax, {bits:#x}\nmov cr0, eax\nx: db 0xD9, 0xE8\nhlt")  # fld1
+    assert b.run() is StopReason.HLT and handled(b, vector)
+    assert b.stack(1) == [b.sym["x"]]
