@@ -160,9 +160,9 @@ def first_difference(a: list[dict], b: list[dict], names: tuple[str, str] = ("si
 
 
 def printed_lines(guest: Path, way: str) -> tuple[int | None, list[str]]:
-    """The exit status and the whitespace-separated words `guest` printed on COM1, run on
-    `way`: "bare", "sim-ept", "sim-shadow", or "kvm" (the host's; skipped where there is
-    none)."""
+    """The exit status and the whitespace-separated words `guest` (a .asm source, or a flat
+    binary loaded at 0x100000) printed on COM1, run on `way`: "bare", "sim-ept",
+    "sim-shadow", or "kvm" (the host's; skipped where there is none)."""
     if way == "kvm":
         import pytest
 
@@ -171,11 +171,14 @@ def printed_lines(guest: Path, way: str) -> tuple[int | None, list[str]]:
         p = run_cli(["run", "--backend", "kvm", str(guest)])
         return p.returncode, p.stdout.decode().split()
     from vmsim.asm import assemble
+    from vmsim.asm.image import GuestImage
     from vmsim.session import Session
 
     backend, _, paging = way.partition("-")
     out = bytearray()
     kw = {"paging": paging} if paging else {}
-    s = Session(assemble(guest.read_text(), str(guest)), backend, serial_out=out.extend, **kw)
+    image = assemble(guest.read_text(), str(guest)) if guest.suffix == ".asm" \
+        else GuestImage(guest.read_bytes(), 0x100000, source_file=str(guest))
+    s = Session(image, backend, serial_out=out.extend, **kw)
     status = s.run().exit_status
     return status, out.decode().split()
