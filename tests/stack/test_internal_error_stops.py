@@ -36,6 +36,10 @@ CASES = {
         "could not emulate the guest instruction `arpl [0B8000h],bx` at eip 0x00100005 "
         f"{EMULATION}: Linux's instruction emulator has no ARPL (emulate.c's opcode 0x63 is "
         "MOVSXD, in 64-bit mode only: mode_dual_63)"),
+    "lar_on_mmio": (
+        "mov ebx, 3\n        lar eax, [0xB8000]",
+        "could not emulate the guest instruction `lar eax,[0B8000h]` at eip 0x00100005 "
+        f"{EMULATION}: Linux's instruction emulator has no LAR (emulate.c's twobyte_table)"),
     "enter_nested_on_mmio": (
         "mov esp, 0xB8100\n        enter 8, 1",
         "could not emulate the guest instruction `enter 8,1` at eip 0x00100005 "

@@ -12,7 +12,7 @@ import iced_x86
 
 from vmsim.hw import exceptions as X
 from vmsim.hw.cpu import CR0_EM, CR0_MP, CR0_TS, SHADOW_STI, Intercept, SlowPath, StopReason
-from vmsim.hw.flags import CF, DF, IF, materialize, set_explicit
+from vmsim.hw.flags import CF, DF, IF, ZF, materialize, set_explicit
 from vmsim.hw.insn.ctx import Ctx
 from vmsim.hw.insn.table import INTERCEPTABLE, NotInSubset, handles
 
@@ -196,6 +196,81 @@ def descriptor_table(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
         cpu.retire(nxt)
         return None
     return _slow(run)
+
+
+# -- LAR, LSL, VERR, VERW (SDM Vol. 2A LAR, LSL; Vol. 2B VERR/VERW) ------------------------
+# They look a selector's descriptor up and say by ZF whether it passes their checks, never
+# faulting on the selector (a fault reading the table is raised). At CPL 0 the privilege
+# check is the selector's RPL against the descriptor's DPL, skipped for conforming code.
+# This CPU has no LDT (LDTR is null): a selector with TI = 1 is past its limit, as is the
+# null selector. None of them exits under VMX.
+_LAR_SYSTEM = frozenset((0x1, 0x2, 0x3, 0x4, 0x5, 0x9, 0xB, 0xC))  # TSSs, LDT, call/task gates
+_LSL_SYSTEM = frozenset((0x1, 0x2, 0x3, 0x9, 0xB))  # the ones with a limit
+
+
+def _descriptor(cpu, selector: int) -> tuple[int, int] | None:
+    """The GDT entry (low and high dwords) of `selector`, or None where it has none."""
+    if selector & 0xFFFC == 0 or selector & 4:
+        return None
+    base, limit = cpu.gdtr
+    index = selector & 0xFFF8
+    if index + 7 > limit:
+        return None
+    rd32 = cpu.memfns.rd32
+    return rd32((base + index) & 0xFFFFFFFF), rd32((base + index + 4) & 0xFFFFFFFF)
+
+
+def _visible(selector: int, hi: int) -> bool:
+    """The privilege check at CPL 0: RPL <= DPL, or conforming code."""
+    conforming = hi & 0x1C00 == 0x1C00  # S = 1, code, conforming
+    return conforming or selector & 3 <= (hi >> 13) & 3
+
+
+@handles("lar", "lsl", "verr", "verw")
+def descriptor_check(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    cpu, lf, nxt, m = c.cpu, c.lf, ins.next_ip32, ins.mnemonic
+    verify = m in (iced_x86.Mnemonic.VERR, iced_x86.Mnemonic.VERW)
+    src = c.reader(ins, 0 if verify else 1, 2)
+    put = None if verify else c.reg_writer(ins.op0_register)
+    size = 2 if verify else c.opsize(ins, 0)
+
+    def result(selector: int) -> int | None:
+        """LAR's access rights, LSL's limit, VERR/VERW's 0: None where ZF = 0."""
+        d = _descriptor(cpu, selector)
+        if d is None:
+            return None
+        lo, hi = d
+        typ, system = (hi >> 8) & 0xF, not hi & 0x1000
+        if not _visible(selector, hi):
+            return None
+        if m == iced_x86.Mnemonic.LAR:
+            if system and typ not in _LAR_SYSTEM:
+                return None
+            return hi & (0x00F0FF00 if size == 4 else 0xFF00)
+        if m == iced_x86.Mnemonic.LSL:
+            if system and typ not in _LSL_SYSTEM:
+                return None
+            limit = (lo & 0xFFFF) | (hi & 0xF0000)
+            if hi & 0x800000:  # G: in 4-KiB units
+                limit = (limit << 12) | 0xFFF
+            return limit if size == 4 else limit & 0xFFFF
+        if system:
+            return None
+        code = typ & 8
+        if m == iced_x86.Mnemonic.VERR:
+            return 0 if not code or typ & 2 else None  # data, or readable code
+        return 0 if not code and typ & 2 else None  # VERW: writable data
+
+    def check() -> int:
+        value = result(src() & 0xFFFF)
+        f = materialize(lf) & ~ZF
+        if value is not None:
+            f |= ZF
+            if put is not None:
+                put(value)
+        set_explicit(lf, f)
+        return nxt
+    return check
 
 
 @handles("invlpg")
