@@ -194,7 +194,8 @@ class Emulation:
         if self.refused:
             return "failed"
         self.rep = ins.is_string_instruction and (ins.has_rep_prefix or ins.has_repne_prefix)
-        self.ecx = cpu.r[1] & address_mask(ins)  # (CX with a 16-bit address size)
+        # (CX with a 16-bit address size; only a REP counts)
+        self.ecx = cpu.r[1] & address_mask(ins) if self.rep else cpu.r[1]
         if self.rep and self.ecx == 0:
             cpu.eip = ins.next_ip32
             return "done"
