@@ -1,13 +1,15 @@
-; descriptors.asm: LAR, LSL, VERR and VERW (32- and 16-bit LAR and LSL) over a GDT of every
-; kind of descriptor, for tests/stack/test_descriptors.py: code and data of each DPL,
-; execute-only, read-only, conforming, byte and page granular, not present, the TSSs, the
-; LDT, call, task, interrupt and trap gates and reserved system types; each selector with
-; RPL 0 to 3, the null selector and one past the GDT's limit (not one in the LDT: vmsim's
-; LDTR is null, where a processor after reset, and QEMU, have one at 0 of limit FFFF). Per
+; descriptors.asm: LAR, LSL, VERR and VERW (32- and 16-bit LAR and LSL), SLDT and STR, for
+; tests/stack/test_descriptors.py, over a GDT of every kind of descriptor: code and data of
+; each DPL, execute-only, read-only, conforming, byte and page granular, not present, the
+; TSSs, the LDT, call, task, interrupt and trap gates and reserved system types; each
+; selector with RPL 0 to 3, the null selector, one past the GDT's limit, and three in the
+; LDT that reset leaves at linear 0 (limit FFFF), where the guest writes a data segment and
+; a call gate and an empty entry first. Before them it prints SLDT and STR (into EAX, zero-extended, and SLDT
+; into a word of memory) and the LDT's data descriptor after ES was loaded from it. Per
 ; selector it prints the six ZF results (from bit 5 down: LAR EAX, LAR AX, LSL EAX, LSL AX,
 ; VERR, VERW), then what the four loads left (EAX starts at DEADBEEF each time: a failure
-; leaves it) in hex on COM1. The same binary boots on qemu-system-i386 -kernel (multiboot
-; header).
+; leaves it), all in hex on COM1. The same binary boots on qemu-system-i386 -kernel
+; (multiboot header).
 bits 32
 org 0x100000
 
@@ -33,6 +35,31 @@ entry:
         mov ds, ax
         mov es, ax
         mov ss, ax
+        ; Entries of the LDT where reset put it (LDTR: base 0, limit FFFF): 0C a flat data
+        ; segment, not yet accessed; 14 a 32-bit call gate.
+        mov dword [0x08], 0x0000FFFF
+        mov dword [0x0C], 0x00CF9200
+        mov dword [0x10], 0x00080000
+        mov dword [0x14], 0x0000EC00
+        mov dword [0x18], 0                 ; 1C an empty entry (QEMU has its BIOS's vectors there)
+        mov dword [0x1C], 0
+        mov eax, 0xFFFFFFFF
+        db 0x0F, 0x00, 0xC0                 ; sldt eax: zero-extended
+        call hex
+        mov eax, 0xFFFFFFFF
+        db 0x0F, 0x00, 0xC8                 ; str eax
+        call hex
+        mov dword [word_out], 0xFFFFFFFF
+        db 0x0F, 0x00, 0x05                 ; sldt [word_out]: a word
+        dd word_out
+        mov eax, [word_out]
+        call hex
+        mov ax, 0x0C                        ; ES from the LDT; the load sets its A bit
+        mov es, ax
+        mov eax, [0x0C]
+        call hex
+        mov ax, 0x10
+        mov es, ax
         mov esi, selectors
 .next:  movzx ebx, word [esi]
         cmp bx, 0xFFFF
@@ -134,8 +161,10 @@ gdt_end:
 gdtr:   dw gdt_end - gdt - 1
         dd gdt
 
+word_out:
+        dd 0
 selectors:
-        dw 0x0000, 0x0003, 0x0FF8, 0x00C0
+        dw 0x0000, 0x0003, 0x0FF8, 0x00C0, 0x000C, 0x000F, 0x0014, 0x0017, 0x001C
         dw 0x0008, 0x0009, 0x000A, 0x000B
         dw 0x0010, 0x0011, 0x0012, 0x0013
         dw 0x0018, 0x0019, 0x001A, 0x001B

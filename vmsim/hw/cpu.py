@@ -69,6 +69,7 @@ EFLAGS_TF, EFLAGS_IF, EFLAGS_NT, EFLAGS_RF = 0x100, 0x200, 0x4000, 0x10000
 # The interrupt shadow's kinds, as bits 0 and 1 of the VMCS interruptibility state (SDM
 # Vol. 3C "Guest Non-Register State"; LNX GUEST_INTR_STATE_STI / _MOV_SS).
 SHADOW_STI, SHADOW_MOV_SS = 1, 2
+RESET_LDTR = (0, 0, 0xFFFF, True)  # LDTR after reset: selector, base, limit, usable
 # Event types (SDM interruption-information types; LNX arch/x86/include/asm/trapnr.h).
 EVENT_TYPE_EXTINT, EVENT_TYPE_NMI, EVENT_TYPE_HWEXC = 0, 2, 3
 
@@ -523,6 +524,12 @@ class Cpu:
         self.seg_classes: tuple[int, ...] | None = None
         self.gdtr = (0, 0xFFFF)  # (base, limit)
         self.idtr = (0, 0x3FF)
+        # LDTR and TR: no instruction here loads them (LLDT and LTR are outside the subset),
+        # so they keep what reset or a VM entry gave them. LDTR is (selector, base, limit,
+        # usable): after reset an LDT at 0 of limit FFFF (SDM Vol. 3A, "Processor State
+        # Following Power-up, Reset, or INIT").
+        self.ldtr: tuple[int, int, int, bool] = RESET_LDTR
+        self.tr_selector = 0
         self.msr: dict[int, int] = {MSR_IA32_APICBASE: 0xFEE00900, MSR_IA32_CR_PAT: 0x0007040600070406}
         self.icount = 0  # instructions retired
         self.dr = [0, 0, 0, 0]  # DR0-DR3: kept, but breakpoints are not modelled
@@ -654,6 +661,7 @@ class Cpu:
         self.seg = seg
         self.gdtr = (0, 0)
         self.idtr = (0, 0)
+        self.ldtr, self.tr_selector = RESET_LDTR, 0
         self.halted = self.shut_down = False
         self.shadow_bits = 0
 
@@ -670,6 +678,7 @@ class Cpu:
             "r": list(self.r), "eip": self.eip, "eflags": self.eflags,
             "seg": [[s.selector, s.base, s.limit, s.access, s.flags] for s in self._seg],
             "gdtr": list(self.gdtr), "idtr": list(self.idtr),
+            "ldtr": list(self.ldtr), "tr": self.tr_selector,
             "mmu": self.mmu.state(), "cr2": self.cr2,
             "cr_shadow": {str(n): list(v) for n, v in self.cr_shadow.items()},
             "msr": {str(k): v for k, v in self.msr.items()},
@@ -698,6 +707,10 @@ class Cpu:
         self.eip = d["eip"]
         self.eflags = d["eflags"]
         self.gdtr, self.idtr = tuple(d["gdtr"]), tuple(d["idtr"])
+        # (A state saved before they were kept has the reset values.)
+        sel, base, limit, usable = d.get("ldtr", RESET_LDTR)
+        self.ldtr = (sel, base, limit, bool(usable))
+        self.tr_selector = d.get("tr", 0)
         mmu = self.mmu
         mmu.cr0, mmu.cr3, mmu.cr4 = d["mmu"]["cr0"], d["mmu"]["cr3"], d["mmu"]["cr4"]
         self.cr2 = d["cr2"]
@@ -1692,10 +1705,19 @@ class Cpu:
         self.eip = eip
 
     # -- descriptors (SDM Vol. 3A 3.4-3.5) ----------------------------------------------------
+    def descriptor_table(self, selector: int) -> tuple[int, int] | None:
+        """(base, limit) of the table `selector` indexes: the GDT, or with TI = 1 the LDT
+        (None where LDTR is unusable)."""
+        if not selector & 4:
+            return self.gdtr
+        _, base, limit, usable = self.ldtr
+        return (base, limit) if usable else None
+
     def read_descriptor(self, selector: int, ext: int = 0) -> tuple[int, int]:
-        if selector & 4:  # TI=1: vmsim has no LDT, so LDTR is null
+        table = self.descriptor_table(selector)
+        if table is None:
             raise X.gp((selector & 0xFFFC) | ext)
-        base, limit = self.gdtr
+        base, limit = table
         index = selector & 0xFFF8
         if index + 7 > limit:
             raise X.gp((selector & 0xFFFC) | ext)
@@ -1706,7 +1728,8 @@ class Cpu:
 
     def _mark_accessed(self, selector: int, hi: int) -> None:
         if not hi & 0x100:
-            self.memfns.wr32((self.gdtr[0] + (selector & 0xFFF8) + 4) & 0xFFFFFFFF, hi | 0x100)
+            base = self.ldtr[1] if selector & 4 else self.gdtr[0]
+            self.memfns.wr32((base + (selector & 0xFFF8) + 4) & 0xFFFFFFFF, hi | 0x100)
 
     @staticmethod
     def _segment_from(selector: int, lo: int, hi: int) -> Segment:

@@ -733,6 +733,11 @@ class Vmx:
             cpu.seg = list(last[1])
         cpu.gdtr = (gdtr_base, gdtr_limit)
         cpu.idtr = (idtr_base, idtr_limit)
+        # LDTR and TR: no guest instruction changes them here (no LLDT, no LTR), so the
+        # short path above, taken while kvm.ko wrote no other field, leaves them as they are.
+        cpu.ldtr = (g(F.GUEST_LDTR_SELECTOR, 0), g(F.GUEST_LDTR_BASE, 0) & 0xFFFFFFFF,
+                    g(F.GUEST_LDTR_LIMIT, 0), not g(F.GUEST_LDTR_AR_BYTES, 0) & AR_UNUSABLE)
+        cpu.tr_selector = g(F.GUEST_TR_SELECTOR, 0)
         # The CPU's TSC is icount + tsc_offset; vmsim's physical TSC is icount, so in
         # non-root operation tsc_offset is the VMCS TSC offset, or 0 without offsetting.
         cpu.tsc_offset = g(_TSC_OFFSET, 0) if exec_ctl & CPU_BASED_USE_TSC_OFFSETTING else 0

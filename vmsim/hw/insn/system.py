@@ -202,17 +202,18 @@ def descriptor_table(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
 # They look a selector's descriptor up and say by ZF whether it passes their checks, never
 # faulting on the selector (a fault reading the table is raised). At CPL 0 the privilege
 # check is the selector's RPL against the descriptor's DPL, skipped for conforming code.
-# This CPU has no LDT (LDTR is null): a selector with TI = 1 is past its limit, as is the
-# null selector. None of them exits under VMX.
+# None of them exits under VMX.
 _LAR_SYSTEM = frozenset((0x1, 0x2, 0x3, 0x4, 0x5, 0x9, 0xB, 0xC))  # TSSs, LDT, call/task gates
 _LSL_SYSTEM = frozenset((0x1, 0x2, 0x3, 0x9, 0xB))  # the ones with a limit
 
 
 def _descriptor(cpu, selector: int) -> tuple[int, int] | None:
-    """The GDT entry (low and high dwords) of `selector`, or None where it has none."""
-    if selector & 0xFFFC == 0 or selector & 4:
+    """The GDT or LDT entry (low and high dwords) of `selector`, or None where it has none
+    (the null selector, an unusable LDTR, past the table's limit)."""
+    table = cpu.descriptor_table(selector)
+    if table is None or selector & 0xFFFC == 0:
         return None
-    base, limit = cpu.gdtr
+    base, limit = table
     index = selector & 0xFFF8
     if index + 7 > limit:
         return None
@@ -271,6 +272,31 @@ def descriptor_check(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
         set_explicit(lf, f)
         return nxt
     return check
+
+
+@handles("sldt", "str")
+def store_selector(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    """SDM Vol. 2B SLDT, STR: LDTR's or TR's selector, into a 16-bit register or a word of
+    memory, or zero-extended into a 32-bit register (P6 and later processors clear the
+    upper half). vmsim models no descriptor-table exiting: they never exit."""
+    cpu, nxt = c.cpu, ins.next_ip32
+    ldtr = ins.mnemonic == Mn.SLDT
+
+    def selector() -> int:
+        return cpu.ldtr[0] if ldtr else cpu.tr_selector
+    if c.is_reg(ins, 0):
+        put = c.reg_writer(ins.op_register(0))
+
+        def to_register() -> int:
+            put(selector())
+            return nxt
+        return to_register
+    ea, wr16 = c.ea(ins), c.wr[2]
+
+    def to_memory() -> int:
+        wr16(ea(), selector())
+        return nxt
+    return to_memory
 
 
 @handles("invlpg")
