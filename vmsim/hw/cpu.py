@@ -1713,22 +1713,28 @@ class Cpu:
         _, base, limit, usable = self.ldtr
         return (base, limit) if usable else None
 
-    def read_descriptor(self, selector: int, ext: int = 0) -> tuple[int, int]:
+    def find_descriptor(self, selector: int) -> tuple[int, int] | None:
+        """The entry (low and high dwords) `selector` indexes, or None where its table ends
+        before it (or, for TI = 1, LDTR is unusable). A fault reading the table is raised."""
         table = self.descriptor_table(selector)
         if table is None:
-            raise X.gp((selector & 0xFFFC) | ext)
+            return None
         base, limit = table
         index = selector & 0xFFF8
         if index + 7 > limit:
-            raise X.gp((selector & 0xFFFC) | ext)
+            return None
         rd32 = self.memfns.rd32
-        lo = rd32((base + index) & 0xFFFFFFFF)
-        hi = rd32((base + index + 4) & 0xFFFFFFFF)
-        return lo, hi
+        return rd32((base + index) & 0xFFFFFFFF), rd32((base + index + 4) & 0xFFFFFFFF)
+
+    def read_descriptor(self, selector: int, ext: int = 0) -> tuple[int, int]:
+        found = self.find_descriptor(selector)
+        if found is None:
+            raise X.gp((selector & 0xFFFC) | ext)
+        return found
 
     def _mark_accessed(self, selector: int, hi: int) -> None:
         if not hi & 0x100:
-            base = self.ldtr[1] if selector & 4 else self.gdtr[0]
+            base = self.descriptor_table(selector)[0]  # type: ignore[index]  # (it was read)
             self.memfns.wr32((base + (selector & 0xFFF8) + 4) & 0xFFFFFFFF, hi | 0x100)
 
     @staticmethod

@@ -10,6 +10,7 @@ from iced_x86 import Register
 
 from vmsim.hw import exceptions as X
 from vmsim.hw.insn import TABLE, NotInSubset
+from vmsim.hw.insn.table import opcode_byte
 
 if TYPE_CHECKING:
     from vmsim.hw.cpu import Cpu
@@ -129,14 +130,11 @@ def _raise_ud() -> int:
     raise X.ud()
 
 
-_CR0_EM_TS = 0x4 | 0x8
-
-
 def _x87(ins: iced_x86.Instruction) -> bool:
     """An x87 instruction: an escape opcode D8-DF (SDM Vol. 2 Appendix A.4)."""
     info = ins.op_code()
-    return info.table == iced_x86.OpCodeTableKind.NORMAL and info.encoding == \
-        iced_x86.EncodingKind.LEGACY and 0xD8 <= info.op_code >> 8 * (info.op_code_len - 1) <= 0xDF
+    return info.table == iced_x86.OpCodeTableKind.NORMAL and \
+        info.encoding == iced_x86.EncodingKind.LEGACY and 0xD8 <= opcode_byte(ins) <= 0xDF
 
 
 def _not_in_subset(cpu: Cpu, ins: iced_x86.Instruction) -> Callable[[], int]:
@@ -144,14 +142,17 @@ def _not_in_subset(cpu: Cpu, ins: iced_x86.Instruction) -> Callable[[], int]:
     eip = ins.ip32
     raw = cpu.mem.read_bytes(cpu.mmu.probe(eip) or 0, ins.len).hex()
     events = cpu.events
+    from vmsim.hw.cpu import CR0_EM, CR0_TS
+
     mmu = cpu.mmu
     x87 = _x87(ins)
+    em_ts = CR0_EM | CR0_TS
 
     def handler() -> int:
         # An x87 instruction with CR0.EM or CR0.TS set is #NM whether or not an FPU is
         # there (SDM Vol. 3A 2.5, CR0.EM and CR0.TS; Table 12-8): how a kernel emulates the
         # FPU, or switches its state lazily. This CPU has none: otherwise #UD.
-        if x87 and mmu.cr0 & _CR0_EM_TS:
+        if x87 and mmu.cr0 & em_ts:
             raise X.CpuException(X.NM)
         if events is not None:
             events.emit("not_in_subset", cpu.name, eip=eip, text=text, bytes=raw)

@@ -14,7 +14,7 @@ from vmsim.hw import exceptions as X
 from vmsim.hw.cpu import CR0_EM, CR0_MP, CR0_TS, SHADOW_STI, Intercept, SlowPath, StopReason
 from vmsim.hw.flags import CF, DF, IF, ZF, materialize, set_explicit
 from vmsim.hw.insn.ctx import Ctx
-from vmsim.hw.insn.table import INTERCEPTABLE, NotInSubset, handles
+from vmsim.hw.insn.table import INTERCEPTABLE, NotInSubset, handles, opcode_byte
 
 M32 = 0xFFFFFFFF
 Mn = iced_x86.Mnemonic
@@ -82,9 +82,8 @@ def nop(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
 @handles("reservednop", "prefetchnta", "prefetcht0", "prefetcht1", "prefetcht2", "prefetchit0",
          "prefetchit1", "cldemote", "endbr32", "endbr64", "rdsspd")
 def hint_nop(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
-    info = ins.op_code()
-    op = info.op_code >> 8 * (info.op_code_len - 1)  # (ENDBR32's is 1E FB: its ModRM too)
-    if info.table != iced_x86.OpCodeTableKind.T0F or not 0x18 <= op <= 0x1F:
+    if opcode_byte(ins) not in range(0x18, 0x20) or \
+            ins.op_code().table != iced_x86.OpCodeTableKind.T0F:
         raise NotInSubset("outside the hint-NOP space")
     nxt = ins.next_ip32
     return lambda: nxt
@@ -208,17 +207,8 @@ _LSL_SYSTEM = frozenset((0x1, 0x2, 0x3, 0x9, 0xB))  # the ones with a limit
 
 
 def _descriptor(cpu, selector: int) -> tuple[int, int] | None:
-    """The GDT or LDT entry (low and high dwords) of `selector`, or None where it has none
-    (the null selector, an unusable LDTR, past the table's limit)."""
-    table = cpu.descriptor_table(selector)
-    if table is None or selector & 0xFFFC == 0:
-        return None
-    base, limit = table
-    index = selector & 0xFFF8
-    if index + 7 > limit:
-        return None
-    rd32 = cpu.memfns.rd32
-    return rd32((base + index) & 0xFFFFFFFF), rd32((base + index + 4) & 0xFFFFFFFF)
+    """The descriptor `selector` names, or None (the null selector, or none there)."""
+    return None if selector & 0xFFFC == 0 else cpu.find_descriptor(selector)
 
 
 def _visible(selector: int, hi: int) -> bool:

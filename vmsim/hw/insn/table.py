@@ -39,3 +39,10 @@ def handles(*names: str) -> Callable[[Factory], Factory]:
         return factory
 
     return register
+
+
+def opcode_byte(ins: iced_x86.Instruction) -> int:
+    """The opcode byte of `ins` within its opcode map (D9 of D9 E8, 1E of ENDBR32's 0F 1E FB:
+    iced-x86 counts a fixed ModRM byte into the opcode)."""
+    info = ins.op_code()
+    return info.op_code >> 8 * (info.op_code_len - 1)
