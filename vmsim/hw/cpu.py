@@ -530,6 +530,9 @@ class Cpu:
         # Following Power-up, Reset, or INIT").
         self.ldtr: tuple[int, int, int, bool] = RESET_LDTR
         self.tr_selector = 0
+        # True while a descriptor table is read: kvm.ko's emulator reads tables as ordinary
+        # memory (read_std), and a table outside the memory slots is no MMIO access for it.
+        self.table_read = False
         self.msr: dict[int, int] = {MSR_IA32_APICBASE: 0xFEE00900, MSR_IA32_CR_PAT: 0x0007040600070406}
         self.icount = 0  # instructions retired
         self.dr = [0, 0, 0, 0]  # DR0-DR3: kept, but breakpoints are not modelled
@@ -1724,7 +1727,11 @@ class Cpu:
         if index + 7 > limit:
             return None
         rd32 = self.memfns.rd32
-        return rd32((base + index) & 0xFFFFFFFF), rd32((base + index + 4) & 0xFFFFFFFF)
+        self.table_read = True
+        try:
+            return rd32((base + index) & 0xFFFFFFFF), rd32((base + index + 4) & 0xFFFFFFFF)
+        finally:
+            self.table_read = False
 
     def read_descriptor(self, selector: int, ext: int = 0) -> tuple[int, int]:
         found = self.find_descriptor(selector)

@@ -77,6 +77,12 @@ class Emulation:
         self.insn = b""
         self.refused = ""  # why Linux's emulator refuses the instruction (vmsim.kvm.refused)
         self.lmsw: int | None = None  # an LMSW's source: kvm_lmsw once the state is stored
+        # LGDT, LIDT, SGDT and SIDT move their operand with read_std / write_std, which
+        # address guest memory as ordinary RAM, as does a descriptor table's read (the CPU's
+        # table_read). Outside the memory slots they give X86EMUL_IO_NEEDED without
+        # mmio_needed: no exit to userspace, the instruction not retired, RIP where it was.
+        self.std = False
+        self.io_needed = False
 
     def intercept(self, info: Intercept) -> bool:
         """The replay's VMX seam: an LMSW (from MMIO) writes CR0 as em_lmsw does, through
@@ -87,7 +93,14 @@ class Emulation:
         return True
 
     # -- served to the interpreter while it replays the instruction ---------------------
+    def _not_ram(self) -> None:
+        """An access an *_std accessor makes outside the memory slots: X86EMUL_IO_NEEDED."""
+        self.io_needed = True
+        raise InterceptExit(Intercept("emulator_io_needed", self.eip))
+
     def mmio_read(self, gpa: int, size: int) -> int:
+        if self.std or self.v.cpu.table_read:
+            self._not_ram()
         kernel_mmio_read = (_LATE or _late())[0].kernel_mmio_read
         value = kernel_mmio_read(self.v, gpa, size)
         if value is not None:
@@ -100,6 +113,8 @@ class Emulation:
         raise InterceptExit(Intercept("emulator_needs_data", self.eip))
 
     def mmio_write(self, gpa: int, size: int, value: int) -> None:
+        if self.std:
+            self._not_ram()
         kernel_mmio_write = (_LATE or _late())[0].kernel_mmio_write
         if kernel_mmio_write(self.v, gpa, size, value):
             return
@@ -194,6 +209,7 @@ class Emulation:
         if self.refused:
             return "failed"
         self.rep = ins.is_string_instruction and (ins.has_rep_prefix or ins.has_repne_prefix)
+        self.std = ins.mnemonic in _STD_OPERAND
         # (CX with a 16-bit address size; only a REP counts)
         self.ecx = cpu.r[1] & address_mask(ins) if self.rep else cpu.r[1]
         if self.rep and self.ecx == 0:
@@ -219,6 +235,8 @@ class Emulation:
         if self.lmsw is not None:  # (stopped at its CR0 write, which kvm_lmsw makes)
             cpu.retire(ins.next_ip32)
             return "done"
+        if self.io_needed:
+            return "io-needed"
         if stop is StopReason.INTERCEPT:  # the replay needs an answer from userspace
             return "read" if self.pending_read is not None else "failed"
         if stop is StopReason.UNSUPPORTED:
@@ -230,6 +248,12 @@ class Emulation:
         if not self.rep or cpu.deliveries != deliveries or cpu.eip != self.eip:
             return "done"
         return "restart"
+
+
+# Their memory operand goes through segmented_read_std / segmented_write_std (em_lgdt_lidt's
+# read_descriptor, em_sgdt / em_sidt), not the emulated accessors.
+_STD_OPERAND = frozenset((iced_x86.Mnemonic.LGDT, iced_x86.Mnemonic.LIDT,
+                          iced_x86.Mnemonic.SGDT, iced_x86.Mnemonic.SIDT))
 
 
 # Instructions the emulator decoded, by address and the bytes fetched there: an MMIO loop
