@@ -141,7 +141,8 @@ def test_activity_state_hlt_round_trip() -> None:
 
 
 def test_ldtr_and_tr_fields_are_left_alone() -> None:
-    """vmsim's CPU has no LDTR/TR: an exit leaves those fields as the VMM wrote them."""
+    """An exit stores LDTR and TR as the entry loaded them where no LLDT or LTR ran: the
+    fields as the VMM wrote them (tests/stack/test_ldt_tr.py: after LTR, the new TR)."""
     b = Bench("hlt")
     before = {f: b.read(f) for name in ("ldtr", "tr") for f in SEGMENTS[name]}
     b.run()

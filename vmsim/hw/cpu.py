@@ -69,7 +69,13 @@ EFLAGS_TF, EFLAGS_IF, EFLAGS_NT, EFLAGS_RF = 0x100, 0x200, 0x4000, 0x10000
 # The interrupt shadow's kinds, as bits 0 and 1 of the VMCS interruptibility state (SDM
 # Vol. 3C "Guest Non-Register State"; LNX GUEST_INTR_STATE_STI / _MOV_SS).
 SHADOW_STI, SHADOW_MOV_SS = 1, 2
-RESET_LDTR = (0, 0, 0xFFFF, True)  # LDTR after reset: selector, base, limit, usable
+# LDTR and TR as (selector, base, limit, access rights), the rights in the VMCS's format
+# (the descriptor's access byte, its flags nibble at bits 15:12, AR_UNUSABLE for a null
+# LDTR). After reset (SDM Vol. 3A, "Processor State Following Power-up, Reset, or INIT"):
+# base 0, limit FFFF, present, an LDT and a busy 32-bit TSS (as KVM's vCPU reset has them).
+AR_UNUSABLE = 1 << 16
+RESET_LDTR = (0, 0, 0xFFFF, 0x82)
+RESET_TR = (0, 0, 0xFFFF, 0x8B)
 # Event types (SDM interruption-information types; LNX arch/x86/include/asm/trapnr.h).
 EVENT_TYPE_EXTINT, EVENT_TYPE_NMI, EVENT_TYPE_HWEXC = 0, 2, 3
 
@@ -524,12 +530,9 @@ class Cpu:
         self.seg_classes: tuple[int, ...] | None = None
         self.gdtr = (0, 0xFFFF)  # (base, limit)
         self.idtr = (0, 0x3FF)
-        # LDTR and TR: no instruction here loads them (LLDT and LTR are outside the subset),
-        # so they keep what reset or a VM entry gave them. LDTR is (selector, base, limit,
-        # usable): after reset an LDT at 0 of limit FFFF (SDM Vol. 3A, "Processor State
-        # Following Power-up, Reset, or INIT").
-        self.ldtr: tuple[int, int, int, bool] = RESET_LDTR
-        self.tr_selector = 0
+        # LDTR and TR (RESET_LDTR): what reset, a VM entry, LLDT or LTR loaded.
+        self.ldtr: tuple[int, int, int, int] = RESET_LDTR
+        self.tr: tuple[int, int, int, int] = RESET_TR
         # True while a descriptor table is read: kvm.ko's emulator reads tables as ordinary
         # memory (read_std), and a table outside the memory slots is no MMIO access for it.
         self.table_read = False
@@ -664,7 +667,7 @@ class Cpu:
         self.seg = seg
         self.gdtr = (0, 0)
         self.idtr = (0, 0)
-        self.ldtr, self.tr_selector = RESET_LDTR, 0
+        self.ldtr, self.tr = RESET_LDTR, RESET_TR
         self.halted = self.shut_down = False
         self.shadow_bits = 0
 
@@ -681,7 +684,7 @@ class Cpu:
             "r": list(self.r), "eip": self.eip, "eflags": self.eflags,
             "seg": [[s.selector, s.base, s.limit, s.access, s.flags] for s in self._seg],
             "gdtr": list(self.gdtr), "idtr": list(self.idtr),
-            "ldtr": list(self.ldtr), "tr": self.tr_selector,
+            "ldtr": list(self.ldtr), "tr": list(self.tr),
             "mmu": self.mmu.state(), "cr2": self.cr2,
             "cr_shadow": {str(n): list(v) for n, v in self.cr_shadow.items()},
             "msr": {str(k): v for k, v in self.msr.items()},
@@ -710,10 +713,14 @@ class Cpu:
         self.eip = d["eip"]
         self.eflags = d["eflags"]
         self.gdtr, self.idtr = tuple(d["gdtr"]), tuple(d["idtr"])
-        # (A state saved before they were kept has the reset values.)
-        sel, base, limit, usable = d.get("ldtr", RESET_LDTR)
-        self.ldtr = (sel, base, limit, bool(usable))
-        self.tr_selector = d.get("tr", 0)
+        # (A state saved before they were kept has the reset values; one saved before LLDT
+        # and LTR kept LDTR's usability for its rights, and TR's selector alone.)
+        sel, base, limit, ar = d.get("ldtr", RESET_LDTR)
+        if isinstance(ar, bool):
+            ar = RESET_LDTR[3] if ar else AR_UNUSABLE
+        self.ldtr = (sel, base, limit, ar)
+        tr = d.get("tr", 0)
+        self.tr = (tr, *RESET_TR[1:]) if isinstance(tr, int) else tuple(tr)
         mmu = self.mmu
         mmu.cr0, mmu.cr3, mmu.cr4 = d["mmu"]["cr0"], d["mmu"]["cr3"], d["mmu"]["cr4"]
         self.cr2 = d["cr2"]
@@ -1713,8 +1720,8 @@ class Cpu:
         (None where LDTR is unusable)."""
         if not selector & 4:
             return self.gdtr
-        _, base, limit, usable = self.ldtr
-        return (base, limit) if usable else None
+        _, base, limit, ar = self.ldtr
+        return None if ar & AR_UNUSABLE else (base, limit)
 
     def find_descriptor(self, selector: int) -> tuple[int, int] | None:
         """The entry (low and high dwords) `selector` indexes, or None where its table ends

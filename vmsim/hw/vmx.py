@@ -23,7 +23,7 @@ from operator import itemgetter
 
 from vmsim.events import EventStream
 from vmsim.hw import exceptions as X
-from vmsim.hw.cpu import EFLAGS_IF, Cpu, Intercept, Segment, StopReason
+from vmsim.hw.cpu import AR_UNUSABLE, EFLAGS_IF, Cpu, Intercept, Segment, StopReason
 from vmsim.hw.ept import EPT_VIOLATION_GVA_IS_VALID, Ept
 from vmsim.hw.exceptions import Unsupported
 from vmsim.hw.hostmem import HostPages, HostPhysical
@@ -96,6 +96,7 @@ SEGMENTS = {
 CPU_SEGMENTS = ("es", "cs", "ss", "ds", "fs", "gs")  # the order of Cpu.seg
 _CPU_SEGMENT_FIELDS = tuple(tuple(int(f) for f in SEGMENTS[n]) for n in CPU_SEGMENTS)
 _CPU_SEGMENT_FIELD_LIST = tuple(f for fs in _CPU_SEGMENT_FIELDS for f in fs)
+_LDTR_FIELDS, _TR_FIELDS = (tuple(int(f) for f in SEGMENTS[n]) for n in ("ldtr", "tr"))
 # What check_guest_state's register checks (_check_guest_registers) read: the controls
 # that make the guest unrestricted, the entry controls and MSRs, CR0, the link pointer,
 # every segment register's selector, limit and access rights, the GDTR and IDTR limits.
@@ -112,7 +113,6 @@ _GUEST_PASS_FIELDS = (*_GUEST_CHECK_FIELDS, F.GUEST_CR4.value,
                       F.VM_ENTRY_INTR_INFO_FIELD.value, F.GUEST_ACTIVITY_STATE.value,
                       F.GUEST_INTERRUPTIBILITY_INFO.value)
 _RFLAGS_CHECKED = 0x2 | 0x8 | 0x20 | 0x200 | 0x8000 | 0x20000 | ~0x3FFFFF
-AR_UNUSABLE = 1 << 16
 
 EFER_SCE, EFER_LME, EFER_LMA, EFER_NX = 1 << 0, 1 << 8, 1 << 10, 1 << 11
 EFER_VALID = EFER_SCE | EFER_LME | EFER_LMA | EFER_NX  # the EFER bits an Intel CPU has
@@ -286,6 +286,9 @@ class Vmx:
         # and entry use its register cache so, not VMREADs.
         self._loaded_at: tuple[Vmcs, int, dict] | None = None
         self._stored_at: tuple[Vmcs, int, dict] | None = None
+        # The VMCS and the CPU's LDTR and TR as the last load gave them or the last save
+        # stored them: a VM exit stores the two again only where LLDT or LTR replaced them.
+        self._ldt_tr: tuple[Vmcs, tuple, tuple] | None = None
 
     @property
     def host_cpu(self) -> HostCpuState | None:
@@ -733,11 +736,13 @@ class Vmx:
             cpu.seg = list(last[1])
         cpu.gdtr = (gdtr_base, gdtr_limit)
         cpu.idtr = (idtr_base, idtr_limit)
-        # LDTR and TR: no guest instruction changes them here (no LLDT, no LTR), so the
-        # short path above, taken while kvm.ko wrote no other field, leaves them as they are.
+        # LDTR and TR: the short path above, taken while kvm.ko wrote no other field, leaves
+        # them as they are (the CPU's are what the last exit stored).
         cpu.ldtr = (g(F.GUEST_LDTR_SELECTOR, 0), g(F.GUEST_LDTR_BASE, 0) & 0xFFFFFFFF,
-                    g(F.GUEST_LDTR_LIMIT, 0), not g(F.GUEST_LDTR_AR_BYTES, 0) & AR_UNUSABLE)
-        cpu.tr_selector = g(F.GUEST_TR_SELECTOR, 0)
+                    g(F.GUEST_LDTR_LIMIT, 0), g(F.GUEST_LDTR_AR_BYTES, 0))
+        cpu.tr = (g(F.GUEST_TR_SELECTOR, 0), g(F.GUEST_TR_BASE, 0) & 0xFFFFFFFF,
+                  g(F.GUEST_TR_LIMIT, 0), g(F.GUEST_TR_AR_BYTES, 0))
+        self._ldt_tr = (vmcs, cpu.ldtr, cpu.tr)
         # The CPU's TSC is icount + tsc_offset; vmsim's physical TSC is icount, so in
         # non-root operation tsc_offset is the VMCS TSC offset, or 0 without offsetting.
         cpu.tsc_offset = g(_TSC_OFFSET, 0) if exec_ctl & CPU_BASED_USE_TSC_OFFSETTING else 0
@@ -1064,6 +1069,14 @@ class Vmx:
             # (else each compares six dataclasses field by field at every exit).
             segs[:] = last[1]
             self._stored_at = self._loaded_at  # (load_guest_state checks its VMCS and gen)
+        ldt_tr = self._ldt_tr
+        if ldt_tr is None or ldt_tr[0] is not vmcs or ldt_tr[1] is not cpu.ldtr \
+                or ldt_tr[2] is not cpu.tr:
+            for (sel, base, limit, ar), (sel_f, base_f, limit_f, ar_f) in (
+                    (cpu.ldtr, _LDTR_FIELDS), (cpu.tr, _TR_FIELDS)):
+                fields[sel_f], fields[base_f] = sel & 0xFFFF, base
+                fields[limit_f], fields[ar_f] = limit & 0xFFFFFFFF, ar
+            self._ldt_tr = (vmcs, cpu.ldtr, cpu.tr)
         base, limit = cpu.gdtr
         fields[_GUEST_GDTR_BASE], fields[_GUEST_GDTR_LIMIT] = base, limit & 0xFFFFFFFF
         base, limit = cpu.idtr

@@ -11,7 +11,17 @@ from collections.abc import Callable
 import iced_x86
 
 from vmsim.hw import exceptions as X
-from vmsim.hw.cpu import CR0_EM, CR0_MP, CR0_TS, SHADOW_STI, Intercept, SlowPath, StopReason
+from vmsim.hw.cpu import (
+    AR_UNUSABLE,
+    CR0_EM,
+    CR0_MP,
+    CR0_TS,
+    SHADOW_STI,
+    Intercept,
+    SlowPath,
+    StopReason,
+)
+from vmsim.hw.exceptions import CpuException
 from vmsim.hw.flags import CF, DF, IF, ZF, materialize, set_explicit
 from vmsim.hw.insn.ctx import Ctx
 from vmsim.hw.insn.table import INTERCEPTABLE, NotInSubset, handles, opcode_byte
@@ -273,7 +283,7 @@ def store_selector(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     ldtr = ins.mnemonic == Mn.SLDT
 
     def selector() -> int:
-        return cpu.ldtr[0] if ldtr else cpu.tr_selector
+        return cpu.ldtr[0] if ldtr else cpu.tr[0]
     if c.is_reg(ins, 0):
         put = c.reg_writer(ins.op_register(0))
 
@@ -287,6 +297,48 @@ def store_selector(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
         wr16(ea(), selector())
         return nxt
     return to_memory
+
+
+@handles("lldt", "ltr")
+def load_system_segment(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
+    """SDM Vol. 2A LLDT, LTR: LDTR or TR from a GDT descriptor (RPL ignored). A null
+    selector leaves LDTR unusable, and is #GP(0) for LTR; a selector in the LDT, past the
+    GDT's limit or naming another type is #GP(selector), one not present #NP(selector).
+    LTR marks the TSS busy in the GDT (and in TR), so a second LTR of it is #GP. At CPL 0
+    only; vmsim models no descriptor-table exiting: they never exit."""
+    cpu, nxt = c.cpu, ins.next_ip32
+    src = c.reader(ins, 0, 2)
+    ldt = ins.mnemonic == Mn.LLDT
+    types = (0x02,) if ldt else (0x01, 0x09)  # LDT; available 16- or 32-bit TSS (S = 0)
+
+    def load() -> int:
+        selector = src() & 0xFFFF
+        code = selector & 0xFFFC
+        if not code:
+            if not ldt:
+                raise X.gp(0)
+            cpu.ldtr = (selector, 0, 0, AR_UNUSABLE)
+            return nxt
+        found = None if selector & 4 else cpu.find_descriptor(selector)
+        if found is None or (found[1] >> 8) & 0x1F not in types:
+            raise X.gp(code)
+        lo, hi = found
+        if not hi & 0x8000:
+            raise CpuException(X.NP, code)
+        if not ldt:
+            hi |= 0x200  # busy, written back as a locked update of the descriptor
+            cpu.memfns.wr32((cpu.gdtr[0] + (selector & 0xFFF8) + 4) & 0xFFFFFFFF, hi)
+        limit = (lo & 0xFFFF) | (hi & 0xF0000)
+        if hi & 0x800000:  # G: in 4-KiB units
+            limit = (limit << 12) | 0xFFF
+        base = (lo >> 16) | ((hi & 0xFF) << 16) | (hi & 0xFF000000)
+        loaded = (selector, base, limit, ((hi >> 8) & 0xFF) | ((hi >> 8) & 0xF000))
+        if ldt:
+            cpu.ldtr = loaded
+        else:
+            cpu.tr = loaded
+        return nxt
+    return load
 
 
 @handles("invlpg")
