@@ -858,7 +858,7 @@ class Session:
         return self.cpus[cpu].get_control(3)
 
     def segments(self, cpu: int = 0) -> dict[str, tuple[int, int, int]]:
-        """Segment registers: selector, base, limit; GDTR and IDTR: base, limit."""
+        """Segment registers, LDTR and TR: selector, base, limit; GDTR and IDTR: base, limit."""
         vcpu = self._vcpu_outside_guest(cpu)
         if vcpu is not None:
             sregs = vcpu.get_sregs()
@@ -866,11 +866,14 @@ class Session:
             for name in SEG_NAMES:
                 seg = getattr(sregs, name.lower())
                 out[name] = (seg.selector, seg.base & 0xFFFFFFFF, seg.limit & 0xFFFFFFFF)
+            for name, seg in (("LDTR", sregs.ldt), ("TR", sregs.tr)):
+                out[name] = (seg.selector, seg.base & 0xFFFFFFFF, seg.limit & 0xFFFFFFFF)
             out["GDTR"] = (0, sregs.gdt.base & 0xFFFFFFFF, sregs.gdt.limit)
             out["IDTR"] = (0, sregs.idt.base & 0xFFFFFFFF, sregs.idt.limit)
             return out
         c = self.cpus[cpu]
         out = {name: (s.selector, s.base, s.limit) for name, s in zip(SEG_NAMES, c.seg, strict=False)}
+        out["LDTR"], out["TR"] = c.ldtr[:3], c.tr[:3]
         out["GDTR"] = (0, *c.gdtr)
         out["IDTR"] = (0, *c.idtr)
         return out
