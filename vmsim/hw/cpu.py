@@ -533,6 +533,9 @@ class Cpu:
         # LDTR and TR (RESET_LDTR): what reset, a VM entry, LLDT or LTR loaded.
         self.ldtr: tuple[int, int, int, int] = RESET_LDTR
         self.tr: tuple[int, int, int, int] = RESET_TR
+        # Set where they change otherwise than by a VM entry, so that the next VM exit
+        # stores them into the VMCS (as a processor stores them at every exit).
+        self.ldt_tr_changed = True
         # True while a descriptor table is read: kvm.ko's emulator reads tables as ordinary
         # memory (read_std), and a table outside the memory slots is no MMIO access for it.
         self.table_read = False
@@ -668,6 +671,7 @@ class Cpu:
         self.gdtr = (0, 0)
         self.idtr = (0, 0)
         self.ldtr, self.tr = RESET_LDTR, RESET_TR
+        self.ldt_tr_changed = True
         self.halted = self.shut_down = False
         self.shadow_bits = 0
 
@@ -721,6 +725,7 @@ class Cpu:
         self.ldtr = (sel, base, limit, ar)
         tr = d.get("tr", 0)
         self.tr = (tr, *RESET_TR[1:]) if isinstance(tr, int) else tuple(tr)
+        self.ldt_tr_changed = True
         mmu = self.mmu
         mmu.cr0, mmu.cr3, mmu.cr4 = d["mmu"]["cr0"], d["mmu"]["cr3"], d["mmu"]["cr4"]
         self.cr2 = d["cr2"]

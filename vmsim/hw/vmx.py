@@ -286,9 +286,6 @@ class Vmx:
         # and entry use its register cache so, not VMREADs.
         self._loaded_at: tuple[Vmcs, int, dict] | None = None
         self._stored_at: tuple[Vmcs, int, dict] | None = None
-        # The VMCS and the CPU's LDTR and TR as the last load gave them or the last save
-        # stored them: a VM exit stores the two again only where LLDT or LTR replaced them.
-        self._ldt_tr: tuple[Vmcs, tuple, tuple] | None = None
 
     @property
     def host_cpu(self) -> HostCpuState | None:
@@ -742,7 +739,7 @@ class Vmx:
                     g(F.GUEST_LDTR_LIMIT, 0), g(F.GUEST_LDTR_AR_BYTES, 0))
         cpu.tr = (g(F.GUEST_TR_SELECTOR, 0), g(F.GUEST_TR_BASE, 0) & 0xFFFFFFFF,
                   g(F.GUEST_TR_LIMIT, 0), g(F.GUEST_TR_AR_BYTES, 0))
-        self._ldt_tr = (vmcs, cpu.ldtr, cpu.tr)
+        cpu.ldt_tr_changed = False
         # The CPU's TSC is icount + tsc_offset; vmsim's physical TSC is icount, so in
         # non-root operation tsc_offset is the VMCS TSC offset, or 0 without offsetting.
         cpu.tsc_offset = g(_TSC_OFFSET, 0) if exec_ctl & CPU_BASED_USE_TSC_OFFSETTING else 0
@@ -1069,14 +1066,12 @@ class Vmx:
             # (else each compares six dataclasses field by field at every exit).
             segs[:] = last[1]
             self._stored_at = self._loaded_at  # (load_guest_state checks its VMCS and gen)
-        ldt_tr = self._ldt_tr
-        if ldt_tr is None or ldt_tr[0] is not vmcs or ldt_tr[1] is not cpu.ldtr \
-                or ldt_tr[2] is not cpu.tr:
+        if cpu.ldt_tr_changed:  # (LLDT, LTR: else the fields hold what the entry loaded)
             for (sel, base, limit, ar), (sel_f, base_f, limit_f, ar_f) in (
                     (cpu.ldtr, _LDTR_FIELDS), (cpu.tr, _TR_FIELDS)):
                 fields[sel_f], fields[base_f] = sel & 0xFFFF, base
                 fields[limit_f], fields[ar_f] = limit & 0xFFFFFFFF, ar
-            self._ldt_tr = (vmcs, cpu.ldtr, cpu.tr)
+            cpu.ldt_tr_changed = False
         base, limit = cpu.gdtr
         fields[_GUEST_GDTR_BASE], fields[_GUEST_GDTR_LIMIT] = base, limit & 0xFFFFFFFF
         base, limit = cpu.idtr

@@ -205,11 +205,10 @@ class Emulation:
         if gpa is None or not v.vm.mem.is_ram(gpa):
             return "fetch-mmio"
         # (self.insn: the bytes the decoder read, ctxt->fetch, for the tracepoint)
-        ins, self.text, self.insn, self.refused = _decode(cpu, self.eip)
+        ins, self.text, self.insn, self.refused, self.std = _decode(cpu, self.eip)
         if self.refused:
             return "failed"
         self.rep = ins.is_string_instruction and (ins.has_rep_prefix or ins.has_repne_prefix)
-        self.std = ins.mnemonic in _STD_OPERAND
         # (CX with a 16-bit address size; only a REP counts)
         self.ecx = cpu.r[1] & address_mask(ins) if self.rep else cpu.r[1]
         if self.rep and self.ecx == 0:
@@ -260,13 +259,14 @@ _STD_OPERAND = frozenset((iced_x86.Mnemonic.LGDT, iced_x86.Mnemonic.LIDT,
 # replays the same few instructions at every exit. Only looked up after the same fetch
 # (decode_instruction's: its walk, #PF and TLB fill happen as before); an instruction that
 # runs into the next page is decoded as decode_instruction does, every time.
-_DECODED: dict[tuple[int, bytes], tuple[iced_x86.Instruction, str, bytes, str]] = {}
+_DECODED: dict[tuple[int, bytes], tuple[iced_x86.Instruction, str, bytes, str, bool]] = {}
 _DECODED_MAX = 4096
 
 
-def _decode(cpu, eip: int) -> tuple[iced_x86.Instruction, str, bytes, str]:
-    """decode_instruction(cpu, eip), the instruction's text, its bytes, and why Linux's
-    emulator refuses it ("" where it does not: vmsim.kvm.refused)."""
+def _decode(cpu, eip: int) -> tuple[iced_x86.Instruction, str, bytes, str, bool]:
+    """decode_instruction(cpu, eip), the instruction's text, its bytes, why Linux's
+    emulator refuses it ("" where it does not: vmsim.kvm.refused), and whether its operand
+    goes through the _std accessors (_STD_OPERAND)."""
     data, _ = cpu.fetch_bytes(eip)
     key = (eip, data)
     hit = _DECODED.get(key)
@@ -278,11 +278,12 @@ def _decode(cpu, eip: int) -> tuple[iced_x86.Instruction, str, bytes, str]:
         more, _ = cpu.fetch_more(eip, len(data))  # (decode_instruction's second fetch)
         data += more
         ins = iced_x86.Decoder(32, data, ip=eip).decode()
-        return ins, format_instruction(ins), data[:ins.len], linux_emulator_refuses(ins)
+        return (ins, format_instruction(ins), data[:ins.len], linux_emulator_refuses(ins),
+                ins.mnemonic in _STD_OPERAND)
     if len(_DECODED) >= _DECODED_MAX:
         _DECODED.clear()
     hit = _DECODED[key] = (ins, format_instruction(ins), data[:ins.len],
-                           linux_emulator_refuses(ins))
+                           linux_emulator_refuses(ins), ins.mnemonic in _STD_OPERAND)
     return hit
 
 

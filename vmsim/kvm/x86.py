@@ -468,9 +468,10 @@ def vcpu_enter_guest(v: SimVcpu, resume: str | None = None) -> Generator[int, No
     # MMIO access ...): progress. One that resumes at the same RIP may loop. An external
     # interrupt or an interrupt window is the host's or kvm.ko's doing: neither a guest
     # loop nor progress (the host's tick must not hide a loop of exits from the watchdog).
-    if exit_info.basic_reason not in _NOT_GUEST_LOOPS:
-        moved = v.vmcs.read(F.GUEST_RIP) != rip
-        kvm_watch_progress(v, 0 if moved else 1, 0, progress=moved)
+    if v.vmcs.read(F.GUEST_RIP) != rip:
+        kvm_watch_progress(v, 0, 0, progress=True)
+    elif exit_info.basic_reason not in _NOT_GUEST_LOOPS:
+        kvm_watch_progress(v, 1, 0)
     cost = COSTS["exit_handler"] + v.handler_cost
     if not (passing and clock.pass_time(cost)):
         yield cost

@@ -318,6 +318,7 @@ def load_system_segment(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
             if not ldt:
                 raise X.gp(0)
             cpu.ldtr = (selector, 0, 0, AR_UNUSABLE)
+            cpu.ldt_tr_changed = True
             return nxt
         found = None if selector & 4 else cpu.find_descriptor(selector)
         if found is None or (found[1] >> 8) & 0x1F not in types:
@@ -337,6 +338,7 @@ def load_system_segment(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
             cpu.ldtr = loaded
         else:
             cpu.tr = loaded
+        cpu.ldt_tr_changed = True
         return nxt
     return load
 
