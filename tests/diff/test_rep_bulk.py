@@ -63,3 +63,58 @@ def test_rep_stos_and_movs_match_unicorn(case, seed: int) -> None:
     start = Start(regs, 0x2 | (DF if down else 0), random.Random(seed).randbytes(DATA_SIZE))
     pair = run_pair(code, start)
     assert pair.steps == 1
+
+
+SCAN = {("scas", 1): iced_x86.Instruction.create_scasb, ("scas", 2): iced_x86.Instruction.create_scasw,
+        ("scas", 4): iced_x86.Instruction.create_scasd, ("cmps", 1): iced_x86.Instruction.create_cmpsb,
+        ("cmps", 2): iced_x86.Instruction.create_cmpsw, ("cmps", 4): iced_x86.Instruction.create_cmpsd}
+
+
+@st.composite
+def scan_case(draw):
+    """REPE / REPNE SCAS and CMPS over data that is one byte, or one byte below 0x208000
+    and another above, with a few marks of a third: so that the comparisons go on for
+    long runs, across pages, and end at the marks, the change, or the count."""
+    op = draw(st.sampled_from(("scas", "cmps")))
+    size = draw(st.sampled_from((1, 2, 4)))
+    down, repne = draw(st.booleans()), draw(st.booleans())
+    count = draw(st.one_of(st.integers(0, 8), st.integers(0, 4096)))
+    span = count * size
+    fill, other, mark = draw(st.lists(st.integers(0, 255), min_size=3, max_size=3, unique=True))
+    data = bytearray([fill]) * DATA_SIZE
+    if draw(st.booleans()):
+        data[DATA_SIZE // 2:] = bytes([other]) * (DATA_SIZE // 2)
+    for _ in range(draw(st.integers(0, 3))):
+        at = draw(st.integers(0, DATA_SIZE - 4))
+        data[at:at + 4] = bytes([mark]) * 4
+
+    def address() -> int:
+        if down:
+            low, high = DATA + max(span - size, 0), DATA + DATA_SIZE - size
+        else:
+            low, high = DATA, DATA + DATA_SIZE - max(span, size)
+        page = draw(st.integers(low >> 12, high >> 12)) << 12
+        near = draw(st.one_of(st.integers(-8, 8), st.integers(0, 0xFFF)))
+        return min(max(page + near, low), high)
+
+    edi, esi = address(), address()
+    for at in (edi, esi)[:1 + (op == "cmps")]:  # often a mark within the run itself
+        if span and draw(st.booleans()):
+            at = at - draw(st.integers(0, span - 1)) if down else at + draw(st.integers(0, span - 1))
+            at = min(max(at - DATA, 0), DATA_SIZE - 1)
+            data[at] = mark
+    eax = int.from_bytes(bytes([draw(st.sampled_from((fill, fill, other, mark)))]) * 4, "little")
+    return op, size, down, repne, count, esi if op == "cmps" else 0, edi, eax, bytes(data)
+
+
+@settings(max_examples=80, deadline=None)
+@given(case=scan_case())
+def test_rep_cmps_and_scas_match_unicorn(case) -> None:
+    """REP CMPS and SCAS compare a page's elements at once (MemFns.peek): ESI, EDI, ECX and
+    the flags of the element that ended the REP are unicorn's."""
+    op, size, down, repne, count, esi, edi, eax, data = case
+    kind = RepKind.REPNE if repne else RepKind.REPE
+    code = _encode(SCAN[(op, size)](32, rep_prefix=kind))
+    regs = [eax, count, 0, 0, STACK_TOP, 0, esi, edi]
+    pair = run_pair(code, Start(regs, 0x2 | (DF if down else 0), data))
+    assert pair.steps == 1

@@ -11,7 +11,8 @@
 ; - page 16: physical 32 MiB, where nothing is (stores dropped); page 17: frame 16.
 ; Then STOS and MOVS up and down across them, a MOVS whose runs overlap, and a STOSB over
 ; code that runs next (self-modifying); then REP INS and OUTS at a port nobody claims
-; across them (on bare metal, a page at a time too). The handler logs CR2, ECX, ESI and
+; across them (on bare metal, a page at a time too); then REPE / REPNE SCAS and CMPS
+; across them, whose ECX, ESI, EDI and flags the guest keeps in a page it hashes. The handler logs CR2, ECX, ESI and
 ; EDI; the guest prints the log and a hash of each frame and of the VGA page on COM1, and the test reads
 ; them too. The same binary boots on qemu-system-i386 -kernel (multiboot header), an
 ; oracle for what the string instructions leave.
@@ -196,6 +197,51 @@ patch_end:
         mov ecx, 5000
         mov eax, 0x77665544
         rep stosd
+        ; 12: REPE SCASD up from page 9 while EAX's, across page 10 made not present (a
+        ;     fault) into page 13, past the 5000 the STOSD stored (ECX, ESI, EDI and
+        ;     EFLAGS after each compare are kept in page 14, at 0x800 on)
+        and dword [PT + 10 * 4], ~1
+        invlpg [WINDOW + 10 * 4096]
+        mov edi, WINDOW + 9 * 4096
+        mov ecx, 6000
+        repe scasd
+        mov ebx, WINDOW + 14 * 4096 + 0x800
+        call keep
+        ; 13: REPNE SCASB down from page 7 into the VGA page for a byte 0x31 (the STOSD
+        ;     down in 11 stored 0x31323334 there)
+        std
+        mov edi, WINDOW + 7 * 4096 + 0x40
+        mov ecx, 0x2000
+        mov al, 0x31
+        repne scasb
+        cld
+        call keep
+        ; 14: REPE CMPSD of page 16 (nothing there: zeros) against page 14, zeroed up to
+        ;     what 12 and 13 kept there
+        mov edi, WINDOW + 14 * 4096
+        mov ecx, 0x200
+        xor eax, eax
+        rep stosd
+        mov esi, WINDOW + 16 * 4096 + 0x10
+        mov edi, WINDOW + 14 * 4096
+        mov ecx, 0x300
+        repe cmpsd
+        call keep
+        ; 15: REPE CMPSW down over page 2 against page 13 (the same frame: equal), then
+        ;     page 1 against page 12; and REPNE CMPSB over pages 0 and 15 (all different
+        ;     at first: 15 holds C0FFEE00 from 7)
+        std
+        mov esi, WINDOW + 2 * 4096 + 0x100
+        mov edi, WINDOW + 13 * 4096 + 0x100
+        mov ecx, 0x1000
+        repe cmpsw
+        cld
+        call keep
+        mov esi, WINDOW + 0 * 4096 + 0x80
+        mov edi, WINDOW + 15 * 4096 + 0xF00
+        mov ecx, 0x200
+        repne cmpsb
+        call keep
         ; report: the faults, a hash of each frame and of the VGA page, the SMC bytes
         mov ebx, 0
 .faults:
@@ -280,6 +326,15 @@ putc:           ; AL to COM1 once its THR is empty
         mov dx, 0x3F8
         out dx, al
         pop edx
+        ret
+
+keep:   ; ECX, ESI, EDI and EFLAGS to [EBX], which moves on past them
+        pushfd
+        mov [ebx], ecx
+        mov [ebx + 4], esi
+        mov [ebx + 8], edi
+        pop dword [ebx + 12]
+        add ebx, 16
         ret
 
 pf:     ; log CR2 ECX ESI EDI, then map the page or make it writable, and retry

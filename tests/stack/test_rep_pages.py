@@ -1,4 +1,5 @@
-"""REP STOS and MOVS a page at a time (vmsim.hw.cpu MemFns.fill / copy) against the same
+"""REP STOS and MOVS a page at a time (vmsim.hw.cpu MemFns.fill / copy), and CMPS and SCAS
+(MemFns.peek), against the same
 runs element by element (BULK_REP off), through the whole stack, and against
 qemu-system-i386: a guest whose string instructions cross pages that are absent,
 read-only, MMIO, aliased and scrambled, and code (tests/stack/rep_pages.asm). Every event
@@ -88,7 +89,7 @@ def test_what_the_guest_did(monkeypatch) -> None:
     status, log, frames, vga, printed, _, _ = runs[("bare", "ept")]
     for way, run in runs.items():
         assert run[:5] == (status, log, frames, vga, printed), way  # bare, EPT, shadow: alike
-    assert status == 1 and printed.count(b"\n") == 7  # six faults, then the hashes
+    assert status == 1 and printed.count(b"\n") == 8  # seven faults, then the hashes
     # The two faults of the first STOSD: the absent page 3, then the read-only page 8, each
     # at its first byte, with ECX and EDI at the element that faulted.
     faults = [tuple(int.from_bytes(log[4 + 16 * i + 4 * j:8 + 16 * i + 4 * j], "little")
@@ -100,7 +101,7 @@ def test_what_the_guest_did(monkeypatch) -> None:
     # REP OUTSD up from page 1 + 0x404 faults loading page 4's first dword; RCX is the
     # count left at the element that faulted (kvm.ko's emulator too: Linux's writeback),
     # and the OUTSD ends 7 pages on (LOG + 0xF08).
-    ins_fault, outs_fault, movs_fault, stos_fault = faults[2:]
+    ins_fault, outs_fault, movs_fault, stos_fault, scas_fault = faults[2:]
     assert (ins_fault[0], ins_fault[1], ins_fault[3]) == (
         WINDOW + 11 * PAGE + 0xFFE, 7 * PAGE // 2 - 0x400, WINDOW + 11 * PAGE + 0xFFE)
     assert outs_fault[:3] == (WINDOW + 4 * PAGE, 7 * PAGE // 4 - (3 * PAGE - 0x404) // 4,
@@ -118,6 +119,19 @@ def test_what_the_guest_did(monkeypatch) -> None:
     assert log[0xFF0:0xFF3] == b"\x00\x00\x01"
     # The last STOSD, longer than a REP chunk, filled page 9 (frame 11: ORDER) whole.
     assert frames[11 * PAGE:12 * PAGE] == (0x77665544).to_bytes(4, "little") * (PAGE // 4)
+    # REPE SCASD over those 5000 faults at page 10 (made not present) after page 9's 1024,
+    # and ends at the 5001st dword, the first other one: ZF clear. What the guest kept of
+    # it (ECX, ESI, EDI, EFLAGS) is in page 14 (frame 10) at 0x800.
+    assert (scas_fault[0], scas_fault[1], scas_fault[3]) == (
+        WINDOW + 10 * PAGE, 6000 - PAGE // 4, WINDOW + 10 * PAGE)
+    kept = [int.from_bytes(frames[10 * PAGE + 0x800 + 4 * i:10 * PAGE + 0x804 + 4 * i], "little")
+            for i in range(4 * 5)]
+    assert (kept[0], kept[2], kept[3] & 0x40) == (6000 - 5001, WINDOW + 9 * PAGE + 4 * 5001, 0)
+    # REPE CMPSD of nothing (zeros) against page 14's zeros ends at what 12 kept at 0x800:
+    # the 0x201st dword.
+    assert kept[8:11] == [0x300 - 0x201, WINDOW + 16 * PAGE + 0x10 + 4 * 0x201,
+                          WINDOW + 14 * PAGE + 4 * 0x201]
+    assert not kept[11] & 0x40
 
 
 def test_qemu_agrees(tmp_path: Path, monkeypatch) -> None:

@@ -151,12 +151,13 @@ class MemFns:
     CMPXCHG8B's one access of its m64; `wprobe(la, size)` makes the checks of a write
     (translation for writing, with its accessed and dirty bits and #PF) and stores nothing
     (ENTER's check of its final stack pointer). `fill` and `copy` do a run of REP STOS /
-    MOVS elements within one page at once, where that is exactly what they would do, and
-    `loads` a run of loads nobody sees (REP OUTS to a port nobody claims); None where every
-    access must be seen: tlb_hit events, or BULK_REP off."""
+    MOVS elements within one page at once, where that is exactly what they would do, `loads`
+    a run of loads nobody sees (REP OUTS to a port nobody claims) and `peek` the bytes a run
+    of loads would give (REP CMPS / SCAS); None where every access must be seen: tlb_hit
+    events, or BULK_REP off."""
 
-    __slots__ = ("copy", "fill", "loads", "rd8", "rd16", "rd32", "rd64", "wprobe", "wr8", "wr16", "wr32",
-                 "wr64")
+    __slots__ = ("copy", "fill", "loads", "peek", "rd8", "rd16", "rd32", "rd64", "wprobe", "wr8",
+                 "wr16", "wr32", "wr64")
 
 
 # REP STOS / MOVS a page at a time where that is exact (MemFns.fill, copy); tests turn it
@@ -426,6 +427,23 @@ def _build_memfns(cpu: Cpu) -> MemFns:
             return -1
         return k
 
+    def peek(la: int, size: int, count: int, down: int) -> tuple[int, bytes]:
+        """What `count` loads of `size` from `la` on (downwards if `down`) would give, under
+        loads' terms: (k, the bytes of the k elements from the lowest address up); RAM's
+        bytes, or zeros where nothing is. (0, b""): none now (the next load walks);
+        (-1, b""): none in this page (MMIO)."""
+        k = _page_run(la & 0xFFF, size, count, down)
+        if k < 2:
+            return 0, b""
+        pb = tlb_r(la >> 12)
+        if pb is None:
+            return 0, b""
+        a = pb | (la & 0xFFF)
+        if kind[pb >> 12] == OTHER:
+            return (k, bytes(k * size)) if nothing_at(a) else (-1, b"")
+        start = a - (k - 1) * size if down else a
+        return k, bytes(ram[start:start + k * size])
+
     def copy(src: int, dst: int, size: int, count: int, down: int) -> int:
         """What `count` element moves from `src` to `dst` do (MOVS), under fill's terms for
         the stores and, for the loads, a translation for reading in the TLB and a frame
@@ -458,7 +476,8 @@ def _build_memfns(cpu: Cpu) -> MemFns:
 
     fns.rd8, fns.rd16, fns.rd32, fns.rd64 = rd8, rd16, rd32, rd64
     fns.wr8, fns.wr16, fns.wr32, fns.wr64, fns.wprobe = wr8, wr16, wr32, wr64, wprobe
-    fns.fill, fns.copy, fns.loads = (fill, copy, loads) if BULK_REP else (None, None, None)
+    fns.fill, fns.copy, fns.loads, fns.peek = (fill, copy, loads, peek) if BULK_REP \
+        else (None, None, None, None)
     if cpu.mmu.translating and cpu.events is not None and cpu.events.wants("tlb_hit"):
         _trace_tlb_hits(cpu, fns)
     return fns
@@ -481,7 +500,7 @@ def _trace_tlb_hits(cpu: Cpu, fns: MemFns) -> None:
     fns.wr8, fns.wr16, fns.wr32, fns.wr64, fns.wprobe = (
         wrap(f, tlb_w, "write", True)
         for f in (fns.wr8, fns.wr16, fns.wr32, fns.wr64, fns.wprobe))
-    fns.fill = fns.copy = fns.loads = None  # every access is an event: one at a time
+    fns.fill = fns.copy = fns.loads = fns.peek = None  # every access is an event: one at a time
 
 
 # The modules Cpu.run needs that import this one, bound on first use: an import

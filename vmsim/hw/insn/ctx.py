@@ -52,8 +52,8 @@ class Ctx:
         self.rd = {1: m.rd8, 2: m.rd16, 4: m.rd32, 8: m.rd64}
         self.wr = {1: m.wr8, 2: m.wr16, 4: m.wr32, 8: m.wr64}
         self.wprobe = m.wprobe
-        # REP STOS / MOVS / INS, and OUTS's loads, a page at a time
-        self.fill, self.copy, self.loads = m.fill, m.copy, m.loads
+        # REP STOS / MOVS / INS, OUTS's loads and CMPS / SCAS's, a page at a time
+        self.fill, self.copy, self.loads, self.peek = m.fill, m.copy, m.loads, m.peek
 
     # -- sizes -------------------------------------------------------------------------
     @staticmethod

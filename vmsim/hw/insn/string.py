@@ -240,11 +240,68 @@ def cmps(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
     while_equal = ins.has_repe_prefix
 
     here = ins.ip32
+    # The rest of a page's elements in one go where their loads would see nothing but
+    # RAM or nothing (MemFns.peek): up to the element that ends the REP, whose comparison
+    # leaves the flags (each one's would be overwritten by the next).
+    bulk = None
+    if c.peek is not None:
+        peek, code = c.peek, _ELEMENT_CODE[size]
+
+        def bulk(count: int, down: int) -> tuple[int, bool]:
+            """(elements compared, or 0 / -1 as peek says; whether the last ended the REP)."""
+            k, data = peek(r[7], size, count, down)
+            if k <= 0:
+                return k, False
+            dst = memoryview(data).cast(code).tolist()
+            if is_cmps:
+                k2, data2 = peek(r[6], size, k, down)
+                if k2 <= 0:
+                    return k2, False
+                src = memoryview(data2).cast(code).tolist()
+                if k2 < k:  # (the k2 nearest EDI: the first ones compared)
+                    if down:
+                        del dst[:k - k2]
+                    else:
+                        del dst[k2:]
+                    k = k2
+                if down:
+                    src.reverse()
+                    dst.reverse()
+                end = _first_end(src, dst, while_equal)
+            else:
+                if down:
+                    dst.reverse()
+                a = r[0] & amask
+                src = [a] * k
+                end = _first_end_scalar(a, dst, while_equal)
+            done = k if end is None else end + 1
+            a, b = src[done - 1], dst[done - 1]
+            d = (-done if down else done) * size
+            r[7] = (r[7] + d) & M32
+            if is_cmps:
+                r[6] = (r[6] + d) & M32
+            lf[0] = op; lf[1] = a - b; lf[2] = a; lf[3] = b  # noqa: E702
+            return done, end is not None
 
     def repeated() -> int:
-        step = -size if cpu.sysflags & DF else size
+        down = cpu.sysflags & DF
+        step = -size if down else size
         n = cpu.rep_chunk
+        wait = 0  # elements one by one before asking for a page at a time again
         while r[1] and n:
+            if wait:
+                wait -= 1
+            elif bulk is not None and n > 1 and r[1] > 1:
+                k, ended = bulk(min(n, r[1]), down)
+                if k > 0:
+                    r[1] -= k
+                    n -= k
+                    if ended:
+                        return nxt
+                    continue
+                if k < 0:  # a device in a page: the rest of it one by one
+                    wait = min(_left_in_page(r[7], size, down),
+                               _left_in_page(r[6], size, down) if is_cmps else 0x1000)
             element(step)
             r[1] = (r[1] - 1) & M32
             n -= 1
@@ -255,6 +312,35 @@ def cmps(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
             return here
         return nxt
     return repeated
+
+
+_ELEMENT_CODE = {1: "B", 2: "H", 4: "I"}  # memoryview.cast: little-endian as the guest's
+
+
+def _left_in_page(a: int, size: int, down: int) -> int:
+    off = a & 0xFFF
+    return off // size if down else (0xFFF - off) // size
+
+
+def _first_end(src: list[int], dst: list[int], while_equal: bool) -> int | None:
+    """The first element pair whose comparison ends a REPE (unequal) or REPNE (equal)."""
+    if while_equal:
+        if src == dst:
+            return None
+        return next(i for i, (x, y) in enumerate(zip(src, dst, strict=True)) if x != y)
+    return next((i for i, (x, y) in enumerate(zip(src, dst, strict=True)) if x == y), None)
+
+
+def _first_end_scalar(a: int, dst: list[int], while_equal: bool) -> int | None:
+    """SCAS: the first element that ends a REPE (not `a`) or a REPNE (`a`)."""
+    if not while_equal:
+        try:
+            return dst.index(a)
+        except ValueError:
+            return None
+    if dst.count(a) == len(dst):
+        return None
+    return next(i for i, x in enumerate(dst) if x != a)
 
 
 @handles(*_names("INS"), *_names("OUTS"))
