@@ -15,7 +15,8 @@ TLB flush and page walks, under shadow paging a VM exit too. Last, sample_guests
 --smp vCPUs (default 4): LOCK XADD on a counter and a spinlock, both kept in the page of
 the code, so that every store lands in a page the CPUs decoded code from (its counters are
 checked: 100000 per vCPU). And benchmarks/guests/memset.asm (REP STOSD over 8 MiB, REP
-MOVSD of 4 MiB) on the whole stack, in MiB/s, beside the same run element by element
+MOVSD of 4 MiB) and benchmarks/guests/memscan.asm (REPE CMPSD of two 4 MiB buffers, REPNE
+SCASB over 8 MiB) on the whole stack, in MiB/s, beside the same runs element by element
 (vmsim.hw.cpu.BULK_REP off).
 The guest's CRC is checked against zlib every time. Times are wall clock (perf_counter);
 --cpu-time measures process CPU time instead (a busy machine); the reference loop
@@ -251,6 +252,8 @@ def run_smp(image, vcpus: int) -> tuple[int, float]:
 
 MEMSET = Path(__file__).parent / "guests" / "memset.asm"
 MEMSET_MIB = 8 + 4 * 2  # bytes stored, and read and stored again
+MEMSCAN = Path(__file__).parent / "guests" / "memscan.asm"
+MEMSCAN_MIB = 4 * 2 + 8  # bytes read: two 4 MiB buffers compared, 8 MiB scanned
 
 
 def run_memset(image, bulk: bool) -> tuple[int, float]:
@@ -266,7 +269,7 @@ def run_memset(image, bulk: bool) -> tuple[int, float]:
     finally:
         cpu_mod.BULK_REP = True
     if machine.exit_status != 1:
-        sys.exit(f"memset.asm: wrong result ({machine.exit_status})")
+        sys.exit(f"{image.source_file}: wrong result ({machine.exit_status})")
     return MEMSET_MIB, elapsed
 
 
@@ -338,6 +341,11 @@ def main() -> None:
     _, slow = best(run_memset, 1, memset, False)
     print(f"memset.asm, whole stack EPT: {MEMSET_MIB / fast:.1f} MiB/s a page at a time, "
           f"{MEMSET_MIB / slow:.1f} MiB/s element by element ({slow / fast:.1f}x)")
+    memscan = assemble(MEMSCAN.read_text(), str(MEMSCAN))
+    _, fast = best(run_memset, args.repeat, memscan, True)
+    _, slow = best(run_memset, 1, memscan, False)
+    print(f"memscan.asm, whole stack EPT: {MEMSCAN_MIB / fast:.1f} MiB/s read a page at a time, "
+          f"{MEMSCAN_MIB / slow:.1f} MiB/s element by element ({slow / fast:.1f}x)")
     print("ratios: whole stack with guest paging off vs bare CPU; guest paging on vs off in the "
           "same mode; recording vs headless whole stack; address_spaces under EPT vs the CRC "
           "guest under EPT, under shadow paging vs under EPT; smp.asm vs the CRC guest")

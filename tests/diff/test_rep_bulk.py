@@ -1,6 +1,7 @@
-"""REP STOS and MOVS over RAM run a page at a time (vmsim.hw.cpu MemFns.fill / copy): the
-registers, flags and memory after the instruction are unicorn's, over runs that cross
-pages, go down (DF=1), overlap (MOVS) and stop at ECX=0, up to a whole REP chunk."""
+"""REP STOS, MOVS and LODS over RAM run a page at a time (vmsim.hw.cpu MemFns.fill / copy /
+peek), and REP CMPS and SCAS up to the element that ends them: the registers, flags and
+memory after the instruction are unicorn's, over runs that cross pages, go down (DF=1),
+overlap (MOVS) and stop at ECX=0, up to a whole REP chunk."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from tests.diff.harness import DATA, DATA_SIZE, STACK_TOP, Start, run_pair
 RepKind = iced_x86.RepPrefixKind
 MAKE = {("stos", 1): iced_x86.Instruction.create_stosb, ("stos", 2): iced_x86.Instruction.create_stosw,
         ("stos", 4): iced_x86.Instruction.create_stosd, ("movs", 1): iced_x86.Instruction.create_movsb,
-        ("movs", 2): iced_x86.Instruction.create_movsw, ("movs", 4): iced_x86.Instruction.create_movsd}
+        ("movs", 2): iced_x86.Instruction.create_movsw, ("movs", 4): iced_x86.Instruction.create_movsd,
+        ("lods", 1): iced_x86.Instruction.create_lodsb, ("lods", 2): iced_x86.Instruction.create_lodsw,
+        ("lods", 4): iced_x86.Instruction.create_lodsd}
 DF = 0x400
 
 
@@ -25,7 +28,7 @@ def _encode(ins: iced_x86.Instruction) -> bytes:
 
 @st.composite
 def rep_case(draw):
-    op = draw(st.sampled_from(("stos", "movs")))
+    op = draw(st.sampled_from(("stos", "movs", "lods")))
     size = draw(st.sampled_from((1, 2, 4)))
     down = draw(st.booleans())
     count = draw(st.one_of(st.integers(0, 8), st.integers(0, 4096)))
@@ -43,6 +46,8 @@ def rep_case(draw):
         return min(max(page + near, low), high)
 
     edi = address()
+    if op == "lods":
+        return op, size, down, count, address(), 0, draw(st.integers(0, 0xFFFFFFFF))
     esi = address() if op == "movs" and draw(st.booleans()) else (
         min(max(edi + draw(st.sampled_from((-2, -1, 1, 2, 3))) * size, DATA), DATA + DATA_SIZE - 1)
         if op == "movs" else 0)
@@ -54,7 +59,7 @@ def rep_case(draw):
 
 @settings(max_examples=60, deadline=None)
 @given(case=rep_case(), seed=st.integers(0, 2**32 - 1))
-def test_rep_stos_and_movs_match_unicorn(case, seed: int) -> None:
+def test_rep_stos_movs_and_lods_match_unicorn(case, seed: int) -> None:
     import random
 
     op, size, down, count, esi, edi, eax = case

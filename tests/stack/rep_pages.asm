@@ -11,8 +11,9 @@
 ; - page 16: physical 32 MiB, where nothing is (stores dropped); page 17: frame 16.
 ; Then STOS and MOVS up and down across them, a MOVS whose runs overlap, and a STOSB over
 ; code that runs next (self-modifying); then REP INS and OUTS at a port nobody claims
-; across them (on bare metal, a page at a time too); then REPE / REPNE SCAS and CMPS
-; across them, whose ECX, ESI, EDI and flags the guest keeps in a page it hashes. The handler logs CR2, ECX, ESI and
+; across them (on bare metal, a page at a time too); then REPE / REPNE SCAS and CMPS and
+; REP LODS across them, whose ECX, ESI, EDI and flags (EAX for LODS) the guest keeps in a
+; page it hashes. The handler logs CR2, ECX, ESI and
 ; EDI; the guest prints the log and a hash of each frame and of the VGA page on COM1, and the test reads
 ; them too. The same binary boots on qemu-system-i386 -kernel (multiboot header), an
 ; oracle for what the string instructions leave.
@@ -242,6 +243,20 @@ patch_end:
         mov ecx, 0x200
         repne cmpsb
         call keep
+        ; 16: REP LODSD up from page 4 through the VGA page to page 7 (EAX: the last),
+        ;     and REP LODSW down from page 17 through page 16 (nothing) into page 15
+        mov esi, WINDOW + 4 * 4096 + 0x20
+        mov ecx, 3 * 4096 / 4
+        rep lodsd
+        call keep
+        mov [ebx - 4], eax
+        std
+        mov esi, WINDOW + 17 * 4096 + 0x100
+        mov ecx, 4096 / 2 + 0x100
+        rep lodsw
+        cld
+        call keep
+        mov [ebx - 4], eax
         ; report: the faults, a hash of each frame and of the VGA page, the SMC bytes
         mov ebx, 0
 .faults:

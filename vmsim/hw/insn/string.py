@@ -141,8 +141,10 @@ def movs(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
 
     here = ins.ip32
     # The rest of a page's elements in one go where that is exactly what the elements
-    # would do (MemFns.fill / copy): a memset or memcpy of RAM, or stores to nothing.
+    # would do (MemFns.fill / copy / peek): a memset or memcpy of RAM, stores to nothing,
+    # or loads of which the last stays in EAX.
     bulk = None
+    paged = 7  # the register whose page a device is in, where it is: EDI, or ESI for LODS
     if c.fill is not None and m in (Mn.STOSB, Mn.STOSW, Mn.STOSD):
         fill = c.fill
 
@@ -161,6 +163,16 @@ def movs(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
                 r[6] = (r[6] + d) & M32
                 r[7] = (r[7] + d) & M32
             return k
+    elif c.peek is not None and m in (Mn.LODSB, Mn.LODSW, Mn.LODSD):
+        peek, paged = c.peek, 6
+
+        def bulk(count: int, down: int) -> int:
+            k, data = peek(r[6], size, count, down)
+            if k > 0:
+                v = int.from_bytes(data[:size] if down else data[-size:], "little")
+                r[0] = v if size == 4 else (r[0] & ~amask & M32) | v
+                r[6] = (r[6] + (-k if down else k) * size) & M32
+            return k
 
     def repeated() -> int:
         down = cpu.sysflags & DF
@@ -178,8 +190,8 @@ def movs(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
                     continue
                 if k < 0:
                     # Not this page (not plain RAM, overlapping runs): the rest of the
-                    # destination's page goes one by one, as it would have.
-                    off = r[7] & 0xFFF
+                    # destination's (LODS: the source's) page goes one by one, as it would.
+                    off = r[paged] & 0xFFF
                     wait = off // size if down else (0xFFF - off) // size
             element(step)
             r[1] = (r[1] - 1) & M32
