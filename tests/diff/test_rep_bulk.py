@@ -26,6 +26,18 @@ def _encode(ins: iced_x86.Instruction) -> bytes:
     return enc.take_buffer()
 
 
+def _run_start(draw, size: int, down: bool, span: int) -> int:
+    """Where a run of `span` bytes stays in the data window (unicorn maps nothing else),
+    often near a page boundary, so that runs start, end and cross there."""
+    if down:
+        low, high = DATA + max(span - size, 0), DATA + DATA_SIZE - size
+    else:
+        low, high = DATA, DATA + DATA_SIZE - max(span, size)
+    page = draw(st.integers(low >> 12, high >> 12)) << 12
+    near = draw(st.one_of(st.integers(-8, 8), st.integers(0, 0xFFF)))
+    return min(max(page + near, low), high)
+
+
 @st.composite
 def rep_case(draw):
     op = draw(st.sampled_from(("stos", "movs", "lods")))
@@ -35,15 +47,7 @@ def rep_case(draw):
     span = count * size
 
     def address() -> int:
-        # Where the run stays in the data window (unicorn maps nothing else), often near
-        # a page boundary, so that runs start, end and cross there.
-        if down:
-            low, high = DATA + max(span - size, 0), DATA + DATA_SIZE - size
-        else:
-            low, high = DATA, DATA + DATA_SIZE - max(span, size)
-        page = draw(st.integers(low >> 12, high >> 12)) << 12
-        near = draw(st.one_of(st.integers(-8, 8), st.integers(0, 0xFFF)))
-        return min(max(page + near, low), high)
+        return _run_start(draw, size, down, span)
 
     edi = address()
     if op == "lods":
@@ -93,16 +97,7 @@ def scan_case(draw):
         at = draw(st.integers(0, DATA_SIZE - 4))
         data[at:at + 4] = bytes([mark]) * 4
 
-    def address() -> int:
-        if down:
-            low, high = DATA + max(span - size, 0), DATA + DATA_SIZE - size
-        else:
-            low, high = DATA, DATA + DATA_SIZE - max(span, size)
-        page = draw(st.integers(low >> 12, high >> 12)) << 12
-        near = draw(st.one_of(st.integers(-8, 8), st.integers(0, 0xFFF)))
-        return min(max(page + near, low), high)
-
-    edi, esi = address(), address()
+    edi, esi = _run_start(draw, size, down, span), _run_start(draw, size, down, span)
     for at in (edi, esi)[:1 + (op == "cmps")]:  # often a mark within the run itself
         if span and draw(st.booleans()):
             at = at - draw(st.integers(0, span - 1)) if down else at + draw(st.integers(0, span - 1))
