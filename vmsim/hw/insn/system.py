@@ -329,11 +329,8 @@ def load_system_segment(ins: iced_x86.Instruction, c: Ctx) -> Callable[[], int]:
         if not ldt:
             hi |= 0x200  # busy, written back as a locked update of the descriptor
             cpu.memfns.wr32((cpu.gdtr[0] + (selector & 0xFFF8) + 4) & 0xFFFFFFFF, hi)
-        limit = (lo & 0xFFFF) | (hi & 0xF0000)
-        if hi & 0x800000:  # G: in 4-KiB units
-            limit = (limit << 12) | 0xFFF
-        base = (lo >> 16) | ((hi & 0xFF) << 16) | (hi & 0xFF000000)
-        loaded = (selector, base, limit, ((hi >> 8) & 0xFF) | ((hi >> 8) & 0xF000))
+        seg = cpu._segment_from(selector, lo, hi)  # (its base and limit; the rights as read)
+        loaded = (selector, seg.base, seg.limit, ((hi >> 8) & 0xFF) | ((hi >> 8) & 0xF000))
         if ldt:
             cpu.ldtr = loaded
         else:
