@@ -174,7 +174,8 @@ def main(args: argparse.Namespace) -> int:
     if args.load:  # the snapshot brings its own guest and machine
         given = [name for name, v in (("GUEST", args.guest), ("--smp", args.smp),
                                       ("--irqchip", args.irqchip), ("--disk", args.disk),
-                                      ("--no-ioeventfd", args.no_ioeventfd)) if v]
+                                      ("--no-ioeventfd", args.no_ioeventfd),
+                                      ("--coalesced-mmio", args.coalesced_mmio)) if v]
         if given:
             print(f"vmsim gui: --load brings its own guest and machine: drop {', '.join(given)}",
                   file=sys.stderr)
@@ -270,6 +271,7 @@ def main(args: argparse.Namespace) -> int:
                          presentation=args.presentation, smp=args.smp or 1,
                          irqchip=args.irqchip or "kernel",
                          disk=disk, disk_readonly=disk_readonly, ioeventfd=not args.no_ioeventfd,
+                         coalesced_mmio=args.coalesced_mmio,
                          lesson=lesson, step=getattr(args, "step", None))
     except (GuestLoadError, ValueError, OSError) as e:
         print(f"vmsim gui: {e}", file=sys.stderr)

@@ -229,7 +229,8 @@ class SessionBridge(QObject):
 
     def __init__(self, guest: str | GuestImage, backend: str = "sim", paging: str = "ept",
                  parent: QObject | None = None, *, smp: int = 1, irqchip: str = "kernel",
-                 disk: str | None = None, disk_readonly: bool = False, ioeventfd: bool = True):
+                 disk: str | None = None, disk_readonly: bool = False, ioeventfd: bool = True,
+                 coalesced_mmio: bool = False):
         super().__init__(parent)
         self.guest = guest
         self.backend = backend
@@ -239,6 +240,7 @@ class SessionBridge(QObject):
         self.disk = disk  # a raw image for virtio-blk (MachineConfig.disk), or None
         self.disk_readonly = disk_readonly
         self.ioeventfd = ioeventfd  # False: QueueNotify is an MMIO exit (--no-ioeventfd)
+        self.coalesced_mmio = coalesced_mmio  # the VGA window coalesced (--coalesced-mmio)
         self.event_breakpoints: set[str] = set()  # Breakpoints.events specs (EVENT_BREAKPOINTS)
         self.break_event: Event | None = None  # the event an event breakpoint stopped at
         self.main_loop_seen = False  # the main loop ran since the last delivery
@@ -319,7 +321,7 @@ class SessionBridge(QObject):
         else:
             config = MachineConfig(serial_in=self.serial_input, smp=self.smp, irqchip=self.irqchip,
                                    disk=self.disk, disk_readonly=self.disk_readonly,
-                                   ioeventfd=self.ioeventfd)
+                                   ioeventfd=self.ioeventfd, coalesced_mmio=self.coalesced_mmio)
             session = Session(self.guest, self.backend, config,
                               serial_out=self._on_serial, events=events, paging=self.paging)
         unsubscribe_early()
@@ -335,6 +337,7 @@ class SessionBridge(QObject):
             c = session.machine.config
             self.guest, self.backend, self.paging = session.image, session.backend, session.paging
             self.smp, self.irqchip, self.ioeventfd = c.smp, c.irqchip, c.ioeventfd
+            self.coalesced_mmio = c.coalesced_mmio
             self.disk, self.disk_readonly = c.disk, c.disk_readonly
             if snapshot is not None:
                 self._serial.extend(session.serial)  # what COM1 had sent when it was saved

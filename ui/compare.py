@@ -514,9 +514,11 @@ def run_compare(args) -> int:
 
     from ui import app as gui_app
 
-    if args.load or args.backend != "sim" or args.irqchip or args.no_ioeventfd or args.paging != "ept":
+    if args.load or args.backend != "sim" or args.irqchip or args.no_ioeventfd \
+            or args.coalesced_mmio or args.paging != "ept":
         print("vmsim gui: --compare sets the compared option itself and runs the simulated "
-              "backend: drop --load, --backend, --paging, --irqchip and --no-ioeventfd",
+              "backend: drop --load, --backend, --paging, --irqchip, --no-ioeventfd and "
+              "--coalesced-mmio",
               file=sys.stderr)
         return 2
     disk = None

@@ -157,7 +157,8 @@ class MainWindow(QMainWindow):
     def __init__(self, guest: str | None = None, paging: str = "ept", backend: str = "sim",
                  settings: QSettings | None = None, theme: str = "light", presentation: bool = False,
                  smp: int = 1, irqchip: str = "kernel", disk: str | None = None,
-                 disk_readonly: bool = False, ioeventfd: bool = True, lesson=None,
+                 disk_readonly: bool = False, ioeventfd: bool = True,
+                 coalesced_mmio: bool = False, lesson=None,
                  step: str | None = None):
         super().__init__()
         self.guest_path = str(guest or DEFAULT_GUEST)
@@ -167,7 +168,8 @@ class MainWindow(QMainWindow):
         image, asm_error = _load_guest(self.guest_path)
         self.asm_error: AsmError | None = None  # set by _show_asm_error
         self.bridge = SessionBridge(image, backend, paging, self, smp=smp, irqchip=irqchip,
-                                    disk=disk, disk_readonly=disk_readonly, ioeventfd=ioeventfd)
+                                    disk=disk, disk_readonly=disk_readonly, ioeventfd=ioeventfd,
+                                    coalesced_mmio=coalesced_mmio)
         self.seen_kinds: set[str] = set()  # the kinds of the last delivery (boxes light)
         self.theme = theme
         self.presentation = False

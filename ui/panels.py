@@ -784,7 +784,7 @@ class DevicesPanel(QWidget):
             self.console.moveCursor(self.console.textCursor().MoveOperation.End)
 
     def refresh(self, bridge) -> None:
-        self.vga.set_buffer(bytes(bridge.session.machine.vga.buffer))
+        self.vga.set_buffer(bridge.session.machine.vga_display())
         self._write_log()  # (the log came into view while running)
 
     def reset(self) -> None:

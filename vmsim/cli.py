@@ -247,7 +247,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                               MachineConfig(memory, serial_in, smp=args.smp or 1,
                                             irqchip=args.irqchip or "kernel", disk=disk_path,
                                             disk_readonly=disk_readonly,
-                                            ioeventfd=not args.no_ioeventfd),
+                                            ioeventfd=not args.no_ioeventfd,
+                                            coalesced_mmio=args.coalesced_mmio),
                               serial_out=serial_out, max_instructions=limit,
                               paging=args.paging or "ept", events=events,
                               history=False)  # a batch run never steps back
@@ -368,7 +369,8 @@ def _check_load_options(args: argparse.Namespace) -> str:
     fixed = next((opt for opt, given in (
         ("--memory", args.memory is not None), ("--smp", args.smp is not None),
         ("--irqchip", args.irqchip is not None), ("--serial-in", args.serial_in is not None),
-        ("--no-ioeventfd", args.no_ioeventfd)) if given), None)
+        ("--no-ioeventfd", args.no_ioeventfd),
+        ("--coalesced-mmio", args.coalesced_mmio)) if given), None)
     if fixed:
         return f"{fixed}: the snapshot brings its machine's configuration (--load)"
     if args.disk and args.disk.endswith(",readonly"):
@@ -771,6 +773,11 @@ def add_machine_arguments(p: argparse.ArgumentParser) -> None:
                    help="virtio QueueNotify exits to the VMM (KVM_EXIT_MMIO, handled in the "
                         "vCPU thread under the BQL) instead of signalling an ioeventfd that "
                         "the iothread waits on (QEMU's ioeventfd=off)")
+    p.add_argument("--coalesced-mmio", action="store_true",
+                   help="register the VGA window as a coalesced-MMIO zone, as QEMU's VGA "
+                        "does (KVM_REGISTER_COALESCED_MMIO): its writes queue in kvm.ko's "
+                        "ring with no exit each, and QEMU applies them before the next "
+                        "access to the VGA")
 
 
 def smp_count(text: str) -> int:

@@ -107,6 +107,10 @@ _declare("kvm_vcpu_wakeup", "kvm", "ns waited valid",
 _declare("ioeventfd_write", "kvm", "addr len val fd",
          "ioeventfd: write {val:#x} to {addr:#x} completed in the kernel, {fd} signalled")
 _declare("irqfd_inject", "kvm", "gsi fd", "irqfd {fd}: inject GSI {gsi}")
+# Coalesced MMIO (virt/kvm/coalesced_mmio.c, QEMU's kvm_flush_coalesced_mmio_buffer):
+# named after the functions (neither has a tracepoint).
+_declare("coalesced_mmio_write", "kvm", "addr len val first last",
+         "coalesced MMIO: write {val:#x} to {addr:#x} queued in the ring ({first}..{last})")
 # vmsim's names: no tracepoint marks these in Linux, but the seed names them.
 _declare("kvm_signal_check", "kvm", "vcpu_id pending requests",
          "signal_pending before VM entry: {pending}")
@@ -147,6 +151,8 @@ _declare("kvm_arch_put_registers", "vmm", "cpu_index level",
          "vCPU {cpu_index}: state written to kvm.ko ({level}, KVM_SET_*)")
 _declare("kvm_arch_pre_run", "vmm", "cpu_index injected request_interrupt_window",
          "pre_run: inject {injected}, window {request_interrupt_window}")
+_declare("kvm_flush_coalesced_mmio_buffer", "vmm", "entries first last",
+         "QEMU applies {entries} coalesced MMIO writes (ring {first}..{last})")
 _declare("device_access", "vmm", "space address size is_write value",
          "{space} {address:#x} size {size} is_write={is_write} value {value:#x}")
 # virtio (QEMU's hw/virtio/trace-events and hw/block/trace-events, with the queue index

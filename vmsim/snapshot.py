@@ -40,6 +40,7 @@ from vmsim.snapshot_format import (
     SECTION_TYPES,
     SUFFIX,
     Nullable,
+    OlderVersion,
     SectionData,
     SectionType,
     Snapshot,
@@ -57,21 +58,30 @@ if TYPE_CHECKING:
 
 MAX_DISK = MAX_RAM  # a disk image in a snapshot, at most (as RAM)
 
-SESSION = SectionType("vmsim-session", 1, {
-    "guest": str,  # the guest's file name, as the session was opened with
-    "source": Nullable(str),  # its assembly source; null for a flat binary
-    "image": bytes,  # the bytes loaded at `origin` (a check on the source; the binary)
-    "origin": int,
-    "backend": str,
-    "paging": str,
-    "config": {"memory_mib": int, "smp": int, "irqchip": str, "ioeventfd": bool,
-               "disk": Nullable(str), "disk_readonly": bool, "serial_in": bytes},
-    "serial": bytes,  # what COM1 sent (the last Session.SERIAL_KEEP bytes or more)
-    "serial_total": int,
-    "instructions": int,  # guest instructions retired before the snapshot
-    "virtual_time": int,
-    "exact": bool,  # the simulator's exact state is in the file
-})
+def _session_schema(config_extra: dict) -> dict:
+    return {
+        "guest": str,  # the guest's file name, as the session was opened with
+        "source": Nullable(str),  # its assembly source; null for a flat binary
+        "image": bytes,  # the bytes loaded at `origin` (a check on the source; the binary)
+        "origin": int,
+        "backend": str,
+        "paging": str,
+        "config": {"memory_mib": int, "smp": int, "irqchip": str, "ioeventfd": bool,
+                   "disk": Nullable(str), "disk_readonly": bool, "serial_in": bytes,
+                   **config_extra},
+        "serial": bytes,  # what COM1 sent (the last Session.SERIAL_KEEP bytes or more)
+        "serial_total": int,
+        "instructions": int,  # guest instructions retired before the snapshot
+        "virtual_time": int,
+        "exact": bool,  # the simulator's exact state is in the file
+    }
+
+
+# Version 2: the machine's coalesced-MMIO zone (MachineConfig.coalesced_mmio); version 1
+# had none, as every machine before it.
+SESSION = SectionType("vmsim-session", 2, _session_schema({"coalesced_mmio": bool}), older={
+    1: OlderVersion(_session_schema({}), lambda d: {
+        **d, "config": {**d["config"], "coalesced_mmio": False}})})
 DISK = SectionType("disk-image", 1, None, max_size=MAX_DISK)
 
 # QEMU's devices and the simulator's exact state: the models' fields (vmsim.state).
@@ -126,7 +136,7 @@ def snapshot_sections(session: Session, on_stop_event: Callable[[Event], None] |
             "image": bytes(image.data), "origin": image.origin,
             "backend": session.backend, "paging": session.paging,
             "config": {"memory_mib": cfg.memory_mib, "smp": cfg.smp, "irqchip": cfg.irqchip,
-                       "ioeventfd": cfg.ioeventfd,
+                       "ioeventfd": cfg.ioeventfd, "coalesced_mmio": cfg.coalesced_mmio,
                        "disk": None if cfg.disk is None else os.path.basename(cfg.disk),
                        "disk_readonly": cfg.disk_readonly, "serial_in": bytes(cfg.serial_in)},
             "serial": bytes(session.serial), "serial_total": session.serial_total,
@@ -318,7 +328,8 @@ def load_session(path: str, **kwargs: Any) -> Session:
             with open(disk, "wb") as f:
                 f.write(data)
     config = MachineConfig(c["memory_mib"], c["serial_in"], smp=c["smp"], irqchip=c["irqchip"],
-                           disk=disk, disk_readonly=c["disk_readonly"], ioeventfd=c["ioeventfd"])
+                           disk=disk, disk_readonly=c["disk_readonly"], ioeventfd=c["ioeventfd"],
+                           coalesced_mmio=c["coalesced_mmio"])
     limit = kwargs.get("max_instructions")
     try:
         if exact:

@@ -35,6 +35,7 @@ from vmsim.kvm.api import (
     KVM_API_VERSION,
     KVM_APIC_REG_SIZE,
     KVM_CHECK_EXTENSION,
+    KVM_COALESCED_MMIO_ZONE,
     KVM_CREATE_IRQCHIP,
     KVM_CREATE_PIT2,
     KVM_CREATE_VCPU,
@@ -58,6 +59,7 @@ from vmsim.kvm.api import (
     KVM_IRQFD,
     KVM_IRQFD_STRUCT,
     KVM_PIT_STATE2_SIZE,
+    KVM_REGISTER_COALESCED_MMIO,
     KVM_RUN,
     KVM_SET_CPUID2,
     KVM_SET_IRQCHIP,
@@ -72,6 +74,7 @@ from vmsim.kvm.api import (
     KVM_SET_USER_MEMORY_REGION,
     KVM_SET_VCPU_EVENTS,
     KVM_TRANSLATE,
+    KVM_UNREGISTER_COALESCED_MMIO,
     EventNotifier,
     KvmRegs,
     KvmRun,
@@ -134,6 +137,7 @@ class HostVcpu:
         size = _ioctl(kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0, "KVM_GET_VCPU_MMAP_SIZE")
         self._map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self.kvm_run = KvmRun(self._map)
+        self._views: list[memoryview] = []  # mapping_page's, released before the unmap
         try:
             self.watchdog_seconds = watchdog_seconds()
         except WatchdogSettingError as e:
@@ -142,6 +146,12 @@ class HostVcpu:
         self._watchdog = (Watchdog(self.watchdog_seconds, self._kick) if self.watchdog_seconds
                           else None)
         self.watchdog_expired = False  # the last KVM_RUN was ended by the watchdog
+
+    def mapping_page(self, offset: int) -> memoryview:
+        """Page `offset` of the vCPU's mapping (the ring's page is the VM's)."""
+        view = memoryview(self._map)[offset * PAGE_SIZE:(offset + 1) * PAGE_SIZE]
+        self._views.append(view)
+        return view
 
     def _kick(self) -> None:
         self.kvm_run.immediate_exit = 1
@@ -398,6 +408,8 @@ class HostVcpu:
             self._closed = True
         if getattr(self, "_watchdog", None) is not None:
             self._watchdog.close()
+        for view in self._views:
+            view.release()
         self._map.close()
         os.close(self.fd)
 
@@ -499,6 +511,16 @@ class HostVm:
         u8 pad[16]}."""
         _ioctl(self.fd, KVM_IRQFD, KVM_IRQFD_STRUCT.pack(self._eventfd(notifier), gsi, flags, 0),
                "KVM_IRQFD")
+
+    def register_coalesced_mmio(self, addr: int, size: int, pio: int = 0) -> None:
+        """KVM_REGISTER_COALESCED_MMIO with struct kvm_coalesced_mmio_zone."""
+        _ioctl(self.fd, KVM_REGISTER_COALESCED_MMIO, KVM_COALESCED_MMIO_ZONE.pack(addr, size, pio),
+               "KVM_REGISTER_COALESCED_MMIO")
+
+    def unregister_coalesced_mmio(self, addr: int, size: int, pio: int = 0) -> None:
+        """KVM_UNREGISTER_COALESCED_MMIO."""
+        _ioctl(self.fd, KVM_UNREGISTER_COALESCED_MMIO,
+               KVM_COALESCED_MMIO_ZONE.pack(addr, size, pio), "KVM_UNREGISTER_COALESCED_MMIO")
 
     def wait_for_any_run(self, timeout: float | None = None) -> None:
         """Block until a KVM_RUN started with start_run has returned (some vCPU's run_done),

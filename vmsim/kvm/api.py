@@ -70,6 +70,9 @@ KVM_GET_MP_STATE, KVM_SET_MP_STATE = 0x8004AE98, 0x4004AE99  # struct kvm_mp_sta
 # Eventfds (issue 11): a guest write completed in the kernel, an interrupt from an eventfd.
 KVM_IRQFD = 0x4020AE76  # struct kvm_irqfd {u32 fd; u32 gsi; u32 flags; u32 resamplefd; u8 pad[16]}
 KVM_IOEVENTFD = 0x4040AE79  # struct kvm_ioeventfd (below)
+# Coalesced MMIO: writes to a zone are queued in a ring the VMM drains later, no exit.
+KVM_REGISTER_COALESCED_MMIO = 0x4010AE67  # _IOW 0x67, struct kvm_coalesced_mmio_zone
+KVM_UNREGISTER_COALESCED_MMIO = 0x4010AE68  # _IOW 0x68
 # The state ioctls QEMU's stop, savevm and migration use (issue 12). The numbers are
 # _IOR/_IOW/_IOWR(KVMIO, nr, struct) from include/uapi/linux/kvm.h; the size field (bits
 # 29:16) is the struct's size on x86-64 (IOCTL_SIZE checks it against the classes below).
@@ -97,6 +100,8 @@ KVM_CAP_MAX_VCPUS = 66  # the most vCPUs a VM may have
 KVM_CAP_IMMEDIATE_EXIT = 136
 KVM_CAP_VCPU_EVENTS = 41
 KVM_CAP_PIT_STATE2 = 35
+KVM_CAP_COALESCED_MMIO = 15  # the ring's page offset in the vCPU mapping, 0 if absent
+KVM_CAP_COALESCED_PIO = 68
 # struct kvm_ioeventfd {u64 datamatch; u64 addr; u32 len; s32 fd; u32 flags; u8 pad[36]}
 KVM_IOEVENTFD_STRUCT = struct.Struct("<QQIiI36x")
 KVM_IOEVENTFD_FLAG_DATAMATCH = 1 << 0
@@ -117,6 +122,9 @@ KVM_PIO_PAGE_OFFSET = 1  # the I/O data page follows kvm_run in the vCPU mapping
 PAGE_SIZE = 4096
 KVM_RUN_SIZE = 2352  # sizeof(struct kvm_run) on x86-64
 VCPU_MMAP_SIZE = 3 * PAGE_SIZE  # kvm_run, PIO data page, coalesced-MMIO ring
+KVM_COALESCED_MMIO_PAGE_OFFSET = 2  # on x86: the VM's ring, in every vCPU's mapping
+# struct kvm_coalesced_mmio_zone {u64 addr; u32 size; union {u32 pad; u32 pio;}}
+KVM_COALESCED_MMIO_ZONE = struct.Struct("<QII")
 
 
 @dataclass
@@ -393,6 +401,61 @@ _IO = struct.Struct("<BBHIQ")  # kvm_run.io: direction size port count data_offs
 _MMIO = struct.Struct("<Q8sIB")  # kvm_run.mmio: phys_addr data[8] len is_write
 
 
+# struct kvm_coalesced_mmio_ring {u32 first, last; struct kvm_coalesced_mmio coalesced_mmio[];}
+# struct kvm_coalesced_mmio {u64 phys_addr; u32 len; union {u32 pad; u32 pio;}; u8 data[8];}
+_RING_HEAD = struct.Struct("<II")
+_RING_ENTRY = struct.Struct("<QII8s")
+KVM_COALESCED_MMIO_MAX = (PAGE_SIZE - _RING_HEAD.size) // _RING_ENTRY.size  # 170
+
+
+class CoalescedMmioRing:
+    """`struct kvm_coalesced_mmio_ring` in place over its page: kvm.ko writes an entry at
+    `last` and moves it on; the VMM applies the entries from `first` and moves that on.
+    `last` + 1 never reaches `first` (one entry stays free), so a full ring holds
+    KVM_COALESCED_MMIO_MAX - 1 writes."""
+
+    def __init__(self, page) -> None:
+        self.page = page  # a writable buffer of PAGE_SIZE bytes
+
+    @property
+    def first(self) -> int:
+        return _U32.unpack_from(self.page, 0)[0]
+
+    @first.setter
+    def first(self, v: int) -> None:
+        _U32.pack_into(self.page, 0, v)
+
+    @property
+    def last(self) -> int:
+        return _U32.unpack_from(self.page, 4)[0]
+
+    @last.setter
+    def last(self, v: int) -> None:
+        _U32.pack_into(self.page, 4, v)
+
+    def entry(self, i: int) -> tuple[int, int, int, bytes]:
+        """Entry `i`: (phys_addr, len, pio, data[8])."""
+        return _RING_ENTRY.unpack_from(self.page, _RING_HEAD.size + i * _RING_ENTRY.size)
+
+    def set_entry(self, i: int, phys_addr: int, data: bytes, pio: int) -> None:
+        """What coalesced_mmio_write stores: the address, the length and `pio`, and
+        len(data) bytes of data (memcpy: the rest of the eight keep what they held)."""
+        at = _RING_HEAD.size + i * _RING_ENTRY.size
+        _RING_HEAD.pack_into(self.page, at + 8, len(data), pio)
+        struct.pack_into("<Q", self.page, at, phys_addr)
+        self.page[at + 16:at + 16 + len(data)] = data
+
+    def pending(self) -> list[tuple[int, bytes]]:
+        """The writes not yet applied, oldest first: (phys_addr, data)."""
+        out = []
+        i, last = self.first, self.last
+        while i != last and i < KVM_COALESCED_MMIO_MAX:
+            addr, length, _, data = self.entry(i)
+            out.append((addr, data[:min(length, 8)]))
+            i = (i + 1) % KVM_COALESCED_MMIO_MAX
+        return out
+
+
 class KvmRun:
     """`struct kvm_run` in place (offsets from the x86-64 layout), over the vCPU mapping."""
 
@@ -586,6 +649,12 @@ class KvmVcpu(Protocol):
 
     def set_cpuid2(self, entries: list[tuple[int, int, int, int, int, int]]) -> None: ...
 
+    def mapping_page(self, offset: int):
+        """Page `offset` of the vCPU's mapping (mmap of the vCPU fd) as a writable buffer:
+        1 the PIO data page, KVM_COALESCED_MMIO_PAGE_OFFSET the VM's coalesced-MMIO ring,
+        the same page in every vCPU's mapping."""
+        ...
+
     def run(self) -> int: ...
 
     def interrupt(self, vector: int) -> None:
@@ -734,6 +803,18 @@ class KvmVm(Protocol):
         """KVM_IRQFD (struct kvm_irqfd {u32 fd; u32 gsi; u32 flags; u32 resamplefd;
         u8 pad[16]}): a signal on `notifier` injects GSI `gsi` as an edge (level 1 then 0)
         on the in-kernel irqchip. KVM_IRQFD_FLAG_DEASSIGN removes it."""
+        ...
+
+    def register_coalesced_mmio(self, addr: int, size: int, pio: int = 0) -> None:
+        """KVM_REGISTER_COALESCED_MMIO (struct kvm_coalesced_mmio_zone {u64 addr; u32 size;
+        u32 pio}): guest writes that fall wholly inside the zone are queued in the ring
+        (KVM_COALESCED_MMIO_PAGE_OFFSET of the vCPU mapping) while it has room, with no
+        exit; a write finding it full exits as KVM_EXIT_MMIO. The VMM applies the queued
+        writes, in order, before it serves any access to the device."""
+        ...
+
+    def unregister_coalesced_mmio(self, addr: int, size: int, pio: int = 0) -> None:
+        """KVM_UNREGISTER_COALESCED_MMIO: drop every zone that lies inside (addr, size)."""
         ...
 
 

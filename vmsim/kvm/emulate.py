@@ -115,9 +115,12 @@ class Emulation:
     def mmio_write(self, gpa: int, size: int, value: int) -> None:
         if self.std:
             self._not_ram()
-        kernel_mmio_write = (_LATE or _late())[0].kernel_mmio_write
-        if kernel_mmio_write(self.v, gpa, size, value):
-            return
+        if not (self.io_read and self.rep and not self.v.cpu.sysflags & DF):
+            kernel_mmio_write = (_LATE or _late())[0].kernel_mmio_write
+            if kernel_mmio_write(self.v, gpa, size, value):
+                return
+        # (A REP INS batch's elements go to the devices as one write once it is in:
+        # x86_emulate_instruction, _mem_str_fragments.)
         self.v.mmio_fragments.append((gpa, size, value.to_bytes(size, "little")))
 
     def read(self, port: int, size: int) -> int:  # the port bus: IN/INS
@@ -341,10 +344,22 @@ def x86_emulate_instruction(v: SimVcpu, trap_ud: bool = False) -> int:
             # operand (OP_MEM_STR), so its MMIO write leaves only once the batch is in.
             emu.mem_read, emu.mem_pos = [], 0
             continue
+        if v.mmio_fragments and mem_str:
+            # The batch is one write: for each page's part, vcpu_mmio_write offers it to
+            # the in-kernel devices (an ioeventfd, a coalesced zone) 8 bytes at a time, up
+            # to the first piece none takes; the rest of that part leaves for userspace.
+            kernel_mmio_write = (_LATE or _late())[0].kernel_mmio_write
+            left, page = [], None
+            for gpa, n, data in _mem_str_fragments(v.mmio_fragments):
+                if gpa >> 12 != page:
+                    page, refused = gpa >> 12, False
+                refused = refused or not kernel_mmio_write(v, gpa, n,
+                                                           int.from_bytes(data, "little"))
+                if refused:
+                    left.append((gpa, n, data))
+            v.mmio_fragments = left
         if v.mmio_fragments or emu.pio_out is not None:
             # Writes leave when the iteration has completed (vcpu->mmio_needed / pio.count).
-            if mem_str:
-                v.mmio_fragments = _mem_str_fragments(v.mmio_fragments)
             v.emulator = None
             vmx.save_guest_state(v.vmcs)
             if emu.pio_out is not None:

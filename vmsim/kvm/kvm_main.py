@@ -104,6 +104,9 @@ class SimVm:
         self.apic_map = None  # kvm_apic_map: the vCPUs' APICs, for IPIs
         self.ioeventfds: list = []  # KVM_IOEVENTFD's (vmsim.kvm.eventfd.Ioeventfd)
         self.irqfds: list = []  # KVM_IRQFD's (vmsim.kvm.eventfd.Irqfd)
+        # kvm_coalesced_mmio_init: the ring page, and the zones (vmsim.kvm.coalesced_mmio)
+        self.coalesced_ring = api.CoalescedMmioRing(bytearray(PAGE_SIZE))
+        self.coalesced_zones: list = []
 
     # -- state as plain data (issue 12) ----------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -123,6 +126,8 @@ class SimVm:
             "irqchip": None,
             "ioeventfds": [e.state() for e in self.ioeventfds],
             "irqfds": [e.state() for e in self.irqfds],
+            "coalesced": {"zones": [z.state() for z in self.coalesced_zones],
+                          "ring": bytes(self.coalesced_ring.page)},
         }
         sh = self.shadow
         if sh is not None:
@@ -158,6 +163,12 @@ class SimVm:
             chip.irq_states[:] = cd["irq_states"]
             if cd["pit"] is not None:
                 chip.pit.load_state(cd["pit"])
+        co = d.get("coalesced")  # (a state saved before coalesced MMIO existed has none)
+        if co is not None:
+            from vmsim.kvm.coalesced_mmio import CoalescedZone
+
+            self.coalesced_zones = [CoalescedZone(*z) for z in co["zones"]]
+            self.coalesced_ring.page[:] = co["ring"]
         for kind, saved in (("ioeventfds", d["ioeventfds"]), ("irqfds", d["irqfds"])):
             fds = getattr(self, kind)
             if [e.state()["fd"] for e in fds] != [e["fd"] for e in saved]:
@@ -230,6 +241,18 @@ class SimVm:
         from vmsim.kvm.eventfd import kvm_irqfd
 
         kvm_irqfd(self, notifier, gsi, flags)
+
+    def register_coalesced_mmio(self, addr: int, size: int, pio: int = 0) -> None:
+        """KVM_REGISTER_COALESCED_MMIO: writes inside the zone queue in the ring."""
+        from vmsim.kvm.coalesced_mmio import kvm_vm_ioctl_register_coalesced_mmio
+
+        kvm_vm_ioctl_register_coalesced_mmio(self, addr, size, pio)
+
+    def unregister_coalesced_mmio(self, addr: int, size: int, pio: int = 0) -> None:
+        """KVM_UNREGISTER_COALESCED_MMIO."""
+        from vmsim.kvm.coalesced_mmio import kvm_vm_ioctl_unregister_coalesced_mmio
+
+        kvm_vm_ioctl_unregister_coalesced_mmio(self, addr, size, pio)
 
     def check_extension(self, cap: int) -> int:
         return self.kvm.check_extension(cap)
@@ -514,6 +537,15 @@ class SimVcpu:
         self.arch_cr3 = value & 0xFFFFFFFF
 
     # -- register ioctls (LNX arch/x86/kvm/x86.c kvm_arch_vcpu_ioctl_{get,set}_{regs,sregs}) --
+    def mapping_page(self, offset: int):
+        """Page `offset` of this vCPU's mapping (kvm_vcpu_fault): the ring page is the VM's,
+        shared by every vCPU's mapping."""
+        if offset == api.KVM_COALESCED_MMIO_PAGE_OFFSET:
+            return self.vm.coalesced_ring.page
+        if not 0 <= offset < VCPU_MMAP_SIZE // PAGE_SIZE:
+            raise KvmError(errno.EINVAL, f"the vCPU mapping has no page {offset}")
+        return memoryview(self.kvm_run.buf)[offset * PAGE_SIZE:(offset + 1) * PAGE_SIZE]
+
     def get_regs(self) -> KvmRegs:
         return kvm_vmx.get_regs(self)
 
@@ -653,7 +685,8 @@ class _NoPorts:
 # kvm.ko implements.
 SIM_CAPS = {api.KVM_CAP_IRQCHIP: 1, api.KVM_CAP_PIT2: 1, api.KVM_CAP_IMMEDIATE_EXIT: 1,
             api.KVM_CAP_MP_STATE: 1, api.KVM_CAP_VCPU_EVENTS: 1, api.KVM_CAP_PIT_STATE2: 1,
-            api.KVM_CAP_NR_VCPUS: KVM_MAX_VCPUS, api.KVM_CAP_MAX_VCPUS: KVM_MAX_VCPUS}
+            api.KVM_CAP_NR_VCPUS: KVM_MAX_VCPUS, api.KVM_CAP_MAX_VCPUS: KVM_MAX_VCPUS,
+            api.KVM_CAP_COALESCED_MMIO: api.KVM_COALESCED_MMIO_PAGE_OFFSET}
 
 
 class SimKvm:

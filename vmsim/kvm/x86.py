@@ -44,6 +44,7 @@ from vmsim.kvm.api import (
     KVM_PIO_PAGE_OFFSET,
     PAGE_SIZE,
 )
+from vmsim.kvm.coalesced_mmio import coalesced_mmio_write
 from vmsim.kvm.eventfd import ioeventfd_write
 from vmsim.kvm.irq import (
     APIC_BASE,
@@ -612,14 +613,15 @@ def kernel_mmio_read(v: SimVcpu, gpa: int, size: int) -> int | None:
 
 
 def kernel_mmio_write(v: SimVcpu, gpa: int, size: int, value: int) -> bool:
-    if v.vm.ioeventfds:
-        # write_mmio -> vcpu_mmio_write -> kvm_io_bus_write(KVM_MMIO_BUS): an ioeventfd
-        # takes the write, which is then complete.
-        if ioeventfd_write(v.vm, gpa, size, value, source=v.name):
-            ev = v.events
-            if ev is not None and ev.build("kvm_mmio"):
-                ev.tp["kvm_mmio"].fire(v.name, "write", size, gpa, value)
-            return True
+    vm = v.vm
+    # write_mmio -> vcpu_mmio_write -> kvm_io_bus_write(KVM_MMIO_BUS): an ioeventfd, or a
+    # coalesced-MMIO zone with room in its ring, takes the write, which is then complete.
+    if (vm.ioeventfds and ioeventfd_write(vm, gpa, size, value, source=v.name)) or \
+            (vm.coalesced_zones and coalesced_mmio_write(vm, gpa, size, value, v.name)):
+        ev = v.events
+        if ev is not None and ev.build("kvm_mmio"):
+            ev.tp["kvm_mmio"].fire(v.name, "write", size, gpa, value)
+        return True
     if v.lapic is None or not APIC_BASE <= gpa < APIC_BASE + APIC_SIZE:
         return False
     ev = v.events

@@ -16,6 +16,7 @@ from vmsim.costs import COSTS
 from vmsim.hw.exceptions import Unsupported
 from vmsim.hw.memory import PhysicalMemory
 from vmsim.kvm.api import (
+    KVM_CAP_COALESCED_MMIO,
     KVM_EXIT_FAIL_ENTRY,
     KVM_EXIT_HLT,
     KVM_EXIT_INTERNAL_ERROR,
@@ -29,6 +30,7 @@ from vmsim.kvm.api import (
     KVM_EXIT_SYSTEM_EVENT,
     KVM_IOCTLS,
     KVM_MP_STATE_RUNNABLE,
+    CoalescedMmioRing,
     Kvm,
     KvmRegs,
     KvmSegment,
@@ -96,6 +98,17 @@ class KvmState:
             self.ioctl("KVM_SET_USER_MEMORY_REGION", self.vm.set_user_memory_region,
                        slot, 0, gpa, size, machine.ram_view[offset:offset + size],
                        detail=f"slot {slot}: {gpa:#x}+{size:#x}")
+        # kvm_init: s->coalesced_mmio, the ring's page in the vCPU mapping (0: none); then
+        # the memory listener's coalesced_io_add for each coalesced region (the VGA window).
+        self.coalesced_mmio = 0
+        zones = machine.coalesced_zones()
+        if zones:
+            self.coalesced_mmio = self.ioctl("KVM_CHECK_EXTENSION", kvm.check_extension,
+                                             KVM_CAP_COALESCED_MMIO, fd="system",
+                                             detail="KVM_CAP_COALESCED_MMIO")
+        for addr, size in zones if self.coalesced_mmio else ():
+            self.ioctl("KVM_REGISTER_COALESCED_MMIO", self.vm.register_coalesced_mmio, addr, size,
+                       detail=f"zone {addr:#x}+{size:#x}")
         # The simulated kvm.ko views the same RAM through a memory of its own: QEMU's
         # writes (DMA, loading) reach the code its vCPUs decoded, as the hardware's
         # caches snoop DMA. (Not modelled: a coherence the real machine gives for free.)
@@ -123,6 +136,9 @@ class KvmState:
         vcpu = self.ioctl("KVM_CREATE_VCPU", self.vm.create_vcpu, index, vcpu=name,
                           detail=f"vcpu_id {index}")
         cpu = CPUState(index, vcpu, name)
+        if self.coalesced_mmio and self.machine.coalesced_ring is None:
+            # kvm_init_vcpu: the ring is the page at s->coalesced_mmio of the mapping
+            self.machine.coalesced_ring = CoalescedMmioRing(vcpu.mapping_page(self.coalesced_mmio))
         entries = self.machine.cpuid_entries(index)
         if entries:
             self.ioctl("KVM_SET_CPUID2", vcpu.set_cpuid2, entries, vcpu=name, fd="vcpu")

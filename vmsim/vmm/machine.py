@@ -34,9 +34,11 @@ from typing import Any
 
 from vmsim.asm.image import GuestImage
 from vmsim.clock import Mutex
+from vmsim.costs import COSTS
 from vmsim.events import EventStream
 from vmsim.hw.cpu import default_cpuid
 from vmsim.hw.memory import PhysicalMemory
+from vmsim.kvm.api import KVM_COALESCED_MMIO_MAX, CoalescedMmioRing
 from vmsim.state import fields_state, from_plain, load_fields, to_plain
 from vmsim.vmm.block import BlockBackend
 from vmsim.vmm.bus import IoBus
@@ -78,6 +80,10 @@ class MachineConfig:
     # QueueNotify as an ioeventfd the iothread waits on (QEMU's default), or, False
     # (`--no-ioeventfd`), as a KVM_EXIT_MMIO the vCPU thread handles under the BQL.
     ioeventfd: bool = True
+    # The VGA window as a coalesced-MMIO zone, as QEMU's VGA registers it (vga_init:
+    # memory_region_set_coalescing): its writes queue in kvm.ko's ring, no exit each
+    # (`--coalesced-mmio`; vmsim.kvm.coalesced_mmio).
+    coalesced_mmio: bool = False
 
 
 class Machine:
@@ -127,6 +133,12 @@ class Machine:
         self.mem.add_mmio(LOWMEM_BASE, VGA_BASE - LOWMEM_BASE, VgaLowMem(), "vga-lowmem")
         self.image: GuestImage | None = None
         self.exit_listeners: list[Callable[[int], None]] = []
+        # kvm.ko's coalesced-MMIO ring as QEMU maps it (s->coalesced_mmio_ring: set with
+        # the first vCPU when a zone is registered, vmsim.vmm.kvm_all), and the cycles
+        # its flushes cost the thread that ran them.
+        self.coalesced_ring: CoalescedMmioRing | None = None
+        self._coalesced_flush_in_progress = False
+        self._flush_cycles = 0
         # The disk is opened first among the virtio parts: a bad path is a one-line
         # BlockOpenError before anything runs.
         self.blk = (BlockBackend(self.config.disk, self.config.disk_readonly)
@@ -147,11 +159,55 @@ class Machine:
     def take_device_cycles(self) -> int:
         """Virtual cycles the devices' own work cost since the last call (a virtio-blk
         request's file I/O), for the thread that ran them to charge."""
+        cycles, self._flush_cycles = self._flush_cycles, 0
         vdev = self.virtio_blk
         if vdev is None or not vdev.pending_cycles:
-            return 0
-        cycles, vdev.pending_cycles = vdev.pending_cycles, 0
+            return cycles
+        cycles, vdev.pending_cycles = cycles + vdev.pending_cycles, 0
         return cycles
+
+    def coalesced_zones(self) -> list[tuple[int, int]]:
+        """The (address, size) of the regions QEMU coalesces: the VGA window, one zone as
+        vga_io_memory is one region (the text buffer and the lowmem below it)."""
+        if not self.config.coalesced_mmio:
+            return []
+        return [(VGA_HOLE[0], VGA_HOLE[1] - VGA_HOLE[0])]
+
+    def flush_coalesced_mmio_buffer(self) -> None:
+        """kvm_flush_coalesced_mmio_buffer: apply the writes kvm.ko queued, oldest first,
+        each as cpu_physical_memory_write makes it, and free their entries. Called before
+        any access to a coalesced region is served (prepare_mmio_access with
+        mr->flush_coalesced_mmio), under the BQL."""
+        ring = self.coalesced_ring
+        if ring is None or self._coalesced_flush_in_progress:
+            return
+        first, last = ring.first, ring.last
+        if first == last:
+            return
+        self._coalesced_flush_in_progress = True
+        try:
+            ev = self.events
+            pending = ring.pending()
+            if ev is not None and ev.build("kvm_flush_coalesced_mmio_buffer"):
+                ev.emit("kvm_flush_coalesced_mmio_buffer", ev.thread or "qemu",
+                        entries=len(pending), first=first, last=last)
+            for addr, data in pending:
+                self.address_space_memory_write(addr, len(data), int.from_bytes(data, "little"))
+                ring.first = (ring.first + 1) % KVM_COALESCED_MMIO_MAX
+                self._flush_cycles += COSTS["device_access"]
+        finally:
+            self._coalesced_flush_in_progress = False
+
+    def vga_display(self) -> bytes:
+        """The text screen as a display refresh draws it: vga_update_display applies the
+        coalesced writes first. (Here on a copy: looking does not change the run.)"""
+        screen = bytearray(self.vga.buffer)
+        if self.coalesced_ring is not None:
+            for addr, data in self.coalesced_ring.pending():
+                at = addr - VGA_BASE
+                if 0 <= at and at + len(data) <= VGA_SIZE:
+                    screen[at:at + len(data)] = data
+        return bytes(screen)
 
     def close(self) -> None:
         """Release what the machine holds on the host (the disk image's descriptor, and
@@ -304,11 +360,15 @@ class Machine:
         self.io.write(port, size, value)
 
     def address_space_memory_read(self, addr: int, size: int) -> int:
+        if self.coalesced_ring is not None and VGA_HOLE[0] <= addr < VGA_HOLE[1]:
+            self.flush_coalesced_mmio_buffer()
         value = self.mem.read(addr, size)
         self._emit_access("mmio", addr, size, False, value)
         return value
 
     def address_space_memory_write(self, addr: int, size: int, value: int) -> None:
+        if self.coalesced_ring is not None and VGA_HOLE[0] <= addr < VGA_HOLE[1]:
+            self.flush_coalesced_mmio_buffer()
         self._emit_access("mmio", addr, size, True, value)
         self.mem.write(addr, size, value)
 
