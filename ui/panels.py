@@ -691,6 +691,10 @@ class DevicesPanel(QWidget):
         vl.setContentsMargins(0, 0, 0, 0)
         vl.addWidget(QLabel(tr("VGA text (0xB8000)")))
         vl.addWidget(self.vga, 1)
+        # kvm.ko's coalesced-MMIO ring, where the machine has one (--coalesced-mmio)
+        self.ring = QLabel()
+        self.ring.setVisible(False)
+        vl.addWidget(self.ring)
         self.tabs = QTabWidget()
         top = QSplitter(Qt.Orientation.Horizontal)
         top.addWidget(serial)
@@ -784,7 +788,14 @@ class DevicesPanel(QWidget):
             self.console.moveCursor(self.console.textCursor().MoveOperation.End)
 
     def refresh(self, bridge) -> None:
-        self.vga.set_buffer(bridge.session.machine.vga_display())
+        machine = bridge.session.machine
+        self.vga.set_buffer(machine.vga_display())
+        ring = machine.coalesced.ring
+        self.ring.setVisible(ring is not None)
+        if ring is not None:
+            self.ring.setText(tr("coalesced MMIO ring: {n} writes queued in kvm.ko, not yet "
+                                 "applied by QEMU (first {first}, last {last})").format(
+                n=len(ring.pending()), first=ring.first, last=ring.last))
         self._write_log()  # (the log came into view while running)
 
     def reset(self) -> None:

@@ -217,7 +217,8 @@ def _convert(schema: Schema, value: Any, where: str, decode: bool) -> Any:
 @dataclass(frozen=True)
 class OlderVersion:
     """How version N of a section type loads: its schema (checked before anything else
-    touches the data) and a migration to version N + 1 (given data that passed it)."""
+    touches the data) and a migration to version N + 1 (given data that passed it, as the
+    file holds it: bytes fields still in hex)."""
 
     schema: Schema | None  # None for a binary section
     migrate: Callable[[Any], Any]
@@ -562,15 +563,18 @@ def _load_section(data: bytes, entry: dict[str, Any], st: SectionType) -> Any:
     if schema is not None:
         value = _strict_json(data, what)
     while True:
+        checked = value
         if schema is not None:
             try:
-                value = _convert(schema, value, "", decode=True)
+                checked = _convert(schema, value, "", decode=True)
             except ValueError as e:
                 note = f" (version {version})" if version != st.version else ""
                 raise _Refused(f"{what}{note}: {e}") from None
         if version == st.version:
-            return value
+            return checked
         try:
+            # (on the data as the file holds it, bytes still hex: the next version's
+            # schema checks and decodes what the migration made)
             value = st.older[version].migrate(value)
         except (ValueError, KeyError, TypeError, IndexError) as e:
             raise _Refused(f"{what}: migrating from version {version} failed "

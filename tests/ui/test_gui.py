@@ -424,3 +424,26 @@ def test_event_log_hidden_while_running_catches_up_when_the_run_ends(window, qtb
     window.docks["events"].raise_()  # shown: nothing more to make
     qtbot.waitUntil(lambda: not log.visibleRegion().isEmpty(), timeout=5000)
     assert log.table.rowCount() == rows
+
+
+def test_the_screen_shows_writes_still_queued_in_the_coalesced_mmio_ring(make_window,
+                                                                         qtbot) -> None:
+    """With --coalesced-mmio the guest's VGA stores wait in kvm.ko's ring until QEMU
+    applies them: the screen is drawn as QEMU's refresh draws it (the ring applied), and a
+    line under it says how many wait. Without the option there is no such line."""
+    win = make_window(HELLO, coalesced_mmio=True)
+    b = win.bridge
+    b.run()
+    qtbot.waitUntil(lambda: b.finished, timeout=10000)
+    machine = b.session.machine
+    queued = len(machine.coalesced.ring.pending())
+    assert queued > 0  # hello.asm reads nothing back: its stores are all still queued
+    assert not any(machine.vga.buffer[:2 * len(HELLO_TEXT)])  # ... not in the device yet
+    assert win.devices.vga.text().startswith(HELLO_TEXT)
+    assert win.devices.ring.isVisible()
+    assert f": {queued} writes queued" in win.devices.ring.text()
+    plain = make_window(HELLO)
+    plain.bridge.run()
+    qtbot.waitUntil(lambda: plain.bridge.finished, timeout=10000)
+    assert plain.devices.vga.text().startswith(HELLO_TEXT)
+    assert not plain.devices.ring.isVisible()

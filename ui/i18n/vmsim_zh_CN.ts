@@ -1012,6 +1012,10 @@
         <translation>端口 / MMIO 访问</translation>
     </message>
     <message>
+        <source>coalesced MMIO ring: {n} writes queued in kvm.ko, not yet applied by QEMU (first {first}, last {last})</source>
+        <translation>合并 MMIO 环：kvm.ko 中排队 {n} 次写入，QEMU 尚未应用（first {first}，last {last}）</translation>
+    </message>
+    <message>
         <source>all layers</source>
         <translation>所有层</translation>
     </message>
@@ -2138,6 +2142,14 @@
     <message>
         <source>main_loop_wait</source>
         <translation>main_loop_wait</translation>
+    </message>
+    <message>
+        <source>VGA store queued in the coalesced MMIO ring: no exit to QEMU</source>
+        <translation>VGA 写入排入合并 MMIO 环：不退出到 QEMU</translation>
+    </message>
+    <message>
+        <source>QEMU applies the queued VGA stores before this access</source>
+        <translation>QEMU 在此次访问之前应用排队的 VGA 写入</translation>
     </message>
     <message>
         <source>virtio-mmio register access</source>

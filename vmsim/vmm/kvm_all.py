@@ -136,9 +136,9 @@ class KvmState:
         vcpu = self.ioctl("KVM_CREATE_VCPU", self.vm.create_vcpu, index, vcpu=name,
                           detail=f"vcpu_id {index}")
         cpu = CPUState(index, vcpu, name)
-        if self.coalesced_mmio and self.machine.coalesced_ring is None:
+        if self.coalesced_mmio and self.machine.coalesced.ring is None:
             # kvm_init_vcpu: the ring is the page at s->coalesced_mmio of the mapping
-            self.machine.coalesced_ring = CoalescedMmioRing(vcpu.mapping_page(self.coalesced_mmio))
+            self.machine.coalesced.ring = CoalescedMmioRing(vcpu.mapping_page(self.coalesced_mmio))
         entries = self.machine.cpuid_entries(index)
         if entries:
             self.ioctl("KVM_SET_CPUID2", vcpu.set_cpuid2, entries, vcpu=name, fd="vcpu")

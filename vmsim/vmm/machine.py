@@ -65,6 +65,20 @@ VIRTIO_NUM_TRANSPORTS = 8  # microvm without its second IOAPIC
 VIRTIO_IRQ_BASE = 5  # mms->virtio_irq_base without ACPI
 
 
+class CoalescedMmio:
+    """QEMU's coalesced-MMIO state (KVMState's coalesced_mmio_ring and
+    coalesced_flush_in_progress): kvm.ko's ring as QEMU maps it, set with the first vCPU
+    once a zone is registered (vmsim.vmm.kvm_all); and the cycles flushes cost the thread
+    that ran them, not yet charged."""
+
+    __slots__ = ("cycles", "flushing", "ring")
+
+    def __init__(self) -> None:
+        self.ring: CoalescedMmioRing | None = None
+        self.flushing = False
+        self.cycles = 0
+
+
 class GuestLoadError(Exception):
     """The guest file cannot be loaded; str() is a one-line message naming the file."""
 
@@ -133,12 +147,7 @@ class Machine:
         self.mem.add_mmio(LOWMEM_BASE, VGA_BASE - LOWMEM_BASE, VgaLowMem(), "vga-lowmem")
         self.image: GuestImage | None = None
         self.exit_listeners: list[Callable[[int], None]] = []
-        # kvm.ko's coalesced-MMIO ring as QEMU maps it (s->coalesced_mmio_ring: set with
-        # the first vCPU when a zone is registered, vmsim.vmm.kvm_all), and the cycles
-        # its flushes cost the thread that ran them.
-        self.coalesced_ring: CoalescedMmioRing | None = None
-        self._coalesced_flush_in_progress = False
-        self._flush_cycles = 0
+        self.coalesced = CoalescedMmio()
         # The disk is opened first among the virtio parts: a bad path is a one-line
         # BlockOpenError before anything runs.
         self.blk = (BlockBackend(self.config.disk, self.config.disk_readonly)
@@ -159,7 +168,8 @@ class Machine:
     def take_device_cycles(self) -> int:
         """Virtual cycles the devices' own work cost since the last call (a virtio-blk
         request's file I/O), for the thread that ran them to charge."""
-        cycles, self._flush_cycles = self._flush_cycles, 0
+        co = self.coalesced
+        cycles, co.cycles = co.cycles, 0
         vdev = self.virtio_blk
         if vdev is None or not vdev.pending_cycles:
             return cycles
@@ -178,13 +188,14 @@ class Machine:
         each as cpu_physical_memory_write makes it, and free their entries. Called before
         any access to a coalesced region is served (prepare_mmio_access with
         mr->flush_coalesced_mmio), under the BQL."""
-        ring = self.coalesced_ring
-        if ring is None or self._coalesced_flush_in_progress:
+        co = self.coalesced
+        ring = co.ring
+        if ring is None or co.flushing:
             return
         first, last = ring.first, ring.last
         if first == last:
             return
-        self._coalesced_flush_in_progress = True
+        co.flushing = True
         try:
             ev = self.events
             pending = ring.pending()
@@ -194,16 +205,16 @@ class Machine:
             for addr, data in pending:
                 self.address_space_memory_write(addr, len(data), int.from_bytes(data, "little"))
                 ring.first = (ring.first + 1) % KVM_COALESCED_MMIO_MAX
-                self._flush_cycles += COSTS["device_access"]
+                co.cycles += COSTS["device_access"]
         finally:
-            self._coalesced_flush_in_progress = False
+            co.flushing = False
 
     def vga_display(self) -> bytes:
         """The text screen as a display refresh draws it: vga_update_display applies the
         coalesced writes first. (Here on a copy: looking does not change the run.)"""
         screen = bytearray(self.vga.buffer)
-        if self.coalesced_ring is not None:
-            for addr, data in self.coalesced_ring.pending():
+        if self.coalesced.ring is not None:
+            for addr, data in self.coalesced.ring.pending():
                 at = addr - VGA_BASE
                 if 0 <= at and at + len(data) <= VGA_SIZE:
                     screen[at:at + len(data)] = data
@@ -360,14 +371,14 @@ class Machine:
         self.io.write(port, size, value)
 
     def address_space_memory_read(self, addr: int, size: int) -> int:
-        if self.coalesced_ring is not None and VGA_HOLE[0] <= addr < VGA_HOLE[1]:
+        if self.coalesced.ring is not None and VGA_HOLE[0] <= addr < VGA_HOLE[1]:
             self.flush_coalesced_mmio_buffer()
         value = self.mem.read(addr, size)
         self._emit_access("mmio", addr, size, False, value)
         return value
 
     def address_space_memory_write(self, addr: int, size: int, value: int) -> None:
-        if self.coalesced_ring is not None and VGA_HOLE[0] <= addr < VGA_HOLE[1]:
+        if self.coalesced.ring is not None and VGA_HOLE[0] <= addr < VGA_HOLE[1]:
             self.flush_coalesced_mmio_buffer()
         self._emit_access("mmio", addr, size, True, value)
         self.mem.write(addr, size, value)
