@@ -35,7 +35,7 @@ PROSE_LIMIT = 4 << 20
 
 # [machine]: key -> (type, check)
 MACHINE_KEYS = ("backend", "paging", "irqchip", "smp", "memory_mib", "disk", "disk_readonly",
-                "ioeventfd", "serial_in", "snapshot", "max_instructions")
+                "ioeventfd", "coalesced_mmio", "serial_in", "snapshot", "max_instructions")
 REGISTERS = ("EAX", "ECX", "EDX", "EBX", "ESP", "EBP", "ESI", "EDI", "EIP", "EFLAGS",
              "CR0", "CR2", "CR3", "CR4")
 
@@ -278,7 +278,7 @@ def _machine(c: _Ctx, raw: Any, where: tuple, base: dict | None = None) -> dict:
         elif k in ("disk", "snapshot"):
             c.file(v, w)
             out[k] = v
-        elif k in ("disk_readonly", "ioeventfd"):
+        elif k in ("disk_readonly", "ioeventfd", "coalesced_mmio"):
             out[k] = c.bool(v, w)
         elif k == "serial_in":
             out[k] = c.str(v, w)
