@@ -113,9 +113,10 @@ def register(subparsers) -> None:
     p.add_argument("--load", metavar="FILE.vmsnap",
                    help="reopen the session a snapshot holds (its guest, machine and state), "
                         "as File > Open snapshot; instead of GUEST and the machine's options")
-    p.add_argument("--compare", choices=("paging", "irqchip", "ioeventfd"),
+    p.add_argument("--compare", choices=("paging", "irqchip", "ioeventfd", "coalesced"),
                    help="run GUEST twice side by side, differing in that setting (default "
-                        "guests: address_spaces.asm, timer.asm, virtio_blk.asm; docs/gui.md)")
+                        "guests: address_spaces.asm, timer.asm, virtio_blk.asm, vga.asm; "
+                        "docs/gui.md)")
     p.add_argument("--theme", choices=("light", "dark"), default=None,
                    help="the colours (default: the last one chosen, else light)")
     p.add_argument("--presentation", action="store_true",

@@ -1,6 +1,6 @@
 """Side by side (issue 13): the same guest run twice, differing in one setting.
 
-`vmsim gui GUEST --compare paging|irqchip|ioeventfd` (or View > Compare…) opens a window
+`vmsim gui GUEST --compare paging|irqchip|ioeventfd|coalesced` (or View > Compare…) opens a window
 with two columns, one per configuration, each a SessionBridge of its own with the main
 window's panels (exit statistics, and the page tables, the interrupt controllers or the
 device queues), and over them the difference of the two counts in words:
@@ -10,6 +10,9 @@ device queues), and over them the difference of the two counts in words:
 - ioeventfd: the virtqueue kick through an ioeventfd (left) against an MMIO exit to
   QEMU (right), `--no-ioeventfd`; the guest needs a disk (each side gets its own copy
   of the image, since the guest writes to it).
+- coalesced: every VGA store an MMIO exit to QEMU (left, the default) against the VGA
+  window coalesced (right), `--coalesced-mmio`: most stores queued in kvm.ko's ring, and
+  a REP store over the screen no longer back in the guest after each element.
 
 Stepping keeps one relation: both sides have taken the same number of VM exits (until
 one has finished; the other then goes on alone). A VM exit is the unit the comparison is
@@ -57,7 +60,7 @@ from PySide6.QtWidgets import (
 
 from ui.bridge import BATCH_S, FRAME_MS, STEP_LIMIT, SessionBridge
 from ui.i18n import tr
-from ui.panels import InterruptsPanel, PageTablesPanel, StatsPanel
+from ui.panels import DevicesPanel, InterruptsPanel, PageTablesPanel, StatsPanel
 from ui.queues import DeviceQueuesPanel
 from vmsim.asm.image import GuestImage
 
@@ -85,6 +88,8 @@ MODES = {
                     "interrupts"),
     "ioeventfd": Mode("ioeventfd", "virtio_blk.asm", {"ioeventfd": True}, {"ioeventfd": False},
                       "virtio"),
+    "coalesced": Mode("coalesced", "vga.asm", {"coalesced_mmio": False},
+                      {"coalesced_mmio": True}, "devices"),
 }
 
 
@@ -95,6 +100,8 @@ def side_names(mode: str) -> tuple[str, str]:
         "irqchip": (tr("irqchip in kvm.ko (--irqchip kernel)"),
                     tr("irqchip in QEMU (--irqchip userspace)")),
         "ioeventfd": (tr("ioeventfd (the default)"), tr("no ioeventfd (--no-ioeventfd)")),
+        "coalesced": (tr("every VGA store to QEMU (the default)"),
+                      tr("VGA window coalesced (--coalesced-mmio)")),
     }[mode]
 
 
@@ -104,6 +111,7 @@ def mode_titles() -> dict[str, str]:
         "paging": tr("paging: EPT against shadow paging"),
         "irqchip": tr("irqchip: in kvm.ko against in QEMU"),
         "ioeventfd": tr("ioeventfd: the virtqueue kick with and without an ioeventfd"),
+        "coalesced": tr("coalesced MMIO: VGA stores with and without kvm.ko's ring"),
     }
 
 
@@ -206,7 +214,7 @@ def difference_text(mode: str, left: dict, right: dict, finished: bool = False) 
         lines.append(tr("Exits to userspace (KVM_RUN returns): {b} against {a}; KVM_INTERRUPT "
                         "injections by QEMU: {bi} against {ai}.").format(
             a=lu, b=ru, ai=left["injections"], bi=right["injections"]))
-    elif mode == "ioeventfd":
+    elif mode in ("ioeventfd", "coalesced"):
         lm, rm = left["userspace"].get("KVM_EXIT_MMIO", 0), right["userspace"].get("KVM_EXIT_MMIO", 0)
         lines.append(tr("MMIO exits to QEMU (KVM_EXIT_MMIO): {b} against {a}; exits to userspace "
                         "in all: {bu} against {au}.").format(a=lm, b=rm, au=lu, bu=ru))
@@ -241,7 +249,7 @@ class Column(QWidget):
         self.state.setWordWrap(True)
         self.stats = StatsPanel()
         self.panel = {"pagetables": PageTablesPanel, "interrupts": InterruptsPanel,
-                      "virtio": DeviceQueuesPanel}[panel]()
+                      "virtio": DeviceQueuesPanel, "devices": DevicesPanel}[panel]()
         chart = self.stats.findChild(QSplitter)  # the bar chart small, the table taller
         if chart is not None:
             chart.setSizes([130, 200])

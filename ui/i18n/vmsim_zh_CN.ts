@@ -450,6 +450,14 @@
         <translation>不用 ioeventfd（--no-ioeventfd）</translation>
     </message>
     <message>
+        <source>every VGA store to QEMU (the default)</source>
+        <translation>每次 VGA 写都交给 QEMU（默认）</translation>
+    </message>
+    <message>
+        <source>VGA window coalesced (--coalesced-mmio)</source>
+        <translation>VGA 窗口合并（--coalesced-mmio）</translation>
+    </message>
+    <message>
         <source>paging: EPT against shadow paging</source>
         <translation>分页：EPT 对比影子分页</translation>
     </message>
@@ -460,6 +468,10 @@
     <message>
         <source>ioeventfd: the virtqueue kick with and without an ioeventfd</source>
         <translation>ioeventfd：virtqueue 通知（kick）用与不用 ioeventfd</translation>
+    </message>
+    <message>
+        <source>coalesced MMIO: VGA stores with and without kvm.ko&apos;s ring</source>
+        <translation>合并 MMIO：VGA 写用与不用 kvm.ko 的环</translation>
     </message>
     <message>
         <source>page faults and other exceptions</source>
