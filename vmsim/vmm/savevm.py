@@ -152,6 +152,9 @@ def qemu_savevm_portable(vm: VirtualMachine, *, resume: bool = False) -> dict[st
         pit2 = vm.pit_state if vm.pit_state is not None else kvm_pit_get(s)
     devices = m.state()
     del devices["bql"]  # the lock's holder and waiters are thread positions: not state
+    # Writes still queued in kvm.ko's coalesced-MMIO ring were complete for the guest: the
+    # VGA's state carries them applied (the ring does not cross; the running VM's stays).
+    devices["vga"] = {**devices["vga"], "buffer": m.vga_display()}
     ml = vm.main_loop
     d = {
         "vm": {"version": PORTABLE_VERSION, **_config(vm), "clock": vm.sched.now,
