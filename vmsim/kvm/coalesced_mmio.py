@@ -76,7 +76,7 @@ def coalesced_mmio_write(vm: SimVm, addr: int, length: int, value: int, source: 
         ring.last = (insert + 1) % KVM_COALESCED_MMIO_MAX
         ev = vm.events
         if ev is not None and ev.build("coalesced_mmio_write"):
-            ev.emit("coalesced_mmio_write", source, addr=addr, len=length, val=value,
-                    first=ring.first, last=ring.last)
+            ev.tp["coalesced_mmio_write"].fire(source, addr, length, value, ring.first,
+                                               ring.last)
         return True
     return False
