@@ -65,16 +65,18 @@ class Config:
     backend: str = "sim"
     paging: str = "ept"
     memory: int = 16  # MiB
+    coalesced: bool = False  # the VGA window coalesced (--coalesced-mmio)
 
     @property
     def name(self) -> str:
-        return self.backend if self.backend != "sim" else f"sim+{self.paging}"
+        name = self.backend if self.backend != "sim" else f"sim+{self.paging}"
+        return name + "+coalesced" if self.coalesced else name
 
     def cli_args(self) -> list[str]:
         args = ["--backend", self.backend, "--memory", str(self.memory)]
         if self.backend == "sim":
             args += ["--paging", self.paging]
-        return args
+        return [*args, "--coalesced-mmio"] if self.coalesced else args
 
 
 # Every backend and paging mode the in-process runner covers (kvm runs only in a
@@ -137,7 +139,9 @@ def run_guest(data: bytes, cfg: Config, max_instructions: int = 20_000,
     try:
         with memory_cap(), watchdog(seconds):
             try:
-                s = Session(image, cfg.backend, MachineConfig(cfg.memory), paging=cfg.paging,
+                s = Session(image, cfg.backend,
+                            MachineConfig(cfg.memory, coalesced_mmio=cfg.coalesced),
+                            paging=cfg.paging,
                             max_instructions=max_instructions, events=events)
             except (GuestLoadError, ValueError) as e:
                 return Result(f"bad input: {e}", status=2)
@@ -162,7 +166,7 @@ def run_guest(data: bytes, cfg: Config, max_instructions: int = 20_000,
             return Result("exit", Finding("even debug-exit status", str(o.exit_status)))
         return Result(f"debug exit {o.exit_status}", status=o.exit_status,
                       extra={"outside_subset": outside, "serial": bytes(s.serial),
-                             "pte_writes": pte_writes[0]})
+                             "pte_writes": pte_writes[0], "screen": _screen(s)})
     if o.limit_reached:
         # Instructions are counted in batches; a run may overshoot by one batch at most.
         if ran > max_instructions + 20_000:
@@ -175,8 +179,13 @@ def run_guest(data: bytes, cfg: Config, max_instructions: int = 20_000,
     regs = s.registers() if s.cpus else {}
     return Result(o.reason or "ended", status=0,
                   extra={"outside_subset": outside, "serial": bytes(s.serial),
-                         "pte_writes": pte_writes[0],
+                         "pte_writes": pte_writes[0], "screen": _screen(s),
                          "regs": {k: regs.get(k) for k in ("EIP", "ESP", "EAX")}})
+
+
+def _screen(s) -> bytes | None:
+    """The VGA text screen as a display refresh draws it (None on the bare CPU)."""
+    return s.machine.vga_display() if s.vm is not None else None
 
 
 @dataclass

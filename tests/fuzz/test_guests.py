@@ -100,6 +100,39 @@ def test_ept_and_shadow_agree(findings_dir: Path) -> None:
     tally.finish()
 
 
+def test_coalescing_is_invisible_to_the_guest(findings_dir: Path) -> None:
+    """A coalesced VGA window (--coalesced-mmio) changes when QEMU applies the guest's
+    stores, never what the guest sees: a guest that ends by itself ends the same way with
+    and without it (status, reason, serial output, registers) and leaves the same screen.
+    Not compared: guests whose run reads the virtual clock or waits for a timer (the stores
+    that no longer leave for QEMU take less virtual time), whose results are the limit's."""
+    budget = Budget.from_env(ci_count=20)
+    rng = budget.rng("coalesced")
+    tally = Tally("guest")
+    for i in budget.inputs():
+        data, memory = guest_input(rng), rng.choice((2, 4, 16))
+        plain = run_guest(data, Config("sim", "ept", memory), MAX_INSTRUCTIONS)
+        co = run_guest(data, Config("sim", "ept", memory, coalesced=True), MAX_INSTRUCTIONS)
+        tally.inputs += 1
+        if co.finding is not None:
+            p = _keep(findings_dir, f"coalesced-{memory}m-{budget.seed}-{i}.bin", data)
+            tally.add(co.finding, f"sim+ept+coalesced --memory {memory}",
+                      f"vmsim run --coalesced-mmio --memory {memory} {p}")
+            continue
+        if 124 in (plain.status, co.status) or plain.finding:
+            continue  # the limit, or a finding the other tests report
+        a = (plain.status, plain.outcome, plain.extra.get("serial"), plain.extra.get("regs"),
+             plain.extra.get("screen"))
+        b = (co.status, co.outcome, co.extra.get("serial"), co.extra.get("regs"),
+             co.extra.get("screen"))
+        if a != b:
+            p = _keep(findings_dir, f"coalesced-differs-{memory}m-{budget.seed}-{i}.bin", data)
+            tally.add(Finding("coalescing changed the guest's run", f"{a!r:.200} / {b!r:.200}"),
+                      f"sim --memory {memory}",
+                      f"vmsim run [--coalesced-mmio] --memory {memory} {p}")
+    tally.finish()
+
+
 def ending_input(rng: random.Random) -> bytes:
     """An input that ends by itself (halt, shutdown, debug exit, not-modelled stop) within
     the in-process budget on sim+ept, without meeting an instruction outside vmsim's subset
