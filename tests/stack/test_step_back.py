@@ -42,6 +42,7 @@ CASES = {
     "apic2": ("apic", {"smp": 2}, "ept"),
     "virtio_blk": ("virtio_blk", {"disk": True}, "ept"),
     "paging-shadow": ("paging", {}, "shadow"),
+    "vga-coalesced": ("vga", {"coalesced_mmio": True}, "ept"),  # stores queued in the ring
 }
 
 
