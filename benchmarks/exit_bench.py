@@ -44,6 +44,10 @@ instructions make (its own count under callgrind), a figure for any machine.
     python benchmarks/exit_bench.py --callgrind [--only NAME] [--config CONFIG] [--loops SHORT LONG]
         [--pieces]
 
+--coalesced-mmio runs the machine with its VGA window coalesced (vmsim run --coalesced-mmio):
+mmio_loop's stores then end in kvm.ko (queued in the coalesced-MMIO ring) but for one in
+170, and the figures are per VM exit, not per exit to userspace.
+
 --pieces adds, after each guest's stack+vm, that configuration with a layer of the events
 cut out, to show what each costs (docs/performance.md): the tracepoints fired and their
 values handed to line functions of the trace writer that do nothing (what is left: the
