@@ -7,10 +7,12 @@ and the whole directory stays well under two minutes on two cores. On demand:
     VMSIM_FUZZ_SECONDS=T    keep generating for T seconds per test (fresh seed)
     VMSIM_FUZZ_SEED=S       the seed (default: fixed in CI, random in a soak; printed)
 
-`Budget.inputs()` yields input numbers until the count or the time runs out. Every input
-is bounded twice: a watchdog on CPU time and wall-clock time (`watchdog`, SIGPROF and
-SIGALRM, raises `Hang`) and an address-space cap (`memory_cap`, RLIMIT_AS, turns a
-runaway allocation into MemoryError instead of the host's OOM killer).
+`Budget.inputs()` yields input numbers until the count or the time runs out; `scratch`
+gives an input a directory of its own for its files, removed once it is done (a soak's
+hundreds of thousands of inputs filled the disk with them). Every input is bounded
+twice: a watchdog on CPU time and wall-clock time (`watchdog`, SIGPROF and SIGALRM, raises
+`Hang`) and an address-space cap (`memory_cap`, RLIMIT_AS, turns a runaway allocation into
+MemoryError instead of the host's OOM killer).
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ import contextlib
 import os
 import random
 import resource
+import shutil
 import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 CI_SEED = 20261128
 
@@ -61,6 +65,18 @@ class Budget:
     def rng(self, salt: str) -> random.Random:
         """A generator of its own for each test, so adding a test changes no other."""
         return random.Random(f"{self.seed}:{salt}")
+
+
+@contextlib.contextmanager
+def scratch(tmp: Path, i: int) -> Iterator[Path]:
+    """A directory for input `i`'s files, removed with them afterwards (keep a finding's
+    input in the findings directory before leaving)."""
+    d = tmp / f"in{i}"
+    d.mkdir()
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 class Hang(BaseException):

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import seed as hypothesis_seed
 
 from tests.fuzz.asm_fuzz import SOURCES, check_source
-from tests.fuzz.budget import Budget
+from tests.fuzz.budget import Budget, scratch
 from tests.fuzz.harness import ASM_STATUSES, check_cli, run_cli
 from tests.fuzz.known import Tally
 
@@ -71,10 +71,11 @@ def test_random_sources_through_the_command(tmp_path: Path, findings_dir: Path) 
         if not sources:
             collect()
         source = sources.pop(rng.randrange(len(sources)))
-        src = tmp_path / f"s{i}.asm"
-        src.write_text(source, encoding="utf-8", errors="surrogateescape")
-        res = run_cli(["asm", str(src), "-o", str(tmp_path / f"s{i}.bin"),
-                       "-l", str(tmp_path / f"s{i}.lst")], ASM_CLI_TIMEOUT)
+        with scratch(tmp_path, i) as tmp:
+            src = tmp / f"s{i}.asm"
+            src.write_text(source, encoding="utf-8", errors="surrogateescape")
+            res = run_cli(["asm", str(src), "-o", str(tmp / f"s{i}.bin"),
+                           "-l", str(tmp / f"s{i}.lst")], ASM_CLI_TIMEOUT)
         tally.inputs += 1
         f = check_cli(res, ASM_STATUSES, ASM_CLI_TIMEOUT)
         if f is not None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fuzz.budget import Budget, Hang, memory_cap, watchdog
+from tests.fuzz.budget import Budget, Hang, memory_cap, scratch, watchdog
 from tests.fuzz.formats import FILE_KINDS, FileKind
 from tests.fuzz.harness import Finding, _short_traceback
 from tests.fuzz.known import Tally
@@ -53,10 +53,11 @@ def test_mutated_files(kind: FileKind, tmp_path: Path, findings_dir: Path) -> No
         else:
             text = rng.choice(seeds).decode(errors="replace")
             data = "\n".join(mutate_lines(rng, text.splitlines(), pool)).encode()
-        path = tmp_path / f"f{i}{kind.suffix}"
-        path.write_bytes(data)
+        with scratch(tmp_path, i) as tmp:
+            path = tmp / f"f{i}{kind.suffix}"
+            path.write_bytes(data)
+            f = read_one(kind, path)
         tally.inputs += 1
-        f = read_one(kind, path)
         if f is not None:
             keep = findings_dir / f"{kind.name}-{budget.seed}-{i}{kind.suffix}"
             keep.write_bytes(data)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fuzz.budget import Budget
+from tests.fuzz.budget import Budget, scratch
 from tests.fuzz.harness import (
     INPROCESS_CONFIGS,
     KVM_PRESENT,
@@ -177,12 +177,14 @@ def test_guests_through_the_command(cfg: Config, tmp_path: Path, findings_dir: P
     rng = budget.rng(f"cli-guests:{cfg.name}")
     tally = Tally("guest")
     for i in budget.inputs():
-        args, guest = _cli_case(rng, cfg, tmp_path, i)
-        res = run_cli(args, CLI_TIMEOUT)
-        tally.inputs += 1
-        f = check_cli(res, RUN_STATUSES, CLI_TIMEOUT)
-        if f is not None:
-            p = _keep(findings_dir, f"cli-{cfg.name}-{budget.seed}-{i}.bin", guest.read_bytes())
-            args[-1] = str(p)
-            tally.add(f, f"{cfg.name} (command)", "vmsim " + " ".join(args))
+        with scratch(tmp_path, i) as tmp:
+            args, guest = _cli_case(rng, cfg, tmp, i)
+            res = run_cli(args, CLI_TIMEOUT)
+            tally.inputs += 1
+            f = check_cli(res, RUN_STATUSES, CLI_TIMEOUT)
+            if f is not None:
+                p = _keep(findings_dir, f"cli-{cfg.name}-{budget.seed}-{i}.bin",
+                          guest.read_bytes())
+                args[-1] = str(p)
+                tally.add(f, f"{cfg.name} (command)", "vmsim " + " ".join(args))
     tally.finish()
