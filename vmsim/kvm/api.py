@@ -441,9 +441,8 @@ class CoalescedMmioRing:
         """What coalesced_mmio_write stores: the address, the length and `pio`, and
         len(data) bytes of data (memcpy: the rest of the eight keep what they held)."""
         at = _RING_HEAD.size + i * _RING_ENTRY.size
-        _RING_HEAD.pack_into(self.page, at + 8, len(data), pio)
-        struct.pack_into("<Q", self.page, at, phys_addr)
-        self.page[at + 16:at + 16 + len(data)] = data
+        kept = bytes(self.page[at + 16 + len(data):at + 24])
+        _RING_ENTRY.pack_into(self.page, at, phys_addr, len(data), pio, data + kept)
 
     def pending(self) -> list[tuple[int, bytes]]:
         """The writes not yet applied, oldest first: (phys_addr, data)."""
