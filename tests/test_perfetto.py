@@ -148,3 +148,24 @@ def test_timeline_puts_the_virtio_dataplane_on_the_thread_that_runs_it(
     pops = [names[e["tid"]] for e in events if e["name"] == "virtqueue_pop"]
     assert len(pops) == 12
     assert set(pops) == ({"IO iothread0"} if ioeventfd else {"CPU 0/KVM"})
+
+
+def test_timeline_shows_coalesced_stores_and_their_flush_on_the_vcpu(tmp_path: Path,
+                                                                     capsys) -> None:
+    """--coalesced-mmio: each VGA store kvm.ko queued is an instant on the vCPU's track, and
+    so is each flush QEMU makes (as many writes in all as the stores queued, bar those
+    still waiting at the end); the JSON Lines trace of the same run is the count's source."""
+    out, lines = tmp_path / "t.json", tmp_path / "t.jsonl"
+    guest = str(ROOT / "sample_guests" / "vga.asm")
+    assert main(["run", "--coalesced-mmio", "--trace", str(out), "--trace-format", "perfetto",
+                 guest]) == 1
+    assert main(["run", "--coalesced-mmio", "--trace", str(lines), guest]) == 1
+    capsys.readouterr()
+    events = _check_schema(json.loads(out.read_text()))
+    kinds = [json.loads(x)["kind"] for x in lines.read_text().splitlines()]
+    writes = [e for e in events if e["name"].startswith("coalesced MMIO write ")]
+    flushes = [e for e in events if e["name"].startswith("coalesced MMIO flush (")]
+    assert len(writes) == kinds.count("coalesced_mmio_write") > 0
+    assert len(flushes) == kinds.count("kvm_flush_coalesced_mmio_buffer") > 0
+    vcpu = {e["tid"] for e in events if e["ph"] == "M" and e["args"]["name"] == "CPU 0/KVM"}
+    assert {e["tid"] for e in writes + flushes} == vcpu

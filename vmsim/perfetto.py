@@ -45,7 +45,7 @@ KINDS = ["kvm_vcpu_ioctl", "kvm_entry", "kvm_exit", "vmentry_failed", "kvm_users
          "qemu_fd_handler", "kvm_set_irq", "host_timer", "aio_poll", "virtio_queue_notify",
          "virtqueue_pop", "virtio_blk_handle_read", "virtio_blk_handle_write",
          "virtio_blk_req_complete", "virtio_notify", "virtio_notify_irqfd", "ioeventfd_write",
-         "irqfd_inject"]
+         "irqfd_inject", "coalesced_mmio_write", "kvm_flush_coalesced_mmio_buffer"]
 
 
 def _us(cycles: int) -> float:
@@ -231,6 +231,12 @@ class PerfettoWriter(GuardedOutput):
             # The virtio path, on the thread it runs in (the iothread, a vCPU under the
             # BQL, or kvm.ko for the eventfds).
             self._instant(src if _is_thread(src) else self.running, k, "virtio", now)
+        elif k == "coalesced_mmio_write":  # (kvm.ko queues it: no exit to QEMU)
+            self._instant(src if _is_thread(src) else self.running,
+                          f"coalesced MMIO write {ev['addr']:#x}", "mmio", now)
+        elif k == "kvm_flush_coalesced_mmio_buffer":
+            self._instant(src if _is_thread(src) else self.running,
+                          f"coalesced MMIO flush ({ev['entries']} writes)", "mmio", now)
         elif k == "run_end":
             for name, track in self.tracks.items():
                 while track.stack:
