@@ -166,7 +166,7 @@ def _cli_case(rng: random.Random, cfg: Config, tmp: Path, i: int) -> tuple[list[
     return [*args, str(guest)], guest
 
 
-CLI_CONFIGS = [*INPROCESS_CONFIGS, Config("kvm")]
+CLI_CONFIGS = [*INPROCESS_CONFIGS, Config("sim", "ept", coalesced=True), Config("kvm")]
 
 
 @pytest.mark.parametrize("cfg", CLI_CONFIGS, ids=lambda c: c.name)
