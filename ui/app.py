@@ -190,7 +190,8 @@ def main(args: argparse.Namespace) -> int:
     if lesson_arg is not None or getattr(args, "step", None):
         given = [name for name, v in (("GUEST", args.guest), ("--load", args.load),
                                       ("--smp", args.smp), ("--irqchip", args.irqchip),
-                                      ("--disk", args.disk)) if v]
+                                      ("--disk", args.disk), ("--no-ioeventfd", args.no_ioeventfd),
+                                      ("--coalesced-mmio", args.coalesced_mmio)) if v]
         if lesson_arg is None:
             print("vmsim gui: --step needs --lesson ID", file=sys.stderr)
             return EXIT_BAD_INPUT

@@ -146,9 +146,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if bad:
         print(f"vmsim: {bad}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    if args.backend == "bare" and (args.irqchip is not None or (args.smp or 1) != 1):
-        print("vmsim: --smp and --irqchip need a VM (--backend sim or kvm): the bare backend "
-              "is one CPU with no hypervisor and no interrupt controllers", file=sys.stderr)
+    if args.backend == "bare" and (args.irqchip is not None or (args.smp or 1) != 1
+                                   or args.coalesced_mmio):
+        print("vmsim: --smp, --irqchip and --coalesced-mmio need a VM (--backend sim or kvm): "
+              "the bare backend is one CPU with no hypervisor and no interrupt controllers",
+              file=sys.stderr)
         return EXIT_BAD_INPUT
     gdb = None
     if args.gdb is not None:
