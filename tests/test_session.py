@@ -79,6 +79,14 @@ def test_unknown_backend_is_refused() -> None:
         Session(HELLO, backend="xen")
 
 
+def test_a_vm_s_options_are_refused_on_the_bare_cpu() -> None:
+    from vmsim.vmm.machine import MachineConfig
+
+    for config in (MachineConfig(smp=2), MachineConfig(coalesced_mmio=True)):
+        with pytest.raises(ValueError, match=r"needs a VM \(--backend sim or kvm\)"):
+            Session(HELLO, backend="bare", config=config)
+
+
 # -- run_for, breakpoints and views (front ends) ------------------------------------------------
 def _line(needle: str) -> int:
     for n, text in enumerate(Path(HELLO).read_text().splitlines(), 1):
