@@ -813,7 +813,8 @@ class KvmVm(Protocol):
         ...
 
     def unregister_coalesced_mmio(self, addr: int, size: int, pio: int = 0) -> None:
-        """KVM_UNREGISTER_COALESCED_MMIO: drop every zone that lies inside (addr, size)."""
+        """KVM_UNREGISTER_COALESCED_MMIO: drop every zone of the same kind (`pio`) that holds
+        (addr, size) whole; none is not an error."""
         ...
 
 

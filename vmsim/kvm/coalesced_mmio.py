@@ -36,8 +36,9 @@ class CoalescedZone:
         self.addr, self.size, self.pio = addr, size, pio
 
     def coalesced_mmio_in_range(self, addr: int, length: int) -> bool:
-        """(addr, length) lies wholly inside the zone."""
-        if length < 0 or addr + length > 1 << 64:
+        """(addr, length) lies wholly inside the zone (an access whose end wraps past
+        2**64, as a u64 sum does, is not)."""
+        if length < 0 or addr + length >= 1 << 64:
             return False
         return self.addr <= addr and addr + length <= self.addr + self.size
 
