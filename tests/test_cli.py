@@ -268,7 +268,8 @@ def test_closed_stdout(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("args", [["--smp", "2"], ["--irqchip", "userspace"],
-                                  ["--irqchip", "kernel"], ["--coalesced-mmio"]])
+                                  ["--irqchip", "kernel"], ["--coalesced-mmio"],
+                                  ["--no-coalesced-mmio"]])
 def test_bare_refuses_several_vcpus_and_an_irqchip(args: list[str]) -> None:
     # The bare backend is one CPU with no hypervisor: a VM's options are refused in one
     # line before anything runs, not silently ignored.

@@ -152,14 +152,14 @@ def test_timeline_puts_the_virtio_dataplane_on_the_thread_that_runs_it(
 
 def test_timeline_shows_coalesced_stores_and_their_flush_on_the_vcpu(tmp_path: Path,
                                                                      capsys) -> None:
-    """--coalesced-mmio: each VGA store kvm.ko queued is an instant on the vCPU's track, and
-    so is each flush QEMU makes (as many writes in all as the stores queued, bar those
-    still waiting at the end); the JSON Lines trace of the same run is the count's source."""
+    """The VGA window coalesced (the default): each VGA store kvm.ko queued is an instant
+    on the vCPU's track, and so is each flush QEMU makes (as many writes in all as the
+    stores queued, bar those still waiting at the end); the JSON Lines trace of the same
+    run is the count's source."""
     out, lines = tmp_path / "t.json", tmp_path / "t.jsonl"
     guest = str(ROOT / "sample_guests" / "vga.asm")
-    assert main(["run", "--coalesced-mmio", "--trace", str(out), "--trace-format", "perfetto",
-                 guest]) == 1
-    assert main(["run", "--coalesced-mmio", "--trace", str(lines), guest]) == 1
+    assert main(["run", "--trace", str(out), "--trace-format", "perfetto", guest]) == 1
+    assert main(["run", "--trace", str(lines), guest]) == 1
     capsys.readouterr()
     events = _check_schema(json.loads(out.read_text()))
     kinds = [json.loads(x)["kind"] for x in lines.read_text().splitlines()]

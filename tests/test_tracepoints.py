@@ -15,6 +15,7 @@ from vmsim.cli import main
 from vmsim.events import Event, EventStream
 from vmsim.session import Session
 from vmsim.tracecmd import format_line
+from vmsim.vmm.machine import MachineConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 HELLO = str(ROOT / "sample_guests" / "hello.asm")
@@ -44,12 +45,13 @@ the_cpuid:
 """
 
 
-def _run(source: str) -> tuple[Session, list[Event], dict[str, int]]:
+def _run(source: str, config: MachineConfig | None = None
+         ) -> tuple[Session, list[Event], dict[str, int]]:
     image = assemble(source, "t.asm")
     events = EventStream()
     seen: list[Event] = []
     events.subscribe(seen.append)
-    s = Session(image, "sim", events=events)
+    s = Session(image, "sim", config, events=events)
     s.run()
     return s, seen, image.symbols
 
@@ -126,7 +128,8 @@ def test_cpuid_and_msr_tracepoints(out_run) -> None:
 
 
 def test_mmio_and_emulation_tracepoints() -> None:
-    _, seen, _ = _run(Path(HELLO).read_text())
+    # Every VGA store to QEMU (--no-coalesced-mmio): the whole path to KVM_EXIT_MMIO.
+    _, seen, _ = _run(Path(HELLO).read_text(), MachineConfig(coalesced_mmio=False))
     first = [e for e in seen if e.kind in ("kvm_emulate_insn", "kvm_mmio", "kvm_userspace_exit")
              and (e.kind != "kvm_userspace_exit" or e["reason"] == "KVM_EXIT_MMIO")][:3]
     assert [e.kind for e in first] == ["kvm_emulate_insn", "kvm_mmio", "kvm_userspace_exit"]

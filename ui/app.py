@@ -176,7 +176,7 @@ def main(args: argparse.Namespace) -> int:
         given = [name for name, v in (("GUEST", args.guest), ("--smp", args.smp),
                                       ("--irqchip", args.irqchip), ("--disk", args.disk),
                                       ("--no-ioeventfd", args.no_ioeventfd),
-                                      ("--coalesced-mmio", args.coalesced_mmio)) if v]
+                                      ("--[no-]coalesced-mmio", args.coalesced_mmio is not None)) if v]
         if given:
             print(f"vmsim gui: --load brings its own guest and machine: drop {', '.join(given)}",
                   file=sys.stderr)
@@ -191,7 +191,7 @@ def main(args: argparse.Namespace) -> int:
         given = [name for name, v in (("GUEST", args.guest), ("--load", args.load),
                                       ("--smp", args.smp), ("--irqchip", args.irqchip),
                                       ("--disk", args.disk), ("--no-ioeventfd", args.no_ioeventfd),
-                                      ("--coalesced-mmio", args.coalesced_mmio)) if v]
+                                      ("--[no-]coalesced-mmio", args.coalesced_mmio is not None)) if v]
         if lesson_arg is None:
             print("vmsim gui: --step needs --lesson ID", file=sys.stderr)
             return EXIT_BAD_INPUT
@@ -230,6 +230,10 @@ def main(args: argparse.Namespace) -> int:
         if problem:
             print(f"vmsim gui: {problem}", file=sys.stderr)
             return EXIT_BAD_INPUT
+    if args.backend == "bare" and args.coalesced_mmio is not None:
+        print("vmsim gui: --[no-]coalesced-mmio needs a VM (--backend sim): the bare backend "
+              "has no kvm.ko to queue writes in", file=sys.stderr)
+        return EXIT_BAD_INPUT
     disk, disk_readonly = None, False
     if args.disk:  # refused before Qt starts: one line, as vmsim run --disk
         from vmsim.vmm.block import BlockBackend
@@ -273,7 +277,7 @@ def main(args: argparse.Namespace) -> int:
                          presentation=args.presentation, smp=args.smp or 1,
                          irqchip=args.irqchip or "kernel",
                          disk=disk, disk_readonly=disk_readonly, ioeventfd=not args.no_ioeventfd,
-                         coalesced_mmio=args.coalesced_mmio,
+                         coalesced_mmio=args.coalesced_mmio is not False,
                          lesson=lesson, step=getattr(args, "step", None))
     except (GuestLoadError, ValueError, OSError) as e:
         print(f"vmsim gui: {e}", file=sys.stderr)

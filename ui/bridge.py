@@ -230,7 +230,7 @@ class SessionBridge(QObject):
     def __init__(self, guest: str | GuestImage, backend: str = "sim", paging: str = "ept",
                  parent: QObject | None = None, *, smp: int = 1, irqchip: str = "kernel",
                  disk: str | None = None, disk_readonly: bool = False, ioeventfd: bool = True,
-                 coalesced_mmio: bool = False):
+                 coalesced_mmio: bool = True):
         super().__init__(parent)
         self.guest = guest
         self.backend = backend
@@ -240,7 +240,7 @@ class SessionBridge(QObject):
         self.disk = disk  # a raw image for virtio-blk (MachineConfig.disk), or None
         self.disk_readonly = disk_readonly
         self.ioeventfd = ioeventfd  # False: QueueNotify is an MMIO exit (--no-ioeventfd)
-        self.coalesced_mmio = coalesced_mmio  # the VGA window coalesced (--coalesced-mmio)
+        self.coalesced_mmio = coalesced_mmio  # the VGA window coalesced (False: --no-coalesced-mmio)
         self.event_breakpoints: set[str] = set()  # Breakpoints.events specs (EVENT_BREAKPOINTS)
         self.break_event: Event | None = None  # the event an event breakpoint stopped at
         self.main_loop_seen = False  # the main loop ran since the last delivery

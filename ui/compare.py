@@ -10,9 +10,10 @@ device queues), and over them the difference of the two counts in words:
 - ioeventfd: the virtqueue kick through an ioeventfd (left) against an MMIO exit to
   QEMU (right), `--no-ioeventfd`; the guest needs a disk (each side gets its own copy
   of the image, since the guest writes to it).
-- coalesced: every VGA store an MMIO exit to QEMU (left, the default) against the VGA
-  window coalesced (right), `--coalesced-mmio`: most stores queued in kvm.ko's ring, and
-  a REP store over the screen no longer back in the guest after each element.
+- coalesced: the VGA window coalesced (left, the default, as QEMU's VGA has it: most
+  stores queued in kvm.ko's ring, and a REP store over the screen not back in the guest
+  after each element) against every VGA store an MMIO exit to QEMU (right),
+  `--no-coalesced-mmio`.
 
 Stepping keeps one relation: both sides have taken the same number of VM exits (until
 one has finished; the other then goes on alone). A VM exit is the unit the comparison is
@@ -88,8 +89,8 @@ MODES = {
                     "interrupts"),
     "ioeventfd": Mode("ioeventfd", "virtio_blk.asm", {"ioeventfd": True}, {"ioeventfd": False},
                       "virtio"),
-    "coalesced": Mode("coalesced", "vga.asm", {"coalesced_mmio": False},
-                      {"coalesced_mmio": True}, "devices"),
+    "coalesced": Mode("coalesced", "vga.asm", {"coalesced_mmio": True},
+                      {"coalesced_mmio": False}, "devices"),
 }
 
 
@@ -100,8 +101,8 @@ def side_names(mode: str) -> tuple[str, str]:
         "irqchip": (tr("irqchip in kvm.ko (--irqchip kernel)"),
                     tr("irqchip in QEMU (--irqchip userspace)")),
         "ioeventfd": (tr("ioeventfd (the default)"), tr("no ioeventfd (--no-ioeventfd)")),
-        "coalesced": (tr("every VGA store to QEMU (the default)"),
-                      tr("VGA window coalesced (--coalesced-mmio)")),
+        "coalesced": (tr("VGA window coalesced (the default)"),
+                      tr("every VGA store to QEMU (--no-coalesced-mmio)")),
     }[mode]
 
 
@@ -523,10 +524,10 @@ def run_compare(args) -> int:
     from ui import app as gui_app
 
     if args.load or args.backend != "sim" or args.irqchip or args.no_ioeventfd \
-            or args.coalesced_mmio or args.paging != "ept":
+            or args.coalesced_mmio is not None or args.paging != "ept":
         print("vmsim gui: --compare sets the compared option itself and runs the simulated "
               "backend: drop --load, --backend, --paging, --irqchip, --no-ioeventfd and "
-              "--coalesced-mmio",
+              "--[no-]coalesced-mmio",
               file=sys.stderr)
         return 2
     disk = None

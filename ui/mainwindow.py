@@ -158,7 +158,7 @@ class MainWindow(QMainWindow):
                  settings: QSettings | None = None, theme: str = "light", presentation: bool = False,
                  smp: int = 1, irqchip: str = "kernel", disk: str | None = None,
                  disk_readonly: bool = False, ioeventfd: bool = True,
-                 coalesced_mmio: bool = False, lesson=None,
+                 coalesced_mmio: bool = True, lesson=None,
                  step: str | None = None):
         super().__init__()
         self.guest_path = str(guest or DEFAULT_GUEST)

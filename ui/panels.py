@@ -691,8 +691,10 @@ class DevicesPanel(QWidget):
         vl.setContentsMargins(0, 0, 0, 0)
         vl.addWidget(QLabel(tr("VGA text (0xB8000)")))
         vl.addWidget(self.vga, 1)
-        # kvm.ko's coalesced-MMIO ring, where the machine has one (--coalesced-mmio)
+        # kvm.ko's coalesced-MMIO ring, where the machine has one (not --no-coalesced-mmio).
+        # Wrapped: on the default machine it is always there, and must not widen the panel.
         self.ring = QLabel()
+        self.ring.setWordWrap(True)
         self.ring.setVisible(False)
         vl.addWidget(self.ring)
         self.tabs = QTabWidget()

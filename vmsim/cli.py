@@ -147,9 +147,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"vmsim: {bad}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if args.backend == "bare" and (args.irqchip is not None or (args.smp or 1) != 1
-                                   or args.coalesced_mmio):
-        print("vmsim: --smp, --irqchip and --coalesced-mmio need a VM (--backend sim or kvm): "
-              "the bare backend is one CPU with no hypervisor and no interrupt controllers",
+                                   or args.coalesced_mmio is not None):
+        print("vmsim: --smp, --irqchip and --[no-]coalesced-mmio need a VM (--backend sim or "
+              "kvm): the bare backend is one CPU with no hypervisor and no interrupt controllers",
               file=sys.stderr)
         return EXIT_BAD_INPUT
     gdb = None
@@ -250,7 +250,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                                             irqchip=args.irqchip or "kernel", disk=disk_path,
                                             disk_readonly=disk_readonly,
                                             ioeventfd=not args.no_ioeventfd,
-                                            coalesced_mmio=args.coalesced_mmio),
+                                            coalesced_mmio=args.coalesced_mmio is not False),
                               serial_out=serial_out, max_instructions=limit,
                               paging=args.paging or "ept", events=events,
                               history=False)  # a batch run never steps back
@@ -372,7 +372,7 @@ def _check_load_options(args: argparse.Namespace) -> str:
         ("--memory", args.memory is not None), ("--smp", args.smp is not None),
         ("--irqchip", args.irqchip is not None), ("--serial-in", args.serial_in is not None),
         ("--no-ioeventfd", args.no_ioeventfd),
-        ("--coalesced-mmio", args.coalesced_mmio)) if given), None)
+        ("--[no-]coalesced-mmio", args.coalesced_mmio is not None)) if given), None)
     if fixed:
         return f"{fixed}: the snapshot brings its machine's configuration (--load)"
     if args.disk and args.disk.endswith(",readonly"):
@@ -775,11 +775,12 @@ def add_machine_arguments(p: argparse.ArgumentParser) -> None:
                    help="virtio QueueNotify exits to the VMM (KVM_EXIT_MMIO, handled in the "
                         "vCPU thread under the BQL) instead of signalling an ioeventfd that "
                         "the iothread waits on (QEMU's ioeventfd=off)")
-    p.add_argument("--coalesced-mmio", action="store_true",
-                   help="register the VGA window as a coalesced-MMIO zone, as QEMU's VGA "
-                        "does (KVM_REGISTER_COALESCED_MMIO): its writes queue in kvm.ko's "
-                        "ring with no exit each, and QEMU applies them before the next "
-                        "access to the VGA")
+    p.add_argument("--coalesced-mmio", action=argparse.BooleanOptionalAction, default=None,
+                   help="the VGA window as a coalesced-MMIO zone, as QEMU's VGA always "
+                        "registers it (KVM_REGISTER_COALESCED_MMIO; the default): its writes "
+                        "queue in kvm.ko's ring with no exit each, and QEMU applies them "
+                        "before the next access to the VGA. --no-coalesced-mmio: every VGA "
+                        "store comes out of KVM_RUN as a KVM_EXIT_MMIO")
 
 
 def smp_count(text: str) -> int:

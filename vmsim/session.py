@@ -54,9 +54,6 @@ class Session:
         if backend == "bare" and config is not None and config.smp != 1:
             raise ValueError("--smp needs a VM (--backend sim or kvm): the bare backend is "
                              "one CPU with no hypervisor")
-        if backend == "bare" and config is not None and config.coalesced_mmio:
-            raise ValueError("--coalesced-mmio needs a VM (--backend sim or kvm): the bare "
-                             "backend has no kvm.ko to queue writes in")
         self.paging = paging
         self.backend = backend
         self.events = events or EventStream()

@@ -65,18 +65,22 @@ class Config:
     backend: str = "sim"
     paging: str = "ept"
     memory: int = 16  # MiB
-    coalesced: bool = False  # the VGA window coalesced (--coalesced-mmio)
+    # The VGA window coalesced, as the machine has it by default (False: --no-coalesced-mmio;
+    # the bare CPU has no kvm.ko either way).
+    coalesced: bool = True
 
     @property
     def name(self) -> str:
         name = self.backend if self.backend != "sim" else f"sim+{self.paging}"
-        return name + "+coalesced" if self.coalesced else name
+        return name + "+no-coalesced" if not self.coalesced and self.backend != "bare" else name
 
     def cli_args(self) -> list[str]:
         args = ["--backend", self.backend, "--memory", str(self.memory)]
         if self.backend == "sim":
             args += ["--paging", self.paging]
-        return [*args, "--coalesced-mmio"] if self.coalesced else args
+        if not self.coalesced and self.backend != "bare":
+            args.append("--no-coalesced-mmio")
+        return args
 
 
 # Every backend and paging mode the in-process runner covers (kvm runs only in a

@@ -107,7 +107,7 @@ def test_ept_and_shadow_agree(findings_dir: Path) -> None:
 
 
 def test_coalescing_is_invisible_to_the_guest(findings_dir: Path) -> None:
-    """A coalesced VGA window (--coalesced-mmio) changes when QEMU applies the guest's
+    """A coalesced VGA window (the default) changes when QEMU applies the guest's
     stores, never what the guest sees: a guest that ends by itself ends the same way with
     and without it (status, reason, serial output, registers) and leaves the same screen.
     The stores that no longer leave for QEMU take less virtual time, so a guest whose
@@ -118,13 +118,13 @@ def test_coalescing_is_invisible_to_the_guest(findings_dir: Path) -> None:
     tally = Tally("guest")
     for i in budget.inputs():
         data, memory = guest_input(rng), rng.choice((2, 4, 16))
-        plain = run_guest(data, Config("sim", "ept", memory), MAX_INSTRUCTIONS)
-        co = run_guest(data, Config("sim", "ept", memory, coalesced=True), MAX_INSTRUCTIONS)
+        plain = run_guest(data, Config("sim", "ept", memory, coalesced=False), MAX_INSTRUCTIONS)
+        co = run_guest(data, Config("sim", "ept", memory), MAX_INSTRUCTIONS)
         tally.inputs += 1
         if co.finding is not None:
             p = _keep(findings_dir, f"coalesced-{memory}m-{budget.seed}-{i}.bin", data)
-            tally.add(co.finding, f"sim+ept+coalesced --memory {memory}",
-                      f"vmsim run --coalesced-mmio --memory {memory} {p}")
+            tally.add(co.finding, f"sim+ept --memory {memory}",
+                      f"vmsim run --memory {memory} {p}")
             continue
         if 124 in (plain.status, co.status) or plain.finding:
             continue  # the limit, or a finding the other tests report
@@ -133,7 +133,7 @@ def test_coalescing_is_invisible_to_the_guest(findings_dir: Path) -> None:
             p = _keep(findings_dir, f"coalesced-differs-{memory}m-{budget.seed}-{i}.bin", data)
             tally.add(Finding("coalescing changed the guest's run", f"{a!r:.200} / {b!r:.200}"),
                       f"sim --memory {memory}",
-                      f"vmsim run [--coalesced-mmio] --memory {memory} {p}")
+                      f"vmsim run [--no-coalesced-mmio] --memory {memory} {p}")
     tally.finish()
 
 
@@ -166,7 +166,7 @@ def _cli_case(rng: random.Random, cfg: Config, tmp: Path, i: int) -> tuple[list[
     return [*args, str(guest)], guest
 
 
-CLI_CONFIGS = [*INPROCESS_CONFIGS, Config("sim", "ept", coalesced=True), Config("kvm")]
+CLI_CONFIGS = [*INPROCESS_CONFIGS, Config("sim", "ept", coalesced=False), Config("kvm")]
 
 
 @pytest.mark.parametrize("cfg", CLI_CONFIGS, ids=lambda c: c.name)

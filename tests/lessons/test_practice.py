@@ -306,10 +306,13 @@ def test_generated_guests_on_qemu(problems):
 def test_exit_prediction_userspace_exits_on_the_host_kvm(problems):
     from vmsim.asm import assemble
     from vmsim.session import Session
+    from vmsim.vmm.machine import MachineConfig
 
     for s in SEEDS[:8]:
         p = problems["exit_prediction", s]
-        s_ = Session(assemble(p.guest_source), backend="kvm", history=False)
+        # The machine the problem states: the VGA window not coalesced
+        s_ = Session(assemble(p.guest_source), "kvm", MachineConfig(coalesced_mmio=False),
+                     history=False)
         seen = []
         s_.events.subscribe(seen.append, ["kvm_userspace_exit"])
         s_.run()

@@ -58,16 +58,19 @@ def kvm_exits(trace_lines: list[str]) -> list[dict]:
     return out
 
 
-def run_sim(guest: str | Path, paging: str = "ept") -> StackRun:
-    """vmsim's VMM on the simulated kvm.ko, in process, traced as `vmsim run --trace` does."""
+def run_sim(guest: str | Path, paging: str = "ept", coalesced: bool = True) -> StackRun:
+    """vmsim's VMM on the simulated kvm.ko, in process, traced as `vmsim run --trace` does
+    (`coalesced` False: as with --no-coalesced-mmio)."""
     from vmsim.events import EventStream
     from vmsim.session import Session
     from vmsim.trace import TraceWriter
+    from vmsim.vmm.machine import MachineConfig
 
     events = EventStream()
     buf = io.StringIO()
     trace = TraceWriter(events, buf, "vm")
-    s = Session(str(guest), "sim", paging=paging, max_instructions=SIM_LIMIT, events=events)
+    s = Session(str(guest), "sim", MachineConfig(coalesced_mmio=coalesced), paging=paging,
+                max_instructions=SIM_LIMIT, events=events)
     outcome = s.run()
     trace.close()
     return StackRun(bytes(s.serial), outcome.exit_status,
@@ -97,10 +100,12 @@ def run_cli(args: list[str], timeout: float = KVM_TIMEOUT) -> subprocess.Complet
                           timeout=timeout, env=env, cwd=ROOT, stdin=subprocess.DEVNULL)
 
 
-def run_kvm(guest: str | Path, tmp: Path) -> StackRun:
-    """The same VMM on the host's /dev/kvm (`vmsim run --backend kvm --trace`)."""
+def run_kvm(guest: str | Path, tmp: Path, coalesced: bool = True) -> StackRun:
+    """The same VMM on the host's /dev/kvm (`vmsim run --backend kvm --trace`, with
+    --no-coalesced-mmio where `coalesced` is False)."""
     trace = tmp / (Path(guest).stem + ".kvm.jsonl")
-    p = run_cli(["run", "--backend", "kvm", "--trace", str(trace), str(guest)])
+    p = run_cli(["run", "--backend", "kvm", *([] if coalesced else ["--no-coalesced-mmio"]),
+                 "--trace", str(trace), str(guest)])
     status = p.returncode if p.returncode & 1 else None
     lines = trace.read_text().splitlines() if trace.exists() else []
     return StackRun(p.stdout, status, kvm_exits(lines), p.stderr.decode(errors="replace").strip())

@@ -1,8 +1,8 @@
-"""Coalesced MMIO (`--coalesced-mmio`): the VGA window as a KVM_REGISTER_COALESCED_MMIO zone,
-as QEMU's VGA registers it. Writes inside it queue in kvm.ko's ring with no exit to
-userspace; a write that finds the ring full (KVM_COALESCED_MMIO_MAX - 1 entries) exits as
-KVM_EXIT_MMIO, and QEMU applies the queued writes, in order, before it serves that access
-or any read of the VGA.
+"""Coalesced MMIO (the default machine; `--no-coalesced-mmio` turns it off): the VGA window
+as a KVM_REGISTER_COALESCED_MMIO zone, as QEMU's VGA registers it. Writes inside it queue
+in kvm.ko's ring with no exit to userspace; a write that finds the ring full
+(KVM_COALESCED_MMIO_MAX - 1 entries) exits as KVM_EXIT_MMIO, and QEMU applies the queued
+writes, in order, before it serves that access or any read of the VGA.
 
 The host's KVM is the oracle for the exits and for the ring's capacity: the same VMM runs
 on /dev/kvm, where the real kvm.ko fills the real ring."""

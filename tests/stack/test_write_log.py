@@ -141,7 +141,7 @@ def test_checkpoints_and_replays_diff_only_the_logged_pages(guest, monkeypatch, 
     s = Session(str(ROOT / "sample_guests" / guest), "sim", config=config,
                 serial_out=lambda data: None, max_instructions=2_000_000)
     h = s.history
-    h._gap_work, h._gap_steps = 20_000, 150  # many checkpoints on a short run (a replay
+    h._gap_work, h._gap_steps = 20_000, 80  # many checkpoints on a short run (a replay
     # leaves some within its last REPLAY_WINDOW steps)
     while not s.run_for(None, instructions=1 << 40).finished:
         pass

@@ -384,10 +384,12 @@ def test_a_bad_lesson_argument_is_one_line(tmp_path, capsys) -> None:
     assert main(["gui", "--step", "x"]) == EXIT_BAD_INPUT
     capsys.readouterr()
     # A lesson brings its machine: the machine's options are refused beside it, in one line.
-    for opt in (["--smp", "2"], ["--no-ioeventfd"], ["--coalesced-mmio"]):
+    for opt, named in ((["--smp", "2"], "--smp"), (["--no-ioeventfd"], "--no-ioeventfd"),
+                       (["--coalesced-mmio"], "--[no-]coalesced-mmio"),
+                       (["--no-coalesced-mmio"], "--[no-]coalesced-mmio")):
         assert main(["gui", "--lesson", "mmio", *opt, "--screenshot", shot]) == EXIT_BAD_INPUT
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and f"drop {opt[0]}" in err, err
+        assert err.count("\n") == 1 and f"drop {named}" in err, err
 
 
 def test_a_newcomer_opens_lesson_one_and_does_its_first_step(open_window, tmp_path, monkeypatch) -> None:

@@ -450,12 +450,12 @@
         <translation>不用 ioeventfd（--no-ioeventfd）</translation>
     </message>
     <message>
-        <source>every VGA store to QEMU (the default)</source>
-        <translation>每次 VGA 写都交给 QEMU（默认）</translation>
+        <source>VGA window coalesced (the default)</source>
+        <translation>VGA 窗口合并（默认）</translation>
     </message>
     <message>
-        <source>VGA window coalesced (--coalesced-mmio)</source>
-        <translation>VGA 窗口合并（--coalesced-mmio）</translation>
+        <source>every VGA store to QEMU (--no-coalesced-mmio)</source>
+        <translation>每次 VGA 写都交给 QEMU（--no-coalesced-mmio）</translation>
     </message>
     <message>
         <source>paging: EPT against shadow paging</source>

@@ -44,7 +44,7 @@ def make_session(lesson: Lesson, step: Step | None, source: str | None = None, *
         disk=disk,
         disk_readonly=m.get("disk_readonly", False),
         ioeventfd=m.get("ioeventfd", True),
-        coalesced_mmio=m.get("coalesced_mmio", False),
+        coalesced_mmio=m.get("coalesced_mmio", True),
     )
     try:
         if source is not None:

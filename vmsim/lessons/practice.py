@@ -247,16 +247,19 @@ gdt_descriptor:
 MAX_INSTRUCTIONS = 200_000  # every generated guest ends in a few thousand
 
 
-def run_guest(source: str, kinds: Iterable[str], paging: str = "ept", filename: str = "practice.asm"):
-    """Assemble `source`, run it to the end on the simulated backend, and return (image,
-    events of `kinds` in order, outcome). Raises RuntimeError if it does not end at its
+def run_guest(source: str, kinds: Iterable[str], paging: str = "ept", filename: str = "practice.asm",
+              coalesced_mmio: bool = True):
+    """Assemble `source`, run it to the end on the simulated backend (`coalesced_mmio`
+    False: every VGA store out to QEMU, as --no-coalesced-mmio), and return (image, events
+    of `kinds` in order, outcome). Raises RuntimeError if it does not end at its
     isa-debug-exit (a generator bug, never a student's)."""
     from vmsim.asm import assemble
     from vmsim.session import Session
+    from vmsim.vmm.machine import MachineConfig
 
     image = assemble(source, filename)
-    session = Session(image, backend="sim", paging=paging, history=False,
-                      max_instructions=MAX_INSTRUCTIONS)
+    session = Session(image, "sim", MachineConfig(coalesced_mmio=coalesced_mmio), paging=paging,
+                      history=False, max_instructions=MAX_INSTRUCTIONS)
     events = []
     session.events.subscribe(events.append, list(kinds))
     outcome = session.run()

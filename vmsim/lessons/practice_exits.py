@@ -181,7 +181,9 @@ def make(seed: int, params: dict) -> Problem:
     p = validate_params("exit_prediction", params, PARAMS)
     lines = draw_lines(seed, p["lines"])
     source, first = guest_source(lines, seed)
-    image, events, _ = run_guest(source, ["kvm_exit", "kvm_handler", "kvm_userspace_exit"])
+    # (Lessons 4-6: every VGA store reaches QEMU, as lesson 6's machine has it.)
+    image, events, _ = run_guest(source, ["kvm_exit", "kvm_handler", "kvm_userspace_exit"],
+                                 coalesced_mmio=False)
     exits: dict[int, dict] = {}
     current = None
     for e in events:
@@ -232,7 +234,8 @@ def _prompt(lines: list[str], seed: int) -> dict[str, str]:
           "A 32-bit guest (protected mode, paging off, interrupts off) runs on the simulated "
           "kvm.ko with EPT and the in-kernel irqchip (the PIC and the PIT are in kvm.ko). "
           "QEMU has a 16550 UART at ports 0x3F8-0x3FF, isa-debug-exit at 0x501 and the VGA "
-          "text buffer at 0xB8000 (MMIO); no device model claims ports 0x80, 0xE0 or 0x2E0 "
+          "text buffer at 0xB8000 (MMIO, not coalesced: as lesson 6's machine, "
+          "--no-coalesced-mmio); no device model claims ports 0x80, 0xE0 or 0x2E0 "
           "(QEMU's pc machine has a dummy at 0x80). Before "
           "line 1 the guest has only run from its own code page: no RAM page above 2 MiB and "
           "no VGA memory has been touched yet, and CR4 is 0. kvm.ko's EPT maps guest RAM one "
@@ -244,7 +247,8 @@ def _prompt(lines: list[str], seed: int) -> dict[str, str]:
     zh = (f"**哪些指令会退出？**（种子 {seed}）\n\n"
           "一个 32 位客户机（保护模式，未开分页，关中断）在模拟的 kvm.ko 上运行，使用 EPT 与内核中的"
           "中断控制器（PIC 与 PIT 在 kvm.ko 中）。QEMU 在端口 0x3F8-0x3FF 上有一个 16550 串口，"
-          "在 0x501 上有 isa-debug-exit，在 0xB8000 有 VGA 文本缓冲区（MMIO）；端口 0x80、0xE0 "
+          "在 0x501 上有 isa-debug-exit，在 0xB8000 有 VGA 文本缓冲区（MMIO，不合并：与第 6 课的机器相同，"
+          "--no-coalesced-mmio）；端口 0x80、0xE0 "
           "和 0x2E0 上没有设备模型（QEMU 的 pc 机型在 0x80 上有一个空设备）。"
           "第 1 行之前客户机只在自己的代码页中运行过：2 MiB 以上的内存页和 "
           "VGA 内存都还没被访问过，CR4 为 0。kvm.ko 的 EPT 每次 EPT violation 只映射一个 4 KiB "

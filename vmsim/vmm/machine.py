@@ -94,10 +94,11 @@ class MachineConfig:
     # QueueNotify as an ioeventfd the iothread waits on (QEMU's default), or, False
     # (`--no-ioeventfd`), as a KVM_EXIT_MMIO the vCPU thread handles under the BQL.
     ioeventfd: bool = True
-    # The VGA window as a coalesced-MMIO zone, as QEMU's VGA registers it (vga_init:
+    # The VGA window as a coalesced-MMIO zone, as QEMU's VGA always registers it (vga_init:
     # memory_region_set_coalescing): its writes queue in kvm.ko's ring, no exit each
-    # (`--coalesced-mmio`; vmsim.kvm.coalesced_mmio).
-    coalesced_mmio: bool = False
+    # (vmsim.kvm.coalesced_mmio). False (`--no-coalesced-mmio`): every VGA store comes
+    # out of KVM_RUN as a KVM_EXIT_MMIO. A backend with no VM (bare) has nothing to queue in.
+    coalesced_mmio: bool = True
 
 
 class Machine:

@@ -30,14 +30,20 @@ class VgaText:
         return self.buffer[i], self.buffer[i + 1]
 
     def text(self) -> str:
-        """The screen as text, trailing blanks dropped (code page 437 for the glyphs)."""
-        rows = []
-        for row in range(ROWS):
-            chars = bytes(self.buffer[2 * (row * COLUMNS + c)] or 0x20 for c in range(COLUMNS))
-            rows.append(chars.decode("cp437").rstrip())
-        while rows and not rows[-1]:
-            rows.pop()
-        return "\n".join(rows)
+        """The device's buffer as text (screen_text)."""
+        return screen_text(self.buffer)
+
+
+def screen_text(buffer: bytes | bytearray) -> str:
+    """A text buffer (the device's, or Machine.vga_display(): what a refresh draws) as
+    text, trailing blanks dropped (code page 437 for the glyphs)."""
+    rows = []
+    for row in range(ROWS):
+        chars = bytes(buffer[2 * (row * COLUMNS + c)] or 0x20 for c in range(COLUMNS))
+        rows.append(chars.decode("cp437").rstrip())
+    while rows and not rows[-1]:
+        rows.pop()
+    return "\n".join(rows)
 
 
 class VgaLowMem:
