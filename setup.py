@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from setuptools import setup
-
 HERE = Path(__file__).resolve().parent
 
 
@@ -28,4 +26,8 @@ def data_files() -> list[tuple[str, list[str]]]:
 
 
 if __name__ == "__main__":
+    # (Imported here: the tests read data_files() from a venv that need not have setuptools,
+    # as Python 3.12's venvs do not; a build has it, from [build-system].)
+    from setuptools import setup
+
     setup(data_files=data_files())
